@@ -1,0 +1,21 @@
+"""Publish failures, split by what the caller does next (see ``topology.errors`` for the root)."""
+
+from __future__ import annotations
+
+from topology.errors import BrokerError
+
+
+class PublishError(BrokerError):
+    """A publish was not confirmed by the broker; the subclass says why."""
+
+
+class UnroutableError(PublishError):
+    """No queue is bound for the routing key: a topology or input error, retrying will not help."""
+
+
+class PublishNackedError(PublishError):
+    """The broker refused the message (nack); retry later."""
+
+
+class ConfirmTimeoutError(PublishError):
+    """No confirm arrived in time: the outcome is unknown, so retry with the same job id."""

@@ -1,0 +1,176 @@
+"""Publishing with confirms: the ``Publisher`` port and its RabbitMQ adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+
+from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
+from producers.settings import PublisherSettings
+from topology.broker import CONNECT_ERRORS, connect
+from topology.envelope import Envelope
+from topology.errors import BrokerUnavailableError, TaskqError
+from topology.model import CompiledTopology
+from topology.routes import Route, job_route
+from topology.settings import BrokerSettings
+
+
+class Publisher(Protocol):
+    """Publishes envelopes and returns only once the broker confirmed them."""
+
+    async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
+        """Publish one envelope (to its job route unless ``route`` is given) and await its confirm."""
+        ...
+
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        """Publish many envelopes with their confirms awaited together; one result per envelope."""
+        ...
+
+
+class ConfirmedPublisher:
+    """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
+
+    Concurrent ``publish`` calls share the channel, so their confirms are pipelined rather
+    than one round trip each; ``publish_many`` keeps ``publish_window`` of them in flight.
+    """
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractRobustChannel,
+        topology: CompiledTopology,
+        settings: PublisherSettings,
+    ) -> None:
+        self._connection = connection
+        self._channel = channel
+        self._topology = topology
+        self._settings = settings
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        broker: BrokerSettings,
+        topology: CompiledTopology,
+        settings: PublisherSettings | None = None,
+        *,
+        name: str = "taskq publisher",
+    ) -> ConfirmedPublisher:
+        """Open a robust connection and a confirm channel.
+
+        Raises:
+            BrokerUnavailableError: when RabbitMQ cannot be reached.
+        """
+        connection = await connect(broker, name=name)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        except CONNECT_ERRORS as exc:
+            await connection.close()
+            raise BrokerUnavailableError(f"cannot open a confirm channel: {exc}") from exc
+        return cls(connection, channel, topology, settings or PublisherSettings())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection (confirms still in flight fail with ``BrokerUnavailableError``)."""
+        await self._connection.close()
+
+    @property
+    def connected(self) -> bool:
+        """Return whether the connection and channel are open right now."""
+        return not self._connection.is_closed and not self._channel.is_closed
+
+    async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
+        """Publish ``envelope`` and return once the broker confirmed it.
+
+        Raises:
+            UnroutableError: no queue is bound for the routing key (or the exchange is missing).
+            PublishNackedError: the broker refused the message.
+            ConfirmTimeoutError: no confirm within ``confirm_timeout``; the outcome is unknown.
+            BrokerUnavailableError: the connection is down.
+        """
+        target = route or job_route(self._topology, envelope)
+        props = envelope.properties()
+        headers: dict[str, Any] = {**props.headers, **target.headers}
+        message = aio_pika.Message(
+            envelope.encode(),
+            headers=headers,
+            content_type=props.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            message_id=props.message_id,
+            timestamp=props.timestamp,
+            type=props.type,
+        )
+        exchange = self._exchanges.get(target.exchange)
+        if exchange is None:
+            exchange = await self._channel.get_exchange(target.exchange, ensure=False)
+            self._exchanges[target.exchange] = exchange
+        try:
+            await exchange.publish(
+                message, target.routing_key, mandatory=True, timeout=self._settings.confirm_timeout
+            )
+        except Exception as exc:
+            raise _translate(exc, target) from exc
+
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        """Publish every envelope, ``publish_window`` at a time; one result per envelope."""
+        targets: Sequence[Route | None] = routes if routes is not None else [None] * len(envelopes)
+        results: list[TaskqError | None] = []
+        window = self._settings.publish_window
+        for start in range(0, len(envelopes), window):
+            outcomes = await asyncio.gather(
+                *(
+                    self.publish(env, route)
+                    for env, route in zip(
+                        envelopes[start : start + window],
+                        targets[start : start + window],
+                        strict=True,
+                    )
+                ),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, TaskqError) or outcome is None:
+                    results.append(outcome)
+                else:
+                    raise outcome
+        return results
+
+
+def _translate(exc: Exception, route: Route) -> Exception:
+    """Map an aio-pika/aiormq failure to the taskq error that says what to do next."""
+    where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
+    if isinstance(exc, aio_pika.exceptions.PublishError):
+        return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+        return UnroutableError(
+            f"{where}: the exchange does not exist; run `taskctl topology apply`"
+        )
+    if isinstance(exc, aiormq.exceptions.DeliveryError):
+        return PublishNackedError(f"the broker refused the message for {where}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return ConfirmTimeoutError(f"no confirm for {where} in time; the outcome is unknown")
+    if isinstance(exc, CONNECT_ERRORS | aiormq.exceptions.AMQPError | RuntimeError):
+        return BrokerUnavailableError(f"publish to {where} failed: {exc or type(exc).__name__}")
+    return exc

@@ -1,0 +1,21 @@
+"""The ``taskctl`` command line: one entry point for operators."""
+
+from __future__ import annotations
+
+import typer
+
+from taskctl import topology_commands, up_command
+
+app = typer.Typer(
+    name="taskctl",
+    help="Operate taskq: the topology, the pipeline processes and (later) the DLQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(topology_commands.app, name="topology")
+app.command(name="up")(up_command.up)
+
+
+def main() -> None:
+    """Run the ``taskctl`` command line."""
+    app()

@@ -1,0 +1,65 @@
+"""Connecting to RabbitMQ: one robust connection per process, and the server version probe."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustConnection
+
+from topology.errors import BrokerUnavailableError
+from topology.settings import BrokerSettings, mask_url
+
+# Connection failures that mean "the broker is not there right now"; anything else is a bug.
+CONNECT_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the broker says about itself when a connection opens."""
+
+    product: str
+    version: str
+
+    @property
+    def major_minor(self) -> tuple[int, int]:
+        """Return the version as ``(major, minor)``, ``(0, 0)`` when it cannot be read."""
+        parts = self.version.split(".")
+        try:
+            return int(parts[0]), int(parts[1])
+        except (IndexError, ValueError):
+            return (0, 0)
+
+
+async def connect(settings: BrokerSettings, *, name: str) -> AbstractRobustConnection:
+    """Open a robust connection that reconnects and restores channels and consumers.
+
+    Raises:
+        BrokerUnavailableError: when RabbitMQ cannot be reached within the connect timeout.
+    """
+    url = settings.amqp_url.get_secret_value()
+    try:
+        return await aio_pika.connect_robust(
+            url,
+            heartbeat=settings.heartbeat,
+            timeout=settings.connect_timeout,
+            client_properties={"connection_name": name},
+        )
+    except CONNECT_ERRORS as exc:
+        raise BrokerUnavailableError(
+            f"cannot connect to RabbitMQ at {mask_url(url)}: {exc or type(exc).__name__}; "
+            "is it running? (rabbitmq-server -detached)"
+        ) from exc
+
+
+def server_info(connection: AbstractRobustConnection) -> ServerInfo:
+    """Return the product and version the broker announced on this connection."""
+    props = connection.transport.connection.server_properties if connection.transport else {}
+    return ServerInfo(str(props.get("product", "unknown")), str(props.get("version", "unknown")))

@@ -1,0 +1,174 @@
+"""The versioned job envelope, its JSON encoding and its mapping to AMQP properties."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, Self
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
+
+from topology import names
+from topology.errors import ContractError
+from topology.spec import Priority
+
+ENVELOPE_VERSION: Final = 1
+CONTENT_TYPE = "application/json"
+PERSISTENT = 2
+
+
+def _job_type(value: str) -> str:
+    problem = names.job_type_problem(value, allow_wildcards=False)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
+    return value.astimezone(UTC)
+
+
+JobType = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_job_type)]
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+ShortText = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class PayloadRef(BaseModel):
+    """Where a claim-checked payload is stored, and how to check it was not altered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uri: Annotated[str, Field(min_length=1, max_length=2048)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=0)]
+    content_type: str = CONTENT_TYPE
+
+
+class Envelope(BaseModel):
+    """One job on the wire: identity, type, payload (or its reference) and delivery state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = ENVELOPE_VERSION
+    id: ShortText
+    type: JobType
+    payload: JsonValue = None
+    payload_ref: PayloadRef | None = None
+    priority: Priority = Priority.MEDIUM
+    attempt: Annotated[int, Field(ge=1)] = 1
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
+    idempotency_key: ShortText | None = None
+    created_at: UtcDatetime
+    not_before: UtcDatetime | None = None
+    correlation_id: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> Self:
+        if self.payload_ref is not None and self.payload is not None:
+            raise ValueError("an envelope carries either payload or payload_ref, not both")
+        return self
+
+    @classmethod
+    def new(cls, job_type: str, payload: JsonValue = None, **fields: Any) -> Envelope:
+        """Return a fresh envelope with a new time-ordered id and ``created_at`` = now.
+
+        Raises:
+            ContractError: when a field is invalid; the message names it.
+        """
+        fields.setdefault("id", new_job_id())
+        fields.setdefault("created_at", datetime.now(UTC))
+        try:
+            return cls(type=job_type, payload=payload, **fields)
+        except ValidationError as exc:
+            raise ContractError(_describe(exc)) from exc
+
+    def encode(self) -> bytes:
+        """Return the envelope as compact JSON bytes."""
+        return orjson.dumps(self.model_dump(exclude_none=True), option=orjson.OPT_UTC_Z)
+
+    def properties(self) -> AmqpProperties:
+        """Return the AMQP properties and headers this envelope is published with."""
+        headers: dict[str, str | int] = {
+            names.VERSION_HEADER: self.v,
+            names.ATTEMPT_HEADER: self.attempt,
+            names.PRIORITY_HEADER: self.priority.value,
+        }
+        return AmqpProperties(
+            message_id=self.id,
+            type=self.type,
+            priority=self.priority.level,
+            timestamp=self.created_at,
+            correlation_id=self.correlation_id,
+            headers=headers,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpProperties:
+    """Client-neutral AMQP properties, turned into aio-pika or pika ones by the publishers.
+
+    ``headers`` leaves room for a ``traceparent`` that OpenTelemetry instrumentation adds.
+    """
+
+    message_id: str
+    type: str
+    priority: int
+    timestamp: datetime
+    correlation_id: str | None
+    headers: dict[str, str | int]
+    content_type: str = CONTENT_TYPE
+    delivery_mode: int = PERSISTENT
+
+
+def decode(body: bytes) -> Envelope:
+    """Return the envelope held in ``body``.
+
+    Raises:
+        ContractError: when ``body`` is not JSON or not a valid envelope; never anything else.
+    """
+    try:
+        data = orjson.loads(body)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise ContractError(f"message body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ContractError(f"message body is JSON {type(data).__name__}, not an envelope object")
+    version = data.get("v")
+    if version != ENVELOPE_VERSION:
+        raise ContractError(
+            f"envelope version {version!r} is not supported (this worker reads v{ENVELOPE_VERSION})"
+        )
+    try:
+        return Envelope.model_validate(data)
+    except (ValidationError, RecursionError) as exc:
+        detail = _describe(exc) if isinstance(exc, ValidationError) else "nested too deeply"
+        raise ContractError(f"invalid envelope: {detail}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'envelope'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def new_job_id() -> str:
+    """Return a UUIDv7 string (RFC 9562): unique, and sortable by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10))
+    value = (ms & (2**48 - 1)) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

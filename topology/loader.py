@@ -1,0 +1,262 @@
+"""Load a topology YAML file into a validated ``TopologySpec``, or explain exactly what is wrong."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from topology import names, routing
+from topology.errors import TopologyFileError
+from topology.spec import BUILTIN_GROUP_DEFAULTS, GroupSpec, TopologySpec
+
+Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+DEFAULT_TOPOLOGY = "default.yaml"
+TOPOLOGY_ENV = "TASKQ_TOPOLOGY"
+
+
+def default_topology_path() -> Path:
+    """Return the path of the topology file that ships with the package."""
+    return Path(str(resources.files("topology").joinpath(DEFAULT_TOPOLOGY)))
+
+
+def topology_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the topology file in force: ``TASKQ_TOPOLOGY`` or the packaged default."""
+    env = os.environ if environ is None else environ
+    chosen = env.get(TOPOLOGY_ENV, "").strip()
+    return Path(chosen) if chosen else default_topology_path()
+
+
+def load_topology(path: Path | str | None = None) -> TopologySpec:
+    """Read, parse and validate a topology file.
+
+    Raises:
+        TopologyFileError: naming the file, each bad key (with its line) and what to do.
+    """
+    file = Path(path) if path is not None else topology_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        hint = f"create it, or point {TOPOLOGY_ENV} at an existing topology file"
+        raise TopologyFileError(str(file), [f"file not found; {hint}"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyFileError(str(file), [f"cannot read the file: {exc}"]) from exc
+    return parse_topology(text, source=str(file))
+
+
+def parse_topology(text: str, *, source: str = "<string>") -> TopologySpec:
+    """Parse and validate topology YAML held in ``text``.
+
+    Raises:
+        TopologyFileError: naming ``source``, each bad key (with its line) and what to do.
+    """
+    data, lines = _read_yaml(text, source)
+    return _Validator(source, lines).validate(data)
+
+
+class _Validator:
+    """Validates one parsed file, collecting every problem before raising."""
+
+    def __init__(self, source: str, lines: dict[Path_, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def validate(self, data: Any) -> TopologySpec:
+        if not isinstance(data, dict):
+            self._fail("the file must be a mapping with at least a 'groups' key")
+        known = set(TopologySpec.model_fields) | {"defaults"}
+        for key in data:
+            if key not in known:
+                self._add((key,), _unknown_key(key, known))
+        defaults = self._defaults(data.get("defaults", {}))
+        groups = self._groups(data.get("groups"), defaults)
+        top = {k: v for k, v in data.items() if k in TopologySpec.model_fields and k != "groups"}
+        spec = self._model(TopologySpec, {**top, "groups": groups}, ())
+        if spec is not None:
+            self._check_names(spec)
+            self._check_overlaps(spec)
+        if self.problems or spec is None:
+            raise TopologyFileError(self.source, self.problems)
+        return spec
+
+    def _defaults(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self._add(("defaults",), "must be a mapping of group settings")
+            return copy.deepcopy(BUILTIN_GROUP_DEFAULTS)
+        if "jobs" in raw:
+            self._add(("defaults", "jobs"), "job types belong to a group, not to defaults")
+        merged = _deep_merge(BUILTIN_GROUP_DEFAULTS, {k: v for k, v in raw.items() if k != "jobs"})
+        self._model(GroupSpec, {**merged, "jobs": ["placeholder"]}, ("defaults",))
+        return merged
+
+    def _groups(self, raw: Any, defaults: dict[str, Any]) -> dict[str, GroupSpec]:
+        if not isinstance(raw, dict) or not raw:
+            self._add(
+                ("groups",), "declare at least one group, e.g. groups: {email: {jobs: [email]}}"
+            )
+            return {}
+        out: dict[str, GroupSpec] = {}
+        for name, body in raw.items():
+            where: Path_ = ("groups", name)
+            if not isinstance(body, dict):
+                self._add(where, "must be a mapping with at least 'jobs'")
+                continue
+            group = self._model(GroupSpec, _deep_merge(defaults, body), where)
+            if group is not None:
+                out[str(name)] = group
+        return out
+
+    def _model(self, model: type[M], data: Any, where: Path_) -> M | None:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                self._add((*where, *error["loc"]), _explain(error, model))
+            return None
+
+    def _check_names(self, spec: TopologySpec) -> None:
+        if not names.NAMESPACE_RE.fullmatch(spec.namespace) or spec.namespace.startswith("amq"):
+            self._add(
+                ("namespace",),
+                f"{spec.namespace!r} is not a valid namespace; use 1-40 lowercase letters, digits, "
+                "'_' or '-', starting with a letter (and not 'amq', which RabbitMQ reserves)",
+            )
+        for group in spec.groups:
+            if not names.GROUP_RE.fullmatch(group):
+                self._add(
+                    ("groups", group),
+                    f"{group!r} is not a valid group name; use 1-48 lowercase letters, digits, "
+                    "'_' or '-', starting with a letter",
+                )
+            elif group in names.RESERVED_GROUPS:
+                reserved = ", ".join(sorted(names.RESERVED_GROUPS))
+                self._add(
+                    ("groups", group), f"{group!r} is reserved ({reserved}); rename the group"
+                )
+
+    def _check_overlaps(self, spec: TopologySpec) -> None:
+        owners = [(g, job) for g, group in spec.groups.items() for job in group.jobs]
+        for i, (group_a, job_a) in enumerate(owners):
+            for group_b, job_b in owners[i + 1 :]:
+                if group_a == group_b:
+                    continue
+                key = routing.overlap(job_a, job_b)
+                if key is not None:
+                    self._add(
+                        ("groups", group_b, "jobs"),
+                        f"{job_b!r} overlaps {job_a!r} of group {group_a!r} (both take job type "
+                        f"{key!r}); a job type must belong to exactly one group, so narrow one "
+                        "of the patterns",
+                    )
+
+    def _add(self, where: Path_, message: str) -> None:
+        key = ".".join(str(p) for p in where) or "(top level)"
+        line = self._line(where)
+        self.problems.append(f"{key}{f' (line {line})' if line else ''}: {message}")
+
+    def _fail(self, message: str) -> None:
+        raise TopologyFileError(self.source, [message])
+
+    def _line(self, where: Path_) -> int | None:
+        for candidate in _candidates(where):
+            if candidate in self.lines:
+                return self.lines[candidate]
+        return None
+
+
+def _candidates(where: Path_) -> Iterator[Path_]:
+    """Yield the paths whose line best locates ``where``, most precise first."""
+    for end in range(len(where), 0, -1):
+        yield where[:end]
+        if where[0] == "groups" and end > 2:
+            yield ("defaults", *where[2:end])
+
+
+def _explain(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """Turn one pydantic error into a sentence that says what to do."""
+    if error["type"] == "extra_forbidden":
+        key = str(error["loc"][-1])
+        return _unknown_key(key, _fields_at(model, error["loc"][:-1]))
+    if error["type"] == "missing":
+        return "is required"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] not in ("value_error", "assertion_error"):
+        message = f"{message} (got {error.get('input')!r})"
+    return message
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> set[str]:
+    """Return the field names of the nested model that ``loc`` points into."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return set()
+        current = field.annotation
+    return set(getattr(current, "model_fields", {}))
+
+
+def _unknown_key(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key {key!r}; {hint}known keys: {', '.join(sorted(known))}"
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` laid over it, merging nested mappings."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML safely, refusing duplicate keys and recording each key's line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise TopologyFileError(source, [f"not valid YAML: {exc}"]) from exc
+    if node is None:
+        raise TopologyFileError(source, ["the file is empty; declare at least 'groups'"])
+    lines: dict[Path_, int] = {}
+    constructor = yaml.SafeLoader("")
+    return _to_python(node, (), lines, constructor, source), lines
+
+
+def _to_python(
+    node: yaml.Node, where: Path_, lines: dict[Path_, int], ctor: yaml.SafeLoader, source: str
+) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = ctor.construct_object(key_node, deep=True)
+            path = (*where, key)
+            if key in out:
+                dotted = ".".join(str(p) for p in path)
+                first = lines.get(path)
+                raise TopologyFileError(
+                    source,
+                    [
+                        f"{dotted} (line {key_node.start_mark.line + 1}): duplicate key, first "
+                        f"set on line {first}; YAML would silently keep only the last one"
+                    ],
+                )
+            lines[path] = key_node.start_mark.line + 1
+            out[key] = _to_python(value_node, path, lines, ctor, source)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(n, (*where, i), lines, ctor, source) for i, n in enumerate(node.value)]
+    return ctor.construct_object(node, deep=True)

@@ -1,0 +1,126 @@
+"""A small client for the RabbitMQ management HTTP API (aiohttp, one reused session)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import aiohttp
+
+from topology.errors import ManagementApiError
+from topology.settings import BrokerSettings
+
+
+class ManagementClient:
+    """Reads and writes broker state through the management API; use it as a context manager."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._base = settings.management_base
+        user, password = settings.management_credentials
+        self._auth = aiohttp.BasicAuth(user, password)
+        self._timeout = aiohttp.ClientTimeout(total=settings.management_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def overview(self) -> dict[str, Any]:
+        """Return ``/api/overview`` (versions, totals)."""
+        return _mapping(await self._request("GET", "/api/overview"), "/api/overview")
+
+    async def exchanges(self, vhost: str) -> list[dict[str, Any]]:
+        """Return every exchange of ``vhost``."""
+        return await self._list(f"/api/exchanges/{_q(vhost)}")
+
+    async def queues(self, vhost: str) -> list[dict[str, Any]]:
+        """Return every queue of ``vhost``, without message statistics."""
+        return await self._list(
+            f"/api/queues/{_q(vhost)}?disable_stats=true&enable_queue_totals=true"
+        )
+
+    async def bindings(self, vhost: str) -> list[dict[str, Any]]:
+        """Return every binding of ``vhost``."""
+        return await self._list(f"/api/bindings/{_q(vhost)}")
+
+    async def vhost_exists(self, vhost: str) -> bool:
+        """Return whether ``vhost`` exists."""
+        try:
+            await self._request("GET", f"/api/vhosts/{_q(vhost)}")
+        except ManagementApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
+        """Create ``vhost`` and give ``user`` full permissions on it."""
+        await self._request("PUT", f"/api/vhosts/{_q(vhost)}", json={})
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        await self._request("PUT", f"/api/permissions/{_q(vhost)}/{_q(user)}", json=perms)
+
+    async def delete_vhost(self, vhost: str) -> None:
+        """Delete ``vhost`` and everything in it."""
+        await self._request("DELETE", f"/api/vhosts/{_q(vhost)}")
+
+    async def import_definitions(self, vhost: str, definitions: Mapping[str, Any]) -> None:
+        """Import RabbitMQ definitions into ``vhost``."""
+        await self._request("POST", f"/api/definitions/{_q(vhost)}", json=definitions)
+
+    async def delete_queue(self, vhost: str, name: str) -> None:
+        """Delete the queue ``name`` of ``vhost``."""
+        await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}")
+
+    async def delete_exchange(self, vhost: str, name: str) -> None:
+        """Delete the exchange ``name`` of ``vhost``."""
+        await self._request("DELETE", f"/api/exchanges/{_q(vhost)}/{_q(name)}")
+
+    async def _list(self, path: str) -> list[dict[str, Any]]:
+        data = await self._request("GET", path)
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
+        return data
+
+    async def _request(self, method: str, path: str, *, json: Any = None) -> Any:
+        if self._session is None:
+            raise RuntimeError("ManagementClient is used outside 'async with'")
+        url = self._base + path
+        try:
+            async with self._session.request(method, url, json=json) as response:
+                if response.status >= 400:
+                    body = (await response.text())[:300]
+                    raise ManagementApiError(
+                        f"{method} {path}: HTTP {response.status} {body}", status=response.status
+                    )
+                if response.status == 204 or response.content_length == 0:
+                    return None
+                return await response.json(content_type=None)
+        except ManagementApiError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise ManagementApiError(
+                f"{method} {self._base}{path} failed: {exc or type(exc).__name__}; is the "
+                "management plugin on? (rabbitmq-plugins enable rabbitmq_management)"
+            ) from exc
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+def _mapping(data: Any, path: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ManagementApiError(f"GET {path}: expected a JSON object")
+    return data

@@ -1,0 +1,133 @@
+"""Broker objects as frozen value objects: what ``apply`` declares and ``export`` writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from topology import routing
+from topology.spec import GroupSpec, Priority
+
+ArgValue = str | int | bool
+Args = tuple[tuple[str, ArgValue], ...]
+ExchangeType = Literal["topic", "direct", "headers", "fanout"]
+
+
+def args(values: Mapping[str, ArgValue | None]) -> Args:
+    """Return declaration arguments as a sorted, hashable tuple, leaving out ``None`` values."""
+    return tuple(sorted((k, v) for k, v in values.items() if v is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """An exchange declaration."""
+
+    name: str
+    type: ExchangeType
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: Args = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A queue declaration; ``arguments`` hold the ``x-`` arguments RabbitMQ checks."""
+
+    name: str
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: Args = ()
+
+    @property
+    def queue_type(self) -> str:
+        """Return the queue type declared in ``x-queue-type``."""
+        return str(dict(self.arguments).get("x-queue-type", "classic"))
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A binding from an exchange to a queue or to another exchange."""
+
+    source: str
+    destination: str
+    destination_type: Literal["queue", "exchange"]
+    routing_key: str = ""
+    arguments: Args = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DelayTier:
+    """One delay tier: a queue whose messages return to the jobs exchange after ``ms``."""
+
+    ms: int
+    queue: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGroup:
+    """A consumer group as it exists on the broker."""
+
+    name: str
+    spec: GroupSpec
+    work_queues: Mapping[Priority, str] = field(hash=False, compare=False)
+    dead_letter_queue: str = ""
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        """Return the distinct work queue names, most urgent lane first."""
+        ordered = sorted(self.work_queues.items(), key=lambda item: -item[0].level)
+        return tuple(dict.fromkeys(name for _, name in ordered))
+
+    def takes(self, job_type: str) -> bool:
+        """Return whether a job of ``job_type`` is routed to this group."""
+        return any(routing.matches(pattern, job_type) for pattern in self.spec.jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTopology:
+    """Every exchange, queue and binding the topology declares, plus lookups over them."""
+
+    namespace: str
+    jobs_exchange: str
+    retry_exchange: str
+    dead_letter_exchange: str
+    events_exchange: str
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+    groups: tuple[CompiledGroup, ...]
+    tiers: tuple[DelayTier, ...]
+
+    def group(self, name: str) -> CompiledGroup:
+        """Return the group called ``name``.
+
+        Raises:
+            KeyError: when no group has that name.
+        """
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def group_for(self, job_type: str) -> CompiledGroup | None:
+        """Return the group that takes ``job_type``, or ``None`` when no group does."""
+        for group in self.groups:
+            if group.takes(job_type):
+                return group
+        return None
+
+    def tier_for(self, delay_ms: int) -> DelayTier:
+        """Return the longest tier not longer than ``delay_ms`` (the shortest for tiny delays)."""
+        chosen = self.tiers[0]
+        for tier in self.tiers:
+            if tier.ms > delay_ms:
+                break
+            chosen = tier
+        return chosen
+
+    def job_patterns(self) -> tuple[str, ...]:
+        """Return every job type and pattern the groups take."""
+        return tuple(p for g in self.groups for p in g.spec.jobs)

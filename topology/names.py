@@ -1,0 +1,88 @@
+"""The names taskq gives to broker objects, and the rules a name must follow.
+
+RabbitMQ limits exchange and queue names and routing keys to 255 bytes of UTF-8 and reserves
+the ``amq.`` prefix (https://www.rabbitmq.com/docs/queues#names).  taskq is stricter, so that
+names stay readable in the management UI, in metrics labels and in Kubernetes object names.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_NAME_BYTES = 255
+NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+JOB_WORD_RE = re.compile(r"[A-Za-z0-9_-]+")
+RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
+
+PRIORITY_HEADER = "taskq-priority"
+DELAY_HEADER = "taskq-delay"
+ATTEMPT_HEADER = "taskq-attempt"
+VERSION_HEADER = "taskq-version"
+
+
+def jobs_exchange(namespace: str) -> str:
+    """Return the topic exchange every job is published to (routing key = job type)."""
+    return f"{namespace}.jobs"
+
+
+def retry_exchange(namespace: str) -> str:
+    """Return the headers exchange that routes a delayed message to its delay tier."""
+    return f"{namespace}.retry"
+
+
+def dead_letter_exchange(namespace: str) -> str:
+    """Return the direct exchange that routes dead letters to their group's DLQ."""
+    return f"{namespace}.dlx"
+
+
+def events_exchange(namespace: str) -> str:
+    """Return the topic exchange that carries job status events."""
+    return f"{namespace}.events"
+
+
+def work_queue(namespace: str, group: str) -> str:
+    """Return the name of a group's work queue."""
+    return f"{namespace}.{group}"
+
+
+def lane_queue(namespace: str, group: str, lane: str) -> str:
+    """Return the name of one priority lane's queue of a group."""
+    return f"{namespace}.{group}.{lane}"
+
+
+def lanes_exchange(namespace: str, group: str) -> str:
+    """Return the headers exchange that splits a lane group's jobs by priority."""
+    return f"{namespace}.{group}.lanes"
+
+
+def dead_letter_queue(namespace: str, group: str) -> str:
+    """Return the name of a group's dead-letter queue."""
+    return f"{namespace}.{group}.dlq"
+
+
+def delay_label(tier_ms: int) -> str:
+    """Return the tier label carried in the delay header (``4s``, ``500ms``)."""
+    return f"{tier_ms // 1000}s" if tier_ms % 1000 == 0 else f"{tier_ms}ms"
+
+
+def delay_queue(namespace: str, tier_ms: int) -> str:
+    """Return the name of the delay-tier queue that holds messages for ``tier_ms``."""
+    return f"{namespace}.delay.{delay_label(tier_ms)}"
+
+
+def job_type_problem(job_type: str, *, allow_wildcards: bool) -> str | None:
+    """Return why ``job_type`` is not a valid job type (or pattern), or ``None`` if it is."""
+    if len(job_type.encode()) > MAX_NAME_BYTES:
+        return f"{job_type[:40]!r}... is longer than RabbitMQ's {MAX_NAME_BYTES}-byte routing key"
+    for word in job_type.split("."):
+        if allow_wildcards and word in ("*", "#"):
+            continue
+        if not JOB_WORD_RE.fullmatch(word):
+            allowed = "letters, digits, '_' and '-'"
+            wild = ", or a whole word '*' or '#'" if allow_wildcards else ""
+            return (
+                f"{job_type!r} has the word {word!r}; each dot-separated word must be "
+                f"{allowed}{wild}"
+            )
+    return None

@@ -1,0 +1,212 @@
+"""The topology file as validated value objects: namespace, delay tiers and consumer groups."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from topology import names
+from topology.durations import Duration, format_duration
+
+# RabbitMQ closes the channel of a consumer that holds a delivery longer than
+# consumer_timeout (30 min by default, https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout),
+# so a handler timeout at or above it would turn every slow job into a channel error.
+CONSUMER_TIMEOUT_MS = 30 * 60 * 1000
+
+
+class _Spec(BaseModel):
+    """Base of every spec: frozen, comparable, and strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class Jitter(StrEnum):
+    """How a retry delay is randomised (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/)."""
+
+    NONE = "none"
+    FULL = "full"
+    EQUAL = "equal"
+
+
+class Priority(StrEnum):
+    """The four job priorities, lowest first."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def level(self) -> int:
+        """Return the AMQP priority (0 = low … 3 = urgent)."""
+        return _PRIORITY_LEVELS[self]
+
+
+_PRIORITY_LEVELS = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+MAX_PRIORITY = 3
+
+
+class PriorityStrategy(StrEnum):
+    """How a group keeps urgent work ahead: one priority queue, or one queue per lane."""
+
+    QUEUE = "queue"
+    LANES = "lanes"
+
+
+class QueueType(StrEnum):
+    """The RabbitMQ queue type of a group's work queues."""
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
+class RetryPolicy(_Spec):
+    """Exponential backoff with jitter, bounded by a number of attempts."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=1000)]
+    base: Duration
+    factor: Annotated[float, Field(ge=1.0, le=16.0)]
+    max: Duration
+    jitter: Jitter
+
+    @model_validator(mode="after")
+    def _possible(self) -> Self:
+        if self.base <= 0:
+            raise ValueError("base must be above zero; a retry needs some delay (e.g. base: 1s)")
+        if self.max < self.base:
+            raise ValueError(
+                f"max ({format_duration(self.max)}) is below base ({format_duration(self.base)}); "
+                "raise max or lower base"
+            )
+        return self
+
+    def delay_ms(self, attempt: int) -> int:
+        """Return the delay before retry number ``attempt`` (1-based), before jitter."""
+        raw = self.base * self.factor ** max(attempt - 1, 0)
+        return int(min(raw, self.max))
+
+
+class PrioritySpec(_Spec):
+    """The priority strategy of a group and the queue type it uses."""
+
+    strategy: PriorityStrategy = PriorityStrategy.QUEUE
+    queue_type: QueueType = QueueType.CLASSIC
+
+    @model_validator(mode="after")
+    def _supported(self) -> Self:
+        if self.strategy is PriorityStrategy.QUEUE and self.queue_type is QueueType.QUORUM:
+            raise ValueError(
+                "quorum queues have no message priorities on RabbitMQ 3.10; use "
+                "strategy: lanes with queue_type: quorum, or queue_type: classic"
+            )
+        return self
+
+
+class DlqSpec(_Spec):
+    """How long dead letters are kept (``null`` keeps them until replayed or purged)."""
+
+    retention: Duration | None = None
+
+
+class ScaleSpec(_Spec):
+    """Autoscaling bounds of a group and the backlog one worker is expected to carry."""
+
+    min: Annotated[int, Field(ge=0, le=1000)]
+    max: Annotated[int, Field(ge=1, le=1000)]
+    backlog_per_worker: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min}); raise max")
+        return self
+
+
+class GroupSpec(_Spec):
+    """One consumer group: the job types it takes and how its workers run them."""
+
+    jobs: Annotated[tuple[str, ...], Field(min_length=1)]
+    prefetch: Annotated[int, Field(ge=1, le=65535)]
+    concurrency: Annotated[int, Field(ge=1, le=10000)]
+    timeout: Duration
+    retry: RetryPolicy
+    priority: PrioritySpec
+    dlq: DlqSpec
+    scale: ScaleSpec
+
+    @field_validator("jobs")
+    @classmethod
+    def _valid_job_types(cls, jobs: tuple[str, ...]) -> tuple[str, ...]:
+        for job in jobs:
+            problem = names.job_type_problem(job, allow_wildcards=True)
+            if problem:
+                raise ValueError(problem)
+        seen = {j for j in jobs if jobs.count(j) > 1}
+        if seen:
+            raise ValueError(f"{sorted(seen)} listed more than once; list each job type once")
+        return jobs
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.concurrency > self.prefetch:
+            raise ValueError(
+                f"concurrency ({self.concurrency}) exceeds prefetch ({self.prefetch}); a worker "
+                "never holds more than prefetch jobs, so raise prefetch or lower concurrency"
+            )
+        if not 0 < self.timeout < CONSUMER_TIMEOUT_MS:
+            raise ValueError(
+                f"timeout {format_duration(self.timeout)} must be above 0 and below RabbitMQ's "
+                "30m consumer_timeout, which would close the channel first"
+            )
+        return self
+
+
+class DelaySpec(_Spec):
+    """The delay tiers: queues holding messages for resolution x 2^k, up to ``longest``."""
+
+    resolution: Duration = 1000
+    longest: Duration = 65_536_000
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.resolution < 10:
+            raise ValueError("resolution must be at least 10ms; the broker's TTL is not finer")
+        if self.longest < self.resolution:
+            raise ValueError("longest is below resolution; raise longest")
+        if self.longest // self.resolution > 2**24:
+            raise ValueError("longest / resolution is above 2^24; that many tiers is absurd")
+        return self
+
+    def tiers(self) -> tuple[int, ...]:
+        """Return the tier lengths in milliseconds, shortest first."""
+        out, tier = [], self.resolution
+        while tier <= self.longest:
+            out.append(tier)
+            tier *= 2
+        return tuple(out)
+
+
+class TopologySpec(_Spec):
+    """The whole validated topology file, with group defaults already applied."""
+
+    version: Annotated[int, Field(ge=1, le=1)] = 1
+    namespace: str = "taskq"
+    delays: DelaySpec = DelaySpec()
+    groups: dict[str, GroupSpec]
+
+    def __hash__(self) -> int:
+        return hash((self.namespace, self.delays, tuple(sorted(self.groups.items()))))
+
+
+BUILTIN_GROUP_DEFAULTS: dict[str, Any] = {
+    "prefetch": 16,
+    "concurrency": 8,
+    "timeout": "30s",
+    "retry": {"max_attempts": 8, "base": "1s", "factor": 2, "max": "15m", "jitter": "full"},
+    "priority": {"strategy": "queue", "queue_type": "classic"},
+    "dlq": {"retention": "14d"},
+    "scale": {"min": 1, "max": 4, "backlog_per_worker": 500},
+}
+"""What a group gets for every key that neither it nor ``defaults`` sets."""

@@ -1,0 +1,3 @@
+"""Inbound webhook receivers and outbound callbacks (built in a later issue)."""
+
+__all__: list[str] = []
