@@ -242,7 +242,13 @@ def _to_python(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = ctor.construct_object(key_node, deep=True)
+            # Keys are names, never values: take the raw text, so a group called `no` or
+            # `on` stays a string instead of YAML 1.1's boolean.
+            key = (
+                key_node.value
+                if isinstance(key_node, yaml.ScalarNode)
+                else ctor.construct_object(key_node, deep=True)
+            )
             path = (*where, key)
             if key in out:
                 dotted = ".".join(str(p) for p in path)

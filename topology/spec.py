@@ -5,7 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from topology import names
 from topology.durations import Duration, format_duration
@@ -71,16 +78,23 @@ class RetryPolicy(_Spec):
     max: Duration
     jitter: Jitter
 
-    @model_validator(mode="after")
-    def _possible(self) -> Self:
-        if self.base <= 0:
+    @field_validator("base")
+    @classmethod
+    def _positive_base(cls, base: int) -> int:
+        if base <= 0:
             raise ValueError("base must be above zero; a retry needs some delay (e.g. base: 1s)")
-        if self.max < self.base:
+        return base
+
+    @field_validator("max")
+    @classmethod
+    def _max_above_base(cls, value: int, info: ValidationInfo) -> int:
+        base = info.data.get("base")
+        if base is not None and value < base:
             raise ValueError(
-                f"max ({format_duration(self.max)}) is below base ({format_duration(self.base)}); "
+                f"max ({format_duration(value)}) is below base ({format_duration(base)}); "
                 "raise max or lower base"
             )
-        return self
+        return value
 
     def delay_ms(self, attempt: int) -> int:
         """Return the delay before retry number ``attempt`` (1-based), before jitter."""
@@ -117,11 +131,13 @@ class ScaleSpec(_Spec):
     max: Annotated[int, Field(ge=1, le=1000)]
     backlog_per_worker: Annotated[int, Field(ge=1)]
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.max < self.min:
-            raise ValueError(f"max ({self.max}) is below min ({self.min}); raise max")
-        return self
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"max ({value}) is below min ({low}); raise max")
+        return value
 
 
 class GroupSpec(_Spec):
@@ -148,19 +164,26 @@ class GroupSpec(_Spec):
             raise ValueError(f"{sorted(seen)} listed more than once; list each job type once")
         return jobs
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.concurrency > self.prefetch:
+    @field_validator("concurrency")
+    @classmethod
+    def _within_prefetch(cls, value: int, info: ValidationInfo) -> int:
+        prefetch = info.data.get("prefetch")
+        if prefetch is not None and value > prefetch:
             raise ValueError(
-                f"concurrency ({self.concurrency}) exceeds prefetch ({self.prefetch}); a worker "
-                "never holds more than prefetch jobs, so raise prefetch or lower concurrency"
+                f"concurrency ({value}) exceeds prefetch ({prefetch}); a worker never holds "
+                "more than prefetch jobs, so raise prefetch or lower concurrency"
             )
-        if not 0 < self.timeout < CONSUMER_TIMEOUT_MS:
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _below_consumer_timeout(cls, value: int) -> int:
+        if not 0 < value < CONSUMER_TIMEOUT_MS:
             raise ValueError(
-                f"timeout {format_duration(self.timeout)} must be above 0 and below RabbitMQ's "
+                f"timeout {format_duration(value)} must be above 0 and below RabbitMQ's "
                 "30m consumer_timeout, which would close the channel first"
             )
-        return self
+        return value
 
 
 class DelaySpec(_Spec):

@@ -1,0 +1,88 @@
+"""Shared fixtures: the real broker in a vhost of our own, and hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, settings
+
+from topology.apply import apply_topology
+from topology.compiler import compile_topology
+from topology.loader import load_topology
+from topology.management import ManagementClient
+from topology.model import CompiledTopology
+from topology.settings import BrokerSettings, load_settings
+
+CI = os.environ.get("CI", "").lower() == "true"
+
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if CI else "dev"))
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def broker_settings() -> BrokerSettings:
+    """Return settings for the local broker; fail under CI=true when it is missing."""
+    base = load_settings(BrokerSettings)
+    ok = _reachable("127.0.0.1", 5672) and _reachable("127.0.0.1", 15672)
+    if not ok:
+        message = "RabbitMQ (5672) with the management API (15672) is not reachable"
+        if CI:
+            pytest.fail(f"{message}; CI must start it (see .ci/run)")
+        pytest.skip(f"{message}; start it with `rabbitmq-server -detached`")
+    return base
+
+
+@pytest.fixture
+def vhost(broker_settings: BrokerSettings) -> Iterator[BrokerSettings]:
+    """Create a fresh vhost for one test and delete it afterwards."""
+    name = f"taskq-test-{uuid.uuid4().hex[:10]}"
+    user, password = broker_settings.management_credentials
+    base = broker_settings.management_base
+    with httpx.Client(auth=(user, password), timeout=10) as http:
+        http.put(f"{base}/api/vhosts/{name}").raise_for_status()
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        http.put(f"{base}/api/permissions/{name}/{user}", json=perms).raise_for_status()
+        try:
+            yield broker_settings.with_vhost(name)
+        finally:
+            http.delete(f"{base}/api/vhosts/{name}")
+
+
+@pytest.fixture
+def topology() -> CompiledTopology:
+    """Return the packaged default topology, compiled."""
+    return compile_topology(load_topology())
+
+
+@pytest.fixture
+async def applied(vhost: BrokerSettings, topology: CompiledTopology) -> BrokerSettings:
+    """Return settings of a fresh vhost that holds the default topology."""
+    await apply_topology(topology, vhost)
+    return vhost
+
+
+@pytest.fixture
+async def management(broker_settings: BrokerSettings) -> AsyncIterator[ManagementClient]:
+    """Return a management API client for the local broker."""
+    async with ManagementClient(broker_settings) as client:
+        yield client

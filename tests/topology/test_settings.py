@@ -1,0 +1,82 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from producers.settings import PublisherSettings
+from topology.errors import SettingsError
+from topology.settings import BrokerSettings, load_settings, mask_url
+
+
+def test_defaults_point_at_the_local_broker():
+    settings = load_settings(BrokerSettings, {})
+    assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@localhost:5672/"
+    assert settings.vhost == "/"
+    assert settings.management_base == "http://localhost:15672"
+    assert settings.management_credentials == ("guest", "guest")
+
+
+def test_env_values_are_read_with_the_taskq_prefix():
+    settings = load_settings(
+        BrokerSettings,
+        {
+            "TASKQ_AMQP_URL": "amqps://app:s3cret@mq.example:5671/prod%2Fjobs",
+            "TASKQ_HEARTBEAT": "15",
+            "OTHER": "x",
+        },
+    )
+    assert settings.heartbeat == 15
+    assert settings.vhost == "prod/jobs"
+    assert settings.management_base == "https://mq.example:15671"
+    assert settings.management_credentials == ("app", "s3cret")
+
+
+def test_management_url_overrides_host_and_credentials():
+    settings = load_settings(
+        BrokerSettings, {"TASKQ_MANAGEMENT_URL": "http://admin:pw@mgmt:15672/"}
+    )
+    assert settings.management_base == "http://admin:pw@mgmt:15672"
+    assert settings.management_credentials == ("admin", "pw")
+
+
+def test_secrets_never_show_in_repr_or_description():
+    settings = load_settings(BrokerSettings, {"TASKQ_AMQP_URL": "amqp://app:hunter2@h/"})
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.describe()
+    assert mask_url("amqp://u:p@h:1/v") == "amqp://u:***@h:1/v"
+    assert mask_url("amqp://h/") == "amqp://h/"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TASKQ_HEARTBEAT": "abc"}, "TASKQ_HEARTBEAT: Input should be a valid integer"),
+        ({"TASKQ_HEARTBEAT": "-1"}, "TASKQ_HEARTBEAT: Input should be greater than or equal to 0"),
+        ({"TASKQ_AMQP_URL": "http://u:secret@h/"}, "TASKQ_AMQP_URL: must start with amqp://"),
+        ({"TASKQ_MANAGEMENT_URL": "ftp://h"}, "TASKQ_MANAGEMENT_URL: must start with http://"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], expected: str):
+    with pytest.raises(SettingsError) as info:
+        load_settings(BrokerSettings, env)
+    assert expected in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_with_vhost_quotes_the_name():
+    settings = load_settings(BrokerSettings, {}).with_vhost("a/b")
+    assert settings.amqp_url.get_secret_value().endswith("/a%2Fb")
+    assert settings.vhost == "a/b"
+
+
+@given(
+    st.dictionaries(st.sampled_from(["TASKQ_CONFIRM_TIMEOUT", "TASKQ_PUBLISH_WINDOW"]), st.text())
+)
+def test_any_env_strings_give_settings_or_a_settings_error(env: dict[str, str]):
+    try:
+        settings = load_settings(PublisherSettings, env)
+    except SettingsError as exc:
+        assert str(exc).startswith("invalid settings:")
+        assert "TASKQ_" in str(exc)
+    else:
+        assert settings.confirm_timeout > 0
+        assert settings.publish_window >= 1
