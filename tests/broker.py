@@ -1,0 +1,40 @@
+"""Helpers for tests that talk to the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from topology.settings import BrokerSettings
+
+
+@asynccontextmanager
+async def channel(settings: BrokerSettings, *, name: str = "taskq tests") -> AsyncIterator[AbstractChannel]:
+    """Yield a channel on a plain (non-robust) connection to the settings' vhost."""
+    connection = await aio_pika.connect(
+        settings.amqp_url.get_secret_value(), client_properties={"connection_name": name}
+    )
+    async with connection:
+        yield await connection.channel()
+
+
+async def depth(ch: AbstractChannel, queue: str) -> int:
+    """Return how many ready messages ``queue`` holds right now (passive declare, no stats lag)."""
+    declared = await ch.declare_queue(queue, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def next_message(ch: AbstractChannel, queue: str, timeout: float = 10.0) -> AbstractIncomingMessage:
+    """Return the next message consumed from ``queue`` (unacked), waiting at most ``timeout``."""
+    q = await ch.get_queue(queue, ensure=False)
+    got: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    tag = await q.consume(got.put)
+    try:
+        async with asyncio.timeout(timeout):
+            return await got.get()
+    finally:
+        await q.cancel(tag)

@@ -1,0 +1,121 @@
+import copy
+import textwrap
+
+import pytest
+
+from tests.broker import channel
+from topology.apply import apply_topology, plan_topology, read_live
+from topology.compiler import compile_topology
+from topology.errors import TopologyConflictError
+from topology.export import export_definitions
+from topology.loader import parse_topology
+from topology.management import ManagementClient
+from topology.model import CompiledTopology
+from topology.plan import Action
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def variant(text: str) -> CompiledTopology:
+    return compile_topology(parse_topology(textwrap.dedent(text)))
+
+
+SMALL = """
+delays: {resolution: 1s, longest: 4s}
+groups:
+  mail: {jobs: [mail], dlq: {retention: 1d}}
+  old: {jobs: [old]}
+"""
+
+
+async def test_apply_twice_changes_nothing_the_second_time(vhost, topology):
+    first = await apply_topology(topology, vhost)
+    total = len(topology.exchanges) + len(topology.queues) + len(topology.bindings)
+    assert len(first.before.of(Action.CREATE)) == total
+    assert first.after.in_sync
+    assert first.server.product == "RabbitMQ"
+    assert first.server.major_minor >= (3, 10)
+
+    second = await apply_topology(topology, vhost)
+    assert second.before.in_sync
+    assert second.after.in_sync
+    assert second.deleted == ()
+
+
+async def test_changed_queue_argument_is_a_conflict_that_apply_refuses(vhost):
+    await apply_topology(variant(SMALL), vhost)
+    changed = variant(SMALL.replace("retention: 1d", "retention: 2d"))
+
+    plan = await plan_topology(changed, vhost)
+    assert plan.exit_code == 3
+    (conflict,) = plan.of(Action.CONFLICT)
+    assert conflict.label == "queue taskq.mail.dlq (classic)"
+    assert "x-message-ttl: broker has 86400000, file wants 172800000" in conflict.detail
+
+    with pytest.raises(TopologyConflictError) as info:
+        await apply_topology(changed, vhost)
+    assert "queue taskq.mail.dlq" in str(info.value)
+    assert "--recreate taskq.mail.dlq" in str(info.value)
+    # Refused means untouched: the broker still holds the old declaration.
+    assert (await plan_topology(variant(SMALL), vhost)).in_sync
+
+
+async def test_recreate_replaces_an_empty_conflicting_queue(vhost):
+    await apply_topology(variant(SMALL), vhost)
+    changed = variant(SMALL.replace("retention: 1d", "retention: 2d"))
+    report = await apply_topology(changed, vhost, recreate=["taskq.mail.dlq"])
+    assert report.deleted == ("queue taskq.mail.dlq",)
+    assert report.after.in_sync
+
+
+async def test_recreate_refuses_a_queue_that_holds_messages(vhost):
+    small = variant(SMALL)
+    await apply_topology(small, vhost)
+    async with channel(vhost) as ch:
+        await ch.default_exchange.publish(
+            __import__("aio_pika").Message(b"keep me"), routing_key="taskq.mail.dlq"
+        )
+    changed = variant(SMALL.replace("retention: 1d", "retention: 2d"))
+    with pytest.raises(TopologyConflictError, match="holds 1 messages"):
+        await apply_topology(changed, vhost, recreate=["taskq.mail.dlq"])
+    assert (await plan_topology(small, vhost)).in_sync
+
+
+async def test_removed_group_is_extra_and_deleted_only_with_prune(vhost):
+    await apply_topology(variant(SMALL), vhost)
+    smaller = variant(SMALL.replace("  old: {jobs: [old]}\n", ""))
+
+    kept = await apply_topology(smaller, vhost)
+    extras = {i.label for i in kept.after.of(Action.EXTRA)}
+    assert "queue taskq.old (classic)" in extras
+    assert "queue taskq.old.dlq (classic)" in extras
+    assert kept.deleted == ()
+
+    pruned = await apply_topology(smaller, vhost, prune=True)
+    assert set(pruned.deleted) == {"queue taskq.old", "queue taskq.old.dlq"}
+    assert pruned.after.in_sync
+
+
+def normalised(live) -> tuple:
+    return (set(live.exchanges), set(live.queues), set(live.bindings))
+
+
+async def test_exported_definitions_import_cleanly_and_equal_what_apply_declares(
+    broker_settings, topology, management: ManagementClient
+):
+    imported, applied = "taskq-test-import", "taskq-test-applied"
+    for name in (imported, applied):
+        await management.create_vhost(name)
+    try:
+        definitions = export_definitions(topology, vhost=imported)
+        await management.import_definitions(imported, copy.deepcopy(definitions))
+        await apply_topology(topology, broker_settings.with_vhost(applied))
+
+        assert (await plan_topology(topology, broker_settings.with_vhost(imported))).in_sync
+        from_import = normalised(await read_live(management, imported))
+        from_apply = normalised(await read_live(management, applied))
+        assert from_import == from_apply
+        assert len(from_import[1]) == len(topology.queues)
+    finally:
+        for name in (imported, applied):
+            await management.delete_vhost(name)
