@@ -171,6 +171,6 @@ def _translate(exc: Exception, route: Route) -> Exception:
         return PublishNackedError(f"the broker refused the message for {where}")
     if isinstance(exc, asyncio.TimeoutError):
         return ConfirmTimeoutError(f"no confirm for {where} in time; the outcome is unknown")
-    if isinstance(exc, CONNECT_ERRORS | aiormq.exceptions.AMQPError | RuntimeError):
+    if isinstance(exc, (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, RuntimeError)):
         return BrokerUnavailableError(f"publish to {where} failed: {exc or type(exc).__name__}")
     return exc

@@ -13,13 +13,18 @@ from topology.settings import BrokerSettings
 
 
 @asynccontextmanager
-async def channel(settings: BrokerSettings, *, name: str = "taskq tests") -> AsyncIterator[AbstractChannel]:
+async def channel(
+    settings: BrokerSettings, *, name: str = "taskq tests"
+) -> AsyncIterator[AbstractChannel]:
     """Yield a channel on a plain (non-robust) connection to the settings' vhost."""
     connection = await aio_pika.connect(
         settings.amqp_url.get_secret_value(), client_properties={"connection_name": name}
     )
     async with connection:
-        yield await connection.channel()
+        ch = await connection.channel()
+        # One unacked delivery at a time, so next_message() never strands a second one.
+        await ch.set_qos(prefetch_count=1)
+        yield ch
 
 
 async def depth(ch: AbstractChannel, queue: str) -> int:
@@ -28,13 +33,15 @@ async def depth(ch: AbstractChannel, queue: str) -> int:
     return declared.declaration_result.message_count or 0
 
 
-async def next_message(ch: AbstractChannel, queue: str, timeout: float = 10.0) -> AbstractIncomingMessage:
-    """Return the next message consumed from ``queue`` (unacked), waiting at most ``timeout``."""
+async def next_message(
+    ch: AbstractChannel, queue: str, within: float = 10.0
+) -> AbstractIncomingMessage:
+    """Return the next message consumed from ``queue`` (unacked), waiting at most ``within`` seconds."""
     q = await ch.get_queue(queue, ensure=False)
     got: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
     tag = await q.consume(got.put)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             return await got.get()
     finally:
         await q.cancel(tag)

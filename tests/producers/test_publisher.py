@@ -1,0 +1,148 @@
+"""The Publisher contract, run against InMemoryPublisher and against ConfirmedPublisher on RabbitMQ."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from producers.errors import UnroutableError
+from producers.memory import InMemoryPublisher
+from producers.publisher import ConfirmedPublisher, Publisher
+from producers.settings import PublisherSettings
+from tests.broker import channel, depth, next_message
+from topology import names
+from topology.apply import apply_topology
+from topology.envelope import Envelope, decode
+from topology.errors import BrokerUnavailableError
+from topology.routes import Route, delay_route
+from topology.spec import Priority
+
+
+@dataclass
+class Harness:
+    publisher: Publisher
+    drain: Callable[[str], Awaitable[list[Envelope]]]
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+async def harness(request, topology) -> AsyncIterator[Harness]:
+    if request.param == "memory":
+        fake = InMemoryPublisher(topology)
+
+        async def drain_fake(queue: str) -> list[Envelope]:
+            return fake.queues.pop(queue, [])
+
+        yield Harness(fake, drain_fake)
+        return
+    settings = request.getfixturevalue("vhost")
+    await apply_topology(topology, settings)
+    async with (
+        await ConfirmedPublisher.connect(settings, topology) as real,
+        channel(settings) as ch,
+    ):
+
+        async def drain_real(queue: str) -> list[Envelope]:
+            out = []
+            for _ in range(await depth(ch, queue)):
+                message = await next_message(ch, queue)
+                out.append(decode(message.body))
+                await message.ack()
+            return out
+
+        yield Harness(real, drain_real)
+
+
+async def test_published_job_lands_unchanged_in_its_group_queue(harness: Harness):
+    job = Envelope.new("email.welcome", {"to": "a@example.com"}, idempotency_key="k1")
+    await harness.publisher.publish(job)
+    assert await harness.drain("taskq.email") == [job]
+    assert await harness.drain("taskq.github") == []
+
+
+async def test_unknown_job_type_is_unroutable_and_lands_nowhere(harness: Harness):
+    with pytest.raises(UnroutableError, match=r"routing key 'nobody\.takes\.this'"):
+        await harness.publisher.publish(Envelope.new("nobody.takes.this"))
+    assert await harness.drain("taskq.default") == []
+
+
+async def test_publish_many_reports_one_result_per_job_in_order(harness: Harness):
+    jobs = [Envelope.new("job.a", {"i": i}) for i in range(5)]
+    jobs.insert(2, Envelope.new("nope"))
+    results = await harness.publisher.publish_many(jobs)
+    assert [type(r) for r in results] == [type(None)] * 2 + [UnroutableError] + [type(None)] * 3
+    assert [e.payload for e in await harness.drain("taskq.default")] == [{"i": i} for i in range(5)]
+
+
+async def test_delay_route_puts_the_job_in_its_tier_queue(harness: Harness, topology):
+    job = Envelope.new("email", {"later": True})
+    await harness.publisher.publish(job, delay_route(topology, job, 60_000))
+    assert await harness.drain("taskq.delay.32s") == [job]
+
+
+async def test_dead_letter_route_puts_the_job_in_the_group_dlq(harness: Harness, topology):
+    job = Envelope.new("github.push")
+    await harness.publisher.publish(job, Route(topology.dead_letter_exchange, "github"))
+    assert await harness.drain("taskq.github.dlq") == [job]
+
+
+@pytest.mark.rabbitmq
+async def test_message_on_the_wire_is_persistent_with_identity_and_headers(applied, topology):
+    job = Envelope.new("email", {"a": 1}, priority=Priority.HIGH, attempt=2, correlation_id="corr")
+    async with await ConfirmedPublisher.connect(applied, topology) as publisher:
+        await publisher.publish(job)
+    async with channel(applied) as ch:
+        message = await next_message(ch, "taskq.email")
+    assert message.delivery_mode == 2
+    assert message.priority == 2
+    assert message.message_id == job.id
+    assert message.correlation_id == "corr"
+    assert message.content_type == "application/json"
+    assert message.type == "email"
+    assert message.headers[names.ATTEMPT_HEADER] == 2
+    assert message.headers[names.PRIORITY_HEADER] == "high"
+
+
+@pytest.mark.rabbitmq
+async def test_thousands_of_concurrent_publishes_are_all_confirmed(applied, topology):
+    jobs = [Envelope.new("job.bulk", {"i": i}) for i in range(3000)]
+    settings = PublisherSettings(publish_window=256)
+    async with await ConfirmedPublisher.connect(applied, topology, settings) as publisher:
+        assert await publisher.publish_many(jobs) == [None] * 3000
+    async with channel(applied) as ch:
+        assert await depth(ch, "taskq.default") == 3000
+
+
+@pytest.mark.rabbitmq
+async def test_missing_exchange_is_unroutable_with_a_hint_to_apply(vhost, topology):
+    # The vhost is empty: nothing was applied.
+    async with await ConfirmedPublisher.connect(vhost, topology) as publisher:
+        with pytest.raises(UnroutableError, match="taskctl topology apply"):
+            await publisher.publish(Envelope.new("email"))
+        # The broker closed the channel; the robust channel reopens and publishing resumes.
+        await apply_topology(topology, vhost)
+        await publisher.publish(Envelope.new("email"))
+    async with channel(vhost) as ch:
+        assert await depth(ch, "taskq.email") == 1
+
+
+@pytest.mark.rabbitmq
+async def test_unreachable_broker_raises_broker_unavailable(broker_settings, topology):
+    from topology.settings import load_settings
+
+    nowhere = load_settings(
+        type(broker_settings),
+        {"TASKQ_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "TASKQ_CONNECT_TIMEOUT": "2"},
+    )
+    with pytest.raises(
+        BrokerUnavailableError, match="cannot connect to RabbitMQ at amqp://guest:\\*\\*\\*@"
+    ):
+        await ConfirmedPublisher.connect(nowhere, topology)
+
+
+@pytest.mark.rabbitmq
+async def test_publish_after_close_raises_broker_unavailable(applied, topology):
+    publisher = await ConfirmedPublisher.connect(applied, topology)
+    await publisher.close()
+    assert not publisher.connected
+    with pytest.raises(BrokerUnavailableError):
+        await publisher.publish(Envelope.new("email"))

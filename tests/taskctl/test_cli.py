@@ -1,0 +1,102 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taskctl.cli import app
+from tests.helpers import MINIMAL, write_topology
+from topology.export import export_definitions
+
+runner = CliRunner()
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def test_validate_summarises_the_default_topology():
+    result = invoke("topology", "validate")
+    assert result.exit_code == 0, result.output
+    assert "group email: jobs email, email.* -> taskq.email" in result.output
+    assert "17 delay tiers (1s .. 65536s)" in result.output
+
+
+def test_invalid_topology_file_exits_1_with_the_problem(tmp_path: Path):
+    path = write_topology(tmp_path, "groups:\n  a: {jobs: [a], prefetch: lots}\n")
+    result = invoke("topology", "validate", "-f", str(path))
+    assert result.exit_code == 1
+    assert "groups.a.prefetch (line 2)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_taskq_topology_env_selects_the_file(tmp_path: Path):
+    path = write_topology(tmp_path, MINIMAL)
+    result = invoke("topology", "validate", env={"TASKQ_TOPOLOGY": str(path)})
+    assert result.exit_code == 0, result.output
+    assert "group email: jobs email -> taskq.email" in result.output
+
+
+def test_bad_setting_exits_1_naming_the_variable():
+    result = invoke("topology", "plan", env={"TASKQ_HEARTBEAT": "often"})
+    assert result.exit_code == 1
+    assert "TASKQ_HEARTBEAT" in result.output
+
+
+def test_export_writes_definitions_to_a_file(tmp_path: Path, topology):
+    target = tmp_path / "defs.json"
+    result = invoke("topology", "export", "-o", str(target), "--vhost", "jobs")
+    assert result.exit_code == 0, result.output
+    assert json.loads(target.read_text()) == export_definitions(topology, vhost="jobs")
+
+
+def test_export_prints_json_to_stdout(topology):
+    result = invoke("topology", "export")
+    assert json.loads(result.stdout) == export_definitions(topology)
+
+
+def test_graph_prints_mermaid():
+    result = invoke("topology", "graph")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("flowchart LR")
+
+
+@pytest.mark.rabbitmq
+def test_plan_apply_plan_against_the_broker(vhost):
+    vh = vhost.vhost
+    before = invoke("topology", "plan", "--vhost", vh)
+    assert before.exit_code == 2, before.output
+    assert "+ create   queue taskq.email (classic)" in before.output
+
+    applied = invoke("topology", "apply", "--vhost", vh)
+    assert applied.exit_code == 0, applied.output
+    assert "RabbitMQ 3." in applied.output
+
+    after = invoke("topology", "plan", "--vhost", vh)
+    assert after.exit_code == 0, after.output
+    assert "55 match, 0 to create, 0 to conflict, 0 extra" in after.output
+
+
+@pytest.mark.rabbitmq
+def test_conflict_exits_3_on_plan_and_1_on_apply(vhost, tmp_path: Path):
+    vh = vhost.vhost
+    first = write_topology(tmp_path, MINIMAL, "a.yaml")
+    assert invoke("topology", "apply", "--vhost", vh, "-f", str(first)).exit_code == 0
+    second = write_topology(tmp_path, MINIMAL + "    dlq: {retention: 1d}\n", "b.yaml")
+
+    plan = invoke("topology", "plan", "--vhost", vh, "-f", str(second))
+    assert plan.exit_code == 3
+    assert "! conflict queue taskq.email.dlq (classic): x-message-ttl" in plan.output
+
+    apply = invoke("topology", "apply", "--vhost", vh, "-f", str(second))
+    assert apply.exit_code == 1
+    assert "differ from the topology file" in apply.output
+    assert "--recreate taskq.email.dlq" in apply.output
+
+
+@pytest.mark.rabbitmq
+def test_unreachable_management_api_is_a_clear_error(vhost):
+    env = {"TASKQ_MANAGEMENT_URL": "http://127.0.0.1:1", "TASKQ_MANAGEMENT_TIMEOUT": "2"}
+    result = invoke("topology", "plan", "--vhost", vhost.vhost, env=env)
+    assert result.exit_code == 1
+    assert "management plugin on?" in result.output

@@ -1,0 +1,65 @@
+import asyncio
+import sys
+from pathlib import Path
+
+from taskctl.supervisor import ProcessSpec, Supervisor
+
+
+def python(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+async def wait_for(predicate, within: float = 10.0) -> None:
+    # The state lives in child processes and files, so there is no event to await: poll.
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_children_run_until_stop_then_drain_on_sigterm(tmp_path: Path):
+    marker = tmp_path / "drained"
+    code = (
+        "import signal, sys, time, pathlib\n"
+        "def bye(*_):\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('yes'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(0.1)\n"
+    )
+    said: list[str] = []
+    supervisor = Supervisor([ProcessSpec("worker", python(code))], grace=5, say=said.append)
+    task = asyncio.create_task(supervisor.run())
+    await wait_for(lambda: any("started" in s for s in said))
+    await asyncio.sleep(0.3)
+    supervisor.stop()
+    assert await task == 0
+    assert marker.read_text() == "yes"
+
+
+async def test_crashed_child_is_restarted(tmp_path: Path):
+    counter = tmp_path / "starts"
+    code = (
+        "import pathlib, sys\n"
+        f"p = pathlib.Path({str(counter)!r})\n"
+        "p.write_text(str(int(p.read_text() or 0) + 1) if p.exists() else '1')\n"
+        "sys.exit(3)\n"
+    )
+    said: list[str] = []
+    supervisor = Supervisor([ProcessSpec("flaky", python(code))], max_backoff=0.2, say=said.append)
+    task = asyncio.create_task(supervisor.run())
+    await wait_for(lambda: counter.exists() and int(counter.read_text()) >= 3)
+    supervisor.stop()
+    assert await task == 0
+    assert any("[flaky] exited with 3; restarting" in s for s in said)
+
+
+async def test_child_that_ignores_sigterm_is_killed_after_the_grace_period():
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('x', flush=True)\ntime.sleep(60)\n"
+    said: list[str] = []
+    supervisor = Supervisor([ProcessSpec("stubborn", python(code))], grace=0.5, say=said.append)
+    task = asyncio.create_task(supervisor.run())
+    await wait_for(lambda: any("started" in s for s in said))
+    await asyncio.sleep(0.3)
+    supervisor.stop()
+    async with asyncio.timeout(5):
+        assert await task == 1

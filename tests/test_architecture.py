@@ -1,0 +1,87 @@
+"""The import direction of DESIGN.md and the packages' public surface."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import consumers
+import producers
+import taskctl
+import topology
+import webhooks
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["topology", "producers", "consumers", "webhooks", "taskctl"]
+# What each package may import from the others: strictly downwards.
+ALLOWED = {
+    "topology": set(),
+    "producers": {"topology"},
+    "consumers": {"topology", "producers"},
+    "webhooks": {"topology", "producers", "consumers"},
+    "taskctl": {"topology", "producers", "consumers", "webhooks"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & set(LAYERS)
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_packages_import_only_what_sits_below_them(package: str):
+    offenders = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = imported_packages(path) - ALLOWED[package] - {package}
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_the_rule_catches_an_upward_import(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text("from producers.publisher import ConfirmedPublisher\nimport webhooks\n")
+    assert imported_packages(module) - ALLOWED["topology"] == {"producers", "webhooks"}
+
+
+def test_public_surface_is_pinned():
+    assert sorted(topology.__all__) == topology.__all__
+    assert "Envelope" in topology.__all__
+    assert "TaskqError" in topology.__all__
+    assert producers.__all__ == [
+        "ConfirmTimeoutError",
+        "ConfirmedPublisher",
+        "InMemoryPublisher",
+        "PublishError",
+        "PublishNackedError",
+        "Published",
+        "Publisher",
+        "PublisherSettings",
+        "UnroutableError",
+    ]
+    assert consumers.__all__ == []
+    assert webhooks.__all__ == []
+    assert taskctl.__all__ == []
+    for name in topology.__all__ + producers.__all__:
+        module = topology if name in topology.__all__ else producers
+        assert getattr(module, name) is not None
+
+
+def test_every_error_descends_from_one_root():
+    from producers import errors as publish_errors
+    from topology import errors
+
+    for module in (errors, publish_errors):
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Exception)
+                and value.__module__ == module.__name__
+            ):
+                assert issubclass(value, errors.TaskqError), value
