@@ -1,0 +1,56 @@
+# Shared by deploy/local/run.sh, deploy/local/test.sh and .ci/run (sourced, not executed):
+# a venv with taskq and its pinned dependencies, and RabbitMQ with the management API.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="${TASKQ_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ensure_venv() {
+  local stamp="$VENV/.taskq-installed"
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating the virtualenv $VENV"
+    "$PYTHON" -m venv "$VENV" || die "cannot create a venv with $PYTHON (needs Python 3.11+ with venv)"
+  fi
+  # Reinstall only when the pins changed, so a second run starts in seconds.
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/constraints.txt" -nt "$stamp" ]; then
+    say "installing taskq and its pinned dependencies"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
+    touch "$stamp"
+  fi
+}
+
+amqp_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+management_up() { curl -fsS -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview 2>/dev/null; }
+
+wait_for() {  # wait_for SECONDS CHECK DESCRIPTION
+  local deadline=$((SECONDS + $1))
+  until "$2"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
+
+ensure_rabbitmq() {
+  if ! amqp_up; then
+    command -v rabbitmq-server >/dev/null || {
+      say "installing rabbitmq-server (Debian package)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null \
+        || die "RabbitMQ is not installed and apt-get could not install it"
+    }
+    say "starting RabbitMQ with deploy/rabbitmq/rabbitmq.conf"
+    # RABBITMQ_CONFIG_FILE takes the path without its .conf extension.
+    RABBITMQ_CONFIG_FILE="$ROOT/deploy/rabbitmq/rabbitmq" rabbitmq-server -detached \
+      || die "rabbitmq-server -detached failed"
+    wait_for 90 amqp_up || die "RabbitMQ did not open port 5672 within 90 s"
+  fi
+  if ! management_up; then
+    say "enabling the RabbitMQ management plugin"
+    rabbitmq-plugins enable rabbitmq_management >/dev/null || die "cannot enable rabbitmq_management"
+    wait_for 60 management_up || die "the management API did not answer on :15672 within 60 s"
+  fi
+}

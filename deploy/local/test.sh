@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run every check and test: ruff, mypy --strict, then pytest against the real RabbitMQ.
+# Extra arguments go to pytest (e.g. `bash deploy/local/test.sh -k publisher`).
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+ensure_venv
+ensure_rabbitmq
+cd "$ROOT"
+say "ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+say "mypy --strict"
+"$VENV/bin/mypy"
+say "pytest"
+exec "$VENV/bin/python" -m pytest "$@"
