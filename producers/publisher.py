@@ -9,7 +9,9 @@ from typing import Any, Protocol, Self
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+import aiormq.abc
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq import spec
 
 from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.settings import PublisherSettings
@@ -53,7 +55,6 @@ class ConfirmedPublisher:
         self._channel = channel
         self._topology = topology
         self._settings = settings
-        self._exchanges: dict[str, AbstractExchange] = {}
 
     @classmethod
     async def connect(
@@ -109,27 +110,51 @@ class ConfirmedPublisher:
         target = route or job_route(self._topology, envelope)
         props = envelope.properties()
         headers: dict[str, Any] = {**props.headers, **target.headers}
-        message = aio_pika.Message(
-            envelope.encode(),
-            headers=headers,
+        # Straight to the channel aio-pika's robust channel currently holds: building an
+        # aio_pika.Message per publish costs more than the whole envelope (bench/publish.py).
+        properties = spec.Basic.Properties(
             content_type=props.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=props.delivery_mode,
             priority=props.priority,
             correlation_id=props.correlation_id,
             message_id=props.message_id,
             timestamp=props.timestamp,
-            type=props.type,
+            message_type=props.type,
+            headers=headers,
         )
-        exchange = self._exchanges.get(target.exchange)
-        if exchange is None:
-            exchange = await self._channel.get_exchange(target.exchange, ensure=False)
-            self._exchanges[target.exchange] = exchange
+        channel = await self._underlay()
         try:
-            await exchange.publish(
-                message, target.routing_key, mandatory=True, timeout=self._settings.confirm_timeout
+            await channel.basic_publish(
+                envelope.encode(),
+                exchange=target.exchange,
+                routing_key=target.routing_key,
+                properties=properties,
+                mandatory=True,
+                timeout=self._settings.confirm_timeout,
+                # Don't hold the channel lock until the socket drains: the confirm proves
+                # the write, and releasing early lets concurrent publishes pipeline.
+                wait=False,
             )
         except Exception as exc:
             raise _translate(exc, target) from exc
+
+    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+        """Return the live channel, waiting at most the confirm timeout for a reconnect."""
+        if self._connection.is_closed:
+            raise BrokerUnavailableError("the publisher is closed")
+        if not self._connection.connected.is_set():
+            try:
+                async with asyncio.timeout(self._settings.confirm_timeout):
+                    await self._connection.connected.wait()
+            except TimeoutError as exc:
+                raise BrokerUnavailableError(
+                    "the connection to RabbitMQ is down and did not come back within "
+                    f"{self._settings.confirm_timeout}s; it keeps reconnecting"
+                ) from exc
+        try:
+            return await self._channel.get_underlay_channel()
+        except Exception as exc:
+            raise BrokerUnavailableError(f"no open channel to RabbitMQ: {exc}") from exc
 
     async def publish_many(
         self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None

@@ -75,6 +75,12 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         bindings=tuple(bindings),
         groups=tuple(groups),
         tiers=tuple(tiers),
+        lane_patterns=tuple(
+            p
+            for g in groups
+            if g.spec.priority.strategy is PriorityStrategy.LANES
+            for p in g.spec.jobs
+        ),
     )
 
 

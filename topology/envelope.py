@@ -97,15 +97,16 @@ class Envelope(BaseModel):
 
     def encode(self) -> bytes:
         """Return the envelope as compact JSON bytes."""
-        return orjson.dumps(self.model_dump(exclude_none=True), option=orjson.OPT_UTC_Z)
+        # Straight from the validated fields: orjson writes enums, datetimes and JSON values
+        # itself, which is several times cheaper than model_dump() on the publish hot path.
+        fields = {k: v for k, v in self.__dict__.items() if v is not None}
+        return orjson.dumps(fields, default=_dump_model, option=orjson.OPT_UTC_Z)
 
     def properties(self) -> AmqpProperties:
         """Return the AMQP properties and headers this envelope is published with."""
-        headers: dict[str, str | int] = {
-            names.VERSION_HEADER: self.v,
-            names.ATTEMPT_HEADER: self.attempt,
-            names.PRIORITY_HEADER: self.priority.value,
-        }
+        # The body carries everything; headers hold only what the broker or a quick look
+        # needs without parsing it. Routing headers (lanes, delay tiers) come from the Route.
+        headers: dict[str, str | int] = {names.ATTEMPT_HEADER: self.attempt}
         return AmqpProperties(
             message_id=self.id,
             type=self.type,
@@ -131,6 +132,12 @@ class AmqpProperties:
     headers: dict[str, str | int]
     content_type: str = CONTENT_TYPE
     delivery_mode: int = PERSISTENT
+
+
+def _dump_model(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def decode(body: bytes) -> Envelope:

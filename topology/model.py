@@ -100,6 +100,11 @@ class CompiledTopology:
     bindings: tuple[Binding, ...]
     groups: tuple[CompiledGroup, ...]
     tiers: tuple[DelayTier, ...]
+    lane_patterns: tuple[str, ...] = ()
+
+    def in_lanes(self, job_type: str) -> bool:
+        """Return whether ``job_type`` belongs to a group that uses priority lanes."""
+        return any(routing.matches(pattern, job_type) for pattern in self.lane_patterns)
 
     def group(self, name: str) -> CompiledGroup:
         """Return the group called ``name``.

@@ -18,7 +18,6 @@ RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
 PRIORITY_HEADER = "taskq-priority"
 DELAY_HEADER = "taskq-delay"
 ATTEMPT_HEADER = "taskq-attempt"
-VERSION_HEADER = "taskq-version"
 
 
 def jobs_exchange(namespace: str) -> str:

@@ -19,7 +19,14 @@ class Route:
 
 
 def job_route(topology: CompiledTopology, envelope: Envelope) -> Route:
-    """Return the route of a job to be run now: the jobs exchange, keyed by job type."""
+    """Return the route of a job to be run now: the jobs exchange, keyed by job type.
+
+    Jobs of a group with priority lanes also carry the priority header their lanes exchange
+    routes on; other jobs need nothing beyond the AMQP priority property.
+    """
+    if topology.lane_patterns and topology.in_lanes(envelope.type):
+        headers: dict[str, str | int] = {names.PRIORITY_HEADER: envelope.priority.value}
+        return Route(topology.jobs_exchange, envelope.type, headers)
     return Route(topology.jobs_exchange, envelope.type)
 
 
@@ -30,4 +37,5 @@ def delay_route(topology: CompiledTopology, envelope: Envelope, delay_ms: int) -
     dead-letters it back to the jobs exchange and on to the group's work queue.
     """
     tier = topology.tier_for(delay_ms)
-    return Route(topology.retry_exchange, envelope.type, {names.DELAY_HEADER: tier.label})
+    headers = {**job_route(topology, envelope).headers, names.DELAY_HEADER: tier.label}
+    return Route(topology.retry_exchange, envelope.type, headers)

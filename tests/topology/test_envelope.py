@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from topology import names
-from topology.envelope import ENVELOPE_VERSION, Envelope, PayloadRef, decode, new_job_id
+from topology.envelope import Envelope, PayloadRef, decode, new_job_id
 from topology.errors import ContractError
 from topology.spec import Priority
 
@@ -124,11 +124,7 @@ def test_amqp_properties_carry_identity_priority_and_our_attempt_header():
     assert props.content_type == "application/json"
     assert props.correlation_id == "c"
     assert props.timestamp == envelope.created_at
-    assert props.headers == {
-        names.VERSION_HEADER: ENVELOPE_VERSION,
-        names.ATTEMPT_HEADER: 3,
-        names.PRIORITY_HEADER: "urgent",
-    }
+    assert props.headers == {names.ATTEMPT_HEADER: 3}
 
 
 def test_job_ids_are_uuid7_and_sort_by_creation_time():

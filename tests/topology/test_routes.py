@@ -1,0 +1,38 @@
+import textwrap
+
+from topology import names
+from topology.compiler import compile_topology
+from topology.envelope import Envelope
+from topology.loader import parse_topology
+from topology.routes import Route, delay_route, job_route
+from topology.spec import Priority
+
+MIXED = compile_topology(
+    parse_topology(
+        textwrap.dedent(
+            """
+            groups:
+              mail: {jobs: ["mail.#"]}
+              pay: {jobs: ["pay.*"], priority: {strategy: lanes}}
+            """
+        )
+    )
+)
+
+
+def test_job_route_is_the_jobs_exchange_keyed_by_type_without_headers_for_priority_queues():
+    assert job_route(MIXED, Envelope.new("mail.send")) == Route("taskq.jobs", "mail.send")
+    assert job_route(MIXED, Envelope.new("mail.send")).headers == {}
+
+
+def test_job_route_adds_the_priority_header_for_lane_groups():
+    route = job_route(MIXED, Envelope.new("pay.charge", priority=Priority.URGENT))
+    assert route.headers == {names.PRIORITY_HEADER: "urgent"}
+
+
+def test_delay_route_goes_through_the_retry_exchange_with_the_tier_header():
+    route = delay_route(MIXED, Envelope.new("mail.send"), 5000)
+    assert route == Route("taskq.retry", "mail.send")
+    assert route.headers == {names.DELAY_HEADER: "4s"}
+    lane = delay_route(MIXED, Envelope.new("pay.charge", priority=Priority.LOW), 5000)
+    assert lane.headers == {names.DELAY_HEADER: "4s", names.PRIORITY_HEADER: "low"}
