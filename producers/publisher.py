@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import aio_pika
 import aiormq
-import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
 
@@ -138,7 +137,7 @@ class ConfirmedPublisher:
         except Exception as exc:
             raise _translate(exc, target) from exc
 
-    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+    async def _underlay(self) -> aiormq.Channel:
         """Return the live channel, waiting at most the confirm timeout for a reconnect."""
         if self._connection.is_closed:
             raise BrokerUnavailableError("the publisher is closed")
@@ -152,7 +151,8 @@ class ConfirmedPublisher:
                     f"{self._settings.confirm_timeout}s; it keeps reconnecting"
                 ) from exc
         try:
-            return await self._channel.get_underlay_channel()
+            # aiormq's abstract channel omits basic_publish's `wait` flag; the real one has it.
+            return cast(aiormq.Channel, await self._channel.get_underlay_channel())
         except Exception as exc:
             raise BrokerUnavailableError(f"no open channel to RabbitMQ: {exc}") from exc
 

@@ -32,7 +32,6 @@ def test_job_route_adds_the_priority_header_for_lane_groups():
 
 def test_delay_route_goes_through_the_retry_exchange_with_the_tier_header():
     route = delay_route(MIXED, Envelope.new("mail.send"), 5000)
-    assert route == Route("taskq.retry", "mail.send")
-    assert route.headers == {names.DELAY_HEADER: "4s"}
+    assert route == Route("taskq.retry", "mail.send", {names.DELAY_HEADER: "4s"})
     lane = delay_route(MIXED, Envelope.new("pay.charge", priority=Priority.LOW), 5000)
     assert lane.headers == {names.DELAY_HEADER: "4s", names.PRIORITY_HEADER: "low"}
