@@ -53,6 +53,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        # Said only once the handlers are in place, so a Ctrl-C after it always drains.
+        self._say(f"supervising {len(self._children)} processes; press Ctrl-C to stop")
         try:
             keepers = [asyncio.create_task(self._keep(child)) for child in self._children]
             await self._stopping.wait()

@@ -41,6 +41,6 @@ def up(
     )
     processes = pipeline_processes(topology)
     if not processes:
-        out.print("no pipeline processes exist yet besides the topology; press Ctrl-C to stop")
+        out.print("no pipeline processes exist yet besides the applied topology")
     supervisor = Supervisor(processes, grace=grace, say=out.print)
     raise typer.Exit(asyncio.run(supervisor.run()))

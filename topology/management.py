@@ -55,6 +55,14 @@ class ManagementClient:
         """Return every binding of ``vhost``."""
         return await self._list(f"/api/bindings/{_q(vhost)}")
 
+    async def connections(self, vhost: str) -> list[dict[str, Any]]:
+        """Return the client connections open on ``vhost``."""
+        return await self._list(f"/api/vhosts/{_q(vhost)}/connections")
+
+    async def close_connection(self, name: str, *, reason: str = "closed by taskq") -> None:
+        """Force-close the connection called ``name`` (as listed by ``connections``)."""
+        await self._request("DELETE", f"/api/connections/{_q(name)}", headers={"X-Reason": reason})
+
     async def vhost_exists(self, vhost: str) -> bool:
         """Return whether ``vhost`` exists."""
         try:
@@ -93,12 +101,14 @@ class ManagementClient:
             raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
         return data
 
-    async def _request(self, method: str, path: str, *, json: Any = None) -> Any:
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         if self._session is None:
             raise RuntimeError("ManagementClient is used outside 'async with'")
         url = self._base + path
         try:
-            async with self._session.request(method, url, json=json) as response:
+            async with self._session.request(method, url, json=json, headers=headers) as response:
                 if response.status >= 400:
                     body = (await response.text())[:300]
                     raise ManagementApiError(

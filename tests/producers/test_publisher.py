@@ -1,5 +1,7 @@
 """The Publisher contract, run against InMemoryPublisher and against ConfirmedPublisher on RabbitMQ."""
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -147,3 +149,44 @@ async def test_publish_after_close_raises_broker_unavailable(applied, topology):
     assert not publisher.connected
     with pytest.raises(BrokerUnavailableError):
         await publisher.publish(Envelope.new("email"))
+
+
+async def wait_for_connection(management, vhost: str, name: str) -> str:
+    async with asyncio.timeout(15):
+        while True:  # the connection list has no event to await
+            for conn in await management.connections(vhost):
+                if conn.get("client_properties", {}).get("connection_name") == name:
+                    return conn["name"]
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.rabbitmq
+async def test_publisher_recovers_after_the_broker_drops_its_connection(
+    applied, topology, management
+):
+    name = f"publisher-{uuid.uuid4().hex[:6]}"
+    settings = PublisherSettings(confirm_timeout=10)
+    async with await ConfirmedPublisher.connect(
+        applied, topology, settings, name=name
+    ) as publisher:
+        await publisher.publish(Envelope.new("email", {"n": 1}))
+        first = await wait_for_connection(management, applied.vhost, name)
+        await management.close_connection(first, reason="test: cut the link")
+        # The robust connection reconnects and restores the channel; publishing resumes.
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    await publisher.publish(Envelope.new("email", {"n": 2}))
+                    break
+                except BrokerUnavailableError:
+                    await asyncio.sleep(0.2)
+        second = await wait_for_connection(management, applied.vhost, name)
+        assert second != first
+    async with channel(applied) as ch:
+        payloads = []
+        for _ in range(await depth(ch, "taskq.email")):
+            message = await next_message(ch, "taskq.email")
+            payloads.append(decode(message.body).payload)
+            await message.ack()
+    assert {"n": 1} in payloads
+    assert {"n": 2} in payloads

@@ -2,6 +2,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers import write_topology
 from topology.errors import TopologyFileError
@@ -234,3 +237,48 @@ def test_spec_is_frozen_and_comparable():
 def test_group_names_that_yaml_reads_as_booleans_stay_names():
     spec = parse_topology("groups:\n  no: {jobs: [a]}\n  on: {jobs: [b]}\n")
     assert set(spec.groups) == {"no", "on"}
+
+
+yaml_scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=12)
+group_bodies = st.fixed_dictionaries(
+    {"jobs": st.lists(st.sampled_from(["a", "b.*", "#", "c.#", "d..e", "*"]), max_size=3)},
+    optional={
+        "prefetch": yaml_scalars,
+        "concurrency": yaml_scalars,
+        "timeout": st.sampled_from(["1s", "45m", "x", "0", 5]) | yaml_scalars,
+        "retry": st.dictionaries(
+            st.sampled_from(["max_attempts", "base", "factor", "max", "jitter", "bogus"]),
+            yaml_scalars,
+        ),
+        "priority": st.dictionaries(
+            st.sampled_from(["strategy", "queue_type"]),
+            st.sampled_from(["queue", "lanes", "quorum", "classic", 3]),
+        ),
+        "scale": st.dictionaries(
+            st.sampled_from(["min", "max", "backlog_per_worker"]), yaml_scalars
+        ),
+        "dlq": st.dictionaries(st.sampled_from(["retention"]), yaml_scalars),
+        "unknown": yaml_scalars,
+    },
+)
+documents = st.fixed_dictionaries(
+    {"groups": st.dictionaries(st.text(max_size=6), group_bodies | yaml_scalars, max_size=3)},
+    optional={
+        "namespace": yaml_scalars,
+        "version": yaml_scalars,
+        "defaults": st.dictionaries(st.text(max_size=8), yaml_scalars, max_size=2),
+    },
+)
+
+
+@given(documents)
+def test_any_document_gives_a_spec_or_a_topology_file_error(document):
+    try:
+        outcome = parse_topology(yaml.safe_dump(document), source="fuzz.yaml")
+    except TopologyFileError as exc:
+        outcome = exc
+    if isinstance(outcome, TopologyFileError):
+        assert outcome.problems
+        assert all(isinstance(p, str) and ": " in p for p in outcome.problems)
+    else:
+        assert outcome.groups
