@@ -35,7 +35,7 @@ def up(
     settings = settings_or_exit()
     report = run(apply_topology(topology, settings))
     out.print(
-        f"topology applied to {settings.describe()}: "
+        f"{report.server.product} {report.server.version}: topology applied to {settings.describe()}: "
         f"{len(report.before.of(Action.CREATE))} created, {len(report.after.of(Action.MATCH))} in place",
         highlight=False,
     )

@@ -1,5 +1,11 @@
+import asyncio
 import copy
+import json
+import shutil
+import tempfile
 import textwrap
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +125,41 @@ async def test_exported_definitions_import_cleanly_and_equal_what_apply_declares
     finally:
         for name in (imported, applied):
             await management.delete_vhost(name)
+
+
+def world_readable(text: str) -> Path:
+    """Write ``text`` where the rabbitmq user can read it (pytest's tmp_path is private).
+
+    Debian's rabbitmqctl runs as that user, and 3.10 cannot import from stdin.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="taskq-defs-"))
+    folder.chmod(0o755)
+    path = folder / "definitions.json"
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+async def test_exported_definitions_import_with_rabbitmqctl(
+    broker_settings, topology, tmp_path, management
+):
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    assert rabbitmqctl, "rabbitmqctl comes with the local broker these tests run against"
+    vhost = f"taskq-test-ctl-{uuid.uuid4().hex[:6]}"
+    path = world_readable(json.dumps(export_definitions(topology, vhost=vhost)))
+    shared = path.parent
+    try:
+        process = await asyncio.create_subprocess_exec(
+            rabbitmqctl, "import_definitions", str(path), stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr
+        await management.create_vhost(vhost)  # grants guest its permissions on the new vhost
+        # rabbitmqctl says the import "is asynchronous": wait for it to land, with a deadline.
+        async with asyncio.timeout(30):
+            while not (await plan_topology(topology, broker_settings.with_vhost(vhost))).in_sync:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        shutil.rmtree(shared)
+        if await management.vhost_exists(vhost):
+            await management.delete_vhost(vhost)
