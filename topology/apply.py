@@ -14,7 +14,7 @@ from topology.broker import CONNECT_ERRORS, ServerInfo, server_info
 from topology.errors import BrokerUnavailableError, TopologyConflictError
 from topology.management import ManagementClient
 from topology.model import Binding, CompiledTopology, Exchange, Queue
-from topology.plan import Action, LiveState, Plan, make_plan
+from topology.plan import Action, LiveState, Plan, describe, make_plan
 from topology.settings import BrokerSettings, mask_url
 
 Progress = Callable[[str], None]
@@ -106,6 +106,18 @@ async def _delete(
                 "them with a shovel) before recreating or pruning it"
             )
     deleted = []
+    if prune:
+        # Bindings first: deleting an exchange or queue takes its bindings with it.
+        for item in plan.of(Action.EXTRA):
+            if isinstance(item.live, Binding) and item.live.destination not in {
+                _name(o) for o in doomed
+            }:
+                key = live.binding_keys.get(item.live, "~")
+                await client.delete_binding(
+                    vhost, item.live.source, item.live.destination, item.live.destination_type, key
+                )
+                deleted.append(describe(item.live))
+                progress(f"deleted {deleted[-1]}")
     for obj in doomed:
         if isinstance(obj, Queue):
             await client.delete_queue(vhost, obj.name)

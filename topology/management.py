@@ -91,6 +91,14 @@ class ManagementClient:
         """Delete the queue ``name`` of ``vhost``."""
         await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}")
 
+    async def delete_binding(
+        self, vhost: str, source: str, destination: str, destination_type: str, properties_key: str
+    ) -> None:
+        """Delete one binding, named by its ends and the ``properties_key`` the API listed."""
+        kind = "q" if destination_type == "queue" else "e"
+        path = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(properties_key)}"
+        await self._request("DELETE", path)
+
     async def delete_exchange(self, vhost: str, name: str) -> None:
         """Delete the exchange ``name`` of ``vhost``."""
         await self._request("DELETE", f"/api/exchanges/{_q(vhost)}/{_q(name)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -46,6 +46,7 @@ class LiveState:
     queues: tuple[Queue, ...]
     bindings: tuple[Binding, ...]
     messages: Mapping[str, int]
+    binding_keys: Mapping[Binding, str] = field(default_factory=dict)
 
     @classmethod
     def from_management(
@@ -56,13 +57,15 @@ class LiveState:
     ) -> LiveState:
         """Build the state from management API listings."""
         queue_list = list(queues)
+        binding_list = [b for b in bindings if b["source"]]
         return cls(
             exchanges=tuple(
                 _exchange(e) for e in exchanges if e["name"] and not _builtin(e["name"])
             ),
             queues=tuple(_queue(q) for q in queue_list),
-            bindings=tuple(_binding(b) for b in bindings if b["source"]),
+            bindings=tuple(_binding(b) for b in binding_list),
             messages={str(q["name"]): int(q.get("messages") or 0) for q in queue_list},
+            binding_keys={_binding(b): str(b.get("properties_key", "~")) for b in binding_list},
         )
 
 
@@ -124,12 +127,12 @@ def _compare(declared: Exchange | Queue, live: Exchange | Queue | None, hint: An
 
 def _difference(declared: Exchange | Queue, live: Exchange | Queue) -> str:
     changes = []
-    for field in declared.__slots__:
-        if field in ("name", "arguments"):
+    for attribute in declared.__slots__:
+        if attribute in ("name", "arguments"):
             continue
-        want, have = getattr(declared, field), getattr(live, field)
+        want, have = getattr(declared, attribute), getattr(live, attribute)
         if want != have:
-            changes.append(f"{field}: broker has {have!r}, file wants {want!r}")
+            changes.append(f"{attribute}: broker has {have!r}, file wants {want!r}")
     want_args, have_args = dict(declared.arguments), dict(live.arguments)
     for key in sorted(want_args.keys() | have_args.keys()):
         if want_args.get(key) != have_args.get(key):

@@ -102,6 +102,18 @@ async def test_removed_group_is_extra_and_deleted_only_with_prune(vhost):
     assert pruned.after.in_sync
 
 
+async def test_prune_removes_a_binding_the_file_no_longer_declares(vhost):
+    await apply_topology(variant(SMALL), vhost)
+    narrower = variant(SMALL.replace("mail: {jobs: [mail]", "mail: {jobs: [mail.send]"))
+    kept = await apply_topology(narrower, vhost)
+    assert [i.label for i in kept.after.of(Action.EXTRA)] == [
+        "binding taskq.jobs -> taskq.mail [mail]"
+    ]
+    pruned = await apply_topology(narrower, vhost, prune=True)
+    assert pruned.deleted == ("binding taskq.jobs -> taskq.mail [mail]",)
+    assert pruned.after.in_sync
+
+
 def normalised(live) -> tuple:
     return (set(live.exchanges), set(live.queues), set(live.bindings))
 
