@@ -1,8 +1,8 @@
-"""Publish failures, split by what the caller does next (see ``topology.errors`` for the root)."""
+"""Producer-side failures, split by what the caller does next (see ``topology.errors`` for the root)."""
 
 from __future__ import annotations
 
-from topology.errors import BrokerError
+from topology.errors import BrokerError, TaskqError
 
 
 class PublishError(BrokerError):
@@ -19,3 +19,23 @@ class PublishNackedError(PublishError):
 
 class ConfirmTimeoutError(PublishError):
     """No confirm arrived in time: the outcome is unknown, so retry with the same job id."""
+
+
+class StoreError(TaskqError):
+    """The job store failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The job store cannot be reached right now; retry later (HTTP 503)."""
+
+
+class BlobStoreError(TaskqError):
+    """Storing or fetching a claim-checked payload failed."""
+
+
+class BlobUnavailableError(BlobStoreError):
+    """The blob store cannot be reached right now; retry later (HTTP 503)."""
+
+
+class BlobIntegrityError(BlobStoreError):
+    """A fetched payload does not match the size or checksum its reference promised."""

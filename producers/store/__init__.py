@@ -1,0 +1,1 @@
+"""The job store: job records and submission idempotency keys (SQLite or PostgreSQL)."""

@@ -1,0 +1,134 @@
+"""What the job store holds, and the ``JobStore`` port every backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from topology.spec import Priority
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    SCHEDULED = "scheduled"  # accepted, waiting for its delay or run_at
+    QUEUED = "queued"  # on the broker, waiting for a worker
+    RUNNING = "running"
+    RETRYING = "retrying"  # failed, waiting in a delay tier for another attempt
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # failed for good without being dead-lettered (e.g. never enqueued)
+    DEAD = "dead"  # in the dead-letter queue
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Return whether nothing more happens to a job in this state (short of a DLQ replay)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as the store keeps it; JSON fields hold already-decoded JSON values."""
+
+    id: str
+    type: str
+    status: JobStatus
+    priority: Priority
+    created_at: datetime
+    updated_at: datetime
+    payload: Any = None
+    payload_ref: dict[str, Any] | None = None
+    attempts: int = 0
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    callback_url: str | None = None
+    not_before: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_error: str | None = None
+    result: Any = None
+
+
+class ClaimState(StrEnum):
+    """What claiming a submission idempotency key found."""
+
+    NEW = "new"  # the key is ours now, pointing at the job id we passed
+    IN_FLIGHT = "in_flight"  # another request holds it and has not finished (HTTP 409)
+    DONE = "done"  # a finished request holds it: replay its response
+    MISMATCH = "mismatch"  # the key was used with a different request body (HTTP 422)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming an idempotency key."""
+
+    state: ClaimState
+    job_id: str
+    response: bytes | None = None  # the stored response body when state is DONE
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of a job listing and the cursor of the next page (``None`` at the end)."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+class JobStore(Protocol):
+    """Job records and submission idempotency keys; every method is atomic on its own."""
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations (safe to run from several processes); return the version."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise ``StoreUnavailableError`` otherwise."""
+        ...
+
+    async def create_job(self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0) -> Claim:
+        """Insert ``job``; with ``claim=(key, request_hash)`` first claim the idempotency key.
+
+        The claim and the insert happen in one transaction: when the key is already held the
+        job is not inserted and the returned ``Claim`` says why (IN_FLIGHT, DONE, MISMATCH).
+        A held key whose lease expired without being completed can be claimed again (NEW).
+        """
+        ...
+
+    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+        """Mark the key's request finished and keep ``response`` to replay for ``ttl_s`` seconds."""
+        ...
+
+    async def abandon_job(self, job_id: str, key: str | None) -> None:
+        """Delete a job that never reached the broker, and release its idempotency key."""
+        ...
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """Return the job, or ``None`` when there is no such job."""
+        ...
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, type: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> JobPage:
+        """Return jobs newest first, filtered, ``limit`` per page, continuing after ``cursor``."""
+        ...
+
+    async def transition(
+        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Move the job to ``to`` (and set ``fields``) only if its status is in ``allowed_from``.
+
+        Returns the updated record, or ``None`` when the job does not exist or was in another
+        state (compare-and-set: two racing transitions never both win).
+        """
+        ...
