@@ -39,3 +39,31 @@ class BlobUnavailableError(BlobStoreError):
 
 class BlobIntegrityError(BlobStoreError):
     """A fetched payload does not match the size or checksum its reference promised."""
+
+
+class JobRejectedError(TaskqError):
+    """The job request is invalid; the message says which field and why (HTTP 422)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class UnknownJobTypeError(JobRejectedError):
+    """No consumer group takes this job type; the message lists the accepted types."""
+
+
+class IdempotencyMismatchError(JobRejectedError):
+    """The idempotency key was already used with a different request body (HTTP 422)."""
+
+
+class IdempotencyInFlightError(TaskqError):
+    """A request with the same idempotency key is still being processed (HTTP 409)."""
+
+
+class JobNotFoundError(TaskqError):
+    """No job has this id (HTTP 404)."""
+
+
+class JobStateError(TaskqError):
+    """The job is in a state that does not allow the operation (HTTP 409)."""

@@ -34,6 +34,8 @@ class InMemoryPublisher:
         self._topology = topology
         self.published: list[Published] = []
         self.queues: dict[str, list[Envelope]] = defaultdict(list)
+        self.events: list[tuple[str, bytes]] = []
+        self.fail_with: TaskqError | None = None
 
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
         """Record ``envelope`` in the queue it would reach.
@@ -41,6 +43,8 @@ class InMemoryPublisher:
         Raises:
             UnroutableError: when no queue of the topology would receive it.
         """
+        if self.fail_with is not None:
+            raise self.fail_with
         target = route or job_route(self._topology, envelope)
         queue = self._destination(envelope, target)
         if queue is None:
@@ -64,6 +68,12 @@ class InMemoryPublisher:
             else:
                 results.append(None)
         return results
+
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Record a status event."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.events.append((routing_key, body))
 
     def _destination(self, envelope: Envelope, route: Route) -> str | None:
         topology = self._topology

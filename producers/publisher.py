@@ -35,6 +35,10 @@ class Publisher(Protocol):
         """Publish many envelopes with their confirms awaited together; one result per envelope."""
         ...
 
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Publish a status event to the events exchange; nobody need be listening."""
+        ...
+
 
 class ConfirmedPublisher:
     """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
@@ -93,6 +97,11 @@ class ConfirmedPublisher:
         await self._connection.close()
 
     @property
+    def connection(self) -> AbstractRobustConnection:
+        """Return the robust connection (other channels, such as event consumers, may share it)."""
+        return self._connection
+
+    @property
     def connected(self) -> bool:
         """Return whether the connection and channel are open right now."""
         return not self._connection.is_closed and not self._channel.is_closed
@@ -136,6 +145,27 @@ class ConfirmedPublisher:
             )
         except Exception as exc:
             raise _translate(exc, target) from exc
+
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Publish a status event (transient, not mandatory: it is fine if nobody listens).
+
+        Raises:
+            BrokerUnavailableError: the connection is down.
+        """
+        channel = await self._underlay()
+        route = Route(self._topology.events_exchange, routing_key)
+        properties = spec.Basic.Properties(content_type="application/json", delivery_mode=1)
+        try:
+            await channel.basic_publish(
+                body,
+                exchange=route.exchange,
+                routing_key=routing_key,
+                properties=properties,
+                timeout=self._settings.confirm_timeout,
+                wait=False,
+            )
+        except Exception as exc:
+            raise _translate(exc, route) from exc
 
     async def _underlay(self) -> aiormq.Channel:
         """Return the live channel, waiting at most the confirm timeout for a reconnect."""

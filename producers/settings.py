@@ -14,3 +14,29 @@ class PublisherSettings(BaseModel):
 
     confirm_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     publish_window: Annotated[int, Field(ge=1, le=65535)] = 512
+
+
+class SubmitSettings(BaseModel):
+    """Limits and lifetimes of job submission (HTTP API and Python clients alike)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    claim_check_bytes: Annotated[int, Field(ge=0)] = 256 * 1024
+    max_delay: Annotated[float, Field(gt=0)] = 30 * 86400.0
+    idempotency_ttl: Annotated[float, Field(gt=0)] = 86400.0
+    idempotency_lease: Annotated[float, Field(gt=0)] = 60.0
+    batch_max: Annotated[int, Field(ge=1, le=10000)] = 500
+    store_url: str = "sqlite:///.taskq/jobs.sqlite3"
+    blob_url: str = "file:.taskq/blobs"
+
+
+class ApiSettings(BaseModel):
+    """Where the HTTP API listens and what it accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_batch_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    retry_after: Annotated[int, Field(ge=1, le=3600)] = 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskctl import topology_commands, up_command
+from taskctl import jobs_commands, topology_commands, up_command
 
 app = typer.Typer(
     name="taskctl",
@@ -14,6 +14,14 @@ app = typer.Typer(
 )
 app.add_typer(topology_commands.app, name="topology")
 app.command(name="up")(up_command.up)
+for command in (
+    jobs_commands.submit,
+    jobs_commands.status,
+    jobs_commands.watch,
+    jobs_commands.jobs,
+    jobs_commands.queues,
+):
+    app.command()(command)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,10 +19,9 @@ from topology.plan import Action
 def pipeline_processes(topology: CompiledTopology) -> list[ProcessSpec]:
     """Return the processes that make up the pipeline for ``topology``.
 
-    The HTTP API (issue 3), the workers (issue 4) and the autoscaler (issue 6) join this list
-    as they land; until then the pipeline is the applied topology alone.
+    The workers (issue 4) and the autoscaler (issue 6) join the HTTP API here as they land.
     """
-    return []
+    return [ProcessSpec("api", (sys.executable, "-m", "producers.api"))]
 
 
 def up(

@@ -51,6 +51,11 @@ class ManagementClient:
             f"/api/queues/{_q(vhost)}?disable_stats=true&enable_queue_totals=true"
         )
 
+    async def queue(self, vhost: str, name: str) -> dict[str, Any]:
+        """Return one queue with its message counts, consumers and rates."""
+        path = f"/api/queues/{_q(vhost)}/{_q(name)}"
+        return _mapping(await self._request("GET", path), path)
+
     async def bindings(self, vhost: str) -> list[dict[str, Any]]:
         """Return every binding of ``vhost``."""
         return await self._list(f"/api/bindings/{_q(vhost)}")

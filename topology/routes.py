@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from topology import names
 from topology.envelope import Envelope
@@ -39,3 +40,19 @@ def delay_route(topology: CompiledTopology, envelope: Envelope, delay_ms: int) -
     tier = topology.tier_for(delay_ms)
     headers = {**job_route(topology, envelope).headers, names.DELAY_HEADER: tier.label}
     return Route(topology.retry_exchange, envelope.type, headers)
+
+
+def next_hop(topology: CompiledTopology, envelope: Envelope, now: datetime) -> Route | None:
+    """Return where a job that reached its work queue before ``not_before`` goes next, if anywhere.
+
+    Delays are composed from tiers: the first hop takes the longest tier that fits, and each
+    early arrival is sent on through the longest tier that fits what remains (the shortest
+    one for a remainder below the resolution). So a job never runs early, and runs at most
+    one resolution, plus a few milliseconds per hop, late.
+    """
+    if envelope.not_before is None:
+        return None
+    remaining = envelope.not_before - now
+    if remaining <= timedelta(0):
+        return None
+    return delay_route(topology, envelope, int(remaining.total_seconds() * 1000))

@@ -96,7 +96,9 @@ class JobStore(Protocol):
         """Return when the store answers; raise ``StoreUnavailableError`` otherwise."""
         ...
 
-    async def create_job(self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0) -> Claim:
+    async def create_job(
+        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
+    ) -> Claim:
         """Insert ``job``; with ``claim=(key, request_hash)`` first claim the idempotency key.
 
         The claim and the insert happen in one transaction: when the key is already held the
@@ -118,7 +120,12 @@ class JobStore(Protocol):
         ...
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, type: str | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> JobPage:
         """Return jobs newest first, filtered, ``limit`` per page, continuing after ``cursor``."""
         ...

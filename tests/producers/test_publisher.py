@@ -1,14 +1,17 @@
-"""The Publisher contract, run against InMemoryPublisher and against ConfirmedPublisher on RabbitMQ."""
+"""The Publisher contract, run against InMemoryPublisher, and ConfirmedPublisher and PikaPublisher on RabbitMQ."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
 from producers.errors import UnroutableError
 from producers.memory import InMemoryPublisher
+from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.settings import PublisherSettings
 from tests.broker import channel, depth, next_message
@@ -17,6 +20,7 @@ from topology.apply import apply_topology
 from topology.envelope import Envelope, decode
 from topology.errors import BrokerUnavailableError
 from topology.routes import Route, delay_route
+from topology.settings import load_settings
 from topology.spec import Priority
 
 
@@ -26,7 +30,13 @@ class Harness:
     drain: Callable[[str], Awaitable[list[Envelope]]]
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("pika", marks=pytest.mark.rabbitmq),
+    ]
+)
 async def harness(request, topology) -> AsyncIterator[Harness]:
     if request.param == "memory":
         fake = InMemoryPublisher(topology)
@@ -38,8 +48,10 @@ async def harness(request, topology) -> AsyncIterator[Harness]:
         return
     settings = request.getfixturevalue("vhost")
     await apply_topology(topology, settings)
+    # PikaPublisher blocks this test's event loop while it waits for confirms; fine in tests.
+    connect = PikaPublisher.connect if request.param == "pika" else ConfirmedPublisher.connect
     async with (
-        await ConfirmedPublisher.connect(settings, topology) as real,
+        await connect(settings, topology) as real,
         channel(settings) as ch,
     ):
 
@@ -130,8 +142,6 @@ async def test_missing_exchange_is_unroutable_with_a_hint_to_apply(vhost, topolo
 
 @pytest.mark.rabbitmq
 async def test_unreachable_broker_raises_broker_unavailable(broker_settings, topology):
-    from topology.settings import load_settings
-
     nowhere = load_settings(
         type(broker_settings),
         {"TASKQ_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "TASKQ_CONNECT_TIMEOUT": "2"},
@@ -151,11 +161,12 @@ async def test_publish_after_close_raises_broker_unavailable(applied, topology):
         await publisher.publish(Envelope.new("email"))
 
 
-async def wait_for_connection(management, vhost: str, name: str) -> str:
+async def wait_for_connection(management, vhost: str, name: str, besides: str = "") -> str:
     async with asyncio.timeout(15):
         while True:  # the connection list has no event to await
             for conn in await management.connections(vhost):
-                if conn.get("client_properties", {}).get("connection_name") == name:
+                named = conn.get("client_properties", {}).get("connection_name") == name
+                if named and conn["name"] != besides:
                     return conn["name"]
             await asyncio.sleep(0.2)
 
@@ -190,3 +201,99 @@ async def test_publisher_recovers_after_the_broker_drops_its_connection(
             await message.ack()
     assert {"n": 1} in payloads
     assert {"n": 2} in payloads
+
+
+def _wire(message) -> dict:
+    """Return what a consumer sees of a message's properties, apart from its identity."""
+    return {
+        "delivery_mode": int(message.delivery_mode),
+        "priority": message.priority,
+        "content_type": message.content_type,
+        "type": message.type,
+        "headers": message.headers,
+        "timestamp": message.timestamp,
+        "correlation_id": message.correlation_id,
+    }
+
+
+@pytest.mark.rabbitmq
+async def test_pika_sends_the_same_properties_as_the_confirmed_publisher(applied, topology):
+    # Microseconds, so a rounding (rather than truncating) timestamp would show.
+    created = datetime(2026, 3, 1, 12, 0, 0, 987654, tzinfo=UTC)
+    jobs = [
+        Envelope.new(
+            "email",
+            {"n": n},
+            priority=Priority.HIGH,
+            attempt=3,
+            correlation_id="corr",
+            created_at=created,
+        )
+        for n in range(2)
+    ]
+    async with await ConfirmedPublisher.connect(applied, topology) as aio:
+        await aio.publish(jobs[0], delay_route(topology, jobs[0], 60_000))
+    async with await PikaPublisher.connect(applied, topology) as blocking:
+        await blocking.publish(jobs[1], delay_route(topology, jobs[1], 60_000))
+    async with channel(applied) as ch:
+        first = await next_message(ch, "taskq.delay.32s")
+        await first.ack()
+        second = await next_message(ch, "taskq.delay.32s")
+    assert [first.message_id, second.message_id] == [jobs[0].id, jobs[1].id]
+    assert _wire(second) == _wire(first)
+    assert first.headers == {names.ATTEMPT_HEADER: 3, names.DELAY_HEADER: "32s"}
+    assert first.timestamp == created.replace(microsecond=0)
+
+
+@pytest.mark.rabbitmq
+async def test_pika_missing_exchange_is_unroutable_then_publishes_after_apply(vhost, topology):
+    async with await PikaPublisher.connect(vhost, topology) as publisher:
+        with pytest.raises(UnroutableError, match="taskctl topology apply"):
+            await publisher.publish(Envelope.new("email"))
+        # The broker closed the channel; the next publish opens a new one.
+        await apply_topology(topology, vhost)
+        await publisher.publish(Envelope.new("email"))
+    async with channel(vhost) as ch:
+        assert await depth(ch, "taskq.email") == 1
+
+
+@pytest.mark.rabbitmq
+async def test_pika_unreachable_broker_raises_broker_unavailable_quickly(broker_settings, topology):
+    nowhere = load_settings(
+        type(broker_settings),
+        {"TASKQ_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "TASKQ_CONNECT_TIMEOUT": "2"},
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        BrokerUnavailableError, match="cannot connect to RabbitMQ at amqp://guest:\\*\\*\\*@"
+    ):
+        await PikaPublisher.connect(nowhere, topology)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.rabbitmq
+async def test_pika_reconnects_before_publishing_when_the_broker_dropped_it_meanwhile(
+    applied, topology, management
+):
+    name = f"pika-{uuid.uuid4().hex[:6]}"
+    async with await PikaPublisher.connect(applied, topology, name=name) as publisher:
+        await publisher.publish(Envelope.new("email", {"n": 1}))
+        first = await wait_for_connection(management, applied.vhost, name)
+        await management.close_connection(first, reason="test: cut the link")
+        # The broker sent connection.close at once; the idle client has not read it yet (and
+        # the broker lists the connection until it does), so give the frame time to arrive.
+        await asyncio.sleep(0.5)
+        # The publish reads the close first and reconnects once, instead of failing.
+        await publisher.publish(Envelope.new("email", {"n": 2}))
+        assert await wait_for_connection(management, applied.vhost, name, besides=first)
+    async with channel(applied) as ch:
+        assert await depth(ch, "taskq.email") == 2
+
+
+@pytest.mark.rabbitmq
+async def test_pika_publish_after_close_raises_broker_unavailable(applied, topology):
+    publisher = await PikaPublisher.connect(applied, topology)
+    await publisher.close()
+    assert not publisher.connected
+    with pytest.raises(BrokerUnavailableError, match="closed"):
+        await publisher.publish(Envelope.new("email"))

@@ -1,33 +1,87 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.rabbitmq
 
 
-def test_up_applies_the_topology_and_stops_cleanly_on_ctrl_c(vhost):
-    env = {**os.environ, "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(), "COLUMNS": "200"}
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(base: str, process: subprocess.Popen, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:  # a child process: nothing to await but its port
+        assert process.poll() is None, "taskctl up exited early"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the API did not become ready")
+
+
+def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
+    vhost, tmp_path: Path
+):
+    port = free_port()
+    env = {
+        **os.environ,
+        "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
+        "TASKQ_PORT": str(port),
+        "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
+        "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+        "COLUMNS": "200",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-c", "from taskctl.cli import main; main()", "up", "--grace", "5"],
+        [sys.executable, "-c", "from taskctl.cli import main; main()", "up", "--grace", "10"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert process.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        if "press Ctrl-C" in line or not line:
-            break
-    assert any("topology applied" in line and "55 created" in line for line in lines), lines
-    process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=15)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, process)
+        # The brief's quick start, byte for byte.
+        done = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-X",
+                "POST",
+                f"{base}/jobs",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                '{"type":"email","payload":{"to":"user@example.com"}}',
+                "-w",
+                "\n%{http_code}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        body, code = done.stdout.rsplit("\n", 1)
+        assert code == "202", done.stdout
+        assert '"status":"queued"' in body
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, rest
-    assert "stopping 0 processes" in rest
+    assert "topology applied" in rest
+    assert "stopping 1 processes" in rest

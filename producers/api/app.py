@@ -1,0 +1,115 @@
+"""Assemble the HTTP job API: routes, error handling, body limits, metrics, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import Scope
+
+from producers.api import problems, routes
+from producers.api.hub import EventHub
+from producers.api.limits import BodyLimit
+from producers.api.metrics import ApiMetrics, MetricsMiddleware
+from producers.api.schemas import Problem
+from producers.settings import ApiSettings
+from producers.submit import Submitter
+from topology.errors import TaskqError
+
+Ready = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Services:
+    """What the routes work with; built by the lifespan, or injected by tests."""
+
+    submitter: Submitter
+    hub: EventHub = field(default_factory=EventHub)
+    ready: Ready | None = None
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+ServicesFactory = Callable[[], Awaitable[Services]]
+
+
+def create_app(
+    services: Services | ServicesFactory,
+    settings: ApiSettings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """Return the API app; ``services`` is ready-made (tests) or built in the lifespan."""
+    api = settings or ApiSettings()
+    metrics = ApiMetrics(registry or CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = services if isinstance(services, Services) else await services()
+        app.state.services = built
+        try:
+            yield
+        finally:
+            if built.close is not None:
+                await built.close()
+
+    app = FastAPI(
+        title="taskq",
+        version="0.1.0",
+        summary="Submit jobs to RabbitMQ with confirms, and follow them to completion.",
+        lifespan=lifespan,
+    )
+    if isinstance(services, Services):
+        app.state.services = services
+    app.state.metrics = metrics
+    problems.install(app, retry_after=api.retry_after)
+    app.add_exception_handler(routes._Unsupported, routes.unsupported_handler)
+    app.include_router(routes.router)
+    _health_routes(app, metrics)
+
+    def limit(scope: Scope) -> int:
+        batch = scope.get("path", "").endswith("/batch")
+        return api.max_batch_body_bytes if batch else api.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        summary="The broker is connected and the job store answers",
+        responses={503: {"model": Problem}},
+    )
+    async def readyz(request: Request) -> Response:
+        services: Services = request.app.state.services
+        try:
+            await services.submitter.store.ping()
+            if services.ready is not None:
+                await services.ready()
+        except TaskqError as exc:
+            return problems.problem(503, f"not ready: {exc}", headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ready"})
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def describe(app: FastAPI) -> dict[str, Any]:
+    """Return the OpenAPI document (for tests and `taskctl`)."""
+    return app.openapi()

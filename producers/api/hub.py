@@ -1,0 +1,82 @@
+"""Fan job status events from the events exchange out to WebSocket watchers in this process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from producers.events import decode_event
+from topology.model import CompiledTopology
+
+QUEUE_LIMIT = 256
+
+
+@dataclass(eq=False, slots=True)
+class Watcher:
+    """One subscriber: events matching its job id or type land in its bounded queue."""
+
+    job_id: str | None = None
+    job_type: str | None = None
+    events: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
+    )
+    dropped: int = 0
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        """Return whether this watcher follows the event's job."""
+        if self.job_id is not None:
+            return bool(event.get("id") == self.job_id)
+        return self.job_type is None or event.get("type") == self.job_type
+
+
+class EventHub:
+    """Delivers every status event this process hears to the watchers that want it.
+
+    Each API replica binds its own exclusive queue to the events exchange, so any replica
+    can stream any job, whichever replica or worker changed it.
+    """
+
+    def __init__(self) -> None:
+        self._watchers: set[Watcher] = set()
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        """Hand ``event`` to every interested watcher; a full watcher loses it (and counts)."""
+        for watcher in self._watchers:
+            if watcher.wants(event):
+                try:
+                    watcher.events.put_nowait(event)
+                except asyncio.QueueFull:
+                    watcher.dropped += 1
+
+    @asynccontextmanager
+    async def watch(
+        self, *, job_id: str | None = None, job_type: str | None = None
+    ) -> AsyncIterator[Watcher]:
+        """Register a watcher for the duration of the block."""
+        watcher = Watcher(job_id=job_id, job_type=job_type)
+        self._watchers.add(watcher)
+        try:
+            yield watcher
+        finally:
+            self._watchers.discard(watcher)
+
+    async def attach(
+        self, connection: AbstractRobustConnection, topology: CompiledTopology
+    ) -> None:
+        """Start consuming status events from the broker on ``connection``."""
+        channel = await connection.channel()
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+        await queue.bind(exchange, "#")
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            event = decode_event(message.body)
+            if event is not None:
+                self.dispatch(event)
+
+        await queue.consume(on_message, no_ack=True)

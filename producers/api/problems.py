@@ -1,0 +1,122 @@
+"""Every error the API returns, as an RFC 9457 problem: clear 4xx for bad input, 503 when down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loguru import logger
+from starlette.exceptions import HTTPException
+
+from producers.errors import (
+    BlobUnavailableError,
+    IdempotencyInFlightError,
+    JobNotFoundError,
+    JobRejectedError,
+    JobStateError,
+    PublishError,
+    StoreUnavailableError,
+)
+from topology.errors import BrokerUnavailableError, ContractError, TaskqError
+
+PROBLEM = "application/problem+json"
+TITLES = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Return a problem+json response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def status_of(error: TaskqError) -> int:
+    """Return the HTTP status that tells a client what to do about ``error``."""
+    if isinstance(error, JobRejectedError | ContractError):
+        return 422
+    if isinstance(error, IdempotencyInFlightError | JobStateError):
+        return 409
+    if isinstance(error, JobNotFoundError):
+        return 404
+    if isinstance(
+        error, BrokerUnavailableError | PublishError | StoreUnavailableError | BlobUnavailableError
+    ):
+        return 503
+    return 500
+
+
+def error_item(error: TaskqError) -> dict[str, Any]:
+    """Return the problem fields of a taskq error (used for batch items too)."""
+    field = getattr(error, "field", None)
+    item: dict[str, Any] = {"status": status_of(error), "detail": str(error)}
+    if field:
+        item["errors"] = [{"field": field, "message": str(error)}]
+    return item
+
+
+def install(app: FastAPI, *, retry_after: int) -> None:
+    """Register the handlers that turn every failure into a problem response."""
+
+    @app.exception_handler(TaskqError)
+    async def taskq_error(request: Request, exc: TaskqError) -> JSONResponse:
+        status = status_of(exc)
+        if status == 503:
+            logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)
+            return problem(503, f"{exc}; retry later", headers={"Retry-After": str(retry_after)})
+        if status == 500:
+            logger.exception("unexpected taskq error")
+            return problem(500, "internal error")
+        item = error_item(exc)
+        return problem(status, item["detail"], errors=item.get("errors"))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [_field_error(e) for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, detail or "invalid request", errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.opt(exception=exc).error(
+            "unhandled error on {} {}", request.method, request.url.path
+        )
+        return problem(500, "internal error")
+
+
+def _field_error(error: Any) -> dict[str, Any]:
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        message = f"the body is not valid JSON: {error.get('ctx', {}).get('error', 'parse error')}"
+    if error.get("type") == "extra_forbidden":
+        message = "unknown field; see /openapi.json for the accepted fields"
+    # Never echo the input back: it may be huge or hold secrets.
+    return {"field": ".".join(loc) or "body", "message": message}

@@ -1,0 +1,242 @@
+"""``PikaPublisher``: the ``Publisher`` port over pika's blocking connection, for ``SyncClient``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Final, Self
+
+import pika
+import pika.exceptions
+
+from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
+from producers.settings import PublisherSettings
+from topology.envelope import Envelope
+from topology.errors import BrokerUnavailableError, TaskqError
+from topology.model import CompiledTopology
+from topology.routes import Route, job_route
+from topology.settings import BrokerSettings, mask_url
+
+_NOT_FOUND: Final = 404
+# "The broker is not there right now": ConnectionClosed, StreamLostError and
+# ConnectionWrongStateError are all AMQPConnectionError subclasses.
+_CONNECTION_ERRORS: Final = (pika.exceptions.AMQPConnectionError, OSError)
+_PIKA_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
+
+
+class PikaPublisher:
+    """Publishes persistent, mandatory messages with confirms over a pika ``BlockingConnection``.
+
+    The methods are ``async`` only to fit the ``Publisher`` port: every pika call inside blocks
+    the calling thread until the broker answers. That is fine for ``SyncClient``, whose private
+    event loop runs in the caller's thread with nothing else to do, but never share this
+    publisher with an event loop that serves other work. Blocking confirms cost one round trip
+    per message, ``publish_many`` included. Not thread-safe: one caller at a time.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        topology: CompiledTopology,
+        settings: PublisherSettings | None = None,
+        *,
+        name: str = "taskq sync client",
+    ) -> None:
+        self._parameters = _parameters(broker, settings or PublisherSettings(), name)
+        self._url = mask_url(broker.amqp_url.get_secret_value())
+        self._topology = topology
+        self._connection: Any = None
+        self._channel: Any = None
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        broker: BrokerSettings,
+        topology: CompiledTopology,
+        settings: PublisherSettings | None = None,
+        *,
+        name: str = "taskq sync client",
+    ) -> PikaPublisher:
+        """Open the connection and its confirm channel now, so a bad URL fails at start-up.
+
+        Raises:
+            BrokerUnavailableError: when RabbitMQ cannot be reached.
+        """
+        publisher = cls(broker, topology, settings, name=name)
+        publisher._live_channel()
+        return publisher
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; later publishes raise ``BrokerUnavailableError``."""
+        self._closed = True
+        self._drop()
+
+    @property
+    def connected(self) -> bool:
+        """Return whether the connection and channel were open when last used."""
+        return (
+            self._connection is not None
+            and self._connection.is_open
+            and self._channel is not None
+            and self._channel.is_open
+        )
+
+    async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
+        """Publish ``envelope`` and return once the broker confirmed it.
+
+        Raises:
+            UnroutableError: no queue is bound for the routing key (or the exchange is missing).
+            PublishNackedError: the broker refused the message.
+            ConfirmTimeoutError: the broker blocked publishing for longer than the confirm timeout.
+            BrokerUnavailableError: the connection is down (the next publish reconnects once).
+        """
+        target = route or job_route(self._topology, envelope)
+        self._send(target, envelope.encode(), _properties(envelope, target), mandatory=True)
+
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        """Publish the envelopes one confirm round trip at a time; one result per envelope."""
+        targets: Sequence[Route | None] = routes if routes is not None else [None] * len(envelopes)
+        results: list[TaskqError | None] = []
+        down: BrokerUnavailableError | None = None
+        for envelope, route in zip(envelopes, targets, strict=True):
+            if down is not None:
+                # Reconnecting once per remaining message would cost a connect timeout each.
+                results.append(BrokerUnavailableError(f"not published: {down}"))
+                continue
+            try:
+                await self.publish(envelope, route)
+            except BrokerUnavailableError as exc:
+                down = exc
+                results.append(exc)
+            except TaskqError as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Publish a status event (transient, not mandatory: it is fine if nobody listens).
+
+        Raises:
+            BrokerUnavailableError: the connection is down.
+        """
+        route = Route(self._topology.events_exchange, routing_key)
+        properties = pika.BasicProperties(content_type="application/json", delivery_mode=1)
+        self._send(route, body, properties, mandatory=False)
+
+    def _send(self, route: Route, body: bytes, properties: Any, *, mandatory: bool) -> None:
+        channel = self._live_channel()
+        try:
+            channel.basic_publish(
+                route.exchange, route.routing_key, body, properties, mandatory=mandatory
+            )
+        except _PIKA_ERRORS as exc:
+            if isinstance(exc, _CONNECTION_ERRORS):
+                self._drop()
+            # A channel the broker closed (404 and the like) is reopened by _live_channel.
+            raise _translate(exc, route) from exc
+
+    def _live_channel(self) -> Any:
+        """Return the open confirm channel, reconnecting once if the connection went away."""
+        if self._closed:
+            raise BrokerUnavailableError("the publisher is closed")
+        if self._connection is not None and not self._alive():
+            self._drop()
+        try:
+            if self._connection is None:
+                self._connection = pika.BlockingConnection(self._parameters)
+            if self._channel is None or not self._channel.is_open:
+                self._channel = self._connection.channel()
+                self._channel.confirm_delivery()
+        except _PIKA_ERRORS as exc:
+            self._drop()
+            raise BrokerUnavailableError(
+                f"cannot connect to RabbitMQ at {self._url}: {_describe(exc)}; "
+                "is it running? (rabbitmq-server -detached)"
+            ) from exc
+        return self._channel
+
+    def _alive(self) -> bool:
+        """Return whether the connection still works, reading what the broker sent meanwhile."""
+        # pika only talks to the broker inside its calls, so an idle client learns here, before
+        # publishing, that the broker closed the connection (for instance on missed heartbeats).
+        try:
+            self._connection.process_data_events(time_limit=0)
+        except _PIKA_ERRORS:
+            return False
+        return bool(self._connection.is_open)
+
+    def _drop(self) -> None:
+        """Forget the connection and its channel, closing them if they are still open."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(*_PIKA_ERRORS):
+                connection.close()
+
+
+def _parameters(broker: BrokerSettings, settings: PublisherSettings, name: str) -> Any:
+    parameters = pika.URLParameters(broker.amqp_url.get_secret_value())
+    parameters.heartbeat = broker.heartbeat
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = broker.connect_timeout
+    parameters.stack_timeout = broker.connect_timeout
+    # A broker in a resource alarm blocks publishers and withholds confirms; give up when
+    # ConfirmedPublisher would stop waiting for a confirm.
+    parameters.blocked_connection_timeout = settings.confirm_timeout
+    parameters.client_properties = {"connection_name": name}
+    return parameters
+
+
+def _properties(envelope: Envelope, route: Route) -> Any:
+    """Return the pika properties ``ConfirmedPublisher`` sends for ``envelope`` on ``route``."""
+    props = envelope.properties()
+    return pika.BasicProperties(
+        content_type=props.content_type,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        message_id=props.message_id,
+        # pamqp (under aio-pika) encodes a datetime as int(dt.timestamp()): truncated seconds.
+        timestamp=int(props.timestamp.timestamp()),
+        type=props.type,
+        headers={**props.headers, **route.headers},
+    )
+
+
+def _translate(exc: Exception, route: Route) -> TaskqError:
+    """Map a pika failure to the taskq error that says what to do next."""
+    where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
+    if isinstance(exc, pika.exceptions.UnroutableError):
+        return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
+    if isinstance(exc, pika.exceptions.NackError):
+        return PublishNackedError(f"the broker refused the message for {where}")
+    if isinstance(exc, pika.exceptions.ChannelClosed) and exc.reply_code == _NOT_FOUND:
+        return UnroutableError(
+            f"{where}: the exchange does not exist; run `taskctl topology apply`"
+        )
+    if isinstance(exc, pika.exceptions.ConnectionBlockedTimeout):
+        return ConfirmTimeoutError(
+            f"the broker blocked publishing (resource alarm) and sent no confirm for {where} "
+            "in time; the outcome is unknown"
+        )
+    return BrokerUnavailableError(f"publish to {where} failed: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    # pika's str() of a connection error is often empty or a bare tuple; repr names the cause.
+    return str(exc) or repr(exc)

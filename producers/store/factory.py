@@ -1,0 +1,35 @@
+"""``open_store``: the job store a ``TASKQ_STORE_URL`` names."""
+
+from __future__ import annotations
+
+from producers.store.model import JobStore
+from producers.store.postgres import PostgresJobStore
+from producers.store.sqlite import SqliteJobStore
+from topology.errors import SettingsError
+
+_FORMS = "sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3 or postgresql://user@host:5432/db"
+
+
+def open_store(url: str) -> JobStore:
+    """Return the store for ``url`` without connecting (the first call connects).
+
+    ``sqlite:///rel/path`` and ``sqlite:////abs/path`` open a SQLite file (its folder is
+    created on first use); ``postgresql://`` and ``postgres://`` URLs go to asyncpg as they are.
+
+    Raises:
+        SettingsError: the URL is not one of those forms.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in ("postgresql", "postgres"):
+        return PostgresJobStore(url)
+    if separator and scheme == "sqlite":
+        # As in SQLAlchemy: three slashes then a relative path, four for an absolute one.
+        if not rest.startswith("/") or len(rest) == 1:
+            raise SettingsError(
+                f"TASKQ_STORE_URL: a SQLite URL needs a file path and no host; use {_FORMS}"
+            )
+        return SqliteJobStore(rest[1:])
+    # Only the scheme is echoed: the rest of the URL may hold a password.
+    raise SettingsError(
+        f"TASKQ_STORE_URL: unsupported job store URL scheme {scheme if separator else ''!r}; use {_FORMS}"
+    )

@@ -1,0 +1,295 @@
+"""``PostgresJobStore``: the ``JobStore`` port on PostgreSQL through an asyncpg pool (the at-scale store).
+
+Times are ``timestamptz`` and JSON is ``jsonb`` (encoded and decoded by orjson through a
+codec set on every pooled connection). Leases and replay windows are measured with the
+server's clock (``now()``), so API processes on different machines agree on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+from asyncpg import exceptions as pg
+
+from producers.errors import StoreError, StoreUnavailableError
+from producers.store.migrations import load_migrations, pending
+from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus
+from topology.spec import Priority
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+_FOREIGN = (pg.PostgresError, pg.InterfaceError, pg.InternalClientError, OSError)
+# Errors that say "the server cannot serve us right now", not "this request is wrong": connection
+# trouble (08), resources (53), shutdown or start-up (57), a dropped database (3D000), a
+# deadlock or serialization failure (40). OSError covers refused sockets and timeouts.
+_UNAVAILABLE = (
+    OSError,
+    pg.PostgresConnectionError,
+    pg.InsufficientResourcesError,
+    pg.OperatorInterventionError,
+    pg.InvalidCatalogNameError,
+    pg.TransactionRollbackError,
+)
+_MIGRATION_LOCK = 0x7461736B71  # "taskq": one advisory lock id that every migrator takes
+_PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
+
+_COLUMNS = tuple(JobRecord.__dataclass_fields__)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+)
+_SETTABLE = frozenset(_COLUMNS) - {"id", "status"}
+
+_CREATE_VERSIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+)
+# One statement claims a free key or takes over an expired one; a held key is left alone (but
+# locked until commit, so the SELECT that follows sees its holder).
+_CLAIM = """
+INSERT INTO idempotency_keys AS k (key, request_hash, job_id, state, lease_until, expires_at)
+VALUES ($1, $2, $3, 'pending', now() + make_interval(secs => $4), now() + make_interval(secs => $4))
+ON CONFLICT (key) DO UPDATE
+SET request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',
+    response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at
+WHERE k.expires_at <= now()
+RETURNING k.job_id
+"""
+_HELD = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
+# One statement (one round trip, one commit) completes the key and purges up to a batch of
+# expired ones; SKIP LOCKED lets concurrent completions purge different rows instead of waiting
+# on each other, and ``key <> $1`` keeps the two parts off the same row.
+_COMPLETE = f"""
+WITH purged AS (
+    DELETE FROM idempotency_keys WHERE key IN (
+        SELECT key FROM idempotency_keys WHERE expires_at <= now() AND key <> $1
+        LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
+UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
+WHERE key = $1 AND state = 'pending'
+"""
+
+
+class PostgresJobStore:
+    """Jobs and idempotency keys in PostgreSQL, over an asyncpg pool created on first use."""
+
+    def __init__(
+        self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
+    ) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations, each in its own transaction; return the version.
+
+        Every migrator takes one transaction-scoped advisory lock first, so processes that
+        start together apply each file once, in order, and all return the same version.
+        """
+        migrations = load_migrations("postgres")
+        while True:
+            async with self._use(transaction=True) as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await conn.execute(_CREATE_VERSIONS)
+                version = int(
+                    await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                )
+                todo = pending(migrations, version)
+                if not todo:
+                    return version
+                await conn.execute(todo[0].sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", todo[0].version
+                )
+
+    async def close(self) -> None:
+        """Close the pool; later calls raise ``StoreError``."""
+        async with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            async with self._translated():
+                await pool.close()
+
+    async def ping(self) -> None:
+        """Return when the server answers; raise ``StoreUnavailableError`` otherwise."""
+        async with self._use() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def create_job(
+        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
+    ) -> Claim:
+        """Insert ``job``, first claiming its idempotency key in the same transaction."""
+        values = [_param(getattr(job, name)) for name in _COLUMNS]
+        # Without a claim the insert is one statement, atomic without BEGIN and COMMIT.
+        async with self._use(transaction=claim is not None) as conn:
+            if claim is not None:
+                key, request_hash = claim
+                if await conn.fetchval(_CLAIM, key, request_hash, job.id, float(lease_s)) is None:
+                    held = await conn.fetchrow(_HELD, key)
+                    if held is None:  # cannot happen: the failed upsert locked the row
+                        raise StoreError(f"idempotency key {key!r} vanished while held")
+                    return _held_claim(request_hash, held)
+            await conn.execute(_INSERT, *values)
+        return Claim(ClaimState.NEW, job.id)
+
+    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+        """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
+        async with self._use() as conn:
+            await conn.execute(_COMPLETE, key, response, float(ttl_s))
+
+    async def abandon_job(self, job_id: str, key: str | None) -> None:
+        """Delete a job that never reached the broker, and free its key if the key is still its."""
+        async with self._use(transaction=True) as conn:
+            if key is not None:
+                await conn.execute(
+                    "DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2", key, job_id
+                )
+            await conn.execute("DELETE FROM jobs WHERE id = $1", job_id)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """Return the job, or ``None`` when there is no such job."""
+        async with self._use() as conn:
+            row = await conn.fetchrow(f"{_SELECT} WHERE id = $1", job_id)
+            return None if row is None else _record(row)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``.
+
+        Raises:
+            ValueError: ``limit`` is below 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        # Only the filters given reach the SQL, so every variant is a plain index range scan.
+        conditions = [("status = ", status), ("type = ", type), ("id < ", cursor)]
+        chosen = [(sql, value) for sql, value in conditions if value is not None]
+        tests = [f"{sql}${i}" for i, (sql, _) in enumerate(chosen, start=1)]
+        params = [str(value) for _, value in chosen]  # str() turns a JobStatus into its value
+        where = f" WHERE {' AND '.join(tests)}" if tests else ""
+        sql = f"{_SELECT}{where} ORDER BY id DESC LIMIT ${len(params) + 1}"
+        async with self._use() as conn:
+            # One row more than the page tells whether another page follows.
+            rows = await conn.fetch(sql, *params, limit + 1)
+            jobs = [_record(row) for row in rows[:limit]]
+        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    async def transition(
+        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Move the job to ``to`` and set ``fields`` only if its status is in ``allowed_from``.
+
+        Raises:
+            TypeError: a field is not a settable ``JobRecord`` field.
+        """
+        unknown = sorted(fields.keys() - _SETTABLE)
+        if unknown:
+            raise TypeError(
+                f"transition() cannot set {', '.join(unknown)}; settable: {', '.join(sorted(_SETTABLE))}"
+            )
+        sets = "".join(f", {name} = ${i}" for i, name in enumerate(fields, start=4))
+        sql = (
+            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status = ANY($3::text[])"
+            f" RETURNING {', '.join(_COLUMNS)}"
+        )
+        values = [_param(value) for value in fields.values()]
+        # One statement is atomic on its own: a racing update waits for the row lock, then
+        # re-checks the status against the committed row, so only one racer wins.
+        async with self._use() as conn:
+            row = await conn.fetchrow(
+                sql, to.value, job_id, [s.value for s in allowed_from], *values
+            )
+            return None if row is None else _record(row)
+
+    @asynccontextmanager
+    async def _use(
+        self, *, transaction: bool = False
+    ) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        """Lend a pooled connection for one unit of work, inside a transaction if asked."""
+        async with self._translated():
+            pool = await self._ready_pool()
+            async with pool.acquire() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
+
+    @asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
+        """Turn asyncpg and OS errors into ``StoreError`` (the one seam for foreign errors)."""
+        try:
+            yield
+        except _FOREIGN as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                raise StoreUnavailableError(
+                    f"the PostgreSQL job store is unavailable: {exc}"
+                ) from exc
+            raise StoreError(f"the PostgreSQL job store failed: {exc}") from exc
+
+    async def _ready_pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._closed:
+                raise StoreError("the job store is closed")
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=self._connect_timeout,
+                    init=_init_connection,
+                )
+            return self._pool
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # Binary jsonb is a version byte (1) and the JSON text, so orjson's bytes go straight in.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda value: b"\x01" + orjson.dumps(value),
+        decoder=lambda data: orjson.loads(data[1:]),
+    )
+
+
+def _held_claim(request_hash: str, held: asyncpg.Record) -> Claim:
+    if held["request_hash"] != request_hash:
+        return Claim(ClaimState.MISMATCH, held["job_id"])
+    if held["state"] == "done":
+        return Claim(ClaimState.DONE, held["job_id"], held["response"])
+    return Claim(ClaimState.IN_FLIGHT, held["job_id"])
+
+
+def _param(value: Any) -> Any:
+    """Return ``value`` as asyncpg should send it, refusing naive datetimes (asyncpg would read them as local time)."""
+    if isinstance(value, datetime) and value.utcoffset() is None:
+        raise ValueError(f"job store times must be timezone-aware, got naive {value.isoformat()}")
+    return value.value if isinstance(value, JobStatus | Priority) else value
+
+
+def _record(row: asyncpg.Record) -> JobRecord:
+    values = dict(row.items())
+    values["status"] = JobStatus(values["status"])
+    values["priority"] = Priority(values["priority"])
+    return JobRecord(**values)

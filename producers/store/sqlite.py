@@ -1,0 +1,352 @@
+"""``SqliteJobStore``: the ``JobStore`` port on one embedded SQLite file (the one-machine default).
+
+One connection serves the whole process, so an ``asyncio.Lock`` keeps each unit of work
+(a statement, or a ``BEGIN IMMEDIATE`` transaction) to itself: aiosqlite runs every call on
+the connection's thread, and two interleaved transactions on one connection would be one.
+``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so writers in other processes wait
+(``busy_timeout``) instead of failing halfway, and two racing claims never both see a free key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from producers.errors import StoreError, StoreUnavailableError
+from producers.store.migrations import load_migrations, pending, sqlite_statements
+from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus
+from topology.spec import Priority
+
+_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",  # first: wait up to 5 s for other processes' locks, even here
+    "PRAGMA journal_mode=WAL",  # readers never block the writer, nor it them
+    # With WAL, NORMAL skips the fsync per commit: a process crash loses nothing, a power cut
+    # may lose the last commits but never corrupts the file.
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",  # off by default, per connection
+)
+# Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,
+# READONLY, IOERR, FULL, CANTOPEN, PROTOCOL (https://www.sqlite.org/rescode.html).
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+_FOREIGN = (sqlite3.Error, OSError, orjson.JSONEncodeError, orjson.JSONDecodeError)
+_PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
+
+_COLUMNS = tuple(JobRecord.__dataclass_fields__)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})
+_JSON = frozenset({"payload", "payload_ref", "result"})
+_SETTABLE = frozenset(_COLUMNS) - {"id", "status"}
+_SETTABLE_NAMES = ", ".join(sorted(_SETTABLE))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+_CREATE_VERSIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)"
+)
+_CLAIM = (
+    "INSERT INTO idempotency_keys (key, request_hash, job_id, state, lease_until, expires_at)"
+    " VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (key) DO NOTHING"
+)
+_HELD = (
+    "SELECT request_hash, job_id, state, response, expires_at FROM idempotency_keys WHERE key = ?"
+)
+_RECLAIM = (
+    "UPDATE idempotency_keys SET request_hash = ?, job_id = ?, state = 'pending', response = NULL,"
+    " lease_until = ?, expires_at = ? WHERE key = ?"
+)
+_COMPLETE = (
+    "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
+    " WHERE key = ? AND state = 'pending'"
+)
+_PURGE = (
+    "DELETE FROM idempotency_keys WHERE key IN"
+    f" (SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT {_PURGE_BATCH})"
+)
+
+
+class SqliteJobStore:
+    """Jobs and idempotency keys in a SQLite file, over one aiosqlite connection opened on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        """Return the database file's path."""
+        return self._path
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations, each in its own transaction; return the version."""
+        async with self._use(write=True) as db:
+            await db.execute(_CREATE_VERSIONS)
+            version = await _version(db)
+        for migration in pending(load_migrations("sqlite"), version):
+            async with self._use(write=True) as db:
+                # Another process may have applied it since we looked; the write lock settles it.
+                version = await _version(db)
+                if version < migration.version:
+                    for statement in sqlite_statements(migration.sql):
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (migration.version, _now_us()),
+                    )
+                    version = migration.version
+        return version
+
+    async def close(self) -> None:
+        """Close the connection; later calls raise ``StoreError``."""
+        async with self._lock, self._translated():
+            self._closed = True
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    async def ping(self) -> None:
+        """Return when the database file answers; raise ``StoreUnavailableError`` otherwise."""
+        async with self._use() as db:
+            await db.execute_fetchall("SELECT 1")
+
+    async def create_job(
+        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
+    ) -> Claim:
+        """Insert ``job``, first claiming its idempotency key in the same transaction."""
+        # Without a claim the insert is one statement, atomic without BEGIN.
+        async with self._use(write=claim is not None) as db:
+            if claim is not None:
+                outcome = await _claim(db, claim, job.id, lease_s)
+                if outcome.state is not ClaimState.NEW:
+                    return outcome
+            await db.execute(_INSERT, _job_values(job))
+        return Claim(ClaimState.NEW, job.id)
+
+    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+        """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
+        now = _now_us()
+        # Two autocommit statements: the purge is housekeeping, it need not be atomic with the update.
+        async with self._use(write=True) as db:
+            await db.execute(_COMPLETE, (response, now + _seconds_us(ttl_s), key))
+            await db.execute(_PURGE, (now,))
+
+    async def abandon_job(self, job_id: str, key: str | None) -> None:
+        """Delete a job that never reached the broker, and free its key if the key is still its."""
+        async with self._use(write=True) as db:
+            if key is not None:
+                await db.execute(
+                    "DELETE FROM idempotency_keys WHERE key = ? AND job_id = ?", (key, job_id)
+                )
+            await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """Return the job, or ``None`` when there is no such job."""
+        async with self._use() as db:
+            rows = await db.execute_fetchall(f"{_SELECT} WHERE id = ?", (job_id,))
+            return next((_record(row) for row in rows), None)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``.
+
+        Raises:
+            ValueError: ``limit`` is below 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        conditions = [("status = ?", status), ("type = ?", type), ("id < ?", cursor)]
+        chosen = [(sql, value) for sql, value in conditions if value is not None]
+        where = f" WHERE {' AND '.join(sql for sql, _ in chosen)}" if chosen else ""
+        params = [str(value) for _, value in chosen]  # str() turns a JobStatus into its value
+        async with self._use() as db:
+            sql = f"{_SELECT}{where} ORDER BY id DESC LIMIT ?"
+            # One row more than the page tells whether another page follows.
+            rows = list(await db.execute_fetchall(sql, (*params, limit + 1)))
+            jobs = [_record(row) for row in rows[:limit]]
+        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    async def transition(
+        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Move the job to ``to`` and set ``fields`` only if its status is in ``allowed_from``.
+
+        Raises:
+            TypeError: a field is not a settable ``JobRecord`` field.
+        """
+        unknown = sorted(fields.keys() - _SETTABLE)
+        if unknown:
+            raise TypeError(
+                f"transition() cannot set {', '.join(unknown)}; settable: {_SETTABLE_NAMES}"
+            )
+        if not allowed_from:
+            return None
+        sets = "".join(f", {name} = ?" for name in fields)
+        marks = ", ".join("?" * len(allowed_from))
+        sql = (
+            f"UPDATE jobs SET status = ?{sets} WHERE id = ? AND status IN ({marks})"
+            f" RETURNING {', '.join(_COLUMNS)}"
+        )
+        # One statement is atomic on its own: the status test and the update cannot be split.
+        async with self._use() as db:
+            values = [_encode(name, value) for name, value in fields.items()]
+            params = (to.value, *values, job_id, *(s.value for s in allowed_from))
+            rows = await db.execute_fetchall(sql, params)
+            return next((_record(row) for row in rows), None)
+
+    @asynccontextmanager
+    async def _use(self, *, write: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the connection for one unit of work, in a ``BEGIN IMMEDIATE`` transaction if ``write``."""
+        async with self._lock, self._translated():
+            db = await self._connection()
+            if not write:
+                yield db
+                return
+            try:
+                # Inside the try: if we are cancelled while BEGIN waits for another process's
+                # lock, it still runs on the connection's thread, and the ROLLBACK queued
+                # behind it must undo it, or the connection would stay in a transaction.
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    @asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
+        """Turn sqlite3, OS and JSON errors into ``StoreError`` (the one seam for foreign errors)."""
+        try:
+            yield
+        except _FOREIGN as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(exc, OSError) or (code is not None and code & 0xFF in _UNAVAILABLE_CODES):
+                raise StoreUnavailableError(
+                    f"the SQLite job store {self._path} is unavailable: {exc}"
+                ) from exc
+            raise StoreError(f"the SQLite job store {self._path} failed: {exc}") from exc
+
+    async def _connection(self) -> aiosqlite.Connection:
+        if self._closed:
+            raise StoreError("the job store is closed")
+        if self._db is None:
+            self._db = await self._open()
+        return self._db
+
+    async def _open(self) -> aiosqlite.Connection:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old; the job store needs 3.35+ (RETURNING)"
+            )
+        if str(self._path) != ":memory:":
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit BEGIN, the store opens its own transactions.
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            for pragma in _PRAGMAS:
+                await db.execute(pragma)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+
+async def _claim(
+    db: aiosqlite.Connection, claim: tuple[str, str], job_id: str, lease_s: float
+) -> Claim:
+    """Claim the key inside the caller's ``BEGIN IMMEDIATE`` transaction (so no one races us)."""
+    key, request_hash = claim
+    now = _now_us()
+    until = now + _seconds_us(lease_s)
+    inserted = await db.execute(_CLAIM, (key, request_hash, job_id, until, until))
+    if inserted.rowcount == 1:
+        return Claim(ClaimState.NEW, job_id)
+    # The insert found the key, and our write lock keeps it there.
+    ((held_hash, held_job, state, response, expires_at),) = await db.execute_fetchall(_HELD, (key,))
+    if expires_at > now:
+        return _held_claim(request_hash, held_hash, held_job, state, response)
+    # The holder's lease (or the replay window of a finished request) is over: the key is free.
+    await db.execute(_RECLAIM, (request_hash, job_id, until, until, key))
+    return Claim(ClaimState.NEW, job_id)
+
+
+def _held_claim(
+    request_hash: str, held_hash: str, job_id: str, state: str, response: bytes | None
+) -> Claim:
+    if held_hash != request_hash:
+        return Claim(ClaimState.MISMATCH, job_id)
+    if state == "done":
+        return Claim(ClaimState.DONE, job_id, response)
+    return Claim(ClaimState.IN_FLIGHT, job_id)
+
+
+async def _version(db: aiosqlite.Connection) -> int:
+    (row,) = await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    return int(row[0])
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # SQLite rolls back by itself after some errors (and a broken connection cannot), so a
+    # failing ROLLBACK says nothing new: the error that got us here is the one to report.
+    with suppress(sqlite3.Error, ValueError):
+        await db.execute("ROLLBACK")
+
+
+def _job_values(job: JobRecord) -> tuple[Any, ...]:
+    return tuple(_encode(name, getattr(job, name)) for name in _COLUMNS)
+
+
+def _encode(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _TIMES:
+        return _to_us(value)
+    if column in _JSON:
+        return orjson.dumps(value).decode()
+    return value.value if isinstance(value, Enum) else value
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    for column in _TIMES:
+        if values[column] is not None:
+            values[column] = _EPOCH + values[column] * _MICROSECOND
+    for column in _JSON:
+        if values[column] is not None:
+            values[column] = orjson.loads(values[column])
+    values["status"] = JobStatus(values["status"])
+    values["priority"] = Priority(values["priority"])
+    return JobRecord(**values)
+
+
+def _to_us(when: datetime) -> int:
+    """Return microseconds since the epoch; integer arithmetic keeps the round trip exact."""
+    if when.utcoffset() is None:
+        raise ValueError(f"job store times must be timezone-aware, got naive {when.isoformat()}")
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def _seconds_us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000

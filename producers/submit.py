@@ -1,0 +1,308 @@
+"""Job submission: the one set of rules behind ``POST /jobs`` and the Python clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from loguru import logger
+from pydantic import JsonValue
+
+from producers.blobs import BlobStore, blob_key
+from producers.errors import (
+    IdempotencyInFlightError,
+    IdempotencyMismatchError,
+    JobNotFoundError,
+    JobRejectedError,
+    JobStateError,
+    UnknownJobTypeError,
+)
+from producers.events import event_body, event_key
+from producers.publisher import Publisher
+from producers.settings import SubmitSettings
+from producers.store.model import ClaimState, JobRecord, JobStatus, JobStore
+from producers.views import job_view
+from topology.envelope import Envelope, PayloadRef, new_job_id
+from topology.errors import TaskqError
+from topology.model import CompiledTopology
+from topology.routes import Route, delay_route, job_route
+from topology.spec import Priority
+
+Clock = Callable[[], datetime]
+CANCELLABLE = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated request to run one job."""
+
+    type: str
+    payload: JsonValue = None
+    priority: Priority = Priority.MEDIUM
+    delay: float | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+    correlation_id: str | None = None
+
+    def fingerprint(self) -> str:
+        """Return a hash of what the request asks for, to tell a replay from a different request."""
+        fields = {k: getattr(self, k) for k in self.__slots__ if k != "idempotency_key"}
+        return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A job the broker confirmed, or the stored answer to an earlier identical request."""
+
+    job_id: str
+    response: bytes
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: JobRequest
+    job: JobRecord
+    envelope: Envelope
+    route: Route
+
+
+class Submitter:
+    """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed."""
+
+    def __init__(
+        self,
+        topology: CompiledTopology,
+        publisher: Publisher,
+        store: JobStore,
+        blobs: BlobStore,
+        settings: SubmitSettings | None = None,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.topology = topology
+        self._publisher = publisher
+        self._store = store
+        self._blobs = blobs
+        self._settings = settings or SubmitSettings()
+        self._clock = clock
+
+    @property
+    def store(self) -> JobStore:
+        """Return the job store this submitter records jobs in."""
+        return self._store
+
+    async def submit(self, request: JobRequest) -> Submitted:
+        """Store and publish one job; return once the broker confirmed it.
+
+        Raises:
+            JobRejectedError: the request is invalid (unknown type, bad delay, key reused).
+            IdempotencyInFlightError: the same key is being submitted right now.
+            BrokerUnavailableError, PublishError: the broker did not confirm; nothing is kept.
+            StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
+        """
+        outcome = await self._prepare(request)
+        if isinstance(outcome, Submitted):
+            return outcome
+        try:
+            await self._publisher.publish(outcome.envelope, outcome.route)
+        except TaskqError:
+            await self._abandon(outcome)
+            raise
+        return await self._finish(outcome)
+
+    async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted | TaskqError]:
+        """Submit each request; confirms are awaited together; one result per request, in order."""
+        if len(requests) > self._settings.batch_max:
+            raise JobRejectedError(
+                f"a batch holds at most {self._settings.batch_max} jobs, got {len(requests)}",
+                field="jobs",
+            )
+        prepared = await asyncio.gather(
+            *(self._prepare(r) for r in requests), return_exceptions=True
+        )
+        pending = [p for p in prepared if isinstance(p, _Pending)]
+        published = await self._publisher.publish_many(
+            [p.envelope for p in pending], [p.route for p in pending]
+        )
+        failures = dict(zip((id(p) for p in pending), published, strict=True))
+        results: list[Submitted | TaskqError] = []
+        for item in prepared:
+            if isinstance(item, _Pending):
+                error = failures[id(item)]
+                if error is None:
+                    results.append(await self._finish(item))
+                else:
+                    await self._abandon(item)
+                    results.append(error)
+            elif isinstance(item, Submitted | TaskqError):
+                results.append(item)
+            else:
+                raise item
+        return results
+
+    async def get(self, job_id: str) -> JobRecord:
+        """Return the job.
+
+        Raises:
+            JobNotFoundError: no job has this id.
+        """
+        job = await self._store.get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        return job
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job that has not started; a worker that receives it acks it unrun.
+
+        Raises:
+            JobNotFoundError: no job has this id.
+            JobStateError: the job already started or finished.
+        """
+        now = self._clock()
+        job = await self._store.transition(
+            job_id, JobStatus.CANCELLED, allowed_from=CANCELLABLE, updated_at=now, finished_at=now
+        )
+        if job is None:
+            current = await self.get(job_id)
+            raise JobStateError(
+                f"job {job_id} is {current.status.value}; only scheduled or queued jobs can be cancelled"
+            )
+        await self._announce(job)
+        return job
+
+    async def _prepare(self, request: JobRequest) -> _Pending | Submitted:
+        self._check_type(request.type)
+        now = self._clock()
+        not_before = self._not_before(request, now)
+        job_id = new_job_id()
+        payload, ref = await self._offload(job_id, request.payload)
+        status = JobStatus.SCHEDULED if not_before is not None else JobStatus.QUEUED
+        job = JobRecord(
+            id=job_id,
+            type=request.type,
+            status=status,
+            priority=request.priority,
+            created_at=now,
+            updated_at=now,
+            payload=payload,
+            payload_ref=ref.model_dump() if ref else None,
+            max_attempts=request.max_attempts,
+            idempotency_key=request.idempotency_key,
+            correlation_id=request.correlation_id,
+            callback_url=request.callback_url,
+            not_before=not_before,
+        )
+        key = request.idempotency_key
+        claim = await self._store.create_job(
+            job,
+            claim=(key, request.fingerprint()) if key else None,
+            lease_s=self._settings.idempotency_lease,
+        )
+        if claim.state is not ClaimState.NEW:
+            if ref is not None:
+                await self._blobs.delete(ref)
+            return _answer_claim(claim.state, claim.job_id, claim.response)
+        envelope = Envelope(
+            id=job_id,
+            type=request.type,
+            payload=payload,
+            payload_ref=ref,
+            priority=request.priority,
+            max_attempts=request.max_attempts,
+            idempotency_key=key or job_id,
+            created_at=now,
+            not_before=not_before,
+            correlation_id=request.correlation_id,
+        )
+        route = (
+            job_route(self.topology, envelope)
+            if not_before is None
+            else delay_route(self.topology, envelope, _ms(not_before - now))
+        )
+        return _Pending(request, job, envelope, route)
+
+    def _check_type(self, job_type: str) -> None:
+        if self.topology.group_for(job_type) is None:
+            accepted = ", ".join(self.topology.job_patterns())
+            raise UnknownJobTypeError(
+                f"unknown job type {job_type!r}; accepted types and patterns: {accepted}",
+                field="type",
+            )
+
+    def _not_before(self, request: JobRequest, now: datetime) -> datetime | None:
+        if request.delay is not None and request.run_at is not None:
+            raise JobRejectedError("give either delay or run_at, not both", field="delay")
+        when = request.run_at if request.run_at is not None else None
+        if request.delay is not None:
+            when = now + timedelta(seconds=request.delay)
+        if when is None or when <= now:
+            return None
+        if (when - now).total_seconds() > self._settings.max_delay:
+            field = "run_at" if request.run_at is not None else "delay"
+            raise JobRejectedError(
+                f"{field} is more than {self._settings.max_delay:.0f} s ahead; the limit is "
+                "TASKQ_MAX_DELAY",
+                field=field,
+            )
+        return when
+
+    async def _offload(
+        self, job_id: str, payload: JsonValue
+    ) -> tuple[JsonValue, PayloadRef | None]:
+        """Store a large payload in the blob store (claim check) before anything is published."""
+        limit = self._settings.claim_check_bytes
+        if limit == 0 or payload is None:
+            return payload, None
+        data = orjson.dumps(payload)
+        if len(data) <= limit:
+            return payload, None
+        return None, await self._blobs.put(blob_key(job_id), data, "application/json")
+
+    async def _finish(self, pending: _Pending) -> Submitted:
+        response = orjson.dumps(job_view(pending.job))
+        key = pending.request.idempotency_key
+        if key:
+            await self._store.complete_claim(key, response, ttl_s=self._settings.idempotency_ttl)
+        await self._announce(pending.job)
+        return Submitted(pending.job.id, response)
+
+    async def _abandon(self, pending: _Pending) -> None:
+        await self._store.abandon_job(pending.job.id, pending.request.idempotency_key)
+        if pending.envelope.payload_ref is not None:
+            await self._blobs.delete(pending.envelope.payload_ref)
+
+    async def _announce(self, job: JobRecord) -> None:
+        # Events are advisory (the store is the truth), so a lost one is logged, not fatal.
+        try:
+            await self._publisher.publish_event(event_key(job), event_body(job))
+        except TaskqError as exc:
+            logger.warning("status event for job {} not published: {}", job.id, exc)
+
+
+def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Submitted:
+    if state is ClaimState.DONE and response is not None:
+        return Submitted(job_id, response, replayed=True)
+    if state is ClaimState.MISMATCH:
+        raise IdempotencyMismatchError(
+            "this Idempotency-Key was already used with a different request; use a new key",
+            field="idempotency_key",
+        )
+    raise IdempotencyInFlightError(
+        f"a request with this Idempotency-Key (job {job_id}) is still in progress; retry later"
+    )
+
+
+def _ms(delta: timedelta) -> int:
+    return max(0, int(delta.total_seconds() * 1000))

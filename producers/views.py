@@ -1,0 +1,35 @@
+"""The public JSON view of a job, shared by the HTTP API, the Python clients and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from producers.store.model import JobRecord
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def job_view(job: JobRecord) -> dict[str, Any]:
+    """Return what a client may see of a job (never internal lease or routing state)."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "status": job.status.value,
+        "priority": job.priority.value,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "idempotency_key": job.idempotency_key,
+        "correlation_id": job.correlation_id,
+        "callback_url": job.callback_url,
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "not_before": _iso(job.not_before),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "last_error": job.last_error,
+        "result": job.result,
+        "payload_ref": job.payload_ref,
+    }

@@ -1,0 +1,47 @@
+"""An API app wired to in-memory twins, for fast tests of every status code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from producers.api.app import Services, create_app
+from producers.blobs import InMemoryBlobStore
+from producers.memory import InMemoryPublisher
+from producers.settings import ApiSettings, SubmitSettings
+from producers.store.memory import InMemoryJobStore
+from producers.submit import Submitter
+from topology.model import CompiledTopology
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    publisher: InMemoryPublisher
+    store: InMemoryJobStore
+    blobs: InMemoryBlobStore
+    services: Services
+
+
+def make_api(
+    topology: CompiledTopology,
+    *,
+    submit: SubmitSettings | None = None,
+    api: ApiSettings | None = None,
+) -> Api:
+    publisher = InMemoryPublisher(topology)
+    store = InMemoryJobStore()
+    blobs = InMemoryBlobStore()
+    submitter = Submitter(
+        topology, publisher, store, blobs, submit or SubmitSettings(claim_check_bytes=1024)
+    )
+    services = Services(submitter)
+    app = create_app(services, api or ApiSettings(max_body_bytes=64 * 1024))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskq.test")
+    return Api(client, publisher, store, blobs, services)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,416 @@
+"""The job store contract: one set of test bodies run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from producers.errors import StoreError, StoreUnavailableError
+from producers.store.factory import open_store
+from producers.store.model import Claim, ClaimState, JobRecord, JobStatus, JobStore
+from producers.store.postgres import PostgresJobStore
+from producers.store.sqlite import SqliteJobStore
+from topology.envelope import new_job_id
+from topology.errors import SettingsError
+from topology.spec import Priority
+
+CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get(
+    "TASKQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+NOW = datetime(2026, 11, 27, 21, 6, 11, 831124, tzinfo=UTC)
+QUEUED = frozenset({JobStatus.QUEUED})
+NEW = ClaimState.NEW
+
+
+def job(**changes: Any) -> JobRecord:
+    base = JobRecord(
+        id=new_job_id(),
+        type="email",
+        status=JobStatus.QUEUED,
+        priority=Priority.MEDIUM,
+        created_at=NOW,
+        updated_at=NOW,
+        payload={"to": "user@example.com"},
+    )
+    return replace(base, **changes)
+
+
+@dataclass
+class Backend:
+    """Opens stores on one fresh database (several stores act like several processes)."""
+
+    make: Callable[[], JobStore]
+    make_unreachable: Callable[[], JobStore]
+    opened: list[JobStore] = field(default_factory=list)
+
+    def open(self, *, reachable: bool = True) -> JobStore:
+        store = self.make() if reachable else self.make_unreachable()
+        self.opened.append(store)
+        return store
+
+    async def close(self) -> None:
+        for store in self.opened:
+            await store.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """Return the admin DSN of the local PostgreSQL; fail under CI=true when it is missing."""
+    parts = urlsplit(POSTGRES_URL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError:
+        message = f"PostgreSQL is not reachable at {host}:{port}"
+        if CI:
+            pytest.fail(f"{message}; CI must start it (see .ci/run)")
+        pytest.skip(f"{message}; start it or set TASKQ_TEST_POSTGRES_URL")
+    return POSTGRES_URL
+
+
+@asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[str]:
+    """Create a database of our own, yield its DSN, and drop it afterwards."""
+    name = f"taskq_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "store" / "jobs.sqlite3"
+        # /proc refuses new directories, so the file can never be created.
+        opened = Backend(
+            lambda: SqliteJobStore(path), lambda: SqliteJobStore("/proc/taskq-none/jobs.sqlite3")
+        )
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    async with scratch_database(request.getfixturevalue("postgres_url")) as dsn:
+        nobody = "postgresql://postgres@127.0.0.1:1/postgres"  # port 1: connection refused
+        opened = Backend(
+            lambda: PostgresJobStore(dsn), lambda: PostgresJobStore(nobody, connect_timeout=2)
+        )
+        try:
+            yield opened
+        finally:
+            await opened.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> JobStore:
+    store = backend.open()
+    await store.migrate()
+    return store
+
+
+async def test_migrate_is_idempotent_and_returns_the_version(backend: Backend) -> None:
+    first = backend.open()
+    assert await first.migrate() == 1
+    assert await first.migrate() == 1
+    assert await backend.open().migrate() == 1
+
+
+async def test_migrations_agree_when_five_processes_run_them_at_once(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(5)]
+    assert await asyncio.gather(*(s.migrate() for s in stores)) == [1] * 5
+    record = job()
+    await stores[0].create_job(record)
+    assert await stores[4].get_job(record.id) == record
+
+
+async def test_every_field_round_trips_when_all_are_set(store: JobStore) -> None:
+    record = job(
+        status=JobStatus.RUNNING,
+        priority=Priority.URGENT,
+        updated_at=NOW + timedelta(microseconds=1),
+        payload={
+            "nested": {"list": [1, 2.5, True, False, None, "ü → 😀 漢字"], "empty": {}},
+            "deep": [[{"a": []}]],
+            "big": 2**53 + 1,
+            "quote": 'say "hi"\n\tand\\leave',
+        },
+        payload_ref={"uri": "s3://b/k", "sha256": "ab" * 32, "size": 10, "content_type": "x/y"},
+        attempts=3,
+        max_attempts=8,
+        idempotency_key="key-1",
+        correlation_id="corr-1",
+        callback_url="https://example.com/callback?x=1",
+        not_before=NOW + timedelta(days=1),
+        started_at=NOW + timedelta(seconds=1, microseconds=7),
+        finished_at=datetime(2030, 1, 1, tzinfo=UTC),
+        last_error="boom\nline two — ünïcode",
+        result=["ok", {"n": 1.25}],
+    )
+    assert await store.create_job(record) == Claim(NEW, record.id)
+    got = await store.get_job(record.id)
+    assert got == record
+    assert got is not None
+    times = [got.created_at, got.updated_at, got.not_before, got.started_at, got.finished_at]
+    assert all(t is not None and t.utcoffset() == timedelta(0) for t in times)
+
+
+async def test_none_fields_and_non_utc_times_round_trip(store: JobStore) -> None:
+    plus_two = datetime(2026, 6, 1, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))
+    record = job(payload=None, created_at=plus_two, updated_at=plus_two)
+    bare = job(payload="just a string", priority=Priority.LOW)
+    await store.create_job(record)
+    await store.create_job(bare)
+    got = await store.get_job(record.id)
+    assert got == record
+    assert got is not None
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert await store.get_job(bare.id) == bare
+    assert await store.get_job(new_job_id()) is None
+
+
+async def test_pages_cover_every_job_newest_first_when_listing_25_by_10(store: JobStore) -> None:
+    ids = []
+    for _ in range(25):
+        record = job()
+        ids.append(record.id)
+        await store.create_job(record)
+    seen, cursor, sizes = [], None, []
+    while True:
+        page = await store.list_jobs(limit=10, cursor=cursor)
+        sizes.append(len(page.jobs))
+        seen += [j.id for j in page.jobs]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sizes == [10, 10, 5]
+    assert seen == sorted(ids, reverse=True)  # UUIDv7 ids sort by creation time
+
+
+async def test_listing_filters_by_status_and_type(store: JobStore) -> None:
+    records = [
+        job(type=kind, status=status)
+        for kind in ("email", "sms")
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING)
+        for _ in range(3)
+    ]
+    for record in records:
+        await store.create_job(record)
+
+    async def listed(**filters: Any) -> list[str]:
+        ids, cursor = [], None
+        while True:
+            page = await store.list_jobs(limit=2, cursor=cursor, **filters)
+            ids += [j.id for j in page.jobs]
+            if (cursor := page.next_cursor) is None:
+                return ids
+
+    def expected(keep: Callable[[JobRecord], bool]) -> list[str]:
+        return sorted((r.id for r in records if keep(r)), reverse=True)
+
+    assert await listed(status=JobStatus.RUNNING) == expected(lambda r: r.status == "running")
+    assert await listed(type="sms") == expected(lambda r: r.type == "sms")
+    both = await listed(status=JobStatus.QUEUED, type="email")
+    assert both == expected(lambda r: r.status == "queued" and r.type == "email")
+    assert await listed(status=JobStatus.DEAD) == []
+
+
+async def test_transition_sets_status_and_fields_when_allowed(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    later = NOW + timedelta(seconds=5)
+    running = await store.transition(
+        record.id, JobStatus.RUNNING, allowed_from=QUEUED, started_at=later, attempts=1
+    )
+    assert running == replace(record, status=JobStatus.RUNNING, started_at=later, attempts=1)
+    done = await store.transition(
+        record.id,
+        JobStatus.SUCCEEDED,
+        allowed_from=frozenset({JobStatus.RUNNING}),
+        finished_at=later,
+        updated_at=later,
+        result={"sent": True, "ids": ["é"]},
+        last_error=None,
+    )
+    assert done == replace(
+        running,
+        status=JobStatus.SUCCEEDED,
+        finished_at=later,
+        updated_at=later,
+        result={"sent": True, "ids": ["é"]},
+    )
+    assert await store.get_job(record.id) == done
+
+
+async def test_transition_changes_nothing_when_not_allowed(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    running = frozenset({JobStatus.RUNNING})
+    assert await store.transition(record.id, JobStatus.SUCCEEDED, allowed_from=running) is None
+    assert await store.transition(record.id, JobStatus.RUNNING, allowed_from=frozenset()) is None
+    assert await store.transition(new_job_id(), JobStatus.RUNNING, allowed_from=QUEUED) is None
+    assert await store.get_job(record.id) == record
+
+
+async def test_one_transition_wins_when_twenty_race(backend: Backend, store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    stores = [store, *(backend.open() for _ in range(3))]
+    outcomes = await asyncio.gather(
+        *(
+            stores[i % 4].transition(record.id, JobStatus.RUNNING, allowed_from=QUEUED, attempts=i)
+            for i in range(20)
+        )
+    )
+    winners = [o for o in outcomes if o is not None]
+    assert len(winners) == 1
+    assert await store.get_job(record.id) == winners[0]
+
+
+async def test_claims_answer_in_flight_done_and_mismatch(store: JobStore) -> None:
+    first, second = job(), job()
+    claim = ("key-1", "hash-a")
+    assert await store.create_job(first, claim=claim) == Claim(NEW, first.id)
+    assert await store.create_job(second, claim=claim) == Claim(ClaimState.IN_FLIGHT, first.id)
+    assert await store.get_job(second.id) is None
+    other_body = ("key-1", "hash-b")
+    assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
+    await store.complete_claim("key-1", b'{"id": "\xff"}', ttl_s=60)
+    done = Claim(ClaimState.DONE, first.id, b'{"id": "\xff"}')
+    assert await store.create_job(second, claim=claim) == done
+    assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
+    assert [j.id for j in (await store.list_jobs()).jobs] == [first.id]
+
+
+async def test_key_can_be_claimed_again_when_its_lease_expired(store: JobStore) -> None:
+    first, second = job(), job()
+    await store.create_job(first, claim=("key", "h"), lease_s=0.05)
+    assert (await store.create_job(job(), claim=("key", "h"))).state is ClaimState.IN_FLIGHT
+    await asyncio.sleep(0.1)  # let the lease run out: time itself is what is tested
+    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+        ClaimState.IN_FLIGHT, second.id
+    )
+    await store.abandon_job(first.id, "key")  # the key is no longer first's, so it stays held
+    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+        ClaimState.IN_FLIGHT, second.id
+    )
+
+
+async def test_key_can_be_claimed_again_when_its_replay_window_closed(store: JobStore) -> None:
+    first, second = job(), job()
+    await store.create_job(first, claim=("key", "h"))
+    await store.complete_claim("key", b"{}", ttl_s=0.05)
+    await asyncio.sleep(0.1)  # let the replay window close
+    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+
+
+async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) -> None:
+    first, second = job(), job()
+    await store.create_job(first, claim=("key", "h"))
+    await store.abandon_job(first.id, "key")
+    assert await store.get_job(first.id) is None
+    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+    unkeyed = job()
+    await store.create_job(unkeyed)
+    await store.abandon_job(unkeyed.id, None)
+    assert await store.get_job(unkeyed.id) is None
+
+
+async def test_one_create_wins_when_fifty_race_for_one_key(
+    backend: Backend, store: JobStore
+) -> None:
+    stores = [store, *(backend.open() for _ in range(4))]
+    records = [job() for _ in range(50)]
+    claims = await asyncio.gather(
+        *(stores[i % 5].create_job(r, claim=("race", "h")) for i, r in enumerate(records))
+    )
+    winners = [c for c in claims if c.state is NEW]
+    assert len(winners) == 1
+    assert {c.job_id for c in claims} == {winners[0].job_id}
+    assert [j.id for j in (await store.list_jobs(limit=100)).jobs] == [winners[0].job_id]
+
+
+async def test_store_is_unavailable_when_its_database_cannot_be_reached(backend: Backend) -> None:
+    store = backend.open(reachable=False)
+    with pytest.raises(StoreUnavailableError) as caught:
+        await store.ping()
+    assert caught.value.__cause__ is not None
+    with pytest.raises(StoreUnavailableError):
+        await store.migrate()
+    with pytest.raises(StoreUnavailableError):
+        await store.create_job(job())
+
+
+async def test_mistakes_are_refused_before_the_database_is_touched(store: JobStore) -> None:
+    record = job()
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.create_job(replace(record, created_at=datetime(2026, 1, 1)))
+    assert await store.get_job(record.id) is None
+    await store.create_job(record)
+    with pytest.raises(TypeError, match="cannot set id"):
+        await store.transition(record.id, JobStatus.RUNNING, allowed_from=QUEUED, id="x")
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_jobs(limit=0)
+    with pytest.raises(StoreError):  # not JSON
+        await store.create_job(job(payload={"x": object()}))
+
+
+async def test_a_closed_store_refuses_work(store: JobStore) -> None:
+    await store.close()
+    with pytest.raises(StoreError, match="closed") as caught:
+        await store.ping()
+    assert not isinstance(caught.value, StoreUnavailableError)
+    await store.close()  # closing twice is fine
+
+
+async def test_open_store_reads_sqlite_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///.taskq/jobs.sqlite3")
+    absolute = open_store(f"sqlite:///{tmp_path}/abs/jobs.sqlite3")
+    assert isinstance(relative, SqliteJobStore)
+    assert isinstance(absolute, SqliteJobStore)
+    assert absolute.path == tmp_path / "abs" / "jobs.sqlite3"
+    try:
+        assert await relative.migrate() == 1
+        assert await absolute.migrate() == 1
+    finally:
+        await relative.close()
+        await absolute.close()
+    assert (tmp_path / ".taskq" / "jobs.sqlite3").is_file()
+    assert (tmp_path / "abs" / "jobs.sqlite3").is_file()
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@db:5432/taskq", "postgres://db/taskq"])
+def test_open_store_reads_postgres_urls(url: str) -> None:
+    assert isinstance(open_store(url), PostgresJobStore)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u:secret@db/taskq", "jobs.sqlite3", "sqlite://secret@host/x", "sqlite:///"]
+)
+def test_open_store_refuses_other_urls_naming_the_setting(url: str) -> None:
+    with pytest.raises(SettingsError, match="TASKQ_STORE_URL") as caught:
+        open_store(url)
+    assert "secret" not in str(caught.value)
