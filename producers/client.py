@@ -18,11 +18,11 @@ from typing import Any, Protocol, Self, TypeVar
 import orjson
 from pydantic import JsonValue, ValidationError
 
-from producers.api.assembly import Backends, open_backends
-from producers.api.schemas import JobSubmission
+from producers.backends import Backends, open_backends
 from producers.errors import JobRejectedError
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
+from producers.requests import JobSubmission
 from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.views import job_view

@@ -85,3 +85,12 @@ def test_every_error_descends_from_one_root():
                 and value.__module__ == module.__name__
             ):
                 assert issubclass(value, errors.TaskqError), value
+
+
+def test_python_clients_do_not_load_the_web_stack():
+    import subprocess
+    import sys
+
+    code = "import sys, producers.client; assert 'fastapi' not in sys.modules, 'fastapi loaded'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -139,7 +139,7 @@ class SqliteJobStore:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
         now = _now_us()
         # Two autocommit statements: the purge is housekeeping, it need not be atomic with the update.
-        async with self._use(write=True) as db:
+        async with self._use() as db:
             await db.execute(_COMPLETE, (response, now + _seconds_us(ttl_s), key))
             await db.execute(_PURGE, (now,))
 

@@ -1,0 +1,62 @@
+"""Open what every producer needs from ``TASKQ_*`` settings: topology, job store, blob store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from producers.blobs import BlobStore, open_blob_store
+from producers.settings import PublisherSettings, SubmitSettings
+from producers.store.factory import open_store
+from producers.store.model import JobStore
+from topology.compiler import compile_topology
+from topology.loader import load_topology, topology_path
+from topology.model import CompiledTopology
+from topology.settings import BrokerSettings, load_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """Everything a ``Submitter`` needs besides its publisher, built one way for every caller."""
+
+    topology: CompiledTopology
+    broker: BrokerSettings
+    publisher: PublisherSettings
+    submit: SubmitSettings
+    store: JobStore
+    blobs: BlobStore
+
+    async def close(self) -> None:
+        """Close the job store and the blob store."""
+        try:
+            await self.store.close()
+        finally:
+            await self.blobs.close()
+
+
+async def open_backends(environ: Mapping[str, str] | None = None) -> Backends:
+    """Read the settings and topology, open and migrate the job store, open the blob store.
+
+    Raises:
+        SettingsError, TopologyFileError: bad configuration (the process should not start).
+        StoreUnavailableError: the job store is down at start-up.
+    """
+    env = os.environ if environ is None else environ
+    topology = compile_topology(load_topology(topology_path(env)))
+    broker = load_settings(BrokerSettings, env)
+    publisher = load_settings(PublisherSettings, env)
+    submit = load_settings(SubmitSettings, env)
+    blobs = open_blob_store(
+        submit.blob_url,
+        endpoint_url=env.get("TASKQ_S3_ENDPOINT_URL") or None,
+        region=env.get("TASKQ_S3_REGION") or "us-east-1",
+    )
+    store = open_store(submit.store_url)
+    backends = Backends(topology, broker, publisher, submit, store, blobs)
+    try:
+        await store.migrate()
+    except BaseException:
+        await backends.close()
+        raise
+    return backends
