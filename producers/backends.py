@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from producers.blobs import BlobStore, open_blob_store
 from producers.settings import PublisherSettings, SubmitSettings
 from producers.store.factory import open_store
+from producers.store.group_commit import GroupCommitStore
 from producers.store.model import JobStore
 from topology.compiler import compile_topology
 from topology.loader import load_topology, topology_path
@@ -51,8 +52,13 @@ async def open_backends(environ: Mapping[str, str] | None = None) -> Backends:
         submit.blob_url,
         endpoint_url=env.get("TASKQ_S3_ENDPOINT_URL") or None,
         region=env.get("TASKQ_S3_REGION") or "us-east-1",
+        # The standard AWS variables, read from the same mapping as every other setting (None
+        # lets boto3 fall back to its own chain: profiles, instance roles, web identity).
+        access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+        secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
     )
-    store = open_store(submit.store_url)
+    # Concurrent submissions share one transaction: the store stays off the hot path's bill.
+    store = GroupCommitStore(open_store(submit.store_url))
     backends = Backends(topology, broker, publisher, submit, store, blobs)
     try:
         await store.migrate()

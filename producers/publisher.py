@@ -58,6 +58,7 @@ class ConfirmedPublisher:
         self._channel = channel
         self._topology = topology
         self._settings = settings
+        self._events: AbstractRobustChannel | None = None
 
     @classmethod
     async def connect(
@@ -152,10 +153,15 @@ class ConfirmedPublisher:
         Raises:
             BrokerUnavailableError: the connection is down.
         """
-        channel = await self._underlay()
+        await self._underlay()
         route = Route(self._topology.events_exchange, routing_key)
         properties = spec.Basic.Properties(content_type="application/json", delivery_mode=1)
         try:
+            if self._events is None:
+                # Events are advisory (the job store is the truth), so they ride a channel
+                # without confirms: no second confirm round trip on every job's hot path.
+                self._events = await self._connection.channel(publisher_confirms=False)
+            channel = cast(aiormq.Channel, await self._events.get_underlay_channel())
             await channel.basic_publish(
                 body,
                 exchange=route.exchange,

@@ -6,7 +6,10 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from hypothesis import HealthCheck, settings
@@ -86,3 +89,39 @@ async def management(broker_settings: BrokerSettings) -> AsyncIterator[Managemen
     """Return a management API client for the local broker."""
     async with ManagementClient(broker_settings) as client:
         yield client
+
+
+POSTGRES_URL = os.environ.get(
+    "TASKQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """Return the admin DSN of the local PostgreSQL; fail under CI=true when it is missing."""
+    parts = urlsplit(POSTGRES_URL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError:
+        message = f"PostgreSQL is not reachable at {host}:{port}"
+        if CI:
+            pytest.fail(f"{message}; CI must start it (see .ci/run)")
+        pytest.skip(f"{message}; start it or set TASKQ_TEST_POSTGRES_URL")
+    return POSTGRES_URL
+
+
+@asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[str]:
+    """Create a database of our own, yield its DSN, and drop it afterwards."""
+    name = f"taskq_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 MINIMAL = """
@@ -17,3 +19,16 @@ def write_topology(tmp_path: Path, text: str, name: str = "topology.yaml") -> Pa
     path = tmp_path / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float, every: float = 0.2
+) -> None:
+    """Wait until ``check()`` is true, at most ``within`` seconds.
+
+    For state outside this process (a broker, a server, a child process) that offers no
+    event to await; everything inside the process should wait on events instead.
+    """
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(every)

@@ -92,6 +92,10 @@ class ManagementClient:
         """Import RabbitMQ definitions into ``vhost``."""
         await self._request("POST", f"/api/definitions/{_q(vhost)}", json=definitions)
 
+    async def purge_queue(self, vhost: str, name: str) -> None:
+        """Remove every ready message from the queue ``name`` of ``vhost``."""
+        await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}/contents")
+
     async def delete_queue(self, vhost: str, name: str) -> None:
         """Delete the queue ``name`` of ``vhost``."""
         await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}")

@@ -15,7 +15,16 @@ def main() -> None:
     settings = load_settings(ApiSettings)
     app = create_app(build_services, settings)
     # uvicorn drains in-flight requests on SIGTERM; keep-alive is short so drains are quick.
-    uvicorn.run(app, host=settings.host, port=settings.port, timeout_keep_alive=5, log_level="info")
+    # No access log: /metrics counts every request by route and status, and a log line per
+    # request costs more than the request itself at high rates.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_keep_alive=5,
+        log_level="info",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

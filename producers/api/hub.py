@@ -8,7 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from producers.events import decode_event
 from topology.model import CompiledTopology
@@ -43,6 +48,9 @@ class EventHub:
 
     def __init__(self) -> None:
         self._watchers: set[Watcher] = set()
+        self._lock = asyncio.Lock()
+        self._queue: AbstractQueue | None = None
+        self._exchange: AbstractExchange | None = None
 
     def dispatch(self, event: dict[str, Any]) -> None:
         """Hand ``event`` to every interested watcher; a full watcher loses it (and counts)."""
@@ -59,11 +67,18 @@ class EventHub:
     ) -> AsyncIterator[Watcher]:
         """Register a watcher for the duration of the block."""
         watcher = Watcher(job_id=job_id, job_type=job_type)
-        self._watchers.add(watcher)
+        async with self._lock:
+            if not self._watchers and self._queue is not None and self._exchange is not None:
+                # Bound only while someone watches: an idle replica pays nothing per event.
+                await self._queue.bind(self._exchange, "#")
+            self._watchers.add(watcher)
         try:
             yield watcher
         finally:
-            self._watchers.discard(watcher)
+            async with self._lock:
+                self._watchers.discard(watcher)
+                if not self._watchers and self._queue is not None and self._exchange is not None:
+                    await self._queue.unbind(self._exchange, "#")
 
     async def attach(
         self, connection: AbstractRobustConnection, topology: CompiledTopology
@@ -71,8 +86,8 @@ class EventHub:
         """Start consuming status events from the broker on ``connection``."""
         channel = await connection.channel()
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
-        await queue.bind(exchange, "#")
+        self._exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+        self._queue = queue
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             event = decode_event(message.body)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus
+from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
 
 
 class InMemoryJobStore:
@@ -52,6 +53,10 @@ class InMemoryJobStore:
                 }
             self.jobs[job.id] = job
             return Claim(ClaimState.NEW, job.id)
+
+    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Run ``create_job`` for each item, in order."""
+        return [await self.create_job(i.job, claim=i.claim, lease_s=i.lease_s) for i in items]
 
     async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key done and keep ``response`` for replays."""

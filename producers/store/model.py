@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -74,6 +75,15 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class NewJob:
+    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``)."""
+
+    job: JobRecord
+    claim: tuple[str, str] | None = None
+    lease_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     """One page of a job listing and the cursor of the next page (``None`` at the end)."""
 
@@ -104,6 +114,14 @@ class JobStore(Protocol):
         The claim and the insert happen in one transaction: when the key is already held the
         job is not inserted and the returned ``Claim`` says why (IN_FLIGHT, DONE, MISMATCH).
         A held key whose lease expired without being completed can be claimed again (NEW).
+        """
+        ...
+
+    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Run ``create_job`` for every item in one transaction; one ``Claim`` per item, in order.
+
+        Items are taken in order, so a later item claiming a key an earlier one just claimed
+        sees it held (IN_FLIGHT or MISMATCH), exactly as two separate calls would.
         """
         ...
 

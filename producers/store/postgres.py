@@ -8,7 +8,7 @@ server's clock (``now()``), so API processes on different machines agree on them
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from asyncpg import exceptions as pg
 
 from producers.errors import StoreError, StoreUnavailableError
 from producers.store.migrations import load_migrations, pending
-from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus
+from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
 from topology.spec import Priority
 
 if TYPE_CHECKING:
@@ -143,6 +143,32 @@ class PostgresJobStore:
                     return _held_claim(request_hash, held)
             await conn.execute(_INSERT, *values)
         return Claim(ClaimState.NEW, job.id)
+
+    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Insert many jobs (claiming their keys first) in one transaction."""
+        claims: list[Claim] = []
+        rows = []
+        async with self._use(transaction=True) as conn:
+            for item in items:
+                claim = Claim(ClaimState.NEW, item.job.id)
+                if item.claim is not None:
+                    key, request_hash = item.claim
+                    if (
+                        await conn.fetchval(
+                            _CLAIM, key, request_hash, item.job.id, float(item.lease_s)
+                        )
+                        is None
+                    ):
+                        held = await conn.fetchrow(_HELD, key)
+                        if held is None:  # cannot happen: the failed upsert locked the row
+                            raise StoreError(f"idempotency key {key!r} vanished while held")
+                        claim = _held_claim(request_hash, held)
+                if claim.state is ClaimState.NEW:
+                    rows.append([_param(getattr(item.job, name)) for name in _COLUMNS])
+                claims.append(claim)
+            # executemany pipelines the rows: one round trip's worth of latency for the batch.
+            await conn.executemany(_INSERT, rows)
+        return claims
 
     async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""

@@ -24,12 +24,12 @@ import orjson
 
 from producers.errors import StoreError, StoreUnavailableError
 from producers.store.migrations import load_migrations, pending, sqlite_statements
-from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus
+from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
 from topology.spec import Priority
 
+_BUSY_TIMEOUT_S = 5.0  # how long to wait for another process's lock before giving up
 _PRAGMAS = (
-    "PRAGMA busy_timeout=5000",  # first: wait up to 5 s for other processes' locks, even here
-    "PRAGMA journal_mode=WAL",  # readers never block the writer, nor it them
+    f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}",
     # With WAL, NORMAL skips the fsync per commit: a process crash loses nothing, a power cut
     # may lose the last commits but never corrupts the file.
     "PRAGMA synchronous=NORMAL",
@@ -135,6 +135,23 @@ class SqliteJobStore:
             await db.execute(_INSERT, _job_values(job))
         return Claim(ClaimState.NEW, job.id)
 
+    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
+        claims: list[Claim] = []
+        async with self._use(write=True) as db:
+            rows = []
+            for item in items:
+                claim = Claim(ClaimState.NEW, item.job.id)
+                if item.claim is not None:
+                    claim = await _claim(db, item.claim, item.job.id, item.lease_s)
+                if claim.state is ClaimState.NEW:
+                    rows.append(_job_values(item.job))
+                claims.append(claim)
+            # One statement for every insert: the per-call hop to the connection's thread is
+            # what a row costs here, far more than SQLite's work for it.
+            await db.executemany(_INSERT, rows)
+        return claims
+
     async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
         now = _now_us()
@@ -224,7 +241,7 @@ class SqliteJobStore:
                 # Inside the try: if we are cancelled while BEGIN waits for another process's
                 # lock, it still runs on the connection's thread, and the ROLLBACK queued
                 # behind it must undo it, or the connection would stay in a transaction.
-                await db.execute("BEGIN IMMEDIATE")
+                await _patiently(db, "BEGIN IMMEDIATE")
                 yield db
                 await db.execute("COMMIT")
             except BaseException:
@@ -262,11 +279,31 @@ class SqliteJobStore:
         db = await aiosqlite.connect(self._path, isolation_level=None)
         try:
             for pragma in _PRAGMAS:
-                await db.execute(pragma)
+                await db.execute_fetchall(pragma)
+            # WAL: readers never block the writer, nor it them (the mode sticks to the file).
+            await _patiently(db, "PRAGMA journal_mode=WAL")
         except BaseException:
             await db.close()
             raise
         return db
+
+
+async def _patiently(db: aiosqlite.Connection, sql: str) -> None:
+    """Run ``sql``, trying again while SQLite answers BUSY, until the busy timeout would be over."""
+    # SQLite answers BUSY at once, skipping the busy handler, when a file changes journal mode
+    # under a connection: processes opening a new file together race to switch it to WAL and
+    # then to BEGIN. Only the mode switch and BEGIN retry: neither has done anything yet.
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            # Fetch the answer (the PRAGMA returns the mode): a statement left unfinished keeps
+            # its read snapshot open, and BEGIN IMMEDIATE would then fail with BUSY_SNAPSHOT.
+            await db.execute_fetchall(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.01)
 
 
 async def _claim(

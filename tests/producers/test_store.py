@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
 from producers.errors import StoreError, StoreUnavailableError
@@ -22,6 +17,7 @@ from producers.store.factory import open_store
 from producers.store.model import Claim, ClaimState, JobRecord, JobStatus, JobStore
 from producers.store.postgres import PostgresJobStore
 from producers.store.sqlite import SqliteJobStore
+from tests.conftest import scratch_database
 from topology.envelope import new_job_id
 from topology.errors import SettingsError
 from topology.spec import Priority
@@ -64,37 +60,6 @@ class Backend:
     async def close(self) -> None:
         for store in self.opened:
             await store.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """Return the admin DSN of the local PostgreSQL; fail under CI=true when it is missing."""
-    parts = urlsplit(POSTGRES_URL)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            pass
-    except OSError:
-        message = f"PostgreSQL is not reachable at {host}:{port}"
-        if CI:
-            pytest.fail(f"{message}; CI must start it (see .ci/run)")
-        pytest.skip(f"{message}; start it or set TASKQ_TEST_POSTGRES_URL")
-    return POSTGRES_URL
-
-
-@asynccontextmanager
-async def scratch_database(admin_url: str) -> AsyncIterator[str]:
-    """Create a database of our own, yield its DSN, and drop it afterwards."""
-    name = f"taskq_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -361,7 +326,7 @@ async def test_store_is_unavailable_when_its_database_cannot_be_reached(backend:
         await store.create_job(job())
 
 
-async def test_mistakes_are_refused_before_the_database_is_touched(store: JobStore) -> None:
+async def test_caller_mistakes_raise_and_store_nothing(store: JobStore) -> None:
     record = job()
     with pytest.raises(ValueError, match="timezone-aware"):
         await store.create_job(replace(record, created_at=datetime(2026, 1, 1)))

@@ -1,0 +1,168 @@
+"""HTTP ingest throughput: taskq's POST /jobs against a minimal validate-and-publish endpoint.
+
+Usage: .venv/bin/python bench/http_ingest.py [--seconds 10] [--connections 32] [--batch 100]
+
+Needs wrk (Debian package `wrk`), RabbitMQ with the management API and PostgreSQL on
+127.0.0.1:5432. In one run, in a scratch vhost with the default topology applied, it starts each
+server as its own uvicorn process (one worker), loads it with wrk for the same time and
+connections, and prints requests/s and jobs/s:
+
+- ``minimal endpoint`` (the baseline, bench/minimal_api.py): pydantic validation + a confirmed
+  aio-pika publish, nothing else;
+- ``taskq POST /jobs`` with the SQLite store and with the PostgreSQL store: the full path
+  (validation, job record, envelope, confirmed publish, status event);
+- ``taskq POST /jobs/batch`` (``--batch`` jobs per request, SQLite and PostgreSQL).
+
+Queues are purged between runs so the broker's state is alike for every server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+
+from topology import BrokerSettings, compile_topology, load_settings, load_topology
+from topology.apply import apply_topology
+from topology.management import ManagementClient
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{body}]]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} never became ready")
+
+
+def wrk(url: str, body: bytes, seconds: int, connections: int) -> tuple[float, int, int]:
+    """Return (requests/s, non-2xx responses, socket errors) of one wrk run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA.format(body=body.decode()))
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", script.name, url],
+        capture_output=True, text=True, check=True,
+    )
+    os.unlink(script.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout)
+    return rate, int(bad.group(1)) if bad else 0, sum(map(int, errors.groups())) if errors else 0
+
+
+def serve(argv: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(ready_url, process)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def purge(management: ManagementClient, vhost: str) -> None:
+    for queue in await management.queues(vhost):
+        if queue["name"].startswith("taskq."):
+            await management.purge_queue(vhost, queue["name"])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    opts = parser.parse_args()
+
+    base = load_settings(BrokerSettings)
+    vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
+    database = f"taskq_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(opts.postgres)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
+    async with ManagementClient(base) as management:
+        await management.create_vhost(vhost)
+        settings = base.with_vhost(vhost)
+        try:
+            await apply_topology(compile_topology(load_topology()), settings)
+            await run_all(opts, settings, management, vhost, work, opts.postgres.rsplit("/", 1)[0] + f"/{database}")
+        finally:
+            await management.delete_vhost(vhost)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await admin.close()
+
+
+async def run_all(opts, settings, management, vhost, work: Path, pg_dsn: str) -> None:
+    amqp = settings.amqp_url.get_secret_value()
+    single = orjson.dumps({"type": "email", "payload": {"to": "user@example.com", "template": "welcome"}})
+    batch = orjson.dumps({"jobs": [orjson.loads(single)] * opts.batch})
+    rows: list[tuple[str, float, float, int]] = []
+
+    port = free_port()
+    process = serve([sys.executable, str(HERE / "minimal_api.py"), str(port), amqp], {}, f"http://127.0.0.1:{port}/docs")
+    try:
+        rate, bad, errors = wrk(f"http://127.0.0.1:{port}/jobs", single, opts.seconds, opts.connections)
+        rows.append(("minimal endpoint", rate, rate, bad + errors))
+    finally:
+        stop(process)
+    await purge(management, vhost)
+
+    for store_name, store_url in (("SQLite", f"sqlite:///{work}/jobs.sqlite3"), ("PostgreSQL", pg_dsn)):
+        port = free_port()
+        env = {"TASKQ_AMQP_URL": amqp, "TASKQ_PORT": str(port), "TASKQ_STORE_URL": store_url, "TASKQ_BLOB_URL": f"file:{work}/blobs"}
+        process = serve([sys.executable, "-m", "producers.api"], env, f"http://127.0.0.1:{port}/readyz")
+        try:
+            rate, bad, errors = wrk(f"http://127.0.0.1:{port}/jobs", single, opts.seconds, opts.connections)
+            rows.append((f"taskq POST /jobs ({store_name})", rate, rate, bad + errors))
+            await purge(management, vhost)
+            rate, bad, errors = wrk(f"http://127.0.0.1:{port}/jobs/batch", batch, opts.seconds, max(opts.connections // 4, 2))
+            rows.append((f"taskq POST /jobs/batch x{opts.batch} ({store_name})", rate, rate * opts.batch, bad + errors))
+        finally:
+            stop(process)
+        await purge(management, vhost)
+
+    baseline = rows[0][2]
+    print(f"wrk {opts.seconds}s, {opts.connections} connections (batch runs: {max(opts.connections // 4, 2)}), one uvicorn worker each")
+    print(f"{'server':42} {'req/s':>9} {'jobs/s':>9} {'vs minimal':>11} {'errors':>7}")
+    for name, rate, jobs, errors in rows:
+        print(f"{name:42} {rate:9.0f} {jobs:9.0f} {jobs / baseline:11.2f} {errors:7d}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

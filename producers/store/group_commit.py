@@ -1,0 +1,104 @@
+"""``GroupCommitStore``: concurrent job inserts share one transaction, so the store is no bottleneck."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from producers.store.model import Claim, JobPage, JobRecord, JobStatus, JobStore, NewJob
+
+
+class GroupCommitStore:
+    """Wraps a ``JobStore``: ``create_job`` calls made while a commit runs join the next one.
+
+    Under load, N concurrent submissions cost one transaction instead of N, and an idle
+    system commits each job at once (a batch of one): nothing waits for a timer.
+    """
+
+    def __init__(self, inner: JobStore, *, max_batch: int = 256) -> None:
+        self._inner = inner
+        self._max_batch = max_batch
+        self._waiting: list[tuple[NewJob, asyncio.Future[Claim]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def inner(self) -> JobStore:
+        """Return the wrapped store."""
+        return self._inner
+
+    async def create_job(
+        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
+    ) -> Claim:
+        """Insert ``job`` (claiming its key first) in the next group commit."""
+        future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
+        self._waiting.append((NewJob(job, claim, lease_s), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = (
+                self._waiting[: self._max_batch],
+                self._waiting[self._max_batch :],
+            )
+            try:
+                claims = await self._inner.create_jobs([item for item, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), claim in zip(batch, claims, strict=True):
+                if not future.done():
+                    future.set_result(claim)
+
+    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Insert many jobs in one transaction (no grouping needed)."""
+        return await self._inner.create_jobs(items)
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations."""
+        return await self._inner.migrate()
+
+    async def close(self) -> None:
+        """Let the last group commit finish, then close the wrapped store."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._inner.close()
+
+    async def ping(self) -> None:
+        """Probe the wrapped store."""
+        await self._inner.ping()
+
+    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+        """Mark the key's request finished."""
+        await self._inner.complete_claim(key, response, ttl_s=ttl_s)
+
+    async def abandon_job(self, job_id: str, key: str | None) -> None:
+        """Delete a job that never reached the broker, and release its key."""
+        await self._inner.abandon_job(job_id, key)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """Return the job, or ``None``."""
+        return await self._inner.get_job(job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Return one page of jobs."""
+        return await self._inner.list_jobs(status=status, type=type, limit=limit, cursor=cursor)
+
+    async def transition(
+        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Compare-and-set the job's status."""
+        return await self._inner.transition(job_id, to, allowed_from=allowed_from, **fields)
