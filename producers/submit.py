@@ -271,11 +271,14 @@ class Submitter:
         self, job_id: str, payload: JsonValue
     ) -> tuple[JsonValue, PayloadRef | None]:
         """Store a large payload in the blob store (claim check) before anything is published."""
-        limit = self._settings.claim_check_bytes
-        if limit == 0 or payload is None:
-            return payload, None
+        if payload is None:
+            return None, None
         data = orjson.dumps(payload)
-        if len(data) <= limit:
+        if b"\\u0000" in data:
+            # PostgreSQL's jsonb cannot hold NUL characters; refuse them for every store alike.
+            raise JobRejectedError("payload strings may not contain NUL (\\u0000)", field="payload")
+        limit = self._settings.claim_check_bytes
+        if limit == 0 or len(data) <= limit:
             return payload, None
         return None, await self._blobs.put(blob_key(job_id), data, "application/json")
 
@@ -283,7 +286,9 @@ class Submitter:
         response = orjson.dumps(job_view(pending.job))
         key = pending.request.idempotency_key
         if key:
-            await self._store.complete_claim(key, response, ttl_s=self._settings.idempotency_ttl)
+            await self._store.complete_claim(
+                key, pending.job.id, response, ttl_s=self._settings.idempotency_ttl
+            )
         if self._settings.submit_events:
             # Off by default: an event per accepted job costs about a third of the ingest
             # rate (bench/http_ingest.py), and watchers start from the stored state anyway.

@@ -74,9 +74,9 @@ class GroupCommitStore:
         """Probe the wrapped store."""
         await self._inner.ping()
 
-    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request finished."""
-        await self._inner.complete_claim(key, response, ttl_s=ttl_s)
+        await self._inner.complete_claim(key, job_id, response, ttl_s=ttl_s)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and release its key."""

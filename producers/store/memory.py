@@ -1,14 +1,27 @@
-"""``InMemoryJobStore``: the ``JobStore`` port in a dict, for fast unit tests."""
+"""``InMemoryJobStore``: the ``JobStore`` port in a dict, for fast unit tests.
+
+The store contract tests (tests/producers/test_store.py) run against it as well as against
+SQLite and PostgreSQL, so it keeps their semantics: UTC timestamps, JSON-only payloads,
+compare-and-set transitions, idempotency leases and replay windows.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
+from producers.errors import StoreError
 from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
+
+_TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
+_JSON = ("payload", "payload_ref", "result")
+_SETTABLE = frozenset(f.name for f in fields(JobRecord)) - {"id", "status"}
 
 
 class InMemoryJobStore:
@@ -17,61 +30,84 @@ class InMemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.keys: dict[str, dict[str, Any]] = {}
+        self.fail_with: Exception | None = None  # set to make every call fail (an outage)
+        self._closed = False
         self._lock = asyncio.Lock()
+
+    def _check(self) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self._closed:
+            raise StoreError("the job store is closed")
 
     async def migrate(self) -> int:
         """Return the schema version (there is nothing to migrate)."""
+        self._check()
         return 1
 
     async def close(self) -> None:
-        """Do nothing: there is nothing to release."""
+        """Refuse further work (closing twice is fine)."""
+        self._closed = True
 
     async def ping(self) -> None:
-        """Return at once: memory is always there."""
+        """Return at once unless the store is set to fail or closed."""
+        self._check()
 
     async def create_job(
         self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
     ) -> Claim:
         """Insert ``job``, first claiming its idempotency key when ``claim`` is given."""
+        self._check()
+        stored = _normalised(job)
         async with self._lock:
             if claim is not None:
-                key, request_hash = claim
-                held = self.keys.get(key)
-                now = time.monotonic()
-                if held is not None and (held["state"] == "done" or held["lease_until"] > now):
-                    if held["hash"] != request_hash:
-                        return Claim(ClaimState.MISMATCH, held["job_id"])
-                    if held["state"] == "done":
-                        return Claim(ClaimState.DONE, held["job_id"], held["response"])
-                    return Claim(ClaimState.IN_FLIGHT, held["job_id"])
-                self.keys[key] = {
-                    "hash": request_hash,
-                    "job_id": job.id,
-                    "state": "pending",
-                    "lease_until": now + lease_s,
-                    "response": None,
-                }
-            self.jobs[job.id] = job
+                held = self._held(claim, job.id, lease_s)
+                if held is not None:
+                    return held
+            self.jobs[job.id] = stored
             return Claim(ClaimState.NEW, job.id)
+
+    def _held(self, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim | None:
+        key, request_hash = claim
+        held = self.keys.get(key)
+        now = time.monotonic()
+        # "until" is the lease's end while pending, the replay window's end once done.
+        if held is not None and held["until"] > now:
+            if held["hash"] != request_hash:
+                return Claim(ClaimState.MISMATCH, held["job_id"])
+            if held["state"] == "done":
+                return Claim(ClaimState.DONE, held["job_id"], held["response"])
+            return Claim(ClaimState.IN_FLIGHT, held["job_id"])
+        self.keys[key] = {
+            "hash": request_hash,
+            "job_id": job_id,
+            "state": "pending",
+            "until": now + lease_s,
+            "response": None,
+        }
+        return None
 
     async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
         """Run ``create_job`` for each item, in order."""
         return [await self.create_job(i.job, claim=i.claim, lease_s=i.lease_s) for i in items]
 
-    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key done and keep ``response`` for replays."""
+    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
+        """Mark the key done (if still pending for ``job_id``) and keep ``response`` for replays."""
+        self._check()
         held = self.keys.get(key)
-        if held is not None:
-            held.update(state="done", response=response)
+        if held is not None and held["job_id"] == job_id and held["state"] == "pending":
+            held.update(state="done", response=response, until=time.monotonic() + ttl_s)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Forget a job that never reached the broker, and free its key."""
+        """Forget a job that never reached the broker, and free its key if it is still its."""
+        self._check()
         self.jobs.pop(job_id, None)
         if key is not None and self.keys.get(key, {}).get("job_id") == job_id:
             del self.keys[key]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job or ``None``."""
+        self._check()
         return self.jobs.get(job_id)
 
     async def list_jobs(
@@ -83,26 +119,50 @@ class InMemoryJobStore:
         cursor: str | None = None,
     ) -> JobPage:
         """Return jobs newest first (ids are time-ordered), filtered and paged by id."""
-        chosen = sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
+        self._check()
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         chosen = [
             j
-            for j in chosen
+            for j in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
             if (status is None or j.status is status)
             and (type is None or j.type == type)
             and (cursor is None or j.id < cursor)
         ]
         page = chosen[:limit]
-        more = len(chosen) > limit
-        return JobPage(page, page[-1].id if more and page else None)
+        return JobPage(page, page[-1].id if len(chosen) > limit and page else None)
 
     async def transition(
-        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
+        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **changes: Any
     ) -> JobRecord | None:
         """Move the job to ``to`` if its status is in ``allowed_from`` (compare-and-set)."""
+        self._check()
+        unknown = set(changes) - _SETTABLE
+        if unknown:
+            raise TypeError(f"cannot set {', '.join(sorted(unknown))} through transition()")
         async with self._lock:
             job = self.jobs.get(job_id)
             if job is None or job.status not in allowed_from:
                 return None
-            updated = replace(job, status=to, **fields)
+            updated = _normalised(replace(job, status=to, **changes))
             self.jobs[job_id] = updated
             return updated
+
+
+def _normalised(job: JobRecord) -> JobRecord:
+    """Return ``job`` as a SQL store would give it back: UTC times, JSON round-tripped."""
+    changes: dict[str, Any] = {}
+    for name in _TIMES:
+        value: datetime | None = getattr(job, name)
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError(f"{name} must be timezone-aware, got {value!r}")
+            changes[name] = value.astimezone(UTC)
+    for name in _JSON:
+        value_json = getattr(job, name)
+        if value_json is not None:
+            try:
+                changes[name] = orjson.loads(orjson.dumps(value_json))
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise StoreError(f"{name} is not JSON: {exc}") from exc
+    return replace(job, **changes)

@@ -125,8 +125,12 @@ class JobStore(Protocol):
         """
         ...
 
-    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request finished and keep ``response`` to replay for ``ttl_s`` seconds."""
+    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
+        """Mark the key's request finished and keep ``response`` to replay for ``ttl_s`` seconds.
+
+        Only while the key is still pending for ``job_id``: a request whose lease ran out and
+        whose key was claimed again must not complete the newer claim with its own answer.
+        """
         ...
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:

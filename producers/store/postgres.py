@@ -73,7 +73,7 @@ WITH purged AS (
         SELECT key FROM idempotency_keys WHERE expires_at <= now() AND key <> $1
         LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
 UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
-WHERE key = $1 AND state = 'pending'
+WHERE key = $1 AND job_id = $4 AND state = 'pending'
 """
 
 
@@ -170,10 +170,10 @@ class PostgresJobStore:
             await conn.executemany(_INSERT, rows)
         return claims
 
-    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
         async with self._use() as conn:
-            await conn.execute(_COMPLETE, key, response, float(ttl_s))
+            await conn.execute(_COMPLETE, key, response, float(ttl_s), job_id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""

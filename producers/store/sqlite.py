@@ -68,7 +68,7 @@ _RECLAIM = (
 )
 _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
-    " WHERE key = ? AND state = 'pending'"
+    " WHERE key = ? AND job_id = ? AND state = 'pending'"
 )
 _PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN"
@@ -152,12 +152,12 @@ class SqliteJobStore:
             await db.executemany(_INSERT, rows)
         return claims
 
-    async def complete_claim(self, key: str, response: bytes, *, ttl_s: float) -> None:
+    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
         now = _now_us()
         # Two autocommit statements: the purge is housekeeping, it need not be atomic with the update.
         async with self._use() as db:
-            await db.execute(_COMPLETE, (response, now + _seconds_us(ttl_s), key))
+            await db.execute(_COMPLETE, (response, now + _seconds_us(ttl_s), key, job_id))
             await db.execute(_PURGE, (now,))
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:

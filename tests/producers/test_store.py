@@ -14,6 +14,7 @@ import pytest
 
 from producers.errors import StoreError, StoreUnavailableError
 from producers.store.factory import open_store
+from producers.store.memory import InMemoryJobStore
 from producers.store.model import Claim, ClaimState, JobRecord, JobStatus, JobStore
 from producers.store.postgres import PostgresJobStore
 from producers.store.sqlite import SqliteJobStore
@@ -62,8 +63,17 @@ class Backend:
             await store.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        # The unit tests' twin answers to the same contract as the real stores.
+        shared = InMemoryJobStore()
+        down = InMemoryJobStore()
+        outage = StoreUnavailableError("the in-memory store is set to fail")
+        outage.__cause__ = ConnectionRefusedError("simulated")
+        down.fail_with = outage
+        yield Backend(lambda: shared, lambda: down)
+        return
     if request.param == "sqlite":
         path = tmp_path / "store" / "jobs.sqlite3"
         # /proc refuses new directories, so the file can never be created.
@@ -259,7 +269,7 @@ async def test_claims_answer_in_flight_done_and_mismatch(store: JobStore) -> Non
     assert await store.get_job(second.id) is None
     other_body = ("key-1", "hash-b")
     assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
-    await store.complete_claim("key-1", b'{"id": "\xff"}', ttl_s=60)
+    await store.complete_claim("key-1", first.id, b'{"id": "\xff"}', ttl_s=60)
     done = Claim(ClaimState.DONE, first.id, b'{"id": "\xff"}')
     assert await store.create_job(second, claim=claim) == done
     assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
@@ -284,9 +294,20 @@ async def test_key_can_be_claimed_again_when_its_lease_expired(store: JobStore) 
 async def test_key_can_be_claimed_again_when_its_replay_window_closed(store: JobStore) -> None:
     first, second = job(), job()
     await store.create_job(first, claim=("key", "h"))
-    await store.complete_claim("key", b"{}", ttl_s=0.05)
+    await store.complete_claim("key", first.id, b"{}", ttl_s=0.05)
     await asyncio.sleep(0.1)  # let the replay window close
     assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+
+
+async def test_a_late_completion_does_not_complete_a_newer_claim(store: JobStore) -> None:
+    first, second = job(), job()
+    await store.create_job(first, claim=("key", "h"), lease_s=0.05)
+    await asyncio.sleep(0.1)  # first's lease runs out; second takes the key over
+    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+    await store.complete_claim("key", first.id, b'{"late": true}', ttl_s=60)
+    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+        ClaimState.IN_FLIGHT, second.id
+    )
 
 
 async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) -> None:
