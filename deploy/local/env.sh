@@ -35,6 +35,25 @@ wait_for() {  # wait_for SECONDS CHECK DESCRIPTION
   done
 }
 
+postgres_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+
+# The tests run every job store test against PostgreSQL too (SQLite needs nothing).
+ensure_postgres() {
+  postgres_up && return 0
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    say "installing postgresql (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+      || die "PostgreSQL is not installed and apt-get could not install it"
+  fi
+  say "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start \
+    || die "pg_ctlcluster could not start PostgreSQL"
+  wait_for 60 postgres_up || die "PostgreSQL did not open port 5432 within 60 s"
+  # Tests connect as postgres over TCP without a password (trust), as on these machines.
+  grep -qs "^host.*all.*all.*127.0.0.1/32.*trust" /etc/postgresql/*/main/pg_hba.conf \
+    || say "note: PostgreSQL on 127.0.0.1 may require a password; set TASKQ_TEST_POSTGRES_URL"
+}
+
 ensure_rabbitmq() {
   if ! amqp_up; then
     command -v rabbitmq-server >/dev/null || {

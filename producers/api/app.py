@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Scope
 
-from producers.api import problems, routes
+from producers.api import openapi, problems, routes
 from producers.api.hub import EventHub
 from producers.api.limits import BodyLimit
 from producers.api.metrics import ApiMetrics, MetricsMiddleware
@@ -67,6 +67,7 @@ def create_app(
         app.state.services = services
     app.state.metrics = metrics
     problems.install(app, retry_after=api.retry_after)
+    openapi.install(app)
     app.add_exception_handler(routes._Unsupported, routes.unsupported_handler)
     app.include_router(routes.router)
     _health_routes(app, metrics)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+from fastapi import FastAPI
 
 from producers.api.app import Services, create_app
 from producers.blobs import InMemoryBlobStore
@@ -23,6 +24,7 @@ class Api:
     store: InMemoryJobStore
     blobs: InMemoryBlobStore
     services: Services
+    services_app: FastAPI
 
 
 def make_api(
@@ -40,7 +42,7 @@ def make_api(
     services = Services(submitter)
     app = create_app(services, api or ApiSettings(max_body_bytes=64 * 1024))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskq.test")
-    return Api(client, publisher, store, blobs, services)
+    return Api(client, publisher, store, blobs, services, app)
 
 
 def now() -> datetime:
