@@ -72,18 +72,34 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> tuple[float, i
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA.format(body=body.decode()))
     done = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     os.unlink(script.name)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout
+    )
     return rate, int(bad.group(1)) if bad else 0, sum(map(int, errors.groups())) if errors else 0
 
 
 def serve(argv: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_ready(ready_url, process)
     return process
 
@@ -121,7 +137,14 @@ async def main() -> None:
         settings = base.with_vhost(vhost)
         try:
             await apply_topology(compile_topology(load_topology()), settings)
-            await run_all(opts, settings, management, vhost, work, opts.postgres.rsplit("/", 1)[0] + f"/{database}")
+            await run_all(
+                opts,
+                settings,
+                management,
+                vhost,
+                work,
+                opts.postgres.rsplit("/", 1)[0] + f"/{database}",
+            )
         finally:
             await management.delete_vhost(vhost)
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -130,35 +153,69 @@ async def main() -> None:
 
 async def run_all(opts, settings, management, vhost, work: Path, pg_dsn: str) -> None:
     amqp = settings.amqp_url.get_secret_value()
-    single = orjson.dumps({"type": "email", "payload": {"to": "user@example.com", "template": "welcome"}})
+    single = orjson.dumps(
+        {"type": "email", "payload": {"to": "user@example.com", "template": "welcome"}}
+    )
     batch = orjson.dumps({"jobs": [orjson.loads(single)] * opts.batch})
     rows: list[tuple[str, float, float, int]] = []
 
     port = free_port()
-    process = serve([sys.executable, str(HERE / "minimal_api.py"), str(port), amqp], {}, f"http://127.0.0.1:{port}/docs")
+    process = serve(
+        [sys.executable, str(HERE / "minimal_api.py"), str(port), amqp],
+        {},
+        f"http://127.0.0.1:{port}/docs",
+    )
     try:
-        rate, bad, errors = wrk(f"http://127.0.0.1:{port}/jobs", single, opts.seconds, opts.connections)
+        rate, bad, errors = wrk(
+            f"http://127.0.0.1:{port}/jobs", single, opts.seconds, opts.connections
+        )
         rows.append(("minimal endpoint", rate, rate, bad + errors))
     finally:
         stop(process)
     await purge(management, vhost)
 
-    for store_name, store_url in (("SQLite", f"sqlite:///{work}/jobs.sqlite3"), ("PostgreSQL", pg_dsn)):
+    for store_name, store_url in (
+        ("SQLite", f"sqlite:///{work}/jobs.sqlite3"),
+        ("PostgreSQL", pg_dsn),
+    ):
         port = free_port()
-        env = {"TASKQ_AMQP_URL": amqp, "TASKQ_PORT": str(port), "TASKQ_STORE_URL": store_url, "TASKQ_BLOB_URL": f"file:{work}/blobs"}
-        process = serve([sys.executable, "-m", "producers.api"], env, f"http://127.0.0.1:{port}/readyz")
+        env = {
+            "TASKQ_AMQP_URL": amqp,
+            "TASKQ_PORT": str(port),
+            "TASKQ_STORE_URL": store_url,
+            "TASKQ_BLOB_URL": f"file:{work}/blobs",
+        }
+        process = serve(
+            [sys.executable, "-m", "producers.api"], env, f"http://127.0.0.1:{port}/readyz"
+        )
         try:
-            rate, bad, errors = wrk(f"http://127.0.0.1:{port}/jobs", single, opts.seconds, opts.connections)
+            rate, bad, errors = wrk(
+                f"http://127.0.0.1:{port}/jobs", single, opts.seconds, opts.connections
+            )
             rows.append((f"taskq POST /jobs ({store_name})", rate, rate, bad + errors))
             await purge(management, vhost)
-            rate, bad, errors = wrk(f"http://127.0.0.1:{port}/jobs/batch", batch, opts.seconds, max(opts.connections // 4, 2))
-            rows.append((f"taskq POST /jobs/batch x{opts.batch} ({store_name})", rate, rate * opts.batch, bad + errors))
+            rate, bad, errors = wrk(
+                f"http://127.0.0.1:{port}/jobs/batch",
+                batch,
+                opts.seconds,
+                max(opts.connections // 4, 2),
+            )
+            rows.append(
+                (
+                    f"taskq POST /jobs/batch x{opts.batch} ({store_name})",
+                    rate,
+                    rate * opts.batch,
+                    bad + errors,
+                )
+            )
         finally:
             stop(process)
         await purge(management, vhost)
 
     baseline = rows[0][2]
-    print(f"wrk {opts.seconds}s, {opts.connections} connections (batch runs: {max(opts.connections // 4, 2)}), one uvicorn worker each")
+    print(
+        f"wrk {opts.seconds}s, {opts.connections} connections (batch runs: {max(opts.connections // 4, 2)}), one uvicorn worker each"
+    )
     print(f"{'server':42} {'req/s':>9} {'jobs/s':>9} {'vs minimal':>11} {'errors':>7}")
     for name, rate, jobs, errors in rows:
         print(f"{name:42} {rate:9.0f} {jobs:9.0f} {jobs / baseline:11.2f} {errors:7d}")

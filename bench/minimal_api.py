@@ -44,9 +44,13 @@ def build(amqp_url: str) -> FastAPI:
     async def submit(job: Job) -> Response:
         job_id = str(uuid.uuid4())
         body = orjson.dumps({"id": job_id, "type": job.type, "payload": job.payload})
-        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=job_id)
+        message = aio_pika.Message(
+            body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=job_id
+        )
         await state["exchange"].publish(message, job.type, mandatory=True)
-        return Response(orjson.dumps({"id": job_id}), status_code=202, media_type="application/json")
+        return Response(
+            orjson.dumps({"id": job_id}), status_code=202, media_type="application/json"
+        )
 
     return app
 

@@ -67,6 +67,9 @@ class _Core:
         )
         return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
+    async def cancel(self, job_id: str) -> JobView:
+        return job_view(await self.submitter.cancel(job_id))
+
     async def close(self) -> None:
         try:
             await self.publisher.close()
@@ -225,6 +228,15 @@ class AsyncClient:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
         return await self._core.list_jobs(status, type, limit, cursor)
 
+    async def cancel(self, job_id: str) -> JobView:
+        """Cancel a job that has not started.
+
+        Raises:
+            JobNotFoundError: no job has this id.
+            JobStateError: the job already started or finished.
+        """
+        return await self._core.cancel(job_id)
+
 
 class SyncClient:
     """Submits jobs from synchronous code, blocking until the broker confirmed each one.
@@ -330,6 +342,15 @@ class SyncClient:
     ) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
         return self._run(self._core.list_jobs(status, type, limit, cursor))
+
+    def cancel(self, job_id: str) -> JobView:
+        """Cancel a job that has not started.
+
+        Raises:
+            JobNotFoundError: no job has this id.
+            JobStateError: the job already started or finished.
+        """
+        return self._run(self._core.cancel(job_id))
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` to completion on the private loop, one call at a time."""

@@ -19,6 +19,7 @@ for command in (
     jobs_commands.status,
     jobs_commands.watch,
     jobs_commands.jobs,
+    jobs_commands.cancel,
     jobs_commands.queues,
 ):
     app.command()(command)

@@ -130,6 +130,17 @@ def jobs(
         out.print(f"more: --cursor {page['next_cursor']}", highlight=False)
 
 
+def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Cancel a job that has not started (a worker that receives it acks it unrun)."""
+
+    async def go() -> dict[str, Any]:
+        async with await AsyncClient.connect() as client:
+            return await client.cancel(job_id)
+
+    job = run(go())
+    _emit(job, as_json, _job_table([job]))
+
+
 def queues(as_json: JsonFlag = False) -> None:
     """Show each group's work queues: ready, unacked, consumers and rates (management API)."""
     topology = topology_or_exit(None)
