@@ -6,8 +6,8 @@ import socket
 import threading
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
+import boto3
+from botocore.config import Config
 
 # moto accepts any credentials; they are set on every client so the environment never counts.
 ACCESS_KEY = "test"

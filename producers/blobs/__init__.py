@@ -1,0 +1,20 @@
+"""Claim-check blob stores: large payloads go here, messages carry a ``PayloadRef`` to them.
+
+Every store checks on ``get`` that the bytes match the reference's size and sha256, so a
+payload altered or swapped behind the store's back raises ``BlobIntegrityError``.
+"""
+
+from producers.blobs.base import BlobStore, blob_key
+from producers.blobs.factory import open_blob_store
+from producers.blobs.local import LocalDirBlobStore
+from producers.blobs.memory import InMemoryBlobStore
+from producers.blobs.s3 import S3BlobStore
+
+__all__ = [
+    "BlobStore",
+    "InMemoryBlobStore",
+    "LocalDirBlobStore",
+    "S3BlobStore",
+    "blob_key",
+    "open_blob_store",
+]

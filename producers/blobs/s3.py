@@ -1,0 +1,165 @@
+"""``S3BlobStore``: blobs as objects in an S3 bucket (AWS or any S3-compatible server)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+from collections.abc import Callable
+from typing import Any, Final, ParamSpec, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from producers.blobs.base import _KEY, _check_key, _check_size, _make_ref, _verify
+from producers.errors import BlobStoreError, BlobUnavailableError
+from topology.envelope import PayloadRef
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+# Per attempt; with two attempts a dead endpoint fails in seconds, not minutes.
+_CONNECT_TIMEOUT_S: Final = 5.0
+_READ_TIMEOUT_S: Final = 30.0
+# asyncio.to_thread runs up to min(32, cpus + 4) calls at once; a smaller pool would
+# open and drop connections under load instead of reusing them.
+_POOL_SIZE: Final = 32
+_UNREACHABLE = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+_THROTTLED = frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"})
+
+
+class S3BlobStore:
+    """Keeps blobs as objects in one S3 bucket (AWS or any S3-compatible server)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "taskq/",
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        client: Any = None,
+    ) -> None:
+        """Build the S3 client once (boto3 clients are thread-safe), or use ``client``.
+
+        Raises:
+            ValueError: when ``bucket`` or ``prefix`` is not a valid S3 name.
+        """
+        if not _BUCKET.fullmatch(bucket):
+            raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
+        if prefix and not (prefix.endswith("/") and _KEY.fullmatch(prefix[:-1])):
+            raise ValueError(
+                f"S3 prefix {prefix!r} must be empty or plain path segments ending in /"
+            )
+        self.bucket = bucket
+        self.prefix = prefix
+        self._where = endpoint_url or f"AWS S3 ({region})"
+        self._owns_client = client is None
+        self._client = client or _s3_client(endpoint_url, region, access_key, secret_key)
+
+    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
+        """Upload ``data`` with its sha256 so S3 itself rejects a corrupted upload."""
+        name = self.prefix + _check_key(key)
+        return await self._call(self._uri(name), self._put, name, data, content_type)
+
+    async def get(self, ref: PayloadRef) -> bytes:
+        """Return the verified bytes of the object ``ref`` points to (see ``BlobStore.get``)."""
+        return await self._call(ref.uri, self._get, self._key_of(ref.uri), ref)
+
+    async def delete(self, ref: PayloadRef) -> None:
+        """Delete the object ``ref`` points to; S3 treats a missing one as deleted."""
+        name = self._key_of(ref.uri)
+        await self._call(ref.uri, self._client.delete_object, Bucket=self.bucket, Key=name)
+
+    async def ping(self) -> None:
+        """Check the bucket exists and the credentials may use it."""
+        await self._call(self._uri(self.prefix), self._client.head_bucket, Bucket=self.bucket)
+
+    async def close(self) -> None:
+        """Close the client's connections, unless the client was handed in by the caller."""
+        if self._owns_client:
+            self._client.close()
+
+    def _uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{name}"
+
+    def _key_of(self, uri: str) -> str:
+        home = self._uri(self.prefix)
+        if not uri.startswith(home):
+            raise BlobStoreError(f"{uri} is not under {home}; refusing it")
+        return self.prefix + _check_key(uri[len(home) :])
+
+    def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
+        ref = _make_ref(self._uri(name), data, content_type)
+        self._client.put_object(
+            Bucket=self.bucket,
+            Key=name,
+            Body=data,
+            ContentType=content_type,
+            # The algorithm header makes S3 keep the checksum with the object, not only check it.
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=base64.b64encode(bytes.fromhex(ref.sha256)).decode("ascii"),
+        )
+        return ref
+
+    def _get(self, name: str, ref: PayloadRef) -> bytes:
+        response = self._client.get_object(Bucket=self.bucket, Key=name)
+        with contextlib.closing(response["Body"]) as body:
+            # Check the size first so a swapped-in huge object is never read into memory.
+            _check_size(ref, int(response["ContentLength"]))
+            data: bytes = body.read()
+        return _verify(ref, data)
+
+    async def _call(
+        self, uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        # The one seam where botocore errors become ours.
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ClientError as exc:
+            raise self._client_error(exc, uri) from exc
+        except _UNREACHABLE as exc:
+            raise BlobUnavailableError(f"S3 at {self._where} is unreachable: {exc}") from exc
+        except BotoCoreError as exc:
+            raise BlobStoreError(f"S3 request for {uri} failed: {exc}") from exc
+
+    def _client_error(self, exc: Any, uri: str) -> BlobStoreError:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if status >= 500 or status == 429 or code in _THROTTLED:
+            return BlobUnavailableError(f"S3 at {self._where} answered {code} ({status}) for {uri}")
+        if code == "NoSuchBucket" or (status == 404 and exc.operation_name == "HeadBucket"):
+            return BlobStoreError(f"S3 bucket {self.bucket!r} does not exist at {self._where}")
+        if code in ("NoSuchKey", "404"):
+            return BlobStoreError(f"no blob at {uri}")
+        return BlobStoreError(f"S3 refused {exc.operation_name} on {uri}: {code} ({status})")
+
+
+def _s3_client(
+    endpoint_url: str | None, region: str, access_key: str | None, secret_key: str | None
+) -> Any:
+    # A session of our own: boto3.client() would share the module-global default session.
+    session = boto3.session.Session(
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
+    )
+    config = Config(
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        read_timeout=_READ_TIMEOUT_S,
+        retries={"max_attempts": 2, "mode": "standard"},
+        max_pool_connections=_POOL_SIZE,
+        # S3-compatible servers (moto, SeaweedFS, rclone) want bucket names in the path.
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
