@@ -182,12 +182,22 @@ def _random80() -> int:
     return int.from_bytes(chunk)
 
 
+_last_counter = 0
+
+
 def new_job_id() -> str:
-    """Return a UUIDv7 string (RFC 9562): unique, and sortable by creation time."""
+    """Return a UUIDv7 string (RFC 9562): unique, and in creation order within this process.
+
+    Ids made in the same millisecond stay ordered: the 48-bit time and 74 random bits form
+    one counter that only grows (RFC 9562 section 6.2), so "newest first" by id is exact.
+    """
+    global _last_counter
     ms = time.time_ns() // 1_000_000
-    rand = _random80()
-    value = (ms & (2**48 - 1)) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    counter = (ms & (2**48 - 1)) << 74 | (_random80() >> 6)
+    if counter <= _last_counter:
+        counter = _last_counter + 1
+    _last_counter = counter
+    ms, rand = counter >> 74, counter & (2**74 - 1)
+    value = ms << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0x2 << 62 | (rand & (2**62 - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -14,7 +14,6 @@ from starlette.types import Scope
 
 from producers.api import openapi, problems, routes
 from producers.api.hub import EventHub
-from producers.api.limits import BodyLimit
 from producers.api.metrics import ApiMetrics, MetricsMiddleware
 from producers.api.schemas import Problem
 from producers.settings import ApiSettings
@@ -76,8 +75,7 @@ def create_app(
         batch = scope.get("path", "").endswith("/batch")
         return api.max_batch_body_bytes if batch else api.max_body_bytes
 
-    app.add_middleware(BodyLimit, limit=limit)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, limit=limit)
     return app
 
 

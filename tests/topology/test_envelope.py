@@ -128,9 +128,11 @@ def test_amqp_properties_carry_identity_priority_and_our_attempt_header():
 
 
 def test_job_ids_are_uuid7_and_sort_by_creation_time():
-    ids = [new_job_id() for _ in range(50)]
+    ids = [new_job_id() for _ in range(5000)]  # many share a millisecond
     assert all(uuid.UUID(i).version == 7 for i in ids)
-    assert len(set(ids)) == 50
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert sorted(ids) == ids
+    assert len(set(ids)) == 5000
     first = new_job_id()
     time.sleep(0.002)
     later = new_job_id()
