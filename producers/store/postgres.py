@@ -18,6 +18,7 @@ import orjson
 from asyncpg import exceptions as pg
 
 from producers.errors import StoreError, StoreUnavailableError
+from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending
 from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
 from topology.spec import Priority
@@ -203,18 +204,11 @@ class PostgresJobStore:
         Raises:
             ValueError: ``limit`` is below 1.
         """
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        # Only the filters given reach the SQL, so every variant is a plain index range scan.
-        conditions = [("status = ", status), ("type = ", type), ("id < ", cursor)]
-        chosen = [(sql, value) for sql, value in conditions if value is not None]
-        tests = [f"{sql}${i}" for i, (sql, _) in enumerate(chosen, start=1)]
-        params = [str(value) for _, value in chosen]  # str() turns a JobStatus into its value
-        where = f" WHERE {' AND '.join(tests)}" if tests else ""
-        sql = f"{_SELECT}{where} ORDER BY id DESC LIMIT ${len(params) + 1}"
+        query = ListingQuery.build(
+            status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda n: f"${n}"
+        )
         async with self._use() as conn:
-            # One row more than the page tells whether another page follows.
-            rows = await conn.fetch(sql, *params, limit + 1)
+            rows = await conn.fetch(f"{_SELECT}{query.where}", *query.params)
             jobs = [_record(row) for row in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
 

@@ -23,6 +23,7 @@ import aiosqlite
 import orjson
 
 from producers.errors import StoreError, StoreUnavailableError
+from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending, sqlite_statements
 from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
 from topology.spec import Priority
@@ -188,16 +189,11 @@ class SqliteJobStore:
         Raises:
             ValueError: ``limit`` is below 1.
         """
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        conditions = [("status = ?", status), ("type = ?", type), ("id < ?", cursor)]
-        chosen = [(sql, value) for sql, value in conditions if value is not None]
-        where = f" WHERE {' AND '.join(sql for sql, _ in chosen)}" if chosen else ""
-        params = [str(value) for _, value in chosen]  # str() turns a JobStatus into its value
+        query = ListingQuery.build(
+            status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda _: "?"
+        )
         async with self._use() as db:
-            sql = f"{_SELECT}{where} ORDER BY id DESC LIMIT ?"
-            # One row more than the page tells whether another page follows.
-            rows = list(await db.execute_fetchall(sql, (*params, limit + 1)))
+            rows = list(await db.execute_fetchall(f"{_SELECT}{query.where}", query.params))
             jobs = [_record(row) for row in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
 
