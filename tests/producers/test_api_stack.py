@@ -226,3 +226,48 @@ async def test_503_with_retry_after_while_the_broker_is_stopped(applied, tmp_pat
         again = await client.post("/jobs", json={"type": "email"}, headers={"Idempotency-Key": "k"})
         assert again.status_code == 202
         assert "idempotent-replayed" not in again.headers
+
+
+async def test_every_status_code_on_the_real_stack(stack: Stack):
+    client = stack.client
+    created = await client.post(
+        "/jobs", json={"type": "email", "delay": 60}, headers={"Idempotency-Key": "s-1"}
+    )
+    assert created.status_code == 202
+    job = created.json()
+    replay = await client.post(
+        "/jobs", json={"type": "email", "delay": 60}, headers={"Idempotency-Key": "s-1"}
+    )
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (202, "true")
+    assert replay.json()["id"] == job["id"]
+    statuses = {
+        "mismatch": await client.post(
+            "/jobs", json={"type": "email"}, headers={"Idempotency-Key": "s-1"}
+        ),
+        "unknown type": await client.post("/jobs", json={"type": "sms"}),
+        "priority": await client.post("/jobs", json={"type": "email", "priority": 9}),
+        "content type": await client.post(
+            "/jobs", content=b"{}", headers={"Content-Type": "text/plain"}
+        ),
+        "too large": await client.post(
+            "/jobs",
+            content=b"[" + b" " * (2 * 1024 * 1024) + b"]",
+            headers={"Content-Type": "application/json"},
+        ),
+        "not found": await client.get("/jobs/nope"),
+        "bad filter": await client.get("/jobs", params={"status": "finished"}),
+    }
+    assert {name: r.status_code for name, r in statuses.items()} == {
+        "mismatch": 422,
+        "unknown type": 422,
+        "priority": 422,
+        "content type": 415,
+        "too large": 413,
+        "not found": 404,
+        "bad filter": 422,
+    }
+    assert (await client.delete(f"/jobs/{job['id']}")).status_code == 200
+    assert (await client.delete(f"/jobs/{job['id']}")).status_code == 409
+    batch = await client.post("/jobs/batch", json={"jobs": [{"type": "email"}, {"type": "sms"}]})
+    assert batch.status_code == 207
+    assert [r["status"] for r in batch.json()["results"]] == [202, 422]
