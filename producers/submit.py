@@ -97,7 +97,7 @@ class Submitter:
         self._blobs = blobs
         self._settings = settings or SubmitSettings()
         self._clock = clock
-        self._routable: dict[str, bool] = {}
+        self._groups: dict[str, str | None] = {}
 
     @property
     def store(self) -> JobStore:
@@ -236,13 +236,18 @@ class Submitter:
         )
         return _Pending(request, job, envelope, route)
 
+    def group_of(self, job_type: str) -> str | None:
+        """Return the name of the group that takes ``job_type``, or ``None``."""
+        if job_type in self._groups:
+            return self._groups[job_type]
+        group = self.topology.group_for(job_type)
+        name = None if group is None else group.name
+        if len(self._groups) < 10_000:  # bounded: clients choose the types they send
+            self._groups[job_type] = name
+        return name
+
     def _check_type(self, job_type: str) -> None:
-        known = self._routable.get(job_type)
-        if known is None:
-            known = self.topology.group_for(job_type) is not None
-            if len(self._routable) < 10_000:  # bounded: clients choose the types they send
-                self._routable[job_type] = known
-        if not known:
+        if self.group_of(job_type) is None:
             accepted = ", ".join(self.topology.job_patterns())
             raise UnknownJobTypeError(
                 f"unknown job type {job_type!r}; accepted types and patterns: {accepted}",

@@ -147,7 +147,13 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
             field="Idempotency-Key",
         )
     service: Submitter = request.app.state.services.submitter
-    return _accepted(await service.submit(_to_request(body, key)))
+    done = await service.submit(_to_request(body, key))
+    if not done.replayed:
+        # Labels come from the topology (group) and a closed set (priority), never from input.
+        request.app.state.metrics.submitted.labels(
+            service.group_of(body.type), body.priority.value
+        ).inc()
+    return _accepted(done)
 
 
 @router.post(
@@ -157,13 +163,15 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     responses=ERRORS,
     summary="Submit several jobs with pipelined confirms; per-job results",
 )
-async def submit_batch(body: BatchSubmission, service: Service) -> JSONResponse:
+async def submit_batch(body: BatchSubmission, service: Service, request: Request) -> JSONResponse:
     """Publish every job, awaiting the confirms together; report each job's outcome in order."""
     requests = [_to_request(job, None) for job in body.jobs]
     outcomes = await service.submit_many(requests)
     results: list[dict[str, Any]] = []
-    for outcome in outcomes:
+    submitted = request.app.state.metrics.submitted
+    for job, outcome in zip(body.jobs, outcomes, strict=True):
         if isinstance(outcome, Submitted):
+            submitted.labels(service.group_of(job.type), job.priority.value).inc()
             results.append({"status": 202, "job": orjson.loads(outcome.response)})
         else:
             item = error_item(outcome)

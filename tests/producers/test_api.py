@@ -387,8 +387,10 @@ async def test_health_readiness_and_metrics(api: Api):
 
     api.services.ready = down
     assert_problem(await api.client.get("/readyz"), 503, "reconnecting")
+    await post(api, {"type": "email.welcome", "priority": "high"})
     metrics = (await api.client.get("/metrics")).text
     assert 'taskq_api_requests_total{method="GET",route="/readyz",status="503"} 1.0' in metrics
+    assert 'taskq_jobs_submitted_total{group="email",priority="high"} 1.0' in metrics
 
 
 async def test_random_job_types_add_no_metric_label_values(api: Api):
