@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -107,8 +106,3 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
     )
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def describe(app: FastAPI) -> dict[str, Any]:
-    """Return the OpenAPI document (for tests and `taskctl`)."""
-    return app.openapi()
