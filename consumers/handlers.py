@@ -1,0 +1,157 @@
+"""The handler SDK: ``@handler("email")`` on a function taking a typed payload and a context.
+
+A handler only returns (success; the value is stored as the job's result) or raises:
+``Retry`` asks for another attempt (optionally after a given delay), ``Permanent`` sends the
+job to the dead-letter queue at once, and any other exception is retried by the group's
+policy. Acks, retries and dead-lettering are decided in one place, the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from loguru import logger as root_logger
+from pydantic import TypeAdapter, ValidationError
+
+from topology import routing
+from topology.errors import ContractError, TaskqError
+
+HandlerFn = Callable[..., Any]
+
+
+class HandlerSignal(TaskqError):
+    """What a handler raises to steer its job; control flow rather than an error (no suffix)."""
+
+
+class Retry(HandlerSignal):
+    """Raised by a handler to ask for another attempt, after ``delay`` seconds if given."""
+
+    def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(reason)
+
+
+class Permanent(HandlerSignal):
+    """Raised by a handler when no further attempt can succeed: the job goes to the DLQ at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a handler knows about the job it runs, besides its payload."""
+
+    job_id: str
+    job_type: str
+    attempt: int
+    max_attempts: int
+    deadline: datetime
+    idempotency_key: str
+    correlation_id: str | None = None
+    logger: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.logger is None:
+            bound = root_logger.bind(
+                job_id=self.job_id, job_type=self.job_type, attempt=self.attempt
+            )
+            object.__setattr__(self, "logger", bound)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """One registered handler: the job types it takes, its function and its payload type."""
+
+    pattern: str
+    fn: HandlerFn
+    payload: TypeAdapter[Any]
+    timeout: float | None = None
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def is_async(self) -> bool:
+        """Return whether the function is a coroutine function (sync ones run in threads)."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    def parse(self, payload: Any) -> Any:
+        """Return the payload as the handler's declared type.
+
+        Raises:
+            ContractError: the payload does not fit the type (no attempt can fix that).
+        """
+        try:
+            return self.payload.validate_python(payload)
+        except ValidationError as exc:
+            raise ContractError(
+                f"payload does not fit the {self.pattern!r} handler: {exc}"
+            ) from exc
+
+    async def call(self, payload: Any, context: JobContext) -> Any:
+        """Run the function with the parsed payload and the context; sync ones in a thread."""
+        if self.is_async:
+            result: Awaitable[Any] = self.fn(payload, context)
+            return await result
+        return await asyncio.to_thread(self.fn, payload, context)
+
+
+class HandlerRegistry:
+    """Maps job types to handlers; exact types win over patterns, patterns in declaration order."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, Handler] = {}
+        self._patterns: list[Handler] = []
+
+    def handler(
+        self, job_type: str, *, timeout: float | None = None, depends_on: Sequence[str] = ()
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        """Register the decorated function for ``job_type`` (an exact type or a topic pattern).
+
+        Raises:
+            ValueError: the type is taken already, or the function's signature is not
+                ``(payload, context)``.
+        """
+
+        def register(fn: HandlerFn) -> HandlerFn:
+            if job_type in self._exact or any(h.pattern == job_type for h in self._patterns):
+                raise ValueError(f"a handler for {job_type!r} is registered already")
+            built = Handler(job_type, fn, _payload_adapter(fn), timeout, tuple(depends_on))
+            if routing.is_pattern(job_type):
+                self._patterns.append(built)
+            else:
+                self._exact[job_type] = built
+            return fn
+
+        return register
+
+    def resolve(self, job_type: str) -> Handler | None:
+        """Return the handler for ``job_type``, or ``None`` when none takes it."""
+        found = self._exact.get(job_type)
+        if found is not None:
+            return found
+        return next((h for h in self._patterns if routing.matches(h.pattern, job_type)), None)
+
+    @property
+    def job_types(self) -> tuple[str, ...]:
+        """Return every registered type and pattern."""
+        return (*self._exact, *(h.pattern for h in self._patterns))
+
+
+def _payload_adapter(fn: HandlerFn) -> TypeAdapter[Any]:
+    """Return a validator for the type of ``fn``'s first parameter (``Any`` when unannotated)."""
+    parameters = list(inspect.signature(fn).parameters.values())
+    if len(parameters) != 2:
+        raise ValueError(
+            f"{fn.__qualname__} must take (payload, context), it takes {len(parameters)} parameters"
+        )
+    hints = typing.get_type_hints(fn)
+    return TypeAdapter(hints.get(parameters[0].name, Any))
+
+
+default_registry = HandlerRegistry()
+"""The registry ``@handler`` fills; workers use it unless given another."""
+
+handler = default_registry.handler
