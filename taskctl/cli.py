@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 
+from consumers.process import run_worker
 from taskctl import jobs_commands, topology_commands, up_command
+from taskctl.context import fail
+from topology.errors import TaskqError
 
 app = typer.Typer(
     name="taskctl",
@@ -23,6 +28,16 @@ for command in (
     jobs_commands.queues,
 ):
     app.command()(command)
+
+
+@app.command()
+def worker(group: str = typer.Argument(..., help="The consumer group to run.")) -> None:
+    """Run one consumer group's worker in the foreground (SIGTERM drains it)."""
+    try:
+        code = asyncio.run(run_worker(group))
+    except TaskqError as exc:
+        fail(exc)
+    raise typer.Exit(code)
 
 
 def main() -> None:

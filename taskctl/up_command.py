@@ -9,19 +9,29 @@ from typing import Annotated
 
 import typer
 
-from taskctl.context import out, run, settings_or_exit, topology_or_exit
+from consumers.process import groups_with_handlers, load_handlers
+from consumers.settings import WorkerSettings
+from taskctl.context import fail, out, run, settings_or_exit, topology_or_exit
 from taskctl.supervisor import ProcessSpec, Supervisor
 from topology.apply import apply_topology
+from topology.errors import TaskqError
 from topology.model import CompiledTopology
 from topology.plan import Action
+from topology.settings import load_settings
 
 
 def pipeline_processes(topology: CompiledTopology) -> list[ProcessSpec]:
     """Return the processes that make up the pipeline for ``topology``.
 
-    The workers (issue 4) and the autoscaler (issue 6) join the HTTP API here as they land.
+    The API, and one worker per group that a registered handler serves (``TASKQ_HANDLERS``,
+    default the shipped examples); the autoscaler (issue 6) joins here when it lands.
     """
-    return [ProcessSpec("api", (sys.executable, "-m", "producers.api"))]
+    registry = load_handlers(load_settings(WorkerSettings).handlers)
+    workers = [
+        ProcessSpec(f"worker:{group}", (sys.executable, "-m", "consumers", group))
+        for group in groups_with_handlers(topology, registry)
+    ]
+    return [ProcessSpec("api", (sys.executable, "-m", "producers.api")), *workers]
 
 
 def up(
@@ -39,8 +49,14 @@ def up(
         f"{len(report.before.of(Action.CREATE))} created, {len(report.after.of(Action.MATCH))} in place",
         highlight=False,
     )
-    processes = pipeline_processes(topology)
+    try:
+        processes = pipeline_processes(topology)
+    except TaskqError as exc:
+        fail(exc)
     if not processes:
         out.print("no pipeline processes exist yet besides the applied topology")
-    supervisor = Supervisor(processes, grace=grace, say=out.print)
+    # Plain text: "[worker:email] started" must not be read as rich markup.
+    supervisor = Supervisor(
+        processes, grace=grace, say=lambda line: out.print(line, markup=False, highlight=False)
+    )
     raise typer.Exit(asyncio.run(supervisor.run()))

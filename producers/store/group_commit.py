@@ -6,7 +6,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from producers.store.model import Claim, JobPage, JobRecord, JobStatus, JobStore, NewJob
+from producers.store.model import (
+    Claim,
+    Execution,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    NewJob,
+)
 
 
 class GroupCommitStore:
@@ -102,3 +110,19 @@ class GroupCommitStore:
     ) -> JobRecord | None:
         """Compare-and-set the job's status."""
         return await self._inner.transition(job_id, to, allowed_from=allowed_from, **fields)
+
+    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
+        """Claim the right to run ``key``'s effects."""
+        return await self._inner.claim_execution(key, job_id, lease_s=lease_s)
+
+    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
+        """Mark ``key``'s effects done."""
+        await self._inner.finish_execution(key, job_id, result, ttl_s=ttl_s)
+
+    async def release_execution(self, key: str, job_id: str) -> None:
+        """Give up ``job_id``'s claim on ``key``."""
+        await self._inner.release_execution(key, job_id)
+
+    async def count_delivery(self, job_id: str) -> int:
+        """Count one more delivery of the job."""
+        return await self._inner.count_delivery(job_id)

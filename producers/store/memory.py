@@ -17,7 +17,16 @@ from typing import Any
 import orjson
 
 from producers.errors import StoreError
-from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
+from producers.store.model import (
+    Claim,
+    ClaimState,
+    Execution,
+    ExecutionState,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    NewJob,
+)
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")
@@ -30,6 +39,8 @@ class InMemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.keys: dict[str, dict[str, Any]] = {}
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.deliveries: dict[str, int] = {}
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
         self._closed = False
         self._lock = asyncio.Lock()
@@ -41,9 +52,9 @@ class InMemoryJobStore:
             raise StoreError("the job store is closed")
 
     async def migrate(self) -> int:
-        """Return the schema version (there is nothing to migrate)."""
+        """Return the schema version the SQL stores reach (there is nothing to migrate)."""
         self._check()
-        return 1
+        return 2
 
     async def close(self) -> None:
         """Refuse further work (closing twice is fine)."""
@@ -132,6 +143,48 @@ class InMemoryJobStore:
         page = chosen[:limit]
         return JobPage(page, page[-1].id if len(chosen) > limit and page else None)
 
+    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
+        """Claim the right to run ``key``'s effects for ``lease_s`` seconds."""
+        self._check()
+        async with self._lock:
+            held = self.executions.get(key)
+            found = None if held is None else _execution(held)
+            if found is not None:
+                return found
+            self.executions[key] = {
+                "job_id": job_id,
+                "state": "pending",
+                "until": time.monotonic() + lease_s,
+                "result": None,
+            }
+            return Execution(ExecutionState.NEW, job_id)
+
+    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
+        """Mark ``key``'s effects done with ``result`` while ``job_id`` holds the claim."""
+        self._check()
+        held = self.executions.get(key)
+        if held is not None and held["job_id"] == job_id and held["state"] == "pending":
+            try:
+                stored = orjson.loads(orjson.dumps(result))
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise StoreError(f"result is not JSON: {exc}") from exc
+            held.update(state="done", result=stored, until=time.monotonic() + ttl_s)
+
+    async def release_execution(self, key: str, job_id: str) -> None:
+        """Drop ``job_id``'s pending claim on ``key``."""
+        self._check()
+        held = self.executions.get(key)
+        if held is not None and held["job_id"] == job_id and held["state"] == "pending":
+            del self.executions[key]
+
+    async def count_delivery(self, job_id: str) -> int:
+        """Add one to the job's delivery count and return it (0 for an unknown job)."""
+        self._check()
+        if job_id not in self.jobs:
+            return 0
+        self.deliveries[job_id] = self.deliveries.get(job_id, 0) + 1
+        return self.deliveries[job_id]
+
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **changes: Any
     ) -> JobRecord | None:
@@ -147,6 +200,16 @@ class InMemoryJobStore:
             updated = _normalised(replace(job, status=to, **changes))
             self.jobs[job_id] = updated
             return updated
+
+
+def _execution(held: dict[str, Any]) -> Execution | None:
+    """Return what a live or finished claim says, or ``None`` when the key is free."""
+    now = time.monotonic()
+    if held["until"] <= now:
+        return None
+    if held["state"] == "done":
+        return Execution(ExecutionState.DONE, held["job_id"], held["result"])
+    return Execution(ExecutionState.HELD, held["job_id"])
 
 
 def _normalised(job: JobRecord) -> JobRecord:

@@ -91,6 +91,23 @@ class JobPage:
     next_cursor: str | None
 
 
+class ExecutionState(StrEnum):
+    """What claiming the right to run a job's effects found."""
+
+    NEW = "new"  # the claim is ours until its lease runs out
+    HELD = "held"  # another worker holds a live claim: leave the job to it
+    DONE = "done"  # the effects happened already: ack without running (result given)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """The outcome of claiming an execution key, with the stored result when it was done."""
+
+    state: ExecutionState
+    job_id: str
+    result: Any = None
+
+
 class JobStore(Protocol):
     """Job records and submission idempotency keys; every method is atomic on its own."""
 
@@ -159,5 +176,33 @@ class JobStore(Protocol):
 
         Returns the updated record, or ``None`` when the job does not exist or was in another
         state (compare-and-set: two racing transitions never both win).
+        """
+        ...
+
+    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
+        """Claim the right to run the effects of idempotency key ``key``, for ``lease_s`` seconds.
+
+        NEW: the claim is ours (also when a previous holder's lease ran out: it crashed);
+        HELD: another worker holds a live claim; DONE: the effects happened, ``result`` holds
+        what the handler returned. Atomic: two racing claimants never both get NEW.
+        """
+        ...
+
+    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
+        """Mark the key's effects done with ``result``, remembered for ``ttl_s`` seconds.
+
+        Only while ``job_id`` holds the claim, so a worker whose lease ran out cannot
+        overwrite the outcome of the one that took over.
+        """
+        ...
+
+    async def release_execution(self, key: str, job_id: str) -> None:
+        """Give up ``job_id``'s claim (the attempt failed), so the next attempt can claim it."""
+        ...
+
+    async def count_delivery(self, job_id: str) -> int:
+        """Add one to the job's delivery count and return it; it survives worker crashes.
+
+        Returns 0 for an unknown job (nothing is recorded).
         """
         ...

@@ -20,7 +20,16 @@ from asyncpg import exceptions as pg
 from producers.errors import StoreError, StoreUnavailableError
 from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending
-from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
+from producers.store.model import (
+    Claim,
+    ClaimState,
+    Execution,
+    ExecutionState,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    NewJob,
+)
 from topology.spec import Priority
 
 if TYPE_CHECKING:
@@ -74,6 +83,27 @@ WITH purged AS (
         SELECT key FROM idempotency_keys WHERE expires_at <= now() AND key <> $1
         LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
 UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
+WHERE key = $1 AND job_id = $4 AND state = 'pending'
+"""
+# Like _CLAIM: takes a free key or one whose lease (or result's ttl) is over; a held key is left
+# alone but locked until commit, so the SELECT that follows sees its holder.
+_CLAIM_EXECUTION = """
+INSERT INTO executions AS e (key, job_id, state, result, lease_until, expires_at)
+VALUES ($1, $2, 'pending', NULL, now() + make_interval(secs => $3), now() + make_interval(secs => $3))
+ON CONFLICT (key) DO UPDATE
+SET job_id = excluded.job_id, state = 'pending', result = NULL,
+    lease_until = excluded.lease_until, expires_at = excluded.expires_at
+WHERE e.expires_at <= now()
+RETURNING e.job_id
+"""
+_HELD_EXECUTION = "SELECT job_id, state, result FROM executions WHERE key = $1"
+# Like _COMPLETE: one statement finishes the claim and purges up to a batch of expired ones.
+_FINISH = f"""
+WITH purged AS (
+    DELETE FROM executions WHERE key IN (
+        SELECT key FROM executions WHERE expires_at <= now() AND key <> $1
+        LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
+UPDATE executions SET state = 'done', result = $2, expires_at = now() + make_interval(secs => $3)
 WHERE key = $1 AND job_id = $4 AND state = 'pending'
 """
 
@@ -238,6 +268,42 @@ class PostgresJobStore:
                 sql, to.value, job_id, [s.value for s in allowed_from], *values
             )
             return None if row is None else _record(row)
+
+    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
+        """Claim the right to run ``key``'s effects for ``lease_s`` seconds (one upsert, then a read)."""
+        async with self._use(transaction=True) as conn:
+            if await conn.fetchval(_CLAIM_EXECUTION, key, job_id, float(lease_s)) is not None:
+                return Execution(ExecutionState.NEW, job_id)
+            held = await conn.fetchrow(_HELD_EXECUTION, key)
+        if held is None:  # cannot happen: the failed upsert locked the row
+            raise StoreError(f"execution key {key!r} vanished while held")
+        if held["state"] == "done":
+            return Execution(ExecutionState.DONE, held["job_id"], held["result"])
+        return Execution(ExecutionState.HELD, held["job_id"])
+
+    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
+        """Mark ``key``'s effects done with ``result`` while ``job_id`` holds the claim; purge expired."""
+        async with self._use() as conn:
+            await conn.execute(_FINISH, key, result, float(ttl_s), job_id)
+
+    async def release_execution(self, key: str, job_id: str) -> None:
+        """Drop ``job_id``'s pending claim on ``key``, so the next attempt can claim it."""
+        async with self._use() as conn:
+            await conn.execute(
+                "DELETE FROM executions WHERE key = $1 AND job_id = $2 AND state = 'pending'",
+                key,
+                job_id,
+            )
+
+    async def count_delivery(self, job_id: str) -> int:
+        """Add one to the job's delivery count and return it (0 for an unknown job)."""
+        # One statement: the row lock serialises concurrent deliveries, so none is lost.
+        async with self._use() as conn:
+            count = await conn.fetchval(
+                "UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1 RETURNING deliveries",
+                job_id,
+            )
+        return 0 if count is None else int(count)
 
     @asynccontextmanager
     async def _use(

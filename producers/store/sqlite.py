@@ -14,8 +14,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,17 @@ import orjson
 from producers.errors import StoreError, StoreUnavailableError
 from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending, sqlite_statements
-from producers.store.model import Claim, ClaimState, JobPage, JobRecord, JobStatus, NewJob
-from topology.spec import Priority
+from producers.store.model import (
+    Claim,
+    ClaimState,
+    Execution,
+    ExecutionState,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    NewJob,
+)
+from producers.store.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
 
 _BUSY_TIMEOUT_S = 5.0  # how long to wait for another process's lock before giving up
 _PRAGMAS = (
@@ -42,15 +49,10 @@ _UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 _FOREIGN = (sqlite3.Error, OSError, orjson.JSONEncodeError, orjson.JSONDecodeError)
 _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 
-_COLUMNS = tuple(JobRecord.__dataclass_fields__)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
-_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})
-_JSON = frozenset({"payload", "payload_ref", "result"})
-_SETTABLE = frozenset(_COLUMNS) - {"id", "status"}
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SETTABLE = frozenset(COLUMNS) - {"id", "status"}
 _SETTABLE_NAMES = ", ".join(sorted(_SETTABLE))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -74,6 +76,24 @@ _COMPLETE = (
 _PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN"
     f" (SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT {_PURGE_BATCH})"
+)
+# Inside BEGIN IMMEDIATE: takes a free key or one whose lease (or result's ttl) is over; a held
+# key returns nothing, and the write lock keeps it as it is for the SELECT that follows.
+_CLAIM_EXECUTION = (
+    "INSERT INTO executions (key, job_id, state, result, lease_until, expires_at)"
+    " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (key) DO UPDATE"
+    " SET job_id = excluded.job_id, state = 'pending', result = NULL,"
+    " lease_until = excluded.lease_until, expires_at = excluded.expires_at"
+    " WHERE executions.expires_at <= ? RETURNING job_id"
+)
+_HELD_EXECUTION = "SELECT job_id, state, result FROM executions WHERE key = ?"
+_FINISH = (
+    "UPDATE executions SET state = 'done', result = ?, expires_at = ?"
+    " WHERE key = ? AND job_id = ? AND state = 'pending'"
+)
+_PURGE_EXECUTIONS = (
+    "DELETE FROM executions WHERE key IN"
+    f" (SELECT key FROM executions WHERE expires_at <= ? LIMIT {_PURGE_BATCH})"
 )
 
 
@@ -105,7 +125,7 @@ class SqliteJobStore:
                         await db.execute(statement)
                     await db.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                        (migration.version, _now_us()),
+                        (migration.version, now_us()),
                     )
                     version = migration.version
         return version
@@ -133,7 +153,7 @@ class SqliteJobStore:
                 outcome = await _claim(db, claim, job.id, lease_s)
                 if outcome.state is not ClaimState.NEW:
                     return outcome
-            await db.execute(_INSERT, _job_values(job))
+            await db.execute(_INSERT, job_values(job))
         return Claim(ClaimState.NEW, job.id)
 
     async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
@@ -146,7 +166,7 @@ class SqliteJobStore:
                 if item.claim is not None:
                     claim = await _claim(db, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
-                    rows.append(_job_values(item.job))
+                    rows.append(job_values(item.job))
                 claims.append(claim)
             # One statement for every insert: the per-call hop to the connection's thread is
             # what a row costs here, far more than SQLite's work for it.
@@ -155,10 +175,10 @@ class SqliteJobStore:
 
     async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
-        now = _now_us()
+        now = now_us()
         # Two autocommit statements: the purge is housekeeping, it need not be atomic with the update.
         async with self._use() as db:
-            await db.execute(_COMPLETE, (response, now + _seconds_us(ttl_s), key, job_id))
+            await db.execute(_COMPLETE, (response, now + seconds_us(ttl_s), key, job_id))
             await db.execute(_PURGE, (now,))
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
@@ -174,7 +194,7 @@ class SqliteJobStore:
         """Return the job, or ``None`` when there is no such job."""
         async with self._use() as db:
             rows = await db.execute_fetchall(f"{_SELECT} WHERE id = ?", (job_id,))
-            return next((_record(row) for row in rows), None)
+            return next((record(row) for row in rows), None)
 
     async def list_jobs(
         self,
@@ -194,7 +214,7 @@ class SqliteJobStore:
         )
         async with self._use() as db:
             rows = list(await db.execute_fetchall(f"{_SELECT}{query.where}", query.params))
-            jobs = [_record(row) for row in rows[:limit]]
+            jobs = [record(row) for row in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
 
     async def transition(
@@ -216,14 +236,55 @@ class SqliteJobStore:
         marks = ", ".join("?" * len(allowed_from))
         sql = (
             f"UPDATE jobs SET status = ?{sets} WHERE id = ? AND status IN ({marks})"
-            f" RETURNING {', '.join(_COLUMNS)}"
+            f" RETURNING {', '.join(COLUMNS)}"
         )
         # One statement is atomic on its own: the status test and the update cannot be split.
         async with self._use() as db:
-            values = [_encode(name, value) for name, value in fields.items()]
+            values = [encode(name, value) for name, value in fields.items()]
             params = (to.value, *values, job_id, *(s.value for s in allowed_from))
             rows = await db.execute_fetchall(sql, params)
-            return next((_record(row) for row in rows), None)
+            return next((record(row) for row in rows), None)
+
+    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
+        """Claim the right to run ``key``'s effects for ``lease_s`` seconds (``BEGIN IMMEDIATE``)."""
+        now = now_us()
+        until = now + seconds_us(lease_s)
+        async with self._use(write=True) as db:
+            taken = await db.execute_fetchall(_CLAIM_EXECUTION, (key, job_id, until, until, now))
+            if taken:
+                return Execution(ExecutionState.NEW, job_id)
+            # The upsert found a live claim, and our write lock keeps it there.
+            ((held_job, state, result),) = await db.execute_fetchall(_HELD_EXECUTION, (key,))
+            if state == "done":
+                return Execution(ExecutionState.DONE, held_job, orjson.loads(result))
+        return Execution(ExecutionState.HELD, held_job)
+
+    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
+        """Mark ``key``'s effects done with ``result`` while ``job_id`` holds the claim; purge expired."""
+        now = now_us()
+        # Two autocommit statements: the purge is housekeeping, it need not be atomic with the update.
+        async with self._use() as db:
+            encoded = orjson.dumps(result).decode()
+            await db.execute(_FINISH, (encoded, now + seconds_us(ttl_s), key, job_id))
+            await db.execute(_PURGE_EXECUTIONS, (now,))
+
+    async def release_execution(self, key: str, job_id: str) -> None:
+        """Drop ``job_id``'s pending claim on ``key``, so the next attempt can claim it."""
+        async with self._use() as db:
+            await db.execute(
+                "DELETE FROM executions WHERE key = ? AND job_id = ? AND state = 'pending'",
+                (key, job_id),
+            )
+
+    async def count_delivery(self, job_id: str) -> int:
+        """Add one to the job's delivery count and return it (0 for an unknown job)."""
+        # One statement is atomic on its own: concurrent deliveries never lose a count.
+        async with self._use() as db:
+            rows = await db.execute_fetchall(
+                "UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ? RETURNING deliveries",
+                (job_id,),
+            )
+            return next((int(row[0]) for row in rows), 0)
 
     @asynccontextmanager
     async def _use(self, *, write: bool = False) -> AsyncIterator[aiosqlite.Connection]:
@@ -307,8 +368,8 @@ async def _claim(
 ) -> Claim:
     """Claim the key inside the caller's ``BEGIN IMMEDIATE`` transaction (so no one races us)."""
     key, request_hash = claim
-    now = _now_us()
-    until = now + _seconds_us(lease_s)
+    now = now_us()
+    until = now + seconds_us(lease_s)
     inserted = await db.execute(_CLAIM, (key, request_hash, job_id, until, until))
     if inserted.rowcount == 1:
         return Claim(ClaimState.NEW, job_id)
@@ -341,45 +402,3 @@ async def _rollback(db: aiosqlite.Connection) -> None:
     # failing ROLLBACK says nothing new: the error that got us here is the one to report.
     with suppress(sqlite3.Error, ValueError):
         await db.execute("ROLLBACK")
-
-
-def _job_values(job: JobRecord) -> tuple[Any, ...]:
-    return tuple(_encode(name, getattr(job, name)) for name in _COLUMNS)
-
-
-def _encode(column: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if column in _TIMES:
-        return _to_us(value)
-    if column in _JSON:
-        return orjson.dumps(value).decode()
-    return value.value if isinstance(value, Enum) else value
-
-
-def _record(row: Sequence[Any]) -> JobRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    for column in _TIMES:
-        if values[column] is not None:
-            values[column] = _EPOCH + values[column] * _MICROSECOND
-    for column in _JSON:
-        if values[column] is not None:
-            values[column] = orjson.loads(values[column])
-    values["status"] = JobStatus(values["status"])
-    values["priority"] = Priority(values["priority"])
-    return JobRecord(**values)
-
-
-def _to_us(when: datetime) -> int:
-    """Return microseconds since the epoch; integer arithmetic keeps the round trip exact."""
-    if when.utcoffset() is None:
-        raise ValueError(f"job store times must be timezone-aware, got naive {when.isoformat()}")
-    return (when - _EPOCH) // _MICROSECOND
-
-
-def _seconds_us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000

@@ -76,6 +76,19 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
         body, code = done.stdout.rsplit("\n", 1)
         assert code == "202", done.stdout
         assert '"status":"queued"' in body
+        # The email worker that `up` started runs the shipped example handler to the end.
+        job_id = httpx.Response(200, content=body).json()["id"]
+        deadline = time.monotonic() + 30
+        job: dict = {}
+        while time.monotonic() < deadline and job.get("status") != "succeeded":  # a child process
+            job = httpx.get(f"{base}/jobs/{job_id}", timeout=5).json()
+            time.sleep(0.2)
+        assert job["status"] == "succeeded", job
+        assert job["result"] == {
+            "to": "user@example.com",
+            "subject": "Welcome",
+            "status": "recorded, not sent",
+        }
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
     finally:
@@ -84,4 +97,5 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
             process.communicate()
     assert process.returncode == 0, rest
     assert "topology applied" in rest
-    assert "stopping 1 processes" in rest
+    assert "stopping 2 processes" in rest
+    assert "[worker:email] started" in rest

@@ -1,0 +1,87 @@
+"""Run one consumer group's worker as a process: connect, consume, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+from collections.abc import Mapping
+
+from loguru import logger
+
+from consumers.handlers import HandlerRegistry, default_registry
+from consumers.settings import WorkerSettings
+from consumers.worker import Deps, Worker
+from producers.backends import open_backends
+from producers.publisher import ConfirmedPublisher
+from topology import routing
+from topology.broker import connect
+from topology.errors import SettingsError
+from topology.model import CompiledTopology
+from topology.settings import load_settings
+
+
+def load_handlers(modules: str, registry: HandlerRegistry = default_registry) -> HandlerRegistry:
+    """Import the comma-separated handler modules (their ``@handler`` calls fill ``registry``).
+
+    Raises:
+        SettingsError: a module cannot be imported; the message names TASKQ_HANDLERS.
+    """
+    for name in (m.strip() for m in modules.split(",") if m.strip()):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise SettingsError(f"TASKQ_HANDLERS: cannot import {name!r}: {exc}") from exc
+    return registry
+
+
+def groups_with_handlers(topology: CompiledTopology, registry: HandlerRegistry) -> list[str]:
+    """Return the groups some registered handler takes job types of."""
+    return [
+        group.name
+        for group in topology.groups
+        if any(
+            routing.overlap(h, p) is not None for h in registry.job_types for p in group.spec.jobs
+        )
+    ]
+
+
+async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) -> int:
+    """Run ``group_name``'s worker until SIGTERM or SIGINT; return 0 after a clean drain."""
+    env = os.environ if environ is None else environ
+    settings = load_settings(WorkerSettings, env)
+    registry = load_handlers(settings.handlers)
+    backends = await open_backends(env)
+    try:
+        group = backends.topology.group(group_name)
+    except KeyError as exc:
+        await backends.close()
+        known = ", ".join(g.name for g in backends.topology.groups)
+        raise SettingsError(f"no group {group_name!r} in the topology; groups: {known}") from exc
+    publisher = await ConfirmedPublisher.connect(
+        backends.broker,
+        backends.topology,
+        backends.publisher,
+        name=f"taskq worker {group_name} (publish)",
+    )
+    connection = await connect(backends.broker, name=f"taskq worker {group_name}")
+    deps = Deps(
+        backends.topology, group, registry, backends.store, backends.blobs, publisher, settings
+    )
+    worker = Worker(deps)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await worker.start(connection)
+        logger.info("worker for group {} consuming {}", group_name, ", ".join(group.queue_names))
+        await stopping.wait()
+        logger.info("worker for group {} draining (grace {}s)", group_name, settings.grace)
+        clean = await worker.stop()
+    finally:
+        await connection.close()
+        await publisher.close()
+        await backends.close()
+    return 0 if clean else 1

@@ -1,0 +1,18 @@
+"""Worker settings read from ``TASKQ_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkerSettings(BaseModel):
+    """How a worker drains, how long it remembers done work, and when a job counts as poison."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grace: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    result_ttl: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    poison_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
+    handlers: str = "consumers.examples"

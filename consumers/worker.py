@@ -1,0 +1,248 @@
+"""The worker: consumes a group's queues and carries out each job's dispatch decision.
+
+Every hop is a confirmed publish followed by the ack of the original (at-least-once, never
+zero); effects are guarded by an execution claim in the job store, so a redelivered job
+whose effects happened is acked without running again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from loguru import logger
+
+from consumers.dispatch import Action, DeadReason, Decision, dead, failed
+from consumers.handlers import Handler, HandlerRegistry, JobContext
+from consumers.retry import attempts_allowed
+from consumers.settings import WorkerSettings
+from producers.blobs import BlobStore
+from producers.events import event_body, event_key
+from producers.publisher import Publisher
+from producers.store.model import ExecutionState, JobRecord, JobStatus, JobStore
+from topology.envelope import Envelope, decode
+from topology.errors import ContractError, TaskqError
+from topology.model import CompiledGroup, CompiledTopology
+from topology.routes import delay_route, next_hop
+
+Clock = Callable[[], datetime]
+STARTABLE = frozenset(
+    {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
+)
+HELD_RETRY_MS = 1000  # another worker holds the job's claim: look again after one tier
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Deps:
+    """What a worker works with, injected so tests can pass twins."""
+
+    topology: CompiledTopology
+    group: CompiledGroup
+    registry: HandlerRegistry
+    store: JobStore
+    blobs: BlobStore
+    publisher: Publisher
+    settings: WorkerSettings
+
+
+class Worker:
+    """Runs one consumer group's jobs: prefetch and concurrency from the topology."""
+
+    def __init__(self, deps: Deps, *, clock: Clock = utc_now) -> None:
+        self._deps = deps
+        self._clock = clock
+        self._slots = asyncio.Semaphore(deps.group.spec.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._queues: list[tuple[AbstractQueue, str]] = []
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        """Start consuming every work queue of the group (most urgent lane first)."""
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
+        for name in self._deps.group.queue_names:
+            queue = await channel.get_queue(name, ensure=False)
+            tag = await queue.consume(self._on_message)
+            self._queues.append((queue, tag))
+
+    async def stop(self, grace: float | None = None) -> bool:
+        """Stop consuming, then wait up to ``grace`` seconds for jobs in flight; True if they all finished."""
+        for queue, tag in self._queues:
+            await queue.cancel(tag)
+        self._queues.clear()
+        if not self._running:
+            return True
+        _, pending = await asyncio.wait(self._running, timeout=grace or self._deps.settings.grace)
+        # Unfinished jobs stay unacked: closing the channel returns them to the queue.
+        return not pending
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            async with self._slots:
+                await self.handle(message)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Dispatch one delivery; infrastructure failures requeue it instead of losing it."""
+        try:
+            await self._dispatch(message)
+        except TaskqError as exc:
+            logger.warning("job message requeued after an infrastructure failure: {}", exc)
+            await asyncio.sleep(0.5)  # do not spin on a store or broker outage
+            await message.nack(requeue=True)
+
+    async def _dispatch(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = decode(message.body)
+        except ContractError as exc:
+            logger.warning("undecodable message dead-lettered: {}", exc)
+            # The work queue dead-letters rejections to the group's DLQ (x-death says why).
+            await message.reject(requeue=False)
+            return
+        deps = self._deps
+        hop = next_hop(deps.topology, envelope, self._clock())
+        if hop is not None:  # a delayed job early at its queue: on through the next tier
+            await deps.publisher.publish(envelope, hop)
+            await message.ack()
+            return
+        handler = deps.registry.resolve(envelope.type)
+        if handler is None:
+            error = f"ContractError: no handler is registered for job type {envelope.type!r}"
+            await self._carry_out(
+                envelope,
+                dead(
+                    envelope,
+                    DeadReason.CONTRACT,
+                    error,
+                    group=deps.group.name,
+                    topology=deps.topology,
+                ),
+                message,
+            )
+            return
+        job = await deps.store.get_job(envelope.id)
+        if job is not None and job.status in (
+            JobStatus.CANCELLED,
+            JobStatus.SUCCEEDED,
+            JobStatus.DEAD,
+        ):
+            await message.ack()  # cancelled before it ran, or already finished: nothing to do
+            return
+        if await self._is_poison(envelope):
+            error = "delivered too often without finishing; it may crash its worker"
+            await self._carry_out(
+                envelope,
+                dead(
+                    envelope,
+                    DeadReason.POISON,
+                    error,
+                    group=deps.group.name,
+                    topology=deps.topology,
+                ),
+                message,
+            )
+            return
+        await self._run(envelope, handler, message)
+
+    async def _is_poison(self, envelope: Envelope) -> bool:
+        deliveries = await self._deps.store.count_delivery(envelope.id)
+        # Every attempt is one delivery; the surplus is redeliveries after a crash or a kill.
+        return deliveries - envelope.attempt >= self._deps.settings.poison_deliveries
+
+    async def _run(
+        self, envelope: Envelope, handler: Handler, message: AbstractIncomingMessage
+    ) -> None:
+        deps = self._deps
+        key = envelope.idempotency_key or envelope.id
+        timeout = handler.timeout or deps.group.spec.timeout / 1000
+        claim = await deps.store.claim_execution(key, envelope.id, lease_s=timeout + 30)
+        if claim.state is ExecutionState.DONE:
+            await self._record(envelope, JobStatus.SUCCEEDED, result=claim.result)
+            await message.ack()
+            return
+        if claim.state is ExecutionState.HELD:
+            await deps.publisher.publish(
+                envelope, delay_route(deps.topology, envelope, HELD_RETRY_MS)
+            )
+            await message.ack()
+            return
+        now = self._clock()
+        await self._record(envelope, JobStatus.RUNNING, started_at=now, attempts=envelope.attempt)
+        try:
+            payload = handler.parse(await self._payload(envelope))
+            context = JobContext(
+                job_id=envelope.id,
+                job_type=envelope.type,
+                attempt=envelope.attempt,
+                max_attempts=attempts_allowed(deps.group.spec.retry, envelope.max_attempts),
+                deadline=now + timedelta(seconds=timeout),
+                idempotency_key=key,
+                correlation_id=envelope.correlation_id,
+            )
+            result = await asyncio.wait_for(handler.call(payload, context), timeout)
+        except Exception as exc:  # the handler's failure: the dispatcher decides what follows
+            await deps.store.release_execution(key, envelope.id)
+            decision = failed(
+                envelope,
+                exc,
+                group=deps.group.name,
+                policy=deps.group.spec.retry,
+                topology=deps.topology,
+                now=self._clock(),
+            )
+            await self._carry_out(envelope, decision, message)
+            return
+        result = orjson.loads(orjson.dumps(result, default=str))
+        await deps.store.finish_execution(key, envelope.id, result, ttl_s=deps.settings.result_ttl)
+        await self._record(envelope, JobStatus.SUCCEEDED, result=result, finished_at=self._clock())
+        await message.ack()
+
+    async def _payload(self, envelope: Envelope) -> Any:
+        if envelope.payload_ref is None:
+            return envelope.payload
+        return orjson.loads(await self._deps.blobs.get(envelope.payload_ref))
+
+    async def _carry_out(
+        self, envelope: Envelope, decision: Decision, message: AbstractIncomingMessage
+    ) -> None:
+        """Publish what the decision says (with confirms), record it, then ack the original."""
+        if decision.envelope is None or decision.route is None:
+            raise ValueError(f"a {decision.action} decision carries what to publish")
+        await self._deps.publisher.publish(decision.envelope, decision.route)
+        if decision.action is Action.RETRY:
+            await self._record(
+                envelope, JobStatus.RETRYING, last_error=decision.error, attempts=envelope.attempt
+            )
+        else:
+            await self._record(
+                envelope, JobStatus.DEAD, last_error=decision.error, finished_at=self._clock()
+            )
+        await message.ack()
+
+    async def _record(self, envelope: Envelope, status: JobStatus, **fields: Any) -> None:
+        """Record the job's new status in the store and announce it (events are advisory)."""
+        job = await self._deps.store.transition(
+            envelope.id, status, allowed_from=STARTABLE, updated_at=self._clock(), **fields
+        )
+        if job is not None:
+            await self._announce(job)
+
+    async def _announce(self, job: JobRecord) -> None:
+        try:
+            await self._deps.publisher.publish_event(event_key(job), event_body(job))
+        except TaskqError as exc:
+            logger.warning("status event for job {} not published: {}", job.id, exc)

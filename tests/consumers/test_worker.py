@@ -1,0 +1,221 @@
+"""The worker on the real broker: success, retries, dead letters, poison, cancel, delays, dedup."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
+from consumers.handlers import HandlerRegistry, JobContext, Permanent
+from consumers.settings import WorkerSettings
+from consumers.worker import Deps, Worker
+from producers.blobs import InMemoryBlobStore
+from producers.publisher import ConfirmedPublisher
+from producers.store.memory import InMemoryJobStore
+from producers.store.model import JobStatus
+from producers.submit import JobRequest, Submitter
+from tests.broker import channel, next_message
+from tests.helpers import eventually
+from topology.apply import apply_topology
+from topology.broker import connect
+from topology.compiler import compile_topology
+from topology.envelope import Envelope, decode
+from topology.loader import parse_topology
+
+pytestmark = pytest.mark.rabbitmq
+
+TOPOLOGY = compile_topology(
+    parse_topology(
+        textwrap.dedent(
+            """
+            delays: {resolution: 250ms, longest: 1m}
+            groups:
+              mail:
+                jobs: ["mail.#"]
+                timeout: 2s
+                retry: {max_attempts: 3, base: 250ms, factor: 2, max: 1s, jitter: none}
+            """
+        )
+    )
+)
+
+
+@dataclass
+class Rig:
+    submitter: Submitter
+    store: InMemoryJobStore
+    registry: HandlerRegistry
+    publisher: ConfirmedPublisher
+    worker: Worker
+    settings: object
+    runs: list[str]
+
+    async def submit(self, job_type: str, payload: object = None, **fields) -> str:
+        done = await self.submitter.submit(JobRequest(type=job_type, payload=payload, **fields))
+        return done.job_id
+
+    async def status(self, job_id: str) -> JobStatus:
+        job = await self.store.get_job(job_id)
+        assert job is not None
+        return job.status
+
+    async def until(self, job_id: str, status: JobStatus, within: float = 15) -> None:
+        async def reached() -> bool:
+            return await self.status(job_id) is status
+
+        await eventually(reached, within=within, every=0.05)
+
+
+@pytest.fixture
+async def rig(vhost) -> AsyncIterator[Rig]:
+    await apply_topology(TOPOLOGY, vhost)
+    store = InMemoryJobStore()
+    blobs = InMemoryBlobStore()
+    registry = HandlerRegistry()
+    runs: list[str] = []
+    publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
+    connection = await connect(vhost, name="test worker")
+    deps = Deps(
+        TOPOLOGY,
+        TOPOLOGY.group("mail"),
+        registry,
+        store,
+        blobs,
+        publisher,
+        WorkerSettings(grace=5, poison_deliveries=3),
+    )
+    worker = Worker(deps)
+    await worker.start(connection)
+    try:
+        yield Rig(
+            Submitter(TOPOLOGY, publisher, store, blobs),
+            store,
+            registry,
+            publisher,
+            worker,
+            vhost,
+            runs,
+        )
+    finally:
+        await worker.stop(grace=2)
+        await connection.close()
+        await publisher.close()
+
+
+async def test_a_job_runs_once_and_its_result_is_recorded(rig: Rig):
+    @rig.registry.handler("mail.send")
+    async def send(payload: dict, ctx: JobContext) -> dict:
+        rig.runs.append(ctx.job_id)
+        return {"sent": payload["to"]}
+
+    job_id = await rig.submit("mail.send", {"to": "a@example.com"})
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+    job = await rig.store.get_job(job_id)
+    assert job.result == {"sent": "a@example.com"}
+    assert job.attempts == 1
+    assert rig.runs == [job_id]
+
+
+async def test_a_handler_failing_twice_runs_exactly_three_times(rig: Rig):
+    @rig.registry.handler("mail.flaky")
+    async def flaky(payload, ctx: JobContext) -> str:
+        rig.runs.append(f"attempt {ctx.attempt}")
+        if ctx.attempt < 3:
+            raise RuntimeError(f"transient {ctx.attempt}")
+        return "finally"
+
+    job_id = await rig.submit("mail.flaky")
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+    assert rig.runs == ["attempt 1", "attempt 2", "attempt 3"]
+    assert (await rig.store.get_job(job_id)).attempts == 3
+
+
+async def test_an_always_failing_job_is_dead_lettered_after_max_attempts(rig: Rig):
+    @rig.registry.handler("mail.broken")
+    async def broken(payload, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+        raise ValueError("template missing")
+
+    job_id = await rig.submit("mail.broken")
+    await rig.until(job_id, JobStatus.DEAD)
+    assert len(rig.runs) == 3
+    async with channel(rig.settings) as ch:
+        dead = await next_message(ch, "taskq.mail.dlq")
+    assert decode(dead.body).id == job_id
+    assert dead.headers[REASON_HEADER] == "exhausted"
+    assert dead.headers[ERROR_HEADER] == "ValueError: template missing"
+    assert dead.headers[ATTEMPTS_HEADER] == 3
+
+
+async def test_permanent_goes_to_the_dlq_at_once(rig: Rig):
+    @rig.registry.handler("mail.bounce")
+    async def bounce(payload, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+        raise Permanent("no such mailbox")
+
+    job_id = await rig.submit("mail.bounce")
+    await rig.until(job_id, JobStatus.DEAD)
+    assert len(rig.runs) == 1
+    assert (await rig.store.get_job(job_id)).last_error == "Permanent: no such mailbox"
+
+
+async def test_poison_bytes_and_unhandled_types_are_dead_lettered_at_once(rig: Rig):
+    job_id = await rig.submit("mail.nobody")  # routed to the group, but no handler takes it
+    await rig.until(job_id, JobStatus.DEAD)
+    async with channel(rig.settings) as ch:
+        exchange = await ch.get_exchange("taskq.jobs", ensure=False)
+        import aio_pika
+
+        await exchange.publish(aio_pika.Message(b"\xff not an envelope"), "mail.garbage")
+        first = await next_message(ch, "taskq.mail.dlq")
+        second = await next_message(ch, "taskq.mail.dlq")
+    reasons = {
+        m.headers.get(REASON_HEADER) or m.headers["x-death"][0]["reason"] for m in (first, second)
+    }
+    assert reasons == {"contract", "rejected"}
+
+
+async def test_a_cancelled_job_is_acked_without_running(rig: Rig):
+    @rig.registry.handler("mail.later")
+    async def later(payload, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+
+    job_id = await rig.submit("mail.later", delay=1)
+    await rig.submitter.cancel(job_id)
+    await asyncio.sleep(2)  # the tier returns it to the queue after 1 s; nothing may run it
+    assert rig.runs == []
+    assert await rig.status(job_id) is JobStatus.CANCELLED
+
+
+async def test_a_delayed_job_never_runs_early(rig: Rig):
+    started: dict[str, datetime] = {}
+
+    @rig.registry.handler("mail.scheduled")
+    async def scheduled(payload, ctx: JobContext) -> None:
+        started[ctx.job_id] = datetime.now(UTC)
+
+    job_id = await rig.submit("mail.scheduled", delay=1.6)
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+    job = await rig.store.get_job(job_id)
+    assert started[job_id] >= job.not_before
+    assert (started[job_id] - job.not_before).total_seconds() < 1.0
+
+
+async def test_a_redelivered_done_job_is_acked_without_running_again(rig: Rig):
+    @rig.registry.handler("mail.once")
+    async def once(payload, ctx: JobContext) -> str:
+        rig.runs.append(ctx.job_id)
+        return "done"
+
+    job_id = await rig.submit("mail.once")
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+    # The same message again (a redelivery after a lost ack): its effects happened already.
+    envelope = Envelope.new("mail.once", None, id=job_id, idempotency_key=job_id)
+    await rig.publisher.publish(envelope)
+    await asyncio.sleep(1)
+    assert rig.runs == [job_id]
