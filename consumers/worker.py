@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiormq
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from loguru import logger
@@ -26,7 +27,7 @@ from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.store.model import ExecutionState, JobRecord, JobStatus, JobStore
 from topology.envelope import Envelope, decode
-from topology.errors import ContractError, TaskqError
+from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
 from topology.routes import delay_route, next_hop
 
@@ -70,7 +71,14 @@ class Worker:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
         for name in self._deps.group.queue_names:
-            queue = await channel.get_queue(name, ensure=False)
+            # A declared (passive) queue, not get_queue(ensure=False): only declared queues
+            # are re-declared and re-consumed by the robust channel after a reconnect.
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                raise TopologyError(
+                    f"queue {name} does not exist; run `taskctl topology apply` first"
+                ) from exc
             tag = await queue.consume(self._on_message)
             self._queues.append((queue, tag))
 

@@ -3,108 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
 from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
-from consumers.handlers import HandlerRegistry, JobContext, Permanent
-from consumers.settings import WorkerSettings
-from consumers.worker import Deps, Worker
-from producers.blobs import InMemoryBlobStore
-from producers.publisher import ConfirmedPublisher
-from producers.store.memory import InMemoryJobStore
+from consumers.handlers import JobContext, Permanent
 from producers.store.model import JobStatus
-from producers.submit import JobRequest, Submitter
 from tests.broker import channel, next_message
-from tests.helpers import eventually
-from topology.apply import apply_topology
-from topology.broker import connect
-from topology.compiler import compile_topology
+from tests.consumers.rig import Rig
 from topology.envelope import Envelope, decode
-from topology.loader import parse_topology
 
 pytestmark = pytest.mark.rabbitmq
-
-TOPOLOGY = compile_topology(
-    parse_topology(
-        textwrap.dedent(
-            """
-            delays: {resolution: 250ms, longest: 1m}
-            groups:
-              mail:
-                jobs: ["mail.#"]
-                timeout: 2s
-                retry: {max_attempts: 3, base: 250ms, factor: 2, max: 1s, jitter: none}
-            """
-        )
-    )
-)
-
-
-@dataclass
-class Rig:
-    submitter: Submitter
-    store: InMemoryJobStore
-    registry: HandlerRegistry
-    publisher: ConfirmedPublisher
-    worker: Worker
-    settings: object
-    runs: list[str]
-
-    async def submit(self, job_type: str, payload: object = None, **fields) -> str:
-        done = await self.submitter.submit(JobRequest(type=job_type, payload=payload, **fields))
-        return done.job_id
-
-    async def status(self, job_id: str) -> JobStatus:
-        job = await self.store.get_job(job_id)
-        assert job is not None
-        return job.status
-
-    async def until(self, job_id: str, status: JobStatus, within: float = 15) -> None:
-        async def reached() -> bool:
-            return await self.status(job_id) is status
-
-        await eventually(reached, within=within, every=0.05)
-
-
-@pytest.fixture
-async def rig(vhost) -> AsyncIterator[Rig]:
-    await apply_topology(TOPOLOGY, vhost)
-    store = InMemoryJobStore()
-    blobs = InMemoryBlobStore()
-    registry = HandlerRegistry()
-    runs: list[str] = []
-    publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
-    connection = await connect(vhost, name="test worker")
-    deps = Deps(
-        TOPOLOGY,
-        TOPOLOGY.group("mail"),
-        registry,
-        store,
-        blobs,
-        publisher,
-        WorkerSettings(grace=5, poison_deliveries=3),
-    )
-    worker = Worker(deps)
-    await worker.start(connection)
-    try:
-        yield Rig(
-            Submitter(TOPOLOGY, publisher, store, blobs),
-            store,
-            registry,
-            publisher,
-            worker,
-            vhost,
-            runs,
-        )
-    finally:
-        await worker.stop(grace=2)
-        await connection.close()
-        await publisher.close()
 
 
 async def test_a_job_runs_once_and_its_result_is_recorded(rig: Rig):

@@ -1,0 +1,54 @@
+"""Fixtures for the worker tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from consumers.handlers import HandlerRegistry
+from consumers.settings import WorkerSettings
+from consumers.worker import Deps, Worker
+from producers.blobs import InMemoryBlobStore
+from producers.publisher import ConfirmedPublisher
+from producers.store.memory import InMemoryJobStore
+from producers.submit import Submitter
+from tests.consumers.rig import TOPOLOGY, Rig
+from topology.apply import apply_topology
+from topology.broker import connect
+
+
+@pytest.fixture
+async def rig(vhost) -> AsyncIterator[Rig]:
+    await apply_topology(TOPOLOGY, vhost)
+    store = InMemoryJobStore()
+    blobs = InMemoryBlobStore()
+    registry = HandlerRegistry()
+    runs: list[str] = []
+    publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
+    connection = await connect(vhost, name="test worker")
+    deps = Deps(
+        TOPOLOGY,
+        TOPOLOGY.group("mail"),
+        registry,
+        store,
+        blobs,
+        publisher,
+        WorkerSettings(grace=5, poison_deliveries=3),
+    )
+    worker = Worker(deps)
+    await worker.start(connection)
+    try:
+        yield Rig(
+            Submitter(TOPOLOGY, publisher, store, blobs),
+            store,
+            registry,
+            publisher,
+            worker,
+            vhost,
+            runs,
+        )
+    finally:
+        await worker.stop(grace=2)
+        await connection.close()
+        await publisher.close()

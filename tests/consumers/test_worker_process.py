@@ -1,0 +1,136 @@
+"""The worker as a process and under broker faults: SIGTERM drains, dropped links recover."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consumers.handlers import JobContext
+from producers.backends import open_backends
+from producers.publisher import ConfirmedPublisher
+from producers.store.model import JobStatus
+from producers.submit import JobRequest, Submitter
+from tests.consumers.rig import TOPOLOGY, Rig
+from tests.helpers import eventually
+from topology.apply import apply_topology
+
+pytestmark = pytest.mark.rabbitmq
+
+TOPOLOGY_FILE = """
+delays: {resolution: 250ms, longest: 1m}
+groups:
+  mail:
+    jobs: ["mail.#"]
+    timeout: 5s
+    retry: {max_attempts: 3, base: 250ms, factor: 2, max: 1s, jitter: none}
+"""
+
+
+@pytest.fixture
+async def env(vhost, tmp_path: Path) -> dict[str, str]:
+    await apply_topology(TOPOLOGY, vhost)
+    (tmp_path / "topology.yaml").write_text(TOPOLOGY_FILE)
+    return {
+        "TASKQ_TOPOLOGY": str(tmp_path / "topology.yaml"),
+        "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
+        "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
+        "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+        "TASKQ_HANDLERS": "tests.consumers.process_handlers",
+        "TASKQ_GRACE": "10",
+        "TASKQ_TEST_SINK": str(tmp_path / "sink.txt"),
+    }
+
+
+async def submit_all(env: dict[str, str], requests: list[JobRequest]) -> list[str]:
+    backends = await open_backends(env)
+    publisher = await ConfirmedPublisher.connect(
+        backends.broker, backends.topology, backends.publisher
+    )
+    try:
+        submitter = Submitter(
+            backends.topology, publisher, backends.store, backends.blobs, backends.submit
+        )
+        return [(await submitter.submit(r)).job_id for r in requests]
+    finally:
+        await publisher.close()
+        await backends.close()
+
+
+async def statuses(env: dict[str, str], ids: list[str]) -> list[JobStatus]:
+    backends = await open_backends(env)
+    try:
+        return [(await backends.store.get_job(i)).status for i in ids]  # type: ignore[union-attr]
+    finally:
+        await backends.close()
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumers", "mail"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_sigterm_lets_jobs_in_flight_finish_then_exits_0(env: dict[str, str], tmp_path: Path):
+    ids = await submit_all(
+        env, [JobRequest(type="mail.slow", payload={"sleep": 1.5}) for _ in range(4)]
+    )
+    worker = start_worker(env)
+    try:
+
+        async def all_running() -> bool:
+            return all(s is JobStatus.RUNNING for s in await statuses(env, ids))
+
+        await eventually(all_running, within=30)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(worker.communicate, timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, output
+    assert await statuses(env, ids) == [JobStatus.SUCCEEDED] * 4
+    assert sorted((tmp_path / "sink.txt").read_text().split()) == sorted(ids)
+
+
+async def test_worker_recovers_when_the_broker_drops_every_connection(rig: Rig):
+    @rig.registry.handler("mail.#")
+    async def note(payload, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+
+    first = await rig.submit("mail.one")
+    await rig.until(first, JobStatus.SUCCEEDED)
+    done = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        "close_all_connections",
+        "--vhost",
+        rig.settings.vhost,
+        "test: drop every link",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await done.wait() == 0
+
+    # The robust connections come back with the consumer restored; a new job runs.
+    async def submitted() -> bool:
+        try:
+            rig.runs.append("submitted:" + await rig.submit("mail.two"))
+            return True
+        except Exception:
+            return False
+
+    await eventually(submitted, within=30, every=0.5)
+    second = rig.runs[-1].removeprefix("submitted:")
+    try:
+        await rig.until(second, JobStatus.SUCCEEDED, within=30)
+    except TimeoutError:
+        raise AssertionError(f"status {await rig.status(second)}; runs {rig.runs}") from None
+    assert rig.runs.count(second) == 1
