@@ -150,25 +150,12 @@ class Worker:
         ):
             await message.ack()  # cancelled before it ran, or already finished: nothing to do
             return
-        if await self._is_poison(envelope):
-            error = "delivered too often without finishing; it may crash its worker"
-            await self._carry_out(
-                envelope,
-                dead(
-                    envelope,
-                    DeadReason.POISON,
-                    error,
-                    group=deps.group.name,
-                    topology=deps.topology,
-                ),
-                message,
-            )
-            return
         await self._run(envelope, handler, message)
 
     async def _is_poison(self, envelope: Envelope) -> bool:
         deliveries = await self._deps.store.count_delivery(envelope.id)
-        # Every attempt is one delivery; the surplus is redeliveries after a crash or a kill.
+        # Counted at each start of a run: every attempt starts once, and the surplus is
+        # restarts after a crash or a kill (a job held by a live claim does not count).
         return deliveries - envelope.attempt >= self._deps.settings.poison_deliveries
 
     async def _run(
@@ -177,7 +164,9 @@ class Worker:
         deps = self._deps
         key = envelope.idempotency_key or envelope.id
         timeout = handler.timeout or deps.group.spec.timeout / 1000
-        claim = await deps.store.claim_execution(key, envelope.id, lease_s=timeout + 30)
+        # The lease outlives the handler's timeout by a margin for the store's own writes; a
+        # killed worker's claim expires then, and the redelivered job runs again.
+        claim = await deps.store.claim_execution(key, envelope.id, lease_s=timeout * 1.5 + 2)
         if claim.state is ExecutionState.DONE:
             await self._record(envelope, JobStatus.SUCCEEDED, result=claim.result)
             await message.ack()
@@ -187,6 +176,14 @@ class Worker:
                 envelope, delay_route(deps.topology, envelope, HELD_RETRY_MS)
             )
             await message.ack()
+            return
+        if await self._is_poison(envelope):
+            await deps.store.release_execution(key, envelope.id)
+            error = "started too often without finishing; it may crash its worker"
+            decision = dead(
+                envelope, DeadReason.POISON, error, group=deps.group.name, topology=deps.topology
+            )
+            await self._carry_out(envelope, decision, message)
             return
         now = self._clock()
         await self._record(envelope, JobStatus.RUNNING, started_at=now, attempts=envelope.attempt)
