@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,11 +26,11 @@ from producers.store.model import (
     JobRecord,
     JobStatus,
     NewJob,
+    check_settable,
 )
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")
-_SETTABLE = frozenset(f.name for f in fields(JobRecord)) - {"id", "status"}
 
 
 class InMemoryJobStore:
@@ -190,9 +190,7 @@ class InMemoryJobStore:
     ) -> JobRecord | None:
         """Move the job to ``to`` if its status is in ``allowed_from`` (compare-and-set)."""
         self._check()
-        unknown = set(changes) - _SETTABLE
-        if unknown:
-            raise TypeError(f"cannot set {', '.join(sorted(unknown))} through transition()")
+        check_settable(changes)
         async with self._lock:
             job = self.jobs.get(job_id)
             if job is None or job.status not in allowed_from:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -54,6 +54,23 @@ class JobRecord:
     finished_at: datetime | None = None
     last_error: str | None = None
     result: Any = None
+
+
+SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status"}
+"""The job fields ``transition`` may set (the id never changes; the status is its argument)."""
+
+
+def check_settable(fields: Iterable[str]) -> None:
+    """Refuse fields ``transition`` cannot set.
+
+    Raises:
+        TypeError: naming the fields, and the ones that can be set.
+    """
+    unknown = sorted(set(fields) - SETTABLE)
+    if unknown:
+        raise TypeError(
+            f"transition() cannot set {', '.join(unknown)}; settable: {', '.join(sorted(SETTABLE))}"
+        )
 
 
 class ClaimState(StrEnum):

@@ -29,6 +29,7 @@ from producers.store.model import (
     JobRecord,
     JobStatus,
     NewJob,
+    check_settable,
 )
 from topology.spec import Priority
 
@@ -56,7 +57,6 @@ _INSERT = (
     f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
 )
-_SETTABLE = frozenset(_COLUMNS) - {"id", "status"}
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -250,11 +250,7 @@ class PostgresJobStore:
         Raises:
             TypeError: a field is not a settable ``JobRecord`` field.
         """
-        unknown = sorted(fields.keys() - _SETTABLE)
-        if unknown:
-            raise TypeError(
-                f"transition() cannot set {', '.join(unknown)}; settable: {', '.join(sorted(_SETTABLE))}"
-            )
+        check_settable(fields)
         sets = "".join(f", {name} = ${i}" for i, name in enumerate(fields, start=4))
         sql = (
             f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status = ANY($3::text[])"

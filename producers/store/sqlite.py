@@ -32,6 +32,7 @@ from producers.store.model import (
     JobRecord,
     JobStatus,
     NewJob,
+    check_settable,
 )
 from producers.store.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
 
@@ -51,8 +52,6 @@ _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bo
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_SETTABLE = frozenset(COLUMNS) - {"id", "status"}
-_SETTABLE_NAMES = ", ".join(sorted(_SETTABLE))
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -225,11 +224,7 @@ class SqliteJobStore:
         Raises:
             TypeError: a field is not a settable ``JobRecord`` field.
         """
-        unknown = sorted(fields.keys() - _SETTABLE)
-        if unknown:
-            raise TypeError(
-                f"transition() cannot set {', '.join(unknown)}; settable: {_SETTABLE_NAMES}"
-            )
+        check_settable(fields)
         if not allowed_from:
             return None
         sets = "".join(f", {name} = ?" for name in fields)
