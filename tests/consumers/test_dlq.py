@@ -1,0 +1,97 @@
+"""DLQ operations on the real broker: list, replay (once, not twice), purge, with filters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from consumers.dlq import DeadFilter, listing, purge, replay
+from consumers.handlers import JobContext, Permanent
+from producers.store.model import JobStatus
+from tests.consumers.rig import TOPOLOGY, Rig
+from topology.broker import connect
+
+pytestmark = pytest.mark.rabbitmq
+
+
+async def dead_jobs(rig: Rig, count: int, job_type: str = "mail.dlq") -> list[str]:
+    fail = {"on": True}
+
+    @rig.registry.handler(job_type)
+    async def flaky(payload, ctx: JobContext) -> str:
+        rig.runs.append(ctx.job_id)
+        if fail["on"]:
+            raise Permanent(f"down for {ctx.job_id}")
+        return "ok"
+
+    ids = [await rig.submit(job_type, {"n": i}) for i in range(count)]
+    for job_id in ids:
+        await rig.until(job_id, JobStatus.DEAD)
+    fail["on"] = False
+    return ids
+
+
+async def test_list_shows_every_dead_letter_and_leaves_them_in_place(rig: Rig):
+    ids = await dead_jobs(rig, 3)
+    connection = await connect(rig.settings, name="dlq test")
+    async with connection:
+        letters = await listing(connection, TOPOLOGY.group("mail"), DeadFilter())
+        again = await listing(connection, TOPOLOGY.group("mail"), DeadFilter(job_id=ids[1]))
+    assert sorted(letter.job_id for letter in letters) == sorted(ids)
+    assert {letter.reason for letter in letters} == {"permanent"}
+    assert all(letter.error.startswith("Permanent: down for") for letter in letters)
+    assert [letter.job_id for letter in again] == [ids[1]]
+
+
+async def test_replay_runs_each_job_once_and_a_second_replay_runs_nothing(rig: Rig):
+    ids = await dead_jobs(rig, 4)
+    group = TOPOLOGY.group("mail")
+    connection = await connect(rig.settings, name="dlq test")
+    async with connection:
+        seen: list[tuple[int, int]] = []
+        first = await replay(
+            connection,
+            TOPOLOGY,
+            group,
+            rig.publisher,
+            rig.store,
+            DeadFilter(reason="permanent"),
+            rate=100,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+        for job_id in ids:
+            await rig.until(job_id, JobStatus.SUCCEEDED)
+        second = await replay(connection, TOPOLOGY, group, rig.publisher, rig.store, DeadFilter())
+    assert (first.matched, first.kept) == (4, 0)
+    assert seen[-1] == (4, 4)
+    assert (second.matched, second.kept) == (0, 0)
+    # Each job ran once failing and once, after the replay, succeeding: never twice after.
+    assert sorted(rig.runs) == sorted(ids * 2)
+
+
+async def test_replay_only_touches_what_the_filter_chooses(rig: Rig):
+    ids = await dead_jobs(rig, 3)
+    group = TOPOLOGY.group("mail")
+    connection = await connect(rig.settings, name="dlq test")
+    async with connection:
+        outcome = await replay(
+            connection, TOPOLOGY, group, rig.publisher, rig.store, DeadFilter(job_id=ids[0])
+        )
+        await rig.until(ids[0], JobStatus.SUCCEEDED)
+        left = await listing(connection, group, DeadFilter())
+    assert (outcome.matched, outcome.kept) == (1, 2)
+    assert sorted(letter.job_id for letter in left) == sorted(ids[1:])
+
+
+async def test_purge_deletes_the_chosen_dead_letters_only(rig: Rig):
+    ids = await dead_jobs(rig, 3)
+    group = TOPOLOGY.group("mail")
+    connection = await connect(rig.settings, name="dlq test")
+    async with connection:
+        young = await purge(connection, group, DeadFilter(older_than=timedelta(hours=1)))
+        outcome = await purge(connection, group, DeadFilter(error=f"down for {ids[2]}"))
+        left = await listing(connection, group, DeadFilter())
+    assert young.matched == 0
+    assert (outcome.matched, outcome.kept) == (1, 2)
+    assert sorted(letter.job_id for letter in left) == sorted(ids[:2])
