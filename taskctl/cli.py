@@ -7,17 +7,18 @@ import asyncio
 import typer
 
 from consumers.process import run_worker
-from taskctl import jobs_commands, topology_commands, up_command
+from taskctl import dlq_commands, jobs_commands, topology_commands, up_command
 from taskctl.context import fail
 from topology.errors import TaskqError
 
 app = typer.Typer(
     name="taskctl",
-    help="Operate taskq: the topology, the pipeline processes and (later) the DLQ.",
+    help="Operate taskq: the topology, the pipeline processes, jobs and dead letters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 app.add_typer(topology_commands.app, name="topology")
+app.add_typer(dlq_commands.app, name="dlq")
 app.command(name="up")(up_command.up)
 for command in (
     jobs_commands.submit,
