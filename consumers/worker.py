@@ -18,8 +18,9 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from loguru import logger
 
+from consumers.breaker import Breakers
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
-from consumers.handlers import Handler, HandlerRegistry, JobContext
+from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
 from producers.blobs import BlobStore
@@ -65,6 +66,7 @@ class Worker:
         self._slots = asyncio.Semaphore(deps.group.spec.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._queues: list[tuple[AbstractQueue, str]] = []
+        self.breakers = Breakers(deps.settings.breaker_threshold, deps.settings.breaker_cooldown)
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         """Start consuming every work queue of the group (most urgent lane first)."""
@@ -177,7 +179,18 @@ class Worker:
             )
             await message.ack()
             return
+        blocking = self.breakers.blocking(handler.depends_on)
+        if blocking is not None:
+            # Parked, not failed: the job waits out the cooldown without spending an attempt.
+            # Checked right before running, so a half-open probe always reports its outcome.
+            await deps.store.release_execution(key, envelope.id)
+            wait_ms = max(int(blocking.retry_in() * 1000), HELD_RETRY_MS)
+            await deps.publisher.publish(envelope, delay_route(deps.topology, envelope, wait_ms))
+            await message.ack()
+            return
         if await self._is_poison(envelope):
+            for name in handler.depends_on:
+                self.breakers.get(name).skip_probe()
             await deps.store.release_execution(key, envelope.id)
             error = "started too often without finishing; it may crash its worker"
             decision = dead(
@@ -200,6 +213,9 @@ class Worker:
             )
             result = await asyncio.wait_for(handler.call(payload, context), timeout)
         except Exception as exc:  # the handler's failure: the dispatcher decides what follows
+            if not isinstance(exc, Permanent | ContractError):
+                for name in handler.depends_on:
+                    self.breakers.get(name).failed()
             await deps.store.release_execution(key, envelope.id)
             decision = failed(
                 envelope,
@@ -211,6 +227,8 @@ class Worker:
             )
             await self._carry_out(envelope, decision, message)
             return
+        for name in handler.depends_on:
+            self.breakers.get(name).succeeded()
         result = orjson.loads(orjson.dumps(result, default=str))
         await deps.store.finish_execution(key, envelope.id, result, ttl_s=deps.settings.result_ttl)
         await self._record(envelope, JobStatus.SUCCEEDED, result=result, finished_at=self._clock())

@@ -34,7 +34,7 @@ async def rig(vhost) -> AsyncIterator[Rig]:
         store,
         blobs,
         publisher,
-        WorkerSettings(grace=5, poison_deliveries=3),
+        WorkerSettings(grace=5, poison_deliveries=3, breaker_threshold=2, breaker_cooldown=1),
     )
     worker = Worker(deps)
     await worker.start(connection)

@@ -12,6 +12,7 @@ from consumers.handlers import JobContext, Permanent
 from producers.store.model import JobStatus
 from tests.broker import channel, next_message
 from tests.consumers.rig import Rig
+from tests.helpers import eventually
 from topology.envelope import Envelope, decode
 
 pytestmark = pytest.mark.rabbitmq
@@ -129,3 +130,29 @@ async def test_a_redelivered_done_job_is_acked_without_running_again(rig: Rig):
     await rig.publisher.publish(envelope)
     await asyncio.sleep(1)
     assert rig.runs == [job_id]
+
+
+async def test_an_open_breaker_parks_jobs_instead_of_dead_lettering_them(rig: Rig):
+    smtp = {"up": False}
+
+    @rig.registry.handler("mail.smtp", depends_on=("smtp",))
+    async def send(payload, ctx: JobContext) -> str:
+        rig.runs.append(ctx.job_id)
+        if not smtp["up"]:
+            raise ConnectionError("smtp unreachable")
+        return "sent"
+
+    ids = [await rig.submit("mail.smtp", {"n": i}) for i in range(6)]
+
+    async def breaker_open() -> bool:
+        return rig.worker.breakers.get("smtp").state.value == "open"
+
+    await eventually(breaker_open, within=10, every=0.05)
+    failing_runs = len(rig.runs)
+    smtp["up"] = True
+    for job_id in ids:
+        await rig.until(job_id, JobStatus.SUCCEEDED, within=30)
+    statuses = [await rig.status(i) for i in ids]
+    assert statuses == [JobStatus.SUCCEEDED] * 6  # none was dead-lettered while smtp was down
+    # Once open, the breaker stopped runs: far fewer failures than 6 jobs x 3 attempts.
+    assert failing_runs < 6 * 3
