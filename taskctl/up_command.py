@@ -31,7 +31,7 @@ def pipeline_processes(topology: CompiledTopology) -> list[ProcessSpec]:
         ProcessSpec(f"worker:{group}", (sys.executable, "-m", "consumers", group))
         for group in groups_with_handlers(topology, registry)
     ]
-    return [ProcessSpec("api", (sys.executable, "-m", "producers.api")), *workers]
+    return [ProcessSpec("api", (sys.executable, "-m", "taskctl.serve")), *workers]
 
 
 def up(

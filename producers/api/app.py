@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Scope
@@ -15,6 +15,7 @@ from producers.api import openapi, problems, routes
 from producers.api.hub import EventHub
 from producers.api.metrics import ApiMetrics, MetricsMiddleware
 from producers.api.schemas import Problem
+from producers.publisher import ConfirmedPublisher
 from producers.settings import ApiSettings
 from producers.submit import Submitter
 from topology.errors import TaskqError
@@ -30,6 +31,7 @@ class Services:
     hub: EventHub = field(default_factory=EventHub)
     ready: Ready | None = None
     close: Callable[[], Awaitable[None]] | None = None
+    publisher: ConfirmedPublisher | None = None  # for routes above this package (admin)
 
 
 ServicesFactory = Callable[[], Awaitable[Services]]
@@ -40,6 +42,7 @@ def create_app(
     settings: ApiSettings | None = None,
     *,
     registry: CollectorRegistry | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """Return the API app; ``services`` is ready-made (tests) or built in the lifespan."""
     api = settings or ApiSettings()
@@ -68,6 +71,8 @@ def create_app(
     openapi.install(app)
     app.add_exception_handler(routes._Unsupported, routes.unsupported_handler)
     app.include_router(routes.router)
+    for router in routers:  # routes of the packages above this one (the DLQ admin routes)
+        app.include_router(router)
     _health_routes(app, metrics)
 
     def limit(scope: Scope) -> int:

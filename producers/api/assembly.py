@@ -48,4 +48,4 @@ async def build_services(environ: Mapping[str, str] | None = None) -> Services:
     submitter = Submitter(
         backends.topology, publisher, backends.store, backends.blobs, backends.submit
     )
-    return Services(submitter, hub, ready, close)
+    return Services(submitter, hub, ready, close, publisher)

@@ -1,0 +1,23 @@
+"""``python -m taskctl.serve``: the job API with the routes of the packages above it (``taskctl up`` runs it)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from producers.api.app import create_app
+from producers.api.assembly import build_services
+from producers.settings import ApiSettings
+from taskctl import admin_routes
+from topology.settings import load_settings
+
+
+def main() -> None:
+    """Serve the API plus ``/admin/dlq`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
+    settings = load_settings(ApiSettings)
+    app = create_app(build_services, settings, routers=[admin_routes.router])
+    # No access log: /metrics counts every request by route and status.
+    uvicorn.run(app, host=settings.host, port=settings.port, timeout_keep_alive=5, access_log=False)
+
+
+if __name__ == "__main__":
+    main()
