@@ -41,6 +41,17 @@ class DeadLetter:
     dead_since: datetime | None
     envelope: Envelope | None
 
+    def view(self) -> dict[str, Any]:
+        """Return what an operator sees of the dead letter (the CLI and the admin routes)."""
+        return {
+            "id": self.job_id,
+            "type": self.job_type,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "dead_since": self.dead_since.isoformat() if self.dead_since else None,
+            "error": self.error,
+        }
+
     @classmethod
     def read(cls, message: AbstractIncomingMessage) -> DeadLetter:
         """Return what the message's headers and body say about the dead job."""

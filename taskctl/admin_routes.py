@@ -80,17 +80,7 @@ async def list_dead(
     """Return the matching dead letters."""
     services, compiled = _context(request, group)
     letters = await listing(_publisher(services).connection, compiled, _filter(filters))
-    return [
-        {
-            "id": x.job_id,
-            "type": x.job_type,
-            "reason": x.reason,
-            "attempts": x.attempts,
-            "dead_since": x.dead_since.isoformat() if x.dead_since else None,
-            "error": x.error,
-        }
-        for x in letters
-    ]
+    return [letter.view() for letter in letters]
 
 
 @router.post("/{group}/replay", summary="Send dead letters back to work, rate-limited")

@@ -49,17 +49,6 @@ def _filter(
     return DeadFilter(job_id=job_id, job_type=job_type, reason=reason, error=error, older_than=age)
 
 
-def _row(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": letter.job_id,
-        "type": letter.job_type,
-        "reason": letter.reason,
-        "attempts": letter.attempts,
-        "dead_since": letter.dead_since.isoformat() if letter.dead_since else None,
-        "error": letter.error,
-    }
-
-
 @app.command("list")
 def list_(
     group: Group,
@@ -72,7 +61,7 @@ def list_(
 ) -> None:
     """List dead letters (they stay in the DLQ)."""
     chosen = _filter(job_id, job_type, reason, error, older_than)
-    rows = [_row(letter) for letter in run(_listing(group, chosen))]
+    rows = [letter.view() for letter in run(_listing(group, chosen))]
     if as_json:
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -98,7 +87,7 @@ def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> 
         err.print(f"no dead letter for job {job_id} in group {group}")
         raise typer.Exit(1)
     letter = letters[0]
-    data = _row(letter) | {
+    data = letter.view() | {
         "envelope": letter.envelope.model_dump(mode="json") if letter.envelope else None
     }
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
