@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from producers.store.model import JobStatus
+from producers.store.model import JobPage, JobRecord, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +45,8 @@ class ListingQuery:
             [*params, limit + 1],
             limit,
         )
+
+    def page(self, records: Sequence[JobRecord]) -> JobPage:
+        """Return the page from the fetched records: one past the limit means more follow."""
+        jobs = list(records[: self.limit])
+        return JobPage(jobs, jobs[-1].id if len(records) > self.limit else None)

@@ -239,8 +239,7 @@ class PostgresJobStore:
         )
         async with self._use() as conn:
             rows = await conn.fetch(f"{_SELECT}{query.where}", *query.params)
-            jobs = [_record(row) for row in rows[:limit]]
-        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+        return query.page([_record(row) for row in rows])
 
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any

@@ -212,9 +212,8 @@ class SqliteJobStore:
             status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda _: "?"
         )
         async with self._use() as db:
-            rows = list(await db.execute_fetchall(f"{_SELECT}{query.where}", query.params))
-            jobs = [record(row) for row in rows[:limit]]
-        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+            rows = await db.execute_fetchall(f"{_SELECT}{query.where}", query.params)
+        return query.page([record(row) for row in rows])
 
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
