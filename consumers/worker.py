@@ -18,6 +18,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from loguru import logger
 
+from consumers.acks import Acker
 from consumers.breaker import Breakers
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
@@ -26,16 +27,23 @@ from consumers.settings import WorkerSettings
 from producers.blobs import BlobStore
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
-from producers.store.model import ExecutionState, JobRecord, JobStatus, JobStore
+from producers.store.coalesce import Coalescer
+from producers.store.model import (
+    STARTABLE,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    RunFinish,
+    RunStart,
+    RunStarted,
+    StartOutcome,
+)
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
 from topology.routes import delay_route, next_hop
 
 Clock = Callable[[], datetime]
-STARTABLE = frozenset(
-    {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
-)
 HELD_RETRY_MS = 1000  # another worker holds the job's claim: look again after one tier
 
 
@@ -66,6 +74,9 @@ class Worker:
         self._slots = asyncio.Semaphore(deps.group.spec.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._queues: list[tuple[AbstractQueue, str]] = []
+        self._acks = Acker()
+        self._starts: Coalescer[RunStart, RunStarted] = Coalescer(deps.store.start_runs)
+        self._finishes: Coalescer[RunFinish, JobRecord | None] = Coalescer(deps.store.finish_runs)
         self.breakers = Breakers(deps.settings.breaker_threshold, deps.settings.breaker_cooldown)
 
     async def start(self, connection: AbstractRobustConnection) -> None:
@@ -90,12 +101,15 @@ class Worker:
             await queue.cancel(tag)
         self._queues.clear()
         if not self._running:
+            await self._acks.flush()
             return True
         _, pending = await asyncio.wait(self._running, timeout=grace or self._deps.settings.grace)
         # Unfinished jobs stay unacked: closing the channel returns them to the queue.
+        await self._acks.flush()
         return not pending
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._acks.received(message)
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
@@ -113,7 +127,7 @@ class Worker:
         except TaskqError as exc:
             logger.warning("job message requeued after an infrastructure failure: {}", exc)
             await asyncio.sleep(0.5)  # do not spin on a store or broker outage
-            await message.nack(requeue=True)
+            await self._acks.settle(message, requeue=True)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -121,85 +135,85 @@ class Worker:
         except ContractError as exc:
             logger.warning("undecodable message dead-lettered: {}", exc)
             # The work queue dead-letters rejections to the group's DLQ (x-death says why).
-            await message.reject(requeue=False)
+            await self._acks.settle(message, requeue=None)
             return
         deps = self._deps
         hop = next_hop(deps.topology, envelope, self._clock())
         if hop is not None:  # a delayed job early at its queue: on through the next tier
             await deps.publisher.publish(envelope, hop)
-            await message.ack()
+            self._acks.ack(message)
             return
         handler = deps.registry.resolve(envelope.type)
         if handler is None:
             error = f"ContractError: no handler is registered for job type {envelope.type!r}"
-            await self._carry_out(
-                envelope,
-                dead(
-                    envelope,
-                    DeadReason.CONTRACT,
-                    error,
-                    group=deps.group.name,
-                    topology=deps.topology,
-                ),
-                message,
+            decision = dead(
+                envelope, DeadReason.CONTRACT, error, group=deps.group.name, topology=deps.topology
             )
-            return
-        job = await deps.store.get_job(envelope.id)
-        if job is not None and job.status in (
-            JobStatus.CANCELLED,
-            JobStatus.SUCCEEDED,
-            JobStatus.DEAD,
-        ):
-            await message.ack()  # cancelled before it ran, or already finished: nothing to do
-            return
-        await self._run(envelope, handler, message)
-
-    async def _is_poison(self, envelope: Envelope) -> bool:
-        deliveries = await self._deps.store.count_delivery(envelope.id)
-        # Counted at each start of a run: every attempt starts once, and the surplus is
-        # restarts after a crash or a kill (a job held by a live claim does not count).
-        return deliveries - envelope.attempt >= self._deps.settings.poison_deliveries
-
-    async def _run(
-        self, envelope: Envelope, handler: Handler, message: AbstractIncomingMessage
-    ) -> None:
-        deps = self._deps
-        key = envelope.idempotency_key or envelope.id
-        timeout = handler.timeout or deps.group.spec.timeout / 1000
-        # The lease outlives the handler's timeout by a margin for the store's own writes; a
-        # killed worker's claim expires then, and the redelivered job runs again.
-        claim = await deps.store.claim_execution(key, envelope.id, lease_s=timeout * 1.5 + 2)
-        if claim.state is ExecutionState.DONE:
-            await self._record(envelope, JobStatus.SUCCEEDED, result=claim.result)
-            await message.ack()
-            return
-        if claim.state is ExecutionState.HELD:
-            await deps.publisher.publish(
-                envelope, delay_route(deps.topology, envelope, HELD_RETRY_MS)
-            )
-            await message.ack()
+            await self._carry_out(envelope, decision, message)
             return
         blocking = self.breakers.blocking(handler.depends_on)
         if blocking is not None:
             # Parked, not failed: the job waits out the cooldown without spending an attempt.
-            # Checked right before running, so a half-open probe always reports its outcome.
-            await deps.store.release_execution(key, envelope.id)
             wait_ms = max(int(blocking.retry_in() * 1000), HELD_RETRY_MS)
             await deps.publisher.publish(envelope, delay_route(deps.topology, envelope, wait_ms))
-            await message.ack()
+            self._acks.ack(message)
             return
-        if await self._is_poison(envelope):
+        if not await self._run(envelope, handler, message):
+            # A half-open probe granted above that did not run lets the next job probe.
             for name in handler.depends_on:
                 self.breakers.get(name).skip_probe()
+
+    async def _run(
+        self, envelope: Envelope, handler: Handler, message: AbstractIncomingMessage
+    ) -> bool:
+        """Start the job's run in the store, then run it; False when the handler did not run."""
+        deps = self._deps
+        key = envelope.idempotency_key or envelope.id
+        timeout = handler.timeout or deps.group.spec.timeout / 1000
+        now = self._clock()
+        # The lease outlives the handler's timeout by a margin for the store's own writes; a
+        # killed worker's claim expires then, and the redelivered job runs again.
+        start = await self._starts.submit(
+            RunStart(envelope.id, key, envelope.attempt, timeout * 1.5 + 2, now)
+        )
+        if start.outcome is StartOutcome.SETTLED:
+            self._acks.ack(message)  # cancelled before it ran, or finished already
+            return False
+        if start.outcome is StartOutcome.HELD:
+            await deps.publisher.publish(
+                envelope, delay_route(deps.topology, envelope, HELD_RETRY_MS)
+            )
+            self._acks.ack(message)
+            return False
+        if start.job is not None:
+            await self._announce(start.job)
+        if start.outcome is StartOutcome.DONE:
+            self._acks.ack(message)
+            return False
+        # Counted at each start of a run: every attempt starts once, and the surplus is
+        # restarts after a crash or a kill (a job held by a live claim does not count).
+        if start.deliveries - envelope.attempt >= deps.settings.poison_deliveries:
             await deps.store.release_execution(key, envelope.id)
             error = "started too often without finishing; it may crash its worker"
             decision = dead(
                 envelope, DeadReason.POISON, error, group=deps.group.name, topology=deps.topology
             )
             await self._carry_out(envelope, decision, message)
-            return
-        now = self._clock()
-        await self._record(envelope, JobStatus.RUNNING, started_at=now, attempts=envelope.attempt)
+            return False
+        await self._execute(envelope, handler, message, key, now, timeout)
+        return True
+
+    async def _execute(
+        self,
+        envelope: Envelope,
+        handler: Handler,
+        message: AbstractIncomingMessage,
+        key: str,
+        now: datetime,
+        limit_s: float,
+    ) -> None:
+        """Run the handler, then record its result or carry out what its failure calls for."""
+        deps = self._deps
         try:
             payload = handler.parse(await self._payload(envelope))
             context = JobContext(
@@ -207,11 +221,12 @@ class Worker:
                 job_type=envelope.type,
                 attempt=envelope.attempt,
                 max_attempts=attempts_allowed(deps.group.spec.retry, envelope.max_attempts),
-                deadline=now + timedelta(seconds=timeout),
+                deadline=now + timedelta(seconds=limit_s),
                 idempotency_key=key,
                 correlation_id=envelope.correlation_id,
             )
-            result = await asyncio.wait_for(handler.call(payload, context), timeout)
+            async with asyncio.timeout(limit_s):
+                result = await handler.call(payload, context)
         except Exception as exc:  # the handler's failure: the dispatcher decides what follows
             if not isinstance(exc, Permanent | ContractError):
                 for name in handler.depends_on:
@@ -230,9 +245,13 @@ class Worker:
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
         result = orjson.loads(orjson.dumps(result, default=str))
-        await deps.store.finish_execution(key, envelope.id, result, ttl_s=deps.settings.result_ttl)
-        await self._record(envelope, JobStatus.SUCCEEDED, result=result, finished_at=self._clock())
-        await message.ack()
+        finished = self._clock()
+        job = await self._finishes.submit(
+            RunFinish(envelope.id, key, result, deps.settings.result_ttl, finished)
+        )
+        if job is not None:
+            await self._announce(job)
+        self._acks.ack(message)
 
     async def _payload(self, envelope: Envelope) -> Any:
         if envelope.payload_ref is None:
@@ -254,7 +273,7 @@ class Worker:
             await self._record(
                 envelope, JobStatus.DEAD, last_error=decision.error, finished_at=self._clock()
             )
-        await message.ack()
+        self._acks.ack(message)
 
     async def _record(self, envelope: Envelope, status: JobStatus, **fields: Any) -> None:
         """Record the job's new status in the store and announce it (events are advisory)."""

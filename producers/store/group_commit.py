@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from producers.store.coalesce import Coalescer
 from producers.store.model import (
     Claim,
     Execution,
@@ -14,6 +14,9 @@ from producers.store.model import (
     JobStatus,
     JobStore,
     NewJob,
+    RunFinish,
+    RunStart,
+    RunStarted,
 )
 
 
@@ -26,9 +29,7 @@ class GroupCommitStore:
 
     def __init__(self, inner: JobStore, *, max_batch: int = 256) -> None:
         self._inner = inner
-        self._max_batch = max_batch
-        self._waiting: list[tuple[NewJob, asyncio.Future[Claim]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._commits: Coalescer[NewJob, Claim] = Coalescer(inner.create_jobs, max_batch=max_batch)
 
     @property
     def inner(self) -> JobStore:
@@ -39,30 +40,7 @@ class GroupCommitStore:
         self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
     ) -> Claim:
         """Insert ``job`` (claiming its key first) in the next group commit."""
-        future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
-        self._waiting.append((NewJob(job, claim, lease_s), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        while self._waiting:
-            batch, self._waiting = (
-                self._waiting[: self._max_batch],
-                self._waiting[self._max_batch :],
-            )
-            try:
-                claims = await self._inner.create_jobs([item for item, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), claim in zip(batch, claims, strict=True):
-                if not future.done():
-                    future.set_result(claim)
+        return await self._commits.submit(NewJob(job, claim, lease_s))
 
     async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
         """Insert many jobs in one transaction (no grouping needed)."""
@@ -74,8 +52,7 @@ class GroupCommitStore:
 
     async def close(self) -> None:
         """Let the last group commit finish, then close the wrapped store."""
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._commits.drain()
         await self._inner.close()
 
     async def ping(self) -> None:
@@ -126,3 +103,11 @@ class GroupCommitStore:
     async def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of the job."""
         return await self._inner.count_delivery(job_id)
+
+    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
+        """Start many runs."""
+        return await self._inner.start_runs(items)
+
+    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
+        """Finish many runs."""
+        return await self._inner.finish_runs(items)

@@ -26,8 +26,12 @@ from producers.store.model import (
     JobRecord,
     JobStatus,
     NewJob,
+    RunFinish,
+    RunStart,
+    RunStarted,
     check_settable,
 )
+from producers.store.runs import finish_run, start_run
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")
@@ -198,6 +202,14 @@ class InMemoryJobStore:
             updated = _normalised(replace(job, status=to, **changes))
             self.jobs[job_id] = updated
             return updated
+
+    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
+        """Start many runs, one after the other."""
+        return [await start_run(self, item) for item in items]
+
+    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
+        """Finish many runs, one after the other."""
+        return [await finish_run(self, item) for item in items]
 
 
 def _execution(held: dict[str, Any]) -> Execution | None:

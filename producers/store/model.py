@@ -125,6 +125,56 @@ class Execution:
     result: Any = None
 
 
+STARTABLE = frozenset(
+    {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
+)
+"""The statuses a worker may move to running (a crashed run is still ``running``)."""
+
+SETTLED = frozenset({JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.DEAD})
+"""The statuses in which a delivered job is acked without running."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """A worker about to run a delivered job: claim its key, count the delivery, mark it running."""
+
+    job_id: str
+    key: str  # the execution key: the idempotency key, or the job id
+    attempt: int
+    lease_s: float
+    started_at: datetime
+
+
+class StartOutcome(StrEnum):
+    """What starting a run found."""
+
+    RUN = "run"  # the claim is ours, the delivery counted, the job marked running
+    HELD = "held"  # another worker holds a live claim: leave the job to it
+    DONE = "done"  # the effects happened already: the job is marked succeeded with ``result``
+    SETTLED = "settled"  # the job is cancelled, succeeded or dead: ack it unrun
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job)."""
+
+    outcome: StartOutcome
+    deliveries: int = 0
+    result: Any = None
+    job: JobRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinish:
+    """A run that succeeded: mark its key done with ``result`` and the job succeeded."""
+
+    job_id: str
+    key: str
+    result: Any
+    ttl_s: float
+    finished_at: datetime
+
+
 class JobStore(Protocol):
     """Job records and submission idempotency keys; every method is atomic on its own."""
 
@@ -221,5 +271,23 @@ class JobStore(Protocol):
         """Add one to the job's delivery count and return it; it survives worker crashes.
 
         Returns 0 for an unknown job (nothing is recorded).
+        """
+        ...
+
+    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
+        """Start many runs at once; one ``RunStarted`` per item, in order.
+
+        For each item, in order: a settled job is left alone (SETTLED); otherwise the
+        execution key is claimed as ``claim_execution`` would (DONE also marks the job
+        succeeded with the stored result); a NEW claim counts the delivery and moves the
+        job to running with ``attempts`` and ``started_at`` (RUN).
+        """
+        ...
+
+    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
+        """Mark many runs' keys done and their jobs succeeded; the updated jobs, in order.
+
+        A key is only marked done while the item's job holds its claim (as in
+        ``finish_execution``); ``None`` for a job that is missing or no longer startable.
         """
         ...

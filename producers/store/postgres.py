@@ -29,8 +29,12 @@ from producers.store.model import (
     JobRecord,
     JobStatus,
     NewJob,
+    RunFinish,
+    RunStart,
+    RunStarted,
     check_settable,
 )
+from producers.store.runs import finish_run, start_run
 from topology.spec import Priority
 
 if TYPE_CHECKING:
@@ -299,6 +303,14 @@ class PostgresJobStore:
                 job_id,
             )
         return 0 if count is None else int(count)
+
+    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
+        """Start many runs concurrently over the pool, each step atomic on its own."""
+        return list(await asyncio.gather(*(start_run(self, item) for item in items)))
+
+    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
+        """Finish many runs concurrently over the pool."""
+        return list(await asyncio.gather(*(finish_run(self, item) for item in items)))
 
     @asynccontextmanager
     async def _use(

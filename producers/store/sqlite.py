@@ -21,6 +21,7 @@ import aiosqlite
 import orjson
 
 from producers.errors import StoreError, StoreUnavailableError
+from producers.store import sqlite_runs
 from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending, sqlite_statements
 from producers.store.model import (
@@ -32,6 +33,9 @@ from producers.store.model import (
     JobRecord,
     JobStatus,
     NewJob,
+    RunFinish,
+    RunStart,
+    RunStarted,
     check_settable,
 )
 from producers.store.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
@@ -75,24 +79,6 @@ _COMPLETE = (
 _PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN"
     f" (SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT {_PURGE_BATCH})"
-)
-# Inside BEGIN IMMEDIATE: takes a free key or one whose lease (or result's ttl) is over; a held
-# key returns nothing, and the write lock keeps it as it is for the SELECT that follows.
-_CLAIM_EXECUTION = (
-    "INSERT INTO executions (key, job_id, state, result, lease_until, expires_at)"
-    " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (key) DO UPDATE"
-    " SET job_id = excluded.job_id, state = 'pending', result = NULL,"
-    " lease_until = excluded.lease_until, expires_at = excluded.expires_at"
-    " WHERE executions.expires_at <= ? RETURNING job_id"
-)
-_HELD_EXECUTION = "SELECT job_id, state, result FROM executions WHERE key = ?"
-_FINISH = (
-    "UPDATE executions SET state = 'done', result = ?, expires_at = ?"
-    " WHERE key = ? AND job_id = ? AND state = 'pending'"
-)
-_PURGE_EXECUTIONS = (
-    "DELETE FROM executions WHERE key IN"
-    f" (SELECT key FROM executions WHERE expires_at <= ? LIMIT {_PURGE_BATCH})"
 )
 
 
@@ -244,11 +230,15 @@ class SqliteJobStore:
         now = now_us()
         until = now + seconds_us(lease_s)
         async with self._use(write=True) as db:
-            taken = await db.execute_fetchall(_CLAIM_EXECUTION, (key, job_id, until, until, now))
+            taken = await db.execute_fetchall(
+                sqlite_runs.CLAIM_EXECUTION, (key, job_id, until, until, now)
+            )
             if taken:
                 return Execution(ExecutionState.NEW, job_id)
             # The upsert found a live claim, and our write lock keeps it there.
-            ((held_job, state, result),) = await db.execute_fetchall(_HELD_EXECUTION, (key,))
+            ((held_job, state, result),) = await db.execute_fetchall(
+                sqlite_runs.HELD_EXECUTION, (key,)
+            )
             if state == "done":
                 return Execution(ExecutionState.DONE, held_job, orjson.loads(result))
         return Execution(ExecutionState.HELD, held_job)
@@ -259,8 +249,10 @@ class SqliteJobStore:
         # Two autocommit statements: the purge is housekeeping, it need not be atomic with the update.
         async with self._use() as db:
             encoded = orjson.dumps(result).decode()
-            await db.execute(_FINISH, (encoded, now + seconds_us(ttl_s), key, job_id))
-            await db.execute(_PURGE_EXECUTIONS, (now,))
+            await db.execute(
+                sqlite_runs.FINISH_EXECUTION, (encoded, now + seconds_us(ttl_s), key, job_id)
+            )
+            await db.execute(sqlite_runs.PURGE_EXECUTIONS, (now,))
 
     async def release_execution(self, key: str, job_id: str) -> None:
         """Drop ``job_id``'s pending claim on ``key``, so the next attempt can claim it."""
@@ -279,6 +271,16 @@ class SqliteJobStore:
                 (job_id,),
             )
             return next((int(row[0]) for row in rows), 0)
+
+    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
+        """Start many runs in one ``BEGIN IMMEDIATE`` transaction, a few statements in all."""
+        async with self._use(write=True) as db:
+            return await sqlite_runs.start_runs(db, items)
+
+    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
+        """Finish many runs in one ``BEGIN IMMEDIATE`` transaction, purging expired claims."""
+        async with self._use(write=True) as db:
+            return await sqlite_runs.finish_runs(db, items)
 
     @asynccontextmanager
     async def _use(self, *, write: bool = False) -> AsyncIterator[aiosqlite.Connection]:

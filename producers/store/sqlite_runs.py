@@ -1,0 +1,159 @@
+"""The SQLite store's execution claims, and its batched run starts and finishes.
+
+Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so the reads and the
+writes that follow them see one state of the file, and no other process slips in between.
+On one connection, a statement costs a hop to aiosqlite's thread, which is far more than
+SQLite's own work for a row: statements take every item of the batch at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from producers.store.model import (
+    SETTLED,
+    STARTABLE,
+    JobRecord,
+    JobStatus,
+    RunFinish,
+    RunStart,
+    RunStarted,
+    StartOutcome,
+)
+from producers.store.sqlite_rows import COLUMNS, now_us, record, seconds_us, to_us
+
+PURGE_BATCH = 100  # expired claims deleted per finish, so the table stays bounded
+# Takes the key whoever holds it: batched starts decide in Python, under the write lock.
+_TAKE = (
+    "INSERT INTO executions (key, job_id, state, result, lease_until, expires_at)"
+    " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (key) DO UPDATE"
+    " SET job_id = excluded.job_id, state = 'pending', result = NULL,"
+    " lease_until = excluded.lease_until, expires_at = excluded.expires_at"
+)
+# Inside BEGIN IMMEDIATE: takes a free key or one whose lease (or result's ttl) is over; a held
+# key returns nothing, and the write lock keeps it as it is for the SELECT that follows.
+CLAIM_EXECUTION = f"{_TAKE} WHERE executions.expires_at <= ? RETURNING job_id"
+HELD_EXECUTION = "SELECT job_id, state, result FROM executions WHERE key = ?"
+FINISH_EXECUTION = (
+    "UPDATE executions SET state = 'done', result = ?, expires_at = ?"
+    " WHERE key = ? AND job_id = ? AND state = 'pending'"
+)
+PURGE_EXECUTIONS = (
+    "DELETE FROM executions WHERE key IN"
+    f" (SELECT key FROM executions WHERE expires_at <= ? LIMIT {PURGE_BATCH})"
+)
+
+
+_STARTABLE = tuple(status.value for status in STARTABLE)
+_IN_STARTABLE = f"status IN ({', '.join('?' * len(_STARTABLE))})"
+_COUNT = "UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ?"
+_RUNNING = (
+    "UPDATE jobs SET status = 'running', attempts = ?, started_at = ?, updated_at = ?"
+    f" WHERE id = ? AND {_IN_STARTABLE}"
+)
+_SUCCEEDED = (
+    "UPDATE jobs SET status = 'succeeded', result = ?, finished_at = ?, updated_at = ?"
+    f" WHERE id = ? AND {_IN_STARTABLE}"
+)
+
+
+async def start_runs(db: aiosqlite.Connection, items: Sequence[RunStart]) -> list[RunStarted]:
+    """Start every item's run (see ``JobStore.start_runs``) in the caller's write transaction."""
+    now = now_us()
+    jobs = await _jobs(db, {item.job_id for item in items})
+    # Live claims only: an expired lease (a crashed worker) or result (past its ttl) is free.
+    claims = {
+        key: (job_id, state, result)
+        for key, job_id, state, result, expires_at in await _select_in(
+            db,
+            "SELECT key, job_id, state, result, expires_at FROM executions",
+            "key",
+            {item.key for item in items},
+        )
+        if expires_at > now
+    }
+    taken: list[tuple[Any, ...]] = []
+    running: list[tuple[Any, ...]] = []
+    done: list[tuple[Any, ...]] = []
+    outcomes: list[tuple[StartOutcome, Any]] = []
+    for item in items:
+        job = jobs.get(item.job_id)
+        if job is not None and job[0].status in SETTLED:
+            outcomes.append((StartOutcome.SETTLED, None))
+            continue
+        held = claims.get(item.key)
+        if held is not None and held[1] == "done":
+            result = orjson.loads(held[2])
+            started = to_us(item.started_at)
+            done.append((held[2], started, started, item.job_id, *_STARTABLE))
+            outcomes.append((StartOutcome.DONE, result))
+            continue
+        if held is not None:
+            outcomes.append((StartOutcome.HELD, None))
+            continue
+        # Ours now; a later item of this batch with the same key finds it held.
+        until = now + seconds_us(item.lease_s)
+        claims[item.key] = (item.job_id, "pending", None)
+        taken.append((item.key, item.job_id, until, until))
+        started = to_us(item.started_at)
+        running.append((item.attempt, started, started, item.job_id, *_STARTABLE))
+        outcomes.append((StartOutcome.RUN, None))
+    if taken:
+        await db.executemany(_TAKE, taken)
+        await db.executemany(_COUNT, [(row[3],) for row in running])
+        await db.executemany(_RUNNING, running)
+    if done:
+        await db.executemany(_SUCCEEDED, done)
+    if taken or done:
+        jobs.update(await _jobs(db, {row[3] for row in running} | {row[3] for row in done}))
+    started_runs = []
+    for item, (outcome, result) in zip(items, outcomes, strict=True):
+        found = jobs.get(item.job_id)
+        if found is None:
+            started_runs.append(RunStarted(outcome, 0, result, None))
+        else:
+            started_runs.append(RunStarted(outcome, found[1], result, found[0]))
+    return started_runs
+
+
+async def finish_runs(
+    db: aiosqlite.Connection, items: Sequence[RunFinish]
+) -> list[JobRecord | None]:
+    """Finish every item's run (see ``JobStore.finish_runs``) in the caller's write transaction."""
+    now = now_us()
+    finishes, succeeded = [], []
+    for item in items:
+        encoded = orjson.dumps(item.result).decode()
+        finishes.append((encoded, now + seconds_us(item.ttl_s), item.key, item.job_id))
+        finished = to_us(item.finished_at)
+        succeeded.append((encoded, finished, finished, item.job_id, *_STARTABLE))
+    await db.executemany(FINISH_EXECUTION, finishes)
+    await db.executemany(_SUCCEEDED, succeeded)
+    await db.execute(PURGE_EXECUTIONS, (now,))
+    jobs = await _jobs(db, {item.job_id for item in items})
+    return [
+        job
+        if (found := jobs.get(item.job_id)) and (job := found[0]).status is JobStatus.SUCCEEDED
+        else None
+        for item in items
+    ]
+
+
+async def _jobs(db: aiosqlite.Connection, ids: set[str]) -> dict[str, tuple[JobRecord, int]]:
+    """Return the jobs among ``ids`` with their delivery counts."""
+    rows = await _select_in(db, f"SELECT {', '.join(COLUMNS)}, deliveries FROM jobs", "id", ids)
+    return {row[0]: (record(row[:-1]), int(row[-1])) for row in rows}
+
+
+async def _select_in(
+    db: aiosqlite.Connection, select: str, column: str, values: set[str]
+) -> list[Any]:
+    """Return the rows of ``select`` whose ``column`` is one of ``values`` (one statement)."""
+    if not values:
+        return []
+    marks = ", ".join("?" * len(values))
+    return list(await db.execute_fetchall(f"{select} WHERE {column} IN ({marks})", tuple(values)))
