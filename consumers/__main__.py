@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-from consumers.process import run_worker
+from consumers.process import run, run_worker
 from topology.errors import TaskqError
 
 
@@ -14,7 +13,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m consumers GROUP")
     try:
-        sys.exit(asyncio.run(run_worker(sys.argv[1])))
+        sys.exit(run(run_worker(sys.argv[1])))
     except TaskqError as exc:
         sys.exit(f"error: {exc}")
 

@@ -6,7 +6,8 @@ import asyncio
 import importlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from loguru import logger
 
@@ -45,6 +46,16 @@ def groups_with_handlers(topology: CompiledTopology, registry: HandlerRegistry) 
             routing.overlap(h, p) is not None for h in registry.job_types for p in group.spec.jobs
         )
     ]
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` to completion on uvloop where it is installed (the faster loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # Windows, or an install without it: asyncio's own loop works too
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) -> int:

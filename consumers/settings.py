@@ -17,4 +17,7 @@ class WorkerSettings(BaseModel):
     poison_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
     breaker_threshold: Annotated[int, Field(ge=1, le=10000)] = 5
     breaker_cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # A run shorter than this announces only its outcome: the running event would be stale
+    # before anyone could act on it, and it costs a publish on every job's hot path.
+    running_event_delay: Annotated[float, Field(ge=0, le=60)] = 0.1
     handlers: str = "consumers.examples"

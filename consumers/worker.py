@@ -75,6 +75,8 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._queues: list[tuple[AbstractQueue, str]] = []
         self._acks = Acker()
+        self._unannounced: dict[str, asyncio.TimerHandle] = {}
+        self._announcing: set[asyncio.Task[None]] = set()
         self._starts: Coalescer[RunStart, RunStarted] = Coalescer(deps.store.start_runs)
         self._finishes: Coalescer[RunFinish, JobRecord | None] = Coalescer(deps.store.finish_runs)
         self.breakers = Breakers(deps.settings.breaker_threshold, deps.settings.breaker_cooldown)
@@ -186,7 +188,10 @@ class Worker:
             self._acks.ack(message)
             return False
         if start.job is not None:
-            await self._announce(start.job)
+            if start.outcome is StartOutcome.RUN:
+                self._announce_later(start.job)
+            else:
+                await self._announce(start.job)
         if start.outcome is StartOutcome.DONE:
             self._acks.ack(message)
             return False
@@ -283,7 +288,24 @@ class Worker:
         if job is not None:
             await self._announce(job)
 
+    def _announce_later(self, job: JobRecord) -> None:
+        """Announce ``job``'s running status unless its outcome is announced first."""
+        loop = asyncio.get_running_loop()
+        self._unannounced[job.id] = loop.call_later(
+            self._deps.settings.running_event_delay, self._announce_now, job
+        )
+
+    def _announce_now(self, job: JobRecord) -> None:
+        if self._unannounced.pop(job.id, None) is not None:
+            task = asyncio.get_running_loop().create_task(self._announce(job))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+
     async def _announce(self, job: JobRecord) -> None:
+        if job.status is not JobStatus.RUNNING:
+            pending = self._unannounced.pop(job.id, None)
+            if pending is not None:  # superseded: the outcome is the news
+                pending.cancel()
         try:
             await self._deps.publisher.publish_event(event_key(job), event_body(job))
         except TaskqError as exc:

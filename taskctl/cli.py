@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
-from consumers.process import run_worker
+from consumers.process import run, run_worker
 from taskctl import dlq_commands, jobs_commands, topology_commands, up_command
 from taskctl.context import fail
 from topology.errors import TaskqError
@@ -35,7 +33,7 @@ for command in (
 def worker(group: str = typer.Argument(..., help="The consumer group to run.")) -> None:
     """Run one consumer group's worker in the foreground (SIGTERM drains it)."""
     try:
-        code = asyncio.run(run_worker(group))
+        code = run(run_worker(group))
     except TaskqError as exc:
         fail(exc)
     raise typer.Exit(code)

@@ -30,6 +30,7 @@ async def start_run(store: JobStore, item: RunStart) -> RunStarted:
             JobStatus.SUCCEEDED,
             allowed_from=STARTABLE,
             result=claim.result,
+            finished_at=item.started_at,  # when this worker learnt it: the done-mark's run died
             updated_at=item.started_at,
         )
         return RunStarted(StartOutcome.DONE, result=claim.result, job=done)

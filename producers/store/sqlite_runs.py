@@ -1,22 +1,25 @@
 """The SQLite store's execution claims, and its batched run starts and finishes.
 
-Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so the reads and the
-writes that follow them see one state of the file, and no other process slips in between.
-On one connection, a statement costs a hop to aiosqlite's thread, which is far more than
-SQLite's own work for a row: statements take every item of the batch at once.
+Functions of the connection, run on its thread (``SqliteThread``). Those marked so run inside
+the caller's ``BEGIN IMMEDIATE`` transaction, so their reads and the writes that follow see
+one state of the file, and no other process slips in between. Batched statements take every
+item of a batch at once: Python's work per statement is what a row costs here, far more than
+SQLite's.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from producers.store.model import (
     SETTLED,
     STARTABLE,
+    Execution,
+    ExecutionState,
     JobRecord,
     JobStatus,
     RunFinish,
@@ -61,14 +64,14 @@ _SUCCEEDED = (
 )
 
 
-async def start_runs(db: aiosqlite.Connection, items: Sequence[RunStart]) -> list[RunStarted]:
+def start_runs(db: sqlite3.Connection, items: Sequence[RunStart]) -> list[RunStarted]:
     """Start every item's run (see ``JobStore.start_runs``) in the caller's write transaction."""
     now = now_us()
-    jobs = await _jobs(db, {item.job_id for item in items})
+    jobs = _jobs(db, {item.job_id for item in items})
     # Live claims only: an expired lease (a crashed worker) or result (past its ttl) is free.
     claims = {
         key: (job_id, state, result)
-        for key, job_id, state, result, expires_at in await _select_in(
+        for key, job_id, state, result, expires_at in _select_in(
             db,
             "SELECT key, job_id, state, result, expires_at FROM executions",
             "key",
@@ -103,13 +106,13 @@ async def start_runs(db: aiosqlite.Connection, items: Sequence[RunStart]) -> lis
         running.append((item.attempt, started, started, item.job_id, *_STARTABLE))
         outcomes.append((StartOutcome.RUN, None))
     if taken:
-        await db.executemany(_TAKE, taken)
-        await db.executemany(_COUNT, [(row[3],) for row in running])
-        await db.executemany(_RUNNING, running)
+        db.executemany(_TAKE, taken)
+        db.executemany(_COUNT, [(row[3],) for row in running])
+        db.executemany(_RUNNING, running)
     if done:
-        await db.executemany(_SUCCEEDED, done)
+        db.executemany(_SUCCEEDED, done)
     if taken or done:
-        jobs.update(await _jobs(db, {row[3] for row in running} | {row[3] for row in done}))
+        jobs.update(_jobs(db, {row[3] for row in running} | {row[3] for row in done}))
     started_runs = []
     for item, (outcome, result) in zip(items, outcomes, strict=True):
         found = jobs.get(item.job_id)
@@ -120,40 +123,58 @@ async def start_runs(db: aiosqlite.Connection, items: Sequence[RunStart]) -> lis
     return started_runs
 
 
-async def finish_runs(
-    db: aiosqlite.Connection, items: Sequence[RunFinish]
-) -> list[JobRecord | None]:
+def finish_runs(db: sqlite3.Connection, items: Sequence[RunFinish]) -> list[JobRecord | None]:
     """Finish every item's run (see ``JobStore.finish_runs``) in the caller's write transaction."""
-    now = now_us()
-    finishes, succeeded = [], []
+    succeeded = []
+    claims = []
     for item in items:
         encoded = orjson.dumps(item.result).decode()
-        finishes.append((encoded, now + seconds_us(item.ttl_s), item.key, item.job_id))
+        claims.append((item.key, item.job_id, encoded, item.ttl_s))
         finished = to_us(item.finished_at)
         succeeded.append((encoded, finished, finished, item.job_id, *_STARTABLE))
-    await db.executemany(FINISH_EXECUTION, finishes)
-    await db.executemany(_SUCCEEDED, succeeded)
-    await db.execute(PURGE_EXECUTIONS, (now,))
-    jobs = await _jobs(db, {item.job_id for item in items})
+    finish(db, claims)
+    db.executemany(_SUCCEEDED, succeeded)
+    jobs = _jobs(db, {item.job_id for item in items})
     return [
-        job
-        if (found := jobs.get(item.job_id)) and (job := found[0]).status is JobStatus.SUCCEEDED
+        found[0]
+        if (found := jobs.get(item.job_id)) and found[0].status is JobStatus.SUCCEEDED
         else None
         for item in items
     ]
 
 
-async def _jobs(db: aiosqlite.Connection, ids: set[str]) -> dict[str, tuple[JobRecord, int]]:
+def claim(db: sqlite3.Connection, key: str, job_id: str, lease_s: float) -> Execution:
+    """Claim ``key``'s execution for ``job_id`` (inside the caller's write transaction)."""
+    now = now_us()
+    until = now + seconds_us(lease_s)
+    if db.execute(CLAIM_EXECUTION, (key, job_id, until, until, now)).fetchall():
+        return Execution(ExecutionState.NEW, job_id)
+    # The upsert found a live claim, and our write lock keeps it there.
+    ((held_job, state, result),) = db.execute(HELD_EXECUTION, (key,)).fetchall()
+    if state == "done":
+        return Execution(ExecutionState.DONE, held_job, orjson.loads(result))
+    return Execution(ExecutionState.HELD, held_job)
+
+
+def finish(db: sqlite3.Connection, claims: Sequence[tuple[str, str, str, float]]) -> None:
+    """Mark each ``(key, job_id, result JSON, ttl_s)`` claim done while the job holds it; purge expired."""
+    now = now_us()
+    db.executemany(
+        FINISH_EXECUTION,
+        [(result, now + seconds_us(ttl_s), key, job_id) for key, job_id, result, ttl_s in claims],
+    )
+    db.execute(PURGE_EXECUTIONS, (now,))
+
+
+def _jobs(db: sqlite3.Connection, ids: set[str]) -> dict[str, tuple[JobRecord, int]]:
     """Return the jobs among ``ids`` with their delivery counts."""
-    rows = await _select_in(db, f"SELECT {', '.join(COLUMNS)}, deliveries FROM jobs", "id", ids)
+    rows = _select_in(db, f"SELECT {', '.join(COLUMNS)}, deliveries FROM jobs", "id", ids)
     return {row[0]: (record(row[:-1]), int(row[-1])) for row in rows}
 
 
-async def _select_in(
-    db: aiosqlite.Connection, select: str, column: str, values: set[str]
-) -> list[Any]:
+def _select_in(db: sqlite3.Connection, select: str, column: str, values: set[str]) -> list[Any]:
     """Return the rows of ``select`` whose ``column`` is one of ``values`` (one statement)."""
     if not values:
         return []
     marks = ", ".join("?" * len(values))
-    return list(await db.execute_fetchall(f"{select} WHERE {column} IN ({marks})", tuple(values)))
+    return list(db.execute(f"{select} WHERE {column} IN ({marks})", tuple(values)).fetchall())
