@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     Execution,
     JobPage,
@@ -126,3 +127,15 @@ class GroupCommitStore:
     async def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of the job."""
         return await self._inner.count_delivery(job_id)
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Record a worker's breaker state."""
+        await self._inner.record_breaker(breaker)
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers."""
+        return await self._inner.list_breakers(group)
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete a worker's breaker rows."""
+        await self._inner.forget_breakers(worker)

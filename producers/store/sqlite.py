@@ -21,9 +21,11 @@ import aiosqlite
 import orjson
 
 from producers.errors import StoreError, StoreUnavailableError
+from producers.store import sqlite_breakers
 from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending, sqlite_statements
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     ClaimState,
     Execution,
@@ -337,6 +339,21 @@ class SqliteJobStore:
             await db.close()
             raise
         return db
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+        async with self._use() as db:
+            await sqlite_breakers.upsert(db, breaker)
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
+        async with self._use() as db:
+            return await sqlite_breakers.select(db, group)
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete every breaker row of ``worker``."""
+        async with self._use() as db:
+            await sqlite_breakers.delete_worker(db, worker)
 
 
 async def _patiently(db: aiosqlite.Connection, sql: str) -> None:
