@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from loguru import logger
 
 from consumers.breaker import Breakers
+from consumers.breaker_report import BreakerReport
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.retry import attempts_allowed
@@ -66,7 +67,12 @@ class Worker:
         self._slots = asyncio.Semaphore(deps.group.spec.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._queues: list[tuple[AbstractQueue, str]] = []
-        self.breakers = Breakers(deps.settings.breaker_threshold, deps.settings.breaker_cooldown)
+        self.breaker_report = BreakerReport(deps.store, deps.group.name)
+        self.breakers = Breakers(
+            deps.settings.breaker_threshold,
+            deps.settings.breaker_cooldown,
+            on_change=self.breaker_report.changed,
+        )
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         """Start consuming every work queue of the group (most urgent lane first)."""
@@ -89,6 +95,8 @@ class Worker:
         for queue, tag in self._queues:
             await queue.cancel(tag)
         self._queues.clear()
+        # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
+        await self.breaker_report.close()
         if not self._running:
             return True
         _, pending = await asyncio.wait(self._running, timeout=grace or self._deps.settings.grace)
