@@ -4,6 +4,7 @@ Closed, a breaker counts consecutive failures; at the threshold it opens and job
 dependency are parked (sent back through a delay tier, their attempt unspent) instead of
 burning their retry budget. After the cooldown it lets one probe through (half-open): a success
 closes it, a failure opens it again (https://martinfowler.com/bliki/CircuitBreaker.html).
+An optional ``on_change`` callback hears of every change of state, for metrics and reports.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 Clock = Callable[[], float]
+OnChange = Callable[["CircuitBreaker"], None]
 
 
 class BreakerState(StrEnum):
@@ -36,12 +38,13 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = field(default=0.0)
     probing: bool = False
+    on_change: OnChange | None = None
 
     def allow(self) -> bool:
         """Return whether a job needing the dependency may run now (one probe when half-open)."""
         if self.state is BreakerState.OPEN and self.clock() - self.opened_at >= self.cooldown:
-            self.state = BreakerState.HALF_OPEN
             self.probing = False
+            self._move(BreakerState.HALF_OPEN)
         if self.state is BreakerState.CLOSED:
             return True
         if self.state is BreakerState.HALF_OPEN and not self.probing:
@@ -61,17 +64,27 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         """Record a success: the dependency works, so the breaker closes."""
-        self.state = BreakerState.CLOSED
         self.failures = 0
         self.probing = False
+        self._move(BreakerState.CLOSED)
 
     def failed(self) -> None:
         """Record a failure: a failed probe, or the threshold reached, opens the breaker."""
         self.failures += 1
         if self.state is BreakerState.HALF_OPEN or self.failures >= self.threshold:
-            self.state = BreakerState.OPEN
             self.opened_at = self.clock()
             self.probing = False
+            self._move(BreakerState.OPEN)
+
+    def _move(self, to: BreakerState) -> None:
+        """Enter state ``to``, telling ``on_change`` when that is a change."""
+        # The fields are set before the callback runs, so it sees the breaker as it now is;
+        # staying put (a failure while open, a success while closed) is no transition.
+        if to is self.state:
+            return
+        self.state = to
+        if self.on_change is not None:
+            self.on_change(self)
 
 
 @dataclass(slots=True)
@@ -82,12 +95,15 @@ class Breakers:
     cooldown: float = 30.0
     clock: Clock = time.monotonic
     by_name: dict[str, CircuitBreaker] = field(default_factory=dict)
+    on_change: OnChange | None = None
 
     def get(self, name: str) -> CircuitBreaker:
         """Return the breaker of dependency ``name``."""
         breaker = self.by_name.get(name)
         if breaker is None:
-            breaker = CircuitBreaker(name, self.threshold, self.cooldown, self.clock)
+            breaker = CircuitBreaker(
+                name, self.threshold, self.cooldown, self.clock, on_change=self.on_change
+            )
             self.by_name[name] = breaker
         return breaker
 

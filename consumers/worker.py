@@ -20,6 +20,7 @@ from loguru import logger
 
 from consumers.acks import Acker
 from consumers.breaker import Breakers
+from consumers.breaker_report import BreakerReport
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.retry import attempts_allowed
@@ -79,7 +80,12 @@ class Worker:
         self._announcing: set[asyncio.Task[None]] = set()
         self._starts: Coalescer[RunStart, RunStarted] = Coalescer(deps.store.start_runs)
         self._finishes: Coalescer[RunFinish, JobRecord | None] = Coalescer(deps.store.finish_runs)
-        self.breakers = Breakers(deps.settings.breaker_threshold, deps.settings.breaker_cooldown)
+        self.breaker_report = BreakerReport(deps.store, deps.group.name)
+        self.breakers = Breakers(
+            deps.settings.breaker_threshold,
+            deps.settings.breaker_cooldown,
+            on_change=self.breaker_report.changed,
+        )
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         """Start consuming every work queue of the group (most urgent lane first)."""
@@ -102,6 +108,8 @@ class Worker:
         for queue, tag in self._queues:
             await queue.cancel(tag)
         self._queues.clear()
+        # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
+        await self.breaker_report.close()
         if not self._running:
             await self._acks.flush()
             return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from consumers.process import run, run_worker
-from taskctl import dlq_commands, jobs_commands, topology_commands, up_command
+from taskctl import breakers_command, dlq_commands, jobs_commands, topology_commands, up_command
 from taskctl.context import fail
 from topology.errors import TaskqError
 
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(topology_commands.app, name="topology")
 app.add_typer(dlq_commands.app, name="dlq")
 app.command(name="up")(up_command.up)
+app.command(name="breakers")(breakers_command.breakers)
 for command in (
     jobs_commands.submit,
     jobs_commands.status,

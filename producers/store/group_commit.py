@@ -7,6 +7,7 @@ from typing import Any
 
 from producers.store.coalesce import Coalescer
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     Execution,
     JobPage,
@@ -111,3 +112,15 @@ class GroupCommitStore:
     async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
         """Finish many runs."""
         return await self._inner.finish_runs(items)
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Record a worker's breaker state."""
+        await self._inner.record_breaker(breaker)
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers."""
+        return await self._inner.list_breakers(group)
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete a worker's breaker rows."""
+        await self._inner.forget_breakers(worker)

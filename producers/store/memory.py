@@ -18,6 +18,7 @@ import orjson
 
 from producers.errors import StoreError
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     ClaimState,
     Execution,
@@ -45,6 +46,7 @@ class InMemoryJobStore:
         self.keys: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, int] = {}
+        self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
         self._closed = False
         self._lock = asyncio.Lock()
@@ -58,7 +60,7 @@ class InMemoryJobStore:
     async def migrate(self) -> int:
         """Return the schema version the SQL stores reach (there is nothing to migrate)."""
         self._check()
-        return 2
+        return 3
 
     async def close(self) -> None:
         """Refuse further work (closing twice is fine)."""
@@ -210,6 +212,25 @@ class InMemoryJobStore:
     async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
         """Finish many runs, one after the other."""
         return [await finish_run(self, item) for item in items]
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+        self._check()
+        if breaker.changed_at.tzinfo is None:
+            raise ValueError(f"changed_at must be timezone-aware, got {breaker.changed_at!r}")
+        stored = replace(breaker, changed_at=breaker.changed_at.astimezone(UTC))
+        self.breakers[(breaker.group, breaker.dependency, breaker.worker)] = stored
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
+        self._check()
+        return [self.breakers[k] for k in sorted(self.breakers) if group in (None, k[0])]
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete every breaker row of ``worker``."""
+        self._check()
+        for key in [k for k in self.breakers if k[2] == worker]:
+            del self.breakers[key]
 
 
 def _execution(held: dict[str, Any]) -> Execution | None:

@@ -175,6 +175,18 @@ class RunFinish:
     finished_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerRecord:
+    """One worker's circuit breaker for one dependency of one consumer group, as last reported."""
+
+    group: str
+    dependency: str
+    worker: str  # hostname:pid of the worker process
+    state: str  # closed, half_open or open
+    failures: int  # consecutive failures when the state last changed
+    changed_at: datetime
+
+
 class JobStore(Protocol):
     """Job records and submission idempotency keys; every method is atomic on its own."""
 
@@ -290,4 +302,15 @@ class JobStore(Protocol):
         A key is only marked done while the item's job holds its claim (as in
         ``finish_execution``); ``None`` for a job that is missing or no longer startable.
         """
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+        ...
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
+        ...
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete every breaker row of ``worker`` (it stopped)."""
         ...

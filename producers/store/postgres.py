@@ -18,9 +18,11 @@ import orjson
 from asyncpg import exceptions as pg
 
 from producers.errors import StoreError, StoreUnavailableError
+from producers.store import postgres_breakers
 from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     ClaimState,
     Execution,
@@ -353,6 +355,21 @@ class PostgresJobStore:
                     init=_init_connection,
                 )
             return self._pool
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+        async with self._use() as conn:
+            await postgres_breakers.upsert(conn, breaker)
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
+        async with self._use() as conn:
+            return await postgres_breakers.select(conn, group)
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete every breaker row of ``worker``."""
+        async with self._use() as conn:
+            await postgres_breakers.delete_worker(conn, worker)
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 import orjson
 
 from producers.errors import StoreError, StoreUnavailableError
-from producers.store import sqlite_runs
+from producers.store import sqlite_breakers, sqlite_runs
 from producers.store.listing import ListingQuery
 from producers.store.migrations import load_migrations, pending, sqlite_statements
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     ClaimState,
     Execution,
@@ -294,6 +295,18 @@ class SqliteJobStore:
                     f"the SQLite job store {self._path} is unavailable: {exc}"
                 ) from exc
             raise StoreError(f"the SQLite job store {self._path} failed: {exc}") from exc
+
+    async def record_breaker(self, breaker: BreakerRecord) -> None:
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+        await self._run(lambda db: sqlite_breakers.upsert(db, breaker))
+
+    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
+        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
+        return await self._run(lambda db: sqlite_breakers.select(db, group))
+
+    async def forget_breakers(self, worker: str) -> None:
+        """Delete every breaker row of ``worker``."""
+        await self._run(lambda db: sqlite_breakers.delete_worker(db, worker))
 
 
 def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:

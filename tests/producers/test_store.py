@@ -16,6 +16,7 @@ from producers.errors import StoreError, StoreUnavailableError
 from producers.store.factory import open_store
 from producers.store.memory import InMemoryJobStore
 from producers.store.model import (
+    BreakerRecord,
     Claim,
     ClaimState,
     Execution,
@@ -113,14 +114,14 @@ async def store(backend: Backend) -> JobStore:
 
 async def test_migrate_is_idempotent_and_returns_the_version(backend: Backend) -> None:
     first = backend.open()
-    assert await first.migrate() == 2
-    assert await first.migrate() == 2
-    assert await backend.open().migrate() == 2
+    assert await first.migrate() == 3
+    assert await first.migrate() == 3
+    assert await backend.open().migrate() == 3
 
 
 async def test_migrations_agree_when_five_processes_run_them_at_once(backend: Backend) -> None:
     stores = [backend.open() for _ in range(5)]
-    assert await asyncio.gather(*(s.migrate() for s in stores)) == [2] * 5
+    assert await asyncio.gather(*(s.migrate() for s in stores)) == [3] * 5
     record = job()
     await stores[0].create_job(record)
     assert await stores[4].get_job(record.id) == record
@@ -512,8 +513,8 @@ async def test_open_store_reads_sqlite_urls(
     assert isinstance(absolute, SqliteJobStore)
     assert absolute.path == tmp_path / "abs" / "jobs.sqlite3"
     try:
-        assert await relative.migrate() == 2
-        assert await absolute.migrate() == 2
+        assert await relative.migrate() == 3
+        assert await absolute.migrate() == 3
     finally:
         await relative.close()
         await absolute.close()
@@ -533,3 +534,59 @@ def test_open_store_refuses_other_urls_naming_the_setting(url: str) -> None:
     with pytest.raises(SettingsError, match="TASKQ_STORE_URL") as caught:
         open_store(url)
     assert "secret" not in str(caught.value)
+
+
+def breaker(**changes: Any) -> BreakerRecord:
+    base = BreakerRecord("mail", "smtp", "host-a:101", "open", 5, NOW)
+    return replace(base, **changes)
+
+
+async def test_breakers_are_upserted_per_group_dependency_and_worker(
+    backend: Backend, store: JobStore
+) -> None:
+    assert await store.list_breakers() == []
+    opened = breaker()
+    await store.record_breaker(opened)
+    await store.record_breaker(breaker(worker="host-b:202", state="half_open"))
+    await store.record_breaker(breaker(group="billing", dependency="stripe"))
+    later = NOW + timedelta(seconds=30, microseconds=7)
+    await store.record_breaker(breaker(state="closed", failures=0, changed_at=later))
+    # Another process (taskctl) sees what the worker wrote.
+    other = backend.open()
+    assert await other.list_breakers() == [
+        breaker(group="billing", dependency="stripe"),
+        breaker(state="closed", failures=0, changed_at=later),
+        breaker(worker="host-b:202", state="half_open"),
+    ]
+    assert [b.worker for b in await other.list_breakers("mail")] == ["host-a:101", "host-b:202"]
+    assert await other.list_breakers("nobody") == []
+
+
+async def test_forgetting_a_worker_deletes_only_its_breakers(store: JobStore) -> None:
+    await store.record_breaker(breaker())
+    await store.record_breaker(breaker(dependency="db"))
+    await store.record_breaker(breaker(worker="host-b:202"))
+    await store.forget_breakers("host-a:101")
+    assert await store.list_breakers() == [breaker(worker="host-b:202")]
+    await store.forget_breakers("host-a:101")  # nothing left to forget is fine
+
+
+async def test_breaker_times_round_trip_as_the_same_instant(store: JobStore) -> None:
+    pacific = NOW.astimezone(timezone(timedelta(hours=-8)))
+    await store.record_breaker(breaker(changed_at=pacific))
+    (found,) = await store.list_breakers()
+    assert found.changed_at == NOW
+    assert found.changed_at.utcoffset() == timedelta(0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.record_breaker(breaker(dependency="db", changed_at=datetime(2026, 1, 1)))
+    assert [b.dependency for b in await store.list_breakers()] == ["smtp"]
+
+
+async def test_breakers_are_unavailable_when_the_database_cannot_be_reached(
+    backend: Backend,
+) -> None:
+    down = backend.open(reachable=False)
+    with pytest.raises(StoreUnavailableError):
+        await down.record_breaker(breaker())
+    with pytest.raises(StoreUnavailableError):
+        await down.list_breakers()
