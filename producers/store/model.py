@@ -159,7 +159,7 @@ class RunStarted:
     """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job)."""
 
     outcome: StartOutcome
-    deliveries: int = 0
+    deliveries: int = 0  # the job's starts so far, this one included (RUN only)
     result: Any = None
     job: JobRecord | None = None
 
