@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from producers.store.model import (
 )
 from producers.store.postgres import PostgresJobStore
 from producers.store.sqlite import SqliteJobStore
-from tests.conftest import scratch_database
+from tests.producers.conftest import Backend
 from topology.envelope import new_job_id
 from topology.errors import SettingsError
 from topology.spec import Priority
@@ -52,64 +52,6 @@ def job(**changes: Any) -> JobRecord:
         payload={"to": "user@example.com"},
     )
     return replace(base, **changes)
-
-
-@dataclass
-class Backend:
-    """Opens stores on one fresh database (several stores act like several processes)."""
-
-    make: Callable[[], JobStore]
-    make_unreachable: Callable[[], JobStore]
-    opened: list[JobStore] = field(default_factory=list)
-
-    def open(self, *, reachable: bool = True) -> JobStore:
-        store = self.make() if reachable else self.make_unreachable()
-        self.opened.append(store)
-        return store
-
-    async def close(self) -> None:
-        for store in self.opened:
-            await store.close()
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        # The unit tests' twin answers to the same contract as the real stores.
-        shared = InMemoryJobStore()
-        down = InMemoryJobStore()
-        outage = StoreUnavailableError("the in-memory store is set to fail")
-        outage.__cause__ = ConnectionRefusedError("simulated")
-        down.fail_with = outage
-        yield Backend(lambda: shared, lambda: down)
-        return
-    if request.param == "sqlite":
-        path = tmp_path / "store" / "jobs.sqlite3"
-        # /proc refuses new directories, so the file can never be created.
-        opened = Backend(
-            lambda: SqliteJobStore(path), lambda: SqliteJobStore("/proc/taskq-none/jobs.sqlite3")
-        )
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        return
-    async with scratch_database(request.getfixturevalue("postgres_url")) as dsn:
-        nobody = "postgresql://postgres@127.0.0.1:1/postgres"  # port 1: connection refused
-        opened = Backend(
-            lambda: PostgresJobStore(dsn), lambda: PostgresJobStore(nobody, connect_timeout=2)
-        )
-        try:
-            yield opened
-        finally:
-            await opened.close()
-
-
-@pytest.fixture
-async def store(backend: Backend) -> JobStore:
-    store = backend.open()
-    await store.migrate()
-    return store
 
 
 async def test_migrate_is_idempotent_and_returns_the_version(backend: Backend) -> None:

@@ -18,7 +18,7 @@ from producers.store.model import (
     StartOutcome,
 )
 from producers.store.sqlite import SqliteJobStore
-from tests.producers.test_store import NOW, backend, job, store  # noqa: F401 (fixtures)
+from tests.producers.test_store import NOW, job
 from topology.envelope import new_job_id
 
 LATER = NOW + timedelta(seconds=3)
@@ -56,7 +56,8 @@ async def test_a_second_start_of_a_held_key_is_held_even_within_one_batch(store:
     (again,) = await store.start_runs([start(first.id, "shared")])
     assert again.outcome is StartOutcome.HELD
     second_job = await store.get_job(second.id)
-    assert second_job is not None and second_job.status is JobStatus.QUEUED
+    assert second_job is not None
+    assert second_job.status is JobStatus.QUEUED
 
 
 async def test_settled_jobs_are_left_alone(store: JobStore) -> None:
@@ -65,7 +66,8 @@ async def test_settled_jobs_are_left_alone(store: JobStore) -> None:
     (started,) = await store.start_runs([start(cancelled.id)])
     assert started.outcome is StartOutcome.SETTLED
     found = await store.get_job(cancelled.id)
-    assert found is not None and found.status is JobStatus.CANCELLED
+    assert found is not None
+    assert found.status is JobStatus.CANCELLED
 
 
 async def test_a_finish_marks_the_key_done_and_the_job_succeeded(store: JobStore) -> None:
@@ -84,7 +86,8 @@ async def test_a_finish_marks_the_key_done_and_the_job_succeeded(store: JobStore
     (again,) = await store.start_runs([start(record.id)])
     assert again.outcome is StartOutcome.DONE
     assert again.result == {"sent": 1}
-    assert again.job is not None and again.job.status is JobStatus.SUCCEEDED
+    assert again.job is not None
+    assert again.job.status is JobStatus.SUCCEEDED
     assert again.job.finished_at is not None
 
 
