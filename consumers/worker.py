@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from loguru import logger
 
 from consumers.acks import Acker
+from consumers.announce import Announcer
 from consumers.breaker import Breakers
 from consumers.breaker_report import BreakerReport
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
@@ -26,7 +27,6 @@ from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
 from producers.blobs import BlobStore
-from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.store.coalesce import Coalescer
 from producers.store.model import (
@@ -76,8 +76,7 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._queues: list[tuple[AbstractQueue, str]] = []
         self._acks = Acker()
-        self._unannounced: dict[str, asyncio.TimerHandle] = {}
-        self._announcing: set[asyncio.Task[None]] = set()
+        self._announcer = Announcer(deps.publisher, running_delay=deps.settings.running_event_delay)
         self._starts: Coalescer[RunStart, RunStarted] = Coalescer(deps.store.start_runs)
         self._finishes: Coalescer[RunFinish, JobRecord | None] = Coalescer(deps.store.finish_runs)
         self.breaker_report = BreakerReport(deps.store, deps.group.name)
@@ -111,12 +110,17 @@ class Worker:
         # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
         await self.breaker_report.close()
         if not self._running:
-            await self._acks.flush()
+            await self._settle_up()
             return True
         _, pending = await asyncio.wait(self._running, timeout=grace or self._deps.settings.grace)
         # Unfinished jobs stay unacked: closing the channel returns them to the queue.
-        await self._acks.flush()
+        await self._settle_up()
         return not pending
+
+    async def _settle_up(self) -> None:
+        """Send the acks and status events still queued."""
+        await self._acks.flush()
+        await self._announcer.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._acks.received(message)
@@ -197,9 +201,9 @@ class Worker:
             return False
         if start.job is not None:
             if start.outcome is StartOutcome.RUN:
-                self._announce_later(start.job)
+                self._announcer.running(start.job)
             else:
-                await self._announce(start.job)
+                self._announcer.announce(start.job)
         if start.outcome is StartOutcome.DONE:
             self._acks.ack(message)
             return False
@@ -263,7 +267,7 @@ class Worker:
             RunFinish(envelope.id, key, result, deps.settings.result_ttl, finished)
         )
         if job is not None:
-            await self._announce(job)
+            self._announcer.announce(job)
         self._acks.ack(message)
 
     async def _payload(self, envelope: Envelope) -> Any:
@@ -294,27 +298,4 @@ class Worker:
             envelope.id, status, allowed_from=STARTABLE, updated_at=self._clock(), **fields
         )
         if job is not None:
-            await self._announce(job)
-
-    def _announce_later(self, job: JobRecord) -> None:
-        """Announce ``job``'s running status unless its outcome is announced first."""
-        loop = asyncio.get_running_loop()
-        self._unannounced[job.id] = loop.call_later(
-            self._deps.settings.running_event_delay, self._announce_now, job
-        )
-
-    def _announce_now(self, job: JobRecord) -> None:
-        if self._unannounced.pop(job.id, None) is not None:
-            task = asyncio.get_running_loop().create_task(self._announce(job))
-            self._announcing.add(task)
-            task.add_done_callback(self._announcing.discard)
-
-    async def _announce(self, job: JobRecord) -> None:
-        if job.status is not JobStatus.RUNNING:
-            pending = self._unannounced.pop(job.id, None)
-            if pending is not None:  # superseded: the outcome is the news
-                pending.cancel()
-        try:
-            await self._deps.publisher.publish_event(event_key(job), event_body(job))
-        except TaskqError as exc:
-            logger.warning("status event for job {} not published: {}", job.id, exc)
+            self._announcer.announce(job)

@@ -69,11 +69,11 @@ class InMemoryPublisher:
                 results.append(None)
         return results
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
-        """Record a status event."""
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Record status events."""
         if self.fail_with is not None:
             raise self.fail_with
-        self.events.append((routing_key, body))
+        self.events.extend(events)
 
     def _destination(self, envelope: Envelope, route: Route) -> str | None:
         topology = self._topology

@@ -129,15 +129,16 @@ class PikaPublisher:
                 results.append(None)
         return results
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
-        """Publish a status event (transient, not mandatory: it is fine if nobody listens).
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Publish status events (transient, not mandatory: it is fine if nobody listens).
 
         Raises:
             BrokerUnavailableError: the connection is down.
         """
-        route = Route(self._topology.events_exchange, routing_key)
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=1)
-        self._send(route, body, properties, mandatory=False)
+        for routing_key, body in events:
+            route = Route(self._topology.events_exchange, routing_key)
+            self._send(route, body, properties, mandatory=False)
 
     def _send(self, route: Route, body: bytes, properties: Any, *, mandatory: bool) -> None:
         channel = self._live_channel()

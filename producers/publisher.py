@@ -11,6 +11,9 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.settings import PublisherSettings
@@ -35,8 +38,8 @@ class Publisher(Protocol):
         """Publish many envelopes with their confirms awaited together; one result per envelope."""
         ...
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
-        """Publish a status event to the events exchange; nobody need be listening."""
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Publish status events ``(routing key, body)`` to the events exchange; nobody need listen."""
         ...
 
 
@@ -147,31 +150,32 @@ class ConfirmedPublisher:
         except Exception as exc:
             raise _translate(exc, target) from exc
 
-    async def publish_event(self, routing_key: str, body: bytes) -> None:
-        """Publish a status event (transient, not mandatory: it is fine if nobody listens).
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Publish status events (transient, not mandatory: fine if nobody listens) in one write.
 
         Raises:
             BrokerUnavailableError: the connection is down.
         """
+        if not events:
+            return
         await self._underlay()
-        route = Route(self._topology.events_exchange, routing_key)
-        properties = spec.Basic.Properties(content_type="application/json", delivery_mode=1)
+        exchange = self._topology.events_exchange
         try:
             if self._events is None:
                 # Events are advisory (the job store is the truth), so they ride a channel
                 # without confirms: no second confirm round trip on every job's hot path.
                 self._events = await self._connection.channel(publisher_confirms=False)
             channel = cast(aiormq.Channel, await self._events.get_underlay_channel())
-            await channel.basic_publish(
-                body,
-                exchange=route.exchange,
-                routing_key=routing_key,
-                properties=properties,
-                timeout=self._settings.confirm_timeout,
-                wait=False,
-            )
+            frames: list[Any] = []
+            for routing_key, body in events:
+                frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
+                frames.append(ContentHeader(properties=_EVENT_PROPERTIES, body_size=len(body)))
+                frames.extend(_body_frames(body, channel.max_content_size))
+            # One frame set, one socket write for the whole batch: a channel without confirms
+            # keeps no per-message state, so nothing of aiormq's bookkeeping is skipped.
+            await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
         except Exception as exc:
-            raise _translate(exc, route) from exc
+            raise _translate(exc, Route(exchange, events[0][0])) from exc
 
     async def _underlay(self) -> aiormq.Channel:
         """Return the live channel, waiting at most the confirm timeout for a reconnect."""
@@ -235,3 +239,11 @@ def _translate(exc: Exception, route: Route) -> Exception:
     if isinstance(exc, (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, RuntimeError)):
         return BrokerUnavailableError(f"publish to {where} failed: {exc or type(exc).__name__}")
     return exc
+
+
+_EVENT_PROPERTIES = spec.Basic.Properties(content_type="application/json", delivery_mode=1)
+
+
+def _body_frames(body: bytes, limit: int) -> list[ContentBody]:
+    """Return ``body`` cut into content frames of at most ``limit`` bytes (none when empty)."""
+    return [ContentBody(body[i : i + limit]) for i in range(0, len(body), limit)]

@@ -308,7 +308,7 @@ class Submitter:
     async def _announce(self, job: JobRecord) -> None:
         # Events are advisory (the store is the truth), so a lost one is logged, not fatal.
         try:
-            await self._publisher.publish_event(event_key(job), event_body(job))
+            await self._publisher.publish_events([(event_key(job), event_body(job))])
         except TaskqError as exc:
             logger.warning("status event for job {} not published: {}", job.id, exc)
 

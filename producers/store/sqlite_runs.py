@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -82,21 +84,33 @@ def start_runs(db: sqlite3.Connection, items: Sequence[RunStart]) -> list[RunSta
     taken: list[tuple[Any, ...]] = []
     running: list[tuple[Any, ...]] = []
     done: list[tuple[Any, ...]] = []
-    outcomes: list[tuple[StartOutcome, Any]] = []
+    started_runs: list[RunStarted] = []
     for item in items:
-        job = jobs.get(item.job_id)
-        if job is not None and job[0].status in SETTLED:
-            outcomes.append((StartOutcome.SETTLED, None))
+        found = jobs.get(item.job_id)
+        job, deliveries = found if found is not None else (None, 0)
+        if job is not None and job.status in SETTLED:
+            started_runs.append(RunStarted(StartOutcome.SETTLED, deliveries, None, job))
             continue
         held = claims.get(item.key)
         if held is not None and held[1] == "done":
             result = orjson.loads(held[2])
             started = to_us(item.started_at)
             done.append((held[2], started, started, item.job_id, *_STARTABLE))
-            outcomes.append((StartOutcome.DONE, result))
+            # What the UPDATE below does to the row, done here too instead of reading it back.
+            if job is not None and job.status in STARTABLE:
+                when = item.started_at.astimezone(UTC)
+                job = replace(
+                    job,
+                    status=JobStatus.SUCCEEDED,
+                    result=result,
+                    finished_at=when,
+                    updated_at=when,
+                )
+                jobs[item.job_id] = (job, deliveries)
+            started_runs.append(RunStarted(StartOutcome.DONE, deliveries, result, job))
             continue
         if held is not None:
-            outcomes.append((StartOutcome.HELD, None))
+            started_runs.append(RunStarted(StartOutcome.HELD, deliveries, None, job))
             continue
         # Ours now; a later item of this batch with the same key finds it held.
         until = now + seconds_us(item.lease_s)
@@ -104,22 +118,25 @@ def start_runs(db: sqlite3.Connection, items: Sequence[RunStart]) -> list[RunSta
         taken.append((item.key, item.job_id, until, until))
         started = to_us(item.started_at)
         running.append((item.attempt, started, started, item.job_id, *_STARTABLE))
-        outcomes.append((StartOutcome.RUN, None))
+        if job is not None:
+            deliveries += 1
+            if job.status in STARTABLE:
+                when = item.started_at.astimezone(UTC)
+                job = replace(
+                    job,
+                    status=JobStatus.RUNNING,
+                    attempts=item.attempt,
+                    started_at=when,
+                    updated_at=when,
+                )
+            jobs[item.job_id] = (job, deliveries)
+        started_runs.append(RunStarted(StartOutcome.RUN, deliveries, None, job))
     if taken:
         db.executemany(_TAKE, taken)
         db.executemany(_COUNT, [(row[3],) for row in running])
         db.executemany(_RUNNING, running)
     if done:
         db.executemany(_SUCCEEDED, done)
-    if taken or done:
-        jobs.update(_jobs(db, {row[3] for row in running} | {row[3] for row in done}))
-    started_runs = []
-    for item, (outcome, result) in zip(items, outcomes, strict=True):
-        found = jobs.get(item.job_id)
-        if found is None:
-            started_runs.append(RunStarted(outcome, 0, result, None))
-        else:
-            started_runs.append(RunStarted(outcome, found[1], result, found[0]))
     return started_runs
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
 from consumers.handlers import JobContext, Permanent
 from producers.store.model import JobStatus
 from tests.broker import channel, next_message
-from tests.consumers.rig import Rig
+from tests.consumers.rig import TOPOLOGY, Rig
 from tests.helpers import eventually
 from topology.envelope import Envelope, decode
 
@@ -156,3 +157,42 @@ async def test_an_open_breaker_parks_jobs_instead_of_dead_lettering_them(rig: Ri
     assert statuses == [JobStatus.SUCCEEDED] * 6  # none was dead-lettered while smtp was down
     # Once open, the breaker stopped runs: far fewer failures than 6 jobs x 3 attempts.
     assert failing_runs < 6 * 3
+
+
+async def test_status_events_reach_the_events_exchange_once_per_change(rig: Rig, vhost):
+    # The worker batches events into one write per loop turn; each must arrive whole, once.
+    # A run shorter than the running-event delay announces only its outcome.
+    @rig.registry.handler("mail.fast")
+    async def fast(payload: dict, ctx: JobContext) -> int:
+        return int(payload["n"])
+
+    @rig.registry.handler("mail.slow")
+    async def slow(payload: dict, ctx: JobContext) -> str:
+        await asyncio.sleep(0.4)  # longer than the worker's running_event_delay (0.1 s)
+        return "slow"
+
+    async with channel(vhost) as ch:
+        queue = await ch.declare_queue(exclusive=True)
+        await queue.bind(TOPOLOGY.events_exchange, "mail.#")
+        fast_ids = [await rig.submit("mail.fast", {"n": n}) for n in range(40)]
+        slow_id = await rig.submit("mail.slow", {})
+        for job_id in [*fast_ids, slow_id]:
+            await rig.until(job_id, JobStatus.SUCCEEDED)
+        seen: list[tuple[str, dict]] = []
+
+        async def all_arrived() -> bool:
+            while (message := await queue.get(no_ack=True, fail=False)) is not None:
+                seen.append((message.routing_key or "", orjson.loads(message.body)))
+            return len(seen) >= 42
+
+        await eventually(all_arrived, within=10)
+    by_job = {
+        job_id: [(k, e["status"]) for k, e in seen if e["id"] == job_id] for job_id in fast_ids
+    }
+    assert all(events == [("mail.fast.succeeded", "succeeded")] for events in by_job.values())
+    assert sorted(e["result"] for k, e in seen if k == "mail.fast.succeeded") == list(range(40))
+    assert [k for k, e in seen if e["id"] == slow_id] == [
+        "mail.slow.running",
+        "mail.slow.succeeded",
+    ]
+    assert len(seen) == 42
