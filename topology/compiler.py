@@ -81,6 +81,7 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
             if g.spec.priority.strategy is PriorityStrategy.LANES
             for p in g.spec.jobs
         ),
+        webhooks=tuple(sorted(spec.webhooks.items())),
     )
 
 

@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 from topology import names, routing
 from topology.errors import TopologyFileError
 from topology.spec import BUILTIN_GROUP_DEFAULTS, GroupSpec, TopologySpec
+from topology.webhook_spec import EVENT, SAMPLE_EVENT
 
 Path_ = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -85,6 +86,7 @@ class _Validator:
         if spec is not None:
             self._check_names(spec)
             self._check_overlaps(spec)
+            self._check_webhooks(spec)
         if self.problems or spec is None:
             raise TopologyFileError(self.source, self.problems)
         return spec
@@ -158,6 +160,23 @@ class _Validator:
                         f"{key!r}); a job type must belong to exactly one group, so narrow one "
                         "of the patterns",
                     )
+
+    def _check_webhooks(self, spec: TopologySpec) -> None:
+        patterns = [(g, job) for g, group in spec.groups.items() for job in group.jobs]
+        for name, source in spec.webhooks.items():
+            if not names.SOURCE_RE.fullmatch(name):
+                self._add(
+                    ("webhooks", name),
+                    f"{name!r} is not a valid source name (it is a URL segment); use 1-48 "
+                    "lowercase letters, digits, '_' or '-', starting with a letter",
+                )
+            sample = source.job_type(SAMPLE_EVENT)
+            if sample is not None and not any(routing.matches(p, sample) for _, p in patterns):
+                self._add(
+                    ("webhooks", name, "job"),
+                    f"no group takes job type {sample!r}; add a pattern such as "
+                    f"{source.job.replace(EVENT, '#')!r} to a group's jobs",
+                )
 
     def _add(self, where: Path_, message: str) -> None:
         key = ".".join(str(p) for p in where) or "(top level)"

@@ -8,6 +8,7 @@ from typing import Literal
 
 from topology import routing
 from topology.spec import GroupSpec, Priority
+from topology.webhook_spec import WebhookSourceSpec
 
 ArgValue = str | int | bool
 Args = tuple[tuple[str, ArgValue], ...]
@@ -101,6 +102,7 @@ class CompiledTopology:
     groups: tuple[CompiledGroup, ...]
     tiers: tuple[DelayTier, ...]
     lane_patterns: tuple[str, ...] = ()
+    webhooks: tuple[tuple[str, WebhookSourceSpec], ...] = ()  # (source name, spec)
 
     def in_lanes(self, job_type: str) -> bool:
         """Return whether ``job_type`` belongs to a group that uses priority lanes."""
@@ -132,6 +134,10 @@ class CompiledTopology:
                 break
             chosen = tier
         return chosen
+
+    def webhook_source(self, name: str) -> WebhookSourceSpec | None:
+        """Return the webhook source called ``name``, or ``None`` when there is none."""
+        return next((spec for source, spec in self.webhooks if source == name), None)
 
     def job_patterns(self) -> tuple[str, ...]:
         """Return every job type and pattern the groups take."""

@@ -13,6 +13,8 @@ MAX_NAME_BYTES = 255
 NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 JOB_WORD_RE = re.compile(r"[A-Za-z0-9_-]+")
+SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL
+HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
 RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
 
 PRIORITY_HEADER = "taskq-priority"

@@ -1,4 +1,4 @@
-"""The topology file as validated value objects: namespace, delay tiers and consumer groups."""
+"""The topology file as validated value objects: namespace, delay tiers, consumer groups, webhook sources."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ from pydantic import (
 
 from topology import names
 from topology.durations import Duration, format_duration
+
+# Re-exported: Priority was defined here first, and the whole codebase imports it from here.
+from topology.priority import MAX_PRIORITY as MAX_PRIORITY
+from topology.priority import Priority as Priority
+from topology.webhook_spec import WebhookSources
 
 # RabbitMQ closes the channel of a consumer that holds a delivery longer than
 # consumer_timeout (30 min by default, https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout),
@@ -35,24 +40,6 @@ class Jitter(StrEnum):
     NONE = "none"
     FULL = "full"
     EQUAL = "equal"
-
-
-class Priority(StrEnum):
-    """The four job priorities, lowest first."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    URGENT = "urgent"
-
-    @property
-    def level(self) -> int:
-        """Return the AMQP priority (0 = low … 3 = urgent)."""
-        return _PRIORITY_LEVELS[self]
-
-
-_PRIORITY_LEVELS = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.URGENT: 3}
-MAX_PRIORITY = 3
 
 
 class PriorityStrategy(StrEnum):
@@ -218,9 +205,17 @@ class TopologySpec(_Spec):
     namespace: str = "taskq"
     delays: DelaySpec = DelaySpec()
     groups: dict[str, GroupSpec]
+    webhooks: WebhookSources
 
     def __hash__(self) -> int:
-        return hash((self.namespace, self.delays, tuple(sorted(self.groups.items()))))
+        return hash(
+            (
+                self.namespace,
+                self.delays,
+                tuple(sorted(self.groups.items())),
+                tuple(sorted(self.webhooks.items())),
+            )
+        )
 
 
 BUILTIN_GROUP_DEFAULTS: dict[str, Any] = {
