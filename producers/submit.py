@@ -54,10 +54,17 @@ class JobRequest:
     idempotency_key: str | None = None
     callback_url: str | None = None
     correlation_id: str | None = None
+    # What makes a replay the same request, when not every field: a webhook's raw body, since
+    # a sender's retry of one delivery carries a new timestamp and signature.
+    identity: str | None = None
 
     def fingerprint(self) -> str:
         """Return a hash of what the request asks for, to tell a replay from a different request."""
-        fields = {k: getattr(self, k) for k in self.__slots__ if k != "idempotency_key"}
+        if self.identity is not None:
+            return hashlib.sha256(self.identity.encode()).hexdigest()
+        fields = {
+            k: getattr(self, k) for k in self.__slots__ if k not in ("idempotency_key", "identity")
+        }
         return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

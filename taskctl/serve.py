@@ -8,13 +8,14 @@ from producers.api.app import create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
+from webhooks.receiver import webhook_router
 from topology.settings import load_settings
 
 
 def main() -> None:
-    """Serve the API plus ``/admin/dlq`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
+    """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
     settings = load_settings(ApiSettings)
-    app = create_app(build_services, settings, routers=[admin_routes.router])
+    app = create_app(build_services, settings, routers=[admin_routes.router, webhook_router()])
     # No access log: /metrics counts every request by route and status.
     uvicorn.run(app, host=settings.host, port=settings.port, timeout_keep_alive=5, access_log=False)
 

@@ -1,0 +1,145 @@
+"""``POST /webhooks/{source}``: verify a delivery on its raw bytes, then enqueue it exactly once.
+
+Order matters: the body size is bounded before it is buffered (the app's body limit), the
+signature is checked on the raw bytes before anything is parsed, and the answer is 2xx only
+after the broker confirmed the job. The sender's delivery id is the job's idempotency key, so
+a redelivery (sequential or concurrent) answers with the same job and enqueues nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from producers.api import problems
+from producers.api.app import Services
+from producers.api.schemas import Problem
+from producers.errors import IdempotencyInFlightError
+from producers.submit import JobRequest, Submitted, Submitter
+from topology.errors import TaskqError
+from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from webhooks.schemes import Delivery
+from webhooks.sources import Source, load_sources
+
+TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's confirm
+TWIN_POLL_S = 0.02
+
+def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
+    """Return the router of ``POST /webhooks/{source}``; secrets come from ``environ`` (default: the process's)."""
+    router = APIRouter(tags=["webhooks"])
+    env = os.environ if environ is None else environ
+
+    @router.post(
+        "/webhooks/{source}",
+        status_code=202,
+        summary="Receive a signed webhook delivery and enqueue it as a job",
+        responses={
+            400: {"model": Problem, "description": "a malformed signature header or delivery"},
+            401: {"model": Problem, "description": "a missing or wrong signature, or a stale timestamp"},
+            404: {"model": Problem, "description": "no such webhook source"},
+            409: {"model": Problem, "description": "the same delivery is still being enqueued"},
+            413: {"model": Problem, "description": "the body is over the size limit"},
+            422: {"model": Problem, "description": "a delivery id reused for another body"},
+            503: {"model": Problem, "description": "the broker or the job store is down, or the source has no secret"},
+        },
+    )
+    async def receive(source: str, request: Request) -> Response:
+        """Verify one delivery of ``source`` and answer 202 with its job once the broker has it."""
+        services: Services = request.app.state.services
+        found = _sources(request.app, services.submitter, env).get(source)
+        if found is None:
+            known = ", ".join(sorted(_sources(request.app, services.submitter, env))) or "none"
+            return problems.problem(404, f"no webhook source {source!r}; sources: {known}")
+        if found.verifier is None:
+            return problems.problem(503, found.problem or "source not configured", headers=_RETRY)
+        body = await request.body()
+        headers = {name: value for name, value in request.headers.items()}
+        if len(headers) != len(request.headers.raw):
+            repeated = _repeated(request)
+            if repeated & set(found.kept_headers):
+                return problems.problem(400, f"header {sorted(repeated)[0]} is sent more than once")
+        try:
+            delivery = found.verifier.verify(body, headers, time.time())
+        except (SignatureRejected, TimestampRejected) as exc:
+            return problems.problem(401, str(exc))
+        except MalformedWebhook as exc:
+            return problems.problem(400, str(exc))
+        job_type = found.spec.job_type(delivery.event)
+        if job_type is None:
+            return problems.problem(
+                400, f"event {delivery.event!r} of source {source!r} does not make a job type"
+            )
+        job = _job_request(found, delivery, job_type, body, headers)
+        try:
+            submitted = await _submit(services.submitter, job)
+        except TaskqError as exc:
+            status = problems.status_of(exc)
+            return problems.problem(status, str(exc), headers=_RETRY if status in (409, 503) else None)
+        answer = {"id": submitted.job_id, "type": job_type, "delivery_id": delivery.delivery_id}
+        replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else None
+        return JSONResponse(answer, status_code=202, headers=replayed)
+
+    return router
+
+
+_RETRY = {"Retry-After": "5"}
+
+
+def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:
+    """Return the app's sources, built from the topology and the environment on first use."""
+    built: dict[str, Source] | None = getattr(app.state, "webhook_sources", None)
+    if built is None:
+        built = load_sources(submitter.topology, environ)
+        app.state.webhook_sources = built
+    return built
+
+
+def _repeated(request: Request) -> set[str]:
+    names = [name.decode("latin-1").lower() for name, _ in request.headers.raw]
+    return {name for name in names if names.count(name) > 1}
+
+
+def _job_request(
+    source: Source, delivery: Delivery, job_type: str, body: bytes, headers: dict[str, str]
+) -> JobRequest:
+    """Return the job of a verified delivery: the raw body and the headers that matter on it."""
+    try:
+        text, encoding = body.decode(), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(body).decode(), "base64"
+    payload: dict[str, Any] = {
+        "source": source.name,
+        "event": delivery.event,
+        "delivery_id": delivery.delivery_id,
+        "headers": {name: headers[name] for name in source.kept_headers if name in headers},
+        "body": text,
+        "body_encoding": encoding,
+    }
+    return JobRequest(
+        type=job_type,
+        payload=payload,
+        priority=source.spec.priority,
+        idempotency_key=f"webhook:{source.name}:{delivery.delivery_id}",
+        # A retry of one delivery carries a new timestamp and signature: the body decides.
+        identity=hashlib.sha256(body).hexdigest(),
+    )
+
+
+async def _submit(submitter: Submitter, job: JobRequest) -> Submitted:
+    """Submit ``job``; a concurrent copy of the same delivery waits for the first one's answer."""
+    deadline = time.monotonic() + TWIN_WAIT_S
+    while True:
+        try:
+            return await submitter.submit(job)
+        except IdempotencyInFlightError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(TWIN_POLL_S)
