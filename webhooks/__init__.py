@@ -1,3 +1,8 @@
-"""Inbound webhook receivers and outbound callbacks (built in a later issue)."""
+"""Inbound webhook receivers and outbound callbacks.
+
+``webhooks.schemes`` verifies (and, for tests and callbacks, signs) the four inbound signature
+schemes: GitHub, Stripe, Standard Webhooks and a configurable one-header HMAC.  Each verifier
+checks the raw body before anything is parsed and raises only the ``webhooks.errors`` tree.
+"""
 
 __all__: list[str] = []

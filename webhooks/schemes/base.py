@@ -1,0 +1,155 @@
+"""What every signature scheme returns, and the bounded header parsing the schemes share."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from webhooks.errors import (
+    MalformedWebhook,
+    SignatureRejected,
+    TimestampRejected,
+    WebhookConfigError,
+)
+
+# Rotation needs two or three signatures; a longer list only costs us CPU, so it is refused.
+MAX_SIGNATURES = 10
+# Ten ed25519 signatures fit in about 1 KB; anything longer is refused before it is split.
+MAX_HEADER_CHARS = 4096
+DEFAULT_TOLERANCE = 300
+
+# A delivery id becomes a job's idempotency key (1-255 printable ASCII characters, no
+# spaces): 200 leaves room for the source name the receiver puts in front of it.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,200}")
+# int() would also take "+1", " 1", "1_0" and non-ASCII digits, which no sender signs.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A verified delivery: the sender's id, its event name and its signed timestamp."""
+
+    delivery_id: str
+    event: str | None
+    timestamp: int | None
+
+
+class Verifier(Protocol):
+    """Checks one inbound delivery's signature and says what it carries."""
+
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+        """Return the delivery if ``body`` is authentically signed, else raise a WebhookError."""
+        ...
+
+
+@contextmanager
+def foreign_errors(scheme: str) -> Iterator[None]:
+    """Turn a decoding error that slipped past the explicit checks into MalformedWebhook."""
+    try:
+        yield
+    except ValueError as exc:  # binascii.Error, UnicodeError and JSONDecodeError are ValueErrors
+        raise MalformedWebhook(f"the {scheme} delivery cannot be decoded") from exc
+
+
+def optional_header(headers: Mapping[str, str], name: str) -> str | None:
+    """Return the header's value, or ``None`` when it is absent or empty."""
+    value = headers.get(name)
+    if not value:
+        return None
+    if len(value) > MAX_HEADER_CHARS:
+        raise MalformedWebhook(
+            f"the {name} header is {len(value)} characters long; the limit is {MAX_HEADER_CHARS}"
+        )
+    if not value.isascii():
+        raise MalformedWebhook(f"the {name} header holds non-ASCII characters")
+    return value
+
+
+def required_header(headers: Mapping[str, str], name: str) -> str:
+    """Return the header's value, refusing the delivery as malformed when it is missing."""
+    value = optional_header(headers, name)
+    if value is None:
+        raise MalformedWebhook(f"the {name} header is missing")
+    return value
+
+
+def signature_header(headers: Mapping[str, str], name: str) -> str:
+    """Return the signature header's value, refusing the delivery as unsigned when it is missing."""
+    value = optional_header(headers, name)
+    if value is None:
+        raise SignatureRejected(f"the {name} header is missing: the delivery is not signed")
+    return value
+
+
+def printable_token(value: str, source: str) -> str:
+    """Return ``value`` if it can serve as an id or event name (1-200 printable ASCII, no spaces)."""
+    if not _TOKEN.fullmatch(value):
+        raise MalformedWebhook(f"{source} must be 1-200 printable ASCII characters without spaces")
+    return value
+
+
+def unix_seconds(value: str, source: str) -> int:
+    """Return the whole unix seconds written in ``value``."""
+    if not _UNIX_SECONDS.fullmatch(value):
+        raise MalformedWebhook(f"{source} is not a whole number of unix seconds")
+    return int(value)
+
+
+def check_window(timestamp: int, now: float, tolerance: int, *, future_ok: bool) -> None:
+    """Refuse a timestamp more than ``tolerance`` seconds old (or ahead, unless ``future_ok``)."""
+    age = now - timestamp
+    if age > tolerance:
+        raise TimestampRejected(f"signed {age:.0f} s ago, past the {tolerance} s tolerance")
+    if -age > tolerance and not future_ok:
+        raise TimestampRejected(
+            f"signed {-age:.0f} s in the future, past the {tolerance} s tolerance"
+        )
+
+
+def check_signature_count(count: int, source: str) -> None:
+    """Refuse a signature list longer than MAX_SIGNATURES before any of it is decoded."""
+    if count > MAX_SIGNATURES:
+        raise MalformedWebhook(
+            f"{source} holds {count} signatures; at most {MAX_SIGNATURES} are considered"
+        )
+
+
+def decode_hex(value: str, source: str) -> bytes:
+    """Return the bytes of a hexadecimal signature."""
+    if not _HEX.fullmatch(value):
+        raise MalformedWebhook(f"{source} is not a hexadecimal signature")
+    return bytes.fromhex(value)
+
+
+def decode_base64(value: str, source: str) -> bytes:
+    """Return the bytes of a base64 signature (standard alphabet, padded)."""
+    if not value or not _BASE64.fullmatch(value):
+        raise MalformedWebhook(f"{source} is not a base64 signature")
+    return base64.b64decode(value, validate=True)
+
+
+def byte_secrets(secrets: Sequence[bytes]) -> tuple[bytes, ...]:
+    """Return the secrets as a tuple, refusing none, an empty one, or one bare secret."""
+    if isinstance(secrets, bytes | bytearray | str):
+        raise WebhookConfigError("pass a list of secrets, not a single secret")
+    found = tuple(secrets)
+    if not found:
+        raise WebhookConfigError("at least one secret is needed")
+    if not all(isinstance(secret, bytes) and secret for secret in found):
+        raise WebhookConfigError("every secret must be non-empty bytes")
+    return found
+
+
+def positive_tolerance(tolerance: int) -> int:
+    """Return ``tolerance`` if it is a positive whole number of seconds."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:
+        raise WebhookConfigError(
+            f"the tolerance must be a positive number of seconds, not {tolerance!r}"
+        )
+    return tolerance

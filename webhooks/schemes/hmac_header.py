@@ -1,0 +1,156 @@
+"""A configurable one-header HMAC scheme for senders without a scheme of their own."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from webhooks.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
+from webhooks.schemes.base import (
+    DEFAULT_TOLERANCE,
+    Delivery,
+    byte_secrets,
+    check_window,
+    decode_base64,
+    decode_hex,
+    foreign_errors,
+    positive_tolerance,
+    printable_token,
+    required_header,
+    signature_header,
+    unix_seconds,
+)
+
+Algorithm = Literal["sha1", "sha256", "sha512"]
+Encoding = Literal["hex", "base64"]
+# Options usually come from a YAML file, so the Literal types are checked at run time too.
+_ALGORITHMS: dict[str, Algorithm] = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
+_ENCODINGS: dict[str, Encoding] = {"hex": "hex", "base64": "base64"}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class HmacVerifier:
+    """Verifies ``<prefix><hex or base64 HMAC>`` in one header, over the body or ``"{ts}." + body``."""
+
+    def __init__(
+        self,
+        secrets: Sequence[bytes],
+        *,
+        header: str,
+        algorithm: Algorithm = "sha256",
+        encoding: Encoding = "hex",
+        prefix: str = "",
+        timestamp_header: str | None = None,
+        tolerance: int = DEFAULT_TOLERANCE,
+        id_header: str | None = None,
+        event_header: str | None = None,
+    ) -> None:
+        self._secrets = byte_secrets(secrets)
+        self._algorithm = _checked_algorithm(algorithm)
+        self._encoding = _checked_encoding(encoding)
+        if not prefix.isascii():
+            raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
+        self._prefix = prefix
+        self._tolerance = positive_tolerance(tolerance)
+        # The receiver hands over lower-cased header names.
+        self._header = _header_name(header)
+        self._timestamp_header = _header_name(timestamp_header) if timestamp_header else None
+        self._id_header = _header_name(id_header) if id_header else None
+        self._event_header = _header_name(event_header) if event_header else None
+
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+        """Return the delivery if one configured secret signed ``body``, else raise a WebhookError."""
+        with foreign_errors(f"{self._header} HMAC"):
+            given = self._given_signature(headers)
+            timestamp = self._timestamp(headers)
+            delivery_id = self._delivery_id(headers, body)
+            event = self._event(headers)
+            content = _signed_content(body, timestamp)
+            if not any(
+                hmac.compare_digest(hmac.digest(secret, content, self._algorithm), given)
+                for secret in self._secrets
+            ):
+                raise SignatureRejected(
+                    f"the {self._header} signature matches no configured secret"
+                )
+            if timestamp is not None:
+                check_window(timestamp, now, self._tolerance, future_ok=False)
+            return Delivery(delivery_id, event, timestamp)
+
+    def _given_signature(self, headers: Mapping[str, str]) -> bytes:
+        value = signature_header(headers, self._header)
+        if not value.startswith(self._prefix):
+            raise MalformedWebhook(
+                f"the {self._header} header does not start with {self._prefix!r}"
+            )
+        encoded = value[len(self._prefix) :]
+        if self._encoding == "hex":
+            return decode_hex(encoded, f"the {self._header} header")
+        return decode_base64(encoded, f"the {self._header} header")
+
+    def _timestamp(self, headers: Mapping[str, str]) -> int | None:
+        if self._timestamp_header is None:
+            return None
+        value = required_header(headers, self._timestamp_header)
+        return unix_seconds(value, f"the {self._timestamp_header} header")
+
+    def _delivery_id(self, headers: Mapping[str, str], body: bytes) -> str:
+        if self._id_header is None:
+            # No id from the sender: the body's hash makes an identical redelivery dedup.
+            return "sha256:" + hashlib.sha256(body).hexdigest()
+        return printable_token(
+            required_header(headers, self._id_header), f"the {self._id_header} header"
+        )
+
+    def _event(self, headers: Mapping[str, str]) -> str | None:
+        if self._event_header is None:
+            return None
+        return printable_token(
+            required_header(headers, self._event_header), f"the {self._event_header} header"
+        )
+
+
+def sign_hmac(
+    secret: bytes,
+    body: bytes,
+    *,
+    algorithm: Algorithm = "sha256",
+    encoding: Encoding = "hex",
+    prefix: str = "",
+    timestamp: int | None = None,
+) -> str:
+    """Return the signature header value HmacVerifier accepts for ``body`` with these options."""
+    digest = hmac.digest(secret, _signed_content(body, timestamp), _checked_algorithm(algorithm))
+    if _checked_encoding(encoding) == "hex":
+        return prefix + digest.hex()
+    return prefix + base64.b64encode(digest).decode("ascii")
+
+
+def _signed_content(body: bytes, timestamp: int | None) -> bytes:
+    return body if timestamp is None else f"{timestamp}.".encode() + body
+
+
+def _checked_algorithm(algorithm: str) -> Algorithm:
+    if algorithm not in _ALGORITHMS:
+        raise WebhookConfigError(
+            f"unknown HMAC algorithm {algorithm!r}; use one of {sorted(_ALGORITHMS)}"
+        )
+    return _ALGORITHMS[algorithm]
+
+
+def _checked_encoding(encoding: str) -> Encoding:
+    if encoding not in _ENCODINGS:
+        raise WebhookConfigError(
+            f"unknown signature encoding {encoding!r}; use one of {sorted(_ENCODINGS)}"
+        )
+    return _ENCODINGS[encoding]
+
+
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise WebhookConfigError(f"{name!r} is not a usable header name")
+    return name.lower()
