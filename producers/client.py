@@ -31,7 +31,8 @@ from topology.spec import Priority
 
 T = TypeVar("T")
 JobView = dict[str, Any]
-_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(JobRequest))
+# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's).
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(JobRequest) if f.name != "identity")
 
 
 class _ClosingPublisher(Publisher, Protocol):

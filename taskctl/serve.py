@@ -8,8 +8,8 @@ from producers.api.app import create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
-from webhooks.receiver import webhook_router
 from topology.settings import load_settings
+from webhooks.receiver import webhook_router
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from webhooks.sources import Source, load_sources
 TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's confirm
 TWIN_POLL_S = 0.02
 
+
 def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
     """Return the router of ``POST /webhooks/{source}``; secrets come from ``environ`` (default: the process's)."""
     router = APIRouter(tags=["webhooks"])
@@ -43,12 +44,18 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
         summary="Receive a signed webhook delivery and enqueue it as a job",
         responses={
             400: {"model": Problem, "description": "a malformed signature header or delivery"},
-            401: {"model": Problem, "description": "a missing or wrong signature, or a stale timestamp"},
+            401: {
+                "model": Problem,
+                "description": "a missing or wrong signature, or a stale timestamp",
+            },
             404: {"model": Problem, "description": "no such webhook source"},
             409: {"model": Problem, "description": "the same delivery is still being enqueued"},
             413: {"model": Problem, "description": "the body is over the size limit"},
             422: {"model": Problem, "description": "a delivery id reused for another body"},
-            503: {"model": Problem, "description": "the broker or the job store is down, or the source has no secret"},
+            503: {
+                "model": Problem,
+                "description": "the broker or the job store is down, or the source has no secret",
+            },
         },
     )
     async def receive(source: str, request: Request) -> Response:
@@ -82,7 +89,9 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
             submitted = await _submit(services.submitter, job)
         except TaskqError as exc:
             status = problems.status_of(exc)
-            return problems.problem(status, str(exc), headers=_RETRY if status in (409, 503) else None)
+            return problems.problem(
+                status, str(exc), headers=_RETRY if status in (409, 503) else None
+            )
         answer = {"id": submitted.job_id, "type": job_type, "delivery_id": delivery.delivery_id}
         replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else None
         return JSONResponse(answer, status_code=202, headers=replayed)
