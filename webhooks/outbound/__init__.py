@@ -7,6 +7,7 @@ from webhooks.outbound.errors import (
     DeliveryRejected,
     OutboundError,
 )
+from webhooks.outbound.url_check import Target, check_callback_url, parse_callback_url
 
 __all__ = [
     "AddressRefused",
@@ -14,6 +15,9 @@ __all__ = [
     "DeliveryFailed",
     "DeliveryRejected",
     "OutboundError",
+    "Target",
+    "check_callback_url",
     "may_dial",
+    "parse_callback_url",
     "refusal",
 ]
