@@ -1,13 +1,90 @@
-"""Fixtures for outbound calls: stub DNS on the running loop."""
+"""Fixtures for outbound calls: a real receiver on 127.0.0.1, a dial trip-wire and stub DNS."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDictProxy
+
+Reply = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the receiver got."""
+
+    method: str
+    path_qs: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+async def _ok(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=200, text="ok", headers={"X-Internal": "kept out"})
+
+
+@dataclass
+class Receiver:
+    """An aiohttp server on 127.0.0.1 that records every request and answers with ``reply``."""
+
+    port: int = 0
+    seen: list[Seen] = field(default_factory=list)
+    reply: Reply = _ok
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        """Return the receiver's base URL (no trailing slash)."""
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def start_receiver(state: Receiver, **server_kwargs: Any) -> TestServer:
+    """Start a server on 127.0.0.1 that records into ``state``, and set its port."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        state.seen.append(Seen(request.method, request.path_qs, request.headers, body))
+        return await state.reply(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(**server_kwargs)
+    assert server.port is not None
+    state.port = server.port
+    return server
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """Yield a recording receiver; handlers waiting on ``release`` are let go at the end."""
+    state = Receiver()
+    server = await start_receiver(state)
+    yield state
+    state.release.set()
+    await server.close()
+
+
+@pytest.fixture
+async def dials(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Record every outbound TCP connect on the running loop (aiohttp dials via sock_connect)."""
+    loop = asyncio.get_running_loop()
+    real = loop.sock_connect
+    calls: list[tuple[Any, ...]] = []
+
+    async def sock_connect(sock: socket.socket, address: Any) -> None:
+        calls.append(tuple(address)[:2])
+        await real(sock, address)
+
+    monkeypatch.setattr(loop, "sock_connect", sock_connect)
+    return calls
 
 
 @dataclass
