@@ -116,6 +116,15 @@ class _Validator:
             group = self._model(GroupSpec, _deep_merge(defaults, body), where)
             if group is not None:
                 out[str(name)] = group
+        takes_callbacks = any(
+            routing.matches(p, names.CALLBACK_JOB_TYPE) for g in out.values() for p in g.jobs
+        )
+        if names.CALLBACKS_GROUP not in out and not takes_callbacks:
+            try:
+                builtin = GroupSpec.model_validate(_deep_merge(defaults, BUILTIN_CALLBACKS_GROUP))
+            except ValidationError:
+                return out  # the defaults are wrong, and that is reported under defaults
+            out[names.CALLBACKS_GROUP] = builtin
         return out
 
     def _model(self, model: type[M], data: Any, where: Path_) -> M | None:
@@ -223,6 +232,14 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> set[str]:
             return set()
         current = field.annotation
     return set(getattr(current, "model_fields", {}))
+
+
+BUILTIN_CALLBACKS_GROUP: dict[str, Any] = {
+    "jobs": [names.CALLBACK_JOB_TYPE],
+    # Endpoints go down for hours: spread ten attempts over about a day, then the DLQ.
+    "retry": {"max_attempts": 10, "base": "30s", "factor": 3, "max": "6h", "jitter": "full"},
+}
+"""The group added when no group takes callback jobs; a group named ``callbacks`` replaces it."""
 
 
 def _unknown_key(key: str, known: set[str]) -> str:

@@ -16,6 +16,8 @@ JOB_WORD_RE = re.compile(r"[A-Za-z0-9_-]+")
 SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL
 HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
 RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
+CALLBACK_JOB_TYPE = "taskq.callback"  # a job's signed callback, delivered as a job of its own
+CALLBACKS_GROUP = "callbacks"  # the built-in group that delivers them, unless a group takes them
 
 PRIORITY_HEADER = "taskq-priority"
 DELAY_HEADER = "taskq-delay"

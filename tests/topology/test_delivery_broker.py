@@ -22,6 +22,7 @@ EXAMPLE_KEYS = {
     "github": ["github.push", "github"],
     "standard": ["webhook.a.b"],
     "default": ["job.thumbnail"],
+    "callbacks": ["taskq.callback"],
 }
 
 

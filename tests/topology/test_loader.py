@@ -57,7 +57,10 @@ def test_group_overrides_merge_key_by_key_when_defaults_are_set():
 def test_taskq_topology_env_points_at_another_file_when_set(tmp_path: Path):
     path = write_topology(tmp_path, "groups: {x: {jobs: [x]}}")
     assert topology_path({"TASKQ_TOPOLOGY": str(path)}) == path
-    assert set(load_topology(topology_path({"TASKQ_TOPOLOGY": str(path)})).groups) == {"x"}
+    assert set(load_topology(topology_path({"TASKQ_TOPOLOGY": str(path)})).groups) == {
+        "x",
+        "callbacks",
+    }
     assert topology_path({}).name == "default.yaml"
 
 
@@ -236,7 +239,7 @@ def test_spec_is_frozen_and_comparable():
 
 def test_group_names_that_yaml_reads_as_booleans_stay_names():
     spec = parse_topology("groups:\n  no: {jobs: [a]}\n  on: {jobs: [b]}\n")
-    assert set(spec.groups) == {"no", "on"}
+    assert set(spec.groups) == {"no", "on", "callbacks"}
 
 
 yaml_scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=12)
@@ -282,3 +285,16 @@ def test_any_document_gives_a_spec_or_a_topology_file_error(document):
         assert all(isinstance(p, str) and ": " in p for p in outcome.problems)
     else:
         assert outcome.groups
+
+
+def test_a_callbacks_group_is_built_in_unless_a_group_takes_callback_jobs():
+    spec = parse_topology("groups: {x: {jobs: [x]}}\ndefaults: {prefetch: 4, concurrency: 2}")
+    assert spec.groups["callbacks"].jobs == ("taskq.callback",)
+    assert spec.groups["callbacks"].prefetch == 4  # the file's defaults apply to it too
+    assert spec.groups["callbacks"].retry.max_attempts == 10
+    own = parse_topology(
+        "groups: {x: {jobs: [x]}, callbacks: {jobs: [taskq.callback], prefetch: 2, concurrency: 1}}"
+    )
+    assert own.groups["callbacks"].prefetch == 2
+    catch_all = parse_topology("groups: {everything: {jobs: ['#']}}")
+    assert set(catch_all.groups) == {"everything"}
