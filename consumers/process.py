@@ -16,6 +16,7 @@ from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
+from producers.submit import Submitter
 from topology import routing
 from topology.broker import connect
 from topology.errors import SettingsError
@@ -77,8 +78,18 @@ async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) 
         name=f"taskq worker {group_name} (publish)",
     )
     connection = await connect(backends.broker, name=f"taskq worker {group_name}")
+    submitter = Submitter(
+        backends.topology, publisher, backends.store, backends.blobs, backends.submit
+    )
     deps = Deps(
-        backends.topology, group, registry, backends.store, backends.blobs, publisher, settings
+        backends.topology,
+        group,
+        registry,
+        backends.store,
+        backends.blobs,
+        publisher,
+        settings,
+        submitter,
     )
     worker = Worker(deps)
     stopping = asyncio.Event()

@@ -20,4 +20,5 @@ class WorkerSettings(BaseModel):
     # A run shorter than this announces only its outcome: the running event would be stale
     # before anyone could act on it, and it costs a publish on every job's hot path.
     running_event_delay: Annotated[float, Field(ge=0, le=60)] = 0.1
-    handlers: str = "consumers.examples"
+    # The shipped example handler, and the built-in delivery of job callbacks.
+    handlers: str = "consumers.examples,webhooks.callbacks"

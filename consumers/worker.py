@@ -39,6 +39,7 @@ from producers.store.model import (
     RunStarted,
     StartOutcome,
 )
+from producers.submit import Submitter
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
@@ -64,6 +65,9 @@ class Deps:
     blobs: BlobStore
     publisher: Publisher
     settings: WorkerSettings
+    submitter: Submitter | None = (
+        None  # enqueues the callbacks of jobs that end (none: no callbacks)
+    )
 
 
 class Worker:
@@ -191,7 +195,10 @@ class Worker:
             RunStart(envelope.id, key, envelope.attempt, timeout * 1.5 + 2, now)
         )
         if start.outcome is StartOutcome.SETTLED:
-            self._acks.ack(message)  # cancelled before it ran, or finished already
+            # Cancelled before it ran, or finished already (a redelivery after a crash: its
+            # callback may not have been enqueued yet, and enqueueing it again is a no-op).
+            await self._follow_up(start.job)
+            self._acks.ack(message)
             return False
         if start.outcome is StartOutcome.HELD:
             await deps.publisher.publish(
@@ -205,6 +212,7 @@ class Worker:
             else:
                 self._announcer.announce(start.job)
         if start.outcome is StartOutcome.DONE:
+            await self._follow_up(start.job)
             self._acks.ack(message)
             return False
         # Counted at each start of a run: every attempt starts once, and the surplus is
@@ -268,7 +276,15 @@ class Worker:
         )
         if job is not None:
             self._announcer.announce(job)
+        await self._follow_up(job)
+        await self._follow_up(job)
         self._acks.ack(message)
+
+    async def _follow_up(self, job: JobRecord | None) -> None:
+        """Enqueue the callback of a job that ended, before its message is acked."""
+        # A failure raises: the message is requeued, and its redelivery enqueues the callback.
+        if job is not None and job.callback_url is not None and self._deps.submitter is not None:
+            await self._deps.submitter.follow_up(job)
 
     async def _payload(self, envelope: Envelope) -> Any:
         if envelope.payload_ref is None:
@@ -299,3 +315,4 @@ class Worker:
         )
         if job is not None:
             self._announcer.announce(job)
+        await self._follow_up(job)

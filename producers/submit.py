@@ -29,6 +29,7 @@ from producers.views import job_view
 from topology.envelope import Envelope, PayloadRef, new_job_id
 from topology.errors import TaskqError
 from topology.model import CompiledTopology
+from topology.names import CALLBACK_JOB_TYPE
 from topology.routes import Route, delay_route, job_route
 from topology.spec import Priority
 
@@ -188,7 +189,21 @@ class Submitter:
                 f"job {job_id} is {current.status.value}; only scheduled or queued jobs can be cancelled"
             )
         await self._announce(job)
+        try:
+            await self.follow_up(job)
+        except TaskqError as exc:  # the cancel stands; only its callback is missing
+            logger.error("callback for cancelled job {} not enqueued: {}", job.id, exc)
         return job
+
+    async def follow_up(self, job: JobRecord) -> None:
+        """Enqueue the callback of a job that ended with a ``callback_url`` (at most once per end).
+
+        Raises:
+            BrokerUnavailableError, PublishError, StoreUnavailableError: not enqueued; call again.
+        """
+        request = callback_request(job)
+        if request is not None:
+            await self.submit(request)
 
     async def _prepare(self, request: JobRequest) -> _Pending | Submitted:
         self._check_type(request.type)
@@ -318,6 +333,29 @@ class Submitter:
             await self._publisher.publish_events([(event_key(job), event_body(job))])
         except TaskqError as exc:
             logger.warning("status event for job {} not published: {}", job.id, exc)
+
+
+ANNOUNCED = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+"""The final statuses a job's callback reports."""
+
+
+def callback_request(job: JobRecord) -> JobRequest | None:
+    """Return the callback job announcing that ``job`` ended, or ``None`` when none is due.
+
+    The callback job (type ``taskq.callback``) carries the URL and the finished job's view; the
+    built-in callbacks group delivers it (``webhooks.callbacks``) with the retries, DLQ and
+    replay of any job. Its idempotency key names the job and its final status, so announcing
+    the same end twice (a redelivery, a retried ack) enqueues one callback.
+    """
+    if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
+        return None
+    return JobRequest(
+        type=CALLBACK_JOB_TYPE,
+        payload={"url": job.callback_url, "event": f"job.{job.status.value}", "job": job_view(job)},
+        priority=job.priority,
+        idempotency_key=f"callback:{job.id}:{job.status.value}",
+        correlation_id=job.correlation_id or job.id,
+    )
 
 
 def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Submitted:

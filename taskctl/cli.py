@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from consumers.process import run, run_worker
-from taskctl import breakers_command, dlq_commands, jobs_commands, topology_commands, up_command
+from taskctl import (
+    breakers_command,
+    callback_command,
+    dlq_commands,
+    jobs_commands,
+    topology_commands,
+    up_command,
+)
 from taskctl.context import fail
 from topology.errors import TaskqError
 
@@ -28,6 +35,9 @@ for command in (
     jobs_commands.queues,
 ):
     app.command()(command)
+
+
+app.command(name="callback-secret")(callback_command.callback_secret)
 
 
 @app.command()

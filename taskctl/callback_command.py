@@ -1,0 +1,22 @@
+"""``taskctl callback-secret URL``: the secret a callback receiver verifies its deliveries with."""
+
+from __future__ import annotations
+
+import typer
+
+from taskctl.context import fail
+from topology.errors import SettingsError
+from topology.settings import load_settings
+from webhooks.callbacks import CallbackSettings, endpoint_secret
+
+
+def callback_secret(
+    url: str = typer.Argument(..., help="The callback URL (its origin decides the secret)."),
+) -> None:
+    """Print the Standard Webhooks secret (whsec_...) that signs callbacks to URL's endpoint."""
+    settings = load_settings(CallbackSettings)
+    if settings.callback_signing_key is None:
+        fail(SettingsError("TASKQ_CALLBACK_SIGNING_KEY is not set; callbacks are not signed yet"))
+    if not url.startswith(("http://", "https://")):
+        fail(SettingsError(f"{url!r} is not an http(s) URL"))
+    typer.echo(endpoint_secret(settings.callback_signing_key.get_secret_value(), url))

@@ -1,0 +1,213 @@
+"""Signed job callbacks on the real broker: delivered once, retried on failure, SSRF refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from consumers.handlers import HandlerRegistry, JobContext
+from consumers.settings import WorkerSettings
+from consumers.worker import Deps, Worker
+from producers.blobs import InMemoryBlobStore
+from producers.publisher import ConfirmedPublisher
+from producers.store.memory import InMemoryJobStore
+from producers.store.model import JobStatus
+from producers.submit import JobRequest, Submitter
+from tests.broker import channel, depth
+from tests.helpers import eventually
+from topology.apply import apply_topology
+from topology.broker import connect
+from topology.compiler import compile_topology
+from topology.loader import parse_topology
+from topology.names import CALLBACK_JOB_TYPE
+from topology.settings import BrokerSettings
+from webhooks import callbacks
+from webhooks.callbacks import endpoint_secret
+from webhooks.schemes import StandardVerifier
+
+pytestmark = pytest.mark.rabbitmq
+
+KEY = "callback-master-key"
+TOPOLOGY = compile_topology(
+    parse_topology(
+        """
+        delays: {resolution: 250ms, longest: 1m}
+        groups:
+          work: {jobs: ["work.#"], timeout: 5s}
+          callbacks:
+            jobs: [taskq.callback]
+            timeout: 5s
+            retry: {max_attempts: 3, base: 250ms, factor: 2, max: 2s, jitter: none}
+        """
+    )
+)
+
+
+@dataclass
+class Receiver:
+    url: str
+    answer: int = 200
+    hits: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Pipeline:
+    submitter: Submitter
+    store: InMemoryJobStore
+    receiver: Receiver
+    broker: BrokerSettings
+
+    async def final(self, job_id: str, within: float = 20) -> JobStatus:
+        async def ended() -> bool:
+            job = await self.store.get_job(job_id)
+            return job is not None and job.status.terminal
+
+        await eventually(ended, within=within, every=0.05)
+        job = await self.store.get_job(job_id)
+        assert job is not None
+        return job.status
+
+    async def callback_job(self, job_id: str):
+        jobs = (await self.store.list_jobs(type=CALLBACK_JOB_TYPE, limit=100)).jobs
+        return [j for j in jobs if j.payload["job"]["id"] == job_id]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = Receiver("")
+
+    async def hook(request: web.Request) -> web.Response:
+        server.hits.append((time.monotonic(), dict(request.headers), await request.read()))
+        return web.Response(status=server.answer)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def pipeline(vhost, receiver, monkeypatch) -> AsyncIterator[Pipeline]:
+    monkeypatch.setenv("TASKQ_CALLBACK_SIGNING_KEY", KEY)
+    monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "127.0.0.1")
+    await callbacks.close()  # settings are read once per process: read this test's
+    await apply_topology(TOPOLOGY, vhost)
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
+    submitter = Submitter(TOPOLOGY, publisher, store, blobs)
+    registry = HandlerRegistry()
+
+    @registry.handler("work.#")
+    async def work(payload: object, ctx: JobContext) -> str:
+        return "worked"
+
+    registry.handler(CALLBACK_JOB_TYPE)(callbacks.deliver)
+    settings = WorkerSettings(grace=5)
+    workers, connections = [], []
+    for name in ("work", "callbacks"):
+        deps = Deps(
+            TOPOLOGY, TOPOLOGY.group(name), registry, store, blobs, publisher, settings, submitter
+        )
+        worker, connection = Worker(deps), await connect(vhost, name=f"test {name}")
+        await worker.start(connection)
+        workers.append(worker)
+        connections.append(connection)
+    try:
+        yield Pipeline(submitter, store, receiver, vhost)
+    finally:
+        for worker in workers:
+            await worker.stop(grace=2)
+        for connection in connections:
+            await connection.close()
+        await publisher.close()
+        await callbacks.close()
+
+
+async def test_a_finished_job_gets_one_correctly_signed_callback(pipeline: Pipeline):
+    url = pipeline.receiver.url
+    job = await pipeline.submitter.submit(JobRequest(type="work.x", payload={}, callback_url=url))
+    assert await pipeline.final(job.job_id) is JobStatus.SUCCEEDED
+
+    async def delivered() -> bool:
+        return len(pipeline.receiver.hits) == 1
+
+    await eventually(delivered, within=10)
+    _, headers, body = pipeline.receiver.hits[0]
+    verifier = StandardVerifier([endpoint_secret(KEY, url)])
+    delivery = verifier.verify(body, {k.lower(): v for k, v in headers.items()}, time.time())
+    assert delivery.delivery_id == f"cb_{job.job_id}_succeeded"
+    assert delivery.event == "job.succeeded"
+    (callback,) = await pipeline.callback_job(job.job_id)
+    assert await pipeline.final(callback.id) is JobStatus.SUCCEEDED
+    assert len(pipeline.receiver.hits) == 1  # once, however the acks went
+
+
+async def test_a_cancelled_job_is_announced_too(pipeline: Pipeline):
+    job = await pipeline.submitter.submit(
+        JobRequest(type="work.x", delay=60, callback_url=pipeline.receiver.url)
+    )
+    await pipeline.submitter.cancel(job.job_id)
+
+    async def delivered() -> bool:
+        return len(pipeline.receiver.hits) == 1
+
+    await eventually(delivered, within=10)
+    assert b'"type":"job.cancelled"' in pipeline.receiver.hits[0][2]
+
+
+async def test_a_failing_receiver_gets_retries_on_the_backoff_schedule_then_the_dlq(
+    pipeline: Pipeline,
+):
+    pipeline.receiver.answer = 500
+    job = await pipeline.submitter.submit(
+        JobRequest(type="work.x", payload={}, callback_url=pipeline.receiver.url)
+    )
+    assert await pipeline.final(job.job_id) is JobStatus.SUCCEEDED
+    (callback,) = await pipeline.callback_job(job.job_id)
+    assert await pipeline.final(callback.id) is JobStatus.DEAD
+    times = [at for at, _, _ in pipeline.receiver.hits]
+    assert len(times) == 3  # max_attempts
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert gaps[0] >= 0.25 - 0.05, gaps  # base 250ms, then doubled (jitter none)
+    assert gaps[1] >= 0.5 - 0.05, gaps
+    async with channel(pipeline.broker) as ch:
+        assert await depth(ch, "taskq.callbacks.dlq") == 1
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:{port}/hook",
+    ],
+)
+async def test_ssrf_targets_are_refused_and_dead_lettered_without_a_request(
+    pipeline: Pipeline, monkeypatch, target: str
+):
+    monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "")  # nothing allow-listed: loopback is refused
+    await callbacks.close()
+    port = pipeline.receiver.url.split(":")[2].split("/")[0]
+    job = await pipeline.submitter.submit(
+        JobRequest(type="work.x", payload={}, callback_url=target.format(port=port))
+    )
+    assert await pipeline.final(job.job_id) is JobStatus.SUCCEEDED
+    (callback,) = await pipeline.callback_job(job.job_id)
+    assert await pipeline.final(callback.id) is JobStatus.DEAD
+    dead = await pipeline.store.get_job(callback.id)
+    assert dead is not None
+    assert "refused" in (dead.last_error or "").lower(), dead.last_error
+    assert dead.attempts <= 1  # permanent: no retries spent on it
+    assert pipeline.receiver.hits == []

@@ -1,0 +1,153 @@
+"""The built-in ``taskq.callback`` handler: POST a finished job to its callback URL, signed.
+
+Each delivery is signed per Standard Webhooks with the endpoint's own secret, derived from
+``TASKQ_CALLBACK_SIGNING_KEY`` and the URL's origin (``taskctl callback-secret URL`` prints
+it for the receiver). The URL is checked against SSRF on every attempt (resolved once, the
+connection pinned to the checked address, redirects never followed). A refused address or a
+4xx answer dead-letters the callback at once; a 5xx, 429 or network failure is retried by the
+callbacks group's policy (or after the receiver's Retry-After), and a per-endpoint circuit
+breaker stops calling an endpoint that keeps failing until its cooldown is over.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, SecretStr
+from yarl import URL
+
+from consumers.breaker import Breakers
+from consumers.handlers import JobContext, Permanent, Retry, handler
+from topology.names import CALLBACK_JOB_TYPE
+from topology.settings import load_settings
+from webhooks.outbound import (
+    AddressRefused,
+    AllowList,
+    DeliveryFailed,
+    DeliveryRejected,
+    open_session,
+    post,
+)
+from webhooks.schemes import sign_standard
+
+MAX_RETRY_AFTER_S = 3600.0  # a receiver's Retry-After is a hint, not a licence to park forever
+
+
+class CallbackSettings(BaseModel):
+    """How callbacks are signed and where they may go (``TASKQ_CALLBACK_*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    callback_signing_key: SecretStr | None = None
+    callback_allow: str = ""  # hosts or CIDRs allowed despite the SSRF rules, e.g. 127.0.0.1
+    callback_timeout: float = 10.0
+    callback_breaker_threshold: int = 5
+    callback_breaker_cooldown: float = 60.0
+
+
+class CallbackPayload(BaseModel):
+    """What a callback job carries: where to, which event, and the finished job's view."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    event: str
+    job: dict[str, Any]
+
+
+def endpoint_secret(signing_key: str, url: str) -> str:
+    """Return the Standard Webhooks secret (``whsec_...``) of the endpoint at ``url``'s origin."""
+    parsed = URL(url)
+    origin = f"{parsed.scheme}://{parsed.host}:{parsed.explicit_port or parsed.port}".lower()
+    digest = hmac.digest(signing_key.encode(), origin.encode(), hashlib.sha256)
+    return "whsec_" + base64.b64encode(digest).decode()
+
+
+class _Deliverer:
+    """The process's callback settings, HTTP session and per-endpoint breakers."""
+
+    def __init__(self) -> None:
+        self.settings = load_settings(CallbackSettings)
+        self.allow = AllowList.parse(self.settings.callback_allow)
+        self.breakers = Breakers(
+            self.settings.callback_breaker_threshold, self.settings.callback_breaker_cooldown
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = open_session(self.allow)
+        return self._session
+
+
+_deliverer: _Deliverer | None = None
+
+
+async def close() -> None:
+    """Close the callback HTTP session and forget the settings (they are read again on next use)."""
+    global _deliverer
+    deliverer, _deliverer = _deliverer, None
+    if deliverer is not None and deliverer._session is not None:
+        await deliverer._session.close()
+
+
+def _current() -> _Deliverer:
+    global _deliverer
+    if _deliverer is None:
+        _deliverer = _Deliverer()
+    return _deliverer
+
+
+@handler(CALLBACK_JOB_TYPE)
+async def deliver(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
+    """POST the finished job to its callback URL, signed; raise what the outcome calls for."""
+    deliverer = _current()
+    key = deliverer.settings.callback_signing_key
+    if key is None:
+        raise Permanent("TASKQ_CALLBACK_SIGNING_KEY is not set: callbacks cannot be signed")
+    origin = str(URL(payload.url).origin())
+    breaker = deliverer.breakers.get(origin)
+    if not breaker.allow():
+        raise Retry(
+            f"{origin} keeps failing; its breaker is open", delay=max(breaker.retry_in(), 1)
+        )
+    job_id = str(payload.job.get("id", ctx.job_id))
+    message_id = f"cb_{job_id}_{payload.event.removeprefix('job.')}"
+    now = int(time.time())
+    body = orjson.dumps(
+        {"type": payload.event, "timestamp": datetime.now(UTC).isoformat(), "data": payload.job}
+    )
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign_standard(
+            endpoint_secret(key.get_secret_value(), payload.url), message_id, now, body
+        ),
+    }
+    try:
+        answer = await post(
+            payload.url,
+            body,
+            headers,
+            allow=deliverer.allow,
+            timeout=deliverer.settings.callback_timeout,
+            session=deliverer.session(),
+        )
+    except (AddressRefused, DeliveryRejected) as exc:
+        breaker.skip_probe()
+        raise Permanent(str(exc)) from exc
+    except DeliveryFailed as exc:
+        breaker.failed()
+        if exc.retry_after is not None:
+            raise Retry(str(exc), delay=min(exc.retry_after, MAX_RETRY_AFTER_S)) from exc
+        raise
+    breaker.succeeded()
+    return {"status": answer.status, "webhook_id": message_id}
