@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ async def test_a_failing_receiver_gets_retries_on_the_backoff_schedule_then_the_
     assert await pipeline.final(callback.id) is JobStatus.DEAD
     times = [at for at, _, _ in pipeline.receiver.hits]
     assert len(times) == 3  # max_attempts
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert gaps[0] >= 0.25 - 0.05, gaps  # base 250ms, then doubled (jitter none)
     assert gaps[1] >= 0.5 - 0.05, gaps
     async with channel(pipeline.broker) as ch:
