@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -106,6 +106,8 @@ class Submitter:
         self._settings = settings or SubmitSettings()
         self._clock = clock
         self._groups: dict[str, str | None] = {}
+        # Set by the app assembly above this package: the reason a callback URL is refused.
+        self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
 
     @property
     def store(self) -> JobStore:
@@ -207,6 +209,10 @@ class Submitter:
 
     async def _prepare(self, request: JobRequest) -> _Pending | Submitted:
         self._check_type(request.type)
+        if request.callback_url is not None and self.callback_check is not None:
+            refused = await self.callback_check(request.callback_url)
+            if refused is not None:
+                raise JobRejectedError(f"callback_url is refused: {refused}", field="callback_url")
         now = self._clock()
         not_before = self._not_before(request, now)
         job_id = new_job_id()
@@ -224,7 +230,7 @@ class Submitter:
             max_attempts=request.max_attempts,
             idempotency_key=request.idempotency_key,
             correlation_id=request.correlation_id,
-            callback_url=request.callback_url,
+            callback_url=request.callback_url or self._group_callback(request.type),
             not_before=not_before,
         )
         key = request.idempotency_key
@@ -267,6 +273,11 @@ class Submitter:
         if len(self._groups) < 10_000:  # bounded: clients choose the types they send
             self._groups[job_type] = name
         return name
+
+    def _group_callback(self, job_type: str) -> str | None:
+        """Return the callback URL the job type's group sets for its jobs, if any."""
+        group = self.topology.group_for(job_type)
+        return None if group is None else group.spec.callback_url
 
     def _check_type(self, job_type: str) -> None:
         if self.group_of(job_type) is None:

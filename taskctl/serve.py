@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import uvicorn
 
-from producers.api.app import create_app
+from producers.api.app import Services, create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
 from topology.settings import load_settings
+from webhooks.callbacks import registration_check
 from webhooks.receiver import webhook_router
 
 
 def main() -> None:
     """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
     settings = load_settings(ApiSettings)
-    app = create_app(build_services, settings, routers=[admin_routes.router, webhook_router()])
+
+    async def services() -> Services:
+        built = await build_services()
+        built.submitter.callback_check = registration_check()
+        return built
+
+    app = create_app(services, settings, routers=[admin_routes.router, webhook_router()])
     # No access log: /metrics counts every request by route and status.
     uvicorn.run(app, host=settings.host, port=settings.port, timeout_keep_alive=5, access_log=False)
 

@@ -138,6 +138,8 @@ class GroupSpec(_Spec):
     priority: PrioritySpec
     dlq: DlqSpec
     scale: ScaleSpec
+    # Where the group's jobs report their end when a job names no callback_url of its own.
+    callback_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
 
     @field_validator("jobs")
     @classmethod

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,8 @@ from webhooks.outbound import (
     AllowList,
     DeliveryFailed,
     DeliveryRejected,
+    OutboundError,
+    check_callback_url,
     open_session,
     post,
 )
@@ -88,6 +91,22 @@ class _Deliverer:
 
 
 _deliverer: _Deliverer | None = None
+
+
+def registration_check() -> Callable[[str], Awaitable[str | None]]:
+    """Return the check a submitted callback URL passes before its job is accepted (SSRF)."""
+    allow = AllowList.parse(load_settings(CallbackSettings).callback_allow)
+
+    async def check(url: str) -> str | None:
+        try:
+            await check_callback_url(url, allow)
+        except AddressRefused as exc:
+            return str(exc)
+        except OutboundError:
+            return None  # no verdict (DNS trouble now): every delivery attempt checks again
+        return None
+
+    return check
 
 
 async def close() -> None:

@@ -212,3 +212,49 @@ async def test_ssrf_targets_are_refused_and_dead_lettered_without_a_request(
     assert "refused" in (dead.last_error or "").lower(), dead.last_error
     assert dead.attempts <= 1  # permanent: no retries spent on it
     assert pipeline.receiver.hits == []
+
+
+async def test_a_group_callback_url_applies_to_jobs_that_name_none():
+    from producers.memory import InMemoryPublisher
+
+    topology = compile_topology(
+        parse_topology(
+            """
+            groups:
+              reported: {jobs: ["reported.#"], callback_url: "https://hooks.example.com/taskq"}
+              quiet: {jobs: ["quiet.#"]}
+            """
+        )
+    )
+    store = InMemoryJobStore()
+    submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
+    by_group = await submitter.submit(JobRequest(type="reported.x"))
+    own = await submitter.submit(
+        JobRequest(type="reported.x", callback_url="https://mine.example/")
+    )
+    none = await submitter.submit(JobRequest(type="quiet.x"))
+    urls = [(await store.get_job(s.job_id)).callback_url for s in (by_group, own, none)]  # type: ignore[union-attr]
+    assert urls == ["https://hooks.example.com/taskq", "https://mine.example/", None]
+
+
+async def test_callback_urls_are_checked_for_ssrf_when_the_job_is_submitted(monkeypatch):
+    from producers.errors import JobRejectedError
+    from producers.memory import InMemoryPublisher
+
+    monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "")
+    store = InMemoryJobStore()
+    submitter = Submitter(TOPOLOGY, InMemoryPublisher(TOPOLOGY), store, InMemoryBlobStore())
+    submitter.callback_check = callbacks.registration_check()
+    for url in (
+        "http://169.254.169.254/latest",
+        "http://127.0.0.1:8080/",
+        "http://[::1]/",
+        "http://2130706433/",
+    ):
+        with pytest.raises(JobRejectedError) as refused:
+            await submitter.submit(JobRequest(type="work.x", callback_url=url))
+        assert refused.value.field == "callback_url"
+    assert (await store.list_jobs()).jobs == []
+    monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "127.0.0.1")
+    submitter.callback_check = callbacks.registration_check()
+    assert await submitter.submit(JobRequest(type="work.x", callback_url="http://127.0.0.1:8080/"))
