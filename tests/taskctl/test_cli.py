@@ -74,7 +74,7 @@ def test_plan_apply_plan_against_the_broker(vhost):
 
     after = invoke("topology", "plan", "--vhost", vh)
     assert after.exit_code == 0, after.output
-    assert "55 match, 0 to create, 0 to conflict, 0 extra" in after.output
+    assert "59 match, 0 to create, 0 to conflict, 0 extra" in after.output
 
 
 @pytest.mark.rabbitmq

@@ -97,5 +97,6 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
             process.communicate()
     assert process.returncode == 0, rest
     assert "topology applied" in rest
-    assert "stopping 2 processes" in rest
+    assert "stopping 3 processes" in rest  # the API, the email worker and the callbacks worker
     assert "[worker:email] started" in rest
+    assert "[worker:callbacks] started" in rest

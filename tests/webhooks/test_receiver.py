@@ -257,11 +257,15 @@ async def test_rotation_accepts_the_old_secret_until_it_is_removed(hooks: Hooks)
 
 
 async def test_standard_timestamps_are_accepted_within_the_tolerance_only(hooks: Hooks):
-    now = int(time.time())
-    results = {
-        offset: (await hooks.standard(b'{"type": "t"}', f"ts{offset}", ts=now + offset)).status_code
-        for offset in (-299, 299, -301, 301)
-    }
+    assert (
+        await hooks.standard(b'{"type": "t"}', "warm-up")
+    ).status_code == 202  # lazy set-up done
+    results = {}
+    for offset in (-299, 299, -301, 301):
+        # Rounded: the timestamp is within half a second of now, so the boundaries hold.
+        ts = round(time.time()) + offset
+        answer = await hooks.standard(b'{"type": "t"}', f"ts{offset}", ts=ts)
+        results[offset] = answer.status_code
     assert results == {-299: 202, 299: 202, -301: 401, 301: 401}
     garbage = await hooks.client.post(
         "/webhooks/standard",
@@ -269,7 +273,7 @@ async def test_standard_timestamps_are_accepted_within_the_tolerance_only(hooks:
         headers={"webhook-id": "g", "webhook-timestamp": "soon", "webhook-signature": "v1,AAAA"},
     )
     assert garbage.status_code == 400, garbage.text
-    assert await hooks.queued("taskq.hooks") == 2
+    assert await hooks.queued("taskq.hooks") == 3
 
 
 async def test_malformed_signature_headers_are_4xx_never_500(hooks: Hooks):
