@@ -68,26 +68,33 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def wrk(url: str, body: bytes, seconds: int, connections: int) -> tuple[float, int, int]:
-    """Return (requests/s, non-2xx responses, socket errors) of one wrk run."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA.format(body=body.decode()))
-    done = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            script.name,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    os.unlink(script.name)
+    """Return (requests/s, non-2xx responses, socket errors) of one wrk run posting ``body``."""
+    return run_wrk(url, LUA.format(body=body.decode()), seconds, connections)
+
+
+def run_wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, int, int]:
+    """Return (requests/s, non-2xx responses, socket errors) of one wrk run of a Lua ``script``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    try:
+        done = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "10s",
+                "-s",
+                file.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(file.name)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     errors = re.search(

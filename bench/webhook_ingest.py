@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import orjson
-from http_ingest import free_port, purge, serve, stop  # a sibling script: bench/ is on sys.path
+from http_ingest import free_port, purge, run_wrk, serve, stop  # a sibling: bench/ is on sys.path
 
 from topology import BrokerSettings, compile_topology, load_settings, load_topology
 from topology.apply import apply_topology
@@ -67,34 +64,6 @@ def push_event() -> bytes:
     )
 
 
-def wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, int]:
-    """Return (requests/s, non-2xx responses) of one wrk run."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
-        file.write(script)
-    try:
-        done = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "--timeout",
-                "10s",
-                "-s",
-                file.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        os.unlink(file.name)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    return rate, int(bad.group(1)) if bad else 0
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -128,13 +97,15 @@ async def main() -> None:
                         f"http://127.0.0.1:{port}/readyz",
                     )
                     try:
-                        rate, bad = wrk(
+                        rate, bad, errors = run_wrk(
                             f"http://127.0.0.1:{port}", script, opts.seconds, opts.connections
                         )
                     finally:
                         stop(server)
-                    if bad:
-                        raise RuntimeError(f"{mode}: {bad} responses were not 2xx")
+                    if bad or errors:
+                        raise RuntimeError(
+                            f"{mode}: {bad} responses not 2xx, {errors} socket errors"
+                        )
                     rates[mode].append(rate)
                     await purge(management, vhost)
         finally:

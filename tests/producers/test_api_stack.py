@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from fastapi import APIRouter
 
 from producers.api.app import create_app
 from producers.api.assembly import build_services
@@ -41,8 +42,10 @@ class Stack:
 
 
 @asynccontextmanager
-async def running(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(lambda: build_services(env), ApiSettings())
+async def running(
+    env: dict[str, str], settings: ApiSettings | None = None, routers: Sequence[APIRouter] = ()
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(lambda: build_services(env), settings or ApiSettings(), routers=routers)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,12 @@ import httpx
 import orjson
 import pytest
 
-from producers.api.app import create_app
-from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from producers.store.sqlite import SqliteJobStore
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl
+from tests.producers.test_api_stack import running as running_app
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
@@ -118,19 +116,9 @@ class Hooks:
             await store.close()
 
 
-@asynccontextmanager
-async def running(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        lambda: build_services(env),
-        ApiSettings(max_body_bytes=64 * 1024),
-        routers=[webhook_router(env)],
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://taskq.test", timeout=30
-        ) as client:
-            yield client
+def running(env: dict[str, str]):
+    """Run the app with the webhook router, the way ``taskctl.serve`` assembles it."""
+    return running_app(env, ApiSettings(max_body_bytes=64 * 1024), routers=[webhook_router(env)])
 
 
 @pytest.fixture
