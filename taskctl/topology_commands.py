@@ -7,11 +7,15 @@ from typing import Annotated
 
 import orjson
 import typer
+import yaml
 
-from taskctl.context import out, run, settings_or_exit, topology_or_exit
+from taskctl.context import fail, out, run, settings_or_exit, topology_or_exit
 from topology.apply import apply_topology, conflict_message, plan_topology
+from topology.errors import TaskqError
 from topology.export import export_definitions
 from topology.graph import mermaid
+from topology.keda import KedaOptions, keda_manifests
+from topology.model import CompiledTopology
 from topology.plan import Action, Plan
 
 app = typer.Typer(help="Plan, apply, export and draw the topology declared in the topology file.")
@@ -110,18 +114,64 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
-    vhost: Annotated[str, typer.Option(help="Virtual host written into the definitions.")] = "/",
+    vhost: Annotated[
+        str, typer.Option(help="Virtual host written into the definitions or the KEDA triggers.")
+    ] = "/",
+    keda: Annotated[
+        bool,
+        typer.Option(
+            "--keda",
+            help="Write KEDA manifests (YAML): one ScaledObject per group, scaling the "
+            "Deployment taskq-worker-<group> on its work queues' length.",
+        ),
+    ] = False,
+    namespace: Annotated[
+        str | None, typer.Option(help="With --keda: the Kubernetes namespace of the manifests.")
+    ] = None,
+    polling_interval: Annotated[
+        int, typer.Option(min=1, help="With --keda: seconds between two looks at the queues.")
+    ] = 15,
+    auth_ref: Annotated[
+        str,
+        typer.Option(help="With --keda: the TriggerAuthentication holding the management URL."),
+    ] = "taskq-rabbitmq",
+    secret: Annotated[
+        str,
+        typer.Option(help="With --keda: the Secret whose key `host` holds the management URL."),
+    ] = "taskq-rabbitmq",
+    trigger_auth: Annotated[
+        bool,
+        typer.Option(help="With --keda: also write the TriggerAuthentication reading that Secret."),
+    ] = True,
 ) -> None:
-    """Print RabbitMQ definitions JSON for `rabbitmqctl import_definitions`."""
+    """Print RabbitMQ definitions JSON for `rabbitmqctl import_definitions`, or KEDA manifests."""
     topology = topology_or_exit(file)
-    data = (
-        orjson.dumps(export_definitions(topology, vhost=vhost), option=orjson.OPT_INDENT_2) + b"\n"
-    )
+    if keda:
+        options = KedaOptions(namespace, vhost, polling_interval, auth_ref, secret, trigger_auth)
+        data = keda_yaml(topology, options)
+    else:
+        definitions = export_definitions(topology, vhost=vhost)
+        data = orjson.dumps(definitions, option=orjson.OPT_INDENT_2) + b"\n"
     if output is None:
         typer.echo(data.decode(), nl=False)
     else:
         output.write_bytes(data)
         out.print(f"wrote {output}", highlight=False)
+
+
+def keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
+    """Return the KEDA manifests of ``topology`` as multi-document YAML, or exit 1 naming the problem."""
+    try:
+        manifests = keda_manifests(topology, options)
+    except TaskqError as exc:
+        fail(exc)
+    header = (
+        "# Written by `taskctl topology export --keda`: one KEDA ScaledObject per group, scaling\n"
+        "# the Deployment taskq-worker-<group> on its work queues' length. KEDA reads the queues\n"
+        f"# through the management API URL in key `host` of the Secret {options.secret!r}\n"
+        "# (e.g. http://user:password@rabbitmq:15672/), which you create.\n"
+    )
+    return (header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)).encode()
 
 
 @app.command()

@@ -74,6 +74,11 @@ def delay_queue(namespace: str, tier_ms: int) -> str:
     return f"{namespace}.delay.{delay_label(tier_ms)}"
 
 
+def worker_deployment(group: str) -> str:
+    """Return the name of the Kubernetes Deployment that runs a group's workers."""
+    return f"taskq-worker-{group}"
+
+
 def job_type_problem(job_type: str, *, allow_wildcards: bool) -> str | None:
     """Return why ``job_type`` is not a valid job type (or pattern), or ``None`` if it is."""
     if len(job_type.encode()) > MAX_NAME_BYTES:

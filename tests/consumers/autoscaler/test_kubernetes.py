@@ -1,0 +1,144 @@
+import socket
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler, ScaleError
+from tests.consumers.autoscaler.conftest import NAMESPACE, TOKEN, server_url
+from tests.consumers.autoscaler.kube_fake import FakeKube
+from topology.errors import TaskqError
+
+SCALE = "/apis/apps/v1/namespaces/taskq/deployments/taskq-worker-email/scale"
+
+
+async def test_scale_up_and_down_round_trips(scaler: KubernetesScaler, fake: FakeKube):
+    assert await scaler.current("email") == 1
+    await scaler.scale("email", 6)
+    assert await scaler.current("email") == 6
+    assert fake.replicas[(NAMESPACE, "taskq-worker-email")] == 6
+    await scaler.scale("email", 0)
+    assert await scaler.current("email") == 0
+    assert fake.requests[:2] == [("GET", SCALE), ("PATCH", SCALE)]
+
+
+async def test_a_deployment_at_zero_reads_as_zero_and_scales_up(scaler: KubernetesScaler):
+    # The API server leaves spec.replicas out of a Scale at zero.
+    assert await scaler.current("github") == 0
+    await scaler.scale("github", 3)
+    assert await scaler.current("github") == 3
+
+
+async def test_one_session_and_connection_serve_every_request(
+    scaler: KubernetesScaler, fake: FakeKube
+):
+    for workers in (2, 3, 4):
+        await scaler.scale("email", workers)
+        assert await scaler.current("email") == workers
+    assert len(fake.requests) == 6
+    assert len(fake.peers) == 1
+
+
+async def test_close_then_use_opens_a_new_session(scaler: KubernetesScaler):
+    await scaler.current("email")
+    await scaler.close()
+    assert await scaler.current("email") == 1
+
+
+async def test_deployment_naming_is_injectable(kube: TestServer, fake: FakeKube):
+    fake.replicas[(NAMESPACE, "workers-email")] = 2
+    api = KubeApi(server_url(kube), token=TOKEN)
+    async with KubernetesScaler(
+        api, namespace=NAMESPACE, deployment=lambda group: f"workers-{group}"
+    ) as scaler:
+        assert await scaler.current("email") == 2
+
+
+async def test_unknown_deployment_is_a_404_naming_deployment_and_namespace(
+    scaler: KubernetesScaler,
+):
+    with pytest.raises(ScaleError) as caught:
+        await scaler.scale("nope", 2)
+    assert caught.value.status == 404
+    message = str(caught.value)
+    assert "deployment 'taskq-worker-nope' in namespace 'taskq' not found" in message
+    assert 'deployments.apps "taskq-worker-nope" not found' in message
+
+
+@pytest.mark.parametrize("token", ["wrong", None])
+async def test_a_bad_or_missing_token_is_a_401(kube: TestServer, token: str | None):
+    async with KubernetesScaler(KubeApi(server_url(kube), token=token), namespace=NAMESPACE) as s:
+        with pytest.raises(ScaleError) as caught:
+            await s.current("email")
+    assert caught.value.status == 401
+    assert "refused the credentials" in str(caught.value)
+    assert "'taskq-worker-email' in namespace 'taskq'" in str(caught.value)
+
+
+async def test_forbidden_names_the_rbac_rule_to_add(scaler: KubernetesScaler, fake: FakeKube):
+    fake.forbidden.add(NAMESPACE)
+    with pytest.raises(ScaleError) as caught:
+        await scaler.scale("email", 2)
+    assert caught.value.status == 403
+    assert "verbs get and patch on deployments/scale" in str(caught.value)
+    assert isinstance(caught.value, TaskqError)
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"<html>gateway</html>", "not JSON"),
+        (b"[]", "not an autoscaling/v1 Scale"),
+        (b'{"kind": "Status", "spec": {}}', "not an autoscaling/v1 Scale"),
+        (b'{"kind": "Scale", "spec": {"replicas": "three"}}', "spec.replicas 'three'"),
+        (b'{"kind": "Scale", "spec": {"replicas": -1}}', "spec.replicas -1"),
+    ],
+)
+async def test_garbage_answers_are_scale_errors(
+    scaler: KubernetesScaler, fake: FakeKube, answer: bytes, says: str
+):
+    fake.answer = answer
+    with pytest.raises(ScaleError, match=says):
+        await scaler.current("email")
+    with pytest.raises(ScaleError, match=says):
+        await scaler.scale("email", 2)
+
+
+async def test_an_unreachable_api_is_a_scale_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api = KubeApi(f"http://127.0.0.1:{port}", token=TOKEN)
+    async with KubernetesScaler(api, namespace=NAMESPACE) as scaler:
+        with pytest.raises(ScaleError, match="cannot reach the Kubernetes API") as caught:
+            await scaler.current("email")
+    assert caught.value.status is None
+
+
+async def test_a_stalled_api_times_out_as_a_scale_error(kube: TestServer, fake: FakeKube):
+    fake.delay = 2.0
+    api = KubeApi(server_url(kube), token=TOKEN)
+    async with KubernetesScaler(api, namespace=NAMESPACE, timeout=0.2) as scaler:
+        with pytest.raises(ScaleError, match="cannot reach"):
+            await scaler.scale("email", 3)
+
+
+async def test_negative_workers_are_refused_before_any_request(
+    scaler: KubernetesScaler, fake: FakeKube
+):
+    with pytest.raises(ValueError, match="0 or more"):
+        await scaler.scale("email", -1)
+    assert fake.requests == []
+
+
+async def test_the_fake_refuses_what_the_api_server_refuses(kube: TestServer):
+    # The scaler's PATCH passes because the fake checks what a real API server checks.
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        url = server_url(kube) + SCALE
+        async with http.patch(url, json={"spec": {"replicas": 2}}) as reply:
+            assert reply.status == 415  # application/json is not a merge patch
+        merge = {"Content-Type": "application/merge-patch+json"}
+        async with http.patch(url, data=b'{"replicas": 2}', headers=merge) as reply:
+            assert reply.status == 422

@@ -1,0 +1,136 @@
+"""KEDA manifests for the topology: one ScaledObject per group, scaling its workers on its queues' length.
+
+KEDA's ``rabbitmq`` scaler reads each queue's message count (ready and unacknowledged) from the
+management API (https://keda.sh/docs/latest/scalers/rabbitmq-queue/).  A group gets one trigger
+per work queue, so a ``lanes`` group gets four; the HPA KEDA creates scales to the largest of the
+per-queue replica counts.  Dead-letter queues and delay tiers never get a trigger: workers do not
+drain them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from topology import names
+from topology.errors import TopologyError
+from topology.model import CompiledGroup, CompiledTopology
+
+KEDA_API_VERSION = "keda.sh/v1alpha1"
+DEFAULT_ACTIVATION = 1  # messages that wake a group scaled to zero
+DEFAULT_STABILIZATION_MS = 60_000  # how long the backlog must stay low before workers go
+# The HPA refuses a stabilization window above one hour.
+HPA_MAX_WINDOW_SECONDS = 3600
+# A Deployment name ends up in pod names and labels: an RFC 1123 label is the safe form.
+KUBERNETES_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class KedaOptions:
+    """Where the manifests go and how KEDA reaches RabbitMQ's management API."""
+
+    namespace: str | None = None  # None: the namespace kubectl applies them to
+    vhost: str = "/"
+    polling_interval: int = 15  # seconds between two looks at the queues
+    authentication: str = "taskq-rabbitmq"  # the TriggerAuthentication every trigger uses
+    secret: str = "taskq-rabbitmq"  # the Secret whose key ``host`` holds the management URL
+    trigger_authentication: bool = True  # also write that TriggerAuthentication
+
+
+def keda_manifests(
+    topology: CompiledTopology, options: KedaOptions | None = None
+) -> list[dict[str, Any]]:
+    """Return the TriggerAuthentication (unless turned off), then one ScaledObject per group.
+
+    Raises:
+        TopologyError: a group's Deployment name is not a valid Kubernetes name.
+    """
+    options = options or KedaOptions()
+    auth = [trigger_authentication(options)] if options.trigger_authentication else []
+    return auth + [scaled_object(group, options) for group in topology.groups]
+
+
+def trigger_authentication(options: KedaOptions) -> dict[str, Any]:
+    """Return a TriggerAuthentication passing the Secret's ``host`` key as the scaler's ``host``."""
+    return {
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "TriggerAuthentication",
+        "metadata": _metadata(options.authentication, options),
+        "spec": {"secretTargetRef": [{"parameter": "host", "name": options.secret, "key": "host"}]},
+    }
+
+
+def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
+    """Return the ScaledObject that scales the Deployment of ``group`` on its work queues.
+
+    Raises:
+        TopologyError: the group's Deployment name is not a valid Kubernetes name.
+    """
+    deployment = _deployment(group.name)
+    scale = group.spec.scale
+    # `activation` and `stabilization` (ms) are being added to ScaleSpec; until they land
+    # every group gets the defaults, and afterwards these lines read the file's values.
+    activation = int(getattr(scale, "activation", DEFAULT_ACTIVATION))
+    stabilization = math.ceil(int(getattr(scale, "stabilization", DEFAULT_STABILIZATION_MS)) / 1000)
+    return {
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "ScaledObject",
+        "metadata": _metadata(deployment, options),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicaCount": scale.min,
+            "maxReplicaCount": scale.max,
+            "pollingInterval": options.polling_interval,
+            # cooldownPeriod only governs the last step to zero (min: 0); the HPA's scale-down
+            # window governs every other step, so both get the group's stabilization.
+            "cooldownPeriod": stabilization,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS)
+                        }
+                    }
+                }
+            },
+            "triggers": [
+                _trigger(queue, scale.backlog_per_worker, activation, options)
+                for queue in group.queue_names
+            ],
+        },
+    }
+
+
+def _trigger(queue: str, value: int, activation: int, options: KedaOptions) -> dict[str, Any]:
+    return {
+        "type": "rabbitmq",
+        "metadata": {
+            "protocol": "http",
+            "mode": "QueueLength",
+            "value": str(value),
+            "activationValue": str(activation),
+            "queueName": queue,
+            "vhostName": options.vhost,
+        },
+        "authenticationRef": {"name": options.authentication},
+    }
+
+
+def _metadata(name: str, options: KedaOptions) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "taskq"}}
+    if options.namespace:
+        metadata["namespace"] = options.namespace
+    return metadata
+
+
+def _deployment(group: str) -> str:
+    name = names.worker_deployment(group)
+    if not KUBERNETES_NAME_RE.fullmatch(name):
+        raise TopologyError(
+            f"group {group!r} would be scaled as the Deployment {name!r}, which is not a valid "
+            "Kubernetes name (lowercase letters, digits and '-', at most 63 characters): "
+            "rename the group without '_'"
+        )
+    return name
