@@ -138,7 +138,7 @@ class ManagementClient:
             raise
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise ManagementApiError(
-                f"{method} {self._base}{path} failed: {exc or type(exc).__name__}; is the "
+                f"{method} {self._base}{path} failed: {str(exc) or type(exc).__name__}; is the "
                 "management plugin on? (rabbitmq-plugins enable rabbitmq_management)"
             ) from exc
 

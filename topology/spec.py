@@ -111,12 +111,31 @@ class DlqSpec(_Spec):
     retention: Duration | None = None
 
 
+# Kubernetes caps the HPA's stabilizationWindowSeconds at one hour too; a longer window
+# keeps a group at its peak size for hours after every burst.
+MAX_STABILIZATION_MS = 60 * 60 * 1000
+
+
 class ScaleSpec(_Spec):
-    """Autoscaling bounds of a group and the backlog one worker is expected to carry."""
+    """Autoscaling bounds of a group, the backlog one worker carries, and how it wakes and settles."""
 
     min: Annotated[int, Field(ge=0, le=1000)]
     max: Annotated[int, Field(ge=1, le=1000)]
     backlog_per_worker: Annotated[int, Field(ge=1)]
+    # With min 0: the backlog (ready + unacked) that wakes the group from zero workers.
+    activation: Annotated[int, Field(ge=0)] = 1
+    # Scale down only to the highest recommendation of this window, so a dip never flaps.
+    stabilization: Duration = 60_000
+
+    @field_validator("stabilization")
+    @classmethod
+    def _bounded_window(cls, value: int) -> int:
+        if value > MAX_STABILIZATION_MS:
+            raise ValueError(
+                f"stabilization {format_duration(value)} is above 1h; a group would keep its "
+                "peak size for that long after every burst, so lower it"
+            )
+        return value
 
     @field_validator("max")
     @classmethod

@@ -1,1 +1,1 @@
-"""Autoscaling consumer groups on queue length, and the actuators that set their worker counts."""
+"""The autoscaler: queue signals from the management API, the pure scaling policy, the loop, and its actuators."""

@@ -258,7 +258,8 @@ group_bodies = st.fixed_dictionaries(
             st.sampled_from(["queue", "lanes", "quorum", "classic", 3]),
         ),
         "scale": st.dictionaries(
-            st.sampled_from(["min", "max", "backlog_per_worker"]), yaml_scalars
+            st.sampled_from(["min", "max", "backlog_per_worker", "activation", "stabilization"]),
+            yaml_scalars,
         ),
         "dlq": st.dictionaries(st.sampled_from(["retention"]), yaml_scalars),
         "unknown": yaml_scalars,

@@ -1,0 +1,190 @@
+"""A consumer group's queue signals (backlog, consumers, rates, age) read from the management API.
+
+One ``GET /api/queues/{vhost}/{name}`` per work queue of the group, never the whole queue
+list, which RabbitMQ warns "can produce very large JSON responses"; retry tiers and the
+dead-letter queue are not work and never count.  The broker refreshes these statistics every
+``collect_statistics_interval`` (5 s by default), so a reading can be that stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeGuard
+
+from topology.errors import ManagementApiError
+from topology.management import ManagementClient
+from topology.model import CompiledGroup
+from topology.settings import BrokerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSignals:
+    """What the broker says about a group's work queues at one moment."""
+
+    group: str
+    ready: int  # messages ready, summed over the group's work queues
+    unacked: int  # messages delivered and not yet acknowledged
+    consumers: int  # consumers on the group's most urgent work queue
+    publish_rate: float  # msg/s published into the work queues
+    ack_rate: float  # msg/s acknowledged (delivered when the broker reports no acks)
+    oldest_age: float | None  # seconds the oldest head message has waited, when known
+    read_at: float  # time.time() of the reading
+
+
+class SignalsUnavailable(ManagementApiError):
+    """The management API was unreachable, too slow, failed, or answered an unusable shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueFigures:
+    """One work queue's figures, checked."""
+
+    ready: int
+    unacked: int
+    consumers: int
+    publish_rate: float
+    ack_rate: float
+    head_timestamp: float | None
+
+
+class SignalReader:
+    """Reads a group's signals over one reused management API session; close it when done."""
+
+    def __init__(self, settings: BrokerSettings, *, timeout: float = 5.0) -> None:
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be above 0 seconds, not {timeout}")
+        self._vhost = settings.vhost
+        self._timeout = timeout
+        self._client = ManagementClient(settings.model_copy(update={"management_timeout": timeout}))
+        self._stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def read(self, group: CompiledGroup) -> QueueSignals:
+        """Return ``group``'s signals, read within the timeout.
+
+        Raises:
+            SignalsUnavailable: naming the group (and queue) and what failed or was malformed.
+        """
+        client = await self._open()
+        try:
+            # One deadline for the whole reading, so a group with four lanes is not
+            # allowed four timeouts.
+            async with asyncio.timeout(self._timeout):
+                bodies = [await client.queue(self._vhost, name) for name in group.queue_names]
+        except TimeoutError as exc:
+            raise SignalsUnavailable(
+                f"reading group {group.name!r} took over {self._timeout:g}s"
+            ) from exc
+        except ManagementApiError as exc:
+            raise SignalsUnavailable(
+                f"reading group {group.name!r}: {exc}", status=exc.status
+            ) from exc
+        read_at = time.time()
+        figures = [
+            _figures(f"group {group.name!r} queue {name!r}", body)
+            for name, body in zip(group.queue_names, bodies, strict=True)
+        ]
+        return _combine(group.name, figures, read_at)
+
+    async def close(self) -> None:
+        """Close the HTTP session; a later ``read`` opens a new one."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def _open(self) -> ManagementClient:
+        if self._stack is None:
+            stack = AsyncExitStack()
+            await stack.enter_async_context(self._client)
+            self._stack = stack
+        return self._client
+
+
+def _combine(group: str, figures: list[_QueueFigures], read_at: float) -> QueueSignals:
+    """Sum the work queues' figures into the group's signals; consumers come from the first."""
+    stamps = [f.head_timestamp for f in figures if f.head_timestamp is not None]
+    # A clock behind the publisher's would make the age negative; the head is at least new.
+    oldest_age = max(0.0, read_at - min(stamps)) if stamps else None
+    return QueueSignals(
+        group=group,
+        ready=sum(f.ready for f in figures),
+        unacked=sum(f.unacked for f in figures),
+        consumers=figures[0].consumers,
+        publish_rate=sum(f.publish_rate for f in figures),
+        ack_rate=sum(f.ack_rate for f in figures),
+        oldest_age=oldest_age,
+        read_at=read_at,
+    )
+
+
+def _figures(where: str, body: Mapping[str, Any]) -> _QueueFigures:
+    """Return one queue object's figures, or raise naming the field that is wrong."""
+    if "messages_ready" not in body:
+        # The broker leaves every figure out until its first statistics round after the
+        # queue was declared (or when stats collection is off): nothing to read yet.
+        raise SignalsUnavailable(
+            f"{where} reports no messages_ready yet; the broker has not collected "
+            "its statistics (or management_agent.disable_metrics_collector is set)"
+        )
+    stats = body.get("message_stats", {})
+    if not isinstance(stats, Mapping):
+        raise SignalsUnavailable(f"{where}: message_stats is not an object: {stats!r}")
+    ack_key = "ack_details" if "ack_details" in stats else "deliver_get_details"
+    return _QueueFigures(
+        ready=_count(where, body, "messages_ready"),
+        unacked=_count(where, body, "messages_unacknowledged"),
+        consumers=_count(where, body, "consumers"),
+        publish_rate=_rate(where, stats, "publish_details"),
+        ack_rate=_rate(where, stats, ack_key),
+        head_timestamp=_timestamp(where, body),
+    )
+
+
+def _count(where: str, body: Mapping[str, Any], field: str) -> int:
+    value = body.get(field)
+    # bool is an int in Python, and never a count in JSON.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SignalsUnavailable(f"{where}: {field} is not a count: {value!r}")
+    return value
+
+
+def _rate(where: str, stats: Mapping[str, Any], field: str) -> float:
+    details = stats.get(field)
+    if details is None:
+        return 0.0  # a queue that never saw the operation has no entry for it
+    rate = details.get("rate") if isinstance(details, Mapping) else None
+    if not _number(rate) or rate < 0:
+        raise SignalsUnavailable(f"{where}: message_stats.{field}.rate is not a rate: {details!r}")
+    return float(rate)
+
+
+def _timestamp(where: str, body: Mapping[str, Any]) -> float | None:
+    # Absent on quorum queues, null when the head message has no timestamp or the queue is empty.
+    value = body.get("head_message_timestamp")
+    if value is None:
+        return None
+    if not _number(value):
+        raise SignalsUnavailable(f"{where}: head_message_timestamp is not a number: {value!r}")
+    return float(value)
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    # json.loads accepts NaN and Infinity, which no figure of the broker's can be.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
