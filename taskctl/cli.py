@@ -6,6 +6,7 @@ import typer
 
 from consumers.process import run, run_worker
 from taskctl import (
+    autoscale_command,
     breakers_command,
     callback_command,
     dlq_commands,
@@ -38,6 +39,8 @@ for command in (
 
 
 app.command(name="callback-secret")(callback_command.callback_secret)
+app.command()(autoscale_command.autoscale)
+app.command()(autoscale_command.scale)
 
 
 @app.command()

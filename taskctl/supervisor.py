@@ -25,6 +25,8 @@ class _Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    retiring: bool = False  # told to stop for good (a scale-down): not restarted
+    keeper: asyncio.Task[None] | None = None
 
 
 class Supervisor:
@@ -39,6 +41,7 @@ class Supervisor:
         say: Say = print,
     ) -> None:
         self._children = [_Child(spec) for spec in specs]
+        self._running = False
         self._grace = grace
         self._max_backoff = max_backoff
         self._say = say
@@ -48,6 +51,30 @@ class Supervisor:
         """Ask every process to stop (idempotent; also what SIGINT and SIGTERM do)."""
         self._stopping.set()
 
+    def names(self) -> list[str]:
+        """Return the names of the processes kept running (retiring ones excluded)."""
+        return [child.spec.name for child in self._children if not child.retiring]
+
+    def start(self, spec: ProcessSpec) -> None:
+        """Add a process and keep it running like the others (a scale-up)."""
+        if spec.name in self.names():
+            raise ValueError(f"a process named {spec.name!r} runs already")
+        child = _Child(spec)
+        self._children.append(child)
+        if self._running:
+            child.keeper = asyncio.create_task(self._keep(child))
+
+    def retire(self, name: str) -> None:
+        """Send SIGTERM to a process and let it drain and exit for good (a scale-down)."""
+        for child in self._children:
+            if child.spec.name == name and not child.retiring:
+                child.retiring = True
+                if child.process is not None and child.process.returncode is None:
+                    child.process.send_signal(signal.SIGTERM)
+                self._say(f"[{name}] retiring: draining its jobs")
+                return
+        raise KeyError(name)
+
     async def run(self) -> int:
         """Run until ``stop()``; return 0 when every child stopped within the grace period."""
         loop = asyncio.get_running_loop()
@@ -56,15 +83,24 @@ class Supervisor:
         # Said only once the handlers are in place, so a Ctrl-C after it always drains.
         self._say(f"supervising {len(self._children)} processes; press Ctrl-C to stop")
         try:
-            keepers = [asyncio.create_task(self._keep(child)) for child in self._children]
+            self._running = True
+            for child in self._children:
+                child.keeper = asyncio.create_task(self._keep(child))
             await self._stopping.wait()
-            return await self._shutdown(keepers)
+            return await self._shutdown()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
     async def _keep(self, child: _Child) -> None:
-        while not self._stopping.is_set():
+        try:
+            await self._keep_running(child)
+        finally:
+            if child.retiring and child in self._children:
+                self._children.remove(child)
+
+    async def _keep_running(self, child: _Child) -> None:
+        while not self._stopping.is_set() and not child.retiring:
             child.process = await asyncio.create_subprocess_exec(
                 *child.spec.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
             )
@@ -72,6 +108,9 @@ class Supervisor:
             child.pumps = [asyncio.create_task(self._pump(child))]
             code = await child.process.wait()
             await asyncio.gather(*child.pumps)
+            if child.retiring:
+                self._say(f"[{child.spec.name}] retired (exit {code})")
+                return
             if self._stopping.is_set():
                 return
             child.restarts += 1
@@ -91,7 +130,8 @@ class Supervisor:
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
 
-    async def _shutdown(self, keepers: list[asyncio.Task[None]]) -> int:
+    async def _shutdown(self) -> int:
+        keepers = [child.keeper for child in self._children if child.keeper is not None]
         running = [c.process for c in self._children if c.process and c.process.returncode is None]
         for process in running:
             process.send_signal(signal.SIGTERM)

@@ -63,3 +63,45 @@ async def test_child_that_ignores_sigterm_is_killed_after_the_grace_period():
     supervisor.stop()
     async with asyncio.timeout(5):
         assert await task == 1
+
+
+async def test_processes_are_started_and_retired_while_running(tmp_path: Path):
+    # What the local autoscaler does: a retired child gets SIGTERM, drains, and is not restarted.
+    code = (
+        "import signal, sys, time, pathlib, os\n"
+        "def bye(*_):\n"
+        f"    pathlib.Path({str(tmp_path)!r}, 'drained-' + sys.argv[1]).write_text('yes'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "while True: time.sleep(0.05)\n"
+    )
+    said: list[str] = []
+    supervisor = Supervisor([], grace=5, say=said.append)
+    task = asyncio.create_task(supervisor.run())
+    for name in ("a", "b", "c"):
+        supervisor.start(ProcessSpec(name, (*python(code), name)))
+    await wait_for(lambda: sum("started" in s for s in said) == 3)
+    supervisor.retire("c")
+    await wait_for(lambda: any("[c] retired (exit 0)" in s for s in said))
+    assert supervisor.names() == ["a", "b"]
+    assert (tmp_path / "drained-c").exists()
+    assert not (tmp_path / "drained-a").exists()
+    await asyncio.sleep(0.3)
+    assert sum("[c] started" in s for s in said) == 1  # not restarted
+    supervisor.stop()
+    assert await task == 0
+    assert (tmp_path / "drained-a").exists()
+
+
+async def test_the_local_scaler_names_workers_and_retires_the_newest():
+    from taskctl.local_scaler import LocalScaler
+
+    said: list[str] = []
+    supervisor = Supervisor([], grace=5, say=said.append)
+    scaler = LocalScaler(supervisor)
+    await scaler.scale("mail", 3)
+    assert supervisor.names() == ["worker:mail", "worker:mail#2", "worker:mail#3"]
+    await scaler.scale("mail", 1)
+    assert supervisor.names() == ["worker:mail"]
+    assert await scaler.current("mail") == 1
+    await scaler.scale("mail", 2)
+    assert supervisor.names() == ["worker:mail", "worker:mail#4"]  # names are never reused

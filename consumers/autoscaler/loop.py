@@ -1,0 +1,151 @@
+"""The autoscaler loop: read each group's signals, decide, and tell an actuator.
+
+One step polls every scaled group once: the management API gives the group's work-queue
+signals, the pure policy turns them into a desired worker count, and the actuator (local
+processes, a Kubernetes Deployment) is told only when that differs from what runs. When the
+management API fails the policy holds the last decision, and the failure is counted and said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from loguru import logger
+
+from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.policy import PolicyConfig, PolicyState, decide
+from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
+from topology.errors import TaskqError
+from topology.model import CompiledGroup, CompiledTopology
+
+
+class Actuator(Protocol):
+    """Runs a number of workers for a group: local processes, or a Deployment's replicas."""
+
+    async def current(self, group: str) -> int:
+        """Return how many workers the group has now."""
+        ...
+
+    async def scale(self, group: str, workers: int) -> None:
+        """Make the group run ``workers`` workers (scale-down lets workers drain)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """What the autoscaler last saw and decided for one group (``taskctl scale`` shows it)."""
+
+    group: str
+    current: int
+    desired: int
+    reason: str
+    backlog: int | None = None
+    publish_rate: float | None = None
+    ack_rate: float | None = None
+    oldest_age: float | None = None
+    error: str | None = None  # the management API's or the actuator's failure, if any
+    decided_at: float = 0.0
+
+
+class Autoscaler:
+    """Polls every scaled group each ``interval`` seconds and scales it through ``actuator``."""
+
+    def __init__(
+        self,
+        topology: CompiledTopology,
+        reader: SignalReader,
+        actuator: Actuator,
+        *,
+        groups: Sequence[str] | None = None,
+        interval: float = 5.0,
+        metrics: AutoscalerMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        chosen = [g for g in topology.groups if groups is None or g.name in groups]
+        self._groups: list[CompiledGroup] = chosen
+        self._reader = reader
+        self._actuator = actuator
+        self._interval = interval
+        self._metrics = metrics or AutoscalerMetrics()
+        self._clock = clock  # the policy's windows: monotonic; decided_at stays wall time
+        self._states = {g.name: PolicyState() for g in chosen}
+        self.status: dict[str, GroupStatus] = {}
+
+    async def step(self) -> list[GroupStatus]:
+        """Poll, decide and actuate every group once; return what was decided."""
+        return [await self._step_group(group) for group in self._groups]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            await self.step()
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+            except TimeoutError:
+                continue
+
+    async def _step_group(self, group: CompiledGroup) -> GroupStatus:
+        now = self._clock()
+        signals: QueueSignals | None = None
+        error = None
+        try:
+            signals = await self._reader.read(group)
+        except SignalsUnavailable as exc:
+            error = f"management API: {exc}"
+            self._metrics.management_errors.labels(group.name).inc()
+            logger.warning("autoscaler: group {}: {}; holding the last decision", group.name, exc)
+        try:
+            current = await self._actuator.current(group.name)
+        except TaskqError as exc:
+            return self._remember(group, GroupStatus(group.name, -1, -1, str(exc), error=str(exc)))
+        decision = decide(
+            signals,
+            current,
+            group.spec.scale,
+            PolicyConfig.for_group(group.spec),
+            self._states[group.name],
+            now,
+        )
+        self._states[group.name] = decision.state
+        if decision.desired != current:
+            try:
+                await self._actuator.scale(group.name, decision.desired)
+            except TaskqError as exc:
+                error = f"actuator: {exc}"
+                logger.error("autoscaler: group {}: scaling failed: {}", group.name, exc)
+            else:
+                direction = "up" if decision.desired > current else "down"
+                self._metrics.decisions.labels(group.name, direction).inc()
+                logger.info(
+                    "autoscaler: group {} {} -> {}: {}",
+                    group.name,
+                    current,
+                    decision.desired,
+                    decision.reason,
+                )
+        status = GroupStatus(
+            group.name,
+            current,
+            decision.desired,
+            decision.reason,
+            error=error,
+            decided_at=time.time(),
+        )
+        if signals is not None:
+            status = replace(
+                status,
+                backlog=signals.ready + signals.unacked,
+                publish_rate=signals.publish_rate,
+                ack_rate=signals.ack_rate,
+                oldest_age=signals.oldest_age,
+            )
+        return self._remember(group, status)
+
+    def _remember(self, group: CompiledGroup, status: GroupStatus) -> GroupStatus:
+        self.status[group.name] = status
+        self._metrics.observe(status)
+        return status

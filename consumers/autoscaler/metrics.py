@@ -1,0 +1,72 @@
+"""The autoscaler's Prometheus metrics: per group, what runs, what is wanted, and why it moved."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+if TYPE_CHECKING:
+    from consumers.autoscaler.loop import GroupStatus
+
+
+class AutoscalerMetrics:
+    """Gauges and counters of one autoscaler, on their own registry (served by its status server)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        # Label values are topology group names only: a bounded set.
+        labels = ["group"]
+        self.current = Gauge(
+            "taskq_autoscaler_current_workers",
+            "Workers a group runs now.",
+            labels,
+            registry=self.registry,
+        )
+        self.desired = Gauge(
+            "taskq_autoscaler_desired_workers",
+            "Workers the policy wants for a group.",
+            labels,
+            registry=self.registry,
+        )
+        self.backlog = Gauge(
+            "taskq_autoscaler_backlog_messages",
+            "Ready plus unacknowledged messages in a group's work queues.",
+            labels,
+            registry=self.registry,
+        )
+        self.ack_rate = Gauge(
+            "taskq_autoscaler_ack_rate",
+            "Messages acked per second in a group's work queues.",
+            labels,
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "taskq_autoscaler_decisions_total",
+            "Scale actions taken, by direction.",
+            ["group", "direction"],
+            registry=self.registry,
+        )
+        self.management_errors = Counter(
+            "taskq_autoscaler_management_api_errors_total",
+            "Failed reads of a group's signals from the RabbitMQ management API.",
+            labels,
+            registry=self.registry,
+        )
+        self.held = Gauge(
+            "taskq_autoscaler_holding",
+            "1 while a group's last decision is held because its signals could not be read.",
+            labels,
+            registry=self.registry,
+        )
+
+    def observe(self, status: GroupStatus) -> None:
+        """Set the gauges from one group's latest status."""
+        group = status.group
+        self.current.labels(group).set(status.current)
+        self.desired.labels(group).set(status.desired)
+        self.held.labels(group).set(1 if status.error else 0)
+        if status.backlog is not None:
+            self.backlog.labels(group).set(status.backlog)
+        if status.ack_rate is not None:
+            self.ack_rate.labels(group).set(status.ack_rate)

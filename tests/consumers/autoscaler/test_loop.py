@@ -1,0 +1,139 @@
+"""The autoscaler loop: scale actions from signals, and holding while the management API fails."""
+
+from __future__ import annotations
+
+import httpx
+from aiohttp import web
+from typer.testing import CliRunner
+
+from consumers.autoscaler.loop import Autoscaler
+from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.signals import SignalReader
+from consumers.autoscaler.status_server import serve_status
+from taskctl.cli import app
+from tests.consumers.autoscaler.fake_management import fake_management, queue_body
+from topology.compiler import compile_topology
+from topology.loader import parse_topology
+
+TOPOLOGY = compile_topology(
+    parse_topology(
+        """
+        groups:
+          mail: {jobs: ["mail.#"], scale: {min: 1, max: 6, backlog_per_worker: 100, stabilization: 30s}}
+        """
+    )
+)
+
+
+class Workers:
+    """An actuator twin: counts workers and records every action."""
+
+    def __init__(self, count: int = 1) -> None:
+        self.count = count
+        self.actions: list[int] = []
+
+    async def current(self, group: str) -> int:
+        return self.count
+
+    async def scale(self, group: str, workers: int) -> None:
+        self.actions.append(workers)
+        self.count = workers
+
+
+async def test_scales_up_holds_through_every_management_failure_and_recovers():
+    clock = [1000.0]
+    workers = Workers()
+    metrics = AutoscalerMetrics()
+    async with fake_management() as fake:
+        reader = SignalReader(fake.settings(), timeout=0.5)
+        autoscaler = Autoscaler(
+            TOPOLOGY,
+            reader,
+            workers,
+            groups=["mail"],
+            metrics=metrics,
+            clock=lambda: clock[0],
+        )
+        fake.bodies["taskq.mail"] = queue_body(ready=450, unacked=0, consumers=1)
+        (status,) = await autoscaler.step()
+        assert (status.current, status.desired, status.backlog) == (1, 5, 450)
+        assert workers.actions == [5]
+
+        async def server_error(name: str) -> web.StreamResponse:
+            return web.Response(status=500, text="boom")
+
+        async def garbage(name: str) -> web.StreamResponse:
+            return web.Response(text="<html>not json", content_type="application/json")
+
+        failures = {"500": server_error, "garbage JSON": garbage, "hanging": fake.hang}
+        for what, reply in failures.items():
+            fake.reply = reply
+            clock[0] += 60  # past the stabilization window: only holding keeps the workers
+            (held,) = await autoscaler.step()
+            assert (held.desired, held.error is not None) == (5, True), what
+            assert "management API" in (held.error or ""), what
+        assert workers.actions == [5]  # no scale action while the API failed
+        errors = metrics.registry.get_sample_value(
+            "taskq_autoscaler_management_api_errors_total", {"group": "mail"}
+        )
+        assert errors == 3
+        assert metrics.registry.get_sample_value("taskq_autoscaler_holding", {"group": "mail"}) == 1
+        fake.reply = None
+        fake.bodies["taskq.mail"] = queue_body(ready=0, unacked=0, consumers=5)
+        (recovered,) = await autoscaler.step()
+        assert recovered.error is None
+        assert recovered.desired == 5  # a full window of real readings before scaling down
+        clock[0] += 31
+        (down,) = await autoscaler.step()
+        assert down.desired == 1
+        assert workers.actions == [5, 1]
+        await reader.close()
+
+
+async def test_an_unreachable_management_api_makes_no_scale_action():
+    workers = Workers(2)
+    async with fake_management() as fake:
+        settings = fake.settings()
+    # The fake is gone: its port refuses connections now.
+    reader = SignalReader(settings, timeout=0.5)
+    autoscaler = Autoscaler(TOPOLOGY, reader, workers, groups=["mail"])
+    (status,) = await autoscaler.step()
+    assert (status.current, status.desired) == (2, 2)
+    assert status.error is not None
+    assert workers.actions == []
+    await reader.close()
+
+
+async def test_taskctl_scale_shows_the_autoscalers_status(unused_tcp_port: int):
+    workers = Workers()
+    metrics = AutoscalerMetrics()
+    async with fake_management() as fake:
+        fake.bodies["taskq.mail"] = queue_body(ready=250, unacked=10, consumers=1)
+        reader = SignalReader(fake.settings(), timeout=0.5)
+        autoscaler = Autoscaler(TOPOLOGY, reader, workers, groups=["mail"], metrics=metrics)
+        await autoscaler.step()
+        runner = await serve_status(autoscaler, metrics, host="127.0.0.1", port=unused_tcp_port)
+        try:
+            base = f"http://127.0.0.1:{unused_tcp_port}"
+            async with httpx.AsyncClient() as client:
+                scraped = (await client.get(f"{base}/metrics")).text
+            assert 'taskq_autoscaler_desired_workers{group="mail"} 3.0' in scraped
+            result = await _cli(["scale", "--url", f"{base}/status", "--json"])
+            assert result.exit_code == 0, result.output
+            assert '"desired": 3' in result.output
+            assert '"backlog": 260' in result.output
+            table = await _cli(["scale", "--url", f"{base}/status"])
+            assert "mail" in table.output
+        finally:
+            await runner.cleanup()
+            await reader.close()
+    gone = await _cli(["scale", "--url", f"http://127.0.0.1:{unused_tcp_port}/status"])
+    assert gone.exit_code == 1
+    assert "no autoscaler answers" in gone.output
+
+
+async def _cli(args: list[str]):
+    import asyncio
+
+    # The command blocks on HTTP: run it off the loop that serves the status.
+    return await asyncio.to_thread(CliRunner().invoke, app, args)
