@@ -137,3 +137,23 @@ async def _cli(args: list[str]):
 
     # The command blocks on HTTP: run it off the loop that serves the status.
     return await asyncio.to_thread(CliRunner().invoke, app, args)
+
+
+async def test_the_loop_scales_a_deployment_through_the_kubernetes_actuator(scaler, fake):
+    # The loop and the Kubernetes actuator together: the backlog patches spec.replicas.
+    topology = compile_topology(
+        parse_topology(
+            "groups: {email: {jobs: [email], scale: {min: 1, max: 8, backlog_per_worker: 500}}}"
+        )
+    )
+    async with fake_management() as management:
+        management.bodies["taskq.email"] = queue_body(ready=2600, unacked=0, consumers=1)
+        reader = SignalReader(management.settings(), timeout=0.5)
+        (status,) = await Autoscaler(topology, reader, scaler, groups=["email"]).step()
+        await reader.close()
+    assert (status.current, status.desired) == (1, 6)
+    assert fake.replicas[("taskq", "taskq-worker-email")] == 6
+    assert (
+        "PATCH",
+        "/apis/apps/v1/namespaces/taskq/deployments/taskq-worker-email/scale",
+    ) in fake.requests
