@@ -26,6 +26,7 @@ from producers.requests import JobSubmission
 from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.views import job_view
+from topology.closing import AsyncClosing
 from topology.errors import TaskqError
 from topology.spec import Priority
 
@@ -132,7 +133,7 @@ def _outcome(outcome: Submitted | TaskqError) -> JobView | TaskqError:
     return outcome if isinstance(outcome, TaskqError) else _job(outcome)
 
 
-class AsyncClient:
+class AsyncClient(AsyncClosing):
     """Submits jobs from asyncio code with a confirmed publisher; open it with ``connect``."""
 
     def __init__(self, core: _Core) -> None:
@@ -154,17 +155,6 @@ class AsyncClient:
             )
 
         return cls(await _open(environ, confirmed))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the broker connection and the stores; closing twice does nothing."""

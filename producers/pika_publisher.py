@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import pika
 import pika.exceptions
 
 from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.settings import PublisherSettings
+from topology.closing import AsyncClosing
 from topology.envelope import Envelope
 from topology.errors import BrokerUnavailableError, TaskqError
 from topology.model import CompiledTopology
@@ -25,7 +25,7 @@ _CONNECTION_ERRORS: Final = (pika.exceptions.AMQPConnectionError, OSError)
 _PIKA_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
 
 
-class PikaPublisher:
+class PikaPublisher(AsyncClosing):
     """Publishes persistent, mandatory messages with confirms over a pika ``BlockingConnection``.
 
     The methods are ``async`` only to fit the ``Publisher`` port: every pika call inside blocks
@@ -67,17 +67,6 @@ class PikaPublisher:
         publisher = cls(broker, topology, settings, name=name)
         publisher._live_channel()
         return publisher
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the connection; later publishes raise ``BrokerUnavailableError``."""

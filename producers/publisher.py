@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self, cast
+from typing import Any, Protocol, cast
 
 import aio_pika
 import aiormq
@@ -18,6 +17,7 @@ from pamqp.header import ContentHeader
 from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.settings import PublisherSettings
 from topology.broker import CONNECT_ERRORS, connect
+from topology.closing import AsyncClosing
 from topology.envelope import Envelope
 from topology.errors import BrokerUnavailableError, TaskqError
 from topology.model import CompiledTopology
@@ -43,7 +43,7 @@ class Publisher(Protocol):
         ...
 
 
-class ConfirmedPublisher:
+class ConfirmedPublisher(AsyncClosing):
     """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
 
     Concurrent ``publish`` calls share the channel, so their confirms are pipelined rather
@@ -84,17 +84,6 @@ class ConfirmedPublisher:
             await connection.close()
             raise BrokerUnavailableError(f"cannot open a confirm channel: {exc}") from exc
         return cls(connection, channel, topology, settings or PublisherSettings())
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the connection (confirms still in flight fail with ``BrokerUnavailableError``)."""

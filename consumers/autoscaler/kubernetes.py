@@ -9,8 +9,7 @@ become ``ScaleError``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -19,6 +18,7 @@ import orjson
 from consumers.autoscaler.kube_api import KubeApi as KubeApi
 from consumers.autoscaler.kube_api import KubeConfigError as KubeConfigError
 from topology import names
+from topology.closing import AsyncClosing
 from topology.errors import TaskqError
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -32,7 +32,7 @@ class ScaleError(TaskqError):
         super().__init__(message)
 
 
-class KubernetesScaler:
+class KubernetesScaler(AsyncClosing):
     """Reads and sets the replicas of each group's Deployment through one reused HTTP session."""
 
     def __init__(
@@ -48,17 +48,6 @@ class KubernetesScaler:
         self._deployment = deployment
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def current(self, group: str) -> int:
         """Return the replicas the Deployment of ``group`` asks for (``spec.replicas``).

@@ -14,9 +14,9 @@ import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self, TypeGuard
 
+from topology.closing import AsyncClosing
 from topology.errors import ManagementApiError
 from topology.management import ManagementClient
 from topology.model import CompiledGroup
@@ -53,7 +53,7 @@ class _QueueFigures:
     head_timestamp: float | None
 
 
-class SignalReader:
+class SignalReader(AsyncClosing):
     """Reads a group's signals over one reused management API session; close it when done."""
 
     def __init__(self, settings: BrokerSettings, *, timeout: float = 5.0) -> None:
@@ -67,14 +67,6 @@ class SignalReader:
     async def __aenter__(self) -> Self:
         await self._open()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def read(self, group: CompiledGroup) -> QueueSignals:
         """Return ``group``'s signals, read within the timeout.
