@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
@@ -155,8 +156,9 @@ def scale(
         settings = load_settings(AutoscalerSettings)
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
     try:
-        groups = httpx.get(url, timeout=5).raise_for_status().json()["groups"]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            groups = json.load(answer)["groups"]
+    except (OSError, ValueError, KeyError) as exc:
         fail(
             SettingsError(
                 f"no autoscaler answers at {url} ({exc}); is taskctl up or taskctl autoscale running?"
