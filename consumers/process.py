@@ -9,6 +9,7 @@ import signal
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+import prometheus_client
 from loguru import logger
 
 from consumers.handlers import HandlerRegistry, default_registry
@@ -92,6 +93,9 @@ async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) 
         submitter,
     )
     worker = Worker(deps)
+    if settings.worker_metrics_port:
+        # The default registry: the worker's, breaker and publish metrics all live there.
+        prometheus_client.start_http_server(settings.worker_metrics_port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

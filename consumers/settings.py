@@ -21,4 +21,7 @@ class WorkerSettings(BaseModel):
     # before anyone could act on it, and it costs a publish on every job's hot path.
     running_event_delay: Annotated[float, Field(ge=0, le=60)] = 0.1
     # The shipped example handler, and the built-in delivery of job callbacks.
+    # Serve this worker's /metrics on this port (0: not served; under taskctl up the API
+    # serves every local process's metrics instead).
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     handlers: str = "consumers.examples,webhooks.callbacks"

@@ -8,8 +8,9 @@ whose effects happened is acked without running again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from consumers.breaker import Breakers
 from consumers.breaker_report import BreakerReport
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
+from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
 from producers.blobs import BlobStore
@@ -65,9 +67,9 @@ class Deps:
     blobs: BlobStore
     publisher: Publisher
     settings: WorkerSettings
-    submitter: Submitter | None = (
-        None  # enqueues the callbacks of jobs that end (none: no callbacks)
-    )
+    # Enqueues the callbacks of jobs that end (None: no callbacks).
+    submitter: Submitter | None = None
+    metrics: WorkerMetrics = field(default_factory=process_metrics)
 
 
 class Worker:
@@ -195,6 +197,8 @@ class Worker:
             RunStart(envelope.id, key, envelope.attempt, timeout * 1.5 + 2, now)
         )
         if start.outcome is StartOutcome.SETTLED:
+            if start.job is not None and start.job.status is JobStatus.CANCELLED:
+                deps.metrics.cancelled.labels(deps.group.name).inc()
             # Cancelled before it ran, or finished already (a redelivery after a crash: its
             # callback may not have been enqueued yet, and enqueueing it again is a no-op).
             await self._follow_up(start.job)
@@ -223,7 +227,7 @@ class Worker:
             decision = dead(
                 envelope, DeadReason.POISON, error, group=deps.group.name, topology=deps.topology
             )
-            await self._carry_out(envelope, decision, message)
+            await self._carry_out(envelope, decision, message, kind=handler.pattern)
             return False
         await self._execute(envelope, handler, message, key, now, timeout)
         return True
@@ -239,6 +243,15 @@ class Worker:
     ) -> None:
         """Run the handler, then record its result or carry out what its failure calls for."""
         deps = self._deps
+        metrics, group, priority = deps.metrics, deps.group.name, envelope.priority.value
+        metrics.started.labels(group, handler.pattern).inc()
+        enqueued = envelope.not_before or envelope.created_at
+        metrics.queue_wait.labels(group, priority).observe(
+            max(0.0, (now - enqueued).total_seconds())
+        )
+        in_flight = metrics.in_flight.labels(group)
+        in_flight.inc()
+        began = time.perf_counter()
         try:
             payload = handler.parse(await self._payload(envelope))
             context = JobContext(
@@ -253,6 +266,8 @@ class Worker:
             async with asyncio.timeout(limit_s):
                 result = await handler.call(payload, context)
         except Exception as exc:  # the handler's failure: the dispatcher decides what follows
+            in_flight.dec()
+            metrics.duration.labels(group, priority).observe(time.perf_counter() - began)
             if not isinstance(exc, Permanent | ContractError):
                 for name in handler.depends_on:
                     self.breakers.get(name).failed()
@@ -265,8 +280,10 @@ class Worker:
                 topology=deps.topology,
                 now=self._clock(),
             )
-            await self._carry_out(envelope, decision, message)
+            await self._carry_out(envelope, decision, message, kind=handler.pattern)
             return
+        in_flight.dec()
+        metrics.duration.labels(group, priority).observe(time.perf_counter() - began)
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
         result = orjson.loads(orjson.dumps(result, default=str))
@@ -276,7 +293,7 @@ class Worker:
         )
         if job is not None:
             self._announcer.announce(job)
-        await self._follow_up(job)
+        metrics.completed.labels(group, handler.pattern, "succeeded").inc()
         await self._follow_up(job)
         self._acks.ack(message)
 
@@ -292,12 +309,19 @@ class Worker:
         return orjson.loads(await self._deps.blobs.get(envelope.payload_ref))
 
     async def _carry_out(
-        self, envelope: Envelope, decision: Decision, message: AbstractIncomingMessage
+        self,
+        envelope: Envelope,
+        decision: Decision,
+        message: AbstractIncomingMessage,
+        *,
+        kind: str = UNKNOWN_TYPE,
     ) -> None:
         """Publish what the decision says (with confirms), record it, then ack the original."""
         if decision.envelope is None or decision.route is None:
             raise ValueError(f"a {decision.action} decision carries what to publish")
         await self._deps.publisher.publish(decision.envelope, decision.route)
+        outcome = "retried" if decision.action is Action.RETRY else "dead"
+        self._deps.metrics.completed.labels(self._deps.group.name, kind, outcome).inc()
         if decision.action is Action.RETRY:
             await self._record(
                 envelope, JobStatus.RETRYING, last_error=decision.error, attempts=envelope.attempt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -15,6 +16,7 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
+from producers.publish_metrics import CONFIRM_SECONDS, exchange_kind
 from producers.settings import PublisherSettings
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
@@ -124,6 +126,7 @@ class ConfirmedPublisher(AsyncClosing):
             headers=headers,
         )
         channel = await self._underlay()
+        began = time.perf_counter()
         try:
             await channel.basic_publish(
                 envelope.encode(),
@@ -138,6 +141,8 @@ class ConfirmedPublisher(AsyncClosing):
             )
         except Exception as exc:
             raise _translate(exc, target) from exc
+        kind = exchange_kind(self._topology, target.exchange)
+        CONFIRM_SECONDS.labels(kind).observe(time.perf_counter() - began)
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Publish status events (transient, not mandatory: fine if nobody listens) in one write.

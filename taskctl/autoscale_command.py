@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -45,6 +47,8 @@ async def supervise(
     """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
     settings = load_settings(AutoscalerSettings)
     groups = scaled_groups(topology)
+    # Every child writes its metrics here, and the API's /metrics serves them all for the host.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="taskq-metrics-"))
     start = {
         g: topology.group(g).spec.scale.min
         if autoscale

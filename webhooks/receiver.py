@@ -61,45 +61,66 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
     async def receive(source: str, request: Request) -> Response:
         """Verify one delivery of ``source`` and answer 202 with its job once the broker has it."""
         services: Services = request.app.state.services
-        found = _sources(request.app, services.submitter, env).get(source)
+        sources = _sources(request.app, services.submitter, env)
+        found = sources.get(source)
         if found is None:
-            known = ", ".join(sorted(_sources(request.app, services.submitter, env))) or "none"
+            _count(request, "unknown", "unknown_source")  # a URL segment: never a label value
+            known = ", ".join(sorted(sources)) or "none"
             return problems.problem(404, f"no webhook source {source!r}; sources: {known}")
-        if found.verifier is None:
-            return problems.problem(503, found.problem or "source not configured", headers=_RETRY)
-        body = await request.body()
-        headers = {name: value for name, value in request.headers.items()}
-        if len(headers) != len(request.headers.raw):
-            repeated = _repeated(request)
-            if repeated & set(found.kept_headers):
-                return problems.problem(400, f"header {sorted(repeated)[0]} is sent more than once")
-        try:
-            delivery = found.verifier.verify(body, headers, time.time())
-        except (SignatureRejected, TimestampRejected) as exc:
-            return problems.problem(401, str(exc))
-        except MalformedWebhook as exc:
-            return problems.problem(400, str(exc))
-        job_type = found.spec.job_type(delivery.event)
-        if job_type is None:
-            return problems.problem(
-                400, f"event {delivery.event!r} of source {source!r} does not make a job type"
-            )
-        job = _job_request(found, delivery, job_type, body, headers)
-        try:
-            submitted = await _submit(services.submitter, job)
-        except TaskqError as exc:
-            status = problems.status_of(exc)
-            return problems.problem(
-                status, str(exc), headers=_RETRY if status in (409, 503) else None
-            )
-        answer = {"id": submitted.job_id, "type": job_type, "delivery_id": delivery.delivery_id}
-        replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else None
-        return JSONResponse(answer, status_code=202, headers=replayed)
+        response, result = await _receive(found, request, services.submitter)
+        _count(request, source, result)
+        return response
 
     return router
 
 
 _RETRY = {"Retry-After": "5"}
+
+
+async def _receive(source: Source, request: Request, submitter: Submitter) -> tuple[Response, str]:
+    """Answer one delivery of a known source; also return the result to count it under."""
+    if source.verifier is None:
+        detail = source.problem or "source not configured"
+        return problems.problem(503, detail, headers=_RETRY), "unavailable"
+    body = await request.body()
+    headers = {name: value for name, value in request.headers.items()}
+    if len(headers) != len(request.headers.raw):
+        repeated = _repeated(request) & set(source.kept_headers)
+        if repeated:
+            detail = f"header {sorted(repeated)[0]} is sent more than once"
+            return problems.problem(400, detail), "malformed"
+    try:
+        delivery = source.verifier.verify(body, headers, time.time())
+    except SignatureRejected as exc:
+        return problems.problem(401, str(exc)), "rejected_signature"
+    except TimestampRejected as exc:
+        return problems.problem(401, str(exc)), "rejected_timestamp"
+    except MalformedWebhook as exc:
+        return problems.problem(400, str(exc)), "malformed"
+    job_type = source.spec.job_type(delivery.event)
+    if job_type is None:
+        detail = f"event {delivery.event!r} of source {source.name!r} does not make a job type"
+        return problems.problem(400, detail), "malformed"
+    try:
+        submitted = await _submit(
+            submitter, _job_request(source, delivery, job_type, body, headers)
+        )
+    except TaskqError as exc:
+        status = problems.status_of(exc)
+        retry = _RETRY if status in (409, 503) else None
+        return problems.problem(
+            status, str(exc), headers=retry
+        ), "unavailable" if status == 503 else "error"
+    answer = {"id": submitted.job_id, "type": job_type, "delivery_id": delivery.delivery_id}
+    if submitted.replayed:
+        return JSONResponse(answer, 202, headers={"Idempotent-Replayed": "true"}), "replayed"
+    return JSONResponse(answer, status_code=202), "accepted"
+
+
+def _count(request: Request, source: str, result: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.webhook_deliveries.labels(source, result).inc()
 
 
 def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:

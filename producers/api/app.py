@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Scope
 
 from producers.api import openapi, problems, routes
@@ -83,6 +85,20 @@ def create_app(
     return app
 
 
+def scrape(registry: CollectorRegistry) -> bytes:
+    """Return the text exposition of this host's taskq processes (or of this process alone).
+
+    Under ``taskctl up`` every process writes its metrics to ``PROMETHEUS_MULTIPROC_DIR`` and
+    this aggregates them all; otherwise it is the API's own registry plus the process-wide one
+    (publish confirm latency, process and platform collectors).
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.26
+        return generate_latest(merged)
+    return generate_latest(registry) + generate_latest(REGISTRY)
+
+
 def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -110,4 +126,4 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     )
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(scrape(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -37,6 +37,13 @@ class ApiMetrics:
             ["group", "priority"],
             registry=registry,
         )
+        # Sources come from the topology; results are a fixed set (see webhooks.receiver).
+        self.webhook_deliveries = Counter(
+            "taskq_webhook_deliveries_total",
+            "Webhook deliveries by source and result (accepted, replayed, rejected_signature, ...).",
+            ["source", "result"],
+            registry=registry,
+        )
 
 
 class MetricsMiddleware:

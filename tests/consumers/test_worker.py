@@ -196,3 +196,61 @@ async def test_status_events_reach_the_events_exchange_once_per_change(rig: Rig,
         "mail.slow.succeeded",
     ]
     assert len(seen) == 42
+
+
+async def test_the_worker_counts_runs_outcomes_and_times_them(rig: Rig):
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "started": sample("taskq_jobs_started_total", group="mail", type="mail.counted"),
+        "ok": sample(
+            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="succeeded"
+        ),
+        "retried": sample(
+            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="retried"
+        ),
+        "timed": sample("taskq_job_duration_seconds_count", group="mail", priority="medium"),
+        "waited": sample("taskq_job_queue_wait_seconds_count", group="mail", priority="medium"),
+    }
+
+    @rig.registry.handler("mail.counted")
+    async def counted(payload, ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    job_id = await rig.submit("mail.counted")
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+
+    async def counted_ok() -> bool:
+        # The store shows success a moment before the worker counts it (then acks).
+        return (
+            sample(
+                "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="succeeded"
+            )
+            > before["ok"]
+        )
+
+    await eventually(counted_ok, within=5)
+    after = {
+        "started": sample("taskq_jobs_started_total", group="mail", type="mail.counted"),
+        "ok": sample(
+            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="succeeded"
+        ),
+        "retried": sample(
+            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="retried"
+        ),
+        "timed": sample("taskq_job_duration_seconds_count", group="mail", priority="medium"),
+        "waited": sample("taskq_job_queue_wait_seconds_count", group="mail", priority="medium"),
+    }
+    assert {k: after[k] - before[k] for k in before} == {
+        "started": 2,
+        "ok": 1,
+        "retried": 1,
+        "timed": 2,
+        "waited": 2,
+    }
+    assert sample("taskq_jobs_in_flight", group="mail") == 0

@@ -72,6 +72,7 @@ async def test_processes_are_started_and_retired_while_running(tmp_path: Path):
         "def bye(*_):\n"
         f"    pathlib.Path({str(tmp_path)!r}, 'drained-' + sys.argv[1]).write_text('yes'); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
+        f"pathlib.Path({str(tmp_path)!r}, 'ready-' + sys.argv[1]).write_text('yes')\n"
         "while True: time.sleep(0.05)\n"
     )
     said: list[str] = []
@@ -79,7 +80,8 @@ async def test_processes_are_started_and_retired_while_running(tmp_path: Path):
     task = asyncio.create_task(supervisor.run())
     for name in ("a", "b", "c"):
         supervisor.start(ProcessSpec(name, (*python(code), name)))
-    await wait_for(lambda: sum("started" in s for s in said) == 3)
+    # Ready once its SIGTERM handler is in place: a retire before that would kill it outright.
+    await wait_for(lambda: all((tmp_path / f"ready-{n}").exists() for n in "abc"))
     supervisor.retire("c")
     await wait_for(lambda: any("[c] retired (exit 0)" in s for s in said))
     assert supervisor.names() == ["a", "b"]

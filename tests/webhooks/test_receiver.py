@@ -224,6 +224,10 @@ async def test_forged_tampered_reserialised_and_other_secret_deliveries_are_401_
         ),
     }
     assert {name: r.status_code for name, r in cases.items()} == dict.fromkeys(cases, 401)
+    scraped = (await hooks.client.get("/metrics")).text
+    assert (
+        'taskq_webhook_deliveries_total{result="rejected_signature",source="github"} 5.0' in scraped
+    )
     assert all(r.headers["content-type"] == "application/problem+json" for r in cases.values())
     assert await hooks.queued("taskq.github") == 0
     assert await hooks.jobs() == 0
