@@ -73,8 +73,16 @@ class Pipeline:
         return job.status
 
     async def callback_job(self, job_id: str):
-        jobs = (await self.store.list_jobs(type=CALLBACK_JOB_TYPE, limit=100)).jobs
-        return [j for j in jobs if j.payload["job"]["id"] == job_id]
+        """Return the callback jobs of ``job_id``, once there is one (enqueued just after the end)."""
+        found = []
+
+        async def enqueued() -> bool:
+            jobs = (await self.store.list_jobs(type=CALLBACK_JOB_TYPE, limit=100)).jobs
+            found[:] = [j for j in jobs if j.payload["job"]["id"] == job_id]
+            return bool(found)
+
+        await eventually(enqueued, within=10, every=0.05)
+        return found
 
 
 @pytest.fixture
