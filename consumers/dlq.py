@@ -21,6 +21,7 @@ from loguru import logger
 from consumers.dispatch import ERROR_HEADER, REASON_HEADER
 from producers.publisher import Publisher
 from producers.store.model import JobStatus, JobStore
+from topology import tracing
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError
 from topology.model import CompiledGroup, CompiledTopology
@@ -182,7 +183,11 @@ async def replay(
             finished_at=None,
         )
         try:
-            await publisher.publish(fresh, job_route(topology, fresh))  # confirmed, then the ack
+            # A new trace for the new life, linked to the trace the job died in.
+            with tracing.span(
+                f"{fresh.type} replay", link_headers=message.headers, parent_headers={}
+            ):
+                await publisher.publish(fresh, job_route(topology, fresh))  # confirmed, then ack
         except Exception:
             await store.transition(
                 fresh.id, JobStatus.DEAD, allowed_from=frozenset({JobStatus.QUEUED})

@@ -18,7 +18,7 @@ from consumers.worker import Deps, Worker
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
-from topology import routing
+from topology import routing, tracing
 from topology.broker import connect
 from topology.errors import SettingsError
 from topology.model import CompiledTopology
@@ -64,6 +64,7 @@ async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) 
     """Run ``group_name``'s worker until SIGTERM or SIGINT; return 0 after a clean drain."""
     env = os.environ if environ is None else environ
     settings = load_settings(WorkerSettings, env)
+    tracing.configure_tracing(f"taskq-worker-{group_name}")  # only when OTEL_* variables ask
     registry = load_handlers(settings.handlers)
     backends = await open_backends(env)
     try:

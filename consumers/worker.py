@@ -18,6 +18,7 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from loguru import logger
+from opentelemetry.trace import SpanKind
 
 from consumers.acks import Acker
 from consumers.announce import Announcer
@@ -42,6 +43,7 @@ from producers.store.model import (
     StartOutcome,
 )
 from producers.submit import Submitter
+from topology import tracing
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
@@ -157,6 +159,27 @@ class Worker:
             # The work queue dead-letters rejections to the group's DLQ (x-death says why).
             await self._acks.settle(message, requeue=None)
             return
+        if not tracing.enabled():
+            await self._route(envelope, message)
+            return
+        attributes = {
+            "taskq.job_id": envelope.id,
+            "taskq.job_type": envelope.type,
+            "taskq.attempt": envelope.attempt,
+            "taskq.group": self._deps.group.name,
+        }
+        # A child of the context the publisher put in the headers: one trace per job, across
+        # every retry hop (each hop's publish happens inside this span).
+        with tracing.span(
+            f"{envelope.type} process",
+            kind=SpanKind.CONSUMER,
+            parent_headers=message.headers,
+            attributes=attributes,
+        ):
+            await self._route(envelope, message)
+
+    async def _route(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
+        """Forward an early job, dead-letter an unknown type, park a blocked one, or run it."""
         deps = self._deps
         hop = next_hop(deps.topology, envelope, self._clock())
         if hop is not None:  # a delayed job early at its queue: on through the next tier

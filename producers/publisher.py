@@ -12,12 +12,14 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
 from aiormq.abc import ChannelFrame
+from opentelemetry.trace import SpanKind
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.publish_metrics import CONFIRM_SECONDS, exchange_kind
 from producers.settings import PublisherSettings
+from topology import tracing
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
 from topology.envelope import Envelope
@@ -111,8 +113,18 @@ class ConfirmedPublisher(AsyncClosing):
             BrokerUnavailableError: the connection is down.
         """
         target = route or job_route(self._topology, envelope)
+        if not tracing.enabled():
+            await self._publish(envelope, target)
+            return
+        attributes = {"messaging.system": "rabbitmq", "taskq.job_id": envelope.id}
+        name = f"{target.exchange} publish"
+        with tracing.span(name, kind=SpanKind.PRODUCER, attributes=attributes):
+            await self._publish(envelope, target)
+
+    async def _publish(self, envelope: Envelope, target: Route) -> None:
         props = envelope.properties()
         headers: dict[str, Any] = {**props.headers, **target.headers}
+        tracing.inject(headers)  # traceparent: the consumer continues this trace
         # Straight to the channel aio-pika's robust channel currently holds: building an
         # aio_pika.Message per publish costs more than the whole envelope (bench/publish.py).
         properties = spec.Basic.Properties(

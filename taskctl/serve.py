@@ -8,6 +8,7 @@ from producers.api.app import Services, create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
+from topology import tracing
 from topology.settings import load_settings
 from webhooks.callbacks import registration_check
 from webhooks.receiver import webhook_router
@@ -16,6 +17,7 @@ from webhooks.receiver import webhook_router
 def main() -> None:
     """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
     settings = load_settings(ApiSettings)
+    tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
 
     async def services() -> Services:
         built = await build_services()

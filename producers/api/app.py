@@ -17,9 +17,11 @@ from producers.api import openapi, problems, routes
 from producers.api.hub import EventHub
 from producers.api.metrics import ApiMetrics, MetricsMiddleware
 from producers.api.schemas import Problem
+from producers.api.tracing import TracingMiddleware
 from producers.publisher import ConfirmedPublisher
 from producers.settings import ApiSettings
 from producers.submit import Submitter
+from topology import tracing
 from topology.errors import TaskqError
 
 Ready = Callable[[], Awaitable[None]]
@@ -82,6 +84,8 @@ def create_app(
         return api.max_batch_body_bytes if batch else api.max_body_bytes
 
     app.add_middleware(MetricsMiddleware, metrics=metrics, limit=limit)
+    if tracing.enabled():  # off: not even a pass-through layer on the request path
+        app.add_middleware(TracingMiddleware)
     return app
 
 

@@ -1,0 +1,124 @@
+"""OpenTelemetry for taskq: off by default and free when off; on through the standard OTEL_* variables.
+
+One trace follows a job: the HTTP request (or webhook) that submitted it, the publish, each
+run of the handler, every retry hop and the dead-lettering, because every publish injects the
+current context into the message headers (``traceparent``) and every run continues the context
+it finds there. A replay from the DLQ starts a new trace with a span link to the dead one.
+taskq's publisher writes frames itself rather than through aio-pika's ``Exchange.publish``, so
+it injects the context itself; ``AioPikaInstrumentor`` is still installed for aio-pika's own
+publishes and consumers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Link, Span, SpanKind
+
+_state: dict[str, Any] = {"tracer": None}
+
+
+def enabled() -> bool:
+    """Return whether tracing is on in this process."""
+    return _state["tracer"] is not None
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Return whether the standard OTEL_* variables ask for traces to be exported."""
+    env = os.environ if environ is None else environ
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none" or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return bool(exporter or endpoint)
+
+
+def configure_tracing(service: str, *, processor: SpanProcessor | None = None) -> bool:
+    """Turn tracing on when the environment asks (or a ``processor`` is given); return whether it is on.
+
+    Without OTEL_* variables nothing is installed: the publish and consume paths then take one
+    attribute check and no span is built.
+    """
+    if processor is None:
+        if not wanted():
+            return False
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        processor = BatchSpanProcessor(OTLPSpanExporter())
+    service_name = os.environ.get("OTEL_SERVICE_NAME", service)
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(processor)
+    enable(provider)
+    return True
+
+
+def enable(provider: TracerProvider) -> None:
+    """Trace through ``provider`` from now on (tests pass one with an in-memory exporter)."""
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+
+    instrumentor = AioPikaInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
+    _state["tracer"] = provider.get_tracer("taskq")
+
+
+def disable() -> None:
+    """Stop tracing in this process (tests)."""
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+
+    instrumentor = AioPikaInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    _state["tracer"] = None
+
+
+def inject(headers: MutableMapping[str, Any]) -> None:
+    """Write the current trace context into message headers (nothing when tracing is off)."""
+    if _state["tracer"] is not None:
+        propagate.inject(headers)
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent_headers: Mapping[str, Any] | None = None,
+    link_headers: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span | None]:
+    """Run the block in a span: a child of ``parent_headers``' context, or linked to ``link_headers``'.
+
+    Yields ``None`` (and costs nothing) when tracing is off.
+    """
+    tracer = _state["tracer"]
+    if tracer is None:
+        with nullcontext():
+            yield None
+        return
+    carrier = {k: v for k, v in (parent_headers or {}).items() if isinstance(v, str)}
+    parent = propagate.extract(carrier) if parent_headers is not None else None
+    links = []
+    if link_headers is not None:
+        linked = trace.get_current_span(propagate.extract(dict(link_headers))).get_span_context()
+        if linked.is_valid:
+            links.append(Link(linked))
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        with tracer.start_as_current_span(
+            name, kind=kind, links=links, attributes=dict(attributes or {})
+        ) as current:
+            yield current
+    finally:
+        if token is not None:
+            otel_context.detach(token)
