@@ -47,6 +47,9 @@ class GroupStatus:
     publish_rate: float | None = None
     ack_rate: float | None = None
     oldest_age: float | None = None
+    ready: int | None = None
+    unacked: int | None = None
+    consumers: int | None = None
     error: str | None = None  # the management API's or the actuator's failure, if any
     decided_at: float = 0.0
 
@@ -73,11 +76,27 @@ class Autoscaler:
         self._metrics = metrics or AutoscalerMetrics()
         self._clock = clock  # the policy's windows: monotonic; decided_at stays wall time
         self._states = {g.name: PolicyState() for g in chosen}
+        self._tiers = topology.tiers
         self.status: dict[str, GroupStatus] = {}
 
     async def step(self) -> list[GroupStatus]:
         """Poll, decide and actuate every group once; return what was decided."""
-        return [await self._step_group(group) for group in self._groups]
+        decided = [await self._step_group(group) for group in self._groups]
+        await self._observe_queues()
+        return decided
+
+    async def _observe_queues(self) -> None:
+        """Read the DLQs and delay tiers for the metrics (they never count as work)."""
+        try:
+            for group in self._groups:
+                dead = await self._reader.depth(group.dead_letter_queue)
+                self._metrics.queue_messages.labels(group.name, "dlq").set(dead)
+            for tier in self._tiers:
+                self._metrics.tier_messages.labels(tier.label).set(
+                    await self._reader.depth(tier.queue)
+                )
+        except SignalsUnavailable as exc:
+            logger.warning("autoscaler: queue depths not read: {}", exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step every ``interval`` seconds until ``stop`` is set."""
@@ -142,6 +161,9 @@ class Autoscaler:
                 publish_rate=signals.publish_rate,
                 ack_rate=signals.ack_rate,
                 oldest_age=signals.oldest_age,
+                ready=signals.ready,
+                unacked=signals.unacked,
+                consumers=signals.consumers,
             )
         return self._remember(group, status)
 

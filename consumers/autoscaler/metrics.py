@@ -60,6 +60,32 @@ class AutoscalerMetrics:
             registry=self.registry,
         )
 
+        # What on-call watches besides the scaling: the queues around the work queues.
+        self.queue_messages = Gauge(
+            "taskq_queue_messages",
+            "Messages in a group's queues: ready and unacked work, and its dead-letter queue.",
+            ["group", "kind"],
+            registry=self.registry,
+        )
+        self.queue_consumers = Gauge(
+            "taskq_queue_consumers",
+            "Consumers on a group's work queue.",
+            labels,
+            registry=self.registry,
+        )
+        self.oldest_age = Gauge(
+            "taskq_queue_oldest_message_age_seconds",
+            "Age of the oldest ready message of a group, where the broker exposes it.",
+            labels,
+            registry=self.registry,
+        )
+        self.tier_messages = Gauge(
+            "taskq_retry_tier_messages",
+            "Messages waiting in a delay tier (retries and delayed jobs).",
+            ["tier"],
+            registry=self.registry,
+        )
+
     def observe(self, status: GroupStatus) -> None:
         """Set the gauges from one group's latest status."""
         group = status.group
@@ -70,3 +96,10 @@ class AutoscalerMetrics:
             self.backlog.labels(group).set(status.backlog)
         if status.ack_rate is not None:
             self.ack_rate.labels(group).set(status.ack_rate)
+        if status.ready is not None and status.unacked is not None:
+            self.queue_messages.labels(group, "ready").set(status.ready)
+            self.queue_messages.labels(group, "unacked").set(status.unacked)
+        if status.consumers is not None:
+            self.queue_consumers.labels(group).set(status.consumers)
+        if status.oldest_age is not None:
+            self.oldest_age.labels(group).set(status.oldest_age)

@@ -95,6 +95,27 @@ class SignalReader(AsyncClosing):
         ]
         return _combine(group.name, figures, read_at)
 
+    async def depth(self, queue: str) -> int:
+        """Return how many messages ``queue`` holds (a DLQ or a delay tier: not work).
+
+        Raises:
+            SignalsUnavailable: the management API failed or answered something unusable.
+        """
+        client = await self._open()
+        try:
+            async with asyncio.timeout(self._timeout):
+                body = await client.queue(self._vhost, queue)
+        except TimeoutError as exc:
+            raise SignalsUnavailable(
+                f"reading queue {queue!r} took over {self._timeout:g}s"
+            ) from exc
+        except ManagementApiError as exc:
+            raise SignalsUnavailable(f"reading queue {queue!r}: {exc}", status=exc.status) from exc
+        messages = body.get("messages", 0)
+        if not isinstance(messages, int) or isinstance(messages, bool):
+            raise SignalsUnavailable(f"queue {queue!r}: messages is not an integer")
+        return messages
+
     async def close(self) -> None:
         """Close the HTTP session; a later ``read`` opens a new one."""
         if self._stack is not None:

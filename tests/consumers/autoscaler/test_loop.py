@@ -157,3 +157,24 @@ async def test_the_loop_scales_a_deployment_through_the_kubernetes_actuator(scal
         "PATCH",
         "/apis/apps/v1/namespaces/taskq/deployments/taskq-worker-email/scale",
     ) in fake.requests
+
+
+async def test_queue_depths_around_the_work_queue_become_metrics():
+    metrics = AutoscalerMetrics()
+    async with fake_management() as fake:
+        fake.bodies["taskq.mail"] = queue_body(ready=7, unacked=2, consumers=3)
+        fake.bodies["taskq.mail.dlq"] = {"name": "taskq.mail.dlq", "messages": 4}
+        for tier in TOPOLOGY.tiers:
+            fake.bodies[tier.queue] = {"name": tier.queue, "messages": 1}
+        reader = SignalReader(fake.settings(), timeout=0.5)
+        await Autoscaler(TOPOLOGY, reader, Workers(), metrics=metrics).step()
+        await reader.close()
+    value = metrics.registry.get_sample_value
+    assert value("taskq_queue_messages", {"group": "mail", "kind": "dlq"}) == 4
+    assert value("taskq_queue_messages", {"group": "mail", "kind": "ready"}) == 7
+    assert value("taskq_queue_messages", {"group": "mail", "kind": "unacked"}) == 2
+    assert value("taskq_queue_consumers", {"group": "mail"}) == 3
+    tier = TOPOLOGY.tiers[0].label
+    assert value("taskq_retry_tier_messages", {"tier": tier}) == 1
+    # Delay tiers and DLQs are read for the metrics only: they never count as work.
+    assert value("taskq_autoscaler_backlog_messages", {"group": "mail"}) == 9
