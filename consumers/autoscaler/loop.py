@@ -8,7 +8,6 @@ management API fails the policy holds the last decision, and the failure is coun
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -87,25 +86,23 @@ class Autoscaler:
 
     async def _observe_queues(self) -> None:
         """Read the DLQs and delay tiers for the metrics (they never count as work)."""
-        try:
-            for group in self._groups:
-                dead = await self._reader.depth(group.dead_letter_queue)
-                self._metrics.queue_messages.labels(group.name, "dlq").set(dead)
-            for tier in self._tiers:
-                self._metrics.tier_messages.labels(tier.label).set(
-                    await self._reader.depth(tier.queue)
-                )
-        except SignalsUnavailable as exc:
-            logger.warning("autoscaler: queue depths not read: {}", exc)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Step every ``interval`` seconds until ``stop`` is set."""
-        while not stop.is_set():
-            await self.step()
+        failed: list[str] = []
+        for group in self._groups:
             try:
-                await asyncio.wait_for(stop.wait(), self._interval)
-            except TimeoutError:
+                dead = await self._reader.depth(group.dead_letter_queue)
+            except SignalsUnavailable:
+                failed.append(group.dead_letter_queue)
                 continue
+            self._metrics.queue_messages.labels(group.name, "dlq").set(dead)
+        for tier in self._tiers:
+            try:
+                waiting = await self._reader.depth(tier.queue)
+            except SignalsUnavailable:
+                failed.append(tier.queue)
+                continue
+            self._metrics.tier_messages.labels(tier.label).set(waiting)
+        if failed:
+            logger.warning("autoscaler: depths not read for {}", ", ".join(failed))
 
     async def _step_group(self, group: CompiledGroup) -> GroupStatus:
         now = self._clock()
