@@ -86,21 +86,21 @@ class Autoscaler:
 
     async def _observe_queues(self) -> None:
         """Read the DLQs and delay tiers for the metrics (they never count as work)."""
+        queues = [(g.dead_letter_queue, g.name) for g in self._groups]
+        queues += [(tier.queue, tier.label) for tier in self._tiers]
         failed: list[str] = []
-        for group in self._groups:
+        for queue, label in queues:
             try:
-                dead = await self._reader.depth(group.dead_letter_queue)
-            except SignalsUnavailable:
-                failed.append(group.dead_letter_queue)
+                depth = await self._reader.depth(queue)
+            except SignalsUnavailable as exc:
+                failed.append(queue)
+                if exc.status is None:  # unreachable or hanging: the others would be too
+                    break
                 continue
-            self._metrics.queue_messages.labels(group.name, "dlq").set(dead)
-        for tier in self._tiers:
-            try:
-                waiting = await self._reader.depth(tier.queue)
-            except SignalsUnavailable:
-                failed.append(tier.queue)
-                continue
-            self._metrics.tier_messages.labels(tier.label).set(waiting)
+            if label in self._states:
+                self._metrics.queue_messages.labels(label, "dlq").set(depth)
+            else:
+                self._metrics.tier_messages.labels(label).set(depth)
         if failed:
             logger.warning("autoscaler: depths not read for {}", ", ".join(failed))
 
