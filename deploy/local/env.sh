@@ -54,6 +54,27 @@ ensure_postgres() {
     || say "note: PostgreSQL on 127.0.0.1 may require a password; set TASKQ_TEST_POSTGRES_URL"
 }
 
+# The tests run promtool on grafana/rules/ and on every dashboard query (tests/grafana).
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  say "installing promtool (Debian package prometheus; its server is not started)"
+  # The package's postinst would start a Prometheus server we do not want. invoke-rc.d and
+  # deb-systemd-invoke ask policy-rc.d first; exit 101 means "not allowed". Docker images
+  # often ship one already: leave theirs alone, remove only ours.
+  local policy=/usr/sbin/policy-rc.d ours="" failed=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && ours=1
+  fi
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+    || failed=1
+  [ -z "$ours" ] || rm -f "$policy"
+  [ -z "$failed" ] || die "promtool is not installed and apt-get could not install it (package prometheus)"
+  # The package also enables the service for the next boot: disable it where systemd runs.
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+}
+
 ensure_rabbitmq() {
   if ! amqp_up; then
     command -v rabbitmq-server >/dev/null || {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run every check and test: ruff, mypy --strict, then pytest against the real RabbitMQ,
-# PostgreSQL and an in-process S3 server (moto).
+# PostgreSQL and an in-process S3 server (moto), and promtool for the alert rules.
 # Extra arguments go to pytest (e.g. `bash deploy/local/test.sh -k publisher`).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ensure_venv
 ensure_rabbitmq
 ensure_postgres
+ensure_promtool
 cd "$ROOT"
 say "ruff"
 "$VENV/bin/ruff" check .
