@@ -8,6 +8,7 @@ management API fails the policy holds the last decision, and the failure is coun
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -83,6 +84,15 @@ class Autoscaler:
         decided = [await self._step_group(group) for group in self._groups]
         await self._observe_queues()
         return decided
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            await self.step()
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+            except TimeoutError:
+                continue
 
     async def _observe_queues(self) -> None:
         """Read the DLQs and delay tiers for the metrics (they never count as work)."""

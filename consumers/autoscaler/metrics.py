@@ -103,3 +103,5 @@ class AutoscalerMetrics:
             self.queue_consumers.labels(group).set(status.consumers)
         if status.oldest_age is not None:
             self.oldest_age.labels(group).set(status.oldest_age)
+        elif status.ready is not None:  # read fine and nothing waiting: no old job to alert on
+            self.oldest_age.labels(group).set(0)
