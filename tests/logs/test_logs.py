@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from consumers.handlers import JobContext
 from tests.logs.conftest import Lines, Terminal
 from topology.errors import SettingsError
 from topology.logs import configure_logging, job_log_context
@@ -82,6 +83,26 @@ async def test_concurrent_jobs_keep_their_own_fields(json_lines: Lines):
     lines = json_lines()
     assert len(lines) == 5
     assert all(line["message"] == f"done {line['job_id']}" for line in lines)
+
+
+def test_the_handlers_context_logger_writes_the_same_field_names(json_lines: Lines):
+    ctx = JobContext(
+        job_id="01JOB",
+        job_type="email.welcome",
+        attempt=2,
+        max_attempts=5,
+        deadline=datetime.now(UTC),
+        idempotency_key="k",
+        correlation_id="corr-1",
+    )
+    ctx.logger.info("from a handler")
+    [line] = json_lines()
+    assert {k: line[k] for k in ("job_id", "job_type", "attempt", "correlation_id")} == {
+        "job_id": "01JOB",
+        "job_type": "email.welcome",
+        "attempt": 2,
+        "correlation_id": "corr-1",
+    }
 
 
 def test_trace_and_span_ids_of_the_current_span_are_on_each_line(json_lines: Lines):
