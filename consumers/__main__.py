@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from loguru import logger
+
 from consumers.process import run, run_worker
 from topology.errors import TaskqError
+from topology.logs import configure_logging
 
 
 def main() -> None:
@@ -13,9 +16,12 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m consumers GROUP")
     try:
+        configure_logging()
         sys.exit(run(run_worker(sys.argv[1])))
     except TaskqError as exc:
-        sys.exit(f"error: {exc}")
+        # Logged, not printed: under `taskctl up` this line joins the others as JSON.
+        logger.error("worker for group {} cannot run: {}", sys.argv[1], exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,5 +19,6 @@ class Email(BaseModel):
 @handler("email.#")
 async def send_email(payload: Email, ctx: JobContext) -> dict[str, str]:
     """Pretend to send an email: log it and return what would have been sent (no real mail)."""
-    ctx.logger.info("would send {!r} to {}", payload.subject, payload.to)
+    # The recipient and subject are the payload's: they go in the result, never in the logs.
+    ctx.logger.info("would send an email (not sent: example handler)")
     return {"to": payload.to, "subject": payload.subject, "status": "recorded, not sent"}

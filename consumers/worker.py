@@ -46,6 +46,7 @@ from producers.submit import Submitter
 from topology import tracing
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
+from topology.logs import job_log_context
 from topology.model import CompiledGroup, CompiledTopology
 from topology.routes import delay_route, next_hop
 
@@ -159,6 +160,19 @@ class Worker:
             # The work queue dead-letters rejections to the group's DLQ (x-death says why).
             await self._acks.settle(message, requeue=None)
             return
+        # Every line logged while the job is handled carries its id, type, group and attempt
+        # (and the trace and span ids when tracing is on).
+        with job_log_context(
+            job_id=envelope.id,
+            job_type=envelope.type,
+            group=self._deps.group.name,
+            attempt=envelope.attempt,
+            correlation_id=envelope.correlation_id,
+        ):
+            await self._traced(envelope, message)
+
+    async def _traced(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
+        """Route the job inside a span continuing the publisher's trace (when tracing is on)."""
         if not tracing.enabled():
             await self._route(envelope, message)
             return
@@ -317,6 +331,7 @@ class Worker:
         if job is not None:
             self._announcer.announce(job)
         metrics.completed.labels(group, handler.pattern, "succeeded").inc()
+        logger.debug("job succeeded")
         await self._follow_up(job)
         self._acks.ack(message)
 
@@ -345,6 +360,10 @@ class Worker:
         await self._deps.publisher.publish(decision.envelope, decision.route)
         outcome = "retried" if decision.action is Action.RETRY else "dead"
         self._deps.metrics.completed.labels(self._deps.group.name, kind, outcome).inc()
+        if decision.action is Action.RETRY:
+            logger.info("job retried in {} ms: {}", decision.delay_ms, decision.error)
+        else:
+            logger.warning("job dead-lettered: {}", decision.error)
         if decision.action is Action.RETRY:
             await self._record(
                 envelope, JobStatus.RETRYING, last_error=decision.error, attempts=envelope.attempt

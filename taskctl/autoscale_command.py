@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from loguru import logger
 from rich.table import Table
 
 from consumers.autoscaler.loop import Actuator, Autoscaler
@@ -22,7 +23,7 @@ from consumers.autoscaler.signals import SignalReader
 from consumers.autoscaler.status_server import serve_status
 from consumers.process import groups_with_handlers, load_handlers
 from consumers.settings import WorkerSettings
-from taskctl.context import fail, out, settings_or_exit, topology_or_exit
+from taskctl.context import fail, log_with_children, out, settings_or_exit, topology_or_exit
 from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import ProcessSpec, Supervisor
 from topology.errors import SettingsError, TaskqError
@@ -56,8 +57,8 @@ async def supervise(
         for g in groups
     }
     specs = [*extra, *(worker_spec(g, i) for g in groups for i in range(1, start[g] + 1))]
-    say = lambda line: out.print(line, markup=False, highlight=False)  # noqa: E731
-    supervisor = Supervisor(specs, grace=grace, say=say)
+    # Log records, not prints: `taskctl up > file` holds JSON lines only, its own included.
+    supervisor = Supervisor(specs, grace=grace, say=logger.info)
     if not autoscale or not settings.autoscale:
         return await supervisor.run()
     scaler = LocalScaler(supervisor)
@@ -88,10 +89,12 @@ async def _with_autoscaler(
         runner = await serve_status(
             autoscaler, metrics, host=settings.autoscaler_host, port=settings.autoscaler_port
         )
-        out.print(
-            f"autoscaler: groups {', '.join(groups) or 'none'}, every {settings.autoscale_interval:g}s; "
-            f"status on http://{settings.autoscaler_host}:{settings.autoscaler_port}/status",
-            highlight=False,
+        logger.info(
+            "autoscaler: groups {}, every {:g}s; status on http://{}:{}/status",
+            ", ".join(groups) or "none",
+            settings.autoscale_interval,
+            settings.autoscaler_host,
+            settings.autoscaler_port,
         )
         loop = asyncio.create_task(autoscaler.run(stop))
         try:
@@ -124,6 +127,7 @@ def autoscale(
         if kubernetes:
             code = asyncio.run(_kubernetes(topology, broker, namespace))
         else:
+            log_with_children()
             code = asyncio.run(supervise(topology, broker, [], grace=grace))
     except TaskqError as exc:
         fail(exc)

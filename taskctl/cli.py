@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from consumers.process import run, run_worker
@@ -16,6 +18,7 @@ from taskctl import (
 )
 from taskctl.context import fail
 from topology.errors import TaskqError
+from topology.logs import configure_logging
 
 app = typer.Typer(
     name="taskctl",
@@ -54,5 +57,9 @@ def worker(group: str = typer.Argument(..., help="The consumer group to run.")) 
 
 
 def main() -> None:
-    """Run the ``taskctl`` command line."""
+    """Run the ``taskctl`` command line, its logs (not its output) going to stderr."""
+    try:
+        configure_logging()
+    except TaskqError as exc:
+        sys.exit(f"error: {exc}")
     app()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -13,6 +15,7 @@ from rich.console import Console
 from topology.compiler import compile_topology
 from topology.errors import TaskqError
 from topology.loader import load_topology, topology_path
+from topology.logs import configure_logging
 from topology.model import CompiledTopology
 from topology.settings import BrokerSettings, load_settings
 
@@ -50,3 +53,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except TaskqError as exc:
         fail(exc)
+
+
+def log_with_children() -> None:
+    """Log to stdout, where a supervisor passes its children's lines on, in the format they use too."""
+    try:
+        chosen = configure_logging(stream=sys.stdout)
+    except TaskqError as exc:
+        fail(exc)
+    # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.
+    os.environ["TASKQ_LOG_FORMAT"] = chosen

@@ -9,6 +9,7 @@ from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
 from topology import tracing
+from topology.logs import configure_logging
 from topology.settings import load_settings
 from webhooks.callbacks import registration_check
 from webhooks.receiver import webhook_router
@@ -16,6 +17,7 @@ from webhooks.receiver import webhook_router
 
 def main() -> None:
     """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
+    configure_logging()
     settings = load_settings(ApiSettings)
     tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
 
@@ -25,8 +27,16 @@ def main() -> None:
         return built
 
     app = create_app(services, settings, routers=[admin_routes.router, webhook_router()])
-    # No access log: /metrics counts every request by route and status.
-    uvicorn.run(app, host=settings.host, port=settings.port, timeout_keep_alive=5, access_log=False)
+    # No access log: /metrics counts every request by route and status. No log config either:
+    # uvicorn's loggers propagate to the root, whose one handler passes them on to loguru.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_keep_alive=5,
+        access_log=False,
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

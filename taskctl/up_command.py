@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from loguru import logger
 
 from taskctl.autoscale_command import supervise
-from taskctl.context import fail, out, run, settings_or_exit, topology_or_exit
+from taskctl.context import fail, log_with_children, run, settings_or_exit, topology_or_exit
 from taskctl.supervisor import ProcessSpec
 from topology.apply import apply_topology
 from topology.errors import TaskqError
@@ -24,13 +25,17 @@ def up(
     ] = 30.0,
 ) -> None:
     """Apply the topology, then run the API, each handled group's workers and the autoscaler until Ctrl-C."""
+    log_with_children()
     topology = topology_or_exit(file)
     settings = settings_or_exit()
     report = run(apply_topology(topology, settings))
-    out.print(
-        f"{report.server.product} {report.server.version}: topology applied to {settings.describe()}: "
-        f"{len(report.before.of(Action.CREATE))} created, {len(report.after.of(Action.MATCH))} in place",
-        highlight=False,
+    logger.info(
+        "{} {}: topology applied to {}: {} created, {} in place",
+        report.server.product,
+        report.server.version,
+        settings.describe(),
+        len(report.before.of(Action.CREATE)),
+        len(report.after.of(Action.MATCH)),
     )
     api = ProcessSpec("api", (sys.executable, "-m", "taskctl.serve"))
     try:

@@ -119,3 +119,49 @@ async def test_the_dead_letter_is_in_the_jobs_trace_and_a_replay_starts_a_linked
     assert [link.context.trace_id for link in replayed.links] == list(dead_trace)
     run = [s for s in of_job(finished, job_id) if s.kind is SpanKind.CONSUMER]
     assert {s.context.trace_id for s in run} == {replayed.context.trace_id}  # type: ignore[union-attr]
+
+
+async def test_every_job_log_line_is_json_with_the_job_id_and_the_trace_id(
+    rig: Rig, spans: InMemorySpanExporter
+):
+    import io
+    import json
+
+    from loguru import logger
+
+    from topology.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="DEBUG", stream=stream)
+    try:
+
+        @rig.registry.handler("mail.logged")
+        async def logged(payload, ctx: JobContext) -> str:
+            ctx.logger.info("handler working")
+            if ctx.attempt == 1:
+                raise RuntimeError("first attempt fails")
+            return "ok"
+
+        app = create_app(Services(rig.submitter))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://taskq.test"
+        ) as client:
+            job_id = (await client.post("/jobs", json={"type": "mail.logged"})).json()["id"]
+        await rig.until(job_id, JobStatus.SUCCEEDED)
+        await logger.complete()
+    finally:
+        configure_logging(fmt="text", level="INFO")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # each one is JSON
+    job_lines = [line for line in lines if line.get("job_id") == job_id]
+    trace_ids = {s.context.trace_id for s in of_job(spans.get_finished_spans(), job_id)}  # type: ignore[union-attr]
+    assert {line["message"] for line in job_lines} >= {
+        "handler working",
+        "job succeeded",
+    }, job_lines
+    assert any(line["message"].startswith("job retried") for line in job_lines)
+    assert all(
+        line["trace_id"] == format(next(iter(trace_ids)), "032x") and line["span_id"]
+        for line in job_lines
+    ), job_lines
+    assert len(trace_ids) == 1
+    assert all(line["job_type"] == "mail.logged" and line["group"] == "mail" for line in job_lines)

@@ -1,0 +1,210 @@
+"""Process-wide logging: one loguru sink, JSON lines by default, that every log goes through.
+
+Each process's entry point calls ``configure_logging()`` once; ``job_log_context()`` binds a
+job's fields to every line logged while it runs, and the current OpenTelemetry span's ids
+are added to every line by the patcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from loguru import logger
+from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from topology.log_lines import EXCEPTION_FIELD, LOGGER_FIELD, JsonLines, message_only, text_format
+from topology.redaction import redact_fields, redact_text
+from topology.settings import load_settings
+
+if TYPE_CHECKING:
+    from loguru import Record
+
+LogFormat = Literal["json", "text"]
+# Libraries that log through the standard library; their own handlers would bypass the sink.
+STDLIB_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "fastapi",
+    "aio_pika",
+    "aiormq",
+    "asyncio",
+    "boto3",
+    "botocore",
+    "py.warnings",
+)
+
+
+class LogSettings(BaseModel):
+    """How a process logs: ``TASKQ_LOG_FORMAT`` (json, text or auto) and ``TASKQ_LOG_LEVEL``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    log_format: Literal["json", "text", "auto"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        name = value.strip().upper()
+        try:
+            logger.level(name)
+        except ValueError:
+            raise ValueError(
+                f"must be a log level (TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL), not {value!r}"
+            ) from None
+        return name
+
+
+def configure_logging(
+    *,
+    fmt: LogFormat | None = None,
+    level: str | None = None,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LogFormat:
+    """Send every log of this process (loguru's, the standard library's, uncaught errors) to one sink.
+
+    ``fmt`` and ``level`` default to ``TASKQ_LOG_FORMAT`` and ``TASKQ_LOG_LEVEL``; the format
+    is JSON lines unless ``stream`` (default stderr) is a terminal. Returns the format chosen.
+
+    Raises:
+        SettingsError: ``TASKQ_LOG_FORMAT`` or ``TASKQ_LOG_LEVEL`` (or the arguments) are invalid.
+    """
+    given = {"log_format": fmt, "log_level": level}
+    settings = load_settings(
+        LogSettings, environ, **{k: v for k, v in given.items() if v is not None}
+    )
+    out = sys.stderr if stream is None else stream
+    chosen: LogFormat
+    if settings.log_format == "auto":
+        chosen = "text" if _is_terminal(out) else "json"
+    else:
+        chosen = settings.log_format
+    logger.remove()
+    logger.configure(patcher=_enrich)
+    # No diagnose: loguru would print local variables in tracebacks, payloads and secrets included.
+    if chosen == "json":
+        logger.add(
+            JsonLines(out),
+            level=settings.log_level,
+            format=message_only,
+            backtrace=False,
+            diagnose=False,
+        )
+    else:
+        logger.add(
+            out, level=settings.log_level, format=text_format, backtrace=False, diagnose=False
+        )
+    _route_stdlib(logger.level(settings.log_level).no)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+    return chosen
+
+
+@contextmanager
+def job_log_context(
+    *,
+    job_id: str,
+    job_type: str | None = None,
+    group: str | None = None,
+    attempt: int | None = None,
+    correlation_id: str | None = None,
+) -> Iterator[None]:
+    """Bind the job's fields to every line logged in the block, and in tasks and threads it starts."""
+    fields = {
+        "job_id": job_id,
+        "job_type": job_type,
+        "group": group,
+        "attempt": attempt,
+        "correlation_id": correlation_id,
+    }
+    with logger.contextualize(**{k: v for k, v in fields.items() if v is not None}):
+        yield
+
+
+class InterceptHandler(logging.Handler):
+    """A standard-library handler that passes each record on to loguru (loguru's README recipe)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log ``record`` through loguru at its level, attributed to the code that logged it."""
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format in a library: log what there is, not an error
+            message = str(record.msg)
+        frame, depth = sys._getframe(1), 1
+        # Skip the logging module's frames so function and line are the library's own.
+        while frame.f_back is not None and frame.f_code.co_filename == logging.__file__:
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).bind(**{LOGGER_FIELD: record.name}).log(
+            level, message
+        )
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def _route_stdlib(level: int) -> None:
+    root = logging.getLogger()
+    # Replaced, not closed: handlers someone else installed (pytest's) stay usable for them.
+    root.handlers = [InterceptHandler()]
+    root.setLevel(level)
+    for name in STDLIB_LOGGERS:
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
+    logging.captureWarnings(True)
+
+
+def _enrich(record: Record) -> None:
+    """Add the current span's trace and span ids and the traceback, then mask secrets everywhere."""
+    extra = record["extra"]
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        extra.setdefault("trace_id", trace.format_trace_id(span.trace_id))
+        extra.setdefault("span_id", trace.format_span_id(span.span_id))
+    caught = record["exception"]
+    if caught is not None and caught.value is not None:
+        extra[EXCEPTION_FIELD] = "".join(
+            traceback.format_exception(caught.type, caught.value, caught.traceback)
+        )
+    record["message"] = redact_text(record["message"])
+    extra.update(redact_fields(extra))
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):  # Ctrl-C keeps Python's short message
+        sys.__excepthook__(kind, value, tb)
+        return
+    logger.opt(exception=(kind, value, tb)).critical("uncaught exception: {}", kind.__name__)
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    name = args.thread.name if args.thread is not None else "?"
+    logger.opt(exception=(args.exc_type, args.exc_value, args.exc_traceback)).error(
+        "uncaught exception in thread {}", name
+    )
