@@ -33,7 +33,9 @@ from topology.spec import Priority
 T = TypeVar("T")
 JobView = dict[str, Any]
 # The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's).
-_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(JobRequest) if f.name != "identity")
+_REQUEST_FIELDS = tuple(
+    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source")
+)
 
 
 class _ClosingPublisher(Publisher, Protocol):

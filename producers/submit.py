@@ -25,6 +25,7 @@ from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.settings import SubmitSettings
 from producers.store.model import ClaimState, JobRecord, JobStatus, JobStore
+from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
 from producers.views import job_view
 from topology.envelope import Envelope, PayloadRef, new_job_id
 from topology.errors import TaskqError
@@ -58,13 +59,16 @@ class JobRequest:
     # What makes a replay the same request, when not every field: a webhook's raw body, since
     # a sender's retry of one delivery carries a new timestamp and signature.
     identity: str | None = None
+    source: str = "client"  # who submitted it, for the metrics: api, client, webhook:<name>
 
     def fingerprint(self) -> str:
         """Return a hash of what the request asks for, to tell a replay from a different request."""
         if self.identity is not None:
             return hashlib.sha256(self.identity.encode()).hexdigest()
         fields = {
-            k: getattr(self, k) for k in self.__slots__ if k not in ("idempotency_key", "identity")
+            k: getattr(self, k)
+            for k in self.__slots__
+            if k not in ("idempotency_key", "identity", "source")
         }
         return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -123,6 +127,15 @@ class Submitter:
             BrokerUnavailableError, PublishError: the broker did not confirm; nothing is kept.
             StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
         """
+        try:
+            done = await self._submit(request)
+        except TaskqError as exc:
+            self._count(request, exc)
+            raise
+        self._count(request, None, replayed=done.replayed)
+        return done
+
+    async def _submit(self, request: JobRequest) -> Submitted:
         outcome = await self._prepare(request)
         if isinstance(outcome, Submitted):
             return outcome
@@ -132,6 +145,13 @@ class Submitter:
             await self._abandon(outcome)
             raise
         return await self._finish(outcome)
+
+    def _count(
+        self, request: JobRequest, error: TaskqError | None, *, replayed: bool = False
+    ) -> None:
+        group = self.group_of(request.type) or UNKNOWN_GROUP
+        outcome = outcome_of(error, replayed=replayed)
+        SUBMISSIONS.labels(request.source, group, request.priority.value, outcome).inc()
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted | TaskqError]:
         """Submit each request; confirms are awaited together; one result per request, in order."""
@@ -161,6 +181,11 @@ class Submitter:
                 results.append(item)
             else:
                 raise item
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, TaskqError):
+                self._count(request, result)
+            else:
+                self._count(request, None, replayed=result.replayed)
         return results
 
     async def get(self, job_id: str) -> JobRecord:

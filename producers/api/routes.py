@@ -103,6 +103,7 @@ def _to_request(body: JobSubmission, header_key: str | None) -> JobRequest:
         idempotency_key=key or header_key,
         callback_url=body.callback_url,
         correlation_id=body.correlation_id,
+        source="api",
     )
 
 

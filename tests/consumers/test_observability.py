@@ -68,6 +68,8 @@ async def test_scraped_metrics_count_what_the_jobs_went_through(rig: Rig):
         return value(found, name, **labels) - value(before, name, **labels)
 
     assert delta("taskq_jobs_submitted_total", group="mail", priority="medium") == 3
+    accepted = {"source": "api", "group": "mail", "priority": "medium", "outcome": "accepted"}
+    assert delta("taskq_job_submissions_total", **accepted) == 3
     assert delta("taskq_jobs_started_total", group="mail", type="mail.obs") == 4
     for outcome, count in (("succeeded", 2), ("retried", 1), ("dead", 1)):
         assert (
@@ -78,3 +80,42 @@ async def test_scraped_metrics_count_what_the_jobs_went_through(rig: Rig):
     assert delta("taskq_publish_confirm_seconds_count", exchange_kind="retry") >= 1
     assert delta("taskq_publish_confirm_seconds_count", exchange_kind="dlx") >= 1
     assert delta("taskq_api_requests_total", route="/jobs", method="POST", status="202") == 3
+
+
+async def test_the_exposition_passes_promtool_check_metrics(rig: Rig):
+    import asyncio
+    import shutil
+    import subprocess
+
+    from tests.grafana.test_rules import CI
+
+    path = shutil.which("promtool")
+    if path is None:
+        if CI:
+            pytest.fail("promtool is not installed; CI must install it (ensure_promtool)")
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+
+    @rig.registry.handler("mail.lint")
+    async def lint(payload, ctx: JobContext) -> str:
+        return "ok"
+
+    job_id = await rig.submit("mail.lint")
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+    app = create_app(Services(rig.submitter))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://taskq.test"
+    ) as client:
+        await client.post("/jobs", json={"type": "mail.lint"})
+        text = (await client.get("/metrics")).text
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [path, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    taskq_problems = [
+        line for line in (checked.stdout + checked.stderr).splitlines() if "taskq_" in line
+    ]
+    assert taskq_problems == [], taskq_problems

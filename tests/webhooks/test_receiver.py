@@ -170,6 +170,9 @@ async def test_replays_sequential_and_concurrent_answer_the_same_job_and_enqueue
     assert {r.status_code for r in again} == {202}
     assert {r.json()["id"] for r in again} == {first.json()["id"]}
     assert all(r.headers["idempotent-replayed"] == "true" for r in again)
+    scraped = (await hooks.client.get("/metrics")).text
+    replays = 'taskq_job_submissions_total{group="github",outcome="replayed",priority="medium",source="webhook:github"}'
+    assert f"{replays} " in scraped
     assert {r.status_code for r in racing} == {202}, [r.text for r in racing]
     assert len({r.json()["id"] for r in racing}) == 1
     assert await hooks.queued("taskq.github") == 2  # one per delivery id, whatever the replays
