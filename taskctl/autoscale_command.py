@@ -43,23 +43,19 @@ async def supervise(
     extra: Sequence[ProcessSpec],
     *,
     grace: float,
-    autoscale: bool = True,
 ) -> int:
     """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
     settings = load_settings(AutoscalerSettings)
     groups = scaled_groups(topology)
     # Every child writes its metrics here, and the API's /metrics serves them all for the host.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="taskq-metrics-"))
-    start = {
-        g: topology.group(g).spec.scale.min
-        if autoscale
-        else max(1, topology.group(g).spec.scale.min)
-        for g in groups
-    }
+    # Scaled: each group starts at its min (0 sleeps until work comes); unscaled: at least one.
+    floor = 0 if settings.autoscale else 1
+    start = {g: max(floor, topology.group(g).spec.scale.min) for g in groups}
     specs = [*extra, *(worker_spec(g, i) for g in groups for i in range(1, start[g] + 1))]
     # Log records, not prints: `taskctl up > file` holds JSON lines only, its own included.
     supervisor = Supervisor(specs, grace=grace, say=logger.info)
-    if not autoscale or not settings.autoscale:
+    if not settings.autoscale:
         return await supervisor.run()
     scaler = LocalScaler(supervisor)
     for group, count in start.items():

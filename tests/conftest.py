@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -125,3 +126,15 @@ async def scratch_database(admin_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Return promtool's path; fail under CI=true when it is missing, else skip."""
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool is not installed (Debian package prometheus)"
+        if CI:
+            pytest.fail(f"{message}; CI must install it (ensure_promtool in deploy/local/env.sh)")
+        pytest.skip(f"{message}: apt-get install -y --no-install-recommends prometheus")
+    return path

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from loguru import logger
+from prometheus_client import Gauge
 
 from consumers.autoscaler.metrics import AutoscalerMetrics
 from consumers.autoscaler.policy import PolicyConfig, PolicyState, decide
@@ -96,21 +97,20 @@ class Autoscaler:
 
     async def _observe_queues(self) -> None:
         """Read the DLQs and delay tiers for the metrics (they never count as work)."""
-        queues = [(g.dead_letter_queue, g.name) for g in self._groups]
-        queues += [(tier.queue, tier.label) for tier in self._tiers]
+        metrics = self._metrics
+        # (queue, gauge, labels): a series appears only once its queue was read.
+        gauges: list[tuple[str, Gauge, tuple[str, ...]]] = [
+            (g.dead_letter_queue, metrics.queue_messages, (g.name, "dlq")) for g in self._groups
+        ]
+        gauges += [(tier.queue, metrics.tier_messages, (tier.label,)) for tier in self._tiers]
         failed: list[str] = []
-        for queue, label in queues:
+        for queue, gauge, labels in gauges:
             try:
-                depth = await self._reader.depth(queue)
+                gauge.labels(*labels).set(await self._reader.depth(queue))
             except SignalsUnavailable as exc:
                 failed.append(queue)
                 if exc.status is None:  # unreachable or hanging: the others would be too
                     break
-                continue
-            if label in self._states:
-                self._metrics.queue_messages.labels(label, "dlq").set(depth)
-            else:
-                self._metrics.tier_messages.labels(label).set(depth)
         if failed:
             logger.warning("autoscaler: depths not read for {}", ", ".join(failed))
 

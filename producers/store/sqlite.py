@@ -276,10 +276,6 @@ class SqliteJobStore:
         """Run one unit of work on the connection's thread, translating its errors."""
         if self._closed:
             raise StoreError("the job store is closed")
-        if sqlite3.sqlite_version_info < (3, 35):
-            raise StoreError(
-                f"SQLite {sqlite3.sqlite_version} is too old; the job store needs 3.35+ (RETURNING)"
-            )
         async with self._translated():
             return await self._thread.run(work, write=write)
 

@@ -90,6 +90,11 @@ class SqliteThread:
         loop.call_soon_threadsafe(_deliver, [future for _, future in units], outcomes)
 
     def _open(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < (3, 35):
+            # A sqlite3.Error, so the store's one seam reports it as a StoreError.
+            raise sqlite3.NotSupportedError(
+                f"SQLite {sqlite3.sqlite_version} is too old; the job store needs 3.35+ (RETURNING)"
+            )
         if str(self._path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit BEGIN, the store opens its own transactions.

@@ -204,17 +204,20 @@ async def test_the_worker_counts_runs_outcomes_and_times_them(rig: Rig):
     def sample(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    before = {
-        "started": sample("taskq_jobs_started_total", group="mail", type="mail.counted"),
-        "ok": sample(
-            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="succeeded"
-        ),
-        "retried": sample(
-            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="retried"
-        ),
-        "timed": sample("taskq_job_duration_seconds_count", group="mail", priority="medium"),
-        "waited": sample("taskq_job_queue_wait_seconds_count", group="mail", priority="medium"),
-    }
+    def snapshot() -> dict[str, float]:
+        return {
+            "started": sample("taskq_jobs_started_total", group="mail", type="mail.counted"),
+            "ok": sample(
+                "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="succeeded"
+            ),
+            "retried": sample(
+                "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="retried"
+            ),
+            "timed": sample("taskq_job_duration_seconds_count", group="mail", priority="medium"),
+            "waited": sample("taskq_job_queue_wait_seconds_count", group="mail", priority="medium"),
+        }
+
+    before = snapshot()
 
     @rig.registry.handler("mail.counted")
     async def counted(payload, ctx: JobContext) -> str:
@@ -235,17 +238,7 @@ async def test_the_worker_counts_runs_outcomes_and_times_them(rig: Rig):
         )
 
     await eventually(counted_ok, within=5)
-    after = {
-        "started": sample("taskq_jobs_started_total", group="mail", type="mail.counted"),
-        "ok": sample(
-            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="succeeded"
-        ),
-        "retried": sample(
-            "taskq_jobs_completed_total", group="mail", type="mail.counted", outcome="retried"
-        ),
-        "timed": sample("taskq_job_duration_seconds_count", group="mail", priority="medium"),
-        "waited": sample("taskq_job_queue_wait_seconds_count", group="mail", priority="medium"),
-    }
+    after = snapshot()
     assert {k: after[k] - before[k] for k in before} == {
         "started": 2,
         "ok": 1,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,21 +21,8 @@ from tests.grafana.artifacts import (
     variable_selectors,
 )
 
-CI = os.environ.get("CI", "").lower() == "true"
 USED = used_metric_names()
 DEFINED = defined_metrics()
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """Return promtool's path; fail under CI=true when it is missing, else skip."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is not installed (Debian package prometheus)"
-        if CI:
-            pytest.fail(f"{message}; CI must install it (ensure_promtool in deploy/local/env.sh)")
-        pytest.skip(f"{message}: apt-get install -y --no-install-recommends prometheus")
-    return path
 
 
 def run(promtool: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
