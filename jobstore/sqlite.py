@@ -9,9 +9,10 @@ instead of failing halfway, and two racing claims never both see a free key.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from jobstore.model import (
     RunStarted,
     check_settable,
 )
+from jobstore.sqlite_inline import Busy, InlineWriter
 from jobstore.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
 from jobstore.sqlite_thread import SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
@@ -81,6 +83,9 @@ class SqliteJobStore:
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         self._thread = SqliteThread(self._path)
+        # A second connection to ":memory:" would be another database: no inline writes there.
+        self._inline = InlineWriter(self._path) if str(path) != ":memory:" else None
+        self._checkpoint: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -119,6 +124,10 @@ class SqliteJobStore:
         if self._closed:
             return
         self._closed = True
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._inline is not None:
+            self._inline.close()
         async with self._translated():
             await self._thread.close()
 
@@ -139,8 +148,7 @@ class SqliteJobStore:
             db.execute(_INSERT, job_values(job))
             return Claim(ClaimState.NEW, job.id)
 
-        # Without a claim the insert is one statement, atomic without BEGIN.
-        return await self._run(insert, write=claim is not None)
+        return await self._write(insert)
 
     async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
         """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
@@ -158,7 +166,7 @@ class SqliteJobStore:
             db.executemany(_INSERT, rows)
             return claims
 
-        return await self._run(insert, write=True)
+        return await self._write(insert)
 
     async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
         """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
@@ -169,7 +177,7 @@ class SqliteJobStore:
             db.execute(_COMPLETE, (response, now + seconds_us(ttl_s), key, job_id))
             db.execute(_PURGE, (now,))
 
-        await self._run(complete)
+        await self._write(complete)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""
@@ -181,7 +189,7 @@ class SqliteJobStore:
                 )
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
-        await self._run(abandon, write=True)
+        await self._write(abandon)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job, or ``None`` when there is no such job."""
@@ -272,6 +280,31 @@ class SqliteJobStore:
         """Finish many runs in one ``BEGIN IMMEDIATE`` transaction, purging expired claims."""
         return await self._run(lambda db: sqlite_runs.finish_runs(db, items), write=True)
 
+    async def _write(self, work: Callable[[Db], T]) -> T:
+        """Run a small write transaction inline when SQLite's lock is free, else on the thread."""
+        if self._closed:
+            raise StoreError("the job store is closed")
+        if self._inline is not None:
+            try:
+                result = self._inline.write(work)
+            except Busy:
+                pass
+            except _FOREIGN as exc:
+                raise self._error(exc) from exc
+            else:
+                if self._inline.due_checkpoint() and self._checkpoint is None:
+                    self._checkpoint = asyncio.create_task(self._copy_log())
+                return result
+        return await self._run(work, write=True)
+
+    async def _copy_log(self) -> None:
+        """Checkpoint the write-ahead log on the thread (inline writes never do: it can take ms)."""
+        try:
+            with suppress(StoreError):  # the next one tries again; nothing is lost meanwhile
+                await self._run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        finally:
+            self._checkpoint = None
+
     async def _run(self, work: Callable[[Db], T], *, write: bool = False) -> T:
         """Run one unit of work on the connection's thread, translating its errors."""
         if self._closed:
@@ -285,12 +318,14 @@ class SqliteJobStore:
         try:
             yield
         except _FOREIGN as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            if isinstance(exc, OSError) or (code is not None and code & 0xFF in _UNAVAILABLE_CODES):
-                raise StoreUnavailableError(
-                    f"the SQLite job store {self._path} is unavailable: {exc}"
-                ) from exc
-            raise StoreError(f"the SQLite job store {self._path} failed: {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> StoreError:
+        """Return the ``StoreError`` that says what a sqlite3, OS or JSON error means."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(exc, OSError) or (code is not None and code & 0xFF in _UNAVAILABLE_CODES):
+            return StoreUnavailableError(f"the SQLite job store {self._path} is unavailable: {exc}")
+        return StoreError(f"the SQLite job store {self._path} failed: {exc}")
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
