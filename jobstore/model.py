@@ -93,11 +93,27 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``)."""
+    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``).
+
+    ``confirm_within``: the seconds its submitter has to publish it and see it confirmed
+    (``confirm_jobs``); past them ``take_unconfirmed`` hands the job to a repair sweep. ``None``
+    records no deadline: the job is taken to be on the broker already.
+    """
 
     job: JobRecord
     claim: tuple[str, str] | None = None
     lease_s: float = 60.0
+    confirm_within: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A job the broker confirmed; with ``key``, the claim to complete with ``response``."""
+
+    job_id: str
+    key: str | None = None
+    response: bytes | None = None
+    ttl_s: float = 0.0  # how long the response is replayed for the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +237,22 @@ class JobStore(Protocol):
         """
         ...
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request finished and keep ``response`` to replay for ``ttl_s`` seconds.
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Record that the broker confirmed these jobs: clear their publish deadlines, in one go.
 
-        Only while the key is still pending for ``job_id``: a request whose lease ran out and
-        whose key was claimed again must not complete the newer claim with its own answer.
+        An item with a key also marks that key's request finished, keeping ``response`` to
+        replay for ``ttl_s`` seconds; only while the key is still pending for the item's job,
+        so a request whose lease ran out and whose key was claimed again does not complete the
+        newer claim with its own answer.
+        """
+        ...
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Return queued or scheduled jobs whose publish deadline passed, oldest first.
+
+        Each returned job's deadline moves ``lease_s`` seconds ahead, so concurrent sweeps
+        take different jobs and a sweep that dies leaves them to the next. Deadlines left on
+        jobs a worker has already moved on are cleared.
         """
         ...
 

@@ -24,6 +24,7 @@ from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
+    Confirmed,
     Execution,
     ExecutionState,
     JobPage,
@@ -60,9 +61,20 @@ _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bo
 _COLUMNS = tuple(JobRecord.__dataclass_fields__)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = (
-    f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
-    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, publish_by)"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))},"
+    f" now() + make_interval(secs => ${len(_COLUMNS) + 1}))"
 )
+_CONFIRM = "UPDATE jobs SET publish_by = NULL WHERE id = ANY($1::text[]) AND publish_by IS NOT NULL"
+_PENDING = "status IN ('queued', 'scheduled')"
+_CLEAR_MOVED_ON = f"UPDATE jobs SET publish_by = NULL WHERE publish_by <= now() AND NOT {_PENDING}"
+# SKIP LOCKED: concurrent sweeps take different jobs instead of waiting on each other.
+_TAKE_UNCONFIRMED = f"""
+UPDATE jobs SET publish_by = now() + make_interval(secs => $1)
+WHERE id IN (SELECT id FROM jobs WHERE publish_by <= now() AND {_PENDING}
+             ORDER BY publish_by LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING {", ".join(_COLUMNS)}
+"""
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -178,7 +190,7 @@ class PostgresJobStore:
                     if held is None:  # cannot happen: the failed upsert locked the row
                         raise StoreError(f"idempotency key {key!r} vanished while held")
                     return _held_claim(request_hash, held)
-            await conn.execute(_INSERT, *values)
+            await conn.execute(_INSERT, *values, None)
         return Claim(ClaimState.NEW, job.id)
 
     async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
@@ -201,16 +213,27 @@ class PostgresJobStore:
                             raise StoreError(f"idempotency key {key!r} vanished while held")
                         claim = _held_claim(request_hash, held)
                 if claim.state is ClaimState.NEW:
-                    rows.append([_param(getattr(item.job, name)) for name in _COLUMNS])
+                    within = None if item.confirm_within is None else float(item.confirm_within)
+                    rows.append([*(_param(getattr(item.job, name)) for name in _COLUMNS), within])
                 claims.append(claim)
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
             await conn.executemany(_INSERT, rows)
         return claims
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
-        async with self._use() as conn:
-            await conn.execute(_COMPLETE, key, response, float(ttl_s), job_id)
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
+        done = [(i.key, i.response, float(i.ttl_s), i.job_id) for i in items if i.key is not None]
+        async with self._use(transaction=bool(done)) as conn:
+            await conn.execute(_CONFIRM, [i.job_id for i in items])
+            if done:
+                await conn.executemany(_COMPLETE, done)
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
+        async with self._use(transaction=True) as conn:
+            await conn.execute(_CLEAR_MOVED_ON)
+            rows = await conn.fetch(_TAKE_UNCONFIRMED, float(lease_s), limit)
+        return sorted((_record(row) for row in rows), key=lambda j: j.id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""

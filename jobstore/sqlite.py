@@ -25,6 +25,7 @@ from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
+    Confirmed,
     Execution,
     JobPage,
     JobRecord,
@@ -50,7 +51,18 @@ _FOREIGN = (sqlite3.Error, OSError, orjson.JSONEncodeError, orjson.JSONDecodeErr
 _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
-_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(COLUMNS)}, publish_by)"
+    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+)
+_CONFIRM = "UPDATE jobs SET publish_by = NULL WHERE id = ? AND publish_by IS NOT NULL"
+_PENDING = "status IN ('queued', 'scheduled')"
+_CLEAR_MOVED_ON = f"UPDATE jobs SET publish_by = NULL WHERE publish_by <= ? AND NOT {_PENDING}"
+_TAKE_UNCONFIRMED = (
+    "UPDATE jobs SET publish_by = ? WHERE id IN (SELECT id FROM jobs"
+    f" WHERE publish_by <= ? AND {_PENDING} ORDER BY publish_by LIMIT ?)"
+    f" RETURNING {', '.join(COLUMNS)}"
+)
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -145,7 +157,7 @@ class SqliteJobStore:
                 outcome = _claim(db, claim, job.id, lease_s)
                 if outcome.state is not ClaimState.NEW:
                     return outcome
-            db.execute(_INSERT, job_values(job))
+            db.execute(_INSERT, (*job_values(job), None))
             return Claim(ClaimState.NEW, job.id)
 
         return await self._write(insert)
@@ -154,6 +166,7 @@ class SqliteJobStore:
         """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
 
         def insert(db: Db) -> list[Claim]:
+            now = now_us()
             claims: list[Claim] = []
             rows = []
             for item in items:
@@ -161,23 +174,42 @@ class SqliteJobStore:
                 if item.claim is not None:
                     claim = _claim(db, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
-                    rows.append(job_values(item.job))
+                    within = item.confirm_within
+                    deadline = None if within is None else now + seconds_us(within)
+                    rows.append((*job_values(item.job), deadline))
                 claims.append(claim)
             db.executemany(_INSERT, rows)
             return claims
 
         return await self._write(insert)
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
+        now = now_us()
+        done = [
+            (i.response, now + seconds_us(i.ttl_s), i.key, i.job_id)
+            for i in items
+            if i.key is not None
+        ]
+
+        def confirm(db: Db) -> None:
+            db.executemany(_CONFIRM, [(i.job_id,) for i in items])
+            if done:
+                db.executemany(_COMPLETE, done)
+                db.execute(_PURGE, (now,))  # housekeeping: expired keys, a batch at a time
+
+        await self._write(confirm)
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Take the overdue unconfirmed jobs (``BEGIN IMMEDIATE``), pushing their deadlines on."""
         now = now_us()
 
-        def complete(db: Db) -> None:
-            # Two autocommit statements: the purge is housekeeping, not atomic with the update.
-            db.execute(_COMPLETE, (response, now + seconds_us(ttl_s), key, job_id))
-            db.execute(_PURGE, (now,))
+        def take(db: Db) -> list[Any]:
+            db.execute(_CLEAR_MOVED_ON, (now,))
+            return db.execute(_TAKE_UNCONFIRMED, (now + seconds_us(lease_s), now, limit)).fetchall()
 
-        await self._write(complete)
+        rows = await self._run(take, write=True)
+        return sorted((record(row) for row in rows), key=lambda j: j.id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""
