@@ -271,6 +271,18 @@ class Submitter:
         )
         return len(jobs)
 
+    async def keep_repairing(self) -> None:
+        """Run ``repair`` a few times per ``repair_after`` until cancelled (the API process does)."""
+        while True:
+            try:
+                while await self.repair() > 0:  # a full sweep: there may be more
+                    pass
+            except TaskqError as exc:  # the store or broker is down: the next round tries again
+                logger.warning("repair sweep failed: {}", exc)
+            except Exception as exc:  # a bug must not end the sweeps for the process's life
+                logger.opt(exception=exc).error("repair sweep failed unexpectedly")
+            await asyncio.sleep(self._settings.repair_after / 3)
+
     def _count(
         self, request: JobRequest, error: TaskqError | None, *, replayed: bool = False
     ) -> None:
