@@ -14,6 +14,7 @@ import pytest
 
 from jobstore.factory import open_store
 from jobstore.memory import InMemoryJobStore
+from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
     Claim,
@@ -26,7 +27,6 @@ from jobstore.model import (
     JobStore,
     NewJob,
 )
-from jobstore.migrations import load_migrations
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
 from tests.producers.conftest import Backend
