@@ -71,6 +71,7 @@ def create_app(
     if isinstance(services, Services):
         app.state.services = services
     app.state.metrics = metrics
+    app.state.submitted_children = {}  # label children of metrics.submitted, by labels
     problems.install(app, retry_after=api.retry_after)
     openapi.install(app)
     app.add_exception_handler(routes._Unsupported, routes.unsupported_handler)
