@@ -194,10 +194,16 @@ class PostgresJobStore:
         return Claim(ClaimState.NEW, job.id)
 
     async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
-        """Insert many jobs (claiming their keys first) in one transaction."""
+        """Insert many jobs (claiming their keys first) in one transaction.
+
+        Keys are claimed one statement each, in order (a later item may find an earlier one's
+        key); the rows then go in one pipelined ``executemany``.
+        """
         claims: list[Claim] = []
         rows = []
-        async with self._use(transaction=True) as conn:
+        # executemany is atomic on its own: without keys to claim first, one round trip.
+        keyed = any(item.claim is not None for item in items)
+        async with self._use(transaction=keyed) as conn:
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
@@ -376,6 +382,7 @@ class PostgresJobStore:
                     max_size=self._max_size,
                     timeout=self._connect_timeout,
                     init=_init_connection,
+                    reset=_keep_session,
                 )
             return self._pool
 
@@ -404,6 +411,15 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         encoder=lambda value: b"\x01" + orjson.dumps(value),
         decoder=lambda data: orjson.loads(data[1:]),
     )
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Hand a connection back to the pool as it is: the store leaves no session state behind.
+
+    Its advisory locks are transaction-scoped, and it never LISTENs, SETs or keeps a cursor
+    open; asyncpg's default reset would spend a round trip per use on clearing them anyway
+    (an open transaction is still rolled back by the pool itself).
+    """
 
 
 def _held_claim(request_hash: str, held: asyncpg.Record) -> Claim:
