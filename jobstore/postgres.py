@@ -336,8 +336,22 @@ class PostgresJobStore:
         return 0 if count is None else int(count)
 
     async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
-        """Start many runs concurrently over the pool, each step atomic on its own."""
-        return list(await asyncio.gather(*(start_run(self, item) for item in items)))
+        """Start many runs concurrently over the pool, each step atomic on its own.
+
+        Items that share an execution key start one after the other, in order, so the later
+        ones find the key held, as the port promises; the others do not wait for them.
+        """
+        by_key: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_key.setdefault(item.key, []).append(index)
+        started: list[RunStarted | None] = [None] * len(items)
+
+        async def in_order(indexes: list[int]) -> None:
+            for index in indexes:
+                started[index] = await start_run(self, items[index])
+
+        await asyncio.gather(*(in_order(indexes) for indexes in by_key.values()))
+        return [s for s in started if s is not None]
 
     async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
         """Finish many runs concurrently over the pool."""
