@@ -107,8 +107,12 @@ class InMemoryJobStore:
         }
         return None
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
         """Run ``create_job`` for each item, in order, recording publish deadlines."""
+        if confirmed:
+            await self.confirm_jobs(confirmed)
         claims = []
         for item in items:
             claim = await self.create_job(item.job, claim=item.claim, lease_s=item.lease_s)

@@ -229,8 +229,13 @@ class JobStore(Protocol):
         """
         ...
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
         """Run ``create_job`` for every item in one transaction; one ``Claim`` per item, in order.
+
+        ``confirmed`` earlier jobs are recorded as ``confirm_jobs`` would, in the same write:
+        a submitter that keeps its confirms for the next insert pays one commit, not two.
 
         Items are taken in order, so a later item claiming a key an earlier one just claimed
         sees it held (IN_FLIGHT or MISMATCH), exactly as two separate calls would.

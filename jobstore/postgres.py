@@ -193,7 +193,9 @@ class PostgresJobStore:
             await conn.execute(_INSERT, *values, None)
         return Claim(ClaimState.NEW, job.id)
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
         """Insert many jobs (claiming their keys first) in one transaction.
 
         Keys are claimed one statement each, in order (a later item may find an earlier one's
@@ -204,6 +206,8 @@ class PostgresJobStore:
         # executemany is atomic on its own: without keys to claim first, one round trip.
         keyed = any(item.claim is not None for item in items)
         async with self._use(transaction=keyed) as conn:
+            if confirmed:
+                await _confirm(conn, confirmed)
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
@@ -228,11 +232,9 @@ class PostgresJobStore:
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
-        done = [(i.key, i.response, float(i.ttl_s), i.job_id) for i in items if i.key is not None]
-        async with self._use(transaction=bool(done)) as conn:
-            await conn.execute(_CONFIRM, [i.job_id for i in items])
-            if done:
-                await conn.executemany(_COMPLETE, done)
+        keyed = any(i.key is not None for i in items)
+        async with self._use(transaction=keyed) as conn:
+            await _confirm(conn, items)
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
         """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
@@ -425,6 +427,14 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         encoder=lambda value: b"\x01" + orjson.dumps(value),
         decoder=lambda data: orjson.loads(data[1:]),
     )
+
+
+async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Confirmed]) -> None:
+    """Clear the items' publish deadlines and complete their keys' claims, on ``conn``."""
+    await conn.execute(_CONFIRM, [i.job_id for i in items])
+    done = [(i.key, i.response, float(i.ttl_s), i.job_id) for i in items if i.key is not None]
+    if done:
+        await conn.executemany(_COMPLETE, done)
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

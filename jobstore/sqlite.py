@@ -162,11 +162,15 @@ class SqliteJobStore:
 
         return await self._write(insert)
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
         """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
 
         def insert(db: Db) -> list[Claim]:
             now = now_us()
+            if confirmed:
+                _confirm(db, confirmed, now)
             claims: list[Claim] = []
             rows = []
             for item in items:
@@ -185,20 +189,7 @@ class SqliteJobStore:
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
-        now = now_us()
-        done = [
-            (i.response, now + seconds_us(i.ttl_s), i.key, i.job_id)
-            for i in items
-            if i.key is not None
-        ]
-
-        def confirm(db: Db) -> None:
-            db.executemany(_CONFIRM, [(i.job_id,) for i in items])
-            if done:
-                db.executemany(_COMPLETE, done)
-                db.execute(_PURGE, (now,))  # housekeeping: expired keys, a batch at a time
-
-        await self._write(confirm)
+        await self._write(lambda db: _confirm(db, items, now_us()))
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
         """Take the overdue unconfirmed jobs (``BEGIN IMMEDIATE``), pushing their deadlines on."""
@@ -370,6 +361,17 @@ class SqliteJobStore:
     async def forget_breakers(self, worker: str) -> None:
         """Delete every breaker row of ``worker``."""
         await self._run(lambda db: sqlite_breakers.delete_worker(db, worker))
+
+
+def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
+    """Clear the items' publish deadlines and complete their keys' claims, in the caller's write."""
+    db.executemany(_CONFIRM, [(i.job_id,) for i in items])
+    done = [
+        (i.response, now + seconds_us(i.ttl_s), i.key, i.job_id) for i in items if i.key is not None
+    ]
+    if done:
+        db.executemany(_COMPLETE, done)
+        db.execute(_PURGE, (now,))  # housekeeping: expired keys, a batch at a time
 
 
 def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:

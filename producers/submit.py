@@ -99,6 +99,10 @@ class _Pending:
     route: Route
 
 
+# Confirms of jobs without a key held for the next insert at most (a crash loses them: their
+# jobs are published once more by the repair sweep, which a worker runs once all the same).
+_HOLD_CONFIRMS = 1000
+
 # Publish failures that prove the message is not on the broker: the stored job is deleted.
 # Any other (no confirm in time, a crash) leaves it to the repair sweep, which publishes it
 # again once its deadline passed.
@@ -131,9 +135,11 @@ class Submitter:
         self._clock = clock
         self._types: dict[str, tuple[CompiledGroup | None, str | None]] = {}
         self._counters: dict[tuple[str, str, str, str], Any] = {}
-        # Concurrent submissions share one insert, and one confirm, transaction each.
-        self._creates: Coalescer[NewJob, Claim] = Coalescer(store.create_jobs)
+        # Concurrent submissions share one insert, and one confirm, transaction each; the
+        # confirms of jobs without a key wait to ride along with the next insert.
+        self._creates: Coalescer[NewJob, Claim] = Coalescer(self._create_jobs)
         self._confirms: Coalescer[Confirmed, None] = Coalescer(self._confirm_jobs)
+        self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
 
@@ -143,7 +149,10 @@ class Submitter:
         return self._store
 
     async def close(self) -> None:
-        """Wait for the confirms still being recorded (the repair sweep covers any that fail)."""
+        """Record the confirms still held (the repair sweep covers any that fail to be)."""
+        await self._creates.drain()
+        if self._unrecorded:
+            self._confirms.post(self._unrecorded.pop())  # its write takes all those held
         await self._confirms.drain()
 
     async def submit(self, request: JobRequest) -> Submitted:
@@ -203,7 +212,7 @@ class Submitter:
         self, prepared: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
     ) -> list[tuple[int, _Pending]]:
         """Store the jobs in one transaction; answer those whose key was claimed already."""
-        claims = await self._store.create_jobs([self._new_job(p) for _, p in prepared])
+        claims = await self._create_jobs([self._new_job(p) for _, p in prepared])
         stored: list[tuple[int, _Pending]] = []
         for (index, pending), claim in zip(prepared, claims, strict=True):
             if claim.state is ClaimState.NEW:
@@ -242,6 +251,8 @@ class Submitter:
         arrive. A job the broker refuses for good (its type no longer routed) is marked failed
         with the reason. One whose publish fails for now is taken again on a later sweep.
         """
+        if self._unrecorded:  # this process's own confirms, not yet written: not overdue
+            await self._confirms.submit(self._unrecorded.pop())
         jobs = await self._store.take_unconfirmed(limit=limit, lease_s=self._settings.repair_after)
         if not jobs:
             return 0
@@ -500,9 +511,11 @@ class Submitter:
         for pending, answer in zip(pendings, answers, strict=True):
             confirmation = self._confirmation(pending.job, answer.response)
             if confirmation.key is None:
-                self._confirms.post(confirmation)
+                self._unrecorded.append(confirmation)
             else:
                 keyed.append(self._confirms.submit(confirmation))
+        if len(self._unrecorded) >= _HOLD_CONFIRMS:  # no insert came along for a while
+            self._confirms.post(self._unrecorded.pop())
         if keyed:
             await asyncio.gather(*keyed)
         if self._settings.submit_events:
@@ -517,14 +530,24 @@ class Submitter:
             return Confirmed(job.id)
         return Confirmed(job.id, job.idempotency_key, response, self._settings.idempotency_ttl)
 
-    async def _confirm_jobs(self, items: Sequence[Confirmed]) -> list[None]:
-        """Record a batch of confirms (the coalescer's write)."""
+    async def _create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Insert a batch of jobs, recording the confirms held so far in the same write."""
+        held, self._unrecorded = self._unrecorded, []
         try:
-            await self._store.confirm_jobs(items)
+            return await self._store.create_jobs(items, confirmed=held)
+        except BaseException:
+            self._unrecorded[:0] = held
+            raise
+
+    async def _confirm_jobs(self, items: Sequence[Confirmed]) -> list[None]:
+        """Record a batch of confirms, and those held for the next insert (the coalescer's write)."""
+        held, self._unrecorded = self._unrecorded, []
+        try:
+            await self._store.confirm_jobs([*held, *items])
         except TaskqError as exc:
             # Awaited (keyed) confirms get the error; for the others it is only logged: their
             # jobs are on the broker, and the repair sweep publishes them once more.
-            logger.warning("confirms of {} jobs not recorded: {}", len(items), exc)
+            logger.warning("confirms of {} jobs not recorded: {}", len(held) + len(items), exc)
             raise
         return [None] * len(items)
 

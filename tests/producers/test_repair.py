@@ -190,18 +190,28 @@ async def test_a_field_amqp_cannot_carry_is_refused_with_422_and_nothing_is_stor
     assert [j.id for j in store.jobs.values()] == [accepted["job"]["id"]]
 
 
-async def test_new_jobs_are_stored_with_a_confirm_deadline(topology):
+async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the_next_insert(
+    topology,
+):
     store = InMemoryJobStore()
     submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
-    created: list[NewJob] = []
+    writes: list[tuple[list[NewJob], list[str]]] = []
     inner = store.create_jobs
 
-    async def spy(items: Sequence[NewJob]):
-        created.extend(items)
-        return await inner(items)
+    async def spy(items: Sequence[NewJob], *, confirmed=()):
+        writes.append((list(items), [c.job_id for c in confirmed]))
+        return await inner(items, confirmed=confirmed)
 
     store.create_jobs = spy  # type: ignore[method-assign]
-    submitter._creates._write = spy  # type: ignore[attr-defined]
-    await submitter.submit(JobRequest("email"))
-    await submitter.submit_many([JobRequest("email")])
-    assert [n.confirm_within for n in created] == [SubmitSettings().repair_after] * 2
+    first = await submitter.submit(JobRequest("email"))
+    assert store.publish_by.keys() == {first.job_id}  # confirmed, not yet recorded
+    [second, third] = await submitter.submit_many([JobRequest("email"), JobRequest("email")])
+    assert [[n.confirm_within for n in items] for items, _ in writes] == [
+        [SubmitSettings().repair_after],
+        [SubmitSettings().repair_after] * 2,
+    ]
+    # One write per insert: the first job's confirm went with the second insert.
+    assert [confirmed for _, confirmed in writes] == [[], [first.job_id]]
+    await submitter.close()
+    assert store.publish_by == {}
+    assert {second.job_id, third.job_id} <= store.jobs.keys()
