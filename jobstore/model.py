@@ -234,8 +234,9 @@ class JobStore(Protocol):
     ) -> list[Claim]:
         """Run ``create_job`` for every item in one transaction; one ``Claim`` per item, in order.
 
-        ``confirmed`` earlier jobs are recorded as ``confirm_jobs`` would, in the same write:
-        a submitter that keeps its confirms for the next insert pays one commit, not two.
+        ``confirmed`` earlier jobs are recorded as ``confirm_jobs`` would, along with the
+        insert: a submitter that keeps its confirms for the next insert pays one write, not
+        two. A confirm left unrecorded only means the repair sweep publishes its job again.
 
         Items are taken in order, so a later item claiming a key an earlier one just claimed
         sees it held (IN_FLIGHT or MISMATCH), exactly as two separate calls would.

@@ -204,10 +204,16 @@ class PostgresJobStore:
         claims: list[Claim] = []
         rows = []
         # executemany is atomic on its own: without keys to claim first, one round trip.
+        if confirmed:
+            # On a connection of its own, alongside the insert: no round trip added to it. Its
+            # failure is not the insert's: unrecorded confirms only mean one more publish.
+            confirming = asyncio.ensure_future(self.confirm_jobs(confirmed))
+            try:
+                return await self.create_jobs(items)
+            finally:
+                await asyncio.gather(confirming, return_exceptions=True)
         keyed = any(item.claim is not None for item in items)
         async with self._use(transaction=keyed) as conn:
-            if confirmed:
-                await _confirm(conn, confirmed)
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:

@@ -172,7 +172,7 @@ class ConfirmedPublisher(AsyncClosing):
             return [error] * len(messages)
         try:
             async with asyncio.timeout(self._settings.confirm_timeout):
-                outcomes = await asyncio.gather(*sent.confirms, return_exceptions=True)
+                outcomes = await _all_settled(sent.confirms)
         except TimeoutError:
             outcomes = [_settled(f) for f in sent.confirms]
         finally:
@@ -271,6 +271,16 @@ class ConfirmedPublisher(AsyncClosing):
             return cast(aiormq.Channel, await self._channel.get_underlay_channel())
         except Exception as exc:
             raise BrokerUnavailableError(f"no open channel to RabbitMQ: {exc}") from exc
+
+
+async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
+    """Return each confirm's result or error, once all have come."""
+    if len(confirms) == 1:  # the single publish: no gathering future needed
+        try:
+            return [await confirms[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*confirms, return_exceptions=True)
 
 
 def _settled(confirm: asyncio.Future[Any]) -> object:
