@@ -280,7 +280,7 @@ async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
             return [await confirms[0]]
         except Exception as exc:
             return [exc]
-    return await asyncio.gather(*confirms, return_exceptions=True)
+    return list(await asyncio.gather(*confirms, return_exceptions=True))
 
 
 def _settled(confirm: asyncio.Future[Any]) -> object:
