@@ -22,27 +22,14 @@ class Coalescer(Generic[Item, Result]):
         write: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
         *,
         max_batch: int = 256,
-        eager: bool = False,
     ) -> None:
-        """``eager``: an idle caller writes its item at once, in its own task (no task hop)."""
         self._write = write
         self._max_batch = max_batch
-        self._eager = eager
-        self._leading = False  # an eager caller's write is in flight
         self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         """Add ``item`` to the next batch and return its result (or raise the batch's error)."""
-        if self._eager and not self._leading and not self._waiting and not self._flushing():
-            # Nothing in flight: write at once. Calls made meanwhile queue for the next batch.
-            self._leading = True
-            try:
-                [result] = await self._write([item])
-            finally:
-                self._leading = False
-                self._start()
-            return result
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._start()
@@ -54,7 +41,7 @@ class Coalescer(Generic[Item, Result]):
         self._start()
 
     def _start(self) -> None:
-        if self._waiting and not self._leading and not self._flushing():
+        if self._waiting and not self._flushing():
             self._flusher = asyncio.create_task(self._flush())
 
     def _flushing(self) -> bool:

@@ -137,7 +137,7 @@ class Submitter:
         self._counters: dict[tuple[str, str, str, str], Any] = {}
         # Concurrent submissions share one insert, and one confirm, transaction each; the
         # confirms of jobs without a key wait to ride along with the next insert.
-        self._creates: Coalescer[NewJob, Claim] = Coalescer(self._create_jobs, eager=True)
+        self._creates: Coalescer[NewJob, Claim] = Coalescer(self._create_jobs)
         self._confirms: Coalescer[Confirmed, None] = Coalescer(self._confirm_jobs)
         self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
