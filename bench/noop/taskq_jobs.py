@@ -1,0 +1,43 @@
+"""The no-op job as a taskq handler (``TASKQ_HANDLERS=noop.taskq_jobs``) and its submitter.
+
+Worker: ``taskctl worker email``; producer: ``python -m noop.taskq_jobs`` submits
+``BENCH_JOBS`` email jobs with ``AsyncClient.submit_many`` (windows of 500), so the job store
+holds each one as a client's submission would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from consumers.handlers import JobContext, handler
+from noop.record import Completions, payload
+from producers.client import AsyncClient
+from producers.submit import JobRequest
+
+WINDOW = 500
+
+completions = Completions.from_env()
+
+
+@handler("email.#")
+async def noop(job: dict[str, Any], ctx: JobContext) -> None:
+    completions.tick(job)
+
+
+async def enqueue() -> None:
+    jobs = int(os.environ["BENCH_JOBS"])
+    async with await AsyncClient.connect() as client:
+        for start in range(0, jobs, WINDOW):
+            requests = [
+                JobRequest(type="email", payload=payload(seq))
+                for seq in range(start, min(jobs, start + WINDOW))
+            ]
+            for outcome in await client.submit_many(requests):
+                if not isinstance(outcome, dict):
+                    raise outcome
+
+
+if __name__ == "__main__":
+    asyncio.run(enqueue())
