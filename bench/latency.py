@@ -48,6 +48,7 @@ TASKQ = System(
     queue="taskq.email",
     also_empty=("taskq.email.dlq",),
     taskq=True,
+    verify=(PYTHON, "-m", "noop.taskq_jobs", "verify"),
 )
 
 

@@ -82,6 +82,7 @@ SYSTEMS = (
         queue="taskq.email",
         also_empty=("taskq.email.dlq",),
         taskq=True,
+        verify=(PYTHON, "-m", "noop.taskq_jobs", "verify"),
     ),
 )
 PEERS = ("faststream", "celery", "dramatiq")

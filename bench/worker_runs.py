@@ -48,6 +48,7 @@ class System:
     queue: str = ""  # where its jobs wait; checked empty after each run
     also_empty: tuple[str, ...] = ()  # e.g. a dead-letter queue that must have stayed empty
     taskq: bool = False  # gets TASKQ_* settings and a job store of its own per run
+    verify: tuple[str, ...] = ()  # run after the worker stopped; fails if a job went wrong
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,8 @@ class Scratch:
             left = self.messages(queue)
             if left:
                 raise RuntimeError(f"{system.name}: {left} messages left in {queue} (not acked)")
+        if system.verify:
+            subprocess.run(system.verify, env=env, check=True, cwd=BENCH)
         (first_clock, first_cpu), (last_clock, last_cpu) = data["first"], data["last"]
         return Result(
             rate=(jobs - 1) / (last_clock - first_clock),

@@ -2,18 +2,21 @@
 
 Worker: ``taskctl worker email``; producer: ``python -m noop.taskq_jobs`` submits
 ``BENCH_JOBS`` email jobs with ``AsyncClient.submit_many`` (windows of 500), so the job store
-holds each one as a client's submission would.
+holds each one as a client's submission would; ``python -m noop.taskq_jobs verify`` fails
+unless the store says every job succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 from consumers.handlers import JobContext, handler
 from noop.record import Completions, payload
 from producers.client import AsyncClient
+from producers.store.model import JobStatus
 from producers.submit import JobRequest
 
 WINDOW = 500
@@ -39,5 +42,15 @@ async def enqueue() -> None:
                     raise outcome
 
 
+async def verify() -> None:
+    async with await AsyncClient.connect() as client:
+        for status in JobStatus:
+            page = await client.list(status=status, limit=1)
+            if status is not JobStatus.SUCCEEDED and page["jobs"]:
+                raise SystemExit(f"job {page['jobs'][0]['id']} is {status}, not succeeded")
+            if status is JobStatus.SUCCEEDED and not page["jobs"]:
+                raise SystemExit("no job succeeded")
+
+
 if __name__ == "__main__":
-    asyncio.run(enqueue())
+    asyncio.run(verify() if sys.argv[1:] == ["verify"] else enqueue())
