@@ -33,11 +33,11 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from producers.errors import StoreUnavailableError
-from producers.store.model import JobRecord, JobStatus, JobStore
-from producers.store.postgres import PostgresJobStore
-from producers.store.sqlite import SqliteJobStore
+from jobstore.model import JobRecord, JobStatus, JobStore
+from jobstore.postgres import PostgresJobStore
+from jobstore.sqlite import SqliteJobStore
 from topology.envelope import new_job_id
+from topology.errors import StoreUnavailableError
 from topology.spec import Priority
 
 DEFAULT_PG = os.environ.get(

@@ -7,8 +7,9 @@ import sys
 from loguru import logger
 
 from consumers.process import run, run_worker
+from telemetry.logs import LogSettings, configure_logging
 from topology.errors import TaskqError
-from topology.logs import configure_logging
+from topology.settings import load_settings
 
 
 def main() -> None:
@@ -16,7 +17,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m consumers GROUP")
     try:
-        configure_logging()
+        configure_logging(load_settings(LogSettings))
         sys.exit(run(run_worker(sys.argv[1])))
     except TaskqError as exc:
         # Logged, not printed: under `taskctl up` this line joins the others as JSON.

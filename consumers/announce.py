@@ -12,9 +12,9 @@ import asyncio
 
 from loguru import logger
 
+from jobstore.model import JobRecord, JobStatus
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
-from producers.store.model import JobRecord, JobStatus
 from topology.errors import TaskqError
 
 

@@ -17,7 +17,7 @@ from loguru import logger
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from consumers.breaker import BreakerState, CircuitBreaker
-from producers.store.model import BreakerRecord, JobStore
+from jobstore.model import BreakerRecord, JobStore
 from topology.errors import TaskqError
 
 STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}

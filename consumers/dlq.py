@@ -19,9 +19,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from loguru import logger
 
 from consumers.dispatch import ERROR_HEADER, REASON_HEADER
+from jobstore.model import JobStatus, JobStore
 from producers.publisher import Publisher
-from producers.store.model import JobStatus, JobStore
-from topology import tracing
+from telemetry import tracing
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError
 from topology.model import CompiledGroup, CompiledTopology

@@ -56,7 +56,7 @@ class JobContext:
 
     def __post_init__(self) -> None:
         if self.logger is None:
-            # The field names of topology.logs.job_log_context, so both kinds of line match.
+            # The field names of telemetry.logs.job_log_context, so both kinds of line match.
             fields = {"job_id": self.job_id, "job_type": self.job_type, "attempt": self.attempt}
             if self.correlation_id is not None:
                 fields["correlation_id"] = self.correlation_id

@@ -18,7 +18,8 @@ from consumers.worker import Deps, Worker
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
-from topology import routing, tracing
+from telemetry import tracing
+from topology import routing
 from topology.broker import connect
 from topology.errors import SettingsError
 from topology.model import CompiledTopology

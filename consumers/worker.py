@@ -29,10 +29,9 @@ from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
-from producers.blobs import BlobStore
-from producers.publisher import Publisher
-from producers.store.coalesce import Coalescer
-from producers.store.model import (
+from jobstore.blobs import BlobStore
+from jobstore.coalesce import Coalescer
+from jobstore.model import (
     STARTABLE,
     JobRecord,
     JobStatus,
@@ -42,11 +41,12 @@ from producers.store.model import (
     RunStarted,
     StartOutcome,
 )
+from producers.publisher import Publisher
 from producers.submit import Submitter
-from topology import tracing
+from telemetry import tracing
+from telemetry.logs import job_log_context
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
-from topology.logs import job_log_context
 from topology.model import CompiledGroup, CompiledTopology
 from topology.routes import delay_route, next_hop
 

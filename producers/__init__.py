@@ -1,9 +1,9 @@
 """Publishing jobs: the confirmed publisher, its in-memory twin and their errors."""
 
-from producers.errors import ConfirmTimeoutError, PublishError, PublishNackedError, UnroutableError
 from producers.memory import InMemoryPublisher, Published
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.settings import PublisherSettings
+from topology.errors import ConfirmTimeoutError, PublishError, PublishNackedError, UnroutableError
 
 __all__ = [
     "ConfirmTimeoutError",

@@ -6,11 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from producers.blobs import BlobStore, open_blob_store
+from jobstore.blobs import BlobStore, open_blob_store
+from jobstore.factory import open_store
+from jobstore.group_commit import GroupCommitStore
+from jobstore.model import JobStore
 from producers.settings import PublisherSettings, SubmitSettings
-from producers.store.factory import open_store
-from producers.store.group_commit import GroupCommitStore
-from producers.store.model import JobStore
 from topology.compiler import compile_topology
 from topology.loader import load_topology, topology_path
 from topology.model import CompiledTopology

@@ -18,16 +18,15 @@ from typing import Any, Protocol, Self, TypeVar
 import orjson
 from pydantic import JsonValue, ValidationError
 
+from jobstore.model import JobStatus
 from producers.backends import Backends, open_backends
-from producers.errors import JobRejectedError
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.requests import JobSubmission
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.views import job_view
 from topology.closing import AsyncClosing
-from topology.errors import TaskqError
+from topology.errors import JobRejectedError, TaskqError
 from topology.spec import Priority
 
 T = TypeVar("T")

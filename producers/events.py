@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from producers.store.model import JobRecord
+from jobstore.model import JobRecord
 from producers.views import job_view
 
 EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result")

@@ -10,10 +10,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from producers.errors import UnroutableError
 from topology import names
 from topology.envelope import Envelope
-from topology.errors import TaskqError
+from topology.errors import TaskqError, UnroutableError
 from topology.model import CompiledTopology
 from topology.routes import Route, job_route
 

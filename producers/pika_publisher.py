@@ -9,11 +9,16 @@ from typing import Any, Final
 import pika
 import pika.exceptions
 
-from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.settings import PublisherSettings
 from topology.closing import AsyncClosing
 from topology.envelope import Envelope
-from topology.errors import BrokerUnavailableError, TaskqError
+from topology.errors import (
+    BrokerUnavailableError,
+    ConfirmTimeoutError,
+    PublishNackedError,
+    TaskqError,
+    UnroutableError,
+)
 from topology.model import CompiledTopology
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, mask_url

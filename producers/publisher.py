@@ -16,14 +16,19 @@ from opentelemetry.trace import SpanKind
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from producers.errors import ConfirmTimeoutError, PublishNackedError, UnroutableError
 from producers.publish_metrics import CONFIRM_SECONDS, exchange_kind
 from producers.settings import PublisherSettings
-from topology import tracing
+from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
 from topology.envelope import Envelope
-from topology.errors import BrokerUnavailableError, TaskqError
+from topology.errors import (
+    BrokerUnavailableError,
+    ConfirmTimeoutError,
+    PublishNackedError,
+    TaskqError,
+    UnroutableError,
+)
 from topology.model import CompiledTopology
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings

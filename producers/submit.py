@@ -12,23 +12,23 @@ import orjson
 from loguru import logger
 from pydantic import JsonValue
 
-from producers.blobs import BlobStore, blob_key
-from producers.errors import (
+from jobstore.blobs import BlobStore, blob_key
+from jobstore.model import ClaimState, JobRecord, JobStatus, JobStore
+from producers.events import event_body, event_key
+from producers.publisher import Publisher
+from producers.settings import SubmitSettings
+from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
+from producers.views import job_view
+from topology.envelope import Envelope, PayloadRef, new_job_id
+from topology.errors import (
     IdempotencyInFlightError,
     IdempotencyMismatchError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
+    TaskqError,
     UnknownJobTypeError,
 )
-from producers.events import event_body, event_key
-from producers.publisher import Publisher
-from producers.settings import SubmitSettings
-from producers.store.model import ClaimState, JobRecord, JobStatus, JobStore
-from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
-from producers.views import job_view
-from topology.envelope import Envelope, PayloadRef, new_job_id
-from topology.errors import TaskqError
 from topology.model import CompiledTopology
 from topology.names import CALLBACK_JOB_TYPE
 from topology.routes import Route, delay_route, job_route

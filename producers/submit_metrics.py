@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, Counter
 
-from producers.errors import (
+from topology.errors import (
     BlobUnavailableError,
+    BrokerUnavailableError,
+    ContractError,
     IdempotencyInFlightError,
     JobRejectedError,
     PublishError,
     StoreUnavailableError,
+    TaskqError,
 )
-from topology.errors import BrokerUnavailableError, ContractError, TaskqError
 
 SUBMISSIONS = Counter(
     "taskq_job_submissions_total",

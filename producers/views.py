@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from producers.store.model import JobRecord
+from jobstore.model import JobRecord
 
 
 def _iso(value: datetime | None) -> str | None:

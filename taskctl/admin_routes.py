@@ -14,10 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consumers.dlq import DeadFilter, listing, purge, replay
 from producers.api.app import Services
-from producers.errors import JobRejectedError
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
-from topology.errors import BrokerUnavailableError
+from topology.errors import BrokerUnavailableError, JobRejectedError
 from topology.model import CompiledGroup
 
 router = APIRouter(prefix="/admin/dlq", tags=["admin"])

@@ -9,8 +9,8 @@ import orjson
 import typer
 from rich.table import Table
 
+from jobstore.model import BreakerRecord
 from producers.backends import open_backends
-from producers.store.model import BreakerRecord
 from taskctl.context import out, run
 from topology.durations import format_duration
 from topology.errors import SettingsError

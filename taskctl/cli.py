@@ -17,8 +17,9 @@ from taskctl import (
     up_command,
 )
 from taskctl.context import fail
+from telemetry.logs import LogSettings, configure_logging
 from topology.errors import TaskqError
-from topology.logs import configure_logging
+from topology.settings import load_settings
 
 app = typer.Typer(
     name="taskctl",
@@ -59,7 +60,7 @@ def worker(group: str = typer.Argument(..., help="The consumer group to run.")) 
 def main() -> None:
     """Run the ``taskctl`` command line, its logs (not its output) going to stderr."""
     try:
-        configure_logging()
+        configure_logging(load_settings(LogSettings))
     except TaskqError as exc:
         sys.exit(f"error: {exc}")
     app()

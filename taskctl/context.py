@@ -12,10 +12,10 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from telemetry.logs import LogSettings, configure_logging
 from topology.compiler import compile_topology
 from topology.errors import TaskqError
 from topology.loader import load_topology, topology_path
-from topology.logs import configure_logging
 from topology.model import CompiledTopology
 from topology.settings import BrokerSettings, load_settings
 
@@ -58,7 +58,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def log_with_children() -> None:
     """Log to stdout, where a supervisor passes its children's lines on, in the format they use too."""
     try:
-        chosen = configure_logging(stream=sys.stdout)
+        chosen = configure_logging(load_settings(LogSettings), stream=sys.stdout)
     except TaskqError as exc:
         fail(exc)
     # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.

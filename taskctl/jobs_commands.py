@@ -9,8 +9,8 @@ import orjson
 import typer
 from rich.table import Table
 
+from jobstore.model import JobStatus
 from producers.client import AsyncClient
-from producers.store.model import JobStatus
 from producers.submit import JobRequest
 from taskctl.context import out, run, settings_or_exit, topology_or_exit
 from taskctl.watching import follow_job

@@ -8,8 +8,8 @@ from producers.api.app import Services, create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
-from topology import tracing
-from topology.logs import configure_logging
+from telemetry import tracing
+from telemetry.logs import LogSettings, configure_logging
 from topology.settings import load_settings
 from webhooks.callbacks import registration_check
 from webhooks.receiver import webhook_router
@@ -17,7 +17,7 @@ from webhooks.receiver import webhook_router
 
 def main() -> None:
     """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
-    configure_logging()
+    configure_logging(load_settings(LogSettings))
     settings = load_settings(ApiSettings)
     tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
 

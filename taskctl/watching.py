@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from jobstore.model import JobStatus
 from producers.events import decode_event
-from producers.store.model import JobStatus
 from taskctl.context import out
 from topology.broker import connect
 from topology.model import CompiledTopology

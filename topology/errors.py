@@ -2,16 +2,30 @@
 
 ::
 
-    TaskqError                      root: catch this to catch everything taskq raises
-    ├── SettingsError               fix the environment variable it names
-    ├── TopologyError               fix the topology file or the broker's state
-    │   ├── TopologyFileError       the file is invalid: it names the file, key and fix
-    │   └── TopologyConflictError   the live broker holds an incompatible declaration
-    ├── ContractError               a message is not a valid envelope: dead-letter, never retry
-    └── BrokerError                 talking to RabbitMQ failed
-        ├── BrokerUnavailableError  the broker cannot be reached now: retry later (HTTP 503)
-        ├── ManagementApiError      the management API failed or answered garbage
-        └── PublishError            a publish was not confirmed (see producers.errors)
+    TaskqError                          root: catch this to catch everything taskq raises
+    ├── SettingsError                   fix the environment variable it names
+    ├── TopologyError                   fix the topology file or the broker's state
+    │   ├── TopologyFileError           the file is invalid: it names the file, key and fix
+    │   └── TopologyConflictError       the live broker holds an incompatible declaration
+    ├── ContractError                   a message is not a valid envelope: dead-letter, never retry
+    ├── BrokerError                     talking to RabbitMQ failed
+    │   ├── BrokerUnavailableError      the broker cannot be reached now: retry later (HTTP 503)
+    │   ├── ManagementApiError          the management API failed or answered garbage
+    │   └── PublishError                a publish was not confirmed; the subclass says why
+    │       ├── UnroutableError         no queue is bound for the routing key: fix the input
+    │       ├── PublishNackedError      the broker refused the message: retry later
+    │       └── ConfirmTimeoutError     no confirm in time: outcome unknown, retry with the same id
+    ├── StoreError                      the job store failed
+    │   └── StoreUnavailableError       the store cannot be reached now: retry later (HTTP 503)
+    ├── BlobStoreError                  storing or fetching a claim-checked payload failed
+    │   ├── BlobUnavailableError        the blob store cannot be reached now: retry later (503)
+    │   └── BlobIntegrityError          a payload does not match its reference's size or checksum
+    ├── JobRejectedError                the request is invalid: fix the field it names (HTTP 422)
+    │   ├── UnknownJobTypeError         no consumer group takes this job type
+    │   └── IdempotencyMismatchError    the key was used with a different request
+    ├── IdempotencyInFlightError        the same key is being submitted now: retry later (409)
+    ├── JobNotFoundError                no job has this id (HTTP 404)
+    └── JobStateError                   the job's state forbids the operation (HTTP 409)
 
 Foreign exceptions (aiormq, aiohttp, pydantic, yaml) are translated at the seam
 where they arise, with ``raise ... from exc`` so the cause is kept.
@@ -64,3 +78,67 @@ class ManagementApiError(BrokerError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class PublishError(BrokerError):
+    """A publish was not confirmed by the broker; the subclass says why."""
+
+
+class UnroutableError(PublishError):
+    """No queue is bound for the routing key: a topology or input error, retrying will not help."""
+
+
+class PublishNackedError(PublishError):
+    """The broker refused the message (nack); retry later."""
+
+
+class ConfirmTimeoutError(PublishError):
+    """No confirm arrived in time: the outcome is unknown, so retry with the same job id."""
+
+
+class StoreError(TaskqError):
+    """The job store failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The job store cannot be reached right now; retry later (HTTP 503)."""
+
+
+class BlobStoreError(TaskqError):
+    """Storing or fetching a claim-checked payload failed."""
+
+
+class BlobUnavailableError(BlobStoreError):
+    """The blob store cannot be reached right now; retry later (HTTP 503)."""
+
+
+class BlobIntegrityError(BlobStoreError):
+    """A fetched payload does not match the size or checksum its reference promised."""
+
+
+class JobRejectedError(TaskqError):
+    """The job request is invalid; the message says which field and why (HTTP 422)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class UnknownJobTypeError(JobRejectedError):
+    """No consumer group takes this job type; the message lists the accepted types."""
+
+
+class IdempotencyMismatchError(JobRejectedError):
+    """The idempotency key was already used with a different request body (HTTP 422)."""
+
+
+class IdempotencyInFlightError(TaskqError):
+    """A request with the same idempotency key is still being processed (HTTP 409)."""
+
+
+class JobNotFoundError(TaskqError):
+    """No job has this id (HTTP 404)."""
+
+
+class JobStateError(TaskqError):
+    """The job is in a state that does not allow the operation (HTTP 409)."""

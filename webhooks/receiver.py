@@ -22,9 +22,8 @@ from fastapi.responses import JSONResponse
 from producers.api import problems
 from producers.api.app import Services
 from producers.api.schemas import Problem
-from producers.errors import IdempotencyInFlightError
 from producers.submit import JobRequest, Submitted, Submitter
-from topology.errors import TaskqError
+from topology.errors import IdempotencyInFlightError, TaskqError
 from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes import Delivery
 from webhooks.sources import Source, load_sources

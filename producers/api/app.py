@@ -21,7 +21,7 @@ from producers.api.tracing import TracingMiddleware
 from producers.publisher import ConfirmedPublisher
 from producers.settings import ApiSettings
 from producers.submit import Submitter
-from topology import tracing
+from telemetry import tracing
 from topology.errors import TaskqError
 
 Ready = Callable[[], Awaitable[None]]

@@ -10,16 +10,18 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException
 
-from producers.errors import (
+from topology.errors import (
     BlobUnavailableError,
+    BrokerUnavailableError,
+    ContractError,
     IdempotencyInFlightError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
     PublishError,
     StoreUnavailableError,
+    TaskqError,
 )
-from topology.errors import BrokerUnavailableError, ContractError, TaskqError
 
 PROBLEM = "application/problem+json"
 TITLES = {

@@ -19,6 +19,7 @@ from fastapi import (
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from jobstore.model import JobStatus
 from producers.api.problems import PROBLEM, error_item, problem
 from producers.api.schemas import (
     BatchOut,
@@ -28,10 +29,9 @@ from producers.api.schemas import (
     JobSubmission,
     Problem,
 )
-from producers.errors import JobNotFoundError, JobRejectedError
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.views import job_view
+from topology.errors import JobNotFoundError, JobRejectedError
 
 
 class StrictJsonRequest(Request):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from topology import tracing
+from telemetry import tracing
 
 
 class TracingMiddleware:

@@ -9,9 +9,9 @@ import pytest
 from consumers.handlers import HandlerRegistry
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from producers.blobs import InMemoryBlobStore
+from jobstore.blobs import InMemoryBlobStore
+from jobstore.memory import InMemoryJobStore
 from producers.publisher import ConfirmedPublisher
-from producers.store.memory import InMemoryJobStore
 from producers.submit import Submitter
 from tests.consumers.rig import TOPOLOGY, Rig
 from topology.apply import apply_topology

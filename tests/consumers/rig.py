@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from consumers.handlers import HandlerRegistry
 from consumers.worker import Worker
+from jobstore.memory import InMemoryJobStore
+from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
-from producers.store.memory import InMemoryJobStore
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitter
 from tests.helpers import eventually
 from topology.compiler import compile_topology

@@ -13,9 +13,9 @@ from prometheus_client import REGISTRY
 
 from consumers.breaker import Breakers
 from consumers.breaker_report import BreakerReport, worker_identity
-from producers.errors import StoreUnavailableError
-from producers.store.memory import InMemoryJobStore
-from producers.store.model import BreakerRecord
+from jobstore.memory import InMemoryJobStore
+from jobstore.model import BreakerRecord
+from topology.errors import StoreUnavailableError
 
 NOW = datetime(2026, 11, 27, 21, 6, 11, tzinfo=UTC)
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from producers.blobs import InMemoryBlobStore
+from jobstore.blobs import InMemoryBlobStore
+from jobstore.model import JobStatus
+from jobstore.sqlite import SqliteJobStore
 from producers.publisher import ConfirmedPublisher
-from producers.store.model import JobStatus
-from producers.store.sqlite import SqliteJobStore
 from producers.submit import Submitter
 from taskctl.cli import app
 from tests.consumers.rig import TOPOLOGY, Rig

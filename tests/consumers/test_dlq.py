@@ -8,7 +8,7 @@ import pytest
 
 from consumers.dlq import DeadFilter, listing, purge, replay
 from consumers.handlers import JobContext, Permanent
-from producers.store.model import JobStatus
+from jobstore.model import JobStatus
 from tests.consumers.rig import TOPOLOGY, Rig
 from topology.broker import connect
 

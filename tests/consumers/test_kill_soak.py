@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from jobstore.model import JobRecord, JobStatus
 from producers.backends import Backends, open_backends
 from producers.publisher import ConfirmedPublisher
-from producers.store.model import JobRecord, JobStatus
 from producers.submit import JobRequest, Submitted, Submitter
 from tests.helpers import eventually
 from topology.apply import apply_topology

@@ -7,8 +7,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.handlers import JobContext, Permanent
+from jobstore.model import JobStatus
 from producers.api.app import Services, create_app
-from producers.store.model import JobStatus
 from tests.consumers.rig import Rig
 from tests.helpers import eventually
 

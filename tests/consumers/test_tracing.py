@@ -14,10 +14,10 @@ from opentelemetry.trace import SpanKind
 
 from consumers.dlq import DeadFilter, replay
 from consumers.handlers import JobContext, Permanent, Retry
+from jobstore.model import JobStatus
 from producers.api.app import Services, create_app
-from producers.store.model import JobStatus
+from telemetry import tracing
 from tests.consumers.rig import TOPOLOGY, Rig
-from topology import tracing
 from topology.broker import connect
 
 pytestmark = pytest.mark.rabbitmq
@@ -129,10 +129,10 @@ async def test_every_job_log_line_is_json_with_the_job_id_and_the_trace_id(
 
     from loguru import logger
 
-    from topology.logs import configure_logging
+    from telemetry.logs import LogSettings, configure_logging
 
     stream = io.StringIO()
-    configure_logging(fmt="json", level="DEBUG", stream=stream)
+    configure_logging(LogSettings(log_format="json", log_level="DEBUG"), stream=stream)
     try:
 
         @rig.registry.handler("mail.logged")
@@ -150,7 +150,7 @@ async def test_every_job_log_line_is_json_with_the_job_id_and_the_trace_id(
         await rig.until(job_id, JobStatus.SUCCEEDED)
         await logger.complete()
     finally:
-        configure_logging(fmt="text", level="INFO")
+        configure_logging(LogSettings(log_format="text", log_level="INFO"))
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # each one is JSON
     job_lines = [line for line in lines if line.get("job_id") == job_id]
     trace_ids = {s.context.trace_id for s in of_job(spans.get_finished_spans(), job_id)}  # type: ignore[union-attr]

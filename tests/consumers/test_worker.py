@@ -10,7 +10,7 @@ import pytest
 
 from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
 from consumers.handlers import JobContext, Permanent
-from producers.store.model import JobStatus
+from jobstore.model import JobStatus
 from tests.broker import channel, next_message
 from tests.consumers.rig import TOPOLOGY, Rig
 from tests.helpers import eventually

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from consumers.handlers import JobContext
+from jobstore.model import JobStatus
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitter
 from tests.consumers.rig import TOPOLOGY, Rig
 from tests.helpers import eventually

@@ -15,9 +15,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumers.handlers import JobContext
+from telemetry.logs import LogSettings, configure_logging, job_log_context
 from tests.logs.conftest import Lines, Terminal
 from topology.errors import SettingsError
-from topology.logs import configure_logging, job_log_context
+from topology.settings import load_settings
 
 JOB = {
     "job_id": "01JOB",
@@ -127,7 +128,7 @@ def test_stdlib_and_uvicorn_loggers_land_in_the_one_sink():
     # uvicorn with a log config installs its own handlers: they must not write beside the sink.
     stray = io.StringIO()
     logging.getLogger("uvicorn.error").addHandler(logging.StreamHandler(stray))
-    configure_logging(fmt="json", stream=(stream := io.StringIO()))
+    configure_logging(LogSettings(log_format="json"), stream=(stream := io.StringIO()))
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
     logging.getLogger("uvicorn.access").info('%s - "%s %s"', "127.0.0.1", "GET", "/readyz")
     logging.getLogger("some.library").error("went wrong")
@@ -180,9 +181,9 @@ def test_an_uncaught_exception_is_logged_as_a_json_line(json_lines: Lines):
 
 
 def test_json_by_default_off_a_terminal_text_on_one():
-    assert configure_logging(stream=io.StringIO(), environ={}) == "json"
+    assert configure_logging(stream=io.StringIO()) == "json"
     terminal = Terminal()
-    assert configure_logging(stream=terminal, environ={}) == "text"
+    assert configure_logging(stream=terminal) == "text"
     with job_log_context(job_id="01JOB"):
         logger.info("human readable")
     logging.getLogger("uvicorn.error").warning("from uvicorn")
@@ -198,17 +199,21 @@ def test_json_by_default_off_a_terminal_text_on_one():
         ({"TASKQ_LOG_FORMAT": "text"}, None, False, "text"),
         ({"TASKQ_LOG_FORMAT": "JSON"}, None, True, "json"),
         ({"TASKQ_LOG_FORMAT": "auto"}, None, True, "text"),
-        ({"TASKQ_LOG_FORMAT": "text"}, "json", True, "json"),  # the argument wins
+        ({"TASKQ_LOG_FORMAT": "text"}, "json", True, "json"),  # an override wins
     ],
 )
 def test_the_format_can_be_asked_for(environ, fmt, terminal, chosen):
     stream = Terminal() if terminal else io.StringIO()
-    assert configure_logging(fmt=fmt, stream=stream, environ=environ) == chosen
+    overrides = {} if fmt is None else {"log_format": fmt}
+    settings = load_settings(LogSettings, environ, **overrides)
+    assert configure_logging(settings, stream=stream) == chosen
 
 
 def test_the_level_comes_from_the_environment():
     stream = io.StringIO()
-    configure_logging(fmt="json", stream=stream, environ={"TASKQ_LOG_LEVEL": "warning"})
+    configure_logging(
+        load_settings(LogSettings, {"TASKQ_LOG_LEVEL": "warning"}, log_format="json"), stream=stream
+    )
     logger.info("dropped")
     logging.getLogger("aio_pika").info("dropped too")
     logger.warning("kept")
@@ -225,7 +230,7 @@ def test_the_level_comes_from_the_environment():
 )
 def test_bad_settings_are_named(environ, named):
     with pytest.raises(SettingsError, match=named):
-        configure_logging(stream=io.StringIO(), environ=environ)
+        load_settings(LogSettings, environ)
 
 
 def test_values_orjson_cannot_write_still_make_a_line(json_lines: Lines):

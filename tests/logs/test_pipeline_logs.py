@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from producers.store.model import JobStatus
+from jobstore.model import JobStatus
 from producers.submit import JobRequest
 from tests.consumers.rig import TOPOLOGY
 from tests.consumers.test_worker_process import TOPOLOGY_FILE, statuses, submit_all

@@ -1,8 +1,8 @@
 import pytest
 from loguru import logger
 
+from telemetry.redaction import redact_fields, redact_text
 from tests.logs.conftest import Lines
-from topology.redaction import redact_fields, redact_text
 
 
 @pytest.mark.parametrize(

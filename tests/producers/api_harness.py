@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import httpx
 from fastapi import FastAPI
 
+from jobstore.blobs import InMemoryBlobStore
+from jobstore.memory import InMemoryJobStore
 from producers.api.app import Services, create_app
-from producers.blobs import InMemoryBlobStore
 from producers.memory import InMemoryPublisher
 from producers.settings import ApiSettings, SubmitSettings
-from producers.store.memory import InMemoryJobStore
 from producers.submit import Submitter
 from topology.model import CompiledTopology
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from producers.errors import StoreUnavailableError
-from producers.store.memory import InMemoryJobStore
-from producers.store.model import JobStore
-from producers.store.postgres import PostgresJobStore
-from producers.store.sqlite import SqliteJobStore
+from jobstore.memory import InMemoryJobStore
+from jobstore.model import JobStore
+from jobstore.postgres import PostgresJobStore
+from jobstore.sqlite import SqliteJobStore
 from tests.conftest import scratch_database
 from tests.s3server import MotoS3Server, S3ServerError
+from topology.errors import StoreUnavailableError
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from producers.errors import BlobUnavailableError
-from producers.store.model import JobStatus
+from jobstore.model import JobStatus
 from tests.producers.api_harness import Api, make_api
 from topology import names
-from topology.errors import BrokerUnavailableError
+from topology.errors import BlobUnavailableError, BrokerUnavailableError
 
 JSON = {"Content-Type": "application/json"}
 
@@ -97,7 +96,7 @@ async def test_header_and_field_keys_that_differ_are_422(api: Api):
 
 
 async def test_duplicate_still_in_flight_is_409(api: Api):
-    from producers.store.model import JobRecord
+    from jobstore.model import JobRecord
     from producers.submit import JobRequest
     from tests.producers.api_harness import now
     from topology.spec import Priority

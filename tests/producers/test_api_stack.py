@@ -18,9 +18,9 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from fastapi import APIRouter
 
+from jobstore.blobs import open_blob_store
 from producers.api.app import create_app
 from producers.api.assembly import build_services
-from producers.blobs import open_blob_store
 from producers.settings import ApiSettings
 from tests.broker import channel, depth
 from tests.conftest import scratch_database

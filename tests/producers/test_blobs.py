@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from producers.blobs import (
+from jobstore.blobs import (
     BlobStore,
     InMemoryBlobStore,
     LocalDirBlobStore,
@@ -21,10 +21,9 @@ from producers.blobs import (
     blob_key,
     open_blob_store,
 )
-from producers.errors import BlobIntegrityError, BlobStoreError, BlobUnavailableError
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 from topology.envelope import PayloadRef, new_job_id
-from topology.errors import SettingsError
+from topology.errors import BlobIntegrityError, BlobStoreError, BlobUnavailableError, SettingsError
 
 MIB = 1024 * 1024
 

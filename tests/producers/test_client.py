@@ -8,11 +8,15 @@ import orjson
 import pytest
 
 from producers.client import AsyncClient, SyncClient
-from producers.errors import JobNotFoundError, JobRejectedError, UnknownJobTypeError
 from producers.submit import JobRequest
 from tests.broker import channel, depth, next_message
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError
+from topology.errors import (
+    BrokerUnavailableError,
+    JobNotFoundError,
+    JobRejectedError,
+    UnknownJobTypeError,
+)
 from topology.settings import BrokerSettings
 
 pytestmark = pytest.mark.rabbitmq

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from producers.errors import UnroutableError
 from producers.memory import InMemoryPublisher
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
@@ -18,7 +17,7 @@ from tests.broker import channel, depth, next_message
 from topology import names
 from topology.apply import apply_topology
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError
+from topology.errors import BrokerUnavailableError, UnroutableError
 from topology.routes import Route, delay_route
 from topology.settings import load_settings
 from topology.spec import Priority

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from producers.errors import StoreError, StoreUnavailableError
-from producers.store.factory import open_store
-from producers.store.memory import InMemoryJobStore
-from producers.store.model import (
+from jobstore.factory import open_store
+from jobstore.memory import InMemoryJobStore
+from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
@@ -25,11 +24,11 @@ from producers.store.model import (
     JobStatus,
     JobStore,
 )
-from producers.store.postgres import PostgresJobStore
-from producers.store.sqlite import SqliteJobStore
+from jobstore.postgres import PostgresJobStore
+from jobstore.sqlite import SqliteJobStore
 from tests.producers.conftest import Backend
 from topology.envelope import new_job_id
-from topology.errors import SettingsError
+from topology.errors import SettingsError, StoreError, StoreUnavailableError
 from topology.spec import Priority
 
 CI = os.environ.get("CI", "").lower() == "true"

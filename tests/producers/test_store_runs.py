@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.errors import StoreError
-from producers.store.model import (
+from jobstore.model import (
     ClaimState,
     JobStatus,
     JobStore,
@@ -17,9 +16,10 @@ from producers.store.model import (
     RunStart,
     StartOutcome,
 )
-from producers.store.sqlite import SqliteJobStore
+from jobstore.sqlite import SqliteJobStore
 from tests.producers.test_store import NOW, job
 from topology.envelope import new_job_id
+from topology.errors import StoreError
 
 LATER = NOW + timedelta(seconds=3)
 

@@ -8,11 +8,11 @@ import httpx
 import pytest
 
 from consumers.dispatch import DeadReason, dead
+from jobstore.model import JobStatus
 from producers.api.app import create_app
 from producers.api.assembly import build_services
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitter
 from taskctl import admin_routes
 from tests.broker import channel, depth

@@ -11,9 +11,9 @@ import pytest
 
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.signals import SignalReader
+from jobstore.model import JobStatus
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitter
 from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import Supervisor

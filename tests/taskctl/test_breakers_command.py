@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from producers.store.model import BreakerRecord
-from producers.store.sqlite import SqliteJobStore
+from jobstore.model import BreakerRecord
+from jobstore.sqlite import SqliteJobStore
 from taskctl.cli import app
 from tests.helpers import write_topology
 

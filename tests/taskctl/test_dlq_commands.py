@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from consumers.dispatch import DeadReason, dead
+from jobstore.model import JobStatus
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitter
 from taskctl.cli import app
 from tests.broker import channel, depth

@@ -13,10 +13,10 @@ from aiohttp import web
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from producers.blobs import InMemoryBlobStore
+from jobstore.blobs import InMemoryBlobStore
+from jobstore.memory import InMemoryJobStore
+from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
-from producers.store.memory import InMemoryJobStore
-from producers.store.model import JobStatus
 from producers.submit import JobRequest, Submitter
 from tests.broker import channel, depth
 from tests.helpers import eventually
@@ -246,8 +246,8 @@ async def test_a_group_callback_url_applies_to_jobs_that_name_none():
 
 
 async def test_callback_urls_are_checked_for_ssrf_when_the_job_is_submitted(monkeypatch):
-    from producers.errors import JobRejectedError
     from producers.memory import InMemoryPublisher
+    from topology.errors import JobRejectedError
 
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "")
     store = InMemoryJobStore()

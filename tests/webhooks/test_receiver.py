@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
+from jobstore.sqlite import SqliteJobStore
 from producers.settings import ApiSettings
-from producers.store.sqlite import SqliteJobStore
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl

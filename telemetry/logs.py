@@ -11,7 +11,7 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -20,9 +20,8 @@ from loguru import logger
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from topology.log_lines import EXCEPTION_FIELD, LOGGER_FIELD, JsonLines, message_only, text_format
-from topology.redaction import redact_fields, redact_text
-from topology.settings import load_settings
+from telemetry.log_lines import EXCEPTION_FIELD, LOGGER_FIELD, JsonLines, message_only, text_format
+from telemetry.redaction import redact_fields, redact_text
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -70,24 +69,14 @@ class LogSettings(BaseModel):
 
 
 def configure_logging(
-    *,
-    fmt: LogFormat | None = None,
-    level: str | None = None,
-    stream: TextIO | None = None,
-    environ: Mapping[str, str] | None = None,
+    settings: LogSettings | None = None, *, stream: TextIO | None = None
 ) -> LogFormat:
     """Send every log of this process (loguru's, the standard library's, uncaught errors) to one sink.
 
-    ``fmt`` and ``level`` default to ``TASKQ_LOG_FORMAT`` and ``TASKQ_LOG_LEVEL``; the format
-    is JSON lines unless ``stream`` (default stderr) is a terminal. Returns the format chosen.
-
-    Raises:
-        SettingsError: ``TASKQ_LOG_FORMAT`` or ``TASKQ_LOG_LEVEL`` (or the arguments) are invalid.
+    The format is JSON lines unless ``settings.log_format`` is ``auto`` (the default) and
+    ``stream`` (default stderr) is a terminal. Returns the format chosen.
     """
-    given = {"log_format": fmt, "log_level": level}
-    settings = load_settings(
-        LogSettings, environ, **{k: v for k, v in given.items() if v is not None}
-    )
+    settings = settings or LogSettings()
     out = sys.stderr if stream is None else stream
     chosen: LogFormat
     if settings.log_format == "auto":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from producers.store.model import JobPage, JobRecord, JobStatus
+from jobstore.model import JobPage, JobRecord, JobStatus
 
 
 @dataclass(frozen=True, slots=True)

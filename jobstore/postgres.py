@@ -17,11 +17,10 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from producers.errors import StoreError, StoreUnavailableError
-from producers.store import postgres_breakers
-from producers.store.listing import ListingQuery
-from producers.store.migrations import load_migrations, pending
-from producers.store.model import (
+from jobstore import postgres_breakers
+from jobstore.listing import ListingQuery
+from jobstore.migrations import load_migrations, pending
+from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
@@ -36,7 +35,8 @@ from producers.store.model import (
     RunStarted,
     check_settable,
 )
-from producers.store.runs import finish_run, start_run
+from jobstore.runs import finish_run, start_run
+from topology.errors import StoreError, StoreUnavailableError
 from topology.spec import Priority
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from producers.blobs.base import _check_key, _check_size, _make_ref, _verify
-from producers.errors import BlobStoreError
+from jobstore.blobs.base import _check_key, _check_size, _make_ref, _verify
 from topology.envelope import PayloadRef
+from topology.errors import BlobStoreError
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")

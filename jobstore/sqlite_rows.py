@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from producers.store.model import JobRecord, JobStatus
+from jobstore.model import JobRecord, JobStatus
 from topology.spec import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from producers.store.model import JobStore
-from producers.store.postgres import PostgresJobStore
-from producers.store.sqlite import SqliteJobStore
+from jobstore.model import JobStore
+from jobstore.postgres import PostgresJobStore
+from jobstore.sqlite import SqliteJobStore
 from topology.errors import SettingsError
 
 _FORMS = "sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3 or postgresql://user@host:5432/db"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
 
-from producers.errors import StoreError
+from topology.errors import StoreError
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -36,7 +36,7 @@ def load_migrations(dialect: Dialect) -> list[Migration]:
     Raises:
         StoreError: a file is misnamed or two files share a number (a packaging mistake).
     """
-    folder = files("producers.store") / "migrations" / dialect
+    folder = files("jobstore") / "migrations" / dialect
     found: dict[int, Migration] = {}
     for entry in folder.iterdir():
         if not entry.name.endswith(".sql"):

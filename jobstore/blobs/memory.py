@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from producers.blobs.base import _check_key, _make_ref, _verify
-from producers.errors import BlobStoreError
+from jobstore.blobs.base import _check_key, _make_ref, _verify
 from topology.envelope import PayloadRef
-from topology.errors import TaskqError
+from topology.errors import BlobStoreError, TaskqError
 
 
 class InMemoryBlobStore:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from producers.store.coalesce import Coalescer
-from producers.store.model import (
+from jobstore.coalesce import Coalescer
+from jobstore.model import (
     BreakerRecord,
     Claim,
     Execution,

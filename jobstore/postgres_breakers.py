@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from producers.store.model import BreakerRecord
+from jobstore.model import BreakerRecord
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy

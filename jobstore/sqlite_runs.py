@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from producers.store.model import (
+from jobstore.model import (
     SETTLED,
     STARTABLE,
     Execution,
@@ -29,7 +29,7 @@ from producers.store.model import (
     RunStarted,
     StartOutcome,
 )
-from producers.store.sqlite_rows import COLUMNS, now_us, record, seconds_us, to_us
+from jobstore.sqlite_rows import COLUMNS, now_us, record, seconds_us, to_us
 
 PURGE_BATCH = 100  # expired claims deleted per finish, so the table stays bounded
 # Takes the key whoever holds it: batched starts decide in Python, under the write lock.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from topology.redaction import redact_text
+from telemetry.redaction import redact_text
 
 if TYPE_CHECKING:
     from loguru import Message, Record

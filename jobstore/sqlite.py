@@ -17,11 +17,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from producers.errors import StoreError, StoreUnavailableError
-from producers.store import sqlite_breakers, sqlite_runs
-from producers.store.listing import ListingQuery
-from producers.store.migrations import load_migrations, pending, sqlite_statements
-from producers.store.model import (
+from jobstore import sqlite_breakers, sqlite_runs
+from jobstore.listing import ListingQuery
+from jobstore.migrations import load_migrations, pending, sqlite_statements
+from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
@@ -35,8 +34,9 @@ from producers.store.model import (
     RunStarted,
     check_settable,
 )
-from producers.store.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
-from producers.store.sqlite_thread import SqliteThread
+from jobstore.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
+from jobstore.sqlite_thread import SqliteThread
+from topology.errors import StoreError, StoreUnavailableError
 
 T = TypeVar("T")
 Db = sqlite3.Connection

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from producers.blobs.base import BlobStore
-from producers.blobs.local import LocalDirBlobStore
-from producers.blobs.s3 import S3BlobStore
+from jobstore.blobs.base import BlobStore
+from jobstore.blobs.local import LocalDirBlobStore
+from jobstore.blobs.s3 import S3BlobStore
 from topology.errors import SettingsError
 
 _URL_VAR: Final = "TASKQ_BLOB_URL"

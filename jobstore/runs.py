@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producers.store.model import (
+from jobstore.model import (
     SETTLED,
     STARTABLE,
     ExecutionState,

@@ -16,8 +16,7 @@ from typing import Any
 
 import orjson
 
-from producers.errors import StoreError
-from producers.store.model import (
+from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
@@ -32,7 +31,8 @@ from producers.store.model import (
     RunStarted,
     check_settable,
 )
-from producers.store.runs import finish_run, start_run
+from jobstore.runs import finish_run, start_run
+from topology.errors import StoreError
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")

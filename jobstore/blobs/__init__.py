@@ -4,11 +4,11 @@ Every store checks on ``get`` that the bytes match the reference's size and sha2
 payload altered or swapped behind the store's back raises ``BlobIntegrityError``.
 """
 
-from producers.blobs.base import BlobStore, blob_key
-from producers.blobs.factory import open_blob_store
-from producers.blobs.local import LocalDirBlobStore
-from producers.blobs.memory import InMemoryBlobStore
-from producers.blobs.s3 import S3BlobStore
+from jobstore.blobs.base import BlobStore, blob_key
+from jobstore.blobs.factory import open_blob_store
+from jobstore.blobs.local import LocalDirBlobStore
+from jobstore.blobs.memory import InMemoryBlobStore
+from jobstore.blobs.s3 import S3BlobStore
 
 __all__ = [
     "BlobStore",

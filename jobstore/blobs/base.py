@@ -6,8 +6,8 @@ import hashlib
 import re
 from typing import Final, Protocol
 
-from producers.errors import BlobIntegrityError, BlobStoreError
 from topology.envelope import PayloadRef
+from topology.errors import BlobIntegrityError, BlobStoreError
 
 # Segments may not start with "." (no "..", and no clash with the stores' ".tmp-" files).
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")

@@ -19,9 +19,9 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from producers.blobs.base import _KEY, _check_key, _check_size, _make_ref, _verify
-from producers.errors import BlobStoreError, BlobUnavailableError
+from jobstore.blobs.base import _KEY, _check_key, _check_size, _make_ref, _verify
 from topology.envelope import PayloadRef
+from topology.errors import BlobStoreError, BlobUnavailableError
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.store.model import BreakerRecord
-from producers.store.sqlite_rows import to_us
+from jobstore.model import BreakerRecord
+from jobstore.sqlite_rows import to_us
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS = "group_name, dependency, worker, state, failures, changed_at"

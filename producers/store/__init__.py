@@ -1,1 +1,0 @@
-"""The job store: job records and submission idempotency keys (SQLite or PostgreSQL)."""
