@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from consumers.handlers import JobContext, handler
+from jobstore.model import JobStatus
 from noop.record import Completions, payload
 from producers.client import AsyncClient
-from producers.store.model import JobStatus
 from producers.submit import JobRequest
 
 WINDOW = 500
