@@ -34,21 +34,21 @@ RAW = (PYTHON, "-m", "noop.raw_jobs")
 SYSTEMS = (
     System(
         "aio-pika",
-        "raw aio-pika consumer, asyncio loop, ack each message",
+        "raw aio-pika consumer, asyncio loop, prefetch 32, ack each message",
         (*RAW, "consume", "--client", "aio-pika", "--loop", "asyncio"),
         (*RAW, "enqueue"),
         queue="bench.aio-pika",
     ),
     System(
         "aio-pika-uvloop",
-        "raw aio-pika consumer, uvloop, ack each message",
+        "raw aio-pika consumer, uvloop, prefetch 32, ack each message",
         (*RAW, "consume", "--client", "aio-pika", "--loop", "uvloop"),
         (*RAW, "enqueue"),
         queue="bench.aio-pika-uvloop",
     ),
     System(
         "aiormq-batched",
-        "raw aiormq consumer, uvloop, ack every 16 (reference)",
+        "raw aiormq consumer, uvloop, ack every 16 with `multiple` (reference)",
         (*RAW, "consume", "--client", "aiormq", "--loop", "uvloop"),
         (*RAW, "enqueue"),
         queue="bench.aiormq",
