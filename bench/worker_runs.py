@@ -159,7 +159,11 @@ class Scratch:
                     produce(env)
                 data = _wait_for_result(result, worker, log, time.monotonic() + timeout)
             finally:
-                _stop(worker)
+                code = _stop(worker)
+        if code != 0:
+            raise RuntimeError(
+                f"{system.name}: worker exited with {code} on SIGTERM:\n{_tail(log)}"
+            )
         for queue in (system.queue, *system.also_empty):
             left = self.messages(queue)
             if left:
@@ -222,15 +226,16 @@ def _check_alive(worker: subprocess.Popen[bytes], log: Path, deadline: float, wh
         raise TimeoutError(f"worker not {what} in time:\n{_tail(log)}")
 
 
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    """Stop the worker as an operator would (SIGTERM drains), killing it only if it hangs."""
+def _stop(worker: subprocess.Popen[bytes]) -> int:
+    """Stop the worker as an operator would (SIGTERM drains it); return its exit code."""
     if worker.poll() is None:
         worker.send_signal(signal.SIGTERM)
     try:
-        worker.wait(timeout=60)
+        return worker.wait(timeout=60)
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+        raise
 
 
 def _tail(log: Path, lines: int = 30) -> str:
