@@ -24,9 +24,9 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aio_pika
 import uvloop
@@ -52,10 +52,12 @@ TASKQ = System(
 )
 
 
-async def paced(jobs: int, rate: float, send: Callable[[int], Awaitable[object]]) -> float:
+async def paced(
+    jobs: int, rate: float, send: Callable[[int], Coroutine[Any, Any, object]]
+) -> float:
     """Start ``send(seq)`` for each job on a steady schedule; return the rate actually reached."""
     started = time.perf_counter()
-    sends = []
+    sends: list[asyncio.Task[object]] = []
     for seq in range(jobs):
         wait = started + seq / rate - time.perf_counter()
         if wait > 0:

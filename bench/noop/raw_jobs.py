@@ -72,6 +72,7 @@ async def consume_aiormq() -> None:
         completions.tick(json.loads(message.body))
         seen += 1
         if seen % ACK_EVERY == 0 or seen == completions.jobs:
+            assert message.delivery_tag is not None  # a delivery always has one
             await channel.basic_ack(message.delivery_tag, multiple=True)
 
     await channel.basic_consume(name, on_message, no_ack=False)
