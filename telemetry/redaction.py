@@ -51,10 +51,11 @@ def _mask_url_passwords(text: str) -> str:
     if "://" not in text:
         return text
     backwards, size = text[::-1], len(text)
-    done, out = 0, []
+    done, out = 0, list[str]()
     for found in _CREDENTIALS.finditer(text):
         separator = found.start()
-        run = len(_SCHEME_RUN.match(backwards, size - separator).group())
+        scheme = _SCHEME_RUN.match(backwards, size - separator)  # always matches, maybe empty
+        run = 0 if scheme is None else len(scheme.group())
         if _SCHEME_START.search(text, max(separator - run, done), separator) is not None:
             out += (text[done : found.start(1)], f":{MASK}@")
             done = found.end()
@@ -64,7 +65,7 @@ def _mask_url_passwords(text: str) -> str:
 def _mask_inputs(text: str) -> str:
     """Return ``text`` with what follows each ``input_value=`` masked, up to ``, input_type=``."""
     start = text.find(_INPUT)
-    done, out = 0, []
+    done, out = 0, list[str]()
     while start >= 0:
         value = start + len(_INPUT)
         line_end = text.find("\n", value)
