@@ -52,6 +52,7 @@ class CallbackSettings(BaseModel):
     callback_signing_key: SecretStr | None = None
     callback_allow: str = ""  # hosts or CIDRs allowed despite the SSRF rules, e.g. 127.0.0.1
     callback_timeout: float = 10.0
+    callback_dns_timeout: float = 5.0  # a slow resolver delays neither a submission nor a delivery
     callback_breaker_threshold: int = 5
     callback_breaker_cooldown: float = 60.0
 
@@ -96,11 +97,12 @@ _deliverer: _Deliverer | None = None
 
 def registration_check() -> Callable[[str], Awaitable[str | None]]:
     """Return the check a submitted callback URL passes before its job is accepted (SSRF)."""
-    allow = AllowList.parse(load_settings(CallbackSettings).callback_allow)
+    settings = load_settings(CallbackSettings)
+    allow = AllowList.parse(settings.callback_allow)
 
     async def check(url: str) -> str | None:
         try:
-            await check_callback_url(url, allow)
+            await check_callback_url(url, allow, dns_timeout=settings.callback_dns_timeout)
         except AddressRefused as exc:
             return str(exc)
         except OutboundError:
@@ -182,6 +184,7 @@ async def deliver(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
             allow=deliverer.allow,
             timeout=deliverer.settings.callback_timeout,
             session=deliverer.session(),
+            dns_timeout=deliverer.settings.callback_dns_timeout,
         )
     except (AddressRefused, DeliveryRejected) as exc:
         breaker.skip_probe()
