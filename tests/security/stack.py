@@ -13,12 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from jobstore.factory import open_store
 from jobstore.model import JobRecord, JobStore
 from producers.api.app import Services, create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
+from producers.submit import Submitter
 from taskctl import admin_routes
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
@@ -72,11 +74,21 @@ class Stack:
     broker: BrokerSettings
     topology: CompiledTopology
     store: JobStore
+    app: FastAPI
+
+    @property
+    def submitter(self) -> Submitter:
+        """Return the app's submitter."""
+        return self.app.state.services.submitter  # type: ignore[no-any-return]
 
     async def depths(self) -> dict[str, int]:
         """Return the ready count of every queue the topology declares."""
         async with channel(self.broker) as ch:
             return {q.name: await depth(ch, q.name) for q in self.topology.queues}
+
+    async def occupied(self) -> dict[str, int]:
+        """Return the queues that hold messages, with how many."""
+        return {name: n for name, n in (await self.depths()).items() if n}
 
     async def messages(self) -> int:
         """Return how many messages wait on all the queues together."""
@@ -139,6 +151,6 @@ async def running(env: dict[str, str], broker: BrokerSettings) -> AsyncIterator[
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://taskq.test", timeout=30
             ) as client:
-                yield Stack(client, env, broker, topology, store)
+                yield Stack(client, env, broker, topology, store, app)
         finally:
             await store.close()
