@@ -16,6 +16,8 @@ async def api_stack(
     request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
 ) -> AsyncIterator[Stack]:
     """Yield the API on a fresh vhost and a fresh job store of each kind."""
-    async with store_url(request.param, request, tmp_path) as url:
-        async with running(stack_env(vhost, tmp_path, url), vhost) as stack:
-            yield stack
+    async with (
+        store_url(request.param, request, tmp_path) as url,
+        running(stack_env(vhost, tmp_path, url), vhost) as stack,
+    ):
+        yield stack

@@ -56,7 +56,9 @@ CALLBACK_PAYLOAD = {
         ("acme.order", github_why("acme")),
     ],
 )
-async def test_post_jobs_refuses_a_reserved_type_with_403(api_stack: Stack, job_type: str, why: str):
+async def test_post_jobs_refuses_a_reserved_type_with_403(
+    api_stack: Stack, job_type: str, why: str
+):
     answer = await api_stack.client.post(
         "/jobs",
         json={"type": job_type, "payload": CALLBACK_PAYLOAD},
