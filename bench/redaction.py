@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/redaction.py [--rounds 5] [--sizes 250,500,1000,20
 Each input repeats one hostile unit to the given length (the shapes that made the old
 patterns backtrack: a run of secret words, a dotted run before "://", a long word run). For
 every size the two redactors run in interleaved rounds, on CPU time of this thread; each cell
-is the median with min–max, and the ratio old/new of the medians. The old one grows with the
+is the median with min..max, and the ratio old/new of the medians. The old one grows with the
 square of the length (or worse), the new one with the length; the largest size is skipped for
 the old one when a round of it would take more than ``--cap`` seconds.
 """
@@ -47,7 +47,7 @@ def cpu_ms(redact: Callable[[str], str], text: str) -> float:
 
 
 def cell(samples: list[float]) -> str:
-    return f"{statistics.median(samples):9.2f} ({min(samples):.2f}–{max(samples):.2f})"
+    return f"{statistics.median(samples):9.2f} ({min(samples):.2f}..{max(samples):.2f})"
 
 
 def main() -> None:
@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=5.0, help="seconds one old round may take")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"{'input':14} {'chars':>6} {'old ms (min–max)':>24} {'new ms (min–max)':>22} {'old/new':>8}")
+    print(
+        f"{'input':14} {'chars':>6} {'old ms (min..max)':>24} {'new ms (min..max)':>22} {'old/new':>8}"
+    )
     for name, unit in UNITS.items():
         skip_old = False
         for size in sizes:
