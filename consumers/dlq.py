@@ -21,10 +21,15 @@ from enum import Enum
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from loguru import logger
 
-from consumers.dispatch import ERROR_HEADER, REASON_HEADER, ROUTING_KEY_HEADER
+from consumers.dispatch import ERROR_HEADER, MAX_ERROR_CHARS, REASON_HEADER, ROUTING_KEY_HEADER
 from jobstore.model import JobStatus, JobStore
 from producers.publisher import Publisher
 from telemetry import tracing
@@ -91,8 +96,8 @@ class DeadLetter:
         )
 
 
-MAX_FILTER_CHARS = 1000
-"""The longest filter text taken: a last error is cut to this length too."""
+MAX_FILTER_CHARS = MAX_ERROR_CHARS
+"""The longest error filter taken: a longer one could match no last error, which is cut to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +148,7 @@ class Fate(Enum):
     KEEP = "keep"  # copied to the tail, then acked: it stays in the DLQ
     DROP = "drop"  # acked: gone for good
     TAKEN = "taken"  # the operation published it elsewhere (confirmed): acked
-    PUT_BACK = "put_back"  # returned unread to the head
+    PUT_BACK = "put_back"  # returned to the head, where it was
 
 
 Decide = Callable[[list[tuple[AbstractIncomingMessage, DeadLetter]]], Awaitable[list[Fate]]]
@@ -158,20 +163,21 @@ class _Pass:
     """One pass over a DLQ: pages of at most ``page`` unacked messages, each settled in turn."""
 
     def __init__(
-        self, channel: AbstractChannel, group: CompiledGroup, mark: str, page: int
+        self,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        group: CompiledGroup,
+        mark: str,
+        page: int,
     ) -> None:
         self.channel = channel
+        self.queue = queue
         self.group = group
         self.mark = mark
         self.page = page
-        self.total = 0
+        self.total = queue.declaration_result.message_count or 0  # what the pass reads at most
         self.seen = 0
         self.wrapped = False  # met a message this pass already moved: every message was read
-        self._queue: aio_pika.abc.AbstractQueue | None = None
-
-    async def open(self) -> None:
-        self._queue = await self.channel.declare_queue(self.group.dead_letter_queue, passive=True)
-        self.total = self._queue.declaration_result.message_count or 0
 
     @property
     def done(self) -> bool:
@@ -179,10 +185,9 @@ class _Pass:
 
     async def fetch(self, most: int) -> list[tuple[AbstractIncomingMessage, DeadLetter]]:
         """Return up to ``most`` messages, unacked; stop at one this pass already moved."""
-        assert self._queue is not None
         fetched: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
         while len(fetched) < min(most, self.page) and not self.done:
-            message = await self._queue.get(fail=False, timeout=5)
+            message = await self.queue.get(fail=False, timeout=5)
             if message is None:
                 self.wrapped = True  # empty: nothing left to read
                 break
@@ -261,8 +266,8 @@ async def _run(
     """Run one pass: fetch a page, let ``decide`` say each message's fate, settle it; repeat."""
     channel = await connection.channel(publisher_confirms=True)
     try:
-        run = _Pass(channel, group, cursor or new_cursor(), page)
-        await run.open()
+        queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
+        run = _Pass(channel, queue, group, cursor or new_cursor(), page)
         while not run.done:
             most = enough()
             if most <= 0:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import aio_pika
 import pytest
 
 from consumers.dispatch import DeadReason, dead
@@ -130,3 +131,24 @@ async def test_a_replay_that_cannot_publish_stops_and_loses_nothing(api_stack: S
     assert await list_all(api_stack) == [stray.id]
     stored = {job.id: job.status for job in await api_stack.jobs()}
     assert stored == dict.fromkeys(ids, JobStatus.QUEUED)
+
+
+async def test_an_undecodable_dead_letter_reads_the_same_after_going_round(api_stack: Stack):
+    async with channel(api_stack.broker) as ch:
+        await ch.default_exchange.publish(aio_pika.Message(b"not an envelope"), routing_key=WORK)
+        rejected = await (await ch.get_queue(WORK, ensure=False)).get(timeout=5)
+        await rejected.reject(requeue=False)  # the broker dead-letters it, with x-death
+
+    async def views() -> list[dict[str, Any]]:
+        answer = await api_stack.client.get("/admin/dlq/work")
+        assert answer.json()["next_cursor"] is None
+        return [
+            {k: v for k, v in row.items() if k != "dead_since"} for row in answer.json()["letters"]
+        ]
+
+    first = await views()
+    assert [(row["type"], row["reason"], row["error"]) for row in first] == [
+        ("work", "rejected", "undecodable body")
+    ]
+    assert await views() == first  # its copy kept the broker's death record
+    assert await api_stack.occupied() == {DLQ: 1}
