@@ -208,6 +208,8 @@ class _Pass:
         failed = {id(m) for m, copy in zip(kept, copies, strict=True) if copy is not None}
         for (message, _), fate in zip(fetched, fates, strict=True):
             if fate is Fate.PUT_BACK or id(message) in failed:
+                self.seen -= 1  # not read after all: the next call reads it
+                self.wrapped = False
                 await message.nack(requeue=True)
             else:
                 await message.ack()
@@ -426,12 +428,19 @@ async def listing(
     found: list[DeadLetter] = []
 
     async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
-        found.extend(letter for _, letter in fetched if chosen(letter, moment))
-        return [Fate.KEEP] * len(fetched)
+        fates = []
+        for _, letter in fetched:
+            if len(found) == limit:
+                # Past the page: back to the head unmoved, where the next call starts.
+                fates.append(Fate.PUT_BACK)
+                continue
+            if chosen(letter, moment):
+                found.append(letter)
+            fates.append(Fate.KEEP)
+        return fates
 
     def enough() -> int:
-        # Read no further than the matches still wanted: a message read is a message moved.
-        return limit - len(found)
+        return PAGE if len(found) < limit else 0
 
     run = await _run(connection, group, decide, cursor=cursor, enough=enough)
     return Page(found, None if run.done else run.mark)

@@ -78,12 +78,12 @@ async def while_watched(stack: Stack, queues: tuple[str, ...], work: Awaitable[T
     return result, min(seen)
 
 
-async def list_all(stack: Stack, **filters: Any) -> list[str]:
+async def list_all(stack: Stack, limit: int = PAGE, **filters: Any) -> list[str]:
     """Return the ids of every dead letter the admin route lists, page by page."""
     ids: list[str] = []
     cursor = None
     while True:
-        params = {**filters, "limit": PAGE, **({"cursor": cursor} if cursor else {})}
+        params = {**filters, "limit": limit, **({"cursor": cursor} if cursor else {})}
         answer = await stack.client.get("/admin/dlq/work", params=params)
         assert answer.status_code == 200, answer.text
         ids += [row["id"] for row in answer.json()["letters"]]
@@ -101,6 +101,13 @@ async def test_a_listing_holds_at_most_a_page_and_leaves_the_dlq_as_it_was(api_s
     assert await list_all(api_stack) == ids  # and the same order again: nothing moved for good
     filtered = await list_all(api_stack, error="Boom: 24")  # a substring: 24 and 240..249
     assert filtered == [ids[24], *ids[240:250]]
+    # Pages smaller than what a pass fetches: the rest goes back to the head, unmoved.
+    assert await list_all(api_stack, limit=7, error="Boom: 1") == [
+        ids[1],
+        *ids[10:20],
+        *ids[100:200],
+    ]
+    assert await list_all(api_stack) == ids
 
 
 async def test_a_replay_moves_a_page_at_a_time_with_confirms_before_acks(api_stack: Stack):
