@@ -14,15 +14,18 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger as root_logger
 from pydantic import TypeAdapter, ValidationError
 
+from jobstore.model import JobRecord
 from topology import routing
 from topology.errors import ContractError, TaskqError
 
 HandlerFn = Callable[..., Any]
+# The decorated function's own type, kept: handlers stay typed under ``mypy --strict``.
+F = TypeVar("F", bound=HandlerFn)
 
 
 class HandlerSignal(TaskqError):
@@ -53,6 +56,11 @@ class JobContext:
     idempotency_key: str
     correlation_id: str | None = None
     logger: Any = field(default=None, compare=False)
+    # Reads a stored job by id (None when unknown), for a handler whose payload names
+    # another job: the callback handler checks the URL it is asked to call against it.
+    lookup_job: Callable[[str], Awaitable[JobRecord | None]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.logger is None:
@@ -109,7 +117,7 @@ class HandlerRegistry:
 
     def handler(
         self, job_type: str, *, timeout: float | None = None, depends_on: Sequence[str] = ()
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    ) -> Callable[[F], F]:
         """Register the decorated function for ``job_type`` (an exact type or a topic pattern).
 
         Raises:
@@ -117,7 +125,7 @@ class HandlerRegistry:
                 ``(payload, context)``.
         """
 
-        def register(fn: HandlerFn) -> HandlerFn:
+        def register(fn: F) -> F:
             if job_type in self._exact or any(h.pattern == job_type for h in self._patterns):
                 raise ValueError(f"a handler for {job_type!r} is registered already")
             built = Handler(job_type, fn, _payload_adapter(fn), timeout, tuple(depends_on))

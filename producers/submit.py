@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from loguru import logger
@@ -32,12 +32,14 @@ from topology.errors import (
     JobRejectedError,
     JobStateError,
     PublishNackedError,
+    ReservedJobTypeError,
     TaskqError,
     UnknownJobTypeError,
     UnroutableError,
 )
 from topology.model import CompiledGroup, CompiledTopology
 from topology.names import CALLBACK_JOB_TYPE
+from topology.reserved import TASKQ, Reservation, reservations, reserving
 from topology.routes import Route, delay_route, job_route
 from topology.spec import Priority
 
@@ -99,6 +101,14 @@ class _Pending:
     route: Route
 
 
+class _Type(NamedTuple):
+    """What the topology says of one job type: its group, what is wrong with it, who owns it."""
+
+    group: CompiledGroup | None
+    problem: str | None  # why it cannot be a routing key, if it cannot
+    owners: tuple[Reservation, ...]  # the producers it is reserved for, if any
+
+
 # Confirms of jobs without a key held for the next insert at most (a crash loses them: their
 # jobs are published once more by the repair sweep, which a worker runs once all the same).
 _HOLD_CONFIRMS = 1000
@@ -133,7 +143,8 @@ class Submitter:
         self._blobs = blobs
         self._settings = settings or SubmitSettings()
         self._clock = clock
-        self._types: dict[str, tuple[CompiledGroup | None, str | None]] = {}
+        self._types: dict[str, _Type] = {}
+        self._reserved = reservations(topology.webhooks)
         self._counters: dict[tuple[str, str, str, str], Any] = {}
         # Concurrent submissions share one insert, and one confirm, transaction each; the
         # confirms of jobs without a key wait to ride along with the next insert.
@@ -159,21 +170,37 @@ class Submitter:
         """Store and publish one job; return once the broker confirmed it.
 
         Raises:
+            ReservedJobTypeError: only taskq or a webhook source may submit this type.
             JobRejectedError: the request is invalid (unknown type, bad delay, key reused).
             IdempotencyInFlightError: the same key is being submitted right now.
             BrokerUnavailableError, PublishError: the broker did not confirm it.
             StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
         """
+        return await self._counted(request, None)
+
+    async def submit_reserved(self, request: JobRequest, *, producer: str) -> Submitted:
+        """Submit a job of a type reserved for ``producer``: taskq itself or a webhook source.
+
+        Only taskq's own code calls this (the webhook receiver once a delivery is verified,
+        and the enqueueing of callbacks); no route or client leads here.
+
+        Raises:
+            ReservedJobTypeError: the type is not reserved for ``producer``.
+            The rest as ``submit``.
+        """
+        return await self._counted(request, producer)
+
+    async def _counted(self, request: JobRequest, producer: str | None) -> Submitted:
         try:
-            done = await self._submit(request)
+            done = await self._submit(request, producer)
         except TaskqError as exc:
             self._count(request, exc)
             raise
         self._count(request, None, replayed=done.replayed)
         return done
 
-    async def _submit(self, request: JobRequest) -> Submitted:
-        pending = await self._prepare(request, self._clock())
+    async def _submit(self, request: JobRequest, producer: str | None) -> Submitted:
+        pending = await self._prepare(request, self._clock(), producer)
         claim = await self._creates.submit(self._new_job(pending))
         if claim.state is not ClaimState.NEW:
             return await self._answer(pending, claim)
@@ -196,7 +223,7 @@ class Submitter:
         prepared: list[tuple[int, _Pending]] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append((index, await self._prepare(request, now)))
+                prepared.append((index, await self._prepare(request, now, None)))
             except TaskqError as exc:
                 results[index] = exc
         await self._publish_all(await self._store_all(prepared, results), results)
@@ -351,16 +378,17 @@ class Submitter:
         """
         request = callback_request(job)
         if request is not None:
-            await self.submit(request)
+            await self.submit_reserved(request, producer=TASKQ)
 
-    async def _prepare(self, request: JobRequest, now: datetime) -> _Pending:
+    async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
         """Check ``request`` and return its job, message and route (a large payload goes to the blob store).
 
         Raises:
+            ReservedJobTypeError: the type is reserved for another producer.
             JobRejectedError: naming the field that is wrong.
             BlobUnavailableError: a large payload could not be stored.
         """
-        group = self._group(request.type)
+        group = self._group(request.type, producer)
         if request.correlation_id is not None and len(request.correlation_id.encode()) > 255:
             # An AMQP short string: 255 bytes in UTF-8, however few characters that is.
             raise JobRejectedError(
@@ -432,16 +460,22 @@ class Submitter:
 
     def group_of(self, job_type: str) -> str | None:
         """Return the name of the group that takes ``job_type``, or ``None``."""
-        group, _ = self._lookup(job_type)
+        group = self._lookup(job_type).group
         return None if group is None else group.name
 
-    def _group(self, job_type: str) -> CompiledGroup:
+    def _group(self, job_type: str, producer: str | None) -> CompiledGroup:
         """Return the group that takes ``job_type``.
 
         Raises:
+            ReservedJobTypeError: the type is reserved for another producer.
             JobRejectedError: the type is malformed (as a routing key) or no group takes it.
         """
-        group, problem = self._lookup(job_type)
+        group, problem, owners = self._lookup(job_type)
+        if owners and all(r.producer != producer for r in owners):
+            raise ReservedJobTypeError(
+                f"job type {job_type!r} is reserved: {owners[0].why}; submit a type of your own",
+                field="type",
+            )
         if problem is not None:
             raise JobRejectedError(f"type: {problem}", field="type")
         if group is None:
@@ -452,12 +486,13 @@ class Submitter:
             )
         return group
 
-    def _lookup(self, job_type: str) -> tuple[CompiledGroup | None, str | None]:
-        """Return the group taking ``job_type`` and what is wrong with it, remembered per type."""
+    def _lookup(self, job_type: str) -> _Type:
+        """Return what the topology says of ``job_type``, remembered per type."""
         found = self._types.get(job_type)
         if found is None:
             problem = names.job_type_problem(job_type, allow_wildcards=False)
-            found = (None if problem else self.topology.group_for(job_type), problem)
+            group = None if problem else self.topology.group_for(job_type)
+            found = _Type(group, problem, tuple(reserving(self._reserved, job_type)))
             if len(self._types) < 10_000:  # bounded: clients choose the types they send
                 self._types[job_type] = found
         return found

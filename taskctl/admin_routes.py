@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import DeadFilter, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.app import Services
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
@@ -22,31 +22,50 @@ from topology.model import CompiledGroup
 router = APIRouter(prefix="/admin/dlq", tags=["admin"])
 
 
+Text = Annotated[str | None, Field(max_length=255)]
+
+
 class Filters(BaseModel):
     """Which dead letters an operation touches; every given condition must hold."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = None
-    type: str | None = None
-    reason: str | None = None
+    id: Text = None
+    type: Text = None
+    reason: Text = None
     error: Annotated[
-        str | None, Field(description="A regular expression searched in the last error.")
+        str | None,
+        Field(
+            max_length=MAX_FILTER_CHARS,
+            description="Text found in the last error (a plain substring, not a pattern).",
+        ),
     ] = None
-    older_than: Annotated[str | None, Field(description="A duration such as 1h or 2d.")] = None
+    older_than: Annotated[
+        str | None, Field(max_length=32, description="A duration such as 1h or 2d.")
+    ] = None
+
+
+class ListQuery(Filters):
+    """A listing: filters, a page size, and the cursor of the page before."""
+
+    limit: Annotated[int, Field(ge=1, le=500)] = PAGE
+    cursor: Annotated[str | None, Field(pattern=r"^[0-9a-f]{32}$")] = None
 
 
 class ReplayRequest(Filters):
-    """A replay: filters (or ``all``) and a rate limit."""
+    """A replay: filters (or ``all: true``) and a rate limit."""
 
-    all: bool = False
+    all: StrictBool = False
     rate: Annotated[float, Field(gt=0, le=10_000)] = 50.0
 
 
 class PurgeRequest(Filters):
-    """A purge: filters, and ``confirm: true`` because it cannot be undone."""
+    """A purge: filters, and ``confirm: true`` (the JSON literal) because it cannot be undone."""
 
-    confirm: bool = False
+    confirm: Annotated[
+        StrictBool,
+        Field(description="Must be the JSON literal true; strings and numbers are refused."),
+    ] = False
 
 
 def _filter(f: Filters) -> DeadFilter:
@@ -72,14 +91,20 @@ def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
         raise JobRejectedError(f"no group {group!r}; groups: {known}", field="group") from exc
 
 
-@router.get("/{group}", summary="List a group's dead letters (they stay in the DLQ)")
+@router.get("/{group}", summary="List a group's dead letters, a page at a time (they stay)")
 async def list_dead(
-    request: Request, group: str, filters: Annotated[Filters, Query()]
-) -> list[dict[str, Any]]:
-    """Return the matching dead letters."""
+    request: Request, group: str, query: Annotated[ListQuery, Query()]
+) -> dict[str, Any]:
+    """Return a page of matching dead letters and the cursor of the next page (null at the end)."""
     services, compiled = _context(request, group)
-    letters = await listing(_publisher(services).connection, compiled, _filter(filters))
-    return [letter.view() for letter in letters]
+    page = await listing(
+        _publisher(services).connection,
+        compiled,
+        _filter(query),
+        limit=query.limit,
+        cursor=query.cursor,
+    )
+    return {"letters": [letter.view() for letter in page.letters], "next_cursor": page.cursor}
 
 
 @router.post("/{group}/replay", summary="Send dead letters back to work, rate-limited")

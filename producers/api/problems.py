@@ -19,6 +19,7 @@ from topology.errors import (
     JobRejectedError,
     JobStateError,
     PublishError,
+    ReservedJobTypeError,
     StoreUnavailableError,
     TaskqError,
 )
@@ -26,6 +27,7 @@ from topology.errors import (
 PROBLEM = "application/problem+json"
 TITLES = {
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -58,6 +60,8 @@ def problem(
 
 def status_of(error: TaskqError) -> int:
     """Return the HTTP status that tells a client what to do about ``error``."""
+    if isinstance(error, ReservedJobTypeError):
+        return 403
     if isinstance(error, JobRejectedError | ContractError):
         return 422
     if isinstance(error, IdempotencyInFlightError | JobStateError):

@@ -76,7 +76,7 @@ async def drain(settings: BrokerSettings, queue: str, count: int) -> list[Envelo
 async def stored_but_never_published(rig: Rig, *jobs: JobRequest) -> list[str]:
     """Store jobs as a submitter does, stop before publishing them (a crash), let time pass."""
     now = rig.submitter._clock()
-    prepared = [await rig.submitter._prepare(j, now) for j in jobs]
+    prepared = [await rig.submitter._prepare(j, now, None) for j in jobs]
     stored = [replace(rig.submitter._new_job(p), confirm_within=0) for p in prepared]
     await rig.store.create_jobs(stored)
     return [p.job.id for p in prepared]
