@@ -140,10 +140,12 @@ def _request(values: Mapping[str, Any]) -> JobRequest:
 
 
 def _checked(request: JobRequest) -> JobRequest | JobRejectedError:
+    """Return a request built in code once it passes the HTTP API's schema, or why it does not."""
     try:
-        return _request({name: getattr(request, name) for name in _REQUEST_FIELDS})
-    except JobRejectedError as exc:
-        return exc
+        body = JobSubmission.model_validate(request, from_attributes=True)
+    except ValidationError as exc:
+        return _rejected(exc)
+    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS})
 
 
 def _rejected(exc: ValidationError) -> JobRejectedError:
