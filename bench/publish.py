@@ -22,7 +22,11 @@ Windowed (``--window`` confirms in flight):
 - ``aio-pika publish, window`` (THE baseline): the same messages, ``asyncio.gather`` over
   ``--window`` publishes at a time.
 - ``AsyncClient.submit_many (<store>)``: lists of ``--window`` requests.
-- ``ConfirmedPublisher.publish_many``: pre-built envelopes, no store (context).
+- ``ConfirmedPublisher.publish_many``: envelopes built in the run, no store: taskq's frames
+  written a window at a time through ``producers/wire.py``.
+- ``aiormq Channel.basic_publish``: the same envelopes and properties through aiormq's public
+  ``basic_publish`` (``wait=False``), ``asyncio.gather`` over each window: what the publisher
+  would cost without ``producers/wire.py``, the one module that reaches into aiormq.
 """
 
 from __future__ import annotations
@@ -36,11 +40,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import aio_pika
+import aiormq
 import asyncpg
 import orjson
 from aio_pika.abc import AbstractExchange
+from aiormq import spec
 
 from producers import ConfirmedPublisher, PublisherSettings
 from producers.client import AsyncClient
@@ -116,6 +123,39 @@ def publisher_many(publisher: ConfirmedPublisher) -> Run:
         assert not any(results), results
 
     return run
+
+
+def basic_publish_many(channel: aiormq.Channel, window: int) -> Run:
+    async def run(n: int) -> None:
+        for start in range(0, n, window):
+            envelopes = [
+                Envelope.new("email", payload(i)) for i in range(start, min(n, start + window))
+            ]
+            await asyncio.gather(*(basic_publish(channel, e) for e in envelopes))
+
+    return run
+
+
+async def basic_publish(channel: aiormq.Channel, envelope: Envelope) -> None:
+    props = envelope.properties()
+    properties = spec.Basic.Properties(
+        content_type=props.content_type,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        message_type=props.type,
+        headers=dict(props.headers),
+    )
+    confirm = await channel.basic_publish(
+        envelope.encode(),
+        exchange="taskq.jobs",
+        routing_key="email",
+        properties=properties,
+        mandatory=True,
+        wait=False,
+    )
+    assert isinstance(confirm, spec.Basic.Ack), confirm
 
 
 @dataclass
@@ -213,6 +253,13 @@ async def bench(settings: BrokerSettings, opts: argparse.Namespace) -> None:
         ]
         many.append(
             Variant("ConfirmedPublisher.publish_many", publisher_many(publisher), opts.many)
+        )
+        plain = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        underlay = cast(aiormq.Channel, await plain.get_underlay_channel())
+        many.append(
+            Variant(
+                "aiormq Channel.basic_publish", basic_publish_many(underlay, opts.window), opts.many
+            )
         )
         await measure(single + many, opts.rounds, queue.purge)
 
