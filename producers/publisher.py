@@ -135,8 +135,8 @@ class ConfirmedPublisher(AsyncClosing):
     ) -> list[TaskqError | None]:
         """Publish every envelope, ``publish_window`` at a time; one result per envelope.
 
-        Raises:
-            ContractError: a property is longer than AMQP allows (nothing was sent).
+        An envelope AMQP cannot carry (a name over 255 bytes) gets a ``ContractError`` and is
+        not written; the others go out all the same.
         """
         targets = (
             list(routes)
@@ -160,7 +160,29 @@ class ConfirmedPublisher(AsyncClosing):
         self, envelopes: Sequence[Envelope], targets: Sequence[Route]
     ) -> list[TaskqError | None]:
         """Write the envelopes in one go and await their confirms; one result per envelope."""
-        messages = [self._outgoing(e, t) for e, t in zip(envelopes, targets, strict=True)]
+        results: list[TaskqError | None] = [None] * len(envelopes)
+        messages: list[wire.Outgoing] = []
+        sending: list[tuple[int, Route]] = []
+        for index, (envelope, target) in enumerate(zip(envelopes, targets, strict=True)):
+            try:
+                messages.append(self._outgoing(envelope, target))
+            except ContractError as exc:  # refused before anything is written
+                results[index] = exc
+            else:
+                sending.append((index, target))
+        if not messages:
+            return results
+        for (index, _), error in zip(
+            sending, await self._confirmed(messages, sending), strict=True
+        ):
+            results[index] = error
+        return results
+
+    async def _confirmed(
+        self, messages: list[wire.Outgoing], sending: list[tuple[int, Route]]
+    ) -> list[TaskqError | None]:
+        """Write ``messages`` and await their confirms; one result per message."""
+        targets = [target for _, target in sending]
         channel = await self._underlay()
         began = time.perf_counter()
         try:
@@ -212,11 +234,12 @@ class ConfirmedPublisher(AsyncClosing):
                 timestamp=int(envelope.created_at.timestamp()),
                 type=envelope.type,
             )
+            message = wire.outgoing(
+                target.exchange, target.routing_key, properties, envelope.encode(), envelope.id
+            )
         except ValueError as exc:
             raise ContractError(f"job {envelope.id} cannot be published: {exc}") from exc
-        return wire.Outgoing(
-            target.exchange, target.routing_key, properties, envelope.encode(), envelope.id
-        )
+        return message
 
     def _table(self, headers: dict[str, Any]) -> bytes:
         """Return ``headers`` encoded, from a small cache: most messages carry the same few."""
@@ -235,15 +258,19 @@ class ConfirmedPublisher(AsyncClosing):
 
         Raises:
             BrokerUnavailableError: the connection is down.
+            ContractError: a routing key is longer than AMQP allows (nothing was written).
         """
         if not events:
             return
         await self._underlay()
         exchange = self._topology.events_exchange
-        messages = [
-            wire.Outgoing(exchange, key, _EVENT_PROPERTIES, body, mandatory=False)
-            for key, body in events
-        ]
+        try:
+            messages = [
+                wire.outgoing(exchange, key, _EVENT_PROPERTIES, body, mandatory=False)
+                for key, body in events
+            ]
+        except ValueError as exc:
+            raise ContractError(f"status events cannot be published: {exc}") from exc
         try:
             if self._events is None:
                 # Events are advisory (the job store is the truth), so they ride a channel

@@ -37,14 +37,45 @@ _CORRELATION_ID, _MESSAGE_ID, _TIMESTAMP, _TYPE = 0x0400, 0x0080, 0x0040, 0x0020
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message to publish: where to, its encoded properties, its body and its message id."""
+    """One message to publish, encoded: its ``Basic.Publish`` method, properties and body."""
 
-    exchange: str
-    routing_key: str
+    method: bytes  # from ``encode_publish``
     properties: bytes  # from ``encode_properties``
     body: bytes
     message_id: str = ""  # names a returned message: unique among those in flight
-    mandatory: bool = True
+
+
+def outgoing(
+    exchange: str,
+    routing_key: str,
+    properties: bytes,
+    body: bytes,
+    message_id: str = "",
+    *,
+    mandatory: bool = True,
+) -> Outgoing:
+    """Return the message to publish ``body`` to ``exchange`` with ``routing_key``.
+
+    Raises:
+        ValueError: the exchange or routing key is longer than 255 bytes in UTF-8.
+    """
+    return Outgoing(encode_publish(exchange, routing_key, mandatory), properties, body, message_id)
+
+
+def encode_publish(exchange: str, routing_key: str, mandatory: bool) -> bytes:
+    """Return the payload of a ``Basic.Publish`` method frame.
+
+    Raises:
+        ValueError: the exchange or routing key is longer than 255 bytes in UTF-8.
+    """
+    return b"".join(
+        (
+            _PUBLISH.pack(60, 40, 0),
+            shortstr(exchange, "exchange"),
+            shortstr(routing_key, "routing key"),
+            b"\x01" if mandatory else b"\x00",
+        )
+    )
 
 
 def shortstr(value: str, field: str) -> bytes:
@@ -106,19 +137,8 @@ def encode_table(table: Mapping[str, Any]) -> bytes:
 
 
 def publish_frames(channel: int, max_body: int, message: Outgoing) -> bytes:
-    """Return the method, content header and body frames of one publish on ``channel``.
-
-    Raises:
-        ValueError: the exchange or routing key is longer than 255 bytes in UTF-8.
-    """
-    method = b"".join(
-        (
-            _PUBLISH.pack(60, 40, 0),
-            shortstr(message.exchange, "exchange"),
-            shortstr(message.routing_key, "routing key"),
-            b"\x01" if message.mandatory else b"\x00",
-        )
-    )
+    """Return the method, content header and body frames of one publish on ``channel``."""
+    method = message.method
     header = _CONTENT.pack(60, 0, len(message.body)) + message.properties
     parts = [
         _FRAME.pack(_METHOD, channel, len(method)),
@@ -160,7 +180,6 @@ async def publish_confirmed(channel: aiormq.Channel, messages: Sequence[Outgoing
     ``Sent.forget`` once the futures are done or abandoned.
 
     Raises:
-        ValueError: a name is longer than AMQP allows (nothing was written).
         aiormq.exceptions.ChannelInvalidStateError: the channel is closed.
     """
     number, max_body = channel.number, channel.max_content_size
@@ -191,11 +210,7 @@ async def publish_confirmed(channel: aiormq.Channel, messages: Sequence[Outgoing
 
 
 async def publish_unconfirmed(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> None:
-    """Write ``messages`` on a channel without confirms in one go (fire and forget).
-
-    Raises:
-        ValueError: a name is longer than AMQP allows (nothing was written).
-    """
+    """Write ``messages`` on a channel without confirms in one go (fire and forget)."""
     number, max_body = channel.number, channel.max_content_size
     payload = b"".join([publish_frames(number, max_body, m) for m in messages])
     # Such a channel keeps no per-message state, so no aiormq bookkeeping is skipped.

@@ -88,7 +88,9 @@ def test_frames_decode_to_what_was_encoded(
         timestamp=timestamp,
         type=kind,
     )
-    message = wire.Outgoing(exchange, routing_key, properties, body, message_id, mandatory)
+    message = wire.outgoing(
+        exchange, routing_key, properties, body, message_id, mandatory=mandatory
+    )
     # A small frame size, so long bodies are split over several body frames.
     frames = decode(wire.publish_frames(7, 64, message))
     assert {number for number, _ in frames} == {7}
@@ -151,9 +153,8 @@ def test_a_short_string_over_255_bytes_is_refused_by_name_before_anything_is_wri
 
 
 def test_a_routing_key_over_255_bytes_is_refused():
-    message = wire.Outgoing("x", "é" * 200, b"\x00\x00", b"", "m")
     with pytest.raises(ValueError, match="routing key is 400 bytes"):
-        wire.publish_frames(1, 1000, message)
+        wire.outgoing("x", "é" * 200, b"\x00\x00", b"", "m")
 
 
 async def body_of(reader, queue: str) -> bytes:
@@ -172,7 +173,7 @@ def message(queue: str, body: bytes, message_id: str, *, mandatory: bool = True)
     properties = wire.encode_properties(
         content_type="application/json", delivery_mode=2, message_id=message_id
     )
-    return wire.Outgoing("", queue, properties, body, message_id, mandatory)
+    return wire.outgoing("", queue, properties, body, message_id, mandatory=mandatory)
 
 
 @pytest.mark.rabbitmq
@@ -231,7 +232,7 @@ async def test_an_unroutable_message_fails_alone_with_aiormqs_publish_error(vhos
 async def test_a_missing_exchange_closes_the_channel_and_fails_every_confirm(vhost: BrokerSettings):
     connection, ch = await raw_channel(vhost)
     try:
-        missing = wire.Outgoing("no.such.exchange", "k", b"\x90\x00\x00\x02", b"", "m")
+        missing = wire.outgoing("no.such.exchange", "k", b"\x90\x00\x00\x02", b"", "m")
         sent = await wire.publish_confirmed(ch, [missing, missing])
         outcomes = await asyncio.wait_for(
             asyncio.gather(*sent.confirms, return_exceptions=True), 10
