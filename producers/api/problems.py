@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,14 +12,19 @@ from loguru import logger
 from starlette.exceptions import HTTPException
 
 from topology.errors import (
+    AccessError,
+    AuthenticationError,
     BlobUnavailableError,
     BrokerUnavailableError,
     ContractError,
     IdempotencyInFlightError,
+    IdentityProviderUnavailableError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
+    PermissionDeniedError,
     PublishError,
+    RateLimitedError,
     StoreUnavailableError,
     TaskqError,
 )
@@ -26,12 +32,15 @@ from topology.errors import (
 PROBLEM = "application/problem+json"
 TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -64,11 +73,45 @@ def status_of(error: TaskqError) -> int:
         return 409
     if isinstance(error, JobNotFoundError):
         return 404
+    if isinstance(error, AccessError):
+        return _ACCESS_STATUS.get(type(error), 503)
     if isinstance(
         error, BrokerUnavailableError | PublishError | StoreUnavailableError | BlobUnavailableError
     ):
         return 503
     return 500
+
+
+_ACCESS_STATUS: dict[type[AccessError], int] = {
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    RateLimitedError: 429,
+    IdentityProviderUnavailableError: 503,
+}
+
+
+def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
+    """Return the problem for a refused credential: 401 and 403 say how to authenticate (RFC 6750)."""
+    detail = str(error)
+    if isinstance(error, AuthenticationError):
+        challenge = 'Bearer realm="taskq"'
+        if error.error != "invalid_request":
+            challenge += f', error="{error.error}", error_description="{_quoted(detail)}"'
+        return problem(401, detail, headers={"WWW-Authenticate": challenge})
+    if isinstance(error, PermissionDeniedError):
+        challenge = 'Bearer realm="taskq", error="insufficient_scope"'
+        if error.scope is not None:
+            challenge += f', scope="{error.scope}"'
+        return problem(403, detail, headers={"WWW-Authenticate": challenge})
+    if isinstance(error, RateLimitedError):
+        wait = str(max(1, math.ceil(error.retry_after)))
+        return problem(429, detail, headers={"Retry-After": wait})
+    return problem(503, f"{detail}; retry later", headers={"Retry-After": str(retry_after)})
+
+
+def _quoted(text: str) -> str:
+    # RFC 6750 error_description: printable ASCII without double quote or backslash.
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
 
 
 def error_item(error: TaskqError) -> dict[str, Any]:
@@ -85,6 +128,8 @@ def install(app: FastAPI, *, retry_after: int) -> None:
 
     @app.exception_handler(TaskqError)
     async def taskq_error(request: Request, exc: TaskqError) -> JSONResponse:
+        if isinstance(exc, AccessError):
+            return access_problem(exc, retry_after=retry_after)
         status = status_of(exc)
         if status == 503:
             logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)
