@@ -88,9 +88,14 @@ class DeadFilter:
     reason: str | None = None
     error: str | None = None  # a regular expression searched in the last error
     older_than: timedelta | None = None
+    tenant: str | None = None  # only this tenant's letters (an undecodable one has none)
 
     def __call__(self, letter: DeadLetter, now: datetime) -> bool:
         """Return whether ``letter`` matches."""
+        if self.tenant is not None and (
+            letter.envelope is None or letter.envelope.tenant != self.tenant
+        ):
+            return False
         if self.job_id is not None and letter.job_id != self.job_id:
             return False
         if self.job_type is not None and letter.job_type != self.job_type:

@@ -1,7 +1,8 @@
 """``/admin/dlq``: the dead-letter operations of ``taskctl dlq`` over HTTP, for the console.
 
 Mounted into the job API by ``taskctl serve`` (the app assembly sits above ``consumers``).
-There is no authentication yet: keep the API on a private network until it lands.
+Every route needs the ``admin`` scope, and touches only the caller's tenant's dead letters:
+another tenant's letters are neither listed, replayed nor purged.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from consumers.dlq import DeadFilter, listing, purge, replay
 from producers.api.app import Services
+from producers.api.security import SecuredRoute, principal, secured
+from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError
 from topology.model import CompiledGroup
 
-router = APIRouter(prefix="/admin/dlq", tags=["admin"])
+router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=SecuredRoute)
 
 
 class Filters(BaseModel):
@@ -46,15 +49,18 @@ class ReplayRequest(Filters):
 class PurgeRequest(Filters):
     """A purge: filters, and ``confirm: true`` because it cannot be undone."""
 
-    confirm: bool = False
+    # JSON true only: "true", 1 or "yes" are not a confirmation of something irreversible.
+    confirm: StrictBool = False
 
 
-def _filter(f: Filters) -> DeadFilter:
+def _filter(f: Filters, tenant: str) -> DeadFilter:
     try:
         age = None if f.older_than is None else timedelta(milliseconds=parse_duration(f.older_than))
     except ValueError as exc:
         raise JobRejectedError(str(exc), field="older_than") from exc
-    return DeadFilter(job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age)
+    return DeadFilter(
+        job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age, tenant=tenant
+    )
 
 
 def _publisher(services: Services) -> ConfirmedPublisher:
@@ -72,22 +78,32 @@ def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
         raise JobRejectedError(f"no group {group!r}; groups: {known}", field="group") from exc
 
 
-@router.get("/{group}", summary="List a group's dead letters (they stay in the DLQ)")
+@router.get(
+    "/{group}",
+    summary="List a group's dead letters (they stay in the DLQ)",
+    **secured(Scope.ADMIN),
+)
 async def list_dead(
     request: Request, group: str, filters: Annotated[Filters, Query()]
 ) -> list[dict[str, Any]]:
     """Return the matching dead letters."""
     services, compiled = _context(request, group)
-    letters = await listing(_publisher(services).connection, compiled, _filter(filters))
+    chosen = _filter(filters, principal(request).tenant)
+    letters = await listing(_publisher(services).connection, compiled, chosen)
     return [letter.view() for letter in letters]
 
 
-@router.post("/{group}/replay", summary="Send dead letters back to work, rate-limited")
+@router.post(
+    "/{group}/replay",
+    summary="Send dead letters back to work, rate-limited",
+    **secured(Scope.ADMIN),
+)
 async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict[str, int]:
     """Replay the matching dead letters (attempts reset, idempotency keys kept)."""
     services, compiled = _context(request, group)
-    chosen = _filter(body)
-    if chosen == DeadFilter() and not body.all:
+    tenant = principal(request).tenant
+    chosen = _filter(body, tenant)
+    if chosen == DeadFilter(tenant=tenant) and not body.all:
         raise JobRejectedError("give a filter or all: true", field="all")
     publisher = _publisher(services)
     outcome = await replay(
@@ -102,11 +118,12 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
     return {"replayed": outcome.matched, "left": outcome.kept + outcome.skipped_undecodable}
 
 
-@router.post("/{group}/purge", summary="Delete dead letters for good")
+@router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))
 async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[str, int]:
     """Delete the matching dead letters; needs ``confirm: true``."""
     services, compiled = _context(request, group)
     if not body.confirm:
         raise JobRejectedError("a purge cannot be undone: send confirm: true", field="confirm")
-    outcome = await purge(_publisher(services).connection, compiled, _filter(body))
+    chosen = _filter(body, principal(request).tenant)
+    outcome = await purge(_publisher(services).connection, compiled, chosen)
     return {"purged": outcome.matched, "left": outcome.kept}

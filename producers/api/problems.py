@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +10,7 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException
 
+from producers.auth.rate_limit import retry_after as wait_header
 from topology.errors import (
     AccessError,
     AuthenticationError,
@@ -92,21 +92,34 @@ _ACCESS_STATUS: dict[type[AccessError], int] = {
 
 def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
     """Return the problem for a refused credential: 401 and 403 say how to authenticate (RFC 6750)."""
+    status, body, headers = refusal(error, retry_after=retry_after)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def refusal(
+    error: AccessError, *, retry_after: int = 5
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Return the status, problem body and headers that refuse a credential (any web framework)."""
     detail = str(error)
+    status = _ACCESS_STATUS.get(type(error), 503)
+    headers: dict[str, str] = {}
     if isinstance(error, AuthenticationError):
         challenge = 'Bearer realm="taskq"'
         if error.error != "invalid_request":
             challenge += f', error="{error.error}", error_description="{_quoted(detail)}"'
-        return problem(401, detail, headers={"WWW-Authenticate": challenge})
-    if isinstance(error, PermissionDeniedError):
+        headers["WWW-Authenticate"] = challenge
+    elif isinstance(error, PermissionDeniedError):
         challenge = 'Bearer realm="taskq", error="insufficient_scope"'
         if error.scope is not None:
             challenge += f', scope="{error.scope}"'
-        return problem(403, detail, headers={"WWW-Authenticate": challenge})
-    if isinstance(error, RateLimitedError):
-        wait = str(max(1, math.ceil(error.retry_after)))
-        return problem(429, detail, headers={"Retry-After": wait})
-    return problem(503, f"{detail}; retry later", headers={"Retry-After": str(retry_after)})
+        headers["WWW-Authenticate"] = challenge
+    elif isinstance(error, RateLimitedError):
+        headers["Retry-After"] = wait_header(error.retry_after)
+    else:
+        detail = f"{detail}; retry later"
+        headers["Retry-After"] = str(retry_after)
+    body = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
+    return status, body, headers
 
 
 def _quoted(text: str) -> str:

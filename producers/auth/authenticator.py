@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
 from jobstore.credentials import CredentialStore
+from jobstore.factory import open_store
 from producers.auth.api_keys import PREFIX, ApiKeyVerifier
 from producers.auth.bearer_tokens import JwtVerifier
 from producers.auth.principal import Principal
 from producers.auth.rate_limit import RateLimiter
 from producers.auth.settings import AuthSettings
 from producers.auth.signing_keys import JwksKeys, KeySource, StaticKeys
+from producers.settings import SubmitSettings
 from topology.errors import AuthenticationError, RateLimitedError
+from topology.settings import load_settings
 
 
 class Authenticator:
@@ -98,3 +105,23 @@ def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authen
     source = key_source(settings)
     bearer = None if source is None else JwtVerifier(settings, source)
     return Authenticator(keys, bearer, RateLimiter(settings.rate_limit, settings.rate_burst))
+
+
+@asynccontextmanager
+async def standalone_authenticator(
+    environ: Mapping[str, str] | None = None,
+) -> AsyncIterator[Authenticator]:
+    """Yield an authenticator with a job store connection of its own (for the autoscaler).
+
+    Raises:
+        SettingsError: bad ``TASKQ_*`` settings.
+        StoreUnavailableError: the job store is down.
+    """
+    env = os.environ if environ is None else environ
+    settings = load_settings(AuthSettings, env)
+    store = open_store(load_settings(SubmitSettings, env).store_url)
+    try:
+        await store.migrate()
+        yield open_authenticator(store, settings)
+    finally:
+        await store.close()
