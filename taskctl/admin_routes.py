@@ -15,14 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from consumers.dlq import DeadFilter, listing, purge, replay
 from producers.api.app import Services
-from producers.api.security import SecuredRoute, principal, secured
+from producers.api.routes import StrictJsonRoute
+from producers.api.security import principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError
 from topology.model import CompiledGroup
 
-router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=SecuredRoute)
+# Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
+router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=StrictJsonRoute)
 
 
 class Filters(BaseModel):
