@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -27,9 +28,8 @@ from topology.errors import AuthenticationError
 
 PREFIX = "tq_"
 ID_CHARS = 16
+_FORMAT = re.compile(r"tq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _DEFAULT_PEPPER = b"taskq api key v1"
-_SECRET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-_HEX = frozenset("0123456789abcdef")
 _MAX_CACHED = 10_000
 TOUCH_EVERY = timedelta(minutes=1)  # how fresh a key's last-used time is kept
 # Compared against when the key id is unknown, so an unknown key costs what a wrong one does.
@@ -46,12 +46,8 @@ class NewKey:
 
 def parse(token: str) -> tuple[str, str] | None:
     """Return ``(id, secret)`` of an API key's text, or ``None`` when it is not one."""
-    if not token.startswith(PREFIX) or len(token) != len(PREFIX) + ID_CHARS + 1 + 43:
-        return None
-    key_id, separator, secret = token[3 : 3 + ID_CHARS], token[3 + ID_CHARS], token[4 + ID_CHARS :]
-    if separator != "_" or not set(key_id) <= _HEX or not set(secret) <= _SECRET_ALPHABET:
-        return None
-    return key_id, secret
+    found = _FORMAT.fullmatch(token)
+    return None if found is None else (found[1], found[2])
 
 
 def digest(pepper: bytes | None, key_id: str, secret: str) -> bytes:
@@ -94,10 +90,11 @@ class _Cached:
 class ApiKeyVerifier:
     """Verifies API keys against the store, remembering good ones for ``cache_ttl`` seconds.
 
-    The cache is keyed by the presented key's hash, so a wrong secret for a known id misses
+    The cache is keyed by the whole presented key, so a wrong secret for a known id misses
     it exactly as an unknown id does; both then cost one store lookup by id and one
-    constant-time comparison. A revoked key passes in a process for at most ``cache_ttl``
-    seconds after the revocation.
+    constant-time comparison of hashes. A hit costs a dict lookup: no hash is computed for a
+    key verified in the last ``cache_ttl`` seconds. A revoked key passes in a process for at
+    most ``cache_ttl`` seconds after the revocation.
     """
 
     def __init__(
@@ -114,7 +111,7 @@ class ApiKeyVerifier:
         self._ttl = cache_ttl
         self._clock = clock
         self._now = now
-        self._cache: dict[bytes, _Cached] = {}
+        self._cache: dict[str, _Cached] = {}
 
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid, unrevoked, unexpired key.
@@ -123,14 +120,14 @@ class ApiKeyVerifier:
             AuthenticationError: the key is malformed, unknown, wrong, revoked or expired.
             StoreUnavailableError: the store cannot be asked (HTTP 503: the key may be fine).
         """
+        cached = self._cache.get(token)
+        if cached is not None and cached.until > self._clock():
+            return cached.principal
         parsed = parse(token)
         if parsed is None:
             raise AuthenticationError("the API key is malformed (expected tq_<id>_<secret>)")
         key_id, secret = parsed
         presented = digest(self._pepper, key_id, secret)
-        cached = self._cache.get(presented)
-        if cached is not None and cached.until > self._clock():
-            return cached.principal
         record = await self._store.get_api_key(key_id)
         expected = _DUMMY if record is None else record.secret_hash
         matches = hmac.compare_digest(expected, presented)
@@ -140,13 +137,13 @@ class ApiKeyVerifier:
         if not record.usable(now):
             raise AuthenticationError("the API key was revoked or has expired")
         principal = principal_of(record)
-        self._remember(presented, principal, record, now)
+        self._remember(token, principal, record, now)
         if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY:
             await self._store.touch_api_key(key_id, now)
         return principal
 
     def _remember(
-        self, presented: bytes, principal: Principal, record: ApiKeyRecord, now: datetime
+        self, token: str, principal: Principal, record: ApiKeyRecord, now: datetime
     ) -> None:
         if self._ttl <= 0:
             return
@@ -155,7 +152,7 @@ class ApiKeyVerifier:
         ttl = self._ttl
         if record.expires_at is not None:
             ttl = min(ttl, (record.expires_at - now).total_seconds())
-        self._cache[presented] = _Cached(principal, self._clock() + ttl)
+        self._cache[token] = _Cached(principal, self._clock() + ttl)
 
 
 def principal_of(record: ApiKeyRecord) -> Principal:
