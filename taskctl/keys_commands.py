@@ -38,7 +38,9 @@ async def _store() -> JobStore:
 
 @app.command()
 def create(
-    name: Annotated[str, typer.Argument(help="What the key is for (shown in listings).")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="What the key is for (shown in listings).")
+    ],
     scope: Annotated[
         list[str] | None,
         typer.Option("--scope", help="jobs:write, jobs:read, admin, metrics:read (repeatable)."),

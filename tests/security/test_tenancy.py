@@ -74,3 +74,19 @@ async def test_the_same_idempotency_key_in_two_tenants_makes_two_jobs(door: Door
     assert again.json()["id"] == first.json()["id"]
     tenants = sorted((job.tenant, job.type) for job in await door.stored())
     assert tenants == [("acme", "email"), ("globex", "job.x")]
+
+
+async def test_the_python_client_and_taskctl_see_only_their_tenant(door: Door) -> None:
+    async with door.client(await door.key(tenant="acme")) as acme:
+        theirs = (await acme.post("/jobs", json={"type": "email", "delay": 600})).json()
+    env = {**door.env, "TASKQ_TENANT": "globex"}
+    async with await AsyncClient.connect(env) as client:
+        with pytest.raises(JobNotFoundError):
+            await client.status(theirs["id"])
+        with pytest.raises(JobNotFoundError):
+            await client.cancel(theirs["id"])
+        assert (await client.list())["jobs"] == []
+        mine = await client.submit("email", delay=600)
+    assert mine["tenant"] == "globex"
+    stored = {job.id: job for job in await door.stored()}
+    assert stored[theirs["id"]].status.value == "scheduled"
