@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from producers.client import AsyncClient
 from tests.security.conftest import Door
 from topology.envelope import new_job_id
+from topology.errors import JobNotFoundError
 
 pytestmark = pytest.mark.rabbitmq
 
