@@ -1,7 +1,11 @@
-"""The operator's doors: the DLQ purge wants a real ``true``, the autoscaler wants credentials."""
+"""The operator's doors: the DLQ purge wants a real ``true``; the autoscaler and workers want credentials."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,6 +17,7 @@ from consumers.autoscaler.signals import SignalReader
 from consumers.autoscaler.status_server import serve_status
 from producers.auth.scopes import Scope
 from tests.credentials import bearer
+from tests.helpers import eventually
 from tests.security.conftest import Door, free_port
 
 pytestmark = pytest.mark.rabbitmq
@@ -85,3 +90,41 @@ async def test_the_autoscaler_status_and_metrics_need_their_scopes(
         assert scraped.status_code == 200
         assert "taskq_autoscaler" in scraped.text
         assert (await http.get("/other", headers=bearer("tq_nope"))).status_code == 401
+
+
+async def test_a_workers_metrics_port_wants_metrics_read(door: Door) -> None:
+    port = free_port()
+    env = {**os.environ, **door.env, "TASKQ_WORKER_METRICS_PORT": str(port)}
+    worker = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-c", "from taskctl.cli import main; main()", "worker", "email"],
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def listening() -> bool:  # a child process: nothing to await but its port
+                assert worker.returncode is None, "the worker exited"
+                try:
+                    await http.get(url)
+                except httpx.TransportError:
+                    return False
+                return True
+
+            await eventually(listening, within=30)
+            nobody = await http.get(url)
+            lacking = await http.get(url, headers=bearer(await door.key(scopes=(Scope.ADMIN,))))
+            scraper = bearer(await door.key(scopes=(Scope.METRICS_READ,)))
+            scraped = await http.get(url, headers=scraper)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await worker.wait()
+    assert nobody.status_code == 401
+    assert nobody.headers["www-authenticate"] == 'Bearer realm="taskq"'
+    assert lacking.status_code == 403
+    assert scraped.status_code == 200
+    assert "taskq_" in scraped.text
+    assert worker.returncode == 0
