@@ -1,24 +1,35 @@
 """Dead-letter operations: inspect, replay and purge a group's DLQ, with filters and a rate limit.
 
-Replays reset the attempt count but keep the idempotency key, so a job whose effects already
-happened is not run again; every replayed or purged job is logged (the audit trail) and
-recorded in the job store.
+A DLQ is read a page at a time and never held whole: each page's messages are fetched
+unacked, then replayed to work, deleted, or copied back to the DLQ's tail (the queue is a
+line, so reading past its head means moving what was read), each publish confirmed before
+its original is acked. Copies carry the operation's mark, so a pass stops when it meets what
+it already moved, and the date their retention ends. Replays reset the attempt count but keep
+the idempotency key, so a job whose effects already happened is not run again; every replayed
+or purged job is logged (the audit trail) and recorded in the job store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from loguru import logger
 
-from consumers.dispatch import ERROR_HEADER, REASON_HEADER
+from consumers.dispatch import ERROR_HEADER, MAX_ERROR_CHARS, REASON_HEADER, ROUTING_KEY_HEADER
 from jobstore.model import JobStatus, JobStore
 from producers.publisher import Publisher
 from telemetry import tracing
@@ -28,6 +39,10 @@ from topology.model import CompiledGroup, CompiledTopology
 from topology.routes import job_route
 
 Progress = Callable[[int, int], None]
+PAGE = 100
+"""Most messages an operation holds unacked at once."""
+MARK_HEADER = "taskq-dlq-pass"  # the pass that moved a copy to the tail
+EXPIRES_HEADER = "taskq-dlq-expires"  # epoch ms when the dead letter's retention ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +83,9 @@ class DeadLetter:
         when = message.timestamp if isinstance(message.timestamp, datetime) else None
         return cls(
             job_id=envelope.id if envelope else str(message.message_id or "?"),
-            job_type=envelope.type if envelope else str(message.routing_key or "?"),
+            job_type=envelope.type
+            if envelope
+            else str(headers.get(ROUTING_KEY_HEADER) or message.routing_key or "?"),
             reason=reason,
             error=str(
                 headers.get(ERROR_HEADER) or ("undecodable body" if envelope is None else "")
@@ -79,6 +96,10 @@ class DeadLetter:
         )
 
 
+MAX_FILTER_CHARS = MAX_ERROR_CHARS
+"""The longest error filter taken: a longer one could match no last error, which is cut to it."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadFilter:
     """Which dead letters an operation touches; every given condition must hold."""
@@ -86,7 +107,7 @@ class DeadFilter:
     job_id: str | None = None
     job_type: str | None = None
     reason: str | None = None
-    error: str | None = None  # a regular expression searched in the last error
+    error: str | None = None  # text found in the last error (a plain substring, never a pattern)
     older_than: timedelta | None = None
     tenant: str | None = None  # only this tenant's letters (an undecodable one has none)
 
@@ -102,7 +123,7 @@ class DeadFilter:
             return False
         if self.reason is not None and letter.reason != self.reason:
             return False
-        if self.error is not None and not re.search(self.error, letter.error):
+        if self.error is not None and self.error not in letter.error:
             return False
         if self.older_than is not None:
             return letter.dead_since is not None and now - letter.dead_since >= self.older_than
@@ -118,38 +139,154 @@ class Outcome:
     skipped_undecodable: int = 0
 
 
-async def scan(
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, and the cursor that continues it (``None``: the DLQ went round)."""
+
+    letters: list[DeadLetter]
+    cursor: str | None
+
+
+class Fate(Enum):
+    """What a pass does with one message of a page."""
+
+    KEEP = "keep"  # copied to the tail, then acked: it stays in the DLQ
+    DROP = "drop"  # acked: gone for good
+    TAKEN = "taken"  # the operation published it elsewhere (confirmed): acked
+    PUT_BACK = "put_back"  # returned to the head, where it was
+
+
+Decide = Callable[[list[tuple[AbstractIncomingMessage, DeadLetter]]], Awaitable[list[Fate]]]
+
+
+def new_cursor() -> str:
+    """Return a fresh pass mark (also a listing's cursor)."""
+    return secrets.token_hex(16)
+
+
+class _Pass:
+    """One pass over a DLQ: pages of at most ``page`` unacked messages, each settled in turn."""
+
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        group: CompiledGroup,
+        mark: str,
+        page: int,
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.group = group
+        self.mark = mark
+        self.page = page
+        self.total = queue.declaration_result.message_count or 0  # what the pass reads at most
+        self.seen = 0
+        self.wrapped = False  # met a message this pass already moved: every message was read
+
+    @property
+    def done(self) -> bool:
+        return self.wrapped or self.seen >= self.total
+
+    async def fetch(self, most: int) -> list[tuple[AbstractIncomingMessage, DeadLetter]]:
+        """Return up to ``most`` messages, unacked; stop at one this pass already moved."""
+        fetched: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
+        while len(fetched) < min(most, self.page) and not self.done:
+            message = await self.queue.get(fail=False, timeout=5)
+            if message is None:
+                self.wrapped = True  # empty: nothing left to read
+                break
+            if _header(message, MARK_HEADER) == self.mark:
+                self.wrapped = True
+                await message.nack(requeue=True)  # back to the head, where it was
+                break
+            self.seen += 1
+            fetched.append((message, DeadLetter.read(message)))
+        return fetched
+
+    async def settle(
+        self, fetched: list[tuple[AbstractIncomingMessage, DeadLetter]], fates: list[Fate]
+    ) -> None:
+        """Copy kept messages to the tail (confirmed), then ack or return every original."""
+        kept = [m for (m, _), fate in zip(fetched, fates, strict=True) if fate is Fate.KEEP]
+        copies = await asyncio.gather(*(self._copy(m) for m in kept), return_exceptions=True)
+        failed = {id(m) for m, copy in zip(kept, copies, strict=True) if copy is not None}
+        for (message, _), fate in zip(fetched, fates, strict=True):
+            if fate is Fate.PUT_BACK or id(message) in failed:
+                self.seen -= 1  # not read after all: the next call reads it
+                self.wrapped = False
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+        error = next((c for c in copies if c is not None), None)
+        if error is not None:
+            raise error
+
+    async def _copy(self, message: AbstractIncomingMessage) -> None:
+        """Publish ``message`` again at the DLQ's tail, marked with this pass; confirmed."""
+        headers = dict(message.headers or {})
+        headers[MARK_HEADER] = self.mark
+        if ROUTING_KEY_HEADER not in headers and message.routing_key:
+            headers[ROUTING_KEY_HEADER] = message.routing_key
+        expiration = None
+        retention = self.group.spec.dlq.retention
+        if retention is not None:
+            # A copy starts the queue's TTL anew; its first copy records when the dead letter
+            # should go, and each later copy keeps only what is left of that.
+            now_ms = int(time.time() * 1000)
+            expires = headers.setdefault(EXPIRES_HEADER, now_ms + retention)
+            left = int(expires) - now_ms if isinstance(expires, int) else retention
+            expiration = timedelta(milliseconds=max(1, left))
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            priority=message.priority,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            expiration=expiration,
+        )
+        await self.channel.default_exchange.publish(
+            copy, routing_key=self.group.dead_letter_queue, mandatory=True
+        )
+
+
+def _header(message: AbstractIncomingMessage, name: str) -> Any:
+    value = (message.headers or {}).get(name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _run(
     connection: AbstractRobustConnection,
     group: CompiledGroup,
-    act: Callable[[AbstractIncomingMessage, DeadLetter], Awaitable[bool]],
+    decide: Decide,
     *,
+    page: int = PAGE,
+    cursor: str | None = None,
+    enough: Callable[[], int] = lambda: PAGE,
     progress: Progress = lambda done, total: None,
-) -> int:
-    """Take every message the DLQ holds now, once, calling ``act`` on each; return how many.
-
-    ``act`` acks what it handles and returns True, or returns False to keep the message. Kept
-    messages stay unacked until the scan ends and are then returned together: a message
-    returned at once would go back to the head of the queue and be read again.
-    """
-    channel = await connection.channel()
-    queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
-    total = queue.declaration_result.message_count or 0
-    seen = 0
-    kept: list[AbstractIncomingMessage] = []
+) -> _Pass:
+    """Run one pass: fetch a page, let ``decide`` say each message's fate, settle it; repeat."""
+    channel = await connection.channel(publisher_confirms=True)
     try:
-        while seen < total:
-            message = await queue.get(fail=False, timeout=5)
-            if message is None:
+        queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
+        run = _Pass(channel, queue, group, cursor or new_cursor(), page)
+        while not run.done:
+            most = enough()
+            if most <= 0:
                 break
-            seen += 1
-            if not await act(message, DeadLetter.read(message)):
-                kept.append(message)
-            progress(seen, total)
+            fetched = await run.fetch(most)
+            if not fetched:
+                break
+            await run.settle(fetched, await decide(fetched))
+            progress(run.seen, run.total)
+        return run
     finally:
-        for message in kept:
-            await message.nack(requeue=True)
         await channel.close()
-    return seen
 
 
 async def replay(
@@ -163,50 +300,88 @@ async def replay(
     rate: float = 50.0,
     progress: Progress = lambda done, total: None,
 ) -> Outcome:
-    """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second."""
+    """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second.
+
+    Raises:
+        TaskqError: a replay was not confirmed (or not recorded); it stays in the DLQ, and
+            so does everything not yet read, while what was replayed before stays replayed.
+    """
     moment = datetime.now(UTC)
     counts = {"matched": 0, "kept": 0, "undecodable": 0}
-    interval = 1 / rate if rate > 0 else 0.0
+    failures: list[BaseException] = []
+    # A page holds about a second's worth of replays, and the rate limit waits before a
+    # page's publishes, so no page is held unacked for long.
+    page = max(1, min(PAGE, int(rate)))
     next_at = time.monotonic()
 
-    async def act(message: AbstractIncomingMessage, letter: DeadLetter) -> bool:
+    async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
         nonlocal next_at
-        if letter.envelope is None or not chosen(letter, moment):
-            counts["kept" if letter.envelope else "undecodable"] += 1
-            return False
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))  # the replay rate limit
-        next_at = time.monotonic() + interval
-        fresh = letter.envelope.model_copy(update={"attempt": 1, "not_before": None})
-        # The store first: a worker that gets the job before it reads "queued" would take the
-        # job for finished ("dead") and ack it unrun.
-        await store.transition(
-            fresh.id,
-            JobStatus.QUEUED,
-            allowed_from=frozenset({JobStatus.DEAD}),
-            updated_at=datetime.now(UTC),
-            attempts=0,
-            finished_at=None,
+        fates = [Fate.KEEP] * len(fetched)
+        picked = []
+        for i, (message, letter) in enumerate(fetched):
+            if letter.envelope is None or not chosen(letter, moment):
+                counts["kept" if letter.envelope else "undecodable"] += 1
+            else:
+                picked.append((i, message, letter.envelope))
+        if not picked:
+            return fates
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        next_at = max(next_at, time.monotonic()) + len(picked) / rate
+        outcomes = await asyncio.gather(
+            *(_replay_one(topology, publisher, store, m, e) for _, m, e in picked),
+            return_exceptions=True,
         )
-        try:
-            # A new trace for the new life, linked to the trace the job died in.
-            with tracing.span(
-                f"{fresh.type} replay", link_headers=message.headers, parent_headers={}
-            ):
-                await publisher.publish(fresh, job_route(topology, fresh))  # confirmed, then ack
-        except Exception:
-            await store.transition(
-                fresh.id, JobStatus.DEAD, allowed_from=frozenset({JobStatus.QUEUED})
-            )
-            raise
-        await message.ack()
-        counts["matched"] += 1
-        logger.info(
-            "dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, letter.reason
-        )
-        return True
+        for (i, _, envelope), outcome in zip(picked, outcomes, strict=True):
+            if outcome is None:
+                fates[i] = Fate.TAKEN
+                counts["matched"] += 1
+            else:
+                fates[i] = Fate.PUT_BACK
+                failures.append(outcome)
+                logger.warning("dlq replay: job {} stays dead: {}", envelope.id, outcome)
+        return fates
 
-    await scan(connection, group, act, progress=progress)
+    await _run(
+        connection,
+        group,
+        decide,
+        page=page,
+        enough=lambda: 0 if failures else page,
+        progress=progress,
+    )
+    if failures:
+        raise failures[0]
     return Outcome(counts["matched"], counts["kept"], counts["undecodable"])
+
+
+async def _replay_one(
+    topology: CompiledTopology,
+    publisher: Publisher,
+    store: JobStore,
+    message: AbstractIncomingMessage,
+    envelope: Envelope,
+) -> None:
+    """Record the job as queued, then publish it to work with confirms (undone on failure)."""
+    fresh = envelope.model_copy(update={"attempt": 1, "not_before": None})
+    # The store first: a worker that gets the job before it reads "queued" would take the
+    # job for finished ("dead") and ack it unrun.
+    await store.transition(
+        fresh.id,
+        JobStatus.QUEUED,
+        allowed_from=frozenset({JobStatus.DEAD}),
+        updated_at=datetime.now(UTC),
+        attempts=0,
+        finished_at=None,
+    )
+    try:
+        # A new trace for the new life, linked to the trace the job died in.
+        with tracing.span(f"{fresh.type} replay", link_headers=message.headers, parent_headers={}):
+            await publisher.publish(fresh, job_route(topology, fresh))
+    except Exception:
+        await store.transition(fresh.id, JobStatus.DEAD, allowed_from=frozenset({JobStatus.QUEUED}))
+        raise
+    reason = _header(message, REASON_HEADER) or "unknown"
+    logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)
 
 
 async def purge(
@@ -220,35 +395,57 @@ async def purge(
     moment = datetime.now(UTC)
     counts = {"matched": 0, "kept": 0}
 
-    async def act(message: AbstractIncomingMessage, letter: DeadLetter) -> bool:
-        if not chosen(letter, moment):
-            counts["kept"] += 1
-            return False
-        await message.ack()
-        counts["matched"] += 1
-        logger.info(
-            "dlq purge: job {} ({}) deleted; it was {}",
-            letter.job_id,
-            letter.job_type,
-            letter.reason,
-        )
-        return True
+    async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
+        fates = []
+        for _, letter in fetched:
+            if not chosen(letter, moment):
+                counts["kept"] += 1
+                fates.append(Fate.KEEP)
+                continue
+            counts["matched"] += 1
+            fates.append(Fate.DROP)
+            logger.info(
+                "dlq purge: job {} ({}) deleted; it was {}",
+                letter.job_id,
+                letter.job_type,
+                letter.reason,
+            )
+        return fates
 
-    await scan(connection, group, act, progress=progress)
+    await _run(connection, group, decide, progress=progress)
     return Outcome(counts["matched"], counts["kept"])
 
 
 async def listing(
-    connection: AbstractRobustConnection, group: CompiledGroup, chosen: DeadFilter
-) -> list[DeadLetter]:
-    """Return the matching dead letters, leaving every message in the DLQ."""
+    connection: AbstractRobustConnection,
+    group: CompiledGroup,
+    chosen: DeadFilter,
+    *,
+    limit: int = PAGE,
+    cursor: str | None = None,
+) -> Page:
+    """Return up to ``limit`` matching dead letters, leaving every message in the DLQ.
+
+    Pass the returned cursor to read on: a listing moves what it read to the tail, so the
+    next call starts where this one stopped, until the DLQ went round (cursor ``None``).
+    """
     moment = datetime.now(UTC)
     found: list[DeadLetter] = []
 
-    async def act(message: AbstractIncomingMessage, letter: DeadLetter) -> bool:
-        if chosen(letter, moment):
-            found.append(letter)
-        return False
+    async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
+        fates = []
+        for _, letter in fetched:
+            if len(found) == limit:
+                # Past the page: back to the head unmoved, where the next call starts.
+                fates.append(Fate.PUT_BACK)
+                continue
+            if chosen(letter, moment):
+                found.append(letter)
+            fates.append(Fate.KEEP)
+        return fates
 
-    await scan(connection, group, act)
-    return found
+    def enough() -> int:
+        return PAGE if len(found) < limit else 0
+
+    run = await _run(connection, group, decide, cursor=cursor, enough=enough)
+    return Page(found, None if run.done else run.mark)

@@ -19,6 +19,7 @@ from typing import Any
 from loguru import logger as root_logger
 from pydantic import TypeAdapter, ValidationError
 
+from jobstore.model import JobRecord
 from topology import routing
 from topology.errors import ContractError, TaskqError
 
@@ -53,6 +54,11 @@ class JobContext:
     idempotency_key: str
     correlation_id: str | None = None
     logger: Any = field(default=None, compare=False)
+    # Reads a stored job by id (None when unknown), for a handler whose payload names
+    # another job: the callback handler checks the URL it is asked to call against it.
+    lookup_job: Callable[[str], Awaitable[JobRecord | None]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.logger is None:

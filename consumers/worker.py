@@ -299,6 +299,7 @@ class Worker:
                 deadline=now + timedelta(seconds=limit_s),
                 idempotency_key=key,
                 correlation_id=envelope.correlation_id,
+                lookup_job=deps.store.get_job,
             )
             async with asyncio.timeout(limit_s):
                 result = await handler.call(payload, context)

@@ -27,11 +27,13 @@ from topology.errors import (
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
+    ReservedJobTypeError,
     TaskqError,
     UnknownJobTypeError,
 )
 from topology.model import CompiledTopology
 from topology.names import CALLBACK_JOB_TYPE, DEFAULT_TENANT
+from topology.reserved import TASKQ, reservations, reserving
 from topology.routes import Route, delay_route, job_route
 from topology.spec import Priority
 
@@ -121,6 +123,7 @@ class Submitter:
         self._settings = settings or SubmitSettings()
         self._clock = clock
         self._groups: dict[str, str | None] = {}
+        self._reserved = reservations(topology.webhooks)
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
 
@@ -133,21 +136,37 @@ class Submitter:
         """Store and publish one job; return once the broker confirmed it.
 
         Raises:
+            ReservedJobTypeError: only taskq or a webhook source may submit this type.
             JobRejectedError: the request is invalid (unknown type, bad delay, key reused).
             IdempotencyInFlightError: the same key is being submitted right now.
             BrokerUnavailableError, PublishError: the broker did not confirm; nothing is kept.
             StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
         """
+        return await self._counted(request, None)
+
+    async def submit_reserved(self, request: JobRequest, *, producer: str) -> Submitted:
+        """Submit a job of a type reserved for ``producer``: taskq itself or a webhook source.
+
+        Only taskq's own code calls this (the webhook receiver once a delivery is verified,
+        and the enqueueing of callbacks); no route or client leads here.
+
+        Raises:
+            ReservedJobTypeError: the type is not reserved for ``producer``.
+            The rest as ``submit``.
+        """
+        return await self._counted(request, producer)
+
+    async def _counted(self, request: JobRequest, producer: str | None) -> Submitted:
         try:
-            done = await self._submit(request)
+            done = await self._submit(request, producer)
         except TaskqError as exc:
             self._count(request, exc)
             raise
         self._count(request, None, replayed=done.replayed)
         return done
 
-    async def _submit(self, request: JobRequest) -> Submitted:
-        outcome = await self._prepare(request)
+    async def _submit(self, request: JobRequest, producer: str | None) -> Submitted:
+        outcome = await self._prepare(request, producer)
         if isinstance(outcome, Submitted):
             return outcome
         try:
@@ -172,7 +191,7 @@ class Submitter:
                 field="jobs",
             )
         prepared = await asyncio.gather(
-            *(self._prepare(r) for r in requests), return_exceptions=True
+            *(self._prepare(r, None) for r in requests), return_exceptions=True
         )
         pending = [p for p in prepared if isinstance(p, _Pending)]
         published = await self._publisher.publish_many(
@@ -243,10 +262,10 @@ class Submitter:
         """
         request = callback_request(job)
         if request is not None:
-            await self.submit(request)
+            await self.submit_reserved(request, producer=TASKQ)
 
-    async def _prepare(self, request: JobRequest) -> _Pending | Submitted:
-        self._check_type(request.type)
+    async def _prepare(self, request: JobRequest, producer: str | None) -> _Pending | Submitted:
+        self._check_type(request.type, producer)
         if request.callback_url is not None and self.callback_check is not None:
             refused = await self.callback_check(request.callback_url)
             if refused is not None:
@@ -320,7 +339,13 @@ class Submitter:
         group = self.topology.group_for(job_type)
         return None if group is None else group.spec.callback_url
 
-    def _check_type(self, job_type: str) -> None:
+    def _check_type(self, job_type: str, producer: str | None) -> None:
+        owners = reserving(self._reserved, job_type)
+        if owners and all(r.producer != producer for r in owners):
+            raise ReservedJobTypeError(
+                f"job type {job_type!r} is reserved: {owners[0].why}; submit a type of your own",
+                field="type",
+            )
         if self.group_of(job_type) is None:
             accepted = ", ".join(self.topology.job_patterns())
             raise UnknownJobTypeError(

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import DeadFilter, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.app import Services
 from producers.api.routes import StrictJsonRoute
 from producers.api.security import principal, secured
@@ -27,32 +27,50 @@ from topology.model import CompiledGroup
 router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=StrictJsonRoute)
 
 
+Text = Annotated[str | None, Field(max_length=255)]
+
+
 class Filters(BaseModel):
     """Which dead letters an operation touches; every given condition must hold."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = None
-    type: str | None = None
-    reason: str | None = None
+    id: Text = None
+    type: Text = None
+    reason: Text = None
     error: Annotated[
-        str | None, Field(description="A regular expression searched in the last error.")
+        str | None,
+        Field(
+            max_length=MAX_FILTER_CHARS,
+            description="Text found in the last error (a plain substring, not a pattern).",
+        ),
     ] = None
-    older_than: Annotated[str | None, Field(description="A duration such as 1h or 2d.")] = None
+    older_than: Annotated[
+        str | None, Field(max_length=32, description="A duration such as 1h or 2d.")
+    ] = None
+
+
+class ListQuery(Filters):
+    """A listing: filters, a page size, and the cursor of the page before."""
+
+    limit: Annotated[int, Field(ge=1, le=500)] = PAGE
+    cursor: Annotated[str | None, Field(pattern=r"^[0-9a-f]{32}$")] = None
 
 
 class ReplayRequest(Filters):
-    """A replay: filters (or ``all``) and a rate limit."""
+    """A replay: filters (or ``all: true``) and a rate limit."""
 
-    all: bool = False
+    all: StrictBool = False
     rate: Annotated[float, Field(gt=0, le=10_000)] = 50.0
 
 
 class PurgeRequest(Filters):
-    """A purge: filters, and ``confirm: true`` because it cannot be undone."""
+    """A purge: filters, and ``confirm: true`` (the JSON literal) because it cannot be undone."""
 
-    # JSON true only: "true", 1 or "yes" are not a confirmation of something irreversible.
-    confirm: StrictBool = False
+    confirm: Annotated[
+        StrictBool,
+        Field(description="Must be the JSON literal true; strings and numbers are refused."),
+    ] = False
 
 
 def _filter(f: Filters, tenant: str) -> DeadFilter:
@@ -82,17 +100,22 @@ def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
 
 @router.get(
     "/{group}",
-    summary="List a group's dead letters (they stay in the DLQ)",
+    summary="List a group's dead letters, a page at a time (they stay)",
     **secured(Scope.ADMIN),
 )
 async def list_dead(
-    request: Request, group: str, filters: Annotated[Filters, Query()]
-) -> list[dict[str, Any]]:
-    """Return the matching dead letters."""
+    request: Request, group: str, query: Annotated[ListQuery, Query()]
+) -> dict[str, Any]:
+    """Return a page of matching dead letters and the cursor of the next page (null at the end)."""
     services, compiled = _context(request, group)
-    chosen = _filter(filters, principal(request).tenant)
-    letters = await listing(_publisher(services).connection, compiled, chosen)
-    return [letter.view() for letter in letters]
+    page = await listing(
+        _publisher(services).connection,
+        compiled,
+        _filter(query, principal(request).tenant),
+        limit=query.limit,
+        cursor=query.cursor,
+    )
+    return {"letters": [letter.view() for letter in page.letters], "next_cursor": page.cursor}
 
 
 @router.post(

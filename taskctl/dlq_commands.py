@@ -10,7 +10,7 @@ import typer
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from consumers.dlq import DeadFilter, DeadLetter, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, DeadLetter, listing, purge, replay
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from taskctl.context import err, out, run
@@ -28,7 +28,8 @@ Reason = Annotated[
     typer.Option(help="Only this reason: exhausted, permanent, contract, poison, rejected."),
 ]
 ErrorText = Annotated[
-    str | None, typer.Option("--error", help="Only jobs whose last error matches this regex.")
+    str | None,
+    typer.Option("--error", help="Only jobs whose last error contains this text (not a pattern)."),
 ]
 OlderThan = Annotated[
     str | None, typer.Option(help="Only dead letters older than this (e.g. 1h, 2d).")
@@ -46,6 +47,8 @@ def _filter(
         age = None if older_than is None else timedelta(milliseconds=parse_duration(older_than))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
+    if error is not None and len(error) > MAX_FILTER_CHARS:
+        raise typer.BadParameter(f"at most {MAX_FILTER_CHARS} characters", param_hint="--error")
     return DeadFilter(job_id=job_id, job_type=job_type, reason=reason, error=error, older_than=age)
 
 
@@ -57,11 +60,14 @@ def list_(
     reason: Reason = None,
     error: ErrorText = None,
     older_than: OlderThan = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many (default: every one).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List dead letters (they stay in the DLQ)."""
+    """List dead letters (they stay in the DLQ), reading it a page at a time."""
     chosen = _filter(job_id, job_type, reason, error, older_than)
-    rows = [letter.view() for letter in run(_listing(group, chosen))]
+    rows = [letter.view() for letter in run(_listing(group, chosen, limit))]
     if as_json:
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -82,7 +88,7 @@ def list_(
 @app.command()
 def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one dead letter in full, envelope included."""
-    letters = run(_listing(group, DeadFilter(job_id=job_id)))
+    letters = run(_listing(group, DeadFilter(job_id=job_id), 1))
     if not letters:
         err.print(f"no dead letter for job {job_id} in group {group}")
         raise typer.Exit(1)
@@ -147,13 +153,22 @@ async def _context(group: str) -> tuple[Any, Any]:
         raise SettingsError(f"no group {group!r} in the topology; groups: {known}") from exc
 
 
-async def _listing(group: str, chosen: DeadFilter) -> list[DeadLetter]:
+async def _listing(group: str, chosen: DeadFilter, limit: int | None) -> list[DeadLetter]:
     backends, compiled = await _context(group)
+    found: list[DeadLetter] = []
     try:
         async with await connect(backends.broker, name="taskctl dlq") as connection:
-            return await listing(connection, compiled, chosen)
+            cursor: str | None = None
+            while limit is None or len(found) < limit:
+                wanted = PAGE if limit is None else min(PAGE, limit - len(found))
+                page = await listing(connection, compiled, chosen, limit=wanted, cursor=cursor)
+                found += page.letters
+                cursor = page.cursor
+                if cursor is None:
+                    break
     finally:
         await backends.close()
+    return found
 
 
 async def _replay(group: str, chosen: DeadFilter, rate: float) -> Any:

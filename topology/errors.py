@@ -22,6 +22,7 @@
     │   └── BlobIntegrityError          a payload does not match its reference's size or checksum
     ├── JobRejectedError                the request is invalid: fix the field it names (HTTP 422)
     │   ├── UnknownJobTypeError         no consumer group takes this job type
+    │   ├── ReservedJobTypeError        only taskq or a webhook source makes this type (403)
     │   └── IdempotencyMismatchError    the key was used with a different request
     ├── IdempotencyInFlightError        the same key is being submitted now: retry later (409)
     ├── JobNotFoundError                no job has this id (HTTP 404)
@@ -131,6 +132,10 @@ class JobRejectedError(TaskqError):
 
 class UnknownJobTypeError(JobRejectedError):
     """No consumer group takes this job type; the message lists the accepted types."""
+
+
+class ReservedJobTypeError(JobRejectedError):
+    """The job type is reserved for taskq itself or a verified webhook source (HTTP 403)."""
 
 
 class IdempotencyMismatchError(JobRejectedError):

@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails
 
 from topology import names, routing
 from topology.errors import TopologyFileError
+from topology.reserved import TASKQ, public_overlap, reservations
 from topology.spec import BUILTIN_GROUP_DEFAULTS, GroupSpec, TopologySpec
 from topology.webhook_spec import EVENT, SAMPLE_EVENT
 
@@ -87,6 +88,7 @@ class _Validator:
             self._check_names(spec)
             self._check_overlaps(spec)
             self._check_webhooks(spec)
+            self._check_reserved(spec)
         if self.problems or spec is None:
             raise TopologyFileError(self.source, self.problems)
         return spec
@@ -185,6 +187,31 @@ class _Validator:
                     ("webhooks", name, "job"),
                     f"no group takes job type {sample!r}; add a pattern such as "
                     f"{source.job.replace(EVENT, '#')!r} to a group's jobs",
+                )
+
+    def _check_reserved(self, spec: TopologySpec) -> None:
+        reserved = reservations(spec.webhooks.items())
+        for name, group in spec.groups.items():
+            for pattern in group.jobs:
+                found = public_overlap(reserved, pattern)
+                if found is None:
+                    continue
+                reservation, shared = found
+                if reservation.producer == TASKQ:
+                    fix = (
+                        "narrow it so it takes no taskq.* type (callbacks go to the built-in "
+                        f"{names.CALLBACKS_GROUP!r} group, or to a group listing "
+                        f"{names.CALLBACK_JOB_TYPE!r})"
+                    )
+                else:
+                    fix = (
+                        f"narrow it so it takes no reserved type, or list exactly "
+                        f"{reservation.produced!r} in the group that receives them"
+                    )
+                self._add(
+                    ("groups", name, "jobs"),
+                    f"{pattern!r} takes reserved job types such as {shared!r} "
+                    f"({reservation.produced!r}: {reservation.why}) as well as public ones; {fix}",
                 )
 
     def _add(self, where: Path_, message: str) -> None:

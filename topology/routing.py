@@ -67,6 +67,65 @@ def _word(a: str, b: str) -> str:
     return b if b != "*" else _FRESH_WORD
 
 
+def covers(general: str, specific: str) -> bool:
+    """Return whether every routing key ``specific`` matches is matched by ``general`` too."""
+    return _covers(tuple(general.split(".")), tuple(specific.split(".")))
+
+
+@lru_cache(maxsize=4096)
+def _covers(general: tuple[str, ...], specific: tuple[str, ...]) -> bool:
+    # Both patterns as automata over the words they name plus one word neither names (every
+    # other word behaves like it): walk their determinised product, and look for a state
+    # where ``specific`` accepts and ``general`` does not.
+    words = {w for w in (*general, *specific) if w not in ("*", "#")}
+    alphabet = (*words, _fresh(words))
+    start = (_closure(specific, {0}), _closure(general, {0}))
+    seen, todo = {start}, [start]
+    while todo:
+        mine, theirs = todo.pop()
+        if len(specific) in mine and len(general) not in theirs:
+            return False
+        for word in alphabet:
+            step = (_step(specific, mine, word), _step(general, theirs, word))
+            if step[0] and step not in seen:
+                seen.add(step)
+                todo.append(step)
+    return True
+
+
+def _closure(pattern: tuple[str, ...], states: set[int]) -> frozenset[int]:
+    """Return ``states`` plus every state reached by letting a ``#`` match no word."""
+    out, todo = set(states), list(states)
+    while todo:
+        at = todo.pop()
+        if at < len(pattern) and pattern[at] == "#" and at + 1 not in out:
+            out.add(at + 1)
+            todo.append(at + 1)
+    return frozenset(out)
+
+
+def _step(pattern: tuple[str, ...], states: frozenset[int], word: str) -> frozenset[int]:
+    """Return the states after reading ``word``: ``#`` stays, ``*`` and an equal word advance."""
+    nxt: set[int] = set()
+    for at in states:
+        if at == len(pattern):
+            continue
+        token = pattern[at]
+        if token == "#":
+            nxt.add(at)
+        elif token in ("*", word):
+            nxt.add(at + 1)
+    return _closure(pattern, nxt)
+
+
+def _fresh(words: set[str]) -> str:
+    """Return a word none of ``words`` is."""
+    fresh = _FRESH_WORD
+    while fresh in words:
+        fresh += "x"
+    return fresh
+
+
 def is_pattern(job_type: str) -> bool:
     """Return whether ``job_type`` holds a wildcard word (``*`` or ``#``)."""
     return any(word in ("*", "#") for word in job_type.split("."))

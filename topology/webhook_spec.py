@@ -80,6 +80,13 @@ class WebhookSourceSpec(BaseModel):
             raise ValueError(
                 f"job uses {EVENT} but this hmac source has no event_header to take it from"
             )
+        words = self.job.split(".")
+        if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
+            # The types a template makes must form a topic pattern, so they can be reserved.
+            raise ValueError(
+                f"job {self.job!r}: {EVENT} must be a whole dot-separated word, used once "
+                f"(e.g. 'acme.{EVENT}')"
+            )
         template = self.job.replace(EVENT, SAMPLE_EVENT)
         if "{" in template or "}" in template:
             raise ValueError(f"job {self.job!r}: the only placeholder is {EVENT}")

@@ -38,6 +38,7 @@ from webhooks.outbound import (
     open_session,
     post,
 )
+from webhooks.outbound.url_check import display
 from webhooks.schemes import sign_standard
 
 MAX_RETRY_AFTER_S = 3600.0  # a receiver's Retry-After is a hint, not a licence to park forever
@@ -51,6 +52,7 @@ class CallbackSettings(BaseModel):
     callback_signing_key: SecretStr | None = None
     callback_allow: str = ""  # hosts or CIDRs allowed despite the SSRF rules, e.g. 127.0.0.1
     callback_timeout: float = 10.0
+    callback_dns_timeout: float = 5.0  # a slow resolver delays neither a submission nor a delivery
     callback_breaker_threshold: int = 5
     callback_breaker_cooldown: float = 60.0
 
@@ -95,11 +97,12 @@ _deliverer: _Deliverer | None = None
 
 def registration_check() -> Callable[[str], Awaitable[str | None]]:
     """Return the check a submitted callback URL passes before its job is accepted (SSRF)."""
-    allow = AllowList.parse(load_settings(CallbackSettings).callback_allow)
+    settings = load_settings(CallbackSettings)
+    allow = AllowList.parse(settings.callback_allow)
 
     async def check(url: str) -> str | None:
         try:
-            await check_callback_url(url, allow)
+            await check_callback_url(url, allow, dns_timeout=settings.callback_dns_timeout)
         except AddressRefused as exc:
             return str(exc)
         except OutboundError:
@@ -124,6 +127,28 @@ def _current() -> _Deliverer:
     return _deliverer
 
 
+async def _bound_job(payload: CallbackPayload, ctx: JobContext) -> str:
+    """Return the id of the finished job the callback announces, once its store record agrees.
+
+    A signed callback goes only to the ``callback_url`` of the job it names, as stored when
+    that job was submitted; whatever else a callback job's payload says is refused.
+
+    Raises:
+        Permanent: the job is unknown, or its callback URL is another one.
+    """
+    job_id = payload.job.get("id")
+    if not isinstance(job_id, str) or ctx.lookup_job is None:
+        raise Permanent("refused: the callback names no finished job to check its URL against")
+    job = await ctx.lookup_job(job_id)
+    if job is None:
+        raise Permanent(f"refused: the callback names job {job_id!r}, which is not in the store")
+    if job.callback_url != payload.url:
+        raise Permanent(
+            f"refused: {display(URL(payload.url))} is not the callback_url of job {job_id}"
+        )
+    return job_id
+
+
 @handler(CALLBACK_JOB_TYPE)
 async def deliver(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
     """POST the finished job to its callback URL, signed; raise what the outcome calls for."""
@@ -131,13 +156,13 @@ async def deliver(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
     key = deliverer.settings.callback_signing_key
     if key is None:
         raise Permanent("TASKQ_CALLBACK_SIGNING_KEY is not set: callbacks cannot be signed")
+    job_id = await _bound_job(payload, ctx)
     origin = str(URL(payload.url).origin())
     breaker = deliverer.breakers.get(origin)
     if not breaker.allow():
         raise Retry(
             f"{origin} keeps failing; its breaker is open", delay=max(breaker.retry_in(), 1)
         )
-    job_id = str(payload.job.get("id", ctx.job_id))
     message_id = f"cb_{job_id}_{payload.event.removeprefix('job.')}"
     now = int(time.time())
     body = orjson.dumps(
@@ -159,6 +184,7 @@ async def deliver(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
             allow=deliverer.allow,
             timeout=deliverer.settings.callback_timeout,
             session=deliverer.session(),
+            dns_timeout=deliverer.settings.callback_dns_timeout,
         )
     except (AddressRefused, DeliveryRejected) as exc:
         breaker.skip_probe()

@@ -27,6 +27,7 @@ from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.auth.settings import AuthSettings
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.errors import IdempotencyInFlightError, TaskqError
+from topology.reserved import webhook_producer
 from topology.settings import load_settings
 from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes import Delivery
@@ -115,7 +116,7 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
         return problems.problem(400, detail), "malformed"
     try:
         submitted = await _submit(
-            submitter, _job_request(source, delivery, job_type, body, headers)
+            submitter, _job_request(source, delivery, job_type, body, headers), source.name
         )
     except TaskqError as exc:
         status = problems.status_of(exc)
@@ -182,12 +183,13 @@ def _job_request(
     )
 
 
-async def _submit(submitter: Submitter, job: JobRequest) -> Submitted:
+async def _submit(submitter: Submitter, job: JobRequest, source: str) -> Submitted:
     """Submit ``job``; a concurrent copy of the same delivery waits for the first one's answer."""
     deadline = time.monotonic() + TWIN_WAIT_S
     while True:
         try:
-            return await submitter.submit(job)
+            # The signature is verified: the source's reserved types may pass.
+            return await submitter.submit_reserved(job, producer=webhook_producer(source))
         except IdempotencyInFlightError:
             if time.monotonic() >= deadline:
                 raise

@@ -25,6 +25,7 @@ from topology.errors import (
     PermissionDeniedError,
     PublishError,
     RateLimitedError,
+    ReservedJobTypeError,
     StoreUnavailableError,
     TaskqError,
 )
@@ -67,6 +68,8 @@ def problem(
 
 def status_of(error: TaskqError) -> int:
     """Return the HTTP status that tells a client what to do about ``error``."""
+    if isinstance(error, ReservedJobTypeError):
+        return 403
     if isinstance(error, JobRejectedError | ContractError):
         return 422
     if isinstance(error, IdempotencyInFlightError | JobStateError):

@@ -82,7 +82,8 @@ class StrictJsonRoute(SecuredRoute):
 
 router = APIRouter(route_class=StrictJsonRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM: {}}} for code in (400, 409, 413, 415, 422, 503)
+    code: {"model": Problem, "content": {PROBLEM: {}}}
+    for code in (400, 403, 409, 413, 415, 422, 503)
 }
 
 

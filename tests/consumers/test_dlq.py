@@ -36,8 +36,10 @@ async def test_list_shows_every_dead_letter_and_leaves_them_in_place(rig: Rig):
     ids = await dead_jobs(rig, 3)
     connection = await connect(rig.settings, name="dlq test")
     async with connection:
-        letters = await listing(connection, TOPOLOGY.group("mail"), DeadFilter())
-        again = await listing(connection, TOPOLOGY.group("mail"), DeadFilter(job_id=ids[1]))
+        letters = (await listing(connection, TOPOLOGY.group("mail"), DeadFilter())).letters
+        again = (
+            await listing(connection, TOPOLOGY.group("mail"), DeadFilter(job_id=ids[1]))
+        ).letters
     assert sorted(letter.job_id for letter in letters) == sorted(ids)
     assert {letter.reason for letter in letters} == {"permanent"}
     assert all(letter.error.startswith("Permanent: down for") for letter in letters)
@@ -79,7 +81,7 @@ async def test_replay_only_touches_what_the_filter_chooses(rig: Rig):
             connection, TOPOLOGY, group, rig.publisher, rig.store, DeadFilter(job_id=ids[0])
         )
         await rig.until(ids[0], JobStatus.SUCCEEDED)
-        left = await listing(connection, group, DeadFilter())
+        left = (await listing(connection, group, DeadFilter())).letters
     assert (outcome.matched, outcome.kept) == (1, 2)
     assert sorted(letter.job_id for letter in left) == sorted(ids[1:])
 
@@ -91,7 +93,7 @@ async def test_purge_deletes_the_chosen_dead_letters_only(rig: Rig):
     async with connection:
         young = await purge(connection, group, DeadFilter(older_than=timedelta(hours=1)))
         outcome = await purge(connection, group, DeadFilter(error=f"down for {ids[2]}"))
-        left = await listing(connection, group, DeadFilter())
+        left = (await listing(connection, group, DeadFilter())).letters
     assert young.matched == 0
     assert (outcome.matched, outcome.kept) == (1, 2)
     assert sorted(letter.job_id for letter in left) == sorted(ids[:2])

@@ -31,6 +31,8 @@ from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import EVERY_SCOPE, bearer, issue_key
 from tests.helpers import eventually
+from tests.security.stack import Stack, running, stack_env
+from tests.security.stack import store_url as fresh_store
 from topology.envelope import decode
 from topology.model import CompiledTopology
 from topology.settings import BrokerSettings
@@ -189,3 +191,15 @@ async def serving(door: Door, settings: ApiSettings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def api_stack(
+    request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """Yield the API on a fresh vhost and a fresh job store of each kind (a key sent with every request)."""
+    async with (
+        fresh_store(request.param, request, tmp_path) as url,
+        running(stack_env(vhost, tmp_path, url), vhost) as stack,
+    ):
+        yield stack

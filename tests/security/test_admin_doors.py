@@ -1,4 +1,4 @@
-"""The operator's doors: the DLQ purge wants a real ``true``; the autoscaler and workers want credentials."""
+"""The operator's doors outside the API: the autoscaler and the workers want credentials."""
 
 from __future__ import annotations
 
@@ -21,20 +21,6 @@ from tests.helpers import eventually
 from tests.security.conftest import Door, free_port
 
 pytestmark = pytest.mark.rabbitmq
-
-
-@pytest.mark.parametrize("confirm", ["true", 1, "1", "yes", "True", None])
-async def test_a_purge_needs_json_true(door: Door, confirm: object) -> None:
-    await door.dead_letter()
-    before = await door.snapshot()
-    async with door.client(await door.key(scopes=(Scope.ADMIN,))) as admin:
-        answer = await admin.post("/admin/dlq/email/purge", json={"confirm": confirm})
-    assert answer.status_code == 422, answer.text
-    assert answer.json()["errors"][0]["field"] == "confirm"
-    assert await door.snapshot() == before  # the dead letter is still there
-    async with door.client(await door.key(scopes=(Scope.ADMIN,))) as admin:
-        done = await admin.post("/admin/dlq/email/purge", json={"confirm": True})
-    assert done.json() == {"purged": 1, "left": 0}
 
 
 class Idle:

@@ -72,8 +72,10 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
         ) as client:
             listed = await client.get("/admin/dlq/email")
             assert listed.status_code == 200
-            assert sorted(row["id"] for row in listed.json()) == sorted(ids)
-            assert {row["reason"] for row in listed.json()} == {"permanent"}
+            letters = listed.json()["letters"]
+            assert sorted(row["id"] for row in letters) == sorted(ids)
+            assert {row["reason"] for row in letters} == {"permanent"}
+            assert listed.json()["next_cursor"] is None
 
             refused = await client.post("/admin/dlq/email/replay", json={})
             assert refused.status_code == 422

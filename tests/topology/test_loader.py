@@ -297,5 +297,5 @@ def test_a_callbacks_group_is_built_in_unless_a_group_takes_callback_jobs():
         "groups: {x: {jobs: [x]}, callbacks: {jobs: [taskq.callback], prefetch: 2, concurrency: 1}}"
     )
     assert own.groups["callbacks"].prefetch == 2
-    catch_all = parse_topology("groups: {everything: {jobs: ['#']}}")
-    assert set(catch_all.groups) == {"everything"}
+    renamed = parse_topology("groups: {hooks: {jobs: [taskq.callback]}}")
+    assert set(renamed.groups) == {"hooks"}

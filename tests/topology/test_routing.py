@@ -3,7 +3,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from topology.routing import is_pattern, matches, overlap
+from topology.routing import covers, is_pattern, matches, overlap
 
 WORDS = ["a", "b"]
 pattern_words = st.sampled_from(["a", "b", "*", "#"])
@@ -90,3 +90,30 @@ def test_is_pattern_spots_wildcard_words_only():
     assert is_pattern("#")
     assert not is_pattern("a.b")
     assert not is_pattern("a*")
+
+
+def brute_covers(general: str, specific: str) -> bool:
+    words = ["a", "b", "x"]
+    limit = len(general.split(".")) + len(specific.split(".")) + 1
+    for n in range(1, limit + 1):
+        for combo in itertools.product(words, repeat=n):
+            key = ".".join(combo)
+            if matches(specific, key) and not matches(general, key):
+                return False
+    return True
+
+
+@given(patterns, patterns)
+def test_covers_holds_exactly_when_no_key_of_the_specific_escapes_the_general(
+    general: str, specific: str
+):
+    assert covers(general, specific) == brute_covers(general, specific)
+
+
+def test_covers_examples():
+    assert covers("github.#", "github.push")
+    assert covers("github.#", "github.*.#")
+    assert covers("#.*", "*.#")  # both: one word or more
+    assert not covers("github.*.#", "github.#")  # "github" alone escapes
+    assert not covers("taskq.#", "#")
+    assert covers("#", "taskq.callback")

@@ -13,7 +13,7 @@ from topology.webhook_spec import WebhookScheme
 GROUPS = """
 groups:
   github: {jobs: ["github.#"]}
-  hooks: {jobs: ["hook.#"]}
+  hooks: {jobs: ["hook.acme.#"]}
 """
 
 

@@ -42,7 +42,7 @@ HMAC_SECRET = "acme-shared-secret"
 TOPOLOGY = """
 groups:
   github: {jobs: ["github.#"]}
-  hooks: {jobs: ["webhook.#", "stripe.#", "acme.#"]}
+  hooks: {jobs: ["webhook.#", "stripe.#", "acme.order"]}
 webhooks:
   github: {scheme: github, secret_env: [GH_NEW, GH_OLD], job: "github.{event}"}
   standard: {scheme: standard, secret_env: STD_SECRET, job: "webhook.{event}", priority: high}

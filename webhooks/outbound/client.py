@@ -16,7 +16,13 @@ from webhooks.outbound.addresses import AllowList
 from webhooks.outbound.errors import DeliveryFailed
 from webhooks.outbound.pinning import PinnedConnector
 from webhooks.outbound.responses import BODY_LIMIT, Response, kept_headers, outcome_error
-from webhooks.outbound.url_check import Target, check_callback_url, display, parse_callback_url
+from webhooks.outbound.url_check import (
+    DNS_TIMEOUT_S,
+    Target,
+    check_callback_url,
+    display,
+    parse_callback_url,
+)
 
 
 def open_session(allow: AllowList, *, ssl: SSLContext | bool = True) -> aiohttp.ClientSession:
@@ -45,11 +51,13 @@ async def post(
     # so it is a parameter rather than left to the caller's asyncio.timeout.
     timeout: float,  # noqa: ASYNC109
     session: aiohttp.ClientSession | None = None,
+    dns_timeout: float = DNS_TIMEOUT_S,
 ) -> Response:
     """POST ``body`` to ``url`` and return the receiver's 2xx answer.
 
     The host is resolved once and every address checked; the connection goes to the first,
-    whatever DNS says later. ``timeout`` bounds the whole call, resolution included. A
+    whatever DNS says later. ``timeout`` bounds the whole call, ``dns_timeout`` the
+    resolution within it. A
     ``session`` must come from ``open_session`` with the same ``allow``.
 
     Raises:
@@ -63,7 +71,7 @@ async def post(
     limit = aiohttp.ClientTimeout(total=timeout)
     try:
         async with asyncio.timeout(timeout):
-            target = await check_callback_url(url, allow)
+            target = await check_callback_url(url, allow, dns_timeout=dns_timeout)
             if session is not None:
                 response = await _send(session, allow, target, body, headers, limit)
             else:

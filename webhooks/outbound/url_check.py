@@ -20,6 +20,7 @@ from webhooks.outbound.addresses import (
 from webhooks.outbound.errors import AddressRefused, DeliveryFailed
 
 SCHEMES = frozenset({"http", "https"})
+DNS_TIMEOUT_S = 5.0  # a resolver that never answers must not hold a request or a delivery
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ def parse_callback_url(text: str | URL) -> URL:
     return url
 
 
-async def check_callback_url(text: str | URL, allow: AllowList) -> Target:
+async def check_callback_url(
+    text: str | URL, allow: AllowList, *, dns_timeout: float = DNS_TIMEOUT_S
+) -> Target:
     """Return the URL's target after resolving its host once and checking every address.
 
     Call it at registration to refuse a URL early, and again before every delivery (the
@@ -80,7 +83,8 @@ async def check_callback_url(text: str | URL, allow: AllowList) -> Target:
 
     Raises:
         AddressRefused: the shape is wrong or any resolved address is refused.
-        DeliveryFailed: the host name does not resolve now (DNS may recover; retry later).
+        DeliveryFailed: the host name does not resolve now, or not within ``dns_timeout``
+            seconds (DNS may recover; retry later).
     """
     url = parse_callback_url(text)
     host, port = url.raw_host or "", url.port or 0  # both set: parse_callback_url checked
@@ -88,7 +92,7 @@ async def check_callback_url(text: str | URL, allow: AllowList) -> Target:
     if _is_localhost_name(host) and not allow.admits_host(host):
         # RFC 6761: these always mean this machine, whether or not DNS answers for them.
         raise AddressRefused(shown, f"{host} names the local host (loopback)")
-    addresses = await _resolve(host, port, shown)
+    addresses = await _resolve(host, port, shown, dns_timeout)
     for address in addresses:
         why = refusal(address, allow, host=host)
         if why is not None:
@@ -104,7 +108,7 @@ def _is_localhost_name(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
-async def _resolve(host: str, port: int, shown: str) -> tuple[IPAddress, ...]:
+async def _resolve(host: str, port: int, shown: str, limit: float) -> tuple[IPAddress, ...]:
     # yarl keeps an IPv6 zone percent-encoded in raw_host ("fe80::1%25eth0").
     literal = parse_address(host.replace("%25", "%"))
     if literal is not None:
@@ -115,9 +119,13 @@ async def _resolve(host: str, port: int, shown: str) -> tuple[IPAddress, ...]:
     # (AI_NUMERICHOST: they never reach DNS).
     flags = socket.AI_NUMERICHOST if numeric else socket.AI_ADDRCONFIG
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=flags
-        )
+        # The lookup runs in a thread that cannot be stopped; the wait for it can.
+        async with asyncio.timeout(limit):
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=flags
+            )
+    except TimeoutError as exc:
+        raise DeliveryFailed(f"DNS did not resolve {host} within {limit}s, for {shown}") from exc
     except (OSError, UnicodeError) as exc:
         if numeric:
             raise AddressRefused(shown, f"{host} is not a valid IPv4 address") from exc

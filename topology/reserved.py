@@ -1,0 +1,88 @@
+"""Reserved job types: those only taskq itself or a verified webhook source may produce.
+
+A client that could submit ``taskq.callback`` would make the worker send a correctly signed
+callback wherever it liked, and one that could submit ``github.push`` would skip the sender's
+signature check. So every ``taskq.*`` type, and every type a webhook source's ``job``
+template can make (``github.{event}`` reserves ``github.#``), is refused at the public doors
+(``POST /jobs``, ``POST /jobs/batch``, the Python clients); the webhook receiver and taskq's
+own callback enqueueing pass them in through ``Submitter.submit_reserved``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from topology import names, routing
+from topology.webhook_spec import EVENT, WebhookSourceSpec
+
+TASKQ = "taskq"
+"""The producer name of taskq's own jobs (callbacks)."""
+
+TASKQ_PATTERN = "taskq.#"
+
+
+def webhook_producer(source: str) -> str:
+    """Return the producer name of the webhook source called ``source``."""
+    return f"webhook:{source}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A topic pattern of job types, and the one producer that may submit them."""
+
+    pattern: str
+    producer: str
+    # The types the producer makes today: what a group's patterns are checked against. taskq
+    # reserves its whole namespace at the door but makes only callbacks, so a group may take
+    # "#.welcome" (nobody makes "taskq.welcome") but not "#" (it would receive callbacks).
+    produced: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.produced:
+            object.__setattr__(self, "produced", self.pattern)
+
+    @property
+    def why(self) -> str:
+        """Return who alone produces these types, and how they come in, for error messages."""
+        if self.producer == TASKQ:
+            return (
+                "only taskq itself produces taskq.* types (a job's callback is enqueued when "
+                "the job ends, and goes to that job's own callback_url)"
+            )
+        source = self.producer.removeprefix("webhook:")
+        return (
+            f"only the webhook source {source!r} produces these types, once a delivery's "
+            f"signature is verified (POST /webhooks/{source})"
+        )
+
+
+def template_pattern(template: str) -> str:
+    """Return the topic pattern of every type a ``job`` template makes (``{event}`` → ``#``)."""
+    return template.replace(EVENT, "#")
+
+
+def reservations(webhooks: Iterable[tuple[str, WebhookSourceSpec]]) -> tuple[Reservation, ...]:
+    """Return taskq's own reservation and one per webhook source."""
+    return (
+        Reservation(TASKQ_PATTERN, TASKQ, names.CALLBACK_JOB_TYPE),
+        *(Reservation(template_pattern(s.job), webhook_producer(n)) for n, s in webhooks),
+    )
+
+
+def reserving(reserved: Iterable[Reservation], job_type: str) -> list[Reservation]:
+    """Return the reservations that take ``job_type`` (none: any client may submit it)."""
+    return [r for r in reserved if routing.matches(r.pattern, job_type)]
+
+
+def public_overlap(reserved: Iterable[Reservation], pattern: str) -> tuple[Reservation, str] | None:
+    """Return a reservation ``pattern`` reaches into without lying inside it, and a shared type."""
+    # A group's pattern is reserved (``github.#`` of the group that receives the github
+    # source's events) or public, never both: one that takes reserved and public types alike
+    # says the reserved ones are for clients too. The file contradicts itself, so it is
+    # refused rather than half honoured.
+    for reservation in reserved:
+        shared = routing.overlap(pattern, reservation.produced)
+        if shared is not None and not routing.covers(reservation.produced, pattern):
+            return reservation, shared
+    return None
