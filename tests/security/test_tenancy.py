@@ -48,7 +48,7 @@ async def test_the_dlq_routes_touch_only_the_callers_tenants_letters(door: Door)
     theirs = await door.dead_letter(tenant="acme")
     before = await door.snapshot()
     async with door.client(await door.key(tenant="globex")) as globex:
-        assert (await globex.get("/admin/dlq/email")).json() == []
+        assert (await globex.get("/admin/dlq/email")).json() == {"letters": [], "next_cursor": None}
         replayed = await globex.post("/admin/dlq/email/replay", json={"all": True})
         assert replayed.json() == {"replayed": 0, "left": 1}
         purged = await globex.post("/admin/dlq/email/purge", json={"confirm": True})
@@ -57,7 +57,8 @@ async def test_the_dlq_routes_touch_only_the_callers_tenants_letters(door: Door)
         assert named.json() == {"replayed": 0, "left": 1}
     assert await door.snapshot() == before  # still dead, still in the DLQ
     async with door.client(await door.key(tenant="acme")) as acme:
-        assert [row["id"] for row in (await acme.get("/admin/dlq/email")).json()] == [theirs]
+        listed = (await acme.get("/admin/dlq/email")).json()["letters"]
+        assert [row["id"] for row in listed] == [theirs]
 
 
 async def test_the_same_idempotency_key_in_two_tenants_makes_two_jobs(door: Door) -> None:
