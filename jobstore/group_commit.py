@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from jobstore.coalesce import Coalescer
+from jobstore.credentials import ApiKeyRecord
 from jobstore.model import (
     BreakerRecord,
     Claim,
@@ -75,13 +77,16 @@ class GroupCommitStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
         """Return one page of jobs."""
-        return await self._inner.list_jobs(status=status, type=type, limit=limit, cursor=cursor)
+        return await self._inner.list_jobs(
+            tenant=tenant, status=status, type=type, limit=limit, cursor=cursor
+        )
 
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
@@ -124,3 +129,23 @@ class GroupCommitStore:
     async def forget_breakers(self, worker: str) -> None:
         """Delete a worker's breaker rows."""
         await self._inner.forget_breakers(worker)
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert an API key."""
+        await self._inner.create_api_key(key)
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return an API key, or ``None``."""
+        return await self._inner.get_api_key(key_id)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every API key."""
+        return await self._inner.list_api_keys()
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Revoke an API key."""
+        return await self._inner.revoke_api_key(key_id, at)
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Record an API key's use."""
+        await self._inner.touch_api_key(key_id, at)

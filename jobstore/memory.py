@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from jobstore.credentials import ApiKeyRecord
 from jobstore.model import (
     BreakerRecord,
     Claim,
@@ -47,6 +48,7 @@ class InMemoryJobStore:
         self.executions: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, int] = {}
         self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
+        self.api_keys: dict[str, ApiKeyRecord] = {}
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
         self._closed = False
         self._lock = asyncio.Lock()
@@ -60,7 +62,7 @@ class InMemoryJobStore:
     async def migrate(self) -> int:
         """Return the schema version the SQL stores reach (there is nothing to migrate)."""
         self._check()
-        return 3
+        return 4
 
     async def close(self) -> None:
         """Refuse further work (closing twice is fine)."""
@@ -130,6 +132,7 @@ class InMemoryJobStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
@@ -142,7 +145,8 @@ class InMemoryJobStore:
         chosen = [
             j
             for j in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
-            if (status is None or j.status is status)
+            if (tenant is None or j.tenant == tenant)
+            and (status is None or j.status is status)
             and (type is None or j.type == type)
             and (cursor is None or j.id < cursor)
         ]
@@ -231,6 +235,38 @@ class InMemoryJobStore:
         self._check()
         for key in [k for k in self.breakers if k[2] == worker]:
             del self.breakers[key]
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        self._check()
+        if key.id in self.api_keys:
+            raise StoreError(f"an API key with id {key.id!r} exists")
+        self.api_keys[key.id] = key
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id``, or ``None``."""
+        self._check()
+        return self.api_keys.get(key_id)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        self._check()
+        return sorted(self.api_keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
+        self._check()
+        key = self.api_keys.get(key_id)
+        if key is not None and key.revoked_at is None:
+            key = self.api_keys[key_id] = replace(key, revoked_at=at.astimezone(UTC))
+        return key
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Move the key's last use forward to ``at``."""
+        self._check()
+        key = self.api_keys.get(key_id)
+        if key is not None and (key.last_used_at is None or key.last_used_at < at):
+            self.api_keys[key_id] = replace(key, last_used_at=at.astimezone(UTC))
 
 
 def _execution(held: dict[str, Any]) -> Execution | None:

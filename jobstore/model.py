@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from jobstore.credentials import CredentialStore
+from topology.names import DEFAULT_TENANT
 from topology.spec import Priority
 
 
@@ -54,10 +56,11 @@ class JobRecord:
     finished_at: datetime | None = None
     last_error: str | None = None
     result: Any = None
+    tenant: str = DEFAULT_TENANT  # who submitted it: only credentials of this tenant see it
 
 
-SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status"}
-"""The job fields ``transition`` may set (the id never changes; the status is its argument)."""
+SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"}
+"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument)."""
 
 
 def check_settable(fields: Iterable[str]) -> None:
@@ -187,8 +190,8 @@ class BreakerRecord:
     changed_at: datetime
 
 
-class JobStore(Protocol):
-    """Job records and submission idempotency keys; every method is atomic on its own."""
+class JobStore(CredentialStore, Protocol):
+    """Job records, submission idempotency keys and API keys; every method is atomic on its own."""
 
     async def migrate(self) -> int:
         """Apply pending schema migrations (safe to run from several processes); return the version."""
@@ -240,12 +243,13 @@ class JobStore(Protocol):
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """Return jobs newest first, filtered, ``limit`` per page, continuing after ``cursor``."""
+        """Return jobs newest first, filtered (by ``tenant`` too), ``limit`` per page, after ``cursor``."""
         ...
 
     async def transition(

@@ -17,7 +17,8 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore import postgres_breakers
+from jobstore import postgres_breakers, postgres_credentials
+from jobstore.credentials import ApiKeyRecord
 from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending
 from jobstore.model import (
@@ -230,6 +231,7 @@ class PostgresJobStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
@@ -241,7 +243,12 @@ class PostgresJobStore:
             ValueError: ``limit`` is below 1.
         """
         query = ListingQuery.build(
-            status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda n: f"${n}"
+            tenant=tenant,
+            status=status,
+            job_type=type,
+            cursor=cursor,
+            limit=limit,
+            placeholder=lambda n: f"${n}",
         )
         async with self._use() as conn:
             rows = await conn.fetch(f"{_SELECT}{query.where}", *query.params)
@@ -370,6 +377,31 @@ class PostgresJobStore:
         """Delete every breaker row of ``worker``."""
         async with self._use() as conn:
             await postgres_breakers.delete_worker(conn, worker)
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        async with self._use() as conn:
+            await postgres_credentials.insert(conn, key)
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id``, or ``None``."""
+        async with self._use() as conn:
+            return await postgres_credentials.select_one(conn, key_id)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        async with self._use() as conn:
+            return await postgres_credentials.select_all(conn)
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
+        async with self._use(transaction=True) as conn:
+            return await postgres_credentials.revoke(conn, key_id, at)
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Move the key's last use forward to ``at``."""
+        async with self._use() as conn:
+            await postgres_credentials.touch(conn, key_id, at)
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from jobstore import sqlite_breakers, sqlite_runs
+from jobstore import sqlite_breakers, sqlite_credentials, sqlite_runs
+from jobstore.credentials import ApiKeyRecord
 from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending, sqlite_statements
 from jobstore.model import (
@@ -193,6 +195,7 @@ class SqliteJobStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
@@ -204,7 +207,12 @@ class SqliteJobStore:
             ValueError: ``limit`` is below 1.
         """
         query = ListingQuery.build(
-            status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda _: "?"
+            tenant=tenant,
+            status=status,
+            job_type=type,
+            cursor=cursor,
+            limit=limit,
+            placeholder=lambda _: "?",
         )
         sql = f"{_SELECT}{query.where}"
         rows = await self._run(lambda db: db.execute(sql, query.params).fetchall())
@@ -303,6 +311,26 @@ class SqliteJobStore:
     async def forget_breakers(self, worker: str) -> None:
         """Delete every breaker row of ``worker``."""
         await self._run(lambda db: sqlite_breakers.delete_worker(db, worker))
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        await self._run(lambda db: sqlite_credentials.insert(db, key))
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id``, or ``None``."""
+        return await self._run(lambda db: sqlite_credentials.select_one(db, key_id))
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        return await self._run(sqlite_credentials.select_all)
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
+        return await self._run(lambda db: sqlite_credentials.revoke(db, key_id, at), write=True)
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Move the key's last use forward to ``at``."""
+        await self._run(lambda db: sqlite_credentials.touch(db, key_id, at))
 
 
 def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:

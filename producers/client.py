@@ -23,17 +23,21 @@ from producers.backends import Backends, open_backends
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.requests import JobSubmission
+from producers.settings import ClientSettings
 from producers.submit import JobRequest, Submitted, Submitter
+from producers.tenancy import Viewer, list_visible
 from producers.views import job_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
+from topology.settings import load_settings
 from topology.spec import Priority
 
 T = TypeVar("T")
 JobView = dict[str, Any]
-# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's).
+# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's;
+# the tenant is the client's own, from TASKQ_TENANT).
 _REQUEST_FIELDS = tuple(
-    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source")
+    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source", "tenant")
 )
 
 
@@ -48,30 +52,36 @@ class _Core:
     submitter: Submitter
     publisher: _ClosingPublisher
     backends: Backends
+    viewer: Viewer
 
     async def submit(self, values: Mapping[str, Any]) -> JobView:
-        return _job(await self.submitter.submit(_request(values)))
+        return _job(await self.submitter.submit(_request(values, self.viewer.tenant)))
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
-        checked = [_checked(r) for r in requests]
+        checked = [_checked(r, self.viewer.tenant) for r in requests]
         valid = [c for c in checked if isinstance(c, JobRequest)]
         outcomes = iter(await self.submitter.submit_many(valid))
         # Requests the schema refused keep their place, so results line up with requests.
         return [c if isinstance(c, TaskqError) else _outcome(next(outcomes)) for c in checked]
 
     async def status(self, job_id: str) -> JobView:
-        return job_view(await self.submitter.get(job_id))
+        return job_view(await self.submitter.get(job_id, self.viewer))
 
     async def list_jobs(
         self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
-        page = await self.submitter.store.list_jobs(
-            status=status, type=job_type, limit=limit, cursor=cursor
+        page = await list_visible(
+            self.submitter.store,
+            self.viewer,
+            status=status,
+            job_type=job_type,
+            limit=limit,
+            cursor=cursor,
         )
         return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
     async def cancel(self, job_id: str) -> JobView:
-        return job_view(await self.submitter.cancel(job_id))
+        return job_view(await self.submitter.cancel(job_id, self.viewer))
 
     async def close(self) -> None:
         try:
@@ -94,10 +104,11 @@ async def _open(
     submitter = Submitter(
         backends.topology, publisher, backends.store, backends.blobs, backends.submit
     )
-    return _Core(submitter, publisher, backends)
+    tenant = load_settings(ClientSettings, environ).tenant
+    return _Core(submitter, publisher, backends, Viewer(tenant))
 
 
-def _request(values: Mapping[str, Any]) -> JobRequest:
+def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
     """Return the request once it passes the HTTP API's schema, so both doors accept the same jobs.
 
     Raises:
@@ -107,12 +118,12 @@ def _request(values: Mapping[str, Any]) -> JobRequest:
         body = JobSubmission.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise _rejected(exc) from exc
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS})
+    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
 
 
-def _checked(request: JobRequest) -> JobRequest | JobRejectedError:
+def _checked(request: JobRequest, tenant: str) -> JobRequest | JobRejectedError:
     try:
-        return _request({name: getattr(request, name) for name in _REQUEST_FIELDS})
+        return _request({name: getattr(request, name) for name in _REQUEST_FIELDS}, tenant)
     except JobRejectedError as exc:
         return exc
 

@@ -55,14 +55,14 @@ def job(**changes: Any) -> JobRecord:
 
 async def test_migrate_is_idempotent_and_returns_the_version(backend: Backend) -> None:
     first = backend.open()
-    assert await first.migrate() == 3
-    assert await first.migrate() == 3
-    assert await backend.open().migrate() == 3
+    assert await first.migrate() == 4
+    assert await first.migrate() == 4
+    assert await backend.open().migrate() == 4
 
 
 async def test_migrations_agree_when_five_processes_run_them_at_once(backend: Backend) -> None:
     stores = [backend.open() for _ in range(5)]
-    assert await asyncio.gather(*(s.migrate() for s in stores)) == [3] * 5
+    assert await asyncio.gather(*(s.migrate() for s in stores)) == [4] * 5
     record = job()
     await stores[0].create_job(record)
     assert await stores[4].get_job(record.id) == record
@@ -454,8 +454,8 @@ async def test_open_store_reads_sqlite_urls(
     assert isinstance(absolute, SqliteJobStore)
     assert absolute.path == tmp_path / "abs" / "jobs.sqlite3"
     try:
-        assert await relative.migrate() == 3
-        assert await absolute.migrate() == 3
+        assert await relative.migrate() == 4
+        assert await absolute.migrate() == 4
     finally:
         await relative.close()
         await absolute.close()
