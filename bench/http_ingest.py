@@ -1,7 +1,7 @@
 """HTTP ingest: taskq's POST /jobs and /jobs/batch against their raw baselines, same run.
 
 Usage: .venv/bin/python bench/http_ingest.py [--seconds 8] [--rounds 3] [--connections 32]
-       [--batch 500] [--postgres URL] [--stores sqlite,postgres]
+       [--batch 500] [--postgres URL] [--stores sqlite,postgres] [--auth-rounds 5] [--auth-seconds 5]
 
 Needs wrk (Debian package `wrk`), RabbitMQ with the management API, and PostgreSQL on
 127.0.0.1:5432 for the PostgreSQL rows. In a scratch vhost holding the default topology, every
@@ -22,6 +22,11 @@ Batches (one request or window in flight at a time):
 - ``aio-pika, window of --batch`` (THE baseline, a process of its own): a plain aio-pika
   publisher that builds ``--batch`` messages and awaits their confirms together, in a loop;
 - ``taskq POST /jobs/batch x--batch (<store>)``: one request of ``--batch`` jobs at a time.
+
+Every taskq server gets an API key (sent by wrk) and a rate limit far above what wrk can send,
+so the credential check and the limiter are measured but never refuse. Last, the auth-on
+column: ``POST /jobs`` (SQLite) with API-key auth against the same app with its auth gate
+taken out (bench/auth_off_api.py), in ``--auth-rounds`` interleaved rounds.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ import asyncpg
 import httpx
 import orjson
 
+from jobstore.factory import open_store
+from producers.auth.api_keys import make_key
+from producers.auth.scopes import Scope
 from topology import BrokerSettings, compile_topology, load_settings, load_topology
 from topology.apply import apply_topology
 from topology.management import ManagementClient
@@ -54,8 +62,9 @@ HERE = Path(__file__).resolve().parent
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[{body}]]
+{auth}wrk.body = [[{body}]]
 """
+UNLIMITED = {"TASKQ_RATE_LIMIT": "100000000", "TASKQ_RATE_BURST": "100000000"}
 JOB = {"type": "email", "payload": {"to": "user@example.com", "template": "welcome"}}
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -80,9 +89,12 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} never became ready")
 
 
-def wrk(url: str, body: bytes, seconds: int, connections: int) -> tuple[float, int, int]:
+def wrk(
+    url: str, body: bytes, seconds: int, connections: int, key: str | None = None
+) -> tuple[float, int, int]:
     """Return (requests/s, non-2xx responses, socket errors) of one wrk run posting ``body``."""
-    return run_wrk(url, LUA.format(body=body.decode()), seconds, connections)
+    auth = f'wrk.headers["Authorization"] = "Bearer {key}"\n' if key else ""
+    return run_wrk(url, LUA.format(body=body.decode(), auth=auth), seconds, connections)
 
 
 def run_wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, int, int]:
@@ -116,6 +128,18 @@ def serve(argv: list[str], env: dict[str, str], ready_url: str) -> subprocess.Po
     )
     wait_ready(ready_url, process)
     return process
+
+
+async def new_key(store_url: str) -> str:
+    """Store a fresh all-scopes API key in the job store at ``store_url``; return its text."""
+    store = open_store(store_url)
+    try:
+        await store.migrate()
+        key = make_key(name="bench", tenant="default", scopes=tuple(Scope))
+        await store.create_api_key(key.record)
+    finally:
+        await store.close()
+    return key.token
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -164,12 +188,13 @@ def http_variant(
     *,
     connections: int,
     jobs: int = 1,
+    key: str | None = None,
 ) -> Variant:
     """Load ``url`` with wrk; the CPU is the server process's."""
 
     def load() -> Load:
         before = cpu_seconds(server.pid)
-        rate, bad, errors = wrk(url, body, opts.seconds, connections)
+        rate, bad, errors = wrk(url, body, opts.seconds, connections, key)
         used = cpu_seconds(server.pid) - before
         return Load(rate * jobs, bad + errors, used / (rate * jobs * opts.seconds) * 1e6)
 
@@ -219,8 +244,9 @@ def table(title: str, variants: list[Variant]) -> None:
 
 @contextmanager
 def servers(
-    opts: argparse.Namespace, amqp: str, work: Path, pg_dsn: str | None
+    opts: argparse.Namespace, amqp: str, work: Path, stores: dict[str, tuple[str, str]]
 ) -> Iterator[tuple[list[Variant], list[Variant]]]:
+    """Start every server; ``stores`` maps a store's name to its URL and an API key in it."""
     single = orjson.dumps(JOB)
     batch = orjson.dumps({"jobs": [JOB] * opts.batch})
     with ExitStack() as stack:
@@ -242,10 +268,7 @@ def servers(
             )
         ]
         batches = [publisher_variant(f"aio-pika, window of {opts.batch}", amqp, opts)]
-        stores = {"SQLite": f"sqlite:///{work}/jobs.sqlite3"}
-        if pg_dsn is not None:
-            stores["PostgreSQL"] = pg_dsn
-        for store_name, store_url in stores.items():
+        for store_name, (store_url, key) in stores.items():
             port = free_port()
             env = {
                 "TASKQ_AMQP_URL": amqp,
@@ -253,6 +276,7 @@ def servers(
                 "TASKQ_STORE_URL": store_url,
                 "TASKQ_BLOB_URL": f"file:{work}/blobs",
                 "TASKQ_LOG_LEVEL": "WARNING",
+                **UNLIMITED,
             }
             server = serve(
                 [sys.executable, "-m", "producers.api"], env, f"http://127.0.0.1:{port}/readyz"
@@ -266,6 +290,7 @@ def servers(
                     single,
                     opts,
                     connections=opts.connections,
+                    key=key,
                 )
             )
             batches.append(
@@ -277,6 +302,7 @@ def servers(
                     opts,
                     connections=opts.batch_connections,
                     jobs=opts.batch,
+                    key=key,
                 )
             )
         yield singles, batches
@@ -303,19 +329,88 @@ async def main(opts: argparse.Namespace) -> None:
             def after() -> None:
                 asyncio.run_coroutine_threadsafe(purge(management, vhost), loop).result()
 
-            with servers(opts, amqp, work, pg_dsn) as (singles, batches):
+            urls = {"SQLite": f"sqlite:///{work}/jobs.sqlite3"}
+            if pg_dsn is not None:
+                urls["PostgreSQL"] = pg_dsn
+            stores = {name: (url, await new_key(url)) for name, url in urls.items()}
+            with servers(opts, amqp, work, stores) as (singles, batches):
                 await asyncio.to_thread(measure, singles + batches, opts.rounds, after)
+            print(
+                f"wrk {opts.seconds} s x {opts.rounds} interleaved rounds; one uvicorn worker "
+                f"per server; load average {os.getloadavg()[0]:.2f}"
+            )
+            table(f"Single jobs, {opts.connections} connections", singles)
+            table(f"Batches of {opts.batch}, {opts.batch_connections} in flight", batches)
+            if opts.auth_rounds:
+                await auth_column(opts, amqp, management, vhost, work, orjson.dumps(JOB))
         finally:
             await management.delete_vhost(vhost)
             if admin is not None:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
                 await admin.close()
+
+
+async def auth_column(opts, amqp: str, management, vhost: str, work: Path, body: bytes) -> None:
+    """Run POST /jobs with and without API-key auth in interleaved rounds; print the ratios."""
+    servers = {}
+    for name, argv in (
+        ("auth off", [sys.executable, str(HERE / "auth_off_api.py")]),
+        ("auth on", [sys.executable, "-m", "producers.api"]),
+    ):
+        port = free_port()
+        store_url = f"sqlite:///{work}/{name.replace(' ', '_')}.sqlite3"
+        env = {
+            "TASKQ_AMQP_URL": amqp,
+            "TASKQ_PORT": str(port),
+            "TASKQ_STORE_URL": store_url,
+            "TASKQ_BLOB_URL": f"file:{work}/blobs",
+            **UNLIMITED,
+        }
+        key = await new_key(store_url) if name == "auth on" else None
+        servers[name] = (serve(argv, env, f"http://127.0.0.1:{port}/readyz"), port, key)
+    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in servers}
+    try:
+        for round_no in range(opts.auth_rounds):
+            order = list(servers) if round_no % 2 == 0 else list(reversed(servers))
+            for name in order:
+                process, port, key = servers[name]
+                before = cpu_seconds(process.pid)
+                rate, bad, errors = wrk(
+                    f"http://127.0.0.1:{port}/jobs",
+                    body,
+                    opts.auth_seconds,
+                    opts.connections,
+                    key,
+                )
+                used = cpu_seconds(process.pid) - before
+                results[name].append(
+                    (rate, used * 1e6 / max(1, rate * opts.auth_seconds), bad + errors)
+                )
+                await purge(management, vhost)
+    finally:
+        for process, _, _ in servers.values():
+            stop(process)
+    print()
     print(
-        f"wrk {opts.seconds} s x {opts.rounds} interleaved rounds; one uvicorn worker per server; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"auth-on column: POST /jobs (SQLite), {opts.auth_rounds} interleaved rounds of "
+        f"{opts.auth_seconds}s, {opts.connections} connections; median (min-max)"
     )
-    table(f"Single jobs, {opts.connections} connections", singles)
-    table(f"Batches of {opts.batch}, {opts.batch_connections} in flight", batches)
+    print(f"{'server':10} {'req/s':>24} {'CPU us/req':>22} {'errors':>7}")
+    medians = {}
+    for name, runs in results.items():
+        rates = [r for r, _, _ in runs]
+        cpus = [c for _, c, _ in runs]
+        medians[name] = (statistics.median(rates), statistics.median(cpus))
+        print(
+            f"{name:10} {medians[name][0]:8.0f} ({min(rates):6.0f}-{max(rates):6.0f})"
+            f" {medians[name][1]:8.1f} ({min(cpus):5.1f}-{max(cpus):5.1f})"
+            f" {sum(e for _, _, e in runs):7d}"
+        )
+    off, on = medians["auth off"], medians["auth on"]
+    print(
+        f"auth on / auth off: throughput {on[0] / off[0]:.3f}, CPU per request {on[1] / off[1]:.3f}"
+        f" (+{on[1] - off[1]:.1f} us)"
+    )
 
 
 async def raw_publisher(amqp: str, seconds: float, window: int) -> None:
@@ -360,4 +455,6 @@ if __name__ == "__main__":
     parser.add_argument("--batch-connections", type=int, default=1)
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--auth-rounds", type=int, default=5)
+    parser.add_argument("--auth-seconds", type=int, default=5)
     asyncio.run(main(parser.parse_args()))

@@ -36,6 +36,7 @@ from telemetry import tracing
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError
 from topology.model import CompiledGroup, CompiledTopology
+from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
 
 Progress = Callable[[int, int], None]
@@ -109,9 +110,16 @@ class DeadFilter:
     reason: str | None = None
     error: str | None = None  # text found in the last error (a plain substring, never a pattern)
     older_than: timedelta | None = None
+    # Only this tenant's letters. An undecodable one names no tenant: it counts as the default
+    # tenant's, the operators' (webhook jobs and the admin key of `taskctl up` live there too).
+    tenant: str | None = None
 
     def __call__(self, letter: DeadLetter, now: datetime) -> bool:
         """Return whether ``letter`` matches."""
+        if self.tenant is not None:
+            owner = DEFAULT_TENANT if letter.envelope is None else letter.envelope.tenant
+            if owner != self.tenant:
+                return False
         if self.job_id is not None and letter.job_id != self.job_id:
             return False
         if self.job_type is not None and letter.job_type != self.job_type:

@@ -9,12 +9,14 @@ import signal
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-import prometheus_client
 from loguru import logger
 
 from consumers.handlers import HandlerRegistry, default_registry
+from consumers.metrics_server import serve_metrics
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
+from producers.auth.authenticator import open_authenticator
+from producers.auth.settings import AuthSettings
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
@@ -95,9 +97,12 @@ async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) 
         submitter,
     )
     worker = Worker(deps)
+    metrics = None
     if settings.worker_metrics_port:
-        # The default registry: the worker's, breaker and publish metrics all live there.
-        prometheus_client.start_http_server(settings.worker_metrics_port)
+        # The default registry: the worker's, breaker and publish metrics all live there. Every
+        # interface (a pod's address), so a credential with metrics:read is needed.
+        authenticator = open_authenticator(backends.store, load_settings(AuthSettings, env))
+        metrics = await serve_metrics(authenticator, host="", port=settings.worker_metrics_port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,6 +114,8 @@ async def run_worker(group_name: str, environ: Mapping[str, str] | None = None) 
         logger.info("worker for group {} draining (grace {}s)", group_name, settings.grace)
         clean = await worker.stop()
     finally:
+        if metrics is not None:
+            await metrics.cleanup()
         await connection.close()
         await publisher.close()
         await backends.close()

@@ -20,6 +20,7 @@ class ListingQuery:
     def build(
         cls,
         *,
+        tenant: str | None = None,
         status: JobStatus | None,
         job_type: str | None,
         cursor: str | None,
@@ -34,7 +35,12 @@ class ListingQuery:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         # Only the filters given reach the SQL, so every variant is a plain index range scan.
-        conditions = [("status = ", status), ("type = ", job_type), ("id < ", cursor)]
+        conditions = [
+            ("tenant = ", tenant),
+            ("status = ", status),
+            ("type = ", job_type),
+            ("id < ", cursor),
+        ]
         chosen = [(sql, value) for sql, value in conditions if value is not None]
         tests = [f"{sql}{placeholder(i)}" for i, (sql, _) in enumerate(chosen, start=1)]
         where = f" WHERE {' AND '.join(tests)}" if tests else ""

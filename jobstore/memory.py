@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from jobstore.credentials import ApiKeyRecord
 from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
@@ -50,6 +51,7 @@ class InMemoryJobStore:
         self.deliveries: dict[str, int] = {}
         self.publish_by: dict[str, float] = {}  # job id -> monotonic deadline, until confirmed
         self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
+        self.api_keys: dict[str, ApiKeyRecord] = {}
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
         self._closed = False
         self._lock = asyncio.Lock()
@@ -122,14 +124,16 @@ class InMemoryJobStore:
         return claims
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
-        """Clear the jobs' publish deadlines; complete the claims of those with a key."""
+        """Clear the jobs' publish deadlines; complete the claims of those with a response."""
         self._check()
         for item in items:
             self.publish_by.pop(item.job_id, None)
-            held = None if item.key is None else self.keys.get(item.key)
-            if held is not None and held["job_id"] == item.job_id and held["state"] == "pending":
-                until = time.monotonic() + item.ttl_s
-                held.update(state="done", response=item.response, until=until)
+            if item.response is None:
+                continue
+            for held in self.keys.values():
+                if held["job_id"] == item.job_id and held["state"] == "pending":
+                    until = time.monotonic() + item.ttl_s
+                    held.update(state="done", response=item.response, until=until)
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
         """Return overdue queued or scheduled jobs, pushing their deadlines ``lease_s`` on."""
@@ -163,6 +167,7 @@ class InMemoryJobStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
@@ -175,7 +180,8 @@ class InMemoryJobStore:
         chosen = [
             j
             for j in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
-            if (status is None or j.status is status)
+            if (tenant is None or j.tenant == tenant)
+            and (status is None or j.status is status)
             and (type is None or j.type == type)
             and (cursor is None or j.id < cursor)
         ]
@@ -264,6 +270,38 @@ class InMemoryJobStore:
         self._check()
         for key in [k for k in self.breakers if k[2] == worker]:
             del self.breakers[key]
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        self._check()
+        if key.id in self.api_keys:
+            raise StoreError(f"an API key with id {key.id!r} exists")
+        self.api_keys[key.id] = key
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id``, or ``None``."""
+        self._check()
+        return self.api_keys.get(key_id)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        self._check()
+        return sorted(self.api_keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
+        self._check()
+        key = self.api_keys.get(key_id)
+        if key is not None and key.revoked_at is None:
+            key = self.api_keys[key_id] = replace(key, revoked_at=at.astimezone(UTC))
+        return key
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Move the key's last use forward to ``at``."""
+        self._check()
+        key = self.api_keys.get(key_id)
+        if key is not None and (key.last_used_at is None or key.last_used_at < at):
+            self.api_keys[key_id] = replace(key, last_used_at=at.astimezone(UTC))
 
 
 def _execution(held: dict[str, Any]) -> Execution | None:

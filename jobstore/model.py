@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from jobstore.credentials import CredentialStore
+from topology.names import DEFAULT_TENANT
 from topology.spec import Priority
 
 
@@ -54,10 +56,11 @@ class JobRecord:
     finished_at: datetime | None = None
     last_error: str | None = None
     result: Any = None
+    tenant: str = DEFAULT_TENANT  # who submitted it: only credentials of this tenant see it
 
 
-SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status"}
-"""The job fields ``transition`` may set (the id never changes; the status is its argument)."""
+SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"}
+"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument)."""
 
 
 def check_settable(fields: Iterable[str]) -> None:
@@ -108,12 +111,11 @@ class NewJob:
 
 @dataclass(frozen=True, slots=True)
 class Confirmed:
-    """A job the broker confirmed; with ``key``, the claim to complete with ``response``."""
+    """A job the broker confirmed; with ``response``, its idempotency claim is completed too."""
 
     job_id: str
-    key: str | None = None
-    response: bytes | None = None
-    ttl_s: float = 0.0  # how long the response is replayed for the key
+    response: bytes | None = None  # what a replay of the job's key answers
+    ttl_s: float = 0.0  # how long the response is replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +205,8 @@ class BreakerRecord:
     changed_at: datetime
 
 
-class JobStore(Protocol):
-    """Job records and submission idempotency keys; every method is atomic on its own."""
+class JobStore(CredentialStore, Protocol):
+    """Job records, submission idempotency keys and API keys; every method is atomic on its own."""
 
     async def migrate(self) -> int:
         """Apply pending schema migrations (safe to run from several processes); return the version."""
@@ -246,10 +248,10 @@ class JobStore(Protocol):
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Record that the broker confirmed these jobs: clear their publish deadlines, in one go.
 
-        An item with a key also marks that key's request finished, keeping ``response`` to
-        replay for ``ttl_s`` seconds; only while the key is still pending for the item's job,
-        so a request whose lease ran out and whose key was claimed again does not complete the
-        newer claim with its own answer.
+        An item with a response also marks the request of the key claimed for its job finished,
+        keeping ``response`` to replay for ``ttl_s`` seconds; only while that key is still
+        pending for the item's job, so a request whose lease ran out and whose key was claimed
+        again does not complete the newer claim with its own answer.
         """
         ...
 
@@ -273,12 +275,13 @@ class JobStore(Protocol):
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """Return jobs newest first, filtered, ``limit`` per page, continuing after ``cursor``."""
+        """Return jobs newest first, filtered (by ``tenant`` too), ``limit`` per page, after ``cursor``."""
         ...
 
     async def transition(

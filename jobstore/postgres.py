@@ -17,7 +17,8 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore import postgres_breakers
+from jobstore import postgres_breakers, postgres_credentials
+from jobstore.credentials import ApiKeyRecord
 from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending
 from jobstore.model import (
@@ -98,10 +99,10 @@ _HELD = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHER
 _COMPLETE = f"""
 WITH purged AS (
     DELETE FROM idempotency_keys WHERE key IN (
-        SELECT key FROM idempotency_keys WHERE expires_at <= now() AND key <> $1
+        SELECT key FROM idempotency_keys WHERE expires_at <= now() AND job_id <> $1
         LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
 UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
-WHERE key = $1 AND job_id = $4 AND state = 'pending'
+WHERE job_id = $1 AND state = 'pending'
 """
 # Like _CLAIM: takes a free key or one whose lease (or result's ttl) is over; a held key is left
 # alone but locked until commit, so the SELECT that follows sees its holder.
@@ -238,7 +239,7 @@ class PostgresJobStore:
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
-        keyed = any(i.key is not None for i in items)
+        keyed = any(i.response is not None for i in items)
         async with self._use(transaction=keyed) as conn:
             await _confirm(conn, items)
 
@@ -267,6 +268,7 @@ class PostgresJobStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
@@ -278,7 +280,12 @@ class PostgresJobStore:
             ValueError: ``limit`` is below 1.
         """
         query = ListingQuery.build(
-            status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda n: f"${n}"
+            tenant=tenant,
+            status=status,
+            job_type=type,
+            cursor=cursor,
+            limit=limit,
+            placeholder=lambda n: f"${n}",
         )
         async with self._use() as conn:
             rows = await conn.fetch(f"{_SELECT}{query.where}", *query.params)
@@ -423,6 +430,31 @@ class PostgresJobStore:
         async with self._use() as conn:
             await postgres_breakers.delete_worker(conn, worker)
 
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        async with self._use() as conn:
+            await postgres_credentials.insert(conn, key)
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id``, or ``None``."""
+        async with self._use() as conn:
+            return await postgres_credentials.select_one(conn, key_id)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        async with self._use() as conn:
+            return await postgres_credentials.select_all(conn)
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
+        async with self._use(transaction=True) as conn:
+            return await postgres_credentials.revoke(conn, key_id, at)
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Move the key's last use forward to ``at``."""
+        async with self._use() as conn:
+            await postgres_credentials.touch(conn, key_id, at)
+
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     # Binary jsonb is a version byte (1) and the JSON text, so orjson's bytes go straight in.
@@ -438,7 +470,7 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Confirmed]) -> None:
     """Clear the items' publish deadlines and complete their keys' claims, on ``conn``."""
     await conn.execute(_CONFIRM, [i.job_id for i in items])
-    done = [(i.key, i.response, float(i.ttl_s), i.job_id) for i in items if i.key is not None]
+    done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
     if done:
         await conn.executemany(_COMPLETE, done)
 

@@ -13,12 +13,14 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from jobstore import sqlite_breakers, sqlite_runs
+from jobstore import sqlite_breakers, sqlite_credentials, sqlite_runs
+from jobstore.credentials import ApiKeyRecord
 from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending, sqlite_statements
 from jobstore.model import (
@@ -81,7 +83,7 @@ _RECLAIM = (
 )
 _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
-    " WHERE key = ? AND job_id = ? AND state = 'pending'"
+    " WHERE job_id = ? AND state = 'pending'"
 )
 _PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN"
@@ -224,6 +226,7 @@ class SqliteJobStore:
     async def list_jobs(
         self,
         *,
+        tenant: str | None = None,
         status: JobStatus | None = None,
         type: str | None = None,
         limit: int = 50,
@@ -235,7 +238,12 @@ class SqliteJobStore:
             ValueError: ``limit`` is below 1.
         """
         query = ListingQuery.build(
-            status=status, job_type=type, cursor=cursor, limit=limit, placeholder=lambda _: "?"
+            tenant=tenant,
+            status=status,
+            job_type=type,
+            cursor=cursor,
+            limit=limit,
+            placeholder=lambda _: "?",
         )
         sql = f"{_SELECT}{query.where}"
         rows = await self._run(lambda db: db.execute(sql, query.params).fetchall())
@@ -362,12 +370,32 @@ class SqliteJobStore:
         """Delete every breaker row of ``worker``."""
         await self._run(lambda db: sqlite_breakers.delete_worker(db, worker))
 
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        await self._run(lambda db: sqlite_credentials.insert(db, key))
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id``, or ``None``."""
+        return await self._run(lambda db: sqlite_credentials.select_one(db, key_id))
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        return await self._run(sqlite_credentials.select_all)
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
+        return await self._run(lambda db: sqlite_credentials.revoke(db, key_id, at), write=True)
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Move the key's last use forward to ``at``."""
+        await self._run(lambda db: sqlite_credentials.touch(db, key_id, at))
+
 
 def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
     """Clear the items' publish deadlines and complete their keys' claims, in the caller's write."""
     db.executemany(_CONFIRM, [(i.job_id,) for i in items])
     done = [
-        (i.response, now + seconds_us(i.ttl_s), i.key, i.job_id) for i in items if i.key is not None
+        (i.response, now + seconds_us(i.ttl_s), i.job_id) for i in items if i.response is not None
     ]
     if done:
         db.executemany(_COMPLETE, done)

@@ -27,17 +27,21 @@ from producers.backends import Backends, open_backends
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.requests import JobSubmission
+from producers.settings import ClientSettings
 from producers.submit import JobRequest, Submitted, Submitter
+from producers.tenancy import Viewer, list_visible
 from producers.views import job_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
+from topology.settings import load_settings
 from topology.spec import Priority
 
 T = TypeVar("T")
 JobView = dict[str, Any]
-# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's).
+# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's;
+# the tenant is the client's own, from TASKQ_TENANT).
 _REQUEST_FIELDS = tuple(
-    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source")
+    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source", "tenant")
 )
 
 
@@ -68,6 +72,7 @@ class ClientCore:
     submitter: Submitter
     publisher: ClosingPublisher
     backends: Backends
+    viewer: Viewer  # the client's tenant: what it submits as, and what it may see
 
     @classmethod
     async def open(
@@ -85,16 +90,17 @@ class ClientCore:
         submitter = Submitter(
             backends.topology, publisher, backends.store, backends.blobs, backends.submit
         )
-        return cls(submitter, publisher, backends)
+        tenant = load_settings(ClientSettings, environ).tenant
+        return cls(submitter, publisher, backends, Viewer(tenant))
 
     async def submit(self, job_type: str, payload: JsonValue, options: JobOptions) -> JobView:
         """Check, store and publish one job; return its view once the broker confirmed it."""
-        request = _request({"type": job_type, "payload": payload, **options})
+        request = _request({"type": job_type, "payload": payload, **options}, self.viewer.tenant)
         return _view(await self.submitter.submit(request))
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Check each request and submit the valid ones together; one result per request."""
-        checked = [_checked(r) for r in requests]
+        checked = [_checked(r, self.viewer.tenant) for r in requests]
         valid = [c for c in checked if isinstance(c, JobRequest)]
         outcomes = iter(await self.submitter.submit_many(valid))
         # Requests the schema refused keep their place, so results line up with requests.
@@ -102,20 +108,25 @@ class ClientCore:
 
     async def status(self, job_id: str) -> JobView:
         """Return the job's view."""
-        return job_view(await self.submitter.get(job_id))
+        return job_view(await self.submitter.get(job_id, self.viewer))
 
     async def list_jobs(
         self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
         """Return one page of job views, newest first."""
-        page = await self.submitter.store.list_jobs(
-            status=status, type=job_type, limit=limit, cursor=cursor
+        page = await list_visible(
+            self.submitter.store,
+            self.viewer,
+            status=status,
+            job_type=job_type,
+            limit=limit,
+            cursor=cursor,
         )
         return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
     async def cancel(self, job_id: str) -> JobView:
         """Cancel a job that has not started; return its view."""
-        return job_view(await self.submitter.cancel(job_id))
+        return job_view(await self.submitter.cancel(job_id, self.viewer))
 
     async def close(self) -> None:
         """Close the submitter, the publisher and the stores."""
@@ -126,7 +137,7 @@ class ClientCore:
             await self.backends.close()
 
 
-def _request(values: Mapping[str, Any]) -> JobRequest:
+def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
     """Return the request once it passes the HTTP API's schema, so both doors accept the same jobs.
 
     Raises:
@@ -136,16 +147,16 @@ def _request(values: Mapping[str, Any]) -> JobRequest:
         body = JobSubmission.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise _rejected(exc) from exc
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS})
+    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
 
 
-def _checked(request: JobRequest) -> JobRequest | JobRejectedError:
+def _checked(request: JobRequest, tenant: str) -> JobRequest | JobRejectedError:
     """Return a request built in code once it passes the HTTP API's schema, or why it does not."""
     try:
         body = JobSubmission.model_validate(request, from_attributes=True)
     except ValidationError as exc:
         return _rejected(exc)
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS})
+    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
 
 
 def _rejected(exc: ValidationError) -> JobRejectedError:

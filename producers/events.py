@@ -9,7 +9,7 @@ import orjson
 from jobstore.model import JobRecord
 from producers.views import job_view
 
-EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result")
+EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result", "tenant")
 
 
 def event_key(job: JobRecord) -> str:

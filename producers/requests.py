@@ -22,6 +22,7 @@ SERVER_OWNED = frozenset(
         "last_error",
         "payload_ref",
         "not_before",
+        "tenant",
     }
 )
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]

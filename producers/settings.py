@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from topology.names import DEFAULT_TENANT, tenant_problem
 
 
 class PublisherSettings(BaseModel):
@@ -44,3 +46,31 @@ class ApiSettings(BaseModel):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     max_batch_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     retry_after: Annotated[int, Field(ge=1, le=3600)] = 5
+    # WebSockets: browser pages of these origins (comma-separated; same-origin always) may
+    # connect; frames a client sends are bounded, and a stream quiet this long is closed.
+    ws_origins: str = ""
+    ws_max_frame_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
+    ws_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Return the origins (``https://console.example.com``) listed in ``ws_origins``."""
+        return frozenset(o.strip().rstrip("/") for o in self.ws_origins.split(",") if o.strip())
+
+
+def _tenant(value: str) -> str:
+    problem = tenant_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Tenant = Annotated[str, AfterValidator(_tenant)]
+
+
+class ClientSettings(BaseModel):
+    """Whose jobs the Python clients (and the taskctl job commands) submit and see."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: Tenant = DEFAULT_TENANT

@@ -20,6 +20,7 @@ from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.settings import SubmitSettings
 from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
+from producers.tenancy import Viewer
 from producers.views import job_view
 from topology import names
 from topology.envelope import Envelope, PayloadRef, new_job_id
@@ -38,7 +39,7 @@ from topology.errors import (
     UnroutableError,
 )
 from topology.model import CompiledGroup, CompiledTopology
-from topology.names import CALLBACK_JOB_TYPE
+from topology.names import CALLBACK_JOB_TYPE, DEFAULT_TENANT
 from topology.reserved import TASKQ, Reservation, reservations, reserving
 from topology.routes import Route, delay_route, job_route
 from topology.spec import Priority
@@ -68,7 +69,17 @@ class JobRequest:
     # What makes a replay the same request, when not every field: a webhook's raw body, since
     # a sender's retry of one delivery carries a new timestamp and signature.
     identity: str | None = None
-    source: str = "client"  # who submitted it, for the metrics: api, client, webhook:<name>
+    source: str = "client"  # who submitted it: api, client, callback, webhook:<name>
+    tenant: str = DEFAULT_TENANT  # whose job it is; set by the door from the caller's credential
+
+    def claim_key(self) -> str | None:
+        """Return the idempotency key as the store holds it: scoped by tenant and source.
+
+        Tenants and sources never contain ``/``, so a key one caller chooses can never equal
+        a key of another tenant or of taskq's own doors (webhook deliveries, callbacks).
+        """
+        key = self.idempotency_key
+        return None if not key else f"{self.tenant}/{self.source}/{key}"
 
     def fingerprint(self) -> str:
         """Return a hash of what the request asks for, to tell a replay from a different request."""
@@ -336,30 +347,32 @@ class Submitter:
             counter = self._counters[labels] = SUBMISSIONS.labels(*labels)
         counter.inc()
 
-    async def get(self, job_id: str) -> JobRecord:
-        """Return the job.
+    async def get(self, job_id: str, viewer: Viewer) -> JobRecord:
+        """Return the job, if ``viewer`` may see it.
 
         Raises:
-            JobNotFoundError: no job has this id.
+            JobNotFoundError: no job has this id that the viewer may see (another tenant's job
+                answers exactly as an unknown id does).
         """
         job = await self._store.get_job(job_id)
-        if job is None:
+        if job is None or not viewer.sees(job):
             raise JobNotFoundError(f"no job has id {job_id!r}")
         return job
 
-    async def cancel(self, job_id: str) -> JobRecord:
+    async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Cancel a job that has not started; a worker that receives it acks it unrun.
 
         Raises:
-            JobNotFoundError: no job has this id.
+            JobNotFoundError: no job has this id that the viewer may see.
             JobStateError: the job already started or finished.
         """
+        await self.get(job_id, viewer)  # the tenant never changes, so this check holds
         now = self._clock()
         job = await self._store.transition(
             job_id, JobStatus.CANCELLED, allowed_from=CANCELLABLE, updated_at=now, finished_at=now
         )
         if job is None:
-            current = await self.get(job_id)
+            current = await self.get(job_id, viewer)
             raise JobStateError(
                 f"job {job_id} is {current.status.value}; only scheduled or queued jobs can be cancelled"
             )
@@ -415,6 +428,7 @@ class Submitter:
             correlation_id=request.correlation_id,
             callback_url=request.callback_url or group.spec.callback_url,
             not_before=not_before,
+            tenant=request.tenant,
         )
         return _Pending(request, job, *self._message(job, now, ref))
 
@@ -437,6 +451,7 @@ class Submitter:
             created_at=job.created_at,
             not_before=job.not_before,
             correlation_id=job.correlation_id,
+            tenant=job.tenant,
         )
         if job.not_before is None or job.not_before <= now:
             return envelope, job_route(self.topology, envelope)
@@ -444,7 +459,7 @@ class Submitter:
 
     def _new_job(self, pending: _Pending) -> NewJob:
         request = pending.request
-        key = request.idempotency_key
+        key = request.claim_key()
         return NewJob(
             pending.job,
             claim=(key, request.fingerprint()) if key else None,
@@ -545,7 +560,7 @@ class Submitter:
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
             confirmation = self._confirmation(pending.job, answer.response)
-            if confirmation.key is None:
+            if confirmation.response is None:
                 self._unrecorded.append(confirmation)
             else:
                 keyed.append(self._confirms.submit(confirmation))
@@ -563,7 +578,7 @@ class Submitter:
     def _confirmation(self, job: JobRecord, response: bytes) -> Confirmed:
         if job.idempotency_key is None:
             return Confirmed(job.id)
-        return Confirmed(job.id, job.idempotency_key, response, self._settings.idempotency_ttl)
+        return Confirmed(job.id, response, self._settings.idempotency_ttl)
 
     async def _create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
@@ -587,7 +602,7 @@ class Submitter:
         return [None] * len(items)
 
     async def _abandon(self, pending: _Pending) -> None:
-        await self._store.abandon_job(pending.job.id, pending.request.idempotency_key)
+        await self._store.abandon_job(pending.job.id, pending.request.claim_key())
         if pending.envelope.payload_ref is not None:
             await self._blobs.delete(pending.envelope.payload_ref)
 
@@ -609,7 +624,8 @@ def callback_request(job: JobRecord) -> JobRequest | None:
     The callback job (type ``taskq.callback``) carries the URL and the finished job's view; the
     built-in callbacks group delivers it (``webhooks.callbacks``) with the retries, DLQ and
     replay of any job. Its idempotency key names the job and its final status, so announcing
-    the same end twice (a redelivery, a retried ack) enqueues one callback.
+    the same end twice (a redelivery, a retried ack) enqueues one callback. The key lives in
+    the ``callback`` source's space, which no caller's key can reach.
     """
     if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
         return None
@@ -619,6 +635,8 @@ def callback_request(job: JobRecord) -> JobRequest | None:
         priority=job.priority,
         idempotency_key=f"callback:{job.id}:{job.status.value}",
         correlation_id=job.correlation_id or job.id,
+        source="callback",
+        tenant=job.tenant,
     )
 
 

@@ -32,4 +32,5 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "last_error": job.last_error,
         "result": job.result,
         "payload_ref": job.payload_ref,
+        "tenant": job.tenant,
     }

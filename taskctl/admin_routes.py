@@ -1,7 +1,8 @@
 """``/admin/dlq``: the dead-letter operations of ``taskctl dlq`` over HTTP, for the console.
 
 Mounted into the job API by ``taskctl serve`` (the app assembly sits above ``consumers``).
-There is no authentication yet: keep the API on a private network until it lands.
+Every route needs the ``admin`` scope, and touches only the caller's tenant's dead letters:
+another tenant's letters are neither listed, replayed nor purged.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.app import Services
+from producers.api.routes import StrictJsonRoute
+from producers.api.security import principal, secured
+from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError
 from topology.model import CompiledGroup
 
-router = APIRouter(prefix="/admin/dlq", tags=["admin"])
+# Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
+router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=StrictJsonRoute)
 
 
 Text = Annotated[str | None, Field(max_length=255)]
@@ -68,12 +73,14 @@ class PurgeRequest(Filters):
     ] = False
 
 
-def _filter(f: Filters) -> DeadFilter:
+def _filter(f: Filters, tenant: str) -> DeadFilter:
     try:
         age = None if f.older_than is None else timedelta(milliseconds=parse_duration(f.older_than))
     except ValueError as exc:
         raise JobRejectedError(str(exc), field="older_than") from exc
-    return DeadFilter(job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age)
+    return DeadFilter(
+        job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age, tenant=tenant
+    )
 
 
 def _publisher(services: Services) -> ConfirmedPublisher:
@@ -91,7 +98,11 @@ def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
         raise JobRejectedError(f"no group {group!r}; groups: {known}", field="group") from exc
 
 
-@router.get("/{group}", summary="List a group's dead letters, a page at a time (they stay)")
+@router.get(
+    "/{group}",
+    summary="List a group's dead letters, a page at a time (they stay)",
+    **secured(Scope.ADMIN),
+)
 async def list_dead(
     request: Request, group: str, query: Annotated[ListQuery, Query()]
 ) -> dict[str, Any]:
@@ -100,19 +111,24 @@ async def list_dead(
     page = await listing(
         _publisher(services).connection,
         compiled,
-        _filter(query),
+        _filter(query, principal(request).tenant),
         limit=query.limit,
         cursor=query.cursor,
     )
     return {"letters": [letter.view() for letter in page.letters], "next_cursor": page.cursor}
 
 
-@router.post("/{group}/replay", summary="Send dead letters back to work, rate-limited")
+@router.post(
+    "/{group}/replay",
+    summary="Send dead letters back to work, rate-limited",
+    **secured(Scope.ADMIN),
+)
 async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict[str, int]:
     """Replay the matching dead letters (attempts reset, idempotency keys kept)."""
     services, compiled = _context(request, group)
-    chosen = _filter(body)
-    if chosen == DeadFilter() and not body.all:
+    tenant = principal(request).tenant
+    chosen = _filter(body, tenant)
+    if chosen == DeadFilter(tenant=tenant) and not body.all:
         raise JobRejectedError("give a filter or all: true", field="all")
     publisher = _publisher(services)
     outcome = await replay(
@@ -127,11 +143,12 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
     return {"replayed": outcome.matched, "left": outcome.kept + outcome.skipped_undecodable}
 
 
-@router.post("/{group}/purge", summary="Delete dead letters for good")
+@router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))
 async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[str, int]:
     """Delete the matching dead letters; needs ``confirm: true``."""
     services, compiled = _context(request, group)
     if not body.confirm:
         raise JobRejectedError("a purge cannot be undone: send confirm: true", field="confirm")
-    outcome = await purge(_publisher(services).connection, compiled, _filter(body))
+    chosen = _filter(body, principal(request).tenant)
+    outcome = await purge(_publisher(services).connection, compiled, chosen)
     return {"purged": outcome.matched, "left": outcome.kept}

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from consumers.autoscaler.signals import SignalReader
 from consumers.autoscaler.status_server import serve_status
 from consumers.process import groups_with_handlers, load_handlers
 from consumers.settings import WorkerSettings
+from producers.auth.authenticator import standalone_authenticator
+from taskctl.admin_key import caller_key
 from taskctl.context import fail, log_with_children, out, settings_or_exit, topology_or_exit
 from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import ProcessSpec, Supervisor
@@ -73,7 +76,7 @@ async def _with_autoscaler(
 ) -> int:
     metrics = AutoscalerMetrics()
     stop = asyncio.Event()
-    async with SignalReader(broker) as reader:
+    async with SignalReader(broker) as reader, standalone_authenticator() as authenticator:
         autoscaler = Autoscaler(
             topology,
             reader,
@@ -83,7 +86,11 @@ async def _with_autoscaler(
             metrics=metrics,
         )
         runner = await serve_status(
-            autoscaler, metrics, host=settings.autoscaler_host, port=settings.autoscaler_port
+            autoscaler,
+            metrics,
+            authenticator,
+            host=settings.autoscaler_host,
+            port=settings.autoscaler_port,
         )
         logger.info(
             "autoscaler: groups {}, every {:g}s; status on http://{}:{}/status",
@@ -159,9 +166,15 @@ def scale(
     if url is None:
         settings = load_settings(AutoscalerSettings)
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
+    request = urllib.request.Request(url)
+    key = caller_key()
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=5) as answer:
             groups = json.load(answer)["groups"]
+    except urllib.error.HTTPError as exc:
+        fail(SettingsError(f"the autoscaler at {url} refused: {exc.code} {_detail(exc)}"))
     except (OSError, ValueError, KeyError) as exc:
         fail(
             SettingsError(
@@ -186,3 +199,11 @@ def scale(
             why,
         )
     out.print(table)
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    """Return the problem detail of a refusal, or its reason."""
+    try:
+        return str(json.loads(error.read())["detail"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(error.reason)

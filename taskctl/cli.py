@@ -13,6 +13,7 @@ from taskctl import (
     callback_command,
     dlq_commands,
     jobs_commands,
+    keys_commands,
     topology_commands,
     up_command,
 )
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(topology_commands.app, name="topology")
 app.add_typer(dlq_commands.app, name="dlq")
+app.add_typer(keys_commands.app, name="keys")
 app.command(name="up")(up_command.up)
 app.command(name="breakers")(breakers_command.breakers)
 for command in (

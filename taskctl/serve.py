@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import uvicorn
+from collections.abc import Mapping
 
-from producers.api.app import Services, create_app
+import uvicorn
+from fastapi import FastAPI
+
+from producers.api.app import Services, ServicesFactory, create_app
 from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from taskctl import admin_routes
@@ -15,28 +18,46 @@ from webhooks.callbacks import registration_check
 from webhooks.receiver import webhook_router
 
 
-def main() -> None:
-    """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
-    configure_logging(load_settings(LogSettings))
-    settings = load_settings(ApiSettings)
-    tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
+def assemble(
+    settings: ApiSettings,
+    services: Services | ServicesFactory | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """Return the whole API: jobs, ``/admin/dlq`` and ``/webhooks/{source}``, every door checked."""
 
-    async def services() -> Services:
-        built = await build_services()
-        built.submitter.callback_check = registration_check()
-        return built
+    async def built() -> Services:
+        made = await build_services(environ)
+        made.submitter.callback_check = registration_check()
+        return made
 
-    app = create_app(services, settings, routers=[admin_routes.router, webhook_router()])
+    if isinstance(services, Services):
+        services.submitter.callback_check = registration_check()
+    chosen = built if services is None else services
+    return create_app(chosen, settings, routers=[admin_routes.router, webhook_router(environ)])
+
+
+def server_config(app: FastAPI, settings: ApiSettings) -> uvicorn.Config:
+    """Return how uvicorn serves ``app``: its address and the limits uvicorn enforces itself."""
     # No access log: /metrics counts every request by route and status. No log config either:
     # uvicorn's loggers propagate to the root, whose one handler passes them on to loguru.
-    uvicorn.run(
+    # WebSocket frames are bounded by the protocol layer too, before they are buffered.
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         timeout_keep_alive=5,
         access_log=False,
         log_config=None,
+        ws_max_size=settings.ws_max_frame_bytes,
     )
+
+
+def main() -> None:
+    """Serve the API plus ``/admin/dlq`` and ``/webhooks/{source}`` on ``TASKQ_HOST``:``TASKQ_PORT``."""
+    configure_logging(load_settings(LogSettings))
+    settings = load_settings(ApiSettings)
+    tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
+    uvicorn.Server(server_config(assemble(settings), settings)).run()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,16 @@ from typing import Annotated
 import typer
 from loguru import logger
 
+from jobstore.factory import open_store
+from producers.settings import SubmitSettings
+from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.autoscale_command import supervise
 from taskctl.context import fail, log_with_children, run, settings_or_exit, topology_or_exit
 from taskctl.supervisor import ProcessSpec
 from topology.apply import apply_topology
 from topology.errors import TaskqError
 from topology.plan import Action
+from topology.settings import load_settings
 
 
 def up(
@@ -37,9 +41,20 @@ def up(
         len(report.before.of(Action.CREATE)),
         len(report.after.of(Action.MATCH)),
     )
+    run(_admin_key())
     api = ProcessSpec("api", (sys.executable, "-m", "taskctl.serve"))
     try:
         code = asyncio.run(supervise(topology, settings, [api], grace=grace))
     except TaskqError as exc:
         fail(exc)
     raise typer.Exit(code)
+
+
+async def _admin_key() -> None:
+    """Make the local admin key on the first start (every door needs a credential)."""
+    store = open_store(load_settings(SubmitSettings).store_url)
+    try:
+        await store.migrate()
+        await ensure_admin_key(store, key_path())
+    finally:
+        await store.close()

@@ -41,6 +41,14 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _tenant(value: str) -> str:
+    problem = names.tenant_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Tenant = Annotated[str, AfterValidator(_tenant)]
 JobType = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_job_type)]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 ShortText = Annotated[str, Field(min_length=1, max_length=255)]
@@ -74,6 +82,7 @@ class Envelope(BaseModel):
     created_at: UtcDatetime
     not_before: UtcDatetime | None = None
     correlation_id: ShortText | None = None
+    tenant: Tenant = names.DEFAULT_TENANT  # who submitted it: bounds who may see or replay it
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:

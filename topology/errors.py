@@ -26,7 +26,12 @@
     │   └── IdempotencyMismatchError    the key was used with a different request
     ├── IdempotencyInFlightError        the same key is being submitted now: retry later (409)
     ├── JobNotFoundError                no job has this id (HTTP 404)
-    └── JobStateError                   the job's state forbids the operation (HTTP 409)
+    ├── JobStateError                   the job's state forbids the operation (HTTP 409)
+    └── AccessError                     the caller may not do this; the subclass says why
+        ├── AuthenticationError         no valid credential: send one (HTTP 401)
+        ├── PermissionDeniedError       the credential lacks a scope or job type (HTTP 403)
+        ├── RateLimitedError            the credential's rate is used up: wait (HTTP 429)
+        └── IdentityProviderUnavailableError  token keys cannot be fetched: retry later (503)
 
 Foreign exceptions (aiormq, aiohttp, pydantic, yaml) are translated at the seam
 where they arise, with ``raise ... from exc`` so the cause is kept.
@@ -147,3 +152,35 @@ class JobNotFoundError(TaskqError):
 
 class JobStateError(TaskqError):
     """The job is in a state that does not allow the operation (HTTP 409)."""
+
+
+class AccessError(TaskqError):
+    """The caller may not do this; the subclass says whether to authenticate, ask or wait."""
+
+
+class AuthenticationError(AccessError):
+    """No valid credential came with the request (HTTP 401); the message says what was wrong."""
+
+    def __init__(self, message: str, *, error: str = "invalid_token") -> None:
+        self.error = error  # the RFC 6750 error code: invalid_request or invalid_token
+        super().__init__(message)
+
+
+class PermissionDeniedError(AccessError):
+    """The credential is valid but lacks the scope or job type the operation needs (HTTP 403)."""
+
+    def __init__(self, message: str, *, scope: str | None = None) -> None:
+        self.scope = scope
+        super().__init__(message)
+
+
+class RateLimitedError(AccessError):
+    """The credential (or webhook source) used up its request rate; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class IdentityProviderUnavailableError(AccessError):
+    """The identity provider's signing keys cannot be fetched; retry later (HTTP 503)."""

@@ -14,6 +14,8 @@ NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 JOB_WORD_RE = re.compile(r"[A-Za-z0-9_-]+")
 SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL
+TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # bounds what a credential sees
+DEFAULT_TENANT = "default"  # the tenant of jobs whose submitter names none
 HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
 RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
 CALLBACK_JOB_TYPE = "taskq.callback"  # a job's signed callback, delivered as a job of its own
@@ -94,3 +96,13 @@ def job_type_problem(job_type: str, *, allow_wildcards: bool) -> str | None:
                 f"{allowed}{wild}"
             )
     return None
+
+
+def tenant_problem(tenant: str) -> str | None:
+    """Return why ``tenant`` is not a valid tenant name, or ``None`` if it is."""
+    if TENANT_RE.fullmatch(tenant):
+        return None
+    return (
+        f"tenant {tenant[:40]!r} must be 1-64 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )

@@ -1,8 +1,9 @@
 """``POST /webhooks/{source}``: verify a delivery on its raw bytes, then enqueue it exactly once.
 
-Order matters: the body size is bounded before it is buffered (the app's body limit), the
-signature is checked on the raw bytes before anything is parsed, and the answer is 2xx only
-after the broker confirmed the job. The sender's delivery id is the job's idempotency key, so
+Order matters: the body size is bounded before it is buffered (the app's body limit), each
+source's rate is bounded before any signature is computed (a token bucket per source, 429
+with ``Retry-After``), the signature is checked on the raw bytes before anything is parsed,
+and the answer is 2xx only after the broker confirmed the job. The sender's delivery id is the job's idempotency key, so
 a redelivery (sequential or concurrent) answers with the same job and enqueues nothing new.
 """
 
@@ -22,9 +23,12 @@ from fastapi.responses import JSONResponse
 from producers.api import problems
 from producers.api.app import Services
 from producers.api.schemas import Problem
+from producers.auth.rate_limit import RateLimiter, retry_after
+from producers.auth.settings import AuthSettings
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.errors import IdempotencyInFlightError, TaskqError
 from topology.reserved import webhook_producer
+from topology.settings import load_settings
 from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes import Delivery
 from webhooks.sources import Source, load_sources
@@ -37,6 +41,8 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
     """Return the router of ``POST /webhooks/{source}``; secrets come from ``environ`` (default: the process's)."""
     router = APIRouter(tags=["webhooks"])
     env = os.environ if environ is None else environ
+    auth = load_settings(AuthSettings, env)
+    limiter = RateLimiter(auth.webhook_rate_limit, auth.webhook_rate_burst)
 
     @router.post(
         "/webhooks/{source}",
@@ -52,6 +58,7 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
             409: {"model": Problem, "description": "the same delivery is still being enqueued"},
             413: {"model": Problem, "description": "the body is over the size limit"},
             422: {"model": Problem, "description": "a delivery id reused for another body"},
+            429: {"model": Problem, "description": "the source sent more than its rate allows"},
             503: {
                 "model": Problem,
                 "description": "the broker or the job store is down, or the source has no secret",
@@ -67,6 +74,12 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
             _count(request, "unknown", "unknown_source")  # a URL segment: never a label value
             known = ", ".join(sorted(sources)) or "none"
             return problems.problem(404, f"no webhook source {source!r}; sources: {known}")
+        wait = limiter.take(source)
+        if wait > 0:
+            _count(request, source, "rate_limited")
+            _limited(request, source)
+            detail = f"too many deliveries for source {source}; the limit is {limiter.rate:g}/s"
+            return problems.problem(429, detail, headers={"Retry-After": retry_after(wait)})
         response, result = await _receive(found, request, services.submitter)
         _count(request, source, result)
         return response
@@ -121,6 +134,12 @@ def _count(request: Request, source: str, result: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.webhook_deliveries.labels(source, result).inc()
+
+
+def _limited(request: Request, source: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rate_limited.labels(f"webhook:{source}").inc()
 
 
 def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:

@@ -1,18 +1,31 @@
-"""The autoscaler's HTTP face: ``/status`` (JSON, read by ``taskctl scale``) and ``/metrics``."""
+"""The autoscaler's HTTP face: ``/status`` (JSON, read by ``taskctl scale``) and ``/metrics``.
+
+Both need a credential, like the job API: ``/status`` the ``admin`` scope, ``/metrics`` the
+``metrics:read`` scope.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.metrics_server import gate, metrics_handler
+from producers.auth.authenticator import Authenticator
+from producers.auth.scopes import Scope
+
+_SCOPES = {"/status": Scope.ADMIN, "/metrics": Scope.METRICS_READ}
 
 
 async def serve_status(
-    autoscaler: Autoscaler, metrics: AutoscalerMetrics, *, host: str, port: int
+    autoscaler: Autoscaler,
+    metrics: AutoscalerMetrics,
+    authenticator: Authenticator,
+    *,
+    host: str,
+    port: int,
 ) -> web.AppRunner:
     """Start serving the autoscaler's status and metrics; clean up the returned runner to stop."""
 
@@ -20,13 +33,9 @@ async def serve_status(
         groups = [dataclasses.asdict(s) for s in autoscaler.status.values()]
         return web.json_response({"groups": groups})
 
-    async def prometheus(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
+    app = web.Application(middlewares=[gate(authenticator, _SCOPES)])
     app.router.add_get("/status", status)
-    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/metrics", metrics_handler(metrics.registry))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

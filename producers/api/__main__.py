@@ -24,6 +24,7 @@ def main() -> None:
         timeout_keep_alive=5,
         log_level="info",
         access_log=False,
+        ws_max_size=settings.ws_max_frame_bytes,
     )
 
 

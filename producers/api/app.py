@@ -1,4 +1,4 @@
-"""Assemble the HTTP job API: routes, error handling, body limits, metrics, lifespan."""
+"""Assemble the HTTP job API: routes, the auth gate, error handling, body limits, metrics, lifespan."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.types import Scope
+from starlette.types import Scope as AsgiScope
 
 from producers.api import openapi, problems, routes
+from producers.api.gate import AuthGate
 from producers.api.hub import EventHub
+from producers.api.limits import BodyLimit
 from producers.api.metrics import ApiMetrics, MetricsMiddleware
 from producers.api.schemas import Problem
+from producers.api.security import SecuredRoute, check_doors, secured
 from producers.api.tracing import TracingMiddleware
+from producers.auth.authenticator import Authenticator, open_authenticator
+from producers.auth.scopes import Scope
+from producers.auth.settings import AuthSettings
 from producers.publisher import ConfirmedPublisher
 from producers.settings import ApiSettings
 from producers.submit import Submitter
@@ -36,6 +42,12 @@ class Services:
     ready: Ready | None = None
     close: Callable[[], Awaitable[None]] | None = None
     publisher: ConfirmedPublisher | None = None  # for routes above this package (admin)
+    # Checks credentials against the submitter's store (default settings unless given).
+    authenticator: Authenticator | None = None
+
+    def __post_init__(self) -> None:
+        if self.authenticator is None:
+            self.authenticator = open_authenticator(self.submitter.store, AuthSettings())
 
 
 ServicesFactory = Callable[[], Awaitable[Services]]
@@ -72,6 +84,8 @@ def create_app(
         app.state.services = services
     app.state.metrics = metrics
     app.state.submitted_children = {}  # label children of metrics.submitted, by labels
+    app.state.api_settings = api
+    app.router.route_class = SecuredRoute
     problems.install(app, retry_after=api.retry_after)
     openapi.install(app)
     app.add_exception_handler(routes._Unsupported, routes.unsupported_handler)
@@ -79,12 +93,22 @@ def create_app(
     for router in routers:  # routes of the packages above this one (the DLQ admin routes)
         app.include_router(router)
     _health_routes(app, metrics)
+    check_doors(app.routes)
 
-    def limit(scope: Scope) -> int:
+    def limit(scope: AsgiScope) -> int:
         batch = scope.get("path", "").endswith("/batch")
         return api.max_batch_body_bytes if batch else api.max_body_bytes
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics, limit=limit)
+    # Outermost last: metrics see every answer, the gate refuses strangers before the body
+    # limit buffers anything, and the body limit guards what the routes read.
+    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(
+        AuthGate,
+        rate_limited=metrics.rate_limited,
+        origins=api.allowed_origins,
+        retry_after=api.retry_after,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     if tracing.enabled():  # off: not even a pass-through layer on the request path
         app.add_middleware(TracingMiddleware)
     return app
@@ -129,6 +153,7 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
         summary="Prometheus metrics",
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+        **secured(Scope.METRICS_READ),
     )
     async def prometheus() -> Response:
         return Response(scrape(metrics.registry), media_type=CONTENT_TYPE_LATEST)

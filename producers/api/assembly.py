@@ -8,10 +8,13 @@ from collections.abc import Mapping
 
 from producers.api.app import Services
 from producers.api.hub import EventHub
+from producers.auth.authenticator import open_authenticator
+from producers.auth.settings import AuthSettings
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
 from topology.errors import BrokerUnavailableError
+from topology.settings import load_settings
 
 
 async def build_services(environ: Mapping[str, str] | None = None) -> Services:
@@ -21,8 +24,10 @@ async def build_services(environ: Mapping[str, str] | None = None) -> Services:
         SettingsError, TopologyFileError: bad configuration (the process should not start).
         BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
     """
+    auth = load_settings(AuthSettings, environ)  # bad settings stop the start before any I/O
     backends = await open_backends(environ)
     try:
+        authenticator = open_authenticator(backends.store, auth)
         publisher = await ConfirmedPublisher.connect(
             backends.broker, backends.topology, backends.publisher, name="taskq api"
         )
@@ -57,4 +62,4 @@ async def build_services(environ: Mapping[str, str] | None = None) -> Services:
         if not publisher.connected:
             raise BrokerUnavailableError("the connection to RabbitMQ is down (reconnecting)")
 
-    return Services(submitter, hub, ready, close, publisher)
+    return Services(submitter, hub, ready, close, publisher, authenticator)

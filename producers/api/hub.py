@@ -16,15 +16,18 @@ from aio_pika.abc import (
 )
 
 from producers.events import decode_event
+from producers.tenancy import Viewer
 from topology.model import CompiledTopology
+from topology.names import DEFAULT_TENANT
 
 QUEUE_LIMIT = 256
 
 
 @dataclass(eq=False, slots=True)
 class Watcher:
-    """One subscriber: events matching its job id or type land in its bounded queue."""
+    """One subscriber: events of its viewer's jobs matching its job id or type land in its queue."""
 
+    viewer: Viewer = field(default_factory=Viewer)
     job_id: str | None = None
     job_type: str | None = None
     events: asyncio.Queue[dict[str, Any]] = field(
@@ -33,7 +36,11 @@ class Watcher:
     dropped: int = 0
 
     def wants(self, event: dict[str, Any]) -> bool:
-        """Return whether this watcher follows the event's job."""
+        """Return whether this watcher follows the event's job (never another tenant's)."""
+        if event.get("tenant", DEFAULT_TENANT) != self.viewer.tenant:
+            return False
+        if not self.viewer.may_touch(str(event.get("type"))):
+            return False
         if self.job_id is not None:
             return bool(event.get("id") == self.job_id)
         return self.job_type is None or event.get("type") == self.job_type
@@ -52,6 +59,11 @@ class EventHub:
         self._queue: AbstractQueue | None = None
         self._exchange: AbstractExchange | None = None
 
+    @property
+    def watchers(self) -> int:
+        """Return how many watchers are registered now."""
+        return len(self._watchers)
+
     def dispatch(self, event: dict[str, Any]) -> None:
         """Hand ``event`` to every interested watcher; a full watcher loses it (and counts)."""
         for watcher in self._watchers:
@@ -63,10 +75,10 @@ class EventHub:
 
     @asynccontextmanager
     async def watch(
-        self, *, job_id: str | None = None, job_type: str | None = None
+        self, viewer: Viewer, *, job_id: str | None = None, job_type: str | None = None
     ) -> AsyncIterator[Watcher]:
-        """Register a watcher for the duration of the block."""
-        watcher = Watcher(job_id=job_id, job_type=job_type)
+        """Register a watcher of ``viewer``'s jobs for the duration of the block."""
+        watcher = Watcher(viewer=viewer, job_id=job_id, job_type=job_type)
         async with self._lock:
             if not self._watchers and self._queue is not None and self._exchange is not None:
                 # Bound only while someone watches: an idle replica pays nothing per event.

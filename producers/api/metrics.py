@@ -8,8 +8,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.api.limits import BodyLimit, Limit
-
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -37,6 +35,13 @@ class ApiMetrics:
             ["group", "priority"],
             registry=registry,
         )
+        # Doors are a fixed set: api, websocket, webhook:<source> (sources come from the topology).
+        self.rate_limited = Counter(
+            "taskq_rate_limited_total",
+            "Requests refused with 429 because a credential or webhook source used up its rate.",
+            ["door"],
+            registry=registry,
+        )
         # Sources come from the topology; results are a fixed set (see webhooks.receiver).
         self.webhook_deliveries = Counter(
             "taskq_webhook_deliveries_total",
@@ -47,14 +52,10 @@ class ApiMetrics:
 
 
 class MetricsMiddleware:
-    """Times every HTTP request and counts it under its route template, and guards body size.
+    """Times every HTTP request and counts it under its route template."""
 
-    One ASGI layer for both jobs: every layer costs each request a few percent of the
-    ingest rate (bench/http_ingest.py).
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, limit: Limit) -> None:
-        self.app: ASGIApp = BodyLimit(app, limit)
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
         self.metrics = metrics
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._timers: dict[tuple[str, str], Any] = {}

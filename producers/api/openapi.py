@@ -1,4 +1,7 @@
-"""The OpenAPI document, with every error response described as what it is: problem+json."""
+"""The OpenAPI document: problem+json errors, and the bearer scheme on every secured operation.
+
+Declaring the scheme gives ``/docs`` an Authorize button to paste a key into.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,21 @@ from fastapi.openapi.utils import get_openapi
 
 from producers.api.problems import PROBLEM, TITLES
 from producers.api.schemas import Problem
+from producers.api.security import SCHEME
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 # Which problems each kind of operation can answer (besides its success).
 _ALWAYS = (422, 503)
 _BY_METHOD = {"post": (409, 413, 415), "delete": (404, 409), "get": ()}
+_SECURED = (401, 403, 429)  # no or a bad credential, a missing scope, a used-up rate
+_BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "An API key (`tq_<id>_<secret>`, from `taskctl keys create` or the file "
+        "`taskctl up` writes) or an OAuth2/OIDC access token (JWT)."
+    ),
+}
 
 
 def install(app: FastAPI) -> None:
@@ -25,6 +38,7 @@ def install(app: FastAPI) -> None:
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             _describe_problems(document)
+            document["components"]["securitySchemes"] = {SCHEME: _BEARER}
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -44,6 +58,8 @@ def _describe_problems(document: dict[str, Any]) -> None:
                 codes.add(404)
             if path in ("/healthz", "/metrics"):
                 codes = set()
+            if operation.get("security"):
+                codes |= set(_SECURED)
             for code in [c for c in responses if c.isdigit() and int(c) >= 400]:
                 del responses[code]
             for code in sorted(codes):

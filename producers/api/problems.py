@@ -10,15 +10,21 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException
 
+from producers.auth.rate_limit import retry_after as wait_header
 from topology.errors import (
+    AccessError,
+    AuthenticationError,
     BlobUnavailableError,
     BrokerUnavailableError,
     ContractError,
     IdempotencyInFlightError,
+    IdentityProviderUnavailableError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
+    PermissionDeniedError,
     PublishError,
+    RateLimitedError,
     ReservedJobTypeError,
     StoreUnavailableError,
     TaskqError,
@@ -27,6 +33,7 @@ from topology.errors import (
 PROBLEM = "application/problem+json"
 TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -34,6 +41,7 @@ TITLES = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -68,11 +76,58 @@ def status_of(error: TaskqError) -> int:
         return 409
     if isinstance(error, JobNotFoundError):
         return 404
+    if isinstance(error, AccessError):
+        return _ACCESS_STATUS.get(type(error), 503)
     if isinstance(
         error, BrokerUnavailableError | PublishError | StoreUnavailableError | BlobUnavailableError
     ):
         return 503
     return 500
+
+
+_ACCESS_STATUS: dict[type[AccessError], int] = {
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    RateLimitedError: 429,
+    IdentityProviderUnavailableError: 503,
+}
+
+
+def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
+    """Return the problem for a refused credential: 401 and 403 say how to authenticate (RFC 6750)."""
+    status, body, headers = refusal(error, retry_after=retry_after)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def refusal(
+    error: AccessError, *, retry_after: int = 5
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Return the status, problem body and headers that refuse a credential (any web framework)."""
+    detail = str(error)
+    status = _ACCESS_STATUS.get(type(error), 503)
+    headers: dict[str, str] = {}
+    if isinstance(error, AuthenticationError):
+        challenge = 'Bearer realm="taskq"'
+        if error.error != "invalid_request":
+            challenge += f', error="{error.error}", error_description="{_quoted(detail)}"'
+        headers["WWW-Authenticate"] = challenge
+    elif isinstance(error, PermissionDeniedError):
+        challenge = 'Bearer realm="taskq", error="insufficient_scope"'
+        if error.scope is not None:
+            challenge += f', scope="{error.scope}"'
+        headers["WWW-Authenticate"] = challenge
+    elif isinstance(error, RateLimitedError):
+        headers["Retry-After"] = wait_header(error.retry_after)
+    else:
+        detail = f"{detail}; retry later"
+        headers["Retry-After"] = str(retry_after)
+    body = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
+    return status, body, headers
+
+
+def _quoted(text: str) -> str:
+    # RFC 6750 error_description: printable ASCII without double quote or backslash.
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
 
 
 def error_item(error: TaskqError) -> dict[str, Any]:
@@ -89,6 +144,8 @@ def install(app: FastAPI, *, retry_after: int) -> None:
 
     @app.exception_handler(TaskqError)
     async def taskq_error(request: Request, exc: TaskqError) -> JSONResponse:
+        if isinstance(exc, AccessError):
+            return access_problem(exc, retry_after=retry_after)
         status = status_of(exc)
         if status == 503:
             logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)

@@ -19,7 +19,8 @@ from fastapi import (
 from fastapi.routing import APIRoute
 
 from jobstore.model import JobStatus
-from producers.api.problems import PROBLEM, error_item, problem
+from producers.api.gate import deny_websocket
+from producers.api.problems import PROBLEM, access_problem, error_item, problem
 from producers.api.schemas import (
     BatchOut,
     BatchSubmission,
@@ -28,9 +29,21 @@ from producers.api.schemas import (
     JobSubmission,
     Problem,
 )
+from producers.api.security import SecuredRoute, principal, secured
+from producers.api.streams import pump
+from producers.auth.principal import Principal
+from producers.auth.scopes import Scope
+from producers.settings import ApiSettings
 from producers.submit import JobRequest, Submitted, Submitter
+from producers.tenancy import list_visible
 from producers.views import job_view
-from topology.errors import JobNotFoundError, JobRejectedError
+from topology.errors import (
+    AccessError,
+    AuthenticationError,
+    JobNotFoundError,
+    JobRejectedError,
+    TaskqError,
+)
 
 
 class StrictJsonRequest(Request):
@@ -43,16 +56,17 @@ class StrictJsonRequest(Request):
         return self._json
 
 
-class StrictJsonRoute(APIRoute):
-    """A route whose JSON bodies are parsed strictly.
+class StrictJsonRoute(SecuredRoute):
+    """A secured route whose JSON bodies are parsed strictly.
 
     Python's json module accepts NaN, Infinity and a BOM, and raises RecursionError on deep
-    nesting; orjson refuses all of them cleanly.
+    nesting; orjson refuses all of them cleanly. The scope check comes first: a caller
+    without the scope learns nothing about what the body should have been.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """Return the handler, fed with strict-JSON requests."""
-        handler = super().get_route_handler()
+        """Return the handler, behind the scope check, fed with strict-JSON requests."""
+        handler = APIRoute.get_route_handler(self)
 
         async def strict(request: Request) -> Response:
             if request.method == "POST":
@@ -62,7 +76,7 @@ class StrictJsonRoute(APIRoute):
                     return unsupported_handler(request, _Unsupported(kind))
             return await handler(StrictJsonRequest(request.scope, request.receive))
 
-        return strict
+        return self.guard(strict)
 
 
 router = APIRouter(route_class=StrictJsonRoute)
@@ -86,7 +100,7 @@ Service = Annotated[Submitter, Depends(submitter)]
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def _to_request(body: JobSubmission, header_key: str | None) -> JobRequest:
+def _to_request(body: JobSubmission, header_key: str | None, caller: Principal) -> JobRequest:
     key = body.idempotency_key
     if header_key is not None and key is not None and header_key != key:
         raise JobRejectedError(
@@ -104,6 +118,7 @@ def _to_request(body: JobSubmission, header_key: str | None) -> JobRequest:
         callback_url=body.callback_url,
         correlation_id=body.correlation_id,
         source="api",
+        tenant=caller.tenant,
     )
 
 
@@ -134,7 +149,8 @@ def _accepted(done: Submitted) -> Response:
                 },
                 "description": "Submit at most once per key (same as the idempotency_key field).",
             }
-        ]
+        ],
+        **secured(Scope.JOBS_WRITE)["openapi_extra"],
     },
 )
 async def submit_job(body: JobSubmission, request: Request) -> Response:
@@ -147,8 +163,10 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
             "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces",
             field="Idempotency-Key",
         )
+    caller = principal(request)
+    caller.require_type(body.type)
     service: Submitter = request.app.state.services.submitter
-    done = await service.submit(_to_request(body, key))
+    done = await service.submit(_to_request(body, key, caller))
     if not done.replayed:
         _submitted(request, service, body)
     return _accepted(done)
@@ -160,10 +178,22 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     response_model=BatchOut,
     responses=ERRORS,
     summary="Submit several jobs with pipelined confirms; per-job results",
+    **secured(Scope.JOBS_WRITE),
 )
 async def submit_batch(body: BatchSubmission, service: Service, request: Request) -> Response:
     """Publish every job, awaiting the confirms together; report each job's outcome in order."""
-    outcomes = await service.submit_many([_to_request(job, None) for job in body.jobs])
+    caller = principal(request)
+    refused: dict[int, TaskqError] = {}
+    for index, job in enumerate(body.jobs):
+        try:
+            caller.require_type(job.type)
+        except AccessError as exc:
+            refused[index] = exc
+    requests = [
+        _to_request(job, None, caller) for i, job in enumerate(body.jobs) if i not in refused
+    ]
+    done = iter(await service.submit_many(requests))
+    outcomes = [refused[i] if i in refused else next(done) for i in range(len(body.jobs))]
     results: list[dict[str, Any]] = []
     accepted = 0
     for job, outcome in zip(body.jobs, outcomes, strict=True):
@@ -191,68 +221,107 @@ def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None
     counter.inc()
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: ERRORS[409]})
-async def get_job(job_id: str, service: Service) -> dict[str, Any]:
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses={404: ERRORS[409]},
+    **secured(Scope.JOBS_READ),
+)
+async def get_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
     """Return a job's status, attempts, timestamps, last error and result."""
-    return job_view(await service.get(job_id))
+    return job_view(await service.get(job_id, principal(request).viewer))
 
 
-@router.get("/jobs", response_model=JobList)
+@router.get("/jobs", response_model=JobList, **secured(Scope.JOBS_READ))
 async def list_jobs(
     service: Service,
+    request: Request,
     status: JobStatus | None = None,
     type: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
-    page = await service.store.list_jobs(status=status, type=type, limit=limit, cursor=cursor)
+    page = await list_visible(
+        service.store,
+        principal(request).viewer,
+        status=status,
+        job_type=type,
+        limit=limit,
+        cursor=cursor,
+    )
     return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
 
 @router.delete(
-    "/jobs/{job_id}", response_model=JobOut, responses={404: ERRORS[409], 409: ERRORS[409]}
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses={404: ERRORS[409], 409: ERRORS[409]},
+    **secured(Scope.JOBS_WRITE),
 )
-async def cancel_job(job_id: str, service: Service) -> dict[str, Any]:
+async def cancel_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
     """Cancel a job that has not started (409 once it has)."""
-    return job_view(await service.cancel(job_id))
+    return job_view(await service.cancel(job_id, principal(request).viewer))
+
+
+async def _admitted(websocket: WebSocket) -> Principal | None:
+    """Return the caller of a WebSocket the gate let in, after checking its scope; else refuse it."""
+    caller = websocket.scope.get("state", {}).get("principal")
+    try:
+        if not isinstance(caller, Principal):  # only on a path the gate treats as public
+            raise AuthenticationError("send a credential", error="invalid_request")
+        caller.require(Scope.JOBS_READ)
+    except AccessError as exc:
+        refusal = access_problem(exc)
+        await deny_websocket(websocket.scope, websocket.receive, websocket.send, refusal)
+        return None
+    await websocket.accept(subprotocol=websocket.scope["state"].get("subprotocol"))
+    return caller
+
+
+def _limits(websocket: WebSocket) -> dict[str, Any]:
+    settings: ApiSettings = websocket.app.state.api_settings
+    return {"max_frame": settings.ws_max_frame_bytes, "idle_timeout": settings.ws_idle_timeout}
 
 
 @router.websocket("/ws/jobs/{job_id}")
 async def watch_job(websocket: WebSocket, job_id: str) -> None:
     """Stream a job's status changes, starting with its current state, until it is final."""
+    caller = await _admitted(websocket)
+    if caller is None:
+        return
     services = websocket.app.state.services
-    await websocket.accept()
-    async with services.hub.watch(job_id=job_id) as watcher:
+    async with services.hub.watch(caller.viewer, job_id=job_id) as watcher:
         try:
-            job = await services.submitter.get(job_id)
+            job = await services.submitter.get(job_id, caller.viewer)
         except JobNotFoundError as exc:
             await websocket.close(code=4404, reason=str(exc)[:120])
             return
         current = job_view(job)
-        await websocket.send_json(current)
-        status = current["status"]
         try:
-            while not JobStatus(status).terminal:
-                event = await watcher.events.get()
-                await websocket.send_json(event)
-                status = event["status"]
+            await websocket.send_json(current)
         except WebSocketDisconnect:
             return
-    await websocket.close()
+        if JobStatus(current["status"]).terminal:
+            await websocket.close()
+            return
+        await pump(
+            websocket,
+            watcher,
+            final=lambda event: JobStatus(event["status"]).terminal,
+            **_limits(websocket),
+        )
 
 
 @router.websocket("/ws/jobs")
 async def watch_jobs(websocket: WebSocket, type: str | None = None) -> None:
-    """Stream status changes of every job, or of one job type, until the client leaves."""
+    """Stream status changes of the caller's jobs, or of one job type, until the client leaves."""
+    caller = await _admitted(websocket)
+    if caller is None:
+        return
     services = websocket.app.state.services
-    await websocket.accept()
-    async with services.hub.watch(job_type=type) as watcher:
-        try:
-            while True:
-                await websocket.send_json(await watcher.events.get())
-        except WebSocketDisconnect:
-            return
+    async with services.hub.watch(caller.viewer, job_type=type) as watcher:
+        await pump(websocket, watcher, final=lambda event: False, **_limits(websocket))
 
 
 def unsupported_handler(request: Request, exc: Exception) -> Response:

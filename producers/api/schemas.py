@@ -52,6 +52,7 @@ class JobOut(BaseModel):
     last_error: str | None
     result: JsonValue
     payload_ref: dict[str, Any] | None
+    tenant: str
 
 
 class BatchItem(BaseModel):

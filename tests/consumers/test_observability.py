@@ -10,6 +10,7 @@ from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
 from producers.api.app import Services, create_app
 from tests.consumers.rig import Rig
+from tests.credentials import bearer, issue_key
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.rabbitmq
@@ -38,7 +39,9 @@ async def test_scraped_metrics_count_what_the_jobs_went_through(rig: Rig):
 
     app = create_app(Services(rig.submitter))
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://taskq.test"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://taskq.test",
+        headers=bearer(await issue_key(rig.submitter.store)),
     ) as client:
         before = samples((await client.get("/metrics")).text)
         ids = {}
@@ -94,7 +97,9 @@ async def test_the_exposition_passes_promtool_check_metrics(rig: Rig, promtool: 
     await rig.until(job_id, JobStatus.SUCCEEDED)
     app = create_app(Services(rig.submitter))
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://taskq.test"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://taskq.test",
+        headers=bearer(await issue_key(rig.submitter.store)),
     ) as client:
         await client.post("/jobs", json={"type": "mail.lint"})
         text = (await client.get("/metrics")).text

@@ -18,6 +18,7 @@ from jobstore.model import JobStatus
 from producers.api.app import Services, create_app
 from telemetry import tracing
 from tests.consumers.rig import TOPOLOGY, Rig
+from tests.credentials import bearer, issue_key
 from topology.broker import connect
 
 pytestmark = pytest.mark.rabbitmq
@@ -67,7 +68,11 @@ async def test_one_trace_from_the_http_request_through_every_retry_to_success(
 
     app = create_app(Services(rig.submitter))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://taskq.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://taskq.test",
+        headers=bearer(await issue_key(rig.submitter.store)),
+    ) as client:
         answer = await client.post(
             "/jobs",
             json={"type": "mail.traced"},
@@ -144,7 +149,9 @@ async def test_every_job_log_line_is_json_with_the_job_id_and_the_trace_id(
 
         app = create_app(Services(rig.submitter))
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://taskq.test"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://taskq.test",
+            headers=bearer(await issue_key(rig.submitter.store)),
         ) as client:
             job_id = (await client.post("/jobs", json={"type": "mail.logged"})).json()["id"]
         await rig.until(job_id, JobStatus.SUCCEEDED)

@@ -11,6 +11,7 @@ import pytest
 from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
 from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
+from producers.tenancy import Viewer
 from tests.broker import channel, next_message
 from tests.consumers.rig import TOPOLOGY, Rig
 from tests.helpers import eventually
@@ -98,7 +99,7 @@ async def test_a_cancelled_job_is_acked_without_running(rig: Rig):
         rig.runs.append(ctx.job_id)
 
     job_id = await rig.submit("mail.later", delay=1)
-    await rig.submitter.cancel(job_id)
+    await rig.submitter.cancel(job_id, Viewer())
     await asyncio.sleep(2)  # the tier returns it to the queue after 1 s; nothing may run it
     assert rig.runs == []
     assert await rig.status(job_id) is JobStatus.CANCELLED

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +66,30 @@ def test_rabbitmq_image_is_3_10_management(compose: dict[str, Any]) -> None:
     assert image.rpartition(":")[2] == "3.10-management"
 
 
-def test_taskq_env_names_broker_and_management_urls(compose: dict[str, Any]) -> None:
-    env = compose["services"]["taskq"]["environment"]
-    names = set(env) if isinstance(env, dict) else {item.split("=", 1)[0] for item in env}
-    assert {"TASKQ_AMQP_URL", "TASKQ_MANAGEMENT_URL"} <= names
+def _script(service: dict[str, Any]) -> str:
+    entrypoint = service["entrypoint"]
+    assert entrypoint[:2] == ["sh", "-c"], entrypoint
+    return str(entrypoint[2])
+
+
+def test_taskq_reaches_the_broker_as_its_generated_user(compose: dict[str, Any]) -> None:
+    script = _script(compose["services"]["taskq"])
+    # Compose turns $$ into $: the shell reads the password from the secret volume.
+    assert "password=$$(cat /run/taskq-broker/password)" in script
+    assert 'TASKQ_AMQP_URL="amqp://taskq:$${password}@rabbitmq:5672/"' in script
+    assert 'TASKQ_MANAGEMENT_URL="http://taskq:$${password}@rabbitmq:15672"' in script
+    assert "guest" not in yaml.safe_dump(compose)
+    assert "broker-secret:/run/taskq-broker:ro" in compose["services"]["taskq"]["volumes"]
 
 
 def test_taskq_runs_taskctl_up_when_entrypoint_and_command_combine(
     compose: dict[str, Any],
 ) -> None:
     service = compose["services"]["taskq"]
-    entrypoint = service.get("entrypoint")
-    if entrypoint is None:
-        entrypoint = _dockerfile_exec_form("ENTRYPOINT")
-    assert _as_argv(entrypoint) + _as_argv(service["command"]) == ["taskctl", "up"]
+    # sh -c '... exec taskctl "$@"' taskctl up: the shell's "$@" is the command, so taskctl up.
+    assert _script(service).endswith('exec taskctl "$$@"')
+    assert service["entrypoint"][3:] == ["taskctl"]
+    assert _as_argv(service["command"]) == ["up"]
 
 
 def test_image_runs_taskctl_up_when_started_without_arguments() -> None:
@@ -95,7 +106,7 @@ def test_taskq_waits_for_a_healthy_broker(compose: dict[str, Any]) -> None:
 
 
 def test_bind_mount_sources_exist_when_resolved_from_deploy(compose: dict[str, Any]) -> None:
-    for volume in compose["services"]["rabbitmq"]["volumes"]:
+    for volume in [v for s in compose["services"].values() for v in s.get("volumes", ())]:
         source = volume.split(":", 1)[0]
         if source.startswith("."):
             assert (DEPLOY / source).is_file(), source
@@ -126,3 +137,39 @@ def test_enabled_plugins_ends_with_dot_and_newline() -> None:
     text = (DEPLOY / "rabbitmq" / "enabled_plugins").read_text(encoding="utf-8")
     assert text.endswith("].\n")
     assert "rabbitmq_management" in text
+
+
+def test_every_port_is_published_on_loopback_only(compose: dict[str, Any]) -> None:
+    ports = [p for s in compose["services"].values() for p in s.get("ports", ())]
+    assert ports
+    for port in ports:
+        assert str(port).startswith("127.0.0.1:"), port
+
+
+def test_guest_stays_loopback_only() -> None:
+    assert ("loopback_users.guest", "true") in _conf_settings()
+
+
+def test_the_broker_starts_with_the_generated_user(compose: dict[str, Any]) -> None:
+    broker = compose["services"]["rabbitmq"]
+    assert broker["depends_on"]["broker-user"]["condition"] == "service_completed_successfully"
+    script = _script(broker)
+    assert script.startswith("cp /secret/20-taskq-user.conf /etc/rabbitmq/conf.d/ && ")
+    assert script.endswith('exec docker-entrypoint.sh "$$@"')
+    assert broker["command"] == ["rabbitmq-server"]
+    maker = compose["services"]["broker-user"]
+    assert maker["entrypoint"] == ["sh", "/taskq/broker-user.sh"]
+
+
+def test_the_broker_user_script_makes_one_password_and_keeps_it(tmp_path: Path) -> None:
+    script = DEPLOY / "rabbitmq" / "broker-user.sh"
+    subprocess.run(["sh", str(script), str(tmp_path)], check=True, timeout=30)
+    password = (tmp_path / "password").read_text()
+    assert len(password) == 32
+    assert password.isalnum()
+    conf = (tmp_path / "20-taskq-user.conf").read_text()
+    assert "default_user = taskq\n" in conf
+    assert f"default_pass = {password}\n" in conf
+    assert (tmp_path / "password").stat().st_mode & 0o777 == 0o444
+    subprocess.run(["sh", str(script), str(tmp_path)], check=True, timeout=30)
+    assert (tmp_path / "password").read_text() == password  # a restart keeps the user working

@@ -103,6 +103,7 @@ def test_taskctl_up_to_a_file_writes_only_json_lines_and_no_payload(vhost, tmp_p
         "TASKQ_AUTOSCALER_PORT": str(free_port()),
         "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+        "TASKQ_DATA_DIR": str(tmp_path / ".taskq"),
     }
     env.pop("TASKQ_LOG_FORMAT", None)
     log = tmp_path / "up.log"
@@ -117,12 +118,14 @@ def test_taskctl_up_to_a_file_writes_only_json_lines_and_no_payload(vhost, tmp_p
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, process)
+        key = (tmp_path / ".taskq" / "admin.key").read_text().strip()
+        auth = {"Authorization": f"Bearer {key}"}
         job = {"type": "email", "payload": {"to": "private@example.com"}}
-        job_id = httpx.post(f"{base}/jobs", json=job, timeout=10).json()["id"]
+        job_id = httpx.post(f"{base}/jobs", json=job, headers=auth, timeout=10).json()["id"]
         deadline = time.monotonic() + 30
         status = None
         while time.monotonic() < deadline and status != "succeeded":  # a child process
-            status = httpx.get(f"{base}/jobs/{job_id}", timeout=5).json()["status"]
+            status = httpx.get(f"{base}/jobs/{job_id}", headers=auth, timeout=5).json()["status"]
             time.sleep(0.2)
         assert status == "succeeded"
         process.send_signal(signal.SIGINT)

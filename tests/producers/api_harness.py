@@ -14,6 +14,7 @@ from producers.api.app import Services, create_app
 from producers.memory import InMemoryPublisher
 from producers.settings import ApiSettings, SubmitSettings
 from producers.submit import Submitter
+from tests.credentials import bearer, new_key
 from topology.model import CompiledTopology
 
 
@@ -25,6 +26,7 @@ class Api:
     blobs: InMemoryBlobStore
     services: Services
     services_app: FastAPI
+    token: str  # an API key of the default tenant with every scope; the client sends it
 
 
 def make_api(
@@ -41,8 +43,14 @@ def make_api(
     )
     services = Services(submitter)
     app = create_app(services, api or ApiSettings(max_body_bytes=64 * 1024))
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskq.test")
-    return Api(client, publisher, store, blobs, services, app)
+    key = new_key()
+    store.api_keys[key.record.id] = key.record
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://taskq.test",
+        headers=bearer(key.token),
+    )
+    return Api(client, publisher, store, blobs, services, app, key.token)
 
 
 def now() -> datetime:

@@ -101,9 +101,9 @@ async def test_duplicate_still_in_flight_is_409(api: Api):
     from tests.producers.api_harness import now
     from topology.spec import Priority
 
-    held = JobRequest(type="email")
+    held = JobRequest(type="email", idempotency_key="busy", source="api")
     record = JobRecord("held", "email", JobStatus.QUEUED, Priority.MEDIUM, now(), now())
-    await api.store.create_job(record, claim=("busy", held.fingerprint()))
+    await api.store.create_job(record, claim=(held.claim_key(), held.fingerprint()))
     response = await post(api, {"type": "email"}, headers={"Idempotency-Key": "busy"})
     assert_problem(response, 409, "still in progress")
 

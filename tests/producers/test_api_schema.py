@@ -30,5 +30,5 @@ CHECKS = (
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_honours_its_schema_for_generated_requests(case):
-    response = case.call()
+    response = case.call(headers={"Authorization": f"Bearer {harness.token}"})
     case.validate_response(response, checks=CHECKS)

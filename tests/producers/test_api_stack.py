@@ -24,6 +24,7 @@ from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
+from tests.credentials import bearer, issue_key
 from tests.helpers import eventually
 from tests.s3server import s3_client
 from topology.compiler import compile_topology
@@ -47,9 +48,10 @@ async def running(
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(lambda: build_services(env), settings or ApiSettings(), routers=routers)
     async with app.router.lifespan_context(app):
+        token = await issue_key(app.state.services.submitter.store)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://taskq.test", timeout=30
+            transport=transport, base_url="http://taskq.test", timeout=30, headers=bearer(token)
         ) as client:
             yield client
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from producers.api.app import create_app
 from producers.api.assembly import build_services
+from tests.credentials import authorize
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -22,38 +25,41 @@ def make_client(applied, tmp_path: Path) -> TestClient:
     return TestClient(create_app(lambda: build_services(env)))
 
 
-def test_job_watch_starts_with_the_stored_state_and_ends_on_a_final_one(applied, tmp_path: Path):
+@pytest.fixture
+def client(applied, tmp_path: Path) -> Iterator[TestClient]:
     with make_client(applied, tmp_path) as client:
-        job = client.post("/jobs", json={"type": "email", "delay": 60}).json()
-        with client.websocket_connect(f"/ws/jobs/{job['id']}") as ws:
-            first = ws.receive_json()
-            assert first["status"] == "scheduled"
-            # The cancel travels as an event through RabbitMQ back to this replica's hub.
-            assert client.delete(f"/jobs/{job['id']}").status_code == 200
-            second = ws.receive_json()
-            assert second["id"] == job["id"]
-            assert second["status"] == "cancelled"
+        authorize(client)
+        yield client
 
 
-def test_type_watch_streams_changes_of_that_type_only(applied, tmp_path: Path):
-    with make_client(applied, tmp_path) as client:
-        email = client.post("/jobs", json={"type": "email", "delay": 60}).json()
-        other = client.post("/jobs", json={"type": "job.x", "delay": 60}).json()
-        with client.websocket_connect("/ws/jobs?type=email") as ws:
-            client.delete(f"/jobs/{other['id']}")
-            client.delete(f"/jobs/{email['id']}")
-            event = ws.receive_json()
-            assert (event["id"], event["type"], event["status"]) == (
-                email["id"],
-                "email",
-                "cancelled",
-            )
+def test_job_watch_starts_with_the_stored_state_and_ends_on_a_final_one(client: TestClient):
+    job = client.post("/jobs", json={"type": "email", "delay": 60}).json()
+    with client.websocket_connect(f"/ws/jobs/{job['id']}") as ws:
+        first = ws.receive_json()
+        assert first["status"] == "scheduled"
+        # The cancel travels as an event through RabbitMQ back to this replica's hub.
+        assert client.delete(f"/jobs/{job['id']}").status_code == 200
+        second = ws.receive_json()
+        assert second["id"] == job["id"]
+        assert second["status"] == "cancelled"
 
 
-def test_watching_an_unknown_job_closes_with_4404(applied, tmp_path: Path):
-    from starlette.websockets import WebSocketDisconnect
+def test_type_watch_streams_changes_of_that_type_only(client: TestClient):
+    email = client.post("/jobs", json={"type": "email", "delay": 60}).json()
+    other = client.post("/jobs", json={"type": "job.x", "delay": 60}).json()
+    with client.websocket_connect("/ws/jobs?type=email") as ws:
+        client.delete(f"/jobs/{other['id']}")
+        client.delete(f"/jobs/{email['id']}")
+        event = ws.receive_json()
+        assert (event["id"], event["type"], event["status"]) == (
+            email["id"],
+            "email",
+            "cancelled",
+        )
 
-    with make_client(applied, tmp_path) as client, client.websocket_connect("/ws/jobs/nope") as ws:
+
+def test_watching_an_unknown_job_closes_with_4404(client: TestClient):
+    with client.websocket_connect("/ws/jobs/nope") as ws:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 4404

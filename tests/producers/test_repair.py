@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
@@ -14,12 +13,12 @@ from jobstore.blobs import InMemoryBlobStore
 from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStatus, JobStore, NewJob
 from jobstore.sqlite import SqliteJobStore
-from producers.api.app import Services, create_app
 from producers.memory import InMemoryPublisher
 from producers.publisher import ConfirmedPublisher
 from producers.settings import SubmitSettings
 from producers.submit import JobRequest, Submitter
 from tests.broker import channel, next_message
+from tests.producers.api_harness import make_api
 from topology.envelope import Envelope, decode
 from topology.errors import ConfirmTimeoutError, TaskqError, UnroutableError
 from topology.model import CompiledTopology
@@ -170,14 +169,9 @@ async def test_a_job_the_broker_refused_is_not_kept(topology):
 async def test_a_field_amqp_cannot_carry_is_refused_with_422_and_nothing_is_stored(
     topology, field, value
 ):
-    store = InMemoryJobStore()
-    publisher = InMemoryPublisher(topology)
-    submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
-    app = create_app(Services(submitter))
+    api = make_api(topology)
     body = {"type": "email", field: value}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://taskq.test"
-    ) as client:
+    async with api.client as client:
         single = await client.post("/jobs", json=body)
         batch = await client.post("/jobs/batch", json={"jobs": [body, {"type": "email"}]})
     assert single.status_code == 422, single.text
@@ -187,7 +181,7 @@ async def test_a_field_amqp_cannot_carry_is_refused_with_422_and_nothing_is_stor
     assert refused["status"] == 422
     assert refused["error"]["errors"][0]["field"] == field
     assert accepted["status"] == 202
-    assert [j.id for j in store.jobs.values()] == [accepted["job"]["id"]]
+    assert [j.id for j in api.store.jobs.values()] == [accepted["job"]["id"]]
 
 
 async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the_next_insert(

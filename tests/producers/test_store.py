@@ -223,7 +223,7 @@ async def test_claims_answer_in_flight_done_and_mismatch(store: JobStore) -> Non
     assert await store.get_job(second.id) is None
     other_body = ("key-1", "hash-b")
     assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
-    await store.confirm_jobs([Confirmed(first.id, "key-1", b'{"id": "\xff"}', ttl_s=60)])
+    await store.confirm_jobs([Confirmed(first.id, b'{"id": "\xff"}', ttl_s=60)])
     done = Claim(ClaimState.DONE, first.id, b'{"id": "\xff"}')
     assert await store.create_job(second, claim=claim) == done
     assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
@@ -248,7 +248,7 @@ async def test_key_can_be_claimed_again_when_its_lease_expired(store: JobStore) 
 async def test_key_can_be_claimed_again_when_its_replay_window_closed(store: JobStore) -> None:
     first, second = job(), job()
     await store.create_job(first, claim=("key", "h"))
-    await store.confirm_jobs([Confirmed(first.id, "key", b"{}", ttl_s=0.05)])
+    await store.confirm_jobs([Confirmed(first.id, b"{}", ttl_s=0.05)])
     await asyncio.sleep(0.1)  # let the replay window close
     assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
 
@@ -258,7 +258,7 @@ async def test_a_late_completion_does_not_complete_a_newer_claim(store: JobStore
     await store.create_job(first, claim=("key", "h"), lease_s=0.05)
     await asyncio.sleep(0.1)  # first's lease runs out; second takes the key over
     assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
-    await store.confirm_jobs([Confirmed(first.id, "key", b'{"late": true}', ttl_s=60)])
+    await store.confirm_jobs([Confirmed(first.id, b'{"late": true}', ttl_s=60)])
     assert await store.create_job(job(), claim=("key", "h")) == Claim(
         ClaimState.IN_FLIGHT, second.id
     )
@@ -325,7 +325,7 @@ async def test_confirming_a_keyed_job_completes_its_claim_in_the_same_call(
 ) -> None:
     record = job()
     await store.create_jobs([NewJob(record, claim=("k", "h"), confirm_within=0)])
-    await store.confirm_jobs([Confirmed(record.id, "k", b'{"id": 1}', ttl_s=60)])
+    await store.confirm_jobs([Confirmed(record.id, b'{"id": 1}', ttl_s=60)])
     assert await store.create_job(job(), claim=("k", "h")) == Claim(
         ClaimState.DONE, record.id, b'{"id": 1}'
     )

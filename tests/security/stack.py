@@ -24,6 +24,7 @@ from producers.submit import Submitter
 from taskctl import admin_routes
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
+from tests.credentials import bearer, issue_key
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
@@ -146,10 +147,12 @@ async def running(env: dict[str, str], broker: BrokerSettings) -> AsyncIterator[
     store = open_store(env["TASKQ_STORE_URL"])
     async with app.router.lifespan_context(app):
         await store.migrate()
+        # Every door needs a credential: the client sends a key with every scope.
+        token = await issue_key(store)
         transport = httpx.ASGITransport(app=app)
         try:
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://taskq.test", timeout=30
+                transport=transport, base_url="http://taskq.test", timeout=30, headers=bearer(token)
             ) as client:
                 yield Stack(client, env, broker, topology, store, app)
         finally:

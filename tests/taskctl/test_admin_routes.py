@@ -11,11 +11,13 @@ from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
 from producers.api.app import create_app
 from producers.api.assembly import build_services
+from producers.auth.scopes import Scope
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from taskctl import admin_routes
 from tests.broker import channel, depth
+from tests.credentials import bearer, issue_key
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.envelope import Envelope
@@ -61,9 +63,12 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
 
     app = create_app(lambda: build_services(env), routers=[admin_routes.router])
     async with app.router.lifespan_context(app):
+        token = await issue_key(
+            app.state.services.submitter.store, scopes=(Scope.ADMIN, Scope.JOBS_READ)
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", timeout=30
+            transport=transport, base_url="http://t", timeout=30, headers=bearer(token)
         ) as client:
             listed = await client.get("/admin/dlq/email")
             assert listed.status_code == 200

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 pytestmark = pytest.mark.rabbitmq
+ROOT = Path(__file__).parents[2]
 
 
 def free_port() -> int:
@@ -41,8 +42,10 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
         "TASKQ_PORT": str(port),
         "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+        "TASKQ_DATA_DIR": str(tmp_path / ".taskq"),
         "COLUMNS": "200",
     }
+    env.pop("TASKQ_API_KEY", None)
     process = subprocess.Popen(
         [sys.executable, "-c", "from taskctl.cli import main; main()", "up", "--grace", "10"],
         env=env,
@@ -53,21 +56,36 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, process)
-        # The brief's quick start, byte for byte.
+        # The first start made an admin key that only its owner can read.
+        key_file = tmp_path / ".taskq" / "admin.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        curl = [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            f"{base}/jobs",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"type":"email","payload":{"to":"user@example.com"}}',
+            "-w",
+            "\n%{http_code}",
+        ]
+        stranger = subprocess.run(curl, capture_output=True, text=True, timeout=30, check=True)
+        assert stranger.stdout.endswith("\n401"), stranger.stdout
+        # The README's quick start, byte for byte (but the port), run by a shell next to .taskq.
+        quick_start = next(
+            line
+            for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("curl -X POST http://localhost:8080/jobs")
+        )
+        assert '-H "Authorization: Bearer $(cat .taskq/admin.key)"' in quick_start
+        command = quick_start.replace("http://localhost:8080", base) + " -sS -w '\n%{http_code}'"
         done = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-X",
-                "POST",
-                f"{base}/jobs",
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                '{"type":"email","payload":{"to":"user@example.com"}}',
-                "-w",
-                "\n%{http_code}",
-            ],
+            ["sh", "-c", command],
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=30,
@@ -81,7 +99,9 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
         deadline = time.monotonic() + 30
         job: dict = {}
         while time.monotonic() < deadline and job.get("status") != "succeeded":  # a child process
-            job = httpx.get(f"{base}/jobs/{job_id}", timeout=5).json()
+            job = httpx.get(
+                f"{base}/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=5
+            ).json()
             time.sleep(0.2)
         assert job["status"] == "succeeded", job
         assert job["result"] == {
@@ -97,6 +117,7 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
             process.communicate()
     assert process.returncode == 0, rest
     assert "topology applied" in rest
+    assert f"admin API key (every scope, tenant default) written to {key_file}" in rest
     assert "stopping 3 processes" in rest  # the API, the email worker and the callbacks worker
     assert "[worker:email] started" in rest
     assert "[worker:callbacks] started" in rest

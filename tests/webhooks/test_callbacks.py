@@ -18,6 +18,7 @@ from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
+from producers.tenancy import Viewer
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from topology.apply import apply_topology
@@ -167,7 +168,7 @@ async def test_a_cancelled_job_is_announced_too(pipeline: Pipeline):
     job = await pipeline.submitter.submit(
         JobRequest(type="work.x", delay=60, callback_url=pipeline.receiver.url)
     )
-    await pipeline.submitter.cancel(job.job_id)
+    await pipeline.submitter.cancel(job.job_id, Viewer())
 
     async def delivered() -> bool:
         return len(pipeline.receiver.hits) == 1

@@ -10,8 +10,13 @@ from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.metrics import AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader
 from consumers.autoscaler.status_server import serve_status
+from jobstore.memory import InMemoryJobStore
+from producers.auth.authenticator import open_authenticator
+from producers.auth.scopes import Scope
+from producers.auth.settings import AuthSettings
 from taskctl.cli import app
 from tests.consumers.autoscaler.fake_management import fake_management, queue_body
+from tests.credentials import bearer, issue_key
 from topology.compiler import compile_topology
 from topology.loader import parse_topology
 
@@ -104,39 +109,53 @@ async def test_an_unreachable_management_api_makes_no_scale_action():
     await reader.close()
 
 
-async def test_taskctl_scale_shows_the_autoscalers_status(unused_tcp_port: int):
+async def test_taskctl_scale_shows_the_autoscalers_status(unused_tcp_port: int, tmp_path):
     workers = Workers()
     metrics = AutoscalerMetrics()
+    keys = InMemoryJobStore()
+    admin = await issue_key(keys, scopes=(Scope.ADMIN, Scope.METRICS_READ))
+    scraper = await issue_key(keys, scopes=(Scope.METRICS_READ,))
+    authenticator = open_authenticator(keys, AuthSettings())
+    # Not the admin key file of the directory the tests run in.
+    env = {"TASKQ_API_KEY": admin, "TASKQ_DATA_DIR": str(tmp_path)}
     async with fake_management() as fake:
         fake.bodies["taskq.mail"] = queue_body(ready=250, unacked=10, consumers=1)
         reader = SignalReader(fake.settings(), timeout=0.5)
         autoscaler = Autoscaler(TOPOLOGY, reader, workers, groups=["mail"], metrics=metrics)
         await autoscaler.step()
-        runner = await serve_status(autoscaler, metrics, host="127.0.0.1", port=unused_tcp_port)
+        runner = await serve_status(
+            autoscaler, metrics, authenticator, host="127.0.0.1", port=unused_tcp_port
+        )
         try:
             base = f"http://127.0.0.1:{unused_tcp_port}"
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(headers=bearer(scraper)) as client:
                 scraped = (await client.get(f"{base}/metrics")).text
+                assert (await client.get(f"{base}/status")).status_code == 403
             assert 'taskq_autoscaler_desired_workers{group="mail"} 3.0' in scraped
-            result = await _cli(["scale", "--url", f"{base}/status", "--json"])
+            result = await _cli(["scale", "--url", f"{base}/status", "--json"], env)
             assert result.exit_code == 0, result.output
             assert '"desired": 3' in result.output
             assert '"backlog": 260' in result.output
-            table = await _cli(["scale", "--url", f"{base}/status"])
+            table = await _cli(["scale", "--url", f"{base}/status"], env)
             assert "mail" in table.output
+            stranger = await _cli(
+                ["scale", "--url", f"{base}/status"], {"TASKQ_DATA_DIR": str(tmp_path)}
+            )
+            assert stranger.exit_code == 1
+            assert "refused: 401" in stranger.output
         finally:
             await runner.cleanup()
             await reader.close()
-    gone = await _cli(["scale", "--url", f"http://127.0.0.1:{unused_tcp_port}/status"])
+    gone = await _cli(["scale", "--url", f"http://127.0.0.1:{unused_tcp_port}/status"], env)
     assert gone.exit_code == 1
     assert "no autoscaler answers" in gone.output
 
 
-async def _cli(args: list[str]):
+async def _cli(args: list[str], env: dict[str, str]):
     import asyncio
 
     # The command blocks on HTTP: run it off the loop that serves the status.
-    return await asyncio.to_thread(CliRunner().invoke, app, args)
+    return await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
 
 
 async def test_the_loop_scales_a_deployment_through_the_kubernetes_actuator(scaler, fake):

@@ -1,0 +1,54 @@
+"""The baseline of the auth-on column of bench/http_ingest.py: the job API with its gate taken out.
+
+The same app ``python -m producers.api`` serves, minus the one ASGI layer that verifies
+credentials and takes a token from the rate bucket; every request runs as one fixed,
+all-scopes principal handed in through the lifespan state (so no layer is added in its
+place). A measuring instrument only: never serve it.
+Run: python bench/auth_off_api.py (the TASKQ_* settings of python -m producers.api)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from producers.api.app import create_app
+from producers.api.assembly import build_services
+from producers.api.gate import AuthGate
+from producers.auth.principal import Principal
+from producers.auth.scopes import Scope
+from producers.settings import ApiSettings
+from producers.tenancy import Viewer
+from topology.settings import load_settings
+
+EVERYONE = Principal("api_key", "bench", "bench", frozenset(Scope), Viewer())
+
+
+def build(settings: ApiSettings) -> FastAPI:
+    app = create_app(build_services, settings)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not AuthGate]
+    served = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with served(app):
+            yield {"principal": EVERYONE}  # uvicorn copies it into every request's state
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+if __name__ == "__main__":
+    settings = load_settings(ApiSettings)
+    uvicorn.run(
+        build(settings),
+        host=settings.host,
+        port=settings.port,
+        timeout_keep_alive=5,
+        log_level="warning",
+        access_log=False,
+    )

@@ -1,0 +1,72 @@
+"""The consumer processes' HTTP doors: an aiohttp gate that wants a credential, and ``/metrics``.
+
+The autoscaler's ``/status`` and ``/metrics`` and a worker's ``/metrics`` pass the same
+checks as the job API: a valid API key or access token, and the route's scope; refusals are
+the API's problem+json answers (401, 403, 429, 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from producers.api.problems import PROBLEM, refusal
+from producers.auth.authenticator import Authenticator
+from producers.auth.scopes import Scope
+from topology.errors import AccessError, StoreUnavailableError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def gate(authenticator: Authenticator, scopes: Mapping[str, Scope]) -> Middleware:
+    """Return middleware that lets in only callers holding the scope ``scopes`` names for the path."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            caller = await authenticator.authenticate(request.headers.get("Authorization"))
+            needed = scopes.get(request.path)
+            if needed is not None:
+                caller.require(needed)
+        except AccessError as exc:
+            status, body, headers = refusal(exc)
+            return web.json_response(body, status=status, headers=headers, content_type=PROBLEM)
+        except StoreUnavailableError as exc:
+            body = {"type": "about:blank", "title": "Service Unavailable", "status": 503}
+            body["detail"] = f"{exc}; retry later"
+            return web.json_response(
+                body, status=503, headers={"Retry-After": "5"}, content_type=PROBLEM
+            )
+        return await handler(request)
+
+    return check
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """Return the handler that serves ``registry`` in the Prometheus text format."""
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    return prometheus
+
+
+async def serve_metrics(
+    authenticator: Authenticator,
+    *,
+    host: str,
+    port: int,
+    registry: CollectorRegistry = REGISTRY,
+) -> web.AppRunner:
+    """Serve ``/metrics`` (scope ``metrics:read``); clean up the returned runner to stop."""
+    app = web.Application(middlewares=[gate(authenticator, {"/metrics": Scope.METRICS_READ})])
+    app.router.add_get("/metrics", metrics_handler(registry))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,127 @@
+"""One entry point for every door: ``Authorization: Bearer <API key or JWT>`` to a principal."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from jobstore.credentials import CredentialStore
+from jobstore.factory import open_store
+from producers.auth.api_keys import PREFIX, ApiKeyVerifier
+from producers.auth.bearer_tokens import JwtVerifier
+from producers.auth.principal import Principal
+from producers.auth.rate_limit import RateLimiter
+from producers.auth.settings import AuthSettings
+from producers.auth.signing_keys import JwksKeys, KeySource, StaticKeys
+from producers.settings import SubmitSettings
+from topology.errors import AuthenticationError, RateLimitedError
+from topology.settings import load_settings
+
+
+class Authenticator:
+    """Verifies the credential of a request and takes a token from its rate bucket."""
+
+    def __init__(
+        self,
+        api_keys: ApiKeyVerifier,
+        bearer: JwtVerifier | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._keys = api_keys
+        self._bearer = bearer
+        self.limiter = limiter or RateLimiter(0, 1)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """Return the principal of an ``Authorization`` header value.
+
+        Raises:
+            AuthenticationError: none was sent, or it is not a valid credential (HTTP 401).
+            RateLimitedError: the credential used up its rate (HTTP 429).
+            StoreUnavailableError, IdentityProviderUnavailableError: it cannot be checked now.
+        """
+        if not authorization:
+            raise AuthenticationError(
+                "send Authorization: Bearer <API key or access token>", error="invalid_request"
+            )
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError(
+                "use the Bearer scheme: Authorization: Bearer <API key or access token>",
+                error="invalid_request",
+            )
+        return self.admit(await self.verify(token))
+
+    async def verify(self, token: str) -> Principal:
+        """Return the principal of a bare API key or access token (no rate limit taken)."""
+        if token.startswith(PREFIX):
+            return await self._keys.verify(token)
+        if self._bearer is None:
+            raise AuthenticationError("not an API key (tq_...), and bearer tokens are not enabled")
+        return await self._bearer.verify(token)
+
+    def admit(self, principal: Principal) -> Principal:
+        """Take one request from the principal's rate bucket and return it.
+
+        Raises:
+            RateLimitedError: the bucket is empty; ``retry_after`` says when it is not.
+        """
+        wait = self.limiter.take(principal.id)
+        if wait > 0:
+            raise RateLimitedError(
+                f"too many requests for this credential; the limit is {self.limiter.rate:g}/s",
+                retry_after=wait,
+            )
+        return principal
+
+
+def key_source(settings: AuthSettings) -> KeySource | None:
+    """Return where bearer-token keys come from, or ``None`` when tokens are not enabled."""
+    if settings.jwks_url:
+        return JwksKeys(
+            settings.jwks_url,
+            timeout=settings.jwks_timeout,
+            ttl=settings.jwks_cache_ttl,
+            min_refresh=settings.jwks_min_refresh,
+        )
+    if settings.jwt_keys_file:
+        return StaticKeys(settings.jwt_keys_file)
+    return None
+
+
+def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authenticator:
+    """Return the authenticator ``settings`` describe, checking keys against ``store``.
+
+    Raises:
+        SettingsError: the bearer-token key file is unusable.
+    """
+    pepper = settings.api_key_pepper
+    keys = ApiKeyVerifier(
+        store,
+        pepper=None if pepper is None else pepper.get_secret_value().encode(),
+        cache_ttl=settings.api_key_cache_ttl,
+    )
+    source = key_source(settings)
+    bearer = None if source is None else JwtVerifier(settings, source)
+    return Authenticator(keys, bearer, RateLimiter(settings.rate_limit, settings.rate_burst))
+
+
+@asynccontextmanager
+async def standalone_authenticator(
+    environ: Mapping[str, str] | None = None,
+) -> AsyncIterator[Authenticator]:
+    """Yield an authenticator with a job store connection of its own (for the autoscaler).
+
+    Raises:
+        SettingsError: bad ``TASKQ_*`` settings.
+        StoreUnavailableError: the job store is down.
+    """
+    env = os.environ if environ is None else environ
+    settings = load_settings(AuthSettings, env)
+    store = open_store(load_settings(SubmitSettings, env).store_url)
+    try:
+        await store.migrate()
+        yield open_authenticator(store, settings)
+    finally:
+        await store.close()

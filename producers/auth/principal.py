@@ -1,0 +1,49 @@
+"""Who a verified credential speaks for: its tenant, scopes and job types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from producers.auth.scopes import Scope
+from producers.tenancy import Viewer
+from topology.errors import PermissionDeniedError
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller behind a verified API key or bearer token."""
+
+    kind: Literal["api_key", "jwt"]
+    id: str  # stable per credential: the key id, or the token's issuer and subject
+    name: str  # for logs: the key's name, or the token's subject
+    scopes: frozenset[Scope]
+    viewer: Viewer  # the tenant and job types it may touch
+
+    @property
+    def tenant(self) -> str:
+        """Return the tenant whose jobs this caller submits and sees."""
+        return self.viewer.tenant
+
+    def require(self, scope: Scope) -> None:
+        """Return if the credential holds ``scope``.
+
+        Raises:
+            PermissionDeniedError: it does not (HTTP 403).
+        """
+        if scope not in self.scopes:
+            raise PermissionDeniedError(
+                f"this credential lacks the {scope.value} scope", scope=scope.value
+            )
+
+    def require_type(self, job_type: str) -> None:
+        """Return if the credential may submit jobs of ``job_type``.
+
+        Raises:
+            PermissionDeniedError: its job-type patterns do not cover ``job_type`` (HTTP 403).
+        """
+        if not self.viewer.may_touch(job_type):
+            patterns = ", ".join(self.viewer.job_types or ())
+            raise PermissionDeniedError(
+                f"this credential may only submit job types matching {patterns}"
+            )

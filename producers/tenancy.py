@@ -1,0 +1,70 @@
+"""Whose jobs a caller sees: one tenant, and optionally only some job types.
+
+Every read, listing, cancel and stream goes through a ``Viewer``: a job of another tenant, or
+of a type the caller may not touch, answers exactly as an unknown id does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobstore.model import JobPage, JobRecord, JobStatus, JobStore
+from topology import routing
+from topology.names import DEFAULT_TENANT
+
+MAX_SCANS = 10  # store pages read per listing when job-type patterns filter it
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """A caller's window on the jobs: its tenant and, when limited, the job types it may touch."""
+
+    tenant: str = DEFAULT_TENANT
+    job_types: tuple[str, ...] | None = None  # topic patterns (``email.*``, ``github.#``)
+
+    def may_touch(self, job_type: str) -> bool:
+        """Return whether the caller may submit, see or cancel jobs of ``job_type``."""
+        if self.job_types is None:
+            return True
+        return any(routing.matches(pattern, job_type) for pattern in self.job_types)
+
+    def sees(self, job: JobRecord) -> bool:
+        """Return whether ``job`` is in this caller's window."""
+        return job.tenant == self.tenant and self.may_touch(job.type)
+
+
+async def list_visible(
+    store: JobStore,
+    viewer: Viewer,
+    *,
+    status: JobStatus | None = None,
+    job_type: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Return one page of the viewer's jobs, newest first.
+
+    The store filters by tenant. Job-type patterns cannot be said in SQL, so a limited viewer's
+    page is filtered here, reading up to ``MAX_SCANS`` store pages; a page may then hold fewer
+    than ``limit`` jobs while ``next_cursor`` still says more may follow.
+    """
+    if job_type is not None and not viewer.may_touch(job_type):
+        return JobPage([], None)
+    if viewer.job_types is None or job_type is not None:
+        return await store.list_jobs(
+            tenant=viewer.tenant, status=status, type=job_type, limit=limit, cursor=cursor
+        )
+    found: list[JobRecord] = []
+    after = cursor
+    for _ in range(MAX_SCANS):
+        page = await store.list_jobs(tenant=viewer.tenant, status=status, limit=limit, cursor=after)
+        for job in page.jobs:
+            if viewer.may_touch(job.type):
+                found.append(job)
+                if len(found) == limit:
+                    more = job.id != page.jobs[-1].id or page.next_cursor is not None
+                    return JobPage(found, job.id if more else None)
+        after = page.next_cursor
+        if after is None:
+            return JobPage(found, None)
+    return JobPage(found, after)
