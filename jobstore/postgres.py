@@ -62,19 +62,28 @@ _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bo
 _COLUMNS = tuple(JobRecord.__dataclass_fields__)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = (
-    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, publish_by)"
-    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))},"
-    f" now() + make_interval(secs => ${len(_COLUMNS) + 1}))"
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
 )
-_CONFIRM = "UPDATE jobs SET publish_by = NULL WHERE id = ANY($1::text[]) AND publish_by IS NOT NULL"
+_UNCONFIRMED = (
+    "INSERT INTO unconfirmed (job_id, publish_by)"
+    " SELECT job_id, now() + make_interval(secs => within)"
+    " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
+)
+_CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
 _PENDING = "status IN ('queued', 'scheduled')"
-_CLEAR_MOVED_ON = f"UPDATE jobs SET publish_by = NULL WHERE publish_by <= now() AND NOT {_PENDING}"
+_CLEAR_MOVED_ON = f"""
+DELETE FROM unconfirmed u USING jobs j
+WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.{_PENDING}
+"""
 # SKIP LOCKED: concurrent sweeps take different jobs instead of waiting on each other.
 _TAKE_UNCONFIRMED = f"""
-UPDATE jobs SET publish_by = now() + make_interval(secs => $1)
-WHERE id IN (SELECT id FROM jobs WHERE publish_by <= now() AND {_PENDING}
-             ORDER BY publish_by LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING {", ".join(_COLUMNS)}
+WITH taken AS (
+    UPDATE unconfirmed SET publish_by = now() + make_interval(secs => $1)
+    WHERE job_id IN (SELECT job_id FROM unconfirmed WHERE publish_by <= now()
+                     ORDER BY publish_by LIMIT $2 FOR UPDATE SKIP LOCKED)
+    RETURNING job_id)
+SELECT {", ".join(_COLUMNS)} FROM jobs WHERE id IN (SELECT job_id FROM taken) ORDER BY id
 """
 
 _CREATE_VERSIONS = (
@@ -191,7 +200,7 @@ class PostgresJobStore:
                     if held is None:  # cannot happen: the failed upsert locked the row
                         raise StoreError(f"idempotency key {key!r} vanished while held")
                     return _held_claim(request_hash, held)
-            await conn.execute(_INSERT, *values, None)
+            await conn.execute(_INSERT, *values)
         return Claim(ClaimState.NEW, job.id)
 
     async def create_jobs(
@@ -204,17 +213,12 @@ class PostgresJobStore:
         """
         claims: list[Claim] = []
         rows = []
-        # executemany is atomic on its own: without keys to claim first, one round trip.
-        if confirmed:
-            # On a connection of its own, alongside the insert: no round trip added to it. Its
-            # failure is not the insert's: unrecorded confirms only mean one more publish.
-            confirming = asyncio.ensure_future(self.confirm_jobs(confirmed))
-            try:
-                return await self.create_jobs(items)
-            finally:
-                await asyncio.gather(confirming, return_exceptions=True)
-        keyed = any(item.claim is not None for item in items)
-        async with self._use(transaction=keyed) as conn:
+        deadlines: list[tuple[str, float]] = []
+        # One transaction, one commit: a second commit beside it would wait for the first's
+        # WAL flush.
+        async with self._use(transaction=True) as conn:
+            if confirmed:
+                await _confirm(conn, confirmed)
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
@@ -230,11 +234,14 @@ class PostgresJobStore:
                             raise StoreError(f"idempotency key {key!r} vanished while held")
                         claim = _held_claim(request_hash, held)
                 if claim.state is ClaimState.NEW:
-                    within = None if item.confirm_within is None else float(item.confirm_within)
-                    rows.append([*(_param(getattr(item.job, name)) for name in _COLUMNS), within])
+                    rows.append([_param(getattr(item.job, name)) for name in _COLUMNS])
+                    if item.confirm_within is not None:
+                        deadlines.append((item.job.id, float(item.confirm_within)))
                 claims.append(claim)
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
             await conn.executemany(_INSERT, rows)
+            if deadlines:
+                await conn.execute(_UNCONFIRMED, *map(list, zip(*deadlines, strict=True)))
         return claims
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
@@ -247,8 +254,9 @@ class PostgresJobStore:
         """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
         async with self._use(transaction=True) as conn:
             await conn.execute(_CLEAR_MOVED_ON)
+            # Only queued and scheduled jobs are left past their deadline now.
             rows = await conn.fetch(_TAKE_UNCONFIRMED, float(lease_s), limit)
-        return sorted((_record(row) for row in rows), key=lambda j: j.id)
+        return [_record(row) for row in rows]
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""

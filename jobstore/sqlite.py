@@ -53,17 +53,17 @@ _FOREIGN = (sqlite3.Error, OSError, orjson.JSONEncodeError, orjson.JSONDecodeErr
 _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(COLUMNS)}, publish_by)"
-    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
-)
-_CONFIRM = "UPDATE jobs SET publish_by = NULL WHERE id = ? AND publish_by IS NOT NULL"
+_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
+_CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
 _PENDING = "status IN ('queued', 'scheduled')"
-_CLEAR_MOVED_ON = f"UPDATE jobs SET publish_by = NULL WHERE publish_by <= ? AND NOT {_PENDING}"
+_CLEAR_MOVED_ON = (
+    "DELETE FROM unconfirmed WHERE publish_by <= ? AND job_id IN"
+    f" (SELECT id FROM jobs WHERE id = unconfirmed.job_id AND NOT {_PENDING})"
+)
 _TAKE_UNCONFIRMED = (
-    "UPDATE jobs SET publish_by = ? WHERE id IN (SELECT id FROM jobs"
-    f" WHERE publish_by <= ? AND {_PENDING} ORDER BY publish_by LIMIT ?)"
-    f" RETURNING {', '.join(COLUMNS)}"
+    "UPDATE unconfirmed SET publish_by = ? WHERE job_id IN (SELECT job_id FROM unconfirmed"
+    " WHERE publish_by <= ? ORDER BY publish_by LIMIT ?) RETURNING job_id"
 )
 
 _CREATE_VERSIONS = (
@@ -159,7 +159,7 @@ class SqliteJobStore:
                 outcome = _claim(db, claim, job.id, lease_s)
                 if outcome.state is not ClaimState.NEW:
                     return outcome
-            db.execute(_INSERT, (*job_values(job), None))
+            db.execute(_INSERT, job_values(job))
             return Claim(ClaimState.NEW, job.id)
 
         return await self._write(insert)
@@ -174,17 +174,18 @@ class SqliteJobStore:
             if confirmed:
                 _confirm(db, confirmed, now)
             claims: list[Claim] = []
-            rows = []
+            rows, deadlines = [], []
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
                     claim = _claim(db, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
-                    within = item.confirm_within
-                    deadline = None if within is None else now + seconds_us(within)
-                    rows.append((*job_values(item.job), deadline))
+                    rows.append(job_values(item.job))
+                    if item.confirm_within is not None:
+                        deadlines.append((item.job.id, now + seconds_us(item.confirm_within)))
                 claims.append(claim)
             db.executemany(_INSERT, rows)
+            db.executemany(_UNCONFIRMED, deadlines)
             return claims
 
         return await self._write(insert)
@@ -199,10 +200,13 @@ class SqliteJobStore:
 
         def take(db: Db) -> list[Any]:
             db.execute(_CLEAR_MOVED_ON, (now,))
-            return db.execute(_TAKE_UNCONFIRMED, (now + seconds_us(lease_s), now, limit)).fetchall()
+            # Only queued and scheduled jobs are left past their deadline now.
+            taken = db.execute(_TAKE_UNCONFIRMED, (now + seconds_us(lease_s), now, limit))
+            ids = [row[0] for row in taken.fetchall()]
+            marks = ", ".join("?" * len(ids))
+            return db.execute(f"{_SELECT} WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
 
-        rows = await self._run(take, write=True)
-        return sorted((record(row) for row in rows), key=lambda j: j.id)
+        return [record(row) for row in await self._run(take, write=True)]
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""
