@@ -25,16 +25,27 @@ class Coalescer(Generic[Item, Result]):
     ) -> None:
         self._write = write
         self._max_batch = max_batch
-        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         """Add ``item`` to the next batch and return its result (or raise the batch's error)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        self._start()
         return await future
+
+    def post(self, item: Item) -> None:
+        """Add ``item`` to the next batch without waiting for it; ``write`` reports its failure."""
+        self._waiting.append((item, None))
+        self._start()
+
+    def _start(self) -> None:
+        if self._waiting and not self._flushing():
+            self._flusher = asyncio.create_task(self._flush())
+
+    def _flushing(self) -> bool:
+        return self._flusher is not None and not self._flusher.done()
 
     async def drain(self) -> None:
         """Return once every batch submitted so far has been written (or has failed)."""
@@ -51,11 +62,11 @@ class Coalescer(Generic[Item, Result]):
                 results = await self._write([item for item, _ in batch])
             except BaseException as exc:
                 for _, future in batch:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_result(result)

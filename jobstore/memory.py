@@ -17,10 +17,12 @@ from typing import Any
 import orjson
 
 from jobstore.credentials import ApiKeyRecord
+from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
+    Confirmed,
     Execution,
     ExecutionState,
     JobPage,
@@ -47,6 +49,7 @@ class InMemoryJobStore:
         self.keys: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, int] = {}
+        self.publish_by: dict[str, float] = {}  # job id -> monotonic deadline, until confirmed
         self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
         self.api_keys: dict[str, ApiKeyRecord] = {}
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
@@ -62,7 +65,7 @@ class InMemoryJobStore:
     async def migrate(self) -> int:
         """Return the schema version the SQL stores reach (there is nothing to migrate)."""
         self._check()
-        return 4
+        return max(m.version for m in load_migrations("sqlite"))
 
     async def close(self) -> None:
         """Refuse further work (closing twice is fine)."""
@@ -106,21 +109,53 @@ class InMemoryJobStore:
         }
         return None
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
-        """Run ``create_job`` for each item, in order."""
-        return [await self.create_job(i.job, claim=i.claim, lease_s=i.lease_s) for i in items]
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
+        """Run ``create_job`` for each item, in order, recording publish deadlines."""
+        if confirmed:
+            await self.confirm_jobs(confirmed)
+        claims = []
+        for item in items:
+            claim = await self.create_job(item.job, claim=item.claim, lease_s=item.lease_s)
+            if claim.state is ClaimState.NEW and item.confirm_within is not None:
+                self.publish_by[item.job.id] = time.monotonic() + item.confirm_within
+            claims.append(claim)
+        return claims
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key done (if still pending for ``job_id``) and keep ``response`` for replays."""
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Clear the jobs' publish deadlines; complete the claims of those with a response."""
         self._check()
-        held = self.keys.get(key)
-        if held is not None and held["job_id"] == job_id and held["state"] == "pending":
-            held.update(state="done", response=response, until=time.monotonic() + ttl_s)
+        for item in items:
+            self.publish_by.pop(item.job_id, None)
+            if item.response is None:
+                continue
+            for held in self.keys.values():
+                if held["job_id"] == item.job_id and held["state"] == "pending":
+                    until = time.monotonic() + item.ttl_s
+                    held.update(state="done", response=item.response, until=until)
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Return overdue queued or scheduled jobs, pushing their deadlines ``lease_s`` on."""
+        self._check()
+        now = time.monotonic()
+        taken: list[JobRecord] = []
+        for job_id, deadline in sorted(self.publish_by.items(), key=lambda kv: kv[1]):
+            job = self.jobs.get(job_id)
+            if deadline > now:
+                continue
+            if job is None or job.status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+                del self.publish_by[job_id]
+            elif len(taken) < limit:
+                self.publish_by[job_id] = now + lease_s
+                taken.append(job)
+        return sorted(taken, key=lambda j: j.id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Forget a job that never reached the broker, and free its key if it is still its."""
         self._check()
         self.jobs.pop(job_id, None)
+        self.publish_by.pop(job_id, None)
         if key is not None and self.keys.get(key, {}).get("job_id") == job_id:
             del self.keys[key]
 

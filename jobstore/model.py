@@ -96,11 +96,26 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``)."""
+    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``).
+
+    ``confirm_within``: the seconds its submitter has to publish it and see it confirmed
+    (``confirm_jobs``); past them ``take_unconfirmed`` hands the job to a repair sweep. ``None``
+    records no deadline: the job is taken to be on the broker already.
+    """
 
     job: JobRecord
     claim: tuple[str, str] | None = None
     lease_s: float = 60.0
+    confirm_within: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A job the broker confirmed; with ``response``, its idempotency claim is completed too."""
+
+    job_id: str
+    response: bytes | None = None  # what a replay of the job's key answers
+    ttl_s: float = 0.0  # how long the response is replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,19 +231,36 @@ class JobStore(CredentialStore, Protocol):
         """
         ...
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
         """Run ``create_job`` for every item in one transaction; one ``Claim`` per item, in order.
+
+        ``confirmed`` earlier jobs are recorded as ``confirm_jobs`` would, along with the
+        insert: a submitter that keeps its confirms for the next insert pays one write, not
+        two. A confirm left unrecorded only means the repair sweep publishes its job again.
 
         Items are taken in order, so a later item claiming a key an earlier one just claimed
         sees it held (IN_FLIGHT or MISMATCH), exactly as two separate calls would.
         """
         ...
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request finished and keep ``response`` to replay for ``ttl_s`` seconds.
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Record that the broker confirmed these jobs: clear their publish deadlines, in one go.
 
-        Only while the key is still pending for ``job_id``: a request whose lease ran out and
-        whose key was claimed again must not complete the newer claim with its own answer.
+        An item with a response also marks the request of the key claimed for its job finished,
+        keeping ``response`` to replay for ``ttl_s`` seconds; only while that key is still
+        pending for the item's job, so a request whose lease ran out and whose key was claimed
+        again does not complete the newer claim with its own answer.
+        """
+        ...
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Return queued or scheduled jobs whose publish deadline passed, oldest first.
+
+        Each returned job's deadline moves ``lease_s`` seconds ahead, so concurrent sweeps
+        take different jobs and a sweep that dies leaves them to the next. Deadlines left on
+        jobs a worker has already moved on are cleared.
         """
         ...
 

@@ -25,6 +25,7 @@ from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
+    Confirmed,
     Execution,
     ExecutionState,
     JobPage,
@@ -64,6 +65,26 @@ _INSERT = (
     f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
 )
+_UNCONFIRMED = (
+    "INSERT INTO unconfirmed (job_id, publish_by)"
+    " SELECT job_id, now() + make_interval(secs => within)"
+    " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
+)
+_CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
+_PENDING = "status IN ('queued', 'scheduled')"
+_CLEAR_MOVED_ON = f"""
+DELETE FROM unconfirmed u USING jobs j
+WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.{_PENDING}
+"""
+# SKIP LOCKED: concurrent sweeps take different jobs instead of waiting on each other.
+_TAKE_UNCONFIRMED = f"""
+WITH taken AS (
+    UPDATE unconfirmed SET publish_by = now() + make_interval(secs => $1)
+    WHERE job_id IN (SELECT job_id FROM unconfirmed WHERE publish_by <= now()
+                     ORDER BY publish_by LIMIT $2 FOR UPDATE SKIP LOCKED)
+    RETURNING job_id)
+SELECT {", ".join(_COLUMNS)} FROM jobs WHERE id IN (SELECT job_id FROM taken) ORDER BY id
+"""
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -87,10 +108,10 @@ _HELD = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHER
 _COMPLETE = f"""
 WITH purged AS (
     DELETE FROM idempotency_keys WHERE key IN (
-        SELECT key FROM idempotency_keys WHERE expires_at <= now() AND key <> $1
+        SELECT key FROM idempotency_keys WHERE expires_at <= now() AND job_id <> $1
         LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
 UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
-WHERE key = $1 AND job_id = $4 AND state = 'pending'
+WHERE job_id = $1 AND state = 'pending'
 """
 # Like _CLAIM: takes a free key or one whose lease (or result's ttl) is over; a held key is left
 # alone but locked until commit, so the SELECT that follows sees its holder.
@@ -182,11 +203,22 @@ class PostgresJobStore:
             await conn.execute(_INSERT, *values)
         return Claim(ClaimState.NEW, job.id)
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
-        """Insert many jobs (claiming their keys first) in one transaction."""
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
+        """Insert many jobs (claiming their keys first) in one transaction.
+
+        Keys are claimed one statement each, in order (a later item may find an earlier one's
+        key); the rows then go in one pipelined ``executemany``.
+        """
         claims: list[Claim] = []
         rows = []
+        deadlines: list[tuple[str, float]] = []
+        # One transaction, one commit: a second commit beside it would wait for the first's
+        # WAL flush.
         async with self._use(transaction=True) as conn:
+            if confirmed:
+                await _confirm(conn, confirmed)
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
@@ -203,15 +235,28 @@ class PostgresJobStore:
                         claim = _held_claim(request_hash, held)
                 if claim.state is ClaimState.NEW:
                     rows.append([_param(getattr(item.job, name)) for name in _COLUMNS])
+                    if item.confirm_within is not None:
+                        deadlines.append((item.job.id, float(item.confirm_within)))
                 claims.append(claim)
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
             await conn.executemany(_INSERT, rows)
+            if deadlines:
+                await conn.execute(_UNCONFIRMED, *map(list, zip(*deadlines, strict=True)))
         return claims
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
-        async with self._use() as conn:
-            await conn.execute(_COMPLETE, key, response, float(ttl_s), job_id)
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
+        keyed = any(i.response is not None for i in items)
+        async with self._use(transaction=keyed) as conn:
+            await _confirm(conn, items)
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
+        async with self._use(transaction=True) as conn:
+            await conn.execute(_CLEAR_MOVED_ON)
+            # Only queued and scheduled jobs are left past their deadline now.
+            rows = await conn.fetch(_TAKE_UNCONFIRMED, float(lease_s), limit)
+        return [_record(row) for row in rows]
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""
@@ -314,8 +359,22 @@ class PostgresJobStore:
         return 0 if count is None else int(count)
 
     async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
-        """Start many runs concurrently over the pool, each step atomic on its own."""
-        return list(await asyncio.gather(*(start_run(self, item) for item in items)))
+        """Start many runs concurrently over the pool, each step atomic on its own.
+
+        Items that share an execution key start one after the other, in order, so the later
+        ones find the key held, as the port promises; the others do not wait for them.
+        """
+        by_key: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_key.setdefault(item.key, []).append(index)
+        started: list[RunStarted | None] = [None] * len(items)
+
+        async def in_order(indexes: list[int]) -> None:
+            for index in indexes:
+                started[index] = await start_run(self, items[index])
+
+        await asyncio.gather(*(in_order(indexes) for indexes in by_key.values()))
+        return [s for s in started if s is not None]
 
     async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
         """Finish many runs concurrently over the pool."""
@@ -360,6 +419,7 @@ class PostgresJobStore:
                     max_size=self._max_size,
                     timeout=self._connect_timeout,
                     init=_init_connection,
+                    reset=_keep_session,
                 )
             return self._pool
 
@@ -413,6 +473,23 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         encoder=lambda value: b"\x01" + orjson.dumps(value),
         decoder=lambda data: orjson.loads(data[1:]),
     )
+
+
+async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Confirmed]) -> None:
+    """Clear the items' publish deadlines and complete their keys' claims, on ``conn``."""
+    await conn.execute(_CONFIRM, [i.job_id for i in items])
+    done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
+    if done:
+        await conn.executemany(_COMPLETE, done)
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Hand a connection back to the pool as it is: the store leaves no session state behind.
+
+    Its advisory locks are transaction-scoped, and it never LISTENs, SETs or keeps a cursor
+    open; asyncpg's default reset would spend a round trip per use on clearing them anyway
+    (an open transaction is still rolled back by the pool itself).
+    """
 
 
 def _held_claim(request_hash: str, held: asyncpg.Record) -> Claim:

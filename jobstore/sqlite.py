@@ -9,9 +9,10 @@ instead of failing halfway, and two racing claims never both see a free key.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
+    Confirmed,
     Execution,
     JobPage,
     JobRecord,
@@ -36,6 +38,7 @@ from jobstore.model import (
     RunStarted,
     check_settable,
 )
+from jobstore.sqlite_inline import Busy, InlineWriter
 from jobstore.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
 from jobstore.sqlite_thread import SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
@@ -51,6 +54,17 @@ _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bo
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
+_CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
+_PENDING = "status IN ('queued', 'scheduled')"
+_CLEAR_MOVED_ON = (
+    "DELETE FROM unconfirmed WHERE publish_by <= ? AND job_id IN"
+    f" (SELECT id FROM jobs WHERE id = unconfirmed.job_id AND NOT {_PENDING})"
+)
+_TAKE_UNCONFIRMED = (
+    "UPDATE unconfirmed SET publish_by = ? WHERE job_id IN (SELECT job_id FROM unconfirmed"
+    " WHERE publish_by <= ? ORDER BY publish_by LIMIT ?) RETURNING job_id"
+)
 
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -69,7 +83,7 @@ _RECLAIM = (
 )
 _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
-    " WHERE key = ? AND job_id = ? AND state = 'pending'"
+    " WHERE job_id = ? AND state = 'pending'"
 )
 _PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN"
@@ -83,6 +97,9 @@ class SqliteJobStore:
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         self._thread = SqliteThread(self._path)
+        # A second connection to ":memory:" would be another database: no inline writes there.
+        self._inline = InlineWriter(self._path) if str(path) != ":memory:" else None
+        self._checkpoint: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -121,6 +138,10 @@ class SqliteJobStore:
         if self._closed:
             return
         self._closed = True
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._inline is not None:
+            self._inline.close()
         async with self._translated():
             await self._thread.close()
 
@@ -141,37 +162,51 @@ class SqliteJobStore:
             db.execute(_INSERT, job_values(job))
             return Claim(ClaimState.NEW, job.id)
 
-        # Without a claim the insert is one statement, atomic without BEGIN.
-        return await self._run(insert, write=claim is not None)
+        return await self._write(insert)
 
-    async def create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
         """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
 
         def insert(db: Db) -> list[Claim]:
+            now = now_us()
+            if confirmed:
+                _confirm(db, confirmed, now)
             claims: list[Claim] = []
-            rows = []
+            rows, deadlines = [], []
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
                     claim = _claim(db, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
                     rows.append(job_values(item.job))
+                    if item.confirm_within is not None:
+                        deadlines.append((item.job.id, now + seconds_us(item.confirm_within)))
                 claims.append(claim)
             db.executemany(_INSERT, rows)
+            db.executemany(_UNCONFIRMED, deadlines)
             return claims
 
-        return await self._run(insert, write=True)
+        return await self._write(insert)
 
-    async def complete_claim(self, key: str, job_id: str, response: bytes, *, ttl_s: float) -> None:
-        """Mark the key's request done, keep ``response`` for ``ttl_s`` seconds, purge expired keys."""
+    async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
+        """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
+        await self._write(lambda db: _confirm(db, items, now_us()))
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Take the overdue unconfirmed jobs (``BEGIN IMMEDIATE``), pushing their deadlines on."""
         now = now_us()
 
-        def complete(db: Db) -> None:
-            # Two autocommit statements: the purge is housekeeping, not atomic with the update.
-            db.execute(_COMPLETE, (response, now + seconds_us(ttl_s), key, job_id))
-            db.execute(_PURGE, (now,))
+        def take(db: Db) -> list[Any]:
+            db.execute(_CLEAR_MOVED_ON, (now,))
+            # Only queued and scheduled jobs are left past their deadline now.
+            taken = db.execute(_TAKE_UNCONFIRMED, (now + seconds_us(lease_s), now, limit))
+            ids = [row[0] for row in taken.fetchall()]
+            marks = ", ".join("?" * len(ids))
+            return db.execute(f"{_SELECT} WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
 
-        await self._run(complete)
+        return [record(row) for row in await self._run(take, write=True)]
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its."""
@@ -183,7 +218,7 @@ class SqliteJobStore:
                 )
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
-        await self._run(abandon, write=True)
+        await self._write(abandon)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job, or ``None`` when there is no such job."""
@@ -280,6 +315,31 @@ class SqliteJobStore:
         """Finish many runs in one ``BEGIN IMMEDIATE`` transaction, purging expired claims."""
         return await self._run(lambda db: sqlite_runs.finish_runs(db, items), write=True)
 
+    async def _write(self, work: Callable[[Db], T]) -> T:
+        """Run a small write transaction inline when SQLite's lock is free, else on the thread."""
+        if self._closed:
+            raise StoreError("the job store is closed")
+        if self._inline is not None:
+            try:
+                result = self._inline.write(work)
+            except Busy:
+                pass
+            except _FOREIGN as exc:
+                raise self._error(exc) from exc
+            else:
+                if self._inline.due_checkpoint() and self._checkpoint is None:
+                    self._checkpoint = asyncio.create_task(self._copy_log())
+                return result
+        return await self._run(work, write=True)
+
+    async def _copy_log(self) -> None:
+        """Checkpoint the write-ahead log on the thread (inline writes never do: it can take ms)."""
+        try:
+            with suppress(StoreError):  # the next one tries again; nothing is lost meanwhile
+                await self._run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        finally:
+            self._checkpoint = None
+
     async def _run(self, work: Callable[[Db], T], *, write: bool = False) -> T:
         """Run one unit of work on the connection's thread, translating its errors."""
         if self._closed:
@@ -293,12 +353,14 @@ class SqliteJobStore:
         try:
             yield
         except _FOREIGN as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            if isinstance(exc, OSError) or (code is not None and code & 0xFF in _UNAVAILABLE_CODES):
-                raise StoreUnavailableError(
-                    f"the SQLite job store {self._path} is unavailable: {exc}"
-                ) from exc
-            raise StoreError(f"the SQLite job store {self._path} failed: {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> StoreError:
+        """Return the ``StoreError`` that says what a sqlite3, OS or JSON error means."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(exc, OSError) or (code is not None and code & 0xFF in _UNAVAILABLE_CODES):
+            return StoreUnavailableError(f"the SQLite job store {self._path} is unavailable: {exc}")
+        return StoreError(f"the SQLite job store {self._path} failed: {exc}")
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
@@ -331,6 +393,17 @@ class SqliteJobStore:
     async def touch_api_key(self, key_id: str, at: datetime) -> None:
         """Move the key's last use forward to ``at``."""
         await self._run(lambda db: sqlite_credentials.touch(db, key_id, at))
+
+
+def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
+    """Clear the items' publish deadlines and complete their keys' claims, in the caller's write."""
+    db.executemany(_CONFIRM, [(i.job_id,) for i in items])
+    done = [
+        (i.response, now + seconds_us(i.ttl_s), i.job_id) for i in items if i.response is not None
+    ]
+    if done:
+        db.executemany(_COMPLETE, done)
+        db.execute(_PURGE, (now,))  # housekeeping: expired keys, a batch at a time
 
 
 def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from jobstore.blobs import BlobStore, open_blob_store
 from jobstore.factory import open_store
-from jobstore.group_commit import GroupCommitStore
 from jobstore.model import JobStore
 from producers.settings import PublisherSettings, SubmitSettings
 from topology.compiler import compile_topology
@@ -57,8 +56,7 @@ async def open_backends(environ: Mapping[str, str] | None = None) -> Backends:
         access_key=env.get("AWS_ACCESS_KEY_ID") or None,
         secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
     )
-    # Concurrent submissions share one transaction: the store stays off the hot path's bill.
-    store = GroupCommitStore(open_store(submit.store_url))
+    store = open_store(submit.store_url)
     backends = Backends(topology, broker, publisher, submit, store, blobs)
     try:
         await store.migrate()

@@ -1,8 +1,12 @@
 """Python clients: submit jobs and read their status through the same ``Submitter`` as the HTTP API.
 
-``AsyncClient`` is for asyncio code; ``SyncClient`` is for Django, Flask and scripts. Both
-return the job view the HTTP API answers with (plus ``replayed``) and raise the same
-``TaskqError`` subclasses it maps to status codes.
+One core, two transports. ``ClientCore`` holds what both clients do: the request rules (the
+HTTP API's schema, then the ``Submitter``'s checks), the store access and the mapping of
+results to job views. ``AsyncClient`` runs it on the caller's event loop and publishes with
+aio-pika; ``SyncClient`` runs it on a private loop in the caller's thread and publishes with
+pika's blocking connection (the natural transport for Django, Flask and scripts). Both return
+the job view the HTTP API answers with (plus ``replayed``) and raise the same ``TaskqError``
+subclasses it maps to status codes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypedDict, TypeVar, Unpack
 
 import orjson
 from pydantic import JsonValue, ValidationError
@@ -41,23 +45,61 @@ _REQUEST_FIELDS = tuple(
 )
 
 
-class _ClosingPublisher(Publisher, Protocol):
-    async def close(self) -> None: ...
+class JobOptions(TypedDict, total=False):
+    """How to run a job: the optional fields of ``POST /jobs``."""
+
+    priority: Priority | str
+    delay: float | None
+    run_at: datetime | None
+    max_attempts: int | None
+    idempotency_key: str | None
+    callback_url: str | None
+    correlation_id: str | None
+
+
+class ClosingPublisher(Publisher, Protocol):
+    """A publisher the client owns, and closes with itself."""
+
+    async def close(self) -> None:
+        """Close the broker connection."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Core:
-    """What both clients front: the submitter, and what to close with it."""
+class ClientCore:
+    """What both clients do, on whichever loop runs it: check, submit, read, map to views."""
 
     submitter: Submitter
-    publisher: _ClosingPublisher
+    publisher: ClosingPublisher
     backends: Backends
-    viewer: Viewer
+    viewer: Viewer  # the client's tenant: what it submits as, and what it may see
 
-    async def submit(self, values: Mapping[str, Any]) -> JobView:
-        return _job(await self.submitter.submit(_request(values, self.viewer.tenant)))
+    @classmethod
+    async def open(
+        cls,
+        environ: Mapping[str, str] | None,
+        connect: Callable[[Backends], Awaitable[ClosingPublisher]],
+    ) -> ClientCore:
+        """Build the backends from ``TASKQ_*`` settings and a publisher on them, closing all on failure."""
+        backends = await open_backends(environ)
+        try:
+            publisher = await connect(backends)
+        except BaseException:
+            await backends.close()
+            raise
+        submitter = Submitter(
+            backends.topology, publisher, backends.store, backends.blobs, backends.submit
+        )
+        tenant = load_settings(ClientSettings, environ).tenant
+        return cls(submitter, publisher, backends, Viewer(tenant))
+
+    async def submit(self, job_type: str, payload: JsonValue, options: JobOptions) -> JobView:
+        """Check, store and publish one job; return its view once the broker confirmed it."""
+        request = _request({"type": job_type, "payload": payload, **options}, self.viewer.tenant)
+        return _view(await self.submitter.submit(request))
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
+        """Check each request and submit the valid ones together; one result per request."""
         checked = [_checked(r, self.viewer.tenant) for r in requests]
         valid = [c for c in checked if isinstance(c, JobRequest)]
         outcomes = iter(await self.submitter.submit_many(valid))
@@ -65,11 +107,13 @@ class _Core:
         return [c if isinstance(c, TaskqError) else _outcome(next(outcomes)) for c in checked]
 
     async def status(self, job_id: str) -> JobView:
+        """Return the job's view."""
         return job_view(await self.submitter.get(job_id, self.viewer))
 
     async def list_jobs(
         self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
+        """Return one page of job views, newest first."""
         page = await list_visible(
             self.submitter.store,
             self.viewer,
@@ -81,31 +125,16 @@ class _Core:
         return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
     async def cancel(self, job_id: str) -> JobView:
+        """Cancel a job that has not started; return its view."""
         return job_view(await self.submitter.cancel(job_id, self.viewer))
 
     async def close(self) -> None:
+        """Close the submitter, the publisher and the stores."""
         try:
+            await self.submitter.close()
             await self.publisher.close()
         finally:
             await self.backends.close()
-
-
-async def _open(
-    environ: Mapping[str, str] | None,
-    connect: Callable[[Backends], Awaitable[_ClosingPublisher]],
-) -> _Core:
-    """Build the backends from ``TASKQ_*`` settings and a publisher on them, closing all on failure."""
-    backends = await open_backends(environ)
-    try:
-        publisher = await connect(backends)
-    except BaseException:
-        await backends.close()
-        raise
-    submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
-    )
-    tenant = load_settings(ClientSettings, environ).tenant
-    return _Core(submitter, publisher, backends, Viewer(tenant))
 
 
 def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
@@ -122,10 +151,12 @@ def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
 
 
 def _checked(request: JobRequest, tenant: str) -> JobRequest | JobRejectedError:
+    """Return a request built in code once it passes the HTTP API's schema, or why it does not."""
     try:
-        return _request({name: getattr(request, name) for name in _REQUEST_FIELDS}, tenant)
-    except JobRejectedError as exc:
-        return exc
+        body = JobSubmission.model_validate(request, from_attributes=True)
+    except ValidationError as exc:
+        return _rejected(exc)
+    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
 
 
 def _rejected(exc: ValidationError) -> JobRejectedError:
@@ -135,20 +166,20 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
     return JobRejectedError(f"invalid job: {detail}", field=field)
 
 
-def _job(done: Submitted) -> JobView:
+def _view(done: Submitted) -> JobView:
     view: JobView = orjson.loads(done.response)
     view["replayed"] = done.replayed
     return view
 
 
 def _outcome(outcome: Submitted | TaskqError) -> JobView | TaskqError:
-    return outcome if isinstance(outcome, TaskqError) else _job(outcome)
+    return outcome if isinstance(outcome, TaskqError) else _view(outcome)
 
 
 class AsyncClient(AsyncClosing):
     """Submits jobs from asyncio code with a confirmed publisher; open it with ``connect``."""
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: ClientCore) -> None:
         self._core = core
         self._closed = False
 
@@ -160,13 +191,7 @@ class AsyncClient(AsyncClosing):
             SettingsError, TopologyFileError: bad configuration.
             BrokerUnavailableError, StoreUnavailableError: a dependency is down.
         """
-
-        async def confirmed(backends: Backends) -> ConfirmedPublisher:
-            return await ConfirmedPublisher.connect(
-                backends.broker, backends.topology, backends.publisher, name="taskq client"
-            )
-
-        return cls(await _open(environ, confirmed))
+        return cls(await ClientCore.open(environ, _confirmed))
 
     async def close(self) -> None:
         """Close the broker connection and the stores; closing twice does nothing."""
@@ -175,38 +200,16 @@ class AsyncClient(AsyncClosing):
             await self._core.close()
 
     async def submit(
-        self,
-        job_type: str,
-        payload: JsonValue = None,
-        *,
-        priority: Priority | str = Priority.MEDIUM,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        idempotency_key: str | None = None,
-        callback_url: str | None = None,
-        correlation_id: str | None = None,
+        self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
     ) -> JobView:
         """Store and publish one job; return its view (plus ``replayed``) once the broker confirmed it.
 
         Raises:
             JobRejectedError: the job is invalid (unknown type, bad field, key reused).
             IdempotencyInFlightError: the same key is being submitted right now.
-            BrokerError, StoreError, BlobStoreError: a dependency failed; nothing is kept.
+            BrokerError, StoreError, BlobStoreError: a dependency failed.
         """
-        return await self._core.submit(
-            {
-                "type": job_type,
-                "payload": payload,
-                "priority": priority,
-                "delay": delay,
-                "run_at": run_at,
-                "max_attempts": max_attempts,
-                "idempotency_key": idempotency_key,
-                "callback_url": callback_url,
-                "correlation_id": correlation_id,
-            }
-        )
+        return await self._core.submit(job_type, payload, options)
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request with confirms awaited together; one view or error per request, in order."""
@@ -244,7 +247,7 @@ class AsyncClient(AsyncClosing):
 class SyncClient:
     """Submits jobs from synchronous code, blocking until the broker confirmed each one.
 
-    It runs the submitter on a private event loop in the calling thread, publishing through
+    It runs the client core on a private event loop in the calling thread, publishing through
     pika's blocking connection; calls from several threads take turns. It cannot be used
     inside a running event loop: use ``AsyncClient`` there.
     """
@@ -261,7 +264,7 @@ class SyncClient:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         try:
-            self._core = self._loop.run_until_complete(_open(environ, _blocking))
+            self._core = self._loop.run_until_complete(ClientCore.open(environ, _blocking))
         except BaseException:
             self._shut_loop()
             raise
@@ -288,40 +291,16 @@ class SyncClient:
                 self._shut_loop()
 
     def submit(
-        self,
-        job_type: str,
-        payload: JsonValue = None,
-        *,
-        priority: Priority | str = Priority.MEDIUM,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        idempotency_key: str | None = None,
-        callback_url: str | None = None,
-        correlation_id: str | None = None,
+        self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
     ) -> JobView:
         """Store and publish one job; return its view (plus ``replayed``) once the broker confirmed it.
 
         Raises:
             JobRejectedError: the job is invalid (unknown type, bad field, key reused).
             IdempotencyInFlightError: the same key is being submitted right now.
-            BrokerError, StoreError, BlobStoreError: a dependency failed; nothing is kept.
+            BrokerError, StoreError, BlobStoreError: a dependency failed.
         """
-        return self._run(
-            self._core.submit(
-                {
-                    "type": job_type,
-                    "payload": payload,
-                    "priority": priority,
-                    "delay": delay,
-                    "run_at": run_at,
-                    "max_attempts": max_attempts,
-                    "idempotency_key": idempotency_key,
-                    "callback_url": callback_url,
-                    "correlation_id": correlation_id,
-                }
-            )
-        )
+        return self._run(self._core.submit(job_type, payload, options))
 
     def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request in turn; one view or error per request, in order."""
@@ -376,7 +355,15 @@ class SyncClient:
             loop.close()
 
 
+async def _confirmed(backends: Backends) -> ConfirmedPublisher:
+    """Open the asyncio transport: aio-pika's robust connection with pipelined confirms."""
+    return await ConfirmedPublisher.connect(
+        backends.broker, backends.topology, backends.publisher, name="taskq client"
+    )
+
+
 async def _blocking(backends: Backends) -> PikaPublisher:
+    """Open the blocking transport: pika's connection, one confirm round trip at a time."""
     return await PikaPublisher.connect(
         backends.broker, backends.topology, backends.publisher, name="taskq sync client"
     )

@@ -10,26 +10,25 @@ from typing import Any, Protocol, cast
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq import spec
-from aiormq.abc import ChannelFrame
 from opentelemetry.trace import SpanKind
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
+from producers import wire
 from producers.publish_metrics import CONFIRM_SECONDS, exchange_kind
 from producers.settings import PublisherSettings
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
-from topology.envelope import Envelope
+from topology.envelope import CONTENT_TYPE, PERSISTENT, Envelope
 from topology.errors import (
     BrokerUnavailableError,
     ConfirmTimeoutError,
+    ContractError,
     PublishNackedError,
     TaskqError,
     UnroutableError,
 )
 from topology.model import CompiledTopology
+from topology.names import ATTEMPT_HEADER
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings
 
@@ -71,6 +70,7 @@ class ConfirmedPublisher(AsyncClosing):
         self._topology = topology
         self._settings = settings
         self._events: AbstractRobustChannel | None = None
+        self._tables: dict[tuple[tuple[str, Any], ...], bytes] = {}
 
     @classmethod
     async def connect(
@@ -116,75 +116,168 @@ class ConfirmedPublisher(AsyncClosing):
             PublishNackedError: the broker refused the message.
             ConfirmTimeoutError: no confirm within ``confirm_timeout``; the outcome is unknown.
             BrokerUnavailableError: the connection is down.
+            ContractError: a property is longer than AMQP allows (nothing was sent).
         """
         target = route or job_route(self._topology, envelope)
-        if not tracing.enabled():
-            await self._publish(envelope, target)
-            return
-        attributes = {"messaging.system": "rabbitmq", "taskq.job_id": envelope.id}
-        name = f"{target.exchange} publish"
-        with tracing.span(name, kind=SpanKind.PRODUCER, attributes=attributes):
-            await self._publish(envelope, target)
+        if tracing.enabled():
+            attributes = {"messaging.system": "rabbitmq", "taskq.job_id": envelope.id}
+            with tracing.span(
+                f"{target.exchange} publish", kind=SpanKind.PRODUCER, attributes=attributes
+            ):
+                [error] = await self._send([envelope], [target])
+        else:
+            [error] = await self._send([envelope], [target])
+        if error is not None:
+            raise error
 
-    async def _publish(self, envelope: Envelope, target: Route) -> None:
-        props = envelope.properties()
-        headers: dict[str, Any] = {**props.headers, **target.headers}
-        tracing.inject(headers)  # traceparent: the consumer continues this trace
-        # Straight to the channel aio-pika's robust channel currently holds: building an
-        # aio_pika.Message per publish costs more than the whole envelope (bench/publish.py).
-        properties = spec.Basic.Properties(
-            content_type=props.content_type,
-            delivery_mode=props.delivery_mode,
-            priority=props.priority,
-            correlation_id=props.correlation_id,
-            message_id=props.message_id,
-            timestamp=props.timestamp,
-            message_type=props.type,
-            headers=headers,
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        """Publish every envelope, ``publish_window`` at a time; one result per envelope.
+
+        An envelope AMQP cannot carry (a name over 255 bytes) gets a ``ContractError`` and is
+        not written; the others go out all the same.
+        """
+        targets = (
+            list(routes)
+            if routes is not None
+            else [job_route(self._topology, e) for e in envelopes]
         )
+        if tracing.enabled():  # a span per message, each in the headers of its own message
+            outcomes = await asyncio.gather(
+                *(self.publish(e, r) for e, r in zip(envelopes, targets, strict=True)),
+                return_exceptions=True,
+            )
+            return [_outcome(o) for o in outcomes]
+        results: list[TaskqError | None] = []
+        window = self._settings.publish_window
+        for start in range(0, len(envelopes), window):
+            stop = start + window
+            results += await self._send(envelopes[start:stop], targets[start:stop])
+        return results
+
+    async def _send(
+        self, envelopes: Sequence[Envelope], targets: Sequence[Route]
+    ) -> list[TaskqError | None]:
+        """Write the envelopes in one go and await their confirms; one result per envelope."""
+        results: list[TaskqError | None] = [None] * len(envelopes)
+        messages: list[wire.Outgoing] = []
+        sending: list[tuple[int, Route]] = []
+        for index, (envelope, target) in enumerate(zip(envelopes, targets, strict=True)):
+            try:
+                messages.append(self._outgoing(envelope, target))
+            except ContractError as exc:  # refused before anything is written
+                results[index] = exc
+            else:
+                sending.append((index, target))
+        if not messages:
+            return results
+        for (index, _), error in zip(
+            sending, await self._confirmed(messages, sending), strict=True
+        ):
+            results[index] = error
+        return results
+
+    async def _confirmed(
+        self, messages: list[wire.Outgoing], sending: list[tuple[int, Route]]
+    ) -> list[TaskqError | None]:
+        """Write ``messages`` and await their confirms; one result per message."""
+        targets = [target for _, target in sending]
         channel = await self._underlay()
         began = time.perf_counter()
         try:
-            await channel.basic_publish(
-                envelope.encode(),
-                exchange=target.exchange,
-                routing_key=target.routing_key,
-                properties=properties,
-                mandatory=True,
-                timeout=self._settings.confirm_timeout,
-                # Don't hold the channel lock until the socket drains: the confirm proves
-                # the write, and releasing early lets concurrent publishes pipeline.
-                wait=False,
-            )
+            sent = await wire.publish_confirmed(channel, messages)
         except Exception as exc:
-            raise _translate(exc, target) from exc
-        kind = exchange_kind(self._topology, target.exchange)
-        CONFIRM_SECONDS.labels(kind).observe(time.perf_counter() - began)
+            error = _translate(exc, targets[0])
+            if not isinstance(error, TaskqError):
+                raise error from exc
+            return [error] * len(messages)
+        try:
+            async with asyncio.timeout(self._settings.confirm_timeout):
+                outcomes = await _all_settled(sent.confirms)
+        except TimeoutError:
+            outcomes = [_settled(f) for f in sent.confirms]
+        finally:
+            sent.forget()
+        elapsed = time.perf_counter() - began
+        results: list[TaskqError | None] = []
+        for outcome, target in zip(outcomes, targets, strict=True):
+            if isinstance(outcome, Exception):
+                error = _translate(outcome, target)
+                if not isinstance(error, TaskqError):
+                    raise error from outcome
+                results.append(error)
+            elif isinstance(outcome, BaseException):  # aiormq cancelled it: the channel went away
+                results.append(
+                    BrokerUnavailableError(f"no confirm: the channel closed ({outcome!r})")
+                )
+            else:
+                CONFIRM_SECONDS.labels(exchange_kind(self._topology, target.exchange)).observe(
+                    elapsed
+                )
+                results.append(None)
+        return results
+
+    def _outgoing(self, envelope: Envelope, target: Route) -> wire.Outgoing:
+        """Return the message ``envelope`` is published as on ``target``."""
+        headers: dict[str, Any] = {ATTEMPT_HEADER: envelope.attempt, **target.headers}
+        tracing.inject(headers)  # traceparent: the consumer continues this trace
+        try:
+            properties = wire.encode_properties(
+                content_type=CONTENT_TYPE,
+                delivery_mode=PERSISTENT,
+                headers=self._table(headers),
+                priority=envelope.priority.level,
+                correlation_id=envelope.correlation_id,
+                message_id=envelope.id,
+                # AMQP timestamps are whole seconds.
+                timestamp=int(envelope.created_at.timestamp()),
+                type=envelope.type,
+            )
+            message = wire.outgoing(
+                target.exchange, target.routing_key, properties, envelope.encode(), envelope.id
+            )
+        except ValueError as exc:
+            raise ContractError(f"job {envelope.id} cannot be published: {exc}") from exc
+        return message
+
+    def _table(self, headers: dict[str, Any]) -> bytes:
+        """Return ``headers`` encoded, from a small cache: most messages carry the same few."""
+        if len(headers) > 2:  # a traceparent, or a delay tier: not worth caching
+            return wire.encode_table(headers)
+        key = tuple(headers.items())
+        table = self._tables.get(key)
+        if table is None:
+            table = wire.encode_table(headers)
+            if len(self._tables) < 4096:  # attempts x lanes: bounded, but stay safe
+                self._tables[key] = table
+        return table
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Publish status events (transient, not mandatory: fine if nobody listens) in one write.
 
         Raises:
             BrokerUnavailableError: the connection is down.
+            ContractError: a routing key is longer than AMQP allows (nothing was written).
         """
         if not events:
             return
         await self._underlay()
         exchange = self._topology.events_exchange
         try:
+            messages = [
+                wire.outgoing(exchange, key, _EVENT_PROPERTIES, body, mandatory=False)
+                for key, body in events
+            ]
+        except ValueError as exc:
+            raise ContractError(f"status events cannot be published: {exc}") from exc
+        try:
             if self._events is None:
                 # Events are advisory (the job store is the truth), so they ride a channel
                 # without confirms: no second confirm round trip on every job's hot path.
                 self._events = await self._connection.channel(publisher_confirms=False)
             channel = cast(aiormq.Channel, await self._events.get_underlay_channel())
-            frames: list[Any] = []
-            for routing_key, body in events:
-                frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
-                frames.append(ContentHeader(properties=_EVENT_PROPERTIES, body_size=len(body)))
-                frames.extend(_body_frames(body, channel.max_content_size))
-            # One frame set, one socket write for the whole batch: a channel without confirms
-            # keeps no per-message state, so nothing of aiormq's bookkeeping is skipped.
-            await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+            await wire.publish_unconfirmed(channel, messages)
         except Exception as exc:
             raise _translate(exc, Route(exchange, events[0][0])) from exc
 
@@ -202,36 +295,33 @@ class ConfirmedPublisher(AsyncClosing):
                     f"{self._settings.confirm_timeout}s; it keeps reconnecting"
                 ) from exc
         try:
-            # aiormq's abstract channel omits basic_publish's `wait` flag; the real one has it.
             return cast(aiormq.Channel, await self._channel.get_underlay_channel())
         except Exception as exc:
             raise BrokerUnavailableError(f"no open channel to RabbitMQ: {exc}") from exc
 
-    async def publish_many(
-        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
-    ) -> list[TaskqError | None]:
-        """Publish every envelope, ``publish_window`` at a time; one result per envelope."""
-        targets: Sequence[Route | None] = routes if routes is not None else [None] * len(envelopes)
-        results: list[TaskqError | None] = []
-        window = self._settings.publish_window
-        for start in range(0, len(envelopes), window):
-            outcomes = await asyncio.gather(
-                *(
-                    self.publish(env, route)
-                    for env, route in zip(
-                        envelopes[start : start + window],
-                        targets[start : start + window],
-                        strict=True,
-                    )
-                ),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, TaskqError) or outcome is None:
-                    results.append(outcome)
-                else:
-                    raise outcome
-        return results
+
+async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
+    """Return each confirm's result or error, once all have come."""
+    if len(confirms) == 1:  # the single publish: no gathering future needed
+        try:
+            return [await confirms[0]]
+        except Exception as exc:
+            return [exc]
+    return list(await asyncio.gather(*confirms, return_exceptions=True))
+
+
+def _settled(confirm: asyncio.Future[Any]) -> object:
+    """Return what a confirm came to when the wait for it ended (a timeout if it had not come)."""
+    if confirm.done() and not confirm.cancelled():
+        return confirm.exception() or confirm.result()
+    confirm.cancel()
+    return TimeoutError()
+
+
+def _outcome(outcome: object) -> TaskqError | None:
+    if outcome is None or isinstance(outcome, TaskqError):
+        return outcome
+    raise cast(BaseException, outcome)
 
 
 def _translate(exc: Exception, route: Route) -> Exception:
@@ -252,9 +342,5 @@ def _translate(exc: Exception, route: Route) -> Exception:
     return exc
 
 
-_EVENT_PROPERTIES = spec.Basic.Properties(content_type="application/json", delivery_mode=1)
-
-
-def _body_frames(body: bytes, limit: int) -> list[ContentBody]:
-    """Return ``body`` cut into content frames of at most ``limit`` bytes (none when empty)."""
-    return [ContentBody(body[i : i + limit]) for i in range(0, len(body), limit)]
+TRANSIENT = 1
+_EVENT_PROPERTIES = wire.encode_properties(content_type=CONTENT_TYPE, delivery_mode=TRANSIENT)

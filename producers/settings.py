@@ -28,6 +28,9 @@ class SubmitSettings(BaseModel):
     idempotency_ttl: Annotated[float, Field(gt=0)] = 86400.0
     idempotency_lease: Annotated[float, Field(gt=0)] = 60.0
     batch_max: Annotated[int, Field(ge=1, le=10000)] = 500
+    # A job stored but not confirmed this many seconds later (its submitter stopped in
+    # between) is published again by the repair sweep; keep it under idempotency_lease.
+    repair_after: Annotated[float, Field(gt=0)] = 30.0
     submit_events: bool = False
     store_url: str = "sqlite:///.taskq/jobs.sqlite3"
     blob_url: str = "file:.taskq/blobs"

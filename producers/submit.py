@@ -1,4 +1,4 @@
-"""Job submission: the one set of rules behind ``POST /jobs`` and the Python clients."""
+"""Job submission: the one set of rules behind ``POST /jobs``, the webhooks and the Python clients."""
 
 from __future__ import annotations
 
@@ -7,33 +7,40 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, cast
 
 import orjson
 from loguru import logger
 from pydantic import JsonValue
 
 from jobstore.blobs import BlobStore, blob_key
-from jobstore.model import ClaimState, JobRecord, JobStatus, JobStore
+from jobstore.coalesce import Coalescer
+from jobstore.model import Claim, ClaimState, Confirmed, JobRecord, JobStatus, JobStore, NewJob
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.settings import SubmitSettings
 from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
 from producers.tenancy import Viewer
 from producers.views import job_view
+from topology import names
 from topology.envelope import Envelope, PayloadRef, new_job_id
 from topology.errors import (
+    BrokerUnavailableError,
+    ContractError,
     IdempotencyInFlightError,
     IdempotencyMismatchError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
+    PublishNackedError,
     ReservedJobTypeError,
     TaskqError,
     UnknownJobTypeError,
+    UnroutableError,
 )
-from topology.model import CompiledTopology
+from topology.model import CompiledGroup, CompiledTopology
 from topology.names import CALLBACK_JOB_TYPE, DEFAULT_TENANT
-from topology.reserved import TASKQ, reservations, reserving
+from topology.reserved import TASKQ, Reservation, reservations, reserving
 from topology.routes import Route, delay_route, job_route
 from topology.spec import Priority
 
@@ -91,20 +98,45 @@ class Submitted:
     """A job the broker confirmed, or the stored answer to an earlier identical request."""
 
     job_id: str
-    response: bytes
+    response: bytes  # the job's view as JSON: what a 2xx answers with
     replayed: bool = False
 
 
 @dataclass(slots=True)
 class _Pending:
+    """A checked request turned into its job record, its message and its route."""
+
     request: JobRequest
     job: JobRecord
     envelope: Envelope
     route: Route
 
 
+class _Type(NamedTuple):
+    """What the topology says of one job type: its group, what is wrong with it, who owns it."""
+
+    group: CompiledGroup | None
+    problem: str | None  # why it cannot be a routing key, if it cannot
+    owners: tuple[Reservation, ...]  # the producers it is reserved for, if any
+
+
+# Confirms of jobs without a key held for the next insert at most (a crash loses them: their
+# jobs are published once more by the repair sweep, which a worker runs once all the same).
+_HOLD_CONFIRMS = 1000
+
+# Publish failures that prove the message is not on the broker: the stored job is deleted.
+# Any other (no confirm in time, a crash) leaves it to the repair sweep, which publishes it
+# again once its deadline passed.
+_NOT_PUBLISHED = (UnroutableError, PublishNackedError, ContractError, BrokerUnavailableError)
+
+
 class Submitter:
-    """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed."""
+    """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed.
+
+    A job is stored before it is published, with a deadline for its confirm: a job whose
+    submitter stops between the two is published again by ``repair`` (at least once), so no
+    job stays queued without a message. Concurrent submissions share store transactions.
+    """
 
     def __init__(
         self,
@@ -122,8 +154,14 @@ class Submitter:
         self._blobs = blobs
         self._settings = settings or SubmitSettings()
         self._clock = clock
-        self._groups: dict[str, str | None] = {}
+        self._types: dict[str, _Type] = {}
         self._reserved = reservations(topology.webhooks)
+        self._counters: dict[tuple[str, str, str, str], Any] = {}
+        # Concurrent submissions share one insert, and one confirm, transaction each; the
+        # confirms of jobs without a key wait to ride along with the next insert.
+        self._creates: Coalescer[NewJob, Claim] = Coalescer(self._create_jobs)
+        self._confirms: Coalescer[Confirmed, None] = Coalescer(self._confirm_jobs)
+        self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
 
@@ -132,6 +170,13 @@ class Submitter:
         """Return the job store this submitter records jobs in."""
         return self._store
 
+    async def close(self) -> None:
+        """Record the confirms still held (the repair sweep covers any that fail to be)."""
+        await self._creates.drain()
+        if self._unrecorded:
+            self._confirms.post(self._unrecorded.pop())  # its write takes all those held
+        await self._confirms.drain()
+
     async def submit(self, request: JobRequest) -> Submitted:
         """Store and publish one job; return once the broker confirmed it.
 
@@ -139,7 +184,7 @@ class Submitter:
             ReservedJobTypeError: only taskq or a webhook source may submit this type.
             JobRejectedError: the request is invalid (unknown type, bad delay, key reused).
             IdempotencyInFlightError: the same key is being submitted right now.
-            BrokerUnavailableError, PublishError: the broker did not confirm; nothing is kept.
+            BrokerUnavailableError, PublishError: the broker did not confirm it.
             StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
         """
         return await self._counted(request, None)
@@ -166,57 +211,141 @@ class Submitter:
         return done
 
     async def _submit(self, request: JobRequest, producer: str | None) -> Submitted:
-        outcome = await self._prepare(request, producer)
-        if isinstance(outcome, Submitted):
-            return outcome
+        pending = await self._prepare(request, self._clock(), producer)
+        claim = await self._creates.submit(self._new_job(pending))
+        if claim.state is not ClaimState.NEW:
+            return await self._answer(pending, claim)
         try:
-            await self._publisher.publish(outcome.envelope, outcome.route)
-        except TaskqError:
-            await self._abandon(outcome)
+            await self._publisher.publish(pending.envelope, pending.route)
+        except _NOT_PUBLISHED:
+            await self._abandon(pending)
             raise
-        return await self._finish(outcome)
-
-    def _count(
-        self, request: JobRequest, error: TaskqError | None, *, replayed: bool = False
-    ) -> None:
-        group = self.group_of(request.type) or UNKNOWN_GROUP
-        outcome = outcome_of(error, replayed=replayed)
-        SUBMISSIONS.labels(request.source, group, request.priority.value, outcome).inc()
+        return await self._confirmed(pending)
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted | TaskqError]:
-        """Submit each request; confirms are awaited together; one result per request, in order."""
+        """Submit each request: one store transaction, one window of confirms; results in order."""
         if len(requests) > self._settings.batch_max:
             raise JobRejectedError(
                 f"a batch holds at most {self._settings.batch_max} jobs, got {len(requests)}",
                 field="jobs",
             )
-        prepared = await asyncio.gather(
-            *(self._prepare(r, None) for r in requests), return_exceptions=True
-        )
-        pending = [p for p in prepared if isinstance(p, _Pending)]
-        published = await self._publisher.publish_many(
-            [p.envelope for p in pending], [p.route for p in pending]
-        )
-        failures = dict(zip((id(p) for p in pending), published, strict=True))
-        results: list[Submitted | TaskqError] = []
-        for item in prepared:
-            if isinstance(item, _Pending):
-                error = failures[id(item)]
-                if error is None:
-                    results.append(await self._finish(item))
-                else:
-                    await self._abandon(item)
-                    results.append(error)
-            elif isinstance(item, Submitted | TaskqError):
-                results.append(item)
-            else:
-                raise item
-        for request, result in zip(requests, results, strict=True):
+        results: list[Submitted | TaskqError | None] = [None] * len(requests)
+        now = self._clock()
+        prepared: list[tuple[int, _Pending]] = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append((index, await self._prepare(request, now, None)))
+            except TaskqError as exc:
+                results[index] = exc
+        await self._publish_all(await self._store_all(prepared, results), results)
+        final = cast(list[Submitted | TaskqError], results)
+        for request, result in zip(requests, final, strict=True):
             if isinstance(result, TaskqError):
                 self._count(request, result)
             else:
                 self._count(request, None, replayed=result.replayed)
-        return results
+        return final
+
+    async def _store_all(
+        self, prepared: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
+    ) -> list[tuple[int, _Pending]]:
+        """Store the jobs in one transaction; answer those whose key was claimed already."""
+        claims = await self._create_jobs([self._new_job(p) for _, p in prepared])
+        stored: list[tuple[int, _Pending]] = []
+        for (index, pending), claim in zip(prepared, claims, strict=True):
+            if claim.state is ClaimState.NEW:
+                stored.append((index, pending))
+                continue
+            try:
+                results[index] = await self._answer(pending, claim)
+            except TaskqError as exc:
+                results[index] = exc
+        return stored
+
+    async def _publish_all(
+        self, stored: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
+    ) -> None:
+        """Publish the stored jobs with their confirms awaited together, and record them."""
+        errors = await self._publisher.publish_many(
+            [p.envelope for _, p in stored], [p.route for _, p in stored]
+        )
+        confirmed: list[tuple[int, _Pending]] = []
+        for (index, pending), error in zip(stored, errors, strict=True):
+            if error is None:
+                confirmed.append((index, pending))
+                continue
+            if isinstance(error, _NOT_PUBLISHED):
+                await self._abandon(pending)
+            results[index] = error
+        answers = await self._confirm_all([p for _, p in confirmed])
+        for (index, _), answer in zip(confirmed, answers, strict=True):
+            results[index] = answer
+
+    async def repair(self, *, limit: int = 500) -> int:
+        """Publish again the jobs stored but never confirmed in time; return how many were taken.
+
+        Their submitters stopped (or lost the broker) between storing and the confirm, so each
+        is published again, at least once: a worker runs a job id once however many copies
+        arrive. A job the broker refuses for good (its type no longer routed) is marked failed
+        with the reason. One whose publish fails for now is taken again on a later sweep.
+        """
+        if self._unrecorded:  # this process's own confirms, not yet written: not overdue
+            await self._confirms.submit(self._unrecorded.pop())
+        jobs = await self._store.take_unconfirmed(limit=limit, lease_s=self._settings.repair_after)
+        if not jobs:
+            return 0
+        now = self._clock()
+        pending = [_Pending(JobRequest(job.type), job, *self._message(job, now)) for job in jobs]
+        errors = await self._publisher.publish_many(
+            [p.envelope for p in pending], [p.route for p in pending]
+        )
+        published = [p for p, error in zip(pending, errors, strict=True) if error is None]
+        await self._store.confirm_jobs(
+            [self._confirmation(p.job, orjson.dumps(job_view(p.job))) for p in published]
+        )
+        for p, error in zip(pending, errors, strict=True):
+            if isinstance(error, UnroutableError | PublishNackedError | ContractError):
+                await self._store.transition(
+                    p.job.id,
+                    JobStatus.FAILED,
+                    allowed_from=CANCELLABLE,
+                    last_error=f"never published: {error}",
+                    updated_at=now,
+                    finished_at=now,
+                )
+            elif error is not None:
+                logger.warning("job {} not published again yet: {}", p.job.id, error)
+        logger.info(
+            "published again {} of {} jobs stored but never confirmed", len(published), len(jobs)
+        )
+        return len(jobs)
+
+    async def keep_repairing(self) -> None:
+        """Run ``repair`` a few times per ``repair_after`` until cancelled (the API process does)."""
+        while True:
+            try:
+                while await self.repair() > 0:  # a full sweep: there may be more
+                    pass
+            except TaskqError as exc:  # the store or broker is down: the next round tries again
+                logger.warning("repair sweep failed: {}", exc)
+            except Exception as exc:  # a bug must not end the sweeps for the process's life
+                logger.opt(exception=exc).error("repair sweep failed unexpectedly")
+            await asyncio.sleep(self._settings.repair_after / 3)
+
+    def _count(
+        self, request: JobRequest, error: TaskqError | None, *, replayed: bool = False
+    ) -> None:
+        group = self.group_of(request.type) or UNKNOWN_GROUP
+        labels = (
+            request.source,
+            group,
+            request.priority.value,
+            outcome_of(error, replayed=replayed),
+        )
+        counter = self._counters.get(labels)
+        if counter is None:  # labels() costs more than the increment; the label sets are few
+            counter = self._counters[labels] = SUBMISSIONS.labels(*labels)
+        counter.inc()
 
     async def get(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Return the job, if ``viewer`` may see it.
@@ -264,21 +393,31 @@ class Submitter:
         if request is not None:
             await self.submit_reserved(request, producer=TASKQ)
 
-    async def _prepare(self, request: JobRequest, producer: str | None) -> _Pending | Submitted:
-        self._check_type(request.type, producer)
+    async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
+        """Check ``request`` and return its job, message and route (a large payload goes to the blob store).
+
+        Raises:
+            ReservedJobTypeError: the type is reserved for another producer.
+            JobRejectedError: naming the field that is wrong.
+            BlobUnavailableError: a large payload could not be stored.
+        """
+        group = self._group(request.type, producer)
+        if request.correlation_id is not None and len(request.correlation_id.encode()) > 255:
+            # An AMQP short string: 255 bytes in UTF-8, however few characters that is.
+            raise JobRejectedError(
+                "correlation_id is longer than 255 bytes in UTF-8", field="correlation_id"
+            )
         if request.callback_url is not None and self.callback_check is not None:
             refused = await self.callback_check(request.callback_url)
             if refused is not None:
                 raise JobRejectedError(f"callback_url is refused: {refused}", field="callback_url")
-        now = self._clock()
         not_before = self._not_before(request, now)
         job_id = new_job_id()
         payload, ref = await self._offload(job_id, request.payload)
-        status = JobStatus.SCHEDULED if not_before is not None else JobStatus.QUEUED
         job = JobRecord(
             id=job_id,
             type=request.type,
-            status=status,
+            status=JobStatus.SCHEDULED if not_before is not None else JobStatus.QUEUED,
             priority=request.priority,
             created_at=now,
             updated_at=now,
@@ -287,71 +426,91 @@ class Submitter:
             max_attempts=request.max_attempts,
             idempotency_key=request.idempotency_key,
             correlation_id=request.correlation_id,
-            callback_url=request.callback_url or self._group_callback(request.type),
+            callback_url=request.callback_url or group.spec.callback_url,
             not_before=not_before,
             tenant=request.tenant,
         )
-        key = request.idempotency_key
-        scoped = request.claim_key()
-        claim = await self._store.create_job(
-            job,
-            claim=(scoped, request.fingerprint()) if scoped else None,
-            lease_s=self._settings.idempotency_lease,
-        )
-        if claim.state is not ClaimState.NEW:
-            if ref is not None:
-                await self._blobs.delete(ref)
-            return _answer_claim(claim.state, claim.job_id, claim.response)
-        # Every field was validated on the way in (request schema, type check, delay check),
-        # so skip validating them twice on the hot path.
+        return _Pending(request, job, *self._message(job, now, ref))
+
+    def _message(
+        self, job: JobRecord, now: datetime, ref: PayloadRef | None = None
+    ) -> tuple[Envelope, Route]:
+        """Return the envelope ``job`` is published as, and its route (a delay tier if not due)."""
+        if ref is None and job.payload_ref is not None:
+            ref = PayloadRef.model_validate(job.payload_ref)
+        # Every field was checked on the way in (request schema, type and delay checks), so
+        # the envelope is built without validating them a second time on the hot path.
         envelope = Envelope.model_construct(
-            id=job_id,
-            type=request.type,
-            payload=payload,
+            id=job.id,
+            type=job.type,
+            payload=job.payload,
             payload_ref=ref,
-            priority=Priority(request.priority),
-            max_attempts=request.max_attempts,
-            idempotency_key=key or job_id,
-            created_at=now,
-            not_before=not_before,
-            correlation_id=request.correlation_id,
-            tenant=request.tenant,
+            priority=job.priority,
+            max_attempts=job.max_attempts,
+            idempotency_key=job.idempotency_key or job.id,
+            created_at=job.created_at,
+            not_before=job.not_before,
+            correlation_id=job.correlation_id,
+            tenant=job.tenant,
         )
-        route = (
-            job_route(self.topology, envelope)
-            if not_before is None
-            else delay_route(self.topology, envelope, _ms(not_before - now))
+        if job.not_before is None or job.not_before <= now:
+            return envelope, job_route(self.topology, envelope)
+        return envelope, delay_route(self.topology, envelope, _ms(job.not_before - now))
+
+    def _new_job(self, pending: _Pending) -> NewJob:
+        request = pending.request
+        key = request.claim_key()
+        return NewJob(
+            pending.job,
+            claim=(key, request.fingerprint()) if key else None,
+            lease_s=self._settings.idempotency_lease,
+            confirm_within=self._settings.repair_after,
         )
-        return _Pending(request, job, envelope, route)
+
+    async def _answer(self, pending: _Pending, claim: Claim) -> Submitted:
+        """Answer a request whose key was already claimed (replay it, or say why not)."""
+        if pending.envelope.payload_ref is not None:
+            await self._blobs.delete(pending.envelope.payload_ref)
+        return _answer_claim(claim.state, claim.job_id, claim.response)
 
     def group_of(self, job_type: str) -> str | None:
         """Return the name of the group that takes ``job_type``, or ``None``."""
-        if job_type in self._groups:
-            return self._groups[job_type]
-        group = self.topology.group_for(job_type)
-        name = None if group is None else group.name
-        if len(self._groups) < 10_000:  # bounded: clients choose the types they send
-            self._groups[job_type] = name
-        return name
+        group = self._lookup(job_type).group
+        return None if group is None else group.name
 
-    def _group_callback(self, job_type: str) -> str | None:
-        """Return the callback URL the job type's group sets for its jobs, if any."""
-        group = self.topology.group_for(job_type)
-        return None if group is None else group.spec.callback_url
+    def _group(self, job_type: str, producer: str | None) -> CompiledGroup:
+        """Return the group that takes ``job_type``.
 
-    def _check_type(self, job_type: str, producer: str | None) -> None:
-        owners = reserving(self._reserved, job_type)
+        Raises:
+            ReservedJobTypeError: the type is reserved for another producer.
+            JobRejectedError: the type is malformed (as a routing key) or no group takes it.
+        """
+        group, problem, owners = self._lookup(job_type)
         if owners and all(r.producer != producer for r in owners):
             raise ReservedJobTypeError(
                 f"job type {job_type!r} is reserved: {owners[0].why}; submit a type of your own",
                 field="type",
             )
-        if self.group_of(job_type) is None:
+        if problem is not None:
+            raise JobRejectedError(f"type: {problem}", field="type")
+        if group is None:
             accepted = ", ".join(self.topology.job_patterns())
             raise UnknownJobTypeError(
                 f"unknown job type {job_type!r}; accepted types and patterns: {accepted}",
                 field="type",
             )
+        return group
+
+    def _lookup(self, job_type: str) -> _Type:
+        """Return what the topology says of ``job_type``, remembered per type."""
+        found = self._types.get(job_type)
+        if found is None:
+            problem = names.job_type_problem(job_type, allow_wildcards=False)
+            group = None if problem else self.topology.group_for(job_type)
+            found = _Type(group, problem, tuple(reserving(self._reserved, job_type)))
+            if len(self._types) < 10_000:  # bounded: clients choose the types they send
+                self._types[job_type] = found
+        return found
 
     def _not_before(self, request: JobRequest, now: datetime) -> datetime | None:
         if request.delay is not None and request.run_at is not None:
@@ -386,18 +545,61 @@ class Submitter:
             return payload, None
         return None, await self._blobs.put(blob_key(job_id), data, "application/json")
 
-    async def _finish(self, pending: _Pending) -> Submitted:
-        response = orjson.dumps(job_view(pending.job))
-        key = pending.request.claim_key()
-        if key:
-            await self._store.complete_claim(
-                key, pending.job.id, response, ttl_s=self._settings.idempotency_ttl
-            )
+    async def _confirmed(self, pending: _Pending) -> Submitted:
+        """Record that the broker confirmed the job and return its answer."""
+        [done] = await self._confirm_all([pending])
+        return done
+
+    async def _confirm_all(self, pendings: Sequence[_Pending]) -> list[Submitted]:
+        """Record the confirms and return the answers.
+
+        Awaited for keyed jobs (a replay must find the answer), in the background for the
+        others: a confirm lost to a crash costs one more copy of the message, no more.
+        """
+        answers = [Submitted(p.job.id, orjson.dumps(job_view(p.job))) for p in pendings]
+        keyed = []
+        for pending, answer in zip(pendings, answers, strict=True):
+            confirmation = self._confirmation(pending.job, answer.response)
+            if confirmation.response is None:
+                self._unrecorded.append(confirmation)
+            else:
+                keyed.append(self._confirms.submit(confirmation))
+        if len(self._unrecorded) >= _HOLD_CONFIRMS:  # no insert came along for a while
+            self._confirms.post(self._unrecorded.pop())
+        if keyed:
+            await asyncio.gather(*keyed)
         if self._settings.submit_events:
             # Off by default: an event per accepted job costs about a third of the ingest
             # rate (bench/http_ingest.py), and watchers start from the stored state anyway.
-            await self._announce(pending.job)
-        return Submitted(pending.job.id, response)
+            for pending in pendings:
+                await self._announce(pending.job)
+        return answers
+
+    def _confirmation(self, job: JobRecord, response: bytes) -> Confirmed:
+        if job.idempotency_key is None:
+            return Confirmed(job.id)
+        return Confirmed(job.id, response, self._settings.idempotency_ttl)
+
+    async def _create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+        """Insert a batch of jobs, recording the confirms held so far in the same write."""
+        held, self._unrecorded = self._unrecorded, []
+        try:
+            return await self._store.create_jobs(items, confirmed=held)
+        except BaseException:
+            self._unrecorded[:0] = held
+            raise
+
+    async def _confirm_jobs(self, items: Sequence[Confirmed]) -> list[None]:
+        """Record a batch of confirms, and those held for the next insert (the coalescer's write)."""
+        held, self._unrecorded = self._unrecorded, []
+        try:
+            await self._store.confirm_jobs([*held, *items])
+        except TaskqError as exc:
+            # Awaited (keyed) confirms get the error; for the others it is only logged: their
+            # jobs are on the broker, and the repair sweep publishes them once more.
+            logger.warning("confirms of {} jobs not recorded: {}", len(held) + len(items), exc)
+            raise
+        return [None] * len(items)
 
     async def _abandon(self, pending: _Pending) -> None:
         await self._store.abandon_job(pending.job.id, pending.request.claim_key())

@@ -83,6 +83,7 @@ def create_app(
     if isinstance(services, Services):
         app.state.services = services
     app.state.metrics = metrics
+    app.state.submitted_children = {}  # label children of metrics.submitted, by labels
     app.state.api_settings = api
     app.router.route_class = SecuredRoute
     problems.install(app, retry_after=api.retry_after)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 
 from producers.api.app import Services
@@ -33,8 +35,18 @@ async def build_services(environ: Mapping[str, str] | None = None) -> Services:
         await backends.close()
         raise
 
+    submitter = Submitter(
+        backends.topology, publisher, backends.store, backends.blobs, backends.submit
+    )
+    # Jobs whose submitter stopped between storing and the confirm are published again here.
+    repairs = asyncio.create_task(submitter.keep_repairing())
+
     async def close() -> None:
+        repairs.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await repairs
         try:
+            await submitter.close()
             await publisher.close()
         finally:
             await backends.close()
@@ -50,7 +62,4 @@ async def build_services(environ: Mapping[str, str] | None = None) -> Services:
         if not publisher.connected:
             raise BrokerUnavailableError("the connection to RabbitMQ is down (reconnecting)")
 
-    submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
-    )
     return Services(submitter, hub, ready, close, publisher, authenticator)

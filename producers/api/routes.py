@@ -16,7 +16,6 @@ from fastapi import (
     WebSocket,
     WebSocketDisconnect,
 )
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from jobstore.model import JobStatus
@@ -169,10 +168,7 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     service: Submitter = request.app.state.services.submitter
     done = await service.submit(_to_request(body, key, caller))
     if not done.replayed:
-        # Labels come from the topology (group) and a closed set (priority), never from input.
-        request.app.state.metrics.submitted.labels(
-            service.group_of(body.type), body.priority.value
-        ).inc()
+        _submitted(request, service, body)
     return _accepted(done)
 
 
@@ -184,7 +180,7 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     summary="Submit several jobs with pipelined confirms; per-job results",
     **secured(Scope.JOBS_WRITE),
 )
-async def submit_batch(body: BatchSubmission, service: Service, request: Request) -> JSONResponse:
+async def submit_batch(body: BatchSubmission, service: Service, request: Request) -> Response:
     """Publish every job, awaiting the confirms together; report each job's outcome in order."""
     caller = principal(request)
     refused: dict[int, TaskqError] = {}
@@ -199,17 +195,30 @@ async def submit_batch(body: BatchSubmission, service: Service, request: Request
     done = iter(await service.submit_many(requests))
     outcomes = [refused[i] if i in refused else next(done) for i in range(len(body.jobs))]
     results: list[dict[str, Any]] = []
-    submitted = request.app.state.metrics.submitted
+    accepted = 0
     for job, outcome in zip(body.jobs, outcomes, strict=True):
         if isinstance(outcome, Submitted):
-            submitted.labels(service.group_of(job.type), job.priority.value).inc()
-            results.append({"status": 202, "job": orjson.loads(outcome.response)})
+            _submitted(request, service, job)
+            accepted += 1
+            # The job's view is JSON already: embedded as it is, not parsed and encoded again.
+            results.append({"status": 202, "job": orjson.Fragment(outcome.response)})
         else:
             item = error_item(outcome)
             results.append({"status": item["status"], "error": item})
-    accepted = sum(1 for r in results if r["status"] == 202)
     payload = {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
-    return JSONResponse(payload, status_code=207)
+    return Response(orjson.dumps(payload), status_code=207, media_type="application/json")
+
+
+def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None:
+    """Count a job the broker confirmed, under its group and priority."""
+    # Labels come from the topology (group) and a closed set (priority), never from input;
+    # the children are cached, as labels() costs more than the increment.
+    counters: dict[tuple[str | None, str], Any] = request.app.state.submitted_children
+    labels = (service.group_of(job.type), job.priority.value)
+    counter = counters.get(labels)
+    if counter is None:
+        counter = counters[labels] = request.app.state.metrics.submitted.labels(*labels)
+    counter.inc()
 
 
 @router.get(

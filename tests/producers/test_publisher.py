@@ -17,7 +17,7 @@ from tests.broker import channel, depth, next_message
 from topology import names
 from topology.apply import apply_topology
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError, UnroutableError
+from topology.errors import BrokerUnavailableError, ContractError, UnroutableError
 from topology.routes import Route, delay_route
 from topology.settings import load_settings
 from topology.spec import Priority
@@ -124,6 +124,24 @@ async def test_thousands_of_concurrent_publishes_are_all_confirmed(applied, topo
         assert await publisher.publish_many(jobs) == [None] * 3000
     async with channel(applied) as ch:
         assert await depth(ch, "taskq.default") == 3000
+
+
+@pytest.mark.rabbitmq
+async def test_a_message_amqp_cannot_carry_fails_alone_before_anything_is_written(
+    applied, topology
+):
+    good = [Envelope.new("email", {"n": i}) for i in range(3)]
+    # Built past validation, as a bug could: 200 characters, 400 bytes.
+    bad = good[0].model_copy(update={"id": "not-sent", "correlation_id": "é" * 200})
+    async with await ConfirmedPublisher.connect(applied, topology) as publisher:
+        results = await publisher.publish_many([good[0], bad, good[1], good[2]])
+        with pytest.raises(ContractError, match="correlation_id is 400 bytes"):
+            await publisher.publish(bad)
+    assert results[0] is None
+    assert isinstance(results[1], ContractError)
+    assert results[2:] == [None, None]
+    async with channel(applied) as ch:
+        assert await depth(ch, "taskq.email") == 3
 
 
 @pytest.mark.rabbitmq

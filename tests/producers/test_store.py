@@ -14,15 +14,18 @@ import pytest
 
 from jobstore.factory import open_store
 from jobstore.memory import InMemoryJobStore
+from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
+    Confirmed,
     Execution,
     ExecutionState,
     JobRecord,
     JobStatus,
     JobStore,
+    NewJob,
 )
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
@@ -38,6 +41,7 @@ POSTGRES_URL = os.environ.get(
 NOW = datetime(2026, 11, 27, 21, 6, 11, 831124, tzinfo=UTC)
 QUEUED = frozenset({JobStatus.QUEUED})
 NEW = ClaimState.NEW
+LATEST = max(m.version for m in load_migrations("sqlite"))
 
 
 def job(**changes: Any) -> JobRecord:
@@ -55,14 +59,14 @@ def job(**changes: Any) -> JobRecord:
 
 async def test_migrate_is_idempotent_and_returns_the_version(backend: Backend) -> None:
     first = backend.open()
-    assert await first.migrate() == 4
-    assert await first.migrate() == 4
-    assert await backend.open().migrate() == 4
+    assert await first.migrate() == LATEST
+    assert await first.migrate() == LATEST
+    assert await backend.open().migrate() == LATEST
 
 
 async def test_migrations_agree_when_five_processes_run_them_at_once(backend: Backend) -> None:
     stores = [backend.open() for _ in range(5)]
-    assert await asyncio.gather(*(s.migrate() for s in stores)) == [4] * 5
+    assert await asyncio.gather(*(s.migrate() for s in stores)) == [LATEST] * 5
     record = job()
     await stores[0].create_job(record)
     assert await stores[4].get_job(record.id) == record
@@ -219,7 +223,7 @@ async def test_claims_answer_in_flight_done_and_mismatch(store: JobStore) -> Non
     assert await store.get_job(second.id) is None
     other_body = ("key-1", "hash-b")
     assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
-    await store.complete_claim("key-1", first.id, b'{"id": "\xff"}', ttl_s=60)
+    await store.confirm_jobs([Confirmed(first.id, b'{"id": "\xff"}', ttl_s=60)])
     done = Claim(ClaimState.DONE, first.id, b'{"id": "\xff"}')
     assert await store.create_job(second, claim=claim) == done
     assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
@@ -244,7 +248,7 @@ async def test_key_can_be_claimed_again_when_its_lease_expired(store: JobStore) 
 async def test_key_can_be_claimed_again_when_its_replay_window_closed(store: JobStore) -> None:
     first, second = job(), job()
     await store.create_job(first, claim=("key", "h"))
-    await store.complete_claim("key", first.id, b"{}", ttl_s=0.05)
+    await store.confirm_jobs([Confirmed(first.id, b"{}", ttl_s=0.05)])
     await asyncio.sleep(0.1)  # let the replay window close
     assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
 
@@ -254,7 +258,7 @@ async def test_a_late_completion_does_not_complete_a_newer_claim(store: JobStore
     await store.create_job(first, claim=("key", "h"), lease_s=0.05)
     await asyncio.sleep(0.1)  # first's lease runs out; second takes the key over
     assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
-    await store.complete_claim("key", first.id, b'{"late": true}', ttl_s=60)
+    await store.confirm_jobs([Confirmed(first.id, b'{"late": true}', ttl_s=60)])
     assert await store.create_job(job(), claim=("key", "h")) == Claim(
         ClaimState.IN_FLIGHT, second.id
     )
@@ -270,6 +274,62 @@ async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) ->
     await store.create_job(unkeyed)
     await store.abandon_job(unkeyed.id, None)
     assert await store.get_job(unkeyed.id) is None
+
+
+async def test_a_job_never_confirmed_is_taken_once_its_deadline_passed(store: JobStore) -> None:
+    overdue, confirmed, later, unrecorded = job(), job(), job(), job()
+    await store.create_jobs(
+        [
+            NewJob(overdue, confirm_within=0),
+            NewJob(confirmed, confirm_within=0),
+            NewJob(later, confirm_within=3600),
+            NewJob(unrecorded),  # no deadline: taken to be on the broker
+        ]
+    )
+    await store.confirm_jobs([Confirmed(confirmed.id)])
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == [overdue]
+    # Taken: its deadline moved on, so a second sweep (or a concurrent one) leaves it alone.
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == []
+
+
+async def test_a_taken_job_is_taken_again_when_its_sweep_died(store: JobStore) -> None:
+    record = job(status=JobStatus.SCHEDULED, not_before=NOW + timedelta(hours=1))
+    await store.create_jobs([NewJob(record, confirm_within=0)])
+    assert await store.take_unconfirmed(limit=10, lease_s=0) == [record]
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == [record]
+
+
+async def test_jobs_a_worker_moved_on_are_never_taken(store: JobStore) -> None:
+    record = job()
+    await store.create_jobs([NewJob(record, confirm_within=0)])
+    await store.transition(record.id, JobStatus.RUNNING, allowed_from=QUEUED)
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == []
+    # Its deadline is gone for good: going back to queued (a retry) does not bring it back.
+    await store.transition(record.id, JobStatus.QUEUED, allowed_from=frozenset(JobStatus))
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == []
+
+
+async def test_taking_stops_at_the_limit_and_the_rest_wait_for_the_next_sweep(
+    store: JobStore,
+) -> None:
+    records = [job() for _ in range(5)]
+    await store.create_jobs([NewJob(r, confirm_within=0) for r in records])
+    first = await store.take_unconfirmed(limit=3, lease_s=3600)
+    rest = await store.take_unconfirmed(limit=3, lease_s=3600)
+    assert len(first) == 3
+    assert sorted(j.id for j in first + rest) == sorted(r.id for r in records)
+
+
+async def test_confirming_a_keyed_job_completes_its_claim_in_the_same_call(
+    store: JobStore,
+) -> None:
+    record = job()
+    await store.create_jobs([NewJob(record, claim=("k", "h"), confirm_within=0)])
+    await store.confirm_jobs([Confirmed(record.id, b'{"id": 1}', ttl_s=60)])
+    assert await store.create_job(job(), claim=("k", "h")) == Claim(
+        ClaimState.DONE, record.id, b'{"id": 1}'
+    )
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == []
 
 
 async def test_one_create_wins_when_fifty_race_for_one_key(
@@ -454,8 +514,8 @@ async def test_open_store_reads_sqlite_urls(
     assert isinstance(absolute, SqliteJobStore)
     assert absolute.path == tmp_path / "abs" / "jobs.sqlite3"
     try:
-        assert await relative.migrate() == 4
-        assert await absolute.migrate() == 4
+        assert await relative.migrate() == LATEST
+        assert await absolute.migrate() == LATEST
     finally:
         await relative.close()
         await absolute.close()

@@ -1,0 +1,62 @@
+"""Coalescer: concurrent calls share batches; posted items need nobody waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from jobstore.coalesce import Coalescer
+
+
+class Writer:
+    """A batch write that records its batches and can be held open, as a slow store would be."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def write(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.gate.wait()
+        if -1 in items:
+            raise ValueError("bad item")
+        return [i * 10 for i in items]
+
+
+async def test_calls_made_while_a_batch_is_written_share_the_next_batch():
+    writer = Writer()
+    coalescer = Coalescer(writer.write)
+    writer.gate.clear()
+    first = asyncio.create_task(coalescer.submit(1))
+    await asyncio.sleep(0)  # the first batch is being written
+    rest = [asyncio.create_task(coalescer.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    writer.gate.set()
+    assert await asyncio.gather(first, *rest) == [10, 20, 30, 40]
+    assert writer.batches == [[1], [2, 3, 4]]
+
+
+async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs():
+    writer = Writer()
+    coalescer = Coalescer(writer.write)
+    writer.gate.clear()
+    bad = asyncio.create_task(coalescer.submit(-1))
+    await asyncio.sleep(0)
+    good = asyncio.create_task(coalescer.submit(2))
+    await asyncio.sleep(0)
+    writer.gate.set()
+    with pytest.raises(ValueError, match="bad item"):
+        await bad
+    assert await good == 20
+
+
+async def test_posted_items_are_written_without_anyone_waiting():
+    writer = Writer()
+    coalescer: Coalescer[int, int] = Coalescer(writer.write)
+    coalescer.post(7)
+    coalescer.post(8)
+    await coalescer.drain()
+    assert writer.batches == [[7, 8]]

@@ -1,0 +1,211 @@
+"""Nothing stored stays unpublished: what a failed publish leaves, and the repair sweep, on the real stack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from jobstore.blobs import InMemoryBlobStore
+from jobstore.memory import InMemoryJobStore
+from jobstore.model import JobStatus, JobStore, NewJob
+from jobstore.sqlite import SqliteJobStore
+from producers.memory import InMemoryPublisher
+from producers.publisher import ConfirmedPublisher
+from producers.settings import SubmitSettings
+from producers.submit import JobRequest, Submitter
+from tests.broker import channel, next_message
+from tests.producers.api_harness import make_api
+from topology.envelope import Envelope, decode
+from topology.errors import ConfirmTimeoutError, TaskqError, UnroutableError
+from topology.model import CompiledTopology
+from topology.routes import Route
+from topology.settings import BrokerSettings
+
+SETTINGS = SubmitSettings(repair_after=3600)
+
+
+class FailingPublisher(InMemoryPublisher):
+    """The in-memory twin of the broker, failing every publish with one error."""
+
+    def __init__(self, topology: CompiledTopology, error: TaskqError) -> None:
+        super().__init__(topology)
+        self.error = error
+
+    async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
+        raise self.error
+
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        return [self.error] * len(envelopes)
+
+
+@dataclass
+class Rig:
+    store: JobStore
+    submitter: Submitter
+    publisher: ConfirmedPublisher
+
+
+@pytest.fixture
+async def rig(applied: BrokerSettings, topology, tmp_path: Path) -> AsyncIterator[Rig]:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    await store.migrate()
+    async with await ConfirmedPublisher.connect(applied, topology) as publisher:
+        submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+        yield Rig(store, submitter, publisher)
+        await submitter.close()
+    await store.close()
+
+
+async def drain(settings: BrokerSettings, queue: str, count: int) -> list[Envelope]:
+    async with channel(settings) as ch:
+        out = []
+        for _ in range(count):
+            message = await next_message(ch, queue)
+            out.append(decode(message.body))
+            await message.ack()
+        return out
+
+
+async def stored_but_never_published(rig: Rig, *jobs: JobRequest) -> list[str]:
+    """Store jobs as a submitter does, stop before publishing them (a crash), let time pass."""
+    now = rig.submitter._clock()
+    prepared = [await rig.submitter._prepare(j, now, None) for j in jobs]
+    stored = [replace(rig.submitter._new_job(p), confirm_within=0) for p in prepared]
+    await rig.store.create_jobs(stored)
+    return [p.job.id for p in prepared]
+
+
+@pytest.mark.rabbitmq
+async def test_the_sweep_publishes_jobs_a_crashed_submitter_stored(rig: Rig, applied):
+    unkeyed, keyed = await stored_but_never_published(
+        rig,
+        JobRequest("email", {"n": 1}),
+        JobRequest("email", {"n": 2}, idempotency_key="order-9"),
+    )
+    assert await rig.submitter.repair() == 2
+    landed = await drain(applied, "taskq.email", 2)
+    assert sorted(e.id for e in landed) == sorted([unkeyed, keyed])
+    assert {e.id: e.payload for e in landed} == {unkeyed: {"n": 1}, keyed: {"n": 2}}
+    # Published and recorded: the next sweep has nothing to do, and the key now replays.
+    assert await rig.submitter.repair() == 0
+    again = await rig.submitter.submit(JobRequest("email", {"n": 2}, idempotency_key="order-9"))
+    assert (again.job_id, again.replayed) == (keyed, True)
+    assert orjson.loads(again.response)["status"] == "queued"
+
+
+@pytest.mark.rabbitmq
+async def test_confirmed_jobs_are_left_alone_by_the_sweep(rig: Rig, applied):
+    done = await rig.submitter.submit(JobRequest("email", {"n": 1}))
+    await rig.submitter.close()  # the confirm is recorded in the background
+    assert await rig.submitter.repair() == 0
+    [landed] = await drain(applied, "taskq.email", 1)
+    assert landed.id == done.job_id
+
+
+@pytest.mark.rabbitmq
+async def test_a_job_the_broker_refuses_for_good_is_marked_failed_with_the_reason(
+    vhost: BrokerSettings, topology, tmp_path: Path
+):
+    # The topology was never applied to this vhost: every publish finds no exchange.
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    await store.migrate()
+    async with await ConfirmedPublisher.connect(vhost, topology) as publisher:
+        submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+        rig = Rig(store, submitter, publisher)
+        [job_id] = await stored_but_never_published(rig, JobRequest("email"))
+        assert await submitter.repair() == 1
+    failed = await store.get_job(job_id)
+    await store.close()
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert failed.last_error is not None
+    assert "never published" in failed.last_error
+    assert "topology apply" in failed.last_error
+
+
+async def test_a_job_without_a_confirm_stays_for_the_sweep(topology):
+    store = InMemoryJobStore()
+    publisher = FailingPublisher(topology, ConfirmTimeoutError("no confirm in time"))
+    submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+    with pytest.raises(ConfirmTimeoutError):
+        await submitter.submit(JobRequest("email"))
+    [kept] = store.jobs.values()
+    assert kept.status is JobStatus.QUEUED
+    assert kept.id in store.publish_by
+    # Its deadline passes, the broker is back: the sweep publishes it.
+    store.publish_by[kept.id] = 0
+    submitter._publisher = working = InMemoryPublisher(topology)
+    assert await submitter.repair() == 1
+    assert [e.id for e in working.queues["taskq.email"]] == [kept.id]
+
+
+async def test_a_job_the_broker_refused_is_not_kept(topology):
+    store = InMemoryJobStore()
+    publisher = FailingPublisher(topology, UnroutableError("nobody takes it"))
+    submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+    with pytest.raises(UnroutableError):
+        await submitter.submit(JobRequest("email", idempotency_key="k"))
+    results = await submitter.submit_many([JobRequest("email"), JobRequest("email")])
+    assert all(isinstance(r, UnroutableError) for r in results)
+    assert store.jobs == {}
+    assert store.keys == {}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        # 200 characters but 400 bytes: within a limit counted in characters, over AMQP's.
+        ("correlation_id", "é" * 200),
+        ("type", "email." + "é" * 200),
+        ("type", "email.not a word"),
+    ],
+)
+async def test_a_field_amqp_cannot_carry_is_refused_with_422_and_nothing_is_stored(
+    topology, field, value
+):
+    api = make_api(topology)
+    body = {"type": "email", field: value}
+    async with api.client as client:
+        single = await client.post("/jobs", json=body)
+        batch = await client.post("/jobs/batch", json={"jobs": [body, {"type": "email"}]})
+    assert single.status_code == 422, single.text
+    assert single.json()["errors"][0]["field"] == field
+    assert batch.status_code == 207
+    [refused, accepted] = batch.json()["results"]
+    assert refused["status"] == 422
+    assert refused["error"]["errors"][0]["field"] == field
+    assert accepted["status"] == 202
+    assert [j.id for j in api.store.jobs.values()] == [accepted["job"]["id"]]
+
+
+async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the_next_insert(
+    topology,
+):
+    store = InMemoryJobStore()
+    submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
+    writes: list[tuple[list[NewJob], list[str]]] = []
+    inner = store.create_jobs
+
+    async def spy(items: Sequence[NewJob], *, confirmed=()):
+        writes.append((list(items), [c.job_id for c in confirmed]))
+        return await inner(items, confirmed=confirmed)
+
+    store.create_jobs = spy  # type: ignore[method-assign]
+    first = await submitter.submit(JobRequest("email"))
+    assert store.publish_by.keys() == {first.job_id}  # confirmed, not yet recorded
+    [second, third] = await submitter.submit_many([JobRequest("email"), JobRequest("email")])
+    assert [[n.confirm_within for n in items] for items, _ in writes] == [
+        [SubmitSettings().repair_after],
+        [SubmitSettings().repair_after] * 2,
+    ]
+    # One write per insert: the first job's confirm went with the second insert.
+    assert [confirmed for _, confirmed in writes] == [[], [first.job_id]]
+    await submitter.close()
+    assert store.publish_by == {}
+    assert {second.job_id, third.job_id} <= store.jobs.keys()
