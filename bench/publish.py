@@ -33,10 +33,14 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 from aio_pika.abc import AbstractExchange
 
-from producers import ConfirmedPublisher, PublisherSettings
-from topology import BrokerSettings, Envelope, compile_topology, load_settings, load_topology
+from producers.publisher import ConfirmedPublisher
+from producers.settings import PublisherSettings
 from topology.apply import apply_topology
+from topology.compiler import compile_topology
+from topology.envelope import Envelope
+from topology.loader import load_topology
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 
 Run = Callable[[], Awaitable[int]]
 BASELINE = "aio-pika windowed, same message"
