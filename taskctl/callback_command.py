@@ -14,7 +14,11 @@ def callback_secret(
         str, typer.Argument(metavar="URL", help="The callback URL (its origin decides the secret).")
     ],
 ) -> None:
-    """Print the Standard Webhooks secret (whsec_...) that signs callbacks to URL's endpoint."""
+    """Print the secret that signs the callbacks to URL.
+
+    The Standard Webhooks secret (whsec_...) of URL's origin: the receiver there verifies
+    its deliveries with it.
+    """
     from topology.settings import load_settings
     from webhooks.callbacks import CallbackSettings, endpoint_secret
 

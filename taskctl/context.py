@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -32,17 +31,15 @@ TopologyFile = Annotated[
 ]
 
 
-@cache
 def out() -> Console:
-    """Return the console of the command's output (stdout): tables and messages for a person."""
+    """Return a console on the command's output (stdout), for tables and messages to a person."""
     from rich.console import Console
 
     return Console(soft_wrap=True, highlight=False)
 
 
-@cache
 def err() -> Console:
-    """Return the console of errors and progress bars (stderr)."""
+    """Return a console on stderr, for errors and progress bars."""
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True, highlight=False)
@@ -144,6 +141,6 @@ def serve(what: str, start: Callable[[], int]) -> NoReturn:
     try:
         code = start()
     except TaskqError as exc:
-        logger.error("{} stopped: {}", what, exc)
+        logger.error("{} failed: {}", what, exc)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 app = typer.Typer(
-    help="Inspect, replay and purge the consumer groups' dead-letter queues.", rich_markup_mode=None
+    help="Inspect, replay and purge dead letters.\n\nEach consumer group has a dead-letter queue (DLQ).",
+    rich_markup_mode=None,
 )
 
 Group = Annotated[str, typer.Argument(help="The consumer group whose DLQ to work on.")]
@@ -273,6 +274,8 @@ async def _replay(
 
 
 def _bar() -> Progress:
+    """Return a progress bar on stderr, shown to a person only (it says nothing to a pipe)."""
     from rich.progress import Progress
 
-    return Progress(console=err(), transient=True)
+    console = err()
+    return Progress(console=console, transient=True, disable=not console.is_terminal)

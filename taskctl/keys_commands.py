@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from producers.auth.scopes import Scope
 
 app = typer.Typer(
-    help="Create, list and revoke API keys (kept hashed in the job store).", rich_markup_mode=None
+    help="Create, list and revoke API keys.\n\nThe job store keeps only their hashes.",
+    rich_markup_mode=None,
 )
 
 

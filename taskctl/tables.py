@@ -36,13 +36,17 @@ def fitted(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole: int)
         > width
     ):
         shown -= 1
-    widths = _shares(wants[whole:shown], width - fixed - GAP * (shown - 1))
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    widths = wants[:whole] + _shares(wants[whole:shown], width - fixed - GAP * (shown - 1))
+    # Its own width, not the terminal's: whole columns stay whole on a terminal too narrow
+    # for them, where the terminal wraps the lines instead.
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, width=EDGES + GAP * (shown - 1) + sum(widths)
+    )
     for i, header in enumerate(headers[:shown]):
         if i < whole:
-            table.add_column(header, no_wrap=True, min_width=wants[i])
+            table.add_column(header, no_wrap=True, width=widths[i])
         else:
-            table.add_column(header, width=widths[i - whole], overflow="fold")
+            table.add_column(header, width=widths[i], overflow="fold")
     for row in rows:
         # Text, not markup: a job type or an error may hold square brackets.
         table.add_row(*(Text(cell) for cell in row[:shown]))

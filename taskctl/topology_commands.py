@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from topology.plan import Plan
 
 app = typer.Typer(
-    help="Plan, apply, export and draw the topology declared in the topology file.",
+    help="Plan, apply, export and draw the topology.\n\n"
+    "The topology file is $TASKQ_TOPOLOGY or the packaged one, unless --file names another.",
     rich_markup_mode=None,
 )
 
@@ -156,7 +157,10 @@ def export(
         typer.Option(help="With --keda: also write the TriggerAuthentication reading that Secret."),
     ] = True,
 ) -> None:
-    """Print RabbitMQ definitions JSON for `rabbitmqctl import_definitions`, or KEDA manifests."""
+    """Print the RabbitMQ definitions, or KEDA manifests.
+
+    Definitions are JSON for `rabbitmqctl import_definitions`; --keda writes YAML instead.
+    """
     from topology.export import export_definitions
     from topology.keda import KedaOptions
 

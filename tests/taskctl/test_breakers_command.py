@@ -60,8 +60,9 @@ def test_breakers_lists_every_worker_s_breakers_as_a_table_and_as_json(env):
         BreakerRecord("mail", "smtp", "host-b:202", "half_open", 6, now - timedelta(hours=2)),
         BreakerRecord("billing", "stripe", "host-a:101", "closed", 0, now),
     )
-    table = cli(env)
+    table = cli({**env, "COLUMNS": "80"})
     assert table.exit_code == 0, table.output
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
     rows = table_rows(table.stdout)
     row = next(r for r in rows if r["worker"] == "host-a:101" and r["dependency"] == "smtp")
     assert (row["group"], row["state"], row["failures"]) == ("mail", "open", "5")
