@@ -51,21 +51,15 @@ _FIELDS = (
 
 
 def _print_job(job: dict[str, Any], as_json: bool) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     if as_json:
         print_json(job)
         return
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True, style="bold")
-    grid.add_column(overflow="fold")
+    # Plain lines, label then value: nothing to cut, and the terminal wraps a long value.
     for label, key in _FIELDS:
         value = job.get(key)
         if value is not None:
             text = value if isinstance(value, str) else orjson.dumps(value).decode()
-            grid.add_row(label, Text(text))
-    out().print(grid)
+            typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
 def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
