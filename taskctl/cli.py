@@ -1,8 +1,8 @@
 """The ``taskctl`` command line: one entry point for operators.
 
 Every command imports what it runs inside its own body, and the command modules import only
-typer, rich and light value types at the top: ``taskctl --help`` and ``taskctl status`` then
-start at once instead of loading the worker, the API, the broker client and the AWS SDK.
+typer and light value types at the top: ``taskctl --help`` and ``taskctl status`` then start
+at once instead of loading the worker, the API, the broker client and the AWS SDK.
 """
 
 from __future__ import annotations
