@@ -54,9 +54,11 @@ import orjson
 from jobstore.factory import open_store
 from producers.auth.api_keys import make_key
 from producers.auth.scopes import Scope
-from topology import BrokerSettings, compile_topology, load_settings, load_topology
 from topology.apply import apply_topology
+from topology.compiler import compile_topology
+from topology.loader import load_topology
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 
 HERE = Path(__file__).resolve().parent
 LUA = """

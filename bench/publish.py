@@ -49,12 +49,16 @@ import orjson
 from aio_pika.abc import AbstractExchange
 from aiormq import spec
 
-from producers import ConfirmedPublisher, PublisherSettings
 from producers.client import AsyncClient
+from producers.publisher import ConfirmedPublisher
+from producers.settings import PublisherSettings
 from producers.submit import JobRequest
-from topology import BrokerSettings, Envelope, compile_topology, load_settings, load_topology
 from topology.apply import apply_topology
+from topology.compiler import compile_topology
+from topology.envelope import Envelope
+from topology.loader import load_topology
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 
 Run = Callable[[int], Awaitable[None]]
 

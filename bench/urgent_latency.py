@@ -27,10 +27,11 @@ from consumers.worker import Deps, Worker
 from producers.backends import Backends, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
-from topology import BrokerSettings, Envelope, load_settings
 from topology.apply import apply_topology
 from topology.broker import connect
+from topology.envelope import Envelope
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 from topology.spec import Priority
 
 

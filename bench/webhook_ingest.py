@@ -24,9 +24,11 @@ from pathlib import Path
 import orjson
 from http_ingest import free_port, purge, run_wrk, serve, stop  # a sibling: bench/ is on sys.path
 
-from topology import BrokerSettings, compile_topology, load_settings, load_topology
 from topology.apply import apply_topology
+from topology.compiler import compile_topology
+from topology.loader import load_topology
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 from webhooks.schemes import sign_github
 
 HERE = Path(__file__).resolve().parent

@@ -29,8 +29,8 @@ from typing import Any, Self
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from topology import BrokerSettings, load_settings
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the console scripts of the venv running the bench

@@ -31,10 +31,10 @@ from consumers.worker import Deps, Worker
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
-from topology import BrokerSettings, load_settings
 from topology.apply import apply_topology
 from topology.broker import connect
 from topology.management import ManagementClient
+from topology.settings import BrokerSettings, load_settings
 
 
 async def plain(settings: BrokerSettings, n: int, prefetch: int) -> float:

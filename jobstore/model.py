@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from jobstore.credentials import CredentialStore
 from topology.names import DEFAULT_TENANT
-from topology.spec import Priority
+from topology.priority import Priority
 
 
 class JobStatus(StrEnum):

@@ -39,7 +39,7 @@ from jobstore.model import (
 )
 from jobstore.runs import finish_run, start_run
 from topology.errors import StoreError, StoreUnavailableError
-from topology.spec import Priority
+from topology.priority import Priority
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from jobstore.model import JobRecord, JobStatus
-from topology.spec import Priority
+from topology.priority import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
 _TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})

@@ -1,18 +1,7 @@
-"""Publishing jobs: the confirmed publisher, its in-memory twin and their errors."""
+"""Publishing jobs: the confirmed publisher, the HTTP job API, submission and claim checks.
 
-from producers.memory import InMemoryPublisher, Published
-from producers.publisher import ConfirmedPublisher, Publisher
-from producers.settings import PublisherSettings
-from topology.errors import ConfirmTimeoutError, PublishError, PublishNackedError, UnroutableError
+Import from the module that holds a name (``producers.publisher``, ``producers.client``...):
+the package itself loads nothing, so a command that needs one module pays for that one.
+"""
 
-__all__ = [
-    "ConfirmTimeoutError",
-    "ConfirmedPublisher",
-    "InMemoryPublisher",
-    "PublishError",
-    "PublishNackedError",
-    "Published",
-    "Publisher",
-    "PublisherSettings",
-    "UnroutableError",
-]
+__all__: list[str] = []

@@ -20,7 +20,7 @@ from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.settings import SubmitSettings
 from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
-from producers.tenancy import Viewer
+from producers.tenancy import Viewer, get_visible
 from producers.views import job_view
 from topology import names
 from topology.envelope import Envelope, PayloadRef, new_job_id
@@ -29,7 +29,6 @@ from topology.errors import (
     ContractError,
     IdempotencyInFlightError,
     IdempotencyMismatchError,
-    JobNotFoundError,
     JobRejectedError,
     JobStateError,
     PublishNackedError,
@@ -354,10 +353,7 @@ class Submitter:
             JobNotFoundError: no job has this id that the viewer may see (another tenant's job
                 answers exactly as an unknown id does).
         """
-        job = await self._store.get_job(job_id)
-        if job is None or not viewer.sees(job):
-            raise JobNotFoundError(f"no job has id {job_id!r}")
-        return job
+        return await get_visible(self._store, viewer, job_id)
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Cancel a job that has not started; a worker that receives it acks it unrun.

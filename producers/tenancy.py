@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from jobstore.model import JobPage, JobRecord, JobStatus, JobStore
 from topology import routing
+from topology.errors import JobNotFoundError
 from topology.names import DEFAULT_TENANT
 
 MAX_SCANS = 10  # store pages read per listing when job-type patterns filter it
@@ -31,6 +32,19 @@ class Viewer:
     def sees(self, job: JobRecord) -> bool:
         """Return whether ``job`` is in this caller's window."""
         return job.tenant == self.tenant and self.may_touch(job.type)
+
+
+async def get_visible(store: JobStore, viewer: Viewer, job_id: str) -> JobRecord:
+    """Return the job, if ``viewer`` may see it.
+
+    Raises:
+        JobNotFoundError: no job has this id that the viewer may see (another tenant's job
+            answers exactly as an unknown id does).
+    """
+    job = await store.get_job(job_id)
+    if job is None or not viewer.sees(job):
+        raise JobNotFoundError(f"no job has id {job_id!r}")
+    return job
 
 
 async def list_visible(

@@ -2,61 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
-from rich.table import Table
 
-from jobstore.model import BreakerRecord
-from producers.backends import open_backends
-from taskctl.context import out, run
-from topology.durations import format_duration
+from taskctl.context import JsonFlag, compiled_topology, job_store, out, print_json, print_table
 from topology.errors import SettingsError
+
+if TYPE_CHECKING:
+    from jobstore.model import BreakerRecord
 
 
 def breakers(
     group: Annotated[str | None, typer.Option("--group", help="Only this consumer group.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")
-    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """List running workers' circuit breakers (each shows once it has opened): state, failures, since."""
+    """List the circuit breakers of running workers.
+
+    A breaker shows once it has opened: its state, failures and how long it has been so.
+    """
+    from topology.durations import format_duration
+
+    if group is not None:
+        known = [g.name for g in compiled_topology(None).groups]
+        if group not in known:
+            raise SettingsError(f"no group {group!r} in the topology; groups: {', '.join(known)}")
     now = datetime.now(UTC)
-    rows = [_view(record, now) for record in run(_records(group))]
+    rows = [_view(record, now) for record in asyncio.run(_records(group))]
     if as_json:
-        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        print_json(rows)
         return
     if not rows:
         where = f" in group {group}" if group else ""
-        out.print(
-            f"no circuit breakers recorded{where}: no running worker's breaker has opened",
-            highlight=False,
-        )
+        out().print(f"no circuit breakers recorded{where}: no running worker's breaker has opened")
         return
-    table = Table("group", "dependency", "worker", "state", "failures", "since")
-    for row in rows:
-        table.add_row(
-            row["group"],
+    table = [
+        [
             row["dependency"],
-            row["worker"],
             row["state"],
+            row["group"],
+            row["worker"],
             str(row["failures"]),
             format_duration(int(row["age_s"]) * 1000),
-        )
-    out.print(table)
+        ]
+        for row in rows
+    ]
+    headers = ("dependency", "state", "group", "worker", "failures", "since")
+    print_table(headers, table, whole=2)
 
 
 async def _records(group: str | None) -> list[BreakerRecord]:
-    backends = await open_backends()
-    try:
-        if group is not None and group not in {g.name for g in backends.topology.groups}:
-            known = ", ".join(g.name for g in backends.topology.groups)
-            raise SettingsError(f"no group {group!r} in the topology; groups: {known}")
-        return await backends.store.list_breakers(group)
-    finally:
-        await backends.close()
+    async with job_store() as store:
+        return await store.list_breakers(group)
 
 
 def _view(record: BreakerRecord, now: datetime) -> dict[str, Any]:

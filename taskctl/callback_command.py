@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from taskctl.context import fail
 from topology.errors import SettingsError
-from topology.settings import load_settings
-from webhooks.callbacks import CallbackSettings, endpoint_secret
 
 
 def callback_secret(
-    url: str = typer.Argument(..., help="The callback URL (its origin decides the secret)."),
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="The callback URL (its origin decides the secret).")
+    ],
 ) -> None:
-    """Print the Standard Webhooks secret (whsec_...) that signs callbacks to URL's endpoint."""
+    """Print the secret that signs the callbacks to URL.
+
+    The Standard Webhooks secret (whsec_...) of URL's origin: the receiver there verifies
+    its deliveries with it.
+    """
+    from topology.settings import load_settings
+    from webhooks.callbacks import CallbackSettings, endpoint_secret
+
     settings = load_settings(CallbackSettings)
     if settings.callback_signing_key is None:
-        fail(SettingsError("TASKQ_CALLBACK_SIGNING_KEY is not set; callbacks are not signed yet"))
+        raise SettingsError("TASKQ_CALLBACK_SIGNING_KEY is not set; callbacks are not signed yet")
     if not url.startswith(("http://", "https://")):
-        fail(SettingsError(f"{url!r} is not an http(s) URL"))
+        raise SettingsError(f"{url!r} is not an http(s) URL")
     typer.echo(endpoint_secret(settings.callback_signing_key.get_secret_value(), url))

@@ -1,12 +1,17 @@
-"""The ``taskctl`` command line: one entry point for operators."""
+"""The ``taskctl`` command line: one entry point for operators.
+
+Every command imports what it runs inside its own body, and the command modules import only
+typer and light value types at the top: ``taskctl --help`` and ``taskctl status`` then start
+at once instead of loading the worker, the API, the broker client and the AWS SDK.
+"""
 
 from __future__ import annotations
 
-import sys
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from consumers.process import run, run_worker
 from taskctl import (
     autoscale_command,
     breakers_command,
@@ -14,55 +19,70 @@ from taskctl import (
     dlq_commands,
     jobs_commands,
     keys_commands,
+    process_commands,
     topology_commands,
-    up_command,
 )
-from taskctl.context import fail
-from telemetry.logs import LogSettings, configure_logging
+from taskctl.context import fail, log_quietly
 from topology.errors import TaskqError
-from topology.settings import load_settings
+
+
+class _Commands(TyperGroup):
+    """The command group: a taskq error ends any command with its message on stderr, status 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's Context class lives in its private click copy
+        try:
+            return super().invoke(ctx)
+        except TaskqError as exc:
+            fail(exc)
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="taskctl",
-    help="Operate taskq: the topology, the pipeline processes, jobs and dead letters.",
+    help="Operate taskq: the topology, the pipeline processes, jobs, dead letters and API keys.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help, as every group has: rich's help panels alone would double the start-up time.
+    rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Log what the command does (INFO) on stderr; by default only warnings and "
+            "errors are logged. TASKQ_LOG_LEVEL, when set, chooses the level instead.",
+        ),
+    ] = False,
+) -> None:
+    # The long-running commands (up, worker, autoscale) log their own way: their logs are
+    # their output.
+    log_quietly(verbose)
+
+
 app.add_typer(topology_commands.app, name="topology")
 app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(keys_commands.app, name="keys")
-app.command(name="up")(up_command.up)
-app.command(name="breakers")(breakers_command.breakers)
 for command in (
+    process_commands.up,
+    process_commands.worker,
+    autoscale_command.autoscale,
+    autoscale_command.scale,
     jobs_commands.submit,
     jobs_commands.status,
     jobs_commands.watch,
     jobs_commands.jobs,
     jobs_commands.cancel,
     jobs_commands.queues,
+    breakers_command.breakers,
 ):
     app.command()(command)
-
-
 app.command(name="callback-secret")(callback_command.callback_secret)
-app.command()(autoscale_command.autoscale)
-app.command()(autoscale_command.scale)
-
-
-@app.command()
-def worker(group: str = typer.Argument(..., help="The consumer group to run.")) -> None:
-    """Run one consumer group's worker in the foreground (SIGTERM drains it)."""
-    try:
-        code = run(run_worker(group))
-    except TaskqError as exc:
-        fail(exc)
-    raise typer.Exit(code)
 
 
 def main() -> None:
-    """Run the ``taskctl`` command line, its logs (not its output) going to stderr."""
-    try:
-        configure_logging(load_settings(LogSettings))
-    except TaskqError as exc:
-        sys.exit(f"error: {exc}")
+    """Run the ``taskctl`` command line."""
     app()

@@ -1,65 +1,146 @@
-"""What every taskctl command needs: settings, the compiled topology, and error reporting."""
+"""What every taskctl command needs: output, logging, settings, the topology and the job store."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import orjson
 import typer
-from rich.console import Console
 
-from telemetry.logs import LogSettings, configure_logging
-from topology.compiler import compile_topology
 from topology.errors import TaskqError
-from topology.loader import load_topology, topology_path
-from topology.model import CompiledTopology
-from topology.settings import BrokerSettings, load_settings
 
-T = TypeVar("T")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from jobstore.model import JobStore
+    from topology.model import CompiledTopology
+    from topology.settings import BrokerSettings
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+TopologyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--file", "-f", help="Topology file (default: $TASKQ_TOPOLOGY or the packaged one)."
+    ),
+]
+
+
+def out() -> Console:
+    """Return a console on the command's output (stdout), for tables and messages to a person."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True, highlight=False)
+
+
+def err() -> Console:
+    """Return a console on stderr, for errors and progress bars."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def fail(error: TaskqError) -> NoReturn:
     """Print ``error`` to stderr and exit with status 1."""
-    err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err().print("[bold red]error:[/]", escape(str(error)))
     raise typer.Exit(1)
 
 
-def topology_or_exit(path: Path | None) -> CompiledTopology:
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON, for scripts."""
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole: int) -> None:
+    """Print a table that fits the terminal; its first ``whole`` columns (ids, states) are never cut."""
+    from taskctl.tables import fitted
+
+    out().print(fitted(headers, rows, whole=whole))
+
+
+def to_the_second(moment: str | None) -> str:
+    """Return a UTC ISO time to the second, for a table cell (``--json`` keeps it whole)."""
+    return "" if moment is None else moment[:19] + "Z"
+
+
+def compiled_topology(path: Path | None) -> CompiledTopology:
     """Return the compiled topology from ``path`` (default: ``TASKQ_TOPOLOGY`` or packaged)."""
-    try:
-        return compile_topology(load_topology(path or topology_path()))
-    except TaskqError as exc:
-        fail(exc)
+    from topology.compiler import compile_topology
+    from topology.loader import load_topology, topology_path
+
+    return compile_topology(load_topology(path or topology_path()))
 
 
-def settings_or_exit(vhost: str | None = None) -> BrokerSettings:
+def broker_settings(vhost: str | None = None) -> BrokerSettings:
     """Return the broker settings from the environment, pointed at ``vhost`` when given."""
-    try:
-        settings = load_settings(BrokerSettings)
-    except TaskqError as exc:
-        fail(exc)
+    from topology.settings import BrokerSettings, load_settings
+
+    settings = load_settings(BrokerSettings)
     return settings.with_vhost(vhost) if vhost else settings
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion, turning taskq errors into a message and exit status 1."""
+@asynccontextmanager
+async def job_store() -> AsyncIterator[JobStore]:
+    """Open the job store ``TASKQ_STORE_URL`` names, migrated, and close it after."""
+    from jobstore.factory import open_store
+    from producers.settings import SubmitSettings
+    from topology.settings import load_settings
+
+    store = open_store(load_settings(SubmitSettings).store_url)
     try:
-        return asyncio.run(coro)
-    except TaskqError as exc:
-        fail(exc)
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
 
 
-def log_with_children() -> None:
-    """Log to stdout, where a supervisor passes its children's lines on, in the format they use too."""
-    try:
-        chosen = configure_logging(load_settings(LogSettings), stream=sys.stdout)
-    except TaskqError as exc:
-        fail(exc)
+def log_quietly(verbose: bool) -> None:
+    """Log to stderr for a person: warnings and errors only, unless asked for more.
+
+    ``verbose`` asks for INFO; ``TASKQ_LOG_LEVEL`` and ``TASKQ_LOG_FORMAT``, when set, win.
+    """
+    from telemetry.logs import LogSettings, configure_logging
+    from topology.settings import load_settings
+
+    settings = load_settings(LogSettings)
+    chosen = settings.model_fields_set
+    level = settings.log_level if "log_level" in chosen else "INFO" if verbose else "WARNING"
+    shape = settings.log_format if "log_format" in chosen else "text"
+    configure_logging(settings.model_copy(update={"log_level": level, "log_format": shape}))
+    if not (verbose or "log_level" in chosen):
+        # The broker client logs a failed connection as an error, which the command then
+        # reports itself, in one line that says what to do.
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def log_as_output() -> None:
+    """Log to stdout, the output of a long-running command; its children log there in the same format."""
+    from telemetry.logs import LogSettings, configure_logging
+    from topology.settings import load_settings
+
+    chosen = configure_logging(load_settings(LogSettings), stream=sys.stdout)
     # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.
     os.environ["TASKQ_LOG_FORMAT"] = chosen
+
+
+def serve(what: str, start: Callable[[], int]) -> NoReturn:
+    """Run a long-running command and exit with its status; a taskq error is logged, not printed.
+
+    Its logs are its output: ``taskctl up > file`` holds log lines only, its last words included.
+    """
+    from loguru import logger
+
+    try:
+        code = start()
+    except TaskqError as exc:
+        logger.error("{} failed: {}", what, exc)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)

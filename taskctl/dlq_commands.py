@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import orjson
 import typer
-from rich.progress import Progress as Bar
-from rich.table import Table
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, DeadLetter, listing, purge, replay
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
-from taskctl.context import err, out, run
-from topology.broker import connect
-from topology.durations import parse_duration
-from topology.errors import SettingsError
+from taskctl.context import (
+    JsonFlag,
+    broker_settings,
+    compiled_topology,
+    err,
+    job_store,
+    out,
+    print_json,
+    print_table,
+    to_the_second,
+)
+from topology.errors import JobNotFoundError, SettingsError
 
-app = typer.Typer(help="Inspect, replay and purge a group's dead-letter queue.")
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractRobustConnection
+    from rich.progress import Progress
+
+    from consumers.dlq import DeadFilter, DeadLetter, Outcome
+    from topology.model import CompiledGroup, CompiledTopology
+    from topology.settings import BrokerSettings
+
+T = TypeVar("T")
+app = typer.Typer(
+    help="Inspect, replay and purge dead letters.\n\nEach consumer group has a dead-letter queue (DLQ).",
+    rich_markup_mode=None,
+)
 
 Group = Annotated[str, typer.Argument(help="The consumer group whose DLQ to work on.")]
 JobId = Annotated[str | None, typer.Option("--id", help="Only this job.")]
@@ -43,6 +58,11 @@ def _filter(
     error: str | None,
     older_than: str | None,
 ) -> DeadFilter:
+    from datetime import timedelta
+
+    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter
+    from topology.durations import parse_duration
+
     try:
         age = None if older_than is None else timedelta(milliseconds=parse_duration(older_than))
     except ValueError as exc:
@@ -54,7 +74,10 @@ def _filter(
 
 @app.command("list")
 def list_(
-    group: Group,
+    group: Annotated[
+        str | None,
+        typer.Argument(help="Only this consumer group's DLQ (default: every group's)."),
+    ] = None,
     job_id: JobId = None,
     job_type: JobType = None,
     reason: Reason = None,
@@ -63,40 +86,50 @@ def list_(
     limit: Annotated[
         int | None, typer.Option(min=1, help="At most this many (default: every one).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """List dead letters (they stay in the DLQ), reading it a page at a time."""
+    """List dead letters; they stay in the DLQ.
+
+    Every group's DLQ is read unless a GROUP is named, a page at a time.
+    """
     chosen = _filter(job_id, job_type, reason, error, older_than)
-    rows = [letter.view() for letter in run(_listing(group, chosen, limit))]
+    topology = compiled_topology(None)
+    groups = [_group(topology, group)] if group else list(topology.groups)
+    found = _on_broker(broker_settings(), lambda c: _listing(c, groups, chosen, limit))
+    rows = [{"group": name} | letter.view() for name, letter in found]
     if as_json:
-        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        print_json(rows)
         return
-    table = Table("id", "type", "reason", "attempts", "dead since", "last error")
-    for row in rows:
-        table.add_row(
+    table = [
+        [
             row["id"],
-            row["type"],
             row["reason"],
+            row["group"],
+            row["type"],
             str(row["attempts"]),
-            row["dead_since"] or "",
-            row["error"][:80],
-        )
-    out.print(table)
-    out.print(f"{len(rows)} dead letters", highlight=False)
+            row["error"],
+            to_the_second(row["dead_since"]),
+        ]
+        for row in rows
+    ]
+    headers = ("id", "reason", "group", "type", "attempts", "last error", "dead since")
+    print_table(headers, table, whole=2)
+    out().print(f"{len(rows)} dead letters")
 
 
 @app.command()
 def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one dead letter in full, envelope included."""
-    letters = run(_listing(group, DeadFilter(job_id=job_id), 1))
-    if not letters:
-        err.print(f"no dead letter for job {job_id} in group {group}")
-        raise typer.Exit(1)
-    letter = letters[0]
-    data = letter.view() | {
-        "envelope": letter.envelope.model_dump(mode="json") if letter.envelope else None
-    }
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    from consumers.dlq import DeadFilter
+
+    compiled = _group(compiled_topology(None), group)
+    chosen = DeadFilter(job_id=job_id)
+    found = _on_broker(broker_settings(), lambda c: _listing(c, [compiled], chosen, 1))
+    if not found:
+        raise JobNotFoundError(f"no dead letter for job {job_id} in group {group}")
+    letter = found[0][1]
+    envelope = letter.envelope.model_dump(mode="json") if letter.envelope else None
+    print_json({"group": group} | letter.view() | {"envelope": envelope})
 
 
 @app.command("replay")
@@ -112,17 +145,23 @@ def replay_(
     ] = False,
     rate: Annotated[float, typer.Option(min=0.1, help="Jobs per second at most.")] = 50.0,
 ) -> None:
-    """Send dead letters back to work: attempts reset, idempotency keys kept, rate-limited."""
+    """Send dead letters back to work, rate-limited.
+
+    Attempts start again from 1; idempotency keys are kept.
+    """
+    from consumers.dlq import DeadFilter
+
     chosen = _filter(job_id, job_type, reason, error, older_than)
     if chosen == DeadFilter() and not all_:
         raise typer.BadParameter(
             "give a filter (--id, --type, --reason, --error, --older-than) or --all"
         )
-    outcome = run(_replay(group, chosen, rate))
-    out.print(
-        f"replayed {outcome.matched}, left {outcome.kept + outcome.skipped_undecodable} in the DLQ",
-        highlight=False,
-    )
+    topology = compiled_topology(None)
+    compiled = _group(topology, group)
+    broker = broker_settings()
+    outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
+    kept = outcome.kept + outcome.skipped_undecodable
+    out().print(f"replayed {outcome.matched}, left {kept} in the DLQ of group {group}")
 
 
 @app.command("purge")
@@ -135,81 +174,108 @@ def purge_(
     older_than: OlderThan = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete dead letters for good (asks first unless --yes)."""
+    """Delete dead letters for good; asks first unless --yes."""
+    from consumers.dlq import purge
+
     chosen = _filter(job_id, job_type, reason, error, older_than)
+    compiled = _group(compiled_topology(None), group)
     if not yes:
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
-    outcome = run(_purge(group, chosen))
-    out.print(f"purged {outcome.matched}, left {outcome.kept} in the DLQ", highlight=False)
+
+    async def go(connection: AbstractRobustConnection) -> Outcome:
+        with _bar() as bar:
+            task = bar.add_task("purging", total=None)
+            return await purge(
+                connection,
+                compiled,
+                chosen,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    outcome = _on_broker(broker_settings(), go)
+    out().print(f"purged {outcome.matched}, left {outcome.kept} in the DLQ of group {group}")
 
 
-async def _context(group: str) -> tuple[Any, Any]:
-    backends = await open_backends()
+def _group(topology: CompiledTopology, name: str) -> CompiledGroup:
     try:
-        return backends, backends.topology.group(group)
+        return topology.group(name)
     except KeyError as exc:
-        await backends.close()
-        known = ", ".join(g.name for g in backends.topology.groups)
-        raise SettingsError(f"no group {group!r} in the topology; groups: {known}") from exc
+        known = ", ".join(g.name for g in topology.groups)
+        raise SettingsError(f"no group {name!r} in the topology; groups: {known}") from exc
 
 
-async def _listing(group: str, chosen: DeadFilter, limit: int | None) -> list[DeadLetter]:
-    backends, compiled = await _context(group)
-    found: list[DeadLetter] = []
-    try:
-        async with await connect(backends.broker, name="taskctl dlq") as connection:
-            cursor: str | None = None
-            while limit is None or len(found) < limit:
-                wanted = PAGE if limit is None else min(PAGE, limit - len(found))
-                page = await listing(connection, compiled, chosen, limit=wanted, cursor=cursor)
-                found += page.letters
-                cursor = page.cursor
-                if cursor is None:
-                    break
-    finally:
-        await backends.close()
+def _on_broker(
+    broker: BrokerSettings, work: Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]
+) -> T:
+    """Run ``work`` on a broker connection of its own."""
+    from topology.broker import connect
+
+    async def go() -> T:
+        async with await connect(broker, name="taskctl dlq") as connection:
+            return await work(connection)
+
+    return asyncio.run(go())
+
+
+async def _listing(
+    connection: AbstractRobustConnection,
+    groups: list[CompiledGroup],
+    chosen: DeadFilter,
+    limit: int | None,
+) -> list[tuple[str, DeadLetter]]:
+    from consumers.dlq import PAGE, listing
+
+    found: list[tuple[str, DeadLetter]] = []
+    for group in groups:
+        cursor: str | None = None
+        while limit is None or len(found) < limit:
+            wanted = PAGE if limit is None else min(PAGE, limit - len(found))
+            page = await listing(connection, group, chosen, limit=wanted, cursor=cursor)
+            found += [(group.name, letter) for letter in page.letters]
+            cursor = page.cursor
+            if cursor is None:
+                break
     return found
 
 
-async def _replay(group: str, chosen: DeadFilter, rate: float) -> Any:
-    backends, compiled = await _context(group)
+async def _replay(
+    connection: AbstractRobustConnection,
+    broker: BrokerSettings,
+    topology: CompiledTopology,
+    group: CompiledGroup,
+    chosen: DeadFilter,
+    rate: float,
+) -> Outcome:
+    from consumers.dlq import replay
+    from producers.publisher import ConfirmedPublisher
+    from producers.settings import PublisherSettings
+    from topology.settings import load_settings
+
+    settings = load_settings(PublisherSettings)
     publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher, name="taskctl dlq replay"
+        broker, topology, settings, name="taskctl dlq replay"
     )
     try:
-        async with await connect(backends.broker, name="taskctl dlq") as connection:
+        async with job_store() as store:
             with _bar() as bar:
                 task = bar.add_task("replaying", total=None)
                 return await replay(
                     connection,
-                    backends.topology,
-                    compiled,
+                    topology,
+                    group,
                     publisher,
-                    backends.store,
+                    store,
                     chosen,
                     rate=rate,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
     finally:
         await publisher.close()
-        await backends.close()
 
 
-async def _purge(group: str, chosen: DeadFilter) -> Any:
-    backends, compiled = await _context(group)
-    try:
-        async with await connect(backends.broker, name="taskctl dlq") as connection:
-            with _bar() as bar:
-                task = bar.add_task("purging", total=None)
-                return await purge(
-                    connection,
-                    compiled,
-                    chosen,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                )
-    finally:
-        await backends.close()
+def _bar() -> Progress:
+    """Return a progress bar on stderr, shown to a person only (it says nothing to a pipe)."""
+    from rich.progress import Progress
 
-
-def _bar() -> Bar:
-    return Bar(console=err, transient=True)
+    console = err()
+    return Progress(console=console, transient=True, disable=not console.is_terminal)

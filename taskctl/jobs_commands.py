@@ -1,48 +1,89 @@
-"""``taskctl submit|status|watch|jobs|queues``: the job API's work from a terminal."""
+"""``taskctl submit|status|watch|jobs|cancel|queues``: the job API's work from a terminal."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.table import Table
 
 from jobstore.model import JobStatus
-from producers.client import AsyncClient
-from producers.submit import JobRequest
-from taskctl.context import out, run, settings_or_exit, topology_or_exit
-from taskctl.watching import follow_job
+from taskctl.context import (
+    JsonFlag,
+    broker_settings,
+    compiled_topology,
+    job_store,
+    out,
+    print_json,
+    print_table,
+    to_the_second,
+)
 from topology.errors import TaskqError
-from topology.management import ManagementClient
-from topology.spec import Priority
+from topology.priority import Priority
 
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")
-]
+if TYPE_CHECKING:
+    from producers.tenancy import Viewer
+
+JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]
+# What a single job shows, in this order, when set.
+_FIELDS = (
+    ("id", "id"),
+    ("status", "status"),
+    ("type", "type"),
+    ("priority", "priority"),
+    ("attempts", "attempts"),
+    ("max attempts", "max_attempts"),
+    ("created", "created_at"),
+    ("updated", "updated_at"),
+    ("not before", "not_before"),
+    ("started", "started_at"),
+    ("finished", "finished_at"),
+    ("idempotency key", "idempotency_key"),
+    ("correlation id", "correlation_id"),
+    ("callback url", "callback_url"),
+    ("tenant", "tenant"),
+    ("last error", "last_error"),
+    ("result", "result"),
+    ("payload", "payload_ref"),
+)
 
 
-def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
-    if as_json or table is None:
-        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-    else:
-        out.print(table)
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(job)
+        return
+    # Plain lines, label then value: nothing to cut, and the terminal wraps a long value.
+    for label, key in _FIELDS:
+        value = job.get(key)
+        if value is not None:
+            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
-def _job_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("id", "type", "status", "priority", "attempts", "updated", "last error")
-    for job in jobs:
-        table.add_row(
+def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
             job["id"],
-            job["type"],
             job["status"],
-            job["priority"],
+            job["type"],
             str(job["attempts"]),
-            job["updated_at"],
-            (job["last_error"] or "")[:60],
-        )
-    return table
+            job["last_error"] or "",
+            job["priority"],
+            to_the_second(job["updated_at"]),
+        ]
+        for job in jobs
+    ]
+
+
+def _viewer() -> Viewer:
+    """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
+    from producers.settings import ClientSettings
+    from producers.tenancy import Viewer
+    from topology.settings import load_settings
+
+    return Viewer(load_settings(ClientSettings).tenant)
 
 
 def submit(
@@ -61,7 +102,10 @@ def submit(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Submit a job (with publisher confirms) and print it."""
+    """Submit a job and print it once the broker confirmed it."""
+    from producers.client import AsyncClient
+    from producers.submit import JobRequest
+
     data = _payload(payload)
     request = JobRequest(
         type=job_type, payload=data, priority=priority, delay=delay, idempotency_key=idempotency_key
@@ -74,36 +118,48 @@ def submit(
             raise results[0]
         return results[0]
 
-    job = run(go())
-    _emit(job, as_json, _job_table([job]))
+    _print_job(asyncio.run(go()), as_json)
 
 
-def status(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
-    """Print a job's status, attempts, timestamps, last error and result."""
+def status(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Print a job: status, attempts, times, error, result."""
+    from producers.tenancy import get_visible
+    from producers.views import job_view
 
     async def go() -> dict[str, Any]:
-        async with await AsyncClient.connect() as client:
-            return await client.status(job_id)
+        async with job_store() as store:
+            return job_view(await get_visible(store, _viewer(), job_id))
 
-    job = run(go())
-    _emit(job, as_json, _job_table([job]))
+    _print_job(asyncio.run(go()), as_json)
 
 
 def watch(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_id: JobId,
     timeout: Annotated[
         float, typer.Option(min=0, help="Give up after this many seconds (0 = never).")
     ] = 0,
 ) -> None:
-    """Follow a job live until it reaches a final state; exit 0 if it succeeded."""
+    """Follow a job live until it reaches a final state.
+
+    Exits 0 if the job succeeded, 1 if it ended otherwise.
+    """
+    from producers.tenancy import get_visible
+    from producers.views import job_view
+    from taskctl.watching import follow_job
+
+    broker = broker_settings()
+    topology = compiled_topology(None)
 
     async def go() -> str:
-        async with await AsyncClient.connect() as client:
-            return await follow_job(
-                client, settings_or_exit(), topology_or_exit(None), job_id, timeout or None
-            )
+        viewer = _viewer()
+        async with job_store() as store:
 
-    final = run(go())
+            async def current(job_id: str) -> dict[str, Any]:
+                return job_view(await get_visible(store, viewer, job_id))
+
+            return await follow_job(current, broker, topology, job_id, timeout or None)
+
+    final = asyncio.run(go())
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
 
 
@@ -112,39 +168,60 @@ def jobs(
         JobStatus | None, typer.Option("--status", help="Only jobs in this state.")
     ] = None,
     job_type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many jobs.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="Continue after this cursor.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List jobs newest first."""
+    from producers.tenancy import list_visible
+    from producers.views import job_view
 
     async def go() -> dict[str, Any]:
-        async with await AsyncClient.connect() as client:
-            return await client.list(
-                status=status_filter, type=job_type, limit=limit, cursor=cursor
+        async with job_store() as store:
+            page = await list_visible(
+                store,
+                _viewer(),
+                status=status_filter,
+                job_type=job_type,
+                limit=limit,
+                cursor=cursor,
             )
+        return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
-    page = run(go())
-    _emit(page, as_json, _job_table(page["jobs"]))
-    if not as_json and page["next_cursor"]:
-        out.print(f"more: --cursor {page['next_cursor']}", highlight=False)
+    page = asyncio.run(go())
+    if as_json:
+        print_json(page)
+        return
+    headers = ("id", "status", "type", "attempts", "last error", "priority", "updated")
+    print_table(headers, _job_rows(page["jobs"]), whole=2)
+    if page["next_cursor"]:
+        out().print(f"more: --cursor {page['next_cursor']}")
 
 
-def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
-    """Cancel a job that has not started (a worker that receives it acks it unrun)."""
+def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Cancel a job that has not started.
+
+    A worker that receives it later acks it unrun.
+    """
+    from producers.client import AsyncClient
 
     async def go() -> dict[str, Any]:
         async with await AsyncClient.connect() as client:
             return await client.cancel(job_id)
 
-    job = run(go())
-    _emit(job, as_json, _job_table([job]))
+    _print_job(asyncio.run(go()), as_json)
 
 
 def queues(as_json: JsonFlag = False) -> None:
-    """Show each group's work queues: ready, unacked, consumers and rates (management API)."""
-    topology = topology_or_exit(None)
-    settings = settings_or_exit()
+    """Show each group's queues: depth, consumers, rates.
+
+    Ready and unacked messages, consumers and publish and ack rates of every work queue and
+    DLQ, read through the management API.
+    """
+    from topology.management import ManagementClient
+
+    topology = compiled_topology(None)
+    settings = broker_settings()
 
     async def go() -> list[dict[str, Any]]:
         rows = []
@@ -154,19 +231,24 @@ def queues(as_json: JsonFlag = False) -> None:
                     rows.append(_queue_row(group.name, await client.queue(settings.vhost, name)))
         return rows
 
-    rows = run(go())
-    table = Table("group", "queue", "ready", "unacked", "consumers", "in/s", "acked/s")
-    for row in rows:
-        table.add_row(
-            row["group"],
+    rows = asyncio.run(go())
+    if as_json:
+        print_json(rows)
+        return
+    table = [
+        [
             row["queue"],
             str(row["ready"]),
             str(row["unacked"]),
             str(row["consumers"]),
+            row["group"],
             f"{row['publish_rate']:.1f}",
             f"{row['ack_rate']:.1f}",
-        )
-    _emit(rows, as_json, table)
+        ]
+        for row in rows
+    ]
+    headers = ("queue", "ready", "unacked", "consumers", "group", "in/s", "acked/s")
+    print_table(headers, table, whole=1)
 
 
 def _queue_row(group: str, data: dict[str, Any]) -> dict[str, Any]:

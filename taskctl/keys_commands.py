@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.table import Table
 
-from jobstore.credentials import ApiKeyRecord
-from jobstore.factory import open_store
-from jobstore.model import JobStore
-from producers.auth.api_keys import make_key
-from producers.auth.scopes import Scope
-from producers.auth.settings import AuthSettings
-from producers.settings import SubmitSettings
-from taskctl.context import fail, out, run
-from topology.durations import parse_duration
+from taskctl.context import JsonFlag, job_store, out, print_json, print_table
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT, job_type_problem, tenant_problem
-from topology.settings import load_settings
 
-app = typer.Typer(help="Create, list and revoke API keys (kept hashed in the job store).")
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+if TYPE_CHECKING:
+    from jobstore.credentials import ApiKeyRecord
+    from producers.auth.scopes import Scope
 
-
-async def _store() -> JobStore:
-    store = open_store(load_settings(SubmitSettings).store_url)
-    try:
-        await store.migrate()
-    except BaseException:
-        await store.close()
-        raise
-    return store
+app = typer.Typer(
+    help="Create, list and revoke API keys.\n\nThe job store keeps only their hashes.",
+    rich_markup_mode=None,
+)
 
 
 @app.command()
@@ -55,7 +42,14 @@ def create(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a key and print it once: it is stored hashed and cannot be shown again."""
+    """Create a key and print it, once.
+
+    It is stored hashed and cannot be shown again.
+    """
+    from producers.auth.api_keys import make_key
+    from producers.auth.settings import AuthSettings
+    from topology.settings import load_settings
+
     if not name.strip() or len(name) > 200:
         raise typer.BadParameter("give a name of 1-200 characters", param_hint="NAME")
     if tenant_problem(tenant):
@@ -73,61 +67,61 @@ def create(
     )
 
     async def go() -> None:
-        store = await _store()
-        try:
+        async with job_store() as store:
             await store.create_api_key(new.record)
-        finally:
-            await store.close()
 
-    run(go())
+    asyncio.run(go())
     if as_json:
         typer.echo(orjson.dumps(_view(new.record) | {"key": new.token}).decode())
         return
-    out.print(_table([new.record]))
-    out.print("the key (shown once; keep it secret):", highlight=False)
+    _print_keys([new.record])
+    out().print("the key (shown once; keep it secret):")
     typer.echo(new.token)
 
 
 @app.command("list")
 def list_(as_json: JsonFlag = False) -> None:
-    """List the keys: id, name, tenant, scopes, job types, expiry, revocation, last use."""
+    """List the keys, none of their secrets.
+
+    Id, name, tenant, scopes, revocation, expiry, last use and job types.
+    """
 
     async def go() -> list[ApiKeyRecord]:
-        store = await _store()
-        try:
+        async with job_store() as store:
             return await store.list_api_keys()
-        finally:
-            await store.close()
 
-    keys = run(go())
+    keys = asyncio.run(go())
     if as_json:
-        typer.echo(orjson.dumps([_view(k) for k in keys], option=orjson.OPT_INDENT_2).decode())
+        print_json([_view(k) for k in keys])
         return
-    out.print(_table(keys))
+    _print_keys(keys)
 
 
 @app.command()
 def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id.")]) -> None:
-    """Revoke a key; running API processes refuse it within TASKQ_API_KEY_CACHE_TTL (5 s)."""
+    """Revoke a key.
+
+    Running API processes refuse it within TASKQ_API_KEY_CACHE_TTL (5 s by default).
+    """
+    from producers.auth.settings import AuthSettings
+    from topology.settings import load_settings
 
     async def go() -> ApiKeyRecord | None:
-        store = await _store()
-        try:
+        async with job_store() as store:
             return await store.revoke_api_key(key_id, datetime.now(UTC))
-        finally:
-            await store.close()
 
-    record = run(go())
+    record = asyncio.run(go())
     if record is None:
-        fail(SettingsError(f"no API key has id {key_id!r}; see taskctl keys list"))
+        raise SettingsError(f"no API key has id {key_id!r}; see taskctl keys list")
     ttl = load_settings(AuthSettings).api_key_cache_ttl
-    out.print(
-        f"revoked {record.id} ({record.name}); running API processes refuse it within {ttl:g} s",
-        highlight=False,
+    out().print(
+        f"revoked {record.id} ({record.name}); running API processes refuse it within {ttl:g} s"
     )
 
 
 def _scopes(names: list[str] | None) -> tuple[Scope, ...]:
+    from producers.auth.scopes import Scope
+
     try:
         scopes = Scope.parse(" ".join(names or ["jobs:write", "jobs:read"]))
     except ValueError as exc:
@@ -146,6 +140,8 @@ def _patterns(patterns: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
+    from topology.durations import parse_duration
+
     if expires_in is None:
         return None
     try:
@@ -171,17 +167,19 @@ def _view(key: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-def _table(keys: list[ApiKeyRecord]) -> Table:
-    table = Table("id", "name", "tenant", "scopes", "job types", "expires", "revoked", "last used")
-    for key in map(_view, keys):
-        table.add_row(
+def _print_keys(keys: list[ApiKeyRecord]) -> None:
+    rows = [
+        [
             key["id"],
             key["name"],
             key["tenant"],
             " ".join(key["scopes"]),
-            " ".join(key["job_types"] or ["*all*"]),
-            key["expires_at"] or "never",
             key["revoked_at"] or "-",
+            key["expires_at"] or "never",
             key["last_used_at"] or "never",
-        )
-    return table
+            " ".join(key["job_types"] or ["*all*"]),
+        ]
+        for key in map(_view, keys)
+    ]
+    headers = ("id", "name", "tenant", "scopes", "revoked", "expires", "last used", "job types")
+    print_table(headers, rows, whole=1)

@@ -2,78 +2,82 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-import yaml
 
-from taskctl.context import fail, out, run, settings_or_exit, topology_or_exit
-from topology.apply import apply_topology, conflict_message, plan_topology
-from topology.errors import TaskqError
-from topology.export import export_definitions
-from topology.graph import mermaid
-from topology.keda import KedaOptions, keda_manifests
-from topology.model import CompiledTopology
-from topology.plan import Action, Plan
+from taskctl.context import TopologyFile, broker_settings, compiled_topology, out
 
-app = typer.Typer(help="Plan, apply, export and draw the topology declared in the topology file.")
+if TYPE_CHECKING:
+    from topology.keda import KedaOptions
+    from topology.model import CompiledTopology
+    from topology.plan import Plan
 
-FileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--file", "-f", help="Topology file (default: $TASKQ_TOPOLOGY or the packaged one)."
-    ),
-]
+app = typer.Typer(
+    help="Plan, apply, export and draw the topology.\n\n"
+    "The topology file is $TASKQ_TOPOLOGY or the packaged one, unless --file names another.",
+    rich_markup_mode=None,
+)
+
 VhostOption = Annotated[
     str | None, typer.Option("--vhost", help="Virtual host (default: the one in TASKQ_AMQP_URL).")
 ]
 _STYLE = {
-    Action.CREATE: "[green]+ create  [/]",
-    Action.MATCH: "[dim]= match   [/]",
-    Action.CONFLICT: "[bold red]! conflict[/]",
-    Action.EXTRA: "[yellow]? extra   [/]",
+    "create": "[green]+ create  [/]",
+    "match": "[dim]= match   [/]",
+    "conflict": "[bold red]! conflict[/]",
+    "extra": "[yellow]? extra   [/]",
 }
 
 
-def print_plan(plan: Plan, *, verbose: bool) -> None:
-    """Print the plan: changes always, matching objects only when ``verbose``."""
+def _print_plan(plan: Plan, *, every: bool) -> None:
+    """Print the plan: changes always, matching objects only when ``every``."""
+    from rich.markup import escape
+
+    from topology.plan import Action
+
     for item in plan.items:
-        if item.action is Action.MATCH and not verbose:
+        if item.action is Action.MATCH and not every:
             continue
         detail = f": {item.detail}" if item.detail else ""
-        out.print(f"{_STYLE[item.action]} {item.label}{detail}", highlight=False)
+        out().print(f"{_STYLE[item.action.value]} {escape(item.label + detail)}")
         if item.hint:
-            out.print(f"             [dim]hint: {item.hint}[/]", highlight=False)
+            out().print(f"             [dim]hint: {escape(item.hint)}[/]")
     counts = ", ".join(f"{len(plan.of(a))} to {a.value}" for a in (Action.CREATE, Action.CONFLICT))
     extras = len(plan.of(Action.EXTRA))
-    out.print(
+    out().print(
         f"{len(plan.of(Action.MATCH))} match, {counts}, {extras} extra "
-        "(extras are only deleted by `apply --prune`)",
-        highlight=False,
+        "(extras are only deleted by `apply --prune`)"
     )
 
 
 @app.command()
 def plan(
-    file: FileOption = None,
+    file: TopologyFile = None,
     vhost: VhostOption = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also list matching objects.")
+    every: Annotated[
+        bool, typer.Option("--all", "-a", help="Also list the objects that match.")
     ] = False,
 ) -> None:
-    """Compare the topology with the live broker; exit 0 in sync, 2 on differences, 3 on conflicts."""
-    topology = topology_or_exit(file)
-    settings = settings_or_exit(vhost)
-    result = run(plan_topology(topology, settings))
-    print_plan(result, verbose=verbose)
+    """Compare the topology with the live broker.
+
+    Exits 0 in sync, 2 on differences, 3 on conflicts.
+    """
+    from topology.apply import plan_topology
+
+    topology = compiled_topology(file)
+    settings = broker_settings(vhost)
+    result = asyncio.run(plan_topology(topology, settings))
+    _print_plan(result, every=every)
     raise typer.Exit(result.exit_code)
 
 
 @app.command()
 def apply(
-    file: FileOption = None,
+    file: TopologyFile = None,
     vhost: VhostOption = None,
     recreate: Annotated[
         list[str] | None,
@@ -88,29 +92,38 @@ def apply(
         ),
     ] = False,
 ) -> None:
-    """Declare the topology idempotently; refuse conflicts; delete only when asked."""
-    topology = topology_or_exit(file)
-    settings = settings_or_exit(vhost)
-    out.print(f"applying {settings.describe()} vhost {settings.vhost!r}", highlight=False)
-    report = run(
-        apply_topology(topology, settings, recreate=recreate or (), prune=prune, progress=out.print)
+    """Declare the topology; delete only when asked.
+
+    Idempotent; conflicting declarations are refused unless --recreate names them.
+    """
+    from rich.markup import escape
+
+    from topology.apply import apply_topology, conflict_message
+    from topology.plan import Action
+
+    topology = compiled_topology(file)
+    settings = broker_settings(vhost)
+    out().print(escape(f"applying {settings.describe()} vhost {settings.vhost!r}"))
+    report = asyncio.run(
+        apply_topology(
+            topology,
+            settings,
+            recreate=recreate or (),
+            prune=prune,
+            progress=lambda line: out().print(line, markup=False),
+        )
     )
-    created = report.before.of(Action.CREATE)
-    for item in created:
-        out.print(f"[green]+ created[/] {item.label}", highlight=False)
-    out.print(
-        f"{report.server.product} {report.server.version}: {len(created)} created, "
-        f"{len(report.before.of(Action.MATCH))} unchanged, {len(report.deleted)} deleted",
-        highlight=False,
-    )
+    for item in report.before.of(Action.CREATE):
+        out().print(f"[green]+ created[/] {escape(item.label)}")
+    out().print(escape(f"{report.server.product} {report.server.version}: {report.summary()}"))
     if report.after.of(Action.CONFLICT):
-        out.print(conflict_message(report.after))
+        out().print(conflict_message(report.after), markup=False)
         raise typer.Exit(3)
 
 
 @app.command()
 def export(
-    file: FileOption = None,
+    file: TopologyFile = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
@@ -144,11 +157,17 @@ def export(
         typer.Option(help="With --keda: also write the TriggerAuthentication reading that Secret."),
     ] = True,
 ) -> None:
-    """Print RabbitMQ definitions JSON for `rabbitmqctl import_definitions`, or KEDA manifests."""
-    topology = topology_or_exit(file)
+    """Print the RabbitMQ definitions, or KEDA manifests.
+
+    Definitions are JSON for `rabbitmqctl import_definitions`; --keda writes YAML instead.
+    """
+    from topology.export import export_definitions
+    from topology.keda import KedaOptions
+
+    topology = compiled_topology(file)
     if keda:
         options = KedaOptions(namespace, vhost, polling_interval, auth_ref, secret, trigger_auth)
-        data = keda_yaml(topology, options)
+        data = _keda_yaml(topology, options)
     else:
         definitions = export_definitions(topology, vhost=vhost)
         data = orjson.dumps(definitions, option=orjson.OPT_INDENT_2) + b"\n"
@@ -156,15 +175,16 @@ def export(
         typer.echo(data.decode(), nl=False)
     else:
         output.write_bytes(data)
-        out.print(f"wrote {output}", highlight=False)
+        out().print(f"wrote {output}")
 
 
-def keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
-    """Return the KEDA manifests of ``topology`` as multi-document YAML, or exit 1 naming the problem."""
-    try:
-        manifests = keda_manifests(topology, options)
-    except TaskqError as exc:
-        fail(exc)
+def _keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
+    """Return the KEDA manifests of ``topology`` as multi-document YAML."""
+    import yaml
+
+    from topology.keda import keda_manifests
+
+    manifests = keda_manifests(topology, options)
     header = (
         "# Written by `taskctl topology export --keda`: one KEDA ScaledObject per group, scaling\n"
         "# the Deployment taskq-worker-<group> on its work queues' length. KEDA reads the queues\n"
@@ -175,26 +195,26 @@ def keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
 
 
 @app.command()
-def graph(file: FileOption = None) -> None:
+def graph(file: TopologyFile = None) -> None:
     """Print a Mermaid diagram of the exchanges, queues and bindings."""
-    typer.echo(mermaid(topology_or_exit(file)), nl=False)
+    from topology.graph import mermaid
+
+    typer.echo(mermaid(compiled_topology(file)), nl=False)
 
 
 @app.command()
-def validate(file: FileOption = None) -> None:
+def validate(file: TopologyFile = None) -> None:
     """Check the topology file and summarise it; no broker needed."""
-    topology = topology_or_exit(file)
+    topology = compiled_topology(file)
     for group in topology.groups:
         spec = group.spec
-        out.print(
+        out().print(
             f"group [bold]{group.name}[/]: jobs {', '.join(spec.jobs)} -> {', '.join(group.queue_names)} "
             f"(prefetch {spec.prefetch}, concurrency {spec.concurrency}, "
-            f"{spec.retry.max_attempts} attempts)",
-            highlight=False,
+            f"{spec.retry.max_attempts} attempts)"
         )
-    out.print(
+    out().print(
         f"{len(topology.exchanges)} exchanges, {len(topology.queues)} queues, "
         f"{len(topology.bindings)} bindings, {len(topology.tiers)} delay tiers "
-        f"({topology.tiers[0].label} .. {topology.tiers[-1].label})",
-        highlight=False,
+        f"({topology.tiers[0].label} .. {topology.tiers[-1].label})"
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from jobstore.model import JobStatus
 from producers.events import decode_event
@@ -12,17 +13,11 @@ from topology.broker import connect
 from topology.model import CompiledTopology
 from topology.settings import BrokerSettings
 
-
-class StatusSource(Protocol):
-    """Anything that can tell a job's current status (the Python clients can)."""
-
-    async def status(self, job_id: str) -> dict[str, Any]:
-        """Return the job's view."""
-        ...
+StatusOf = Callable[[str], Awaitable[dict[str, Any]]]  # a job's view by its id
 
 
 async def follow_job(
-    source: StatusSource,
+    status_of: StatusOf,
     broker: BrokerSettings,
     topology: CompiledTopology,
     job_id: str,
@@ -34,7 +29,7 @@ async def follow_job(
         JobNotFoundError: no job has this id.
         TimeoutError: ``within`` seconds passed first.
     """
-    job = await source.status(job_id)
+    job = await status_of(job_id)
     connection = await connect(broker, name=f"taskctl watch {job_id}")
     async with connection:
         channel = await connection.channel()
@@ -50,7 +45,7 @@ async def follow_job(
                 await events.put(event)
 
         await queue.consume(on_message, no_ack=True)
-        current = await source.status(job_id)
+        current = await status_of(job_id)
         _show(current)
         status = str(current["status"])
         async with asyncio.timeout(within):
@@ -63,7 +58,6 @@ async def follow_job(
 
 def _show(view: dict[str, Any]) -> None:
     error = f"  last error: {view['last_error']}" if view.get("last_error") else ""
-    out.print(
-        f"{view.get('updated_at', '')}  {view['id']}  {view['status']}  attempts {view.get('attempts', 0)}{error}",
-        highlight=False,
+    out().print(
+        f"{view.get('updated_at', '')}  {view['id']}  {view['status']}  attempts {view.get('attempts', 0)}{error}"
     )

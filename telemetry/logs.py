@@ -164,6 +164,7 @@ def _route_stdlib(level: int) -> None:
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
+        named.setLevel(logging.NOTSET)  # the root's level rules, whatever was set before
     logging.captureWarnings(True)
 
 

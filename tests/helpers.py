@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,3 +33,29 @@ async def eventually(
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(every)
+
+
+def table_rows(output: str) -> list[dict[str, str]]:
+    """Return the rows of the table ``taskctl`` printed in ``output``, by column header.
+
+    A cell folded onto more lines is joined back (without the spaces at its folds); a column
+    left out on a narrow terminal is missing from every row.
+    """
+    lines = output.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.lstrip().startswith("─"))
+    header = lines[rule - 1]
+    # Headers are apart by three spaces at least (padding and the blank rule between columns).
+    starts = [match.start() for match in re.finditer(r"\S+(?: \S+)*", header)]
+    spans = list(zip(starts, [*starts[1:], None], strict=True))
+    names = [header[start:end].strip() for start, end in spans]
+    rows: list[dict[str, str]] = []
+    for line in lines[rule + 1 :]:
+        if not line.strip():  # the blank edge below the table
+            break
+        cells = [line[start:end].strip() for start, end in spans]
+        if cells[0]:
+            rows.append(dict(zip(names, cells, strict=True)))
+        else:  # a continuation line: the first column never folds, the others may
+            for name, cell in zip(names, cells, strict=True):
+                rows[-1][name] += cell
+    return rows

@@ -29,6 +29,15 @@ class ApplyReport:
     after: Plan
     deleted: tuple[str, ...]
 
+    def summary(self) -> str:
+        """Return what was done, in counts of what happened only: ``59 created``, ``59 unchanged``."""
+        counts = {
+            "created": len(self.before.of(Action.CREATE)),
+            "unchanged": len(self.before.of(Action.MATCH)),
+            "deleted": len(self.deleted),
+        }
+        return ", ".join(f"{n} {what}" for what, n in counts.items() if n) or "nothing declared"
+
 
 async def read_live(client: ManagementClient, vhost: str) -> LiveState:
     """Return the exchanges, queues and bindings ``vhost`` holds now."""

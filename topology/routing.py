@@ -80,7 +80,13 @@ def _covers(general: tuple[str, ...], specific: tuple[str, ...]) -> bool:
     words = {w for w in (*general, *specific) if w not in ("*", "#")}
     alphabet = (*words, _fresh(words))
     start = (_closure(specific, {0}), _closure(general, {0}))
-    seen, todo = {start}, [start]
+    # A routing key has at least one word, so acceptance counts only after the first step.
+    todo = [
+        step
+        for word in alphabet
+        if (step := (_step(specific, start[0], word), _step(general, start[1], word)))[0]
+    ]
+    seen = set(todo)
     while todo:
         mine, theirs = todo.pop()
         if len(specific) in mine and len(general) not in theirs:

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,6 +74,9 @@ def test_plan_apply_plan_against_the_broker(vhost):
     applied = invoke("topology", "apply", "--vhost", vh)
     assert applied.exit_code == 0, applied.output
     assert "RabbitMQ 3." in applied.output
+    assert applied.output.splitlines()[-1].endswith(": 59 created")
+    again = invoke("topology", "apply", "--vhost", vh)
+    assert again.output.splitlines()[-1].endswith(": 59 unchanged")
 
     after = invoke("topology", "plan", "--vhost", vh)
     assert after.exit_code == 0, after.output
@@ -100,3 +106,50 @@ def test_unreachable_management_api_is_a_clear_error(vhost):
     result = invoke("topology", "plan", "--vhost", vhost.vhost, env=env)
     assert result.exit_code == 1
     assert "management plugin on?" in result.output
+
+
+# What only the commands that run them may load: the worker, the web stack, the broker client,
+# the AWS SDK, the packages above the job API.
+HEAVY = ("consumers", "webhooks", "fastapi", "uvicorn", "aiohttp", "aio_pika", "aiormq", "boto3")
+
+
+def imported(args: list[str], env: dict[str, str] | None = None) -> tuple[set[str], str]:
+    """Run ``taskctl ARGS`` in a process of its own; return the modules it imported and its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "from taskctl.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert "taskctl.cli" in modules  # the report is there to read
+    return modules, done.stdout
+
+
+def loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(package + ".") for m in modules)
+
+
+def test_help_loads_none_of_what_the_commands_run():
+    modules, text = imported(["--help"])
+    assert "Commands:" in text
+    assert [p for p in (*HEAVY, "pydantic", "producers") if loaded(modules, p)] == []
+
+
+def test_every_help_is_whole_in_80_columns():
+    for args in ([], ["topology"], ["dlq"], ["keys"]):
+        result = invoke(*args, "--help", env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        # A first sentence too long for the listing would be cut short with "...".
+        cut = [
+            line
+            for line in result.output.splitlines()
+            if line.endswith("...") and not line.startswith("Usage:")
+        ]
+        assert cut == []

@@ -16,8 +16,8 @@ from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from taskctl.cli import app
 from tests.broker import channel, depth
-from tests.consumers.rig import TOPOLOGY
 from tests.consumers.test_worker_process import TOPOLOGY_FILE
+from tests.helpers import table_rows
 from topology.apply import apply_topology
 from topology.envelope import Envelope
 
@@ -25,10 +25,18 @@ pytestmark = pytest.mark.rabbitmq
 runner = CliRunner()
 
 
-@pytest.fixture
-async def env(vhost, tmp_path: Path) -> dict[str, str]:
-    await apply_topology(TOPOLOGY, vhost)
-    (tmp_path / "topology.yaml").write_text(TOPOLOGY_FILE)
+# Two groups: the default listing reads every group's DLQ.
+TWO_GROUPS = (
+    TOPOLOGY_FILE
+    + """  bills:
+    jobs: ["bill.#"]
+"""
+)
+
+
+async def bury(vhost, tmp_path: Path, topology_file: str, types: list[str]) -> dict[str, str]:
+    """Return the settings of a vhost whose DLQs hold one dead job of each of ``types``."""
+    (tmp_path / "topology.yaml").write_text(topology_file)
     values = {
         "TASKQ_TOPOLOGY": str(tmp_path / "topology.yaml"),
         "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
@@ -36,22 +44,25 @@ async def env(vhost, tmp_path: Path) -> dict[str, str]:
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
         "COLUMNS": "200",
     }
-    # Three jobs that died: submitted (so the store knows them), then dead-lettered as a
-    # worker would, and taken off the work queue.
+    # Jobs that died: submitted (so the store knows them), then dead-lettered as a worker
+    # would, and taken off the work queue.
     backends = await open_backends(values)
+    await apply_topology(backends.topology, vhost)
     publisher = await ConfirmedPublisher.connect(
         backends.broker, backends.topology, backends.publisher
     )
     submitter = Submitter(
         backends.topology, publisher, backends.store, backends.blobs, backends.submit
     )
-    for i in range(3):
-        done = await submitter.submit(JobRequest(type=f"mail.kind{i % 2}"))
+    for i, job_type in enumerate(types):
+        done = await submitter.submit(JobRequest(type=job_type))
         job = await backends.store.get_job(done.job_id)
         assert job is not None
         letter = Envelope.new(job.type, None, id=job.id)
+        group = backends.topology.group_for(job.type)
+        assert group is not None
         decision = dead(
-            letter, DeadReason.EXHAUSTED, f"Boom: {i}", group="mail", topology=backends.topology
+            letter, DeadReason.EXHAUSTED, f"Boom: {i}", group=group.name, topology=backends.topology
         )
         await publisher.publish(decision.envelope, decision.route)
         await backends.store.transition(
@@ -60,9 +71,15 @@ async def env(vhost, tmp_path: Path) -> dict[str, str]:
     await publisher.close()
     await backends.close()
     async with channel(vhost) as ch:
-        queue = await ch.get_queue("taskq.mail", ensure=False)
-        await queue.purge()
+        for group in backends.topology.groups:
+            for name in group.queue_names:
+                await (await ch.get_queue(name, ensure=False)).purge()
     return values
+
+
+@pytest.fixture
+async def env(vhost, tmp_path: Path) -> dict[str, str]:
+    return await bury(vhost, tmp_path, TOPOLOGY_FILE, ["mail.kind0", "mail.kind1", "mail.kind0"])
 
 
 def cli(env: dict[str, str], *args: str):
@@ -103,3 +120,41 @@ async def test_replayed_jobs_are_back_on_the_work_queue(env, vhost):
     assert "replayed 3" in result.output
     async with channel(vhost) as ch:
         assert await depth(ch, "taskq.mail") == 3
+
+
+async def test_list_without_a_group_lists_every_groups_dead_letters_whole_in_80_columns(
+    vhost, tmp_path: Path
+):
+    env = await bury(vhost, tmp_path, TWO_GROUPS, ["mail.welcome", "bill.overdue", "mail.reset"])
+    every = json.loads((await asyncio.to_thread(cli, env, "dlq", "list", "--json")).stdout)
+    assert sorted((r["group"], r["type"]) for r in every) == [
+        ("bills", "bill.overdue"),
+        ("mail", "mail.reset"),
+        ("mail", "mail.welcome"),
+    ]
+    table = await asyncio.to_thread(cli, {**env, "COLUMNS": "80"}, "dlq", "list")
+    assert table.exit_code == 0, table.output
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    rows = table_rows(table.stdout)
+    assert sorted((r["id"], r["reason"], r["group"]) for r in rows) == sorted(
+        (r["id"], "exhausted", r["group"]) for r in every
+    )
+    assert "3 dead letters" in table.stdout
+    one = json.loads((await asyncio.to_thread(cli, env, "dlq", "list", "bills", "--json")).stdout)
+    assert [r["type"] for r in one] == ["bill.overdue"]
+
+
+async def test_replay_prints_its_summary_alone_and_logs_only_when_asked(env):
+    quiet = await asyncio.to_thread(cli, env, "dlq", "replay", "mail", "--type", "mail.kind1")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout == "replayed 1, left 2 in the DLQ of group mail\n"
+    assert quiet.stderr == ""
+    loud = await asyncio.to_thread(
+        cli, env, "--verbose", "dlq", "replay", "mail", "--type", "mail.kind0"
+    )
+    assert loud.exit_code == 0, loud.output
+    assert loud.stdout == "replayed 2, left 0 in the DLQ of group mail\n"
+    # Logs go to stderr, and read as text for a person, not JSON.
+    logged = [line for line in loud.stderr.splitlines() if "back to work" in line]
+    assert len(logged) == 2
+    assert not any(line.startswith("{") for line in loud.stderr.splitlines())

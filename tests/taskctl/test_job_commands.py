@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from taskctl.cli import app
+from tests.helpers import table_rows
+from tests.taskctl.test_cli import HEAVY, imported, loaded
 
 pytestmark = pytest.mark.rabbitmq
 runner = CliRunner()
@@ -119,3 +122,45 @@ def test_watch_follows_a_job_until_it_is_final(env):
     rest, _ = watcher.communicate(timeout=30)
     assert "cancelled" in rest
     assert watcher.returncode == 1  # final, but not succeeded
+
+
+def test_in_80_columns_jobs_and_status_print_ids_and_statuses_whole(env):
+    narrow = {**env, "COLUMNS": "80"}
+    first = json.loads(cli(env, "submit", "email", "--delay", "60", "--json").stdout)
+    second = json.loads(cli(env, "submit", "job.report", "--json").stdout)
+    assert cli(env, "cancel", first["id"]).exit_code == 0
+
+    listed = cli(narrow, "jobs")
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80
+    rows = table_rows(listed.stdout)
+    assert [(r["id"], r["status"]) for r in rows] == [
+        (second["id"], "queued"),
+        (first["id"], "cancelled"),
+    ]
+
+    shown = cli(narrow, "status", first["id"])
+    assert shown.exit_code == 0, shown.output
+    pairs = [re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in shown.stdout.splitlines()]
+    fields = {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+    assert (fields["id"], fields["status"], fields["type"]) == (first["id"], "cancelled", "email")
+
+
+def test_status_reads_the_store_without_loading_the_broker_client_or_the_web_stack(env):
+    job = json.loads(cli(env, "submit", "email", "--json").stdout)
+    modules, text = imported(["status", job["id"]], env)
+    assert job["id"] in text
+    assert [p for p in HEAVY if loaded(modules, p)] == []
+
+
+def test_an_error_is_one_line_on_stderr(env):
+    unknown = cli(env, "status", "no-such-job")
+    assert (unknown.exit_code, unknown.stdout) == (1, "")
+    assert unknown.stderr == "error: no job has id 'no-such-job'\n"
+    # The broker client's own log of the refused connection stays out of it.
+    down = cli({**env, "TASKQ_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}, "submit", "email")
+    assert (down.exit_code, down.stdout) == (1, "")
+    assert down.stderr.count("\n") == 1
+    assert down.stderr.startswith(
+        "error: cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/"
+    )

@@ -15,6 +15,7 @@ from producers.auth.api_keys import parse
 from taskctl.admin_key import ensure_admin_key
 from taskctl.cli import app
 from tests.conftest import scratch_database
+from tests.helpers import table_rows
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -123,3 +124,15 @@ async def test_the_admin_key_file_is_made_once_private_and_remade_for_a_new_stor
     finally:
         await fresh.close()
     assert os.listdir(path.parent) == ["admin.key"]  # no partial file left behind
+
+
+async def test_in_80_columns_the_key_list_prints_every_id_whole(store_url: str) -> None:
+    made = [
+        orjson.loads((await taskctl(store_url, "keys", "create", name, "--json")).output)["id"]
+        for name in ("a service with a rather long descriptive name", "ci")
+    ]
+    env = {"TASKQ_STORE_URL": store_url, "COLUMNS": "80"}
+    listed = await asyncio.to_thread(CliRunner().invoke, app, ["keys", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80
+    assert sorted(row["id"] for row in table_rows(listed.stdout)) == sorted(made)

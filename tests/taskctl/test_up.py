@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import socket
@@ -36,23 +37,8 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
     vhost, tmp_path: Path
 ):
     port = free_port()
-    env = {
-        **os.environ,
-        "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
-        "TASKQ_PORT": str(port),
-        "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
-        "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
-        "TASKQ_DATA_DIR": str(tmp_path / ".taskq"),
-        "COLUMNS": "200",
-    }
-    env.pop("TASKQ_API_KEY", None)
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from taskctl.cli import main; main()", "up", "--grace", "10"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = up_env(vhost, tmp_path, port)
+    process = start_up(env)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, process)
@@ -116,8 +102,89 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
             process.kill()
             process.communicate()
     assert process.returncode == 0, rest
-    assert "topology applied" in rest
-    assert f"admin API key (every scope, tenant default) written to {key_file}" in rest
-    assert "stopping 3 processes" in rest  # the API, the email worker and the callbacks worker
+    # Its log is JSON lines only, down to the last, and says what the apply did.
+    messages = [json.loads(line)["message"] for line in rest.splitlines()]
+    (applied,) = [m for m in messages if "topology applied" in m]
+    assert applied.endswith(": 59 created")
+    written = f"admin API key (every scope, tenant default) written to {key_file}"
+    assert any(m.startswith(written) for m in messages)
+    assert "stopping 3 processes (grace 10s)" in messages  # the API and two workers
     assert "[worker:email] started" in rest
     assert "[worker:callbacks] started" in rest
+
+    # The second start finds the topology in place.
+    again = start_up(env)
+    try:
+        assert again.stdout is not None
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and "topology applied" not in line:  # a child process
+            line = again.stdout.readline()
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=30)
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.communicate()
+    assert json.loads(line)["message"].endswith(": 59 unchanged")
+
+
+def up_env(vhost, tmp_path: Path, port: int) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
+        "TASKQ_PORT": str(port),
+        "TASKQ_AUTOSCALER_PORT": str(free_port()),
+        "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
+        "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+        "TASKQ_DATA_DIR": str(tmp_path / ".taskq"),
+    }
+    for name in ("TASKQ_API_KEY", "TASKQ_LOG_FORMAT", "TASKQ_LOG_LEVEL"):
+        env.pop(name, None)
+    return env
+
+
+def start_up(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """Start ``taskctl up`` (or ``taskctl ARGS``) with its log piped: JSON lines."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from taskctl.cli import main; main()",
+            *(args or ("up", "--grace", "10")),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [("up", "TASKQ_PORT"), ("up", "TASKQ_AUTOSCALER_PORT"), ("autoscale", "TASKQ_AUTOSCALER_PORT")],
+)
+def test_a_taken_port_stops_it_at_once_with_one_json_line_that_names_it(
+    vhost, tmp_path: Path, command: str, setting: str
+):
+    env = up_env(vhost, tmp_path, free_port())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env[setting] = str(port)
+        process = start_up(env, command)
+        try:
+            output, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 1, output
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is JSON
+    assert "never awaited" not in output
+    (error,) = [line for line in lines if line["level"] == "ERROR"]
+    assert error is lines[-1]
+    assert f"127.0.0.1:{port}" in error["message"]
+    assert setting in error["message"]
+    assert not any("started (pid" in line["message"] for line in lines)  # no process was

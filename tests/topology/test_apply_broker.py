@@ -41,11 +41,14 @@ async def test_apply_twice_changes_nothing_the_second_time(vhost, topology):
     assert first.after.in_sync
     assert first.server.product == "RabbitMQ"
     assert first.server.major_minor >= (3, 10)
+    # The report says what happened, and only that.
+    assert first.summary() == f"{total} created"
 
     second = await apply_topology(topology, vhost)
     assert second.before.in_sync
     assert second.after.in_sync
     assert second.deleted == ()
+    assert second.summary() == f"{total} unchanged"
 
 
 async def test_changed_queue_argument_is_a_conflict_that_apply_refuses(vhost):

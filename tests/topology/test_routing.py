@@ -117,3 +117,4 @@ def test_covers_examples():
     assert not covers("github.*.#", "github.#")  # "github" alone escapes
     assert not covers("taskq.#", "#")
     assert covers("#", "taskq.callback")
+    assert covers("*.#", "#")  # a routing key has at least one word

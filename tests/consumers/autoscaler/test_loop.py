@@ -17,6 +17,7 @@ from producers.auth.settings import AuthSettings
 from taskctl.cli import app
 from tests.consumers.autoscaler.fake_management import fake_management, queue_body
 from tests.credentials import bearer, issue_key
+from tests.helpers import table_rows
 from topology.compiler import compile_topology
 from topology.loader import parse_topology
 
@@ -136,8 +137,10 @@ async def test_taskctl_scale_shows_the_autoscalers_status(unused_tcp_port: int, 
             assert result.exit_code == 0, result.output
             assert '"desired": 3' in result.output
             assert '"backlog": 260' in result.output
-            table = await _cli(["scale", "--url", f"{base}/status"], env)
-            assert "mail" in table.output
+            table = await _cli(["scale", "--url", f"{base}/status"], {**env, "COLUMNS": "80"})
+            assert max(len(line) for line in table.stdout.splitlines()) <= 80
+            (row,) = table_rows(table.stdout)
+            assert (row["group"], row["backlog"], row["desired"]) == ("mail", "260", "3")
             stranger = await _cli(
                 ["scale", "--url", f"{base}/status"], {"TASKQ_DATA_DIR": str(tmp_path)}
             )

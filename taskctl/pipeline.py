@@ -1,0 +1,187 @@
+"""Run the pipeline on one machine: each handled group's workers, scaled by the autoscaler, and extras."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from loguru import logger
+
+from consumers.autoscaler.loop import Actuator, Autoscaler
+from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.settings import AutoscalerSettings
+from consumers.autoscaler.signals import SignalReader
+from consumers.autoscaler.status_server import serve_status
+from consumers.process import groups_with_handlers, load_handlers
+from consumers.settings import WorkerSettings
+from producers.auth.authenticator import standalone_authenticator
+from producers.settings import ApiSettings
+from taskctl.admin_key import ensure_admin_key, key_path
+from taskctl.context import job_store
+from taskctl.local_scaler import LocalScaler, worker_spec
+from taskctl.supervisor import ProcessSpec, Supervisor
+from topology.apply import apply_topology
+from topology.compiler import compile_topology
+from topology.errors import SettingsError
+from topology.loader import load_topology, topology_path
+from topology.model import CompiledTopology
+from topology.settings import BrokerSettings, load_settings
+
+
+async def up(path: Path | None, *, grace: float) -> int:
+    """Apply the topology, make the admin key, then run the API and the workers until stopped.
+
+    Raises:
+        SettingsError: a port the pipeline listens on is taken, or a setting is invalid.
+        TopologyFileError, BrokerUnavailableError: the topology cannot be applied.
+    """
+    api = load_settings(ApiSettings)
+    scaling = load_settings(AutoscalerSettings)
+    # Refused before anything starts: a taken port would otherwise fail in a child, again and again.
+    refuse_taken_port(api.host, api.port, "TASKQ_PORT")
+    if scaling.autoscale:
+        refuse_taken_port(scaling.autoscaler_host, scaling.autoscaler_port, "TASKQ_AUTOSCALER_PORT")
+    topology = compile_topology(load_topology(path or topology_path()))
+    broker = load_settings(BrokerSettings)
+    report = await apply_topology(topology, broker)
+    logger.info(
+        "{} {}: topology applied to {}: {}",
+        report.server.product,
+        report.server.version,
+        broker.describe(),
+        report.summary(),
+    )
+    async with job_store() as store:
+        await ensure_admin_key(store, key_path())
+    api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl.serve"))
+    return await supervise(topology, broker, [api_process], grace=grace)
+
+
+def refuse_taken_port(host: str, port: int, setting: str) -> None:
+    """Raise ``SettingsError`` unless a server could listen on ``host``:``port`` now."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind) as probe:
+            # As the servers themselves do: a port only lingering after a closed connection is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; another taskctl up may be "
+            f"running, or choose another port with {setting}"
+        ) from exc
+
+
+def scaled_groups(topology: CompiledTopology) -> list[str]:
+    """Return the groups a registered handler serves: the ones that get workers."""
+    registry = load_handlers(load_settings(WorkerSettings).handlers)
+    return groups_with_handlers(topology, registry)
+
+
+async def supervise(
+    topology: CompiledTopology,
+    broker: BrokerSettings,
+    extra: Sequence[ProcessSpec],
+    *,
+    grace: float,
+) -> int:
+    """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
+    settings = load_settings(AutoscalerSettings)
+    groups = scaled_groups(topology)
+    # Every child writes its metrics here, and the API's /metrics serves them all for the host.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="taskq-metrics-"))
+    # Scaled: each group starts at its min (0 sleeps until work comes); unscaled: at least one.
+    floor = 0 if settings.autoscale else 1
+    start = {g: max(floor, topology.group(g).spec.scale.min) for g in groups}
+    specs = [*extra, *(worker_spec(g, i) for g in groups for i in range(1, start[g] + 1))]
+    # Log records, not prints: `taskctl up > file` holds JSON lines only, its own included.
+    supervisor = Supervisor(specs, grace=grace, say=logger.info)
+    if not settings.autoscale:
+        return await supervisor.run()
+    scaler = LocalScaler(supervisor)
+    for group, count in start.items():
+        scaler.adopt(group, count)
+    return await with_autoscaler(topology, broker, scaler, groups, supervisor.run, settings)
+
+
+async def with_autoscaler(
+    topology: CompiledTopology,
+    broker: BrokerSettings,
+    actuator: Actuator,
+    groups: Sequence[str],
+    main: Callable[[], Awaitable[int]],
+    settings: AutoscalerSettings,
+) -> int:
+    """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside.
+
+    Raises:
+        SettingsError: the status port is taken (``main`` is then never started).
+    """
+    metrics = AutoscalerMetrics()
+    stop = asyncio.Event()
+    async with SignalReader(broker) as reader, standalone_authenticator() as authenticator:
+        autoscaler = Autoscaler(
+            topology,
+            reader,
+            actuator,
+            groups=groups,
+            interval=settings.autoscale_interval,
+            metrics=metrics,
+        )
+        address = f"{settings.autoscaler_host}:{settings.autoscaler_port}"
+        try:
+            runner = await serve_status(
+                autoscaler,
+                metrics,
+                authenticator,
+                host=settings.autoscaler_host,
+                port=settings.autoscaler_port,
+            )
+        except OSError as exc:
+            raise SettingsError(
+                f"the autoscaler cannot serve its status on {address}: {exc.strerror or exc}; "
+                "another taskctl up or autoscale may be running, or choose TASKQ_AUTOSCALER_PORT"
+            ) from exc
+        logger.info(
+            "autoscaler: groups {}, every {:g}s; status on http://{}/status",
+            ", ".join(groups) or "none",
+            settings.autoscale_interval,
+            address,
+        )
+        loop = asyncio.create_task(autoscaler.run(stop))
+        try:
+            return await main()
+        finally:
+            stop.set()
+            await asyncio.gather(loop, return_exceptions=True)
+            await runner.cleanup()
+
+
+async def kubernetes(topology: CompiledTopology, broker: BrokerSettings, namespace: str) -> int:
+    """Scale each handled group's Deployment in ``namespace`` until the process is stopped."""
+    from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
+
+    scaler = KubernetesScaler(KubeApi.load(), namespace=namespace)
+
+    async def until_stopped() -> int:
+        await asyncio.Event().wait()  # never set: Ctrl-C or SIGTERM ends the process
+        return 0
+
+    try:
+        return await with_autoscaler(
+            topology,
+            broker,
+            scaler,
+            scaled_groups(topology),
+            until_stopped,
+            load_settings(AutoscalerSettings),
+        )
+    finally:
+        await scaler.close()

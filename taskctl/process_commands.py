@@ -1,0 +1,38 @@
+"""``taskctl up`` and ``taskctl worker``: the pipeline's processes in the foreground, their logs as output."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from taskctl.context import TopologyFile, log_as_output, serve
+
+
+def up(
+    file: TopologyFile = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds each process gets to drain on stop.")
+    ] = 30.0,
+) -> None:
+    """Run the whole pipeline here until Ctrl-C.
+
+    Applies the topology, then runs the API, each handled group's workers and the
+    autoscaler. Its logs are its output.
+    """
+    log_as_output()
+    from taskctl.pipeline import up as run_up
+
+    serve("taskctl up", lambda: asyncio.run(run_up(file, grace=grace)))
+
+
+def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.")]) -> None:
+    """Run one consumer group's worker until SIGTERM.
+
+    SIGTERM or Ctrl-C drains it. Its logs are its output.
+    """
+    log_as_output()
+    from consumers.process import run, run_worker
+
+    serve(f"the worker of group {group}", lambda: run(run_worker(group)))
