@@ -2,7 +2,7 @@
 
 Usage: bash bench/setup.sh, then
   .venv-bench/bin/python bench/peers.py [--jobs 20000] [--rounds 3] [--only taskq,celery]
-                                        [--json results.json]
+                                        [--json results.json] [--profile DIR]
 
 Every system gets ``--jobs`` jobs carrying the same 239-byte JSON payload as persistent messages
 on a durable classic queue, enqueued by its own producer before its worker starts, and runs
@@ -97,13 +97,16 @@ def main() -> None:
         "--only", help="comma-separated systems to run: " + ", ".join(s.name for s in SYSTEMS)
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--profile", type=Path, help="sample taskq's worker with py-spy into this folder"
+    )
     opts = parser.parse_args()
     chosen = [s for s in SYSTEMS if not opts.only or s.name in opts.only.split(",")]
     if not chosen or opts.jobs < 2:
         parser.error("nothing to run: check --only and --jobs (at least 2)")
     before = load()
     results: dict[str, list[Result]] = {s.name: [] for s in chosen}
-    with Scratch() as scratch:
+    with Scratch(opts.profile) as scratch:
         for round_no in range(opts.rounds):
             # Interleaved, every other round reversed: drift on a shared machine hits all alike.
             order = chosen if round_no % 2 == 0 else chosen[::-1]

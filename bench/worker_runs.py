@@ -75,7 +75,9 @@ def load() -> str:
 class Scratch:
     """A vhost of its own with taskq's topology applied and a temporary folder; both removed on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Path | None = None) -> None:
+        # With a folder, py-spy samples each taskq worker into it (collapsed stacks, one file a run).
+        self.profile = profile
         self.base = load_settings(BrokerSettings)
         self.vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         self.settings = self.base.with_vhost(self.vhost)
@@ -153,6 +155,7 @@ class Scratch:
                 stderr=subprocess.STDOUT,
                 cwd=BENCH,
             )
+            sampler = self._sample(system, worker.pid, folder.name)
             try:
                 if produce is not None:
                     self._wait_for_consumer(system.queue, worker, log)
@@ -160,6 +163,8 @@ class Scratch:
                 data = _wait_for_result(result, worker, log, time.monotonic() + timeout)
             finally:
                 code = _stop(worker)
+                if sampler is not None:
+                    sampler.wait(timeout=60)
         if code != 0:
             raise RuntimeError(
                 f"{system.name}: worker exited with {code} on SIGTERM:\n{_tail(log)}"
@@ -176,6 +181,19 @@ class Scratch:
             cpu_us=(last_cpu - first_cpu) / (jobs - 1) * 1e6,
             longest_pause_ms=data["longest_pause_ns"] / 1e6,
             latency_ns=data["latency_ns"],
+        )
+
+    def _sample(self, system: System, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+        """Start py-spy on the worker ``pid`` when profiling; it stops when the worker exits."""
+        if self.profile is None or not system.taskq:
+            return None
+        self.profile.mkdir(parents=True, exist_ok=True)
+        out = self.profile / f"{name}.txt"
+        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+        return subprocess.Popen(
+            [*command, "--rate", "250", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def declare(self, queue: str) -> None:

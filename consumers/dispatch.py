@@ -1,9 +1,10 @@
-"""What happens to a job after its handler ran: the decision the dispatcher then carries out.
+"""What happens to a delivery: one pure function, ``decide``, from what is known about it to an ``Action``.
 
-Pure functions: given the envelope, the outcome and the group's policy they say *ack*,
-*retry through this delay tier with this envelope*, or *dead-letter with these headers*. The
-worker carries a decision out as a confirmed publish followed by the ack of the original, so
-every hop is at-least-once and nothing is dropped.
+It is asked at each point where something new is known (the message decoded, the run
+started in the store, the handler's outcome, a failure carrying out an earlier action) and
+answers with one action. The worker's executor carries actions out; it is the only code that
+acks, nacks or rejects, and every hop is a confirmed publish followed by the ack of the
+original: at-least-once, never zero.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from consumers.handlers import Permanent, Retry
-from consumers.retry import attempts_allowed, backoff_ms, may_retry
+from consumers.retry import backoff_ms, may_retry
+from jobstore.model import JobStatus, RunStarted, StartOutcome
 from topology.envelope import Envelope
 from topology.errors import ContractError
 from topology.model import CompiledTopology
-from topology.routes import Route, delay_route
+from topology.routes import Route, delay_route, next_hop
 from topology.spec import RetryPolicy
 
 MAX_ERROR_CHARS = 1000  # error text travels in AMQP headers: keep them small
+HELD_RETRY_MS = 1000  # another worker holds the job's claim: look again after one tier
 
 REASON_HEADER = "taskq-dead-reason"
 ERROR_HEADER = "taskq-last-error"
@@ -29,12 +33,19 @@ ATTEMPTS_HEADER = "taskq-attempts"
 ROUTING_KEY_HEADER = "taskq-routing-key"
 
 
-class Action(StrEnum):
-    """What the dispatcher does with the original message after the handler ran."""
+class Act(StrEnum):
+    """What the executor does with a delivery."""
 
-    ACK = "ack"  # done: record the result and ack
-    RETRY = "retry"  # publish the next attempt to a delay tier, then ack
-    DEAD = "dead"  # publish to the dead-letter exchange, then ack
+    CLAIM = "claim"  # start the job's run in the store, then decide again
+    RUN = "run"  # run the handler, then decide again with its outcome
+    ACK = "ack"  # the handler returned: record the result, ack
+    SKIP = "skip"  # the job ended already (a redelivery): ack without running
+    CANCEL = "cancel"  # the job was cancelled: ack without running
+    FORWARD = "forward"  # publish the job on through a delay tier unchanged, ack
+    RETRY = "retry"  # publish the next attempt through a delay tier, record retrying, ack
+    DEAD = "dead"  # publish to the group's DLQ with the reason, record dead, ack
+    REJECT = "reject"  # reject unrequeued: the work queue dead-letters the message as it is
+    REQUEUE = "requeue"  # carrying out failed: give the claim back, nack with requeue
 
 
 class DeadReason(StrEnum):
@@ -43,75 +54,190 @@ class DeadReason(StrEnum):
     EXHAUSTED = "exhausted"  # every attempt failed
     PERMANENT = "permanent"  # the handler said no attempt can succeed
     CONTRACT = "contract"  # undecodable, unknown type, or a payload the handler cannot take
-    POISON = "poison"  # delivered too often without finishing (it crashes its worker)
+    POISON = "poison"  # started too often without finishing (it crashes its worker, or
+    # carrying out its outcome keeps failing)
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The dispatcher's verdict, with what to publish first when it is not a plain ack."""
+class Action:
+    """What to do, with what to publish first (FORWARD, RETRY, DEAD) and what to record."""
 
-    action: Action
+    act: Act
     envelope: Envelope | None = None
     route: Route | None = None
-    delay_ms: int = 0
     error: str | None = None
+    reason: DeadReason | None = None
+    delay_ms: int = 0
+    result: Any = None
+
+    @property
+    def status(self) -> JobStatus | None:
+        """Return the status the job's row moves to (``None``: it stays as it is)."""
+        return _STATUS.get(self.act)
 
 
-def succeeded() -> Decision:
-    """Return the decision for a handler that returned."""
-    return Decision(Action.ACK)
+_STATUS = {
+    Act.ACK: JobStatus.SUCCEEDED,
+    Act.RETRY: JobStatus.RETRYING,
+    Act.DEAD: JobStatus.DEAD,
+    Act.REJECT: JobStatus.DEAD,
+}
+PUBLISHES = frozenset({Act.FORWARD, Act.RETRY, Act.DEAD})
+"""The actions that publish before the original is acked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The handler returned ``result`` (JSON)."""
+
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The handler raised ``error`` (or timed out, or its payload did not fit)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """Carrying out ``failed`` went wrong: the store or the broker refused it, or is down."""
+
+    error: BaseException
+    failed: Act
+
+
+Outcome = Succeeded | Failed | Broken
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What is known about one delivery so far."""
+
+    envelope: Envelope | None  # None: the body could not be decoded
+    handled: bool = True  # a registered handler takes its type
+    blocked_ms: int | None = None  # a dependency's breaker is open: park it this long
+    start: RunStarted | None = None  # None: no run started yet
+    outcome: Outcome | None = None  # None: nothing ran or failed yet
+    undecodable: str = ""  # why the body could not be decoded
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The group's rules: where its dead letters go, how it retries, when a job is poison."""
+
+    group: str
+    retry: RetryPolicy
+    topology: CompiledTopology
+    poison_deliveries: int
+
+
+def decide(facts: Facts, policy: Policy, now: datetime, rng: random.Random | None = None) -> Action:
+    """Return what happens next to the delivery ``facts`` describes."""
+    envelope = facts.envelope
+    if envelope is None:
+        error = f"ContractError: {facts.undecodable}"
+        return Action(Act.REJECT, error=error, reason=DeadReason.CONTRACT)
+    outcome = facts.outcome
+    if isinstance(outcome, Broken):
+        return _broken(outcome)
+    if facts.start is None:
+        return _unstarted(envelope, facts, policy, now)
+    if outcome is None:
+        return _started(envelope, facts.start, policy)
+    if isinstance(outcome, Succeeded):
+        return Action(Act.ACK, result=outcome.result)
+    return failed(envelope, outcome.error, policy, now, rng)
+
+
+def _broken(outcome: Broken) -> Action:
+    text = describe_error(outcome.error)
+    if outcome.failed in (Act.DEAD, Act.REJECT):
+        # Even the dead letter cannot be published: the queue's own dead-lettering takes the
+        # message as it is (nothing to encode), and the store keeps the reason.
+        return Action(Act.REJECT, error=text, reason=DeadReason.POISON)
+    # Bounded: the redelivery's start is counted, and too many starts make it poison.
+    return Action(Act.REQUEUE, error=text)
+
+
+def _unstarted(envelope: Envelope, facts: Facts, policy: Policy, now: datetime) -> Action:
+    hop = next_hop(policy.topology, envelope, now)
+    if hop is not None:  # a delayed job early at its queue: on through the next tier
+        return Action(Act.FORWARD, envelope, hop)
+    if not facts.handled:
+        error = f"ContractError: no handler is registered for job type {envelope.type!r}"
+        return dead(
+            envelope, DeadReason.CONTRACT, error, group=policy.group, topology=policy.topology
+        )
+    if facts.blocked_ms is not None:
+        # Parked, not failed: the job waits out the cooldown without spending an attempt.
+        route = delay_route(policy.topology, envelope, facts.blocked_ms)
+        return Action(Act.FORWARD, envelope, route, delay_ms=facts.blocked_ms)
+    return Action(Act.CLAIM)
+
+
+def _started(envelope: Envelope, start: RunStarted, policy: Policy) -> Action:
+    if start.outcome is StartOutcome.SETTLED:
+        cancelled = start.job is not None and start.job.status is JobStatus.CANCELLED
+        return Action(Act.CANCEL if cancelled else Act.SKIP)
+    if start.outcome is StartOutcome.HELD:
+        route = delay_route(policy.topology, envelope, HELD_RETRY_MS)
+        return Action(Act.FORWARD, envelope, route, delay_ms=HELD_RETRY_MS)
+    # Each attempt starts once; the surplus is restarts after a crash, a kill, or a failure
+    # to carry out its outcome (a job held by a live claim is not counted).
+    if start.job is not None and start.deliveries - envelope.attempt >= policy.poison_deliveries:
+        error = "started too often without finishing; it may crash its worker"
+        return dead(
+            envelope, DeadReason.POISON, error, group=policy.group, topology=policy.topology
+        )
+    return Action(Act.RUN)
 
 
 def failed(
     envelope: Envelope,
     error: BaseException,
-    *,
-    group: str,
-    policy: RetryPolicy,
-    topology: CompiledTopology,
+    policy: Policy,
     now: datetime,
     rng: random.Random | None = None,
-) -> Decision:
+) -> Action:
     """Return what to do with a job whose handler raised ``error``."""
     text = describe_error(error)
     if isinstance(error, Permanent):
-        return dead(envelope, DeadReason.PERMANENT, text, group=group, topology=topology)
+        return dead(
+            envelope, DeadReason.PERMANENT, text, group=policy.group, topology=policy.topology
+        )
     if isinstance(error, ContractError):
-        return dead(envelope, DeadReason.CONTRACT, text, group=group, topology=topology)
-    if not may_retry(policy, envelope.attempt, envelope.max_attempts):
-        return dead(envelope, DeadReason.EXHAUSTED, text, group=group, topology=topology)
+        return dead(
+            envelope, DeadReason.CONTRACT, text, group=policy.group, topology=policy.topology
+        )
+    if not may_retry(policy.retry, envelope.attempt, envelope.max_attempts):
+        return dead(
+            envelope, DeadReason.EXHAUSTED, text, group=policy.group, topology=policy.topology
+        )
     asked = error.delay if isinstance(error, Retry) else None
-    delay = int(asked * 1000) if asked is not None else backoff_ms(policy, envelope.attempt, rng)
+    delay = (
+        int(asked * 1000) if asked is not None else backoff_ms(policy.retry, envelope.attempt, rng)
+    )
     following = envelope.model_copy(
         update={"attempt": envelope.attempt + 1, "not_before": now + timedelta(milliseconds=delay)}
     )
-    return Decision(
-        Action.RETRY,
-        following,
-        delay_route(topology, following, delay),
-        delay_ms=delay,
-        error=text,
-    )
+    route = delay_route(policy.topology, following, delay)
+    return Action(Act.RETRY, following, route, error=text, delay_ms=delay)
 
 
 def dead(
     envelope: Envelope, reason: DeadReason, error: str, *, group: str, topology: CompiledTopology
-) -> Decision:
-    """Return the decision to dead-letter ``envelope`` into its group's DLQ, saying why."""
+) -> Action:
+    """Return the action that dead-letters ``envelope`` into ``group``'s DLQ, saying why."""
     headers: dict[str, str | int] = {
         REASON_HEADER: reason.value,
         ERROR_HEADER: error,
         ATTEMPTS_HEADER: envelope.attempt,
         ROUTING_KEY_HEADER: envelope.type,
     }
-    return Decision(
-        Action.DEAD, envelope, Route(topology.dead_letter_exchange, group, headers), error=error
-    )
-
-
-def attempts_left(envelope: Envelope, policy: RetryPolicy) -> int:
-    """Return how many attempts the job has after the current one."""
-    return max(0, attempts_allowed(policy, envelope.max_attempts) - envelope.attempt)
+    route = Route(topology.dead_letter_exchange, group, headers)
+    return Action(Act.DEAD, envelope, route, error=error, reason=reason)
 
 
 def describe_error(error: BaseException) -> str:

@@ -23,18 +23,16 @@ from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
-    Execution,
-    ExecutionState,
     JobPage,
     JobRecord,
     JobStatus,
     NewJob,
-    RunFinish,
+    RunEnd,
     RunStart,
     RunStarted,
     check_settable,
 )
-from jobstore.runs import finish_run, start_run
+from jobstore.run_window import Row, ended, plan_window
 from topology.errors import StoreError
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
@@ -47,7 +45,7 @@ class InMemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.keys: dict[str, dict[str, Any]] = {}
-        self.executions: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, float] = {}  # job id -> monotonic end of its run's claim
         self.deliveries: dict[str, int] = {}
         self.publish_by: dict[str, float] = {}  # job id -> monotonic deadline, until confirmed
         self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
@@ -188,48 +186,6 @@ class InMemoryJobStore:
         page = chosen[:limit]
         return JobPage(page, page[-1].id if len(chosen) > limit and page else None)
 
-    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
-        """Claim the right to run ``key``'s effects for ``lease_s`` seconds."""
-        self._check()
-        async with self._lock:
-            held = self.executions.get(key)
-            found = None if held is None else _execution(held)
-            if found is not None:
-                return found
-            self.executions[key] = {
-                "job_id": job_id,
-                "state": "pending",
-                "until": time.monotonic() + lease_s,
-                "result": None,
-            }
-            return Execution(ExecutionState.NEW, job_id)
-
-    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
-        """Mark ``key``'s effects done with ``result`` while ``job_id`` holds the claim."""
-        self._check()
-        held = self.executions.get(key)
-        if held is not None and held["job_id"] == job_id and held["state"] == "pending":
-            try:
-                stored = orjson.loads(orjson.dumps(result))
-            except (TypeError, orjson.JSONEncodeError) as exc:
-                raise StoreError(f"result is not JSON: {exc}") from exc
-            held.update(state="done", result=stored, until=time.monotonic() + ttl_s)
-
-    async def release_execution(self, key: str, job_id: str) -> None:
-        """Drop ``job_id``'s pending claim on ``key``."""
-        self._check()
-        held = self.executions.get(key)
-        if held is not None and held["job_id"] == job_id and held["state"] == "pending":
-            del self.executions[key]
-
-    async def count_delivery(self, job_id: str) -> int:
-        """Add one to the job's delivery count and return it (0 for an unknown job)."""
-        self._check()
-        if job_id not in self.jobs:
-            return 0
-        self.deliveries[job_id] = self.deliveries.get(job_id, 0) + 1
-        return self.deliveries[job_id]
-
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **changes: Any
     ) -> JobRecord | None:
@@ -244,13 +200,43 @@ class InMemoryJobStore:
             self.jobs[job_id] = updated
             return updated
 
-    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
-        """Start many runs, one after the other."""
-        return [await start_run(self, item) for item in items]
-
-    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
-        """Finish many runs, one after the other."""
-        return [await finish_run(self, item) for item in items]
+    async def run_window(
+        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+    ) -> tuple[list[bool], list[RunStarted]]:
+        """End and start a window of runs at once (see ``JobStore.run_window``)."""
+        self._check()
+        async with self._lock:
+            now = time.monotonic()
+            rows = {
+                job_id: Row(
+                    replace(job, payload=None),
+                    self.deliveries.get(job_id, 0),
+                    self.claims.get(job_id, 0.0) > now,
+                )
+                for job_id in {e.job_id for e in ends} | {s.job_id for s in starts}
+                if (job := self.jobs.get(job_id)) is not None
+            }
+            plan = plan_window(rows, ends, starts)
+            for end in plan.ends:
+                if end.result is not None:
+                    _normalised(replace(self.jobs[end.job_id], result=end.result))  # JSON only
+            for end in plan.ends:
+                self.jobs[end.job_id] = _normalised(ended(self.jobs[end.job_id], end))
+                self.claims.pop(end.job_id, None)
+            for start in plan.starts:
+                self.claims[start.job_id] = now + start.lease_s
+                self.deliveries[start.job_id] = self.deliveries.get(start.job_id, 0) + 1
+                job = self.jobs[start.job_id]
+                self.jobs[start.job_id] = _normalised(
+                    replace(
+                        job,
+                        status=JobStatus.RUNNING,
+                        attempts=start.attempt,
+                        started_at=start.started_at,
+                        updated_at=start.started_at,
+                    )
+                )
+            return plan.applied, plan.started
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
@@ -302,16 +288,6 @@ class InMemoryJobStore:
         key = self.api_keys.get(key_id)
         if key is not None and (key.last_used_at is None or key.last_used_at < at):
             self.api_keys[key_id] = replace(key, last_used_at=at.astimezone(UTC))
-
-
-def _execution(held: dict[str, Any]) -> Execution | None:
-    """Return what a live or finished claim says, or ``None`` when the key is free."""
-    now = time.monotonic()
-    if held["until"] <= now:
-        return None
-    if held["state"] == "done":
-        return Execution(ExecutionState.DONE, held["job_id"], held["result"])
-    return Execution(ExecutionState.HELD, held["job_id"])
 
 
 def _normalised(job: JobRecord) -> JobRecord:

@@ -126,40 +126,19 @@ class JobPage:
     next_cursor: str | None
 
 
-class ExecutionState(StrEnum):
-    """What claiming the right to run a job's effects found."""
-
-    NEW = "new"  # the claim is ours until its lease runs out
-    HELD = "held"  # another worker holds a live claim: leave the job to it
-    DONE = "done"  # the effects happened already: ack without running (result given)
-
-
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """The outcome of claiming an execution key, with the stored result when it was done."""
-
-    state: ExecutionState
-    job_id: str
-    result: Any = None
-
-
 STARTABLE = frozenset(
     {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
 )
 """The statuses a worker may move to running (a crashed run is still ``running``)."""
 
-SETTLED = frozenset({JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.DEAD})
-"""The statuses in which a delivered job is acked without running."""
-
 
 @dataclass(frozen=True, slots=True)
 class RunStart:
-    """A worker about to run a delivered job: claim its key, count the delivery, mark it running."""
+    """A worker about to run a delivered job: claim it, count the delivery, mark it running."""
 
     job_id: str
-    key: str  # the execution key: the idempotency key, or the job id
     attempt: int
-    lease_s: float
+    lease_s: float  # how long the claim holds before another worker may take the job over
     started_at: datetime
 
 
@@ -167,30 +146,38 @@ class StartOutcome(StrEnum):
     """What starting a run found."""
 
     RUN = "run"  # the claim is ours, the delivery counted, the job marked running
-    HELD = "held"  # another worker holds a live claim: leave the job to it
-    DONE = "done"  # the effects happened already: the job is marked succeeded with ``result``
-    SETTLED = "settled"  # the job is cancelled, succeeded or dead: ack it unrun
+    HELD = "held"  # another run holds a live claim: leave the job to it
+    SETTLED = "settled"  # the job ended already (succeeded, dead, cancelled, failed): ack it unrun
 
 
 @dataclass(frozen=True, slots=True)
 class RunStarted:
-    """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job)."""
+    """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job).
+
+    ``deliveries`` counts the job's starts so far, this one included; a run's ``RunEnd`` names
+    it, so a run whose claim a later start took over cannot end the job. The record carries
+    no payload (the message does).
+    """
 
     outcome: StartOutcome
-    deliveries: int = 0  # the job's starts so far, this one included (RUN only)
-    result: Any = None
+    deliveries: int = 0
     job: JobRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class RunFinish:
-    """A run that succeeded: mark its key done with ``result`` and the job succeeded."""
+class RunEnd:
+    """How a started run ended: the job's new status, or ``status=None`` to give the claim back.
+
+    Applied only while the job is startable and ``run`` (the run's ``RunStarted.deliveries``)
+    is still its latest start.
+    """
 
     job_id: str
-    key: str
-    result: Any
-    ttl_s: float
-    finished_at: datetime
+    run: int
+    status: JobStatus | None  # SUCCEEDED, RETRYING or DEAD; None: release, status unchanged
+    at: datetime
+    result: Any = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,50 +281,18 @@ class JobStore(CredentialStore, Protocol):
         """
         ...
 
-    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
-        """Claim the right to run the effects of idempotency key ``key``, for ``lease_s`` seconds.
+    async def run_window(
+        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+    ) -> tuple[list[bool], list[RunStarted]]:
+        """End and start a worker's runs in ONE transaction; whether each end applied, and each start's outcome.
 
-        NEW: the claim is ours (also when a previous holder's lease ran out: it crashed);
-        HELD: another worker holds a live claim; DONE: the effects happened, ``result`` holds
-        what the handler returned. Atomic: two racing claimants never both get NEW.
+        Ends go first (see ``RunEnd``: a succeeded job also keeps ``result``, and every end
+        frees the claim). Then each start, in order: a job that ended is SETTLED; one whose
+        claim is live is HELD; otherwise the claim is taken for ``lease_s``, the delivery
+        counted (it survives worker crashes) and the job moved to running (RUN). A start for an
+        unknown job is RUN with no job and nothing recorded.
         """
         ...
-
-    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
-        """Mark the key's effects done with ``result``, remembered for ``ttl_s`` seconds.
-
-        Only while ``job_id`` holds the claim, so a worker whose lease ran out cannot
-        overwrite the outcome of the one that took over.
-        """
-        ...
-
-    async def release_execution(self, key: str, job_id: str) -> None:
-        """Give up ``job_id``'s claim (the attempt failed), so the next attempt can claim it."""
-        ...
-
-    async def count_delivery(self, job_id: str) -> int:
-        """Add one to the job's delivery count and return it; it survives worker crashes.
-
-        Returns 0 for an unknown job (nothing is recorded).
-        """
-        ...
-
-    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
-        """Start many runs at once; one ``RunStarted`` per item, in order.
-
-        For each item, in order: a settled job is left alone (SETTLED); otherwise the
-        execution key is claimed as ``claim_execution`` would (DONE also marks the job
-        succeeded with the stored result); a NEW claim counts the delivery and moves the
-        job to running with ``attempts`` and ``started_at`` (RUN).
-        """
-        ...
-
-    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
-        """Mark many runs' keys done and their jobs succeeded; the updated jobs, in order.
-
-        A key is only marked done while the item's job holds its claim (as in
-        ``finish_execution``); ``None`` for a job that is missing or no longer startable.
-        """
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""

@@ -26,18 +26,16 @@ from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
-    Execution,
-    ExecutionState,
     JobPage,
     JobRecord,
     JobStatus,
     NewJob,
-    RunFinish,
+    RunEnd,
     RunStart,
     RunStarted,
     check_settable,
 )
-from jobstore.runs import finish_run, start_run
+from jobstore.run_window import Row, plan_window
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
 
@@ -113,27 +111,21 @@ WITH purged AS (
 UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
 WHERE job_id = $1 AND state = 'pending'
 """
-# Like _CLAIM: takes a free key or one whose lease (or result's ttl) is over; a held key is left
-# alone but locked until commit, so the SELECT that follows sees its holder.
-_CLAIM_EXECUTION = """
-INSERT INTO executions AS e (key, job_id, state, result, lease_until, expires_at)
-VALUES ($1, $2, 'pending', NULL, now() + make_interval(secs => $3), now() + make_interval(secs => $3))
-ON CONFLICT (key) DO UPDATE
-SET job_id = excluded.job_id, state = 'pending', result = NULL,
-    lease_until = excluded.lease_until, expires_at = excluded.expires_at
-WHERE e.expires_at <= now()
-RETURNING e.job_id
-"""
-_HELD_EXECUTION = "SELECT job_id, state, result FROM executions WHERE key = $1"
-# Like _COMPLETE: one statement finishes the claim and purges up to a batch of expired ones.
-_FINISH = f"""
-WITH purged AS (
-    DELETE FROM executions WHERE key IN (
-        SELECT key FROM executions WHERE expires_at <= now() AND key <> $1
-        LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
-UPDATE executions SET state = 'done', result = $2, expires_at = now() + make_interval(secs => $3)
-WHERE key = $1 AND job_id = $4 AND state = 'pending'
-"""
+# A window's jobs, locked until its commit; the payload stays out (the message carries it).
+_WINDOW_COLUMNS = ", ".join("NULL::jsonb AS payload" if c == "payload" else c for c in _COLUMNS)
+_WINDOW_SQL = (
+    f"SELECT {_WINDOW_COLUMNS}, deliveries, claim_until > now() AS held FROM jobs"
+    " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+)
+_START = (
+    "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
+    " deliveries = deliveries + 1, claim_until = now() + make_interval(secs => $4) WHERE id = $1"
+)
+_END = (
+    "UPDATE jobs SET status = COALESCE($2, status), result = COALESCE($3, result),"
+    " last_error = COALESCE($4, last_error), finished_at = COALESCE($5, finished_at),"
+    " updated_at = $6, claim_until = NULL WHERE id = $1"
+)
 
 
 class PostgresJobStore:
@@ -322,63 +314,38 @@ class PostgresJobStore:
             )
             return None if row is None else _record(row)
 
-    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
-        """Claim the right to run ``key``'s effects for ``lease_s`` seconds (one upsert, then a read)."""
+    async def run_window(
+        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+    ) -> tuple[list[bool], list[RunStarted]]:
+        """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
+        ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
-            if await conn.fetchval(_CLAIM_EXECUTION, key, job_id, float(lease_s)) is not None:
-                return Execution(ExecutionState.NEW, job_id)
-            held = await conn.fetchrow(_HELD_EXECUTION, key)
-        if held is None:  # cannot happen: the failed upsert locked the row
-            raise StoreError(f"execution key {key!r} vanished while held")
-        if held["state"] == "done":
-            return Execution(ExecutionState.DONE, held["job_id"], held["result"])
-        return Execution(ExecutionState.HELD, held["job_id"])
-
-    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
-        """Mark ``key``'s effects done with ``result`` while ``job_id`` holds the claim; purge expired."""
-        async with self._use() as conn:
-            await conn.execute(_FINISH, key, result, float(ttl_s), job_id)
-
-    async def release_execution(self, key: str, job_id: str) -> None:
-        """Drop ``job_id``'s pending claim on ``key``, so the next attempt can claim it."""
-        async with self._use() as conn:
-            await conn.execute(
-                "DELETE FROM executions WHERE key = $1 AND job_id = $2 AND state = 'pending'",
-                key,
-                job_id,
-            )
-
-    async def count_delivery(self, job_id: str) -> int:
-        """Add one to the job's delivery count and return it (0 for an unknown job)."""
-        # One statement: the row lock serialises concurrent deliveries, so none is lost.
-        async with self._use() as conn:
-            count = await conn.fetchval(
-                "UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1 RETURNING deliveries",
-                job_id,
-            )
-        return 0 if count is None else int(count)
-
-    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
-        """Start many runs concurrently over the pool, each step atomic on its own.
-
-        Items that share an execution key start one after the other, in order, so the later
-        ones find the key held, as the port promises; the others do not wait for them.
-        """
-        by_key: dict[str, list[int]] = {}
-        for index, item in enumerate(items):
-            by_key.setdefault(item.key, []).append(index)
-        started: list[RunStarted | None] = [None] * len(items)
-
-        async def in_order(indexes: list[int]) -> None:
-            for index in indexes:
-                started[index] = await start_run(self, items[index])
-
-        await asyncio.gather(*(in_order(indexes) for indexes in by_key.values()))
-        return [s for s in started if s is not None]
-
-    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
-        """Finish many runs concurrently over the pool."""
-        return list(await asyncio.gather(*(finish_run(self, item) for item in items)))
+            rows = {
+                row["id"]: Row(_record(row, skip=2), int(row["deliveries"]), bool(row["held"]))
+                for row in await conn.fetch(_WINDOW_SQL, ids)
+            }
+            plan = plan_window(rows, ends, starts)
+            if plan.ends:
+                await conn.executemany(
+                    _END,
+                    [
+                        (
+                            e.job_id,
+                            None if e.status is None else e.status.value,
+                            e.result,
+                            e.error,
+                            e.at if e.status is not None and e.status.terminal else None,
+                            e.at,
+                        )
+                        for e in plan.ends
+                    ],
+                )
+            if plan.starts:
+                await conn.executemany(
+                    _START,
+                    [(s.job_id, s.attempt, s.started_at, float(s.lease_s)) for s in plan.starts],
+                )
+        return plan.applied, plan.started
 
     @asynccontextmanager
     async def _use(
@@ -507,8 +474,9 @@ def _param(value: Any) -> Any:
     return value.value if isinstance(value, JobStatus | Priority) else value
 
 
-def _record(row: asyncpg.Record) -> JobRecord:
-    values = dict(row.items())
+def _record(row: asyncpg.Record, *, skip: int = 0) -> JobRecord:
+    """Return the job a row holds (its first columns; ``skip`` extra ones at the end)."""
+    values = dict(list(row.items())[: len(row) - skip])
     values["status"] = JobStatus(values["status"])
     values["priority"] = Priority(values["priority"])
     return JobRecord(**values)

@@ -28,12 +28,11 @@ from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
-    Execution,
     JobPage,
     JobRecord,
     JobStatus,
     NewJob,
-    RunFinish,
+    RunEnd,
     RunStart,
     RunStarted,
     check_settable,
@@ -276,44 +275,11 @@ class SqliteJobStore:
         rows = await self._run(lambda db: db.execute(sql, params).fetchall())
         return next((record(row) for row in rows), None)
 
-    async def claim_execution(self, key: str, job_id: str, *, lease_s: float) -> Execution:
-        """Claim the right to run ``key``'s effects for ``lease_s`` seconds (``BEGIN IMMEDIATE``)."""
-        return await self._run(lambda db: sqlite_runs.claim(db, key, job_id, lease_s), write=True)
-
-    async def finish_execution(self, key: str, job_id: str, result: Any, *, ttl_s: float) -> None:
-        """Mark ``key``'s effects done with ``result`` while ``job_id`` holds the claim; purge expired."""
-        # Two autocommit statements: the purge is housekeeping, not atomic with the update.
-        await self._run(
-            lambda db: sqlite_runs.finish(db, [(key, job_id, orjson.dumps(result).decode(), ttl_s)])
-        )
-
-    async def release_execution(self, key: str, job_id: str) -> None:
-        """Drop ``job_id``'s pending claim on ``key``, so the next attempt can claim it."""
-        await self._run(
-            lambda db: db.execute(
-                "DELETE FROM executions WHERE key = ? AND job_id = ? AND state = 'pending'",
-                (key, job_id),
-            )
-        )
-
-    async def count_delivery(self, job_id: str) -> int:
-        """Add one to the job's delivery count and return it (0 for an unknown job)."""
-        # One statement is atomic on its own: concurrent deliveries never lose a count.
-        rows = await self._run(
-            lambda db: db.execute(
-                "UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ? RETURNING deliveries",
-                (job_id,),
-            ).fetchall()
-        )
-        return next((int(row[0]) for row in rows), 0)
-
-    async def start_runs(self, items: Sequence[RunStart]) -> list[RunStarted]:
-        """Start many runs in one ``BEGIN IMMEDIATE`` transaction: one trip to the thread."""
-        return await self._run(lambda db: sqlite_runs.start_runs(db, items), write=True)
-
-    async def finish_runs(self, items: Sequence[RunFinish]) -> list[JobRecord | None]:
-        """Finish many runs in one ``BEGIN IMMEDIATE`` transaction, purging expired claims."""
-        return await self._run(lambda db: sqlite_runs.finish_runs(db, items), write=True)
+    async def run_window(
+        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+    ) -> tuple[list[bool], list[RunStarted]]:
+        """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction: one trip to the thread."""
+        return await self._run(lambda db: sqlite_runs.run_window(db, ends, starts), write=True)
 
     async def _write(self, work: Callable[[Db], T]) -> T:
         """Run a small write transaction inline when SQLite's lock is free, else on the thread."""
