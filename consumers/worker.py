@@ -1,46 +1,53 @@
-"""The worker: consumes a group's queues and carries out each job's dispatch decision.
+"""The worker: consumes a group's queues and carries out what ``decide`` says, a window at a time.
 
-Every hop is a confirmed publish followed by the ack of the original (at-least-once, never
-zero); effects are guarded by an execution claim in the job store, so a redelivered job
-whose effects happened is acked without running again.
+Deliveries come straight off the aiormq channel (no per-message aio-pika object). One loop,
+the executor, takes every delivery in hand and every outcome of a finished run (never waiting
+for more to come) and pays for them together: the hops they call for in one window of
+confirmed publishes, their run ends and starts in ONE store transaction, their status events
+in one write, and their acks after that durable write, one ``multiple`` ack per run of tags.
+It is the only code that acks, nacks or rejects. Effects are guarded by the claim on the job's
+row, so a redelivered job whose run finished is acked without running again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiormq
 import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import AbstractChannel, DeliveredMessage
 from loguru import logger
 from opentelemetry.trace import SpanKind
 
-from consumers.acks import Acker
-from consumers.announce import Announcer
+from consumers.acks import Acks
 from consumers.breaker import Breakers
 from consumers.breaker_report import BreakerReport
-from consumers.dispatch import Action, DeadReason, Decision, dead, failed
+from consumers.dispatch import (
+    PUBLISHES,
+    Act,
+    Action,
+    Broken,
+    Facts,
+    Failed,
+    Outcome,
+    Policy,
+    Succeeded,
+    decide,
+)
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
 from jobstore.blobs import BlobStore
-from jobstore.coalesce import Coalescer
-from jobstore.model import (
-    STARTABLE,
-    JobRecord,
-    JobStatus,
-    JobStore,
-    RunFinish,
-    RunStart,
-    RunStarted,
-    StartOutcome,
-)
+from jobstore.model import JobRecord, JobStore, RunEnd, RunStart, RunStarted, StartOutcome
+from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.submit import Submitter
 from telemetry import tracing
@@ -48,10 +55,10 @@ from telemetry.logs import job_log_context
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
-from topology.routes import delay_route, next_hop
 
 Clock = Callable[[], datetime]
-HELD_RETRY_MS = 1000  # another worker holds the job's claim: look again after one tier
+OUTAGE_PAUSE_S = 0.5  # the store or broker is down: do not spin redeliveries meanwhile
+_OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
 
 
 def utc_now() -> datetime:
@@ -75,19 +82,43 @@ class Deps:
     metrics: WorkerMetrics = field(default_factory=process_metrics)
 
 
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One delivery in hand, and what the worker learnt about it so far."""
+
+    channel: AbstractChannel
+    tag: int
+    body: bytes
+    headers: Mapping[str, Any] | None
+    envelope: Envelope | None = None
+    handler: Handler | None = None
+    start: RunStarted | None = None
+    trace: object | None = None  # the context of its run's span, to publish its hops in
+
+
 class Worker:
     """Runs one consumer group's jobs: prefetch and concurrency from the topology."""
 
     def __init__(self, deps: Deps, *, clock: Clock = utc_now) -> None:
         self._deps = deps
         self._clock = clock
-        self._slots = asyncio.Semaphore(deps.group.spec.concurrency)
+        self._policy = Policy(
+            deps.group.name, deps.group.spec.retry, deps.topology, deps.settings.poison_deliveries
+        )
+        self._inbox: list[Delivery] = []
+        self._done: list[tuple[Delivery, Action]] = []
         self._running: set[asyncio.Task[None]] = set()
-        self._queues: list[tuple[AbstractQueue, str]] = []
-        self._acks = Acker()
-        self._announcer = Announcer(deps.publisher, running_delay=deps.settings.running_event_delay)
-        self._starts: Coalescer[RunStart, RunStarted] = Coalescer(deps.store.start_runs)
-        self._finishes: Coalescer[RunFinish, JobRecord | None] = Coalescer(deps.store.finish_runs)
+        self._wake = asyncio.Event()
+        self._executor: asyncio.Task[None] | None = None
+        self._taking = True
+        self._acks = Acks()
+        self._channel: AbstractRobustChannel | None = None
+        self._consumers: list[tuple[AbstractChannel, str]] = []
+        # Running events wait ``running_event_delay``: dropped if the outcome comes first.
+        self._due: dict[str, tuple[float, JobRecord]] = {}
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._events: list[tuple[str, bytes]] = []  # published with the window's acks
+        self._children = _Metrics(deps.metrics, deps.group.name)
         self.breaker_report = BreakerReport(deps.store, deps.group.name)
         self.breakers = Breakers(
             deps.settings.breaker_threshold,
@@ -99,69 +130,347 @@ class Worker:
         """Start consuming every work queue of the group (most urgent lane first)."""
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
+        self._channel = channel
+        self._executor = asyncio.get_running_loop().create_task(self._execute())
+        await self._consume()
+        # A reopened channel (after a reconnect) keeps its QoS; its consumers are ours to renew.
+        channel.reopen_callbacks.add(self._consume_again)
+
+    async def _consume(self) -> None:
+        if self._channel is None:
+            return
+        underlay = await self._channel.get_underlay_channel()
+        self._consumers = []
         for name in self._deps.group.queue_names:
-            # A declared (passive) queue, not get_queue(ensure=False): only declared queues
-            # are re-declared and re-consumed by the robust channel after a reconnect.
             try:
-                queue = await channel.declare_queue(name, passive=True)
+                await underlay.queue_declare(name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity as exc:
                 raise TopologyError(
                     f"queue {name} does not exist; run `taskctl topology apply` first"
                 ) from exc
-            tag = await queue.consume(self._on_message)
-            self._queues.append((queue, tag))
+            ok = await underlay.basic_consume(name, self._on_delivery, no_ack=False)
+            self._consumers.append((underlay, str(ok.consumer_tag)))
+
+    async def _consume_again(self, *_: object) -> None:
+        if self._taking:
+            await self._consume()
 
     async def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, then wait up to ``grace`` seconds for jobs in flight; True if they all finished."""
-        for queue, tag in self._queues:
-            await queue.cancel(tag)
-        self._queues.clear()
+        self._taking = False
+        for underlay, tag in self._consumers:
+            if not underlay.is_closed:
+                try:
+                    await underlay.basic_cancel(tag)
+                except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                    logger.warning("consumer not cancelled: {}", exc)
+        self._consumers.clear()
         # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
         await self.breaker_report.close()
-        if not self._running:
-            await self._settle_up()
-            return True
-        _, pending = await asyncio.wait(self._running, timeout=grace or self._deps.settings.grace)
-        # Unfinished jobs stay unacked: closing the channel returns them to the queue.
-        await self._settle_up()
-        return not pending
+        deadline = time.monotonic() + (grace or self._deps.settings.grace)
+        # Unstarted deliveries stay unacked: closing the channel returns them to the queue.
+        while self._running or self._done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self._running:
+                await asyncio.wait(self._running, timeout=left)
+            self._wake.set()
+            await asyncio.sleep(0)
+            await self._idle()
+        clean = not self._running and not self._done
+        if self._executor is not None:
+            self._executor.cancel()
+            await asyncio.gather(self._executor, return_exceptions=True)
+        self._drop_due()
+        return clean
 
-    async def _settle_up(self) -> None:
-        """Send the acks and status events still queued."""
-        await self._acks.flush()
-        await self._announcer.close()
+    async def _idle(self) -> None:
+        """Return once the executor has carried out everything queued for it."""
+        for _ in range(1000):
+            if not self._done and not self._wake.is_set():
+                return
+            await asyncio.sleep(0.001)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._acks.received(message)
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
+        frame = message.delivery
+        if not isinstance(frame, aiormq.spec.Basic.Deliver) or frame.delivery_tag is None:
+            return  # cannot happen on a consumer with manual acks
+        tag = frame.delivery_tag
+        self._acks.received(message.channel, tag)
+        self._inbox.append(
+            Delivery(message.channel, tag, message.body, message.header.properties.headers)
+        )
+        self._wake.set()
+
+    async def _execute(self) -> None:
+        """Carry out one window at a time, each with whatever is in hand (the executor)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._window()
+            except Exception:  # a bug: never let it stop the worker from working
+                logger.exception("a window of deliveries failed; they will be redelivered")
+
+    async def _window(self) -> None:
+        now = self._clock()
+        finals, self._done = self._done, []
+        claims: list[Delivery] = []
+        free = self._deps.group.spec.concurrency - len(self._running)
+        if self._taking and free > 0 and self._inbox:
+            taken, self._inbox = self._inbox[:free], self._inbox[free:]
+            if self._inbox:
+                self._wake.set()  # the rest waits for free slots, in the next window
+            for delivery in taken:
+                action = self._first(delivery, now)
+                if action.act is Act.CLAIM:
+                    claims.append(delivery)
+                else:
+                    finals.append((delivery, action))
+        finals = await self._publish(finals)
+        finals, started = await self._record(finals, claims, now)
+        await self._settle(finals)
+        self._announce_due()
+        for delivery in started:
+            action = self._decide(delivery, Facts(delivery.envelope, start=delivery.start))
+            if action.act is Act.RUN:
+                self._launch(delivery, now)
+            else:
+                self._done.append((delivery, action))
+                self._wake.set()
+
+    def _first(self, delivery: Delivery, now: datetime) -> Action:
+        """Decode ``delivery`` and decide what it needs before any run starts."""
         try:
-            async with self._slots:
-                await self.handle(message)
-        finally:
-            if task is not None:
-                self._running.discard(task)
-
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        """Dispatch one delivery; infrastructure failures requeue it instead of losing it."""
-        try:
-            await self._dispatch(message)
-        except TaskqError as exc:
-            logger.warning("job message requeued after an infrastructure failure: {}", exc)
-            await asyncio.sleep(0.5)  # do not spin on a store or broker outage
-            await self._acks.settle(message, requeue=True)
-
-    async def _dispatch(self, message: AbstractIncomingMessage) -> None:
-        try:
-            envelope = decode(message.body)
+            envelope = decode(delivery.body)
         except ContractError as exc:
             logger.warning("undecodable message dead-lettered: {}", exc)
-            # The work queue dead-letters rejections to the group's DLQ (x-death says why).
-            await self._acks.settle(message, requeue=None)
+            return decide(Facts(None, undecodable=str(exc)), self._policy, now)
+        delivery.envelope = envelope
+        handler = self._deps.registry.resolve(envelope.type)
+        delivery.handler = handler
+        blocked = None
+        if handler is not None and handler.depends_on:
+            blocking = self.breakers.blocking(handler.depends_on)
+            if blocking is not None:
+                blocked = max(int(blocking.retry_in() * 1000), 1000)
+        return decide(Facts(envelope, handler is not None, blocked), self._policy, now)
+
+    def _decide(self, delivery: Delivery, facts: Facts) -> Action:
+        return decide(facts, self._policy, self._clock())
+
+    async def _publish(
+        self, finals: list[tuple[Delivery, Action]]
+    ) -> list[tuple[Delivery, Action]]:
+        """Publish what the actions send on (confirmed); one whose publish fails is decided again."""
+        sending = [(i, d, a) for i, (d, a) in enumerate(finals) if a.act in PUBLISHES]
+        if not sending:
+            return finals
+        errors: list[BaseException | None]
+        if tracing.enabled():  # each publish in its job's trace
+            errors = []
+            for _, delivery, action in sending:
+                with self._scope(delivery):
+                    try:
+                        await self._deps.publisher.publish(action.envelope, action.route)  # type: ignore[arg-type]
+                    except TaskqError as exc:
+                        errors.append(exc)
+                    else:
+                        errors.append(None)
+        else:
+            envelopes = [a.envelope for _, _, a in sending]
+            routes = [a.route for _, _, a in sending]
+            try:
+                errors = list(
+                    await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
+                )
+            except TaskqError as exc:
+                errors = [exc] * len(sending)
+        finals = list(finals)
+        for (index, delivery, action), error in zip(sending, errors, strict=True):
+            if error is not None:
+                logger.warning("job {} not sent on: {}", delivery.tag, error)
+                finals[index] = (
+                    delivery,
+                    self._decide(
+                        delivery, Facts(delivery.envelope, outcome=Broken(error, action.act))
+                    ),
+                )
+        return finals
+
+    async def _record(
+        self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
+    ) -> tuple[list[tuple[Delivery, Action]], list[Delivery]]:
+        """End and start the window's runs in one store transaction; return what to settle and run."""
+        ends: list[tuple[int, RunEnd]] = []
+        for index, (delivery, action) in enumerate(finals):
+            end = self._end(delivery, action, now)
+            if end is not None:
+                ends.append((index, end))
+        starts = [self._start(delivery, now) for delivery in claims]
+        if not ends and not starts:
+            return finals, []
+        try:
+            jobs, started = await self._deps.store.run_window([e for _, e in ends], starts)
+        except TaskqError as exc:
+            return await self._record_apart(finals, ends, claims, starts, exc)
+        finals = list(finals)
+        for (index, _), job in zip(ends, jobs, strict=True):
+            delivery, action = finals[index]
+            self._ended(delivery, action, job)
+        for delivery, start in zip(claims, started, strict=True):
+            delivery.start = start
+        return finals, claims
+
+    async def _record_apart(
+        self,
+        finals: list[tuple[Delivery, Action]],
+        ends: list[tuple[int, RunEnd]],
+        claims: list[Delivery],
+        starts: list[RunStart],
+        error: TaskqError,
+    ) -> tuple[list[tuple[Delivery, Action]], list[Delivery]]:
+        """Write each end alone after the window's write failed, so one refused value fails alone."""
+        logger.warning("a window's store write failed, writing its runs one by one: {}", error)
+        finals = list(finals)
+        for index, end in ends:
+            delivery, action = finals[index]
+            try:
+                (job,), _ = await self._deps.store.run_window([end], [])
+            except TaskqError as exc:
+                finals[index] = (delivery, self._refused(delivery, action, end, exc))
+            else:
+                self._ended(delivery, action, job)
+        try:
+            _, started = await self._deps.store.run_window([], starts)
+        except TaskqError as exc:
+            logger.warning("runs not started, their deliveries go back to the queue: {}", exc)
+            for delivery in claims:
+                finals.append((delivery, Action(Act.REQUEUE, error=str(exc))))
+            await asyncio.sleep(OUTAGE_PAUSE_S)
+            return finals, []
+        for delivery, start in zip(claims, started, strict=True):
+            delivery.start = start
+        return finals, claims
+
+    def _refused(self, delivery: Delivery, action: Action, end: RunEnd, exc: TaskqError) -> Action:
+        """Give the claim of a refused ``end`` back, so its redelivery is counted again."""
+        redo = self._decide(delivery, Facts(delivery.envelope, outcome=Broken(exc, action.act)))
+        release = RunEnd(end.job_id, end.run, None, end.at, error=redo.error)
+        self._in_background(self._deps.store.run_window([release], []))
+        return redo
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        task.add_done_callback(_quiet)
+
+    def _start(self, delivery: Delivery, now: datetime) -> RunStart:
+        envelope = delivery.envelope
+        handler = delivery.handler
+        if envelope is None or handler is None:
+            raise ValueError("only a decoded delivery with a handler starts a run")
+        limit = handler.timeout or self._deps.group.spec.timeout / 1000
+        # The lease outlives the handler's timeout by a margin for the store's own writes; a
+        # killed worker's claim expires then, and the redelivered job runs again.
+        return RunStart(envelope.id, envelope.attempt, limit * 1.5 + 2, now)
+
+    def _end(self, delivery: Delivery, action: Action, now: datetime) -> RunEnd | None:
+        """Return the store write ``action`` calls for, if any."""
+        envelope = delivery.envelope
+        if envelope is None or action.act in (Act.SKIP, Act.CANCEL, Act.FORWARD):
+            return None
+        start = delivery.start
+        run = start.deliveries if start is not None and start.job is not None else 0
+        if action.act is Act.REQUEUE:
+            if run == 0:
+                return None
+            return RunEnd(envelope.id, run, None, now, error=action.error)
+        result = action.result if action.act is Act.ACK else None
+        return RunEnd(envelope.id, run, action.status, now, result=result, error=action.error)
+
+    def _ended(self, delivery: Delivery, action: Action, job: JobRecord | None) -> None:
+        """Queue the status event of a recorded end (the job as the store left it)."""
+        if job is None:
             return
-        # Every line logged while the job is handled carries its id, type, group and attempt
-        # (and the trace and span ids when tracing is on).
+        self._due.pop(job.id, None)
+        start = delivery.start
+        if start is None:  # ended without a run (an unknown type): the job is settled now
+            delivery.start = RunStarted(StartOutcome.SETTLED, 0, job)
+        else:
+            delivery.start = RunStarted(start.outcome, start.deliveries, job)
+        self._events.append((event_key(job), event_body(job)))
+
+    async def _settle(self, finals: list[tuple[Delivery, Action]]) -> None:
+        """Enqueue callbacks, publish the window's events, then ack, nack or reject each delivery."""
+        follow = [d for d, a in finals if a.act not in (Act.REQUEUE, Act.FORWARD)]
+        failed = await self._follow_up(follow)
+        events, self._events = self._events, []
+        if events:
+            try:
+                await self._deps.publisher.publish_events(events)
+            except TaskqError as exc:
+                logger.warning("{} status events not published: {}", len(events), exc)
+        done: list[tuple[AbstractChannel, int]] = []
+        requeue: list[tuple[AbstractChannel, int]] = []
+        reject: list[tuple[AbstractChannel, int]] = []
+        for delivery, action in finals:
+            pair = (delivery.channel, delivery.tag)
+            if action.act is Act.REQUEUE or delivery in failed:
+                requeue.append(pair)
+            elif action.act is Act.REJECT:
+                reject.append(pair)
+            else:
+                done.append(pair)
+            self._count(delivery, action)
+        await self._acks.settle(done, requeue, reject)
+
+    async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
+        """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
+        submitter = self._deps.submitter
+        if submitter is None:
+            return set()
+        due = [
+            (d, d.start.job)
+            for d in deliveries
+            if d.start is not None
+            and d.start.job is not None
+            and d.start.job.callback_url is not None
+            and d.start.job.status.terminal
+        ]
+        failed: set[Delivery] = set()
+        for delivery, job in due:
+            try:
+                await submitter.follow_up(job)
+            except TaskqError as exc:
+                # Requeued: its redelivery finds the job ended and enqueues the callback then.
+                logger.warning("callback of job {} not enqueued: {}", job.id, exc)
+                failed.add(delivery)
+        return failed
+
+    def _count(self, delivery: Delivery, action: Action) -> None:
+        kind = delivery.handler.pattern if delivery.handler is not None else UNKNOWN_TYPE
+        outcome = _OUTCOME.get(action.act)
+        if outcome is not None:
+            self._children.completed(kind, outcome).inc()
+        elif action.act is Act.CANCEL:
+            self._children.cancelled.inc()
+
+    def _launch(self, delivery: Delivery, now: datetime) -> None:
+        start = delivery.start
+        if start is not None and start.job is not None and self._deps.settings.running_event_delay:
+            self._running_soon(start.job)
+        elif start is not None and start.job is not None:
+            self._events.append((event_key(start.job), event_body(start.job)))
+        task = asyncio.get_running_loop().create_task(self._run(delivery, now))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, delivery: Delivery, now: datetime) -> None:
+        """Run the handler inside the job's log context (and span), then queue what follows."""
+        envelope, handler = delivery.envelope, delivery.handler
+        if envelope is None or handler is None:
+            return
         with job_log_context(
             job_id=envelope.id,
             job_type=envelope.type,
@@ -169,125 +478,33 @@ class Worker:
             attempt=envelope.attempt,
             correlation_id=envelope.correlation_id,
         ):
-            await self._traced(envelope, message)
-
-    async def _traced(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
-        """Route the job inside a span continuing the publisher's trace (when tracing is on)."""
-        if not tracing.enabled():
-            await self._route(envelope, message)
-            return
-        attributes = {
-            "taskq.job_id": envelope.id,
-            "taskq.job_type": envelope.type,
-            "taskq.attempt": envelope.attempt,
-            "taskq.group": self._deps.group.name,
-        }
-        # A child of the context the publisher put in the headers: one trace per job, across
-        # every retry hop (each hop's publish happens inside this span).
-        with tracing.span(
-            f"{envelope.type} process",
-            kind=SpanKind.CONSUMER,
-            parent_headers=message.headers,
-            attributes=attributes,
-        ):
-            await self._route(envelope, message)
-
-    async def _route(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
-        """Forward an early job, dead-letter an unknown type, park a blocked one, or run it."""
-        deps = self._deps
-        hop = next_hop(deps.topology, envelope, self._clock())
-        if hop is not None:  # a delayed job early at its queue: on through the next tier
-            await deps.publisher.publish(envelope, hop)
-            self._acks.ack(message)
-            return
-        handler = deps.registry.resolve(envelope.type)
-        if handler is None:
-            error = f"ContractError: no handler is registered for job type {envelope.type!r}"
-            decision = dead(
-                envelope, DeadReason.CONTRACT, error, group=deps.group.name, topology=deps.topology
-            )
-            await self._carry_out(envelope, decision, message)
-            return
-        blocking = self.breakers.blocking(handler.depends_on)
-        if blocking is not None:
-            # Parked, not failed: the job waits out the cooldown without spending an attempt.
-            wait_ms = max(int(blocking.retry_in() * 1000), HELD_RETRY_MS)
-            await deps.publisher.publish(envelope, delay_route(deps.topology, envelope, wait_ms))
-            self._acks.ack(message)
-            return
-        if not await self._run(envelope, handler, message):
-            # A half-open probe granted above that did not run lets the next job probe.
-            for name in handler.depends_on:
-                self.breakers.get(name).skip_probe()
-
-    async def _run(
-        self, envelope: Envelope, handler: Handler, message: AbstractIncomingMessage
-    ) -> bool:
-        """Start the job's run in the store, then run it; False when the handler did not run."""
-        deps = self._deps
-        key = envelope.idempotency_key or envelope.id
-        timeout = handler.timeout or deps.group.spec.timeout / 1000
-        now = self._clock()
-        # The lease outlives the handler's timeout by a margin for the store's own writes; a
-        # killed worker's claim expires then, and the redelivered job runs again.
-        start = await self._starts.submit(
-            RunStart(envelope.id, key, envelope.attempt, timeout * 1.5 + 2, now)
-        )
-        if start.outcome is StartOutcome.SETTLED:
-            if start.job is not None and start.job.status is JobStatus.CANCELLED:
-                deps.metrics.cancelled.labels(deps.group.name).inc()
-            # Cancelled before it ran, or finished already (a redelivery after a crash: its
-            # callback may not have been enqueued yet, and enqueueing it again is a no-op).
-            await self._follow_up(start.job)
-            self._acks.ack(message)
-            return False
-        if start.outcome is StartOutcome.HELD:
-            await deps.publisher.publish(
-                envelope, delay_route(deps.topology, envelope, HELD_RETRY_MS)
-            )
-            self._acks.ack(message)
-            return False
-        if start.job is not None:
-            if start.outcome is StartOutcome.RUN:
-                self._announcer.running(start.job)
+            if tracing.enabled():
+                with self._scope(delivery):
+                    outcome = await self._call(envelope, handler, now)
+                    delivery.trace = tracing.current()
+                    action = self._decide(
+                        delivery, Facts(envelope, start=delivery.start, outcome=outcome)
+                    )
+                    _log(action)
             else:
-                self._announcer.announce(start.job)
-        if start.outcome is StartOutcome.DONE:
-            await self._follow_up(start.job)
-            self._acks.ack(message)
-            return False
-        # Counted at each start of a run: every attempt starts once, and the surplus is
-        # restarts after a crash or a kill (a job held by a live claim does not count).
-        if start.deliveries - envelope.attempt >= deps.settings.poison_deliveries:
-            await deps.store.release_execution(key, envelope.id)
-            error = "started too often without finishing; it may crash its worker"
-            decision = dead(
-                envelope, DeadReason.POISON, error, group=deps.group.name, topology=deps.topology
-            )
-            await self._carry_out(envelope, decision, message, kind=handler.pattern)
-            return False
-        await self._execute(envelope, handler, message, key, now, timeout)
-        return True
+                outcome = await self._call(envelope, handler, now)
+                action = self._decide(
+                    delivery, Facts(envelope, start=delivery.start, outcome=outcome)
+                )
+                _log(action)
+        self._done.append((delivery, action))
+        self._wake.set()
 
-    async def _execute(
-        self,
-        envelope: Envelope,
-        handler: Handler,
-        message: AbstractIncomingMessage,
-        key: str,
-        now: datetime,
-        limit_s: float,
-    ) -> None:
-        """Run the handler, then record its result or carry out what its failure calls for."""
+    async def _call(self, envelope: Envelope, handler: Handler, now: datetime) -> Outcome:
+        """Run ``handler`` on ``envelope`` within its timeout; its outcome, never an exception."""
         deps = self._deps
-        metrics, group, priority = deps.metrics, deps.group.name, envelope.priority.value
-        metrics.started.labels(group, handler.pattern).inc()
+        children = self._children
+        limit = handler.timeout or deps.group.spec.timeout / 1000
+        children.started(handler.pattern).inc()
+        priority = envelope.priority.value
         enqueued = envelope.not_before or envelope.created_at
-        metrics.queue_wait.labels(group, priority).observe(
-            max(0.0, (now - enqueued).total_seconds())
-        )
-        in_flight = metrics.in_flight.labels(group)
-        in_flight.inc()
+        children.queue_wait(priority).observe(max(0.0, (now - enqueued).total_seconds()))
+        children.in_flight.inc()
         began = time.perf_counter()
         try:
             payload = handler.parse(await self._payload(envelope))
@@ -296,90 +513,143 @@ class Worker:
                 job_type=envelope.type,
                 attempt=envelope.attempt,
                 max_attempts=attempts_allowed(deps.group.spec.retry, envelope.max_attempts),
-                deadline=now + timedelta(seconds=limit_s),
-                idempotency_key=key,
+                deadline=now + timedelta(seconds=limit),
+                idempotency_key=envelope.idempotency_key or envelope.id,
                 correlation_id=envelope.correlation_id,
                 lookup_job=deps.store.get_job,
             )
-            async with asyncio.timeout(limit_s):
+            async with asyncio.timeout(limit):
                 result = await handler.call(payload, context)
-        except Exception as exc:  # the handler's failure: the dispatcher decides what follows
-            in_flight.dec()
-            metrics.duration.labels(group, priority).observe(time.perf_counter() - began)
-            if not isinstance(exc, Permanent | ContractError):
+            result = orjson.loads(orjson.dumps(result, default=str))
+        except Exception as exc:  # the handler's failure: decide says what follows
+            if handler.depends_on and not isinstance(exc, Permanent | ContractError):
                 for name in handler.depends_on:
                     self.breakers.get(name).failed()
-            await deps.store.release_execution(key, envelope.id)
-            decision = failed(
-                envelope,
-                exc,
-                group=deps.group.name,
-                policy=deps.group.spec.retry,
-                topology=deps.topology,
-                now=self._clock(),
-            )
-            await self._carry_out(envelope, decision, message, kind=handler.pattern)
-            return
-        in_flight.dec()
-        metrics.duration.labels(group, priority).observe(time.perf_counter() - began)
+            return Failed(exc)
+        finally:
+            children.in_flight.dec()
+            children.duration(priority).observe(time.perf_counter() - began)
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
-        result = orjson.loads(orjson.dumps(result, default=str))
-        finished = self._clock()
-        job = await self._finishes.submit(
-            RunFinish(envelope.id, key, result, deps.settings.result_ttl, finished)
-        )
-        if job is not None:
-            self._announcer.announce(job)
-        metrics.completed.labels(group, handler.pattern, "succeeded").inc()
-        logger.debug("job succeeded")
-        await self._follow_up(job)
-        self._acks.ack(message)
-
-    async def _follow_up(self, job: JobRecord | None) -> None:
-        """Enqueue the callback of a job that ended, before its message is acked."""
-        # A failure raises: the message is requeued, and its redelivery enqueues the callback.
-        if job is not None and job.callback_url is not None and self._deps.submitter is not None:
-            await self._deps.submitter.follow_up(job)
+        return Succeeded(result)
 
     async def _payload(self, envelope: Envelope) -> Any:
         if envelope.payload_ref is None:
             return envelope.payload
         return orjson.loads(await self._deps.blobs.get(envelope.payload_ref))
 
-    async def _carry_out(
-        self,
-        envelope: Envelope,
-        decision: Decision,
-        message: AbstractIncomingMessage,
-        *,
-        kind: str = UNKNOWN_TYPE,
-    ) -> None:
-        """Publish what the decision says (with confirms), record it, then ack the original."""
-        if decision.envelope is None or decision.route is None:
-            raise ValueError(f"a {decision.action} decision carries what to publish")
-        await self._deps.publisher.publish(decision.envelope, decision.route)
-        outcome = "retried" if decision.action is Action.RETRY else "dead"
-        self._deps.metrics.completed.labels(self._deps.group.name, kind, outcome).inc()
-        if decision.action is Action.RETRY:
-            logger.info("job retried in {} ms: {}", decision.delay_ms, decision.error)
-        else:
-            logger.warning("job dead-lettered: {}", decision.error)
-        if decision.action is Action.RETRY:
-            await self._record(
-                envelope, JobStatus.RETRYING, last_error=decision.error, attempts=envelope.attempt
-            )
-        else:
-            await self._record(
-                envelope, JobStatus.DEAD, last_error=decision.error, finished_at=self._clock()
-            )
-        self._acks.ack(message)
+    @contextmanager
+    def _scope(self, delivery: Delivery) -> Iterator[None]:
+        """Run the block in the job's trace: its run's span, or a new consumer span for it."""
+        envelope = delivery.envelope
+        if delivery.trace is not None:
+            with tracing.resumed(delivery.trace):
+                yield
+            return
+        if envelope is None:
+            yield
+            return
+        attributes = {
+            "taskq.job_id": envelope.id,
+            "taskq.job_type": envelope.type,
+            "taskq.attempt": envelope.attempt,
+            "taskq.group": self._deps.group.name,
+            "messaging.system": "rabbitmq",
+        }
+        # A child of the context the publisher put in the headers: one trace per job, across
+        # every retry hop (each hop's publish happens inside this span).
+        with tracing.span(
+            f"{envelope.type} process",
+            kind=SpanKind.CONSUMER,
+            parent_headers=delivery.headers or {},
+            attributes=attributes,
+        ):
+            yield
 
-    async def _record(self, envelope: Envelope, status: JobStatus, **fields: Any) -> None:
-        """Record the job's new status in the store and announce it (events are advisory)."""
-        job = await self._deps.store.transition(
-            envelope.id, status, allowed_from=STARTABLE, updated_at=self._clock(), **fields
+    def _running_soon(self, job: JobRecord) -> None:
+        """Announce that ``job`` runs once the delay passed, unless its end is recorded first."""
+        self._due[job.id] = (time.monotonic() + self._deps.settings.running_event_delay, job)
+        if self._due_timer is None:
+            self._due_timer = asyncio.get_running_loop().call_later(
+                self._deps.settings.running_event_delay, self._due_now
+            )
+
+    def _due_now(self) -> None:
+        self._due_timer = None
+        self._wake.set()
+
+    def _announce_due(self) -> None:
+        """Queue the running events that came due (published with the next window's events)."""
+        if not self._due:
+            return
+        now = time.monotonic()
+        while self._due:
+            job_id, (when, job) = next(iter(self._due.items()))
+            if when > now:
+                if self._due_timer is None:
+                    self._due_timer = asyncio.get_running_loop().call_later(
+                        when - now, self._due_now
+                    )
+                return
+            del self._due[job_id]
+            self._events.append((event_key(job), event_body(job)))
+            self._wake.set()
+
+    def _drop_due(self) -> None:
+        self._due.clear()
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+
+
+def _log(action: Action) -> None:
+    """Log a run's outcome: failures at INFO and up, success only at DEBUG."""
+    if action.act is Act.ACK:
+        logger.debug("job succeeded")
+    elif action.act is Act.RETRY:
+        logger.info("job retried in {} ms: {}", action.delay_ms, action.error)
+    elif action.act is Act.DEAD:
+        logger.warning("job dead-lettered: {}", action.error)
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning(
+            "a claim was not given back; it expires with its lease: {}", task.exception()
         )
-        if job is not None:
-            self._announcer.announce(job)
-        await self._follow_up(job)
+
+
+class _Metrics:
+    """The worker's metric children, looked up once per label set instead of once per job."""
+
+    def __init__(self, metrics: WorkerMetrics, group: str) -> None:
+        self._metrics = metrics
+        self._group = group
+        self._cache: dict[tuple[str, ...], Any] = {}
+        self.in_flight = metrics.in_flight.labels(group)
+        self.cancelled = metrics.cancelled.labels(group)
+
+    def _child(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = make()
+        return child
+
+    def started(self, kind: str) -> Any:
+        return self._child(("s", kind), lambda: self._metrics.started.labels(self._group, kind))
+
+    def completed(self, kind: str, outcome: str) -> Any:
+        return self._child(
+            ("c", kind, outcome),
+            lambda: self._metrics.completed.labels(self._group, kind, outcome),
+        )
+
+    def duration(self, priority: str) -> Any:
+        return self._child(
+            ("d", priority), lambda: self._metrics.duration.labels(self._group, priority)
+        )
+
+    def queue_wait(self, priority: str) -> Any:
+        return self._child(
+            ("w", priority), lambda: self._metrics.queue_wait.labels(self._group, priority)
+        )

@@ -202,7 +202,7 @@ class InMemoryJobStore:
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[bool], list[RunStarted]]:
+    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
         """End and start a window of runs at once (see ``JobStore.run_window``)."""
         self._check()
         async with self._lock:
@@ -236,7 +236,7 @@ class InMemoryJobStore:
                         updated_at=start.started_at,
                     )
                 )
-            return plan.applied, plan.started
+            return plan.ended, plan.started
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""

@@ -169,7 +169,8 @@ class RunEnd:
     """How a started run ended: the job's new status, or ``status=None`` to give the claim back.
 
     Applied only while the job is startable and ``run`` (the run's ``RunStarted.deliveries``)
-    is still its latest start.
+    is still its latest start; ``run=0`` ends a job no run started (an unknown type, say),
+    while no run holds it.
     """
 
     job_id: str
@@ -283,11 +284,11 @@ class JobStore(CredentialStore, Protocol):
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[bool], list[RunStarted]]:
-        """End and start a worker's runs in ONE transaction; whether each end applied, and each start's outcome.
+    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
+        """End and start a worker's runs in ONE transaction; the jobs as the ends left them, and each start's outcome.
 
         Ends go first (see ``RunEnd``: a succeeded job also keeps ``result``, and every end
-        frees the claim). Then each start, in order: a job that ended is SETTLED; one whose
+        frees the claim); ``None`` for an end that did not apply. Then each start, in order: a job that ended is SETTLED; one whose
         claim is live is HELD; otherwise the claim is taken for ``lease_s``, the delivery
         counted (it survives worker crashes) and the job moved to running (RUN). A start for an
         unknown job is RUN with no job and nothing recorded.

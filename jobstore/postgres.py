@@ -316,7 +316,7 @@ class PostgresJobStore:
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[bool], list[RunStarted]]:
+    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
         """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
         ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
@@ -345,7 +345,7 @@ class PostgresJobStore:
                     _START,
                     [(s.job_id, s.attempt, s.started_at, float(s.lease_s)) for s in plan.starts],
                 )
-        return plan.applied, plan.started
+        return plan.ended, plan.started
 
     @asynccontextmanager
     async def _use(

@@ -35,7 +35,7 @@ class Row:
 class Plan:
     """What to write for a window, and what to answer."""
 
-    applied: list[bool]  # per end
+    ended: list[JobRecord | None]  # per end: the job as it left it, None where it did not apply
     started: list[RunStarted]  # per start
     ends: list[RunEnd]  # the ends to write
     starts: list[RunStart]  # the starts to write (claim, count, mark running)
@@ -44,15 +44,23 @@ class Plan:
 def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[RunStart]) -> Plan:
     """Return what ``ends`` then ``starts`` do to ``rows`` (see ``JobStore.run_window``)."""
     rows = dict(rows)
-    applied: list[bool] = []
+    applied: list[JobRecord | None] = []
     writes: list[RunEnd] = []
     for end in ends:
         row = rows.get(end.job_id)
-        ok = row is not None and row.deliveries == end.run and row.job.status in STARTABLE
-        applied.append(ok)
-        if ok and row is not None:
-            writes.append(end)
-            rows[end.job_id] = Row(ended(row.job, end), row.deliveries, held=False)
+        # run 0: an end without a run (an unknown type), applied while no run holds the job.
+        ok = (
+            row is not None
+            and row.job.status in STARTABLE
+            and (row.deliveries == end.run if end.run else not row.held)
+        )
+        if not ok or row is None:
+            applied.append(None)
+            continue
+        job = ended(row.job, end)
+        applied.append(job)
+        writes.append(end)
+        rows[end.job_id] = Row(job, row.deliveries, held=False)
     started: list[RunStarted] = []
     claims: list[RunStart] = []
     for item in starts:

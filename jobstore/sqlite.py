@@ -277,7 +277,7 @@ class SqliteJobStore:
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[bool], list[RunStarted]]:
+    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
         """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction: one trip to the thread."""
         return await self._run(lambda db: sqlite_runs.run_window(db, ends, starts), write=True)
 

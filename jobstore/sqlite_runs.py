@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from jobstore.model import RunEnd, RunStart, RunStarted
+from jobstore.model import JobRecord, RunEnd, RunStart, RunStarted
 from jobstore.run_window import Row, plan_window
 from jobstore.sqlite_rows import COLUMNS, now_us, record, seconds_us, to_us
 
@@ -34,7 +34,7 @@ _END = (
 
 def run_window(
     db: sqlite3.Connection, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-) -> tuple[list[bool], list[RunStarted]]:
+) -> tuple[list[JobRecord | None], list[RunStarted]]:
     """End and start runs (see ``JobStore.run_window``) in the caller's write transaction."""
     now = now_us()
     ids = {item.job_id for item in ends} | {item.job_id for item in starts}
@@ -64,7 +64,7 @@ def run_window(
                 for s in plan.starts
             ],
         )
-    return plan.applied, plan.started
+    return plan.ended, plan.started
 
 
 def _end_values(end: RunEnd) -> tuple[object, ...]:

@@ -5,8 +5,9 @@ run of the handler, every retry hop and the dead-lettering, because every publis
 current context into the message headers (``traceparent``) and every run continues the context
 it finds there. A replay from the DLQ starts a new trace with a span link to the dead one.
 taskq's publisher writes frames itself rather than through aio-pika's ``Exchange.publish``, so
-it injects the context itself; ``AioPikaInstrumentor`` is still installed for aio-pika's own
-publishes and consumers.
+it injects the context itself, and the worker consumes below aio-pika and opens each run's
+consumer span itself; ``AioPikaInstrumentor`` is still installed for aio-pika's own publishes
+and consumers (the DLQ tools').
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -122,3 +123,21 @@ def span(
     finally:
         if token is not None:
             otel_context.detach(token)
+
+
+def current() -> object | None:
+    """Return the active trace context, to publish in later (``None`` when tracing is off)."""
+    return otel_context.get_current() if _state["tracer"] is not None else None
+
+
+@contextmanager
+def resumed(saved: object | None) -> Iterator[None]:
+    """Run the block in a context ``current`` returned (as it is when ``saved`` is ``None``)."""
+    if saved is None:
+        yield
+        return
+    token = otel_context.attach(cast(otel_context.Context, saved))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

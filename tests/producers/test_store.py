@@ -13,15 +13,12 @@ from typing import Any
 import pytest
 
 from jobstore.factory import open_store
-from jobstore.memory import InMemoryJobStore
 from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
     Claim,
     ClaimState,
     Confirmed,
-    Execution,
-    ExecutionState,
     JobRecord,
     JobStatus,
     JobStore,
@@ -344,131 +341,6 @@ async def test_one_create_wins_when_fifty_race_for_one_key(
     assert len(winners) == 1
     assert {c.job_id for c in claims} == {winners[0].job_id}
     assert [j.id for j in (await store.list_jobs(limit=100)).jobs] == [winners[0].job_id]
-
-
-HELD = ExecutionState.HELD
-DONE = ExecutionState.DONE
-
-
-async def test_an_execution_claim_is_held_while_its_lease_lives(store: JobStore) -> None:
-    first, second = new_job_id(), new_job_id()
-    assert await store.claim_execution("run", first, lease_s=60) == Execution(
-        ExecutionState.NEW, first
-    )
-    assert await store.claim_execution("run", second, lease_s=60) == Execution(HELD, first)
-    assert await store.claim_execution("run", first, lease_s=60) == Execution(HELD, first)
-    assert (await store.claim_execution("other", second, lease_s=60)).state is ExecutionState.NEW
-
-
-async def test_an_execution_claim_is_free_again_when_its_lease_ran_out(store: JobStore) -> None:
-    first, second = new_job_id(), new_job_id()
-    await store.claim_execution("run", first, lease_s=0.05)
-    await asyncio.sleep(0.1)  # the holder crashed: time itself is what is tested
-    assert await store.claim_execution("run", second, lease_s=60) == Execution(
-        ExecutionState.NEW, second
-    )
-    assert await store.claim_execution("run", first, lease_s=60) == Execution(HELD, second)
-
-
-@pytest.mark.parametrize(
-    "result", [{"sent": True, "ids": [1, 2.5]}, ["a", None], None, "ü → 😀 漢字", 0]
-)
-async def test_a_finished_execution_answers_done_with_its_result(
-    store: JobStore, result: Any
-) -> None:
-    holder = new_job_id()
-    await store.claim_execution("run", holder, lease_s=60)
-    await store.finish_execution("run", holder, result, ttl_s=60)
-    for claimant in (holder, new_job_id()):
-        assert await store.claim_execution("run", claimant, lease_s=60) == Execution(
-            DONE, holder, result
-        )
-
-
-async def test_a_finished_execution_is_free_again_when_its_ttl_passed(store: JobStore) -> None:
-    holder, later = new_job_id(), new_job_id()
-    await store.claim_execution("run", holder, lease_s=60)
-    await store.finish_execution("run", holder, {"n": 1}, ttl_s=0.05)
-    await asyncio.sleep(0.1)
-    assert (await store.claim_execution("run", later, lease_s=60)).state is ExecutionState.NEW
-
-
-async def test_finishing_without_holding_the_claim_changes_nothing(store: JobStore) -> None:
-    first, late = new_job_id(), new_job_id()
-    await store.claim_execution("run", late, lease_s=0.05)
-    await asyncio.sleep(0.1)  # late's lease runs out; first takes the key over
-    await store.claim_execution("run", first, lease_s=60)
-    await store.finish_execution("run", late, {"late": True}, ttl_s=60)
-    await store.finish_execution("run", new_job_id(), {"stranger": True}, ttl_s=60)
-    await store.finish_execution("unclaimed", first, {"no": "claim"}, ttl_s=60)
-    assert await store.claim_execution("run", late, lease_s=60) == Execution(HELD, first)
-    assert (await store.claim_execution("unclaimed", late, lease_s=60)).state is ExecutionState.NEW
-    await store.finish_execution("run", first, ["first"], ttl_s=60)
-    await store.finish_execution("run", first, ["again"], ttl_s=60)  # done already: no change
-    assert await store.claim_execution("run", late, lease_s=60) == Execution(DONE, first, ["first"])
-
-
-async def test_a_released_execution_claim_goes_to_the_next_claimant(store: JobStore) -> None:
-    first, second = new_job_id(), new_job_id()
-    await store.claim_execution("run", first, lease_s=60)
-    await store.release_execution("run", second)  # not the holder: nothing changes
-    assert await store.claim_execution("run", second, lease_s=60) == Execution(HELD, first)
-    await store.release_execution("run", first)
-    assert await store.claim_execution("run", second, lease_s=60) == Execution(
-        ExecutionState.NEW, second
-    )
-    await store.finish_execution("run", second, "ok", ttl_s=60)
-    await store.release_execution("run", second)  # done: a release does not undo the effects
-    assert await store.claim_execution("run", first, lease_s=60) == Execution(DONE, second, "ok")
-    await store.release_execution("never-claimed", first)
-
-
-async def test_one_execution_claim_wins_when_twenty_race(backend: Backend, store: JobStore) -> None:
-    stores = [store, *(backend.open() for _ in range(3))]
-    ids = [new_job_id() for _ in range(20)]
-    outcomes = await asyncio.gather(
-        *(stores[i % 4].claim_execution("race", job_id, lease_s=60) for i, job_id in enumerate(ids))
-    )
-    winners = [o for o in outcomes if o.state is ExecutionState.NEW]
-    assert len(winners) == 1
-    assert all(o == Execution(HELD, winners[0].job_id) for o in outcomes if o not in winners)
-
-
-async def test_deliveries_are_counted_once_for_every_process(
-    backend: Backend, store: JobStore
-) -> None:
-    record = job()
-    await store.create_job(record)
-    other = backend.open()  # a second process on the same database
-    assert [await store.count_delivery(record.id) for _ in range(3)] == [1, 2, 3]
-    assert await other.count_delivery(record.id) == 4
-    assert await store.count_delivery(new_job_id()) == 0
-    assert await store.get_job(record.id) == record  # the count is not a job field
-    racing = await asyncio.gather(*(s.count_delivery(record.id) for s in (store, other) * 5))
-    assert sorted(racing) == list(range(5, 15))
-
-
-async def test_a_finished_execution_survives_reopening_the_store(
-    backend: Backend, store: JobStore
-) -> None:
-    holder = new_job_id()
-    await store.claim_execution("run", holder, lease_s=60)
-    await store.finish_execution("run", holder, {"sent": ["ü"]}, ttl_s=60)
-    if not isinstance(store, InMemoryJobStore):  # the twin lives as long as its process
-        await store.close()
-    reopened = backend.open()
-    await reopened.migrate()
-    assert await reopened.claim_execution("run", new_job_id(), lease_s=60) == Execution(
-        DONE, holder, {"sent": ["ü"]}
-    )
-
-
-async def test_a_non_json_result_raises_and_finishes_nothing(store: JobStore) -> None:
-    holder = new_job_id()
-    await store.claim_execution("run", holder, lease_s=60)
-    with pytest.raises(StoreError):
-        await store.finish_execution("run", holder, {"x": object()}, ttl_s=60)
-    assert await store.claim_execution("run", new_job_id(), lease_s=60) == Execution(HELD, holder)
 
 
 async def test_store_is_unavailable_when_its_database_cannot_be_reached(backend: Backend) -> None:

@@ -1,4 +1,4 @@
-"""Batched run starts and finishes (the worker's two store calls per job) on every backend."""
+"""A worker's run windows on every backend: ends and starts in one call, claims on the job's row."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from jobstore.model import (
     ClaimState,
     JobStatus,
     JobStore,
-    RunFinish,
+    RunEnd,
     RunStart,
     StartOutcome,
 )
@@ -24,91 +24,162 @@ from topology.errors import StoreError
 LATER = NOW + timedelta(seconds=3)
 
 
-def start(job_id: str, key: str | None = None, attempt: int = 1) -> RunStart:
-    return RunStart(job_id, key or job_id, attempt, 60.0, NOW)
+def start(job_id: str, attempt: int = 1, lease_s: float = 60.0) -> RunStart:
+    return RunStart(job_id, attempt, lease_s, NOW)
 
 
-def finish(job_id: str, result: object, key: str | None = None) -> RunFinish:
-    return RunFinish(job_id, key or job_id, result, 3600.0, LATER)
+def end(job_id: str, run: int, status: JobStatus | None, **fields: object) -> RunEnd:
+    return RunEnd(job_id, run, status, LATER, **fields)  # type: ignore[arg-type]
 
 
 async def test_a_start_claims_counts_and_marks_running(store: JobStore) -> None:
     record = job()
     await store.create_job(record)
-    (started,) = await store.start_runs([start(record.id, attempt=2)])
+    _, (started,) = await store.run_window([], [start(record.id, attempt=2)])
     assert started.outcome is StartOutcome.RUN
     assert started.deliveries == 1
     assert started.job is not None
-    assert (started.job.status, started.job.attempts, started.job.started_at) == (
-        JobStatus.RUNNING,
-        2,
-        NOW,
-    )
-    assert await store.get_job(record.id) == started.job
+    assert started.job.payload is None
+    stored = await store.get_job(record.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.started_at) == (JobStatus.RUNNING, 2, NOW)
+    assert started.job.status is JobStatus.RUNNING
 
 
-async def test_a_second_start_of_a_held_key_is_held_even_within_one_batch(store: JobStore) -> None:
-    first, second = job(), job()
-    await store.create_job(first)
-    await store.create_job(second)
-    outcomes = await store.start_runs([start(first.id, "shared"), start(second.id, "shared")])
-    assert [o.outcome for o in outcomes] == [StartOutcome.RUN, StartOutcome.HELD]
-    (again,) = await store.start_runs([start(first.id, "shared")])
-    assert again.outcome is StartOutcome.HELD
-    second_job = await store.get_job(second.id)
-    assert second_job is not None
-    assert second_job.status is JobStatus.QUEUED
-
-
-async def test_settled_jobs_are_left_alone(store: JobStore) -> None:
-    cancelled = job(status=JobStatus.CANCELLED)
-    await store.create_job(cancelled)
-    (started,) = await store.start_runs([start(cancelled.id)])
-    assert started.outcome is StartOutcome.SETTLED
-    found = await store.get_job(cancelled.id)
-    assert found is not None
-    assert found.status is JobStatus.CANCELLED
-
-
-async def test_a_finish_marks_the_key_done_and_the_job_succeeded(store: JobStore) -> None:
+async def test_a_claimed_job_is_held_even_within_one_window(store: JobStore) -> None:
     record = job()
     await store.create_job(record)
-    await store.start_runs([start(record.id)])
-    (finished,) = await store.finish_runs([finish(record.id, {"sent": 1})])
+    _, outcomes = await store.run_window([], [start(record.id), start(record.id)])
+    assert [o.outcome for o in outcomes] == [StartOutcome.RUN, StartOutcome.HELD]
+    _, (again,) = await store.run_window([], [start(record.id)])
+    assert again.outcome is StartOutcome.HELD
+
+
+async def test_a_claim_whose_lease_ran_out_is_taken_over_and_counted(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    await store.run_window([], [start(record.id, lease_s=0.05)])
+    await asyncio.sleep(0.1)  # its worker crashed: time itself is what is tested
+    _, (again,) = await store.run_window([], [start(record.id)])
+    assert (again.outcome, again.deliveries) == (StartOutcome.RUN, 2)
+    # The run that lost its claim cannot end the job; the one that took it over can.
+    (stale,), _ = await store.run_window([end(record.id, 1, JobStatus.SUCCEEDED, result=1)], [])
+    assert stale is None
+    (done,), _ = await store.run_window([end(record.id, 2, JobStatus.SUCCEEDED, result=2)], [])
+    assert done is not None
+    assert done.result == 2
+
+
+async def test_ended_jobs_are_settled_and_never_start_again(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    _, (started,) = await store.run_window([], [start(record.id)])
+    ending = end(record.id, started.deliveries, JobStatus.SUCCEEDED, result={"sent": ["ü"]})
+    (finished,), (again,) = await store.run_window([ending], [start(record.id)])
     assert finished is not None
     assert (finished.status, finished.result, finished.finished_at) == (
         JobStatus.SUCCEEDED,
-        {"sent": 1},
+        {"sent": ["ü"]},
         LATER,
     )
-    # A replayed copy of the job finds its effects done: succeeded again, not run.
-    await store.transition(record.id, JobStatus.QUEUED, allowed_from=frozenset(JobStatus))
-    (again,) = await store.start_runs([start(record.id)])
-    assert again.outcome is StartOutcome.DONE
-    assert again.result == {"sent": 1}
-    assert again.job is not None
-    assert again.job.status is JobStatus.SUCCEEDED
-    assert again.job.finished_at is not None
+    assert again.outcome is StartOutcome.SETTLED
+    stored = await store.get_job(record.id)
+    assert stored is not None
+    assert stored.status is JobStatus.SUCCEEDED
+    assert stored.result == {"sent": ["ü"]}
 
 
-async def test_a_finish_by_a_run_that_lost_its_claim_changes_nothing(store: JobStore) -> None:
+async def test_a_retrying_end_frees_the_claim_for_the_next_attempt(store: JobStore) -> None:
     record = job()
     await store.create_job(record)
-    await store.start_runs([start(record.id, "key")])
-    stranger = new_job_id()
-    assert await store.finish_runs([finish(stranger, "late", "key")]) == [None]
-    (held,) = await store.start_runs([start(new_job_id(), "key")])
-    assert held.outcome is StartOutcome.HELD
+    _, (first,) = await store.run_window([], [start(record.id)])
+    retry = end(record.id, first.deliveries, JobStatus.RETRYING, error="Boom: once")
+    (retrying,), (second,) = await store.run_window([retry], [start(record.id, attempt=2)])
+    assert retrying is not None
+    assert retrying.status is JobStatus.RETRYING
+    assert retrying.last_error == "Boom: once"
+    assert retrying.finished_at is None
+    assert (second.outcome, second.deliveries) == (StartOutcome.RUN, 2)
 
 
-async def test_starts_for_unknown_jobs_still_claim(store: JobStore) -> None:
-    # Jobs published around the API (no row) still get exactly-once effects by their key.
+async def test_a_release_keeps_the_status_and_frees_the_claim(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    _, (run,) = await store.run_window([], [start(record.id)])
+    (released,), (again,) = await store.run_window(
+        [end(record.id, run.deliveries, None, error="StoreError: refused")], [start(record.id)]
+    )
+    assert released is not None
+    assert released.status is JobStatus.RUNNING
+    assert (again.outcome, again.deliveries) == (StartOutcome.RUN, 2)
+
+
+async def test_an_end_without_a_run_applies_only_while_nobody_holds_the_job(
+    store: JobStore,
+) -> None:
+    free, held = job(), job()
+    await store.create_job(free)
+    await store.create_job(held)
+    await store.run_window([], [start(held.id)])
+    dead, not_dead = (
+        await store.run_window(
+            [end(free.id, 0, JobStatus.DEAD, error="no handler"), end(held.id, 0, JobStatus.DEAD)],
+            [],
+        )
+    )[0]
+    assert dead is not None
+    assert dead.status is JobStatus.DEAD
+    assert dead.last_error == "no handler"
+    assert not_dead is None
+
+
+async def test_cancelled_jobs_are_settled(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    await store.transition(
+        record.id, JobStatus.CANCELLED, allowed_from=frozenset({JobStatus.QUEUED})
+    )
+    _, (started,) = await store.run_window([], [start(record.id)])
+    assert started.outcome is StartOutcome.SETTLED
+    assert started.job is not None
+    assert started.job.status is JobStatus.CANCELLED
+
+
+async def test_starts_for_unknown_jobs_run_with_nothing_recorded(store: JobStore) -> None:
     ghost = new_job_id()
-    (started,) = await store.start_runs([start(ghost)])
+    _, (started,) = await store.run_window([], [start(ghost)])
     assert (started.outcome, started.deliveries, started.job) == (StartOutcome.RUN, 0, None)
-    assert await store.finish_runs([finish(ghost, 1)]) == [None]
-    (again,) = await store.start_runs([start(ghost)])
-    assert (again.outcome, again.result) == (StartOutcome.DONE, 1)
+    (ended,), _ = await store.run_window([end(ghost, 0, JobStatus.SUCCEEDED, result=1)], [])
+    assert ended is None
+
+
+async def test_a_value_the_store_refuses_fails_the_whole_window(store: JobStore) -> None:
+    good, bad = job(), job()
+    await store.create_job(good)
+    await store.create_job(bad)
+    _, runs = await store.run_window([], [start(good.id), start(bad.id)])
+    with pytest.raises(StoreError):
+        await store.run_window(
+            [
+                end(good.id, runs[0].deliveries, JobStatus.SUCCEEDED, result=1),
+                end(bad.id, runs[1].deliveries, JobStatus.SUCCEEDED, result={"x": object()}),
+            ],
+            [],
+        )
+    stored = await store.get_job(good.id)
+    assert stored is not None
+    assert stored.status is JobStatus.RUNNING
+
+
+async def test_deliveries_are_counted_once_for_every_process(store: JobStore) -> None:
+    record = job()
+    await store.create_job(record)
+    runs = []
+    for _ in range(3):
+        _, (run,) = await store.run_window([], [start(record.id)])
+        runs.append(run.deliveries)
+        await store.run_window([end(record.id, run.deliveries, None)], [])
+    assert runs == [1, 2, 3]
 
 
 async def test_a_failing_unit_of_a_group_commit_is_undone_alone(tmp_path: Path) -> None:
@@ -133,11 +204,15 @@ async def test_a_failing_unit_of_a_group_commit_is_undone_alone(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("size", [1, 7, 40])
-async def test_a_batch_answers_every_item_in_order(store: JobStore, size: int) -> None:
+async def test_a_window_answers_every_item_in_order(store: JobStore, size: int) -> None:
     records = [job() for _ in range(size)]
     for record in records:
         await store.create_job(record)
-    started = await store.start_runs([start(r.id) for r in records])
+    _, started = await store.run_window([], [start(r.id) for r in records])
     assert [s.job.id for s in started if s.job] == [r.id for r in records]
-    finished = await store.finish_runs([finish(r.id, i) for i, r in enumerate(records)])
+    ends = [
+        end(r.id, s.deliveries, JobStatus.SUCCEEDED, result=i)
+        for i, (r, s) in enumerate(zip(records, started, strict=True))
+    ]
+    finished, _ = await store.run_window(ends, [])
     assert [f.result for f in finished if f] == list(range(size))
