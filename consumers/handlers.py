@@ -55,21 +55,20 @@ class JobContext:
     deadline: datetime
     idempotency_key: str
     correlation_id: str | None = None
-    logger: Any = field(default=None, compare=False)
     # Reads a stored job by id (None when unknown), for a handler whose payload names
     # another job: the callback handler checks the URL it is asked to call against it.
     lookup_job: Callable[[str], Awaitable[JobRecord | None]] | None = field(
         default=None, compare=False, repr=False
     )
 
-    def __post_init__(self) -> None:
-        if self.logger is None:
-            # The field names of telemetry.logs.job_log_context, so both kinds of line match.
-            fields = {"job_id": self.job_id, "job_type": self.job_type, "attempt": self.attempt}
-            if self.correlation_id is not None:
-                fields["correlation_id"] = self.correlation_id
-            bound = root_logger.bind(**fields)
-            object.__setattr__(self, "logger", bound)
+    @property
+    def logger(self) -> Any:
+        """Return a logger bound to the job's fields (made on use: most runs never log)."""
+        # The field names of telemetry.logs.job_log_context, so both kinds of line match.
+        fields = {"job_id": self.job_id, "job_type": self.job_type, "attempt": self.attempt}
+        if self.correlation_id is not None:
+            fields["correlation_id"] = self.correlation_id
+        return root_logger.bind(**fields)
 
 
 @dataclass(frozen=True, slots=True)

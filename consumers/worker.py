@@ -207,6 +207,9 @@ class Worker:
         """Carry out one window at a time, each with whatever is in hand (the executor)."""
         while True:
             await self._wake.wait()
+            # One turn of the loop first: runs launched by the last window finish, and the
+            # deliveries that came meanwhile are read, so this window carries all of them.
+            await asyncio.sleep(0)
             self._wake.clear()
             try:
                 await self._window()

@@ -278,7 +278,11 @@ class SqliteJobStore:
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[JobRecord | None], list[RunStarted]]:
-        """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction: one trip to the thread."""
+        """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction on the thread.
+
+        Not inline: while the thread commits, the loop reads the next deliveries, and the
+        next window carries more of them.
+        """
         return await self._run(lambda db: sqlite_runs.run_window(db, ends, starts), write=True)
 
     async def _write(self, work: Callable[[Db], T]) -> T:

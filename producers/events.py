@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from jobstore.model import JobRecord
-from producers.views import job_view
+from producers.views import iso
 
 EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result", "tenant")
 
@@ -22,9 +22,19 @@ def event_key(job: JobRecord) -> str:
 
 
 def event_body(job: JobRecord) -> bytes:
-    """Return the JSON body of a job's status event."""
-    view = job_view(job)
-    return orjson.dumps({k: view[k] for k in EVENT_FIELDS})
+    """Return the JSON body of a job's status event (``EVENT_FIELDS`` of its view, built directly)."""
+    return orjson.dumps(
+        {
+            "id": job.id,
+            "type": job.type,
+            "status": job.status.value,
+            "attempts": job.attempts,
+            "updated_at": iso(job.updated_at),
+            "last_error": job.last_error,
+            "result": job.result,
+            "tenant": job.tenant,
+        }
+    )
 
 
 def decode_event(body: bytes) -> dict[str, Any] | None:

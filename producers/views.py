@@ -8,7 +8,8 @@ from typing import Any
 from jobstore.model import JobRecord
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """Return an ISO 8601 time in UTC with a Z, as every view of a job shows it."""
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
@@ -24,11 +25,11 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "idempotency_key": job.idempotency_key,
         "correlation_id": job.correlation_id,
         "callback_url": job.callback_url,
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "not_before": _iso(job.not_before),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "not_before": iso(job.not_before),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "last_error": job.last_error,
         "result": job.result,
         "payload_ref": job.payload_ref,
