@@ -187,7 +187,9 @@ def _started(envelope: Envelope, start: RunStarted, policy: Policy) -> Action:
     # Each attempt starts once; the surplus is restarts after a crash, a kill, or a failure
     # to carry out its outcome (a job held by a live claim is not counted).
     if start.job is not None and start.deliveries - envelope.attempt >= policy.poison_deliveries:
-        error = "started too often without finishing; it may crash its worker"
+        error = f"started {start.deliveries} times without finishing; it may crash its worker"
+        if start.job.last_error:  # what went wrong carrying out its last outcome, if anything
+            error = _cut(f"{error}; last error: {start.job.last_error}")
         return dead(
             envelope, DeadReason.POISON, error, group=policy.group, topology=policy.topology
         )
@@ -242,5 +244,8 @@ def dead(
 
 def describe_error(error: BaseException) -> str:
     """Return ``Type: message``, cut to ``MAX_ERROR_CHARS`` (it travels in a header)."""
-    text = f"{type(error).__name__}: {error}"
+    return _cut(f"{type(error).__name__}: {error}")
+
+
+def _cut(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"

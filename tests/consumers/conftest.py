@@ -38,17 +38,19 @@ async def rig(vhost) -> AsyncIterator[Rig]:
     )
     worker = Worker(deps)
     await worker.start(connection)
+    rig = Rig(
+        Submitter(TOPOLOGY, publisher, store, blobs),
+        store,
+        registry,
+        publisher,
+        worker,
+        vhost,
+        runs,
+        connection,
+    )
     try:
-        yield Rig(
-            Submitter(TOPOLOGY, publisher, store, blobs),
-            store,
-            registry,
-            publisher,
-            worker,
-            vhost,
-            runs,
-        )
+        yield rig
     finally:
-        await worker.stop(grace=2)
+        await rig.worker.stop(grace=2)
         await connection.close()
         await publisher.close()

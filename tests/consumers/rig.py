@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
 from consumers.handlers import HandlerRegistry
 from consumers.worker import Worker
@@ -40,6 +41,7 @@ class Rig:
     worker: Worker
     settings: object
     runs: list[str]
+    worker_connection: Any = None  # the worker's robust connection
 
     async def submit(self, job_type: str, payload: object = None, **fields) -> str:
         done = await self.submitter.submit(JobRequest(type=job_type, payload=payload, **fields))
