@@ -13,7 +13,6 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     grace: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    result_ttl: Annotated[float, Field(gt=0)] = 7 * 86400.0
     poison_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
     breaker_threshold: Annotated[int, Field(ge=1, le=10000)] = 5
     breaker_cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0

@@ -108,6 +108,10 @@ class Worker:
         self._inbox: list[Delivery] = []
         self._done: list[tuple[Delivery, Action]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._limit = deps.group.spec.timeout / 1000  # seconds; a handler may set its own
+        self._deadlines: dict[asyncio.Task[None], float] = {}  # loop time each run must end by
+        self._overdue: set[asyncio.Task[None]] = set()  # cancelled for running past it
+        self._watch: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._executor: asyncio.Task[None] | None = None
         self._taking = True
@@ -183,6 +187,9 @@ class Worker:
             self._executor.cancel()
             await asyncio.gather(self._executor, return_exceptions=True)
         self._drop_due()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         return clean
 
     async def _idle(self) -> None:
@@ -373,7 +380,7 @@ class Worker:
         handler = delivery.handler
         if envelope is None or handler is None:
             raise ValueError("only a decoded delivery with a handler starts a run")
-        limit = handler.timeout or self._deps.group.spec.timeout / 1000
+        limit = handler.timeout or self._limit
         # The lease outlives the handler's timeout by a margin for the store's own writes; a
         # killed worker's claim expires then, and the redelivered job runs again.
         return RunStart(envelope.id, envelope.attempt, limit * 1.5 + 2, now)
@@ -465,11 +472,39 @@ class Worker:
             self._running_soon(start.job)
         elif start is not None and start.job is not None:
             self._events.append((event_key(start.job), event_body(start.job)))
-        task = asyncio.get_running_loop().create_task(self._run(delivery, now))
+        handler = delivery.handler
+        limit = (handler.timeout if handler is not None else None) or self._limit
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run(delivery, now, limit))
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._finished)
+        # One timer for every run (not one each): it fires at the earliest deadline.
+        deadline = loop.time() + limit
+        self._deadlines[task] = deadline
+        if self._watch is None or deadline < self._watch.when():
+            if self._watch is not None:
+                self._watch.cancel()
+            self._watch = loop.call_at(deadline, self._expire)
 
-    async def _run(self, delivery: Delivery, now: datetime) -> None:
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._deadlines.pop(task, None)
+        self._overdue.discard(task)
+
+    def _expire(self) -> None:
+        """Cancel the runs past their deadline (each sees a timeout), then wait for the next one."""
+        self._watch = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, when in list(self._deadlines.items()):
+            if when <= now:
+                del self._deadlines[task]
+                self._overdue.add(task)
+                task.cancel()
+        if self._deadlines:
+            self._watch = loop.call_at(min(self._deadlines.values()), self._expire)
+
+    async def _run(self, delivery: Delivery, now: datetime, limit: float) -> None:
         """Run the handler inside the job's log context (and span), then queue what follows."""
         envelope, handler = delivery.envelope, delivery.handler
         if envelope is None or handler is None:
@@ -483,14 +518,14 @@ class Worker:
         ):
             if tracing.enabled():
                 with self._scope(delivery):
-                    outcome = await self._call(envelope, handler, now)
+                    outcome = await self._call(envelope, handler, now, limit)
                     delivery.trace = tracing.current()
                     action = self._decide(
                         delivery, Facts(envelope, start=delivery.start, outcome=outcome)
                     )
                     _log(action)
             else:
-                outcome = await self._call(envelope, handler, now)
+                outcome = await self._call(envelope, handler, now, limit)
                 action = self._decide(
                     delivery, Facts(envelope, start=delivery.start, outcome=outcome)
                 )
@@ -498,11 +533,12 @@ class Worker:
         self._done.append((delivery, action))
         self._wake.set()
 
-    async def _call(self, envelope: Envelope, handler: Handler, now: datetime) -> Outcome:
+    async def _call(
+        self, envelope: Envelope, handler: Handler, now: datetime, limit: float
+    ) -> Outcome:
         """Run ``handler`` on ``envelope`` within its timeout; its outcome, never an exception."""
         deps = self._deps
         children = self._children
-        limit = handler.timeout or deps.group.spec.timeout / 1000
         children.started(handler.pattern).inc()
         priority = envelope.priority.value
         enqueued = envelope.not_before or envelope.created_at
@@ -521,20 +557,29 @@ class Worker:
                 correlation_id=envelope.correlation_id,
                 lookup_job=deps.store.get_job,
             )
-            async with asyncio.timeout(limit):
-                result = await handler.call(payload, context)
-            result = orjson.loads(orjson.dumps(result, default=str))
+            result = orjson.loads(orjson.dumps(await handler.call(payload, context), default=str))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task not in self._overdue:
+                raise  # the worker is stopping
+            task.uncancel()  # the cancel was the timeout's: it ends here
+            return self._failed(
+                handler, TimeoutError(f"the handler ran past its {limit:g}s timeout")
+            )
         except Exception as exc:  # the handler's failure: decide says what follows
-            if handler.depends_on and not isinstance(exc, Permanent | ContractError):
-                for name in handler.depends_on:
-                    self.breakers.get(name).failed()
-            return Failed(exc)
+            return self._failed(handler, exc)
         finally:
             children.in_flight.dec()
             children.duration(priority).observe(time.perf_counter() - began)
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
         return Succeeded(result)
+
+    def _failed(self, handler: Handler, exc: BaseException) -> Outcome:
+        if handler.depends_on and not isinstance(exc, Permanent | ContractError):
+            for name in handler.depends_on:
+                self.breakers.get(name).failed()
+        return Failed(exc)
 
     async def _payload(self, envelope: Envelope) -> Any:
         if envelope.payload_ref is None:

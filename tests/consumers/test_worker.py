@@ -248,3 +248,23 @@ async def test_the_worker_counts_runs_outcomes_and_times_them(rig: Rig):
         "waited": 2,
     }
     assert sample("taskq_jobs_in_flight", group="mail") == 0
+
+
+async def test_a_run_past_its_timeout_is_a_retryable_failure_and_others_run_on(rig: Rig):
+    @rig.registry.handler("mail.slow", timeout=0.2)
+    async def slow(payload, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+        await asyncio.sleep(30)
+
+    @rig.registry.handler("mail.quick")
+    async def quick(payload, ctx: JobContext) -> str:
+        return "done"
+
+    slow_id = await rig.submit("mail.slow")
+    quick_id = await rig.submit("mail.quick")
+    await rig.until(quick_id, JobStatus.SUCCEEDED)
+    await rig.until(slow_id, JobStatus.DEAD)
+    assert rig.runs == [slow_id] * 3  # every attempt timed out
+    job = await rig.store.get_job(slow_id)
+    assert job is not None
+    assert job.last_error == "TimeoutError: the handler ran past its 0.2s timeout"
