@@ -46,7 +46,7 @@ from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
 from jobstore.blobs import BlobStore
-from jobstore.model import JobRecord, JobStore, RunEnd, RunStart, RunStarted, StartOutcome
+from jobstore.model import JobStatus, JobStore, RunEnd, RunJob, RunStart, RunStarted
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.submit import Submitter
@@ -93,7 +93,23 @@ class Delivery:
     envelope: Envelope | None = None
     handler: Handler | None = None
     start: RunStarted | None = None
+    job: RunJob | None = None  # the job's row, as the window found it
+    ended: JobStatus | None = None  # the status its end recorded
     trace: object | None = None  # the context of its run's span, to publish its hops in
+
+
+@dataclass(frozen=True, slots=True)
+class JobChange:
+    """A change of a job's status, as its event tells it."""
+
+    id: str
+    type: str
+    status: JobStatus
+    attempts: int
+    updated_at: datetime
+    last_error: str | None
+    result: Any
+    tenant: str
 
 
 class Worker:
@@ -119,7 +135,7 @@ class Worker:
         self._channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractChannel, str]] = []
         # Running events wait ``running_event_delay``: dropped if the outcome comes first.
-        self._due: dict[str, tuple[float, JobRecord]] = {}
+        self._due: dict[str, tuple[float, RunJob, datetime]] = {}
         self._due_timer: asyncio.TimerHandle | None = None
         self._events: list[tuple[str, bytes]] = []  # published with the window's acks
         self._children = _Metrics(deps.metrics, deps.group.name)
@@ -328,9 +344,10 @@ class Worker:
         finals = list(finals)
         for (index, _), job in zip(ends, jobs, strict=True):
             delivery, action = finals[index]
-            self._ended(delivery, action, job)
+            self._ended(delivery, action, job, now)
         for delivery, start in zip(claims, started, strict=True):
             delivery.start = start
+            delivery.job = start.job
         return finals, claims
 
     async def _record_apart(
@@ -351,7 +368,7 @@ class Worker:
             except TaskqError as exc:
                 finals[index] = (delivery, self._refused(delivery, action, end, exc))
             else:
-                self._ended(delivery, action, job)
+                self._ended(delivery, action, job, end.at)
         try:
             _, started = await self._deps.store.run_window([], starts)
         except TaskqError as exc:
@@ -362,6 +379,7 @@ class Worker:
             return finals, []
         for delivery, start in zip(claims, started, strict=True):
             delivery.start = start
+            delivery.job = start.job
         return finals, claims
 
     def _refused(self, delivery: Delivery, action: Action, end: RunEnd, exc: TaskqError) -> Action:
@@ -399,17 +417,29 @@ class Worker:
         result = action.result if action.act is Act.ACK else None
         return RunEnd(envelope.id, run, action.status, now, result=result, error=action.error)
 
-    def _ended(self, delivery: Delivery, action: Action, job: JobRecord | None) -> None:
-        """Queue the status event of a recorded end (the job as the store left it)."""
-        if job is None:
+    def _ended(
+        self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime
+    ) -> None:
+        """Note a recorded end, and queue its status event (``found``: the job it ended)."""
+        if found is None:
             return
-        self._due.pop(job.id, None)
-        start = delivery.start
-        if start is None:  # ended without a run (an unknown type): the job is settled now
-            delivery.start = RunStarted(StartOutcome.SETTLED, 0, job)
-        else:
-            delivery.start = RunStarted(start.outcome, start.deliveries, job)
-        self._events.append((event_key(job), event_body(job)))
+        self._due.pop(found.id, None)
+        delivery.job = found
+        status = action.status
+        if status is None:  # the claim given back: the status stays as it was
+            return
+        delivery.ended = status
+        change = JobChange(
+            found.id,
+            found.type,
+            status,
+            found.attempts,
+            now,
+            action.error or found.last_error,
+            action.result,
+            found.tenant,
+        )
+        self._events.append((event_key(change), event_body(change)))
 
     async def _settle(self, finals: list[tuple[Delivery, Action]]) -> None:
         """Enqueue callbacks, publish the window's events, then ack, nack or reject each delivery."""
@@ -441,20 +471,22 @@ class Worker:
         if submitter is None:
             return set()
         due = [
-            (d, d.start.job)
+            d
             for d in deliveries
-            if d.start is not None
-            and d.start.job is not None
-            and d.start.job.callback_url is not None
-            and d.start.job.status.terminal
+            if d.job is not None
+            and d.job.callback_url is not None
+            and ((d.ended is not None and d.ended.terminal) or d.job.status.terminal)
         ]
         failed: set[Delivery] = set()
-        for delivery, job in due:
+        for delivery in due:
+            job_id = delivery.job.id if delivery.job is not None else ""
             try:
-                await submitter.follow_up(job)
+                job = await self._deps.store.get_job(job_id)  # the whole job, for its callback
+                if job is not None:
+                    await submitter.follow_up(job)
             except TaskqError as exc:
                 # Requeued: its redelivery finds the job ended and enqueues the callback then.
-                logger.warning("callback of job {} not enqueued: {}", job.id, exc)
+                logger.warning("callback of job {} not enqueued: {}", job_id, exc)
                 failed.add(delivery)
         return failed
 
@@ -467,11 +499,9 @@ class Worker:
             self._children.cancelled.inc()
 
     def _launch(self, delivery: Delivery, now: datetime) -> None:
-        start = delivery.start
-        if start is not None and start.job is not None and self._deps.settings.running_event_delay:
-            self._running_soon(start.job)
-        elif start is not None and start.job is not None:
-            self._events.append((event_key(start.job), event_body(start.job)))
+        job = delivery.job
+        if job is not None:
+            self._running_soon(job, now)
         handler = delivery.handler
         limit = (handler.timeout if handler is not None else None) or self._limit
         loop = asyncio.get_running_loop()
@@ -614,25 +644,22 @@ class Worker:
         ):
             yield
 
-    def _running_soon(self, job: JobRecord) -> None:
+    def _running_soon(self, job: RunJob, started: datetime) -> None:
         """Announce that ``job`` runs once the delay passed, unless its end is recorded first."""
-        self._due[job.id] = (time.monotonic() + self._deps.settings.running_event_delay, job)
+        delay = self._deps.settings.running_event_delay
+        self._due[job.id] = (time.monotonic() + delay, job, started)
         if self._due_timer is None:
-            self._due_timer = asyncio.get_running_loop().call_later(
-                self._deps.settings.running_event_delay, self._due_now
-            )
+            self._due_timer = asyncio.get_running_loop().call_later(delay, self._due_now)
 
     def _due_now(self) -> None:
         self._due_timer = None
         self._wake.set()
 
     def _announce_due(self) -> None:
-        """Queue the running events that came due (published with the next window's events)."""
-        if not self._due:
-            return
+        """Queue the running events that came due (published with this window's events)."""
         now = time.monotonic()
         while self._due:
-            job_id, (when, job) = next(iter(self._due.items()))
+            job_id, (when, job, started) = next(iter(self._due.items()))
             if when > now:
                 if self._due_timer is None:
                     self._due_timer = asyncio.get_running_loop().call_later(
@@ -640,8 +667,17 @@ class Worker:
                     )
                 return
             del self._due[job_id]
-            self._events.append((event_key(job), event_body(job)))
-            self._wake.set()
+            change = JobChange(
+                job.id,
+                job.type,
+                job.status,
+                job.attempts,
+                started,
+                job.last_error,
+                None,
+                job.tenant,
+            )
+            self._events.append((event_key(change), event_body(change)))
 
     def _drop_due(self) -> None:
         self._due.clear()

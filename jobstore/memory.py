@@ -28,11 +28,12 @@ from jobstore.model import (
     JobStatus,
     NewJob,
     RunEnd,
+    RunJob,
     RunStart,
     RunStarted,
     check_settable,
 )
-from jobstore.run_window import Row, ended, plan_window
+from jobstore.run_window import Row, plan_window
 from topology.errors import StoreError
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
@@ -202,14 +203,22 @@ class InMemoryJobStore:
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
+    ) -> tuple[list[RunJob | None], list[RunStarted]]:
         """End and start a window of runs at once (see ``JobStore.run_window``)."""
         self._check()
         async with self._lock:
             now = time.monotonic()
             rows = {
                 job_id: Row(
-                    replace(job, payload=None),
+                    RunJob(
+                        job.id,
+                        job.type,
+                        job.status,
+                        job.attempts,
+                        job.last_error,
+                        job.tenant,
+                        job.callback_url,
+                    ),
                     self.deliveries.get(job_id, 0),
                     self.claims.get(job_id, 0.0) > now,
                 )
@@ -217,11 +226,10 @@ class InMemoryJobStore:
                 if (job := self.jobs.get(job_id)) is not None
             }
             plan = plan_window(rows, ends, starts)
+            # Every value checked first, so a refused one changes nothing (one transaction).
+            changed = {end.job_id: _ended(self.jobs[end.job_id], end) for end in plan.ends}
+            self.jobs.update(changed)
             for end in plan.ends:
-                if end.result is not None:
-                    _normalised(replace(self.jobs[end.job_id], result=end.result))  # JSON only
-            for end in plan.ends:
-                self.jobs[end.job_id] = _normalised(ended(self.jobs[end.job_id], end))
                 self.claims.pop(end.job_id, None)
             for start in plan.starts:
                 self.claims[start.job_id] = now + start.lease_s
@@ -288,6 +296,20 @@ class InMemoryJobStore:
         key = self.api_keys.get(key_id)
         if key is not None and (key.last_used_at is None or key.last_used_at < at):
             self.api_keys[key_id] = replace(key, last_used_at=at.astimezone(UTC))
+
+
+def _ended(job: JobRecord, end: RunEnd) -> JobRecord:
+    """Return ``job`` as ``end`` leaves it (see ``RunEnd``)."""
+    changes: dict[str, Any] = {"updated_at": end.at}
+    if end.status is not None:
+        changes["status"] = end.status
+        if end.status.terminal:
+            changes["finished_at"] = end.at
+    if end.result is not None:
+        changes["result"] = end.result
+    if end.error is not None:
+        changes["last_error"] = end.error
+    return _normalised(replace(job, **changes))
 
 
 def _normalised(job: JobRecord) -> JobRecord:

@@ -151,17 +151,29 @@ class StartOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RunJob:
+    """What a worker reads of a job's row in a run window (the message carries the rest)."""
+
+    id: str
+    type: str
+    status: JobStatus
+    attempts: int
+    last_error: str | None
+    tenant: str
+    callback_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RunStarted:
     """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job).
 
     ``deliveries`` counts the job's starts so far, this one included; a run's ``RunEnd`` names
-    it, so a run whose claim a later start took over cannot end the job. The record carries
-    no payload (the message does).
+    it, so a run whose claim a later start took over cannot end the job.
     """
 
     outcome: StartOutcome
     deliveries: int = 0
-    job: JobRecord | None = None
+    job: RunJob | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,11 +296,12 @@ class JobStore(CredentialStore, Protocol):
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
-        """End and start a worker's runs in ONE transaction; the jobs as the ends left them, and each start's outcome.
+    ) -> tuple[list[RunJob | None], list[RunStarted]]:
+        """End and start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome.
 
         Ends go first (see ``RunEnd``: a succeeded job also keeps ``result``, and every end
-        frees the claim); ``None`` for an end that did not apply. Then each start, in order: a job that ended is SETTLED; one whose
+        frees the claim); each end answers the job as it found it, or ``None`` when it did not
+        apply. Then each start, in order: a job that ended is SETTLED; one whose
         claim is live is HELD; otherwise the claim is taken for ``lease_s``, the delivery
         counted (it survives worker crashes) and the job moved to running (RUN). A start for an
         unknown job is RUN with no job and nothing recorded.

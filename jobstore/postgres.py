@@ -31,11 +31,12 @@ from jobstore.model import (
     JobStatus,
     NewJob,
     RunEnd,
+    RunJob,
     RunStart,
     RunStarted,
     check_settable,
 )
-from jobstore.run_window import Row, plan_window
+from jobstore.run_window import RUN_COLUMNS, Row, plan_window
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
 
@@ -112,9 +113,8 @@ UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + 
 WHERE job_id = $1 AND state = 'pending'
 """
 # A window's jobs, locked until its commit; the payload stays out (the message carries it).
-_WINDOW_COLUMNS = ", ".join("NULL::jsonb AS payload" if c == "payload" else c for c in _COLUMNS)
 _WINDOW_SQL = (
-    f"SELECT {_WINDOW_COLUMNS}, deliveries, claim_until > now() AS held FROM jobs"
+    f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > now() AS held FROM jobs"
     " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
 _START = (
@@ -316,12 +316,24 @@ class PostgresJobStore:
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
+    ) -> tuple[list[RunJob | None], list[RunStarted]]:
         """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
         ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
             rows = {
-                row["id"]: Row(_record(row, skip=2), int(row["deliveries"]), bool(row["held"]))
+                row["id"]: Row(
+                    RunJob(
+                        row["id"],
+                        row["type"],
+                        JobStatus(row["status"]),
+                        row["attempts"],
+                        row["last_error"],
+                        row["tenant"],
+                        row["callback_url"],
+                    ),
+                    int(row["deliveries"]),
+                    bool(row["held"]),
+                )
                 for row in await conn.fetch(_WINDOW_SQL, ids)
             }
             plan = plan_window(rows, ends, starts)
@@ -474,9 +486,8 @@ def _param(value: Any) -> Any:
     return value.value if isinstance(value, JobStatus | Priority) else value
 
 
-def _record(row: asyncpg.Record, *, skip: int = 0) -> JobRecord:
-    """Return the job a row holds (its first columns; ``skip`` extra ones at the end)."""
-    values = dict(list(row.items())[: len(row) - skip])
+def _record(row: asyncpg.Record) -> JobRecord:
+    values = dict(row.items())
     values["status"] = JobStatus(values["status"])
     values["priority"] = Priority(values["priority"])
     return JobRecord(**values)

@@ -1,32 +1,34 @@
 """What a window of run ends and starts does to the jobs it names, worked out once for every store.
 
 A store reads the window's jobs (under its write lock), hands them to ``plan_window`` and writes
-the ends and starts it returns; the records it gives back are the jobs as those writes leave
-them, worked out here instead of read back.
+the ends and starts it returns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC
+from dataclasses import dataclass
 
 from jobstore.model import (
     STARTABLE,
-    JobRecord,
     JobStatus,
     RunEnd,
+    RunJob,
     RunStart,
     RunStarted,
     StartOutcome,
 )
 
+RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "callback_url")
+"""The columns of a ``RunJob``, in its fields' order."""
+STATUSES = {status.value: status for status in JobStatus}
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A job as the window found it: its record, its delivery count, and whether a run holds it."""
+    """A job as the window found it: what the worker needs, its delivery count, whether a run holds it."""
 
-    job: JobRecord
+    job: RunJob
     deliveries: int
     held: bool
 
@@ -35,7 +37,7 @@ class Row:
 class Plan:
     """What to write for a window, and what to answer."""
 
-    ended: list[JobRecord | None]  # per end: the job as it left it, None where it did not apply
+    ended: list[RunJob | None]  # per end: the job it found, None where it does not apply
     started: list[RunStarted]  # per start
     ends: list[RunEnd]  # the ends to write
     starts: list[RunStart]  # the starts to write (claim, count, mark running)
@@ -44,22 +46,22 @@ class Plan:
 def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[RunStart]) -> Plan:
     """Return what ``ends`` then ``starts`` do to ``rows`` (see ``JobStore.run_window``)."""
     rows = dict(rows)
-    applied: list[JobRecord | None] = []
+    applied: list[RunJob | None] = []
     writes: list[RunEnd] = []
     for end in ends:
         row = rows.get(end.job_id)
         # run 0: an end without a run (an unknown type), applied while no run holds the job.
-        ok = (
-            row is not None
-            and row.job.status in STARTABLE
-            and (row.deliveries == end.run if end.run else not row.held)
-        )
-        if not ok or row is None:
+        if (
+            row is None
+            or row.job.status not in STARTABLE
+            or (row.deliveries != end.run if end.run else row.held)
+        ):
             applied.append(None)
             continue
-        job = ended(row.job, end)
-        applied.append(job)
+        applied.append(row.job)
         writes.append(end)
+        status = end.status or row.job.status
+        job = RunJob(*_fields(row.job, status, row.job.attempts, end.error or row.job.last_error))
         rows[end.job_id] = Row(job, row.deliveries, held=False)
     started: list[RunStarted] = []
     claims: list[RunStart] = []
@@ -72,14 +74,7 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
         elif row.held:
             started.append(RunStarted(StartOutcome.HELD, row.deliveries, row.job))
         else:
-            when = item.started_at.astimezone(UTC)
-            job = replace(
-                row.job,
-                status=JobStatus.RUNNING,
-                attempts=item.attempt,
-                started_at=when,
-                updated_at=when,
-            )
+            job = RunJob(*_fields(row.job, JobStatus.RUNNING, item.attempt, row.job.last_error))
             claims.append(item)
             # A later start of this window for the same job finds it held.
             rows[item.job_id] = Row(job, row.deliveries + 1, held=True)
@@ -87,16 +82,7 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
     return Plan(applied, started, writes, claims)
 
 
-def ended(job: JobRecord, end: RunEnd) -> JobRecord:
-    """Return ``job`` as ``end`` leaves it."""
-    when = end.at.astimezone(UTC)
-    if end.status is None:
-        return replace(job, updated_at=when, last_error=end.error or job.last_error)
-    return replace(
-        job,
-        status=end.status,
-        result=end.result if end.result is not None else job.result,
-        last_error=end.error or job.last_error,
-        finished_at=when if end.status.terminal else job.finished_at,
-        updated_at=when,
-    )
+def _fields(
+    job: RunJob, status: JobStatus, attempts: int, last_error: str | None
+) -> tuple[str, str, JobStatus, int, str | None, str, str | None]:
+    return (job.id, job.type, status, attempts, last_error, job.tenant, job.callback_url)

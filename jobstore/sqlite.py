@@ -33,6 +33,7 @@ from jobstore.model import (
     JobStatus,
     NewJob,
     RunEnd,
+    RunJob,
     RunStart,
     RunStarted,
     check_settable,
@@ -277,7 +278,7 @@ class SqliteJobStore:
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
+    ) -> tuple[list[RunJob | None], list[RunStarted]]:
         """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction on the thread.
 
         Not inline: while the thread commits, the loop reads the next deliveries, and the

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 import orjson
 
-from jobstore.model import JobRecord, RunEnd, RunStart, RunStarted
-from jobstore.run_window import Row, plan_window
-from jobstore.sqlite_rows import COLUMNS, now_us, record, seconds_us, to_us
+from jobstore.model import RunEnd, RunJob, RunStart, RunStarted
+from jobstore.run_window import RUN_COLUMNS, STATUSES, Row, plan_window
+from jobstore.sqlite_rows import now_us, seconds_us, to_us
 
-# The payload stays out of what a window reads: the message carries it, and decoding it
-# would cost every job a JSON parse for nothing.
-_READ = ", ".join("NULL" if name == "payload" else name for name in COLUMNS)
+# Only what a worker needs: the message carries the rest, and decoding it would cost every job
+# for nothing.
+_READ = f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until FROM jobs"
 _START = (
     "UPDATE jobs SET status = 'running', attempts = ?, started_at = ?, updated_at = ?,"
     " deliveries = deliveries + 1, claim_until = ? WHERE id = ?"
@@ -34,19 +34,18 @@ _END = (
 
 def run_window(
     db: sqlite3.Connection, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-) -> tuple[list[JobRecord | None], list[RunStarted]]:
+) -> tuple[list[RunJob | None], list[RunStarted]]:
     """End and start runs (see ``JobStore.run_window``) in the caller's write transaction."""
     now = now_us()
     ids = {item.job_id for item in ends} | {item.job_id for item in starts}
     rows: dict[str, Row] = {}
     if ids:
         marks = ", ".join("?" * len(ids))
-        for row in db.execute(
-            f"SELECT {_READ}, deliveries, claim_until FROM jobs WHERE id IN ({marks})",
-            tuple(ids),
+        for key, kind, status, attempts, error, tenant, url, deliveries, claim in db.execute(
+            f"{_READ} WHERE id IN ({marks})", tuple(ids)
         ):
-            held = row[-1] is not None and row[-1] > now
-            rows[row[0]] = Row(record(row[:-2]), int(row[-2]), held)
+            job = RunJob(key, kind, STATUSES[status], attempts, error, tenant, url)
+            rows[key] = Row(job, deliveries, claim is not None and claim > now)
     plan = plan_window(rows, ends, starts)
     if plan.ends:
         db.executemany(_END, [_end_values(end) for end in plan.ends])

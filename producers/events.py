@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import orjson
 
-from jobstore.model import JobRecord
+from jobstore.model import JobStatus
 from producers.views import iso
 
 EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result", "tenant")
 
 
-def event_key(job: JobRecord) -> str:
+class Eventful(Protocol):
+    """What a status event tells of a job: a ``JobRecord``, or a worker's note of a change."""
+
+    @property
+    def id(self) -> str: ...  # noqa: D102
+    @property
+    def type(self) -> str: ...  # noqa: D102
+    @property
+    def status(self) -> JobStatus: ...  # noqa: D102
+    @property
+    def attempts(self) -> int: ...  # noqa: D102
+    @property
+    def updated_at(self) -> datetime: ...  # noqa: D102
+    @property
+    def last_error(self) -> str | None: ...  # noqa: D102
+    @property
+    def result(self) -> Any: ...  # noqa: D102
+    @property
+    def tenant(self) -> str: ...  # noqa: D102
+
+
+def event_key(job: Eventful) -> str:
     """Return the routing key of a job's status event: ``<job type>.<status>``.
 
     Type first, so a binding can follow one type (``email.welcome.*``) or one status
@@ -21,7 +43,7 @@ def event_key(job: JobRecord) -> str:
     return f"{job.type}.{job.status.value}"
 
 
-def event_body(job: JobRecord) -> bytes:
+def event_body(job: Eventful) -> bytes:
     """Return the JSON body of a job's status event (``EVENT_FIELDS`` of its view, built directly)."""
     return orjson.dumps(
         {
