@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -258,13 +259,19 @@ class Worker:
         finals, started = await self._record(finals, claims, now)
         await self._settle(finals)
         self._announce_due()
+        launched: Counter[str] = Counter()
         for delivery in started:
             action = self._decide(delivery, Facts(delivery.envelope, start=delivery.start))
-            if action.act is Act.RUN:
+            if action.act is Act.RUN and delivery.handler is not None:
                 self._launch(delivery, now)
+                launched[delivery.handler.pattern] += 1
             else:
                 self._done.append((delivery, action))
                 self._wake.set()
+        for kind, n in launched.items():
+            self._children.started(kind).inc(n)
+        if launched:
+            self._children.in_flight.set(len(self._running))
 
     def _first(self, delivery: Delivery, now: datetime) -> Action:
         """Decode ``delivery`` and decide what it needs before any run starts."""
@@ -454,6 +461,7 @@ class Worker:
         done: list[tuple[AbstractChannel, int]] = []
         requeue: list[tuple[AbstractChannel, int]] = []
         reject: list[tuple[AbstractChannel, int]] = []
+        counts: Counter[tuple[str, Act]] = Counter()
         for delivery, action in finals:
             pair = (delivery.channel, delivery.tag)
             if action.act is Act.REQUEUE or delivery in failed:
@@ -462,8 +470,10 @@ class Worker:
                 reject.append(pair)
             else:
                 done.append(pair)
-            self._count(delivery, action)
+            kind = delivery.handler.pattern if delivery.handler is not None else UNKNOWN_TYPE
+            counts[kind, action.act] += 1
         await self._acks.settle(done, requeue, reject)
+        self._count(counts)
 
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
         """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
@@ -490,13 +500,15 @@ class Worker:
                 failed.add(delivery)
         return failed
 
-    def _count(self, delivery: Delivery, action: Action) -> None:
-        kind = delivery.handler.pattern if delivery.handler is not None else UNKNOWN_TYPE
-        outcome = _OUTCOME.get(action.act)
-        if outcome is not None:
-            self._children.completed(kind, outcome).inc()
-        elif action.act is Act.CANCEL:
-            self._children.cancelled.inc()
+    def _count(self, counts: Counter[tuple[str, Act]]) -> None:
+        """Count the window's outcomes: one increment per kind of outcome, not per job."""
+        for (kind, act), n in counts.items():
+            outcome = _OUTCOME.get(act)
+            if outcome is not None:
+                self._children.completed(kind, outcome).inc(n)
+            elif act is Act.CANCEL:
+                self._children.cancelled.inc(n)
+        self._children.in_flight.set(len(self._running))
 
     def _launch(self, delivery: Delivery, now: datetime) -> None:
         job = delivery.job
@@ -569,11 +581,9 @@ class Worker:
         """Run ``handler`` on ``envelope`` within its timeout; its outcome, never an exception."""
         deps = self._deps
         children = self._children
-        children.started(handler.pattern).inc()
         priority = envelope.priority.value
         enqueued = envelope.not_before or envelope.created_at
         children.queue_wait(priority).observe(max(0.0, (now - enqueued).total_seconds()))
-        children.in_flight.inc()
         began = time.perf_counter()
         try:
             payload = handler.parse(await self._payload(envelope))
@@ -599,7 +609,6 @@ class Worker:
         except Exception as exc:  # the handler's failure: decide says what follows
             return self._failed(handler, exc)
         finally:
-            children.in_flight.dec()
             children.duration(priority).observe(time.perf_counter() - began)
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()

@@ -51,12 +51,24 @@ def event_body(job: Eventful) -> bytes:
             "type": job.type,
             "status": job.status.value,
             "attempts": job.attempts,
-            "updated_at": iso(job.updated_at),
+            "updated_at": _iso(job.updated_at),
             "last_error": job.last_error,
             "result": job.result,
             "tenant": job.tenant,
         }
     )
+
+
+_last_iso: list[tuple[datetime, str | None]] = []
+
+
+def _iso(when: datetime) -> str | None:
+    """Return ``iso(when)``, remembering the last one: a worker's events of a window share it."""
+    if _last_iso and _last_iso[0][0] is when:
+        return _last_iso[0][1]
+    text = iso(when)
+    _last_iso[:] = [(when, text)]
+    return text
 
 
 def decode_event(body: bytes) -> dict[str, Any] | None:

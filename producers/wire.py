@@ -12,6 +12,7 @@ installed, so an upgrade is checked here before it can break the publisher.
 from __future__ import annotations
 
 import asyncio
+import functools
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,8 +63,9 @@ def outgoing(
     return Outgoing(encode_publish(exchange, routing_key, mandatory), properties, body, message_id)
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_publish(exchange: str, routing_key: str, mandatory: bool) -> bytes:
-    """Return the payload of a ``Basic.Publish`` method frame.
+    """Return the payload of a ``Basic.Publish`` method frame (remembered: the keys repeat).
 
     Raises:
         ValueError: the exchange or routing key is longer than 255 bytes in UTF-8.
