@@ -52,7 +52,7 @@ from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.submit import Submitter
 from telemetry import tracing
-from telemetry.logs import job_log_context
+from telemetry.logs import bind_job
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
@@ -551,27 +551,26 @@ class Worker:
         envelope, handler = delivery.envelope, delivery.handler
         if envelope is None or handler is None:
             return
-        with job_log_context(
+        # This task runs this one job: its fields stay bound until it ends.
+        bind_job(
             job_id=envelope.id,
             job_type=envelope.type,
             group=self._deps.group.name,
             attempt=envelope.attempt,
             correlation_id=envelope.correlation_id,
-        ):
-            if tracing.enabled():
-                with self._scope(delivery):
-                    outcome = await self._call(envelope, handler, now, limit)
-                    delivery.trace = tracing.current()
-                    action = self._decide(
-                        delivery, Facts(envelope, start=delivery.start, outcome=outcome)
-                    )
-                    _log(action)
-            else:
+        )
+        if tracing.enabled():
+            with self._scope(delivery):
                 outcome = await self._call(envelope, handler, now, limit)
+                delivery.trace = tracing.current()
                 action = self._decide(
                     delivery, Facts(envelope, start=delivery.start, outcome=outcome)
                 )
                 _log(action)
+        else:
+            outcome = await self._call(envelope, handler, now, limit)
+            action = self._decide(delivery, Facts(envelope, start=delivery.start, outcome=outcome))
+            _log(action)
         self._done.append((delivery, action))
         self._wake.set()
 

@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -104,6 +105,32 @@ def configure_logging(
     return chosen
 
 
+_JOB_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("taskq_job_log_fields", default=None)
+
+
+def bind_job(
+    *,
+    job_id: str,
+    job_type: str | None = None,
+    group: str | None = None,
+    attempt: int | None = None,
+    correlation_id: str | None = None,
+) -> Token[dict[str, Any] | None]:
+    """Bind the job's fields to every line logged from here on in this context, and in tasks and threads it starts.
+
+    One context variable set, read by the patcher ``configure_logging`` installs: cheap enough
+    for a task that runs one job to call and never undo.
+    """
+    fields = {
+        "job_id": job_id,
+        "job_type": job_type,
+        "group": group,
+        "attempt": attempt,
+        "correlation_id": correlation_id,
+    }
+    return _JOB_FIELDS.set({k: v for k, v in fields.items() if v is not None})
+
+
 @contextmanager
 def job_log_context(
     *,
@@ -114,15 +141,17 @@ def job_log_context(
     correlation_id: str | None = None,
 ) -> Iterator[None]:
     """Bind the job's fields to every line logged in the block, and in tasks and threads it starts."""
-    fields = {
-        "job_id": job_id,
-        "job_type": job_type,
-        "group": group,
-        "attempt": attempt,
-        "correlation_id": correlation_id,
-    }
-    with logger.contextualize(**{k: v for k, v in fields.items() if v is not None}):
+    token = bind_job(
+        job_id=job_id,
+        job_type=job_type,
+        group=group,
+        attempt=attempt,
+        correlation_id=correlation_id,
+    )
+    try:
         yield
+    finally:
+        _JOB_FIELDS.reset(token)
 
 
 class InterceptHandler(logging.Handler):
@@ -169,8 +198,10 @@ def _route_stdlib(level: int) -> None:
 
 
 def _enrich(record: Record) -> None:
-    """Add the current span's trace and span ids and the traceback, then mask secrets everywhere."""
+    """Add the job's fields, the current span's trace and span ids and the traceback, then mask secrets."""
     extra = record["extra"]
+    for name, value in (_JOB_FIELDS.get() or {}).items():
+        extra.setdefault(name, value)  # a field bound on the logger wins
     span = trace.get_current_span().get_span_context()
     if span.is_valid:
         extra.setdefault("trace_id", trace.format_trace_id(span.trace_id))
