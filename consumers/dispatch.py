@@ -5,6 +5,9 @@ started in the store, the handler's outcome, a failure carrying out an earlier a
 answers with one action. The worker's executor carries actions out; it is the only code that
 acks, nacks or rejects, and every hop is a confirmed publish followed by the ack of the
 original: at-least-once, never zero.
+
+The value types here are made per delivery, several times over, so they are plain slotted
+dataclasses (a frozen one costs five times as much to build); nothing changes them once made.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class DeadReason(StrEnum):
     # carrying out its outcome keeps failing)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Action:
     """What to do, with what to publish first (FORWARD, RETRY, DEAD) and what to record."""
 
@@ -86,21 +89,21 @@ PUBLISHES = frozenset({Act.FORWARD, Act.RETRY, Act.DEAD})
 """The actions that publish before the original is acked."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Succeeded:
     """The handler returned ``result`` (JSON)."""
 
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     """The handler raised ``error`` (or timed out, or its payload did not fit)."""
 
     error: BaseException
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Broken:
     """Carrying out ``failed`` went wrong: the store or the broker refused it, or is down."""
 
@@ -111,7 +114,7 @@ class Broken:
 Outcome = Succeeded | Failed | Broken
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
     """What is known about one delivery so far."""
 

@@ -99,7 +99,7 @@ class Delivery:
     trace: object | None = None  # the context of its run's span, to publish its hops in
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobChange:
     """A change of a job's status, as its event tells it."""
 

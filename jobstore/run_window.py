@@ -24,7 +24,7 @@ RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "call
 STATUSES = {status.value: status for status in JobStatus}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
     """A job as the window found it: what the worker needs, its delivery count, whether a run holds it."""
 
@@ -33,7 +33,7 @@ class Row:
     held: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
     """What to write for a window, and what to answer."""
 
