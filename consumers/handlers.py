@@ -80,11 +80,11 @@ class Handler:
     payload: TypeAdapter[Any]
     timeout: float | None = None
     depends_on: tuple[str, ...] = ()
+    # Whether the function is a coroutine function (sync ones run in threads): asked once.
+    is_async: bool = field(init=False)
 
-    @property
-    def is_async(self) -> bool:
-        """Return whether the function is a coroutine function (sync ones run in threads)."""
-        return inspect.iscoroutinefunction(self.fn)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.fn))
 
     def parse(self, payload: Any) -> Any:
         """Return the payload as the handler's declared type.

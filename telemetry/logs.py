@@ -121,14 +121,16 @@ def bind_job(
     One context variable set, read by the patcher ``configure_logging`` installs: cheap enough
     for a task that runs one job to call and never undo.
     """
-    fields = {
-        "job_id": job_id,
-        "job_type": job_type,
-        "group": group,
-        "attempt": attempt,
-        "correlation_id": correlation_id,
-    }
-    return _JOB_FIELDS.set({k: v for k, v in fields.items() if v is not None})
+    fields: dict[str, Any] = {"job_id": job_id}
+    if job_type is not None:
+        fields["job_type"] = job_type
+    if group is not None:
+        fields["group"] = group
+    if attempt is not None:
+        fields["attempt"] = attempt
+    if correlation_id is not None:
+        fields["correlation_id"] = correlation_id
+    return _JOB_FIELDS.set(fields)
 
 
 @contextmanager
