@@ -14,6 +14,7 @@ statements of a small unit, and under load one commit now serves many units.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections import deque
@@ -27,7 +28,9 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 5.0  # how long to wait for another process's lock before giving up
 _PRAGMAS = (
-    f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}",
+    # No busy handler: SQLite's sleeps 1, 2, 5, 10 ms... between tries, a tail of milliseconds
+    # on every write that meets another process's lock. ``patiently`` tries again sooner.
+    "PRAGMA busy_timeout=0",
     # With WAL, NORMAL skips the fsync per commit: a process crash loses nothing, a power cut
     # may lose the last commits but never corrupts the file.
     "PRAGMA synchronous=NORMAL",
@@ -68,7 +71,8 @@ class SqliteThread:
             self._executor.shutdown(wait=False)
 
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return work(self._conn if self._conn is not None else self._open())
+        conn = self._conn if self._conn is not None else self._open()
+        return patiently(conn, work)
 
     def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run every queued write unit in one transaction, then hand the outcomes to the loop."""
@@ -79,7 +83,7 @@ class SqliteThread:
         outcomes: list[tuple[bool, Any]]
         try:
             conn = self._conn if self._conn is not None else self._open()
-            patiently(conn, "BEGIN IMMEDIATE")
+            patiently(conn, _begin)
             outcomes = [_in_savepoint(conn, work, alone=len(units) == 1) for work, _ in units]
             conn.execute("COMMIT")
         except Exception as exc:  # the transaction failed as a whole: so did every unit
@@ -101,9 +105,9 @@ class SqliteThread:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             for pragma in _PRAGMAS:
-                conn.execute(pragma).fetchall()
+                patiently(conn, functools.partial(_fetch, sql=pragma))
             # WAL: readers never block the writer, nor it them (the mode sticks to the file).
-            patiently(conn, "PRAGMA journal_mode=WAL")
+            patiently(conn, _wal)
         except BaseException:
             conn.close()
             raise
@@ -147,22 +151,38 @@ def _deliver(futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]
             future.set_exception(value)
 
 
-def patiently(conn: sqlite3.Connection, sql: str) -> None:
-    """Run ``sql``, trying again while SQLite answers BUSY, until the busy timeout would be over."""
-    # SQLite answers BUSY at once, skipping the busy handler, when a file changes journal mode
-    # under a connection: processes opening a new file together race to switch it to WAL and
-    # then to BEGIN. Only the mode switch and BEGIN retry: neither has done anything yet.
+def patiently(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work``, trying again while SQLite answers BUSY, until the busy timeout would be over.
+
+    Only units that have done nothing when BUSY can come are given: BEGIN, the switch to WAL
+    (processes opening a new file together race to make it), and reads (which change nothing).
+    The waits start at 0.1 ms and double up to 5 ms: another process's write transaction
+    usually ends within a millisecond.
+    """
     deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.0001
     while True:
         try:
-            # Fetch the answer (the PRAGMA returns the mode): a statement left unfinished keeps
-            # its read snapshot open, and BEGIN IMMEDIATE would then fail with BUSY_SNAPSHOT.
-            conn.execute(sql).fetchall()
-            return
+            return work(conn)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.005)
+
+
+def _fetch(conn: sqlite3.Connection, *, sql: str) -> list[Any]:
+    return conn.execute(sql).fetchall()
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    # Fetch the answer (the PRAGMA returns the mode): a statement left unfinished keeps its
+    # read snapshot open, and BEGIN IMMEDIATE would then fail with BUSY_SNAPSHOT.
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
