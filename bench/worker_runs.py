@@ -9,6 +9,7 @@ left unacked would be back in it).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -258,3 +259,155 @@ def _stop(worker: subprocess.Popen[bytes]) -> int:
 
 def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+RAW = (PYTHON, "-m", "noop.raw_jobs")
+RAW_SYSTEMS = (
+    System(
+        "aio-pika",
+        "raw aio-pika consumer, asyncio loop, prefetch 64, ack each message",
+        (*RAW, "consume", "--client", "aio-pika", "--loop", "asyncio"),
+        (*RAW, "enqueue"),
+        queue="bench.aio-pika",
+    ),
+    System(
+        "aio-pika-uvloop",
+        "raw aio-pika consumer, uvloop, prefetch 64, ack each message",
+        (*RAW, "consume", "--client", "aio-pika", "--loop", "uvloop"),
+        (*RAW, "enqueue"),
+        queue="bench.aio-pika-uvloop",
+    ),
+    System(
+        "aiormq-batched",
+        "raw aiormq consumer, uvloop, ack every 32 with `multiple` (reference)",
+        (*RAW, "consume", "--client", "aiormq", "--loop", "uvloop"),
+        (*RAW, "enqueue"),
+        queue="bench.aiormq",
+    ),
+)
+TASKQ = System(
+    "taskq",
+    "taskq `taskctl worker email`, every feature on",
+    (str(BIN / "taskctl"), "worker", "email"),
+    (PYTHON, "-m", "noop.taskq_jobs"),
+    queue="taskq.email",
+    also_empty=("taskq.email.dlq",),
+    taskq=True,
+    verify=(PYTHON, "-m", "noop.taskq_jobs", "verify"),
+)
+SAME_LOOP = "aio-pika-uvloop"  # taskctl worker runs on uvloop
+
+
+def compare(systems: Sequence[System], peers: Sequence[str], doc: str | None) -> None:
+    """Parse the command line, run the chosen systems in interleaved rounds, print the table."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--only", help="comma-separated systems to run: " + ", ".join(s.name for s in systems)
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--profile", type=Path, help="sample taskq's worker with py-spy into this folder"
+    )
+    opts = parser.parse_args()
+    chosen = [s for s in systems if not opts.only or s.name in opts.only.split(",")]
+    if not chosen or opts.jobs < 2:
+        parser.error("nothing to run: check --only and --jobs (at least 2)")
+    before = load()
+    results: dict[str, list[Result]] = {s.name: [] for s in chosen}
+    with Scratch(opts.profile) as scratch:
+        for round_no in range(opts.rounds):
+            # Interleaved, every other round reversed: drift on a shared machine hits all alike.
+            order = chosen if round_no % 2 == 0 else chosen[::-1]
+            for system in order:
+                result = scratch.run(system, opts.jobs)
+                results[system.name].append(result)
+                print(
+                    f"round {round_no + 1}: {system.name:16} {result.rate:8.0f} jobs/s "
+                    f"{result.cpu_us:6.0f} CPU µs/job, longest pause {result.longest_pause_ms:.0f} ms",
+                    flush=True,
+                )
+    after = load()
+    report(chosen, results, peers, opts.jobs, opts.rounds, before, after)
+    if opts.json:
+        data = as_json(chosen, results, opts.jobs, opts.rounds, before, after)
+        opts.json.write_text(json.dumps(data, indent=2))
+
+
+def report(
+    chosen: Sequence[System],
+    results: dict[str, list[Result]],
+    peers: Sequence[str],
+    jobs: int,
+    rounds: int,
+    before: str,
+    after: str,
+) -> None:
+    """Print the table of rates and CPU per job, and taskq's ratios to the best peer and to raw."""
+    rate = {name: summary([r.rate for r in runs]) for name, runs in results.items()}
+    cpu = {name: summary([r.cpu_us for r in runs]) for name, runs in results.items()}
+    taskq = "taskq" in results
+    print(f"\n{jobs} jobs, {rounds} interleaved rounds; before: {before}; after: {after}\n")
+    columns = [
+        "one worker process, its defaults",
+        "jobs/s, median (min-max)",
+        "CPU µs/job, median (min-max)",
+        "longest pause, ms",
+    ]
+    if taskq:
+        columns += ["taskq ÷ it, jobs/s", "its CPU/job ÷ taskq's"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for system in chosen:
+        (r, r_lo, r_hi), (c, c_lo, c_hi) = rate[system.name], cpu[system.name]
+        pause = max(run.longest_pause_ms for run in results[system.name])
+        cells = [
+            system.label,
+            f"{r:,.0f} ({r_lo:,.0f}-{r_hi:,.0f})",
+            f"{c:,.0f} ({c_lo:,.0f}-{c_hi:,.0f})",
+            f"{pause:,.0f}",
+        ]
+        if taskq:
+            cells += [f"{rate['taskq'][0] / r:.2f}", f"{c / cpu['taskq'][0]:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+    if not taskq:
+        return
+    ran = [name for name in peers if name in rate]
+    if ran:
+        best = max(ran, key=lambda name: rate[name][0])
+        print(
+            f"\ntaskq vs the best of {'/'.join(ran)} ({best}), jobs/s: "
+            f"{rate['taskq'][0] / rate[best][0]:.2f}x (target ≥ 1.2)"
+        )
+    if SAME_LOOP in rate:
+        print(
+            f"taskq vs raw aio-pika on uvloop, jobs/s: {rate['taskq'][0] / rate[SAME_LOOP][0]:.2f}x "
+            "(stretch ≥ 1.0)"
+        )
+
+
+def as_json(
+    chosen: Sequence[System],
+    results: dict[str, list[Result]],
+    jobs: int,
+    rounds: int,
+    before: str,
+    after: str,
+) -> dict[str, object]:
+    """Return the results as one JSON document."""
+    return {
+        "jobs": jobs,
+        "rounds": rounds,
+        "load_before": before,
+        "load_after": after,
+        "systems": {
+            s.name: {
+                "label": s.label,
+                "jobs_per_s": [r.rate for r in results[s.name]],
+                "cpu_us_per_job": [r.cpu_us for r in results[s.name]],
+                "longest_pause_ms": [r.longest_pause_ms for r in results[s.name]],
+            }
+            for s in chosen
+        },
+    }

@@ -25,8 +25,8 @@ from aiormq.abc import DeliveredMessage
 
 from noop.record import Completions, encode, payload
 
-PREFETCH = 32  # the same as the email group of taskq's default topology
-ACK_EVERY = 16  # half the window, so the broker never waits for an ack to send more
+PREFETCH = 64  # the same as the email group of taskq's default topology
+ACK_EVERY = 32  # half the window, so the broker never waits for an ack to send more
 WINDOW = 500  # confirms in flight while enqueueing
 
 completions = Completions.from_env()
