@@ -9,6 +9,8 @@ Nacks and rejects go out first, so a multiple ack never covers them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aiormq
 from aiormq.abc import AbstractChannel
 from loguru import logger
@@ -27,15 +29,11 @@ class Acks:
         """Track a delivery from the moment it arrives, so a multiple ack never covers it early."""
         self._open.setdefault(channel, {})[tag] = None
 
-    def open(self) -> int:
-        """Return how many deliveries are not settled yet (on channels still open)."""
-        return sum(len(tags) for channel, tags in self._open.items() if not channel.is_closed)
-
     async def settle(
         self,
-        done: list[tuple[AbstractChannel, int]],
-        requeue: list[tuple[AbstractChannel, int]] = (),  # type: ignore[assignment]
-        reject: list[tuple[AbstractChannel, int]] = (),  # type: ignore[assignment]
+        done: Sequence[tuple[AbstractChannel, int]],
+        requeue: Sequence[tuple[AbstractChannel, int]] = (),
+        reject: Sequence[tuple[AbstractChannel, int]] = (),
     ) -> None:
         """Ack ``done``, nack ``requeue`` back to the queue, reject ``reject`` (dead-letter them).
 
