@@ -261,28 +261,31 @@ def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-RAW = (PYTHON, "-m", "noop.raw_jobs")
+def _raw(name: str, label: str, client: str, loop: str) -> System:
+    """Return a raw consumer of ``noop/raw_jobs.py`` on ``client`` and ``loop``."""
+    raw = (PYTHON, "-m", "noop.raw_jobs")
+    consume = (*raw, "consume", "--client", client, "--loop", loop)
+    return System(name, label, consume, (*raw, "enqueue"), queue=f"bench.{name}")
+
+
 RAW_SYSTEMS = (
-    System(
+    _raw(
         "aio-pika",
         "raw aio-pika consumer, asyncio loop, prefetch 64, ack each message",
-        (*RAW, "consume", "--client", "aio-pika", "--loop", "asyncio"),
-        (*RAW, "enqueue"),
-        queue="bench.aio-pika",
+        "aio-pika",
+        "asyncio",
     ),
-    System(
+    _raw(
         "aio-pika-uvloop",
         "raw aio-pika consumer, uvloop, prefetch 64, ack each message",
-        (*RAW, "consume", "--client", "aio-pika", "--loop", "uvloop"),
-        (*RAW, "enqueue"),
-        queue="bench.aio-pika-uvloop",
+        "aio-pika",
+        "uvloop",
     ),
-    System(
-        "aiormq-batched",
+    _raw(
+        "aiormq",
         "raw aiormq consumer, uvloop, ack every 32 with `multiple` (reference)",
-        (*RAW, "consume", "--client", "aiormq", "--loop", "uvloop"),
-        (*RAW, "enqueue"),
-        queue="bench.aiormq",
+        "aiormq",
+        "uvloop",
     ),
 )
 TASKQ = System(

@@ -38,19 +38,17 @@ async def rig(vhost) -> AsyncIterator[Rig]:
     )
     worker = Worker(deps)
     await worker.start(connection)
-    rig = Rig(
-        Submitter(TOPOLOGY, publisher, store, blobs),
-        store,
-        registry,
-        publisher,
-        worker,
-        vhost,
-        runs,
-        connection,
-    )
     try:
-        yield rig
+        yield Rig(
+            Submitter(TOPOLOGY, publisher, store, blobs),
+            store,
+            registry,
+            publisher,
+            worker,
+            vhost,
+            runs,
+        )
     finally:
-        await rig.worker.stop(grace=2)
+        await worker.stop(grace=2)
         await connection.close()
         await publisher.close()

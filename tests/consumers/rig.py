@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
-from typing import Any
 
 from consumers.handlers import HandlerRegistry
 from consumers.worker import Worker
@@ -41,7 +40,6 @@ class Rig:
     worker: Worker
     settings: object
     runs: list[str]
-    worker_connection: Any = None  # the worker's robust connection
 
     async def submit(self, job_type: str, payload: object = None, **fields) -> str:
         done = await self.submitter.submit(JobRequest(type=job_type, payload=payload, **fields))

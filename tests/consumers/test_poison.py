@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ import pytest
 
 from consumers.dispatch import REASON_HEADER
 from consumers.handlers import JobContext, Retry
-from consumers.worker import Deps, Worker
 from jobstore.memory import InMemoryJobStore
-from jobstore.model import JobRecord, JobStatus, RunEnd, RunStart, RunStarted
+from jobstore.model import JobStatus, RunEnd, RunJob, RunStart, RunStarted
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest
 from tests.broker import channel, next_message
@@ -30,7 +28,7 @@ from tests.consumers.rig import Rig
 from tests.consumers.test_worker_process import env, statuses, submit_all  # noqa: F401 (a fixture)
 from tests.helpers import eventually
 from topology.envelope import Envelope, decode
-from topology.errors import ContractError, StoreError, TaskqError
+from topology.errors import ContractError, StoreError
 from topology.routes import Route
 
 pytestmark = pytest.mark.rabbitmq
@@ -44,7 +42,7 @@ def refuse_nul(store: InMemoryJobStore, monkeypatch: pytest.MonkeyPatch) -> None
 
     async def run_window(
         ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[JobRecord | None], list[RunStarted]]:
+    ) -> tuple[list[RunJob | None], list[RunStarted]]:
         if any("\x00" in str(end.result) for end in ends if end.result is not None):
             raise StoreError("payload strings may not contain NUL")
         return await write(ends, starts)
@@ -52,46 +50,18 @@ def refuse_nul(store: InMemoryJobStore, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(store, "run_window", run_window)
 
 
-@dataclass
-class RefusingPublisher:
-    """A broker that refuses a header of one job (every publish of it fails, as AMQP would)."""
+def refuse_header(
+    publisher: ConfirmedPublisher, refused: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make every publish of the jobs in ``refused`` fail as a header AMQP cannot carry does."""
+    encode = publisher._outgoing
 
-    inner: ConfirmedPublisher
-    refused: set[str] = field(default_factory=set)
-
-    async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
-        self._check(envelope)
-        await self.inner.publish(envelope, route)
-
-    async def publish_many(
-        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
-    ) -> list[TaskqError | None]:
-        results: list[TaskqError | None] = []
-        for index, envelope in enumerate(envelopes):
-            try:
-                await self.publish(envelope, None if routes is None else routes[index])
-            except TaskqError as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
-
-    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
-        await self.inner.publish_events(events)
-
-    def _check(self, envelope: Envelope) -> None:
-        if envelope.id in self.refused:
+    def outgoing(envelope: Envelope, target: Route) -> Any:
+        if envelope.id in refused:
             raise ContractError("header taskq-note is longer than 255 bytes")
+        return encode(envelope, target)
 
-
-async def worker_on(rig: Rig, **changes: Any) -> Worker:
-    """Stop the rig's worker and start one with ``changes`` to its dependencies instead."""
-    await rig.worker.stop(grace=1)
-    deps = rig.worker._deps
-    worker = Worker(Deps(**{**{f: getattr(deps, f) for f in deps.__slots__}, **changes}))
-    await worker.start(rig.worker_connection)
-    rig.worker = worker
-    return worker
+    monkeypatch.setattr(publisher, "_outgoing", outgoing)
 
 
 async def test_a_value_the_store_refuses_ends_in_the_dlq_within_the_bound(
@@ -120,14 +90,16 @@ async def test_a_value_the_store_refuses_ends_in_the_dlq_within_the_bound(
     assert dead.headers[REASON_HEADER] == "poison"
 
 
-async def test_a_header_the_broker_refuses_ends_in_the_dlq_within_the_bound(rig: Rig):
-    publisher = RefusingPublisher(rig.publisher)
-    await worker_on(rig, publisher=publisher)
+async def test_a_header_the_broker_refuses_ends_in_the_dlq_within_the_bound(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+):
+    refused: set[str] = set()
+    refuse_header(rig.publisher, refused, monkeypatch)
 
     @rig.registry.handler("mail.header")
     async def header(payload, ctx: JobContext) -> None:
         rig.runs.append(ctx.job_id)
-        publisher.refused.add(ctx.job_id)  # its retry hop, and its dead letter, are refused
+        refused.add(ctx.job_id)  # its retry hop, and its dead letter, are refused
         raise Retry("once more", delay=0.1)
 
     job_id = await rig.submit("mail.header")
