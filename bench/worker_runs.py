@@ -59,6 +59,7 @@ class Result:
     rate: float  # jobs/s from the 1st to the N-th completion
     cpu_us: float  # the worker process's CPU µs per job over the same span
     longest_pause_ms: float  # the longest time between two consecutive jobs starting
+    peak_rss_mb: float = 0.0  # the worker process's peak resident memory (0: not known here)
     latency_ns: list[int] = field(default_factory=list)
 
 
@@ -162,6 +163,7 @@ class Scratch:
                     self._wait_for_consumer(system.queue, worker, log)
                     produce(env)
                 data = _wait_for_result(result, worker, log, time.monotonic() + timeout)
+                peak = _peak_rss_mb(worker.pid)
             finally:
                 code = _stop(worker)
                 if sampler is not None:
@@ -181,6 +183,7 @@ class Scratch:
             rate=(jobs - 1) / (last_clock - first_clock),
             cpu_us=(last_cpu - first_cpu) / (jobs - 1) * 1e6,
             longest_pause_ms=data["longest_pause_ns"] / 1e6,
+            peak_rss_mb=peak,
             latency_ns=data["latency_ns"],
         )
 
@@ -257,6 +260,18 @@ def _stop(worker: subprocess.Popen[bytes]) -> int:
         raise
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """Return the process's peak resident memory in MB from Linux's /proc (0 where there is none)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -328,7 +343,8 @@ def compare(systems: Sequence[System], peers: Sequence[str], doc: str | None) ->
                 results[system.name].append(result)
                 print(
                     f"round {round_no + 1}: {system.name:16} {result.rate:8.0f} jobs/s "
-                    f"{result.cpu_us:6.0f} CPU µs/job, longest pause {result.longest_pause_ms:.0f} ms",
+                    f"{result.cpu_us:6.0f} CPU µs/job, longest pause {result.longest_pause_ms:.0f} ms, "
+                    f"peak RSS {result.peak_rss_mb:.0f} MB",
                     flush=True,
                 )
     after = load()
@@ -410,6 +426,7 @@ def as_json(
                 "jobs_per_s": [r.rate for r in results[s.name]],
                 "cpu_us_per_job": [r.cpu_us for r in results[s.name]],
                 "longest_pause_ms": [r.longest_pause_ms for r in results[s.name]],
+                "peak_rss_mb": [r.peak_rss_mb for r in results[s.name]],
             }
             for s in chosen
         },
