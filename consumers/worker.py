@@ -266,6 +266,7 @@ class Worker:
                 self._launch(delivery, now)
                 launched[delivery.handler.pattern] += 1
             else:
+                self._unprobed(delivery)
                 self._done.append((delivery, action))
                 self._wake.set()
         for kind, n in launched.items():
@@ -289,6 +290,12 @@ class Worker:
             if blocking is not None:
                 blocked = max(int(blocking.retry_in() * 1000), 1000)
         return decide(Facts(envelope, handler is not None, blocked), self._policy, now)
+
+    def _unprobed(self, delivery: Delivery) -> None:
+        """Let the next job probe: a half-open breaker's probe granted to ``delivery`` did not run."""
+        if delivery.handler is not None:
+            for name in delivery.handler.depends_on:
+                self.breakers.get(name).skip_probe()
 
     def _decide(self, delivery: Delivery, facts: Facts) -> Action:
         return decide(facts, self._policy, self._clock())
@@ -381,6 +388,7 @@ class Worker:
         except TaskqError as exc:
             logger.warning("runs not started, their deliveries go back to the queue: {}", exc)
             for delivery in claims:
+                self._unprobed(delivery)
                 finals.append((delivery, Action(Act.REQUEUE, error=str(exc))))
             await asyncio.sleep(OUTAGE_PAUSE_S)
             return finals, []
