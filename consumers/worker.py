@@ -47,7 +47,15 @@ from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
 from consumers.settings import WorkerSettings
 from jobstore.blobs import BlobStore
-from jobstore.model import JobStatus, JobStore, RunEnd, RunJob, RunStart, RunStarted
+from jobstore.model import (
+    JobStatus,
+    JobStore,
+    RunEnd,
+    RunJob,
+    RunStart,
+    RunStarted,
+    StartOutcome,
+)
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
 from producers.submit import Submitter
@@ -58,7 +66,7 @@ from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
 
 Clock = Callable[[], datetime]
-OUTAGE_PAUSE_S = 0.5  # the store or broker is down: do not spin redeliveries meanwhile
+OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
 
 
@@ -139,6 +147,7 @@ class Worker:
         self._due: dict[str, tuple[float, RunJob, datetime]] = {}
         self._due_timer: asyncio.TimerHandle | None = None
         self._events: list[tuple[str, bytes]] = []  # published with the window's acks
+        self._background: set[asyncio.Task[Any]] = set()  # claims given back, delayed requeues
         self._children = _Metrics(deps.metrics, deps.group.name)
         self.breaker_report = BreakerReport(deps.store, deps.group.name)
         self.breakers = Breakers(
@@ -204,6 +213,8 @@ class Worker:
             self._executor.cancel()
             await asyncio.gather(self._executor, return_exceptions=True)
         self._drop_due()
+        for task in list(self._background):
+            task.cancel()  # a delayed requeue: closing the channel requeues the delivery now
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
@@ -390,7 +401,6 @@ class Worker:
             for delivery in claims:
                 self._unprobed(delivery)
                 finals.append((delivery, Action(Act.REQUEUE, error=str(exc))))
-            await asyncio.sleep(OUTAGE_PAUSE_S)
             return finals, []
         for delivery, start in zip(claims, started, strict=True):
             delivery.start = start
@@ -404,9 +414,21 @@ class Worker:
         self._in_background(self._deps.store.run_window([release], []))
         return redo
 
+    async def _requeue_later(self, deliveries: list[tuple[AbstractChannel, int]]) -> None:
+        await asyncio.sleep(OUTAGE_PAUSE_S)
+        await self._acks.settle((), requeue=deliveries)
+
     def _in_background(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
-        task.add_done_callback(_quiet)
+        self._background.add(task)  # held, so it is not collected before it ends
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A claim not given back expires with its lease; a delivery not requeued comes
+            # back when its channel closes.
+            logger.warning("background work of the worker failed: {}", task.exception())
 
     def _start(self, delivery: Delivery, now: datetime) -> RunStart:
         envelope = delivery.envelope
@@ -424,7 +446,9 @@ class Worker:
         if envelope is None or action.act in (Act.SKIP, Act.CANCEL, Act.FORWARD):
             return None
         start = delivery.start
-        run = start.deliveries if start is not None and start.job is not None else 0
+        # Only a run this worker started holds the claim (a HELD start names another's run).
+        ours = start is not None and start.outcome is StartOutcome.RUN and start.job is not None
+        run = start.deliveries if ours and start is not None else 0
         if action.act is Act.REQUEUE:
             if run == 0:
                 return None
@@ -480,7 +504,12 @@ class Worker:
                 done.append(pair)
             kind = delivery.handler.pattern if delivery.handler is not None else UNKNOWN_TYPE
             counts[kind, action.act] += 1
-        await self._acks.settle(done, requeue, reject)
+        await self._acks.settle(done, reject=reject)
+        if requeue:
+            # Later, not now: what failed is likely to fail again at once (an outage, or a
+            # value refused until the bound dead-letters it), and a requeued message comes
+            # straight back. Until then the delivery stays open: no multiple ack covers it.
+            self._in_background(self._requeue_later(requeue))
         self._count(counts)
 
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
@@ -710,13 +739,6 @@ def _log(action: Action) -> None:
         logger.info("job retried in {} ms: {}", action.delay_ms, action.error)
     elif action.act is Act.DEAD:
         logger.warning("job dead-lettered: {}", action.error)
-
-
-def _quiet(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning(
-            "a claim was not given back; it expires with its lease: {}", task.exception()
-        )
 
 
 class _Metrics:
