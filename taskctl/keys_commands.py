@@ -11,7 +11,8 @@ import typer
 
 from taskctl.context import JsonFlag, job_store, out, print_json, print_table
 from topology.errors import SettingsError
-from topology.names import DEFAULT_TENANT, job_type_problem, tenant_problem
+from topology.limits import job_type_problem, tenant_problem
+from topology.names import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from jobstore.credentials import ApiKeyRecord
