@@ -11,8 +11,6 @@ from topology.limits import (
     CallbackUrl,
     Delay,
     IdempotencyKey,
-    JobType,
-    ShortString,
     UtcTime,
 )
 from topology.spec import Priority
@@ -40,7 +38,11 @@ class JobSubmission(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Annotated[JobType, Field(description="A job type the topology routes.")]
+    # Type and correlation id are checked in full by the submitter (routing-key grammar,
+    # bytes of UTF-8), so a batch answers each of its jobs on its own.
+    type: Annotated[
+        str, Field(min_length=1, max_length=255, description="A job type the topology routes.")
+    ]
     payload: JsonValue = Field(default=None, description="Any JSON value; handed to the handler.")
     priority: Priority = Priority.MEDIUM
     delay: Annotated[Delay, Field(description="Seconds to wait before running.")] | None = None
@@ -48,7 +50,7 @@ class JobSubmission(BaseModel):
     max_attempts: Attempts | None = None
     idempotency_key: IdempotencyKey | None = None
     callback_url: CallbackUrl | None = None
-    correlation_id: ShortString | None = None
+    correlation_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
     @model_validator(mode="before")
     @classmethod

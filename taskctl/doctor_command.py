@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def doctor(as_json: JsonFlag = False) -> None:
-    """Check that every job waiting in the store has a message waiting on the broker.
+    """Check that store and broker agree on waiting jobs.
 
     For each group, the jobs the store holds as queued or scheduled must not outnumber the
     messages on its queues and the delay tiers (ready, and unacked where workers hold
