@@ -28,6 +28,7 @@ from producers.settings import ApiSettings
 from taskctl.serve import assemble
 from tests.credentials import bearer
 from tests.fuzz.conftest import Served
+from topology import limits
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -71,11 +72,20 @@ def _secured(case: Any) -> bool:
     return bool(case.operation.definition.raw.get("security"))
 
 
+def _too_long(response: Any) -> bool:
+    """Return whether the server refused the URL as over its limit (before any route)."""
+    if response.status_code != 414:
+        return False
+    assert len(response.request.url) > limits.MAX_REQUEST_LINE_BYTES
+    return True
+
+
 @schema.parametrize()
 @FUZZ
 def test_with_a_valid_key_nothing_breaks(case: Any, served: Served) -> None:
     response = case.call(base_url=served.base, headers=bearer(served.key))
-    case.validate_response(response, checks=CHECKS)
+    if not _too_long(response):
+        case.validate_response(response, checks=CHECKS)
 
 
 @schema.parametrize()
@@ -84,6 +94,8 @@ def test_without_a_key_every_secured_operation_is_401(case: Any, served: Served)
     headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
     case.headers = headers
     response = case.call(base_url=served.base)
+    if _too_long(response):
+        return
     if _secured(case):
         assert response.status_code == 401, (case.method, case.path, response.text)
         assert response.headers["www-authenticate"][0].startswith("Bearer")
