@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from topology.limits import (
+    Attempts,
+    CallbackUrl,
+    Delay,
+    IdempotencyKey,
+    UtcTime,
+)
 from topology.spec import Priority
 
 SERVER_OWNED = frozenset(
@@ -25,13 +31,6 @@ SERVER_OWNED = frozenset(
         "tenant",
     }
 )
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("run_at needs a time zone offset (RFC 3339), e.g. 2026-01-01T09:00:00Z")
-    return value
 
 
 class JobSubmission(BaseModel):
@@ -39,22 +38,18 @@ class JobSubmission(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Type and correlation id are checked in full by the submitter (routing-key grammar,
+    # bytes of UTF-8), so a batch answers each of its jobs on its own.
     type: Annotated[
         str, Field(min_length=1, max_length=255, description="A job type the topology routes.")
     ]
     payload: JsonValue = Field(default=None, description="Any JSON value; handed to the handler.")
     priority: Priority = Priority.MEDIUM
-    delay: (
-        Annotated[float, Field(ge=0, strict=True, description="Seconds to wait before running.")]
-        | None
-    ) = None
-    run_at: (
-        Annotated[datetime, AfterValidator(_aware), Field(description="RFC 3339 time to run at.")]
-        | None
-    ) = None
-    max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True)] | None = None
+    delay: Annotated[Delay, Field(description="Seconds to wait before running.")] | None = None
+    run_at: Annotated[UtcTime, Field(description="RFC 3339 time to run at.")] | None = None
+    max_attempts: Attempts | None = None
     idempotency_key: IdempotencyKey | None = None
-    callback_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+    callback_url: CallbackUrl | None = None
     correlation_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
     @model_validator(mode="before")

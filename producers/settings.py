@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from topology.names import DEFAULT_TENANT, tenant_problem
+from topology.limits import MAX_DELAY_S, Tenant
+from topology.names import DEFAULT_TENANT
 
 
 class PublisherSettings(BaseModel):
@@ -24,7 +25,7 @@ class SubmitSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     claim_check_bytes: Annotated[int, Field(ge=0)] = 256 * 1024
-    max_delay: Annotated[float, Field(gt=0)] = 30 * 86400.0
+    max_delay: Annotated[float, Field(gt=0, le=MAX_DELAY_S)] = 30 * 86400.0
     idempotency_ttl: Annotated[float, Field(gt=0)] = 86400.0
     idempotency_lease: Annotated[float, Field(gt=0)] = 60.0
     batch_max: Annotated[int, Field(ge=1, le=10000)] = 500
@@ -56,16 +57,6 @@ class ApiSettings(BaseModel):
     def allowed_origins(self) -> frozenset[str]:
         """Return the origins (``https://console.example.com``) listed in ``ws_origins``."""
         return frozenset(o.strip().rstrip("/") for o in self.ws_origins.split(",") if o.strip())
-
-
-def _tenant(value: str) -> str:
-    problem = tenant_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-Tenant = Annotated[str, AfterValidator(_tenant)]
 
 
 class ClientSettings(BaseModel):

@@ -22,7 +22,7 @@ from producers.settings import SubmitSettings
 from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
 from producers.tenancy import Viewer, get_visible
 from producers.views import job_view
-from topology import names
+from topology import limits
 from topology.envelope import Envelope, PayloadRef, new_job_id
 from topology.errors import (
     BrokerUnavailableError,
@@ -236,7 +236,13 @@ class Submitter:
                 prepared.append((index, await self._prepare(request, now, None)))
             except TaskqError as exc:
                 results[index] = exc
-        await self._publish_all(await self._store_all(prepared, results), results)
+        try:
+            stored = await self._store_all(prepared, results)
+        except TaskqError as exc:  # nothing was stored, so nothing is published: each says so
+            stored = []
+            for index, _ in prepared:
+                results[index] = exc
+        await self._publish_all(stored, results)
         final = cast(list[Submitted | TaskqError], results)
         for request, result in zip(requests, final, strict=True):
             if isinstance(result, TaskqError):
@@ -276,7 +282,13 @@ class Submitter:
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
             results[index] = error
-        answers = await self._confirm_all([p for _, p in confirmed])
+        try:
+            answers = await self._confirm_all([p for _, p in confirmed])
+        except TaskqError as exc:
+            # The jobs are on the broker: each gets its answer, and the repair sweep records
+            # the confirms this write lost (publishing them once more, which workers absorb).
+            logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
+            answers = [_accepted(p.job) for _, p in confirmed]
         for (index, _), answer in zip(confirmed, answers, strict=True):
             results[index] = answer
 
@@ -398,11 +410,7 @@ class Submitter:
             BlobUnavailableError: a large payload could not be stored.
         """
         group = self._group(request.type, producer)
-        if request.correlation_id is not None and len(request.correlation_id.encode()) > 255:
-            # An AMQP short string: 255 bytes in UTF-8, however few characters that is.
-            raise JobRejectedError(
-                "correlation_id is longer than 255 bytes in UTF-8", field="correlation_id"
-            )
+        _check_strings(request)
         if request.callback_url is not None and self.callback_check is not None:
             refused = await self.callback_check(request.callback_url)
             if refused is not None:
@@ -501,7 +509,7 @@ class Submitter:
         """Return what the topology says of ``job_type``, remembered per type."""
         found = self._types.get(job_type)
         if found is None:
-            problem = names.job_type_problem(job_type, allow_wildcards=False)
+            problem = limits.job_type_problem(job_type, allow_wildcards=False)
             group = None if problem else self.topology.group_for(job_type)
             found = _Type(group, problem, tuple(reserving(self._reserved, job_type)))
             if len(self._types) < 10_000:  # bounded: clients choose the types they send
@@ -511,12 +519,20 @@ class Submitter:
     def _not_before(self, request: JobRequest, now: datetime) -> datetime | None:
         if request.delay is not None and request.run_at is not None:
             raise JobRejectedError("give either delay or run_at, not both", field="delay")
-        when = request.run_at if request.run_at is not None else None
+        when = None
+        if request.run_at is not None:
+            try:
+                when = limits.utc_time(request.run_at)
+            except ValueError as exc:
+                raise JobRejectedError(f"run_at {exc}", field="run_at") from None
         if request.delay is not None:
+            if not 0 <= request.delay <= limits.MAX_DELAY_S:  # NaN too: nothing overflows
+                raise JobRejectedError(
+                    f"delay must be 0-{limits.MAX_DELAY_S:.0f} seconds", field="delay"
+                )
             when = now + timedelta(seconds=request.delay)
         if when is None or when <= now:
             return None
-        when = when.astimezone(UTC)
         if (when - now).total_seconds() > self._settings.max_delay:
             field = "run_at" if request.run_at is not None else "delay"
             raise JobRejectedError(
@@ -533,9 +549,9 @@ class Submitter:
         if payload is None:
             return None, None
         data = orjson.dumps(payload)
-        if b"\\u0000" in data:
-            # PostgreSQL's jsonb cannot hold NUL characters; refuse them for every store alike.
-            raise JobRejectedError("payload strings may not contain NUL (\\u0000)", field="payload")
+        problem = limits.payload_problem(data)
+        if problem:  # PostgreSQL's jsonb cannot hold it: refused for every store alike
+            raise JobRejectedError(problem, field="payload")
         limit = self._settings.claim_check_bytes
         if limit == 0 or len(data) <= limit:
             return payload, None
@@ -552,7 +568,7 @@ class Submitter:
         Awaited for keyed jobs (a replay must find the answer), in the background for the
         others: a confirm lost to a crash costs one more copy of the message, no more.
         """
-        answers = [Submitted(p.job.id, orjson.dumps(job_view(p.job))) for p in pendings]
+        answers = [_accepted(p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
             confirmation = self._confirmation(pending.job, answer.response)
@@ -647,6 +663,29 @@ def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Sub
     raise IdempotencyInFlightError(
         f"a request with this Idempotency-Key (job {job_id}) is still in progress; retry later"
     )
+
+
+def _accepted(job: JobRecord) -> Submitted:
+    return Submitted(job.id, orjson.dumps(job_view(job)))
+
+
+def _check_strings(request: JobRequest) -> None:
+    """Refuse strings the broker or the store cannot hold (whichever door the request came in by).
+
+    Raises:
+        JobRejectedError: naming the field.
+    """
+    for field in ("correlation_id", "idempotency_key"):
+        value = getattr(request, field)
+        problem = None if value is None else limits.short_string_problem(value)
+        if problem:
+            raise JobRejectedError(f"{field} {problem}", field=field)
+    url = request.callback_url
+    if url is not None and (len(url) > limits.MAX_URL_CHARS or limits.text_problem(url)):
+        raise JobRejectedError(
+            f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
+            field="callback_url",
+        )
 
 
 def _ms(delta: timedelta) -> int:

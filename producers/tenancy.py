@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from jobstore.model import JobPage, JobRecord, JobStatus, JobStore
 from topology import routing
 from topology.errors import JobNotFoundError
+from topology.limits import excerpt
 from topology.names import DEFAULT_TENANT
 
 MAX_SCANS = 10  # store pages read per listing when job-type patterns filter it
@@ -43,7 +44,7 @@ async def get_visible(store: JobStore, viewer: Viewer, job_id: str) -> JobRecord
     """
     job = await store.get_job(job_id)
     if job is None or not viewer.sees(job):
-        raise JobNotFoundError(f"no job has id {job_id!r}")
+        raise JobNotFoundError(f"no job has id {excerpt(job_id)}")
     return job
 
 

@@ -21,6 +21,7 @@ from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError
+from topology.limits import excerpt
 from topology.model import CompiledGroup
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
@@ -78,6 +79,8 @@ def _filter(f: Filters, tenant: str) -> DeadFilter:
         age = None if f.older_than is None else timedelta(milliseconds=parse_duration(f.older_than))
     except ValueError as exc:
         raise JobRejectedError(str(exc), field="older_than") from exc
+    except OverflowError:
+        raise JobRejectedError("older_than is too long a duration", field="older_than") from None
     return DeadFilter(
         job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age, tenant=tenant
     )
@@ -95,7 +98,9 @@ def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
         return services, services.submitter.topology.group(group)
     except KeyError as exc:
         known = ", ".join(g.name for g in services.submitter.topology.groups)
-        raise JobRejectedError(f"no group {group!r}; groups: {known}", field="group") from exc
+        raise JobRejectedError(
+            f"no group {excerpt(group)}; groups: {known}", field="group"
+        ) from exc
 
 
 @router.get(

@@ -17,6 +17,7 @@ from taskctl import (
     breakers_command,
     callback_command,
     dlq_commands,
+    doctor_command,
     jobs_commands,
     keys_commands,
     process_commands,
@@ -78,6 +79,7 @@ for command in (
     jobs_commands.cancel,
     jobs_commands.queues,
     breakers_command.breakers,
+    doctor_command.doctor,
 ):
     app.command()(command)
 app.command(name="callback-secret")(callback_command.callback_secret)

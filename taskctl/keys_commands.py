@@ -11,7 +11,7 @@ import typer
 
 from taskctl.context import JsonFlag, job_store, out, print_json, print_table
 from topology.errors import SettingsError
-from topology.names import DEFAULT_TENANT, job_type_problem, tenant_problem
+from topology.names import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from jobstore.credentials import ApiKeyRecord
@@ -52,6 +52,8 @@ def create(
 
     if not name.strip() or len(name) > 200:
         raise typer.BadParameter("give a name of 1-200 characters", param_hint="NAME")
+    from topology.limits import tenant_problem
+
     if tenant_problem(tenant):
         raise typer.BadParameter(str(tenant_problem(tenant)), param_hint="--tenant")
     now = datetime.now(UTC)
@@ -133,6 +135,8 @@ def _scopes(names: list[str] | None) -> tuple[Scope, ...]:
 
 def _patterns(patterns: list[str] | None) -> tuple[str, ...] | None:
     for pattern in patterns or ():
+        from topology.limits import job_type_problem
+
         problem = job_type_problem(pattern, allow_wildcards=True)
         if problem:
             raise typer.BadParameter(problem, param_hint="--job-type")

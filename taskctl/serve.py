@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from producers.api.app import Services, ServicesFactory, create_app
 from producers.api.assembly import build_services
+from producers.api.guards import server_config
 from producers.settings import ApiSettings
 from taskctl import admin_routes
 from telemetry import tracing
@@ -34,22 +35,6 @@ def assemble(
         services.submitter.callback_check = registration_check()
     chosen = built if services is None else services
     return create_app(chosen, settings, routers=[admin_routes.router, webhook_router(environ)])
-
-
-def server_config(app: FastAPI, settings: ApiSettings) -> uvicorn.Config:
-    """Return how uvicorn serves ``app``: its address and the limits uvicorn enforces itself."""
-    # No access log: /metrics counts every request by route and status. No log config either:
-    # uvicorn's loggers propagate to the root, whose one handler passes them on to loguru.
-    # WebSocket frames are bounded by the protocol layer too, before they are buffered.
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        timeout_keep_alive=5,
-        access_log=False,
-        log_config=None,
-        ws_max_size=settings.ws_max_frame_bytes,
-    )
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Final, Literal, Self
 
 import orjson
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +20,7 @@ from pydantic import (
 
 from topology import names
 from topology.errors import ContractError
+from topology.limits import MAX_ATTEMPTS, MAX_URL_CHARS, JobType, ShortString, Tenant, UtcTime
 from topology.spec import Priority
 
 ENVELOPE_VERSION: Final = 1
@@ -28,38 +28,12 @@ CONTENT_TYPE = "application/json"
 PERSISTENT = 2
 
 
-def _job_type(value: str) -> str:
-    problem = names.job_type_problem(value, allow_wildcards=False)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must carry a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
-    return value.astimezone(UTC)
-
-
-def _tenant(value: str) -> str:
-    problem = names.tenant_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-Tenant = Annotated[str, AfterValidator(_tenant)]
-JobType = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_job_type)]
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-ShortText = Annotated[str, Field(min_length=1, max_length=255)]
-
-
 class PayloadRef(BaseModel):
     """Where a claim-checked payload is stored, and how to check it was not altered."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    uri: Annotated[str, Field(min_length=1, max_length=2048)]
+    uri: Annotated[str, Field(min_length=1, max_length=MAX_URL_CHARS)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[int, Field(ge=0)]
     content_type: str = CONTENT_TYPE
@@ -71,17 +45,17 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     v: Literal[1] = ENVELOPE_VERSION
-    id: ShortText
+    id: ShortString
     type: JobType
     payload: JsonValue = None
     payload_ref: PayloadRef | None = None
     priority: Priority = Priority.MEDIUM
     attempt: Annotated[int, Field(ge=1)] = 1
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
-    idempotency_key: ShortText | None = None
-    created_at: UtcDatetime
-    not_before: UtcDatetime | None = None
-    correlation_id: ShortText | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] | None = None
+    idempotency_key: ShortString | None = None
+    created_at: UtcTime
+    not_before: UtcTime | None = None
+    correlation_id: ShortString | None = None
     tenant: Tenant = names.DEFAULT_TENANT  # who submitted it: bounds who may see or replay it
 
     @model_validator(mode="after")

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import re
 
-MAX_NAME_BYTES = 255
 NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
-JOB_WORD_RE = re.compile(r"[A-Za-z0-9_-]+")
 SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL
-TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # bounds what a credential sees
 DEFAULT_TENANT = "default"  # the tenant of jobs whose submitter names none
 HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
 RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
@@ -79,30 +76,3 @@ def delay_queue(namespace: str, tier_ms: int) -> str:
 def worker_deployment(group: str) -> str:
     """Return the name of the Kubernetes Deployment that runs a group's workers."""
     return f"taskq-worker-{group}"
-
-
-def job_type_problem(job_type: str, *, allow_wildcards: bool) -> str | None:
-    """Return why ``job_type`` is not a valid job type (or pattern), or ``None`` if it is."""
-    if len(job_type.encode()) > MAX_NAME_BYTES:
-        return f"{job_type[:40]!r}... is longer than RabbitMQ's {MAX_NAME_BYTES}-byte routing key"
-    for word in job_type.split("."):
-        if allow_wildcards and word in ("*", "#"):
-            continue
-        if not JOB_WORD_RE.fullmatch(word):
-            allowed = "letters, digits, '_' and '-'"
-            wild = ", or a whole word '*' or '#'" if allow_wildcards else ""
-            return (
-                f"{job_type!r} has the word {word!r}; each dot-separated word must be "
-                f"{allowed}{wild}"
-            )
-    return None
-
-
-def tenant_problem(tenant: str) -> str | None:
-    """Return why ``tenant`` is not a valid tenant name, or ``None`` if it is."""
-    if TENANT_RE.fullmatch(tenant):
-        return None
-    return (
-        f"tenant {tenant[:40]!r} must be 1-64 letters, digits, '.', '_' or '-', "
-        "starting with a letter or digit"
-    )

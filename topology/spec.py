@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from topology import names
+from topology import limits
 from topology.durations import Duration, format_duration
 
 # Re-exported: Priority was defined here first, and the whole codebase imports it from here.
@@ -158,13 +158,13 @@ class GroupSpec(_Spec):
     dlq: DlqSpec
     scale: ScaleSpec
     # Where the group's jobs report their end when a job names no callback_url of its own.
-    callback_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+    callback_url: limits.CallbackUrl | None = None
 
     @field_validator("jobs")
     @classmethod
     def _valid_job_types(cls, jobs: tuple[str, ...]) -> tuple[str, ...]:
         for job in jobs:
-            problem = names.job_type_problem(job, allow_wildcards=True)
+            problem = limits.job_type_problem(job, allow_wildcards=True)
             if problem:
                 raise ValueError(problem)
         seen = {j for j in jobs if jobs.count(j) > 1}

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from topology import names
+from topology import limits, names
 from topology.durations import Duration
 from topology.priority import Priority
 
@@ -90,7 +90,7 @@ class WebhookSourceSpec(BaseModel):
         template = self.job.replace(EVENT, SAMPLE_EVENT)
         if "{" in template or "}" in template:
             raise ValueError(f"job {self.job!r}: the only placeholder is {EVENT}")
-        problem = names.job_type_problem(template, allow_wildcards=False)
+        problem = limits.job_type_problem(template, allow_wildcards=False)
         if problem:
             raise ValueError(f"job {self.job!r} does not make a job type: {problem}")
         return self
@@ -107,7 +107,7 @@ class WebhookSourceSpec(BaseModel):
         if not event:
             return None
         job_type = self.job.replace(EVENT, event)
-        return None if names.job_type_problem(job_type, allow_wildcards=False) else job_type
+        return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
 
 
 WebhookSources = Annotated[dict[str, WebhookSourceSpec], Field(default_factory=dict)]

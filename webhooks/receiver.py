@@ -27,6 +27,7 @@ from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.auth.settings import AuthSettings
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.errors import IdempotencyInFlightError, TaskqError
+from topology.limits import excerpt
 from topology.reserved import webhook_producer
 from topology.settings import load_settings
 from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
@@ -73,7 +74,7 @@ def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
         if found is None:
             _count(request, "unknown", "unknown_source")  # a URL segment: never a label value
             known = ", ".join(sorted(sources)) or "none"
-            return problems.problem(404, f"no webhook source {source!r}; sources: {known}")
+            return problems.problem(404, f"no webhook source {excerpt(source)}; sources: {known}")
         wait = limiter.take(source)
         if wait > 0:
             _count(request, source, "rate_limited")
@@ -112,7 +113,9 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
         return problems.problem(400, str(exc)), "malformed"
     job_type = source.spec.job_type(delivery.event)
     if job_type is None:
-        detail = f"event {delivery.event!r} of source {source.name!r} does not make a job type"
+        detail = (
+            f"event {excerpt(delivery.event)} of source {source.name!r} does not make a job type"
+        )
         return problems.problem(400, detail), "malformed"
     try:
         submitted = await _submit(

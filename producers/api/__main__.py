@@ -6,6 +6,7 @@ import uvicorn
 
 from producers.api.app import create_app
 from producers.api.assembly import build_services
+from producers.api.guards import server_config
 from producers.settings import ApiSettings
 from topology.settings import load_settings
 
@@ -13,19 +14,7 @@ from topology.settings import load_settings
 def main() -> None:
     """Serve the API on ``TASKQ_HOST``:``TASKQ_PORT`` until SIGINT or SIGTERM."""
     settings = load_settings(ApiSettings)
-    app = create_app(build_services, settings)
-    # uvicorn drains in-flight requests on SIGTERM; keep-alive is short so drains are quick.
-    # No access log: /metrics counts every request by route and status, and a log line per
-    # request costs more than the request itself at high rates.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        timeout_keep_alive=5,
-        log_level="info",
-        access_log=False,
-        ws_max_size=settings.ws_max_frame_bytes,
-    )
+    uvicorn.Server(server_config(create_app(build_services, settings), settings)).run()
 
 
 if __name__ == "__main__":

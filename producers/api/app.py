@@ -15,8 +15,8 @@ from starlette.types import Scope as AsgiScope
 
 from producers.api import openapi, problems, routes
 from producers.api.gate import AuthGate
+from producers.api.guards import BodyLimit
 from producers.api.hub import EventHub
-from producers.api.limits import BodyLimit
 from producers.api.metrics import ApiMetrics, MetricsMiddleware
 from producers.api.schemas import Problem
 from producers.api.security import SecuredRoute, check_doors, secured

@@ -44,6 +44,7 @@ from topology.errors import (
     JobRejectedError,
     TaskqError,
 )
+from topology.limits import excerpt
 
 
 class StrictJsonRequest(Request):
@@ -326,4 +327,6 @@ async def watch_jobs(websocket: WebSocket, type: str | None = None) -> None:
 
 def unsupported_handler(request: Request, exc: Exception) -> Response:
     """Answer 415 for a body that is not JSON."""
-    return problem(415, f"send Content-Type: application/json, not {str(exc) or 'nothing'!r}")
+    return problem(
+        415, f"send Content-Type: application/json, not {excerpt(str(exc) or 'nothing')}"
+    )

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from producers.requests import SERVER_OWNED, IdempotencyKey, JobSubmission
+from producers.requests import SERVER_OWNED, JobSubmission
+from topology.limits import IdempotencyKey
 from topology.spec import Priority
 
 __all__ = [

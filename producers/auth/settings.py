@@ -6,7 +6,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from topology.names import tenant_problem
+from topology.limits import tenant_problem
 
 # Asymmetric algorithms only: a key that verifies is never also a key that signs, so an
 # HS256 token "signed" with a public key can never pass (RFC 8725 section 2.1).

@@ -23,10 +23,11 @@ from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobRecord, JobStatus, JobStore
 from producers.api.app import Services
 from producers.api.assembly import build_services
+from producers.api.guards import server_config
 from producers.auth.scopes import Scope
 from producers.settings import ApiSettings
 from producers.submit import JobRequest
-from taskctl.serve import assemble, server_config
+from taskctl.serve import assemble
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import EVERY_SCOPE, bearer, issue_key

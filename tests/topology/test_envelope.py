@@ -36,7 +36,11 @@ moments = st.datetimes(
     payload=json_values,
     priority=st.sampled_from(Priority),
     attempt=st.integers(1, 1000),
-    key=st.none() | st.text(min_size=1, max_size=255),
+    # AMQP short strings: 63 characters are at most 252 bytes; no control characters.
+    key=st.none()
+    | st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cc", "Cf")), min_size=1, max_size=63
+    ),
     created=moments,
     delay=st.none() | st.integers(0, 10**9),
 )
