@@ -7,12 +7,10 @@ payload altered or swapped behind the store's back raises ``BlobIntegrityError``
 from jobstore.blobs.base import BlobStore, blob_key
 from jobstore.blobs.factory import open_blob_store
 from jobstore.blobs.local import LocalDirBlobStore
-from jobstore.blobs.memory import InMemoryBlobStore
 from jobstore.blobs.s3 import S3BlobStore
 
 __all__ = [
     "BlobStore",
-    "InMemoryBlobStore",
     "LocalDirBlobStore",
     "S3BlobStore",
     "blob_key",

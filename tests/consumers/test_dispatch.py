@@ -18,7 +18,7 @@ from consumers.dispatch import (
     succeeded,
 )
 from consumers.handlers import Permanent, Retry
-from producers.memory import InMemoryPublisher
+from tests.fakes.publisher import InMemoryPublisher
 from topology import names
 from topology.envelope import Envelope
 from topology.errors import ContractError

@@ -15,12 +15,12 @@ import pytest
 
 from jobstore.blobs import (
     BlobStore,
-    InMemoryBlobStore,
     LocalDirBlobStore,
     S3BlobStore,
     blob_key,
     open_blob_store,
 )
+from tests.fakes.blobs import InMemoryBlobStore
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 from topology.envelope import PayloadRef, new_job_id
 from topology.errors import BlobIntegrityError, BlobStoreError, BlobUnavailableError, SettingsError

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from jobstore.factory import open_store
-from jobstore.memory import InMemoryJobStore
 from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
@@ -29,6 +28,7 @@ from jobstore.model import (
 )
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
+from tests.fakes.store import InMemoryJobStore
 from tests.producers.conftest import Backend
 from topology.envelope import new_job_id
 from topology.errors import SettingsError, StoreError, StoreUnavailableError
