@@ -22,8 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from consumers.acks import Acker
 from consumers.announce import Announcer
-from consumers.breaker import Breakers
-from consumers.breaker_report import BreakerReport
+from consumers.breaker import BreakerReport, Breakers
 from consumers.dispatch import Action, DeadReason, Decision, dead, failed
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics

@@ -11,8 +11,7 @@ import pytest
 from loguru import logger
 from prometheus_client import REGISTRY
 
-from consumers.breaker import Breakers
-from consumers.breaker_report import BreakerReport, worker_identity
+from consumers.breaker import BreakerReport, Breakers, worker_identity
 from jobstore.model import BreakerRecord
 from tests.fakes.store import InMemoryJobStore
 from topology.errors import StoreUnavailableError
