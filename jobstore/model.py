@@ -148,7 +148,7 @@ STARTABLE = frozenset(
 )
 """The statuses a worker may move to running (a crashed run is still ``running``)."""
 
-SETTLED = frozenset({JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.DEAD})
+SETTLED = _TERMINAL
 """The statuses in which a delivered job is acked without running."""
 
 
@@ -169,7 +169,7 @@ class StartOutcome(StrEnum):
     RUN = "run"  # the claim is ours, the delivery counted, the job marked running
     HELD = "held"  # another worker holds a live claim: leave the job to it
     DONE = "done"  # the effects happened already: the job is marked succeeded with ``result``
-    SETTLED = "settled"  # the job is cancelled, succeeded or dead: ack it unrun
+    SETTLED = "settled"  # the job ended already (succeeded, failed, dead, cancelled): ack it unrun
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobstore.model import (
+    SETTLED,
     ClaimState,
     JobStatus,
     JobStore,
@@ -60,14 +61,19 @@ async def test_a_second_start_of_a_held_key_is_held_even_within_one_batch(store:
     assert second_job.status is JobStatus.QUEUED
 
 
-async def test_settled_jobs_are_left_alone(store: JobStore) -> None:
-    cancelled = job(status=JobStatus.CANCELLED)
-    await store.create_job(cancelled)
-    (started,) = await store.start_runs([start(cancelled.id)])
+@pytest.mark.parametrize("status", sorted(SETTLED))
+async def test_settled_jobs_are_left_alone(store: JobStore, status: JobStatus) -> None:
+    settled = job(status=status)
+    await store.create_job(settled)
+    (started,) = await store.start_runs([start(settled.id)])
     assert started.outcome is StartOutcome.SETTLED
-    found = await store.get_job(cancelled.id)
+    found = await store.get_job(settled.id)
     assert found is not None
-    assert found.status is JobStatus.CANCELLED
+    assert found.status is status
+
+
+def test_every_final_status_is_settled() -> None:
+    assert SETTLED == {status for status in JobStatus if status.terminal} >= {JobStatus.FAILED}
 
 
 async def test_a_finish_marks_the_key_done_and_the_job_succeeded(store: JobStore) -> None:
