@@ -17,12 +17,10 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore import postgres_breakers, postgres_credentials
-from jobstore.credentials import ApiKeyRecord
+from jobstore.keys_and_breakers import KeysAndBreakers
 from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending
 from jobstore.model import (
-    BreakerRecord,
     Claim,
     ClaimState,
     Confirmed,
@@ -136,7 +134,7 @@ WHERE key = $1 AND job_id = $4 AND state = 'pending'
 """
 
 
-class PostgresJobStore:
+class PostgresJobStore(KeysAndBreakers):
     """Jobs and idempotency keys in PostgreSQL, over an asyncpg pool created on first use."""
 
     def __init__(
@@ -423,45 +421,18 @@ class PostgresJobStore:
                 )
             return self._pool
 
-    async def record_breaker(self, breaker: BreakerRecord) -> None:
-        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run one statement and return its rows."""
         async with self._use() as conn:
-            await postgres_breakers.upsert(conn, breaker)
+            return await conn.fetch(sql, *args)
 
-    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
-        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
-        async with self._use() as conn:
-            return await postgres_breakers.select(conn, group)
+    def _time_in(self, when: datetime | None) -> datetime | None:
+        """Return ``when`` as asyncpg sends it, refusing a naive time (read as local time)."""
+        return _param(when)  # type: ignore[no-any-return]
 
-    async def forget_breakers(self, worker: str) -> None:
-        """Delete every breaker row of ``worker``."""
-        async with self._use() as conn:
-            await postgres_breakers.delete_worker(conn, worker)
-
-    async def create_api_key(self, key: ApiKeyRecord) -> None:
-        """Insert ``key``; raise ``StoreError`` when its id is taken."""
-        async with self._use() as conn:
-            await postgres_credentials.insert(conn, key)
-
-    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
-        """Return the key with id ``key_id``, or ``None``."""
-        async with self._use() as conn:
-            return await postgres_credentials.select_one(conn, key_id)
-
-    async def list_api_keys(self) -> list[ApiKeyRecord]:
-        """Return every key, oldest first."""
-        async with self._use() as conn:
-            return await postgres_credentials.select_all(conn)
-
-    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
-        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
-        async with self._use(transaction=True) as conn:
-            return await postgres_credentials.revoke(conn, key_id, at)
-
-    async def touch_api_key(self, key_id: str, at: datetime) -> None:
-        """Move the key's last use forward to ``at``."""
-        async with self._use() as conn:
-            await postgres_credentials.touch(conn, key_id, at)
+    def _time_out(self, value: datetime) -> datetime:
+        """Return ``value``: asyncpg reads timestamptz as aware datetimes."""
+        return value
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
