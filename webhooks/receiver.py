@@ -30,7 +30,7 @@ from topology.errors import IdempotencyInFlightError, TaskqError
 from topology.reserved import webhook_producer
 from topology.settings import load_settings
 from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
-from webhooks.schemes import Delivery
+from webhooks.schemes.base import Delivery
 from webhooks.sources import Source, load_sources
 
 TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's confirm

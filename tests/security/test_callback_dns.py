@@ -15,7 +15,9 @@ import pytest
 
 from tests.security.stack import Stack
 from webhooks import callbacks
-from webhooks.outbound import AllowList, DeliveryFailed, post
+from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.client import post
+from webhooks.outbound.errors import DeliveryFailed
 
 pytestmark = pytest.mark.rabbitmq
 SLOW = "slow.example.test"

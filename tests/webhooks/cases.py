@@ -3,19 +3,12 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhooks.schemes import (
-    GithubVerifier,
-    HmacVerifier,
-    StandardVerifier,
-    StripeVerifier,
-    Verifier,
-    generate_standard_keypair,
-    sign_github,
-    sign_hmac,
-    sign_standard,
-    sign_standard_ed25519,
-    sign_stripe,
-)
+from webhooks.schemes.base import Verifier
+from webhooks.schemes.github import GithubVerifier, sign_github
+from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
+from webhooks.schemes.standard import StandardVerifier, sign_standard, sign_standard_ed25519
+from webhooks.schemes.standard_keys import generate_standard_keypair
+from webhooks.schemes.stripe import StripeVerifier, sign_stripe
 
 NOW = 1_700_000_000
 BODY = b'{"id": "evt_1NG8Du2eZvKYlo2C", "type": "invoice.paid", "data": {"amount": 100}}'

@@ -7,17 +7,13 @@ from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
 from topology.errors import TaskqError
 from webhooks import errors
 from webhooks.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
-from webhooks.schemes import (
-    GithubVerifier,
-    HmacVerifier,
-    StandardVerifier,
-    StripeVerifier,
-    generate_standard_keypair,
-    sign_standard,
-    sign_standard_ed25519,
-    standard,
-)
+from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
+from webhooks.schemes.github import GithubVerifier
+from webhooks.schemes.hmac_header import HmacVerifier
+from webhooks.schemes.standard import StandardVerifier, sign_standard, sign_standard_ed25519
+from webhooks.schemes.standard_keys import generate_standard_keypair
+from webhooks.schemes.stripe import StripeVerifier
 
 
 def test_every_webhook_error_descends_from_the_one_root():

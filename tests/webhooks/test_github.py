@@ -2,7 +2,8 @@ import pytest
 
 from tests.webhooks.cases import NOW
 from webhooks.errors import MalformedWebhook, SignatureRejected
-from webhooks.schemes import Delivery, GithubVerifier, sign_github
+from webhooks.schemes.base import Delivery
+from webhooks.schemes.github import GithubVerifier, sign_github
 
 # docs.github.com, "Validating webhook deliveries": the published test values.
 VECTOR_SECRET = b"It's a Secret to Everybody"

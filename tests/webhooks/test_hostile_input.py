@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
 from webhooks.errors import MalformedWebhook, TimestampRejected, WebhookError
-from webhooks.schemes import MAX_SIGNATURES, GithubVerifier, StandardVerifier, StripeVerifier
+from webhooks.schemes.base import MAX_SIGNATURES
+from webhooks.schemes.github import GithubVerifier
+from webhooks.schemes.standard import StandardVerifier
+from webhooks.schemes.stripe import StripeVerifier
 
 HEADER_NAMES = sorted(
     {name for case in CASES for name in case.sign(BODY, NOW)} | {"x-request-id", "x-event"}

@@ -6,13 +6,9 @@ from ipaddress import ip_address
 import pytest
 
 from tests.webhooks.conftest import StubDns
-from webhooks.outbound import (
-    AddressRefused,
-    AllowList,
-    DeliveryFailed,
-    check_callback_url,
-    parse_callback_url,
-)
+from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.errors import AddressRefused, DeliveryFailed
+from webhooks.outbound.url_check import check_callback_url, parse_callback_url
 
 NOBODY = AllowList()
 
