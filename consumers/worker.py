@@ -60,7 +60,7 @@ def utc_now() -> datetime:
 
 @dataclass(slots=True)
 class Deps:
-    """What a worker works with, injected so tests can pass twins."""
+    """What a worker works with, injected so tests can pass fakes."""
 
     topology: CompiledTopology
     group: CompiledGroup
