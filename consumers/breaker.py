@@ -1,10 +1,4 @@
-"""Circuit breakers per dependency, and the report that makes them visible in metrics and the store.
-
-Closed, a breaker counts consecutive failures; at the threshold it opens and jobs that need the
-dependency are parked (sent back through a delay tier, their attempt unspent) instead of
-burning their retry budget. After the cooldown it lets one probe through (half-open): a success
-closes it, a failure opens it again (https://martinfowler.com/bliki/CircuitBreaker.html).
-"""
+"""Circuit breakers per dependency, and the report that makes them visible in metrics and the store."""
 
 from __future__ import annotations
 

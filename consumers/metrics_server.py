@@ -1,9 +1,4 @@
-"""The consumer processes' HTTP doors: an aiohttp gate that wants a credential, and ``/metrics``.
-
-The autoscaler's ``/status`` and ``/metrics`` and a worker's ``/metrics`` pass the same
-checks as the job API: a valid API key or access token, and the route's scope; refusals are
-the API's problem+json answers (401, 403, 429, 503).
-"""
+"""The consumer processes' HTTP doors: an aiohttp gate that wants a credential, and ``/metrics``."""
 
 from __future__ import annotations
 

@@ -33,12 +33,7 @@ class BlobStore(Protocol):
         ...
 
     async def get(self, ref: PayloadRef) -> bytes:
-        """Return the bytes ``ref`` points to.
-
-        Raises:
-            BlobIntegrityError: when their size or sha256 differs from the reference.
-            BlobStoreError: when there is no such blob or the reference is not this store's.
-        """
+        """Return the bytes ``ref`` points to."""
         ...
 
     async def delete(self, ref: PayloadRef) -> None:
@@ -55,11 +50,7 @@ class BlobStore(Protocol):
 
 
 def blob_key(job_id: str) -> str:
-    """Return the storage key of a job's payload, fanned out over 256 prefixes.
-
-    Raises:
-        ValueError: when ``job_id`` is not a plain id (letters, digits, ``-`` and ``_``).
-    """
+    """Return the storage key of a job's payload, fanned out over 256 prefixes."""
     if not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"job id {job_id!r} is not a plain id; refusing to build a key from it")
     # Not job_id[:2]: the leading characters of a UUIDv7 are its timestamp, the same for years.
@@ -110,13 +101,7 @@ def open_blob_store(
     access_key: str | None = None,
     secret_key: str | None = None,
 ) -> BlobStore:
-    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir`` or ``s3://bucket/prefix``.
-
-    ``s3://bucket`` without a path keeps blobs at the top of the bucket.
-
-    Raises:
-        SettingsError: when the url is malformed or its scheme is unknown; it names TASKQ_BLOB_URL.
-    """
+    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir`` or ``s3://bucket/prefix``."""
     parts = urlsplit(url)
     if "@" in parts.netloc:
         raise SettingsError(

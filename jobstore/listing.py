@@ -27,11 +27,7 @@ class ListingQuery:
         limit: int,
         placeholder: Callable[[int], str],
     ) -> ListingQuery:
-        """Return the query; ``placeholder(n)`` spells the n-th parameter (``?`` or ``$n``).
-
-        Raises:
-            ValueError: ``limit`` is below 1.
-        """
+        """Return the query; ``placeholder(n)`` spells the n-th parameter (``?`` or ``$n``)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         # Only the filters given reach the SQL, so every variant is a plain index range scan.

@@ -52,11 +52,7 @@ class S3BlobStore:
         secret_key: str | None = None,
         client: Any = None,
     ) -> None:
-        """Build the S3 client once (boto3 clients are thread-safe), or use ``client``.
-
-        Raises:
-            ValueError: when ``bucket`` or ``prefix`` is not a valid S3 name.
-        """
+        """Build the S3 client once (boto3 clients are thread-safe), or use ``client``."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
         if prefix and not (prefix.endswith("/") and KEY.fullmatch(prefix[:-1])):

@@ -1,41 +1,4 @@
-"""The taskq exception tree, split by what the caller does next.
-
-::
-
-    TaskqError                          root: catch this to catch everything taskq raises
-    ├── SettingsError                   fix the environment variable it names
-    ├── TopologyError                   fix the topology file or the broker's state
-    │   ├── TopologyFileError           the file is invalid: it names the file, key and fix
-    │   └── TopologyConflictError       the live broker holds an incompatible declaration
-    ├── ContractError                   a message is not a valid envelope: dead-letter, never retry
-    ├── BrokerError                     talking to RabbitMQ failed
-    │   ├── BrokerUnavailableError      the broker cannot be reached now: retry later (HTTP 503)
-    │   ├── ManagementApiError          the management API failed or answered garbage
-    │   └── PublishError                a publish was not confirmed; the subclass says why
-    │       ├── UnroutableError         no queue is bound for the routing key: fix the input
-    │       ├── PublishNackedError      the broker refused the message: retry later
-    │       └── ConfirmTimeoutError     no confirm in time: outcome unknown, retry with the same id
-    ├── StoreError                      the job store failed
-    │   └── StoreUnavailableError       the store cannot be reached now: retry later (HTTP 503)
-    ├── BlobStoreError                  storing or fetching a claim-checked payload failed
-    │   ├── BlobUnavailableError        the blob store cannot be reached now: retry later (503)
-    │   └── BlobIntegrityError          a payload does not match its reference's size or checksum
-    ├── JobRejectedError                the request is invalid: fix the field it names (HTTP 422)
-    │   ├── UnknownJobTypeError         no consumer group takes this job type
-    │   ├── ReservedJobTypeError        only taskq or a webhook source makes this type (403)
-    │   └── IdempotencyMismatchError    the key was used with a different request
-    ├── IdempotencyInFlightError        the same key is being submitted now: retry later (409)
-    ├── JobNotFoundError                no job has this id (HTTP 404)
-    ├── JobStateError                   the job's state forbids the operation (HTTP 409)
-    └── AccessError                     the caller may not do this; the subclass says why
-        ├── AuthenticationError         no valid credential: send one (HTTP 401)
-        ├── PermissionDeniedError       the credential lacks a scope or job type (HTTP 403)
-        ├── RateLimitedError            the credential's rate is used up: wait (HTTP 429)
-        └── IdentityProviderUnavailableError  token keys cannot be fetched: retry later (503)
-
-Foreign exceptions (aiormq, aiohttp, pydantic, yaml) are translated at the seam
-where they arise, with ``raise ... from exc`` so the cause is kept.
-"""
+"""The taskq exception tree, split by what the caller does next."""
 
 from __future__ import annotations
 

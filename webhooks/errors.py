@@ -1,19 +1,4 @@
-"""Webhook failures, split by the answer the receiver gives (see ``topology.errors`` for the root).
-
-::
-
-    WebhookError              root of everything the webhooks package raises on purpose
-    ├── SignatureRejected     HTTP 401: no signature, none matches, or only unknown versions
-    ├── TimestampRejected     HTTP 401: authentic, but signed outside the tolerance window
-    ├── MalformedWebhook      HTTP 400: a header or body that cannot be parsed; the sender must fix it
-    ├── UnknownSource         HTTP 404: no webhook source is configured under that name
-    └── WebhookConfigError    at start-up: a secret or verifier option is unusable; fix the config
-
-A verifier raises only the first three.  Decoding errors from the standard library and
-``cryptography`` are translated where each scheme verifies (``webhooks.schemes.base``), so a
-malformed header can never become a 500 that the sender retries forever.  Messages name the
-problem and the header; they never echo a secret or a signature.
-"""
+"""Webhook failures, split by the answer the receiver gives (see ``topology.errors`` for the root)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""A consumer group's queue signals (backlog, consumers, rates, age) read from the management API.
-
-One ``GET /api/queues/{vhost}/{name}`` per work queue of the group, never the whole queue
-list, which RabbitMQ warns "can produce very large JSON responses"; retry tiers and the
-dead-letter queue are not work and never count.  The broker refreshes these statistics every
-``collect_statistics_interval`` (5 s by default), so a reading can be that stale.
-"""
+"""A consumer group's queue signals (backlog, consumers, rates, age) read from the management API."""
 
 from __future__ import annotations
 

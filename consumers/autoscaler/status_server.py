@@ -1,8 +1,4 @@
-"""The autoscaler's HTTP face: ``/status`` (JSON, read by ``taskctl scale``) and ``/metrics``.
-
-Both need a credential, like the job API: ``/status`` the ``admin`` scope, ``/metrics`` the
-``metrics:read`` scope.
-"""
+"""The autoscaler's HTTP face: ``/status`` (JSON, read by ``taskctl scale``) and ``/metrics``."""
 
 from __future__ import annotations
 

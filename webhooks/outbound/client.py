@@ -1,7 +1,4 @@
-"""An SSRF-safe HTTP POST: resolve once, check every address, dial the pinned one, never redirect.
-
-This module is the seam where aiohttp and timeout exceptions become ``OutboundError``.
-"""
+"""An SSRF-safe HTTP POST: resolve once, check every address, dial the pinned one, never redirect."""
 
 from __future__ import annotations
 
@@ -26,12 +23,7 @@ from webhooks.outbound.url_check import (
 
 
 def open_session(allow: AllowList, *, ssl: SSLContext | bool = True) -> aiohttp.ClientSession:
-    """Return a session for repeated ``post`` calls under ``allow`` (use it as ``async with``).
-
-    Its connector dials only addresses ``post`` checked and pinned; it keeps no cookies
-    (they would travel between tenants' receivers), ignores proxy variables and asks
-    for an uncompressed body so the read cap bounds memory.
-    """
+    """Return a session for repeated ``post`` calls under ``allow`` (use it as ``async with``)."""
     return aiohttp.ClientSession(
         connector=PinnedConnector(allow, ssl=ssl),
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -53,18 +45,7 @@ async def post(
     session: aiohttp.ClientSession | None = None,
     dns_timeout: float = DNS_TIMEOUT_S,
 ) -> Response:
-    """POST ``body`` to ``url`` and return the receiver's 2xx answer.
-
-    The host is resolved once and every address checked; the connection goes to the first,
-    whatever DNS says later. ``timeout`` bounds the whole call, ``dns_timeout`` the
-    resolution within it. A
-    ``session`` must come from ``open_session`` with the same ``allow``.
-
-    Raises:
-        AddressRefused: the URL or one of its addresses may not be dialled; nothing was sent.
-        DeliveryRejected: the receiver answered a final 4xx.
-        DeliveryFailed: no answer, a timeout, a 3xx (not followed), 408, 425, 429 or 5xx.
-    """
+    """POST ``body`` to ``url`` and return the receiver's 2xx answer."""
     if session is not None:
         _pinned_connector(session, allow)  # refuse a foreign session before any DNS query
     shown = display(parse_callback_url(url))

@@ -1,14 +1,4 @@
-"""Outbound HTTP failures, split by what the caller does next (see ``topology.errors`` for the root).
-
-::
-
-    OutboundError           root of everything webhooks.outbound raises
-    ├── AddressRefused      the URL may not be dialled (SSRF policy): permanent, never retry
-    ├── DeliveryRejected    the receiver answered a final 4xx: permanent, do not retry
-    └── DeliveryFailed      connection error, timeout, 3xx, 408/425/429 or 5xx: retry later
-
-aiohttp, socket and timeout exceptions are translated in ``webhooks.outbound.client``.
-"""
+"""Outbound HTTP failures, split by what the caller does next (see ``topology.errors`` for the root)."""
 
 from __future__ import annotations
 

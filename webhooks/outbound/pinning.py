@@ -14,12 +14,7 @@ from webhooks.outbound.addresses import AllowList, IPAddress, host_key
 
 
 class PinnedResolver(AbstractResolver):
-    """Resolve a host name to the one address pinned for it, and refuse every other name.
-
-    aiohttp never asks DNS itself, so a name that re-resolves elsewhere between the check
-    and the dial (DNS rebinding) still reaches the checked address; the request keeps the
-    name, so the Host header and TLS SNI and certificate checks are unchanged.
-    """
+    """Resolve a host name to the one address pinned for it, and refuse every other name."""
 
     def __init__(self) -> None:
         self._pins: dict[str, tuple[IPAddress, int]] = {}

@@ -1,8 +1,4 @@
-"""Standard Webhooks v1.0.0: ``webhook-id``, ``webhook-timestamp`` and a list of v1/v1a signatures.
-
-The signed content is ``{id}.{timestamp}.{body}``; ``v1`` is a base64 HMAC-SHA256 under a
-``whsec_`` secret and ``v1a`` a base64 ed25519 signature checked with a ``whpk_`` public key.
-"""
+"""Standard Webhooks v1.0.0: ``webhook-id``, ``webhook-timestamp`` and a list of v1/v1a signatures."""
 
 from __future__ import annotations
 
