@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from webhooks.schemes.base import Verifier
 from webhooks.schemes.github import GithubVerifier, sign_github
 from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
-from webhooks.schemes.standard import StandardVerifier, sign_standard, sign_standard_ed25519
-from webhooks.schemes.standard_keys import generate_standard_keypair
+from webhooks.schemes.standard import (
+    StandardVerifier,
+    generate_standard_keypair,
+    sign_standard,
+    sign_standard_ed25519,
+)
 from webhooks.schemes.stripe import StripeVerifier, sign_stripe
 
 NOW = 1_700_000_000

@@ -11,8 +11,12 @@ from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
 from webhooks.schemes.github import GithubVerifier
 from webhooks.schemes.hmac_header import HmacVerifier
-from webhooks.schemes.standard import StandardVerifier, sign_standard, sign_standard_ed25519
-from webhooks.schemes.standard_keys import generate_standard_keypair
+from webhooks.schemes.standard import (
+    StandardVerifier,
+    generate_standard_keypair,
+    sign_standard,
+    sign_standard_ed25519,
+)
 from webhooks.schemes.stripe import StripeVerifier
 
 

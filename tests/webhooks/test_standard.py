@@ -5,8 +5,13 @@ import pytest
 from tests.webhooks.cases import NOW, OTHER_STANDARD_SECRET
 from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
-from webhooks.schemes.standard import StandardVerifier, sign_standard, sign_standard_ed25519
-from webhooks.schemes.standard_keys import generate_standard_keypair, generate_standard_secret
+from webhooks.schemes.standard import (
+    StandardVerifier,
+    generate_standard_keypair,
+    generate_standard_secret,
+    sign_standard,
+    sign_standard_ed25519,
+)
 
 # standard-webhooks libraries/python/tests/test_webhooks.py: the published test values.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
