@@ -12,7 +12,7 @@ from topology.model import CompiledTopology
 from topology.webhook_spec import WebhookScheme, WebhookSourceSpec
 from webhooks.errors import WebhookError
 from webhooks.schemes.base import Verifier
-from webhooks.schemes.github import GithubVerifier
+from webhooks.schemes.github import github_verifier
 from webhooks.schemes.hmac_header import HmacVerifier
 from webhooks.schemes.standard import StandardVerifier
 from webhooks.schemes.stripe import StripeVerifier
@@ -72,7 +72,7 @@ def build_verifier(spec: WebhookSourceSpec, secrets: Sequence[str]) -> Verifier:
     tolerance = spec.tolerance // 1000
     keys = [secret.encode() for secret in secrets]
     if spec.scheme is WebhookScheme.GITHUB:
-        return GithubVerifier(keys)
+        return github_verifier(keys)
     if spec.scheme is WebhookScheme.STRIPE:
         return StripeVerifier(keys, tolerance=tolerance)
     if spec.scheme is WebhookScheme.STANDARD:

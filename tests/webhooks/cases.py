@@ -4,7 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from webhooks.schemes.base import Verifier
-from webhooks.schemes.github import GithubVerifier, sign_github
+from webhooks.schemes.github import github_verifier, sign_github
 from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
 from webhooks.schemes.standard import (
     StandardVerifier,
@@ -97,7 +97,7 @@ def hmac_headers(secret: bytes, options: dict[str, str]) -> Sign:
 CASES = [
     Case(
         "github",
-        lambda: GithubVerifier([GITHUB_SECRET]),
+        lambda: github_verifier([GITHUB_SECRET]),
         github_headers(GITHUB_SECRET),
         github_headers(b"another endpoint's secret"),
         "x-hub-signature-256",

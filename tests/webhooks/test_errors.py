@@ -9,7 +9,7 @@ from webhooks import errors
 from webhooks.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
 from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
-from webhooks.schemes.github import GithubVerifier
+from webhooks.schemes.github import github_verifier
 from webhooks.schemes.hmac_header import HmacVerifier
 from webhooks.schemes.standard import (
     StandardVerifier,
@@ -37,10 +37,10 @@ def test_every_webhook_error_descends_from_the_one_root():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: GithubVerifier([]),
-        lambda: GithubVerifier(b"one secret"),
-        lambda: GithubVerifier([b""]),
-        lambda: GithubVerifier(["text, not bytes"]),
+        lambda: github_verifier([]),
+        lambda: github_verifier(b"one secret"),
+        lambda: github_verifier([b""]),
+        lambda: github_verifier(["text, not bytes"]),
         lambda: StripeVerifier([b"whsec_x"], tolerance=0),
         lambda: StripeVerifier([b"whsec_x"], tolerance=True),
         lambda: StandardVerifier("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),

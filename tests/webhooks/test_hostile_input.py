@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
 from webhooks.errors import MalformedWebhook, TimestampRejected, WebhookError
 from webhooks.schemes.base import MAX_SIGNATURES
-from webhooks.schemes.github import GithubVerifier
+from webhooks.schemes.github import github_verifier
 from webhooks.schemes.standard import StandardVerifier
 from webhooks.schemes.stripe import StripeVerifier
 
@@ -105,7 +105,7 @@ TEN_THOUSAND = [
     ),
     (
         "github",
-        GithubVerifier([b"secret"]),
+        github_verifier([b"secret"]),
         {
             "x-hub-signature-256": " ".join(["sha256=" + "ab" * 32] * 10_000),
             "x-github-delivery": "d",
