@@ -147,3 +147,55 @@ class RateLimitedError(AccessError):
 
 class IdentityProviderUnavailableError(AccessError):
     """The identity provider's signing keys cannot be fetched; retry later (HTTP 503)."""
+
+
+class WebhookError(TaskqError):
+    """A webhook was refused or cannot be handled; the subclass says which answer to give."""
+
+
+class SignatureRejected(WebhookError):
+    """The delivery is not authentically signed (HTTP 401)."""
+
+
+class TimestampRejected(WebhookError):
+    """The delivery is authentic but was signed outside the tolerance window (HTTP 401)."""
+
+
+class MalformedWebhook(WebhookError):
+    """A header or body cannot be parsed, or holds too much to check (HTTP 400)."""
+
+
+class WebhookConfigError(WebhookError):
+    """A secret or verifier option is unusable; raised when a verifier is built, never per request."""
+
+
+class OutboundError(TaskqError):
+    """An outbound HTTP call did not succeed; the subclass says whether to retry."""
+
+
+class AddressRefused(OutboundError):
+    """The URL's scheme, shape or addresses may not be dialled; retrying will not help."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"refused to dial {url}: {reason}")
+
+
+class DeliveryRejected(OutboundError):
+    """The receiver answered a 4xx that means "do not send this again" (not 408, 425 or 429)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class DeliveryFailed(OutboundError):
+    """The call failed in a way that may pass later; ``retry_after`` is the receiver's hint in seconds."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)

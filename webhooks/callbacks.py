@@ -26,11 +26,11 @@ from yarl import URL
 
 from consumers.breaker import Breakers
 from consumers.handlers import JobContext, Permanent, Retry, handler
+from topology.errors import AddressRefused, DeliveryFailed, DeliveryRejected, OutboundError
 from topology.names import CALLBACK_JOB_TYPE
 from topology.settings import load_settings
 from webhooks.outbound.addresses import AllowList
 from webhooks.outbound.client import open_session, post
-from webhooks.outbound.errors import AddressRefused, DeliveryFailed, DeliveryRejected, OutboundError
 from webhooks.outbound.url_check import check_callback_url, display
 from webhooks.schemes.standard import sign_standard
 

@@ -26,10 +26,15 @@ from producers.api.schemas import Problem
 from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.auth.settings import AuthSettings
 from producers.submit import JobRequest, Submitted, Submitter
-from topology.errors import IdempotencyInFlightError, TaskqError
+from topology.errors import (
+    IdempotencyInFlightError,
+    MalformedWebhook,
+    SignatureRejected,
+    TaskqError,
+    TimestampRejected,
+)
 from topology.reserved import webhook_producer
 from topology.settings import load_settings
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
 from webhooks.sources import Source, load_sources
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from loguru import logger
 
+from topology.errors import WebhookError
 from topology.model import CompiledTopology
 from topology.webhook_spec import WebhookScheme, WebhookSourceSpec
-from webhooks.errors import WebhookError
 from webhooks.schemes.base import Verifier
 from webhooks.schemes.github import github_verifier
 from webhooks.schemes.hmac_header import HmacVerifier

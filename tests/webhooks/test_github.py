@@ -1,7 +1,7 @@
 import pytest
 
 from tests.webhooks.cases import NOW
-from webhooks.errors import MalformedWebhook, SignatureRejected
+from topology.errors import MalformedWebhook, SignatureRejected
 from webhooks.schemes.base import Delivery
 from webhooks.schemes.github import github_verifier, sign_github
 

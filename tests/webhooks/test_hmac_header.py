@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from tests.webhooks.cases import BODY, NOW
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
 from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
-from webhooks.errors import MalformedWebhook, TimestampRejected, WebhookError
+from topology.errors import MalformedWebhook, TimestampRejected, WebhookError
 from webhooks.schemes.base import MAX_SIGNATURES
 from webhooks.schemes.github import github_verifier
 from webhooks.schemes.standard import StandardVerifier

@@ -3,7 +3,7 @@ import base64
 import pytest
 
 from tests.webhooks.cases import NOW, OTHER_STANDARD_SECRET
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
 from webhooks.schemes.standard import (
     StandardVerifier,

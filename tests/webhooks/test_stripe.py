@@ -4,7 +4,7 @@ import hmac
 import pytest
 
 from tests.webhooks.cases import BODY, NOW
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
 from webhooks.schemes.stripe import StripeVerifier, sign_stripe
 

@@ -16,8 +16,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from topology.errors import DeliveryFailed, DeliveryRejected, OutboundError
 from webhooks.outbound.addresses import AllowList, IPAddress, host_key
-from webhooks.outbound.errors import DeliveryFailed, DeliveryRejected, OutboundError
 from webhooks.outbound.url_check import (
     DNS_TIMEOUT_S,
     Target,

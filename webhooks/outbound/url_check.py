@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from topology.errors import AddressRefused, DeliveryFailed
 from webhooks.outbound.addresses import (
     AllowList,
     IPAddress,
@@ -17,7 +18,6 @@ from webhooks.outbound.addresses import (
     parse_address,
     refusal,
 )
-from webhooks.outbound.errors import AddressRefused, DeliveryFailed
 
 SCHEMES = frozenset({"http", "https"})
 DNS_TIMEOUT_S = 5.0  # a resolver that never answers must not hold a request or a delivery

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from webhooks.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
+from topology.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
 from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
     Delivery,

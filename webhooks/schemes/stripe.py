@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from webhooks.errors import MalformedWebhook, SignatureRejected
+from topology.errors import MalformedWebhook, SignatureRejected
 from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
     Delivery,
