@@ -17,8 +17,6 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore.keys_and_breakers import KeysAndBreakers
-from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending
 from jobstore.model import (
     Claim,
@@ -26,7 +24,6 @@ from jobstore.model import (
     Confirmed,
     Execution,
     ExecutionState,
-    JobPage,
     JobRecord,
     JobStatus,
     NewJob,
@@ -36,6 +33,7 @@ from jobstore.model import (
     check_settable,
 )
 from jobstore.runs import finish_run, start_run
+from jobstore.shared_sql import SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
 
@@ -58,7 +56,6 @@ _MIGRATION_LOCK = 0x7461736B71  # "taskq": one advisory lock id that every migra
 _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 
 _COLUMNS = tuple(JobRecord.__dataclass_fields__)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
@@ -134,7 +131,7 @@ WHERE key = $1 AND job_id = $4 AND state = 'pending'
 """
 
 
-class PostgresJobStore(KeysAndBreakers):
+class PostgresJobStore(SharedSql):
     """Jobs and idempotency keys in PostgreSQL, over an asyncpg pool created on first use."""
 
     def __init__(
@@ -264,38 +261,6 @@ class PostgresJobStore(KeysAndBreakers):
                     "DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2", key, job_id
                 )
             await conn.execute("DELETE FROM jobs WHERE id = $1", job_id)
-
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        """Return the job, or ``None`` when there is no such job."""
-        async with self._use() as conn:
-            row = await conn.fetchrow(f"{_SELECT} WHERE id = $1", job_id)
-            return None if row is None else _record(row)
-
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``.
-
-        Raises:
-            ValueError: ``limit`` is below 1.
-        """
-        query = ListingQuery.build(
-            tenant=tenant,
-            status=status,
-            job_type=type,
-            cursor=cursor,
-            limit=limit,
-            placeholder=lambda n: f"${n}",
-        )
-        async with self._use() as conn:
-            rows = await conn.fetch(f"{_SELECT}{query.where}", *query.params)
-        return query.page([_record(row) for row in rows])
 
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
@@ -433,6 +398,10 @@ class PostgresJobStore(KeysAndBreakers):
     def _time_out(self, value: datetime) -> datetime:
         """Return ``value``: asyncpg reads timestamptz as aware datetimes."""
         return value
+
+    def _job(self, row: Any) -> JobRecord:
+        """Return the job a jobs row holds."""
+        return _record(row)
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -20,15 +20,12 @@ from typing import Any, TypeVar
 import orjson
 
 from jobstore import sqlite_runs
-from jobstore.keys_and_breakers import KeysAndBreakers
-from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending, sqlite_statements
 from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
     Execution,
-    JobPage,
     JobRecord,
     JobStatus,
     NewJob,
@@ -37,6 +34,7 @@ from jobstore.model import (
     RunStarted,
     check_settable,
 )
+from jobstore.shared_sql import SharedSql
 from jobstore.sqlite_inline import Busy, InlineWriter
 from jobstore.sqlite_rows import (
     COLUMNS,
@@ -99,7 +97,7 @@ _PURGE = (
 )
 
 
-class SqliteJobStore(KeysAndBreakers):
+class SqliteJobStore(SharedSql):
     """Jobs and idempotency keys in a SQLite file, over one connection opened on first use."""
 
     def __init__(self, path: str | Path) -> None:
@@ -228,39 +226,6 @@ class SqliteJobStore(KeysAndBreakers):
 
         await self._write(abandon)
 
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        """Return the job, or ``None`` when there is no such job."""
-        rows = await self._run(
-            lambda db: db.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchall()
-        )
-        return next((record(row) for row in rows), None)
-
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``.
-
-        Raises:
-            ValueError: ``limit`` is below 1.
-        """
-        query = ListingQuery.build(
-            tenant=tenant,
-            status=status,
-            job_type=type,
-            cursor=cursor,
-            limit=limit,
-            placeholder=lambda _: "?",
-        )
-        sql = f"{_SELECT}{query.where}"
-        rows = await self._run(lambda db: db.execute(sql, query.params).fetchall())
-        return query.page([record(row) for row in rows])
-
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
     ) -> JobRecord | None:
@@ -382,6 +347,10 @@ class SqliteJobStore(KeysAndBreakers):
     def _time_out(self, value: int) -> datetime:
         """Return the time ``value`` microseconds after the epoch."""
         return from_us(value)
+
+    def _job(self, row: Any) -> JobRecord:
+        """Return the job a jobs row holds."""
+        return record(row)
 
 
 def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:

@@ -1,4 +1,4 @@
-"""The API key and breaker methods of both SQL stores, written once over ``$n`` parameters."""
+"""The job store methods whose SQL is the same on SQLite and PostgreSQL, written once over ``$n`` parameters."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from jobstore.credentials import ApiKeyRecord
-from jobstore.model import BreakerRecord
+from jobstore.model import BreakerRecord, JobPage, JobRecord, JobStatus
 
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
+_SELECT_JOBS = f"SELECT {', '.join(JobRecord.__dataclass_fields__)} FROM jobs"
 
 
-class KeysAndBreakers:
-    """The ``api_keys`` and ``breakers`` tables; a store supplies ``_fetch`` and its time columns."""
+class SharedSql:
+    """Job reads, API keys and breakers; a store supplies ``_fetch``, its time columns and job rows."""
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
@@ -28,6 +29,45 @@ class KeysAndBreakers:
     def _time_out(self, value: Any) -> datetime:
         """Return the time a time column holds."""
         raise NotImplementedError
+
+    def _job(self, row: Any) -> JobRecord:
+        """Return the job a jobs row (all columns, in ``JobRecord`` order) holds."""
+        raise NotImplementedError
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """Return the job, or ``None`` when there is no such job."""
+        rows = await self._fetch(f"{_SELECT_JOBS} WHERE id = $1", job_id)
+        return next((self._job(row) for row in rows), None)
+
+    async def list_jobs(
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        # Only the filters given reach the SQL, so every variant is a plain index range scan;
+        # str() turns a JobStatus into its value.
+        given = {"tenant": tenant, "status": status, "type": type}
+        tests = [
+            (f"{column} = ", str(value)) for column, value in given.items() if value is not None
+        ]
+        if cursor is not None:
+            tests.append(("id < ", cursor))
+        where = " AND ".join(f"{test}${n}" for n, (test, _) in enumerate(tests, start=1))
+        # One row more than the page tells whether another page follows.
+        rows = await self._fetch(
+            f"{_SELECT_JOBS}{' WHERE ' if where else ''}{where} ORDER BY id DESC LIMIT ${len(tests) + 1}",
+            *(value for _, value in tests),
+            limit + 1,
+        )
+        jobs = [self._job(row) for row in rows[:limit]]
+        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
