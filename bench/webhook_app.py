@@ -19,7 +19,7 @@ from producers.api.assembly import build_services
 from producers.settings import ApiSettings
 from topology.settings import load_settings
 from webhooks.receiver import webhook_router
-from webhooks.schemes import Delivery
+from webhooks.schemes.base import Delivery
 
 
 class Trusting:

@@ -1,3 +1,3 @@
-"""The worker runtime: handlers, dispatch, retries, dead letters (built in a later issue)."""
+"""The worker runtime: handlers, dispatch, retries, breakers, dead letters and the autoscaler."""
 
 __all__: list[str] = []

@@ -1,13 +1,4 @@
-"""Dead-letter operations: inspect, replay and purge a group's DLQ, with filters and a rate limit.
-
-A DLQ is read a page at a time and never held whole: each page's messages are fetched
-unacked, then replayed to work, deleted, or copied back to the DLQ's tail (the queue is a
-line, so reading past its head means moving what was read), each publish confirmed before
-its original is acked. Copies carry the operation's mark, so a pass stops when it meets what
-it already moved, and the date their retention ends. Replays reset the attempt count but keep
-the idempotency key, so a job whose effects already happened is not run again; every replayed
-or purged job is logged (the audit trail) and recorded in the job store.
-"""
+"""Dead-letter operations: inspect, replay and purge a group's DLQ, with filters and a rate limit."""
 
 from __future__ import annotations
 
@@ -303,12 +294,7 @@ async def replay(
     rate: float = 50.0,
     progress: Progress = lambda done, total: None,
 ) -> Outcome:
-    """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second.
-
-    Raises:
-        TaskqError: a replay was not confirmed (or not recorded); it stays in the DLQ, and
-            so does everything not yet read, while what was replayed before stays replayed.
-    """
+    """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second."""
     moment = datetime.now(UTC)
     counts = {"matched": 0, "kept": 0, "undecodable": 0}
     failures: list[BaseException] = []
@@ -427,11 +413,7 @@ async def listing(
     limit: int = PAGE,
     cursor: str | None = None,
 ) -> Page:
-    """Return up to ``limit`` matching dead letters, leaving every message in the DLQ.
-
-    Pass the returned cursor to read on: a listing moves what it read to the tail, so the
-    next call starts where this one stopped, until the DLQ went round (cursor ``None``).
-    """
+    """Return up to ``limit`` matching dead letters, leaving every message in the DLQ."""
     moment = datetime.now(UTC)
     found: list[DeadLetter] = []
 

@@ -1,10 +1,4 @@
-"""A worker's Prometheus metrics: jobs started and completed, run time, queue wait, in flight.
-
-Labels are bounded by the topology: the group name, the job-type pattern of the handler that
-ran the job (``email.*``, not the type a client sent), the priority, and fixed outcomes. In a
-process started with ``PROMETHEUS_MULTIPROC_DIR`` (what ``taskctl up`` does) the values go to
-files that the API's ``/metrics`` aggregates for the host.
-"""
+"""A worker's Prometheus metrics: jobs started and completed, run time, queue wait, in flight."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""The consumer processes' HTTP doors: an aiohttp gate that wants a credential, and ``/metrics``.
-
-The autoscaler's ``/status`` and ``/metrics`` and a worker's ``/metrics`` pass the same
-checks as the job API: a valid API key or access token, and the route's scope; refusals are
-the API's problem+json answers (401, 403, 429, 503).
-"""
+"""The consumer processes' HTTP doors: an aiohttp gate that wants a credential, and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -45,27 +40,25 @@ def gate(authenticator: Authenticator, scopes: Mapping[str, Scope]) -> Middlewar
     return check
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
-    """Return the handler that serves ``registry`` in the Prometheus text format."""
-
-    async def prometheus(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    return prometheus
-
-
 async def serve_metrics(
     authenticator: Authenticator,
     *,
     host: str,
     port: int,
     registry: CollectorRegistry = REGISTRY,
+    more: Mapping[str, tuple[Scope, Handler]] | None = None,
 ) -> web.AppRunner:
-    """Serve ``/metrics`` (scope ``metrics:read``); clean up the returned runner to stop."""
-    app = web.Application(middlewares=[gate(authenticator, {"/metrics": Scope.METRICS_READ})])
-    app.router.add_get("/metrics", metrics_handler(registry))
+    """Serve ``/metrics`` (scope ``metrics:read``) and ``more`` routes; clean up the runner to stop."""
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    routes = {"/metrics": (Scope.METRICS_READ, prometheus), **(more or {})}
+    app = web.Application(middlewares=[gate(authenticator, {p: s for p, (s, _) in routes.items()})])
+    for path, (_, handler) in routes.items():
+        app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -1,10 +1,4 @@
-"""Exponential backoff with jitter: how long a failed job waits before its next attempt.
-
-The delay is computed here and realised by the broker (a delay tier), never by sleeping or by
-holding an unacked message; jitter is applied here, when the tier is chosen, so retries of
-jobs that failed together spread out instead of returning as a herd
-(https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
-"""
+"""Exponential backoff with jitter: how long a failed job waits before its next attempt."""
 
 from __future__ import annotations
 
@@ -14,11 +8,7 @@ from topology.spec import Jitter, RetryPolicy
 
 
 def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random | None = None) -> int:
-    """Return the delay in milliseconds before the attempt after ``failed_attempt`` (1-based).
-
-    ``none`` gives ``min(base * factor^(n-1), max)``; ``full`` a uniform draw in ``[0, that]``;
-    ``equal`` half of it plus a uniform draw in ``[0, half]``.
-    """
+    """Return the delay in milliseconds before the attempt after ``failed_attempt`` (1-based)."""
     if failed_attempt < 1:
         raise ValueError(f"attempts count from 1, got {failed_attempt}")
     ceiling = policy.delay_ms(failed_attempt)

@@ -28,8 +28,7 @@ from loguru import logger
 from opentelemetry.trace import SpanKind
 
 from consumers.acks import Acks
-from consumers.breaker import Breakers
-from consumers.breaker_report import BreakerReport
+from consumers.breaker import BreakerReport, Breakers
 from consumers.dispatch import (
     PUBLISHES,
     Act,
@@ -77,7 +76,7 @@ def utc_now() -> datetime:
 
 @dataclass(slots=True)
 class Deps:
-    """What a worker works with, injected so tests can pass twins."""
+    """What a worker works with, injected so tests can pass fakes."""
 
     topology: CompiledTopology
     group: CompiledGroup

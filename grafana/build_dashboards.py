@@ -3,7 +3,7 @@
     python grafana/build_dashboards.py          # write the JSON files
     python grafana/build_dashboards.py --check  # exit 1 if the committed JSON is stale
 
-The metric names are the catalogue of issue 7 (docs/observability.md explains each panel).
+The metric names are the ones the code defines (docs/observability.md explains each panel).
 Every query filters with ``label=~"$var"``: the variables' "All" value is ``.*``.
 Each dashboard is built row by row, one function per row.
 """

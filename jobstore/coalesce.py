@@ -11,11 +11,7 @@ Result = TypeVar("Result")
 
 
 class Coalescer(Generic[Item, Result]):
-    """Turns concurrent one-item calls into batch calls of ``write``, one batch at a time.
-
-    Under load, N concurrent calls cost one batch instead of N round trips; an idle caller
-    gets a batch of one at once: nothing waits for a timer or for the batch to fill.
-    """
+    """Turns concurrent one-item calls into batch calls of ``write``, one batch at a time."""
 
     def __init__(
         self,

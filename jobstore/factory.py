@@ -9,14 +9,7 @@ _FORMS = "sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3 or p
 
 
 def open_store(url: str) -> JobStore:
-    """Return the store for ``url`` without connecting (the first call connects).
-
-    ``sqlite:///rel/path`` and ``sqlite:////abs/path`` open a SQLite file (its folder is
-    created on first use); ``postgresql://`` and ``postgres://`` URLs go to asyncpg as they are.
-
-    Raises:
-        SettingsError: the URL is not one of those forms.
-    """
+    """Return the store for ``url`` without connecting (the first call connects)."""
     scheme, separator, rest = url.partition("://")
     # Each store is imported when its URL names it: a SQLite user never loads asyncpg.
     if separator and scheme in ("postgresql", "postgres"):

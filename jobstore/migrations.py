@@ -1,10 +1,4 @@
-"""Schema migrations: numbered SQL files shipped inside the package, one folder per backend.
-
-A file ``migrations/<dialect>/NNNN_name.sql`` holds migration ``NNNN``. Each backend records
-the versions it applied in ``schema_migrations`` and applies every file numbered above the
-highest one, each in its own transaction (see ``SqliteJobStore.migrate`` and
-``PostgresJobStore.migrate``).
-"""
+"""Schema migrations: numbered SQL files shipped inside the package, one folder per backend."""
 
 from __future__ import annotations
 
@@ -31,11 +25,7 @@ class Migration:
 
 
 def load_migrations(dialect: Dialect) -> list[Migration]:
-    """Return the dialect's migrations in version order.
-
-    Raises:
-        StoreError: a file is misnamed or two files share a number (a packaging mistake).
-    """
+    """Return the dialect's migrations in version order."""
     folder = files("jobstore") / "migrations" / dialect
     found: dict[int, Migration] = {}
     for entry in folder.iterdir():
@@ -59,12 +49,7 @@ def pending(migrations: list[Migration], current: int) -> list[Migration]:
 
 
 def sqlite_statements(script: str) -> list[str]:
-    """Split a SQLite script into statements, the way SQLite itself finds their ends.
-
-    ``executescript`` cannot be used inside a transaction (it commits first), so each
-    statement runs on its own; ``sqlite3.complete_statement`` copes with semicolons in
-    strings, comments and trigger bodies, which a plain split on ``;`` does not.
-    """
+    """Split a SQLite script into statements, the way SQLite itself finds their ends."""
     statements: list[str] = []
     buffer = ""
     for line in script.splitlines(keepends=True):

@@ -17,16 +17,11 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore import postgres_breakers, postgres_credentials
-from jobstore.credentials import ApiKeyRecord
-from jobstore.listing import ListingQuery
 from jobstore.migrations import load_migrations, pending
 from jobstore.model import (
-    BreakerRecord,
     Claim,
     ClaimState,
     Confirmed,
-    JobPage,
     JobRecord,
     JobStatus,
     NewJob,
@@ -37,6 +32,7 @@ from jobstore.model import (
     check_settable,
 )
 from jobstore.run_window import RUN_COLUMNS, Row, plan_window
+from jobstore.shared_sql import SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
 
@@ -59,7 +55,6 @@ _MIGRATION_LOCK = 0x7461736B71  # "taskq": one advisory lock id that every migra
 _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 
 _COLUMNS = tuple(JobRecord.__dataclass_fields__)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
@@ -128,7 +123,7 @@ _END = (
 )
 
 
-class PostgresJobStore:
+class PostgresJobStore(SharedSql):
     """Jobs and idempotency keys in PostgreSQL, over an asyncpg pool created on first use."""
 
     def __init__(
@@ -259,38 +254,6 @@ class PostgresJobStore:
                 )
             await conn.execute("DELETE FROM jobs WHERE id = $1", job_id)
 
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        """Return the job, or ``None`` when there is no such job."""
-        async with self._use() as conn:
-            row = await conn.fetchrow(f"{_SELECT} WHERE id = $1", job_id)
-            return None if row is None else _record(row)
-
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``.
-
-        Raises:
-            ValueError: ``limit`` is below 1.
-        """
-        query = ListingQuery.build(
-            tenant=tenant,
-            status=status,
-            job_type=type,
-            cursor=cursor,
-            limit=limit,
-            placeholder=lambda n: f"${n}",
-        )
-        async with self._use() as conn:
-            rows = await conn.fetch(f"{_SELECT}{query.where}", *query.params)
-        return query.page([_record(row) for row in rows])
-
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
     ) -> JobRecord | None:
@@ -402,45 +365,22 @@ class PostgresJobStore:
                 )
             return self._pool
 
-    async def record_breaker(self, breaker: BreakerRecord) -> None:
-        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run one statement and return its rows."""
         async with self._use() as conn:
-            await postgres_breakers.upsert(conn, breaker)
+            return await conn.fetch(sql, *args)
 
-    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
-        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
-        async with self._use() as conn:
-            return await postgres_breakers.select(conn, group)
+    def _time_in(self, when: datetime | None) -> datetime | None:
+        """Return ``when`` as asyncpg sends it, refusing a naive time (read as local time)."""
+        return _param(when)  # type: ignore[no-any-return]
 
-    async def forget_breakers(self, worker: str) -> None:
-        """Delete every breaker row of ``worker``."""
-        async with self._use() as conn:
-            await postgres_breakers.delete_worker(conn, worker)
+    def _time_out(self, value: datetime) -> datetime:
+        """Return ``value``: asyncpg reads timestamptz as aware datetimes."""
+        return value
 
-    async def create_api_key(self, key: ApiKeyRecord) -> None:
-        """Insert ``key``; raise ``StoreError`` when its id is taken."""
-        async with self._use() as conn:
-            await postgres_credentials.insert(conn, key)
-
-    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
-        """Return the key with id ``key_id``, or ``None``."""
-        async with self._use() as conn:
-            return await postgres_credentials.select_one(conn, key_id)
-
-    async def list_api_keys(self) -> list[ApiKeyRecord]:
-        """Return every key, oldest first."""
-        async with self._use() as conn:
-            return await postgres_credentials.select_all(conn)
-
-    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
-        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
-        async with self._use(transaction=True) as conn:
-            return await postgres_credentials.revoke(conn, key_id, at)
-
-    async def touch_api_key(self, key_id: str, at: datetime) -> None:
-        """Move the key's last use forward to ``at``."""
-        async with self._use() as conn:
-            await postgres_credentials.touch(conn, key_id, at)
+    def _job(self, row: Any) -> JobRecord:
+        """Return the job a jobs row holds."""
+        return _record(row)
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -19,16 +19,12 @@ from typing import Any, TypeVar
 
 import orjson
 
-from jobstore import sqlite_breakers, sqlite_credentials, sqlite_runs
-from jobstore.credentials import ApiKeyRecord
-from jobstore.listing import ListingQuery
+from jobstore import sqlite_runs
 from jobstore.migrations import load_migrations, pending, sqlite_statements
 from jobstore.model import (
-    BreakerRecord,
     Claim,
     ClaimState,
     Confirmed,
-    JobPage,
     JobRecord,
     JobStatus,
     NewJob,
@@ -38,8 +34,18 @@ from jobstore.model import (
     RunStarted,
     check_settable,
 )
+from jobstore.shared_sql import SharedSql
 from jobstore.sqlite_inline import Busy, InlineWriter
-from jobstore.sqlite_rows import COLUMNS, encode, job_values, now_us, record, seconds_us
+from jobstore.sqlite_rows import (
+    COLUMNS,
+    encode,
+    from_us,
+    job_values,
+    now_us,
+    record,
+    seconds_us,
+    to_us,
+)
 from jobstore.sqlite_thread import SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
 
@@ -92,7 +98,7 @@ _PURGE = (
 )
 
 
-class SqliteJobStore:
+class SqliteJobStore(SharedSql):
     """Jobs and idempotency keys in a SQLite file, over one connection opened on first use."""
 
     def __init__(self, path: str | Path) -> None:
@@ -221,39 +227,6 @@ class SqliteJobStore:
 
         await self._write(abandon)
 
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        """Return the job, or ``None`` when there is no such job."""
-        rows = await self._run(
-            lambda db: db.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchall()
-        )
-        return next((record(row) for row in rows), None)
-
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``.
-
-        Raises:
-            ValueError: ``limit`` is below 1.
-        """
-        query = ListingQuery.build(
-            tenant=tenant,
-            status=status,
-            job_type=type,
-            cursor=cursor,
-            limit=limit,
-            placeholder=lambda _: "?",
-        )
-        sql = f"{_SELECT}{query.where}"
-        rows = await self._run(lambda db: db.execute(sql, query.params).fetchall())
-        return query.page([record(row) for row in rows])
-
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
     ) -> JobRecord | None:
@@ -341,37 +314,22 @@ class SqliteJobStore:
             return StoreUnavailableError(f"the SQLite job store {self._path} is unavailable: {exc}")
         return StoreError(f"the SQLite job store {self._path} failed: {exc}")
 
-    async def record_breaker(self, breaker: BreakerRecord) -> None:
-        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
-        await self._run(lambda db: sqlite_breakers.upsert(db, breaker))
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        """Run one statement, its ``$n`` parameters read as SQLite's ``?n``, and return its rows."""
+        sql = sql.replace("$", "?")
+        return await self._run(lambda db: db.execute(sql, args).fetchall())
 
-    async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
-        """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
-        return await self._run(lambda db: sqlite_breakers.select(db, group))
+    def _time_in(self, when: datetime | None) -> int | None:
+        """Return ``when`` in microseconds since the epoch (``None`` stays)."""
+        return None if when is None else to_us(when)
 
-    async def forget_breakers(self, worker: str) -> None:
-        """Delete every breaker row of ``worker``."""
-        await self._run(lambda db: sqlite_breakers.delete_worker(db, worker))
+    def _time_out(self, value: int) -> datetime:
+        """Return the time ``value`` microseconds after the epoch."""
+        return from_us(value)
 
-    async def create_api_key(self, key: ApiKeyRecord) -> None:
-        """Insert ``key``; raise ``StoreError`` when its id is taken."""
-        await self._run(lambda db: sqlite_credentials.insert(db, key))
-
-    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
-        """Return the key with id ``key_id``, or ``None``."""
-        return await self._run(lambda db: sqlite_credentials.select_one(db, key_id))
-
-    async def list_api_keys(self) -> list[ApiKeyRecord]:
-        """Return every key, oldest first."""
-        return await self._run(sqlite_credentials.select_all)
-
-    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
-        """Mark the key revoked at ``at`` unless it already is; ``None`` if unknown."""
-        return await self._run(lambda db: sqlite_credentials.revoke(db, key_id, at), write=True)
-
-    async def touch_api_key(self, key_id: str, at: datetime) -> None:
-        """Move the key's last use forward to ``at``."""
-        await self._run(lambda db: sqlite_credentials.touch(db, key_id, at))
+    def _job(self, row: Any) -> JobRecord:
+        """Return the job a jobs row holds."""
+        return record(row)
 
 
 def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:

@@ -45,7 +45,7 @@ def record(row: Sequence[Any]) -> JobRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     for column in _TIMES:
         if values[column] is not None:
-            values[column] = _EPOCH + values[column] * _MICROSECOND
+            values[column] = from_us(values[column])
     for column in _JSON:
         if values[column] is not None:
             values[column] = orjson.loads(values[column])
@@ -59,6 +59,11 @@ def to_us(when: datetime) -> int:
     if when.utcoffset() is None:
         raise ValueError(f"job store times must be timezone-aware, got naive {when.isoformat()}")
     return (when - _EPOCH) // _MICROSECOND
+
+
+def from_us(us: int) -> datetime:
+    """Return the time ``us`` microseconds after the epoch."""
+    return _EPOCH + us * _MICROSECOND
 
 
 def seconds_us(seconds: float) -> int:

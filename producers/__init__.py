@@ -1,7 +1,3 @@
-"""Publishing jobs: the confirmed publisher, the HTTP job API, submission and claim checks.
-
-Import from the module that holds a name (``producers.publisher``, ``producers.client``...):
-the package itself loads nothing, so a command that needs one module pays for that one.
-"""
+"""Publishing jobs: the confirmed publisher, the HTTP job API, submission and claim checks."""
 
 __all__: list[str] = []

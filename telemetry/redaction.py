@@ -1,8 +1,4 @@
-"""Masks secrets in log text and fields: URL passwords, secret-named keys' values, and payloads.
-
-Log text holds what callers sent (a URL, a header, a rejected value), so every pass here runs
-in time linear in the text: no pattern may backtrack over what an earlier attempt scanned.
-"""
+"""Masks secrets in log text and fields: URL passwords, secret-named keys' values, and payloads."""
 
 from __future__ import annotations
 

@@ -60,14 +60,7 @@ async def apply_topology(
     prune: bool = False,
     progress: Progress = lambda _: None,
 ) -> ApplyReport:
-    """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask.
-
-    Raises:
-        TopologyConflictError: when the broker holds an incompatible declaration not listed
-            in ``recreate``, or a queue to recreate still holds messages.
-        BrokerUnavailableError: when the broker cannot be reached.
-        ManagementApiError: when the management API fails.
-    """
+    """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask."""
     async with ManagementClient(settings) as client:
         before = make_plan(topology, await read_live(client, settings.vhost))
         _refuse_conflicts(before, recreate)
@@ -145,12 +138,7 @@ def _name(obj: object) -> str | None:
 async def declare(
     topology: CompiledTopology, settings: BrokerSettings, *, progress: Progress = lambda _: None
 ) -> ServerInfo:
-    """Declare every exchange, queue and binding over AMQP (idempotent).
-
-    Raises:
-        TopologyConflictError: when RabbitMQ answers PRECONDITION_FAILED.
-        BrokerUnavailableError: when the broker cannot be reached.
-    """
+    """Declare every exchange, queue and binding over AMQP (idempotent)."""
     url = settings.amqp_url.get_secret_value()
     try:
         connection = await aio_pika.connect(

@@ -39,11 +39,7 @@ class ServerInfo:
 
 
 async def connect(settings: BrokerSettings, *, name: str) -> AbstractRobustConnection:
-    """Open a robust connection that reconnects and restores channels and consumers.
-
-    Raises:
-        BrokerUnavailableError: when RabbitMQ cannot be reached within the connect timeout.
-    """
+    """Open a robust connection that reconnects and restores channels and consumers."""
     url = settings.amqp_url.get_secret_value()
     try:
         return await aio_pika.connect_robust(

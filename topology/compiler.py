@@ -1,4 +1,4 @@
-"""Compile a validated ``TopologySpec`` into the exact broker objects of DESIGN.md."""
+"""Compile a validated ``TopologySpec`` into the exact exchanges, queues and bindings to declare."""
 
 from __future__ import annotations
 

@@ -13,11 +13,7 @@ _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 
 
 def parse_duration(value: object) -> int:
-    """Return the number of milliseconds in ``value`` (a duration string or seconds).
-
-    Raises:
-        ValueError: when the value is not a duration; the message shows the accepted forms.
-    """
+    """Return the number of milliseconds in ``value`` (a duration string or seconds)."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 30s, 15m, 2h or 7d")
     if isinstance(value, int | float):

@@ -1,41 +1,4 @@
-"""The taskq exception tree, split by what the caller does next.
-
-::
-
-    TaskqError                          root: catch this to catch everything taskq raises
-    ├── SettingsError                   fix the environment variable it names
-    ├── TopologyError                   fix the topology file or the broker's state
-    │   ├── TopologyFileError           the file is invalid: it names the file, key and fix
-    │   └── TopologyConflictError       the live broker holds an incompatible declaration
-    ├── ContractError                   a message is not a valid envelope: dead-letter, never retry
-    ├── BrokerError                     talking to RabbitMQ failed
-    │   ├── BrokerUnavailableError      the broker cannot be reached now: retry later (HTTP 503)
-    │   ├── ManagementApiError          the management API failed or answered garbage
-    │   └── PublishError                a publish was not confirmed; the subclass says why
-    │       ├── UnroutableError         no queue is bound for the routing key: fix the input
-    │       ├── PublishNackedError      the broker refused the message: retry later
-    │       └── ConfirmTimeoutError     no confirm in time: outcome unknown, retry with the same id
-    ├── StoreError                      the job store failed
-    │   └── StoreUnavailableError       the store cannot be reached now: retry later (HTTP 503)
-    ├── BlobStoreError                  storing or fetching a claim-checked payload failed
-    │   ├── BlobUnavailableError        the blob store cannot be reached now: retry later (503)
-    │   └── BlobIntegrityError          a payload does not match its reference's size or checksum
-    ├── JobRejectedError                the request is invalid: fix the field it names (HTTP 422)
-    │   ├── UnknownJobTypeError         no consumer group takes this job type
-    │   ├── ReservedJobTypeError        only taskq or a webhook source makes this type (403)
-    │   └── IdempotencyMismatchError    the key was used with a different request
-    ├── IdempotencyInFlightError        the same key is being submitted now: retry later (409)
-    ├── JobNotFoundError                no job has this id (HTTP 404)
-    ├── JobStateError                   the job's state forbids the operation (HTTP 409)
-    └── AccessError                     the caller may not do this; the subclass says why
-        ├── AuthenticationError         no valid credential: send one (HTTP 401)
-        ├── PermissionDeniedError       the credential lacks a scope or job type (HTTP 403)
-        ├── RateLimitedError            the credential's rate is used up: wait (HTTP 429)
-        └── IdentityProviderUnavailableError  token keys cannot be fetched: retry later (503)
-
-Foreign exceptions (aiormq, aiohttp, pydantic, yaml) are translated at the seam
-where they arise, with ``raise ... from exc`` so the cause is kept.
-"""
+"""The taskq exception tree, split by what the caller does next."""
 
 from __future__ import annotations
 
@@ -184,3 +147,55 @@ class RateLimitedError(AccessError):
 
 class IdentityProviderUnavailableError(AccessError):
     """The identity provider's signing keys cannot be fetched; retry later (HTTP 503)."""
+
+
+class WebhookError(TaskqError):
+    """A webhook was refused or cannot be handled; the subclass says which answer to give."""
+
+
+class SignatureRejected(WebhookError):
+    """The delivery is not authentically signed (HTTP 401)."""
+
+
+class TimestampRejected(WebhookError):
+    """The delivery is authentic but was signed outside the tolerance window (HTTP 401)."""
+
+
+class MalformedWebhook(WebhookError):
+    """A header or body cannot be parsed, or holds too much to check (HTTP 400)."""
+
+
+class WebhookConfigError(WebhookError):
+    """A secret or verifier option is unusable; raised when a verifier is built, never per request."""
+
+
+class OutboundError(TaskqError):
+    """An outbound HTTP call did not succeed; the subclass says whether to retry."""
+
+
+class AddressRefused(OutboundError):
+    """The URL's scheme, shape or addresses may not be dialled; retrying will not help."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"refused to dial {url}: {reason}")
+
+
+class DeliveryRejected(OutboundError):
+    """The receiver answered a 4xx that means "do not send this again" (not 408, 425 or 429)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class DeliveryFailed(OutboundError):
+    """The call failed in a way that may pass later; ``retry_after`` is the receiver's hint in seconds."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,11 +1,4 @@
-"""KEDA manifests for the topology: one ScaledObject per group, scaling its workers on its queues' length.
-
-KEDA's ``rabbitmq`` scaler reads each queue's message count (ready and unacknowledged) from the
-management API (https://keda.sh/docs/latest/scalers/rabbitmq-queue/).  A group gets one trigger
-per work queue, so a ``lanes`` group gets four; the HPA KEDA creates scales to the largest of the
-per-queue replica counts.  Dead-letter queues and delay tiers never get a trigger: workers do not
-drain them.
-"""
+"""KEDA manifests for the topology: one ScaledObject per group, scaling its workers on its queues' length."""
 
 from __future__ import annotations
 
@@ -42,11 +35,7 @@ class KedaOptions:
 def keda_manifests(
     topology: CompiledTopology, options: KedaOptions | None = None
 ) -> list[dict[str, Any]]:
-    """Return the TriggerAuthentication (unless turned off), then one ScaledObject per group.
-
-    Raises:
-        TopologyError: a group's Deployment name is not a valid Kubernetes name.
-    """
+    """Return the TriggerAuthentication (unless turned off), then one ScaledObject per group."""
     options = options or KedaOptions()
     auth = [trigger_authentication(options)] if options.trigger_authentication else []
     return auth + [scaled_object(group, options) for group in topology.groups]
@@ -63,11 +52,7 @@ def trigger_authentication(options: KedaOptions) -> dict[str, Any]:
 
 
 def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
-    """Return the ScaledObject that scales the Deployment of ``group`` on its work queues.
-
-    Raises:
-        TopologyError: the group's Deployment name is not a valid Kubernetes name.
-    """
+    """Return the ScaledObject that scales the Deployment of ``group`` on its work queues."""
     deployment = _deployment(group.name)
     scale = group.spec.scale
     # `activation` and `stabilization` (ms) are being added to ScaleSpec; until they land

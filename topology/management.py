@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from topology.closing import AsyncClosing
 from topology.errors import ManagementApiError
 from topology.settings import BrokerSettings
 
 
-class ManagementClient:
-    """Reads and writes broker state through the management API; use it as a context manager."""
+class ManagementClient(AsyncClosing):
+    """Reads and writes broker state through the management API over one reused HTTP session."""
 
     def __init__(self, settings: BrokerSettings) -> None:
         self._base = settings.management_base
@@ -23,23 +23,11 @@ class ManagementClient:
         self._timeout = aiohttp.ClientTimeout(total=settings.management_timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def overview(self) -> dict[str, Any]:
-        """Return ``/api/overview`` (versions, totals)."""
-        return _mapping(await self._request("GET", "/api/overview"), "/api/overview")
+    async def close(self) -> None:
+        """Close the HTTP session; a later call opens a new one."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def exchanges(self, vhost: str) -> list[dict[str, Any]]:
         """Return every exchange of ``vhost``."""
@@ -122,7 +110,7 @@ class ManagementClient:
         self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
     ) -> Any:
         if self._session is None:
-            raise RuntimeError("ManagementClient is used outside 'async with'")
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         url = self._base + path
         try:
             async with self._session.request(method, url, json=json, headers=headers) as response:

@@ -109,11 +109,7 @@ class CompiledTopology:
         return any(routing.matches(pattern, job_type) for pattern in self.lane_patterns)
 
     def group(self, name: str) -> CompiledGroup:
-        """Return the group called ``name``.
-
-        Raises:
-            KeyError: when no group has that name.
-        """
+        """Return the group called ``name``."""
         for group in self.groups:
             if group.name == name:
                 return group

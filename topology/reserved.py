@@ -1,12 +1,4 @@
-"""Reserved job types: those only taskq itself or a verified webhook source may produce.
-
-A client that could submit ``taskq.callback`` would make the worker send a correctly signed
-callback wherever it liked, and one that could submit ``github.push`` would skip the sender's
-signature check. So every ``taskq.*`` type, and every type a webhook source's ``job``
-template can make (``github.{event}`` reserves ``github.#``), is refused at the public doors
-(``POST /jobs``, ``POST /jobs/batch``, the Python clients); the webhook receiver and taskq's
-own callback enqueueing pass them in through ``Submitter.submit_reserved``.
-"""
+"""Reserved job types: those only taskq itself or a verified webhook source may produce."""
 
 from __future__ import annotations
 

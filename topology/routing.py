@@ -1,9 +1,4 @@
-"""Topic routing as RabbitMQ does it: ``*`` is exactly one word, ``#`` is zero or more.
-
-Pure functions, used to validate the topology (no job type may reach two groups) and by the
-in-memory publisher.  A differential test checks them against the real broker, because fakes
-of topic routing are a known source of bugs (``a.#`` must match ``a``).
-"""
+"""Topic routing as RabbitMQ does it: ``*`` is exactly one word, ``#`` is zero or more."""
 
 from __future__ import annotations
 

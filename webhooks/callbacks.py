@@ -26,20 +26,13 @@ from yarl import URL
 
 from consumers.breaker import Breakers
 from consumers.handlers import JobContext, Permanent, Retry, handler
+from topology.errors import AddressRefused, DeliveryFailed, DeliveryRejected, OutboundError
 from topology.names import CALLBACK_JOB_TYPE
 from topology.settings import load_settings
-from webhooks.outbound import (
-    AddressRefused,
-    AllowList,
-    DeliveryFailed,
-    DeliveryRejected,
-    OutboundError,
-    check_callback_url,
-    open_session,
-    post,
-)
-from webhooks.outbound.url_check import display
-from webhooks.schemes import sign_standard
+from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.client import open_session, post
+from webhooks.outbound.url_check import check_callback_url, display
+from webhooks.schemes.standard import sign_standard
 
 MAX_RETRY_AFTER_S = 3600.0  # a receiver's Retry-After is a hint, not a licence to park forever
 

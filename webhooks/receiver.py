@@ -26,12 +26,17 @@ from producers.api.schemas import Problem
 from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.auth.settings import AuthSettings
 from producers.submit import JobRequest, Submitted, Submitter
-from topology.errors import IdempotencyInFlightError, TaskqError
+from topology.errors import (
+    IdempotencyInFlightError,
+    MalformedWebhook,
+    SignatureRejected,
+    TaskqError,
+    TimestampRejected,
+)
 from topology.limits import excerpt
 from topology.reserved import webhook_producer
 from topology.settings import load_settings
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
-from webhooks.schemes import Delivery
+from webhooks.schemes.base import Delivery
 from webhooks.sources import Source, load_sources
 
 TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's confirm

@@ -8,16 +8,14 @@ from pathlib import Path
 
 from loguru import logger
 
+from topology.errors import WebhookError
 from topology.model import CompiledTopology
 from topology.webhook_spec import WebhookScheme, WebhookSourceSpec
-from webhooks.errors import WebhookError
-from webhooks.schemes import (
-    GithubVerifier,
-    HmacVerifier,
-    StandardVerifier,
-    StripeVerifier,
-    Verifier,
-)
+from webhooks.schemes.base import Verifier
+from webhooks.schemes.github import github_verifier
+from webhooks.schemes.hmac_header import HmacVerifier
+from webhooks.schemes.standard import StandardVerifier
+from webhooks.schemes.stripe import StripeVerifier
 
 KEPT_HEADERS: dict[WebhookScheme, tuple[str, ...]] = {
     WebhookScheme.GITHUB: (
@@ -70,15 +68,11 @@ def load_sources(topology: CompiledTopology, environ: Mapping[str, str]) -> dict
 
 
 def build_verifier(spec: WebhookSourceSpec, secrets: Sequence[str]) -> Verifier:
-    """Return the verifier of ``spec``'s scheme for ``secrets`` (newest first).
-
-    Raises:
-        WebhookError: a secret is not in the form the scheme needs.
-    """
+    """Return the verifier of ``spec``'s scheme for ``secrets`` (newest first)."""
     tolerance = spec.tolerance // 1000
     keys = [secret.encode() for secret in secrets]
     if spec.scheme is WebhookScheme.GITHUB:
-        return GithubVerifier(keys)
+        return github_verifier(keys)
     if spec.scheme is WebhookScheme.STRIPE:
         return StripeVerifier(keys, tolerance=tolerance)
     if spec.scheme is WebhookScheme.STANDARD:

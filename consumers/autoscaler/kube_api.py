@@ -1,7 +1,4 @@
-"""Where the Kubernetes API is and how to authenticate to it: a pod's service account or a kubeconfig.
-
-This module is the seam where file, YAML, base64 and ``ssl`` errors become ``KubeConfigError``.
-"""
+"""Where the Kubernetes API is and how to authenticate to it: a pod's service account or a kubeconfig."""
 
 from __future__ import annotations
 
@@ -65,11 +62,7 @@ class KubeApi:
     def in_cluster(
         cls, *, environ: Mapping[str, str] | None = None, account_dir: Path = SERVICE_ACCOUNT_DIR
     ) -> KubeApi:
-        """Return the API of the cluster this pod runs in, authenticated as its service account.
-
-        Raises:
-            KubeConfigError: outside a pod, or when the service account is not mounted.
-        """
+        """Return the API of the cluster this pod runs in, authenticated as its service account."""
         env = os.environ if environ is None else environ
         host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
         if not host or not port:
@@ -96,11 +89,7 @@ class KubeApi:
     def from_kubeconfig(
         cls, path: Path | None = None, *, environ: Mapping[str, str] | None = None
     ) -> KubeApi:
-        """Return the API of the kubeconfig's current context: ``path``, else ``$KUBECONFIG``, else ``~/.kube/config``.
-
-        Raises:
-            KubeConfigError: no kubeconfig, no current context, or credentials taskq cannot use.
-        """
+        """Return the API of the kubeconfig's current context: ``path``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
         env = os.environ if environ is None else environ
         config = _merged(_kubeconfig_paths(path, env))
         context_name = config.get("current-context")
@@ -131,11 +120,7 @@ class KubeApi:
         account_dir: Path = SERVICE_ACCOUNT_DIR,
         kubeconfig: Path | None = None,
     ) -> KubeApi:
-        """Return the in-cluster API when this runs in a pod, else the kubeconfig's current context.
-
-        Raises:
-            KubeConfigError: neither works; the message gives both reasons.
-        """
+        """Return the in-cluster API when this runs in a pod, else the kubeconfig's current context."""
         try:
             return cls.in_cluster(environ=environ, account_dir=account_dir)
         except KubeConfigError as in_cluster:

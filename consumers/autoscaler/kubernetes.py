@@ -1,10 +1,4 @@
-"""The Kubernetes actuator: a group's worker count is its Deployment's scale subresource.
-
-Reading and patching ``/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale`` needs only the
-RBAC verbs ``get`` and ``patch`` on ``deployments/scale`` (API group ``apps``), not the right to
-edit the whole Deployment.  This module is the seam where aiohttp, timeout and JSON errors
-become ``ScaleError``.
-"""
+"""The Kubernetes actuator: a group's worker count is its Deployment's scale subresource."""
 
 from __future__ import annotations
 
@@ -50,20 +44,11 @@ class KubernetesScaler(AsyncClosing):
         self._session: aiohttp.ClientSession | None = None
 
     async def current(self, group: str) -> int:
-        """Return the replicas the Deployment of ``group`` asks for (``spec.replicas``).
-
-        Raises:
-            ScaleError: the API is unreachable, refuses, or answers something other than a Scale.
-        """
+        """Return the replicas the Deployment of ``group`` asks for (``spec.replicas``)."""
         return _replicas(await self._request("GET", group), self._where(group))
 
     async def scale(self, group: str, workers: int) -> None:
-        """Set the replicas of the Deployment of ``group`` to ``workers``.
-
-        Raises:
-            ValueError: ``workers`` is negative.
-            ScaleError: the API is unreachable, refuses, or answers something other than a Scale.
-        """
+        """Set the replicas of the Deployment of ``group`` to ``workers``."""
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, not {workers}")
         body = orjson.dumps({"spec": {"replicas": workers}})

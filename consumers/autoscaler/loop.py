@@ -1,10 +1,4 @@
-"""The autoscaler loop: read each group's signals, decide, and tell an actuator.
-
-One step polls every scaled group once: the management API gives the group's work-queue
-signals, the pure policy turns them into a desired worker count, and the actuator (local
-processes, a Kubernetes Deployment) is told only when that differs from what runs. When the
-management API fails the policy holds the last decision, and the failure is counted and said.
-"""
+"""The autoscaler loop: read each group's signals, decide, and tell an actuator."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""The scaling policy: how many workers a group should run, decided purely from its queue signals.
-
-``decide`` recommends workers for the backlog (raised when the measured drain rate would not
-clear it within a horizon), clamps that to the group's bounds, scales up at once and scales
-down only to the highest recommendation of a stabilization window, as the Kubernetes HPA does
-(https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/#stabilization-window).
-When the signals are missing it holds the last decision instead of guessing.
-"""
+"""The scaling policy: how many workers a group should run, decided purely from its queue signals."""
 
 from __future__ import annotations
 
@@ -71,11 +64,7 @@ def decide(
     state: PolicyState,
     now: float,
 ) -> Decision:
-    """Return the workers a group should run given its signals (``None``: unreadable, so hold).
-
-    ``current`` is the number of workers running now, ``now`` a monotonic clock reading in
-    seconds, and ``state`` the previous decision's state (``PolicyState()`` at start).
-    """
+    """Return the workers a group should run given its signals (``None``: unreadable, so hold)."""
     if signals is None:
         return _hold(current, bounds, config, state, now)
     wanted, why = recommend(signals, bounds, config)

@@ -1,20 +1,13 @@
-"""A consumer group's queue signals (backlog, consumers, rates, age) read from the management API.
-
-One ``GET /api/queues/{vhost}/{name}`` per work queue of the group, never the whole queue
-list, which RabbitMQ warns "can produce very large JSON responses"; retry tiers and the
-dead-letter queue are not work and never count.  The broker refreshes these statistics every
-``collect_statistics_interval`` (5 s by default), so a reading can be that stale.
-"""
+"""A consumer group's queue signals (backlog, consumers, rates, age) read from the management API."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self, TypeGuard
+from typing import Any, TypeGuard
 
 from topology.closing import AsyncClosing
 from topology.errors import ManagementApiError
@@ -62,32 +55,10 @@ class SignalReader(AsyncClosing):
         self._vhost = settings.vhost
         self._timeout = timeout
         self._client = ManagementClient(settings.model_copy(update={"management_timeout": timeout}))
-        self._stack: AsyncExitStack | None = None
-
-    async def __aenter__(self) -> Self:
-        await self._open()
-        return self
 
     async def read(self, group: CompiledGroup) -> QueueSignals:
-        """Return ``group``'s signals, read within the timeout.
-
-        Raises:
-            SignalsUnavailable: naming the group (and queue) and what failed or was malformed.
-        """
-        client = await self._open()
-        try:
-            # One deadline for the whole reading, so a group with four lanes is not
-            # allowed four timeouts.
-            async with asyncio.timeout(self._timeout):
-                bodies = [await client.queue(self._vhost, name) for name in group.queue_names]
-        except TimeoutError as exc:
-            raise SignalsUnavailable(
-                f"reading group {group.name!r} took over {self._timeout:g}s"
-            ) from exc
-        except ManagementApiError as exc:
-            raise SignalsUnavailable(
-                f"reading group {group.name!r}: {exc}", status=exc.status
-            ) from exc
+        """Return ``group``'s signals, read within the timeout; raise ``SignalsUnavailable`` if not."""
+        bodies = await self._queues(f"group {group.name!r}", group.queue_names)
         read_at = time.time()
         figures = [
             _figures(f"group {group.name!r} queue {name!r}", body)
@@ -96,21 +67,8 @@ class SignalReader(AsyncClosing):
         return _combine(group.name, figures, read_at)
 
     async def depth(self, queue: str) -> int:
-        """Return how many messages ``queue`` holds (a DLQ or a delay tier: not work).
-
-        Raises:
-            SignalsUnavailable: the management API failed or answered something unusable.
-        """
-        client = await self._open()
-        try:
-            async with asyncio.timeout(self._timeout):
-                body = await client.queue(self._vhost, queue)
-        except TimeoutError as exc:
-            raise SignalsUnavailable(
-                f"reading queue {queue!r} took over {self._timeout:g}s"
-            ) from exc
-        except ManagementApiError as exc:
-            raise SignalsUnavailable(f"reading queue {queue!r}: {exc}", status=exc.status) from exc
+        """Return how many messages ``queue`` holds (a DLQ or a delay tier: not work)."""
+        (body,) = await self._queues(f"queue {queue!r}", (queue,))
         messages = body.get("messages", 0)
         if not isinstance(messages, int) or isinstance(messages, bool):
             raise SignalsUnavailable(f"queue {queue!r}: messages is not an integer")
@@ -118,16 +76,17 @@ class SignalReader(AsyncClosing):
 
     async def close(self) -> None:
         """Close the HTTP session; a later ``read`` opens a new one."""
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+        await self._client.close()
 
-    async def _open(self) -> ManagementClient:
-        if self._stack is None:
-            stack = AsyncExitStack()
-            await stack.enter_async_context(self._client)
-            self._stack = stack
-        return self._client
+    async def _queues(self, what: str, names: Sequence[str]) -> list[dict[str, Any]]:
+        try:
+            # One deadline for the whole reading: a group with four lanes gets one timeout, not four.
+            async with asyncio.timeout(self._timeout):
+                return [await self._client.queue(self._vhost, name) for name in names]
+        except TimeoutError as exc:
+            raise SignalsUnavailable(f"reading {what} took over {self._timeout:g}s") from exc
+        except ManagementApiError as exc:
+            raise SignalsUnavailable(f"reading {what}: {exc}", status=exc.status) from exc
 
 
 def _combine(group: str, figures: list[_QueueFigures], read_at: float) -> QueueSignals:

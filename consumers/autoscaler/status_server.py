@@ -1,8 +1,4 @@
-"""The autoscaler's HTTP face: ``/status`` (JSON, read by ``taskctl scale``) and ``/metrics``.
-
-Both need a credential, like the job API: ``/status`` the ``admin`` scope, ``/metrics`` the
-``metrics:read`` scope.
-"""
+"""The autoscaler's HTTP face: ``/status`` (JSON, read by ``taskctl scale``) and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -12,11 +8,9 @@ from aiohttp import web
 
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.metrics import AutoscalerMetrics
-from consumers.metrics_server import gate, metrics_handler
+from consumers.metrics_server import serve_metrics
 from producers.auth.authenticator import Authenticator
 from producers.auth.scopes import Scope
-
-_SCOPES = {"/status": Scope.ADMIN, "/metrics": Scope.METRICS_READ}
 
 
 async def serve_status(
@@ -33,10 +27,10 @@ async def serve_status(
         groups = [dataclasses.asdict(s) for s in autoscaler.status.values()]
         return web.json_response({"groups": groups})
 
-    app = web.Application(middlewares=[gate(authenticator, _SCOPES)])
-    app.router.add_get("/status", status)
-    app.router.add_get("/metrics", metrics_handler(metrics.registry))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return await serve_metrics(
+        authenticator,
+        host=host,
+        port=port,
+        registry=metrics.registry,
+        more={"/status": (Scope.ADMIN, status)},
+    )

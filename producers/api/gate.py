@@ -1,11 +1,4 @@
-"""The API's front door: every request outside the public paths needs a valid credential.
-
-An ASGI layer before the body is read: a caller without a valid API key or access token
-gets 401 (with ``WWW-Authenticate: Bearer``) without costing a byte of body buffering, and
-one over its rate gets 429 with ``Retry-After``. WebSocket handshakes pass the same checks,
-plus an ``Origin`` allow-list, and are refused with an HTTP answer (the WebSocket denial
-response) when the server supports it, else closed with 1008.
-"""
+"""The API's front door: every request outside the public paths needs a valid credential."""
 
 from __future__ import annotations
 

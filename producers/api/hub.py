@@ -47,11 +47,7 @@ class Watcher:
 
 
 class EventHub:
-    """Delivers every status event this process hears to the watchers that want it.
-
-    Each API replica binds its own exclusive queue to the events exchange, so any replica
-    can stream any job, whichever replica or worker changed it.
-    """
+    """Delivers every status event this process hears to the watchers that want it."""
 
     def __init__(self) -> None:
         self._watchers: set[Watcher] = set()

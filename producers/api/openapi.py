@@ -1,7 +1,4 @@
-"""The OpenAPI document: problem+json errors, and the bearer scheme on every secured operation.
-
-Declaring the scheme gives ``/docs`` an Authorize button to paste a key into.
-"""
+"""The OpenAPI document: problem+json errors, and the bearer scheme on every secured operation."""
 
 from __future__ import annotations
 

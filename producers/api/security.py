@@ -1,10 +1,4 @@
-"""Which scope each route needs, and the route class that refuses callers without it.
-
-A route declares its scope with ``**secured(Scope.X)``: the same declaration feeds the
-OpenAPI document (so ``/docs`` offers an Authorize button) and the check, made before the
-body is parsed. ``check_doors`` refuses to build an app in which a route outside the public
-paths declares no scope.
-"""
+"""Which scope each route needs, and the route class that refuses callers without it."""
 
 from __future__ import annotations
 
@@ -45,11 +39,7 @@ def required_scope(route: APIRoute) -> Scope | None:
 
 
 def principal(request: Request) -> Principal:
-    """Return the caller the gate verified for this request.
-
-    Raises:
-        AuthenticationError: no credential was verified (a public path).
-    """
+    """Return the caller the gate verified for this request."""
     found = request.scope.get("state", {}).get("principal")
     if not isinstance(found, Principal):
         raise AuthenticationError("send Authorization: Bearer <API key or access token>")
@@ -80,11 +70,7 @@ class SecuredRoute(APIRoute):
 
 
 def check_doors(routes: Iterable[BaseRoute]) -> None:
-    """Refuse an app in which a non-public HTTP route declares no scope, or checks none.
-
-    Raises:
-        RuntimeError: naming the route (a programming error, caught by any test that builds the app).
-    """
+    """Refuse an app in which a non-public HTTP route declares no scope, or checks none."""
     for route in routes:
         if not isinstance(route, APIRoute) or is_public(route.path):
             continue

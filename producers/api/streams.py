@@ -1,9 +1,4 @@
-"""A WebSocket stream of job events with limits: frame size, idle time, and no leaked watchers.
-
-While events go out, the client's side is read too: its close ends the stream at once
-(releasing the watcher), a frame over the size limit closes it with 1009, and a stream on
-which nothing moved either way for the idle timeout is closed with 4408.
-"""
+"""A WebSocket stream of job events with limits: frame size, idle time, and no leaked watchers."""
 
 from __future__ import annotations
 

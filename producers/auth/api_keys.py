@@ -1,13 +1,4 @@
-"""API keys: their format, their keyed hash, and their verification with a short-lived cache.
-
-A key reads ``tq_<id>_<secret>``: 16 hex characters of public id, by which the store finds
-it, and 256 random bits of secret. The store keeps only HMAC-SHA256 of the secret. A slow
-password hash (bcrypt, scrypt, argon2) defends guessable secrets; these secrets cannot be
-guessed (2^256), so the hash needs only to be one-way, and a fast one keeps verification at
-about a microsecond instead of tens of milliseconds per request. Keying the hash (the
-pepper, ``TASKQ_API_KEY_PEPPER``) means a copy of the store alone cannot even test whether
-a key found elsewhere is live.
-"""
+"""API keys: their format, their keyed hash, and their verification with a short-lived cache."""
 
 from __future__ import annotations
 
@@ -88,14 +79,7 @@ class _Cached:
 
 
 class ApiKeyVerifier:
-    """Verifies API keys against the store, remembering good ones for ``cache_ttl`` seconds.
-
-    The cache is keyed by the whole presented key, so a wrong secret for a known id misses
-    it exactly as an unknown id does; both then cost one store lookup by id and one
-    constant-time comparison of hashes. A hit costs a dict lookup: no hash is computed for a
-    key verified in the last ``cache_ttl`` seconds. A revoked key passes in a process for at
-    most ``cache_ttl`` seconds after the revocation.
-    """
+    """Verifies API keys against the store, remembering good ones for ``cache_ttl`` seconds."""
 
     def __init__(
         self,
@@ -114,12 +98,7 @@ class ApiKeyVerifier:
         self._cache: dict[str, _Cached] = {}
 
     async def verify(self, token: str) -> Principal:
-        """Return the principal of a valid, unrevoked, unexpired key.
-
-        Raises:
-            AuthenticationError: the key is malformed, unknown, wrong, revoked or expired.
-            StoreUnavailableError: the store cannot be asked (HTTP 503: the key may be fine).
-        """
+        """Return the principal of a valid, unrevoked, unexpired key."""
         cached = self._cache.get(token)
         if cached is not None and cached.until > self._clock():
             return cached.principal

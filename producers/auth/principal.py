@@ -26,22 +26,14 @@ class Principal:
         return self.viewer.tenant
 
     def require(self, scope: Scope) -> None:
-        """Return if the credential holds ``scope``.
-
-        Raises:
-            PermissionDeniedError: it does not (HTTP 403).
-        """
+        """Return if the credential holds ``scope``."""
         if scope not in self.scopes:
             raise PermissionDeniedError(
                 f"this credential lacks the {scope.value} scope", scope=scope.value
             )
 
     def require_type(self, job_type: str) -> None:
-        """Return if the credential may submit jobs of ``job_type``.
-
-        Raises:
-            PermissionDeniedError: its job-type patterns do not cover ``job_type`` (HTTP 403).
-        """
+        """Return if the credential may submit jobs of ``job_type``."""
         if not self.viewer.may_touch(job_type):
             patterns = ", ".join(self.viewer.job_types or ())
             raise PermissionDeniedError(

@@ -15,11 +15,7 @@ class Scope(StrEnum):
 
     @classmethod
     def parse(cls, names: str) -> tuple[Scope, ...]:
-        """Return the scopes named in ``names`` (space- or comma-separated).
-
-        Raises:
-            ValueError: a name is not a scope; the message lists the scopes.
-        """
+        """Return the scopes named in ``names`` (space- or comma-separated)."""
         chosen: list[Scope] = []
         for name in names.replace(",", " ").split():
             try:

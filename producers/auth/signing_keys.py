@@ -1,11 +1,4 @@
-"""Where bearer-token signature keys come from: a JWKS URL (cached) or a configured key file.
-
-Only asymmetric public keys are ever loaded: a symmetric (``oct``) key in a JWKS document is
-skipped, so no token can be checked with an HMAC secret (RFC 8725 section 2.1). Each key is
-used with exactly one algorithm: the one its JWK names, else the one its type and curve
-imply (RFC 8725 section 3.1). Nothing in a token (``jku``, ``x5u``, ``x5c``) makes taskq
-fetch anything: keys come only from the configured place.
-"""
+"""Where bearer-token signature keys come from: a JWKS URL (cached) or a configured key file."""
 
 from __future__ import annotations
 
@@ -32,21 +25,12 @@ class KeySource(Protocol):
     """Finds the public key a token names by its ``kid``."""
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
-        """Return the key for ``kid`` (``None``: the token names none).
-
-        Raises:
-            AuthenticationError: no such key.
-            IdentityProviderUnavailableError: the keys cannot be fetched and none are known.
-        """
+        """Return the key for ``kid`` (``None``: the token names none)."""
         ...
 
 
 def key_set(document: Any, *, where: str) -> dict[str | None, jwt.PyJWK]:
-    """Return the usable asymmetric keys of a JWKS document, by ``kid``.
-
-    Raises:
-        ValueError: the document is not a JWKS or holds no usable key.
-    """
+    """Return the usable asymmetric keys of a JWKS document, by ``kid``."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError(f"{where} is not a JWKS document ({{'keys': [...]}})")
     keys: dict[str | None, jwt.PyJWK] = {}
@@ -78,11 +62,7 @@ class StaticKeys:
     """Keys from a file: a JWKS document, or one PEM public key (which any ``kid`` selects)."""
 
     def __init__(self, path: str | Path) -> None:
-        """Load the file.
-
-        Raises:
-            SettingsError: the file cannot be read or holds no usable public key.
-        """
+        """Load the file."""
         where = f"TASKQ_JWT_KEYS_FILE {path}"
         try:
             data = Path(path).read_bytes()
@@ -107,11 +87,7 @@ class StaticKeys:
 
 
 def pem_key(data: bytes) -> jwt.PyJWK:
-    """Return a PEM public key as a JWK bound to its one algorithm.
-
-    Raises:
-        ValueError: not a PEM public key of a supported type.
-    """
+    """Return a PEM public key as a JWK bound to its one algorithm."""
     public = load_pem_public_key(data)
     jwk: str | dict[str, Any]
     if isinstance(public, rsa.RSAPublicKey):
@@ -126,12 +102,7 @@ def pem_key(data: bytes) -> jwt.PyJWK:
 
 
 class JwksKeys:
-    """Keys fetched from a JWKS URL, kept ``ttl`` seconds, refetched early for an unknown ``kid``.
-
-    An unknown ``kid`` (the provider rotated its keys) triggers a refetch at most once per
-    ``min_refresh`` seconds, so a flood of made-up key ids cannot turn into a flood of
-    fetches. Every fetch has a ``timeout``; when one fails, the keys already known stay in use.
-    """
+    """Keys fetched from a JWKS URL, kept ``ttl`` seconds, refetched early for an unknown ``kid``."""
 
     def __init__(
         self,

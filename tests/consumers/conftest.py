@@ -9,11 +9,11 @@ import pytest
 from consumers.handlers import HandlerRegistry
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from jobstore.blobs import InMemoryBlobStore
-from jobstore.memory import InMemoryJobStore
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
 from tests.consumers.rig import TOPOLOGY, Rig
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.store import InMemoryJobStore
 from topology.apply import apply_topology
 from topology.broker import connect
 

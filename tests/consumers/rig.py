@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from consumers.handlers import HandlerRegistry
 from consumers.worker import Worker
-from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
+from tests.fakes.store import InMemoryJobStore
 from tests.helpers import eventually
 from topology.compiler import compile_topology
 from topology.loader import parse_topology

@@ -11,10 +11,9 @@ import pytest
 from loguru import logger
 from prometheus_client import REGISTRY
 
-from consumers.breaker import Breakers
-from consumers.breaker_report import BreakerReport, worker_identity
-from jobstore.memory import InMemoryJobStore
+from consumers.breaker import BreakerReport, Breakers, worker_identity
 from jobstore.model import BreakerRecord
+from tests.fakes.store import InMemoryJobStore
 from topology.errors import StoreUnavailableError
 
 NOW = datetime(2026, 11, 27, 21, 6, 11, tzinfo=UTC)

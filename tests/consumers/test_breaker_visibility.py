@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from jobstore.blobs import InMemoryBlobStore
 from jobstore.model import JobStatus
 from jobstore.sqlite import SqliteJobStore
 from producers.publisher import ConfirmedPublisher
@@ -22,6 +21,7 @@ from producers.submit import Submitter
 from taskctl.cli import app
 from tests.consumers.rig import TOPOLOGY, Rig
 from tests.consumers.test_worker_process import TOPOLOGY_FILE
+from tests.fakes.blobs import InMemoryBlobStore
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.broker import connect

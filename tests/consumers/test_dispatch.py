@@ -29,7 +29,7 @@ from consumers.dispatch import (
 )
 from consumers.handlers import Permanent, Retry
 from jobstore.model import JobRecord, JobStatus, RunStarted, StartOutcome
-from producers.memory import InMemoryPublisher
+from tests.fakes.publisher import InMemoryPublisher
 from topology import names
 from topology.compiler import compile_topology
 from topology.envelope import Envelope

@@ -19,13 +19,13 @@ import pytest
 
 from consumers.dispatch import REASON_HEADER
 from consumers.handlers import JobContext, Retry
-from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStatus, RunEnd, RunJob, RunStart, RunStarted
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest
 from tests.broker import channel, next_message
 from tests.consumers.rig import Rig
 from tests.consumers.test_worker_process import env, statuses, submit_all  # noqa: F401 (a fixture)
+from tests.fakes.store import InMemoryJobStore
 from tests.helpers import eventually
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, StoreError

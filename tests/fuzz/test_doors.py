@@ -17,13 +17,13 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from jobstore.blobs.memory import InMemoryBlobStore
-from jobstore.memory import InMemoryJobStore
 from producers import wire
-from producers.memory import InMemoryPublisher
 from producers.requests import JobSubmission
 from producers.settings import SubmitSettings
 from producers.submit import JobRequest, Submitter
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.publisher import InMemoryPublisher
+from tests.fakes.store import InMemoryJobStore
 from topology import limits
 from topology.compiler import compile_topology
 from topology.envelope import Envelope, decode

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import httpx
 from fastapi import FastAPI
 
-from jobstore.blobs import InMemoryBlobStore
-from jobstore.memory import InMemoryJobStore
 from producers.api.app import Services, create_app
-from producers.memory import InMemoryPublisher
 from producers.settings import ApiSettings, SubmitSettings
 from producers.submit import Submitter
 from tests.credentials import bearer, new_key
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.publisher import InMemoryPublisher
+from tests.fakes.store import InMemoryJobStore
 from topology.model import CompiledTopology
 
 

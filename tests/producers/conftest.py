@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStore
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
 from tests.conftest import scratch_database
+from tests.fakes.store import InMemoryJobStore
 from tests.s3server import MotoS3Server, S3ServerError
 from topology.errors import StoreUnavailableError
 

@@ -13,14 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from jobstore.blobs import (
-    BlobStore,
-    InMemoryBlobStore,
-    LocalDirBlobStore,
-    S3BlobStore,
-    blob_key,
-    open_blob_store,
-)
+from jobstore.blobs import BlobStore, LocalDirBlobStore, blob_key, open_blob_store
+from jobstore.s3_blobs import S3BlobStore
+from tests.fakes.blobs import InMemoryBlobStore
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 from topology.envelope import PayloadRef, new_job_id
 from topology.errors import BlobIntegrityError, BlobStoreError, BlobUnavailableError, SettingsError

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from producers.memory import InMemoryPublisher
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.settings import PublisherSettings
 from tests.broker import channel, depth, next_message
+from tests.fakes.publisher import InMemoryPublisher
 from topology import names
 from topology.apply import apply_topology
 from topology.envelope import Envelope, decode

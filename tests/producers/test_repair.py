@@ -9,15 +9,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobstore.blobs import InMemoryBlobStore
-from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStatus, JobStore, NewJob
 from jobstore.sqlite import SqliteJobStore
-from producers.memory import InMemoryPublisher
 from producers.publisher import ConfirmedPublisher
 from producers.settings import SubmitSettings
 from producers.submit import JobRequest, Submitter
 from tests.broker import channel, next_message
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.publisher import InMemoryPublisher
+from tests.fakes.store import InMemoryJobStore
 from tests.producers.api_harness import make_api
 from topology.envelope import Envelope, decode
 from topology.errors import ConfirmTimeoutError, TaskqError, UnroutableError

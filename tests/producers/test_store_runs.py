@@ -45,6 +45,21 @@ async def test_a_start_claims_counts_and_marks_running(store: JobStore) -> None:
     assert (started.job.status, started.job.attempts) == (JobStatus.RUNNING, 2)
 
 
+@pytest.mark.parametrize("status", sorted(s for s in JobStatus if s.terminal))
+async def test_settled_jobs_are_left_alone(store: JobStore, status: JobStatus) -> None:
+    settled = job(status=status)
+    await store.create_job(settled)
+    _, (started,) = await store.run_window([], [start(settled.id)])
+    assert started.outcome is StartOutcome.SETTLED
+    found = await store.get_job(settled.id)
+    assert found is not None
+    assert found.status is status
+
+
+def test_a_failed_job_is_final() -> None:
+    assert JobStatus.FAILED.terminal
+
+
 async def test_a_claimed_job_is_held_even_within_one_window(store: JobStore) -> None:
     record = job()
     await store.create_job(record)

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from tests.security.stack import Stack
+from topology.errors import DeliveryFailed
 from webhooks import callbacks
-from webhooks.outbound import AllowList, DeliveryFailed, post
+from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.client import post
 
 pytestmark = pytest.mark.rabbitmq
 SLOW = "slow.example.test"

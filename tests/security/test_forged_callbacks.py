@@ -29,7 +29,7 @@ from topology.envelope import Envelope
 from topology.names import CALLBACK_JOB_TYPE
 from webhooks import callbacks
 from webhooks.callbacks import endpoint_secret
-from webhooks.schemes import StandardVerifier
+from webhooks.schemes.standard import StandardVerifier
 
 pytestmark = pytest.mark.rabbitmq
 

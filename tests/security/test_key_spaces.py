@@ -23,7 +23,7 @@ from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.security.conftest import GITHUB_SECRET, Door
 from topology.broker import connect
-from webhooks.schemes import sign_github
+from webhooks.schemes.github import sign_github
 
 pytestmark = pytest.mark.rabbitmq
 

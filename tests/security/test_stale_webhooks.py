@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.security.stack import ACME_SECRET, STANDARD_SECRET, Stack
-from webhooks.schemes import sign_hmac, sign_standard
+from webhooks.schemes.hmac_header import sign_hmac
+from webhooks.schemes.standard import sign_standard
 
 pytestmark = pytest.mark.rabbitmq
 OFFSETS = [(-302, 401), (-298, 202), (298, 202), (302, 401)]

@@ -3,19 +3,16 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhooks.schemes import (
-    GithubVerifier,
-    HmacVerifier,
+from webhooks.schemes.base import Verifier
+from webhooks.schemes.github import github_verifier, sign_github
+from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
+from webhooks.schemes.standard import (
     StandardVerifier,
-    StripeVerifier,
-    Verifier,
     generate_standard_keypair,
-    sign_github,
-    sign_hmac,
     sign_standard,
     sign_standard_ed25519,
-    sign_stripe,
 )
+from webhooks.schemes.stripe import StripeVerifier, sign_stripe
 
 NOW = 1_700_000_000
 BODY = b'{"id": "evt_1NG8Du2eZvKYlo2C", "type": "invoice.paid", "data": {"amount": 100}}'
@@ -100,7 +97,7 @@ def hmac_headers(secret: bytes, options: dict[str, str]) -> Sign:
 CASES = [
     Case(
         "github",
-        lambda: GithubVerifier([GITHUB_SECRET]),
+        lambda: github_verifier([GITHUB_SECRET]),
         github_headers(GITHUB_SECRET),
         github_headers(b"another endpoint's secret"),
         "x-hub-signature-256",

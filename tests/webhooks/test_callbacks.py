@@ -13,13 +13,13 @@ from aiohttp import web
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from jobstore.blobs import InMemoryBlobStore
-from jobstore.memory import InMemoryJobStore
 from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from producers.tenancy import Viewer
 from tests.broker import channel, depth
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.store import InMemoryJobStore
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.broker import connect
@@ -29,7 +29,7 @@ from topology.names import CALLBACK_JOB_TYPE
 from topology.settings import BrokerSettings
 from webhooks import callbacks
 from webhooks.callbacks import endpoint_secret
-from webhooks.schemes import StandardVerifier
+from webhooks.schemes.standard import StandardVerifier
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -224,7 +224,7 @@ async def test_ssrf_targets_are_refused_and_dead_lettered_without_a_request(
 
 
 async def test_a_group_callback_url_applies_to_jobs_that_name_none():
-    from producers.memory import InMemoryPublisher
+    from tests.fakes.publisher import InMemoryPublisher
 
     topology = compile_topology(
         parse_topology(
@@ -247,7 +247,7 @@ async def test_a_group_callback_url_applies_to_jobs_that_name_none():
 
 
 async def test_callback_urls_are_checked_for_ssrf_when_the_job_is_submitted(monkeypatch):
-    from producers.memory import InMemoryPublisher
+    from tests.fakes.publisher import InMemoryPublisher
     from topology.errors import JobRejectedError
 
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "")

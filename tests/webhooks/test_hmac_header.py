@@ -6,8 +6,9 @@ import itertools
 import pytest
 
 from tests.webhooks.cases import BODY, NOW
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
-from webhooks.schemes import Delivery, HmacVerifier, sign_hmac
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from webhooks.schemes.base import Delivery
+from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
 
 SECRET = b"generic secret"
 OPTIONS = list(

@@ -7,8 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
-from webhooks.errors import MalformedWebhook, TimestampRejected, WebhookError
-from webhooks.schemes import MAX_SIGNATURES, GithubVerifier, StandardVerifier, StripeVerifier
+from topology.errors import MalformedWebhook, TimestampRejected, WebhookError
+from webhooks.schemes.base import MAX_SIGNATURES
+from webhooks.schemes.github import github_verifier
+from webhooks.schemes.standard import StandardVerifier
+from webhooks.schemes.stripe import StripeVerifier
 
 HEADER_NAMES = sorted(
     {name for case in CASES for name in case.sign(BODY, NOW)} | {"x-request-id", "x-event"}
@@ -102,7 +105,7 @@ TEN_THOUSAND = [
     ),
     (
         "github",
-        GithubVerifier([b"secret"]),
+        github_verifier([b"secret"]),
         {
             "x-hub-signature-256": " ".join(["sha256=" + "ab" * 32] * 10_000),
             "x-github-delivery": "d",

@@ -14,16 +14,9 @@ from aiohttp import web
 
 from tests.webhooks.conftest import Receiver, StubDns
 from tests.webhooks.test_outbound_url_check import PROBES
-from webhooks.outbound import (
-    BODY_LIMIT,
-    AddressRefused,
-    AllowList,
-    DeliveryFailed,
-    DeliveryRejected,
-    open_session,
-    post,
-)
-from webhooks.outbound.pinning import PinnedResolver
+from topology.errors import AddressRefused, DeliveryFailed, DeliveryRejected
+from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.client import BODY_LIMIT, PinnedResolver, open_session, post
 
 LOOPBACK = AllowList.parse("127.0.0.1")
 BODY = b'{"job":"j-1","state":"done"}\x00\xff'

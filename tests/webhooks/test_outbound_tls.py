@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.webhooks.conftest import Receiver, StubDns, start_receiver
-from webhooks.outbound import AllowList, DeliveryFailed, open_session, post
+from topology.errors import DeliveryFailed
+from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.client import open_session, post
 
 LOOPBACK = AllowList.parse("127.0.0.1")
 

@@ -29,7 +29,10 @@ from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.settings import BrokerSettings
 from webhooks.receiver import webhook_router
-from webhooks.schemes import sign_github, sign_hmac, sign_standard, sign_stripe
+from webhooks.schemes.github import sign_github
+from webhooks.schemes.hmac_header import sign_hmac
+from webhooks.schemes.standard import sign_standard
+from webhooks.schemes.stripe import sign_stripe
 
 pytestmark = pytest.mark.rabbitmq
 

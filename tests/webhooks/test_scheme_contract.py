@@ -3,8 +3,8 @@
 import pytest
 
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, RESERIALISED, Case
-from webhooks.errors import MalformedWebhook, SignatureRejected
-from webhooks.schemes import Delivery
+from topology.errors import MalformedWebhook, SignatureRejected
+from webhooks.schemes.base import Delivery
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 

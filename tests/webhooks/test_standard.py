@@ -3,9 +3,9 @@ import base64
 import pytest
 
 from tests.webhooks.cases import NOW, OTHER_STANDARD_SECRET
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
-from webhooks.schemes import (
-    Delivery,
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from webhooks.schemes.base import Delivery
+from webhooks.schemes.standard import (
     StandardVerifier,
     generate_standard_keypair,
     generate_standard_secret,

@@ -4,8 +4,9 @@ import hmac
 import pytest
 
 from tests.webhooks.cases import BODY, NOW
-from webhooks.errors import MalformedWebhook, SignatureRejected, TimestampRejected
-from webhooks.schemes import Delivery, StripeVerifier, sign_stripe
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from webhooks.schemes.base import Delivery
+from webhooks.schemes.stripe import StripeVerifier, sign_stripe
 
 SECRET = b"whsec_test_secret"
 V1 = "v1=" + "ab" * 32

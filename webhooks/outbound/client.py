@@ -1,21 +1,23 @@
-"""An SSRF-safe HTTP POST: resolve once, check every address, dial the pinned one, never redirect.
-
-This module is the seam where aiohttp and timeout exceptions become ``OutboundError``.
-"""
+"""An SSRF-safe HTTP POST: resolve once, check every address, dial the pinned one, never redirect."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import math
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from ssl import SSLContext
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from webhooks.outbound.addresses import AllowList
-from webhooks.outbound.errors import DeliveryFailed
-from webhooks.outbound.pinning import PinnedConnector
-from webhooks.outbound.responses import BODY_LIMIT, Response, kept_headers, outcome_error
+from topology.errors import DeliveryFailed, DeliveryRejected, OutboundError
+from webhooks.outbound.addresses import AllowList, IPAddress, host_key
 from webhooks.outbound.url_check import (
     DNS_TIMEOUT_S,
     Target,
@@ -24,14 +26,17 @@ from webhooks.outbound.url_check import (
     parse_callback_url,
 )
 
+BODY_LIMIT = 64 * 1024
+"""Bytes of a response body read at most; the rest is never pulled off the socket."""
+KEPT_HEADERS = ("content-type", "content-length", "date", "location", "retry-after")
+"""Response headers worth keeping for a delivery log (lower case)."""
+_HEADER_LIMIT = 512
+# 408 Request Timeout, 425 Too Early and 429 Too Many Requests say "later", not "never".
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
 
 def open_session(allow: AllowList, *, ssl: SSLContext | bool = True) -> aiohttp.ClientSession:
-    """Return a session for repeated ``post`` calls under ``allow`` (use it as ``async with``).
-
-    Its connector dials only addresses ``post`` checked and pinned; it keeps no cookies
-    (they would travel between tenants' receivers), ignores proxy variables and asks
-    for an uncompressed body so the read cap bounds memory.
-    """
+    """Return a session for repeated ``post`` calls under ``allow`` (use it as ``async with``)."""
     return aiohttp.ClientSession(
         connector=PinnedConnector(allow, ssl=ssl),
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -53,18 +58,7 @@ async def post(
     session: aiohttp.ClientSession | None = None,
     dns_timeout: float = DNS_TIMEOUT_S,
 ) -> Response:
-    """POST ``body`` to ``url`` and return the receiver's 2xx answer.
-
-    The host is resolved once and every address checked; the connection goes to the first,
-    whatever DNS says later. ``timeout`` bounds the whole call, ``dns_timeout`` the
-    resolution within it. A
-    ``session`` must come from ``open_session`` with the same ``allow``.
-
-    Raises:
-        AddressRefused: the URL or one of its addresses may not be dialled; nothing was sent.
-        DeliveryRejected: the receiver answered a final 4xx.
-        DeliveryFailed: no answer, a timeout, a 3xx (not followed), 408, 425, 429 or 5xx.
-    """
+    """POST ``body`` to ``url`` and return the receiver's 2xx answer."""
     if session is not None:
         _pinned_connector(session, allow)  # refuse a foreign session before any DNS query
     shown = display(parse_callback_url(url))
@@ -133,3 +127,114 @@ async def _read_capped(reply: aiohttp.ClientResponse) -> bytes:
         # Drop the connection instead of draining an unbounded body to reuse it.
         reply.close()
     return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A receiver's answer: its status, a few headers and the first ``BODY_LIMIT`` bytes."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return the ``KEPT_HEADERS`` present in ``headers``, lower-cased and length-capped."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    return {name: lowered[name][:_HEADER_LIMIT] for name in KEPT_HEADERS if name in lowered}
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Return a ``Retry-After`` value (seconds or an HTTP date) as seconds from ``now``, or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; an obsolete form may lack the zone
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def outcome_error(response: Response, shown: str) -> OutboundError | None:
+    """Return the error a non-2xx ``response`` from ``shown`` stands for, or None for a 2xx."""
+    status = response.status
+    if 200 <= status < 300:
+        return None
+    hint = retry_after(response.headers.get("retry-after"))
+    if 300 <= status < 400:
+        where = response.headers.get("location", "nowhere")
+        return DeliveryFailed(
+            f"{shown} answered {status} redirecting to {where!r}; redirects are not followed",
+            status=status,
+            retry_after=hint,
+        )
+    snippet = response.body[:120]
+    if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        return DeliveryRejected(f"{shown} rejected the call: {status} {snippet!r}", status=status)
+    return DeliveryFailed(
+        f"{shown} answered {status} {snippet!r}; retry later", status=status, retry_after=hint
+    )
+
+
+class PinnedResolver(AbstractResolver):
+    """Resolve a host name to the one address pinned for it, and refuse every other name."""
+
+    def __init__(self) -> None:
+        self._pins: dict[str, tuple[IPAddress, int]] = {}
+
+    @contextmanager
+    def pinned(self, host: str, address: IPAddress) -> Iterator[None]:
+        """Answer ``address`` for ``host`` while the block runs."""
+        key = host_key(host)
+        _, users = self._pins.get(key, (address, 0))
+        # Concurrent calls to one name may pin different checked addresses; the latest
+        # wins, which is safe because every pin passed the connector's one allow-list.
+        self._pins[key] = (address, users + 1)
+        try:
+            yield
+        finally:
+            current, users = self._pins[key]
+            if users == 1:
+                del self._pins[key]
+            else:
+                self._pins[key] = (current, users - 1)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """Return the pinned address of ``host``; raise OSError for a name nobody pinned."""
+        pin = self._pins.get(host_key(host))
+        if pin is None:
+            raise OSError(f"{host} was not checked and pinned; refusing to resolve it")
+        address = pin[0]
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            }
+        ]
+
+    async def close(self) -> None:
+        """Forget every pin."""
+        self._pins.clear()
+
+
+class PinnedConnector(aiohttp.TCPConnector):
+    """A TCP connector that dials only pinned addresses, bound to one allow-list."""
+
+    def __init__(self, allow: AllowList, *, ssl: SSLContext | bool = True) -> None:
+        self.allow = allow
+        self.pins = PinnedResolver()
+        # No DNS cache: the resolver is a dictionary look-up, and a cached answer would
+        # outlive the pin it came from.
+        super().__init__(resolver=self.pins, use_dns_cache=False, ssl=ssl)

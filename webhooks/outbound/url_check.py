@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from topology.errors import AddressRefused, DeliveryFailed
 from webhooks.outbound.addresses import (
     AllowList,
     IPAddress,
@@ -17,7 +18,6 @@ from webhooks.outbound.addresses import (
     parse_address,
     refusal,
 )
-from webhooks.outbound.errors import AddressRefused, DeliveryFailed
 
 SCHEMES = frozenset({"http", "https"})
 DNS_TIMEOUT_S = 5.0  # a resolver that never answers must not hold a request or a delivery
@@ -46,12 +46,7 @@ def display(url: URL) -> str:
 
 
 def parse_callback_url(text: str | URL) -> URL:
-    """Return ``text`` as a URL an outbound call may use, judging its shape only (no DNS).
-
-    Raises:
-        AddressRefused: for a scheme other than http/https, userinfo, port 0, or a host
-            missing or neither an IP address nor a DNS name.
-    """
+    """Return ``text`` as a URL an outbound call may use, judging its shape only (no DNS)."""
     try:
         url = text if isinstance(text, URL) else URL(text)
         port = url.port
@@ -76,16 +71,7 @@ def parse_callback_url(text: str | URL) -> URL:
 async def check_callback_url(
     text: str | URL, allow: AllowList, *, dns_timeout: float = DNS_TIMEOUT_S
 ) -> Target:
-    """Return the URL's target after resolving its host once and checking every address.
-
-    Call it at registration to refuse a URL early, and again before every delivery (the
-    client does) because DNS answers change.
-
-    Raises:
-        AddressRefused: the shape is wrong or any resolved address is refused.
-        DeliveryFailed: the host name does not resolve now, or not within ``dns_timeout``
-            seconds (DNS may recover; retry later).
-    """
+    """Return the URL's target after resolving its host once and checking every address."""
     url = parse_callback_url(text)
     host, port = url.raw_host or "", url.port or 0  # both set: parse_callback_url checked
     shown = display(url)

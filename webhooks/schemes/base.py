@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from webhooks.errors import (
+from topology.errors import (
     MalformedWebhook,
     SignatureRejected,
     TimestampRejected,

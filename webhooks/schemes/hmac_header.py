@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from webhooks.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
+from topology.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
 from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
     Delivery,

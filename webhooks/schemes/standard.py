@@ -1,20 +1,20 @@
-"""Standard Webhooks v1.0.0: ``webhook-id``, ``webhook-timestamp`` and a list of v1/v1a signatures.
-
-The signed content is ``{id}.{timestamp}.{body}``; ``v1`` is a base64 HMAC-SHA256 under a
-``whsec_`` secret and ``v1a`` a base64 ed25519 signature checked with a ``whpk_`` public key.
-"""
+"""Standard Webhooks v1.0.0: ``webhook-id``, ``webhook-timestamp`` and a list of v1/v1a signatures."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
+import secrets as random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import orjson
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from webhooks.errors import MalformedWebhook, SignatureRejected
+from topology.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
 from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
     Delivery,
@@ -28,7 +28,12 @@ from webhooks.schemes.base import (
     signature_header,
     unix_seconds,
 )
-from webhooks.schemes.standard_keys import hmac_secret, parse_keys, private_key
+
+HMAC_PREFIX = "whsec_"
+PUBLIC_PREFIX = "whpk_"
+PRIVATE_PREFIX = "whsk_"
+_NEW_SECRET_BYTES = 32
+_SEED_BYTES = 32
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -136,3 +141,96 @@ def _event_type(body: bytes) -> str | None:
         return None
     event_type = event.get("type") if isinstance(event, dict) else None
     return event_type if isinstance(event_type, str) else None
+
+
+# The spec asks for 24 to 64 random bytes; 32 matches SHA-256's block-sized strength.
+
+
+@dataclass(frozen=True, slots=True)
+class StandardKeys:
+    """The keys a Standard Webhooks receiver trusts: HMAC secrets and ed25519 public keys."""
+
+    hmac_secrets: tuple[bytes, ...]
+    public_keys: tuple[Ed25519PublicKey, ...]
+
+
+def parse_keys(secrets: Sequence[str]) -> StandardKeys:
+    """Return the trusted keys held in ``whsec_`` and ``whpk_`` strings."""
+    if isinstance(secrets, str | bytes):
+        raise WebhookConfigError("pass a list of Standard Webhooks secrets, not a single secret")
+    hmac_secrets, public_keys = [], []
+    for secret in secrets:
+        if not isinstance(secret, str):
+            raise WebhookConfigError(
+                "Standard Webhooks secrets are strings starting whsec_ or whpk_"
+            )
+        if secret.startswith(HMAC_PREFIX):
+            hmac_secrets.append(hmac_secret(secret))
+        elif secret.startswith(PUBLIC_PREFIX):
+            public_keys.append(_public_key(secret))
+        elif secret.startswith(PRIVATE_PREFIX):
+            raise WebhookConfigError(
+                "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
+            )
+        else:
+            raise WebhookConfigError("a Standard Webhooks secret must start with whsec_ or whpk_")
+    if not hmac_secrets and not public_keys:
+        raise WebhookConfigError("at least one Standard Webhooks secret is needed")
+    return StandardKeys(tuple(hmac_secrets), tuple(public_keys))
+
+
+def hmac_secret(secret: str) -> bytes:
+    """Return the HMAC key inside a ``whsec_`` secret."""
+    return _key_bytes(secret, HMAC_PREFIX)
+
+
+def private_key(secret: str) -> Ed25519PrivateKey:
+    """Return the signing key in a ``whsk_`` string: a 32-byte seed, or seed + public key (64 bytes)."""
+    raw = _key_bytes(secret, PRIVATE_PREFIX)
+    if len(raw) not in (_SEED_BYTES, 2 * _SEED_BYTES):
+        raise WebhookConfigError("a whsk_ key must hold 32 or 64 bytes")
+    key = Ed25519PrivateKey.from_private_bytes(raw[:_SEED_BYTES])
+    # The 64-byte (libsodium) form repeats the public key: a mismatch means a corrupted key.
+    public = _raw_public(key.public_key())
+    if len(raw) > _SEED_BYTES and not hmac.compare_digest(public, raw[_SEED_BYTES:]):
+        raise WebhookConfigError("the whsk_ key's public half does not belong to its seed")
+    return key
+
+
+def generate_standard_secret() -> str:
+    """Return a new random ``whsec_`` HMAC secret."""
+    return HMAC_PREFIX + base64.b64encode(random.token_bytes(_NEW_SECRET_BYTES)).decode("ascii")
+
+
+def generate_standard_keypair() -> tuple[str, str]:
+    """Return a new ed25519 key pair as ``(whsk_ private seed, whpk_ public key)``."""
+    seed = random.token_bytes(_SEED_BYTES)
+    public = _raw_public(Ed25519PrivateKey.from_private_bytes(seed).public_key())
+    return PRIVATE_PREFIX + _b64(seed), PUBLIC_PREFIX + _b64(public)
+
+
+def _public_key(secret: str) -> Ed25519PublicKey:
+    raw = _key_bytes(secret, PUBLIC_PREFIX)
+    if len(raw) != _SEED_BYTES:
+        raise WebhookConfigError("a whpk_ key must hold 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _key_bytes(secret: str, prefix: str) -> bytes:
+    if not isinstance(secret, str) or not secret.startswith(prefix):
+        raise WebhookConfigError(f"expected a key starting {prefix}")
+    try:
+        raw = base64.b64decode(secret[len(prefix) :], validate=True)
+    except binascii.Error as exc:
+        raise WebhookConfigError(f"the part after {prefix} is not valid base64") from exc
+    if not raw:
+        raise WebhookConfigError(f"the {prefix} key is empty")
+    return raw
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")

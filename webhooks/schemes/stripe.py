@@ -1,8 +1,4 @@
-"""Stripe's ``Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}." + body>`` scheme.
-
-A Stripe secret (``whsec_...``) is used as the HMAC key exactly as written, prefix included
-and not base64-decoded, which is how stripe-python uses it (unlike Standard Webhooks).
-"""
+"""Stripe's ``Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}." + body>`` scheme."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from webhooks.errors import MalformedWebhook, SignatureRejected
+from topology.errors import MalformedWebhook, SignatureRejected
 from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
     Delivery,

@@ -19,7 +19,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from jobstore.blobs.base import _KEY, _check_key, _check_size, _make_ref, _verify
+from jobstore.blobs import KEY, check_key, check_size, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 
@@ -52,14 +52,10 @@ class S3BlobStore:
         secret_key: str | None = None,
         client: Any = None,
     ) -> None:
-        """Build the S3 client once (boto3 clients are thread-safe), or use ``client``.
-
-        Raises:
-            ValueError: when ``bucket`` or ``prefix`` is not a valid S3 name.
-        """
+        """Build the S3 client once (boto3 clients are thread-safe), or use ``client``."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
-        if prefix and not (prefix.endswith("/") and _KEY.fullmatch(prefix[:-1])):
+        if prefix and not (prefix.endswith("/") and KEY.fullmatch(prefix[:-1])):
             raise ValueError(
                 f"S3 prefix {prefix!r} must be empty or plain path segments ending in /"
             )
@@ -71,7 +67,7 @@ class S3BlobStore:
 
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Upload ``data`` with its sha256 so S3 itself rejects a corrupted upload."""
-        name = self.prefix + _check_key(key)
+        name = self.prefix + check_key(key)
         return await self._call(self._uri(name), self._put, name, data, content_type)
 
     async def get(self, ref: PayloadRef) -> bytes:
@@ -99,10 +95,10 @@ class S3BlobStore:
         home = self._uri(self.prefix)
         if not uri.startswith(home):
             raise BlobStoreError(f"{uri} is not under {home}; refusing it")
-        return self.prefix + _check_key(uri[len(home) :])
+        return self.prefix + check_key(uri[len(home) :])
 
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
-        ref = _make_ref(self._uri(name), data, content_type)
+        ref = make_ref(self._uri(name), data, content_type)
         self._client.put_object(
             Bucket=self.bucket,
             Key=name,
@@ -118,9 +114,9 @@ class S3BlobStore:
         response = self._client.get_object(Bucket=self.bucket, Key=name)
         with contextlib.closing(response["Body"]) as body:
             # Check the size first so a swapped-in huge object is never read into memory.
-            _check_size(ref, int(response["ContentLength"]))
+            check_size(ref, int(response["ContentLength"]))
             data: bytes = body.read()
-        return _verify(ref, data)
+        return verify(ref, data)
 
     async def _call(
         self, uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobstore.blobs.base import _check_key, _make_ref, _verify
+from jobstore.blobs import check_key, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, TaskqError
 
@@ -17,7 +17,7 @@ class InMemoryBlobStore:
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Keep ``data`` under ``memory:///<key>`` and return its reference."""
         self._maybe_fail()
-        ref = _make_ref(f"memory:///{_check_key(key)}", data, content_type)
+        ref = make_ref(f"memory:///{check_key(key)}", data, content_type)
         self.blobs[ref.uri] = data
         return ref
 
@@ -27,7 +27,7 @@ class InMemoryBlobStore:
         data = self.blobs.get(ref.uri)
         if data is None:
             raise BlobStoreError(f"no blob at {ref.uri}")
-        return _verify(ref, data)
+        return verify(ref, data)
 
     async def delete(self, ref: PayloadRef) -> None:
         """Forget the blob under ``ref.uri``, if there is one."""

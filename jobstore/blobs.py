@@ -1,0 +1,259 @@
+"""Claim-check blob stores: large payloads go here, messages carry a verified ``PayloadRef`` to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, ParamSpec, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from topology.envelope import PayloadRef
+from topology.errors import BlobIntegrityError, BlobStoreError, SettingsError
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+# Segments may not start with "." (no "..", and no clash with the stores' ".tmp-" files).
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_KEY_MAX: Final = 900  # S3 allows 1024 bytes; leave room for the prefix
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+class BlobStore(Protocol):
+    """Where claim-checked payloads are kept: put, get (verified), delete and a health probe."""
+
+    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
+        """Store ``data`` under ``key`` and return a reference holding its uri, sha256 and size."""
+        ...
+
+    async def get(self, ref: PayloadRef) -> bytes:
+        """Return the bytes ``ref`` points to."""
+        ...
+
+    async def delete(self, ref: PayloadRef) -> None:
+        """Remove the blob ``ref`` points to; a missing blob is not an error."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store is usable, or raise ``BlobStoreError`` saying why not."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...
+
+
+def blob_key(job_id: str) -> str:
+    """Return the storage key of a job's payload, fanned out over 256 prefixes."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job id {job_id!r} is not a plain id; refusing to build a key from it")
+    # Not job_id[:2]: the leading characters of a UUIDv7 are its timestamp, the same for years.
+    fan = hashlib.sha256(job_id.encode()).hexdigest()[:2]
+    return f"payloads/{fan}/{job_id}"
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a plain relative path; raise ``BlobStoreError`` otherwise."""
+    if len(key) > _KEY_MAX or not KEY.fullmatch(key):
+        raise BlobStoreError(f"blob key {key!r} is not a plain relative path; refusing it")
+    return key
+
+
+def make_ref(uri: str, data: bytes, content_type: str) -> PayloadRef:
+    """Return the reference of ``data`` kept at ``uri``."""
+    digest = hashlib.sha256(data).hexdigest()
+    return PayloadRef(uri=uri, sha256=digest, size=len(data), content_type=content_type)
+
+
+def check_size(ref: PayloadRef, size: int) -> None:
+    """Raise ``BlobIntegrityError`` unless ``size`` is the size ``ref`` records."""
+    if size != ref.size:
+        raise BlobIntegrityError(
+            f"blob {ref.uri} holds {size} bytes; its reference says {ref.size}"
+        )
+
+
+def verify(ref: PayloadRef, data: bytes) -> bytes:
+    """Return ``data`` if its size and sha256 match ``ref``; raise ``BlobIntegrityError`` otherwise."""
+    check_size(ref, len(data))
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != ref.sha256:
+        raise BlobIntegrityError(
+            f"blob {ref.uri} has sha256 {digest}; its reference says {ref.sha256}"
+        )
+    return data
+
+
+_URL_VAR: Final = "TASKQ_BLOB_URL"
+
+
+def open_blob_store(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str = "us-east-1",
+    access_key: str | None = None,
+    secret_key: str | None = None,
+) -> BlobStore:
+    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir`` or ``s3://bucket/prefix``."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise SettingsError(
+            f"{_URL_VAR}: {_redact(url)!r} carries credentials; "
+            "S3 takes them from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    if parts.scheme == "file":
+        return LocalDirBlobStore(_local_root(url, parts.netloc, parts.path))
+    if parts.scheme == "s3":
+        prefix = parts.path.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        from jobstore.s3_blobs import S3BlobStore  # boto3 is only loaded for an s3:// url
+
+        try:
+            return S3BlobStore(
+                parts.netloc,
+                prefix=prefix,
+                endpoint_url=endpoint_url,
+                region=region,
+                access_key=access_key,
+                secret_key=secret_key,
+            )
+        except ValueError as exc:
+            raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
+    raise SettingsError(
+        f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {_redact(url)!r}; "
+        "use file:///absolute/dir, file:relative/dir or s3://bucket/prefix"
+    )
+
+
+def _local_root(url: str, host: str, path: str) -> Path:
+    if host not in ("", "localhost"):
+        raise SettingsError(
+            f"{_URL_VAR}: {url!r} names host {host!r}; "
+            "use file:///absolute/dir or file:relative/dir (no //)"
+        )
+    if not path:
+        raise SettingsError(f"{_URL_VAR}: {url!r} names no directory")
+    return Path(unquote(path))
+
+
+def _redact(url: str) -> str:
+    # A password in the URL must not reach logs or error messages.
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+class LocalDirBlobStore:
+    """Keeps blobs as files under one directory: the embedded default, with atomic writes."""
+
+    def __init__(self, root: Path) -> None:
+        # Resolved once, so a relative root stays put if the working directory changes later.
+        self.root = root.resolve()
+
+    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
+        """Write ``data`` to ``<root>/<key>`` atomically and return its reference."""
+        uri = (self.root / check_key(key)).as_uri()
+        return await self._io(uri, self._write, key, data, content_type)
+
+    async def get(self, ref: PayloadRef) -> bytes:
+        """Return the verified bytes of the file ``ref`` points to (see ``BlobStore.get``)."""
+        return await self._io(ref.uri, self._read, ref)
+
+    async def delete(self, ref: PayloadRef) -> None:
+        """Remove the file ``ref`` points to, if it is there."""
+        await self._io(ref.uri, self._unlink, ref.uri)
+
+    async def ping(self) -> None:
+        """Create the root if needed and check it is a writable directory."""
+        await self._io(self.root.as_uri(), _ensure_writable_dir, self.root)
+
+    async def close(self) -> None:
+        """Do nothing: no file stays open between calls."""
+
+    # The helpers below touch the file system (even resolve() reads links): threads only.
+
+    def _write(self, key: str, data: bytes, content_type: str) -> PayloadRef:
+        path = self._inside_root(self.root / key, key)
+        _write_atomically(path, data)
+        return make_ref(path.as_uri(), data, content_type)
+
+    def _read(self, ref: PayloadRef) -> bytes:
+        return _read_verified(self._path_of(ref.uri), ref)
+
+    def _unlink(self, uri: str) -> None:
+        self._path_of(uri).unlink(missing_ok=True)
+
+    def _path_of(self, uri: str) -> Path:
+        parts = urlsplit(uri)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise BlobStoreError(f"{uri} is not a local file uri; this store keeps {self.root}")
+        return self._inside_root(Path(unquote(parts.path)), uri)
+
+    def _inside_root(self, path: Path, what: str) -> Path:
+        # resolve() folds ".." and follows symlinks, so neither can lead out of the root.
+        try:
+            resolved = path.resolve()
+        except RuntimeError as exc:  # a symlink loop (Python 3.11; OSError from 3.13)
+            raise BlobStoreError(f"{what} is a symlink loop; refusing it") from exc
+        if resolved == self.root or not resolved.is_relative_to(self.root):
+            raise BlobStoreError(f"{what} lies outside the blob directory {self.root}; refusing it")
+        return resolved
+
+    @staticmethod
+    async def _io(uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        # The one seam where file-system errors become ours.
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except FileNotFoundError as exc:
+            raise BlobStoreError(f"no blob at {uri}") from exc
+        except OSError as exc:
+            raise BlobStoreError(f"blob file {uri}: {exc.strerror or exc}") from exc
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A temp file in the same directory, so os.replace is a rename on one file system:
+    # readers see the old blob or the whole new one, never a torn write.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Without this the rename itself may be lost in a crash even though the data was synced.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_verified(path: Path, ref: PayloadRef) -> bytes:
+    with path.open("rb") as file:
+        # Check the size first so a swapped-in huge file is never read into memory.
+        check_size(ref, os.fstat(file.fileno()).st_size)
+        return verify(ref, file.read())
+
+
+def _ensure_writable_dir(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermissionError(13, "blob directory is not writable", str(root))
