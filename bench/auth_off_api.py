@@ -21,9 +21,8 @@ from producers.api.assembly import build_services
 from producers.api.gate import AuthGate
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
-from producers.settings import ApiSettings
 from producers.tenancy import Viewer
-from topology.settings import load_settings
+from topology.settings import ApiSettings, load_settings
 
 EVERYONE = Principal("api_key", "bench", "bench", frozenset(Scope), Viewer())
 
@@ -43,7 +42,7 @@ def build(settings: ApiSettings) -> FastAPI:
 
 
 if __name__ == "__main__":
-    settings = load_settings(ApiSettings)
+    settings = load_settings().api
     uvicorn.run(
         build(settings),
         host=settings.host,

@@ -58,7 +58,7 @@ from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 LUA = """
@@ -311,7 +311,7 @@ def servers(
 
 
 async def main(opts: argparse.Namespace) -> None:
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
     database = f"taskq_bench_{uuid.uuid4().hex[:8]}"
     use_pg = "postgres" in opts.stores.split(",")

@@ -22,7 +22,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from producers.backends import Backends, open_backends
 from producers.publisher import ConfirmedPublisher
@@ -31,7 +30,7 @@ from topology.apply import apply_topology
 from topology.broker import connect
 from topology.envelope import Envelope
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import WorkerSettings, load_settings
 from topology.spec import Priority
 
 
@@ -83,7 +82,7 @@ async def main() -> None:
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--urgent", type=int, default=50)
     opts = parser.parse_args()
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     rows = []
     for backlog in (0, opts.backlog):
         vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"

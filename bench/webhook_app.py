@@ -13,10 +13,9 @@ import sys
 from collections.abc import Mapping
 
 import uvicorn
+from producers.api.assembly import build_services
 
 from producers.api.app import create_app
-from producers.api.assembly import build_services
-from producers.settings import ApiSettings
 from topology.settings import load_settings
 from webhooks.receiver import webhook_router
 from webhooks.schemes import Delivery
@@ -32,7 +31,7 @@ class Trusting:
 
 def main() -> None:
     port, mode = int(sys.argv[1]), sys.argv[2]
-    settings = load_settings(ApiSettings)
+    settings = load_settings().api
     app = create_app(build_services, settings, routers=[webhook_router()])
     if mode == "trust":
         from webhooks.sources import load_sources

@@ -30,7 +30,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import load_settings
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the console scripts of the venv running the bench
@@ -76,7 +76,7 @@ class Scratch:
     """A vhost of its own with taskq's topology applied and a temporary folder; both removed on exit."""
 
     def __init__(self) -> None:
-        self.base = load_settings(BrokerSettings)
+        self.base = load_settings().broker
         self.vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         self.settings = self.base.with_vhost(self.vhost)
         self.url = self.settings.amqp_url.get_secret_value()

@@ -26,7 +26,6 @@ import aio_pika
 import uvloop
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
@@ -34,7 +33,7 @@ from producers.submit import JobRequest, Submitter
 from topology.apply import apply_topology
 from topology.broker import connect
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import BrokerSettings, WorkerSettings, load_settings
 
 
 async def plain(settings: BrokerSettings, n: int, prefetch: int) -> float:
@@ -129,7 +128,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args()
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
     settings = base.with_vhost(vhost)

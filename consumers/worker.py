@@ -28,7 +28,6 @@ from consumers.dispatch import Action, DeadReason, Decision, dead, failed
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
-from consumers.settings import WorkerSettings
 from jobstore.blobs import BlobStore
 from jobstore.coalesce import Coalescer
 from jobstore.model import (
@@ -49,6 +48,7 @@ from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
 from topology.routes import delay_route, next_hop
+from topology.settings import WorkerSettings
 
 Clock = Callable[[], datetime]
 HELD_RETRY_MS = 1000  # another worker holds the job's claim: look again after one tier

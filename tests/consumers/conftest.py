@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from consumers.handlers import HandlerRegistry
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.blobs import InMemoryBlobStore
 from jobstore.memory import InMemoryJobStore
@@ -16,6 +15,7 @@ from producers.submit import Submitter
 from tests.consumers.rig import TOPOLOGY, Rig
 from topology.apply import apply_topology
 from topology.broker import connect
+from topology.settings import WorkerSettings
 
 
 @pytest.fixture

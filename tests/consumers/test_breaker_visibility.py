@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.blobs import InMemoryBlobStore
 from jobstore.model import JobStatus
@@ -25,6 +24,7 @@ from tests.consumers.test_worker_process import TOPOLOGY_FILE
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.broker import connect
+from topology.settings import WorkerSettings
 
 pytestmark = pytest.mark.rabbitmq
 runner = CliRunner()

@@ -12,10 +12,10 @@ from jobstore.blobs import InMemoryBlobStore
 from jobstore.memory import InMemoryJobStore
 from producers.api.app import Services, create_app
 from producers.memory import InMemoryPublisher
-from producers.settings import ApiSettings, SubmitSettings
 from producers.submit import Submitter
 from tests.credentials import bearer, new_key
 from topology.model import CompiledTopology
+from topology.settings import ApiSettings, SubmitSettings
 
 
 @dataclass

@@ -21,7 +21,6 @@ from fastapi import APIRouter
 from jobstore.blobs import open_blob_store
 from producers.api.app import create_app
 from producers.api.assembly import build_services
-from producers.settings import ApiSettings
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import bearer, issue_key
@@ -31,6 +30,7 @@ from topology.compiler import compile_topology
 from topology.envelope import decode
 from topology.loader import load_topology
 from topology.routes import next_hop
+from topology.settings import ApiSettings
 
 pytestmark = pytest.mark.rabbitmq
 

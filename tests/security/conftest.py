@@ -24,7 +24,6 @@ from jobstore.model import JobRecord, JobStatus, JobStore
 from producers.api.app import Services
 from producers.api.assembly import build_services
 from producers.auth.scopes import Scope
-from producers.settings import ApiSettings
 from producers.submit import JobRequest
 from taskctl.serve import assemble, server_config
 from tests.broker import channel, depth
@@ -35,7 +34,7 @@ from tests.security.stack import Stack, running, stack_env
 from tests.security.stack import store_url as fresh_store
 from topology.envelope import decode
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -19,7 +19,6 @@ from jobstore.factory import open_store
 from jobstore.model import JobRecord, JobStore
 from producers.api.app import Services, create_app
 from producers.api.assembly import build_services
-from producers.settings import ApiSettings
 from producers.submit import Submitter
 from taskctl import admin_routes
 from tests.broker import channel, depth
@@ -29,7 +28,7 @@ from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings
 from webhooks.callbacks import registration_check
 from webhooks.receiver import webhook_router
 

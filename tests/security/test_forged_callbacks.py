@@ -16,7 +16,6 @@ from aiohttp import web
 
 from consumers.dlq import DeadFilter, listing
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.model import JobStatus
 from producers.backends import open_backends
@@ -27,6 +26,7 @@ from tests.security.stack import SIGNING_KEY, Stack
 from topology.broker import connect
 from topology.envelope import Envelope
 from topology.names import CALLBACK_JOB_TYPE
+from topology.settings import WorkerSettings
 from webhooks import callbacks
 from webhooks.callbacks import endpoint_secret
 from webhooks.schemes import StandardVerifier

@@ -26,11 +26,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from producers.settings import ApiSettings
 from taskctl.serve import assemble
 from tests.credentials import bearer
 from tests.security.conftest import GITHUB_SECRET, STANDARD_SECRET, free_port
-from topology.settings import BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings
 
 pytestmark = pytest.mark.rabbitmq
 

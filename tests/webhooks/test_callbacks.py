@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.blobs import InMemoryBlobStore
 from jobstore.memory import InMemoryJobStore
@@ -26,7 +25,7 @@ from topology.broker import connect
 from topology.compiler import compile_topology
 from topology.loader import parse_topology
 from topology.names import CALLBACK_JOB_TYPE
-from topology.settings import BrokerSettings
+from topology.settings import BrokerSettings, WorkerSettings
 from webhooks import callbacks
 from webhooks.callbacks import endpoint_secret
 from webhooks.schemes import StandardVerifier

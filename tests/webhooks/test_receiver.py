@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from jobstore.sqlite import SqliteJobStore
-from producers.settings import ApiSettings
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl
@@ -27,7 +26,7 @@ from tests.producers.test_api_stack import running as running_app
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
-from topology.settings import BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings
 from webhooks.receiver import webhook_router
 from webhooks.schemes import sign_github, sign_hmac, sign_standard, sign_stripe
 
