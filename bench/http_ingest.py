@@ -281,7 +281,7 @@ def servers(
                 **UNLIMITED,
             }
             server = serve(
-                [sys.executable, "-m", "producers.api"], env, f"http://127.0.0.1:{port}/readyz"
+                [sys.executable, "-m", "taskctl", "serve"], env, f"http://127.0.0.1:{port}/readyz"
             )
             stack.callback(stop, server)
             singles.append(
@@ -357,7 +357,7 @@ async def auth_column(opts, amqp: str, management, vhost: str, work: Path, body:
     servers = {}
     for name, argv in (
         ("auth off", [sys.executable, str(HERE / "auth_off_api.py")]),
-        ("auth on", [sys.executable, "-m", "producers.api"]),
+        ("auth on", [sys.executable, "-m", "taskctl", "serve"]),
     ):
         port = free_port()
         store_url = f"sqlite:///{work}/{name.replace(' ', '_')}.sqlite3"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.worker import Deps, Worker
-from producers.backends import Backends, open_backends
+from producers.backends import Backends, confirmed, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from topology.apply import apply_topology
@@ -59,11 +59,11 @@ async def measure(backends: Backends, publisher: ConfirmedPublisher, urgent: int
             WorkerSettings(),
         )
     )
-    connection = await connect(backends.broker, name="bench urgent worker")
+    connection = await connect(backends.settings.broker, name="bench urgent worker")
     await worker.start(connection)
     await asyncio.sleep(2)  # let the worker fill its prefetch from the backlog
     submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
+        backends.topology, publisher, backends.store, backends.blobs, backends.settings.submit
     )
     waits = []
     for _ in range(urgent):
@@ -96,11 +96,9 @@ async def main() -> None:
                     "TASKQ_STORE_URL": f"sqlite:///{work}/jobs.sqlite3",
                     "TASKQ_BLOB_URL": f"file:{work}/blobs",
                 }
-                backends = await open_backends(env)
+                backends = await open_backends(load_settings(env))
                 await apply_topology(backends.topology, settings)
-                publisher = await ConfirmedPublisher.connect(
-                    backends.broker, backends.topology, backends.publisher
-                )
+                publisher = await confirmed("bench")(backends)
                 # The backlog goes straight to the broker (no job records): the worker runs
                 # them anyway, and filling the store would only slow the setup down.
                 low = [Envelope.new("email", None, priority=Priority.LOW) for _ in range(backlog)]

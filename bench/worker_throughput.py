@@ -27,8 +27,7 @@ import uvloop
 
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.worker import Deps, Worker
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
+from producers.backends import confirmed, open_backends
 from producers.submit import JobRequest, Submitter
 from topology.apply import apply_topology
 from topology.broker import connect
@@ -60,10 +59,8 @@ async def plain(settings: BrokerSettings, n: int, prefetch: int) -> float:
 
 
 async def taskq_worker(env: dict[str, str], n: int) -> float:
-    backends = await open_backends(env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
+    backends = await open_backends(load_settings(env))
+    publisher = await confirmed("bench")(backends)
     registry = HandlerRegistry()
     finished = asyncio.Event()
     count = 0
@@ -86,7 +83,7 @@ async def taskq_worker(env: dict[str, str], n: int) -> float:
         WorkerSettings(),
     )
     worker = Worker(deps)
-    connection = await connect(backends.broker, name="bench worker")
+    connection = await connect(backends.settings.broker, name="bench worker")
     started = time.perf_counter()
     await worker.start(connection)
     await finished.wait()
@@ -99,12 +96,10 @@ async def taskq_worker(env: dict[str, str], n: int) -> float:
 
 
 async def fill(env: dict[str, str], n: int) -> None:
-    backends = await open_backends(env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
+    backends = await open_backends(load_settings(env))
+    publisher = await confirmed("bench")(backends)
     submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
+        backends.topology, publisher, backends.store, backends.blobs, backends.settings.submit
     )
     for start in range(0, n, 500):
         await submitter.submit_many(
@@ -172,7 +167,7 @@ def main() -> None:
 async def setup(base: BrokerSettings, vhost: str, env: dict[str, str]) -> None:
     async with ManagementClient(base) as management:
         await management.create_vhost(vhost)
-    backends = await open_backends(env)
+    backends = await open_backends(load_settings(env))
     await apply_topology(backends.topology, base.with_vhost(vhost))
     await backends.close()
 

@@ -9,7 +9,7 @@ from typing import Generic, Protocol, TypeVar
 from jobstore.blobs import BlobStore, open_blob_store
 from jobstore.factory import open_store
 from jobstore.model import JobStore
-from producers.publisher import Publisher
+from producers.publisher import ConfirmedPublisher, Publisher
 from producers.submit import Submitter
 from topology.compiler import compile_topology
 from topology.loader import load_topology, topology_path
@@ -102,3 +102,15 @@ async def open_producer(
         backends.topology, publisher, backends.store, backends.blobs, settings.submit
     )
     return Producer(backends, publisher, submitter)
+
+
+def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
+    """Return the ``connect`` of ``open_producer`` that opens a confirmed publisher named ``name``."""
+
+    async def connect(backends: Backends) -> ConfirmedPublisher:
+        settings = backends.settings
+        return await ConfirmedPublisher.connect(
+            settings.broker, backends.topology, settings.publisher, name=name
+        )
+
+    return connect

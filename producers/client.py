@@ -23,9 +23,8 @@ import orjson
 from pydantic import JsonValue, ValidationError
 
 from jobstore.model import JobStatus
-from producers.backends import Backends, ClosingPublisher, Producer, open_producer
+from producers.backends import Backends, ClosingPublisher, Producer, confirmed, open_producer
 from producers.pika_publisher import PikaPublisher
-from producers.publisher import ConfirmedPublisher
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import Viewer, list_visible
@@ -172,7 +171,7 @@ class AsyncClient(AsyncClosing):
             SettingsError, TopologyFileError: bad configuration.
             BrokerUnavailableError, StoreUnavailableError: a dependency is down.
         """
-        return cls(await ClientCore.open(environ, _confirmed))
+        return cls(await ClientCore.open(environ, confirmed("taskq client")))
 
     async def close(self) -> None:
         """Close the broker connection and the stores; closing twice does nothing."""
@@ -334,16 +333,6 @@ class SyncClient:
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
-
-
-async def _confirmed(backends: Backends) -> ConfirmedPublisher:
-    """Open the asyncio transport: aio-pika's robust connection with pipelined confirms."""
-    return await ConfirmedPublisher.connect(
-        backends.settings.broker,
-        backends.topology,
-        backends.settings.publisher,
-        name="taskq client",
-    )
 
 
 async def _blocking(backends: Backends) -> PikaPublisher:

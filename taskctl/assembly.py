@@ -25,9 +25,7 @@ from consumers.worker import Deps, Worker
 from producers.api.app import Services, create_app
 from producers.api.hub import EventHub
 from producers.auth.authenticator import open_authenticator
-from producers.backends import Backends, open_backends
-from producers.publisher import ConfirmedPublisher
-from producers.submit import Submitter
+from producers.backends import confirmed, open_producer
 from taskctl import admin_routes
 from telemetry import tracing
 from topology import routing
@@ -39,23 +37,6 @@ from webhooks.callbacks import CallbackDelivery, registration_check
 from webhooks.receiver import webhook_router
 
 
-async def producing(
-    stack: contextlib.AsyncExitStack, settings: Settings, name: str
-) -> tuple[Backends, ConfirmedPublisher, Submitter]:
-    """Open the backends, a confirmed publisher and a submitter on them, closed with ``stack``."""
-    backends = await open_backends(settings)
-    stack.push_async_callback(backends.close)
-    publisher = await ConfirmedPublisher.connect(
-        settings.broker, backends.topology, settings.publisher, name=name
-    )
-    stack.push_async_callback(publisher.close)
-    submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, settings.submit
-    )
-    stack.push_async_callback(submitter.close)
-    return backends, publisher, submitter
-
-
 async def api_services(settings: Settings) -> Services:
     """Connect to the broker, open the stores and start the repair sweep: what the API serves with.
 
@@ -65,7 +46,9 @@ async def api_services(settings: Settings) -> Services:
     """
     stack = contextlib.AsyncExitStack()
     try:
-        _, publisher, submitter = await producing(stack, settings, "taskq api")
+        producer = await open_producer(settings, confirmed("taskq api"))
+        stack.push_async_callback(producer.close)
+        publisher, submitter = producer.publisher, producer.submitter
         submitter.callback_check = registration_check(settings.callbacks)
         authenticator = open_authenticator(submitter.store, settings.auth)
         # Jobs whose submitter stopped between storing and the confirm are published again here.
@@ -172,7 +155,9 @@ async def run_worker(group_name: str, settings: Settings) -> int:
     async with stack:
         stack.push_async_callback(callbacks.close)
         name = f"taskq worker {group_name}"
-        backends, publisher, submitter = await producing(stack, settings, f"{name} (publish)")
+        producer = await open_producer(settings, confirmed(f"{name} (publish)"))
+        stack.push_async_callback(producer.close)
+        backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
         try:
             group = backends.topology.group(group_name)
         except KeyError as exc:

@@ -20,9 +20,10 @@ def config(
         bool, typer.Option("--markdown", help="Print the reference table of docs/configuration.md.")
     ] = False,
 ) -> None:
-    """Print every TASKQ_* setting: its value in force here (secrets masked) and its source.
+    """Print every setting's value in force and where it came from.
 
-    The source is the environment when the variable is set, else the default.
+    Secrets are masked. The source is the environment when the TASKQ_* variable is set,
+    else the default.
     """
     if markdown:
         typer.echo(reference())

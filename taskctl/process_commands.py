@@ -40,7 +40,7 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
 
 
 def api() -> None:
-    """Serve the HTTP API (jobs, dead letters, webhooks) until SIGTERM.
+    """Serve the HTTP API until SIGTERM.
 
     It listens on TASKQ_HOST:TASKQ_PORT; taskctl up runs it. Its logs are its output.
     """

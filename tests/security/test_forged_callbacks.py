@@ -18,7 +18,7 @@ from consumers.dlq import DeadFilter, listing
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.worker import Deps, Worker
 from jobstore.model import JobStatus
-from producers.backends import open_backends
+from producers.backends import confirmed, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
 from tests.helpers import eventually
@@ -26,9 +26,8 @@ from tests.security.stack import SIGNING_KEY, Stack
 from topology.broker import connect
 from topology.envelope import Envelope
 from topology.names import CALLBACK_JOB_TYPE
-from topology.settings import WorkerSettings
-from webhooks import callbacks
-from webhooks.callbacks import endpoint_secret
+from topology.settings import WorkerSettings, load_settings
+from webhooks.callbacks import CallbackDelivery, endpoint_secret
 from webhooks.schemes import StandardVerifier
 
 pytestmark = pytest.mark.rabbitmq
@@ -41,12 +40,9 @@ class Receiver:
 
 
 @pytest.fixture(autouse=True)
-async def callback_settings(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+def callback_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKQ_CALLBACK_SIGNING_KEY", SIGNING_KEY)
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "127.0.0.1")
-    await callbacks.close()  # settings are read once per process: read this test's
-    yield
-    await callbacks.close()
 
 
 async def start_receiver() -> tuple[Receiver, web.AppRunner]:
@@ -81,10 +77,9 @@ async def receivers() -> AsyncIterator[tuple[Receiver, Receiver]]:
 @pytest.fixture
 async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
     """Run the work and callbacks groups' workers on the stack's broker and store."""
-    backends = await open_backends(api_stack.env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
+    settings = load_settings(api_stack.env)
+    backends = await open_backends(settings)
+    publisher = await confirmed("test")(backends)
     submitter = Submitter(backends.topology, publisher, backends.store, backends.blobs)
     registry = HandlerRegistry()
 
@@ -92,7 +87,8 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
     async def work(payload: object, ctx: JobContext) -> str:
         return "worked"
 
-    registry.handler(CALLBACK_JOB_TYPE)(callbacks.deliver)
+    delivery = CallbackDelivery(settings.callbacks)
+    delivery.register(registry)
     running = []
     for name in ("work", "callbacks"):
         deps = Deps(
@@ -105,7 +101,7 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
             WorkerSettings(grace=5),
             submitter,
         )
-        worker, connection = Worker(deps), await connect(backends.broker, name=f"test {name}")
+        worker, connection = Worker(deps), await connect(settings.broker, name=f"test {name}")
         await worker.start(connection)
         running.append((worker, connection))
     try:
@@ -116,6 +112,7 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
             await connection.close()
         await publisher.close()
         await backends.close()
+        await delivery.close()
 
 
 async def test_a_forged_callback_job_is_dead_lettered_unsent(

@@ -26,10 +26,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from taskctl.serve import assemble
+from taskctl.assembly import api_app
 from tests.credentials import bearer
 from tests.security.conftest import GITHUB_SECRET, STANDARD_SECRET, free_port
-from topology.settings import ApiSettings, BrokerSettings
+from topology.settings import BrokerSettings, Settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -120,9 +120,9 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("taskctl.serve did not become ready")
 
 
-# The document of the app ``taskctl.serve`` assembles (building it opens nothing); the calls
+# The document of the app ``taskctl serve`` assembles (building it opens nothing); the calls
 # go over HTTP to the real process, which serves the same document.
-DOCUMENT = assemble(ApiSettings()).openapi()
+DOCUMENT = api_app(Settings()).openapi()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 

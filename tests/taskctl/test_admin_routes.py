@@ -10,18 +10,19 @@ import pytest
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
 from producers.api.app import create_app
-from producers.api.assembly import build_services
 from producers.auth.scopes import Scope
 from producers.backends import open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from taskctl import admin_routes
+from taskctl.assembly import api_services
 from tests.broker import channel, depth
 from tests.credentials import bearer, issue_key
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -61,7 +62,7 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
     async with channel(vhost) as ch:
         await (await ch.get_queue("taskq.email", ensure=False)).purge()
 
-    app = create_app(lambda: build_services(env), routers=[admin_routes.router])
+    app = create_app(lambda: api_services(load_settings(env)), routers=[admin_routes.router])
     async with app.router.lifespan_context(app):
         token = await issue_key(
             app.state.services.submitter.store, scopes=(Scope.ADMIN, Scope.JOBS_READ)

@@ -26,7 +26,7 @@ from tests.producers.test_api_stack import running as running_app
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
-from topology.settings import ApiSettings, BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings, load_settings
 from webhooks.receiver import webhook_router
 from webhooks.schemes import sign_github, sign_hmac, sign_standard, sign_stripe
 
@@ -116,8 +116,12 @@ class Hooks:
 
 
 def running(env: dict[str, str]):
-    """Run the app with the webhook router, the way ``taskctl.serve`` assembles it."""
-    return running_app(env, ApiSettings(max_body_bytes=64 * 1024), routers=[webhook_router(env)])
+    """Run the app with the webhook router, the way ``taskctl serve`` assembles it."""
+    return running_app(
+        env,
+        ApiSettings(max_body_bytes=64 * 1024),
+        routers=[webhook_router(load_settings(env).auth, env)],
+    )
 
 
 @pytest.fixture
