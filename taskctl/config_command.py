@@ -20,7 +20,7 @@ def config(
         bool, typer.Option("--markdown", help="Print the reference table of docs/configuration.md.")
     ] = False,
 ) -> None:
-    """Print every setting's value in force and where it came from.
+    """Print each setting's value and where it came from.
 
     Secrets are masked. The source is the environment when the TASKQ_* variable is set,
     else the default.
