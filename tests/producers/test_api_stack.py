@@ -84,6 +84,9 @@ async def stack(request, applied, tmp_path: Path) -> AsyncIterator[Stack]:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
         }
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # boto3 reads the process's
+            monkeypatch.setenv(name, env[name])
         async with running(env) as client:
             yield Stack(client, env, applied)
 

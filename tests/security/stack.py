@@ -6,6 +6,7 @@ on any queue of the vhost, no job in the store.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ async def running(env: dict[str, str], broker: BrokerSettings) -> AsyncIterator[
     topology = compile_topology(load_topology(env["TASKQ_TOPOLOGY"]))
     await apply_topology(topology, broker)
 
-    settings = load_settings(env)
+    settings = load_settings({**os.environ, **env})  # a test's own TASKQ_CALLBACK_* included
     api = ApiSettings(max_body_bytes=256 * 1024)
     app = api_app(settings.model_copy(update={"api": api}), environ=env)
     store = open_store(env["TASKQ_STORE_URL"])

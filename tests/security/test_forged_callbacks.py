@@ -7,6 +7,7 @@ before) is dead-lettered unsent unless the job it names holds that very URL.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ async def receivers() -> AsyncIterator[tuple[Receiver, Receiver]]:
 @pytest.fixture
 async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
     """Run the work and callbacks groups' workers on the stack's broker and store."""
-    settings = load_settings(api_stack.env)
+    settings = load_settings({**os.environ, **api_stack.env})
     backends = await open_backends(settings)
     publisher = await confirmed("test")(backends)
     submitter = Submitter(backends.topology, publisher, backends.store, backends.blobs)

@@ -1,4 +1,4 @@
-"""Schemathesis over the whole OpenAPI document of ``python -m taskctl.serve``, a real process.
+"""Schemathesis over the whole OpenAPI document of ``taskctl serve``, a real process.
 
 With a valid key no generated request gets a 5xx or breaks the documented schema; without
 one, every secured operation answers 401 (and the public ones still no 5xx).
@@ -57,7 +57,7 @@ def _taskctl(env: dict[str, str], *args: str) -> str:
 def served(
     broker_settings: BrokerSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """Run ``python -m taskctl.serve`` on a vhost of its own; yield its URL and an admin key."""
+    """Run ``taskctl serve`` on a vhost of its own; yield its URL and an admin key."""
     user, password = broker_settings.management_credentials
     vhost = f"taskq-fuzz-{uuid.uuid4().hex[:10]}"
     management = httpx.Client(base_url=broker_settings.management_base, auth=(user, password))
@@ -82,7 +82,7 @@ def served(
         _taskctl(env, "topology", "apply")
         made = orjson.loads(_taskctl(env, "keys", "create", "fuzz", *_every_scope(), "--json"))
         process = subprocess.Popen(
-            [sys.executable, "-m", "taskctl.serve"],
+            [sys.executable, "-m", "taskctl", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -110,14 +110,14 @@ def _every_scope() -> list[str]:
 def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # a child process: nothing to await but its port
-        assert process.poll() is None, "taskctl.serve exited early"
+        assert process.poll() is None, "taskctl serve exited early"
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise AssertionError("taskctl.serve did not become ready")
+    raise AssertionError("taskctl serve did not become ready")
 
 
 # The document of the app ``taskctl serve`` assembles (building it opens nothing); the calls

@@ -11,9 +11,8 @@ from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
 from producers.api.app import create_app
 from producers.auth.scopes import Scope
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
-from producers.submit import JobRequest, Submitter
+from producers.backends import confirmed, open_producer
+from producers.submit import JobRequest
 from taskctl import admin_routes
 from taskctl.assembly import api_services
 from tests.broker import channel, depth
@@ -34,13 +33,8 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
         "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
     }
-    backends = await open_backends(env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
-    submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
-    )
+    producer = await open_producer(load_settings(env), confirmed("test"))
+    backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
     ids = []
     for i in range(3):
         done = await submitter.submit(JobRequest(type="email", payload={"n": i}))

@@ -21,7 +21,9 @@ NOT_SETTINGS = re.compile(r"TASKQ_(PATTERN|NAME|WEBHOOK_\w+_SECRET|TEST_\w+)$")
 def test_the_reference_table_in_the_docs_is_current():
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     start, end = text.index(DOC_START), text.index(DOC_END) + len(DOC_END)
-    assert text[start:end] == reference(), "run: taskctl config --markdown, into docs/configuration.md"
+    assert text[start:end] == reference(), (
+        "run: taskctl config --markdown, into docs/configuration.md"
+    )
 
 
 def test_every_variable_is_declared_once_with_a_description():
