@@ -1,10 +1,10 @@
 """The baseline of the auth-on column of bench/http_ingest.py: the job API with its gate taken out.
 
-The same app ``python -m producers.api`` serves, minus the one ASGI layer that verifies
+The jobs API ``taskctl serve`` serves, minus the one ASGI layer that verifies
 credentials and takes a token from the rate bucket; every request runs as one fixed,
 all-scopes principal handed in through the lifespan state (so no layer is added in its
 place). A measuring instrument only: never serve it.
-Run: python bench/auth_off_api.py (the TASKQ_* settings of python -m producers.api)
+Run: python bench/auth_off_api.py (the TASKQ_* settings of taskctl serve)
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ import uvicorn
 from fastapi import FastAPI
 
 from producers.api.app import create_app
-from producers.api.assembly import build_services
 from producers.api.gate import AuthGate
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
-from producers.settings import ApiSettings
 from producers.tenancy import Viewer
-from topology.settings import load_settings
+from taskctl.assembly import api_services
+from topology.settings import ApiSettings, load_settings
 
 EVERYONE = Principal("api_key", "bench", "bench", frozenset(Scope), Viewer())
 
 
 def build(settings: ApiSettings) -> FastAPI:
-    app = create_app(build_services, settings)
+    app = create_app(lambda: api_services(load_settings()), settings)
     app.user_middleware = [m for m in app.user_middleware if m.cls is not AuthGate]
     served = app.router.lifespan_context
 
@@ -43,7 +42,7 @@ def build(settings: ApiSettings) -> FastAPI:
 
 
 if __name__ == "__main__":
-    settings = load_settings(ApiSettings)
+    settings = load_settings().api
     uvicorn.run(
         build(settings),
         host=settings.host,

@@ -58,7 +58,7 @@ from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 LUA = """
@@ -281,7 +281,7 @@ def servers(
                 **UNLIMITED,
             }
             server = serve(
-                [sys.executable, "-m", "producers.api"], env, f"http://127.0.0.1:{port}/readyz"
+                [sys.executable, "-m", "taskctl", "serve"], env, f"http://127.0.0.1:{port}/readyz"
             )
             stack.callback(stop, server)
             singles.append(
@@ -311,7 +311,7 @@ def servers(
 
 
 async def main(opts: argparse.Namespace) -> None:
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
     database = f"taskq_bench_{uuid.uuid4().hex[:8]}"
     use_pg = "postgres" in opts.stores.split(",")
@@ -357,7 +357,7 @@ async def auth_column(opts, amqp: str, management, vhost: str, work: Path, body:
     servers = {}
     for name, argv in (
         ("auth off", [sys.executable, str(HERE / "auth_off_api.py")]),
-        ("auth on", [sys.executable, "-m", "producers.api"]),
+        ("auth on", [sys.executable, "-m", "taskctl", "serve"]),
     ):
         port = free_port()
         store_url = f"sqlite:///{work}/{name.replace(' ', '_')}.sqlite3"

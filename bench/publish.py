@@ -51,14 +51,13 @@ from aiormq import spec
 
 from producers.client import AsyncClient
 from producers.publisher import ConfirmedPublisher
-from producers.settings import PublisherSettings
 from producers.submit import JobRequest
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import BrokerSettings, PublisherSettings, load_settings
 
 Run = Callable[[int], Awaitable[None]]
 
@@ -274,7 +273,7 @@ async def bench(settings: BrokerSettings, opts: argparse.Namespace) -> None:
 
 
 async def main(opts: argparse.Namespace) -> None:
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
     async with ManagementClient(base) as management:
         await management.create_vhost(vhost)

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/server_guards.py [--seconds 6] [--rounds 3] [--connections 32]
 
 Needs wrk and RabbitMQ. In a scratch vhost with the default topology and a SQLite store, the
-whole API (``taskctl.serve``'s app) runs twice as its own uvicorn process: once with
+whole API (as ``taskctl serve`` assembles it) runs twice as its own uvicorn process: once with
 ``GuardedHttp`` (head and body deadlines, header, head and URL limits) and once with
 uvicorn's plain httptools protocol. Each round loads both in turn with wrk (the order
 reversed every other round); the ratio of the medians is the guards' cost.
@@ -37,12 +37,11 @@ def serve(protocol: str) -> None:
     import uvicorn
 
     from producers.api.guards import server_config
-    from producers.settings import ApiSettings
-    from taskctl.serve import assemble
+    from taskctl.assembly import api_app
     from topology.settings import load_settings
 
-    settings = load_settings(ApiSettings)
-    config = server_config(assemble(settings), settings)
+    settings = load_settings()
+    config = server_config(api_app(settings), settings.api)
     if protocol == "plain":
         config.http = "httptools"
     uvicorn.Server(config).run()

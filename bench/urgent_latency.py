@@ -22,16 +22,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
-from producers.backends import Backends, open_backends
+from producers.backends import Backends, confirmed, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from topology.apply import apply_topology
 from topology.broker import connect
 from topology.envelope import Envelope
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import WorkerSettings, load_settings
 from topology.spec import Priority
 
 
@@ -60,11 +59,11 @@ async def measure(backends: Backends, publisher: ConfirmedPublisher, urgent: int
             WorkerSettings(),
         )
     )
-    connection = await connect(backends.broker, name="bench urgent worker")
+    connection = await connect(backends.settings.broker, name="bench urgent worker")
     await worker.start(connection)
     await asyncio.sleep(2)  # let the worker fill its prefetch from the backlog
     submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
+        backends.topology, publisher, backends.store, backends.blobs, backends.settings.submit
     )
     waits = []
     for _ in range(urgent):
@@ -83,7 +82,7 @@ async def main() -> None:
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--urgent", type=int, default=50)
     opts = parser.parse_args()
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     rows = []
     for backlog in (0, opts.backlog):
         vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
@@ -97,11 +96,9 @@ async def main() -> None:
                     "TASKQ_STORE_URL": f"sqlite:///{work}/jobs.sqlite3",
                     "TASKQ_BLOB_URL": f"file:{work}/blobs",
                 }
-                backends = await open_backends(env)
+                backends = await open_backends(load_settings(env))
                 await apply_topology(backends.topology, settings)
-                publisher = await ConfirmedPublisher.connect(
-                    backends.broker, backends.topology, backends.publisher
-                )
+                publisher = await confirmed("bench")(backends)
                 # The backlog goes straight to the broker (no job records): the worker runs
                 # them anyway, and filling the store would only slow the setup down.
                 low = [Envelope.new("email", None, priority=Priority.LOW) for _ in range(backlog)]

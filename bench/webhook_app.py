@@ -15,8 +15,7 @@ from collections.abc import Mapping
 import uvicorn
 
 from producers.api.app import create_app
-from producers.api.assembly import build_services
-from producers.settings import ApiSettings
+from taskctl.assembly import api_services
 from topology.settings import load_settings
 from webhooks.receiver import webhook_router
 from webhooks.schemes.base import Delivery
@@ -32,8 +31,10 @@ class Trusting:
 
 def main() -> None:
     port, mode = int(sys.argv[1]), sys.argv[2]
-    settings = load_settings(ApiSettings)
-    app = create_app(build_services, settings, routers=[webhook_router()])
+    settings = load_settings()
+    app = create_app(
+        lambda: api_services(settings), settings.api, routers=[webhook_router(settings.auth)]
+    )
     if mode == "trust":
         from webhooks.sources import load_sources
 

@@ -28,7 +28,7 @@ from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import load_settings
 from webhooks.schemes.github import sign_github
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +72,7 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args()
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
     body = push_event()

@@ -31,7 +31,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from topology.management import ManagementClient
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import load_settings
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the console scripts of the venv running the bench
@@ -80,7 +80,7 @@ class Scratch:
     def __init__(self, profile: Path | None = None) -> None:
         # With a folder, py-spy samples each taskq worker into it (collapsed stacks, one file a run).
         self.profile = profile
-        self.base = load_settings(BrokerSettings)
+        self.base = load_settings().broker
         self.vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         self.settings = self.base.with_vhost(self.vhost)
         self.url = self.settings.amqp_url.get_secret_value()

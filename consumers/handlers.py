@@ -136,6 +136,12 @@ class HandlerRegistry:
 
         return register
 
+    def copy(self) -> HandlerRegistry:
+        """Return a registry with the same handlers, to add more to without changing this one."""
+        other = HandlerRegistry()
+        other._exact, other._patterns = dict(self._exact), list(self._patterns)
+        return other
+
     def resolve(self, job_type: str) -> Handler | None:
         """Return the handler for ``job_type``, or ``None`` when none takes it."""
         found = self._exact.get(job_type)

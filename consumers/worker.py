@@ -44,7 +44,6 @@ from consumers.dispatch import (
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
-from consumers.settings import WorkerSettings
 from jobstore.blobs import BlobStore
 from jobstore.model import (
     JobStatus,
@@ -63,6 +62,7 @@ from telemetry.logs import bind_job
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
+from topology.settings import WorkerSettings
 
 Clock = Callable[[], datetime]
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued

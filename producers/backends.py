@@ -1,29 +1,28 @@
-"""Open what every producer needs from ``TASKQ_*`` settings: topology, job store, blob store."""
+"""Open what every producer needs from its settings: the compiled topology, job store and blob store."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from jobstore.blobs import BlobStore, open_blob_store
 from jobstore.factory import open_store
 from jobstore.model import JobStore
-from producers.settings import PublisherSettings, SubmitSettings
+from producers.publisher import ConfirmedPublisher, Publisher
+from producers.submit import Submitter
 from topology.compiler import compile_topology
 from topology.loader import load_topology, topology_path
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
 class Backends:
     """Everything a ``Submitter`` needs besides its publisher, built one way for every caller."""
 
+    settings: Settings
     topology: CompiledTopology
-    broker: BrokerSettings
-    publisher: PublisherSettings
-    submit: SubmitSettings
     store: JobStore
     blobs: BlobStore
 
@@ -35,32 +34,83 @@ class Backends:
             await self.blobs.close()
 
 
-async def open_backends(environ: Mapping[str, str] | None = None) -> Backends:
-    """Read the settings and topology, open and migrate the job store, open the blob store.
+async def open_backends(settings: Settings) -> Backends:
+    """Read the topology, open and migrate the job store, open the blob store.
 
     Raises:
         SettingsError, TopologyFileError: bad configuration (the process should not start).
         StoreUnavailableError: the job store is down at start-up.
     """
-    env = os.environ if environ is None else environ
-    topology = compile_topology(load_topology(topology_path(env)))
-    broker = load_settings(BrokerSettings, env)
-    publisher = load_settings(PublisherSettings, env)
-    submit = load_settings(SubmitSettings, env)
+    where = settings.locations
+    topology = compile_topology(load_topology(topology_path(where)))
     blobs = open_blob_store(
-        submit.blob_url,
-        endpoint_url=env.get("TASKQ_S3_ENDPOINT_URL") or None,
-        region=env.get("TASKQ_S3_REGION") or "us-east-1",
-        # The standard AWS variables, read from the same mapping as every other setting (None
-        # lets boto3 fall back to its own chain: profiles, instance roles, web identity).
-        access_key=env.get("AWS_ACCESS_KEY_ID") or None,
-        secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        where.blob_url, endpoint_url=where.s3_endpoint_url or None, region=where.s3_region
     )
-    store = open_store(submit.store_url)
-    backends = Backends(topology, broker, publisher, submit, store, blobs)
+    backends = Backends(settings, topology, open_store(where.store_url), blobs)
     try:
-        await store.migrate()
+        await backends.store.migrate()
     except BaseException:
         await backends.close()
         raise
     return backends
+
+
+class ClosingPublisher(Publisher, Protocol):
+    """A publisher its opener owns, and closes with the rest."""
+
+    async def close(self) -> None:
+        """Close the broker connection."""
+        ...
+
+
+P = TypeVar("P", bound=ClosingPublisher)
+
+
+@dataclass(frozen=True, slots=True)
+class Producer(Generic[P]):
+    """A submitter with the backends and the publisher it owns: what the API, workers and clients submit with."""
+
+    backends: Backends
+    publisher: P
+    submitter: Submitter
+
+    async def close(self) -> None:
+        """Close the submitter, the publisher and the backends."""
+        try:
+            await self.submitter.close()
+            await self.publisher.close()
+        finally:
+            await self.backends.close()
+
+
+async def open_producer(
+    settings: Settings, connect: Callable[[Backends], Awaitable[P]]
+) -> Producer[P]:
+    """Open the backends, a publisher on them (``connect``) and a submitter; close all on failure.
+
+    Raises:
+        SettingsError, TopologyFileError: bad configuration (the process should not start).
+        BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
+    """
+    backends = await open_backends(settings)
+    try:
+        publisher = await connect(backends)
+    except BaseException:
+        await backends.close()
+        raise
+    submitter = Submitter(
+        backends.topology, publisher, backends.store, backends.blobs, settings.submit
+    )
+    return Producer(backends, publisher, submitter)
+
+
+def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
+    """Return the ``connect`` of ``open_producer`` that opens a confirmed publisher named ``name``."""
+
+    async def connect(backends: Backends) -> ConfirmedPublisher:
+        settings = backends.settings
+        return await ConfirmedPublisher.connect(
+            settings.broker, backends.topology, settings.publisher, name=name
+        )
+
+    return connect

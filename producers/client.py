@@ -17,17 +17,15 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, TypedDict, TypeVar, Unpack
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 import orjson
 from pydantic import JsonValue, ValidationError
 
 from jobstore.model import JobStatus
-from producers.backends import Backends, open_backends
+from producers.backends import Backends, ClosingPublisher, Producer, confirmed, open_producer
 from producers.pika_publisher import PikaPublisher
-from producers.publisher import ConfirmedPublisher, Publisher
 from producers.requests import JobSubmission
-from producers.settings import ClientSettings
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import Viewer, list_visible
 from producers.views import job_view
@@ -57,21 +55,11 @@ class JobOptions(TypedDict, total=False):
     correlation_id: str | None
 
 
-class ClosingPublisher(Publisher, Protocol):
-    """A publisher the client owns, and closes with itself."""
-
-    async def close(self) -> None:
-        """Close the broker connection."""
-        ...
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClientCore:
     """What both clients do, on whichever loop runs it: check, submit, read, map to views."""
 
-    submitter: Submitter
-    publisher: ClosingPublisher
-    backends: Backends
+    producer: Producer[ClosingPublisher]
     viewer: Viewer  # the client's tenant: what it submits as, and what it may see
 
     @classmethod
@@ -80,18 +68,14 @@ class ClientCore:
         environ: Mapping[str, str] | None,
         connect: Callable[[Backends], Awaitable[ClosingPublisher]],
     ) -> ClientCore:
-        """Build the backends from ``TASKQ_*`` settings and a publisher on them, closing all on failure."""
-        backends = await open_backends(environ)
-        try:
-            publisher = await connect(backends)
-        except BaseException:
-            await backends.close()
-            raise
-        submitter = Submitter(
-            backends.topology, publisher, backends.store, backends.blobs, backends.submit
-        )
-        tenant = load_settings(ClientSettings, environ).tenant
-        return cls(submitter, publisher, backends, Viewer(tenant))
+        """Open a producer from the ``TASKQ_*`` settings of ``environ`` (default: the process's)."""
+        settings = load_settings(environ)
+        return cls(await open_producer(settings, connect), Viewer(settings.client.tenant))
+
+    @property
+    def submitter(self) -> Submitter:
+        """Return the submitter every call goes through."""
+        return self.producer.submitter
 
     async def submit(self, job_type: str, payload: JsonValue, options: JobOptions) -> JobView:
         """Check, store and publish one job; return its view once the broker confirmed it."""
@@ -130,11 +114,7 @@ class ClientCore:
 
     async def close(self) -> None:
         """Close the submitter, the publisher and the stores."""
-        try:
-            await self.submitter.close()
-            await self.publisher.close()
-        finally:
-            await self.backends.close()
+        await self.producer.close()
 
 
 def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
@@ -191,7 +171,7 @@ class AsyncClient(AsyncClosing):
             SettingsError, TopologyFileError: bad configuration.
             BrokerUnavailableError, StoreUnavailableError: a dependency is down.
         """
-        return cls(await ClientCore.open(environ, _confirmed))
+        return cls(await ClientCore.open(environ, confirmed("taskq client")))
 
     async def close(self) -> None:
         """Close the broker connection and the stores; closing twice does nothing."""
@@ -355,17 +335,13 @@ class SyncClient:
             loop.close()
 
 
-async def _confirmed(backends: Backends) -> ConfirmedPublisher:
-    """Open the asyncio transport: aio-pika's robust connection with pipelined confirms."""
-    return await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher, name="taskq client"
-    )
-
-
 async def _blocking(backends: Backends) -> PikaPublisher:
     """Open the blocking transport: pika's connection, one confirm round trip at a time."""
     return await PikaPublisher.connect(
-        backends.broker, backends.topology, backends.publisher, name="taskq sync client"
+        backends.settings.broker,
+        backends.topology,
+        backends.settings.publisher,
+        name="taskq sync client",
     )
 
 

@@ -9,7 +9,6 @@ from typing import Any, Final
 import pika
 import pika.exceptions
 
-from producers.settings import PublisherSettings
 from topology.closing import AsyncClosing
 from topology.envelope import Envelope
 from topology.errors import (
@@ -21,7 +20,7 @@ from topology.errors import (
 )
 from topology.model import CompiledTopology
 from topology.routes import Route, job_route
-from topology.settings import BrokerSettings, mask_url
+from topology.settings import BrokerSettings, PublisherSettings, mask_url
 
 _NOT_FOUND: Final = 404
 # "The broker is not there right now": ConnectionClosed, StreamLostError and

@@ -14,7 +14,6 @@ from opentelemetry.trace import SpanKind
 
 from producers import wire
 from producers.publish_metrics import CONFIRM_SECONDS, exchange_kind
-from producers.settings import PublisherSettings
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
@@ -30,7 +29,7 @@ from topology.errors import (
 from topology.model import CompiledTopology
 from topology.names import ATTEMPT_HEADER
 from topology.routes import Route, job_route
-from topology.settings import BrokerSettings
+from topology.settings import BrokerSettings, PublisherSettings
 
 
 class Publisher(Protocol):

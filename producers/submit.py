@@ -18,7 +18,6 @@ from jobstore.coalesce import Coalescer
 from jobstore.model import Claim, ClaimState, Confirmed, JobRecord, JobStatus, JobStore, NewJob
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
-from producers.settings import SubmitSettings
 from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
 from producers.tenancy import Viewer, get_visible
 from producers.views import job_view
@@ -41,6 +40,7 @@ from topology.model import CompiledGroup, CompiledTopology
 from topology.names import CALLBACK_JOB_TYPE, DEFAULT_TENANT
 from topology.reserved import TASKQ, Reservation, reservations, reserving
 from topology.routes import Route, delay_route, job_route
+from topology.settings import SubmitSettings
 from topology.spec import Priority
 
 Clock = Callable[[], datetime]

@@ -12,45 +12,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, SecretStr
 
 from jobstore.credentials import CredentialStore
 from producers.auth.api_keys import make_key, parse
 from producers.auth.scopes import Scope
-from producers.auth.settings import AuthSettings
 from topology.names import DEFAULT_TENANT
-from topology.settings import load_settings
+from topology.settings import AuthSettings, LocationSettings, load_settings
 
 FILE_NAME = "admin.key"
 KEY_NAME = "admin (taskctl up)"
 
 
-class LocalSettings(BaseModel):
-    """Where a local install keeps its files, and which API key ``taskctl`` sends."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    data_dir: str = ".taskq"
-    api_key: SecretStr | None = None
-
-
-def key_path(settings: LocalSettings | None = None) -> Path:
+def key_path(locations: LocationSettings | None = None) -> Path:
     """Return the path of the admin key file."""
-    return Path((settings or load_settings(LocalSettings)).data_dir) / FILE_NAME
+    return Path((locations or load_settings().locations).data_dir) / FILE_NAME
 
 
 def caller_key() -> str | None:
     """Return the API key ``taskctl`` sends: ``TASKQ_API_KEY``, else the admin key file's."""
-    settings = load_settings(LocalSettings)
-    if settings.api_key is not None:
-        return settings.api_key.get_secret_value()
+    settings = load_settings()
+    if settings.client.api_key is not None:
+        return settings.client.api_key.get_secret_value()
     try:
-        return key_path(settings).read_text(encoding="ascii").strip() or None
+        return key_path(settings.locations).read_text(encoding="ascii").strip() or None
     except OSError:
         return None
 
 
-async def ensure_admin_key(store: CredentialStore, path: Path) -> bool:
+async def ensure_admin_key(store: CredentialStore, path: Path, auth: AuthSettings) -> bool:
     """Make an admin key and write it to ``path`` (0600) unless the file holds a key the store knows.
 
     A key the store does not know (a fresh store) is replaced; a revoked or expired one is
@@ -68,7 +57,6 @@ async def ensure_admin_key(store: CredentialStore, path: Path) -> bool:
                     path,
                 )
             return False
-    auth = load_settings(AuthSettings)
     pepper = None if auth.api_key_pepper is None else auth.api_key_pepper.get_secret_value()
     new = make_key(
         name=KEY_NAME,

@@ -40,14 +40,14 @@ def autoscale(
     from taskctl import pipeline
     from topology.compiler import compile_topology
     from topology.loader import load_topology, topology_path
-    from topology.settings import BrokerSettings, load_settings
+    from topology.settings import load_settings
 
     async def main() -> int:
-        topology = compile_topology(load_topology(file or topology_path()))
-        broker = load_settings(BrokerSettings)
+        settings = load_settings()
+        topology = compile_topology(load_topology(file or topology_path(settings.locations)))
         if kubernetes:
-            return await pipeline.kubernetes(topology, broker, namespace)
-        return await pipeline.supervise(topology, broker, [], grace=grace)
+            return await pipeline.kubernetes(topology, settings, namespace)
+        return await pipeline.supervise(topology, settings, [], grace=grace)
 
     serve("taskctl autoscale", lambda: asyncio.run(main()))
 
@@ -67,12 +67,11 @@ def scale(
     import urllib.error
     import urllib.request
 
-    from consumers.autoscaler.settings import AutoscalerSettings
     from taskctl.admin_key import caller_key
     from topology.settings import load_settings
 
     if url is None:
-        settings = load_settings(AutoscalerSettings)
+        settings = load_settings().autoscaler
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
     request = urllib.request.Request(url)
     key = caller_key()

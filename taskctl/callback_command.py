@@ -20,9 +20,9 @@ def callback_secret(
     its deliveries with it.
     """
     from topology.settings import load_settings
-    from webhooks.callbacks import CallbackSettings, endpoint_secret
+    from webhooks.callbacks import endpoint_secret
 
-    settings = load_settings(CallbackSettings)
+    settings = load_settings().callbacks
     if settings.callback_signing_key is None:
         raise SettingsError("TASKQ_CALLBACK_SIGNING_KEY is not set; callbacks are not signed yet")
     if not url.startswith(("http://", "https://")):

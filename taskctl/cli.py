@@ -16,6 +16,7 @@ from taskctl import (
     autoscale_command,
     breakers_command,
     callback_command,
+    config_command,
     dlq_commands,
     doctor_command,
     jobs_commands,
@@ -70,6 +71,7 @@ app.add_typer(keys_commands.app, name="keys")
 for command in (
     process_commands.up,
     process_commands.worker,
+    config_command.config,
     autoscale_command.autoscale,
     autoscale_command.scale,
     jobs_commands.submit,
@@ -83,6 +85,7 @@ for command in (
 ):
     app.command()(command)
 app.command(name="callback-secret")(callback_command.callback_secret)
+app.command(name="serve")(process_commands.api)
 
 
 def main() -> None:

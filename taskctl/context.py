@@ -80,9 +80,9 @@ def compiled_topology(path: Path | None) -> CompiledTopology:
 
 def broker_settings(vhost: str | None = None) -> BrokerSettings:
     """Return the broker settings from the environment, pointed at ``vhost`` when given."""
-    from topology.settings import BrokerSettings, load_settings
+    from topology.settings import load_settings
 
-    settings = load_settings(BrokerSettings)
+    settings = load_settings().broker
     return settings.with_vhost(vhost) if vhost else settings
 
 
@@ -90,10 +90,9 @@ def broker_settings(vhost: str | None = None) -> BrokerSettings:
 async def job_store() -> AsyncIterator[JobStore]:
     """Open the job store ``TASKQ_STORE_URL`` names, migrated, and close it after."""
     from jobstore.factory import open_store
-    from producers.settings import SubmitSettings
     from topology.settings import load_settings
 
-    store = open_store(load_settings(SubmitSettings).store_url)
+    store = open_store(load_settings().locations.store_url)
     try:
         await store.migrate()
         yield store
@@ -106,14 +105,13 @@ def log_quietly(verbose: bool) -> None:
 
     ``verbose`` asks for INFO; ``TASKQ_LOG_LEVEL`` and ``TASKQ_LOG_FORMAT``, when set, win.
     """
-    from telemetry.logs import LogSettings, configure_logging
+    from telemetry.logs import configure_logging
     from topology.settings import load_settings
 
-    settings = load_settings(LogSettings)
+    settings = load_settings().log
     chosen = settings.model_fields_set
     level = settings.log_level if "log_level" in chosen else "INFO" if verbose else "WARNING"
-    shape = settings.log_format if "log_format" in chosen else "text"
-    configure_logging(settings.model_copy(update={"log_level": level, "log_format": shape}))
+    configure_logging(level, settings.log_format if "log_format" in chosen else "text")
     if not (verbose or "log_level" in chosen):
         # The broker client logs a failed connection as an error, which the command then
         # reports itself, in one line that says what to do.
@@ -123,10 +121,11 @@ def log_quietly(verbose: bool) -> None:
 
 def log_as_output() -> None:
     """Log to stdout, the output of a long-running command; its children log there in the same format."""
-    from telemetry.logs import LogSettings, configure_logging
+    from telemetry.logs import configure_logging
     from topology.settings import load_settings
 
-    chosen = configure_logging(load_settings(LogSettings), stream=sys.stdout)
+    settings = load_settings().log
+    chosen = configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.
     os.environ["TASKQ_LOG_FORMAT"] = chosen
 

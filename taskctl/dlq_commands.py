@@ -248,10 +248,9 @@ async def _replay(
 ) -> Outcome:
     from consumers.dlq import replay
     from producers.publisher import ConfirmedPublisher
-    from producers.settings import PublisherSettings
     from topology.settings import load_settings
 
-    settings = load_settings(PublisherSettings)
+    settings = load_settings().publisher
     publisher = await ConfirmedPublisher.connect(
         broker, topology, settings, name="taskctl dlq replay"
     )

@@ -79,11 +79,10 @@ def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
 
 def _viewer() -> Viewer:
     """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
-    from producers.settings import ClientSettings
     from producers.tenancy import Viewer
     from topology.settings import load_settings
 
-    return Viewer(load_settings(ClientSettings).tenant)
+    return Viewer(load_settings().client.tenant)
 
 
 def submit(

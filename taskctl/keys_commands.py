@@ -47,7 +47,6 @@ def create(
     It is stored hashed and cannot be shown again.
     """
     from producers.auth.api_keys import make_key
-    from producers.auth.settings import AuthSettings
     from topology.settings import load_settings
 
     if not name.strip() or len(name) > 200:
@@ -57,7 +56,7 @@ def create(
     if tenant_problem(tenant):
         raise typer.BadParameter(str(tenant_problem(tenant)), param_hint="--tenant")
     now = datetime.now(UTC)
-    pepper = load_settings(AuthSettings).api_key_pepper
+    pepper = load_settings().auth.api_key_pepper
     new = make_key(
         name=name,
         tenant=tenant,
@@ -105,7 +104,6 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
 
     Running API processes refuse it within TASKQ_API_KEY_CACHE_TTL (5 s by default).
     """
-    from producers.auth.settings import AuthSettings
     from topology.settings import load_settings
 
     async def go() -> ApiKeyRecord | None:
@@ -115,7 +113,7 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
     record = asyncio.run(go())
     if record is None:
         raise SettingsError(f"no API key has id {key_id!r}; see taskctl keys list")
-    ttl = load_settings(AuthSettings).api_key_cache_ttl
+    ttl = load_settings().auth.api_key_cache_ttl
     out().print(
         f"revoked {record.id} ({record.name}); running API processes refuse it within {ttl:g} s"
     )

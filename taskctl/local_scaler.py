@@ -11,7 +11,7 @@ from taskctl.supervisor import ProcessSpec, Supervisor
 def worker_spec(group: str, index: int) -> ProcessSpec:
     """Return the process of a group's ``index``-th worker (``worker:email``, ``worker:email#2``)."""
     name = f"worker:{group}" if index == 1 else f"worker:{group}#{index}"
-    return ProcessSpec(name, (sys.executable, "-m", "consumers", group))
+    return ProcessSpec(name, (sys.executable, "-m", "taskctl", "worker", group))
 
 
 class LocalScaler:

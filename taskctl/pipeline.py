@@ -14,14 +14,11 @@ from loguru import logger
 
 from consumers.autoscaler.loop import Actuator, Autoscaler
 from consumers.autoscaler.metrics import AutoscalerMetrics
-from consumers.autoscaler.settings import AutoscalerSettings
 from consumers.autoscaler.signals import SignalReader
 from consumers.autoscaler.status_server import serve_status
-from consumers.process import groups_with_handlers, load_handlers
-from consumers.settings import WorkerSettings
 from producers.auth.authenticator import standalone_authenticator
-from producers.settings import ApiSettings
 from taskctl.admin_key import ensure_admin_key, key_path
+from taskctl.assembly import handled_groups
 from taskctl.context import job_store
 from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import ProcessSpec, Supervisor
@@ -30,7 +27,7 @@ from topology.compiler import compile_topology
 from topology.errors import SettingsError
 from topology.loader import load_topology, topology_path
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings, load_settings
+from topology.settings import Settings, load_settings
 
 
 async def up(path: Path | None, *, grace: float) -> int:
@@ -40,14 +37,14 @@ async def up(path: Path | None, *, grace: float) -> int:
         SettingsError: a port the pipeline listens on is taken, or a setting is invalid.
         TopologyFileError, BrokerUnavailableError: the topology cannot be applied.
     """
-    api = load_settings(ApiSettings)
-    scaling = load_settings(AutoscalerSettings)
+    settings = load_settings()
+    api, scaling = settings.api, settings.autoscaler
     # Refused before anything starts: a taken port would otherwise fail in a child, again and again.
     refuse_taken_port(api.host, api.port, "TASKQ_PORT")
     if scaling.autoscale:
         refuse_taken_port(scaling.autoscaler_host, scaling.autoscaler_port, "TASKQ_AUTOSCALER_PORT")
-    topology = compile_topology(load_topology(path or topology_path()))
-    broker = load_settings(BrokerSettings)
+    topology = compile_topology(load_topology(path or topology_path(settings.locations)))
+    broker = settings.broker
     report = await apply_topology(topology, broker)
     logger.info(
         "{} {}: topology applied to {}: {}",
@@ -57,9 +54,9 @@ async def up(path: Path | None, *, grace: float) -> int:
         report.summary(),
     )
     async with job_store() as store:
-        await ensure_admin_key(store, key_path())
-    api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl.serve"))
-    return await supervise(topology, broker, [api_process], grace=grace)
+        await ensure_admin_key(store, key_path(settings.locations), settings.auth)
+    api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))
+    return await supervise(topology, settings, [api_process], grace=grace)
 
 
 def refuse_taken_port(host: str, port: int, setting: str) -> None:
@@ -79,22 +76,16 @@ def refuse_taken_port(host: str, port: int, setting: str) -> None:
         ) from exc
 
 
-def scaled_groups(topology: CompiledTopology) -> list[str]:
-    """Return the groups a registered handler serves: the ones that get workers."""
-    registry = load_handlers(load_settings(WorkerSettings).handlers)
-    return groups_with_handlers(topology, registry)
-
-
 async def supervise(
     topology: CompiledTopology,
-    broker: BrokerSettings,
+    everything: Settings,
     extra: Sequence[ProcessSpec],
     *,
     grace: float,
 ) -> int:
     """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
-    settings = load_settings(AutoscalerSettings)
-    groups = scaled_groups(topology)
+    settings = everything.autoscaler
+    groups = handled_groups(topology, everything)
     # Every child writes its metrics here, and the API's /metrics serves them all for the host.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="taskq-metrics-"))
     # Scaled: each group starts at its min (0 sleeps until work comes); unscaled: at least one.
@@ -108,25 +99,28 @@ async def supervise(
     scaler = LocalScaler(supervisor)
     for group, count in start.items():
         scaler.adopt(group, count)
-    return await with_autoscaler(topology, broker, scaler, groups, supervisor.run, settings)
+    return await with_autoscaler(topology, everything, scaler, groups, supervisor.run)
 
 
 async def with_autoscaler(
     topology: CompiledTopology,
-    broker: BrokerSettings,
+    everything: Settings,
     actuator: Actuator,
     groups: Sequence[str],
     main: Callable[[], Awaitable[int]],
-    settings: AutoscalerSettings,
 ) -> int:
     """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside.
 
     Raises:
         SettingsError: the status port is taken (``main`` is then never started).
     """
+    settings = everything.autoscaler
     metrics = AutoscalerMetrics()
     stop = asyncio.Event()
-    async with SignalReader(broker) as reader, standalone_authenticator() as authenticator:
+    async with (
+        SignalReader(everything.broker) as reader,
+        standalone_authenticator(everything) as authenticator,
+    ):
         autoscaler = Autoscaler(
             topology,
             reader,
@@ -164,7 +158,7 @@ async def with_autoscaler(
             await runner.cleanup()
 
 
-async def kubernetes(topology: CompiledTopology, broker: BrokerSettings, namespace: str) -> int:
+async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str) -> int:
     """Scale each handled group's Deployment in ``namespace`` until the process is stopped."""
     from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 
@@ -175,13 +169,7 @@ async def kubernetes(topology: CompiledTopology, broker: BrokerSettings, namespa
         return 0
 
     try:
-        return await with_autoscaler(
-            topology,
-            broker,
-            scaler,
-            scaled_groups(topology),
-            until_stopped,
-            load_settings(AutoscalerSettings),
-        )
+        groups = handled_groups(topology, settings)
+        return await with_autoscaler(topology, settings, scaler, groups, until_stopped)
     finally:
         await scaler.close()

@@ -1,4 +1,4 @@
-"""``taskctl up`` and ``taskctl worker``: the pipeline's processes in the foreground, their logs as output."""
+"""``taskctl up``, ``serve`` and ``worker``: the pipeline's processes in the foreground, their logs as output."""
 
 from __future__ import annotations
 
@@ -33,6 +33,19 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
     SIGTERM or Ctrl-C drains it. Its logs are its output.
     """
     log_as_output()
-    from consumers.process import run, run_worker
+    from taskctl.assembly import run, run_worker
+    from topology.settings import load_settings
 
-    serve(f"the worker of group {group}", lambda: run(run_worker(group)))
+    serve(f"the worker of group {group}", lambda: run(run_worker(group, load_settings())))
+
+
+def api() -> None:
+    """Serve the HTTP API until SIGTERM.
+
+    It listens on TASKQ_HOST:TASKQ_PORT; taskctl up runs it. Its logs are its output.
+    """
+    log_as_output()
+    from taskctl.assembly import serve_api
+    from topology.settings import load_settings
+
+    serve("the API", lambda: serve_api(load_settings()))

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from loguru import logger
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from telemetry.log_lines import EXCEPTION_FIELD, LOGGER_FIELD, JsonLines, message_only, text_format
 from telemetry.redaction import redact_fields, redact_text
@@ -43,63 +42,33 @@ STDLIB_LOGGERS = (
 )
 
 
-class LogSettings(BaseModel):
-    """How a process logs: ``TASKQ_LOG_FORMAT`` (json, text or auto) and ``TASKQ_LOG_LEVEL``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    log_format: Literal["json", "text", "auto"] = "auto"
-    log_level: str = "INFO"
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        name = value.strip().upper()
-        try:
-            logger.level(name)
-        except ValueError:
-            raise ValueError(
-                f"must be a log level (TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL), not {value!r}"
-            ) from None
-        return name
-
-
 def configure_logging(
-    settings: LogSettings | None = None, *, stream: TextIO | None = None
+    level: str = "INFO",
+    shape: LogFormat | Literal["auto"] = "auto",
+    *,
+    stream: TextIO | None = None,
 ) -> LogFormat:
     """Send every log of this process (loguru's, the standard library's, uncaught errors) to one sink.
 
-    The format is JSON lines unless ``settings.log_format`` is ``auto`` (the default) and
-    ``stream`` (default stderr) is a terminal. Returns the format chosen.
+    The format is ``shape``; ``auto`` (the default) means text when ``stream`` (default
+    stderr) is a terminal, else JSON lines. Returns the format chosen.
     """
-    settings = settings or LogSettings()
     out = sys.stderr if stream is None else stream
-    chosen: LogFormat
-    if settings.log_format == "auto":
-        chosen = "text" if _is_terminal(out) else "json"
-    else:
-        chosen = settings.log_format
+    chosen: LogFormat = ("text" if _is_terminal(out) else "json") if shape == "auto" else shape
     logger.remove()
     logger.configure(patcher=_enrich)
     # No diagnose: loguru would print local variables in tracebacks, payloads and secrets included.
     if chosen == "json":
         logger.add(
             JsonLines(out),
-            level=settings.log_level,
+            level=level,
             format=message_only,
             backtrace=False,
             diagnose=False,
         )
     else:
-        logger.add(
-            out, level=settings.log_level, format=text_format, backtrace=False, diagnose=False
-        )
-    _route_stdlib(logger.level(settings.log_level).no)
+        logger.add(out, level=level, format=text_format, backtrace=False, diagnose=False)
+    _route_stdlib(logger.level(level).no)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
     return chosen

@@ -46,7 +46,7 @@ def _reachable(host: str, port: int) -> bool:
 @pytest.fixture(scope="session")
 def broker_settings() -> BrokerSettings:
     """Return settings for the local broker; fail under CI=true when it is missing."""
-    base = load_settings(BrokerSettings)
+    base = load_settings().broker
     ok = _reachable("127.0.0.1", 5672) and _reachable("127.0.0.1", 15672)
     if not ok:
         message = "RabbitMQ (5672) with the management API (15672) is not reachable"

@@ -1,6 +1,8 @@
 """The import direction of DESIGN.md and the packages' public surface."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,53 @@ def test_packages_import_only_what_sits_below_them(package: str):
     assert offenders == {}
 
 
+# Run in a fresh interpreter: import every module of the package, then list the packages loaded.
+RUNTIME_PROBE = """
+import importlib, pkgutil, sys
+package = importlib.import_module(sys.argv[1])
+for module in pkgutil.walk_packages(package.__path__, sys.argv[1] + "."):
+    if not module.name.endswith("__main__"):  # running the command line is not importing it
+        importlib.import_module(module.name)
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_packages_load_nothing_above_them_at_run_time(package: str):
+    # Catches what a static scan cannot: imports by name, and imports inside imported libraries.
+    done = subprocess.run(
+        [sys.executable, "-c", RUNTIME_PROBE, package],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) & set(LAYERS) - ALLOWED[package] - {package} == set()
+
+
+def test_only_the_top_imports_modules_by_name():
+    # The modules a setting names (handlers) are imported by the assembly, above every package,
+    # so no lower package can come to import one above it through a setting's default.
+    callers = set()
+    for package in LAYERS[:-1]:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and ast.unparse(node.func).endswith(
+                    ("import_module", "__import__")
+                ):
+                    callers.add(str(path.relative_to(ROOT)))
+    assert callers == set()
+
+
+def test_the_default_handler_modules_sit_at_or_below_the_workers():
+    from topology.settings import WorkerSettings
+
+    modules = [m.strip() for m in WorkerSettings().handlers.split(",") if m.strip()]
+    assert modules
+    assert {m.split(".")[0] for m in modules} <= ALLOWED["consumers"] | {"consumers"}
+
+
 def test_the_rule_catches_an_upward_import(tmp_path: Path):
     module = tmp_path / "m.py"
     module.write_text("from producers.publisher import ConfirmedPublisher\nimport webhooks\n")
@@ -66,9 +115,6 @@ def test_every_error_descends_from_one_root():
 
 
 def test_python_clients_do_not_load_the_web_stack():
-    import subprocess
-    import sys
-
     code = "import sys, producers.client; assert 'fastapi' not in sys.modules, 'fastapi loaded'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

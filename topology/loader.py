@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -17,13 +16,13 @@ from pydantic_core import ErrorDetails
 from topology import names, routing
 from topology.errors import TopologyFileError
 from topology.reserved import TASKQ, public_overlap, reservations
+from topology.settings import LocationSettings, load_settings
 from topology.spec import BUILTIN_GROUP_DEFAULTS, GroupSpec, TopologySpec
 from topology.webhook_spec import EVENT, SAMPLE_EVENT
 
 Path_ = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TOPOLOGY = "default.yaml"
-TOPOLOGY_ENV = "TASKQ_TOPOLOGY"
 
 
 def default_topology_path() -> Path:
@@ -31,10 +30,9 @@ def default_topology_path() -> Path:
     return Path(str(resources.files("topology").joinpath(DEFAULT_TOPOLOGY)))
 
 
-def topology_path(environ: Mapping[str, str] | None = None) -> Path:
+def topology_path(locations: LocationSettings | None = None) -> Path:
     """Return the topology file in force: ``TASKQ_TOPOLOGY`` or the packaged default."""
-    env = os.environ if environ is None else environ
-    chosen = env.get(TOPOLOGY_ENV, "").strip()
+    chosen = (locations or load_settings().locations).topology.strip()
     return Path(chosen) if chosen else default_topology_path()
 
 
@@ -48,7 +46,7 @@ def load_topology(path: Path | str | None = None) -> TopologySpec:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        hint = f"create it, or point {TOPOLOGY_ENV} at an existing topology file"
+        hint = "create it, or point TASKQ_TOPOLOGY at an existing topology file"
         raise TopologyFileError(str(file), [f"file not found; {hint}"]) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyFileError(str(file), [f"cannot read the file: {exc}"]) from exc

@@ -1,18 +1,40 @@
-"""Broker settings read from ``TASKQ_*`` environment variables, with secrets masked."""
+"""Every ``TASKQ_*`` setting, declared once: its section, type, default and meaning.
+
+A field ``name`` of any section is read from the variable ``TASKQ_NAME``; ``load_settings``
+reads them all at once, and ``taskctl config`` and docs/configuration.md are made from the
+same declarations. ``SecretStr`` fields are secrets: masked wherever they are shown.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal, Self, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from topology.errors import SettingsError
+from topology.limits import MAX_DELAY_S, tenant_problem
+from topology.names import DEFAULT_TENANT
 
 ENV_PREFIX = "TASKQ_"
-S = TypeVar("S", bound=BaseModel)
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+# Asymmetric algorithms only: a key that verifies is never also a key that signs, so an
+# HS256 token "signed" with a public key can never pass (RFC 8725 section 2.1).
+SIGNATURE_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 def mask_url(url: str) -> str:
@@ -25,16 +47,74 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-class BrokerSettings(BaseModel):
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+
+
+def _tenant(value: str) -> str:
+    problem = tenant_problem(value) if value else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class Section(BaseModel):
+    """One section of the settings; each field's docstring is its one-line description."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class LocationSettings(Section):
+    """Where the topology file, the job store, the blob store and local files are."""
+
+    topology: str = ""
+    """The topology file (empty: the packaged ``topology/default.yaml``)."""
+    store_url: str = "sqlite:///.taskq/jobs.sqlite3"
+    """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN."""
+    blob_url: str = "file:.taskq/blobs"
+    """The claim-check blob store: a ``file:`` directory or ``s3://bucket/prefix``."""
+    s3_endpoint_url: str = ""
+    """An S3-compatible endpoint (empty: AWS; credentials from the usual ``AWS_*`` variables)."""
+    s3_region: str = "us-east-1"
+    """The S3 region."""
+    data_dir: str = ".taskq"
+    """Where ``taskctl up`` writes the admin key (``admin.key``, mode 0600)."""
+
+
+class LogSettings(Section):
+    """How a process logs."""
+
+    log_format: Literal["json", "text", "auto"] = "auto"
+    """``json`` lines, ``text``, or ``auto``: text on a terminal, else JSON."""
+    log_level: str = "INFO"
+    """The lowest level logged (the short ``taskctl`` commands log WARNING unless set)."""
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"must be a log level ({', '.join(LOG_LEVELS)}), not {value!r}")
+        return value.strip().upper()
+
+
+class BrokerSettings(Section):
     """Where RabbitMQ and its management API are, and how to stay connected to them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+    """The broker's AMQP URL; its path is the virtual host."""
     management_url: SecretStr | None = None
+    """The management API (default: the AMQP host on port 15672, with its credentials)."""
     heartbeat: Annotated[int, Field(ge=0, le=600)] = 30
+    """AMQP heartbeat, seconds."""
     connect_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Seconds to open a connection."""
     management_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """Seconds per management API request."""
 
     @field_validator("amqp_url")
     @classmethod
@@ -88,33 +168,265 @@ class BrokerSettings(BaseModel):
         return f"{mask_url(self.amqp_url.get_secret_value())} (management {self.management_base})"
 
 
-def load_settings(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
-    """Build settings ``cls`` from ``environ`` (default: the process environment).
+class PublisherSettings(Section):
+    """How long to wait for a confirm, and how many publishes to keep in flight."""
+
+    confirm_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """Seconds to wait for a publisher confirm."""
+    publish_window: Annotated[int, Field(ge=1, le=65535)] = 512
+    """Publishes in flight at once in ``publish_many``."""
+
+
+class SubmitSettings(Section):
+    """Limits and lifetimes of job submission (HTTP API and Python clients alike)."""
+
+    claim_check_bytes: Annotated[int, Field(ge=0)] = 256 * 1024
+    """Payloads above this many bytes go to the blob store (0: never)."""
+    max_delay: Annotated[float, Field(gt=0, le=MAX_DELAY_S)] = 30 * 86400.0
+    """The longest ``delay``/``run_at`` accepted, seconds."""
+    idempotency_ttl: Annotated[float, Field(gt=0)] = 86400.0
+    """Seconds a finished request is replayed for its idempotency key."""
+    idempotency_lease: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds an unfinished request holds its idempotency key."""
+    batch_max: Annotated[int, Field(ge=1, le=10000)] = 500
+    """Jobs per ``POST /jobs/batch``."""
+    repair_after: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds after which a job stored but never confirmed is published again (under the lease)."""
+    submit_events: bool = False
+    """Also publish a status event when a job is accepted."""
+
+
+class ApiSettings(Section):
+    """Where the HTTP API listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    """The address the HTTP API listens on."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """The port the HTTP API listens on."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    """The largest request body (413 above), refused before it is buffered."""
+    max_batch_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """The largest ``POST /jobs/batch`` body."""
+    retry_after: Annotated[int, Field(ge=1, le=3600)] = 5
+    """The ``Retry-After`` seconds of a 503."""
+    ws_origins: str = ""
+    """Browser origins (comma-separated) that may open WebSockets besides the API's own."""
+    ws_max_frame_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
+    """The largest frame a WebSocket client may send."""
+    ws_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """Seconds a quiet WebSocket stays open."""
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Return the origins (``https://console.example.com``) listed in ``ws_origins``."""
+        return frozenset(o.strip().rstrip("/") for o in self.ws_origins.split(",") if o.strip())
+
+
+class AuthSettings(Section):
+    """API keys, bearer tokens (JWT) and the rate limits every credential gets."""
+
+    api_key_cache_ttl: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """Seconds a verified API key is remembered per process: how long a revoked key still passes."""
+    api_key_pepper: SecretStr | None = None
+    """The key of the API-key hash; changing it voids every key."""
+    jwks_url: str | None = None
+    """The identity provider's JWKS URL (turns bearer tokens on)."""
+    jwt_keys_file: str | None = None
+    """A JWKS document or one PEM public key (turns bearer tokens on instead of a URL)."""
+    jwt_issuer: str | None = None
+    """The required ``iss`` of bearer tokens."""
+    jwt_audience: str | None = None
+    """The required ``aud`` of bearer tokens."""
+    jwt_algorithms: str = "RS256,ES256"
+    """Allowed signature algorithms, comma-separated (asymmetric only)."""
+    jwt_types: str = "at+jwt,application/at+jwt"
+    """Accepted ``typ`` headers (RFC 9068; add JWT for providers that do not type tokens)."""
+    jwt_leeway: Annotated[float, Field(ge=0, le=300)] = 30.0
+    """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    jwt_tenant_claim: str = "tenant"
+    """The claim holding a token's tenant."""
+    jwt_default_tenant: Annotated[str, AfterValidator(_tenant)] = DEFAULT_TENANT
+    """The tenant of tokens without the claim (empty: refuse them)."""
+    jwt_scope_claim: str = "scope"
+    """The claim holding a token's scopes."""
+    jwt_job_types_claim: str = "job_types"
+    """The claim holding the job-type patterns a token may submit."""
+    jwks_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds a JWKS fetch may take."""
+    jwks_cache_ttl: Annotated[float, Field(ge=1, le=86400)] = 300.0
+    """Seconds a fetched key set is kept."""
+    jwks_min_refresh: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """The least seconds between two JWKS fetches."""
+    rate_limit: Annotated[float, Field(ge=0)] = 1000.0
+    """Requests per second per credential (0: unlimited)."""
+    rate_burst: Annotated[int, Field(ge=1)] = 2000
+    """Requests at once per credential."""
+    webhook_rate_limit: Annotated[float, Field(ge=0)] = 200.0
+    """Deliveries per second per webhook source (0: unlimited)."""
+    webhook_rate_burst: Annotated[int, Field(ge=1)] = 400
+    """Deliveries at once per webhook source."""
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: str) -> str:
+        chosen = _names(value)
+        if not chosen:
+            raise ValueError("name at least one algorithm, e.g. RS256,ES256")
+        refused = [a for a in chosen if a not in SIGNATURE_ALGORITHMS]
+        if refused:
+            allowed = ", ".join(sorted(SIGNATURE_ALGORITHMS))
+            raise ValueError(
+                f"{', '.join(refused)} not allowed (never none or HMAC); choose from {allowed}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.jwks_url and self.jwt_keys_file:
+            raise ValueError("set TASKQ_JWKS_URL or TASKQ_JWT_KEYS_FILE, not both")
+        if self.jwt_enabled and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("bearer tokens need TASKQ_JWT_ISSUER and TASKQ_JWT_AUDIENCE")
+        if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("TASKQ_JWKS_URL must be an https:// URL")
+        return self
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """Return whether bearer tokens (JWT) are accepted besides API keys."""
+        return bool(self.jwks_url or self.jwt_keys_file)
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """Return the allowed JWT signature algorithms."""
+        return _names(self.jwt_algorithms)
+
+    @property
+    def token_types(self) -> tuple[str, ...]:
+        """Return the accepted JWT ``typ`` headers, lower-cased."""
+        return tuple(t.lower() for t in _names(self.jwt_types))
+
+
+class ClientSettings(Section):
+    """Who the Python clients and ``taskctl`` act as."""
+
+    tenant: Annotated[str, AfterValidator(_tenant), Field(min_length=1)] = DEFAULT_TENANT
+    """The tenant whose jobs the Python clients and the ``taskctl`` job commands submit and see."""
+    api_key: SecretStr | None = None
+    """The API key ``taskctl`` sends to HTTP APIs (default: the admin key file's)."""
+
+
+class WorkerSettings(Section):
+    """What a worker runs, how it drains, and when a job counts as poison."""
+
+    handlers: str = "consumers.examples"
+    """Comma-separated modules whose ``@handler``s the workers run (callbacks are built in)."""
+    grace: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds a worker lets jobs in flight finish after SIGTERM."""
+    poison_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
+    """Deliveries beyond its attempts after which a job is dead-lettered as poison."""
+    breaker_threshold: Annotated[int, Field(ge=1, le=10000)] = 5
+    """Consecutive failures that open a dependency's circuit breaker."""
+    breaker_cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds an open breaker waits before one probe job goes through."""
+    running_event_delay: Annotated[float, Field(ge=0, le=60)] = 0.1
+    """Seconds a run must last before its ``running`` event is published (a hot-path cost)."""
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Serve this worker's ``/metrics`` on this port (0: not; under ``taskctl up`` the API serves them)."""
+
+
+class AutoscalerSettings(Section):
+    """How often the autoscaler polls, and where it serves its status and metrics."""
+
+    autoscale: bool = True
+    """``taskctl up`` scales workers (false: each group runs its min, at least 1)."""
+    autoscale_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """Seconds between the autoscaler's readings."""
+    autoscaler_host: str = "127.0.0.1"
+    """Where the autoscaler serves ``/status`` and ``/metrics``."""
+    autoscaler_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    """The port of the autoscaler's ``/status`` and ``/metrics``."""
+
+
+class CallbackSettings(Section):
+    """How job callbacks are signed and where they may go."""
+
+    callback_signing_key: SecretStr | None = None
+    """The key each endpoint's callback secret derives from (unset: callbacks dead-letter)."""
+    callback_allow: str = ""
+    """Hosts or CIDRs callbacks may reach despite the SSRF rules (``127.0.0.1,10.0.0.0/8``)."""
+    callback_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Seconds a callback POST may take."""
+    callback_dns_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds a callback URL's DNS lookup may take, at submission and before each delivery."""
+    callback_breaker_threshold: Annotated[int, Field(ge=1, le=10000)] = 5
+    """Failures in a row after which an endpoint's breaker stops calls to it."""
+    callback_breaker_cooldown: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Seconds an endpoint's open breaker waits before one probe call."""
+
+
+class Settings(BaseModel):
+    """Every setting of a taskq process, by section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    locations: LocationSettings = LocationSettings()
+    log: LogSettings = LogSettings()
+    broker: BrokerSettings = BrokerSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    submit: SubmitSettings = SubmitSettings()
+    api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    client: ClientSettings = ClientSettings()
+    worker: WorkerSettings = WorkerSettings()
+    autoscaler: AutoscalerSettings = AutoscalerSettings()
+    callbacks: CallbackSettings = CallbackSettings()
+
+
+def declared() -> Iterator[tuple[str, str, FieldInfo]]:
+    """Yield each setting's section, variable name and declaration, in the order of the docs."""
+    for section in Settings.model_fields:
+        for name, field in _section(section).model_fields.items():
+            yield section, ENV_PREFIX + name.upper(), field
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from ``environ`` (default: the process environment); blank means unset.
 
     Raises:
         SettingsError: naming each bad ``TASKQ_*`` variable and what it must be.
     """
     env = os.environ if environ is None else environ
-    values = {
-        name: env[ENV_PREFIX + name.upper()]
-        for name in cls.model_fields
-        if env.get(ENV_PREFIX + name.upper(), "").strip()
-    }
+    values: dict[str, dict[str, str]] = {section: {} for section in Settings.model_fields}
+    for section, variable, _ in declared():
+        if env.get(variable, "").strip():
+            values[section][variable.removeprefix(ENV_PREFIX).lower()] = env[variable]
     try:
-        return cls.model_validate({**values, **overrides})
+        return Settings.model_validate(values)
     except ValidationError as exc:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(_problems(cls, exc))) from exc
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(_problems(exc))) from exc
 
 
-def _problems(cls: type[BaseModel], exc: ValidationError) -> list[str]:
+def _problems(exc: ValidationError) -> list[str]:
     out = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
-        secret = cls.model_fields.get(field) is not None and "Secret" in str(
-            cls.model_fields[field].annotation
-        )
-        got = "" if secret or error["type"] == "value_error" else f" (got {error['input']!r})"
+        message = error["msg"].removeprefix("Value error, ")
+        if len(error["loc"]) < 2:  # a rule across a section's fields names its variables itself
+            out.append(message)
+            continue
+        section, field = str(error["loc"][0]), str(error["loc"][1])
+        info = _section(section).model_fields[field]
+        hide = is_secret(info) or error["type"] == "value_error"
         out.append(
-            f"{ENV_PREFIX}{field.upper()}: {error['msg'].removeprefix('Value error, ')}{got}"
+            f"{ENV_PREFIX}{field.upper()}: {message}"
+            + ("" if hide else f" (got {error['input']!r})")
         )
     return out
+
+
+def _section(name: str) -> type[Section]:
+    return cast("type[Section]", Settings.model_fields[name].annotation)
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Return whether a declared setting is a secret (masked wherever it is shown)."""
+    return "SecretStr" in str(field.annotation)

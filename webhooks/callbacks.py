@@ -21,33 +21,20 @@ from typing import Any
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict
 from yarl import URL
 
 from consumers.breaker import Breakers
-from consumers.handlers import JobContext, Permanent, Retry, handler
+from consumers.handlers import HandlerRegistry, JobContext, Permanent, Retry
 from topology.errors import AddressRefused, DeliveryFailed, DeliveryRejected, OutboundError
 from topology.names import CALLBACK_JOB_TYPE
-from topology.settings import load_settings
+from topology.settings import CallbackSettings
 from webhooks.outbound.addresses import AllowList
 from webhooks.outbound.client import open_session, post
 from webhooks.outbound.url_check import check_callback_url, display
 from webhooks.schemes.standard import sign_standard
 
 MAX_RETRY_AFTER_S = 3600.0  # a receiver's Retry-After is a hint, not a licence to park forever
-
-
-class CallbackSettings(BaseModel):
-    """How callbacks are signed and where they may go (``TASKQ_CALLBACK_*``)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    callback_signing_key: SecretStr | None = None
-    callback_allow: str = ""  # hosts or CIDRs allowed despite the SSRF rules, e.g. 127.0.0.1
-    callback_timeout: float = 10.0
-    callback_dns_timeout: float = 5.0  # a slow resolver delays neither a submission nor a delivery
-    callback_breaker_threshold: int = 5
-    callback_breaker_cooldown: float = 60.0
 
 
 class CallbackPayload(BaseModel):
@@ -68,29 +55,8 @@ def endpoint_secret(signing_key: str, url: str) -> str:
     return "whsec_" + base64.b64encode(digest).decode()
 
 
-class _Deliverer:
-    """The process's callback settings, HTTP session and per-endpoint breakers."""
-
-    def __init__(self) -> None:
-        self.settings = load_settings(CallbackSettings)
-        self.allow = AllowList.parse(self.settings.callback_allow)
-        self.breakers = Breakers(
-            self.settings.callback_breaker_threshold, self.settings.callback_breaker_cooldown
-        )
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = open_session(self.allow)
-        return self._session
-
-
-_deliverer: _Deliverer | None = None
-
-
-def registration_check() -> Callable[[str], Awaitable[str | None]]:
+def registration_check(settings: CallbackSettings) -> Callable[[str], Awaitable[str | None]]:
     """Return the check a submitted callback URL passes before its job is accepted (SSRF)."""
-    settings = load_settings(CallbackSettings)
     allow = AllowList.parse(settings.callback_allow)
 
     async def check(url: str) -> str | None:
@@ -103,21 +69,6 @@ def registration_check() -> Callable[[str], Awaitable[str | None]]:
         return None
 
     return check
-
-
-async def close() -> None:
-    """Close the callback HTTP session and forget the settings (they are read again on next use)."""
-    global _deliverer
-    deliverer, _deliverer = _deliverer, None
-    if deliverer is not None and deliverer._session is not None:
-        await deliverer._session.close()
-
-
-def _current() -> _Deliverer:
-    global _deliverer
-    if _deliverer is None:
-        _deliverer = _Deliverer()
-    return _deliverer
 
 
 async def _bound_job(payload: CallbackPayload, ctx: JobContext) -> str:
@@ -142,50 +93,70 @@ async def _bound_job(payload: CallbackPayload, ctx: JobContext) -> str:
     return job_id
 
 
-@handler(CALLBACK_JOB_TYPE)
-async def deliver(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
-    """POST the finished job to its callback URL, signed; raise what the outcome calls for."""
-    deliverer = _current()
-    key = deliverer.settings.callback_signing_key
-    if key is None:
-        raise Permanent("TASKQ_CALLBACK_SIGNING_KEY is not set: callbacks cannot be signed")
-    job_id = await _bound_job(payload, ctx)
-    origin = str(URL(payload.url).origin())
-    breaker = deliverer.breakers.get(origin)
-    if not breaker.allow():
-        raise Retry(
-            f"{origin} keeps failing; its breaker is open", delay=max(breaker.retry_in(), 1)
+class CallbackDelivery:
+    """The built-in ``taskq.callback`` handler of one worker: its settings, HTTP session and breakers."""
+
+    def __init__(self, settings: CallbackSettings) -> None:
+        self.settings = settings
+        self.allow = AllowList.parse(settings.callback_allow)
+        self.breakers = Breakers(
+            settings.callback_breaker_threshold, settings.callback_breaker_cooldown
         )
-    message_id = f"cb_{job_id}_{payload.event.removeprefix('job.')}"
-    now = int(time.time())
-    body = orjson.dumps(
-        {"type": payload.event, "timestamp": datetime.now(UTC).isoformat(), "data": payload.job}
-    )
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(now),
-        "webhook-signature": sign_standard(
-            endpoint_secret(key.get_secret_value(), payload.url), message_id, now, body
-        ),
-    }
-    try:
-        answer = await post(
-            payload.url,
-            body,
-            headers,
-            allow=deliverer.allow,
-            timeout=deliverer.settings.callback_timeout,
-            session=deliverer.session(),
-            dns_timeout=deliverer.settings.callback_dns_timeout,
+        self._session: aiohttp.ClientSession | None = None
+
+    def register(self, registry: HandlerRegistry) -> None:
+        """Make ``registry`` deliver ``taskq.callback`` jobs with this object."""
+        registry.handler(CALLBACK_JOB_TYPE)(self.deliver)
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def deliver(self, payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
+        """POST the finished job to its callback URL, signed; raise what the outcome calls for."""
+        if self._session is None or self._session.closed:
+            self._session = open_session(self.allow)
+        key = self.settings.callback_signing_key
+        if key is None:
+            raise Permanent("TASKQ_CALLBACK_SIGNING_KEY is not set: callbacks cannot be signed")
+        job_id = await _bound_job(payload, ctx)
+        origin = str(URL(payload.url).origin())
+        breaker = self.breakers.get(origin)
+        if not breaker.allow():
+            raise Retry(
+                f"{origin} keeps failing; its breaker is open", delay=max(breaker.retry_in(), 1)
+            )
+        message_id = f"cb_{job_id}_{payload.event.removeprefix('job.')}"
+        now = int(time.time())
+        body = orjson.dumps(
+            {"type": payload.event, "timestamp": datetime.now(UTC).isoformat(), "data": payload.job}
         )
-    except (AddressRefused, DeliveryRejected) as exc:
-        breaker.skip_probe()
-        raise Permanent(str(exc)) from exc
-    except DeliveryFailed as exc:
-        breaker.failed()
-        if exc.retry_after is not None:
-            raise Retry(str(exc), delay=min(exc.retry_after, MAX_RETRY_AFTER_S)) from exc
-        raise
-    breaker.succeeded()
-    return {"status": answer.status, "webhook_id": message_id}
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard(
+                endpoint_secret(key.get_secret_value(), payload.url), message_id, now, body
+            ),
+        }
+        try:
+            answer = await post(
+                payload.url,
+                body,
+                headers,
+                allow=self.allow,
+                timeout=self.settings.callback_timeout,
+                session=self._session,
+                dns_timeout=self.settings.callback_dns_timeout,
+            )
+        except (AddressRefused, DeliveryRejected) as exc:
+            breaker.skip_probe()
+            raise Permanent(str(exc)) from exc
+        except DeliveryFailed as exc:
+            breaker.failed()
+            if exc.retry_after is not None:
+                raise Retry(str(exc), delay=min(exc.retry_after, MAX_RETRY_AFTER_S)) from exc
+            raise
+        breaker.succeeded()
+        return {"status": answer.status, "webhook_id": message_id}

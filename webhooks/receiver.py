@@ -24,7 +24,6 @@ from producers.api import problems
 from producers.api.app import Services
 from producers.api.schemas import Problem
 from producers.auth.rate_limit import RateLimiter, retry_after
-from producers.auth.settings import AuthSettings
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.errors import (
     IdempotencyInFlightError,
@@ -35,7 +34,7 @@ from topology.errors import (
 )
 from topology.limits import excerpt
 from topology.reserved import webhook_producer
-from topology.settings import load_settings
+from topology.settings import AuthSettings
 from webhooks.schemes.base import Delivery
 from webhooks.sources import Source, load_sources
 
@@ -43,11 +42,10 @@ TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's 
 TWIN_POLL_S = 0.02
 
 
-def webhook_router(environ: Mapping[str, str] | None = None) -> APIRouter:
+def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None) -> APIRouter:
     """Return the router of ``POST /webhooks/{source}``; secrets come from ``environ`` (default: the process's)."""
     router = APIRouter(tags=["webhooks"])
     env = os.environ if environ is None else environ
-    auth = load_settings(AuthSettings, env)
     limiter = RateLimiter(auth.webhook_rate_limit, auth.webhook_rate_burst)
 
     @router.post(

@@ -23,12 +23,11 @@ from producers.api.security import SecuredRoute, check_doors, secured
 from producers.api.tracing import TracingMiddleware
 from producers.auth.authenticator import Authenticator, open_authenticator
 from producers.auth.scopes import Scope
-from producers.auth.settings import AuthSettings
 from producers.publisher import ConfirmedPublisher
-from producers.settings import ApiSettings
 from producers.submit import Submitter
 from telemetry import tracing
 from topology.errors import TaskqError
+from topology.settings import ApiSettings, AuthSettings
 
 Ready = Callable[[], Awaitable[None]]
 

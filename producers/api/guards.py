@@ -20,8 +20,8 @@ from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from producers.settings import ApiSettings
 from topology import limits
+from topology.settings import ApiSettings
 
 Limit = Callable[[Scope], int]
 

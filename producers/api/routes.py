@@ -33,7 +33,6 @@ from producers.api.security import SecuredRoute, principal, secured
 from producers.api.streams import pump
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
-from producers.settings import ApiSettings
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import list_visible
 from producers.views import job_view
@@ -45,6 +44,7 @@ from topology.errors import (
     TaskqError,
 )
 from topology.limits import excerpt
+from topology.settings import ApiSettings
 
 
 class StrictJsonRequest(Request):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from jobstore.credentials import CredentialStore
@@ -12,11 +11,9 @@ from producers.auth.api_keys import PREFIX, ApiKeyVerifier
 from producers.auth.bearer_tokens import JwtVerifier
 from producers.auth.principal import Principal
 from producers.auth.rate_limit import RateLimiter
-from producers.auth.settings import AuthSettings
 from producers.auth.signing_keys import JwksKeys, KeySource, StaticKeys
-from producers.settings import SubmitSettings
 from topology.errors import AuthenticationError, RateLimitedError
-from topology.settings import load_settings
+from topology.settings import AuthSettings, Settings
 
 
 class Authenticator:
@@ -108,20 +105,16 @@ def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authen
 
 
 @asynccontextmanager
-async def standalone_authenticator(
-    environ: Mapping[str, str] | None = None,
-) -> AsyncIterator[Authenticator]:
+async def standalone_authenticator(settings: Settings) -> AsyncIterator[Authenticator]:
     """Yield an authenticator with a job store connection of its own (for the autoscaler).
 
     Raises:
         SettingsError: bad ``TASKQ_*`` settings.
         StoreUnavailableError: the job store is down.
     """
-    env = os.environ if environ is None else environ
-    settings = load_settings(AuthSettings, env)
-    store = open_store(load_settings(SubmitSettings, env).store_url)
+    store = open_store(settings.locations.store_url)
     try:
         await store.migrate()
-        yield open_authenticator(store, settings)
+        yield open_authenticator(store, settings.auth)
     finally:
         await store.close()

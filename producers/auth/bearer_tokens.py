@@ -15,11 +15,11 @@ import jwt
 
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
-from producers.auth.settings import AuthSettings
 from producers.auth.signing_keys import KeySource
 from producers.tenancy import Viewer
 from topology.errors import AuthenticationError
 from topology.limits import job_type_problem, tenant_problem
+from topology.settings import AuthSettings
 
 MAX_TOKEN_CHARS = 8192  # real access tokens are a few hundred bytes to a few KiB
 MAX_KID_CHARS = 256

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from consumers.handlers import HandlerRegistry
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
@@ -16,6 +15,7 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.store import InMemoryJobStore
 from topology.apply import apply_topology
 from topology.broker import connect
+from topology.settings import WorkerSettings
 
 
 @pytest.fixture

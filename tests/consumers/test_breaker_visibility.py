@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.model import JobStatus
 from jobstore.sqlite import SqliteJobStore
@@ -25,6 +24,7 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.broker import connect
+from topology.settings import WorkerSettings
 
 pytestmark = pytest.mark.rabbitmq
 runner = CliRunner()

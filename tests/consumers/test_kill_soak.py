@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobstore.model import JobRecord, JobStatus
-from producers.backends import Backends, open_backends
-from producers.publisher import ConfirmedPublisher
+from producers.backends import Backends, confirmed, open_backends
 from producers.submit import JobRequest, Submitted, Submitter
 from tests.helpers import eventually
 from topology.apply import apply_topology
@@ -26,7 +25,7 @@ from topology.broker import connect
 from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings
+from topology.settings import BrokerSettings, load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -203,7 +202,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     # Output to a file, not a pipe nobody reads while the worker runs: a full pipe would stall it.
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "consumers", "soak"],
+            [sys.executable, "-m", "taskctl", "worker", "soak"],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -252,7 +251,7 @@ def env(vhost: BrokerSettings, soak_topology: CompiledTopology, tmp_path: Path) 
 
 @pytest.fixture
 async def backends(env: dict[str, str]) -> AsyncIterator[Backends]:
-    opened = await open_backends(env)
+    opened = await open_backends(load_settings(env))
     try:
         yield opened
     finally:
@@ -260,12 +259,10 @@ async def backends(env: dict[str, str]) -> AsyncIterator[Backends]:
 
 
 async def submit_jobs(backends: Backends, count: int) -> list[str]:
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
+    publisher = await confirmed("test")(backends)
     try:
         submitter = Submitter(
-            backends.topology, publisher, backends.store, backends.blobs, backends.submit
+            backends.topology, publisher, backends.store, backends.blobs, backends.settings.submit
         )
         ids: list[str] = []
         for first in range(0, count, CHUNK):

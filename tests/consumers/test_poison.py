@@ -117,7 +117,7 @@ async def test_a_header_the_broker_refuses_ends_in_the_dlq_within_the_bound(
 
 def start_worker(environ: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "consumers", "mail"],
+        [sys.executable, "-m", "taskctl", "worker", "mail"],
         env={**os.environ, **environ, "TASKQ_POISON_DELIVERIES": "2"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

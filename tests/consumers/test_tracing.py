@@ -134,10 +134,10 @@ async def test_every_job_log_line_is_json_with_the_job_id_and_the_trace_id(
 
     from loguru import logger
 
-    from telemetry.logs import LogSettings, configure_logging
+    from telemetry.logs import configure_logging
 
     stream = io.StringIO()
-    configure_logging(LogSettings(log_format="json", log_level="DEBUG"), stream=stream)
+    configure_logging("DEBUG", "json", stream=stream)
     try:
 
         @rig.registry.handler("mail.logged")
@@ -157,7 +157,7 @@ async def test_every_job_log_line_is_json_with_the_job_id_and_the_trace_id(
         await rig.until(job_id, JobStatus.SUCCEEDED)
         await logger.complete()
     finally:
-        configure_logging(LogSettings(log_format="text", log_level="INFO"))
+        configure_logging("INFO", "text")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # each one is JSON
     job_lines = [line for line in lines if line.get("job_id") == job_id]
     trace_ids = {s.context.trace_id for s in of_job(spans.get_finished_spans(), job_id)}  # type: ignore[union-attr]

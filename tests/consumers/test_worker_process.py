@@ -13,12 +13,12 @@ import pytest
 
 from consumers.handlers import JobContext
 from jobstore.model import JobStatus
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
-from producers.submit import JobRequest, Submitter
+from producers.backends import confirmed, open_backends, open_producer
+from producers.submit import JobRequest
 from tests.consumers.rig import TOPOLOGY, Rig
 from tests.helpers import eventually
 from topology.apply import apply_topology
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -48,22 +48,15 @@ async def env(vhost, tmp_path: Path) -> dict[str, str]:
 
 
 async def submit_all(env: dict[str, str], requests: list[JobRequest]) -> list[str]:
-    backends = await open_backends(env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
+    producer = await open_producer(load_settings(env), confirmed("test"))
     try:
-        submitter = Submitter(
-            backends.topology, publisher, backends.store, backends.blobs, backends.submit
-        )
-        return [(await submitter.submit(r)).job_id for r in requests]
+        return [(await producer.submitter.submit(r)).job_id for r in requests]
     finally:
-        await publisher.close()
-        await backends.close()
+        await producer.close()
 
 
 async def statuses(env: dict[str, str], ids: list[str]) -> list[JobStatus]:
-    backends = await open_backends(env)
+    backends = await open_backends(load_settings(env))
     try:
         return [(await backends.store.get_job(i)).status for i in ids]  # type: ignore[union-attr]
     finally:
@@ -72,7 +65,7 @@ async def statuses(env: dict[str, str], ids: list[str]) -> list[JobStatus]:
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "consumers", "mail"],
+        [sys.executable, "-m", "taskctl", "worker", "mail"],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""The real stack for fuzzing: ``python -m taskctl.serve`` on a vhost of its own, SQLite, local blobs.
+"""The real stack for fuzzing: ``taskctl serve`` on a vhost of its own, SQLite, local blobs.
 
 One process serves every fuzz test of the session; its log is kept so a test can show that
 no request made a traceback, and ``taskctl doctor`` checks store and broker afterwards.
@@ -66,7 +66,7 @@ def _taskctl(
 def served(
     broker_settings: BrokerSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
-    """Run ``python -m taskctl.serve`` on a vhost of its own; yield how to reach and check it."""
+    """Run ``taskctl serve`` on a vhost of its own; yield how to reach and check it."""
     user, password = broker_settings.management_credentials
     vhost = f"taskq-fuzz-{uuid.uuid4().hex[:10]}"
     management = httpx.Client(base_url=broker_settings.management_base, auth=(user, password))
@@ -98,7 +98,7 @@ def served(
         made = orjson.loads(_taskctl(env, "keys", "create", "fuzz", *scopes, "--json").stdout)
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "taskctl.serve"], env=env, stdout=sink, stderr=sink
+                [sys.executable, "-m", "taskctl", "serve"], env=env, stdout=sink, stderr=sink
             )
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, process)
@@ -114,11 +114,11 @@ def served(
 def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # a child process: nothing to await but its port
-        assert process.poll() is None, "taskctl.serve exited early"
+        assert process.poll() is None, "taskctl serve exited early"
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise AssertionError("taskctl.serve did not become ready")
+    raise AssertionError("taskctl serve did not become ready")

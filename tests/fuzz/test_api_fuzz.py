@@ -1,4 +1,4 @@
-"""Schemathesis over the whole OpenAPI document of ``python -m taskctl.serve``, a real process.
+"""Schemathesis over the whole OpenAPI document of ``taskctl serve``, a real process.
 
 Every operation (jobs, batches, admin DLQ routes, the webhook receivers, health and metrics)
 is generated from its schema and sent to the real stack (RabbitMQ, SQLite, local blobs):
@@ -24,11 +24,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from producers.settings import ApiSettings
-from taskctl.serve import assemble
+from taskctl.assembly import api_app
 from tests.credentials import bearer
 from tests.fuzz.conftest import Served
 from topology import limits
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -61,9 +61,9 @@ def _operation_id(document: dict[str, Any], path: str, method: str) -> str:
     return str(document["paths"][path][method]["operationId"])
 
 
-# The document of the app ``taskctl.serve`` assembles (building it opens nothing); the calls
+# The document of the app ``taskctl serve`` assembles (building it opens nothing); the calls
 # go over HTTP to the real process, which serves the same document.
-DOCUMENT = _linked(assemble(ApiSettings()).openapi())
+DOCUMENT = _linked(api_app(load_settings({})).openapi())
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
+from producers.settings import SubmitSettings
 from pydantic import ValidationError
 
 from producers import wire
 from producers.requests import JobSubmission
-from producers.settings import SubmitSettings
 from producers.submit import JobRequest, Submitter
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.publisher import InMemoryPublisher

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from loguru import logger
 
-from telemetry.logs import LogSettings, configure_logging
+from telemetry.logs import configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -44,9 +44,7 @@ Lines = Callable[[], list[dict]]
 def json_lines() -> Lines:
     """Configure JSON logging into a buffer; return a function parsing every line written."""
     stream = io.StringIO()
-    assert (
-        configure_logging(LogSettings(log_format="json", log_level="INFO"), stream=stream) == "json"
-    )
+    assert configure_logging("INFO", "json", stream=stream) == "json"
 
     def parsed() -> list[dict]:
         return [orjson.loads(line) for line in stream.getvalue().splitlines()]

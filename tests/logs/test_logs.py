@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumers.handlers import JobContext
-from telemetry.logs import LogSettings, configure_logging, job_log_context
+from telemetry.logs import configure_logging, job_log_context
 from tests.logs.conftest import Lines, Terminal
 from topology.errors import SettingsError
 from topology.settings import load_settings
@@ -128,7 +128,7 @@ def test_stdlib_and_uvicorn_loggers_land_in_the_one_sink():
     # uvicorn with a log config installs its own handlers: they must not write beside the sink.
     stray = io.StringIO()
     logging.getLogger("uvicorn.error").addHandler(logging.StreamHandler(stray))
-    configure_logging(LogSettings(log_format="json"), stream=(stream := io.StringIO()))
+    configure_logging(shape="json", stream=(stream := io.StringIO()))
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
     logging.getLogger("uvicorn.access").info('%s - "%s %s"', "127.0.0.1", "GET", "/readyz")
     logging.getLogger("some.library").error("went wrong")
@@ -204,15 +204,16 @@ def test_json_by_default_off_a_terminal_text_on_one():
 )
 def test_the_format_can_be_asked_for(environ, fmt, terminal, chosen):
     stream = Terminal() if terminal else io.StringIO()
-    overrides = {} if fmt is None else {"log_format": fmt}
-    settings = load_settings(LogSettings, environ, **overrides)
-    assert configure_logging(settings, stream=stream) == chosen
+    settings = load_settings(environ).log
+    assert (
+        configure_logging(settings.log_level, fmt or settings.log_format, stream=stream) == chosen
+    )
 
 
 def test_the_level_comes_from_the_environment():
     stream = io.StringIO()
     configure_logging(
-        load_settings(LogSettings, {"TASKQ_LOG_LEVEL": "warning"}, log_format="json"), stream=stream
+        load_settings({"TASKQ_LOG_LEVEL": "warning"}).log.log_level, "json", stream=stream
     )
     logger.info("dropped")
     logging.getLogger("aio_pika").info("dropped too")
@@ -230,7 +231,7 @@ def test_the_level_comes_from_the_environment():
 )
 def test_bad_settings_are_named(environ, named):
     with pytest.raises(SettingsError, match=named):
-        load_settings(LogSettings, environ)
+        load_settings(environ)
 
 
 def test_values_orjson_cannot_write_still_make_a_line(json_lines: Lines):

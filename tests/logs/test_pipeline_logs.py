@@ -45,7 +45,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     full.pop("TASKQ_LOG_FORMAT", None)  # the default: JSON, as the output is no terminal
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "consumers", "mail"], env=full, stdout=out, stderr=out
+            [sys.executable, "-m", "taskctl", "worker", "mail"], env=full, stdout=out, stderr=out
         )
 
 

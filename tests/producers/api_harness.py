@@ -9,13 +9,13 @@ import httpx
 from fastapi import FastAPI
 
 from producers.api.app import Services, create_app
-from producers.settings import ApiSettings, SubmitSettings
 from producers.submit import Submitter
 from tests.credentials import bearer, new_key
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.publisher import InMemoryPublisher
 from tests.fakes.store import InMemoryJobStore
 from topology.model import CompiledTopology
+from topology.settings import ApiSettings, SubmitSettings
 
 
 @dataclass

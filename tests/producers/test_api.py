@@ -52,7 +52,7 @@ async def test_submit_answers_202_with_the_job_and_publishes_it(api: Api):
 
 
 async def test_submission_event_is_published_when_enabled(topology):
-    from producers.settings import SubmitSettings
+    from topology.settings import SubmitSettings
 
     harness = make_api(topology, submit=SubmitSettings(submit_events=True))
     async with harness.client:
@@ -367,7 +367,7 @@ async def test_batch_reports_each_job_in_order(api: Api):
 
 
 async def test_batch_over_the_limit_or_empty_is_422(topology):
-    from producers.settings import SubmitSettings
+    from topology.settings import SubmitSettings
 
     harness = make_api(topology, submit=SubmitSettings(batch_max=3))
     async with harness.client:

@@ -11,10 +11,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from producers.settings import SubmitSettings
 from tests.producers.api_harness import make_api
 from topology.compiler import compile_topology
 from topology.loader import load_topology
+from topology.settings import SubmitSettings
 
 harness = make_api(compile_topology(load_topology()), submit=SubmitSettings(claim_check_bytes=1024))
 schema = schemathesis.openapi.from_asgi("/openapi.json", harness.services_app)

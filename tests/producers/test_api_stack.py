@@ -20,8 +20,7 @@ from fastapi import APIRouter
 
 from jobstore.blobs import open_blob_store
 from producers.api.app import create_app
-from producers.api.assembly import build_services
-from producers.settings import ApiSettings
+from taskctl.assembly import api_services
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import bearer, issue_key
@@ -31,6 +30,7 @@ from topology.compiler import compile_topology
 from topology.envelope import decode
 from topology.loader import load_topology
 from topology.routes import next_hop
+from topology.settings import ApiSettings, load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -46,7 +46,9 @@ class Stack:
 async def running(
     env: dict[str, str], settings: ApiSettings | None = None, routers: Sequence[APIRouter] = ()
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(lambda: build_services(env), settings or ApiSettings(), routers=routers)
+    app = create_app(
+        lambda: api_services(load_settings(env)), settings or ApiSettings(), routers=routers
+    )
     async with app.router.lifespan_context(app):
         token = await issue_key(app.state.services.submitter.store)
         transport = httpx.ASGITransport(app=app)
@@ -82,6 +84,9 @@ async def stack(request, applied, tmp_path: Path) -> AsyncIterator[Stack]:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
         }
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # boto3 reads the process's
+            monkeypatch.setenv(name, env[name])
         async with running(env) as client:
             yield Stack(client, env, applied)
 

@@ -10,8 +10,9 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from producers.api.app import create_app
-from producers.api.assembly import build_services
+from taskctl.assembly import api_services
 from tests.credentials import authorize
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -22,7 +23,7 @@ def make_client(applied, tmp_path: Path) -> TestClient:
         "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
     }
-    return TestClient(create_app(lambda: build_services(env)))
+    return TestClient(create_app(lambda: api_services(load_settings(env))))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
-from producers.settings import PublisherSettings
 from tests.broker import channel, depth, next_message
 from tests.fakes.publisher import InMemoryPublisher
 from topology import names
@@ -19,7 +18,7 @@ from topology.apply import apply_topology
 from topology.envelope import Envelope, decode
 from topology.errors import BrokerUnavailableError, ContractError, UnroutableError
 from topology.routes import Route, delay_route
-from topology.settings import load_settings
+from topology.settings import PublisherSettings, load_settings
 from topology.spec import Priority
 
 
@@ -160,9 +159,8 @@ async def test_missing_exchange_is_unroutable_with_a_hint_to_apply(vhost, topolo
 @pytest.mark.rabbitmq
 async def test_unreachable_broker_raises_broker_unavailable(broker_settings, topology):
     nowhere = load_settings(
-        type(broker_settings),
         {"TASKQ_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "TASKQ_CONNECT_TIMEOUT": "2"},
-    )
+    ).broker
     with pytest.raises(
         BrokerUnavailableError, match="cannot connect to RabbitMQ at amqp://guest:\\*\\*\\*@"
     ):
@@ -277,9 +275,8 @@ async def test_pika_missing_exchange_is_unroutable_then_publishes_after_apply(vh
 @pytest.mark.rabbitmq
 async def test_pika_unreachable_broker_raises_broker_unavailable_quickly(broker_settings, topology):
     nowhere = load_settings(
-        type(broker_settings),
         {"TASKQ_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "TASKQ_CONNECT_TIMEOUT": "2"},
-    )
+    ).broker
     started = time.monotonic()
     with pytest.raises(
         BrokerUnavailableError, match="cannot connect to RabbitMQ at amqp://guest:\\*\\*\\*@"

@@ -12,7 +12,6 @@ import pytest
 from jobstore.model import JobStatus, JobStore, NewJob
 from jobstore.sqlite import SqliteJobStore
 from producers.publisher import ConfirmedPublisher
-from producers.settings import SubmitSettings
 from producers.submit import JobRequest, Submitter
 from tests.broker import channel, next_message
 from tests.fakes.blobs import InMemoryBlobStore
@@ -23,7 +22,7 @@ from topology.envelope import Envelope, decode
 from topology.errors import ConfirmTimeoutError, TaskqError, UnroutableError
 from topology.model import CompiledTopology
 from topology.routes import Route
-from topology.settings import BrokerSettings
+from topology.settings import BrokerSettings, SubmitSettings
 
 SETTINGS = SubmitSettings(repair_after=3600)
 

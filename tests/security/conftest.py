@@ -22,12 +22,10 @@ from fastapi import FastAPI
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobRecord, JobStatus, JobStore
 from producers.api.app import Services
-from producers.api.assembly import build_services
 from producers.api.guards import server_config
 from producers.auth.scopes import Scope
-from producers.settings import ApiSettings
 from producers.submit import JobRequest
-from taskctl.serve import assemble
+from taskctl.assembly import api_app, api_services
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import EVERY_SCOPE, bearer, issue_key
@@ -36,7 +34,7 @@ from tests.security.stack import Stack, running, stack_env
 from tests.security.stack import store_url as fresh_store
 from topology.envelope import decode
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings, load_settings
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -148,9 +146,11 @@ def open_door(applied: BrokerSettings, tmp_path: Path, store_url: str) -> Opener
             "TASKQ_WEBHOOK_STANDARD_SECRET": STANDARD_SECRET,
             **(env or {}),
         }
-        services = await build_services(full)
+        loaded = load_settings(full)
+        loaded = loaded.model_copy(update={"api": settings or ApiSettings()})
+        services = await api_services(loaded)
         try:
-            app = assemble(settings or ApiSettings(), services, full)
+            app = api_app(loaded, services, full)
             yield Door(app, services, applied, full)
         finally:
             if services.close is not None:
@@ -176,7 +176,8 @@ def free_port() -> int:
 async def serving(door: Door, settings: ApiSettings) -> AsyncIterator[str]:
     """Serve ``door``'s app with uvicorn as ``taskctl serve`` does; yield its ws:// base URL."""
     port = free_port()
-    config = server_config(door.app, settings.model_copy(update={"port": port}))
+    api = settings.model_copy(update={"port": port})
+    config = server_config(door.app, api)
     config.lifespan = "off"  # the door's services are running already
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

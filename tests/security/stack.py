@@ -6,6 +6,7 @@ on any queue of the vhost, no job in the store.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,11 +18,8 @@ from fastapi import FastAPI
 
 from jobstore.factory import open_store
 from jobstore.model import JobRecord, JobStore
-from producers.api.app import Services, create_app
-from producers.api.assembly import build_services
-from producers.settings import ApiSettings
 from producers.submit import Submitter
-from taskctl import admin_routes
+from taskctl.assembly import api_app
 from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import bearer, issue_key
@@ -29,9 +27,7 @@ from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.model import CompiledTopology
-from topology.settings import BrokerSettings
-from webhooks.callbacks import registration_check
-from webhooks.receiver import webhook_router
+from topology.settings import ApiSettings, BrokerSettings, load_settings
 
 TOPOLOGY = """
 delays: {resolution: 250ms, longest: 1m}
@@ -134,16 +130,9 @@ async def running(env: dict[str, str], broker: BrokerSettings) -> AsyncIterator[
     topology = compile_topology(load_topology(env["TASKQ_TOPOLOGY"]))
     await apply_topology(topology, broker)
 
-    async def services() -> Services:
-        built = await build_services(env)
-        built.submitter.callback_check = registration_check()
-        return built
-
-    app = create_app(
-        services,
-        ApiSettings(max_body_bytes=256 * 1024),
-        routers=[admin_routes.router, webhook_router(env)],
-    )
+    settings = load_settings({**os.environ, **env})  # a test's own TASKQ_CALLBACK_* included
+    api = ApiSettings(max_body_bytes=256 * 1024)
+    app = api_app(settings.model_copy(update={"api": api}), environ=env)
     store = open_store(env["TASKQ_STORE_URL"])
     async with app.router.lifespan_context(app):
         await store.migrate()

@@ -24,7 +24,6 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from producers.auth.settings import AuthSettings
 from tests.security.conftest import Door, Opener, free_port
 from topology.errors import SettingsError
 from topology.settings import load_settings
@@ -377,4 +376,4 @@ async def test_a_configured_pem_key_verifies_and_refuses_hmac_confusion(
 @pytest.mark.parametrize("algorithms", ["none", "HS256", "RS256,HS512", ""])
 def test_settings_refuse_none_and_hmac_algorithms(algorithms: str) -> None:
     with pytest.raises(SettingsError, match="TASKQ_JWT_ALGORITHMS"):
-        load_settings(AuthSettings, {"TASKQ_JWT_ALGORITHMS": algorithms or " , "})
+        load_settings({"TASKQ_JWT_ALGORITHMS": algorithms or " , "})

@@ -15,7 +15,6 @@ import pytest
 
 from tests.security.stack import Stack
 from topology.errors import DeliveryFailed
-from webhooks import callbacks
 from webhooks.outbound.addresses import AllowList
 from webhooks.outbound.client import post
 
@@ -27,7 +26,6 @@ SLOW = "slow.example.test"
 async def silent_dns(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
     """Make lookups of SLOW hang until the test ends; record every lookup of it."""
     monkeypatch.setenv("TASKQ_CALLBACK_DNS_TIMEOUT", "0.3")
-    await callbacks.close()
     loop = asyncio.get_running_loop()
     real, never = loop.getaddrinfo, asyncio.Event()
     asked: list[str] = []
@@ -42,7 +40,6 @@ async def silent_dns(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
     yield asked
     never.set()
-    await callbacks.close()
 
 
 async def test_a_delivery_to_a_silent_resolver_fails_in_time_without_dialling(

@@ -7,6 +7,7 @@ before) is dead-lettered unsent unless the job it names holds that very URL.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,10 +17,9 @@ from aiohttp import web
 
 from consumers.dlq import DeadFilter, listing
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.model import JobStatus
-from producers.backends import open_backends
+from producers.backends import confirmed, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
 from tests.helpers import eventually
@@ -27,8 +27,8 @@ from tests.security.stack import SIGNING_KEY, Stack
 from topology.broker import connect
 from topology.envelope import Envelope
 from topology.names import CALLBACK_JOB_TYPE
-from webhooks import callbacks
-from webhooks.callbacks import endpoint_secret
+from topology.settings import WorkerSettings, load_settings
+from webhooks.callbacks import CallbackDelivery, endpoint_secret
 from webhooks.schemes.standard import StandardVerifier
 
 pytestmark = pytest.mark.rabbitmq
@@ -41,12 +41,9 @@ class Receiver:
 
 
 @pytest.fixture(autouse=True)
-async def callback_settings(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+def callback_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKQ_CALLBACK_SIGNING_KEY", SIGNING_KEY)
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "127.0.0.1")
-    await callbacks.close()  # settings are read once per process: read this test's
-    yield
-    await callbacks.close()
 
 
 async def start_receiver() -> tuple[Receiver, web.AppRunner]:
@@ -81,10 +78,9 @@ async def receivers() -> AsyncIterator[tuple[Receiver, Receiver]]:
 @pytest.fixture
 async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
     """Run the work and callbacks groups' workers on the stack's broker and store."""
-    backends = await open_backends(api_stack.env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
+    settings = load_settings({**os.environ, **api_stack.env})
+    backends = await open_backends(settings)
+    publisher = await confirmed("test")(backends)
     submitter = Submitter(backends.topology, publisher, backends.store, backends.blobs)
     registry = HandlerRegistry()
 
@@ -92,7 +88,8 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
     async def work(payload: object, ctx: JobContext) -> str:
         return "worked"
 
-    registry.handler(CALLBACK_JOB_TYPE)(callbacks.deliver)
+    delivery = CallbackDelivery(settings.callbacks)
+    delivery.register(registry)
     running = []
     for name in ("work", "callbacks"):
         deps = Deps(
@@ -105,7 +102,7 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
             WorkerSettings(grace=5),
             submitter,
         )
-        worker, connection = Worker(deps), await connect(backends.broker, name=f"test {name}")
+        worker, connection = Worker(deps), await connect(settings.broker, name=f"test {name}")
         await worker.start(connection)
         running.append((worker, connection))
     try:
@@ -116,6 +113,7 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
             await connection.close()
         await publisher.close()
         await backends.close()
+        await delivery.close()
 
 
 async def test_a_forged_callback_job_is_dead_lettered_unsent(

@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 from consumers.handlers import HandlerRegistry
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.blobs import open_blob_store
 from jobstore.model import JobStatus
@@ -23,6 +22,7 @@ from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.security.conftest import GITHUB_SECRET, Door
 from topology.broker import connect
+from topology.settings import WorkerSettings
 from webhooks.schemes.github import sign_github
 
 pytestmark = pytest.mark.rabbitmq

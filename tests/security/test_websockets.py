@@ -10,9 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from producers.auth.scopes import Scope
-from producers.settings import ApiSettings
 from tests.helpers import eventually
 from tests.security.conftest import Door, Opener, serving
+from topology.settings import ApiSettings
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -10,18 +10,18 @@ import pytest
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
 from producers.api.app import create_app
-from producers.api.assembly import build_services
 from producers.auth.scopes import Scope
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
-from producers.submit import JobRequest, Submitter
+from producers.backends import confirmed, open_producer
+from producers.submit import JobRequest
 from taskctl import admin_routes
+from taskctl.assembly import api_services
 from tests.broker import channel, depth
 from tests.credentials import bearer, issue_key
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -33,13 +33,8 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
         "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
     }
-    backends = await open_backends(env)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
-    submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
-    )
+    producer = await open_producer(load_settings(env), confirmed("test"))
+    backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
     ids = []
     for i in range(3):
         done = await submitter.submit(JobRequest(type="email", payload={"n": i}))
@@ -61,7 +56,7 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
     async with channel(vhost) as ch:
         await (await ch.get_queue("taskq.email", ensure=False)).purge()
 
-    app = create_app(lambda: build_services(env), routers=[admin_routes.router])
+    app = create_app(lambda: api_services(load_settings(env)), routers=[admin_routes.router])
     async with app.router.lifespan_context(app):
         token = await issue_key(
             app.state.services.submitter.store, scopes=(Scope.ADMIN, Scope.JOBS_READ)

@@ -12,15 +12,15 @@ import pytest
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.signals import SignalReader
 from jobstore.model import JobStatus
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
-from producers.submit import JobRequest, Submitter
+from producers.backends import confirmed, open_producer
+from producers.submit import JobRequest
 from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import Supervisor
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -71,9 +71,8 @@ async def test_a_backlog_grows_the_group_to_max_then_it_drains_and_shrinks_to_mi
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # the worker processes inherit them
-    backends = await open_backends(env)
-    publisher = await ConfirmedPublisher.connect(backends.broker, topology, backends.publisher)
-    submitter = Submitter(topology, publisher, backends.store, backends.blobs, backends.submit)
+    producer = await open_producer(load_settings(env), confirmed("test"))
+    backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
     ids: list[str] = []
     for start in range(0, JOBS, 500):
         done = await submitter.submit_many(

@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
-from producers.backends import open_backends
-from producers.publisher import ConfirmedPublisher
-from producers.submit import JobRequest, Submitter
+from producers.backends import confirmed, open_producer
+from producers.submit import JobRequest
 from taskctl.cli import app
 from tests.broker import channel, depth
 from tests.consumers.test_worker_process import TOPOLOGY_FILE
 from tests.helpers import table_rows
 from topology.apply import apply_topology
 from topology.envelope import Envelope
+from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
 runner = CliRunner()
@@ -46,14 +46,9 @@ async def bury(vhost, tmp_path: Path, topology_file: str, types: list[str]) -> d
     }
     # Jobs that died: submitted (so the store knows them), then dead-lettered as a worker
     # would, and taken off the work queue.
-    backends = await open_backends(values)
+    producer = await open_producer(load_settings(values), confirmed("test"))
+    backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
     await apply_topology(backends.topology, vhost)
-    publisher = await ConfirmedPublisher.connect(
-        backends.broker, backends.topology, backends.publisher
-    )
-    submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, backends.submit
-    )
     for i, job_type in enumerate(types):
         done = await submitter.submit(JobRequest(type=job_type))
         job = await backends.store.get_job(done.job_id)

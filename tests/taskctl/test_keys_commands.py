@@ -16,6 +16,7 @@ from taskctl.admin_key import ensure_admin_key
 from taskctl.cli import app
 from tests.conftest import scratch_database
 from tests.helpers import table_rows
+from topology.settings import AuthSettings
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -98,7 +99,7 @@ async def test_the_admin_key_file_is_made_once_private_and_remade_for_a_new_stor
     store = open_store(store_url)
     await store.migrate()
     try:
-        assert await ensure_admin_key(store, path)
+        assert await ensure_admin_key(store, path, AuthSettings())
         assert path.stat().st_mode & 0o777 == 0o600
         assert path.parent.stat().st_mode & 0o777 == 0o700
         token = path.read_text().strip()
@@ -111,14 +112,14 @@ async def test_the_admin_key_file_is_made_once_private_and_remade_for_a_new_stor
             "admin",
             "metrics:read",
         }
-        assert not await ensure_admin_key(store, path)  # the second start keeps it
+        assert not await ensure_admin_key(store, path, AuthSettings())  # the second start keeps it
         assert path.read_text().strip() == token
     finally:
         await store.close()
     fresh = open_store(f"sqlite:///{tmp_path}/other.sqlite3")
     await fresh.migrate()
     try:
-        assert await ensure_admin_key(fresh, path)  # a store that never saw the key
+        assert await ensure_admin_key(fresh, path, AuthSettings())  # a store that never saw the key
         assert path.read_text().strip() != token
         assert path.stat().st_mode & 0o777 == 0o600
     finally:

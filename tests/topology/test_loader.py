@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from tests.helpers import write_topology
 from topology.errors import TopologyFileError
 from topology.loader import load_topology, parse_topology, topology_path
+from topology.settings import load_settings
 from topology.spec import Jitter, PriorityStrategy, QueueType
 
 
@@ -56,12 +57,10 @@ def test_group_overrides_merge_key_by_key_when_defaults_are_set():
 
 def test_taskq_topology_env_points_at_another_file_when_set(tmp_path: Path):
     path = write_topology(tmp_path, "groups: {x: {jobs: [x]}}")
-    assert topology_path({"TASKQ_TOPOLOGY": str(path)}) == path
-    assert set(load_topology(topology_path({"TASKQ_TOPOLOGY": str(path)})).groups) == {
-        "x",
-        "callbacks",
-    }
-    assert topology_path({}).name == "default.yaml"
+    chosen = load_settings({"TASKQ_TOPOLOGY": str(path)}).locations
+    assert topology_path(chosen) == path
+    assert set(load_topology(topology_path(chosen)).groups) == {"x", "callbacks"}
+    assert topology_path(load_settings({}).locations).name == "default.yaml"
 
 
 def test_missing_file_names_the_file_and_the_env_var(tmp_path: Path):

@@ -2,13 +2,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producers.settings import PublisherSettings
 from topology.errors import SettingsError
-from topology.settings import BrokerSettings, load_settings, mask_url
+from topology.settings import PublisherSettings, load_settings, mask_url
 
 
 def test_defaults_point_at_the_local_broker():
-    settings = load_settings(BrokerSettings, {})
+    settings = load_settings({}).broker
     assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@localhost:5672/"
     assert settings.vhost == "/"
     assert settings.management_base == "http://localhost:15672"
@@ -17,13 +16,12 @@ def test_defaults_point_at_the_local_broker():
 
 def test_env_values_are_read_with_the_taskq_prefix():
     settings = load_settings(
-        BrokerSettings,
         {
             "TASKQ_AMQP_URL": "amqps://app:s3cret@mq.example:5671/prod%2Fjobs",
             "TASKQ_HEARTBEAT": "15",
             "OTHER": "x",
-        },
-    )
+        }
+    ).broker
     assert settings.heartbeat == 15
     assert settings.vhost == "prod/jobs"
     assert settings.management_base == "https://mq.example:15671"
@@ -31,15 +29,13 @@ def test_env_values_are_read_with_the_taskq_prefix():
 
 
 def test_management_url_overrides_host_and_credentials():
-    settings = load_settings(
-        BrokerSettings, {"TASKQ_MANAGEMENT_URL": "http://admin:pw@mgmt:15672/"}
-    )
+    settings = load_settings({"TASKQ_MANAGEMENT_URL": "http://admin:pw@mgmt:15672/"}).broker
     assert settings.management_base == "http://admin:pw@mgmt:15672"
     assert settings.management_credentials == ("admin", "pw")
 
 
 def test_secrets_never_show_in_repr_or_description():
-    settings = load_settings(BrokerSettings, {"TASKQ_AMQP_URL": "amqp://app:hunter2@h/"})
+    settings = load_settings({"TASKQ_AMQP_URL": "amqp://app:hunter2@h/"}).broker
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in settings.describe()
     assert mask_url("amqp://u:p@h:1/v") == "amqp://u:***@h:1/v"
@@ -57,13 +53,13 @@ def test_secrets_never_show_in_repr_or_description():
 )
 def test_bad_values_name_the_variable(env: dict[str, str], expected: str):
     with pytest.raises(SettingsError) as info:
-        load_settings(BrokerSettings, env)
+        load_settings(env)
     assert expected in str(info.value)
     assert "secret" not in str(info.value)
 
 
 def test_with_vhost_quotes_the_name():
-    settings = load_settings(BrokerSettings, {}).with_vhost("a/b")
+    settings = load_settings({}).broker.with_vhost("a/b")
     assert settings.amqp_url.get_secret_value().endswith("/a%2Fb")
     assert settings.vhost == "a/b"
 
@@ -73,7 +69,7 @@ def test_with_vhost_quotes_the_name():
 )
 def test_any_env_strings_give_settings_or_a_settings_error(env: dict[str, str]):
     try:
-        outcome: PublisherSettings | SettingsError = load_settings(PublisherSettings, env)
+        outcome: PublisherSettings | SettingsError = load_settings(env).publisher
     except SettingsError as exc:
         outcome = exc
     if isinstance(outcome, SettingsError):

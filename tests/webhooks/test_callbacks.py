@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 
 from consumers.handlers import HandlerRegistry, JobContext
-from consumers.settings import WorkerSettings
 from consumers.worker import Deps, Worker
 from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
@@ -26,9 +25,9 @@ from topology.broker import connect
 from topology.compiler import compile_topology
 from topology.loader import parse_topology
 from topology.names import CALLBACK_JOB_TYPE
-from topology.settings import BrokerSettings
-from webhooks import callbacks
-from webhooks.callbacks import endpoint_secret
+from topology.settings import BrokerSettings, WorkerSettings, load_settings
+from webhooks.callbacks import CallbackDelivery, endpoint_secret, registration_check
+from webhooks.outbound.addresses import AllowList
 from webhooks.schemes.standard import StandardVerifier
 
 pytestmark = pytest.mark.rabbitmq
@@ -62,6 +61,7 @@ class Pipeline:
     store: InMemoryJobStore
     receiver: Receiver
     broker: BrokerSettings
+    delivery: CallbackDelivery
 
     async def final(self, job_id: str, within: float = 20) -> JobStatus:
         async def ended() -> bool:
@@ -112,7 +112,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def pipeline(vhost, receiver, monkeypatch) -> AsyncIterator[Pipeline]:
     monkeypatch.setenv("TASKQ_CALLBACK_SIGNING_KEY", KEY)
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "127.0.0.1")
-    await callbacks.close()  # settings are read once per process: read this test's
     await apply_topology(TOPOLOGY, vhost)
     store, blobs = InMemoryJobStore(), InMemoryBlobStore()
     publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
@@ -123,7 +122,8 @@ async def pipeline(vhost, receiver, monkeypatch) -> AsyncIterator[Pipeline]:
     async def work(payload: object, ctx: JobContext) -> str:
         return "worked"
 
-    registry.handler(CALLBACK_JOB_TYPE)(callbacks.deliver)
+    delivery = CallbackDelivery(load_settings().callbacks)
+    delivery.register(registry)
     settings = WorkerSettings(grace=5)
     workers, connections = [], []
     for name in ("work", "callbacks"):
@@ -135,14 +135,14 @@ async def pipeline(vhost, receiver, monkeypatch) -> AsyncIterator[Pipeline]:
         workers.append(worker)
         connections.append(connection)
     try:
-        yield Pipeline(submitter, store, receiver, vhost)
+        yield Pipeline(submitter, store, receiver, vhost, delivery)
     finally:
         for worker in workers:
             await worker.stop(grace=2)
         for connection in connections:
             await connection.close()
         await publisher.close()
-        await callbacks.close()
+        await delivery.close()
 
 
 async def test_a_finished_job_gets_one_correctly_signed_callback(pipeline: Pipeline):
@@ -207,8 +207,8 @@ async def test_a_failing_receiver_gets_retries_on_the_backoff_schedule_then_the_
 async def test_ssrf_targets_are_refused_and_dead_lettered_without_a_request(
     pipeline: Pipeline, monkeypatch, target: str
 ):
-    monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "")  # nothing allow-listed: loopback is refused
-    await callbacks.close()
+    pipeline.delivery.allow = AllowList.parse("")  # nothing allow-listed: loopback is refused
+    await pipeline.delivery.close()  # the next delivery opens a session on the new list
     port = pipeline.receiver.url.split(":")[2].split("/")[0]
     job = await pipeline.submitter.submit(
         JobRequest(type="work.x", payload={}, callback_url=target.format(port=port))
@@ -253,7 +253,7 @@ async def test_callback_urls_are_checked_for_ssrf_when_the_job_is_submitted(monk
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "")
     store = InMemoryJobStore()
     submitter = Submitter(TOPOLOGY, InMemoryPublisher(TOPOLOGY), store, InMemoryBlobStore())
-    submitter.callback_check = callbacks.registration_check()
+    submitter.callback_check = registration_check(load_settings().callbacks)
     for url in (
         "http://169.254.169.254/latest",
         "http://127.0.0.1:8080/",
@@ -265,5 +265,5 @@ async def test_callback_urls_are_checked_for_ssrf_when_the_job_is_submitted(monk
         assert refused.value.field == "callback_url"
     assert (await store.list_jobs()).jobs == []
     monkeypatch.setenv("TASKQ_CALLBACK_ALLOW", "127.0.0.1")
-    submitter.callback_check = callbacks.registration_check()
+    submitter.callback_check = registration_check(load_settings().callbacks)
     assert await submitter.submit(JobRequest(type="work.x", callback_url="http://127.0.0.1:8080/"))

@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from jobstore.sqlite import SqliteJobStore
-from producers.settings import ApiSettings
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl
@@ -27,7 +26,7 @@ from tests.producers.test_api_stack import running as running_app
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.loader import load_topology
-from topology.settings import BrokerSettings
+from topology.settings import ApiSettings, BrokerSettings, load_settings
 from webhooks.receiver import webhook_router
 from webhooks.schemes.github import sign_github
 from webhooks.schemes.hmac_header import sign_hmac
@@ -120,8 +119,12 @@ class Hooks:
 
 
 def running(env: dict[str, str]):
-    """Run the app with the webhook router, the way ``taskctl.serve`` assembles it."""
-    return running_app(env, ApiSettings(max_body_bytes=64 * 1024), routers=[webhook_router(env)])
+    """Run the app with the webhook router, the way ``taskctl serve`` assembles it."""
+    return running_app(
+        env,
+        ApiSettings(max_body_bytes=64 * 1024),
+        routers=[webhook_router(load_settings(env).auth, env)],
+    )
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from consumers.autoscaler.signals import SignalReader
 from consumers.autoscaler.status_server import serve_status
 from producers.auth.authenticator import open_authenticator
 from producers.auth.scopes import Scope
-from producers.auth.settings import AuthSettings
 from taskctl.cli import app
 from tests.consumers.autoscaler.fake_management import fake_management, queue_body
 from tests.credentials import bearer, issue_key
@@ -20,6 +19,7 @@ from tests.fakes.store import InMemoryJobStore
 from tests.helpers import table_rows
 from topology.compiler import compile_topology
 from topology.loader import parse_topology
+from topology.settings import AuthSettings
 
 TOPOLOGY = compile_topology(
     parse_topology(

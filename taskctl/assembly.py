@@ -1,0 +1,180 @@
+"""The one assembly: settings → backends → publisher → submitter → the API or a worker.
+
+Every process taskq runs is built here: ``taskctl serve`` (the API, which ``taskctl up``
+starts), ``taskctl worker GROUP`` (one group's worker), and the groups ``taskctl up`` scales.
+The Python clients, which live below this package, open the same ``Backends``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from loguru import logger
+from prometheus_client import REGISTRY
+
+from consumers.handlers import HandlerRegistry, default_registry
+from consumers.metrics_server import serve_metrics
+from consumers.worker import Deps, Worker
+from producers.api.app import Services, create_app
+from producers.api.guards import server_config
+from producers.api.hub import EventHub
+from producers.auth.authenticator import open_authenticator
+from producers.backends import confirmed, open_producer
+from taskctl import admin_routes
+from telemetry import tracing
+from topology import routing
+from topology.broker import connect
+from topology.errors import BrokerUnavailableError, SettingsError
+from topology.model import CompiledTopology
+from topology.settings import Settings
+from webhooks.callbacks import CallbackDelivery, registration_check
+from webhooks.receiver import webhook_router
+
+
+async def api_services(settings: Settings) -> Services:
+    """Connect to the broker, open the stores and start the repair sweep: what the API serves with.
+
+    Raises:
+        SettingsError, TopologyFileError: bad configuration (the process should not start).
+        BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
+    """
+    stack = contextlib.AsyncExitStack()
+    try:
+        producer = await open_producer(settings, confirmed("taskq api"))
+        stack.push_async_callback(producer.close)
+        publisher, submitter = producer.publisher, producer.submitter
+        submitter.callback_check = registration_check(settings.callbacks)
+        authenticator = open_authenticator(submitter.store, settings.auth)
+        # Jobs whose submitter stopped between storing and the confirm are published again here.
+        repairs = asyncio.create_task(submitter.keep_repairing())
+        stack.push_async_callback(_cancelled, repairs)
+        hub = EventHub()
+        await hub.attach(publisher.connection, submitter.topology)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def ready() -> None:
+        if not publisher.connected:
+            raise BrokerUnavailableError("the connection to RabbitMQ is down (reconnecting)")
+
+    return Services(submitter, hub, ready, stack.aclose, publisher, authenticator)
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def api_app(
+    settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
+) -> FastAPI:
+    """Return the whole API: jobs, ``/admin/dlq`` and ``/webhooks/{source}``, every door checked.
+
+    ``services`` are built when the app starts unless given; webhook secrets come from
+    ``environ`` (default: the process's), under the names the topology gives them.
+    """
+    if services is not None:
+        services.submitter.callback_check = registration_check(settings.callbacks)
+    routers = [admin_routes.router, webhook_router(settings.auth, environ)]
+    return create_app(services or (lambda: api_services(settings)), settings.api, routers=routers)
+
+
+def serve_api(settings: Settings) -> int:
+    """Serve the API until SIGINT or SIGTERM; return 0."""
+    tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
+    uvicorn.Server(server_config(api_app(settings), settings.api)).run()
+    return 0
+
+
+def handlers(settings: Settings, callbacks: CallbackDelivery) -> HandlerRegistry:
+    """Return the handlers of the modules the settings name, plus the built-in callback delivery.
+
+    Raises:
+        SettingsError: a module cannot be imported; the message names TASKQ_HANDLERS.
+    """
+    for name in (m.strip() for m in settings.worker.handlers.split(",") if m.strip()):
+        try:
+            importlib.import_module(name)  # its @handler calls fill the default registry
+        except ImportError as exc:
+            raise SettingsError(f"TASKQ_HANDLERS: cannot import {name!r}: {exc}") from exc
+    registry = default_registry.copy()
+    callbacks.register(registry)
+    return registry
+
+
+def handled_groups(topology: CompiledTopology, settings: Settings) -> list[str]:
+    """Return the groups that get workers: those whose job types some handler takes."""
+    job_types = handlers(settings, CallbackDelivery(settings.callbacks)).job_types
+    return [
+        group.name
+        for group in topology.groups
+        if any(routing.overlap(h, p) is not None for h in job_types for p in group.spec.jobs)
+    ]
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` to completion on uvloop where it is installed (the faster loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # Windows, or an install without it: asyncio's own loop works too
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+async def run_worker(group_name: str, settings: Settings) -> int:
+    """Run ``group_name``'s worker until SIGTERM or SIGINT; return 0 after a clean drain."""
+    tracing.configure_tracing(f"taskq-worker-{group_name}")  # only when OTEL_* variables ask
+    callbacks = CallbackDelivery(settings.callbacks)
+    registry = handlers(settings, callbacks)
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        stack.push_async_callback(callbacks.close)
+        name = f"taskq worker {group_name}"
+        producer = await open_producer(settings, confirmed(f"{name} (publish)"))
+        stack.push_async_callback(producer.close)
+        backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
+        try:
+            group = backends.topology.group(group_name)
+        except KeyError as exc:
+            known = ", ".join(g.name for g in backends.topology.groups)
+            raise SettingsError(
+                f"no group {group_name!r} in the topology; groups: {known}"
+            ) from exc
+        connection = await connect(settings.broker, name=name)
+        stack.push_async_callback(connection.close)
+        if settings.worker.worker_metrics_port:
+            # Every interface (a pod's address), so a credential with metrics:read is needed.
+            authenticator = open_authenticator(submitter.store, settings.auth)
+            port = settings.worker.worker_metrics_port
+            metrics = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
+            stack.push_async_callback(metrics.cleanup)
+        deps = Deps(
+            backends.topology,
+            group,
+            registry,
+            backends.store,
+            backends.blobs,
+            publisher,
+            settings.worker,
+            submitter,
+        )
+        worker = Worker(deps)
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        await worker.start(connection)
+        logger.info("worker for group {} consuming {}", group_name, ", ".join(group.queue_names))
+        await stopping.wait()
+        logger.info("worker for group {} draining (grace {}s)", group_name, settings.worker.grace)
+        clean = await worker.stop()
+    return 0 if clean else 1
