@@ -15,7 +15,6 @@ from typing import Any
 
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
-from producers.settings import SubmitSettings
 from pydantic import ValidationError
 
 from producers import wire
@@ -29,6 +28,7 @@ from topology.compiler import compile_topology
 from topology.envelope import Envelope, decode
 from topology.errors import JobRejectedError, TaskqError
 from topology.loader import parse_topology
+from topology.settings import SubmitSettings
 from topology.webhook_spec import WebhookSourceSpec
 
 TOPOLOGY = compile_topology(parse_topology("groups:\n  all: {jobs: ['job.#']}\n"))
