@@ -79,8 +79,8 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_after_the_fuzz_run_nothing_was_logged_and_store_and_broker_agree(served: Served) -> None:
-    # TASKQ_HOSTILE_REQUESTS=10000 makes this the long run of docs/reliability.md.
-    count = int(os.environ.get("TASKQ_HOSTILE_REQUESTS", "100"))
+    # HOSTILE_REQUESTS=10000 makes this the long run of docs/reliability.md.
+    count = int(os.environ.get("HOSTILE_REQUESTS", "100"))
     asyncio.run(_send_all(served, seed=15, count=min(count, 300)))  # warm: caches, pools
     start = _rss_kib(served.pid)
     asyncio.run(_send_all(served, seed=16, count=count))
