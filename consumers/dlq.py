@@ -24,8 +24,9 @@ from consumers.dispatch import ERROR_HEADER, MAX_ERROR_CHARS, REASON_HEADER, ROU
 from jobstore.model import JobStatus, JobStore
 from producers.publisher import Publisher
 from telemetry import tracing
+from topology.broker import CONNECT_ERRORS
 from topology.envelope import Envelope, decode
-from topology.errors import ContractError
+from topology.errors import BrokerUnavailableError, ContractError
 from topology.model import CompiledGroup, CompiledTopology
 from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
@@ -265,7 +266,11 @@ async def _run(
     progress: Progress = lambda done, total: None,
 ) -> _Pass:
     """Run one pass: fetch a page, let ``decide`` say each message's fate, settle it; repeat."""
-    channel = await connection.channel(publisher_confirms=True)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+    except (*CONNECT_ERRORS, RuntimeError) as exc:
+        # aio-pika raises RuntimeError for a connection that is closed or reconnecting.
+        raise BrokerUnavailableError("RabbitMQ is not reachable right now") from exc
     try:
         queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
         run = _Pass(channel, queue, group, cursor or new_cursor(), page)

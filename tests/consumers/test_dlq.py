@@ -11,6 +11,7 @@ from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
 from tests.consumers.rig import TOPOLOGY, Rig
 from topology.broker import connect
+from topology.errors import BrokerUnavailableError
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -97,3 +98,10 @@ async def test_purge_deletes_the_chosen_dead_letters_only(rig: Rig):
     assert young.matched == 0
     assert (outcome.matched, outcome.kept) == (1, 2)
     assert sorted(letter.job_id for letter in left) == sorted(ids[:2])
+
+
+async def test_a_dead_connection_is_broker_unavailable_not_a_crash(rig: Rig):
+    connection = await connect(rig.settings, name="dlq test")
+    await connection.close()
+    with pytest.raises(BrokerUnavailableError):
+        await listing(connection, TOPOLOGY.group("mail"), DeadFilter())
