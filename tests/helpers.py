@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import textwrap
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import httpx
 
 MINIMAL = """
 groups:
@@ -59,3 +63,17 @@ def table_rows(output: str) -> list[dict[str, str]]:
             for name, cell in zip(names, cells, strict=True):
                 rows[-1][name] += cell
     return rows
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], within: float = 30) -> None:
+    """Wait until the API at ``base`` answers ``/readyz``; fail if ``process`` exits first."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:  # a child process: nothing to await but its port
+        assert process.poll() is None, f"{process.args} exited early"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the API did not become ready")

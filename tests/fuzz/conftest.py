@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.helpers import wait_healthy
 from tests.security.conftest import GITHUB_SECRET, STANDARD_SECRET, free_port
 from topology.settings import BrokerSettings
 
@@ -101,7 +101,7 @@ def served(
                 [sys.executable, "-m", "taskctl", "serve"], env=env, stdout=sink, stderr=sink
             )
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, process)
+        wait_healthy(base, process, within=60)
         yield Served(base, made["key"], env, process.pid, log)
     finally:
         if process is not None:
@@ -109,16 +109,3 @@ def served(
             process.wait(timeout=30)
         management.delete(f"/api/vhosts/{vhost}")
         management.close()
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a child process: nothing to await but its port
-        assert process.poll() is None, "taskctl serve exited early"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("taskctl serve did not become ready")

@@ -19,8 +19,8 @@ from jobstore.model import JobStatus
 from producers.submit import JobRequest
 from tests.consumers.rig import TOPOLOGY
 from tests.consumers.test_worker_process import TOPOLOGY_FILE, statuses, submit_all
-from tests.helpers import eventually
-from tests.taskctl.test_up import free_port, wait_healthy
+from tests.helpers import eventually, wait_healthy
+from tests.taskctl.test_up import free_port
 from topology.apply import apply_topology
 
 pytestmark = pytest.mark.rabbitmq

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import wait_healthy
+
 pytestmark = pytest.mark.rabbitmq
 ROOT = Path(__file__).parents[2]
 
@@ -18,19 +20,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_healthy(base: str, process: subprocess.Popen, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:  # a child process: nothing to await but its port
-        assert process.poll() is None, "taskctl up exited early"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the API did not become ready")
 
 
 def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
