@@ -1,6 +1,7 @@
 """The worker: consumes a group's queues and carries out what ``decide`` says, a window at a time.
 
-Deliveries come straight off the aiormq channel (no per-message aio-pika object). One loop,
+Deliveries come straight off the connection's bytes (``DeliveryTap``: no aiormq message, no
+task per delivery). One loop,
 the executor, takes every delivery in hand and every outcome of a finished run (never waiting
 for more to come) and pays for them together: the hops they call for in one window of
 confirmed publishes, their run ends and starts in ONE store transaction, their status events
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +43,7 @@ from consumers.dispatch import (
     Succeeded,
     decide,
 )
+from consumers.frame_tap import DeliveryTap, Properties
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
 from consumers.retry import attempts_allowed
@@ -59,10 +62,11 @@ from producers.publisher import Publisher
 from producers.submit import Submitter
 from telemetry import tracing
 from telemetry.logs import bind_job
+from topology.broker import connect
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.model import CompiledGroup, CompiledTopology
-from topology.settings import WorkerSettings
+from topology.settings import BrokerSettings, WorkerSettings
 
 Clock = Callable[[], datetime]
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
@@ -97,7 +101,7 @@ class Delivery:
     channel: AbstractChannel
     tag: int
     body: bytes
-    headers: Mapping[str, Any] | None
+    properties: Properties
     envelope: Envelope | None = None
     handler: Handler | None = None
     start: RunStarted | None = None
@@ -140,6 +144,8 @@ class Worker:
         self._executor: asyncio.Task[None] | None = None
         self._taking = True
         self._acks = Acks()
+        self._connection: AbstractRobustConnection | None = None
+        self._tap = DeliveryTap()
         self._channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractChannel, str]] = []
         # Running events wait ``running_event_delay``: dropped if the outcome comes first.
@@ -155,13 +161,21 @@ class Worker:
             on_change=self.breaker_report.changed,
         )
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
-        """Start consuming every work queue of the group (most urgent lane first)."""
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
-        self._channel = channel
-        self._executor = asyncio.get_running_loop().create_task(self._execute())
-        await self._consume()
+    async def start(self, broker: BrokerSettings) -> None:
+        """Open the worker's own connection and consume every work queue of the group (most urgent lane first)."""
+        group = self._deps.group.name
+        connection = self._connection = await connect(
+            broker, name=f"taskq worker {group}", transport=self._tap
+        )
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
+            self._channel = channel
+            self._executor = asyncio.get_running_loop().create_task(self._execute())
+            await self._consume()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
         # A reopened channel (after a reconnect) keeps its QoS; its consumers are ours to renew.
         channel.reopen_callbacks.add(self._consume_again)
 
@@ -177,8 +191,11 @@ class Worker:
                 raise TopologyError(
                     f"queue {name} does not exist; run `taskctl topology apply` first"
                 ) from exc
-            ok = await underlay.basic_consume(name, self._on_delivery, no_ack=False)
-            self._consumers.append((underlay, str(ok.consumer_tag)))
+            # Routed before the broker hears of the consumer: its first delivery may come next.
+            tag = f"taskq.{self._deps.group.name}.{uuid.uuid4().hex}"
+            self._tap.route(underlay, tag, self._on_delivery)
+            await underlay.basic_consume(name, self._untapped, no_ack=False, consumer_tag=tag)
+            self._consumers.append((underlay, tag))
 
     async def _consume_again(self, *_: object) -> None:
         if self._taking:
@@ -208,6 +225,11 @@ class Worker:
             await asyncio.sleep(0)
             await self._idle()
         clean = not self._running and not self._done
+        await self._release()
+        return clean
+
+    async def _release(self) -> None:
+        """Stop the executor and the timers, and close the connection (unsettled deliveries go back)."""
         if self._executor is not None:
             self._executor.cancel()
             await asyncio.gather(self._executor, return_exceptions=True)
@@ -217,7 +239,8 @@ class Worker:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        return clean
+        if self._connection is not None:
+            await self._connection.close()
 
     async def _idle(self) -> None:
         """Return once the executor has carried out everything queued for it."""
@@ -226,16 +249,21 @@ class Worker:
                 return
             await asyncio.sleep(0.001)
 
-    async def _on_delivery(self, message: DeliveredMessage) -> None:
-        frame = message.delivery
-        if not isinstance(frame, aiormq.spec.Basic.Deliver) or frame.delivery_tag is None:
-            return  # cannot happen on a consumer with manual acks
-        tag = frame.delivery_tag
-        self._acks.received(message.channel, tag)
-        self._inbox.append(
-            Delivery(message.channel, tag, message.body, message.header.properties.headers)
-        )
+    def _on_delivery(
+        self, channel: AbstractChannel, tag: int, properties: Properties, body: bytes
+    ) -> None:
+        self._acks.received(channel, tag)
+        self._inbox.append(Delivery(channel, tag, body, properties))
         self._wake.set()
+
+    async def _untapped(self, message: DeliveredMessage) -> None:
+        """Close the channel of a delivery the tap did not take (it cannot happen).
+
+        A later ``multiple`` ack would settle it unseen; closed, the channel gives back all it
+        had in flight, and the robust channel opens again.
+        """
+        logger.error("a delivery bypassed the worker's tap; closing its channel")
+        await message.channel.close(RuntimeError("delivery not tapped"))
 
     async def _execute(self) -> None:
         """Carry out one window at a time, each with whatever is in hand (the executor)."""
@@ -683,7 +711,7 @@ class Worker:
         with tracing.span(
             f"{envelope.type} process",
             kind=SpanKind.CONSUMER,
-            parent_headers=delivery.headers or {},
+            parent_headers=delivery.properties.headers or {},
             attributes=attributes,
         ):
             yield

@@ -30,7 +30,6 @@ from producers.backends import confirmed, open_producer
 from taskctl import admin_routes
 from telemetry import tracing
 from topology import routing
-from topology.broker import connect
 from topology.errors import BrokerUnavailableError, SettingsError
 from topology.model import CompiledTopology
 from topology.settings import Settings
@@ -150,8 +149,6 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             raise SettingsError(
                 f"no group {group_name!r} in the topology; groups: {known}"
             ) from exc
-        connection = await connect(settings.broker, name=name)
-        stack.push_async_callback(connection.close)
         if settings.worker.worker_metrics_port:
             # Every interface (a pod's address), so a credential with metrics:read is needed.
             authenticator = open_authenticator(submitter.store, settings.auth)
@@ -172,7 +169,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
-        await worker.start(connection)
+        await worker.start(settings.broker)
         logger.info("worker for group {} consuming {}", group_name, ", ".join(group.queue_names))
         await stopping.wait()
         logger.info("worker for group {} draining (grace {}s)", group_name, settings.worker.grace)

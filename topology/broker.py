@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.connection import make_url
+from aiormq.connection import TransportFactory
 
 from topology.errors import BrokerUnavailableError
 from topology.settings import BrokerSettings, mask_url
@@ -38,16 +40,23 @@ class ServerInfo:
             return (0, 0)
 
 
-async def connect(settings: BrokerSettings, *, name: str) -> AbstractRobustConnection:
-    """Open a robust connection that reconnects and restores channels and consumers."""
+async def connect(
+    settings: BrokerSettings, *, name: str, transport: TransportFactory | None = None
+) -> AbstractRobustConnection:
+    """Open a robust connection that reconnects and restores channels and consumers.
+
+    ``transport`` opens its sockets (the first and each reconnect's); aiormq's own by default.
+    """
     url = settings.amqp_url.get_secret_value()
+    connection = aio_pika.RobustConnection(
+        make_url(url, heartbeat=settings.heartbeat), client_properties={"connection_name": name}
+    )
+    if transport is not None:
+        # aio-pika hands aiormq only the parameters it knows of; aiormq takes this one.
+        connection.kwargs["transport_factory"] = transport
     try:
-        return await aio_pika.connect_robust(
-            url,
-            heartbeat=settings.heartbeat,
-            timeout=settings.connect_timeout,
-            client_properties={"connection_name": name},
-        )
+        await connection.connect(timeout=settings.connect_timeout)
+        return connection
     except CONNECT_ERRORS as exc:
         raise BrokerUnavailableError(
             f"cannot connect to RabbitMQ at {mask_url(url)}: {exc or type(exc).__name__}; "

@@ -14,7 +14,6 @@ from tests.consumers.rig import TOPOLOGY, Rig
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.store import InMemoryJobStore
 from topology.apply import apply_topology
-from topology.broker import connect
 from topology.settings import WorkerSettings
 
 
@@ -26,7 +25,6 @@ async def rig(vhost) -> AsyncIterator[Rig]:
     registry = HandlerRegistry()
     runs: list[str] = []
     publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
-    connection = await connect(vhost, name="test worker")
     deps = Deps(
         TOPOLOGY,
         TOPOLOGY.group("mail"),
@@ -37,7 +35,7 @@ async def rig(vhost) -> AsyncIterator[Rig]:
         WorkerSettings(grace=5, poison_deliveries=3, breaker_threshold=2, breaker_cooldown=1),
     )
     worker = Worker(deps)
-    await worker.start(connection)
+    await worker.start(vhost)
     try:
         yield Rig(
             Submitter(TOPOLOGY, publisher, store, blobs),
@@ -50,5 +48,4 @@ async def rig(vhost) -> AsyncIterator[Rig]:
         )
     finally:
         await worker.stop(grace=2)
-        await connection.close()
         await publisher.close()

@@ -23,7 +23,6 @@ from tests.consumers.test_worker_process import TOPOLOGY_FILE
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.helpers import eventually
 from topology.apply import apply_topology
-from topology.broker import connect
 from topology.settings import WorkerSettings
 
 pytestmark = pytest.mark.rabbitmq
@@ -46,17 +45,15 @@ async def sqlite_rig(vhost, tmp_path: Path) -> AsyncIterator[tuple[Rig, dict[str
     blobs = InMemoryBlobStore()
     registry = HandlerRegistry()
     publisher = await ConfirmedPublisher.connect(vhost, TOPOLOGY)
-    connection = await connect(vhost, name="test worker")
     settings = WorkerSettings(grace=5, breaker_threshold=2, breaker_cooldown=1)
     deps = Deps(TOPOLOGY, TOPOLOGY.group("mail"), registry, store, blobs, publisher, settings)
     worker = Worker(deps)
-    await worker.start(connection)
+    await worker.start(vhost)
     submitter = Submitter(TOPOLOGY, publisher, store, blobs)
     try:
         yield Rig(submitter, store, registry, publisher, worker, vhost, []), env
     finally:
         await worker.stop(grace=2)
-        await connection.close()
         await publisher.close()
         await store.close()
 

@@ -102,15 +102,14 @@ async def workers(api_stack: Stack) -> AsyncIterator[ConfirmedPublisher]:
             WorkerSettings(grace=5),
             submitter,
         )
-        worker, connection = Worker(deps), await connect(settings.broker, name=f"test {name}")
-        await worker.start(connection)
-        running.append((worker, connection))
+        worker = Worker(deps)
+        await worker.start(settings.broker)
+        running.append(worker)
     try:
         yield publisher
     finally:
-        for worker, connection in running:
+        for worker in running:
             await worker.stop(grace=2)
-            await connection.close()
         await publisher.close()
         await backends.close()
         await delivery.close()

@@ -21,7 +21,6 @@ from producers.submit import JobRequest
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.security.conftest import GITHUB_SECRET, Door
-from topology.broker import connect
 from topology.settings import WorkerSettings
 from webhooks.schemes.github import sign_github
 
@@ -83,13 +82,11 @@ async def email_worker(door: Door) -> AsyncIterator[list[str]]:
         submitter=door.services.submitter,
     )
     worker = Worker(deps)
-    connection = await connect(door.broker, name="key spaces worker")
-    await worker.start(connection)
+    await worker.start(door.broker)
     try:
         yield runs
     finally:
         await worker.stop(grace=2)
-        await connection.close()
         await blobs.close()
 
 

@@ -21,7 +21,6 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.store import InMemoryJobStore
 from tests.helpers import eventually
 from topology.apply import apply_topology
-from topology.broker import connect
 from topology.compiler import compile_topology
 from topology.loader import parse_topology
 from topology.names import CALLBACK_JOB_TYPE
@@ -125,22 +124,19 @@ async def pipeline(vhost, receiver, monkeypatch) -> AsyncIterator[Pipeline]:
     delivery = CallbackDelivery(load_settings().callbacks)
     delivery.register(registry)
     settings = WorkerSettings(grace=5)
-    workers, connections = [], []
+    workers = []
     for name in ("work", "callbacks"):
         deps = Deps(
             TOPOLOGY, TOPOLOGY.group(name), registry, store, blobs, publisher, settings, submitter
         )
-        worker, connection = Worker(deps), await connect(vhost, name=f"test {name}")
-        await worker.start(connection)
+        worker = Worker(deps)
+        await worker.start(vhost)
         workers.append(worker)
-        connections.append(connection)
     try:
         yield Pipeline(submitter, store, receiver, vhost, delivery)
     finally:
         for worker in workers:
             await worker.stop(grace=2)
-        for connection in connections:
-            await connection.close()
         await publisher.close()
         await delivery.close()
 
