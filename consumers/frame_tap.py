@@ -27,6 +27,7 @@ _TAG = struct.Struct(">QB")  # delivery tag, redelivered
 _SIZE = struct.Struct(">Q")  # a content header's body size, after class id and weight
 _DELIVER = b"\x00\x3c\x00\x3c"  # Basic.Deliver: class 60, method 60
 _METHOD, _HEADER, _BODY, _BEAT = 1, 2, 3, 8
+_KINDS = frozenset((_METHOD, _HEADER, _BODY, _BEAT))
 _FRAME_END = 0xCE
 # aiormq drops a connection it has heard nothing from for three heartbeat intervals; while the
 # tap takes every frame, a heartbeat frame (which aiormq ignores) tells it the peer is alive.
@@ -123,13 +124,13 @@ class _Tap(asyncio.Protocol):
         while size - position >= 8:
             kind, channel, length = _HEAD.unpack_from(buffer, position)
             end = position + 7 + length
-            if end >= size:
-                break
-            if buffer[end] != _FRAME_END or kind not in (_METHOD, _HEADER, _BODY, _BEAT):
+            if kind not in _KINDS or (end < size and buffer[end] != _FRAME_END):
                 # Not a frame (a refused protocol header, or garbage): aiormq reports it.
                 self._framed = False
                 passed.append(buffer[position:])
                 position = size
+                break
+            if end >= size:
                 break
             route = routes.get(channel)
             if route is None or not route.take(kind, buffer, position + 7, end):
