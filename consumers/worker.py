@@ -13,10 +13,11 @@ row, so a redelivered job whose run finished is acked without running again.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -581,11 +582,19 @@ class Worker:
         handler = delivery.handler
         limit = (handler.timeout if handler is not None else None) or self._limit
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._run(delivery, now, limit))
+        deadline = loop.time() + limit
+        # The run's first step happens here, in a context of its own (its log fields, its
+        # span): a handler that never waits ends within it, without a task of its own.
+        run = self._run(delivery, now, limit)
+        context = contextvars.copy_context()
+        try:
+            waiting = context.run(run.send, None)
+        except StopIteration:
+            return
+        task = loop.create_task(_resume(run, waiting), context=context)
         self._running.add(task)
         task.add_done_callback(self._finished)
         # One timer for every run (not one each): it fires at the earliest deadline.
-        deadline = loop.time() + limit
         self._deadlines[task] = deadline
         if self._watch is None or deadline < self._watch.when():
             if self._watch is not None:
@@ -756,6 +765,23 @@ class Worker:
         if self._due_timer is not None:
             self._due_timer.cancel()
             self._due_timer = None
+
+
+def _resume(run: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """Carry ``run`` on as a task's body from where its first step left it (waiting on ``waiting``)."""
+    while True:
+        try:
+            try:
+                sent = yield waiting
+            except GeneratorExit:
+                run.close()
+                raise
+            except BaseException as exc:  # thrown in by the task: a cancellation
+                waiting = run.throw(exc)
+            else:
+                waiting = run.send(sent)
+        except StopIteration:
+            return
 
 
 def _log(action: Action) -> None:
