@@ -57,7 +57,6 @@ Db = sqlite3.Connection
 _UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 _FOREIGN = (sqlite3.Error, OSError, orjson.JSONEncodeError, orjson.JSONDecodeError)
 _PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
-INLINE_WINDOW = 4  # run windows of at most this many ends and starts are written inline
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -255,17 +254,14 @@ class SqliteJobStore(SharedSql):
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
         """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction.
 
-        A small window (an idle worker's) is written inline when the lock is free: no trip to
-        the thread, so a lone job starts sooner. A larger one goes to the thread: while it
-        commits, the loop reads the next deliveries, and the next window carries more of them.
+        Written inline when SQLite's lock is free: the trip to the thread (its wakeup, the GIL
+        handed back and forth) cost a window more than its commit, large or small.
         """
 
         def work(db: Db) -> tuple[list[RunJob | None], list[RunStarted]]:
             return sqlite_runs.run_window(db, ends, starts)
 
-        if len(ends) + len(starts) <= INLINE_WINDOW:
-            return await self._write(work)
-        return await self._run(work, write=True)
+        return await self._write(work)
 
     async def _write(self, work: Callable[[Db], T]) -> T:
         """Run a small write transaction inline when SQLite's lock is free, else on the thread."""
