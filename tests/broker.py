@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from topology.management import ManagementClient
 from topology.settings import BrokerSettings
 
 
@@ -45,3 +46,16 @@ async def next_message(
             return await got.get()
     finally:
         await q.cancel(tag)
+
+
+async def wait_for_connection(
+    management: ManagementClient, vhost: str, name: str, besides: str = ""
+) -> str:
+    """Return the broker's name of the connection called ``name`` (other than ``besides``)."""
+    async with asyncio.timeout(15):
+        while True:  # the connection list has no event to await
+            for conn in await management.connections(vhost):
+                named = conn.get("client_properties", {}).get("connection_name") == name
+                if named and conn["name"] != besides:
+                    return str(conn["name"])
+            await asyncio.sleep(0.2)

@@ -12,7 +12,7 @@ from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
 from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
 from producers.tenancy import Viewer
-from tests.broker import channel, next_message
+from tests.broker import channel, next_message, wait_for_connection
 from tests.consumers.rig import TOPOLOGY, Rig
 from tests.helpers import eventually
 from topology.envelope import Envelope, decode
@@ -268,3 +268,22 @@ async def test_a_run_past_its_timeout_is_a_retryable_failure_and_others_run_on(r
     job = await rig.store.get_job(slow_id)
     assert job is not None
     assert job.last_error == "TimeoutError: the handler ran past its 0.2s timeout"
+
+
+async def test_the_worker_consumes_again_after_the_broker_drops_its_connection(
+    rig: Rig, management
+):
+    @rig.registry.handler("mail.send")
+    async def send(payload: dict, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+
+    first_job = await rig.submit("mail.send", {"to": "a@example.com"})
+    await rig.until(first_job, JobStatus.SUCCEEDED)
+    name = "taskq worker mail"
+    first = await wait_for_connection(management, rig.settings.vhost, name)
+    await management.close_connection(first, reason="test: cut the link")
+    await wait_for_connection(management, rig.settings.vhost, name, besides=first)
+    # The new connection's tap routes the consumer the worker starts on it.
+    second_job = await rig.submit("mail.send", {"to": "b@example.com"})
+    await rig.until(second_job, JobStatus.SUCCEEDED, within=30)
+    assert rig.runs == [first_job, second_job]

@@ -11,7 +11,7 @@ import pytest
 
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
-from tests.broker import channel, depth, next_message
+from tests.broker import channel, depth, next_message, wait_for_connection
 from tests.fakes.publisher import InMemoryPublisher
 from topology import names
 from topology.apply import apply_topology
@@ -174,16 +174,6 @@ async def test_publish_after_close_raises_broker_unavailable(applied, topology):
     assert not publisher.connected
     with pytest.raises(BrokerUnavailableError):
         await publisher.publish(Envelope.new("email"))
-
-
-async def wait_for_connection(management, vhost: str, name: str, besides: str = "") -> str:
-    async with asyncio.timeout(15):
-        while True:  # the connection list has no event to await
-            for conn in await management.connections(vhost):
-                named = conn.get("client_properties", {}).get("connection_name") == name
-                if named and conn["name"] != besides:
-                    return conn["name"]
-            await asyncio.sleep(0.2)
 
 
 @pytest.mark.rabbitmq
