@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pamqp.frame
+import pytest
+import uvloop
+from aiormq.connection import SSLCerts, SSLContextProvider
 from pamqp import commands, header
 from pamqp.body import ContentBody
 from pamqp.heartbeat import Heartbeat
+from yarl import URL
 
 from consumers.frame_tap import DeliveryTap, Properties, _Route, _Tap
+from tests.consumers.autoscaler.certs import make_certs
 
 CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
 
@@ -136,6 +142,44 @@ async def test_a_channel_opened_again_under_its_number_gets_a_route_of_its_own()
     tap.route(replaced, "again", lambda *_: None)  # type: ignore[arg-type]
     assert tap._routes[1].channel is replaced
     assert tap._routes[1].sinks.keys() == {b"again"}
+
+
+async def _over_tls(tmp_path: Path) -> tuple[list[bytes], bytes]:
+    """Serve a delivery and an ack over TLS to a tapped transport; return what each side got."""
+    certs = make_certs()
+    (tmp_path / "server.pem").write_bytes(certs.server.cert + certs.server.key)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(tmp_path / "server.pem")
+    ack = pamqp.frame.marshal(commands.Basic.Ack(7), 1)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(1)  # as a broker, it speaks once the client has
+        writer.write(deliver(1, 1, b"over tls") + ack)
+        await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_side)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    provider = SSLContextProvider(
+        ssl_context=ssl.create_default_context(cadata=certs.ca.decode()),
+        ssl_certs=SSLCerts(None, None, None, None, None, verify=True),
+        loop=loop,
+    )
+    tap, taken = DeliveryTap(), []
+    async with server:
+        reader, writer = await tap.create(
+            URL(f"amqps://127.0.0.1:{port}/"), ssl_context_provider=provider
+        )
+        tap.route(Channel(1), "ours", lambda c, t, p, b: taken.append(b))  # type: ignore[arg-type]
+        writer.write(b"!")
+        passed = await reader.readexactly(len(ack))
+        writer.close()
+    return taken, passed == ack
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_tls_transport_is_tapped_too(run: Any, tmp_path: Path) -> None:
+    assert run(_over_tls(tmp_path)) == ([b"over tls"], True)
 
 
 def test_written_for_the_pinned_aiormq_and_pamqp() -> None:
