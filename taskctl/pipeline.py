@@ -20,8 +20,7 @@ from producers.auth.authenticator import standalone_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import job_store
-from taskctl.local_scaler import LocalScaler, worker_spec
-from taskctl.supervisor import ProcessSpec, Supervisor
+from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, worker_spec
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.errors import SettingsError
@@ -31,12 +30,7 @@ from topology.settings import Settings, load_settings
 
 
 async def up(path: Path | None, *, grace: float) -> int:
-    """Apply the topology, make the admin key, then run the API and the workers until stopped.
-
-    Raises:
-        SettingsError: a port the pipeline listens on is taken, or a setting is invalid.
-        TopologyFileError, BrokerUnavailableError: the topology cannot be applied.
-    """
+    """Apply the topology, make the admin key, then run the API and the workers until stopped."""
     settings = load_settings()
     api, scaling = settings.api, settings.autoscaler
     # Refused before anything starts: a taken port would otherwise fail in a child, again and again.
@@ -109,11 +103,7 @@ async def with_autoscaler(
     groups: Sequence[str],
     main: Callable[[], Awaitable[int]],
 ) -> int:
-    """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside.
-
-    Raises:
-        SettingsError: the status port is taken (``main`` is then never started).
-    """
+    """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside."""
     settings = everything.autoscaler
     metrics = AutoscalerMetrics()
     stop = asyncio.Event()

@@ -96,7 +96,7 @@ async def test_processes_are_started_and_retired_while_running(tmp_path: Path):
 
 
 async def test_the_local_scaler_names_workers_and_retires_the_newest():
-    from taskctl.local_scaler import LocalScaler
+    from taskctl.supervisor import LocalScaler
 
     said: list[str] = []
     supervisor = Supervisor([], grace=5, say=said.append)
