@@ -10,7 +10,7 @@ from loguru import logger
 
 from topology.errors import WebhookError
 from topology.model import CompiledTopology
-from topology.webhook_spec import WebhookScheme, WebhookSourceSpec
+from topology.spec import WebhookScheme, WebhookSourceSpec
 from webhooks.schemes.base import Verifier
 from webhooks.schemes.hmac_header import HmacVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
