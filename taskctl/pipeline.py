@@ -20,7 +20,8 @@ from producers.auth.authenticator import standalone_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import job_store
-from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, worker_spec
+from taskctl.local_scaler import LocalScaler, worker_spec
+from taskctl.supervisor import ProcessSpec, Supervisor
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
 from topology.errors import SettingsError

@@ -14,7 +14,8 @@ from consumers.autoscaler.signals import SignalReader
 from jobstore.model import JobStatus
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
-from taskctl.supervisor import LocalScaler, Supervisor, worker_spec
+from taskctl.local_scaler import LocalScaler, worker_spec
+from taskctl.supervisor import Supervisor
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.compiler import compile_topology
@@ -85,7 +86,7 @@ async def test_a_backlog_grows_the_group_to_max_then_it_drains_and_shrinks_to_mi
 
     said: list[str] = []
     supervisor = Supervisor([worker_spec("mail", 1)], grace=20, say=said.append)
-    local = LocalScaler(supervisor)
+    local = LocalScaler(supervisor, idle=lambda: 1.0)  # the suite itself keeps the CPUs busy
     local.adopt("mail", 1)
     scaler = Recording(local)
     stop = asyncio.Event()
