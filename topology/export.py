@@ -84,6 +84,7 @@ def _id(name: str) -> str:
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
+HPA_MAX_WINDOW_SECONDS = 3600  # the HPA refuses a longer stabilization window
 # A Deployment name ends up in pod names and labels: an RFC 1123 label is the safe form.
 KUBERNETES_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -123,7 +124,7 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
     """Return the ScaledObject that scales the Deployment of ``group`` on its work queues."""
     deployment = _deployment(group.name)
     scale = group.spec.scale
-    stabilization = math.ceil(scale.stabilization / 1000)  # at most 1h, as the HPA requires
+    stabilization = math.ceil(scale.stabilization / 1000)
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
@@ -138,7 +139,11 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
             "cooldownPeriod": stabilization,
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
-                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": stabilization}}
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS)
+                        }
+                    }
                 }
             },
             "triggers": [
