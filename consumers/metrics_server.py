@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from producers.api.problems import PROBLEM, refusal
 from producers.auth.authenticator import Authenticator
@@ -45,7 +45,7 @@ async def serve_metrics(
     *,
     host: str,
     port: int,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry,
     more: Mapping[str, tuple[Scope, Handler]] | None = None,
 ) -> web.AppRunner:
     """Serve ``/metrics`` (scope ``metrics:read``) and ``more`` routes; clean up the runner to stop."""

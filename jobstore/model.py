@@ -90,6 +90,15 @@ class Claim:
     response: bytes | None = None  # the stored response body when state is DONE
 
 
+def held_claim(request_hash: str, held_hash: str, job_id: str, state: str, response: Any) -> Claim:
+    """Return what claiming a key another request holds found (its hash, job, state, response)."""
+    if held_hash != request_hash:
+        return Claim(ClaimState.MISMATCH, job_id)
+    if state == "done":
+        return Claim(ClaimState.DONE, job_id, response)
+    return Claim(ClaimState.IN_FLIGHT, job_id)
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """One job to insert, with the idempotency key to claim first (``(key, request_hash)``)."""

@@ -27,9 +27,10 @@ from jobstore.model import (
     RunJob,
     RunStart,
     RunStarted,
+    held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, Row, plan_window
-from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql, held_claim
+from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
 

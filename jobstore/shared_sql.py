@@ -10,7 +10,6 @@ from jobstore.credentials import ApiKeyRecord
 from jobstore.model import (
     BreakerRecord,
     Claim,
-    ClaimState,
     Confirmed,
     JobPage,
     JobRecord,
@@ -220,12 +219,3 @@ class SharedSql:
             revoked_at=None if revoked is None else self._time_out(revoked),
             last_used_at=None if used is None else self._time_out(used),
         )
-
-
-def held_claim(request_hash: str, held_hash: str, job_id: str, state: str, response: Any) -> Claim:
-    """Return what claiming a key another request holds found (its hash, job, state, response)."""
-    if held_hash != request_hash:
-        return Claim(ClaimState.MISMATCH, job_id)
-    if state == "done":
-        return Claim(ClaimState.DONE, job_id, response)
-    return Claim(ClaimState.IN_FLIGHT, job_id)

@@ -33,9 +33,10 @@ from jobstore.model import (
     RunJob,
     RunStart,
     RunStarted,
+    held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, STATUSES, Row, plan_window
-from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql, held_claim
+from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
