@@ -26,15 +26,9 @@ def gate(authenticator: Authenticator, scopes: Mapping[str, Scope]) -> Middlewar
             needed = scopes.get(request.path)
             if needed is not None:
                 caller.require(needed)
-        except AccessError as exc:
+        except (AccessError, StoreUnavailableError) as exc:
             status, body, headers = refusal(exc)
             return web.json_response(body, status=status, headers=headers, content_type=PROBLEM)
-        except StoreUnavailableError as exc:
-            body = {"type": "about:blank", "title": "Service Unavailable", "status": 503}
-            body["detail"] = f"{exc}; retry later"
-            return web.json_response(
-                body, status=503, headers={"Retry-After": "5"}, content_type=PROBLEM
-            )
         return await handler(request)
 
     return check

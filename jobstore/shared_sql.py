@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from jobstore.credentials import ApiKeyRecord
 from jobstore.model import (
+    ApiKeyRecord,
     BreakerRecord,
     Claim,
     Confirmed,
