@@ -8,13 +8,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from loguru import logger
 
 from consumers.metrics import WorkerMetrics
 from jobstore.model import BreakerRecord, JobStore
+from producers.submit import utc_now
 from topology.errors import TaskqError
 
 Clock = Callable[[], float]
@@ -126,11 +127,6 @@ STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.
 def worker_identity() -> str:
     """Return this worker process's name in breaker rows: ``hostname:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def utc_now() -> datetime:
-    """Return the current time in UTC."""
-    return datetime.now(UTC)
 
 
 class BreakerReport:
