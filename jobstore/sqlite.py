@@ -113,6 +113,11 @@ class SqliteJobStore(SharedSql):
         self._checkpoint: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def path(self) -> Path:
+        """Return the database file's path."""
+        return self._path
+
     async def migrate(self) -> int:
         """Apply pending schema migrations, each in its own transaction; return the version."""
 
