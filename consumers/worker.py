@@ -46,7 +46,7 @@ from consumers.dispatch import (
 )
 from consumers.frame_tap import DeliveryTap, Properties
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
-from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
+from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics
 from consumers.retry import attempts_allowed
 from jobstore.blobs import BlobStore
 from jobstore.model import (
@@ -92,7 +92,7 @@ class Deps:
     settings: WorkerSettings
     # Enqueues the callbacks of jobs that end (None: no callbacks).
     submitter: Submitter | None = None
-    metrics: WorkerMetrics = field(default_factory=process_metrics)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 @dataclass(slots=True, eq=False)
@@ -155,7 +155,7 @@ class Worker:
         self._events: list[tuple[str, bytes]] = []  # published with the window's acks
         self._background: set[asyncio.Task[Any]] = set()  # claims given back, delayed requeues
         self._children = _Metrics(deps.metrics, deps.group.name)
-        self.breaker_report = BreakerReport(deps.store, deps.group.name)
+        self.breaker_report = BreakerReport(deps.store, deps.group.name, metrics=deps.metrics)
         self.breakers = Breakers(
             deps.settings.breaker_threshold,
             deps.settings.breaker_cooldown,

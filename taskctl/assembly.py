@@ -1,9 +1,4 @@
-"""The one assembly: settings → backends → publisher → submitter → the API or a worker.
-
-Every process taskq runs is built here: ``taskctl serve`` (the API, which ``taskctl up``
-starts), ``taskctl worker GROUP`` (one group's worker), and the groups ``taskctl up`` scales.
-The Python clients, which live below this package, open the same ``Backends``.
-"""
+"""The one assembly of every process taskq runs: settings → backends → publisher → submitter → the API or a worker."""
 
 from __future__ import annotations
 
@@ -17,9 +12,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from loguru import logger
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from consumers.handlers import HandlerRegistry, default_registry
+from consumers.metrics import WorkerMetrics
 from consumers.metrics_server import serve_metrics
 from consumers.worker import Deps, Worker
 from producers.api.app import Services, create_app
@@ -37,16 +33,11 @@ from webhooks.callbacks import CallbackDelivery, registration_check
 from webhooks.receiver import webhook_router
 
 
-async def api_services(settings: Settings) -> Services:
-    """Connect to the broker, open the stores and start the repair sweep: what the API serves with.
-
-    Raises:
-        SettingsError, TopologyFileError: bad configuration (the process should not start).
-        BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
-    """
+async def api_services(settings: Settings, registry: CollectorRegistry | None = None) -> Services:
+    """Connect to the broker, open the stores and start the repair sweep; metrics on ``registry``."""
     stack = contextlib.AsyncExitStack()
     try:
-        producer = await open_producer(settings, confirmed("taskq api"))
+        producer = await open_producer(settings, confirmed("taskq api"), registry)
         stack.push_async_callback(producer.close)
         publisher, submitter = producer.publisher, producer.submitter
         submitter.callback_check = registration_check(settings.callbacks)
@@ -76,15 +67,17 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 def api_app(
     settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
 ) -> FastAPI:
-    """Return the whole API: jobs, ``/admin/dlq`` and ``/webhooks/{source}``, every door checked.
-
-    ``services`` are built when the app starts unless given; webhook secrets come from
-    ``environ`` (default: the process's), under the names the topology gives them.
-    """
+    """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``); webhook secrets come from ``environ``."""
     if services is not None:
         services.submitter.callback_check = registration_check(settings.callbacks)
     routers = [admin_routes.router, webhook_router(settings.auth, environ)]
-    return create_app(services or (lambda: api_services(settings)), settings.api, routers=routers)
+    registry = CollectorRegistry()  # the API's metrics and its submitter's, served at /metrics
+    return create_app(
+        services or (lambda: api_services(settings, registry)),
+        settings.api,
+        registry=registry,
+        routers=routers,
+    )
 
 
 def serve_api(settings: Settings) -> int:
@@ -95,11 +88,7 @@ def serve_api(settings: Settings) -> int:
 
 
 def handlers(settings: Settings, callbacks: CallbackDelivery) -> HandlerRegistry:
-    """Return the handlers of the modules the settings name, plus the built-in callback delivery.
-
-    Raises:
-        SettingsError: a module cannot be imported; the message names TASKQ_HANDLERS.
-    """
+    """Return the handlers of the modules ``TASKQ_HANDLERS`` names, plus the built-in callback delivery."""
     for name in (m.strip() for m in settings.worker.handlers.split(",") if m.strip()):
         try:
             importlib.import_module(name)  # its @handler calls fill the default registry
@@ -135,26 +124,23 @@ async def run_worker(group_name: str, settings: Settings) -> int:
     tracing.configure_tracing(f"taskq-worker-{group_name}")  # only when OTEL_* variables ask
     callbacks = CallbackDelivery(settings.callbacks)
     registry = handlers(settings, callbacks)
+    # One worker a process: its metrics go on the process-wide registry, which prometheus_client
+    # fills with process and platform collectors.
+    served = REGISTRY
     stack = contextlib.AsyncExitStack()
     async with stack:
         stack.push_async_callback(callbacks.close)
         name = f"taskq worker {group_name}"
-        producer = await open_producer(settings, confirmed(f"{name} (publish)"))
+        producer = await open_producer(settings, confirmed(f"{name} (publish)"), served)
         stack.push_async_callback(producer.close)
         backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
-        try:
-            group = backends.topology.group(group_name)
-        except KeyError as exc:
-            known = ", ".join(g.name for g in backends.topology.groups)
-            raise SettingsError(
-                f"no group {group_name!r} in the topology; groups: {known}"
-            ) from exc
+        group = backends.topology.group(group_name)
         if settings.worker.worker_metrics_port:
             # Every interface (a pod's address), so a credential with metrics:read is needed.
             authenticator = open_authenticator(submitter.store, settings.auth)
             port = settings.worker.worker_metrics_port
-            metrics = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
-            stack.push_async_callback(metrics.cleanup)
+            server = await serve_metrics(authenticator, host="", port=port, registry=served)
+            stack.push_async_callback(server.cleanup)
         deps = Deps(
             backends.topology,
             group,
@@ -164,6 +150,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             publisher,
             settings.worker,
             submitter,
+            WorkerMetrics(served),
         )
         worker = Worker(deps)
         stopping = asyncio.Event()
