@@ -56,7 +56,9 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         queues.append(
             Queue(
                 tier.queue,
-                arguments=args({**CLASSIC, "x-message-ttl": ms, "x-dead-letter-exchange": jobs}),
+                arguments=args(
+                    {**CLASSIC, "x-message-ttl": ms, "x-dead-letter-exchange": jobs}
+                ),
             )
         )
         bindings.append(
@@ -99,7 +101,11 @@ def _compile_group(
 ) -> CompiledGroup:
     jobs, dlx = names.jobs_exchange(ns), names.dead_letter_exchange(ns)
     dlq = names.dead_letter_queue(ns, name)
-    queues.append(Queue(dlq, arguments=args({**CLASSIC, "x-message-ttl": group.dlq.retention})))
+    queues.append(
+        Queue(
+            dlq, arguments=args({**CLASSIC, "x-message-ttl": group.dlq.retention})
+        )
+    )
     bindings.append(Binding(dlx, dlq, "queue", name))
     # Every work queue dead-letters to the group's DLQ, so a rejection is never dropped.
     dead_letter = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name}
@@ -108,7 +114,9 @@ def _compile_group(
         queues.append(
             Queue(
                 queue,
-                arguments=args({**CLASSIC, "x-max-priority": MAX_PRIORITY, **dead_letter}),
+                arguments=args(
+                    {**CLASSIC, "x-max-priority": MAX_PRIORITY, **dead_letter}
+                ),
             )
         )
         bindings.extend(Binding(jobs, queue, "queue", pattern) for pattern in group.jobs)
