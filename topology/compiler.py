@@ -21,12 +21,6 @@ from topology.spec import (
     TopologySpec,
 )
 
-# Lazy: a classic queue keeps its messages on disk, not in the broker's memory: 300,000
-# waiting jobs cost the broker 220 MB instead of 1.2 GB, at the same
-# throughput (docs/performance.md). RabbitMQ 3.12+ ignores the argument: its classic queues
-# always behave so.
-CLASSIC = {"x-queue-type": "classic", "x-queue-mode": "lazy"}
-
 
 def compile_topology(spec: TopologySpec) -> CompiledTopology:
     """Return every exchange, queue and binding that ``spec`` declares."""
@@ -57,7 +51,7 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
             Queue(
                 tier.queue,
                 arguments=args(
-                    {**CLASSIC, "x-message-ttl": ms, "x-dead-letter-exchange": jobs}
+                    {"x-queue-type": "classic", "x-message-ttl": ms, "x-dead-letter-exchange": jobs}
                 ),
             )
         )
@@ -103,7 +97,7 @@ def _compile_group(
     dlq = names.dead_letter_queue(ns, name)
     queues.append(
         Queue(
-            dlq, arguments=args({**CLASSIC, "x-message-ttl": group.dlq.retention})
+            dlq, arguments=args({"x-queue-type": "classic", "x-message-ttl": group.dlq.retention})
         )
     )
     bindings.append(Binding(dlx, dlq, "queue", name))
@@ -115,7 +109,7 @@ def _compile_group(
             Queue(
                 queue,
                 arguments=args(
-                    {**CLASSIC, "x-max-priority": MAX_PRIORITY, **dead_letter}
+                    {"x-queue-type": "classic", "x-max-priority": MAX_PRIORITY, **dead_letter}
                 ),
             )
         )
@@ -126,8 +120,6 @@ def _compile_group(
     exchanges.append(Exchange(lanes, "headers", internal=True))
     bindings.extend(Binding(jobs, lanes, "exchange", pattern) for pattern in group.jobs)
     lane_args = {"x-queue-type": group.priority.queue_type.value, **dead_letter}
-    if group.priority.queue_type is QueueType.CLASSIC:
-        lane_args |= CLASSIC
     if group.priority.queue_type is QueueType.QUORUM:
         # Quorum queues dead-letter with confirms only under reject-publish overflow
         # (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
