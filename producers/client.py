@@ -23,7 +23,14 @@ import orjson
 from pydantic import JsonValue, ValidationError
 
 from jobstore.model import JobStatus
-from producers.backends import Backends, ClosingPublisher, Producer, confirmed, open_producer
+from producers.backends import (
+    Backends,
+    ClosingPublisher,
+    Producer,
+    confirmed,
+    open_producer,
+    transport,
+)
 from producers.pika_publisher import PikaPublisher
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted
@@ -68,18 +75,18 @@ class AsyncClient(AsyncClosing):
     async def connect(
         cls,
         environ: Mapping[str, str] | None = None,
-        transport: Callable[[Backends], Awaitable[ClosingPublisher]] | None = None,
+        open_publisher: Callable[[Backends], Awaitable[ClosingPublisher]] | None = None,
     ) -> AsyncClient:
         """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``).
 
-        ``transport`` opens the publisher (default: a confirmed aio-pika publisher).
+        ``open_publisher`` opens the transport (default: a confirmed aio-pika publisher).
 
         Raises:
             SettingsError, TopologyFileError: bad configuration.
             BrokerUnavailableError, StoreUnavailableError: a dependency is down.
         """
         settings = load_settings(environ)
-        producer = await open_producer(settings, transport or confirmed("taskq client"))
+        producer = await open_producer(settings, open_publisher or confirmed("taskq client"))
         return cls(producer, Viewer(settings.client.tenant))
 
     async def close(self) -> None:
@@ -205,7 +212,9 @@ class SyncClient:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         try:
-            self._client = self._loop.run_until_complete(AsyncClient.connect(environ, _blocking))
+            self._client = self._loop.run_until_complete(
+                AsyncClient.connect(environ, transport(PikaPublisher, "taskq sync client"))
+            )
         except BaseException:
             self._shut_loop()
             raise
@@ -279,16 +288,6 @@ class SyncClient:
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
-
-
-async def _blocking(backends: Backends) -> PikaPublisher:
-    """Open the blocking transport: pika's connection, one confirm round trip at a time."""
-    return await PikaPublisher.connect(
-        backends.settings.broker,
-        backends.topology,
-        backends.settings.publisher,
-        name="taskq sync client",
-    )
 
 
 def _refuse_running_loop() -> None:

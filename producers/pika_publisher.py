@@ -39,16 +39,9 @@ class PikaPublisher(AsyncClosing):
     per message, ``publish_many`` included. Not thread-safe: one caller at a time.
     """
 
-    def __init__(
-        self,
-        broker: BrokerSettings,
-        topology: CompiledTopology,
-        settings: PublisherSettings | None = None,
-        *,
-        name: str = "taskq sync client",
-    ) -> None:
-        self._parameters = _parameters(broker, settings or PublisherSettings(), name)
-        self._url = mask_url(broker.amqp_url.get_secret_value())
+    def __init__(self, parameters: Any, url: str, topology: CompiledTopology) -> None:
+        self._parameters = parameters
+        self._url = url  # the broker's URL without its password, for errors
         self._topology = topology
         self._connection: Any = None
         self._channel: Any = None
@@ -68,7 +61,9 @@ class PikaPublisher(AsyncClosing):
         Raises:
             BrokerUnavailableError: when RabbitMQ cannot be reached.
         """
-        publisher = cls(broker, topology, settings, name=name)
+        url = broker.amqp_url.get_secret_value()
+        parameters = _parameters(broker, settings or PublisherSettings(), name)
+        publisher = cls(parameters, mask_url(url), topology)
         publisher._live_channel()
         return publisher
 
