@@ -86,7 +86,7 @@ async def test_a_backlog_grows_the_group_to_max_then_it_drains_and_shrinks_to_mi
 
     said: list[str] = []
     supervisor = Supervisor([worker_spec("mail", 1)], grace=20, say=said.append)
-    local = LocalScaler(supervisor)
+    local = LocalScaler(supervisor, idle=lambda: 1.0)  # the suite itself keeps the CPUs busy
     local.adopt("mail", 1)
     scaler = Recording(local)
     stop = asyncio.Event()

@@ -100,7 +100,7 @@ async def test_the_local_scaler_names_workers_and_retires_the_newest():
 
     said: list[str] = []
     supervisor = Supervisor([], grace=5, say=said.append)
-    scaler = LocalScaler(supervisor)
+    scaler = LocalScaler(supervisor, idle=lambda: 1.0)
     await scaler.scale("mail", 3)
     assert supervisor.names() == ["worker:mail", "worker:mail#2", "worker:mail#3"]
     await scaler.scale("mail", 1)
@@ -108,3 +108,31 @@ async def test_the_local_scaler_names_workers_and_retires_the_newest():
     assert await scaler.current("mail") == 1
     await scaler.scale("mail", 2)
     assert supervisor.names() == ["worker:mail", "worker:mail#4"]  # names are never reused
+
+
+async def test_the_local_scaler_adds_no_worker_while_the_cpus_are_busy():
+    from taskctl.local_scaler import LocalScaler
+
+    idle = [0.5, 0.05, 0.05, 0.3]
+    supervisor = Supervisor([], grace=5, say=lambda _: None)
+    scaler = LocalScaler(supervisor, idle=lambda: idle.pop(0))
+    await scaler.scale("mail", 2)
+    await scaler.scale("mail", 8)  # 95 % busy: another process would only share the CPUs
+    assert await scaler.current("mail") == 2
+    await scaler.scale("mail", 1)  # retiring never waits for idle CPU
+    assert await scaler.current("mail") == 1
+    await scaler.scale("mail", 3)
+    assert await scaler.current("mail") == 3
+
+
+def test_idle_cpu_reads_the_share_of_idle_time_between_calls(tmp_path: Path):
+    from taskctl.local_scaler import IdleCpu
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq
+    stat.write_text("cpu  100 0 100 700 100 0 0\ncpu0 1 2 3\n")
+    idle = IdleCpu(stat)
+    stat.write_text("cpu  250 0 250 750 150 0 0\n")  # 300 busy, 100 idle of 400
+    assert idle() == 0.25
+    assert idle() == 1.0  # nothing elapsed
+    assert 0.0 <= IdleCpu()() <= 1.0  # the real /proc/stat
