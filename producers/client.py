@@ -35,7 +35,7 @@ from producers.pika_publisher import PikaPublisher
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted
 from producers.tenancy import Viewer, list_visible
-from producers.views import job_view
+from producers.views import job_view, page_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
 from topology.settings import load_settings
@@ -60,6 +60,15 @@ class JobOptions(TypedDict, total=False):
     idempotency_key: str | None
     callback_url: str | None
     correlation_id: str | None
+
+
+class JobFilters(TypedDict, total=False):
+    """Which jobs to list: the query parameters of ``GET /jobs``."""
+
+    status: JobStatus | None
+    type: str | None
+    limit: int  # 1-500, default 50
+    cursor: str | None
 
 
 class AsyncClient(AsyncClosing):
@@ -124,24 +133,17 @@ class AsyncClient(AsyncClosing):
         """
         return job_view(await self._submitter.get(job_id, self._viewer))
 
-    async def list(
-        self,
-        *,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> dict[str, Any]:
+    async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
         page = await list_visible(
             self._submitter.store,
             self._viewer,
-            status=status,
-            job_type=type,
-            limit=limit,
-            cursor=cursor,
+            status=filters.get("status"),
+            job_type=filters.get("type"),
+            limit=filters.get("limit", 50),
+            cursor=filters.get("cursor"),
         )
-        return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
+        return page_view(page)
 
     async def cancel(self, job_id: str) -> JobView:
         """Cancel a job that has not started.
@@ -254,16 +256,9 @@ class SyncClient:
         """Return the job's view, as ``AsyncClient.status``."""
         return self._run(self._client.status(job_id))
 
-    def list(
-        self,
-        *,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> dict[str, Any]:
+    def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``AsyncClient.list``."""
-        return self._run(self._client.list(status=status, type=type, limit=limit, cursor=cursor))
+        return self._run(self._client.list(**filters))
 
     def cancel(self, job_id: str) -> JobView:
         """Cancel a job that has not started, as ``AsyncClient.cancel``."""

@@ -173,19 +173,20 @@ def jobs(
 ) -> None:
     """List jobs newest first."""
     from producers.tenancy import list_visible
-    from producers.views import job_view
+    from producers.views import page_view
 
     async def go() -> dict[str, Any]:
         async with job_store() as store:
-            page = await list_visible(
-                store,
-                _viewer(),
-                status=status_filter,
-                job_type=job_type,
-                limit=limit,
-                cursor=cursor,
+            return page_view(
+                await list_visible(
+                    store,
+                    _viewer(),
+                    status=status_filter,
+                    job_type=job_type,
+                    limit=limit,
+                    cursor=cursor,
+                )
             )
-        return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
     page = asyncio.run(go())
     if as_json:
