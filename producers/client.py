@@ -114,7 +114,9 @@ class AsyncClient(AsyncClosing):
             IdempotencyInFlightError: the same key is being submitted right now.
             BrokerError, StoreError, BlobStoreError: a dependency failed.
         """
-        request = _request({"type": job_type, "payload": payload, **options}, self._viewer.tenant)
+        request = _checked({"type": job_type, "payload": payload, **options}, self._viewer.tenant)
+        if isinstance(request, JobRejectedError):
+            raise request
         return _view(await self._submitter.submit(request))
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
@@ -155,23 +157,13 @@ class AsyncClient(AsyncClosing):
         return job_view(await self._submitter.cancel(job_id, self._viewer))
 
 
-def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
-    """Return the request once it passes the HTTP API's schema, so both doors accept the same jobs.
-
-    Raises:
-        JobRejectedError: naming the first invalid field.
-    """
+def _checked(source: Mapping[str, Any] | JobRequest, tenant: str) -> JobRequest | JobRejectedError:
+    """Return the request once it passes the HTTP API's schema (both doors accept the same jobs), or why not."""
     try:
-        body = JobSubmission.model_validate({k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        raise _rejected(exc) from exc
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
-
-
-def _checked(request: JobRequest, tenant: str) -> JobRequest | JobRejectedError:
-    """Return a request built in code once it passes the HTTP API's schema, or why it does not."""
-    try:
-        body = JobSubmission.model_validate(request, from_attributes=True)
+        if isinstance(source, JobRequest):  # built in code: read from its attributes
+            body = JobSubmission.model_validate(source, from_attributes=True)
+        else:
+            body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
         return _rejected(exc)
     return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
@@ -181,7 +173,9 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
     errors = exc.errors()
     detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in errors)
     field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    return JobRejectedError(f"invalid job: {detail}", field=field)
+    rejected = JobRejectedError(f"invalid job: {detail}", field=field)
+    rejected.__cause__ = exc  # raised later, outside the except block: keep the chain
+    return rejected
 
 
 def _view(done: Submitted) -> JobView:
