@@ -29,7 +29,7 @@ from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
 from topology.settings import load_settings
-from webhooks.schemes.github import sign_github
+from webhooks.schemes.hmac_header import sign_github
 
 HERE = Path(__file__).resolve().parent
 SECRET = "bench-secret"

@@ -1,9 +1,4 @@
-"""The admin key of a local install: made by the first ``taskctl up``, used by ``taskctl``.
-
-The key lives in ``<TASKQ_DATA_DIR>/admin.key`` (``.taskq/admin.key`` by default), readable
-by its owner only (0600). ``taskctl`` commands that call an HTTP API send it, unless
-``TASKQ_API_KEY`` names another key.
-"""
+"""The admin key of a local install (``<TASKQ_DATA_DIR>/admin.key``, 0600): made by ``taskctl up``, sent by ``taskctl``."""
 
 from __future__ import annotations
 
@@ -40,11 +35,8 @@ def caller_key() -> str | None:
 
 
 async def ensure_admin_key(store: CredentialStore, path: Path, auth: AuthSettings) -> bool:
-    """Make an admin key and write it to ``path`` (0600) unless the file holds a key the store knows.
-
-    A key the store does not know (a fresh store) is replaced; a revoked or expired one is
-    kept, with a warning: revoking it was someone's decision. Returns whether a key was made.
-    """
+    """Make an admin key in ``path`` (0600) unless it holds one the store knows; return whether one was made."""
+    # A revoked or expired key is kept, with a warning: revoking it was someone's decision.
     now = datetime.now(UTC)
     existing = _read(path)
     if existing is not None:

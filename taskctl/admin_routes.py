@@ -1,9 +1,4 @@
-"""``/admin/dlq``: the dead-letter operations of ``taskctl dlq`` over HTTP, for the console.
-
-Mounted into the job API by ``taskctl serve`` (the app assembly sits above ``consumers``).
-Every route needs the ``admin`` scope, and touches only the caller's tenant's dead letters:
-another tenant's letters are neither listed, replayed nor purged.
-"""
+"""``/admin/dlq``: the dead-letter operations of ``taskctl dlq`` over HTTP, admin scope, the caller's tenant only."""
 
 from __future__ import annotations
 
@@ -20,8 +15,7 @@ from producers.api.security import principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.durations import parse_duration
-from topology.errors import BrokerUnavailableError, JobRejectedError
-from topology.limits import excerpt
+from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
 from topology.model import CompiledGroup
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
@@ -96,11 +90,8 @@ def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
     services: Services = request.app.state.services
     try:
         return services, services.submitter.topology.group(group)
-    except KeyError as exc:
-        known = ", ".join(g.name for g in services.submitter.topology.groups)
-        raise JobRejectedError(
-            f"no group {excerpt(group)}; groups: {known}", field="group"
-        ) from exc
+    except UnknownGroupError as exc:
+        raise JobRejectedError(str(exc), field="group") from exc
 
 
 @router.get(

@@ -1,9 +1,4 @@
-"""The one assembly: settings → backends → publisher → submitter → the API or a worker.
-
-Every process taskq runs is built here: ``taskctl serve`` (the API, which ``taskctl up``
-starts), ``taskctl worker GROUP`` (one group's worker), and the groups ``taskctl up`` scales.
-The Python clients, which live below this package, open the same ``Backends``.
-"""
+"""The one assembly of every process taskq runs: settings → backends → publisher → submitter → the API or a worker."""
 
 from __future__ import annotations
 
@@ -40,12 +35,7 @@ from webhooks.receiver import webhook_router
 
 
 async def api_services(settings: Settings) -> Services:
-    """Connect to the broker, open the stores and start the repair sweep: what the API serves with.
-
-    Raises:
-        SettingsError, TopologyFileError: bad configuration (the process should not start).
-        BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
-    """
+    """Connect to the broker, open the stores and start the repair sweep: what the API serves with."""
     stack = contextlib.AsyncExitStack()
     try:
         producer = await open_producer(settings, confirmed("taskq api"))
@@ -83,11 +73,7 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 def api_app(
     settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
 ) -> FastAPI:
-    """Return the whole API: jobs, ``/admin/dlq`` and ``/webhooks/{source}``, every door checked.
-
-    ``services`` are built when the app starts unless given; webhook secrets come from
-    ``environ`` (default: the process's), under the names the topology gives them.
-    """
+    """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``); webhook secrets come from ``environ``."""
     if services is not None:
         services.submitter.callback_check = registration_check(settings.callbacks)
     routers = [admin_routes.router, webhook_router(settings.auth, environ)]
@@ -102,11 +88,7 @@ def serve_api(settings: Settings) -> int:
 
 
 def handlers(settings: Settings, callbacks: CallbackDelivery) -> HandlerRegistry:
-    """Return the handlers of the modules the settings name, plus the built-in callback delivery.
-
-    Raises:
-        SettingsError: a module cannot be imported; the message names TASKQ_HANDLERS.
-    """
+    """Return the handlers of the modules ``TASKQ_HANDLERS`` names, plus the built-in callback delivery."""
     for name in (m.strip() for m in settings.worker.handlers.split(",") if m.strip()):
         try:
             importlib.import_module(name)  # its @handler calls fill the default registry
@@ -149,13 +131,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
         producer = await open_producer(settings, confirmed(f"{name} (publish)"))
         stack.push_async_callback(producer.close)
         backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
-        try:
-            group = backends.topology.group(group_name)
-        except KeyError as exc:
-            known = ", ".join(g.name for g in backends.topology.groups)
-            raise SettingsError(
-                f"no group {group_name!r} in the topology; groups: {known}"
-            ) from exc
+        group = backends.topology.group(group_name)
         connection = await connect(settings.broker, name=name)
         stack.push_async_callback(connection.close)
         if settings.worker.worker_metrics_port:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taskctl.context import JsonFlag, compiled_topology, job_store, out, print_json, print_table
-from topology.errors import SettingsError
+from taskctl.context import JsonFlag, compiled_topology, in_store, out, print_json, print_table
 
 if TYPE_CHECKING:
     from jobstore.model import BreakerRecord
@@ -26,11 +24,9 @@ def breakers(
     from topology.durations import format_duration
 
     if group is not None:
-        known = [g.name for g in compiled_topology(None).groups]
-        if group not in known:
-            raise SettingsError(f"no group {group!r} in the topology; groups: {', '.join(known)}")
+        compiled_topology(None).group(group)  # an unknown group is an error, not an empty list
     now = datetime.now(UTC)
-    rows = [_view(record, now) for record in asyncio.run(_records(group))]
+    rows = [_view(record, now) for record in in_store(lambda s: s.list_breakers(group))]
     if as_json:
         print_json(rows)
         return
@@ -51,11 +47,6 @@ def breakers(
     ]
     headers = ("dependency", "state", "group", "worker", "failures", "since")
     print_table(headers, table, whole=2)
-
-
-async def _records(group: str | None) -> list[BreakerRecord]:
-    async with job_store() as store:
-        return await store.list_breakers(group)
 
 
 def _view(record: BreakerRecord, now: datetime) -> dict[str, Any]:

@@ -1,9 +1,7 @@
-"""The ``taskctl`` command line: one entry point for operators.
+"""The ``taskctl`` command line: one entry point for operators."""
 
-Every command imports what it runs inside its own body, and the command modules import only
-typer and light value types at the top: ``taskctl --help`` and ``taskctl status`` then start
-at once instead of loading the worker, the API, the broker client and the AWS SDK.
-"""
+# Every command imports what it runs inside its own body, so ``taskctl --help`` and
+# ``taskctl status`` start without loading the worker, the API, the broker client or the AWS SDK.
 
 from __future__ import annotations
 

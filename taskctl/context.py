@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from topology.model import CompiledTopology
     from topology.settings import BrokerSettings
 
+T = TypeVar("T")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
 TopologyFile = Annotated[
     Path | None,
@@ -100,11 +102,18 @@ async def job_store() -> AsyncIterator[JobStore]:
         await store.close()
 
 
-def log_quietly(verbose: bool) -> None:
-    """Log to stderr for a person: warnings and errors only, unless asked for more.
+def in_store(work: Callable[[JobStore], Awaitable[T]]) -> T:
+    """Run ``work`` on the job store, opened for it and closed after."""
 
-    ``verbose`` asks for INFO; ``TASKQ_LOG_LEVEL`` and ``TASKQ_LOG_FORMAT``, when set, win.
-    """
+    async def go() -> T:
+        async with job_store() as store:
+            return await work(store)
+
+    return asyncio.run(go())
+
+
+def log_quietly(verbose: bool) -> None:
+    """Log to stderr for a person: warnings and errors, INFO if ``verbose``; ``TASKQ_LOG_*`` win when set."""
     from telemetry.logs import configure_logging
     from topology.settings import load_settings
 
@@ -131,10 +140,7 @@ def log_as_output() -> None:
 
 
 def serve(what: str, start: Callable[[], int]) -> NoReturn:
-    """Run a long-running command and exit with its status; a taskq error is logged, not printed.
-
-    Its logs are its output: ``taskctl up > file`` holds log lines only, its last words included.
-    """
+    """Run a long-running command and exit with its status; a taskq error is logged (its logs are its output)."""
     from loguru import logger
 
     try:

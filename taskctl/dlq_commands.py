@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -19,11 +20,10 @@ from taskctl.context import (
     print_table,
     to_the_second,
 )
-from topology.errors import JobNotFoundError, SettingsError
+from topology.errors import JobNotFoundError
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
-    from rich.progress import Progress
 
     from consumers.dlq import DeadFilter, DeadLetter, Outcome
     from topology.model import CompiledGroup, CompiledTopology
@@ -94,7 +94,7 @@ def list_(
     """
     chosen = _filter(job_id, job_type, reason, error, older_than)
     topology = compiled_topology(None)
-    groups = [_group(topology, group)] if group else list(topology.groups)
+    groups = [topology.group(group)] if group else list(topology.groups)
     found = _on_broker(broker_settings(), lambda c: _listing(c, groups, chosen, limit))
     rows = [{"group": name} | letter.view() for name, letter in found]
     if as_json:
@@ -122,7 +122,7 @@ def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> 
     """Show one dead letter in full, envelope included."""
     from consumers.dlq import DeadFilter
 
-    compiled = _group(compiled_topology(None), group)
+    compiled = compiled_topology(None).group(group)
     chosen = DeadFilter(job_id=job_id)
     found = _on_broker(broker_settings(), lambda c: _listing(c, [compiled], chosen, 1))
     if not found:
@@ -157,7 +157,7 @@ def replay_(
             "give a filter (--id, --type, --reason, --error, --older-than) or --all"
         )
     topology = compiled_topology(None)
-    compiled = _group(topology, group)
+    compiled = topology.group(group)
     broker = broker_settings()
     outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
     kept = outcome.kept + outcome.skipped_undecodable
@@ -178,30 +178,16 @@ def purge_(
     from consumers.dlq import purge
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
-    compiled = _group(compiled_topology(None), group)
+    compiled = compiled_topology(None).group(group)
     if not yes:
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
 
     async def go(connection: AbstractRobustConnection) -> Outcome:
-        with _bar() as bar:
-            task = bar.add_task("purging", total=None)
-            return await purge(
-                connection,
-                compiled,
-                chosen,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+        with _progress("purging") as progress:
+            return await purge(connection, compiled, chosen, progress=progress)
 
     outcome = _on_broker(broker_settings(), go)
     out().print(f"purged {outcome.matched}, left {outcome.kept} in the DLQ of group {group}")
-
-
-def _group(topology: CompiledTopology, name: str) -> CompiledGroup:
-    try:
-        return topology.group(name)
-    except KeyError as exc:
-        known = ", ".join(g.name for g in topology.groups)
-        raise SettingsError(f"no group {name!r} in the topology; groups: {known}") from exc
 
 
 def _on_broker(
@@ -256,8 +242,7 @@ async def _replay(
     )
     try:
         async with job_store() as store:
-            with _bar() as bar:
-                task = bar.add_task("replaying", total=None)
+            with _progress("replaying") as progress:
                 return await replay(
                     connection,
                     topology,
@@ -266,15 +251,18 @@ async def _replay(
                     store,
                     chosen,
                     rate=rate,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    progress=progress,
                 )
     finally:
         await publisher.close()
 
 
-def _bar() -> Progress:
-    """Return a progress bar on stderr, shown to a person only (it says nothing to a pipe)."""
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yield a progress callback drawing a bar on stderr, for a person only (nothing to a pipe)."""
     from rich.progress import Progress
 
     console = err()
-    return Progress(console=console, transient=True, disable=not console.is_terminal)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

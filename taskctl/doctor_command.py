@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import TYPE_CHECKING
 
 import typer
 
-from taskctl.context import JsonFlag, broker_settings, compiled_topology, job_store, out, print_json
+from taskctl.context import JsonFlag, broker_settings, compiled_topology, in_store, out, print_json
 
 if TYPE_CHECKING:
     from jobstore.model import JobStore
@@ -23,12 +22,7 @@ def doctor(as_json: JsonFlag = False) -> None:
     messages on its queues and the delay tiers (ready, and unacked where workers hold
     some); a queued job of a type no group takes is a problem too. Exits 1 on a problem.
     """
-
-    async def go() -> list[str]:
-        async with job_store() as store:
-            return await diagnose(store, compiled_topology(None), broker_settings())
-
-    problems = asyncio.run(go())
+    problems = in_store(lambda store: diagnose(store, compiled_topology(None), broker_settings()))
     if as_json:
         print_json({"ok": not problems, "problems": problems})
     elif problems:

@@ -14,6 +14,7 @@ from taskctl.context import (
     JsonFlag,
     broker_settings,
     compiled_topology,
+    in_store,
     job_store,
     out,
     print_json,
@@ -27,26 +28,11 @@ if TYPE_CHECKING:
     from producers.tenancy import Viewer
 
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]
-# What a single job shows, in this order, when set.
+# What a single job shows, in this order, when set; each labelled "created", "max attempts".
 _FIELDS = (
-    ("id", "id"),
-    ("status", "status"),
-    ("type", "type"),
-    ("priority", "priority"),
-    ("attempts", "attempts"),
-    ("max attempts", "max_attempts"),
-    ("created", "created_at"),
-    ("updated", "updated_at"),
-    ("not before", "not_before"),
-    ("started", "started_at"),
-    ("finished", "finished_at"),
-    ("idempotency key", "idempotency_key"),
-    ("correlation id", "correlation_id"),
-    ("callback url", "callback_url"),
-    ("tenant", "tenant"),
-    ("last error", "last_error"),
-    ("result", "result"),
-    ("payload", "payload_ref"),
+    *("id", "status", "type", "priority", "attempts", "max_attempts", "created_at", "updated_at"),
+    *("not_before", "started_at", "finished_at", "idempotency_key", "correlation_id"),
+    *("callback_url", "tenant", "last_error", "result", "payload_ref"),
 )
 
 
@@ -55,9 +41,10 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         print_json(job)
         return
     # Plain lines, label then value: nothing to cut, and the terminal wraps a long value.
-    for label, key in _FIELDS:
+    for key in _FIELDS:
         value = job.get(key)
         if value is not None:
+            label = key.removesuffix("_at").removesuffix("_ref").replace("_", " ")
             text = value if isinstance(value, str) else orjson.dumps(value).decode()
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
@@ -125,11 +112,7 @@ def status(job_id: JobId, as_json: JsonFlag = False) -> None:
     from producers.tenancy import get_visible
     from producers.views import job_view
 
-    async def go() -> dict[str, Any]:
-        async with job_store() as store:
-            return job_view(await get_visible(store, _viewer(), job_id))
-
-    _print_job(asyncio.run(go()), as_json)
+    _print_job(job_view(in_store(lambda store: get_visible(store, _viewer(), job_id))), as_json)
 
 
 def watch(
@@ -173,29 +156,21 @@ def jobs(
 ) -> None:
     """List jobs newest first."""
     from producers.tenancy import list_visible
-    from producers.views import page_view
+    from producers.views import job_view
 
-    async def go() -> dict[str, Any]:
-        async with job_store() as store:
-            return page_view(
-                await list_visible(
-                    store,
-                    _viewer(),
-                    status=status_filter,
-                    job_type=job_type,
-                    limit=limit,
-                    cursor=cursor,
-                )
-            )
-
-    page = asyncio.run(go())
+    found = in_store(
+        lambda store: list_visible(
+            store, _viewer(), status=status_filter, job_type=job_type, limit=limit, cursor=cursor
+        )
+    )
+    views = [job_view(j) for j in found.jobs]
     if as_json:
-        print_json(page)
+        print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
     headers = ("id", "status", "type", "attempts", "last error", "priority", "updated")
-    print_table(headers, _job_rows(page["jobs"]), whole=2)
-    if page["next_cursor"]:
-        out().print(f"more: --cursor {page['next_cursor']}")
+    print_table(headers, _job_rows(views), whole=2)
+    if found.next_cursor:
+        out().print(f"more: --cursor {found.next_cursor}")
 
 
 def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
-from taskctl.context import JsonFlag, job_store, out, print_json, print_table
+from taskctl.context import JsonFlag, in_store, out, print_json, print_table
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -67,11 +66,7 @@ def create(
         now=now,
     )
 
-    async def go() -> None:
-        async with job_store() as store:
-            await store.create_api_key(new.record)
-
-    asyncio.run(go())
+    in_store(lambda store: store.create_api_key(new.record))
     if as_json:
         typer.echo(orjson.dumps(_view(new.record) | {"key": new.token}).decode())
         return
@@ -86,12 +81,7 @@ def list_(as_json: JsonFlag = False) -> None:
 
     Id, name, tenant, scopes, revocation, expiry, last use and job types.
     """
-
-    async def go() -> list[ApiKeyRecord]:
-        async with job_store() as store:
-            return await store.list_api_keys()
-
-    keys = asyncio.run(go())
+    keys = in_store(lambda store: store.list_api_keys())
     if as_json:
         print_json([_view(k) for k in keys])
         return
@@ -106,11 +96,7 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
     """
     from topology.settings import load_settings
 
-    async def go() -> ApiKeyRecord | None:
-        async with job_store() as store:
-            return await store.revoke_api_key(key_id, datetime.now(UTC))
-
-    record = asyncio.run(go())
+    record = in_store(lambda store: store.revoke_api_key(key_id, datetime.now(UTC)))
     if record is None:
         raise SettingsError(f"no API key has id {key_id!r}; see taskctl keys list")
     ttl = load_settings().auth.api_key_cache_ttl

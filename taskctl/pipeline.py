@@ -31,12 +31,7 @@ from topology.settings import Settings, load_settings
 
 
 async def up(path: Path | None, *, grace: float) -> int:
-    """Apply the topology, make the admin key, then run the API and the workers until stopped.
-
-    Raises:
-        SettingsError: a port the pipeline listens on is taken, or a setting is invalid.
-        TopologyFileError, BrokerUnavailableError: the topology cannot be applied.
-    """
+    """Apply the topology, make the admin key, then run the API and the workers until stopped."""
     settings = load_settings()
     api, scaling = settings.api, settings.autoscaler
     # Refused before anything starts: a taken port would otherwise fail in a child, again and again.
@@ -109,11 +104,7 @@ async def with_autoscaler(
     groups: Sequence[str],
     main: Callable[[], Awaitable[int]],
 ) -> int:
-    """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside.
-
-    Raises:
-        SettingsError: the status port is taken (``main`` is then never started).
-    """
+    """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside."""
     settings = everything.autoscaler
     metrics = AutoscalerMetrics()
     stop = asyncio.Event()

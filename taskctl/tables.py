@@ -17,12 +17,9 @@ EDGES = 2  # a blank column left and right of the table
 
 
 def fitted(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole: int) -> Table:
-    """Return a table of ``rows`` as wide as the terminal; its first ``whole`` columns are never cut.
-
-    Those (ids, states) get their full width and never wrap. The optional columns after them
-    share what is left, each folding its values onto more lines, and the rightmost is left out
-    while they cannot each have ``FOLDED`` characters.
-    """
+    """Return a table of ``rows`` as wide as the terminal; its first ``whole`` columns are never cut."""
+    # The optional columns share what is left, folding their values; the rightmost goes while
+    # they cannot each have FOLDED characters.
     wants = [
         max([cell_len(header)] + [cell_len(row[i]) for row in rows])
         for i, header in enumerate(headers)
@@ -54,11 +51,7 @@ def fitted(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole: int)
 
 
 def _shares(wants: list[int], room: int) -> list[int]:
-    """Return widths within ``room``: each its want up to ``FOLDED``, then the rest shared fairly.
-
-    The columns that want least are served first, so a short value is never folded to make
-    room for a long one.
-    """
+    """Return widths within ``room``: each its want up to ``FOLDED``, then the rest, least wanting first."""
     widths = [min(want, FOLDED) for want in wants]
     spare = room - sum(widths)
     by_want = sorted(range(len(wants)), key=wants.__getitem__)

@@ -12,9 +12,9 @@ import typer
 from taskctl.context import TopologyFile, broker_settings, compiled_topology, out
 
 if TYPE_CHECKING:
-    from topology.keda import KedaOptions
+    from topology.apply import Plan
+    from topology.export import KedaOptions
     from topology.model import CompiledTopology
-    from topology.plan import Plan
 
 app = typer.Typer(
     help="Plan, apply, export and draw the topology.\n\n"
@@ -37,7 +37,7 @@ def _print_plan(plan: Plan, *, every: bool) -> None:
     """Print the plan: changes always, matching objects only when ``every``."""
     from rich.markup import escape
 
-    from topology.plan import Action
+    from topology.apply import Action
 
     for item in plan.items:
         if item.action is Action.MATCH and not every:
@@ -98,8 +98,7 @@ def apply(
     """
     from rich.markup import escape
 
-    from topology.apply import apply_topology, conflict_message
-    from topology.plan import Action
+    from topology.apply import Action, apply_topology, conflict_message
 
     topology = compiled_topology(file)
     settings = broker_settings(vhost)
@@ -161,8 +160,7 @@ def export(
 
     Definitions are JSON for `rabbitmqctl import_definitions`; --keda writes YAML instead.
     """
-    from topology.export import export_definitions
-    from topology.keda import KedaOptions
+    from topology.export import KedaOptions, export_definitions
 
     topology = compiled_topology(file)
     if keda:
@@ -182,7 +180,7 @@ def _keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
     """Return the KEDA manifests of ``topology`` as multi-document YAML."""
     import yaml
 
-    from topology.keda import keda_manifests
+    from topology.export import keda_manifests
 
     manifests = keda_manifests(topology, options)
     header = (
@@ -197,7 +195,7 @@ def _keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
 @app.command()
 def graph(file: TopologyFile = None) -> None:
     """Print a Mermaid diagram of the exchanges, queues and bindings."""
-    from topology.graph import mermaid
+    from topology.export import mermaid
 
     typer.echo(mermaid(compiled_topology(file)), nl=False)
 

@@ -23,12 +23,7 @@ async def follow_job(
     job_id: str,
     within: float | None,
 ) -> str:
-    """Print the job's status changes until it is final; return the final status.
-
-    Raises:
-        JobNotFoundError: no job has this id.
-        TimeoutError: ``within`` seconds passed first.
-    """
+    """Print the job's status changes until it is final (or ``within`` s passed: TimeoutError); return it."""
     job = await status_of(job_id)
     connection = await connect(broker, name=f"taskctl watch {job_id}")
     async with connection:

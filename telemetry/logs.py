@@ -1,9 +1,4 @@
-"""Process-wide logging: one loguru sink, JSON lines by default, that every log goes through.
-
-Each process's entry point calls ``configure_logging()`` once; ``job_log_context()`` binds a
-job's fields to every line logged while it runs, and the current OpenTelemetry span's ids
-are added to every line by the patcher.
-"""
+"""Process-wide logging: one loguru sink that every log goes through, with job and trace ids on each line."""
 
 from __future__ import annotations
 
@@ -11,20 +6,101 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
+from datetime import UTC
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+import orjson
 from loguru import logger
 from opentelemetry import trace
 
-from telemetry.log_lines import EXCEPTION_FIELD, LOGGER_FIELD, JsonLines, message_only, text_format
 from telemetry.redaction import redact_fields, redact_text
 
 if TYPE_CHECKING:
-    from loguru import Record
+    from loguru import Message, Record
+
+# The fields that tie a line to a job and its trace, in the order they are written.
+JOB_FIELDS = ("job_id", "job_type", "group", "attempt", "correlation_id", "trace_id", "span_id")
+LOGGER_FIELD = "logger"  # bound by the stdlib intercept: the stdlib logger's own name
+EXCEPTION_FIELD = "exception"  # set by the patcher: the traceback as text, redacted
+_NOT_EXTRAS = {*JOB_FIELDS, LOGGER_FIELD, EXCEPTION_FIELD}
+
+
+def _text(value: Any) -> str:
+    # Whatever orjson cannot write goes out as its str(), which may hold a secret too.
+    return redact_text(str(value))
+
+
+def json_line(record: Record) -> str:
+    """Return ``record`` as one flat JSON object on one line: base fields, job and trace ids, extras."""
+    extra = record["extra"]
+    fields: dict[str, Any] = {
+        "ts": record["time"]
+        .astimezone(UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z"),
+        "level": record["level"].name,
+        "message": record["message"],
+        "logger": extra.get(LOGGER_FIELD) or record["name"] or "",
+        "function": record["function"],
+        "line": record["line"],
+        "process": record["process"].id,
+    }
+    for key in JOB_FIELDS:
+        if extra.get(key) is not None:
+            fields[key] = extra[key]
+    for key, value in extra.items():
+        if key not in fields and key not in _NOT_EXTRAS:
+            fields[str(key)] = value
+    if extra.get(EXCEPTION_FIELD):
+        fields["exception"] = extra[EXCEPTION_FIELD]
+    try:
+        return orjson.dumps(fields, default=_text, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an int beyond 64 bits, say: a log line must never fail to be written
+        safe = {key: value if _plain(value) else _text(value) for key, value in fields.items()}
+        return orjson.dumps(safe).decode()
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**64
+    return isinstance(value, str | bool | float | None)
+
+
+def message_only(record: Record) -> str:
+    """Return a format that skips loguru's own traceback rendering (the JSON sink writes its own)."""
+    return "{message}"
+
+
+def json_sink(stream: TextIO) -> Callable[[Message], None]:
+    """Return a loguru sink writing each record to ``stream`` as one JSON line, flushed at once."""
+
+    def write(message: Message) -> None:
+        # Flushed per line so a supervisor's and its children's lines never interleave mid-line.
+        stream.write(json_line(message.record) + "\n")
+        stream.flush()
+
+    return write
+
+
+def text_format(record: Record) -> str:
+    """Return loguru's default-like colored format for ``record``, with its job id when it has one."""
+    extra = record["extra"]
+    where = (
+        "<cyan>{extra[logger]}</cyan>"
+        if extra.get(LOGGER_FIELD)
+        else "<cyan>{name}</cyan>:<cyan>{function}</cyan>:<cyan>{line}</cyan>"
+    )
+    job = " <magenta>[job {extra[job_id]}]</magenta>" if extra.get("job_id") is not None else ""
+    tail = "{extra[exception]}" if extra.get(EXCEPTION_FIELD) else ""
+    return (
+        "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
+        f"{where} - <level>{{message}}</level>{job}\n{tail}"
+    )
+
 
 LogFormat = Literal["json", "text"]
 # Libraries that log through the standard library; their own handlers would bypass the sink.
@@ -48,11 +124,7 @@ def configure_logging(
     *,
     stream: TextIO | None = None,
 ) -> LogFormat:
-    """Send every log of this process (loguru's, the standard library's, uncaught errors) to one sink.
-
-    The format is ``shape``; ``auto`` (the default) means text when ``stream`` (default
-    stderr) is a terminal, else JSON lines. Returns the format chosen.
-    """
+    """Send every log of this process to one sink (``auto``: text on a terminal, else JSON); return the format."""
     out = sys.stderr if stream is None else stream
     chosen: LogFormat = ("text" if _is_terminal(out) else "json") if shape == "auto" else shape
     logger.remove()
@@ -60,11 +132,7 @@ def configure_logging(
     # No diagnose: loguru would print local variables in tracebacks, payloads and secrets included.
     if chosen == "json":
         logger.add(
-            JsonLines(out),
-            level=level,
-            format=message_only,
-            backtrace=False,
-            diagnose=False,
+            json_sink(out), level=level, format=message_only, backtrace=False, diagnose=False
         )
     else:
         logger.add(out, level=level, format=text_format, backtrace=False, diagnose=False)
@@ -85,40 +153,22 @@ def bind_job(
     attempt: int | None = None,
     correlation_id: str | None = None,
 ) -> Token[dict[str, Any] | None]:
-    """Bind the job's fields to every line logged from here on in this context, and in tasks and threads it starts.
-
-    One context variable set, read by the patcher ``configure_logging`` installs: cheap enough
-    for a task that runs one job to call and never undo.
-    """
-    fields: dict[str, Any] = {"job_id": job_id}
-    if job_type is not None:
-        fields["job_type"] = job_type
-    if group is not None:
-        fields["group"] = group
-    if attempt is not None:
-        fields["attempt"] = attempt
-    if correlation_id is not None:
-        fields["correlation_id"] = correlation_id
-    return _JOB_FIELDS.set(fields)
+    """Bind the job's fields to every line logged from here on in this context and the tasks it starts."""
+    # One context variable set, read by the patcher: cheap enough to call per job and never undo.
+    fields = {
+        "job_id": job_id,
+        "job_type": job_type,
+        "group": group,
+        "attempt": attempt,
+        "correlation_id": correlation_id,
+    }
+    return _JOB_FIELDS.set({k: v for k, v in fields.items() if v is not None})
 
 
 @contextmanager
-def job_log_context(
-    *,
-    job_id: str,
-    job_type: str | None = None,
-    group: str | None = None,
-    attempt: int | None = None,
-    correlation_id: str | None = None,
-) -> Iterator[None]:
-    """Bind the job's fields to every line logged in the block, and in tasks and threads it starts."""
-    token = bind_job(
-        job_id=job_id,
-        job_type=job_type,
-        group=group,
-        attempt=attempt,
-        correlation_id=correlation_id,
-    )
+def job_log_context(**fields: Any) -> Iterator[None]:
+    """Bind the job's fields (those of ``bind_job``) to every line logged in the block."""
+    token = bind_job(**fields)
     try:
         yield
     finally:

@@ -1,20 +1,10 @@
-"""OpenTelemetry for taskq: off by default and free when off; on through the standard OTEL_* variables.
-
-One trace follows a job: the HTTP request (or webhook) that submitted it, the publish, each
-run of the handler, every retry hop and the dead-lettering, because every publish injects the
-current context into the message headers (``traceparent``) and every run continues the context
-it finds there. A replay from the DLQ starts a new trace with a span link to the dead one.
-taskq's publisher writes frames itself rather than through aio-pika's ``Exchange.publish``, so
-it injects the context itself, and the worker consumes below aio-pika and opens each run's
-consumer span itself; ``AioPikaInstrumentor`` is still installed for aio-pika's own publishes
-and consumers (the DLQ tools').
-"""
+"""OpenTelemetry for taskq: off and free by default, on through the standard OTEL_* variables."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, cast
 
 from opentelemetry import context as otel_context
@@ -45,11 +35,7 @@ def wanted(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def configure_tracing(service: str, *, processor: SpanProcessor | None = None) -> bool:
-    """Turn tracing on when the environment asks (or a ``processor`` is given); return whether it is on.
-
-    Without OTEL_* variables nothing is installed: the publish and consume paths then take one
-    attribute check and no span is built.
-    """
+    """Turn tracing on when the environment asks (or a ``processor`` is given); return whether it is on."""
     if processor is None:
         if not wanted():
             return False
@@ -85,6 +71,7 @@ def disable() -> None:
 
 def inject(headers: MutableMapping[str, Any]) -> None:
     """Write the current trace context into message headers (nothing when tracing is off)."""
+    # taskq's publisher writes frames below aio-pika, so AioPikaInstrumentor never sees them.
     if _state["tracer"] is not None:
         propagate.inject(headers)
 
@@ -98,14 +85,10 @@ def span(
     link_headers: Mapping[str, Any] | None = None,
     attributes: Mapping[str, Any] | None = None,
 ) -> Iterator[Span | None]:
-    """Run the block in a span: a child of ``parent_headers``' context, or linked to ``link_headers``'.
-
-    Yields ``None`` (and costs nothing) when tracing is off.
-    """
+    """Run the block in a span under ``parent_headers``' context or linked to ``link_headers``' (``None`` when off)."""
     tracer = _state["tracer"]
     if tracer is None:
-        with nullcontext():
-            yield None
+        yield None
         return
     carrier = {k: v for k, v in (parent_headers or {}).items() if isinstance(v, str)}
     parent = propagate.extract(carrier) if parent_headers is not None else None

@@ -66,11 +66,7 @@ class Envelope(BaseModel):
 
     @classmethod
     def new(cls, job_type: str, payload: JsonValue = None, **fields: Any) -> Envelope:
-        """Return a fresh envelope with a new time-ordered id and ``created_at`` = now.
-
-        Raises:
-            ContractError: when a field is invalid; the message names it.
-        """
+        """Return a fresh envelope with a new time-ordered id and ``created_at`` = now (ContractError if invalid)."""
         fields.setdefault("id", new_job_id())
         fields.setdefault("created_at", datetime.now(UTC))
         try:
@@ -102,10 +98,7 @@ class Envelope(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class AmqpProperties:
-    """Client-neutral AMQP properties, turned into aio-pika or pika ones by the publishers.
-
-    ``headers`` leaves room for a ``traceparent`` that OpenTelemetry instrumentation adds.
-    """
+    """Client-neutral AMQP properties, turned into aio-pika or pika ones by the publishers."""
 
     message_id: str
     type: str
@@ -124,11 +117,7 @@ def _dump_model(value: object) -> object:
 
 
 def decode(body: bytes) -> Envelope:
-    """Return the envelope held in ``body``.
-
-    Raises:
-        ContractError: when ``body`` is not JSON or not a valid envelope; never anything else.
-    """
+    """Return the envelope held in ``body``; raise ContractError (and nothing else) when it holds none."""
     try:
         data = orjson.loads(body)
     except (orjson.JSONDecodeError, TypeError) as exc:
@@ -169,11 +158,9 @@ _last_counter = 0
 
 
 def new_job_id() -> str:
-    """Return a UUIDv7 string (RFC 9562): unique, and in creation order within this process.
-
-    Ids made in the same millisecond stay ordered: the 48-bit time and 74 random bits form
-    one counter that only grows (RFC 9562 section 6.2), so "newest first" by id is exact.
-    """
+    """Return a UUIDv7 string (RFC 9562): unique, and in creation order within this process."""
+    # The 48-bit time and 74 random bits form one counter that only grows (RFC 9562 6.2), so
+    # ids made in the same millisecond stay ordered.
     global _last_counter
     ms = time.time_ns() // 1_000_000
     counter = (ms & (2**48 - 1)) << 74 | (_random80() >> 6)

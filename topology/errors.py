@@ -25,6 +25,10 @@ class TopologyFileError(TopologyError):
         super().__init__(f"invalid topology file {path}:\n{lines}")
 
 
+class UnknownGroupError(TopologyError):
+    """No consumer group of the topology has the name asked for; the message lists the groups."""
+
+
 class TopologyConflictError(TopologyError):
     """The broker already holds a declaration that RabbitMQ would refuse to change."""
 

@@ -1,10 +1,15 @@
-"""Export the topology as RabbitMQ definitions JSON (``rabbitmqctl import_definitions``)."""
+"""The topology for other tools: RabbitMQ definitions JSON, a Mermaid diagram, and KEDA manifests."""
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
-from topology.model import CompiledTopology
+from topology import names
+from topology.errors import TopologyError
+from topology.model import CompiledGroup, CompiledTopology
 
 
 def export_definitions(topology: CompiledTopology, *, vhost: str = "/") -> dict[str, Any]:
@@ -45,3 +50,138 @@ def export_definitions(topology: CompiledTopology, *, vhost: str = "/") -> dict[
             for b in topology.bindings
         ],
     }
+
+
+def mermaid(topology: CompiledTopology) -> str:
+    """Return a Mermaid ``flowchart LR`` of every exchange, queue and binding."""
+    lines = ["flowchart LR"]
+    for exchange in topology.exchanges:
+        lines.append(f'  {_id(exchange.name)}{{{{"{exchange.name}<br/><i>{exchange.type}</i>"}}}}')
+    for queue in topology.queues:
+        extra = dict(queue.arguments)
+        notes = [queue.queue_type]
+        if "x-max-priority" in extra:
+            notes.append(f"priority 0-{extra['x-max-priority']}")
+        if "x-message-ttl" in extra and queue.name.startswith(f"{topology.namespace}.delay."):
+            notes.append(f"TTL {extra['x-message-ttl']}ms")
+        lines.append(f'  {_id(queue.name)}[("{queue.name}<br/><i>{", ".join(notes)}</i>")]')
+    for binding in topology.bindings:
+        label = binding.routing_key or ", ".join(
+            f"{k}={v}" for k, v in binding.arguments if k != "x-match"
+        )
+        edge = f' -- "{label}" --> ' if label else " --> "
+        lines.append(f"  {_id(binding.source)}{edge}{_id(binding.destination)}")
+    for queue in topology.queues:
+        dlx = dict(queue.arguments).get("x-dead-letter-exchange")
+        if dlx:
+            kind = "expires" if "x-message-ttl" in dict(queue.arguments) else "dead letters"
+            lines.append(f'  {_id(queue.name)} -. "{kind}" .-> {_id(str(dlx))}')
+    return "\n".join(lines) + "\n"
+
+
+def _id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+KEDA_API_VERSION = "keda.sh/v1alpha1"
+HPA_MAX_WINDOW_SECONDS = 3600  # the HPA refuses a longer stabilization window
+# A Deployment name ends up in pod names and labels: an RFC 1123 label is the safe form.
+KUBERNETES_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class KedaOptions:
+    """Where the manifests go and how KEDA reaches RabbitMQ's management API."""
+
+    namespace: str | None = None  # None: the namespace kubectl applies them to
+    vhost: str = "/"
+    polling_interval: int = 15  # seconds between two looks at the queues
+    authentication: str = "taskq-rabbitmq"  # the TriggerAuthentication every trigger uses
+    secret: str = "taskq-rabbitmq"  # the Secret whose key ``host`` holds the management URL
+    trigger_authentication: bool = True  # also write that TriggerAuthentication
+
+
+def keda_manifests(
+    topology: CompiledTopology, options: KedaOptions | None = None
+) -> list[dict[str, Any]]:
+    """Return the TriggerAuthentication (unless turned off), then one ScaledObject per group."""
+    options = options or KedaOptions()
+    auth = [trigger_authentication(options)] if options.trigger_authentication else []
+    return auth + [scaled_object(group, options) for group in topology.groups]
+
+
+def trigger_authentication(options: KedaOptions) -> dict[str, Any]:
+    """Return a TriggerAuthentication passing the Secret's ``host`` key as the scaler's ``host``."""
+    return {
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "TriggerAuthentication",
+        "metadata": _metadata(options.authentication, options),
+        "spec": {"secretTargetRef": [{"parameter": "host", "name": options.secret, "key": "host"}]},
+    }
+
+
+def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
+    """Return the ScaledObject that scales the Deployment of ``group`` on its work queues."""
+    deployment = _deployment(group.name)
+    scale = group.spec.scale
+    stabilization = math.ceil(scale.stabilization / 1000)
+    return {
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "ScaledObject",
+        "metadata": _metadata(deployment, options),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicaCount": scale.min,
+            "maxReplicaCount": scale.max,
+            "pollingInterval": options.polling_interval,
+            # cooldownPeriod only governs the last step to zero (min: 0); the HPA's scale-down
+            # window governs every other step, so both get the group's stabilization.
+            "cooldownPeriod": stabilization,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS)
+                        }
+                    }
+                }
+            },
+            "triggers": [
+                _trigger(queue, scale.backlog_per_worker, scale.activation, options)
+                for queue in group.queue_names
+            ],
+        },
+    }
+
+
+def _trigger(queue: str, value: int, activation: int, options: KedaOptions) -> dict[str, Any]:
+    return {
+        "type": "rabbitmq",
+        "metadata": {
+            "protocol": "http",
+            "mode": "QueueLength",
+            "value": str(value),
+            "activationValue": str(activation),
+            "queueName": queue,
+            "vhostName": options.vhost,
+        },
+        "authenticationRef": {"name": options.authentication},
+    }
+
+
+def _metadata(name: str, options: KedaOptions) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "taskq"}}
+    if options.namespace:
+        metadata["namespace"] = options.namespace
+    return metadata
+
+
+def _deployment(group: str) -> str:
+    name = names.worker_deployment(group)
+    if not KUBERNETES_NAME_RE.fullmatch(name):
+        raise TopologyError(
+            f"group {group!r} would be scaled as the Deployment {name!r}, which is not a valid "
+            "Kubernetes name (lowercase letters, digits and '-', at most 63 characters): "
+            "rename the group without '_'"
+        )
+    return name

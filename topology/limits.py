@@ -1,10 +1,4 @@
-"""Every limit and grammar a value must meet to cross a door, defined once.
-
-The API models, the Python clients, the webhook mapping, the topology validator, the
-submitter and the worker's envelope decoder all check values with what is here, so what one
-door accepts every other door (and the worker) accepts too. Sizes the wire counts in bytes
-(AMQP short strings, routing keys) are counted in bytes of UTF-8, never in characters.
-"""
+"""Every limit and grammar a value must meet to cross a door, defined once so every door agrees."""
 
 from __future__ import annotations
 
@@ -85,11 +79,7 @@ def tenant_problem(tenant: str) -> str | None:
 
 
 def text_problem(value: str) -> str | None:
-    """Return why ``value`` cannot be stored and sent as text, or ``None`` if it can.
-
-    PostgreSQL text and jsonb cannot hold NUL, a lone surrogate is not UTF-8 at all, and
-    control or bidi characters are refused so values read the same in every log and console.
-    """
+    """Return why ``value`` cannot be stored and sent as text (NUL, controls, bidi, lone surrogates), or ``None``."""
     found = _UNSAFE_TEXT.search(value)
     if found:
         return f"holds the control character {found.group()!a}"
@@ -121,11 +111,7 @@ def payload_problem(encoded: bytes) -> str | None:
 
 
 def utc_time(value: datetime) -> datetime:
-    """Return ``value`` in UTC.
-
-    Raises:
-        ValueError: it has no offset, or lies where UTC cannot reach (the year 9999 at -14:00).
-    """
+    """Return ``value`` in UTC; raise ValueError without an offset or beyond UTC's range."""
     if value.tzinfo is None:
         raise ValueError("needs a time zone offset (RFC 3339), e.g. 2026-01-01T09:00:00Z")
     try:

@@ -17,8 +17,7 @@ from topology import names, routing
 from topology.errors import TopologyFileError
 from topology.reserved import TASKQ, public_overlap, reservations
 from topology.settings import LocationSettings, load_settings
-from topology.spec import BUILTIN_GROUP_DEFAULTS, GroupSpec, TopologySpec
-from topology.webhook_spec import EVENT, SAMPLE_EVENT
+from topology.spec import BUILTIN_GROUP_DEFAULTS, EVENT, SAMPLE_EVENT, GroupSpec, TopologySpec
 
 Path_ = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -37,11 +36,7 @@ def topology_path(locations: LocationSettings | None = None) -> Path:
 
 
 def load_topology(path: Path | str | None = None) -> TopologySpec:
-    """Read, parse and validate a topology file.
-
-    Raises:
-        TopologyFileError: naming the file, each bad key (with its line) and what to do.
-    """
+    """Read, parse and validate a topology file; a TopologyFileError names each bad key, its line and the fix."""
     file = Path(path) if path is not None else topology_path()
     try:
         text = file.read_text(encoding="utf-8")
@@ -54,11 +49,7 @@ def load_topology(path: Path | str | None = None) -> TopologySpec:
 
 
 def parse_topology(text: str, *, source: str = "<string>") -> TopologySpec:
-    """Parse and validate topology YAML held in ``text``.
-
-    Raises:
-        TopologyFileError: naming ``source``, each bad key (with its line) and what to do.
-    """
+    """Parse and validate topology YAML held in ``text`` (errors name ``source``)."""
     data, lines = _read_yaml(text, source)
     return _Validator(source, lines).validate(data)
 

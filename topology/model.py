@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from topology import routing
-from topology.spec import GroupSpec, Priority
-from topology.webhook_spec import WebhookSourceSpec
+from topology.errors import UnknownGroupError
+from topology.limits import excerpt
+from topology.spec import GroupSpec, Priority, WebhookSourceSpec
 
 ArgValue = str | int | bool
 Args = tuple[tuple[str, ArgValue], ...]
@@ -109,11 +110,12 @@ class CompiledTopology:
         return any(routing.matches(pattern, job_type) for pattern in self.lane_patterns)
 
     def group(self, name: str) -> CompiledGroup:
-        """Return the group called ``name``."""
+        """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""
         for group in self.groups:
             if group.name == name:
                 return group
-        raise KeyError(name)
+        known = ", ".join(g.name for g in self.groups)
+        raise UnknownGroupError(f"no group {excerpt(name)} in the topology; groups: {known}")
 
     def group_for(self, job_type: str) -> CompiledGroup | None:
         """Return the group that takes ``job_type``, or ``None`` when no group does."""

@@ -1,14 +1,11 @@
-"""The names taskq gives to broker objects, and the rules a name must follow.
-
-RabbitMQ limits exchange and queue names and routing keys to 255 bytes of UTF-8 and reserves
-the ``amq.`` prefix (https://www.rabbitmq.com/docs/queues#names).  taskq is stricter, so that
-names stay readable in the management UI, in metrics labels and in Kubernetes object names.
-"""
+"""The names taskq gives to broker objects, and the rules a name must follow."""
 
 from __future__ import annotations
 
 import re
 
+# Stricter than RabbitMQ (255 bytes, no amq. prefix), so names stay readable in the
+# management UI, in metrics labels and in Kubernetes object names.
 NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL

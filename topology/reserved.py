@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from topology import names, routing
-from topology.webhook_spec import EVENT, WebhookSourceSpec
+from topology.spec import EVENT, WebhookSourceSpec
 
 TASKQ = "taskq"
 """The producer name of taskq's own jobs (callbacks)."""

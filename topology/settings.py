@@ -1,9 +1,4 @@
-"""Every ``TASKQ_*`` setting, declared once: its section, type, default and meaning.
-
-A field ``name`` of any section is read from the variable ``TASKQ_NAME``; ``load_settings``
-reads them all at once, and ``taskctl config`` and docs/configuration.md are made from the
-same declarations. ``SecretStr`` fields are secrets: masked wherever they are shown.
-"""
+"""Every ``TASKQ_*`` setting, declared once: field ``name`` is variable ``TASKQ_NAME``, ``SecretStr`` masked."""
 
 from __future__ import annotations
 
@@ -390,11 +385,7 @@ def declared() -> Iterator[tuple[str, str, FieldInfo]]:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read every setting from ``environ`` (default: the process environment); blank means unset.
-
-    Raises:
-        SettingsError: naming each bad ``TASKQ_*`` variable and what it must be.
-    """
+    """Read every setting from ``environ`` (default: the process's; blank is unset), or raise SettingsError."""
     env = os.environ if environ is None else environ
     values: dict[str, dict[str, str]] = {section: {} for section in Settings.model_fields}
     for section, variable, _ in declared():

@@ -1,13 +1,4 @@
-"""The built-in ``taskq.callback`` handler: POST a finished job to its callback URL, signed.
-
-Each delivery is signed per Standard Webhooks with the endpoint's own secret, derived from
-``TASKQ_CALLBACK_SIGNING_KEY`` and the URL's origin (``taskctl callback-secret URL`` prints
-it for the receiver). The URL is checked against SSRF on every attempt (resolved once, the
-connection pinned to the checked address, redirects never followed). A refused address or a
-4xx answer dead-letters the callback at once; a 5xx, 429 or network failure is retried by the
-callbacks group's policy (or after the receiver's Retry-After), and a per-endpoint circuit
-breaker stops calling an endpoint that keeps failing until its cooldown is over.
-"""
+"""The built-in ``taskq.callback`` handler: POST a finished job to its callback URL, signed per Standard Webhooks."""
 
 from __future__ import annotations
 
@@ -72,14 +63,7 @@ def registration_check(settings: CallbackSettings) -> Callable[[str], Awaitable[
 
 
 async def _bound_job(payload: CallbackPayload, ctx: JobContext) -> str:
-    """Return the id of the finished job the callback announces, once its store record agrees.
-
-    A signed callback goes only to the ``callback_url`` of the job it names, as stored when
-    that job was submitted; whatever else a callback job's payload says is refused.
-
-    Raises:
-        Permanent: the job is unknown, or its callback URL is another one.
-    """
+    """Return the id of the job the callback announces, refusing (Permanent) a URL not stored with it."""
     job_id = payload.job.get("id")
     if not isinstance(job_id, str) or ctx.lookup_job is None:
         raise Permanent("refused: the callback names no finished job to check its URL against")
@@ -115,6 +99,9 @@ class CallbackDelivery:
 
     async def deliver(self, payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
         """POST the finished job to its callback URL, signed; raise what the outcome calls for."""
+        # The URL is checked against SSRF on every attempt; a refused address or a 4xx
+        # dead-letters at once, a 5xx, 429 or network failure is retried, and an endpoint that
+        # keeps failing is stopped by its breaker until the cooldown is over.
         if self._session is None or self._session.closed:
             self._session = open_session(self.allow)
         key = self.settings.callback_signing_key

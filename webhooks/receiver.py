@@ -1,11 +1,4 @@
-"""``POST /webhooks/{source}``: verify a delivery on its raw bytes, then enqueue it exactly once.
-
-Order matters: the body size is bounded before it is buffered (the app's body limit), each
-source's rate is bounded before any signature is computed (a token bucket per source, 429
-with ``Retry-After``), the signature is checked on the raw bytes before anything is parsed,
-and the answer is 2xx only after the broker confirmed the job. The sender's delivery id is the job's idempotency key, so
-a redelivery (sequential or concurrent) answers with the same job and enqueues nothing new.
-"""
+"""``POST /webhooks/{source}``: verify a delivery on its raw bytes, then enqueue it exactly once."""
 
 from __future__ import annotations
 
@@ -53,24 +46,24 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
         status_code=202,
         summary="Receive a signed webhook delivery and enqueue it as a job",
         responses={
-            400: {"model": Problem, "description": "a malformed signature header or delivery"},
-            401: {
-                "model": Problem,
-                "description": "a missing or wrong signature, or a stale timestamp",
-            },
-            404: {"model": Problem, "description": "no such webhook source"},
-            409: {"model": Problem, "description": "the same delivery is still being enqueued"},
-            413: {"model": Problem, "description": "the body is over the size limit"},
-            422: {"model": Problem, "description": "a delivery id reused for another body"},
-            429: {"model": Problem, "description": "the source sent more than its rate allows"},
-            503: {
-                "model": Problem,
-                "description": "the broker or the job store is down, or the source has no secret",
-            },
+            status: {"model": Problem, "description": why}
+            for status, why in {
+                400: "a malformed signature header or delivery",
+                401: "a missing or wrong signature, or a stale timestamp",
+                404: "no such webhook source",
+                409: "the same delivery is still being enqueued",
+                413: "the body is over the size limit",
+                422: "a delivery id reused for another body",
+                429: "the source sent more than its rate allows",
+                503: "the broker or the job store is down, or the source has no secret",
+            }.items()
         },
     )
     async def receive(source: str, request: Request) -> Response:
         """Verify one delivery of ``source`` and answer 202 with its job once the broker has it."""
+        # In this order: the body is bounded before it is buffered (the app's limit), the rate
+        # before any signature is computed, the signature before anything is parsed, and the
+        # answer is 2xx only once the broker confirmed the job.
         services: Services = request.app.state.services
         sources = _sources(request.app, services.submitter, env)
         found = sources.get(source)
@@ -81,7 +74,8 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
         wait = limiter.take(source)
         if wait > 0:
             _count(request, source, "rate_limited")
-            _limited(request, source)
+            if (metrics := getattr(request.app.state, "metrics", None)) is not None:
+                metrics.rate_limited.labels(f"webhook:{source}").inc()
             detail = f"too many deliveries for source {source}; the limit is {limiter.rate:g}/s"
             return problems.problem(429, detail, headers={"Retry-After": retry_after(wait)})
         response, result = await _receive(found, request, services.submitter)
@@ -140,12 +134,6 @@ def _count(request: Request, source: str, result: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.webhook_deliveries.labels(source, result).inc()
-
-
-def _limited(request: Request, source: str) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.rate_limited.labels(f"webhook:{source}").inc()
 
 
 def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:

@@ -10,10 +10,9 @@ from loguru import logger
 
 from topology.errors import WebhookError
 from topology.model import CompiledTopology
-from topology.webhook_spec import WebhookScheme, WebhookSourceSpec
+from topology.spec import WebhookScheme, WebhookSourceSpec
 from webhooks.schemes.base import Verifier
-from webhooks.schemes.github import github_verifier
-from webhooks.schemes.hmac_header import HmacVerifier
+from webhooks.schemes.hmac_header import HmacVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
 from webhooks.schemes.stripe import StripeVerifier
 

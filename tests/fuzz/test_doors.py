@@ -29,7 +29,7 @@ from topology.envelope import Envelope, decode
 from topology.errors import JobRejectedError, TaskqError
 from topology.loader import parse_topology
 from topology.settings import SubmitSettings
-from topology.webhook_spec import WebhookSourceSpec
+from topology.spec import WebhookSourceSpec
 
 TOPOLOGY = compile_topology(parse_topology("groups:\n  all: {jobs: ['job.#']}\n"))
 # Text near the edges: multi-byte letters, controls, NUL, bidi marks, lone surrogates.

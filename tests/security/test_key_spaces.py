@@ -23,7 +23,7 @@ from tests.helpers import eventually
 from tests.security.conftest import GITHUB_SECRET, Door
 from topology.broker import connect
 from topology.settings import WorkerSettings
-from webhooks.schemes.github import sign_github
+from webhooks.schemes.hmac_header import sign_github
 
 pytestmark = pytest.mark.rabbitmq
 

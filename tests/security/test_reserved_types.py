@@ -17,7 +17,7 @@ from producers.submit import JobRequest
 from tests.security.stack import GITHUB_SECRET, Stack
 from topology.errors import ReservedJobTypeError
 from topology.reserved import TASKQ, webhook_producer
-from webhooks.schemes.github import sign_github
+from webhooks.schemes.hmac_header import sign_github
 
 pytestmark = pytest.mark.rabbitmq
 

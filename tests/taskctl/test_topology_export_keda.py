@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from taskctl.cli import app
 from tests.helpers import write_topology
 from tests.keda_schemas import validate_keda
-from topology.keda import KedaOptions, keda_manifests
+from topology.export import KedaOptions, keda_manifests
 
 runner = CliRunner()
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.broker import channel
-from topology.apply import apply_topology, plan_topology, read_live
+from topology.apply import Action, apply_topology, plan_topology, read_live
 from topology.compiler import compile_topology
 from topology.errors import TopologyConflictError
 from topology.export import export_definitions
 from topology.loader import parse_topology
 from topology.management import ManagementClient
 from topology.model import CompiledTopology
-from topology.plan import Action
 
 pytestmark = pytest.mark.rabbitmq
 

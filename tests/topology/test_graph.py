@@ -1,4 +1,4 @@
-from topology.graph import mermaid
+from topology.export import mermaid
 
 
 def test_graph_draws_every_exchange_queue_and_binding(topology):

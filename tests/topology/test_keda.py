@@ -7,7 +7,7 @@ import pytest
 from tests.keda_schemas import validate_keda as validate
 from topology.compiler import compile_topology
 from topology.errors import TopologyError
-from topology.keda import KedaOptions, keda_manifests, scaled_object
+from topology.export import KedaOptions, keda_manifests, scaled_object
 from topology.loader import parse_topology
 from topology.model import CompiledGroup, CompiledTopology
 

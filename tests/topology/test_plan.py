@@ -1,5 +1,5 @@
+from topology.apply import Action, LiveState, make_plan
 from topology.export import export_definitions
-from topology.plan import Action, LiveState, make_plan
 
 
 def live_from(definitions: dict) -> LiveState:

@@ -8,7 +8,7 @@ from tests.topology.test_loader import problems
 from topology.compiler import compile_topology
 from topology.loader import load_topology, parse_topology
 from topology.priority import Priority
-from topology.webhook_spec import WebhookScheme
+from topology.spec import WebhookScheme
 
 GROUPS = """
 groups:

@@ -4,8 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from webhooks.schemes.base import Verifier
-from webhooks.schemes.github import github_verifier, sign_github
-from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
+from webhooks.schemes.hmac_header import HmacVerifier, github_verifier, sign_github, sign_hmac
 from webhooks.schemes.standard import (
     StandardVerifier,
     generate_standard_keypair,

@@ -8,8 +8,7 @@ from topology import errors
 from topology.errors import MalformedWebhook, SignatureRejected, TaskqError, WebhookConfigError
 from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
-from webhooks.schemes.github import github_verifier
-from webhooks.schemes.hmac_header import HmacVerifier
+from webhooks.schemes.hmac_header import HmacVerifier, github_verifier
 from webhooks.schemes.standard import (
     StandardVerifier,
     generate_standard_keypair,

@@ -3,7 +3,7 @@ import pytest
 from tests.webhooks.cases import NOW
 from topology.errors import MalformedWebhook, SignatureRejected
 from webhooks.schemes.base import Delivery
-from webhooks.schemes.github import github_verifier, sign_github
+from webhooks.schemes.hmac_header import github_verifier, sign_github
 
 # docs.github.com, "Validating webhook deliveries": the published test values.
 VECTOR_SECRET = b"It's a Secret to Everybody"

@@ -28,8 +28,7 @@ from topology.compiler import compile_topology
 from topology.loader import load_topology
 from topology.settings import ApiSettings, BrokerSettings, load_settings
 from webhooks.receiver import webhook_router
-from webhooks.schemes.github import sign_github
-from webhooks.schemes.hmac_header import sign_hmac
+from webhooks.schemes.hmac_header import sign_github, sign_hmac
 from webhooks.schemes.standard import sign_standard
 from webhooks.schemes.stripe import sign_stripe
 

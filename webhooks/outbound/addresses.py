@@ -139,7 +139,7 @@ def refusal(address: IPAddress, allow: AllowList | None = None, *, host: str = "
     if allow is not None and ((host and allow.admits_host(host)) or allow.admits_address(address)):
         return None
     if isinstance(address, IPv4Address):
-        return _refused_v4(address)
+        return _refused(_REFUSED_V4, address)
     embedded = embedded_ipv4(address)
     if embedded:
         # A transition form reaches whatever IPv4 host it carries, so that host decides.
@@ -148,12 +148,10 @@ def refusal(address: IPAddress, allow: AllowList | None = None, *, host: str = "
             if why is not None:
                 return f"embeds {inner}: {why}"
         return None
-    return _refused_v6(address)
-
-
-def may_dial(address: IPAddress, allow: AllowList | None = None, *, host: str = "") -> bool:
-    """Return whether ``address`` (reached through URL host ``host``) may be dialled."""
-    return refusal(address, allow, host=host) is None
+    why = _refused(_REFUSED_V6, address)
+    if why is None and address not in _GLOBAL_UNICAST_V6:
+        return f"reserved (outside global unicast {_GLOBAL_UNICAST_V6})"
+    return why
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -164,17 +162,8 @@ def parse_address(text: str) -> IPAddress | None:
         return None
 
 
-def _refused_v4(address: IPv4Address) -> str | None:
-    for network, why in _REFUSED_V4:
+def _refused(table: tuple[tuple[IPNetwork, str], ...], address: IPAddress) -> str | None:
+    for network, why in table:
         if address in network:
             return f"{why} ({network})"
-    return None
-
-
-def _refused_v6(address: IPv6Address) -> str | None:
-    for network, why in _REFUSED_V6:
-        if address in network:
-            return f"{why} ({network})"
-    if address not in _GLOBAL_UNICAST_V6:
-        return f"reserved (outside global unicast {_GLOBAL_UNICAST_V6})"
     return None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from topology.errors import (
     MalformedWebhook,
@@ -153,3 +156,20 @@ def positive_tolerance(tolerance: int) -> int:
             f"the tolerance must be a positive number of seconds, not {tolerance!r}"
         )
     return tolerance
+
+
+def hmac_matches(
+    secrets: Sequence[bytes], content: bytes, given: Sequence[bytes], algorithm: str = "sha256"
+) -> bool:
+    """Return whether a ``given`` signature is the HMAC of ``content`` under a secret (constant time)."""
+    expected = [hmac.digest(secret, content, algorithm) for secret in secrets]
+    return any(hmac.compare_digest(e, g) for e in expected for g in given)
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """Return the body as a JSON object, or ``None`` when it is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,4 +1,4 @@
-"""A configurable one-header HMAC scheme for senders without a scheme of their own."""
+"""One-header HMAC schemes: a configurable one, and GitHub's ``X-Hub-Signature-256: sha256=<hex>``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from webhooks.schemes.base import (
     decode_base64,
     decode_hex,
     foreign_errors,
+    hmac_matches,
     positive_tolerance,
     printable_token,
     required_header,
@@ -31,6 +32,10 @@ Encoding = Literal["hex", "base64"]
 _ALGORITHMS: dict[str, Algorithm] = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
 _ENCODINGS: dict[str, Encoding] = {"hex": "hex", "base64": "base64"}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+GITHUB_SIGNATURE_HEADER = "x-hub-signature-256"
+GITHUB_DELIVERY_HEADER = "x-github-delivery"
+GITHUB_EVENT_HEADER = "x-github-event"
+_GITHUB_PREFIX = "sha256="
 
 
 class HmacVerifier:
@@ -70,10 +75,7 @@ class HmacVerifier:
             delivery_id = self._delivery_id(headers, body)
             event = self._event(headers)
             content = _signed_content(body, timestamp)
-            if not any(
-                hmac.compare_digest(hmac.digest(secret, content, self._algorithm), given)
-                for secret in self._secrets
-            ):
+            if not hmac_matches(self._secrets, content, [given], self._algorithm):
                 raise SignatureRejected(
                     f"the {self._header} signature matches no configured secret"
                 )
@@ -154,3 +156,20 @@ def _header_name(name: str) -> str:
     if not _HEADER_NAME.fullmatch(name):
         raise WebhookConfigError(f"{name!r} is not a usable header name")
     return name.lower()
+
+
+def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
+    """Return the verifier of GitHub deliveries: the HMAC scheme with GitHub's headers."""
+    # No timestamp: replays are stopped only by deduplicating X-GitHub-Delivery.
+    return HmacVerifier(
+        secrets,
+        header=GITHUB_SIGNATURE_HEADER,
+        prefix=_GITHUB_PREFIX,
+        id_header=GITHUB_DELIVERY_HEADER,
+        event_header=GITHUB_EVENT_HEADER,
+    )
+
+
+def sign_github(secret: bytes, body: bytes) -> str:
+    """Return the ``X-Hub-Signature-256`` value GitHub would send for ``body``."""
+    return sign_hmac(secret, body, prefix=_GITHUB_PREFIX)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 
-import orjson
-
 from topology.errors import MalformedWebhook, SignatureRejected
 from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
@@ -16,6 +14,8 @@ from webhooks.schemes.base import (
     check_window,
     decode_hex,
     foreign_errors,
+    hmac_matches,
+    json_object,
     positive_tolerance,
     printable_token,
     signature_header,
@@ -36,9 +36,7 @@ class StripeVerifier:
         """Return the event's delivery if any v1 signature matches a secret, else raise a WebhookError."""
         with foreign_errors("Stripe"):
             timestamp, given = _parse(signature_header(headers, SIGNATURE_HEADER))
-            content = f"{timestamp}.".encode() + body
-            expected = [hmac.digest(secret, content, "sha256") for secret in self._secrets]
-            if not any(hmac.compare_digest(e, g) for e in expected for g in given):
+            if not hmac_matches(self._secrets, f"{timestamp}.".encode() + body, given):
                 raise SignatureRejected(
                     "no v1 signature in Stripe-Signature matches a configured secret"
                 )
@@ -78,12 +76,9 @@ def _parse(value: str) -> tuple[int, list[bytes]]:
 
 def _event(body: bytes) -> tuple[str, str]:
     """Return the id and type of the verified event body."""
-    try:
-        event = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedWebhook("the Stripe event body is not JSON") from exc
-    if not isinstance(event, dict):
-        raise MalformedWebhook("the Stripe event body is not a JSON object")
+    event = json_object(body)
+    if event is None:
+        raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
     event_id, event_type = event.get("id"), event.get("type")
     if not isinstance(event_id, str) or not isinstance(event_type, str):
         raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
