@@ -56,6 +56,14 @@ _UNCONFIRMED = (
     " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
 )
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
+# A job without a key, with the confirms held so far, in one statement: one round trip.
+_CREATE_ONE = (
+    f"WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY(${len(COLUMNS) + 1}::text[])),"
+    f" job AS ({INSERT_JOB} RETURNING id)"
+    " INSERT INTO unconfirmed (job_id, publish_by)"
+    f" SELECT id, now() + make_interval(secs => ${len(COLUMNS) + 2}::float8) FROM job"
+    f" WHERE ${len(COLUMNS) + 2}::float8 IS NOT NULL"
+)
 _CLEAR_MOVED_ON = """
 DELETE FROM unconfirmed u USING jobs j
 WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.status IN ('queued', 'scheduled')
@@ -164,7 +172,18 @@ class PostgresJobStore(SharedSql):
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first, in order) in one transaction."""
+        """Insert many jobs (claiming their keys first, in order) in one transaction; a lone keyless one in one statement."""
+        if (
+            len(items) == 1
+            and items[0].claim is None
+            and all(c.response is None for c in confirmed)
+        ):
+            [item] = items
+            row = [_param(getattr(item.job, name)) for name in COLUMNS]
+            within = None if item.confirm_within is None else float(item.confirm_within)
+            async with self._use() as conn:
+                await conn.execute(_CREATE_ONE, *row, [c.job_id for c in confirmed], within)
+            return [Claim(ClaimState.NEW, item.job.id)]
         claims: list[Claim] = []
         rows = []
         deadlines: list[tuple[str, float]] = []

@@ -17,7 +17,7 @@ from producers.submit import Submitter
 from topology.compiler import compile_topology
 from topology.loader import load_topology, topology_path
 from topology.model import CompiledTopology
-from topology.settings import Settings
+from topology.settings import BrokerSettings, PublisherSettings, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,7 @@ class ClosingPublisher(Publisher, Protocol):
 
 
 P = TypeVar("P", bound=ClosingPublisher)
+P_co = TypeVar("P_co", bound=ClosingPublisher, covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +117,28 @@ async def open_producer(
     return Producer(backends, publisher, submitter)
 
 
-def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
-    """Return the ``connect`` of ``open_producer`` that opens a confirmed publisher named ``name``."""
+class Transport(Protocol[P_co]):
+    """A publisher class: how ``open_producer`` reaches the broker (aio-pika or pika)."""
 
-    async def connect(backends: Backends) -> ConfirmedPublisher:
+    async def connect(
+        self,
+        broker: BrokerSettings,
+        topology: CompiledTopology,
+        settings: PublisherSettings | None = None,
+        *,
+        name: str,
+        metrics: ProducerMetrics | None = None,
+    ) -> P_co:
+        """Open the connection and its confirm channel."""
+        ...
+
+
+def transport(kind: Transport[P], name: str) -> Callable[[Backends], Awaitable[P]]:
+    """Return the ``connect`` of ``open_producer`` that opens a ``kind`` publisher named ``name``."""
+
+    async def connect(backends: Backends) -> P:
         settings = backends.settings
-        return await ConfirmedPublisher.connect(
+        return await kind.connect(
             settings.broker,
             backends.topology,
             settings.publisher,
@@ -130,3 +147,8 @@ def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
         )
 
     return connect
+
+
+def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
+    """Return the ``connect`` of ``open_producer`` that opens a confirmed aio-pika publisher."""
+    return transport(ConfirmedPublisher, name)

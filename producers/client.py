@@ -1,11 +1,11 @@
 """Python clients: submit jobs and read their status through the same ``Submitter`` as the HTTP API.
 
-One core, two transports. ``ClientCore`` holds what both clients do: the request rules (the
+One core, two transports. ``AsyncClient`` holds what both clients do: the request rules (the
 HTTP API's schema, then the ``Submitter``'s checks), the store access and the mapping of
-results to job views. ``AsyncClient`` runs it on the caller's event loop and publishes with
-aio-pika; ``SyncClient`` runs it on a private loop in the caller's thread and publishes with
-pika's blocking connection (the natural transport for Django, Flask and scripts). Both return
-the job view the HTTP API answers with (plus ``replayed``) and raise the same ``TaskqError``
+results to job views; it publishes with aio-pika on the caller's event loop. ``SyncClient``
+runs an ``AsyncClient`` on a private loop in the caller's thread, publishing with pika's
+blocking connection (the natural transport for Django, Flask and scripts). Both return the
+job view the HTTP API answers with (plus ``replayed``) and raise the same ``TaskqError``
 subclasses it maps to status codes.
 """
 
@@ -23,12 +23,19 @@ import orjson
 from pydantic import JsonValue, ValidationError
 
 from jobstore.model import JobStatus
-from producers.backends import Backends, ClosingPublisher, Producer, confirmed, open_producer
+from producers.backends import (
+    Backends,
+    ClosingPublisher,
+    Producer,
+    confirmed,
+    open_producer,
+    transport,
+)
 from producers.pika_publisher import PikaPublisher
 from producers.requests import JobSubmission
-from producers.submit import JobRequest, Submitted, Submitter
+from producers.submit import JobRequest, Submitted
 from producers.tenancy import Viewer, list_visible
-from producers.views import job_view
+from producers.views import job_view, page_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
 from topology.settings import load_settings
@@ -55,85 +62,108 @@ class JobOptions(TypedDict, total=False):
     correlation_id: str | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ClientCore:
-    """What both clients do, on whichever loop runs it: check, submit, read, map to views."""
+class JobFilters(TypedDict, total=False):
+    """Which jobs to list: the query parameters of ``GET /jobs``."""
 
-    producer: Producer[ClosingPublisher]
-    viewer: Viewer  # the client's tenant: what it submits as, and what it may see
+    status: JobStatus | None
+    type: str | None
+    limit: int  # 1-500, default 50
+    cursor: str | None
+
+
+class AsyncClient(AsyncClosing):
+    """Submits jobs from asyncio code with a confirmed publisher; open it with ``connect``."""
+
+    def __init__(self, producer: Producer[ClosingPublisher], viewer: Viewer) -> None:
+        self._producer = producer
+        self._submitter = producer.submitter
+        self._viewer = viewer  # the client's tenant: what it submits as, and what it may see
+        self._closed = False
 
     @classmethod
-    async def open(
+    async def connect(
         cls,
-        environ: Mapping[str, str] | None,
-        connect: Callable[[Backends], Awaitable[ClosingPublisher]],
-    ) -> ClientCore:
-        """Open a producer from the ``TASKQ_*`` settings of ``environ`` (default: the process's)."""
+        environ: Mapping[str, str] | None = None,
+        open_publisher: Callable[[Backends], Awaitable[ClosingPublisher]] | None = None,
+    ) -> AsyncClient:
+        """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``).
+
+        ``open_publisher`` opens the transport (default: a confirmed aio-pika publisher).
+
+        Raises:
+            SettingsError, TopologyFileError: bad configuration.
+            BrokerUnavailableError, StoreUnavailableError: a dependency is down.
+        """
         settings = load_settings(environ)
-        return cls(await open_producer(settings, connect), Viewer(settings.client.tenant))
+        producer = await open_producer(settings, open_publisher or confirmed("taskq client"))
+        return cls(producer, Viewer(settings.client.tenant))
 
-    @property
-    def submitter(self) -> Submitter:
-        """Return the submitter every call goes through."""
-        return self.producer.submitter
+    async def close(self) -> None:
+        """Close the broker connection and the stores; closing twice does nothing."""
+        if not self._closed:
+            self._closed = True
+            await self._producer.close()
 
-    async def submit(self, job_type: str, payload: JsonValue, options: JobOptions) -> JobView:
-        """Check, store and publish one job; return its view once the broker confirmed it."""
-        request = _request({"type": job_type, "payload": payload, **options}, self.viewer.tenant)
-        return _view(await self.submitter.submit(request))
+    async def submit(
+        self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
+    ) -> JobView:
+        """Store and publish one job; return its view (plus ``replayed``) once the broker confirmed it.
+
+        Raises:
+            JobRejectedError: the job is invalid (unknown type, bad field, key reused).
+            IdempotencyInFlightError: the same key is being submitted right now.
+            BrokerError, StoreError, BlobStoreError: a dependency failed.
+        """
+        request = _checked({"type": job_type, "payload": payload, **options}, self._viewer.tenant)
+        if isinstance(request, JobRejectedError):
+            raise request
+        return _view(await self._submitter.submit(request))
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
-        """Check each request and submit the valid ones together; one result per request."""
-        checked = [_checked(r, self.viewer.tenant) for r in requests]
+        """Submit each request with confirms awaited together; one view or error per request, in order."""
+        checked = [_checked(r, self._viewer.tenant) for r in requests]
         valid = [c for c in checked if isinstance(c, JobRequest)]
-        outcomes = iter(await self.submitter.submit_many(valid))
+        outcomes = iter(await self._submitter.submit_many(valid))
         # Requests the schema refused keep their place, so results line up with requests.
         return [c if isinstance(c, TaskqError) else _outcome(next(outcomes)) for c in checked]
 
     async def status(self, job_id: str) -> JobView:
-        """Return the job's view."""
-        return job_view(await self.submitter.get(job_id, self.viewer))
+        """Return the job's view.
 
-    async def list_jobs(
-        self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
-        """Return one page of job views, newest first."""
+        Raises:
+            JobNotFoundError: no job has this id.
+        """
+        return job_view(await self._submitter.get(job_id, self._viewer))
+
+    async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
+        """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
         page = await list_visible(
-            self.submitter.store,
-            self.viewer,
-            status=status,
-            job_type=job_type,
-            limit=limit,
-            cursor=cursor,
+            self._submitter.store,
+            self._viewer,
+            status=filters.get("status"),
+            job_type=filters.get("type"),
+            limit=filters.get("limit", 50),
+            cursor=filters.get("cursor"),
         )
-        return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
+        return page_view(page)
 
     async def cancel(self, job_id: str) -> JobView:
-        """Cancel a job that has not started; return its view."""
-        return job_view(await self.submitter.cancel(job_id, self.viewer))
+        """Cancel a job that has not started.
 
-    async def close(self) -> None:
-        """Close the submitter, the publisher and the stores."""
-        await self.producer.close()
+        Raises:
+            JobNotFoundError: no job has this id.
+            JobStateError: the job already started or finished.
+        """
+        return job_view(await self._submitter.cancel(job_id, self._viewer))
 
 
-def _request(values: Mapping[str, Any], tenant: str) -> JobRequest:
-    """Return the request once it passes the HTTP API's schema, so both doors accept the same jobs.
-
-    Raises:
-        JobRejectedError: naming the first invalid field.
-    """
+def _checked(source: Mapping[str, Any] | JobRequest, tenant: str) -> JobRequest | JobRejectedError:
+    """Return the request once it passes the HTTP API's schema (both doors accept the same jobs), or why not."""
     try:
-        body = JobSubmission.model_validate({k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        raise _rejected(exc) from exc
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
-
-
-def _checked(request: JobRequest, tenant: str) -> JobRequest | JobRejectedError:
-    """Return a request built in code once it passes the HTTP API's schema, or why it does not."""
-    try:
-        body = JobSubmission.model_validate(request, from_attributes=True)
+        if isinstance(source, JobRequest):  # built in code: read from its attributes
+            body = JobSubmission.model_validate(source, from_attributes=True)
+        else:
+            body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
         return _rejected(exc)
     return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
@@ -143,7 +173,9 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
     errors = exc.errors()
     detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in errors)
     field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    return JobRejectedError(f"invalid job: {detail}", field=field)
+    rejected = JobRejectedError(f"invalid job: {detail}", field=field)
+    rejected.__cause__ = exc  # raised later, outside the except block: keep the chain
+    return rejected
 
 
 def _view(done: Submitted) -> JobView:
@@ -156,80 +188,12 @@ def _outcome(outcome: Submitted | TaskqError) -> JobView | TaskqError:
     return outcome if isinstance(outcome, TaskqError) else _view(outcome)
 
 
-class AsyncClient(AsyncClosing):
-    """Submits jobs from asyncio code with a confirmed publisher; open it with ``connect``."""
-
-    def __init__(self, core: ClientCore) -> None:
-        self._core = core
-        self._closed = False
-
-    @classmethod
-    async def connect(cls, environ: Mapping[str, str] | None = None) -> AsyncClient:
-        """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``).
-
-        Raises:
-            SettingsError, TopologyFileError: bad configuration.
-            BrokerUnavailableError, StoreUnavailableError: a dependency is down.
-        """
-        return cls(await ClientCore.open(environ, confirmed("taskq client")))
-
-    async def close(self) -> None:
-        """Close the broker connection and the stores; closing twice does nothing."""
-        if not self._closed:
-            self._closed = True
-            await self._core.close()
-
-    async def submit(
-        self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
-    ) -> JobView:
-        """Store and publish one job; return its view (plus ``replayed``) once the broker confirmed it.
-
-        Raises:
-            JobRejectedError: the job is invalid (unknown type, bad field, key reused).
-            IdempotencyInFlightError: the same key is being submitted right now.
-            BrokerError, StoreError, BlobStoreError: a dependency failed.
-        """
-        return await self._core.submit(job_type, payload, options)
-
-    async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
-        """Submit each request with confirms awaited together; one view or error per request, in order."""
-        return await self._core.submit_many(requests)
-
-    async def status(self, job_id: str) -> JobView:
-        """Return the job's view.
-
-        Raises:
-            JobNotFoundError: no job has this id.
-        """
-        return await self._core.status(job_id)
-
-    async def list(
-        self,
-        *,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> dict[str, Any]:
-        """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
-        return await self._core.list_jobs(status, type, limit, cursor)
-
-    async def cancel(self, job_id: str) -> JobView:
-        """Cancel a job that has not started.
-
-        Raises:
-            JobNotFoundError: no job has this id.
-            JobStateError: the job already started or finished.
-        """
-        return await self._core.cancel(job_id)
-
-
 class SyncClient:
     """Submits jobs from synchronous code, blocking until the broker confirmed each one.
 
-    It runs the client core on a private event loop in the calling thread, publishing through
-    pika's blocking connection; calls from several threads take turns. It cannot be used
-    inside a running event loop: use ``AsyncClient`` there.
+    Each method is ``AsyncClient``'s, run to completion on a private event loop in the calling
+    thread, publishing through pika's blocking connection; calls from several threads take
+    turns. It cannot be used inside a running event loop: use ``AsyncClient`` there.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -244,7 +208,9 @@ class SyncClient:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         try:
-            self._core = self._loop.run_until_complete(ClientCore.open(environ, _blocking))
+            self._client = self._loop.run_until_complete(
+                AsyncClient.connect(environ, transport(PikaPublisher, "taskq sync client"))
+            )
         except BaseException:
             self._shut_loop()
             raise
@@ -266,53 +232,31 @@ class SyncClient:
             if self._loop.is_closed():
                 return
             try:
-                self._loop.run_until_complete(self._core.close())
+                self._loop.run_until_complete(self._client.close())
             finally:
                 self._shut_loop()
 
     def submit(
         self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
     ) -> JobView:
-        """Store and publish one job; return its view (plus ``replayed``) once the broker confirmed it.
-
-        Raises:
-            JobRejectedError: the job is invalid (unknown type, bad field, key reused).
-            IdempotencyInFlightError: the same key is being submitted right now.
-            BrokerError, StoreError, BlobStoreError: a dependency failed.
-        """
-        return self._run(self._core.submit(job_type, payload, options))
+        """Store and publish one job, as ``AsyncClient.submit``; return once the broker confirmed it."""
+        return self._run(self._client.submit(job_type, payload, **options))
 
     def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
-        """Submit each request in turn; one view or error per request, in order."""
-        return self._run(self._core.submit_many(requests))
+        """Submit each request in turn, as ``AsyncClient.submit_many``; one view or error each."""
+        return self._run(self._client.submit_many(requests))
 
     def status(self, job_id: str) -> JobView:
-        """Return the job's view.
+        """Return the job's view, as ``AsyncClient.status``."""
+        return self._run(self._client.status(job_id))
 
-        Raises:
-            JobNotFoundError: no job has this id.
-        """
-        return self._run(self._core.status(job_id))
-
-    def list(
-        self,
-        *,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> dict[str, Any]:
-        """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
-        return self._run(self._core.list_jobs(status, type, limit, cursor))
+    def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
+        """Return one page of jobs newest first, as ``AsyncClient.list``."""
+        return self._run(self._client.list(**filters))
 
     def cancel(self, job_id: str) -> JobView:
-        """Cancel a job that has not started.
-
-        Raises:
-            JobNotFoundError: no job has this id.
-            JobStateError: the job already started or finished.
-        """
-        return self._run(self._core.cancel(job_id))
+        """Cancel a job that has not started, as ``AsyncClient.cancel``."""
+        return self._run(self._client.cancel(job_id))
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` to completion on the private loop, one call at a time."""
@@ -333,16 +277,6 @@ class SyncClient:
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
-
-
-async def _blocking(backends: Backends) -> PikaPublisher:
-    """Open the blocking transport: pika's connection, one confirm round trip at a time."""
-    return await PikaPublisher.connect(
-        backends.settings.broker,
-        backends.topology,
-        backends.settings.publisher,
-        name="taskq sync client",
-    )
 
 
 def _refuse_running_loop() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
 import pika
 import pika.exceptions
 
+from producers.metrics import ProducerMetrics, exchange_kind
 from topology.closing import AsyncClosing
 from topology.envelope import Envelope
 from topology.errors import (
@@ -40,16 +42,12 @@ class PikaPublisher(AsyncClosing):
     """
 
     def __init__(
-        self,
-        broker: BrokerSettings,
-        topology: CompiledTopology,
-        settings: PublisherSettings | None = None,
-        *,
-        name: str = "taskq sync client",
+        self, parameters: Any, url: str, topology: CompiledTopology, metrics: ProducerMetrics
     ) -> None:
-        self._parameters = _parameters(broker, settings or PublisherSettings(), name)
-        self._url = mask_url(broker.amqp_url.get_secret_value())
+        self._parameters = parameters
+        self._url = url  # the broker's URL without its password, for errors
         self._topology = topology
+        self._metrics = metrics
         self._connection: Any = None
         self._channel: Any = None
         self._closed = False
@@ -62,13 +60,16 @@ class PikaPublisher(AsyncClosing):
         settings: PublisherSettings | None = None,
         *,
         name: str = "taskq sync client",
+        metrics: ProducerMetrics | None = None,
     ) -> PikaPublisher:
         """Open the connection and its confirm channel now, so a bad URL fails at start-up.
 
         Raises:
             BrokerUnavailableError: when RabbitMQ cannot be reached.
         """
-        publisher = cls(broker, topology, settings, name=name)
+        url = broker.amqp_url.get_secret_value()
+        parameters = _parameters(broker, settings or PublisherSettings(), name)
+        publisher = cls(parameters, mask_url(url), topology, metrics or ProducerMetrics())
         publisher._live_channel()
         return publisher
 
@@ -97,7 +98,10 @@ class PikaPublisher(AsyncClosing):
             BrokerUnavailableError: the connection is down (the next publish reconnects once).
         """
         target = route or job_route(self._topology, envelope)
+        began = time.perf_counter()
         self._send(target, envelope.encode(), _properties(envelope, target), mandatory=True)
+        kind = exchange_kind(self._topology, target.exchange)
+        self._metrics.confirm_seconds.labels(kind).observe(time.perf_counter() - began)
 
     async def publish_many(
         self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None

@@ -174,50 +174,37 @@ class ConfirmedPublisher(AsyncClosing):
                 sending.append((index, target))
         if not messages:
             return results
-        for (index, _), error in zip(
-            sending, await self._confirmed(messages, sending), strict=True
-        ):
-            results[index] = error
-        return results
-
-    async def _confirmed(
-        self, messages: list[wire.Outgoing], sending: list[tuple[int, Route]]
-    ) -> list[TaskqError | None]:
-        """Write ``messages`` and await their confirms; one result per message."""
-        targets = [target for _, target in sending]
         channel = await self._underlay()
         began = time.perf_counter()
         try:
             sent = await wire.publish_confirmed(channel, messages)
         except Exception as exc:
-            error = _translate(exc, targets[0])
-            if not isinstance(error, TaskqError):
-                raise error from exc
-            return [error] * len(messages)
-        try:
-            async with asyncio.timeout(self._settings.confirm_timeout):
-                outcomes = await _all_settled(sent.confirms)
-        except TimeoutError:
-            outcomes = [_settled(f) for f in sent.confirms]
-        finally:
-            sent.forget()
+            outcomes: list[object] = [exc] * len(messages)
+        else:
+            try:
+                async with asyncio.timeout(self._settings.confirm_timeout):
+                    outcomes = await _all_settled(sent.confirms)
+            except TimeoutError:
+                outcomes = [_settled(f) for f in sent.confirms]
+            finally:
+                sent.forget()
         elapsed = time.perf_counter() - began
-        results: list[TaskqError | None] = []
-        for outcome, target in zip(outcomes, targets, strict=True):
-            if isinstance(outcome, Exception):
-                error = _translate(outcome, target)
-                if not isinstance(error, TaskqError):
-                    raise error from outcome
-                results.append(error)
-            elif isinstance(outcome, BaseException):  # aiormq cancelled it: the channel went away
-                results.append(
-                    BrokerUnavailableError(f"no confirm: the channel closed ({outcome!r})")
-                )
-            else:
-                kind = exchange_kind(self._topology, target.exchange)
-                self._metrics.confirm_seconds.labels(kind).observe(elapsed)
-                results.append(None)
+        for (index, target), outcome in zip(sending, outcomes, strict=True):
+            results[index] = self._result(outcome, target, elapsed)
         return results
+
+    def _result(self, outcome: object, target: Route, elapsed: float) -> TaskqError | None:
+        """Return the error a confirm's outcome means, or ``None`` (timed) for a confirm."""
+        if isinstance(outcome, Exception):
+            error = _translate(outcome, target)
+            if not isinstance(error, TaskqError):
+                raise error from outcome
+            return error
+        if isinstance(outcome, BaseException):  # aiormq cancelled it: the channel went away
+            return BrokerUnavailableError(f"no confirm: the channel closed ({outcome!r})")
+        kind = exchange_kind(self._topology, target.exchange)
+        self._metrics.confirm_seconds.labels(kind).observe(elapsed)
+        return None
 
     def _outgoing(self, envelope: Envelope, target: Route) -> wire.Outgoing:
         """Return the message ``envelope`` is published as on ``target``."""

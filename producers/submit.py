@@ -111,6 +111,10 @@ class _Pending:
     route: Route
 
 
+_Outcome = Claim | TaskqError | None
+"""What storing and publishing one job came to: its key held already, its publish failed, or done."""
+
+
 class _Type(NamedTuple):
     """What the topology says of one job type: its group, what is wrong with it, who owns it."""
 
@@ -158,9 +162,9 @@ class Submitter:
         self._types: dict[str, _Type] = {}
         self._reserved = reservations(topology.webhooks)
         self._counters: dict[tuple[str, str, str, str], Any] = {}
-        # Concurrent submissions share one insert, and one confirm, transaction each; the
-        # confirms of jobs without a key wait to ride along with the next insert.
-        self._creates: Coalescer[NewJob, Claim] = Coalescer(self._create_jobs)
+        # Concurrent submissions share one insert transaction and one write of their messages;
+        # the confirms of jobs without a key wait to ride along with the next insert.
+        self._sends: Coalescer[_Pending, _Outcome] = Coalescer(self._send_all)
         self._confirms: Coalescer[Confirmed, None] = Coalescer(self._confirm_jobs)
         self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
@@ -173,7 +177,7 @@ class Submitter:
 
     async def close(self) -> None:
         """Record the confirms still held (the repair sweep covers any that fail to be)."""
-        await self._creates.drain()
+        await self._sends.drain()
         if self._unrecorded:
             self._confirms.post(self._unrecorded.pop())  # its write takes all those held
         await self._confirms.drain()
@@ -213,15 +217,11 @@ class Submitter:
 
     async def _submit(self, request: JobRequest, producer: str | None) -> Submitted:
         pending = await self._prepare(request, self._clock(), producer)
-        claim = await self._creates.submit(self._new_job(pending))
-        if claim.state is not ClaimState.NEW:
-            return await self._answer(pending, claim)
-        try:
-            await self._publisher.publish(pending.envelope, pending.route)
-        except _NOT_PUBLISHED:
-            await self._abandon(pending)
-            raise
-        return await self._confirmed(pending)
+        outcome = await self._sends.submit(pending)
+        if outcome is not None:
+            return await self._refused(pending, outcome)
+        [done] = await self._confirm_all([pending])
+        return done
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted | TaskqError]:
         """Submit each request: one store transaction, one window of confirms; results in order."""
@@ -239,12 +239,19 @@ class Submitter:
             except TaskqError as exc:
                 results[index] = exc
         try:
-            stored = await self._store_all(prepared, results)
+            outcomes = await self._send_all([p for _, p in prepared])
         except TaskqError as exc:  # nothing was stored, so nothing is published: each says so
-            stored = []
-            for index, _ in prepared:
+            outcomes = [exc] * len(prepared)
+        confirmed: list[tuple[int, _Pending]] = []
+        for (index, pending), outcome in zip(prepared, outcomes, strict=True):
+            if outcome is None:
+                confirmed.append((index, pending))
+                continue
+            try:
+                results[index] = await self._refused(pending, outcome)
+            except TaskqError as exc:
                 results[index] = exc
-        await self._publish_all(stored, results)
+        await self._record_all(confirmed, results)
         final = cast(list[Submitted | TaskqError], results)
         for request, result in zip(requests, final, strict=True):
             if isinstance(result, TaskqError):
@@ -253,37 +260,42 @@ class Submitter:
                 self._count(request, None, replayed=result.replayed)
         return final
 
-    async def _store_all(
-        self, prepared: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
-    ) -> list[tuple[int, _Pending]]:
-        """Store the jobs in one transaction; answer those whose key was claimed already."""
-        claims = await self._create_jobs([self._new_job(p) for _, p in prepared])
-        stored: list[tuple[int, _Pending]] = []
-        for (index, pending), claim in zip(prepared, claims, strict=True):
-            if claim.state is ClaimState.NEW:
-                stored.append((index, pending))
-                continue
-            try:
-                results[index] = await self._answer(pending, claim)
-            except TaskqError as exc:
-                results[index] = exc
-        return stored
+    async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
+        """Store the jobs in one transaction, then publish the new ones in one write; one outcome each.
 
-    async def _publish_all(
-        self, stored: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
-    ) -> None:
-        """Publish the stored jobs with their confirms awaited together, and record them."""
-        errors = await self._publisher.publish_many(
-            [p.envelope for _, p in stored], [p.route for _, p in stored]
+        A job whose key was claimed already gets its ``Claim``, one the broker did not confirm
+        the error (deleted when it surely is not on the broker), a confirmed one ``None``.
+        """
+        claims = await self._create_jobs([self._new_job(p) for p in pendings])
+        new = [
+            p for p, claim in zip(pendings, claims, strict=True) if claim.state is ClaimState.NEW
+        ]
+        errors = iter(
+            await self._publisher.publish_many([p.envelope for p in new], [p.route for p in new])
+            if new
+            else ()
         )
-        confirmed: list[tuple[int, _Pending]] = []
-        for (index, pending), error in zip(stored, errors, strict=True):
-            if error is None:
-                confirmed.append((index, pending))
+        outcomes: list[_Outcome] = []
+        for pending, claim in zip(pendings, claims, strict=True):
+            if claim.state is not ClaimState.NEW:
+                outcomes.append(claim)
                 continue
+            error = next(errors)
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
-            results[index] = error
+            outcomes.append(error)
+        return outcomes
+
+    async def _refused(self, pending: _Pending, outcome: Claim | TaskqError) -> Submitted:
+        """Answer a job that was not published now: replay its key's answer, or raise why not."""
+        if isinstance(outcome, TaskqError):
+            raise outcome
+        return await self._answer(pending, outcome)
+
+    async def _record_all(
+        self, confirmed: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
+    ) -> None:
+        """Record the confirms of a batch and put each job's answer in its place."""
         try:
             answers = await self._confirm_all([p for _, p in confirmed])
         except TaskqError as exc:
@@ -558,11 +570,6 @@ class Submitter:
         if limit == 0 or len(data) <= limit:
             return payload, None
         return None, await self._blobs.put(blob_key(job_id), data, "application/json")
-
-    async def _confirmed(self, pending: _Pending) -> Submitted:
-        """Record that the broker confirmed the job and return its answer."""
-        [done] = await self._confirm_all([pending])
-        return done
 
     async def _confirm_all(self, pendings: Sequence[_Pending]) -> list[Submitted]:
         """Record the confirms and return the answers.

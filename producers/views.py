@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jobstore.model import JobRecord
+from jobstore.model import JobPage, JobRecord
 
 
 def iso(value: datetime | None) -> str | None:
@@ -35,3 +35,8 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "payload_ref": job.payload_ref,
         "tenant": job.tenant,
     }
+
+
+def page_view(page: JobPage) -> dict[str, Any]:
+    """Return a page of a job listing as every door answers it: ``{jobs, next_cursor}``."""
+    return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}

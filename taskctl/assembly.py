@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import signal
 from collections.abc import Coroutine, Mapping
@@ -50,6 +51,11 @@ async def api_services(settings: Settings, registry: CollectorRegistry | None = 
     except BaseException:
         await stack.aclose()
         raise
+
+    # Everything built so far lives as long as the process: out of the collector's sight, the
+    # full collections that many requests' garbage triggers stop rescanning it (about 120 us
+    # of CPU per POST /jobs, bench/http_ingest.py).
+    gc.freeze()
 
     async def ready() -> None:
         if not publisher.connected:

@@ -35,7 +35,7 @@ from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import list_visible
-from producers.views import job_view
+from producers.views import job_view, page_view
 from topology.errors import (
     AccessError,
     AuthenticationError,
@@ -243,15 +243,12 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
-    page = await list_visible(
-        service.store,
-        principal(request).viewer,
-        status=status,
-        job_type=type,
-        limit=limit,
-        cursor=cursor,
+    viewer = principal(request).viewer
+    return page_view(
+        await list_visible(
+            service.store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
+        )
     )
-    return {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
 
 @router.delete(

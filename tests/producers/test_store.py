@@ -289,6 +289,20 @@ async def test_a_job_never_confirmed_is_taken_once_its_deadline_passed(store: Jo
     assert await store.take_unconfirmed(limit=10, lease_s=3600) == []
 
 
+async def test_a_lone_insert_records_the_confirms_it_carries_and_its_own_deadline(
+    store: JobStore,
+) -> None:
+    held, lone, undated = job(), job(), job()
+    await store.create_jobs([NewJob(held, confirm_within=0)])
+    claims = await store.create_jobs(
+        [NewJob(lone, confirm_within=0)], confirmed=[Confirmed(held.id)]
+    )
+    assert claims == [Claim(NEW, lone.id)]
+    await store.create_jobs([NewJob(undated)])  # no deadline: taken to be on the broker
+    assert await store.get_job(undated.id) == undated
+    assert await store.take_unconfirmed(limit=10, lease_s=3600) == [lone]
+
+
 async def test_a_taken_job_is_taken_again_when_its_sweep_died(store: JobStore) -> None:
     record = job(status=JobStatus.SCHEDULED, not_before=NOW + timedelta(hours=1))
     await store.create_jobs([NewJob(record, confirm_within=0)])
