@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from typing import TYPE_CHECKING, Annotated
 
+import orjson
 import typer
 
-from taskctl.context import JsonFlag, TopologyFile, log_as_output, print_json, print_table, serve
+from taskctl.context import (
+    JsonFlag,
+    TopologyFile,
+    log_as_output,
+    print_json,
+    print_table,
+    run,
+    serve,
+)
 from topology.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -49,7 +56,7 @@ def autoscale(
             return await pipeline.kubernetes(topology, settings, namespace)
         return await pipeline.supervise(topology, settings, [], grace=grace)
 
-    serve("taskctl autoscale", lambda: asyncio.run(main()))
+    serve("taskctl autoscale", lambda: run(main()))
 
 
 def scale(
@@ -68,10 +75,10 @@ def scale(
     import urllib.request
 
     from taskctl.admin_key import caller_key
-    from topology.settings import load_settings
+    from topology.settings import AutoscalerSettings, read_section
 
     if url is None:
-        settings = load_settings().autoscaler
+        settings = read_section(AutoscalerSettings)
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
     request = urllib.request.Request(url)
     key = caller_key()
@@ -79,7 +86,7 @@ def scale(
         request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
-            groups = json.load(answer)["groups"]
+            groups = orjson.loads(answer.read())["groups"]
     except urllib.error.HTTPError as exc:
         raise SettingsError(f"the autoscaler at {url} refused: {exc.code} {_detail(exc)}") from exc
     except (OSError, ValueError, KeyError) as exc:
@@ -110,6 +117,6 @@ def scale(
 def _detail(error: HTTPError) -> str:
     """Return the problem detail of a refusal, or its reason."""
     try:
-        return str(json.loads(error.read())["detail"])
+        return str(orjson.loads(error.read())["detail"])
     except (OSError, ValueError, KeyError, TypeError):
         return str(error.reason)

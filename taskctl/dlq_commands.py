@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -18,6 +17,7 @@ from taskctl.context import (
     out,
     print_json,
     print_table,
+    run,
     to_the_second,
 )
 from topology.errors import JobNotFoundError
@@ -200,7 +200,7 @@ def _on_broker(
         async with await connect(broker, name="taskctl dlq") as connection:
             return await work(connection)
 
-    return asyncio.run(go())
+    return run(go())
 
 
 async def _listing(
@@ -234,9 +234,9 @@ async def _replay(
 ) -> Outcome:
     from consumers.dlq import replay
     from producers.publisher import ConfirmedPublisher
-    from topology.settings import load_settings
+    from topology.settings import PublisherSettings, read_section
 
-    settings = load_settings().publisher
+    settings = read_section(PublisherSettings)
     publisher = await ConfirmedPublisher.connect(
         broker, topology, settings, name="taskctl dlq replay"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +18,7 @@ from taskctl.context import (
     out,
     print_json,
     print_table,
+    run,
     to_the_second,
 )
 from topology.errors import TaskqError
@@ -67,9 +67,9 @@ def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
 def _viewer() -> Viewer:
     """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
     from producers.tenancy import Viewer
-    from topology.settings import load_settings
+    from topology.settings import ClientSettings, read_section
 
-    return Viewer(load_settings().client.tenant)
+    return Viewer(read_section(ClientSettings).tenant)
 
 
 def submit(
@@ -104,7 +104,7 @@ def submit(
             raise results[0]
         return results[0]
 
-    _print_job(asyncio.run(go()), as_json)
+    _print_job(run(go()), as_json)
 
 
 def status(job_id: JobId, as_json: JsonFlag = False) -> None:
@@ -141,7 +141,7 @@ def watch(
 
             return await follow_job(current, broker, topology, job_id, timeout or None)
 
-    final = asyncio.run(go())
+    final = run(go())
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
 
 
@@ -184,7 +184,7 @@ def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
         async with await AsyncClient.connect() as client:
             return await client.cancel(job_id)
 
-    _print_job(asyncio.run(go()), as_json)
+    _print_job(run(go()), as_json)
 
 
 def queues(as_json: JsonFlag = False) -> None:
@@ -206,7 +206,7 @@ def queues(as_json: JsonFlag = False) -> None:
                     rows.append(_queue_row(group.name, await client.queue(settings.vhost, name)))
         return rows
 
-    rows = asyncio.run(go())
+    rows = run(go())
     if as_json:
         print_json(rows)
         return

@@ -46,7 +46,7 @@ def create(
     It is stored hashed and cannot be shown again.
     """
     from producers.auth.api_keys import make_key
-    from topology.settings import load_settings
+    from topology.settings import AuthSettings, read_section
 
     if not name.strip() or len(name) > 200:
         raise typer.BadParameter("give a name of 1-200 characters", param_hint="NAME")
@@ -55,7 +55,7 @@ def create(
     if tenant_problem(tenant):
         raise typer.BadParameter(str(tenant_problem(tenant)), param_hint="--tenant")
     now = datetime.now(UTC)
-    pepper = load_settings().auth.api_key_pepper
+    pepper = read_section(AuthSettings).api_key_pepper
     new = make_key(
         name=name,
         tenant=tenant,
@@ -94,12 +94,12 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
 
     Running API processes refuse it within TASKQ_API_KEY_CACHE_TTL (5 s by default).
     """
-    from topology.settings import load_settings
+    from topology.settings import AuthSettings, read_section
 
     record = in_store(lambda store: store.revoke_api_key(key_id, datetime.now(UTC)))
     if record is None:
         raise SettingsError(f"no API key has id {key_id!r}; see taskctl keys list")
-    ttl = load_settings().auth.api_key_cache_ttl
+    ttl = read_section(AuthSettings).api_key_cache_ttl
     out().print(
         f"revoked {record.id} ({record.name}); running API processes refuse it within {ttl:g} s"
     )
