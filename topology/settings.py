@@ -394,7 +394,7 @@ def declared() -> Iterator[tuple[str, str, FieldInfo, str]]:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default: the process's; blank is unset), or raise SettingsError."""
-    sections: dict[str, Section] = {}
+    sections: dict[str, Any] = {}
     problems: list[str] = []
     for section in Settings.model_fields:
         kind = _section(section)
