@@ -10,6 +10,7 @@ import pika
 import pika.exceptions
 
 from topology.closing import AsyncClosing
+from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import (
     BrokerUnavailableError,
@@ -18,7 +19,6 @@ from topology.errors import (
     TaskqError,
     UnroutableError,
 )
-from topology.model import CompiledTopology
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
 

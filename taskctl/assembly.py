@@ -26,8 +26,8 @@ from taskctl import admin_routes
 from telemetry import tracing
 from topology import routing
 from topology.broker import connect
+from topology.compiled import CompiledTopology
 from topology.errors import BrokerUnavailableError, SettingsError
-from topology.model import CompiledTopology
 from topology.settings import Settings
 from webhooks.callbacks import CallbackDelivery, registration_check
 from webhooks.receiver import webhook_router

@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 
-from taskctl.context import (
-    JsonFlag,
-    TopologyFile,
-    log_as_output,
-    print_json,
-    print_table,
-    run,
-    serve,
-)
+from taskctl.context import Cell, JsonFlag, TopologyFile, log_as_output, print_rows, run, serve
 from topology.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -45,7 +37,7 @@ def autoscale(
     """
     log_as_output()
     from taskctl import pipeline
-    from topology.compiler import compile_topology
+    from topology.compiled import compile_topology
     from topology.loader import load_topology, topology_path
     from topology.settings import load_settings
 
@@ -93,25 +85,19 @@ def scale(
         raise SettingsError(
             f"no autoscaler answers at {url} ({exc}); is taskctl up or taskctl autoscale running?"
         ) from exc
-    if as_json:
-        print_json(groups)
-        return
-    rows = []
-    for g in groups:
-        rows.append(
-            [
-                g["group"],
-                "?" if g["backlog"] is None else str(g["backlog"]),
-                str(g["current"]),
-                str(g["desired"]),
-                g["reason"] + (f" [{g['error']}]" if g["error"] else ""),
-                f"{time.time() - g['decided_at']:.0f}s ago" if g["decided_at"] else "-",
-                "?" if g["publish_rate"] is None else f"{g['publish_rate']:.1f}",
-                "?" if g["ack_rate"] is None else f"{g['ack_rate']:.1f}",
-            ]
-        )
-    headers = ("group", "backlog", "current", "desired", "why", "decided", "in/s", "acked/s")
-    print_table(headers, rows, whole=1)
+    columns: list[tuple[str, Cell]] = [
+        ("group", "group"),
+        ("backlog", lambda g: "?" if g["backlog"] is None else str(g["backlog"])),
+        *[("current", "current"), ("desired", "desired")],
+        ("why", lambda g: g["reason"] + (f" [{g['error']}]" if g["error"] else "")),
+        (
+            "decided",
+            lambda g: f"{time.time() - g['decided_at']:.0f}s ago" if g["decided_at"] else "-",
+        ),
+        ("in/s", lambda g: "?" if g["publish_rate"] is None else f"{g['publish_rate']:.1f}"),
+        ("acked/s", lambda g: "?" if g["ack_rate"] is None else f"{g['ack_rate']:.1f}"),
+    ]
+    print_rows(groups, columns, whole=1, as_json=as_json)
 
 
 def _detail(error: HTTPError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from jobstore.model import JobStore
-    from topology.model import CompiledTopology
+    from topology.compiled import CompiledTopology
     from topology.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -65,6 +65,24 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole:
     out().print(fitted(headers, rows, whole=whole))
 
 
+Cell = str | Callable[[Mapping[str, Any]], str]  # a field shown as it is, or how to show one
+
+
+def print_rows(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, Cell]],
+    *,
+    whole: int,
+    as_json: bool,
+) -> None:
+    """Print ``rows`` as JSON, or as a table of ``columns`` (header, field or function) fitted as ``print_table``."""
+    if as_json:
+        print_json(rows)
+        return
+    cells = [[c(row) if callable(c) else str(row[c]) for _, c in columns] for row in rows]
+    print_table([header for header, _ in columns], cells, whole=whole)
+
+
 def to_the_second(moment: str | None) -> str:
     """Return a UTC ISO time to the second, for a table cell (``--json`` keeps it whole)."""
     return "" if moment is None else moment[:19] + "Z"
@@ -72,7 +90,7 @@ def to_the_second(moment: str | None) -> str:
 
 def compiled_topology(path: Path | None) -> CompiledTopology:
     """Return the compiled topology from ``path`` (default: ``TASKQ_TOPOLOGY`` or packaged)."""
-    from topology.compiler import compile_topology
+    from topology.compiled import compile_topology
     from topology.loader import load_topology, topology_path
 
     return compile_topology(load_topology(path or topology_path()))

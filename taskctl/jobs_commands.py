@@ -10,6 +10,7 @@ import typer
 
 from jobstore.model import JobStatus
 from taskctl.context import (
+    Cell,
     JsonFlag,
     broker_settings,
     compiled_topology,
@@ -17,7 +18,7 @@ from taskctl.context import (
     job_store,
     out,
     print_json,
-    print_table,
+    print_rows,
     run,
     to_the_second,
 )
@@ -49,19 +50,12 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
-def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [
-            job["id"],
-            job["status"],
-            job["type"],
-            str(job["attempts"]),
-            job["last_error"] or "",
-            job["priority"],
-            to_the_second(job["updated_at"]),
-        ]
-        for job in jobs
-    ]
+_JOB_COLUMNS: tuple[tuple[str, Cell], ...] = (
+    *(("id", "id"), ("status", "status"), ("type", "type"), ("attempts", "attempts")),
+    ("last error", lambda job: job["last_error"] or ""),
+    ("priority", "priority"),
+    ("updated", lambda job: to_the_second(job["updated_at"])),
+)
 
 
 def _viewer() -> Viewer:
@@ -167,8 +161,7 @@ def jobs(
     if as_json:
         print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
-    headers = ("id", "status", "type", "attempts", "last error", "priority", "updated")
-    print_table(headers, _job_rows(views), whole=2)
+    print_rows(views, _JOB_COLUMNS, whole=2, as_json=False)
     if found.next_cursor:
         out().print(f"more: --cursor {found.next_cursor}")
 
@@ -206,24 +199,13 @@ def queues(as_json: JsonFlag = False) -> None:
                     rows.append(_queue_row(group.name, await client.queue(settings.vhost, name)))
         return rows
 
-    rows = run(go())
-    if as_json:
-        print_json(rows)
-        return
-    table = [
-        [
-            row["queue"],
-            str(row["ready"]),
-            str(row["unacked"]),
-            str(row["consumers"]),
-            row["group"],
-            f"{row['publish_rate']:.1f}",
-            f"{row['ack_rate']:.1f}",
-        ]
-        for row in rows
+    columns: list[tuple[str, Cell]] = [
+        *[("queue", "queue"), ("ready", "ready"), ("unacked", "unacked")],
+        *[("consumers", "consumers"), ("group", "group")],
+        ("in/s", lambda row: f"{row['publish_rate']:.1f}"),
+        ("acked/s", lambda row: f"{row['ack_rate']:.1f}"),
     ]
-    headers = ("queue", "ready", "unacked", "consumers", "group", "in/s", "acked/s")
-    print_table(headers, table, whole=1)
+    print_rows(run(go()), columns, whole=1, as_json=as_json)
 
 
 def _queue_row(group: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from taskctl.context import JsonFlag, in_store, out, print_json, print_table
+from taskctl.context import Cell, JsonFlag, in_store, out, print_rows
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -81,11 +81,7 @@ def list_(as_json: JsonFlag = False) -> None:
 
     Id, name, tenant, scopes, revocation, expiry, last use and job types.
     """
-    keys = in_store(lambda store: store.list_api_keys())
-    if as_json:
-        print_json([_view(k) for k in keys])
-        return
-    _print_keys(keys)
+    _print_keys(in_store(lambda store: store.list_api_keys()), as_json=as_json)
 
 
 @app.command()
@@ -155,19 +151,13 @@ def _view(key: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-def _print_keys(keys: list[ApiKeyRecord]) -> None:
-    rows = [
-        [
-            key["id"],
-            key["name"],
-            key["tenant"],
-            " ".join(key["scopes"]),
-            key["revoked_at"] or "-",
-            key["expires_at"] or "never",
-            key["last_used_at"] or "never",
-            " ".join(key["job_types"] or ["*all*"]),
-        ]
-        for key in map(_view, keys)
+def _print_keys(keys: list[ApiKeyRecord], *, as_json: bool = False) -> None:
+    columns: list[tuple[str, Cell]] = [
+        *[("id", "id"), ("name", "name"), ("tenant", "tenant")],
+        ("scopes", lambda key: " ".join(key["scopes"])),
+        ("revoked", lambda key: key["revoked_at"] or "-"),
+        ("expires", lambda key: key["expires_at"] or "never"),
+        ("last used", lambda key: key["last_used_at"] or "never"),
+        ("job types", lambda key: " ".join(key["job_types"] or ["*all*"])),
     ]
-    headers = ("id", "name", "tenant", "scopes", "revoked", "expires", "last used", "job types")
-    print_table(headers, rows, whole=1)
+    print_rows([_view(key) for key in keys], columns, whole=1, as_json=as_json)

@@ -12,8 +12,8 @@ from taskctl.context import TopologyFile, broker_settings, compiled_topology, ou
 
 if TYPE_CHECKING:
     from topology.apply import Plan
+    from topology.compiled import CompiledTopology
     from topology.export import KedaOptions
-    from topology.model import CompiledTopology
 
 app = typer.Typer(
     help="Plan, apply, export and draw the topology.\n\n"
