@@ -367,17 +367,17 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
-    locations: LocationSettings = Field(default_factory=LocationSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
-    broker: BrokerSettings = Field(default_factory=BrokerSettings)
-    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
-    submit: SubmitSettings = Field(default_factory=SubmitSettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    client: ClientSettings = Field(default_factory=ClientSettings)
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
-    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    locations: LocationSettings
+    log: LogSettings
+    broker: BrokerSettings
+    publisher: PublisherSettings
+    submit: SubmitSettings
+    api: ApiSettings
+    auth: AuthSettings
+    client: ClientSettings
+    worker: WorkerSettings
+    autoscaler: AutoscalerSettings
+    callbacks: CallbackSettings
 
 
 S = TypeVar("S", bound=Section)
