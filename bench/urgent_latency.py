@@ -26,6 +26,7 @@ from consumers.worker import Deps, Worker
 from producers.backends import Backends, confirmed, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
+from telemetry.logs import configure_logging
 from topology.apply import apply_topology
 from topology.broker import connect
 from topology.envelope import Envelope
@@ -82,6 +83,7 @@ async def main() -> None:
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--urgent", type=int, default=50)
     opts = parser.parse_args()
+    configure_logging("INFO")  # the level `taskctl worker` runs at by default
     base = load_settings().broker
     rows = []
     for backlog in (0, opts.backlog):

@@ -8,13 +8,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from loguru import logger
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from consumers.metrics import WorkerMetrics
 from jobstore.model import BreakerRecord, JobStore
+from producers.submit import utc_now
 from topology.errors import TaskqError
 
 Clock = Callable[[], float]
@@ -123,37 +124,9 @@ STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.
 """What ``taskq_breaker_state`` reads for each state."""
 
 
-class BreakerMetrics:
-    """The breaker gauge and transition counter, on one registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        # Labels are topology group names and handlers' declared dependency names: bounded.
-        self.state = Gauge(
-            "taskq_breaker_state",
-            "A dependency's circuit breaker in this worker: 0 closed, 1 half-open, 2 open.",
-            ["group", "dependency"],
-            registry=registry,
-        )
-        self.transitions = Counter(
-            "taskq_breaker_transitions_total",
-            "Circuit breaker state changes, by the state entered.",
-            ["group", "dependency", "to"],
-            registry=registry,
-        )
-
-
-PROCESS_METRICS = BreakerMetrics(REGISTRY)
-"""The metrics on prometheus_client's default registry, the one its exporters serve."""
-
-
 def worker_identity() -> str:
     """Return this worker process's name in breaker rows: ``hostname:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def utc_now() -> datetime:
-    """Return the current time in UTC."""
-    return datetime.now(UTC)
 
 
 class BreakerReport:
@@ -165,13 +138,13 @@ class BreakerReport:
         group: str,
         *,
         worker: str | None = None,
-        metrics: BreakerMetrics = PROCESS_METRICS,
+        metrics: WorkerMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.worker = worker or worker_identity()
         self._store = store
         self._group = group
-        self._metrics = metrics
+        self._metrics = metrics or WorkerMetrics()
         self._clock = clock
         self._pending: dict[str, BreakerRecord] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -179,8 +152,12 @@ class BreakerReport:
 
     def changed(self, breaker: CircuitBreaker) -> None:
         """Set the metrics to ``breaker``'s new state and queue its row (needs a running loop)."""
-        self._metrics.state.labels(self._group, breaker.name).set(STATE_VALUES[breaker.state])
-        self._metrics.transitions.labels(self._group, breaker.name, breaker.state.value).inc()
+        self._metrics.breaker_state.labels(self._group, breaker.name).set(
+            STATE_VALUES[breaker.state]
+        )
+        self._metrics.breaker_transitions.labels(
+            self._group, breaker.name, breaker.state.value
+        ).inc()
         if self._closed:
             return  # the worker is stopping and its rows are gone: nothing to bring back
         self._pending[breaker.name] = BreakerRecord(

@@ -108,15 +108,10 @@ class DeadFilter:
 
     def __call__(self, letter: DeadLetter, now: datetime) -> bool:
         """Return whether ``letter`` matches."""
-        if self.tenant is not None:
-            owner = DEFAULT_TENANT if letter.envelope is None else letter.envelope.tenant
-            if owner != self.tenant:
-                return False
-        if self.job_id is not None and letter.job_id != self.job_id:
-            return False
-        if self.job_type is not None and letter.job_type != self.job_type:
-            return False
-        if self.reason is not None and letter.reason != self.reason:
+        owner = DEFAULT_TENANT if letter.envelope is None else letter.envelope.tenant
+        wanted = (self.tenant, self.job_id, self.job_type, self.reason)
+        found = (owner, letter.job_id, letter.job_type, letter.reason)
+        if any(want is not None and want != got for want, got in zip(wanted, found, strict=True)):
             return False
         if self.error is not None and self.error not in letter.error:
             return False

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from producers.api.problems import PROBLEM, refusal
 from producers.auth.authenticator import Authenticator
@@ -26,15 +26,9 @@ def gate(authenticator: Authenticator, scopes: Mapping[str, Scope]) -> Middlewar
             needed = scopes.get(request.path)
             if needed is not None:
                 caller.require(needed)
-        except AccessError as exc:
+        except (AccessError, StoreUnavailableError) as exc:
             status, body, headers = refusal(exc)
             return web.json_response(body, status=status, headers=headers, content_type=PROBLEM)
-        except StoreUnavailableError as exc:
-            body = {"type": "about:blank", "title": "Service Unavailable", "status": 503}
-            body["detail"] = f"{exc}; retry later"
-            return web.json_response(
-                body, status=503, headers={"Retry-After": "5"}, content_type=PROBLEM
-            )
         return await handler(request)
 
     return check
@@ -45,7 +39,7 @@ async def serve_metrics(
     *,
     host: str,
     port: int,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry,
     more: Mapping[str, tuple[Scope, Handler]] | None = None,
 ) -> web.AppRunner:
     """Serve ``/metrics`` (scope ``metrics:read``) and ``more`` routes; clean up the runner to stop."""

@@ -42,7 +42,7 @@ from consumers.dispatch import (
     decide,
 )
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
-from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics, process_metrics
+from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics
 from consumers.retry import attempts_allowed
 from jobstore.blobs import BlobStore
 from jobstore.model import (
@@ -87,7 +87,7 @@ class Deps:
     settings: WorkerSettings
     # Enqueues the callbacks of jobs that end (None: no callbacks).
     submitter: Submitter | None = None
-    metrics: WorkerMetrics = field(default_factory=process_metrics)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 @dataclass(slots=True, eq=False)
@@ -148,7 +148,7 @@ class Worker:
         self._events: list[tuple[str, bytes]] = []  # published with the window's acks
         self._background: set[asyncio.Task[Any]] = set()  # claims given back, delayed requeues
         self._children = _Metrics(deps.metrics, deps.group.name)
-        self.breaker_report = BreakerReport(deps.store, deps.group.name)
+        self.breaker_report = BreakerReport(deps.store, deps.group.name, metrics=deps.metrics)
         self.breakers = Breakers(
             deps.settings.breaker_threshold,
             deps.settings.breaker_cooldown,

@@ -8,7 +8,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from jobstore.credentials import CredentialStore
 from topology.names import DEFAULT_TENANT
 from topology.priority import Priority
 
@@ -64,11 +63,7 @@ SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"
 
 
 def check_settable(fields: Iterable[str]) -> None:
-    """Refuse fields ``transition`` cannot set.
-
-    Raises:
-        TypeError: naming the fields, and the ones that can be set.
-    """
+    """Raise ``TypeError`` naming the fields ``transition`` cannot set, and the ones it can."""
     unknown = sorted(set(fields) - SETTABLE)
     if unknown:
         raise TypeError(
@@ -94,18 +89,24 @@ class Claim:
     response: bytes | None = None  # the stored response body when state is DONE
 
 
+def held_claim(request_hash: str, held_hash: str, job_id: str, state: str, response: Any) -> Claim:
+    """Return what claiming a key another request holds found (its hash, job, state, response)."""
+    if held_hash != request_hash:
+        return Claim(ClaimState.MISMATCH, job_id)
+    if state == "done":
+        return Claim(ClaimState.DONE, job_id, response)
+    return Claim(ClaimState.IN_FLIGHT, job_id)
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``).
-
-    ``confirm_within``: the seconds its submitter has to publish it and see it confirmed
-    (``confirm_jobs``); past them ``take_unconfirmed`` hands the job to a repair sweep. ``None``
-    records no deadline: the job is taken to be on the broker already.
-    """
+    """One job to insert, with the idempotency key to claim first (``(key, request_hash)``)."""
 
     job: JobRecord
     claim: tuple[str, str] | None = None
     lease_s: float = 60.0
+    # Seconds to see it confirmed (``confirm_jobs``) before ``take_unconfirmed`` hands it to a
+    # repair sweep; None: no deadline, the job is taken to be on the broker already.
     confirm_within: float | None = None
 
 
@@ -167,32 +168,47 @@ class RunJob:
 
 @dataclass(slots=True)
 class RunStarted:
-    """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job).
-
-    ``deliveries`` counts the job's starts so far, this one included; a run's ``RunEnd`` names
-    it, so a run whose claim a later start took over cannot end the job.
-    """
+    """The outcome of a ``RunStart``, with the job as the start left it (``None``: no such job)."""
 
     outcome: StartOutcome
+    # The job's starts so far, this one included; a run's ``RunEnd`` names it, so a run whose
+    # claim a later start took over cannot end the job.
     deliveries: int = 0
     job: RunJob | None = None
 
 
 @dataclass(slots=True)
 class RunEnd:
-    """How a started run ended: the job's new status, or ``status=None`` to give the claim back.
-
-    Applied only while the job is startable and ``run`` (the run's ``RunStarted.deliveries``)
-    is still its latest start; ``run=0`` ends a job no run started (an unknown type, say),
-    while no run holds it.
-    """
+    """How a started run ended: the job's new status, or ``status=None`` to give the claim back."""
 
     job_id: str
+    # Applied only while the job is startable and this (the run's ``RunStarted.deliveries``) is
+    # still its latest start; 0 ends a job no run started (an unknown type), while none holds it.
     run: int
     status: JobStatus | None  # SUCCEEDED, RETRYING or DEAD; None: release, status unchanged
     at: datetime
     result: Any = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """One API key: who it speaks for and what it may do; the secret itself is never stored."""
+
+    id: str  # the public part of the key, by which it is looked up
+    name: str
+    secret_hash: bytes  # HMAC-SHA256 of the secret part
+    tenant: str
+    scopes: tuple[str, ...]
+    job_types: tuple[str, ...] | None  # topic patterns it may touch; None: every job type
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        """Return whether the key is neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +221,30 @@ class BreakerRecord:
     state: str  # closed, half_open or open
     failures: int  # consecutive failures when the state last changed
     changed_at: datetime
+
+
+class CredentialStore(Protocol):
+    """Where API keys live; every method is atomic on its own."""
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert ``key``; raise ``StoreError`` when its id is taken."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Return the key with id ``key_id`` (revoked and expired ones too), or ``None``."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every key, oldest first."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``at`` (once: a second revoke keeps the first time); ``None`` if unknown."""
+        ...
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Record that the key was used at ``at`` (never moving its last use back in time)."""
+        ...
 
 
 class JobStore(CredentialStore, Protocol):
@@ -225,45 +265,21 @@ class JobStore(CredentialStore, Protocol):
     async def create_job(
         self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
     ) -> Claim:
-        """Insert ``job``; with ``claim=(key, request_hash)`` first claim the idempotency key.
-
-        The claim and the insert happen in one transaction: when the key is already held the
-        job is not inserted and the returned ``Claim`` says why (IN_FLIGHT, DONE, MISMATCH).
-        A held key whose lease expired without being completed can be claimed again (NEW).
-        """
+        """Insert ``job`` unless claiming ``claim=(key, request_hash)`` in the same transaction finds the key held (a lapsed lease is free)."""
         ...
 
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
     ) -> list[Claim]:
-        """Run ``create_job`` for every item in one transaction; one ``Claim`` per item, in order.
-
-        ``confirmed`` earlier jobs are recorded as ``confirm_jobs`` would, along with the
-        insert: a submitter that keeps its confirms for the next insert pays one write, not
-        two. A confirm left unrecorded only means the repair sweep publishes its job again.
-
-        Items are taken in order, so a later item claiming a key an earlier one just claimed
-        sees it held (IN_FLIGHT or MISMATCH), exactly as two separate calls would.
-        """
+        """Run ``create_job`` for every item in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item."""
         ...
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
-        """Record that the broker confirmed these jobs: clear their publish deadlines, in one go.
-
-        An item with a response also marks the request of the key claimed for its job finished,
-        keeping ``response`` to replay for ``ttl_s`` seconds; only while that key is still
-        pending for the item's job, so a request whose lease ran out and whose key was claimed
-        again does not complete the newer claim with its own answer.
-        """
+        """Clear the jobs' publish deadlines; with a response, also complete the key still pending for the job."""
         ...
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
-        """Return queued or scheduled jobs whose publish deadline passed, oldest first.
-
-        Each returned job's deadline moves ``lease_s`` seconds ahead, so concurrent sweeps
-        take different jobs and a sweep that dies leaves them to the next. Deadlines left on
-        jobs a worker has already moved on are cleared.
-        """
+        """Return queued or scheduled jobs past their publish deadline, oldest first, moving it ``lease_s`` ahead."""
         ...
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
@@ -289,25 +305,13 @@ class JobStore(CredentialStore, Protocol):
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
     ) -> JobRecord | None:
-        """Move the job to ``to`` (and set ``fields``) only if its status is in ``allowed_from``.
-
-        Returns the updated record, or ``None`` when the job does not exist or was in another
-        state (compare-and-set: two racing transitions never both win).
-        """
+        """Move the job to ``to`` and set ``fields`` if its status is in ``allowed_from``; ``None`` if not (compare-and-set)."""
         ...
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        """End and start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome.
-
-        Ends go first (see ``RunEnd``: a succeeded job also keeps ``result``, and every end
-        frees the claim); each end answers the job as it found it, or ``None`` when it did not
-        apply. Then each start, in order: a job that ended is SETTLED; one whose
-        claim is live is HELD; otherwise the claim is taken for ``lease_s``, the delivery
-        counted (it survives worker crashes) and the job moved to running (RUN). A start for an
-        unknown job is RUN with no job and nothing recorded.
-        """
+        """End then start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome (see ``StartOutcome``)."""
         ...
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:

@@ -1,9 +1,7 @@
-"""``PostgresJobStore``: the ``JobStore`` port on PostgreSQL through an asyncpg pool (the at-scale store).
+"""``PostgresJobStore``: the ``JobStore`` port on PostgreSQL through an asyncpg pool (the at-scale store)."""
 
-Times are ``timestamptz`` and JSON is ``jsonb`` (encoded and decoded by orjson through a
-codec set on every pooled connection). Leases and replay windows are measured with the
-server's clock (``now()``), so API processes on different machines agree on them.
-"""
+# Times are timestamptz and JSON is jsonb (orjson through a codec on every pooled connection).
+# Leases and replay windows use the server's clock (now()), so machines agree on them.
 
 from __future__ import annotations
 
@@ -29,10 +27,10 @@ from jobstore.model import (
     RunJob,
     RunStart,
     RunStarted,
-    check_settable,
+    held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, Row, plan_window
-from jobstore.shared_sql import SharedSql
+from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
 
@@ -52,23 +50,15 @@ _UNAVAILABLE = (
     pg.TransactionRollbackError,
 )
 _MIGRATION_LOCK = 0x7461736B71  # "taskq": one advisory lock id that every migrator takes
-_PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
-
-_COLUMNS = tuple(JobRecord.__dataclass_fields__)
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(_COLUMNS)})"
-    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
-)
 _UNCONFIRMED = (
     "INSERT INTO unconfirmed (job_id, publish_by)"
     " SELECT job_id, now() + make_interval(secs => within)"
     " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
 )
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
-_PENDING = "status IN ('queued', 'scheduled')"
-_CLEAR_MOVED_ON = f"""
+_CLEAR_MOVED_ON = """
 DELETE FROM unconfirmed u USING jobs j
-WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.{_PENDING}
+WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.status IN ('queued', 'scheduled')
 """
 # SKIP LOCKED: concurrent sweeps take different jobs instead of waiting on each other.
 _TAKE_UNCONFIRMED = f"""
@@ -77,7 +67,7 @@ WITH taken AS (
     WHERE job_id IN (SELECT job_id FROM unconfirmed WHERE publish_by <= now()
                      ORDER BY publish_by LIMIT $2 FOR UPDATE SKIP LOCKED)
     RETURNING job_id)
-SELECT {", ".join(_COLUMNS)} FROM jobs WHERE id IN (SELECT job_id FROM taken) ORDER BY id
+SELECT {", ".join(COLUMNS)} FROM jobs WHERE id IN (SELECT job_id FROM taken) ORDER BY id
 """
 
 _CREATE_VERSIONS = (
@@ -103,7 +93,7 @@ _COMPLETE = f"""
 WITH purged AS (
     DELETE FROM idempotency_keys WHERE key IN (
         SELECT key FROM idempotency_keys WHERE expires_at <= now() AND job_id <> $1
-        LIMIT {_PURGE_BATCH} FOR UPDATE SKIP LOCKED))
+        LIMIT {PURGE_BATCH} FOR UPDATE SKIP LOCKED))
 UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + make_interval(secs => $3)
 WHERE job_id = $1 AND state = 'pending'
 """
@@ -138,11 +128,9 @@ class PostgresJobStore(SharedSql):
         self._closed = False
 
     async def migrate(self) -> int:
-        """Apply pending schema migrations, each in its own transaction; return the version.
-
-        Every migrator takes one transaction-scoped advisory lock first, so processes that
-        start together apply each file once, in order, and all return the same version.
-        """
+        """Apply pending schema migrations, each in its own transaction; return the version."""
+        # Every migrator takes one transaction-scoped advisory lock first, so processes that
+        # start together apply each file once, in order, and all return the same version.
         migrations = load_migrations("postgres")
         while True:
             async with self._use(transaction=True) as conn:
@@ -173,31 +161,10 @@ class PostgresJobStore(SharedSql):
         async with self._use() as conn:
             await conn.fetchval("SELECT 1")
 
-    async def create_job(
-        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
-    ) -> Claim:
-        """Insert ``job``, first claiming its idempotency key in the same transaction."""
-        values = [_param(getattr(job, name)) for name in _COLUMNS]
-        # Without a claim the insert is one statement, atomic without BEGIN and COMMIT.
-        async with self._use(transaction=claim is not None) as conn:
-            if claim is not None:
-                key, request_hash = claim
-                if await conn.fetchval(_CLAIM, key, request_hash, job.id, float(lease_s)) is None:
-                    held = await conn.fetchrow(_HELD, key)
-                    if held is None:  # cannot happen: the failed upsert locked the row
-                        raise StoreError(f"idempotency key {key!r} vanished while held")
-                    return _held_claim(request_hash, held)
-            await conn.execute(_INSERT, *values)
-        return Claim(ClaimState.NEW, job.id)
-
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first) in one transaction.
-
-        Keys are claimed one statement each, in order (a later item may find an earlier one's
-        key); the rows then go in one pipelined ``executemany``.
-        """
+        """Insert many jobs (claiming their keys first, in order) in one transaction."""
         claims: list[Claim] = []
         rows = []
         deadlines: list[tuple[str, float]] = []
@@ -209,24 +176,14 @@ class PostgresJobStore(SharedSql):
             for item in items:
                 claim = Claim(ClaimState.NEW, item.job.id)
                 if item.claim is not None:
-                    key, request_hash = item.claim
-                    if (
-                        await conn.fetchval(
-                            _CLAIM, key, request_hash, item.job.id, float(item.lease_s)
-                        )
-                        is None
-                    ):
-                        held = await conn.fetchrow(_HELD, key)
-                        if held is None:  # cannot happen: the failed upsert locked the row
-                            raise StoreError(f"idempotency key {key!r} vanished while held")
-                        claim = _held_claim(request_hash, held)
+                    claim = await _claim(conn, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
-                    rows.append([_param(getattr(item.job, name)) for name in _COLUMNS])
+                    rows.append([_param(getattr(item.job, name)) for name in COLUMNS])
                     if item.confirm_within is not None:
                         deadlines.append((item.job.id, float(item.confirm_within)))
                 claims.append(claim)
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
-            await conn.executemany(_INSERT, rows)
+            await conn.executemany(INSERT_JOB, rows)
             if deadlines:
                 await conn.execute(_UNCONFIRMED, *map(list, zip(*deadlines, strict=True)))
         return claims
@@ -243,39 +200,7 @@ class PostgresJobStore(SharedSql):
             await conn.execute(_CLEAR_MOVED_ON)
             # Only queued and scheduled jobs are left past their deadline now.
             rows = await conn.fetch(_TAKE_UNCONFIRMED, float(lease_s), limit)
-        return [_record(row) for row in rows]
-
-    async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Delete a job that never reached the broker, and free its key if the key is still its."""
-        async with self._use(transaction=True) as conn:
-            if key is not None:
-                await conn.execute(
-                    "DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2", key, job_id
-                )
-            await conn.execute("DELETE FROM jobs WHERE id = $1", job_id)
-
-    async def transition(
-        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
-    ) -> JobRecord | None:
-        """Move the job to ``to`` and set ``fields`` only if its status is in ``allowed_from``.
-
-        Raises:
-            TypeError: a field is not a settable ``JobRecord`` field.
-        """
-        check_settable(fields)
-        sets = "".join(f", {name} = ${i}" for i, name in enumerate(fields, start=4))
-        sql = (
-            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status = ANY($3::text[])"
-            f" RETURNING {', '.join(_COLUMNS)}"
-        )
-        values = [_param(value) for value in fields.values()]
-        # One statement is atomic on its own: a racing update waits for the row lock, then
-        # re-checks the status against the committed row, so only one racer wins.
-        async with self._use() as conn:
-            row = await conn.fetchrow(
-                sql, to.value, job_id, [s.value for s in allowed_from], *values
-            )
-            return None if row is None else _record(row)
+        return [self._job(row) for row in rows]
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
@@ -370,6 +295,16 @@ class PostgresJobStore(SharedSql):
         async with self._use() as conn:
             return await conn.fetch(sql, *args)
 
+    async def _execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run statements in one transaction."""
+        async with self._use(transaction=True) as conn:
+            for sql, args in statements:
+                await conn.execute(sql, *args)
+
+    def _value_in(self, column: str, value: Any) -> Any:
+        """Return ``value`` as asyncpg sends it for ``column``."""
+        return _param(value)
+
     def _time_in(self, when: datetime | None) -> datetime | None:
         """Return ``when`` as asyncpg sends it, refusing a naive time (read as local time)."""
         return _param(when)  # type: ignore[no-any-return]
@@ -380,7 +315,10 @@ class PostgresJobStore(SharedSql):
 
     def _job(self, row: Any) -> JobRecord:
         """Return the job a jobs row holds."""
-        return _record(row)
+        values = dict(row.items())
+        values["status"] = JobStatus(values["status"])
+        values["priority"] = Priority(values["priority"])
+        return JobRecord(**values)
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -403,20 +341,23 @@ async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Co
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Hand a connection back to the pool as it is: the store leaves no session state behind.
-
-    Its advisory locks are transaction-scoped, and it never LISTENs, SETs or keeps a cursor
-    open; asyncpg's default reset would spend a round trip per use on clearing them anyway
-    (an open transaction is still rolled back by the pool itself).
-    """
+    """Hand a connection back to the pool as it is: the store leaves no session state behind."""
+    # Its advisory locks are transaction-scoped and it never LISTENs, SETs or keeps a cursor;
+    # asyncpg's default reset would spend a round trip per use clearing them anyway (the pool
+    # still rolls back an open transaction itself).
 
 
-def _held_claim(request_hash: str, held: asyncpg.Record) -> Claim:
-    if held["request_hash"] != request_hash:
-        return Claim(ClaimState.MISMATCH, held["job_id"])
-    if held["state"] == "done":
-        return Claim(ClaimState.DONE, held["job_id"], held["response"])
-    return Claim(ClaimState.IN_FLIGHT, held["job_id"])
+async def _claim(
+    conn: PoolConnectionProxy[asyncpg.Record], claim: tuple[str, str], job_id: str, lease_s: float
+) -> Claim:
+    """Claim the key in the caller's transaction; a held key stays locked until its commit."""
+    key, request_hash = claim
+    if await conn.fetchval(_CLAIM, key, request_hash, job_id, float(lease_s)) is not None:
+        return Claim(ClaimState.NEW, job_id)
+    held = await conn.fetchrow(_HELD, key)
+    if held is None:  # cannot happen: the failed upsert locked the row
+        raise StoreError(f"idempotency key {key!r} vanished while held")
+    return held_claim(request_hash, *held)
 
 
 def _param(value: Any) -> Any:
@@ -424,10 +365,3 @@ def _param(value: Any) -> Any:
     if isinstance(value, datetime) and value.utcoffset() is None:
         raise ValueError(f"job store times must be timezone-aware, got naive {value.isoformat()}")
     return value.value if isinstance(value, JobStatus | Priority) else value
-
-
-def _record(row: asyncpg.Record) -> JobRecord:
-    values = dict(row.items())
-    values["status"] = JobStatus(values["status"])
-    values["priority"] = Priority(values["priority"])
-    return JobRecord(**values)

@@ -6,20 +6,43 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from jobstore.credentials import ApiKeyRecord
-from jobstore.model import BreakerRecord, JobPage, JobRecord, JobStatus
+from jobstore.model import (
+    ApiKeyRecord,
+    BreakerRecord,
+    Claim,
+    Confirmed,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    check_settable,
+)
 
+COLUMNS = tuple(JobRecord.__dataclass_fields__)
+INSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+)
+PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
-_SELECT_JOBS = f"SELECT {', '.join(JobRecord.__dataclass_fields__)} FROM jobs"
+_SELECT_JOBS = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
 class SharedSql:
-    """Job reads, API keys and breakers; a store supplies ``_fetch``, its time columns and job rows."""
+    """Job reads and updates, API keys and breakers; a store supplies the hooks that raise here."""
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
+        raise NotImplementedError
+
+    async def _execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run statements with numbered parameters in one transaction."""
+        raise NotImplementedError
+
+    def _value_in(self, column: str, value: Any) -> Any:
+        """Return ``value`` as the jobs table's ``column`` takes it; raise ``ValueError`` on a naive time."""
         raise NotImplementedError
 
     def _time_in(self, when: datetime | None) -> Any:
@@ -33,6 +56,25 @@ class SharedSql:
     def _job(self, row: Any) -> JobRecord:
         """Return the job a jobs row (all columns, in ``JobRecord`` order) holds."""
         raise NotImplementedError
+
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+    ) -> list[Claim]:
+        """Insert many jobs, claiming their keys first, in one transaction."""
+        raise NotImplementedError
+
+    async def create_job(
+        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
+    ) -> Claim:
+        """Insert ``job``, first claiming its idempotency key in the same transaction."""
+        (outcome,) = await self.create_jobs([NewJob(job, claim, lease_s)])
+        return outcome
+
+    async def abandon_job(self, job_id: str, key: str | None) -> None:
+        """Delete a job that never reached the broker, and free its key if the key is still its."""
+        free_key = ("DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2", (key, job_id))
+        delete_job = ("DELETE FROM jobs WHERE id = $1", (job_id,))
+        await self._execute(*((free_key,) if key is not None else ()), delete_job)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job, or ``None`` when there is no such job."""
@@ -68,6 +110,28 @@ class SharedSql:
         )
         jobs = [self._job(row) for row in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    async def transition(
+        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Move the job to ``to`` and set ``fields`` only if its status is in ``allowed_from``; ``TypeError`` for unsettable fields."""
+        check_settable(fields)
+        if not allowed_from:
+            return None
+        sets = "".join(f", {name} = ${n}" for n, name in enumerate(fields, start=3))
+        first = 3 + len(fields)
+        marks = ", ".join(f"${n}" for n in range(first, first + len(allowed_from)))
+        # One statement is atomic on its own: the status test and the update cannot be split (a
+        # racing PostgreSQL update waits for the row lock, then re-checks the committed row).
+        rows = await self._fetch(
+            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status IN ({marks})"
+            f" RETURNING {', '.join(COLUMNS)}",
+            to.value,
+            job_id,
+            *(self._value_in(name, value) for name, value in fields.items()),
+            *(status.value for status in allowed_from),
+        )
+        return next((self._job(row) for row in rows), None)
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""

@@ -1,25 +1,26 @@
-"""``SqliteJobStore``: the ``JobStore`` port on one embedded SQLite file (the one-machine default).
+"""``SqliteJobStore``: the ``JobStore`` port on one embedded SQLite file (the one-machine default)."""
 
-One connection serves the whole process from its own thread (``SqliteThread``); each method
-sends it one unit of work (a statement, or a ``BEGIN IMMEDIATE`` transaction), and units run
-one at a time, so two transactions never interleave on the connection. ``BEGIN IMMEDIATE``
-takes SQLite's write lock up front, so writers in other processes wait (``patiently``)
-instead of failing halfway, and two racing claims never both see a free key.
-"""
+# One connection serves the process from its own thread (``SqliteThread``); each method sends it
+# one unit of work, and units run one at a time, so transactions never interleave on it.
+# ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so writers in other processes wait
+# (``patiently``) instead of failing halfway, and two racing claims never both see a free key.
+# Times are integer microseconds since the epoch, UTC (exact round trips, integer comparisons);
+# JSON columns hold orjson text.
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from jobstore import sqlite_runs
 from jobstore.migrations import load_migrations, pending, sqlite_statements
 from jobstore.model import (
     Claim,
@@ -32,47 +33,38 @@ from jobstore.model import (
     RunJob,
     RunStart,
     RunStarted,
-    check_settable,
+    held_claim,
 )
-from jobstore.shared_sql import SharedSql
-from jobstore.sqlite_inline import Busy, InlineWriter
-from jobstore.sqlite_rows import (
-    COLUMNS,
-    encode,
-    from_us,
-    job_values,
-    now_us,
-    record,
-    seconds_us,
-    to_us,
-)
-from jobstore.sqlite_thread import SqliteThread
+from jobstore.run_window import RUN_COLUMNS, STATUSES, Row, plan_window
+from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
+from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
+from topology.priority import Priority
 
 T = TypeVar("T")
-Db = sqlite3.Connection
 
 # Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,
 # READONLY, IOERR, FULL, CANTOPEN, PROTOCOL (https://www.sqlite.org/rescode.html).
 _UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 _FOREIGN = (sqlite3.Error, OSError, orjson.JSONEncodeError, orjson.JSONDecodeError)
-_PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 INLINE_WINDOW = 4  # run windows of at most this many ends and starts are written inline
+_TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})
+_JSON = frozenset({"payload", "payload_ref", "result"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
-_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT = INSERT_JOB.replace("$", "?")
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
-_PENDING = "status IN ('queued', 'scheduled')"
 _CLEAR_MOVED_ON = (
-    "DELETE FROM unconfirmed WHERE publish_by <= ? AND job_id IN"
-    f" (SELECT id FROM jobs WHERE id = unconfirmed.job_id AND NOT {_PENDING})"
+    "DELETE FROM unconfirmed WHERE publish_by <= ? AND job_id IN (SELECT id FROM jobs"
+    " WHERE id = unconfirmed.job_id AND NOT status IN ('queued', 'scheduled'))"
 )
 _TAKE_UNCONFIRMED = (
     "UPDATE unconfirmed SET publish_by = ? WHERE job_id IN (SELECT job_id FROM unconfirmed"
     " WHERE publish_by <= ? ORDER BY publish_by LIMIT ?) RETURNING job_id"
 )
-
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)"
@@ -94,7 +86,19 @@ _COMPLETE = (
 )
 _PURGE = (
     "DELETE FROM idempotency_keys WHERE key IN"
-    f" (SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT {_PURGE_BATCH})"
+    f" (SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT {PURGE_BATCH})"
+)
+# A run window reads only what a worker needs: the message carries the rest, and decoding it
+# would cost every job for nothing.
+_READ_WINDOW = f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until FROM jobs"
+_START = (
+    "UPDATE jobs SET status = 'running', attempts = ?, started_at = ?, updated_at = ?,"
+    " deliveries = deliveries + 1, claim_until = ? WHERE id = ?"
+)
+_END = (
+    "UPDATE jobs SET status = COALESCE(?, status), result = COALESCE(?, result),"
+    " last_error = COALESCE(?, last_error), finished_at = COALESCE(?, finished_at),"
+    " updated_at = ?, claim_until = NULL WHERE id = ?"
 )
 
 
@@ -132,7 +136,7 @@ class SqliteJobStore(SharedSql):
                         db.execute(statement)
                     db.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                        (migration.version, now_us()),
+                        (migration.version, _now_us()),
                     )
                     version = migration.version
                 return version
@@ -156,28 +160,13 @@ class SqliteJobStore(SharedSql):
         """Return when the database file answers; raise ``StoreUnavailableError`` otherwise."""
         await self._run(lambda db: db.execute("SELECT 1").fetchall())
 
-    async def create_job(
-        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
-    ) -> Claim:
-        """Insert ``job``, first claiming its idempotency key in the same transaction."""
-
-        def insert(db: Db) -> Claim:
-            if claim is not None:
-                outcome = _claim(db, claim, job.id, lease_s)
-                if outcome.state is not ClaimState.NEW:
-                    return outcome
-            db.execute(_INSERT, job_values(job))
-            return Claim(ClaimState.NEW, job.id)
-
-        return await self._write(insert)
-
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
     ) -> list[Claim]:
         """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
 
         def insert(db: Db) -> list[Claim]:
-            now = now_us()
+            now = _now_us()
             if confirmed:
                 _confirm(db, confirmed, now)
             claims: list[Claim] = []
@@ -187,9 +176,9 @@ class SqliteJobStore(SharedSql):
                 if item.claim is not None:
                     claim = _claim(db, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
-                    rows.append(job_values(item.job))
+                    rows.append(tuple(_encode(name, getattr(item.job, name)) for name in COLUMNS))
                     if item.confirm_within is not None:
-                        deadlines.append((item.job.id, now + seconds_us(item.confirm_within)))
+                        deadlines.append((item.job.id, now + _seconds_us(item.confirm_within)))
                 claims.append(claim)
             db.executemany(_INSERT, rows)
             db.executemany(_UNCONFIRMED, deadlines)
@@ -199,69 +188,32 @@ class SqliteJobStore(SharedSql):
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
-        await self._write(lambda db: _confirm(db, items, now_us()))
+        await self._write(lambda db: _confirm(db, items, _now_us()))
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
         """Take the overdue unconfirmed jobs (``BEGIN IMMEDIATE``), pushing their deadlines on."""
-        now = now_us()
+        now = _now_us()
 
         def take(db: Db) -> list[Any]:
             db.execute(_CLEAR_MOVED_ON, (now,))
             # Only queued and scheduled jobs are left past their deadline now.
-            taken = db.execute(_TAKE_UNCONFIRMED, (now + seconds_us(lease_s), now, limit))
+            taken = db.execute(_TAKE_UNCONFIRMED, (now + _seconds_us(lease_s), now, limit))
             ids = [row[0] for row in taken.fetchall()]
             marks = ", ".join("?" * len(ids))
             return db.execute(f"{_SELECT} WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
 
-        return [record(row) for row in await self._run(take, write=True)]
-
-    async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Delete a job that never reached the broker, and free its key if the key is still its."""
-
-        def abandon(db: Db) -> None:
-            if key is not None:
-                db.execute(
-                    "DELETE FROM idempotency_keys WHERE key = ? AND job_id = ?", (key, job_id)
-                )
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-        await self._write(abandon)
-
-    async def transition(
-        self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
-    ) -> JobRecord | None:
-        """Move the job to ``to`` and set ``fields`` only if its status is in ``allowed_from``.
-
-        Raises:
-            TypeError: a field is not a settable ``JobRecord`` field.
-        """
-        check_settable(fields)
-        if not allowed_from:
-            return None
-        sets = "".join(f", {name} = ?" for name in fields)
-        marks = ", ".join("?" * len(allowed_from))
-        sql = (
-            f"UPDATE jobs SET status = ?{sets} WHERE id = ? AND status IN ({marks})"
-            f" RETURNING {', '.join(COLUMNS)}"
-        )
-        values = [encode(name, value) for name, value in fields.items()]
-        params = (to.value, *values, job_id, *(s.value for s in allowed_from))
-        # One statement is atomic on its own: the status test and the update cannot be split.
-        rows = await self._run(lambda db: db.execute(sql, params).fetchall())
-        return next((record(row) for row in rows), None)
+        return [self._job(row) for row in await self._run(take, write=True)]
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction.
+        """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction."""
 
-        A small window (an idle worker's) is written inline when the lock is free: no trip to
-        the thread, so a lone job starts sooner. A larger one goes to the thread: while it
-        commits, the loop reads the next deliveries, and the next window carries more of them.
-        """
-
+        # A small window (an idle worker's) is written inline when the lock is free: no trip to
+        # the thread, so a lone job starts sooner. A larger one goes to the thread: while it
+        # commits, the loop reads the next deliveries, and the next window carries more of them.
         def work(db: Db) -> tuple[list[RunJob | None], list[RunStarted]]:
-            return sqlite_runs.run_window(db, ends, starts)
+            return _run_window(db, ends, starts)
 
         if len(ends) + len(starts) <= INLINE_WINDOW:
             return await self._write(work)
@@ -319,24 +271,46 @@ class SqliteJobStore(SharedSql):
         sql = sql.replace("$", "?")
         return await self._run(lambda db: db.execute(sql, args).fetchall())
 
+    async def _execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run statements, their ``$n`` parameters read as ``?n``, in one write transaction."""
+
+        def execute(db: Db) -> None:
+            for sql, args in statements:
+                db.execute(sql.replace("$", "?"), args)
+
+        await self._write(execute)
+
+    def _value_in(self, column: str, value: Any) -> Any:
+        """Return ``value`` as the jobs table's ``column`` stores it."""
+        return _encode(column, value)
+
     def _time_in(self, when: datetime | None) -> int | None:
         """Return ``when`` in microseconds since the epoch (``None`` stays)."""
-        return None if when is None else to_us(when)
+        return None if when is None else _to_us(when)
 
     def _time_out(self, value: int) -> datetime:
         """Return the time ``value`` microseconds after the epoch."""
-        return from_us(value)
+        return _EPOCH + value * _MICROSECOND
 
-    def _job(self, row: Any) -> JobRecord:
-        """Return the job a jobs row holds."""
-        return record(row)
+    def _job(self, row: Sequence[Any]) -> JobRecord:
+        """Return the ``JobRecord`` a jobs row (selected in ``COLUMNS`` order) holds."""
+        values = dict(zip(COLUMNS, row, strict=True))
+        for column in _TIMES:
+            if values[column] is not None:
+                values[column] = self._time_out(values[column])
+        for column in _JSON:
+            if values[column] is not None:
+                values[column] = orjson.loads(values[column])
+        values["status"] = JobStatus(values["status"])
+        values["priority"] = Priority(values["priority"])
+        return JobRecord(**values)
 
 
 def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
     """Clear the items' publish deadlines and complete their keys' claims, in the caller's write."""
     db.executemany(_CONFIRM, [(i.job_id,) for i in items])
     done = [
-        (i.response, now + seconds_us(i.ttl_s), i.job_id) for i in items if i.response is not None
+        (i.response, now + _seconds_us(i.ttl_s), i.job_id) for i in items if i.response is not None
     ]
     if done:
         db.executemany(_COMPLETE, done)
@@ -346,28 +320,92 @@ def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
 def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:
     """Claim the key inside the caller's ``BEGIN IMMEDIATE`` transaction (so no one races us)."""
     key, request_hash = claim
-    now = now_us()
-    until = now + seconds_us(lease_s)
+    now = _now_us()
+    until = now + _seconds_us(lease_s)
     inserted = db.execute(_CLAIM, (key, request_hash, job_id, until, until))
     if inserted.rowcount == 1:
         return Claim(ClaimState.NEW, job_id)
     # The insert found the key, and our write lock keeps it there.
     ((held_hash, held_job, state, response, expires_at),) = db.execute(_HELD, (key,)).fetchall()
     if expires_at > now:
-        return _held_claim(request_hash, held_hash, held_job, state, response)
+        return held_claim(request_hash, held_hash, held_job, state, response)
     # The holder's lease (or the replay window of a finished request) is over: the key is free.
     db.execute(_RECLAIM, (request_hash, job_id, until, until, key))
     return Claim(ClaimState.NEW, job_id)
 
 
-def _held_claim(
-    request_hash: str, held_hash: str, job_id: str, state: str, response: bytes | None
-) -> Claim:
-    if held_hash != request_hash:
-        return Claim(ClaimState.MISMATCH, job_id)
-    if state == "done":
-        return Claim(ClaimState.DONE, job_id, response)
-    return Claim(ClaimState.IN_FLIGHT, job_id)
+def _run_window(
+    db: Db, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+) -> tuple[list[RunJob | None], list[RunStarted]]:
+    """End and start runs (see ``JobStore.run_window``) in the caller's write transaction."""
+    # The claim lives on the job's row (``claim_until``); each statement takes every item of the
+    # window at once: Python's work per statement is what a row costs here, far more than SQLite's.
+    now = _now_us()
+    ids = {item.job_id for item in ends} | {item.job_id for item in starts}
+    rows: dict[str, Row] = {}
+    if ids:
+        marks = ", ".join("?" * len(ids))
+        for key, kind, status, attempts, error, tenant, url, deliveries, claim in db.execute(
+            f"{_READ_WINDOW} WHERE id IN ({marks})", tuple(ids)
+        ):
+            job = RunJob(key, kind, STATUSES[status], attempts, error, tenant, url)
+            rows[key] = Row(job, deliveries, claim is not None and claim > now)
+    plan = plan_window(rows, ends, starts)
+    if plan.ends:
+        db.executemany(_END, [_end_values(end) for end in plan.ends])
+    if plan.starts:
+        db.executemany(
+            _START,
+            [
+                (
+                    s.attempt,
+                    _to_us(s.started_at),
+                    _to_us(s.started_at),
+                    now + _seconds_us(s.lease_s),
+                    s.job_id,
+                )
+                for s in plan.starts
+            ],
+        )
+    return plan.ended, plan.started
+
+
+def _end_values(end: RunEnd) -> tuple[object, ...]:
+    at = _to_us(end.at)
+    return (
+        None if end.status is None else end.status.value,
+        None if end.result is None else orjson.dumps(end.result).decode(),
+        end.error,
+        at if end.status is not None and end.status.terminal else None,
+        at,
+        end.job_id,
+    )
+
+
+def _encode(column: str, value: Any) -> Any:
+    """Return ``value`` as the jobs table's ``column`` stores it."""
+    if value is None:
+        return None
+    if column in _TIMES:
+        return _to_us(value)
+    if column in _JSON:
+        return orjson.dumps(value).decode()
+    return value.value if isinstance(value, Enum) else value
+
+
+def _to_us(when: datetime) -> int:
+    """Return microseconds since the epoch; integer arithmetic keeps the round trip exact."""
+    if when.utcoffset() is None:
+        raise ValueError(f"job store times must be timezone-aware, got naive {when.isoformat()}")
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def _seconds_us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def _version(db: Db) -> int:

@@ -6,9 +6,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from prometheus_client import CollectorRegistry
+
 from jobstore.blobs import BlobStore, open_blob_store
 from jobstore.factory import open_store
 from jobstore.model import JobStore
+from producers.metrics import ProducerMetrics
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.submit import Submitter
 from topology.compiled import CompiledTopology, compile_topology
@@ -24,6 +27,7 @@ class Backends:
     topology: CompiledTopology
     store: JobStore
     blobs: BlobStore
+    metrics: ProducerMetrics  # the submitter's and its publisher's
 
     async def close(self) -> None:
         """Close the job store and the blob store."""
@@ -33,8 +37,8 @@ class Backends:
             await self.blobs.close()
 
 
-async def open_backends(settings: Settings) -> Backends:
-    """Read the topology, open and migrate the job store, open the blob store.
+async def open_backends(settings: Settings, registry: CollectorRegistry | None = None) -> Backends:
+    """Read the topology, open and migrate the job store, open the blob store; metrics on ``registry``.
 
     Raises:
         SettingsError, TopologyFileError: bad configuration (the process should not start).
@@ -45,7 +49,8 @@ async def open_backends(settings: Settings) -> Backends:
     blobs = open_blob_store(
         where.blob_url, endpoint_url=where.s3_endpoint_url or None, region=where.s3_region
     )
-    backends = Backends(settings, topology, open_store(where.store_url), blobs)
+    store = open_store(where.store_url)
+    backends = Backends(settings, topology, store, blobs, ProducerMetrics(registry))
     try:
         await backends.store.migrate()
     except BaseException:
@@ -83,7 +88,9 @@ class Producer(Generic[P]):
 
 
 async def open_producer(
-    settings: Settings, connect: Callable[[Backends], Awaitable[P]]
+    settings: Settings,
+    connect: Callable[[Backends], Awaitable[P]],
+    registry: CollectorRegistry | None = None,
 ) -> Producer[P]:
     """Open the backends, a publisher on them (``connect``) and a submitter; close all on failure.
 
@@ -91,14 +98,19 @@ async def open_producer(
         SettingsError, TopologyFileError: bad configuration (the process should not start).
         BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
     """
-    backends = await open_backends(settings)
+    backends = await open_backends(settings, registry)
     try:
         publisher = await connect(backends)
     except BaseException:
         await backends.close()
         raise
     submitter = Submitter(
-        backends.topology, publisher, backends.store, backends.blobs, settings.submit
+        backends.topology,
+        publisher,
+        backends.store,
+        backends.blobs,
+        settings.submit,
+        metrics=backends.metrics,
     )
     return Producer(backends, publisher, submitter)
 
@@ -109,7 +121,11 @@ def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
     async def connect(backends: Backends) -> ConfirmedPublisher:
         settings = backends.settings
         return await ConfirmedPublisher.connect(
-            settings.broker, backends.topology, settings.publisher, name=name
+            settings.broker,
+            backends.topology,
+            settings.publisher,
+            name=name,
+            metrics=backends.metrics,
         )
 
     return connect

@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from opentelemetry.trace import SpanKind
 
 from producers import wire
-from producers.publish_metrics import CONFIRM_SECONDS, exchange_kind
+from producers.metrics import ProducerMetrics, exchange_kind
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
@@ -63,8 +63,10 @@ class ConfirmedPublisher(AsyncClosing):
         channel: AbstractRobustChannel,
         topology: CompiledTopology,
         settings: PublisherSettings,
+        metrics: ProducerMetrics | None = None,
     ) -> None:
         self._connection = connection
+        self._metrics = metrics or ProducerMetrics()
         self._channel = channel
         self._topology = topology
         self._settings = settings
@@ -79,6 +81,7 @@ class ConfirmedPublisher(AsyncClosing):
         settings: PublisherSettings | None = None,
         *,
         name: str = "taskq publisher",
+        metrics: ProducerMetrics | None = None,
     ) -> ConfirmedPublisher:
         """Open a robust connection and a confirm channel.
 
@@ -91,7 +94,7 @@ class ConfirmedPublisher(AsyncClosing):
         except CONNECT_ERRORS as exc:
             await connection.close()
             raise BrokerUnavailableError(f"cannot open a confirm channel: {exc}") from exc
-        return cls(connection, channel, topology, settings or PublisherSettings())
+        return cls(connection, channel, topology, settings or PublisherSettings(), metrics)
 
     async def close(self) -> None:
         """Close the connection (confirms still in flight fail with ``BrokerUnavailableError``)."""
@@ -211,9 +214,8 @@ class ConfirmedPublisher(AsyncClosing):
                     BrokerUnavailableError(f"no confirm: the channel closed ({outcome!r})")
                 )
             else:
-                CONFIRM_SECONDS.labels(exchange_kind(self._topology, target.exchange)).observe(
-                    elapsed
-                )
+                kind = exchange_kind(self._topology, target.exchange)
+                self._metrics.confirm_seconds.labels(kind).observe(elapsed)
                 results.append(None)
         return results
 

@@ -17,8 +17,8 @@ from jobstore.blobs import BlobStore, blob_key
 from jobstore.coalesce import Coalescer
 from jobstore.model import Claim, ClaimState, Confirmed, JobRecord, JobStatus, JobStore, NewJob
 from producers.events import event_body, event_key
+from producers.metrics import UNKNOWN_GROUP, ProducerMetrics, outcome_of
 from producers.publisher import Publisher
-from producers.submit_metrics import SUBMISSIONS, UNKNOWN_GROUP, outcome_of
 from producers.tenancy import Viewer, get_visible
 from producers.views import job_view
 from topology import limits
@@ -146,8 +146,10 @@ class Submitter:
         settings: SubmitSettings | None = None,
         *,
         clock: Clock = utc_now,
+        metrics: ProducerMetrics | None = None,
     ) -> None:
         self.topology = topology
+        self._metrics = metrics or ProducerMetrics()
         self._publisher = publisher
         self._store = store
         self._blobs = blobs
@@ -355,7 +357,7 @@ class Submitter:
         )
         counter = self._counters.get(labels)
         if counter is None:  # labels() costs more than the increment; the label sets are few
-            counter = self._counters[labels] = SUBMISSIONS.labels(*labels)
+            counter = self._counters[labels] = self._metrics.submissions.labels(*labels)
         counter.inc()
 
     async def get(self, job_id: str, viewer: Viewer) -> JobRecord:

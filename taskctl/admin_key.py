@@ -8,7 +8,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from jobstore.credentials import CredentialStore
+from jobstore.model import CredentialStore
 from producers.auth.api_keys import make_key, parse
 from producers.auth.scopes import Scope
 from topology.names import DEFAULT_TENANT

@@ -12,9 +12,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from loguru import logger
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from consumers.handlers import HandlerRegistry, default_registry
+from consumers.metrics import WorkerMetrics
 from consumers.metrics_server import serve_metrics
 from consumers.worker import Deps, Worker
 from producers.api.app import Services, create_app
@@ -33,11 +34,11 @@ from webhooks.callbacks import CallbackDelivery, registration_check
 from webhooks.receiver import webhook_router
 
 
-async def api_services(settings: Settings) -> Services:
-    """Connect to the broker, open the stores and start the repair sweep: what the API serves with."""
+async def api_services(settings: Settings, registry: CollectorRegistry | None = None) -> Services:
+    """Connect to the broker, open the stores and start the repair sweep; metrics on ``registry``."""
     stack = contextlib.AsyncExitStack()
     try:
-        producer = await open_producer(settings, confirmed("taskq api"))
+        producer = await open_producer(settings, confirmed("taskq api"), registry)
         stack.push_async_callback(producer.close)
         publisher, submitter = producer.publisher, producer.submitter
         submitter.callback_check = registration_check(settings.callbacks)
@@ -71,7 +72,13 @@ def api_app(
     if services is not None:
         services.submitter.callback_check = registration_check(settings.callbacks)
     routers = [admin_routes.router, webhook_router(settings.auth, environ)]
-    return create_app(services or (lambda: api_services(settings)), settings.api, routers=routers)
+    registry = CollectorRegistry()  # the API's metrics and its submitter's, served at /metrics
+    return create_app(
+        services or (lambda: api_services(settings, registry)),
+        settings.api,
+        registry=registry,
+        routers=routers,
+    )
 
 
 def serve_api(settings: Settings) -> int:
@@ -118,11 +125,14 @@ async def run_worker(group_name: str, settings: Settings) -> int:
     tracing.configure_tracing(f"taskq-worker-{group_name}")  # only when OTEL_* variables ask
     callbacks = CallbackDelivery(settings.callbacks)
     registry = handlers(settings, callbacks)
+    # One worker a process: its metrics go on the process-wide registry, which prometheus_client
+    # fills with process and platform collectors.
+    served = REGISTRY
     stack = contextlib.AsyncExitStack()
     async with stack:
         stack.push_async_callback(callbacks.close)
         name = f"taskq worker {group_name}"
-        producer = await open_producer(settings, confirmed(f"{name} (publish)"))
+        producer = await open_producer(settings, confirmed(f"{name} (publish)"), served)
         stack.push_async_callback(producer.close)
         backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
         group = backends.topology.group(group_name)
@@ -132,8 +142,8 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             # Every interface (a pod's address), so a credential with metrics:read is needed.
             authenticator = open_authenticator(submitter.store, settings.auth)
             port = settings.worker.worker_metrics_port
-            metrics = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
-            stack.push_async_callback(metrics.cleanup)
+            server = await serve_metrics(authenticator, host="", port=port, registry=served)
+            stack.push_async_callback(server.cleanup)
         deps = Deps(
             backends.topology,
             group,
@@ -143,6 +153,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             publisher,
             settings.worker,
             submitter,
+            WorkerMetrics(served),
         )
         worker = Worker(deps)
         stopping = asyncio.Event()

@@ -13,7 +13,7 @@ from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
 if TYPE_CHECKING:
-    from jobstore.credentials import ApiKeyRecord
+    from jobstore.model import ApiKeyRecord
     from producers.auth.scopes import Scope
 
 app = typer.Typer(

@@ -150,7 +150,8 @@ async def with_autoscaler(
 
 async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str) -> int:
     """Scale each handled group's Deployment in ``namespace`` until the process is stopped."""
-    from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
+    from consumers.autoscaler.kube_api import KubeApi
+    from consumers.autoscaler.kubernetes import KubernetesScaler
 
     scaler = KubernetesScaler(KubeApi.load(), namespace=namespace)
 

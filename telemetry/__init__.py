@@ -1,3 +1,3 @@
-"""Cross-cutting observability: JSON logs, secret redaction and tracing, used by every package."""
+"""Cross-cutting observability: JSON logs, secret redaction, tracing and metrics, used by every package."""
 
 __all__: list[str] = []

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from jobstore.credentials import CredentialStore
+from jobstore.model import CredentialStore
 from producers.auth.api_keys import NewKey, make_key
 from producers.auth.scopes import Scope
 

@@ -9,8 +9,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from consumers.autoscaler.kube_api import KubeApi as KubeApi
-from consumers.autoscaler.kube_api import KubeConfigError as KubeConfigError
+from consumers.autoscaler.kube_api import KubeApi
 from topology import names
 from topology.closing import AsyncClosing
 from topology.errors import TaskqError

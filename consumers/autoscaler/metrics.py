@@ -4,87 +4,58 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from telemetry.metrics import MetricSet, counter, gauge
 
 if TYPE_CHECKING:
     from consumers.autoscaler.loop import GroupStatus
 
 
-class AutoscalerMetrics:
-    """Gauges and counters of one autoscaler, on their own registry (served by its status server)."""
+class AutoscalerMetrics(MetricSet):
+    """Gauges and counters of one autoscaler (served by its status server)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        # Label values are topology group names only: a bounded set.
-        labels = ["group"]
-        self.current = Gauge(
-            "taskq_autoscaler_current_workers",
-            "Workers a group runs now.",
-            labels,
-            registry=self.registry,
-        )
-        self.desired = Gauge(
-            "taskq_autoscaler_desired_workers",
-            "Workers the policy wants for a group.",
-            labels,
-            registry=self.registry,
-        )
-        self.backlog = Gauge(
-            "taskq_autoscaler_backlog_messages",
-            "Ready plus unacknowledged messages in a group's work queues.",
-            labels,
-            registry=self.registry,
-        )
-        self.ack_rate = Gauge(
-            "taskq_autoscaler_ack_rate",
-            "Messages acked per second in a group's work queues.",
-            labels,
-            registry=self.registry,
-        )
-        self.decisions = Counter(
-            "taskq_autoscaler_decisions_total",
-            "Scale actions taken, by direction.",
-            ["group", "direction"],
-            registry=self.registry,
-        )
-        self.management_errors = Counter(
-            "taskq_autoscaler_management_api_errors_total",
-            "Failed reads of a group's signals from the RabbitMQ management API.",
-            labels,
-            registry=self.registry,
-        )
-        self.held = Gauge(
-            "taskq_autoscaler_holding",
-            "1 while a group's last decision is held because its signals could not be read.",
-            labels,
-            registry=self.registry,
-        )
-
-        # What on-call watches besides the scaling: the queues around the work queues.
-        self.queue_messages = Gauge(
-            "taskq_queue_messages",
-            "Messages in a group's queues: ready and unacked work, and its dead-letter queue.",
-            ["group", "kind"],
-            registry=self.registry,
-        )
-        self.queue_consumers = Gauge(
-            "taskq_queue_consumers",
-            "Consumers on a group's work queue.",
-            labels,
-            registry=self.registry,
-        )
-        self.oldest_age = Gauge(
-            "taskq_queue_oldest_message_age_seconds",
-            "Age of the oldest ready message of a group, where the broker exposes it.",
-            labels,
-            registry=self.registry,
-        )
-        self.tier_messages = Gauge(
-            "taskq_retry_tier_messages",
-            "Messages waiting in a delay tier (retries and delayed jobs).",
-            ["tier"],
-            registry=self.registry,
-        )
+    # Label values are topology group names (and delay tier names): bounded sets.
+    current = gauge("taskq_autoscaler_current_workers", "Workers a group runs now.", "group")
+    desired = gauge(
+        "taskq_autoscaler_desired_workers", "Workers the policy wants for a group.", "group"
+    )
+    backlog = gauge(
+        "taskq_autoscaler_backlog_messages",
+        "Ready plus unacknowledged messages in a group's work queues.",
+        "group",
+    )
+    ack_rate = gauge(
+        "taskq_autoscaler_ack_rate", "Messages acked per second in a group's work queues.", "group"
+    )
+    decisions = counter(
+        "taskq_autoscaler_decisions_total", "Scale actions taken, by direction.", "group direction"
+    )
+    management_errors = counter(
+        "taskq_autoscaler_management_api_errors_total",
+        "Failed reads of a group's signals from the RabbitMQ management API.",
+        "group",
+    )
+    held = gauge(
+        "taskq_autoscaler_holding",
+        "1 while a group's last decision is held because its signals could not be read.",
+        "group",
+    )
+    # What on-call watches besides the scaling: the queues around the work queues.
+    queue_messages = gauge(
+        "taskq_queue_messages",
+        "Messages in a group's queues: ready and unacked work, and its dead-letter queue.",
+        "group kind",
+    )
+    queue_consumers = gauge("taskq_queue_consumers", "Consumers on a group's work queue.", "group")
+    oldest_age = gauge(
+        "taskq_queue_oldest_message_age_seconds",
+        "Age of the oldest ready message of a group, where the broker exposes it.",
+        "group",
+    )
+    tier_messages = gauge(
+        "taskq_retry_tier_messages",
+        "Messages waiting in a delay tier (retries and delayed jobs).",
+        "tier",
+    )
 
     def observe(self, status: GroupStatus) -> None:
         """Set the gauges from one group's latest status."""

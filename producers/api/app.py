@@ -61,7 +61,7 @@ def create_app(
 ) -> FastAPI:
     """Return the API app; ``services`` is ready-made (tests) or built in the lifespan."""
     api = settings or ApiSettings()
-    metrics = ApiMetrics(registry or CollectorRegistry())
+    metrics = ApiMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,7 +118,7 @@ def scrape(registry: CollectorRegistry) -> bytes:
 
     Under ``taskctl up`` every process writes its metrics to ``PROMETHEUS_MULTIPROC_DIR`` and
     this aggregates them all; otherwise it is the API's own registry plus the process-wide one
-    (publish confirm latency, process and platform collectors).
+    (process and platform collectors).
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()

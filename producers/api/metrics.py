@@ -1,54 +1,48 @@
-"""The API's Prometheus metrics, on a registry the app owns (no globals)."""
+"""The API's Prometheus metrics and the middleware that times every request."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from telemetry.metrics import MetricSet, counter, histogram
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class ApiMetrics:
+class ApiMetrics(MetricSet):
     """Request counts and latencies by route template (never by raw path: bounded labels)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.requests = Counter(
-            "taskq_api_requests_total",
-            "HTTP requests by route template, method and status code.",
-            ["route", "method", "status"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "taskq_api_request_duration_seconds",
-            "HTTP request duration by route template and method.",
-            ["route", "method"],
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        self.submitted = Counter(
-            "taskq_jobs_submitted_total",
-            "Jobs accepted by the broker, by consumer group and priority.",
-            ["group", "priority"],
-            registry=registry,
-        )
-        # Doors are a fixed set: api, websocket, webhook:<source> (sources come from the topology).
-        self.rate_limited = Counter(
-            "taskq_rate_limited_total",
-            "Requests refused with 429 because a credential or webhook source used up its rate.",
-            ["door"],
-            registry=registry,
-        )
-        # Sources come from the topology; results are a fixed set (see webhooks.receiver).
-        self.webhook_deliveries = Counter(
-            "taskq_webhook_deliveries_total",
-            "Webhook deliveries by source and result (accepted, replayed, rejected_signature, ...).",
-            ["source", "result"],
-            registry=registry,
-        )
+    requests = counter(
+        "taskq_api_requests_total",
+        "HTTP requests by route template, method and status code.",
+        "route method status",
+    )
+    duration = histogram(
+        "taskq_api_request_duration_seconds",
+        "HTTP request duration by route template and method.",
+        "route method",
+        buckets=BUCKETS,
+    )
+    submitted = counter(
+        "taskq_jobs_submitted_total",
+        "Jobs accepted by the broker, by consumer group and priority.",
+        "group priority",
+    )
+    # Doors are a fixed set: api, websocket, webhook:<source> (sources come from the topology).
+    rate_limited = counter(
+        "taskq_rate_limited_total",
+        "Requests refused with 429 because a credential or webhook source used up its rate.",
+        "door",
+    )
+    # Sources come from the topology; results are a fixed set (see webhooks.receiver).
+    webhook_deliveries = counter(
+        "taskq_webhook_deliveries_total",
+        "Webhook deliveries by source and result (accepted, replayed, rejected_signature, ...).",
+        "source result",
+    )
 
 
 class MetricsMiddleware:

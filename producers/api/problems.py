@@ -85,7 +85,7 @@ def status_of(error: TaskqError) -> int:
     return 500
 
 
-_ACCESS_STATUS: dict[type[AccessError], int] = {
+_ACCESS_STATUS: dict[type[TaskqError], int] = {
     AuthenticationError: 401,
     PermissionDeniedError: 403,
     RateLimitedError: 429,
@@ -100,9 +100,9 @@ def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
 
 
 def refusal(
-    error: AccessError, *, retry_after: int = 5
+    error: AccessError | StoreUnavailableError, *, retry_after: int = 5
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Return the status, problem body and headers that refuse a credential (any web framework)."""
+    """Return the status, problem body and headers that refuse a credential, or say its store is down."""
     detail = str(error)
     status = _ACCESS_STATUS.get(type(error), 503)
     headers: dict[str, str] = {}

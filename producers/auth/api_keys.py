@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from jobstore.credentials import ApiKeyRecord, CredentialStore
+from jobstore.model import ApiKeyRecord, CredentialStore
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from producers.tenancy import Viewer

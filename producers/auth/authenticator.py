@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from jobstore.credentials import CredentialStore
 from jobstore.factory import open_store
+from jobstore.model import CredentialStore
 from producers.auth.api_keys import PREFIX, ApiKeyVerifier
 from producers.auth.bearer_tokens import JwtVerifier
 from producers.auth.principal import Principal

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consumers.handlers import HandlerRegistry
+from consumers.metrics import WorkerMetrics
 from consumers.worker import Worker
 from jobstore.model import JobStatus
 from producers.publisher import ConfirmedPublisher
@@ -40,6 +41,7 @@ class Rig:
     worker: Worker
     settings: object
     runs: list[str]
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # the worker's
 
     async def submit(self, job_type: str, payload: object = None, **fields) -> str:
         done = await self.submitter.submit(JobRequest(type=job_type, payload=payload, **fields))

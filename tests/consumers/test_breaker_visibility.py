@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from consumers.handlers import HandlerRegistry, JobContext
@@ -53,7 +52,7 @@ async def sqlite_rig(vhost, tmp_path: Path) -> AsyncIterator[tuple[Rig, dict[str
     await worker.start(connection)
     submitter = Submitter(TOPOLOGY, publisher, store, blobs)
     try:
-        yield Rig(submitter, store, registry, publisher, worker, vhost, []), env
+        yield Rig(submitter, store, registry, publisher, worker, vhost, [], deps.metrics), env
     finally:
         await worker.stop(grace=2)
         await connection.close()
@@ -86,7 +85,10 @@ async def test_an_open_breaker_shows_in_the_store_and_taskctl_until_it_closes(sq
 
     await eventually(lambda: recorded("open"), within=10, every=0.05)
     labels = {"group": "mail", "dependency": "smtp"}
-    assert REGISTRY.get_sample_value("taskq_breaker_state", labels) in (1, 2)  # open or probing
+    assert rig.metrics.registry.get_sample_value("taskq_breaker_state", labels) in (
+        1,
+        2,
+    )  # open or probing
     shown = await taskctl_breakers(env)
     assert [(r["group"], r["dependency"], r["worker"]) for r in shown] == [
         ("mail", "smtp", rig.worker.breaker_report.worker)
@@ -98,7 +100,7 @@ async def test_an_open_breaker_shows_in_the_store_and_taskctl_until_it_closes(sq
     for job_id in ids:
         await rig.until(job_id, JobStatus.SUCCEEDED, within=30)
     await eventually(lambda: recorded("closed"), within=10, every=0.05)
-    assert REGISTRY.get_sample_value("taskq_breaker_state", labels) == 0
+    assert rig.metrics.registry.get_sample_value("taskq_breaker_state", labels) == 0
     assert [(r["state"], r["failures"]) for r in await taskctl_breakers(env)] == [("closed", 0)]
 
     await rig.worker.stop(grace=2)  # a stopped worker's breakers leave the listing

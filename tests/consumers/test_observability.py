@@ -37,7 +37,7 @@ async def test_scraped_metrics_count_what_the_jobs_went_through(rig: Rig):
             raise RuntimeError("once")
         return "ok"
 
-    app = create_app(Services(rig.submitter))
+    app = create_app(Services(rig.submitter), registry=rig.metrics.registry)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://taskq.test",
@@ -95,7 +95,7 @@ async def test_the_exposition_passes_promtool_check_metrics(rig: Rig, promtool: 
 
     job_id = await rig.submit("mail.lint")
     await rig.until(job_id, JobStatus.SUCCEEDED)
-    app = create_app(Services(rig.submitter))
+    app = create_app(Services(rig.submitter), registry=rig.metrics.registry)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://taskq.test",

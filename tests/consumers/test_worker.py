@@ -200,10 +200,8 @@ async def test_status_events_reach_the_events_exchange_once_per_change(rig: Rig,
 
 
 async def test_the_worker_counts_runs_outcomes_and_times_them(rig: Rig):
-    from prometheus_client import REGISTRY
-
     def sample(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
+        return rig.metrics.registry.get_sample_value(name, labels) or 0.0
 
     def snapshot() -> dict[str, float]:
         return {

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from jobstore.credentials import ApiKeyRecord
 from jobstore.migrations import load_migrations
 from jobstore.model import (
+    ApiKeyRecord,
     BreakerRecord,
     Claim,
     ClaimState,

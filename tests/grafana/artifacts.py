@@ -20,6 +20,8 @@ DOCS = ROOT / "docs"
 # Where metrics are defined: the packages, never tests or benchmarks.
 PACKAGES = ("topology", "producers", "consumers", "webhooks", "taskctl")
 METRIC_KINDS = {"Counter", "Gauge", "Histogram", "Summary"}
+# telemetry.metrics declares a MetricSet's metrics with these.
+DECLARATIONS = {"counter": "Counter", "gauge": "Gauge", "histogram": "Histogram"}
 # Series a histogram or summary exposes besides its name (and _created on every counter).
 SERIES_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
 METRIC_NAME = re.compile(r"\btaskq_[a-z0-9_]+")
@@ -130,6 +132,7 @@ def _metric_call(node: ast.AST) -> tuple[str | None, str | None]:
         return None, None
     func = node.func
     kind = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    kind = DECLARATIONS.get(kind or "", kind)
     if kind not in METRIC_KINDS:
         return None, None
     candidates = node.args[:1] + [k.value for k in node.keywords if k.arg == "name"]

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
 
 from jobstore.blobs import open_blob_store
 from producers.api.app import create_app
@@ -46,8 +47,12 @@ class Stack:
 async def running(
     env: dict[str, str], settings: ApiSettings | None = None, routers: Sequence[APIRouter] = ()
 ) -> AsyncIterator[httpx.AsyncClient]:
+    registry = CollectorRegistry()  # as the assembly does: the app's and the submitter's metrics
     app = create_app(
-        lambda: api_services(load_settings(env)), settings or ApiSettings(), routers=routers
+        lambda: api_services(load_settings(env), registry),
+        settings or ApiSettings(),
+        registry=registry,
+        routers=routers,
     )
     async with app.router.lifespan_context(app):
         token = await issue_key(app.state.services.submitter.store)

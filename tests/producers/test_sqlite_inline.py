@@ -11,7 +11,7 @@ import pytest
 
 from jobstore.model import JobRecord, JobStatus, NewJob
 from jobstore.sqlite import SqliteJobStore
-from jobstore.sqlite_inline import CHECKPOINT_COMMITS, Busy, InlineWriter
+from jobstore.sqlite_connections import CHECKPOINT_COMMITS, Busy, InlineWriter
 from topology.envelope import new_job_id
 from topology.spec import Priority
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jobstore.credentials import CredentialStore
+from jobstore.model import CredentialStore
 from producers.auth import api_keys
 from producers.auth.api_keys import ApiKeyVerifier, make_key, parse
 from producers.auth.scopes import Scope

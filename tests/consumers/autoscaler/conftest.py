@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
+from consumers.autoscaler.kube_api import KubeApi
+from consumers.autoscaler.kubernetes import KubernetesScaler
 from tests.consumers.autoscaler.certs import Certs, make_certs
 from tests.consumers.autoscaler.kube_fake import FakeKube
 

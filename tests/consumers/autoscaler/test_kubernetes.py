@@ -3,7 +3,8 @@ import socket
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler, ScaleError
+from consumers.autoscaler.kube_api import KubeApi
+from consumers.autoscaler.kubernetes import KubernetesScaler, ScaleError
 from tests.consumers.autoscaler.conftest import NAMESPACE, TOKEN, server_url
 from tests.consumers.autoscaler.kube_fake import FakeKube
 from topology.errors import TaskqError
