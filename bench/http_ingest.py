@@ -55,7 +55,7 @@ from jobstore.factory import open_store
 from producers.auth.api_keys import make_key
 from producers.auth.scopes import Scope
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
 from topology.settings import load_settings

@@ -53,7 +53,7 @@ from producers.client import AsyncClient
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
 from topology.management import ManagementClient

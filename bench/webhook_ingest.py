@@ -25,7 +25,7 @@ import orjson
 from http_ingest import free_port, purge, run_wrk, serve, stop  # a sibling: bench/ is on sys.path
 
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
 from topology.settings import load_settings

@@ -21,9 +21,9 @@ from typing import Any
 from consumers.handlers import Permanent, Retry
 from consumers.retry import backoff_ms, may_retry
 from jobstore.model import JobStatus, RunStarted, StartOutcome
+from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import ContractError
-from topology.model import CompiledTopology
 from topology.routes import Route, delay_route, next_hop
 from topology.spec import RetryPolicy
 

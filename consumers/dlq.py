@@ -25,9 +25,9 @@ from jobstore.model import JobStatus, JobStore
 from producers.publisher import Publisher
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS
+from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import BrokerUnavailableError, ContractError
-from topology.model import CompiledGroup, CompiledTopology
 from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
 

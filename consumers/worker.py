@@ -64,9 +64,9 @@ from producers.submit import Submitter
 from telemetry import tracing
 from telemetry.logs import bind_job
 from topology.broker import connect
+from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
-from topology.model import CompiledGroup, CompiledTopology
 from topology.settings import BrokerSettings, WorkerSettings
 
 Clock = Callable[[], datetime]

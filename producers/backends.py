@@ -14,9 +14,8 @@ from jobstore.model import JobStore
 from producers.metrics import ProducerMetrics
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.submit import Submitter
-from topology.compiler import compile_topology
+from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology, topology_path
-from topology.model import CompiledTopology
 from topology.settings import BrokerSettings, PublisherSettings, Settings
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telemetry.metrics import MetricSet, counter, histogram
+from topology.compiled import CompiledTopology
 from topology.errors import (
     BlobUnavailableError,
     BrokerUnavailableError,
@@ -13,7 +14,6 @@ from topology.errors import (
     StoreUnavailableError,
     TaskqError,
 )
-from topology.model import CompiledTopology
 
 CONFIRM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 UNKNOWN_GROUP = "unknown"  # a job type no group takes: the type itself is client input

@@ -12,6 +12,7 @@ import pika.exceptions
 
 from producers.metrics import ProducerMetrics, exchange_kind
 from topology.closing import AsyncClosing
+from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import (
     BrokerUnavailableError,
@@ -20,7 +21,6 @@ from topology.errors import (
     TaskqError,
     UnroutableError,
 )
-from topology.model import CompiledTopology
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
 

@@ -17,6 +17,7 @@ from producers.metrics import ProducerMetrics, exchange_kind
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, connect
 from topology.closing import AsyncClosing
+from topology.compiled import CompiledTopology
 from topology.envelope import CONTENT_TYPE, PERSISTENT, Envelope
 from topology.errors import (
     BrokerUnavailableError,
@@ -26,7 +27,6 @@ from topology.errors import (
     TaskqError,
     UnroutableError,
 )
-from topology.model import CompiledTopology
 from topology.names import ATTEMPT_HEADER
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings

@@ -22,6 +22,7 @@ from producers.publisher import Publisher
 from producers.tenancy import Viewer, get_visible
 from producers.views import job_view
 from topology import limits
+from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, PayloadRef, new_job_id
 from topology.errors import (
     BrokerUnavailableError,
@@ -36,7 +37,6 @@ from topology.errors import (
     UnknownJobTypeError,
     UnroutableError,
 )
-from topology.model import CompiledGroup, CompiledTopology
 from topology.names import CALLBACK_JOB_TYPE, DEFAULT_TENANT
 from topology.reserved import TASKQ, Reservation, reservations, reserving
 from topology.routes import Route, delay_route, job_route

@@ -12,7 +12,7 @@ from jobstore.model import CredentialStore
 from producers.auth.api_keys import make_key, parse
 from producers.auth.scopes import Scope
 from topology.names import DEFAULT_TENANT
-from topology.settings import AuthSettings, LocationSettings, load_settings
+from topology.settings import AuthSettings, ClientSettings, LocationSettings, read_section
 
 FILE_NAME = "admin.key"
 KEY_NAME = "admin (taskctl up)"
@@ -20,16 +20,16 @@ KEY_NAME = "admin (taskctl up)"
 
 def key_path(locations: LocationSettings | None = None) -> Path:
     """Return the path of the admin key file."""
-    return Path((locations or load_settings().locations).data_dir) / FILE_NAME
+    return Path((locations or read_section(LocationSettings)).data_dir) / FILE_NAME
 
 
 def caller_key() -> str | None:
     """Return the API key ``taskctl`` sends: ``TASKQ_API_KEY``, else the admin key file's."""
-    settings = load_settings()
-    if settings.client.api_key is not None:
-        return settings.client.api_key.get_secret_value()
+    client = read_section(ClientSettings)
+    if client.api_key is not None:
+        return client.api_key.get_secret_value()
     try:
-        return key_path(settings.locations).read_text(encoding="ascii").strip() or None
+        return key_path().read_text(encoding="ascii").strip() or None
     except OSError:
         return None
 

@@ -14,9 +14,9 @@ from producers.api.routes import StrictJsonRoute
 from producers.api.security import principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
+from topology.compiled import CompiledGroup
 from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
-from topology.model import CompiledGroup
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
 router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=StrictJsonRoute)

@@ -27,8 +27,8 @@ from producers.backends import confirmed, open_producer
 from taskctl import admin_routes
 from telemetry import tracing
 from topology import routing
+from topology.compiled import CompiledTopology
 from topology.errors import BrokerUnavailableError, SettingsError
-from topology.model import CompiledTopology
 from topology.settings import Settings
 from webhooks.callbacks import CallbackDelivery, registration_check
 from webhooks.receiver import webhook_router

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from typing import TYPE_CHECKING, Annotated
 
+import orjson
 import typer
 
-from taskctl.context import JsonFlag, TopologyFile, log_as_output, print_json, print_table, serve
+from taskctl.context import Cell, JsonFlag, TopologyFile, log_as_output, print_rows, run, serve
 from topology.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ def autoscale(
     """
     log_as_output()
     from taskctl import pipeline
-    from topology.compiler import compile_topology
+    from topology.compiled import compile_topology
     from topology.loader import load_topology, topology_path
     from topology.settings import load_settings
 
@@ -49,7 +48,7 @@ def autoscale(
             return await pipeline.kubernetes(topology, settings, namespace)
         return await pipeline.supervise(topology, settings, [], grace=grace)
 
-    serve("taskctl autoscale", lambda: asyncio.run(main()))
+    serve("taskctl autoscale", lambda: run(main()))
 
 
 def scale(
@@ -68,10 +67,10 @@ def scale(
     import urllib.request
 
     from taskctl.admin_key import caller_key
-    from topology.settings import load_settings
+    from topology.settings import AutoscalerSettings, read_section
 
     if url is None:
-        settings = load_settings().autoscaler
+        settings = read_section(AutoscalerSettings)
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
     request = urllib.request.Request(url)
     key = caller_key()
@@ -79,37 +78,31 @@ def scale(
         request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
-            groups = json.load(answer)["groups"]
+            groups = orjson.loads(answer.read())["groups"]
     except urllib.error.HTTPError as exc:
         raise SettingsError(f"the autoscaler at {url} refused: {exc.code} {_detail(exc)}") from exc
     except (OSError, ValueError, KeyError) as exc:
         raise SettingsError(
             f"no autoscaler answers at {url} ({exc}); is taskctl up or taskctl autoscale running?"
         ) from exc
-    if as_json:
-        print_json(groups)
-        return
-    rows = []
-    for g in groups:
-        rows.append(
-            [
-                g["group"],
-                "?" if g["backlog"] is None else str(g["backlog"]),
-                str(g["current"]),
-                str(g["desired"]),
-                g["reason"] + (f" [{g['error']}]" if g["error"] else ""),
-                f"{time.time() - g['decided_at']:.0f}s ago" if g["decided_at"] else "-",
-                "?" if g["publish_rate"] is None else f"{g['publish_rate']:.1f}",
-                "?" if g["ack_rate"] is None else f"{g['ack_rate']:.1f}",
-            ]
-        )
-    headers = ("group", "backlog", "current", "desired", "why", "decided", "in/s", "acked/s")
-    print_table(headers, rows, whole=1)
+    columns: list[tuple[str, Cell]] = [
+        ("group", "group"),
+        ("backlog", lambda g: "?" if g["backlog"] is None else str(g["backlog"])),
+        *[("current", "current"), ("desired", "desired")],
+        ("why", lambda g: g["reason"] + (f" [{g['error']}]" if g["error"] else "")),
+        (
+            "decided",
+            lambda g: f"{time.time() - g['decided_at']:.0f}s ago" if g["decided_at"] else "-",
+        ),
+        ("in/s", lambda g: "?" if g["publish_rate"] is None else f"{g['publish_rate']:.1f}"),
+        ("acked/s", lambda g: "?" if g["ack_rate"] is None else f"{g['ack_rate']:.1f}"),
+    ]
+    print_rows(groups, columns, whole=1, as_json=as_json)
 
 
 def _detail(error: HTTPError) -> str:
     """Return the problem detail of a refusal, or its reason."""
     try:
-        return str(json.loads(error.read())["detail"])
+        return str(orjson.loads(error.read())["detail"])
     except (OSError, ValueError, KeyError, TypeError):
         return str(error.reason)

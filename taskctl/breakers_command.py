@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taskctl.context import JsonFlag, compiled_topology, in_store, out, print_json, print_table
+from taskctl.context import Cell, JsonFlag, compiled_topology, in_store, out, print_rows
 
 if TYPE_CHECKING:
     from jobstore.model import BreakerRecord
@@ -27,26 +27,16 @@ def breakers(
         compiled_topology(None).group(group)  # an unknown group is an error, not an empty list
     now = datetime.now(UTC)
     rows = [_view(record, now) for record in in_store(lambda s: s.list_breakers(group))]
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
+    if not rows and not as_json:
         where = f" in group {group}" if group else ""
         out().print(f"no circuit breakers recorded{where}: no running worker's breaker has opened")
         return
-    table = [
-        [
-            row["dependency"],
-            row["state"],
-            row["group"],
-            row["worker"],
-            str(row["failures"]),
-            format_duration(int(row["age_s"]) * 1000),
-        ]
-        for row in rows
+    columns: list[tuple[str, Cell]] = [
+        *[("dependency", "dependency"), ("state", "state"), ("group", "group")],
+        *[("worker", "worker"), ("failures", "failures")],
+        ("since", lambda row: format_duration(int(row["age_s"]) * 1000)),
     ]
-    headers = ("dependency", "state", "group", "worker", "failures", "since")
-    print_table(headers, table, whole=2)
+    print_rows(rows, columns, whole=2, as_json=as_json)
 
 
 def _view(record: BreakerRecord, now: datetime) -> dict[str, Any]:

@@ -19,10 +19,10 @@ def callback_secret(
     The Standard Webhooks secret (whsec_...) of URL's origin: the receiver there verifies
     its deliveries with it.
     """
-    from topology.settings import load_settings
+    from topology.settings import CallbackSettings, read_section
     from webhooks.callbacks import endpoint_secret
 
-    settings = load_settings().callbacks
+    settings = read_section(CallbackSettings)
     if settings.callback_signing_key is None:
         raise SettingsError("TASKQ_CALLBACK_SIGNING_KEY is not set; callbacks are not signed yet")
     if not url.startswith(("http://", "https://")):

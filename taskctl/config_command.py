@@ -54,7 +54,7 @@ def effective() -> list[dict[str, Any]]:
             "source": "environment" if os.environ.get(variable, "").strip() else "default",
             "secret": is_secret(info),
         }
-        for section, variable, info in declared()
+        for section, variable, info, _ in declared()
     ]
 
 
@@ -68,10 +68,10 @@ def reference() -> str:
         "| section | variable | type | default | meaning |",
         "|---|---|---|---|---|",
     ]
-    for section, variable, info in declared():
+    for section, variable, info, description in declared():
         default = _shown(info.default, is_secret(info))
         kind = "secret" if is_secret(info) else _type_name(info.annotation)
-        meaning = (info.description or "").replace("|", "\\|")
+        meaning = description.replace("|", "\\|")
         lines.append(
             f"| {section} | `{variable}` | {kind} | {f'`{default}`' if default else 'unset'} "
             f"| {meaning} |"

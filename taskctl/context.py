@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -20,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from jobstore.model import JobStore
-    from topology.model import CompiledTopology
+    from topology.compiled import CompiledTopology
     from topology.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -49,9 +47,9 @@ def err() -> Console:
 
 def fail(error: TaskqError) -> NoReturn:
     """Print ``error`` to stderr and exit with status 1."""
-    from rich.markup import escape
-
-    err().print("[bold red]error:[/]", escape(str(error)))
+    # click's styling, not rich's: an error needs no table, and rich costs a tenth of a second.
+    typer.secho("error:", fg="red", bold=True, err=True, nl=False)
+    typer.echo(f" {error}", err=True)
     raise typer.Exit(1)
 
 
@@ -67,6 +65,24 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole:
     out().print(fitted(headers, rows, whole=whole))
 
 
+Cell = str | Callable[[Mapping[str, Any]], str]  # a field shown as it is, or how to show one
+
+
+def print_rows(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, Cell]],
+    *,
+    whole: int,
+    as_json: bool,
+) -> None:
+    """Print ``rows`` as JSON, or as a table of ``columns`` (header, field or function) fitted as ``print_table``."""
+    if as_json:
+        print_json(rows)
+        return
+    cells = [[c(row) if callable(c) else str(row[c]) for _, c in columns] for row in rows]
+    print_table([header for header, _ in columns], cells, whole=whole)
+
+
 def to_the_second(moment: str | None) -> str:
     """Return a UTC ISO time to the second, for a table cell (``--json`` keeps it whole)."""
     return "" if moment is None else moment[:19] + "Z"
@@ -74,7 +90,7 @@ def to_the_second(moment: str | None) -> str:
 
 def compiled_topology(path: Path | None) -> CompiledTopology:
     """Return the compiled topology from ``path`` (default: ``TASKQ_TOPOLOGY`` or packaged)."""
-    from topology.compiler import compile_topology
+    from topology.compiled import compile_topology
     from topology.loader import load_topology, topology_path
 
     return compile_topology(load_topology(path or topology_path()))
@@ -82,9 +98,9 @@ def compiled_topology(path: Path | None) -> CompiledTopology:
 
 def broker_settings(vhost: str | None = None) -> BrokerSettings:
     """Return the broker settings from the environment, pointed at ``vhost`` when given."""
-    from topology.settings import load_settings
+    from topology.settings import BrokerSettings, read_section
 
-    settings = load_settings().broker
+    settings = read_section(BrokerSettings)
     return settings.with_vhost(vhost) if vhost else settings
 
 
@@ -92,14 +108,21 @@ def broker_settings(vhost: str | None = None) -> BrokerSettings:
 async def job_store() -> AsyncIterator[JobStore]:
     """Open the job store ``TASKQ_STORE_URL`` names, migrated, and close it after."""
     from jobstore.factory import open_store
-    from topology.settings import load_settings
+    from topology.settings import LocationSettings, read_section
 
-    store = open_store(load_settings().locations.store_url)
+    store = open_store(read_section(LocationSettings).store_url)
     try:
         await store.migrate()
         yield store
     finally:
         await store.close()
+
+
+def run(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end on an event loop of its own."""
+    import asyncio  # only for the commands that run one: help and errors need none
+
+    return asyncio.run(work)
 
 
 def in_store(work: Callable[[JobStore], Awaitable[T]]) -> T:
@@ -109,15 +132,17 @@ def in_store(work: Callable[[JobStore], Awaitable[T]]) -> T:
         async with job_store() as store:
             return await work(store)
 
-    return asyncio.run(go())
+    return run(go())
 
 
 def log_quietly(verbose: bool) -> None:
     """Log to stderr for a person: warnings and errors, INFO if ``verbose``; ``TASKQ_LOG_*`` win when set."""
-    from telemetry.logs import configure_logging
-    from topology.settings import load_settings
+    import logging
 
-    settings = load_settings().log
+    from telemetry.logs import configure_logging
+    from topology.settings import LogSettings, read_section
+
+    settings = read_section(LogSettings)
     chosen = settings.model_fields_set
     level = settings.log_level if "log_level" in chosen else "INFO" if verbose else "WARNING"
     configure_logging(level, settings.log_format if "log_format" in chosen else "text")
@@ -131,9 +156,9 @@ def log_quietly(verbose: bool) -> None:
 def log_as_output() -> None:
     """Log to stdout, the output of a long-running command; its children log there in the same format."""
     from telemetry.logs import configure_logging
-    from topology.settings import load_settings
+    from topology.settings import LogSettings, read_section
 
-    settings = load_settings().log
+    settings = read_section(LogSettings)
     chosen = configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.
     os.environ["TASKQ_LOG_FORMAT"] = chosen

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from taskctl.context import (
+    Cell,
     JsonFlag,
     broker_settings,
     compiled_topology,
@@ -17,7 +17,8 @@ from taskctl.context import (
     job_store,
     out,
     print_json,
-    print_table,
+    print_rows,
+    run,
     to_the_second,
 )
 from topology.errors import JobNotFoundError
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
 
     from consumers.dlq import DeadFilter, DeadLetter, Outcome
-    from topology.model import CompiledGroup, CompiledTopology
+    from topology.compiled import CompiledGroup, CompiledTopology
     from topology.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -97,24 +98,14 @@ def list_(
     groups = [topology.group(group)] if group else list(topology.groups)
     found = _on_broker(broker_settings(), lambda c: _listing(c, groups, chosen, limit))
     rows = [{"group": name} | letter.view() for name, letter in found]
-    if as_json:
-        print_json(rows)
-        return
-    table = [
-        [
-            row["id"],
-            row["reason"],
-            row["group"],
-            row["type"],
-            str(row["attempts"]),
-            row["error"],
-            to_the_second(row["dead_since"]),
-        ]
-        for row in rows
+    columns: list[tuple[str, Cell]] = [
+        *[("id", "id"), ("reason", "reason"), ("group", "group"), ("type", "type")],
+        *[("attempts", "attempts"), ("last error", "error")],
+        ("dead since", lambda row: to_the_second(row["dead_since"])),
     ]
-    headers = ("id", "reason", "group", "type", "attempts", "last error", "dead since")
-    print_table(headers, table, whole=2)
-    out().print(f"{len(rows)} dead letters")
+    print_rows(rows, columns, whole=2, as_json=as_json)
+    if not as_json:
+        out().print(f"{len(rows)} dead letters")
 
 
 @app.command()
@@ -200,7 +191,7 @@ def _on_broker(
         async with await connect(broker, name="taskctl dlq") as connection:
             return await work(connection)
 
-    return asyncio.run(go())
+    return run(go())
 
 
 async def _listing(
@@ -234,9 +225,9 @@ async def _replay(
 ) -> Outcome:
     from consumers.dlq import replay
     from producers.publisher import ConfirmedPublisher
-    from topology.settings import load_settings
+    from topology.settings import PublisherSettings, read_section
 
-    settings = load_settings().publisher
+    settings = read_section(PublisherSettings)
     publisher = await ConfirmedPublisher.connect(
         broker, topology, settings, name="taskctl dlq replay"
     )

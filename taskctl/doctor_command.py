@@ -11,7 +11,7 @@ from taskctl.context import JsonFlag, broker_settings, compiled_topology, in_sto
 
 if TYPE_CHECKING:
     from jobstore.model import JobStore
-    from topology.model import CompiledTopology
+    from topology.compiled import CompiledTopology
     from topology.settings import BrokerSettings
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +10,7 @@ import typer
 
 from jobstore.model import JobStatus
 from taskctl.context import (
+    Cell,
     JsonFlag,
     broker_settings,
     compiled_topology,
@@ -18,7 +18,8 @@ from taskctl.context import (
     job_store,
     out,
     print_json,
-    print_table,
+    print_rows,
+    run,
     to_the_second,
 )
 from topology.errors import TaskqError
@@ -49,27 +50,20 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
-def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [
-            job["id"],
-            job["status"],
-            job["type"],
-            str(job["attempts"]),
-            job["last_error"] or "",
-            job["priority"],
-            to_the_second(job["updated_at"]),
-        ]
-        for job in jobs
-    ]
+_JOB_COLUMNS: tuple[tuple[str, Cell], ...] = (
+    *(("id", "id"), ("status", "status"), ("type", "type"), ("attempts", "attempts")),
+    ("last error", lambda job: job["last_error"] or ""),
+    ("priority", "priority"),
+    ("updated", lambda job: to_the_second(job["updated_at"])),
+)
 
 
 def _viewer() -> Viewer:
     """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
     from producers.tenancy import Viewer
-    from topology.settings import load_settings
+    from topology.settings import ClientSettings, read_section
 
-    return Viewer(load_settings().client.tenant)
+    return Viewer(read_section(ClientSettings).tenant)
 
 
 def submit(
@@ -104,7 +98,7 @@ def submit(
             raise results[0]
         return results[0]
 
-    _print_job(asyncio.run(go()), as_json)
+    _print_job(run(go()), as_json)
 
 
 def status(job_id: JobId, as_json: JsonFlag = False) -> None:
@@ -141,7 +135,7 @@ def watch(
 
             return await follow_job(current, broker, topology, job_id, timeout or None)
 
-    final = asyncio.run(go())
+    final = run(go())
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
 
 
@@ -167,8 +161,7 @@ def jobs(
     if as_json:
         print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
-    headers = ("id", "status", "type", "attempts", "last error", "priority", "updated")
-    print_table(headers, _job_rows(views), whole=2)
+    print_rows(views, _JOB_COLUMNS, whole=2, as_json=False)
     if found.next_cursor:
         out().print(f"more: --cursor {found.next_cursor}")
 
@@ -184,7 +177,7 @@ def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
         async with await AsyncClient.connect() as client:
             return await client.cancel(job_id)
 
-    _print_job(asyncio.run(go()), as_json)
+    _print_job(run(go()), as_json)
 
 
 def queues(as_json: JsonFlag = False) -> None:
@@ -206,24 +199,13 @@ def queues(as_json: JsonFlag = False) -> None:
                     rows.append(_queue_row(group.name, await client.queue(settings.vhost, name)))
         return rows
 
-    rows = asyncio.run(go())
-    if as_json:
-        print_json(rows)
-        return
-    table = [
-        [
-            row["queue"],
-            str(row["ready"]),
-            str(row["unacked"]),
-            str(row["consumers"]),
-            row["group"],
-            f"{row['publish_rate']:.1f}",
-            f"{row['ack_rate']:.1f}",
-        ]
-        for row in rows
+    columns: list[tuple[str, Cell]] = [
+        *[("queue", "queue"), ("ready", "ready"), ("unacked", "unacked")],
+        *[("consumers", "consumers"), ("group", "group")],
+        ("in/s", lambda row: f"{row['publish_rate']:.1f}"),
+        ("acked/s", lambda row: f"{row['ack_rate']:.1f}"),
     ]
-    headers = ("queue", "ready", "unacked", "consumers", "group", "in/s", "acked/s")
-    print_table(headers, table, whole=1)
+    print_rows(run(go()), columns, whole=1, as_json=as_json)
 
 
 def _queue_row(group: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from taskctl.context import JsonFlag, in_store, out, print_json, print_table
+from taskctl.context import Cell, JsonFlag, in_store, out, print_rows
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -46,7 +46,7 @@ def create(
     It is stored hashed and cannot be shown again.
     """
     from producers.auth.api_keys import make_key
-    from topology.settings import load_settings
+    from topology.settings import AuthSettings, read_section
 
     if not name.strip() or len(name) > 200:
         raise typer.BadParameter("give a name of 1-200 characters", param_hint="NAME")
@@ -55,7 +55,7 @@ def create(
     if tenant_problem(tenant):
         raise typer.BadParameter(str(tenant_problem(tenant)), param_hint="--tenant")
     now = datetime.now(UTC)
-    pepper = load_settings().auth.api_key_pepper
+    pepper = read_section(AuthSettings).api_key_pepper
     new = make_key(
         name=name,
         tenant=tenant,
@@ -81,11 +81,7 @@ def list_(as_json: JsonFlag = False) -> None:
 
     Id, name, tenant, scopes, revocation, expiry, last use and job types.
     """
-    keys = in_store(lambda store: store.list_api_keys())
-    if as_json:
-        print_json([_view(k) for k in keys])
-        return
-    _print_keys(keys)
+    _print_keys(in_store(lambda store: store.list_api_keys()), as_json=as_json)
 
 
 @app.command()
@@ -94,12 +90,12 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
 
     Running API processes refuse it within TASKQ_API_KEY_CACHE_TTL (5 s by default).
     """
-    from topology.settings import load_settings
+    from topology.settings import AuthSettings, read_section
 
     record = in_store(lambda store: store.revoke_api_key(key_id, datetime.now(UTC)))
     if record is None:
         raise SettingsError(f"no API key has id {key_id!r}; see taskctl keys list")
-    ttl = load_settings().auth.api_key_cache_ttl
+    ttl = read_section(AuthSettings).api_key_cache_ttl
     out().print(
         f"revoked {record.id} ({record.name}); running API processes refuse it within {ttl:g} s"
     )
@@ -155,19 +151,13 @@ def _view(key: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-def _print_keys(keys: list[ApiKeyRecord]) -> None:
-    rows = [
-        [
-            key["id"],
-            key["name"],
-            key["tenant"],
-            " ".join(key["scopes"]),
-            key["revoked_at"] or "-",
-            key["expires_at"] or "never",
-            key["last_used_at"] or "never",
-            " ".join(key["job_types"] or ["*all*"]),
-        ]
-        for key in map(_view, keys)
+def _print_keys(keys: list[ApiKeyRecord], *, as_json: bool = False) -> None:
+    columns: list[tuple[str, Cell]] = [
+        *[("id", "id"), ("name", "name"), ("tenant", "tenant")],
+        ("scopes", lambda key: " ".join(key["scopes"])),
+        ("revoked", lambda key: key["revoked_at"] or "-"),
+        ("expires", lambda key: key["expires_at"] or "never"),
+        ("last used", lambda key: key["last_used_at"] or "never"),
+        ("job types", lambda key: " ".join(key["job_types"] or ["*all*"])),
     ]
-    headers = ("id", "name", "tenant", "scopes", "revoked", "expires", "last used", "job types")
-    print_table(headers, rows, whole=1)
+    print_rows([_view(key) for key in keys], columns, whole=1, as_json=as_json)

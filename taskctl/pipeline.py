@@ -23,10 +23,9 @@ from taskctl.context import job_store
 from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import ProcessSpec, Supervisor
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import SettingsError
 from topology.loader import load_topology, topology_path
-from topology.model import CompiledTopology
 from topology.settings import Settings, load_settings
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 
-from taskctl.context import TopologyFile, log_as_output, serve
+from taskctl.context import TopologyFile, log_as_output, run, serve
 
 
 def up(
@@ -24,7 +23,7 @@ def up(
     log_as_output()
     from taskctl.pipeline import up as run_up
 
-    serve("taskctl up", lambda: asyncio.run(run_up(file, grace=grace)))
+    serve("taskctl up", lambda: run(run_up(file, grace=grace)))
 
 
 def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.")]) -> None:

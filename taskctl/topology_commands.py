@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
-from taskctl.context import TopologyFile, broker_settings, compiled_topology, out
+from taskctl.context import TopologyFile, broker_settings, compiled_topology, out, run
 
 if TYPE_CHECKING:
     from topology.apply import Plan
+    from topology.compiled import CompiledTopology
     from topology.export import KedaOptions
-    from topology.model import CompiledTopology
 
 app = typer.Typer(
     help="Plan, apply, export and draw the topology.\n\n"
@@ -70,7 +69,7 @@ def plan(
 
     topology = compiled_topology(file)
     settings = broker_settings(vhost)
-    result = asyncio.run(plan_topology(topology, settings))
+    result = run(plan_topology(topology, settings))
     _print_plan(result, every=every)
     raise typer.Exit(result.exit_code)
 
@@ -103,7 +102,7 @@ def apply(
     topology = compiled_topology(file)
     settings = broker_settings(vhost)
     out().print(escape(f"applying {settings.describe()} vhost {settings.vhost!r}"))
-    report = asyncio.run(
+    report = run(
         apply_topology(
             topology,
             settings,

@@ -10,7 +10,7 @@ from jobstore.model import JobStatus
 from producers.events import decode_event
 from taskctl.context import out
 from topology.broker import connect
-from topology.model import CompiledTopology
+from topology.compiled import CompiledTopology
 from topology.settings import BrokerSettings
 
 StatusOf = Callable[[str], Awaitable[dict[str, Any]]]  # a job's view by its id

@@ -16,10 +16,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
 from topology.management import ManagementClient
-from topology.model import CompiledTopology
 from topology.settings import BrokerSettings, load_settings
 
 CI = os.environ.get("CI", "").lower() == "true"

@@ -11,9 +11,9 @@ import aiormq
 from aio_pika.abc import AbstractChannel, ExchangeType
 
 from topology.broker import ServerInfo, connect, server_info
+from topology.compiled import Binding, CompiledTopology, Exchange, Queue, args
 from topology.errors import TopologyConflictError
 from topology.management import ManagementClient
-from topology.model import Binding, CompiledTopology, Exchange, Queue, args
 from topology.settings import BrokerSettings
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from topology import names
+from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TopologyError
-from topology.model import CompiledGroup, CompiledTopology
 
 
 def export_definitions(topology: CompiledTopology, *, vhost: str = "/") -> dict[str, Any]:

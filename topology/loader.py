@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 from topology import names, routing
 from topology.errors import TopologyFileError
 from topology.reserved import TASKQ, public_overlap, reservations
-from topology.settings import LocationSettings, load_settings
+from topology.settings import LocationSettings, read_section
 from topology.spec import BUILTIN_GROUP_DEFAULTS, EVENT, SAMPLE_EVENT, GroupSpec, TopologySpec
 
 Path_ = tuple[str | int, ...]
@@ -31,7 +31,7 @@ def default_topology_path() -> Path:
 
 def topology_path(locations: LocationSettings | None = None) -> Path:
     """Return the topology file in force: ``TASKQ_TOPOLOGY`` or the packaged default."""
-    chosen = (locations or load_settings().locations).topology.strip()
+    chosen = (locations or read_section(LocationSettings)).topology.strip()
     return Path(chosen) if chosen else default_topology_path()
 
 
@@ -64,7 +64,9 @@ class _Validator:
 
     def validate(self, data: Any) -> TopologySpec:
         if not isinstance(data, dict):
-            self._fail("the file must be a mapping with at least a 'groups' key")
+            raise TopologyFileError(
+                self.source, ["the file must be a mapping with at least a 'groups' key"]
+            )
         known = set(TopologySpec.model_fields) | {"defaults"}
         for key in data:
             if key not in known:
@@ -207,9 +209,6 @@ class _Validator:
         key = ".".join(str(p) for p in where) or "(top level)"
         line = self._line(where)
         self.problems.append(f"{key}{f' (line {line})' if line else ''}: {message}")
-
-    def _fail(self, message: str) -> None:
-        raise TopologyFileError(self.source, [message])
 
     def _line(self, where: Path_) -> int | None:
         for candidate in _candidates(where):

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from topology import names
+from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
-from topology.model import CompiledTopology
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, Self, cast
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -56,7 +58,8 @@ def _tenant(value: str) -> str:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # Built on first use: a short command reads one or two sections of the eleven.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class LocationSettings(Section):
@@ -362,51 +365,78 @@ class CallbackSettings(Section):
 class Settings(BaseModel):
     """Every setting of a taskq process, by section."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
-    locations: LocationSettings = LocationSettings()
-    log: LogSettings = LogSettings()
-    broker: BrokerSettings = BrokerSettings()
-    publisher: PublisherSettings = PublisherSettings()
-    submit: SubmitSettings = SubmitSettings()
-    api: ApiSettings = ApiSettings()
-    auth: AuthSettings = AuthSettings()
-    client: ClientSettings = ClientSettings()
-    worker: WorkerSettings = WorkerSettings()
-    autoscaler: AutoscalerSettings = AutoscalerSettings()
-    callbacks: CallbackSettings = CallbackSettings()
+    locations: LocationSettings
+    log: LogSettings
+    broker: BrokerSettings
+    publisher: PublisherSettings
+    submit: SubmitSettings
+    api: ApiSettings
+    auth: AuthSettings
+    client: ClientSettings
+    worker: WorkerSettings
+    autoscaler: AutoscalerSettings
+    callbacks: CallbackSettings
 
 
-def declared() -> Iterator[tuple[str, str, FieldInfo]]:
-    """Yield each setting's section, variable name and declaration, in the order of the docs."""
+S = TypeVar("S", bound=Section)
+
+
+def declared() -> Iterator[tuple[str, str, FieldInfo, str]]:
+    """Yield each setting's section, variable name, declaration and description, in the order of the docs."""
+    described = _descriptions()
     for section in Settings.model_fields:
-        for name, field in _section(section).model_fields.items():
-            yield section, ENV_PREFIX + name.upper(), field
+        kind = _section(section)
+        for name, field in kind.model_fields.items():
+            yield section, ENV_PREFIX + name.upper(), field, described[kind.__name__, name]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default: the process's; blank is unset), or raise SettingsError."""
-    env = os.environ if environ is None else environ
-    values: dict[str, dict[str, str]] = {section: {} for section in Settings.model_fields}
-    for section, variable, _ in declared():
-        if env.get(variable, "").strip():
-            values[section][variable.removeprefix(ENV_PREFIX).lower()] = env[variable]
+    sections: dict[str, Any] = {}
+    problems: list[str] = []
+    for section in Settings.model_fields:
+        kind = _section(section)
+        try:
+            sections[section] = kind.model_validate(_values(kind, environ))
+        except ValidationError as exc:
+            problems += _problems(kind, exc)
+    if problems:
+        raise _invalid(problems)
+    return Settings.model_construct(**sections)
+
+
+def read_section(kind: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Read one section of the settings as ``load_settings`` does, building only that section."""
     try:
-        return Settings.model_validate(values)
+        return kind.model_validate(_values(kind, environ))
     except ValidationError as exc:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(_problems(exc))) from exc
+        raise _invalid(_problems(kind, exc)) from exc
 
 
-def _problems(exc: ValidationError) -> list[str]:
+def _values(kind: type[Section], environ: Mapping[str, str] | None) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    return {
+        name: env[variable]
+        for name in kind.model_fields
+        if env.get(variable := ENV_PREFIX + name.upper(), "").strip()
+    }
+
+
+def _invalid(problems: list[str]) -> SettingsError:
+    return SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
+
+def _problems(kind: type[Section], exc: ValidationError) -> list[str]:
     out = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
-        if len(error["loc"]) < 2:  # a rule across a section's fields names its variables itself
+        if not error["loc"]:  # a rule across a section's fields names its variables itself
             out.append(message)
             continue
-        section, field = str(error["loc"][0]), str(error["loc"][1])
-        info = _section(section).model_fields[field]
-        hide = is_secret(info) or error["type"] == "value_error"
+        field = str(error["loc"][0])
+        hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
         out.append(
             f"{ENV_PREFIX}{field.upper()}: {message}"
             + ("" if hide else f" (got {error['input']!r})")
@@ -416,6 +446,25 @@ def _problems(exc: ValidationError) -> list[str]:
 
 def _section(name: str) -> type[Section]:
     return cast("type[Section]", Settings.model_fields[name].annotation)
+
+
+def _descriptions() -> dict[tuple[str, str], str]:
+    """Return each field's docstring by class and field name, read from this module's source."""
+    # Read only for the reference table and ``taskctl config``: pydantic's own docstring
+    # reading would cost every process that loads its settings.
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    described = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for field, doc in zip(node.body, node.body[1:], strict=False):
+                if (
+                    isinstance(field, ast.AnnAssign)
+                    and isinstance(field.target, ast.Name)
+                    and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant)
+                ):
+                    described[node.name, field.target.id] = str(doc.value.value)
+    return described
 
 
 def is_secret(field: FieldInfo) -> bool:

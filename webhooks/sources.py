@@ -8,8 +8,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from topology.compiled import CompiledTopology
 from topology.errors import WebhookError
-from topology.model import CompiledTopology
 from topology.spec import WebhookScheme, WebhookSourceSpec
 from webhooks.schemes.base import Verifier
 from webhooks.schemes.hmac_header import HmacVerifier, github_verifier

@@ -14,8 +14,8 @@ from prometheus_client import Gauge
 from consumers.autoscaler.metrics import AutoscalerMetrics
 from consumers.autoscaler.policy import PolicyConfig, PolicyState, decide
 from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
+from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TaskqError
-from topology.model import CompiledGroup, CompiledTopology
 
 
 class Actuator(Protocol):

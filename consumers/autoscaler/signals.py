@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from topology.closing import AsyncClosing
+from topology.compiled import CompiledGroup
 from topology.errors import ManagementApiError
 from topology.management import ManagementClient
-from topology.model import CompiledGroup
 from topology.settings import BrokerSettings
 
 

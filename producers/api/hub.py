@@ -17,7 +17,7 @@ from aio_pika.abc import (
 
 from producers.events import decode_event
 from producers.tenancy import Viewer
-from topology.model import CompiledTopology
+from topology.compiled import CompiledTopology
 from topology.names import DEFAULT_TENANT
 
 QUEUE_LIMIT = 256

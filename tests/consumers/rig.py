@@ -13,7 +13,7 @@ from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from tests.fakes.store import InMemoryJobStore
 from tests.helpers import eventually
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import parse_topology
 
 TOPOLOGY = compile_topology(

@@ -31,7 +31,7 @@ from consumers.handlers import Permanent, Retry
 from jobstore.model import JobRecord, JobStatus, RunStarted, StartOutcome
 from tests.fakes.publisher import InMemoryPublisher
 from topology import names
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.errors import ContractError, PublishNackedError, StoreError
 from topology.loader import load_topology

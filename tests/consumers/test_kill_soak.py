@@ -22,9 +22,8 @@ from producers.submit import JobRequest, Submitted, Submitter
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.broker import connect
-from topology.compiler import compile_topology
+from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
-from topology.model import CompiledTopology
 from topology.settings import BrokerSettings, load_settings
 
 pytestmark = pytest.mark.rabbitmq

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from topology import names
+from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import TaskqError, UnroutableError
-from topology.model import CompiledTopology
 from topology.routes import Route, job_route
 
 

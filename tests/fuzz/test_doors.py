@@ -24,7 +24,7 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.publisher import InMemoryPublisher
 from tests.fakes.store import InMemoryJobStore
 from topology import limits
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.envelope import Envelope, decode
 from topology.errors import JobRejectedError, TaskqError
 from topology.loader import parse_topology

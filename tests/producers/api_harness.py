@@ -14,7 +14,7 @@ from tests.credentials import bearer, new_key
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.publisher import InMemoryPublisher
 from tests.fakes.store import InMemoryJobStore
-from topology.model import CompiledTopology
+from topology.compiled import CompiledTopology
 from topology.settings import ApiSettings, SubmitSettings
 
 

@@ -12,7 +12,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.producers.api_harness import make_api
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.settings import SubmitSettings
 

@@ -27,7 +27,7 @@ from tests.conftest import scratch_database
 from tests.credentials import bearer, issue_key
 from tests.helpers import eventually
 from tests.s3server import s3_client
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.envelope import decode
 from topology.loader import load_topology
 from topology.routes import next_hop

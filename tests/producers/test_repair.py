@@ -18,9 +18,9 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.publisher import InMemoryPublisher
 from tests.fakes.store import InMemoryJobStore
 from tests.producers.api_harness import make_api
+from topology.compiled import CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ConfirmTimeoutError, TaskqError, UnroutableError
-from topology.model import CompiledTopology
 from topology.routes import Route
 from topology.settings import BrokerSettings, SubmitSettings
 

@@ -32,8 +32,8 @@ from tests.credentials import EVERY_SCOPE, bearer, issue_key
 from tests.helpers import eventually
 from tests.security.stack import Stack, running, stack_env
 from tests.security.stack import store_url as fresh_store
+from topology.compiled import CompiledTopology
 from topology.envelope import decode
-from topology.model import CompiledTopology
 from topology.settings import ApiSettings, BrokerSettings, load_settings
 
 GITHUB_SECRET = "It's a Secret to Everybody"

@@ -24,9 +24,8 @@ from tests.broker import channel, depth
 from tests.conftest import scratch_database
 from tests.credentials import bearer, issue_key
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
-from topology.model import CompiledTopology
 from topology.settings import ApiSettings, BrokerSettings, load_settings
 
 TOPOLOGY = """

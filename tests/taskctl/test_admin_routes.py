@@ -18,7 +18,7 @@ from taskctl.assembly import api_services
 from tests.broker import channel, depth
 from tests.credentials import bearer, issue_key
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
 from topology.settings import load_settings

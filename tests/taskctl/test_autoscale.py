@@ -18,7 +18,7 @@ from taskctl.local_scaler import LocalScaler, worker_spec
 from taskctl.supervisor import Supervisor
 from tests.helpers import eventually
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.settings import load_settings
 

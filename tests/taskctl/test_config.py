@@ -27,13 +27,13 @@ def test_the_reference_table_in_the_docs_is_current():
 
 
 def test_every_variable_is_declared_once_with_a_description():
-    variables = [variable for _, variable, _ in declared()]
+    variables = [variable for _, variable, _, _ in declared()]
     assert [v for v, n in Counter(variables).items() if n > 1] == []
-    assert [v for _, v, info in declared() if not info.description] == []
+    assert [v for _, v, _, description in declared() if not description] == []
 
 
 def test_code_and_docs_name_only_declared_variables():
-    known = {variable for _, variable, _ in declared()}
+    known = {variable for _, variable, _, _ in declared()}
     files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
     files += [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
     unknown = {

@@ -11,12 +11,11 @@ import pytest
 
 from tests.broker import channel
 from topology.apply import Action, apply_topology, plan_topology, read_live
-from topology.compiler import compile_topology
+from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import TopologyConflictError
 from topology.export import export_definitions
 from topology.loader import parse_topology
 from topology.management import ManagementClient
-from topology.model import CompiledTopology
 
 pytestmark = pytest.mark.rabbitmq
 

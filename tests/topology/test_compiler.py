@@ -4,10 +4,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from topology import names
-from topology.compiler import compile_topology
+from topology.compiled import Binding, CompiledTopology, Exchange, compile_topology
 from topology.export import export_definitions
 from topology.loader import default_topology_path, load_topology, parse_topology
-from topology.model import Binding, CompiledTopology, Exchange
 from topology.spec import Priority
 
 

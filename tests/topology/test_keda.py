@@ -5,11 +5,10 @@ import jsonschema
 import pytest
 
 from tests.keda_schemas import validate_keda as validate
-from topology.compiler import compile_topology
+from topology.compiled import CompiledGroup, CompiledTopology, compile_topology
 from topology.errors import TopologyError
 from topology.export import KedaOptions, keda_manifests, scaled_object
 from topology.loader import parse_topology
-from topology.model import CompiledGroup, CompiledTopology
 
 TOPOLOGY = """
 namespace: acme

@@ -1,7 +1,7 @@
 import textwrap
 
 from topology import names
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.loader import parse_topology
 from topology.routes import Route, delay_route, job_route

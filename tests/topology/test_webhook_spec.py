@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from tests.topology.test_loader import problems
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import load_topology, parse_topology
 from topology.priority import Priority
 from topology.spec import WebhookScheme

@@ -21,7 +21,7 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.store import InMemoryJobStore
 from tests.helpers import eventually
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import parse_topology
 from topology.names import CALLBACK_JOB_TYPE
 from topology.settings import BrokerSettings, WorkerSettings, load_settings

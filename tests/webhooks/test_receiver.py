@@ -24,7 +24,7 @@ from tests.helpers import eventually
 from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl
 from tests.producers.test_api_stack import running as running_app
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.settings import ApiSettings, BrokerSettings, load_settings
 from webhooks.receiver import webhook_router

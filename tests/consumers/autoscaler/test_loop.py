@@ -17,7 +17,7 @@ from tests.consumers.autoscaler.fake_management import fake_management, queue_bo
 from tests.credentials import bearer, issue_key
 from tests.fakes.store import InMemoryJobStore
 from tests.helpers import table_rows
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import parse_topology
 from topology.settings import AuthSettings
 

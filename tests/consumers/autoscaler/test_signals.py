@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
 from tests.consumers.autoscaler.fake_management import FakeManagement, fake_management, queue_body
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.errors import ManagementApiError, TaskqError
 from topology.loader import parse_topology
 from topology.settings import BrokerSettings

@@ -6,7 +6,7 @@ import pytest
 from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
 from tests.helpers import eventually
 from topology.apply import apply_topology
-from topology.compiler import compile_topology
+from topology.compiled import compile_topology
 from topology.loader import parse_topology
 from topology.settings import BrokerSettings
 

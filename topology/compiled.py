@@ -1,0 +1,269 @@
+"""The topology as the broker holds it: frozen exchanges, queues and bindings, compiled from a ``TopologySpec``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from topology import names, routing
+from topology.errors import UnknownGroupError
+from topology.limits import excerpt
+from topology.spec import (
+    MAX_PRIORITY,
+    GroupSpec,
+    Priority,
+    PriorityStrategy,
+    QueueType,
+    TopologySpec,
+    WebhookSourceSpec,
+)
+
+ArgValue = str | int | bool
+Args = tuple[tuple[str, ArgValue], ...]
+ExchangeType = Literal["topic", "direct", "headers", "fanout"]
+
+
+def args(values: Mapping[str, ArgValue | None]) -> Args:
+    """Return declaration arguments as a sorted, hashable tuple, leaving out ``None`` values."""
+    return tuple(sorted((k, v) for k, v in values.items() if v is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """An exchange declaration."""
+
+    name: str
+    type: ExchangeType
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: Args = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A queue declaration; ``arguments`` hold the ``x-`` arguments RabbitMQ checks."""
+
+    name: str
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: Args = ()
+
+    @property
+    def queue_type(self) -> str:
+        """Return the queue type declared in ``x-queue-type``."""
+        return str(dict(self.arguments).get("x-queue-type", "classic"))
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A binding from an exchange to a queue or to another exchange."""
+
+    source: str
+    destination: str
+    destination_type: Literal["queue", "exchange"]
+    routing_key: str = ""
+    arguments: Args = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DelayTier:
+    """One delay tier: a queue whose messages return to the jobs exchange after ``ms``."""
+
+    ms: int
+    queue: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGroup:
+    """A consumer group as it exists on the broker."""
+
+    name: str
+    spec: GroupSpec
+    work_queues: Mapping[Priority, str] = field(hash=False, compare=False)
+    dead_letter_queue: str = ""
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        """Return the distinct work queue names, most urgent lane first."""
+        ordered = sorted(self.work_queues.items(), key=lambda item: -item[0].level)
+        return tuple(dict.fromkeys(name for _, name in ordered))
+
+    def takes(self, job_type: str) -> bool:
+        """Return whether a job of ``job_type`` is routed to this group."""
+        return any(routing.matches(pattern, job_type) for pattern in self.spec.jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTopology:
+    """Every exchange, queue and binding the topology declares, plus lookups over them."""
+
+    namespace: str
+    jobs_exchange: str
+    retry_exchange: str
+    dead_letter_exchange: str
+    events_exchange: str
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+    groups: tuple[CompiledGroup, ...]
+    tiers: tuple[DelayTier, ...]
+    lane_patterns: tuple[str, ...] = ()
+    webhooks: tuple[tuple[str, WebhookSourceSpec], ...] = ()  # (source name, spec)
+
+    def in_lanes(self, job_type: str) -> bool:
+        """Return whether ``job_type`` belongs to a group that uses priority lanes."""
+        return any(routing.matches(pattern, job_type) for pattern in self.lane_patterns)
+
+    def group(self, name: str) -> CompiledGroup:
+        """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""
+        for group in self.groups:
+            if group.name == name:
+                return group
+        known = ", ".join(g.name for g in self.groups)
+        raise UnknownGroupError(f"no group {excerpt(name)} in the topology; groups: {known}")
+
+    def group_for(self, job_type: str) -> CompiledGroup | None:
+        """Return the group that takes ``job_type``, or ``None`` when no group does."""
+        for group in self.groups:
+            if group.takes(job_type):
+                return group
+        return None
+
+    def tier_for(self, delay_ms: int) -> DelayTier:
+        """Return the longest tier not longer than ``delay_ms`` (the shortest for tiny delays)."""
+        chosen = self.tiers[0]
+        for tier in self.tiers:
+            if tier.ms > delay_ms:
+                break
+            chosen = tier
+        return chosen
+
+    def webhook_source(self, name: str) -> WebhookSourceSpec | None:
+        """Return the webhook source called ``name``, or ``None`` when there is none."""
+        return next((spec for source, spec in self.webhooks if source == name), None)
+
+    def job_patterns(self) -> tuple[str, ...]:
+        """Return every job type and pattern the groups take."""
+        return tuple(p for g in self.groups for p in g.spec.jobs)
+
+
+def compile_topology(spec: TopologySpec) -> CompiledTopology:
+    """Return every exchange, queue and binding that ``spec`` declares."""
+    ns = spec.namespace
+    jobs, retry = names.jobs_exchange(ns), names.retry_exchange(ns)
+    dlx, events = names.dead_letter_exchange(ns), names.events_exchange(ns)
+    exchanges = [
+        Exchange(jobs, "topic"),
+        Exchange(retry, "headers"),
+        Exchange(dlx, "direct"),
+        Exchange(events, "topic"),
+    ]
+    queues: list[Queue] = []
+    bindings: list[Binding] = []
+    groups = []
+    for name, group in spec.groups.items():
+        built = _compile_group(ns, name, group, exchanges, queues, bindings)
+        groups.append(built)
+    tiers = []
+    for ms in spec.delays.tiers():
+        tier = DelayTier(ms, names.delay_queue(ns, ms), names.delay_label(ms))
+        tiers.append(tier)
+        # Queue-level TTL, one queue per delay: every message in a tier expires in arrival
+        # order, so a short delay never waits behind a long one (per-message TTL only
+        # expires at the head of a queue: https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats).
+        # No dead-letter routing key: the message returns with its original one (the job type).
+        queues.append(
+            Queue(
+                tier.queue,
+                arguments=args(
+                    {"x-queue-type": "classic", "x-message-ttl": ms, "x-dead-letter-exchange": jobs}
+                ),
+            )
+        )
+        bindings.append(
+            Binding(
+                retry,
+                tier.queue,
+                "queue",
+                "",
+                args({"x-match": "all", names.DELAY_HEADER: tier.label}),
+            )
+        )
+    return CompiledTopology(
+        namespace=ns,
+        jobs_exchange=jobs,
+        retry_exchange=retry,
+        dead_letter_exchange=dlx,
+        events_exchange=events,
+        exchanges=tuple(exchanges),
+        queues=tuple(queues),
+        bindings=tuple(bindings),
+        groups=tuple(groups),
+        tiers=tuple(tiers),
+        lane_patterns=tuple(
+            p
+            for g in groups
+            if g.spec.priority.strategy is PriorityStrategy.LANES
+            for p in g.spec.jobs
+        ),
+        webhooks=tuple(sorted(spec.webhooks.items())),
+    )
+
+
+def _compile_group(
+    ns: str,
+    name: str,
+    group: GroupSpec,
+    exchanges: list[Exchange],
+    queues: list[Queue],
+    bindings: list[Binding],
+) -> CompiledGroup:
+    jobs, dlx = names.jobs_exchange(ns), names.dead_letter_exchange(ns)
+    dlq = names.dead_letter_queue(ns, name)
+    queues.append(
+        Queue(
+            dlq, arguments=args({"x-queue-type": "classic", "x-message-ttl": group.dlq.retention})
+        )
+    )
+    bindings.append(Binding(dlx, dlq, "queue", name))
+    # Every work queue dead-letters to the group's DLQ, so a rejection is never dropped.
+    dead_letter = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name}
+    if group.priority.strategy is PriorityStrategy.QUEUE:
+        queue = names.work_queue(ns, name)
+        queues.append(
+            Queue(
+                queue,
+                arguments=args(
+                    {"x-queue-type": "classic", "x-max-priority": MAX_PRIORITY, **dead_letter}
+                ),
+            )
+        )
+        bindings.extend(Binding(jobs, queue, "queue", pattern) for pattern in group.jobs)
+        return CompiledGroup(name, group, dict.fromkeys(Priority, queue), dlq)
+
+    lanes = names.lanes_exchange(ns, name)
+    exchanges.append(Exchange(lanes, "headers", internal=True))
+    bindings.extend(Binding(jobs, lanes, "exchange", pattern) for pattern in group.jobs)
+    lane_args = {"x-queue-type": group.priority.queue_type.value, **dead_letter}
+    if group.priority.queue_type is QueueType.QUORUM:
+        # Quorum queues dead-letter with confirms only under reject-publish overflow
+        # (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
+        lane_args |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    work: dict[Priority, str] = {}
+    for priority in Priority:
+        queue = names.lane_queue(ns, name, priority.value)
+        work[priority] = queue
+        queues.append(Queue(queue, arguments=args(lane_args)))
+        bindings.append(
+            Binding(
+                lanes,
+                queue,
+                "queue",
+                "",
+                args({"x-match": "all", names.PRIORITY_HEADER: priority.value}),
+            )
+        )
+    return CompiledGroup(name, group, work, dlq)
