@@ -21,12 +21,6 @@ from topology.spec import (
     TopologySpec,
 )
 
-# Lazy: a classic queue keeps its messages on disk, not in the broker's memory: 300,000
-# waiting jobs cost the broker 220 MB instead of 1.2 GB, at the same
-# throughput (docs/performance.md). RabbitMQ 3.12+ ignores the argument: its classic queues
-# always behave so.
-CLASSIC = {"x-queue-type": "classic", "x-queue-mode": "lazy"}
-
 
 def compile_topology(spec: TopologySpec) -> CompiledTopology:
     """Return every exchange, queue and binding that ``spec`` declares."""
@@ -56,7 +50,9 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         queues.append(
             Queue(
                 tier.queue,
-                arguments=args({**CLASSIC, "x-message-ttl": ms, "x-dead-letter-exchange": jobs}),
+                arguments=args(
+                    {"x-queue-type": "classic", "x-message-ttl": ms, "x-dead-letter-exchange": jobs}
+                ),
             )
         )
         bindings.append(
@@ -99,7 +95,11 @@ def _compile_group(
 ) -> CompiledGroup:
     jobs, dlx = names.jobs_exchange(ns), names.dead_letter_exchange(ns)
     dlq = names.dead_letter_queue(ns, name)
-    queues.append(Queue(dlq, arguments=args({**CLASSIC, "x-message-ttl": group.dlq.retention})))
+    queues.append(
+        Queue(
+            dlq, arguments=args({"x-queue-type": "classic", "x-message-ttl": group.dlq.retention})
+        )
+    )
     bindings.append(Binding(dlx, dlq, "queue", name))
     # Every work queue dead-letters to the group's DLQ, so a rejection is never dropped.
     dead_letter = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name}
@@ -108,7 +108,9 @@ def _compile_group(
         queues.append(
             Queue(
                 queue,
-                arguments=args({**CLASSIC, "x-max-priority": MAX_PRIORITY, **dead_letter}),
+                arguments=args(
+                    {"x-queue-type": "classic", "x-max-priority": MAX_PRIORITY, **dead_letter}
+                ),
             )
         )
         bindings.extend(Binding(jobs, queue, "queue", pattern) for pattern in group.jobs)
@@ -118,8 +120,6 @@ def _compile_group(
     exchanges.append(Exchange(lanes, "headers", internal=True))
     bindings.extend(Binding(jobs, lanes, "exchange", pattern) for pattern in group.jobs)
     lane_args = {"x-queue-type": group.priority.queue_type.value, **dead_letter}
-    if group.priority.queue_type is QueueType.CLASSIC:
-        lane_args |= CLASSIC
     if group.priority.queue_type is QueueType.QUORUM:
         # Quorum queues dead-letter with confirms only under reject-publish overflow
         # (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).

@@ -31,14 +31,12 @@ def test_default_topology_declares_the_exchanges_of_the_design(topology):
 def test_work_queue_has_priorities_and_dead_letters_to_its_dlq(topology):
     assert queue_args(topology, "taskq.email") == {
         "x-queue-type": "classic",
-        "x-queue-mode": "lazy",
         "x-max-priority": 3,
         "x-dead-letter-exchange": "taskq.dlx",
         "x-dead-letter-routing-key": "email",
     }
     assert queue_args(topology, "taskq.email.dlq") == {
         "x-queue-type": "classic",
-        "x-queue-mode": "lazy",
         "x-message-ttl": 14 * 24 * 3600 * 1000,
     }
     assert Binding("taskq.dlx", "taskq.email.dlq", "queue", "email") in topology.bindings
@@ -59,7 +57,6 @@ def test_delay_tiers_double_from_the_resolution_and_return_to_the_jobs_exchange(
     args = queue_args(topology, tier.queue)
     assert args == {
         "x-queue-type": "classic",
-        "x-queue-mode": "lazy",
         "x-message-ttl": 4000,
         "x-dead-letter-exchange": "taskq.jobs",
     }
