@@ -24,8 +24,12 @@ def autoscale(
         ),
     ] = False,
     namespace: Annotated[
-        str, typer.Option(help="Kubernetes namespace of the worker Deployments.")
-    ] = "default",
+        str | None,
+        typer.Option(
+            help="Kubernetes namespace of the worker Deployments "
+            "(default: the pod's, else the kubeconfig context's, else default)."
+        ),
+    ] = None,
     grace: Annotated[
         float, typer.Option(help="Seconds each local worker gets to drain on stop.")
     ] = 30.0,

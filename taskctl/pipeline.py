@@ -148,12 +148,12 @@ async def with_autoscaler(
             await runner.cleanup()
 
 
-async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str) -> int:
-    """Scale each handled group's Deployment in ``namespace`` until the process is stopped."""
+async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str | None) -> int:
+    """Scale each handled group's Deployment in ``namespace`` (default: the API's) until stopped."""
     from consumers.autoscaler.kube_api import KubeApi
     from consumers.autoscaler.kubernetes import KubernetesScaler
 
-    scaler = KubernetesScaler(KubeApi.load(), namespace=namespace)
+    scaler = KubernetesScaler(await KubeApi.load(), namespace=namespace)
 
     async def until_stopped() -> int:
         await asyncio.Event().wait()  # never set: Ctrl-C or SIGTERM ends the process

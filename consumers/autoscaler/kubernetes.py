@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-from urllib.parse import quote
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import orjson
 
 from consumers.autoscaler.kube_api import KubeApi
 from topology import names
 from topology.closing import AsyncClosing
 from topology.errors import TaskqError
 
-MERGE_PATCH = "application/merge-patch+json"
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 
 class ScaleError(TaskqError):
@@ -26,92 +26,81 @@ class ScaleError(TaskqError):
 
 
 class KubernetesScaler(AsyncClosing):
-    """Reads and sets the replicas of each group's Deployment through one reused HTTP session."""
+    """Reads and sets the replicas of each group's Deployment through one reused API client."""
 
     def __init__(
         self,
         api: KubeApi,
         *,
-        namespace: str,
+        namespace: str | None = None,
         deployment: Callable[[str], str] = names.worker_deployment,
         timeout: float = 10.0,
     ) -> None:
         self._api = api
-        self._namespace = namespace
+        self._namespace = namespace or api.namespace
         self._deployment = deployment
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout = timeout
+        self._client: ApiClient | None = None
 
     async def current(self, group: str) -> int:
         """Return the replicas the Deployment of ``group`` asks for (``spec.replicas``)."""
-        return _replicas(await self._request("GET", group), self._where(group))
+        return await self._call("GET", group, None)
 
     async def scale(self, group: str, workers: int) -> None:
         """Set the replicas of the Deployment of ``group`` to ``workers``."""
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, not {workers}")
-        body = orjson.dumps({"spec": {"replicas": workers}})
-        _replicas(await self._request("PATCH", group, body), self._where(group))
+        await self._call("PATCH", group, {"spec": {"replicas": workers}})
 
     async def close(self) -> None:
-        """Close the HTTP session; a later call opens a new one."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the API client; a later call opens a new one."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _call(self, method: str, group: str, patch: dict[str, Any] | None) -> int:
+        from kubernetes_asyncio.client import ApiClient, ApiException, AppsV1Api
+
+        if self._client is None:
+            self._client = ApiClient(self._api.configuration)
+            self._client.user_agent = "taskq-autoscaler"
+        apps = AppsV1Api(self._client)
+        name, where = self._deployment(group), self._where(group)
+        request: Awaitable[Any] = (
+            apps.read_namespaced_deployment_scale(
+                name, self._namespace, _request_timeout=self._timeout
+            )
+            if patch is None
+            else apps.patch_namespaced_deployment_scale(
+                name, self._namespace, patch, _request_timeout=self._timeout
+            )
+        )
+        try:
+            return _replicas(await request, where)
+        except ApiException as exc:
+            raise ScaleError(
+                _refusal(exc.status, method, where, _detail(exc.body)), status=exc.status
+            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:  # before ValueError: TLS errors are both
+            raise ScaleError(
+                f"{method} the scale of {where}: cannot reach the Kubernetes API at "
+                f"{self._api.configuration.host}: {exc or type(exc).__name__}"
+            ) from exc
+        except (ValueError, TypeError) as exc:
+            # The client turns the answer into a V1Scale and refuses fields of the wrong type.
+            raise ScaleError(f"the scale of {where} is not an autoscaling/v1 Scale: {exc}") from exc
 
     def _where(self, group: str) -> str:
         return f"deployment {self._deployment(group)!r} in namespace {self._namespace!r}"
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            tls = self._api.ssl_context if self._api.ssl_context is not None else True
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls),
-                timeout=self._timeout,
-                headers={"Accept": "application/json", "User-Agent": "taskq-autoscaler"},
-            )
-        return self._session
-
-    async def _request(self, method: str, group: str, body: bytes | None = None) -> Any:
-        name = self._deployment(group)
-        url = (
-            f"{self._api.server}/apis/apps/v1/namespaces/{quote(self._namespace, safe='')}"
-            f"/deployments/{quote(name, safe='')}/scale"
-        )
-        headers = {"Content-Type": MERGE_PATCH} if body is not None else {}
-        # The token file may have rotated since the last request.
-        if auth := self._api.authorization():
-            headers["Authorization"] = auth
-        try:
-            async with self._open().request(method, url, data=body, headers=headers) as response:
-                payload = await response.read()
-                if response.status >= 400:
-                    raise ScaleError(
-                        _refusal(response.status, method, self._where(group), _detail(payload)),
-                        status=response.status,
-                    )
-                return orjson.loads(payload)
-        except ScaleError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ScaleError(
-                f"{method} the scale of {self._where(group)}: cannot reach the Kubernetes API "
-                f"at {self._api.server}: {exc or type(exc).__name__}"
-            ) from exc
-        except orjson.JSONDecodeError as exc:
-            raise ScaleError(
-                f"{method} the scale of {self._where(group)}: the Kubernetes API at "
-                f"{self._api.server} answered something that is not JSON"
-            ) from exc
-
 
 def _replicas(scale: Any, where: str) -> int:
     """Return ``spec.replicas`` of an ``autoscaling/v1`` Scale."""
-    spec = scale.get("spec") if isinstance(scale, dict) else None
-    if not isinstance(spec, dict) or scale.get("kind", "Scale") != "Scale":
+    spec = getattr(scale, "spec", None)
+    if spec is None or getattr(scale, "kind", None) not in (None, "Scale"):
         raise ScaleError(f"the scale of {where} is not an autoscaling/v1 Scale: {str(scale)[:200]}")
     # The API server leaves out a zero (the field is `omitempty`), so a missing count is 0.
-    replicas = spec.get("replicas", 0)
+    replicas = spec.replicas or 0
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise ScaleError(f"the scale of {where} has spec.replicas {replicas!r}, not a count")
     return replicas
@@ -137,12 +126,13 @@ def _refusal(status: int, method: str, where: str, detail: str) -> str:
     return f"cannot {verb} the scale of {where}: HTTP {status}. {detail}"
 
 
-def _detail(payload: bytes) -> str:
+def _detail(payload: bytes | str | None) -> str:
     """Return the message of a Kubernetes ``Status`` body, or the start of any other body."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload or ""
     try:
-        status = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload[:200].decode("utf-8", "replace")
+        status = json.loads(text)
+    except ValueError:
+        return text[:200]
     if isinstance(status, dict) and isinstance(status.get("message"), str):
         return str(status["message"])
-    return payload[:200].decode("utf-8", "replace")
+    return text[:200]

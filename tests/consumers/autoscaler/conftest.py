@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestServer
 
 from consumers.autoscaler.kube_api import KubeApi
@@ -37,11 +40,39 @@ def server_url(server: TestServer) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
+def kubeconfig(
+    path: Path,
+    server: str,
+    *,
+    user: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
+    namespace: str | None = NAMESPACE,
+    name: str = "dev",
+) -> Path:
+    """Write a kubeconfig whose current context ``name`` is ``server`` as ``user`` (a token)."""
+    context = {"cluster": name, "user": name} | ({"namespace": namespace} if namespace else {})
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": name,
+        "contexts": [{"name": name, "context": context}],
+        "clusters": [{"name": name, "cluster": {"server": server} | (cluster or {})}],
+        "users": [{"name": name, "user": user if user is not None else {"token": TOKEN}}],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def api_at(url: str, folder: Path, *, token: str | None = TOKEN) -> KubeApi:
+    """Return the API at ``url`` as loaded from a kubeconfig with ``token`` (or no user)."""
+    user = {"token": token} if token else {}
+    return await KubeApi.from_kubeconfig(kubeconfig(folder / "config", url, user=user))
+
+
 @pytest.fixture
-async def scaler(kube: TestServer) -> AsyncIterator[KubernetesScaler]:
-    async with KubernetesScaler(
-        KubeApi(server_url(kube), token=TOKEN), namespace=NAMESPACE
-    ) as scaler:
+async def scaler(kube: TestServer, tmp_path: Path) -> AsyncIterator[KubernetesScaler]:
+    async with KubernetesScaler(await api_at(server_url(kube), tmp_path)) as scaler:
         yield scaler
 
 

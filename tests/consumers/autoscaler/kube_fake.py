@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp import web
 
 SCALE_PATH = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+# The patch types the API server merges an object body with (a JSON patch is a list of operations).
+MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
 @dataclass
@@ -33,7 +35,7 @@ class FakeKube:
         return await self._serve(request, None)
 
     async def _patch(self, request: web.Request) -> web.Response:
-        if request.content_type != "application/merge-patch+json":
+        if request.content_type not in MERGE_PATCHES:
             return _status(
                 415, "UnsupportedMediaType", f"unsupported media type {request.content_type!r}"
             )

@@ -1,11 +1,11 @@
 import socket
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumers.autoscaler.kube_api import KubeApi
 from consumers.autoscaler.kubernetes import KubernetesScaler, ScaleError
-from tests.consumers.autoscaler.conftest import NAMESPACE, TOKEN, server_url
+from tests.consumers.autoscaler.conftest import NAMESPACE, TOKEN, api_at, server_url
 from tests.consumers.autoscaler.kube_fake import FakeKube
 from topology.errors import TaskqError
 
@@ -45,13 +45,21 @@ async def test_close_then_use_opens_a_new_session(scaler: KubernetesScaler):
     assert await scaler.current("email") == 1
 
 
-async def test_deployment_naming_is_injectable(kube: TestServer, fake: FakeKube):
+async def test_deployment_naming_is_injectable(kube: TestServer, fake: FakeKube, tmp_path: Path):
     fake.replicas[(NAMESPACE, "workers-email")] = 2
-    api = KubeApi(server_url(kube), token=TOKEN)
-    async with KubernetesScaler(
-        api, namespace=NAMESPACE, deployment=lambda group: f"workers-{group}"
-    ) as scaler:
+    api = await api_at(server_url(kube), tmp_path)
+    async with KubernetesScaler(api, deployment=lambda group: f"workers-{group}") as scaler:
         assert await scaler.current("email") == 2
+
+
+async def test_the_namespace_given_beats_the_kubeconfig_context(
+    kube: TestServer, fake: FakeKube, tmp_path: Path
+):
+    fake.replicas[("other", "taskq-worker-email")] = 5
+    api = await api_at(server_url(kube), tmp_path)
+    assert api.namespace == NAMESPACE
+    async with KubernetesScaler(api, namespace="other") as scaler:
+        assert await scaler.current("email") == 5
 
 
 async def test_unknown_deployment_is_a_404_naming_deployment_and_namespace(
@@ -66,8 +74,8 @@ async def test_unknown_deployment_is_a_404_naming_deployment_and_namespace(
 
 
 @pytest.mark.parametrize("token", ["wrong", None])
-async def test_a_bad_or_missing_token_is_a_401(kube: TestServer, token: str | None):
-    async with KubernetesScaler(KubeApi(server_url(kube), token=token), namespace=NAMESPACE) as s:
+async def test_a_bad_or_missing_token_is_a_401(kube: TestServer, tmp_path: Path, token: str | None):
+    async with KubernetesScaler(await api_at(server_url(kube), tmp_path, token=token)) as s:
         with pytest.raises(ScaleError) as caught:
             await s.current("email")
     assert caught.value.status == 401
@@ -87,10 +95,10 @@ async def test_forbidden_names_the_rbac_rule_to_add(scaler: KubernetesScaler, fa
 @pytest.mark.parametrize(
     ("answer", "says"),
     [
-        (b"<html>gateway</html>", "not JSON"),
+        (b"<html>gateway</html>", "not an autoscaling/v1 Scale"),
         (b"[]", "not an autoscaling/v1 Scale"),
         (b'{"kind": "Status", "spec": {}}', "not an autoscaling/v1 Scale"),
-        (b'{"kind": "Scale", "spec": {"replicas": "three"}}', "spec.replicas 'three'"),
+        (b'{"kind": "Scale", "spec": {"replicas": "three"}}', "not an autoscaling/v1 Scale"),
         (b'{"kind": "Scale", "spec": {"replicas": -1}}', "spec.replicas -1"),
     ],
 )
@@ -104,21 +112,23 @@ async def test_garbage_answers_are_scale_errors(
         await scaler.scale("email", 2)
 
 
-async def test_an_unreachable_api_is_a_scale_error():
+async def test_an_unreachable_api_is_a_scale_error(tmp_path: Path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    api = KubeApi(f"http://127.0.0.1:{port}", token=TOKEN)
-    async with KubernetesScaler(api, namespace=NAMESPACE) as scaler:
+    api = await api_at(f"http://127.0.0.1:{port}", tmp_path)
+    async with KubernetesScaler(api) as scaler:
         with pytest.raises(ScaleError, match="cannot reach the Kubernetes API") as caught:
             await scaler.current("email")
     assert caught.value.status is None
 
 
-async def test_a_stalled_api_times_out_as_a_scale_error(kube: TestServer, fake: FakeKube):
+async def test_a_stalled_api_times_out_as_a_scale_error(
+    kube: TestServer, fake: FakeKube, tmp_path: Path
+):
     fake.delay = 2.0
-    api = KubeApi(server_url(kube), token=TOKEN)
-    async with KubernetesScaler(api, namespace=NAMESPACE, timeout=0.2) as scaler:
+    api = await api_at(server_url(kube), tmp_path)
+    async with KubernetesScaler(api, timeout=0.2) as scaler:
         with pytest.raises(ScaleError, match="cannot reach"):
             await scaler.scale("email", 3)
 
