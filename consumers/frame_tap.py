@@ -37,7 +37,7 @@ _ALIVE_EVERY_S = 1.0
 
 @dataclass(slots=True)
 class Properties:
-    """A delivery's content header, kept raw; its headers decoded on first use."""
+    """A delivery's content header, kept raw; its headers decoded when read."""
 
     raw: bytes
 

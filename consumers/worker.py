@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiormq
@@ -60,7 +60,7 @@ from jobstore.model import (
 )
 from producers.events import event_body, event_key
 from producers.publisher import Publisher
-from producers.submit import Submitter
+from producers.submit import Submitter, utc_now
 from telemetry import tracing
 from telemetry.logs import bind_job
 from topology.broker import connect
@@ -72,11 +72,6 @@ from topology.settings import BrokerSettings, WorkerSettings
 Clock = Callable[[], datetime]
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
-
-
-def utc_now() -> datetime:
-    """Return the current time in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
