@@ -270,11 +270,7 @@ class Submitter:
         new = [
             p for p, claim in zip(pendings, claims, strict=True) if claim.state is ClaimState.NEW
         ]
-        errors = iter(
-            await self._publisher.publish_many([p.envelope for p in new], [p.route for p in new])
-            if new
-            else ()
-        )
+        errors = iter(await self._publish_new(new))
         outcomes: list[_Outcome] = []
         for pending, claim in zip(pendings, claims, strict=True):
             if claim.state is not ClaimState.NEW:
@@ -285,6 +281,17 @@ class Submitter:
                 await self._abandon(pending)
             outcomes.append(error)
         return outcomes
+
+    async def _publish_new(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
+        """Publish the jobs just stored; a publish that fails as a whole fails each of them."""
+        if not new:
+            return ()
+        try:
+            return await self._publisher.publish_many(
+                [p.envelope for p in new], [p.route for p in new]
+            )
+        except TaskqError as exc:  # e.g. the broker is down: each job is abandoned below
+            return [exc] * len(new)
 
     async def _refused(self, pending: _Pending, outcome: Claim | TaskqError) -> Submitted:
         """Answer a job that was not published now: replay its key's answer, or raise why not."""

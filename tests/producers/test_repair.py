@@ -20,7 +20,12 @@ from tests.fakes.store import InMemoryJobStore
 from tests.producers.api_harness import make_api
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope, decode
-from topology.errors import ConfirmTimeoutError, TaskqError, UnroutableError
+from topology.errors import (
+    BrokerUnavailableError,
+    ConfirmTimeoutError,
+    TaskqError,
+    UnroutableError,
+)
 from topology.routes import Route
 from topology.settings import BrokerSettings, SubmitSettings
 
@@ -154,6 +159,28 @@ async def test_a_job_the_broker_refused_is_not_kept(topology):
     assert all(isinstance(r, UnroutableError) for r in results)
     assert store.jobs == {}
     assert store.keys == {}
+
+
+class DownPublisher(InMemoryPublisher):
+    """The in-memory twin of the broker while its connection is down: every publish raises."""
+
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        raise BrokerUnavailableError("the connection to RabbitMQ is down")
+
+
+async def test_a_publish_that_fails_as_a_whole_releases_the_key(topology):
+    store = InMemoryJobStore()
+    submitter = Submitter(topology, DownPublisher(topology), store, InMemoryBlobStore(), SETTINGS)
+    with pytest.raises(BrokerUnavailableError):
+        await submitter.submit(JobRequest("email", idempotency_key="k"))
+    assert (store.jobs, store.keys) == ({}, {})
+    # The broker is back: the same key is a new submission, not one "in progress".
+    submitter._publisher = working = InMemoryPublisher(topology)
+    done = await submitter.submit(JobRequest("email", idempotency_key="k"))
+    assert not done.replayed
+    assert [e.id for e in working.queues["taskq.email"]] == [done.job_id]
 
 
 @pytest.mark.parametrize(
