@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 app = typer.Typer(
+    name="dlq",
     help="Inspect, replay and purge dead letters.\n\nEach consumer group has a dead-letter queue (DLQ).",
     rich_markup_mode=None,
 )

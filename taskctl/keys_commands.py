@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from producers.auth.scopes import Scope
 
 app = typer.Typer(
+    name="keys",
     help="Create, list and revoke API keys.\n\nThe job store keeps only their hashes.",
     rich_markup_mode=None,
 )

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from topology.export import KedaOptions
 
 app = typer.Typer(
+    name="topology",
     help="Plan, apply, export and draw the topology.\n\n"
     "The topology file is $TASKQ_TOPOLOGY or the packaged one, unless --file names another.",
     rich_markup_mode=None,
