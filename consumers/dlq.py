@@ -122,11 +122,10 @@ class DeadFilter:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a replay or purge did."""
+    """What a replay or purge did: the dead letters it took, and those it left in the DLQ."""
 
     matched: int
     kept: int
-    skipped_undecodable: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,33 +148,26 @@ class Fate(Enum):
 Decide = Callable[[list[tuple[AbstractIncomingMessage, DeadLetter]]], Awaitable[list[Fate]]]
 
 
-def new_cursor() -> str:
-    """Return a fresh pass mark (also a listing's cursor)."""
-    return secrets.token_hex(16)
-
-
+@dataclass(slots=True)
 class _Pass:
     """One pass over a DLQ: pages of at most ``page`` unacked messages, each settled in turn."""
 
-    def __init__(
-        self,
-        channel: AbstractChannel,
-        queue: AbstractQueue,
-        group: CompiledGroup,
-        mark: str,
-        page: int,
-    ) -> None:
-        self.channel = channel
-        self.queue = queue
-        self.group = group
-        self.mark = mark
-        self.page = page
-        self.total = queue.declaration_result.message_count or 0  # what the pass reads at most
-        self.seen = 0
-        self.wrapped = False  # met a message this pass already moved: every message was read
+    channel: AbstractChannel
+    queue: AbstractQueue
+    group: CompiledGroup
+    mark: str  # on the copies this pass moves to the tail; also a listing's cursor
+    page: int
+    seen: int = 0
+    wrapped: bool = False  # met a message this pass already moved: every message was read
+
+    @property
+    def total(self) -> int:
+        """Return how many messages the pass reads at most."""
+        return self.queue.declaration_result.message_count or 0
 
     @property
     def done(self) -> bool:
+        """Return whether the pass has read every message."""
         return self.wrapped or self.seen >= self.total
 
     async def fetch(self, most: int) -> list[tuple[AbstractIncomingMessage, DeadLetter]]:
@@ -268,7 +260,7 @@ async def _run(
         raise BrokerUnavailableError("RabbitMQ is not reachable right now") from exc
     try:
         queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
-        run = _Pass(channel, queue, group, cursor or new_cursor(), page)
+        run = _Pass(channel, queue, group, cursor or secrets.token_hex(16), page)
         while not run.done:
             most = enough()
             if most <= 0:
@@ -296,7 +288,7 @@ async def replay(
 ) -> Outcome:
     """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second."""
     moment = datetime.now(UTC)
-    counts = {"matched": 0, "kept": 0, "undecodable": 0}
+    counts = {"matched": 0, "kept": 0}
     failures: list[BaseException] = []
     # A page holds about a second's worth of replays, and the rate limit waits before a
     # page's publishes, so no page is held unacked for long.
@@ -309,7 +301,7 @@ async def replay(
         picked = []
         for i, (message, letter) in enumerate(fetched):
             if letter.envelope is None or not chosen(letter, moment):
-                counts["kept" if letter.envelope else "undecodable"] += 1
+                counts["kept"] += 1
             else:
                 picked.append((i, message, letter.envelope))
         if not picked:
@@ -340,7 +332,7 @@ async def replay(
     )
     if failures:
         raise failures[0]
-    return Outcome(counts["matched"], counts["kept"], counts["undecodable"])
+    return Outcome(counts["matched"], counts["kept"])
 
 
 async def _replay_one(
@@ -393,12 +385,8 @@ async def purge(
                 continue
             counts["matched"] += 1
             fates.append(Fate.DROP)
-            logger.info(
-                "dlq purge: job {} ({}) deleted; it was {}",
-                letter.job_id,
-                letter.job_type,
-                letter.reason,
-            )
+            what = (letter.job_id, letter.job_type, letter.reason)
+            logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
         return fates
 
     await _run(connection, group, decide, progress=progress)

@@ -136,7 +136,7 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
         chosen,
         rate=body.rate,
     )
-    return {"replayed": outcome.matched, "left": outcome.kept + outcome.skipped_undecodable}
+    return {"replayed": outcome.matched, "left": outcome.kept}
 
 
 @router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))

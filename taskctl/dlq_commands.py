@@ -152,8 +152,7 @@ def replay_(
     compiled = topology.group(group)
     broker = broker_settings()
     outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
-    kept = outcome.kept + outcome.skipped_undecodable
-    out().print(f"replayed {outcome.matched}, left {kept} in the DLQ of group {group}")
+    out().print(f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}")
 
 
 @app.command("purge")

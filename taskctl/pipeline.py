@@ -12,16 +12,13 @@ from pathlib import Path
 
 from loguru import logger
 
-from consumers.autoscaler.loop import Actuator, Autoscaler
-from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.loop import Actuator, Autoscaler, AutoscalerMetrics, serve_status
 from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.status_server import serve_status
 from producers.auth.authenticator import standalone_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import job_store
-from taskctl.local_scaler import LocalScaler, worker_spec
-from taskctl.supervisor import ProcessSpec, Supervisor
+from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, worker_spec
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import SettingsError
@@ -150,8 +147,7 @@ async def with_autoscaler(
 
 async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str | None) -> int:
     """Scale each handled group's Deployment in ``namespace`` (default: the API's) until stopped."""
-    from consumers.autoscaler.kube_api import KubeApi
-    from consumers.autoscaler.kubernetes import KubernetesScaler
+    from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 
     scaler = KubernetesScaler(await KubeApi.load(), namespace=namespace)
 

@@ -11,10 +11,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from consumers.autoscaler.loop import Autoscaler
-from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics, serve_status
 from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.status_server import serve_status
 from producers.auth.scopes import Scope
 from tests.credentials import bearer
 from tests.helpers import eventually

@@ -6,10 +6,8 @@ import httpx
 from aiohttp import web
 from typer.testing import CliRunner
 
-from consumers.autoscaler.loop import Autoscaler
-from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics, serve_status
 from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.status_server import serve_status
 from producers.auth.authenticator import open_authenticator
 from producers.auth.scopes import Scope
 from taskctl.cli import app
