@@ -31,18 +31,11 @@ TopologyFile = Annotated[
 ]
 
 
-def out() -> Console:
-    """Return a console on the command's output (stdout), for tables and messages to a person."""
+def out(*, stderr: bool = False) -> Console:
+    """Return a console for a person: on the command's output, or on stderr (progress bars)."""
     from rich.console import Console
 
-    return Console(soft_wrap=True, highlight=False)
-
-
-def err() -> Console:
-    """Return a console on stderr, for errors and progress bars."""
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    return Console(stderr=stderr, soft_wrap=True, highlight=False)
 
 
 def fail(error: TaskqError) -> NoReturn:

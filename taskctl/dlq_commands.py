@@ -13,7 +13,6 @@ from taskctl.context import (
     JsonFlag,
     broker_settings,
     compiled_topology,
-    err,
     job_store,
     out,
     print_json,
@@ -77,8 +76,7 @@ def _filter(
 @app.command("list")
 def list_(
     group: Annotated[
-        str | None,
-        typer.Argument(help="Only this consumer group's DLQ (default: every group's)."),
+        str | None, typer.Argument(help="Only this consumer group's DLQ (default: every group's).")
     ] = None,
     job_id: JobId = None,
     job_type: JobType = None,
@@ -233,16 +231,9 @@ async def _replay(
     )
     try:
         async with job_store() as store:
-            with _progress("replaying") as progress:
+            with _progress("replaying") as bar:
                 return await replay(
-                    connection,
-                    topology,
-                    group,
-                    publisher,
-                    store,
-                    chosen,
-                    rate=rate,
-                    progress=progress,
+                    connection, topology, group, publisher, store, chosen, rate=rate, progress=bar
                 )
     finally:
         await publisher.close()
@@ -253,7 +244,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """Yield a progress callback drawing a bar on stderr, for a person only (nothing to a pipe)."""
     from rich.progress import Progress
 
-    console = err()
+    console = out(stderr=True)
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -68,11 +68,7 @@ def refuse_taken_port(host: str, port: int, setting: str) -> None:
 
 
 async def supervise(
-    topology: CompiledTopology,
-    everything: Settings,
-    extra: Sequence[ProcessSpec],
-    *,
-    grace: float,
+    topology: CompiledTopology, everything: Settings, extra: Sequence[ProcessSpec], *, grace: float
 ) -> int:
     """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
     settings = everything.autoscaler
