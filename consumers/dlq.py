@@ -140,8 +140,7 @@ class Fate(Enum):
     """What a pass does with one message of a page."""
 
     KEEP = "keep"  # copied to the tail, then acked: it stays in the DLQ
-    DROP = "drop"  # acked: gone for good
-    TAKEN = "taken"  # the operation published it elsewhere (confirmed): acked
+    GONE = "gone"  # acked: deleted, or published elsewhere (confirmed)
     PUT_BACK = "put_back"  # returned to the head, where it was
 
 
@@ -159,6 +158,8 @@ class _Pass:
     page: int
     seen: int = 0
     wrapped: bool = False  # met a message this pass already moved: every message was read
+    kept: int = 0  # settled as KEEP, and GONE: what an operation reports
+    gone: int = 0
 
     @property
     def total(self) -> int:
@@ -200,6 +201,8 @@ class _Pass:
                 await message.nack(requeue=True)
             else:
                 await message.ack()
+                self.kept += fate is Fate.KEEP
+                self.gone += fate is Fate.GONE
         error = next((c for c in copies if c is not None), None)
         if error is not None:
             raise error
@@ -288,7 +291,6 @@ async def replay(
 ) -> Outcome:
     """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second."""
     moment = datetime.now(UTC)
-    counts = {"matched": 0, "kept": 0}
     failures: list[BaseException] = []
     # A page holds about a second's worth of replays, and the rate limit waits before a
     # page's publishes, so no page is held unacked for long.
@@ -298,12 +300,11 @@ async def replay(
     async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
         nonlocal next_at
         fates = [Fate.KEEP] * len(fetched)
-        picked = []
-        for i, (message, letter) in enumerate(fetched):
-            if letter.envelope is None or not chosen(letter, moment):
-                counts["kept"] += 1
-            else:
-                picked.append((i, message, letter.envelope))
+        picked = [
+            (i, message, letter.envelope)
+            for i, (message, letter) in enumerate(fetched)
+            if letter.envelope is not None and chosen(letter, moment)
+        ]
         if not picked:
             return fates
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -313,16 +314,13 @@ async def replay(
             return_exceptions=True,
         )
         for (i, _, envelope), outcome in zip(picked, outcomes, strict=True):
-            if outcome is None:
-                fates[i] = Fate.TAKEN
-                counts["matched"] += 1
-            else:
-                fates[i] = Fate.PUT_BACK
+            fates[i] = Fate.GONE if outcome is None else Fate.PUT_BACK
+            if outcome is not None:
                 failures.append(outcome)
                 logger.warning("dlq replay: job {} stays dead: {}", envelope.id, outcome)
         return fates
 
-    await _run(
+    run = await _run(
         connection,
         group,
         decide,
@@ -332,7 +330,7 @@ async def replay(
     )
     if failures:
         raise failures[0]
-    return Outcome(counts["matched"], counts["kept"])
+    return Outcome(run.gone, run.kept)
 
 
 async def _replay_one(
@@ -374,23 +372,18 @@ async def purge(
 ) -> Outcome:
     """Delete the matching dead letters for good."""
     moment = datetime.now(UTC)
-    counts = {"matched": 0, "kept": 0}
 
     async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
         fates = []
         for _, letter in fetched:
-            if not chosen(letter, moment):
-                counts["kept"] += 1
-                fates.append(Fate.KEEP)
-                continue
-            counts["matched"] += 1
-            fates.append(Fate.DROP)
-            what = (letter.job_id, letter.job_type, letter.reason)
-            logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
+            fates.append(Fate.GONE if chosen(letter, moment) else Fate.KEEP)
+            if fates[-1] is Fate.GONE:
+                what = (letter.job_id, letter.job_type, letter.reason)
+                logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
         return fates
 
-    await _run(connection, group, decide, progress=progress)
-    return Outcome(counts["matched"], counts["kept"])
+    run = await _run(connection, group, decide, progress=progress)
+    return Outcome(run.gone, run.kept)
 
 
 async def listing(
