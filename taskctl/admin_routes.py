@@ -80,18 +80,15 @@ def _filter(f: Filters, tenant: str) -> DeadFilter:
     )
 
 
-def _publisher(services: Services) -> ConfirmedPublisher:
-    if services.publisher is None:
-        raise BrokerUnavailableError("the DLQ routes need the API's broker connection")
-    return services.publisher
-
-
-def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
+def _context(request: Request, group: str) -> tuple[Services, ConfirmedPublisher, CompiledGroup]:
     services: Services = request.app.state.services
     try:
-        return services, services.submitter.topology.group(group)
+        compiled = services.submitter.topology.group(group)
     except UnknownGroupError as exc:
         raise JobRejectedError(str(exc), field="group") from exc
+    if services.publisher is None:
+        raise BrokerUnavailableError("the DLQ routes need the API's broker connection")
+    return services, services.publisher, compiled
 
 
 @router.get(
@@ -103,13 +100,10 @@ async def list_dead(
     request: Request, group: str, query: Annotated[ListQuery, Query()]
 ) -> dict[str, Any]:
     """Return a page of matching dead letters and the cursor of the next page (null at the end)."""
-    services, compiled = _context(request, group)
+    _, publisher, compiled = _context(request, group)
+    chosen = _filter(query, principal(request).tenant)
     page = await listing(
-        _publisher(services).connection,
-        compiled,
-        _filter(query, principal(request).tenant),
-        limit=query.limit,
-        cursor=query.cursor,
+        publisher.connection, compiled, chosen, limit=query.limit, cursor=query.cursor
     )
     return {"letters": [letter.view() for letter in page.letters], "next_cursor": page.cursor}
 
@@ -121,18 +115,18 @@ async def list_dead(
 )
 async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict[str, int]:
     """Replay the matching dead letters (attempts reset, idempotency keys kept)."""
-    services, compiled = _context(request, group)
+    services, publisher, compiled = _context(request, group)
     tenant = principal(request).tenant
     chosen = _filter(body, tenant)
     if chosen == DeadFilter(tenant=tenant) and not body.all:
         raise JobRejectedError("give a filter or all: true", field="all")
-    publisher = _publisher(services)
+    submitter = services.submitter
     outcome = await replay(
         publisher.connection,
-        services.submitter.topology,
+        submitter.topology,
         compiled,
         publisher,
-        services.submitter.store,
+        submitter.store,
         chosen,
         rate=body.rate,
     )
@@ -142,9 +136,8 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
 @router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))
 async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[str, int]:
     """Delete the matching dead letters; needs ``confirm: true``."""
-    services, compiled = _context(request, group)
+    _, publisher, compiled = _context(request, group)
     if not body.confirm:
         raise JobRejectedError("a purge cannot be undone: send confirm: true", field="confirm")
-    chosen = _filter(body, principal(request).tenant)
-    outcome = await purge(_publisher(services).connection, compiled, chosen)
+    outcome = await purge(publisher.connection, compiled, _filter(body, principal(request).tenant))
     return {"purged": outcome.matched, "left": outcome.kept}

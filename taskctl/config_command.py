@@ -97,15 +97,9 @@ def _shown(value: Any, secret: bool) -> str:
             return "***"
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return (
-        mask_url(value)
-        if isinstance(value, str)
-        else f"{value:g}"
-        if isinstance(value, float)
-        else str(value)
-    )
+    if isinstance(value, bool | float):
+        return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+    return mask_url(value) if isinstance(value, str) else str(value)
 
 
 def _type_name(annotation: Any) -> str:
