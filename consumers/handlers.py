@@ -75,13 +75,9 @@ class Handler:
     pattern: str
     fn: HandlerFn
     payload: TypeAdapter[Any]
-    timeout: float | None = None
-    depends_on: tuple[str, ...] = ()
-    # Whether the function is a coroutine function (sync ones run in threads): asked once.
-    is_async: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.fn))
+    timeout: float | None
+    depends_on: tuple[str, ...]
+    is_async: bool  # a coroutine function; sync ones run in threads
 
     def parse(self, payload: Any) -> Any:
         """Return the payload as the handler's declared type.
@@ -131,7 +127,8 @@ class HandlerRegistry:
                 )
             # The payload's declared type (Any when unannotated) validates what arrives.
             payload = TypeAdapter(typing.get_type_hints(fn).get(parameters[0].name, Any))
-            built = Handler(job_type, fn, payload, timeout, tuple(depends_on))
+            is_async = inspect.iscoroutinefunction(fn)
+            built = Handler(job_type, fn, payload, timeout, tuple(depends_on), is_async)
             if routing.is_pattern(job_type):
                 self._patterns.append(built)
             else:

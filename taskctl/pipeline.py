@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from consumers.autoscaler.loop import Actuator, Autoscaler, AutoscalerMetrics, serve_status
+from consumers.autoscaler.loop import Actuator, Autoscaler
 from consumers.autoscaler.signals import SignalReader
 from producers.auth.authenticator import standalone_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
@@ -98,40 +98,27 @@ async def with_autoscaler(
 ) -> int:
     """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside."""
     settings = everything.autoscaler
-    metrics = AutoscalerMetrics()
+    host, port, interval = (
+        settings.autoscaler_host,
+        settings.autoscaler_port,
+        settings.autoscale_interval,
+    )
     stop = asyncio.Event()
     async with (
         SignalReader(everything.broker) as reader,
         standalone_authenticator(everything) as authenticator,
     ):
-        autoscaler = Autoscaler(
-            topology,
-            reader,
-            actuator,
-            groups=groups,
-            interval=settings.autoscale_interval,
-            metrics=metrics,
-        )
-        address = f"{settings.autoscaler_host}:{settings.autoscaler_port}"
+        autoscaler = Autoscaler(topology, reader, actuator, groups=groups, interval=interval)
+        address = f"{host}:{port}"
         try:
-            runner = await serve_status(
-                autoscaler,
-                metrics,
-                authenticator,
-                host=settings.autoscaler_host,
-                port=settings.autoscaler_port,
-            )
+            runner = await autoscaler.serve(authenticator, host=host, port=port)
         except OSError as exc:
             raise SettingsError(
                 f"the autoscaler cannot serve its status on {address}: {exc.strerror or exc}; "
                 "another taskctl up or autoscale may be running, or choose TASKQ_AUTOSCALER_PORT"
             ) from exc
-        logger.info(
-            "autoscaler: groups {}, every {:g}s; status on http://{}/status",
-            ", ".join(groups) or "none",
-            settings.autoscale_interval,
-            address,
-        )
+        what = (", ".join(groups) or "none", interval, address)
+        logger.info("autoscaler: groups {}, every {:g}s; status on http://{}/status", *what)
         loop = asyncio.create_task(autoscaler.run(stop))
         try:
             return await main()

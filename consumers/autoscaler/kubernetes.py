@@ -236,24 +236,20 @@ def _replicas(scale: Any, where: str) -> int:
     return replicas
 
 
+# What a refusal means and how to fix it, by HTTP status.
+_REFUSALS = {
+    401: "the Kubernetes API refused the credentials to {verb} the scale of {where} (HTTP 401): "
+    "the token is missing, wrong or expired.",
+    403: "forbidden to {verb} the scale of {where} (HTTP 403): grant the service account a Role "
+    "with verbs get and patch on deployments/scale (API group apps).",
+    404: "{where} not found (HTTP 404): create it, or fix the namespace or the Deployment naming.",
+}
+
+
 def _refusal(status: int, method: str, where: str, detail: str) -> str:
     verb = "read" if method == "GET" else "patch"
-    if status == 401:
-        return (
-            f"the Kubernetes API refused the credentials to {verb} the scale of {where} "
-            f"(HTTP 401): the token is missing, wrong or expired. {detail}"
-        )
-    if status == 403:
-        return (
-            f"forbidden to {verb} the scale of {where} (HTTP 403): grant the service account a "
-            f"Role with verbs get and patch on deployments/scale (API group apps). {detail}"
-        )
-    if status == 404:
-        return (
-            f"{where} not found (HTTP 404): create it, or fix the namespace or the "
-            f"Deployment naming. {detail}"
-        )
-    return f"cannot {verb} the scale of {where}: HTTP {status}. {detail}"
+    refusal = _REFUSALS.get(status, "cannot {verb} the scale of {where}: HTTP {status}.")
+    return f"{refusal.format(verb=verb, where=where, status=status)} {detail}"
 
 
 def _detail(payload: bytes | str | None) -> str:

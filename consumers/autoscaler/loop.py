@@ -1,4 +1,4 @@
-"""The autoscaler: read each group's signals, decide, tell an actuator; its metrics and ``/status``."""
+"""The autoscaler: read each group's signals, decide, tell an actuator; serve its metrics and status."""
 
 from __future__ import annotations
 
@@ -195,14 +195,8 @@ class Autoscaler:
             current = await self._actuator.current(group.name)
         except TaskqError as exc:
             return self._remember(group, GroupStatus(group.name, -1, -1, str(exc), error=str(exc)))
-        decision = decide(
-            signals,
-            current,
-            group.spec.scale,
-            PolicyConfig.for_group(group.spec),
-            self._states[group.name],
-            now,
-        )
+        config, state = PolicyConfig.for_group(group.spec), self._states[group.name]
+        decision = decide(signals, current, group.spec.scale, config, state, now)
         self._states[group.name] = decision.state
         if decision.desired != current:
             try:
@@ -213,13 +207,8 @@ class Autoscaler:
             else:
                 direction = "up" if decision.desired > current else "down"
                 self._metrics.decisions.labels(group.name, direction).inc()
-                logger.info(
-                    "autoscaler: group {} {} -> {}: {}",
-                    group.name,
-                    current,
-                    decision.desired,
-                    decision.reason,
-                )
+                what = (group.name, current, decision.desired, decision.reason)
+                logger.info("autoscaler: group {} {} -> {}: {}", *what)
         status = GroupStatus(
             group.name,
             current,
@@ -241,30 +230,20 @@ class Autoscaler:
             )
         return self._remember(group, status)
 
+    async def serve(self, authenticator: Authenticator, *, host: str, port: int) -> web.AppRunner:
+        """Start serving ``/status`` and the metrics; clean up the returned runner to stop."""
+
+        async def status(_: web.Request) -> web.Response:
+            groups = [dataclasses.asdict(s) for s in self.status.values()]
+            return web.json_response({"groups": groups})
+
+        more = {"/status": (Scope.ADMIN, status)}
+        registry = self._metrics.registry
+        return await serve_metrics(
+            authenticator, host=host, port=port, registry=registry, more=more
+        )
+
     def _remember(self, group: CompiledGroup, status: GroupStatus) -> GroupStatus:
         self.status[group.name] = status
         self._metrics.observe(status)
         return status
-
-
-async def serve_status(
-    autoscaler: Autoscaler,
-    metrics: AutoscalerMetrics,
-    authenticator: Authenticator,
-    *,
-    host: str,
-    port: int,
-) -> web.AppRunner:
-    """Start serving the autoscaler's status and metrics; clean up the returned runner to stop."""
-
-    async def status(_: web.Request) -> web.Response:
-        groups = [dataclasses.asdict(s) for s in autoscaler.status.values()]
-        return web.json_response({"groups": groups})
-
-    return await serve_metrics(
-        authenticator,
-        host=host,
-        port=port,
-        registry=metrics.registry,
-        more={"/status": (Scope.ADMIN, status)},
-    )
