@@ -195,8 +195,10 @@ def log_quietly(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def log_as_output() -> None:
-    """Log to stdout, the output of a long-running command; its children log there in the same format."""
+def serve(what: str, start: Callable[[], int]) -> NoReturn:
+    """Run a long-running command, logging to stdout (its output), and exit with its status."""
+    from loguru import logger
+
     from telemetry.logs import configure_logging
     from topology.settings import LogSettings, read_section
 
@@ -204,15 +206,9 @@ def log_as_output() -> None:
     chosen = configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.
     os.environ["TASKQ_LOG_FORMAT"] = chosen
-
-
-def serve(what: str, start: Callable[[], int]) -> NoReturn:
-    """Run a long-running command and exit with its status; a taskq error is logged (its logs are its output)."""
-    from loguru import logger
-
     try:
         code = start()
-    except TaskqError as exc:
+    except TaskqError as exc:  # logged: the logs are the output
         logger.error("{} failed: {}", what, exc)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

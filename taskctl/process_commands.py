@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from taskctl.context import TopologyFile, log_as_output, run, serve
+from taskctl.context import TopologyFile, run, serve
 
 app = typer.Typer(rich_markup_mode=None)
 
@@ -23,7 +23,6 @@ def up(
     Applies the topology, then runs the API, each handled group's workers and the
     autoscaler. Its logs are its output.
     """
-    log_as_output()
     from taskctl.pipeline import up as run_up
 
     serve("taskctl up", lambda: run(run_up(file, grace=grace)))
@@ -35,7 +34,6 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
 
     SIGTERM or Ctrl-C drains it. Its logs are its output.
     """
-    log_as_output()
     from taskctl.assembly import run, run_worker
     from topology.settings import load_settings
 
@@ -48,7 +46,6 @@ def api() -> None:
 
     It listens on TASKQ_HOST:TASKQ_PORT; taskctl up runs it. Its logs are its output.
     """
-    log_as_output()
     from taskctl.assembly import serve_api
     from topology.settings import load_settings
 
@@ -80,7 +77,6 @@ def autoscale(
     Locally it runs each handled group's workers as taskctl up does, without the API; with
     --kubernetes it scales the Deployments taskq-worker-<group>. Its logs are its output.
     """
-    log_as_output()
     from taskctl import pipeline
     from topology.compiled import compile_topology
     from topology.loader import load_topology, topology_path

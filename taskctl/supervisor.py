@@ -202,12 +202,9 @@ class LocalScaler:
         # Checked at every decision so the idle share covers the interval since the last one.
         idle = self._idle()
         if workers > len(names) and idle < BUSY_BELOW:
+            what = (group, len(names), workers, 1 - idle)
             logger.info(
-                "{} keeps {} workers of the {} wanted: the machine's CPUs are {:.0%} busy",
-                group,
-                len(names),
-                workers,
-                1 - idle,
+                "{} keeps {} workers of the {} wanted: the machine's CPUs are {:.0%} busy", *what
             )
             workers = len(names)
         for _ in range(workers - len(names)):
