@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, age, listing, purge, replay
 from producers.api.app import Services
 from producers.api.routes import StrictJsonRoute
 from producers.api.security import principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.compiled import CompiledGroup
-from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
@@ -70,13 +68,16 @@ class PurgeRequest(Filters):
 
 def _filter(f: Filters, tenant: str) -> DeadFilter:
     try:
-        age = None if f.older_than is None else timedelta(milliseconds=parse_duration(f.older_than))
+        older = age(f.older_than)
     except ValueError as exc:
         raise JobRejectedError(str(exc), field="older_than") from exc
-    except OverflowError:
-        raise JobRejectedError("older_than is too long a duration", field="older_than") from None
     return DeadFilter(
-        job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age, tenant=tenant
+        job_id=f.id,
+        job_type=f.type,
+        reason=f.reason,
+        error=f.error,
+        older_than=older,
+        tenant=tenant,
     )
 
 

@@ -59,18 +59,17 @@ def _filter(
     error: str | None,
     older_than: str | None,
 ) -> DeadFilter:
-    from datetime import timedelta
-
-    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter
-    from topology.durations import parse_duration
+    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, age
 
     try:
-        age = None if older_than is None else timedelta(milliseconds=parse_duration(older_than))
+        older = age(older_than)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     if error is not None and len(error) > MAX_FILTER_CHARS:
         raise typer.BadParameter(f"at most {MAX_FILTER_CHARS} characters", param_hint="--error")
-    return DeadFilter(job_id=job_id, job_type=job_type, reason=reason, error=error, older_than=age)
+    return DeadFilter(
+        job_id=job_id, job_type=job_type, reason=reason, error=error, older_than=older
+    )
 
 
 @app.command("list")
