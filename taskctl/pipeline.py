@@ -93,16 +93,13 @@ async def with_autoscaler(
 ) -> int:
     """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside."""
     settings = everything.autoscaler
-    host, port, interval = (
-        settings.autoscaler_host,
-        settings.autoscaler_port,
-        settings.autoscale_interval,
-    )
+    host, port = settings.autoscaler_host, settings.autoscaler_port
     stop = asyncio.Event()
     async with (
         SignalReader(everything.broker) as reader,
         standalone_authenticator(everything) as authenticator,
     ):
+        interval = settings.autoscale_interval
         autoscaler = Autoscaler(topology, reader, actuator, groups=groups, interval=interval)
         address = f"{host}:{port}"
         try:
