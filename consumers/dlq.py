@@ -171,7 +171,7 @@ class _Pass:
     page: int
     seen: int = 0
     wrapped: bool = False  # met a message this pass already moved: every message was read
-    kept: int = 0  # settled as KEEP, and GONE: what an operation reports
+    kept: int = 0  # messages settled as KEEP, and as GONE: what an operation reports
     gone: int = 0
 
     @property
