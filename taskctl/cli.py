@@ -29,9 +29,9 @@ MODULES = {
     "dlq": "dlq_commands",
     "keys": "keys_commands",
 }
-# Commands that read only files, settings and the job store: nothing they run logs, so they skip
-# setting logging up (loguru and the tracing API, a tenth of their start-up).
-SILENT = frozenset({"config", "scale", "status", "jobs", "breakers", "callback-secret", "keys"})
+# Commands that read only settings and the job store: nothing they run logs, so they skip setting
+# logging up (loguru and the tracing API, a tenth of their start-up).
+SILENT = frozenset({"config", "status", "jobs", "breakers", "keys"})
 
 
 class _Lazy(MutableMapping[str, Any]):
