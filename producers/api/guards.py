@@ -20,6 +20,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from producers.api.problems import problem_body
 from topology import limits
 from topology.settings import ApiSettings
 
@@ -91,14 +92,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps(
-        {
-            "type": "about:blank",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"the request body is larger than {limit} bytes",
-        }
-    )
+    body = orjson.dumps(problem_body(413, f"the request body is larger than {limit} bytes"))
     await send(
         {
             "type": "http.response.start",
@@ -249,9 +243,7 @@ class GuardedHttp(HttpToolsProtocol):
 
 def _refusal(status: int, detail: str) -> bytes:
     phrase = HTTPStatus(status).phrase
-    body = orjson.dumps(
-        {"type": "about:blank", "title": phrase, "status": status, "detail": detail}
-    )
+    body = orjson.dumps(problem_body(status, detail, phrase))
     head = (
         f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

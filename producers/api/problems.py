@@ -47,6 +47,16 @@ TITLES = {
 }
 
 
+def problem_body(status: int, detail: str, title: str | None = None) -> dict[str, Any]:
+    """Return the fields of a problem without field errors."""
+    return {
+        "type": "about:blank",
+        "title": title or TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+
+
 def problem(
     status: int,
     detail: str,
@@ -55,12 +65,7 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """Return a problem+json response."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
+    body = problem_body(status, detail)
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
@@ -121,8 +126,7 @@ def refusal(
     else:
         detail = f"{detail}; retry later"
         headers["Retry-After"] = str(retry_after)
-    body = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
-    return status, body, headers
+    return status, problem_body(status, detail), headers
 
 
 def _quoted(text: str) -> str:
@@ -139,22 +143,30 @@ def error_item(error: TaskqError) -> dict[str, Any]:
     return item
 
 
+def error_response(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
+    """Return the problem that tells a client what to do about ``error``."""
+    if isinstance(error, AccessError):
+        return access_problem(error, retry_after=retry_after)
+    status = status_of(error)
+    if status == 503:
+        return problem(503, f"{error}; retry later", headers={"Retry-After": str(retry_after)})
+    if status == 500:
+        return problem(500, "internal error")
+    item = error_item(error)
+    return problem(status, item["detail"], errors=item.get("errors"))
+
+
 def install(app: FastAPI, *, retry_after: int) -> None:
     """Register the handlers that turn every failure into a problem response."""
 
     @app.exception_handler(TaskqError)
     async def taskq_error(request: Request, exc: TaskqError) -> JSONResponse:
-        if isinstance(exc, AccessError):
-            return access_problem(exc, retry_after=retry_after)
-        status = status_of(exc)
-        if status == 503:
-            logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)
-            return problem(503, f"{exc}; retry later", headers={"Retry-After": str(retry_after)})
-        if status == 500:
+        response = error_response(exc, retry_after=retry_after)
+        if response.status_code == 500:
             logger.exception("unexpected taskq error")
-            return problem(500, "internal error")
-        item = error_item(exc)
-        return problem(status, item["detail"], errors=item.get("errors"))
+        elif response.status_code == 503 and not isinstance(exc, AccessError):
+            logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -19,17 +19,15 @@ from fastapi import (
 from fastapi.routing import APIRoute
 
 from jobstore.model import JobStatus
-from producers.api.gate import deny_websocket
-from producers.api.problems import PROBLEM, access_problem, error_item, problem
+from producers.api.problems import access_problem, error_item, problem
 from producers.api.schemas import (
     BatchOut,
     BatchSubmission,
     JobList,
     JobOut,
     JobSubmission,
-    Problem,
 )
-from producers.api.security import SecuredRoute, principal, secured
+from producers.api.security import SecuredRoute, deny_websocket, principal, secured
 from producers.api.streams import pump
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
@@ -74,27 +72,21 @@ class StrictJsonRoute(SecuredRoute):
                 # Before FastAPI reads the body: anything but JSON is refused with 415.
                 kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
                 if kind != "application/json":
-                    return unsupported_handler(request, _Unsupported(kind))
+                    detail = (
+                        f"send Content-Type: application/json, not {excerpt(kind or 'nothing')}"
+                    )
+                    return problem(415, detail)
             return await handler(StrictJsonRequest(request.scope, request.receive))
 
         return self.guard(strict)
 
 
 router = APIRouter(route_class=StrictJsonRoute)
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM: {}}}
-    for code in (400, 403, 409, 413, 415, 422, 503)
-}
 
 
 async def submitter(request: Request) -> Submitter:
     """Return the app's submitter."""
     return request.app.state.services.submitter  # type: ignore[no-any-return]
-
-
-class _Unsupported(Exception):
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
 
 
 Service = Annotated[Submitter, Depends(submitter)]
@@ -134,7 +126,6 @@ def _accepted(done: Submitted) -> Response:
     "/jobs",
     status_code=202,
     response_model=JobOut,
-    responses=ERRORS,
     summary="Submit a job; 202 only once the broker confirmed it",
     openapi_extra={
         "parameters": [
@@ -177,7 +168,6 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     "/jobs/batch",
     status_code=207,
     response_model=BatchOut,
-    responses=ERRORS,
     summary="Submit several jobs with pipelined confirms; per-job results",
     **secured(Scope.JOBS_WRITE),
 )
@@ -225,7 +215,6 @@ def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None
 @router.get(
     "/jobs/{job_id}",
     response_model=JobOut,
-    responses={404: ERRORS[409]},
     **secured(Scope.JOBS_READ),
 )
 async def get_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
@@ -254,7 +243,6 @@ async def list_jobs(
 @router.delete(
     "/jobs/{job_id}",
     response_model=JobOut,
-    responses={404: ERRORS[409], 409: ERRORS[409]},
     **secured(Scope.JOBS_WRITE),
 )
 async def cancel_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
@@ -320,10 +308,3 @@ async def watch_jobs(websocket: WebSocket, type: str | None = None) -> None:
     services = websocket.app.state.services
     async with services.hub.watch(caller.viewer, job_type=type) as watcher:
         await pump(websocket, watcher, final=lambda event: False, **_limits(websocket))
-
-
-def unsupported_handler(request: Request, exc: Exception) -> Response:
-    """Answer 415 for a body that is not JSON."""
-    return problem(
-        415, f"send Content-Type: application/json, not {excerpt(str(exc) or 'nothing')}"
-    )
