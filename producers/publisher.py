@@ -53,8 +53,7 @@ class Publisher(Protocol):
 class ConfirmedPublisher(AsyncClosing):
     """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
 
-    Concurrent ``publish`` calls share the channel, so their confirms are pipelined rather
-    than one round trip each; ``publish_many`` keeps ``publish_window`` of them in flight.
+    Concurrent ``publish`` calls share the channel, so their confirms are pipelined.
     """
 
     def __init__(
@@ -83,11 +82,7 @@ class ConfirmedPublisher(AsyncClosing):
         name: str = "taskq publisher",
         metrics: ProducerMetrics | None = None,
     ) -> ConfirmedPublisher:
-        """Open a robust connection and a confirm channel.
-
-        Raises:
-            BrokerUnavailableError: when RabbitMQ cannot be reached.
-        """
+        """Open a robust connection and a confirm channel (``BrokerUnavailableError``: RabbitMQ is down)."""
         connection = await connect(broker, name=name)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -114,9 +109,7 @@ class ConfirmedPublisher(AsyncClosing):
         """Publish ``envelope`` and return once the broker confirmed it.
 
         Raises:
-            UnroutableError: no queue is bound for the routing key (or the exchange is missing).
-            PublishNackedError: the broker refused the message.
-            ConfirmTimeoutError: no confirm within ``confirm_timeout``; the outcome is unknown.
+            PublishError: unroutable, nacked, or no confirm in time (then the outcome is unknown).
             BrokerUnavailableError: the connection is down.
             ContractError: a property is longer than AMQP allows (nothing was sent).
         """
@@ -135,11 +128,7 @@ class ConfirmedPublisher(AsyncClosing):
     async def publish_many(
         self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
     ) -> list[TaskqError | None]:
-        """Publish every envelope, ``publish_window`` at a time; one result per envelope.
-
-        An envelope AMQP cannot carry (a name over 255 bytes) gets a ``ContractError`` and is
-        not written; the others go out all the same.
-        """
+        """Publish every envelope, ``publish_window`` at a time; one result per envelope."""
         targets = (
             list(routes)
             if routes is not None
@@ -242,12 +231,7 @@ class ConfirmedPublisher(AsyncClosing):
         return table
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
-        """Publish status events (transient, not mandatory: fine if nobody listens) in one write.
-
-        Raises:
-            BrokerUnavailableError: the connection is down.
-            ContractError: a routing key is longer than AMQP allows (nothing was written).
-        """
+        """Publish status events (transient, not mandatory: fine if nobody listens) in one write."""
         if not events:
             return
         await self._underlay()
@@ -307,6 +291,7 @@ def _settled(confirm: asyncio.Future[Any]) -> object:
 
 
 def _outcome(outcome: object) -> TaskqError | None:
+    """Return a gathered publish's result, re-raising what is not a taskq error."""
     if outcome is None or isinstance(outcome, TaskqError):
         return outcome
     raise cast(BaseException, outcome)

@@ -7,7 +7,6 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -87,20 +86,16 @@ class ApiKeyVerifier:
         *,
         pepper: bytes | None = None,
         cache_ttl: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._pepper = pepper
         self._ttl = cache_ttl
-        self._clock = clock
-        self._now = now
         self._cache: dict[str, _Cached] = {}
 
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid, unrevoked, unexpired key."""
         cached = self._cache.get(token)
-        if cached is not None and cached.until > self._clock():
+        if cached is not None and cached.until > time.monotonic():
             return cached.principal
         parsed = parse(token)
         if parsed is None:
@@ -112,7 +107,7 @@ class ApiKeyVerifier:
         matches = hmac.compare_digest(expected, presented)
         if record is None or not matches:
             raise AuthenticationError("unknown or wrong API key")
-        now = self._now()
+        now = datetime.now(UTC)
         if not record.usable(now):
             raise AuthenticationError("the API key was revoked or has expired")
         principal = principal_of(record)
@@ -131,16 +126,15 @@ class ApiKeyVerifier:
         ttl = self._ttl
         if record.expires_at is not None:
             ttl = min(ttl, (record.expires_at - now).total_seconds())
-        self._cache[token] = _Cached(principal, self._clock() + ttl)
+        self._cache[token] = _Cached(principal, time.monotonic() + ttl)
 
 
 def principal_of(record: ApiKeyRecord) -> Principal:
     """Return the principal a stored key speaks for (unknown scope names are ignored)."""
-    known = {s.value for s in Scope}
     return Principal(
         kind="api_key",
         id=f"key:{record.id}",
         name=record.name,
-        scopes=frozenset(Scope(s) for s in record.scopes if s in known),
+        scopes=Scope.known(record.scopes),
         viewer=Viewer(record.tenant, record.job_types),
     )
