@@ -34,11 +34,9 @@ _PIKA_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
 class PikaPublisher(AsyncClosing):
     """Publishes persistent, mandatory messages with confirms over a pika ``BlockingConnection``.
 
-    The methods are ``async`` only to fit the ``Publisher`` port: every pika call inside blocks
-    the calling thread until the broker answers. That is fine for ``SyncClient``, whose private
-    event loop runs in the caller's thread with nothing else to do, but never share this
-    publisher with an event loop that serves other work. Blocking confirms cost one round trip
-    per message, ``publish_many`` included. Not thread-safe: one caller at a time.
+    ``async`` only to fit the ``Publisher`` port: each call blocks the thread until the broker
+    answers (one round trip per message), which suits ``SyncClient``'s private event loop and no
+    loop that serves other work. Not thread-safe.
     """
 
     def __init__(
@@ -62,11 +60,7 @@ class PikaPublisher(AsyncClosing):
         name: str = "taskq sync client",
         metrics: ProducerMetrics | None = None,
     ) -> PikaPublisher:
-        """Open the connection and its confirm channel now, so a bad URL fails at start-up.
-
-        Raises:
-            BrokerUnavailableError: when RabbitMQ cannot be reached.
-        """
+        """Open the connection and its confirm channel now, so a bad URL fails at start-up."""
         url = broker.amqp_url.get_secret_value()
         parameters = _parameters(broker, settings or PublisherSettings(), name)
         publisher = cls(parameters, mask_url(url), topology, metrics or ProducerMetrics())
@@ -89,14 +83,7 @@ class PikaPublisher(AsyncClosing):
         )
 
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
-        """Publish ``envelope`` and return once the broker confirmed it.
-
-        Raises:
-            UnroutableError: no queue is bound for the routing key (or the exchange is missing).
-            PublishNackedError: the broker refused the message.
-            ConfirmTimeoutError: the broker blocked publishing for longer than the confirm timeout.
-            BrokerUnavailableError: the connection is down (the next publish reconnects once).
-        """
+        """Publish ``envelope`` and return once the broker confirmed it."""
         target = route or job_route(self._topology, envelope)
         began = time.perf_counter()
         self._send(target, envelope.encode(), _properties(envelope, target), mandatory=True)
@@ -127,11 +114,7 @@ class PikaPublisher(AsyncClosing):
         return results
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
-        """Publish status events (transient, not mandatory: it is fine if nobody listens).
-
-        Raises:
-            BrokerUnavailableError: the connection is down.
-        """
+        """Publish status events (transient, not mandatory: it is fine if nobody listens)."""
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=1)
         for routing_key, body in events:
             route = Route(self._topology.events_exchange, routing_key)

@@ -125,12 +125,8 @@ def create_app(
 
 
 def scrape(registry: CollectorRegistry) -> bytes:
-    """Return the text exposition of this host's taskq processes (or of this process alone).
-
-    Under ``taskctl up`` every process writes its metrics to ``PROMETHEUS_MULTIPROC_DIR`` and
-    this aggregates them all; otherwise it is the API's own registry plus the process-wide one
-    (process and platform collectors).
-    """
+    """Return the metrics of every taskq process on this host (``taskctl up``), or of this one."""
+    # Under ``taskctl up`` every process writes to PROMETHEUS_MULTIPROC_DIR.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
         MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.26

@@ -1,9 +1,4 @@
-"""What the server refuses before the app reads a request: slow, oversized or endless input.
-
-``GuardedHttp`` is uvicorn's httptools protocol with the limits uvicorn lacks: a request's
-head must arrive within a deadline and within a size and header count, its URL within a
-length, and its body must keep flowing; ``BodyLimit`` bounds the body the app reads.
-"""
+"""What the server refuses before the app reads a request: slow, oversized or endless input."""
 
 from __future__ import annotations
 
@@ -28,12 +23,7 @@ Limit = Callable[[Scope], int]
 
 
 class BodyLimit:
-    """Answers 413 when a request body exceeds its limit, declared or streamed.
-
-    A declared ``Content-Length`` over the limit is refused before any byte is read; a chunked
-    body is read up to the limit and refused as soon as it goes past it, so memory stays
-    bounded either way.
-    """
+    """Answers 413 when a request body exceeds its limit, declared or streamed (memory stays bounded)."""
 
     def __init__(self, app: ASGIApp, limit: Limit) -> None:
         self.app = app
@@ -112,13 +102,10 @@ class _Refused(Exception):
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with deadlines and size limits on what a client sends.
+    """uvicorn's httptools protocol, with the deadlines and size limits uvicorn lacks (``limits``).
 
-    A request head must be complete within ``HEAD_TIMEOUT_S`` of its first byte (or of the
-    connection), hold at most ``MAX_HEADERS`` fields in ``MAX_HEAD_BYTES`` and a URL of at
-    most ``MAX_REQUEST_LINE_BYTES``; a body may pause for at most ``BODY_IDLE_TIMEOUT_S``.
-    A broken limit is answered 408, 414 or 431 with ``Connection: close``; checks are
-    counters and one timer per phase, so a well-behaved request pays next to nothing.
+    A broken limit is answered 408, 414 or 431 with ``Connection: close``; checks are counters
+    and one timer per phase, so a well-behaved request pays next to nothing.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import orjson
@@ -16,21 +15,15 @@ from fastapi import (
     WebSocket,
     WebSocketDisconnect,
 )
-from fastapi.routing import APIRoute
 
 from jobstore.model import JobStatus
-from producers.api.problems import access_problem, error_item, problem
-from producers.api.schemas import (
-    BatchOut,
-    BatchSubmission,
-    JobList,
-    JobOut,
-    JobSubmission,
-)
+from producers.api.hub import pump
+from producers.api.problems import access_problem, error_item
+from producers.api.schemas import BatchOut, BatchSubmission, JobList, JobOut
 from producers.api.security import SecuredRoute, deny_websocket, principal, secured
-from producers.api.streams import pump
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
+from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import list_visible
 from producers.views import job_view, page_view
@@ -41,47 +34,9 @@ from topology.errors import (
     JobRejectedError,
     TaskqError,
 )
-from topology.limits import excerpt
 from topology.settings import ApiSettings
 
-
-class StrictJsonRequest(Request):
-    """A request whose JSON body is parsed by orjson: strict RFC 8259, no NaN, bounded depth."""
-
-    async def json(self) -> Any:
-        """Return the parsed body (``orjson.JSONDecodeError`` is a ``json.JSONDecodeError``)."""
-        if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
-        return self._json
-
-
-class StrictJsonRoute(SecuredRoute):
-    """A secured route whose JSON bodies are parsed strictly.
-
-    Python's json module accepts NaN, Infinity and a BOM, and raises RecursionError on deep
-    nesting; orjson refuses all of them cleanly. The scope check comes first: a caller
-    without the scope learns nothing about what the body should have been.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """Return the handler, behind the scope check, fed with strict-JSON requests."""
-        handler = APIRoute.get_route_handler(self)
-
-        async def strict(request: Request) -> Response:
-            if request.method == "POST":
-                # Before FastAPI reads the body: anything but JSON is refused with 415.
-                kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind != "application/json":
-                    detail = (
-                        f"send Content-Type: application/json, not {excerpt(kind or 'nothing')}"
-                    )
-                    return problem(415, detail)
-            return await handler(StrictJsonRequest(request.scope, request.receive))
-
-        return self.guard(strict)
-
-
-router = APIRouter(route_class=StrictJsonRoute)
+router = APIRouter(route_class=SecuredRoute)
 
 
 async def submitter(request: Request) -> Submitter:

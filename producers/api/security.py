@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from prometheus_client import Counter
@@ -13,11 +14,12 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from producers.api.problems import access_problem, error_response, status_of
+from producers.api.problems import access_problem, error_response, problem, status_of
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from topology.errors import AuthenticationError, PermissionDeniedError, TaskqError
+from topology.limits import excerpt
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 SCHEME = "bearer"
@@ -142,25 +144,44 @@ def principal(request: Request) -> Principal:
     return found
 
 
+class StrictJsonRequest(Request):
+    """A request whose JSON body is parsed by orjson: strict RFC 8259, no NaN, bounded depth."""
+
+    async def json(self) -> Any:
+        """Return the parsed body (``orjson.JSONDecodeError`` is a ``json.JSONDecodeError``)."""
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
 class SecuredRoute(APIRoute):
-    """A route that answers 403 to a caller lacking its declared scope, before reading the body."""
+    """A route that refuses a caller lacking its declared scope, then parses JSON bodies strictly.
+
+    The scope check comes first, so a caller without the scope learns nothing about the body.
+    Python's json module accepts NaN, Infinity and a BOM, and raises RecursionError on deep
+    nesting; orjson refuses all of them cleanly.
+    """
 
     def get_route_handler(self) -> Handler:
-        """Return the handler behind the scope check."""
-        return self.guard(super().get_route_handler())
-
-    def guard(self, handler: Handler) -> Handler:
-        """Return ``handler`` behind the check of this route's declared scope."""
+        """Return the handler, behind the scope check, fed with strict-JSON requests."""
+        handler = super().get_route_handler()
         needed = required_scope(self)
-        if needed is None:
-            return handler
 
         async def guarded(request: Request) -> Response:
-            try:
-                principal(request).require(needed)
-            except (AuthenticationError, PermissionDeniedError) as exc:
-                return access_problem(exc)
-            return await handler(request)
+            if needed is not None:
+                try:
+                    principal(request).require(needed)
+                except (AuthenticationError, PermissionDeniedError) as exc:
+                    return access_problem(exc)
+            if request.method == "POST":
+                # Before FastAPI reads the body: anything but JSON is refused with 415.
+                kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind != "application/json":
+                    detail = (
+                        f"send Content-Type: application/json, not {excerpt(kind or 'nothing')}"
+                    )
+                    return problem(415, detail)
+            return await handler(StrictJsonRequest(request.scope, request.receive))
 
         return guarded
 
