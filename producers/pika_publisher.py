@@ -11,20 +11,17 @@ import pika
 import pika.exceptions
 
 from producers.metrics import ProducerMetrics, exchange_kind
+from producers.publisher import translate
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import (
     BrokerUnavailableError,
-    ConfirmTimeoutError,
-    PublishNackedError,
     TaskqError,
-    UnroutableError,
 )
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
 
-_NOT_FOUND: Final = 404
 # "The broker is not there right now": ConnectionClosed, StreamLostError and
 # ConnectionWrongStateError are all AMQPConnectionError subclasses.
 _CONNECTION_ERRORS: Final = (pika.exceptions.AMQPConnectionError, OSError)
@@ -130,7 +127,7 @@ class PikaPublisher(AsyncClosing):
             if isinstance(exc, _CONNECTION_ERRORS):
                 self._drop()
             # A channel the broker closed (404 and the like) is reopened by _live_channel.
-            raise _translate(exc, route) from exc
+            raise translate(exc, route) from exc
 
     def _live_channel(self) -> Any:
         """Return the open confirm channel, reconnecting once if the connection went away."""
@@ -197,25 +194,6 @@ def _properties(envelope: Envelope, route: Route) -> Any:
         type=props.type,
         headers={**props.headers, **route.headers},
     )
-
-
-def _translate(exc: Exception, route: Route) -> TaskqError:
-    """Map a pika failure to the taskq error that says what to do next."""
-    where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
-    if isinstance(exc, pika.exceptions.UnroutableError):
-        return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
-    if isinstance(exc, pika.exceptions.NackError):
-        return PublishNackedError(f"the broker refused the message for {where}")
-    if isinstance(exc, pika.exceptions.ChannelClosed) and exc.reply_code == _NOT_FOUND:
-        return UnroutableError(
-            f"{where}: the exchange does not exist; run `taskctl topology apply`"
-        )
-    if isinstance(exc, pika.exceptions.ConnectionBlockedTimeout):
-        return ConfirmTimeoutError(
-            f"the broker blocked publishing (resource alarm) and sent no confirm for {where} "
-            "in time; the outcome is unknown"
-        )
-    return BrokerUnavailableError(f"publish to {where} failed: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:

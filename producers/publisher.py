@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast
 
 import aio_pika
 import aiormq
+import pika.exceptions
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from opentelemetry.trace import SpanKind
 
@@ -185,7 +186,7 @@ class ConfirmedPublisher(AsyncClosing):
     def _result(self, outcome: object, target: Route, elapsed: float) -> TaskqError | None:
         """Return the error a confirm's outcome means, or ``None`` (timed) for a confirm."""
         if isinstance(outcome, Exception):
-            error = _translate(outcome, target)
+            error = translate(outcome, target)
             if not isinstance(error, TaskqError):
                 raise error from outcome
             return error
@@ -251,7 +252,7 @@ class ConfirmedPublisher(AsyncClosing):
             channel = cast(aiormq.Channel, await self._events.get_underlay_channel())
             await wire.publish_unconfirmed(channel, messages)
         except Exception as exc:
-            raise _translate(exc, Route(exchange, events[0][0])) from exc
+            raise translate(exc, Route(exchange, events[0][0])) from exc
 
     async def _underlay(self) -> aiormq.Channel:
         """Return the live channel, waiting at most the confirm timeout for a reconnect."""
@@ -297,23 +298,34 @@ def _outcome(outcome: object) -> TaskqError | None:
     raise cast(BaseException, outcome)
 
 
-def _translate(exc: Exception, route: Route) -> Exception:
-    """Map an aio-pika/aiormq failure to the taskq error that says what to do next."""
+def translate(exc: Exception, route: Route) -> Exception:
+    """Map an aio-pika, aiormq or pika failure to the taskq error that says what to do next."""
     where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
-    if isinstance(exc, aio_pika.exceptions.PublishError):
+    if isinstance(exc, aio_pika.exceptions.PublishError | pika.exceptions.UnroutableError):
         return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
-    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity) or (
+        isinstance(exc, pika.exceptions.ChannelClosed) and exc.reply_code == _NOT_FOUND
+    ):
         return UnroutableError(
             f"{where}: the exchange does not exist; run `taskctl topology apply`"
         )
-    if isinstance(exc, aiormq.exceptions.DeliveryError):
+    if isinstance(exc, aiormq.exceptions.DeliveryError | pika.exceptions.NackError):
         return PublishNackedError(f"the broker refused the message for {where}")
     if isinstance(exc, asyncio.TimeoutError):
         return ConfirmTimeoutError(f"no confirm for {where} in time; the outcome is unknown")
-    if isinstance(exc, (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, RuntimeError)):
-        return BrokerUnavailableError(f"publish to {where} failed: {exc or type(exc).__name__}")
+    if isinstance(exc, pika.exceptions.ConnectionBlockedTimeout):
+        return ConfirmTimeoutError(
+            f"the broker blocked publishing (resource alarm) and sent no confirm for {where} "
+            "in time; the outcome is unknown"
+        )
+    if isinstance(
+        exc, (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, pika.exceptions.AMQPError, RuntimeError)
+    ):
+        # pika's str() of a connection error is often empty; repr names the cause.
+        return BrokerUnavailableError(f"publish to {where} failed: {str(exc) or repr(exc)}")
     return exc
 
 
+_NOT_FOUND = 404
 TRANSIENT = 1
 _EVENT_PROPERTIES = wire.encode_properties(content_type=CONTENT_TYPE, delivery_mode=TRANSIENT)

@@ -53,8 +53,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._counters: dict[tuple[str, str, str], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (counter, timer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request and record its route, status and duration."""
@@ -73,26 +72,18 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record)
         finally:
-            self._observe(_template(scope), scope["method"], status, time.perf_counter() - started)
-
-    def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        # Label children are cached: labels() costs more than the increment itself. The key
-        # sets stay small because routes are templates and methods and statuses are few.
-        counter = self._counters.get((route, method, str(status)))
-        if counter is None:
-            counter = self.metrics.requests.labels(route, method, str(status))
-            self._counters[(route, method, str(status))] = counter
-        counter.inc()
-        timer = self._timers.get((route, method))
-        if timer is None:
-            timer = self._timers[(route, method)] = self.metrics.duration.labels(route, method)
-        timer.observe(seconds)
-
-
-def _template(scope: Scope) -> str:
-    # The router records the matched route in the scope; unmatched paths share one label.
-    route = scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+            # The router records the matched route in the scope; unmatched paths share one label.
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            key = (route, scope["method"], status)
+            # Label children are cached: labels() costs more than the increment itself. There
+            # are few keys: routes are templates, and methods and statuses are few.
+            children = self._children.get(key)
+            if children is None:
+                requests = self.metrics.requests.labels(route, key[1], str(status))
+                duration = self.metrics.duration.labels(route, key[1])
+                children = self._children[key] = (requests, duration)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 class TracingMiddleware:

@@ -11,19 +11,16 @@ from loguru import logger
 from starlette.exceptions import HTTPException
 
 from producers.auth.rate_limit import retry_after as wait_header
+from producers.metrics import UNAVAILABLE
 from topology.errors import (
     AccessError,
     AuthenticationError,
-    BlobUnavailableError,
-    BrokerUnavailableError,
     ContractError,
     IdempotencyInFlightError,
-    IdentityProviderUnavailableError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
     PermissionDeniedError,
-    PublishError,
     RateLimitedError,
     ReservedJobTypeError,
     StoreUnavailableError,
@@ -71,31 +68,22 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
+# The first match wins: a reserved type is refused (403) before other rejections (422).
+_STATUSES: tuple[tuple[type[TaskqError] | tuple[type[TaskqError], ...], int], ...] = (
+    (ReservedJobTypeError, 403),
+    ((JobRejectedError, ContractError), 422),
+    ((IdempotencyInFlightError, JobStateError), 409),
+    (JobNotFoundError, 404),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (RateLimitedError, 429),
+    ((AccessError, *UNAVAILABLE), 503),
+)
+
+
 def status_of(error: TaskqError) -> int:
     """Return the HTTP status that tells a client what to do about ``error``."""
-    if isinstance(error, ReservedJobTypeError):
-        return 403
-    if isinstance(error, JobRejectedError | ContractError):
-        return 422
-    if isinstance(error, IdempotencyInFlightError | JobStateError):
-        return 409
-    if isinstance(error, JobNotFoundError):
-        return 404
-    if isinstance(error, AccessError):
-        return _ACCESS_STATUS.get(type(error), 503)
-    if isinstance(
-        error, BrokerUnavailableError | PublishError | StoreUnavailableError | BlobUnavailableError
-    ):
-        return 503
-    return 500
-
-
-_ACCESS_STATUS: dict[type[TaskqError], int] = {
-    AuthenticationError: 401,
-    PermissionDeniedError: 403,
-    RateLimitedError: 429,
-    IdentityProviderUnavailableError: 503,
-}
+    return next((status for kinds, status in _STATUSES if isinstance(error, kinds)), 500)
 
 
 def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
@@ -109,7 +97,7 @@ def refusal(
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Return the status, problem body and headers that refuse a credential, or say its store is down."""
     detail = str(error)
-    status = _ACCESS_STATUS.get(type(error), 503)
+    status = status_of(error)
     headers: dict[str, str] = {}
     if isinstance(error, AuthenticationError):
         challenge = 'Bearer realm="taskq"'

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import (
     APIRouter,
-    Depends,
     Query,
     Request,
     Response,
@@ -39,12 +38,6 @@ from topology.settings import ApiSettings
 router = APIRouter(route_class=SecuredRoute)
 
 
-async def submitter(request: Request) -> Submitter:
-    """Return the app's submitter."""
-    return request.app.state.services.submitter  # type: ignore[no-any-return]
-
-
-Service = Annotated[Submitter, Depends(submitter)]
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -126,8 +119,9 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     summary="Submit several jobs with pipelined confirms; per-job results",
     **secured(Scope.JOBS_WRITE),
 )
-async def submit_batch(body: BatchSubmission, service: Service, request: Request) -> Response:
+async def submit_batch(body: BatchSubmission, request: Request) -> Response:
     """Publish every job, awaiting the confirms together; report each job's outcome in order."""
+    service: Submitter = request.app.state.services.submitter
     caller = principal(request)
     refused: dict[int, TaskqError] = {}
     for index, job in enumerate(body.jobs):
@@ -172,14 +166,14 @@ def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None
     response_model=JobOut,
     **secured(Scope.JOBS_READ),
 )
-async def get_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
+async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Return a job's status, attempts, timestamps, last error and result."""
-    return job_view(await service.get(job_id, principal(request).viewer))
+    job = await request.app.state.services.submitter.get(job_id, principal(request).viewer)
+    return job_view(job)
 
 
 @router.get("/jobs", response_model=JobList, **secured(Scope.JOBS_READ))
 async def list_jobs(
-    service: Service,
     request: Request,
     status: JobStatus | None = None,
     type: Annotated[str | None, Query(max_length=255)] = None,
@@ -187,12 +181,11 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
-    viewer = principal(request).viewer
-    return page_view(
-        await list_visible(
-            service.store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
-        )
+    store, viewer = request.app.state.services.submitter.store, principal(request).viewer
+    page = await list_visible(
+        store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
     )
+    return page_view(page)
 
 
 @router.delete(
@@ -200,9 +193,10 @@ async def list_jobs(
     response_model=JobOut,
     **secured(Scope.JOBS_WRITE),
 )
-async def cancel_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
+async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     """Cancel a job that has not started (409 once it has)."""
-    return job_view(await service.cancel(job_id, principal(request).viewer))
+    services = request.app.state.services
+    return job_view(await services.submitter.cancel(job_id, principal(request).viewer))
 
 
 async def _admitted(websocket: WebSocket) -> Principal | None:

@@ -71,32 +71,22 @@ def make_key(
     return NewKey(record, f"{PREFIX}{key_id}_{secret}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal
-    until: float  # monotonic time after which the store is asked again
-
-
 class ApiKeyVerifier:
     """Verifies API keys against the store, remembering good ones for ``cache_ttl`` seconds."""
 
     def __init__(
-        self,
-        store: CredentialStore,
-        *,
-        pepper: bytes | None = None,
-        cache_ttl: float = 5.0,
+        self, store: CredentialStore, *, pepper: bytes | None = None, cache_ttl: float = 5.0
     ) -> None:
         self._store = store
         self._pepper = pepper
         self._ttl = cache_ttl
-        self._cache: dict[str, _Cached] = {}
+        self._cache: dict[str, tuple[Principal, float]] = {}  # token: (principal, until)
 
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid, unrevoked, unexpired key."""
-        cached = self._cache.get(token)
-        if cached is not None and cached.until > time.monotonic():
-            return cached.principal
+        principal, until = self._cache.get(token, (None, 0.0))
+        if principal is not None and until > time.monotonic():
+            return principal
         parsed = parse(token)
         if parsed is None:
             raise AuthenticationError("the API key is malformed (expected tq_<id>_<secret>)")
@@ -111,22 +101,16 @@ class ApiKeyVerifier:
         if not record.usable(now):
             raise AuthenticationError("the API key was revoked or has expired")
         principal = principal_of(record)
-        self._remember(token, principal, record, now)
-        if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY:
-            await self._store.touch_api_key(key_id, now)
-        return principal
-
-    def _remember(
-        self, token: str, principal: Principal, record: ApiKeyRecord, now: datetime
-    ) -> None:
-        if self._ttl <= 0:
-            return
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
         ttl = self._ttl
         if record.expires_at is not None:
             ttl = min(ttl, (record.expires_at - now).total_seconds())
-        self._cache[token] = _Cached(principal, time.monotonic() + ttl)
+        if ttl > 0:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[token] = (principal, time.monotonic() + ttl)
+        if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY:
+            await self._store.touch_api_key(key_id, now)
+        return principal
 
 
 def principal_of(record: ApiKeyRecord) -> Principal:
