@@ -72,12 +72,8 @@ class PikaPublisher(AsyncClosing):
     @property
     def connected(self) -> bool:
         """Return whether the connection and channel were open when last used."""
-        return (
-            self._connection is not None
-            and self._connection.is_open
-            and self._channel is not None
-            and self._channel.is_open
-        )
+        # A channel is only ever opened on a connection, and both are dropped together.
+        return self._channel is not None and self._channel.is_open and self._connection.is_open
 
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
         """Publish ``envelope`` and return once the broker confirmed it."""

@@ -15,7 +15,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from producers.api.problems import problem_body
+from producers.api.problems import problem, problem_body
 from topology import limits
 from topology.settings import ApiSettings
 
@@ -38,35 +38,27 @@ class BodyLimit:
         declared = _content_length(scope)
         if declared is not None:
             if declared > limit:
-                await _too_large(send, limit)
+                await _too_large(scope, receive, send, limit)
                 return
             # The server enforces Content-Length framing, so a body within its declared
             # length is within the limit: pass it through untouched (the common case).
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
+        body = bytearray()
+        while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _too_large(send, limit)
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _too_large(scope, receive, send, limit)
                 return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
+            if not message.get("more_body", False):
+                break
+        pending: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
 
         async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, send)
 
@@ -81,20 +73,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps(problem_body(413, f"the request body is larger than {limit} bytes"))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    detail = f"the request body is larger than {limit} bytes"
+    await problem(413, detail, headers={"Connection": "close"})(scope, receive, send)
 
 
 class _Refused(Exception):
