@@ -38,7 +38,6 @@ class Watcher:
     events: asyncio.Queue[dict[str, Any]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
-    dropped: int = 0
 
     def wants(self, event: dict[str, Any]) -> bool:
         """Return whether this watcher follows the event's job (never another tenant's)."""
@@ -66,13 +65,11 @@ class EventHub:
         return len(self._watchers)
 
     def dispatch(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every interested watcher; a full watcher loses it (and counts)."""
+        """Hand ``event`` to every interested watcher; a full watcher loses it."""
         for watcher in self._watchers:
             if watcher.wants(event):
-                try:
+                with contextlib.suppress(asyncio.QueueFull):
                     watcher.events.put_nowait(event)
-                except asyncio.QueueFull:
-                    watcher.dropped += 1
 
     @asynccontextmanager
     async def watch(
