@@ -23,7 +23,6 @@ from topology.errors import (
     PermissionDeniedError,
     RateLimitedError,
     ReservedJobTypeError,
-    StoreUnavailableError,
     TaskqError,
 )
 
@@ -86,16 +85,16 @@ def status_of(error: TaskqError) -> int:
     return next((status for kinds, status in _STATUSES if isinstance(error, kinds)), 500)
 
 
-def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
-    """Return the problem for a refused credential: 401 and 403 say how to authenticate (RFC 6750)."""
+def access_problem(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
+    """Return the problem for a refused credential (401 and 403 say how to authenticate, RFC 6750)."""
     status, body, headers = refusal(error, retry_after=retry_after)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
 def refusal(
-    error: AccessError | StoreUnavailableError, *, retry_after: int = 5
+    error: TaskqError, *, retry_after: int = 5
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Return the status, problem body and headers that refuse a credential, or say its store is down."""
+    """Return the status, problem body and headers that refuse a credential, or say a dependency is down."""
     detail = str(error)
     status = status_of(error)
     headers: dict[str, str] = {}
@@ -133,11 +132,9 @@ def error_item(error: TaskqError) -> dict[str, Any]:
 
 def error_response(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
     """Return the problem that tells a client what to do about ``error``."""
-    if isinstance(error, AccessError):
-        return access_problem(error, retry_after=retry_after)
     status = status_of(error)
-    if status == 503:
-        return problem(503, f"{error}; retry later", headers={"Retry-After": str(retry_after)})
+    if isinstance(error, AccessError) or status == 503:
+        return access_problem(error, retry_after=retry_after)
     if status == 500:
         return problem(500, "internal error")
     item = error_item(error)
