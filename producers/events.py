@@ -35,7 +35,7 @@ class Eventful(Protocol):
 
 
 def event_key(job: Eventful) -> str:
-    """Return a job's status event routing key: one type (``email.*``) or status (``#.failed``) binds."""
+    """Return ``<job type>.<status>``, the key of a job's status event (bind ``#.failed``)."""
     return f"{job.type}.{job.status.value}"
 
 

@@ -97,13 +97,10 @@ class PikaPublisher(AsyncClosing):
                 continue
             try:
                 await self.publish(envelope, route)
-            except BrokerUnavailableError as exc:
-                down = exc
-                results.append(exc)
+                results.append(None)
             except TaskqError as exc:
                 results.append(exc)
-            else:
-                results.append(None)
+                down = exc if isinstance(exc, BrokerUnavailableError) else None
         return results
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:

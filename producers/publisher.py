@@ -83,7 +83,7 @@ class ConfirmedPublisher(AsyncClosing):
         name: str = "taskq publisher",
         metrics: ProducerMetrics | None = None,
     ) -> ConfirmedPublisher:
-        """Open a robust connection and a confirm channel (``BrokerUnavailableError``: RabbitMQ is down)."""
+        """Open a robust connection and a confirm channel (``BrokerUnavailableError``: no broker)."""
         connection = await connect(broker, name=name)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)

@@ -165,7 +165,7 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """Return the OpenAPI document: problem+json errors, and the bearer scheme on secured operations."""
+    """Return the OpenAPI document: problem+json errors, and the bearer scheme where needed."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(

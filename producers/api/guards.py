@@ -23,7 +23,7 @@ Limit = Callable[[Scope], int]
 
 
 class BodyLimit:
-    """Answers 413 when a request body exceeds its limit, declared or streamed (memory stays bounded)."""
+    """Answers 413 when a request body exceeds its limit, declared or streamed."""
 
     def __init__(self, app: ASGIApp, limit: Limit) -> None:
         self.app = app

@@ -86,7 +86,7 @@ def status_of(error: TaskqError) -> int:
 
 
 def access_problem(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
-    """Return the problem for a refused credential (401 and 403 say how to authenticate, RFC 6750)."""
+    """Return the problem refusing a credential (401 and 403 say how to authenticate, RFC 6750)."""
     status, body, headers = refusal(error, retry_after=retry_after)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
@@ -94,7 +94,7 @@ def access_problem(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
 def refusal(
     error: TaskqError, *, retry_after: int = 5
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Return the status, problem body and headers that refuse a credential, or say a dependency is down."""
+    """Return the status, body and headers refusing a credential, or saying a service is down."""
     detail = str(error)
     status = status_of(error)
     headers: dict[str, str] = {}

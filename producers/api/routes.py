@@ -63,13 +63,6 @@ def _to_request(body: JobSubmission, header_key: str | None, caller: Principal) 
     )
 
 
-def _accepted(done: Submitted) -> Response:
-    headers = {"Location": f"/jobs/{done.job_id}"}
-    if done.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(done.response, status_code=202, media_type="application/json", headers=headers)
-
-
 @router.post(
     "/jobs",
     status_code=202,
@@ -107,9 +100,12 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     caller.require_type(body.type)
     service: Submitter = request.app.state.services.submitter
     done = await service.submit(_to_request(body, key, caller))
-    if not done.replayed:
+    headers = {"Location": f"/jobs/{done.job_id}"}
+    if done.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
         _submitted(request, service, body)
-    return _accepted(done)
+    return Response(done.response, status_code=202, media_type="application/json", headers=headers)
 
 
 @router.post(

@@ -1,4 +1,4 @@
-"""The API's front door: the credential every non-public request needs, and the scope each route needs."""
+"""The API's front door: the credential each non-public request needs, and each route's scope."""
 
 from __future__ import annotations
 
