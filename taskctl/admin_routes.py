@@ -9,15 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, age, listing, purge, replay
 from producers.api.app import Services
-from producers.api.routes import StrictJsonRoute
-from producers.api.security import principal, secured
+from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.compiled import CompiledGroup
 from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
-router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=StrictJsonRoute)
+router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=SecuredRoute)
 
 
 Text = Annotated[str | None, Field(max_length=255)]
