@@ -17,12 +17,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from topology.errors import DeliveryFailed, DeliveryRejected, OutboundError
-from webhooks.outbound.addresses import AllowList, IPAddress, host_key
-from webhooks.outbound.url_check import (
+from webhooks.outbound.addresses import (
     DNS_TIMEOUT_S,
+    AllowList,
+    IPAddress,
     Target,
     check_callback_url,
     display,
+    host_key,
     parse_callback_url,
 )
 
