@@ -29,12 +29,9 @@ from webhooks.schemes.base import (
 Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
 # Options usually come from a YAML file, so the Literal types are checked at run time too.
-_ALGORITHMS: dict[str, Algorithm] = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
-_ENCODINGS: dict[str, Encoding] = {"hex": "hex", "base64": "base64"}
+_ALGORITHMS = ("sha1", "sha256", "sha512")
+_ENCODINGS = ("base64", "hex")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
-GITHUB_SIGNATURE_HEADER = "x-hub-signature-256"
-GITHUB_DELIVERY_HEADER = "x-github-delivery"
-GITHUB_EVENT_HEADER = "x-github-event"
 _GITHUB_PREFIX = "sha256="
 
 
@@ -55,8 +52,8 @@ class HmacVerifier:
         event_header: str | None = None,
     ) -> None:
         self._secrets = byte_secrets(secrets)
-        self._algorithm = _checked_algorithm(algorithm)
-        self._encoding = _checked_encoding(encoding)
+        self._algorithm = _algorithm(algorithm)
+        self._decode = decode_hex if _encoding(encoding) == "hex" else decode_base64
         if not prefix.isascii():
             raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
         self._prefix = prefix
@@ -70,10 +67,21 @@ class HmacVerifier:
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
         """Return the delivery if one configured secret signed ``body``, else raise a WebhookError."""
         with foreign_errors(f"{self._header} HMAC"):
-            given = self._given_signature(headers)
-            timestamp = self._timestamp(headers)
-            delivery_id = self._delivery_id(headers, body)
-            event = self._event(headers)
+            value = signature_header(headers, self._header)
+            if not value.startswith(self._prefix):
+                raise MalformedWebhook(
+                    f"the {self._header} header does not start with {self._prefix!r}"
+                )
+            given = self._decode(value[len(self._prefix) :], f"the {self._header} header")
+            timestamp = None
+            if self._timestamp_header is not None:
+                value = required_header(headers, self._timestamp_header)
+                timestamp = unix_seconds(value, f"the {self._timestamp_header} header")
+            # No id from the sender: the body's hash makes an identical redelivery dedup.
+            delivery_id = _token(headers, self._id_header) or (
+                "sha256:" + hashlib.sha256(body).hexdigest()
+            )
+            event = _token(headers, self._event_header)
             content = _signed_content(body, timestamp)
             if not hmac_matches(self._secrets, content, [given], self._algorithm):
                 raise SignatureRejected(
@@ -83,37 +91,11 @@ class HmacVerifier:
                 check_window(timestamp, now, self._tolerance, future_ok=False)
             return Delivery(delivery_id, event, timestamp)
 
-    def _given_signature(self, headers: Mapping[str, str]) -> bytes:
-        value = signature_header(headers, self._header)
-        if not value.startswith(self._prefix):
-            raise MalformedWebhook(
-                f"the {self._header} header does not start with {self._prefix!r}"
-            )
-        encoded = value[len(self._prefix) :]
-        if self._encoding == "hex":
-            return decode_hex(encoded, f"the {self._header} header")
-        return decode_base64(encoded, f"the {self._header} header")
 
-    def _timestamp(self, headers: Mapping[str, str]) -> int | None:
-        if self._timestamp_header is None:
-            return None
-        value = required_header(headers, self._timestamp_header)
-        return unix_seconds(value, f"the {self._timestamp_header} header")
-
-    def _delivery_id(self, headers: Mapping[str, str], body: bytes) -> str:
-        if self._id_header is None:
-            # No id from the sender: the body's hash makes an identical redelivery dedup.
-            return "sha256:" + hashlib.sha256(body).hexdigest()
-        return printable_token(
-            required_header(headers, self._id_header), f"the {self._id_header} header"
-        )
-
-    def _event(self, headers: Mapping[str, str]) -> str | None:
-        if self._event_header is None:
-            return None
-        return printable_token(
-            required_header(headers, self._event_header), f"the {self._event_header} header"
-        )
+def _token(headers: Mapping[str, str], name: str | None) -> str | None:
+    if name is None:
+        return None
+    return printable_token(required_header(headers, name), f"the {name} header")
 
 
 def sign_hmac(
@@ -126,8 +108,8 @@ def sign_hmac(
     timestamp: int | None = None,
 ) -> str:
     """Return the signature header value HmacVerifier accepts for ``body`` with these options."""
-    digest = hmac.digest(secret, _signed_content(body, timestamp), _checked_algorithm(algorithm))
-    if _checked_encoding(encoding) == "hex":
+    digest = hmac.digest(secret, _signed_content(body, timestamp), _algorithm(algorithm))
+    if _encoding(encoding) == "hex":
         return prefix + digest.hex()
     return prefix + base64.b64encode(digest).decode("ascii")
 
@@ -136,20 +118,18 @@ def _signed_content(body: bytes, timestamp: int | None) -> bytes:
     return body if timestamp is None else f"{timestamp}.".encode() + body
 
 
-def _checked_algorithm(algorithm: str) -> Algorithm:
-    if algorithm not in _ALGORITHMS:
-        raise WebhookConfigError(
-            f"unknown HMAC algorithm {algorithm!r}; use one of {sorted(_ALGORITHMS)}"
-        )
-    return _ALGORITHMS[algorithm]
+def _algorithm(name: str) -> str:
+    if name not in _ALGORITHMS:
+        raise WebhookConfigError(f"unknown HMAC algorithm {name!r}; use one of {list(_ALGORITHMS)}")
+    return name
 
 
-def _checked_encoding(encoding: str) -> Encoding:
-    if encoding not in _ENCODINGS:
+def _encoding(name: str) -> str:
+    if name not in _ENCODINGS:
         raise WebhookConfigError(
-            f"unknown signature encoding {encoding!r}; use one of {sorted(_ENCODINGS)}"
+            f"unknown signature encoding {name!r}; use one of {list(_ENCODINGS)}"
         )
-    return _ENCODINGS[encoding]
+    return name
 
 
 def _header_name(name: str) -> str:
@@ -163,10 +143,10 @@ def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
     # No timestamp: replays are stopped only by deduplicating X-GitHub-Delivery.
     return HmacVerifier(
         secrets,
-        header=GITHUB_SIGNATURE_HEADER,
+        header="x-hub-signature-256",
         prefix=_GITHUB_PREFIX,
-        id_header=GITHUB_DELIVERY_HEADER,
-        event_header=GITHUB_EVENT_HEADER,
+        id_header="x-github-delivery",
+        event_header="x-github-event",
     )
 
 
