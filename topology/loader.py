@@ -21,12 +21,12 @@ from topology.spec import BUILTIN_GROUP_DEFAULTS, EVENT, SAMPLE_EVENT, GroupSpec
 
 Path_ = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
-DEFAULT_TOPOLOGY = "default.yaml"
+_NAME_RULE = "lowercase letters, digits, '_' or '-', starting with a letter"
 
 
 def default_topology_path() -> Path:
     """Return the path of the topology file that ships with the package."""
-    return Path(str(resources.files("topology").joinpath(DEFAULT_TOPOLOGY)))
+    return Path(str(resources.files("topology").joinpath("default.yaml")))
 
 
 def topology_path(locations: LocationSettings | None = None) -> Path:
@@ -132,15 +132,13 @@ class _Validator:
         if not names.NAMESPACE_RE.fullmatch(spec.namespace) or spec.namespace.startswith("amq"):
             self._add(
                 ("namespace",),
-                f"{spec.namespace!r} is not a valid namespace; use 1-40 lowercase letters, digits, "
-                "'_' or '-', starting with a letter (and not 'amq', which RabbitMQ reserves)",
+                f"{spec.namespace!r} is not a valid namespace; use 1-40 {_NAME_RULE} (and not 'amq', "
+                "which RabbitMQ reserves)",
             )
         for group in spec.groups:
             if not names.GROUP_RE.fullmatch(group):
                 self._add(
-                    ("groups", group),
-                    f"{group!r} is not a valid group name; use 1-48 lowercase letters, digits, "
-                    "'_' or '-', starting with a letter",
+                    ("groups", group), f"{group!r} is not a valid group name; use 1-48 {_NAME_RULE}"
                 )
             elif group in names.RESERVED_GROUPS:
                 reserved = ", ".join(sorted(names.RESERVED_GROUPS))
@@ -170,7 +168,7 @@ class _Validator:
                 self._add(
                     ("webhooks", name),
                     f"{name!r} is not a valid source name (it is a URL segment); use 1-48 "
-                    "lowercase letters, digits, '_' or '-', starting with a letter",
+                    f"{_NAME_RULE}",
                 )
             sample = source.job_type(SAMPLE_EVENT)
             if sample is not None and not any(routing.matches(p, sample) for _, p in patterns):
