@@ -194,7 +194,8 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
     body = await request.body()
     headers = {name: value for name, value in request.headers.items()}
     if len(headers) != len(request.headers.raw):
-        repeated = _repeated(request) & set(source.kept_headers)
+        names = [name.decode("latin-1").lower() for name, _ in request.headers.raw]
+        repeated = {name for name in names if names.count(name) > 1} & set(source.kept_headers)
         if repeated:
             detail = f"header {sorted(repeated)[0]} is sent more than once"
             return problems.problem(400, detail), "malformed"
@@ -241,11 +242,6 @@ def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> 
         built = load_sources(submitter.topology, environ)
         app.state.webhook_sources = built
     return built
-
-
-def _repeated(request: Request) -> set[str]:
-    names = [name.decode("latin-1").lower() for name, _ in request.headers.raw]
-    return {name for name in names if names.count(name) > 1}
 
 
 def _job_request(

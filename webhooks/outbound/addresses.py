@@ -118,10 +118,6 @@ class AllowList:
             hosts.add(host_key(entry))
         return cls(networks=frozenset(networks), hosts=frozenset(hosts))
 
-    def admits_address(self, address: IPAddress) -> bool:
-        """Return whether ``address`` lies in one of the allowed networks."""
-        return any(address in network for network in self.networks)
-
     def admits_host(self, host: str) -> bool:
         """Return whether the URL host name ``host`` is allowed whatever it resolves to."""
         return host_key(host) in self.hosts
@@ -142,7 +138,9 @@ def embedded_ipv4(address: IPv6Address) -> tuple[IPv4Address, ...]:
 
 def refusal(address: IPAddress, allow: AllowList | None = None, *, host: str = "") -> str | None:
     """Return why ``address`` (reached through URL host ``host``) may not be dialled, or None."""
-    if allow is not None and ((host and allow.admits_host(host)) or allow.admits_address(address)):
+    if allow is not None and (
+        (host and allow.admits_host(host)) or any(address in net for net in allow.networks)
+    ):
         return None
     if isinstance(address, IPv4Address):
         return _refused(_REFUSED_V4, address)
@@ -231,7 +229,8 @@ async def check_callback_url(
     url = parse_callback_url(text)
     host, port = url.raw_host or "", url.port or 0  # both set: parse_callback_url checked
     shown = display(url)
-    if _is_localhost_name(host) and not allow.admits_host(host):
+    name = host_key(host)
+    if (name == "localhost" or name.endswith(".localhost")) and not allow.admits_host(host):
         # RFC 6761: these always mean this machine, whether or not DNS answers for them.
         raise AddressRefused(shown, f"{host} names the local host (loopback)")
     addresses = await _resolve(host, port, shown, dns_timeout)
@@ -243,11 +242,6 @@ async def check_callback_url(
         # aiohttp refuses to dial these forms, and a reader should see the real address.
         raise AddressRefused(shown, f"{host} is a legacy form of {addresses[0]}; write that")
     return Target(url=url, host=host, port=port, addresses=addresses)
-
-
-def _is_localhost_name(host: str) -> bool:
-    name = host_key(host)
-    return name == "localhost" or name.endswith(".localhost")
 
 
 async def _resolve(host: str, port: int, shown: str, limit: float) -> tuple[IPAddress, ...]:
