@@ -35,9 +35,8 @@ from topology.reserved import webhook_producer
 from topology.settings import AuthSettings
 from topology.spec import WebhookScheme, WebhookSourceSpec
 from webhooks.schemes.base import Delivery, Verifier
-from webhooks.schemes.hmac_header import HmacVerifier, github_verifier
+from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
-from webhooks.schemes.stripe import StripeVerifier
 
 TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's confirm
 TWIN_POLL_S = 0.02
