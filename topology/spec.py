@@ -240,10 +240,8 @@ def _as_tuple(value: object) -> object:
     return (value,) if isinstance(value, str) else value
 
 
-class WebhookSourceSpec(BaseModel):
+class WebhookSourceSpec(_Spec):
     """One ``webhooks:`` entry: a sender, its secrets, and the job its events become."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     scheme: WebhookScheme
     # Several secrets (newest first) let a sender rotate: any of them verifies.
@@ -317,9 +315,6 @@ class WebhookSourceSpec(BaseModel):
         return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
 
 
-WebhookSources = Annotated[dict[str, WebhookSourceSpec], Field(default_factory=dict)]
-
-
 class TopologySpec(_Spec):
     """The whole validated topology file, with group defaults already applied."""
 
@@ -327,7 +322,7 @@ class TopologySpec(_Spec):
     namespace: str = "taskq"
     delays: DelaySpec = DelaySpec()
     groups: dict[str, GroupSpec]
-    webhooks: WebhookSources
+    webhooks: dict[str, WebhookSourceSpec] = Field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(
