@@ -6,7 +6,7 @@ import asyncio
 import math
 import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -68,11 +68,10 @@ async def post(
     try:
         async with asyncio.timeout(timeout):
             target = await check_callback_url(url, allow, dns_timeout=dns_timeout)
-            if session is not None:
-                response = await _send(session, allow, target, body, headers, limit)
-            else:
-                async with open_session(allow) as own:
-                    response = await _send(own, allow, target, body, headers, limit)
+            async with (
+                nullcontext(session) if session is not None else open_session(allow) as client
+            ):
+                response = await _send(client, allow, target, body, headers, limit)
     except TimeoutError as exc:
         raise DeliveryFailed(f"{shown} did not answer within {timeout}s") from exc
     error = outcome_error(response, shown)
