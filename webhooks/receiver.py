@@ -33,7 +33,7 @@ from topology.errors import (
 from topology.limits import excerpt
 from topology.reserved import webhook_producer
 from topology.settings import AuthSettings
-from topology.spec import WebhookScheme, WebhookSourceSpec
+from topology.spec import HMAC_ONLY, WebhookScheme, WebhookSourceSpec
 from webhooks.schemes.base import Delivery, Verifier
 from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
@@ -104,17 +104,9 @@ def build_verifier(spec: WebhookSourceSpec, secrets: Sequence[str]) -> Verifier:
         return StandardVerifier(list(secrets), tolerance=tolerance)
     if spec.header is None:  # the spec refuses an hmac source without one
         raise WebhookError("the hmac scheme needs a header")
-    return HmacVerifier(
-        keys,
-        header=spec.header,
-        algorithm=spec.algorithm,
-        encoding=spec.encoding,
-        prefix=spec.prefix,
-        timestamp_header=spec.timestamp_header,
-        tolerance=tolerance,
-        id_header=spec.id_header,
-        event_header=spec.event_header,
-    )
+    # The hmac options of the spec are named as HmacVerifier's keyword arguments.
+    options = spec.model_dump(include={"algorithm", "encoding", "prefix", *HMAC_ONLY})
+    return HmacVerifier(keys, tolerance=tolerance, **options)
 
 
 def _secrets(spec: WebhookSourceSpec, environ: Mapping[str, str]) -> tuple[list[str], str]:
