@@ -9,14 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Self
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from topology import names
 from topology.errors import ContractError
