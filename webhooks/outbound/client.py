@@ -102,11 +102,7 @@ async def _send(
     with pins.pinned(target.host, target.pinned):
         try:
             async with session.post(
-                target.url,
-                data=body,
-                headers=dict(headers),
-                allow_redirects=False,
-                timeout=limit,
+                target.url, data=body, headers=dict(headers), allow_redirects=False, timeout=limit
             ) as reply:
                 content = await _read_capped(reply)
                 return Response(reply.status, kept_headers(reply.headers), content)
