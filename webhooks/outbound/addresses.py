@@ -14,6 +14,8 @@ from topology.errors import AddressRefused, DeliveryFailed
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
+SCHEMES = frozenset({"http", "https"})
+DNS_TIMEOUT_S = 5.0  # a resolver that never answers must not hold a request or a delivery
 
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 # Labels that inet_aton reads as numbers (``127.1``, ``0x7f000001``, ``017700000001``): such a
@@ -171,10 +173,6 @@ def _refused(table: tuple[tuple[IPNetwork, str], ...], address: IPAddress) -> st
         if address in network:
             return f"{why} ({network})"
     return None
-
-
-SCHEMES = frozenset({"http", "https"})
-DNS_TIMEOUT_S = 5.0  # a resolver that never answers must not hold a request or a delivery
 
 
 @dataclass(frozen=True)
