@@ -258,7 +258,7 @@ def _job_request(
         idempotency_key=f"webhook:{source.name}:{delivery.delivery_id}",
         # A retry of one delivery carries a new timestamp and signature: the body decides.
         identity=hashlib.sha256(body).hexdigest(),
-        source=f"webhook:{source.name}",
+        source=webhook_producer(source.name),
     )
 
 
