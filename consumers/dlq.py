@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -28,7 +29,7 @@ from topology.broker import CONNECT_ERRORS
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.durations import parse_duration
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError, ContractError
+from topology.errors import BrokerUnavailableError, ContractError, TopologyError
 from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
 
@@ -275,7 +276,12 @@ async def _run(
         # aio-pika raises RuntimeError for a connection that is closed or reconnecting.
         raise BrokerUnavailableError("RabbitMQ is not reachable right now") from exc
     try:
-        queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
+        try:
+            queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise TopologyError(
+                f"queue {group.dead_letter_queue} does not exist; run `taskctl topology apply` first"
+            ) from exc
         run = _Pass(channel, queue, group, cursor or secrets.token_hex(16), page)
         while not run.done:
             most = enough()
