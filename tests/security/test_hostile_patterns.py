@@ -18,7 +18,9 @@ from tests.security.stack import Stack
 from topology.envelope import Envelope
 
 SIZE = 100_000
-BUDGET_S = 0.05
+# Linear time costs about 40 ms on a quiet machine for the worst unit below; a backtracking
+# pattern costs seconds, so a budget with room for a busy machine still tells them apart.
+BUDGET_S = 0.2
 
 
 def _cpu_seconds_to_redact(text: str) -> float:
@@ -36,7 +38,7 @@ def _cpu_seconds_to_redact(text: str) -> float:
 @example("://u:p@h")
 @example("input_value=")
 @example("Authorization: Bearer x")
-def test_any_100_kb_log_line_is_redacted_in_under_50_ms(unit: str):
+def test_any_100_kb_log_line_is_redacted_in_under_200_ms(unit: str):
     # Backtracking blows up on repetition, so each example repeats a hostile unit to 100 kB.
     text = (unit * (SIZE // len(unit) + 1))[:SIZE]
     assert _cpu_seconds_to_redact(text) < BUDGET_S
