@@ -29,7 +29,7 @@ from jobstore.model import (
     RunStarted,
     held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, Row, plan_window
+from jobstore.run_window import RUN_COLUMNS, Row, missing_jobs, plan_window
 from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
@@ -202,6 +202,8 @@ class PostgresJobStore(SharedSql):
                         deadlines.append((item.job.id, float(item.confirm_within)))
                 claims.append(claim)
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
+            # In id order, as a worker creating some of them first does, so neither deadlocks.
+            rows.sort(key=lambda row: row[0])
             await conn.executemany(INSERT_JOB, rows)
             if deadlines:
                 await conn.execute(_UNCONFIRMED, *map(list, zip(*deadlines, strict=True)))
@@ -227,22 +229,15 @@ class PostgresJobStore(SharedSql):
         """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
         ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
-            rows = {
-                row["id"]: Row(
-                    RunJob(
-                        row["id"],
-                        row["type"],
-                        JobStatus(row["status"]),
-                        row["attempts"],
-                        row["last_error"],
-                        row["tenant"],
-                        row["callback_url"],
-                    ),
-                    int(row["deliveries"]),
-                    bool(row["held"]),
+            rows = await _window_rows(conn, ids)
+            created = missing_jobs(rows, starts)
+            if created:
+                # A submitter's insert of the same job may be committing now: ours then waits
+                # for it and does nothing, and the second read finds (and locks) its row.
+                await conn.executemany(
+                    INSERT_JOB, [[_param(getattr(job, n)) for n in COLUMNS] for job in created]
                 )
-                for row in await conn.fetch(_WINDOW_SQL, ids)
-            }
+                rows.update(await _window_rows(conn, [job.id for job in created]))
             plan = plan_window(rows, ends, starts)
             if plan.ends:
                 await conn.executemany(
@@ -357,6 +352,28 @@ async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Co
     done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
     if done:
         await conn.executemany(_COMPLETE, done)
+
+
+async def _window_rows(
+    conn: PoolConnectionProxy[asyncpg.Record], ids: Sequence[str]
+) -> dict[str, Row]:
+    """Read and lock the rows of a window's jobs (by id, so concurrent windows never deadlock)."""
+    return {
+        row["id"]: Row(
+            RunJob(
+                row["id"],
+                row["type"],
+                JobStatus(row["status"]),
+                row["attempts"],
+                row["last_error"],
+                row["tenant"],
+                row["callback_url"],
+            ),
+            int(row["deliveries"]),
+            bool(row["held"]),
+        )
+        for row in await conn.fetch(_WINDOW_SQL, ids)
+    }
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

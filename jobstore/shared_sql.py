@@ -22,7 +22,9 @@ COLUMNS = tuple(JobRecord.__dataclass_fields__)
 INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)})"
     f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+    " ON CONFLICT (id) DO NOTHING"
 )
+"""Insert a job unless its row exists: the worker that ran it first created it from its message."""
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"

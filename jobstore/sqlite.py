@@ -35,7 +35,7 @@ from jobstore.model import (
     RunStarted,
     held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, STATUSES, Row, plan_window
+from jobstore.run_window import RUN_COLUMNS, STATUSES, Row, missing_jobs, new_row, plan_window
 from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
@@ -175,7 +175,7 @@ class SqliteJobStore(SharedSql):
                 if item.claim is not None:
                     claim = _claim(db, item.claim, item.job.id, item.lease_s)
                 if claim.state is ClaimState.NEW:
-                    rows.append(tuple(_encode(name, getattr(item.job, name)) for name in COLUMNS))
+                    rows.append(_row(item.job))
                     if item.confirm_within is not None:
                         deadlines.append((item.job.id, now + _seconds_us(item.confirm_within)))
                 claims.append(claim)
@@ -348,6 +348,10 @@ def _run_window(
         ):
             job = RunJob(key, kind, STATUSES[status], attempts, error, tenant, url)
             rows[key] = Row(job, deliveries, claim is not None and claim > now)
+    created = missing_jobs(rows, starts)
+    if created:  # the write lock holds off the submitter's insert, which then finds them
+        db.executemany(_INSERT, [_row(job) for job in created])
+        rows.update((job.id, new_row(job)) for job in created)
     plan = plan_window(rows, ends, starts)
     if plan.ends:
         db.executemany(_END, [_end_values(end) for end in plan.ends])
@@ -378,6 +382,11 @@ def _end_values(end: RunEnd) -> tuple[object, ...]:
         at,
         end.job_id,
     )
+
+
+def _row(job: JobRecord) -> tuple[Any, ...]:
+    """Return the values of ``job``'s row, in ``COLUMNS`` order."""
+    return tuple(_encode(name, getattr(job, name)) for name in COLUMNS)
 
 
 def _encode(column: str, value: Any) -> Any:

@@ -261,26 +261,65 @@ class Submitter:
         return final
 
     async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
-        """Store the jobs in one transaction, then publish the new ones in one write; one outcome each.
+        """Store the jobs in one transaction and publish the new ones in one write; one outcome each.
 
-        A job whose key was claimed already gets its ``Claim``, one the broker did not confirm
-        the error (deleted when it surely is not on the broker), a confirmed one ``None``.
+        A job without a key or callback URL is published while the transaction commits: its
+        message alone makes the job (a worker that receives it first creates its row), so it is
+        accepted once confirmed even if the insert failed. The others are published once their
+        rows committed, a key's claim first. A job whose key was claimed already gets its
+        ``Claim``, one the broker did not confirm the error (its row deleted when it surely is
+        not on the broker), a confirmed one ``None``.
         """
-        claims = await self._create_jobs([self._new_job(p) for p in pendings])
-        new = [
-            p for p, claim in zip(pendings, claims, strict=True) if claim.state is ClaimState.NEW
+        early = [p for p in pendings if _overlaps(p)]
+        publishing = None
+        if early:
+            publishing = asyncio.ensure_future(self._publish_new(early))
+            # Two loop turns: one for the task to queue its frames, one for the connection's
+            # writer to put them on the socket. Only then is the insert started (an inline
+            # SQLite write runs to its commit without yielding), so the confirm travels while
+            # the row commits.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        try:
+            claims = await self._create_jobs([self._new_job(p) for p in pendings])
+        except TaskqError as exc:
+            if publishing is None:
+                raise
+            return await self._unstored(pendings, publishing, exc)
+        late = [
+            p
+            for p, claim in zip(pendings, claims, strict=True)
+            if claim.state is ClaimState.NEW and not _overlaps(p)
         ]
-        errors = iter(await self._publish_new(new))
+        errors = iter(await self._publish_new(late))
+        early_errors = iter(await publishing if publishing is not None else ())
         outcomes: list[_Outcome] = []
         for pending, claim in zip(pendings, claims, strict=True):
             if claim.state is not ClaimState.NEW:
                 outcomes.append(claim)
                 continue
-            error = next(errors)
+            error = next(early_errors) if _overlaps(pending) else next(errors)
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
             outcomes.append(error)
         return outcomes
+
+    async def _unstored(
+        self,
+        pendings: Sequence[_Pending],
+        publishing: asyncio.Future[Sequence[TaskqError | None]],
+        error: TaskqError,
+    ) -> list[_Outcome]:
+        """Answer jobs whose insert failed: those published alongside stand by their confirm.
+
+        A confirmed one is accepted (the broker holds it, and the worker that runs it writes
+        its row); the others get the store's error, or their own if the publish failed too.
+        """
+        published = list(await publishing)
+        if None in published:
+            logger.warning("jobs accepted without their rows, which their workers write: {}", error)
+        outcomes = iter(published)
+        return [next(outcomes) if _overlaps(p) else error for p in pendings]
 
     async def _publish_new(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
         """Publish the jobs just stored; a publish that fails as a whole fails each of them."""
@@ -666,6 +705,16 @@ def callback_request(job: JobRecord) -> JobRequest | None:
         source="callback",
         tenant=job.tenant,
     )
+
+
+def _overlaps(pending: _Pending) -> bool:
+    """Return whether the job is published while its row commits (see ``Submitter._send_all``).
+
+    Only a job whose message carries all its row holds: no key to claim first, and no
+    callback URL (the envelope has none, and a worker's row must not lose it).
+    """
+    job = pending.job
+    return job.idempotency_key is None and job.callback_url is None
 
 
 def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Submitted:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from jobstore.model import JobRecord, JobStatus, NewJob
+from jobstore.model import ClaimState, JobRecord, JobStatus, NewJob
 from jobstore.sqlite import SqliteJobStore
 from jobstore.sqlite_connections import CHECKPOINT_COMMITS, Busy, InlineWriter
 from topology.envelope import new_job_id
+from topology.errors import StoreError
 from topology.spec import Priority
 
 
@@ -76,10 +78,15 @@ def test_the_inline_writer_refuses_to_wait_for_a_held_lock(store, tmp_path):
 async def test_a_failed_inline_write_is_rolled_back_whole(store):
     kept = job()
     await store.create_jobs([NewJob(kept)])
-    with pytest.raises(Exception, match="UNIQUE"):
-        await store.create_jobs([NewJob(job()), NewJob(kept)])
+    with pytest.raises(StoreError, match="JSON"):
+        # The key is claimed, then the second row fails to encode.
+        await store.create_jobs(
+            [NewJob(job(), claim=("k", "h")), NewJob(replace(job(), payload=object()))]
+        )
     page = await store.list_jobs(limit=10)
     assert [j.id for j in page.jobs] == [kept.id]
+    claim = await store.create_job(job(), claim=("k", "h"))
+    assert claim.state is ClaimState.NEW
 
 
 async def test_inline_writes_leave_checkpoints_to_the_thread_so_the_log_stays_bounded(
