@@ -273,9 +273,13 @@ class JobStore(CredentialStore, Protocol):
         ...
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Run ``create_job`` for every item in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item."""
+        """Run ``create_job`` for every item in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item.
+
+        ``durable=False`` lets the commit return before it is on disk, where the store can: for
+        jobs whose messages are their record (a crash of the store may lose these rows).
+        """
         ...
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:

@@ -56,14 +56,19 @@ _UNCONFIRMED = (
     " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
 )
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
-# A job without a key, with the confirms held so far, in one statement: one round trip.
+# A job without a key, with the confirms held so far, in one statement: one round trip. Its
+# SELECT sets how the statement's own transaction commits: without waiting for the WAL flush
+# when ``durable`` is false (a NULL keeps the server's setting).
 _CREATE_ONE = (
     f"WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY(${len(COLUMNS) + 1}::text[])),"
-    f" job AS ({INSERT_JOB} RETURNING id)"
-    " INSERT INTO unconfirmed (job_id, publish_by)"
+    f" job AS ({INSERT_JOB} RETURNING id),"
+    " deadline AS (INSERT INTO unconfirmed (job_id, publish_by)"
     f" SELECT id, now() + make_interval(secs => ${len(COLUMNS) + 2}::float8) FROM job"
-    f" WHERE ${len(COLUMNS) + 2}::float8 IS NOT NULL"
+    f" WHERE ${len(COLUMNS) + 2}::float8 IS NOT NULL)"
+    " SELECT set_config('synchronous_commit',"
+    f" coalesce(${len(COLUMNS) + 3}::text, current_setting('synchronous_commit')), true)"
 )
+_RELAXED = "SET LOCAL synchronous_commit TO off"
 _CLEAR_MOVED_ON = """
 DELETE FROM unconfirmed u USING jobs j
 WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.status IN ('queued', 'scheduled')
@@ -170,9 +175,13 @@ class PostgresJobStore(SharedSql):
             await conn.fetchval("SELECT 1")
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first, in order) in one transaction; a lone keyless one in one statement."""
+        """Insert many jobs (claiming their keys first, in order) in one transaction; a lone keyless one in one statement.
+
+        Not ``durable``, the commit returns before the WAL is flushed (``synchronous_commit``
+        off): a crash of the server may lose the rows, never corrupt or half-apply them.
+        """
         if (
             len(items) == 1
             and items[0].claim is None
@@ -182,7 +191,10 @@ class PostgresJobStore(SharedSql):
             row = [_param(getattr(item.job, name)) for name in COLUMNS]
             within = None if item.confirm_within is None else float(item.confirm_within)
             async with self._use() as conn:
-                await conn.execute(_CREATE_ONE, *row, [c.job_id for c in confirmed], within)
+                relaxed = None if durable else "off"
+                await conn.execute(
+                    _CREATE_ONE, *row, [c.job_id for c in confirmed], within, relaxed
+                )
             return [Claim(ClaimState.NEW, item.job.id)]
         claims: list[Claim] = []
         rows = []
@@ -190,6 +202,8 @@ class PostgresJobStore(SharedSql):
         # One transaction, one commit: a second commit beside it would wait for the first's
         # WAL flush.
         async with self._use(transaction=True) as conn:
+            if not durable:
+                await conn.execute(_RELAXED)
             if confirmed:
                 await _confirm(conn, confirmed)
             for item in items:

@@ -60,7 +60,7 @@ class SharedSql:
         raise NotImplementedError
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
         """Insert many jobs, claiming their keys first, in one transaction."""
         raise NotImplementedError

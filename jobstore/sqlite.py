@@ -160,9 +160,12 @@ class SqliteJobStore(SharedSql):
         await self._run(lambda db: db.execute("SELECT 1").fetchall())
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction."""
+        """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction.
+
+        Every commit here skips the fsync (``synchronous=NORMAL``), ``durable`` or not.
+        """
 
         def insert(db: Db) -> list[Claim]:
             now = _now_us()

@@ -271,43 +271,48 @@ class Submitter:
         not on the broker), a confirmed one ``None``.
         """
         early = [p for p in pendings if _overlaps(p)]
-        publishing = None
-        if early:
-            publishing = asyncio.ensure_future(self._publish_new(early))
-            # Two loop turns: one for the task to queue its frames, one for the connection's
-            # writer to put them on the socket. Only then is the insert started (an inline
-            # SQLite write runs to its commit without yielding), so the confirm travels while
-            # the row commits.
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-        try:
-            claims = await self._create_jobs([self._new_job(p) for p in pendings])
-        except TaskqError as exc:
-            if publishing is None:
-                raise
-            return await self._unstored(pendings, publishing, exc)
+        items = [self._new_job(p) for p in pendings]
+        if not early:
+            claims: list[Claim] | TaskqError = await self._create_jobs(items)
+            early_errors: Sequence[TaskqError | None] = ()
+        else:
+            # The insert waits one turn of the loop, in which the connection's writer puts the
+            # frames this publish queues on the socket: the confirm travels while the row
+            # commits (an inline SQLite write runs to its commit without yielding). Rows whose
+            # messages are their record need not wait for the disk; a key's claim does.
+            durable = len(early) < len(pendings)
+            inserting = asyncio.ensure_future(
+                self._create_jobs(items, overlap=True, durable=durable)
+            )
+            early_errors = await self._publish_new(early)
+            try:
+                claims = await inserting
+            except TaskqError as exc:
+                claims = exc
+        if isinstance(claims, TaskqError):
+            return self._unstored(pendings, early_errors, claims)
         late = [
             p
             for p, claim in zip(pendings, claims, strict=True)
             if claim.state is ClaimState.NEW and not _overlaps(p)
         ]
         errors = iter(await self._publish_new(late))
-        early_errors = iter(await publishing if publishing is not None else ())
+        published = iter(early_errors)
         outcomes: list[_Outcome] = []
         for pending, claim in zip(pendings, claims, strict=True):
             if claim.state is not ClaimState.NEW:
                 outcomes.append(claim)
                 continue
-            error = next(early_errors) if _overlaps(pending) else next(errors)
+            error = next(published) if _overlaps(pending) else next(errors)
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
             outcomes.append(error)
         return outcomes
 
-    async def _unstored(
+    def _unstored(
         self,
         pendings: Sequence[_Pending],
-        publishing: asyncio.Future[Sequence[TaskqError | None]],
+        published: Sequence[TaskqError | None],
         error: TaskqError,
     ) -> list[_Outcome]:
         """Answer jobs whose insert failed: those published alongside stand by their confirm.
@@ -315,7 +320,6 @@ class Submitter:
         A confirmed one is accepted (the broker holds it, and the worker that runs it writes
         its row); the others get the store's error, or their own if the publish failed too.
         """
-        published = list(await publishing)
         if None in published:
             logger.warning("jobs accepted without their rows, which their workers write: {}", error)
         outcomes = iter(published)
@@ -647,11 +651,15 @@ class Submitter:
             return Confirmed(job.id)
         return Confirmed(job.id, response, self._settings.idempotency_ttl)
 
-    async def _create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def _create_jobs(
+        self, items: Sequence[NewJob], *, overlap: bool = False, durable: bool = True
+    ) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
+        if overlap:  # after the turn of the loop that writes the publish's frames
+            await asyncio.sleep(0)
         held, self._unrecorded = self._unrecorded, []
         try:
-            return await self._store.create_jobs(items, confirmed=held)
+            return await self._store.create_jobs(items, confirmed=held, durable=durable)
         except BaseException:
             self._unrecorded[:0] = held
             raise

@@ -31,11 +31,11 @@ class FlakyStore(SqliteJobStore):
     refuse = False
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
         if self.refuse:
             raise StoreUnavailableError("the disk is full")
-        return await super().create_jobs(items, confirmed=confirmed)
+        return await super().create_jobs(items, confirmed=confirmed, durable=durable)
 
 
 @dataclass

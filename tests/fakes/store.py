@@ -109,7 +109,7 @@ class InMemoryJobStore:
         return None
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
         """Run ``create_job`` for each item, in order, recording publish deadlines."""
         if confirmed:

@@ -219,9 +219,9 @@ async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the
     writes: list[tuple[list[NewJob], list[str]]] = []
     inner = store.create_jobs
 
-    async def spy(items: Sequence[NewJob], *, confirmed=()):
+    async def spy(items: Sequence[NewJob], *, confirmed=(), durable=True):
         writes.append((list(items), [c.job_id for c in confirmed]))
-        return await inner(items, confirmed=confirmed)
+        return await inner(items, confirmed=confirmed, durable=durable)
 
     store.create_jobs = spy  # type: ignore[method-assign]
     first = await submitter.submit(JobRequest("email"))
