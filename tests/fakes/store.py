@@ -151,8 +151,11 @@ class InMemoryJobStore:
         return sorted(taken, key=lambda j: j.id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Forget a job that never reached the broker, and free its key if it is still its."""
+        """Forget a job that never reached the broker, and free its key if it is still its (not one a worker started)."""
         self._check()
+        job = self.jobs.get(job_id)
+        if job is not None and job.status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            return
         self.jobs.pop(job_id, None)
         self.publish_by.pop(job_id, None)
         if key is not None and self.keys.get(key, {}).get("job_id") == job_id:

@@ -23,6 +23,7 @@ from jobstore.model import (
     JobStatus,
     JobStore,
     NewJob,
+    RunStart,
 )
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
@@ -272,6 +273,20 @@ async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) ->
     await store.create_job(unkeyed)
     await store.abandon_job(unkeyed.id, None)
     assert await store.get_job(unkeyed.id) is None
+
+
+async def test_abandon_job_keeps_a_job_a_worker_started_and_its_key(store: JobStore) -> None:
+    # A confirm lost with the connection looks like a failed publish, yet the message arrived.
+    started = job()
+    await store.create_job(started, claim=("key", "h"))
+    await store.run_window([], [RunStart(started.id, 1, 60.0, NOW)])
+    await store.abandon_job(started.id, "key")
+    kept = await store.get_job(started.id)
+    assert kept is not None
+    assert kept.status is JobStatus.RUNNING
+    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+        ClaimState.IN_FLIGHT, started.id
+    )
 
 
 async def test_a_job_never_confirmed_is_taken_once_its_deadline_passed(store: JobStore) -> None:
