@@ -28,7 +28,6 @@ from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from telemetry.logs import configure_logging
 from topology.apply import apply_topology
-from topology.broker import connect
 from topology.envelope import Envelope
 from topology.management import ManagementClient
 from topology.settings import WorkerSettings, load_settings
@@ -60,8 +59,7 @@ async def measure(backends: Backends, publisher: ConfirmedPublisher, urgent: int
             WorkerSettings(),
         )
     )
-    connection = await connect(backends.settings.broker, name="bench urgent worker")
-    await worker.start(connection)
+    await worker.start(backends.settings.broker)
     await asyncio.sleep(2)  # let the worker fill its prefetch from the backlog
     submitter = Submitter(
         backends.topology, publisher, backends.store, backends.blobs, backends.settings.submit
@@ -74,7 +72,6 @@ async def measure(backends: Backends, publisher: ConfirmedPublisher, urgent: int
         # From the confirmed submission; a start before the confirm counts as zero wait.
         waits.append(max(0.0, started[done.job_id] - confirmed) * 1000)
     await worker.stop(grace=1)
-    await connection.close()
     return waits
 
 
