@@ -136,9 +136,11 @@ _NOT_PUBLISHED = (UnroutableError, PublishNackedError, ContractError, BrokerUnav
 class Submitter:
     """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed.
 
-    A job is stored before it is published, with a deadline for its confirm: a job whose
-    submitter stops between the two is published again by ``repair`` (at least once), so no
-    job stays queued without a message. Concurrent submissions share store transactions.
+    A job is stored with a deadline for its confirm: a job whose submitter stops before the
+    confirm is published again by ``repair`` (at least once), so no job stays queued without a
+    message. A keyed job is stored (its key claimed) before it is published; any other is
+    published while its row commits (see ``_send_all``). Concurrent submissions share store
+    transactions.
     """
 
     def __init__(
