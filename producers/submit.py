@@ -109,6 +109,7 @@ class _Pending:
     job: JobRecord
     envelope: Envelope
     route: Route
+    accepted: Submitted | None = None  # its answer once confirmed, if made while it travelled
 
 
 _Outcome = Claim | TaskqError | None
@@ -283,9 +284,7 @@ class Submitter:
             # commits (an inline SQLite write runs to its commit without yielding). Rows whose
             # messages are their record need not wait for the disk; a key's claim does.
             durable = len(early) < len(pendings)
-            inserting = asyncio.ensure_future(
-                self._create_jobs(items, overlap=True, durable=durable)
-            )
+            inserting = asyncio.ensure_future(self._store_meanwhile(early, items, durable))
             early_errors = await self._publish_new(early)
             try:
                 claims = await inserting
@@ -629,7 +628,7 @@ class Submitter:
         Awaited for keyed jobs (a replay must find the answer), in the background for the
         others: a confirm lost to a crash costs one more copy of the message, no more.
         """
-        answers = [_accepted(p.job) for p in pendings]
+        answers = [p.accepted or _accepted(p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
             confirmation = self._confirmation(pending.job, answer.response)
@@ -653,12 +652,19 @@ class Submitter:
             return Confirmed(job.id)
         return Confirmed(job.id, response, self._settings.idempotency_ttl)
 
-    async def _create_jobs(
-        self, items: Sequence[NewJob], *, overlap: bool = False, durable: bool = True
+    async def _store_meanwhile(
+        self, early: Sequence[_Pending], items: Sequence[NewJob], durable: bool
     ) -> list[Claim]:
+        """Insert the jobs while the early ones' publish travels, and make their answers meanwhile."""
+        await asyncio.sleep(0)  # the turn of the loop that writes the publish's frames
+        try:
+            return await self._create_jobs(items, durable=durable)
+        finally:
+            for pending in early:
+                pending.accepted = _accepted(pending.job)
+
+    async def _create_jobs(self, items: Sequence[NewJob], *, durable: bool = True) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
-        if overlap:  # after the turn of the loop that writes the publish's frames
-            await asyncio.sleep(0)
         held, self._unrecorded = self._unrecorded, []
         try:
             return await self._store.create_jobs(items, confirmed=held, durable=durable)
