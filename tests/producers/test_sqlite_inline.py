@@ -61,6 +61,25 @@ async def test_a_create_that_finds_the_lock_held_waits_on_the_thread_and_lands(s
     assert (await store.get_job(first.id)) == first
 
 
+async def test_a_lock_held_briefly_is_waited_out_on_the_loop_not_the_thread(store, tmp_path):
+    # Another process's write transaction ends within a fraction of a millisecond.
+    other = holder(tmp_path / "jobs.sqlite3")
+    asyncio.get_running_loop().call_soon(lambda: (other.execute("COMMIT"), other.close()))
+    sent = []
+    run = store._thread.run
+
+    async def spy(work, *, write=False):
+        sent.append(write)
+        return await run(work, write=write)
+
+    store._thread.run = spy
+    first = job()
+    [claim] = await store.create_jobs([NewJob(first)])
+    assert claim.job_id == first.id
+    assert sent == []  # written inline, once the lock was free
+    assert (await store.get_job(first.id)) == first
+
+
 def test_the_inline_writer_refuses_to_wait_for_a_held_lock(store, tmp_path):
     path = tmp_path / "jobs.sqlite3"
     other = holder(path)
