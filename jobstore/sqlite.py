@@ -52,10 +52,6 @@ _JSON = frozenset({"payload", "payload_ref", "result"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-# A write that finds another process's lock tries again from the loop, at every turn of it,
-# for this long before it waits on the thread: that lock is held for a fraction of a
-# millisecond, where the trip to the thread and its doubling waits cost 1.4 to 1.7 ms.
-_RETRY_INLINE_S = 0.002
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 _INSERT = INSERT_JOB.replace("$", "?")
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
@@ -225,23 +221,20 @@ class SqliteJobStore(SharedSql):
         return await self._write(work)
 
     async def _write(self, work: Callable[[Db], T]) -> T:
-        """Run a small write transaction inline once SQLite's lock is free, else on the thread."""
-        give_up = 0.0
-        while self._inline is not None and not self._closed:
+        """Run a small write transaction inline when SQLite's lock is free (or soon), else on the thread."""
+        if self._closed:
+            raise StoreError("the job store is closed")
+        if self._inline is not None:
             try:
                 result = self._inline.write(work)
             except Busy:
-                now = time.monotonic()
-                give_up = give_up or now + _RETRY_INLINE_S
-                if now >= give_up:
-                    break
-                await asyncio.sleep(0)  # others run meanwhile; the lock is retried next turn
-                continue
+                pass
             except _FOREIGN as exc:
                 raise self._error(exc) from exc
-            if self._inline.due_checkpoint() and self._checkpoint is None:
-                self._checkpoint = asyncio.create_task(self._copy_log())
-            return result
+            else:
+                if self._inline.due_checkpoint() and self._checkpoint is None:
+                    self._checkpoint = asyncio.create_task(self._copy_log())
+                return result
         return await self._run(work, write=True)
 
     async def _copy_log(self) -> None:
