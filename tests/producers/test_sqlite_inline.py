@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from jobstore import sqlite_connections
 from jobstore.model import ClaimState, JobRecord, JobStatus, NewJob
 from jobstore.sqlite import SqliteJobStore
-from jobstore import sqlite_connections
 from jobstore.sqlite_connections import CHECKPOINT_COMMITS, Busy, InlineWriter
 from topology.envelope import new_job_id
 from topology.errors import StoreError
