@@ -77,9 +77,10 @@ def load() -> str:
 class Scratch:
     """A vhost of its own with taskq's topology applied and a temporary folder; both removed on exit."""
 
-    def __init__(self, profile: Path | None = None) -> None:
+    def __init__(self, profile: Path | None = None, *, lazy: bool = False) -> None:
         # With a folder, py-spy samples each taskq worker into it (collapsed stacks, one file a run).
         self.profile = profile
+        self.lazy = lazy
         self.base = load_settings().broker
         self.vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         self.settings = self.base.with_vhost(self.vhost)
@@ -109,6 +110,12 @@ class Scratch:
         async with ManagementClient(self.base) as management:
             if action == "create":
                 await management.create_vhost(self.vhost)
+                if self.lazy:  # what an operator sets for a deep backlog: messages kept on disk
+                    lazy = {"queue-mode": "lazy"}
+                    policy = {"pattern": ".*", "apply-to": "queues", "definition": lazy}
+                    await management._request(
+                        "PUT", f"/api/policies/{self.vhost}/bench-lazy", json=policy
+                    )
             else:
                 await management.delete_vhost(self.vhost)
 
@@ -326,6 +333,9 @@ def compare(systems: Sequence[System], peers: Sequence[str], doc: str | None) ->
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
+        "--lazy", action="store_true", help="a policy making every queue lazy (kept on disk)"
+    )
+    parser.add_argument(
         "--profile", type=Path, help="sample taskq's worker with py-spy into this folder"
     )
     opts = parser.parse_args()
@@ -334,7 +344,7 @@ def compare(systems: Sequence[System], peers: Sequence[str], doc: str | None) ->
         parser.error("nothing to run: check --only and --jobs (at least 2)")
     before = load()
     results: dict[str, list[Result]] = {s.name: [] for s in chosen}
-    with Scratch(opts.profile) as scratch:
+    with Scratch(opts.profile, lazy=opts.lazy) as scratch:
         for round_no in range(opts.rounds):
             # Interleaved, every other round reversed: drift on a shared machine hits all alike.
             order = chosen if round_no % 2 == 0 else chosen[::-1]
