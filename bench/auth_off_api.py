@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from producers.api.app import create_app
-from producers.api.gate import AuthGate
+from producers.api.security import AuthGate
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from producers.tenancy import Viewer

@@ -36,7 +36,7 @@ def main() -> None:
         lambda: api_services(settings), settings.api, routers=[webhook_router(settings.auth)]
     )
     if mode == "trust":
-        from webhooks.sources import load_sources
+        from webhooks.receiver import load_sources
 
         original = load_sources
 

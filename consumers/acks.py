@@ -1,11 +1,8 @@
-"""``Acks``: settles a worker's deliveries on their aiormq channels, a window at a time.
+"""``Acks``: settles a worker's deliveries on their aiormq channels, a window at a time."""
 
-Deliveries arrive in tag order on each channel. Those a window is done with are acked with one
-``basic.ack(multiple=True)`` for the run of them at the head of the channel's open tags (one
-frame, one socket write, for the whole run); finished tags behind a job still running are
-acked one by one, so they never hold prefetch credit while a slow job sits at the head.
-Nacks and rejects go out first, so a multiple ack never covers them.
-"""
+# One basic.ack(multiple=True) settles the run of finished tags at the head of a channel's open
+# tags (one frame for the run); finished tags behind a running job are acked one by one, so they
+# hold no prefetch credit. Nacks and rejects go first, so a multiple ack never covers them.
 
 from __future__ import annotations
 

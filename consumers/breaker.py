@@ -152,21 +152,14 @@ class BreakerReport:
 
     def changed(self, breaker: CircuitBreaker) -> None:
         """Set the metrics to ``breaker``'s new state and queue its row (needs a running loop)."""
-        self._metrics.breaker_state.labels(self._group, breaker.name).set(
-            STATE_VALUES[breaker.state]
-        )
-        self._metrics.breaker_transitions.labels(
-            self._group, breaker.name, breaker.state.value
-        ).inc()
+        labels = (self._group, breaker.name)
+        self._metrics.breaker_state.labels(*labels).set(STATE_VALUES[breaker.state])
+        self._metrics.breaker_transitions.labels(*labels, breaker.state.value).inc()
         if self._closed:
             return  # the worker is stopping and its rows are gone: nothing to bring back
+        state, failures = breaker.state.value, breaker.failures
         self._pending[breaker.name] = BreakerRecord(
-            self._group,
-            breaker.name,
-            self.worker,
-            breaker.state.value,
-            breaker.failures,
-            self._clock(),
+            *labels, self.worker, state, failures, self._clock()
         )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
@@ -194,10 +187,5 @@ class BreakerReport:
             try:
                 await self._store.record_breaker(record)
             except TaskqError as exc:
-                logger.warning(
-                    "breaker {} of group {} not recorded as {}: {}",
-                    name,
-                    self._group,
-                    record.state,
-                    exc,
-                )
+                what = (name, self._group, record.state)
+                logger.warning("breaker {} of group {} not recorded as {}: {}", *what, exc)

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -26,8 +27,9 @@ from producers.publisher import Publisher
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS
 from topology.compiled import CompiledGroup, CompiledTopology
+from topology.durations import parse_duration
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError, ContractError
+from topology.errors import BrokerUnavailableError, ContractError, TopologyError
 from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
 
@@ -120,13 +122,24 @@ class DeadFilter:
         return True
 
 
+def age(text: str | None) -> timedelta | None:
+    """Return the age an ``older than`` filter names (``1h``, ``2d``).
+
+    Raises:
+        ValueError: the text is not a duration, or too long a one.
+    """
+    try:
+        return None if text is None else timedelta(milliseconds=parse_duration(text))
+    except OverflowError:
+        raise ValueError(f"{text} is too long a duration") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a replay or purge did."""
+    """What a replay or purge did: the dead letters it took, and those it left in the DLQ."""
 
     matched: int
     kept: int
-    skipped_undecodable: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,41 +154,35 @@ class Fate(Enum):
     """What a pass does with one message of a page."""
 
     KEEP = "keep"  # copied to the tail, then acked: it stays in the DLQ
-    DROP = "drop"  # acked: gone for good
-    TAKEN = "taken"  # the operation published it elsewhere (confirmed): acked
+    GONE = "gone"  # acked: deleted, or published elsewhere (confirmed)
     PUT_BACK = "put_back"  # returned to the head, where it was
 
 
 Decide = Callable[[list[tuple[AbstractIncomingMessage, DeadLetter]]], Awaitable[list[Fate]]]
 
 
-def new_cursor() -> str:
-    """Return a fresh pass mark (also a listing's cursor)."""
-    return secrets.token_hex(16)
-
-
+@dataclass(slots=True)
 class _Pass:
     """One pass over a DLQ: pages of at most ``page`` unacked messages, each settled in turn."""
 
-    def __init__(
-        self,
-        channel: AbstractChannel,
-        queue: AbstractQueue,
-        group: CompiledGroup,
-        mark: str,
-        page: int,
-    ) -> None:
-        self.channel = channel
-        self.queue = queue
-        self.group = group
-        self.mark = mark
-        self.page = page
-        self.total = queue.declaration_result.message_count or 0  # what the pass reads at most
-        self.seen = 0
-        self.wrapped = False  # met a message this pass already moved: every message was read
+    channel: AbstractChannel
+    queue: AbstractQueue
+    group: CompiledGroup
+    mark: str  # on the copies this pass moves to the tail; also a listing's cursor
+    page: int
+    seen: int = 0
+    wrapped: bool = False  # met a message this pass already moved: every message was read
+    kept: int = 0  # messages settled as KEEP, and as GONE: what an operation reports
+    gone: int = 0
+
+    @property
+    def total(self) -> int:
+        """Return how many messages the pass reads at most."""
+        return self.queue.declaration_result.message_count or 0
 
     @property
     def done(self) -> bool:
+        """Return whether the pass has read every message."""
         return self.wrapped or self.seen >= self.total
 
     async def fetch(self, most: int) -> list[tuple[AbstractIncomingMessage, DeadLetter]]:
@@ -208,6 +215,8 @@ class _Pass:
                 await message.nack(requeue=True)
             else:
                 await message.ack()
+                self.kept += fate is Fate.KEEP
+                self.gone += fate is Fate.GONE
         error = next((c for c in copies if c is not None), None)
         if error is not None:
             raise error
@@ -267,8 +276,13 @@ async def _run(
         # aio-pika raises RuntimeError for a connection that is closed or reconnecting.
         raise BrokerUnavailableError("RabbitMQ is not reachable right now") from exc
     try:
-        queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
-        run = _Pass(channel, queue, group, cursor or new_cursor(), page)
+        try:
+            queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise TopologyError(
+                f"queue {group.dead_letter_queue} does not exist; run `taskctl topology apply` first"
+            ) from exc
+        run = _Pass(channel, queue, group, cursor or secrets.token_hex(16), page)
         while not run.done:
             most = enough()
             if most <= 0:
@@ -296,7 +310,6 @@ async def replay(
 ) -> Outcome:
     """Send matching dead letters back to work with a fresh attempt count, ``rate`` per second."""
     moment = datetime.now(UTC)
-    counts = {"matched": 0, "kept": 0, "undecodable": 0}
     failures: list[BaseException] = []
     # A page holds about a second's worth of replays, and the rate limit waits before a
     # page's publishes, so no page is held unacked for long.
@@ -306,12 +319,11 @@ async def replay(
     async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
         nonlocal next_at
         fates = [Fate.KEEP] * len(fetched)
-        picked = []
-        for i, (message, letter) in enumerate(fetched):
-            if letter.envelope is None or not chosen(letter, moment):
-                counts["kept" if letter.envelope else "undecodable"] += 1
-            else:
-                picked.append((i, message, letter.envelope))
+        picked = [
+            (i, message, letter.envelope)
+            for i, (message, letter) in enumerate(fetched)
+            if letter.envelope is not None and chosen(letter, moment)
+        ]
         if not picked:
             return fates
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -321,16 +333,13 @@ async def replay(
             return_exceptions=True,
         )
         for (i, _, envelope), outcome in zip(picked, outcomes, strict=True):
-            if outcome is None:
-                fates[i] = Fate.TAKEN
-                counts["matched"] += 1
-            else:
-                fates[i] = Fate.PUT_BACK
+            fates[i] = Fate.GONE if outcome is None else Fate.PUT_BACK
+            if outcome is not None:
                 failures.append(outcome)
                 logger.warning("dlq replay: job {} stays dead: {}", envelope.id, outcome)
         return fates
 
-    await _run(
+    run = await _run(
         connection,
         group,
         decide,
@@ -340,7 +349,7 @@ async def replay(
     )
     if failures:
         raise failures[0]
-    return Outcome(counts["matched"], counts["kept"], counts["undecodable"])
+    return Outcome(run.gone, run.kept)
 
 
 async def _replay_one(
@@ -382,27 +391,18 @@ async def purge(
 ) -> Outcome:
     """Delete the matching dead letters for good."""
     moment = datetime.now(UTC)
-    counts = {"matched": 0, "kept": 0}
 
     async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
         fates = []
         for _, letter in fetched:
-            if not chosen(letter, moment):
-                counts["kept"] += 1
-                fates.append(Fate.KEEP)
-                continue
-            counts["matched"] += 1
-            fates.append(Fate.DROP)
-            logger.info(
-                "dlq purge: job {} ({}) deleted; it was {}",
-                letter.job_id,
-                letter.job_type,
-                letter.reason,
-            )
+            fates.append(Fate.GONE if chosen(letter, moment) else Fate.KEEP)
+            if fates[-1] is Fate.GONE:
+                what = (letter.job_id, letter.job_type, letter.reason)
+                logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
         return fates
 
-    await _run(connection, group, decide, progress=progress)
-    return Outcome(counts["matched"], counts["kept"])
+    run = await _run(connection, group, decide, progress=progress)
+    return Outcome(run.gone, run.kept)
 
 
 async def listing(

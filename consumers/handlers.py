@@ -1,10 +1,7 @@
-"""The handler SDK: ``@handler("email")`` on a function taking a typed payload and a context.
+"""The handler SDK: ``@handler("email")`` on a function taking a typed payload and a context."""
 
-A handler only returns (success; the value is stored as the job's result) or raises:
-``Retry`` asks for another attempt (optionally after a given delay), ``Permanent`` sends the
-job to the dead-letter queue at once, and any other exception is retried by the group's
-policy. Acks, retries and dead-lettering are decided in one place, the dispatcher.
-"""
+# A handler only returns (success; the value is the job's result) or raises: Retry, Permanent,
+# or any other exception, which the group's policy retries. The dispatcher decides the rest.
 
 from __future__ import annotations
 
@@ -78,13 +75,9 @@ class Handler:
     pattern: str
     fn: HandlerFn
     payload: TypeAdapter[Any]
-    timeout: float | None = None
-    depends_on: tuple[str, ...] = ()
-    # Whether the function is a coroutine function (sync ones run in threads): asked once.
-    is_async: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.fn))
+    timeout: float | None
+    depends_on: tuple[str, ...]
+    is_async: bool  # a coroutine function; sync ones run in threads
 
     def parse(self, payload: Any) -> Any:
         """Return the payload as the handler's declared type.
@@ -127,7 +120,15 @@ class HandlerRegistry:
         def register(fn: F) -> F:
             if job_type in self._exact or any(h.pattern == job_type for h in self._patterns):
                 raise ValueError(f"a handler for {job_type!r} is registered already")
-            built = Handler(job_type, fn, _payload_adapter(fn), timeout, tuple(depends_on))
+            parameters = list(inspect.signature(fn).parameters.values())
+            if len(parameters) != 2:
+                raise ValueError(
+                    f"{fn.__qualname__} must take (payload, context), it takes {len(parameters)} parameters"
+                )
+            # The payload's declared type (Any when unannotated) validates what arrives.
+            payload = TypeAdapter(typing.get_type_hints(fn).get(parameters[0].name, Any))
+            is_async = inspect.iscoroutinefunction(fn)
+            built = Handler(job_type, fn, payload, timeout, tuple(depends_on), is_async)
             if routing.is_pattern(job_type):
                 self._patterns.append(built)
             else:
@@ -153,17 +154,6 @@ class HandlerRegistry:
     def job_types(self) -> tuple[str, ...]:
         """Return every registered type and pattern."""
         return (*self._exact, *(h.pattern for h in self._patterns))
-
-
-def _payload_adapter(fn: HandlerFn) -> TypeAdapter[Any]:
-    """Return a validator for the type of ``fn``'s first parameter (``Any`` when unannotated)."""
-    parameters = list(inspect.signature(fn).parameters.values())
-    if len(parameters) != 2:
-        raise ValueError(
-            f"{fn.__qualname__} must take (payload, context), it takes {len(parameters)} parameters"
-        )
-    hints = typing.get_type_hints(fn)
-    return TypeAdapter(hints.get(parameters[0].name, Any))
 
 
 default_registry = HandlerRegistry()

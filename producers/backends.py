@@ -38,12 +38,7 @@ class Backends:
 
 
 async def open_backends(settings: Settings, registry: CollectorRegistry | None = None) -> Backends:
-    """Read the topology, open and migrate the job store, open the blob store; metrics on ``registry``.
-
-    Raises:
-        SettingsError, TopologyFileError: bad configuration (the process should not start).
-        StoreUnavailableError: the job store is down at start-up.
-    """
+    """Read the topology, open and migrate the job store, open the blob store; metrics on ``registry``."""
     where = settings.locations
     topology = compile_topology(load_topology(topology_path(where)))
     blobs = open_blob_store(
@@ -93,12 +88,7 @@ async def open_producer(
     connect: Callable[[Backends], Awaitable[P]],
     registry: CollectorRegistry | None = None,
 ) -> Producer[P]:
-    """Open the backends, a publisher on them (``connect``) and a submitter; close all on failure.
-
-    Raises:
-        SettingsError, TopologyFileError: bad configuration (the process should not start).
-        BrokerUnavailableError, StoreUnavailableError: a dependency is down at start-up.
-    """
+    """Open the backends, a publisher on them (``connect``) and a submitter; close all on failure."""
     backends = await open_backends(settings, registry)
     try:
         publisher = await connect(backends)

@@ -35,11 +35,7 @@ class Eventful(Protocol):
 
 
 def event_key(job: Eventful) -> str:
-    """Return the routing key of a job's status event: ``<job type>.<status>``.
-
-    Type first, so a binding can follow one type (``email.welcome.*``) or one status
-    (``#.succeeded``).
-    """
+    """Return ``<job type>.<status>``, the key of a job's status event (bind ``#.failed``)."""
     return f"{job.type}.{job.status.value}"
 
 

@@ -16,6 +16,8 @@ from topology.errors import (
 )
 
 CONFIRM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# A dependency is down: retrying later may succeed (HTTP 503).
+UNAVAILABLE = (BrokerUnavailableError, PublishError, StoreUnavailableError, BlobUnavailableError)
 UNKNOWN_GROUP = "unknown"  # a job type no group takes: the type itself is client input
 
 
@@ -43,9 +45,7 @@ def outcome_of(error: TaskqError | None, *, replayed: bool = False) -> str:
         return "rejected"
     if isinstance(error, IdempotencyInFlightError):
         return "conflict"
-    if isinstance(
-        error, BrokerUnavailableError | PublishError | StoreUnavailableError | BlobUnavailableError
-    ):
+    if isinstance(error, UNAVAILABLE):
         return "unavailable"
     return "error"
 

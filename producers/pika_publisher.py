@@ -11,20 +11,17 @@ import pika
 import pika.exceptions
 
 from producers.metrics import ProducerMetrics, exchange_kind
+from producers.publisher import translate
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import (
     BrokerUnavailableError,
-    ConfirmTimeoutError,
-    PublishNackedError,
     TaskqError,
-    UnroutableError,
 )
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
 
-_NOT_FOUND: Final = 404
 # "The broker is not there right now": ConnectionClosed, StreamLostError and
 # ConnectionWrongStateError are all AMQPConnectionError subclasses.
 _CONNECTION_ERRORS: Final = (pika.exceptions.AMQPConnectionError, OSError)
@@ -34,11 +31,9 @@ _PIKA_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
 class PikaPublisher(AsyncClosing):
     """Publishes persistent, mandatory messages with confirms over a pika ``BlockingConnection``.
 
-    The methods are ``async`` only to fit the ``Publisher`` port: every pika call inside blocks
-    the calling thread until the broker answers. That is fine for ``SyncClient``, whose private
-    event loop runs in the caller's thread with nothing else to do, but never share this
-    publisher with an event loop that serves other work. Blocking confirms cost one round trip
-    per message, ``publish_many`` included. Not thread-safe: one caller at a time.
+    ``async`` only to fit the ``Publisher`` port: each call blocks the thread until the broker
+    answers (one round trip per message), which suits ``SyncClient``'s private event loop and no
+    loop that serves other work. Not thread-safe.
     """
 
     def __init__(
@@ -62,11 +57,7 @@ class PikaPublisher(AsyncClosing):
         name: str = "taskq sync client",
         metrics: ProducerMetrics | None = None,
     ) -> PikaPublisher:
-        """Open the connection and its confirm channel now, so a bad URL fails at start-up.
-
-        Raises:
-            BrokerUnavailableError: when RabbitMQ cannot be reached.
-        """
+        """Open the connection and its confirm channel now, so a bad URL fails at start-up."""
         url = broker.amqp_url.get_secret_value()
         parameters = _parameters(broker, settings or PublisherSettings(), name)
         publisher = cls(parameters, mask_url(url), topology, metrics or ProducerMetrics())
@@ -81,22 +72,11 @@ class PikaPublisher(AsyncClosing):
     @property
     def connected(self) -> bool:
         """Return whether the connection and channel were open when last used."""
-        return (
-            self._connection is not None
-            and self._connection.is_open
-            and self._channel is not None
-            and self._channel.is_open
-        )
+        # A channel is only ever opened on a connection, and both are dropped together.
+        return self._channel is not None and self._channel.is_open and self._connection.is_open
 
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
-        """Publish ``envelope`` and return once the broker confirmed it.
-
-        Raises:
-            UnroutableError: no queue is bound for the routing key (or the exchange is missing).
-            PublishNackedError: the broker refused the message.
-            ConfirmTimeoutError: the broker blocked publishing for longer than the confirm timeout.
-            BrokerUnavailableError: the connection is down (the next publish reconnects once).
-        """
+        """Publish ``envelope`` and return once the broker confirmed it."""
         target = route or job_route(self._topology, envelope)
         began = time.perf_counter()
         self._send(target, envelope.encode(), _properties(envelope, target), mandatory=True)
@@ -117,21 +97,14 @@ class PikaPublisher(AsyncClosing):
                 continue
             try:
                 await self.publish(envelope, route)
-            except BrokerUnavailableError as exc:
-                down = exc
-                results.append(exc)
+                results.append(None)
             except TaskqError as exc:
                 results.append(exc)
-            else:
-                results.append(None)
+                down = exc if isinstance(exc, BrokerUnavailableError) else None
         return results
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
-        """Publish status events (transient, not mandatory: it is fine if nobody listens).
-
-        Raises:
-            BrokerUnavailableError: the connection is down.
-        """
+        """Publish status events (transient, not mandatory: it is fine if nobody listens)."""
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=1)
         for routing_key, body in events:
             route = Route(self._topology.events_exchange, routing_key)
@@ -147,7 +120,7 @@ class PikaPublisher(AsyncClosing):
             if isinstance(exc, _CONNECTION_ERRORS):
                 self._drop()
             # A channel the broker closed (404 and the like) is reopened by _live_channel.
-            raise _translate(exc, route) from exc
+            raise translate(exc, route) from exc
 
     def _live_channel(self) -> Any:
         """Return the open confirm channel, reconnecting once if the connection went away."""
@@ -214,25 +187,6 @@ def _properties(envelope: Envelope, route: Route) -> Any:
         type=props.type,
         headers={**props.headers, **route.headers},
     )
-
-
-def _translate(exc: Exception, route: Route) -> TaskqError:
-    """Map a pika failure to the taskq error that says what to do next."""
-    where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
-    if isinstance(exc, pika.exceptions.UnroutableError):
-        return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
-    if isinstance(exc, pika.exceptions.NackError):
-        return PublishNackedError(f"the broker refused the message for {where}")
-    if isinstance(exc, pika.exceptions.ChannelClosed) and exc.reply_code == _NOT_FOUND:
-        return UnroutableError(
-            f"{where}: the exchange does not exist; run `taskctl topology apply`"
-        )
-    if isinstance(exc, pika.exceptions.ConnectionBlockedTimeout):
-        return ConfirmTimeoutError(
-            f"the broker blocked publishing (resource alarm) and sent no confirm for {where} "
-            "in time; the outcome is unknown"
-        )
-    return BrokerUnavailableError(f"publish to {where} failed: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:

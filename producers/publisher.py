@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast
 
 import aio_pika
 import aiormq
+import pika.exceptions
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from opentelemetry.trace import SpanKind
 
@@ -53,8 +54,7 @@ class Publisher(Protocol):
 class ConfirmedPublisher(AsyncClosing):
     """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
 
-    Concurrent ``publish`` calls share the channel, so their confirms are pipelined rather
-    than one round trip each; ``publish_many`` keeps ``publish_window`` of them in flight.
+    Concurrent ``publish`` calls share the channel, so their confirms are pipelined.
     """
 
     def __init__(
@@ -83,11 +83,7 @@ class ConfirmedPublisher(AsyncClosing):
         name: str = "taskq publisher",
         metrics: ProducerMetrics | None = None,
     ) -> ConfirmedPublisher:
-        """Open a robust connection and a confirm channel.
-
-        Raises:
-            BrokerUnavailableError: when RabbitMQ cannot be reached.
-        """
+        """Open a robust connection and a confirm channel (``BrokerUnavailableError``: no broker)."""
         connection = await connect(broker, name=name)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -114,9 +110,7 @@ class ConfirmedPublisher(AsyncClosing):
         """Publish ``envelope`` and return once the broker confirmed it.
 
         Raises:
-            UnroutableError: no queue is bound for the routing key (or the exchange is missing).
-            PublishNackedError: the broker refused the message.
-            ConfirmTimeoutError: no confirm within ``confirm_timeout``; the outcome is unknown.
+            PublishError: unroutable, nacked, or no confirm in time (then the outcome is unknown).
             BrokerUnavailableError: the connection is down.
             ContractError: a property is longer than AMQP allows (nothing was sent).
         """
@@ -135,11 +129,7 @@ class ConfirmedPublisher(AsyncClosing):
     async def publish_many(
         self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
     ) -> list[TaskqError | None]:
-        """Publish every envelope, ``publish_window`` at a time; one result per envelope.
-
-        An envelope AMQP cannot carry (a name over 255 bytes) gets a ``ContractError`` and is
-        not written; the others go out all the same.
-        """
+        """Publish every envelope, ``publish_window`` at a time; one result per envelope."""
         targets = (
             list(routes)
             if routes is not None
@@ -196,7 +186,7 @@ class ConfirmedPublisher(AsyncClosing):
     def _result(self, outcome: object, target: Route, elapsed: float) -> TaskqError | None:
         """Return the error a confirm's outcome means, or ``None`` (timed) for a confirm."""
         if isinstance(outcome, Exception):
-            error = _translate(outcome, target)
+            error = translate(outcome, target)
             if not isinstance(error, TaskqError):
                 raise error from outcome
             return error
@@ -242,12 +232,7 @@ class ConfirmedPublisher(AsyncClosing):
         return table
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
-        """Publish status events (transient, not mandatory: fine if nobody listens) in one write.
-
-        Raises:
-            BrokerUnavailableError: the connection is down.
-            ContractError: a routing key is longer than AMQP allows (nothing was written).
-        """
+        """Publish status events (transient, not mandatory: fine if nobody listens) in one write."""
         if not events:
             return
         await self._underlay()
@@ -267,7 +252,7 @@ class ConfirmedPublisher(AsyncClosing):
             channel = cast(aiormq.Channel, await self._events.get_underlay_channel())
             await wire.publish_unconfirmed(channel, messages)
         except Exception as exc:
-            raise _translate(exc, Route(exchange, events[0][0])) from exc
+            raise translate(exc, Route(exchange, events[0][0])) from exc
 
     async def _underlay(self) -> aiormq.Channel:
         """Return the live channel, waiting at most the confirm timeout for a reconnect."""
@@ -307,28 +292,40 @@ def _settled(confirm: asyncio.Future[Any]) -> object:
 
 
 def _outcome(outcome: object) -> TaskqError | None:
+    """Return a gathered publish's result, re-raising what is not a taskq error."""
     if outcome is None or isinstance(outcome, TaskqError):
         return outcome
     raise cast(BaseException, outcome)
 
 
-def _translate(exc: Exception, route: Route) -> Exception:
-    """Map an aio-pika/aiormq failure to the taskq error that says what to do next."""
+def translate(exc: Exception, route: Route) -> Exception:
+    """Map an aio-pika, aiormq or pika failure to the taskq error that says what to do next."""
     where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
-    if isinstance(exc, aio_pika.exceptions.PublishError):
+    if isinstance(exc, aio_pika.exceptions.PublishError | pika.exceptions.UnroutableError):
         return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
-    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity) or (
+        isinstance(exc, pika.exceptions.ChannelClosed) and exc.reply_code == _NOT_FOUND
+    ):
         return UnroutableError(
             f"{where}: the exchange does not exist; run `taskctl topology apply`"
         )
-    if isinstance(exc, aiormq.exceptions.DeliveryError):
+    if isinstance(exc, aiormq.exceptions.DeliveryError | pika.exceptions.NackError):
         return PublishNackedError(f"the broker refused the message for {where}")
     if isinstance(exc, asyncio.TimeoutError):
         return ConfirmTimeoutError(f"no confirm for {where} in time; the outcome is unknown")
-    if isinstance(exc, (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, RuntimeError)):
-        return BrokerUnavailableError(f"publish to {where} failed: {exc or type(exc).__name__}")
+    if isinstance(exc, pika.exceptions.ConnectionBlockedTimeout):
+        return ConfirmTimeoutError(
+            f"the broker blocked publishing (resource alarm) and sent no confirm for {where} "
+            "in time; the outcome is unknown"
+        )
+    if isinstance(
+        exc, (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, pika.exceptions.AMQPError, RuntimeError)
+    ):
+        # pika's str() of a connection error is often empty; repr names the cause.
+        return BrokerUnavailableError(f"publish to {where} failed: {str(exc) or repr(exc)}")
     return exc
 
 
+_NOT_FOUND = 404
 TRANSIENT = 1
 _EVENT_PROPERTIES = wire.encode_properties(content_type=CONTENT_TYPE, delivery_mode=TRANSIENT)

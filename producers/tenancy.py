@@ -36,12 +36,7 @@ class Viewer:
 
 
 async def get_visible(store: JobStore, viewer: Viewer, job_id: str) -> JobRecord:
-    """Return the job, if ``viewer`` may see it.
-
-    Raises:
-        JobNotFoundError: no job has this id that the viewer may see (another tenant's job
-            answers exactly as an unknown id does).
-    """
+    """Return the job, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
     job = await store.get_job(job_id)
     if job is None or not viewer.sees(job):
         raise JobNotFoundError(f"no job has id {excerpt(job_id)}")
@@ -57,12 +52,9 @@ async def list_visible(
     limit: int = 50,
     cursor: str | None = None,
 ) -> JobPage:
-    """Return one page of the viewer's jobs, newest first.
-
-    The store filters by tenant. Job-type patterns cannot be said in SQL, so a limited viewer's
-    page is filtered here, reading up to ``MAX_SCANS`` store pages; a page may then hold fewer
-    than ``limit`` jobs while ``next_cursor`` still says more may follow.
-    """
+    """Return one page of the viewer's jobs, newest first."""
+    # Job-type patterns cannot be said in SQL, so a limited viewer's page is filtered here over
+    # up to MAX_SCANS store pages: it may hold fewer than ``limit`` jobs, and more may follow.
     if job_type is not None and not viewer.may_touch(job_type):
         return JobPage([], None)
     if viewer.job_types is None or job_type is not None:

@@ -1,12 +1,9 @@
 """Publishes written as AMQP 0-9-1 frames straight onto an aiormq channel, many in one write.
 
-This is the one module that reaches past aiormq's public API: it takes delivery tags from the
-channel, registers confirmations (and message ids, for returned messages) in the channel's own
-tables, and puts the frames on the connection's write queue, as ``Channel.basic_publish`` does
-for one message at a time. Doing it for a window of messages at once, with the frames encoded
-here, costs a fraction of a ``basic_publish`` call per message (``bench/publish.py``). It was
-written against the aiormq version in ``AIORMQ_VERSION``; a test fails when another is
-installed, so an upgrade is checked here before it can break the publisher.
+The one module that reaches past aiormq's public API, doing what ``Channel.basic_publish`` does
+(delivery tags, confirmations, returnable message ids, the write queue) for a window of messages
+at once, at a fraction of the cost per message (``bench/publish.py``). A test pins the aiormq
+version it was written against (``AIORMQ_VERSION``), so an upgrade is checked here first.
 """
 
 from __future__ import annotations
@@ -55,21 +52,13 @@ def outgoing(
     *,
     mandatory: bool = True,
 ) -> Outgoing:
-    """Return the message to publish ``body`` to ``exchange`` with ``routing_key``.
-
-    Raises:
-        ValueError: the exchange or routing key is longer than 255 bytes in UTF-8.
-    """
+    """Return the message publishing ``body`` (``ValueError``: a name over 255 bytes in UTF-8)."""
     return Outgoing(encode_publish(exchange, routing_key, mandatory), properties, body, message_id)
 
 
 @functools.lru_cache(maxsize=4096)
 def encode_publish(exchange: str, routing_key: str, mandatory: bool) -> bytes:
-    """Return the payload of a ``Basic.Publish`` method frame (remembered: the keys repeat).
-
-    Raises:
-        ValueError: the exchange or routing key is longer than 255 bytes in UTF-8.
-    """
+    """Return the payload of a ``Basic.Publish`` method frame (remembered: the keys repeat)."""
     return b"".join(
         (
             _PUBLISH.pack(60, 40, 0),
@@ -81,11 +70,7 @@ def encode_publish(exchange: str, routing_key: str, mandatory: bool) -> bytes:
 
 
 def shortstr(value: str, field: str) -> bytes:
-    """Return ``value`` as an AMQP short string.
-
-    Raises:
-        ValueError: ``value`` is longer than 255 bytes in UTF-8, naming ``field``.
-    """
+    """Return ``value`` as an AMQP short string (``ValueError`` naming ``field`` when too long)."""
     data = value.encode()
     if len(data) > _SHORTSTR_MAX:
         raise ValueError(f"{field} is {len(data)} bytes in UTF-8; AMQP allows at most 255")
@@ -103,11 +88,7 @@ def encode_properties(
     timestamp: int | None = None,
     type: str | None = None,
 ) -> bytes:
-    """Return the property flags and values of a content header (``headers`` from ``encode_table``).
-
-    Raises:
-        ValueError: a short-string property is longer than 255 bytes in UTF-8.
-    """
+    """Return the property flags and values of a content header (``headers`` from ``encode_table``)."""
     flags = _CONTENT_TYPE | _DELIVERY_MODE
     parts = [b"", shortstr(content_type, "content_type")]
     if headers:
@@ -178,14 +159,10 @@ async def publish_confirmed(channel: aiormq.Channel, messages: Sequence[Outgoing
     """Write ``messages`` on a confirm channel in one go; return the futures of their confirms.
 
     A future resolves with the broker's ``Basic.Ack``, or fails with aiormq's ``PublishError``
-    (returned as unroutable), ``DeliveryError`` (nacked) or the channel's close reason. Call
-    ``Sent.forget`` once the futures are done or abandoned.
-
-    Raises:
-        aiormq.exceptions.ChannelInvalidStateError: the channel is closed.
+    (returned), ``DeliveryError`` (nacked) or the channel's close reason; call ``Sent.forget``
+    once they are done or abandoned.
     """
-    number, max_body = channel.number, channel.max_content_size
-    payload = b"".join([publish_frames(number, max_body, m) for m in messages])
+    payload = _frames(channel, messages)
     # The lock is the one basic_publish holds: delivery tags are numbered in the order the
     # frames reach the socket, and nothing else is written to this channel in between.
     async with channel.lock:
@@ -203,17 +180,21 @@ async def publish_confirmed(channel: aiormq.Channel, messages: Sequence[Outgoing
         except BaseException:
             # Never written: give the tags back while the lock still keeps them ours.
             channel.delivery_tag = first - 1
-            for tag, message in enumerate(messages, first):
+            for tag in range(first, first + len(messages)):
                 confirmations.pop(tag, None)
-                if tags.get(message.message_id) == tag:
-                    del tags[message.message_id]
+            Sent(channel, first, messages, confirms).forget()
             raise
     return Sent(channel, first, messages, confirms)
 
 
 async def publish_unconfirmed(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> None:
     """Write ``messages`` on a channel without confirms in one go (fire and forget)."""
-    number, max_body = channel.number, channel.max_content_size
-    payload = b"".join([publish_frames(number, max_body, m) for m in messages])
     # Such a channel keeps no per-message state, so no aiormq bookkeeping is skipped.
-    await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+    await channel.write_queue.put(
+        ChannelFrame(payload=_frames(channel, messages), should_close=False)
+    )
+
+
+def _frames(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> bytes:
+    number, max_body = channel.number, channel.max_content_size
+    return b"".join([publish_frames(number, max_body, m) for m in messages])

@@ -49,22 +49,18 @@ async def ensure_admin_key(store: CredentialStore, path: Path, auth: AuthSetting
                     path,
                 )
             return False
-    pepper = None if auth.api_key_pepper is None else auth.api_key_pepper.get_secret_value()
+    pepper = (
+        None if auth.api_key_pepper is None else auth.api_key_pepper.get_secret_value().encode()
+    )
     new = make_key(
-        name=KEY_NAME,
-        tenant=DEFAULT_TENANT,
-        scopes=tuple(Scope),
-        pepper=None if pepper is None else pepper.encode(),
-        now=now,
+        name=KEY_NAME, tenant=DEFAULT_TENANT, scopes=tuple(Scope), pepper=pepper, now=now
     )
     await store.create_api_key(new.record)
     _write_private(path, new.token)
     logger.info(
         "admin API key (every scope, tenant {}) written to {} (mode 0600); taskctl uses it, and "
         'curl takes -H "Authorization: Bearer $(cat {})"',
-        DEFAULT_TENANT,
-        path,
-        path,
+        *(DEFAULT_TENANT, path, path),
     )
     return True
 

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, age, listing, purge, replay
 from producers.api.app import Services
-from producers.api.routes import StrictJsonRoute
-from producers.api.security import principal, secured
+from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.compiled import CompiledGroup
-from topology.durations import parse_duration
 from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
-router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=StrictJsonRoute)
+router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=SecuredRoute)
 
 
 Text = Annotated[str | None, Field(max_length=255)]
@@ -70,28 +67,28 @@ class PurgeRequest(Filters):
 
 def _filter(f: Filters, tenant: str) -> DeadFilter:
     try:
-        age = None if f.older_than is None else timedelta(milliseconds=parse_duration(f.older_than))
+        older = age(f.older_than)
     except ValueError as exc:
         raise JobRejectedError(str(exc), field="older_than") from exc
-    except OverflowError:
-        raise JobRejectedError("older_than is too long a duration", field="older_than") from None
     return DeadFilter(
-        job_id=f.id, job_type=f.type, reason=f.reason, error=f.error, older_than=age, tenant=tenant
+        job_id=f.id,
+        job_type=f.type,
+        reason=f.reason,
+        error=f.error,
+        older_than=older,
+        tenant=tenant,
     )
 
 
-def _publisher(services: Services) -> ConfirmedPublisher:
-    if services.publisher is None:
-        raise BrokerUnavailableError("the DLQ routes need the API's broker connection")
-    return services.publisher
-
-
-def _context(request: Request, group: str) -> tuple[Services, CompiledGroup]:
+def _context(request: Request, group: str) -> tuple[Services, ConfirmedPublisher, CompiledGroup]:
     services: Services = request.app.state.services
     try:
-        return services, services.submitter.topology.group(group)
+        compiled = services.submitter.topology.group(group)
     except UnknownGroupError as exc:
         raise JobRejectedError(str(exc), field="group") from exc
+    if services.publisher is None:
+        raise BrokerUnavailableError("the DLQ routes need the API's broker connection")
+    return services, services.publisher, compiled
 
 
 @router.get(
@@ -103,13 +100,10 @@ async def list_dead(
     request: Request, group: str, query: Annotated[ListQuery, Query()]
 ) -> dict[str, Any]:
     """Return a page of matching dead letters and the cursor of the next page (null at the end)."""
-    services, compiled = _context(request, group)
+    _, publisher, compiled = _context(request, group)
+    chosen = _filter(query, principal(request).tenant)
     page = await listing(
-        _publisher(services).connection,
-        compiled,
-        _filter(query, principal(request).tenant),
-        limit=query.limit,
-        cursor=query.cursor,
+        publisher.connection, compiled, chosen, limit=query.limit, cursor=query.cursor
     )
     return {"letters": [letter.view() for letter in page.letters], "next_cursor": page.cursor}
 
@@ -121,30 +115,29 @@ async def list_dead(
 )
 async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict[str, int]:
     """Replay the matching dead letters (attempts reset, idempotency keys kept)."""
-    services, compiled = _context(request, group)
+    services, publisher, compiled = _context(request, group)
     tenant = principal(request).tenant
     chosen = _filter(body, tenant)
     if chosen == DeadFilter(tenant=tenant) and not body.all:
         raise JobRejectedError("give a filter or all: true", field="all")
-    publisher = _publisher(services)
+    submitter = services.submitter
     outcome = await replay(
         publisher.connection,
-        services.submitter.topology,
+        submitter.topology,
         compiled,
         publisher,
-        services.submitter.store,
+        submitter.store,
         chosen,
         rate=body.rate,
     )
-    return {"replayed": outcome.matched, "left": outcome.kept + outcome.skipped_undecodable}
+    return {"replayed": outcome.matched, "left": outcome.kept}
 
 
 @router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))
 async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[str, int]:
     """Delete the matching dead letters; needs ``confirm: true``."""
-    services, compiled = _context(request, group)
+    _, publisher, compiled = _context(request, group)
     if not body.confirm:
         raise JobRejectedError("a purge cannot be undone: send confirm: true", field="confirm")
-    chosen = _filter(body, principal(request).tenant)
-    outcome = await purge(_publisher(services).connection, compiled, chosen)
+    outcome = await purge(publisher.connection, compiled, _filter(body, principal(request).tenant))
     return {"purged": outcome.matched, "left": outcome.kept}

@@ -1,33 +1,72 @@
 """The ``taskctl`` command line: one entry point for operators."""
 
-# Every command imports what it runs inside its own body, so ``taskctl --help`` and
-# ``taskctl status`` start without loading the worker, the API, the broker client or the AWS SDK.
-
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
 
-from taskctl import (
-    autoscale_command,
-    breakers_command,
-    callback_command,
-    config_command,
-    dlq_commands,
-    doctor_command,
-    jobs_commands,
-    keys_commands,
-    process_commands,
-    topology_commands,
-)
 from taskctl.context import fail, log_quietly
 from topology.errors import TaskqError
+
+# Each command and the module that defines it (in help order). A command's module is imported,
+# and its commands built, only when it runs or a help lists it: `taskctl status` loads neither
+# the worker, the API, the broker client nor the other commands.
+MODULES = {
+    **dict.fromkeys(("up", "worker"), "process_commands"),
+    "config": "config_command",
+    "autoscale": "process_commands",
+    "scale": "health_commands",
+    **dict.fromkeys(("submit", "status", "watch", "jobs", "cancel"), "jobs_commands"),
+    **dict.fromkeys(("queues", "breakers", "doctor"), "health_commands"),
+    "callback-secret": "jobs_commands",
+    "serve": "process_commands",
+    "topology": "topology_commands",
+    "dlq": "dlq_commands",
+    "keys": "keys_commands",
+}
+# Commands that read only settings and the job store: nothing they run logs, so they skip setting
+# logging up (loguru and the tracing API, a tenth of their start-up).
+SILENT = frozenset({"config", "status", "jobs", "breakers", "keys"})
+
+
+class _Lazy(MutableMapping[str, Any]):
+    """The commands by name, each built on first lookup from its module's ``app``."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            app = importlib.import_module(f"taskctl.{MODULES[name]}").app
+            group = typer.main.get_group(app)
+            # A module of sub-commands is itself the group; the others only hold commands.
+            self._built.update({name: group} if app.info.name == name else group.commands)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODULES)
+
+    def __len__(self) -> int:
+        return len(MODULES)
 
 
 class _Commands(TyperGroup):
     """The command group: a taskq error ends any command with its message on stderr, status 1."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.commands = _Lazy()
 
     def invoke(self, ctx: Any) -> Any:  # typer's Context class lives in its private click copy
         try:
@@ -49,6 +88,7 @@ app = typer.Typer(
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -60,30 +100,8 @@ def _options(
 ) -> None:
     # The long-running commands (up, worker, autoscale) log their own way: their logs are
     # their output.
-    log_quietly(verbose)
-
-
-app.add_typer(topology_commands.app, name="topology")
-app.add_typer(dlq_commands.app, name="dlq")
-app.add_typer(keys_commands.app, name="keys")
-for command in (
-    process_commands.up,
-    process_commands.worker,
-    config_command.config,
-    autoscale_command.autoscale,
-    autoscale_command.scale,
-    jobs_commands.submit,
-    jobs_commands.status,
-    jobs_commands.watch,
-    jobs_commands.jobs,
-    jobs_commands.cancel,
-    jobs_commands.queues,
-    breakers_command.breakers,
-    doctor_command.doctor,
-):
-    app.command()(command)
-app.command(name="callback-secret")(callback_command.callback_secret)
-app.command(name="serve")(process_commands.api)
+    if ctx.invoked_subcommand not in SILENT:
+        log_quietly(verbose)
 
 
 def main() -> None:

@@ -31,18 +31,11 @@ TopologyFile = Annotated[
 ]
 
 
-def out() -> Console:
-    """Return a console on the command's output (stdout), for tables and messages to a person."""
+def out(*, stderr: bool = False) -> Console:
+    """Return a console for a person: on the command's output, or on stderr (progress bars)."""
     from rich.console import Console
 
-    return Console(soft_wrap=True, highlight=False)
-
-
-def err() -> Console:
-    """Return a console on stderr, for errors and progress bars."""
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    return Console(stderr=stderr, soft_wrap=True, highlight=False)
 
 
 def fail(error: TaskqError) -> NoReturn:
@@ -58,11 +51,60 @@ def print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole: int) -> None:
-    """Print a table that fits the terminal; its first ``whole`` columns (ids, states) are never cut."""
-    from taskctl.tables import fitted
+FOLDED = 12  # the fewest characters an optional column is shown in; longer values fold
+GAP = 3  # a space of padding each side of the blank rule between two columns
+EDGES = 2  # a blank column left and right of the table
 
-    out().print(fitted(headers, rows, whole=whole))
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole: int) -> None:
+    """Print a table as wide as the terminal; its first ``whole`` columns (ids, states) are never cut."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    # The optional columns share what is left, folding their values; the rightmost goes while
+    # they cannot each have FOLDED characters.
+    wants = [
+        max([cell_len(header)] + [cell_len(row[i]) for row in rows])
+        for i, header in enumerate(headers)
+    ]
+    console = out()
+    fixed = sum(wants[:whole]) + EDGES
+    shown = len(headers)
+    while (
+        shown > whole
+        and fixed + GAP * (shown - 1) + sum(min(want, FOLDED) for want in wants[whole:shown])
+        > console.width
+    ):
+        shown -= 1
+    widths = wants[:whole] + _shares(wants[whole:shown], console.width - fixed - GAP * (shown - 1))
+    # Its own width, not the terminal's: whole columns stay whole on a terminal too narrow
+    # for them, where the terminal wraps the lines instead.
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, width=EDGES + GAP * (shown - 1) + sum(widths)
+    )
+    for i, header in enumerate(headers[:shown]):
+        if i < whole:
+            table.add_column(header, no_wrap=True, width=widths[i])
+        else:
+            table.add_column(header, width=widths[i], overflow="fold")
+    for row in rows:
+        # Text, not markup: a job type or an error may hold square brackets.
+        table.add_row(*(Text(cell) for cell in row[:shown]))
+    console.print(table)
+
+
+def _shares(wants: list[int], room: int) -> list[int]:
+    """Return widths within ``room``: each its want up to ``FOLDED``, then the rest, least wanting first."""
+    widths = [min(want, FOLDED) for want in wants]
+    spare = room - sum(widths)
+    by_want = sorted(range(len(wants)), key=wants.__getitem__)
+    for served, i in enumerate(by_want):
+        more = min(wants[i] - widths[i], spare // (len(by_want) - served))
+        widths[i] += more
+        spare -= more
+    return widths
 
 
 Cell = str | Callable[[Mapping[str, Any]], str]  # a field shown as it is, or how to show one
@@ -153,8 +195,10 @@ def log_quietly(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def log_as_output() -> None:
-    """Log to stdout, the output of a long-running command; its children log there in the same format."""
+def serve(what: str, start: Callable[[], int]) -> NoReturn:
+    """Run a long-running command, logging to stdout (its output), and exit with its status."""
+    from loguru import logger
+
     from telemetry.logs import configure_logging
     from topology.settings import LogSettings, read_section
 
@@ -162,15 +206,9 @@ def log_as_output() -> None:
     chosen = configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
     # Each child logs to a pipe, which alone would make it pick JSON: it follows this process.
     os.environ["TASKQ_LOG_FORMAT"] = chosen
-
-
-def serve(what: str, start: Callable[[], int]) -> NoReturn:
-    """Run a long-running command and exit with its status; a taskq error is logged (its logs are its output)."""
-    from loguru import logger
-
     try:
         code = start()
-    except TaskqError as exc:
+    except TaskqError as exc:  # logged: the logs are the output
         logger.error("{} failed: {}", what, exc)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -13,7 +13,6 @@ from taskctl.context import (
     JsonFlag,
     broker_settings,
     compiled_topology,
-    err,
     job_store,
     out,
     print_json,
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 app = typer.Typer(
+    name="dlq",
     help="Inspect, replay and purge dead letters.\n\nEach consumer group has a dead-letter queue (DLQ).",
     rich_markup_mode=None,
 )
@@ -59,25 +59,23 @@ def _filter(
     error: str | None,
     older_than: str | None,
 ) -> DeadFilter:
-    from datetime import timedelta
-
-    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter
-    from topology.durations import parse_duration
+    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, age
 
     try:
-        age = None if older_than is None else timedelta(milliseconds=parse_duration(older_than))
+        older = age(older_than)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     if error is not None and len(error) > MAX_FILTER_CHARS:
         raise typer.BadParameter(f"at most {MAX_FILTER_CHARS} characters", param_hint="--error")
-    return DeadFilter(job_id=job_id, job_type=job_type, reason=reason, error=error, older_than=age)
+    return DeadFilter(
+        job_id=job_id, job_type=job_type, reason=reason, error=error, older_than=older
+    )
 
 
 @app.command("list")
 def list_(
     group: Annotated[
-        str | None,
-        typer.Argument(help="Only this consumer group's DLQ (default: every group's)."),
+        str | None, typer.Argument(help="Only this consumer group's DLQ (default: every group's).")
     ] = None,
     job_id: JobId = None,
     job_type: JobType = None,
@@ -151,8 +149,7 @@ def replay_(
     compiled = topology.group(group)
     broker = broker_settings()
     outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
-    kept = outcome.kept + outcome.skipped_undecodable
-    out().print(f"replayed {outcome.matched}, left {kept} in the DLQ of group {group}")
+    out().print(f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}")
 
 
 @app.command("purge")
@@ -233,16 +230,9 @@ async def _replay(
     )
     try:
         async with job_store() as store:
-            with _progress("replaying") as progress:
+            with _progress("replaying") as bar:
                 return await replay(
-                    connection,
-                    topology,
-                    group,
-                    publisher,
-                    store,
-                    chosen,
-                    rate=rate,
-                    progress=progress,
+                    connection, topology, group, publisher, store, chosen, rate=rate, progress=bar
                 )
     finally:
         await publisher.close()
@@ -253,7 +243,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """Yield a progress callback drawing a bar on stderr, for a person only (nothing to a pipe)."""
     from rich.progress import Progress
 
-    console = err()
+    console = out(stderr=True)
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -1,7 +1,8 @@
-"""``taskctl submit|status|watch|jobs|cancel|queues``: the job API's work from a terminal."""
+"""``taskctl submit|status|watch|jobs|cancel|callback-secret``: the job API's work from a terminal."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,12 +23,15 @@ from taskctl.context import (
     run,
     to_the_second,
 )
-from topology.errors import TaskqError
+from topology.errors import SettingsError, TaskqError
 from topology.priority import Priority
 
 if TYPE_CHECKING:
     from producers.tenancy import Viewer
+    from topology.compiled import CompiledTopology
+    from topology.settings import BrokerSettings
 
+app = typer.Typer(rich_markup_mode=None)
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]
 # What a single job shows, in this order, when set; each labelled "created", "max attempts".
 _FIELDS = (
@@ -50,14 +54,6 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
-_JOB_COLUMNS: tuple[tuple[str, Cell], ...] = (
-    *(("id", "id"), ("status", "status"), ("type", "type"), ("attempts", "attempts")),
-    ("last error", lambda job: job["last_error"] or ""),
-    ("priority", "priority"),
-    ("updated", lambda job: to_the_second(job["updated_at"])),
-)
-
-
 def _viewer() -> Viewer:
     """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
     from producers.tenancy import Viewer
@@ -66,6 +62,7 @@ def _viewer() -> Viewer:
     return Viewer(read_section(ClientSettings).tenant)
 
 
+@app.command()
 def submit(
     job_type: Annotated[
         str, typer.Argument(metavar="TYPE", help="A job type the topology routes.")
@@ -86,21 +83,26 @@ def submit(
     from producers.client import AsyncClient
     from producers.submit import JobRequest
 
-    data = _payload(payload)
+    raw = Path(payload[1:]).read_bytes() if payload.startswith("@") else payload.encode()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
     request = JobRequest(
         type=job_type, payload=data, priority=priority, delay=delay, idempotency_key=idempotency_key
     )
 
     async def go() -> dict[str, Any]:
         async with await AsyncClient.connect() as client:
-            results = await client.submit_many([request])
-        if isinstance(results[0], TaskqError):
-            raise results[0]
-        return results[0]
+            (result,) = await client.submit_many([request])
+        if isinstance(result, TaskqError):
+            raise result
+        return result
 
     _print_job(run(go()), as_json)
 
 
+@app.command()
 def status(job_id: JobId, as_json: JsonFlag = False) -> None:
     """Print a job: status, attempts, times, error, result."""
     from producers.tenancy import get_visible
@@ -109,6 +111,7 @@ def status(job_id: JobId, as_json: JsonFlag = False) -> None:
     _print_job(job_view(in_store(lambda store: get_visible(store, _viewer(), job_id))), as_json)
 
 
+@app.command()
 def watch(
     job_id: JobId,
     timeout: Annotated[
@@ -121,7 +124,6 @@ def watch(
     """
     from producers.tenancy import get_visible
     from producers.views import job_view
-    from taskctl.watching import follow_job
 
     broker = broker_settings()
     topology = compiled_topology(None)
@@ -130,15 +132,57 @@ def watch(
         viewer = _viewer()
         async with job_store() as store:
 
-            async def current(job_id: str) -> dict[str, Any]:
+            async def current() -> dict[str, Any]:
                 return job_view(await get_visible(store, viewer, job_id))
 
-            return await follow_job(current, broker, topology, job_id, timeout or None)
+            return await _follow(current, broker, topology, job_id, timeout or None)
 
     final = run(go())
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
 
 
+async def _follow(
+    current: Callable[[], Awaitable[dict[str, Any]]],
+    broker: BrokerSettings,
+    topology: CompiledTopology,
+    job_id: str,
+    within: float | None,
+) -> str:
+    """Print the job's status changes until it is final (or ``within`` s passed: TimeoutError); return it."""
+    import asyncio
+
+    from producers.events import decode_event
+    from topology.broker import connect
+
+    job = await current()
+    async with await connect(broker, name=f"taskctl watch {job_id}") as connection:
+        channel = await connection.channel()
+        # Bind before reading the status again, so no change can slip between the two.
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+        await queue.bind(exchange, f"{job['type']}.*")
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def on_message(message: Any) -> None:
+            event = decode_event(message.body)
+            if event is not None and event.get("id") == job_id:
+                await events.put(event)
+
+        await queue.consume(on_message, no_ack=True)
+        view = await current()
+        async with asyncio.timeout(within):
+            while True:
+                error = f"  last error: {view['last_error']}" if view.get("last_error") else ""
+                out().print(
+                    f"{view.get('updated_at', '')}  {view['id']}  {view['status']}  "
+                    f"attempts {view.get('attempts', 0)}{error}"
+                )
+                if JobStatus(view["status"]).terminal:
+                    return str(view["status"])
+                view = await events.get()
+
+
+@app.command()
 def jobs(
     status_filter: Annotated[
         JobStatus | None, typer.Option("--status", help="Only jobs in this state.")
@@ -161,11 +205,18 @@ def jobs(
     if as_json:
         print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
-    print_rows(views, _JOB_COLUMNS, whole=2, as_json=False)
+    columns: list[tuple[str, Cell]] = [
+        *[("id", "id"), ("status", "status"), ("type", "type"), ("attempts", "attempts")],
+        ("last error", lambda job: job["last_error"] or ""),
+        ("priority", "priority"),
+        ("updated", lambda job: to_the_second(job["updated_at"])),
+    ]
+    print_rows(views, columns, whole=2, as_json=False)
     if found.next_cursor:
         out().print(f"more: --cursor {found.next_cursor}")
 
 
+@app.command()
 def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
     """Cancel a job that has not started.
 
@@ -180,50 +231,23 @@ def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
     _print_job(run(go()), as_json)
 
 
-def queues(as_json: JsonFlag = False) -> None:
-    """Show each group's queues: depth, consumers, rates.
+@app.command("callback-secret")
+def callback_secret(
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="The callback URL (its origin decides the secret).")
+    ],
+) -> None:
+    """Print the secret that signs the callbacks to URL.
 
-    Ready and unacked messages, consumers and publish and ack rates of every work queue and
-    DLQ, read through the management API.
+    The Standard Webhooks secret (whsec_...) of URL's origin: the receiver there verifies
+    its deliveries with it.
     """
-    from topology.management import ManagementClient
+    from topology.settings import CallbackSettings, read_section
+    from webhooks.callbacks import endpoint_secret
 
-    topology = compiled_topology(None)
-    settings = broker_settings()
-
-    async def go() -> list[dict[str, Any]]:
-        rows = []
-        async with ManagementClient(settings) as client:
-            for group in topology.groups:
-                for name in (*group.queue_names, group.dead_letter_queue):
-                    rows.append(_queue_row(group.name, await client.queue(settings.vhost, name)))
-        return rows
-
-    columns: list[tuple[str, Cell]] = [
-        *[("queue", "queue"), ("ready", "ready"), ("unacked", "unacked")],
-        *[("consumers", "consumers"), ("group", "group")],
-        ("in/s", lambda row: f"{row['publish_rate']:.1f}"),
-        ("acked/s", lambda row: f"{row['ack_rate']:.1f}"),
-    ]
-    print_rows(run(go()), columns, whole=1, as_json=as_json)
-
-
-def _queue_row(group: str, data: dict[str, Any]) -> dict[str, Any]:
-    stats = data.get("message_stats") or {}
-    return {
-        "group": group,
-        "queue": data.get("name"),
-        "ready": int(data.get("messages_ready") or 0),
-        "unacked": int(data.get("messages_unacknowledged") or 0),
-        "consumers": int(data.get("consumers") or 0),
-        "publish_rate": float((stats.get("publish_details") or {}).get("rate", 0.0)),
-        "ack_rate": float((stats.get("ack_details") or {}).get("rate", 0.0)),
-    }
-
-
-def _payload(text: str) -> Any:
-    raw = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+    settings = read_section(CallbackSettings)
+    if settings.callback_signing_key is None:
+        raise SettingsError("TASKQ_CALLBACK_SIGNING_KEY is not set; callbacks are not signed yet")
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{url!r} is not an http(s) URL")
+    typer.echo(endpoint_secret(settings.callback_signing_key.get_secret_value(), url))

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from producers.auth.scopes import Scope
 
 app = typer.Typer(
+    name="keys",
     help="Create, list and revoke API keys.\n\nThe job store keeps only their hashes.",
     rich_markup_mode=None,
 )
@@ -46,14 +47,13 @@ def create(
     It is stored hashed and cannot be shown again.
     """
     from producers.auth.api_keys import make_key
+    from topology.limits import tenant_problem
     from topology.settings import AuthSettings, read_section
 
     if not name.strip() or len(name) > 200:
         raise typer.BadParameter("give a name of 1-200 characters", param_hint="NAME")
-    from topology.limits import tenant_problem
-
-    if tenant_problem(tenant):
-        raise typer.BadParameter(str(tenant_problem(tenant)), param_hint="--tenant")
+    if problem := tenant_problem(tenant):
+        raise typer.BadParameter(problem, param_hint="--tenant")
     now = datetime.now(UTC)
     pepper = read_section(AuthSettings).api_key_pepper
     new = make_key(
@@ -114,11 +114,10 @@ def _scopes(names: list[str] | None) -> tuple[Scope, ...]:
 
 
 def _patterns(patterns: list[str] | None) -> tuple[str, ...] | None:
-    for pattern in patterns or ():
-        from topology.limits import job_type_problem
+    from topology.limits import job_type_problem
 
-        problem = job_type_problem(pattern, allow_wildcards=True)
-        if problem:
+    for pattern in patterns or ():
+        if problem := job_type_problem(pattern, allow_wildcards=True):
             raise typer.BadParameter(problem, param_hint="--job-type")
     return tuple(patterns) if patterns else None
 
@@ -126,17 +125,16 @@ def _patterns(patterns: list[str] | None) -> tuple[str, ...] | None:
 def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
     from topology.durations import parse_duration
 
-    if expires_in is None:
-        return None
     try:
-        return now + timedelta(milliseconds=parse_duration(expires_in))
+        return (
+            None if expires_in is None else now + timedelta(milliseconds=parse_duration(expires_in))
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from exc
 
 
 def _view(key: ApiKeyRecord) -> dict[str, Any]:
-    def iso(when: datetime | None) -> str | None:
-        return None if when is None else when.isoformat().replace("+00:00", "Z")
+    from producers.views import iso
 
     return {
         "id": key.id,

@@ -13,15 +13,12 @@ from pathlib import Path
 from loguru import logger
 
 from consumers.autoscaler.loop import Actuator, Autoscaler
-from consumers.autoscaler.metrics import AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.status_server import serve_status
 from producers.auth.authenticator import standalone_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import job_store
-from taskctl.local_scaler import LocalScaler, worker_spec
-from taskctl.supervisor import ProcessSpec, Supervisor
+from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, worker_spec
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import SettingsError
@@ -40,13 +37,8 @@ async def up(path: Path | None, *, grace: float) -> int:
     topology = compile_topology(load_topology(path or topology_path(settings.locations)))
     broker = settings.broker
     report = await apply_topology(topology, broker)
-    logger.info(
-        "{} {}: topology applied to {}: {}",
-        report.server.product,
-        report.server.version,
-        broker.describe(),
-        report.summary(),
-    )
+    what = (report.server.product, report.server.version, broker.describe(), report.summary())
+    logger.info("{} {}: topology applied to {}: {}", *what)
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
     api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))
@@ -71,11 +63,7 @@ def refuse_taken_port(host: str, port: int, setting: str) -> None:
 
 
 async def supervise(
-    topology: CompiledTopology,
-    everything: Settings,
-    extra: Sequence[ProcessSpec],
-    *,
-    grace: float,
+    topology: CompiledTopology, everything: Settings, extra: Sequence[ProcessSpec], *, grace: float
 ) -> int:
     """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
     settings = everything.autoscaler
@@ -105,40 +93,24 @@ async def with_autoscaler(
 ) -> int:
     """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside."""
     settings = everything.autoscaler
-    metrics = AutoscalerMetrics()
+    host, port = settings.autoscaler_host, settings.autoscaler_port
     stop = asyncio.Event()
     async with (
         SignalReader(everything.broker) as reader,
         standalone_authenticator(everything) as authenticator,
     ):
-        autoscaler = Autoscaler(
-            topology,
-            reader,
-            actuator,
-            groups=groups,
-            interval=settings.autoscale_interval,
-            metrics=metrics,
-        )
-        address = f"{settings.autoscaler_host}:{settings.autoscaler_port}"
+        interval = settings.autoscale_interval
+        autoscaler = Autoscaler(topology, reader, actuator, groups=groups, interval=interval)
+        address = f"{host}:{port}"
         try:
-            runner = await serve_status(
-                autoscaler,
-                metrics,
-                authenticator,
-                host=settings.autoscaler_host,
-                port=settings.autoscaler_port,
-            )
+            runner = await autoscaler.serve(authenticator, host=host, port=port)
         except OSError as exc:
             raise SettingsError(
                 f"the autoscaler cannot serve its status on {address}: {exc.strerror or exc}; "
                 "another taskctl up or autoscale may be running, or choose TASKQ_AUTOSCALER_PORT"
             ) from exc
-        logger.info(
-            "autoscaler: groups {}, every {:g}s; status on http://{}/status",
-            ", ".join(groups) or "none",
-            settings.autoscale_interval,
-            address,
-        )
+        what = (", ".join(groups) or "none", interval, address)
+        logger.info("autoscaler: groups {}, every {:g}s; status on http://{}/status", *what)
         loop = asyncio.create_task(autoscaler.run(stop))
         try:
             return await main()
@@ -150,8 +122,7 @@ async def with_autoscaler(
 
 async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str | None) -> int:
     """Scale each handled group's Deployment in ``namespace`` (default: the API's) until stopped."""
-    from consumers.autoscaler.kube_api import KubeApi
-    from consumers.autoscaler.kubernetes import KubernetesScaler
+    from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 
     scaler = KubernetesScaler(await KubeApi.load(), namespace=namespace)
 

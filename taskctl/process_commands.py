@@ -1,4 +1,4 @@
-"""``taskctl up``, ``serve`` and ``worker``: the pipeline's processes in the foreground, their logs as output."""
+"""``taskctl up|worker|serve|autoscale``: the pipeline's processes in the foreground, their logs as output."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from typing import Annotated
 
 import typer
 
-from taskctl.context import TopologyFile, log_as_output, run, serve
+from taskctl.context import TopologyFile, run, serve
+
+app = typer.Typer(rich_markup_mode=None)
 
 
+@app.command()
 def up(
     file: TopologyFile = None,
     grace: Annotated[
@@ -20,31 +23,70 @@ def up(
     Applies the topology, then runs the API, each handled group's workers and the
     autoscaler. Its logs are its output.
     """
-    log_as_output()
     from taskctl.pipeline import up as run_up
 
     serve("taskctl up", lambda: run(run_up(file, grace=grace)))
 
 
+@app.command()
 def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.")]) -> None:
     """Run one consumer group's worker until SIGTERM.
 
     SIGTERM or Ctrl-C drains it. Its logs are its output.
     """
-    log_as_output()
     from taskctl.assembly import run, run_worker
     from topology.settings import load_settings
 
     serve(f"the worker of group {group}", lambda: run(run_worker(group, load_settings())))
 
 
+@app.command("serve")
 def api() -> None:
     """Serve the HTTP API until SIGTERM.
 
     It listens on TASKQ_HOST:TASKQ_PORT; taskctl up runs it. Its logs are its output.
     """
-    log_as_output()
     from taskctl.assembly import serve_api
     from topology.settings import load_settings
 
     serve("the API", lambda: serve_api(load_settings()))
+
+
+@app.command()
+def autoscale(
+    file: TopologyFile = None,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            help="Scale Deployments through the Kubernetes API instead of local processes."
+        ),
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Kubernetes namespace of the worker Deployments "
+            "(default: the pod's, else the kubeconfig context's, else default)."
+        ),
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds each local worker gets to drain on stop.")
+    ] = 30.0,
+) -> None:
+    """Run the autoscaler, scaling local workers or Kubernetes.
+
+    Locally it runs each handled group's workers as taskctl up does, without the API; with
+    --kubernetes it scales the Deployments taskq-worker-<group>. Its logs are its output.
+    """
+    from taskctl import pipeline
+    from topology.compiled import compile_topology
+    from topology.loader import load_topology, topology_path
+    from topology.settings import load_settings
+
+    async def main() -> int:
+        settings = load_settings()
+        topology = compile_topology(load_topology(file or topology_path(settings.locations)))
+        if kubernetes:
+            return await pipeline.kubernetes(topology, settings, namespace)
+        return await pipeline.supervise(topology, settings, [], grace=grace)
+
+    serve("taskctl autoscale", lambda: run(main()))

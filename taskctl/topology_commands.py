@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from topology.export import KedaOptions
 
 app = typer.Typer(
+    name="topology",
     help="Plan, apply, export and draw the topology.\n\n"
     "The topology file is $TASKQ_TOPOLOGY or the packaged one, unless --file names another.",
     rich_markup_mode=None,
@@ -143,12 +144,10 @@ def export(
         int, typer.Option(min=1, help="With --keda: seconds between two looks at the queues.")
     ] = 15,
     auth_ref: Annotated[
-        str,
-        typer.Option(help="With --keda: the TriggerAuthentication holding the management URL."),
+        str, typer.Option(help="With --keda: the TriggerAuthentication holding the management URL.")
     ] = "taskq-rabbitmq",
     secret: Annotated[
-        str,
-        typer.Option(help="With --keda: the Secret whose key `host` holds the management URL."),
+        str, typer.Option(help="With --keda: the Secret whose key `host` holds the management URL.")
     ] = "taskq-rabbitmq",
     trigger_auth: Annotated[
         bool,

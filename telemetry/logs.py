@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC
@@ -75,17 +75,6 @@ def message_only(record: Record) -> str:
     return "{message}"
 
 
-def json_sink(stream: TextIO) -> Callable[[Message], None]:
-    """Return a loguru sink writing each record to ``stream`` as one JSON line, flushed at once."""
-
-    def write(message: Message) -> None:
-        # Flushed per line so a supervisor's and its children's lines never interleave mid-line.
-        stream.write(json_line(message.record) + "\n")
-        stream.flush()
-
-    return write
-
-
 def text_format(record: Record) -> str:
     """Return loguru's default-like colored format for ``record``, with its job id when it has one."""
     extra = record["extra"]
@@ -131,9 +120,13 @@ def configure_logging(
     logger.configure(patcher=_enrich)
     # No diagnose: loguru would print local variables in tracebacks, payloads and secrets included.
     if chosen == "json":
-        logger.add(
-            json_sink(out), level=level, format=message_only, backtrace=False, diagnose=False
-        )
+
+        def write(message: Message) -> None:
+            # Flushed per line so a supervisor's and its children's lines never interleave mid-line.
+            out.write(json_line(message.record) + "\n")
+            out.flush()
+
+        logger.add(write, level=level, format=message_only, backtrace=False, diagnose=False)
     else:
         logger.add(out, level=level, format=text_format, backtrace=False, diagnose=False)
     _route_stdlib(logger.level(level).no)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import aiormq
-from aio_pika.abc import AbstractChannel, ExchangeType
+from aio_pika.abc import ExchangeType
 
 from topology.broker import ServerInfo, connect, server_info
 from topology.compiled import Binding, CompiledTopology, Exchange, Queue, args
 from topology.errors import TopologyConflictError
 from topology.management import ManagementClient
 from topology.settings import BrokerSettings
+
+BrokerObject = Exchange | Queue | Binding
+Progress = Callable[[str], None]
+Obj = TypeVar("Obj", Exchange, Queue, Binding)
 
 
 class Action(StrEnum):
@@ -24,9 +28,6 @@ class Action(StrEnum):
     MATCH = "match"
     CONFLICT = "conflict"
     EXTRA = "extra"
-
-
-BrokerObject = Exchange | Queue | Binding
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +65,26 @@ class LiveState:
     ) -> LiveState:
         """Build the state from management API listings."""
         queue_list = list(queues)
-        binding_list = [b for b in bindings if b["source"]]
+        binding_list = [(_parsed(Binding, b, {}), b) for b in bindings if b["source"]]
         return cls(
             exchanges=tuple(
-                _exchange(e) for e in exchanges if e["name"] and not _builtin(e["name"])
+                _parsed(Exchange, e, {})
+                for e in exchanges
+                if e["name"] and not e["name"].startswith("amq.")
             ),
-            queues=tuple(_queue(q) for q in queue_list),
-            bindings=tuple(_binding(b) for b in binding_list),
+            # A queue declared without x-queue-type still has a type; compare on what it really is.
+            queues=tuple(
+                _parsed(Queue, q, {"x-queue-type": q.get("type", "classic")}) for q in queue_list
+            ),
+            bindings=tuple(b for b, _ in binding_list),
             messages={str(q["name"]): int(q.get("messages") or 0) for q in queue_list},
-            binding_keys={_binding(b): str(b.get("properties_key", "~")) for b in binding_list},
+            binding_keys={b: str(data.get("properties_key", "~")) for b, data in binding_list},
         )
+
+
+def _parsed(kind: type[Obj], data: Mapping[str, Any], implied: Mapping[str, Any]) -> Obj:
+    known = {f.name: data[f.name] for f in fields(kind) if f.name in data and f.name != "arguments"}
+    return kind(**known, arguments=args({**implied, **(data.get("arguments") or {})}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,69 +112,54 @@ class Plan:
 
 def make_plan(topology: CompiledTopology, live: LiveState) -> Plan:
     """Return what applying ``topology`` to a broker holding ``live`` would do."""
+    live_ex, live_q = {e.name: e for e in live.exchanges}, {q.name: q for q in live.queues}
+    items = [_compare(e, live_ex.get(e.name)) for e in topology.exchanges]
+    items += [_compare(q, live_q.get(q.name)) for q in topology.queues]
+    live_b, declared_b = set(live.bindings), set(topology.bindings)
+    items += [
+        PlanItem(Action.MATCH if b in live_b else Action.CREATE, b, None) for b in topology.bindings
+    ]
+    declared_objects: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
+    declared = {o.name for o in declared_objects}
+    live_objects: list[Exchange | Queue] = [*live.exchanges, *live.queues]
     ns = topology.namespace + "."
-    items: list[PlanItem] = []
-    live_ex = {e.name: e for e in live.exchanges}
-    for exchange in topology.exchanges:
-        items.append(_compare(exchange, live_ex.get(exchange.name), _exchange_hint))
-    live_q = {q.name: q for q in live.queues}
-    for queue in topology.queues:
-        items.append(_compare(queue, live_q.get(queue.name), _queue_hint))
-    live_b = set(live.bindings)
-    for binding in topology.bindings:
-        items.append(PlanItem(Action.MATCH if binding in live_b else Action.CREATE, binding, None))
-    declared_names = {e.name for e in topology.exchanges} | {q.name for q in topology.queues}
-    named: list[Exchange | Queue] = [*live.exchanges, *live.queues]
-    for obj in named:
-        if obj.name.startswith(ns) and obj.name not in declared_names:
-            items.append(PlanItem(Action.EXTRA, None, obj, "not in the topology file"))
-    declared_b = set(topology.bindings)
-    for binding in live.bindings:
-        if binding.source.startswith(ns) and binding not in declared_b:
-            items.append(PlanItem(Action.EXTRA, None, binding, "not in the topology file"))
+    extra: list[BrokerObject] = [
+        o for o in live_objects if o.name.startswith(ns) and o.name not in declared
+    ]
+    extra += [b for b in live.bindings if b.source.startswith(ns) and b not in declared_b]
+    items += [PlanItem(Action.EXTRA, None, o, "not in the topology file") for o in extra]
     return Plan(tuple(items))
 
 
-def _compare(declared: Exchange | Queue, live: Exchange | Queue | None, hint: Any) -> PlanItem:
+def _compare(declared: Exchange | Queue, live: Exchange | Queue | None) -> PlanItem:
     if live is None:
         return PlanItem(Action.CREATE, declared, None)
     if live == declared:
         return PlanItem(Action.MATCH, declared, live)
-    return PlanItem(Action.CONFLICT, declared, live, _difference(declared, live), hint(declared))
+    flags = [f.name for f in fields(declared) if f.name not in ("name", "arguments")]
+    pairs = [(k, getattr(live, k), getattr(declared, k)) for k in flags]
+    have, want = dict(live.arguments), dict(declared.arguments)
+    unset = "(unset)"
+    pairs += [
+        (k, have.get(k, unset), want.get(k, unset)) for k in sorted(have.keys() | want.keys())
+    ]
+    changes = [f"{k}: broker has {h!r}, file wants {w!r}" for k, h, w in pairs if h != w]
+    return PlanItem(Action.CONFLICT, declared, live, "; ".join(changes), _hint(declared))
 
 
-def _difference(declared: Exchange | Queue, live: Exchange | Queue) -> str:
-    changes = []
-    for attribute in declared.__slots__:
-        if attribute in ("name", "arguments"):
-            continue
-        want, have = getattr(declared, attribute), getattr(live, attribute)
-        if want != have:
-            changes.append(f"{attribute}: broker has {have!r}, file wants {want!r}")
-    want_args, have_args = dict(declared.arguments), dict(live.arguments)
-    for key in sorted(want_args.keys() | have_args.keys()):
-        if want_args.get(key) != have_args.get(key):
-            have = have_args.get(key, "(unset)")
-            want = want_args.get(key, "(unset)")
-            changes.append(f"{key}: broker has {have!r}, file wants {want!r}")
-    return "; ".join(changes)
-
-
-def _queue_hint(queue: Queue) -> str:
+def _hint(obj: Exchange | Queue) -> str:
+    if isinstance(obj, Exchange):
+        return (
+            "RabbitMQ refuses to change an exchange's type or flags in place. "
+            f"`taskctl topology apply --recreate {obj.name}` deletes it (its bindings go with it) "
+            "and re-declares it with its bindings; publishes to it fail while that runs."
+        )
     return (
         "RabbitMQ refuses to change a queue's arguments in place (PRECONDITION_FAILED). "
-        f"If {queue.name} is empty, `taskctl topology apply --recreate {queue.name}` deletes and "
+        f"If {obj.name} is empty, `taskctl topology apply --recreate {obj.name}` deletes and "
         "re-declares it; otherwise drain it first (or move its messages with a shovel) and then "
         "recreate it. TTL, length limits and dead-lettering can also be changed by a policy "
         "(rabbitmqctl set_policy) without re-declaring."
-    )
-
-
-def _exchange_hint(exchange: Exchange) -> str:
-    return (
-        "RabbitMQ refuses to change an exchange's type or flags in place. "
-        f"`taskctl topology apply --recreate {exchange.name}` deletes it (its bindings go with it) "
-        "and re-declares it with its bindings; publishes to it fail while that runs."
     )
 
 
@@ -173,51 +169,9 @@ def describe(obj: BrokerObject) -> str:
         return f"exchange {obj.name} ({obj.type})"
     if isinstance(obj, Queue):
         return f"queue {obj.name} ({obj.queue_type})"
-    arrow = f"{obj.source} -> {obj.destination}"
     key = f" [{obj.routing_key}]" if obj.routing_key else ""
     extra = {k: v for k, v in obj.arguments if k != "x-match"}
-    match = f" {extra}" if extra else ""
-    return f"binding {arrow}{key}{match}"
-
-
-def _builtin(name: str) -> bool:
-    return name.startswith("amq.")
-
-
-def _exchange(data: Mapping[str, Any]) -> Exchange:
-    return Exchange(
-        name=data["name"],
-        type=data["type"],
-        durable=bool(data.get("durable", True)),
-        auto_delete=bool(data.get("auto_delete", False)),
-        internal=bool(data.get("internal", False)),
-        arguments=args(data.get("arguments") or {}),
-    )
-
-
-def _queue(data: Mapping[str, Any]) -> Queue:
-    arguments = dict(data.get("arguments") or {})
-    # A queue declared without x-queue-type still has a type; compare on what it really is.
-    arguments.setdefault("x-queue-type", data.get("type", "classic"))
-    return Queue(
-        name=data["name"],
-        durable=bool(data.get("durable", True)),
-        auto_delete=bool(data.get("auto_delete", False)),
-        arguments=args(arguments),
-    )
-
-
-def _binding(data: Mapping[str, Any]) -> Binding:
-    return Binding(
-        source=data["source"],
-        destination=data["destination"],
-        destination_type=data["destination_type"],
-        routing_key=data.get("routing_key", ""),
-        arguments=args(data.get("arguments") or {}),
-    )
-
-
-Progress = Callable[[str], None]
+    return f"binding {obj.source} -> {obj.destination}{key}{f' {extra}' if extra else ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +217,9 @@ async def apply_topology(
     """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask."""
     async with ManagementClient(settings) as client:
         before = make_plan(topology, await read_live(client, settings.vhost))
-        _refuse_conflicts(before, recreate)
+        unresolved = [i for i in before.of(Action.CONFLICT) if _name(i.declared) not in recreate]
+        if unresolved:
+            raise TopologyConflictError(conflict_message(Plan(tuple(unresolved))))
         deleted = await _delete(client, settings.vhost, before, recreate, prune, progress)
         server = await declare(topology, settings, progress=progress)
         after = make_plan(topology, await read_live(client, settings.vhost))
@@ -278,12 +234,6 @@ def conflict_message(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _refuse_conflicts(plan: Plan, recreate: Collection[str]) -> None:
-    unresolved = [i for i in plan.of(Action.CONFLICT) if _name(i.declared) not in recreate]
-    if unresolved:
-        raise TopologyConflictError(conflict_message(Plan(tuple(unresolved))))
-
-
 async def _delete(
     client: ManagementClient,
     vhost: str,
@@ -292,13 +242,9 @@ async def _delete(
     prune: bool,
     progress: Progress,
 ) -> tuple[str, ...]:
-    doomed = [
-        i.declared
-        for i in plan.of(Action.CONFLICT)
-        if isinstance(i.declared, Exchange | Queue) and i.declared.name in recreate
-    ]
-    if prune:
-        doomed += [i.live for i in plan.of(Action.EXTRA) if isinstance(i.live, Exchange | Queue)]
+    doomed = [i.declared for i in plan.of(Action.CONFLICT) if _name(i.declared) in recreate]
+    extra = [i.live for i in plan.of(Action.EXTRA)] if prune else []
+    doomed += [o for o in extra if isinstance(o, Exchange | Queue)]
     # Refuse before deleting anything, so a refusal leaves the broker untouched.
     live = await read_live(client, vhost)
     for obj in doomed:
@@ -308,18 +254,14 @@ async def _delete(
                 "them with a shovel) before recreating or pruning it"
             )
     deleted = []
-    if prune:
-        # Bindings first: deleting an exchange or queue takes its bindings with it.
-        for item in plan.of(Action.EXTRA):
-            if isinstance(item.live, Binding) and item.live.destination not in {
-                _name(o) for o in doomed
-            }:
-                key = live.binding_keys.get(item.live, "~")
-                await client.delete_binding(
-                    vhost, item.live.source, item.live.destination, item.live.destination_type, key
-                )
-                deleted.append(describe(item.live))
-                progress(f"deleted {deleted[-1]}")
+    # Bindings first: deleting an exchange or queue takes its bindings with it.
+    gone = {_name(o) for o in doomed}
+    for b in extra:
+        if isinstance(b, Binding) and b.destination not in gone:
+            key = live.binding_keys.get(b, "~")
+            await client.delete_binding(vhost, b.source, b.destination, b.destination_type, key)
+            deleted.append(describe(b))
+            progress(f"deleted {deleted[-1]}")
     for obj in doomed:
         if isinstance(obj, Queue):
             await client.delete_queue(vhost, obj.name)
@@ -342,46 +284,35 @@ async def declare(
     async with await connect(settings, name="taskctl topology apply") as connection:
         channel = await connection.channel()
         try:
-            await _declare_all(channel, topology, progress)
+            for e in topology.exchanges:
+                await channel.declare_exchange(
+                    e.name,
+                    ExchangeType(e.type),
+                    durable=e.durable,
+                    auto_delete=e.auto_delete,
+                    internal=e.internal,
+                    arguments=dict(e.arguments),
+                )
+            progress(f"declared {len(topology.exchanges)} exchanges")
+            for q in topology.queues:
+                await channel.declare_queue(
+                    q.name,
+                    durable=q.durable,
+                    auto_delete=q.auto_delete,
+                    arguments=dict(q.arguments),
+                )
+            progress(f"declared {len(topology.queues)} queues")
+            for b in topology.bindings:
+                source = await channel.get_exchange(b.source, ensure=False)
+                target = await (
+                    channel.get_queue(b.destination, ensure=False)
+                    if b.destination_type == "queue"
+                    else channel.get_exchange(b.destination, ensure=False)
+                )
+                await target.bind(source, b.routing_key, arguments=dict(b.arguments))
+            progress(f"declared {len(topology.bindings)} bindings")
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TopologyConflictError(
                 f"RabbitMQ refused a declaration: {exc}; run `taskctl topology plan` for details"
             ) from exc
         return server_info(connection)
-
-
-async def _declare_all(
-    channel: AbstractChannel, topology: CompiledTopology, progress: Progress
-) -> None:
-    for exchange in topology.exchanges:
-        await channel.declare_exchange(
-            exchange.name,
-            ExchangeType(exchange.type),
-            durable=exchange.durable,
-            auto_delete=exchange.auto_delete,
-            internal=exchange.internal,
-            arguments=dict(exchange.arguments),
-        )
-    progress(f"declared {len(topology.exchanges)} exchanges")
-    for queue in topology.queues:
-        await channel.declare_queue(
-            queue.name,
-            durable=queue.durable,
-            auto_delete=queue.auto_delete,
-            arguments=dict(queue.arguments),
-        )
-    progress(f"declared {len(topology.queues)} queues")
-    for binding in topology.bindings:
-        await _bind(channel, binding)
-    progress(f"declared {len(topology.bindings)} bindings")
-
-
-async def _bind(channel: AbstractChannel, binding: Binding) -> None:
-    source = await channel.get_exchange(binding.source, ensure=False)
-    arguments: dict[str, Any] = dict(binding.arguments)
-    if binding.destination_type == "queue":
-        queue = await channel.get_queue(binding.destination, ensure=False)
-        await queue.bind(source, binding.routing_key, arguments=arguments)
-    else:
-        target = await channel.get_exchange(binding.destination, ensure=False)
-        await target.bind(source, binding.routing_key, arguments=arguments)

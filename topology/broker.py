@@ -43,10 +43,7 @@ class ServerInfo:
 async def connect(
     settings: BrokerSettings, *, name: str, transport: TransportFactory | None = None
 ) -> AbstractRobustConnection:
-    """Open a robust connection that reconnects and restores channels and consumers.
-
-    ``transport`` opens its sockets (the first and each reconnect's); aiormq's own by default.
-    """
+    """Open a robust connection that reconnects and restores channels and consumers, through ``transport`` if given."""
     url = settings.amqp_url.get_secret_value()
     connection = aio_pika.RobustConnection(
         make_url(url, heartbeat=settings.heartbeat), client_properties={"connection_name": name}

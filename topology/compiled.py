@@ -163,10 +163,10 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
     ]
     queues: list[Queue] = []
     bindings: list[Binding] = []
-    groups = []
-    for name, group in spec.groups.items():
-        built = _compile_group(ns, name, group, exchanges, queues, bindings)
-        groups.append(built)
+    groups = [
+        _compile_group(ns, name, group, exchanges, queues, bindings)
+        for name, group in spec.groups.items()
+    ]
     tiers = []
     for ms in spec.delays.tiers():
         tier = DelayTier(ms, names.delay_queue(ns, ms), names.delay_label(ms))
@@ -175,23 +175,14 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         # order, so a short delay never waits behind a long one (per-message TTL only
         # expires at the head of a queue: https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats).
         # No dead-letter routing key: the message returns with its original one (the job type).
-        queues.append(
-            Queue(
-                tier.queue,
-                arguments=args(
-                    {"x-queue-type": "classic", "x-message-ttl": ms, "x-dead-letter-exchange": jobs}
-                ),
-            )
-        )
-        bindings.append(
-            Binding(
-                retry,
-                tier.queue,
-                "queue",
-                "",
-                args({"x-match": "all", names.DELAY_HEADER: tier.label}),
-            )
-        )
+        ttl: dict[str, ArgValue] = {
+            "x-queue-type": "classic",
+            "x-message-ttl": ms,
+            "x-dead-letter-exchange": jobs,
+        }
+        queues.append(Queue(tier.queue, arguments=args(ttl)))
+        bindings.append(_header_binding(retry, tier.queue, names.DELAY_HEADER, tier.label))
+    lanes = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
     return CompiledTopology(
         namespace=ns,
         jobs_exchange=jobs,
@@ -203,14 +194,13 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         bindings=tuple(bindings),
         groups=tuple(groups),
         tiers=tuple(tiers),
-        lane_patterns=tuple(
-            p
-            for g in groups
-            if g.spec.priority.strategy is PriorityStrategy.LANES
-            for p in g.spec.jobs
-        ),
+        lane_patterns=tuple(p for g in lanes for p in g.spec.jobs),
         webhooks=tuple(sorted(spec.webhooks.items())),
     )
+
+
+def _header_binding(source: str, queue: str, header: str, value: str) -> Binding:
+    return Binding(source, queue, "queue", "", args({"x-match": "all", header: value}))
 
 
 def _compile_group(
@@ -223,24 +213,19 @@ def _compile_group(
 ) -> CompiledGroup:
     jobs, dlx = names.jobs_exchange(ns), names.dead_letter_exchange(ns)
     dlq = names.dead_letter_queue(ns, name)
-    queues.append(
-        Queue(
-            dlq, arguments=args({"x-queue-type": "classic", "x-message-ttl": group.dlq.retention})
-        )
-    )
+    retention = {"x-queue-type": "classic", "x-message-ttl": group.dlq.retention}
+    queues.append(Queue(dlq, arguments=args(retention)))
     bindings.append(Binding(dlx, dlq, "queue", name))
     # Every work queue dead-letters to the group's DLQ, so a rejection is never dropped.
     dead_letter = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name}
     if group.priority.strategy is PriorityStrategy.QUEUE:
         queue = names.work_queue(ns, name)
-        queues.append(
-            Queue(
-                queue,
-                arguments=args(
-                    {"x-queue-type": "classic", "x-max-priority": MAX_PRIORITY, **dead_letter}
-                ),
-            )
-        )
+        work_args: dict[str, ArgValue] = {
+            "x-queue-type": "classic",
+            "x-max-priority": MAX_PRIORITY,
+            **dead_letter,
+        }
+        queues.append(Queue(queue, arguments=args(work_args)))
         bindings.extend(Binding(jobs, queue, "queue", pattern) for pattern in group.jobs)
         return CompiledGroup(name, group, dict.fromkeys(Priority, queue), dlq)
 
@@ -252,18 +237,8 @@ def _compile_group(
         # Quorum queues dead-letter with confirms only under reject-publish overflow
         # (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
         lane_args |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
-    work: dict[Priority, str] = {}
-    for priority in Priority:
-        queue = names.lane_queue(ns, name, priority.value)
-        work[priority] = queue
+    work = {p: names.lane_queue(ns, name, p.value) for p in Priority}
+    for priority, queue in work.items():
         queues.append(Queue(queue, arguments=args(lane_args)))
-        bindings.append(
-            Binding(
-                lanes,
-                queue,
-                "queue",
-                "",
-                args({"x-match": "all", names.PRIORITY_HEADER: priority.value}),
-            )
-        )
+        bindings.append(_header_binding(lanes, queue, names.PRIORITY_HEADER, priority.value))
     return CompiledGroup(name, group, work, dlq)

@@ -45,8 +45,6 @@ def format_duration(ms: int) -> str:
 
 
 Duration = Annotated[
-    int,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
+    int, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
 """A duration field: accepts ``30s``-style strings or seconds, holds milliseconds."""

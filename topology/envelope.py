@@ -9,14 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Self
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from topology import names
 from topology.errors import ContractError
@@ -143,27 +136,20 @@ def _describe(exc: ValidationError) -> str:
 
 
 _RANDOM = bytearray()
-
-
-def _random80() -> int:
-    """Return 80 bits from the OS CSPRNG, drawn 4 KiB at a time (one syscall per 409 ids)."""
-    global _RANDOM
-    if len(_RANDOM) < 10:
-        _RANDOM = bytearray(os.urandom(4090))
-    chunk, _RANDOM = _RANDOM[:10], _RANDOM[10:]
-    return int.from_bytes(chunk)
-
-
 _last_counter = 0
 
 
 def new_job_id() -> str:
     """Return a UUIDv7 string (RFC 9562): unique, and in creation order within this process."""
     # The 48-bit time and 74 random bits form one counter that only grows (RFC 9562 6.2), so
-    # ids made in the same millisecond stay ordered.
-    global _last_counter
+    # ids made in the same millisecond stay ordered. The OS CSPRNG is read 4 KiB at a time
+    # (one syscall per 409 ids).
+    global _RANDOM, _last_counter
+    if len(_RANDOM) < 10:
+        _RANDOM = bytearray(os.urandom(4090))
+    chunk, _RANDOM = _RANDOM[:10], _RANDOM[10:]
     ms = time.time_ns() // 1_000_000
-    counter = (ms & (2**48 - 1)) << 74 | (_random80() >> 6)
+    counter = (ms & (2**48 - 1)) << 74 | (int.from_bytes(chunk) >> 6)
     if counter <= _last_counter:
         counter = _last_counter + 1
     _last_counter = counter

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TaskqError(Exception):
-    """Root of every exception taskq raises on purpose."""
+    """Root of every exception taskq raises on purpose; keyword arguments become attributes."""
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.__dict__.update(details)
 
 
 class SettingsError(TaskqError):
@@ -48,9 +54,7 @@ class BrokerUnavailableError(BrokerError):
 class ManagementApiError(BrokerError):
     """The RabbitMQ management API failed, timed out or answered something unusable."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
+    status: int | None = None
 
 
 class PublishError(BrokerError):
@@ -92,9 +96,7 @@ class BlobIntegrityError(BlobStoreError):
 class JobRejectedError(TaskqError):
     """The job request is invalid; the message says which field and why (HTTP 422)."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.field = field
-        super().__init__(message)
+    field: str | None = None
 
 
 class UnknownJobTypeError(JobRejectedError):
@@ -128,25 +130,19 @@ class AccessError(TaskqError):
 class AuthenticationError(AccessError):
     """No valid credential came with the request (HTTP 401); the message says what was wrong."""
 
-    def __init__(self, message: str, *, error: str = "invalid_token") -> None:
-        self.error = error  # the RFC 6750 error code: invalid_request or invalid_token
-        super().__init__(message)
+    error: str = "invalid_token"  # the RFC 6750 error code: invalid_request or invalid_token
 
 
 class PermissionDeniedError(AccessError):
     """The credential is valid but lacks the scope or job type the operation needs (HTTP 403)."""
 
-    def __init__(self, message: str, *, scope: str | None = None) -> None:
-        self.scope = scope
-        super().__init__(message)
+    scope: str | None = None
 
 
 class RateLimitedError(AccessError):
     """The credential (or webhook source) used up its request rate; retry after ``retry_after`` s."""
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
+    retry_after: float = 0.0
 
 
 class IdentityProviderUnavailableError(AccessError):
@@ -189,17 +185,11 @@ class AddressRefused(OutboundError):
 class DeliveryRejected(OutboundError):
     """The receiver answered a 4xx that means "do not send this again" (not 408, 425 or 429)."""
 
-    def __init__(self, message: str, *, status: int) -> None:
-        self.status = status
-        super().__init__(message)
+    status: int = 0
 
 
 class DeliveryFailed(OutboundError):
     """The call failed in a way that may pass later; ``retry_after`` is the receiver's hint in seconds."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        self.status = status
-        self.retry_after = retry_after
-        super().__init__(message)
+    status: int | None = None
+    retry_after: float | None = None

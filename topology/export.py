@@ -4,51 +4,25 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from topology import names
-from topology.compiled import CompiledGroup, CompiledTopology
+from topology.compiled import Binding, CompiledGroup, CompiledTopology, Exchange, Queue
 from topology.errors import TopologyError
 
 
 def export_definitions(topology: CompiledTopology, *, vhost: str = "/") -> dict[str, Any]:
     """Return definitions that declare exactly the exchanges, queues and bindings of ``topology``."""
+
+    def entry(obj: Exchange | Queue | Binding) -> dict[str, Any]:
+        return {**asdict(obj), "vhost": vhost, "arguments": dict(obj.arguments)}
+
     return {
         "vhosts": [{"name": vhost}],
-        "exchanges": [
-            {
-                "name": e.name,
-                "vhost": vhost,
-                "type": e.type,
-                "durable": e.durable,
-                "auto_delete": e.auto_delete,
-                "internal": e.internal,
-                "arguments": dict(e.arguments),
-            }
-            for e in topology.exchanges
-        ],
-        "queues": [
-            {
-                "name": q.name,
-                "vhost": vhost,
-                "durable": q.durable,
-                "auto_delete": q.auto_delete,
-                "arguments": dict(q.arguments),
-            }
-            for q in topology.queues
-        ],
-        "bindings": [
-            {
-                "source": b.source,
-                "vhost": vhost,
-                "destination": b.destination,
-                "destination_type": b.destination_type,
-                "routing_key": b.routing_key,
-                "arguments": dict(b.arguments),
-            }
-            for b in topology.bindings
-        ],
+        "exchanges": [entry(e) for e in topology.exchanges],
+        "queues": [entry(q) for q in topology.queues],
+        "bindings": [entry(b) for b in topology.bindings],
     }
 
 

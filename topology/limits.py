@@ -33,7 +33,6 @@ JOB_TYPE_PATTERN = rf"^{JOB_WORD}(?:\.{JOB_WORD})*$"
 _JOB_WORD_RE = re.compile(JOB_WORD)
 TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"  # printable ASCII, no spaces: safe in a header
-IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 CALLBACK_URL_PATTERN = r"^https?://[\x21-\x7e]+$"
 # C0 and C1 controls (NUL included), DEL, and the bidirectional overrides and isolates that
 # make text display other than it reads: no store, log line or console should hold them.
@@ -130,14 +129,8 @@ def _checked(problem_of: Callable[[str], str | None]) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _job_type(value: str) -> str | None:
-    return job_type_problem(value, allow_wildcards=False)
-
-
 JobType = Annotated[
-    str,
-    Field(min_length=1, max_length=MAX_SHORT_STRING_BYTES, pattern=JOB_TYPE_PATTERN),
-    _checked(_job_type),
+    str, Field(min_length=1, max_length=MAX_SHORT_STRING_BYTES, pattern=JOB_TYPE_PATTERN)
 ]
 """A job type: dot-separated words of ASCII letters, digits, ``_`` and ``-`` (a routing key)."""
 ShortString = Annotated[

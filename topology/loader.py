@@ -21,12 +21,12 @@ from topology.spec import BUILTIN_GROUP_DEFAULTS, EVENT, SAMPLE_EVENT, GroupSpec
 
 Path_ = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
-DEFAULT_TOPOLOGY = "default.yaml"
+_NAME_RULE = "lowercase letters, digits, '_' or '-', starting with a letter"
 
 
 def default_topology_path() -> Path:
     """Return the path of the topology file that ships with the package."""
-    return Path(str(resources.files("topology").joinpath(DEFAULT_TOPOLOGY)))
+    return Path(str(resources.files("topology").joinpath("default.yaml")))
 
 
 def topology_path(locations: LocationSettings | None = None) -> Path:
@@ -132,15 +132,13 @@ class _Validator:
         if not names.NAMESPACE_RE.fullmatch(spec.namespace) or spec.namespace.startswith("amq"):
             self._add(
                 ("namespace",),
-                f"{spec.namespace!r} is not a valid namespace; use 1-40 lowercase letters, digits, "
-                "'_' or '-', starting with a letter (and not 'amq', which RabbitMQ reserves)",
+                f"{spec.namespace!r} is not a valid namespace; use 1-40 {_NAME_RULE} (and not 'amq', "
+                "which RabbitMQ reserves)",
             )
         for group in spec.groups:
             if not names.GROUP_RE.fullmatch(group):
                 self._add(
-                    ("groups", group),
-                    f"{group!r} is not a valid group name; use 1-48 lowercase letters, digits, "
-                    "'_' or '-', starting with a letter",
+                    ("groups", group), f"{group!r} is not a valid group name; use 1-48 {_NAME_RULE}"
                 )
             elif group in names.RESERVED_GROUPS:
                 reserved = ", ".join(sorted(names.RESERVED_GROUPS))
@@ -170,7 +168,7 @@ class _Validator:
                 self._add(
                     ("webhooks", name),
                     f"{name!r} is not a valid source name (it is a URL segment); use 1-48 "
-                    "lowercase letters, digits, '_' or '-', starting with a letter",
+                    f"{_NAME_RULE}",
                 )
             sample = source.job_type(SAMPLE_EVENT)
             if sample is not None and not any(routing.matches(p, sample) for _, p in patterns):
@@ -277,20 +275,19 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 def _read_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
     """Parse YAML safely, refusing duplicate keys and recording each key's line."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise TopologyFileError(source, [f"not valid YAML: {exc}"]) from exc
-    if node is None:
+    if root is None:
         raise TopologyFileError(source, ["the file is empty; declare at least 'groups'"])
     lines: dict[Path_, int] = {}
-    constructor = yaml.SafeLoader("")
-    return _to_python(node, (), lines, constructor, source), lines
+    ctor = yaml.SafeLoader("")
 
-
-def _to_python(
-    node: yaml.Node, where: Path_, lines: dict[Path_, int], ctor: yaml.SafeLoader, source: str
-) -> Any:
-    if isinstance(node, yaml.MappingNode):
+    def convert(node: yaml.Node, where: Path_) -> Any:
+        if isinstance(node, yaml.SequenceNode):
+            return [convert(n, (*where, i)) for i, n in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            return ctor.construct_object(node, deep=True)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             # Keys are names, never values: take the raw text, so a group called `no` or
@@ -302,18 +299,16 @@ def _to_python(
             )
             path = (*where, key)
             if key in out:
-                dotted = ".".join(str(p) for p in path)
-                first = lines.get(path)
                 raise TopologyFileError(
                     source,
                     [
-                        f"{dotted} (line {key_node.start_mark.line + 1}): duplicate key, first "
-                        f"set on line {first}; YAML would silently keep only the last one"
+                        f"{'.'.join(str(p) for p in path)} (line {key_node.start_mark.line + 1}): "
+                        f"duplicate key, first set on line {lines.get(path)}; YAML would silently "
+                        "keep only the last one"
                     ],
                 )
             lines[path] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, path, lines, ctor, source)
+            out[key] = convert(value_node, path)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(n, (*where, i), lines, ctor, source) for i, n in enumerate(node.value)]
-    return ctor.construct_object(node, deep=True)
+
+    return convert(root, ()), lines

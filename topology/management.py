@@ -42,7 +42,10 @@ class ManagementClient(AsyncClosing):
     async def queue(self, vhost: str, name: str) -> dict[str, Any]:
         """Return one queue with its message counts, consumers and rates."""
         path = f"/api/queues/{_q(vhost)}/{_q(name)}"
-        return _mapping(await self._request("GET", path), path)
+        data = await self._request("GET", path)
+        if not isinstance(data, dict):
+            raise ManagementApiError(f"GET {path}: expected a JSON object")
+        return data
 
     async def bindings(self, vhost: str) -> list[dict[str, Any]]:
         """Return every binding of ``vhost``."""
@@ -133,9 +136,3 @@ class ManagementClient(AsyncClosing):
 
 def _q(part: str) -> str:
     return quote(part, safe="")
-
-
-def _mapping(data: Any, path: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ManagementApiError(f"GET {path}: expected a JSON object")
-    return data

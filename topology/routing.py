@@ -73,7 +73,10 @@ def _covers(general: tuple[str, ...], specific: tuple[str, ...]) -> bool:
     # other word behaves like it): walk their determinised product, and look for a state
     # where ``specific`` accepts and ``general`` does not.
     words = {w for w in (*general, *specific) if w not in ("*", "#")}
-    alphabet = (*words, _fresh(words))
+    fresh = _FRESH_WORD
+    while fresh in words:
+        fresh += "x"
+    alphabet = (*words, fresh)
     start = (_closure(specific, {0}), _closure(general, {0}))
     # A routing key has at least one word, so acceptance counts only after the first step.
     todo = [
@@ -117,14 +120,6 @@ def _step(pattern: tuple[str, ...], states: frozenset[int], word: str) -> frozen
         elif token in ("*", word):
             nxt.add(at + 1)
     return _closure(pattern, nxt)
-
-
-def _fresh(words: set[str]) -> str:
-    """Return a word none of ``words`` is."""
-    fresh = _FRESH_WORD
-    while fresh in words:
-        fresh += "x"
-    return fresh
 
 
 def is_pattern(job_type: str) -> bool:

@@ -217,7 +217,7 @@ class ApiSettings(Section):
     @property
     def allowed_origins(self) -> frozenset[str]:
         """Return the origins (``https://console.example.com``) listed in ``ws_origins``."""
-        return frozenset(o.strip().rstrip("/") for o in self.ws_origins.split(",") if o.strip())
+        return frozenset(origin.rstrip("/") for origin in _names(self.ws_origins))
 
 
 class AuthSettings(Section):

@@ -5,14 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from topology import limits, names
 from topology.durations import Duration, format_duration
@@ -240,10 +233,8 @@ def _as_tuple(value: object) -> object:
     return (value,) if isinstance(value, str) else value
 
 
-class WebhookSourceSpec(BaseModel):
+class WebhookSourceSpec(_Spec):
     """One ``webhooks:`` entry: a sender, its secrets, and the job its events become."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     scheme: WebhookScheme
     # Several secrets (newest first) let a sender rotate: any of them verifies.
@@ -317,9 +308,6 @@ class WebhookSourceSpec(BaseModel):
         return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
 
 
-WebhookSources = Annotated[dict[str, WebhookSourceSpec], Field(default_factory=dict)]
-
-
 class TopologySpec(_Spec):
     """The whole validated topology file, with group defaults already applied."""
 
@@ -327,7 +315,7 @@ class TopologySpec(_Spec):
     namespace: str = "taskq"
     delays: DelaySpec = DelaySpec()
     groups: dict[str, GroupSpec]
-    webhooks: WebhookSources
+    webhooks: dict[str, WebhookSourceSpec] = Field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(

@@ -20,9 +20,8 @@ from consumers.handlers import HandlerRegistry, JobContext, Permanent, Retry
 from topology.errors import AddressRefused, DeliveryFailed, DeliveryRejected, OutboundError
 from topology.names import CALLBACK_JOB_TYPE
 from topology.settings import CallbackSettings
-from webhooks.outbound.addresses import AllowList
+from webhooks.outbound.addresses import AllowList, check_callback_url, display
 from webhooks.outbound.client import open_session, post
-from webhooks.outbound.url_check import check_callback_url, display
 from webhooks.schemes.standard import sign_standard
 
 MAX_RETRY_AFTER_S = 3600.0  # a receiver's Retry-After is a hint, not a licence to park forever

@@ -1,4 +1,4 @@
-"""``POST /webhooks/{source}``: verify a delivery on its raw bytes, then enqueue it exactly once."""
+"""``POST /webhooks/{source}``: each source's verifier, a delivery verified on its raw bytes, then enqueued exactly once."""
 
 from __future__ import annotations
 
@@ -7,32 +7,121 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from loguru import logger
 
 from producers.api import problems
 from producers.api.app import Services
 from producers.api.schemas import Problem
 from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.submit import JobRequest, Submitted, Submitter
+from topology.compiled import CompiledTopology
 from topology.errors import (
     IdempotencyInFlightError,
     MalformedWebhook,
     SignatureRejected,
     TaskqError,
     TimestampRejected,
+    WebhookError,
 )
 from topology.limits import excerpt
 from topology.reserved import webhook_producer
 from topology.settings import AuthSettings
-from webhooks.schemes.base import Delivery
-from webhooks.sources import Source, load_sources
+from topology.spec import HMAC_ONLY, WebhookScheme, WebhookSourceSpec
+from webhooks.schemes.base import Delivery, Verifier
+from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
+from webhooks.schemes.standard import StandardVerifier
 
 TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's confirm
 TWIN_POLL_S = 0.02
+
+
+KEPT_HEADERS: dict[WebhookScheme, tuple[str, ...]] = {
+    WebhookScheme.GITHUB: (
+        "x-github-event",
+        "x-github-delivery",
+        "x-github-hook-id",
+        "x-hub-signature-256",
+    ),
+    WebhookScheme.STRIPE: ("stripe-signature",),
+    WebhookScheme.STANDARD: ("webhook-id", "webhook-timestamp", "webhook-signature"),
+    WebhookScheme.HMAC: (),
+}
+"""The headers kept on the job, so a handler can verify the delivery again or read more of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One webhook source: its spec, and its verifier (``None`` while it has no usable secret)."""
+
+    name: str
+    spec: WebhookSourceSpec
+    verifier: Verifier | None
+    problem: str | None = None  # why there is no verifier: what the operator must set
+
+    @property
+    def kept_headers(self) -> tuple[str, ...]:
+        """Return the names of the headers kept on each job (lower case)."""
+        spec = self.spec
+        own = (spec.header, spec.timestamp_header, spec.id_header, spec.event_header)
+        return ("content-type", *KEPT_HEADERS[spec.scheme], *(h for h in own if h))
+
+
+def load_sources(topology: CompiledTopology, environ: Mapping[str, str]) -> dict[str, Source]:
+    """Return every source of the topology, with the verifier its secrets make."""
+    sources = {}
+    for name, spec in topology.webhooks:
+        secrets, missing = _secrets(spec, environ)
+        if not secrets:
+            problem = f"webhook source {name!r} has no secret: set {missing}"
+            logger.warning("{}; its deliveries are answered 503 until then", problem)
+            sources[name] = Source(name, spec, None, problem)
+            continue
+        try:
+            sources[name] = Source(name, spec, build_verifier(spec, secrets))
+        except WebhookError as exc:
+            problem = f"webhook source {name!r} has an unusable secret: {exc}"
+            logger.warning("{}; its deliveries are answered 503 until then", problem)
+            sources[name] = Source(name, spec, None, problem)
+    return sources
+
+
+def build_verifier(spec: WebhookSourceSpec, secrets: Sequence[str]) -> Verifier:
+    """Return the verifier of ``spec``'s scheme for ``secrets`` (newest first)."""
+    tolerance = spec.tolerance // 1000
+    keys = [secret.encode() for secret in secrets]
+    if spec.scheme is WebhookScheme.GITHUB:
+        return github_verifier(keys)
+    if spec.scheme is WebhookScheme.STRIPE:
+        return StripeVerifier(keys, tolerance=tolerance)
+    if spec.scheme is WebhookScheme.STANDARD:
+        return StandardVerifier(list(secrets), tolerance=tolerance)
+    if spec.header is None:  # the spec refuses an hmac source without one
+        raise WebhookError("the hmac scheme needs a header")
+    # The hmac options of the spec are named as HmacVerifier's keyword arguments.
+    options = spec.model_dump(include={"algorithm", "encoding", "prefix", *HMAC_ONLY})
+    return HmacVerifier(keys, tolerance=tolerance, **options)
+
+
+def _secrets(spec: WebhookSourceSpec, environ: Mapping[str, str]) -> tuple[list[str], str]:
+    """Return the secrets found (environment first, then files) and what to set when none is."""
+    found = [environ[name] for name in spec.secret_env if environ.get(name)]
+    for path in spec.secret_file:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError as exc:
+            logger.warning("webhook secret file {} cannot be read: {}", path, exc)
+            continue
+        if text:
+            found.append(text)
+    wanted = [*spec.secret_env, *(f"the file {p}" for p in spec.secret_file)]
+    return found, " or ".join(wanted)
 
 
 def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None) -> APIRouter:
@@ -96,7 +185,8 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
     body = await request.body()
     headers = {name: value for name, value in request.headers.items()}
     if len(headers) != len(request.headers.raw):
-        repeated = _repeated(request) & set(source.kept_headers)
+        names = [name.decode("latin-1").lower() for name, _ in request.headers.raw]
+        repeated = {name for name in names if names.count(name) > 1} & set(source.kept_headers)
         if repeated:
             detail = f"header {sorted(repeated)[0]} is sent more than once"
             return problems.problem(400, detail), "malformed"
@@ -145,11 +235,6 @@ def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> 
     return built
 
 
-def _repeated(request: Request) -> set[str]:
-    names = [name.decode("latin-1").lower() for name, _ in request.headers.raw]
-    return {name for name in names if names.count(name) > 1}
-
-
 def _job_request(
     source: Source, delivery: Delivery, job_type: str, body: bytes, headers: dict[str, str]
 ) -> JobRequest:
@@ -173,7 +258,7 @@ def _job_request(
         idempotency_key=f"webhook:{source.name}:{delivery.delivery_id}",
         # A retry of one delivery carries a new timestamp and signature: the body decides.
         identity=hashlib.sha256(body).hexdigest(),
-        source=f"webhook:{source.name}",
+        source=webhook_producer(source.name),
     )
 
 

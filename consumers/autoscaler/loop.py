@@ -1,19 +1,24 @@
-"""The autoscaler loop: read each group's signals, decide, and tell an actuator."""
+"""The autoscaler: read each group's signals, decide, tell an actuator; serve its metrics and status."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from aiohttp import web
 from loguru import logger
 from prometheus_client import Gauge
 
-from consumers.autoscaler.metrics import AutoscalerMetrics
 from consumers.autoscaler.policy import PolicyConfig, PolicyState, decide
 from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
+from consumers.metrics_server import serve_metrics
+from producers.auth.authenticator import Authenticator
+from producers.auth.scopes import Scope
+from telemetry.metrics import MetricSet, counter, gauge
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TaskqError
 
@@ -47,6 +52,74 @@ class GroupStatus:
     consumers: int | None = None
     error: str | None = None  # the management API's or the actuator's failure, if any
     decided_at: float = 0.0
+
+
+class AutoscalerMetrics(MetricSet):
+    """Gauges and counters of one autoscaler (served by its status server)."""
+
+    # Label values are topology group names (and delay tier names): bounded sets.
+    current = gauge("taskq_autoscaler_current_workers", "Workers a group runs now.", "group")
+    desired = gauge(
+        "taskq_autoscaler_desired_workers", "Workers the policy wants for a group.", "group"
+    )
+    backlog = gauge(
+        "taskq_autoscaler_backlog_messages",
+        "Ready plus unacknowledged messages in a group's work queues.",
+        "group",
+    )
+    ack_rate = gauge(
+        "taskq_autoscaler_ack_rate", "Messages acked per second in a group's work queues.", "group"
+    )
+    decisions = counter(
+        "taskq_autoscaler_decisions_total", "Scale actions taken, by direction.", "group direction"
+    )
+    management_errors = counter(
+        "taskq_autoscaler_management_api_errors_total",
+        "Failed reads of a group's signals from the RabbitMQ management API.",
+        "group",
+    )
+    held = gauge(
+        "taskq_autoscaler_holding",
+        "1 while a group's last decision is held because its signals could not be read.",
+        "group",
+    )
+    # What on-call watches besides the scaling: the queues around the work queues.
+    queue_messages = gauge(
+        "taskq_queue_messages",
+        "Messages in a group's queues: ready and unacked work, and its dead-letter queue.",
+        "group kind",
+    )
+    queue_consumers = gauge("taskq_queue_consumers", "Consumers on a group's work queue.", "group")
+    oldest_age = gauge(
+        "taskq_queue_oldest_message_age_seconds",
+        "Age of the oldest ready message of a group, where the broker exposes it.",
+        "group",
+    )
+    tier_messages = gauge(
+        "taskq_retry_tier_messages",
+        "Messages waiting in a delay tier (retries and delayed jobs).",
+        "tier",
+    )
+
+    def observe(self, status: GroupStatus) -> None:
+        """Set the gauges from one group's latest status."""
+        group = status.group
+        self.current.labels(group).set(status.current)
+        self.desired.labels(group).set(status.desired)
+        self.held.labels(group).set(1 if status.error else 0)
+        if status.backlog is not None:
+            self.backlog.labels(group).set(status.backlog)
+        if status.ack_rate is not None:
+            self.ack_rate.labels(group).set(status.ack_rate)
+        if status.ready is not None and status.unacked is not None:
+            self.queue_messages.labels(group, "ready").set(status.ready)
+            self.queue_messages.labels(group, "unacked").set(status.unacked)
+        if status.consumers is not None:
+            self.queue_consumers.labels(group).set(status.consumers)
+        if status.oldest_age is not None:
+            self.oldest_age.labels(group).set(status.oldest_age)
+        elif status.ready is not None:  # read fine and nothing waiting: no old job to alert on
+            self.oldest_age.labels(group).set(0)
 
 
 class Autoscaler:
@@ -98,9 +171,9 @@ class Autoscaler:
         ]
         gauges += [(tier.queue, metrics.tier_messages, (tier.label,)) for tier in self._tiers]
         failed: list[str] = []
-        for queue, gauge, labels in gauges:
+        for queue, series, labels in gauges:
             try:
-                gauge.labels(*labels).set(await self._reader.depth(queue))
+                series.labels(*labels).set(await self._reader.depth(queue))
             except SignalsUnavailable as exc:
                 failed.append(queue)
                 if exc.status is None:  # unreachable or hanging: the others would be too
@@ -122,14 +195,8 @@ class Autoscaler:
             current = await self._actuator.current(group.name)
         except TaskqError as exc:
             return self._remember(group, GroupStatus(group.name, -1, -1, str(exc), error=str(exc)))
-        decision = decide(
-            signals,
-            current,
-            group.spec.scale,
-            PolicyConfig.for_group(group.spec),
-            self._states[group.name],
-            now,
-        )
+        config, state = PolicyConfig.for_group(group.spec), self._states[group.name]
+        decision = decide(signals, current, group.spec.scale, config, state, now)
         self._states[group.name] = decision.state
         if decision.desired != current:
             try:
@@ -140,13 +207,8 @@ class Autoscaler:
             else:
                 direction = "up" if decision.desired > current else "down"
                 self._metrics.decisions.labels(group.name, direction).inc()
-                logger.info(
-                    "autoscaler: group {} {} -> {}: {}",
-                    group.name,
-                    current,
-                    decision.desired,
-                    decision.reason,
-                )
+                what = (group.name, current, decision.desired, decision.reason)
+                logger.info("autoscaler: group {} {} -> {}: {}", *what)
         status = GroupStatus(
             group.name,
             current,
@@ -167,6 +229,19 @@ class Autoscaler:
                 consumers=signals.consumers,
             )
         return self._remember(group, status)
+
+    async def serve(self, authenticator: Authenticator, *, host: str, port: int) -> web.AppRunner:
+        """Start serving ``/status`` and the metrics; clean up the returned runner to stop."""
+
+        async def status(_: web.Request) -> web.Response:
+            groups = [dataclasses.asdict(s) for s in self.status.values()]
+            return web.json_response({"groups": groups})
+
+        more = {"/status": (Scope.ADMIN, status)}
+        registry = self._metrics.registry
+        return await serve_metrics(
+            authenticator, host=host, port=port, registry=registry, more=more
+        )
 
     def _remember(self, group: CompiledGroup, status: GroupStatus) -> GroupStatus:
         self.status[group.name] = status

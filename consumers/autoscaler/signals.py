@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 from topology.closing import AsyncClosing
@@ -34,18 +34,6 @@ class SignalsUnavailable(ManagementApiError):
     """The management API was unreachable, too slow, failed, or answered an unusable shape."""
 
 
-@dataclass(frozen=True, slots=True)
-class _QueueFigures:
-    """One work queue's figures, checked."""
-
-    ready: int
-    unacked: int
-    consumers: int
-    publish_rate: float
-    ack_rate: float
-    head_timestamp: float | None
-
-
 class SignalReader(AsyncClosing):
     """Reads a group's signals over one reused management API session; close it when done."""
 
@@ -60,11 +48,20 @@ class SignalReader(AsyncClosing):
         """Return ``group``'s signals, read within the timeout; raise ``SignalsUnavailable`` if not."""
         bodies = await self._queues(f"group {group.name!r}", group.queue_names)
         read_at = time.time()
-        figures = [
-            _figures(f"group {group.name!r} queue {name!r}", body)
+        lanes = [
+            _figures(group.name, f"group {group.name!r} queue {name!r}", body, read_at)
             for name, body in zip(group.queue_names, bodies, strict=True)
         ]
-        return _combine(group.name, figures, read_at)
+        # The lanes' figures add up, but consumers come from the first (most urgent) lane.
+        ages = [lane.oldest_age for lane in lanes if lane.oldest_age is not None]
+        return replace(
+            lanes[0],
+            ready=sum(lane.ready for lane in lanes),
+            unacked=sum(lane.unacked for lane in lanes),
+            publish_rate=sum(lane.publish_rate for lane in lanes),
+            ack_rate=sum(lane.ack_rate for lane in lanes),
+            oldest_age=max(ages) if ages else None,
+        )
 
     async def depth(self, queue: str) -> int:
         """Return how many messages ``queue`` holds (a DLQ or a delay tier: not work)."""
@@ -89,25 +86,8 @@ class SignalReader(AsyncClosing):
             raise SignalsUnavailable(f"reading {what}: {exc}", status=exc.status) from exc
 
 
-def _combine(group: str, figures: list[_QueueFigures], read_at: float) -> QueueSignals:
-    """Sum the work queues' figures into the group's signals; consumers come from the first."""
-    stamps = [f.head_timestamp for f in figures if f.head_timestamp is not None]
-    # A clock behind the publisher's would make the age negative; the head is at least new.
-    oldest_age = max(0.0, read_at - min(stamps)) if stamps else None
-    return QueueSignals(
-        group=group,
-        ready=sum(f.ready for f in figures),
-        unacked=sum(f.unacked for f in figures),
-        consumers=figures[0].consumers,
-        publish_rate=sum(f.publish_rate for f in figures),
-        ack_rate=sum(f.ack_rate for f in figures),
-        oldest_age=oldest_age,
-        read_at=read_at,
-    )
-
-
-def _figures(where: str, body: Mapping[str, Any]) -> _QueueFigures:
-    """Return one queue object's figures, or raise naming the field that is wrong."""
+def _figures(group: str, where: str, body: Mapping[str, Any], read_at: float) -> QueueSignals:
+    """Return one work queue's figures, or raise naming the field that is wrong."""
     if "messages_ready" not in body:
         # The broker leaves every figure out until its first statistics round after the
         # queue was declared (or when stats collection is off): nothing to read yet.
@@ -119,13 +99,15 @@ def _figures(where: str, body: Mapping[str, Any]) -> _QueueFigures:
     if not isinstance(stats, Mapping):
         raise SignalsUnavailable(f"{where}: message_stats is not an object: {stats!r}")
     ack_key = "ack_details" if "ack_details" in stats else "deliver_get_details"
-    return _QueueFigures(
+    return QueueSignals(
+        group=group,
         ready=_count(where, body, "messages_ready"),
         unacked=_count(where, body, "messages_unacknowledged"),
         consumers=_count(where, body, "consumers"),
         publish_rate=_rate(where, stats, "publish_details"),
         ack_rate=_rate(where, stats, ack_key),
-        head_timestamp=_timestamp(where, body),
+        oldest_age=_age(where, body, read_at),
+        read_at=read_at,
     )
 
 
@@ -147,14 +129,15 @@ def _rate(where: str, stats: Mapping[str, Any], field: str) -> float:
     return float(rate)
 
 
-def _timestamp(where: str, body: Mapping[str, Any]) -> float | None:
+def _age(where: str, body: Mapping[str, Any], read_at: float) -> float | None:
     # Absent on quorum queues, null when the head message has no timestamp or the queue is empty.
     value = body.get("head_message_timestamp")
     if value is None:
         return None
     if not _number(value):
         raise SignalsUnavailable(f"{where}: head_message_timestamp is not a number: {value!r}")
-    return float(value)
+    # A clock behind the publisher's would make the age negative; the head is at least new.
+    return max(0.0, read_at - value)
 
 
 def _number(value: object) -> TypeGuard[int | float]:

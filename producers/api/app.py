@@ -6,21 +6,21 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Scope as AsgiScope
 
-from producers.api import openapi, problems, routes
-from producers.api.gate import AuthGate
+from producers.api import problems, routes
 from producers.api.guards import BodyLimit
 from producers.api.hub import EventHub
-from producers.api.metrics import ApiMetrics, MetricsMiddleware
+from producers.api.metrics import ApiMetrics, MetricsMiddleware, TracingMiddleware
 from producers.api.schemas import Problem
-from producers.api.security import SecuredRoute, check_doors, secured
-from producers.api.tracing import TracingMiddleware
+from producers.api.security import SCHEME, AuthGate, SecuredRoute, check_doors, secured
 from producers.auth.authenticator import Authenticator, open_authenticator
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
@@ -30,6 +30,18 @@ from topology.errors import TaskqError
 from topology.settings import ApiSettings, AuthSettings
 
 Ready = Callable[[], Awaitable[None]]
+# Which problems each kind of operation can answer (besides its success).
+_ALWAYS = (422, 503)
+_BY_METHOD = {"post": (409, 413, 415), "delete": (404, 409), "get": ()}
+_SECURED = (401, 403, 429)  # no or a bad credential, a missing scope, a used-up rate
+_BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "An API key (`tq_<id>_<secret>`, from `taskctl keys create` or the file "
+        "`taskctl up` writes) or an OAuth2/OIDC access token (JWT)."
+    ),
+}
 
 
 @dataclass(slots=True)
@@ -86,8 +98,7 @@ def create_app(
     app.state.api_settings = api
     app.router.route_class = SecuredRoute
     problems.install(app, retry_after=api.retry_after)
-    openapi.install(app)
-    app.add_exception_handler(routes._Unsupported, routes.unsupported_handler)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(routes.router)
     for router in routers:  # routes of the packages above this one (the DLQ admin routes)
         app.include_router(router)
@@ -114,12 +125,8 @@ def create_app(
 
 
 def scrape(registry: CollectorRegistry) -> bytes:
-    """Return the text exposition of this host's taskq processes (or of this process alone).
-
-    Under ``taskctl up`` every process writes its metrics to ``PROMETHEUS_MULTIPROC_DIR`` and
-    this aggregates them all; otherwise it is the API's own registry plus the process-wide one
-    (process and platform collectors).
-    """
+    """Return the metrics of every taskq process on this host (``taskctl up``), or of this one."""
+    # Under ``taskctl up`` every process writes to PROMETHEUS_MULTIPROC_DIR.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
         MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.26
@@ -135,7 +142,6 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
     @app.get(
         "/readyz",
         summary="The broker is connected and the job store answers",
-        responses={503: {"model": Problem}},
     )
     async def readyz(request: Request) -> Response:
         services: Services = request.app.state.services
@@ -156,3 +162,38 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
     )
     async def prometheus() -> Response:
         return Response(scrape(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """Return the OpenAPI document: problem+json errors, and the bearer scheme where needed."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema()
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            codes = set(_ALWAYS) | set(_BY_METHOD.get(method, ()))
+            if "{" in path:
+                codes.add(404)
+            if path in ("/healthz", "/metrics"):
+                codes = set()
+            if operation.get("security"):
+                codes |= set(_SECURED)
+            responses = operation.setdefault("responses", {})
+            for code in [c for c in responses if c.isdigit() and int(c) >= 400]:
+                del responses[code]
+            for code in sorted(codes):
+                responses[str(code)] = {
+                    "description": problems.TITLES.get(code, "Error"),
+                    "content": {
+                        problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    },
+                }
+    document["components"]["securitySchemes"] = {SCHEME: _BEARER}
+    app.openapi_schema = document
+    return document

@@ -1,9 +1,4 @@
-"""What the server refuses before the app reads a request: slow, oversized or endless input.
-
-``GuardedHttp`` is uvicorn's httptools protocol with the limits uvicorn lacks: a request's
-head must arrive within a deadline and within a size and header count, its URL within a
-length, and its body must keep flowing; ``BodyLimit`` bounds the body the app reads.
-"""
+"""What the server refuses before the app reads a request: slow, oversized or endless input."""
 
 from __future__ import annotations
 
@@ -20,6 +15,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from producers.api.problems import problem, problem_body
 from topology import limits
 from topology.settings import ApiSettings
 
@@ -27,12 +23,7 @@ Limit = Callable[[Scope], int]
 
 
 class BodyLimit:
-    """Answers 413 when a request body exceeds its limit, declared or streamed.
-
-    A declared ``Content-Length`` over the limit is refused before any byte is read; a chunked
-    body is read up to the limit and refused as soon as it goes past it, so memory stays
-    bounded either way.
-    """
+    """Answers 413 when a request body exceeds its limit, declared or streamed."""
 
     def __init__(self, app: ASGIApp, limit: Limit) -> None:
         self.app = app
@@ -47,35 +38,27 @@ class BodyLimit:
         declared = _content_length(scope)
         if declared is not None:
             if declared > limit:
-                await _too_large(send, limit)
+                await _too_large(scope, receive, send, limit)
                 return
             # The server enforces Content-Length framing, so a body within its declared
             # length is within the limit: pass it through untouched (the common case).
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
+        body = bytearray()
+        while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _too_large(send, limit)
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _too_large(scope, receive, send, limit)
                 return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
+            if not message.get("more_body", False):
+                break
+        pending: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
 
         async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, send)
 
@@ -90,27 +73,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps(
-        {
-            "type": "about:blank",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"the request body is larger than {limit} bytes",
-        }
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    detail = f"the request body is larger than {limit} bytes"
+    await problem(413, detail, headers={"Connection": "close"})(scope, receive, send)
 
 
 class _Refused(Exception):
@@ -118,13 +83,10 @@ class _Refused(Exception):
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with deadlines and size limits on what a client sends.
+    """uvicorn's httptools protocol, with the deadlines and size limits uvicorn lacks (``limits``).
 
-    A request head must be complete within ``HEAD_TIMEOUT_S`` of its first byte (or of the
-    connection), hold at most ``MAX_HEADERS`` fields in ``MAX_HEAD_BYTES`` and a URL of at
-    most ``MAX_REQUEST_LINE_BYTES``; a body may pause for at most ``BODY_IDLE_TIMEOUT_S``.
-    A broken limit is answered 408, 414 or 431 with ``Connection: close``; checks are
-    counters and one timer per phase, so a well-behaved request pays next to nothing.
+    A broken limit is answered 408, 414 or 431 with ``Connection: close``; checks are counters
+    and one timer per phase, so a well-behaved request pays next to nothing.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -249,9 +211,7 @@ class GuardedHttp(HttpToolsProtocol):
 
 def _refusal(status: int, detail: str) -> bytes:
     phrase = HTTPStatus(status).phrase
-    body = orjson.dumps(
-        {"type": "about:blank", "title": phrase, "status": status, "detail": detail}
-    )
+    body = orjson.dumps(problem_body(status, detail, phrase))
     head = (
         f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

@@ -1,9 +1,11 @@
-"""Fan job status events from the events exchange out to WebSocket watchers in this process."""
+"""Fan job status events from the events exchange out to WebSocket watchers, within limits."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +16,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from producers.events import decode_event
 from producers.tenancy import Viewer
@@ -21,6 +24,8 @@ from topology.compiled import CompiledTopology
 from topology.names import DEFAULT_TENANT
 
 QUEUE_LIMIT = 256
+TOO_BIG = 1009  # RFC 6455: a message too big to process
+IDLE = 4408  # nothing moved for the idle timeout; reconnect to go on
 
 
 @dataclass(eq=False, slots=True)
@@ -33,7 +38,6 @@ class Watcher:
     events: asyncio.Queue[dict[str, Any]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
-    dropped: int = 0
 
     def wants(self, event: dict[str, Any]) -> bool:
         """Return whether this watcher follows the event's job (never another tenant's)."""
@@ -61,13 +65,11 @@ class EventHub:
         return len(self._watchers)
 
     def dispatch(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every interested watcher; a full watcher loses it (and counts)."""
+        """Hand ``event`` to every interested watcher; a full watcher loses it."""
         for watcher in self._watchers:
             if watcher.wants(event):
-                try:
+                with contextlib.suppress(asyncio.QueueFull):
                     watcher.events.put_nowait(event)
-                except asyncio.QueueFull:
-                    watcher.dropped += 1
 
     @asynccontextmanager
     async def watch(
@@ -103,3 +105,74 @@ class EventHub:
                 self.dispatch(event)
 
         await queue.consume(on_message, no_ack=True)
+
+
+@dataclass(slots=True)
+class _Client:
+    """What the reader saw of the client: when it last spoke, and why it stopped."""
+
+    seen: float = field(default_factory=time.monotonic)
+    ended: str | None = None
+
+
+async def pump(
+    websocket: WebSocket,
+    watcher: Watcher,
+    *,
+    final: Callable[[dict[str, Any]], bool],
+    max_frame: int,
+    idle_timeout: float,
+) -> None:
+    """Send the watcher's events until ``final(event)``, the client leaves, or a limit is hit."""
+    client = _Client()
+    reader = asyncio.create_task(_read(websocket, client, max_frame))
+    sent = time.monotonic()
+    try:
+        while True:
+            quiet = time.monotonic() - max(sent, client.seen)
+            getter = asyncio.ensure_future(watcher.events.get())
+            done, _ = await asyncio.wait(
+                {reader, getter},
+                timeout=max(0.0, idle_timeout - quiet),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if getter not in done:
+                getter.cancel()
+            if reader in done:
+                if client.ended == "too_big":
+                    await _close(websocket, TOO_BIG, "frame over the size limit")
+                return
+            if getter not in done:
+                if time.monotonic() - max(sent, client.seen) >= idle_timeout:
+                    await _close(websocket, IDLE, "idle timeout")
+                    return
+                continue
+            event = getter.result()
+            await websocket.send_json(event)
+            sent = time.monotonic()
+            if final(event):
+                await _close(websocket, 1000, "")
+                return
+    except WebSocketDisconnect:
+        return
+    finally:
+        reader.cancel()
+
+
+async def _read(websocket: WebSocket, client: _Client, max_frame: int) -> None:
+    """Read what the client sends (nothing is expected) until it leaves or oversteps."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            client.ended = "gone"
+            return
+        size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode())
+        if size > max_frame:
+            client.ended = "too_big"
+            return
+        client.seen = time.monotonic()
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client left first
+        await websocket.close(code=code, reason=reason)

@@ -1,12 +1,14 @@
-"""The API's Prometheus metrics and the middleware that times every request."""
+"""The API's Prometheus metrics, and the middlewares that time and trace every request."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, histogram
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -51,8 +53,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._counters: dict[tuple[str, str, str], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (counter, timer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request and record its route, status and duration."""
@@ -71,23 +72,46 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record)
         finally:
-            self._observe(_template(scope), scope["method"], status, time.perf_counter() - started)
-
-    def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        # Label children are cached: labels() costs more than the increment itself. The key
-        # sets stay small because routes are templates and methods and statuses are few.
-        counter = self._counters.get((route, method, str(status)))
-        if counter is None:
-            counter = self.metrics.requests.labels(route, method, str(status))
-            self._counters[(route, method, str(status))] = counter
-        counter.inc()
-        timer = self._timers.get((route, method))
-        if timer is None:
-            timer = self._timers[(route, method)] = self.metrics.duration.labels(route, method)
-        timer.observe(seconds)
+            # The router records the matched route in the scope; unmatched paths share one label.
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            key = (route, scope["method"], status)
+            # Label children are cached: labels() costs more than the increment itself. There
+            # are few keys: routes are templates, and methods and statuses are few.
+            children = self._children.get(key)
+            if children is None:
+                requests = self.metrics.requests.labels(route, key[1], str(status))
+                duration = self.metrics.duration.labels(route, key[1])
+                children = self._children[key] = (requests, duration)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
-def _template(scope: Scope) -> str:
-    # The router records the matched route in the scope; unmatched paths share one label.
-    route = scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+class TracingMiddleware:
+    """Runs each HTTP request in a span that continues the caller's ``traceparent``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request in a span named after its method and route template."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        method = scope.get("method", "GET")
+        with tracing.span(
+            f"{method} {scope.get('path', '')}",
+            kind=SpanKind.SERVER,
+            parent_headers=headers,
+            attributes={"http.request.method": method},
+        ) as span:
+
+            async def send_status(message: Message) -> None:
+                if span is not None and message["type"] == "http.response.start":
+                    span.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, send_status)
+            route = scope.get("route")
+            if span is not None and route is not None:  # a template: few distinct span names
+                span.update_name(f"{method} {getattr(route, 'path', scope.get('path', ''))}")

@@ -11,22 +11,18 @@ from loguru import logger
 from starlette.exceptions import HTTPException
 
 from producers.auth.rate_limit import retry_after as wait_header
+from producers.metrics import UNAVAILABLE
 from topology.errors import (
     AccessError,
     AuthenticationError,
-    BlobUnavailableError,
-    BrokerUnavailableError,
     ContractError,
     IdempotencyInFlightError,
-    IdentityProviderUnavailableError,
     JobNotFoundError,
     JobRejectedError,
     JobStateError,
     PermissionDeniedError,
-    PublishError,
     RateLimitedError,
     ReservedJobTypeError,
-    StoreUnavailableError,
     TaskqError,
 )
 
@@ -47,6 +43,16 @@ TITLES = {
 }
 
 
+def problem_body(status: int, detail: str, title: str | None = None) -> dict[str, Any]:
+    """Return the fields of a problem without field errors."""
+    return {
+        "type": "about:blank",
+        "title": title or TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+
+
 def problem(
     status: int,
     detail: str,
@@ -55,56 +61,42 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """Return a problem+json response."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
+    body = problem_body(status, detail)
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
+# The first match wins: a reserved type is refused (403) before other rejections (422).
+_STATUSES: tuple[tuple[type[TaskqError] | tuple[type[TaskqError], ...], int], ...] = (
+    (ReservedJobTypeError, 403),
+    ((JobRejectedError, ContractError), 422),
+    ((IdempotencyInFlightError, JobStateError), 409),
+    (JobNotFoundError, 404),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (RateLimitedError, 429),
+    ((AccessError, *UNAVAILABLE), 503),
+)
+
+
 def status_of(error: TaskqError) -> int:
     """Return the HTTP status that tells a client what to do about ``error``."""
-    if isinstance(error, ReservedJobTypeError):
-        return 403
-    if isinstance(error, JobRejectedError | ContractError):
-        return 422
-    if isinstance(error, IdempotencyInFlightError | JobStateError):
-        return 409
-    if isinstance(error, JobNotFoundError):
-        return 404
-    if isinstance(error, AccessError):
-        return _ACCESS_STATUS.get(type(error), 503)
-    if isinstance(
-        error, BrokerUnavailableError | PublishError | StoreUnavailableError | BlobUnavailableError
-    ):
-        return 503
-    return 500
+    return next((status for kinds, status in _STATUSES if isinstance(error, kinds)), 500)
 
 
-_ACCESS_STATUS: dict[type[TaskqError], int] = {
-    AuthenticationError: 401,
-    PermissionDeniedError: 403,
-    RateLimitedError: 429,
-    IdentityProviderUnavailableError: 503,
-}
-
-
-def access_problem(error: AccessError, *, retry_after: int = 5) -> JSONResponse:
-    """Return the problem for a refused credential: 401 and 403 say how to authenticate (RFC 6750)."""
+def access_problem(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
+    """Return the problem refusing a credential (401 and 403 say how to authenticate, RFC 6750)."""
     status, body, headers = refusal(error, retry_after=retry_after)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
 def refusal(
-    error: AccessError | StoreUnavailableError, *, retry_after: int = 5
+    error: TaskqError, *, retry_after: int = 5
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Return the status, problem body and headers that refuse a credential, or say its store is down."""
+    """Return the status, body and headers refusing a credential, or saying a service is down."""
     detail = str(error)
-    status = _ACCESS_STATUS.get(type(error), 503)
+    status = status_of(error)
     headers: dict[str, str] = {}
     if isinstance(error, AuthenticationError):
         challenge = 'Bearer realm="taskq"'
@@ -121,8 +113,7 @@ def refusal(
     else:
         detail = f"{detail}; retry later"
         headers["Retry-After"] = str(retry_after)
-    body = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
-    return status, body, headers
+    return status, problem_body(status, detail), headers
 
 
 def _quoted(text: str) -> str:
@@ -139,22 +130,28 @@ def error_item(error: TaskqError) -> dict[str, Any]:
     return item
 
 
+def error_response(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
+    """Return the problem that tells a client what to do about ``error``."""
+    status = status_of(error)
+    if isinstance(error, AccessError) or status == 503:
+        return access_problem(error, retry_after=retry_after)
+    if status == 500:
+        return problem(500, "internal error")
+    item = error_item(error)
+    return problem(status, item["detail"], errors=item.get("errors"))
+
+
 def install(app: FastAPI, *, retry_after: int) -> None:
     """Register the handlers that turn every failure into a problem response."""
 
     @app.exception_handler(TaskqError)
     async def taskq_error(request: Request, exc: TaskqError) -> JSONResponse:
-        if isinstance(exc, AccessError):
-            return access_problem(exc, retry_after=retry_after)
-        status = status_of(exc)
-        if status == 503:
-            logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)
-            return problem(503, f"{exc}; retry later", headers={"Retry-After": str(retry_after)})
-        if status == 500:
+        response = error_response(exc, retry_after=retry_after)
+        if response.status_code == 500:
             logger.exception("unexpected taskq error")
-            return problem(500, "internal error")
-        item = error_item(exc)
-        return problem(status, item["detail"], errors=item.get("errors"))
+        elif response.status_code == 503 and not isinstance(exc, AccessError):
+            logger.warning("{} {} -> 503: {}", request.method, request.url.path, exc)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

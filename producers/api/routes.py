@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import orjson
 from fastapi import (
     APIRouter,
-    Depends,
     Query,
     Request,
     Response,
     WebSocket,
     WebSocketDisconnect,
 )
-from fastapi.routing import APIRoute
 
 from jobstore.model import JobStatus
-from producers.api.gate import deny_websocket
-from producers.api.problems import PROBLEM, access_problem, error_item, problem
-from producers.api.schemas import (
-    BatchOut,
-    BatchSubmission,
-    JobList,
-    JobOut,
-    JobSubmission,
-    Problem,
-)
-from producers.api.security import SecuredRoute, principal, secured
-from producers.api.streams import pump
+from producers.api.hub import pump
+from producers.api.problems import access_problem, error_item
+from producers.api.schemas import BatchOut, BatchSubmission, JobList, JobOut
+from producers.api.security import SecuredRoute, deny_websocket, principal, secured
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
+from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import list_visible
 from producers.views import job_view, page_view
@@ -43,61 +33,11 @@ from topology.errors import (
     JobRejectedError,
     TaskqError,
 )
-from topology.limits import excerpt
 from topology.settings import ApiSettings
 
-
-class StrictJsonRequest(Request):
-    """A request whose JSON body is parsed by orjson: strict RFC 8259, no NaN, bounded depth."""
-
-    async def json(self) -> Any:
-        """Return the parsed body (``orjson.JSONDecodeError`` is a ``json.JSONDecodeError``)."""
-        if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
-        return self._json
+router = APIRouter(route_class=SecuredRoute)
 
 
-class StrictJsonRoute(SecuredRoute):
-    """A secured route whose JSON bodies are parsed strictly.
-
-    Python's json module accepts NaN, Infinity and a BOM, and raises RecursionError on deep
-    nesting; orjson refuses all of them cleanly. The scope check comes first: a caller
-    without the scope learns nothing about what the body should have been.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """Return the handler, behind the scope check, fed with strict-JSON requests."""
-        handler = APIRoute.get_route_handler(self)
-
-        async def strict(request: Request) -> Response:
-            if request.method == "POST":
-                # Before FastAPI reads the body: anything but JSON is refused with 415.
-                kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind != "application/json":
-                    return unsupported_handler(request, _Unsupported(kind))
-            return await handler(StrictJsonRequest(request.scope, request.receive))
-
-        return self.guard(strict)
-
-
-router = APIRouter(route_class=StrictJsonRoute)
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM: {}}}
-    for code in (400, 403, 409, 413, 415, 422, 503)
-}
-
-
-async def submitter(request: Request) -> Submitter:
-    """Return the app's submitter."""
-    return request.app.state.services.submitter  # type: ignore[no-any-return]
-
-
-class _Unsupported(Exception):
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-
-
-Service = Annotated[Submitter, Depends(submitter)]
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -123,18 +63,10 @@ def _to_request(body: JobSubmission, header_key: str | None, caller: Principal) 
     )
 
 
-def _accepted(done: Submitted) -> Response:
-    headers = {"Location": f"/jobs/{done.job_id}"}
-    if done.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(done.response, status_code=202, media_type="application/json", headers=headers)
-
-
 @router.post(
     "/jobs",
     status_code=202,
     response_model=JobOut,
-    responses=ERRORS,
     summary="Submit a job; 202 only once the broker confirmed it",
     openapi_extra={
         "parameters": [
@@ -168,21 +100,24 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     caller.require_type(body.type)
     service: Submitter = request.app.state.services.submitter
     done = await service.submit(_to_request(body, key, caller))
-    if not done.replayed:
+    headers = {"Location": f"/jobs/{done.job_id}"}
+    if done.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
         _submitted(request, service, body)
-    return _accepted(done)
+    return Response(done.response, status_code=202, media_type="application/json", headers=headers)
 
 
 @router.post(
     "/jobs/batch",
     status_code=207,
     response_model=BatchOut,
-    responses=ERRORS,
     summary="Submit several jobs with pipelined confirms; per-job results",
     **secured(Scope.JOBS_WRITE),
 )
-async def submit_batch(body: BatchSubmission, service: Service, request: Request) -> Response:
+async def submit_batch(body: BatchSubmission, request: Request) -> Response:
     """Publish every job, awaiting the confirms together; report each job's outcome in order."""
+    service: Submitter = request.app.state.services.submitter
     caller = principal(request)
     refused: dict[int, TaskqError] = {}
     for index, job in enumerate(body.jobs):
@@ -225,17 +160,16 @@ def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None
 @router.get(
     "/jobs/{job_id}",
     response_model=JobOut,
-    responses={404: ERRORS[409]},
     **secured(Scope.JOBS_READ),
 )
-async def get_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
+async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Return a job's status, attempts, timestamps, last error and result."""
-    return job_view(await service.get(job_id, principal(request).viewer))
+    job = await request.app.state.services.submitter.get(job_id, principal(request).viewer)
+    return job_view(job)
 
 
 @router.get("/jobs", response_model=JobList, **secured(Scope.JOBS_READ))
 async def list_jobs(
-    service: Service,
     request: Request,
     status: JobStatus | None = None,
     type: Annotated[str | None, Query(max_length=255)] = None,
@@ -243,23 +177,22 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
-    viewer = principal(request).viewer
-    return page_view(
-        await list_visible(
-            service.store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
-        )
+    store, viewer = request.app.state.services.submitter.store, principal(request).viewer
+    page = await list_visible(
+        store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
     )
+    return page_view(page)
 
 
 @router.delete(
     "/jobs/{job_id}",
     response_model=JobOut,
-    responses={404: ERRORS[409], 409: ERRORS[409]},
     **secured(Scope.JOBS_WRITE),
 )
-async def cancel_job(job_id: str, service: Service, request: Request) -> dict[str, Any]:
+async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     """Cancel a job that has not started (409 once it has)."""
-    return job_view(await service.cancel(job_id, principal(request).viewer))
+    services = request.app.state.services
+    return job_view(await services.submitter.cancel(job_id, principal(request).viewer))
 
 
 async def _admitted(websocket: WebSocket) -> Principal | None:
@@ -320,10 +253,3 @@ async def watch_jobs(websocket: WebSocket, type: str | None = None) -> None:
     services = websocket.app.state.services
     async with services.hub.watch(caller.viewer, job_type=type) as watcher:
         await pump(websocket, watcher, final=lambda event: False, **_limits(websocket))
-
-
-def unsupported_handler(request: Request, exc: Exception) -> Response:
-    """Answer 415 for a body that is not JSON."""
-    return problem(
-        415, f"send Content-Type: application/json, not {excerpt(str(exc) or 'nothing')}"
-    )

@@ -6,21 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from producers.requests import SERVER_OWNED, JobSubmission
-from topology.limits import IdempotencyKey
+from producers.requests import JobSubmission
 from topology.spec import Priority
-
-__all__ = [
-    "SERVER_OWNED",
-    "BatchItem",
-    "BatchOut",
-    "BatchSubmission",
-    "IdempotencyKey",
-    "JobList",
-    "JobOut",
-    "JobSubmission",
-    "Problem",
-]
 
 
 class BatchSubmission(BaseModel):

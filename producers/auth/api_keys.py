@@ -7,7 +7,6 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -72,36 +71,22 @@ def make_key(
     return NewKey(record, f"{PREFIX}{key_id}_{secret}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal
-    until: float  # monotonic time after which the store is asked again
-
-
 class ApiKeyVerifier:
     """Verifies API keys against the store, remembering good ones for ``cache_ttl`` seconds."""
 
     def __init__(
-        self,
-        store: CredentialStore,
-        *,
-        pepper: bytes | None = None,
-        cache_ttl: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self, store: CredentialStore, *, pepper: bytes | None = None, cache_ttl: float = 5.0
     ) -> None:
         self._store = store
         self._pepper = pepper
         self._ttl = cache_ttl
-        self._clock = clock
-        self._now = now
-        self._cache: dict[str, _Cached] = {}
+        self._cache: dict[str, tuple[Principal, float]] = {}  # token: (principal, until)
 
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid, unrevoked, unexpired key."""
-        cached = self._cache.get(token)
-        if cached is not None and cached.until > self._clock():
-            return cached.principal
+        principal, until = self._cache.get(token, (None, 0.0))
+        if principal is not None and until > time.monotonic():
+            return principal
         parsed = parse(token)
         if parsed is None:
             raise AuthenticationError("the API key is malformed (expected tq_<id>_<secret>)")
@@ -112,35 +97,28 @@ class ApiKeyVerifier:
         matches = hmac.compare_digest(expected, presented)
         if record is None or not matches:
             raise AuthenticationError("unknown or wrong API key")
-        now = self._now()
+        now = datetime.now(UTC)
         if not record.usable(now):
             raise AuthenticationError("the API key was revoked or has expired")
         principal = principal_of(record)
-        self._remember(token, principal, record, now)
+        ttl = self._ttl
+        if record.expires_at is not None:
+            ttl = min(ttl, (record.expires_at - now).total_seconds())
+        if ttl > 0:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[token] = (principal, time.monotonic() + ttl)
         if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY:
             await self._store.touch_api_key(key_id, now)
         return principal
 
-    def _remember(
-        self, token: str, principal: Principal, record: ApiKeyRecord, now: datetime
-    ) -> None:
-        if self._ttl <= 0:
-            return
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        ttl = self._ttl
-        if record.expires_at is not None:
-            ttl = min(ttl, (record.expires_at - now).total_seconds())
-        self._cache[token] = _Cached(principal, self._clock() + ttl)
-
 
 def principal_of(record: ApiKeyRecord) -> Principal:
     """Return the principal a stored key speaks for (unknown scope names are ignored)."""
-    known = {s.value for s in Scope}
     return Principal(
         kind="api_key",
         id=f"key:{record.id}",
         name=record.name,
-        scopes=frozenset(Scope(s) for s in record.scopes if s in known),
+        scopes=Scope.known(record.scopes),
         viewer=Viewer(record.tenant, record.job_types),
     )

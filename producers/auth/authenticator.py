@@ -8,10 +8,9 @@ from contextlib import asynccontextmanager
 from jobstore.factory import open_store
 from jobstore.model import CredentialStore
 from producers.auth.api_keys import PREFIX, ApiKeyVerifier
-from producers.auth.bearer_tokens import JwtVerifier
+from producers.auth.bearer_tokens import JwtVerifier, key_source
 from producers.auth.principal import Principal
 from producers.auth.rate_limit import RateLimiter
-from producers.auth.signing_keys import JwksKeys, KeySource, StaticKeys
 from topology.errors import AuthenticationError, RateLimitedError
 from topology.settings import AuthSettings, Settings
 
@@ -20,14 +19,11 @@ class Authenticator:
     """Verifies the credential of a request and takes a token from its rate bucket."""
 
     def __init__(
-        self,
-        api_keys: ApiKeyVerifier,
-        bearer: JwtVerifier | None = None,
-        limiter: RateLimiter | None = None,
+        self, api_keys: ApiKeyVerifier, bearer: JwtVerifier | None, limiter: RateLimiter
     ) -> None:
         self._keys = api_keys
         self._bearer = bearer
-        self.limiter = limiter or RateLimiter(0, 1)
+        self._limiter = limiter
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Return the principal of an ``Authorization`` header value.
@@ -37,62 +33,34 @@ class Authenticator:
             RateLimitedError: the credential used up its rate (HTTP 429).
             StoreUnavailableError, IdentityProviderUnavailableError: it cannot be checked now.
         """
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
         if not authorization:
             raise AuthenticationError(
                 "send Authorization: Bearer <API key or access token>", error="invalid_request"
             )
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError(
                 "use the Bearer scheme: Authorization: Bearer <API key or access token>",
                 error="invalid_request",
             )
-        return self.admit(await self.verify(token))
-
-    async def verify(self, token: str) -> Principal:
-        """Return the principal of a bare API key or access token (no rate limit taken)."""
         if token.startswith(PREFIX):
-            return await self._keys.verify(token)
-        if self._bearer is None:
+            principal = await self._keys.verify(token)
+        elif self._bearer is None:
             raise AuthenticationError("not an API key (tq_...), and bearer tokens are not enabled")
-        return await self._bearer.verify(token)
-
-    def admit(self, principal: Principal) -> Principal:
-        """Take one request from the principal's rate bucket and return it.
-
-        Raises:
-            RateLimitedError: the bucket is empty; ``retry_after`` says when it is not.
-        """
-        wait = self.limiter.take(principal.id)
+        else:
+            principal = await self._bearer.verify(token)
+        wait = self._limiter.take(principal.id)
         if wait > 0:
             raise RateLimitedError(
-                f"too many requests for this credential; the limit is {self.limiter.rate:g}/s",
+                f"too many requests for this credential; the limit is {self._limiter.rate:g}/s",
                 retry_after=wait,
             )
         return principal
 
 
-def key_source(settings: AuthSettings) -> KeySource | None:
-    """Return where bearer-token keys come from, or ``None`` when tokens are not enabled."""
-    if settings.jwks_url:
-        return JwksKeys(
-            settings.jwks_url,
-            timeout=settings.jwks_timeout,
-            ttl=settings.jwks_cache_ttl,
-            min_refresh=settings.jwks_min_refresh,
-        )
-    if settings.jwt_keys_file:
-        return StaticKeys(settings.jwt_keys_file)
-    return None
-
-
 def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authenticator:
-    """Return the authenticator ``settings`` describe, checking keys against ``store``.
-
-    Raises:
-        SettingsError: the bearer-token key file is unusable.
-    """
+    """Return the authenticator ``settings`` describe, checking keys against ``store``."""
     pepper = settings.api_key_pepper
     keys = ApiKeyVerifier(
         store,
@@ -106,12 +74,7 @@ def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authen
 
 @asynccontextmanager
 async def standalone_authenticator(settings: Settings) -> AsyncIterator[Authenticator]:
-    """Yield an authenticator with a job store connection of its own (for the autoscaler).
-
-    Raises:
-        SettingsError: bad ``TASKQ_*`` settings.
-        StoreUnavailableError: the job store is down.
-    """
+    """Yield an authenticator with a job store connection of its own (for the autoscaler)."""
     store = open_store(settings.locations.store_url)
     try:
         await store.migrate()

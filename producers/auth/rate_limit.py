@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 _MAX_BUCKETS = 10_000  # bearer-token subjects are unbounded; full buckets are dropped first
 
@@ -12,19 +11,16 @@ _MAX_BUCKETS = 10_000  # bearer-token subjects are unbounded; full buckets are d
 class RateLimiter:
     """Per-key token buckets held in this process (each API replica limits on its own)."""
 
-    def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
     def take(self, key: str) -> float:
         """Take one token from ``key``'s bucket; return 0, or the seconds until one is there."""
         if self.rate <= 0:
             return 0.0
-        now = self._clock()
+        now = time.monotonic()
         tokens, at = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.rate)
         if tokens >= 1.0:

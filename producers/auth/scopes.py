@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -26,3 +27,9 @@ class Scope(StrEnum):
             if scope not in chosen:
                 chosen.append(scope)
         return tuple(chosen)
+
+    @classmethod
+    def known(cls, names: Iterable[object]) -> frozenset[Scope]:
+        """Return the scopes among ``names``, ignoring names that are not scopes."""
+        values = {s.value for s in cls}
+        return frozenset(cls(n) for n in names if isinstance(n, str) and n in values)

@@ -11,10 +11,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from consumers.autoscaler.loop import Autoscaler
-from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.status_server import serve_status
 from producers.auth.scopes import Scope
 from tests.credentials import bearer
 from tests.helpers import eventually
@@ -39,9 +37,7 @@ async def autoscaler_url(door: Door) -> AsyncIterator[str]:
     scaler = Autoscaler(door.topology, reader, Idle(), groups=["email"], metrics=metrics)
     await scaler.step()
     port = free_port()
-    runner = await serve_status(
-        scaler,
-        metrics,
+    runner = await scaler.serve(
         door.services.authenticator,
         host="127.0.0.1",
         port=port,  # type: ignore[arg-type]

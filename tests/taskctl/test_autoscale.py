@@ -14,8 +14,7 @@ from consumers.autoscaler.signals import SignalReader
 from jobstore.model import JobStatus
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
-from taskctl.local_scaler import LocalScaler, worker_spec
-from taskctl.supervisor import Supervisor
+from taskctl.supervisor import LocalScaler, Supervisor, worker_spec
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.compiled import compile_topology

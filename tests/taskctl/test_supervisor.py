@@ -96,7 +96,7 @@ async def test_processes_are_started_and_retired_while_running(tmp_path: Path):
 
 
 async def test_the_local_scaler_names_workers_and_retires_the_newest():
-    from taskctl.local_scaler import LocalScaler
+    from taskctl.supervisor import LocalScaler
 
     said: list[str] = []
     supervisor = Supervisor([], grace=5, say=said.append)
@@ -111,7 +111,7 @@ async def test_the_local_scaler_names_workers_and_retires_the_newest():
 
 
 async def test_the_local_scaler_adds_no_worker_while_the_cpus_are_busy():
-    from taskctl.local_scaler import LocalScaler
+    from taskctl.supervisor import LocalScaler
 
     idle = [0.5, 0.05, 0.05, 0.3]
     supervisor = Supervisor([], grace=5, say=lambda _: None)
@@ -126,13 +126,13 @@ async def test_the_local_scaler_adds_no_worker_while_the_cpus_are_busy():
 
 
 def test_idle_cpu_reads_the_share_of_idle_time_between_calls(tmp_path: Path):
-    from taskctl.local_scaler import IdleCpu
+    from taskctl.supervisor import idle_cpu
 
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq
     stat.write_text("cpu  100 0 100 700 100 0 0\ncpu0 1 2 3\n")
-    idle = IdleCpu(stat)
+    idle = idle_cpu(stat)
     stat.write_text("cpu  250 0 250 750 150 0 0\n")  # 300 busy, 100 idle of 400
     assert idle() == 0.25
     assert idle() == 1.0  # nothing elapsed
-    assert 0.0 <= IdleCpu()() <= 1.0  # the real /proc/stat
+    assert 0.0 <= idle_cpu()() <= 1.0  # the real /proc/stat

@@ -4,14 +4,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from webhooks.schemes.base import Verifier
-from webhooks.schemes.hmac_header import HmacVerifier, github_verifier, sign_github, sign_hmac
+from webhooks.schemes.hmac_header import (
+    HmacVerifier,
+    StripeVerifier,
+    github_verifier,
+    sign_github,
+    sign_hmac,
+    sign_stripe,
+)
 from webhooks.schemes.standard import (
     StandardVerifier,
     generate_standard_keypair,
     sign_standard,
     sign_standard_ed25519,
 )
-from webhooks.schemes.stripe import StripeVerifier, sign_stripe
 
 NOW = 1_700_000_000
 BODY = b'{"id": "evt_1NG8Du2eZvKYlo2C", "type": "invoice.paid", "data": {"amount": 100}}'

@@ -8,14 +8,13 @@ from topology import errors
 from topology.errors import MalformedWebhook, SignatureRejected, TaskqError, WebhookConfigError
 from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
-from webhooks.schemes.hmac_header import HmacVerifier, github_verifier
+from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
 from webhooks.schemes.standard import (
     StandardVerifier,
     generate_standard_keypair,
     sign_standard,
     sign_standard_ed25519,
 )
-from webhooks.schemes.stripe import StripeVerifier
 
 
 def test_every_webhook_error_is_a_webhook_error():

@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
 from topology.errors import MalformedWebhook, TimestampRejected, WebhookError
 from webhooks.schemes.base import MAX_SIGNATURES
-from webhooks.schemes.hmac_header import github_verifier
+from webhooks.schemes.hmac_header import StripeVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
-from webhooks.schemes.stripe import StripeVerifier
 
 HEADER_NAMES = sorted(
     {name for case in CASES for name in case.sign(BODY, NOW)} | {"x-request-id", "x-event"}

@@ -7,8 +7,7 @@ import pytest
 
 from tests.webhooks.conftest import StubDns
 from topology.errors import AddressRefused, DeliveryFailed
-from webhooks.outbound.addresses import AllowList
-from webhooks.outbound.url_check import check_callback_url, parse_callback_url
+from webhooks.outbound.addresses import AllowList, check_callback_url, parse_callback_url
 
 NOBODY = AllowList()
 

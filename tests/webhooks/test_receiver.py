@@ -28,9 +28,8 @@ from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.settings import ApiSettings, BrokerSettings, load_settings
 from webhooks.receiver import webhook_router
-from webhooks.schemes.hmac_header import sign_github, sign_hmac
+from webhooks.schemes.hmac_header import sign_github, sign_hmac, sign_stripe
 from webhooks.schemes.standard import sign_standard
-from webhooks.schemes.stripe import sign_stripe
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -6,7 +6,7 @@ import pytest
 from tests.webhooks.cases import BODY, NOW
 from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
-from webhooks.schemes.stripe import StripeVerifier, sign_stripe
+from webhooks.schemes.hmac_header import StripeVerifier, sign_stripe
 
 SECRET = b"whsec_test_secret"
 V1 = "v1=" + "ab" * 32

@@ -1,13 +1,21 @@
-"""Which IP addresses an outbound call may dial, and the operator's allow-list of exceptions."""
+"""Which URLs and IP addresses an outbound call may dial, and the operator's allow-list of exceptions."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
+from yarl import URL
+
+from topology.errors import AddressRefused, DeliveryFailed
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
+SCHEMES = frozenset({"http", "https"})
+DNS_TIMEOUT_S = 5.0  # a resolver that never answers must not hold a request or a delivery
 
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 # Labels that inet_aton reads as numbers (``127.1``, ``0x7f000001``, ``017700000001``): such a
@@ -112,10 +120,6 @@ class AllowList:
             hosts.add(host_key(entry))
         return cls(networks=frozenset(networks), hosts=frozenset(hosts))
 
-    def admits_address(self, address: IPAddress) -> bool:
-        """Return whether ``address`` lies in one of the allowed networks."""
-        return any(address in network for network in self.networks)
-
     def admits_host(self, host: str) -> bool:
         """Return whether the URL host name ``host`` is allowed whatever it resolves to."""
         return host_key(host) in self.hosts
@@ -136,7 +140,9 @@ def embedded_ipv4(address: IPv6Address) -> tuple[IPv4Address, ...]:
 
 def refusal(address: IPAddress, allow: AllowList | None = None, *, host: str = "") -> str | None:
     """Return why ``address`` (reached through URL host ``host``) may not be dialled, or None."""
-    if allow is not None and ((host and allow.admits_host(host)) or allow.admits_address(address)):
+    if allow is not None and (
+        (host and allow.admits_host(host)) or any(address in net for net in allow.networks)
+    ):
         return None
     if isinstance(address, IPv4Address):
         return _refused(_REFUSED_V4, address)
@@ -167,3 +173,104 @@ def _refused(table: tuple[tuple[IPNetwork, str], ...], address: IPAddress) -> st
         if address in network:
             return f"{why} ({network})"
     return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A callback URL whose host resolved, once, to addresses that may all be dialled."""
+
+    url: URL
+    host: str
+    port: int
+    addresses: tuple[IPAddress, ...]
+
+    @property
+    def pinned(self) -> IPAddress:
+        """Return the address the connection is pinned to (the resolver's first answer)."""
+        return self.addresses[0]
+
+
+def display(url: URL) -> str:
+    """Return ``url`` without userinfo, query or fragment, which may carry secrets, for messages."""
+    if not url.absolute:
+        return str(url.with_query(None).with_fragment(None))[:200]
+    return str(url.with_user(None).with_query(None).with_fragment(None))[:200]
+
+
+def parse_callback_url(text: str | URL) -> URL:
+    """Return ``text`` as a URL an outbound call may use, judging its shape only (no DNS)."""
+    try:
+        url = text if isinstance(text, URL) else URL(text)
+        port = url.port
+    except (TypeError, ValueError) as exc:
+        raise AddressRefused(str(text)[:200], f"not a URL: {exc}") from exc
+    shown = display(url)
+    if url.scheme not in SCHEMES:
+        raise AddressRefused(shown, f"scheme {url.scheme or 'none'}:// is not http or https")
+    if not url.raw_host:
+        raise AddressRefused(shown, "the URL names no host")
+    if not port:
+        raise AddressRefused(shown, "port 0 cannot be dialled")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise AddressRefused(shown, "userinfo (user:password@) is not allowed in callback URLs")
+    host = url.raw_host
+    literal = parse_address(url.host or "") is not None
+    if not (literal or is_host_name(host) or is_numeric_host(host)):
+        raise AddressRefused(shown, f"{host!r} is neither an IP address nor a host name")
+    return url
+
+
+async def check_callback_url(
+    text: str | URL, allow: AllowList, *, dns_timeout: float = DNS_TIMEOUT_S
+) -> Target:
+    """Return the URL's target after resolving its host once and checking every address."""
+    url = parse_callback_url(text)
+    host, port = url.raw_host or "", url.port or 0  # both set: parse_callback_url checked
+    shown = display(url)
+    name = host_key(host)
+    if (name == "localhost" or name.endswith(".localhost")) and not allow.admits_host(host):
+        # RFC 6761: these always mean this machine, whether or not DNS answers for them.
+        raise AddressRefused(shown, f"{host} names the local host (loopback)")
+    addresses = await _resolve(host, port, shown, dns_timeout)
+    for address in addresses:
+        why = refusal(address, allow, host=host)
+        if why is not None:
+            raise AddressRefused(shown, f"{host} resolves to {address}, which is {why}")
+    if is_numeric_host(host):
+        # aiohttp refuses to dial these forms, and a reader should see the real address.
+        raise AddressRefused(shown, f"{host} is a legacy form of {addresses[0]}; write that")
+    return Target(url=url, host=host, port=port, addresses=addresses)
+
+
+async def _resolve(host: str, port: int, shown: str, limit: float) -> tuple[IPAddress, ...]:
+    # yarl keeps an IPv6 zone percent-encoded in raw_host ("fe80::1%25eth0").
+    literal = parse_address(host.replace("%25", "%"))
+    if literal is not None:
+        return (literal,)
+    numeric = is_numeric_host(host)
+    # Everything that is not a canonical literal goes through getaddrinfo, so numeric
+    # disguises such as 2130706433, 0x7f000001 or 127.1 come back as the address they mean
+    # (AI_NUMERICHOST: they never reach DNS).
+    flags = socket.AI_NUMERICHOST if numeric else socket.AI_ADDRCONFIG
+    try:
+        # The lookup runs in a thread that cannot be stopped; the wait for it can.
+        async with asyncio.timeout(limit):
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=flags
+            )
+    except TimeoutError as exc:
+        raise DeliveryFailed(f"DNS did not resolve {host} within {limit}s, for {shown}") from exc
+    except (OSError, UnicodeError) as exc:
+        if numeric:
+            raise AddressRefused(shown, f"{host} is not a valid IPv4 address") from exc
+        raise DeliveryFailed(f"cannot resolve {host} for {shown}: {exc}") from exc
+    addresses: dict[IPAddress, None] = {}
+    for family, *_, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            address = parse_address(str(sockaddr[0]))
+            if address is None:
+                raise AddressRefused(shown, f"{host} resolves to unparseable {sockaddr[0]!r}")
+            addresses.setdefault(address)
+    if not addresses:
+        raise DeliveryFailed(f"{host} has no IPv4 or IPv6 address, for {shown}")
+    return tuple(addresses)

@@ -6,7 +6,7 @@ import asyncio
 import math
 import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -17,12 +17,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from topology.errors import DeliveryFailed, DeliveryRejected, OutboundError
-from webhooks.outbound.addresses import AllowList, IPAddress, host_key
-from webhooks.outbound.url_check import (
+from webhooks.outbound.addresses import (
     DNS_TIMEOUT_S,
+    AllowList,
+    IPAddress,
     Target,
     check_callback_url,
     display,
+    host_key,
     parse_callback_url,
 )
 
@@ -66,11 +68,10 @@ async def post(
     try:
         async with asyncio.timeout(timeout):
             target = await check_callback_url(url, allow, dns_timeout=dns_timeout)
-            if session is not None:
-                response = await _send(session, allow, target, body, headers, limit)
-            else:
-                async with open_session(allow) as own:
-                    response = await _send(own, allow, target, body, headers, limit)
+            async with (
+                nullcontext(session) if session is not None else open_session(allow) as client
+            ):
+                response = await _send(client, allow, target, body, headers, limit)
     except TimeoutError as exc:
         raise DeliveryFailed(f"{shown} did not answer within {timeout}s") from exc
     error = outcome_error(response, shown)
@@ -101,11 +102,7 @@ async def _send(
     with pins.pinned(target.host, target.pinned):
         try:
             async with session.post(
-                target.url,
-                data=body,
-                headers=dict(headers),
-                allow_redirects=False,
-                timeout=limit,
+                target.url, data=body, headers=dict(headers), allow_redirects=False, timeout=limit
             ) as reply:
                 content = await _read_capped(reply)
                 return Response(reply.status, kept_headers(reply.headers), content)

@@ -1,4 +1,4 @@
-"""One-header HMAC schemes: a configurable one, and GitHub's ``X-Hub-Signature-256: sha256=<hex>``."""
+"""One-header HMAC schemes: a configurable one, GitHub's ``X-Hub-Signature-256: sha256=<hex>`` and Stripe's ``Stripe-Signature``."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from webhooks.schemes.base import (
     DEFAULT_TOLERANCE,
     Delivery,
     byte_secrets,
+    check_signature_count,
     check_window,
     decode_base64,
     decode_hex,
     foreign_errors,
     hmac_matches,
+    json_object,
     positive_tolerance,
     printable_token,
     required_header,
@@ -29,12 +31,9 @@ from webhooks.schemes.base import (
 Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
 # Options usually come from a YAML file, so the Literal types are checked at run time too.
-_ALGORITHMS: dict[str, Algorithm] = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
-_ENCODINGS: dict[str, Encoding] = {"hex": "hex", "base64": "base64"}
+_ALGORITHMS = ("sha1", "sha256", "sha512")
+_ENCODINGS = ("base64", "hex")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
-GITHUB_SIGNATURE_HEADER = "x-hub-signature-256"
-GITHUB_DELIVERY_HEADER = "x-github-delivery"
-GITHUB_EVENT_HEADER = "x-github-event"
 _GITHUB_PREFIX = "sha256="
 
 
@@ -55,8 +54,8 @@ class HmacVerifier:
         event_header: str | None = None,
     ) -> None:
         self._secrets = byte_secrets(secrets)
-        self._algorithm = _checked_algorithm(algorithm)
-        self._encoding = _checked_encoding(encoding)
+        self._algorithm = _algorithm(algorithm)
+        self._decode = decode_hex if _encoding(encoding) == "hex" else decode_base64
         if not prefix.isascii():
             raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
         self._prefix = prefix
@@ -70,10 +69,21 @@ class HmacVerifier:
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
         """Return the delivery if one configured secret signed ``body``, else raise a WebhookError."""
         with foreign_errors(f"{self._header} HMAC"):
-            given = self._given_signature(headers)
-            timestamp = self._timestamp(headers)
-            delivery_id = self._delivery_id(headers, body)
-            event = self._event(headers)
+            value = signature_header(headers, self._header)
+            if not value.startswith(self._prefix):
+                raise MalformedWebhook(
+                    f"the {self._header} header does not start with {self._prefix!r}"
+                )
+            given = self._decode(value[len(self._prefix) :], f"the {self._header} header")
+            timestamp = None
+            if self._timestamp_header is not None:
+                value = required_header(headers, self._timestamp_header)
+                timestamp = unix_seconds(value, f"the {self._timestamp_header} header")
+            # No id from the sender: the body's hash makes an identical redelivery dedup.
+            delivery_id = _token(headers, self._id_header) or (
+                "sha256:" + hashlib.sha256(body).hexdigest()
+            )
+            event = _token(headers, self._event_header)
             content = _signed_content(body, timestamp)
             if not hmac_matches(self._secrets, content, [given], self._algorithm):
                 raise SignatureRejected(
@@ -83,37 +93,11 @@ class HmacVerifier:
                 check_window(timestamp, now, self._tolerance, future_ok=False)
             return Delivery(delivery_id, event, timestamp)
 
-    def _given_signature(self, headers: Mapping[str, str]) -> bytes:
-        value = signature_header(headers, self._header)
-        if not value.startswith(self._prefix):
-            raise MalformedWebhook(
-                f"the {self._header} header does not start with {self._prefix!r}"
-            )
-        encoded = value[len(self._prefix) :]
-        if self._encoding == "hex":
-            return decode_hex(encoded, f"the {self._header} header")
-        return decode_base64(encoded, f"the {self._header} header")
 
-    def _timestamp(self, headers: Mapping[str, str]) -> int | None:
-        if self._timestamp_header is None:
-            return None
-        value = required_header(headers, self._timestamp_header)
-        return unix_seconds(value, f"the {self._timestamp_header} header")
-
-    def _delivery_id(self, headers: Mapping[str, str], body: bytes) -> str:
-        if self._id_header is None:
-            # No id from the sender: the body's hash makes an identical redelivery dedup.
-            return "sha256:" + hashlib.sha256(body).hexdigest()
-        return printable_token(
-            required_header(headers, self._id_header), f"the {self._id_header} header"
-        )
-
-    def _event(self, headers: Mapping[str, str]) -> str | None:
-        if self._event_header is None:
-            return None
-        return printable_token(
-            required_header(headers, self._event_header), f"the {self._event_header} header"
-        )
+def _token(headers: Mapping[str, str], name: str | None) -> str | None:
+    if name is None:
+        return None
+    return printable_token(required_header(headers, name), f"the {name} header")
 
 
 def sign_hmac(
@@ -126,8 +110,8 @@ def sign_hmac(
     timestamp: int | None = None,
 ) -> str:
     """Return the signature header value HmacVerifier accepts for ``body`` with these options."""
-    digest = hmac.digest(secret, _signed_content(body, timestamp), _checked_algorithm(algorithm))
-    if _checked_encoding(encoding) == "hex":
+    digest = hmac.digest(secret, _signed_content(body, timestamp), _algorithm(algorithm))
+    if _encoding(encoding) == "hex":
         return prefix + digest.hex()
     return prefix + base64.b64encode(digest).decode("ascii")
 
@@ -136,20 +120,18 @@ def _signed_content(body: bytes, timestamp: int | None) -> bytes:
     return body if timestamp is None else f"{timestamp}.".encode() + body
 
 
-def _checked_algorithm(algorithm: str) -> Algorithm:
-    if algorithm not in _ALGORITHMS:
-        raise WebhookConfigError(
-            f"unknown HMAC algorithm {algorithm!r}; use one of {sorted(_ALGORITHMS)}"
-        )
-    return _ALGORITHMS[algorithm]
+def _algorithm(name: str) -> str:
+    if name not in _ALGORITHMS:
+        raise WebhookConfigError(f"unknown HMAC algorithm {name!r}; use one of {list(_ALGORITHMS)}")
+    return name
 
 
-def _checked_encoding(encoding: str) -> Encoding:
-    if encoding not in _ENCODINGS:
+def _encoding(name: str) -> str:
+    if name not in _ENCODINGS:
         raise WebhookConfigError(
-            f"unknown signature encoding {encoding!r}; use one of {sorted(_ENCODINGS)}"
+            f"unknown signature encoding {name!r}; use one of {list(_ENCODINGS)}"
         )
-    return _ENCODINGS[encoding]
+    return name
 
 
 def _header_name(name: str) -> str:
@@ -163,13 +145,76 @@ def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
     # No timestamp: replays are stopped only by deduplicating X-GitHub-Delivery.
     return HmacVerifier(
         secrets,
-        header=GITHUB_SIGNATURE_HEADER,
+        header="x-hub-signature-256",
         prefix=_GITHUB_PREFIX,
-        id_header=GITHUB_DELIVERY_HEADER,
-        event_header=GITHUB_EVENT_HEADER,
+        id_header="x-github-delivery",
+        event_header="x-github-event",
     )
 
 
 def sign_github(secret: bytes, body: bytes) -> str:
     """Return the ``X-Hub-Signature-256`` value GitHub would send for ``body``."""
     return sign_hmac(secret, body, prefix=_GITHUB_PREFIX)
+
+
+STRIPE_SIGNATURE_HEADER = "stripe-signature"
+
+
+class StripeVerifier:
+    """Verifies Stripe events; a stale timestamp fails, a future one passes as in stripe-python."""
+
+    def __init__(self, secrets: Sequence[bytes], tolerance: int = DEFAULT_TOLERANCE) -> None:
+        self._secrets = byte_secrets(secrets)
+        self._tolerance = positive_tolerance(tolerance)
+
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+        """Return the event's delivery if any v1 signature matches a secret, else raise a WebhookError."""
+        with foreign_errors("Stripe"):
+            timestamp, given = _parse_stripe(signature_header(headers, STRIPE_SIGNATURE_HEADER))
+            if not hmac_matches(self._secrets, _signed_content(body, timestamp), given):
+                raise SignatureRejected(
+                    "no v1 signature in Stripe-Signature matches a configured secret"
+                )
+            # Checked after the signature, as stripe-python does: this error means authentic
+            # but stale, never a forgery.
+            check_window(timestamp, now, self._tolerance, future_ok=True)
+            event_id, event_type = _stripe_event(body)
+            return Delivery(event_id, event_type, timestamp)
+
+
+def sign_stripe(secret: bytes, timestamp: int, body: bytes) -> str:
+    """Return the whole ``Stripe-Signature`` value Stripe would send for ``body`` at ``timestamp``."""
+    return f"t={timestamp},v1={sign_hmac(secret, body, timestamp=timestamp)}"
+
+
+def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
+    """Return the timestamp and the decoded v1 signatures; v0 and unknown schemes are skipped."""
+    items = value.split(",")
+    check_signature_count(len(items) - 1, "Stripe-Signature")  # every entry but the one t=
+    entries = [item.partition("=") for item in items]
+    if any(not sep for _, sep, _ in entries):
+        raise MalformedWebhook("every Stripe-Signature entry must be name=value")
+    timestamps = [text for name, _, text in entries if name == "t"]
+    if len(timestamps) != 1:
+        raise MalformedWebhook("Stripe-Signature must hold exactly one t= timestamp")
+    timestamp = unix_seconds(timestamps[0], "the Stripe-Signature t= value")
+    given = [
+        decode_hex(text, "a Stripe-Signature v1 value") for name, _, text in entries if name == "v1"
+    ]
+    if not given:
+        raise SignatureRejected(
+            "Stripe-Signature holds no v1 signature (only v0 or unknown schemes)"
+        )
+    return timestamp, given
+
+
+def _stripe_event(body: bytes) -> tuple[str, str]:
+    """Return the id and type of the verified event body."""
+    event = json_object(body)
+    if event is None:
+        raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not isinstance(event_type, str):
+        raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
+    event_id = printable_token(event_id, "the Stripe event id")
+    return event_id, printable_token(event_type, "the Stripe event type")

@@ -7,7 +7,6 @@ import binascii
 import hmac
 import secrets as random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -45,9 +44,7 @@ class StandardVerifier:
     """Verifies Standard Webhooks deliveries against every trusted key; ±tolerance around now."""
 
     def __init__(self, secrets: Sequence[str], tolerance: int = DEFAULT_TOLERANCE) -> None:
-        keys = parse_keys(secrets)
-        self._hmac_secrets = keys.hmac_secrets
-        self._public_keys = keys.public_keys
+        self._hmac_secrets, self._public_keys = _parse_keys(secrets)
         self._tolerance = positive_tolerance(tolerance)
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
@@ -65,36 +62,33 @@ class StandardVerifier:
             check_window(timestamp, now, self._tolerance, future_ok=False)
             return Delivery(msg_id, _event_type(body), timestamp)
 
-    def _check(
-        self, content: bytes, hmac_signatures: list[bytes], ed25519_signatures: list[bytes]
-    ) -> None:
-        checkable_hmac = hmac_signatures if self._hmac_secrets else []
-        checkable_ed25519 = ed25519_signatures if self._public_keys else []
-        if not checkable_hmac and not checkable_ed25519:
+    def _check(self, content: bytes, hmacs: list[bytes], ed25519s: list[bytes]) -> None:
+        hmacs = hmacs if self._hmac_secrets else []
+        ed25519s = ed25519s if self._public_keys else []
+        if not hmacs and not ed25519s:
             raise SignatureRejected(
                 "webhook-signature holds no signature of a version this receiver has keys for"
             )
-        if hmac_matches(self._hmac_secrets, content, checkable_hmac):
-            return
-        if any(
+        if not hmac_matches(self._hmac_secrets, content, hmacs) and not any(
             _ed25519_valid(key, signature, content)
             for key in self._public_keys
-            for signature in checkable_ed25519
+            for signature in ed25519s
         ):
-            return
-        raise SignatureRejected("no signature in webhook-signature matches a configured key")
+            raise SignatureRejected("no signature in webhook-signature matches a configured key")
 
 
 def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Return the ``v1,<base64>`` signature a sender holding the ``whsec_`` secret would send."""
-    digest = hmac.digest(hmac_secret(secret), _content(msg_id, timestamp, body), "sha256")
-    return "v1," + base64.b64encode(digest).decode("ascii")
+    digest = hmac.digest(
+        _key_bytes(secret, HMAC_PREFIX), _content(msg_id, timestamp, body), "sha256"
+    )
+    return "v1," + _b64(digest)
 
 
 def sign_standard_ed25519(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Return the ``v1a,<base64>`` signature a sender holding the ``whsk_`` private key would send."""
-    signature = private_key(secret).sign(_content(msg_id, timestamp, body))
-    return "v1a," + base64.b64encode(signature).decode("ascii")
+    signature = _private_key(secret).sign(_content(msg_id, timestamp, body))
+    return "v1a," + _b64(signature)
 
 
 def _content(msg_id: str, timestamp: int, body: bytes) -> bytes:
@@ -138,16 +132,8 @@ def _event_type(body: bytes) -> str | None:
     return event_type if isinstance(event_type, str) else None
 
 
-@dataclass(frozen=True, slots=True)
-class StandardKeys:
-    """The keys a Standard Webhooks receiver trusts: HMAC secrets and ed25519 public keys."""
-
-    hmac_secrets: tuple[bytes, ...]
-    public_keys: tuple[Ed25519PublicKey, ...]
-
-
-def parse_keys(secrets: Sequence[str]) -> StandardKeys:
-    """Return the trusted keys held in ``whsec_`` and ``whpk_`` strings."""
+def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519PublicKey]]:
+    """Return the HMAC secrets and ed25519 public keys held in ``whsec_`` and ``whpk_`` strings."""
     if isinstance(secrets, str | bytes):
         raise WebhookConfigError("pass a list of Standard Webhooks secrets, not a single secret")
     hmac_secrets, public_keys = [], []
@@ -157,7 +143,7 @@ def parse_keys(secrets: Sequence[str]) -> StandardKeys:
                 "Standard Webhooks secrets are strings starting whsec_ or whpk_"
             )
         if secret.startswith(HMAC_PREFIX):
-            hmac_secrets.append(hmac_secret(secret))
+            hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
         elif secret.startswith(PUBLIC_PREFIX):
             public_keys.append(_public_key(secret))
         elif secret.startswith(PRIVATE_PREFIX):
@@ -168,16 +154,11 @@ def parse_keys(secrets: Sequence[str]) -> StandardKeys:
             raise WebhookConfigError("a Standard Webhooks secret must start with whsec_ or whpk_")
     if not hmac_secrets and not public_keys:
         raise WebhookConfigError("at least one Standard Webhooks secret is needed")
-    return StandardKeys(tuple(hmac_secrets), tuple(public_keys))
+    return hmac_secrets, public_keys
 
 
-def hmac_secret(secret: str) -> bytes:
-    """Return the HMAC key inside a ``whsec_`` secret."""
-    return _key_bytes(secret, HMAC_PREFIX)
-
-
-def private_key(secret: str) -> Ed25519PrivateKey:
-    """Return the signing key in a ``whsk_`` string: a 32-byte seed, or seed + public key (64 bytes)."""
+def _private_key(secret: str) -> Ed25519PrivateKey:
+    # A 32-byte seed, or seed + public key (64 bytes).
     raw = _key_bytes(secret, PRIVATE_PREFIX)
     if len(raw) not in (_SEED_BYTES, 2 * _SEED_BYTES):
         raise WebhookConfigError("a whsk_ key must hold 32 or 64 bytes")
@@ -191,7 +172,7 @@ def private_key(secret: str) -> Ed25519PrivateKey:
 
 def generate_standard_secret() -> str:
     """Return a new random ``whsec_`` HMAC secret."""
-    return HMAC_PREFIX + base64.b64encode(random.token_bytes(_NEW_SECRET_BYTES)).decode("ascii")
+    return HMAC_PREFIX + _b64(random.token_bytes(_NEW_SECRET_BYTES))
 
 
 def generate_standard_keypair() -> tuple[str, str]:

@@ -10,8 +10,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
-from consumers.autoscaler.kube_api import KubeApi
-from consumers.autoscaler.kubernetes import KubernetesScaler
+from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 from tests.consumers.autoscaler.certs import Certs, make_certs
 from tests.consumers.autoscaler.kube_fake import FakeKube
 

@@ -9,8 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio.config import incluster_config
 
-from consumers.autoscaler.kube_api import KubeApi, KubeConfigError
-from consumers.autoscaler.kubernetes import KubernetesScaler, ScaleError
+from consumers.autoscaler.kubernetes import KubeApi, KubeConfigError, KubernetesScaler, ScaleError
 from tests.consumers.autoscaler.certs import Certs
 from tests.consumers.autoscaler.conftest import NAMESPACE, TOKEN, kubeconfig, server_url
 from tests.consumers.autoscaler.kube_fake import FakeKube

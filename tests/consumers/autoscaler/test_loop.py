@@ -6,10 +6,8 @@ import httpx
 from aiohttp import web
 from typer.testing import CliRunner
 
-from consumers.autoscaler.loop import Autoscaler
-from consumers.autoscaler.metrics import AutoscalerMetrics
+from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.status_server import serve_status
 from producers.auth.authenticator import open_authenticator
 from producers.auth.scopes import Scope
 from taskctl.cli import app
@@ -124,9 +122,7 @@ async def test_taskctl_scale_shows_the_autoscalers_status(unused_tcp_port: int, 
         reader = SignalReader(fake.settings(), timeout=0.5)
         autoscaler = Autoscaler(TOPOLOGY, reader, workers, groups=["mail"], metrics=metrics)
         await autoscaler.step()
-        runner = await serve_status(
-            autoscaler, metrics, authenticator, host="127.0.0.1", port=unused_tcp_port
-        )
+        runner = await autoscaler.serve(authenticator, host="127.0.0.1", port=unused_tcp_port)
         try:
             base = f"http://127.0.0.1:{unused_tcp_port}"
             async with httpx.AsyncClient(headers=bearer(scraper)) as client:
