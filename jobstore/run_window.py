@@ -23,6 +23,18 @@ from jobstore.model import (
 RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "callback_url")
 """The columns of a ``RunJob``, in its fields' order."""
 STATUSES = {status.value: status for status in JobStatus}
+# The fields a job's row takes from its message as they are.
+_FROM_MESSAGE = (
+    "id",
+    "type",
+    "priority",
+    "created_at",
+    "payload",
+    "max_attempts",
+    "correlation_id",
+    "not_before",
+    "tenant",
+)
 
 
 @dataclass(slots=True)
@@ -55,22 +67,13 @@ def missing_jobs(found: Container[str], starts: Sequence[RunStart]) -> list[JobR
         envelope = item.envelope
         if envelope is not None and item.job_id not in found and item.job_id not in made:
             key = envelope.idempotency_key
+            ref = envelope.payload_ref
             made[item.job_id] = JobRecord(
-                id=envelope.id,
-                type=envelope.type,
+                **{name: getattr(envelope, name) for name in _FROM_MESSAGE},
                 status=JobStatus.QUEUED,
-                priority=envelope.priority,
-                created_at=envelope.created_at,
                 updated_at=envelope.created_at,
-                payload=envelope.payload,
-                payload_ref=None
-                if envelope.payload_ref is None
-                else envelope.payload_ref.model_dump(),
-                max_attempts=envelope.max_attempts,
+                payload_ref=None if ref is None else ref.model_dump(),
                 idempotency_key=None if key == envelope.id else key,  # the id stands in for none
-                correlation_id=envelope.correlation_id,
-                not_before=envelope.not_before,
-                tenant=envelope.tenant,
             )
     return [made[job_id] for job_id in sorted(made)]
 

@@ -248,20 +248,10 @@ async def test_a_window_answers_every_item_in_order(store: JobStore, size: int) 
 
 def message_of(record: JobRecord) -> Envelope:
     """Return the envelope a submitter publishes for ``record``."""
-    return Envelope.model_construct(
-        id=record.id,
-        type=record.type,
-        payload=record.payload,
-        payload_ref=None,
-        priority=record.priority,
-        attempt=1,
-        max_attempts=record.max_attempts,
-        idempotency_key=record.idempotency_key or record.id,
-        created_at=record.created_at,
-        not_before=record.not_before,
-        correlation_id=record.correlation_id,
-        tenant=record.tenant,
-    )
+    shared = {
+        name: getattr(record, name) for name in Envelope.model_fields if hasattr(record, name)
+    }
+    return Envelope(**shared | {"idempotency_key": record.idempotency_key or record.id})
 
 
 def start_of(record: JobRecord, attempt: int = 1) -> RunStart:
