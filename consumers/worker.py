@@ -460,8 +460,9 @@ class Worker:
             raise ValueError("only a decoded delivery with a handler starts a run")
         limit = handler.timeout or self._limit
         # The lease outlives the handler's timeout by a margin for the store's own writes; a
-        # killed worker's claim expires then, and the redelivered job runs again.
-        return RunStart(envelope.id, envelope.attempt, limit * 1.5 + 2, now)
+        # killed worker's claim expires then, and the redelivered job runs again. The envelope
+        # creates the job's row if the message overtook its submitter's insert.
+        return RunStart(envelope.id, envelope.attempt, limit * 1.5 + 2, now, envelope)
 
     def _end(self, delivery: Delivery, action: Action, now: datetime) -> RunEnd | None:
         """Return the store write ``action`` calls for, if any."""

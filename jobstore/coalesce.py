@@ -23,13 +23,30 @@ class Coalescer(Generic[Item, Result]):
         self._max_batch = max_batch
         self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # a caller's own batch, being written
 
     async def submit(self, item: Item) -> Result:
-        """Add ``item`` to the next batch and return its result (or raise the batch's error)."""
+        """Add ``item`` to the next batch and return its result (or raise the batch's error).
+
+        When no batch is being written, the caller writes its own at once: a lone call costs
+        no task and no turn of the loop.
+        """
+        if self._writing is None and not self._waiting and not self._flushing():
+            return await self._write_alone(item)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._start()
         return await future
+
+    async def _write_alone(self, item: Item) -> Result:
+        self._writing = writing = asyncio.get_running_loop().create_future()
+        try:
+            [result] = await self._write([item])
+        finally:
+            self._writing = None
+            writing.set_result(None)
+            self._start()  # the calls made meanwhile
+        return result
 
     def post(self, item: Item) -> None:
         """Add ``item`` to the next batch without waiting for it; ``write`` reports its failure."""
@@ -37,7 +54,7 @@ class Coalescer(Generic[Item, Result]):
         self._start()
 
     def _start(self) -> None:
-        if self._waiting and not self._flushing():
+        if self._waiting and self._writing is None and not self._flushing():
             self._flusher = asyncio.create_task(self._flush())
 
     def _flushing(self) -> bool:
@@ -45,6 +62,8 @@ class Coalescer(Generic[Item, Result]):
 
     async def drain(self) -> None:
         """Return once every batch submitted so far has been written (or has failed)."""
+        if self._writing is not None:
+            await self._writing
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 

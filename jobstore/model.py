@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from topology.envelope import Envelope
 from topology.names import DEFAULT_TENANT
 from topology.priority import Priority
 
@@ -143,6 +144,9 @@ class RunStart:
     attempt: int
     lease_s: float  # how long the claim holds before another worker may take the job over
     started_at: datetime
+    # The job as its message tells it: the row to create first when there is none yet (a job
+    # without a key is published while its row commits, so its message can overtake the row).
+    envelope: Envelope | None = None
 
 
 class StartOutcome(StrEnum):
@@ -269,9 +273,13 @@ class JobStore(CredentialStore, Protocol):
         ...
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Run ``create_job`` for every item in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item."""
+        """Run ``create_job`` for every item in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item.
+
+        ``durable=False`` lets the commit return before it is on disk, where the store can: for
+        jobs whose messages are their record (a crash of the store may lose these rows).
+        """
         ...
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:

@@ -29,7 +29,7 @@ from jobstore.model import (
     RunStarted,
     held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, Row, plan_window
+from jobstore.run_window import RUN_COLUMNS, Row, missing_jobs, plan_window
 from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 from topology.priority import Priority
@@ -56,14 +56,19 @@ _UNCONFIRMED = (
     " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
 )
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
-# A job without a key, with the confirms held so far, in one statement: one round trip.
+# A job without a key, with the confirms held so far, in one statement: one round trip. Its
+# SELECT sets how the statement's own transaction commits: without waiting for the WAL flush
+# when ``durable`` is false (a NULL keeps the server's setting).
 _CREATE_ONE = (
     f"WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY(${len(COLUMNS) + 1}::text[])),"
-    f" job AS ({INSERT_JOB} RETURNING id)"
-    " INSERT INTO unconfirmed (job_id, publish_by)"
+    f" job AS ({INSERT_JOB} RETURNING id),"
+    " deadline AS (INSERT INTO unconfirmed (job_id, publish_by)"
     f" SELECT id, now() + make_interval(secs => ${len(COLUMNS) + 2}::float8) FROM job"
-    f" WHERE ${len(COLUMNS) + 2}::float8 IS NOT NULL"
+    f" WHERE ${len(COLUMNS) + 2}::float8 IS NOT NULL)"
+    " SELECT set_config('synchronous_commit',"
+    f" coalesce(${len(COLUMNS) + 3}::text, current_setting('synchronous_commit')), true)"
 )
+_RELAXED = "SET LOCAL synchronous_commit TO off"
 _CLEAR_MOVED_ON = """
 DELETE FROM unconfirmed u USING jobs j
 WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.status IN ('queued', 'scheduled')
@@ -170,9 +175,13 @@ class PostgresJobStore(SharedSql):
             await conn.fetchval("SELECT 1")
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first, in order) in one transaction; a lone keyless one in one statement."""
+        """Insert many jobs (claiming their keys first, in order) in one transaction; a lone keyless one in one statement.
+
+        Not ``durable``, the commit returns before the WAL is flushed (``synchronous_commit``
+        off): a crash of the server may lose the rows, never corrupt or half-apply them.
+        """
         if (
             len(items) == 1
             and items[0].claim is None
@@ -182,7 +191,10 @@ class PostgresJobStore(SharedSql):
             row = [_param(getattr(item.job, name)) for name in COLUMNS]
             within = None if item.confirm_within is None else float(item.confirm_within)
             async with self._use() as conn:
-                await conn.execute(_CREATE_ONE, *row, [c.job_id for c in confirmed], within)
+                relaxed = None if durable else "off"
+                await conn.execute(
+                    _CREATE_ONE, *row, [c.job_id for c in confirmed], within, relaxed
+                )
             return [Claim(ClaimState.NEW, item.job.id)]
         claims: list[Claim] = []
         rows = []
@@ -190,6 +202,8 @@ class PostgresJobStore(SharedSql):
         # One transaction, one commit: a second commit beside it would wait for the first's
         # WAL flush.
         async with self._use(transaction=True) as conn:
+            if not durable:
+                await conn.execute(_RELAXED)
             if confirmed:
                 await _confirm(conn, confirmed)
             for item in items:
@@ -202,6 +216,8 @@ class PostgresJobStore(SharedSql):
                         deadlines.append((item.job.id, float(item.confirm_within)))
                 claims.append(claim)
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
+            # In id order, as a worker creating some of them first does, so neither deadlocks.
+            rows.sort(key=lambda row: row[0])
             await conn.executemany(INSERT_JOB, rows)
             if deadlines:
                 await conn.execute(_UNCONFIRMED, *map(list, zip(*deadlines, strict=True)))
@@ -227,22 +243,15 @@ class PostgresJobStore(SharedSql):
         """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
         ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
-            rows = {
-                row["id"]: Row(
-                    RunJob(
-                        row["id"],
-                        row["type"],
-                        JobStatus(row["status"]),
-                        row["attempts"],
-                        row["last_error"],
-                        row["tenant"],
-                        row["callback_url"],
-                    ),
-                    int(row["deliveries"]),
-                    bool(row["held"]),
+            rows = await _window_rows(conn, ids)
+            created = missing_jobs(rows, starts)
+            if created:
+                # A submitter's insert of the same job may be committing now: ours then waits
+                # for it and does nothing, and the second read finds (and locks) its row.
+                await conn.executemany(
+                    INSERT_JOB, [[_param(getattr(job, n)) for n in COLUMNS] for job in created]
                 )
-                for row in await conn.fetch(_WINDOW_SQL, ids)
-            }
+                rows.update(await _window_rows(conn, [job.id for job in created]))
             plan = plan_window(rows, ends, starts)
             if plan.ends:
                 await conn.executemany(
@@ -357,6 +366,28 @@ async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Co
     done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
     if done:
         await conn.executemany(_COMPLETE, done)
+
+
+async def _window_rows(
+    conn: PoolConnectionProxy[asyncpg.Record], ids: Sequence[str]
+) -> dict[str, Row]:
+    """Read and lock the rows of a window's jobs (by id, so concurrent windows never deadlock)."""
+    return {
+        row["id"]: Row(
+            RunJob(
+                row["id"],
+                row["type"],
+                JobStatus(row["status"]),
+                row["attempts"],
+                row["last_error"],
+                row["tenant"],
+                row["callback_url"],
+            ),
+            int(row["deliveries"]),
+            bool(row["held"]),
+        )
+        for row in await conn.fetch(_WINDOW_SQL, ids)
+    }
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -1,16 +1,17 @@
 """What a window of run ends and starts does to the jobs it names, worked out once for every store.
 
-A store reads the window's jobs (under its write lock), hands them to ``plan_window`` and writes
-the ends and starts it returns.
+A store reads the window's jobs (under its write lock), creates the rows ``missing_jobs`` names,
+hands them all to ``plan_window`` and writes the ends and starts it returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from jobstore.model import (
     STARTABLE,
+    JobRecord,
     JobStatus,
     RunEnd,
     RunJob,
@@ -22,6 +23,18 @@ from jobstore.model import (
 RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "callback_url")
 """The columns of a ``RunJob``, in its fields' order."""
 STATUSES = {status.value: status for status in JobStatus}
+# The fields a job's row takes from its message as they are.
+_FROM_MESSAGE = (
+    "id",
+    "type",
+    "priority",
+    "created_at",
+    "payload",
+    "max_attempts",
+    "correlation_id",
+    "not_before",
+    "tenant",
+)
 
 
 @dataclass(slots=True)
@@ -41,6 +54,33 @@ class Plan:
     started: list[RunStarted]  # per start
     ends: list[RunEnd]  # the ends to write
     starts: list[RunStart]  # the starts to write (claim, count, mark running)
+
+
+def missing_jobs(found: Container[str], starts: Sequence[RunStart]) -> list[JobRecord]:
+    """Return the rows to create before the window's starts: one per job it found no row of, in id order.
+
+    A start carries its message's envelope, so the row it creates is the one the job's submitter
+    inserts (whose own insert then finds the row and leaves it as it is).
+    """
+    made: dict[str, JobRecord] = {}
+    for item in starts:
+        envelope = item.envelope
+        if envelope is not None and item.job_id not in found and item.job_id not in made:
+            key = envelope.idempotency_key
+            ref = envelope.payload_ref
+            made[item.job_id] = JobRecord(
+                **{name: getattr(envelope, name) for name in _FROM_MESSAGE},
+                status=JobStatus.QUEUED,
+                updated_at=envelope.created_at,
+                payload_ref=None if ref is None else ref.model_dump(),
+                idempotency_key=None if key == envelope.id else key,  # the id stands in for none
+            )
+    return [made[job_id] for job_id in sorted(made)]
+
+
+def new_row(job: JobRecord) -> Row:
+    """Return the ``Row`` of a job just created: never started, held by no run."""
+    return Row(RunJob(*_fields(job, job.status, job.attempts, job.last_error)), 0, held=False)
 
 
 def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[RunStart]) -> Plan:
@@ -83,6 +123,6 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
 
 
 def _fields(
-    job: RunJob, status: JobStatus, attempts: int, last_error: str | None
+    job: RunJob | JobRecord, status: JobStatus, attempts: int, last_error: str | None
 ) -> tuple[str, str, JobStatus, int, str | None, str, str | None]:
     return (job.id, job.type, status, attempts, last_error, job.tenant, job.callback_url)

@@ -22,7 +22,9 @@ COLUMNS = tuple(JobRecord.__dataclass_fields__)
 INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)})"
     f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+    " ON CONFLICT (id) DO NOTHING"
 )
+"""Insert a job unless its row exists: the worker that ran it first created it from its message."""
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
@@ -58,7 +60,7 @@ class SharedSql:
         raise NotImplementedError
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
         """Insert many jobs, claiming their keys first, in one transaction."""
         raise NotImplementedError
@@ -71,10 +73,21 @@ class SharedSql:
         return outcome
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Delete a job that never reached the broker, and free its key if the key is still its."""
-        free_key = ("DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2", (key, job_id))
-        delete_job = ("DELETE FROM jobs WHERE id = $1", (job_id,))
-        await self._execute(*((free_key,) if key is not None else ()), delete_job)
+        """Delete a job that never reached the broker, and free its key if the key is still its.
+
+        A job a worker started is kept, key and all: its message did reach a queue (a confirm
+        lost with the connection looks like a publish that failed).
+        """
+        delete_job = (
+            "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
+            (job_id,),
+        )
+        free_key = (
+            "DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE id = $2)",
+            (key, job_id),
+        )
+        await self._execute(delete_job, *((free_key,) if key is not None else ()))
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job, or ``None`` when there is no such job."""

@@ -109,6 +109,7 @@ class _Pending:
     job: JobRecord
     envelope: Envelope
     route: Route
+    accepted: Submitted | None = None  # its answer once confirmed, if made while it travelled
 
 
 _Outcome = Claim | TaskqError | None
@@ -136,9 +137,11 @@ _NOT_PUBLISHED = (UnroutableError, PublishNackedError, ContractError, BrokerUnav
 class Submitter:
     """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed.
 
-    A job is stored before it is published, with a deadline for its confirm: a job whose
-    submitter stops between the two is published again by ``repair`` (at least once), so no
-    job stays queued without a message. Concurrent submissions share store transactions.
+    A job is stored with a deadline for its confirm: a job whose submitter stops before the
+    confirm is published again by ``repair`` (at least once), so no job stays queued without a
+    message. A keyed job is stored (its key claimed) before it is published; any other is
+    published while its row commits (see ``_send_all``). Concurrent submissions share store
+    transactions.
     """
 
     def __init__(
@@ -261,26 +264,67 @@ class Submitter:
         return final
 
     async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
-        """Store the jobs in one transaction, then publish the new ones in one write; one outcome each.
+        """Store the jobs in one transaction and publish the new ones in one write; one outcome each.
 
-        A job whose key was claimed already gets its ``Claim``, one the broker did not confirm
-        the error (deleted when it surely is not on the broker), a confirmed one ``None``.
+        A job without a key or callback URL is published while the transaction commits: its
+        message alone makes the job (a worker that receives it first creates its row), so it is
+        accepted once confirmed even if the insert failed. The others are published once their
+        rows committed, a key's claim first. A job whose key was claimed already gets its
+        ``Claim``, one the broker did not confirm the error (its row deleted when it surely is
+        not on the broker), a confirmed one ``None``.
         """
-        claims = await self._create_jobs([self._new_job(p) for p in pendings])
-        new = [
-            p for p, claim in zip(pendings, claims, strict=True) if claim.state is ClaimState.NEW
+        early = [p for p in pendings if _overlaps(p)]
+        items = [self._new_job(p) for p in pendings]
+        if not early:
+            claims: list[Claim] | TaskqError = await self._create_jobs(items)
+            early_errors: Sequence[TaskqError | None] = ()
+        else:
+            # The insert waits one turn of the loop, in which the connection's writer puts the
+            # frames this publish queues on the socket: the confirm travels while the row
+            # commits (an inline SQLite write runs to its commit without yielding). Rows whose
+            # messages are their record need not wait for the disk; a key's claim does.
+            durable = len(early) < len(pendings)
+            inserting = asyncio.ensure_future(self._store_meanwhile(early, items, durable))
+            early_errors = await self._publish_new(early)
+            try:
+                claims = await inserting
+            except TaskqError as exc:
+                claims = exc
+        if isinstance(claims, TaskqError):
+            return self._unstored(pendings, early_errors, claims)
+        late = [
+            p
+            for p, claim in zip(pendings, claims, strict=True)
+            if claim.state is ClaimState.NEW and not _overlaps(p)
         ]
-        errors = iter(await self._publish_new(new))
+        errors = iter(await self._publish_new(late))
+        published = iter(early_errors)
         outcomes: list[_Outcome] = []
         for pending, claim in zip(pendings, claims, strict=True):
             if claim.state is not ClaimState.NEW:
                 outcomes.append(claim)
                 continue
-            error = next(errors)
+            error = next(published) if _overlaps(pending) else next(errors)
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
             outcomes.append(error)
         return outcomes
+
+    def _unstored(
+        self,
+        pendings: Sequence[_Pending],
+        published: Sequence[TaskqError | None],
+        error: TaskqError,
+    ) -> list[_Outcome]:
+        """Answer jobs whose insert failed: those published alongside stand by their confirm.
+
+        A confirmed one is accepted (the broker holds it, and the worker that runs it writes
+        its row); the others get the store's error, or their own if the publish failed too.
+        """
+        if None in published:
+            logger.warning("jobs accepted without their rows, which their workers write: {}", error)
+        outcomes = iter(published)
+        return [next(outcomes) if _overlaps(p) else error for p in pendings]
 
     async def _publish_new(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
         """Publish the jobs just stored; a publish that fails as a whole fails each of them."""
@@ -584,7 +628,7 @@ class Submitter:
         Awaited for keyed jobs (a replay must find the answer), in the background for the
         others: a confirm lost to a crash costs one more copy of the message, no more.
         """
-        answers = [_accepted(p.job) for p in pendings]
+        answers = [p.accepted or _accepted(p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
             confirmation = self._confirmation(pending.job, answer.response)
@@ -608,11 +652,22 @@ class Submitter:
             return Confirmed(job.id)
         return Confirmed(job.id, response, self._settings.idempotency_ttl)
 
-    async def _create_jobs(self, items: Sequence[NewJob]) -> list[Claim]:
+    async def _store_meanwhile(
+        self, early: Sequence[_Pending], items: Sequence[NewJob], durable: bool
+    ) -> list[Claim]:
+        """Insert the jobs while the early ones' publish travels, and make their answers meanwhile."""
+        await asyncio.sleep(0)  # the turn of the loop that writes the publish's frames
+        try:
+            return await self._create_jobs(items, durable=durable)
+        finally:
+            for pending in early:
+                pending.accepted = _accepted(pending.job)
+
+    async def _create_jobs(self, items: Sequence[NewJob], *, durable: bool = True) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
         held, self._unrecorded = self._unrecorded, []
         try:
-            return await self._store.create_jobs(items, confirmed=held)
+            return await self._store.create_jobs(items, confirmed=held, durable=durable)
         except BaseException:
             self._unrecorded[:0] = held
             raise
@@ -666,6 +721,16 @@ def callback_request(job: JobRecord) -> JobRequest | None:
         source="callback",
         tenant=job.tenant,
     )
+
+
+def _overlaps(pending: _Pending) -> bool:
+    """Return whether the job is published while its row commits (see ``Submitter._send_all``).
+
+    Only a job whose message carries all its row holds: no key to claim first, and no
+    callback URL (the envelope has none, and a worker's row must not lose it).
+    """
+    job = pending.job
+    return job.idempotency_key is None and job.callback_url is None
 
 
 def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Submitted:

@@ -33,7 +33,7 @@ from jobstore.model import (
     RunStarted,
     check_settable,
 )
-from jobstore.run_window import Row, plan_window
+from jobstore.run_window import Row, missing_jobs, new_row, plan_window
 from topology.errors import StoreError
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
@@ -85,7 +85,7 @@ class InMemoryJobStore:
                 held = self._held(claim, job.id, lease_s)
                 if held is not None:
                     return held
-            self.jobs[job.id] = stored
+            self.jobs.setdefault(job.id, stored)  # a worker may have created it from its message
             return Claim(ClaimState.NEW, job.id)
 
     def _held(self, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim | None:
@@ -109,7 +109,7 @@ class InMemoryJobStore:
         return None
 
     async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = ()
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
         """Run ``create_job`` for each item, in order, recording publish deadlines."""
         if confirmed:
@@ -151,8 +151,11 @@ class InMemoryJobStore:
         return sorted(taken, key=lambda j: j.id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Forget a job that never reached the broker, and free its key if it is still its."""
+        """Forget a job that never reached the broker, and free its key if it is still its (not one a worker started)."""
         self._check()
+        job = self.jobs.get(job_id)
+        if job is not None and job.status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            return
         self.jobs.pop(job_id, None)
         self.publish_by.pop(job_id, None)
         if key is not None and self.keys.get(key, {}).get("job_id") == job_id:
@@ -225,9 +228,13 @@ class InMemoryJobStore:
                 for job_id in {e.job_id for e in ends} | {s.job_id for s in starts}
                 if (job := self.jobs.get(job_id)) is not None
             }
+            created = {job.id: _normalised(job) for job in missing_jobs(rows, starts)}
+            rows.update((job_id, new_row(job)) for job_id, job in created.items())
             plan = plan_window(rows, ends, starts)
             # Every value checked first, so a refused one changes nothing (one transaction).
-            changed = {end.job_id: _ended(self.jobs[end.job_id], end) for end in plan.ends}
+            found = self.jobs | created
+            changed = {end.job_id: _ended(found[end.job_id], end) for end in plan.ends}
+            self.jobs.update(created)
             self.jobs.update(changed)
             for end in plan.ends:
                 self.claims.pop(end.job_id, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobstore.model import JobStatus, JobStore, NewJob
+from jobstore.model import JobStatus, JobStore, NewJob, RunStart
 from jobstore.sqlite import SqliteJobStore
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
@@ -23,6 +23,7 @@ from topology.envelope import Envelope, decode
 from topology.errors import (
     BrokerUnavailableError,
     ConfirmTimeoutError,
+    StoreUnavailableError,
     TaskqError,
     UnroutableError,
 )
@@ -218,9 +219,9 @@ async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the
     writes: list[tuple[list[NewJob], list[str]]] = []
     inner = store.create_jobs
 
-    async def spy(items: Sequence[NewJob], *, confirmed=()):
+    async def spy(items: Sequence[NewJob], *, confirmed=(), durable=True):
         writes.append((list(items), [c.job_id for c in confirmed]))
-        return await inner(items, confirmed=confirmed)
+        return await inner(items, confirmed=confirmed, durable=durable)
 
     store.create_jobs = spy  # type: ignore[method-assign]
     first = await submitter.submit(JobRequest("email"))
@@ -235,3 +236,74 @@ async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the
     await submitter.close()
     assert store.publish_by == {}
     assert {second.job_id, third.job_id} <= store.jobs.keys()
+
+
+class OrderSpy(InMemoryPublisher):
+    """The in-memory twin of the broker, noting whether each job's row existed when it was published."""
+
+    def __init__(self, topology: CompiledTopology, store: InMemoryJobStore) -> None:
+        super().__init__(topology)
+        self.store = store
+        self.stored_first: dict[str, bool] = {}
+
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], routes: Sequence[Route] | None = None
+    ) -> list[TaskqError | None]:
+        for envelope in envelopes:
+            self.stored_first[envelope.id] = envelope.id in self.store.jobs
+        return await super().publish_many(envelopes, routes)
+
+
+async def test_only_jobs_without_a_key_or_callback_are_published_before_their_row(topology):
+    store = InMemoryJobStore()
+    publisher = OrderSpy(topology, store)
+    submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+    plain = await submitter.submit(JobRequest("email"))
+    keyed = await submitter.submit(JobRequest("email", idempotency_key="k"))
+    hooked = await submitter.submit(JobRequest("email", callback_url="https://example.com/h"))
+    assert publisher.stored_first == {
+        plain.job_id: False,
+        keyed.job_id: True,
+        hooked.job_id: True,
+    }
+    assert {plain.job_id, keyed.job_id, hooked.job_id} <= store.jobs.keys()
+
+
+async def test_a_confirmed_job_whose_insert_failed_is_accepted_and_its_message_makes_the_row(
+    topology,
+):
+    store = InMemoryJobStore()
+    publisher = InMemoryPublisher(topology)
+    submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+    store.fail_with = StoreUnavailableError("the disk is full")
+    done = await submitter.submit(JobRequest("email", {"n": 1}))
+    [plain, keyed] = await submitter.submit_many(
+        [JobRequest("email", {"n": 2}), JobRequest("email", idempotency_key="k")]
+    )
+    assert isinstance(keyed, StoreUnavailableError)  # its key comes first: nothing published
+    assert not isinstance(plain, TaskqError)
+    published = publisher.queues["taskq.email"]
+    assert [e.id for e in published] == [done.job_id, plain.job_id]
+    store.fail_with = None
+    assert store.jobs == {}
+    # The worker that receives them writes their rows.
+    now = submitter._clock()
+    await store.run_window([], [RunStart(e.id, 1, 60.0, now, e) for e in published])
+    rows = [await store.get_job(e.id) for e in published]
+    assert [(r.payload, r.status) for r in rows if r] == [
+        ({"n": 1}, JobStatus.RUNNING),
+        ({"n": 2}, JobStatus.RUNNING),
+    ]
+
+
+async def test_a_job_neither_stored_nor_published_fails_with_the_publish_error(topology):
+    store = InMemoryJobStore()
+    publisher = FailingPublisher(topology, UnroutableError("nobody takes it"))
+    submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
+    store.fail_with = StoreUnavailableError("the disk is full")
+    with pytest.raises(UnroutableError):
+        await submitter.submit(JobRequest("email"))
+    with pytest.raises(StoreUnavailableError):
+        await submitter.submit(JobRequest("email", idempotency_key="k"))
+    store.fail_with = None
+    assert (store.jobs, store.keys, store.publish_by) == ({}, {}, {})

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from jobstore.model import JobRecord, JobStatus, NewJob
+from jobstore import sqlite_connections
+from jobstore.model import ClaimState, JobRecord, JobStatus, NewJob
 from jobstore.sqlite import SqliteJobStore
 from jobstore.sqlite_connections import CHECKPOINT_COMMITS, Busy, InlineWriter
 from topology.envelope import new_job_id
+from topology.errors import StoreError
 from topology.spec import Priority
 
 
@@ -59,7 +63,35 @@ async def test_a_create_that_finds_the_lock_held_waits_on_the_thread_and_lands(s
     assert (await store.get_job(first.id)) == first
 
 
-def test_the_inline_writer_refuses_to_wait_for_a_held_lock(store, tmp_path):
+async def test_a_lock_held_briefly_is_waited_out_on_the_loop_not_the_thread(
+    store, tmp_path, monkeypatch
+):
+    # Another process's write transaction ends within a fraction of a millisecond (a second of
+    # patience here, so a busy machine's scheduling cannot fail the test).
+    monkeypatch.setattr(sqlite_connections, "INLINE_PATIENCE_S", 1.0)
+    other = sqlite3.connect(
+        tmp_path / "jobs.sqlite3", isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.0005, lambda: (other.execute("COMMIT"), other.close()))
+    sent = []
+    run = store._thread.run
+
+    async def spy(work, *, write=False):
+        sent.append(write)
+        return await run(work, write=write)
+
+    store._thread.run = spy
+    first = job()
+    release.start()
+    [claim] = await store.create_jobs([NewJob(first)])
+    release.join()
+    assert claim.job_id == first.id
+    assert sent == []  # written inline, once the lock was free
+    assert (await store.get_job(first.id)) == first
+
+
+def test_the_inline_writer_gives_up_on_a_lock_held_past_its_patience(store, tmp_path):
     path = tmp_path / "jobs.sqlite3"
     other = holder(path)
     writer = InlineWriter(path)
@@ -76,10 +108,15 @@ def test_the_inline_writer_refuses_to_wait_for_a_held_lock(store, tmp_path):
 async def test_a_failed_inline_write_is_rolled_back_whole(store):
     kept = job()
     await store.create_jobs([NewJob(kept)])
-    with pytest.raises(Exception, match="UNIQUE"):
-        await store.create_jobs([NewJob(job()), NewJob(kept)])
+    with pytest.raises(StoreError, match="JSON"):
+        # The key is claimed, then the second row fails to encode.
+        await store.create_jobs(
+            [NewJob(job(), claim=("k", "h")), NewJob(replace(job(), payload=object()))]
+        )
     page = await store.list_jobs(limit=10)
     assert [j.id for j in page.jobs] == [kept.id]
+    claim = await store.create_job(job(), claim=("k", "h"))
+    assert claim.state is ClaimState.NEW
 
 
 async def test_inline_writes_leave_checkpoints_to_the_thread_so_the_log_stays_bounded(

@@ -23,9 +23,11 @@ from jobstore.model import (
     JobStatus,
     JobStore,
     NewJob,
+    RunStart,
 )
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
+from tests.conftest import scratch_database
 from tests.producers.conftest import Backend
 from topology.envelope import new_job_id
 from topology.errors import SettingsError, StoreError, StoreUnavailableError
@@ -273,6 +275,20 @@ async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) ->
     assert await store.get_job(unkeyed.id) is None
 
 
+async def test_abandon_job_keeps_a_job_a_worker_started_and_its_key(store: JobStore) -> None:
+    # A confirm lost with the connection looks like a failed publish, yet the message arrived.
+    started = job()
+    await store.create_job(started, claim=("key", "h"))
+    await store.run_window([], [RunStart(started.id, 1, 60.0, NOW)])
+    await store.abandon_job(started.id, "key")
+    kept = await store.get_job(started.id)
+    assert kept is not None
+    assert kept.status is JobStatus.RUNNING
+    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+        ClaimState.IN_FLIGHT, started.id
+    )
+
+
 async def test_a_job_never_confirmed_is_taken_once_its_deadline_passed(store: JobStore) -> None:
     overdue, confirmed, later, unrecorded = job(), job(), job(), job()
     await store.create_jobs(
@@ -477,3 +493,29 @@ async def test_breakers_are_unavailable_when_the_database_cannot_be_reached(
         await down.record_breaker(breaker())
     with pytest.raises(StoreUnavailableError):
         await down.list_breakers()
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_rows_written_without_waiting_for_the_disk_are_seen_by_every_process(
+    backend: Backend, size: int
+) -> None:
+    writer, reader = backend.open(), backend.open()
+    await writer.migrate()
+    records = [job() for _ in range(size)]
+    claims = await writer.create_jobs(
+        [NewJob(r, confirm_within=60) for r in records], durable=False
+    )
+    assert [c.state for c in claims] == [ClaimState.NEW] * size
+    assert [await reader.get_job(r.id) for r in records] == records
+
+
+@pytest.mark.postgres
+async def test_a_relaxed_commit_leaves_the_pooled_connection_as_it_was(postgres_url: str) -> None:
+    async with scratch_database(postgres_url) as dsn:
+        store = PostgresJobStore(dsn, min_size=1, max_size=1)  # one connection: always the same
+        await store.migrate()
+        await store.create_jobs([NewJob(job())], durable=False)
+        await store.create_jobs([NewJob(job()), NewJob(job())], durable=False)
+        [(setting,)] = await store._fetch("SHOW synchronous_commit")
+        await store.close()
+    assert setting == "on"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,15 +11,18 @@ import pytest
 
 from jobstore.model import (
     ClaimState,
+    JobRecord,
     JobStatus,
     JobStore,
+    NewJob,
     RunEnd,
     RunStart,
     StartOutcome,
 )
 from jobstore.sqlite import SqliteJobStore
+from tests.producers.conftest import Backend
 from tests.producers.test_store import NOW, job
-from topology.envelope import new_job_id
+from topology.envelope import Envelope, new_job_id
 from topology.errors import StoreError
 
 LATER = NOW + timedelta(seconds=3)
@@ -210,7 +214,8 @@ async def test_a_failing_unit_of_a_group_commit_is_undone_alone(tmp_path: Path) 
     first, other = job(), job()
     outcomes = await asyncio.gather(
         store.create_job(first, claim=("k1", "h")),
-        store.create_job(first, claim=("k2", "h")),  # the same id again: the insert fails
+        # A payload that is no JSON: its key is claimed, then its insert fails.
+        store.create_job(job(payload={"x": object()}), claim=("k2", "h")),
         store.create_job(other, claim=("k3", "h")),
         return_exceptions=True,
     )
@@ -239,3 +244,98 @@ async def test_a_window_answers_every_item_in_order(store: JobStore, size: int) 
     assert [f.id for f in finished if f] == [r.id for r in records]
     stored = [await store.get_job(r.id) for r in records]
     assert [s.result for s in stored if s] == list(range(size))
+
+
+def message_of(record: JobRecord) -> Envelope:
+    """Return the envelope a submitter publishes for ``record``."""
+    shared = {
+        name: getattr(record, name) for name in Envelope.model_fields if hasattr(record, name)
+    }
+    return Envelope(**shared | {"idempotency_key": record.idempotency_key or record.id})
+
+
+def start_of(record: JobRecord, attempt: int = 1) -> RunStart:
+    return RunStart(record.id, attempt, 60.0, NOW, message_of(record))
+
+
+async def test_a_start_whose_job_has_no_row_yet_creates_it_from_the_message(
+    store: JobStore,
+) -> None:
+    record = job(max_attempts=4, correlation_id="order-7", tenant="acme")
+    _, (started,) = await store.run_window([], [start_of(record)])
+    assert (started.outcome, started.deliveries) == (StartOutcome.RUN, 1)
+    assert started.job is not None
+    assert (started.job.status, started.job.tenant) == (JobStatus.RUNNING, "acme")
+    stored = await store.get_job(record.id)
+    assert stored == replace(
+        record, status=JobStatus.RUNNING, attempts=1, started_at=NOW, updated_at=NOW
+    )
+    # Its run ends as any other: the row records it, and the job never starts again.
+    ending = end(record.id, started.deliveries, JobStatus.SUCCEEDED, result="sent")
+    (finished,), (again,) = await store.run_window([ending], [start_of(record)])
+    assert finished is not None
+    assert again.outcome is StartOutcome.SETTLED
+
+
+async def test_the_submitters_insert_after_the_worker_created_the_row_leaves_it_alone(
+    store: JobStore,
+) -> None:
+    record = job()
+    _, (started,) = await store.run_window([], [start_of(record)])
+    await store.run_window([end(record.id, started.deliveries, JobStatus.SUCCEEDED)], [])
+    # The submitter's insert commits late, with a publish deadline that is already over.
+    [claim] = await store.create_jobs([NewJob(record, confirm_within=0)])
+    assert claim.state is ClaimState.NEW
+    stored = await store.get_job(record.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (JobStatus.SUCCEEDED, 1)
+    # A finished job is not published again by the repair sweep.
+    assert await store.take_unconfirmed(limit=10, lease_s=60) == []
+
+
+async def test_a_keyed_job_whose_row_vanished_gets_its_key_back_from_the_message(
+    store: JobStore,
+) -> None:
+    record = job(idempotency_key="order-9")
+    await store.run_window([], [start_of(record)])
+    stored = await store.get_job(record.id)
+    assert stored is not None
+    assert stored.idempotency_key == "order-9"
+
+
+async def test_a_window_that_fails_creates_no_row(store: JobStore) -> None:
+    running, fresh = job(), job()
+    await store.create_job(running)
+    _, (run,) = await store.run_window([], [start(running.id)])
+    bad = end(running.id, run.deliveries, JobStatus.SUCCEEDED, result={"x": object()})
+    with pytest.raises(StoreError):
+        await store.run_window([bad], [start_of(fresh)])
+    assert await store.get_job(fresh.id) is None
+
+
+async def test_a_start_without_its_message_creates_no_row(store: JobStore) -> None:
+    ghost = job()
+    _, (started,) = await store.run_window([], [start(ghost.id)])
+    assert (started.outcome, started.job) == (StartOutcome.RUN, None)
+    assert await store.get_job(ghost.id) is None
+
+
+async def test_a_worker_and_the_submitter_racing_on_one_job_both_succeed_once(
+    backend: Backend,
+) -> None:
+    # Two stores are two processes: the worker's window and the submitter's insert commit in
+    # either order, and neither fails, resets the row or counts the start twice.
+    submitter, worker = backend.open(), backend.open()
+    await submitter.migrate()
+    for _ in range(20):
+        records = [job() for _ in range(3)]
+        claims, (_, started) = await asyncio.gather(
+            submitter.create_jobs([NewJob(r, confirm_within=60) for r in records]),
+            worker.run_window([], [start_of(r) for r in reversed(records)]),
+        )
+        assert [c.state for c in claims] == [ClaimState.NEW] * 3
+        assert [(s.outcome, s.deliveries) for s in started] == [(StartOutcome.RUN, 1)] * 3
+        for record in records:
+            stored = await worker.get_job(record.id)
+            assert stored is not None
+            assert stored.status is JobStatus.RUNNING
