@@ -6,11 +6,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from topology.envelope import Envelope
 from topology.names import DEFAULT_TENANT
 from topology.priority import Priority
+
+if TYPE_CHECKING:  # the model loads without pydantic, so `taskctl --help` stays light
+    from topology.envelope import Envelope
 
 
 class JobStatus(StrEnum):
