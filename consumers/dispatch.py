@@ -1,14 +1,4 @@
-"""What happens to a delivery: one pure function, ``decide``, from what is known about it to an ``Action``.
-
-It is asked at each point where something new is known (the message decoded, the run
-started in the store, the handler's outcome, a failure carrying out an earlier action) and
-answers with one action. The worker's executor carries actions out; it is the only code that
-acks, nacks or rejects, and every hop is a confirmed publish followed by the ack of the
-original: at-least-once, never zero.
-
-The value types here are made per delivery, several times over, so they are plain slotted
-dataclasses (a frozen one costs five times as much to build); nothing changes them once made.
-"""
+"""What happens to a delivery: one pure function, ``decide``, from what is known about it to an ``Action``."""
 
 from __future__ import annotations
 
@@ -61,6 +51,8 @@ class DeadReason(StrEnum):
     # carrying out its outcome keeps failing)
 
 
+# Made per delivery, several times over: plain slotted dataclasses (a frozen one costs five
+# times as much to build), never changed once made.
 @dataclass(slots=True)
 class Action:
     """What to do, with what to publish first (FORWARD, RETRY, DEAD) and what to record."""

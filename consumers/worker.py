@@ -1,14 +1,4 @@
-"""The worker: consumes a group's queues and carries out what ``decide`` says, a window at a time.
-
-Deliveries come straight off the connection's bytes (``DeliveryTap``: no aiormq message, no
-task per delivery). One loop,
-the executor, takes every delivery in hand and every outcome of a finished run (never waiting
-for more to come) and pays for them together: the hops they call for in one window of
-confirmed publishes, their run ends and starts in ONE store transaction, their status events
-in one write, and their acks after that durable write, one ``multiple`` ack per run of tags.
-It is the only code that acks, nacks or rejects. Effects are guarded by the claim on the job's
-row, so a redelivered job whose run finished is acked without running again.
-"""
+"""The worker: consumes a group's queues and carries out what ``decide`` says, a window at a time."""
 
 from __future__ import annotations
 
@@ -253,11 +243,9 @@ class Worker:
         self._wake.set()
 
     async def _untapped(self, message: DeliveredMessage) -> None:
-        """Close the channel of a delivery the tap did not take (it cannot happen).
-
-        A later ``multiple`` ack would settle it unseen; closed, the channel gives back all it
-        had in flight, and the robust channel opens again.
-        """
+        """Close the channel of a delivery the tap did not take (it cannot happen)."""
+        # A later ``multiple`` ack would settle it unseen; a closed robust channel gives back
+        # all it had in flight and opens again.
         logger.error("a delivery bypassed the worker's tap; closing its channel")
         await message.channel.close(RuntimeError("delivery not tapped"))
 
@@ -295,7 +283,7 @@ class Worker:
         self._announce_due()
         launched: Counter[str] = Counter()
         for delivery in started:
-            action = self._decide(delivery, Facts(delivery.envelope, start=delivery.start))
+            action = self._decide(Facts(delivery.envelope, start=delivery.start))
             if action.act is Act.RUN and delivery.handler is not None:
                 self._launch(delivery, now)
                 launched[delivery.handler.pattern] += 1
@@ -331,7 +319,7 @@ class Worker:
             for name in delivery.handler.depends_on:
                 self.breakers.get(name).skip_probe()
 
-    def _decide(self, delivery: Delivery, facts: Facts) -> Action:
+    def _decide(self, facts: Facts) -> Action:
         return decide(facts, self._policy, self._clock())
 
     async def _publish(
@@ -367,9 +355,7 @@ class Worker:
                 logger.warning("job {} not sent on: {}", delivery.tag, error)
                 finals[index] = (
                     delivery,
-                    self._decide(
-                        delivery, Facts(delivery.envelope, outcome=Broken(error, action.act))
-                    ),
+                    self._decide(Facts(delivery.envelope, outcome=Broken(error, action.act))),
                 )
         return finals
 
@@ -432,7 +418,7 @@ class Worker:
 
     def _refused(self, delivery: Delivery, action: Action, end: RunEnd, exc: TaskqError) -> Action:
         """Give the claim of a refused ``end`` back, so its redelivery is counted again."""
-        redo = self._decide(delivery, Facts(delivery.envelope, outcome=Broken(exc, action.act)))
+        redo = self._decide(Facts(delivery.envelope, outcome=Broken(exc, action.act)))
         release = RunEnd(end.job_id, end.run, None, end.at, error=redo.error)
         self._in_background(self._deps.store.run_window([release], []))
         return redo
@@ -632,13 +618,11 @@ class Worker:
             with self._scope(delivery):
                 outcome = await self._call(envelope, handler, now, limit)
                 delivery.trace = tracing.current()
-                action = self._decide(
-                    delivery, Facts(envelope, start=delivery.start, outcome=outcome)
-                )
+                action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
                 _log(action)
         else:
             outcome = await self._call(envelope, handler, now, limit)
-            action = self._decide(delivery, Facts(envelope, start=delivery.start, outcome=outcome))
+            action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
         self._done.append((delivery, action))
         self._wake.set()
