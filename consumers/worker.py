@@ -219,7 +219,10 @@ class Worker:
         if self._executor is not None:
             self._executor.cancel()
             await asyncio.gather(self._executor, return_exceptions=True)
-        self._drop_due()
+        self._due.clear()
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
         for task in list(self._background):
             task.cancel()  # a delayed requeue: closing the channel requeues the delivery now
         if self._watch is not None:
@@ -739,12 +742,6 @@ class Worker:
                 job.tenant,
             )
             self._events.append((event_key(change), event_body(change)))
-
-    def _drop_due(self) -> None:
-        self._due.clear()
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-            self._due_timer = None
 
 
 def _resume(run: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
