@@ -82,7 +82,7 @@ class SqliteThread:
         outcomes: list[tuple[bool, Any]]
         try:
             conn = self._conn or self._open()
-            patiently(conn, lambda db: db.execute("BEGIN IMMEDIATE"))
+            patiently(conn, _begin)
             outcomes = [_in_savepoint(conn, work, alone=len(units) == 1) for work, _ in units]
             conn.execute("COMMIT")
         except Exception as exc:  # the transaction failed as a whole: so did every unit
@@ -146,19 +146,14 @@ class InlineWriter:
             pragmas = (*_PRAGMAS, "PRAGMA wal_autocheckpoint=0")
             self._conn = _connect(self._path, pragmas, lambda db, work: work(db))
         conn = self._conn
-        give_up = 0.0
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if not _busy(exc):
-                    raise
-                now = time.monotonic()
-                give_up = give_up or now + INLINE_PATIENCE_S
-                if now >= give_up:
-                    raise Busy from exc
-            time.sleep(INLINE_PAUSE_S)
+        try:
+            patiently(
+                conn, _begin, within=INLINE_PATIENCE_S, pause=INLINE_PAUSE_S, longest=INLINE_PAUSE_S
+            )
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise Busy from exc
+            raise
         try:
             result = work(conn)
             conn.execute("COMMIT")
@@ -227,13 +222,19 @@ def _deliver(futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]
             future.set_exception(value)
 
 
-def patiently(conn: Db, work: Callable[[Db], T]) -> T:
-    """Run ``work``, trying again while SQLite answers BUSY, until the busy timeout would be over."""
+def patiently(
+    conn: Db,
+    work: Callable[[Db], T],
+    *,
+    within: float = BUSY_TIMEOUT_S,
+    pause: float = 0.0001,
+    longest: float = 0.005,
+) -> T:
+    """Run ``work``, trying again while SQLite answers BUSY, for ``within`` seconds at most."""
     # Only for units that have done nothing when BUSY can come: BEGIN, the switch to WAL
     # (processes opening a new file together race to make it), and reads. The waits start at
-    # 0.1 ms and double up to 5 ms: another process's write transaction usually ends within 1 ms.
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    pause = 0.0001
+    # ``pause`` and double up to ``longest``: another process's write usually ends within 1 ms.
+    deadline = time.monotonic() + within
     while True:
         try:
             return work(conn)
@@ -241,7 +242,11 @@ def patiently(conn: Db, work: Callable[[Db], T]) -> T:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
         time.sleep(pause)
-        pause = min(pause * 2, 0.005)
+        pause = min(pause * 2, longest)
+
+
+def _begin(conn: Db) -> None:
+    conn.execute("BEGIN IMMEDIATE")
 
 
 def _fetch(conn: Db, *, sql: str) -> list[Any]:
