@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -28,7 +29,6 @@ class _Child:
     spec: ProcessSpec
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
-    pumps: list[asyncio.Task[None]] = field(default_factory=list)
     retiring: bool = False  # told to stop for good (a scale-down): not restarted
     keeper: asyncio.Task[None] | None = None
 
@@ -98,41 +98,30 @@ class Supervisor:
 
     async def _keep(self, child: _Child) -> None:
         try:
-            await self._keep_running(child)
+            while not self._stopping.is_set() and not child.retiring:
+                child.process = await asyncio.create_subprocess_exec(
+                    *child.spec.argv,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+                self._say(f"[{child.spec.name}] started (pid {child.process.pid})")
+                pump = asyncio.create_task(_pump(child.process))
+                code = await child.process.wait()
+                await pump
+                if child.retiring:
+                    self._say(f"[{child.spec.name}] retired (exit {code})")
+                    return
+                if self._stopping.is_set():
+                    return
+                child.restarts += 1
+                # Back off exponentially so a child that dies at once does not spin the CPU.
+                delay = min(self._max_backoff, 0.5 * 2 ** min(child.restarts, 10))
+                self._say(f"[{child.spec.name}] exited with {code}; restarting in {delay:.1f}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             if child.retiring and child in self._children:
                 self._children.remove(child)
-
-    async def _keep_running(self, child: _Child) -> None:
-        while not self._stopping.is_set() and not child.retiring:
-            child.process = await asyncio.create_subprocess_exec(
-                *child.spec.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-            self._say(f"[{child.spec.name}] started (pid {child.process.pid})")
-            child.pumps = [asyncio.create_task(self._pump(child))]
-            code = await child.process.wait()
-            await asyncio.gather(*child.pumps)
-            if child.retiring:
-                self._say(f"[{child.spec.name}] retired (exit {code})")
-                return
-            if self._stopping.is_set():
-                return
-            child.restarts += 1
-            # Back off exponentially so a child that dies at once does not spin the CPU.
-            delay = min(self._max_backoff, 0.5 * 2 ** min(child.restarts, 10))
-            self._say(f"[{child.spec.name}] exited with {code}; restarting in {delay:.1f}s")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                continue
-
-    async def _pump(self, child: _Child) -> None:
-        assert child.process is not None
-        assert child.process.stdout is not None
-        # Children log JSON lines; pass them through untouched so `taskctl up > file` stays JSON.
-        async for line in child.process.stdout:
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
 
     async def _shutdown(self) -> int:
         keepers = [child.keeper for child in self._children if child.keeper is not None]
@@ -151,6 +140,14 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in running))
         await asyncio.gather(*keepers, return_exceptions=True)
         return 0 if clean else 1
+
+
+async def _pump(process: asyncio.subprocess.Process) -> None:
+    assert process.stdout is not None
+    # Children log JSON lines; pass them through untouched so `taskctl up > file` stays JSON.
+    async for line in process.stdout:
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
 
 
 def worker_spec(group: str, index: int) -> ProcessSpec:

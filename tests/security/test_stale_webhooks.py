@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.security.stack import ACME_SECRET, STANDARD_SECRET, Stack
-from webhooks.schemes.hmac_header import sign_hmac
+from tests.webhooks.signing import sign_hmac
 from webhooks.schemes.standard import sign_standard
 
 pytestmark = pytest.mark.rabbitmq

@@ -3,21 +3,15 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhooks.schemes.base import Verifier
-from webhooks.schemes.hmac_header import (
-    HmacVerifier,
-    StripeVerifier,
-    github_verifier,
-    sign_github,
+from tests.webhooks.signing import (
+    generate_standard_keypair,
     sign_hmac,
+    sign_standard_ed25519,
     sign_stripe,
 )
-from webhooks.schemes.standard import (
-    StandardVerifier,
-    generate_standard_keypair,
-    sign_standard,
-    sign_standard_ed25519,
-)
+from webhooks.schemes.base import Verifier
+from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier, sign_github
+from webhooks.schemes.standard import StandardVerifier, sign_standard
 
 NOW = 1_700_000_000
 BODY = b'{"id": "evt_1NG8Du2eZvKYlo2C", "type": "invoice.paid", "data": {"amount": 100}}'

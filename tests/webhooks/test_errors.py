@@ -4,17 +4,13 @@ import hmac
 import pytest
 
 from tests.webhooks.cases import BODY, CASE_IDS, CASES, NOW, Case
+from tests.webhooks.signing import generate_standard_keypair, sign_standard_ed25519
 from topology import errors
 from topology.errors import MalformedWebhook, SignatureRejected, TaskqError, WebhookConfigError
 from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
 from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
-from webhooks.schemes.standard import (
-    StandardVerifier,
-    generate_standard_keypair,
-    sign_standard,
-    sign_standard_ed25519,
-)
+from webhooks.schemes.standard import StandardVerifier, sign_standard
 
 
 def test_every_webhook_error_is_a_webhook_error():

@@ -6,9 +6,10 @@ import itertools
 import pytest
 
 from tests.webhooks.cases import BODY, NOW
+from tests.webhooks.signing import sign_hmac
 from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
-from webhooks.schemes.hmac_header import HmacVerifier, sign_hmac
+from webhooks.schemes.hmac_header import HmacVerifier
 
 SECRET = b"generic secret"
 OPTIONS = list(

@@ -3,15 +3,14 @@ import base64
 import pytest
 
 from tests.webhooks.cases import NOW, OTHER_STANDARD_SECRET
-from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
-from webhooks.schemes.base import Delivery
-from webhooks.schemes.standard import (
-    StandardVerifier,
+from tests.webhooks.signing import (
     generate_standard_keypair,
     generate_standard_secret,
-    sign_standard,
     sign_standard_ed25519,
 )
+from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
+from webhooks.schemes.base import Delivery
+from webhooks.schemes.standard import StandardVerifier, sign_standard
 
 # standard-webhooks libraries/python/tests/test_webhooks.py: the published test values.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -4,9 +4,10 @@ import hmac
 import pytest
 
 from tests.webhooks.cases import BODY, NOW
+from tests.webhooks.signing import sign_stripe
 from topology.errors import MalformedWebhook, SignatureRejected, TimestampRejected
 from webhooks.schemes.base import Delivery
-from webhooks.schemes.hmac_header import StripeVerifier, sign_stripe
+from webhooks.schemes.hmac_header import StripeVerifier
 
 SECRET = b"whsec_test_secret"
 V1 = "v1=" + "ab" * 32

@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import secrets as random
 from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from topology.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
 from webhooks.schemes.base import (
@@ -32,8 +30,6 @@ from webhooks.schemes.base import (
 HMAC_PREFIX = "whsec_"
 PUBLIC_PREFIX = "whpk_"
 PRIVATE_PREFIX = "whsk_"
-_NEW_SECRET_BYTES = 32  # the spec asks for 24 to 64 random bytes; 32 is SHA-256's strength
-_SEED_BYTES = 32
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -82,13 +78,7 @@ def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     digest = hmac.digest(
         _key_bytes(secret, HMAC_PREFIX), _content(msg_id, timestamp, body), "sha256"
     )
-    return "v1," + _b64(digest)
-
-
-def sign_standard_ed25519(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """Return the ``v1a,<base64>`` signature a sender holding the ``whsk_`` private key would send."""
-    signature = _private_key(secret).sign(_content(msg_id, timestamp, body))
-    return "v1a," + _b64(signature)
+    return "v1," + base64.b64encode(digest).decode("ascii")
 
 
 def _content(msg_id: str, timestamp: int, body: bytes) -> bytes:
@@ -157,34 +147,9 @@ def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519Public
     return hmac_secrets, public_keys
 
 
-def _private_key(secret: str) -> Ed25519PrivateKey:
-    # A 32-byte seed, or seed + public key (64 bytes).
-    raw = _key_bytes(secret, PRIVATE_PREFIX)
-    if len(raw) not in (_SEED_BYTES, 2 * _SEED_BYTES):
-        raise WebhookConfigError("a whsk_ key must hold 32 or 64 bytes")
-    key = Ed25519PrivateKey.from_private_bytes(raw[:_SEED_BYTES])
-    # The 64-byte (libsodium) form repeats the public key: a mismatch means a corrupted key.
-    public = _raw_public(key.public_key())
-    if len(raw) > _SEED_BYTES and not hmac.compare_digest(public, raw[_SEED_BYTES:]):
-        raise WebhookConfigError("the whsk_ key's public half does not belong to its seed")
-    return key
-
-
-def generate_standard_secret() -> str:
-    """Return a new random ``whsec_`` HMAC secret."""
-    return HMAC_PREFIX + _b64(random.token_bytes(_NEW_SECRET_BYTES))
-
-
-def generate_standard_keypair() -> tuple[str, str]:
-    """Return a new ed25519 key pair as ``(whsk_ private seed, whpk_ public key)``."""
-    seed = random.token_bytes(_SEED_BYTES)
-    public = _raw_public(Ed25519PrivateKey.from_private_bytes(seed).public_key())
-    return PRIVATE_PREFIX + _b64(seed), PUBLIC_PREFIX + _b64(public)
-
-
 def _public_key(secret: str) -> Ed25519PublicKey:
     raw = _key_bytes(secret, PUBLIC_PREFIX)
-    if len(raw) != _SEED_BYTES:
+    if len(raw) != 32:
         raise WebhookConfigError("a whpk_ key must hold 32 bytes")
     return Ed25519PublicKey.from_public_bytes(raw)
 
@@ -199,11 +164,3 @@ def _key_bytes(secret: str, prefix: str) -> bytes:
     if not raw:
         raise WebhookConfigError(f"the {prefix} key is empty")
     return raw
-
-
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
