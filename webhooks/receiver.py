@@ -18,6 +18,7 @@ from loguru import logger
 
 from producers.api import problems
 from producers.api.app import Services
+from producers.api.metrics import ApiMetrics
 from producers.api.schemas import Problem
 from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.submit import JobRequest, Submitted, Submitter
@@ -78,17 +79,16 @@ def load_sources(topology: CompiledTopology, environ: Mapping[str, str]) -> dict
     sources = {}
     for name, spec in topology.webhooks:
         secrets, missing = _secrets(spec, environ)
-        if not secrets:
-            problem = f"webhook source {name!r} has no secret: set {missing}"
+        verifier: Verifier | None = None
+        problem: str | None = f"webhook source {name!r} has no secret: set {missing}"
+        if secrets:
+            try:
+                verifier, problem = build_verifier(spec, secrets), None
+            except WebhookError as exc:
+                problem = f"webhook source {name!r} has an unusable secret: {exc}"
+        if problem is not None:
             logger.warning("{}; its deliveries are answered 503 until then", problem)
-            sources[name] = Source(name, spec, None, problem)
-            continue
-        try:
-            sources[name] = Source(name, spec, build_verifier(spec, secrets))
-        except WebhookError as exc:
-            problem = f"webhook source {name!r} has an unusable secret: {exc}"
-            logger.warning("{}; its deliveries are answered 503 until then", problem)
-            sources[name] = Source(name, spec, None, problem)
+        sources[name] = Source(name, spec, verifier, problem)
     return sources
 
 
@@ -154,21 +154,24 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
         # before any signature is computed, the signature before anything is parsed, and the
         # answer is 2xx only once the broker confirmed the job.
         services: Services = request.app.state.services
+        metrics: ApiMetrics = request.app.state.metrics
         sources = _sources(request.app, services.submitter, env)
         found = sources.get(source)
         if found is None:
-            _count(request, "unknown", "unknown_source")  # a URL segment: never a label value
+            # A URL segment: never a label value.
+            metrics.webhook_deliveries.labels("unknown", "unknown_source").inc()
             known = ", ".join(sorted(sources)) or "none"
             return problems.problem(404, f"no webhook source {excerpt(source)}; sources: {known}")
         wait = limiter.take(source)
         if wait > 0:
-            _count(request, source, "rate_limited")
-            if (metrics := getattr(request.app.state, "metrics", None)) is not None:
-                metrics.rate_limited.labels(f"webhook:{source}").inc()
+            metrics.rate_limited.labels(f"webhook:{source}").inc()
             detail = f"too many deliveries for source {source}; the limit is {limiter.rate:g}/s"
-            return problems.problem(429, detail, headers={"Retry-After": retry_after(wait)})
-        response, result = await _receive(found, request, services.submitter)
-        _count(request, source, result)
+            headers = {"Retry-After": retry_after(wait)}
+            response: Response = problems.problem(429, detail, headers=headers)
+            result = "rate_limited"
+        else:
+            response, result = await _receive(found, request, services.submitter)
+        metrics.webhook_deliveries.labels(source, result).inc()
         return response
 
     return router
@@ -183,7 +186,7 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
         detail = source.problem or "source not configured"
         return problems.problem(503, detail, headers=_RETRY), "unavailable"
     body = await request.body()
-    headers = {name: value for name, value in request.headers.items()}
+    headers = dict(request.headers.items())
     if len(headers) != len(request.headers.raw):
         names = [name.decode("latin-1").lower() for name, _ in request.headers.raw]
         repeated = {name for name in names if names.count(name) > 1} & set(source.kept_headers)
@@ -218,12 +221,6 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
     if submitted.replayed:
         return JSONResponse(answer, 202, headers={"Idempotent-Replayed": "true"}), "replayed"
     return JSONResponse(answer, status_code=202), "accepted"
-
-
-def _count(request: Request, source: str, result: str) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.webhook_deliveries.labels(source, result).inc()
 
 
 def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:

@@ -83,11 +83,9 @@ class _Refused(Exception):
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with the deadlines and size limits uvicorn lacks (``limits``).
+    """uvicorn's httptools protocol, answering 408, 414 or 431 to what breaks the ``limits`` it lacks."""
 
-    A broken limit is answered 408, 414 or 431 with ``Connection: close``; checks are counters
-    and one timer per phase, so a well-behaved request pays next to nothing.
-    """
+    # Checks are counters and one timer per phase, so a well-behaved request pays next to nothing.
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -26,13 +26,7 @@ from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.tenancy import list_visible
 from producers.views import job_view, page_view
-from topology.errors import (
-    AccessError,
-    AuthenticationError,
-    JobNotFoundError,
-    JobRejectedError,
-    TaskqError,
-)
+from topology.errors import AccessError, JobNotFoundError, JobRejectedError, TaskqError
 from topology.settings import ApiSettings
 
 router = APIRouter(route_class=SecuredRoute)
@@ -197,10 +191,8 @@ async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
 
 async def _admitted(websocket: WebSocket) -> Principal | None:
     """Return the caller of a WebSocket the gate let in, after checking its scope; else refuse it."""
-    caller = websocket.scope.get("state", {}).get("principal")
     try:
-        if not isinstance(caller, Principal):  # only on a path the gate treats as public
-            raise AuthenticationError("send a credential", error="invalid_request")
+        caller = principal(websocket)
         caller.require(Scope.JOBS_READ)
     except AccessError as exc:
         refusal = access_problem(exc)

@@ -10,6 +10,8 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from prometheus_client import Counter
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -57,18 +59,18 @@ class AuthGate:
         if kind not in ("http", "websocket") or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        headers = scope["headers"]
-        authorization = _header(headers, b"authorization")
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization")
         chosen = None
         if kind == "websocket":
-            origin = _header(headers, b"origin")
-            if origin is not None and not self._origin_allowed(origin, _header(headers, b"host")):
+            origin = headers.get("origin")
+            if origin is not None and not self._origin_allowed(origin, headers.get("host")):
                 refusal = PermissionDeniedError(
                     "this Origin may not open WebSockets here (TASKQ_WS_ORIGINS lists those that may)"
                 )
                 await deny_websocket(scope, receive, send, access_problem(refusal))
                 return
-            token = _subprotocol_token(_header(headers, b"sec-websocket-protocol"))
+            token = _subprotocol_token(headers.get("sec-websocket-protocol"))
             if authorization is None and token is not None:
                 authorization, chosen = f"Bearer {token}", SUBPROTOCOL
         try:
@@ -109,13 +111,6 @@ async def deny_websocket(
     await send({"type": "websocket.close", "code": 1008, "reason": "refused"})
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _subprotocol_token(offered: str | None) -> str | None:
     """Return the token of ``Sec-WebSocket-Protocol: bearer, <token>``, or ``None``."""
     names = [n.strip() for n in (offered or "").split(",") if n.strip()]
@@ -136,9 +131,9 @@ def required_scope(route: APIRoute) -> Scope | None:
     return None
 
 
-def principal(request: Request) -> Principal:
-    """Return the caller the gate verified for this request."""
-    found = request.scope.get("state", {}).get("principal")
+def principal(connection: HTTPConnection) -> Principal:
+    """Return the caller the gate verified for this request or WebSocket."""
+    found = connection.scope.get("state", {}).get("principal")
     if not isinstance(found, Principal):
         raise AuthenticationError("send Authorization: Bearer <API key or access token>")
     return found
@@ -146,6 +141,9 @@ def principal(request: Request) -> Principal:
 
 class StrictJsonRequest(Request):
     """A request whose JSON body is parsed by orjson: strict RFC 8259, no NaN, bounded depth."""
+
+    # Python's json module accepts NaN, Infinity and a BOM, and raises RecursionError on deep
+    # nesting; orjson refuses all of them cleanly.
 
     async def json(self) -> Any:
         """Return the parsed body (``orjson.JSONDecodeError`` is a ``json.JSONDecodeError``)."""
@@ -155,12 +153,7 @@ class StrictJsonRequest(Request):
 
 
 class SecuredRoute(APIRoute):
-    """A route that refuses a caller lacking its declared scope, then parses JSON bodies strictly.
-
-    The scope check comes first, so a caller without the scope learns nothing about the body.
-    Python's json module accepts NaN, Infinity and a BOM, and raises RecursionError on deep
-    nesting; orjson refuses all of them cleanly.
-    """
+    """A route that refuses a caller lacking its declared scope, then parses JSON bodies strictly."""
 
     def get_route_handler(self) -> Handler:
         """Return the handler, behind the scope check, fed with strict-JSON requests."""
@@ -168,6 +161,7 @@ class SecuredRoute(APIRoute):
         needed = required_scope(self)
 
         async def guarded(request: Request) -> Response:
+            # The scope first, so a caller without it learns nothing about the body.
             if needed is not None:
                 try:
                     principal(request).require(needed)
