@@ -108,21 +108,19 @@ def _shares(wants: list[int], room: int) -> list[int]:
 
 
 Cell = str | Callable[[Mapping[str, Any]], str]  # a field shown as it is, or how to show one
+Column = str | tuple[str, Cell]  # a field under its own name, or a header and its cell
 
 
 def print_rows(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[tuple[str, Cell]],
-    *,
-    whole: int,
-    as_json: bool,
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, whole: int, as_json: bool
 ) -> None:
-    """Print ``rows`` as JSON, or as a table of ``columns`` (header, field or function) fitted as ``print_table``."""
+    """Print ``rows`` as JSON, or as a table of ``columns`` fitted as ``print_table``."""
     if as_json:
         print_json(rows)
         return
-    cells = [[c(row) if callable(c) else str(row[c]) for _, c in columns] for row in rows]
-    print_table([header for header, _ in columns], cells, whole=whole)
+    pairs = [(c, c) if isinstance(c, str) else c for c in columns]
+    cells = [[c(row) if callable(c) else str(row[c]) for _, c in pairs] for row in rows]
+    print_table([header for header, _ in pairs], cells, whole=whole)
 
 
 def to_the_second(moment: str | None) -> str:

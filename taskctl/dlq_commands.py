@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from taskctl.context import (
-    Cell,
+    Column,
     JsonFlag,
     broker_settings,
     compiled_topology,
@@ -96,9 +96,8 @@ def list_(
     groups = [topology.group(group)] if group else list(topology.groups)
     found = _on_broker(broker_settings(), lambda c: _listing(c, groups, chosen, limit))
     rows = [{"group": name} | letter.view() for name, letter in found]
-    columns: list[tuple[str, Cell]] = [
-        *[("id", "id"), ("reason", "reason"), ("group", "group"), ("type", "type")],
-        *[("attempts", "attempts"), ("last error", "error")],
+    columns: list[Column] = [
+        *("id", "reason", "group", "type", "attempts", ("last error", "error")),
         ("dead since", lambda row: to_the_second(row["dead_since"])),
     ]
     print_rows(rows, columns, whole=2, as_json=as_json)

@@ -11,7 +11,7 @@ import orjson
 import typer
 
 from taskctl.context import (
-    Cell,
+    Column,
     JsonFlag,
     broker_settings,
     compiled_topology,
@@ -70,10 +70,10 @@ def scale(
         raise SettingsError(
             f"no autoscaler answers at {url} ({exc}); is taskctl up or taskctl autoscale running?"
         ) from exc
-    columns: list[tuple[str, Cell]] = [
-        ("group", "group"),
+    columns: list[Column] = [
+        "group",
         ("backlog", lambda g: "?" if g["backlog"] is None else str(g["backlog"])),
-        *[("current", "current"), ("desired", "desired")],
+        *("current", "desired"),
         ("why", lambda g: g["reason"] + (f" [{g['error']}]" if g["error"] else "")),
         (
             "decided",
@@ -117,9 +117,8 @@ def queues(as_json: JsonFlag = False) -> None:
                     )
         return rows
 
-    columns: list[tuple[str, Cell]] = [
-        *[("queue", "queue"), ("ready", "ready"), ("unacked", "unacked")],
-        *[("consumers", "consumers"), ("group", "group")],
+    columns: list[Column] = [
+        *("queue", "ready", "unacked", "consumers", "group"),
         ("in/s", lambda row: f"{row['publish_rate']:.1f}"),
         ("acked/s", lambda row: f"{row['ack_rate']:.1f}"),
     ]
@@ -161,9 +160,8 @@ def breakers(
         where = f" in group {group}" if group else ""
         out().print(f"no circuit breakers recorded{where}: no running worker's breaker has opened")
         return
-    columns: list[tuple[str, Cell]] = [
-        *[("dependency", "dependency"), ("state", "state"), ("group", "group")],
-        *[("worker", "worker"), ("failures", "failures")],
+    columns: list[Column] = [
+        *("dependency", "state", "group", "worker", "failures"),
         ("since", lambda row: format_duration(int(row["age_s"]) * 1000)),
     ]
     print_rows(rows, columns, whole=2, as_json=as_json)

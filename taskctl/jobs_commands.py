@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,12 +10,11 @@ import typer
 
 from jobstore.model import JobStatus
 from taskctl.context import (
-    Cell,
+    Column,
     JsonFlag,
     broker_settings,
     compiled_topology,
     in_store,
-    job_store,
     out,
     print_json,
     print_rows,
@@ -27,6 +25,7 @@ from topology.errors import SettingsError, TaskqError
 from topology.priority import Priority
 
 if TYPE_CHECKING:
+    from jobstore.model import JobStore
     from producers.tenancy import Viewer
     from topology.compiled import CompiledTopology
     from topology.settings import BrokerSettings
@@ -122,27 +121,16 @@ def watch(
 
     Exits 0 if the job succeeded, 1 if it ended otherwise.
     """
-    from producers.tenancy import get_visible
-    from producers.views import job_view
-
-    broker = broker_settings()
-    topology = compiled_topology(None)
-
-    async def go() -> str:
-        viewer = _viewer()
-        async with job_store() as store:
-
-            async def current() -> dict[str, Any]:
-                return job_view(await get_visible(store, viewer, job_id))
-
-            return await _follow(current, broker, topology, job_id, timeout or None)
-
-    final = run(go())
+    broker, topology, viewer = broker_settings(), compiled_topology(None), _viewer()
+    final = in_store(
+        lambda store: _follow(store, viewer, broker, topology, job_id, timeout or None)
+    )
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
 
 
 async def _follow(
-    current: Callable[[], Awaitable[dict[str, Any]]],
+    store: JobStore,
+    viewer: Viewer,
     broker: BrokerSettings,
     topology: CompiledTopology,
     job_id: str,
@@ -152,7 +140,12 @@ async def _follow(
     import asyncio
 
     from producers.events import decode_event
+    from producers.tenancy import get_visible
+    from producers.views import job_view
     from topology.broker import connect
+
+    async def current() -> dict[str, Any]:
+        return job_view(await get_visible(store, viewer, job_id))
 
     job = await current()
     async with await connect(broker, name=f"taskctl watch {job_id}") as connection:
@@ -205,10 +198,10 @@ def jobs(
     if as_json:
         print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
-    columns: list[tuple[str, Cell]] = [
-        *[("id", "id"), ("status", "status"), ("type", "type"), ("attempts", "attempts")],
+    columns: list[Column] = [
+        *("id", "status", "type", "attempts"),
         ("last error", lambda job: job["last_error"] or ""),
-        ("priority", "priority"),
+        "priority",
         ("updated", lambda job: to_the_second(job["updated_at"])),
     ]
     print_rows(views, columns, whole=2, as_json=False)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from taskctl.context import Cell, JsonFlag, in_store, out, print_rows
+from taskctl.context import Column, JsonFlag, in_store, out, print_rows
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -150,8 +150,8 @@ def _view(key: ApiKeyRecord) -> dict[str, Any]:
 
 
 def _print_keys(keys: list[ApiKeyRecord], *, as_json: bool = False) -> None:
-    columns: list[tuple[str, Cell]] = [
-        *[("id", "id"), ("name", "name"), ("tenant", "tenant")],
+    columns: list[Column] = [
+        *("id", "name", "tenant"),
         ("scopes", lambda key: " ".join(key["scopes"])),
         ("revoked", lambda key: key["revoked_at"] or "-"),
         ("expires", lambda key: key["expires_at"] or "never"),
