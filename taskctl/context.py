@@ -145,12 +145,12 @@ def broker_settings(vhost: str | None = None) -> BrokerSettings:
 
 
 @asynccontextmanager
-async def job_store() -> AsyncIterator[JobStore]:
-    """Open the job store ``TASKQ_STORE_URL`` names, migrated, and close it after."""
+async def job_store(url: str | None = None) -> AsyncIterator[JobStore]:
+    """Open the job store at ``url`` (default: ``TASKQ_STORE_URL``), migrated, and close it after."""
     from jobstore.factory import open_store
     from topology.settings import LocationSettings, read_section
 
-    store = open_store(read_section(LocationSettings).store_url)
+    store = open_store(url or read_section(LocationSettings).store_url)
     try:
         await store.migrate()
         yield store

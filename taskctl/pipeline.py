@@ -14,7 +14,7 @@ from loguru import logger
 
 from consumers.autoscaler.loop import Actuator, Autoscaler
 from consumers.autoscaler.signals import SignalReader
-from producers.auth.authenticator import standalone_authenticator
+from producers.auth.authenticator import open_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import job_store
@@ -97,8 +97,9 @@ async def with_autoscaler(
     stop = asyncio.Event()
     async with (
         SignalReader(everything.broker) as reader,
-        standalone_authenticator(everything) as authenticator,
+        job_store(everything.locations.store_url) as store,
     ):
+        authenticator = open_authenticator(store, everything.auth)
         interval = settings.autoscale_interval
         autoscaler = Autoscaler(topology, reader, actuator, groups=groups, interval=interval)
         address = f"{host}:{port}"

@@ -85,12 +85,6 @@ def status_of(error: TaskqError) -> int:
     return next((status for kinds, status in _STATUSES if isinstance(error, kinds)), 500)
 
 
-def access_problem(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
-    """Return the problem refusing a credential (401 and 403 say how to authenticate, RFC 6750)."""
-    status, body, headers = refusal(error, retry_after=retry_after)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
-
-
 def refusal(
     error: TaskqError, *, retry_after: int = 5
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -134,7 +128,9 @@ def error_response(error: TaskqError, *, retry_after: int = 5) -> JSONResponse:
     """Return the problem that tells a client what to do about ``error``."""
     status = status_of(error)
     if isinstance(error, AccessError) or status == 503:
-        return access_problem(error, retry_after=retry_after)
+        # 401 and 403 say how to authenticate (RFC 6750); a 503 says when to come back.
+        status, body, headers = refusal(error, retry_after=retry_after)
+        return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
     if status == 500:
         return problem(500, "internal error")
     item = error_item(error)

@@ -17,7 +17,7 @@ from fastapi import (
 
 from jobstore.model import JobStatus
 from producers.api.hub import pump
-from producers.api.problems import access_problem, error_item
+from producers.api.problems import error_item, error_response
 from producers.api.schemas import BatchOut, BatchSubmission, JobList, JobOut
 from producers.api.security import SecuredRoute, deny_websocket, principal, secured
 from producers.auth.principal import Principal
@@ -195,7 +195,7 @@ async def _admitted(websocket: WebSocket) -> Principal | None:
         caller = principal(websocket)
         caller.require(Scope.JOBS_READ)
     except AccessError as exc:
-        refusal = access_problem(exc)
+        refusal = error_response(exc)
         await deny_websocket(websocket.scope, websocket.receive, websocket.send, refusal)
         return None
     await websocket.accept(subprotocol=websocket.scope["state"].get("subprotocol"))

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from producers.api.problems import access_problem, error_response, problem, status_of
+from producers.api.problems import error_response, problem, status_of
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
@@ -68,7 +68,7 @@ class AuthGate:
                 refusal = PermissionDeniedError(
                     "this Origin may not open WebSockets here (TASKQ_WS_ORIGINS lists those that may)"
                 )
-                await deny_websocket(scope, receive, send, access_problem(refusal))
+                await deny_websocket(scope, receive, send, error_response(refusal))
                 return
             token = _subprotocol_token(headers.get("sec-websocket-protocol"))
             if authorization is None and token is not None:
@@ -166,7 +166,7 @@ class SecuredRoute(APIRoute):
                 try:
                     principal(request).require(needed)
                 except (AuthenticationError, PermissionDeniedError) as exc:
-                    return access_problem(exc)
+                    return error_response(exc)
             if request.method == "POST":
                 # Before FastAPI reads the body: anything but JSON is refused with 415.
                 kind = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -100,7 +100,11 @@ class ApiKeyVerifier:
         now = datetime.now(UTC)
         if not record.usable(now):
             raise AuthenticationError("the API key was revoked or has expired")
-        principal = principal_of(record)
+        viewer = Viewer(record.tenant, record.job_types)
+        # Unknown scope names are ignored.
+        principal = Principal(
+            "api_key", f"key:{record.id}", record.name, Scope.known(record.scopes), viewer
+        )
         ttl = self._ttl
         if record.expires_at is not None:
             ttl = min(ttl, (record.expires_at - now).total_seconds())
@@ -111,14 +115,3 @@ class ApiKeyVerifier:
         if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY:
             await self._store.touch_api_key(key_id, now)
         return principal
-
-
-def principal_of(record: ApiKeyRecord) -> Principal:
-    """Return the principal a stored key speaks for (unknown scope names are ignored)."""
-    return Principal(
-        kind="api_key",
-        id=f"key:{record.id}",
-        name=record.name,
-        scopes=Scope.known(record.scopes),
-        viewer=Viewer(record.tenant, record.job_types),
-    )

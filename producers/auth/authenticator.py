@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from jobstore.factory import open_store
 from jobstore.model import CredentialStore
 from producers.auth.api_keys import PREFIX, ApiKeyVerifier
 from producers.auth.bearer_tokens import JwtVerifier, key_source
 from producers.auth.principal import Principal
 from producers.auth.rate_limit import RateLimiter
 from topology.errors import AuthenticationError, RateLimitedError
-from topology.settings import AuthSettings, Settings
+from topology.settings import AuthSettings
 
 
 class Authenticator:
@@ -70,14 +66,3 @@ def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authen
     source = key_source(settings)
     bearer = None if source is None else JwtVerifier(settings, source)
     return Authenticator(keys, bearer, RateLimiter(settings.rate_limit, settings.rate_burst))
-
-
-@asynccontextmanager
-async def standalone_authenticator(settings: Settings) -> AsyncIterator[Authenticator]:
-    """Yield an authenticator with a job store connection of its own (for the autoscaler)."""
-    store = open_store(settings.locations.store_url)
-    try:
-        await store.migrate()
-        yield open_authenticator(store, settings.auth)
-    finally:
-        await store.close()

@@ -178,7 +178,10 @@ class JwtVerifier:
         """
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationError(f"the token is longer than {MAX_TOKEN_CHARS} characters")
-        header = _header(token)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError("the token is not a well-formed JWT") from exc
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self._algorithms:
             allowed = ", ".join(sorted(self._algorithms))
@@ -237,14 +240,6 @@ class JwtVerifier:
             scopes=_scopes(claims.get(s.jwt_scope_claim)),
             viewer=Viewer(tenant, _patterns(claims.get(s.jwt_job_types_claim), s)),
         )
-
-
-def _header(token: str) -> dict[str, Any]:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise AuthenticationError("the token is not a well-formed JWT") from exc
-    return header
 
 
 def _scopes(value: Any) -> frozenset[Scope]:
