@@ -49,9 +49,7 @@ async def ensure_admin_key(store: CredentialStore, path: Path, auth: AuthSetting
                     path,
                 )
             return False
-    pepper = (
-        None if auth.api_key_pepper is None else auth.api_key_pepper.get_secret_value().encode()
-    )
+    pepper = auth.api_key_pepper
     new = make_key(
         name=KEY_NAME, tenant=DEFAULT_TENANT, scopes=tuple(Scope), pepper=pepper, now=now
     )

@@ -8,18 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from taskctl.context import (
-    Column,
-    JsonFlag,
-    broker_settings,
-    compiled_topology,
-    job_store,
-    out,
-    print_json,
-    print_rows,
-    run,
-    to_the_second,
-)
+from taskctl import context
 from topology.errors import JobNotFoundError
 
 if TYPE_CHECKING:
@@ -85,24 +74,24 @@ def list_(
     limit: Annotated[
         int | None, typer.Option(min=1, help="At most this many (default: every one).")
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """List dead letters; they stay in the DLQ.
 
     Every group's DLQ is read unless a GROUP is named, a page at a time.
     """
     chosen = _filter(job_id, job_type, reason, error, older_than)
-    topology = compiled_topology(None)
+    topology = context.compiled_topology(None)
     groups = [topology.group(group)] if group else list(topology.groups)
-    found = _on_broker(broker_settings(), lambda c: _listing(c, groups, chosen, limit))
+    found = _on_broker(context.broker_settings(), lambda c: _listing(c, groups, chosen, limit))
     rows = [{"group": name} | letter.view() for name, letter in found]
-    columns: list[Column] = [
+    columns: list[context.Column] = [
         *("id", "reason", "group", "type", "attempts", ("last error", "error")),
-        ("dead since", lambda row: to_the_second(row["dead_since"])),
+        ("dead since", lambda row: context.to_the_second(row["dead_since"])),
     ]
-    print_rows(rows, columns, whole=2, as_json=as_json)
+    context.print_rows(rows, columns, whole=2, as_json=as_json)
     if not as_json:
-        out().print(f"{len(rows)} dead letters")
+        context.out().print(f"{len(rows)} dead letters")
 
 
 @app.command()
@@ -110,14 +99,14 @@ def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> 
     """Show one dead letter in full, envelope included."""
     from consumers.dlq import DeadFilter
 
-    compiled = compiled_topology(None).group(group)
+    compiled = context.compiled_topology(None).group(group)
     chosen = DeadFilter(job_id=job_id)
-    found = _on_broker(broker_settings(), lambda c: _listing(c, [compiled], chosen, 1))
+    found = _on_broker(context.broker_settings(), lambda c: _listing(c, [compiled], chosen, 1))
     if not found:
         raise JobNotFoundError(f"no dead letter for job {job_id} in group {group}")
     letter = found[0][1]
     envelope = letter.envelope.model_dump(mode="json") if letter.envelope else None
-    print_json({"group": group} | letter.view() | {"envelope": envelope})
+    context.print_json({"group": group} | letter.view() | {"envelope": envelope})
 
 
 @app.command("replay")
@@ -144,11 +133,13 @@ def replay_(
         raise typer.BadParameter(
             "give a filter (--id, --type, --reason, --error, --older-than) or --all"
         )
-    topology = compiled_topology(None)
+    topology = context.compiled_topology(None)
     compiled = topology.group(group)
-    broker = broker_settings()
+    broker = context.broker_settings()
     outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
-    out().print(f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}")
+    context.out().print(
+        f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
+    )
 
 
 @app.command("purge")
@@ -165,7 +156,7 @@ def purge_(
     from consumers.dlq import purge
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
-    compiled = compiled_topology(None).group(group)
+    compiled = context.compiled_topology(None).group(group)
     if not yes:
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
 
@@ -173,8 +164,10 @@ def purge_(
         with _progress("purging") as progress:
             return await purge(connection, compiled, chosen, progress=progress)
 
-    outcome = _on_broker(broker_settings(), go)
-    out().print(f"purged {outcome.matched}, left {outcome.kept} in the DLQ of group {group}")
+    outcome = _on_broker(context.broker_settings(), go)
+    context.out().print(
+        f"purged {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
+    )
 
 
 def _on_broker(
@@ -187,7 +180,7 @@ def _on_broker(
         async with await connect(broker, name="taskctl dlq") as connection:
             return await work(connection)
 
-    return run(go())
+    return context.run(go())
 
 
 async def _listing(
@@ -228,7 +221,7 @@ async def _replay(
         broker, topology, settings, name="taskctl dlq replay"
     )
     try:
-        async with job_store() as store:
+        async with context.job_store() as store:
             with _progress("replaying") as bar:
                 return await replay(
                     connection, topology, group, publisher, store, chosen, rate=rate, progress=bar
@@ -242,7 +235,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """Yield a progress callback drawing a bar on stderr, for a person only (nothing to a pipe)."""
     from rich.progress import Progress
 
-    console = out(stderr=True)
+    console = context.out(stderr=True)
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)

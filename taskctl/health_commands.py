@@ -10,17 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from taskctl.context import (
-    Column,
-    JsonFlag,
-    broker_settings,
-    compiled_topology,
-    in_store,
-    out,
-    print_json,
-    print_rows,
-    run,
-)
+from taskctl import context
 from topology.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -37,7 +27,7 @@ def scale(
         str | None,
         typer.Option(help="The autoscaler's status URL (default: TASKQ_AUTOSCALER_HOST:PORT)."),
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """Show what the autoscaler sees and decided.
 
@@ -70,7 +60,7 @@ def scale(
         raise SettingsError(
             f"no autoscaler answers at {url} ({exc}); is taskctl up or taskctl autoscale running?"
         ) from exc
-    columns: list[Column] = [
+    columns: list[context.Column] = [
         "group",
         ("backlog", lambda g: "?" if g["backlog"] is None else str(g["backlog"])),
         *("current", "desired"),
@@ -82,11 +72,11 @@ def scale(
         ("in/s", lambda g: "?" if g["publish_rate"] is None else f"{g['publish_rate']:.1f}"),
         ("acked/s", lambda g: "?" if g["ack_rate"] is None else f"{g['ack_rate']:.1f}"),
     ]
-    print_rows(groups, columns, whole=1, as_json=as_json)
+    context.print_rows(groups, columns, whole=1, as_json=as_json)
 
 
 @app.command()
-def queues(as_json: JsonFlag = False) -> None:
+def queues(as_json: context.JsonFlag = False) -> None:
     """Show each group's queues: depth, consumers, rates.
 
     Ready and unacked messages, consumers and publish and ack rates of every work queue and
@@ -94,8 +84,8 @@ def queues(as_json: JsonFlag = False) -> None:
     """
     from topology.management import ManagementClient
 
-    topology = compiled_topology(None)
-    settings = broker_settings()
+    topology = context.compiled_topology(None)
+    settings = context.broker_settings()
 
     async def go() -> list[dict[str, Any]]:
         rows = []
@@ -117,12 +107,12 @@ def queues(as_json: JsonFlag = False) -> None:
                     )
         return rows
 
-    columns: list[Column] = [
+    columns: list[context.Column] = [
         *("queue", "ready", "unacked", "consumers", "group"),
         ("in/s", lambda row: f"{row['publish_rate']:.1f}"),
         ("acked/s", lambda row: f"{row['ack_rate']:.1f}"),
     ]
-    print_rows(run(go()), columns, whole=1, as_json=as_json)
+    context.print_rows(context.run(go()), columns, whole=1, as_json=as_json)
 
 
 def _rate(stats: dict[str, Any], field: str) -> float:
@@ -132,7 +122,7 @@ def _rate(stats: dict[str, Any], field: str) -> float:
 @app.command()
 def breakers(
     group: Annotated[str | None, typer.Option("--group", help="Only this consumer group.")] = None,
-    as_json: JsonFlag = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """List the circuit breakers of running workers.
 
@@ -141,7 +131,9 @@ def breakers(
     from topology.durations import format_duration
 
     if group is not None:
-        compiled_topology(None).group(group)  # an unknown group is an error, not an empty list
+        context.compiled_topology(None).group(
+            group
+        )  # an unknown group is an error, not an empty list
     now = datetime.now(UTC)
     rows = [
         {
@@ -154,35 +146,39 @@ def breakers(
             # A worker's clock may run a little ahead of ours: an age is never negative.
             "age_s": round(max(0.0, (now - record.changed_at).total_seconds()), 3),
         }
-        for record in in_store(lambda s: s.list_breakers(group))
+        for record in context.in_store(lambda s: s.list_breakers(group))
     ]
     if not rows and not as_json:
         where = f" in group {group}" if group else ""
-        out().print(f"no circuit breakers recorded{where}: no running worker's breaker has opened")
+        context.out().print(
+            f"no circuit breakers recorded{where}: no running worker's breaker has opened"
+        )
         return
-    columns: list[Column] = [
+    columns: list[context.Column] = [
         *("dependency", "state", "group", "worker", "failures"),
         ("since", lambda row: format_duration(int(row["age_s"]) * 1000)),
     ]
-    print_rows(rows, columns, whole=2, as_json=as_json)
+    context.print_rows(rows, columns, whole=2, as_json=as_json)
 
 
 @app.command()
-def doctor(as_json: JsonFlag = False) -> None:
+def doctor(as_json: context.JsonFlag = False) -> None:
     """Check that store and broker agree on waiting jobs.
 
     For each group, the jobs the store holds as queued or scheduled must not outnumber the
     messages on its queues and the delay tiers (ready, and unacked where workers hold
     some); a queued job of a type no group takes is a problem too. Exits 1 on a problem.
     """
-    problems = in_store(lambda store: diagnose(store, compiled_topology(None), broker_settings()))
+    problems = context.in_store(
+        lambda store: diagnose(store, context.compiled_topology(None), context.broker_settings())
+    )
     if as_json:
-        print_json({"ok": not problems, "problems": problems})
+        context.print_json({"ok": not problems, "problems": problems})
     elif problems:
         for problem in problems:
-            out().print(problem)
+            context.out().print(problem)
     else:
-        out().print("ok: every queued or scheduled job has a message on the broker")
+        context.out().print("ok: every queued or scheduled job has a message on the broker")
     if problems:
         raise typer.Exit(1)
 

@@ -9,18 +9,7 @@ import orjson
 import typer
 
 from jobstore.model import JobStatus
-from taskctl.context import (
-    Column,
-    JsonFlag,
-    broker_settings,
-    compiled_topology,
-    in_store,
-    out,
-    print_json,
-    print_rows,
-    run,
-    to_the_second,
-)
+from taskctl import context
 from topology.errors import SettingsError, TaskqError
 from topology.priority import Priority
 
@@ -42,7 +31,7 @@ _FIELDS = (
 
 def _print_job(job: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print_json(job)
+        context.print_json(job)
         return
     # Plain lines, label then value: nothing to cut, and the terminal wraps a long value.
     for key in _FIELDS:
@@ -76,7 +65,7 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Submit at most once per key.")
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """Submit a job and print it once the broker confirmed it."""
     from producers.client import AsyncClient
@@ -98,16 +87,18 @@ def submit(
             raise result
         return result
 
-    _print_job(run(go()), as_json)
+    _print_job(context.run(go()), as_json)
 
 
 @app.command()
-def status(job_id: JobId, as_json: JsonFlag = False) -> None:
+def status(job_id: JobId, as_json: context.JsonFlag = False) -> None:
     """Print a job: status, attempts, times, error, result."""
     from producers.tenancy import get_visible
     from producers.views import job_view
 
-    _print_job(job_view(in_store(lambda store: get_visible(store, _viewer(), job_id))), as_json)
+    _print_job(
+        job_view(context.in_store(lambda store: get_visible(store, _viewer(), job_id))), as_json
+    )
 
 
 @app.command()
@@ -121,8 +112,8 @@ def watch(
 
     Exits 0 if the job succeeded, 1 if it ended otherwise.
     """
-    broker, topology, viewer = broker_settings(), compiled_topology(None), _viewer()
-    final = in_store(
+    broker, topology, viewer = context.broker_settings(), context.compiled_topology(None), _viewer()
+    final = context.in_store(
         lambda store: _follow(store, viewer, broker, topology, job_id, timeout or None)
     )
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
@@ -166,7 +157,7 @@ async def _follow(
         async with asyncio.timeout(within):
             while True:
                 error = f"  last error: {view['last_error']}" if view.get("last_error") else ""
-                out().print(
+                context.out().print(
                     f"{view.get('updated_at', '')}  {view['id']}  {view['status']}  "
                     f"attempts {view.get('attempts', 0)}{error}"
                 )
@@ -183,34 +174,34 @@ def jobs(
     job_type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many jobs.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="Continue after this cursor.")] = None,
-    as_json: JsonFlag = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """List jobs newest first."""
     from producers.tenancy import list_visible
     from producers.views import job_view
 
-    found = in_store(
+    found = context.in_store(
         lambda store: list_visible(
             store, _viewer(), status=status_filter, job_type=job_type, limit=limit, cursor=cursor
         )
     )
     views = [job_view(j) for j in found.jobs]
     if as_json:
-        print_json({"jobs": views, "next_cursor": found.next_cursor})
+        context.print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
-    columns: list[Column] = [
+    columns: list[context.Column] = [
         *("id", "status", "type", "attempts"),
         ("last error", lambda job: job["last_error"] or ""),
         "priority",
-        ("updated", lambda job: to_the_second(job["updated_at"])),
+        ("updated", lambda job: context.to_the_second(job["updated_at"])),
     ]
-    print_rows(views, columns, whole=2, as_json=False)
+    context.print_rows(views, columns, whole=2, as_json=False)
     if found.next_cursor:
-        out().print(f"more: --cursor {found.next_cursor}")
+        context.out().print(f"more: --cursor {found.next_cursor}")
 
 
 @app.command()
-def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
+def cancel(job_id: JobId, as_json: context.JsonFlag = False) -> None:
     """Cancel a job that has not started.
 
     A worker that receives it later acks it unrun.
@@ -221,7 +212,7 @@ def cancel(job_id: JobId, as_json: JsonFlag = False) -> None:
         async with await AsyncClient.connect() as client:
             return await client.cancel(job_id)
 
-    _print_job(run(go()), as_json)
+    _print_job(context.run(go()), as_json)
 
 
 @app.command("callback-secret")

@@ -55,14 +55,13 @@ def create(
     if problem := tenant_problem(tenant):
         raise typer.BadParameter(problem, param_hint="--tenant")
     now = datetime.now(UTC)
-    pepper = read_section(AuthSettings).api_key_pepper
     new = make_key(
         name=name,
         tenant=tenant,
         scopes=_scopes(scope),
         job_types=_patterns(job_type),
         expires_at=_expiry(expires_in, now),
-        pepper=None if pepper is None else pepper.get_secret_value().encode(),
+        pepper=read_section(AuthSettings).api_key_pepper,
         now=now,
     )
 

@@ -107,14 +107,6 @@ class EventHub:
         await queue.consume(on_message, no_ack=True)
 
 
-@dataclass(slots=True)
-class _Client:
-    """What the reader saw of the client: when it last spoke, and why it stopped."""
-
-    seen: float = field(default_factory=time.monotonic)
-    ended: str | None = None
-
-
 async def pump(
     websocket: WebSocket,
     watcher: Watcher,
@@ -124,34 +116,31 @@ async def pump(
     idle_timeout: float,
 ) -> None:
     """Send the watcher's events until ``final(event)``, the client leaves, or a limit is hit."""
-    client = _Client()
-    reader = asyncio.create_task(_read(websocket, client, max_frame))
-    sent = time.monotonic()
+    active = [time.monotonic()]  # when the client last spoke, or was last sent an event
+    reader = asyncio.create_task(_read(websocket, active, max_frame))
     try:
         while True:
-            quiet = time.monotonic() - max(sent, client.seen)
             getter = asyncio.ensure_future(watcher.events.get())
             done, _ = await asyncio.wait(
                 {reader, getter},
-                timeout=max(0.0, idle_timeout - quiet),
+                timeout=max(0.0, active[0] + idle_timeout - time.monotonic()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if getter not in done:
                 getter.cancel()
             if reader in done:
-                if client.ended == "too_big":
+                if reader.exception() is None and reader.result():
                     await _close(websocket, TOO_BIG, "frame over the size limit")
                 return
-            if getter not in done:
-                if time.monotonic() - max(sent, client.seen) >= idle_timeout:
-                    await _close(websocket, IDLE, "idle timeout")
+            if getter in done:
+                event = getter.result()
+                await websocket.send_json(event)
+                active[0] = time.monotonic()
+                if final(event):
+                    await _close(websocket, 1000, "")
                     return
-                continue
-            event = getter.result()
-            await websocket.send_json(event)
-            sent = time.monotonic()
-            if final(event):
-                await _close(websocket, 1000, "")
+            elif time.monotonic() - active[0] >= idle_timeout:
+                await _close(websocket, IDLE, "idle timeout")
                 return
     except WebSocketDisconnect:
         return
@@ -159,18 +148,16 @@ async def pump(
         reader.cancel()
 
 
-async def _read(websocket: WebSocket, client: _Client, max_frame: int) -> None:
-    """Read what the client sends (nothing is expected) until it leaves or oversteps."""
+async def _read(websocket: WebSocket, active: list[float], max_frame: int) -> bool:
+    """Read what the client sends (nothing is expected); return whether a frame overstepped."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            client.ended = "gone"
-            return
+            return False
         size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode())
         if size > max_frame:
-            client.ended = "too_big"
-            return
-        client.seen = time.monotonic()
+            return True
+        active[0] = time.monotonic()
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

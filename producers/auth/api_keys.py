@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr
+
 from jobstore.model import ApiKeyRecord, CredentialStore
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
@@ -40,9 +42,10 @@ def parse(token: str) -> tuple[str, str] | None:
     return None if found is None else (found[1], found[2])
 
 
-def digest(pepper: bytes | None, key_id: str, secret: str) -> bytes:
+def digest(pepper: SecretStr | None, key_id: str, secret: str) -> bytes:
     """Return the keyed hash the store keeps for a key (bound to its id)."""
-    return hmac.new(pepper or _DEFAULT_PEPPER, f"{key_id}:{secret}".encode(), "sha256").digest()
+    key = b"" if pepper is None else pepper.get_secret_value().encode()
+    return hmac.new(key or _DEFAULT_PEPPER, f"{key_id}:{secret}".encode(), "sha256").digest()
 
 
 def make_key(
@@ -52,7 +55,7 @@ def make_key(
     scopes: tuple[Scope, ...],
     job_types: tuple[str, ...] | None = None,
     expires_at: datetime | None = None,
-    pepper: bytes | None = None,
+    pepper: SecretStr | None = None,
     now: datetime | None = None,
 ) -> NewKey:
     """Return a new random key and the record that stores its hash."""
@@ -75,7 +78,7 @@ class ApiKeyVerifier:
     """Verifies API keys against the store, remembering good ones for ``cache_ttl`` seconds."""
 
     def __init__(
-        self, store: CredentialStore, *, pepper: bytes | None = None, cache_ttl: float = 5.0
+        self, store: CredentialStore, *, pepper: SecretStr | None = None, cache_ttl: float = 5.0
     ) -> None:
         self._store = store
         self._pepper = pepper

@@ -57,10 +57,9 @@ class Authenticator:
 
 def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authenticator:
     """Return the authenticator ``settings`` describe, checking keys against ``store``."""
-    pepper = settings.api_key_pepper
     keys = ApiKeyVerifier(
         store,
-        pepper=None if pepper is None else pepper.get_secret_value().encode(),
+        pepper=settings.api_key_pepper,
         cache_ttl=settings.api_key_cache_ttl,
     )
     source = key_source(settings)
