@@ -9,23 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from topology.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
-from webhooks.schemes.base import (
-    DEFAULT_TOLERANCE,
-    Delivery,
-    byte_secrets,
-    check_signature_count,
-    check_window,
-    decode_base64,
-    decode_hex,
-    foreign_errors,
-    hmac_matches,
-    json_object,
-    positive_tolerance,
-    printable_token,
-    required_header,
-    signature_header,
-    unix_seconds,
-)
+from webhooks.schemes import base
 
 Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
@@ -48,27 +32,27 @@ class HmacVerifier:
         encoding: Encoding = "hex",
         prefix: str = "",
         timestamp_header: str | None = None,
-        tolerance: int = DEFAULT_TOLERANCE,
+        tolerance: int = base.DEFAULT_TOLERANCE,
         id_header: str | None = None,
         event_header: str | None = None,
     ) -> None:
-        self._secrets = byte_secrets(secrets)
+        self._secrets = base.byte_secrets(secrets)
         self._algorithm = _algorithm(algorithm)
-        self._decode = decode_hex if _encoding(encoding) == "hex" else decode_base64
+        self._decode = base.decode_hex if _encoding(encoding) == "hex" else base.decode_base64
         if not prefix.isascii():
             raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
         self._prefix = prefix
-        self._tolerance = positive_tolerance(tolerance)
+        self._tolerance = base.positive_tolerance(tolerance)
         # The receiver hands over lower-cased header names.
         self._header = _header_name(header)
         self._timestamp_header = _header_name(timestamp_header) if timestamp_header else None
         self._id_header = _header_name(id_header) if id_header else None
         self._event_header = _header_name(event_header) if event_header else None
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         """Return the delivery if one configured secret signed ``body``, else raise a WebhookError."""
-        with foreign_errors(f"{self._header} HMAC"):
-            value = signature_header(headers, self._header)
+        with base.foreign_errors(f"{self._header} HMAC"):
+            value = base.signature_header(headers, self._header)
             if not value.startswith(self._prefix):
                 raise MalformedWebhook(
                     f"the {self._header} header does not start with {self._prefix!r}"
@@ -76,27 +60,27 @@ class HmacVerifier:
             given = self._decode(value[len(self._prefix) :], f"the {self._header} header")
             timestamp = None
             if self._timestamp_header is not None:
-                value = required_header(headers, self._timestamp_header)
-                timestamp = unix_seconds(value, f"the {self._timestamp_header} header")
+                value = base.required_header(headers, self._timestamp_header)
+                timestamp = base.unix_seconds(value, f"the {self._timestamp_header} header")
             # No id from the sender: the body's hash makes an identical redelivery dedup.
             delivery_id = _token(headers, self._id_header) or (
                 "sha256:" + hashlib.sha256(body).hexdigest()
             )
             event = _token(headers, self._event_header)
             content = _signed_content(body, timestamp)
-            if not hmac_matches(self._secrets, content, [given], self._algorithm):
+            if not base.hmac_matches(self._secrets, content, [given], self._algorithm):
                 raise SignatureRejected(
                     f"the {self._header} signature matches no configured secret"
                 )
             if timestamp is not None:
-                check_window(timestamp, now, self._tolerance, future_ok=False)
-            return Delivery(delivery_id, event, timestamp)
+                base.check_window(timestamp, now, self._tolerance, future_ok=False)
+            return base.Delivery(delivery_id, event, timestamp)
 
 
 def _token(headers: Mapping[str, str], name: str | None) -> str | None:
     if name is None:
         return None
-    return printable_token(required_header(headers, name), f"the {name} header")
+    return base.printable_token(base.required_header(headers, name), f"the {name} header")
 
 
 def _signed_content(body: bytes, timestamp: int | None) -> bytes:
@@ -146,38 +130,42 @@ STRIPE_SIGNATURE_HEADER = "stripe-signature"
 class StripeVerifier:
     """Verifies Stripe events; a stale timestamp fails, a future one passes as in stripe-python."""
 
-    def __init__(self, secrets: Sequence[bytes], tolerance: int = DEFAULT_TOLERANCE) -> None:
-        self._secrets = byte_secrets(secrets)
-        self._tolerance = positive_tolerance(tolerance)
+    def __init__(self, secrets: Sequence[bytes], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
+        self._secrets = base.byte_secrets(secrets)
+        self._tolerance = base.positive_tolerance(tolerance)
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         """Return the event's delivery if any v1 signature matches a secret, else raise a WebhookError."""
-        with foreign_errors("Stripe"):
-            timestamp, given = _parse_stripe(signature_header(headers, STRIPE_SIGNATURE_HEADER))
-            if not hmac_matches(self._secrets, _signed_content(body, timestamp), given):
+        with base.foreign_errors("Stripe"):
+            timestamp, given = _parse_stripe(
+                base.signature_header(headers, STRIPE_SIGNATURE_HEADER)
+            )
+            if not base.hmac_matches(self._secrets, _signed_content(body, timestamp), given):
                 raise SignatureRejected(
                     "no v1 signature in Stripe-Signature matches a configured secret"
                 )
             # Checked after the signature, as stripe-python does: this error means authentic
             # but stale, never a forgery.
-            check_window(timestamp, now, self._tolerance, future_ok=True)
+            base.check_window(timestamp, now, self._tolerance, future_ok=True)
             event_id, event_type = _stripe_event(body)
-            return Delivery(event_id, event_type, timestamp)
+            return base.Delivery(event_id, event_type, timestamp)
 
 
 def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
     """Return the timestamp and the decoded v1 signatures; v0 and unknown schemes are skipped."""
     items = value.split(",")
-    check_signature_count(len(items) - 1, "Stripe-Signature")  # every entry but the one t=
+    base.check_signature_count(len(items) - 1, "Stripe-Signature")  # every entry but the one t=
     entries = [item.partition("=") for item in items]
     if any(not sep for _, sep, _ in entries):
         raise MalformedWebhook("every Stripe-Signature entry must be name=value")
     timestamps = [text for name, _, text in entries if name == "t"]
     if len(timestamps) != 1:
         raise MalformedWebhook("Stripe-Signature must hold exactly one t= timestamp")
-    timestamp = unix_seconds(timestamps[0], "the Stripe-Signature t= value")
+    timestamp = base.unix_seconds(timestamps[0], "the Stripe-Signature t= value")
     given = [
-        decode_hex(text, "a Stripe-Signature v1 value") for name, _, text in entries if name == "v1"
+        base.decode_hex(text, "a Stripe-Signature v1 value")
+        for name, _, text in entries
+        if name == "v1"
     ]
     if not given:
         raise SignatureRejected(
@@ -188,11 +176,11 @@ def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
 
 def _stripe_event(body: bytes) -> tuple[str, str]:
     """Return the id and type of the verified event body."""
-    event = json_object(body)
+    event = base.json_object(body)
     if event is None:
         raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
     event_id, event_type = event.get("id"), event.get("type")
     if not isinstance(event_id, str) or not isinstance(event_type, str):
         raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
-    event_id = printable_token(event_id, "the Stripe event id")
-    return event_id, printable_token(event_type, "the Stripe event type")
+    event_id = base.printable_token(event_id, "the Stripe event id")
+    return event_id, base.printable_token(event_type, "the Stripe event type")

@@ -11,21 +11,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from topology.errors import MalformedWebhook, SignatureRejected, WebhookConfigError
-from webhooks.schemes.base import (
-    DEFAULT_TOLERANCE,
-    Delivery,
-    check_signature_count,
-    check_window,
-    decode_base64,
-    foreign_errors,
-    hmac_matches,
-    json_object,
-    positive_tolerance,
-    printable_token,
-    required_header,
-    signature_header,
-    unix_seconds,
-)
+from webhooks.schemes import base
 
 HMAC_PREFIX = "whsec_"
 PUBLIC_PREFIX = "whpk_"
@@ -39,24 +25,24 @@ SIGNATURE_HEADER = "webhook-signature"
 class StandardVerifier:
     """Verifies Standard Webhooks deliveries against every trusted key; ±tolerance around now."""
 
-    def __init__(self, secrets: Sequence[str], tolerance: int = DEFAULT_TOLERANCE) -> None:
+    def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
         self._hmac_secrets, self._public_keys = _parse_keys(secrets)
-        self._tolerance = positive_tolerance(tolerance)
+        self._tolerance = base.positive_tolerance(tolerance)
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         """Return the delivery if any signature matches a key of its kind, else raise a WebhookError."""
-        with foreign_errors("Standard Webhooks"):
-            msg_id = _message_id(required_header(headers, ID_HEADER))
-            timestamp = unix_seconds(
-                required_header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
+        with base.foreign_errors("Standard Webhooks"):
+            msg_id = _message_id(base.required_header(headers, ID_HEADER))
+            timestamp = base.unix_seconds(
+                base.required_header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
             )
             hmac_signatures, ed25519_signatures = _parse(
-                signature_header(headers, SIGNATURE_HEADER)
+                base.signature_header(headers, SIGNATURE_HEADER)
             )
             self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
             # Checked after the signature so this error means authentic but stale (or skewed).
-            check_window(timestamp, now, self._tolerance, future_ok=False)
-            return Delivery(msg_id, _event_type(body), timestamp)
+            base.check_window(timestamp, now, self._tolerance, future_ok=False)
+            return base.Delivery(msg_id, _event_type(body), timestamp)
 
     def _check(self, content: bytes, hmacs: list[bytes], ed25519s: list[bytes]) -> None:
         hmacs = hmacs if self._hmac_secrets else []
@@ -65,7 +51,7 @@ class StandardVerifier:
             raise SignatureRejected(
                 "webhook-signature holds no signature of a version this receiver has keys for"
             )
-        if not hmac_matches(self._hmac_secrets, content, hmacs) and not any(
+        if not base.hmac_matches(self._hmac_secrets, content, hmacs) and not any(
             _ed25519_valid(key, signature, content)
             for key in self._public_keys
             for signature in ed25519s
@@ -89,22 +75,22 @@ def _message_id(value: str) -> str:
     # A dot in the id would let "{id}.{ts}" be split two ways; the spec forbids it.
     if "." in value:
         raise MalformedWebhook("webhook-id must not contain '.'")
-    return printable_token(value, "webhook-id")
+    return base.printable_token(value, "webhook-id")
 
 
 def _parse(value: str) -> tuple[list[bytes], list[bytes]]:
     """Return the decoded v1 and v1a signatures; entries of unknown versions are skipped."""
     entries = value.split()
-    check_signature_count(len(entries), "webhook-signature")
+    base.check_signature_count(len(entries), "webhook-signature")
     hmac_signatures, ed25519_signatures = [], []
     for entry in entries:
         version, comma, encoded = entry.partition(",")
         if not comma:
             raise MalformedWebhook("every webhook-signature entry must be <version>,<base64>")
         if version == "v1":
-            hmac_signatures.append(decode_base64(encoded, "a webhook-signature v1 value"))
+            hmac_signatures.append(base.decode_base64(encoded, "a webhook-signature v1 value"))
         elif version == "v1a":
-            ed25519_signatures.append(decode_base64(encoded, "a webhook-signature v1a value"))
+            ed25519_signatures.append(base.decode_base64(encoded, "a webhook-signature v1a value"))
     return hmac_signatures, ed25519_signatures
 
 
@@ -118,7 +104,7 @@ def _ed25519_valid(key: Ed25519PublicKey, signature: bytes, content: bytes) -> b
 
 def _event_type(body: bytes) -> str | None:
     """Return the body's string "type", or None: the signature authenticates, not the body's shape."""
-    event_type = (json_object(body) or {}).get("type")
+    event_type = (base.json_object(body) or {}).get("type")
     return event_type if isinstance(event_type, str) else None
 
 
