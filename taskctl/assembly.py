@@ -133,11 +133,10 @@ async def run_worker(group_name: str, settings: Settings) -> int:
     # One worker a process: its metrics go on the process-wide registry, which prometheus_client
     # fills with process and platform collectors.
     served = REGISTRY
-    stack = contextlib.AsyncExitStack()
-    async with stack:
+    async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(callbacks.close)
-        name = f"taskq worker {group_name}"
-        producer = await open_producer(settings, confirmed(f"{name} (publish)"), served)
+        connect = confirmed(f"taskq worker {group_name} (publish)")
+        producer = await open_producer(settings, connect, served)
         stack.push_async_callback(producer.close)
         backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
         group = backends.topology.group(group_name)

@@ -121,8 +121,14 @@ async def with_autoscaler(
             await runner.cleanup()
 
 
-async def kubernetes(topology: CompiledTopology, settings: Settings, namespace: str | None) -> int:
-    """Scale each handled group's Deployment in ``namespace`` (default: the API's) until stopped."""
+async def autoscale(
+    path: Path | None, *, kubernetes: bool, namespace: str | None, grace: float
+) -> int:
+    """Scale each handled group's local workers, or its Deployment in ``namespace``, until stopped."""
+    settings = load_settings()
+    topology = compile_topology(load_topology(path or topology_path(settings.locations)))
+    if not kubernetes:
+        return await supervise(topology, settings, [], grace=grace)
     from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 
     scaler = KubernetesScaler(await KubeApi.load(), namespace=namespace)

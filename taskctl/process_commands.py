@@ -77,16 +77,9 @@ def autoscale(
     Locally it runs each handled group's workers as taskctl up does, without the API; with
     --kubernetes it scales the Deployments taskq-worker-<group>. Its logs are its output.
     """
-    from taskctl import pipeline
-    from topology.compiled import compile_topology
-    from topology.loader import load_topology, topology_path
-    from topology.settings import load_settings
+    from taskctl.pipeline import autoscale as run_autoscale
 
-    async def main() -> int:
-        settings = load_settings()
-        topology = compile_topology(load_topology(file or topology_path(settings.locations)))
-        if kubernetes:
-            return await pipeline.kubernetes(topology, settings, namespace)
-        return await pipeline.supervise(topology, settings, [], grace=grace)
-
-    serve("taskctl autoscale", lambda: run(main()))
+    serve(
+        "taskctl autoscale",
+        lambda: run(run_autoscale(file, kubernetes=kubernetes, namespace=namespace, grace=grace)),
+    )
