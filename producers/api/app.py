@@ -124,16 +124,6 @@ def create_app(
     return app
 
 
-def scrape(registry: CollectorRegistry) -> bytes:
-    """Return the metrics of every taskq process on this host (``taskctl up``), or of this one."""
-    # Under ``taskctl up`` every process writes to PROMETHEUS_MULTIPROC_DIR.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        merged = CollectorRegistry()
-        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.26
-        return generate_latest(merged)
-    return generate_latest(registry) + generate_latest(REGISTRY)
-
-
 def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -161,7 +151,14 @@ def _health_routes(app: FastAPI, metrics: ApiMetrics) -> None:
         **secured(Scope.METRICS_READ),
     )
     async def prometheus() -> Response:
-        return Response(scrape(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Under ``taskctl up`` every process writes to PROMETHEUS_MULTIPROC_DIR: serve them all.
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.26
+            scraped = generate_latest(merged)
+        else:
+            scraped = generate_latest(metrics.registry) + generate_latest(REGISTRY)
+        return Response(scraped, media_type=CONTENT_TYPE_LATEST)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from topology.errors import DeliveryFailed, DeliveryRejected, OutboundError
+from topology.errors import DeliveryFailed, DeliveryRejected
 from webhooks.outbound.addresses import (
     DNS_TIMEOUT_S,
     AllowList,
@@ -74,9 +74,7 @@ async def post(
                 response = await _send(client, allow, target, body, headers, limit)
     except TimeoutError as exc:
         raise DeliveryFailed(f"{shown} did not answer within {timeout}s") from exc
-    error = outcome_error(response, shown)
-    if error is not None:
-        raise error
+    _check_outcome(response, shown)
     return response
 
 
@@ -158,23 +156,23 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def outcome_error(response: Response, shown: str) -> OutboundError | None:
-    """Return the error a non-2xx ``response`` from ``shown`` stands for, or None for a 2xx."""
+def _check_outcome(response: Response, shown: str) -> None:
+    """Raise the error a non-2xx ``response`` from ``shown`` stands for."""
     status = response.status
     if 200 <= status < 300:
-        return None
+        return
     hint = retry_after(response.headers.get("retry-after"))
     if 300 <= status < 400:
         where = response.headers.get("location", "nowhere")
-        return DeliveryFailed(
+        raise DeliveryFailed(
             f"{shown} answered {status} redirecting to {where!r}; redirects are not followed",
             status=status,
             retry_after=hint,
         )
     snippet = response.body[:120]
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-        return DeliveryRejected(f"{shown} rejected the call: {status} {snippet!r}", status=status)
-    return DeliveryFailed(
+        raise DeliveryRejected(f"{shown} rejected the call: {status} {snippet!r}", status=status)
+    raise DeliveryFailed(
         f"{shown} answered {status} {snippet!r}; retry later", status=status, retry_after=hint
     )
 
