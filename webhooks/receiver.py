@@ -19,7 +19,6 @@ from loguru import logger
 from producers.api import problems
 from producers.api.app import Services
 from producers.api.metrics import ApiMetrics
-from producers.api.schemas import Problem
 from producers.auth.rate_limit import RateLimiter, retry_after
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.compiled import CompiledTopology
@@ -134,19 +133,6 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
         "/webhooks/{source}",
         status_code=202,
         summary="Receive a signed webhook delivery and enqueue it as a job",
-        responses={
-            status: {"model": Problem, "description": why}
-            for status, why in {
-                400: "a malformed signature header or delivery",
-                401: "a missing or wrong signature, or a stale timestamp",
-                404: "no such webhook source",
-                409: "the same delivery is still being enqueued",
-                413: "the body is over the size limit",
-                422: "a delivery id reused for another body",
-                429: "the source sent more than its rate allows",
-                503: "the broker or the job store is down, or the source has no secret",
-            }.items()
-        },
     )
     async def receive(source: str, request: Request) -> Response:
         """Verify one delivery of ``source`` and answer 202 with its job once the broker has it."""
