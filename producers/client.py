@@ -19,7 +19,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack
 
-import orjson
 from pydantic import JsonValue, ValidationError
 
 from jobstore.model import JobStatus
@@ -180,7 +179,7 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
 
 
 def _view(done: Submitted) -> JobView:
-    view: JobView = orjson.loads(done.response)
+    view: JobView = done.view()
     view["replayed"] = done.replayed
     return view
 

@@ -97,8 +97,19 @@ class Submitted:
     """A job the broker confirmed, or the stored answer to an earlier identical request."""
 
     job_id: str
-    response: bytes  # the job's view as JSON: what a 2xx answers with
+    answer: bytes | JobRecord  # the stored answer (a replay), or the job it is made from
     replayed: bool = False
+
+    @property
+    def response(self) -> bytes:
+        """Return the job's view as JSON: what a 2xx answers with."""
+        answer = self.answer
+        return answer if isinstance(answer, bytes) else orjson.dumps(job_view(answer))
+
+    def view(self) -> dict[str, Any]:
+        """Return the job's view, made straight from the job when there is no stored answer."""
+        answer = self.answer
+        return orjson.loads(answer) if isinstance(answer, bytes) else job_view(answer)
 
 
 @dataclass(slots=True)
@@ -109,7 +120,6 @@ class _Pending:
     job: JobRecord
     envelope: Envelope
     route: Route
-    accepted: Submitted | None = None  # its answer once confirmed, if made while it travelled
 
 
 _Outcome = Claim | TaskqError | None
@@ -295,9 +305,11 @@ class Submitter:
             # The rest waits one turn of the loop, in which the connection's writer puts the
             # frames this publish queues on the socket: the confirm travels meanwhile (an
             # inline SQLite write runs to its commit without yielding).
-            meanwhile = asyncio.ensure_future(self._meanwhile(early, stored))
+            storing = (
+                asyncio.ensure_future(self._claimed(stored, meanwhile=True)) if stored else None
+            )
             early_errors = await self._publish_new(early)
-            claims = await meanwhile
+            claims = await storing if storing else []
             await self._behind(early, early_errors)
         late_errors: Sequence[TaskqError | None] = ()
         if not isinstance(claims, TaskqError):
@@ -332,19 +344,14 @@ class Submitter:
             elif isinstance(error, _NOT_PUBLISHED) and pending.envelope.payload_ref:
                 await self._blobs.delete(pending.envelope.payload_ref)
 
-    async def _meanwhile(
-        self, early: Sequence[_Pending], stored: Sequence[_Pending]
+    async def _claimed(
+        self, stored: Sequence[_Pending], *, meanwhile: bool = False
     ) -> list[Claim] | TaskqError:
-        """Make the early jobs' answers and store the others while the early publish travels."""
-        await asyncio.sleep(0)  # the turn of the loop that writes the publish's frames
-        for pending in early:
-            pending.accepted = _accepted(pending.job)
-        return await self._claimed(stored)
-
-    async def _claimed(self, stored: Sequence[_Pending]) -> list[Claim] | TaskqError:
         """Insert the jobs that are stored before they are published; the store's error if it failed."""
         if not stored:
             return []
+        if meanwhile:
+            await asyncio.sleep(0)  # the turn of the loop that writes the early publish's frames
         try:
             return await self._create_jobs([self._new_job(p) for p in stored])
         except TaskqError as exc:
@@ -653,7 +660,7 @@ class Submitter:
         Awaited for keyed jobs (a replay must find the answer), in the background for the
         others: a confirm lost to a crash costs one more copy of the message, no more.
         """
-        answers = [p.accepted or _accepted(p.job) for p in pendings]
+        answers = [_accepted(p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
             if _overlaps(pending):  # no publish deadline to clear: its row is written behind
@@ -772,7 +779,7 @@ def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Sub
 
 
 def _accepted(job: JobRecord) -> Submitted:
-    return Submitted(job.id, orjson.dumps(job_view(job)))
+    return Submitted(job.id, job)
 
 
 def _check_strings(request: JobRequest) -> None:
