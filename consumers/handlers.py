@@ -25,11 +25,8 @@ HandlerFn = Callable[..., Any]
 F = TypeVar("F", bound=HandlerFn)
 
 
-class HandlerSignal(TaskqError):
-    """What a handler raises to steer its job; control flow rather than an error (no suffix)."""
-
-
-class Retry(HandlerSignal):
+# Retry and Permanent steer a job: control flow rather than errors, hence no suffix.
+class Retry(TaskqError):
     """Raised by a handler to ask for another attempt, after ``delay`` seconds if given."""
 
     def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
@@ -37,7 +34,7 @@ class Retry(HandlerSignal):
         super().__init__(reason)
 
 
-class Permanent(HandlerSignal):
+class Permanent(TaskqError):
     """Raised by a handler when no further attempt can succeed: the job goes to the DLQ at once."""
 
 

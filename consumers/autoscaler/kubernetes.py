@@ -19,7 +19,6 @@ from topology.errors import SettingsError, TaskqError
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient, Configuration
-    from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -74,7 +73,12 @@ class KubeApi:
             context = (loader.current_context or {}).get("context") or {}
             # The loader ran the exec plugin once; its token expires, so rerun it when it has.
             if loader._user is not None and "exec" in loader._user:
-                configuration.refresh_api_key_hook = _exec_refresher(loader)
+
+                async def refresh(config: Configuration) -> None:
+                    await loader.load_from_exec_plugin()
+                    config.api_key["BearerToken"] = loader.token
+
+                configuration.refresh_api_key_hook = refresh
         return await cls(configuration, str(context.get("namespace") or "default"))._checked(where)
 
     @classmethod
@@ -121,16 +125,6 @@ def _kubeconfig_files(path: Path | None, env: Mapping[str, str]) -> str:
             else f"no kubeconfig: KUBECONFIG is unset and {files} does not exist"
         )
     return files
-
-
-def _exec_refresher(loader: KubeConfigLoader) -> Callable[[Configuration], Awaitable[None]]:
-    """Return a hook run before each request that reruns the exec plugin once its token expired."""
-
-    async def refresh(configuration: Configuration) -> None:
-        await loader.load_from_exec_plugin()
-        configuration.api_key["BearerToken"] = loader.token
-
-    return refresh
 
 
 @contextmanager

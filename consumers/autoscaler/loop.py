@@ -238,9 +238,8 @@ class Autoscaler:
             return web.json_response({"groups": groups})
 
         more = {"/status": (Scope.ADMIN, status)}
-        registry = self._metrics.registry
         return await serve_metrics(
-            authenticator, host=host, port=port, registry=registry, more=more
+            authenticator, host=host, port=port, registry=self._metrics.registry, more=more
         )
 
     def _remember(self, group: CompiledGroup, status: GroupStatus) -> GroupStatus:
