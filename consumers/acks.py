@@ -32,11 +32,7 @@ class Acks:
         requeue: Sequence[tuple[AbstractChannel, int]] = (),
         reject: Sequence[tuple[AbstractChannel, int]] = (),
     ) -> None:
-        """Ack ``done``, nack ``requeue`` back to the queue, reject ``reject`` (dead-letter them).
-
-        A frame that cannot be sent only means a redelivery (at-least-once): its channel
-        closed, and the broker requeued every delivery it had not settled.
-        """
+        """Ack ``done``, nack ``requeue`` back to the queue, reject ``reject`` (dead-letter them)."""
         by_channel: dict[AbstractChannel, list[tuple[int, int]]] = {}
         for kind, pairs in ((0, requeue), (1, reject), (2, done)):
             for channel, tag in pairs:
@@ -48,6 +44,7 @@ class Acks:
             try:
                 await self._send(channel, tags, settled)
             except _ACK_ERRORS as exc:
+                # At-least-once: the channel closed, and the broker requeued all it had not settled.
                 logger.warning("deliveries not settled, the broker will redeliver them: {}", exc)
                 self._open.pop(channel, None)
         for channel in [c for c in self._open if c.is_closed]:

@@ -1,13 +1,4 @@
-"""``DeliveryTap``: reads a worker's deliveries off its connection's bytes before aiormq does.
-
-aiormq turns each delivery's three frames into three pamqp objects, passes them through two
-queues and a reader task, builds a ``DeliveredMessage`` and starts a task for the consumer:
-most of a no-op job's cost. The tap sits between the socket and aiormq (it is the connection's
-``TransportFactory``): frames of the consumers registered with it (``Basic.Deliver``, its
-content header and body) are cut out of the byte stream and handed to their sink as they
-complete, and every other frame reaches aiormq untouched. The content header's properties are
-kept as bytes and decoded only when asked for (``Properties.headers``).
-"""
+"""``DeliveryTap``: cuts a worker's deliveries out of its connection's bytes before aiormq parses them (why: docs/performance.md)."""
 
 from __future__ import annotations
 

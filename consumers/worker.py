@@ -133,7 +133,6 @@ class Worker:
         self._acks = Acks()
         self._connection: AbstractRobustConnection | None = None
         self._tap = DeliveryTap()
-        self._channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractChannel, str]] = []
         # Running events wait ``running_event_delay``: dropped if the outcome comes first.
         self._due: dict[str, tuple[float, RunJob, datetime]] = {}
@@ -157,19 +156,19 @@ class Worker:
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
-            self._channel = channel
             self._executor = asyncio.get_running_loop().create_task(self._execute())
-            await self._consume()
+            await self._consume(channel)
         except BaseException:
             await self.stop(grace=0)
             raise
         # A reopened channel (after a reconnect) keeps its QoS; its consumers are ours to renew.
-        channel.reopen_callbacks.add(self._consume_again)
+        channel.reopen_callbacks.add(self._consume)
 
-    async def _consume(self) -> None:
-        if self._channel is None:
+    async def _consume(self, channel: AbstractRobustChannel | None) -> None:
+        """Consume the group's queues on ``channel`` (again, when it reopens after a reconnect)."""
+        if channel is None or not self._taking:
             return
-        underlay = await self._channel.get_underlay_channel()
+        underlay = await channel.get_underlay_channel()
         self._consumers = []
         for name in self._deps.group.queue_names:
             try:
@@ -183,10 +182,6 @@ class Worker:
             self._tap.route(underlay, tag, self._on_delivery)
             await underlay.basic_consume(name, self._untapped, no_ack=False, consumer_tag=tag)
             self._consumers.append((underlay, tag))
-
-    async def _consume_again(self, *_: object) -> None:
-        if self._taking:
-            await self._consume()
 
     async def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, then wait up to ``grace`` seconds for jobs in flight; True if they all finished."""

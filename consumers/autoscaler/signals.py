@@ -66,10 +66,7 @@ class SignalReader(AsyncClosing):
     async def depth(self, queue: str) -> int:
         """Return how many messages ``queue`` holds (a DLQ or a delay tier: not work)."""
         (body,) = await self._queues(f"queue {queue!r}", (queue,))
-        messages = body.get("messages", 0)
-        if not isinstance(messages, int) or isinstance(messages, bool):
-            raise SignalsUnavailable(f"queue {queue!r}: messages is not an integer")
-        return messages
+        return _count(f"queue {queue!r}", {"messages": 0} | body, "messages")
 
     async def close(self) -> None:
         """Close the HTTP session; a later ``read`` opens a new one."""
