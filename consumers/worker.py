@@ -606,7 +606,10 @@ class Worker:
         children.queue_wait(priority).observe(max(0.0, (now - enqueued).total_seconds()))
         began = time.perf_counter()
         try:
-            payload = handler.parse(await self._payload(envelope))
+            payload = envelope.payload
+            if envelope.payload_ref is not None:  # offloaded to the blob store
+                payload = orjson.loads(await deps.blobs.get(envelope.payload_ref))
+            payload = handler.parse(payload)
             context = JobContext(
                 job_id=envelope.id,
                 job_type=envelope.type,
@@ -639,11 +642,6 @@ class Worker:
             for name in handler.depends_on:
                 self.breakers.get(name).failed()
         return Failed(exc)
-
-    async def _payload(self, envelope: Envelope) -> Any:
-        if envelope.payload_ref is None:
-            return envelope.payload
-        return orjson.loads(await self._deps.blobs.get(envelope.payload_ref))
 
     @contextmanager
     def _scope(self, delivery: Delivery) -> Iterator[None]:

@@ -189,7 +189,8 @@ class KubernetesScaler(AsyncClosing):
             self._client = ApiClient(self._api.configuration)
             self._client.user_agent = "taskq-autoscaler"
         apps = AppsV1Api(self._client)
-        name, where = self._deployment(group), self._where(group)
+        name = self._deployment(group)
+        where = f"deployment {name!r} in namespace {self._namespace!r}"
         request: Awaitable[Any] = (
             apps.read_namespaced_deployment_scale(
                 name, self._namespace, _request_timeout=self._timeout
@@ -213,9 +214,6 @@ class KubernetesScaler(AsyncClosing):
         except (ValueError, TypeError) as exc:
             # The client turns the answer into a V1Scale and refuses fields of the wrong type.
             raise ScaleError(f"the scale of {where} is not an autoscaling/v1 Scale: {exc}") from exc
-
-    def _where(self, group: str) -> str:
-        return f"deployment {self._deployment(group)!r} in namespace {self._namespace!r}"
 
 
 def _replicas(scale: Any, where: str) -> int:
