@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import takewhile
 
 import aiormq
 from aiormq.abc import AbstractChannel
@@ -63,18 +64,12 @@ class Acks:
                 await channel.basic_nack(tag, requeue=True, wait=False)
             else:
                 await channel.basic_reject(tag, requeue=False, wait=False)
-        head = None
-        for tag in tags:
-            if tag not in finished:
-                break
-            head = tag
-        if head is not None:
-            for tag in list(tags):
-                del tags[tag]
-                finished.discard(tag)
-                if tag == head:
-                    break
-            await channel.basic_ack(head, multiple=True, wait=False)
+        head = list(takewhile(finished.__contains__, tags))  # the finished run at the head
+        for tag in head:
+            del tags[tag]
+        finished.difference_update(head)
+        if head:
+            await channel.basic_ack(head[-1], multiple=True, wait=False)
         for tag in sorted(finished):
             tags.pop(tag, None)
             await channel.basic_ack(tag, wait=False)

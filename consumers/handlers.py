@@ -115,7 +115,7 @@ class HandlerRegistry:
         """
 
         def register(fn: F) -> F:
-            if job_type in self._exact or any(h.pattern == job_type for h in self._patterns):
+            if job_type in self.job_types:
                 raise ValueError(f"a handler for {job_type!r} is registered already")
             parameters = list(inspect.signature(fn).parameters.values())
             if len(parameters) != 2:
