@@ -142,10 +142,9 @@ class HandlerRegistry:
 
     def resolve(self, job_type: str) -> Handler | None:
         """Return the handler for ``job_type``, or ``None`` when none takes it."""
-        found = self._exact.get(job_type)
-        if found is not None:
-            return found
-        return next((h for h in self._patterns if routing.matches(h.pattern, job_type)), None)
+        return self._exact.get(job_type) or next(
+            (h for h in self._patterns if routing.matches(h.pattern, job_type)), None
+        )
 
     @property
     def job_types(self) -> tuple[str, ...]:
