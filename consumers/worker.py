@@ -374,11 +374,11 @@ class Worker:
             jobs = [await self._end_alone(finals, index, end) for index, end in ends]
             try:
                 _, started = await self._deps.store.run_window([], starts)
-            except TaskqError as exc:
-                logger.warning("runs not started, their deliveries go back to the queue: {}", exc)
+            except TaskqError as error:
+                logger.warning("runs not started, their deliveries go back to the queue: {}", error)
                 for delivery in claims:
                     self._unprobed(delivery)
-                    finals.append((delivery, Action(Act.REQUEUE, error=str(exc))))
+                    finals.append((delivery, Action(Act.REQUEUE, error=str(error))))
                 claims, started = [], []
         for (index, _), job in zip(ends, jobs, strict=True):
             delivery, action = finals[index]
