@@ -92,8 +92,7 @@ class Handler:
     async def call(self, payload: Any, context: JobContext) -> Any:
         """Run the function with the parsed payload and the context; sync ones in a thread."""
         if self.is_async:
-            result: Awaitable[Any] = self.fn(payload, context)
-            return await result
+            return await self.fn(payload, context)
         return await asyncio.to_thread(self.fn, payload, context)
 
 
