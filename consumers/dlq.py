@@ -422,8 +422,7 @@ async def listing(
             fates.append(Fate.KEEP)
         return fates
 
-    def enough() -> int:
-        return PAGE if len(found) < limit else 0
-
-    run = await _run(connection, group, decide, cursor=cursor, enough=enough)
+    run = await _run(
+        connection, group, decide, cursor=cursor, enough=lambda: PAGE if len(found) < limit else 0
+    )
     return Page(found, None if run.done else run.mark)
