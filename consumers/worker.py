@@ -445,7 +445,11 @@ class Worker:
                 return None
             return RunEnd(envelope.id, run, None, now, error=action.error)
         result = action.result if action.act is Act.ACK else None
-        return RunEnd(envelope.id, run, action.status, now, result=result, error=action.error)
+        # An end without a run (no handler for the type) may find no row yet: it makes one.
+        made = envelope if run == 0 else None
+        return RunEnd(
+            envelope.id, run, action.status, now, result=result, error=action.error, envelope=made
+        )
 
     def _ended(
         self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime

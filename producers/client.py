@@ -137,6 +137,7 @@ class AsyncClient(AsyncClosing):
 
     async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
+        await self._submitter.settle()
         page = await list_visible(
             self._submitter.store,
             self._viewer,
