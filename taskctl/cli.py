@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
@@ -33,19 +34,39 @@ MODULES = {
 SILENT = frozenset({"config", "status", "jobs", "breakers", "keys"})
 
 
-class _Commands(TyperGroup):
-    """The command group: each command is built on first use; a taskq error ends it on stderr, status 1."""
+class _Lazy(MutableMapping[str, Any]):
+    """The commands by name, each built on first lookup from its module's ``app``."""
 
-    def list_commands(self, ctx: Any) -> list[str]:
-        return list(MODULES)
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
 
-    def get_command(self, ctx: Any, name: str) -> Any:
-        if name not in self.commands and name in MODULES:
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
             app = importlib.import_module(f"taskctl.{MODULES[name]}").app
             group = typer.main.get_group(app)
             # A module of sub-commands is itself the group; the others only hold commands.
-            self.commands.update({name: group} if app.info.name == name else group.commands)
-        return self.commands.get(name)
+            self._built.update({name: group} if app.info.name == name else group.commands)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODULES)
+
+    def __len__(self) -> int:
+        return len(MODULES)
+
+
+class _Commands(TyperGroup):
+    """The command group: a taskq error ends any command with its message on stderr, status 1."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.commands = _Lazy()
 
     def invoke(self, ctx: Any) -> Any:  # typer's Context class lives in its private click copy
         try:
