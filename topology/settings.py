@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from topology.errors import SettingsError
-from topology.limits import MAX_DELAY_S, tenant_problem
+from topology.limits import MAX_DELAY_S, Tenant, checked, tenant_problem
 from topology.names import DEFAULT_TENANT
 
 ENV_PREFIX = "TASKQ_"
@@ -61,13 +61,6 @@ def _scheme(*allowed: str) -> AfterValidator:
         return value
 
     return AfterValidator(check)
-
-
-def _tenant(value: str) -> str:
-    problem = tenant_problem(value) if value else None
-    if problem:
-        raise ValueError(problem)
-    return value
 
 
 class Section(BaseModel):
@@ -238,7 +231,7 @@ class AuthSettings(Section):
     """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
     jwt_tenant_claim: str = "tenant"
     """The claim holding a token's tenant."""
-    jwt_default_tenant: Annotated[str, AfterValidator(_tenant)] = DEFAULT_TENANT
+    jwt_default_tenant: Annotated[str, checked(lambda v: v and tenant_problem(v))] = DEFAULT_TENANT
     """The tenant of tokens without the claim (empty: refuse them)."""
     jwt_scope_claim: str = "scope"
     """The claim holding a token's scopes."""
@@ -302,7 +295,7 @@ class AuthSettings(Section):
 class ClientSettings(Section):
     """Who the Python clients and ``taskctl`` act as."""
 
-    tenant: Annotated[str, AfterValidator(_tenant), Field(min_length=1)] = DEFAULT_TENANT
+    tenant: Tenant = DEFAULT_TENANT
     """The tenant whose jobs the Python clients and the ``taskctl`` job commands submit and see."""
     api_key: SecretStr | None = None
     """The API key ``taskctl`` sends to HTTP APIs (default: the admin key file's)."""
