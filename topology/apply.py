@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiormq
 from aio_pika.abc import ExchangeType
@@ -242,9 +242,9 @@ async def _delete(
     prune: bool,
     progress: Progress,
 ) -> tuple[str, ...]:
-    doomed = [i.declared for i in plan.of(Action.CONFLICT) if _name(i.declared) in recreate]
+    conflicts = [i.declared for i in plan.of(Action.CONFLICT) if _name(i.declared) in recreate]
     extra = [i.live for i in plan.of(Action.EXTRA)] if prune else []
-    doomed += [o for o in extra if isinstance(o, Exchange | Queue)]
+    doomed = [o for o in (*conflicts, *extra) if isinstance(o, Exchange | Queue)]
     # Refuse before deleting anything, so a refusal leaves the broker untouched.
     live = await read_live(client, vhost)
     for obj in doomed:
@@ -255,7 +255,7 @@ async def _delete(
             )
     deleted = []
     # Bindings first: deleting an exchange or queue takes its bindings with it.
-    gone = {_name(o) for o in doomed}
+    gone = {o.name for o in doomed}
     for b in extra:
         if isinstance(b, Binding) and b.destination not in gone:
             key = live.binding_keys.get(b, "~")
@@ -263,12 +263,9 @@ async def _delete(
             deleted.append(describe(b))
             progress(f"deleted {deleted[-1]}")
     for obj in doomed:
-        if isinstance(obj, Queue):
-            await client.delete_queue(vhost, obj.name)
-            deleted.append(f"queue {obj.name}")
-        elif isinstance(obj, Exchange):
-            await client.delete_exchange(vhost, obj.name)
-            deleted.append(f"exchange {obj.name}")
+        kind: Literal["queue", "exchange"] = "queue" if isinstance(obj, Queue) else "exchange"
+        await client.delete(vhost, kind, obj.name)
+        deleted.append(f"{kind} {obj.name}")
         progress(f"deleted {deleted[-1]}")
     return tuple(deleted)
 

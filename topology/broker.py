@@ -30,15 +30,6 @@ class ServerInfo:
     product: str
     version: str
 
-    @property
-    def major_minor(self) -> tuple[int, int]:
-        """Return the version as ``(major, minor)``, ``(0, 0)`` when it cannot be read."""
-        parts = self.version.split(".")
-        try:
-            return int(parts[0]), int(parts[1])
-        except (IndexError, ValueError):
-            return (0, 0)
-
 
 async def connect(
     settings: BrokerSettings, *, name: str, transport: TransportFactory | None = None

@@ -24,15 +24,10 @@ M = TypeVar("M", bound=BaseModel)
 _NAME_RULE = "lowercase letters, digits, '_' or '-', starting with a letter"
 
 
-def default_topology_path() -> Path:
-    """Return the path of the topology file that ships with the package."""
-    return Path(str(resources.files("topology").joinpath("default.yaml")))
-
-
 def topology_path(locations: LocationSettings | None = None) -> Path:
     """Return the topology file in force: ``TASKQ_TOPOLOGY`` or the packaged default."""
     chosen = (locations or read_section(LocationSettings)).topology.strip()
-    return Path(chosen) if chosen else default_topology_path()
+    return Path(chosen or str(resources.files("topology").joinpath("default.yaml")))
 
 
 def load_topology(path: Path | str | None = None) -> TopologySpec:

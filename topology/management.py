@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -51,24 +50,6 @@ class ManagementClient(AsyncClosing):
         """Return every binding of ``vhost``."""
         return await self._list(f"/api/bindings/{_q(vhost)}")
 
-    async def connections(self, vhost: str) -> list[dict[str, Any]]:
-        """Return the client connections open on ``vhost``."""
-        return await self._list(f"/api/vhosts/{_q(vhost)}/connections")
-
-    async def close_connection(self, name: str, *, reason: str = "closed by taskq") -> None:
-        """Force-close the connection called ``name`` (as listed by ``connections``)."""
-        await self._request("DELETE", f"/api/connections/{_q(name)}", headers={"X-Reason": reason})
-
-    async def vhost_exists(self, vhost: str) -> bool:
-        """Return whether ``vhost`` exists."""
-        try:
-            await self._request("GET", f"/api/vhosts/{_q(vhost)}")
-        except ManagementApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
     async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         """Create ``vhost`` and give ``user`` full permissions on it."""
         await self._request("PUT", f"/api/vhosts/{_q(vhost)}", json={})
@@ -79,17 +60,13 @@ class ManagementClient(AsyncClosing):
         """Delete ``vhost`` and everything in it."""
         await self._request("DELETE", f"/api/vhosts/{_q(vhost)}")
 
-    async def import_definitions(self, vhost: str, definitions: Mapping[str, Any]) -> None:
-        """Import RabbitMQ definitions into ``vhost``."""
-        await self._request("POST", f"/api/definitions/{_q(vhost)}", json=definitions)
-
     async def purge_queue(self, vhost: str, name: str) -> None:
         """Remove every ready message from the queue ``name`` of ``vhost``."""
         await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}/contents")
 
-    async def delete_queue(self, vhost: str, name: str) -> None:
-        """Delete the queue ``name`` of ``vhost``."""
-        await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}")
+    async def delete(self, vhost: str, kind: Literal["queue", "exchange"], name: str) -> None:
+        """Delete the queue or exchange ``name`` of ``vhost``."""
+        await self._request("DELETE", f"/api/{kind}s/{_q(vhost)}/{_q(name)}")
 
     async def delete_binding(
         self, vhost: str, source: str, destination: str, destination_type: str, properties_key: str
@@ -98,10 +75,6 @@ class ManagementClient(AsyncClosing):
         kind = "q" if destination_type == "queue" else "e"
         path = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(properties_key)}"
         await self._request("DELETE", path)
-
-    async def delete_exchange(self, vhost: str, name: str) -> None:
-        """Delete the exchange ``name`` of ``vhost``."""
-        await self._request("DELETE", f"/api/exchanges/{_q(vhost)}/{_q(name)}")
 
     async def _list(self, path: str) -> list[dict[str, Any]]:
         data = await self._request("GET", path)
