@@ -70,11 +70,6 @@ def _plain(value: Any) -> bool:
     return isinstance(value, str | bool | float | None)
 
 
-def message_only(record: Record) -> str:
-    """Return a format that skips loguru's own traceback rendering (the JSON sink writes its own)."""
-    return "{message}"
-
-
 def text_format(record: Record) -> str:
     """Return loguru's default-like colored format for ``record``, with its job id when it has one."""
     extra = record["extra"]
@@ -126,7 +121,10 @@ def configure_logging(
             out.write(json_line(message.record) + "\n")
             out.flush()
 
-        logger.add(write, level=level, format=message_only, backtrace=False, diagnose=False)
+        # A format function, unlike a string, skips loguru's own traceback (the line holds one).
+        logger.add(
+            write, level=level, format=lambda _: "{message}", backtrace=False, diagnose=False
+        )
     else:
         logger.add(out, level=level, format=text_format, backtrace=False, diagnose=False)
     _route_stdlib(logger.level(level).no)
