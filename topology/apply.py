@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 import aiormq
 from aio_pika.abc import ExchangeType
 
-from topology.broker import ServerInfo, connect, server_info
+from topology.broker import connect
 from topology.compiled import Binding, CompiledTopology, Exchange, Queue, args
 from topology.errors import TopologyConflictError
 from topology.management import ManagementClient
@@ -112,19 +112,17 @@ class Plan:
 
 def make_plan(topology: CompiledTopology, live: LiveState) -> Plan:
     """Return what applying ``topology`` to a broker holding ``live`` would do."""
-    live_ex, live_q = {e.name: e for e in live.exchanges}, {q.name: q for q in live.queues}
-    items = [_compare(e, live_ex.get(e.name)) for e in topology.exchanges]
-    items += [_compare(q, live_q.get(q.name)) for q in topology.queues]
+    live_objects: list[Exchange | Queue] = [*live.exchanges, *live.queues]
+    declared: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
+    by_name = {(type(o), o.name): o for o in live_objects}
+    items = [_compare(o, by_name.get((type(o), o.name))) for o in declared]
     live_b, declared_b = set(live.bindings), set(topology.bindings)
     items += [
         PlanItem(Action.MATCH if b in live_b else Action.CREATE, b, None) for b in topology.bindings
     ]
-    declared_objects: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
-    declared = {o.name for o in declared_objects}
-    live_objects: list[Exchange | Queue] = [*live.exchanges, *live.queues]
-    ns = topology.namespace + "."
+    ns, names = topology.namespace + ".", {o.name for o in declared}
     extra: list[BrokerObject] = [
-        o for o in live_objects if o.name.startswith(ns) and o.name not in declared
+        o for o in live_objects if o.name.startswith(ns) and o.name not in names
     ]
     extra += [b for b in live.bindings if b.source.startswith(ns) and b not in declared_b]
     items += [PlanItem(Action.EXTRA, None, o, "not in the topology file") for o in extra]
@@ -172,6 +170,14 @@ def describe(obj: BrokerObject) -> str:
     key = f" [{obj.routing_key}]" if obj.routing_key else ""
     extra = {k: v for k, v in obj.arguments if k != "x-match"}
     return f"binding {obj.source} -> {obj.destination}{key}{f' {extra}' if extra else ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the broker says about itself when a connection opens."""
+
+    product: str
+    version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,4 +318,7 @@ async def declare(
             raise TopologyConflictError(
                 f"RabbitMQ refused a declaration: {exc}; run `taskctl topology plan` for details"
             ) from exc
-        return server_info(connection)
+        props = connection.transport.connection.server_properties if connection.transport else {}
+        return ServerInfo(
+            str(props.get("product", "unknown")), str(props.get("version", "unknown"))
+        )

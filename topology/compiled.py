@@ -110,12 +110,8 @@ class CompiledTopology:
     bindings: tuple[Binding, ...]
     groups: tuple[CompiledGroup, ...]
     tiers: tuple[DelayTier, ...]
-    lane_patterns: tuple[str, ...] = ()
+    lane_patterns: tuple[str, ...] = ()  # the jobs of groups that use priority lanes
     webhooks: tuple[tuple[str, WebhookSourceSpec], ...] = ()  # (source name, spec)
-
-    def in_lanes(self, job_type: str) -> bool:
-        """Return whether ``job_type`` belongs to a group that uses priority lanes."""
-        return any(routing.matches(pattern, job_type) for pattern in self.lane_patterns)
 
     def group(self, name: str) -> CompiledGroup:
         """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""

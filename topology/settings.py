@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Callable, Iterator, Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -440,18 +441,12 @@ def _descriptions() -> dict[tuple[str, str], str]:
     """Return each field's docstring by class and field name, read from this module's source."""
     # Read only for the reference table and ``taskctl config``: pydantic's own docstring
     # reading would cost every process that loads its settings.
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
     described = {}
-    for node in tree.body:
+    for node in ast.parse(Path(__file__).read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ClassDef):
-            for field, doc in zip(node.body, node.body[1:], strict=False):
-                if (
-                    isinstance(field, ast.AnnAssign)
-                    and isinstance(field.target, ast.Name)
-                    and isinstance(doc, ast.Expr)
-                    and isinstance(doc.value, ast.Constant)
-                ):
-                    described[node.name, field.target.id] = str(doc.value.value)
+            for field, doc in pairwise(node.body):
+                if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr):
+                    described[node.name, ast.unparse(field.target)] = ast.literal_eval(doc.value)
     return described
 
 
