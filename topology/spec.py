@@ -5,7 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from topology import limits, names
 from topology.durations import Duration, format_duration
@@ -204,11 +212,10 @@ class DelaySpec(_Spec):
 
     def tiers(self) -> tuple[int, ...]:
         """Return the tier lengths in milliseconds, shortest first."""
-        out, tier = [], self.resolution
-        while tier <= self.longest:
-            out.append(tier)
-            tier *= 2
-        return tuple(out)
+        # resolution x 2^k fits while 2^k <= longest // resolution.
+        return tuple(
+            self.resolution << k for k in range((self.longest // self.resolution).bit_length())
+        )
 
 
 EVENT = "{event}"
@@ -228,9 +235,8 @@ HMAC_ONLY = ("header", "timestamp_header", "id_header", "event_header")
 """Keys that only the ``hmac`` scheme takes (the others fix their own headers)."""
 
 
-def _as_tuple(value: object) -> object:
-    """Let one name stand for a list of one (``secret_env: X`` or ``secret_env: [X, Y]``)."""
-    return (value,) if isinstance(value, str) else value
+# One name stands for a list of one (``secret_env: X`` or ``secret_env: [X, Y]``).
+NameList = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
 
 
 class WebhookSourceSpec(_Spec):
@@ -238,8 +244,8 @@ class WebhookSourceSpec(_Spec):
 
     scheme: WebhookScheme
     # Several secrets (newest first) let a sender rotate: any of them verifies.
-    secret_env: tuple[str, ...] = ()
-    secret_file: tuple[str, ...] = ()
+    secret_env: NameList = ()
+    secret_file: NameList = ()
     job: str
     priority: Priority = Priority.MEDIUM
     tolerance: Duration = 300_000  # how far a signed timestamp may be from now
@@ -250,8 +256,6 @@ class WebhookSourceSpec(_Spec):
     timestamp_header: str | None = None
     id_header: str | None = None
     event_header: str | None = None
-
-    _tuples = field_validator("secret_env", "secret_file", mode="before")(_as_tuple)
 
     @field_validator("header", "timestamp_header", "id_header", "event_header")
     @classmethod
