@@ -38,10 +38,7 @@ def json_line(record: Record) -> str:
     """Return ``record`` as one flat JSON object on one line: base fields, job and trace ids, extras."""
     extra = record["extra"]
     fields: dict[str, Any] = {
-        "ts": record["time"]
-        .astimezone(UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z"),
+        "ts": record["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "level": record["level"].name,
         "message": record["message"],
         "logger": extra.get(LOGGER_FIELD) or record["name"] or "",
@@ -52,9 +49,7 @@ def json_line(record: Record) -> str:
     for key in JOB_FIELDS:
         if extra.get(key) is not None:
             fields[key] = extra[key]
-    for key, value in extra.items():
-        if key not in fields and key not in _NOT_EXTRAS:
-            fields[str(key)] = value
+    fields |= {str(k): v for k, v in extra.items() if k not in fields and k not in _NOT_EXTRAS}
     if extra.get(EXCEPTION_FIELD):
         fields["exception"] = extra[EXCEPTION_FIELD]
     try:
