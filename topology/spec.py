@@ -212,10 +212,11 @@ class DelaySpec(_Spec):
 
     def tiers(self) -> tuple[int, ...]:
         """Return the tier lengths in milliseconds, shortest first."""
-        # resolution x 2^k fits while 2^k <= longest // resolution.
-        return tuple(
-            self.resolution << k for k in range((self.longest // self.resolution).bit_length())
-        )
+        out, tier = [], self.resolution
+        while tier <= self.longest:
+            out.append(tier)
+            tier *= 2
+        return tuple(out)
 
 
 EVENT = "{event}"
