@@ -6,8 +6,6 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC
 from types import TracebackType
@@ -149,16 +147,6 @@ def bind_job(
         "correlation_id": correlation_id,
     }
     return _JOB_FIELDS.set({k: v for k, v in fields.items() if v is not None})
-
-
-@contextmanager
-def job_log_context(**fields: Any) -> Iterator[None]:
-    """Bind the job's fields (those of ``bind_job``) to every line logged in the block."""
-    token = bind_job(**fields)
-    try:
-        yield
-    finally:
-        _JOB_FIELDS.reset(token)
 
 
 class InterceptHandler(logging.Handler):
