@@ -275,14 +275,14 @@ class WebhookSourceSpec(_Spec):
         if self.scheme is WebhookScheme.HMAC:
             if self.header is None:
                 raise ValueError("the hmac scheme needs 'header': where the signature is sent")
+            if EVENT in self.job and self.event_header is None:
+                raise ValueError(
+                    f"job uses {EVENT} but this hmac source has no event_header to take it from"
+                )
         else:
             given = [key for key in HMAC_ONLY if getattr(self, key) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to scheme: hmac")
-        if EVENT in self.job and not self.has_event:
-            raise ValueError(
-                f"job uses {EVENT} but this hmac source has no event_header to take it from"
-            )
         words = self.job.split(".")
         if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
             # The types a template makes must form a topic pattern, so they can be reserved.
@@ -297,11 +297,6 @@ class WebhookSourceSpec(_Spec):
         if problem:
             raise ValueError(f"job {self.job!r} does not make a job type: {problem}")
         return self
-
-    @property
-    def has_event(self) -> bool:
-        """Return whether deliveries of this source carry an event name."""
-        return self.scheme is not WebhookScheme.HMAC or self.event_header is not None
 
     def job_type(self, event: str | None) -> str | None:
         """Return the job type of an event, or ``None`` when the event cannot make one."""
