@@ -22,7 +22,10 @@ class TestsManagementClient(ManagementClient):
 
     async def connections(self, vhost: str) -> list[dict[str, Any]]:
         """Return the client connections open on ``vhost``."""
-        return await self._list(f"/api/vhosts/{quote(vhost, safe='')}/connections")
+        listed: list[dict[str, Any]] = await self._request(
+            "GET", f"/api/vhosts/{quote(vhost, safe='')}/connections"
+        )
+        return listed
 
     async def close_connection(self, name: str, *, reason: str) -> None:
         """Force-close the connection called ``name`` (as listed by ``connections``)."""

@@ -202,7 +202,9 @@ class ApplyReport:
 async def read_live(client: ManagementClient, vhost: str) -> LiveState:
     """Return the exchanges, queues and bindings ``vhost`` holds now."""
     return LiveState.from_management(
-        await client.exchanges(vhost), await client.queues(vhost), await client.bindings(vhost)
+        await client.listing(vhost, "exchanges"),
+        await client.listing(vhost, "queues"),
+        await client.listing(vhost, "bindings"),
     )
 
 

@@ -28,15 +28,16 @@ class ManagementClient(AsyncClosing):
         if session is not None:
             await session.close()
 
-    async def exchanges(self, vhost: str) -> list[dict[str, Any]]:
-        """Return every exchange of ``vhost``."""
-        return await self._list(f"/api/exchanges/{_q(vhost)}")
-
-    async def queues(self, vhost: str) -> list[dict[str, Any]]:
-        """Return every queue of ``vhost``, without message statistics."""
-        return await self._list(
-            f"/api/queues/{_q(vhost)}?disable_stats=true&enable_queue_totals=true"
-        )
+    async def listing(
+        self, vhost: str, kind: Literal["exchanges", "queues", "bindings"]
+    ) -> list[dict[str, Any]]:
+        """Return every exchange, queue or binding of ``vhost`` (queues without message rates)."""
+        query = "?disable_stats=true&enable_queue_totals=true" if kind == "queues" else ""
+        path = f"/api/{kind}/{_q(vhost)}{query}"
+        data = await self._request("GET", path)
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
+        return data
 
     async def queue(self, vhost: str, name: str) -> dict[str, Any]:
         """Return one queue with its message counts, consumers and rates."""
@@ -45,10 +46,6 @@ class ManagementClient(AsyncClosing):
         if not isinstance(data, dict):
             raise ManagementApiError(f"GET {path}: expected a JSON object")
         return data
-
-    async def bindings(self, vhost: str) -> list[dict[str, Any]]:
-        """Return every binding of ``vhost``."""
-        return await self._list(f"/api/bindings/{_q(vhost)}")
 
     async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         """Create ``vhost`` and give ``user`` full permissions on it."""
@@ -75,12 +72,6 @@ class ManagementClient(AsyncClosing):
         kind = "q" if destination_type == "queue" else "e"
         path = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(properties_key)}"
         await self._request("DELETE", path)
-
-    async def _list(self, path: str) -> list[dict[str, Any]]:
-        data = await self._request("GET", path)
-        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
-        return data
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
