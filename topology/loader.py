@@ -200,14 +200,8 @@ class _Validator:
 
     def _add(self, where: Path_, message: str) -> None:
         key = ".".join(str(p) for p in where) or "(top level)"
-        line = self._line(where)
+        line = next((self.lines[c] for c in _candidates(where) if c in self.lines), None)
         self.problems.append(f"{key}{f' (line {line})' if line else ''}: {message}")
-
-    def _line(self, where: Path_) -> int | None:
-        for candidate in _candidates(where):
-            if candidate in self.lines:
-                return self.lines[candidate]
-        return None
 
 
 def _candidates(where: Path_) -> Iterator[Path_]:
