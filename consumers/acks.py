@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import takewhile
 
 import aiormq
 from aiormq.abc import AbstractChannel
@@ -32,11 +33,7 @@ class Acks:
         requeue: Sequence[tuple[AbstractChannel, int]] = (),
         reject: Sequence[tuple[AbstractChannel, int]] = (),
     ) -> None:
-        """Ack ``done``, nack ``requeue`` back to the queue, reject ``reject`` (dead-letter them).
-
-        A frame that cannot be sent only means a redelivery (at-least-once): its channel
-        closed, and the broker requeued every delivery it had not settled.
-        """
+        """Ack ``done``, nack ``requeue`` back to the queue, reject ``reject`` (dead-letter them)."""
         by_channel: dict[AbstractChannel, list[tuple[int, int]]] = {}
         for kind, pairs in ((0, requeue), (1, reject), (2, done)):
             for channel, tag in pairs:
@@ -48,6 +45,7 @@ class Acks:
             try:
                 await self._send(channel, tags, settled)
             except _ACK_ERRORS as exc:
+                # At-least-once: the channel closed, and the broker requeued all it had not settled.
                 logger.warning("deliveries not settled, the broker will redeliver them: {}", exc)
                 self._open.pop(channel, None)
         for channel in [c for c in self._open if c.is_closed]:
@@ -66,18 +64,12 @@ class Acks:
                 await channel.basic_nack(tag, requeue=True, wait=False)
             else:
                 await channel.basic_reject(tag, requeue=False, wait=False)
-        head = None
-        for tag in tags:
-            if tag not in finished:
-                break
-            head = tag
-        if head is not None:
-            for tag in list(tags):
-                del tags[tag]
-                finished.discard(tag)
-                if tag == head:
-                    break
-            await channel.basic_ack(head, multiple=True, wait=False)
+        head = list(takewhile(finished.__contains__, tags))  # the finished run at the head
+        for tag in head:
+            del tags[tag]
+        finished.difference_update(head)
+        if head:
+            await channel.basic_ack(head[-1], multiple=True, wait=False)
         for tag in sorted(finished):
             tags.pop(tag, None)
             await channel.basic_ack(tag, wait=False)

@@ -9,13 +9,12 @@ from enum import StrEnum
 from typing import Any
 
 from consumers.handlers import Permanent, Retry
-from consumers.retry import backoff_ms, may_retry
 from jobstore.model import JobStatus, RunStarted, StartOutcome
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import ContractError
 from topology.routes import Route, delay_route, next_hop
-from topology.spec import RetryPolicy
+from topology.spec import Jitter, RetryPolicy
 
 MAX_ERROR_CHARS = 1000  # error text travels in AMQP headers: keep them small
 HELD_RETRY_MS = 1000  # another worker holds the job's claim: look again after one tier
@@ -200,18 +199,15 @@ def failed(
 ) -> Action:
     """Return what to do with a job whose handler raised ``error``."""
     text = describe_error(error)
+    reason = None
     if isinstance(error, Permanent):
-        return dead(
-            envelope, DeadReason.PERMANENT, text, group=policy.group, topology=policy.topology
-        )
-    if isinstance(error, ContractError):
-        return dead(
-            envelope, DeadReason.CONTRACT, text, group=policy.group, topology=policy.topology
-        )
-    if not may_retry(policy.retry, envelope.attempt, envelope.max_attempts):
-        return dead(
-            envelope, DeadReason.EXHAUSTED, text, group=policy.group, topology=policy.topology
-        )
+        reason = DeadReason.PERMANENT
+    elif isinstance(error, ContractError):
+        reason = DeadReason.CONTRACT
+    elif envelope.attempt >= attempts_allowed(policy.retry, envelope.max_attempts):
+        reason = DeadReason.EXHAUSTED
+    if reason is not None:
+        return dead(envelope, reason, text, group=policy.group, topology=policy.topology)
     asked = error.delay if isinstance(error, Retry) else None
     delay = (
         int(asked * 1000) if asked is not None else backoff_ms(policy.retry, envelope.attempt, rng)
@@ -244,3 +240,22 @@ def describe_error(error: BaseException) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random | None = None) -> int:
+    """Return the delay in milliseconds before the attempt after ``failed_attempt`` (1-based)."""
+    if failed_attempt < 1:
+        raise ValueError(f"attempts count from 1, got {failed_attempt}")
+    ceiling = policy.delay_ms(failed_attempt)
+    draw = (rng or random).random()
+    if policy.jitter is Jitter.FULL:
+        return int(ceiling * draw)
+    if policy.jitter is Jitter.EQUAL:
+        half = ceiling / 2
+        return int(half + half * draw)
+    return ceiling
+
+
+def attempts_allowed(policy: RetryPolicy, job_max_attempts: int | None) -> int:
+    """Return how many attempts a job gets: its own ``max_attempts``, else the group's policy."""
+    return job_max_attempts if job_max_attempts is not None else policy.max_attempts

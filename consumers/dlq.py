@@ -163,13 +163,12 @@ Decide = Callable[[list[tuple[AbstractIncomingMessage, DeadLetter]]], Awaitable[
 
 @dataclass(slots=True)
 class _Pass:
-    """One pass over a DLQ: pages of at most ``page`` unacked messages, each settled in turn."""
+    """One pass over a DLQ: pages of unacked messages, each settled in turn."""
 
     channel: AbstractChannel
     queue: AbstractQueue
     group: CompiledGroup
     mark: str  # on the copies this pass moves to the tail; also a listing's cursor
-    page: int
     seen: int = 0
     wrapped: bool = False  # met a message this pass already moved: every message was read
     kept: int = 0  # messages settled as KEEP, and as GONE: what an operation reports
@@ -188,7 +187,7 @@ class _Pass:
     async def fetch(self, most: int) -> list[tuple[AbstractIncomingMessage, DeadLetter]]:
         """Return up to ``most`` messages, unacked; stop at one this pass already moved."""
         fetched: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
-        while len(fetched) < min(most, self.page) and not self.done:
+        while len(fetched) < most and not self.done:
             message = await self.queue.get(fail=False, timeout=5)
             if message is None:
                 self.wrapped = True  # empty: nothing left to read
@@ -264,12 +263,11 @@ async def _run(
     group: CompiledGroup,
     decide: Decide,
     *,
-    page: int = PAGE,
     cursor: str | None = None,
     enough: Callable[[], int] = lambda: PAGE,
     progress: Progress = lambda done, total: None,
 ) -> _Pass:
-    """Run one pass: fetch a page, let ``decide`` say each message's fate, settle it; repeat."""
+    """Run one pass: fetch ``enough()`` messages, let ``decide`` say each one's fate, settle them; repeat."""
     try:
         channel = await connection.channel(publisher_confirms=True)
     except (*CONNECT_ERRORS, RuntimeError) as exc:
@@ -282,7 +280,7 @@ async def _run(
             raise TopologyError(
                 f"queue {group.dead_letter_queue} does not exist; run `taskctl topology apply` first"
             ) from exc
-        run = _Pass(channel, queue, group, cursor or secrets.token_hex(16), page)
+        run = _Pass(channel, queue, group, cursor or secrets.token_hex(16))
         while not run.done:
             most = enough()
             if most <= 0:
@@ -340,12 +338,7 @@ async def replay(
         return fates
 
     run = await _run(
-        connection,
-        group,
-        decide,
-        page=page,
-        enough=lambda: 0 if failures else page,
-        progress=progress,
+        connection, group, decide, enough=lambda: 0 if failures else page, progress=progress
     )
     if failures:
         raise failures[0]
@@ -429,8 +422,7 @@ async def listing(
             fates.append(Fate.KEEP)
         return fates
 
-    def enough() -> int:
-        return PAGE if len(found) < limit else 0
-
-    run = await _run(connection, group, decide, cursor=cursor, enough=enough)
+    run = await _run(
+        connection, group, decide, cursor=cursor, enough=lambda: PAGE if len(found) < limit else 0
+    )
     return Page(found, None if run.done else run.mark)

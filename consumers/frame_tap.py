@@ -1,13 +1,4 @@
-"""``DeliveryTap``: reads a worker's deliveries off its connection's bytes before aiormq does.
-
-aiormq turns each delivery's three frames into three pamqp objects, passes them through two
-queues and a reader task, builds a ``DeliveredMessage`` and starts a task for the consumer:
-most of a no-op job's cost. The tap sits between the socket and aiormq (it is the connection's
-``TransportFactory``): frames of the consumers registered with it (``Basic.Deliver``, its
-content header and body) are cut out of the byte stream and handed to their sink as they
-complete, and every other frame reaches aiormq untouched. The content header's properties are
-kept as bytes and decoded only when asked for (``Properties.headers``).
-"""
+"""``DeliveryTap``: cuts a worker's deliveries out of its connection's bytes before aiormq parses them (why: docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -103,7 +94,7 @@ class _Route:
         return False
 
 
-class _Tap(asyncio.Protocol):
+class _Tap:
     """The connection's protocol seen first: cuts the routed frames out, passes the rest on."""
 
     def __init__(self, inner: asyncio.Protocol, routes: dict[int, _Route]) -> None:
@@ -144,21 +135,14 @@ class _Tap(asyncio.Protocol):
             self._heard = now
             self._inner.data_received(passed[0] if len(passed) == 1 else b"".join(passed))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._inner.connection_made(transport)
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._routes.clear()
         self._inner.connection_lost(exc)
 
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
+    def __getattr__(self, name: str) -> Any:
+        # Every other protocol callback (connection_made, eof_received, pause_writing...)
+        # goes to aiormq's protocol as it is.
+        return getattr(self._inner, name)
 
 
 class DeliveryTap(TransportFactory):

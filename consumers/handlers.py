@@ -25,11 +25,8 @@ HandlerFn = Callable[..., Any]
 F = TypeVar("F", bound=HandlerFn)
 
 
-class HandlerSignal(TaskqError):
-    """What a handler raises to steer its job; control flow rather than an error (no suffix)."""
-
-
-class Retry(HandlerSignal):
+# Retry and Permanent steer a job: control flow rather than errors, hence no suffix.
+class Retry(TaskqError):
     """Raised by a handler to ask for another attempt, after ``delay`` seconds if given."""
 
     def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
@@ -37,7 +34,7 @@ class Retry(HandlerSignal):
         super().__init__(reason)
 
 
-class Permanent(HandlerSignal):
+class Permanent(TaskqError):
     """Raised by a handler when no further attempt can succeed: the job goes to the DLQ at once."""
 
 
@@ -95,8 +92,7 @@ class Handler:
     async def call(self, payload: Any, context: JobContext) -> Any:
         """Run the function with the parsed payload and the context; sync ones in a thread."""
         if self.is_async:
-            result: Awaitable[Any] = self.fn(payload, context)
-            return await result
+            return await self.fn(payload, context)
         return await asyncio.to_thread(self.fn, payload, context)
 
 
@@ -118,7 +114,7 @@ class HandlerRegistry:
         """
 
         def register(fn: F) -> F:
-            if job_type in self._exact or any(h.pattern == job_type for h in self._patterns):
+            if job_type in self.job_types:
                 raise ValueError(f"a handler for {job_type!r} is registered already")
             parameters = list(inspect.signature(fn).parameters.values())
             if len(parameters) != 2:
@@ -145,10 +141,9 @@ class HandlerRegistry:
 
     def resolve(self, job_type: str) -> Handler | None:
         """Return the handler for ``job_type``, or ``None`` when none takes it."""
-        found = self._exact.get(job_type)
-        if found is not None:
-            return found
-        return next((h for h in self._patterns if routing.matches(h.pattern, job_type)), None)
+        return self._exact.get(job_type) or next(
+            (h for h in self._patterns if routing.matches(h.pattern, job_type)), None
+        )
 
     @property
     def job_types(self) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache, partial
 from typing import Any
 
 import aiormq
@@ -32,12 +33,12 @@ from consumers.dispatch import (
     Outcome,
     Policy,
     Succeeded,
+    attempts_allowed,
     decide,
 )
 from consumers.frame_tap import DeliveryTap, Properties
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics
-from consumers.retry import attempts_allowed
 from jobstore.blobs import BlobStore
 from jobstore.model import (
     JobStatus,
@@ -132,7 +133,6 @@ class Worker:
         self._acks = Acks()
         self._connection: AbstractRobustConnection | None = None
         self._tap = DeliveryTap()
-        self._channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractChannel, str]] = []
         # Running events wait ``running_event_delay``: dropped if the outcome comes first.
         self._due: dict[str, tuple[float, RunJob, datetime]] = {}
@@ -156,19 +156,19 @@ class Worker:
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
-            self._channel = channel
             self._executor = asyncio.get_running_loop().create_task(self._execute())
-            await self._consume()
+            await self._consume(channel)
         except BaseException:
             await self.stop(grace=0)
             raise
         # A reopened channel (after a reconnect) keeps its QoS; its consumers are ours to renew.
-        channel.reopen_callbacks.add(self._consume_again)
+        channel.reopen_callbacks.add(self._consume)
 
-    async def _consume(self) -> None:
-        if self._channel is None:
+    async def _consume(self, channel: AbstractRobustChannel | None) -> None:
+        """Consume the group's queues on ``channel`` (again, when it reopens after a reconnect)."""
+        if channel is None or not self._taking:
             return
-        underlay = await self._channel.get_underlay_channel()
+        underlay = await channel.get_underlay_channel()
         self._consumers = []
         for name in self._deps.group.queue_names:
             try:
@@ -182,10 +182,6 @@ class Worker:
             self._tap.route(underlay, tag, self._on_delivery)
             await underlay.basic_consume(name, self._untapped, no_ack=False, consumer_tag=tag)
             self._consumers.append((underlay, tag))
-
-    async def _consume_again(self, *_: object) -> None:
-        if self._taking:
-            await self._consume()
 
     async def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, then wait up to ``grace`` seconds for jobs in flight; True if they all finished."""
@@ -280,8 +276,8 @@ class Worker:
                     claims.append(delivery)
                 else:
                     finals.append((delivery, action))
-        finals = await self._publish(finals)
-        finals, started = await self._record(finals, claims, now)
+        await self._publish(finals)
+        started = await self._record(finals, claims, now)
         await self._settle(finals)
         self._announce_due()
         launched: Counter[str] = Counter()
@@ -325,13 +321,11 @@ class Worker:
     def _decide(self, facts: Facts) -> Action:
         return decide(facts, self._policy, self._clock())
 
-    async def _publish(
-        self, finals: list[tuple[Delivery, Action]]
-    ) -> list[tuple[Delivery, Action]]:
+    async def _publish(self, finals: list[tuple[Delivery, Action]]) -> None:
         """Publish what the actions send on (confirmed); one whose publish fails is decided again."""
         sending = [(i, d, a) for i, (d, a) in enumerate(finals) if a.act in PUBLISHES]
         if not sending:
-            return finals
+            return
         errors: list[BaseException | None]
         if tracing.enabled():  # each publish in its job's trace
             errors = []
@@ -352,7 +346,6 @@ class Worker:
                 )
             except TaskqError as exc:
                 errors = [exc] * len(sending)
-        finals = list(finals)
         for (index, delivery, action), error in zip(sending, errors, strict=True):
             if error is not None:
                 logger.warning("job {} not sent on: {}", delivery.tag, error)
@@ -360,12 +353,11 @@ class Worker:
                     delivery,
                     self._decide(Facts(delivery.envelope, outcome=Broken(error, action.act))),
                 )
-        return finals
 
     async def _record(
         self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
-    ) -> tuple[list[tuple[Delivery, Action]], list[Delivery]]:
-        """End and start the window's runs in one store transaction; return what to settle and run."""
+    ) -> list[Delivery]:
+        """End and start the window's runs in one store transaction; return the claims to run."""
         ends: list[tuple[int, RunEnd]] = []
         for index, (delivery, action) in enumerate(finals):
             end = self._end(delivery, action, now)
@@ -373,58 +365,44 @@ class Worker:
                 ends.append((index, end))
         starts = [self._start(delivery, now) for delivery in claims]
         if not ends and not starts:
-            return finals, []
+            return []
         try:
             jobs, started = await self._deps.store.run_window([e for _, e in ends], starts)
         except TaskqError as exc:
-            return await self._record_apart(finals, ends, claims, starts, exc)
-        finals = list(finals)
+            # Each end alone then, so that one refused value fails alone.
+            logger.warning("a window's store write failed, writing its runs one by one: {}", exc)
+            jobs = [await self._end_alone(finals, index, end) for index, end in ends]
+            try:
+                _, started = await self._deps.store.run_window([], starts)
+            except TaskqError as error:
+                logger.warning("runs not started, their deliveries go back to the queue: {}", error)
+                for delivery in claims:
+                    self._unprobed(delivery)
+                    finals.append((delivery, Action(Act.REQUEUE, error=str(error))))
+                claims, started = [], []
         for (index, _), job in zip(ends, jobs, strict=True):
             delivery, action = finals[index]
             self._ended(delivery, action, job, now)
         for delivery, start in zip(claims, started, strict=True):
             delivery.start = start
             delivery.job = start.job
-        return finals, claims
+        return claims
 
-    async def _record_apart(
-        self,
-        finals: list[tuple[Delivery, Action]],
-        ends: list[tuple[int, RunEnd]],
-        claims: list[Delivery],
-        starts: list[RunStart],
-        error: TaskqError,
-    ) -> tuple[list[tuple[Delivery, Action]], list[Delivery]]:
-        """Write each end alone after the window's write failed, so one refused value fails alone."""
-        logger.warning("a window's store write failed, writing its runs one by one: {}", error)
-        finals = list(finals)
-        for index, end in ends:
-            delivery, action = finals[index]
-            try:
-                (job,), _ = await self._deps.store.run_window([end], [])
-            except TaskqError as exc:
-                finals[index] = (delivery, self._refused(delivery, action, end, exc))
-            else:
-                self._ended(delivery, action, job, end.at)
+    async def _end_alone(
+        self, finals: list[tuple[Delivery, Action]], index: int, end: RunEnd
+    ) -> RunJob | None:
+        """Write ``end`` alone; if refused, decide again and give its claim back in the background."""
+        delivery, action = finals[index]
         try:
-            _, started = await self._deps.store.run_window([], starts)
+            (job,), _ = await self._deps.store.run_window([end], [])
         except TaskqError as exc:
-            logger.warning("runs not started, their deliveries go back to the queue: {}", exc)
-            for delivery in claims:
-                self._unprobed(delivery)
-                finals.append((delivery, Action(Act.REQUEUE, error=str(exc))))
-            return finals, []
-        for delivery, start in zip(claims, started, strict=True):
-            delivery.start = start
-            delivery.job = start.job
-        return finals, claims
-
-    def _refused(self, delivery: Delivery, action: Action, end: RunEnd, exc: TaskqError) -> Action:
-        """Give the claim of a refused ``end`` back, so its redelivery is counted again."""
-        redo = self._decide(Facts(delivery.envelope, outcome=Broken(exc, action.act)))
-        release = RunEnd(end.job_id, end.run, None, end.at, error=redo.error)
-        self._in_background(self._deps.store.run_window([release], []))
-        return redo
+            # The claim goes back, so the redelivery is counted again.
+            redo = self._decide(Facts(delivery.envelope, outcome=Broken(exc, action.act)))
+            release = RunEnd(end.job_id, end.run, None, end.at, error=redo.error)
+            self._in_background(self._deps.store.run_window([release], []))
+            finals[index] = (delivery, redo)
+            return None
+        return job
 
     async def _requeue_later(self, deliveries: list[tuple[AbstractChannel, int]]) -> None:
         await asyncio.sleep(OUTAGE_PAUSE_S)
@@ -467,7 +445,11 @@ class Worker:
                 return None
             return RunEnd(envelope.id, run, None, now, error=action.error)
         result = action.result if action.act is Act.ACK else None
-        return RunEnd(envelope.id, run, action.status, now, result=result, error=action.error)
+        # An end without a run (no handler for the type) may find no row yet: it makes one.
+        made = envelope if run == 0 else None
+        return RunEnd(
+            envelope.id, run, action.status, now, result=result, error=action.error, envelope=made
+        )
 
     def _ended(
         self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime
@@ -481,17 +463,7 @@ class Worker:
         if status is None:  # the claim given back: the status stays as it was
             return
         delivery.ended = status
-        change = JobChange(
-            found.id,
-            found.type,
-            status,
-            found.attempts,
-            now,
-            action.error or found.last_error,
-            action.result,
-            found.tenant,
-        )
-        self._events.append((event_key(change), event_body(change)))
+        self._event(found, status, now, action.error or found.last_error, action.result)
 
     async def _settle(self, finals: list[tuple[Delivery, Action]]) -> None:
         """Enqueue callbacks, publish the window's events, then ack, nack or reject each delivery."""
@@ -528,25 +500,22 @@ class Worker:
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
         """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
         submitter = self._deps.submitter
-        if submitter is None:
-            return set()
-        due = [
-            d
-            for d in deliveries
-            if d.job is not None
-            and d.job.callback_url is not None
-            and ((d.ended is not None and d.ended.terminal) or d.job.status.terminal)
-        ]
         failed: set[Delivery] = set()
-        for delivery in due:
-            job_id = delivery.job.id if delivery.job is not None else ""
+        if submitter is None:
+            return failed
+        for delivery in deliveries:
+            found, ended = delivery.job, delivery.ended
+            if found is None or found.callback_url is None:
+                continue
+            if not (found.status.terminal or (ended is not None and ended.terminal)):
+                continue
             try:
-                job = await self._deps.store.get_job(job_id)  # the whole job, for its callback
+                job = await self._deps.store.get_job(found.id)  # the whole job, for its callback
                 if job is not None:
                     await submitter.follow_up(job)
             except TaskqError as exc:
                 # Requeued: its redelivery finds the job ended and enqueues the callback then.
-                logger.warning("callback of job {} not enqueued: {}", job_id, exc)
+                logger.warning("callback of job {} not enqueued: {}", found.id, exc)
                 failed.add(delivery)
         return failed
 
@@ -641,7 +610,10 @@ class Worker:
         children.queue_wait(priority).observe(max(0.0, (now - enqueued).total_seconds()))
         began = time.perf_counter()
         try:
-            payload = handler.parse(await self._payload(envelope))
+            payload = envelope.payload
+            if envelope.payload_ref is not None:  # offloaded to the blob store
+                payload = orjson.loads(await deps.blobs.get(envelope.payload_ref))
+            payload = handler.parse(payload)
             context = JobContext(
                 job_id=envelope.id,
                 job_type=envelope.type,
@@ -674,11 +646,6 @@ class Worker:
             for name in handler.depends_on:
                 self.breakers.get(name).failed()
         return Failed(exc)
-
-    async def _payload(self, envelope: Envelope) -> Any:
-        if envelope.payload_ref is None:
-            return envelope.payload
-        return orjson.loads(await self._deps.blobs.get(envelope.payload_ref))
 
     @contextmanager
     def _scope(self, delivery: Delivery) -> Iterator[None]:
@@ -731,17 +698,14 @@ class Worker:
                     )
                 return
             del self._due[job_id]
-            change = JobChange(
-                job.id,
-                job.type,
-                job.status,
-                job.attempts,
-                started,
-                job.last_error,
-                None,
-                job.tenant,
-            )
-            self._events.append((event_key(change), event_body(change)))
+            self._event(job, job.status, started, job.last_error, None)
+
+    def _event(
+        self, job: RunJob, status: JobStatus, at: datetime, error: str | None, result: Any
+    ) -> None:
+        """Queue the status event of ``job`` (published with the window's acks)."""
+        change = JobChange(job.id, job.type, status, job.attempts, at, error, result, job.tenant)
+        self._events.append((event_key(change), event_body(change)))
 
 
 def _resume(run: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
@@ -775,33 +739,9 @@ class _Metrics:
     """The worker's metric children, looked up once per label set instead of once per job."""
 
     def __init__(self, metrics: WorkerMetrics, group: str) -> None:
-        self._metrics = metrics
-        self._group = group
-        self._cache: dict[tuple[str, ...], Any] = {}
         self.in_flight = metrics.in_flight.labels(group)
         self.cancelled = metrics.cancelled.labels(group)
-
-    def _child(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
-        child = self._cache.get(key)
-        if child is None:
-            child = self._cache[key] = make()
-        return child
-
-    def started(self, kind: str) -> Any:
-        return self._child(("s", kind), lambda: self._metrics.started.labels(self._group, kind))
-
-    def completed(self, kind: str, outcome: str) -> Any:
-        return self._child(
-            ("c", kind, outcome),
-            lambda: self._metrics.completed.labels(self._group, kind, outcome),
-        )
-
-    def duration(self, priority: str) -> Any:
-        return self._child(
-            ("d", priority), lambda: self._metrics.duration.labels(self._group, priority)
-        )
-
-    def queue_wait(self, priority: str) -> Any:
-        return self._child(
-            ("w", priority), lambda: self._metrics.queue_wait.labels(self._group, priority)
-        )
+        self.started = cache(partial(metrics.started.labels, group))
+        self.completed = cache(partial(metrics.completed.labels, group))
+        self.duration = cache(partial(metrics.duration.labels, group))
+        self.queue_wait = cache(partial(metrics.queue_wait.labels, group))

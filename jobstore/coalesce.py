@@ -18,9 +18,14 @@ class Coalescer(Generic[Item, Result]):
         write: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
         *,
         max_batch: int = 256,
+        linger: float = 0.0,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        # Posted items wait this long for company (a full batch goes at once): for writes
+        # nobody awaits, where one transaction per item would cost more than the wait.
+        self._linger = linger
+        self._timer: asyncio.TimerHandle | None = None
         self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None  # a caller's own batch, being written
@@ -51,9 +56,16 @@ class Coalescer(Generic[Item, Result]):
     def post(self, item: Item) -> None:
         """Add ``item`` to the next batch without waiting for it; ``write`` reports its failure."""
         self._waiting.append((item, None))
+        if self._linger and len(self._waiting) < self._max_batch:
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self._linger, self._start)
+            return
         self._start()
 
     def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._waiting and self._writing is None and not self._flushing():
             self._flusher = asyncio.create_task(self._flush())
 
@@ -62,6 +74,7 @@ class Coalescer(Generic[Item, Result]):
 
     async def drain(self) -> None:
         """Return once every batch submitted so far has been written (or has failed)."""
+        self._start()  # posted items still lingering go now
         if self._writing is not None:
             await self._writing
         if self._flusher is not None:

@@ -147,7 +147,7 @@ class RunStart:
     lease_s: float  # how long the claim holds before another worker may take the job over
     started_at: datetime
     # The job as its message tells it: the row to create first when there is none yet (a job
-    # without a key is published while its row commits, so its message can overtake the row).
+    # without a key is published before its row is written, so its message can overtake it).
     envelope: Envelope | None = None
 
 
@@ -195,6 +195,8 @@ class RunEnd:
     at: datetime
     result: Any = None
     error: str | None = None
+    # The job as its message tells it, for an end without a run (see ``RunStart.envelope``).
+    envelope: Envelope | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,14 +59,18 @@ _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
 # A job without a key, with the confirms held so far, in one statement: one round trip. Its
 # SELECT sets how the statement's own transaction commits: without waiting for the WAL flush
 # when ``durable`` is false (a NULL keeps the server's setting).
-_CREATE_ONE = (
-    f"WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY(${len(COLUMNS) + 1}::text[])),"
-    f" job AS ({INSERT_JOB} RETURNING id),"
+# Jobs that claim no key, in one statement (one round trip however many rows): the rows as one
+# jsonb array, in id order as a worker creating some of them first does; the confirms recorded
+# and the deadlines set beside them, and the commit relaxed when asked.
+_CREATE_PLAIN = (
+    "WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY($2::text[])),"
+    f" job AS (INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)}"
+    " FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb) ORDER BY id"
+    " ON CONFLICT (id) DO NOTHING RETURNING id),"
     " deadline AS (INSERT INTO unconfirmed (job_id, publish_by)"
-    f" SELECT id, now() + make_interval(secs => ${len(COLUMNS) + 2}::float8) FROM job"
-    f" WHERE ${len(COLUMNS) + 2}::float8 IS NOT NULL)"
+    " SELECT id, now() + make_interval(secs => $3::float8) FROM job WHERE $3::float8 IS NOT NULL)"
     " SELECT set_config('synchronous_commit',"
-    f" coalesce(${len(COLUMNS) + 3}::text, current_setting('synchronous_commit')), true)"
+    " coalesce($4::text, current_setting('synchronous_commit')), true)"
 )
 _RELAXED = "SET LOCAL synchronous_commit TO off"
 _CLEAR_MOVED_ON = """
@@ -177,25 +181,28 @@ class PostgresJobStore(SharedSql):
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first, in order) in one transaction; a lone keyless one in one statement.
+        """Insert many jobs (claiming their keys first, in order) in one transaction; keyless ones in one statement.
 
         Not ``durable``, the commit returns before the WAL is flushed (``synchronous_commit``
         off): a crash of the server may lose the rows, never corrupt or half-apply them.
         """
+        within = {item.confirm_within for item in items}
         if (
-            len(items) == 1
-            and items[0].claim is None
+            len(within) == 1
+            and all(item.claim is None for item in items)
             and all(c.response is None for c in confirmed)
         ):
-            [item] = items
-            row = [_param(getattr(item.job, name)) for name in COLUMNS]
-            within = None if item.confirm_within is None else float(item.confirm_within)
+            (seconds,) = within
+            plain = [{name: _param(getattr(i.job, name)) for name in COLUMNS} for i in items]
             async with self._use() as conn:
-                relaxed = None if durable else "off"
                 await conn.execute(
-                    _CREATE_ONE, *row, [c.job_id for c in confirmed], within, relaxed
+                    _CREATE_PLAIN,
+                    plain,
+                    [c.job_id for c in confirmed],
+                    None if seconds is None else float(seconds),
+                    None if durable else "off",
                 )
-            return [Claim(ClaimState.NEW, item.job.id)]
+            return [Claim(ClaimState.NEW, item.job.id) for item in items]
         claims: list[Claim] = []
         rows = []
         deadlines: list[tuple[str, float]] = []
@@ -244,7 +251,7 @@ class PostgresJobStore(SharedSql):
         ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
             rows = await _window_rows(conn, ids)
-            created = missing_jobs(rows, starts)
+            created = missing_jobs(rows, ends, starts)
             if created:
                 # A submitter's insert of the same job may be committing now: ours then waits
                 # for it and does nothing, and the second read finds (and locks) its row.

@@ -56,14 +56,17 @@ class Plan:
     starts: list[RunStart]  # the starts to write (claim, count, mark running)
 
 
-def missing_jobs(found: Container[str], starts: Sequence[RunStart]) -> list[JobRecord]:
-    """Return the rows to create before the window's starts: one per job it found no row of, in id order.
+def missing_jobs(
+    found: Container[str], ends: Sequence[RunEnd], starts: Sequence[RunStart]
+) -> list[JobRecord]:
+    """Return the rows to create before the window's writes: one per job it found no row of, in id order.
 
-    A start carries its message's envelope, so the row it creates is the one the job's submitter
-    inserts (whose own insert then finds the row and leaves it as it is).
+    Starts and run-less ends carry their message's envelope, so the row made is the one the
+    job's submitter inserts (whose own insert then finds the row and leaves it as it is).
     """
     made: dict[str, JobRecord] = {}
-    for item in starts:
+    items: list[RunEnd | RunStart] = [*ends, *starts]
+    for item in items:
         envelope = item.envelope
         if envelope is not None and item.job_id not in found and item.job_id not in made:
             key = envelope.idempotency_key

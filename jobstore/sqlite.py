@@ -351,7 +351,7 @@ def _run_window(
         ):
             job = RunJob(key, kind, STATUSES[status], attempts, error, tenant, url)
             rows[key] = Row(job, deliveries, claim is not None and claim > now)
-    created = missing_jobs(rows, starts)
+    created = missing_jobs(rows, ends, starts)
     if created:  # the write lock holds off the submitter's insert, which then finds them
         db.executemany(_INSERT, [_row(job) for job in created])
         rows.update((job.id, new_row(job)) for job in created)

@@ -19,7 +19,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack
 
-import orjson
 from pydantic import JsonValue, ValidationError
 
 from jobstore.model import JobStatus
@@ -137,6 +136,7 @@ class AsyncClient(AsyncClosing):
 
     async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
+        await self._submitter.settle()
         page = await list_visible(
             self._submitter.store,
             self._viewer,
@@ -179,7 +179,7 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
 
 
 def _view(done: Submitted) -> JobView:
-    view: JobView = orjson.loads(done.response)
+    view: JobView = done.view()
     view["replayed"] = done.replayed
     return view
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
@@ -72,6 +73,8 @@ class ConfirmedPublisher(AsyncClosing):
         self._settings = settings
         self._events: AbstractRobustChannel | None = None
         self._tables: dict[tuple[tuple[str, Any], ...], bytes] = {}
+        # labels() costs more than the observation; the exchange kinds are few.
+        self._confirm_timers = functools.cache(self._metrics.confirm_seconds.labels)
 
     @classmethod
     async def connect(
@@ -193,7 +196,7 @@ class ConfirmedPublisher(AsyncClosing):
         if isinstance(outcome, BaseException):  # aiormq cancelled it: the channel went away
             return BrokerUnavailableError(f"no confirm: the channel closed ({outcome!r})")
         kind = exchange_kind(self._topology, target.exchange)
-        self._metrics.confirm_seconds.labels(kind).observe(elapsed)
+        self._confirm_timers(kind).observe(elapsed)
         return None
 
     def _outgoing(self, envelope: Envelope, target: Route) -> wire.Outgoing:

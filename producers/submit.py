@@ -97,8 +97,19 @@ class Submitted:
     """A job the broker confirmed, or the stored answer to an earlier identical request."""
 
     job_id: str
-    response: bytes  # the job's view as JSON: what a 2xx answers with
+    answer: bytes | JobRecord  # the stored answer (a replay), or the job it is made from
     replayed: bool = False
+
+    @property
+    def response(self) -> bytes:
+        """Return the job's view as JSON: what a 2xx answers with."""
+        answer = self.answer
+        return answer if isinstance(answer, bytes) else orjson.dumps(job_view(answer))
+
+    def view(self) -> dict[str, Any]:
+        """Return the job's view, made straight from the job when there is no stored answer."""
+        answer = self.answer
+        return orjson.loads(answer) if isinstance(answer, bytes) else job_view(answer)
 
 
 @dataclass(slots=True)
@@ -109,7 +120,6 @@ class _Pending:
     job: JobRecord
     envelope: Envelope
     route: Route
-    accepted: Submitted | None = None  # its answer once confirmed, if made while it travelled
 
 
 _Outcome = Claim | TaskqError | None
@@ -128,6 +138,11 @@ class _Type(NamedTuple):
 # jobs are published once more by the repair sweep, which a worker runs once all the same).
 _HOLD_CONFIRMS = 1000
 
+# How long the row of a confirmed job waits for others to share its transaction: a worker that
+# receives the job first writes the row itself, and a crash meanwhile loses only the row, which
+# the job's worker writes when it runs it.
+_ROWS_LINGER = 0.01
+
 # Publish failures that prove the message is not on the broker: the stored job is deleted.
 # Any other (no confirm in time, a crash) leaves it to the repair sweep, which publishes it
 # again once its deadline passed.
@@ -137,11 +152,11 @@ _NOT_PUBLISHED = (UnroutableError, PublishNackedError, ContractError, BrokerUnav
 class Submitter:
     """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed.
 
-    A job is stored with a deadline for its confirm: a job whose submitter stops before the
-    confirm is published again by ``repair`` (at least once), so no job stays queued without a
-    message. A keyed job is stored (its key claimed) before it is published; any other is
-    published while its row commits (see ``_send_all``). Concurrent submissions share store
-    transactions.
+    A keyed job (or one with a callback URL) is stored, its key claimed, with a deadline for
+    its confirm before it is published: one whose submitter stops before the confirm is
+    published again by ``repair`` (at least once), so no job stays queued without a message.
+    Any other is published first and its row written once confirmed (see ``_send_all``).
+    Concurrent submissions share store transactions.
     """
 
     def __init__(
@@ -169,6 +184,9 @@ class Submitter:
         # the confirms of jobs without a key wait to ride along with the next insert.
         self._sends: Coalescer[_Pending, _Outcome] = Coalescer(self._send_all)
         self._confirms: Coalescer[Confirmed, None] = Coalescer(self._confirm_jobs)
+        # Rows of confirmed jobs whose messages are their record, written in batches behind
+        # their confirms; reads through this submitter write them first (``settle``).
+        self._rows: Coalescer[NewJob, None] = Coalescer(self._write_rows, linger=_ROWS_LINGER)
         self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
@@ -178,9 +196,14 @@ class Submitter:
         """Return the job store this submitter records jobs in."""
         return self._store
 
+    async def settle(self) -> None:
+        """Write the rows held behind their confirms, so that a read sees every job accepted here."""
+        await self._rows.drain()
+
     async def close(self) -> None:
-        """Record the confirms still held (the repair sweep covers any that fail to be)."""
+        """Write the rows and record the confirms still held (the repair sweep covers any lost)."""
         await self._sends.drain()
+        await self._rows.drain()
         if self._unrecorded:
             self._confirms.post(self._unrecorded.pop())  # its write takes all those held
         await self._confirms.drain()
@@ -264,67 +287,75 @@ class Submitter:
         return final
 
     async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
-        """Store the jobs in one transaction and publish the new ones in one write; one outcome each.
+        """Store the claim-first jobs in one transaction and publish the new ones; one outcome each.
 
-        A job without a key or callback URL is published while the transaction commits: its
-        message alone makes the job (a worker that receives it first creates its row), so it is
-        accepted once confirmed even if the insert failed. The others are published once their
-        rows committed, a key's claim first. A job whose key was claimed already gets its
-        ``Claim``, one the broker did not confirm the error (its row deleted when it surely is
-        not on the broker), a confirmed one ``None``.
+        A job without a key or callback URL is published at once and its row written behind
+        its confirm (``_rows``): its message alone makes the job (a worker that receives it
+        first creates its row). The others are published once their rows committed, a key's
+        claim first. A job whose key was claimed already gets its ``Claim``, one the broker did
+        not confirm the error (its row deleted when it surely is not on the broker), a
+        confirmed one ``None``.
         """
         early = [p for p in pendings if _overlaps(p)]
-        items = [self._new_job(p) for p in pendings]
+        stored = [p for p in pendings if not _overlaps(p)]
         if not early:
-            claims: list[Claim] | TaskqError = await self._create_jobs(items)
+            claims = await self._claimed(stored)
             early_errors: Sequence[TaskqError | None] = ()
         else:
-            # The insert waits one turn of the loop, in which the connection's writer puts the
-            # frames this publish queues on the socket: the confirm travels while the row
-            # commits (an inline SQLite write runs to its commit without yielding). Rows whose
-            # messages are their record need not wait for the disk; a key's claim does.
-            durable = len(early) < len(pendings)
-            inserting = asyncio.ensure_future(self._store_meanwhile(early, items, durable))
+            # The rest waits one turn of the loop, in which the connection's writer puts the
+            # frames this publish queues on the socket: the confirm travels meanwhile (an
+            # inline SQLite write runs to its commit without yielding).
+            storing = (
+                asyncio.ensure_future(self._claimed(stored, meanwhile=True)) if stored else None
+            )
             early_errors = await self._publish_new(early)
-            try:
-                claims = await inserting
-            except TaskqError as exc:
-                claims = exc
-        if isinstance(claims, TaskqError):
-            return self._unstored(pendings, early_errors, claims)
-        late = [
-            p
-            for p, claim in zip(pendings, claims, strict=True)
-            if claim.state is ClaimState.NEW and not _overlaps(p)
-        ]
-        errors = iter(await self._publish_new(late))
-        published = iter(early_errors)
+            claims = await storing if storing else []
+            await self._behind(early, early_errors)
+        late_errors: Sequence[TaskqError | None] = ()
+        if not isinstance(claims, TaskqError):
+            late_errors = await self._publish_new(
+                [p for p, c in zip(stored, claims, strict=True) if c.state is ClaimState.NEW]
+            )
+        published, late = iter(early_errors), iter(late_errors)
+        answers = iter(() if isinstance(claims, TaskqError) else claims)
         outcomes: list[_Outcome] = []
-        for pending, claim in zip(pendings, claims, strict=True):
+        for pending in pendings:
+            if _overlaps(pending):
+                outcomes.append(next(published))
+                continue
+            if isinstance(claims, TaskqError):
+                outcomes.append(claims)
+                continue
+            claim = next(answers)
             if claim.state is not ClaimState.NEW:
                 outcomes.append(claim)
                 continue
-            error = next(published) if _overlaps(pending) else next(errors)
+            error = next(late)
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
             outcomes.append(error)
         return outcomes
 
-    def _unstored(
-        self,
-        pendings: Sequence[_Pending],
-        published: Sequence[TaskqError | None],
-        error: TaskqError,
-    ) -> list[_Outcome]:
-        """Answer jobs whose insert failed: those published alongside stand by their confirm.
+    async def _behind(self, early: Sequence[_Pending], errors: Sequence[TaskqError | None]) -> None:
+        """Hold the rows of the confirmed early jobs for writing; free the blobs of the refused."""
+        for pending, error in zip(early, errors, strict=True):
+            if error is None:
+                self._rows.post(self._new_job(pending))
+            elif isinstance(error, _NOT_PUBLISHED) and pending.envelope.payload_ref:
+                await self._blobs.delete(pending.envelope.payload_ref)
 
-        A confirmed one is accepted (the broker holds it, and the worker that runs it writes
-        its row); the others get the store's error, or their own if the publish failed too.
-        """
-        if None in published:
-            logger.warning("jobs accepted without their rows, which their workers write: {}", error)
-        outcomes = iter(published)
-        return [next(outcomes) if _overlaps(p) else error for p in pendings]
+    async def _claimed(
+        self, stored: Sequence[_Pending], *, meanwhile: bool = False
+    ) -> list[Claim] | TaskqError:
+        """Insert the jobs that are stored before they are published; the store's error if it failed."""
+        if not stored:
+            return []
+        if meanwhile:
+            await asyncio.sleep(0)  # the turn of the loop that writes the early publish's frames
+        try:
+            return await self._create_jobs([self._new_job(p) for p in stored])
+        except TaskqError as exc:
+            return exc
 
     async def _publish_new(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
         """Publish the jobs just stored; a publish that fails as a whole fails each of them."""
@@ -430,6 +461,7 @@ class Submitter:
             JobNotFoundError: no job has this id that the viewer may see (another tenant's job
                 answers exactly as an unknown id does).
         """
+        await self.settle()
         return await get_visible(self._store, viewer, job_id)
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
@@ -533,7 +565,7 @@ class Submitter:
             pending.job,
             claim=(key, request.fingerprint()) if key else None,
             lease_s=self._settings.idempotency_lease,
-            confirm_within=self._settings.repair_after,
+            confirm_within=None if _overlaps(pending) else self._settings.repair_after,
         )
 
     async def _answer(self, pending: _Pending, claim: Claim) -> Submitted:
@@ -628,9 +660,11 @@ class Submitter:
         Awaited for keyed jobs (a replay must find the answer), in the background for the
         others: a confirm lost to a crash costs one more copy of the message, no more.
         """
-        answers = [p.accepted or _accepted(p.job) for p in pendings]
+        answers = [_accepted(p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
+            if _overlaps(pending):  # no publish deadline to clear: its row is written behind
+                continue
             confirmation = self._confirmation(pending.job, answer.response)
             if confirmation.response is None:
                 self._unrecorded.append(confirmation)
@@ -652,17 +686,6 @@ class Submitter:
             return Confirmed(job.id)
         return Confirmed(job.id, response, self._settings.idempotency_ttl)
 
-    async def _store_meanwhile(
-        self, early: Sequence[_Pending], items: Sequence[NewJob], durable: bool
-    ) -> list[Claim]:
-        """Insert the jobs while the early ones' publish travels, and make their answers meanwhile."""
-        await asyncio.sleep(0)  # the turn of the loop that writes the publish's frames
-        try:
-            return await self._create_jobs(items, durable=durable)
-        finally:
-            for pending in early:
-                pending.accepted = _accepted(pending.job)
-
     async def _create_jobs(self, items: Sequence[NewJob], *, durable: bool = True) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
         held, self._unrecorded = self._unrecorded, []
@@ -671,6 +694,14 @@ class Submitter:
         except BaseException:
             self._unrecorded[:0] = held
             raise
+
+    async def _write_rows(self, items: Sequence[NewJob]) -> list[None]:
+        """Insert the rows of confirmed jobs in one transaction (the row coalescer's write)."""
+        try:
+            await self._create_jobs(items, durable=False)
+        except TaskqError as exc:  # the jobs are on the broker: their workers write the rows
+            logger.warning("rows of {} confirmed jobs not written: {}", len(items), exc)
+        return [None] * len(items)
 
     async def _confirm_jobs(self, items: Sequence[Confirmed]) -> list[None]:
         """Record a batch of confirms, and those held for the next insert (the coalescer's write)."""
@@ -727,10 +758,11 @@ def _overlaps(pending: _Pending) -> bool:
     """Return whether the job is published while its row commits (see ``Submitter._send_all``).
 
     Only a job whose message carries all its row holds: no key to claim first, and no
-    callback URL (the envelope has none, and a worker's row must not lose it).
+    callback URL (the envelope has none, and a worker's row must not lose it). A delayed job
+    is stored first too: its row is how it is seen and cancelled until it is due.
     """
     job = pending.job
-    return job.idempotency_key is None and job.callback_url is None
+    return job.idempotency_key is None and job.callback_url is None and job.not_before is None
 
 
 def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Submitted:
@@ -747,7 +779,7 @@ def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Sub
 
 
 def _accepted(job: JobRecord) -> Submitted:
-    return Submitted(job.id, orjson.dumps(job_view(job)))
+    return Submitted(job.id, job)
 
 
 def _check_strings(request: JobRequest) -> None:

@@ -19,7 +19,6 @@ from topology.errors import SettingsError, TaskqError
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient, Configuration
-    from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -74,7 +73,12 @@ class KubeApi:
             context = (loader.current_context or {}).get("context") or {}
             # The loader ran the exec plugin once; its token expires, so rerun it when it has.
             if loader._user is not None and "exec" in loader._user:
-                configuration.refresh_api_key_hook = _exec_refresher(loader)
+
+                async def refresh(config: Configuration) -> None:
+                    await loader.load_from_exec_plugin()
+                    config.api_key["BearerToken"] = loader.token
+
+                configuration.refresh_api_key_hook = refresh
         return await cls(configuration, str(context.get("namespace") or "default"))._checked(where)
 
     @classmethod
@@ -121,16 +125,6 @@ def _kubeconfig_files(path: Path | None, env: Mapping[str, str]) -> str:
             else f"no kubeconfig: KUBECONFIG is unset and {files} does not exist"
         )
     return files
-
-
-def _exec_refresher(loader: KubeConfigLoader) -> Callable[[Configuration], Awaitable[None]]:
-    """Return a hook run before each request that reruns the exec plugin once its token expired."""
-
-    async def refresh(configuration: Configuration) -> None:
-        await loader.load_from_exec_plugin()
-        configuration.api_key["BearerToken"] = loader.token
-
-    return refresh
 
 
 @contextmanager
@@ -195,7 +189,8 @@ class KubernetesScaler(AsyncClosing):
             self._client = ApiClient(self._api.configuration)
             self._client.user_agent = "taskq-autoscaler"
         apps = AppsV1Api(self._client)
-        name, where = self._deployment(group), self._where(group)
+        name = self._deployment(group)
+        where = f"deployment {name!r} in namespace {self._namespace!r}"
         request: Awaitable[Any] = (
             apps.read_namespaced_deployment_scale(
                 name, self._namespace, _request_timeout=self._timeout
@@ -219,9 +214,6 @@ class KubernetesScaler(AsyncClosing):
         except (ValueError, TypeError) as exc:
             # The client turns the answer into a V1Scale and refuses fields of the wrong type.
             raise ScaleError(f"the scale of {where} is not an autoscaling/v1 Scale: {exc}") from exc
-
-    def _where(self, group: str) -> str:
-        return f"deployment {self._deployment(group)!r} in namespace {self._namespace!r}"
 
 
 def _replicas(scale: Any, where: str) -> int:

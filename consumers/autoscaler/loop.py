@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 from loguru import logger
@@ -43,6 +44,7 @@ class GroupStatus:
     current: int
     desired: int
     reason: str
+    # The last reading: ready + unacked, then QueueSignals' own fields (None: not read).
     backlog: int | None = None
     publish_rate: float | None = None
     ack_rate: float | None = None
@@ -157,10 +159,8 @@ class Autoscaler:
         """Step every ``interval`` seconds until ``stop`` is set."""
         while not stop.is_set():
             await self.step()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)
-            except TimeoutError:
-                continue
 
     async def _observe_queues(self) -> None:
         """Read the DLQs and delay tiers for the metrics (they never count as work)."""
@@ -194,10 +194,11 @@ class Autoscaler:
         try:
             current = await self._actuator.current(group.name)
         except TaskqError as exc:
-            return self._remember(group, GroupStatus(group.name, -1, -1, str(exc), error=str(exc)))
+            return self._remember(GroupStatus(group.name, -1, -1, str(exc), error=str(exc)))
         config, state = PolicyConfig.for_group(group.spec), self._states[group.name]
         decision = decide(signals, current, group.spec.scale, config, state, now)
         self._states[group.name] = decision.state
+        what = (group.name, current, decision.desired, decision.reason)
         if decision.desired != current:
             try:
                 await self._actuator.scale(group.name, decision.desired)
@@ -207,28 +208,11 @@ class Autoscaler:
             else:
                 direction = "up" if decision.desired > current else "down"
                 self._metrics.decisions.labels(group.name, direction).inc()
-                what = (group.name, current, decision.desired, decision.reason)
                 logger.info("autoscaler: group {} {} -> {}: {}", *what)
-        status = GroupStatus(
-            group.name,
-            current,
-            decision.desired,
-            decision.reason,
-            error=error,
-            decided_at=time.time(),
-        )
-        if signals is not None:
-            status = replace(
-                status,
-                backlog=signals.ready + signals.unacked,
-                publish_rate=signals.publish_rate,
-                ack_rate=signals.ack_rate,
-                oldest_age=signals.oldest_age,
-                ready=signals.ready,
-                unacked=signals.unacked,
-                consumers=signals.consumers,
-            )
-        return self._remember(group, status)
+        seen: dict[str, Any] = {}
+        if signals is not None:  # every figure of the reading, and the backlog they make
+            seen = dataclasses.asdict(signals) | {"backlog": signals.ready + signals.unacked}
+        return self._remember(GroupStatus(*what, error=error, decided_at=time.time(), **seen))
 
     async def serve(self, authenticator: Authenticator, *, host: str, port: int) -> web.AppRunner:
         """Start serving ``/status`` and the metrics; clean up the returned runner to stop."""
@@ -238,12 +222,11 @@ class Autoscaler:
             return web.json_response({"groups": groups})
 
         more = {"/status": (Scope.ADMIN, status)}
-        registry = self._metrics.registry
         return await serve_metrics(
-            authenticator, host=host, port=port, registry=registry, more=more
+            authenticator, host=host, port=port, registry=self._metrics.registry, more=more
         )
 
-    def _remember(self, group: CompiledGroup, status: GroupStatus) -> GroupStatus:
-        self.status[group.name] = status
+    def _remember(self, status: GroupStatus) -> GroupStatus:
+        self.status[status.group] = status
         self._metrics.observe(status)
         return status

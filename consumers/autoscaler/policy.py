@@ -44,7 +44,6 @@ class PolicyState:
     desired: int = 0
     # (time, recommendation) within the window, kept only while it can still be the highest.
     history: tuple[tuple[float, int], ...] = ()
-    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +77,7 @@ def decide(
             f"; keeping {desired}, the highest recommendation of the last "
             f"{config.stabilization_s:g}s (scale-down stabilization)"
         )
-    return Decision(desired, why, PolicyState(desired, history, held=False))
+    return Decision(desired, why, PolicyState(desired, history))
 
 
 def recommend(signals: QueueSignals, bounds: ScaleSpec, config: PolicyConfig) -> tuple[int, str]:
@@ -129,7 +128,7 @@ def _hold(
     # The held figure counts as a recommendation, so a scale-down after an outage still
     # waits a full window of real readings.
     history = _remember(state.history, now, desired, config.stabilization_s)
-    return Decision(desired, why, PolicyState(desired, history, held=True))
+    return Decision(desired, why, PolicyState(desired, history))
 
 
 def _remember(

@@ -20,14 +20,12 @@ from topology.settings import BrokerSettings
 class QueueSignals:
     """What the broker says about a group's work queues at one moment."""
 
-    group: str
     ready: int  # messages ready, summed over the group's work queues
     unacked: int  # messages delivered and not yet acknowledged
     consumers: int  # consumers on the group's most urgent work queue
     publish_rate: float  # msg/s published into the work queues
     ack_rate: float  # msg/s acknowledged (delivered when the broker reports no acks)
     oldest_age: float | None  # seconds the oldest head message has waited, when known
-    read_at: float  # time.time() of the reading
 
 
 class SignalsUnavailable(ManagementApiError):
@@ -49,7 +47,7 @@ class SignalReader(AsyncClosing):
         bodies = await self._queues(f"group {group.name!r}", group.queue_names)
         read_at = time.time()
         lanes = [
-            _figures(group.name, f"group {group.name!r} queue {name!r}", body, read_at)
+            _figures(f"group {group.name!r} queue {name!r}", body, read_at)
             for name, body in zip(group.queue_names, bodies, strict=True)
         ]
         # The lanes' figures add up, but consumers come from the first (most urgent) lane.
@@ -60,16 +58,13 @@ class SignalReader(AsyncClosing):
             unacked=sum(lane.unacked for lane in lanes),
             publish_rate=sum(lane.publish_rate for lane in lanes),
             ack_rate=sum(lane.ack_rate for lane in lanes),
-            oldest_age=max(ages) if ages else None,
+            oldest_age=max(ages, default=None),
         )
 
     async def depth(self, queue: str) -> int:
         """Return how many messages ``queue`` holds (a DLQ or a delay tier: not work)."""
         (body,) = await self._queues(f"queue {queue!r}", (queue,))
-        messages = body.get("messages", 0)
-        if not isinstance(messages, int) or isinstance(messages, bool):
-            raise SignalsUnavailable(f"queue {queue!r}: messages is not an integer")
-        return messages
+        return _count(f"queue {queue!r}", {"messages": 0} | body, "messages")
 
     async def close(self) -> None:
         """Close the HTTP session; a later ``read`` opens a new one."""
@@ -86,7 +81,7 @@ class SignalReader(AsyncClosing):
             raise SignalsUnavailable(f"reading {what}: {exc}", status=exc.status) from exc
 
 
-def _figures(group: str, where: str, body: Mapping[str, Any], read_at: float) -> QueueSignals:
+def _figures(where: str, body: Mapping[str, Any], read_at: float) -> QueueSignals:
     """Return one work queue's figures, or raise naming the field that is wrong."""
     if "messages_ready" not in body:
         # The broker leaves every figure out until its first statistics round after the
@@ -100,14 +95,12 @@ def _figures(group: str, where: str, body: Mapping[str, Any], read_at: float) ->
         raise SignalsUnavailable(f"{where}: message_stats is not an object: {stats!r}")
     ack_key = "ack_details" if "ack_details" in stats else "deliver_get_details"
     return QueueSignals(
-        group=group,
         ready=_count(where, body, "messages_ready"),
         unacked=_count(where, body, "messages_unacknowledged"),
         consumers=_count(where, body, "consumers"),
         publish_rate=_rate(where, stats, "publish_details"),
         ack_rate=_rate(where, stats, ack_key),
         oldest_age=_age(where, body, read_at),
-        read_at=read_at,
     )
 
 

@@ -177,9 +177,10 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
-    store, viewer = request.app.state.services.submitter.store, principal(request).viewer
+    submitter, viewer = request.app.state.services.submitter, principal(request).viewer
+    await submitter.settle()
     page = await list_visible(
-        store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
+        submitter.store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
     )
     return page_view(page)
 

@@ -47,10 +47,9 @@ class Rig:
         done = await self.submitter.submit(JobRequest(type=job_type, payload=payload, **fields))
         return done.job_id
 
-    async def status(self, job_id: str) -> JobStatus:
+    async def status(self, job_id: str) -> JobStatus | None:
         job = await self.store.get_job(job_id)
-        assert job is not None
-        return job.status
+        return None if job is None else job.status
 
     async def until(self, job_id: str, status: JobStatus, within: float = 15) -> None:
         async def reached() -> bool:

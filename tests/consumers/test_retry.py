@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.retry import attempts_allowed, backoff_ms, may_retry
+from consumers.dispatch import attempts_allowed, backoff_ms
 from topology.spec import Jitter, RetryPolicy
 
 policies = st.builds(
@@ -55,8 +55,6 @@ def test_attempts_come_from_the_job_else_the_policy():
     p = policy(max_attempts=3)
     assert attempts_allowed(p, None) == 3
     assert attempts_allowed(p, 5) == 5
-    assert [may_retry(p, n, None) for n in (1, 2, 3)] == [True, True, False]
-    assert may_retry(p, 1, 1) is False
 
 
 def test_attempts_count_from_one():

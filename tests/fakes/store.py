@@ -228,7 +228,7 @@ class InMemoryJobStore:
                 for job_id in {e.job_id for e in ends} | {s.job_id for s in starts}
                 if (job := self.jobs.get(job_id)) is not None
             }
-            created = {job.id: _normalised(job) for job in missing_jobs(rows, starts)}
+            created = {job.id: _normalised(job) for job in missing_jobs(rows, ends, starts)}
             rows.update((job_id, new_row(job)) for job_id, job in created.items())
             plan = plan_window(rows, ends, starts)
             # Every value checked first, so a refused one changes nothing (one transaction).

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import httpx
 from fastapi import FastAPI
 
+from jobstore.model import JobRecord
 from producers.api.app import Services, create_app
 from producers.submit import Submitter
 from tests.credentials import bearer, new_key
@@ -27,6 +28,11 @@ class Api:
     services: Services
     services_app: FastAPI
     token: str  # an API key of the default tenant with every scope; the client sends it
+
+    async def stored(self, job_id: str) -> JobRecord | None:
+        """Return the job's row once the submitter wrote those it holds behind their confirms."""
+        await self.services.submitter.settle()
+        return await self.store.get_job(job_id)
 
 
 def make_api(

@@ -47,7 +47,7 @@ async def test_submit_answers_202_with_the_job_and_publishes_it(api: Api):
     assert published.id == job["id"]
     assert published.payload == {"to": "user@example.com"}
     assert published.idempotency_key == job["id"]
-    assert (await api.store.get_job(job["id"])).status is JobStatus.QUEUED
+    assert (await api.stored(job["id"])).status is JobStatus.QUEUED
     assert api.publisher.events == []  # submission events are opt-in (TASKQ_SUBMIT_EVENTS)
 
 
@@ -346,6 +346,7 @@ async def test_cancel_before_start_then_409_once_final(api: Api):
 
 async def test_cancel_of_a_running_job_is_409(api: Api):
     job = (await post(api, {"type": "email"})).json()
+    await api.services.submitter.settle()  # as the job's worker would have written its row
     await api.store.transition(
         job["id"], JobStatus.RUNNING, allowed_from=frozenset({JobStatus.QUEUED})
     )

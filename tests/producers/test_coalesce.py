@@ -60,3 +60,21 @@ async def test_posted_items_are_written_without_anyone_waiting():
     coalescer.post(8)
     await coalescer.drain()
     assert writer.batches == [[7, 8]]
+
+
+async def test_posted_items_linger_for_company_until_the_timer_a_full_batch_or_a_drain():
+    writer = Writer()
+    coalescer: Coalescer[int, int] = Coalescer(writer.write, max_batch=3, linger=0.05)
+    coalescer.post(1)
+    coalescer.post(2)
+    await asyncio.sleep(0.01)
+    assert writer.batches == []  # still waiting for company
+    await asyncio.sleep(0.1)
+    assert writer.batches == [[1, 2]]  # the timer sent them
+    for i in (3, 4, 5):
+        coalescer.post(i)
+    await asyncio.sleep(0.01)
+    assert writer.batches[1:] == [[3, 4, 5]]  # a full batch goes at once
+    coalescer.post(6)
+    await coalescer.drain()
+    assert writer.batches[2:] == [[6]]  # a drain does not wait for the timer

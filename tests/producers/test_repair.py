@@ -139,7 +139,12 @@ async def test_a_job_without_a_confirm_stays_for_the_sweep(topology):
     publisher = FailingPublisher(topology, ConfirmTimeoutError("no confirm in time"))
     submitter = Submitter(topology, publisher, store, InMemoryBlobStore(), SETTINGS)
     with pytest.raises(ConfirmTimeoutError):
+        await submitter.submit(JobRequest("email", idempotency_key="k"))
+    # A job without a key keeps no row: its caller got the error, and if the message did
+    # reach the broker, the worker that receives it writes the row.
+    with pytest.raises(ConfirmTimeoutError):
         await submitter.submit(JobRequest("email"))
+    await submitter.settle()
     [kept] = store.jobs.values()
     assert kept.status is JobStatus.QUEUED
     assert kept.id in store.publish_by
@@ -208,10 +213,11 @@ async def test_a_field_amqp_cannot_carry_is_refused_with_422_and_nothing_is_stor
     assert refused["status"] == 422
     assert refused["error"]["errors"][0]["field"] == field
     assert accepted["status"] == 202
+    await api.services.submitter.settle()
     assert [j.id for j in api.store.jobs.values()] == [accepted["job"]["id"]]
 
 
-async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the_next_insert(
+async def test_stored_first_jobs_get_a_confirm_deadline_and_confirms_ride_the_next_write(
     topology,
 ):
     store = InMemoryJobStore()
@@ -224,16 +230,18 @@ async def test_new_jobs_are_stored_with_a_confirm_deadline_and_confirms_ride_the
         return await inner(items, confirmed=confirmed, durable=durable)
 
     store.create_jobs = spy  # type: ignore[method-assign]
-    first = await submitter.submit(JobRequest("email"))
+    first = await submitter.submit(JobRequest("email", callback_url="https://example.com/h"))
     assert store.publish_by.keys() == {first.job_id}  # confirmed, not yet recorded
     [second, third] = await submitter.submit_many([JobRequest("email"), JobRequest("email")])
+    assert store.jobs.keys() == {first.job_id}  # the plain jobs' rows wait for company
+    await submitter.close()
+    # The plain jobs were published first: their rows carry no deadline, and are written in
+    # one transaction that also records the first job's confirm.
     assert [[n.confirm_within for n in items] for items, _ in writes] == [
         [SubmitSettings().repair_after],
-        [SubmitSettings().repair_after] * 2,
+        [None, None],
     ]
-    # One write per insert: the first job's confirm went with the second insert.
     assert [confirmed for _, confirmed in writes] == [[], [first.job_id]]
-    await submitter.close()
     assert store.publish_by == {}
     assert {second.job_id, third.job_id} <= store.jobs.keys()
 
@@ -261,15 +269,19 @@ async def test_only_jobs_without_a_key_or_callback_are_published_before_their_ro
     plain = await submitter.submit(JobRequest("email"))
     keyed = await submitter.submit(JobRequest("email", idempotency_key="k"))
     hooked = await submitter.submit(JobRequest("email", callback_url="https://example.com/h"))
+    later = await submitter.submit(JobRequest("email", delay=60))
     assert publisher.stored_first == {
         plain.job_id: False,
         keyed.job_id: True,
         hooked.job_id: True,
+        later.job_id: True,
     }
-    assert {plain.job_id, keyed.job_id, hooked.job_id} <= store.jobs.keys()
+    assert plain.job_id not in store.jobs  # written behind its confirm
+    await submitter.settle()
+    assert {plain.job_id, keyed.job_id, hooked.job_id, later.job_id} <= store.jobs.keys()
 
 
-async def test_a_confirmed_job_whose_insert_failed_is_accepted_and_its_message_makes_the_row(
+async def test_a_confirmed_job_whose_row_write_failed_is_accepted_and_its_message_makes_the_row(
     topology,
 ):
     store = InMemoryJobStore()
@@ -284,6 +296,7 @@ async def test_a_confirmed_job_whose_insert_failed_is_accepted_and_its_message_m
     assert not isinstance(plain, TaskqError)
     published = publisher.queues["taskq.email"]
     assert [e.id for e in published] == [done.job_id, plain.job_id]
+    await submitter.settle()  # the rows' write fails: logged, not raised
     store.fail_with = None
     assert store.jobs == {}
     # The worker that receives them writes their rows.

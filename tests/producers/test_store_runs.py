@@ -277,6 +277,25 @@ async def test_a_start_whose_job_has_no_row_yet_creates_it_from_the_message(
     assert again.outcome is StartOutcome.SETTLED
 
 
+async def test_an_end_without_a_run_whose_job_has_no_row_yet_creates_it_ended(
+    store: JobStore,
+) -> None:
+    # A type no handler takes is dead-lettered at once: its end may overtake the job's row.
+    record = job(tenant="acme")
+    error = "no handler for job type"
+    dead = end(record.id, 0, JobStatus.DEAD, error=error, envelope=message_of(record))
+    (ended,), _ = await store.run_window([dead], [])
+    assert ended is not None
+    stored = await store.get_job(record.id)
+    assert stored is not None
+    assert (stored.status, stored.last_error, stored.tenant) == (JobStatus.DEAD, error, "acme")
+    # The submitter's row, written behind its confirm, leaves the ended job as it is.
+    await store.create_jobs([NewJob(record)])
+    again = await store.get_job(record.id)
+    assert again is not None
+    assert again.status is JobStatus.DEAD
+
+
 async def test_the_submitters_insert_after_the_worker_created_the_row_leaves_it_alone(
     store: JobStore,
 ) -> None:

@@ -98,6 +98,7 @@ class Door:
         """Submit a job of ``tenant`` and move it to its group's DLQ, as a worker would."""
         submitter = self.services.submitter
         done = await submitter.submit(JobRequest(type=job_type, tenant=tenant))
+        await submitter.settle()  # as the job's worker would have written its row
         group = submitter.group_of(job_type)
         assert group is not None
         async with channel(self.broker) as ch:

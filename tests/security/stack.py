@@ -91,7 +91,8 @@ class Stack:
         return sum((await self.depths()).values())
 
     async def jobs(self) -> list[JobRecord]:
-        """Return every job the store holds."""
+        """Return every job the store holds, once the API wrote the rows it holds behind confirms."""
+        await self.submitter.settle()
         return (await self.store.list_jobs(limit=500)).jobs
 
 

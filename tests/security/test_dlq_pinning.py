@@ -35,6 +35,7 @@ async def fill_dlq(stack: Stack, count: int) -> list[str]:
     publisher = stack.app.state.services.publisher
     for i in range(count):
         done = await stack.submitter.submit(JobRequest(type="work.a", payload={"n": i}))
+        await stack.submitter.settle()  # as the job's worker would have written its row
         letter = Envelope.new("work.a", {"n": i}, id=done.job_id)
         decision = dead(
             letter, DeadReason.EXHAUSTED, f"Boom: {i}", group="work", topology=stack.topology

@@ -38,6 +38,7 @@ async def test_admin_dlq_routes(vhost, tmp_path: Path):
     ids = []
     for i in range(3):
         done = await submitter.submit(JobRequest(type="email", payload={"n": i}))
+        await submitter.settle()  # as the job's worker would have written its row
         letter = Envelope.new("email", {"n": i}, id=done.job_id)
         decision = dead(
             letter,

@@ -51,6 +51,7 @@ async def bury(vhost, tmp_path: Path, topology_file: str, types: list[str]) -> d
     await apply_topology(backends.topology, vhost)
     for i, job_type in enumerate(types):
         done = await submitter.submit(JobRequest(type=job_type))
+        await submitter.settle()  # as the job's worker would have written its row
         job = await backends.store.get_job(done.job_id)
         assert job is not None
         letter = Envelope.new(job.type, None, id=job.id)

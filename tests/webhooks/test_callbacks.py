@@ -238,6 +238,7 @@ async def test_a_group_callback_url_applies_to_jobs_that_name_none():
         JobRequest(type="reported.x", callback_url="https://mine.example/")
     )
     none = await submitter.submit(JobRequest(type="quiet.x"))
+    await submitter.settle()
     urls = [(await store.get_job(s.job_id)).callback_url for s in (by_group, own, none)]  # type: ignore[union-attr]
     assert urls == ["https://hooks.example.com/taskq", "https://mine.example/", None]
 

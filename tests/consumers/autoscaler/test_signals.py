@@ -50,18 +50,15 @@ async def test_a_group_with_one_queue_reads_its_figures_and_rates(fake: FakeMana
     async with SignalReader(fake.settings()) as reader:
         signals = await reader.read(MAIL)
     assert signals == QueueSignals(
-        group="mail",
         ready=420,
         unacked=16,
         consumers=2,
         publish_rate=12.5,
         ack_rate=10.0,
         oldest_age=signals.oldest_age,
-        read_at=signals.read_at,
     )
     assert signals.oldest_age is not None
     assert 29 <= signals.oldest_age <= 32
-    assert abs(signals.read_at - time.time()) < 2
 
 
 async def test_only_the_groups_work_queues_are_read_one_get_each(fake: FakeManagement):
