@@ -159,7 +159,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def purge(management: ManagementClient, vhost: str) -> None:
-    for queue in await management.queues(vhost):
+    for queue in await management.listing(vhost, "queues"):
         if queue["name"].startswith("taskq."):
             await management.purge_queue(vhost, queue["name"])
 

@@ -58,7 +58,7 @@ class JobContext:
     @property
     def logger(self) -> Any:
         """Return a logger bound to the job's fields (made on use: most runs never log)."""
-        # The field names of telemetry.logs.job_log_context, so both kinds of line match.
+        # The field names of telemetry.logs.bind_job, so both kinds of line match.
         fields = {"job_id": self.job_id, "job_type": self.job_type, "attempt": self.attempt}
         if self.correlation_id is not None:
             fields["correlation_id"] = self.correlation_id

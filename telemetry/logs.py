@@ -6,12 +6,10 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Required, TextIO, TypedDict, Unpack
 
 import orjson
 from loguru import logger
@@ -38,10 +36,7 @@ def json_line(record: Record) -> str:
     """Return ``record`` as one flat JSON object on one line: base fields, job and trace ids, extras."""
     extra = record["extra"]
     fields: dict[str, Any] = {
-        "ts": record["time"]
-        .astimezone(UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z"),
+        "ts": record["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "level": record["level"].name,
         "message": record["message"],
         "logger": extra.get(LOGGER_FIELD) or record["name"] or "",
@@ -52,9 +47,7 @@ def json_line(record: Record) -> str:
     for key in JOB_FIELDS:
         if extra.get(key) is not None:
             fields[key] = extra[key]
-    for key, value in extra.items():
-        if key not in fields and key not in _NOT_EXTRAS:
-            fields[str(key)] = value
+    fields |= {str(k): v for k, v in extra.items() if k not in fields and k not in _NOT_EXTRAS}
     if extra.get(EXCEPTION_FIELD):
         fields["exception"] = extra[EXCEPTION_FIELD]
     try:
@@ -68,11 +61,6 @@ def _plain(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return -(2**63) <= value < 2**64
     return isinstance(value, str | bool | float | None)
-
-
-def message_only(record: Record) -> str:
-    """Return a format that skips loguru's own traceback rendering (the JSON sink writes its own)."""
-    return "{message}"
 
 
 def text_format(record: Record) -> str:
@@ -126,7 +114,10 @@ def configure_logging(
             out.write(json_line(message.record) + "\n")
             out.flush()
 
-        logger.add(write, level=level, format=message_only, backtrace=False, diagnose=False)
+        # A format function, unlike a string, skips loguru's own traceback (the line holds one).
+        logger.add(
+            write, level=level, format=lambda _: "{message}", backtrace=False, diagnose=False
+        )
     else:
         logger.add(out, level=level, format=text_format, backtrace=False, diagnose=False)
     _route_stdlib(logger.level(level).no)
@@ -138,34 +129,20 @@ def configure_logging(
 _JOB_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("taskq_job_log_fields", default=None)
 
 
-def bind_job(
-    *,
-    job_id: str,
-    job_type: str | None = None,
-    group: str | None = None,
-    attempt: int | None = None,
-    correlation_id: str | None = None,
-) -> Token[dict[str, Any] | None]:
+class JobFields(TypedDict, total=False):
+    """The fields ``bind_job`` puts on a job's log lines (``None`` ones are left out)."""
+
+    job_id: Required[str]
+    job_type: str | None
+    group: str | None
+    attempt: int | None
+    correlation_id: str | None
+
+
+def bind_job(**fields: Unpack[JobFields]) -> Token[dict[str, Any] | None]:
     """Bind the job's fields to every line logged from here on in this context and the tasks it starts."""
     # One context variable set, read by the patcher: cheap enough to call per job and never undo.
-    fields = {
-        "job_id": job_id,
-        "job_type": job_type,
-        "group": group,
-        "attempt": attempt,
-        "correlation_id": correlation_id,
-    }
     return _JOB_FIELDS.set({k: v for k, v in fields.items() if v is not None})
-
-
-@contextmanager
-def job_log_context(**fields: Any) -> Iterator[None]:
-    """Bind the job's fields (those of ``bind_job``) to every line logged in the block."""
-    token = bind_job(**fields)
-    try:
-        yield
-    finally:
-        _JOB_FIELDS.reset(token)
 
 
 class InterceptHandler(logging.Handler):

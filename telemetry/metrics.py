@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Generic, TypeVar, overload
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,9 +17,10 @@ class Metric(Generic[M]):
     def __init__(
         self, kind: type[M], name: str, documentation: str, labels: str, **options: Any
     ) -> None:
-        self.kind: type[M] = kind
-        self.name, self.documentation, self.labels = name, documentation, tuple(labels.split())
-        self.options = options
+        # Made by each MetricSet on its own registry: ``make(registry=...)``.
+        self.make: Callable[..., M] = partial(
+            kind, name, documentation, tuple(labels.split()), **options
+        )
 
     @overload
     def __get__(self, instance: None, owner: type[Any]) -> Metric[M]: ...
@@ -29,13 +31,6 @@ class Metric(Generic[M]):
         if instance is not None:
             raise AttributeError(f"{owner.__name__} was made without calling MetricSet.__init__")
         return self
-
-    def make(self, registry: CollectorRegistry) -> M:
-        """Return the metric, registered on ``registry``."""
-        made: M = self.kind(
-            self.name, self.documentation, self.labels, registry=registry, **self.options
-        )
-        return made
 
 
 def counter(name: str, documentation: str, labels: str = "") -> Metric[Counter]:
@@ -66,4 +61,4 @@ class MetricSet:
             for attribute, declared in vars(cls).items():
                 if isinstance(declared, Metric):
                     # The instance's own attribute wins over the declaration: plain lookups after.
-                    self.__dict__[attribute] = declared.make(self.registry)
+                    self.__dict__[attribute] = declared.make(registry=self.registry)

@@ -11,9 +11,8 @@ MASK = "***"
 _SECRET_WORDS = (
     r"passw(?:or)?d|s(?:ecret|ignature)|token|a(?:uthorization|pi[_-]?key)|c(?:ookie|redential)"
 )
-_SECRET_KEY = re.compile(_SECRET_WORDS, re.IGNORECASE)
-# Payloads and bodies are the customer's data: a field named so is never written out.
-_DATA_KEY = re.compile(r"^(?:payload|body|request_body)$", re.IGNORECASE)
+# Secret-named fields, and payloads and bodies (the customer's data), are never written out.
+_HIDDEN_KEY = re.compile(rf"{_SECRET_WORDS}|^(?:payload|body|request_body)$", re.IGNORECASE)
 
 # key=value, key: value, "key": "value" (and "Authorization: Bearer x") where key is a run of
 # word characters and '-' holding a secret word. Attempts start only where such a run starts,
@@ -77,11 +76,6 @@ def _mask_inputs(text: str) -> str:
     return "".join((*out, text[done:])) if out else text
 
 
-def hidden_key(key: str) -> bool:
-    """Return whether a field named ``key`` holds a secret or a payload, never to be logged."""
-    return bool(_SECRET_KEY.search(key) or _DATA_KEY.match(key))
-
-
 def redact_value(value: Any) -> Any:
     """Return ``value`` with its strings redacted and its secret-named entries masked, recursively."""
     if isinstance(value, str):
@@ -96,5 +90,6 @@ def redact_value(value: Any) -> Any:
 def redact_fields(fields: Mapping[Any, Any]) -> dict[Any, Any]:
     """Return ``fields`` with secret and payload values masked and every string redacted."""
     return {
-        key: MASK if hidden_key(str(key)) else redact_value(value) for key, value in fields.items()
+        key: MASK if _HIDDEN_KEY.search(str(key)) else redact_value(value)
+        for key, value in fields.items()
     }

@@ -10,7 +10,7 @@ from typing import Any, cast
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, Span, SpanKind
 
@@ -34,17 +34,15 @@ def wanted(environ: Mapping[str, str] | None = None) -> bool:
     return bool(exporter or endpoint)
 
 
-def configure_tracing(service: str, *, processor: SpanProcessor | None = None) -> bool:
-    """Turn tracing on when the environment asks (or a ``processor`` is given); return whether it is on."""
-    if processor is None:
-        if not wanted():
-            return False
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+def configure_tracing(service: str) -> bool:
+    """Turn tracing on when the environment asks for it; return whether it is on."""
+    if not wanted():
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        processor = BatchSpanProcessor(OTLPSpanExporter())
     service_name = os.environ.get("OTEL_SERVICE_NAME", service)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(processor)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     enable(provider)
     return True
 

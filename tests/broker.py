@@ -5,12 +5,36 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from topology.management import ManagementClient
 from topology.settings import BrokerSettings
+
+
+class TestsManagementClient(ManagementClient):
+    """The management client plus what only tests do: list and cut connections, import definitions."""
+
+    __test__ = False
+
+    async def connections(self, vhost: str) -> list[dict[str, Any]]:
+        """Return the client connections open on ``vhost``."""
+        listed: list[dict[str, Any]] = await self._request(
+            "GET", f"/api/vhosts/{quote(vhost, safe='')}/connections"
+        )
+        return listed
+
+    async def close_connection(self, name: str, *, reason: str) -> None:
+        """Force-close the connection called ``name`` (as listed by ``connections``)."""
+        path = f"/api/connections/{quote(name, safe='')}"
+        await self._request("DELETE", path, headers={"X-Reason": reason})
+
+    async def import_definitions(self, vhost: str, definitions: dict[str, Any]) -> None:
+        """Import RabbitMQ definitions into ``vhost``."""
+        await self._request("POST", f"/api/definitions/{quote(vhost, safe='')}", json=definitions)
 
 
 @asynccontextmanager
@@ -49,7 +73,7 @@ async def next_message(
 
 
 async def wait_for_connection(
-    management: ManagementClient, vhost: str, name: str, besides: str = ""
+    management: TestsManagementClient, vhost: str, name: str, besides: str = ""
 ) -> str:
     """Return the broker's name of the connection called ``name`` (other than ``besides``)."""
     async with asyncio.timeout(15):

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
-from topology.management import ManagementClient
 from topology.settings import BrokerSettings, load_settings
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -85,9 +85,9 @@ async def applied(vhost: BrokerSettings, topology: CompiledTopology) -> BrokerSe
 
 
 @pytest.fixture
-async def management(broker_settings: BrokerSettings) -> AsyncIterator[ManagementClient]:
+async def management(broker_settings: BrokerSettings) -> AsyncIterator[TestsManagementClient]:
     """Return a management API client for the local broker."""
-    async with ManagementClient(broker_settings) as client:
+    async with TestsManagementClient(broker_settings) as client:
         yield client
 
 

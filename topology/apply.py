@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiormq
 from aio_pika.abc import ExchangeType
 
-from topology.broker import ServerInfo, connect, server_info
+from topology.broker import connect
 from topology.compiled import Binding, CompiledTopology, Exchange, Queue, args
 from topology.errors import TopologyConflictError
 from topology.management import ManagementClient
@@ -112,19 +112,17 @@ class Plan:
 
 def make_plan(topology: CompiledTopology, live: LiveState) -> Plan:
     """Return what applying ``topology`` to a broker holding ``live`` would do."""
-    live_ex, live_q = {e.name: e for e in live.exchanges}, {q.name: q for q in live.queues}
-    items = [_compare(e, live_ex.get(e.name)) for e in topology.exchanges]
-    items += [_compare(q, live_q.get(q.name)) for q in topology.queues]
+    live_objects: list[Exchange | Queue] = [*live.exchanges, *live.queues]
+    declared: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
+    by_name = {(type(o), o.name): o for o in live_objects}
+    items = [_compare(o, by_name.get((type(o), o.name))) for o in declared]
     live_b, declared_b = set(live.bindings), set(topology.bindings)
     items += [
         PlanItem(Action.MATCH if b in live_b else Action.CREATE, b, None) for b in topology.bindings
     ]
-    declared_objects: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
-    declared = {o.name for o in declared_objects}
-    live_objects: list[Exchange | Queue] = [*live.exchanges, *live.queues]
-    ns = topology.namespace + "."
+    ns, names = topology.namespace + ".", {o.name for o in declared}
     extra: list[BrokerObject] = [
-        o for o in live_objects if o.name.startswith(ns) and o.name not in declared
+        o for o in live_objects if o.name.startswith(ns) and o.name not in names
     ]
     extra += [b for b in live.bindings if b.source.startswith(ns) and b not in declared_b]
     items += [PlanItem(Action.EXTRA, None, o, "not in the topology file") for o in extra]
@@ -175,6 +173,14 @@ def describe(obj: BrokerObject) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the broker says about itself when a connection opens."""
+
+    product: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyReport:
     """What ``apply`` found before and after declaring."""
 
@@ -196,7 +202,9 @@ class ApplyReport:
 async def read_live(client: ManagementClient, vhost: str) -> LiveState:
     """Return the exchanges, queues and bindings ``vhost`` holds now."""
     return LiveState.from_management(
-        await client.exchanges(vhost), await client.queues(vhost), await client.bindings(vhost)
+        await client.listing(vhost, "exchanges"),
+        await client.listing(vhost, "queues"),
+        await client.listing(vhost, "bindings"),
     )
 
 
@@ -242,9 +250,9 @@ async def _delete(
     prune: bool,
     progress: Progress,
 ) -> tuple[str, ...]:
-    doomed = [i.declared for i in plan.of(Action.CONFLICT) if _name(i.declared) in recreate]
+    conflicts = [i.declared for i in plan.of(Action.CONFLICT) if _name(i.declared) in recreate]
     extra = [i.live for i in plan.of(Action.EXTRA)] if prune else []
-    doomed += [o for o in extra if isinstance(o, Exchange | Queue)]
+    doomed = [o for o in (*conflicts, *extra) if isinstance(o, Exchange | Queue)]
     # Refuse before deleting anything, so a refusal leaves the broker untouched.
     live = await read_live(client, vhost)
     for obj in doomed:
@@ -255,7 +263,7 @@ async def _delete(
             )
     deleted = []
     # Bindings first: deleting an exchange or queue takes its bindings with it.
-    gone = {_name(o) for o in doomed}
+    gone = {o.name for o in doomed}
     for b in extra:
         if isinstance(b, Binding) and b.destination not in gone:
             key = live.binding_keys.get(b, "~")
@@ -263,12 +271,9 @@ async def _delete(
             deleted.append(describe(b))
             progress(f"deleted {deleted[-1]}")
     for obj in doomed:
-        if isinstance(obj, Queue):
-            await client.delete_queue(vhost, obj.name)
-            deleted.append(f"queue {obj.name}")
-        elif isinstance(obj, Exchange):
-            await client.delete_exchange(vhost, obj.name)
-            deleted.append(f"exchange {obj.name}")
+        kind: Literal["queue", "exchange"] = "queue" if isinstance(obj, Queue) else "exchange"
+        await client.delete(vhost, kind, obj.name)
+        deleted.append(f"{kind} {obj.name}")
         progress(f"deleted {deleted[-1]}")
     return tuple(deleted)
 
@@ -315,4 +320,7 @@ async def declare(
             raise TopologyConflictError(
                 f"RabbitMQ refused a declaration: {exc}; run `taskctl topology plan` for details"
             ) from exc
-        return server_info(connection)
+        props = connection.transport.connection.server_properties if connection.transport else {}
+        return ServerInfo(
+            str(props.get("product", "unknown")), str(props.get("version", "unknown"))
+        )

@@ -1,9 +1,8 @@
-"""Connecting to RabbitMQ: one robust connection per process, and the server version probe."""
+"""Connecting to RabbitMQ: one robust connection per process."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import aio_pika
 import aiormq
@@ -21,23 +20,6 @@ CONNECT_ERRORS = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """What the broker says about itself when a connection opens."""
-
-    product: str
-    version: str
-
-    @property
-    def major_minor(self) -> tuple[int, int]:
-        """Return the version as ``(major, minor)``, ``(0, 0)`` when it cannot be read."""
-        parts = self.version.split(".")
-        try:
-            return int(parts[0]), int(parts[1])
-        except (IndexError, ValueError):
-            return (0, 0)
 
 
 async def connect(
@@ -59,9 +41,3 @@ async def connect(
             f"cannot connect to RabbitMQ at {mask_url(url)}: {exc or type(exc).__name__}; "
             "is it running? (rabbitmq-server -detached)"
         ) from exc
-
-
-def server_info(connection: AbstractRobustConnection) -> ServerInfo:
-    """Return the product and version the broker announced on this connection."""
-    props = connection.transport.connection.server_properties if connection.transport else {}
-    return ServerInfo(str(props.get("product", "unknown")), str(props.get("version", "unknown")))

@@ -110,12 +110,8 @@ class CompiledTopology:
     bindings: tuple[Binding, ...]
     groups: tuple[CompiledGroup, ...]
     tiers: tuple[DelayTier, ...]
-    lane_patterns: tuple[str, ...] = ()
+    lane_patterns: tuple[str, ...] = ()  # the jobs of groups that use priority lanes
     webhooks: tuple[tuple[str, WebhookSourceSpec], ...] = ()  # (source name, spec)
-
-    def in_lanes(self, job_type: str) -> bool:
-        """Return whether ``job_type`` belongs to a group that uses priority lanes."""
-        return any(routing.matches(pattern, job_type) for pattern in self.lane_patterns)
 
     def group(self, name: str) -> CompiledGroup:
         """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""
@@ -141,10 +137,6 @@ class CompiledTopology:
             chosen = tier
         return chosen
 
-    def webhook_source(self, name: str) -> WebhookSourceSpec | None:
-        """Return the webhook source called ``name``, or ``None`` when there is none."""
-        return next((spec for source, spec in self.webhooks if source == name), None)
-
     def job_patterns(self) -> tuple[str, ...]:
         """Return every job type and pattern the groups take."""
         return tuple(p for g in self.groups for p in g.spec.jobs)
@@ -153,8 +145,9 @@ class CompiledTopology:
 def compile_topology(spec: TopologySpec) -> CompiledTopology:
     """Return every exchange, queue and binding that ``spec`` declares."""
     ns = spec.namespace
-    jobs, retry = names.jobs_exchange(ns), names.retry_exchange(ns)
-    dlx, events = names.dead_letter_exchange(ns), names.events_exchange(ns)
+    # Jobs are published to the topic exchange keyed by job type; the headers exchange routes a
+    # delayed message to its tier; dead letters go by group to each DLQ; status events fan out.
+    jobs, retry, dlx, events = (f"{ns}.{kind}" for kind in ("jobs", "retry", "dlx", "events"))
     exchanges = [
         Exchange(jobs, "topic"),
         Exchange(retry, "headers"),
@@ -169,7 +162,8 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
     ]
     tiers = []
     for ms in spec.delays.tiers():
-        tier = DelayTier(ms, names.delay_queue(ns, ms), names.delay_label(ms))
+        label = f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+        tier = DelayTier(ms, f"{ns}.delay.{label}", label)
         tiers.append(tier)
         # Queue-level TTL, one queue per delay: every message in a tier expires in arrival
         # order, so a short delay never waits behind a long one (per-message TTL only
@@ -182,7 +176,7 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         }
         queues.append(Queue(tier.queue, arguments=args(ttl)))
         bindings.append(_header_binding(retry, tier.queue, names.DELAY_HEADER, tier.label))
-    lanes = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
+    laned = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
     return CompiledTopology(
         namespace=ns,
         jobs_exchange=jobs,
@@ -194,7 +188,7 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         bindings=tuple(bindings),
         groups=tuple(groups),
         tiers=tuple(tiers),
-        lane_patterns=tuple(p for g in lanes for p in g.spec.jobs),
+        lane_patterns=tuple(p for g in laned for p in g.spec.jobs),
         webhooks=tuple(sorted(spec.webhooks.items())),
     )
 
@@ -211,25 +205,24 @@ def _compile_group(
     queues: list[Queue],
     bindings: list[Binding],
 ) -> CompiledGroup:
-    jobs, dlx = names.jobs_exchange(ns), names.dead_letter_exchange(ns)
-    dlq = names.dead_letter_queue(ns, name)
+    jobs, dlx, prefix = f"{ns}.jobs", f"{ns}.dlx", f"{ns}.{name}"
+    dlq = f"{prefix}.dlq"
     retention = {"x-queue-type": "classic", "x-message-ttl": group.dlq.retention}
     queues.append(Queue(dlq, arguments=args(retention)))
     bindings.append(Binding(dlx, dlq, "queue", name))
     # Every work queue dead-letters to the group's DLQ, so a rejection is never dropped.
     dead_letter = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name}
     if group.priority.strategy is PriorityStrategy.QUEUE:
-        queue = names.work_queue(ns, name)
         work_args: dict[str, ArgValue] = {
             "x-queue-type": "classic",
             "x-max-priority": MAX_PRIORITY,
             **dead_letter,
         }
-        queues.append(Queue(queue, arguments=args(work_args)))
-        bindings.extend(Binding(jobs, queue, "queue", pattern) for pattern in group.jobs)
-        return CompiledGroup(name, group, dict.fromkeys(Priority, queue), dlq)
+        queues.append(Queue(prefix, arguments=args(work_args)))
+        bindings.extend(Binding(jobs, prefix, "queue", pattern) for pattern in group.jobs)
+        return CompiledGroup(name, group, dict.fromkeys(Priority, prefix), dlq)
 
-    lanes = names.lanes_exchange(ns, name)
+    lanes = f"{prefix}.lanes"
     exchanges.append(Exchange(lanes, "headers", internal=True))
     bindings.extend(Binding(jobs, lanes, "exchange", pattern) for pattern in group.jobs)
     lane_args = {"x-queue-type": group.priority.queue_type.value, **dead_letter}
@@ -237,7 +230,7 @@ def _compile_group(
         # Quorum queues dead-letter with confirms only under reject-publish overflow
         # (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
         lane_args |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
-    work = {p: names.lane_queue(ns, name, p.value) for p in Priority}
+    work = {p: f"{prefix}.{p.value}" for p in Priority}
     for priority, queue in work.items():
         queues.append(Queue(queue, arguments=args(lane_args)))
         bindings.append(_header_binding(lanes, queue, names.PRIORITY_HEADER, priority.value))

@@ -32,16 +32,12 @@ def parse_duration(value: object) -> int:
 
 def format_duration(ms: int) -> str:
     """Return the shortest exact human form of ``ms`` milliseconds (``90000`` → ``1m30s``)."""
-    if ms == 0:
-        return "0s"
-    parts: list[str] = []
-    rest = ms
-    for unit in ("d", "h", "m", "s", "ms"):
-        size = _UNIT_MS[unit]
+    parts, rest = [], ms
+    for unit, size in reversed(_UNIT_MS.items()):
         count, rest = divmod(rest, size)
         if count:
             parts.append(f"{count}{unit}")
-    return "".join(parts)
+    return "".join(parts) or "0s"
 
 
 Duration = Annotated[

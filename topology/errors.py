@@ -25,7 +25,6 @@ class TopologyFileError(TopologyError):
     """The topology file is invalid; the message names the file, the key and the fix."""
 
     def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid topology file {path}:\n{lines}")

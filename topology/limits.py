@@ -119,7 +119,9 @@ def utc_time(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-def _checked(problem_of: Callable[[str], str | None]) -> AfterValidator:
+def checked(problem_of: Callable[[str], str | None]) -> AfterValidator:
+    """Return a validator that refuses a string ``problem_of`` finds a problem with."""
+
     def check(value: str) -> str:
         problem = problem_of(value)
         if problem:
@@ -134,7 +136,7 @@ JobType = Annotated[
 ]
 """A job type: dot-separated words of ASCII letters, digits, ``_`` and ``-`` (a routing key)."""
 ShortString = Annotated[
-    str, Field(min_length=1, max_length=MAX_SHORT_STRING_BYTES), _checked(short_string_problem)
+    str, Field(min_length=1, max_length=MAX_SHORT_STRING_BYTES), checked(short_string_problem)
 ]
 """An AMQP short string taskq sends: 1-255 bytes of UTF-8 without control characters."""
 IdempotencyKey = Annotated[
@@ -144,4 +146,4 @@ CallbackUrl = Annotated[str, Field(max_length=MAX_URL_CHARS, pattern=CALLBACK_UR
 Delay = Annotated[float, Field(ge=0, le=MAX_DELAY_S, strict=True, allow_inf_nan=False)]
 UtcTime = Annotated[datetime, AfterValidator(utc_time)]
 Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS, strict=True)]
-Tenant = Annotated[str, _checked(tenant_problem)]
+Tenant = Annotated[str, checked(tenant_problem)]

@@ -24,15 +24,10 @@ M = TypeVar("M", bound=BaseModel)
 _NAME_RULE = "lowercase letters, digits, '_' or '-', starting with a letter"
 
 
-def default_topology_path() -> Path:
-    """Return the path of the topology file that ships with the package."""
-    return Path(str(resources.files("topology").joinpath("default.yaml")))
-
-
 def topology_path(locations: LocationSettings | None = None) -> Path:
     """Return the topology file in force: ``TASKQ_TOPOLOGY`` or the packaged default."""
     chosen = (locations or read_section(LocationSettings)).topology.strip()
-    return Path(chosen) if chosen else default_topology_path()
+    return Path(chosen or str(resources.files("topology").joinpath("default.yaml")))
 
 
 def load_topology(path: Path | str | None = None) -> TopologySpec:
@@ -205,14 +200,8 @@ class _Validator:
 
     def _add(self, where: Path_, message: str) -> None:
         key = ".".join(str(p) for p in where) or "(top level)"
-        line = self._line(where)
+        line = next((self.lines[c] for c in _candidates(where) if c in self.lines), None)
         self.problems.append(f"{key}{f' (line {line})' if line else ''}: {message}")
-
-    def _line(self, where: Path_) -> int | None:
-        for candidate in _candidates(where):
-            if candidate in self.lines:
-                return self.lines[candidate]
-        return None
 
 
 def _candidates(where: Path_) -> Iterator[Path_]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -29,15 +28,16 @@ class ManagementClient(AsyncClosing):
         if session is not None:
             await session.close()
 
-    async def exchanges(self, vhost: str) -> list[dict[str, Any]]:
-        """Return every exchange of ``vhost``."""
-        return await self._list(f"/api/exchanges/{_q(vhost)}")
-
-    async def queues(self, vhost: str) -> list[dict[str, Any]]:
-        """Return every queue of ``vhost``, without message statistics."""
-        return await self._list(
-            f"/api/queues/{_q(vhost)}?disable_stats=true&enable_queue_totals=true"
-        )
+    async def listing(
+        self, vhost: str, kind: Literal["exchanges", "queues", "bindings"]
+    ) -> list[dict[str, Any]]:
+        """Return every exchange, queue or binding of ``vhost`` (queues without message rates)."""
+        query = "?disable_stats=true&enable_queue_totals=true" if kind == "queues" else ""
+        path = f"/api/{kind}/{_q(vhost)}{query}"
+        data = await self._request("GET", path)
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
+        return data
 
     async def queue(self, vhost: str, name: str) -> dict[str, Any]:
         """Return one queue with its message counts, consumers and rates."""
@@ -46,28 +46,6 @@ class ManagementClient(AsyncClosing):
         if not isinstance(data, dict):
             raise ManagementApiError(f"GET {path}: expected a JSON object")
         return data
-
-    async def bindings(self, vhost: str) -> list[dict[str, Any]]:
-        """Return every binding of ``vhost``."""
-        return await self._list(f"/api/bindings/{_q(vhost)}")
-
-    async def connections(self, vhost: str) -> list[dict[str, Any]]:
-        """Return the client connections open on ``vhost``."""
-        return await self._list(f"/api/vhosts/{_q(vhost)}/connections")
-
-    async def close_connection(self, name: str, *, reason: str = "closed by taskq") -> None:
-        """Force-close the connection called ``name`` (as listed by ``connections``)."""
-        await self._request("DELETE", f"/api/connections/{_q(name)}", headers={"X-Reason": reason})
-
-    async def vhost_exists(self, vhost: str) -> bool:
-        """Return whether ``vhost`` exists."""
-        try:
-            await self._request("GET", f"/api/vhosts/{_q(vhost)}")
-        except ManagementApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
 
     async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         """Create ``vhost`` and give ``user`` full permissions on it."""
@@ -79,17 +57,13 @@ class ManagementClient(AsyncClosing):
         """Delete ``vhost`` and everything in it."""
         await self._request("DELETE", f"/api/vhosts/{_q(vhost)}")
 
-    async def import_definitions(self, vhost: str, definitions: Mapping[str, Any]) -> None:
-        """Import RabbitMQ definitions into ``vhost``."""
-        await self._request("POST", f"/api/definitions/{_q(vhost)}", json=definitions)
-
     async def purge_queue(self, vhost: str, name: str) -> None:
         """Remove every ready message from the queue ``name`` of ``vhost``."""
         await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}/contents")
 
-    async def delete_queue(self, vhost: str, name: str) -> None:
-        """Delete the queue ``name`` of ``vhost``."""
-        await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}")
+    async def delete(self, vhost: str, kind: Literal["queue", "exchange"], name: str) -> None:
+        """Delete the queue or exchange ``name`` of ``vhost``."""
+        await self._request("DELETE", f"/api/{kind}s/{_q(vhost)}/{_q(name)}")
 
     async def delete_binding(
         self, vhost: str, source: str, destination: str, destination_type: str, properties_key: str
@@ -98,16 +72,6 @@ class ManagementClient(AsyncClosing):
         kind = "q" if destination_type == "queue" else "e"
         path = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(properties_key)}"
         await self._request("DELETE", path)
-
-    async def delete_exchange(self, vhost: str, name: str) -> None:
-        """Delete the exchange ``name`` of ``vhost``."""
-        await self._request("DELETE", f"/api/exchanges/{_q(vhost)}/{_q(name)}")
-
-    async def _list(self, path: str) -> list[dict[str, Any]]:
-        data = await self._request("GET", path)
-        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
-        return data
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None

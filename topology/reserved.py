@@ -11,8 +11,6 @@ from topology.spec import EVENT, WebhookSourceSpec
 TASKQ = "taskq"
 """The producer name of taskq's own jobs (callbacks)."""
 
-TASKQ_PATTERN = "taskq.#"
-
 
 def webhook_producer(source: str) -> str:
     """Return the producer name of the webhook source called ``source``."""
@@ -28,11 +26,7 @@ class Reservation:
     # The types the producer makes today: what a group's patterns are checked against. taskq
     # reserves its whole namespace at the door but makes only callbacks, so a group may take
     # "#.welcome" (nobody makes "taskq.welcome") but not "#" (it would receive callbacks).
-    produced: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.produced:
-            object.__setattr__(self, "produced", self.pattern)
+    produced: str
 
     @property
     def why(self) -> str:
@@ -49,16 +43,13 @@ class Reservation:
         )
 
 
-def template_pattern(template: str) -> str:
-    """Return the topic pattern of every type a ``job`` template makes (``{event}`` → ``#``)."""
-    return template.replace(EVENT, "#")
-
-
 def reservations(webhooks: Iterable[tuple[str, WebhookSourceSpec]]) -> tuple[Reservation, ...]:
     """Return taskq's own reservation and one per webhook source."""
+    # A template makes every type of its topic pattern ({event} -> #), and only those.
+    patterns = [(s.job.replace(EVENT, "#"), webhook_producer(n)) for n, s in webhooks]
     return (
-        Reservation(TASKQ_PATTERN, TASKQ, names.CALLBACK_JOB_TYPE),
-        *(Reservation(template_pattern(s.job), webhook_producer(n)) for n, s in webhooks),
+        Reservation("taskq.#", TASKQ, names.CALLBACK_JOB_TYPE),
+        *(Reservation(pattern, producer, pattern) for pattern, producer in patterns),
     )
 
 

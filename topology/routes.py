@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from topology import names
+from topology import names, routing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 
@@ -21,7 +21,7 @@ class Route:
 
 def job_route(topology: CompiledTopology, envelope: Envelope) -> Route:
     """Return the route of a job to be run now: the jobs exchange, keyed by job type."""
-    if topology.lane_patterns and topology.in_lanes(envelope.type):
+    if any(routing.matches(pattern, envelope.type) for pattern in topology.lane_patterns):
         headers: dict[str, str | int] = {names.PRIORITY_HEADER: envelope.priority.value}
         return Route(topology.jobs_exchange, envelope.type, headers)
     return Route(topology.jobs_exchange, envelope.type)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -12,6 +13,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -22,11 +24,10 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from topology.errors import SettingsError
-from topology.limits import MAX_DELAY_S, tenant_problem
+from topology.limits import MAX_DELAY_S, Tenant, checked, tenant_problem
 from topology.names import DEFAULT_TENANT
 
 ENV_PREFIX = "TASKQ_"
-LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 # Asymmetric algorithms only: a key that verifies is never also a key that signs, so an
 # HS256 token "signed" with a public key can never pass (RFC 8725 section 2.1).
 SIGNATURE_ALGORITHMS = frozenset(
@@ -48,11 +49,19 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
 
 
-def _tenant(value: str) -> str:
-    problem = tenant_problem(value) if value else None
-    if problem:
-        raise ValueError(problem)
-    return value
+def _cased(case: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda value: case(value.strip()) if isinstance(value, str) else value
+
+
+def _scheme(*allowed: str) -> AfterValidator:
+    def check(value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in allowed:
+            wanted = " or ".join(f"{a}://" for a in allowed)
+            raise ValueError(f"must start with {wanted}, not {scheme or 'nothing'}://")
+        return value
+
+    return AfterValidator(check)
 
 
 class Section(BaseModel):
@@ -82,30 +91,25 @@ class LocationSettings(Section):
 class LogSettings(Section):
     """How a process logs."""
 
-    log_format: Literal["json", "text", "auto"] = "auto"
+    log_format: Annotated[Literal["json", "text", "auto"], BeforeValidator(_cased(str.lower))] = (
+        "auto"
+    )
     """``json`` lines, ``text``, or ``auto``: text on a terminal, else JSON."""
-    log_level: str = "INFO"
+    log_level: Annotated[
+        Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"],
+        BeforeValidator(_cased(str.upper)),
+    ] = "INFO"
     """The lowest level logged (the short ``taskctl`` commands log WARNING unless set)."""
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        if value.strip().upper() not in LOG_LEVELS:
-            raise ValueError(f"must be a log level ({', '.join(LOG_LEVELS)}), not {value!r}")
-        return value.strip().upper()
 
 
 class BrokerSettings(Section):
     """Where RabbitMQ and its management API are, and how to stay connected to them."""
 
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+    amqp_url: Annotated[SecretStr, _scheme("amqp", "amqps")] = SecretStr(
+        "amqp://guest:guest@localhost:5672/"
+    )
     """The broker's AMQP URL; its path is the virtual host."""
-    management_url: SecretStr | None = None
+    management_url: Annotated[SecretStr, _scheme("http", "https")] | None = None
     """The management API (default: the AMQP host on port 15672, with its credentials)."""
     heartbeat: Annotated[int, Field(ge=0, le=600)] = 30
     """AMQP heartbeat, seconds."""
@@ -113,21 +117,6 @@ class BrokerSettings(Section):
     """Seconds to open a connection."""
     management_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Seconds per management API request."""
-
-    @field_validator("amqp_url")
-    @classmethod
-    def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("amqp", "amqps"):
-            raise ValueError(f"must start with amqp:// or amqps://, not {scheme or 'nothing'}://")
-        return value
-
-    @field_validator("management_url")
-    @classmethod
-    def _http_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("http", "https"):
-            raise ValueError("must start with http:// or https://")
-        return value
 
     @property
     def vhost(self) -> str:
@@ -243,7 +232,7 @@ class AuthSettings(Section):
     """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
     jwt_tenant_claim: str = "tenant"
     """The claim holding a token's tenant."""
-    jwt_default_tenant: Annotated[str, AfterValidator(_tenant)] = DEFAULT_TENANT
+    jwt_default_tenant: Annotated[str, checked(lambda v: v and tenant_problem(v))] = DEFAULT_TENANT
     """The tenant of tokens without the claim (empty: refuse them)."""
     jwt_scope_claim: str = "scope"
     """The claim holding a token's scopes."""
@@ -307,7 +296,7 @@ class AuthSettings(Section):
 class ClientSettings(Section):
     """Who the Python clients and ``taskctl`` act as."""
 
-    tenant: Annotated[str, AfterValidator(_tenant), Field(min_length=1)] = DEFAULT_TENANT
+    tenant: Tenant = DEFAULT_TENANT
     """The tenant whose jobs the Python clients and the ``taskctl`` job commands submit and see."""
     api_key: SecretStr | None = None
     """The API key ``taskctl`` sends to HTTP APIs (default: the admin key file's)."""
@@ -452,18 +441,12 @@ def _descriptions() -> dict[tuple[str, str], str]:
     """Return each field's docstring by class and field name, read from this module's source."""
     # Read only for the reference table and ``taskctl config``: pydantic's own docstring
     # reading would cost every process that loads its settings.
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
     described = {}
-    for node in tree.body:
+    for node in ast.parse(Path(__file__).read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ClassDef):
-            for field, doc in zip(node.body, node.body[1:], strict=False):
-                if (
-                    isinstance(field, ast.AnnAssign)
-                    and isinstance(field.target, ast.Name)
-                    and isinstance(doc, ast.Expr)
-                    and isinstance(doc.value, ast.Constant)
-                ):
-                    described[node.name, field.target.id] = str(doc.value.value)
+            for field, doc in pairwise(node.body):
+                if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr):
+                    described[node.name, ast.unparse(field.target)] = ast.literal_eval(doc.value)
     return described
 
 

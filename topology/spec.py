@@ -5,7 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from topology import limits, names
 from topology.durations import Duration, format_duration
@@ -228,9 +236,8 @@ HMAC_ONLY = ("header", "timestamp_header", "id_header", "event_header")
 """Keys that only the ``hmac`` scheme takes (the others fix their own headers)."""
 
 
-def _as_tuple(value: object) -> object:
-    """Let one name stand for a list of one (``secret_env: X`` or ``secret_env: [X, Y]``)."""
-    return (value,) if isinstance(value, str) else value
+# One name stands for a list of one (``secret_env: X`` or ``secret_env: [X, Y]``).
+NameList = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
 
 
 class WebhookSourceSpec(_Spec):
@@ -238,8 +245,8 @@ class WebhookSourceSpec(_Spec):
 
     scheme: WebhookScheme
     # Several secrets (newest first) let a sender rotate: any of them verifies.
-    secret_env: tuple[str, ...] = ()
-    secret_file: tuple[str, ...] = ()
+    secret_env: NameList = ()
+    secret_file: NameList = ()
     job: str
     priority: Priority = Priority.MEDIUM
     tolerance: Duration = 300_000  # how far a signed timestamp may be from now
@@ -250,8 +257,6 @@ class WebhookSourceSpec(_Spec):
     timestamp_header: str | None = None
     id_header: str | None = None
     event_header: str | None = None
-
-    _tuples = field_validator("secret_env", "secret_file", mode="before")(_as_tuple)
 
     @field_validator("header", "timestamp_header", "id_header", "event_header")
     @classmethod
@@ -270,14 +275,14 @@ class WebhookSourceSpec(_Spec):
         if self.scheme is WebhookScheme.HMAC:
             if self.header is None:
                 raise ValueError("the hmac scheme needs 'header': where the signature is sent")
+            if EVENT in self.job and self.event_header is None:
+                raise ValueError(
+                    f"job uses {EVENT} but this hmac source has no event_header to take it from"
+                )
         else:
             given = [key for key in HMAC_ONLY if getattr(self, key) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to scheme: hmac")
-        if EVENT in self.job and not self.has_event:
-            raise ValueError(
-                f"job uses {EVENT} but this hmac source has no event_header to take it from"
-            )
         words = self.job.split(".")
         if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
             # The types a template makes must form a topic pattern, so they can be reserved.
@@ -292,11 +297,6 @@ class WebhookSourceSpec(_Spec):
         if problem:
             raise ValueError(f"job {self.job!r} does not make a job type: {problem}")
         return self
-
-    @property
-    def has_event(self) -> bool:
-        """Return whether deliveries of this source carry an event name."""
-        return self.scheme is not WebhookScheme.HMAC or self.event_header is not None
 
     def job_type(self, event: str | None) -> str | None:
         """Return the job type of an event, or ``None`` when the event cannot make one."""

@@ -35,8 +35,7 @@ from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.errors import ContractError, PublishNackedError, StoreError
 from topology.loader import load_topology
-from topology.priority import Priority
-from topology.spec import Jitter, RetryPolicy
+from topology.spec import Jitter, Priority, RetryPolicy
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DEFAULT = compile_topology(load_topology())

@@ -5,7 +5,10 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumers.handlers import JobContext
-from telemetry.logs import configure_logging, job_log_context
+from telemetry.logs import bind_job, configure_logging
 from tests.logs.conftest import Lines, Terminal
 from topology.errors import SettingsError
 from topology.settings import load_settings
@@ -27,6 +30,16 @@ JOB = {
     "attempt": 2,
     "correlation_id": "corr-1",
 }
+
+
+@contextmanager
+def job_log_context(**fields: Any) -> Iterator[None]:
+    """Bind the job's fields to every line logged in the block, as a worker's run does."""
+    token = bind_job(**fields)
+    try:
+        yield
+    finally:
+        token.var.reset(token)
 
 
 def test_each_line_is_one_flat_json_object_with_the_base_fields(json_lines: Lines):

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import copy
 import json
 import shutil
@@ -9,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import channel
+from tests.broker import TestsManagementClient, channel
 from topology.apply import Action, apply_topology, plan_topology, read_live
 from topology.compiled import CompiledTopology, compile_topology
-from topology.errors import TopologyConflictError
+from topology.errors import ManagementApiError, TopologyConflictError
 from topology.export import export_definitions
 from topology.loader import parse_topology
-from topology.management import ManagementClient
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -38,7 +38,7 @@ async def test_apply_twice_changes_nothing_the_second_time(vhost, topology):
     assert len(first.before.of(Action.CREATE)) == total
     assert first.after.in_sync
     assert first.server.product == "RabbitMQ"
-    assert first.server.major_minor >= (3, 10)
+    assert tuple(int(n) for n in first.server.version.split(".")[:2]) >= (3, 10)
     # The report says what happened, and only that.
     assert first.summary() == f"{total} created"
 
@@ -120,7 +120,7 @@ def normalised(live) -> tuple:
 
 
 async def test_exported_definitions_import_cleanly_and_equal_what_apply_declares(
-    broker_settings, topology, management: ManagementClient
+    broker_settings, topology, management: TestsManagementClient
 ):
     imported, applied = "taskq-test-import", "taskq-test-applied"
     for name in (imported, applied):
@@ -174,5 +174,5 @@ async def test_exported_definitions_import_with_rabbitmqctl(
                 await asyncio.sleep(0.2)
     finally:
         shutil.rmtree(shared)
-        if await management.vhost_exists(vhost):
+        with contextlib.suppress(ManagementApiError):  # a failed import leaves no vhost
             await management.delete_vhost(vhost)

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from topology import names
 from topology.compiled import Binding, CompiledTopology, Exchange, compile_topology
 from topology.export import export_definitions
-from topology.loader import default_topology_path, load_topology, parse_topology
+from topology.loader import load_topology, parse_topology, topology_path
+from topology.settings import LocationSettings
 from topology.spec import Priority
 
 
@@ -114,7 +115,7 @@ def test_group_for_finds_the_one_group_of_a_job_type(topology):
 
 
 def test_compiled_topology_is_a_comparable_value(topology):
-    again = compile_topology(load_topology(default_topology_path()))
+    again = compile_topology(load_topology(topology_path(LocationSettings())))
     assert again.exchanges == topology.exchanges
     assert again.queues == topology.queues
     assert again.bindings == topology.bindings

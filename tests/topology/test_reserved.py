@@ -20,8 +20,8 @@ def test_taskq_and_every_webhook_template_reserve_their_types():
     reserved = reservations(spec.webhooks.items())
     assert reserved == (
         Reservation("taskq.#", TASKQ, "taskq.callback"),
-        Reservation("github.#", webhook_producer("github")),
-        Reservation("acme.order", webhook_producer("acme")),
+        Reservation("github.#", webhook_producer("github"), "github.#"),
+        Reservation("acme.order", webhook_producer("acme"), "acme.order"),
     )
     assert [r.producer for r in reserving(reserved, "github.push")] == ["webhook:github"]
     assert [r.producer for r in reserving(reserved, "taskq.anything")] == ["taskq"]
