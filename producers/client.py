@@ -126,6 +126,10 @@ class AsyncClient(AsyncClosing):
         # Requests the schema refused keep their place, so results line up with requests.
         return [c if isinstance(c, TaskqError) else _outcome(next(outcomes)) for c in checked]
 
+    async def settle(self) -> None:
+        """Write the rows of accepted jobs that wait to share a transaction (``close`` does too)."""
+        await self._submitter.settle()
+
     async def status(self, job_id: str) -> JobView:
         """Return the job's view.
 
@@ -240,11 +244,11 @@ class SyncClient:
         self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
     ) -> JobView:
         """Store and publish one job, as ``AsyncClient.submit``; return once the broker confirmed it."""
-        return self._run(self._client.submit(job_type, payload, **options))
+        return self._run(self._settled(self._client.submit(job_type, payload, **options)))
 
     def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request in turn, as ``AsyncClient.submit_many``; one view or error each."""
-        return self._run(self._client.submit_many(requests))
+        return self._run(self._settled(self._client.submit_many(requests)))
 
     def status(self, job_id: str) -> JobView:
         """Return the job's view, as ``AsyncClient.status``."""
@@ -257,6 +261,13 @@ class SyncClient:
     def cancel(self, job_id: str) -> JobView:
         """Cancel a job that has not started, as ``AsyncClient.cancel``."""
         return self._run(self._client.cancel(job_id))
+
+    async def _settled(self, work: Awaitable[T]) -> T:
+        """Await ``work``, then write the rows it held back: the private loop is idle between calls."""
+        try:
+            return await work
+        finally:
+            await self._client.settle()
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` to completion on the private loop, one call at a time."""

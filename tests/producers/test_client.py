@@ -1,6 +1,7 @@
 """AsyncClient and SyncClient against RabbitMQ, a SQLite job store and a local blob directory."""
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -134,6 +135,18 @@ def test_sync_client_has_the_same_semantics(applied, env):
     assert [e.id for e in email] == [job["id"], again["id"], big["id"]]
     assert (email[2].payload, email[2].payload_ref.model_dump()) == (None, big["payload_ref"])
     assert [e.payload for e in asyncio.run(drain(applied, "taskq.default"))] == [{"n": 3}]
+
+
+def test_a_sync_submit_leaves_its_row_written_for_other_processes(applied, env, tmp_path):
+    # The private loop is idle between calls, so a row held to share a transaction would
+    # wait for the next call; each submitting call writes its rows before it returns.
+    with SyncClient(env) as client:
+        job = client.submit("email", {"n": 1})
+        [other] = client.submit_many([JobRequest("email", {"n": 2})])
+        assert isinstance(other, dict)
+        with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+            rows = db.execute("SELECT id, status FROM jobs ORDER BY id").fetchall()
+    assert rows == [(job["id"], "queued"), (other["id"], "queued")]
 
 
 def test_sync_client_calls_after_close_fail_clearly(env):
