@@ -701,6 +701,8 @@ class Submitter:
             await self._create_jobs(items, durable=False)
         except TaskqError as exc:  # the jobs are on the broker: their workers write the rows
             logger.warning("rows of {} confirmed jobs not written: {}", len(items), exc)
+        except Exception as exc:  # nobody awaits these rows: a bug must be heard here
+            logger.opt(exception=exc).error("rows of {} confirmed jobs not written", len(items))
         return [None] * len(items)
 
     async def _confirm_jobs(self, items: Sequence[Confirmed]) -> list[None]:
