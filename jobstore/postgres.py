@@ -56,12 +56,10 @@ _UNCONFIRMED = (
     " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
 )
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
-# A job without a key, with the confirms held so far, in one statement: one round trip. Its
-# SELECT sets how the statement's own transaction commits: without waiting for the WAL flush
-# when ``durable`` is false (a NULL keeps the server's setting).
-# Jobs that claim no key, in one statement (one round trip however many rows): the rows as one
-# jsonb array, in id order as a worker creating some of them first does; the confirms recorded
-# and the deadlines set beside them, and the commit relaxed when asked.
+# Jobs that claim no key, with the confirms held so far, in one statement (one round trip
+# however many rows): the rows as one jsonb array, in id order as a worker creating some of
+# them first does. Its SELECT sets how the statement's own transaction commits: without
+# waiting for the WAL flush when ``durable`` is false (a NULL keeps the server's setting).
 _CREATE_PLAIN = (
     "WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY($2::text[])),"
     f" job AS (INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)}"

@@ -33,7 +33,7 @@ from producers.backends import (
 from producers.pika_publisher import PikaPublisher
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted
-from producers.tenancy import Viewer, list_visible
+from producers.tenancy import Viewer
 from producers.views import job_view, page_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
@@ -140,9 +140,7 @@ class AsyncClient(AsyncClosing):
 
     async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
-        await self._submitter.settle()
-        page = await list_visible(
-            self._submitter.store,
+        page = await self._submitter.list_jobs(
             self._viewer,
             status=filters.get("status"),
             job_type=filters.get("type"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +16,20 @@ from pydantic import JsonValue
 
 from jobstore.blobs import BlobStore, blob_key
 from jobstore.coalesce import Coalescer
-from jobstore.model import Claim, ClaimState, Confirmed, JobRecord, JobStatus, JobStore, NewJob
+from jobstore.model import (
+    Claim,
+    ClaimState,
+    Confirmed,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    NewJob,
+)
 from producers.events import event_body, event_key
 from producers.metrics import UNKNOWN_GROUP, ProducerMetrics, outcome_of
 from producers.publisher import Publisher
-from producers.tenancy import Viewer, get_visible
+from producers.tenancy import Viewer, get_visible, list_visible
 from producers.views import job_view
 from topology import limits
 from topology.compiled import CompiledGroup, CompiledTopology
@@ -179,7 +189,8 @@ class Submitter:
         self._clock = clock
         self._types: dict[str, _Type] = {}
         self._reserved = reservations(topology.webhooks)
-        self._counters: dict[tuple[str, str, str, str], Any] = {}
+        # labels() costs more than the increment; the label sets are few.
+        self._counters = functools.cache(self._metrics.submissions.labels)
         # Concurrent submissions share one insert transaction and one write of their messages;
         # the confirms of jobs without a key wait to ride along with the next insert.
         self._sends: Coalescer[_Pending, _Outcome] = Coalescer(self._send_all)
@@ -296,8 +307,8 @@ class Submitter:
         not confirm the error (its row deleted when it surely is not on the broker), a
         confirmed one ``None``.
         """
-        early = [p for p in pendings if _overlaps(p)]
-        stored = [p for p in pendings if not _overlaps(p)]
+        early = [p for p in pendings if _published_first(p)]
+        stored = [p for p in pendings if not _published_first(p)]
         if not early:
             claims = await self._claimed(stored)
             early_errors: Sequence[TaskqError | None] = ()
@@ -320,7 +331,7 @@ class Submitter:
         answers = iter(() if isinstance(claims, TaskqError) else claims)
         outcomes: list[_Outcome] = []
         for pending in pendings:
-            if _overlaps(pending):
+            if _published_first(pending):
                 outcomes.append(next(published))
                 continue
             if isinstance(claims, TaskqError):
@@ -443,16 +454,8 @@ class Submitter:
         self, request: JobRequest, error: TaskqError | None, *, replayed: bool = False
     ) -> None:
         group = self.group_of(request.type) or UNKNOWN_GROUP
-        labels = (
-            request.source,
-            group,
-            request.priority.value,
-            outcome_of(error, replayed=replayed),
-        )
-        counter = self._counters.get(labels)
-        if counter is None:  # labels() costs more than the increment; the label sets are few
-            counter = self._counters[labels] = self._metrics.submissions.labels(*labels)
-        counter.inc()
+        outcome = outcome_of(error, replayed=replayed)
+        self._counters(request.source, group, request.priority.value, outcome).inc()
 
     async def get(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Return the job, if ``viewer`` may see it.
@@ -463,6 +466,21 @@ class Submitter:
         """
         await self.settle()
         return await get_visible(self._store, viewer, job_id)
+
+    async def list_jobs(
+        self,
+        viewer: Viewer,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Return one page of the jobs ``viewer`` may see, newest first (see ``list_visible``)."""
+        await self.settle()
+        return await list_visible(
+            self._store, viewer, status=status, job_type=job_type, limit=limit, cursor=cursor
+        )
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Cancel a job that has not started; a worker that receives it acks it unrun.
@@ -565,7 +583,7 @@ class Submitter:
             pending.job,
             claim=(key, request.fingerprint()) if key else None,
             lease_s=self._settings.idempotency_lease,
-            confirm_within=None if _overlaps(pending) else self._settings.repair_after,
+            confirm_within=None if _published_first(pending) else self._settings.repair_after,
         )
 
     async def _answer(self, pending: _Pending, claim: Claim) -> Submitted:
@@ -663,7 +681,7 @@ class Submitter:
         answers = [_accepted(p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
-            if _overlaps(pending):  # no publish deadline to clear: its row is written behind
+            if _published_first(pending):  # no publish deadline to clear: its row is written behind
                 continue
             confirmation = self._confirmation(pending.job, answer.response)
             if confirmation.response is None:
@@ -756,8 +774,8 @@ def callback_request(job: JobRecord) -> JobRequest | None:
     )
 
 
-def _overlaps(pending: _Pending) -> bool:
-    """Return whether the job is published while its row commits (see ``Submitter._send_all``).
+def _published_first(pending: _Pending) -> bool:
+    """Return whether the job is published before its row is written (see ``Submitter._send_all``).
 
     Only a job whose message carries all its row holds: no key to claim first, and no
     callback URL (the envelope has none, and a worker's row must not lose it). A delayed job

@@ -24,7 +24,6 @@ from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
-from producers.tenancy import list_visible
 from producers.views import job_view, page_view
 from topology.errors import AccessError, JobNotFoundError, JobRejectedError, TaskqError
 from topology.settings import ApiSettings
@@ -171,10 +170,9 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
-    submitter, viewer = request.app.state.services.submitter, principal(request).viewer
-    await submitter.settle()
-    page = await list_visible(
-        submitter.store, viewer, status=status, job_type=type, limit=limit, cursor=cursor
+    submitter: Submitter = request.app.state.services.submitter
+    page = await submitter.list_jobs(
+        principal(request).viewer, status=status, job_type=type, limit=limit, cursor=cursor
     )
     return page_view(page)
 
