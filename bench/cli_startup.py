@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jobstore.factory import open_store
-from jobstore.model import JobRecord, JobStatus
+from jobstore.model import JobRecord, JobStatus, NewJob
 from topology.envelope import new_job_id
 from topology.priority import Priority
 
@@ -41,9 +41,8 @@ async def one_job(url: str) -> str:
     now = datetime.now(UTC)
     job_id = new_job_id()
     try:
-        await store.create_job(
-            JobRecord(job_id, "email", JobStatus.QUEUED, Priority.MEDIUM, now, now)
-        )
+        record = JobRecord(job_id, "email", JobStatus.QUEUED, Priority.MEDIUM, now, now)
+        await store.create_jobs([NewJob(record)])
     finally:
         await store.close()
     return job_id

@@ -7,9 +7,10 @@ scratch database on ``--postgres-url``, default ``$TASKQ_TEST_POSTGRES_URL`` or 
 server, dropped afterwards; skipped when unreachable). Two workloads, each timed one call
 at a time and with ``--concurrency`` tasks sharing the store:
 
-- ``create``: ``create_job`` without an idempotency key (one insert).
-- ``create+claim+complete``: ``create_job`` with a fresh key, then ``complete_claim`` (what
-  the HTTP API does per keyed request); one op is the pair.
+- ``create``: ``create_jobs`` of one job without an idempotency key (one insert).
+- ``create+claim+complete``: ``create_jobs`` of one job with a fresh key, then
+  ``confirm_jobs`` completing its claim (what the HTTP API does per keyed request); one op is
+  the pair.
 
 Each cell is the median of ``--rounds`` runs (fresh jobs each time, same database), since a
 shared machine's noise easily moves a single run by a factor of two. PostgreSQL uses the
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from jobstore.model import JobRecord, JobStatus, JobStore
+from jobstore.model import Confirmed, JobRecord, JobStatus, JobStore, NewJob
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
 from topology.envelope import new_job_id
@@ -59,13 +60,12 @@ def make_job(i: int) -> JobRecord:
 
 
 async def plain(store: JobStore, job: JobRecord) -> None:
-    await store.create_job(job)
+    await store.create_jobs([NewJob(job)])
 
 
 async def keyed(store: JobStore, job: JobRecord) -> None:
-    key = f"key-{job.id}"
-    await store.create_job(job, claim=(key, "hash"))
-    await store.complete_claim(key, b'{"id": "x"}', ttl_s=3600)
+    await store.create_jobs([NewJob(job, claim=(f"key-{job.id}", "hash"))])
+    await store.confirm_jobs([Confirmed(job.id, b'{"id": "x"}', ttl_s=3600)])
 
 
 Op = Callable[[JobStore, JobRecord], Awaitable[None]]

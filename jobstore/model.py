@@ -270,19 +270,15 @@ class JobStore(CredentialStore, Protocol):
         """Return when the store answers; raise ``StoreUnavailableError`` otherwise."""
         ...
 
-    async def create_job(
-        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
-    ) -> Claim:
-        """Insert ``job`` unless claiming ``claim=(key, request_hash)`` in the same transaction finds the key held (a lapsed lease is free)."""
-        ...
-
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Run ``create_job`` for every item in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item.
+        """Insert the jobs in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item.
 
-        ``durable=False`` lets the commit return before it is on disk, where the store can: for
-        jobs whose messages are their record (a crash of the store may lose these rows).
+        A job whose key (``NewJob.claim``) is held by another request is not inserted: its
+        ``Claim`` says who holds it (a lapsed lease is free). ``durable=False`` lets the commit
+        return before it is on disk, where the store can: for jobs whose messages are their
+        record (a crash of the store may lose these rows).
         """
         ...
 

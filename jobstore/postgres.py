@@ -1,14 +1,13 @@
 """``PostgresJobStore``: the ``JobStore`` port on PostgreSQL through an asyncpg pool (the at-scale store)."""
 
-# Times are timestamptz and JSON is jsonb (orjson through a codec on every pooled connection).
-# Leases and replay windows use the server's clock (now()), so machines agree on them.
+# Times are timestamptz; JSON is jsonb, sent and read as orjson text as on SQLite. Leases and
+# replay windows use the server's clock (now()), so machines agree on them.
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -21,7 +20,6 @@ from jobstore.model import (
     ClaimState,
     Confirmed,
     JobRecord,
-    JobStatus,
     NewJob,
     RunEnd,
     RunJob,
@@ -29,15 +27,31 @@ from jobstore.model import (
     RunStarted,
     held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, Row, missing_jobs, plan_window
-from jobstore.shared_sql import COLUMNS, INSERT_JOB, PURGE_BATCH, SharedSql
+from jobstore.run_window import RUN_COLUMNS, found_rows, missing_jobs, plan_window
+from jobstore.shared_sql import (
+    COLUMNS,
+    END_RUN,
+    HELD_KEY,
+    INSERT_JOB,
+    JSON,
+    PURGE_BATCH,
+    SharedSql,
+)
 from topology.errors import StoreError, StoreUnavailableError
-from topology.priority import Priority
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-_FOREIGN = (pg.PostgresError, pg.InterfaceError, pg.InternalClientError, OSError)
+    Connection = PoolConnectionProxy[asyncpg.Record]
+
+_FOREIGN = (
+    pg.PostgresError,
+    pg.InterfaceError,
+    pg.InternalClientError,
+    OSError,
+    orjson.JSONEncodeError,
+    orjson.JSONDecodeError,
+)
 # Errors that say "the server cannot serve us right now", not "this request is wrong": connection
 # trouble (08), resources (53), shutdown or start-up (57), a dropped database (3D000), a
 # deadlock or serialization failure (40). OSError covers refused sockets and timeouts.
@@ -84,7 +98,6 @@ WITH taken AS (
     RETURNING job_id)
 SELECT {", ".join(COLUMNS)} FROM jobs WHERE id IN (SELECT job_id FROM taken) ORDER BY id
 """
-
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -100,10 +113,9 @@ SET request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pen
 WHERE k.expires_at <= now()
 RETURNING k.job_id
 """
-_HELD = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
 # One statement (one round trip, one commit) completes the key and purges up to a batch of
 # expired ones; SKIP LOCKED lets concurrent completions purge different rows instead of waiting
-# on each other, and ``key <> $1`` keeps the two parts off the same row.
+# on each other, and ``job_id <> $1`` keeps the two parts off the same row.
 _COMPLETE = f"""
 WITH purged AS (
     DELETE FROM idempotency_keys WHERE key IN (
@@ -113,18 +125,13 @@ UPDATE idempotency_keys SET state = 'done', response = $2, expires_at = now() + 
 WHERE job_id = $1 AND state = 'pending'
 """
 # A window's jobs, locked until its commit; the payload stays out (the message carries it).
-_WINDOW_SQL = (
-    f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > now() AS held FROM jobs"
+_READ_WINDOW = (
+    f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > now() FROM jobs"
     " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
 _START = (
     "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
     " deliveries = deliveries + 1, claim_until = now() + make_interval(secs => $4) WHERE id = $1"
-)
-_END = (
-    "UPDATE jobs SET status = COALESCE($2, status), result = COALESCE($3, result),"
-    " last_error = COALESCE($4, last_error), finished_at = COALESCE($5, finished_at),"
-    " updated_at = $6, claim_until = NULL WHERE id = $1"
 )
 
 
@@ -173,8 +180,7 @@ class PostgresJobStore(SharedSql):
 
     async def ping(self) -> None:
         """Return when the server answers; raise ``StoreUnavailableError`` otherwise."""
-        async with self._use() as conn:
-            await conn.fetchval("SELECT 1")
+        await self._fetch("SELECT 1")
 
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
@@ -191,19 +197,15 @@ class PostgresJobStore(SharedSql):
             and all(c.response is None for c in confirmed)
         ):
             (seconds,) = within
-            plain = [{name: _param(getattr(i.job, name)) for name in COLUMNS} for i in items]
             async with self._use() as conn:
                 await conn.execute(
                     _CREATE_PLAIN,
-                    plain,
+                    orjson.dumps([self._document(item.job) for item in items]).decode(),
                     [c.job_id for c in confirmed],
                     None if seconds is None else float(seconds),
                     None if durable else "off",
                 )
             return [Claim(ClaimState.NEW, item.job.id) for item in items]
-        claims: list[Claim] = []
-        rows = []
-        deadlines: list[tuple[str, float]] = []
         # One transaction, one commit: a second commit beside it would wait for the first's
         # WAL flush.
         async with self._use(transaction=True) as conn:
@@ -211,21 +213,20 @@ class PostgresJobStore(SharedSql):
                 await conn.execute(_RELAXED)
             if confirmed:
                 await _confirm(conn, confirmed)
-            for item in items:
-                claim = Claim(ClaimState.NEW, item.job.id)
-                if item.claim is not None:
-                    claim = await _claim(conn, item.claim, item.job.id, item.lease_s)
-                if claim.state is ClaimState.NEW:
-                    rows.append([_param(getattr(item.job, name)) for name in COLUMNS])
-                    if item.confirm_within is not None:
-                        deadlines.append((item.job.id, float(item.confirm_within)))
-                claims.append(claim)
+            claims = [
+                Claim(ClaimState.NEW, i.job.id)
+                if i.claim is None
+                else await _claim(conn, i.claim, i.job.id, i.lease_s)
+                for i in items
+            ]
+            new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
             # executemany pipelines the rows: one round trip's worth of latency for the batch.
             # In id order, as a worker creating some of them first does, so neither deadlocks.
-            rows.sort(key=lambda row: row[0])
+            rows = sorted((self._row(i.job) for i in new), key=lambda row: row[0])
             await conn.executemany(INSERT_JOB, rows)
-            if deadlines:
-                await conn.execute(_UNCONFIRMED, *map(list, zip(*deadlines, strict=True)))
+            due = [(i.job.id, float(i.confirm_within)) for i in new if i.confirm_within is not None]
+            if due:
+                await conn.execute(_UNCONFIRMED, *map(list, zip(*due, strict=True)))
         return claims
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
@@ -248,42 +249,33 @@ class PostgresJobStore(SharedSql):
         """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
         ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
         async with self._use(transaction=True) as conn:
-            rows = await _window_rows(conn, ids)
+            rows = found_rows(await conn.fetch(_READ_WINDOW, ids))
             created = missing_jobs(rows, ends, starts)
             if created:
                 # A submitter's insert of the same job may be committing now: ours then waits
                 # for it and does nothing, and the second read finds (and locks) its row.
-                await conn.executemany(
-                    INSERT_JOB, [[_param(getattr(job, n)) for n in COLUMNS] for job in created]
-                )
-                rows.update(await _window_rows(conn, [job.id for job in created]))
+                await conn.executemany(INSERT_JOB, [self._row(job) for job in created])
+                rows.update(found_rows(await conn.fetch(_READ_WINDOW, [j.id for j in created])))
             plan = plan_window(rows, ends, starts)
             if plan.ends:
-                await conn.executemany(
-                    _END,
-                    [
-                        (
-                            e.job_id,
-                            None if e.status is None else e.status.value,
-                            e.result,
-                            e.error,
-                            e.at if e.status is not None and e.status.terminal else None,
-                            e.at,
-                        )
-                        for e in plan.ends
-                    ],
-                )
+                await conn.executemany(END_RUN, [self._ended(end) for end in plan.ends])
             if plan.starts:
                 await conn.executemany(
                     _START,
-                    [(s.job_id, s.attempt, s.started_at, float(s.lease_s)) for s in plan.starts],
+                    [
+                        (s.job_id, s.attempt, self._time_in(s.started_at), float(s.lease_s))
+                        for s in plan.starts
+                    ],
                 )
         return plan.ended, plan.started
 
+    def _document(self, job: JobRecord) -> dict[str, Any]:
+        """Return ``job`` as an object of ``_CREATE_PLAIN``'s array, its JSON columns as JSON values."""
+        values = ((name, getattr(job, name)) for name in COLUMNS)
+        return {name: v if name in JSON else self._value_in(name, v) for name, v in values}
+
     @asynccontextmanager
-    async def _use(
-        self, *, transaction: bool = False
-    ) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    async def _use(self, *, transaction: bool = False) -> AsyncIterator[Connection]:
         """Lend a pooled connection for one unit of work, inside a transaction if asked."""
         async with self._translated():
             pool = await self._ready_pool()
@@ -296,7 +288,7 @@ class PostgresJobStore(SharedSql):
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
-        """Turn asyncpg and OS errors into ``StoreError`` (the one seam for foreign errors)."""
+        """Turn asyncpg, OS and JSON errors into ``StoreError`` (the one seam for foreign errors)."""
         try:
             yield
         except _FOREIGN as exc:
@@ -318,7 +310,6 @@ class PostgresJobStore(SharedSql):
                     min_size=self._min_size,
                     max_size=self._max_size,
                     timeout=self._connect_timeout,
-                    init=_init_connection,
                     reset=_keep_session,
                 )
             return self._pool
@@ -328,44 +319,8 @@ class PostgresJobStore(SharedSql):
         async with self._use() as conn:
             return await conn.fetch(sql, *args)
 
-    async def _execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
-        """Run statements in one transaction."""
-        async with self._use(transaction=True) as conn:
-            for sql, args in statements:
-                await conn.execute(sql, *args)
 
-    def _value_in(self, column: str, value: Any) -> Any:
-        """Return ``value`` as asyncpg sends it for ``column``."""
-        return _param(value)
-
-    def _time_in(self, when: datetime | None) -> datetime | None:
-        """Return ``when`` as asyncpg sends it, refusing a naive time (read as local time)."""
-        return _param(when)  # type: ignore[no-any-return]
-
-    def _time_out(self, value: datetime) -> datetime:
-        """Return ``value``: asyncpg reads timestamptz as aware datetimes."""
-        return value
-
-    def _job(self, row: Any) -> JobRecord:
-        """Return the job a jobs row holds."""
-        values = dict(row.items())
-        values["status"] = JobStatus(values["status"])
-        values["priority"] = Priority(values["priority"])
-        return JobRecord(**values)
-
-
-async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    # Binary jsonb is a version byte (1) and the JSON text, so orjson's bytes go straight in.
-    await conn.set_type_codec(
-        "jsonb",
-        schema="pg_catalog",
-        format="binary",
-        encoder=lambda value: b"\x01" + orjson.dumps(value),
-        decoder=lambda data: orjson.loads(data[1:]),
-    )
-
-
-async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Confirmed]) -> None:
+async def _confirm(conn: Connection, items: Sequence[Confirmed]) -> None:
     """Clear the items' publish deadlines and complete their keys' claims, on ``conn``."""
     await conn.execute(_CONFIRM, [i.job_id for i in items])
     done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
@@ -373,26 +328,15 @@ async def _confirm(conn: PoolConnectionProxy[asyncpg.Record], items: Sequence[Co
         await conn.executemany(_COMPLETE, done)
 
 
-async def _window_rows(
-    conn: PoolConnectionProxy[asyncpg.Record], ids: Sequence[str]
-) -> dict[str, Row]:
-    """Read and lock the rows of a window's jobs (by id, so concurrent windows never deadlock)."""
-    return {
-        row["id"]: Row(
-            RunJob(
-                row["id"],
-                row["type"],
-                JobStatus(row["status"]),
-                row["attempts"],
-                row["last_error"],
-                row["tenant"],
-                row["callback_url"],
-            ),
-            int(row["deliveries"]),
-            bool(row["held"]),
-        )
-        for row in await conn.fetch(_WINDOW_SQL, ids)
-    }
+async def _claim(conn: Connection, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:
+    """Claim the key in the caller's transaction; a held key stays locked until its commit."""
+    key, request_hash = claim
+    if await conn.fetchval(_CLAIM, key, request_hash, job_id, float(lease_s)) is not None:
+        return Claim(ClaimState.NEW, job_id)
+    held = await conn.fetchrow(HELD_KEY, key)
+    if held is None:  # cannot happen: the failed upsert locked the row
+        raise StoreError(f"idempotency key {key!r} vanished while held")
+    return held_claim(request_hash, *held)
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -400,23 +344,3 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     # Its advisory locks are transaction-scoped and it never LISTENs, SETs or keeps a cursor;
     # asyncpg's default reset would spend a round trip per use clearing them anyway (the pool
     # still rolls back an open transaction itself).
-
-
-async def _claim(
-    conn: PoolConnectionProxy[asyncpg.Record], claim: tuple[str, str], job_id: str, lease_s: float
-) -> Claim:
-    """Claim the key in the caller's transaction; a held key stays locked until its commit."""
-    key, request_hash = claim
-    if await conn.fetchval(_CLAIM, key, request_hash, job_id, float(lease_s)) is not None:
-        return Claim(ClaimState.NEW, job_id)
-    held = await conn.fetchrow(_HELD, key)
-    if held is None:  # cannot happen: the failed upsert locked the row
-        raise StoreError(f"idempotency key {key!r} vanished while held")
-    return held_claim(request_hash, *held)
-
-
-def _param(value: Any) -> Any:
-    """Return ``value`` as asyncpg should send it, refusing naive datetimes (asyncpg would read them as local time)."""
-    if isinstance(value, datetime) and value.utcoffset() is None:
-        raise ValueError(f"job store times must be timezone-aware, got naive {value.isoformat()}")
-    return value.value if isinstance(value, JobStatus | Priority) else value

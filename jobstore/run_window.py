@@ -6,8 +6,9 @@ hands them all to ``plan_window`` and writes the ends and starts it returns.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jobstore.model import (
     STARTABLE,
@@ -22,7 +23,7 @@ from jobstore.model import (
 
 RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "callback_url")
 """The columns of a ``RunJob``, in its fields' order."""
-STATUSES = {status.value: status for status in JobStatus}
+_STATUSES = {status.value: status for status in JobStatus}
 # The fields a job's row takes from its message as they are.
 _FROM_MESSAGE = (
     "id",
@@ -54,6 +55,16 @@ class Plan:
     started: list[RunStarted]  # per start
     ends: list[RunEnd]  # the ends to write
     starts: list[RunStart]  # the starts to write (claim, count, mark running)
+
+
+def found_rows(records: Iterable[Any]) -> dict[str, Row]:
+    """Return by job id the rows a window read: ``RUN_COLUMNS``, deliveries, whether a run holds it."""
+    return {
+        key: Row(
+            RunJob(key, kind, _STATUSES[status], attempts, error, tenant, url), count, bool(held)
+        )
+        for key, kind, status, attempts, error, tenant, url, count, held in records
+    }
 
 
 def missing_jobs(

@@ -1,30 +1,41 @@
-"""The job store methods whose SQL is the same on SQLite and PostgreSQL, written once over ``$n`` parameters."""
+"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any
+
+import orjson
 
 from jobstore.model import (
     ApiKeyRecord,
     BreakerRecord,
-    Claim,
-    Confirmed,
     JobPage,
     JobRecord,
     JobStatus,
-    NewJob,
+    RunEnd,
     check_settable,
 )
+from topology.priority import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
+TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})
+JSON = frozenset({"payload", "payload_ref", "result"})  # orjson text on both stores
 INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)})"
     f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
     " ON CONFLICT (id) DO NOTHING"
 )
 """Insert a job unless its row exists: the worker that ran it first created it from its message."""
+END_RUN = (
+    "UPDATE jobs SET status = COALESCE($2, status), result = COALESCE($3, result),"
+    " last_error = COALESCE($4, last_error), finished_at = COALESCE($5, finished_at),"
+    " updated_at = $6, claim_until = NULL WHERE id = $1"
+)
+HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
+"""Read who holds an idempotency key that could not be claimed (see ``held_claim``)."""
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
@@ -39,55 +50,61 @@ class SharedSql:
         """Run one statement with numbered parameters and return its rows."""
         raise NotImplementedError
 
-    async def _execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
-        """Run statements with numbered parameters in one transaction."""
-        raise NotImplementedError
-
-    def _value_in(self, column: str, value: Any) -> Any:
-        """Return ``value`` as the jobs table's ``column`` takes it; raise ``ValueError`` on a naive time."""
-        raise NotImplementedError
-
     def _time_in(self, when: datetime | None) -> Any:
-        """Return ``when`` as a time column stores it (``None`` stays); raise ``ValueError`` if naive."""
-        raise NotImplementedError
+        """Return ``when`` as a time column stores it (``None`` stays): here as it is, but never naive."""
+        if when is not None and when.utcoffset() is None:
+            raise ValueError(
+                f"job store times must be timezone-aware, got naive {when.isoformat()}"
+            )
+        return when
 
     def _time_out(self, value: Any) -> datetime:
-        """Return the time a time column holds."""
-        raise NotImplementedError
+        """Return the time a time column holds: here the aware datetime the driver read."""
+        return value  # type: ignore[no-any-return]
 
-    def _job(self, row: Any) -> JobRecord:
-        """Return the job a jobs row (all columns, in ``JobRecord`` order) holds."""
-        raise NotImplementedError
+    def _value_in(self, column: str, value: Any) -> Any:
+        """Return ``value`` as the jobs table's ``column`` stores it."""
+        if value is None:
+            return None
+        if column in TIMES:
+            return self._time_in(value)
+        if column in JSON:
+            return orjson.dumps(value).decode()
+        return value.value if isinstance(value, Enum) else value
 
-    async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
-    ) -> list[Claim]:
-        """Insert many jobs, claiming their keys first, in one transaction."""
-        raise NotImplementedError
+    def _row(self, job: JobRecord) -> list[Any]:
+        """Return the values of ``job``'s row, in ``COLUMNS`` order."""
+        return [self._value_in(name, getattr(job, name)) for name in COLUMNS]
 
-    async def create_job(
-        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
-    ) -> Claim:
-        """Insert ``job``, first claiming its idempotency key in the same transaction."""
-        (outcome,) = await self.create_jobs([NewJob(job, claim, lease_s)])
-        return outcome
+    def _job(self, row: Iterable[Any]) -> JobRecord:
+        """Return the job a jobs row (selected in ``COLUMNS`` order) holds."""
+        values = dict(zip(COLUMNS, row, strict=True))
+        for column in TIMES:
+            if values[column] is not None:
+                values[column] = self._time_out(values[column])
+        for column in JSON:
+            if values[column] is not None:
+                values[column] = orjson.loads(values[column])
+        values["status"] = JobStatus(values["status"])
+        values["priority"] = Priority(values["priority"])
+        return JobRecord(**values)
+
+    def _ended(self, end: RunEnd) -> tuple[Any, ...]:
+        """Return the parameters of ``END_RUN`` for ``end``."""
+        at = self._time_in(end.at)
+        finished = at if end.status is not None and end.status.terminal else None
+        status = None if end.status is None else end.status.value
+        return (end.job_id, status, self._value_in("result", end.result), end.error, finished, at)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Delete a job that never reached the broker, and free its key if the key is still its.
+        """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).
 
         A job a worker started is kept, key and all: its message did reach a queue (a confirm
         lost with the connection looks like a publish that failed).
         """
-        delete_job = (
-            "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
-            (job_id,),
+        await self._fetch(
+            "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')", job_id
         )
-        free_key = (
-            "DELETE FROM idempotency_keys WHERE key = $1 AND job_id = $2"
-            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE id = $2)",
-            (key, job_id),
-        )
-        await self._execute(delete_job, *((free_key,) if key is not None else ()))
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job, or ``None`` when there is no such job."""
@@ -106,8 +123,7 @@ class SharedSql:
         """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        # Only the filters given reach the SQL, so every variant is a plain index range scan;
-        # str() turns a JobStatus into its value.
+        # Only the filters given reach the SQL, so every variant is a plain index range scan.
         given = {"tenant": tenant, "status": status, "type": type}
         tests = [
             (f"{column} = ", str(value)) for column, value in given.items() if value is not None
@@ -219,7 +235,8 @@ class SharedSql:
         )
 
     def _api_key(self, row: Sequence[Any]) -> ApiKeyRecord:
-        key_id, name, digest, tenant, scopes, job_types, created, expires, revoked, used = row
+        key_id, name, digest, tenant, scopes, job_types, created, *times = row
+        expires, revoked, used = (None if t is None else self._time_out(t) for t in times)
         return ApiKeyRecord(
             id=key_id,
             name=name,
@@ -228,7 +245,7 @@ class SharedSql:
             scopes=tuple(scopes.split()),
             job_types=None if job_types is None else tuple(job_types.split()),
             created_at=self._time_out(created),
-            expires_at=None if expires is None else self._time_out(expires),
-            revoked_at=None if revoked is None else self._time_out(revoked),
-            last_used_at=None if used is None else self._time_out(used),
+            expires_at=expires,
+            revoked_at=revoked,
+            last_used_at=used,
         )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from jobstore.model import Claim, JobRecord, JobStore, NewJob
+
 MINIMAL = """
 groups:
   email:
@@ -77,3 +79,11 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes], within: float = 30
             pass
         time.sleep(0.2)
     raise AssertionError("the API did not become ready")
+
+
+async def create_job(
+    store: JobStore, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
+) -> Claim:
+    """Insert one job through ``create_jobs``, claiming ``claim=(key, request_hash)`` first."""
+    [outcome] = await store.create_jobs([NewJob(job, claim, lease_s)])
+    return outcome

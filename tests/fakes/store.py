@@ -32,6 +32,7 @@ from jobstore.model import (
     RunStart,
     RunStarted,
     check_settable,
+    held_claim,
 )
 from jobstore.run_window import Row, missing_jobs, new_row, plan_window
 from topology.errors import StoreError
@@ -74,31 +75,36 @@ class InMemoryJobStore:
         """Return at once unless the store is set to fail or closed."""
         self._check()
 
-    async def create_job(
-        self, job: JobRecord, *, claim: tuple[str, str] | None = None, lease_s: float = 60.0
-    ) -> Claim:
-        """Insert ``job``, first claiming its idempotency key when ``claim`` is given."""
+    async def create_jobs(
+        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
+    ) -> list[Claim]:
+        """Insert the jobs in order, claiming their keys first, and record their publish deadlines."""
         self._check()
-        stored = _normalised(job)
+        stored = [_normalised(item.job) for item in items]  # a refused job stores nothing
+        if confirmed:
+            await self.confirm_jobs(confirmed)
+        claims = []
         async with self._lock:
-            if claim is not None:
-                held = self._held(claim, job.id, lease_s)
-                if held is not None:
-                    return held
-            self.jobs.setdefault(job.id, stored)  # a worker may have created it from its message
-            return Claim(ClaimState.NEW, job.id)
+            for item, job in zip(items, stored, strict=True):
+                claim = Claim(ClaimState.NEW, job.id)
+                if item.claim is not None:
+                    claim = self._claim(item.claim, job.id, item.lease_s)
+                if claim.state is ClaimState.NEW:
+                    self.jobs.setdefault(job.id, job)  # a worker may have created it first
+                    if item.confirm_within is not None:
+                        self.publish_by[job.id] = time.monotonic() + item.confirm_within
+                claims.append(claim)
+        return claims
 
-    def _held(self, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim | None:
+    def _claim(self, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:
         key, request_hash = claim
         held = self.keys.get(key)
         now = time.monotonic()
         # "until" is the lease's end while pending, the replay window's end once done.
         if held is not None and held["until"] > now:
-            if held["hash"] != request_hash:
-                return Claim(ClaimState.MISMATCH, held["job_id"])
-            if held["state"] == "done":
-                return Claim(ClaimState.DONE, held["job_id"], held["response"])
-            return Claim(ClaimState.IN_FLIGHT, held["job_id"])
+            return held_claim(
+                request_hash, held["hash"], held["job_id"], held["state"], held["response"]
+            )
         self.keys[key] = {
             "hash": request_hash,
             "job_id": job_id,
@@ -106,21 +112,7 @@ class InMemoryJobStore:
             "until": now + lease_s,
             "response": None,
         }
-        return None
-
-    async def create_jobs(
-        self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
-    ) -> list[Claim]:
-        """Run ``create_job`` for each item, in order, recording publish deadlines."""
-        if confirmed:
-            await self.confirm_jobs(confirmed)
-        claims = []
-        for item in items:
-            claim = await self.create_job(item.job, claim=item.claim, lease_s=item.lease_s)
-            if claim.state is ClaimState.NEW and item.confirm_within is not None:
-                self.publish_by[item.job.id] = time.monotonic() + item.confirm_within
-            claims.append(claim)
-        return claims
+        return Claim(ClaimState.NEW, job_id)
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines; complete the claims of those with a response."""
@@ -151,15 +143,15 @@ class InMemoryJobStore:
         return sorted(taken, key=lambda j: j.id)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Forget a job that never reached the broker, and free its key if it is still its (not one a worker started)."""
+        """Forget a job that never reached the broker (not one a worker started), and its keys."""
         self._check()
         job = self.jobs.get(job_id)
-        if job is not None and job.status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
-            return
-        self.jobs.pop(job_id, None)
-        self.publish_by.pop(job_id, None)
-        if key is not None and self.keys.get(key, {}).get("job_id") == job_id:
-            del self.keys[key]
+        if job is None or job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            self.jobs.pop(job_id, None)
+            self.publish_by.pop(job_id, None)
+            # As in the SQL stores, where a job's keys go with it (ON DELETE CASCADE).
+            for name in [k for k, held in self.keys.items() if held["job_id"] == job_id]:
+                del self.keys[name]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job or ``None``."""

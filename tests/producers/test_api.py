@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from jobstore.model import JobStatus
+from tests.helpers import create_job
 from tests.producers.api_harness import Api, make_api
 from topology import names
 from topology.errors import BlobUnavailableError, BrokerUnavailableError
@@ -103,7 +104,7 @@ async def test_duplicate_still_in_flight_is_409(api: Api):
 
     held = JobRequest(type="email", idempotency_key="busy", source="api")
     record = JobRecord("held", "email", JobStatus.QUEUED, Priority.MEDIUM, now(), now())
-    await api.store.create_job(record, claim=(held.claim_key(), held.fingerprint()))
+    await create_job(api.store, record, claim=(held.claim_key(), held.fingerprint()))
     response = await post(api, {"type": "email"}, headers={"Idempotency-Key": "busy"})
     assert_problem(response, 409, "still in progress")
 

@@ -28,6 +28,7 @@ from jobstore.model import (
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
 from tests.conftest import scratch_database
+from tests.helpers import create_job
 from tests.producers.conftest import Backend
 from topology.envelope import new_job_id
 from topology.errors import SettingsError, StoreError, StoreUnavailableError
@@ -67,7 +68,7 @@ async def test_migrations_agree_when_five_processes_run_them_at_once(backend: Ba
     stores = [backend.open() for _ in range(5)]
     assert await asyncio.gather(*(s.migrate() for s in stores)) == [LATEST] * 5
     record = job()
-    await stores[0].create_job(record)
+    await create_job(stores[0], record)
     assert await stores[4].get_job(record.id) == record
 
 
@@ -94,7 +95,7 @@ async def test_every_field_round_trips_when_all_are_set(store: JobStore) -> None
         last_error="boom\nline two — ünïcode",
         result=["ok", {"n": 1.25}],
     )
-    assert await store.create_job(record) == Claim(NEW, record.id)
+    assert await create_job(store, record) == Claim(NEW, record.id)
     got = await store.get_job(record.id)
     assert got == record
     assert got is not None
@@ -106,8 +107,8 @@ async def test_none_fields_and_non_utc_times_round_trip(store: JobStore) -> None
     plus_two = datetime(2026, 6, 1, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))
     record = job(payload=None, created_at=plus_two, updated_at=plus_two)
     bare = job(payload="just a string", priority=Priority.LOW)
-    await store.create_job(record)
-    await store.create_job(bare)
+    await create_job(store, record)
+    await create_job(store, bare)
     got = await store.get_job(record.id)
     assert got == record
     assert got is not None
@@ -121,7 +122,7 @@ async def test_pages_cover_every_job_newest_first_when_listing_25_by_10(store: J
     for _ in range(25):
         record = job()
         ids.append(record.id)
-        await store.create_job(record)
+        await create_job(store, record)
     seen, cursor, sizes = [], None, []
     while True:
         page = await store.list_jobs(limit=10, cursor=cursor)
@@ -142,7 +143,7 @@ async def test_listing_filters_by_status_and_type(store: JobStore) -> None:
         for _ in range(3)
     ]
     for record in records:
-        await store.create_job(record)
+        await create_job(store, record)
 
     async def listed(**filters: Any) -> list[str]:
         ids, cursor = [], None
@@ -164,7 +165,7 @@ async def test_listing_filters_by_status_and_type(store: JobStore) -> None:
 
 async def test_transition_sets_status_and_fields_when_allowed(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     later = NOW + timedelta(seconds=5)
     running = await store.transition(
         record.id, JobStatus.RUNNING, allowed_from=QUEUED, started_at=later, attempts=1
@@ -191,7 +192,7 @@ async def test_transition_sets_status_and_fields_when_allowed(store: JobStore) -
 
 async def test_transition_changes_nothing_when_not_allowed(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     running = frozenset({JobStatus.RUNNING})
     assert await store.transition(record.id, JobStatus.SUCCEEDED, allowed_from=running) is None
     assert await store.transition(record.id, JobStatus.RUNNING, allowed_from=frozenset()) is None
@@ -201,7 +202,7 @@ async def test_transition_changes_nothing_when_not_allowed(store: JobStore) -> N
 
 async def test_one_transition_wins_when_twenty_race(backend: Backend, store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     stores = [store, *(backend.open() for _ in range(3))]
     outcomes = await asyncio.gather(
         *(
@@ -217,60 +218,60 @@ async def test_one_transition_wins_when_twenty_race(backend: Backend, store: Job
 async def test_claims_answer_in_flight_done_and_mismatch(store: JobStore) -> None:
     first, second = job(), job()
     claim = ("key-1", "hash-a")
-    assert await store.create_job(first, claim=claim) == Claim(NEW, first.id)
-    assert await store.create_job(second, claim=claim) == Claim(ClaimState.IN_FLIGHT, first.id)
+    assert await create_job(store, first, claim=claim) == Claim(NEW, first.id)
+    assert await create_job(store, second, claim=claim) == Claim(ClaimState.IN_FLIGHT, first.id)
     assert await store.get_job(second.id) is None
     other_body = ("key-1", "hash-b")
-    assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
+    assert await create_job(store, job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
     await store.confirm_jobs([Confirmed(first.id, b'{"id": "\xff"}', ttl_s=60)])
     done = Claim(ClaimState.DONE, first.id, b'{"id": "\xff"}')
-    assert await store.create_job(second, claim=claim) == done
-    assert await store.create_job(job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
+    assert await create_job(store, second, claim=claim) == done
+    assert await create_job(store, job(), claim=other_body) == Claim(ClaimState.MISMATCH, first.id)
     assert [j.id for j in (await store.list_jobs()).jobs] == [first.id]
 
 
 async def test_key_can_be_claimed_again_when_its_lease_expired(store: JobStore) -> None:
     first, second = job(), job()
-    await store.create_job(first, claim=("key", "h"), lease_s=0.05)
-    assert (await store.create_job(job(), claim=("key", "h"))).state is ClaimState.IN_FLIGHT
+    await create_job(store, first, claim=("key", "h"), lease_s=0.05)
+    assert (await create_job(store, job(), claim=("key", "h"))).state is ClaimState.IN_FLIGHT
     await asyncio.sleep(0.1)  # let the lease run out: time itself is what is tested
-    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
-    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+    assert await create_job(store, second, claim=("key", "h")) == Claim(NEW, second.id)
+    assert await create_job(store, job(), claim=("key", "h")) == Claim(
         ClaimState.IN_FLIGHT, second.id
     )
     await store.abandon_job(first.id, "key")  # the key is no longer first's, so it stays held
-    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+    assert await create_job(store, job(), claim=("key", "h")) == Claim(
         ClaimState.IN_FLIGHT, second.id
     )
 
 
 async def test_key_can_be_claimed_again_when_its_replay_window_closed(store: JobStore) -> None:
     first, second = job(), job()
-    await store.create_job(first, claim=("key", "h"))
+    await create_job(store, first, claim=("key", "h"))
     await store.confirm_jobs([Confirmed(first.id, b"{}", ttl_s=0.05)])
     await asyncio.sleep(0.1)  # let the replay window close
-    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+    assert await create_job(store, second, claim=("key", "h")) == Claim(NEW, second.id)
 
 
 async def test_a_late_completion_does_not_complete_a_newer_claim(store: JobStore) -> None:
     first, second = job(), job()
-    await store.create_job(first, claim=("key", "h"), lease_s=0.05)
+    await create_job(store, first, claim=("key", "h"), lease_s=0.05)
     await asyncio.sleep(0.1)  # first's lease runs out; second takes the key over
-    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+    assert await create_job(store, second, claim=("key", "h")) == Claim(NEW, second.id)
     await store.confirm_jobs([Confirmed(first.id, b'{"late": true}', ttl_s=60)])
-    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+    assert await create_job(store, job(), claim=("key", "h")) == Claim(
         ClaimState.IN_FLIGHT, second.id
     )
 
 
 async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) -> None:
     first, second = job(), job()
-    await store.create_job(first, claim=("key", "h"))
+    await create_job(store, first, claim=("key", "h"))
     await store.abandon_job(first.id, "key")
     assert await store.get_job(first.id) is None
-    assert await store.create_job(second, claim=("key", "h")) == Claim(NEW, second.id)
+    assert await create_job(store, second, claim=("key", "h")) == Claim(NEW, second.id)
     unkeyed = job()
-    await store.create_job(unkeyed)
+    await create_job(store, unkeyed)
     await store.abandon_job(unkeyed.id, None)
     assert await store.get_job(unkeyed.id) is None
 
@@ -278,13 +279,13 @@ async def test_abandon_job_deletes_the_job_and_frees_its_key(store: JobStore) ->
 async def test_abandon_job_keeps_a_job_a_worker_started_and_its_key(store: JobStore) -> None:
     # A confirm lost with the connection looks like a failed publish, yet the message arrived.
     started = job()
-    await store.create_job(started, claim=("key", "h"))
+    await create_job(store, started, claim=("key", "h"))
     await store.run_window([], [RunStart(started.id, 1, 60.0, NOW)])
     await store.abandon_job(started.id, "key")
     kept = await store.get_job(started.id)
     assert kept is not None
     assert kept.status is JobStatus.RUNNING
-    assert await store.create_job(job(), claim=("key", "h")) == Claim(
+    assert await create_job(store, job(), claim=("key", "h")) == Claim(
         ClaimState.IN_FLIGHT, started.id
     )
 
@@ -353,7 +354,7 @@ async def test_confirming_a_keyed_job_completes_its_claim_in_the_same_call(
     record = job()
     await store.create_jobs([NewJob(record, claim=("k", "h"), confirm_within=0)])
     await store.confirm_jobs([Confirmed(record.id, b'{"id": 1}', ttl_s=60)])
-    assert await store.create_job(job(), claim=("k", "h")) == Claim(
+    assert await create_job(store, job(), claim=("k", "h")) == Claim(
         ClaimState.DONE, record.id, b'{"id": 1}'
     )
     assert await store.take_unconfirmed(limit=10, lease_s=3600) == []
@@ -365,7 +366,7 @@ async def test_one_create_wins_when_fifty_race_for_one_key(
     stores = [store, *(backend.open() for _ in range(4))]
     records = [job() for _ in range(50)]
     claims = await asyncio.gather(
-        *(stores[i % 5].create_job(r, claim=("race", "h")) for i, r in enumerate(records))
+        *(create_job(stores[i % 5], r, claim=("race", "h")) for i, r in enumerate(records))
     )
     winners = [c for c in claims if c.state is NEW]
     assert len(winners) == 1
@@ -381,21 +382,21 @@ async def test_store_is_unavailable_when_its_database_cannot_be_reached(backend:
     with pytest.raises(StoreUnavailableError):
         await store.migrate()
     with pytest.raises(StoreUnavailableError):
-        await store.create_job(job())
+        await create_job(store, job())
 
 
 async def test_caller_mistakes_raise_and_store_nothing(store: JobStore) -> None:
     record = job()
     with pytest.raises(ValueError, match="timezone-aware"):
-        await store.create_job(replace(record, created_at=datetime(2026, 1, 1)))
+        await create_job(store, replace(record, created_at=datetime(2026, 1, 1)))
     assert await store.get_job(record.id) is None
-    await store.create_job(record)
+    await create_job(store, record)
     with pytest.raises(TypeError, match="cannot set id"):
         await store.transition(record.id, JobStatus.RUNNING, allowed_from=QUEUED, id="x")
     with pytest.raises(ValueError, match="limit"):
         await store.list_jobs(limit=0)
     with pytest.raises(StoreError):  # not JSON
-        await store.create_job(job(payload={"x": object()}))
+        await create_job(store, job(payload={"x": object()}))
 
 
 async def test_a_closed_store_refuses_work(store: JobStore) -> None:

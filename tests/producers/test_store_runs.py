@@ -20,6 +20,7 @@ from jobstore.model import (
     StartOutcome,
 )
 from jobstore.sqlite import SqliteJobStore
+from tests.helpers import create_job
 from tests.producers.conftest import Backend
 from tests.producers.test_store import NOW, job
 from topology.envelope import Envelope, new_job_id
@@ -38,7 +39,7 @@ def end(job_id: str, run: int, status: JobStatus | None, **fields: object) -> Ru
 
 async def test_a_start_claims_counts_and_marks_running(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     _, (started,) = await store.run_window([], [start(record.id, attempt=2)])
     assert started.outcome is StartOutcome.RUN
     assert started.deliveries == 1
@@ -52,7 +53,7 @@ async def test_a_start_claims_counts_and_marks_running(store: JobStore) -> None:
 @pytest.mark.parametrize("status", sorted(s for s in JobStatus if s.terminal))
 async def test_settled_jobs_are_left_alone(store: JobStore, status: JobStatus) -> None:
     settled = job(status=status)
-    await store.create_job(settled)
+    await create_job(store, settled)
     _, (started,) = await store.run_window([], [start(settled.id)])
     assert started.outcome is StartOutcome.SETTLED
     found = await store.get_job(settled.id)
@@ -66,7 +67,7 @@ def test_a_failed_job_is_final() -> None:
 
 async def test_a_claimed_job_is_held_even_within_one_window(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     _, outcomes = await store.run_window([], [start(record.id), start(record.id)])
     assert [o.outcome for o in outcomes] == [StartOutcome.RUN, StartOutcome.HELD]
     _, (again,) = await store.run_window([], [start(record.id)])
@@ -75,7 +76,7 @@ async def test_a_claimed_job_is_held_even_within_one_window(store: JobStore) -> 
 
 async def test_a_claim_whose_lease_ran_out_is_taken_over_and_counted(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     await store.run_window([], [start(record.id, lease_s=0.05)])
     await asyncio.sleep(0.1)  # its worker crashed: time itself is what is tested
     _, (again,) = await store.run_window([], [start(record.id)])
@@ -92,7 +93,7 @@ async def test_a_claim_whose_lease_ran_out_is_taken_over_and_counted(store: JobS
 
 async def test_ended_jobs_are_settled_and_never_start_again(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     _, (started,) = await store.run_window([], [start(record.id)])
     ending = end(record.id, started.deliveries, JobStatus.SUCCEEDED, result={"sent": ["ü"]})
     (finished,), (again,) = await store.run_window([ending], [start(record.id)])
@@ -112,7 +113,7 @@ async def test_ended_jobs_are_settled_and_never_start_again(store: JobStore) -> 
 
 async def test_a_retrying_end_frees_the_claim_for_the_next_attempt(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     _, (first,) = await store.run_window([], [start(record.id)])
     retry = end(record.id, first.deliveries, JobStatus.RETRYING, error="Boom: once")
     (retrying,), (second,) = await store.run_window([retry], [start(record.id, attempt=2)])
@@ -126,7 +127,7 @@ async def test_a_retrying_end_frees_the_claim_for_the_next_attempt(store: JobSto
 
 async def test_a_release_keeps_the_status_and_frees_the_claim(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     _, (run,) = await store.run_window([], [start(record.id)])
     (released,), (again,) = await store.run_window(
         [end(record.id, run.deliveries, None, error="StoreError: refused")], [start(record.id)]
@@ -142,8 +143,8 @@ async def test_an_end_without_a_run_applies_only_while_nobody_holds_the_job(
     store: JobStore,
 ) -> None:
     free, held = job(), job()
-    await store.create_job(free)
-    await store.create_job(held)
+    await create_job(store, free)
+    await create_job(store, held)
     await store.run_window([], [start(held.id)])
     dead, not_dead = (
         await store.run_window(
@@ -160,7 +161,7 @@ async def test_an_end_without_a_run_applies_only_while_nobody_holds_the_job(
 
 async def test_cancelled_jobs_are_settled(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     await store.transition(
         record.id, JobStatus.CANCELLED, allowed_from=frozenset({JobStatus.QUEUED})
     )
@@ -180,8 +181,8 @@ async def test_starts_for_unknown_jobs_run_with_nothing_recorded(store: JobStore
 
 async def test_a_value_the_store_refuses_fails_the_whole_window(store: JobStore) -> None:
     good, bad = job(), job()
-    await store.create_job(good)
-    await store.create_job(bad)
+    await create_job(store, good)
+    await create_job(store, bad)
     _, runs = await store.run_window([], [start(good.id), start(bad.id)])
     with pytest.raises(StoreError):
         await store.run_window(
@@ -198,7 +199,7 @@ async def test_a_value_the_store_refuses_fails_the_whole_window(store: JobStore)
 
 async def test_deliveries_are_counted_once_for_every_process(store: JobStore) -> None:
     record = job()
-    await store.create_job(record)
+    await create_job(store, record)
     runs = []
     for _ in range(3):
         _, (run,) = await store.run_window([], [start(record.id)])
@@ -213,10 +214,10 @@ async def test_a_failing_unit_of_a_group_commit_is_undone_alone(tmp_path: Path) 
     await store.migrate()
     first, other = job(), job()
     outcomes = await asyncio.gather(
-        store.create_job(first, claim=("k1", "h")),
+        create_job(store, first, claim=("k1", "h")),
         # A payload that is no JSON: its key is claimed, then its insert fails.
-        store.create_job(job(payload={"x": object()}), claim=("k2", "h")),
-        store.create_job(other, claim=("k3", "h")),
+        create_job(store, job(payload={"x": object()}), claim=("k2", "h")),
+        create_job(store, other, claim=("k3", "h")),
         return_exceptions=True,
     )
     assert [type(o).__name__ for o in outcomes] == ["Claim", "StoreError", "Claim"]
@@ -224,7 +225,7 @@ async def test_a_failing_unit_of_a_group_commit_is_undone_alone(tmp_path: Path) 
     assert await store.get_job(first.id) is not None
     assert await store.get_job(other.id) is not None
     # The failed unit's claim of k2 was rolled back with it: the key is free.
-    claim = await store.create_job(job(), claim=("k2", "h"))
+    claim = await create_job(store, job(), claim=("k2", "h"))
     assert claim.state is ClaimState.NEW
     await store.close()
 
@@ -233,7 +234,7 @@ async def test_a_failing_unit_of_a_group_commit_is_undone_alone(tmp_path: Path) 
 async def test_a_window_answers_every_item_in_order(store: JobStore, size: int) -> None:
     records = [job() for _ in range(size)]
     for record in records:
-        await store.create_job(record)
+        await create_job(store, record)
     _, started = await store.run_window([], [start(r.id) for r in records])
     assert [s.job.id for s in started if s.job] == [r.id for r in records]
     ends = [
@@ -324,7 +325,7 @@ async def test_a_keyed_job_whose_row_vanished_gets_its_key_back_from_the_message
 
 async def test_a_window_that_fails_creates_no_row(store: JobStore) -> None:
     running, fresh = job(), job()
-    await store.create_job(running)
+    await create_job(store, running)
     _, (run,) = await store.run_window([], [start(running.id)])
     bad = end(running.id, run.deliveries, JobStatus.SUCCEEDED, result={"x": object()})
     with pytest.raises(StoreError):
