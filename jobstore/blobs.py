@@ -103,9 +103,9 @@ def open_blob_store(
 ) -> BlobStore:
     """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir`` or ``s3://bucket/prefix``."""
     parts = urlsplit(url)
-    if "@" in parts.netloc:
+    if "@" in parts.netloc:  # not echoed: it may hold a password
         raise SettingsError(
-            f"{_URL_VAR}: {_redact(url)!r} carries credentials; "
+            f"{_URL_VAR} carries credentials; "
             "S3 takes them from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     if parts.scheme == "file":
@@ -128,7 +128,7 @@ def open_blob_store(
         except ValueError as exc:
             raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
     raise SettingsError(
-        f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {_redact(url)!r}; "
+        f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {url!r}; "
         "use file:///absolute/dir, file:relative/dir or s3://bucket/prefix"
     )
 
@@ -142,14 +142,6 @@ def _local_root(url: str, host: str, path: str) -> Path:
     if not path:
         raise SettingsError(f"{_URL_VAR}: {url!r} names no directory")
     return Path(unquote(path))
-
-
-def _redact(url: str) -> str:
-    # A password in the URL must not reach logs or error messages.
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 class LocalDirBlobStore:
@@ -187,7 +179,10 @@ class LocalDirBlobStore:
         return make_ref(path.as_uri(), data, content_type)
 
     def _read(self, ref: PayloadRef) -> bytes:
-        return _read_verified(self._path_of(ref.uri), ref)
+        with self._path_of(ref.uri).open("rb") as file:
+            # Check the size first so a swapped-in huge file is never read into memory.
+            check_size(ref, os.fstat(file.fileno()).st_size)
+            return verify(ref, file.read())
 
     def _unlink(self, uri: str) -> None:
         self._path_of(uri).unlink(missing_ok=True)
@@ -244,13 +239,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _read_verified(path: Path, ref: PayloadRef) -> bytes:
-    with path.open("rb") as file:
-        # Check the size first so a swapped-in huge file is never read into memory.
-        check_size(ref, os.fstat(file.fileno()).st_size)
-        return verify(ref, file.read())
 
 
 def _ensure_writable_dir(root: Path) -> None:

@@ -1,7 +1,7 @@
 """What a window of run ends and starts does to the jobs it names, worked out once for every store.
 
-A store reads the window's jobs (under its write lock), creates the rows ``missing_jobs`` names,
-hands them all to ``plan_window`` and writes the ends and starts it returns.
+A store reads the window's jobs (under its write lock) into ``found_rows``, creates the rows
+``missing_jobs`` names, hands them all to ``plan_window`` and writes the ends and starts it returns.
 """
 
 from __future__ import annotations

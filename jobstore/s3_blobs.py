@@ -50,9 +50,8 @@ class S3BlobStore:
         region: str = "us-east-1",
         access_key: str | None = None,
         secret_key: str | None = None,
-        client: Any = None,
     ) -> None:
-        """Build the S3 client once (boto3 clients are thread-safe), or use ``client``."""
+        """Check the bucket and prefix, and build the S3 client once (boto3 clients are thread-safe)."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
         if prefix and not (prefix.endswith("/") and KEY.fullmatch(prefix[:-1])):
@@ -62,8 +61,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix
         self._where = endpoint_url or f"AWS S3 ({region})"
-        self._owns_client = client is None
-        self._client = client or _s3_client(endpoint_url, region, access_key, secret_key)
+        self._client = _s3_client(endpoint_url, region, access_key, secret_key)
 
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Upload ``data`` with its sha256 so S3 itself rejects a corrupted upload."""
@@ -84,9 +82,8 @@ class S3BlobStore:
         await self._call(self._uri(self.prefix), self._client.head_bucket, Bucket=self.bucket)
 
     async def close(self) -> None:
-        """Close the client's connections, unless the client was handed in by the caller."""
-        if self._owns_client:
-            self._client.close()
+        """Close the client's connections."""
+        self._client.close()
 
     def _uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{name}"

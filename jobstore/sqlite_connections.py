@@ -103,10 +103,8 @@ class SqliteThread:
             )
         if str(self._path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL: readers never block the writer, nor it them (the mode sticks to the file). Fetch
-        # its answer: an unfinished statement keeps a read snapshot open, and BEGIN IMMEDIATE
-        # would then fail with BUSY_SNAPSHOT.
-        self._conn = _connect(self._path, (*_PRAGMAS, "PRAGMA journal_mode=WAL"), patiently)
+        # WAL: readers never block the writer, nor it them (the mode sticks to the file).
+        self._conn = _connect(self._path, (*_PRAGMAS, "PRAGMA journal_mode=WAL"))
         return self._conn
 
     def _close(self) -> None:
@@ -141,12 +139,12 @@ class InlineWriter:
 
     def write(self, work: Callable[[Db], T]) -> T:
         """Run ``work`` in a ``BEGIN IMMEDIATE`` transaction and commit it; ``Busy`` if still locked after 2 ms."""
-        if self._conn is None:
-            # wal_autocheckpoint=0: checkpoints run on the thread (see ``due_checkpoint``).
-            pragmas = (*_PRAGMAS, "PRAGMA wal_autocheckpoint=0")
-            self._conn = _connect(self._path, pragmas, lambda db, work: work(db))
-        conn = self._conn
         try:
+            if self._conn is None:
+                # wal_autocheckpoint=0: checkpoints run on the thread (see ``due_checkpoint``).
+                pragmas = (*_PRAGMAS, "PRAGMA wal_autocheckpoint=0")
+                self._conn = _connect(self._path, pragmas, within=0)
+            conn = self._conn
             patiently(
                 conn, _begin, within=INLINE_PATIENCE_S, pause=INLINE_PAUSE_S, longest=INLINE_PAUSE_S
             )
@@ -182,14 +180,14 @@ class InlineWriter:
             conn.close()
 
 
-def _connect(
-    path: Path, pragmas: tuple[str, ...], run: Callable[[Db, Callable[[Db], Any]], Any]
-) -> Db:
-    # isolation_level=None: no implicit BEGIN, the store opens its own transactions.
+def _connect(path: Path, pragmas: tuple[str, ...], *, within: float = BUSY_TIMEOUT_S) -> Db:
+    # isolation_level=None: no implicit BEGIN, the store opens its own transactions. Each
+    # pragma's answer is fetched: an unfinished statement keeps a read snapshot open, and
+    # BEGIN IMMEDIATE would then fail with BUSY_SNAPSHOT.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in pragmas:
-            run(conn, functools.partial(_fetch, sql=pragma))
+            patiently(conn, functools.partial(_fetch, sql=pragma), within=within)
     except BaseException:
         conn.close()
         raise
