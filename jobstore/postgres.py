@@ -64,27 +64,25 @@ _UNAVAILABLE = (
     pg.TransactionRollbackError,
 )
 _MIGRATION_LOCK = 0x7461736B71  # "taskq": one advisory lock id that every migrator takes
-_UNCONFIRMED = (
-    "INSERT INTO unconfirmed (job_id, publish_by)"
-    " SELECT job_id, now() + make_interval(secs => within)"
-    " FROM unnest($1::text[], $2::float8[]) AS u (job_id, within)"
-)
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ANY($1::text[])"
-# Jobs that claim no key, with the confirms held so far, in one statement (one round trip
-# however many rows): the rows as one jsonb array, in id order as a worker creating some of
-# them first does. Its SELECT sets how the statement's own transaction commits: without
-# waiting for the WAL flush when ``durable`` is false (a NULL keeps the server's setting).
-_CREATE_PLAIN = (
+# A batch's new jobs, with the confirms held so far, in one statement (one round trip however
+# many rows): the rows as one jsonb array, inserted in id order as a worker creating some of
+# them first does, and the publish deadlines of those whose object carries one (a float8[]
+# parameter would cost each new connection a type lookup). Its SELECT sets how the transaction
+# commits: without waiting for the WAL flush when ``durable`` is false (a NULL keeps the
+# server's setting).
+_CREATE = (
     "WITH confirmed AS (DELETE FROM unconfirmed WHERE job_id = ANY($2::text[])),"
     f" job AS (INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)}"
     " FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb) ORDER BY id"
     " ON CONFLICT (id) DO NOTHING RETURNING id),"
     " deadline AS (INSERT INTO unconfirmed (job_id, publish_by)"
-    " SELECT id, now() + make_interval(secs => $3::float8) FROM job WHERE $3::float8 IS NOT NULL)"
+    " SELECT id, now() + make_interval(secs => (d ->> 'confirm_within')::float8)"
+    " FROM job JOIN jsonb_array_elements($1::jsonb) AS d ON d ->> 'id' = job.id"
+    " WHERE d ->> 'confirm_within' IS NOT NULL)"
     " SELECT set_config('synchronous_commit',"
-    " coalesce($4::text, current_setting('synchronous_commit')), true)"
+    " coalesce($3::text, current_setting('synchronous_commit')), true)"
 )
-_RELAXED = "SET LOCAL synchronous_commit TO off"
 _CLEAR_MOVED_ON = """
 DELETE FROM unconfirmed u USING jobs j
 WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.status IN ('queued', 'scheduled')
@@ -185,34 +183,15 @@ class PostgresJobStore(SharedSql):
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first, in order) in one transaction; keyless ones in one statement.
+        """Insert many jobs (claiming their keys first, in order) in one transaction.
 
         Not ``durable``, the commit returns before the WAL is flushed (``synchronous_commit``
         off): a crash of the server may lose the rows, never corrupt or half-apply them.
         """
-        within = {item.confirm_within for item in items}
-        if (
-            len(within) == 1
-            and all(item.claim is None for item in items)
-            and all(c.response is None for c in confirmed)
-        ):
-            (seconds,) = within
-            async with self._use() as conn:
-                await conn.execute(
-                    _CREATE_PLAIN,
-                    orjson.dumps([self._document(item.job) for item in items]).decode(),
-                    [c.job_id for c in confirmed],
-                    None if seconds is None else float(seconds),
-                    None if durable else "off",
-                )
-            return [Claim(ClaimState.NEW, item.job.id) for item in items]
-        # One transaction, one commit: a second commit beside it would wait for the first's
-        # WAL flush.
-        async with self._use(transaction=True) as conn:
-            if not durable:
-                await conn.execute(_RELAXED)
-            if confirmed:
-                await _confirm(conn, confirmed)
+        # Without keys to claim or complete, the one statement is the whole transaction.
+        keyed = any(i.claim for i in items) or any(c.response is not None for c in confirmed)
+        async with self._use(transaction=keyed) as conn:
+            await _complete(conn, confirmed)  # first: a claim of a key it completes replays it
             claims = [
                 Claim(ClaimState.NEW, i.job.id)
                 if i.claim is None
@@ -220,20 +199,19 @@ class PostgresJobStore(SharedSql):
                 for i in items
             ]
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
-            # executemany pipelines the rows: one round trip's worth of latency for the batch.
-            # In id order, as a worker creating some of them first does, so neither deadlocks.
-            rows = sorted((self._row(i.job) for i in new), key=lambda row: row[0])
-            await conn.executemany(INSERT_JOB, rows)
-            due = [(i.job.id, float(i.confirm_within)) for i in new if i.confirm_within is not None]
-            if due:
-                await conn.execute(_UNCONFIRMED, *map(list, zip(*due, strict=True)))
+            await conn.execute(
+                _CREATE,
+                orjson.dumps([self._document(i) for i in new]).decode(),
+                [c.job_id for c in confirmed],
+                None if durable else "off",
+            )
         return claims
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
-        keyed = any(i.response is not None for i in items)
-        async with self._use(transaction=keyed) as conn:
-            await _confirm(conn, items)
+        async with self._use(transaction=any(i.response is not None for i in items)) as conn:
+            await conn.execute(_CONFIRM, [i.job_id for i in items])
+            await _complete(conn, items)
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
         """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
@@ -269,10 +247,12 @@ class PostgresJobStore(SharedSql):
                 )
         return plan.ended, plan.started
 
-    def _document(self, job: JobRecord) -> dict[str, Any]:
-        """Return ``job`` as an object of ``_CREATE_PLAIN``'s array, its JSON columns as JSON values."""
-        values = ((name, getattr(job, name)) for name in COLUMNS)
-        return {name: v if name in JSON else self._value_in(name, v) for name, v in values}
+    def _document(self, item: NewJob) -> dict[str, Any]:
+        """Return ``item`` as an object of ``_CREATE``'s array, its JSON columns as JSON values."""
+        values = [(name, getattr(item.job, name)) for name in COLUMNS]
+        document = {name: v if name in JSON else self._value_in(name, v) for name, v in values}
+        document["confirm_within"] = item.confirm_within
+        return document
 
     @asynccontextmanager
     async def _use(self, *, transaction: bool = False) -> AsyncIterator[Connection]:
@@ -320,9 +300,8 @@ class PostgresJobStore(SharedSql):
             return await conn.fetch(sql, *args)
 
 
-async def _confirm(conn: Connection, items: Sequence[Confirmed]) -> None:
-    """Clear the items' publish deadlines and complete their keys' claims, on ``conn``."""
-    await conn.execute(_CONFIRM, [i.job_id for i in items])
+async def _complete(conn: Connection, items: Sequence[Confirmed]) -> None:
+    """Complete the claims of the keys of the items that carry a response, on ``conn``."""
     done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
     if done:
         await conn.executemany(_COMPLETE, done)
