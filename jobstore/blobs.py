@@ -109,17 +109,19 @@ def open_blob_store(
             "S3 takes them from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     if parts.scheme == "file":
-        return LocalDirBlobStore(_local_root(url, parts.netloc, parts.path))
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise SettingsError(
+                f"{_URL_VAR}: {url!r} names no local directory; "
+                "use file:///absolute/dir or file:relative/dir (no //)"
+            )
+        return LocalDirBlobStore(Path(unquote(parts.path)))
     if parts.scheme == "s3":
-        prefix = parts.path.lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
         from jobstore.s3_blobs import S3BlobStore  # boto3 is only loaded for an s3:// url
 
         try:
             return S3BlobStore(
                 parts.netloc,
-                prefix=prefix,
+                prefix=parts.path.lstrip("/"),
                 endpoint_url=endpoint_url,
                 region=region,
                 access_key=access_key,
@@ -131,17 +133,6 @@ def open_blob_store(
         f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {url!r}; "
         "use file:///absolute/dir, file:relative/dir or s3://bucket/prefix"
     )
-
-
-def _local_root(url: str, host: str, path: str) -> Path:
-    if host not in ("", "localhost"):
-        raise SettingsError(
-            f"{_URL_VAR}: {url!r} names host {host!r}; "
-            "use file:///absolute/dir or file:relative/dir (no //)"
-        )
-    if not path:
-        raise SettingsError(f"{_URL_VAR}: {url!r} names no directory")
-    return Path(unquote(path))
 
 
 class LocalDirBlobStore:

@@ -54,12 +54,11 @@ class S3BlobStore:
         """Check the bucket and prefix, and build the S3 client once (boto3 clients are thread-safe)."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
-        if prefix and not (prefix.endswith("/") and KEY.fullmatch(prefix[:-1])):
-            raise ValueError(
-                f"S3 prefix {prefix!r} must be empty or plain path segments ending in /"
-            )
+        folder = prefix.removesuffix("/")
+        if folder and not KEY.fullmatch(folder):
+            raise ValueError(f"S3 prefix {prefix!r} must be empty or plain path segments")
         self.bucket = bucket
-        self.prefix = prefix
+        self.prefix = f"{folder}/" if folder else ""
         self._where = endpoint_url or f"AWS S3 ({region})"
         self._client = _s3_client(endpoint_url, region, access_key, secret_key)
 

@@ -44,9 +44,7 @@ def json_line(record: Record) -> str:
         "line": record["line"],
         "process": record["process"].id,
     }
-    for key in JOB_FIELDS:
-        if extra.get(key) is not None:
-            fields[key] = extra[key]
+    fields |= {key: extra[key] for key in JOB_FIELDS if extra.get(key) is not None}
     fields |= {str(k): v for k, v in extra.items() if k not in fields and k not in _NOT_EXTRAS}
     if extra.get(EXCEPTION_FIELD):
         fields["exception"] = extra[EXCEPTION_FIELD]
