@@ -20,26 +20,21 @@ class Migration:
     """One numbered SQL file."""
 
     version: int
-    name: str
     sql: str
 
 
 def load_migrations(dialect: Dialect) -> list[Migration]:
-    """Return the dialect's migrations in version order."""
-    folder = files("jobstore") / "migrations" / dialect
+    """Return the dialect's migrations (files named ``NNNN_name.sql``) in version order."""
     found: dict[int, Migration] = {}
-    for entry in folder.iterdir():
+    for entry in (files("jobstore") / "migrations" / dialect).iterdir():
         if not entry.name.endswith(".sql"):
             continue
         match = _NAME.match(entry.name)
-        if match is None:
-            raise StoreError(f"migration file {dialect}/{entry.name} is not named NNNN_name.sql")
-        version = int(match.group(1))
-        if version in found:
+        if match is None or int(match[1]) in found:
             raise StoreError(
-                f"migrations {found[version].name} and {entry.name} share number {version}"
+                f"migration {dialect}/{entry.name} is not named NNNN_name.sql with a number of its own"
             )
-        found[version] = Migration(version, entry.name, entry.read_text(encoding="utf-8"))
+        found[int(match[1])] = Migration(int(match[1]), entry.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
 
 
@@ -57,10 +52,6 @@ def sqlite_statements(script: str) -> list[str]:
         if sqlite3.complete_statement(buffer):
             statements.append(buffer.strip())
             buffer = ""
-    if buffer.strip() and not _only_comments(buffer):
+    if any(line.strip() and not line.strip().startswith("--") for line in buffer.splitlines()):
         raise StoreError(f"migration ends with an unterminated statement: {buffer.strip()[:60]!r}")
     return statements
-
-
-def _only_comments(text: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())

@@ -148,24 +148,20 @@ class PostgresJobStore(SharedSql):
         self._closed = False
 
     async def migrate(self) -> int:
-        """Apply pending schema migrations, each in its own transaction; return the version."""
+        """Apply pending schema migrations in one transaction; return the version."""
         # Every migrator takes one transaction-scoped advisory lock first, so processes that
         # start together apply each file once, in order, and all return the same version.
-        migrations = load_migrations("postgres")
-        while True:
-            async with self._use(transaction=True) as conn:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                await conn.execute(_CREATE_VERSIONS)
-                version = int(
-                    await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-                )
-                todo = pending(migrations, version)
-                if not todo:
-                    return version
-                await conn.execute(todo[0].sql)
+        async with self._use(transaction=True) as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(_CREATE_VERSIONS)
+            version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            for migration in pending(load_migrations("postgres"), version):
+                await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version) VALUES ($1)", todo[0].version
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", migration.version
                 )
+                version = migration.version
+        return int(version)
 
     async def close(self) -> None:
         """Close the pool; later calls raise ``StoreError``."""

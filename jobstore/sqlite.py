@@ -100,7 +100,8 @@ class SqliteJobStore(SharedSql):
         self._closed = False
 
     async def migrate(self) -> int:
-        """Apply pending schema migrations in one transaction (its lock keeps migrators apart); return the version."""
+        """Apply pending schema migrations in one transaction; return the version."""
+        # Its write lock (BEGIN IMMEDIATE) keeps migrators apart: each file is applied once.
         migrations = load_migrations("sqlite")
 
         def apply(db: Db) -> int:
