@@ -148,17 +148,15 @@ class InlineWriter:
             patiently(
                 conn, _begin, within=INLINE_PATIENCE_S, pause=INLINE_PAUSE_S, longest=INLINE_PAUSE_S
             )
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.OperationalError as exc:
             if _busy(exc):
-                raise Busy from exc
-            raise
-        try:
-            result = work(conn)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
                 raise Busy from exc
             raise
         self._commits += 1
