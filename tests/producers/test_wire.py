@@ -183,6 +183,14 @@ async def publish(ch: aiormq.Channel, messages: list[wire.Outgoing]) -> wire.Sen
     return await wire.publish_confirmed(TAPS[id(ch)], ch, messages)
 
 
+async def outcomes(ch: aiormq.Channel, messages: list[wire.Outgoing]) -> list[object]:
+    """Publish ``messages`` and return what each confirm came to (a result or an error)."""
+    sent = await publish(ch, messages)
+    settled = await asyncio.wait_for(asyncio.gather(*sent.confirms, return_exceptions=True), 10)
+    sent.forget()
+    return settled
+
+
 def message(queue: str, body: bytes, message_id: str, *, mandatory: bool = True) -> wire.Outgoing:
     properties = wire.encode_properties(
         content_type="application/json", delivery_mode=2, message_id=message_id
@@ -222,7 +230,7 @@ async def test_an_unroutable_message_fails_alone_as_returned(vhost: BrokerSettin
     connection, ch = await raw_channel(vhost)
     try:
         await ch.queue_declare("wire.r", durable=True)
-        sent = await publish(
+        settled = await outcomes(
             ch,
             [
                 message("wire.r", b"a", "a"),
@@ -230,16 +238,12 @@ async def test_an_unroutable_message_fails_alone_as_returned(vhost: BrokerSettin
                 message("wire.r", b"c", "c"),
             ],
         )
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*sent.confirms, return_exceptions=True), 10
-        )
-        sent.forget()
     finally:
         await connection.close()
-    assert outcomes[0] is None
-    assert isinstance(outcomes[1], wire.Returned)
-    assert "312 NO_ROUTE" in str(outcomes[1])
-    assert outcomes[2] is None
+    assert settled[0] is None
+    assert isinstance(settled[1], wire.Returned)
+    assert "312 NO_ROUTE" in str(settled[1])
+    assert settled[2] is None
 
 
 @pytest.mark.rabbitmq
@@ -247,13 +251,10 @@ async def test_a_missing_exchange_closes_the_channel_and_fails_every_confirm(vho
     connection, ch = await raw_channel(vhost)
     try:
         missing = wire.outgoing("no.such.exchange", "k", b"\x90\x00\x00\x02", b"", "m")
-        sent = await publish(ch, [missing, missing])
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*sent.confirms, return_exceptions=True), 10
-        )
+        settled = await outcomes(ch, [missing, missing])
     finally:
         await connection.close()
-    assert all(isinstance(o, aiormq.exceptions.ChannelNotFoundEntity) for o in outcomes), outcomes
+    assert all(isinstance(o, aiormq.exceptions.ChannelNotFoundEntity) for o in settled), settled
 
 
 @pytest.mark.rabbitmq
@@ -281,15 +282,11 @@ async def test_messages_a_full_queue_refuses_are_nacked(vhost: BrokerSettings):
     try:
         arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
         await ch.queue_declare("wire.full", durable=True, arguments=arguments)
-        sent = await publish(ch, [message("wire.full", b"x", f"n{i}") for i in range(3)])
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*sent.confirms, return_exceptions=True), 10
-        )
-        sent.forget()
+        settled = await outcomes(ch, [message("wire.full", b"x", f"n{i}") for i in range(3)])
     finally:
         await connection.close()
-    assert outcomes[0] is None
-    assert [type(o) for o in outcomes[1:]] == [wire.Nacked, wire.Nacked]
+    assert settled[0] is None
+    assert [type(o) for o in settled[1:]] == [wire.Nacked, wire.Nacked]
 
 
 @pytest.mark.rabbitmq
