@@ -50,7 +50,6 @@ _FOREIGN = (
     pg.InternalClientError,
     OSError,
     orjson.JSONEncodeError,
-    orjson.JSONDecodeError,
 )
 # Errors that say "the server cannot serve us right now", not "this request is wrong": connection
 # trouble (08), resources (53), shutdown or start-up (57), a dropped database (3D000), a
@@ -171,10 +170,6 @@ class PostgresJobStore(SharedSql):
         if pool is not None:
             async with self._translated():
                 await pool.close()
-
-    async def ping(self) -> None:
-        """Return when the server answers; raise ``StoreUnavailableError`` otherwise."""
-        await self._fetch("SELECT 1")
 
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True

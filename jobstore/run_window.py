@@ -92,11 +92,6 @@ def missing_jobs(
     return [made[job_id] for job_id in sorted(made)]
 
 
-def new_row(job: JobRecord) -> Row:
-    """Return the ``Row`` of a job just created: never started, held by no run."""
-    return Row(RunJob(*_fields(job, job.status, job.attempts, job.last_error)), 0, held=False)
-
-
 def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[RunStart]) -> Plan:
     """Return what ``ends`` then ``starts`` do to ``rows`` (see ``JobStore.run_window``)."""
     rows = dict(rows)

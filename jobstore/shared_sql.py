@@ -96,6 +96,10 @@ class SharedSql:
         status = None if end.status is None else end.status.value
         return (end.job_id, status, self._value_in("result", end.result), end.error, finished, at)
 
+    async def ping(self) -> None:
+        """Return when the database answers; raise ``StoreUnavailableError`` otherwise."""
+        await self._fetch("SELECT 1")
+
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).
 

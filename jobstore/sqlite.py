@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from jobstore.model import (
     RunStarted,
     held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, found_rows, missing_jobs, new_row, plan_window
+from jobstore.run_window import RUN_COLUMNS, Row, found_rows, missing_jobs, plan_window
 from jobstore.shared_sql import COLUMNS, END_RUN, HELD_KEY, INSERT_JOB, PURGE_BATCH, SharedSql
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread
 from topology.errors import StoreError, StoreUnavailableError
@@ -133,10 +133,6 @@ class SqliteJobStore(SharedSql):
         except _FOREIGN as exc:
             raise self._error(exc) from exc
 
-    async def ping(self) -> None:
-        """Return when the database file answers; raise ``StoreUnavailableError`` otherwise."""
-        await self._fetch("SELECT 1")
-
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
@@ -204,13 +200,16 @@ class SqliteJobStore(SharedSql):
         # The claim lives on the job's row (``claim_until``); each statement takes every item of the
         # window at once: Python's work per statement is what a row costs here, far more than SQLite's.
         now = _now_us()
-        ids = {item.job_id for item in ends} | {item.job_id for item in starts}
-        marks = ", ".join("?" * len(ids))
-        rows = found_rows(db.execute(f"{_READ_WINDOW} WHERE id IN ({marks})", (now, *ids)))
+
+        def read(ids: Collection[str]) -> dict[str, Row]:
+            marks = ", ".join("?" * len(ids))
+            return found_rows(db.execute(f"{_READ_WINDOW} WHERE id IN ({marks})", (now, *ids)))
+
+        rows = read({item.job_id for item in ends} | {item.job_id for item in starts})
         created = missing_jobs(rows, ends, starts)
         if created:  # the write lock holds off the submitter's insert, which then finds them
             db.executemany(_INSERT, [self._row(job) for job in created])
-            rows.update((job.id, new_row(job)) for job in created)
+            rows.update(read([job.id for job in created]))
         plan = plan_window(rows, ends, starts)
         db.executemany(_END, [self._ended(end) for end in plan.ends])
         db.executemany(

@@ -34,7 +34,7 @@ from jobstore.model import (
     check_settable,
     held_claim,
 )
-from jobstore.run_window import Row, missing_jobs, new_row, plan_window
+from jobstore.run_window import Row, missing_jobs, plan_window
 from topology.errors import StoreError
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
@@ -204,24 +204,14 @@ class InMemoryJobStore:
         async with self._lock:
             now = time.monotonic()
             rows = {
-                job_id: Row(
-                    RunJob(
-                        job.id,
-                        job.type,
-                        job.status,
-                        job.attempts,
-                        job.last_error,
-                        job.tenant,
-                        job.callback_url,
-                    ),
-                    self.deliveries.get(job_id, 0),
-                    self.claims.get(job_id, 0.0) > now,
+                job_id: _row(
+                    job, self.deliveries.get(job_id, 0), self.claims.get(job_id, 0.0) > now
                 )
                 for job_id in {e.job_id for e in ends} | {s.job_id for s in starts}
                 if (job := self.jobs.get(job_id)) is not None
             }
             created = {job.id: _normalised(job) for job in missing_jobs(rows, ends, starts)}
-            rows.update((job_id, new_row(job)) for job_id, job in created.items())
+            rows.update((job_id, _row(job, 0, held=False)) for job_id, job in created.items())
             plan = plan_window(rows, ends, starts)
             # Every value checked first, so a refused one changes nothing (one transaction).
             found = self.jobs | created
@@ -295,6 +285,12 @@ class InMemoryJobStore:
         key = self.api_keys.get(key_id)
         if key is not None and (key.last_used_at is None or key.last_used_at < at):
             self.api_keys[key_id] = replace(key, last_used_at=at.astimezone(UTC))
+
+
+def _row(job: JobRecord, deliveries: int, held: bool) -> Row:
+    """Return ``job`` as a window reads it."""
+    fields = (job.id, job.type, job.status, job.attempts, job.last_error, job.tenant)
+    return Row(RunJob(*fields, job.callback_url), deliveries, held)
 
 
 def _ended(job: JobRecord, end: RunEnd) -> JobRecord:
