@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
 
@@ -15,17 +14,9 @@ Dialect = Literal["sqlite", "postgres"]
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One numbered SQL file."""
-
-    version: int
-    sql: str
-
-
-def load_migrations(dialect: Dialect) -> list[Migration]:
-    """Return the dialect's migrations (files named ``NNNN_name.sql``) in version order."""
-    found: dict[int, Migration] = {}
+def load_migrations(dialect: Dialect) -> dict[int, str]:
+    """Return the SQL of the dialect's migrations (files named ``NNNN_name.sql``) by version, in order."""
+    found: dict[int, str] = {}
     for entry in (files("jobstore") / "migrations" / dialect).iterdir():
         if not entry.name.endswith(".sql"):
             continue
@@ -34,13 +25,13 @@ def load_migrations(dialect: Dialect) -> list[Migration]:
             raise StoreError(
                 f"migration {dialect}/{entry.name} is not named NNNN_name.sql with a number of its own"
             )
-        found[int(match[1])] = Migration(int(match[1]), entry.read_text(encoding="utf-8"))
-    return [found[v] for v in sorted(found)]
+        found[int(match[1])] = entry.read_text(encoding="utf-8")
+    return dict(sorted(found.items()))
 
 
-def pending(migrations: list[Migration], current: int) -> list[Migration]:
-    """Return the migrations numbered above ``current``, in order."""
-    return [m for m in migrations if m.version > current]
+def pending(migrations: dict[int, str], current: int) -> list[tuple[int, str]]:
+    """Return the migrations numbered above ``current``, in order, as (version, SQL)."""
+    return [(version, sql) for version, sql in migrations.items() if version > current]
 
 
 def sqlite_statements(script: str) -> list[str]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -138,10 +139,14 @@ class PostgresJobStore(SharedSql):
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
     ) -> None:
-        self._dsn = dsn
-        self._min_size = min_size
-        self._max_size = max_size
-        self._connect_timeout = connect_timeout
+        self._create_pool = functools.partial(
+            asyncpg.create_pool,
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            reset=_keep_session,
+        )
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -153,14 +158,12 @@ class PostgresJobStore(SharedSql):
         async with self._use(transaction=True) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_CREATE_VERSIONS)
-            version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for migration in pending(load_migrations("postgres"), version):
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version) VALUES ($1)", migration.version
-                )
-                version = migration.version
-        return int(version)
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            for version, sql in pending(load_migrations("postgres"), current):
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                current = version
+        return int(current)
 
     async def close(self) -> None:
         """Close the pool; later calls raise ``StoreError``."""
@@ -276,13 +279,7 @@ class PostgresJobStore(SharedSql):
             if self._closed:
                 raise StoreError("the job store is closed")
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=self._min_size,
-                    max_size=self._max_size,
-                    timeout=self._connect_timeout,
-                    reset=_keep_session,
-                )
+                self._pool = await self._create_pool()
             return self._pool
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -106,16 +106,16 @@ class SqliteJobStore(SharedSql):
 
         def apply(db: Db) -> int:
             db.execute(_CREATE_VERSIONS)
-            [(version,)] = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for migration in pending(migrations, version):
-                for statement in sqlite_statements(migration.sql):
+            [(current,)] = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            for version, sql in pending(migrations, current):
+                for statement in sqlite_statements(sql):
                     db.execute(statement)
                 db.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (migration.version, _now_us()),
+                    (version, _now_us()),
                 )
-                version = migration.version
-            return int(version)
+                current = version
+            return int(current)
 
         return await self._run(apply, write=True)
 

@@ -65,7 +65,7 @@ class InMemoryJobStore:
     async def migrate(self) -> int:
         """Return the schema version the SQL stores reach (there is nothing to migrate)."""
         self._check()
-        return max(m.version for m in load_migrations("sqlite"))
+        return max(load_migrations("sqlite"))
 
     async def close(self) -> None:
         """Refuse further work (closing twice is fine)."""

@@ -41,7 +41,7 @@ POSTGRES_URL = os.environ.get(
 NOW = datetime(2026, 11, 27, 21, 6, 11, 831124, tzinfo=UTC)
 QUEUED = frozenset({JobStatus.QUEUED})
 NEW = ClaimState.NEW
-LATEST = max(m.version for m in load_migrations("sqlite"))
+LATEST = max(load_migrations("sqlite"))
 
 
 def job(**changes: Any) -> JobRecord:
