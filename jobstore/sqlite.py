@@ -197,8 +197,9 @@ class SqliteJobStore(SharedSql):
     def _window(
         self, db: Db, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        # The claim lives on the job's row (``claim_until``); each statement takes every item of the
-        # window at once: Python's work per statement is what a row costs here, far more than SQLite's.
+        # The claim lives on the job's row (``claim_until``); each statement takes every item
+        # of the window at once: Python's work per statement is what a row costs here, far
+        # more than SQLite's.
         now = _now_us()
 
         def read(ids: Collection[str]) -> dict[str, Row]:
@@ -267,13 +268,8 @@ class SqliteJobStore(SharedSql):
 
     def _time_in(self, when: datetime | None) -> int | None:
         """Return ``when`` in microseconds since the epoch (``None`` stays); integers round-trip exactly."""
-        if when is None:
-            return None
-        if when.utcoffset() is None:
-            raise ValueError(
-                f"job store times must be timezone-aware, got naive {when.isoformat()}"
-            )
-        return (when - _EPOCH) // _MICROSECOND
+        aware = super()._time_in(when)
+        return None if aware is None else (aware - _EPOCH) // _MICROSECOND
 
     def _time_out(self, value: int) -> datetime:
         """Return the time ``value`` microseconds after the epoch."""
