@@ -29,15 +29,7 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, found_rows, missing_jobs, plan_window
-from jobstore.shared_sql import (
-    COLUMNS,
-    END_RUN,
-    HELD_KEY,
-    INSERT_JOB,
-    JSON,
-    PURGE_BATCH,
-    SharedSql,
-)
+from jobstore.shared_sql import COLUMNS, END_RUN, HELD_KEY, INSERT_JOB, JSON, PURGE_BATCH, SharedSql
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:

@@ -7,16 +7,11 @@ import base64
 import contextlib
 import re
 from collections.abc import Callable
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    IncompleteReadError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from jobstore.blobs import KEY, check_key, check_size, make_ref, verify
@@ -27,13 +22,6 @@ _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-# Per attempt; with two attempts a dead endpoint fails in seconds, not minutes.
-_CONNECT_TIMEOUT_S: Final = 5.0
-_READ_TIMEOUT_S: Final = 30.0
-# asyncio.to_thread runs up to min(32, cpus + 4) calls at once; a smaller pool would
-# open and drop connections under load instead of reusing them.
-_POOL_SIZE: Final = 32
 _UNREACHABLE = (BotoConnectionError, HTTPClientError, IncompleteReadError)
 _THROTTLED = frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"})
 
@@ -147,10 +135,13 @@ def _s3_client(
         aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
     )
     config = Config(
-        connect_timeout=_CONNECT_TIMEOUT_S,
-        read_timeout=_READ_TIMEOUT_S,
+        # Per attempt; with two attempts a dead endpoint fails in seconds, not minutes.
+        connect_timeout=5.0,
+        read_timeout=30.0,
         retries={"max_attempts": 2, "mode": "standard"},
-        max_pool_connections=_POOL_SIZE,
+        # asyncio.to_thread runs up to min(32, cpus + 4) calls at once; a smaller pool would
+        # open and drop connections under load instead of reusing them.
+        max_pool_connections=32,
         # S3-compatible servers (moto, SeaweedFS, rclone) want bucket names in the path.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
