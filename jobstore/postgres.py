@@ -292,9 +292,7 @@ async def _claim(conn: Connection, claim: tuple[str, str], job_id: str, lease_s:
     key, request_hash = claim
     if await conn.fetchval(_CLAIM, key, request_hash, job_id, float(lease_s)) is not None:
         return Claim(ClaimState.NEW, job_id)
-    held = await conn.fetchrow(HELD_KEY, key)
-    if held is None:  # cannot happen: the failed upsert locked the row
-        raise StoreError(f"idempotency key {key!r} vanished while held")
+    [held] = await conn.fetch(HELD_KEY, key)  # there: the upsert that failed locked it
     return held_claim(request_hash, *held)
 
 

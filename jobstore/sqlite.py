@@ -292,8 +292,8 @@ def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float, now: int
     if db.execute(_CLAIM, (key, request_hash, job_id, until, now)).fetchall():
         return Claim(ClaimState.NEW, job_id)
     # The key is held (its lease, or the replay window of a finished request, is not over).
-    ((held_hash, held_job, state, response),) = db.execute(_HELD, (key,)).fetchall()
-    return held_claim(request_hash, held_hash, held_job, state, response)
+    [held] = db.execute(_HELD, (key,)).fetchall()
+    return held_claim(request_hash, *held)
 
 
 def _us(seconds: float) -> int:
