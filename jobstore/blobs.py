@@ -153,7 +153,7 @@ class LocalDirBlobStore:
 
     async def delete(self, ref: PayloadRef) -> None:
         """Remove the file ``ref`` points to, if it is there."""
-        await self._io(ref.uri, self._unlink, ref.uri)
+        await self._io(ref.uri, lambda: self._path_of(ref.uri).unlink(missing_ok=True))
 
     async def ping(self) -> None:
         """Create the root if needed and check it is a writable directory."""
@@ -166,7 +166,26 @@ class LocalDirBlobStore:
 
     def _write(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         path = self._inside_root(self.root / key, key)
-        _write_atomically(path, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A temp file in the same directory, so os.replace is a rename on one file system:
+        # readers see the old blob or the whole new one, never a torn write.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        # Without this the rename itself may be lost in a crash even though the data was synced.
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return make_ref(path.as_uri(), data, content_type)
 
     def _read(self, ref: PayloadRef) -> bytes:
@@ -174,9 +193,6 @@ class LocalDirBlobStore:
             # Check the size first so a swapped-in huge file is never read into memory.
             check_size(ref, os.fstat(file.fileno()).st_size)
             return verify(ref, file.read())
-
-    def _unlink(self, uri: str) -> None:
-        self._path_of(uri).unlink(missing_ok=True)
 
     def _path_of(self, uri: str) -> Path:
         parts = urlsplit(uri)
@@ -203,29 +219,6 @@ class LocalDirBlobStore:
             raise BlobStoreError(f"no blob at {uri}") from exc
         except OSError as exc:
             raise BlobStoreError(f"blob file {uri}: {exc.strerror or exc}") from exc
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temp file in the same directory, so os.replace is a rename on one file system:
-    # readers see the old blob or the whole new one, never a torn write.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # Without this the rename itself may be lost in a crash even though the data was synced.
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _ensure_writable_dir(root: Path) -> None:
