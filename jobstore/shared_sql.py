@@ -128,13 +128,9 @@ class SharedSql:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         # Only the filters given reach the SQL, so every variant is a plain index range scan.
-        given = {"tenant": tenant, "status": status, "type": type}
-        tests = [
-            (f"{column} = ", str(value)) for column, value in given.items() if value is not None
-        ]
-        if cursor is not None:
-            tests.append(("id < ", cursor))
-        where = " AND ".join(f"{test}${n}" for n, (test, _) in enumerate(tests, start=1))
+        given = {"tenant =": tenant, "status =": status, "type =": type, "id <": cursor}
+        tests = [(test, str(value)) for test, value in given.items() if value is not None]
+        where = " AND ".join(f"{test} ${n}" for n, (test, _) in enumerate(tests, start=1))
         # One row more than the page tells whether another page follows.
         rows = await self._fetch(
             f"{_SELECT_JOBS}{' WHERE ' if where else ''}{where} ORDER BY id DESC LIMIT ${len(tests) + 1}",

@@ -153,14 +153,8 @@ class SqliteJobStore(SharedSql):
             ]
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
             db.executemany(_INSERT, [self._row(i.job) for i in new])
-            db.executemany(
-                _UNCONFIRMED,
-                [
-                    (i.job.id, now + _us(i.confirm_within))
-                    for i in new
-                    if i.confirm_within is not None
-                ],
-            )
+            due = [(i.job.id, now + _us(s)) for i in new if (s := i.confirm_within) is not None]
+            db.executemany(_UNCONFIRMED, due)
             return claims
 
         return await self._write(insert)
