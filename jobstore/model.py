@@ -275,10 +275,9 @@ class JobStore(CredentialStore, Protocol):
     ) -> list[Claim]:
         """Insert the jobs in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item.
 
-        A job whose key (``NewJob.claim``) is held by another request is not inserted: its
-        ``Claim`` says who holds it (a lapsed lease is free). ``durable=False`` lets the commit
-        return before it is on disk, where the store can: for jobs whose messages are their
-        record (a crash of the store may lose these rows).
+        A job whose key (``NewJob.claim``) another request holds is not inserted (a lapsed lease
+        is free). ``durable=False`` lets the commit return before it is on disk, where the store
+        can: for jobs whose messages are their record (a crash of the store may lose these rows).
         """
         ...
 

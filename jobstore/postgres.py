@@ -297,7 +297,5 @@ async def _claim(conn: Connection, claim: tuple[str, str], job_id: str, lease_s:
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Hand a connection back to the pool as it is: the store leaves no session state behind."""
-    # Its advisory locks are transaction-scoped and it never LISTENs, SETs or keeps a cursor;
-    # asyncpg's default reset would spend a round trip per use clearing them anyway (the pool
-    # still rolls back an open transaction itself).
+    """Hand a connection back as it is: the store leaves no session state to reset (a round trip)."""
+    # Its locks and settings are transaction-scoped; the pool still rolls back an open transaction.

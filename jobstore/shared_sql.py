@@ -35,7 +35,6 @@ END_RUN = (
     " updated_at = $6, claim_until = NULL WHERE id = $1"
 )
 HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
-"""Read who holds an idempotency key that could not be claimed (see ``held_claim``)."""
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"

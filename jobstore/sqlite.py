@@ -1,9 +1,8 @@
 """``SqliteJobStore``: the ``JobStore`` port on one embedded SQLite file (the one-machine default)."""
 
-# One connection serves the process from its own thread (``SqliteThread``); each method sends it
-# one unit of work, and units run one at a time, so transactions never interleave on it.
-# ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so writers in other processes wait
-# (``patiently``) instead of failing halfway, and two racing claims never both see a free key.
+# Small writes run on the loop while SQLite's lock is free, the rest on a thread of its own
+# (``sqlite_connections``). ``BEGIN IMMEDIATE`` takes the write lock up front, so writers in other
+# processes wait instead of failing halfway, and two racing claims never both see a free key.
 # Times are integer microseconds since the epoch, UTC (exact round trips, integer comparisons).
 
 from __future__ import annotations
