@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -245,12 +245,8 @@ class PostgresJobStore(SharedSql):
         """Lend a pooled connection for one unit of work, inside a transaction if asked."""
         async with self._translated():
             pool = await self._ready_pool()
-            async with pool.acquire() as conn:
-                if not transaction:
-                    yield conn
-                    return
-                async with conn.transaction():
-                    yield conn
+            async with pool.acquire() as conn, conn.transaction() if transaction else nullcontext():
+                yield conn
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
