@@ -43,7 +43,7 @@ _SELECT_JOBS = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
 class SharedSql:
-    """Job reads and updates, API keys and breakers; a store supplies the hooks that raise here."""
+    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch``."""
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
