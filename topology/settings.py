@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from topology.errors import SettingsError
 from topology.limits import MAX_DELAY_S, Tenant, checked, tenant_problem
 from topology.names import DEFAULT_TENANT
+from topology.sealing import Sealer, parse_keys, sealer_from
 
 ENV_PREFIX = "TASKQ_"
 # Asymmetric algorithms only: a key that verifies is never also a key that signs, so an
@@ -351,6 +352,28 @@ class CallbackSettings(Section):
     """Seconds an endpoint's open breaker waits before one probe call."""
 
 
+class EncryptionSettings(Section):
+    """The data keys that seal job payloads and results at rest (none: they are stored clear)."""
+
+    data_keys: SecretStr | None = None
+    """Data keys as ``id:base64key,...`` (32-byte AES-256 keys); the first seals, every one opens."""
+    data_keys_file: str | None = None
+    """A file of ``id:base64key`` lines, read instead of ``TASKQ_DATA_KEYS``; the first line seals."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.data_keys is not None and self.data_keys_file:
+            raise ValueError("set TASKQ_DATA_KEYS or TASKQ_DATA_KEYS_FILE, not both")
+        if self.data_keys is not None:
+            parse_keys(self.data_keys.get_secret_value(), "TASKQ_DATA_KEYS")
+        return self
+
+    def sealer(self) -> Sealer:
+        """Return the sealer these keys make (SettingsError if the key file is unusable)."""
+        keys = None if self.data_keys is None else self.data_keys.get_secret_value()
+        return sealer_from(keys, self.data_keys_file)
+
+
 class Settings(BaseModel):
     """Every setting of a taskq process, by section."""
 
@@ -367,6 +390,7 @@ class Settings(BaseModel):
     worker: WorkerSettings
     autoscaler: AutoscalerSettings
     callbacks: CallbackSettings
+    encryption: EncryptionSettings
 
 
 S = TypeVar("S", bound=Section)
