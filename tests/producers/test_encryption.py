@@ -148,14 +148,17 @@ async def test_payloads_and_results_are_ciphertext_in_the_broker_store_and_blobs
     for body in bodies:
         assert SECRET.encode() not in body
         envelope = decode(body)  # routing metadata stays clear
-        assert envelope.type == "work.a" and envelope.id in ids and envelope.payload is None
+        assert envelope.type == "work.a"
+        assert envelope.id in ids
+        assert envelope.payload is None
         assert (envelope.payload_enc is None) == (envelope.id == ids[2])
     bucket, prefix = sealed.env["TASKQ_BLOB_URL"].removeprefix("s3://").split("/", 1)
     s3 = s3_client(sealed.env["TASKQ_S3_ENDPOINT_URL"])
     objects = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
     assert len(objects) == 1
     blob = s3.get_object(Bucket=bucket, Key=objects[0]["Key"])["Body"].read()
-    assert blob.startswith(b"k1:") and SECRET.encode() not in blob
+    assert blob.startswith(b"k1:")
+    assert SECRET.encode() not in blob
 
     async with worker(sealed, K1):
         views = [await finished(sealed, job_id) for job_id in ids]
