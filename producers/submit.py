@@ -26,6 +26,7 @@ from jobstore.model import (
     JobStore,
     NewJob,
 )
+from jobstore.sealed_jobs import opened
 from producers.events import event_body, event_key
 from producers.metrics import UNKNOWN_GROUP, ProducerMetrics, outcome_of
 from producers.publisher import Publisher
@@ -513,10 +514,7 @@ class Submitter:
 
     def opened(self, job: JobRecord) -> JobRecord:
         """Return ``job`` with its result opened, if it is stored sealed (ContractError if it does not open)."""
-        token = token_of(job.result)
-        if token is None:
-            return job
-        return replace(job, result=orjson.loads(self._sealer.open(job.id, token, "result")))
+        return opened(job, self._sealer)
 
     async def follow_up(self, job: JobRecord) -> None:
         """Enqueue the callback of a job that ended with a ``callback_url`` (at most once per end).

@@ -130,7 +130,7 @@ def rotate_data(
     unreadable, an old key may go from the list when no queued message or claim-checked
     payload still needs it (see docs/security.md).
     """
-    from jobstore.resealing import ResealReport, reseal_jobs
+    from jobstore.sealed_jobs import ResealReport, reseal_jobs
     from topology.settings import EncryptionSettings, read_section
 
     sealer = read_section(EncryptionSettings).sealer()

@@ -122,10 +122,9 @@ async def queued_bodies(stack: Stack) -> list[bytes]:
     return bodies  # unacked: closing the channel put them back
 
 
-async def rotate_data(env: dict[str, str], *args: str) -> Result:
-    """Run ``taskctl keys rotate-data`` with ``env`` (in a thread: it runs its own event loop)."""
-    command = ["keys", "rotate-data", *args]
-    return await asyncio.to_thread(CliRunner().invoke, taskctl, command, env=env)
+async def taskctl_run(env: dict[str, str], *command: str) -> Result:
+    """Run ``taskctl`` with ``env`` (in a thread: it runs its own event loop)."""
+    return await asyncio.to_thread(CliRunner().invoke, taskctl, list(command), env=env)
 
 
 async def finished(stack: Stack, job_id: str) -> dict[str, Any]:
@@ -222,7 +221,7 @@ async def test_rotation_old_key_opens_new_key_seals_and_rotate_data_retires_the_
     assert "sealed under data key 'k2', which this process does not hold" in refused.text
 
     env = {**sealed.env, "TASKQ_DATA_KEYS": rotated}
-    result = await rotate_data(env, "--batch", "1")
+    result = await taskctl_run(env, "keys", "rotate-data", "--batch", "1")
     assert result.exit_code == 0, result.output
     assert "re-sealed 1 values of 1 jobs under data key k2; 0 could not be opened" in result.output
     [job] = await sealed.jobs()
@@ -231,10 +230,13 @@ async def test_rotation_old_key_opens_new_key_seals_and_rotate_data_retires_the_
         token = str(token_of(getattr(job, what)))
         assert token.startswith("k2:")
         assert SECRET.encode() in only_new.open(job.id, token, what)
+    env["TASKQ_DATA_KEYS"] = K2  # the old key retired: taskctl reads the job opened
+    shown = await taskctl_run(env, "status", before, "--json")
+    assert orjson.loads(shown.output)["result"] == {"echo": {"card": SECRET}}
 
     # Without the key that sealed a row, rotate-data says which rows it could not open.
     env["TASKQ_DATA_KEYS"] = f"k3:{new_key()}"
-    refused = await rotate_data(env)
+    refused = await taskctl_run(env, "keys", "rotate-data")
     assert refused.exit_code == 1
     assert "2 could not be opened" in refused.output
     assert "sealed under data key 'k2', which this process does not hold" in refused.output

@@ -1,9 +1,9 @@
-"""Re-sealing stored payloads and results under the current data key, in bounded batches."""
+"""Sealed jobs in the store: results opened for readers, and re-sealing under the current data key."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
@@ -11,6 +11,14 @@ import orjson
 from jobstore.model import DataChange, JobRecord, JobStore
 from topology.errors import ContractError
 from topology.sealing import Sealer, token_of
+
+
+def opened(job: JobRecord, sealer: Sealer) -> JobRecord:
+    """Return ``job`` with its result opened, if it is stored sealed (ContractError if it does not open)."""
+    token = token_of(job.result)
+    if token is None:
+        return job
+    return replace(job, result=orjson.loads(sealer.open(job.id, token, "result")))
 
 
 @dataclass(slots=True)
