@@ -28,7 +28,7 @@ _KEY_BYTES: Final = 32
 class Sealer:
     """Seals with the current data key, opens with any listed one; without keys it leaves data clear.
 
-    A token is ``<key id>:<base64url(nonce || ciphertext || tag)>``. The associated data is
+    A token is ``<key id>:<base64(nonce || ciphertext || tag)>``. The associated data is
     the job id and what the bytes are (payload or result), so a token copied to another job,
     or from a payload to a result, does not open.
     """
@@ -60,7 +60,7 @@ class Sealer:
             raise ValueError("no data key is configured")
         nonce = os.urandom(_NONCE)
         sealed = self._keys[self.current].encrypt(nonce, data, _aad(job_id, what))
-        return f"{self.current}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        return f"{self.current}:{binascii.b2a_base64(nonce + sealed, newline=False).decode()}"
 
     def open(self, job_id: str, token: str, what: str = "payload") -> bytes:
         """Return the bytes ``token`` seals for ``job_id``; ContractError if they cannot be opened."""
@@ -73,7 +73,7 @@ class Sealer:
                 f"which this process does not hold (keys: {known})"
             )
         try:
-            raw = base64.urlsafe_b64decode(text.encode("ascii"))
+            raw = binascii.a2b_base64(text, strict_mode=True)
             if len(raw) < _NONCE + 16:
                 raise ValueError("too short")
             return aead.decrypt(raw[:_NONCE], raw[_NONCE:], _aad(job_id, what))
