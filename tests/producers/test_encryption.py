@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,13 @@ from consumers.dlq import DeadFilter, listing
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.worker import Deps, Worker
 from jobstore.model import JobStatus
+from jobstore.sqlite import SqliteJobStore
 from producers.backends import confirmed, open_backends
+from producers.publisher import ConfirmedPublisher
+from producers.submit import JobRequest, Submitter
 from taskctl.cli import app as taskctl
-from tests.broker import channel
+from tests.broker import channel, next_message
+from tests.fakes.blobs import InMemoryBlobStore
 from tests.helpers import eventually
 from tests.s3server import s3_client
 from tests.security.stack import Stack, running, stack_env
@@ -33,7 +38,7 @@ from tests.security.stack import store_url as fresh_store
 from topology.broker import connect
 from topology.envelope import Envelope, decode
 from topology.sealing import Sealer, new_key, token_of
-from topology.settings import BrokerSettings, WorkerSettings, load_settings
+from topology.settings import BrokerSettings, SubmitSettings, WorkerSettings, load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -240,3 +245,28 @@ async def test_rotation_old_key_opens_new_key_seals_and_rotate_data_retires_the_
     assert refused.exit_code == 1
     assert "2 could not be opened" in refused.output
     assert "sealed under data key 'k2', which this process does not hold" in refused.output
+
+
+async def test_the_repair_sweep_republishes_the_stored_ciphertext(applied, topology, tmp_path):
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    await store.migrate()
+    k1 = sealer(K1)
+    async with await ConfirmedPublisher.connect(applied, topology) as publisher:
+        submitter = Submitter(
+            topology, publisher, store, InMemoryBlobStore(), SubmitSettings(), sealer=k1
+        )
+        # Stored as a submitter stores a keyed job, then a crash before its publish.
+        prepared = await submitter._prepare(
+            JobRequest("email", {"card": SECRET}, idempotency_key="k"), submitter._clock(), None
+        )
+        await store.create_jobs([replace(submitter._new_job(prepared), confirm_within=0)])
+        assert await submitter.repair() == 1
+        await submitter.close()
+    await store.close()
+    async with channel(applied) as ch:
+        message = await next_message(ch, "taskq.email")
+        await message.ack()
+    assert SECRET.encode() not in message.body
+    envelope = decode(message.body)
+    assert envelope.payload_enc is not None
+    assert orjson.loads(k1.open(envelope.id, envelope.payload_enc)) == {"card": SECRET}
