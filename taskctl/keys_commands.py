@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="keys",
     help=(
-        "Create, list and revoke API keys; make data keys and re-seal stored jobs under the"
-        " current one.\n\nThe job store keeps only the API keys' hashes."
+        "Create, list and revoke API keys; rotate data keys.\n\nThe job store keeps only the"
+        " API keys' hashes; rotate-data re-seals stored jobs under the current data key."
     ),
     rich_markup_mode=None,
 )
@@ -109,7 +109,10 @@ def new_data_key(
         str, typer.Argument(metavar="ID", help="The key's id (letters, digits, - _).")
     ],
 ) -> None:
-    """Print a fresh data key as ``ID:base64key``, to put first in TASKQ_DATA_KEYS."""
+    """Print a fresh data key as ID:base64key.
+
+    Put it in TASKQ_DATA_KEYS: last on every process first, then first (see docs/security.md).
+    """
     from topology.sealing import KEY_ID, new_key
 
     if not KEY_ID.fullmatch(key_id):
@@ -123,7 +126,7 @@ def rotate_data(
         int, typer.Option(min=1, max=10000, help="Jobs read and written at once.")
     ] = 500,
 ) -> None:
-    """Re-seal every stored payload and result under the current data key.
+    """Re-seal stored payloads and results under the first data key.
 
     The current key is the first of TASKQ_DATA_KEYS (or its file); the others must still be
     listed to open what they sealed. Clear values are sealed too. Once it reports nothing
