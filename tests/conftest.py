@@ -7,7 +7,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.broker import TestsManagementClient
+from tests.tlsbroker import TlsBroker, TlsBrokerError, running_tls_broker
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
@@ -89,6 +90,20 @@ async def management(broker_settings: BrokerSettings) -> AsyncIterator[TestsMana
     """Return a management API client for the local broker."""
     async with TestsManagementClient(broker_settings) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tls_broker() -> Iterator[TlsBroker]:
+    """Run a TLS-only RabbitMQ node of the session's own; fail under CI=true when it cannot start."""
+    with ExitStack() as stack:  # stops the node at the end of the session, whatever failed
+        try:
+            broker = stack.enter_context(running_tls_broker())
+        except (FileNotFoundError, TlsBrokerError) as exc:
+            message = f"no TLS RabbitMQ node: {exc}"
+            if CI:
+                pytest.fail(f"{message}; CI must install rabbitmq-server (see .ci/run)")
+            pytest.skip(message)
+        yield broker
 
 
 POSTGRES_URL = os.environ.get(

@@ -52,6 +52,9 @@ def unreachable(url: str, cause: BaseException) -> BrokerUnavailableError:
     detail = str(cause) or repr(cause)
     if tls_failure(cause):
         hint = "check TASKQ_BROKER_TLS_* against the broker's certificate and CA"
+    elif url.startswith("amqps://"):
+        # A broker that refuses the client's certificate may only reset the connection.
+        hint = "is it running, and does it accept TASKQ_BROKER_TLS_CERT_FILE?"
     else:
         hint = "is it running? (rabbitmq-server -detached)"
     return BrokerUnavailableError(

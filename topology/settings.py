@@ -157,9 +157,12 @@ class BrokerSettings(Section):
 
     @property
     def management_base(self) -> str:
-        """Return the management API base URL, derived from the AMQP URL when not set."""
+        """Return the management API base URL without credentials, derived from the AMQP URL when not set."""
         if self.management_url is not None:
-            return self.management_url.get_secret_value().rstrip("/")
+            # The credentials go in a header (management_credentials), never into URLs or logs.
+            parts = urlsplit(self.management_url.get_secret_value())
+            netloc = parts.netloc.rpartition("@")[2]
+            return urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         parts = urlsplit(self.amqp_url.get_secret_value())
         scheme = "https" if parts.scheme == "amqps" else "http"
         port = 15671 if scheme == "https" else 15672
