@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.broker import TestsManagementClient
 from tests.tlsbroker import TlsBroker, TlsBrokerError, running_tls_broker
+from tests.tlsbroker import tls_vhost as fresh_tls_vhost
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
@@ -104,6 +105,13 @@ def tls_broker() -> Iterator[TlsBroker]:
                 pytest.fail(f"{message}; CI must install rabbitmq-server (see .ci/run)")
             pytest.skip(message)
         yield broker
+
+
+@pytest.fixture
+def tls_vhost(tls_broker: TlsBroker) -> Iterator[str]:
+    """Create a fresh vhost on the TLS node for one test and delete it afterwards."""
+    with fresh_tls_vhost(tls_broker) as name:
+        yield name
 
 
 POSTGRES_URL = os.environ.get(

@@ -21,15 +21,15 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import trustme
 
-from topology.management import ManagementClient
 from topology.settings import BrokerSettings, read_section
 
 USER = "taskq"  # the broker's user, and the common name of the client certificate
@@ -122,16 +122,20 @@ class TlsBroker:
         return read_section(BrokerSettings, self.env(vhost, cert=cert, external=external))
 
 
-@asynccontextmanager
-async def tls_vhost(broker: TlsBroker) -> AsyncIterator[str]:
-    """Create a fresh vhost on the TLS node for one test (through its HTTPS API) and delete it afterwards."""
+@contextmanager
+def tls_vhost(broker: TlsBroker) -> Iterator[str]:
+    """Create a fresh vhost on the TLS node (through its HTTPS API), yield its name, and delete it."""
     name = f"taskq-tls-test-{uuid.uuid4().hex[:10]}"
-    async with ManagementClient(broker.settings()) as management:
-        await management.create_vhost(name, user=USER)
+    base = f"https://127.0.0.1:{broker.https_port}"
+    verify = broker.certs.client_context()
+    with httpx.Client(base_url=base, auth=(USER, broker.password), verify=verify) as http:
+        http.put(f"/api/vhosts/{name}").raise_for_status()
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        http.put(f"/api/permissions/{name}/{USER}", json=perms).raise_for_status()
         try:
             yield name
         finally:
-            await management.delete_vhost(name)
+            http.delete(f"/api/vhosts/{name}")
 
 
 @contextmanager

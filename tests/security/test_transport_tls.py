@@ -2,20 +2,31 @@
 
 Both publishers (aio-pika and pika), the topology apply and the management client go over
 TLS with a client certificate, logging in by password or by the certificate (SASL EXTERNAL);
-a client without a certificate, with another CA's or with an expired one is refused, and so
-is plaintext.
+``taskctl up`` runs the whole pipeline so, serving the API over HTTPS to callers with a client
+certificate. A client without a certificate, with another CA's or with an expired one is
+refused at every door, and so is plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher
 from tests.broker import TestsManagementClient, depth
-from tests.tlsbroker import USER, TlsBroker, tls_vhost
+from tests.credentials import bearer
+from tests.helpers import wait_healthy
+from tests.taskctl.test_up import free_port, start_up, up_env
+from tests.tlsbroker import USER, TlsBroker
 from topology.apply import apply_topology
 from topology.broker import connect
 from topology.compiled import CompiledTopology
@@ -47,19 +58,18 @@ async def _connections(management: TestsManagementClient, vhost: str, count: int
 
 @pytest.mark.parametrize("external", [False, True], ids=["password", "certificate (EXTERNAL)"])
 async def test_both_publishers_publish_over_mutual_tls(
-    tls_broker: TlsBroker, topology: CompiledTopology, external: bool
+    tls_broker: TlsBroker, tls_vhost: str, topology: CompiledTopology, external: bool
 ):
-    async with tls_vhost(tls_broker) as vhost:
-        settings = tls_broker.settings(vhost, external=external)
-        await apply_topology(topology, settings)  # AMQP over TLS and the management API over HTTPS
-        aio = await ConfirmedPublisher.connect(settings, topology, name="tls aio-pika")
-        async with aio, await PikaPublisher.connect(settings, topology, name="tls pika") as pika:
-            await aio.publish(Envelope.new("email", {"by": "aio-pika"}))
-            await pika.publish(Envelope.new("email", {"by": "pika"}))
-            async with TestsManagementClient(settings) as management:
-                listed = await _connections(management, vhost, 2)
-        async with await connect(settings, name="tls check") as connection:
-            assert await depth(await connection.channel(), "taskq.email") == 2
+    settings = tls_broker.settings(tls_vhost, external=external)
+    await apply_topology(topology, settings)  # AMQP over TLS and the management API over HTTPS
+    aio = await ConfirmedPublisher.connect(settings, topology, name="tls aio-pika")
+    async with aio, await PikaPublisher.connect(settings, topology, name="tls pika") as pika:
+        await aio.publish(Envelope.new("email", {"by": "aio-pika"}))
+        await pika.publish(Envelope.new("email", {"by": "pika"}))
+        async with TestsManagementClient(settings) as management:
+            listed = await _connections(management, tls_vhost, 2)
+    async with await connect(settings, name="tls check") as connection:
+        assert await depth(await connection.channel(), "taskq.email") == 2
     seen = {
         (c["client_properties"]["connection_name"], c["ssl"], c["auth_mechanism"], c["user"])
         for c in listed
@@ -126,3 +136,84 @@ async def test_plaintext_finds_no_listener(tls_broker: TlsBroker, topology: Comp
         "clustering",
         "https",
     ]
+
+
+def test_taskctl_up_runs_the_whole_pipeline_over_tls(
+    tls_broker: TlsBroker, tls_vhost: str, tmp_path: Path
+):
+    """The API over HTTPS wanting client certificates; the API, workers and autoscaler log in by certificate."""
+    certs = tls_broker.certs
+    port = free_port()
+    env = {
+        **up_env_plain(tmp_path, port),
+        **tls_broker.env(tls_vhost, external=True),
+        "TASKQ_API_TLS_CERT_FILE": str(certs.server),
+        "TASKQ_API_TLS_KEY_FILE": str(certs.server_key),
+        "TASKQ_API_TLS_CLIENT_CA_FILE": str(certs.ca),
+    }
+    base = f"https://127.0.0.1:{port}"
+    process = start_up(env)
+    try:
+        wait_healthy(base, process, verify=certs.client_context())
+        key = (tmp_path / ".taskq" / "admin.key").read_text().strip()
+        with httpx.Client(
+            base_url=base, verify=certs.client_context(), headers=bearer(key), timeout=10
+        ) as api:
+            submitted = api.post(
+                "/jobs", json={"type": "email", "payload": {"to": "a@example.com"}}
+            )
+            assert submitted.status_code == 202, submitted.text
+            job = _finished(api, submitted.json()["id"])
+        assert (job["status"], job["result"]["to"]) == ("succeeded", "a@example.com")
+        # At the API's door: no certificate, another CA's, an expired one, or plain HTTP.
+        for kind in ("", "stranger", "expired"):
+            with pytest.raises(httpx.TransportError):
+                httpx.get(f"{base}/healthz", verify=certs.client_context(kind), timeout=5)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        connections = _listed(tls_broker, tls_vhost, {"taskq api", "taskq worker email"})
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, rest
+    assert not [line for line in rest.splitlines() if json.loads(line)["level"] == "ERROR"]
+    # Every connection of the pipeline is TLS and logged in as the certificate's name.
+    names = {c["client_properties"]["connection_name"] for c in connections}
+    assert {"taskq api", "taskq worker email"} <= names, names
+    assert {(c["ssl"], c["auth_mechanism"], c["user"]) for c in connections} == {
+        (True, "EXTERNAL", USER)
+    }
+
+
+def up_env_plain(tmp_path: Path, port: int) -> dict[str, str]:
+    """Return ``taskctl up``'s environment without broker settings: files under ``tmp_path``, API on ``port``."""
+    env = up_env(BrokerSettings(), tmp_path, port)
+    del env["TASKQ_AMQP_URL"]
+    return env
+
+
+def _finished(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline and job.get("status") != "succeeded":  # a child process
+        job = api.get(f"/jobs/{job_id}").json()
+        time.sleep(0.2)
+    return job
+
+
+def _listed(broker: TlsBroker, vhost: str, names: set[str]) -> list[dict[str, Any]]:
+    """Return the connections on ``vhost`` once those called ``names`` are among them (HTTPS API)."""
+    base = f"https://127.0.0.1:{broker.https_port}"
+    auth = (USER, broker.password)
+    path = f"/api/vhosts/{quote(vhost, safe='')}/connections"
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=base, auth=auth, verify=broker.certs.client_context()) as http:
+        while True:  # listed once the broker emits their statistics (every 5 s by default)
+            listed: list[dict[str, Any]] = http.get(path).json()
+            seen = {c.get("client_properties", {}).get("connection_name") for c in listed}
+            if names <= seen or time.monotonic() > deadline:
+                return listed
+            time.sleep(0.5)
