@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from tests.broker import TestsManagementClient
 from tests.tlsbroker import TlsBroker, TlsBrokerError, running_tls_broker
 from tests.tlsbroker import tls_vhost as fresh_tls_vhost
+from tests.tlspostgres import TlsPostgres, TlsPostgresError, running_tls_postgres
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
@@ -105,6 +106,22 @@ def tls_broker() -> Iterator[TlsBroker]:
                 pytest.fail(f"{message}; CI must install rabbitmq-server (see .ci/run)")
             pytest.skip(message)
         yield broker
+
+
+@pytest.fixture(scope="session")
+def tls_postgres() -> Iterator[TlsPostgres]:
+    """Run a TLS-only PostgreSQL cluster of the session's own; fail under CI=true when it cannot start."""
+    with ExitStack() as stack:  # stops the cluster at the end of the session, whatever failed
+        try:
+            cluster = stack.enter_context(running_tls_postgres())
+        except (FileNotFoundError, TlsPostgresError) as exc:
+            message = f"no TLS PostgreSQL cluster: {exc}"
+            if CI:
+                pytest.fail(
+                    f"{message}; CI must install postgresql (ensure_postgres in deploy/local/env.sh)"
+                )
+            pytest.skip(message)
+        yield cluster
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def running_tls_broker() -> Iterator[TlsBroker]:
 def _configure(root: Path, node: str) -> tuple[TlsBroker, dict[str, str]]:
     (root / "certs").mkdir()
     certs = make_certificates(root / "certs")
-    amqps_port, https_port, dist_port = _free_ports(3)
+    amqps_port, https_port, dist_port = free_ports(3)
     password = secrets.token_urlsafe(16)
     salt = secrets.token_bytes(4)
     digest = hashlib.sha256(salt + password.encode()).digest()
@@ -284,7 +284,8 @@ def _hand_over(root: Path) -> None:
         os.chown(path, account.pw_uid, account.pw_gid)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` distinct ports free on 127.0.0.1 right now."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:

@@ -17,21 +17,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import pytest
 
+from jobstore.factory import open_store
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher
 from tests.broker import TestsManagementClient, depth
-from tests.credentials import bearer
+from tests.credentials import bearer, issue_key
 from tests.helpers import wait_healthy
 from tests.taskctl.test_up import free_port, start_up, up_env
 from tests.tlsbroker import USER, TlsBroker
+from tests.tlspostgres import TlsPostgres
 from topology.apply import apply_topology
 from topology.broker import connect
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
-from topology.errors import BrokerUnavailableError, ManagementApiError
+from topology.errors import BrokerUnavailableError, ManagementApiError, StoreError
 from topology.management import ManagementClient
 from topology.settings import BrokerSettings, read_section
 
@@ -217,3 +220,44 @@ def _listed(broker: TlsBroker, vhost: str, names: set[str]) -> list[dict[str, An
             if names <= seen or time.monotonic() > deadline:
                 return listed
             time.sleep(0.5)
+
+
+@pytest.mark.postgres
+async def test_the_postgres_store_takes_tls_and_a_client_certificate_from_its_dsn(
+    tls_postgres: TlsPostgres,
+):
+    store = open_store(tls_postgres.verified_dsn())
+    try:
+        await store.migrate()
+        await issue_key(store)
+        assert len(await store.list_api_keys()) == 1
+    finally:
+        await store.close()
+    # Refused: no certificate, another CA's, an expired one (the server closes at the handshake;
+    # its alert may not arrive first), a server this client cannot verify, plaintext.
+    refused = [
+        (tls_postgres.verified_dsn(""), "requires a valid client certificate"),
+        (tls_postgres.verified_dsn("stranger"), "closed|SSL"),
+        (tls_postgres.verified_dsn("expired"), "closed|SSL"),
+        (tls_postgres.verified_dsn(ca="stranger_ca"), "CERTIFICATE_VERIFY_FAILED"),
+        (tls_postgres.dsn(sslmode="disable"), "pg_hba.conf rejects .* no encryption"),
+    ]
+    for dsn, says in refused:
+        store = open_store(dsn)
+        try:
+            with pytest.raises(StoreError, match=says):
+                await store.ping()
+        finally:
+            await store.close()
+    # Every session the cluster served was TLS, as the certificate's name.
+    connection = await asyncpg.connect(tls_postgres.verified_dsn())
+    try:
+        rows = await connection.fetch(
+            "SELECT ssl, client_dn FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)"
+            " WHERE backend_type = 'client backend'"
+        )
+    finally:
+        await connection.close()
+    assert {(row["ssl"], row["client_dn"].rpartition("/")[2]) for row in rows} == {
+        (True, f"CN={USER}")
+    }
