@@ -77,7 +77,7 @@ class LocationSettings(Section):
     topology: str = ""
     """The topology file (empty: the packaged ``topology/default.yaml``)."""
     store_url: str = "sqlite:///.taskq/jobs.sqlite3"
-    """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN."""
+    """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN (TLS: its ``sslmode`` and ``ssl*`` files)."""
     blob_url: str = "file:.taskq/blobs"
     """The claim-check blob store: a ``file:`` directory or ``s3://bucket/prefix``."""
     s3_endpoint_url: str = ""

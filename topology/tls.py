@@ -25,7 +25,7 @@ def api_context(settings: ApiSettings) -> ssl.SSLContext | None:
     """Return the HTTP API's server context (None: plain HTTP), requiring client certificates if a client CA is set."""
     if not settings.api_tls_cert_file:
         return None
-    # TLS 1.2 at least and Python's forward-secret AEAD ciphers (uvicorn's own default is "TLSv1").
+    # TLS 1.2 at least and Python's forward-secret ciphers without SHA-1 (uvicorn's default is "TLSv1").
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _load_chain(context, settings.api_tls_cert_file, settings.api_tls_key_file, "API")
     if ca_file := settings.api_tls_client_ca_file:

@@ -168,6 +168,9 @@ def test_taskctl_up_runs_the_whole_pipeline_over_tls(
             assert submitted.status_code == 202, submitted.text
             job = _finished(api, submitted.json()["id"])
         assert (job["status"], job["result"]["to"]) == ("succeeded", "a@example.com")
+        # A good certificate is not a credential: the API still wants a key.
+        anonymous = httpx.get(f"{base}/jobs", verify=certs.client_context(), timeout=5)
+        assert anonymous.status_code == 401
         # At the API's door: no certificate, another CA's, an expired one, or plain HTTP.
         for kind in ("", "stranger", "expired"):
             with pytest.raises(httpx.TransportError):

@@ -99,6 +99,10 @@ def test_the_api_serves_plain_http_unless_given_a_certificate(certs: Certificate
     assert context is not None
     assert context.verify_mode == ssl.CERT_NONE  # no client certificate asked for
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # Python's cipher list, not uvicorn's "TLSv1": forward secrecy, no SHA-1 MACs.
+    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert tls12
+    assert all(n.startswith(("ECDHE-", "DHE-")) and not n.endswith("-SHA") for n in tls12)
     assert server_config(FastAPI(), served).is_ssl
 
 
