@@ -36,8 +36,8 @@ USER = "taskq"  # the broker's user, and the common name of the client certifica
 START_TIMEOUT = 90.0
 
 
-class TlsBrokerError(RuntimeError):
-    """The TLS node could not be started."""
+class StartError(RuntimeError):
+    """A server of the tests' own could not be started."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +206,10 @@ def _configure(root: Path, node: str) -> tuple[TlsBroker, dict[str, str]]:
     ]
     (root / "rabbitmq.conf").write_text("\n".join(config) + "\n")
     (root / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_auth_mechanism_ssl].\n")
-    # Our own env file, so the machine's rabbitmq-env.conf (which names the default node) is not read;
-    # distribution on loopback only, as the default node has it here.
+    # Our own env file, so the machine's rabbitmq-env.conf (which names the default node) is not
+    # read; Erlang distribution and epmd (should this node start it) on loopback only.
     (root / "rabbitmq-env.conf").write_text(
+        "export ERL_EPMD_ADDRESS=127.0.0.1\n"
         'export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"\n'
     )
     for sub in ("mnesia", "log", "conf.d"):
@@ -229,46 +230,38 @@ def _configure(root: Path, node: str) -> tuple[TlsBroker, dict[str, str]]:
     return TlsBroker(node, amqps_port, https_port, password, certs), env
 
 
+def run_script(*argv: str, env: dict[str, str] | None = None) -> None:
+    """Run a server's control program (90 s at most); raise ``StartError`` with its output if it fails."""
+    try:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=90, check=False
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise StartError(f"{' '.join(argv)}: {exc}") from exc
+    if done.returncode != 0:
+        raise StartError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
+
+
 def _start(server: str, ctl: str, root: Path, broker: TlsBroker, env: dict[str, str]) -> None:
-    started = subprocess.run(
-        [server, "-detached"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if started.returncode != 0:
-        raise TlsBrokerError(f"rabbitmq-server -detached failed: {started.stderr.strip()}")
+    run_script(server, "-detached", env={**os.environ, **env})
     deadline = time.monotonic() + START_TIMEOUT
     # A node started detached gives nothing to wait on but its ports.
     while not all(_listening(port) for port in (broker.amqps_port, broker.https_port)):
         if time.monotonic() > deadline:
-            raise TlsBrokerError(
+            raise StartError(
                 f"{broker.node} did not start in {START_TIMEOUT:g} s: {_log_tail(root)}"
             )
         time.sleep(0.25)
-    waited = subprocess.run(
-        [ctl, "-n", broker.node, "await_startup", "--timeout", "60"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    if waited.returncode != 0:
-        raise TlsBrokerError(f"{broker.node} did not finish starting: {_log_tail(root)}")
+    run_script(ctl, "-n", broker.node, "await_startup", "--timeout", "60")
 
 
 def _stop(ctl: str, root: Path, node: str) -> None:
     """Stop the node; if rabbitmqctl cannot, end the node's own process by its id."""
-    with suppress(subprocess.SubprocessError, OSError):
-        stopped = subprocess.run(
-            [ctl, "-n", node, "stop"], capture_output=True, timeout=60, check=False
-        )
-        if stopped.returncode == 0:
-            return
-    with suppress(OSError, ValueError):
-        os.kill(int((root / "node.pid").read_text().strip()), 15)
+    try:
+        run_script(ctl, "-n", node, "stop")
+    except StartError:
+        with suppress(OSError, ValueError):
+            os.kill(int((root / "node.pid").read_text().strip()), 15)
 
 
 def _hand_over(root: Path) -> None:

@@ -12,7 +12,6 @@ import glob
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tests.tlsbroker import USER, Certificates, free_ports, make_certificates
-
-
-class TlsPostgresError(RuntimeError):
-    """The TLS cluster could not be started."""
+from tests.tlsbroker import (
+    USER,
+    Certificates,
+    StartError,
+    free_ports,
+    make_certificates,
+    run_script,
+)
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,11 @@ def running_tls_postgres() -> Iterator[TlsPostgres]:
         try:  # a cluster that failed to start in time may still be starting: stop it too
             try:
                 _run(owner, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "start")
-            except TlsPostgresError as exc:
-                raise TlsPostgresError(f"{exc}\n{log.read_text(errors='replace')[-2000:]}") from exc
+            except StartError as exc:
+                raise StartError(f"{exc}\n{log.read_text(errors='replace')[-2000:]}") from exc
             yield TlsPostgres(port, certs)
         finally:
-            with suppress(TlsPostgresError, subprocess.SubprocessError, OSError):
+            with suppress(StartError):
                 _run(owner, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -125,7 +127,4 @@ def _owner(root: Path) -> str | None:
 
 
 def _run(owner: str | None, *command: str) -> None:
-    argv = ["runuser", "-u", owner, "--", *command] if owner else list(command)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
-    if done.returncode != 0:
-        raise TlsPostgresError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+    run_script(*(["runuser", "-u", owner, "--", *command] if owner else command))
