@@ -59,6 +59,7 @@ from topology.broker import connect
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
+from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
 Clock = Callable[[], datetime]
@@ -80,6 +81,8 @@ class Deps:
     # Enqueues the callbacks of jobs that end (None: no callbacks).
     submitter: Submitter | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # Opens sealed payloads and seals results (no keys: both stay clear).
+    sealer: Sealer = field(default_factory=Sealer)
 
 
 @dataclass(slots=True, eq=False)
@@ -446,6 +449,9 @@ class Worker:
                 return None
             return RunEnd(envelope.id, run, None, now, error=action.error)
         result = action.result if action.act is Act.ACK else None
+        sealer = self._deps.sealer
+        if result is not None and sealer.enabled:
+            result = sealer.seal_value(envelope.id, orjson.dumps(result), "result")
         # An end without a run (no handler for the type) may find no row yet: it makes one.
         made = envelope if run == 0 else None
         return RunEnd(
@@ -611,10 +617,7 @@ class Worker:
         children.queue_wait(priority).observe(max(0.0, (now - enqueued).total_seconds()))
         began = time.perf_counter()
         try:
-            payload = envelope.payload
-            if envelope.payload_ref is not None:  # offloaded to the blob store
-                payload = orjson.loads(await deps.blobs.get(envelope.payload_ref))
-            payload = handler.parse(payload)
+            payload = handler.parse(await self._payload(envelope))
             context = JobContext(
                 job_id=envelope.id,
                 job_type=envelope.type,
@@ -641,6 +644,19 @@ class Worker:
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
         return Succeeded(result)
+
+    async def _payload(self, envelope: Envelope) -> Any:
+        """Return the job's payload: carried, sealed (ContractError if it does not open) or claim-checked."""
+        deps = self._deps
+        if envelope.payload_enc is not None:
+            return orjson.loads(deps.sealer.open(envelope.id, envelope.payload_enc))
+        ref = envelope.payload_ref
+        if ref is None:
+            return envelope.payload
+        data = await deps.blobs.get(ref)  # offloaded to the blob store
+        if ref.content_type == SEALED_CONTENT_TYPE:
+            data = deps.sealer.open(envelope.id, data.decode("ascii", "replace"))
+        return orjson.loads(data)
 
     def _failed(self, handler: Handler, exc: BaseException) -> Outcome:
         if handler.depends_on and not isinstance(exc, Permanent | ContractError):

@@ -275,6 +275,11 @@ class PostgresJobStore(SharedSql):
         async with self._use() as conn:
             return await conn.fetch(sql, *args)
 
+    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row, in one transaction."""
+        async with self._use(transaction=True) as conn:
+            await conn.executemany(sql, rows)
+
 
 async def _complete(conn: Connection, items: Sequence[Confirmed]) -> None:
     """Complete the claims of the keys of the items that carry a response, on ``conn``."""

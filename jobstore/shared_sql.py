@@ -12,6 +12,7 @@ import orjson
 from jobstore.model import (
     ApiKeyRecord,
     BreakerRecord,
+    DataChange,
     JobPage,
     JobRecord,
     JobStatus,
@@ -43,10 +44,14 @@ _SELECT_JOBS = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
 class SharedSql:
-    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch``."""
+    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch``, ``_execute_many``."""
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
+        raise NotImplementedError
+
+    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement with numbered parameters once per row, in one transaction."""
         raise NotImplementedError
 
     def _time_in(self, when: datetime | None) -> Any:
@@ -98,6 +103,19 @@ class SharedSql:
     async def ping(self) -> None:
         """Return when the database answers; raise ``StoreUnavailableError`` otherwise."""
         await self._fetch("SELECT 1")
+
+    async def replace_data(self, changes: Sequence[DataChange]) -> None:
+        """Write each change's new payload or result, where the column still holds its old value."""
+        # Compare-and-set: a result a worker wrote meanwhile is never overwritten.
+        for column in ("payload", "result"):
+            rows = [
+                (c.job_id, self._value_in(column, c.new), self._value_in(column, c.old))
+                for c in changes
+                if c.column == column
+            ]
+            if rows:
+                sql = f"UPDATE jobs SET {column} = $2 WHERE id = $1 AND {column} = $3"
+                await self._execute_many(sql, rows)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).

@@ -259,6 +259,11 @@ class SqliteJobStore(SharedSql):
         sql = sql.replace("$", "?")
         return await self._run(lambda db: db.execute(sql, args).fetchall())
 
+    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement, its ``$n`` parameters read as ``?n``, once per row in one write."""
+        sql = sql.replace("$", "?")
+        await self._write(lambda db: db.executemany(sql, rows))
+
     def _time_in(self, when: datetime | None) -> int | None:
         """Return ``when`` in microseconds since the epoch (``None`` stays); integers round-trip exactly."""
         aware = super()._time_in(when)
