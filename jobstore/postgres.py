@@ -223,14 +223,12 @@ class PostgresJobStore(SharedSql):
             plan = plan_window(rows, ends, starts)
             if plan.ends:
                 await conn.executemany(END_RUN, [self._ended(end) for end in plan.ends])
-            if plan.starts:
-                await conn.executemany(
-                    _START,
-                    [
-                        (s.job_id, s.attempt, self._time_in(s.started_at), float(s.lease_s))
-                        for s in plan.starts
-                    ],
-                )
+            claims = [
+                (s.job_id, s.attempt, self._time_in(s.started_at), float(s.lease_s))
+                for s in plan.starts
+            ]
+            if claims:
+                await conn.executemany(_START, claims)
         return plan.ended, plan.started
 
     def _document(self, item: NewJob) -> dict[str, Any]:
@@ -276,8 +274,8 @@ class PostgresJobStore(SharedSql):
             return await conn.fetch(sql, *args)
 
     async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement once per row, in one transaction."""
-        async with self._use(transaction=True) as conn:
+        """Run one statement once per row, all or none (asyncpg's executemany is atomic)."""
+        async with self._use() as conn:
             await conn.executemany(sql, rows)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import Enum
@@ -57,9 +58,7 @@ class SharedSql:
     def _time_in(self, when: datetime | None) -> Any:
         """Return ``when`` as a time column stores it (``None`` stays): here as it is, but never naive."""
         if when is not None and when.utcoffset() is None:
-            raise ValueError(
-                f"job store times must be timezone-aware, got naive {when.isoformat()}"
-            )
+            raise ValueError(f"job store times must be timezone-aware, got naive {when}")
         return when
 
     def _time_out(self, value: Any) -> datetime:
@@ -108,11 +107,8 @@ class SharedSql:
         """Write each change's new payload or result, where the column still holds its old value."""
         # Compare-and-set: a result a worker wrote meanwhile is never overwritten.
         for column in ("payload", "result"):
-            rows = [
-                (c.job_id, self._value_in(column, c.new), self._value_in(column, c.old))
-                for c in changes
-                if c.column == column
-            ]
+            value = functools.partial(self._value_in, column)
+            rows = [(c.job_id, value(c.new), value(c.old)) for c in changes if c.column == column]
             if rows:
                 sql = f"UPDATE jobs SET {column} = $2 WHERE id = $1 AND {column} = $3"
                 await self._execute_many(sql, rows)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -33,10 +33,8 @@ from jobstore.model import (
 )
 from jobstore.run_window import RUN_COLUMNS, Row, found_rows, missing_jobs, plan_window
 from jobstore.shared_sql import COLUMNS, END_RUN, HELD_KEY, INSERT_JOB, PURGE_BATCH, SharedSql
-from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread
+from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
 from topology.errors import StoreError, StoreUnavailableError
-
-T = TypeVar("T")
 
 # Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,
 # READONLY, IOERR, FULL, CANTOPEN, PROTOCOL (https://www.sqlite.org/rescode.html).
@@ -206,13 +204,11 @@ class SqliteJobStore(SharedSql):
             rows.update(read([job.id for job in created]))
         plan = plan_window(rows, ends, starts)
         db.executemany(_END, [self._ended(end) for end in plan.ends])
-        db.executemany(
-            _START,
-            [
-                (s.job_id, s.attempt, self._time_in(s.started_at), now + _us(s.lease_s))
-                for s in plan.starts
-            ],
-        )
+        claims = [
+            (s.job_id, s.attempt, self._time_in(s.started_at), now + _us(s.lease_s))
+            for s in plan.starts
+        ]
+        db.executemany(_START, claims)
         return plan.ended, plan.started
 
     async def _write(self, work: Callable[[Db], T]) -> T:
