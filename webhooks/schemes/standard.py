@@ -32,12 +32,12 @@ class StandardVerifier:
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         """Return the delivery if any signature matches a key of its kind, else raise a WebhookError."""
         with base.foreign_errors("Standard Webhooks"):
-            msg_id = _message_id(base.required_header(headers, ID_HEADER))
+            msg_id = _message_id(base.header(headers, ID_HEADER))
             timestamp = base.unix_seconds(
-                base.required_header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
+                base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
             )
             hmac_signatures, ed25519_signatures = _parse(
-                base.signature_header(headers, SIGNATURE_HEADER)
+                base.header(headers, SIGNATURE_HEADER, signature=True)
             )
             self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
             # Checked after the signature so this error means authentic but stale (or skewed).
@@ -88,9 +88,13 @@ def _parse(value: str) -> tuple[list[bytes], list[bytes]]:
         if not comma:
             raise MalformedWebhook("every webhook-signature entry must be <version>,<base64>")
         if version == "v1":
-            hmac_signatures.append(base.decode_base64(encoded, "a webhook-signature v1 value"))
+            hmac_signatures.append(
+                base.decode_signature(encoded, "base64", "a webhook-signature v1 value")
+            )
         elif version == "v1a":
-            ed25519_signatures.append(base.decode_base64(encoded, "a webhook-signature v1a value"))
+            ed25519_signatures.append(
+                base.decode_signature(encoded, "base64", "a webhook-signature v1a value")
+            )
     return hmac_signatures, ed25519_signatures
 
 
