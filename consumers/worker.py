@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -63,6 +63,7 @@ from topology.settings import BrokerSettings, WorkerSettings
 Clock = Callable[[], datetime]
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
+_UNTRACED = nullcontext()
 
 
 @dataclass(slots=True)
@@ -216,14 +217,12 @@ class Worker:
             self._executor.cancel()
             await asyncio.gather(self._executor, return_exceptions=True)
         self._due.clear()
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-            self._due_timer = None
+        for timer in (self._due_timer, self._watch):
+            if timer is not None:
+                timer.cancel()
+        self._due_timer = self._watch = None
         for task in list(self._background):
             task.cancel()  # a delayed requeue: closing the channel requeues the delivery now
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
         if self._connection is not None:
             await self._connection.close()
 
@@ -495,7 +494,14 @@ class Worker:
             # value refused until the bound dead-letters it), and a requeued message comes
             # straight back. Until then the delivery stays open: no multiple ack covers it.
             self._in_background(self._requeue_later(requeue))
-        self._count(counts)
+        # One increment per kind of outcome, not per job.
+        for (kind, act), n in counts.items():
+            outcome = _OUTCOME.get(act)
+            if outcome is not None:
+                self._children.completed(kind, outcome).inc(n)
+            elif act is Act.CANCEL:
+                self._children.cancelled.inc(n)
+        self._children.in_flight.set(len(self._running))
 
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
         """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
@@ -518,16 +524,6 @@ class Worker:
                 logger.warning("callback of job {} not enqueued: {}", found.id, exc)
                 failed.add(delivery)
         return failed
-
-    def _count(self, counts: Counter[tuple[str, Act]]) -> None:
-        """Count the window's outcomes: one increment per kind of outcome, not per job."""
-        for (kind, act), n in counts.items():
-            outcome = _OUTCOME.get(act)
-            if outcome is not None:
-                self._children.completed(kind, outcome).inc(n)
-            elif act is Act.CANCEL:
-                self._children.cancelled.inc(n)
-        self._children.in_flight.set(len(self._running))
 
     def _launch(self, delivery: Delivery, now: datetime) -> None:
         job = delivery.job
@@ -586,14 +582,9 @@ class Worker:
             attempt=envelope.attempt,
             correlation_id=envelope.correlation_id,
         )
-        if tracing.enabled():
-            with self._scope(delivery):
-                outcome = await self._call(envelope, handler, now, limit)
-                delivery.trace = tracing.current()
-                action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
-                _log(action)
-        else:
+        with self._scope(delivery) if tracing.enabled() else _UNTRACED:
             outcome = await self._call(envelope, handler, now, limit)
+            delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
         self._done.append((delivery, action))
