@@ -21,7 +21,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from loguru import logger
 from opentelemetry.trace import SpanKind
 
-from consumers.acks import Acks
+from consumers.acks import CHANNEL_ERRORS, Acks
 from consumers.breaker import BreakerReport, Breakers
 from consumers.dispatch import (
     PUBLISHES,
@@ -191,7 +191,7 @@ class Worker:
             if not underlay.is_closed:
                 try:
                     await underlay.basic_cancel(tag)
-                except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                except CHANNEL_ERRORS as exc:
                     logger.warning("consumer not cancelled: {}", exc)
         self._consumers.clear()
         # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
@@ -283,7 +283,7 @@ class Worker:
         for delivery in started:
             action = self._decide(Facts(delivery.envelope, start=delivery.start))
             if action.act is Act.RUN and delivery.handler is not None:
-                self._launch(delivery, now)
+                self._launch(delivery, delivery.handler, now)
                 launched[delivery.handler.pattern] += 1
             else:
                 self._unprobed(delivery)
@@ -439,16 +439,11 @@ class Worker:
         # Only a run this worker started holds the claim (a HELD start names another's run).
         ours = start is not None and start.outcome is StartOutcome.RUN and start.job is not None
         run = start.deliveries if ours and start is not None else 0
-        if action.act is Act.REQUEUE:
-            if run == 0:
-                return None
-            return RunEnd(envelope.id, run, None, now, error=action.error)
-        result = action.result if action.act is Act.ACK else None
+        if run == 0 and action.act is Act.REQUEUE:
+            return None  # no claim of ours to give back
         # An end without a run (no handler for the type) may find no row yet: it makes one.
         made = envelope if run == 0 else None
-        return RunEnd(
-            envelope.id, run, action.status, now, result=result, error=action.error, envelope=made
-        )
+        return RunEnd(envelope.id, run, action.status, now, action.result, action.error, made)
 
     def _ended(
         self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime
@@ -525,12 +520,10 @@ class Worker:
                 failed.add(delivery)
         return failed
 
-    def _launch(self, delivery: Delivery, now: datetime) -> None:
-        job = delivery.job
-        if job is not None:
-            self._running_soon(job, now)
-        handler = delivery.handler
-        limit = (handler.timeout if handler is not None else None) or self._limit
+    def _launch(self, delivery: Delivery, handler: Handler, now: datetime) -> None:
+        if delivery.job is not None:
+            self._running_soon(delivery.job, now)
+        limit = handler.timeout or self._limit
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         # The run's first step happens here, in a context of its own (its log fields, its
