@@ -326,26 +326,13 @@ class Worker:
         sending = [(i, d, a) for i, (d, a) in enumerate(finals) if a.act in PUBLISHES]
         if not sending:
             return
-        errors: list[BaseException | None]
+        errors: list[TaskqError | None] = []
         if tracing.enabled():  # each publish in its job's trace
-            errors = []
             for _, delivery, action in sending:
                 with self._scope(delivery):
-                    try:
-                        await self._deps.publisher.publish(action.envelope, action.route)  # type: ignore[arg-type]
-                    except TaskqError as exc:
-                        errors.append(exc)
-                    else:
-                        errors.append(None)
+                    errors += await self._send([action])
         else:
-            envelopes = [a.envelope for _, _, a in sending]
-            routes = [a.route for _, _, a in sending]
-            try:
-                errors = list(
-                    await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
-                )
-            except TaskqError as exc:
-                errors = [exc] * len(sending)
+            errors = await self._send([action for _, _, action in sending])
         for (index, delivery, action), error in zip(sending, errors, strict=True):
             if error is not None:
                 logger.warning("job {} not sent on: {}", delivery.tag, error)
@@ -353,6 +340,14 @@ class Worker:
                     delivery,
                     self._decide(Facts(delivery.envelope, outcome=Broken(error, action.act))),
                 )
+
+    async def _send(self, actions: list[Action]) -> list[TaskqError | None]:
+        """Publish each action's envelope on its route, confirmed; the error of each, if any."""
+        envelopes, routes = [a.envelope for a in actions], [a.route for a in actions]
+        try:
+            return await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
+        except TaskqError as exc:
+            return [exc] * len(actions)
 
     async def _record(
         self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
