@@ -7,8 +7,8 @@ import contextvars
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Coroutine, Generator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -61,7 +61,6 @@ from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
 from topology.settings import BrokerSettings, WorkerSettings
 
-Clock = Callable[[], datetime]
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
 _UNTRACED = nullcontext()
@@ -116,9 +115,8 @@ class JobChange:
 class Worker:
     """Runs one consumer group's jobs: prefetch and concurrency from the topology."""
 
-    def __init__(self, deps: Deps, *, clock: Clock = utc_now) -> None:
+    def __init__(self, deps: Deps) -> None:
         self._deps = deps
-        self._clock = clock
         self._policy = Policy(
             deps.group.name, deps.group.spec.retry, deps.topology, deps.settings.poison_deliveries
         )
@@ -262,7 +260,7 @@ class Worker:
                 logger.exception("a window of deliveries failed; they will be redelivered")
 
     async def _window(self) -> None:
-        now = self._clock()
+        now = utc_now()
         finals, self._done = self._done, []
         claims: list[Delivery] = []
         free = self._deps.group.spec.concurrency - len(self._running)
@@ -319,7 +317,7 @@ class Worker:
                 self.breakers.get(name).skip_probe()
 
     def _decide(self, facts: Facts) -> Action:
-        return decide(facts, self._policy, self._clock())
+        return decide(facts, self._policy, utc_now())
 
     async def _publish(self, finals: list[tuple[Delivery, Action]]) -> None:
         """Publish what the actions send on (confirmed); one whose publish fails is decided again."""
@@ -627,17 +625,11 @@ class Worker:
                 self.breakers.get(name).failed()
         return Failed(exc)
 
-    @contextmanager
-    def _scope(self, delivery: Delivery) -> Iterator[None]:
-        """Run the block in the job's trace: its run's span, or a new consumer span for it."""
+    def _scope(self, delivery: Delivery) -> AbstractContextManager[object]:
+        """Return the job's trace to run a block in: its run's span, or a new consumer span for it."""
         envelope = delivery.envelope
-        if delivery.trace is not None:
-            with tracing.resumed(delivery.trace):
-                yield
-            return
-        if envelope is None:
-            yield
-            return
+        if delivery.trace is not None or envelope is None:
+            return tracing.resumed(delivery.trace)
         attributes = {
             "taskq.job_id": envelope.id,
             "taskq.job_type": envelope.type,
@@ -647,13 +639,12 @@ class Worker:
         }
         # A child of the context the publisher put in the headers: one trace per job, across
         # every retry hop (each hop's publish happens inside this span).
-        with tracing.span(
+        return tracing.span(
             f"{envelope.type} process",
             kind=SpanKind.CONSUMER,
             parent_headers=delivery.properties.headers or {},
             attributes=attributes,
-        ):
-            yield
+        )
 
     def _running_soon(self, job: RunJob, started: datetime) -> None:
         """Announce that ``job`` runs once the delay passed, unless its end is recorded first."""
