@@ -59,6 +59,7 @@ from topology.broker import connect
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError, TopologyError
+from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
@@ -80,6 +81,8 @@ class Deps:
     # Enqueues the callbacks of jobs that end (None: no callbacks).
     submitter: Submitter | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # Opens sealed payloads and seals results (no keys: both stay clear).
+    sealer: Sealer = field(default_factory=Sealer)
 
 
 @dataclass(slots=True, eq=False)
@@ -435,9 +438,12 @@ class Worker:
         run = start.deliveries if ours and start is not None else 0
         if run == 0 and action.act is Act.REQUEUE:
             return None  # no claim of ours to give back
+        result, sealer = action.result, self._deps.sealer
+        if result is not None and sealer.enabled:
+            result = sealer.seal_value(envelope.id, orjson.dumps(result), "result")
         # An end without a run (no handler for the type) may find no row yet: it makes one.
         made = envelope if run == 0 else None
-        return RunEnd(envelope.id, run, action.status, now, action.result, action.error, made)
+        return RunEnd(envelope.id, run, action.status, now, result, action.error, made)
 
     def _ended(
         self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime
@@ -588,10 +594,7 @@ class Worker:
         children.queue_wait(priority).observe(max(0.0, (now - enqueued).total_seconds()))
         began = time.perf_counter()
         try:
-            payload = envelope.payload
-            if envelope.payload_ref is not None:  # offloaded to the blob store
-                payload = orjson.loads(await deps.blobs.get(envelope.payload_ref))
-            payload = handler.parse(payload)
+            payload = handler.parse(await self._payload(envelope))
             context = JobContext(
                 job_id=envelope.id,
                 job_type=envelope.type,
@@ -618,6 +621,19 @@ class Worker:
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
         return Succeeded(result)
+
+    async def _payload(self, envelope: Envelope) -> Any:
+        """Return the job's payload: carried, sealed (ContractError if it does not open) or claim-checked."""
+        deps = self._deps
+        if envelope.payload_enc is not None:
+            return orjson.loads(deps.sealer.open(envelope.id, envelope.payload_enc))
+        ref = envelope.payload_ref
+        if ref is None:
+            return envelope.payload
+        data = await deps.blobs.get(ref)  # offloaded to the blob store
+        if ref.content_type == SEALED_CONTENT_TYPE:
+            data = deps.sealer.open(envelope.id, data.decode("ascii", "replace"))
+        return orjson.loads(data)
 
     def _failed(self, handler: Handler, exc: BaseException) -> Outcome:
         if handler.depends_on and not isinstance(exc, Permanent | ContractError):

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from topology.names import DEFAULT_TENANT
 from topology.priority import Priority
@@ -120,6 +120,16 @@ class Confirmed:
     job_id: str
     response: bytes | None = None  # what a replay of the job's key answers
     ttl_s: float = 0.0  # how long the response is replayed
+
+
+@dataclass(frozen=True, slots=True)
+class DataChange:
+    """A job's payload or result rewritten (re-sealed), if it still holds what was read."""
+
+    job_id: str
+    column: Literal["payload", "result"]
+    old: Any
+    new: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +328,10 @@ class JobStore(CredentialStore, Protocol):
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
     ) -> JobRecord | None:
         """Move the job to ``to`` and set ``fields`` if its status is in ``allowed_from``; ``None`` if not (compare-and-set)."""
+        ...
+
+    async def replace_data(self, changes: Sequence[DataChange]) -> None:
+        """Write each change's new payload or result, where the column still holds its old value."""
         ...
 
     async def run_window(

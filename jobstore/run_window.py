@@ -19,6 +19,7 @@ from jobstore.model import (
     RunStarted,
     StartOutcome,
 )
+from topology.sealing import SEALED
 
 RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "callback_url")
 """The columns of a ``RunJob``, in its fields' order."""
@@ -29,7 +30,6 @@ _FROM_MESSAGE = (
     "type",
     "priority",
     "created_at",
-    "payload",
     "max_attempts",
     "correlation_id",
     "not_before",
@@ -70,11 +70,12 @@ def missing_jobs(
         envelope = item.envelope
         if envelope is not None and item.job_id not in found and item.job_id not in made:
             key = envelope.idempotency_key
-            ref = envelope.payload_ref
+            ref, sealed = envelope.payload_ref, envelope.payload_enc
             made[item.job_id] = JobRecord(
                 **{name: getattr(envelope, name) for name in _FROM_MESSAGE},
                 status=JobStatus.QUEUED,
                 updated_at=envelope.created_at,
+                payload=envelope.payload if sealed is None else {SEALED: sealed},
                 payload_ref=None if ref is None else ref.model_dump(),
                 idempotency_key=None if key == envelope.id else key,  # the id stands in for none
             )

@@ -11,6 +11,7 @@ from jobstore.model import (
     BreakerRecord,
     Claim,
     Confirmed,
+    DataChange,
     JobPage,
     JobRecord,
     JobStatus,
@@ -71,6 +72,20 @@ class SharedSql:
         """Insert ``job``, first claiming its idempotency key in the same transaction."""
         (outcome,) = await self.create_jobs([NewJob(job, claim, lease_s)])
         return outcome
+
+    async def replace_data(self, changes: Sequence[DataChange]) -> None:
+        """Write each change's new payload or result, where the column still holds its old value."""
+        # Compare-and-set: a result a worker wrote meanwhile is never overwritten.
+        await self._execute(
+            *(
+                (
+                    f"UPDATE jobs SET {c.column} = $2 WHERE id = $1 AND {c.column} = $3",
+                    (c.job_id, self._value_in(c.column, c.new), self._value_in(c.column, c.old)),
+                )
+                for c in changes
+                if c.column in ("payload", "result")
+            )
+        )
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and free its key if the key is still its.

@@ -16,6 +16,7 @@ from producers.publisher import ConfirmedPublisher, Publisher
 from producers.submit import Submitter
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology, topology_path
+from topology.sealing import Sealer
 from topology.settings import BrokerSettings, PublisherSettings, Settings
 
 
@@ -28,6 +29,7 @@ class Backends:
     store: JobStore
     blobs: BlobStore
     metrics: ProducerMetrics  # the submitter's and its publisher's
+    sealer: Sealer  # seals payloads and results at rest (no keys: they stay clear)
 
     async def close(self) -> None:
         """Close the job store and the blob store."""
@@ -40,12 +42,13 @@ class Backends:
 async def open_backends(settings: Settings, registry: CollectorRegistry | None = None) -> Backends:
     """Read the topology, open and migrate the job store, open the blob store; metrics on ``registry``."""
     where = settings.locations
+    sealer = settings.encryption.sealer()  # a bad key file fails before anything opens
     topology = compile_topology(load_topology(topology_path(where)))
     blobs = open_blob_store(
         where.blob_url, endpoint_url=where.s3_endpoint_url or None, region=where.s3_region
     )
     store = open_store(where.store_url)
-    backends = Backends(settings, topology, store, blobs, ProducerMetrics(registry))
+    backends = Backends(settings, topology, store, blobs, ProducerMetrics(registry), sealer)
     try:
         await backends.store.migrate()
     except BaseException:
@@ -102,6 +105,7 @@ async def open_producer(
         backends.blobs,
         settings.submit,
         metrics=backends.metrics,
+        sealer=backends.sealer,
     )
     return Producer(backends, publisher, submitter)
 

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -26,6 +26,7 @@ from jobstore.model import (
     JobStore,
     NewJob,
 )
+from jobstore.sealed_jobs import opened
 from producers.events import event_body, event_key
 from producers.metrics import UNKNOWN_GROUP, ProducerMetrics, outcome_of
 from producers.publisher import Publisher
@@ -50,6 +51,7 @@ from topology.errors import (
 from topology.names import CALLBACK_JOB_TYPE, DEFAULT_TENANT
 from topology.reserved import TASKQ, Reservation, reservations, reserving
 from topology.routes import Route, delay_route, job_route
+from topology.sealing import SEALED, SEALED_CONTENT_TYPE, Sealer, token_of
 from topology.settings import SubmitSettings
 from topology.spec import Priority
 
@@ -179,8 +181,10 @@ class Submitter:
         *,
         clock: Clock = utc_now,
         metrics: ProducerMetrics | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.topology = topology
+        self._sealer = sealer or Sealer()  # no keys: payloads stay clear
         self._metrics = metrics or ProducerMetrics()
         self._publisher = publisher
         self._store = store
@@ -466,7 +470,7 @@ class Submitter:
                 answers exactly as an unknown id does).
         """
         await self.settle()
-        return await get_visible(self._store, viewer, job_id)
+        return self.opened(await get_visible(self._store, viewer, job_id))
 
     async def list_jobs(
         self,
@@ -479,9 +483,10 @@ class Submitter:
     ) -> JobPage:
         """Return one page of the jobs ``viewer`` may see, newest first (see ``list_visible``)."""
         await self.settle()
-        return await list_visible(
+        page = await list_visible(
             self._store, viewer, status=status, job_type=job_type, limit=limit, cursor=cursor
         )
+        return replace(page, jobs=[self.opened(job) for job in page.jobs])
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Cancel a job that has not started; a worker that receives it acks it unrun.
@@ -505,7 +510,11 @@ class Submitter:
             await self.follow_up(job)
         except TaskqError as exc:  # the cancel stands; only its callback is missing
             logger.error("callback for cancelled job {} not enqueued: {}", job.id, exc)
-        return job
+        return self.opened(job)
+
+    def opened(self, job: JobRecord) -> JobRecord:
+        """Return ``job`` with its result opened, if it is stored sealed (ContractError if it does not open)."""
+        return opened(job, self._sealer)
 
     async def follow_up(self, job: JobRecord) -> None:
         """Enqueue the callback of a job that ended with a ``callback_url`` (at most once per end).
@@ -513,7 +522,7 @@ class Submitter:
         Raises:
             BrokerUnavailableError, PublishError, StoreUnavailableError: not enqueued; call again.
         """
-        request = callback_request(job)
+        request = callback_request(self.opened(job))
         if request is not None:
             await self.submit_reserved(request, producer=TASKQ)
 
@@ -560,11 +569,13 @@ class Submitter:
             ref = PayloadRef.model_validate(job.payload_ref)
         # Every field was checked on the way in (request schema, type and delay checks), so
         # the envelope is built without validating them a second time on the hot path.
+        sealed = token_of(job.payload)
         envelope = Envelope.model_construct(
             id=job.id,
             type=job.type,
-            payload=job.payload,
+            payload=job.payload if sealed is None else None,
             payload_ref=ref,
+            payload_enc=sealed,
             priority=job.priority,
             max_attempts=job.max_attempts,
             idempotency_key=job.idempotency_key or job.id,
@@ -661,16 +672,28 @@ class Submitter:
     async def _offload(
         self, job_id: str, payload: JsonValue
     ) -> tuple[JsonValue, PayloadRef | None]:
-        """Store a large payload in the blob store (claim check) before anything is published."""
+        """Store a large payload in the blob store (claim check) before anything is published.
+
+        With data keys configured the payload is sealed for this job: what the row, the
+        message and the blob hold is ciphertext.
+        """
         if payload is None:
             return None, None
+        if token_of(payload) is not None:  # would be taken for a sealed payload
+            raise JobRejectedError(
+                f"payload may not be an object whose only key is {SEALED!r}", field="payload"
+            )
         data = orjson.dumps(payload)
         problem = limits.payload_problem(data)
         if problem:  # PostgreSQL's jsonb cannot hold it: refused for every store alike
             raise JobRejectedError(problem, field="payload")
         limit = self._settings.claim_check_bytes
+        sealer = self._sealer
         if limit == 0 or len(data) <= limit:
-            return payload, None
+            return (sealer.seal_value(job_id, data) if sealer.enabled else payload), None
+        if sealer.enabled:
+            sealed = sealer.seal(job_id, data).encode()
+            return None, await self._blobs.put(blob_key(job_id), sealed, SEALED_CONTENT_TYPE)
         return None, await self._blobs.put(blob_key(job_id), data, "application/json")
 
     async def _confirm_all(self, pendings: Sequence[_Pending]) -> list[Submitted]:

@@ -156,6 +156,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             settings.worker,
             submitter,
             WorkerMetrics(served),
+            backends.sealer,
         )
         worker = Worker(deps)
         stopping = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,9 +15,10 @@ from topology.errors import SettingsError, TaskqError
 from topology.priority import Priority
 
 if TYPE_CHECKING:
-    from jobstore.model import JobStore
+    from jobstore.model import JobRecord, JobStore
     from producers.tenancy import Viewer
     from topology.compiled import CompiledTopology
+    from topology.sealing import Sealer
     from topology.settings import BrokerSettings
 
 app = typer.Typer(rich_markup_mode=None)
@@ -96,9 +98,8 @@ def status(job_id: JobId, as_json: context.JsonFlag = False) -> None:
     from producers.tenancy import get_visible
     from producers.views import job_view
 
-    _print_job(
-        job_view(context.in_store(lambda store: get_visible(store, _viewer(), job_id))), as_json
-    )
+    job = context.in_store(lambda store: get_visible(store, _viewer(), job_id))
+    _print_job(job_view(_opened(job)), as_json)
 
 
 @app.command()
@@ -136,7 +137,7 @@ async def _follow(
     from topology.broker import connect
 
     async def current() -> dict[str, Any]:
-        return job_view(await get_visible(store, viewer, job_id))
+        return job_view(_opened(await get_visible(store, viewer, job_id)))
 
     job = await current()
     async with await connect(broker, name=f"taskctl watch {job_id}") as connection:
@@ -185,7 +186,7 @@ def jobs(
             store, _viewer(), status=status_filter, job_type=job_type, limit=limit, cursor=cursor
         )
     )
-    views = [job_view(j) for j in found.jobs]
+    views = [job_view(_opened(j)) for j in found.jobs]
     if as_json:
         context.print_json({"jobs": views, "next_cursor": found.next_cursor})
         return
@@ -235,3 +236,17 @@ def callback_secret(
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"{url!r} is not an http(s) URL")
     typer.echo(endpoint_secret(settings.callback_signing_key.get_secret_value(), url))
+
+
+def _opened(job: JobRecord) -> JobRecord:
+    """Return ``job`` with its result opened under the data keys of the environment."""
+    from jobstore.sealed_jobs import opened
+
+    return opened(job, _sealer())
+
+
+@functools.cache
+def _sealer() -> Sealer:
+    from topology.settings import EncryptionSettings, read_section
+
+    return read_section(EncryptionSettings).sealer()

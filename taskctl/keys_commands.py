@@ -1,4 +1,4 @@
-"""``taskctl keys create|list|revoke``: the API keys in the job store."""
+"""``taskctl keys create|list|revoke``: the API keys in the job store; ``new-data-key|rotate-data``: the data keys."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="keys",
-    help="Create, list and revoke API keys.\n\nThe job store keeps only their hashes.",
+    help=(
+        "Create, list and revoke API keys; rotate data keys.\n\nThe job store keeps only the"
+        " API keys' hashes; rotate-data re-seals stored jobs under the current data key."
+    ),
     rich_markup_mode=None,
 )
 
@@ -98,6 +101,58 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
     out().print(
         f"revoked {record.id} ({record.name}); running API processes refuse it within {ttl:g} s"
     )
+
+
+@app.command("new-data-key")
+def new_data_key(
+    key_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The key's id (letters, digits, - _).")
+    ],
+) -> None:
+    """Print a fresh data key as ID:base64key.
+
+    Put it in TASKQ_DATA_KEYS: last on every process first, then first (see docs/security.md).
+    """
+    from topology.sealing import KEY_ID, new_key
+
+    if not KEY_ID.fullmatch(key_id):
+        raise typer.BadParameter("1-32 letters, digits, - or _", param_hint="ID")
+    typer.echo(f"{key_id}:{new_key()}")
+
+
+@app.command("rotate-data")
+def rotate_data(
+    batch: Annotated[
+        int, typer.Option(min=1, max=10000, help="Jobs read and written at once.")
+    ] = 500,
+) -> None:
+    """Re-seal stored payloads and results under the first data key.
+
+    The current key is the first of TASKQ_DATA_KEYS (or its file); the others must still be
+    listed to open what they sealed. Clear values are sealed too. Once it reports nothing
+    unreadable, an old key may go from the list when no queued message or claim-checked
+    payload still needs it (see docs/security.md).
+    """
+    from jobstore.sealed_jobs import ResealReport, reseal_jobs
+    from topology.settings import EncryptionSettings, read_section
+
+    sealer = read_section(EncryptionSettings).sealer()
+    if not sealer.enabled:
+        raise SettingsError("TASKQ_DATA_KEYS: no data key is set; nothing to seal with")
+    console = out(stderr=True)
+
+    def shown(report: ResealReport) -> None:
+        console.print(f"{report.jobs} jobs read, {report.resealed} values re-sealed")
+
+    report = in_store(lambda store: reseal_jobs(store, sealer, batch=batch, progress=shown))
+    out().print(
+        f"re-sealed {report.resealed} values of {report.jobs} jobs under data key "
+        f"{sealer.current}; {report.failed} could not be opened"
+    )
+    for line in report.unreadable:
+        out().print(f"  {line}")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _scopes(names: list[str] | None) -> tuple[Scope, ...]:

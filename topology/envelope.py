@@ -42,6 +42,9 @@ class Envelope(BaseModel):
     type: JobType
     payload: JsonValue = None
     payload_ref: PayloadRef | None = None
+    payload_enc: Annotated[str, Field(min_length=1)] | None = (
+        None  # a sealed payload (topology.sealing)
+    )
     priority: Priority = Priority.MEDIUM
     attempt: Annotated[int, Field(ge=1)] = 1
     max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] | None = None
@@ -53,8 +56,13 @@ class Envelope(BaseModel):
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
-        if self.payload_ref is not None and self.payload is not None:
-            raise ValueError("an envelope carries either payload or payload_ref, not both")
+        carried = (
+            self.payload is not None,
+            self.payload_ref is not None,
+            self.payload_enc is not None,
+        )
+        if sum(carried) > 1:
+            raise ValueError("an envelope carries one of payload, payload_ref and payload_enc")
         return self
 
     @classmethod

@@ -23,6 +23,7 @@ from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
+    DataChange,
     JobPage,
     JobRecord,
     JobStatus,
@@ -203,6 +204,15 @@ class InMemoryJobStore:
             updated = _normalised(replace(job, status=to, **changes))
             self.jobs[job_id] = updated
             return updated
+
+    async def replace_data(self, changes: Sequence[DataChange]) -> None:
+        """Write each change where the column still holds its old value (see ``JobStore.replace_data``)."""
+        self._check()
+        async with self._lock:
+            for change in changes:
+                job = self.jobs.get(change.job_id)
+                if job is not None and getattr(job, change.column) == change.old:
+                    self.jobs[change.job_id] = replace(job, **{change.column: change.new})
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]

@@ -105,7 +105,7 @@ def test_unknown_envelope_fields_are_refused():
 def test_payload_and_payload_ref_are_exclusive():
     ref = PayloadRef(uri="file:///x", sha256="0" * 64, size=3)
     assert Envelope.new("email", None, payload_ref=ref).payload_ref == ref
-    with pytest.raises(ContractError, match="either payload or payload_ref"):
+    with pytest.raises(ContractError, match="one of payload, payload_ref and payload_enc"):
         Envelope.new("email", {"a": 1}, payload_ref=ref)
 
 
