@@ -13,7 +13,8 @@ import aiormq
 from aiormq.abc import AbstractChannel
 from loguru import logger
 
-_ACK_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
+CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
+"""What a frame sent on a closed or closing channel raises."""
 
 
 class Acks:
@@ -44,7 +45,7 @@ class Acks:
                 continue
             try:
                 await self._send(channel, tags, settled)
-            except _ACK_ERRORS as exc:
+            except CHANNEL_ERRORS as exc:
                 # At-least-once: the channel closed, and the broker requeued all it had not settled.
                 logger.warning("deliveries not settled, the broker will redeliver them: {}", exc)
                 self._open.pop(channel, None)

@@ -40,7 +40,7 @@ class CircuitBreaker:
     clock: Clock = time.monotonic
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0
-    opened_at: float = field(default=0.0)
+    opened_at: float = 0.0
     probing: bool = False
     on_change: OnChange | None = None
 

@@ -70,25 +70,17 @@ class DeadLetter:
         deaths = headers.get("x-death")
         first = deaths[0] if isinstance(deaths, list) and deaths else None
         death: dict[str, Any] = first if isinstance(first, dict) else {}
-        try:
-            envelope: Envelope | None = decode(message.body)
-        except ContractError:
-            envelope = None
         reason = str(headers.get(REASON_HEADER) or death.get("reason") or "unknown")
         when = message.timestamp if isinstance(message.timestamp, datetime) else None
-        return cls(
-            job_id=envelope.id if envelope else str(message.message_id or "?"),
-            job_type=envelope.type
-            if envelope
-            else str(headers.get(ROUTING_KEY_HEADER) or message.routing_key or "?"),
-            reason=reason,
-            error=str(
-                headers.get(ERROR_HEADER) or ("undecodable body" if envelope is None else "")
-            ),
-            attempts=envelope.attempt if envelope else 0,
-            dead_since=when.replace(tzinfo=UTC) if when and when.tzinfo is None else when,
-            envelope=envelope,
-        )
+        since = when.replace(tzinfo=UTC) if when and when.tzinfo is None else when
+        error = str(headers.get(ERROR_HEADER) or "")
+        try:
+            envelope = decode(message.body)
+        except ContractError:
+            job_type = str(headers.get(ROUTING_KEY_HEADER) or message.routing_key or "?")
+            job_id = str(message.message_id or "?")
+            return cls(job_id, job_type, reason, error or "undecodable body", 0, since, None)
+        return cls(envelope.id, envelope.type, reason, error, envelope.attempt, since, envelope)
 
 
 MAX_FILTER_CHARS = MAX_ERROR_CHARS
@@ -386,10 +378,9 @@ async def purge(
     moment = datetime.now(UTC)
 
     async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
-        fates = []
-        for _, letter in fetched:
-            fates.append(Fate.GONE if chosen(letter, moment) else Fate.KEEP)
-            if fates[-1] is Fate.GONE:
+        fates = [Fate.GONE if chosen(letter, moment) else Fate.KEEP for _, letter in fetched]
+        for (_, letter), fate in zip(fetched, fates, strict=True):
+            if fate is Fate.GONE:
                 what = (letter.job_id, letter.job_type, letter.reason)
                 logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
         return fates

@@ -7,8 +7,8 @@ import contextvars
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine, Generator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -21,7 +21,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from loguru import logger
 from opentelemetry.trace import SpanKind
 
-from consumers.acks import Acks
+from consumers.acks import CHANNEL_ERRORS, Acks
 from consumers.breaker import BreakerReport, Breakers
 from consumers.delivery_route import Properties, route_deliveries
 from consumers.dispatch import (
@@ -62,9 +62,9 @@ from topology.errors import ContractError, TaskqError, TopologyError
 from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
-Clock = Callable[[], datetime]
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
+_UNTRACED = nullcontext()
 
 
 @dataclass(slots=True)
@@ -118,9 +118,8 @@ class JobChange:
 class Worker:
     """Runs one consumer group's jobs: prefetch and concurrency from the topology."""
 
-    def __init__(self, deps: Deps, *, clock: Clock = utc_now) -> None:
+    def __init__(self, deps: Deps) -> None:
         self._deps = deps
-        self._clock = clock
         self._policy = Policy(
             deps.group.name, deps.group.spec.retry, deps.topology, deps.settings.poison_deliveries
         )
@@ -194,7 +193,7 @@ class Worker:
             if not underlay.is_closed:
                 try:
                     await underlay.basic_cancel(tag)
-                except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                except CHANNEL_ERRORS as exc:
                     logger.warning("consumer not cancelled: {}", exc)
         self._consumers.clear()
         # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
@@ -220,14 +219,12 @@ class Worker:
             self._executor.cancel()
             await asyncio.gather(self._executor, return_exceptions=True)
         self._due.clear()
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-            self._due_timer = None
+        for timer in (self._due_timer, self._watch):
+            if timer is not None:
+                timer.cancel()
+        self._due_timer = self._watch = None
         for task in list(self._background):
             task.cancel()  # a delayed requeue: closing the channel requeues the delivery now
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
         if self._connection is not None:
             await self._connection.close()
 
@@ -266,7 +263,7 @@ class Worker:
                 logger.exception("a window of deliveries failed; they will be redelivered")
 
     async def _window(self) -> None:
-        now = self._clock()
+        now = utc_now()
         finals, self._done = self._done, []
         claims: list[Delivery] = []
         free = self._deps.group.spec.concurrency - len(self._running)
@@ -288,7 +285,7 @@ class Worker:
         for delivery in started:
             action = self._decide(Facts(delivery.envelope, start=delivery.start))
             if action.act is Act.RUN and delivery.handler is not None:
-                self._launch(delivery, now)
+                self._launch(delivery, delivery.handler, now)
                 launched[delivery.handler.pattern] += 1
             else:
                 self._unprobed(delivery)
@@ -323,33 +320,20 @@ class Worker:
                 self.breakers.get(name).skip_probe()
 
     def _decide(self, facts: Facts) -> Action:
-        return decide(facts, self._policy, self._clock())
+        return decide(facts, self._policy, utc_now())
 
     async def _publish(self, finals: list[tuple[Delivery, Action]]) -> None:
         """Publish what the actions send on (confirmed); one whose publish fails is decided again."""
         sending = [(i, d, a) for i, (d, a) in enumerate(finals) if a.act in PUBLISHES]
         if not sending:
             return
-        errors: list[BaseException | None]
+        errors: list[TaskqError | None] = []
         if tracing.enabled():  # each publish in its job's trace
-            errors = []
             for _, delivery, action in sending:
                 with self._scope(delivery):
-                    try:
-                        await self._deps.publisher.publish(action.envelope, action.route)  # type: ignore[arg-type]
-                    except TaskqError as exc:
-                        errors.append(exc)
-                    else:
-                        errors.append(None)
+                    errors += await self._send([action])
         else:
-            envelopes = [a.envelope for _, _, a in sending]
-            routes = [a.route for _, _, a in sending]
-            try:
-                errors = list(
-                    await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
-                )
-            except TaskqError as exc:
-                errors = [exc] * len(sending)
+            errors = await self._send([action for _, _, action in sending])
         for (index, delivery, action), error in zip(sending, errors, strict=True):
             if error is not None:
                 logger.warning("job {} not sent on: {}", delivery.tag, error)
@@ -357,6 +341,14 @@ class Worker:
                     delivery,
                     self._decide(Facts(delivery.envelope, outcome=Broken(error, action.act))),
                 )
+
+    async def _send(self, actions: list[Action]) -> list[TaskqError | None]:
+        """Publish each action's envelope on its route, confirmed; the error of each, if any."""
+        envelopes, routes = [a.envelope for a in actions], [a.route for a in actions]
+        try:
+            return await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
+        except TaskqError as exc:
+            return [exc] * len(actions)
 
     async def _record(
         self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
@@ -444,19 +436,14 @@ class Worker:
         # Only a run this worker started holds the claim (a HELD start names another's run).
         ours = start is not None and start.outcome is StartOutcome.RUN and start.job is not None
         run = start.deliveries if ours and start is not None else 0
-        if action.act is Act.REQUEUE:
-            if run == 0:
-                return None
-            return RunEnd(envelope.id, run, None, now, error=action.error)
-        result = action.result if action.act is Act.ACK else None
-        sealer = self._deps.sealer
+        if run == 0 and action.act is Act.REQUEUE:
+            return None  # no claim of ours to give back
+        result, sealer = action.result, self._deps.sealer
         if result is not None and sealer.enabled:
             result = sealer.seal_value(envelope.id, orjson.dumps(result), "result")
         # An end without a run (no handler for the type) may find no row yet: it makes one.
         made = envelope if run == 0 else None
-        return RunEnd(
-            envelope.id, run, action.status, now, result=result, error=action.error, envelope=made
-        )
+        return RunEnd(envelope.id, run, action.status, now, result, action.error, made)
 
     def _ended(
         self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime
@@ -502,7 +489,14 @@ class Worker:
             # value refused until the bound dead-letters it), and a requeued message comes
             # straight back. Until then the delivery stays open: no multiple ack covers it.
             self._in_background(self._requeue_later(requeue))
-        self._count(counts)
+        # One increment per kind of outcome, not per job.
+        for (kind, act), n in counts.items():
+            outcome = _OUTCOME.get(act)
+            if outcome is not None:
+                self._children.completed(kind, outcome).inc(n)
+            elif act is Act.CANCEL:
+                self._children.cancelled.inc(n)
+        self._children.in_flight.set(len(self._running))
 
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
         """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
@@ -526,22 +520,10 @@ class Worker:
                 failed.add(delivery)
         return failed
 
-    def _count(self, counts: Counter[tuple[str, Act]]) -> None:
-        """Count the window's outcomes: one increment per kind of outcome, not per job."""
-        for (kind, act), n in counts.items():
-            outcome = _OUTCOME.get(act)
-            if outcome is not None:
-                self._children.completed(kind, outcome).inc(n)
-            elif act is Act.CANCEL:
-                self._children.cancelled.inc(n)
-        self._children.in_flight.set(len(self._running))
-
-    def _launch(self, delivery: Delivery, now: datetime) -> None:
-        job = delivery.job
-        if job is not None:
-            self._running_soon(job, now)
-        handler = delivery.handler
-        limit = (handler.timeout if handler is not None else None) or self._limit
+    def _launch(self, delivery: Delivery, handler: Handler, now: datetime) -> None:
+        if delivery.job is not None:
+            self._running_soon(delivery.job, now)
+        limit = handler.timeout or self._limit
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         # The run's first step happens here, in a context of its own (its log fields, its
@@ -593,14 +575,9 @@ class Worker:
             attempt=envelope.attempt,
             correlation_id=envelope.correlation_id,
         )
-        if tracing.enabled():
-            with self._scope(delivery):
-                outcome = await self._call(envelope, handler, now, limit)
-                delivery.trace = tracing.current()
-                action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
-                _log(action)
-        else:
+        with self._scope(delivery) if tracing.enabled() else _UNTRACED:
             outcome = await self._call(envelope, handler, now, limit)
+            delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
         self._done.append((delivery, action))
@@ -664,17 +641,11 @@ class Worker:
                 self.breakers.get(name).failed()
         return Failed(exc)
 
-    @contextmanager
-    def _scope(self, delivery: Delivery) -> Iterator[None]:
-        """Run the block in the job's trace: its run's span, or a new consumer span for it."""
+    def _scope(self, delivery: Delivery) -> AbstractContextManager[object]:
+        """Return the job's trace to run a block in: its run's span, or a new consumer span for it."""
         envelope = delivery.envelope
-        if delivery.trace is not None:
-            with tracing.resumed(delivery.trace):
-                yield
-            return
-        if envelope is None:
-            yield
-            return
+        if delivery.trace is not None or envelope is None:
+            return tracing.resumed(delivery.trace)
         attributes = {
             "taskq.job_id": envelope.id,
             "taskq.job_type": envelope.type,
@@ -684,13 +655,12 @@ class Worker:
         }
         # A child of the context the publisher put in the headers: one trace per job, across
         # every retry hop (each hop's publish happens inside this span).
-        with tracing.span(
+        return tracing.span(
             f"{envelope.type} process",
             kind=SpanKind.CONSUMER,
             parent_headers=delivery.properties.headers or {},
             attributes=attributes,
-        ):
-            yield
+        )
 
     def _running_soon(self, job: RunJob, started: datetime) -> None:
         """Announce that ``job`` runs once the delay passed, unless its end is recorded first."""

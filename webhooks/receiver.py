@@ -200,9 +200,8 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
     except TaskqError as exc:
         status = problems.status_of(exc)
         retry = _RETRY if status in (409, 503) else None
-        return problems.problem(
-            status, str(exc), headers=retry
-        ), "unavailable" if status == 503 else "error"
+        result = "unavailable" if status == 503 else "error"
+        return problems.problem(status, str(exc), headers=retry), result
     answer = {"id": submitted.job_id, "type": job_type, "delivery_id": delivery.delivery_id}
     if submitted.replayed:
         return JSONResponse(answer, 202, headers={"Idempotent-Replayed": "true"}), "replayed"

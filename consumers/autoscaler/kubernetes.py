@@ -204,7 +204,7 @@ class KubernetesScaler(AsyncClosing):
             return _replicas(await request, where)
         except ApiException as exc:
             raise ScaleError(
-                _refusal(exc.status, method, where, _detail(exc.body)), status=exc.status
+                _refusal(exc.status, method, where, exc.body), status=exc.status
             ) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:  # before ValueError: TLS errors are both
             raise ScaleError(
@@ -238,19 +238,14 @@ _REFUSALS = {
 }
 
 
-def _refusal(status: int, method: str, where: str, detail: str) -> str:
+def _refusal(status: int, method: str, where: str, body: bytes | str | None) -> str:
+    """Say what the refusal means and how to fix it, then the API's message (or the body's start)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body or ""
+    try:
+        detail = json.loads(text)["message"]  # a Kubernetes ``Status``
+    except (ValueError, TypeError, KeyError):
+        detail = None
     verb = "read" if method == "GET" else "patch"
     refusal = _REFUSALS.get(status, "cannot {verb} the scale of {where}: HTTP {status}.")
-    return f"{refusal.format(verb=verb, where=where, status=status)} {detail}"
-
-
-def _detail(payload: bytes | str | None) -> str:
-    """Return the message of a Kubernetes ``Status`` body, or the start of any other body."""
-    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload or ""
-    try:
-        status = json.loads(text)
-    except ValueError:
-        return text[:200]
-    if isinstance(status, dict) and isinstance(status.get("message"), str):
-        return str(status["message"])
-    return text[:200]
+    shown = detail if isinstance(detail, str) else text[:200]
+    return f"{refusal.format(verb=verb, where=where, status=status)} {shown}"

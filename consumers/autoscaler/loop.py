@@ -138,14 +138,13 @@ class Autoscaler:
         metrics: AutoscalerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        chosen = [g for g in topology.groups if groups is None or g.name in groups]
-        self._groups: list[CompiledGroup] = chosen
+        self._groups = [g for g in topology.groups if groups is None or g.name in groups]
         self._reader = reader
         self._actuator = actuator
         self._interval = interval
         self._metrics = metrics or AutoscalerMetrics()
         self._clock = clock  # the policy's windows: monotonic; decided_at stays wall time
-        self._states = {g.name: PolicyState() for g in chosen}
+        self._states = {g.name: PolicyState() for g in self._groups}
         self._tiers = topology.tiers
         self.status: dict[str, GroupStatus] = {}
 

@@ -21,8 +21,8 @@ from producers.submit import JobRequest
 from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.security.conftest import GITHUB_SECRET, Door
+from tests.webhooks.signing import sign_github
 from topology.settings import WorkerSettings
-from webhooks.schemes.hmac_header import sign_github
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.security.conftest import GITHUB_SECRET, Door, Opener
-from webhooks.schemes.hmac_header import sign_github
+from tests.webhooks.signing import sign_github
 
 pytestmark = pytest.mark.rabbitmq
 

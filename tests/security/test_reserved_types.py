@@ -15,9 +15,9 @@ import pytest
 from producers.client import AsyncClient, SyncClient
 from producers.submit import JobRequest
 from tests.security.stack import GITHUB_SECRET, Stack
+from tests.webhooks.signing import sign_github
 from topology.errors import ReservedJobTypeError
 from topology.reserved import TASKQ, webhook_producer
-from webhooks.schemes.hmac_header import sign_github
 
 pytestmark = pytest.mark.rabbitmq
 

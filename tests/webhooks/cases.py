@@ -5,12 +5,13 @@ from dataclasses import dataclass
 
 from tests.webhooks.signing import (
     generate_standard_keypair,
+    sign_github,
     sign_hmac,
     sign_standard_ed25519,
     sign_stripe,
 )
 from webhooks.schemes.base import Verifier
-from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier, sign_github
+from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier, sign_standard
 
 NOW = 1_700_000_000

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from topology.errors import WebhookConfigError
-from webhooks.schemes.hmac_header import Algorithm, _algorithm, _encoding, _signed_content
+from webhooks.schemes.hmac_header import Algorithm, signed_content
 from webhooks.schemes.hmac_header import Encoding as SignatureEncoding
 from webhooks.schemes.standard import HMAC_PREFIX as STANDARD_PREFIX
 from webhooks.schemes.standard import PRIVATE_PREFIX, PUBLIC_PREFIX, _content, _key_bytes
@@ -26,10 +26,15 @@ def sign_hmac(
     timestamp: int | None = None,
 ) -> str:
     """Return the signature header value HmacVerifier accepts for ``body`` with these options."""
-    digest = hmac.digest(secret, _signed_content(body, timestamp), _algorithm(algorithm))
-    if _encoding(encoding) == "hex":
+    digest = hmac.digest(secret, signed_content(body, timestamp), algorithm)
+    if encoding == "hex":
         return prefix + digest.hex()
     return prefix + base64.b64encode(digest).decode("ascii")
+
+
+def sign_github(secret: bytes, body: bytes) -> str:
+    """Return the ``X-Hub-Signature-256`` value GitHub would send for ``body``."""
+    return sign_hmac(secret, body, prefix="sha256=")
 
 
 def sign_stripe(secret: bytes, timestamp: int, body: bytes) -> str:

@@ -1,9 +1,10 @@
 import pytest
 
 from tests.webhooks.cases import NOW
+from tests.webhooks.signing import sign_github
 from topology.errors import MalformedWebhook, SignatureRejected
 from webhooks.schemes.base import Delivery
-from webhooks.schemes.hmac_header import github_verifier, sign_github
+from webhooks.schemes.hmac_header import github_verifier
 
 # docs.github.com, "Validating webhook deliveries": the published test values.
 VECTOR_SECRET = b"It's a Secret to Everybody"

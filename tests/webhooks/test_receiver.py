@@ -23,13 +23,12 @@ from tests.broker import channel, depth
 from tests.helpers import eventually
 from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl
 from tests.producers.test_api_stack import running as running_app
-from tests.webhooks.signing import sign_hmac, sign_stripe
+from tests.webhooks.signing import sign_github, sign_hmac, sign_stripe
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.settings import ApiSettings, BrokerSettings, load_settings
 from webhooks.receiver import webhook_router
-from webhooks.schemes.hmac_header import sign_github
 from webhooks.schemes.standard import sign_standard
 
 pytestmark = pytest.mark.rabbitmq

@@ -23,10 +23,10 @@ _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _NUMERIC = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?")
 
 # Checked in order, so the most specific reason wins (the metadata address before link-local).
-# The tables are explicit rather than ``is_private``/``is_global`` because those changed
+# The table is explicit rather than ``is_private``/``is_global`` because those changed
 # meaning between Python patch releases (3.11.10, 3.12.4) and leave 100.64.0.0/10 undecided.
-_REFUSED_V4: tuple[tuple[IPv4Network, str], ...] = tuple(
-    (IPv4Network(net), why)
+_REFUSED: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ip_network(net), why)
     for net, why in (
         ("169.254.169.254/32", "cloud metadata"),  # AWS, GCP, Azure
         ("100.100.100.200/32", "cloud metadata"),  # Alibaba
@@ -46,11 +46,6 @@ _REFUSED_V4: tuple[tuple[IPv4Network, str], ...] = tuple(
         ("198.18.0.0/15", "benchmarking"),
         ("224.0.0.0/4", "multicast"),
         ("240.0.0.0/4", "reserved"),  # includes the broadcast 255.255.255.255
-    )
-)
-_REFUSED_V6: tuple[tuple[IPv6Network, str], ...] = tuple(
-    (IPv6Network(net), why)
-    for net, why in (
         ("fd00:ec2::254/128", "cloud metadata"),  # AWS
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
@@ -144,18 +139,15 @@ def refusal(address: IPAddress, allow: AllowList | None = None, *, host: str = "
         (host and allow.admits_host(host)) or any(address in net for net in allow.networks)
     ):
         return None
-    if isinstance(address, IPv4Address):
-        return _refused(_REFUSED_V4, address)
-    embedded = embedded_ipv4(address)
-    if embedded:
+    if isinstance(address, IPv6Address) and (embedded := embedded_ipv4(address)):
         # A transition form reaches whatever IPv4 host it carries, so that host decides.
         for inner in embedded:
             why = refusal(inner, allow)
             if why is not None:
                 return f"embeds {inner}: {why}"
         return None
-    why = _refused(_REFUSED_V6, address)
-    if why is None and address not in _GLOBAL_UNICAST_V6:
+    why = next((f"{why} ({net})" for net, why in _REFUSED if address in net), None)
+    if why is None and isinstance(address, IPv6Address) and address not in _GLOBAL_UNICAST_V6:
         return f"reserved (outside global unicast {_GLOBAL_UNICAST_V6})"
     return why
 
@@ -166,13 +158,6 @@ def parse_address(text: str) -> IPAddress | None:
         return ip_address(text)
     except ValueError:
         return None
-
-
-def _refused(table: tuple[tuple[IPNetwork, str], ...], address: IPAddress) -> str | None:
-    for network, why in table:
-        if address in network:
-            return f"{why} ({network})"
-    return None
 
 
 @dataclass(frozen=True)

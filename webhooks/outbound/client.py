@@ -21,7 +21,6 @@ from webhooks.outbound.addresses import (
     DNS_TIMEOUT_S,
     AllowList,
     IPAddress,
-    Target,
     check_callback_url,
     display,
     host_key,
@@ -64,14 +63,24 @@ async def post(
     if session is not None:
         _pinned_connector(session, allow)  # refuse a foreign session before any DNS query
     shown = display(parse_callback_url(url))
-    limit = aiohttp.ClientTimeout(total=timeout)
     try:
         async with asyncio.timeout(timeout):
             target = await check_callback_url(url, allow, dns_timeout=dns_timeout)
             async with (
                 nullcontext(session) if session is not None else open_session(allow) as client
             ):
-                response = await _send(client, allow, target, body, headers, limit)
+                with _pinned_connector(client, allow).pins.pinned(target.host, target.pinned):
+                    async with client.post(
+                        target.url,
+                        data=body,
+                        headers=dict(headers),
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=timeout),
+                    ) as reply:
+                        content = await _read_capped(reply)
+                        response = Response(reply.status, kept_headers(reply.headers), content)
+    except aiohttp.ClientError as exc:
+        raise DeliveryFailed(f"{shown} failed: {type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
         raise DeliveryFailed(f"{shown} did not answer within {timeout}s") from exc
     _check_outcome(response, shown)
@@ -86,27 +95,6 @@ def _pinned_connector(session: aiohttp.ClientSession, allow: AllowList) -> Pinne
         # Pins checked under one allow-list must not serve calls made under another.
         raise ValueError("the session was opened with a different allow-list")
     return connector
-
-
-async def _send(
-    session: aiohttp.ClientSession,
-    allow: AllowList,
-    target: Target,
-    body: bytes,
-    headers: Mapping[str, str],
-    limit: aiohttp.ClientTimeout,
-) -> Response:
-    pins = _pinned_connector(session, allow).pins
-    with pins.pinned(target.host, target.pinned):
-        try:
-            async with session.post(
-                target.url, data=body, headers=dict(headers), allow_redirects=False, timeout=limit
-            ) as reply:
-                content = await _read_capped(reply)
-                return Response(reply.status, kept_headers(reply.headers), content)
-        except aiohttp.ClientError as exc:
-            shown = display(target.url)
-            raise DeliveryFailed(f"{shown} failed: {type(exc).__name__}: {exc}") from exc
 
 
 async def _read_capped(reply: aiohttp.ClientResponse) -> bytes:

@@ -60,33 +60,19 @@ def foreign_errors(scheme: str) -> Iterator[None]:
         raise MalformedWebhook(f"the {scheme} delivery cannot be decoded") from exc
 
 
-def optional_header(headers: Mapping[str, str], name: str) -> str | None:
-    """Return the header's value, or ``None`` when it is absent or empty."""
+def header(headers: Mapping[str, str], name: str, *, signature: bool = False) -> str:
+    """Return the header's value; a missing one refuses the delivery (as unsigned, for ``signature``)."""
     value = headers.get(name)
     if not value:
-        return None
+        if signature:
+            raise SignatureRejected(f"the {name} header is missing: the delivery is not signed")
+        raise MalformedWebhook(f"the {name} header is missing")
     if len(value) > MAX_HEADER_CHARS:
         raise MalformedWebhook(
             f"the {name} header is {len(value)} characters long; the limit is {MAX_HEADER_CHARS}"
         )
     if not value.isascii():
         raise MalformedWebhook(f"the {name} header holds non-ASCII characters")
-    return value
-
-
-def required_header(headers: Mapping[str, str], name: str) -> str:
-    """Return the header's value, refusing the delivery as malformed when it is missing."""
-    value = optional_header(headers, name)
-    if value is None:
-        raise MalformedWebhook(f"the {name} header is missing")
-    return value
-
-
-def signature_header(headers: Mapping[str, str], name: str) -> str:
-    """Return the signature header's value, refusing the delivery as unsigned when it is missing."""
-    value = optional_header(headers, name)
-    if value is None:
-        raise SignatureRejected(f"the {name} header is missing: the delivery is not signed")
     return value
 
 
@@ -123,15 +109,12 @@ def check_signature_count(count: int, source: str) -> None:
         )
 
 
-def decode_hex(value: str, source: str) -> bytes:
-    """Return the bytes of a hexadecimal signature."""
-    if not _HEX.fullmatch(value):
-        raise MalformedWebhook(f"{source} is not a hexadecimal signature")
-    return bytes.fromhex(value)
-
-
-def decode_base64(value: str, source: str) -> bytes:
-    """Return the bytes of a base64 signature (standard alphabet, padded)."""
+def decode_signature(value: str, encoding: str, source: str) -> bytes:
+    """Return the bytes of a ``hex`` or ``base64`` (standard alphabet, padded) signature."""
+    if encoding == "hex":
+        if not _HEX.fullmatch(value):
+            raise MalformedWebhook(f"{source} is not a hexadecimal signature")
+        return bytes.fromhex(value)
     if not value or not _BASE64.fullmatch(value):
         raise MalformedWebhook(f"{source} is not a base64 signature")
     return base64.b64decode(value, validate=True)

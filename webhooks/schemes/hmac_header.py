@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -17,7 +16,6 @@ Encoding = Literal["hex", "base64"]
 _ALGORITHMS = ("sha1", "sha256", "sha512")
 _ENCODINGS = ("base64", "hex")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_GITHUB_PREFIX = "sha256="
 
 
 class HmacVerifier:
@@ -37,37 +35,46 @@ class HmacVerifier:
         event_header: str | None = None,
     ) -> None:
         self._secrets = base.byte_secrets(secrets)
-        self._algorithm = _algorithm(algorithm)
-        self._decode = base.decode_hex if _encoding(encoding) == "hex" else base.decode_base64
+        if algorithm not in _ALGORITHMS:
+            raise WebhookConfigError(
+                f"unknown HMAC algorithm {algorithm!r}; use one of {_ALGORITHMS}"
+            )
+        if encoding not in _ENCODINGS:
+            raise WebhookConfigError(
+                f"unknown signature encoding {encoding!r}; use one of {_ENCODINGS}"
+            )
+        self._algorithm, self._encoding = algorithm, encoding
         if not prefix.isascii():
             raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
         self._prefix = prefix
         self._tolerance = base.positive_tolerance(tolerance)
         # The receiver hands over lower-cased header names.
         self._header = _header_name(header)
-        self._timestamp_header = _header_name(timestamp_header) if timestamp_header else None
-        self._id_header = _header_name(id_header) if id_header else None
-        self._event_header = _header_name(event_header) if event_header else None
+        self._timestamp_header, self._id_header, self._event_header = (
+            _header_name(name) if name else None
+            for name in (timestamp_header, id_header, event_header)
+        )
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         """Return the delivery if one configured secret signed ``body``, else raise a WebhookError."""
         with base.foreign_errors(f"{self._header} HMAC"):
-            value = base.signature_header(headers, self._header)
+            value = base.header(headers, self._header, signature=True)
             if not value.startswith(self._prefix):
                 raise MalformedWebhook(
                     f"the {self._header} header does not start with {self._prefix!r}"
                 )
-            given = self._decode(value[len(self._prefix) :], f"the {self._header} header")
+            signature = value[len(self._prefix) :]
+            given = base.decode_signature(signature, self._encoding, f"the {self._header} header")
             timestamp = None
             if self._timestamp_header is not None:
-                value = base.required_header(headers, self._timestamp_header)
+                value = base.header(headers, self._timestamp_header)
                 timestamp = base.unix_seconds(value, f"the {self._timestamp_header} header")
             # No id from the sender: the body's hash makes an identical redelivery dedup.
             delivery_id = _token(headers, self._id_header) or (
                 "sha256:" + hashlib.sha256(body).hexdigest()
             )
             event = _token(headers, self._event_header)
-            content = _signed_content(body, timestamp)
+            content = signed_content(body, timestamp)
             if not base.hmac_matches(self._secrets, content, [given], self._algorithm):
                 raise SignatureRejected(
                     f"the {self._header} signature matches no configured secret"
@@ -80,25 +87,12 @@ class HmacVerifier:
 def _token(headers: Mapping[str, str], name: str | None) -> str | None:
     if name is None:
         return None
-    return base.printable_token(base.required_header(headers, name), f"the {name} header")
+    return base.printable_token(base.header(headers, name), f"the {name} header")
 
 
-def _signed_content(body: bytes, timestamp: int | None) -> bytes:
+def signed_content(body: bytes, timestamp: int | None) -> bytes:
+    """Return what the HMAC covers: the body, after ``"{timestamp}."`` when there is one."""
     return body if timestamp is None else f"{timestamp}.".encode() + body
-
-
-def _algorithm(name: str) -> str:
-    if name not in _ALGORITHMS:
-        raise WebhookConfigError(f"unknown HMAC algorithm {name!r}; use one of {list(_ALGORITHMS)}")
-    return name
-
-
-def _encoding(name: str) -> str:
-    if name not in _ENCODINGS:
-        raise WebhookConfigError(
-            f"unknown signature encoding {name!r}; use one of {list(_ENCODINGS)}"
-        )
-    return name
 
 
 def _header_name(name: str) -> str:
@@ -113,15 +107,10 @@ def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
     return HmacVerifier(
         secrets,
         header="x-hub-signature-256",
-        prefix=_GITHUB_PREFIX,
+        prefix="sha256=",
         id_header="x-github-delivery",
         event_header="x-github-event",
     )
-
-
-def sign_github(secret: bytes, body: bytes) -> str:
-    """Return the ``X-Hub-Signature-256`` value GitHub would send for ``body``."""
-    return _GITHUB_PREFIX + hmac.digest(secret, body, "sha256").hex()
 
 
 STRIPE_SIGNATURE_HEADER = "stripe-signature"
@@ -138,9 +127,9 @@ class StripeVerifier:
         """Return the event's delivery if any v1 signature matches a secret, else raise a WebhookError."""
         with base.foreign_errors("Stripe"):
             timestamp, given = _parse_stripe(
-                base.signature_header(headers, STRIPE_SIGNATURE_HEADER)
+                base.header(headers, STRIPE_SIGNATURE_HEADER, signature=True)
             )
-            if not base.hmac_matches(self._secrets, _signed_content(body, timestamp), given):
+            if not base.hmac_matches(self._secrets, signed_content(body, timestamp), given):
                 raise SignatureRejected(
                     "no v1 signature in Stripe-Signature matches a configured secret"
                 )
@@ -163,7 +152,7 @@ def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
         raise MalformedWebhook("Stripe-Signature must hold exactly one t= timestamp")
     timestamp = base.unix_seconds(timestamps[0], "the Stripe-Signature t= value")
     given = [
-        base.decode_hex(text, "a Stripe-Signature v1 value")
+        base.decode_signature(text, "hex", "a Stripe-Signature v1 value")
         for name, _, text in entries
         if name == "v1"
     ]

@@ -32,12 +32,12 @@ class StandardVerifier:
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         """Return the delivery if any signature matches a key of its kind, else raise a WebhookError."""
         with base.foreign_errors("Standard Webhooks"):
-            msg_id = _message_id(base.required_header(headers, ID_HEADER))
+            msg_id = _message_id(base.header(headers, ID_HEADER))
             timestamp = base.unix_seconds(
-                base.required_header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
+                base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
             )
             hmac_signatures, ed25519_signatures = _parse(
-                base.signature_header(headers, SIGNATURE_HEADER)
+                base.header(headers, SIGNATURE_HEADER, signature=True)
             )
             self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
             # Checked after the signature so this error means authentic but stale (or skewed).
@@ -82,16 +82,15 @@ def _parse(value: str) -> tuple[list[bytes], list[bytes]]:
     """Return the decoded v1 and v1a signatures; entries of unknown versions are skipped."""
     entries = value.split()
     base.check_signature_count(len(entries), "webhook-signature")
-    hmac_signatures, ed25519_signatures = [], []
+    found: dict[str, list[bytes]] = {"v1": [], "v1a": []}
     for entry in entries:
         version, comma, encoded = entry.partition(",")
         if not comma:
             raise MalformedWebhook("every webhook-signature entry must be <version>,<base64>")
-        if version == "v1":
-            hmac_signatures.append(base.decode_base64(encoded, "a webhook-signature v1 value"))
-        elif version == "v1a":
-            ed25519_signatures.append(base.decode_base64(encoded, "a webhook-signature v1a value"))
-    return hmac_signatures, ed25519_signatures
+        if version in ("v1", "v1a"):
+            source = f"a webhook-signature {version} value"
+            found[version].append(base.decode_signature(encoded, "base64", source))
+    return found["v1"], found["v1a"]
 
 
 def _ed25519_valid(key: Ed25519PublicKey, signature: bytes, content: bytes) -> bool:
