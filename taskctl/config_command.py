@@ -1,7 +1,5 @@
 """``taskctl config``: every setting's effective value and where it came from, or the reference table."""
 
-from __future__ import annotations
-
 import os
 import typing
 from typing import Annotated, Any

@@ -1,7 +1,5 @@
 """``taskctl dlq``: list, show, replay and purge dead letters, with filters and progress."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -47,7 +45,7 @@ def _filter(
     reason: str | None,
     error: str | None,
     older_than: str | None,
-) -> DeadFilter:
+) -> "DeadFilter":
     from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, age
 
     try:
@@ -160,7 +158,7 @@ def purge_(
     if not yes:
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
 
-    async def go(connection: AbstractRobustConnection) -> Outcome:
+    async def go(connection: "AbstractRobustConnection") -> "Outcome":
         with _progress("purging") as progress:
             return await purge(connection, compiled, chosen, progress=progress)
 
@@ -171,7 +169,7 @@ def purge_(
 
 
 def _on_broker(
-    broker: BrokerSettings, work: Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]
+    broker: "BrokerSettings", work: "Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]"
 ) -> T:
     """Run ``work`` on a broker connection of its own."""
     from topology.broker import connect
@@ -184,11 +182,11 @@ def _on_broker(
 
 
 async def _listing(
-    connection: AbstractRobustConnection,
-    groups: list[CompiledGroup],
-    chosen: DeadFilter,
+    connection: "AbstractRobustConnection",
+    groups: "list[CompiledGroup]",
+    chosen: "DeadFilter",
     limit: int | None,
-) -> list[tuple[str, DeadLetter]]:
+) -> "list[tuple[str, DeadLetter]]":
     from consumers.dlq import PAGE, listing
 
     found: list[tuple[str, DeadLetter]] = []
@@ -205,13 +203,13 @@ async def _listing(
 
 
 async def _replay(
-    connection: AbstractRobustConnection,
-    broker: BrokerSettings,
-    topology: CompiledTopology,
-    group: CompiledGroup,
-    chosen: DeadFilter,
+    connection: "AbstractRobustConnection",
+    broker: "BrokerSettings",
+    topology: "CompiledTopology",
+    group: "CompiledGroup",
+    chosen: "DeadFilter",
     rate: float,
-) -> Outcome:
+) -> "Outcome":
     from consumers.dlq import replay
     from producers.publisher import ConfirmedPublisher
     from topology.settings import PublisherSettings, read_section

@@ -1,7 +1,5 @@
 """``taskctl scale|queues|breakers|doctor``: how the running pipeline is doing."""
 
-from __future__ import annotations
-
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -184,7 +182,7 @@ def doctor(as_json: context.JsonFlag = False) -> None:
 
 
 async def diagnose(
-    store: JobStore, topology: CompiledTopology, settings: BrokerSettings
+    store: "JobStore", topology: "CompiledTopology", settings: "BrokerSettings"
 ) -> list[str]:
     """Return what is inconsistent between the store and the broker (nothing when all is well)."""
     waiting, unrouted = await _waiting_jobs(store, topology)
@@ -204,7 +202,7 @@ async def diagnose(
 
 
 async def _waiting_jobs(
-    store: JobStore, topology: CompiledTopology
+    store: "JobStore", topology: "CompiledTopology"
 ) -> tuple[Counter[str], Counter[str]]:
     """Return the store's queued and scheduled jobs counted by group, and those of no group by type."""
     from jobstore.model import JobStatus
@@ -228,7 +226,7 @@ async def _waiting_jobs(
 
 
 async def _messages(
-    topology: CompiledTopology, settings: BrokerSettings
+    topology: "CompiledTopology", settings: "BrokerSettings"
 ) -> tuple[Counter[str], int]:
     """Return the messages on each group's queues, and on the delay tiers together."""
     from topology.broker import connect

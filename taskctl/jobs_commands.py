@@ -1,7 +1,5 @@
 """``taskctl submit|status|watch|jobs|cancel|callback-secret``: the job API's work from a terminal."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -42,7 +40,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
-def _viewer() -> Viewer:
+def _viewer() -> "Viewer":
     """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
     from producers.tenancy import Viewer
     from topology.settings import ClientSettings, read_section
@@ -120,10 +118,10 @@ def watch(
 
 
 async def _follow(
-    store: JobStore,
-    viewer: Viewer,
-    broker: BrokerSettings,
-    topology: CompiledTopology,
+    store: "JobStore",
+    viewer: "Viewer",
+    broker: "BrokerSettings",
+    topology: "CompiledTopology",
     job_id: str,
     within: float | None,
 ) -> str:

@@ -1,7 +1,5 @@
 """``taskctl keys create|list|revoke``: the API keys in the job store."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -100,7 +98,7 @@ def revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's i
     )
 
 
-def _scopes(names: list[str] | None) -> tuple[Scope, ...]:
+def _scopes(names: list[str] | None) -> "tuple[Scope, ...]":
     from producers.auth.scopes import Scope
 
     try:
@@ -132,7 +130,7 @@ def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from exc
 
 
-def _view(key: ApiKeyRecord) -> dict[str, Any]:
+def _view(key: "ApiKeyRecord") -> dict[str, Any]:
     from producers.views import iso
 
     return {
@@ -148,7 +146,7 @@ def _view(key: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-def _print_keys(keys: list[ApiKeyRecord], *, as_json: bool = False) -> None:
+def _print_keys(keys: "list[ApiKeyRecord]", *, as_json: bool = False) -> None:
     columns: list[Column] = [
         *("id", "name", "tenant"),
         ("scopes", lambda key: " ".join(key["scopes"])),

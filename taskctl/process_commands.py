@@ -1,7 +1,5 @@
 """``taskctl up|worker|serve|autoscale``: the pipeline's processes in the foreground, their logs as output."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

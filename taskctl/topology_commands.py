@@ -1,7 +1,5 @@
 """``taskctl topology``: plan, apply, export and graph the declared topology."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +31,7 @@ _STYLE = {
 }
 
 
-def _print_plan(plan: Plan, *, every: bool) -> None:
+def _print_plan(plan: "Plan", *, every: bool) -> None:
     """Print the plan: changes always, matching objects only when ``every``."""
     from rich.markup import escape
 
@@ -174,7 +172,7 @@ def export(
         out().print(f"wrote {output}")
 
 
-def _keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
+def _keda_yaml(topology: "CompiledTopology", options: "KedaOptions") -> bytes:
     """Return the KEDA manifests of ``topology`` as multi-document YAML."""
     import yaml
 

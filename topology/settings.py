@@ -1,7 +1,5 @@
 """Every ``TASKQ_*`` setting, declared once: field ``name`` is variable ``TASKQ_NAME``, ``SecretStr`` masked."""
 
-from __future__ import annotations
-
 import ast
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -67,7 +65,8 @@ def _scheme(*allowed: str) -> AfterValidator:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    # Built on first use: a short command reads one or two sections of the eleven.
+    # Built on first use: a short command reads one or two sections of the eleven. (This module
+    # also leaves annotations to Python: pydantic evaluating strings would cost every command.)
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
@@ -144,7 +143,7 @@ class BrokerSettings(Section):
                     return unquote(parts.username), unquote(parts.password or "")
         return "guest", "guest"
 
-    def with_vhost(self, vhost: str) -> BrokerSettings:
+    def with_vhost(self, vhost: str) -> Self:
         """Return these settings pointed at another virtual host."""
         parts = urlsplit(self.amqp_url.get_secret_value())
         url = urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
