@@ -37,8 +37,9 @@ async def up(path: Path | None, *, grace: float) -> int:
     topology = compile_topology(load_topology(path or topology_path(settings.locations)))
     broker = settings.broker
     report = await apply_topology(topology, broker)
-    what = (report.server.product, report.server.version, broker.describe(), report.summary())
-    logger.info("{} {}: topology applied to {}: {}", *what)
+    logger.info(
+        "{}: topology applied to {}: {}", report.server, broker.describe(), report.summary()
+    )
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
     api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))

@@ -112,7 +112,7 @@ def apply(
     )
     for item in report.before.of(Action.CREATE):
         out().print(f"[green]+ created[/] {escape(item.label)}")
-    out().print(escape(f"{report.server.product} {report.server.version}: {report.summary()}"))
+    out().print(escape(f"{report.server}: {report.summary()}"))
     if report.after.of(Action.CONFLICT):
         out().print(conflict_message(report.after), markup=False)
         raise typer.Exit(3)
