@@ -7,7 +7,7 @@ import contextlib
 import gc
 import importlib
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
@@ -113,16 +113,6 @@ def handled_groups(topology: CompiledTopology, settings: Settings) -> list[str]:
         for group in topology.groups
         if any(routing.overlap(h, p) is not None for h in job_types for p in group.spec.jobs)
     ]
-
-
-def run(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` to completion on uvloop where it is installed (the faster loop), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # Windows, or an install without it: asyncio's own loop works too
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 async def run_worker(group_name: str, settings: Settings) -> int:

@@ -31,7 +31,7 @@ CONSUMER_TIMEOUT_MS = 30 * 60 * 1000
 class _Spec(BaseModel):
     """Base of every spec: frozen, comparable, and strict about unknown keys."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Jitter(StrEnum):
