@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
 
     from consumers.dlq import DeadFilter, DeadLetter, Outcome
-    from topology.compiled import CompiledGroup, CompiledTopology
+    from topology.compiled import CompiledGroup
     from topology.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -124,7 +124,9 @@ def replay_(
 
     Attempts start again from 1; idempotency keys are kept.
     """
-    from consumers.dlq import DeadFilter
+    from consumers.dlq import DeadFilter, replay
+    from producers.publisher import ConfirmedPublisher
+    from topology.settings import PublisherSettings, read_section
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
     if chosen == DeadFilter() and not all_:
@@ -134,7 +136,29 @@ def replay_(
     topology = context.compiled_topology(None)
     compiled = topology.group(group)
     broker = context.broker_settings()
-    outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
+
+    async def go(connection: "AbstractRobustConnection") -> "Outcome":
+        settings = read_section(PublisherSettings)
+        publisher = await ConfirmedPublisher.connect(
+            broker, topology, settings, name="taskctl dlq replay"
+        )
+        try:
+            async with context.job_store() as store:
+                with _progress("replaying") as bar:
+                    return await replay(
+                        connection,
+                        topology,
+                        compiled,
+                        publisher,
+                        store,
+                        chosen,
+                        rate=rate,
+                        progress=bar,
+                    )
+        finally:
+            await publisher.close()
+
+    outcome = _on_broker(broker, go)
     context.out().print(
         f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
     )
@@ -200,32 +224,6 @@ async def _listing(
             if cursor is None:
                 break
     return found
-
-
-async def _replay(
-    connection: "AbstractRobustConnection",
-    broker: "BrokerSettings",
-    topology: "CompiledTopology",
-    group: "CompiledGroup",
-    chosen: "DeadFilter",
-    rate: float,
-) -> "Outcome":
-    from consumers.dlq import replay
-    from producers.publisher import ConfirmedPublisher
-    from topology.settings import PublisherSettings, read_section
-
-    settings = read_section(PublisherSettings)
-    publisher = await ConfirmedPublisher.connect(
-        broker, topology, settings, name="taskctl dlq replay"
-    )
-    try:
-        async with context.job_store() as store:
-            with _progress("replaying") as bar:
-                return await replay(
-                    connection, topology, group, publisher, store, chosen, rate=rate, progress=bar
-                )
-    finally:
-        await publisher.close()
 
 
 @contextmanager

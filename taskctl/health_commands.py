@@ -41,10 +41,8 @@ def scale(
     if url is None:
         settings = read_section(AutoscalerSettings)
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
-    request = urllib.request.Request(url)
     key = caller_key()
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             groups = orjson.loads(answer.read())["groups"]
@@ -128,10 +126,8 @@ def breakers(
     """
     from topology.durations import format_duration
 
-    if group is not None:
-        context.compiled_topology(None).group(
-            group
-        )  # an unknown group is an error, not an empty list
+    if group is not None:  # an unknown group is an error, not an empty list
+        context.compiled_topology(None).group(group)
     now = datetime.now(UTC)
     rows = [
         {
