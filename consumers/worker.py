@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from consumers.acks import Acks
 from consumers.breaker import BreakerReport, Breakers
+from consumers.delivery_route import Properties, route_deliveries
 from consumers.dispatch import (
     PUBLISHES,
     Act,
@@ -36,7 +37,6 @@ from consumers.dispatch import (
     attempts_allowed,
     decide,
 )
-from consumers.frame_tap import DeliveryTap, Properties
 from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics
 from jobstore.blobs import BlobStore
@@ -50,6 +50,7 @@ from jobstore.model import (
     StartOutcome,
 )
 from producers.events import event_body, event_key
+from producers.frame_tap import FrameTap
 from producers.publisher import Publisher
 from producers.submit import Submitter, utc_now
 from telemetry import tracing
@@ -132,7 +133,7 @@ class Worker:
         self._taking = True
         self._acks = Acks()
         self._connection: AbstractRobustConnection | None = None
-        self._tap = DeliveryTap()
+        self._tap = FrameTap()
         self._consumers: list[tuple[AbstractChannel, str]] = []
         # Running events wait ``running_event_delay``: dropped if the outcome comes first.
         self._due: dict[str, tuple[float, RunJob, datetime]] = {}
@@ -179,7 +180,7 @@ class Worker:
                 ) from exc
             # Routed before the broker hears of the consumer: its first delivery may come next.
             tag = f"taskq.{self._deps.group.name}.{uuid.uuid4().hex}"
-            self._tap.route(underlay, tag, self._on_delivery)
+            route_deliveries(self._tap, underlay, tag, self._on_delivery)
             await underlay.basic_consume(name, self._untapped, no_ack=False, consumer_tag=tag)
             self._consumers.append((underlay, tag))
 

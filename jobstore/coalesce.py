@@ -23,9 +23,12 @@ class Coalescer(Generic[Item, Result]):
         self._write = write
         self._max_batch = max_batch
         # Posted items wait this long for company (a full batch goes at once): for writes
-        # nobody awaits, where one transaction per item would cost more than the wait.
+        # nobody awaits, where one transaction per item would cost more than the wait. Then
+        # they are due: written behind the caller's next socket write (``write_behind``), or
+        # after one more linger if none comes.
         self._linger = linger
         self._timer: asyncio.TimerHandle | None = None
+        self._due = False
         self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None  # a caller's own batch, being written
@@ -57,17 +60,31 @@ class Coalescer(Generic[Item, Result]):
         """Add ``item`` to the next batch without waiting for it; ``write`` reports its failure."""
         self._waiting.append((item, None))
         if self._linger and len(self._waiting) < self._max_batch:
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(self._linger, self._start)
+            if self._timer is None and not self._due:
+                self._timer = asyncio.get_running_loop().call_later(self._linger, self._ripen)
             return
         self._start()
 
-    def _start(self) -> None:
+    def _ripen(self) -> None:
+        self._due = True
+        self._timer = asyncio.get_running_loop().call_later(self._linger, self._start)
+
+    def write_behind(self) -> None:
+        """Start writing the due items one turn of the loop from now, behind what is ready then.
+
+        Called just before the caller queues a socket write and waits for the reply: the
+        batch is written while that reply travels, not while the caller is ready to go on.
+        """
+        if self._due:
+            self._start(behind=True)
+
+    def _start(self, *, behind: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._due = False
         if self._waiting and self._writing is None and not self._flushing():
-            self._flusher = asyncio.create_task(self._flush())
+            self._flusher = asyncio.create_task(self._flush(behind))
 
     def _flushing(self) -> bool:
         return self._flusher is not None and not self._flusher.done()
@@ -80,7 +97,9 @@ class Coalescer(Generic[Item, Result]):
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
-    async def _flush(self) -> None:
+    async def _flush(self, behind: bool = False) -> None:
+        if behind:
+            await asyncio.sleep(0)
         while self._waiting:
             batch, self._waiting = (
                 self._waiting[: self._max_batch],

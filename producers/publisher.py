@@ -8,13 +8,13 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-import aio_pika
 import aiormq
 import pika.exceptions
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from opentelemetry.trace import SpanKind
 
 from producers import wire
+from producers.frame_tap import FrameTap
 from producers.metrics import ProducerMetrics, exchange_kind
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, connect
@@ -61,12 +61,14 @@ class ConfirmedPublisher(AsyncClosing):
     def __init__(
         self,
         connection: AbstractRobustConnection,
+        tap: FrameTap,
         channel: AbstractRobustChannel,
         topology: CompiledTopology,
         settings: PublisherSettings,
         metrics: ProducerMetrics | None = None,
     ) -> None:
         self._connection = connection
+        self._tap = tap
         self._metrics = metrics or ProducerMetrics()
         self._channel = channel
         self._topology = topology
@@ -87,13 +89,15 @@ class ConfirmedPublisher(AsyncClosing):
         metrics: ProducerMetrics | None = None,
     ) -> ConfirmedPublisher:
         """Open a robust connection and a confirm channel (``BrokerUnavailableError``: no broker)."""
-        connection = await connect(broker, name=name)
+        tap = FrameTap()
+        connection = await connect(broker, name=name, transport=tap)
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            # Its acks, nacks and returns are read by ``wire.Confirms`` before aiormq sees them.
+            channel = await connection.channel(publisher_confirms=True)
         except CONNECT_ERRORS as exc:
             await connection.close()
             raise BrokerUnavailableError(f"cannot open a confirm channel: {exc}") from exc
-        return cls(connection, channel, topology, settings or PublisherSettings(), metrics)
+        return cls(connection, tap, channel, topology, settings or PublisherSettings(), metrics)
 
     async def close(self) -> None:
         """Close the connection (confirms still in flight fail with ``BrokerUnavailableError``)."""
@@ -170,7 +174,7 @@ class ConfirmedPublisher(AsyncClosing):
         channel = await self._underlay()
         began = time.perf_counter()
         try:
-            sent = await wire.publish_confirmed(channel, messages)
+            sent = await wire.publish_confirmed(self._tap, channel, messages)
         except Exception as exc:
             outcomes: list[object] = [exc] * len(messages)
         else:
@@ -271,9 +275,12 @@ class ConfirmedPublisher(AsyncClosing):
                     f"{self._settings.confirm_timeout}s; it keeps reconnecting"
                 ) from exc
         try:
-            return cast(aiormq.Channel, await self._channel.get_underlay_channel())
+            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         except Exception as exc:
             raise BrokerUnavailableError(f"no open channel to RabbitMQ: {exc}") from exc
+        if self._tap.routed(channel) is None:  # a new channel: after a reconnect, or the first
+            self._tap.route(wire.Confirms(channel))
+        return channel
 
 
 async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
@@ -304,7 +311,7 @@ def _outcome(outcome: object) -> TaskqError | None:
 def translate(exc: Exception, route: Route) -> Exception:
     """Map an aio-pika, aiormq or pika failure to the taskq error that says what to do next."""
     where = f"exchange {route.exchange!r}, routing key {route.routing_key!r}"
-    if isinstance(exc, aio_pika.exceptions.PublishError | pika.exceptions.UnroutableError):
+    if isinstance(exc, wire.Returned | pika.exceptions.UnroutableError):
         return UnroutableError(f"no queue is bound for {where}; is the job type in the topology?")
     if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity) or (
         isinstance(exc, pika.exceptions.ChannelClosed) and exc.reply_code == _NOT_FOUND
@@ -312,7 +319,7 @@ def translate(exc: Exception, route: Route) -> Exception:
         return UnroutableError(
             f"{where}: the exchange does not exist; run `taskctl topology apply`"
         )
-    if isinstance(exc, aiormq.exceptions.DeliveryError | pika.exceptions.NackError):
+    if isinstance(exc, wire.Nacked | pika.exceptions.NackError):
         return PublishNackedError(f"the broker refused the message for {where}")
     if isinstance(exc, asyncio.TimeoutError):
         return ConfirmTimeoutError(f"no confirm for {where} in time; the outcome is unknown")

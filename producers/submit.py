@@ -319,6 +319,7 @@ class Submitter:
             storing = (
                 asyncio.ensure_future(self._claimed(stored, meanwhile=True)) if stored else None
             )
+            self._rows.write_behind()  # the rows of earlier jobs, while this confirm travels
             early_errors = await self._publish_new(early)
             claims = await storing if storing else []
             await self._behind(early, early_errors)

@@ -1,9 +1,12 @@
-"""Publishes written as AMQP 0-9-1 frames straight onto an aiormq channel, many in one write.
+"""Publishes written as AMQP 0-9-1 frames straight onto an aiormq channel, and their confirms read back.
 
-The one module that reaches past aiormq's public API, doing what ``Channel.basic_publish`` does
-(delivery tags, confirmations, returnable message ids, the write queue) for a window of messages
-at once, at a fraction of the cost per message (``bench/publish.py``). A test pins the aiormq
-version it was written against (``AIORMQ_VERSION``), so an upgrade is checked here first.
+The one module that reaches past aiormq's public API, doing what ``Channel.basic_publish`` and
+the channel's reader do (delivery tags, confirmations, returned messages) for a window of
+messages at once, at a fraction of the cost per message (``bench/publish.py``): the frames go
+to the socket from the publishing coroutine, and the broker's acks, nacks and returns settle
+their confirms as the bytes arrive (``Confirms``, a route on the connection's ``FrameTap``). A
+test pins the aiormq version it was written against (``AIORMQ_VERSION``), so an upgrade is
+checked here first.
 """
 
 from __future__ import annotations
@@ -18,15 +21,21 @@ from typing import Any, Final
 import aiormq
 from aiormq.abc import ChannelFrame
 from pamqp import encode
+from pamqp.header import ContentHeader
+
+from producers.frame_tap import BODY, HEADER, METHOD, FrameTap
 
 AIORMQ_VERSION: Final = "7.2.4"
 
 _FRAME_END: Final = b"\xce"
-_METHOD, _HEADER, _BODY = 1, 2, 3
 _FRAME = struct.Struct(">BHI")
 _PUBLISH = struct.Struct(">HHH")  # Basic.Publish: class 60, method 40, reserved
 _CONTENT = struct.Struct(">HHQ")  # class 60, weight 0, body size (the property flags follow)
 _SHORTSTR_MAX: Final = 255
+_ACK, _NACK = b"\x00\x3c\x00\x50", b"\x00\x3c\x00\x78"  # Basic.Ack, Basic.Nack
+_RETURN = b"\x00\x3c\x00\x32"  # Basic.Return: reply code, reply text, exchange, routing key
+_TAG_FLAGS = struct.Struct(">QB")  # an ack's or nack's delivery tag, then its bits (multiple)
+_BODY_SIZE = struct.Struct(">Q")  # in a content header, after class id and weight
 
 # Basic property flags (AMQP 0-9-1, section 4.2.6.1), in the order the values follow them.
 _CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _PRIORITY = 0x8000, 0x2000, 0x1000, 0x0800
@@ -124,17 +133,17 @@ def publish_frames(channel: int, max_body: int, message: Outgoing) -> bytes:
     method = message.method
     header = _CONTENT.pack(60, 0, len(message.body)) + message.properties
     parts = [
-        _FRAME.pack(_METHOD, channel, len(method)),
+        _FRAME.pack(METHOD, channel, len(method)),
         method,
         _FRAME_END,
-        _FRAME.pack(_HEADER, channel, len(header)),
+        _FRAME.pack(HEADER, channel, len(header)),
         header,
         _FRAME_END,
     ]
     body = message.body
     for start in range(0, len(body), max_body):
         chunk = body[start : start + max_body]
-        parts += (_FRAME.pack(_BODY, channel, len(chunk)), chunk, _FRAME_END)
+        parts += (_FRAME.pack(BODY, channel, len(chunk)), chunk, _FRAME_END)
     return b"".join(parts)
 
 
@@ -155,12 +164,14 @@ class Sent:
                 del tags[message.message_id]
 
 
-async def publish_confirmed(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> Sent:
-    """Write ``messages`` on a confirm channel in one go; return the futures of their confirms.
+async def publish_confirmed(
+    tap: FrameTap, channel: aiormq.Channel, messages: Sequence[Outgoing]
+) -> Sent:
+    """Write ``messages`` on a confirm channel routed to ``Confirms`` on ``tap``; return the futures of their confirms.
 
-    A future resolves with the broker's ``Basic.Ack``, or fails with aiormq's ``PublishError``
-    (returned), ``DeliveryError`` (nacked) or the channel's close reason; call ``Sent.forget``
-    once they are done or abandoned.
+    A future resolves once the broker acks, or fails with ``Returned`` (no queue took it),
+    ``Nacked`` or the channel's close reason; call ``Sent.forget`` once they are done or
+    abandoned.
     """
     payload = _frames(channel, messages)
     # The lock is the one basic_publish holds: delivery tags are numbered in the order the
@@ -176,7 +187,8 @@ async def publish_confirmed(channel: aiormq.Channel, messages: Sequence[Outgoing
             confirms.append(future)
         channel.delivery_tag = first + len(messages) - 1
         try:
-            await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+            if not tap.write(channel, payload):
+                await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
         except BaseException:
             # Never written: give the tags back while the lock still keeps them ours.
             channel.delivery_tag = first - 1
@@ -198,3 +210,74 @@ async def publish_unconfirmed(channel: aiormq.Channel, messages: Sequence[Outgoi
 def _frames(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> bytes:
     number, max_body = channel.number, channel.max_content_size
     return b"".join([publish_frames(number, max_body, m) for m in messages])
+
+
+class Returned(Exception):
+    """The broker returned a mandatory message: no queue is bound for its routing key."""
+
+
+class Nacked(Exception):
+    """The broker refused a message it was asked to confirm."""
+
+
+class Confirms:
+    """A confirm channel's route on its ``FrameTap``: acks, nacks and returns settle the confirms."""
+
+    def __init__(self, channel: aiormq.Channel) -> None:
+        self.channel = channel
+        self._returned: Returned | None = None  # a return whose content frames are coming
+        self._message_id: str | None = None
+        self._left = -1  # body bytes of the returned message still to come; -1: its header
+
+    def take(self, kind: int, frame: bytes, start: int, end: int) -> bool:
+        """Take the broker's ack, nack or return (with its content) of a publish on the channel."""
+        if self._returned is not None:
+            return self._take_returned(kind, frame, start, end)
+        if kind != METHOD:
+            return False
+        method = frame[start : start + 4]
+        if method in (_ACK, _NACK):
+            tag, bits = _TAG_FLAGS.unpack_from(frame, start + 4)
+            self._settle(tag, bool(bits & 1), None if method == _ACK else Nacked)
+            return True
+        if method == _RETURN:
+            length = frame[start + 6]
+            text = frame[start + 7 : start + 7 + length].decode(errors="replace")
+            code = int.from_bytes(frame[start + 4 : start + 6])
+            self._returned, self._message_id, self._left = Returned(f"{code} {text}"), None, -1
+            return True
+        return False
+
+    def _take_returned(self, kind: int, frame: bytes, start: int, end: int) -> bool:
+        if self._left < 0:
+            if kind != HEADER:
+                self._returned = None  # not what AMQP allows: aiormq closes the channel
+                return False
+            header = ContentHeader()
+            header.unmarshal(frame[start:end])
+            self._message_id = header.properties.message_id
+            self._left = _BODY_SIZE.unpack_from(frame, start + 4)[0]
+        elif kind == BODY:
+            self._left -= end - start
+        else:
+            self._returned = None
+            return False
+        if self._left <= 0:
+            returned, self._returned = self._returned, None
+            tag = self.channel.message_id_delivery_tag.get(self._message_id or "")
+            future = self.channel.confirmations.get(tag) if tag is not None else None
+            # Failed now and left in place: the broker's ack for the tag follows and finds it done.
+            if future is not None and returned is not None and not future.done():
+                future.set_exception(returned)
+        return True
+
+    def _settle(self, tag: int, multiple: bool, refusal: type[Nacked] | None) -> None:
+        confirmations = self.channel.confirmations
+        for settled in [t for t in confirmations if t <= tag] if multiple else (tag,):
+            future = confirmations.pop(settled, None)
+            if future is None or future.done():  # returned, or abandoned (a timeout)
+                continue
+            if refusal is None:
+                future.set_result(None)
+            else:
+                future.set_exception(refusal(f"delivery tag {settled}"))

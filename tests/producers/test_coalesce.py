@@ -69,8 +69,8 @@ async def test_posted_items_linger_for_company_until_the_timer_a_full_batch_or_a
     coalescer.post(2)
     await asyncio.sleep(0.01)
     assert writer.batches == []  # still waiting for company
-    await asyncio.sleep(0.1)
-    assert writer.batches == [[1, 2]]  # the timer sent them
+    await asyncio.sleep(0.15)
+    assert writer.batches == [[1, 2]]  # no socket write came along: the timer sent them
     for i in (3, 4, 5):
         coalescer.post(i)
     await asyncio.sleep(0.01)
@@ -78,3 +78,24 @@ async def test_posted_items_linger_for_company_until_the_timer_a_full_batch_or_a
     coalescer.post(6)
     await coalescer.drain()
     assert writer.batches[2:] == [[6]]  # a drain does not wait for the timer
+
+
+async def test_due_items_are_written_behind_the_next_socket_write_not_before_it():
+    writer = Writer()
+    coalescer: Coalescer[int, int] = Coalescer(writer.write, linger=0.05)
+    order: list[str] = []
+    coalescer.post(1)
+    coalescer.write_behind()  # not due yet: they keep waiting for company
+    await asyncio.sleep(0)
+    assert writer.batches == []
+    await asyncio.sleep(0.06)  # due now, and the fallback timer has not fired
+    assert writer.batches == []
+    coalescer.post(2)
+    coalescer.write_behind()
+    # What the caller makes ready right after (the socket write it queues) runs first.
+    asyncio.get_running_loop().call_soon(order.append, "socket write")
+    await asyncio.sleep(0)
+    assert order == ["socket write"]
+    assert writer.batches == []
+    await asyncio.sleep(0.001)
+    assert writer.batches == [[1, 2]]

@@ -15,8 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp import commands, frame, header
+from pamqp.body import ContentBody
 
 from producers import wire
+from producers.frame_tap import FrameTap, _Tap
 from tests.broker import channel, depth, next_message
 from topology.settings import BrokerSettings
 
@@ -164,9 +166,29 @@ async def body_of(reader, queue: str) -> bytes:
     return got.body
 
 
+TAPS: dict[int, FrameTap] = {}
+
+
 async def raw_channel(settings: BrokerSettings) -> tuple[aiormq.Connection, aiormq.Channel]:
-    connection = await aiormq.connect(settings.amqp_url.get_secret_value())
-    return connection, await connection.channel(publisher_confirms=True)
+    """Return a connection through a ``FrameTap`` and a confirm channel routed to ``Confirms``."""
+    tap = FrameTap()
+    connection = await aiormq.connect(settings.amqp_url.get_secret_value(), transport_factory=tap)
+    ch = await connection.channel(publisher_confirms=True)
+    tap.route(wire.Confirms(ch))
+    TAPS[id(ch)] = tap
+    return connection, ch
+
+
+async def publish(ch: aiormq.Channel, messages: list[wire.Outgoing]) -> wire.Sent:
+    return await wire.publish_confirmed(TAPS[id(ch)], ch, messages)
+
+
+async def outcomes(ch: aiormq.Channel, messages: list[wire.Outgoing]) -> list[object]:
+    """Publish ``messages`` and return what each confirm came to (a result or an error)."""
+    sent = await publish(ch, messages)
+    settled = await asyncio.wait_for(asyncio.gather(*sent.confirms, return_exceptions=True), 10)
+    sent.forget()
+    return settled
 
 
 def message(queue: str, body: bytes, message_id: str, *, mandatory: bool = True) -> wire.Outgoing:
@@ -184,17 +206,16 @@ async def test_a_window_is_confirmed_in_order_and_lands_whole(vhost: BrokerSetti
         big = b"x" * (ch.max_content_size * 2 + 5)  # three body frames
         messages = [message("wire.q", f"{i}".encode(), f"m{i}") for i in range(300)]
         messages.append(message("wire.q", big, "big"))
-        sent = await wire.publish_confirmed(ch, messages)
+        sent = await publish(ch, messages)
         acks = await asyncio.wait_for(asyncio.gather(*sent.confirms), 10)
         sent.forget()
-        assert all(isinstance(a, commands.Basic.Ack) for a in acks)
+        assert acks == [None] * 301
         assert ch.delivery_tag == 301
         assert ch.confirmations == {}
         assert ch.message_id_delivery_tag == {}
         # A basic_publish after the window still gets its own confirm: the tags line up.
-        assert isinstance(
-            await ch.basic_publish(b"after", routing_key="wire.q"), commands.Basic.Ack
-        )
+        after = ch.basic_publish(b"after", routing_key="wire.q")
+        assert await asyncio.wait_for(after, 10) is None
     finally:
         await connection.close()
     async with channel(vhost) as reader:
@@ -205,11 +226,11 @@ async def test_a_window_is_confirmed_in_order_and_lands_whole(vhost: BrokerSetti
 
 
 @pytest.mark.rabbitmq
-async def test_an_unroutable_message_fails_alone_with_aiormqs_publish_error(vhost: BrokerSettings):
+async def test_an_unroutable_message_fails_alone_as_returned(vhost: BrokerSettings):
     connection, ch = await raw_channel(vhost)
     try:
         await ch.queue_declare("wire.r", durable=True)
-        sent = await wire.publish_confirmed(
+        settled = await outcomes(
             ch,
             [
                 message("wire.r", b"a", "a"),
@@ -217,15 +238,12 @@ async def test_an_unroutable_message_fails_alone_with_aiormqs_publish_error(vhos
                 message("wire.r", b"c", "c"),
             ],
         )
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*sent.confirms, return_exceptions=True), 10
-        )
-        sent.forget()
     finally:
         await connection.close()
-    assert isinstance(outcomes[0], commands.Basic.Ack)
-    assert isinstance(outcomes[1], aiormq.exceptions.PublishError)
-    assert isinstance(outcomes[2], commands.Basic.Ack)
+    assert settled[0] is None
+    assert isinstance(settled[1], wire.Returned)
+    assert "312 NO_ROUTE" in str(settled[1])
+    assert settled[2] is None
 
 
 @pytest.mark.rabbitmq
@@ -233,13 +251,10 @@ async def test_a_missing_exchange_closes_the_channel_and_fails_every_confirm(vho
     connection, ch = await raw_channel(vhost)
     try:
         missing = wire.outgoing("no.such.exchange", "k", b"\x90\x00\x00\x02", b"", "m")
-        sent = await wire.publish_confirmed(ch, [missing, missing])
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*sent.confirms, return_exceptions=True), 10
-        )
+        settled = await outcomes(ch, [missing, missing])
     finally:
         await connection.close()
-    assert all(isinstance(o, aiormq.exceptions.ChannelNotFoundEntity) for o in outcomes), outcomes
+    assert all(isinstance(o, aiormq.exceptions.ChannelNotFoundEntity) for o in settled), settled
 
 
 @pytest.mark.rabbitmq
@@ -259,3 +274,106 @@ async def test_unconfirmed_messages_arrive_in_one_write(vhost: BrokerSettings):
             assert [await body_of(reader, "wire.u") for _ in range(2)] == [b"1", b"2"]
     finally:
         await connection.close()
+
+
+@pytest.mark.rabbitmq
+async def test_messages_a_full_queue_refuses_are_nacked(vhost: BrokerSettings):
+    connection, ch = await raw_channel(vhost)
+    try:
+        arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+        await ch.queue_declare("wire.full", durable=True, arguments=arguments)
+        settled = await outcomes(ch, [message("wire.full", b"x", f"n{i}") for i in range(3)])
+    finally:
+        await connection.close()
+    assert settled[0] is None
+    assert [type(o) for o in settled[1:]] == [wire.Nacked, wire.Nacked]
+
+
+@pytest.mark.rabbitmq
+async def test_a_window_goes_straight_to_the_socket_unless_frames_wait_in_aiormqs_queue(
+    vhost: BrokerSettings,
+):
+    connection, ch = await raw_channel(vhost)
+    tap = TAPS[id(ch)]
+    try:
+        await ch.queue_declare("wire.o", durable=True)
+        payload = wire.publish_frames(ch.number, ch.max_content_size, message("wire.o", b"q", "q"))
+        assert tap.write(ch, b"") is True  # nothing queued: written now
+        ch.write_queue.put_nowait(aiormq.abc.ChannelFrame(payload=payload, should_close=False))
+        assert tap.write(ch, payload) is False  # behind a queued frame: it must queue too
+        ch.write_queue.get_nowait()
+        # The queued publish was never written: the channel's tags still start at 1.
+        sent = await publish(ch, [message("wire.o", b"1", "o1"), message("wire.o", b"2", "o2")])
+        assert await asyncio.wait_for(asyncio.gather(*sent.confirms), 10) == [None, None]
+        sent.forget()
+    finally:
+        await connection.close()
+    async with channel(vhost) as reader:
+        assert [await body_of(reader, "wire.o") for _ in range(2)] == [b"1", b"2"]
+
+
+class FakeChannel:
+    """The parts of an aiormq channel ``Confirms`` reads: its confirmations and returnable ids."""
+
+    number = 1
+
+    def __init__(self, tags: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.confirmations = {t: loop.create_future() for t in range(1, tags + 1)}
+        self.message_id_delivery_tag = {f"m{t}": t for t in range(1, tags + 1)}
+
+
+class Aiormq(asyncio.Protocol):
+    """aiormq's side of the tap: the bytes passed on to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+def returned(tag: int, body: bytes) -> list[object]:
+    """Return the frames of a returned message (its body in two frames), then the message's ack."""
+    props = commands.Basic.Properties(message_id=f"m{tag}", delivery_mode=2)
+    bodies = [ContentBody(body[:3]), ContentBody(body[3:])] if body else []
+    return [
+        commands.Basic.Return(312, "NO_ROUTE", "taskq.jobs", "nowhere"),
+        header.ContentHeader(body_size=len(body), properties=props),
+        *bodies,
+        commands.Basic.Ack(tag),
+    ]
+
+
+async def test_acks_nacks_and_returns_settle_their_confirms_however_the_bytes_arrive():
+    parts = [
+        commands.Basic.Ack(2, multiple=True),  # 1 and 2
+        commands.Basic.Nack(3),
+        *returned(4, b"hello world"),  # returned, then acked: still a failure
+        *returned(5, b""),
+        commands.Basic.Ack(6),
+        commands.Basic.Ack(6),  # a second answer for a settled tag is ignored
+        commands.Basic.Qos(),  # not a confirm: aiormq's
+    ]
+    stream = b"".join(frame.marshal(p, 1) for p in parts)  # type: ignore[arg-type]
+    for cut in range(1, len(stream)):
+        ch = FakeChannel(7)
+        futures = dict(ch.confirmations)
+        inner = Aiormq()
+        tap = _Tap(inner, {1: wire.Confirms(ch)})  # type: ignore[arg-type, dict-item]
+        tap.data_received(stream[:cut])
+        tap.data_received(stream[cut:])
+        assert [type(p) for _, p in decode(inner.data)] == [commands.Basic.Qos]
+        outcomes = {
+            t: (f.exception() or f.result()) if f.done() else "pending" for t, f in futures.items()
+        }
+        assert [type(o).__name__ for o in outcomes.values()] == [
+            "NoneType",
+            "NoneType",
+            "Nacked",
+            "Returned",
+            "Returned",
+            "NoneType",
+            "str",
+        ]
+        assert set(ch.confirmations) == {7}  # only the unanswered tag is left

@@ -1,4 +1,4 @@
-"""``DeliveryTap``: routed deliveries cut out of the byte stream whole, every other frame passed on."""
+"""``FrameTap`` with ``DeliveryRoute``s: routed deliveries cut out of the byte stream whole, every other frame passed on."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from pamqp.body import ContentBody
 from pamqp.heartbeat import Heartbeat
 from yarl import URL
 
-from consumers.frame_tap import DeliveryTap, Properties, _Route, _Tap
+from consumers.delivery_route import DeliveryRoute, Properties, route_deliveries
+from producers.frame_tap import FrameTap, Route, _Tap
 from tests.consumers.autoscaler.certs import make_certs
 
 CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
@@ -69,9 +70,10 @@ def tapped(
 ) -> tuple[_Tap, Inner, list[tuple[int, int, Properties, bytes]]]:
     """Return a tap routing ``consumers`` (channel, consumer tag), aiormq's side, and what it took."""
     taken: list[tuple[int, int, Properties, bytes]] = []
-    routes: dict[int, _Route] = {}
+    routes: dict[int, Route] = {}
     for number, tag in consumers:
-        route = routes.setdefault(number, _Route(Channel(number)))  # type: ignore[arg-type]
+        route = routes.setdefault(number, DeliveryRoute(Channel(number)))  # type: ignore[arg-type]
+        assert isinstance(route, DeliveryRoute)
         route.sinks[tag.encode()] = lambda c, t, p, b: taken.append((c.number, t, p, b))
     inner = Inner()
     return _Tap(inner, routes), inner, taken
@@ -135,13 +137,17 @@ async def test_bytes_that_are_not_frames_go_to_aiormq_as_they_are() -> None:
 
 
 async def test_a_channel_opened_again_under_its_number_gets_a_route_of_its_own() -> None:
-    tap = DeliveryTap()
-    tap.route(Channel(1), "ours", lambda *_: None)  # type: ignore[arg-type]
-    assert tap._routes[1].sinks.keys() == {b"ours"}
+    tap = FrameTap()
+    route_deliveries(tap, Channel(1), "ours", lambda *_: None)  # type: ignore[arg-type]
+    first = tap._routes[1]
+    assert isinstance(first, DeliveryRoute)
+    assert first.sinks.keys() == {b"ours"}
     replaced = Channel(1)  # the same number on a channel opened again
-    tap.route(replaced, "again", lambda *_: None)  # type: ignore[arg-type]
-    assert tap._routes[1].channel is replaced
-    assert tap._routes[1].sinks.keys() == {b"again"}
+    route_deliveries(tap, replaced, "again", lambda *_: None)  # type: ignore[arg-type]
+    again = tap._routes[1]
+    assert isinstance(again, DeliveryRoute)
+    assert again.channel is replaced
+    assert again.sinks.keys() == {b"again"}
 
 
 async def _over_tls(tmp_path: Path) -> tuple[list[bytes], bytes]:
@@ -165,12 +171,12 @@ async def _over_tls(tmp_path: Path) -> tuple[list[bytes], bytes]:
         ssl_certs=SSLCerts(None, None, None, None, None, verify=True),
         loop=loop,
     )
-    tap, taken = DeliveryTap(), []
+    tap, taken = FrameTap(), []
     async with server:
         reader, writer = await tap.create(
             URL(f"amqps://127.0.0.1:{port}/"), ssl_context_provider=provider
         )
-        tap.route(Channel(1), "ours", lambda c, t, p, b: taken.append(b))  # type: ignore[arg-type]
+        route_deliveries(tap, Channel(1), "ours", lambda c, t, p, b: taken.append(b))  # type: ignore[arg-type]
         writer.write(b"!")
         passed = await reader.readexactly(len(ack))
         writer.close()
