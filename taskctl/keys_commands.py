@@ -3,10 +3,9 @@
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
-from taskctl.context import Column, JsonFlag, in_store, out, print_rows
+from taskctl.context import Column, JsonFlag, in_store, out, print_json, print_rows
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -65,7 +64,7 @@ def create(
 
     in_store(lambda store: store.create_api_key(new.record))
     if as_json:
-        typer.echo(orjson.dumps(_view(new.record) | {"key": new.token}).decode())
+        print_json(_view(new.record) | {"key": new.token})
         return
     _print_keys([new.record])
     out().print("the key (shown once; keep it secret):")

@@ -424,15 +424,12 @@ def _problems(kind: type[Section], exc: ValidationError) -> list[str]:
     out = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
-        if not error["loc"]:  # a rule across a section's fields names its variables itself
-            out.append(message)
-            continue
-        field = str(error["loc"][0])
-        hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
-        out.append(
-            f"{ENV_PREFIX}{field.upper()}: {message}"
-            + ("" if hide else f" (got {error['input']!r})")
-        )
+        if error["loc"]:  # else a rule across a section's fields, which names its variables itself
+            field = str(error["loc"][0])
+            hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
+            got = "" if hide else f" (got {error['input']!r})"
+            message = f"{ENV_PREFIX}{field.upper()}: {message}{got}"
+        out.append(message)
     return out
 
 
