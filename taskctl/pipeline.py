@@ -76,9 +76,7 @@ async def supervise(
     supervisor = Supervisor(specs, grace=grace, say=logger.info)
     if not settings.autoscale:
         return await supervisor.run()
-    scaler = LocalScaler(supervisor)
-    for group, count in start.items():
-        scaler.adopt(group, count)
+    scaler = LocalScaler(supervisor, started=start)
     return await with_autoscaler(topology, everything, scaler, groups, supervisor.run)
 
 
