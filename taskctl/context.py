@@ -85,10 +85,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole:
         box=box.SIMPLE_HEAD, pad_edge=False, width=EDGES + GAP * (shown - 1) + sum(widths)
     )
     for i, header in enumerate(headers[:shown]):
-        if i < whole:
-            table.add_column(header, no_wrap=True, width=widths[i])
-        else:
-            table.add_column(header, width=widths[i], overflow="fold")
+        table.add_column(header, width=widths[i], no_wrap=i < whole, overflow="fold")
     for row in rows:
         # Text, not markup: a job type or an error may hold square brackets.
         table.add_row(*(Text(cell) for cell in row[:shown]))
