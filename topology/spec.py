@@ -211,12 +211,9 @@ class DelaySpec(_Spec):
         return self
 
     def tiers(self) -> tuple[int, ...]:
-        """Return the tier lengths in milliseconds, shortest first."""
-        out, tier = [], self.resolution
-        while tier <= self.longest:
-            out.append(tier)
-            tier *= 2
-        return tuple(out)
+        """Return the tier lengths in milliseconds, shortest first: resolution x 2^k up to longest."""
+        doublings = (self.longest // self.resolution).bit_length()
+        return tuple(self.resolution << k for k in range(doublings))
 
 
 EVENT = "{event}"
