@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import pika
+import pika.credentials
 import pika.exceptions
 
 from producers.metrics import ProducerMetrics, exchange_kind
 from producers.publisher import translate
+from topology.broker import unreachable
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
@@ -21,6 +23,7 @@ from topology.errors import (
 )
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
+from topology.tls import broker_context
 
 # "The broker is not there right now": ConnectionClosed, StreamLostError and
 # ConnectionWrongStateError are all AMQPConnectionError subclasses.
@@ -58,9 +61,9 @@ class PikaPublisher(AsyncClosing):
         metrics: ProducerMetrics | None = None,
     ) -> PikaPublisher:
         """Open the connection and its confirm channel now, so a bad URL fails at start-up."""
-        url = broker.amqp_url.get_secret_value()
+        url = mask_url(broker.amqp_url.get_secret_value())
         parameters = _parameters(broker, settings or PublisherSettings(), name)
-        publisher = cls(parameters, mask_url(url), topology, metrics or ProducerMetrics())
+        publisher = cls(parameters, url, topology, metrics or ProducerMetrics())
         publisher._live_channel()
         return publisher
 
@@ -136,10 +139,7 @@ class PikaPublisher(AsyncClosing):
                 self._channel.confirm_delivery()
         except _PIKA_ERRORS as exc:
             self._drop()
-            raise BrokerUnavailableError(
-                f"cannot connect to RabbitMQ at {self._url}: {_describe(exc)}; "
-                "is it running? (rabbitmq-server -detached)"
-            ) from exc
+            raise unreachable(self._url, exc) from exc
         return self._channel
 
     def _alive(self) -> bool:
@@ -170,6 +170,10 @@ def _parameters(broker: BrokerSettings, settings: PublisherSettings, name: str) 
     # ConfirmedPublisher would stop waiting for a confirm.
     parameters.blocked_connection_timeout = settings.confirm_timeout
     parameters.client_properties = {"connection_name": name}
+    if parameters.ssl_options is not None:  # amqps://: verify the broker as topology.broker does
+        parameters.ssl_options = pika.SSLOptions(broker_context(broker), parameters.host)
+    if broker.broker_sasl_external:
+        parameters.credentials = pika.credentials.ExternalCredentials()
     return parameters
 
 
@@ -187,8 +191,3 @@ def _properties(envelope: Envelope, route: Route) -> Any:
         type=props.type,
         headers={**props.headers, **route.headers},
     )
-
-
-def _describe(exc: BaseException) -> str:
-    # pika's str() of a connection error is often empty or a bare tuple; repr names the cause.
-    return str(exc) or repr(exc)

@@ -7,7 +7,8 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -16,12 +17,16 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.broker import TestsManagementClient
+from tests.tlsbroker import StartError, TlsBroker, running_tls_broker
+from tests.tlsbroker import tls_vhost as fresh_tls_vhost
+from tests.tlspostgres import TlsPostgres, running_tls_postgres
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology
 from topology.settings import BrokerSettings, load_settings
 
 CI = os.environ.get("CI", "").lower() == "true"
+T = TypeVar("T")
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -89,6 +94,38 @@ async def management(broker_settings: BrokerSettings) -> AsyncIterator[TestsMana
     """Return a management API client for the local broker."""
     async with TestsManagementClient(broker_settings) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tls_broker() -> Iterator[TlsBroker]:
+    """Run a TLS-only RabbitMQ node of the session's own; fail under CI=true when it cannot start."""
+    with ExitStack() as stack:  # stops the node at the end of the session, whatever failed
+        yield _started(stack, running_tls_broker(), "TLS RabbitMQ node", "rabbitmq-server")
+
+
+@pytest.fixture(scope="session")
+def tls_postgres() -> Iterator[TlsPostgres]:
+    """Run a TLS-only PostgreSQL cluster of the session's own; fail under CI=true when it cannot start."""
+    with ExitStack() as stack:  # stops the cluster at the end of the session, whatever failed
+        yield _started(stack, running_tls_postgres(), "TLS PostgreSQL cluster", "postgresql")
+
+
+def _started(stack: ExitStack, server: AbstractContextManager[T], what: str, package: str) -> T:
+    """Start ``server`` on ``stack``; fail under CI=true when it cannot start, else skip."""
+    try:
+        return stack.enter_context(server)
+    except (FileNotFoundError, StartError) as exc:
+        message = f"no {what}: {exc}"
+        if CI:
+            pytest.fail(f"{message}; CI must install {package} (deploy/local/env.sh)")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def tls_vhost(tls_broker: TlsBroker) -> Iterator[str]:
+    """Create a fresh vhost on the TLS node for one test and delete it afterwards."""
+    with fresh_tls_vhost(tls_broker) as name:
+        yield name
 
 
 POSTGRES_URL = os.environ.get(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import subprocess
 import textwrap
 import time
@@ -65,13 +66,18 @@ def table_rows(output: str) -> list[dict[str, str]]:
     return rows
 
 
-def wait_healthy(base: str, process: subprocess.Popen[bytes], within: float = 30) -> None:
+def wait_healthy(
+    base: str,
+    process: subprocess.Popen[bytes],
+    within: float = 30,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     """Wait until the API at ``base`` answers ``/readyz``; fail if ``process`` exits first."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:  # a child process: nothing to await but its port
         assert process.poll() is None, f"{process.args} exited early"
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/readyz", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -10,12 +11,14 @@ import aiohttp
 from topology.closing import AsyncClosing
 from topology.errors import ManagementApiError
 from topology.settings import BrokerSettings
+from topology.tls import broker_context, tls_failure
 
 
 class ManagementClient(AsyncClosing):
     """Reads and writes broker state through the management API over one reused HTTP session."""
 
     def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
         self._base = settings.management_base
         user, password = settings.management_credentials
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
@@ -63,7 +66,7 @@ class ManagementClient(AsyncClosing):
         self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
     ) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            self._session = await self._open_session()
         url = self._base + path
         try:
             async with self._session.request(method, url, json=json, headers=headers) as response:
@@ -78,10 +81,24 @@ class ManagementClient(AsyncClosing):
         except ManagementApiError:
             raise
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            hint = (
+                "check TASKQ_BROKER_TLS_* against the management API's certificate and CA"
+                if tls_failure(exc)
+                else "is the management plugin on? (rabbitmq-plugins enable rabbitmq_management)"
+            )
             raise ManagementApiError(
-                f"{method} {self._base}{path} failed: {str(exc) or type(exc).__name__}; is the "
-                "management plugin on? (rabbitmq-plugins enable rabbitmq_management)"
+                f"{method} {self._base}{path} failed: {str(exc) or type(exc).__name__}; {hint}"
             ) from exc
+
+    async def _open_session(self) -> aiohttp.ClientSession:
+        connector = None
+        if self._base.startswith("https://"):
+            # The broker's CA and client certificate serve its management API too.
+            context = await asyncio.to_thread(broker_context, self._settings)
+            connector = aiohttp.TCPConnector(ssl=context)
+        return aiohttp.ClientSession(
+            headers=self._headers, timeout=self._timeout, connector=connector
+        )
 
 
 def _q(part: str) -> str:

@@ -76,7 +76,7 @@ class LocationSettings(Section):
     topology: str = ""
     """The topology file (empty: the packaged ``topology/default.yaml``)."""
     store_url: str = "sqlite:///.taskq/jobs.sqlite3"
-    """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN."""
+    """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN (TLS: its ``sslmode`` and ``ssl*`` files)."""
     blob_url: str = "file:.taskq/blobs"
     """The claim-check blob store: a ``file:`` directory or ``s3://bucket/prefix``."""
     s3_endpoint_url: str = ""
@@ -116,6 +116,37 @@ class BrokerSettings(Section):
     """Seconds to open a connection."""
     management_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Seconds per management API request."""
+    broker_tls_ca_file: str = ""
+    """CA bundle (PEM) that verifies the broker's and management API's certificates (empty: the system's)."""
+    broker_tls_cert_file: str = ""
+    """Client certificate (PEM) shown to the broker and management API over TLS (mutual TLS)."""
+    broker_tls_key_file: str = ""
+    """The private key (PEM) of ``TASKQ_BROKER_TLS_CERT_FILE`` (empty: in the certificate file)."""
+    broker_sasl_external: bool = False
+    """Log in to the broker as the client certificate's name (SASL EXTERNAL), not the URL's user."""
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Self:
+        if self.broker_tls_key_file and not self.broker_tls_cert_file:
+            raise ValueError("TASKQ_BROKER_TLS_KEY_FILE needs TASKQ_BROKER_TLS_CERT_FILE")
+        if self.broker_sasl_external and not (self.amqps and self.broker_tls_cert_file):
+            raise ValueError(
+                "TASKQ_BROKER_SASL_EXTERNAL needs an amqps:// TASKQ_AMQP_URL and a client "
+                "certificate (TASKQ_BROKER_TLS_CERT_FILE)"
+            )
+        tls = self.amqps or self.management_base.startswith("https://")
+        if (self.broker_tls_ca_file or self.broker_tls_cert_file) and not tls:
+            # Files that would be silently ignored: the operator meant TLS and would not get it.
+            raise ValueError(
+                "TASKQ_BROKER_TLS_* files are set but the broker is reached over plain "
+                "amqp:// and http://; use an amqps:// TASKQ_AMQP_URL"
+            )
+        return self
+
+    @property
+    def amqps(self) -> bool:
+        """Return whether the AMQP connection is TLS (an ``amqps://`` URL)."""
+        return urlsplit(self.amqp_url.get_secret_value()).scheme == "amqps"
 
     @property
     def vhost(self) -> str:
@@ -125,9 +156,12 @@ class BrokerSettings(Section):
 
     @property
     def management_base(self) -> str:
-        """Return the management API base URL, derived from the AMQP URL when not set."""
+        """Return the management API base URL without credentials, derived from the AMQP URL when not set."""
         if self.management_url is not None:
-            return self.management_url.get_secret_value().rstrip("/")
+            # The credentials go in a header (management_credentials), never into URLs or logs.
+            parts = urlsplit(self.management_url.get_secret_value())
+            netloc = parts.netloc.rpartition("@")[2]
+            return urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         parts = urlsplit(self.amqp_url.get_secret_value())
         scheme = "https" if parts.scheme == "amqps" else "http"
         port = 15671 if scheme == "https" else 15672
@@ -201,6 +235,21 @@ class ApiSettings(Section):
     """The largest frame a WebSocket client may send."""
     ws_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
     """Seconds a quiet WebSocket stays open."""
+    api_tls_cert_file: str = ""
+    """Serve HTTPS with this certificate chain (PEM; empty: plain HTTP, for loopback only)."""
+    api_tls_key_file: str = ""
+    """The private key (PEM) of ``TASKQ_API_TLS_CERT_FILE`` (empty: in the certificate file)."""
+    api_tls_client_ca_file: str = ""
+    """Require every caller to show a client certificate this CA bundle (PEM) signed: mutual TLS."""
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Self:
+        if (self.api_tls_key_file or self.api_tls_client_ca_file) and not self.api_tls_cert_file:
+            raise ValueError(
+                "TASKQ_API_TLS_KEY_FILE and TASKQ_API_TLS_CLIENT_CA_FILE need "
+                "TASKQ_API_TLS_CERT_FILE (the API's own certificate)"
+            )
+        return self
 
     @property
     def allowed_origins(self) -> frozenset[str]:

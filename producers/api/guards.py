@@ -18,6 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from producers.api.problems import problem, problem_body
 from topology import limits
 from topology.settings import ApiSettings
+from topology.tls import api_context
 
 Limit = Callable[[Scope], int]
 
@@ -218,12 +219,14 @@ def _refusal(status: int, detail: str) -> bytes:
 
 
 def server_config(app: FastAPI, settings: ApiSettings) -> uvicorn.Config:
-    """Return how uvicorn serves ``app``: its address, the guarded protocol and its limits."""
+    """Return how uvicorn serves ``app``: its address, TLS, the guarded protocol and its limits."""
     # No access log: /metrics counts every request by route and status, and a line per
     # request costs more than the request. No log config either: uvicorn's loggers
     # propagate to the root, whose one handler passes them on to loguru. WebSocket frames
     # are bounded by the protocol layer too, before they are buffered; keep-alive is short
     # so idle connections and drains on SIGTERM end quickly.
+    # The TLS context is built here, so a bad certificate setting fails before serving starts.
+    context = api_context(settings)
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -233,4 +236,5 @@ def server_config(app: FastAPI, settings: ApiSettings) -> uvicorn.Config:
         access_log=False,
         log_config=None,
         ws_max_size=settings.ws_max_frame_bytes,
+        ssl_context_factory=None if context is None else lambda _config, _default: context,
     )

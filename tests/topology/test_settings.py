@@ -36,7 +36,8 @@ def test_env_values_are_read_with_the_taskq_prefix():
 
 def test_management_url_overrides_host_and_credentials():
     settings = load_settings({"TASKQ_MANAGEMENT_URL": "http://admin:pw@mgmt:15672/"}).broker
-    assert settings.management_base == "http://admin:pw@mgmt:15672"
+    assert settings.management_base == "http://mgmt:15672"  # its credentials go in a header
+    assert "pw" not in settings.describe()
     assert settings.management_credentials == ("admin", "pw")
 
 
