@@ -220,8 +220,7 @@ async def _listing(
             wanted = PAGE if limit is None else min(PAGE, limit - len(found))
             page = await listing(connection, group, chosen, limit=wanted, cursor=cursor)
             found += [(group.name, letter) for letter in page.letters]
-            cursor = page.cursor
-            if cursor is None:
+            if (cursor := page.cursor) is None:
                 break
     return found
 

@@ -215,8 +215,7 @@ async def _waiting_jobs(
                     unrouted[job.type] += 1
                 else:
                     by_group[group.name] += 1
-            cursor = page.next_cursor
-            if cursor is None:
+            if (cursor := page.next_cursor) is None:
                 break
     return by_group, unrouted
 
