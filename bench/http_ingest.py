@@ -54,10 +54,10 @@ import orjson
 from jobstore.factory import open_store
 from producers.auth.api_keys import make_key
 from producers.auth.scopes import Scope
+from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.loader import load_topology
-from topology.management import ManagementClient
 from topology.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -158,7 +158,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def purge(management: ManagementClient, vhost: str) -> None:
+async def purge(management: TestsManagementClient, vhost: str) -> None:
     for queue in await management.listing(vhost, "queues"):
         if queue["name"].startswith("taskq."):
             await management.purge_queue(vhost, queue["name"])
@@ -320,7 +320,7 @@ async def main(opts: argparse.Namespace) -> None:
         await admin.execute(f'CREATE DATABASE "{database}"')
     pg_dsn = opts.postgres.rsplit("/", 1)[0] + f"/{database}" if use_pg else None
     work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
-    async with ManagementClient(base) as management:
+    async with TestsManagementClient(base) as management:
         await management.create_vhost(vhost)
         settings = base.with_vhost(vhost)
         amqp = settings.amqp_url.get_secret_value()

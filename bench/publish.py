@@ -52,11 +52,11 @@ from aiormq import spec
 from producers.client import AsyncClient
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest
+from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
-from topology.management import ManagementClient
 from topology.settings import BrokerSettings, PublisherSettings, load_settings
 
 Run = Callable[[int], Awaitable[None]]
@@ -275,7 +275,7 @@ async def bench(settings: BrokerSettings, opts: argparse.Namespace) -> None:
 async def main(opts: argparse.Namespace) -> None:
     base = load_settings().broker
     vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
-    async with ManagementClient(base) as management:
+    async with TestsManagementClient(base) as management:
         await management.create_vhost(vhost)
         try:
             await bench(base.with_vhost(vhost), opts)

@@ -27,9 +27,9 @@ from producers.backends import Backends, confirmed, open_backends
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from telemetry.logs import configure_logging
+from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.envelope import Envelope
-from topology.management import ManagementClient
 from topology.settings import WorkerSettings, load_settings
 from topology.spec import Priority
 
@@ -86,7 +86,7 @@ async def main() -> None:
     for backlog in (0, opts.backlog):
         vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
-        async with ManagementClient(base) as management:
+        async with TestsManagementClient(base) as management:
             await management.create_vhost(vhost)
             try:
                 settings = base.with_vhost(vhost)

@@ -24,10 +24,10 @@ from pathlib import Path
 import orjson
 from http_ingest import free_port, purge, run_wrk, serve, stop  # a sibling: bench/ is on sys.path
 
+from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.loader import load_topology
-from topology.management import ManagementClient
 from topology.settings import load_settings
 from webhooks.schemes.hmac_header import sign_github
 
@@ -78,7 +78,7 @@ async def main() -> None:
     body = push_event()
     script = LUA.format(signature=sign_github(SECRET.encode(), body), body=body.decode())
     rates: dict[str, list[float]] = {"verify": [], "trust": []}
-    async with ManagementClient(base) as management:
+    async with TestsManagementClient(base) as management:
         await management.create_vhost(vhost)
         settings = base.with_vhost(vhost)
         try:

@@ -30,7 +30,7 @@ from typing import Any, Self
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from topology.management import ManagementClient
+from tests.broker import TestsManagementClient
 from topology.settings import load_settings
 
 BENCH = Path(__file__).resolve().parent
@@ -107,7 +107,7 @@ class Scratch:
         shutil.rmtree(self.work, ignore_errors=True)
 
     async def _management(self, action: str) -> None:
-        async with ManagementClient(self.base) as management:
+        async with TestsManagementClient(self.base) as management:
             if action == "create":
                 await management.create_vhost(self.vhost)
                 if self.lazy:  # what an operator sets for a deep backlog: messages kept on disk

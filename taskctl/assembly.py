@@ -7,7 +7,7 @@ import contextlib
 import gc
 import importlib
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
@@ -36,8 +36,7 @@ from webhooks.receiver import webhook_router
 
 async def api_services(settings: Settings, registry: CollectorRegistry | None = None) -> Services:
     """Connect to the broker, open the stores and start the repair sweep; metrics on ``registry``."""
-    stack = contextlib.AsyncExitStack()
-    try:
+    async with contextlib.AsyncExitStack() as stack:  # unwound only if a step fails
         producer = await open_producer(settings, confirmed("taskq api"), registry)
         stack.push_async_callback(producer.close)
         publisher, submitter = producer.publisher, producer.submitter
@@ -48,9 +47,7 @@ async def api_services(settings: Settings, registry: CollectorRegistry | None = 
         stack.push_async_callback(_cancelled, repairs)
         hub = EventHub()
         await hub.attach(publisher.connection, submitter.topology)
-    except BaseException:
-        await stack.aclose()
-        raise
+        close = stack.pop_all().aclose
 
     # Everything built so far lives as long as the process: out of the collector's sight, the
     # full collections that many requests' garbage triggers stop rescanning it (about 120 us
@@ -61,7 +58,7 @@ async def api_services(settings: Settings, registry: CollectorRegistry | None = 
         if not publisher.connected:
             raise BrokerUnavailableError("the connection to RabbitMQ is down (reconnecting)")
 
-    return Services(submitter, hub, ready, stack.aclose, publisher, authenticator)
+    return Services(submitter, hub, ready, close, publisher, authenticator)
 
 
 async def _cancelled(task: asyncio.Task[Any]) -> None:
@@ -115,16 +112,6 @@ def handled_groups(topology: CompiledTopology, settings: Settings) -> list[str]:
     ]
 
 
-def run(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` to completion on uvloop where it is installed (the faster loop), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # Windows, or an install without it: asyncio's own loop works too
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
 async def run_worker(group_name: str, settings: Settings) -> int:
     """Run ``group_name``'s worker until SIGTERM or SIGINT; return 0 after a clean drain."""
     tracing.configure_tracing(f"taskq-worker-{group_name}")  # only when OTEL_* variables ask
@@ -132,11 +119,10 @@ async def run_worker(group_name: str, settings: Settings) -> int:
     registry = handlers(settings, callbacks)
     # One worker a process: its metrics go on the process-wide registry, which prometheus_client
     # fills with process and platform collectors.
-    served = REGISTRY
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(callbacks.close)
         connect = confirmed(f"taskq worker {group_name} (publish)")
-        producer = await open_producer(settings, connect, served)
+        producer = await open_producer(settings, connect, REGISTRY)
         stack.push_async_callback(producer.close)
         backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
         group = backends.topology.group(group_name)
@@ -144,7 +130,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             # Every interface (a pod's address), so a credential with metrics:read is needed.
             authenticator = open_authenticator(submitter.store, settings.auth)
             port = settings.worker.worker_metrics_port
-            server = await serve_metrics(authenticator, host="", port=port, registry=served)
+            server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
             stack.push_async_callback(server.cleanup)
         deps = Deps(
             backends.topology,
@@ -155,7 +141,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             publisher,
             settings.worker,
             submitter,
-            WorkerMetrics(served),
+            WorkerMetrics(REGISTRY),
             backends.sealer,
         )
         worker = Worker(deps)

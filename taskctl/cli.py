@@ -15,7 +15,9 @@ from topology.errors import TaskqError
 
 # Each command and the module that defines it (in help order). A command's module is imported,
 # and its commands built, only when it runs or a help lists it: `taskctl status` loads neither
-# the worker, the API, the broker client nor the other commands.
+# the worker, the API, the broker client nor the other commands. The command modules import
+# what a command runs inside it, and leave out `from __future__ import annotations`: typer reads
+# every parameter's annotation to build a command, and a string to evaluate costs more.
 MODULES = {
     **dict.fromkeys(("up", "worker"), "process_commands"),
     "config": "config_command",

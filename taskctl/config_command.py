@@ -1,8 +1,5 @@
 """``taskctl config``: every setting's effective value and where it came from, or the reference table."""
 
-from __future__ import annotations
-
-import os
 import typing
 from typing import Annotated, Any
 
@@ -33,20 +30,18 @@ def config(
     from topology.settings import declared, is_secret, load_settings
 
     settings = load_settings()
-    rows = [
-        {
-            "section": section,
-            "variable": variable,
-            # Field ``name`` is variable ``TASKQ_NAME``.
-            "value": _shown(
-                getattr(getattr(settings, section), variable.removeprefix("TASKQ_").lower()),
-                is_secret(info),
-            ),
-            "source": "environment" if os.environ.get(variable, "").strip() else "default",
-            "secret": is_secret(info),
-        }
-        for section, variable, info, _ in declared()
-    ]
+    rows = []
+    for section, variable, info, _ in declared():
+        values, name = getattr(settings, section), variable.removeprefix("TASKQ_").lower()
+        rows.append(
+            {
+                "section": section,
+                "variable": variable,
+                "value": _shown(getattr(values, name), is_secret(info)),
+                "source": "environment" if name in values.model_fields_set else "default",
+                "secret": is_secret(info),
+            }
+        )
     print_rows(rows, ["variable", "value", "source"], whole=1, as_json=as_json)
 
 

@@ -85,10 +85,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, whole:
         box=box.SIMPLE_HEAD, pad_edge=False, width=EDGES + GAP * (shown - 1) + sum(widths)
     )
     for i, header in enumerate(headers[:shown]):
-        if i < whole:
-            table.add_column(header, no_wrap=True, width=widths[i])
-        else:
-            table.add_column(header, width=widths[i], overflow="fold")
+        table.add_column(header, width=widths[i], no_wrap=i < whole, overflow="fold")
     for row in rows:
         # Text, not markup: a job type or an error may hold square brackets.
         table.add_row(*(Text(cell) for cell in row[:shown]))
@@ -131,9 +128,9 @@ def to_the_second(moment: str | None) -> str:
 def compiled_topology(path: Path | None) -> CompiledTopology:
     """Return the compiled topology from ``path`` (default: ``TASKQ_TOPOLOGY`` or packaged)."""
     from topology.compiled import compile_topology
-    from topology.loader import load_topology, topology_path
+    from topology.loader import load_topology
 
-    return compile_topology(load_topology(path or topology_path()))
+    return compile_topology(load_topology(path))
 
 
 def broker_settings(vhost: str | None = None) -> BrokerSettings:
@@ -159,10 +156,15 @@ async def job_store(url: str | None = None) -> AsyncIterator[JobStore]:
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` to its end on an event loop of its own."""
+    """Run ``work`` to its end on an event loop of its own: uvloop's (the faster) where installed."""
     import asyncio  # only for the commands that run one: help and errors need none
 
-    return asyncio.run(work)
+    try:
+        import uvloop
+    except ImportError:  # Windows, or an install without it: asyncio's own loop works too
+        return asyncio.run(work)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(work)
 
 
 def in_store(work: Callable[[JobStore], Awaitable[T]]) -> T:

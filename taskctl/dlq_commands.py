@@ -1,7 +1,5 @@
 """``taskctl dlq``: list, show, replay and purge dead letters, with filters and progress."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -15,7 +13,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
 
     from consumers.dlq import DeadFilter, DeadLetter, Outcome
-    from topology.compiled import CompiledGroup, CompiledTopology
+    from topology.compiled import CompiledGroup
     from topology.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -47,7 +45,7 @@ def _filter(
     reason: str | None,
     error: str | None,
     older_than: str | None,
-) -> DeadFilter:
+) -> "DeadFilter":
     from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, age
 
     try:
@@ -126,7 +124,9 @@ def replay_(
 
     Attempts start again from 1; idempotency keys are kept.
     """
-    from consumers.dlq import DeadFilter
+    from consumers.dlq import DeadFilter, replay
+    from producers.publisher import ConfirmedPublisher
+    from topology.settings import PublisherSettings, read_section
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
     if chosen == DeadFilter() and not all_:
@@ -136,7 +136,29 @@ def replay_(
     topology = context.compiled_topology(None)
     compiled = topology.group(group)
     broker = context.broker_settings()
-    outcome = _on_broker(broker, lambda c: _replay(c, broker, topology, compiled, chosen, rate))
+
+    async def go(connection: "AbstractRobustConnection") -> "Outcome":
+        settings = read_section(PublisherSettings)
+        publisher = await ConfirmedPublisher.connect(
+            broker, topology, settings, name="taskctl dlq replay"
+        )
+        try:
+            async with context.job_store() as store:
+                with _progress("replaying") as bar:
+                    return await replay(
+                        connection,
+                        topology,
+                        compiled,
+                        publisher,
+                        store,
+                        chosen,
+                        rate=rate,
+                        progress=bar,
+                    )
+        finally:
+            await publisher.close()
+
+    outcome = _on_broker(broker, go)
     context.out().print(
         f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
     )
@@ -160,7 +182,7 @@ def purge_(
     if not yes:
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
 
-    async def go(connection: AbstractRobustConnection) -> Outcome:
+    async def go(connection: "AbstractRobustConnection") -> "Outcome":
         with _progress("purging") as progress:
             return await purge(connection, compiled, chosen, progress=progress)
 
@@ -171,7 +193,7 @@ def purge_(
 
 
 def _on_broker(
-    broker: BrokerSettings, work: Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]
+    broker: "BrokerSettings", work: "Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]"
 ) -> T:
     """Run ``work`` on a broker connection of its own."""
     from topology.broker import connect
@@ -184,11 +206,11 @@ def _on_broker(
 
 
 async def _listing(
-    connection: AbstractRobustConnection,
-    groups: list[CompiledGroup],
-    chosen: DeadFilter,
+    connection: "AbstractRobustConnection",
+    groups: "list[CompiledGroup]",
+    chosen: "DeadFilter",
     limit: int | None,
-) -> list[tuple[str, DeadLetter]]:
+) -> "list[tuple[str, DeadLetter]]":
     from consumers.dlq import PAGE, listing
 
     found: list[tuple[str, DeadLetter]] = []
@@ -198,36 +220,9 @@ async def _listing(
             wanted = PAGE if limit is None else min(PAGE, limit - len(found))
             page = await listing(connection, group, chosen, limit=wanted, cursor=cursor)
             found += [(group.name, letter) for letter in page.letters]
-            cursor = page.cursor
-            if cursor is None:
+            if (cursor := page.cursor) is None:
                 break
     return found
-
-
-async def _replay(
-    connection: AbstractRobustConnection,
-    broker: BrokerSettings,
-    topology: CompiledTopology,
-    group: CompiledGroup,
-    chosen: DeadFilter,
-    rate: float,
-) -> Outcome:
-    from consumers.dlq import replay
-    from producers.publisher import ConfirmedPublisher
-    from topology.settings import PublisherSettings, read_section
-
-    settings = read_section(PublisherSettings)
-    publisher = await ConfirmedPublisher.connect(
-        broker, topology, settings, name="taskctl dlq replay"
-    )
-    try:
-        async with context.job_store() as store:
-            with _progress("replaying") as bar:
-                return await replay(
-                    connection, topology, group, publisher, store, chosen, rate=rate, progress=bar
-                )
-    finally:
-        await publisher.close()
 
 
 @contextmanager

@@ -1,7 +1,5 @@
 """``taskctl scale|queues|breakers|doctor``: how the running pipeline is doing."""
 
-from __future__ import annotations
-
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -43,10 +41,8 @@ def scale(
     if url is None:
         settings = read_section(AutoscalerSettings)
         url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
-    request = urllib.request.Request(url)
     key = caller_key()
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             groups = orjson.loads(answer.read())["groups"]
@@ -130,10 +126,8 @@ def breakers(
     """
     from topology.durations import format_duration
 
-    if group is not None:
-        context.compiled_topology(None).group(
-            group
-        )  # an unknown group is an error, not an empty list
+    if group is not None:  # an unknown group is an error, not an empty list
+        context.compiled_topology(None).group(group)
     now = datetime.now(UTC)
     rows = [
         {
@@ -184,7 +178,7 @@ def doctor(as_json: context.JsonFlag = False) -> None:
 
 
 async def diagnose(
-    store: JobStore, topology: CompiledTopology, settings: BrokerSettings
+    store: "JobStore", topology: "CompiledTopology", settings: "BrokerSettings"
 ) -> list[str]:
     """Return what is inconsistent between the store and the broker (nothing when all is well)."""
     waiting, unrouted = await _waiting_jobs(store, topology)
@@ -204,7 +198,7 @@ async def diagnose(
 
 
 async def _waiting_jobs(
-    store: JobStore, topology: CompiledTopology
+    store: "JobStore", topology: "CompiledTopology"
 ) -> tuple[Counter[str], Counter[str]]:
     """Return the store's queued and scheduled jobs counted by group, and those of no group by type."""
     from jobstore.model import JobStatus
@@ -221,14 +215,13 @@ async def _waiting_jobs(
                     unrouted[job.type] += 1
                 else:
                     by_group[group.name] += 1
-            cursor = page.next_cursor
-            if cursor is None:
+            if (cursor := page.next_cursor) is None:
                 break
     return by_group, unrouted
 
 
 async def _messages(
-    topology: CompiledTopology, settings: BrokerSettings
+    topology: "CompiledTopology", settings: "BrokerSettings"
 ) -> tuple[Counter[str], int]:
     """Return the messages on each group's queues, and on the delay tiers together."""
     from topology.broker import connect

@@ -1,7 +1,6 @@
 """``taskctl submit|status|watch|jobs|cancel|callback-secret``: the job API's work from a terminal."""
 
-from __future__ import annotations
-
+import dataclasses
 import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,15 +10,13 @@ import typer
 
 from jobstore.model import JobStatus
 from taskctl import context
-from topology.errors import SettingsError, TaskqError
+from topology.errors import JobStateError, SettingsError
 from topology.priority import Priority
 
 if TYPE_CHECKING:
     from jobstore.model import JobRecord, JobStore
     from producers.tenancy import Viewer
-    from topology.compiled import CompiledTopology
     from topology.sealing import Sealer
-    from topology.settings import BrokerSettings
 
 app = typer.Typer(rich_markup_mode=None)
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]
@@ -44,7 +41,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
 
 
-def _viewer() -> Viewer:
+def _viewer() -> "Viewer":
     """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
     from producers.tenancy import Viewer
     from topology.settings import ClientSettings, read_section
@@ -71,23 +68,18 @@ def submit(
 ) -> None:
     """Submit a job and print it once the broker confirmed it."""
     from producers.client import AsyncClient
-    from producers.submit import JobRequest
 
     raw = Path(payload[1:]).read_bytes() if payload.startswith("@") else payload.encode()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
-    request = JobRequest(
-        type=job_type, payload=data, priority=priority, delay=delay, idempotency_key=idempotency_key
-    )
 
     async def go() -> dict[str, Any]:
         async with await AsyncClient.connect() as client:
-            (result,) = await client.submit_many([request])
-        if isinstance(result, TaskqError):
-            raise result
-        return result
+            return await client.submit(
+                job_type, data, priority=priority, delay=delay, idempotency_key=idempotency_key
+            )
 
     _print_job(context.run(go()), as_json)
 
@@ -113,22 +105,6 @@ def watch(
 
     Exits 0 if the job succeeded, 1 if it ended otherwise.
     """
-    broker, topology, viewer = context.broker_settings(), context.compiled_topology(None), _viewer()
-    final = context.in_store(
-        lambda store: _follow(store, viewer, broker, topology, job_id, timeout or None)
-    )
-    raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
-
-
-async def _follow(
-    store: JobStore,
-    viewer: Viewer,
-    broker: BrokerSettings,
-    topology: CompiledTopology,
-    job_id: str,
-    within: float | None,
-) -> str:
-    """Print the job's status changes until it is final (or ``within`` s passed: TimeoutError); return it."""
     import asyncio
 
     from producers.events import decode_event
@@ -136,35 +112,44 @@ async def _follow(
     from producers.views import job_view
     from topology.broker import connect
 
-    async def current() -> dict[str, Any]:
-        return job_view(_opened(await get_visible(store, viewer, job_id)))
+    broker, topology, viewer = context.broker_settings(), context.compiled_topology(None), _viewer()
 
-    job = await current()
-    async with await connect(broker, name=f"taskctl watch {job_id}") as connection:
-        channel = await connection.channel()
-        # Bind before reading the status again, so no change can slip between the two.
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
-        await queue.bind(exchange, f"{job['type']}.*")
-        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    async def follow(store: "JobStore") -> str:
+        async def current() -> dict[str, Any]:
+            return job_view(_opened(await get_visible(store, viewer, job_id)))
 
-        async def on_message(message: Any) -> None:
-            event = decode_event(message.body)
-            if event is not None and event.get("id") == job_id:
-                await events.put(event)
+        job = await current()
+        async with await connect(broker, name=f"taskctl watch {job_id}") as connection:
+            channel = await connection.channel()
+            # Bind before reading the status again, so no change can slip between the two.
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+            await queue.bind(exchange, f"{job['type']}.*")
+            events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-        await queue.consume(on_message, no_ack=True)
-        view = await current()
-        async with asyncio.timeout(within):
-            while True:
-                error = f"  last error: {view['last_error']}" if view.get("last_error") else ""
-                context.out().print(
-                    f"{view.get('updated_at', '')}  {view['id']}  {view['status']}  "
-                    f"attempts {view.get('attempts', 0)}{error}"
-                )
-                if JobStatus(view["status"]).terminal:
-                    return str(view["status"])
-                view = await events.get()
+            async def on_message(message: Any) -> None:
+                event = decode_event(message.body)
+                if event is not None and event.get("id") == job_id:
+                    await events.put(event)
+
+            await queue.consume(on_message, no_ack=True)
+            view = await current()
+            async with asyncio.timeout(timeout or None):
+                while True:
+                    error = f"  last error: {view['last_error']}" if view.get("last_error") else ""
+                    context.out().print(
+                        f"{view.get('updated_at', '')}  {view['id']}  {view['status']}  "
+                        f"attempts {view.get('attempts', 0)}{error}"
+                    )
+                    if JobStatus(view["status"]).terminal:
+                        return str(view["status"])
+                    view = await events.get()
+
+    try:
+        final = context.in_store(follow)
+    except TimeoutError:
+        raise JobStateError(f"job {job_id} did not end within {timeout:g} s") from None
+    raise typer.Exit(0 if final == JobStatus.SUCCEEDED.value else 1)
 
 
 @app.command()
@@ -179,16 +164,16 @@ def jobs(
 ) -> None:
     """List jobs newest first."""
     from producers.tenancy import list_visible
-    from producers.views import job_view
+    from producers.views import page_view
 
     found = context.in_store(
         lambda store: list_visible(
             store, _viewer(), status=status_filter, job_type=job_type, limit=limit, cursor=cursor
         )
     )
-    views = [job_view(_opened(j)) for j in found.jobs]
+    page = page_view(dataclasses.replace(found, jobs=[_opened(j) for j in found.jobs]))
     if as_json:
-        context.print_json({"jobs": views, "next_cursor": found.next_cursor})
+        context.print_json(page)
         return
     columns: list[context.Column] = [
         *("id", "status", "type", "attempts"),
@@ -196,9 +181,9 @@ def jobs(
         "priority",
         ("updated", lambda job: context.to_the_second(job["updated_at"])),
     ]
-    context.print_rows(views, columns, whole=2, as_json=False)
-    if found.next_cursor:
-        context.out().print(f"more: --cursor {found.next_cursor}")
+    context.print_rows(page["jobs"], columns, whole=2, as_json=False)
+    if page["next_cursor"]:
+        context.out().print(f"more: --cursor {page['next_cursor']}")
 
 
 @app.command()
@@ -238,7 +223,7 @@ def callback_secret(
     typer.echo(endpoint_secret(settings.callback_signing_key.get_secret_value(), url))
 
 
-def _opened(job: JobRecord) -> JobRecord:
+def _opened(job: "JobRecord") -> "JobRecord":
     """Return ``job`` with its result opened under the data keys of the environment."""
     from jobstore.sealed_jobs import opened
 
@@ -246,7 +231,7 @@ def _opened(job: JobRecord) -> JobRecord:
 
 
 @functools.cache
-def _sealer() -> Sealer:
+def _sealer() -> "Sealer":
     from topology.settings import EncryptionSettings, read_section
 
     return read_section(EncryptionSettings).sealer()

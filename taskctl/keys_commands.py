@@ -1,14 +1,11 @@
 """``taskctl keys create|list|revoke``: the API keys in the job store; ``new-data-key|rotate-data``: the data keys."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
-from taskctl.context import Column, JsonFlag, in_store, out, print_rows
+from taskctl.context import Column, JsonFlag, in_store, out, print_json, print_rows
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -70,7 +67,7 @@ def create(
 
     in_store(lambda store: store.create_api_key(new.record))
     if as_json:
-        typer.echo(orjson.dumps(_view(new.record) | {"key": new.token}).decode())
+        print_json(_view(new.record) | {"key": new.token})
         return
     _print_keys([new.record])
     out().print("the key (shown once; keep it secret):")
@@ -155,7 +152,7 @@ def rotate_data(
         raise typer.Exit(1)
 
 
-def _scopes(names: list[str] | None) -> tuple[Scope, ...]:
+def _scopes(names: list[str] | None) -> "tuple[Scope, ...]":
     from producers.auth.scopes import Scope
 
     try:
@@ -187,7 +184,7 @@ def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from exc
 
 
-def _view(key: ApiKeyRecord) -> dict[str, Any]:
+def _view(key: "ApiKeyRecord") -> dict[str, Any]:
     from producers.views import iso
 
     return {
@@ -203,7 +200,7 @@ def _view(key: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-def _print_keys(keys: list[ApiKeyRecord], *, as_json: bool = False) -> None:
+def _print_keys(keys: "list[ApiKeyRecord]", *, as_json: bool = False) -> None:
     columns: list[Column] = [
         *("id", "name", "tenant"),
         ("scopes", lambda key: " ".join(key["scopes"])),

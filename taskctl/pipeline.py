@@ -17,12 +17,11 @@ from consumers.autoscaler.signals import SignalReader
 from producers.auth.authenticator import open_authenticator
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
-from taskctl.context import job_store
+from taskctl.context import compiled_topology, job_store
 from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, worker_spec
 from topology.apply import apply_topology
-from topology.compiled import CompiledTopology, compile_topology
+from topology.compiled import CompiledTopology
 from topology.errors import SettingsError
-from topology.loader import load_topology, topology_path
 from topology.settings import Settings, load_settings
 
 
@@ -34,11 +33,10 @@ async def up(path: Path | None, *, grace: float) -> int:
     refuse_taken_port(api.host, api.port, "TASKQ_PORT")
     if scaling.autoscale:
         refuse_taken_port(scaling.autoscaler_host, scaling.autoscaler_port, "TASKQ_AUTOSCALER_PORT")
-    topology = compile_topology(load_topology(path or topology_path(settings.locations)))
-    broker = settings.broker
-    report = await apply_topology(topology, broker)
-    what = (report.server.product, report.server.version, broker.describe(), report.summary())
-    logger.info("{} {}: topology applied to {}: {}", *what)
+    topology = compiled_topology(path)
+    report = await apply_topology(topology, settings.broker)
+    applied = (report.server, settings.broker.describe(), report.summary())
+    logger.info("{}: topology applied to {}: {}", *applied)
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
     api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))
@@ -78,9 +76,7 @@ async def supervise(
     supervisor = Supervisor(specs, grace=grace, say=logger.info)
     if not settings.autoscale:
         return await supervisor.run()
-    scaler = LocalScaler(supervisor)
-    for group, count in start.items():
-        scaler.adopt(group, count)
+    scaler = LocalScaler(supervisor, started=start)
     return await with_autoscaler(topology, everything, scaler, groups, supervisor.run)
 
 
@@ -125,8 +121,7 @@ async def autoscale(
     path: Path | None, *, kubernetes: bool, namespace: str | None, grace: float
 ) -> int:
     """Scale each handled group's local workers, or its Deployment in ``namespace``, until stopped."""
-    settings = load_settings()
-    topology = compile_topology(load_topology(path or topology_path(settings.locations)))
+    settings, topology = load_settings(), compiled_topology(path)
     if not kubernetes:
         return await supervise(topology, settings, [], grace=grace)
     from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler

@@ -1,7 +1,5 @@
 """``taskctl up|worker|serve|autoscale``: the pipeline's processes in the foreground, their logs as output."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
@@ -34,7 +32,7 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
 
     SIGTERM or Ctrl-C drains it. Its logs are its output.
     """
-    from taskctl.assembly import run, run_worker
+    from taskctl.assembly import run_worker
     from topology.settings import load_settings
 
     serve(f"the worker of group {group}", lambda: run(run_worker(group, load_settings())))

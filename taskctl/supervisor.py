@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,9 +184,16 @@ def idle_cpu(stat: Path = Path("/proc/stat")) -> Callable[[], float]:
 class LocalScaler:
     """Starts a group's worker processes, or retires the newest ones (SIGTERM: they drain)."""
 
-    def __init__(self, supervisor: Supervisor, *, idle: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        *,
+        started: Mapping[str, int] | None = None,
+        idle: Callable[[], float] | None = None,
+    ) -> None:
+        """Scale through ``supervisor``, which was given ``started`` workers of each group."""
         self._supervisor = supervisor
-        self._started: dict[str, int] = defaultdict(int)  # names are never reused
+        self._started = defaultdict(int, started or {})  # names are never reused
         self._idle = idle or idle_cpu()
 
     async def current(self, group: str) -> int:
@@ -209,10 +216,6 @@ class LocalScaler:
             self._supervisor.start(worker_spec(group, self._started[group]))
         for name in reversed(names[workers:] if workers < len(names) else []):
             self._supervisor.retire(name)
-
-    def adopt(self, group: str, count: int) -> None:
-        """Note that the supervisor was given ``count`` workers of the group at start."""
-        self._started[group] = max(self._started[group], count)
 
     def _names(self, group: str) -> list[str]:
         first = f"worker:{group}"

@@ -1,19 +1,12 @@
 """``taskctl topology``: plan, apply, export and graph the declared topology."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import orjson
 import typer
 
 from taskctl.context import TopologyFile, broker_settings, compiled_topology, out, run
-
-if TYPE_CHECKING:
-    from topology.apply import Plan
-    from topology.compiled import CompiledTopology
-    from topology.export import KedaOptions
 
 app = typer.Typer(
     name="topology",
@@ -33,27 +26,6 @@ _STYLE = {
 }
 
 
-def _print_plan(plan: Plan, *, every: bool) -> None:
-    """Print the plan: changes always, matching objects only when ``every``."""
-    from rich.markup import escape
-
-    from topology.apply import Action
-
-    for item in plan.items:
-        if item.action is Action.MATCH and not every:
-            continue
-        detail = f": {item.detail}" if item.detail else ""
-        out().print(f"{_STYLE[item.action.value]} {escape(item.label + detail)}")
-        if item.hint:
-            out().print(f"             [dim]hint: {escape(item.hint)}[/]")
-    counts = ", ".join(f"{len(plan.of(a))} to {a.value}" for a in (Action.CREATE, Action.CONFLICT))
-    extras = len(plan.of(Action.EXTRA))
-    out().print(
-        f"{len(plan.of(Action.MATCH))} match, {counts}, {extras} extra "
-        "(extras are only deleted by `apply --prune`)"
-    )
-
-
 @app.command()
 def plan(
     file: TopologyFile = None,
@@ -66,12 +38,25 @@ def plan(
 
     Exits 0 in sync, 2 on differences, 3 on conflicts.
     """
-    from topology.apply import plan_topology
+    from rich.markup import escape
 
-    topology = compiled_topology(file)
-    settings = broker_settings(vhost)
-    result = run(plan_topology(topology, settings))
-    _print_plan(result, every=every)
+    from topology.apply import Action, plan_topology
+
+    result = run(plan_topology(compiled_topology(file), broker_settings(vhost)))
+    for item in result.items:
+        if item.action is Action.MATCH and not every:
+            continue
+        detail = f": {item.detail}" if item.detail else ""
+        out().print(f"{_STYLE[item.action.value]} {escape(item.label + detail)}")
+        if item.hint:
+            out().print(f"             [dim]hint: {escape(item.hint)}[/]")
+    counts = ", ".join(
+        f"{len(result.of(a))} to {a.value}" for a in (Action.CREATE, Action.CONFLICT)
+    )
+    out().print(
+        f"{len(result.of(Action.MATCH))} match, {counts}, {len(result.of(Action.EXTRA))} extra "
+        "(extras are only deleted by `apply --prune`)"
+    )
     raise typer.Exit(result.exit_code)
 
 
@@ -100,12 +85,11 @@ def apply(
 
     from topology.apply import Action, apply_topology, conflict_message
 
-    topology = compiled_topology(file)
     settings = broker_settings(vhost)
     out().print(escape(f"applying {settings.describe()} vhost {settings.vhost!r}"))
     report = run(
         apply_topology(
-            topology,
+            compiled_topology(file),
             settings,
             recreate=recreate or (),
             prune=prune,
@@ -114,7 +98,7 @@ def apply(
     )
     for item in report.before.of(Action.CREATE):
         out().print(f"[green]+ created[/] {escape(item.label)}")
-    out().print(escape(f"{report.server.product} {report.server.version}: {report.summary()}"))
+    out().print(escape(f"{report.server}: {report.summary()}"))
     if report.after.of(Action.CONFLICT):
         out().print(conflict_message(report.after), markup=False)
         raise typer.Exit(3)
@@ -158,12 +142,23 @@ def export(
 
     Definitions are JSON for `rabbitmqctl import_definitions`; --keda writes YAML instead.
     """
-    from topology.export import KedaOptions, export_definitions
+    from topology.export import KedaOptions, export_definitions, keda_manifests
 
     topology = compiled_topology(file)
     if keda:
+        import yaml
+
         options = KedaOptions(namespace, vhost, polling_interval, auth_ref, secret, trigger_auth)
-        data = _keda_yaml(topology, options)
+        header = (
+            "# Written by `taskctl topology export --keda`: one KEDA ScaledObject per group, scaling\n"
+            "# the Deployment taskq-worker-<group> on its work queues' length. KEDA reads the queues\n"
+            f"# through the management API URL in key `host` of the Secret {secret!r}\n"
+            "# (e.g. http://user:password@rabbitmq:15672/), which you create.\n"
+        )
+        manifests = keda_manifests(topology, options)
+        data = (
+            header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
+        ).encode()
     else:
         definitions = export_definitions(topology, vhost=vhost)
         data = orjson.dumps(definitions, option=orjson.OPT_INDENT_2) + b"\n"
@@ -172,22 +167,6 @@ def export(
     else:
         output.write_bytes(data)
         out().print(f"wrote {output}")
-
-
-def _keda_yaml(topology: CompiledTopology, options: KedaOptions) -> bytes:
-    """Return the KEDA manifests of ``topology`` as multi-document YAML."""
-    import yaml
-
-    from topology.export import keda_manifests
-
-    manifests = keda_manifests(topology, options)
-    header = (
-        "# Written by `taskctl topology export --keda`: one KEDA ScaledObject per group, scaling\n"
-        "# the Deployment taskq-worker-<group> on its work queues' length. KEDA reads the queues\n"
-        f"# through the management API URL in key `host` of the Secret {options.secret!r}\n"
-        "# (e.g. http://user:password@rabbitmq:15672/), which you create.\n"
-    )
-    return (header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)).encode()
 
 
 @app.command()

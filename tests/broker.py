@@ -16,7 +16,7 @@ from topology.settings import BrokerSettings
 
 
 class TestsManagementClient(ManagementClient):
-    """The management client plus what only tests do: list and cut connections, import definitions."""
+    """The management client plus what only tests and benchmarks do: scratch virtual hosts, purges, cut connections, imported definitions."""
 
     __test__ = False
 
@@ -31,6 +31,23 @@ class TestsManagementClient(ManagementClient):
         """Force-close the connection called ``name`` (as listed by ``connections``)."""
         path = f"/api/connections/{quote(name, safe='')}"
         await self._request("DELETE", path, headers={"X-Reason": reason})
+
+    async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
+        """Create ``vhost`` and give ``user`` full permissions on it."""
+        await self._request("PUT", f"/api/vhosts/{quote(vhost, safe='')}", json={})
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        path = f"/api/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}"
+        await self._request("PUT", path, json=perms)
+
+    async def delete_vhost(self, vhost: str) -> None:
+        """Delete ``vhost`` and everything in it."""
+        await self._request("DELETE", f"/api/vhosts/{quote(vhost, safe='')}")
+
+    async def purge_queue(self, vhost: str, name: str) -> None:
+        """Remove every ready message from the queue ``name`` of ``vhost``."""
+        await self._request(
+            "DELETE", f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}/contents"
+        )
 
     async def import_definitions(self, vhost: str, definitions: dict[str, Any]) -> None:
         """Import RabbitMQ definitions into ``vhost``."""

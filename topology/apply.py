@@ -32,18 +32,17 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PlanItem:
-    """One broker object and what ``apply`` would do with it."""
+    """One broker object (as the file declares it, else as the broker holds it) and what ``apply`` would do with it."""
 
     action: Action
-    declared: BrokerObject | None
-    live: BrokerObject | None
+    obj: BrokerObject
     detail: str = ""
     hint: str = ""
 
     @property
     def label(self) -> str:
         """Return a short human name for the object, e.g. ``queue taskq.email``."""
-        return describe(self.declared or self.live)  # type: ignore[arg-type]
+        return describe(self.obj)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +117,20 @@ def make_plan(topology: CompiledTopology, live: LiveState) -> Plan:
     items = [_compare(o, by_name.get((type(o), o.name))) for o in declared]
     live_b, declared_b = set(live.bindings), set(topology.bindings)
     items += [
-        PlanItem(Action.MATCH if b in live_b else Action.CREATE, b, None) for b in topology.bindings
+        PlanItem(Action.MATCH if b in live_b else Action.CREATE, b) for b in topology.bindings
     ]
     ns, names = topology.namespace + ".", {o.name for o in declared}
     extra: list[BrokerObject] = [
         o for o in live_objects if o.name.startswith(ns) and o.name not in names
     ]
     extra += [b for b in live.bindings if b.source.startswith(ns) and b not in declared_b]
-    items += [PlanItem(Action.EXTRA, None, o, "not in the topology file") for o in extra]
+    items += [PlanItem(Action.EXTRA, o, "not in the topology file") for o in extra]
     return Plan(tuple(items))
 
 
 def _compare(declared: Exchange | Queue, live: Exchange | Queue | None) -> PlanItem:
-    if live is None:
-        return PlanItem(Action.CREATE, declared, None)
-    if live == declared:
-        return PlanItem(Action.MATCH, declared, live)
+    if live is None or live == declared:
+        return PlanItem(Action.CREATE if live is None else Action.MATCH, declared)
     flags = [f.name for f in fields(declared) if f.name not in ("name", "arguments")]
     pairs = [(k, getattr(live, k), getattr(declared, k)) for k in flags]
     have, want = dict(live.arguments), dict(declared.arguments)
@@ -142,7 +139,7 @@ def _compare(declared: Exchange | Queue, live: Exchange | Queue | None) -> PlanI
         (k, have.get(k, unset), want.get(k, unset)) for k in sorted(have.keys() | want.keys())
     ]
     changes = [f"{k}: broker has {h!r}, file wants {w!r}" for k, h, w in pairs if h != w]
-    return PlanItem(Action.CONFLICT, declared, live, "; ".join(changes), _hint(declared))
+    return PlanItem(Action.CONFLICT, declared, "; ".join(changes), _hint(declared))
 
 
 def _hint(obj: Exchange | Queue) -> str:
@@ -173,18 +170,10 @@ def describe(obj: BrokerObject) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """What the broker says about itself when a connection opens."""
-
-    product: str
-    version: str
-
-
-@dataclass(frozen=True, slots=True)
 class ApplyReport:
     """What ``apply`` found before and after declaring."""
 
-    server: ServerInfo
+    server: str  # the product and version the broker names, e.g. ``RabbitMQ 3.10.8``
     before: Plan
     after: Plan
     deleted: tuple[str, ...]
@@ -225,10 +214,12 @@ async def apply_topology(
     """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask."""
     async with ManagementClient(settings) as client:
         before = make_plan(topology, await read_live(client, settings.vhost))
-        unresolved = [i for i in before.of(Action.CONFLICT) if _name(i.declared) not in recreate]
-        if unresolved:
-            raise TopologyConflictError(conflict_message(Plan(tuple(unresolved))))
-        deleted = await _delete(client, settings.vhost, before, recreate, prune, progress)
+        conflicts = before.of(Action.CONFLICT)
+        refused = Plan(tuple(i for i in conflicts if getattr(i.obj, "name", None) not in recreate))
+        if refused.items:
+            raise TopologyConflictError(conflict_message(refused))
+        doomed = [i.obj for i in (*conflicts, *(before.of(Action.EXTRA) if prune else ()))]
+        deleted = await _delete(client, settings.vhost, doomed, progress)
         server = await declare(topology, settings, progress=progress)
         after = make_plan(topology, await read_live(client, settings.vhost))
     return ApplyReport(server, before, after, deleted)
@@ -243,16 +234,8 @@ def conflict_message(plan: Plan) -> str:
 
 
 async def _delete(
-    client: ManagementClient,
-    vhost: str,
-    plan: Plan,
-    recreate: Collection[str],
-    prune: bool,
-    progress: Progress,
+    client: ManagementClient, vhost: str, doomed: list[BrokerObject], progress: Progress
 ) -> tuple[str, ...]:
-    conflicts = [i.declared for i in plan.of(Action.CONFLICT) if _name(i.declared) in recreate]
-    extra = [i.live for i in plan.of(Action.EXTRA)] if prune else []
-    doomed = [o for o in (*conflicts, *extra) if isinstance(o, Exchange | Queue)]
     # Refuse before deleting anything, so a refusal leaves the broker untouched.
     live = await read_live(client, vhost)
     for obj in doomed:
@@ -261,31 +244,30 @@ async def _delete(
                 f"queue {obj.name} holds {live.messages[obj.name]} messages; drain it (or move "
                 "them with a shovel) before recreating or pruning it"
             )
+    # Bindings first: deleting a queue or exchange takes its bindings with it.
+    gone = {o.name for o in doomed if not isinstance(o, Binding)}
     deleted = []
-    # Bindings first: deleting an exchange or queue takes its bindings with it.
-    gone = {o.name for o in doomed}
-    for b in extra:
-        if isinstance(b, Binding) and b.destination not in gone:
-            key = live.binding_keys.get(b, "~")
-            await client.delete_binding(vhost, b.source, b.destination, b.destination_type, key)
-            deleted.append(describe(b))
-            progress(f"deleted {deleted[-1]}")
-    for obj in doomed:
-        kind: Literal["queue", "exchange"] = "queue" if isinstance(obj, Queue) else "exchange"
-        await client.delete(vhost, kind, obj.name)
-        deleted.append(f"{kind} {obj.name}")
+    for obj in sorted(doomed, key=lambda o: not isinstance(o, Binding)):
+        if isinstance(obj, Binding):
+            if obj.destination in gone:
+                continue
+            key = live.binding_keys.get(obj, "~")
+            await client.delete_binding(
+                vhost, obj.source, obj.destination, obj.destination_type, key
+            )
+            deleted.append(describe(obj))
+        else:
+            kind: Literal["queue", "exchange"] = "queue" if isinstance(obj, Queue) else "exchange"
+            await client.delete(vhost, kind, obj.name)
+            deleted.append(f"{kind} {obj.name}")
         progress(f"deleted {deleted[-1]}")
     return tuple(deleted)
 
 
-def _name(obj: object) -> str | None:
-    return obj.name if isinstance(obj, Exchange | Queue) else None
-
-
 async def declare(
     topology: CompiledTopology, settings: BrokerSettings, *, progress: Progress = lambda _: None
-) -> ServerInfo:
-    """Declare every exchange, queue and binding over AMQP (idempotent)."""
+) -> str:
+    """Declare every exchange, queue and binding over AMQP (idempotent); return the broker's product and version."""
     async with await connect(settings, name="taskctl topology apply") as connection:
         channel = await connection.channel()
         try:
@@ -321,6 +303,4 @@ async def declare(
                 f"RabbitMQ refused a declaration: {exc}; run `taskctl topology plan` for details"
             ) from exc
         props = connection.transport.connection.server_properties if connection.transport else {}
-        return ServerInfo(
-            str(props.get("product", "unknown")), str(props.get("version", "unknown"))
-        )
+        return f"{props.get('product', 'unknown')!s} {props.get('version', 'unknown')!s}"

@@ -115,27 +115,19 @@ class CompiledTopology:
 
     def group(self, name: str) -> CompiledGroup:
         """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""
-        for group in self.groups:
-            if group.name == name:
-                return group
-        known = ", ".join(g.name for g in self.groups)
-        raise UnknownGroupError(f"no group {excerpt(name)} in the topology; groups: {known}")
+        found = next((g for g in self.groups if g.name == name), None)
+        if found is None:
+            known = ", ".join(g.name for g in self.groups)
+            raise UnknownGroupError(f"no group {excerpt(name)} in the topology; groups: {known}")
+        return found
 
     def group_for(self, job_type: str) -> CompiledGroup | None:
         """Return the group that takes ``job_type``, or ``None`` when no group does."""
-        for group in self.groups:
-            if group.takes(job_type):
-                return group
-        return None
+        return next((g for g in self.groups if g.takes(job_type)), None)
 
     def tier_for(self, delay_ms: int) -> DelayTier:
         """Return the longest tier not longer than ``delay_ms`` (the shortest for tiny delays)."""
-        chosen = self.tiers[0]
-        for tier in self.tiers:
-            if tier.ms > delay_ms:
-                break
-            chosen = tier
-        return chosen
+        return next((t for t in reversed(self.tiers) if t.ms <= delay_ms), self.tiers[0])
 
     def job_patterns(self) -> tuple[str, ...]:
         """Return every job type and pattern the groups take."""

@@ -16,6 +16,8 @@ class TaskqError(Exception):
 class SettingsError(TaskqError):
     """An environment setting is missing or invalid; the message names the variable."""
 
+    problems: tuple[str, ...] = ()  # one line per bad variable, when read from the environment
+
 
 class TopologyError(TaskqError):
     """The topology cannot be used as declared."""

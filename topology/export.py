@@ -80,18 +80,15 @@ def keda_manifests(
 ) -> list[dict[str, Any]]:
     """Return the TriggerAuthentication (unless turned off), then one ScaledObject per group."""
     options = options or KedaOptions()
-    auth = [trigger_authentication(options)] if options.trigger_authentication else []
-    return auth + [scaled_object(group, options) for group in topology.groups]
-
-
-def trigger_authentication(options: KedaOptions) -> dict[str, Any]:
-    """Return a TriggerAuthentication passing the Secret's ``host`` key as the scaler's ``host``."""
-    return {
+    # It passes the Secret's ``host`` key to every trigger as the scaler's ``host``.
+    auth = {
         "apiVersion": KEDA_API_VERSION,
         "kind": "TriggerAuthentication",
         "metadata": _metadata(options.authentication, options),
         "spec": {"secretTargetRef": [{"parameter": "host", "name": options.secret, "key": "host"}]},
     }
+    scaled = [scaled_object(group, options) for group in topology.groups]
+    return [auth, *scaled] if options.trigger_authentication else scaled
 
 
 def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
@@ -121,25 +118,21 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
                 }
             },
             "triggers": [
-                _trigger(queue, scale.backlog_per_worker, scale.activation, options)
+                {
+                    "type": "rabbitmq",
+                    "metadata": {
+                        "protocol": "http",
+                        "mode": "QueueLength",
+                        "value": str(scale.backlog_per_worker),
+                        "activationValue": str(scale.activation),
+                        "queueName": queue,
+                        "vhostName": options.vhost,
+                    },
+                    "authenticationRef": {"name": options.authentication},
+                }
                 for queue in group.queue_names
             ],
         },
-    }
-
-
-def _trigger(queue: str, value: int, activation: int, options: KedaOptions) -> dict[str, Any]:
-    return {
-        "type": "rabbitmq",
-        "metadata": {
-            "protocol": "http",
-            "mode": "QueueLength",
-            "value": str(value),
-            "activationValue": str(activation),
-            "queueName": queue,
-            "vhostName": options.vhost,
-        },
-        "authenticationRef": {"name": options.authentication},
     }
 
 

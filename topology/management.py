@@ -50,20 +50,6 @@ class ManagementClient(AsyncClosing):
             raise ManagementApiError(f"GET {path}: expected a JSON object")
         return data
 
-    async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
-        """Create ``vhost`` and give ``user`` full permissions on it."""
-        await self._request("PUT", f"/api/vhosts/{_q(vhost)}", json={})
-        perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        await self._request("PUT", f"/api/permissions/{_q(vhost)}/{_q(user)}", json=perms)
-
-    async def delete_vhost(self, vhost: str) -> None:
-        """Delete ``vhost`` and everything in it."""
-        await self._request("DELETE", f"/api/vhosts/{_q(vhost)}")
-
-    async def purge_queue(self, vhost: str, name: str) -> None:
-        """Remove every ready message from the queue ``name`` of ``vhost``."""
-        await self._request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}/contents")
-
     async def delete(self, vhost: str, kind: Literal["queue", "exchange"], name: str) -> None:
         """Delete the queue or exchange ``name`` of ``vhost``."""
         await self._request("DELETE", f"/api/{kind}s/{_q(vhost)}/{_q(name)}")

@@ -1,7 +1,5 @@
 """Every ``TASKQ_*`` setting, declared once: field ``name`` is variable ``TASKQ_NAME``, ``SecretStr`` masked."""
 
-from __future__ import annotations
-
 import ast
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -68,7 +66,8 @@ def _scheme(*allowed: str) -> AfterValidator:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    # Built on first use: a short command reads one or two sections of the eleven.
+    # Built on first use: a short command reads one or two sections of the eleven. (This module
+    # also leaves annotations to Python: pydantic evaluating strings would cost every command.)
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
@@ -179,7 +178,7 @@ class BrokerSettings(Section):
                     return unquote(parts.username), unquote(parts.password or "")
         return "guest", "guest"
 
-    def with_vhost(self, vhost: str) -> BrokerSettings:
+    def with_vhost(self, vhost: str) -> Self:
         """Return these settings pointed at another virtual host."""
         parts = urlsplit(self.amqp_url.get_secret_value())
         url = urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
@@ -459,11 +458,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     sections: dict[str, Any] = {}
     problems: list[str] = []
     for section in Settings.model_fields:
-        kind = _section(section)
         try:
-            sections[section] = kind.model_validate(_values(kind, environ))
-        except ValidationError as exc:
-            problems += _problems(kind, exc)
+            sections[section] = read_section(_section(section), environ)
+        except SettingsError as exc:
+            problems += exc.problems
     if problems:
         raise _invalid(problems)
     return Settings.model_construct(**sections)
@@ -471,8 +469,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def read_section(kind: type[S], environ: Mapping[str, str] | None = None) -> S:
     """Read one section of the settings as ``load_settings`` does, building only that section."""
+    values = _values(kind, environ)
+    if not values:
+        # Pydantic validates no default, so this is what validating nothing gives, without
+        # building a validator: a short command starts that much sooner.
+        return cast("S", kind.model_construct())
     try:
-        return kind.model_validate(_values(kind, environ))
+        return kind.model_validate(values)
     except ValidationError as exc:
         raise _invalid(_problems(kind, exc)) from exc
 
@@ -487,22 +490,19 @@ def _values(kind: type[Section], environ: Mapping[str, str] | None) -> dict[str,
 
 
 def _invalid(problems: list[str]) -> SettingsError:
-    return SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return SettingsError("invalid settings:\n  " + "\n  ".join(problems), problems=tuple(problems))
 
 
 def _problems(kind: type[Section], exc: ValidationError) -> list[str]:
     out = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
-        if not error["loc"]:  # a rule across a section's fields names its variables itself
-            out.append(message)
-            continue
-        field = str(error["loc"][0])
-        hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
-        out.append(
-            f"{ENV_PREFIX}{field.upper()}: {message}"
-            + ("" if hide else f" (got {error['input']!r})")
-        )
+        if error["loc"]:  # else a rule across a section's fields, which names its variables itself
+            field = str(error["loc"][0])
+            hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
+            got = "" if hide else f" (got {error['input']!r})"
+            message = f"{ENV_PREFIX}{field.upper()}: {message}{got}"
+        out.append(message)
     return out
 
 

@@ -31,7 +31,7 @@ CONSUMER_TIMEOUT_MS = 30 * 60 * 1000
 class _Spec(BaseModel):
     """Base of every spec: frozen, comparable, and strict about unknown keys."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Jitter(StrEnum):
@@ -211,12 +211,9 @@ class DelaySpec(_Spec):
         return self
 
     def tiers(self) -> tuple[int, ...]:
-        """Return the tier lengths in milliseconds, shortest first."""
-        out, tier = [], self.resolution
-        while tier <= self.longest:
-            out.append(tier)
-            tier *= 2
-        return tuple(out)
+        """Return the tier lengths in milliseconds, shortest first: resolution x 2^k up to longest."""
+        doublings = (self.longest // self.resolution).bit_length()
+        return tuple(self.resolution << k for k in range(doublings))
 
 
 EVENT = "{event}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,7 +135,7 @@ async def test_the_pepper_keys_the_hash(open_door: Opener) -> None:
             },
         )
         assert made.exit_code == 0, made.output
-        peppered = made.output.split('"key":"')[1].split('"')[0]
+        peppered = json.loads(made.stdout)["key"]
         unpeppered = await door.key()  # hashed without the pepper
         async with door.client(peppered) as good, door.client(unpeppered) as stale:
             assert (await good.get("/jobs")).status_code == 200

@@ -85,8 +85,8 @@ async def test_a_backlog_grows_the_group_to_max_then_it_drains_and_shrinks_to_mi
 
     said: list[str] = []
     supervisor = Supervisor([worker_spec("mail", 1)], grace=20, say=said.append)
-    local = LocalScaler(supervisor, idle=lambda: 1.0)  # the suite itself keeps the CPUs busy
-    local.adopt("mail", 1)
+    # The suite itself keeps the CPUs busy.
+    local = LocalScaler(supervisor, started={"mail": 1}, idle=lambda: 1.0)
     scaler = Recording(local)
     stop = asyncio.Event()
     began = time.monotonic()

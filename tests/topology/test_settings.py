@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from topology.errors import SettingsError
-from topology.settings import PublisherSettings, load_settings, mask_url
+from topology.settings import PublisherSettings, Settings, load_settings, mask_url, read_section
 
 
 def test_defaults_point_at_the_local_broker():
@@ -12,6 +12,12 @@ def test_defaults_point_at_the_local_broker():
     assert settings.vhost == "/"
     assert settings.management_base == "http://localhost:15672"
     assert settings.management_credentials == ("guest", "guest")
+
+
+@pytest.mark.parametrize("section", list(Settings.model_fields))
+def test_a_section_of_defaults_is_what_validating_no_values_gives(section: str):
+    kind = Settings.model_fields[section].annotation
+    assert read_section(kind, {}) == kind.model_validate({})
 
 
 def test_env_values_are_read_with_the_taskq_prefix():
