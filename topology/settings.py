@@ -460,8 +460,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for section in Settings.model_fields:
         try:
             sections[section] = read_section(_section(section), environ)
-        except SettingsError as exc:
-            problems += exc.problems
+        except SettingsError as exc:  # a section's own check may name its variable in one line
+            problems += exc.problems or (str(exc),)
     if problems:
         raise _invalid(problems)
     return Settings.model_construct(**sections)
