@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import ssl
 import subprocess
 import textwrap
@@ -93,3 +94,17 @@ async def create_job(
     """Insert one job through ``create_jobs``, claiming ``claim=(key, request_hash)`` first."""
     [outcome] = await store.create_jobs([NewJob(job, claim, lease_s)])
     return outcome
+
+
+def interrupted(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """Stop ``process`` as Ctrl-C does and return what it wrote to stdout and stderr meanwhile."""
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    return out, err
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` if it still runs (a test that failed before stopping it)."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate()

@@ -19,7 +19,7 @@ from jobstore.model import JobStatus
 from producers.submit import JobRequest
 from tests.consumers.rig import TOPOLOGY
 from tests.consumers.test_worker_process import TOPOLOGY_FILE, statuses, submit_all
-from tests.helpers import eventually, wait_healthy
+from tests.helpers import eventually, interrupted, reap, wait_healthy
 from tests.taskctl.test_up import free_port
 from topology.apply import apply_topology
 
@@ -128,12 +128,9 @@ def test_taskctl_up_to_a_file_writes_only_json_lines_and_no_payload(vhost, tmp_p
             status = httpx.get(f"{base}/jobs/{job_id}", headers=auth, timeout=5).json()["status"]
             time.sleep(0.2)
         assert status == "succeeded"
-        process.send_signal(signal.SIGINT)
-        _, errors = process.communicate(timeout=30)
+        _, errors = interrupted(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        reap(process)
     assert process.returncode == 0, errors
     assert errors == ""
     lines = parse_every_line(log)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher
 from tests.broker import TestsManagementClient, depth
 from tests.credentials import bearer, issue_key
-from tests.helpers import wait_healthy
+from tests.helpers import interrupted, reap, wait_healthy
 from tests.taskctl.test_up import free_port, start_up, up_env
 from tests.tlsbroker import USER, TlsBroker
 from tests.tlspostgres import TlsPostgres
@@ -178,12 +177,9 @@ def test_taskctl_up_runs_the_whole_pipeline_over_tls(
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         connections = _listed(tls_broker, tls_vhost, {"taskq api", "taskq worker email"})
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=30)
+        rest, _ = interrupted(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        reap(process)
     assert process.returncode == 0, rest
     assert not [line for line in rest.splitlines() if json.loads(line)["level"] == "ERROR"]
     # Every connection of the pipeline is TLS and logged in as the certificate's name.

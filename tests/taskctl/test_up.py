@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_healthy
+from tests.helpers import interrupted, reap, wait_healthy
 
 pytestmark = pytest.mark.rabbitmq
 ROOT = Path(__file__).parents[2]
@@ -84,12 +84,9 @@ def test_up_runs_the_api_so_the_quick_start_curl_gets_202_and_ctrl_c_stops_it(
             "subject": "Welcome",
             "status": "recorded, not sent",
         }
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=30)
+        rest, _ = interrupted(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        reap(process)
     assert process.returncode == 0, rest
     # Its log is JSON lines only, down to the last, and says what the apply did.
     messages = [json.loads(line)["message"] for line in rest.splitlines()]
