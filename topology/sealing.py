@@ -49,11 +49,6 @@ class Sealer:
         """Return whether new data is sealed."""
         return self.current is not None
 
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        """Return the ids of the keys that open data, the sealing one first."""
-        return tuple(self._keys)
-
     def seal(self, job_id: str, data: bytes, what: str = "payload") -> str:
         """Return ``data`` sealed for ``job_id`` under the current key (ValueError if encryption is off)."""
         if self.current is None:
