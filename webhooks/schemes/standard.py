@@ -121,8 +121,6 @@ def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519Public
             )
         else:
             raise WebhookConfigError("a Standard Webhooks secret must start with whsec_ or whpk_")
-    if not hmac_secrets and not public_keys:
-        raise WebhookConfigError("at least one Standard Webhooks secret is needed")
     return hmac_secrets, public_keys
 
 
