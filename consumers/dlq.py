@@ -27,7 +27,6 @@ from producers.publisher import Publisher
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS
 from topology.compiled import CompiledGroup, CompiledTopology
-from topology.durations import parse_duration
 from topology.envelope import Envelope, decode
 from topology.errors import BrokerUnavailableError, ContractError, TopologyError
 from topology.names import DEFAULT_TENANT
@@ -112,18 +111,6 @@ class DeadFilter:
         if self.older_than is not None:
             return letter.dead_since is not None and now - letter.dead_since >= self.older_than
         return True
-
-
-def age(text: str | None) -> timedelta | None:
-    """Return the age an ``older than`` filter names (``1h``, ``2d``).
-
-    Raises:
-        ValueError: the text is not a duration, or too long a one.
-    """
-    try:
-        return None if text is None else timedelta(milliseconds=parse_duration(text))
-    except OverflowError:
-        raise ValueError(f"{text} is too long a duration") from None
 
 
 @dataclass(frozen=True, slots=True)
