@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import aio_pika
 import aiormq
@@ -10,7 +12,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq.connection import TransportFactory
 
-from topology.errors import BrokerUnavailableError
+from topology.errors import BrokerUnavailableError, TopologyError
 from topology.settings import BrokerSettings, mask_url
 from topology.tls import broker_context, tls_failure
 
@@ -61,3 +63,14 @@ def unreachable(url: str, cause: BaseException) -> BrokerUnavailableError:
     return BrokerUnavailableError(
         f"cannot connect to RabbitMQ at {mask_url(url)}: {detail}; {hint}"
     )
+
+
+@contextmanager
+def existing(queue: str) -> Iterator[None]:
+    """Turn the broker's NOT_FOUND for ``queue`` (a passive declare) into a TopologyError saying what to run."""
+    try:
+        yield
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyError(
+            f"queue {queue} does not exist; run `taskctl topology apply` first"
+        ) from exc
