@@ -244,8 +244,6 @@ def _cut(text: str) -> str:
 
 def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random | None = None) -> int:
     """Return the delay in milliseconds before the attempt after ``failed_attempt`` (1-based)."""
-    if failed_attempt < 1:
-        raise ValueError(f"attempts count from 1, got {failed_attempt}")
     ceiling = policy.delay_ms(failed_attempt)
     draw = (rng or random).random()
     if policy.jitter is Jitter.FULL:

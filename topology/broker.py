@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aio_pika
@@ -12,7 +14,7 @@ from aio_pika.connection import make_url
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from yarl import URL
 
-from topology.errors import BrokerUnavailableError
+from topology.errors import BrokerUnavailableError, TopologyError
 from topology.settings import BrokerSettings, mask_url
 from topology.tls import broker_context, tls_failure
 
@@ -95,3 +97,14 @@ class Failover(TransportFactory):
             return opened
         assert failure is not None
         raise failure
+
+
+@contextmanager
+def existing(queue: str) -> Iterator[None]:
+    """Turn the broker's NOT_FOUND for ``queue`` (a passive declare) into a TopologyError saying what to run."""
+    try:
+        yield
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyError(
+            f"queue {queue} does not exist; run `taskctl topology apply` first"
+        ) from exc
