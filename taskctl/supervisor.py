@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class ProcessSpec:
 class _Child:
     spec: ProcessSpec
     process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
+    crashes: int = 0  # exits in a row, each soon after its start: a crash loop
     retiring: bool = False  # told to stop for good (a scale-down): not restarted
     keeper: asyncio.Task[None] | None = None
 
@@ -42,12 +43,14 @@ class Supervisor:
         *,
         grace: float = 30.0,
         max_backoff: float = 30.0,
+        healthy_after: float = 10.0,
         say: Say = print,
     ) -> None:
         self._children = [_Child(spec) for spec in specs]
         self._running = False
         self._grace = grace
         self._max_backoff = max_backoff
+        self._healthy_after = healthy_after
         self._say = say
         self._stopping = asyncio.Event()
 
@@ -104,6 +107,7 @@ class Supervisor:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
                 )
+                started = time.monotonic()
                 self._say(f"[{child.spec.name}] started (pid {child.process.pid})")
                 pump = asyncio.create_task(_pump(child.process))
                 code = await child.process.wait()
@@ -113,9 +117,15 @@ class Supervisor:
                     return
                 if self._stopping.is_set():
                     return
-                child.restarts += 1
-                # Back off exponentially so a child that dies at once does not spin the CPU.
-                delay = min(self._max_backoff, 0.5 * 2 ** min(child.restarts, 10))
+                # Only a crash loop backs off: a process that ran well and then died (a kill,
+                # an out-of-memory) is replaced at once, and its count starts over.
+                ran_well = time.monotonic() - started >= self._healthy_after
+                child.crashes = 0 if ran_well else child.crashes + 1
+                delay = (
+                    min(self._max_backoff, 0.25 * 2 ** min(child.crashes, 10))
+                    if child.crashes
+                    else 0.0
+                )
                 self._say(f"[{child.spec.name}] exited with {code}; restarting in {delay:.1f}s")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)

@@ -1,5 +1,6 @@
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 from taskctl.supervisor import ProcessSpec, Supervisor
@@ -52,6 +53,44 @@ async def test_crashed_child_is_restarted(tmp_path: Path):
     supervisor.stop()
     assert await task == 0
     assert any("[flaky] exited with 3; restarting" in s for s in said)
+
+
+async def test_a_killed_child_that_ran_well_is_replaced_at_once_every_time():
+    code = "import time\nprint('up', flush=True)\ntime.sleep(60)\n"
+    said: list[str] = []
+    supervisor = Supervisor(
+        [ProcessSpec("worker", python(code))], grace=1, healthy_after=0.3, say=said.append
+    )
+    task = asyncio.create_task(supervisor.run())
+
+    def starts() -> int:
+        return sum("started" in s for s in said)
+
+    for kill in range(4):  # four kills a little apart, as an operator or the OOM killer would
+        await wait_for(lambda n=kill + 1: starts() == n)
+        await asyncio.sleep(0.4)
+        victim = supervisor._children[0].process
+        assert victim is not None
+        killed = time.monotonic()
+        victim.kill()
+        await wait_for(lambda n=kill + 2: starts() == n, within=1.0)
+        assert time.monotonic() - killed < 1.0
+    supervisor.stop()
+    assert await task == 0
+    assert sum("restarting in 0.0s" in s for s in said) == 4
+
+
+async def test_a_crash_loop_backs_off_longer_each_time():
+    said: list[str] = []
+    supervisor = Supervisor(
+        [ProcessSpec("broken", python("raise SystemExit(2)"))], max_backoff=1.0, say=said.append
+    )
+    task = asyncio.create_task(supervisor.run())
+    await wait_for(lambda: sum("restarting" in s for s in said) >= 3)
+    supervisor.stop()
+    assert await task == 0
+    delays = [s.rsplit(" ", 1)[1] for s in said if "restarting" in s]
+    assert delays[:3] == ["0.5s", "1.0s", "1.0s"]  # doubled, then held at max_backoff
 
 
 async def test_child_that_ignores_sigterm_is_killed_after_the_grace_period():
