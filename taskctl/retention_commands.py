@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="retention",
     help=(
-        "Remove finished jobs past their group's retention, their blobs, and orphaned blobs."
-        "\n\nThe API does the same in the background every TASKQ_RETENTION_SWEEP_INTERVAL"
-        " seconds, a few batches at a time."
+        "Delete expired jobs, their blobs and orphaned blobs."
+        "\n\nFinished jobs expire once their group's retention has passed. The API does the same"
+        " in the background every TASKQ_RETENTION_SWEEP_INTERVAL seconds, a few batches at a"
+        " time."
     ),
     rich_markup_mode=None,
 )
@@ -27,7 +28,7 @@ def sweep(
     ] = 500,
     as_json: JsonFlag = False,
 ) -> None:
-    """Sweep until nothing is left to remove, printing what went after each step.
+    """Delete everything due now, printing the counts after each step.
 
     Finished jobs (succeeded, failed, dead, cancelled) go once their group's retention has
     passed since they ended, with their results and claim-checked payloads; blobs no job has
