@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,25 +15,20 @@ from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.store import InMemoryJobStore
-from tests.helpers import eventually
+from tests.helpers import compiled, eventually
 from topology.apply import apply_topology
-from topology.compiled import CompiledTopology, compile_topology
-from topology.loader import parse_topology
+from topology.compiled import CompiledTopology
 from topology.settings import BrokerSettings, WorkerSettings
 
-TOPOLOGY = compile_topology(
-    parse_topology(
-        textwrap.dedent(
-            """
-            delays: {resolution: 250ms, longest: 1m}
-            groups:
-              mail:
-                jobs: ["mail.#"]
-                timeout: 2s
-                retry: {max_attempts: 3, base: 250ms, factor: 2, max: 1s, jitter: none}
-            """
-        )
-    )
+TOPOLOGY = compiled(
+    """
+    delays: {resolution: 250ms, longest: 1m}
+    groups:
+      mail:
+        jobs: ["mail.#"]
+        timeout: 2s
+        retry: {max_attempts: 3, base: 250ms, factor: 2, max: 1s, jitter: none}
+    """
 )
 
 

@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
 from tests.broker import channel, depth, next_message
 from tests.consumers.rig import started
-from tests.helpers import eventually
-from topology.compiled import compile_topology
+from tests.helpers import compiled, eventually
 from topology.envelope import decode
-from topology.loader import parse_topology
 
 pytestmark = pytest.mark.rabbitmq
 
-TINY_DLQ = compile_topology(
-    parse_topology(
-        textwrap.dedent(
-            """
-            delays: {resolution: 250ms, longest: 1m}
-            groups:
-              mail:
-                jobs: ["mail.#"]
-                timeout: 2s
-                retry: {max_attempts: 1, base: 250ms, factor: 2, max: 1s, jitter: none}
-                dlq: {max_length: 1}
-            """
-        )
-    )
+TINY_DLQ = compiled(
+    """
+    delays: {resolution: 250ms, longest: 1m}
+    groups:
+      mail:
+        jobs: ["mail.#"]
+        timeout: 2s
+        retry: {max_attempts: 1, base: 250ms, factor: 2, max: 1s, jitter: none}
+        dlq: {max_length: 1}
+    """
 )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import textwrap
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -27,12 +26,10 @@ from jobstore.shared_sql import _EXPIRE, _FINISHED_TYPES
 from jobstore.sqlite import SqliteJobStore
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
-from tests.helpers import eventually
+from tests.helpers import compiled, eventually
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 from topology.apply import apply_topology
-from topology.compiled import compile_topology
 from topology.envelope import new_job_id
-from topology.loader import parse_topology
 from topology.settings import SubmitSettings, WorkerSettings
 from topology.spec import Priority
 
@@ -260,20 +257,16 @@ async def test_a_pass_is_bounded_and_the_next_goes_on_where_it_stopped(
 
 # A store that stays flat: thousands of jobs through the broker and a worker, swept behind.
 
-FLAT = compile_topology(
-    parse_topology(
-        textwrap.dedent(
-            """
-            delays: {resolution: 250ms, longest: 1m}
-            groups:
-              flat:
-                jobs: ["flat.#"]
-                prefetch: 256
-                concurrency: 64
-                retention: 1s
-            """
-        )
-    )
+FLAT = compiled(
+    """
+    delays: {resolution: 250ms, longest: 1m}
+    groups:
+      flat:
+        jobs: ["flat.#"]
+        prefetch: 256
+        concurrency: 64
+        retention: 1s
+    """
 )
 ROUNDS, PER_ROUND = 6, 500
 
