@@ -14,7 +14,7 @@ from jobstore.model import JobStore, KeptFor
 from telemetry.metrics import MetricSet, counter
 from topology.errors import TaskqError
 
-SWEEP_BATCH = 500  # jobs deleted, and blobs listed, per step: one short statement each
+SWEEP_BATCH = 500  # jobs deleted, and blobs listed, per step
 PASS_STEPS = 4  # steps of one background pass; the next pass goes on where it stopped
 DELETES_AT_ONCE = 4
 
