@@ -343,7 +343,13 @@ async def _replay_one(
         with tracing.span(f"{fresh.type} replay", link_headers=message.headers, parent_headers={}):
             await publisher.publish(fresh, job_route(topology, fresh))
     except Exception:
-        await store.transition(fresh.id, JobStatus.DEAD, allowed_from=frozenset({JobStatus.QUEUED}))
+        # Dead again, with an end time: the retention sweep counts from it.
+        await store.transition(
+            fresh.id,
+            JobStatus.DEAD,
+            allowed_from=frozenset({JobStatus.QUEUED}),
+            finished_at=datetime.now(UTC),
+        )
         raise
     reason = _header(message, REASON_HEADER) or "unknown"
     logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)

@@ -358,7 +358,7 @@ class Submitter:
             if error is None:
                 self._rows.post(self._new_job(pending))
             elif isinstance(error, _NOT_PUBLISHED) and pending.envelope.payload_ref:
-                await self._blobs.delete(pending.envelope.payload_ref)
+                await self._blobs.delete(pending.envelope.payload_ref.uri)
 
     async def _claimed(
         self, stored: Sequence[_Pending], *, meanwhile: bool = False
@@ -601,7 +601,7 @@ class Submitter:
     async def _answer(self, pending: _Pending, claim: Claim) -> Submitted:
         """Answer a request whose key was already claimed (replay it, or say why not)."""
         if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref)
+            await self._blobs.delete(pending.envelope.payload_ref.uri)
         return _answer_claim(claim.state, claim.job_id, claim.response)
 
     def group_of(self, job_type: str) -> str | None:
@@ -762,7 +762,7 @@ class Submitter:
     async def _abandon(self, pending: _Pending) -> None:
         await self._store.abandon_job(pending.job.id, pending.request.claim_key())
         if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref)
+            await self._blobs.delete(pending.envelope.payload_ref.uri)
 
     async def _announce(self, job: JobRecord) -> None:
         # Events are advisory (the store is the truth), so a lost one is logged, not fatal.

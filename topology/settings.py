@@ -66,7 +66,7 @@ def _scheme(*allowed: str) -> AfterValidator:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    # Built on first use: a short command reads one or two sections of the eleven. (This module
+    # Built on first use: a short command reads one or two sections of the thirteen. (This module
     # also leaves annotations to Python: pydantic evaluating strings would cost every command.)
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
@@ -246,6 +246,15 @@ class SubmitSettings(Section):
     """Seconds after which a job stored but never confirmed is published again (under the lease)."""
     submit_events: bool = False
     """Also publish a status event when a job is accepted."""
+
+
+class RetentionSettings(Section):
+    """How often the API removes what is kept no longer (how long is per group, in the topology)."""
+
+    retention_sweep_interval: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    """Seconds between the API's retention sweeps of finished jobs and orphaned blobs (0: off)."""
+    orphan_blob_grace: Annotated[float, Field(gt=0)] = 86400.0
+    """Seconds a blob no job has is kept before a sweep deletes it (a submission writes its blob first)."""
 
 
 class ApiSettings(Section):
@@ -463,6 +472,7 @@ class Settings(BaseModel):
     broker: BrokerSettings
     publisher: PublisherSettings
     submit: SubmitSettings
+    retention: RetentionSettings
     api: ApiSettings
     auth: AuthSettings
     client: ClientSettings
