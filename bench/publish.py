@@ -1,7 +1,7 @@
 """Enqueue with confirms: taskq's Python client against raw aio-pika, same event loop, same run.
 
 Usage: .venv/bin/python bench/publish.py [--single 2000] [--many 20000] [--window 500]
-       [--rounds 5] [--postgres URL] [--uvloop]
+       [--rounds 5] [--postgres URL] [--uvloop] [--sealed]
 
 Every variant publishes persistent, mandatory messages with publisher confirms to
 ``taskq.jobs`` (routing key ``email``) in a scratch vhost holding the default topology, and the
@@ -15,7 +15,8 @@ One at a time (each call awaited before the next):
 - ``aio-pika publish`` (THE baseline): what a user writes by hand: ``orjson`` body with an id,
   type and payload, an ``aio_pika.Message`` with the message id, persistent, mandatory.
 - ``AsyncClient.submit (<store>)``: the whole submission: validation, job record, store
-  insert, envelope, confirmed publish, job view.
+  insert, envelope, confirmed publish, job view; with ``--sealed`` also each store's client
+  with ``TASKQ_DATA_KEYS`` set (the payload sealed with AES-256-GCM before it is stored and sent).
 
 Windowed (``--window`` confirms in flight):
 
@@ -57,6 +58,7 @@ from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
+from topology.sealing import new_key
 from topology.settings import BrokerSettings, PublisherSettings, load_settings
 
 Run = Callable[[int], Awaitable[None]]
@@ -237,6 +239,10 @@ async def bench(settings: BrokerSettings, opts: argparse.Namespace) -> None:
                 "TASKQ_BLOB_URL": f"file:{work}/b",
             }
             clients[name] = await stack.enter_async_context(await AsyncClient.connect(env))
+            if opts.sealed:
+                sealed = {**env, "TASKQ_DATA_KEYS": f"bench:{new_key()}"}
+                connected = await AsyncClient.connect(sealed)
+                clients[f"{name}, sealed"] = await stack.enter_async_context(connected)
 
         single = [Variant("aio-pika publish", raw_single(exchange), opts.single)]
         single += [
@@ -291,6 +297,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--postgres", default="", help="a PostgreSQL URL to add that store")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument(
+        "--sealed", action="store_true", help="add each client with payloads sealed at rest"
+    )
     options = parser.parse_args()
     if options.uvloop:
         import uvloop

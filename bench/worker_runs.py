@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -49,6 +50,7 @@ class System:
     queue: str = ""  # where its jobs wait; checked empty after each run
     also_empty: tuple[str, ...] = ()  # e.g. a dead-letter queue that must have stayed empty
     taskq: bool = False  # gets TASKQ_* settings and a job store of its own per run
+    settings: tuple[tuple[str, str], ...] = ()  # more environment for its worker and producer
     verify: tuple[str, ...] = ()  # run after the worker stopped; fails if a job went wrong
 
 
@@ -135,7 +137,7 @@ class Scratch:
                 "TASKQ_BLOB_URL": f"file:{folder}/blobs",
                 "TASKQ_HANDLERS": "noop.taskq_jobs",
             }
-        return self._env(extra)
+        return self._env(extra | dict(system.settings))
 
     def run(
         self,
@@ -319,6 +321,13 @@ TASKQ = System(
     also_empty=("taskq.email.dlq",),
     taskq=True,
     verify=(PYTHON, "-m", "noop.taskq_jobs", "verify"),
+)
+# The same worker with payloads and results sealed at rest (one fixed throwaway key).
+TASKQ_SEALED = replace(
+    TASKQ,
+    name="taskq-sealed",
+    label="taskq `taskctl worker email`, every feature on, payloads and results sealed",
+    settings=(("TASKQ_DATA_KEYS", "bench:" + base64.b64encode(bytes(range(32))).decode()),),
 )
 SAME_LOOP = "aio-pika-uvloop"  # taskctl worker runs on uvloop
 
