@@ -22,6 +22,7 @@ from producers.events import decode_event
 from producers.tenancy import Viewer
 from topology.compiled import CompiledTopology
 from topology.names import DEFAULT_TENANT
+from topology.settings import ApiSettings
 
 QUEUE_LIMIT = 256
 TOO_BIG = 1009  # RFC 6455: a message too big to process
@@ -108,16 +109,13 @@ class EventHub:
 
 
 async def pump(
-    websocket: WebSocket,
-    watcher: Watcher,
-    *,
-    final: Callable[[dict[str, Any]], bool],
-    max_frame: int,
-    idle_timeout: float,
+    websocket: WebSocket, watcher: Watcher, *, final: Callable[[dict[str, Any]], bool]
 ) -> None:
     """Send the watcher's events until ``final(event)``, the client leaves, or a limit is hit."""
+    settings: ApiSettings = websocket.app.state.api_settings
+    idle_timeout = settings.ws_idle_timeout
     active = [time.monotonic()]  # when the client last spoke, or was last sent an event
-    reader = asyncio.create_task(_read(websocket, active, max_frame))
+    reader = asyncio.create_task(_read(websocket, active, settings.ws_max_frame_bytes))
     try:
         while True:
             getter = asyncio.ensure_future(watcher.events.get())

@@ -26,7 +26,6 @@ from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.views import job_view, page_view
 from topology.errors import AccessError, JobNotFoundError, JobRejectedError, TaskqError
-from topology.settings import ApiSettings
 
 router = APIRouter(route_class=SecuredRoute)
 
@@ -201,11 +200,6 @@ async def _admitted(websocket: WebSocket) -> Principal | None:
     return caller
 
 
-def _limits(websocket: WebSocket) -> dict[str, Any]:
-    settings: ApiSettings = websocket.app.state.api_settings
-    return {"max_frame": settings.ws_max_frame_bytes, "idle_timeout": settings.ws_idle_timeout}
-
-
 @router.websocket("/ws/jobs/{job_id}")
 async def watch_job(websocket: WebSocket, job_id: str) -> None:
     """Stream a job's status changes, starting with its current state, until it is final."""
@@ -227,12 +221,7 @@ async def watch_job(websocket: WebSocket, job_id: str) -> None:
         if JobStatus(current["status"]).terminal:
             await websocket.close()
             return
-        await pump(
-            websocket,
-            watcher,
-            final=lambda event: JobStatus(event["status"]).terminal,
-            **_limits(websocket),
-        )
+        await pump(websocket, watcher, final=lambda event: JobStatus(event["status"]).terminal)
 
 
 @router.websocket("/ws/jobs")
@@ -243,4 +232,4 @@ async def watch_jobs(websocket: WebSocket, type: str | None = None) -> None:
         return
     services = websocket.app.state.services
     async with services.hub.watch(caller.viewer, job_type=type) as watcher:
-        await pump(websocket, watcher, final=lambda event: False, **_limits(websocket))
+        await pump(websocket, watcher, final=lambda event: False)
