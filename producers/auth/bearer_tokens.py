@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import jwt
@@ -27,14 +27,6 @@ MAX_TOKEN_CHARS = 8192  # real access tokens are a few hundred bytes to a few Ki
 MAX_KID_CHARS = 256
 MAX_JWKS_BYTES = 1024 * 1024
 _REQUIRED = ["exp", "iss", "aud", "sub"]
-
-
-class KeySource(Protocol):
-    """Finds the public key a token names by its ``kid``."""
-
-    async def key(self, kid: str | None) -> jwt.PyJWK:
-        """Return the key for ``kid`` (``None``: the token names none)."""
-        ...
 
 
 def key_set(document: Any, *, where: str) -> dict[str | None, jwt.PyJWK]:
@@ -164,18 +156,14 @@ class JwksKeys:
 class JwtVerifier:
     """Turns a bearer JWT into a principal, or refuses it with the reason."""
 
-    def __init__(self, settings: AuthSettings, keys: KeySource) -> None:
+    def __init__(self, settings: AuthSettings, keys: StaticKeys | JwksKeys) -> None:
         self._settings = settings
         self._keys = keys
         self._algorithms = frozenset(settings.algorithms)
         self._types = frozenset(settings.token_types)
 
     async def verify(self, token: str) -> Principal:
-        """Return the principal of a valid access token, or refuse it with the reason.
-
-        Raises:
-            IdentityProviderUnavailableError: the issuer's keys cannot be fetched.
-        """
+        """Return the principal of a valid access token, or refuse it with the reason (or ``IdentityProviderUnavailableError``)."""
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationError(f"the token is longer than {MAX_TOKEN_CHARS} characters")
         try:
@@ -263,7 +251,7 @@ def _patterns(value: Any, settings: AuthSettings) -> tuple[str, ...] | None:
     return tuple(patterns)
 
 
-def key_source(settings: AuthSettings) -> KeySource | None:
+def key_source(settings: AuthSettings) -> StaticKeys | JwksKeys | None:
     """Return where bearer-token keys come from, or ``None`` when tokens are not enabled."""
     if settings.jwks_url:
         return JwksKeys(
