@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import jwt
@@ -156,9 +156,18 @@ class JwksKeys:
 class JwtVerifier:
     """Turns a bearer JWT into a principal, or refuses it with the reason."""
 
-    def __init__(self, settings: AuthSettings, keys: StaticKeys | JwksKeys) -> None:
+    def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
-        self._keys = keys
+        self._keys = (
+            JwksKeys(
+                settings.jwks_url,
+                timeout=settings.jwks_timeout,
+                ttl=settings.jwks_cache_ttl,
+                min_refresh=settings.jwks_min_refresh,
+            )
+            if settings.jwks_url
+            else StaticKeys(cast(str, settings.jwt_keys_file))  # jwt_enabled: one of them is set
+        )
         self._algorithms = frozenset(settings.algorithms)
         self._types = frozenset(settings.token_types)
 
@@ -249,15 +258,3 @@ def _patterns(value: Any, settings: AuthSettings) -> tuple[str, ...] | None:
     ):
         raise AuthenticationError(f"the token's {settings.jwt_job_types_claim} claim is invalid")
     return tuple(patterns)
-
-
-def key_source(settings: AuthSettings) -> StaticKeys | JwksKeys | None:
-    """Return where bearer-token keys come from, or ``None`` when tokens are not enabled."""
-    if settings.jwks_url:
-        return JwksKeys(
-            settings.jwks_url,
-            timeout=settings.jwks_timeout,
-            ttl=settings.jwks_cache_ttl,
-            min_refresh=settings.jwks_min_refresh,
-        )
-    return StaticKeys(settings.jwt_keys_file) if settings.jwt_keys_file else None
