@@ -209,10 +209,9 @@ class GuardedHttp(HttpToolsProtocol):
 
 
 def _refusal(status: int, detail: str) -> bytes:
-    phrase = HTTPStatus(status).phrase
-    body = orjson.dumps(problem_body(status, detail, phrase))
+    body = orjson.dumps(problem_body(status, detail))
     head = (
-        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
