@@ -65,13 +65,6 @@ class EventHub:
         """Return how many watchers are registered now."""
         return len(self._watchers)
 
-    def dispatch(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every interested watcher; a full watcher loses it."""
-        for watcher in self._watchers:
-            if watcher.wants(event):
-                with contextlib.suppress(asyncio.QueueFull):
-                    watcher.events.put_nowait(event)
-
     @asynccontextmanager
     async def watch(
         self, viewer: Viewer, *, job_id: str | None = None, job_type: str | None = None
@@ -102,8 +95,12 @@ class EventHub:
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             event = decode_event(message.body)
-            if event is not None:
-                self.dispatch(event)
+            if event is None:
+                return
+            for watcher in self._watchers:
+                if watcher.wants(event):
+                    with contextlib.suppress(asyncio.QueueFull):  # a full watcher loses it
+                        watcher.events.put_nowait(event)
 
         await queue.consume(on_message, no_ack=True)
 
