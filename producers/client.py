@@ -7,7 +7,6 @@ with pika's blocking connection (the natural transport for Django, Flask and scr
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -38,11 +37,6 @@ from topology.spec import Priority
 T = TypeVar("T")
 P = ParamSpec("P")
 JobView = dict[str, Any]
-# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's;
-# the tenant is the client's own, from TASKQ_TENANT).
-_REQUEST_FIELDS = tuple(
-    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source", "tenant")
-)
 
 
 class JobOptions(TypedDict, total=False):
@@ -155,7 +149,8 @@ def _checked(source: Mapping[str, Any] | JobRequest, tenant: str) -> JobRequest 
             body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
         return _rejected(exc)
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
+    # The fields of POST /jobs; the tenant is the client's own, from TASKQ_TENANT.
+    return JobRequest(**dict(body), tenant=tenant)
 
 
 def _rejected(exc: ValidationError) -> JobRejectedError:
