@@ -17,10 +17,7 @@ from topology.broker import unreachable
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
-from topology.errors import (
-    BrokerUnavailableError,
-    TaskqError,
-)
+from topology.errors import BrokerUnavailableError, TaskqError
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
 from topology.tls import broker_context

@@ -6,13 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from topology.limits import (
-    Attempts,
-    CallbackUrl,
-    Delay,
-    IdempotencyKey,
-    UtcTime,
-)
+from topology.limits import Attempts, CallbackUrl, Delay, IdempotencyKey, UtcTime
 from topology.spec import Priority
 
 SERVER_OWNED = frozenset(

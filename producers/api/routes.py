@@ -6,14 +6,7 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import (
-    APIRouter,
-    Query,
-    Request,
-    Response,
-    WebSocket,
-    WebSocketDisconnect,
-)
+from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect
 
 from jobstore.model import JobStatus
 from producers.api.hub import pump
@@ -149,11 +142,7 @@ def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None
     counter.inc()
 
 
-@router.get(
-    "/jobs/{job_id}",
-    response_model=JobOut,
-    **secured(Scope.JOBS_READ),
-)
+@router.get("/jobs/{job_id}", response_model=JobOut, **secured(Scope.JOBS_READ))
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Return a job's status, attempts, timestamps, last error and result."""
     job = await request.app.state.services.submitter.get(job_id, principal(request).viewer)
@@ -176,11 +165,7 @@ async def list_jobs(
     return page_view(page)
 
 
-@router.delete(
-    "/jobs/{job_id}",
-    response_model=JobOut,
-    **secured(Scope.JOBS_WRITE),
-)
+@router.delete("/jobs/{job_id}", response_model=JobOut, **secured(Scope.JOBS_WRITE))
 async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     """Cancel a job that has not started (409 once it has)."""
     services = request.app.state.services
