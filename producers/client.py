@@ -10,7 +10,6 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, Unpack
 
 from pydantic import JsonValue, ValidationError
@@ -163,9 +162,7 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
 
 
 def _view(done: Submitted) -> JobView:
-    view: JobView = done.view()
-    view["replayed"] = done.replayed
-    return view
+    return {**done.view(), "replayed": done.replayed}
 
 
 def _outcome(outcome: Submitted | TaskqError) -> JobView | TaskqError:
@@ -221,12 +218,7 @@ class SyncClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
