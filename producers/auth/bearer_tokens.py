@@ -68,12 +68,9 @@ class StaticKeys:
         except OSError as exc:
             raise SettingsError(f"{where} cannot be read: {exc}") from exc
         try:
-            if data.lstrip().startswith(b"-----BEGIN"):
-                self._single: jwt.PyJWK | None = pem_key(data)
-                self._keys: dict[str | None, jwt.PyJWK] = {None: self._single}
-            else:
-                self._single = None
-                self._keys = key_set(orjson.loads(data), where=where)
+            pem = data.lstrip().startswith(b"-----BEGIN")
+            self._single = pem_key(data) if pem else None
+            self._keys = {} if pem else key_set(orjson.loads(data), where=where)
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
             raise SettingsError(f"{where}: {exc}") from exc
 
@@ -231,9 +228,7 @@ class JwtVerifier:
                 f"the token's {s.jwt_tenant_claim} claim is missing or invalid"
             )
         return Principal(
-            kind="jwt",
             id=f"jwt:{claims['iss']}:{subject}",
-            name=subject,
             scopes=_scopes(claims.get(s.jwt_scope_claim)),
             viewer=Viewer(tenant, _patterns(claims.get(s.jwt_job_types_claim), s)),
         )
