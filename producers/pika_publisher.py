@@ -69,12 +69,6 @@ class PikaPublisher(AsyncClosing):
         self._closed = True
         self._drop()
 
-    @property
-    def connected(self) -> bool:
-        """Return whether the connection and channel were open when last used."""
-        # A channel is only ever opened on a connection, and both are dropped together.
-        return self._channel is not None and self._channel.is_open and self._connection.is_open
-
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
         """Publish ``envelope`` and return once the broker confirmed it."""
         target = route or job_route(self._topology, envelope)
