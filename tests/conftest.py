@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.broker import TestsManagementClient
+from tests.localcluster import LocalCluster, running_cluster
 from tests.tlsbroker import StartError, TlsBroker, running_tls_broker
 from tests.tlsbroker import tls_vhost as fresh_tls_vhost
 from tests.tlspostgres import TlsPostgres, running_tls_postgres
@@ -101,6 +102,13 @@ def tls_broker() -> Iterator[TlsBroker]:
     """Run a TLS-only RabbitMQ node of the session's own; fail under CI=true when it cannot start."""
     with ExitStack() as stack:  # stops the node at the end of the session, whatever failed
         yield _started(stack, running_tls_broker(), "TLS RabbitMQ node", "rabbitmq-server")
+
+
+@pytest.fixture(scope="session")
+def own_broker() -> Iterator[LocalCluster]:
+    """Run a RabbitMQ node of the session's own, to kill and restart; fail under CI=true if it cannot start."""
+    with ExitStack() as stack:  # stops the node at the end of the session, whatever failed
+        yield _started(stack, running_cluster(1), "RabbitMQ node of our own", "rabbitmq-server")
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ async def connect(
         make_url(url, heartbeat=settings.heartbeat, auth=auth),
         client_properties={"connection_name": name},
         ssl_context=context,
+        reconnect_interval=settings.reconnect_interval,
     )
     if transport is not None:
         # aio-pika hands aiormq only the parameters it knows of; aiormq takes this one.

@@ -115,6 +115,8 @@ class BrokerSettings(Section):
     """AMQP heartbeat, seconds."""
     connect_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     """Seconds to open a connection."""
+    reconnect_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
+    """Seconds between tries to reopen a lost connection (workers and publishers resume on their own)."""
     management_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Seconds per management API request."""
     broker_tls_ca_file: str = ""

@@ -14,8 +14,9 @@ from topology.settings import declared, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("telemetry", "topology", "jobstore", "producers", "consumers", "webhooks", "taskctl")
-# Names that are not settings: a constant, the docs' placeholder, webhook secrets the topology names.
-NOT_SETTINGS = re.compile(r"TASKQ_(PATTERN|NAME|WEBHOOK_\w+_SECRET|TEST_\w+)$")
+# Names that are not settings: a constant, the docs' placeholder, webhook secrets the topology
+# names, the tests' and the local cluster script's own knobs.
+NOT_SETTINGS = re.compile(r"TASKQ_(PATTERN|NAME|WEBHOOK_\w+_SECRET|TEST_\w+|CLUSTER_\w+)$")
 
 
 def test_the_reference_table_in_the_docs_is_current():
