@@ -42,9 +42,7 @@ class Watcher:
 
     def wants(self, event: dict[str, Any]) -> bool:
         """Return whether this watcher follows the event's job (never another tenant's)."""
-        if event.get("tenant", DEFAULT_TENANT) != self.viewer.tenant:
-            return False
-        if not self.viewer.may_touch(str(event.get("type"))):
+        if not self.viewer.sees(event.get("tenant", DEFAULT_TENANT), str(event.get("type"))):
             return False
         if self.job_id is not None:
             return bool(event.get("id") == self.job_id)
