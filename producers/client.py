@@ -197,13 +197,7 @@ class SyncClient:
     cancel = _blocking(AsyncClient.cancel)
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``).
-
-        Raises:
-            RuntimeError: called while an event loop runs in this thread.
-            SettingsError, TopologyFileError: bad configuration.
-            BrokerUnavailableError, StoreUnavailableError: a dependency is down.
-        """
+        """Connect as ``AsyncClient.connect`` does, over pika (``RuntimeError`` in a running event loop)."""
         _refuse_running_loop()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
