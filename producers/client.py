@@ -7,6 +7,7 @@ with pika's blocking connection (the natural transport for Django, Flask and scr
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -178,7 +179,8 @@ def _blocking(
         work = method(self._client, *args, **kwargs)
         return self._run(self._settled(work) if settle else work)
 
-    blocking.__doc__ = method.__doc__
+    functools.update_wrapper(blocking, method)  # its name, docstring and signature, for help()
+    blocking.__qualname__ = f"SyncClient.{method.__name__}"
     return blocking
 
 
