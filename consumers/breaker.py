@@ -124,11 +124,6 @@ STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.
 """What ``taskq_breaker_state`` reads for each state."""
 
 
-def worker_identity() -> str:
-    """Return this worker process's name in breaker rows: ``hostname:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class BreakerReport:
     """Reports one worker's breaker transitions for one consumer group (``changed`` is the callback)."""
 
@@ -141,7 +136,7 @@ class BreakerReport:
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.worker = worker or worker_identity()
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"  # hostname:pid
         self._store = store
         self._group = group
         self._metrics = metrics or WorkerMetrics()

@@ -12,7 +12,7 @@ from consumers.handlers import Permanent, Retry
 from jobstore.model import JobStatus, RunStarted, StartOutcome
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
-from topology.errors import ContractError
+from topology.errors import ContractError, PublishNackedError
 from topology.routes import Route, delay_route, next_hop
 from topology.spec import Jitter, RetryPolicy
 
@@ -147,6 +147,10 @@ def decide(facts: Facts, policy: Policy, now: datetime, rng: random.Random | Non
 
 def _broken(outcome: Broken) -> Action:
     text = describe_error(outcome.error)
+    if outcome.failed is Act.DEAD and isinstance(outcome.error, PublishNackedError):
+        # The DLQ refused it: full (dlq.max_length, reject-publish), where the queue's own
+        # dead-lettering would drop it. It goes back to its queue until there is room.
+        return Action(Act.REQUEUE, error=text)
     if outcome.failed in (Act.DEAD, Act.REJECT):
         # Even the dead letter cannot be published: the queue's own dead-lettering takes the
         # message as it is (nothing to encode), and the store keeps the reason.
@@ -244,8 +248,6 @@ def _cut(text: str) -> str:
 
 def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random | None = None) -> int:
     """Return the delay in milliseconds before the attempt after ``failed_attempt`` (1-based)."""
-    if failed_attempt < 1:
-        raise ValueError(f"attempts count from 1, got {failed_attempt}")
     ceiling = policy.delay_ms(failed_attempt)
     draw = (rng or random).random()
     if policy.jitter is Jitter.FULL:

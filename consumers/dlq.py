@@ -12,7 +12,6 @@ from enum import Enum
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -25,11 +24,10 @@ from consumers.dispatch import ERROR_HEADER, MAX_ERROR_CHARS, REASON_HEADER, ROU
 from jobstore.model import JobStatus, JobStore
 from producers.publisher import Publisher
 from telemetry import tracing
-from topology.broker import CONNECT_ERRORS
+from topology.broker import CONNECT_ERRORS, existing
 from topology.compiled import CompiledGroup, CompiledTopology
-from topology.durations import parse_duration
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError, ContractError, TopologyError
+from topology.errors import BrokerUnavailableError, ContractError
 from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
 
@@ -112,18 +110,6 @@ class DeadFilter:
         if self.older_than is not None:
             return letter.dead_since is not None and now - letter.dead_since >= self.older_than
         return True
-
-
-def age(text: str | None) -> timedelta | None:
-    """Return the age an ``older than`` filter names (``1h``, ``2d``).
-
-    Raises:
-        ValueError: the text is not a duration, or too long a one.
-    """
-    try:
-        return None if text is None else timedelta(milliseconds=parse_duration(text))
-    except OverflowError:
-        raise ValueError(f"{text} is too long a duration") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,12 +252,8 @@ async def _run(
         # aio-pika raises RuntimeError for a connection that is closed or reconnecting.
         raise BrokerUnavailableError("RabbitMQ is not reachable right now") from exc
     try:
-        try:
+        with existing(group.dead_letter_queue):
             queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity as exc:
-            raise TopologyError(
-                f"queue {group.dead_letter_queue} does not exist; run `taskctl topology apply` first"
-            ) from exc
         run = _Pass(channel, queue, group, cursor or secrets.token_hex(16))
         while not run.done:
             most = enough()
@@ -361,7 +343,13 @@ async def _replay_one(
         with tracing.span(f"{fresh.type} replay", link_headers=message.headers, parent_headers={}):
             await publisher.publish(fresh, job_route(topology, fresh))
     except Exception:
-        await store.transition(fresh.id, JobStatus.DEAD, allowed_from=frozenset({JobStatus.QUEUED}))
+        # Dead again, with an end time: the retention sweep counts from it.
+        await store.transition(
+            fresh.id,
+            JobStatus.DEAD,
+            allowed_from=frozenset({JobStatus.QUEUED}),
+            finished_at=datetime.now(UTC),
+        )
         raise
     reason = _header(message, REASON_HEADER) or "unknown"
     logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)

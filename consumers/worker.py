@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any
 
-import aiormq
 import orjson
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -55,10 +54,10 @@ from producers.publisher import Publisher
 from producers.submit import Submitter, utc_now
 from telemetry import tracing
 from telemetry.logs import bind_job
-from topology.broker import connect
+from topology.broker import connect, existing
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
-from topology.errors import ContractError, TaskqError, TopologyError
+from topology.errors import ContractError, TaskqError
 from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
@@ -174,12 +173,8 @@ class Worker:
         underlay = await channel.get_underlay_channel()
         self._consumers = []
         for name in self._deps.group.queue_names:
-            try:
+            with existing(name):
                 await underlay.queue_declare(name, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity as exc:
-                raise TopologyError(
-                    f"queue {name} does not exist; run `taskctl topology apply` first"
-                ) from exc
             # Routed before the broker hears of the consumer: its first delivery may come next.
             tag = f"taskq.{self._deps.group.name}.{uuid.uuid4().hex}"
             route_deliveries(self._tap, underlay, tag, self._on_delivery)

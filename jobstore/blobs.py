@@ -9,6 +9,8 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, ParamSpec, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -23,10 +25,25 @@ _P = ParamSpec("_P")
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _KEY_MAX: Final = 900  # S3 allows 1024 bytes; leave room for the prefix
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+PAYLOADS: Final = "payloads"  # the folder of the job payloads (``blob_key``)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A job's payload blob as a listing finds it: its key, uri and when it was written."""
+
+    key: str
+    uri: str
+    written_at: datetime
+
+    @property
+    def job_id(self) -> str:
+        """Return the id of the job whose payload it holds (the last part of its key)."""
+        return self.key.rpartition("/")[2]
 
 
 class BlobStore(Protocol):
-    """Where claim-checked payloads are kept: put, get (verified), delete and a health probe."""
+    """Where claim-checked payloads are kept: put, get (verified), delete, a listing and a health probe."""
 
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Store ``data`` under ``key`` and return a reference holding its uri, sha256 and size."""
@@ -36,8 +53,12 @@ class BlobStore(Protocol):
         """Return the bytes ``ref`` points to."""
         ...
 
-    async def delete(self, ref: PayloadRef) -> None:
-        """Remove the blob ``ref`` points to; a missing blob is not an error."""
+    async def delete(self, uri: str) -> None:
+        """Remove the blob at ``uri`` (a ``PayloadRef.uri``); a missing blob is not an error."""
+        ...
+
+    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
+        """Return up to ``limit`` payload blobs (``blob_key``) whose keys sort after ``after``, in key order."""
         ...
 
     async def ping(self) -> None:
@@ -55,7 +76,7 @@ def blob_key(job_id: str) -> str:
         raise ValueError(f"job id {job_id!r} is not a plain id; refusing to build a key from it")
     # Not job_id[:2]: the leading characters of a UUIDv7 are its timestamp, the same for years.
     fan = hashlib.sha256(job_id.encode()).hexdigest()[:2]
-    return f"payloads/{fan}/{job_id}"
+    return f"{PAYLOADS}/{fan}/{job_id}"
 
 
 def check_key(key: str) -> str:
@@ -151,9 +172,13 @@ class LocalDirBlobStore:
         """Return the verified bytes of the file ``ref`` points to (see ``BlobStore.get``)."""
         return await self._io(ref.uri, self._read, ref)
 
-    async def delete(self, ref: PayloadRef) -> None:
-        """Remove the file ``ref`` points to, if it is there."""
-        await self._io(ref.uri, lambda: self._path_of(ref.uri).unlink(missing_ok=True))
+    async def delete(self, uri: str) -> None:
+        """Remove the file at ``uri``, if it is there."""
+        await self._io(uri, lambda: self._path_of(uri).unlink(missing_ok=True))
+
+    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
+        """Return up to ``limit`` payload files whose keys sort after ``after``, in key order."""
+        return await self._io(self.root.as_uri(), self._scan, after, limit)
 
     async def ping(self) -> None:
         """Create the root if needed and check it is a writable directory."""
@@ -187,6 +212,31 @@ class LocalDirBlobStore:
         finally:
             os.close(fd)
         return make_ref(path.as_uri(), data, content_type)
+
+    def _scan(self, after: str, limit: int) -> list[StoredBlob]:
+        found: list[StoredBlob] = []
+        top = self.root / PAYLOADS
+        if not top.is_dir():
+            return found
+        with os.scandir(top) as entries:
+            fans = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        for fan in fans:
+            folder = f"{PAYLOADS}/{fan}/"
+            if folder < after[: len(folder)]:
+                continue  # every key in it sorts before ``after``
+            with os.scandir(top / fan) as entries:
+                # Not the ".tmp-" files of writes in progress: they are no blobs yet.
+                names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+            for name in sorted(n for n in names if n[0] != "." and folder + n > after):
+                path = top / fan / name
+                try:
+                    written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                except FileNotFoundError:  # deleted since the listing
+                    continue
+                found.append(StoredBlob(folder + name, path.as_uri(), written))
+                if len(found) == limit:
+                    return found
+        return found
 
     def _read(self, ref: PayloadRef) -> bytes:
         with self._path_of(ref.uri).open("rb") as file:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -209,6 +209,19 @@ class RunEnd:
     envelope: Envelope | None = None
 
 
+KeptFor = Callable[[str, bool], float]
+"""The seconds a finished job of a type is kept, given the type and whether it is dead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """What one ``sweep`` did: jobs deleted, the blobs they referenced, the asked ids no job has."""
+
+    jobs: int
+    blobs: list[str]  # the uris of the deleted jobs' claim-checked payloads
+    unknown: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """One API key: who it speaks for and what it may do; the secret itself is never stored."""
@@ -333,6 +346,14 @@ class JobStore(CredentialStore, Protocol):
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
         """End then start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome (see ``StartOutcome``)."""
+        ...
+
+    async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:
+        """Delete up to ``limit`` finished jobs that ended over ``kept_for`` seconds ago, oldest first by type.
+
+        Only final jobs (succeeded, failed, dead, cancelled) go, with their idempotency keys.
+        Also says which job ids of ``ask`` no job has (a blob of theirs is an orphan).
+        """
         ...
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:

@@ -14,7 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from jobstore.blobs import KEY, check_key, check_size, make_ref, verify
+from jobstore.blobs import KEY, PAYLOADS, StoredBlob, check_key, check_size, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 
@@ -59,10 +59,13 @@ class S3BlobStore:
         """Return the verified bytes of the object ``ref`` points to (see ``BlobStore.get``)."""
         return await self._call(ref.uri, self._get, self._key_of(ref.uri), ref)
 
-    async def delete(self, ref: PayloadRef) -> None:
-        """Delete the object ``ref`` points to; S3 treats a missing one as deleted."""
-        name = self._key_of(ref.uri)
-        await self._call(ref.uri, self._client.delete_object, Bucket=self.bucket, Key=name)
+    async def delete(self, uri: str) -> None:
+        """Delete the object at ``uri``; S3 treats a missing one as deleted."""
+        await self._call(uri, self._client.delete_object, Bucket=self.bucket, Key=self._key_of(uri))
+
+    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
+        """Return up to ``limit`` (at most 1000) payload objects whose keys sort after ``after``, in key order."""
+        return await self._call(self._uri(self.prefix), self._scan, after, limit)
 
     async def ping(self) -> None:
         """Check the bucket exists and the credentials may use it."""
@@ -93,6 +96,19 @@ class S3BlobStore:
             ChecksumSHA256=base64.b64encode(bytes.fromhex(ref.sha256)).decode("ascii"),
         )
         return ref
+
+    def _scan(self, after: str, limit: int) -> list[StoredBlob]:
+        # One page: S3 lists keys in UTF-8 byte order, which is string order for plain keys.
+        where = {"StartAfter": self.prefix + after} if after else {}
+        listed = self._client.list_objects_v2(
+            Bucket=self.bucket, Prefix=f"{self.prefix}{PAYLOADS}/", MaxKeys=limit, **where
+        )
+        return [
+            StoredBlob(
+                item["Key"][len(self.prefix) :], self._uri(item["Key"]), item["LastModified"]
+            )
+            for item in listed.get("Contents", [])
+        ]
 
     def _get(self, name: str, ref: PayloadRef) -> bytes:
         response = self._client.get_object(Bucket=self.bucket, Key=name)

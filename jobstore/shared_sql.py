@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -17,7 +17,9 @@ from jobstore.model import (
     JobPage,
     JobRecord,
     JobStatus,
+    KeptFor,
     RunEnd,
+    Swept,
     check_settable,
 )
 from topology.priority import Priority
@@ -38,6 +40,25 @@ END_RUN = (
 )
 HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
+# Written as the index of finished jobs (migration 0007) declares it, so the planner uses it.
+_FINISHED = "status IN ('cancelled', 'dead', 'failed', 'succeeded')"
+# The types of the finished jobs, one index probe each (a loose index scan, not a full one).
+_FINISHED_TYPES = f"""
+WITH RECURSIVE t (type) AS (
+    SELECT (SELECT type FROM jobs WHERE {_FINISHED} ORDER BY type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT type FROM jobs WHERE {_FINISHED} AND type > t.type ORDER BY type LIMIT 1)
+    FROM t WHERE t.type IS NOT NULL)
+SELECT type FROM t WHERE type IS NOT NULL
+"""
+# One type's oldest finished jobs that ended before its cutoff ($2; a dead job before $3). One
+# statement: a job replayed meanwhile is no longer final, and is not deleted.
+_EXPIRE = f"""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE type = $1 AND {_FINISHED} AND finished_at < $2
+    AND (status <> 'dead' OR finished_at < $3) ORDER BY finished_at LIMIT $4)
+RETURNING payload_ref
+"""
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
@@ -174,6 +195,26 @@ class SharedSql:
             *(status.value for status in allowed_from),
         )
         return next((self._job(row) for row in rows), None)
+
+    async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:
+        """Delete up to ``limit`` finished jobs past ``kept_for``, a statement per type; say which ``ask`` ids have no job."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        found: set[str] = set()
+        if ask:
+            marks = ", ".join(f"${n}" for n in range(1, len(ask) + 1))
+            rows = await self._fetch(f"SELECT id FROM jobs WHERE id IN ({marks})", *ask)
+            found = {row[0] for row in rows}
+        now = datetime.now(UTC)
+        jobs, blobs = 0, []
+        for (job_type,) in await self._fetch(_FINISHED_TYPES):
+            if jobs >= limit:
+                break
+            ends = [now - timedelta(seconds=kept_for(job_type, dead)) for dead in (False, True)]
+            rows = await self._fetch(_EXPIRE, job_type, *map(self._time_in, ends), limit - jobs)
+            jobs += len(rows)
+            blobs += [orjson.loads(row[0])["uri"] for row in rows if row[0] is not None]
+        return Swept(jobs, blobs, [job_id for job_id in ask if job_id not in found])
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""

@@ -151,21 +151,26 @@ class PikaPublisher(AsyncClosing):
                 connection.close()
 
 
-def _parameters(broker: BrokerSettings, settings: PublisherSettings, name: str) -> Any:
-    parameters = pika.URLParameters(broker.amqp_url.get_secret_value())
-    parameters.heartbeat = broker.heartbeat
-    parameters.connection_attempts = 1
-    parameters.socket_timeout = broker.connect_timeout
-    parameters.stack_timeout = broker.connect_timeout
-    # A broker in a resource alarm blocks publishers and withholds confirms; give up when
-    # ConfirmedPublisher would stop waiting for a confirm.
-    parameters.blocked_connection_timeout = settings.confirm_timeout
-    parameters.client_properties = {"connection_name": name}
-    if parameters.ssl_options is not None:  # amqps://: verify the broker as topology.broker does
-        parameters.ssl_options = pika.SSLOptions(broker_context(broker), parameters.host)
-    if broker.broker_sasl_external:
-        parameters.credentials = pika.credentials.ExternalCredentials()
-    return parameters
+def _parameters(broker: BrokerSettings, settings: PublisherSettings, name: str) -> list[Any]:
+    """Return the connection parameters of each broker node, tried in turn (the URL's node first)."""
+    nodes = []
+    for host, port in broker.addresses:
+        parameters = pika.URLParameters(broker.amqp_url.get_secret_value())
+        parameters.host, parameters.port = host, port
+        parameters.heartbeat = broker.heartbeat
+        parameters.connection_attempts = 1
+        parameters.socket_timeout = broker.connect_timeout
+        parameters.stack_timeout = broker.connect_timeout
+        # A broker in a resource alarm blocks publishers and withholds confirms; give up when
+        # ConfirmedPublisher would stop waiting for a confirm.
+        parameters.blocked_connection_timeout = settings.confirm_timeout
+        parameters.client_properties = {"connection_name": name}
+        if parameters.ssl_options is not None:  # amqps://: verified as topology.broker does
+            parameters.ssl_options = pika.SSLOptions(broker_context(broker), host)
+        if broker.broker_sasl_external:
+            parameters.credentials = pika.credentials.ExternalCredentials()
+        nodes.append(parameters)
+    return nodes
 
 
 def _properties(envelope: Envelope, route: Route) -> Any:

@@ -353,7 +353,7 @@ class Submitter:
             if error is None:
                 self._rows.post(self._new_job(pending))
             elif isinstance(error, _NOT_PUBLISHED) and pending.envelope.payload_ref:
-                await self._blobs.delete(pending.envelope.payload_ref)
+                await self._blobs.delete(pending.envelope.payload_ref.uri)
 
     async def _claimed(
         self, stored: Sequence[_Pending], *, meanwhile: bool = False
@@ -384,7 +384,7 @@ class Submitter:
         if isinstance(outcome, TaskqError):
             raise outcome
         if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref)
+            await self._blobs.delete(pending.envelope.payload_ref.uri)
         if outcome.state is ClaimState.DONE and outcome.response is not None:
             return Submitted(outcome.job_id, outcome.response, replayed=True)
         if outcome.state is ClaimState.MISMATCH:
@@ -738,7 +738,7 @@ class Submitter:
     async def _abandon(self, pending: _Pending) -> None:
         await self.store.abandon_job(pending.job.id, pending.request.claim_key())
         if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref)
+            await self._blobs.delete(pending.envelope.payload_ref.uri)
 
     async def _announce(self, job: JobRecord) -> None:
         # Events are advisory (the store is the truth), so a lost one is logged, not fatal.

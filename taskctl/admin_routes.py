@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, age, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.app import Services
 from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from topology.compiled import CompiledGroup
+from topology.durations import parse_timedelta
 from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
@@ -67,7 +68,7 @@ class PurgeRequest(Filters):
 
 def _filter(f: Filters, tenant: str) -> DeadFilter:
     try:
-        older = age(f.older_than)
+        older = parse_timedelta(f.older_than)
     except ValueError as exc:
         raise JobRejectedError(str(exc), field="older_than") from exc
     return DeadFilter(

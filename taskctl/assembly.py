@@ -19,6 +19,7 @@ from consumers.handlers import HandlerRegistry, default_registry
 from consumers.metrics import WorkerMetrics
 from consumers.metrics_server import serve_metrics
 from consumers.worker import Deps, Worker
+from jobstore.retention import RetentionMetrics, RetentionSweep
 from producers.api.app import Services, create_app
 from producers.api.guards import server_config
 from producers.api.hub import EventHub
@@ -35,16 +36,28 @@ from webhooks.receiver import webhook_router
 
 
 async def api_services(settings: Settings, registry: CollectorRegistry | None = None) -> Services:
-    """Connect to the broker, open the stores and start the repair sweep; metrics on ``registry``."""
+    """Connect to the broker, open the stores, start the repair and retention sweeps; metrics on ``registry``."""
     async with contextlib.AsyncExitStack() as stack:  # unwound only if a step fails
         producer = await open_producer(settings, confirmed("taskq api"), registry)
         stack.push_async_callback(producer.close)
-        publisher, submitter = producer.publisher, producer.submitter
+        backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
         submitter.callback_check = registration_check(settings.callbacks)
         authenticator = open_authenticator(submitter.store, settings.auth)
         # Jobs whose submitter stopped between storing and the confirm are published again here.
         repairs = asyncio.create_task(submitter.keep_repairing())
         stack.push_async_callback(_cancelled, repairs)
+        if settings.retention.retention_sweep_interval > 0:
+            sweep = RetentionSweep(
+                backends.store,
+                backends.blobs,
+                backends.topology.kept_for,
+                grace=settings.retention.orphan_blob_grace,
+                metrics=RetentionMetrics(registry),
+            )
+            sweeps = asyncio.create_task(
+                sweep.keep_sweeping(settings.retention.retention_sweep_interval)
+            )
+            stack.push_async_callback(_cancelled, sweeps)
         hub = EventHub()
         await hub.attach(publisher.connection, submitter.topology)
         close = stack.pop_all().aclose

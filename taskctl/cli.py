@@ -30,6 +30,7 @@ MODULES = {
     "topology": "topology_commands",
     "dlq": "dlq_commands",
     "keys": "keys_commands",
+    "retention": "retention_commands",
 }
 # Commands that read only settings and the job store: nothing they run logs, so they skip setting
 # logging up (loguru and the tracing API, a tenth of their start-up).

@@ -46,10 +46,11 @@ def _filter(
     error: str | None,
     older_than: str | None,
 ) -> "DeadFilter":
-    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, age
+    from consumers.dlq import MAX_FILTER_CHARS, DeadFilter
+    from topology.durations import parse_timedelta
 
     try:
-        older = age(older_than)
+        older = parse_timedelta(older_than)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     if error is not None and len(error) > MAX_FILTER_CHARS:

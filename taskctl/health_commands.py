@@ -224,23 +224,25 @@ async def _messages(
     topology: "CompiledTopology", settings: "BrokerSettings"
 ) -> tuple[Counter[str], int]:
     """Return the messages on each group's queues, and on the delay tiers together."""
-    from topology.broker import connect
+    from topology.broker import connect, existing
     from topology.management import ManagementClient
 
     messages: Counter[str] = Counter()
     consumed: list[tuple[str, str]] = []
     async with await connect(settings, name="taskctl doctor") as connection:
         channel = await connection.channel()
+
+        async def declared(name: str) -> Any:
+            with existing(name):
+                return (await channel.declare_queue(name, passive=True)).declaration_result
+
         for group in topology.groups:
             for name in group.queue_names:
-                declared = (await channel.declare_queue(name, passive=True)).declaration_result
-                messages[group.name] += declared.message_count or 0  # ready: exact, now
-                if declared.consumer_count:
+                result = await declared(name)
+                messages[group.name] += result.message_count or 0  # ready: exact, now
+                if result.consumer_count:
                     consumed.append((group.name, name))
-        delayed = 0
-        for tier in topology.tiers:
-            declared = (await channel.declare_queue(tier.queue, passive=True)).declaration_result
-            delayed += declared.message_count or 0
+        delayed = sum([(await declared(tier.queue)).message_count or 0 for tier in topology.tiers])
     if consumed:  # workers hold prefetched messages unacked: only the management API sees them
         async with ManagementClient(settings) as client:
             for group_name, name in consumed:

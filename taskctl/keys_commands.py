@@ -1,6 +1,6 @@
 """``taskctl keys create|list|revoke``: the API keys in the job store; ``new-data-key|rotate-data``: the data keys."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -174,13 +174,12 @@ def _patterns(patterns: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
-    from topology.durations import parse_duration
+    from topology.durations import parse_timedelta
 
     try:
-        return (
-            None if expires_in is None else now + timedelta(milliseconds=parse_duration(expires_in))
-        )
-    except ValueError as exc:
+        delta = parse_timedelta(expires_in)
+        return None if delta is None else now + delta
+    except (ValueError, OverflowError) as exc:  # OverflowError: past the year 9999
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from exc
 
 

@@ -64,8 +64,6 @@ class Supervisor:
 
     def start(self, spec: ProcessSpec) -> None:
         """Add a process and keep it running like the others (a scale-up)."""
-        if spec.name in self.names():
-            raise ValueError(f"a process named {spec.name!r} runs already")
         child = _Child(spec)
         self._children.append(child)
         if self._running:
@@ -80,7 +78,6 @@ class Supervisor:
                     child.process.send_signal(signal.SIGTERM)
                 self._say(f"[{name}] retiring: draining its jobs")
                 return
-        raise KeyError(name)
 
     async def run(self) -> int:
         """Run until ``stop()``; return 0 when every child stopped within the grace period."""

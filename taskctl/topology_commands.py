@@ -180,13 +180,15 @@ def graph(file: TopologyFile = None) -> None:
 @app.command()
 def validate(file: TopologyFile = None) -> None:
     """Check the topology file and summarise it; no broker needed."""
+    from topology.durations import format_duration
+
     topology = compiled_topology(file)
     for group in topology.groups:
         spec = group.spec
         out().print(
             f"group [bold]{group.name}[/]: jobs {', '.join(spec.jobs)} -> {', '.join(group.queue_names)} "
             f"(prefetch {spec.prefetch}, concurrency {spec.concurrency}, "
-            f"{spec.retry.max_attempts} attempts)"
+            f"{spec.retry.max_attempts} attempts, finished jobs kept {format_duration(spec.retention)})"
         )
     out().print(
         f"{len(topology.exchanges)} exchanges, {len(topology.queues)} queues, "

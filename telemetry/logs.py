@@ -9,7 +9,7 @@ import traceback
 from contextvars import ContextVar, Token
 from datetime import UTC
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Required, TextIO, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import orjson
 from loguru import logger
@@ -127,18 +127,8 @@ def configure_logging(
 _JOB_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("taskq_job_log_fields", default=None)
 
 
-class JobFields(TypedDict, total=False):
-    """The fields ``bind_job`` puts on a job's log lines (``None`` ones are left out)."""
-
-    job_id: Required[str]
-    job_type: str | None
-    group: str | None
-    attempt: int | None
-    correlation_id: str | None
-
-
-def bind_job(**fields: Unpack[JobFields]) -> Token[dict[str, Any] | None]:
-    """Bind the job's fields to every line logged from here on in this context and the tasks it starts."""
+def bind_job(**fields: str | int | None) -> Token[dict[str, Any] | None]:
+    """Bind ``JOB_FIELDS`` to every line logged from here on in this context and the tasks it starts."""
     # One context variable set, read by the patcher: cheap enough to call per job and never undo.
     return _JOB_FIELDS.set({k: v for k, v in fields.items() if v is not None})
 

@@ -105,10 +105,10 @@ def tls_broker() -> Iterator[TlsBroker]:
 
 
 @pytest.fixture(scope="session")
-def own_broker() -> Iterator[LocalCluster]:
-    """Run a RabbitMQ node of the session's own, to kill and restart; fail under CI=true if it cannot start."""
-    with ExitStack() as stack:  # stops the node at the end of the session, whatever failed
-        yield _started(stack, running_cluster(1), "RabbitMQ node of our own", "rabbitmq-server")
+def own_cluster() -> Iterator[LocalCluster]:
+    """Run a three-node RabbitMQ cluster of the session's own, to kill nodes of; fail under CI=true if it cannot start."""
+    with ExitStack() as stack:  # stops the nodes at the end of the session, whatever failed
+        yield _started(stack, running_cluster(3), "RabbitMQ cluster of our own", "rabbitmq-server")
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,19 @@ from pathlib import Path
 import httpx
 
 from jobstore.model import Claim, JobRecord, JobStore, NewJob
+from topology.compiled import CompiledTopology, compile_topology
+from topology.loader import parse_topology
 
 MINIMAL = """
 groups:
   email:
     jobs: [email]
 """
+
+
+def compiled(text: str) -> CompiledTopology:
+    """Return the topology the dedented YAML ``text`` declares, compiled."""
+    return compile_topology(parse_topology(textwrap.dedent(text)))
 
 
 def write_topology(tmp_path: Path, text: str, name: str = "topology.yaml") -> Path:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
-from aiormq.connection import TransportFactory
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
+from yarl import URL
 
-from topology.errors import BrokerUnavailableError
+from topology.errors import BrokerUnavailableError, TopologyError
 from topology.settings import BrokerSettings, mask_url
 from topology.tls import broker_context, tls_failure
 
@@ -38,6 +42,8 @@ async def connect(
         ssl_context=context,
         reconnect_interval=settings.reconnect_interval,
     )
+    if len(settings.addresses) > 1:
+        transport = Failover(transport, settings.addresses)
     if transport is not None:
         # aio-pika hands aiormq only the parameters it knows of; aiormq takes this one.
         connection.kwargs["transport_factory"] = transport
@@ -61,3 +67,44 @@ def unreachable(url: str, cause: BaseException) -> BrokerUnavailableError:
     return BrokerUnavailableError(
         f"cannot connect to RabbitMQ at {mask_url(url)}: {detail}; {hint}"
     )
+
+
+class Failover(TransportFactory):
+    """Opens each connection (and each reconnect) to the first node that answers, from the last that did."""
+
+    def __init__(self, inner: TransportFactory | None, nodes: list[tuple[str, int]]) -> None:
+        self._inner = inner
+        self._nodes = nodes
+        self._current = 0
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a transport to the URL's node or, when it does not answer, to the next ones in turn."""
+        inner = self._inner
+        if inner is None:
+            inner = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
+        failure: BaseException | None = None
+        for step in range(len(self._nodes)):
+            index = (self._current + step) % len(self._nodes)
+            host, port = self._nodes[index]
+            try:
+                opened = await inner.create(url.with_host(host).with_port(port), **kwargs)
+            except CONNECT_ERRORS as exc:
+                failure = exc
+                continue
+            self._current = index
+            return opened
+        assert failure is not None
+        raise failure
+
+
+@contextmanager
+def existing(queue: str) -> Iterator[None]:
+    """Turn the broker's NOT_FOUND for ``queue`` (a passive declare) into a TopologyError saying what to run."""
+    try:
+        yield
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyError(
+            f"queue {queue} does not exist; run `taskctl topology apply` first"
+        ) from exc

@@ -129,6 +129,18 @@ class CompiledTopology:
         """Return the longest tier not longer than ``delay_ms`` (the shortest for tiny delays)."""
         return next((t for t in reversed(self.tiers) if t.ms <= delay_ms), self.tiers[0])
 
+    def kept_for(self, job_type: str, dead: bool) -> float:
+        """Return the seconds a finished job of ``job_type`` is kept: its group's ``retention``.
+
+        A type no group takes gets the longest retention of any group. A ``dead`` job is kept
+        as long as its DLQ keeps its message too, so a replay still finds its claim-checked
+        payload.
+        """
+        group = self.group_for(job_type)
+        specs = [group.spec] if group is not None else [g.spec for g in self.groups]
+        ms = max(max(s.retention, (s.dlq.retention or 0) if dead else 0) for s in specs)
+        return ms / 1000
+
     def job_patterns(self) -> tuple[str, ...]:
         """Return every job type and pattern the groups take."""
         return tuple(p for g in self.groups for p in g.spec.jobs)
@@ -199,8 +211,15 @@ def _compile_group(
 ) -> CompiledGroup:
     jobs, dlx, prefix = f"{ns}.jobs", f"{ns}.dlx", f"{ns}.{name}"
     dlq = f"{prefix}.dlq"
-    retention = {"x-queue-type": "classic", "x-message-ttl": group.dlq.retention}
-    queues.append(Queue(dlq, arguments=args(retention)))
+    # A full DLQ refuses what comes (reject-publish nacks a publish) rather than dropping its
+    # oldest dead letter, the default overflow.
+    kept = {
+        "x-queue-type": "classic",
+        "x-message-ttl": group.dlq.retention,
+        "x-max-length": group.dlq.max_length,
+        "x-overflow": "reject-publish",
+    }
+    queues.append(Queue(dlq, arguments=args(kept)))
     bindings.append(Binding(dlx, dlq, "queue", name))
     # Every work queue dead-letters to the group's DLQ, so a rejection is never dropped.
     dead_letter = {"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name}

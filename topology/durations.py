@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
@@ -28,6 +29,14 @@ def parse_duration(value: object) -> int:
         f"{value!r} is not a duration; write e.g. 500ms, 30s, 15m, 2h, 7d or 1h30m "
         "(a bare number means seconds)"
     )
+
+
+def parse_timedelta(text: str | None) -> timedelta | None:
+    """Return the span ``text`` names (``1h``, ``2d``); ValueError if it names none, or too long a one."""
+    try:
+        return None if text is None else timedelta(milliseconds=parse_duration(text))
+    except OverflowError:
+        raise ValueError(f"{text} is too long a duration") from None
 
 
 def format_duration(ms: int) -> str:

@@ -66,7 +66,7 @@ def _scheme(*allowed: str) -> AfterValidator:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    # Built on first use: a short command reads one or two sections of the eleven. (This module
+    # Built on first use: a short command reads one or two sections of the thirteen. (This module
     # also leaves annotations to Python: pydantic evaluating strings would cost every command.)
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
@@ -102,6 +102,19 @@ class LogSettings(Section):
     """The lowest level logged (the short ``taskctl`` commands log WARNING unless set)."""
 
 
+def _host_ports(text: str, default_port: int) -> list[tuple[str, int]]:
+    """Return the ``host[:port]`` entries of comma-separated ``text`` (ValueError names a bad one)."""
+    nodes = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        host, colon, port = entry.rpartition(":")
+        if not colon:
+            host, port = entry, ""
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ValueError(f"each entry is host or host:port, got {entry!r}")
+        nodes.append((host.strip("[]"), int(port) if port else default_port))
+    return nodes
+
+
 class BrokerSettings(Section):
     """Where RabbitMQ and its management API are, and how to stay connected to them."""
 
@@ -109,6 +122,8 @@ class BrokerSettings(Section):
         "amqp://guest:guest@localhost:5672/"
     )
     """The broker's AMQP URL; its path is the virtual host."""
+    amqp_failover: str = ""
+    """More nodes of the broker's cluster as ``host:port,host:port``, tried in turn when one does not answer."""
     management_url: Annotated[SecretStr, _scheme("http", "https")] | None = None
     """The management API (default: the AMQP host on port 15672, with its credentials)."""
     heartbeat: Annotated[int, Field(ge=0, le=600)] = 30
@@ -128,6 +143,12 @@ class BrokerSettings(Section):
     broker_sasl_external: bool = False
     """Log in to the broker as the client certificate's name (SASL EXTERNAL), not the URL's user."""
 
+    @field_validator("amqp_failover")
+    @classmethod
+    def _failover_nodes(cls, value: str) -> str:
+        _host_ports(value, 5672)
+        return value
+
     @model_validator(mode="after")
     def _tls_complete(self) -> Self:
         if self.broker_tls_key_file and not self.broker_tls_cert_file:
@@ -145,6 +166,14 @@ class BrokerSettings(Section):
                 "amqp:// and http://; use an amqps:// TASKQ_AMQP_URL"
             )
         return self
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Return the broker nodes to connect to, the AMQP URL's first, then the failover ones."""
+        parts = urlsplit(self.amqp_url.get_secret_value())
+        default_port = 5671 if parts.scheme == "amqps" else 5672
+        first = (parts.hostname or "localhost", parts.port or default_port)
+        return [first, *_host_ports(self.amqp_failover, default_port)]
 
     @property
     def amqps(self) -> bool:
@@ -217,6 +246,15 @@ class SubmitSettings(Section):
     """Seconds after which a job stored but never confirmed is published again (under the lease)."""
     submit_events: bool = False
     """Also publish a status event when a job is accepted."""
+
+
+class RetentionSettings(Section):
+    """How often the API removes what is kept no longer (how long is per group, in the topology)."""
+
+    retention_sweep_interval: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    """Seconds between the API's retention sweeps of finished jobs and orphaned blobs (0: off)."""
+    orphan_blob_grace: Annotated[float, Field(gt=0)] = 86400.0
+    """Seconds a blob no job has is kept before a sweep deletes it (a submission writes its blob first)."""
 
 
 class ApiSettings(Section):
@@ -434,6 +472,7 @@ class Settings(BaseModel):
     broker: BrokerSettings
     publisher: PublisherSettings
     submit: SubmitSettings
+    retention: RetentionSettings
     api: ApiSettings
     auth: AuthSettings
     client: ClientSettings

@@ -106,9 +106,12 @@ class PrioritySpec(_Spec):
 
 
 class DlqSpec(_Spec):
-    """How long dead letters are kept (``null`` keeps them until replayed or purged)."""
+    """How long dead letters are kept (``null``: until replayed or purged), and how many at most."""
 
     retention: Duration | None = None
+    # Declared as x-max-length with x-overflow reject-publish: a full DLQ refuses dead letters,
+    # which then stay on their work queue (never dropped) until there is room.
+    max_length: Annotated[int, Field(ge=1)] = 100_000
 
 
 # Kubernetes caps the HPA's stabilizationWindowSeconds at one hour too; a longer window
@@ -157,6 +160,9 @@ class GroupSpec(_Spec):
     priority: PrioritySpec
     dlq: DlqSpec
     scale: ScaleSpec
+    # How long a finished job (succeeded, failed, dead, cancelled), its result and its blob are
+    # kept in the job store before the retention sweep deletes them.
+    retention: Duration
     # Where the group's jobs report their end when a job names no callback_url of its own.
     callback_url: limits.CallbackUrl | None = None
 
@@ -180,6 +186,16 @@ class GroupSpec(_Spec):
             raise ValueError(
                 f"concurrency ({value}) exceeds prefetch ({prefetch}); a worker never holds "
                 "more than prefetch jobs, so raise prefetch or lower concurrency"
+            )
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _a_second_at_least(cls, value: int) -> int:
+        if value < 1000:
+            raise ValueError(
+                f"retention {format_duration(value)} is below 1s; a finished job would be gone "
+                "before anyone could read its result"
             )
         return value
 
@@ -331,7 +347,8 @@ BUILTIN_GROUP_DEFAULTS: dict[str, Any] = {
     "timeout": "30s",
     "retry": {"max_attempts": 8, "base": "1s", "factor": 2, "max": "15m", "jitter": "full"},
     "priority": {"strategy": "queue", "queue_type": "classic"},
-    "dlq": {"retention": "14d"},
+    "dlq": {"retention": "14d", "max_length": 100_000},
     "scale": {"min": 1, "max": 4, "backlog_per_worker": 500},
+    "retention": "7d",
 }
 """What a group gets for every key that neither it nor ``defaults`` sets."""

@@ -131,7 +131,6 @@ class CallbackDelivery:
                 payload.url,
                 body,
                 headers,
-                allow=self.allow,
                 timeout=self.settings.callback_timeout,
                 session=self._session,
                 dns_timeout=self.settings.callback_dns_timeout,

@@ -101,8 +101,6 @@ def build_verifier(spec: WebhookSourceSpec, secrets: Sequence[str]) -> Verifier:
         return StripeVerifier(keys, tolerance=tolerance)
     if spec.scheme is WebhookScheme.STANDARD:
         return StandardVerifier(list(secrets), tolerance=tolerance)
-    if spec.header is None:  # the spec refuses an hmac source without one
-        raise WebhookError("the hmac scheme needs a header")
     # The hmac options of the spec are named as HmacVerifier's keyword arguments.
     options = spec.model_dump(include={"algorithm", "encoding", "prefix", *HMAC_ONLY})
     return HmacVerifier(keys, tolerance=tolerance, **options)

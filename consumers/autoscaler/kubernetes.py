@@ -87,14 +87,13 @@ class KubeApi:
         *,
         environ: Mapping[str, str] | None = None,
         account_dir: Path = SERVICE_ACCOUNT_DIR,
-        kubeconfig: Path | None = None,
     ) -> KubeApi:
         """Return the in-cluster API when this runs in a pod, else the kubeconfig's current context."""
         try:
             return await cls.in_cluster(environ=environ, account_dir=account_dir)
         except KubeConfigError as in_cluster:
             try:
-                return await cls.from_kubeconfig(kubeconfig, environ=environ)
+                return await cls.from_kubeconfig(environ=environ)
             except KubeConfigError as from_file:
                 raise KubeConfigError(
                     f"no Kubernetes API credentials: {in_cluster}; and {from_file}"
@@ -144,9 +143,7 @@ def _named(where: str) -> Iterator[None]:
 class ScaleError(TaskqError):
     """The Kubernetes API could not be reached, refused a scale request, or answered garbage."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
+    status: int | None = None
 
 
 class KubernetesScaler(AsyncClosing):
@@ -172,8 +169,6 @@ class KubernetesScaler(AsyncClosing):
 
     async def scale(self, group: str, workers: int) -> None:
         """Set the replicas of the Deployment of ``group`` to ``workers``."""
-        if workers < 0:
-            raise ValueError(f"workers must be 0 or more, not {workers}")
         await self._call("PATCH", group, {"spec": {"replicas": workers}})
 
     async def close(self) -> None:

@@ -91,6 +91,11 @@ class AutoscalerMetrics(MetricSet):
         "Messages in a group's queues: ready and unacked work, and its dead-letter queue.",
         "group kind",
     )
+    queue_limit = gauge(
+        "taskq_queue_max_messages",
+        "The most messages a group's queue takes before it refuses more: its DLQ's dlq.max_length.",
+        "group kind",
+    )
     queue_consumers = gauge("taskq_queue_consumers", "Consumers on a group's work queue.", "group")
     oldest_age = gauge(
         "taskq_queue_oldest_message_age_seconds",
@@ -169,6 +174,8 @@ class Autoscaler:
             (g.dead_letter_queue, metrics.queue_messages, (g.name, "dlq")) for g in self._groups
         ]
         gauges += [(tier.queue, metrics.tier_messages, (tier.label,)) for tier in self._tiers]
+        for group in self._groups:  # beside the depth, so an alert can tell how full it is
+            metrics.queue_limit.labels(group.name, "dlq").set(group.spec.dlq.max_length)
         failed: list[str] = []
         for queue, series, labels in gauges:
             try:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from loguru import logger
 
-from consumers.breaker import BreakerReport, Breakers, worker_identity
+from consumers.breaker import BreakerReport, Breakers
 from consumers.metrics import WorkerMetrics
 from jobstore.model import BreakerRecord
 from tests.fakes.store import InMemoryJobStore
@@ -177,6 +177,6 @@ async def test_a_store_down_at_close_is_logged(
 
 
 def test_a_worker_is_named_by_host_and_process():
-    host, _, pid = worker_identity().rpartition(":")
+    host, _, pid = BreakerReport(InMemoryJobStore(), "g").worker.rpartition(":")
     assert host
     assert int(pid) > 0

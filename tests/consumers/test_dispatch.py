@@ -209,13 +209,22 @@ def test_a_failure_to_carry_out_requeues_the_delivery(policy, failed):
 @pytest.mark.parametrize("failed", [Act.DEAD, Act.REJECT])
 def test_a_dead_letter_that_cannot_be_published_is_rejected_as_it_is(policy, failed):
     job = Envelope.new("email")
-    broken = Broken(PublishNackedError("header refused"), failed)
+    broken = Broken(ContractError("header taskq-note is longer than 255 bytes"), failed)
     action = decide(Facts(job, outcome=broken), policy, NOW)
     assert (action.act, action.reason, action.status) == (
         Act.REJECT,
         DeadReason.POISON,
         JobStatus.DEAD,
     )
+
+
+def test_a_dead_letter_the_full_dlq_refuses_goes_back_to_its_queue(policy):
+    # Rejected, the queue's own dead-lettering would drop it at the full DLQ.
+    job = Envelope.new("email")
+    broken = Broken(PublishNackedError("the broker refused the message"), Act.DEAD)
+    action = decide(Facts(job, start=run(job), outcome=broken), policy, NOW)
+    assert (action.act, action.status) == (Act.REQUEUE, None)
+    assert action.error == "PublishNackedError: the broker refused the message"
 
 
 async def test_dead_letters_land_in_the_group_dlq_with_their_headers(topology):

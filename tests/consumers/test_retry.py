@@ -55,8 +55,3 @@ def test_attempts_come_from_the_job_else_the_policy():
     p = policy(max_attempts=3)
     assert attempts_allowed(p, None) == 3
     assert attempts_allowed(p, 5) == 5
-
-
-def test_attempts_count_from_one():
-    with pytest.raises(ValueError, match="count from 1"):
-        backoff_ms(policy(), 0)

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -27,11 +27,13 @@ from jobstore.model import (
     JobPage,
     JobRecord,
     JobStatus,
+    KeptFor,
     NewJob,
     RunEnd,
     RunJob,
     RunStart,
     RunStarted,
+    Swept,
     check_settable,
     held_claim,
 )
@@ -148,11 +150,37 @@ class InMemoryJobStore:
         self._check()
         job = self.jobs.get(job_id)
         if job is None or job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
-            self.jobs.pop(job_id, None)
-            self.publish_by.pop(job_id, None)
-            # As in the SQL stores, where a job's keys go with it (ON DELETE CASCADE).
-            for name in [k for k, held in self.keys.items() if held["job_id"] == job_id]:
-                del self.keys[name]
+            self._forget(job_id)
+
+    async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:
+        """Forget up to ``limit`` final jobs that ended over ``kept_for`` seconds ago, oldest first."""
+        self._check()
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        now = datetime.now(UTC)
+        unknown = [job_id for job_id in ask if job_id not in self.jobs]
+        due = sorted(
+            (
+                job
+                for job in self.jobs.values()
+                if job.status.terminal
+                and job.finished_at is not None
+                and now - job.finished_at
+                > timedelta(seconds=kept_for(job.type, job.status is JobStatus.DEAD))
+            ),
+            key=lambda job: job.finished_at or now,
+        )[:limit]
+        for job in due:
+            self._forget(job.id)
+        blobs = [job.payload_ref["uri"] for job in due if job.payload_ref is not None]
+        return Swept(len(due), blobs, unknown)
+
+    def _forget(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        self.publish_by.pop(job_id, None)
+        # As in the SQL stores, where a job's keys go with it (ON DELETE CASCADE).
+        for name in [k for k, held in self.keys.items() if held["job_id"] == job_id]:
+            del self.keys[name]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job or ``None``."""

@@ -18,7 +18,7 @@ RULE_TESTS = GRAFANA / "rules" / "taskq-alerts.test.yaml"
 DOCS = ROOT / "docs"
 
 # Where metrics are defined: the packages, never tests or benchmarks.
-PACKAGES = ("topology", "producers", "consumers", "webhooks", "taskctl")
+PACKAGES = ("topology", "jobstore", "producers", "consumers", "webhooks", "taskctl")
 METRIC_KINDS = {"Counter", "Gauge", "Histogram", "Summary"}
 # telemetry.metrics declares a MetricSet's metrics with these.
 DECLARATIONS = {"counter": "Counter", "gauge": "Gauge", "histogram": "Histogram"}

@@ -105,7 +105,7 @@ def test_metric_is_defined_in_the_code(name: str):
     # The code, not the catalogue in the notes, is what Prometheus will scrape.
     assert name in DEFINED, (
         f"{name} (used as {sorted(USED[name])}) is not created by any Counter/Gauge/Histogram "
-        "call under topology/ producers/ consumers/ webhooks/ taskctl/"
+        "call under topology/ jobstore/ producers/ consumers/ webhooks/ taskctl/"
     )
     if any(series.endswith("_bucket") for series in USED[name]):
         assert DEFINED[name] == "Histogram", f"{name} is used as a histogram"

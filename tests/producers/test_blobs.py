@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -140,10 +141,25 @@ async def test_get_raises_store_error_naming_uri_when_blob_is_missing(harness: H
 
 async def test_get_raises_store_error_when_blob_was_deleted(harness: Harness):
     ref = await harness.store.put(_key(), b"payload", "text/plain")
-    await harness.store.delete(ref)
+    await harness.store.delete(ref.uri)
     with pytest.raises(BlobStoreError, match="no blob at"):
         await harness.store.get(ref)
-    await harness.store.delete(ref)  # deleting a missing blob is not an error
+    await harness.store.delete(ref.uri)  # deleting a missing blob is not an error
+
+
+async def test_scan_lists_payload_blobs_after_the_cursor_in_key_order(harness: Harness):
+    keys = sorted(_key() for _ in range(5))
+    refs = {key: await harness.store.put(key, b"x", "application/json") for key in keys}
+    await harness.store.put("exports/report.csv", b"y", "text/csv")  # not a payload: not listed
+    first = await harness.store.scan(after="", limit=3)
+    rest = await harness.store.scan(after=first[-1].key, limit=3)
+    listed = first + rest
+    assert [blob.key for blob in listed] == keys
+    assert [blob.uri for blob in listed] == [refs[key].uri for key in keys]
+    assert [blob.job_id for blob in listed] == [key.rpartition("/")[2] for key in keys]
+    now = datetime.now(UTC)
+    assert all(now - timedelta(minutes=5) < blob.written_at <= now for blob in listed)
+    assert await harness.store.scan(after=keys[-1], limit=3) == []
 
 
 async def test_all_blobs_are_retrievable_when_put_concurrently(harness: Harness):
@@ -201,7 +217,7 @@ async def test_local_store_refuses_ref_when_uri_escapes_root(tmp_path: Path, uri
     with pytest.raises(BlobStoreError):
         await store.get(ref)
     with pytest.raises(BlobStoreError):
-        await store.delete(ref)
+        await store.delete(ref.uri)
     assert outside.read_bytes() == b"not yours"
 
 
@@ -260,7 +276,7 @@ async def test_s3_store_refuses_ref_when_it_is_not_under_bucket_and_prefix(
         with pytest.raises(BlobStoreError, match="refusing it"):
             await store.get(ref)
         with pytest.raises(BlobStoreError, match="refusing it"):
-            await store.delete(ref)
+            await store.delete(ref.uri)
     finally:
         await store.close()
 
@@ -282,7 +298,7 @@ async def test_s3_store_raises_unavailable_within_seconds_when_endpoint_is_dead(
         store.ping,
         lambda: store.put("a/b", b"x", "text/plain"),
         lambda: store.get(ref),
-        lambda: store.delete(ref),
+        lambda: store.delete(ref.uri),
     ]
     try:
         for call in calls:

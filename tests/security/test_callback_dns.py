@@ -16,7 +16,7 @@ import pytest
 from tests.security.stack import Stack
 from topology.errors import DeliveryFailed
 from webhooks.outbound.addresses import AllowList
-from webhooks.outbound.client import post
+from webhooks.outbound.client import open_session, post
 
 pytestmark = pytest.mark.rabbitmq
 SLOW = "slow.example.test"
@@ -50,10 +50,10 @@ async def test_a_delivery_to_a_silent_resolver_fails_in_time_without_dialling(
     monkeypatch.setattr(loop, "sock_connect", lambda sock, address: dialled.append(address))
     async with asyncio.timeout(10):  # the call's own budget is a minute
         with pytest.raises(DeliveryFailed) as failed:
-            await post(
-                f"http://{SLOW}/hook", b"{}", {}, allow=AllowList.parse(""), timeout=60,
-                dns_timeout=0.3,
-            )  # fmt: skip
+            async with open_session(AllowList()) as session:
+                await post(
+                    f"http://{SLOW}/hook", b"{}", {}, session=session, timeout=60, dns_timeout=0.3
+                )
     assert str(failed.value) == f"DNS did not resolve {SLOW} within 0.3s, for http://{SLOW}/hook"
     assert silent_dns == [SLOW]
     assert dialled == []

@@ -143,7 +143,7 @@ def test_help_loads_none_of_what_the_commands_run():
 
 
 def test_every_help_is_whole_in_80_columns():
-    for args in ([], ["topology"], ["dlq"], ["keys"]):
+    for args in ([], ["topology"], ["dlq"], ["keys"], ["retention"]):
         result = invoke(*args, "--help", env={"COLUMNS": "80"})
         assert result.exit_code == 0, result.output
         # A first sentence too long for the listing would be cut short with "...".

@@ -156,13 +156,16 @@ async def test_replay_prints_its_summary_alone_and_logs_only_when_asked(env):
     assert not any(line.startswith("{") for line in loud.stderr.splitlines())
 
 
-def test_list_before_the_topology_is_applied_says_what_to_run(vhost, tmp_path: Path):
+@pytest.mark.parametrize("command", [("dlq", "list"), ("doctor",)])
+def test_a_command_before_the_topology_is_applied_says_what_to_run(
+    vhost, tmp_path: Path, command: tuple[str, ...]
+):
     env = {
         "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
         "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
         "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
     }
-    listed = cli(env, "dlq", "list")
+    listed = cli(env, *command)
     assert listed.exit_code == 1
     assert "does not exist; run `taskctl topology apply` first" in listed.output
     assert "Traceback" not in listed.output

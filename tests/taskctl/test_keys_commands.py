@@ -83,6 +83,8 @@ async def test_a_key_is_shown_once_listed_without_its_secret_and_revoked(store_u
         (["--job-type", "email..x"], "each dot-separated word"),
         (["--tenant", "../acme"], "tenant '../acme' must be"),
         (["--expires-in", "soon"], "--expires-in"),
+        (["--expires-in", "99999999999d"], "too long a duration"),
+        (["--expires-in", "3000000d"], "--expires-in"),
     ],
 )
 async def test_bad_key_options_are_refused(store_url: str, args: list[str], complaint: str) -> None:

@@ -38,6 +38,8 @@ def test_work_queue_has_priorities_and_dead_letters_to_its_dlq(topology):
     assert queue_args(topology, "taskq.email.dlq") == {
         "x-queue-type": "classic",
         "x-message-ttl": 14 * 24 * 3600 * 1000,
+        "x-max-length": 100_000,
+        "x-overflow": "reject-publish",
     }
     assert Binding("taskq.dlx", "taskq.email.dlq", "queue", "email") in topology.bindings
     assert Binding("taskq.jobs", "taskq.email", "queue", "email.*") in topology.bindings
@@ -47,6 +49,45 @@ def test_every_work_queue_dead_letters_so_no_rejection_is_dropped(topology):
     for group in topology.groups:
         for queue in group.queue_names:
             assert queue_args(topology, queue)["x-dead-letter-exchange"] == "taskq.dlx"
+
+
+def test_a_dlq_takes_its_groups_max_length_and_refuses_the_rest():
+    topology = compiled(
+        """
+        groups:
+          a: {jobs: [a], dlq: {max_length: 5}}
+          b: {jobs: [b], dlq: {retention: null}}
+        """
+    )
+    assert queue_args(topology, "taskq.a.dlq")["x-max-length"] == 5
+    assert queue_args(topology, "taskq.a.dlq")["x-message-ttl"] == 14 * 24 * 3600 * 1000
+    assert queue_args(topology, "taskq.b.dlq") == {
+        "x-queue-type": "classic",
+        "x-max-length": 100_000,
+        "x-overflow": "reject-publish",
+    }
+
+
+def test_finished_jobs_are_kept_for_their_groups_retention():
+    topology = compiled(
+        """
+        defaults: {retention: 2d}
+        groups:
+          a: {jobs: ["a.#"], retention: 1h, dlq: {retention: 3h}}
+          b: {jobs: [b], dlq: {retention: 1h}}
+          c: {jobs: [c], dlq: {retention: null}}
+        """
+    )
+    assert topology.kept_for("a.x", dead=False) == 3600
+    assert topology.kept_for("a.x", dead=True) == 3 * 3600  # as long as its dead letter
+    assert topology.kept_for("b", dead=True) == 2 * 86400  # never less than the retention
+    assert topology.kept_for("c", dead=True) == 2 * 86400
+    # A type no group takes: the longest of them all, never shorter than any group's.
+    assert topology.kept_for("unrouted", dead=False) == 2 * 86400
+
+
+def test_the_default_retention_is_seven_days(topology):
+    assert {g.spec.retention for g in topology.groups} == {7 * 86400 * 1000}
 
 
 def test_delay_tiers_double_from_the_resolution_and_return_to_the_jobs_exchange(topology):

@@ -146,6 +146,9 @@ def test_bad_job_type_says_which_word_is_wrong(job: str, expected: str):
         ("priority: {strategy: queue, queue_type: quorum}", "no message priorities"),
         ("priority: {strategy: fifo}", "'queue' or 'lanes'"),
         ("dlq: {retention: forever}", "'forever' is not a duration"),
+        ("dlq: {max_length: 0}", "greater than or equal to 1"),
+        ("retention: 500ms", "retention 500ms is below 1s"),
+        ("retention: soon", "'soon' is not a duration"),
     ],
 )
 def test_bad_group_setting_is_explained(setting: str, expected: str):

@@ -33,6 +33,25 @@ def test_changed_queue_argument_is_a_conflict_with_a_migration_hint(topology):
     assert plan.exit_code == 3
 
 
+def test_a_dlq_declared_without_a_length_limit_is_a_conflict_naming_both(topology):
+    # A broker that holds the DLQs as they were declared before max_length existed.
+    definitions = export_definitions(topology)
+    for queue in definitions["queues"]:
+        if queue["name"].endswith(".dlq"):
+            del queue["arguments"]["x-max-length"], queue["arguments"]["x-overflow"]
+    plan = make_plan(topology, live_from(definitions))
+    conflicts = plan.of(Action.CONFLICT)
+    assert {c.label for c in conflicts} == {
+        f"queue {g.dead_letter_queue} (classic)" for g in topology.groups
+    }
+    assert conflicts[0].detail == (
+        "x-max-length: broker has '(unset)', file wants 100000; "
+        "x-overflow: broker has '(unset)', file wants 'reject-publish'"
+    )
+    assert f"--recreate {conflicts[0].obj.name}" in conflicts[0].hint
+    assert plan.exit_code == 3
+
+
 def test_changed_exchange_type_is_a_conflict(topology):
     definitions = export_definitions(topology)
     definitions["exchanges"][0]["type"] = "direct"

@@ -1,9 +1,18 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
+from topology.broker import Failover, connect
 from topology.errors import SettingsError
-from topology.settings import PublisherSettings, Settings, load_settings, mask_url, read_section
+from topology.settings import (
+    BrokerSettings,
+    PublisherSettings,
+    Settings,
+    load_settings,
+    mask_url,
+    read_section,
+)
 
 
 def test_defaults_point_at_the_local_broker():
@@ -84,3 +93,40 @@ def test_any_env_strings_give_settings_or_a_settings_error(env: dict[str, str]):
     else:
         assert outcome.confirm_timeout > 0
         assert outcome.publish_window >= 1
+
+
+def test_failover_nodes_follow_the_url_node_with_the_scheme_default_port():
+    settings = read_section(
+        BrokerSettings,
+        {
+            "TASKQ_AMQP_URL": "amqps://u:p@mq1:5671/v",
+            "TASKQ_AMQP_FAILOVER": "mq2:5681, mq3 ,[::1]:5682",
+        },
+    )
+    assert settings.addresses == [("mq1", 5671), ("mq2", 5681), ("mq3", 5671), ("::1", 5682)]
+    assert read_section(BrokerSettings, {}).addresses == [("localhost", 5672)]
+    with pytest.raises(
+        SettingsError, match="TASKQ_AMQP_FAILOVER: each entry is host or host:port, got 'mq2:x'"
+    ):
+        read_section(BrokerSettings, {"TASKQ_AMQP_FAILOVER": "mq2:x"})
+
+
+async def test_a_connection_goes_to_the_first_node_that_answers_and_starts_there_next_time(
+    vhost: BrokerSettings,
+):
+    # Nothing listens on port 1 of loopback: that node refuses at once.
+    settings = vhost.model_copy(
+        update={
+            "amqp_url": SecretStr(vhost.amqp_url.get_secret_value().replace(":5672/", ":1/")),
+            "amqp_failover": "127.0.0.1:5672",
+        }
+    )
+    connection = await connect(settings, name="failover test")
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(exclusive=True)  # a working connection, on the second node
+        factory = connection.kwargs["transport_factory"]
+        assert isinstance(factory, Failover)
+        assert factory._current == 1
+    finally:
+        await connection.close()

@@ -9,7 +9,7 @@ from topology import errors
 from topology.errors import MalformedWebhook, SignatureRejected, TaskqError, WebhookConfigError
 from webhooks.schemes import standard
 from webhooks.schemes.base import foreign_errors
-from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
+from webhooks.schemes.hmac_header import StripeVerifier
 from webhooks.schemes.standard import StandardVerifier, sign_standard
 
 
@@ -22,24 +22,15 @@ def test_every_webhook_error_is_a_webhook_error():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: github_verifier([]),
-        lambda: github_verifier(b"one secret"),
-        lambda: github_verifier([b""]),
-        lambda: github_verifier(["text, not bytes"]),
         lambda: StripeVerifier([b"whsec_x"], tolerance=0),
         lambda: StripeVerifier([b"whsec_x"], tolerance=True),
         lambda: StandardVerifier("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        lambda: StandardVerifier([]),
         lambda: StandardVerifier(["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
         lambda: StandardVerifier(["whsec_not base64!"]),
         lambda: StandardVerifier(["whsec_"]),
         lambda: StandardVerifier(["whpk_AAAA"]),
         lambda: StandardVerifier([generate_standard_keypair()[0]]),
         lambda: StandardVerifier(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], tolerance=-1),
-        lambda: HmacVerifier([b"s"], header="x-sig", algorithm="md5"),
-        lambda: HmacVerifier([b"s"], header="x-sig", encoding="base32"),
-        lambda: HmacVerifier([b"s"], header=""),
-        lambda: HmacVerifier([b"s"], header="x-sig", timestamp_header=" x-ts"),
         lambda: sign_standard(generate_standard_keypair()[0], "m", 1, b""),
         lambda: sign_standard_ed25519("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "m", 1, b""),
         lambda: sign_standard_ed25519("whsk_" + "A" * 44, "m", 1, b""),

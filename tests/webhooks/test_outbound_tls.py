@@ -84,7 +84,7 @@ async def test_https_to_a_pinned_name_verifies_the_certificate_for_that_name(
     dns.answer("pinned.test", ["127.0.0.1"], ["169.254.169.254"])
     url = f"https://pinned.test:{tls_receiver.port}/hook"
     async with open_session(LOOPBACK, ssl=tls[1]) as session:
-        response = await post(url, b"{}", {}, allow=LOOPBACK, timeout=5, session=session)
+        response = await post(url, b"{}", {}, session=session, timeout=5)
     assert response.status == 200
     assert dials == [("127.0.0.1", tls_receiver.port)]
     assert tls_receiver.seen[0].headers["Host"] == f"pinned.test:{tls_receiver.port}"
@@ -96,5 +96,5 @@ async def test_https_to_the_bare_address_fails_certificate_verification(
     url = f"https://127.0.0.1:{tls_receiver.port}/hook"
     async with open_session(LOOPBACK, ssl=tls[1]) as session:
         with pytest.raises(DeliveryFailed, match="Certificate"):
-            await post(url, b"{}", {}, allow=LOOPBACK, timeout=5, session=session)
+            await post(url, b"{}", {}, session=session, timeout=5)
     assert tls_receiver.seen == []

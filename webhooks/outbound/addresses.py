@@ -166,7 +166,6 @@ class Target:
 
     url: URL
     host: str
-    port: int
     addresses: tuple[IPAddress, ...]
 
     @property
@@ -224,7 +223,7 @@ async def check_callback_url(
     if is_numeric_host(host):
         # aiohttp refuses to dial these forms, and a reader should see the real address.
         raise AddressRefused(shown, f"{host} is a legacy form of {addresses[0]}; write that")
-    return Target(url=url, host=host, port=port, addresses=addresses)
+    return Target(url=url, host=host, addresses=addresses)
 
 
 async def _resolve(host: str, port: int, shown: str, limit: float) -> tuple[IPAddress, ...]:

@@ -6,7 +6,7 @@ import asyncio
 import math
 import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -52,49 +52,36 @@ async def post(
     body: bytes,
     headers: Mapping[str, str],
     *,
-    allow: AllowList,
+    session: aiohttp.ClientSession,
     # A delivery's time budget is part of its policy (it also bounds DNS and the body read),
     # so it is a parameter rather than left to the caller's asyncio.timeout.
     timeout: float,  # noqa: ASYNC109
-    session: aiohttp.ClientSession | None = None,
     dns_timeout: float = DNS_TIMEOUT_S,
 ) -> Response:
-    """POST ``body`` to ``url`` and return the receiver's 2xx answer."""
-    if session is not None:
-        _pinned_connector(session, allow)  # refuse a foreign session before any DNS query
+    """POST ``body`` to ``url`` under the allow-list of ``session`` (from ``open_session``); return the 2xx answer."""
+    connector = session.connector
+    if not isinstance(connector, PinnedConnector):  # refused before any DNS query
+        raise TypeError("post() needs a session from webhooks.outbound.open_session()")
     shown = display(parse_callback_url(url))
     try:
         async with asyncio.timeout(timeout):
-            target = await check_callback_url(url, allow, dns_timeout=dns_timeout)
-            async with (
-                nullcontext(session) if session is not None else open_session(allow) as client
-            ):
-                with _pinned_connector(client, allow).pins.pinned(target.host, target.pinned):
-                    async with client.post(
-                        target.url,
-                        data=body,
-                        headers=dict(headers),
-                        allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(total=timeout),
-                    ) as reply:
-                        content = await _read_capped(reply)
-                        response = Response(reply.status, kept_headers(reply.headers), content)
+            target = await check_callback_url(url, connector.allow, dns_timeout=dns_timeout)
+            with connector.pins.pinned(target.host, target.pinned):
+                async with session.post(
+                    target.url,
+                    data=body,
+                    headers=dict(headers),
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as reply:
+                    content = await _read_capped(reply)
+                    response = Response(reply.status, kept_headers(reply.headers), content)
     except aiohttp.ClientError as exc:
         raise DeliveryFailed(f"{shown} failed: {type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
         raise DeliveryFailed(f"{shown} did not answer within {timeout}s") from exc
     _check_outcome(response, shown)
     return response
-
-
-def _pinned_connector(session: aiohttp.ClientSession, allow: AllowList) -> PinnedConnector:
-    connector = session.connector
-    if not isinstance(connector, PinnedConnector):
-        raise TypeError("post() needs a session from webhooks.outbound.open_session()")
-    if connector.allow != allow:
-        # Pins checked under one allow-list must not serve calls made under another.
-        raise ValueError("the session was opened with a different allow-list")
-    return connector
 
 
 async def _read_capped(reply: aiohttp.ClientResponse) -> bytes:

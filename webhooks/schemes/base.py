@@ -120,18 +120,6 @@ def decode_signature(value: str, encoding: str, source: str) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
-def byte_secrets(secrets: Sequence[bytes]) -> tuple[bytes, ...]:
-    """Return the secrets as a tuple, refusing none, an empty one, or one bare secret."""
-    if isinstance(secrets, bytes | bytearray | str):
-        raise WebhookConfigError("pass a list of secrets, not a single secret")
-    found = tuple(secrets)
-    if not found:
-        raise WebhookConfigError("at least one secret is needed")
-    if not all(isinstance(secret, bytes) and secret for secret in found):
-        raise WebhookConfigError("every secret must be non-empty bytes")
-    return found
-
-
 def positive_tolerance(tolerance: int) -> int:
     """Return ``tolerance`` if it is a positive whole number of seconds."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -12,10 +11,6 @@ from webhooks.schemes import base
 
 Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
-# Options usually come from a YAML file, so the Literal types are checked at run time too.
-_ALGORITHMS = ("sha1", "sha256", "sha512")
-_ENCODINGS = ("base64", "hex")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class HmacVerifier:
@@ -34,25 +29,16 @@ class HmacVerifier:
         id_header: str | None = None,
         event_header: str | None = None,
     ) -> None:
-        self._secrets = base.byte_secrets(secrets)
-        if algorithm not in _ALGORITHMS:
-            raise WebhookConfigError(
-                f"unknown HMAC algorithm {algorithm!r}; use one of {_ALGORITHMS}"
-            )
-        if encoding not in _ENCODINGS:
-            raise WebhookConfigError(
-                f"unknown signature encoding {encoding!r}; use one of {_ENCODINGS}"
-            )
+        self._secrets = tuple(secrets)
         self._algorithm, self._encoding = algorithm, encoding
         if not prefix.isascii():
             raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
         self._prefix = prefix
         self._tolerance = base.positive_tolerance(tolerance)
         # The receiver hands over lower-cased header names.
-        self._header = _header_name(header)
+        self._header = header.lower()
         self._timestamp_header, self._id_header, self._event_header = (
-            _header_name(name) if name else None
-            for name in (timestamp_header, id_header, event_header)
+            name.lower() if name else None for name in (timestamp_header, id_header, event_header)
         )
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
@@ -95,12 +81,6 @@ def signed_content(body: bytes, timestamp: int | None) -> bytes:
     return body if timestamp is None else f"{timestamp}.".encode() + body
 
 
-def _header_name(name: str) -> str:
-    if not _HEADER_NAME.fullmatch(name):
-        raise WebhookConfigError(f"{name!r} is not a usable header name")
-    return name.lower()
-
-
 def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
     """Return the verifier of GitHub deliveries: the HMAC scheme with GitHub's headers."""
     # No timestamp: replays are stopped only by deduplicating X-GitHub-Delivery.
@@ -120,7 +100,7 @@ class StripeVerifier:
     """Verifies Stripe events; a stale timestamp fails, a future one passes as in stripe-python."""
 
     def __init__(self, secrets: Sequence[bytes], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
-        self._secrets = base.byte_secrets(secrets)
+        self._secrets = tuple(secrets)
         self._tolerance = base.positive_tolerance(tolerance)
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:

@@ -133,14 +133,6 @@ async def test_a_stalled_api_times_out_as_a_scale_error(
             await scaler.scale("email", 3)
 
 
-async def test_negative_workers_are_refused_before_any_request(
-    scaler: KubernetesScaler, fake: FakeKube
-):
-    with pytest.raises(ValueError, match="0 or more"):
-        await scaler.scale("email", -1)
-    assert fake.requests == []
-
-
 async def test_the_fake_refuses_what_the_api_server_refuses(kube: TestServer):
     # The scaler's PATCH passes because the fake checks what a real API server checks.
     import aiohttp

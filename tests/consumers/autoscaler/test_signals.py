@@ -244,9 +244,3 @@ async def test_one_bad_lane_makes_the_whole_reading_unavailable(fake: FakeManage
     async with SignalReader(fake.settings(), timeout=0.5) as reader:
         with pytest.raises(SignalsUnavailable, match=LOW):
             await reader.read(PAY)
-
-
-@pytest.mark.parametrize("timeout", [0.0, -1.0, math.nan, math.inf])
-def test_the_timeout_must_be_a_positive_number_of_seconds(timeout: float):
-    with pytest.raises(ValueError, match="timeout"):
-        SignalReader(BrokerSettings(), timeout=timeout)
