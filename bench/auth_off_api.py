@@ -24,7 +24,7 @@ from producers.tenancy import Viewer
 from taskctl.assembly import api_services
 from topology.settings import ApiSettings, load_settings
 
-EVERYONE = Principal("api_key", "bench", "bench", frozenset(Scope), Viewer())
+EVERYONE = Principal("bench", frozenset(Scope), Viewer())
 
 
 def build(settings: ApiSettings) -> FastAPI:

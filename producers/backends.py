@@ -17,7 +17,7 @@ from producers.submit import Submitter
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import load_topology, topology_path
 from topology.sealing import Sealer
-from topology.settings import BrokerSettings, PublisherSettings, Settings
+from topology.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,6 @@ class ClosingPublisher(Publisher, Protocol):
 
 
 P = TypeVar("P", bound=ClosingPublisher)
-P_co = TypeVar("P_co", bound=ClosingPublisher, covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,28 +109,14 @@ async def open_producer(
     return Producer(backends, publisher, submitter)
 
 
-class Transport(Protocol[P_co]):
-    """A publisher class: how ``open_producer`` reaches the broker (aio-pika or pika)."""
+def transport(
+    connect: Callable[..., Awaitable[P]], name: str
+) -> Callable[[Backends], Awaitable[P]]:
+    """Return the ``connect`` of ``open_producer`` that opens a publisher with ``connect``, named ``name``."""
 
-    async def connect(
-        self,
-        broker: BrokerSettings,
-        topology: CompiledTopology,
-        settings: PublisherSettings | None = None,
-        *,
-        name: str,
-        metrics: ProducerMetrics | None = None,
-    ) -> P_co:
-        """Open the connection and its confirm channel."""
-        ...
-
-
-def transport(kind: Transport[P], name: str) -> Callable[[Backends], Awaitable[P]]:
-    """Return the ``connect`` of ``open_producer`` that opens a ``kind`` publisher named ``name``."""
-
-    async def connect(backends: Backends) -> P:
+    async def opened(backends: Backends) -> P:
         settings = backends.settings
-        return await kind.connect(
+        return await connect(
             settings.broker,
             backends.topology,
             settings.publisher,
@@ -139,9 +124,9 @@ def transport(kind: Transport[P], name: str) -> Callable[[Backends], Awaitable[P
             metrics=backends.metrics,
         )
 
-    return connect
+    return opened
 
 
 def confirmed(name: str) -> Callable[[Backends], Awaitable[ConfirmedPublisher]]:
     """Return the ``connect`` of ``open_producer`` that opens a confirmed aio-pika publisher."""
-    return transport(ConfirmedPublisher, name)
+    return transport(ConfirmedPublisher.connect, name)

@@ -1,23 +1,17 @@
 """Python clients: submit jobs and read their status through the same ``Submitter`` as the HTTP API.
 
-One core, two transports. ``AsyncClient`` holds what both clients do: the request rules (the
-HTTP API's schema, then the ``Submitter``'s checks), the store access and the mapping of
-results to job views; it publishes with aio-pika on the caller's event loop. ``SyncClient``
-runs an ``AsyncClient`` on a private loop in the caller's thread, publishing with pika's
-blocking connection (the natural transport for Django, Flask and scripts). Both return the
-job view the HTTP API answers with (plus ``replayed``) and raise the same ``TaskqError``
-subclasses it maps to status codes.
+``SyncClient`` runs an ``AsyncClient`` on a private loop in the caller's thread, publishing
+with pika's blocking connection (the natural transport for Django, Flask and scripts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self, TypedDict, TypeVar, Unpack
+from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, Unpack
 
 from pydantic import JsonValue, ValidationError
 
@@ -41,12 +35,8 @@ from topology.settings import load_settings
 from topology.spec import Priority
 
 T = TypeVar("T")
+P = ParamSpec("P")
 JobView = dict[str, Any]
-# The fields a client may set: the same as POST /jobs (``identity`` is the webhook receiver's;
-# the tenant is the client's own, from TASKQ_TENANT).
-_REQUEST_FIELDS = tuple(
-    f.name for f in dataclasses.fields(JobRequest) if f.name not in ("identity", "source", "tenant")
-)
 
 
 class JobOptions(TypedDict, total=False):
@@ -131,11 +121,7 @@ class AsyncClient(AsyncClosing):
         await self._submitter.settle()
 
     async def status(self, job_id: str) -> JobView:
-        """Return the job's view.
-
-        Raises:
-            JobNotFoundError: no job has this id.
-        """
+        """Return the job's view (``JobNotFoundError``: no job has this id)."""
         return job_view(await self._submitter.get(job_id, self._viewer))
 
     async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
@@ -150,12 +136,7 @@ class AsyncClient(AsyncClosing):
         return page_view(page)
 
     async def cancel(self, job_id: str) -> JobView:
-        """Cancel a job that has not started.
-
-        Raises:
-            JobNotFoundError: no job has this id.
-            JobStateError: the job already started or finished.
-        """
+        """Cancel a job that has not started (``JobStateError`` once it has)."""
         return job_view(await self._submitter.cancel(job_id, self._viewer))
 
 
@@ -168,7 +149,8 @@ def _checked(source: Mapping[str, Any] | JobRequest, tenant: str) -> JobRequest 
             body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
         return _rejected(exc)
-    return JobRequest(**{name: getattr(body, name) for name in _REQUEST_FIELDS}, tenant=tenant)
+    # The fields of POST /jobs; the tenant is the client's own, from TASKQ_TENANT.
+    return JobRequest(**dict(body), tenant=tenant)
 
 
 def _rejected(exc: ValidationError) -> JobRejectedError:
@@ -181,13 +163,25 @@ def _rejected(exc: ValidationError) -> JobRejectedError:
 
 
 def _view(done: Submitted) -> JobView:
-    view: JobView = done.view()
-    view["replayed"] = done.replayed
-    return view
+    return {**done.view(), "replayed": done.replayed}
 
 
 def _outcome(outcome: Submitted | TaskqError) -> JobView | TaskqError:
     return outcome if isinstance(outcome, TaskqError) else _view(outcome)
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]], *, settle: bool = False
+) -> Callable[Concatenate[SyncClient, P], T]:
+    """Return ``AsyncClient``'s ``method`` as a ``SyncClient`` method that runs it to completion."""
+
+    def blocking(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        work = method(self._client, *args, **kwargs)
+        return self._run(self._settled(work) if settle else work)
+
+    functools.update_wrapper(blocking, method)  # its name, docstring and signature, for help()
+    blocking.__qualname__ = f"SyncClient.{method.__name__}"
+    return blocking
 
 
 class SyncClient:
@@ -198,20 +192,20 @@ class SyncClient:
     turns. It cannot be used inside a running event loop: use ``AsyncClient`` there.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``).
+    submit = _blocking(AsyncClient.submit, settle=True)
+    submit_many = _blocking(AsyncClient.submit_many, settle=True)
+    status = _blocking(AsyncClient.status)
+    list = _blocking(AsyncClient.list)
+    cancel = _blocking(AsyncClient.cancel)
 
-        Raises:
-            RuntimeError: called while an event loop runs in this thread.
-            SettingsError, TopologyFileError: bad configuration.
-            BrokerUnavailableError, StoreUnavailableError: a dependency is down.
-        """
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        """Connect as ``AsyncClient.connect`` does, over pika (``RuntimeError`` in a running event loop)."""
         _refuse_running_loop()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         try:
             self._client = self._loop.run_until_complete(
-                AsyncClient.connect(environ, transport(PikaPublisher, "taskq sync client"))
+                AsyncClient.connect(environ, transport(PikaPublisher.connect, "taskq sync client"))
             )
         except BaseException:
             self._shut_loop()
@@ -220,12 +214,7 @@ class SyncClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -237,28 +226,6 @@ class SyncClient:
                 self._loop.run_until_complete(self._client.close())
             finally:
                 self._shut_loop()
-
-    def submit(
-        self, job_type: str, payload: JsonValue = None, **options: Unpack[JobOptions]
-    ) -> JobView:
-        """Store and publish one job, as ``AsyncClient.submit``; return once the broker confirmed it."""
-        return self._run(self._settled(self._client.submit(job_type, payload, **options)))
-
-    def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
-        """Submit each request in turn, as ``AsyncClient.submit_many``; one view or error each."""
-        return self._run(self._settled(self._client.submit_many(requests)))
-
-    def status(self, job_id: str) -> JobView:
-        """Return the job's view, as ``AsyncClient.status``."""
-        return self._run(self._client.status(job_id))
-
-    def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
-        """Return one page of jobs newest first, as ``AsyncClient.list``."""
-        return self._run(self._client.list(**filters))
-
-    def cancel(self, job_id: str) -> JobView:
-        """Cancel a job that has not started, as ``AsyncClient.cancel``."""
-        return self._run(self._client.cancel(job_id))
 
     async def _settled(self, work: Awaitable[T]) -> T:
         """Await ``work``, then write the rows it held back: the private loop is idle between calls."""

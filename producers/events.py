@@ -10,8 +10,6 @@ import orjson
 from jobstore.model import JobStatus
 from producers.views import iso
 
-EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result", "tenant")
-
 
 class Eventful(Protocol):
     """What a status event tells of a job: a ``JobRecord``, or a worker's note of a change."""
@@ -40,7 +38,7 @@ def event_key(job: Eventful) -> str:
 
 
 def event_body(job: Eventful) -> bytes:
-    """Return the JSON body of a job's status event (``EVENT_FIELDS`` of its view, built directly)."""
+    """Return the JSON body of a job's status event (fields of its view, built directly)."""
     return orjson.dumps(
         {
             "id": job.id,

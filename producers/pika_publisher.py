@@ -17,10 +17,7 @@ from topology.broker import unreachable
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
-from topology.errors import (
-    BrokerUnavailableError,
-    TaskqError,
-)
+from topology.errors import BrokerUnavailableError, TaskqError
 from topology.routes import Route, job_route
 from topology.settings import BrokerSettings, PublisherSettings, mask_url
 from topology.tls import broker_context
@@ -71,12 +68,6 @@ class PikaPublisher(AsyncClosing):
         """Close the connection; later publishes raise ``BrokerUnavailableError``."""
         self._closed = True
         self._drop()
-
-    @property
-    def connected(self) -> bool:
-        """Return whether the connection and channel were open when last used."""
-        # A channel is only ever opened on a connection, and both are dropped together.
-        return self._channel is not None and self._channel.is_open and self._connection.is_open
 
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
         """Publish ``envelope`` and return once the broker confirmed it."""

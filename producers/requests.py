@@ -6,31 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from topology.limits import (
-    Attempts,
-    CallbackUrl,
-    Delay,
-    IdempotencyKey,
-    UtcTime,
-)
+from jobstore.model import JobRecord
+from topology.limits import Attempts, CallbackUrl, Delay, IdempotencyKey, UtcTime
 from topology.spec import Priority
-
-SERVER_OWNED = frozenset(
-    {
-        "id",
-        "status",
-        "attempts",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "finished_at",
-        "result",
-        "last_error",
-        "payload_ref",
-        "not_before",
-        "tenant",
-    }
-)
 
 
 class JobSubmission(BaseModel):
@@ -60,3 +38,7 @@ class JobSubmission(BaseModel):
             if owned:
                 raise ValueError(f"{', '.join(owned)}: set by the server, not by clients")
         return data
+
+
+# A client sending a field the server sets on each job is told so.
+SERVER_OWNED = frozenset(JobRecord.__dataclass_fields__) - frozenset(JobSubmission.model_fields)

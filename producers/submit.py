@@ -187,7 +187,7 @@ class Submitter:
         self._sealer = sealer or Sealer()  # no keys: payloads stay clear
         self._metrics = metrics or ProducerMetrics()
         self._publisher = publisher
-        self._store = store
+        self.store = store
         self._blobs = blobs
         self._settings = settings or SubmitSettings()
         self._clock = clock
@@ -205,11 +205,6 @@ class Submitter:
         self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
-
-    @property
-    def store(self) -> JobStore:
-        """Return the job store this submitter records jobs in."""
-        return self._store
 
     async def settle(self) -> None:
         """Write the rows held behind their confirms, so that a read sees every job accepted here."""
@@ -388,7 +383,19 @@ class Submitter:
         """Answer a job that was not published now: replay its key's answer, or raise why not."""
         if isinstance(outcome, TaskqError):
             raise outcome
-        return await self._answer(pending, outcome)
+        if pending.envelope.payload_ref is not None:
+            await self._blobs.delete(pending.envelope.payload_ref.uri)
+        if outcome.state is ClaimState.DONE and outcome.response is not None:
+            return Submitted(outcome.job_id, outcome.response, replayed=True)
+        if outcome.state is ClaimState.MISMATCH:
+            raise IdempotencyMismatchError(
+                "this Idempotency-Key was already used with a different request; use a new key",
+                field="idempotency_key",
+            )
+        raise IdempotencyInFlightError(
+            f"a request with this Idempotency-Key (job {outcome.job_id}) is still in progress; "
+            "retry later"
+        )
 
     async def _record_all(
         self, confirmed: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
@@ -400,7 +407,7 @@ class Submitter:
             # The jobs are on the broker: each gets its answer, and the repair sweep records
             # the confirms this write lost (publishing them once more, which workers absorb).
             logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
-            answers = [_accepted(p.job) for _, p in confirmed]
+            answers = [Submitted(p.job.id, p.job) for _, p in confirmed]
         for (index, _), answer in zip(confirmed, answers, strict=True):
             results[index] = answer
 
@@ -414,7 +421,7 @@ class Submitter:
         """
         if self._unrecorded:  # this process's own confirms, not yet written: not overdue
             await self._confirms.submit(self._unrecorded.pop())
-        jobs = await self._store.take_unconfirmed(limit=limit, lease_s=self._settings.repair_after)
+        jobs = await self.store.take_unconfirmed(limit=limit, lease_s=self._settings.repair_after)
         if not jobs:
             return 0
         now = self._clock()
@@ -423,12 +430,12 @@ class Submitter:
             [p.envelope for p in pending], [p.route for p in pending]
         )
         published = [p for p, error in zip(pending, errors, strict=True) if error is None]
-        await self._store.confirm_jobs(
+        await self.store.confirm_jobs(
             [self._confirmation(p.job, orjson.dumps(job_view(p.job))) for p in published]
         )
         for p, error in zip(pending, errors, strict=True):
             if isinstance(error, UnroutableError | PublishNackedError | ContractError):
-                await self._store.transition(
+                await self.store.transition(
                     p.job.id,
                     JobStatus.FAILED,
                     allowed_from=CANCELLABLE,
@@ -463,14 +470,9 @@ class Submitter:
         self._counters(request.source, group, request.priority.value, outcome).inc()
 
     async def get(self, job_id: str, viewer: Viewer) -> JobRecord:
-        """Return the job, if ``viewer`` may see it.
-
-        Raises:
-            JobNotFoundError: no job has this id that the viewer may see (another tenant's job
-                answers exactly as an unknown id does).
-        """
+        """Return the job, if ``viewer`` may see it (else ``JobNotFoundError``, as for an unknown id)."""
         await self.settle()
-        return self.opened(await get_visible(self._store, viewer, job_id))
+        return opened(await get_visible(self.store, viewer, job_id), self._sealer)
 
     async def list_jobs(
         self,
@@ -484,20 +486,15 @@ class Submitter:
         """Return one page of the jobs ``viewer`` may see, newest first (see ``list_visible``)."""
         await self.settle()
         page = await list_visible(
-            self._store, viewer, status=status, job_type=job_type, limit=limit, cursor=cursor
+            self.store, viewer, status=status, job_type=job_type, limit=limit, cursor=cursor
         )
-        return replace(page, jobs=[self.opened(job) for job in page.jobs])
+        return replace(page, jobs=[opened(job, self._sealer) for job in page.jobs])
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
-        """Cancel a job that has not started; a worker that receives it acks it unrun.
-
-        Raises:
-            JobNotFoundError: no job has this id that the viewer may see.
-            JobStateError: the job already started or finished.
-        """
+        """Cancel a job that has not started (``JobStateError`` once it has); its worker acks it unrun."""
         await self.get(job_id, viewer)  # the tenant never changes, so this check holds
         now = self._clock()
-        job = await self._store.transition(
+        job = await self.store.transition(
             job_id, JobStatus.CANCELLED, allowed_from=CANCELLABLE, updated_at=now, finished_at=now
         )
         if job is None:
@@ -510,10 +507,6 @@ class Submitter:
             await self.follow_up(job)
         except TaskqError as exc:  # the cancel stands; only its callback is missing
             logger.error("callback for cancelled job {} not enqueued: {}", job.id, exc)
-        return self.opened(job)
-
-    def opened(self, job: JobRecord) -> JobRecord:
-        """Return ``job`` with its result opened, if it is stored sealed (ContractError if it does not open)."""
         return opened(job, self._sealer)
 
     async def follow_up(self, job: JobRecord) -> None:
@@ -522,18 +515,12 @@ class Submitter:
         Raises:
             BrokerUnavailableError, PublishError, StoreUnavailableError: not enqueued; call again.
         """
-        request = callback_request(self.opened(job))
+        request = callback_request(opened(job, self._sealer))
         if request is not None:
             await self.submit_reserved(request, producer=TASKQ)
 
     async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
-        """Check ``request`` and return its job, message and route (a large payload goes to the blob store).
-
-        Raises:
-            ReservedJobTypeError: the type is reserved for another producer.
-            JobRejectedError: naming the field that is wrong.
-            BlobUnavailableError: a large payload could not be stored.
-        """
+        """Check ``request`` and return its job, message and route (a large payload goes to the blob store)."""
         group = self._group(request.type, producer)
         _check_strings(request)
         if request.callback_url is not None and self.callback_check is not None:
@@ -598,24 +585,13 @@ class Submitter:
             confirm_within=None if _published_first(pending) else self._settings.repair_after,
         )
 
-    async def _answer(self, pending: _Pending, claim: Claim) -> Submitted:
-        """Answer a request whose key was already claimed (replay it, or say why not)."""
-        if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref.uri)
-        return _answer_claim(claim.state, claim.job_id, claim.response)
-
     def group_of(self, job_type: str) -> str | None:
         """Return the name of the group that takes ``job_type``, or ``None``."""
         group = self._lookup(job_type).group
         return None if group is None else group.name
 
     def _group(self, job_type: str, producer: str | None) -> CompiledGroup:
-        """Return the group that takes ``job_type``.
-
-        Raises:
-            ReservedJobTypeError: the type is reserved for another producer.
-            JobRejectedError: the type is malformed (as a routing key) or no group takes it.
-        """
+        """Return the group that takes ``job_type``, refusing a reserved, malformed or unknown type."""
         group, problem, owners = self._lookup(job_type)
         if owners and all(r.producer != producer for r in owners):
             raise ReservedJobTypeError(
@@ -702,7 +678,7 @@ class Submitter:
         Awaited for keyed jobs (a replay must find the answer), in the background for the
         others: a confirm lost to a crash costs one more copy of the message, no more.
         """
-        answers = [_accepted(p.job) for p in pendings]
+        answers = [Submitted(p.job.id, p.job) for p in pendings]
         keyed = []
         for pending, answer in zip(pendings, answers, strict=True):
             if _published_first(pending):  # no publish deadline to clear: its row is written behind
@@ -732,7 +708,7 @@ class Submitter:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
         held, self._unrecorded = self._unrecorded, []
         try:
-            return await self._store.create_jobs(items, confirmed=held, durable=durable)
+            return await self.store.create_jobs(items, confirmed=held, durable=durable)
         except BaseException:
             self._unrecorded[:0] = held
             raise
@@ -751,7 +727,7 @@ class Submitter:
         """Record a batch of confirms, and those held for the next insert (the coalescer's write)."""
         held, self._unrecorded = self._unrecorded, []
         try:
-            await self._store.confirm_jobs([*held, *items])
+            await self.store.confirm_jobs([*held, *items])
         except TaskqError as exc:
             # Awaited (keyed) confirms get the error; for the others it is only logged: their
             # jobs are on the broker, and the repair sweep publishes them once more.
@@ -760,7 +736,7 @@ class Submitter:
         return [None] * len(items)
 
     async def _abandon(self, pending: _Pending) -> None:
-        await self._store.abandon_job(pending.job.id, pending.request.claim_key())
+        await self.store.abandon_job(pending.job.id, pending.request.claim_key())
         if pending.envelope.payload_ref is not None:
             await self._blobs.delete(pending.envelope.payload_ref.uri)
 
@@ -809,29 +785,8 @@ def _published_first(pending: _Pending) -> bool:
     return job.idempotency_key is None and job.callback_url is None and job.not_before is None
 
 
-def _answer_claim(state: ClaimState, job_id: str, response: bytes | None) -> Submitted:
-    if state is ClaimState.DONE and response is not None:
-        return Submitted(job_id, response, replayed=True)
-    if state is ClaimState.MISMATCH:
-        raise IdempotencyMismatchError(
-            "this Idempotency-Key was already used with a different request; use a new key",
-            field="idempotency_key",
-        )
-    raise IdempotencyInFlightError(
-        f"a request with this Idempotency-Key (job {job_id}) is still in progress; retry later"
-    )
-
-
-def _accepted(job: JobRecord) -> Submitted:
-    return Submitted(job.id, job)
-
-
 def _check_strings(request: JobRequest) -> None:
-    """Refuse strings the broker or the store cannot hold (whichever door the request came in by).
-
-    Raises:
-        JobRejectedError: naming the field.
-    """
+    """Refuse strings the broker or the store cannot hold (whichever door the request came in by)."""
     for field in ("correlation_id", "idempotency_key"):
         value = getattr(request, field)
         problem = None if value is None else limits.short_string_problem(value)

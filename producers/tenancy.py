@@ -30,15 +30,15 @@ class Viewer:
             return True
         return any(routing.matches(pattern, job_type) for pattern in self.job_types)
 
-    def sees(self, job: JobRecord) -> bool:
-        """Return whether ``job`` is in this caller's window."""
-        return job.tenant == self.tenant and self.may_touch(job.type)
+    def sees(self, tenant: str, job_type: str) -> bool:
+        """Return whether a job of ``tenant`` and ``job_type`` is in this caller's window."""
+        return tenant == self.tenant and self.may_touch(job_type)
 
 
 async def get_visible(store: JobStore, viewer: Viewer, job_id: str) -> JobRecord:
     """Return the job, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
     job = await store.get_job(job_id)
-    if job is None or not viewer.sees(job):
+    if job is None or not viewer.sees(job.tenant, job.type):
         raise JobNotFoundError(f"no job has id {excerpt(job_id)}")
     return job
 

@@ -12,6 +12,7 @@ import orjson
 import uvicorn
 from fastapi import FastAPI
 from loguru import logger
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -36,7 +37,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit(scope)
-        declared = _content_length(scope)
+        try:
+            declared: int | None = int(Headers(scope=scope)["content-length"])
+        except (KeyError, ValueError):
+            declared = None
         if declared is not None:
             if declared > limit:
                 await _too_large(scope, receive, send, limit)
@@ -62,16 +66,6 @@ class BodyLimit:
             return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -209,10 +203,9 @@ class GuardedHttp(HttpToolsProtocol):
 
 
 def _refusal(status: int, detail: str) -> bytes:
-    phrase = HTTPStatus(status).phrase
-    body = orjson.dumps(problem_body(status, detail, phrase))
+    body = orjson.dumps(problem_body(status, detail))
     head = (
-        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body

@@ -22,6 +22,7 @@ from producers.events import decode_event
 from producers.tenancy import Viewer
 from topology.compiled import CompiledTopology
 from topology.names import DEFAULT_TENANT
+from topology.settings import ApiSettings
 
 QUEUE_LIMIT = 256
 TOO_BIG = 1009  # RFC 6455: a message too big to process
@@ -41,9 +42,7 @@ class Watcher:
 
     def wants(self, event: dict[str, Any]) -> bool:
         """Return whether this watcher follows the event's job (never another tenant's)."""
-        if event.get("tenant", DEFAULT_TENANT) != self.viewer.tenant:
-            return False
-        if not self.viewer.may_touch(str(event.get("type"))):
+        if not self.viewer.sees(event.get("tenant", DEFAULT_TENANT), str(event.get("type"))):
             return False
         if self.job_id is not None:
             return bool(event.get("id") == self.job_id)
@@ -63,13 +62,6 @@ class EventHub:
     def watchers(self) -> int:
         """Return how many watchers are registered now."""
         return len(self._watchers)
-
-    def dispatch(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every interested watcher; a full watcher loses it."""
-        for watcher in self._watchers:
-            if watcher.wants(event):
-                with contextlib.suppress(asyncio.QueueFull):
-                    watcher.events.put_nowait(event)
 
     @asynccontextmanager
     async def watch(
@@ -101,23 +93,24 @@ class EventHub:
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             event = decode_event(message.body)
-            if event is not None:
-                self.dispatch(event)
+            if event is None:
+                return
+            for watcher in self._watchers:
+                if watcher.wants(event):
+                    with contextlib.suppress(asyncio.QueueFull):  # a full watcher loses it
+                        watcher.events.put_nowait(event)
 
         await queue.consume(on_message, no_ack=True)
 
 
 async def pump(
-    websocket: WebSocket,
-    watcher: Watcher,
-    *,
-    final: Callable[[dict[str, Any]], bool],
-    max_frame: int,
-    idle_timeout: float,
+    websocket: WebSocket, watcher: Watcher, *, final: Callable[[dict[str, Any]], bool]
 ) -> None:
     """Send the watcher's events until ``final(event)``, the client leaves, or a limit is hit."""
+    settings: ApiSettings = websocket.app.state.api_settings
+    idle_timeout = settings.ws_idle_timeout
     active = [time.monotonic()]  # when the client last spoke, or was last sent an event
-    reader = asyncio.create_task(_read(websocket, active, max_frame))
+    reader = asyncio.create_task(_read(websocket, active, settings.ws_max_frame_bytes))
     try:
         while True:
             getter = asyncio.ensure_future(watcher.events.get())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
 
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,8 +52,10 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
-        self.metrics = metrics
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (counter, timer)
+        # Label children are cached: labels() costs more than the increment itself. There
+        # are few keys: routes are templates, and methods and statuses are few.
+        self._requests = functools.cache(metrics.requests.labels)
+        self._durations = functools.cache(metrics.duration.labels)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request and record its route, status and duration."""
@@ -74,16 +76,8 @@ class MetricsMiddleware:
         finally:
             # The router records the matched route in the scope; unmatched paths share one label.
             route = str(getattr(scope.get("route"), "path", "unmatched"))
-            key = (route, scope["method"], status)
-            # Label children are cached: labels() costs more than the increment itself. There
-            # are few keys: routes are templates, and methods and statuses are few.
-            children = self._children.get(key)
-            if children is None:
-                requests = self.metrics.requests.labels(route, key[1], str(status))
-                duration = self.metrics.duration.labels(route, key[1])
-                children = self._children[key] = (requests, duration)
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self._requests(route, scope["method"], str(status)).inc()
+            self._durations(route, scope["method"]).observe(time.perf_counter() - started)
 
 
 class TracingMiddleware:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,27 +28,18 @@ from topology.errors import (
 )
 
 PROBLEM = "application/problem+json"
-TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
+# RFC 9110's names, which Python 3.11 has for all but these two.
+TITLES = {s.value: s.phrase for s in HTTPStatus} | {
     413: "Content Too Large",
-    415: "Unsupported Media Type",
     422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
 }
 
 
-def problem_body(status: int, detail: str, title: str | None = None) -> dict[str, Any]:
+def problem_body(status: int, detail: str) -> dict[str, Any]:
     """Return the fields of a problem without field errors."""
     return {
         "type": "about:blank",
-        "title": title or TITLES.get(status, "Error"),
+        "title": TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
     }

@@ -6,14 +6,7 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import (
-    APIRouter,
-    Query,
-    Request,
-    Response,
-    WebSocket,
-    WebSocketDisconnect,
-)
+from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect
 
 from jobstore.model import JobStatus
 from producers.api.hub import pump
@@ -26,7 +19,6 @@ from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
 from producers.views import job_view, page_view
 from topology.errors import AccessError, JobNotFoundError, JobRejectedError, TaskqError
-from topology.settings import ApiSettings
 
 router = APIRouter(route_class=SecuredRoute)
 
@@ -150,11 +142,7 @@ def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None
     counter.inc()
 
 
-@router.get(
-    "/jobs/{job_id}",
-    response_model=JobOut,
-    **secured(Scope.JOBS_READ),
-)
+@router.get("/jobs/{job_id}", response_model=JobOut, **secured(Scope.JOBS_READ))
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Return a job's status, attempts, timestamps, last error and result."""
     job = await request.app.state.services.submitter.get(job_id, principal(request).viewer)
@@ -177,11 +165,7 @@ async def list_jobs(
     return page_view(page)
 
 
-@router.delete(
-    "/jobs/{job_id}",
-    response_model=JobOut,
-    **secured(Scope.JOBS_WRITE),
-)
+@router.delete("/jobs/{job_id}", response_model=JobOut, **secured(Scope.JOBS_WRITE))
 async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     """Cancel a job that has not started (409 once it has)."""
     services = request.app.state.services
@@ -199,11 +183,6 @@ async def _admitted(websocket: WebSocket) -> Principal | None:
         return None
     await websocket.accept(subprotocol=websocket.scope["state"].get("subprotocol"))
     return caller
-
-
-def _limits(websocket: WebSocket) -> dict[str, Any]:
-    settings: ApiSettings = websocket.app.state.api_settings
-    return {"max_frame": settings.ws_max_frame_bytes, "idle_timeout": settings.ws_idle_timeout}
 
 
 @router.websocket("/ws/jobs/{job_id}")
@@ -227,12 +206,7 @@ async def watch_job(websocket: WebSocket, job_id: str) -> None:
         if JobStatus(current["status"]).terminal:
             await websocket.close()
             return
-        await pump(
-            websocket,
-            watcher,
-            final=lambda event: JobStatus(event["status"]).terminal,
-            **_limits(websocket),
-        )
+        await pump(websocket, watcher, final=lambda event: JobStatus(event["status"]).terminal)
 
 
 @router.websocket("/ws/jobs")
@@ -243,4 +217,4 @@ async def watch_jobs(websocket: WebSocket, type: str | None = None) -> None:
         return
     services = websocket.app.state.services
     async with services.hub.watch(caller.viewer, job_type=type) as watcher:
-        await pump(websocket, watcher, final=lambda event: False, **_limits(websocket))
+        await pump(websocket, watcher, final=lambda event: False)

@@ -103,11 +103,9 @@ class ApiKeyVerifier:
         now = datetime.now(UTC)
         if not record.usable(now):
             raise AuthenticationError("the API key was revoked or has expired")
-        viewer = Viewer(record.tenant, record.job_types)
         # Unknown scope names are ignored.
-        principal = Principal(
-            "api_key", f"key:{record.id}", record.name, Scope.known(record.scopes), viewer
-        )
+        viewer = Viewer(record.tenant, record.job_types)
+        principal = Principal(f"key:{record.id}", Scope.known(record.scopes), viewer)
         ttl = self._ttl
         if record.expires_at is not None:
             ttl = min(ttl, (record.expires_at - now).total_seconds())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jobstore.model import CredentialStore
 from producers.auth.api_keys import PREFIX, ApiKeyVerifier
-from producers.auth.bearer_tokens import JwtVerifier, key_source
+from producers.auth.bearer_tokens import JwtVerifier
 from producers.auth.principal import Principal
 from producers.auth.rate_limit import RateLimiter
 from topology.errors import AuthenticationError, RateLimitedError
@@ -58,10 +58,7 @@ class Authenticator:
 def open_authenticator(store: CredentialStore, settings: AuthSettings) -> Authenticator:
     """Return the authenticator ``settings`` describe, checking keys against ``store``."""
     keys = ApiKeyVerifier(
-        store,
-        pepper=settings.api_key_pepper,
-        cache_ttl=settings.api_key_cache_ttl,
+        store, pepper=settings.api_key_pepper, cache_ttl=settings.api_key_cache_ttl
     )
-    source = key_source(settings)
-    bearer = None if source is None else JwtVerifier(settings, source)
+    bearer = JwtVerifier(settings) if settings.jwt_enabled else None
     return Authenticator(keys, bearer, RateLimiter(settings.rate_limit, settings.rate_burst))

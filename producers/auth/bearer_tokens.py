@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, cast
 
 import aiohttp
 import jwt
@@ -27,14 +27,6 @@ MAX_TOKEN_CHARS = 8192  # real access tokens are a few hundred bytes to a few Ki
 MAX_KID_CHARS = 256
 MAX_JWKS_BYTES = 1024 * 1024
 _REQUIRED = ["exp", "iss", "aud", "sub"]
-
-
-class KeySource(Protocol):
-    """Finds the public key a token names by its ``kid``."""
-
-    async def key(self, kid: str | None) -> jwt.PyJWK:
-        """Return the key for ``kid`` (``None``: the token names none)."""
-        ...
 
 
 def key_set(document: Any, *, where: str) -> dict[str | None, jwt.PyJWK]:
@@ -76,12 +68,9 @@ class StaticKeys:
         except OSError as exc:
             raise SettingsError(f"{where} cannot be read: {exc}") from exc
         try:
-            if data.lstrip().startswith(b"-----BEGIN"):
-                self._single: jwt.PyJWK | None = pem_key(data)
-                self._keys: dict[str | None, jwt.PyJWK] = {None: self._single}
-            else:
-                self._single = None
-                self._keys = key_set(orjson.loads(data), where=where)
+            pem = data.lstrip().startswith(b"-----BEGIN")
+            self._single = pem_key(data) if pem else None
+            self._keys = {} if pem else key_set(orjson.loads(data), where=where)
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
             raise SettingsError(f"{where}: {exc}") from exc
 
@@ -164,18 +153,23 @@ class JwksKeys:
 class JwtVerifier:
     """Turns a bearer JWT into a principal, or refuses it with the reason."""
 
-    def __init__(self, settings: AuthSettings, keys: KeySource) -> None:
+    def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
-        self._keys = keys
+        self._keys = (
+            JwksKeys(
+                settings.jwks_url,
+                timeout=settings.jwks_timeout,
+                ttl=settings.jwks_cache_ttl,
+                min_refresh=settings.jwks_min_refresh,
+            )
+            if settings.jwks_url
+            else StaticKeys(cast(str, settings.jwt_keys_file))  # jwt_enabled: one of them is set
+        )
         self._algorithms = frozenset(settings.algorithms)
         self._types = frozenset(settings.token_types)
 
     async def verify(self, token: str) -> Principal:
-        """Return the principal of a valid access token, or refuse it with the reason.
-
-        Raises:
-            IdentityProviderUnavailableError: the issuer's keys cannot be fetched.
-        """
+        """Return the principal of a valid access token, or refuse it with the reason (or ``IdentityProviderUnavailableError``)."""
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationError(f"the token is longer than {MAX_TOKEN_CHARS} characters")
         try:
@@ -234,9 +228,7 @@ class JwtVerifier:
                 f"the token's {s.jwt_tenant_claim} claim is missing or invalid"
             )
         return Principal(
-            kind="jwt",
             id=f"jwt:{claims['iss']}:{subject}",
-            name=subject,
             scopes=_scopes(claims.get(s.jwt_scope_claim)),
             viewer=Viewer(tenant, _patterns(claims.get(s.jwt_job_types_claim), s)),
         )
@@ -261,15 +253,3 @@ def _patterns(value: Any, settings: AuthSettings) -> tuple[str, ...] | None:
     ):
         raise AuthenticationError(f"the token's {settings.jwt_job_types_claim} claim is invalid")
     return tuple(patterns)
-
-
-def key_source(settings: AuthSettings) -> KeySource | None:
-    """Return where bearer-token keys come from, or ``None`` when tokens are not enabled."""
-    if settings.jwks_url:
-        return JwksKeys(
-            settings.jwks_url,
-            timeout=settings.jwks_timeout,
-            ttl=settings.jwks_cache_ttl,
-            min_refresh=settings.jwks_min_refresh,
-        )
-    return StaticKeys(settings.jwt_keys_file) if settings.jwt_keys_file else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from producers.auth.scopes import Scope
 from producers.tenancy import Viewer
@@ -14,9 +13,7 @@ from topology.errors import PermissionDeniedError
 class Principal:
     """The caller behind a verified API key or bearer token."""
 
-    kind: Literal["api_key", "jwt"]
     id: str  # stable per credential: the key id, or the token's issuer and subject
-    name: str  # for logs: the key's name, or the token's subject
     scopes: frozenset[Scope]
     viewer: Viewer  # the tenant and job types it may touch
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import orjson
 
 from jobstore.model import JobStatus
-from producers.events import EVENT_FIELDS, event_body, event_key
+from producers.events import event_body, event_key
 from producers.views import job_view
 from tests.producers.test_store import job
+
+EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result", "tenant")
 
 
 def test_an_event_carries_the_event_fields_of_the_jobs_view() -> None:

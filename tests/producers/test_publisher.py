@@ -298,6 +298,5 @@ async def test_pika_reconnects_before_publishing_when_the_broker_dropped_it_mean
 async def test_pika_publish_after_close_raises_broker_unavailable(applied, topology):
     publisher = await PikaPublisher.connect(applied, topology)
     await publisher.close()
-    assert not publisher.connected
     with pytest.raises(BrokerUnavailableError, match="closed"):
         await publisher.publish(Envelope.new("email"))
