@@ -80,12 +80,27 @@ class LocalCluster:
 @contextmanager
 def running_cluster(size: int) -> Iterator[LocalCluster]:
     """Start ``size`` clustered nodes of our own, yield them, then stop them and delete their data."""
-    # The script numbers every port from one base: a random one keeps sessions apart.
-    base = random.randrange(10000, 30000, 10)
-    cluster = LocalCluster(size, base, Path(tempfile.mkdtemp(prefix="taskq-cluster-")))
+    cluster = _started(size)
     try:
-        cluster.run("up")
         yield cluster
     finally:
         with suppress(StartError):
             cluster.run("down")
+
+
+def _started(size: int, tries: int = 2) -> LocalCluster:
+    """Start the nodes on a random block of ports; on failure (a port taken meanwhile) once more elsewhere."""
+    for attempt in range(tries):
+        # Every port (AMQP base+n, management 10000 more, distribution 20000 more) stays below
+        # the kernel's ephemeral range, where a client's outgoing connection could take one.
+        base = random.randrange(10000, 12700, 10)
+        cluster = LocalCluster(size, base, Path(tempfile.mkdtemp(prefix="taskq-cluster-")))
+        try:
+            cluster.run("up")
+            return cluster
+        except StartError:
+            with suppress(StartError):
+                cluster.run("down")
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -53,7 +53,7 @@ def test_a_worker_consumes_again_within_two_seconds_of_its_broker_coming_back(
         }
         topology = compile_topology(load_topology())
         asyncio.run(apply_topology(topology, read_section(BrokerSettings, env)))
-        with worker(env) as process:
+        with worker(env, tmp_path / "worker.log") as process:
             asyncio.run(run_one(env, within=20))
             own_cluster.kill(1)  # a crash: no connection.close, the sockets just die
             time.sleep(3)  # the worker meets refused reconnects meanwhile
