@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.broker import TestsManagementClient
+from tests.broker import TestsManagementClient, scratch_vhost
 from tests.localcluster import LocalCluster, running_cluster
 from tests.tlsbroker import StartError, TlsBroker, running_tls_broker
 from tests.tlsbroker import tls_vhost as fresh_tls_vhost
@@ -64,17 +64,13 @@ def broker_settings() -> BrokerSettings:
 @pytest.fixture
 def vhost(broker_settings: BrokerSettings) -> Iterator[BrokerSettings]:
     """Create a fresh vhost for one test and delete it afterwards."""
-    name = f"taskq-test-{uuid.uuid4().hex[:10]}"
     user, password = broker_settings.management_credentials
     base = broker_settings.management_base
-    with httpx.Client(auth=(user, password), timeout=10) as http:
-        http.put(f"{base}/api/vhosts/{name}").raise_for_status()
-        perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        http.put(f"{base}/api/permissions/{name}/{user}", json=perms).raise_for_status()
-        try:
-            yield broker_settings.with_vhost(name)
-        finally:
-            http.delete(f"{base}/api/vhosts/{name}")
+    with (
+        httpx.Client(base_url=base, auth=(user, password), timeout=10) as http,
+        scratch_vhost(http, user) as name,
+    ):
+        yield broker_settings.with_vhost(name)
 
 
 @pytest.fixture

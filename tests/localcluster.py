@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.broker import scratch_vhost
 from tests.tlsbroker import StartError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "cluster.sh"
@@ -65,16 +65,12 @@ class LocalCluster:
     @contextmanager
     def vhost(self) -> Iterator[str]:
         """Create a fresh vhost (the cluster shares it), yield its name, and delete it."""
-        name = f"taskq-test-{uuid.uuid4().hex[:10]}"
         base = f"http://127.0.0.1:{10000 + self.base + 1}"
-        with httpx.Client(base_url=base, auth=("guest", "guest"), timeout=10) as http:
-            http.put(f"/api/vhosts/{name}").raise_for_status()
-            perms = {"configure": ".*", "write": ".*", "read": ".*"}
-            http.put(f"/api/permissions/{name}/guest", json=perms).raise_for_status()
-            try:
-                yield name
-            finally:
-                http.delete(f"/api/vhosts/{name}")
+        with (
+            httpx.Client(base_url=base, auth=("guest", "guest"), timeout=10) as http,
+            scratch_vhost(http, "guest") as name,
+        ):
+            yield name
 
 
 @contextmanager

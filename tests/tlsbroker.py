@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 import trustme
 
+from tests.broker import scratch_vhost
 from topology.settings import BrokerSettings, read_section
 
 USER = "taskq"  # the broker's user, and the common name of the client certificate
@@ -125,17 +126,13 @@ class TlsBroker:
 @contextmanager
 def tls_vhost(broker: TlsBroker) -> Iterator[str]:
     """Create a fresh vhost on the TLS node (through its HTTPS API), yield its name, and delete it."""
-    name = f"taskq-tls-test-{uuid.uuid4().hex[:10]}"
     base = f"https://127.0.0.1:{broker.https_port}"
     verify = broker.certs.client_context()
-    with httpx.Client(base_url=base, auth=(USER, broker.password), verify=verify) as http:
-        http.put(f"/api/vhosts/{name}").raise_for_status()
-        perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        http.put(f"/api/permissions/{name}/{USER}", json=perms).raise_for_status()
-        try:
-            yield name
-        finally:
-            http.delete(f"/api/vhosts/{name}")
+    with (
+        httpx.Client(base_url=base, auth=(USER, broker.password), verify=verify) as http,
+        scratch_vhost(http, USER, "taskq-tls-test") as name,
+    ):
+        yield name
 
 
 @contextmanager
