@@ -214,7 +214,9 @@ def _compile_group(
     # A full DLQ refuses what comes (reject-publish nacks a publish) rather than dropping its
     # oldest dead letter, the default overflow.
     kept = {
-        "x-queue-type": "classic",
+        # A quorum group's dead letters are replicated like its jobs: a classic DLQ lives on
+        # one node, and while that node is down every dead letter to it is unroutable.
+        "x-queue-type": group.priority.queue_type.value,
         "x-message-ttl": group.dlq.retention,
         "x-max-length": group.dlq.max_length,
         "x-overflow": "reject-publish",

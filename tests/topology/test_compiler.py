@@ -147,6 +147,9 @@ def test_lanes_strategy_gives_one_queue_per_priority_behind_a_headers_exchange()
     assert args["x-overflow"] == "reject-publish"
     lane = next(b for b in topology.bindings if b.destination == "acme.pay.low")
     assert dict(lane.arguments) == {"x-match": "all", names.PRIORITY_HEADER: "low"}
+    dlq = queue_args(topology, "acme.pay.dlq")
+    assert dlq["x-queue-type"] == "quorum"  # replicated like the lanes
+    assert dlq["x-overflow"] == "reject-publish"
 
 
 def test_group_for_finds_the_one_group_of_a_job_type(topology):
