@@ -149,10 +149,16 @@ restart() {
 }
 
 down() {
+  local n pid
   for n in "${NODES[@]}"; do
+    pid="$(pid_of "$n")"
     if listening "$(amqp_port "$n")"; then
       say "stopping $(name "$n")"
-      ctl "$n" stop >/dev/null || { pid="$(pid_of "$n")"; [ -z "$pid" ] || kill -9 "$pid"; }
+      ctl "$n" stop >/dev/null || { [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true; }
+    elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      # Still booting (no listener yet), e.g. when `up` gave up waiting: ends with the rest.
+      say "killing $(name "$n") (pid $pid), which never started listening"
+      kill -9 "$pid" 2>/dev/null || true
     fi
   done
   rm -rf "$DIR"
