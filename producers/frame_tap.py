@@ -13,8 +13,10 @@ import struct
 from typing import Any, Protocol
 
 from aiormq.abc import AbstractChannel
-from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
+from aiormq.connection import TransportFactory
 from yarl import URL
+
+from topology.broker import plain_transport
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
 METHOD, HEADER, BODY, _BEAT = 1, 2, 3, 8
@@ -101,8 +103,7 @@ class FrameTap(TransportFactory):
         self, url: URL, **kwargs: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a transport to ``url`` and put the tap in front of its protocol."""
-        opener = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
-        reader, writer = await opener.create(url, **kwargs)
+        reader, writer = await plain_transport(url).create(url, **kwargs)
         # A new transport (a reconnect) has new channels: routes start empty.
         self._routes = {}
         self._writer = writer

@@ -243,7 +243,7 @@ def _start(server: str, ctl: str, root: Path, broker: TlsBroker, env: dict[str, 
     run_script(server, "-detached", env={**os.environ, **env})
     deadline = time.monotonic() + START_TIMEOUT
     # A node started detached gives nothing to wait on but its ports.
-    while not all(_listening(port) for port in (broker.amqps_port, broker.https_port)):
+    while not all(listening(port) for port in (broker.amqps_port, broker.https_port)):
         if time.monotonic() > deadline:
             raise StartError(
                 f"{broker.node} did not start in {START_TIMEOUT:g} s: {_log_tail(root)}"
@@ -286,9 +286,10 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _listening(port: int) -> bool:
+def listening(port: int, timeout: float = 1.0) -> bool:
+    """Return whether something on 127.0.0.1 accepts a TCP connection on ``port`` now."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
             return True
     except OSError:
         return False

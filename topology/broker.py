@@ -69,6 +69,11 @@ def unreachable(url: str, cause: BaseException) -> BrokerUnavailableError:
     )
 
 
+def plain_transport(url: URL) -> TransportFactory:
+    """Return aiormq's own transport for ``url``: TLS for ``amqps://``, else TCP."""
+    return TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
+
+
 class Failover(TransportFactory):
     """Opens each connection (and each reconnect) to the first node that answers, from the last that did."""
 
@@ -81,9 +86,7 @@ class Failover(TransportFactory):
         self, url: URL, **kwargs: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a transport to the URL's node or, when it does not answer, to the next ones in turn."""
-        inner = self._inner
-        if inner is None:
-            inner = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
+        inner = self._inner or plain_transport(url)
         failure: BaseException | None = None
         for step in range(len(self._nodes)):
             index = (self._current + step) % len(self._nodes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +13,7 @@ from producers.client import AsyncClient
 from tests.faults.conftest import worker
 from tests.helpers import eventually
 from tests.localcluster import LocalCluster
+from tests.tlsbroker import listening
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.loader import load_topology
@@ -31,14 +31,6 @@ async def run_one(env: dict[str, str], within: float) -> None:
             return (await client.status(job["id"]))["status"] == "succeeded"
 
         await eventually(succeeded, within=within, every=0.05)
-
-
-def accepting(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def test_a_worker_consumes_again_within_two_seconds_of_its_broker_coming_back(
@@ -59,7 +51,7 @@ def test_a_worker_consumes_again_within_two_seconds_of_its_broker_coming_back(
             time.sleep(3)  # the worker meets refused reconnects meanwhile
             with ThreadPoolExecutor(1) as pool:
                 restarting = pool.submit(own_cluster.restart, 1)
-                while not accepting(own_cluster.base + 1):
+                while not listening(own_cluster.base + 1, timeout=0.2):
                     assert not restarting.done() or restarting.exception() is None
                     time.sleep(0.05)
                 back = time.monotonic()  # the node takes connections from here on
