@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
 import aio_pika
-import httpx
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from topology.management import ManagementClient
 from topology.settings import BrokerSettings
-
-
-@contextmanager
-def scratch_vhost(http: httpx.Client, user: str, prefix: str = "taskq-test") -> Iterator[str]:
-    """Create a fresh vhost through the management API ``http`` reaches, open to ``user``; delete it after."""
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    http.put(f"/api/vhosts/{name}").raise_for_status()
-    perms = {"configure": ".*", "write": ".*", "read": ".*"}
-    http.put(f"/api/permissions/{name}/{user}", json=perms).raise_for_status()
-    try:
-        yield name
-    finally:
-        http.delete(f"/api/vhosts/{name}")
 
 
 class TestsManagementClient(ManagementClient):

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.broker import TestsManagementClient, scratch_vhost
+from tests.broker import TestsManagementClient
+from tests.helpers import scratch_vhost
 from tests.localcluster import LocalCluster, running_cluster
 from tests.tlsbroker import StartError, TlsBroker, running_tls_broker
 from tests.tlsbroker import tls_vhost as fresh_tls_vhost

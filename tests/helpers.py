@@ -9,7 +9,9 @@ import ssl
 import subprocess
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -115,3 +117,16 @@ def reap(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
         process.communicate()
+
+
+@contextmanager
+def scratch_vhost(http: httpx.Client, user: str, prefix: str = "taskq-test") -> Iterator[str]:
+    """Create a fresh vhost through the management API ``http`` reaches, open to ``user``; delete it after."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    http.put(f"/api/vhosts/{name}").raise_for_status()
+    perms = {"configure": ".*", "write": ".*", "read": ".*"}
+    http.put(f"/api/permissions/{name}/{user}", json=perms).raise_for_status()
+    try:
+        yield name
+    finally:
+        http.delete(f"/api/vhosts/{name}")

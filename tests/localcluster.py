@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.broker import scratch_vhost
+from tests.helpers import scratch_vhost
 from tests.tlsbroker import StartError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "cluster.sh"

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 import trustme
 
-from tests.broker import scratch_vhost
+from tests.helpers import scratch_vhost
 from topology.settings import BrokerSettings, read_section
 
 USER = "taskq"  # the broker's user, and the common name of the client certificate
