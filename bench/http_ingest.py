@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/http_ingest.py [--seconds 8] [--rounds 3] [--connections 32]
        [--batch 500] [--postgres URL] [--stores sqlite,postgres] [--auth-rounds 5] [--auth-seconds 5]
+       [--sealed]
 
 Needs wrk (Debian package `wrk`), RabbitMQ with the management API, and PostgreSQL on
 127.0.0.1:5432 for the PostgreSQL rows. In a scratch vhost holding the default topology, every
@@ -15,7 +16,8 @@ Single jobs (``--connections`` concurrent requests):
 - ``minimal endpoint`` (THE baseline, bench/minimal_api.py): pydantic validation and a
   confirmed aio-pika publish per request, nothing else;
 - ``taskq POST /jobs (<store>)``: the whole path: validation, job record in the store,
-  envelope, confirmed publish, job view.
+  envelope, confirmed publish, job view; with ``--sealed`` also each store's server with
+  ``TASKQ_DATA_KEYS`` set (the payload sealed with AES-256-GCM before it is stored and sent).
 
 Batches (one request or window in flight at a time):
 
@@ -58,6 +60,7 @@ from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.loader import load_topology
+from topology.sealing import new_key as data_key
 from topology.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -246,9 +249,12 @@ def table(title: str, variants: list[Variant]) -> None:
 
 @contextmanager
 def servers(
-    opts: argparse.Namespace, amqp: str, work: Path, stores: dict[str, tuple[str, str]]
+    opts: argparse.Namespace,
+    amqp: str,
+    work: Path,
+    stores: dict[str, tuple[str, str, dict[str, str]]],
 ) -> Iterator[tuple[list[Variant], list[Variant]]]:
-    """Start every server; ``stores`` maps a store's name to its URL and an API key in it."""
+    """Start every server; ``stores`` maps a store's name to its URL, an API key in it and more settings."""
     single = orjson.dumps(JOB)
     batch = orjson.dumps({"jobs": [JOB] * opts.batch})
     with ExitStack() as stack:
@@ -270,7 +276,7 @@ def servers(
             )
         ]
         batches = [publisher_variant(f"aio-pika, window of {opts.batch}", amqp, opts)]
-        for store_name, (store_url, key) in stores.items():
+        for store_name, (store_url, key, extra) in stores.items():
             port = free_port()
             env = {
                 "TASKQ_AMQP_URL": amqp,
@@ -279,6 +285,7 @@ def servers(
                 "TASKQ_BLOB_URL": f"file:{work}/blobs",
                 "TASKQ_LOG_LEVEL": "WARNING",
                 **UNLIMITED,
+                **extra,
             }
             server = serve(
                 [sys.executable, "-m", "taskctl", "serve"], env, f"http://127.0.0.1:{port}/readyz"
@@ -334,7 +341,13 @@ async def main(opts: argparse.Namespace) -> None:
             urls = {"SQLite": f"sqlite:///{work}/jobs.sqlite3"}
             if pg_dsn is not None:
                 urls["PostgreSQL"] = pg_dsn
-            stores = {name: (url, await new_key(url)) for name, url in urls.items()}
+            stores = {name: (url, await new_key(url), {}) for name, url in urls.items()}
+            if opts.sealed:  # the same store kinds, each a server with a data key of its own
+                sealed = {"TASKQ_DATA_KEYS": f"bench:{data_key()}"}
+                urls = {"SQLite, sealed": f"sqlite:///{work}/sealed.sqlite3"} | {
+                    f"{name}, sealed": url for name, url in urls.items() if name != "SQLite"
+                }
+                stores |= {name: (url, await new_key(url), sealed) for name, url in urls.items()}
             with servers(opts, amqp, work, stores) as (singles, batches):
                 await asyncio.to_thread(measure, singles + batches, opts.rounds, after)
             print(
@@ -458,5 +471,8 @@ if __name__ == "__main__":
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--auth-rounds", type=int, default=5)
+    parser.add_argument(
+        "--sealed", action="store_true", help="add each store's server with payloads sealed at rest"
+    )
     parser.add_argument("--auth-seconds", type=int, default=5)
     asyncio.run(main(parser.parse_args()))
