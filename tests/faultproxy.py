@@ -1,4 +1,4 @@
-"""A TCP proxy between clients and the broker that can reset, stall or half-close every link.
+"""A TCP proxy between clients and the broker that can delay, reset, stall or half-close every link.
 
 Runs on its own thread with its own event loop, so a test can break links while the code under
 test (in this process or in a child process) keeps running.
@@ -15,7 +15,10 @@ from contextlib import contextmanager, suppress
 
 
 class FaultProxy:
-    """Forwards 127.0.0.1:``port`` to ``target``; ``reset``, ``stall`` and ``half_close`` break the links."""
+    """Forwards 127.0.0.1:``port`` to ``target``; ``reset``, ``stall`` and ``half_close`` break the links.
+
+    ``latency`` (seconds) delays every chunk forwarded either way, from when it is set.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
@@ -25,6 +28,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.latency = 0.0
 
     def start(self) -> None:
         """Start listening on a free port of loopback (``port``)."""
@@ -124,6 +128,8 @@ class FaultProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
             await self._flowing.wait()
+            if self.latency:
+                await asyncio.sleep(self.latency)
             writer.write(data)
             await writer.drain()
 
