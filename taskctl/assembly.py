@@ -26,6 +26,7 @@ from producers.api.hub import EventHub
 from producers.auth.authenticator import open_authenticator
 from producers.backends import confirmed, open_producer
 from taskctl import admin_routes
+from taskctl.console import console_door
 from telemetry import tracing
 from topology import routing
 from topology.compiled import CompiledTopology
@@ -83,7 +84,7 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 def api_app(
     settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
 ) -> FastAPI:
-    """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``); webhook secrets come from ``environ``."""
+    """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``, ``/console``); webhook secrets come from ``environ``."""
     if services is not None:
         services.submitter.callback_check = registration_check(settings.callbacks)
     routers = [admin_routes.router, webhook_router(settings.auth, environ)]
@@ -93,6 +94,7 @@ def api_app(
         settings.api,
         registry=registry,
         routers=routers,
+        own_doors=[console_door(settings.broker)],
     )
 
 
