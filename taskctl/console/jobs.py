@@ -15,7 +15,7 @@ from jobstore.model import JobStatus
 from producers.views import iso
 from taskctl.console.sessions import PATH
 from taskctl.console.sse import KEEPALIVE, KEEPALIVE_S, STREAM_S, frame, stream
-from taskctl.console.web import Visit, redirect
+from taskctl.console.web import Visit, redirect, when
 from telemetry.redaction import redact_text
 from topology.errors import JobNotFoundError, JobRejectedError
 
@@ -111,11 +111,15 @@ async def job(visit: Visit) -> Response:
 
 def _live(fields: dict[str, Any]) -> dict[str, Any]:
     """Return what the job page updates live: status, attempts, update time, last error."""
-    error = fields.get("last_error")
+    error, updated = fields.get("last_error"), fields.get("updated_at")
+    try:
+        shown = when(datetime.fromisoformat(updated)) if isinstance(updated, str) else None
+    except ValueError:
+        shown = None
     return {
         "status": fields.get("status"),
         "attempts": fields.get("attempts"),
-        "updated_at": fields.get("updated_at"),
+        "updated_at": shown,
         "last_error": None if error is None else redact_text(str(error)),
     }
 

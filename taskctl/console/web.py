@@ -32,7 +32,7 @@ HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make a POST's Origin "null"
     "Cache-Control": "no-store",
 }
 STATIC = {  # name: (media type, body), read once: two small files
@@ -69,7 +69,8 @@ def _shown(value: Any) -> str:
     return orjson.dumps(redact_value(value), option=orjson.OPT_INDENT_2).decode()
 
 
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
+    """Return a time as every console page shows it: to the second, in UTC."""
     return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -80,7 +81,7 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-TEMPLATES.filters.update(ago=_ago, when=_when, shown=_shown, redacted=redact_text)
+TEMPLATES.filters.update(ago=_ago, when=when, shown=_shown, redacted=redact_text)
 
 
 def html(template: str, status: int = 200, **context: Any) -> HTMLResponse:
