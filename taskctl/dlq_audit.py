@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,12 +12,21 @@ from typing import Literal
 from consumers.dlq import DeadFilter, Outcome
 from jobstore.model import AuditEntry, JobStore
 from producers.auth.principal import Principal
+from producers.auth.scopes import Scope
+from producers.tenancy import Viewer
 from topology.durations import format_duration
 from topology.envelope import new_job_id
 from topology.limits import excerpt
 
 MAX_TARGET_CHARS = 1000  # a replay of many hand-picked ids is named by its first ones
 _MS = timedelta(milliseconds=1)
+
+
+def operator() -> Principal:
+    """Return who runs ``taskctl dlq`` on this machine, as its audit names them."""
+    user = getpass.getuser()
+    # The command line speaks for every tenant; its operations are listed with the default one's.
+    return Principal(f"cli:{user}@{socket.gethostname()}", frozenset({Scope.ADMIN}), Viewer(), user)
 
 
 def describe(chosen: DeadFilter) -> str:
