@@ -6,6 +6,7 @@ of a type the caller may not touch, answers exactly as an unknown id does.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from jobstore.model import JobPage, JobRecord, JobStatus, JobStore, TimeRange
@@ -59,27 +60,20 @@ async def list_visible(
     # up to MAX_SCANS store pages: it may hold fewer than ``limit`` jobs, and more may follow.
     if job_type is not None and not viewer.may_touch(job_type):
         return JobPage([], None)
+    pages = functools.partial(
+        store.list_jobs,
+        tenant=viewer.tenant,
+        status=status,
+        limit=limit,
+        correlation_id=correlation_id,
+        created=created,
+    )
     if viewer.job_types is None or job_type is not None:
-        return await store.list_jobs(
-            tenant=viewer.tenant,
-            status=status,
-            type=job_type,
-            limit=limit,
-            cursor=cursor,
-            correlation_id=correlation_id,
-            created=created,
-        )
+        return await pages(type=job_type, cursor=cursor)
     found: list[JobRecord] = []
     after = cursor
     for _ in range(MAX_SCANS):
-        page = await store.list_jobs(
-            tenant=viewer.tenant,
-            status=status,
-            limit=limit,
-            cursor=after,
-            correlation_id=correlation_id,
-            created=created,
-        )
+        page = await pages(cursor=after)
         for job in page.jobs:
             if viewer.may_touch(job.type):
                 found.append(job)

@@ -31,15 +31,10 @@ def operator() -> Principal:
 
 def describe(chosen: DeadFilter) -> str:
     """Return which dead letters ``chosen`` picks, as the audit shows it."""
-    parts = []
-    if chosen.job_id is not None:
-        parts.append(f"id {chosen.job_id}")
+    named = (("id", chosen.job_id), ("type", chosen.job_type), ("reason", chosen.reason))
+    parts = [f"{label} {value}" for label, value in named if value is not None]
     if chosen.job_ids is not None:
         parts.append(f"{len(chosen.job_ids)} chosen: {', '.join(sorted(chosen.job_ids))}")
-    if chosen.job_type is not None:
-        parts.append(f"type {chosen.job_type}")
-    if chosen.reason is not None:
-        parts.append(f"reason {chosen.reason}")
     if chosen.error is not None:
         parts.append(f"error containing {excerpt(chosen.error)}")
     if chosen.older_than is not None:

@@ -5,24 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from jobstore.model import AuditEntry, JobRecord, JobStatus, JobStore
+from jobstore.model import AuditEntry, JobStatus, JobStore
 from tests.helpers import create_job
+from tests.producers.test_store import job
 from topology.envelope import new_job_id
 from topology.priority import Priority
 
 START = datetime.now(UTC).replace(microsecond=0)
-
-
-def job(**changes: object) -> JobRecord:
-    base = JobRecord(
-        id=new_job_id(),
-        type="email",
-        status=JobStatus.QUEUED,
-        priority=Priority.MEDIUM,
-        created_at=START,
-        updated_at=START,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 async def listed(store: JobStore, **filters: object) -> list[str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +21,9 @@ from tests.fakes.blobs import InMemoryBlobStore
 from tests.fakes.publisher import InMemoryPublisher
 from tests.fakes.store import InMemoryJobStore
 from tests.helpers import create_job
+from tests.producers.test_store import job as stored_job
 from tests.taskctl.console_client import csrf_of, log_in
 from topology.compiled import CompiledTopology
-from topology.envelope import new_job_id
-from topology.priority import Priority
 from topology.settings import BrokerSettings
 
 BASE = "http://taskq.test"
@@ -51,17 +51,12 @@ async def console(topology: CompiledTopology) -> AsyncIterator[Console]:
         yield Console(client, store, admin_key, reader_key)
 
 
-def job(n: int, **changes: object) -> JobRecord:
+def job(n: int, **changes: Any) -> JobRecord:
+    """Return a finished job created ``n`` minutes into 2026-03-01."""
     at = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=n)
-    base = JobRecord(
-        id=new_job_id(),
-        type="email",
-        status=JobStatus.SUCCEEDED,
-        priority=Priority.MEDIUM,
-        created_at=at,
-        updated_at=at,
+    return stored_job(
+        **{"created_at": at, "updated_at": at, "status": JobStatus.SUCCEEDED} | changes
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 async def test_pages_send_strangers_to_the_login_form_and_refuse_their_streams(console: Console):
