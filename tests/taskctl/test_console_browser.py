@@ -87,7 +87,7 @@ async def _reader_key(tmp_path: Path) -> str:
 def shot(stack: Stack, page: Page, name: str) -> None:
     path = stack.shots / f"{len(list(stack.shots.iterdir())):02d}-{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if name in README_SHOTS and os.environ.get("TASKQ_README_IMAGES") == "1":
+    if name in README_SHOTS and os.environ.get("TASKQ_TEST_README_IMAGES") == "1":
         DOCS_IMAGES.mkdir(exist_ok=True)
         shutil.copy(path, DOCS_IMAGES / README_SHOTS[name])
 
