@@ -1,4 +1,4 @@
-"""The web console at ``/console``: overview, jobs and dead letters, behind the API's own credentials."""
+"""The web console at ``/console``: overview, topology, jobs and dead letters, behind the API's own credentials."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from taskctl.console import dead_letters, jobs
 from taskctl.console.login import Login
 from taskctl.console.overview import Overview, OverviewPages
 from taskctl.console.sessions import PATH, Sessions
+from taskctl.console.topology_graph import TopologyPage
 from taskctl.console.web import Page, guarded, redirect, static
 from topology.settings import BrokerSettings
 
@@ -19,6 +20,7 @@ def console_door(broker: BrokerSettings) -> OwnDoor:
     sessions = Sessions()
     login = Login(sessions)
     overview = OverviewPages(Overview(broker))
+    topology = TopologyPage(broker)
 
     def page(path: str, scope: Scope | None, endpoint: Page, post: bool = False) -> Route:
         methods = ["POST"] if post else ["GET"]
@@ -33,6 +35,7 @@ def console_door(broker: BrokerSettings) -> OwnDoor:
         page("/logout", None, login.logout, post=True),
         page("/", admin, overview.page),
         page("/overview/events", admin, overview.events),
+        page("/topology", admin, topology.page),
         page("/jobs", reader, jobs.search),
         page("/jobs/{job_id}", reader, jobs.job),
         page("/jobs/{job_id}/events", reader, jobs.events),

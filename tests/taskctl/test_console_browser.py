@@ -133,6 +133,13 @@ def test_on_call_finds_a_failed_job_replays_it_and_watches_it_succeed(
     )
     shot(stack, page, "overview")
 
+    page.get_by_role("link", name="Topology").click()
+    expect(page.locator("main")).to_contain_text("exactly what the topology file declares")
+    expect(page.locator("svg title").first).to_have_text(
+        "Exchanges, queues, delay tiers and dead-letter queues"
+    )
+    shot(stack, page, "topology")
+
     page.get_by_role("link", name="Jobs").click()
     page.get_by_label("Type").fill("job.flaky")
     page.get_by_label("Status").select_option("dead")

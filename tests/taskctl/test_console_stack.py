@@ -25,6 +25,7 @@ from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.envelope import Envelope
 from topology.loader import load_topology
+from topology.management import ManagementClient
 from topology.settings import load_settings
 
 pytestmark = pytest.mark.rabbitmq
@@ -181,3 +182,23 @@ async def test_the_overview_streams_its_figures_as_server_sent_events(stack):
         data = orjson.loads((await anext(lines)).removeprefix("data: "))
     assert set(data["groups"]) == {"email", "github", "standard", "default", "callbacks"}
     assert set(data["groups"]["email"]["figures"]) >= {"ready", "dead", "consumers", "urgent"}
+
+
+async def test_the_topology_page_draws_every_object_and_marks_the_brokers_drift(stack, vhost):
+    client, keys, _ = stack
+    await log_in(client, keys["admin"])
+    page = await client.get("/console/topology")
+    assert page.status_code == 200
+    assert "exactly what the topology file declares" in page.text
+    declared = compile_topology(load_topology())
+    assert page.text.count('<g class="node ') == len(declared.exchanges) + len(declared.queues)
+    assert "drift" not in page.text.split("<svg")[1]
+    async with ManagementClient(vhost) as management:
+        await management.delete(vhost.vhost, "queue", "taskq.github.dlq")
+    drifted = await client.get("/console/topology")
+    assert '<g class="node queue drift"' in drifted.text
+    assert (
+        '<td>queue taskq.github.dlq (classic)</td><td class="attention">create</td>' in drifted.text
+    )
+    assert "1 difference," not in drifted.text  # its binding is gone with it: two
+    assert "2 differences" in drifted.text
