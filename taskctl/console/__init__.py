@@ -6,7 +6,7 @@ from starlette.routing import Route
 
 from producers.api.app import OwnDoor
 from producers.auth.scopes import Scope
-from taskctl.console import dead_letters, jobs
+from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import Login
 from taskctl.console.overview import Overview, OverviewPages
 from taskctl.console.sessions import PATH, Sessions
@@ -36,6 +36,7 @@ def console_door(broker: BrokerSettings) -> OwnDoor:
         page("/", admin, overview.page),
         page("/overview/events", admin, overview.events),
         page("/topology", admin, topology.page),
+        page("/webhooks", admin, webhook_sources.sources),
         page("/jobs", reader, jobs.search),
         page("/jobs/{job_id}", reader, jobs.job),
         page("/jobs/{job_id}/events", reader, jobs.events),
