@@ -94,7 +94,7 @@ def api_app(
         settings.api,
         registry=registry,
         routers=routers,
-        own_doors=[console_door(settings.broker)],
+        own_doors=[console_door(settings.broker, settings.autoscaler)],
     )
 
 

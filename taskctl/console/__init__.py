@@ -1,4 +1,4 @@
-"""The web console at ``/console``: overview, topology, jobs and dead letters, behind the API's own credentials."""
+"""The web console at ``/console``: overview, topology, webhooks, scaling, jobs and dead letters, behind the API's credentials."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from producers.auth.scopes import Scope
 from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import Login
 from taskctl.console.overview import Overview, OverviewPages
+from taskctl.console.scaling import ScalingPage
 from taskctl.console.sessions import PATH, Sessions
 from taskctl.console.topology_graph import TopologyPage
 from taskctl.console.web import Page, guarded, redirect, static
-from topology.settings import BrokerSettings
+from topology.settings import AutoscalerSettings, BrokerSettings
 
 
-def console_door(broker: BrokerSettings) -> OwnDoor:
+def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None = None) -> OwnDoor:
     """Return the console's routes: every page needs a session, and each its scope."""
     sessions = Sessions()
+    scaling = ScalingPage(autoscaler or AutoscalerSettings())
     login = Login(sessions)
     overview = OverviewPages(Overview(broker))
     topology = TopologyPage(broker)
@@ -37,6 +39,7 @@ def console_door(broker: BrokerSettings) -> OwnDoor:
         page("/overview/events", admin, overview.events),
         page("/topology", admin, topology.page),
         page("/webhooks", admin, webhook_sources.sources),
+        page("/scaling", admin, scaling.page),
         page("/jobs", reader, jobs.search),
         page("/jobs/{job_id}", reader, jobs.job),
         page("/jobs/{job_id}/events", reader, jobs.events),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,10 @@ def _ago(when: datetime | None) -> str:
     return seconds_text((datetime.now(UTC) - when).total_seconds()) + " ago"
 
 
+def _ago_seconds(epoch: float | None) -> str:
+    return "-" if not epoch else seconds_text(time.time() - epoch) + " ago"
+
+
 def seconds_text(seconds: float | None) -> str:
     """Return a short human duration: ``42s``, ``3m20s``, ``5h02m``, ``2d04h``."""
     if seconds is None:
@@ -81,7 +86,9 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-TEMPLATES.filters.update(ago=_ago, when=when, shown=_shown, redacted=redact_text)
+TEMPLATES.filters.update(
+    ago=_ago, ago_seconds=_ago_seconds, when=when, shown=_shown, redacted=redact_text
+)
 
 
 def html(template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -139,6 +139,14 @@ def test_on_call_finds_a_failed_job_replays_it_and_watches_it_succeed(
         "Exchanges, queues, delay tiers and dead-letter queues"
     )
     shot(stack, page, "topology")
+    page.get_by_role("link", name="Webhooks").click()
+    expect(page.locator("h1")).to_have_text("Webhook sources")
+    shot(stack, page, "webhooks")
+    page.get_by_role("link", name="Scaling").click()
+    expect(page.locator("main")).to_contain_text(
+        "what the autoscaler last saw and decided".capitalize()
+    )
+    shot(stack, page, "scaling")
 
     page.get_by_role("link", name="Jobs").click()
     page.get_by_label("Type").fill("job.flaky")
