@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from producers.api.problems import PROBLEM, refusal
 from producers.auth.authenticator import Authenticator
 from producers.auth.scopes import Scope
 from topology.errors import AccessError, StoreUnavailableError
@@ -40,6 +39,10 @@ async def serve_metrics(
             if request.path in routes:
                 caller.require(routes[request.path][0])
         except (AccessError, StoreUnavailableError) as exc:
+            # Imported here: the HTTP API's module brings FastAPI, which a worker would
+            # otherwise load at every start (a third of its start-up) for a rare refusal.
+            from producers.api.problems import PROBLEM, refusal
+
             status, body, headers = refusal(exc)
             return web.json_response(body, status=status, headers=headers, content_type=PROBLEM)
         return await handler(request)

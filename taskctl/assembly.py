@@ -8,10 +8,8 @@ import gc
 import importlib
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from fastapi import FastAPI
 from loguru import logger
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -20,24 +18,29 @@ from consumers.metrics import WorkerMetrics
 from consumers.metrics_server import serve_metrics
 from consumers.worker import Deps, Worker
 from jobstore.retention import RetentionMetrics, RetentionSweep
-from producers.api.app import Services, create_app
-from producers.api.guards import server_config
-from producers.api.hub import EventHub
 from producers.auth.authenticator import open_authenticator
 from producers.backends import confirmed, open_producer
-from taskctl import admin_routes
-from taskctl.console import console_door
 from telemetry import tracing
 from topology import routing
 from topology.compiled import CompiledTopology
 from topology.errors import BrokerUnavailableError, SettingsError
 from topology.settings import Settings
 from webhooks.callbacks import CallbackDelivery, registration_check
-from webhooks.receiver import webhook_router
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from producers.api.app import Services
+
+# The API's own modules (FastAPI, uvicorn, the routes) are imported by the functions that
+# build the API: a worker process starts without them, and they were a third of its start.
 
 
 async def api_services(settings: Settings, registry: CollectorRegistry | None = None) -> Services:
     """Connect to the broker, open the stores, start the repair and retention sweeps; metrics on ``registry``."""
+    from producers.api.app import Services
+    from producers.api.hub import EventHub
+
     async with contextlib.AsyncExitStack() as stack:  # unwound only if a step fails
         producer = await open_producer(settings, confirmed("taskq api"), registry)
         stack.push_async_callback(producer.close)
@@ -85,6 +88,11 @@ def api_app(
     settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
 ) -> FastAPI:
     """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``, ``/console``); webhook secrets come from ``environ``."""
+    from producers.api.app import create_app
+    from taskctl import admin_routes
+    from taskctl.console import console_door
+    from webhooks.receiver import webhook_router
+
     if services is not None:
         services.submitter.callback_check = registration_check(settings.callbacks)
     routers = [admin_routes.router, webhook_router(settings.auth, environ)]
@@ -100,6 +108,10 @@ def api_app(
 
 def serve_api(settings: Settings) -> int:
     """Serve the API until SIGINT or SIGTERM; return 0."""
+    import uvicorn
+
+    from producers.api.guards import server_config
+
     tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
     uvicorn.Server(server_config(api_app(settings), settings.api)).run()
     return 0

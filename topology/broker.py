@@ -75,28 +75,33 @@ def plain_transport(url: URL) -> TransportFactory:
 
 
 class Failover(TransportFactory):
-    """Opens each connection (and each reconnect) to the first node that answers, from the last that did."""
+    """Opens each connection to the first node that answers, and each reconnect starting from the next node.
+
+    A reconnect starts past the node of the connection that was lost: that node may still
+    take TCP connections and yet never answer (a partition, a hung node), and a connection
+    that was lost says more about its node than an open port does.
+    """
 
     def __init__(self, inner: TransportFactory | None, nodes: list[tuple[str, int]]) -> None:
         self._inner = inner
         self._nodes = nodes
-        self._current = 0
+        self._next = 0
 
     async def create(
         self, url: URL, **kwargs: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Open a transport to the URL's node or, when it does not answer, to the next ones in turn."""
+        """Open a transport to the next node in turn or, when it does not answer, to the ones after it."""
         inner = self._inner or plain_transport(url)
         failure: BaseException | None = None
         for step in range(len(self._nodes)):
-            index = (self._current + step) % len(self._nodes)
+            index = (self._next + step) % len(self._nodes)
             host, port = self._nodes[index]
             try:
                 opened = await inner.create(url.with_host(host).with_port(port), **kwargs)
             except CONNECT_ERRORS as exc:
                 failure = exc
                 continue
-            self._current = index
+            self._next = (index + 1) % len(self._nodes)
             return opened
         assert failure is not None
         raise failure

@@ -1,7 +1,11 @@
+from typing import Any
+
 import pytest
+from aiormq.connection import TransportFactory
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from yarl import URL
 
 from topology.broker import Failover, connect
 from topology.errors import SettingsError
@@ -111,7 +115,7 @@ def test_failover_nodes_follow_the_url_node_with_the_scheme_default_port():
         read_section(BrokerSettings, {"TASKQ_AMQP_FAILOVER": "mq2:x"})
 
 
-async def test_a_connection_goes_to_the_first_node_that_answers_and_starts_there_next_time(
+async def test_a_connection_goes_to_the_first_node_that_answers(
     vhost: BrokerSettings,
 ):
     # Nothing listens on port 1 of loopback: that node refuses at once.
@@ -127,6 +131,33 @@ async def test_a_connection_goes_to_the_first_node_that_answers_and_starts_there
         await channel.declare_queue(exclusive=True)  # a working connection, on the second node
         factory = connection.kwargs["transport_factory"]
         assert isinstance(factory, Failover)
-        assert factory._current == 1
     finally:
         await connection.close()
+
+
+class Nodes(TransportFactory):
+    """Stands in for TCP: records which port each transport was asked for; refuses the ports in ``down``."""
+
+    def __init__(self, down: set[int]) -> None:
+        self.down = down
+        self.asked: list[int] = []
+
+    async def create(self, url: URL, **kwargs: object) -> Any:
+        self.asked.append(url.port or 0)
+        if url.port in self.down:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return url.port, None
+
+
+async def test_each_reconnect_starts_from_the_node_after_the_last_one_used():
+    # A lost connection says more about its node than an open port: a partitioned node may
+    # accept TCP and never answer, so the next attempt goes elsewhere first.
+    nodes = Nodes(down={2})
+    failover = Failover(nodes, [("n", 1), ("n", 2), ("n", 3)])
+    url = URL("amqp://guest:guest@n:1/")
+    opened = [(await failover.create(url))[0] for _ in range(4)]
+    assert opened == [1, 3, 1, 3]
+    assert nodes.asked == [1, 2, 3, 1, 2, 3]
+    nodes.down = {1, 2, 3}
+    with pytest.raises(ConnectionRefusedError):
+        await failover.create(url)
