@@ -69,21 +69,15 @@ async def search(visit: Visit) -> Response:
                 notice=str(exc),
             )
         return redirect(f"{PATH}/jobs/{job_id}")
-    status, job_type, correlation = (
-        _status(visit),
-        _text(visit, "type"),
-        _text(visit, "correlation_id"),
-    )
-    created = (_time(visit, "created_from"), _time(visit, "created_before"))
     cursor = _text(visit, "cursor")
     page = await visit.services.submitter.list_jobs(
         visit.caller.viewer,
-        status=status,
-        job_type=job_type,
+        status=_status(visit),
+        job_type=_text(visit, "type"),
         limit=PAGE,
         cursor=cursor,
-        correlation_id=correlation,
-        created=created,
+        correlation_id=_text(visit, "correlation_id"),
+        created=(_time(visit, "created_from"), _time(visit, "created_before")),
     )
     query = {name: value for name in FILTERS if (value := visit.field(name)) is not None}
     next_url = None
