@@ -51,6 +51,19 @@ async def status_server() -> AsyncIterator[tuple[int, list[str]]]:
         await runner.cleanup()
 
 
+async def scaling_page(
+    topology: CompiledTopology, store: InMemoryJobStore, autoscaler_port: int
+) -> tuple[httpx.Response, str]:
+    """Log an admin in and return the scaling page, and the admin's key."""
+    submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
+    autoscaler = AutoscalerSettings(autoscaler_port=autoscaler_port)
+    app = create_app(Services(submitter), own_doors=[console_door(BrokerSettings(), autoscaler)])
+    key = await issue_key(store, scopes=(Scope.ADMIN,))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        await log_in(c, key)
+        return await c.get("/console/scaling"), key
+
+
 async def test_the_page_shows_open_breakers_first_and_the_autoscalers_decisions(
     topology: CompiledTopology, status_server: tuple[int, list[str]]
 ):
@@ -59,13 +72,7 @@ async def test_the_page_shows_open_breakers_first_and_the_autoscalers_decisions(
     now = datetime.now(UTC)
     await store.record_breaker(BreakerRecord("email", "smtp", "host:1", "closed", 0, now))
     await store.record_breaker(BreakerRecord("github", "api", "host:2", "open", 5, now))
-    submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
-    autoscaler = AutoscalerSettings(autoscaler_port=port)
-    app = create_app(Services(submitter), own_doors=[console_door(BrokerSettings(), autoscaler)])
-    key = await issue_key(store, scopes=(Scope.ADMIN,))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await log_in(c, key)
-        page = await c.get("/console/scaling")
+    page, key = await scaling_page(topology, store, port)
     assert page.status_code == 200
     assert asked == [f"Bearer {key}"]  # the autoscaler checks the session's own credential
     scaling, breakers = page.text.split('id="breakers-heading"')
@@ -81,14 +88,7 @@ async def test_the_page_shows_open_breakers_first_and_the_autoscalers_decisions(
 async def test_without_an_autoscaler_the_page_says_so_and_still_shows_breakers(
     topology: CompiledTopology,
 ):
-    store = InMemoryJobStore()
-    submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
-    nobody = AutoscalerSettings(autoscaler_port=free_port())
-    app = create_app(Services(submitter), own_doors=[console_door(BrokerSettings(), nobody)])
-    key = await issue_key(store, scopes=(Scope.ADMIN,))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await log_in(c, key)
-        page = await c.get("/console/scaling")
+    page, _ = await scaling_page(topology, InMemoryJobStore(), free_port())  # nobody listens
     assert page.status_code == 200
     assert "no autoscaler answers at" in page.text
     assert "No breaker has opened in a running worker." in page.text
