@@ -49,6 +49,7 @@ class DeadLetter:
     attempts: int
     dead_since: datetime | None
     envelope: Envelope | None
+    trace_id: str | None = None  # of the trace the job died in (its traceparent header)
 
     def view(self) -> dict[str, Any]:
         """Return what an operator sees of the dead letter (the CLI and the admin routes)."""
@@ -72,13 +73,16 @@ class DeadLetter:
         when = message.timestamp if isinstance(message.timestamp, datetime) else None
         since = when.replace(tzinfo=UTC) if when and when.tzinfo is None else when
         error = str(headers.get(ERROR_HEADER) or "")
+        trace = _trace_id(headers.get("traceparent"))
         try:
             envelope = decode(message.body)
         except ContractError:
             job_type = str(headers.get(ROUTING_KEY_HEADER) or message.routing_key or "?")
             job_id = str(message.message_id or "?")
-            return cls(job_id, job_type, reason, error or "undecodable body", 0, since, None)
-        return cls(envelope.id, envelope.type, reason, error, envelope.attempt, since, envelope)
+            undecodable = error or "undecodable body"
+            return cls(job_id, job_type, reason, undecodable, 0, since, None, trace)
+        attempts = envelope.attempt
+        return cls(envelope.id, envelope.type, reason, error, attempts, since, envelope, trace)
 
 
 MAX_FILTER_CHARS = MAX_ERROR_CHARS
@@ -90,6 +94,7 @@ class DeadFilter:
     """Which dead letters an operation touches; every given condition must hold."""
 
     job_id: str | None = None
+    job_ids: frozenset[str] | None = None  # any one of these jobs (several chosen by hand)
     job_type: str | None = None
     reason: str | None = None
     error: str | None = None  # text found in the last error (a plain substring, never a pattern)
@@ -104,6 +109,8 @@ class DeadFilter:
         wanted = (self.tenant, self.job_id, self.job_type, self.reason)
         found = (owner, letter.job_id, letter.job_type, letter.reason)
         if any(want is not None and want != got for want, got in zip(wanted, found, strict=True)):
+            return False
+        if self.job_ids is not None and letter.job_id not in self.job_ids:
             return False
         if self.error is not None and self.error not in letter.error:
             return False
@@ -229,6 +236,16 @@ class _Pass:
         await self.channel.default_exchange.publish(
             copy, routing_key=self.group.dead_letter_queue, mandatory=True
         )
+
+
+def _trace_id(traceparent: object) -> str | None:
+    """Return the trace id of a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``), if it is one."""
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode("latin-1")
+    parts = traceparent.split("-") if isinstance(traceparent, str) else []
+    if len(parts) == 4 and len(parts[1]) == 32 and all(c in "0123456789abcdef" for c in parts[1]):
+        return parts[1]
+    return None
 
 
 def _header(message: AbstractIncomingMessage, name: str) -> Any:

@@ -209,6 +209,9 @@ class RunEnd:
     envelope: Envelope | None = None
 
 
+TimeRange = tuple[datetime | None, datetime | None]
+"""A ``[from, before)`` range of times; ``None`` leaves that end open."""
+
 KeptFor = Callable[[str, bool], float]
 """The seconds a finished job of a type is kept, given the type and whether it is dead."""
 
@@ -252,6 +255,25 @@ class BreakerRecord:
     state: str  # closed, half_open or open
     failures: int  # consecutive failures when the state last changed
     changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One dead-letter replay or purge: who started it, when, on what, and what it did."""
+
+    id: str  # UUIDv7: id order is start order
+    at: datetime
+    actor: str  # the credential's id (key:<id>, jwt:<issuer>:<subject>)
+    actor_name: str  # the key's name, or the token's subject
+    tenant: str
+    group: str
+    action: Literal["replay", "purge"]
+    target: str  # which dead letters: the filter as the operator gave it
+    rate: float | None = None  # replays per second (a replay only)
+    matched: int | None = None  # None until it ended
+    kept: int | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
 
 
 class CredentialStore(Protocol):
@@ -328,8 +350,13 @@ class JobStore(CredentialStore, Protocol):
         type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        correlation_id: str | None = None,
+        created: TimeRange = (None, None),
     ) -> JobPage:
-        """Return jobs newest first, filtered (by ``tenant`` too), ``limit`` per page, after ``cursor``."""
+        """Return jobs newest first, filtered (by ``tenant`` too), ``limit`` per page, after ``cursor``.
+
+        ``created`` is a ``[from, before)`` range of creation times (either end ``None``: open).
+        """
         ...
 
     async def transition(
@@ -366,4 +393,16 @@ class JobStore(CredentialStore, Protocol):
 
     async def forget_breakers(self, worker: str) -> None:
         """Delete every breaker row of ``worker`` (it stopped)."""
+        ...
+
+    async def queued_counts(self) -> list[tuple[str, Priority, int]]:
+        """Return how many jobs wait queued, by job type and priority, of every tenant."""
+        ...
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Insert ``entry``, or replace the entry of its id (an operation that ended)."""
+        ...
+
+    async def list_audit(self, tenant: str, group: str, *, limit: int = 20) -> list[AuditEntry]:
+        """Return the latest ``limit`` audit entries of ``tenant``'s operations on ``group``, newest first."""
         ...

@@ -12,6 +12,7 @@ import orjson
 
 from jobstore.model import (
     ApiKeyRecord,
+    AuditEntry,
     BreakerRecord,
     DataChange,
     JobPage,
@@ -20,6 +21,7 @@ from jobstore.model import (
     KeptFor,
     RunEnd,
     Swept,
+    TimeRange,
     check_settable,
 )
 from topology.priority import Priority
@@ -62,7 +64,12 @@ RETURNING payload_ref
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
+_AUDIT_FIELDS = tuple(AuditEntry.__dataclass_fields__)  # at second, finished_at last
+_AUDIT_COLUMNS = tuple("group_name" if f == "group" else f for f in _AUDIT_FIELDS)
 _SELECT_JOBS = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+# A job's id is a UUIDv7 made as the job is (topology.envelope.new_job_id): its time is its
+# creation time give or take this, however long the submission took between the two.
+_ID_SLACK = timedelta(hours=1)
 
 
 class SharedSql:
@@ -157,13 +164,27 @@ class SharedSql:
         type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        correlation_id: str | None = None,
+        created: TimeRange = (None, None),
     ) -> JobPage:
         """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        since, before = created
         # Only the filters given reach the SQL, so every variant is a plain index range scan.
-        given = {"tenant =": tenant, "status =": status, "type =": type, "id <": cursor}
-        tests = [(test, str(value)) for test, value in given.items() if value is not None]
+        # A time range is also said as a range of ids: the index then starts where it begins.
+        given = [
+            ("tenant =", tenant),
+            ("status =", None if status is None else status.value),
+            ("type =", type),
+            ("correlation_id =", correlation_id),
+            ("id <", cursor),
+            ("created_at >=", self._time_in(since)),
+            ("created_at <", self._time_in(before)),
+            ("id >=", None if since is None else _id_floor(since - _ID_SLACK)),
+            ("id <", None if before is None else _id_floor(before + _ID_SLACK)),
+        ]
+        tests = [(test, value) for test, value in given if value is not None]
         where = " AND ".join(f"{test} ${n}" for n, (test, _) in enumerate(tests, start=1))
         # One row more than the page tells whether another page follows.
         rows = await self._fetch(
@@ -288,6 +309,46 @@ class SharedSql:
             self._time_in(at),
         )
 
+    async def queued_counts(self) -> list[tuple[str, Priority, int]]:
+        """Return how many jobs wait queued, by job type and priority, of every tenant."""
+        rows = await self._fetch(
+            "SELECT type, priority, count(*) FROM jobs WHERE status = 'queued'"
+            " GROUP BY type, priority"
+        )
+        return [(job_type, Priority(priority), int(count)) for job_type, priority, count in rows]
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Insert ``entry``, or replace the entry of its id (an operation that ended)."""
+        values = [getattr(entry, name) for name in _AUDIT_FIELDS]
+        values[1] = self._time_in(entry.at)
+        values[-1] = self._time_in(entry.finished_at)
+        values[8] = None if entry.rate is None else float(entry.rate)  # a float8 on PostgreSQL
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _AUDIT_COLUMNS[-4:])
+        marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+        await self._fetch(
+            f"INSERT INTO dlq_audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks})"
+            f" ON CONFLICT (id) DO UPDATE SET {updates}",
+            *values,
+        )
+
+    async def list_audit(self, tenant: str, group: str, *, limit: int = 20) -> list[AuditEntry]:
+        """Return the latest ``limit`` audit entries of ``tenant``'s operations on ``group``, newest first."""
+        rows = await self._fetch(
+            f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM dlq_audit"
+            " WHERE tenant = $1 AND group_name = $2 ORDER BY id DESC LIMIT $3",
+            tenant,
+            group,
+            limit,
+        )
+        entries = []
+        for row in rows:
+            values = dict(zip(_AUDIT_FIELDS, row, strict=True))
+            values["at"] = self._time_out(values["at"])
+            if values["finished_at"] is not None:
+                values["finished_at"] = self._time_out(values["finished_at"])
+            entries.append(AuditEntry(**values))
+        return entries
+
     def _api_key(self, row: Sequence[Any]) -> ApiKeyRecord:
         key_id, name, digest, tenant, scopes, job_types, created, *times = row
         expires, revoked, used = (None if t is None else self._time_out(t) for t in times)
@@ -303,3 +364,10 @@ class SharedSql:
             revoked_at=revoked,
             last_used_at=used,
         )
+
+
+def _id_floor(when: datetime) -> str:
+    """Return the lowest UUIDv7 made at or after ``when``: its millisecond time, as a prefix."""
+    ms = max(0, min(int(when.timestamp() * 1000), 2**48 - 1))
+    digits = f"{ms:012x}"
+    return f"{digits[:8]}-{digits[8:12]}-"

@@ -25,6 +25,7 @@ from jobstore.model import (
     JobStatus,
     JobStore,
     NewJob,
+    TimeRange,
 )
 from jobstore.sealed_jobs import opened
 from producers.events import event_body, event_key
@@ -482,11 +483,20 @@ class Submitter:
         job_type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        correlation_id: str | None = None,
+        created: TimeRange = (None, None),
     ) -> JobPage:
         """Return one page of the jobs ``viewer`` may see, newest first (see ``list_visible``)."""
         await self.settle()
         page = await list_visible(
-            self.store, viewer, status=status, job_type=job_type, limit=limit, cursor=cursor
+            self.store,
+            viewer,
+            status=status,
+            job_type=job_type,
+            limit=limit,
+            cursor=cursor,
+            correlation_id=correlation_id,
+            created=created,
         )
         return replace(page, jobs=[opened(job, self._sealer) for job in page.jobs])
 

@@ -6,9 +6,10 @@ of a type the caller may not touch, answers exactly as an unknown id does.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from jobstore.model import JobPage, JobRecord, JobStatus, JobStore
+from jobstore.model import JobPage, JobRecord, JobStatus, JobStore, TimeRange
 from topology import routing
 from topology.errors import JobNotFoundError
 from topology.limits import excerpt
@@ -51,20 +52,28 @@ async def list_visible(
     job_type: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    correlation_id: str | None = None,
+    created: TimeRange = (None, None),
 ) -> JobPage:
-    """Return one page of the viewer's jobs, newest first."""
+    """Return one page of the viewer's jobs, newest first (``created``: a ``[from, before)`` range)."""
     # Job-type patterns cannot be said in SQL, so a limited viewer's page is filtered here over
     # up to MAX_SCANS store pages: it may hold fewer than ``limit`` jobs, and more may follow.
     if job_type is not None and not viewer.may_touch(job_type):
         return JobPage([], None)
+    pages = functools.partial(
+        store.list_jobs,
+        tenant=viewer.tenant,
+        status=status,
+        limit=limit,
+        correlation_id=correlation_id,
+        created=created,
+    )
     if viewer.job_types is None or job_type is not None:
-        return await store.list_jobs(
-            tenant=viewer.tenant, status=status, type=job_type, limit=limit, cursor=cursor
-        )
+        return await pages(type=job_type, cursor=cursor)
     found: list[JobRecord] = []
     after = cursor
     for _ in range(MAX_SCANS):
-        page = await store.list_jobs(tenant=viewer.tenant, status=status, limit=limit, cursor=after)
+        page = await pages(cursor=after)
         for job in page.jobs:
             if viewer.may_touch(job.type):
                 found.append(job)

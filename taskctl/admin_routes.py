@@ -1,17 +1,19 @@
-"""``/admin/dlq``: the dead-letter operations of ``taskctl dlq`` over HTTP, admin scope, the caller's tenant only."""
+"""``/admin/dlq``: the dead-letter operations of ``taskctl dlq`` over HTTP, admin scope, the caller's tenant only, audited."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, Outcome, listing, purge, replay
 from producers.api.app import Services
 from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
+from taskctl.dlq_audit import audited
 from topology.compiled import CompiledGroup
 from topology.durations import parse_timedelta
 from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
@@ -122,23 +124,29 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
     if chosen == DeadFilter(tenant=tenant) and not body.all:
         raise JobRejectedError("give a filter or all: true", field="all")
     submitter = services.submitter
-    outcome = await replay(
-        publisher.connection,
-        submitter.topology,
-        compiled,
-        publisher,
-        submitter.store,
-        chosen,
-        rate=body.rate,
-    )
+
+    def run() -> Awaitable[Outcome]:
+        topology, store = submitter.topology, submitter.store
+        return replay(
+            publisher.connection, topology, compiled, publisher, store, chosen, rate=body.rate
+        )
+
+    caller = principal(request)
+    store = submitter.store
+    outcome = await audited(store, caller, group, "replay", chosen, run, rate=body.rate)
     return {"replayed": outcome.matched, "left": outcome.kept}
 
 
 @router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))
 async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[str, int]:
     """Delete the matching dead letters; needs ``confirm: true``."""
-    _, publisher, compiled = _context(request, group)
+    services, publisher, compiled = _context(request, group)
     if not body.confirm:
         raise JobRejectedError("a purge cannot be undone: send confirm: true", field="confirm")
-    outcome = await purge(publisher.connection, compiled, _filter(body, principal(request).tenant))
+    caller = principal(request)
+    chosen = _filter(body, caller.tenant)
+    store = services.submitter.store
+    outcome = await audited(
+        store, caller, group, "purge", chosen, lambda: purge(publisher.connection, compiled, chosen)
+    )
     return {"purged": outcome.matched, "left": outcome.kept}

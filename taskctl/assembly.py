@@ -87,9 +87,10 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 def api_app(
     settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
 ) -> FastAPI:
-    """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``); webhook secrets come from ``environ``."""
+    """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``, ``/console``); webhook secrets come from ``environ``."""
     from producers.api.app import create_app
     from taskctl import admin_routes
+    from taskctl.console import console_door
     from webhooks.receiver import webhook_router
 
     if services is not None:
@@ -101,6 +102,7 @@ def api_app(
         settings.api,
         registry=registry,
         routers=routers,
+        own_doors=[console_door(settings.broker, settings.autoscaler)],
     )
 
 

@@ -1,6 +1,6 @@
 """``taskctl dlq``: list, show, replay and purge dead letters, with filters and progress."""
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -127,6 +127,7 @@ def replay_(
     """
     from consumers.dlq import DeadFilter, replay
     from producers.publisher import ConfirmedPublisher
+    from taskctl.dlq_audit import audited, operator
     from topology.settings import PublisherSettings, read_section
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
@@ -146,16 +147,20 @@ def replay_(
         try:
             async with context.job_store() as store:
                 with _progress("replaying") as bar:
-                    return await replay(
-                        connection,
-                        topology,
-                        compiled,
-                        publisher,
-                        store,
-                        chosen,
-                        rate=rate,
-                        progress=bar,
-                    )
+
+                    def run() -> Awaitable["Outcome"]:
+                        return replay(
+                            connection,
+                            topology,
+                            compiled,
+                            publisher,
+                            store,
+                            chosen,
+                            rate=rate,
+                            progress=bar,
+                        )
+
+                    return await audited(store, operator(), group, "replay", chosen, run, rate=rate)
         finally:
             await publisher.close()
 
@@ -177,6 +182,7 @@ def purge_(
 ) -> None:
     """Delete dead letters for good; asks first unless --yes."""
     from consumers.dlq import purge
+    from taskctl.dlq_audit import audited, operator
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
     compiled = context.compiled_topology(None).group(group)
@@ -184,8 +190,13 @@ def purge_(
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
 
     async def go(connection: "AbstractRobustConnection") -> "Outcome":
-        with _progress("purging") as progress:
-            return await purge(connection, compiled, chosen, progress=progress)
+        async with context.job_store() as store:
+            with _progress("purging") as progress:
+
+                def run() -> Awaitable["Outcome"]:
+                    return purge(connection, compiled, chosen, progress=progress)
+
+                return await audited(store, operator(), group, "purge", chosen, run)
 
     outcome = _on_broker(context.broker_settings(), go)
     context.out().print(

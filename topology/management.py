@@ -13,6 +13,17 @@ from topology.errors import ManagementApiError
 from topology.settings import BrokerSettings
 from topology.tls import broker_context, tls_failure
 
+_FIGURES = ",".join(
+    (
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+        "head_message_timestamp",
+        "message_stats",
+    )
+)
+
 
 class ManagementClient(AsyncClosing):
     """Reads and writes broker state through the management API over one reused HTTP session."""
@@ -48,6 +59,14 @@ class ManagementClient(AsyncClosing):
         data = await self._request("GET", path)
         if not isinstance(data, dict):
             raise ManagementApiError(f"GET {path}: expected a JSON object")
+        return data
+
+    async def queue_figures(self, vhost: str) -> list[dict[str, Any]]:
+        """Return every queue of ``vhost`` with its counts, consumers, head age and rates, in one call."""
+        path = f"/api/queues/{_q(vhost)}?columns={_FIGURES}"
+        data = await self._request("GET", path)
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
         return data
 
     async def delete(self, vhost: str, kind: Literal["queue", "exchange"], name: str) -> None:

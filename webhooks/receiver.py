@@ -34,6 +34,7 @@ from topology.limits import excerpt
 from topology.reserved import webhook_producer
 from topology.settings import AuthSettings
 from topology.spec import HMAC_ONLY, WebhookScheme, WebhookSourceSpec
+from webhooks.deliveries import DeliveryLog, DeliveryNote
 from webhooks.schemes.base import Delivery, Verifier
 from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
@@ -156,6 +157,7 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
         else:
             response, result = await _receive(found, request, services.submitter)
         metrics.webhook_deliveries.labels(source, result).inc()
+        delivery_log(request.app).record(source, DeliveryNote.of(result, response))
         return response
 
     return router
@@ -204,6 +206,14 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
     if submitted.replayed:
         return JSONResponse(answer, 202, headers={"Idempotent-Replayed": "true"}), "replayed"
     return JSONResponse(answer, status_code=202), "accepted"
+
+
+def delivery_log(app: FastAPI) -> DeliveryLog:
+    """Return the app's log of webhook deliveries (made on first use)."""
+    log: DeliveryLog | None = getattr(app.state, "webhook_log", None)
+    if log is None:
+        log = app.state.webhook_log = DeliveryLog()
+    return log
 
 
 def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:

@@ -75,6 +75,14 @@ ensure_promtool() {
   fi
 }
 
+# The console's browser tests drive Debian's chromium through Playwright (no browser download).
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  say "installing chromium (Debian packages chromium, chromium-driver)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+    || die "chromium is not installed and apt-get could not install it"
+}
+
 ensure_rabbitmq() {
   if ! amqp_up; then
     command -v rabbitmq-server >/dev/null || {

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.routing import BaseRoute
 from starlette.types import Scope as AsgiScope
 
 from producers.api import problems, routes
@@ -20,7 +21,7 @@ from producers.api.guards import BodyLimit
 from producers.api.hub import EventHub
 from producers.api.metrics import ApiMetrics, MetricsMiddleware, TracingMiddleware
 from producers.api.schemas import Problem
-from producers.api.security import SCHEME, AuthGate, SecuredRoute, check_doors, secured
+from producers.api.security import SCHEME, AuthGate, SecuredRoute, check_doors, secured, under
 from producers.auth.authenticator import Authenticator, open_authenticator
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
@@ -64,12 +65,21 @@ class Services:
 ServicesFactory = Callable[[], Awaitable[Services]]
 
 
+@dataclass(frozen=True, slots=True)
+class OwnDoor:
+    """Routes under ``prefix`` that authenticate their own callers (the web console's sessions)."""
+
+    prefix: str  # "/console": the gate lets it and every path below it through
+    routes: Sequence[BaseRoute]
+
+
 def create_app(
     services: Services | ServicesFactory,
     settings: ApiSettings | None = None,
     *,
     registry: CollectorRegistry | None = None,
     routers: Sequence[APIRouter] = (),
+    own_doors: Sequence[OwnDoor] = (),
 ) -> FastAPI:
     """Return the API app; ``services`` is ready-made (tests) or built in the lifespan."""
     api = settings or ApiSettings()
@@ -102,6 +112,11 @@ def create_app(
     app.include_router(routes.router)
     for router in routers:  # routes of the packages above this one (the DLQ admin routes)
         app.include_router(router)
+    for door in own_doors:
+        strays = [r for r in door.routes if not under(getattr(r, "path", ""), door.prefix)]
+        if strays:  # a route outside its prefix would pass the gate unchecked
+            raise RuntimeError(f"routes {strays} lie outside their door {door.prefix}")
+        app.router.routes.extend(door.routes)
     _health_routes(app, metrics)
     check_doors(app.routes)
 
@@ -117,6 +132,7 @@ def create_app(
         rate_limited=metrics.rate_limited,
         origins=api.allowed_origins,
         retry_after=api.retry_after,
+        own_doors=tuple(door.prefix for door in own_doors),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if tracing.enabled():  # off: not even a pass-through layer on the request path

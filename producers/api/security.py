@@ -35,6 +35,11 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
+def under(path: str, prefix: str) -> bool:
+    """Return whether ``path`` is ``prefix`` or lies below it (``/console/x``, not ``/consoles``)."""
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
 class AuthGate:
     """Verifies the credential of every non-public request and stores its principal in the scope."""
 
@@ -44,8 +49,11 @@ class AuthGate:
         rate_limited: Counter,
         origins: frozenset[str] = frozenset(),
         retry_after: int = 5,
+        own_doors: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        # Path prefixes whose routes authenticate their own callers (the console's sessions).
+        self._own_doors = own_doors
         self._limited = {
             "http": rate_limited.labels("api"),
             "websocket": rate_limited.labels("websocket"),
@@ -56,7 +64,8 @@ class AuthGate:
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         """Pass the request on with ``scope["state"]["principal"]`` set, or refuse it."""
         kind = scope["type"]
-        if kind not in ("http", "websocket") or is_public(scope["path"]):
+        path = scope.get("path", "")
+        if kind not in ("http", "websocket") or is_public(path) or self._own_door(path):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -90,6 +99,9 @@ class AuthGate:
         state["principal"] = principal
         state["subprotocol"] = chosen
         await self.app(scope, receive, send)
+
+    def _own_door(self, path: str) -> bool:
+        return any(under(path, prefix) for prefix in self._own_doors)
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         """Return whether a browser page from ``origin`` may connect: listed, or same-origin."""

@@ -105,7 +105,7 @@ class ApiKeyVerifier:
             raise AuthenticationError("the API key was revoked or has expired")
         # Unknown scope names are ignored.
         viewer = Viewer(record.tenant, record.job_types)
-        principal = Principal(f"key:{record.id}", Scope.known(record.scopes), viewer)
+        principal = Principal(f"key:{record.id}", Scope.known(record.scopes), viewer, record.name)
         ttl = self._ttl
         if record.expires_at is not None:
             ttl = min(ttl, (record.expires_at - now).total_seconds())

@@ -231,6 +231,7 @@ class JwtVerifier:
             id=f"jwt:{claims['iss']}:{subject}",
             scopes=_scopes(claims.get(s.jwt_scope_claim)),
             viewer=Viewer(tenant, _patterns(claims.get(s.jwt_job_types_claim), s)),
+            name=subject,
         )
 
 

@@ -16,6 +16,7 @@ class Principal:
     id: str  # stable per credential: the key id, or the token's issuer and subject
     scopes: frozenset[Scope]
     viewer: Viewer  # the tenant and job types it may touch
+    name: str = ""  # what a person calls it: the key's name, or the token's subject
 
     @property
     def tenant(self) -> str:

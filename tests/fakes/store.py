@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ import orjson
 from jobstore.migrations import load_migrations
 from jobstore.model import (
     ApiKeyRecord,
+    AuditEntry,
     BreakerRecord,
     Claim,
     ClaimState,
@@ -34,11 +36,13 @@ from jobstore.model import (
     RunStart,
     RunStarted,
     Swept,
+    TimeRange,
     check_settable,
     held_claim,
 )
 from jobstore.run_window import Row, missing_jobs, plan_window
 from topology.errors import StoreError
+from topology.priority import Priority
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")
@@ -55,6 +59,7 @@ class InMemoryJobStore:
         self.publish_by: dict[str, float] = {}  # job id -> monotonic deadline, until confirmed
         self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
         self.api_keys: dict[str, ApiKeyRecord] = {}
+        self.audit: dict[str, AuditEntry] = {}
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
         self._closed = False
         self._lock = asyncio.Lock()
@@ -195,11 +200,14 @@ class InMemoryJobStore:
         type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        correlation_id: str | None = None,
+        created: TimeRange = (None, None),
     ) -> JobPage:
         """Return jobs newest first (ids are time-ordered), filtered and paged by id."""
         self._check()
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        since, before = created
         chosen = [
             j
             for j in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
@@ -207,6 +215,9 @@ class InMemoryJobStore:
             and (status is None or j.status is status)
             and (type is None or j.type == type)
             and (cursor is None or j.id < cursor)
+            and (correlation_id is None or j.correlation_id == correlation_id)
+            and (since is None or j.created_at >= since)
+            and (before is None or j.created_at < before)
         ]
         page = chosen[:limit]
         return JobPage(page, page[-1].id if len(chosen) > limit and page else None)
@@ -291,6 +302,25 @@ class InMemoryJobStore:
         self._check()
         for key in [k for k in self.breakers if k[2] == worker]:
             del self.breakers[key]
+
+    async def queued_counts(self) -> list[tuple[str, Priority, int]]:
+        """Return how many jobs wait queued, by job type and priority."""
+        self._check()
+        counts = Counter(
+            (j.type, j.priority) for j in self.jobs.values() if j.status is JobStatus.QUEUED
+        )
+        return [(job_type, priority, n) for (job_type, priority), n in counts.items()]
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Insert ``entry``, or replace the entry of its id."""
+        self._check()
+        self.audit[entry.id] = entry
+
+    async def list_audit(self, tenant: str, group: str, *, limit: int = 20) -> list[AuditEntry]:
+        """Return the latest ``limit`` entries of ``tenant``'s operations on ``group``, newest first."""
+        self._check()
+        found = [e for e in self.audit.values() if e.tenant == tenant and e.group == group]
+        return sorted(found, key=lambda e: e.id, reverse=True)[:limit]
 
     async def create_api_key(self, key: ApiKeyRecord) -> None:
         """Insert ``key``; raise ``StoreError`` when its id is taken."""

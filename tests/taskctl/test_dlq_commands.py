@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
+from jobstore.sqlite import SqliteJobStore
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
 from taskctl.cli import app
@@ -109,6 +112,20 @@ def test_list_show_replay_and_purge(env, vhost):
     unknown = cli(env, "dlq", "list", "nope")
     assert unknown.exit_code == 1
     assert "no group 'nope'" in unknown.output
+
+
+async def test_the_commands_replays_and_purges_are_audited_under_the_operators_name(env):
+    await asyncio.to_thread(cli, env, "dlq", "replay", "mail", "--type", "mail.kind0")
+    await asyncio.to_thread(cli, env, "dlq", "purge", "mail", "--error", "Boom", "--yes")
+    store = SqliteJobStore(env["TASKQ_STORE_URL"].removeprefix("sqlite:///"))
+    try:
+        purged, replayed = await store.list_audit("default", "mail")
+    finally:
+        await store.close()
+    assert (purged.action, purged.matched, purged.kept) == ("purge", 1, 0)
+    assert (replayed.action, replayed.matched, replayed.target) == ("replay", 2, "type mail.kind0")
+    assert replayed.actor == f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    assert replayed.finished_at is not None
 
 
 async def test_replayed_jobs_are_back_on_the_work_queue(env, vhost):

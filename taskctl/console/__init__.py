@@ -1,0 +1,52 @@
+"""The web console at ``/console``: overview, topology, webhooks, scaling, jobs and dead letters, behind the API's credentials."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from producers.api.app import OwnDoor
+from producers.auth.scopes import Scope
+from taskctl.console import dead_letters, jobs, webhook_sources
+from taskctl.console.login import Login
+from taskctl.console.overview import Overview, OverviewPages
+from taskctl.console.scaling import ScalingPage
+from taskctl.console.sessions import PATH, Sessions
+from taskctl.console.topology_graph import TopologyPage
+from taskctl.console.web import Page, guarded, redirect, static
+from topology.settings import AutoscalerSettings, BrokerSettings
+
+
+def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None = None) -> OwnDoor:
+    """Return the console's routes: every page needs a session, and each its scope."""
+    sessions = Sessions()
+    scaling = ScalingPage(autoscaler or AutoscalerSettings())
+    login = Login(sessions)
+    overview = OverviewPages(Overview(broker))
+    topology = TopologyPage(broker)
+
+    def page(path: str, scope: Scope | None, endpoint: Page, post: bool = False) -> Route:
+        methods = ["POST"] if post else ["GET"]
+        return Route(f"{PATH}{path}", guarded(sessions, scope, endpoint), methods=methods)
+
+    admin, reader = Scope.ADMIN, Scope.JOBS_READ
+    routes = [
+        Route(PATH, lambda _: redirect(f"{PATH}/"), methods=["GET"]),
+        Route(f"{PATH}/login", login.form, methods=["GET"]),
+        Route(f"{PATH}/login", login.submit, methods=["POST"]),
+        Route(f"{PATH}/static/{{name}}", static, methods=["GET"]),
+        page("/logout", None, login.logout, post=True),
+        page("/", admin, overview.page),
+        page("/overview/events", admin, overview.events),
+        page("/topology", admin, topology.page),
+        page("/webhooks", admin, webhook_sources.sources),
+        page("/scaling", admin, scaling.page),
+        page("/jobs", reader, jobs.search),
+        page("/jobs/{job_id}", reader, jobs.job),
+        page("/jobs/{job_id}/events", reader, jobs.events),
+        page("/dlq", admin, dead_letters.groups),
+        page("/dlq/{group}", admin, dead_letters.letters),
+        page("/dlq/{group}/letters/{job_id}", admin, dead_letters.letter),
+        page("/dlq/{group}/replay", admin, dead_letters.replay_letters, post=True),
+        page("/dlq/{group}/purge", admin, dead_letters.purge_letters, post=True),
+    ]
+    return OwnDoor(PATH, routes)

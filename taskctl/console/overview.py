@@ -1,0 +1,226 @@
+"""The overview: every consumer group's backlog, DLQ, consumers and oldest message, kept fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import Response
+
+from jobstore.model import JobStore
+from taskctl.console.sse import STREAM_S, frame, stream
+from taskctl.console.web import Visit, seconds_text
+from topology.compiled import CompiledGroup, CompiledTopology
+from topology.errors import TaskqError
+from topology.management import ManagementClient
+from topology.priority import Priority
+from topology.settings import BrokerSettings
+
+BROKER_EVERY_S = 2.0  # how old the broker's figures may be when a page or stream asks
+STORE_EVERY_S = 10.0  # the store's split by priority counts every queued job: less often
+OLD_S = 300.0  # a message waiting longer than this needs a look
+PRIORITIES = tuple(reversed(Priority))  # urgent first
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    """One consumer group as the overview shows it (``None``: the broker did not say)."""
+
+    name: str
+    ready: int | None = None
+    unacked: int | None = None
+    consumers: int | None = None
+    oldest_s: float | None = None
+    dead: int | None = None
+    in_rate: float | None = None
+    out_rate: float | None = None
+    by_priority: Mapping[Priority, int | None] = field(default_factory=dict)
+    split_from: str = "store"  # where the priority split comes from: "broker" lanes or "store"
+
+    @property
+    def attention(self) -> frozenset[str]:
+        """Return the figures that need someone's action: these, and only these, are coloured."""
+        needs = set()
+        if self.dead:
+            needs.add("dead")
+        if self.ready and self.consumers == 0:
+            needs.add("consumers")
+        if self.oldest_s is not None and self.oldest_s > OLD_S:
+            needs.add("oldest")
+        return frozenset(needs)
+
+    def view(self) -> dict[str, Any]:
+        """Return the figures as text, as the page and its live updates show them."""
+        shown = {
+            "ready": _count(self.ready),
+            "unacked": _count(self.unacked),
+            "consumers": _count(self.consumers),
+            "oldest": seconds_text(self.oldest_s),
+            "dead": _count(self.dead),
+            "rates": _rates(self.in_rate, self.out_rate),
+        }
+        shown |= {p.value: _count(self.by_priority.get(p)) for p in PRIORITIES}
+        return {"figures": shown, "attention": sorted(self.attention)}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every group's figures at one moment, and what could not be read."""
+
+    groups: list[GroupFigures]
+    problems: list[str]
+
+    def view(self) -> dict[str, Any]:
+        """Return what a live update sends."""
+        return {"groups": {g.name: g.view() for g in self.groups}, "problems": self.problems}
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _rates(in_rate: float | None, out_rate: float | None) -> str:
+    if in_rate is None or out_rate is None:
+        return "?"
+    return f"{in_rate:.1f} / {out_rate:.1f}"
+
+
+class Overview:
+    """Reads the figures at most every few seconds, however many pages and streams ask."""
+
+    def __init__(self, broker: BrokerSettings) -> None:
+        self._broker = broker
+        self._lock = asyncio.Lock()
+        self._queues: tuple[float, dict[str, dict[str, Any]], str | None] = (0.0, {}, None)
+        self._queued: tuple[float, Counter[tuple[str, Priority]], str | None] = (
+            0.0,
+            Counter(),
+            None,
+        )
+
+    async def snapshot(self, topology: CompiledTopology, store: JobStore) -> Snapshot:
+        """Return the figures of every group, reading what is older than it may be."""
+        async with self._lock:
+            now = time.monotonic()
+            if now - self._queues[0] >= BROKER_EVERY_S:
+                self._queues = (now, *await self._read_broker())
+            if now - self._queued[0] >= STORE_EVERY_S:
+                self._queued = (now, *await _read_store(store))
+        _, queues, broker_problem = self._queues
+        _, queued, store_problem = self._queued
+        read_at = time.time()
+        groups = [_figures(g, queues, queued, read_at) for g in topology.groups]
+        return Snapshot(groups, [p for p in (broker_problem, store_problem) if p])
+
+    async def _read_broker(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        try:
+            async with ManagementClient(self._broker) as client:
+                rows = await client.queue_figures(self._broker.vhost)
+        except TaskqError as exc:
+            return {}, f"the broker's figures are unavailable: {exc}"
+        return {str(row.get("name")): row for row in rows}, None
+
+
+async def _read_store(store: JobStore) -> tuple[Counter[tuple[str, Priority]], str | None]:
+    try:
+        counts = await store.queued_counts()
+    except TaskqError as exc:
+        return Counter(), f"the job store's counts are unavailable: {exc}"
+    return Counter({(job_type, priority): n for job_type, priority, n in counts}), None
+
+
+def _figures(
+    group: CompiledGroup,
+    queues: Mapping[str, Mapping[str, Any]],
+    queued: Counter[tuple[str, Priority]],
+    read_at: float,
+) -> GroupFigures:
+    """Return a group's figures from its queues' rows (a lane each, or one) and the store's counts."""
+    lanes = [queues.get(name) for name in group.queue_names]
+    dlq = queues.get(group.dead_letter_queue)
+    if not all(lanes) or dlq is None:
+        return GroupFigures(group.name, by_priority=_split(group, queued))
+    rows = [lane for lane in lanes if lane is not None]
+    heads = [_number(r.get("head_message_timestamp")) for r in rows]
+    ages = [max(0.0, read_at - head) for head in heads if head is not None]
+    if len(group.queue_names) > 1:  # a lane per priority: the broker's own split
+        split: dict[Priority, int | None] = {
+            p: _int(queues.get(group.work_queues[p], {}).get("messages_ready")) for p in Priority
+        }
+        source = "broker"
+    else:
+        split, source = _split(group, queued), "store"
+    return GroupFigures(
+        group.name,
+        ready=_sum(_int(r.get("messages_ready")) for r in rows),
+        unacked=_sum(_int(r.get("messages_unacknowledged")) for r in rows),
+        # Every lane has the group's workers on it: the first (most urgent) lane counts them.
+        consumers=_int(rows[0].get("consumers")),
+        oldest_s=max(ages, default=None),
+        dead=_int(dlq.get("messages_ready")),
+        in_rate=sum(_rate(r, "publish_details") for r in rows),
+        out_rate=sum(_rate(r, "ack_details") for r in rows),
+        by_priority=split,
+        split_from=source,
+    )
+
+
+def _split(
+    group: CompiledGroup, queued: Counter[tuple[str, Priority]]
+) -> dict[Priority, int | None]:
+    """Return the group's queued jobs by priority, as the store counts them."""
+    split: dict[Priority, int | None] = dict.fromkeys(Priority, 0)
+    for (job_type, priority), n in queued.items():
+        if group.takes(job_type):
+            split[priority] = (split[priority] or 0) + n
+    return split
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _sum(values: Any) -> int | None:
+    found = list(values)
+    return None if any(v is None for v in found) else sum(found)
+
+
+def _rate(row: Mapping[str, Any], name: str) -> float:
+    stats = row.get("message_stats")
+    details = stats.get(name) if isinstance(stats, Mapping) else None
+    rate = details.get("rate") if isinstance(details, Mapping) else None
+    return float(rate) if isinstance(rate, int | float) else 0.0
+
+
+class OverviewPages:
+    """The overview page and its live updates, over one ``Overview``."""
+
+    def __init__(self, overview: Overview) -> None:
+        self._overview = overview
+
+    async def page(self, visit: Visit) -> Response:
+        """Show every group's figures; the page's script then follows ``/console/overview/events``."""
+        submitter = visit.services.submitter
+        snapshot = await self._overview.snapshot(submitter.topology, submitter.store)
+        return visit.page("overview.html", snapshot=snapshot, priorities=PRIORITIES)
+
+    async def events(self, visit: Visit) -> Response:
+        """Stream the figures every few seconds (Server-Sent Events)."""
+        submitter = visit.services.submitter
+
+        async def figures() -> AsyncIterator[bytes]:
+            deadline = time.monotonic() + STREAM_S
+            while time.monotonic() < deadline:
+                snapshot = await self._overview.snapshot(submitter.topology, submitter.store)
+                yield frame("overview", snapshot.view())
+                await asyncio.sleep(BROKER_EVERY_S)
+
+        return stream(figures())
