@@ -1,7 +1,6 @@
 """``taskctl submit|status|watch|jobs|cancel|callback-secret``: the job API's work from a terminal."""
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -230,8 +229,9 @@ def _opened(job: "JobRecord") -> "JobRecord":
     return opened(job, _sealer())
 
 
-@functools.cache
 def _sealer() -> "Sealer":
+    # Read each time, not cached: a process that changes TASKQ_DATA_KEYS (a key rotation, the
+    # tests) must not open jobs with the keys it read first.
     from topology.settings import EncryptionSettings, read_section
 
     return read_section(EncryptionSettings).sealer()
