@@ -31,10 +31,10 @@ from jobstore.factory import open_store
 from tests.helpers import wait_healthy, write_topology
 from tests.security.conftest import free_port
 
-JOBS = int(os.environ.get("TASKQ_LEDGER_JOBS", "300"))
+JOBS = int(os.environ.get("TASKQ_TEST_LEDGER_JOBS", "300"))
 HEARTBEAT = 2  # seconds: a silent peer is given up after three of them
 SETTLE_S = float(
-    os.environ.get("TASKQ_LEDGER_SETTLE", "90")
+    os.environ.get("TASKQ_TEST_LEDGER_SETTLE", "90")
 )  # the most a ledger waits for its jobs
 
 # A short timeout keeps a killed worker's leases (1.5 x timeout + 2 s) short.

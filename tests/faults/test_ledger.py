@@ -1,7 +1,7 @@
 """The fault suite: a ledger of jobs through each fault, none lost, none run twice, and the time to recover.
 
-Each test runs ``ledger.JOBS`` jobs (``TASKQ_LEDGER_JOBS``; 300 by default, 10,000 in the long
-form of docs/reliability.md) and, with ``TASKQ_LEDGER_TABLE`` set to a file, appends its row
+Each test runs ``ledger.JOBS`` jobs (``TASKQ_TEST_LEDGER_JOBS``; 300 by default, 10,000 in the long
+form of docs/reliability.md) and, with ``TASKQ_TEST_LEDGER_TABLE`` set to a file, appends its row
 of the table there.
 """
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 def check(tally: Tally, fault: str, within: float, pause: float | None = None) -> None:
     """Record ``tally``'s row, then hold it to the suite's promises: nothing lost or run twice, back in time."""
-    table = os.environ.get("TASKQ_LEDGER_TABLE")
+    table = os.environ.get("TASKQ_TEST_LEDGER_TABLE")
     if table:
         with open(table, "a", encoding="utf-8") as out:
             out.write(tally.row(fault) + "\n")
