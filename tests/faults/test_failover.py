@@ -157,5 +157,6 @@ def test_a_publisher_refused_by_a_lane_without_its_leader_publishes_once_it_has_
             own_cluster.resume(3)
             own_cluster.restart(1)
     for name, (first, took) in outcomes.items():
+        print(f"{name}: first publish {type(first).__name__}, confirmed again after {took} s")
         assert isinstance(first, PublishNackedError), f"{name}: the first publish came to {first!r}"
         assert took is not None, f"{name}: refused for 30 s after a leader could be elected"
