@@ -113,8 +113,23 @@ class PikaPublisher(AsyncClosing):
         except _PIKA_ERRORS as exc:
             if isinstance(exc, _CONNECTION_ERRORS):
                 self._drop()
+            elif isinstance(exc, pika.exceptions.NackError):
+                self._renew()
             # A channel the broker closed (404 and the like) is reopened by _live_channel.
             raise translate(exc, route) from exc
+
+    def _renew(self) -> None:
+        """Close the confirm channel after a refusal, so the next publish opens a new one.
+
+        RabbitMQ 3.10 gives a channel its client of a quorum queue on the channel's first
+        publish to that queue, aimed at the leader the queue's record names; when that
+        leader's node is down, the client refuses every message to the queue for as long as
+        the channel lives (``ConfirmedPublisher._renew`` says more).
+        """
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.is_open:
+            with contextlib.suppress(*_PIKA_ERRORS):
+                channel.close()
 
     def _live_channel(self) -> Any:
         """Return the open confirm channel, reconnecting once if the connection went away."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Sequence
@@ -74,6 +75,8 @@ class ConfirmedPublisher(AsyncClosing):
         self._topology = topology
         self._settings = settings
         self._events: AbstractRobustChannel | None = None
+        self._renewable_at = 0.0  # monotonic time from which a refusal may renew the channel
+        self._retiring: set[asyncio.Task[None]] = set()
         self._tables: dict[tuple[tuple[str, Any], ...], bytes] = {}
         # labels() costs more than the observation; the exchange kinds are few.
         self._confirm_timers = functools.cache(self._metrics.confirm_seconds.labels)
@@ -101,6 +104,8 @@ class ConfirmedPublisher(AsyncClosing):
 
     async def close(self) -> None:
         """Close the connection (confirms still in flight fail with ``BrokerUnavailableError``)."""
+        for task in self._retiring:
+            task.cancel()
         await self._connection.close()
 
     @property
@@ -171,7 +176,7 @@ class ConfirmedPublisher(AsyncClosing):
                 sending.append((index, target))
         if not messages:
             return results
-        channel = await self._underlay()
+        robust, channel = await self._confirm_channel()
         began = time.perf_counter()
         try:
             sent = await wire.publish_confirmed(self._tap, channel, messages)
@@ -188,7 +193,38 @@ class ConfirmedPublisher(AsyncClosing):
         elapsed = time.perf_counter() - began
         for (index, target), outcome in zip(sending, outcomes, strict=True):
             results[index] = self._result(outcome, target, elapsed)
+        if any(isinstance(outcome, wire.Nacked) for outcome in outcomes):
+            await self._renew(robust)
         return results
+
+    async def _renew(self, refused: AbstractRobustChannel) -> None:
+        """Publish on a new confirm channel from now on, at most once a second, once ``refused`` was nacked.
+
+        RabbitMQ 3.10 gives a channel its client of a quorum queue on the channel's first
+        publish to that queue, aimed at the leader the queue's record names. When that
+        leader's node is down (it crashed, and no new leader is recorded yet), the client
+        refuses that message and every later one to the queue for as long as the channel
+        lives; a new channel starts from the record as it is now.
+        """
+        now = time.monotonic()
+        if refused is not self._channel or now < self._renewable_at:
+            return  # renewed already, or lately: the next refusal tries again
+        self._renewable_at = now + _RENEW_EVERY_S
+        try:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+        except CONNECT_ERRORS:
+            return  # the connection is going: it restores the old channel, renewed later
+        # Confirms awaited on the old channel still come: close it once none can be awaited.
+        task = asyncio.create_task(self._retire(refused))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, channel: AbstractRobustChannel) -> None:
+        """Close a replaced confirm channel once every publish written on it stopped waiting."""
+        # A publish takes at most a confirm timeout to reach its write and another to wait.
+        await asyncio.sleep(2 * self._settings.confirm_timeout)
+        with contextlib.suppress(*CONNECT_ERRORS, aiormq.exceptions.AMQPError):
+            await channel.close()
 
     def _result(self, outcome: object, target: Route, elapsed: float) -> TaskqError | None:
         """Return the error a confirm's outcome means, or ``None`` (timed) for a confirm."""
@@ -242,7 +278,7 @@ class ConfirmedPublisher(AsyncClosing):
         """Publish status events (transient, not mandatory: fine if nobody listens) in one write."""
         if not events:
             return
-        await self._underlay()
+        await self._confirm_channel()
         exchange = self._topology.events_exchange
         try:
             messages = [
@@ -261,8 +297,8 @@ class ConfirmedPublisher(AsyncClosing):
         except Exception as exc:
             raise translate(exc, Route(exchange, events[0][0])) from exc
 
-    async def _underlay(self) -> aiormq.Channel:
-        """Return the live channel, waiting at most the confirm timeout for a reconnect."""
+    async def _confirm_channel(self) -> tuple[AbstractRobustChannel, aiormq.Channel]:
+        """Return the confirm channel and its live underlay, waiting at most the confirm timeout for a reconnect."""
         if self._connection.is_closed:
             raise BrokerUnavailableError("the publisher is closed")
         if not self._connection.connected.is_set():
@@ -274,13 +310,14 @@ class ConfirmedPublisher(AsyncClosing):
                     "the connection to RabbitMQ is down and did not come back within "
                     f"{self._settings.confirm_timeout}s; it keeps reconnecting"
                 ) from exc
+        robust = self._channel
         try:
-            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+            channel = cast(aiormq.Channel, await robust.get_underlay_channel())
         except Exception as exc:
             raise BrokerUnavailableError(f"no open channel to RabbitMQ: {exc}") from exc
         if self._tap.routed(channel) is None:  # a new channel: after a reconnect, or the first
             self._tap.route(wire.Confirms(channel))
-        return channel
+        return robust, channel
 
 
 async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
@@ -337,5 +374,7 @@ def translate(exc: Exception, route: Route) -> Exception:
 
 
 _NOT_FOUND = 404
+# A queue that refuses for good (full, under reject-publish) costs a new channel a second.
+_RENEW_EVERY_S = 1.0
 TRANSIENT = 1
 _EVENT_PROPERTIES = wire.encode_properties(content_type=CONTENT_TYPE, delivery_mode=TRANSIENT)

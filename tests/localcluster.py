@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -57,6 +58,17 @@ class LocalCluster:
     def kill(self, node: int) -> None:
         """SIGKILL node ``node`` (a crash: its clients get no goodbye)."""
         self.run("kill", str(node))
+
+    def pause(self, node: int) -> None:
+        """SIGSTOP node ``node``'s Erlang VM: its peers still count it as up, and it answers nothing."""
+        os.kill(self._pid(node), signal.SIGSTOP)
+
+    def resume(self, node: int) -> None:
+        """SIGCONT node ``node`` after ``pause``."""
+        os.kill(self._pid(node), signal.SIGCONT)
+
+    def _pid(self, node: int) -> int:
+        return int((self.directory / str(node) / "node.pid").read_text().strip())
 
     def restart(self, node: int) -> None:
         """Start node ``node`` again; return once it accepts connections."""

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from jobstore.factory import open_store
 from producers.client import AsyncClient
+from producers.pika_publisher import PikaPublisher
+from producers.publisher import ConfirmedPublisher, Publisher
 from tests.faults.conftest import worker
 from tests.helpers import write_topology
 from tests.localcluster import LocalCluster
 from topology.apply import apply_topology
-from topology.compiled import compile_topology
-from topology.errors import TaskqError
+from topology.compiled import CompiledTopology, compile_topology
+from topology.envelope import Envelope
+from topology.errors import PublishNackedError, TaskqError
 from topology.loader import load_topology
 from topology.settings import BrokerSettings, read_section
 
@@ -89,3 +92,71 @@ def test_killing_the_node_clients_use_loses_no_confirmed_job(
             own_cluster.restart(1)
     assert len(confirmed) > JOBS // 2, f"only {len(confirmed)} of {JOBS} submissions confirmed"
     assert confirmed - ran == set(), f"{len(confirmed - ran)} confirmed jobs never succeeded"
+
+
+PUBLISHERS: dict[str, Callable[[BrokerSettings, CompiledTopology], Awaitable[Publisher]]] = {
+    "ConfirmedPublisher": ConfirmedPublisher.connect,
+    "PikaPublisher": PikaPublisher.connect,
+}
+
+
+async def confirmed_within(publisher: Publisher, within: float) -> float | None:
+    """Publish a job every 0.2 s while the broker refuses it; return when one was confirmed, or None."""
+    began = time.monotonic()
+    while time.monotonic() - began < within:
+        try:
+            await publisher.publish(Envelope.new("email", {"to": "a@example.com"}))
+        except PublishNackedError:
+            await asyncio.sleep(0.2)
+            continue
+        return time.monotonic() - began
+    return None
+
+
+async def refused_then_confirmed(
+    cluster: LocalCluster, broker: BrokerSettings, topology: CompiledTopology
+) -> dict[str, tuple[TaskqError | None, float | None]]:
+    """Publish a first job through each publisher while the lanes' leader is dead and no other is elected, then until one is confirmed."""
+    publishers = {name: await connect(broker, topology) for name, connect in PUBLISHERS.items()}
+    try:
+        # Node 1 leads every lane; with node 3 paused as well, node 2 cannot elect a new leader.
+        cluster.pause(3)
+        try:
+            await asyncio.to_thread(cluster.kill, 1)
+            first: dict[str, TaskqError | None] = {}
+            for name, publisher in publishers.items():
+                try:
+                    await publisher.publish(Envelope.new("email", {"to": "a@example.com"}))
+                    first[name] = None
+                except TaskqError as exc:
+                    first[name] = exc
+        finally:
+            cluster.resume(3)
+        then = await asyncio.gather(*(confirmed_within(p, 30) for p in publishers.values()))
+        return {name: (first[name], took) for name, took in zip(publishers, then, strict=True)}
+    finally:
+        for publisher in publishers.values():
+            await publisher.close()
+
+
+def test_a_publisher_refused_by_a_lane_without_its_leader_publishes_once_it_has_one(
+    own_cluster: LocalCluster, tmp_path: Path
+):
+    topology_file = write_topology(tmp_path, QUORUM)
+    topology = compile_topology(load_topology(topology_file))
+    with own_cluster.vhost() as vhost:
+        env = {
+            "TASKQ_AMQP_URL": own_cluster.amqp_url(1, vhost),
+            "TASKQ_MANAGEMENT_URL": own_cluster.management_url(1),
+        }
+        asyncio.run(apply_topology(topology, read_section(BrokerSettings, env)))
+        node2 = read_section(BrokerSettings, {"TASKQ_AMQP_URL": own_cluster.amqp_url(2, vhost)})
+        try:
+            outcomes = asyncio.run(refused_then_confirmed(own_cluster, node2, topology))
+        finally:
+            own_cluster.resume(3)
+            own_cluster.restart(1)
+    for name, (first, took) in outcomes.items():
+        print(f"{name}: first publish {type(first).__name__}, confirmed again after {took} s")
+        assert isinstance(first, PublishNackedError), f"{name}: the first publish came to {first!r}"
+        assert took is not None, f"{name}: refused for 30 s after a leader could be elected"

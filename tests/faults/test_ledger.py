@@ -170,3 +170,23 @@ def test_worker_partitioned_from_the_leader(own_cluster: LocalCluster, tmp_path:
     # aiormq gives a silent link up after (heartbeat + 1) x 3 s; the worker then connects elsewhere.
     pause = (HEARTBEAT + 1) * 3 + 3
     check(tally, "cluster: the worker cut off from the queues' leader", within=pause, pause=pause)
+
+
+def test_the_node_of_every_client_and_leader_killed(own_cluster: LocalCluster, tmp_path: Path):
+    with own_cluster.vhost() as vhost:
+        url = own_cluster.amqp_url(1, vhost)
+        more = cluster_env(own_cluster, 1)
+
+        def kill_node_1(_: Stack) -> float:
+            own_cluster.kill(1)  # for the rest of the ledger: everyone must leave node 1
+            return time.time()
+
+        try:
+            # The queues are declared through node 1, which leads every lane; the API and the
+            # worker are connected to it, and fail over to nodes 2 and 3.
+            with running_stack(tmp_path, url, topology=QUORUM, more=more) as stack:
+                tally = run_ledger(stack, kill_node_1)
+                assert stack.worker_alive(), "the worker exited instead of moving to another node"
+        finally:
+            own_cluster.restart(1)
+    check(tally, "cluster: the node of the API, the worker and every lane's leader killed", 10.0)

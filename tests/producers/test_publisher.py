@@ -16,7 +16,12 @@ from tests.fakes.publisher import InMemoryPublisher
 from topology import names
 from topology.apply import apply_topology
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError, ContractError, UnroutableError
+from topology.errors import (
+    BrokerUnavailableError,
+    ContractError,
+    PublishNackedError,
+    UnroutableError,
+)
 from topology.routes import Route, delay_route
 from topology.settings import PublisherSettings, load_settings
 from topology.spec import Priority
@@ -113,6 +118,35 @@ async def test_message_on_the_wire_is_persistent_with_identity_and_headers(appli
     assert message.headers[names.ATTEMPT_HEADER] == 2
     # Only lane groups route on a priority header; a priority queue reads the property.
     assert names.PRIORITY_HEADER not in message.headers
+
+
+@pytest.mark.rabbitmq
+async def test_refusals_move_later_publishes_to_a_new_channel_at_most_once_a_second(
+    applied, topology
+):
+    settings = PublisherSettings(confirm_timeout=0.5)
+    full = f"full-{uuid.uuid4().hex[:8]}"
+    async with (
+        await ConfirmedPublisher.connect(applied, topology, settings) as publisher,
+        channel(applied) as ch,
+    ):
+        await ch.declare_queue(full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+        channels = publisher.connection.transport.connection.channels  # aiormq's, by number
+
+        def open_channels() -> set[int]:
+            return {n for n, c in channels.items() if c is not None and not c.is_closed}
+
+        first = open_channels()
+        for _ in range(5):
+            with pytest.raises(PublishNackedError):
+                await publisher.publish(Envelope.new("email", {}), Route("", full))
+        renewed = open_channels() - first
+        assert len(renewed) == 1, f"channels opened for five refusals in a row: {renewed}"
+        # The old channel closes once no publish can wait on it (twice the confirm timeout).
+        await asyncio.sleep(2 * settings.confirm_timeout + 0.5)
+        assert open_channels() == renewed
+        await publisher.publish(Envelope.new("email", {"on": "the new channel"}))
+        assert await depth(ch, "taskq.email") == 1
 
 
 @pytest.mark.rabbitmq
