@@ -347,14 +347,8 @@ async def _replay_one(
     fresh = envelope.model_copy(update={"attempt": 1, "not_before": None})
     # The store first: a worker that gets the job before it reads "queued" would take the
     # job for finished ("dead") and ack it unrun.
-    await store.transition(
-        fresh.id,
-        JobStatus.QUEUED,
-        allowed_from=frozenset({JobStatus.DEAD}),
-        updated_at=datetime.now(UTC),
-        attempts=0,
-        finished_at=None,
-    )
+    at = datetime.now(UTC)
+    await store.revive(fresh.id, at)
     try:
         # A new trace for the new life, linked to the trace the job died in.
         with tracing.span(f"{fresh.type} replay", link_headers=message.headers, parent_headers={}):
@@ -371,7 +365,8 @@ async def _replay_one(
         raise
     reason = str(_header(message, REASON_HEADER) or "unknown")
     logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)
-    at, replayed = datetime.now(UTC), JobEventKind.REPLAYED
+    # Recorded once the job is back on its queue, at the time it left the dead.
+    replayed = JobEventKind.REPLAYED
     step = JobEvent(fresh.id, at, replayed, envelope.attempt, reason=reason, trace_id=trace)
     try:
         await store.record_events([step])

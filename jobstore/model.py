@@ -401,6 +401,10 @@ class JobStore(CredentialStore, Protocol):
         """Write each change's new payload or result, where the column still holds its old value."""
         ...
 
+    async def revive(self, job_id: str, at: datetime) -> bool:
+        """Move a dead job back to queued at ``at``, its attempts and delivery count reset; whether it was dead."""
+        ...
+
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:

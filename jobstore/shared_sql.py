@@ -161,6 +161,18 @@ class SharedSql:
                 sql = f"UPDATE jobs SET {column} = $2 WHERE id = $1 AND {column} = $3"
                 await self._execute_many(sql, rows)
 
+    async def revive(self, job_id: str, at: datetime) -> bool:
+        """Move a dead job back to queued at ``at``, attempts and deliveries at 0; whether it was dead."""
+        # The delivery count starts again too: else the poison bound, which counts starts
+        # beyond attempts, would take a job that used many attempts for poison at once.
+        rows = await self._fetch(
+            "UPDATE jobs SET status = 'queued', attempts = 0, deliveries = 0, finished_at = NULL,"
+            " updated_at = $2 WHERE id = $1 AND status = 'dead' RETURNING id",
+            job_id,
+            self._time_in(at),
+        )
+        return bool(rows)
+
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).
 

@@ -241,6 +241,18 @@ class InMemoryJobStore:
             self.jobs[job_id] = updated
             return updated
 
+    async def revive(self, job_id: str, at: datetime) -> bool:
+        """Move a dead job back to queued, attempts and deliveries at 0; whether it was dead."""
+        self._check()
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.DEAD:
+            return False
+        self.jobs[job_id] = _normalised(
+            replace(job, status=JobStatus.QUEUED, attempts=0, finished_at=None, updated_at=at)
+        )
+        self.deliveries.pop(job_id, None)
+        return True
+
     async def replace_data(self, changes: Sequence[DataChange]) -> None:
         """Write each change where the column still holds its old value (see ``JobStore.replace_data``)."""
         self._check()
