@@ -11,7 +11,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from jobstore.model import JobStore
+from jobstore.model import BreakerRecord, JobStore
+from taskctl.console.scaling import AutoscalerStatus
 from taskctl.console.sse import STREAM_S, frame, stream
 from taskctl.console.web import Visit, seconds_text
 from topology.compiled import CompiledGroup, CompiledTopology
@@ -77,6 +78,11 @@ class Snapshot:
     def view(self) -> dict[str, Any]:
         """Return what a live update sends."""
         return {"groups": {g.name: g.view() for g in self.groups}, "problems": self.problems}
+
+
+async def _open_breakers(store: JobStore) -> list[BreakerRecord]:
+    """Return the breakers that are not closed, by group, dependency and worker."""
+    return [b for b in await store.list_breakers() if b.state != "closed"]
 
 
 def _count(value: int | None) -> str:
@@ -201,16 +207,31 @@ def _rate(row: Mapping[str, Any], name: str) -> float:
 
 
 class OverviewPages:
-    """The overview page and its live updates, over one ``Overview``."""
+    """The overview page and its live updates, over one ``Overview``; workers and breakers as the page is drawn."""
 
-    def __init__(self, overview: Overview) -> None:
+    def __init__(self, overview: Overview, autoscaler: AutoscalerStatus) -> None:
         self._overview = overview
+        self._autoscaler = autoscaler
 
     async def page(self, visit: Visit) -> Response:
-        """Show every group's figures; the page's script then follows ``/console/overview/events``."""
+        """Show every group's figures, workers and last scaling decision, and the open breakers.
+
+        The page's script then follows ``/console/overview/events`` for the figures.
+        """
         submitter = visit.services.submitter
-        snapshot = await self._overview.snapshot(submitter.topology, submitter.store)
-        return visit.page("overview.html", snapshot=snapshot, priorities=PRIORITIES)
+        snapshot, scaling, breakers = await asyncio.gather(
+            self._overview.snapshot(submitter.topology, submitter.store),
+            self._autoscaler.read(visit.session.credential),
+            _open_breakers(submitter.store),
+        )
+        return visit.page(
+            "overview.html",
+            snapshot=snapshot,
+            priorities=PRIORITIES,
+            scaling=scaling,
+            decisions=scaling.by_group(),
+            breakers=breakers,
+        )
 
     async def events(self, visit: Visit) -> Response:
         """Stream the figures every few seconds (Server-Sent Events)."""
