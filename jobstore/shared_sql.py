@@ -71,6 +71,18 @@ DELETE FROM jobs WHERE id IN (
     AND (status <> 'dead' OR finished_at < $3) ORDER BY finished_at LIMIT $4)
 RETURNING payload_ref
 """
+# The queued jobs of each tenant (found by skipping through the tenants, a probe each), each a
+# range of the index on (tenant, status, id) that also holds their type and priority: what
+# is read grows with the jobs waiting, not with every job kept.
+_QUEUED_COUNTS = """
+WITH RECURSIVE t (tenant) AS (
+    SELECT (SELECT tenant FROM jobs ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT tenant FROM jobs WHERE tenant > t.tenant ORDER BY tenant LIMIT 1)
+    FROM t WHERE t.tenant IS NOT NULL)
+SELECT j.type, j.priority, count(*) FROM t JOIN jobs j ON j.tenant = t.tenant
+WHERE j.status = 'queued' GROUP BY j.type, j.priority
+"""
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
 _INSERT_BREAKER_CHANGE = f"INSERT INTO breaker_changes ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
 # Ids are insertion order, so the latest transitions are the highest ids (a gap in them only
@@ -363,10 +375,7 @@ class SharedSql:
 
     async def queued_counts(self) -> list[tuple[str, Priority, int]]:
         """Return how many jobs wait queued, by job type and priority, of every tenant."""
-        rows = await self._fetch(
-            "SELECT type, priority, count(*) FROM jobs WHERE status = 'queued'"
-            " GROUP BY type, priority"
-        )
+        rows = await self._fetch(_QUEUED_COUNTS)
         return [(job_type, Priority(priority), int(count)) for job_type, priority, count in rows]
 
     async def record_audit(self, entry: AuditEntry) -> None:
