@@ -589,7 +589,7 @@ class Worker:
             delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
-        if action.act is not Act.ACK:
+        if action.act in _EVENTS:
             delivery.ran_from = now  # for the failed attempt's step in the job's history
         self._done.append((delivery, action))
         self._wake.set()
