@@ -268,6 +268,7 @@ def test_every_page_passes_axe_and_works_with_the_keyboard_alone(browser: Browse
     page.goto(f"{stack.base}/console/login")
     report = {"login": axe_violations(page)}
     log_in(page, stack.admin_key)
+    expect(page).to_have_url(f"{stack.base}/console/")  # logged in: the session's cookie is set
     page.goto(f"{stack.base}/console/jobs/{dead}")
     expect(page.locator('[data-field="status"]')).to_have_text("dead")
     pages = {
