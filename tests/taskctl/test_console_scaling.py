@@ -76,6 +76,11 @@ async def scaling_page(
         return await c.get(path), key
 
 
+def body_rows(html: str, table: str) -> list[str]:
+    """Return the rows of the body of the table with id ``table``, as HTML."""
+    return html.split(f'id="{table}"')[1].split("<tbody>")[1].split("</tbody>")[0].split("</tr>")
+
+
 async def test_the_page_shows_open_breakers_first_and_the_autoscalers_decisions(
     topology: CompiledTopology, status_server: tuple[int, list[str]]
 ):
@@ -95,7 +100,7 @@ async def test_the_page_shows_open_breakers_first_and_the_autoscalers_decisions(
     rows = breakers.split("<tbody>")[1].split("</tr>")
     assert '<td class="attention">open</td>' in rows[0]
     assert "<td>closed</td>" in rows[1]
-    changes = scaling.split('id="scaling-history"')[1].split("<tbody>")[1].split("</tr>")
+    changes = body_rows(scaling, "scaling-history")
     assert "email" in changes[0]
     assert "2 → 4" in changes[0]
     assert "done" in changes[0]
@@ -112,7 +117,7 @@ async def test_every_breaker_transition_is_listed_newest_first(
         at = start + timedelta(seconds=seconds)
         await store.record_breaker(BreakerRecord("email", "smtp", "host:1", state, 5, at))
     page, _ = await scaling_page(topology, store, status_server[0])
-    history = page.text.split('id="breaker-history"')[1].split("<tbody>")[1].split("</tr>")
+    history = body_rows(page.text, "breaker-history")
     assert "2026-03-01 12:00:31 UTC" in history[0]
     assert "<td>closed</td>" in history[0]
     assert "<td>half_open</td>" in history[1]
