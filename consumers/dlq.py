@@ -21,13 +21,13 @@ from aio_pika.abc import (
 from loguru import logger
 
 from consumers.dispatch import ERROR_HEADER, MAX_ERROR_CHARS, REASON_HEADER, ROUTING_KEY_HEADER
-from jobstore.model import JobStatus, JobStore
+from jobstore.model import JobEvent, JobEventKind, JobStatus, JobStore
 from producers.publisher import Publisher
 from telemetry import tracing
 from topology.broker import CONNECT_ERRORS, existing
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
-from topology.errors import BrokerUnavailableError, ContractError
+from topology.errors import BrokerUnavailableError, ContractError, TaskqError
 from topology.names import DEFAULT_TENANT
 from topology.routes import job_route
 
@@ -347,17 +347,12 @@ async def _replay_one(
     fresh = envelope.model_copy(update={"attempt": 1, "not_before": None})
     # The store first: a worker that gets the job before it reads "queued" would take the
     # job for finished ("dead") and ack it unrun.
-    await store.transition(
-        fresh.id,
-        JobStatus.QUEUED,
-        allowed_from=frozenset({JobStatus.DEAD}),
-        updated_at=datetime.now(UTC),
-        attempts=0,
-        finished_at=None,
-    )
+    at = datetime.now(UTC)
+    await store.revive(fresh.id, at)
     try:
         # A new trace for the new life, linked to the trace the job died in.
         with tracing.span(f"{fresh.type} replay", link_headers=message.headers, parent_headers={}):
+            trace = tracing.trace_id()
             await publisher.publish(fresh, job_route(topology, fresh))
     except Exception:
         # Dead again, with an end time: the retention sweep counts from it.
@@ -368,8 +363,15 @@ async def _replay_one(
             finished_at=datetime.now(UTC),
         )
         raise
-    reason = _header(message, REASON_HEADER) or "unknown"
+    reason = str(_header(message, REASON_HEADER) or "unknown")
     logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)
+    # Recorded once the job is back on its queue, at the time it left the dead.
+    replayed = JobEventKind.REPLAYED
+    step = JobEvent(fresh.id, at, replayed, envelope.attempt, reason=reason, trace_id=trace)
+    try:
+        await store.record_events([step])
+    except TaskqError as exc:  # the replay stands; only its step in the job's history is missing
+        logger.warning("dlq replay: job {}'s replay not recorded in its history: {}", fresh.id, exc)
 
 
 async def purge(

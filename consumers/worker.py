@@ -40,6 +40,8 @@ from consumers.handlers import Handler, HandlerRegistry, JobContext, Permanent
 from consumers.metrics import UNKNOWN_TYPE, WorkerMetrics
 from jobstore.blobs import BlobStore
 from jobstore.model import (
+    JobEvent,
+    JobEventKind,
     JobStatus,
     JobStore,
     RunEnd,
@@ -58,11 +60,18 @@ from topology.broker import connect, existing
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError
+from topology.names import DELAY_HEADER
 from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
+# The ends a job's history records a step for: the failures (a success is on its row).
+_EVENTS = {
+    Act.RETRY: JobEventKind.RETRIED,
+    Act.DEAD: JobEventKind.DEAD,
+    Act.REJECT: JobEventKind.DEAD,
+}
 _UNTRACED = nullcontext()
 
 
@@ -98,6 +107,7 @@ class Delivery:
     job: RunJob | None = None  # the job's row, as the window found it
     ended: JobStatus | None = None  # the status its end recorded
     trace: object | None = None  # the context of its run's span, to publish its hops in
+    ran_from: datetime | None = None  # when its run that failed began (set on failures only)
 
 
 @dataclass(slots=True)
@@ -438,7 +448,11 @@ class Worker:
             result = sealer.seal_value(envelope.id, orjson.dumps(result), "result")
         # An end without a run (no handler for the type) may find no row yet: it makes one.
         made = envelope if run == 0 else None
-        return RunEnd(envelope.id, run, action.status, now, result, action.error, made)
+        end = RunEnd(envelope.id, run, action.status, now, result, action.error, made)
+        kind = _EVENTS.get(action.act)
+        if kind is not None:
+            end.event = _step(delivery, envelope, action, kind, now)
+        return end
 
     def _ended(
         self, delivery: Delivery, action: Action, found: RunJob | None, now: datetime
@@ -575,6 +589,8 @@ class Worker:
             delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
+        if action.act in _EVENTS:
+            delivery.ran_from = now  # for the failed attempt's step in the job's history
         self._done.append((delivery, action))
         self._wake.set()
 
@@ -688,6 +704,32 @@ class Worker:
         """Queue the status event of ``job`` (published with the window's acks)."""
         change = JobChange(job.id, job.type, status, job.attempts, at, error, result, job.tenant)
         self._events.append((event_key(change), event_body(change)))
+
+
+def _step(
+    delivery: Delivery, envelope: Envelope, action: Action, kind: JobEventKind, now: datetime
+) -> JobEvent:
+    """Return the step of the job's history that a failure's end records."""
+    began = delivery.ran_from
+    took = None if began is None else int((now - began).total_seconds() * 1000)
+    route = action.route
+    tier = (
+        route.headers.get(DELAY_HEADER)
+        if route is not None and kind is JobEventKind.RETRIED
+        else None
+    )
+    return JobEvent(
+        envelope.id,
+        now,
+        kind,
+        envelope.attempt,
+        action.error,
+        took,
+        action.delay_ms if kind is JobEventKind.RETRIED else None,
+        None if tier is None else str(tier),
+        None if action.reason is None else action.reason.value,
+        tracing.trace_id(delivery.trace) if tracing.enabled() else None,
+    )
 
 
 def _resume(run: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:

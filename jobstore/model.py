@@ -59,6 +59,7 @@ class JobRecord:
     last_error: str | None = None
     result: Any = None
     tenant: str = DEFAULT_TENANT  # who submitted it: only credentials of this tenant see it
+    trace_id: str | None = None  # the trace it was submitted in, when tracing is on
 
 
 SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"}
@@ -140,6 +141,9 @@ class JobPage:
     next_cursor: str | None
 
 
+BREAKER_CHANGES_KEPT = 1000
+"""How many breaker transitions the store keeps (the oldest go as new ones come)."""
+
 STARTABLE = frozenset(
     {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
 )
@@ -207,6 +211,34 @@ class RunEnd:
     error: str | None = None
     # The job as its message tells it, for an end without a run (see ``RunStart.envelope``).
     envelope: Envelope | None = None
+    # Written with the end, in its transaction, when the end is applied: a failure's step.
+    event: JobEvent | None = None
+
+
+class JobEventKind(StrEnum):
+    """What happened to a job besides what its row says (submitted, started, finished)."""
+
+    RETRIED = "retried"  # an attempt failed; the next waits in a delay tier
+    DEAD = "dead"  # an attempt failed for good, or the job never ran: dead-lettered
+    REPLAYED = "replayed"  # sent back to work from the dead-letter queue
+
+
+@dataclass(slots=True)
+class JobEvent:
+    """One step of a job's life that its row does not keep: a failed attempt, a dead-lettering, a replay."""
+
+    job_id: str
+    at: datetime
+    kind: JobEventKind
+    attempt: int  # the attempt that failed (retried, dead), or the one the job had (replayed)
+    error: str | None = None
+    took_ms: int | None = None  # how long the failed attempt ran (None: it never ran)
+    delay_ms: int | None = None  # retried: the wait before the next attempt
+    tier: str | None = None  # retried: the delay tier it waits in
+    reason: str | None = (
+        None  # dead: why (exhausted, permanent, contract, poison); replayed: why it had died
+    )
+    trace_id: str | None = None
 
 
 TimeRange = tuple[datetime | None, datetime | None]
@@ -369,6 +401,10 @@ class JobStore(CredentialStore, Protocol):
         """Write each change's new payload or result, where the column still holds its old value."""
         ...
 
+    async def revive(self, job_id: str, at: datetime) -> bool:
+        """Move a dead job back to queued at ``at``, its attempts and delivery count reset; whether it was dead."""
+        ...
+
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
@@ -384,7 +420,10 @@ class JobStore(CredentialStore, Protocol):
         ...
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
-        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker), and log it as a transition.
+
+        The log keeps the latest ``BREAKER_CHANGES_KEPT`` transitions of every worker.
+        """
         ...
 
     async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
@@ -405,4 +444,16 @@ class JobStore(CredentialStore, Protocol):
 
     async def list_audit(self, tenant: str, group: str, *, limit: int = 20) -> list[AuditEntry]:
         """Return the latest ``limit`` audit entries of ``tenant``'s operations on ``group``, newest first."""
+        ...
+
+    async def record_events(self, events: Sequence[JobEvent]) -> None:
+        """Insert the events of jobs that exist (an event of a job since deleted is dropped)."""
+        ...
+
+    async def list_events(self, job_id: str, *, limit: int = 200) -> list[JobEvent]:
+        """Return the job's first ``limit`` events, oldest first (they go with the job)."""
+        ...
+
+    async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
+        """Return the latest ``limit`` breaker transitions ``record_breaker`` recorded, newest first."""
         ...

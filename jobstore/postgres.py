@@ -29,7 +29,16 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, found_rows, missing_jobs, plan_window
-from jobstore.shared_sql import COLUMNS, END_RUN, HELD_KEY, INSERT_JOB, JSON, PURGE_BATCH, SharedSql
+from jobstore.shared_sql import (
+    COLUMNS,
+    END_RUN,
+    HELD_KEY,
+    INSERT_EVENT,
+    INSERT_JOB,
+    JSON,
+    PURGE_BATCH,
+    SharedSql,
+)
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -223,6 +232,9 @@ class PostgresJobStore(SharedSql):
             plan = plan_window(rows, ends, starts)
             if plan.ends:
                 await conn.executemany(END_RUN, [self._ended(end) for end in plan.ends])
+                events = [self.event_row(e.event) for e in plan.ends if e.event is not None]
+                if events:  # failures only: a window of successes writes none
+                    await conn.executemany(INSERT_EVENT, events)
             claims = [
                 (s.job_id, s.attempt, self._time_in(s.started_at), float(s.lease_s))
                 for s in plan.starts
@@ -277,6 +289,12 @@ class PostgresJobStore(SharedSql):
         """Run one statement once per row, all or none (asyncpg's executemany is atomic)."""
         async with self._use() as conn:
             await conn.executemany(sql, rows)
+
+    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run each (statement, parameters) in order, in one transaction."""
+        async with self._use(transaction=True) as conn:
+            for sql, args in steps:
+                await conn.execute(sql, *args)
 
 
 async def _complete(conn: Connection, items: Sequence[Confirmed]) -> None:

@@ -11,10 +11,13 @@ from typing import Any
 import orjson
 
 from jobstore.model import (
+    BREAKER_CHANGES_KEPT,
     ApiKeyRecord,
     AuditEntry,
     BreakerRecord,
     DataChange,
+    JobEvent,
+    JobEventKind,
     JobPage,
     JobRecord,
     JobStatus,
@@ -40,6 +43,13 @@ END_RUN = (
     " last_error = COALESCE($4, last_error), finished_at = COALESCE($5, finished_at),"
     " updated_at = $6, claim_until = NULL WHERE id = $1"
 )
+EVENT_COLUMNS = tuple(JobEvent.__dataclass_fields__)
+INSERT_EVENT = (
+    f"INSERT INTO job_events ({', '.join(EVENT_COLUMNS)})"
+    f" SELECT id, {', '.join(f'${n}' for n in range(2, len(EVENT_COLUMNS) + 1))}"
+    " FROM jobs WHERE id = $1"
+)
+"""Insert a job's event, if the job is there (its row may have expired meanwhile)."""
 HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 # Written as the index of finished jobs (migration 0007) declares it, so the planner uses it.
@@ -61,7 +71,25 @@ DELETE FROM jobs WHERE id IN (
     AND (status <> 'dead' OR finished_at < $3) ORDER BY finished_at LIMIT $4)
 RETURNING payload_ref
 """
+# The queued jobs of each tenant (found by skipping through the tenants, a probe each), each a
+# range of the index on (tenant, status, id) that also holds their type and priority: what
+# is read grows with the jobs waiting, not with every job kept.
+_QUEUED_COUNTS = """
+WITH RECURSIVE t (tenant) AS (
+    SELECT (SELECT tenant FROM jobs ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT tenant FROM jobs WHERE tenant > t.tenant ORDER BY tenant LIMIT 1)
+    FROM t WHERE t.tenant IS NOT NULL)
+SELECT j.type, j.priority, count(*) FROM t JOIN jobs j ON j.tenant = t.tenant
+WHERE j.status = 'queued' GROUP BY j.type, j.priority
+"""
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
+_INSERT_BREAKER_CHANGE = f"INSERT INTO breaker_changes ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
+# Ids are insertion order, so the latest transitions are the highest ids (a gap in them only
+# keeps a few less).
+_TRIM_BREAKER_CHANGES = (
+    "DELETE FROM breaker_changes WHERE id <= (SELECT max(id) FROM breaker_changes) - $1"
+)
 _KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
 _AUDIT_FIELDS = tuple(AuditEntry.__dataclass_fields__)  # at second, finished_at last
@@ -81,6 +109,10 @@ class SharedSql:
 
     async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement with numbered parameters once per row, in one transaction."""
+        raise NotImplementedError
+
+    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run each (statement, parameters) in order, in one transaction."""
         raise NotImplementedError
 
     def _time_in(self, when: datetime | None) -> Any:
@@ -140,6 +172,18 @@ class SharedSql:
             if rows:
                 sql = f"UPDATE jobs SET {column} = $2 WHERE id = $1 AND {column} = $3"
                 await self._execute_many(sql, rows)
+
+    async def revive(self, job_id: str, at: datetime) -> bool:
+        """Move a dead job back to queued at ``at``, attempts and deliveries at 0; whether it was dead."""
+        # The delivery count starts again too: else the poison bound, which counts starts
+        # beyond attempts, would take a job that used many attempts for poison at once.
+        rows = await self._fetch(
+            "UPDATE jobs SET status = 'queued', attempts = 0, deliveries = 0, finished_at = NULL,"
+            " updated_at = $2 WHERE id = $1 AND status = 'dead' RETURNING id",
+            job_id,
+            self._time_in(at),
+        )
+        return bool(rows)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).
@@ -238,11 +282,8 @@ class SharedSql:
         return Swept(jobs, blobs, [job_id for job_id in ask if job_id not in found])
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
-        """Insert or replace the row of ``breaker``'s (group, dependency, worker)."""
-        await self._fetch(
-            f"INSERT INTO breakers ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
-            " ON CONFLICT (group_name, dependency, worker) DO UPDATE SET state = excluded.state,"
-            " failures = excluded.failures, changed_at = excluded.changed_at",
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker); log the transition."""
+        values = (
             breaker.group,
             breaker.dependency,
             breaker.worker,
@@ -250,6 +291,26 @@ class SharedSql:
             breaker.failures,
             self._time_in(breaker.changed_at),
         )
+        await self._execute_all(
+            [
+                (
+                    f"INSERT INTO breakers ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
+                    " ON CONFLICT (group_name, dependency, worker) DO UPDATE SET"
+                    " state = excluded.state, failures = excluded.failures,"
+                    " changed_at = excluded.changed_at",
+                    values,
+                ),
+                (_INSERT_BREAKER_CHANGE, values),
+                (_TRIM_BREAKER_CHANGES, (BREAKER_CHANGES_KEPT,)),
+            ]
+        )
+
+    async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
+        """Return the latest ``limit`` breaker transitions, newest first."""
+        rows = await self._fetch(
+            f"SELECT {_BREAKER} FROM breaker_changes ORDER BY id DESC LIMIT $1", limit
+        )
+        return self._breakers(rows)
 
     async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
         """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
@@ -257,6 +318,9 @@ class SharedSql:
         rows = await self._fetch(
             f"SELECT {_BREAKER} FROM breakers{where} ORDER BY group_name, dependency, worker", *args
         )
+        return self._breakers(rows)
+
+    def _breakers(self, rows: Iterable[Sequence[Any]]) -> list[BreakerRecord]:
         return [
             BreakerRecord(group, dependency, worker, state, int(failures), self._time_out(changed))
             for group, dependency, worker, state, failures, changed in rows
@@ -311,10 +375,7 @@ class SharedSql:
 
     async def queued_counts(self) -> list[tuple[str, Priority, int]]:
         """Return how many jobs wait queued, by job type and priority, of every tenant."""
-        rows = await self._fetch(
-            "SELECT type, priority, count(*) FROM jobs WHERE status = 'queued'"
-            " GROUP BY type, priority"
-        )
+        rows = await self._fetch(_QUEUED_COUNTS)
         return [(job_type, Priority(priority), int(count)) for job_type, priority, count in rows]
 
     async def record_audit(self, entry: AuditEntry) -> None:
@@ -348,6 +409,39 @@ class SharedSql:
                 values["finished_at"] = self._time_out(values["finished_at"])
             entries.append(AuditEntry(**values))
         return entries
+
+    def event_row(self, event: JobEvent) -> tuple[Any, ...]:
+        """Return the parameters of ``INSERT_EVENT`` for ``event``."""
+        return (
+            event.job_id,
+            self._time_in(event.at),
+            event.kind.value,
+            event.attempt,
+            event.error,
+            event.took_ms,
+            event.delay_ms,
+            event.tier,
+            event.reason,
+            event.trace_id,
+        )
+
+    async def record_events(self, events: Sequence[JobEvent]) -> None:
+        """Insert the events of jobs that exist, in one transaction."""
+        if events:
+            await self._execute_many(INSERT_EVENT, [self.event_row(e) for e in events])
+
+    async def list_events(self, job_id: str, *, limit: int = 200) -> list[JobEvent]:
+        """Return the job's first ``limit`` events, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM job_events WHERE job_id = $1"
+            " ORDER BY id LIMIT $2",
+            job_id,
+            limit,
+        )
+        return [
+            JobEvent(job, self._time_out(at), JobEventKind(kind), int(attempt), *rest)
+            for job, at, kind, attempt, *rest in rows
+        ]
 
     def _api_key(self, row: Sequence[Any]) -> ApiKeyRecord:
         key_id, name, digest, tenant, scopes, job_types, created, *times = row

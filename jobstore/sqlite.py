@@ -32,7 +32,15 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, Row, found_rows, missing_jobs, plan_window
-from jobstore.shared_sql import COLUMNS, END_RUN, HELD_KEY, INSERT_JOB, PURGE_BATCH, SharedSql
+from jobstore.shared_sql import (
+    COLUMNS,
+    END_RUN,
+    HELD_KEY,
+    INSERT_EVENT,
+    INSERT_JOB,
+    PURGE_BATCH,
+    SharedSql,
+)
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
 from topology.errors import StoreError, StoreUnavailableError
 
@@ -45,6 +53,7 @@ _MICROSECOND = timedelta(microseconds=1)
 
 _INSERT = INSERT_JOB.replace("$", "?")
 _END = END_RUN.replace("$", "?")
+_EVENT = INSERT_EVENT.replace("$", "?")
 _HELD = HELD_KEY.replace("$", "?")
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
@@ -204,6 +213,9 @@ class SqliteJobStore(SharedSql):
             rows.update(read([job.id for job in created]))
         plan = plan_window(rows, ends, starts)
         db.executemany(_END, [self._ended(end) for end in plan.ends])
+        events = [self.event_row(end.event) for end in plan.ends if end.event is not None]
+        if events:  # failures only: a window of successes writes none
+            db.executemany(_EVENT, events)
         claims = [
             (s.job_id, s.attempt, self._time_in(s.started_at), now + _us(s.lease_s))
             for s in plan.starts
@@ -259,6 +271,16 @@ class SqliteJobStore(SharedSql):
         """Run one statement, its ``$n`` parameters read as ``?n``, once per row in one write."""
         sql = sql.replace("$", "?")
         await self._write(lambda db: db.executemany(sql, rows))
+
+    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run each (statement, ``$n`` parameters) in order, in one write transaction."""
+        steps = [(sql.replace("$", "?"), args) for sql, args in steps]
+
+        def run(db: Db) -> None:
+            for sql, args in steps:
+                db.execute(sql, args)
+
+        await self._write(run)
 
     def _time_in(self, when: datetime | None) -> int | None:
         """Return ``when`` in microseconds since the epoch (``None`` stays); integers round-trip exactly."""

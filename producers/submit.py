@@ -33,6 +33,7 @@ from producers.metrics import UNKNOWN_GROUP, ProducerMetrics, outcome_of
 from producers.publisher import Publisher
 from producers.tenancy import Viewer, get_visible, list_visible
 from producers.views import job_view
+from telemetry import tracing
 from topology import limits
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, PayloadRef, new_job_id
@@ -555,6 +556,7 @@ class Submitter:
             callback_url=request.callback_url or group.spec.callback_url,
             not_before=not_before,
             tenant=request.tenant,
+            trace_id=tracing.trace_id(),  # the request's trace, which its message carries on
         )
         return _Pending(request, job, *self._message(job, now, ref))
 

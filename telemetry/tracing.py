@@ -111,6 +111,15 @@ def current() -> object | None:
     return otel_context.get_current() if _state["tracer"] is not None else None
 
 
+def trace_id(saved: object | None = None) -> str | None:
+    """Return the trace id (32 hex digits) of ``saved`` (a context ``current`` returned) or of now; ``None`` when off."""
+    if _state["tracer"] is None:
+        return None
+    context = cast(otel_context.Context, saved) if saved is not None else None
+    found = trace.get_current_span(context).get_span_context()
+    return f"{found.trace_id:032x}" if found.is_valid else None
+
+
 @contextmanager
 def resumed(saved: object | None) -> Iterator[None]:
     """Run the block in a context ``current`` returned (as it is when ``saved`` is ``None``)."""

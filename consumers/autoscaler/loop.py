@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +55,22 @@ class GroupStatus:
     consumers: int | None = None
     error: str | None = None  # the management API's or the actuator's failure, if any
     decided_at: float = 0.0
+
+
+HISTORY = 50
+"""How many scaling changes ``/status`` lists (the latest; older ones are in the logs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingChange:
+    """One time the autoscaler asked a group for another number of workers."""
+
+    at: float  # wall time, seconds since the epoch
+    group: str
+    current: int  # the workers it had
+    desired: int  # the workers it asked for
+    reason: str
+    error: str | None = None  # the actuator's failure: the change did not happen
 
 
 class AutoscalerMetrics(MetricSet):
@@ -152,6 +169,7 @@ class Autoscaler:
         self._states = {g.name: PolicyState() for g in self._groups}
         self._tiers = topology.tiers
         self.status: dict[str, GroupStatus] = {}
+        self.history: deque[ScalingChange] = deque(maxlen=HISTORY)  # oldest first
 
     async def step(self) -> list[GroupStatus]:
         """Poll, decide and actuate every group once; return what was decided."""
@@ -206,26 +224,29 @@ class Autoscaler:
         self._states[group.name] = decision.state
         what = (group.name, current, decision.desired, decision.reason)
         if decision.desired != current:
+            failure = None
             try:
                 await self._actuator.scale(group.name, decision.desired)
             except TaskqError as exc:
-                error = f"actuator: {exc}"
+                error = failure = f"actuator: {exc}"
                 logger.error("autoscaler: group {}: scaling failed: {}", group.name, exc)
             else:
                 direction = "up" if decision.desired > current else "down"
                 self._metrics.decisions.labels(group.name, direction).inc()
                 logger.info("autoscaler: group {} {} -> {}: {}", *what)
+            self.history.append(ScalingChange(time.time(), *what, error=failure))
         seen: dict[str, Any] = {}
         if signals is not None:  # every figure of the reading, and the backlog they make
             seen = dataclasses.asdict(signals) | {"backlog": signals.ready + signals.unacked}
         return self._remember(GroupStatus(*what, error=error, decided_at=time.time(), **seen))
 
     async def serve(self, authenticator: Authenticator, *, host: str, port: int) -> web.AppRunner:
-        """Start serving ``/status`` and the metrics; clean up the returned runner to stop."""
+        """Start serving ``/status`` (every group's last decision, and the latest changes) and the metrics; clean up the returned runner to stop."""
 
         async def status(_: web.Request) -> web.Response:
             groups = [dataclasses.asdict(s) for s in self.status.values()]
-            return web.json_response({"groups": groups})
+            history = [dataclasses.asdict(c) for c in reversed(self.history)]  # newest first
+            return web.json_response({"groups": groups, "history": history})
 
         more = {"/status": (Scope.ADMIN, status)}
         return await serve_metrics(

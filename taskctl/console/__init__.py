@@ -9,7 +9,7 @@ from producers.auth.scopes import Scope
 from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import Login
 from taskctl.console.overview import Overview, OverviewPages
-from taskctl.console.scaling import ScalingPage
+from taskctl.console.scaling import AutoscalerStatus, ScalingPage
 from taskctl.console.sessions import PATH, Sessions
 from taskctl.console.topology_graph import TopologyPage
 from taskctl.console.web import Page, guarded, redirect, static
@@ -19,9 +19,10 @@ from topology.settings import AutoscalerSettings, BrokerSettings
 def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None = None) -> OwnDoor:
     """Return the console's routes: every page needs a session, and each its scope."""
     sessions = Sessions()
-    scaling = ScalingPage(autoscaler or AutoscalerSettings())
+    status = AutoscalerStatus(autoscaler or AutoscalerSettings())
+    scaling = ScalingPage(status)
     login = Login(sessions)
-    overview = OverviewPages(Overview(broker))
+    overview = OverviewPages(Overview(broker), status)
     topology = TopologyPage(broker)
 
     def page(path: str, scope: Scope | None, endpoint: Page, post: bool = False) -> Route:

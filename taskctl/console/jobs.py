@@ -15,11 +15,13 @@ from jobstore.model import JobStatus
 from producers.views import iso
 from taskctl.console.sessions import PATH
 from taskctl.console.sse import KEEPALIVE, KEEPALIVE_S, STREAM_S, frame, stream
+from taskctl.console.timeline import timeline
 from taskctl.console.web import Visit, redirect, when
 from telemetry.redaction import redact_text
 from topology.errors import JobNotFoundError, JobRejectedError
 
 PAGE = 50
+EVENTS = 200  # a job's first steps shown; a job retried more often is cut there
 MAX_TEXT = 255
 FILTERS = ("type", "status", "correlation_id", "created_from", "created_before")
 
@@ -96,11 +98,16 @@ async def search(visit: Visit) -> Response:
 
 
 async def job(visit: Visit) -> Response:
-    """Show one job: its fields, last error, payload and result (redacted), and its live status."""
+    """Show one job: its timeline, fields, payload and result (redacted), and its live status."""
     job_id = visit.request.path_params["job_id"]
-    found = await visit.services.submitter.get(job_id, visit.caller.viewer)
-    group = visit.services.submitter.group_of(found.type)
-    return visit.page("job.html", job=found, group=group)
+    submitter = visit.services.submitter
+    found = await submitter.get(
+        job_id, visit.caller.viewer
+    )  # the caller may see it: its events too
+    events = await submitter.store.list_events(found.id, limit=EVENTS)
+    group = submitter.group_of(found.type)
+    steps = timeline(found, events)
+    return visit.page("job.html", job=found, group=group, steps=steps, cut=len(events) >= EVENTS)
 
 
 def _live(fields: dict[str, Any]) -> dict[str, Any]:

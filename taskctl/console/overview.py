@@ -11,7 +11,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from jobstore.model import JobStore
+from jobstore.model import BreakerRecord, JobStore
+from taskctl.console.scaling import AutoscalerStatus
 from taskctl.console.sse import STREAM_S, frame, stream
 from taskctl.console.web import Visit, seconds_text
 from topology.compiled import CompiledGroup, CompiledTopology
@@ -24,6 +25,7 @@ BROKER_EVERY_S = 2.0  # how old the broker's figures may be when a page or strea
 STORE_EVERY_S = 10.0  # the store's split by priority counts every queued job: less often
 OLD_S = 300.0  # a message waiting longer than this needs a look
 PRIORITIES = tuple(reversed(Priority))  # urgent first
+Queued = dict[str, Counter[Priority]]  # by group: the store's queued jobs by priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,11 @@ class Snapshot:
         return {"groups": {g.name: g.view() for g in self.groups}, "problems": self.problems}
 
 
+async def _open_breakers(store: JobStore) -> list[BreakerRecord]:
+    """Return the breakers that are not closed, by group, dependency and worker."""
+    return [b for b in await store.list_breakers() if b.state != "closed"]
+
+
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
@@ -96,11 +103,7 @@ class Overview:
         self._broker = broker
         self._lock = asyncio.Lock()
         self._queues: tuple[float, dict[str, dict[str, Any]], str | None] = (0.0, {}, None)
-        self._queued: tuple[float, Counter[tuple[str, Priority]], str | None] = (
-            0.0,
-            Counter(),
-            None,
-        )
+        self._queued: tuple[float, Queued, str | None] = (0.0, {}, None)
 
     async def snapshot(self, topology: CompiledTopology, store: JobStore) -> Snapshot:
         """Return the figures of every group, reading what is older than it may be."""
@@ -109,7 +112,7 @@ class Overview:
             if now - self._queues[0] >= BROKER_EVERY_S:
                 self._queues = (now, *await self._read_broker())
             if now - self._queued[0] >= STORE_EVERY_S:
-                self._queued = (now, *await _read_store(store))
+                self._queued = (now, *await _read_store(store, topology))
         _, queues, broker_problem = self._queues
         _, queued, store_problem = self._queued
         read_at = time.time()
@@ -125,18 +128,28 @@ class Overview:
         return {str(row.get("name")): row for row in rows}, None
 
 
-async def _read_store(store: JobStore) -> tuple[Counter[tuple[str, Priority]], str | None]:
+async def _read_store(store: JobStore, topology: CompiledTopology) -> tuple[Queued, str | None]:
+    """Return the queued jobs of each group by priority, as the store counts them."""
     try:
         counts = await store.queued_counts()
     except TaskqError as exc:
-        return Counter(), f"the job store's counts are unavailable: {exc}"
-    return Counter({(job_type, priority): n for job_type, priority, n in counts}), None
+        return {}, f"the job store's counts are unavailable: {exc}"
+    # Each type's group is found once (a pattern match per group), not once per group and row.
+    owners: dict[str, str | None] = {}
+    queued: Queued = {}
+    for job_type, priority, n in counts:
+        if job_type not in owners:
+            owners[job_type] = next((g.name for g in topology.groups if g.takes(job_type)), None)
+        owner = owners[job_type]
+        if owner is not None:
+            queued.setdefault(owner, Counter())[priority] += n
+    return queued, None
 
 
 def _figures(
     group: CompiledGroup,
     queues: Mapping[str, Mapping[str, Any]],
-    queued: Counter[tuple[str, Priority]],
+    queued: Queued,
     read_at: float,
 ) -> GroupFigures:
     """Return a group's figures from its queues' rows (a lane each, or one) and the store's counts."""
@@ -169,15 +182,10 @@ def _figures(
     )
 
 
-def _split(
-    group: CompiledGroup, queued: Counter[tuple[str, Priority]]
-) -> dict[Priority, int | None]:
+def _split(group: CompiledGroup, queued: Queued) -> dict[Priority, int | None]:
     """Return the group's queued jobs by priority, as the store counts them."""
-    split: dict[Priority, int | None] = dict.fromkeys(Priority, 0)
-    for (job_type, priority), n in queued.items():
-        if group.takes(job_type):
-            split[priority] = (split[priority] or 0) + n
-    return split
+    counted = queued.get(group.name, Counter())
+    return {p: counted[p] for p in Priority}
 
 
 def _int(value: object) -> int | None:
@@ -201,16 +209,31 @@ def _rate(row: Mapping[str, Any], name: str) -> float:
 
 
 class OverviewPages:
-    """The overview page and its live updates, over one ``Overview``."""
+    """The overview page and its live updates, over one ``Overview``; workers and breakers as the page is drawn."""
 
-    def __init__(self, overview: Overview) -> None:
+    def __init__(self, overview: Overview, autoscaler: AutoscalerStatus) -> None:
         self._overview = overview
+        self._autoscaler = autoscaler
 
     async def page(self, visit: Visit) -> Response:
-        """Show every group's figures; the page's script then follows ``/console/overview/events``."""
+        """Show every group's figures, workers and last scaling decision, and the open breakers.
+
+        The page's script then follows ``/console/overview/events`` for the figures.
+        """
         submitter = visit.services.submitter
-        snapshot = await self._overview.snapshot(submitter.topology, submitter.store)
-        return visit.page("overview.html", snapshot=snapshot, priorities=PRIORITIES)
+        snapshot, scaling, breakers = await asyncio.gather(
+            self._overview.snapshot(submitter.topology, submitter.store),
+            self._autoscaler.read(visit.session.credential),
+            _open_breakers(submitter.store),
+        )
+        return visit.page(
+            "overview.html",
+            snapshot=snapshot,
+            priorities=PRIORITIES,
+            scaling=scaling,
+            decisions=scaling.by_group(),
+            breakers=breakers,
+        )
 
     async def events(self, visit: Visit) -> Response:
         """Stream the figures every few seconds (Server-Sent Events)."""

@@ -69,6 +69,19 @@ def seconds_text(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _epoch(epoch: float | None) -> datetime | None:
+    return None if not isinstance(epoch, int | float) else datetime.fromtimestamp(epoch, UTC)
+
+
+def _epoch_when(epoch: float | None) -> str:
+    return when(_epoch(epoch))
+
+
+def _epoch_iso(epoch: float | None) -> str:
+    moment = _epoch(epoch)
+    return "" if moment is None else moment.isoformat()
+
+
 def _shown(value: Any) -> str:
     """Return a payload or result as indented JSON, redacted as the logs redact."""
     return orjson.dumps(redact_value(value), option=orjson.OPT_INDENT_2).decode()
@@ -87,7 +100,13 @@ TEMPLATES = Environment(
     lstrip_blocks=True,
 )
 TEMPLATES.filters.update(
-    ago=_ago, ago_seconds=_ago_seconds, when=when, shown=_shown, redacted=redact_text
+    ago=_ago,
+    ago_seconds=_ago_seconds,
+    when=when,
+    epoch_when=_epoch_when,
+    epoch_iso=_epoch_iso,
+    shown=_shown,
+    redacted=redact_text,
 )
 
 

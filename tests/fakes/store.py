@@ -19,6 +19,7 @@ import orjson
 
 from jobstore.migrations import load_migrations
 from jobstore.model import (
+    BREAKER_CHANGES_KEPT,
     ApiKeyRecord,
     AuditEntry,
     BreakerRecord,
@@ -26,6 +27,7 @@ from jobstore.model import (
     ClaimState,
     Confirmed,
     DataChange,
+    JobEvent,
     JobPage,
     JobRecord,
     JobStatus,
@@ -60,6 +62,8 @@ class InMemoryJobStore:
         self.breakers: dict[tuple[str, str, str], BreakerRecord] = {}
         self.api_keys: dict[str, ApiKeyRecord] = {}
         self.audit: dict[str, AuditEntry] = {}
+        self.events: dict[str, list[JobEvent]] = {}
+        self.breaker_changes: list[BreakerRecord] = []
         self.fail_with: Exception | None = None  # set to make every call fail (an outage)
         self._closed = False
         self._lock = asyncio.Lock()
@@ -182,6 +186,7 @@ class InMemoryJobStore:
 
     def _forget(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
+        self.events.pop(job_id, None)  # as ON DELETE CASCADE does
         self.publish_by.pop(job_id, None)
         # As in the SQL stores, where a job's keys go with it (ON DELETE CASCADE).
         for name in [k for k, held in self.keys.items() if held["job_id"] == job_id]:
@@ -236,6 +241,18 @@ class InMemoryJobStore:
             self.jobs[job_id] = updated
             return updated
 
+    async def revive(self, job_id: str, at: datetime) -> bool:
+        """Move a dead job back to queued, attempts and deliveries at 0; whether it was dead."""
+        self._check()
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.DEAD:
+            return False
+        self.jobs[job_id] = _normalised(
+            replace(job, status=JobStatus.QUEUED, attempts=0, finished_at=None, updated_at=at)
+        )
+        self.deliveries.pop(job_id, None)
+        return True
+
     async def replace_data(self, changes: Sequence[DataChange]) -> None:
         """Write each change where the column still holds its old value (see ``JobStore.replace_data``)."""
         self._check()
@@ -269,6 +286,8 @@ class InMemoryJobStore:
             self.jobs.update(changed)
             for end in plan.ends:
                 self.claims.pop(end.job_id, None)
+                if end.event is not None:
+                    self._add_event(end.event)
             for start in plan.starts:
                 self.claims[start.job_id] = now + start.lease_s
                 self.deliveries[start.job_id] = self.deliveries.get(start.job_id, 0) + 1
@@ -291,6 +310,30 @@ class InMemoryJobStore:
             raise ValueError(f"changed_at must be timezone-aware, got {breaker.changed_at!r}")
         stored = replace(breaker, changed_at=breaker.changed_at.astimezone(UTC))
         self.breakers[(breaker.group, breaker.dependency, breaker.worker)] = stored
+        self.breaker_changes = [*self.breaker_changes, stored][-BREAKER_CHANGES_KEPT:]
+
+    async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
+        """Return the latest ``limit`` breaker transitions, newest first."""
+        self._check()
+        return self.breaker_changes[::-1][:limit]
+
+    async def record_events(self, events: Sequence[JobEvent]) -> None:
+        """Add the events of jobs that exist."""
+        self._check()
+        for event in events:
+            if event.job_id in self.jobs:
+                self._add_event(event)
+
+    async def list_events(self, job_id: str, *, limit: int = 200) -> list[JobEvent]:
+        """Return the job's first ``limit`` events, oldest first."""
+        self._check()
+        return self.events.get(job_id, [])[:limit]
+
+    def _add_event(self, event: JobEvent) -> None:
+        if event.at.tzinfo is None:
+            raise ValueError(f"at must be timezone-aware, got {event.at!r}")
+        stored = replace(event, at=event.at.astimezone(UTC))
+        self.events.setdefault(event.job_id, []).append(stored)
 
     async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
         """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from jobstore.model import AuditEntry, JobStatus, JobStore
+from jobstore.postgres import PostgresJobStore
+from jobstore.shared_sql import _QUEUED_COUNTS
+from jobstore.sqlite import SqliteJobStore
 from tests.helpers import create_job
 from tests.producers.test_store import job
 from topology.envelope import new_job_id
@@ -93,3 +99,22 @@ async def test_an_audit_entry_is_written_then_completed_and_listed_newest_first(
     await store.record_audit(replace(later, id=new_job_id(), group="github"))
     assert await store.list_audit("acme", "email") == [later, done]
     assert await store.list_audit("acme", "email", limit=1) == [later]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_queued_counts_read_the_queued_jobs_from_an_index_not_the_table(store: JobStore):
+    if isinstance(store, SqliteJobStore):
+        with sqlite3.connect(store.path) as db:
+            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {_QUEUED_COUNTS}"))
+        wanted = "SEARCH j USING COVERING INDEX jobs_tenant_status_id (tenant=? AND status=?)"
+        assert wanted in plan, plan
+    else:
+        assert isinstance(store, PostgresJobStore)  # the in-memory twin has no query plans
+        async with store._use(transaction=True) as conn:
+            await conn.execute("SET LOCAL enable_seqscan = off")  # an empty table: scan it else
+            await conn.execute("SET LOCAL enable_bitmapscan = off")
+            rows = await conn.fetch(f"EXPLAIN {_QUEUED_COUNTS}")
+        plan = " ".join(row[0] for row in rows)
+        assert "Index Only Scan using jobs_tenant_status_id on jobs j" in plan, plan

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from jobstore.model import JobRecord, JobStatus
+from jobstore.model import JobEvent, JobEventKind, JobRecord, JobStatus
 from producers.api.app import Services, create_app
 from producers.auth.scopes import Scope
 from producers.submit import Submitter
@@ -232,3 +232,46 @@ async def test_the_job_page_shows_payload_and_error_redacted_as_the_logs_do(cons
     assert "user@example.com" in page.text
     assert "Replay from the dead-letter queue" in page.text  # admin, and the job is dead
     assert (await console.client.get("/console/jobs/unknown")).status_code == 404
+
+
+async def test_the_job_page_tells_its_life_in_order_with_its_traces(console: Console):
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    record = job(
+        0,
+        attempts=1,
+        started_at=start + timedelta(seconds=40),
+        finished_at=start + timedelta(seconds=41, milliseconds=250),
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        last_error="ConnectionError: token=abc123 refused",
+    )
+    await create_job(console.store, record)
+
+    def at(seconds: float) -> datetime:
+        return start + timedelta(seconds=seconds)
+
+    first = JobEvent(record.id, at(1), JobEventKind.RETRIED, 1, "ConnectionError: token=abc123")
+    first.took_ms, first.delay_ms, first.tier = 350, 1000, "1s"
+    dead = JobEvent(record.id, at(3), JobEventKind.DEAD, 2, "Permanent: no such user")
+    dead.took_ms, dead.reason = 1500, "permanent"
+    # Written by another process, whose step reached the store first: shown by time.
+    replayed = JobEvent(record.id, at(30), JobEventKind.REPLAYED, 2, reason="permanent")
+    replayed.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await console.store.record_events([replayed, first, dead])
+    await log_in(console.client, console.reader_key)
+    page = await console.client.get(f"/console/jobs/{record.id}")
+    assert page.status_code == 200
+    timeline = page.text.split('<ol class="timeline">')[1].split("</ol>")[0]
+    said = [
+        "Submitted",
+        "Attempt 1 failed</strong>: ran 350 ms; retried in 1.0 s through the 1s delay tier",
+        "Attempt 2 failed; dead-lettered</strong>: ran 1.5 s; permanent (the handler said",
+        "Replayed from the dead-letter queue</strong>: attempts start again at 1",
+        "4bf92f3577b34da6a3ce929d0e0e4736",  # the replay's new trace
+        "Attempt 1 succeeded</strong>: ran 1.2 s",
+    ]
+    places = [timeline.index(text) for text in said]
+    assert places == sorted(places)
+    assert "abc123" not in page.text  # errors redacted as the logs redact them
+    assert "2026-03-01 00:00:30 UTC" in timeline
+    # The job's own trace is in its fields, not repeated on each step.
+    assert page.text.count("0af7651916cd43dd8448eb211c80319c") == 1

@@ -1,4 +1,4 @@
-"""The console in headless Chromium against ``taskctl up``: a failed job found, replayed, seen to succeed."""
+"""The console in headless Chromium against ``taskctl up``: a failed job found, replayed, seen to succeed; every page checked by axe-core and with the keyboard."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from axe_playwright_python.base import AXE_FILE_PATH
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from jobstore.sqlite import SqliteJobStore
@@ -216,3 +217,75 @@ def test_a_jobs_read_key_sees_no_admin_controls_and_its_crafted_post_gets_403(
     expect(page.locator("main")).to_contain_text("needs a credential with the admin scope")
     shot(stack, page, "reader-refused")
     context.close()
+
+
+def keyboard_problems(page: Page) -> list[str]:
+    """Return what keeps a keyboard user from the page: the skip link first and working, a visible focus."""
+    page.keyboard.press("Tab")
+    first = page.evaluate(
+        "() => { const e = document.activeElement, r = e.getBoundingClientRect();"
+        " return [e.className, e.textContent.trim(), r.left >= 0 && r.top >= 0]; }"
+    )
+    problems = [] if first == ["skip", "Skip to content", True] else [f"first Tab: {first}"]
+    page.keyboard.press("Enter")
+    if page.evaluate("() => document.activeElement.id") != "main":
+        problems.append("the skip link does not move the focus to the content")
+    # Every element Tab reaches shows where the focus is (until the focus goes round).
+    seen: set[str] = set()
+    for _ in range(300):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => { const e = document.activeElement, s = getComputedStyle(e);"
+            " const path = e.tagName + '#' + e.id + '.' + e.className + ':' + (e.name || e.textContent.trim().slice(0, 30));"
+            " return [path, e === document.body || (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0)]; }"
+        )
+        path, visible = focused
+        if path in seen:
+            break
+        seen.add(path)
+        if not visible:
+            problems.append(f"no visible focus on {path}")
+    return problems
+
+
+def axe_violations(page: Page) -> list[str]:
+    """Return axe-core's serious and critical violations on the page, each with where it is."""
+    # The console's CSP admits only its own scripts: the context bypasses it for axe alone.
+    page.add_script_tag(path=str(AXE_FILE_PATH))
+    found = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in found["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_every_page_passes_axe_and_works_with_the_keyboard_alone(browser: Browser, stack: Stack):
+    dead = submit(stack, {"order": 5, "always": True})
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{stack.base}/console/login")
+    report = {"login": axe_violations(page)}
+    log_in(page, stack.admin_key)
+    expect(page).to_have_url(f"{stack.base}/console/")  # logged in: the session's cookie is set
+    page.goto(f"{stack.base}/console/jobs/{dead}")
+    expect(page.locator('[data-field="status"]')).to_have_text("dead")
+    pages = {
+        "overview": "/console/",
+        "topology": "/console/topology",
+        "jobs": "/console/jobs?type=job.flaky",
+        "job": f"/console/jobs/{dead}",
+        "webhooks": "/console/webhooks",
+        "scaling": "/console/scaling",
+        "dead letters": "/console/dlq",
+        "a group's dead letters": "/console/dlq/default",
+        "a dead letter": f"/console/dlq/default/letters/{dead}",
+        "a refusal": "/console/dlq/nosuchgroup",
+    }
+    for name, path in pages.items():
+        page.goto(f"{stack.base}{path}")
+        page.wait_for_load_state()
+        report[name] = axe_violations(page) + keyboard_problems(page)
+    context.close()
+    assert {name: found for name, found in report.items() if found} == {}

@@ -91,6 +91,10 @@ async def test_scales_up_holds_through_every_management_failure_and_recovers():
         (down,) = await autoscaler.step()
         assert down.desired == 1
         assert workers.actions == [5, 1]
+        # Every change is in the history, with its reason; holding is no change.
+        changes = [(c.group, c.current, c.desired, c.error) for c in autoscaler.history]
+        assert changes == [("mail", 1, 5, None), ("mail", 5, 1, None)]
+        assert all(c.reason for c in autoscaler.history)
         await reader.close()
 
 
@@ -128,6 +132,10 @@ async def test_taskctl_scale_shows_the_autoscalers_status(unused_tcp_port: int, 
             async with httpx.AsyncClient(headers=bearer(scraper)) as client:
                 scraped = (await client.get(f"{base}/metrics")).text
                 assert (await client.get(f"{base}/status")).status_code == 403
+            async with httpx.AsyncClient(headers=bearer(admin)) as client:
+                (change,) = (await client.get(f"{base}/status")).json()["history"]
+            assert (change["group"], change["current"], change["desired"]) == ("mail", 1, 3)
+            assert change["error"] is None
             assert 'taskq_autoscaler_desired_workers{group="mail"} 3.0' in scraped
             result = await _cli(["scale", "--url", f"{base}/status", "--json"], env)
             assert result.exit_code == 0, result.output
