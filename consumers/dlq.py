@@ -36,6 +36,9 @@ PAGE = 100
 """Most messages an operation holds unacked at once."""
 MARK_HEADER = "taskq-dlq-pass"  # the pass that moved a copy to the tail
 EXPIRES_HEADER = "taskq-dlq-expires"  # epoch ms when the dead letter's retention ends
+# A job the broker dead-lettered itself (a quorum queue's delivery limit) keeps the status
+# its last delivery left: it is replayed like a dead one.
+REPLAYABLE = frozenset({JobStatus.DEAD, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,10 @@ class DeadLetter:
         when = message.timestamp if isinstance(message.timestamp, datetime) else None
         since = when.replace(tzinfo=UTC) if when and when.tzinfo is None else when
         error = str(headers.get(ERROR_HEADER) or "")
+        if reason == "delivery_limit" and not error:
+            count = headers.get("x-delivery-count")
+            times = f"{count} times" if isinstance(count, int) else "too often"
+            error = f"delivered {times} unsettled: its worker may crash on it"
         trace = _trace_id(headers.get("traceparent"))
         try:
             envelope = decode(message.body)
@@ -346,13 +353,15 @@ async def _replay_one(
     """Record the job as queued, then publish it to work with confirms (undone on failure)."""
     fresh = envelope.model_copy(update={"attempt": 1, "not_before": None})
     # The store first: a worker that gets the job before it reads "queued" would take the
-    # job for finished ("dead") and ack it unrun.
+    # job for finished ("dead") and ack it unrun. Its starts count anew, or the poison bound
+    # (starts beyond attempts) would find a job that used its attempts started too often.
     await store.transition(
         fresh.id,
         JobStatus.QUEUED,
-        allowed_from=frozenset({JobStatus.DEAD}),
+        allowed_from=REPLAYABLE,
         updated_at=datetime.now(UTC),
         attempts=0,
+        deliveries=0,
         finished_at=None,
     )
     try:

@@ -61,8 +61,11 @@ class JobRecord:
     tenant: str = DEFAULT_TENANT  # who submitted it: only credentials of this tenant see it
 
 
-SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"}
-"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument)."""
+SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"} | {"deliveries"}
+"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument).
+
+``deliveries`` (the starts the poison bound counts) is set only to start a job's count anew.
+"""
 
 
 def check_settable(fields: Iterable[str]) -> None:

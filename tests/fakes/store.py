@@ -232,6 +232,8 @@ class InMemoryJobStore:
             job = self.jobs.get(job_id)
             if job is None or job.status not in allowed_from:
                 return None
+            if "deliveries" in changes:
+                self.deliveries[job_id] = changes.pop("deliveries")
             updated = _normalised(replace(job, status=to, **changes))
             self.jobs[job_id] = updated
             return updated
