@@ -79,10 +79,10 @@ def load() -> str:
 class Scratch:
     """A vhost of its own with taskq's topology applied and a temporary folder; both removed on exit."""
 
-    def __init__(self, profile: Path | None = None, *, lazy: bool = False) -> None:
+    def __init__(self, profile: Path | None = None, *, policy: Mapping[str, object] = {}) -> None:
         # With a folder, py-spy samples each taskq worker into it (collapsed stacks, one file a run).
         self.profile = profile
-        self.lazy = lazy
+        self.policy = dict(policy)
         self.base = load_settings().broker
         self.vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         self.settings = self.base.with_vhost(self.vhost)
@@ -112,11 +112,10 @@ class Scratch:
         async with TestsManagementClient(self.base) as management:
             if action == "create":
                 await management.create_vhost(self.vhost)
-                if self.lazy:  # what an operator sets for a deep backlog: messages kept on disk
-                    lazy = {"queue-mode": "lazy"}
-                    policy = {"pattern": ".*", "apply-to": "queues", "definition": lazy}
+                if self.policy:  # what an operator sets for a deep backlog (lazy, queue version 2)
+                    policy = {"pattern": ".*", "apply-to": "queues", "definition": self.policy}
                     await management._request(
-                        "PUT", f"/api/policies/{self.vhost}/bench-lazy", json=policy
+                        "PUT", f"/api/policies/{self.vhost}/bench-queues", json=policy
                     )
             else:
                 await management.delete_vhost(self.vhost)
@@ -345,6 +344,12 @@ def compare(systems: Sequence[System], peers: Sequence[str], doc: str | None) ->
         "--lazy", action="store_true", help="a policy making every queue lazy (kept on disk)"
     )
     parser.add_argument(
+        "--queue-version",
+        type=int,
+        choices=(1, 2),
+        help="a policy giving every classic queue this storage version (2: RabbitMQ 3.10+)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="sample taskq's worker with py-spy into this folder"
     )
     opts = parser.parse_args()
@@ -353,7 +358,10 @@ def compare(systems: Sequence[System], peers: Sequence[str], doc: str | None) ->
         parser.error("nothing to run: check --only and --jobs (at least 2)")
     before = load()
     results: dict[str, list[Result]] = {s.name: [] for s in chosen}
-    with Scratch(opts.profile, lazy=opts.lazy) as scratch:
+    policy: dict[str, object] = {"queue-mode": "lazy"} if opts.lazy else {}
+    if opts.queue_version:
+        policy["queue-version"] = opts.queue_version
+    with Scratch(opts.profile, policy=policy) as scratch:
         for round_no in range(opts.rounds):
             # Interleaved, every other round reversed: drift on a shared machine hits all alike.
             order = chosen if round_no % 2 == 0 else chosen[::-1]
