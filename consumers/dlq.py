@@ -73,6 +73,8 @@ class DeadLetter:
         when = message.timestamp if isinstance(message.timestamp, datetime) else None
         since = when.replace(tzinfo=UTC) if when and when.tzinfo is None else when
         error = str(headers.get(ERROR_HEADER) or "")
+        if reason == "delivery_limit" and not error:
+            error = "delivered past its queue's x-delivery-limit unsettled: it may crash its worker"
         trace = _trace_id(headers.get("traceparent"))
         try:
             envelope = decode(message.body)
@@ -309,7 +311,7 @@ async def replay(
         nonlocal next_at
         fates = [Fate.KEEP] * len(fetched)
         picked = [
-            (i, message, letter.envelope)
+            (i, message, letter)
             for i, (message, letter) in enumerate(fetched)
             if letter.envelope is not None and chosen(letter, moment)
         ]
@@ -318,14 +320,14 @@ async def replay(
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         next_at = max(next_at, time.monotonic()) + len(picked) / rate
         outcomes = await asyncio.gather(
-            *(_replay_one(topology, publisher, store, m, e) for _, m, e in picked),
+            *(_replay_one(topology, publisher, store, m, letter) for _, m, letter in picked),
             return_exceptions=True,
         )
-        for (i, _, envelope), outcome in zip(picked, outcomes, strict=True):
+        for (i, _, letter), outcome in zip(picked, outcomes, strict=True):
             fates[i] = Fate.GONE if outcome is None else Fate.PUT_BACK
             if outcome is not None:
                 failures.append(outcome)
-                logger.warning("dlq replay: job {} stays dead: {}", envelope.id, outcome)
+                logger.warning("dlq replay: job {} stays dead: {}", letter.job_id, outcome)
         return fates
 
     run = await _run(
@@ -341,10 +343,12 @@ async def _replay_one(
     publisher: Publisher,
     store: JobStore,
     message: AbstractIncomingMessage,
-    envelope: Envelope,
+    letter: DeadLetter,
 ) -> None:
     """Record the job as queued, then publish it to work with confirms (undone on failure)."""
-    fresh = envelope.model_copy(update={"attempt": 1, "not_before": None})
+    if letter.envelope is None:
+        raise ValueError("only a decoded dead letter is replayed")
+    fresh = letter.envelope.model_copy(update={"attempt": 1, "not_before": None})
     # The store first: a worker that gets the job before it reads "queued" would take the
     # job for finished ("dead") and ack it unrun.
     at = datetime.now(UTC)
@@ -363,11 +367,11 @@ async def _replay_one(
             finished_at=datetime.now(UTC),
         )
         raise
-    reason = str(_header(message, REASON_HEADER) or "unknown")
+    reason = letter.reason
     logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)
     # Recorded once the job is back on its queue, at the time it left the dead.
     replayed = JobEventKind.REPLAYED
-    step = JobEvent(fresh.id, at, replayed, envelope.attempt, reason=reason, trace_id=trace)
+    step = JobEvent(fresh.id, at, replayed, letter.envelope.attempt, reason=reason, trace_id=trace)
     try:
         await store.record_events([step])
     except TaskqError as exc:  # the replay stands; only its step in the job's history is missing

@@ -7,7 +7,7 @@ import contextvars
 import time
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -64,7 +64,8 @@ from topology.names import DELAY_HEADER
 from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
-OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued
+OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued, at first
+MAX_REQUEUE_PAUSE_S = 30.0
 _OUTCOME = {Act.ACK: "succeeded", Act.RETRY: "retried", Act.DEAD: "dead", Act.REJECT: "dead"}
 # The ends a job's history records a step for: the failures (a success is on its row).
 _EVENTS = {
@@ -73,6 +74,14 @@ _EVENTS = {
     Act.REJECT: JobEventKind.DEAD,
 }
 _UNTRACED = nullcontext()
+
+
+def requeue_pause(headers: Mapping[str, Any] | None) -> float:
+    """Return the seconds a failed delivery waits before its requeue: 0.5, doubling with each ``x-delivery-count``, at most 30."""
+    # Only quorum queues count deliveries; a classic queue's message always waits the least.
+    count = (headers or {}).get("x-delivery-count")
+    doublings: int = min(count, 16) if isinstance(count, int) and count > 0 else 0
+    return min(OUTAGE_PAUSE_S * 2.0**doublings, MAX_REQUEUE_PAUSE_S)
 
 
 @dataclass(slots=True)
@@ -405,8 +414,10 @@ class Worker:
             return None
         return job
 
-    async def _requeue_later(self, deliveries: list[tuple[AbstractChannel, int]]) -> None:
-        await asyncio.sleep(OUTAGE_PAUSE_S)
+    async def _requeue_later(
+        self, deliveries: list[tuple[AbstractChannel, int]], pause: float
+    ) -> None:
+        await asyncio.sleep(pause)
         await self._acks.settle((), requeue=deliveries)
 
     def _in_background(self, work: Any) -> None:
@@ -479,13 +490,13 @@ class Worker:
             except TaskqError as exc:
                 logger.warning("{} status events not published: {}", len(events), exc)
         done: list[tuple[AbstractChannel, int]] = []
-        requeue: list[tuple[AbstractChannel, int]] = []
+        requeue: dict[float, list[tuple[AbstractChannel, int]]] = {}
         reject: list[tuple[AbstractChannel, int]] = []
         counts: Counter[tuple[str, Act]] = Counter()
         for delivery, action in finals:
             pair = (delivery.channel, delivery.tag)
             if action.act is Act.REQUEUE or delivery in failed:
-                requeue.append(pair)
+                requeue.setdefault(requeue_pause(delivery.properties.headers), []).append(pair)
             elif action.act is Act.REJECT:
                 reject.append(pair)
             else:
@@ -493,11 +504,11 @@ class Worker:
             kind = delivery.handler.pattern if delivery.handler is not None else UNKNOWN_TYPE
             counts[kind, action.act] += 1
         await self._acks.settle(done, reject=reject)
-        if requeue:
+        for pause, pairs in requeue.items():
             # Later, not now: what failed is likely to fail again at once (an outage, or a
             # value refused until the bound dead-letters it), and a requeued message comes
             # straight back. Until then the delivery stays open: no multiple ack covers it.
-            self._in_background(self._requeue_later(requeue))
+            self._in_background(self._requeue_later(pairs, pause))
         # One increment per kind of outcome, not per job.
         for (kind, act), n in counts.items():
             outcome = _OUTCOME.get(act)

@@ -62,8 +62,11 @@ class JobRecord:
     trace_id: str | None = None  # the trace it was submitted in, when tracing is on
 
 
-SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"}
-"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument)."""
+SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"} | {"deliveries"}
+"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument).
+
+``deliveries`` (the starts the poison bound counts) is set only to start a job's count anew.
+"""
 
 
 def check_settable(fields: Iterable[str]) -> None:
@@ -402,7 +405,7 @@ class JobStore(CredentialStore, Protocol):
         ...
 
     async def revive(self, job_id: str, at: datetime) -> bool:
-        """Move a dead job back to queued at ``at``, its attempts and delivery count reset; whether it was dead."""
+        """Move a dead-lettered job (dead, or left queued/running/retrying) back to queued, attempts and deliveries reset; whether it was."""
         ...
 
     async def run_window(

@@ -174,12 +174,15 @@ class SharedSql:
                 await self._execute_many(sql, rows)
 
     async def revive(self, job_id: str, at: datetime) -> bool:
-        """Move a dead job back to queued at ``at``, attempts and deliveries at 0; whether it was dead."""
+        """Move a dead-lettered job back to queued at ``at``, attempts and deliveries at 0; whether it was."""
         # The delivery count starts again too: else the poison bound, which counts starts
-        # beyond attempts, would take a job that used many attempts for poison at once.
+        # beyond attempts, would take a job that used many attempts for poison at once. A job
+        # the broker dead-lettered itself (a quorum queue's delivery limit) keeps the status
+        # its last delivery left, so that status is revived like "dead".
         rows = await self._fetch(
             "UPDATE jobs SET status = 'queued', attempts = 0, deliveries = 0, finished_at = NULL,"
-            " updated_at = $2 WHERE id = $1 AND status = 'dead' RETURNING id",
+            " updated_at = $2 WHERE id = $1"
+            " AND status IN ('dead', 'queued', 'running', 'retrying') RETURNING id",
             job_id,
             self._time_in(at),
         )

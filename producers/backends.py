@@ -43,7 +43,9 @@ async def open_backends(settings: Settings, registry: CollectorRegistry | None =
     """Read the topology, open and migrate the job store, open the blob store; metrics on ``registry``."""
     where = settings.locations
     sealer = settings.encryption.sealer()  # a bad key file fails before anything opens
-    topology = compile_topology(load_topology(topology_path(where)))
+    topology = compile_topology(
+        load_topology(topology_path(where)), poison_deliveries=settings.worker.poison_deliveries
+    )
     blobs = open_blob_store(
         where.blob_url, endpoint_url=where.s3_endpoint_url or None, region=where.s3_region
     )

@@ -129,8 +129,10 @@ def compiled_topology(path: Path | None) -> CompiledTopology:
     """Return the compiled topology from ``path`` (default: ``TASKQ_TOPOLOGY`` or packaged)."""
     from topology.compiled import compile_topology
     from topology.loader import load_topology
+    from topology.settings import WorkerSettings, read_section
 
-    return compile_topology(load_topology(path))
+    poison = read_section(WorkerSettings).poison_deliveries
+    return compile_topology(load_topology(path), poison_deliveries=poison)
 
 
 def broker_settings(vhost: str | None = None) -> BrokerSettings:

@@ -28,7 +28,9 @@ JobId = Annotated[str | None, typer.Option("--id", help="Only this job.")]
 JobType = Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")]
 Reason = Annotated[
     str | None,
-    typer.Option(help="Only this reason: exhausted, permanent, contract, poison, rejected."),
+    typer.Option(
+        help="Only this reason: exhausted, permanent, contract, poison, rejected, delivery_limit."
+    ),
 ]
 ErrorText = Annotated[
     str | None,

@@ -37,6 +37,8 @@ async def up(path: Path | None, *, grace: float) -> int:
     report = await apply_topology(topology, settings.broker)
     applied = (report.server, settings.broker.describe(), report.summary())
     logger.info("{}: topology applied to {}: {}", *applied)
+    for line in report.before.choices:
+        logger.info("{}", line)
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
     api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))

@@ -43,6 +43,8 @@ def plan(
     from topology.apply import Action, plan_topology
 
     result = run(plan_topology(compiled_topology(file), broker_settings(vhost)))
+    for line in result.choices:
+        out().print(escape(line))
     for item in result.items:
         if item.action is Action.MATCH and not every:
             continue
@@ -96,6 +98,8 @@ def apply(
             progress=lambda line: out().print(line, markup=False),
         )
     )
+    for line in report.before.choices:
+        out().print(escape(line))
     for item in report.before.of(Action.CREATE):
         out().print(f"[green]+ created[/] {escape(item.label)}")
     out().print(escape(f"{report.server}: {report.summary()}"))

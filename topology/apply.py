@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
@@ -14,6 +14,7 @@ from topology.broker import connect
 from topology.compiled import Binding, CompiledTopology, Exchange, Queue, args
 from topology.errors import TopologyConflictError
 from topology.management import ManagementClient
+from topology.server import choices
 from topology.settings import BrokerSettings
 
 BrokerObject = Exchange | Queue | Binding
@@ -88,9 +89,10 @@ def _parsed(kind: type[Obj], data: Mapping[str, Any], implied: Mapping[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Everything ``apply`` would do, object by object."""
+    """Everything ``apply`` would do, object by object, and what the broker made it choose."""
 
     items: tuple[PlanItem, ...]
+    choices: tuple[str, ...] = ()  # one line per quorum group (see ``topology.server.choices``)
 
     def of(self, action: Action) -> tuple[PlanItem, ...]:
         """Return the items with ``action``."""
@@ -198,9 +200,14 @@ async def read_live(client: ManagementClient, vhost: str) -> LiveState:
 
 
 async def plan_topology(topology: CompiledTopology, settings: BrokerSettings) -> Plan:
-    """Return what applying ``topology`` would change on the broker of ``settings``."""
+    """Return what applying ``topology`` would change on the broker of ``settings``.
+
+    Raises:
+        BrokerUnsupportedError: the broker cannot hold a quorum group.
+    """
     async with ManagementClient(settings) as client:
-        return make_plan(topology, await read_live(client, settings.vhost))
+        chosen = choices(topology, await client.server())
+        return replace(make_plan(topology, await read_live(client, settings.vhost)), choices=chosen)
 
 
 async def apply_topology(
@@ -211,9 +218,17 @@ async def apply_topology(
     prune: bool = False,
     progress: Progress = lambda _: None,
 ) -> ApplyReport:
-    """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask."""
+    """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask.
+
+    Raises:
+        BrokerUnsupportedError: the broker cannot hold a quorum group (nothing is touched).
+        TopologyConflictError: the broker holds declarations the file would change.
+    """
     async with ManagementClient(settings) as client:
-        before = make_plan(topology, await read_live(client, settings.vhost))
+        chosen = choices(topology, await client.server())
+        before = replace(
+            make_plan(topology, await read_live(client, settings.vhost)), choices=chosen
+        )
         conflicts = before.of(Action.CONFLICT)
         refused = Plan(tuple(i for i in conflicts if getattr(i.obj, "name", None) not in recreate))
         if refused.items:

@@ -9,6 +9,7 @@ from typing import Literal
 from topology import names, routing
 from topology.errors import UnknownGroupError
 from topology.limits import excerpt
+from topology.settings import WorkerSettings
 from topology.spec import (
     MAX_PRIORITY,
     GroupSpec,
@@ -146,8 +147,22 @@ class CompiledTopology:
         return tuple(p for g in self.groups for p in g.spec.jobs)
 
 
-def compile_topology(spec: TopologySpec) -> CompiledTopology:
-    """Return every exchange, queue and binding that ``spec`` declares."""
+def delivery_limit(poison_deliveries: int) -> int:
+    """Return the ``x-delivery-limit`` of quorum work queues, well past the workers' own poison bound."""
+    # The workers dead-letter a job started too often themselves, saying why; the broker's
+    # limit only ends the loops they cannot (the store down, a worker dying before it counts).
+    return 2 * poison_deliveries + 10
+
+
+def compile_topology(
+    spec: TopologySpec, *, poison_deliveries: int | None = None
+) -> CompiledTopology:
+    """Return every exchange, queue and binding that ``spec`` declares.
+
+    ``poison_deliveries`` is ``TASKQ_POISON_DELIVERIES`` (``None``: its default); quorum work
+    queues take their delivery limit from it.
+    """
+    poison = WorkerSettings().poison_deliveries if poison_deliveries is None else poison_deliveries
     ns = spec.namespace
     # Jobs are published to the topic exchange keyed by job type; the headers exchange routes a
     # delayed message to its tier; dead letters go by group to each DLQ; status events fan out.
@@ -161,9 +176,11 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
     queues: list[Queue] = []
     bindings: list[Binding] = []
     groups = [
-        _compile_group(ns, name, group, exchanges, queues, bindings)
+        _compile_group(ns, name, group, delivery_limit(poison), exchanges, queues, bindings)
         for name, group in spec.groups.items()
     ]
+    # The tiers hold every group's retries: replicated as soon as any group's jobs are.
+    quorum = any(g.priority.queue_type is QueueType.QUORUM for g in spec.groups.values())
     tiers = []
     for ms in spec.delays.tiers():
         label = f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
@@ -173,11 +190,8 @@ def compile_topology(spec: TopologySpec) -> CompiledTopology:
         # order, so a short delay never waits behind a long one (per-message TTL only
         # expires at the head of a queue: https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats).
         # No dead-letter routing key: the message returns with its original one (the job type).
-        ttl: dict[str, ArgValue] = {
-            "x-queue-type": "classic",
-            "x-message-ttl": ms,
-            "x-dead-letter-exchange": jobs,
-        }
+        ttl: dict[str, ArgValue] = {"x-message-ttl": ms, "x-dead-letter-exchange": jobs}
+        ttl |= _QUORUM_DEAD_LETTERING if quorum else {"x-queue-type": "classic"}
         queues.append(Queue(tier.queue, arguments=args(ttl)))
         bindings.append(_header_binding(retry, tier.queue, names.DELAY_HEADER, tier.label))
     laned = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
@@ -201,10 +215,20 @@ def _header_binding(source: str, queue: str, header: str, value: str) -> Binding
     return Binding(source, queue, "queue", "", args({"x-match": "all", header: value}))
 
 
+# Quorum queues dead-letter with confirms only under reject-publish overflow
+# (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
+_QUORUM_DEAD_LETTERING: dict[str, ArgValue] = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
 def _compile_group(
     ns: str,
     name: str,
     group: GroupSpec,
+    limit: int,
     exchanges: list[Exchange],
     queues: list[Queue],
     bindings: list[Binding],
@@ -238,11 +262,11 @@ def _compile_group(
     lanes = f"{prefix}.lanes"
     exchanges.append(Exchange(lanes, "headers", internal=True))
     bindings.extend(Binding(jobs, lanes, "exchange", pattern) for pattern in group.jobs)
-    lane_args = {"x-queue-type": group.priority.queue_type.value, **dead_letter}
+    lane_args: dict[str, ArgValue] = {"x-queue-type": "classic", **dead_letter}
     if group.priority.queue_type is QueueType.QUORUM:
-        # Quorum queues dead-letter with confirms only under reject-publish overflow
-        # (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
-        lane_args |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        # A message that keeps coming back (its worker dies each time) is dead-lettered by the
+        # broker at the limit, with x-death reason delivery_limit.
+        lane_args |= {**_QUORUM_DEAD_LETTERING, "x-delivery-limit": limit}
     work = {p: f"{prefix}.{p.value}" for p in Priority}
     for priority, queue in work.items():
         queues.append(Queue(queue, arguments=args(lane_args)))

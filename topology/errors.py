@@ -40,6 +40,10 @@ class TopologyConflictError(TopologyError):
     """The broker already holds a declaration that RabbitMQ would refuse to change."""
 
 
+class BrokerUnsupportedError(TopologyError):
+    """The broker cannot hold the topology as declared: its version or a feature flag says no."""
+
+
 class ContractError(TaskqError):
     """A message body or its properties do not form a valid taskq envelope."""
 

@@ -10,6 +10,7 @@ import aiohttp
 
 from topology.closing import AsyncClosing
 from topology.errors import ManagementApiError
+from topology.server import BrokerServer
 from topology.settings import BrokerSettings
 from topology.tls import broker_context, tls_failure
 
@@ -41,6 +42,23 @@ class ManagementClient(AsyncClosing):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    async def server(self) -> BrokerServer:
+        """Return the broker's RabbitMQ version and enabled feature flags (``None`` if this user may not list them)."""
+        overview = await self._request("GET", "/api/overview")
+        version = overview.get("rabbitmq_version") if isinstance(overview, dict) else None
+        if not isinstance(version, str):
+            raise ManagementApiError("GET /api/overview: no rabbitmq_version in the answer")
+        try:
+            listed = await self._request("GET", "/api/feature-flags")
+        except ManagementApiError as exc:
+            if exc.status not in (401, 403):
+                raise
+            return BrokerServer(version, None)  # listing flags needs the administrator tag
+        flags = [f for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
+        return BrokerServer(
+            version, frozenset(str(f.get("name")) for f in flags if f.get("state") == "enabled")
+        )
 
     async def listing(
         self, vhost: str, kind: Literal["exchanges", "queues", "bindings"]

@@ -399,7 +399,7 @@ class WorkerSettings(Section):
     grace: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """Seconds a worker lets jobs in flight finish after SIGTERM."""
     poison_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
-    """Deliveries beyond its attempts after which a job is dead-lettered as poison."""
+    """Deliveries beyond its attempts after which a job is dead-lettered as poison (quorum lanes: ``x-delivery-limit`` 2 x this + 10)."""
     breaker_threshold: Annotated[int, Field(ge=1, le=10000)] = 5
     """Consecutive failures that open a dependency's circuit breaker."""
     breaker_cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0

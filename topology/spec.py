@@ -99,7 +99,7 @@ class PrioritySpec(_Spec):
     def _supported(self) -> Self:
         if self.strategy is PriorityStrategy.QUEUE and self.queue_type is QueueType.QUORUM:
             raise ValueError(
-                "quorum queues have no message priorities on RabbitMQ 3.10; use "
+                "a quorum queue keeps no priorities before RabbitMQ 4.0 and two after; use "
                 "strategy: lanes with queue_type: quorum, or queue_type: classic"
             )
         return self

@@ -8,10 +8,20 @@ import pytest
 
 from consumers.dlq import DeadFilter, listing, purge, replay
 from consumers.handlers import JobContext, Permanent
-from jobstore.model import JobStatus
+from jobstore.model import JobStatus, RunStart
+from producers.publisher import ConfirmedPublisher
+from producers.submit import JobRequest, Submitter, utc_now
+from tests.broker import channel, next_message
 from tests.consumers.rig import TOPOLOGY, Rig
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.store import InMemoryJobStore
+from topology.apply import apply_topology
 from topology.broker import connect
+from topology.compiled import compile_topology, delivery_limit
+from topology.envelope import decode
 from topology.errors import BrokerUnavailableError
+from topology.loader import parse_topology
+from topology.spec import Priority
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -71,6 +81,83 @@ async def test_replay_runs_each_job_once_and_a_second_replay_runs_nothing(rig: R
     assert (second.matched, second.kept) == (0, 0)
     # Each job ran once failing and once, after the replay, succeeding: never twice after.
     assert sorted(rig.runs) == sorted(ids * 2)
+
+
+async def test_a_replayed_job_that_used_every_attempt_runs_again(rig: Rig):
+    # Three failed attempts are three starts, as many as the rig's poison bound: counted on
+    # from there, the replayed job would be dead as poison before it ran.
+    fail = {"on": True}
+
+    @rig.registry.handler("mail.flaky")
+    async def flaky(payload, ctx: JobContext) -> str:
+        rig.runs.append(ctx.job_id)
+        if fail["on"]:
+            raise RuntimeError("down")
+        return "ok"
+
+    job_id = await rig.submit("mail.flaky")
+    await rig.until(job_id, JobStatus.DEAD)
+    fail["on"] = False
+    connection = await connect(rig.settings, name="dlq test")
+    async with connection:
+        group = TOPOLOGY.group("mail")
+        outcome = await replay(connection, TOPOLOGY, group, rig.publisher, rig.store, DeadFilter())
+    await rig.until(job_id, JobStatus.SUCCEEDED)
+    assert outcome.matched == 1
+    assert rig.runs == [job_id] * 4
+    job = await rig.store.get_job(job_id)
+    assert job is not None
+    assert job.attempts == 1
+
+
+QUORUM = compile_topology(
+    parse_topology(
+        """
+        groups:
+          mail: {jobs: ["mail.#"], priority: {strategy: lanes, queue_type: quorum}}
+        """.replace("        ", "")
+    ),
+    poison_deliveries=1,
+)
+
+
+async def test_a_message_past_the_delivery_limit_is_dead_lettered_and_replays_from_a_stale_status(
+    vhost,
+):
+    await apply_topology(QUORUM, vhost)
+    store = InMemoryJobStore()
+    async with await ConfirmedPublisher.connect(vhost, QUORUM) as publisher:
+        submitter = Submitter(QUORUM, publisher, store, InMemoryBlobStore())
+        job_id = (await submitter.submit(JobRequest(type="mail.crash", payload={}))).job_id
+        # A worker started it and died holding it: the row says running, the start is counted.
+        await store.run_window([], [RunStart(job_id, 1, 0.01, utc_now())])
+        lane = QUORUM.group("mail").work_queues[Priority.MEDIUM]
+        deliveries = 0
+        async with channel(vhost) as ch:
+            queue = await ch.get_queue(lane, ensure=False)
+            # Each worker that takes it dies before it settles: the broker counts the returns.
+            while (message := await queue.get(fail=False, timeout=5)) is not None:
+                deliveries += 1
+                await message.nack(requeue=True)
+        assert deliveries == delivery_limit(1) + 1
+
+        connection = await connect(vhost, name="dlq test")
+        async with connection:
+            group = QUORUM.group("mail")
+            (letter,) = (
+                await listing(connection, group, DeadFilter(reason="delivery_limit"))
+            ).letters
+            outcome = await replay(connection, QUORUM, group, publisher, store, DeadFilter())
+        async with channel(vhost) as ch:
+            again = decode((await next_message(ch, lane)).body)
+    assert (letter.job_id, letter.reason) == (job_id, "delivery_limit")
+    assert "x-delivery-limit" in letter.error
+    assert outcome.matched == 1
+    job = await store.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
+    assert store.deliveries[job_id] == 0  # counted anew: the poison bound starts over
+    assert (again.id, again.attempt) == (job_id, 1)
 
 
 async def test_replay_only_touches_what_the_filter_chooses(rig: Rig):

@@ -237,15 +237,18 @@ class InMemoryJobStore:
             job = self.jobs.get(job_id)
             if job is None or job.status not in allowed_from:
                 return None
+            if "deliveries" in changes:
+                self.deliveries[job_id] = changes.pop("deliveries")
             updated = _normalised(replace(job, status=to, **changes))
             self.jobs[job_id] = updated
             return updated
 
     async def revive(self, job_id: str, at: datetime) -> bool:
-        """Move a dead job back to queued, attempts and deliveries at 0; whether it was dead."""
+        """Move a dead-lettered job back to queued, attempts and deliveries at 0; whether it was."""
         self._check()
         job = self.jobs.get(job_id)
-        if job is None or job.status is not JobStatus.DEAD:
+        revivable = {JobStatus.DEAD, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING}
+        if job is None or job.status not in revivable:
             return False
         self.jobs[job_id] = _normalised(
             replace(job, status=JobStatus.QUEUED, attempts=0, finished_at=None, updated_at=at)

@@ -2,6 +2,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -98,6 +102,69 @@ def test_conflict_exits_3_on_plan_and_1_on_apply(vhost, tmp_path: Path):
     assert apply.exit_code == 1
     assert "differ from the topology file" in apply.output
     assert "--recreate taskq.email.dlq" in apply.output
+
+
+QUORUM = MINIMAL + "    priority: {strategy: lanes, queue_type: quorum}\n"
+
+
+@pytest.mark.rabbitmq
+def test_plan_and_apply_print_what_a_quorum_group_gets_on_the_broker(vhost, tmp_path: Path):
+    path = write_topology(tmp_path, QUORUM)
+    plan = invoke("topology", "plan", "--vhost", vhost.vhost, "-f", str(path))
+    apply = invoke("topology", "apply", "--vhost", vhost.vhost, "-f", str(path))
+    assert (plan.exit_code, apply.exit_code) == (2, 0), apply.output
+    for output in (plan.output, apply.output):
+        assert "group email: quorum, 4 priority lanes (RabbitMQ 3." in output
+        assert "delay tiers: quorum" in output
+
+
+@contextmanager
+def management_api(version: str, flags: list[str]) -> Iterator[str]:
+    """Serve a management API on 127.0.0.1 that names ``version`` and enables ``flags``; yield its URL."""
+    answers = {
+        "/api/overview": {"rabbitmq_version": version},
+        "/api/feature-flags": [{"name": name, "state": "enabled"} for name in flags],
+    }
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answers.get(self.path, {})).encode()
+            self.send_response(200 if self.path in answers else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Answer) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://guest:guest@127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("version", "flags", "said"),
+    [
+        ("3.9.29", ["quorum_queue", "stream_queue"], "RabbitMQ 3.9.29 is older than 3.10"),
+        ("3.10.8", ["stream_queue"], "RabbitMQ 3.10.8 has feature flag quorum_queue off"),
+    ],
+)
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_a_broker_that_cannot_hold_a_quorum_group_is_refused(
+    tmp_path: Path, command: str, version: str, flags: list[str], said: str
+):
+    path = write_topology(tmp_path, QUORUM)
+    with management_api(version, flags) as url:
+        result = invoke("topology", command, "-f", str(path), env={"TASKQ_MANAGEMENT_URL": url})
+    assert result.exit_code == 1
+    assert "group email declares queue_type: quorum" in result.output
+    assert said in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.rabbitmq

@@ -16,6 +16,7 @@ from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import ManagementApiError, TopologyConflictError
 from topology.export import export_definitions
 from topology.loader import parse_topology
+from topology.management import ManagementClient
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -48,6 +49,42 @@ async def test_apply_twice_changes_nothing_the_second_time(vhost, topology):
     assert second.after.in_sync
     assert second.deleted == ()
     assert second.summary() == f"{total} unchanged"
+
+
+QUORUM = """
+delays: {resolution: 1s, longest: 4s}
+groups:
+  pay: {jobs: ["pay.#"], priority: {strategy: lanes, queue_type: quorum}}
+"""
+
+
+async def test_the_probe_reads_the_broker_version_and_its_enabled_quorum_flags(broker_settings):
+    async with ManagementClient(broker_settings) as client:
+        server = await client.server()
+    assert server.release[:2] >= (3, 10)
+    assert server.version.startswith(".".join(map(str, server.release)))
+    assert server.flags is not None
+    assert {"quorum_queue", "stream_queue"} <= server.flags
+    assert "drop_unroutable_metric" not in server.flags  # disabled on a default node
+
+
+async def test_plan_and_apply_say_what_the_quorum_group_gets_on_this_broker(vhost):
+    async with ManagementClient(vhost) as client:
+        server = await client.server()  # its version is in each quorum group's line
+    quorum = variant(QUORUM)
+    plan = await plan_topology(quorum, vhost)
+    report = await apply_topology(quorum, vhost)
+    group, tiers = plan.choices
+    assert group.startswith(f"group pay: quorum, 4 priority lanes (RabbitMQ {server.version} ")
+    assert group.endswith("delivery limit 20")
+    assert tiers.startswith("delay tiers: quorum")
+    assert report.before.choices == plan.choices
+    assert report.after.in_sync
+    # The broker holds what the file asked: quorum lanes with the limit, quorum tiers.
+    async with ManagementClient(vhost) as client:
+        live = {q.name: dict(q.arguments) for q in (await read_live(client, vhost.vhost)).queues}
+    assert live["taskq.pay.urgent"]["x-delivery-limit"] == 20
+    assert live["taskq.delay.1s"]["x-queue-type"] == "quorum"
 
 
 async def test_changed_queue_argument_is_a_conflict_that_apply_refuses(vhost):

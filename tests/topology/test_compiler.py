@@ -147,9 +147,26 @@ def test_lanes_strategy_gives_one_queue_per_priority_behind_a_headers_exchange()
     assert args["x-overflow"] == "reject-publish"
     lane = next(b for b in topology.bindings if b.destination == "acme.pay.low")
     assert dict(lane.arguments) == {"x-match": "all", names.PRIORITY_HEADER: "low"}
+    assert args["x-delivery-limit"] == 20  # 2 x the default TASKQ_POISON_DELIVERIES + 10
     dlq = queue_args(topology, "acme.pay.dlq")
     assert dlq["x-queue-type"] == "quorum"  # replicated like the lanes
     assert dlq["x-overflow"] == "reject-publish"
+    # The tiers hold the quorum group's retries: replicated too, dead-lettering at least once.
+    tier = queue_args(topology, topology.tiers[0].queue)
+    assert tier["x-queue-type"] == "quorum"
+    assert tier["x-dead-letter-strategy"] == "at-least-once"
+    assert tier["x-overflow"] == "reject-publish"
+    assert "x-delivery-limit" not in tier  # nothing consumes a tier
+
+
+def test_the_delivery_limit_of_quorum_lanes_follows_the_poison_bound():
+    spec = parse_topology(
+        "groups:\n  pay: {jobs: [pay], priority: {strategy: lanes, queue_type: quorum}}\n"
+    )
+    topology = compile_topology(spec, poison_deliveries=7)
+    assert {
+        queue_args(topology, name)["x-delivery-limit"] for name in topology.group("pay").queue_names
+    } == {24}
 
 
 def test_group_for_finds_the_one_group_of_a_job_type(topology):

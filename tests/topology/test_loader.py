@@ -143,7 +143,10 @@ def test_bad_job_type_says_which_word_is_wrong(job: str, expected: str):
         ("concurrency: 64", "concurrency (64) exceeds prefetch (16)"),
         ("prefetch: 0", "greater than or equal to 1"),
         ("scale: {min: 5, max: 2}", "max (2) is below min (5)"),
-        ("priority: {strategy: queue, queue_type: quorum}", "no message priorities"),
+        (
+            "priority: {strategy: queue, queue_type: quorum}",
+            "keeps no priorities before RabbitMQ 4.0",
+        ),
         ("priority: {strategy: fifo}", "'queue' or 'lanes'"),
         ("dlq: {retention: forever}", "'forever' is not a duration"),
         ("dlq: {max_length: 0}", "greater than or equal to 1"),
