@@ -253,7 +253,7 @@ class InMemoryJobStore:
         self.jobs[job_id] = _normalised(
             replace(job, status=JobStatus.QUEUED, attempts=0, finished_at=None, updated_at=at)
         )
-        self.deliveries.pop(job_id, None)
+        self.deliveries[job_id] = 0
         return True
 
     async def replace_data(self, changes: Sequence[DataChange]) -> None:

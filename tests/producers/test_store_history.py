@@ -124,10 +124,14 @@ async def test_every_breaker_transition_is_logged_newest_first_and_bounded(
     assert kept[-1].failures == 0
 
 
-async def test_revive_moves_only_a_dead_job_back_with_its_counts_reset(store: JobStore) -> None:
+async def test_revive_moves_a_dead_lettered_job_back_with_its_counts_reset(store: JobStore) -> None:
+    done = job()
+    await create_job(store, done)
+    _, (run,) = await store.run_window([], [RunStart(done.id, 1, 60.0, NOW)])
+    await store.run_window([RunEnd(done.id, run.deliveries, JobStatus.SUCCEEDED, NOW)], [])
+    assert not await store.revive(done.id, LATER)  # succeeded: a finished job stays finished
     record = job()
     await create_job(store, record)
-    assert not await store.revive(record.id, LATER)  # queued: nothing to revive
     for attempt in (1, 2, 3):
         _, (run,) = await store.run_window([], [RunStart(record.id, attempt, 60.0, NOW)])
         status = JobStatus.DEAD if attempt == 3 else JobStatus.RETRYING
