@@ -194,7 +194,7 @@ class Submitter:
         self._settings = settings or SubmitSettings()
         self._clock = clock
         self._types: dict[str, _Type] = {}
-        self._reserved = reservations(topology.webhooks)
+        self._reserved = reservations(topology.webhooks, topology.streams)
         # labels() costs more than the increment; the label sets are few.
         self._counters = functools.cache(self._metrics.submissions.labels)
         # Concurrent submissions share one insert transaction and one write of their messages;

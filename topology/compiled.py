@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from topology import names, routing
-from topology.errors import UnknownGroupError
+from topology.errors import TopologyError, UnknownGroupError
 from topology.limits import excerpt
 from topology.settings import WorkerSettings
 from topology.spec import (
@@ -16,6 +16,7 @@ from topology.spec import (
     Priority,
     PriorityStrategy,
     QueueType,
+    StreamSourceSpec,
     TopologySpec,
     WebhookSourceSpec,
 )
@@ -113,6 +114,7 @@ class CompiledTopology:
     tiers: tuple[DelayTier, ...]
     lane_patterns: tuple[str, ...] = ()  # the jobs of groups that use priority lanes
     webhooks: tuple[tuple[str, WebhookSourceSpec], ...] = ()  # (source name, spec)
+    streams: tuple[tuple[str, StreamSourceSpec], ...] = ()  # (source name, spec)
 
     def group(self, name: str) -> CompiledGroup:
         """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""
@@ -145,6 +147,16 @@ class CompiledTopology:
     def job_patterns(self) -> tuple[str, ...]:
         """Return every job type and pattern the groups take."""
         return tuple(p for g in self.groups for p in g.spec.jobs)
+
+    def stream(self, name: str) -> StreamSourceSpec:
+        """Return the stream source called ``name``; raise ``TopologyError`` naming those there are."""
+        found = dict(self.streams).get(name)
+        if found is None:
+            known = ", ".join(n for n, _ in self.streams) or "none"
+            raise TopologyError(
+                f"no stream source {excerpt(name)} in the topology; stream sources: {known}"
+            )
+        return found
 
 
 def delivery_limit(poison_deliveries: int) -> int:
@@ -208,6 +220,7 @@ def compile_topology(
         tiers=tuple(tiers),
         lane_patterns=tuple(p for g in laned for p in g.spec.jobs),
         webhooks=tuple(sorted(spec.webhooks.items())),
+        streams=tuple(sorted(spec.streams.items())),
     )
 
 

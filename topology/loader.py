@@ -73,7 +73,7 @@ class _Validator:
         if spec is not None:
             self._check_names(spec)
             self._check_overlaps(spec)
-            self._check_webhooks(spec)
+            self._check_sources(spec)
             self._check_reserved(spec)
         if self.problems or spec is None:
             raise TopologyFileError(self.source, self.problems)
@@ -156,25 +156,27 @@ class _Validator:
                         "of the patterns",
                     )
 
-    def _check_webhooks(self, spec: TopologySpec) -> None:
+    def _check_sources(self, spec: TopologySpec) -> None:
         patterns = [(g, job) for g, group in spec.groups.items() for job in group.jobs]
-        for name, source in spec.webhooks.items():
+        sources = [("webhooks", n, s.job) for n, s in spec.webhooks.items()]
+        sources += [("streams", n, s.job) for n, s in spec.streams.items()]
+        for key, name, job in sources:
             if not names.SOURCE_RE.fullmatch(name):
+                what = "it is a URL segment" if key == "webhooks" else "it names its processes"
                 self._add(
-                    ("webhooks", name),
-                    f"{name!r} is not a valid source name (it is a URL segment); use 1-48 "
-                    f"{_NAME_RULE}",
+                    (key, name),
+                    f"{name!r} is not a valid source name ({what}); use 1-48 {_NAME_RULE}",
                 )
-            sample = source.job_type(SAMPLE_EVENT)
-            if sample is not None and not any(routing.matches(p, sample) for _, p in patterns):
+            sample = job.replace(EVENT, SAMPLE_EVENT)
+            if not any(routing.matches(p, sample) for _, p in patterns):
                 self._add(
-                    ("webhooks", name, "job"),
+                    (key, name, "job"),
                     f"no group takes job type {sample!r}; add a pattern such as "
-                    f"{source.job.replace(EVENT, '#')!r} to a group's jobs",
+                    f"{job.replace(EVENT, '#')!r} to a group's jobs",
                 )
 
     def _check_reserved(self, spec: TopologySpec) -> None:
-        reserved = reservations(spec.webhooks.items())
+        reserved = reservations(spec.webhooks.items(), spec.streams.items())
         for name, group in spec.groups.items():
             for pattern in group.jobs:
                 found = public_overlap(reserved, pattern)

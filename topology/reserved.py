@@ -1,4 +1,4 @@
-"""Reserved job types: those only taskq itself or a verified webhook source may produce."""
+"""Reserved job types: those only taskq itself, a verified webhook source or a stream source may produce."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from topology import names, routing
-from topology.spec import EVENT, WebhookSourceSpec
+from topology.spec import EVENT, StreamSourceSpec, WebhookSourceSpec
 
 TASKQ = "taskq"
 """The producer name of taskq's own jobs (callbacks)."""
@@ -15,6 +15,11 @@ TASKQ = "taskq"
 def webhook_producer(source: str) -> str:
     """Return the producer name of the webhook source called ``source``."""
     return f"webhook:{source}"
+
+
+def stream_producer(source: str) -> str:
+    """Return the producer name of the stream source called ``source``."""
+    return f"stream:{source}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,9 @@ class Reservation:
                 "only taskq itself produces taskq.* types (a job's callback is enqueued when "
                 "the job ends, and goes to that job's own callback_url)"
             )
+        if self.producer.startswith("stream:"):
+            source = self.producer.removeprefix("stream:")
+            return f"only the stream source {source!r} produces these types, from its Redis stream's entries"
         source = self.producer.removeprefix("webhook:")
         return (
             f"only the webhook source {source!r} produces these types, once a delivery's "
@@ -43,10 +51,14 @@ class Reservation:
         )
 
 
-def reservations(webhooks: Iterable[tuple[str, WebhookSourceSpec]]) -> tuple[Reservation, ...]:
-    """Return taskq's own reservation and one per webhook source."""
+def reservations(
+    webhooks: Iterable[tuple[str, WebhookSourceSpec]],
+    streams: Iterable[tuple[str, StreamSourceSpec]] = (),
+) -> tuple[Reservation, ...]:
+    """Return taskq's own reservation and one per webhook source and per stream source."""
     # A template makes every type of its topic pattern ({event} -> #), and only those.
     patterns = [(s.job.replace(EVENT, "#"), webhook_producer(n)) for n, s in webhooks]
+    patterns += [(s.job.replace(EVENT, "#"), stream_producer(n)) for n, s in streams]
     return (
         Reservation("taskq.#", TASKQ, names.CALLBACK_JOB_TYPE),
         *(Reservation(pattern, producer, pattern) for pattern, producer in patterns),

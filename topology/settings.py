@@ -66,7 +66,7 @@ def _scheme(*allowed: str) -> AfterValidator:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    # Built on first use: a short command reads one or two sections of the thirteen. (This module
+    # Built on first use: a short command reads one or two sections of the fifteen. (This module
     # also leaves annotations to Python: pydantic evaluating strings would cost every command.)
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
@@ -298,6 +298,17 @@ class ApiSettings(Section):
         return frozenset(origin.rstrip("/") for origin in _names(self.ws_origins))
 
 
+class GrpcSettings(Section):
+    """Where the gRPC job API listens; the API's TLS files secure it too."""
+
+    grpc: bool = False
+    """Serve the gRPC job API beside the HTTP API (``taskctl serve --grpc`` serves it alone)."""
+    grpc_host: str = "127.0.0.1"
+    """The address the gRPC job API listens on."""
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    """The port the gRPC job API listens on."""
+
+
 class AuthSettings(Section):
     """API keys, bearer tokens (JWT) and the rate limits every credential gets."""
 
@@ -462,6 +473,19 @@ class EncryptionSettings(Section):
         return sealer_from(keys, self.data_keys_file)
 
 
+class StreamSettings(Section):
+    """Where the Redis of the topology's stream sources is, and how the sources read."""
+
+    redis_url: Annotated[SecretStr, _scheme("redis", "rediss", "unix")] = SecretStr(
+        "redis://127.0.0.1:6379/0"
+    )
+    """The Redis server of the topology's ``streams`` (``rediss://`` for TLS; a password goes in the URL)."""
+    stream_block: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Seconds a stream source's read waits for new entries."""
+    stream_retry_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
+    """Seconds before a stream source tries again the entries whose jobs could not be submitted (the broker or a store down)."""
+
+
 class Settings(BaseModel):
     """Every setting of a taskq process, by section."""
 
@@ -474,12 +498,14 @@ class Settings(BaseModel):
     submit: SubmitSettings
     retention: RetentionSettings
     api: ApiSettings
+    grpc: GrpcSettings
     auth: AuthSettings
     client: ClientSettings
     worker: WorkerSettings
     autoscaler: AutoscalerSettings
     callbacks: CallbackSettings
     encryption: EncryptionSettings
+    streams: StreamSettings
 
 
 S = TypeVar("S", bound=Section)

@@ -1,4 +1,4 @@
-"""The topology file as validated value objects: namespace, delay tiers, consumer groups, webhook sources."""
+"""The topology file as validated value objects: namespace, delay tiers, consumer groups, webhook and stream sources."""
 
 from __future__ import annotations
 
@@ -296,29 +296,91 @@ class WebhookSourceSpec(_Spec):
             given = [key for key in HMAC_ONLY if getattr(self, key) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to scheme: hmac")
-        words = self.job.split(".")
-        if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
-            # The types a template makes must form a topic pattern, so they can be reserved.
-            raise ValueError(
-                f"job {self.job!r}: {EVENT} must be a whole dot-separated word, used once "
-                f"(e.g. 'acme.{EVENT}')"
-            )
-        template = self.job.replace(EVENT, SAMPLE_EVENT)
-        if "{" in template or "}" in template:
-            raise ValueError(f"job {self.job!r}: the only placeholder is {EVENT}")
-        problem = limits.job_type_problem(template, allow_wildcards=False)
-        if problem:
-            raise ValueError(f"job {self.job!r} does not make a job type: {problem}")
+        _check_template(self.job)
         return self
 
     def job_type(self, event: str | None) -> str | None:
         """Return the job type of an event, or ``None`` when the event cannot make one."""
-        if EVENT not in self.job:
-            return self.job
-        if not event:
-            return None
-        job_type = self.job.replace(EVENT, event)
-        return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
+        return job_type_of(self.job, event)
+
+
+def _check_template(job: str) -> None:
+    """Raise ``ValueError`` unless ``job`` is a job type, or one with ``{event}`` as a whole word."""
+    words = job.split(".")
+    if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
+        # The types a template makes must form a topic pattern, so they can be reserved.
+        raise ValueError(
+            f"job {job!r}: {EVENT} must be a whole dot-separated word, used once "
+            f"(e.g. 'acme.{EVENT}')"
+        )
+    template = job.replace(EVENT, SAMPLE_EVENT)
+    if "{" in template or "}" in template:
+        raise ValueError(f"job {job!r}: the only placeholder is {EVENT}")
+    problem = limits.job_type_problem(template, allow_wildcards=False)
+    if problem:
+        raise ValueError(f"job {job!r} does not make a job type: {problem}")
+
+
+def job_type_of(template: str, event: str | None) -> str | None:
+    """Return the job type ``template`` makes of ``event``, or ``None`` when the event cannot make one."""
+    if EVENT not in template:
+        return template
+    if not event:
+        return None
+    job_type = template.replace(EVENT, event)
+    return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
+
+
+class StreamStart(StrEnum):
+    """Where a stream source's consumer group starts when taskq creates it."""
+
+    FIRST = "first"  # every entry the stream holds, and every later one
+    NEW = "new"  # only entries added from then on
+
+
+class StreamSourceSpec(_Spec):
+    """One ``streams:`` entry: a Redis stream read through a consumer group, and the job each entry becomes."""
+
+    stream: Annotated[str, Field(min_length=1, max_length=512)]  # the stream's key
+    group: Annotated[str, Field(min_length=1, max_length=255)] = "taskq"
+    job: str
+    event_field: str | None = None  # the entry field whose value fills {event}
+    # The entry field holding the payload as JSON; unset: the entry's fields as an object.
+    payload_field: str | None = None
+    priority: Priority = Priority.MEDIUM
+    tenant: limits.Tenant = names.DEFAULT_TENANT
+    dead_letter: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    start: StreamStart = StreamStart.FIRST
+    batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    # How long an entry read but never acknowledged (its reader died) waits before another
+    # reader of the group claims it (XAUTOCLAIM).
+    claim_after: Duration = 60_000
+    consumers: Annotated[int, Field(ge=1, le=64)] = 1  # processes ``taskctl up`` runs
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if EVENT in self.job and self.event_field is None:
+            raise ValueError(
+                f"job uses {EVENT} but this stream source has no event_field to take it from"
+            )
+        _check_template(self.job)
+        if self.claim_after < 1000:
+            raise ValueError(
+                f"claim_after {format_duration(self.claim_after)} is below 1s; a slow publish "
+                "would have its entry claimed by another reader while it is still in hand"
+            )
+        if self.dead_letter_stream == self.stream:
+            raise ValueError("dead_letter must be another stream than the one read")
+        return self
+
+    @property
+    def dead_letter_stream(self) -> str:
+        """Return the stream that receives the entries that cannot become jobs."""
+        return self.dead_letter or f"{self.stream}.dead"
+
+    def job_type(self, event: str | None) -> str | None:
+        """Return the job type of an entry whose event field holds ``event``, or ``None``."""
+        return job_type_of(self.job, event)
 
 
 class TopologySpec(_Spec):
@@ -329,6 +391,7 @@ class TopologySpec(_Spec):
     delays: DelaySpec = DelaySpec()
     groups: dict[str, GroupSpec]
     webhooks: dict[str, WebhookSourceSpec] = Field(default_factory=dict)
+    streams: dict[str, StreamSourceSpec] = Field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(
@@ -337,6 +400,7 @@ class TopologySpec(_Spec):
                 self.delays,
                 tuple(sorted(self.groups.items())),
                 tuple(sorted(self.webhooks.items())),
+                tuple(sorted(self.streams.items())),
             )
         )
 
