@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, Unpack
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
 from jobstore.model import JobStatus
 from producers.backends import (
@@ -25,7 +25,7 @@ from producers.backends import (
     transport,
 )
 from producers.pika_publisher import PikaPublisher
-from producers.requests import JobSubmission
+from producers.requests import checked_request
 from producers.submit import JobRequest, Submitted
 from producers.tenancy import Viewer
 from producers.views import job_view, page_view
@@ -103,14 +103,16 @@ class AsyncClient(AsyncClosing):
             IdempotencyInFlightError: the same key is being submitted right now.
             BrokerError, StoreError, BlobStoreError: a dependency failed.
         """
-        request = _checked({"type": job_type, "payload": payload, **options}, self._viewer.tenant)
+        request = checked_request(
+            {"type": job_type, "payload": payload, **options}, self._viewer.tenant
+        )
         if isinstance(request, JobRejectedError):
             raise request
         return _view(await self._submitter.submit(request))
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request with confirms awaited together; one view or error per request, in order."""
-        checked = [_checked(r, self._viewer.tenant) for r in requests]
+        checked = [checked_request(r, self._viewer.tenant) for r in requests]
         valid = [c for c in checked if isinstance(c, JobRequest)]
         outcomes = iter(await self._submitter.submit_many(valid))
         # Requests the schema refused keep their place, so results line up with requests.
@@ -138,28 +140,6 @@ class AsyncClient(AsyncClosing):
     async def cancel(self, job_id: str) -> JobView:
         """Cancel a job that has not started (``JobStateError`` once it has)."""
         return job_view(await self._submitter.cancel(job_id, self._viewer))
-
-
-def _checked(source: Mapping[str, Any] | JobRequest, tenant: str) -> JobRequest | JobRejectedError:
-    """Return the request once it passes the HTTP API's schema (both doors accept the same jobs), or why not."""
-    try:
-        if isinstance(source, JobRequest):  # built in code: read from its attributes
-            body = JobSubmission.model_validate(source, from_attributes=True)
-        else:
-            body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
-    except ValidationError as exc:
-        return _rejected(exc)
-    # The fields of POST /jobs; the tenant is the client's own, from TASKQ_TENANT.
-    return JobRequest(**dict(body), tenant=tenant)
-
-
-def _rejected(exc: ValidationError) -> JobRejectedError:
-    errors = exc.errors()
-    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in errors)
-    field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    rejected = JobRejectedError(f"invalid job: {detail}", field=field)
-    rejected.__cause__ = exc  # raised later, outside the except block: keep the chain
-    return rejected
 
 
 def _view(done: Submitted) -> JobView:

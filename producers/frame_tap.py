@@ -19,6 +19,8 @@ from yarl import URL
 from topology.broker import plain_transport
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+_METHOD_ID = struct.Struct(">HH")  # a method frame's class and method
+_CONNECTION, _BLOCKED, _UNBLOCKED = 10, 60, 61
 METHOD, HEADER, BODY, _BEAT = 1, 2, 3, 8
 _KINDS = frozenset((METHOD, HEADER, BODY, _BEAT))
 _FRAME_END = 0xCE
@@ -41,12 +43,23 @@ class Route(Protocol):
         ...
 
 
+class Alarm:
+    """Whether the broker blocks this connection's publishers now (a memory or disk alarm)."""
+
+    def __init__(self) -> None:
+        self.blocked = False
+        self.reason = ""
+
+
 class _Tap:
     """The connection's protocol seen first: cuts the routed frames out, passes the rest on."""
 
-    def __init__(self, inner: asyncio.Protocol, routes: dict[int, Route]) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, routes: dict[int, Route], alarm: Alarm | None = None
+    ) -> None:
         self._inner = inner
         self._routes = routes
+        self._alarm = alarm or Alarm()
         self._pending = b""
         self._framed = True  # False once the stream is not AMQP frames: all of it goes to aiormq
         self._loop = asyncio.get_running_loop()
@@ -72,6 +85,8 @@ class _Tap:
                 break
             route = routes.get(channel)
             if route is None or not route.take(kind, buffer, position + 7, end):
+                if channel == 0 and kind == METHOD:
+                    self._watch(buffer, position + 7)
                 passed.append(buffer[position : end + 1])
             position = end + 1
         self._pending = buffer[position:]
@@ -81,6 +96,21 @@ class _Tap:
         if passed:
             self._heard = now
             self._inner.data_received(passed[0] if len(passed) == 1 else b"".join(passed))
+
+    def _watch(self, frame: bytes, start: int) -> None:
+        """Note a ``connection.blocked`` or ``connection.unblocked`` the broker sent (aiormq still gets it)."""
+        # https://www.rabbitmq.com/docs/connection-blocked: sent while a resource alarm stops
+        # publishers, and the publishes it holds back get no confirm until it ends.
+        class_id, method_id = _METHOD_ID.unpack_from(frame, start)
+        if class_id != _CONNECTION:
+            return
+        if method_id == _BLOCKED:
+            size = frame[start + 4] if len(frame) > start + 4 else 0
+            self._alarm.blocked = True
+            self._alarm.reason = frame[start + 5 : start + 5 + size].decode("utf-8", "replace")
+        elif method_id == _UNBLOCKED:
+            self._alarm.blocked = False
+            self._alarm.reason = ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._routes.clear()
@@ -98,6 +128,7 @@ class FrameTap(TransportFactory):
     def __init__(self) -> None:
         self._routes: dict[int, Route] = {}  # by channel number, on the current transport
         self._writer: asyncio.StreamWriter | None = None
+        self.alarm = Alarm()  # of the current transport
 
     async def create(
         self, url: URL, **kwargs: Any
@@ -107,8 +138,11 @@ class FrameTap(TransportFactory):
         # A new transport (a reconnect) has new channels: routes start empty.
         self._routes = {}
         self._writer = writer
+        # A new connection starts unblocked: the broker tells it at once if an alarm is on.
+        self.alarm = Alarm()
         transport = writer.transport
-        transport.set_protocol(_Tap(transport.get_protocol(), self._routes))  # type: ignore[arg-type]
+        tap = _Tap(transport.get_protocol(), self._routes, self.alarm)  # type: ignore[arg-type]
+        transport.set_protocol(tap)  # type: ignore[arg-type]
         return reader, writer
 
     def routed(self, channel: AbstractChannel) -> Route | None:

@@ -114,6 +114,11 @@ class ConfirmedPublisher(AsyncClosing):
         return self._connection
 
     @property
+    def blocked(self) -> bool:
+        """Return whether the broker blocks publishing on this connection now (a resource alarm)."""
+        return self._tap.alarm.blocked
+
+    @property
     def connected(self) -> bool:
         """Return whether the connection and channel are open right now."""
         return not self._connection.is_closed and not self._channel.is_closed

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from jobstore.model import JobRecord
+from producers.submit import JobRequest
+from topology.errors import JobRejectedError
 from topology.limits import Attempts, CallbackUrl, Delay, IdempotencyKey, UtcTime
 from topology.spec import Priority
 
@@ -42,3 +45,30 @@ class JobSubmission(BaseModel):
 
 # A client sending a field the server sets on each job is told so.
 SERVER_OWNED = frozenset(JobRecord.__dataclass_fields__) - frozenset(JobSubmission.model_fields)
+
+
+def checked_request(
+    source: Mapping[str, Any] | JobRequest, tenant: str, *, door: str = "client"
+) -> JobRequest | JobRejectedError:
+    """Return the request once it passes the HTTP API's schema (every door accepts the same jobs), or why not.
+
+    ``source`` holds the fields of ``POST /jobs`` (``None`` counts as unset), or is a request
+    built in code; the job belongs to ``tenant`` and came in by ``door``.
+    """
+    try:
+        if isinstance(source, JobRequest):  # built in code: read from its attributes
+            body = JobSubmission.model_validate(source, from_attributes=True)
+        else:
+            body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
+    except ValidationError as exc:
+        return _rejected(exc)
+    return JobRequest(**dict(body), tenant=tenant, source=door)
+
+
+def _rejected(exc: ValidationError) -> JobRejectedError:
+    errors = exc.errors()
+    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in errors)
+    field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+    rejected = JobRejectedError(f"invalid job: {detail}", field=field)
+    rejected.__cause__ = exc  # raised later, outside the except block: keep the chain
+    return rejected

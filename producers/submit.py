@@ -261,8 +261,14 @@ class Submitter:
         [done] = await self._confirm_all([pending])
         return done
 
-    async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted | TaskqError]:
-        """Submit each request: one store transaction, one window of confirms; results in order."""
+    async def submit_many(
+        self, requests: Sequence[JobRequest], *, producer: str | None = None
+    ) -> list[Submitted | TaskqError]:
+        """Submit each request: one store transaction, one window of confirms; results in order.
+
+        ``producer`` names the source the requests' reserved types are for (a stream source),
+        as ``submit_reserved`` does; no client door passes one.
+        """
         if len(requests) > self._settings.batch_max:
             raise JobRejectedError(
                 f"a batch holds at most {self._settings.batch_max} jobs, got {len(requests)}",
@@ -273,7 +279,7 @@ class Submitter:
         prepared: list[tuple[int, _Pending]] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append((index, await self._prepare(request, now, None)))
+                prepared.append((index, await self._prepare(request, now, producer)))
             except TaskqError as exc:
                 results[index] = exc
         try:

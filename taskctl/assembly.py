@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 async def api_services(settings: Settings, registry: CollectorRegistry | None = None) -> Services:
     """Connect to the broker, open the stores, start the repair and retention sweeps; metrics on ``registry``."""
     from producers.api.app import Services
-    from producers.api.hub import EventHub
+    from producers.watchers import EventHub
 
     async with contextlib.AsyncExitStack() as stack:  # unwound only if a step fails
         producer = await open_producer(settings, confirmed("taskq api"), registry)

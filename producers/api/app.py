@@ -18,7 +18,6 @@ from starlette.types import Scope as AsgiScope
 
 from producers.api import problems, routes
 from producers.api.guards import BodyLimit
-from producers.api.hub import EventHub
 from producers.api.metrics import ApiMetrics, MetricsMiddleware, TracingMiddleware
 from producers.api.schemas import Problem
 from producers.api.security import SCHEME, AuthGate, SecuredRoute, check_doors, secured, under
@@ -26,6 +25,7 @@ from producers.auth.authenticator import Authenticator, open_authenticator
 from producers.auth.scopes import Scope
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
+from producers.watchers import EventHub
 from telemetry import tracing
 from topology.errors import TaskqError
 from topology.settings import ApiSettings, AuthSettings
