@@ -208,6 +208,11 @@ class Submitter:
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
 
+    @property
+    def batch_max(self) -> int:
+        """Return how many jobs one ``submit_many`` takes at most (``TASKQ_BATCH_MAX``)."""
+        return self._settings.batch_max
+
     async def settle(self) -> None:
         """Write the rows held behind their confirms, so that a read sees every job accepted here."""
         await self._rows.drain()

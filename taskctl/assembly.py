@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from producers.api.app import Services
+    from producers.grpc_api.server import GrpcServer
 
 # The API's own modules (FastAPI, uvicorn, the routes) are imported by the functions that
 # build the API: a worker process starts without them, and they were a third of its start.
@@ -85,7 +86,11 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 
 
 def api_app(
-    settings: Settings, services: Services | None = None, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    services: Services | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """Return the whole API (jobs, ``/admin/dlq``, ``/webhooks/{source}``, ``/console``); webhook secrets come from ``environ``."""
     from producers.api.app import create_app
@@ -96,7 +101,8 @@ def api_app(
     if services is not None:
         services.submitter.callback_check = registration_check(settings.callbacks)
     routers = [admin_routes.router, webhook_router(settings.auth, environ)]
-    registry = CollectorRegistry()  # the API's metrics and its submitter's, served at /metrics
+    # The API's metrics and its submitter's (and the gRPC door's beside it), served at /metrics.
+    registry = registry or CollectorRegistry()
     return create_app(
         services or (lambda: api_services(settings, registry)),
         settings.api,
@@ -107,13 +113,68 @@ def api_app(
 
 
 def serve_api(settings: Settings) -> int:
-    """Serve the API until SIGINT or SIGTERM; return 0."""
+    """Serve the API (and the gRPC job API beside it when ``TASKQ_GRPC`` says so) until SIGINT or SIGTERM; return 0."""
     import uvicorn
 
     from producers.api.guards import server_config
+    from taskctl.context import run
 
     tracing.configure_tracing("taskq-api")  # only when OTEL_* variables ask for it
-    uvicorn.Server(server_config(api_app(settings), settings.api)).run()
+    if not settings.grpc.grpc:
+        uvicorn.Server(server_config(api_app(settings), settings.api)).run()
+        return 0
+
+    async def both() -> None:
+        registry = CollectorRegistry()
+        services = await api_services(settings, registry)
+        await with_grpc(services, settings, registry)
+        app = api_app(settings, services, registry=registry)
+        await uvicorn.Server(server_config(app, settings.api)).serve()
+
+    run(both())
+    return 0
+
+
+async def with_grpc(
+    services: Services,
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    *,
+    port: int | None = None,
+) -> GrpcServer:
+    """Start the gRPC job API on ``services`` (on ``port`` if given); closing them stops it first, its calls drained."""
+    from producers.grpc_api.server import start_grpc
+    from producers.grpc_api.service import JobsDoor
+
+    assert services.authenticator is not None  # Services makes one when none is given
+    door = JobsDoor(services.submitter, services.authenticator, services.hub, settings.api)
+    server = await start_grpc(door, settings.grpc, registry=registry, port=port)
+    if services.ready is not None:
+        server.follow(services.ready)
+    close = services.close
+
+    async def stop_then_close() -> None:
+        await server.stop()
+        if close is not None:
+            await close()
+
+    services.close = stop_then_close
+    return server
+
+
+async def serve_grpc(settings: Settings) -> int:
+    """Serve only the gRPC job API, on ``TASKQ_GRPC_HOST:TASKQ_GRPC_PORT``, until SIGINT or SIGTERM; return 0."""
+    tracing.configure_tracing("taskq-grpc")  # only when OTEL_* variables ask for it
+    services = await api_services(settings, REGISTRY)
+    try:
+        await with_grpc(services, settings, REGISTRY)
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+    finally:
+        if services.close is not None:
+            await services.close()
     return 0
 
 

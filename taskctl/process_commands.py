@@ -39,15 +39,27 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
 
 
 @app.command("serve")
-def api() -> None:
+def api(
+    grpc: Annotated[
+        bool,
+        typer.Option(
+            "--grpc", help="Serve only the gRPC job API, on TASKQ_GRPC_HOST:TASKQ_GRPC_PORT."
+        ),
+    ] = False,
+) -> None:
     """Serve the HTTP API until SIGTERM.
 
-    It listens on TASKQ_HOST:TASKQ_PORT; taskctl up runs it. Its logs are its output.
+    It listens on TASKQ_HOST:TASKQ_PORT, and serves the gRPC job API beside it on
+    TASKQ_GRPC_HOST:TASKQ_GRPC_PORT when TASKQ_GRPC=true; taskctl up runs it. Its logs are
+    its output.
     """
-    from taskctl.assembly import serve_api
+    from taskctl.assembly import serve_api, serve_grpc
     from topology.settings import load_settings
 
-    serve("the API", lambda: serve_api(load_settings()))
+    if grpc:
+        serve("the gRPC job API", lambda: run(serve_grpc(load_settings())))
+    else:
+        serve("the API", lambda: serve_api(load_settings()))
 
 
 @app.command()

@@ -124,6 +124,14 @@ class JobNotFoundError(TaskqError):
     """No job has this id (HTTP 404)."""
 
 
+class RequestTooLargeError(TaskqError):
+    """A request is over its door's size limit (HTTP 413)."""
+
+
+class DeadlineExceededError(TaskqError):
+    """The caller's deadline passed first; a submission may still be accepted (retry with its key)."""
+
+
 class JobStateError(TaskqError):
     """The job is in a state that does not allow the operation (HTTP 409)."""
 

@@ -1,0 +1,254 @@
+"""The ``taskq.v1.Jobs`` service: each call checked, submitted and answered through the HTTP API's own parts."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+from loguru import logger
+from opentelemetry.trace import SpanKind
+
+from jobstore.model import JobStatus
+from producers.auth.authenticator import Authenticator
+from producers.auth.principal import Principal
+from producers.auth.scopes import Scope
+from producers.grpc_api.messages import (
+    STATUSES,
+    event_message,
+    job_message,
+    request_fields,
+    view_message,
+)
+from producers.grpc_api.status import code_of, details_of, trailers_of
+from producers.grpc_api.v1 import jobs_pb2 as pb
+from producers.grpc_api.v1 import jobs_pb2_grpc
+from producers.requests import checked_request
+from producers.submit import JobRequest, Submitted, Submitter
+from producers.views import job_view
+from producers.watchers import EventHub
+from telemetry import tracing
+from telemetry.metrics import MetricSet, counter, histogram
+from topology.errors import (
+    AccessError,
+    DeadlineExceededError,
+    JobRejectedError,
+    RequestTooLargeError,
+    TaskqError,
+)
+from topology.limits import MAX_SHORT_STRING_BYTES
+from topology.settings import ApiSettings
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Jobs"].full_name  # taskq.v1.Jobs
+DOOR = "grpc"  # the source of its jobs: its idempotency keys are its own, as each door's are
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+class GrpcMetrics(MetricSet):
+    """Calls of the gRPC job API by method and status code, and how long they took."""
+
+    calls = counter(
+        "taskq_grpc_requests_total",
+        "gRPC calls of the job API by method and status code.",
+        "method code",
+    )
+    duration = histogram(
+        "taskq_grpc_request_duration_seconds",
+        "gRPC call duration by method (a Watch: until its stream ended).",
+        "method",
+        buckets=BUCKETS,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobsDoor:
+    """What the service works with: the HTTP API's submitter, authenticator, event hub and limits."""
+
+    submitter: Submitter
+    authenticator: Authenticator
+    hub: EventHub
+    settings: ApiSettings
+
+
+class JobsService(jobs_pb2_grpc.JobsServicer):
+    """Submits, reads, cancels and watches jobs for callers holding a credential with the scope."""
+
+    def __init__(self, door: JobsDoor, metrics: GrpcMetrics | None = None) -> None:
+        self._door = door
+        self._submitter = door.submitter
+        metrics = metrics or GrpcMetrics()
+        # labels() costs more than the increment; methods and codes are few.
+        self._calls = functools.cache(metrics.calls.labels)
+        self._durations = functools.cache(metrics.duration.labels)
+        # Submissions outlive a caller whose deadline passed: a job is stored and published
+        # whole or not at all, never cut off between the two.
+        self._submitting: set[asyncio.Future[Any]] = set()
+
+    async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
+        """Store and publish one job; answer once the broker confirmed it."""
+        async with self._call("Submit", context, Scope.JOBS_WRITE) as caller:
+            limit = self._door.settings.max_body_bytes
+            if request.ByteSize() > limit:
+                raise RequestTooLargeError(f"a job is at most {limit} bytes (TASKQ_MAX_BODY_BYTES)")
+            job = _request(request, caller)
+            if isinstance(job, TaskqError):
+                raise job
+            done = await self._outlived(self._submitter.submit(job), context)
+            return pb.SubmitResponse(job=_answer(done), replayed=done.replayed)
+
+    async def SubmitBatch(
+        self, request: pb.SubmitBatchRequest, context: Context
+    ) -> pb.SubmitBatchResponse:
+        """Submit every job with confirms awaited together; one result per job, in order."""
+        async with self._call("SubmitBatch", context, Scope.JOBS_WRITE) as caller:
+            most = self._submitter.batch_max
+            if len(request.jobs) > most:
+                raise JobRejectedError(f"a batch holds at most {most} jobs", field="jobs")
+            checked = [_request(job, caller) for job in request.jobs]
+            valid = [c for c in checked if isinstance(c, JobRequest)]
+            done = iter(await self._outlived(self._submitter.submit_many(valid), context))
+            outcomes = [c if isinstance(c, TaskqError) else next(done) for c in checked]
+            results = [_result(outcome) for outcome in outcomes]
+            accepted = sum(1 for r in results if r.HasField("job"))
+            return pb.SubmitBatchResponse(
+                accepted=accepted, rejected=len(results) - accepted, results=results
+            )
+
+    async def Get(self, request: pb.GetRequest, context: Context) -> pb.Job:
+        """Return the job, if the caller's tenant may see it."""
+        async with self._call("Get", context, Scope.JOBS_READ) as caller:
+            return job_message(await self._submitter.get(request.id, caller.viewer))
+
+    async def List(self, request: pb.ListRequest, context: Context) -> pb.ListResponse:
+        """Return one page of the caller's jobs, newest first."""
+        async with self._call("List", context, Scope.JOBS_READ) as caller:
+            limit = request.limit or 50
+            if limit > 500:
+                raise JobRejectedError("limit is 1-500", field="limit")
+            if len(request.type.encode()) > MAX_SHORT_STRING_BYTES or len(request.cursor) > 64:
+                raise JobRejectedError("type or cursor is too long", field="type")
+            page = await self._submitter.list_jobs(
+                caller.viewer,
+                status=STATUSES.get(request.status),
+                job_type=request.type or None,
+                limit=limit,
+                cursor=request.cursor or None,
+            )
+            return pb.ListResponse(
+                jobs=[job_message(job) for job in page.jobs], next_cursor=page.next_cursor or ""
+            )
+
+    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.Job:
+        """Cancel a job that has not started."""
+        async with self._call("Cancel", context, Scope.JOBS_WRITE) as caller:
+            return job_message(await self._submitter.cancel(request.id, caller.viewer))
+
+    async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.JobEvent]:
+        """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs."""
+        async with self._call("Watch", context, Scope.JOBS_READ) as caller:
+            target = request.WhichOneof("target")
+            job_id = request.job_id if target == "job_id" else None
+            job_type = request.type if target == "type" else None
+            async with self._door.hub.watch(caller.viewer, job_id=job_id, job_type=job_type) as w:
+                if job_id is not None:
+                    current = job_view(await self._submitter.get(job_id, caller.viewer))
+                    yield event_message(current)
+                    if JobStatus(current["status"]).terminal:
+                        return
+                while True:
+                    event = await w.events.get()
+                    yield event_message(event)
+                    if job_id is not None and JobStatus(event["status"]).terminal:
+                        return
+
+    @asynccontextmanager
+    async def _call(self, method: str, context: Context, scope: Scope) -> AsyncIterator[Principal]:
+        """Run one call as its caller: authenticated, timed, traced, its taskq errors turned into status codes."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            with tracing.span(
+                f"{SERVICE}/{method}",
+                kind=SpanKind.SERVER,
+                parent_headers=dict(context.invocation_metadata() or ()),
+                attributes={"rpc.system": "grpc", "rpc.method": method},
+            ):
+                caller = await self._caller(context, scope)
+                yield caller
+        except TaskqError as exc:
+            code = code_of(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                logger.opt(exception=exc).error("{} failed unexpectedly", method)
+            elif code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, AccessError):
+                logger.warning("{} -> UNAVAILABLE: {}", method, exc)
+            await context.abort(code, details_of(exc, code), trailers_of(exc))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            logger.exception("{} failed unexpectedly", method)
+            await context.abort(code, "internal error")
+        finally:
+            self._calls(method, code.name).inc()
+            self._durations(method).observe(time.perf_counter() - started)
+
+    async def _caller(self, context: Context, scope: Scope) -> Principal:
+        """Return the caller of the call's ``authorization`` metadata, if it holds ``scope``."""
+        authorization = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                authorization = value
+        caller = await self._door.authenticator.authenticate(authorization)
+        caller.require(scope)
+        return caller
+
+    async def _outlived(self, work: Any, context: Context) -> Any:
+        """Await ``work`` within the call's deadline; past it, ``work`` goes on and the caller is told."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            work.close()
+            raise DeadlineExceededError("the deadline passed before the call started")
+        task = asyncio.ensure_future(work)
+        self._submitting.add(task)
+        task.add_done_callback(self._submitting.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), remaining)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                "the deadline passed before the broker confirmed; the job may still be "
+                "accepted: submit it again with the same idempotency key to learn its outcome"
+            ) from None
+
+
+def _request(message: pb.SubmitRequest, caller: Principal) -> JobRequest | TaskqError:
+    """Return the job request a message makes for ``caller``, or why it makes none."""
+    try:
+        fields = request_fields(message)
+        caller.require_type(message.type)
+    except TaskqError as exc:
+        return exc
+    return checked_request(fields, caller.tenant, door=DOOR)
+
+
+def _answer(done: Submitted) -> pb.Job:
+    answer = done.answer
+    return view_message(done.view()) if isinstance(answer, bytes) else job_message(answer)
+
+
+def _result(outcome: Submitted | TaskqError) -> pb.SubmitResult:
+    if isinstance(outcome, TaskqError):
+        code = code_of(outcome)
+        field = getattr(outcome, "field", None) or ""
+        problem = pb.Problem(code=code.value[0], message=details_of(outcome, code), field=field)
+        return pb.SubmitResult(problem=problem)
+    return pb.SubmitResult(job=_answer(outcome), replayed=outcome.replayed)
