@@ -242,3 +242,36 @@ async def run_worker(group_name: str, settings: Settings) -> int:
         logger.info("worker for group {} draining (grace {}s)", group_name, settings.worker.grace)
         clean = await worker.stop()
     return 0 if clean else 1
+
+
+async def run_stream(name: str, consumer: str, settings: Settings) -> int:
+    """Run the stream source ``name`` as ``consumer`` of its group until SIGTERM or SIGINT; return 0."""
+    from producers.streams.source import StreamMetrics, StreamReader, StreamSource, open_redis
+
+    tracing.configure_tracing(f"taskq-stream-{name}")  # only when OTEL_* variables ask
+    async with contextlib.AsyncExitStack() as stack:
+        producer = await open_producer(settings, confirmed(f"taskq stream {name}"), REGISTRY)
+        stack.push_async_callback(producer.close)
+        spec = producer.backends.topology.stream(name)
+        redis = open_redis(settings.streams)
+        stack.push_async_callback(redis.aclose)
+        # Its own keyed jobs left unconfirmed by a crash are published again and their keys
+        # completed here too, so the entries read again replay them without an API running.
+        repairs = asyncio.create_task(producer.submitter.keep_repairing())
+        stack.push_async_callback(_cancelled, repairs)
+        reader = StreamReader(name, spec, consumer)
+        source = StreamSource(
+            reader,
+            redis,
+            producer.submitter,
+            producer.publisher,
+            settings.streams,
+            StreamMetrics(REGISTRY),
+        )
+        await source.ensure_group()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        await source.run(stopping)
+        logger.info("stream source {} stopped", name)
+    return 0

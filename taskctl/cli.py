@@ -19,7 +19,7 @@ from topology.errors import TaskqError
 # what a command runs inside it, and leave out `from __future__ import annotations`: typer reads
 # every parameter's annotation to build a command, and a string to evaluate costs more.
 MODULES = {
-    **dict.fromkeys(("up", "worker"), "process_commands"),
+    **dict.fromkeys(("up", "worker", "stream"), "process_commands"),
     "config": "config_command",
     "autoscale": "process_commands",
     "scale": "health_commands",

@@ -33,6 +33,8 @@ async def up(path: Path | None, *, grace: float) -> int:
     refuse_taken_port(api.host, api.port, "TASKQ_PORT")
     if scaling.autoscale:
         refuse_taken_port(scaling.autoscaler_host, scaling.autoscaler_port, "TASKQ_AUTOSCALER_PORT")
+    if settings.grpc.grpc:
+        refuse_taken_port(settings.grpc.grpc_host, settings.grpc.grpc_port, "TASKQ_GRPC_PORT")
     topology = compiled_topology(path)
     report = await apply_topology(topology, settings.broker)
     applied = (report.server, settings.broker.describe(), report.summary())
@@ -42,7 +44,20 @@ async def up(path: Path | None, *, grace: float) -> int:
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
     api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))
-    return await supervise(topology, settings, [api_process], grace=grace)
+    return await supervise(topology, settings, [api_process, *stream_specs(topology)], grace=grace)
+
+
+def stream_specs(topology: CompiledTopology) -> list[ProcessSpec]:
+    """Return the processes of every stream source: ``consumers`` readers each, named per host."""
+    host = socket.gethostname()
+    return [
+        ProcessSpec(
+            f"stream:{name}" if index == 1 else f"stream:{name}#{index}",
+            (sys.executable, "-m", "taskctl", "stream", name, "--consumer", f"{host}-{index}"),
+        )
+        for name, spec in topology.streams
+        for index in range(1, spec.consumers + 1)
+    ]
 
 
 def refuse_taken_port(host: str, port: int, setting: str) -> None:

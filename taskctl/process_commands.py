@@ -38,6 +38,34 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
     serve(f"the worker of group {group}", lambda: run(run_worker(group, load_settings())))
 
 
+@app.command()
+def stream(
+    source: Annotated[str, typer.Argument(help="The stream source of the topology to run.")],
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            help="This reader's consumer name in the stream's group (default: <host>-1); a "
+            "restarted reader with the same name reads its pending entries first."
+        ),
+    ] = None,
+) -> None:
+    """Turn a Redis stream's entries into jobs until SIGTERM.
+
+    Runs one stream source of the topology: an entry is acknowledged once the broker
+    confirmed its job. taskctl up runs each source's readers. Its logs are its output.
+    """
+    import socket
+
+    from taskctl.assembly import run_stream
+    from topology.settings import load_settings
+
+    name = consumer or f"{socket.gethostname()}-1"
+    serve(
+        f"the stream source {source}",
+        lambda: run(run_stream(source, name, load_settings())),
+    )
+
+
 @app.command("serve")
 def api(
     grpc: Annotated[

@@ -169,6 +169,37 @@ async def scratch_database(admin_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+REDIS_URL = os.environ.get("TASKQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Return the URL of the local Redis; fail under CI=true when it is missing."""
+    parts = urlsplit(REDIS_URL)
+    if not _reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
+        message = f"Redis is not reachable at {REDIS_URL}"
+        if CI:
+            pytest.fail(f"{message}; CI must start it (ensure_redis in deploy/local/env.sh)")
+        pytest.skip(f"{message}; start redis-server or set TASKQ_TEST_REDIS_URL")
+    return REDIS_URL
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """Return a key prefix of this test's own on the local Redis; its keys are deleted after."""
+    import redis.asyncio as aioredis
+
+    prefix = f"taskq-test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """Return promtool's path; fail under CI=true when it is missing, else skip."""

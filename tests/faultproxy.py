@@ -84,6 +84,15 @@ class FaultProxy:
 
         self._loop.call_soon_threadsafe(shut)
 
+    def inject(self, data: bytes) -> None:
+        """Send ``data`` to every client as if the broker had sent it (between two of its chunks)."""
+
+        def send() -> None:
+            for client, _ in self._links:
+                client.write(data)
+
+        self._call(send)
+
     def links(self) -> int:
         """Return how many client links are open."""
         return len(self._links)

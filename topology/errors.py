@@ -86,6 +86,10 @@ class StoreUnavailableError(StoreError):
     """The job store cannot be reached right now; retry later (HTTP 503)."""
 
 
+class StreamUnavailableError(TaskqError):
+    """The Redis server of a stream source cannot be reached or refused a command; the source tries again."""
+
+
 class BlobStoreError(TaskqError):
     """Storing or fetching a claim-checked payload failed."""
 

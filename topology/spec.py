@@ -357,6 +357,16 @@ class StreamSourceSpec(_Spec):
     claim_after: Duration = 60_000
     consumers: Annotated[int, Field(ge=1, le=64)] = 1  # processes ``taskctl up`` runs
 
+    @field_validator("claim_after")
+    @classmethod
+    def _a_second_at_least(cls, value: int) -> int:
+        if value < 1000:
+            raise ValueError(
+                f"claim_after {format_duration(value)} is below 1s; a slow publish would have "
+                "its entry claimed by another reader while it is still in hand"
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if EVENT in self.job and self.event_field is None:
@@ -364,11 +374,6 @@ class StreamSourceSpec(_Spec):
                 f"job uses {EVENT} but this stream source has no event_field to take it from"
             )
         _check_template(self.job)
-        if self.claim_after < 1000:
-            raise ValueError(
-                f"claim_after {format_duration(self.claim_after)} is below 1s; a slow publish "
-                "would have its entry claimed by another reader while it is still in hand"
-            )
         if self.dead_letter_stream == self.stream:
             raise ValueError("dead_letter must be another stream than the one read")
         return self

@@ -54,6 +54,22 @@ ensure_postgres() {
     || say "note: PostgreSQL on 127.0.0.1 may require a password; set TASKQ_TEST_POSTGRES_URL"
 }
 
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+
+# The stream sources' tests read and write streams on the local Redis.
+ensure_redis() {
+  redis_up && return 0
+  command -v redis-server >/dev/null || {
+    say "installing redis-server (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+      || die "Redis is not installed and apt-get could not install it"
+  }
+  say "starting Redis on 127.0.0.1:6379 (nothing kept on disk)"
+  redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no --daemonize yes >/dev/null \
+    || die "redis-server could not start"
+  wait_for 30 redis_up || die "Redis did not open port 6379 within 30 s"
+}
+
 # The tests run promtool on grafana/rules/ and on every dashboard query (tests/grafana).
 ensure_promtool() {
   command -v promtool >/dev/null && return 0

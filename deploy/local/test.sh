@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Run every check and test: ruff, mypy --strict, then pytest against the real RabbitMQ,
-# PostgreSQL and an in-process S3 server (moto), promtool for the alert rules, and Debian's
+# PostgreSQL, Redis and an in-process S3 server (moto), promtool for the alert rules, and Debian's
 # chromium for the console's browser tests.
 # Extra arguments go to pytest (e.g. `bash deploy/local/test.sh -k publisher`).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ensure_venv
 ensure_rabbitmq
 ensure_postgres
+ensure_redis
 ensure_promtool
 ensure_chromium
 cd "$ROOT"
