@@ -31,6 +31,7 @@ STATUSES = {
     pb.STATUS_CANCELLED: JobStatus.CANCELLED,
 }
 STATUS_CODES = {status: code for code, status in STATUSES.items()}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def request_fields(message: pb.SubmitRequest) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def job_message(job: JobRecord) -> pb.Job:
     for name in ("not_before", "started_at", "finished_at"):
         when = getattr(job, name)
         if when is not None:
-            getattr(message, name).FromDatetime(when)
+            getattr(message, name).CopyFrom(_stamp(when))
     if job.payload_ref is not None:
         message.payload_ref.CopyFrom(pb.PayloadRef(**job.payload_ref))
     return message
@@ -117,14 +118,14 @@ def event_message(event: dict[str, Any]) -> pb.JobEvent:
     )
     updated = _time(event.get("updated_at"))
     if updated is not None:
-        message.updated_at.FromDatetime(updated)
+        message.updated_at.CopyFrom(_stamp(updated))
     return message
 
 
 def _stamp(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
+    # Built from the time since the epoch directly: Timestamp.FromDatetime costs several times more.
+    since = when - _EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def _time(text: Any) -> datetime | None:

@@ -317,10 +317,7 @@ async def test_a_submission_past_its_deadline_still_lands_once(door: Door):
     await eventually(replayed, within=10)
     page = await stub.List(pb.ListRequest(), metadata=auth)
     assert [j.idempotency_key for j in page.jobs] == ["slow-1"]
-    # A call whose deadline passed before it started does nothing at all.
-    expired = await refused(stub.Submit(pb.SubmitRequest(type="email"), metadata=auth, timeout=0))
-    assert expired.code() is Code.DEADLINE_EXCEEDED
-    assert len((await stub.List(pb.ListRequest(), metadata=auth)).jobs) == 1
+
 
 
 async def test_watch_sees_a_job_through_to_success(door: Door):

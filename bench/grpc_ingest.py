@@ -1,0 +1,219 @@
+"""gRPC ingest: taskq's gRPC Submit against POST /jobs on the same server process, same run.
+
+Usage: .venv/bin/python bench/grpc_ingest.py [--seconds 4] [--rounds 3] [--connections 32]
+       [--batch 500]
+
+Needs wrk (Debian package `wrk`) and RabbitMQ with the management API. In a scratch vhost
+holding the default topology, one ``taskctl serve`` process (one uvicorn worker, SQLite store)
+serves the HTTP API and, with ``TASKQ_GRPC=true``, the gRPC job API beside it, for the whole
+run: both doors share its submitter, store, publisher and CPU. Each round loads each door in
+turn (the order reversed every other round), purging the queues after every load:
+
+- ``POST /jobs`` (THE baseline): wrk, ``--connections`` connections, the API key sent;
+- ``gRPC Submit``: a client process of its own (grpc.aio, one channel) keeping
+  ``--connections`` calls in flight, the same job and API key;
+
+and batches of ``--batch`` jobs, one request in flight: ``POST /jobs/batch`` (THE baseline,
+wrk) against ``gRPC SubmitBatch`` (the client process).
+
+Each row gives the median jobs/s with its min-max, the server process's CPU per job, and the
+ratio to the baseline. The gRPC load generator is Python, wrk is C: on a 2-core machine the
+gRPC client takes more of the CPU the server shares with it, so the rate ratio understates
+gRPC and the server's CPU per job is the figure that carries over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import orjson
+from http_ingest import (
+    JOB,
+    UNLIMITED,
+    Load,
+    Variant,
+    cpu_seconds,
+    free_port,
+    measure,
+    new_key,
+    purge,
+    serve,
+    stop,
+    table,
+    wrk,
+)
+
+from producers.grpc_api.v1 import jobs_pb2 as pb
+from producers.grpc_api.v1 import jobs_pb2_grpc
+from tests.broker import TestsManagementClient
+from topology.apply import apply_topology
+from topology.compiled import compile_topology
+from topology.loader import load_topology
+from topology.settings import load_settings
+
+
+def grpc_variant(
+    address: str,
+    key: str,
+    server: subprocess.Popen[bytes],
+    opts: argparse.Namespace,
+    *,
+    batch: int = 0,
+) -> Variant:
+    """Load the gRPC door from a client process (``batch``: SubmitBatch); the CPU is the server's."""
+    in_flight = 1 if batch else opts.connections
+
+    def load() -> Load:
+        argv = [
+            sys.executable,
+            __file__,
+            "--client",
+            address,
+            key,
+            str(opts.seconds),
+            str(in_flight),
+            str(batch),
+        ]
+        before = cpu_seconds(server.pid)
+        done = subprocess.run(argv, capture_output=True, check=True, timeout=opts.seconds + 60)
+        used = cpu_seconds(server.pid) - before
+        rate, failed = orjson.loads(done.stdout)
+        if failed:
+            print(done.stderr.decode(), file=sys.stderr)
+        return Load(rate, failed, used / (rate * opts.seconds) * 1e6)
+
+    return Variant(f"gRPC SubmitBatch x{batch}" if batch else "gRPC Submit", load)
+
+
+def http_variant(
+    base: str, key: str, server: subprocess.Popen[bytes], opts, *, batch: int = 0
+) -> Variant:
+    """Load ``POST /jobs`` (``batch``: ``/jobs/batch``) with wrk; the CPU is the server process's."""
+    url = f"{base}/jobs/batch" if batch else f"{base}/jobs"
+    body = orjson.dumps({"jobs": [JOB] * batch}) if batch else orjson.dumps(JOB)
+    jobs, in_flight = max(batch, 1), 1 if batch else opts.connections
+
+    def load() -> Load:
+        before = cpu_seconds(server.pid)
+        rate, bad, errors = wrk(url, body, opts.seconds, in_flight, key)
+        used = cpu_seconds(server.pid) - before
+        return Load(rate * jobs, bad + errors, used / (rate * jobs * opts.seconds) * 1e6)
+
+    return Variant(f"POST /jobs/batch x{batch} (wrk)" if batch else "POST /jobs (wrk)", load)
+
+
+async def main(opts: argparse.Namespace) -> None:
+    base = load_settings().broker
+    vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
+    async with TestsManagementClient(base) as management:
+        await management.create_vhost(vhost)
+        amqp = base.with_vhost(vhost).amqp_url.get_secret_value()
+        server = None
+        try:
+            await apply_topology(compile_topology(load_topology()), base.with_vhost(vhost))
+            store_url = f"sqlite:///{work}/jobs.sqlite3"
+            key = await new_key(store_url)
+            port, grpc_port = free_port(), free_port()
+            env = {
+                "TASKQ_AMQP_URL": amqp,
+                "TASKQ_PORT": str(port),
+                "TASKQ_GRPC": "true",
+                "TASKQ_GRPC_PORT": str(grpc_port),
+                "TASKQ_STORE_URL": store_url,
+                "TASKQ_BLOB_URL": f"file:{work}/blobs",
+                "TASKQ_LOG_LEVEL": "WARNING",
+                **UNLIMITED,
+            }
+            argv = [sys.executable, "-m", "taskctl", "serve"]
+            server = serve(argv, env, f"http://127.0.0.1:{port}/readyz")
+            http, grpc_address = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+            singles = [
+                http_variant(http, key, server, opts),
+                grpc_variant(grpc_address, key, server, opts),
+            ]
+            batches = [
+                http_variant(http, key, server, opts, batch=opts.batch),
+                grpc_variant(grpc_address, key, server, opts, batch=opts.batch),
+            ]
+            loop = asyncio.get_running_loop()
+
+            def after() -> None:
+                asyncio.run_coroutine_threadsafe(purge(management, vhost), loop).result()
+
+            load_before = os.getloadavg()[0]
+            await asyncio.to_thread(measure, singles + batches, opts.rounds, after)
+            print(
+                f"{opts.seconds} s x {opts.rounds} interleaved rounds; one taskctl serve process "
+                f"(SQLite) serving both doors; load average {load_before:.2f} before, "
+                f"{os.getloadavg()[0]:.2f} after"
+            )
+            for title, variants in (
+                (f"Single jobs, {opts.connections} in flight", singles),
+                (f"Batches of {opts.batch}, one in flight", batches),
+            ):
+                table(title, variants)
+                on_http, on_grpc = (statistics.median(v.cpu_us) for v in variants)
+                print(f"server CPU per job, gRPC / HTTP: {on_grpc / on_http:.2f}")
+        finally:
+            if server is not None:
+                stop(server)
+            await management.delete_vhost(vhost)
+
+
+async def client(address: str, key: str, seconds: float, concurrency: int, batch: int) -> None:
+    """Keep ``concurrency`` Submit (or SubmitBatch) calls in flight for ``seconds``; print [jobs/s, failed]."""
+    request = pb.SubmitRequest(type=JOB["type"], payload_json=orjson.dumps(JOB["payload"]))
+    many = pb.SubmitBatchRequest(jobs=[request] * batch)
+    metadata = (("authorization", f"Bearer {key}"),)
+    done = failed = 0
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    ) as channel:
+        stub = jobs_pb2_grpc.JobsStub(channel)
+        await stub.Submit(request, metadata=metadata)  # connected before the clock starts
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def caller() -> None:
+            nonlocal done, failed
+            while time.perf_counter() < deadline:
+                try:
+                    if batch:
+                        answer = await stub.SubmitBatch(many, metadata=metadata, timeout=30)
+                        done += answer.accepted
+                        failed += answer.rejected
+                    else:
+                        await stub.Submit(request, metadata=metadata, timeout=10)
+                        done += 1
+                except grpc.aio.AioRpcError as exc:
+                    failed += 1
+                    if failed == 1:
+                        print(f"first failure: {exc.code().name} {exc.details()}", file=sys.stderr)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    print(orjson.dumps([done / wall, failed]).decode())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 7 and sys.argv[1] == "--client":
+        address, key, seconds, concurrency, batch = sys.argv[2:]
+        asyncio.run(client(address, key, float(seconds), int(concurrency), int(batch)))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=500)
+    asyncio.run(main(parser.parse_args()))
