@@ -35,6 +35,9 @@ from topology.spec import StreamSourceSpec, StreamStart
 Entry = tuple[str, Fields | None]  # an entry id, and its fields (None: deleted since it was read)
 DEAD_LETTERS_KEPT = 100_000  # a dead-letter stream is trimmed to about this many entries
 BACKLOG_EVERY_S = 5.0  # how often the group's backlog is read for the metrics
+# Batches submitted at once: the next batch is read and checked while earlier ones await
+# their store writes and confirms.
+IN_FLIGHT = 3
 
 
 class Alarmed(Protocol):
@@ -100,49 +103,86 @@ class StreamSource:
         self._backlog = metrics.backlog.labels(reader.name)
         self._paused = metrics.paused.labels(reader.name)
         self._claim_from = "0-0"  # where the next XAUTOCLAIM scan starts
+        self._claim_at = self._backlog_at = 0.0  # when the next claim and measurement are due
+        # Entries this consumer read before it stopped, or that waited: read them again first.
+        self._own_first = True
+        self._waited = False  # some entries waited: retry after stream_retry_interval
+        self._batches: set[asyncio.Task[int]] = set()  # being submitted now
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read, submit and acknowledge until ``stop`` is set; a batch in hand is finished first."""
-        spec, consumer = self._spec, self._reader.consumer
-        logger.info(
-            "stream source {} reading {} as {} of group {}",
-            self._reader.name,
-            spec.stream,
-            consumer,
-            spec.group,
-        )
-        own_first = True  # entries this consumer read before it stopped: read them again first
-        claim_at = backlog_at = 0.0
-        while not stop.is_set():
-            try:
-                if self._publisher.blocked:
-                    # Publishes would only wait for the alarm to end: read nothing meanwhile.
-                    self._paused.set(1)
-                    await _sleep(stop, 0.1)
-                    continue
-                self._paused.set(0)
-                now = time.monotonic()
-                if now >= backlog_at:
-                    backlog_at = now + BACKLOG_EVERY_S
-                    await self._measure()
-                if now >= claim_at:
-                    claim_at = now + spec.claim_after / 2000
-                    claimed = await self._claim()
-                    if claimed and await self._handle(claimed):
-                        own_first = True
-                    if claimed:
-                        continue
-                entries = await self._read("0" if own_first else ">")
-                if own_first and not entries:
-                    own_first = False  # none left over: on to new entries
-                    continue
-                if entries and await self._handle(entries):
-                    own_first = True  # some could not be submitted: they are read again
+        """Read, submit and acknowledge until ``stop`` is set; the batches in hand are finished first."""
+        spec = self._spec
+        what = (self._reader.name, spec.stream, self._reader.consumer, spec.group)
+        logger.info("stream source {} reading {} as {} of group {}", *what)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._step(stop)
+                except StreamUnavailableError as exc:
+                    logger.warning("stream source {}: {}; trying again", self._reader.name, exc)
                     await _sleep(stop, self._settings.stream_retry_interval)
-            except StreamUnavailableError as exc:
-                logger.warning("stream source {}: {}; trying again", self._reader.name, exc)
-                await _sleep(stop, self._settings.stream_retry_interval)
+        finally:
+            await self._settle()
+            self._paused.set(0)
+
+    async def _step(self, stop: asyncio.Event) -> None:
+        """Wait out a broker alarm, or measure, claim, or read one batch and start submitting it."""
+        if self._publisher.blocked:
+            # Publishes would only wait for the alarm to end: read nothing meanwhile.
+            self._paused.set(1)
+            await _sleep(stop, 0.1)
+            return
         self._paused.set(0)
+        now = time.monotonic()
+        if now >= self._backlog_at:
+            self._backlog_at = now + BACKLOG_EVERY_S
+            await self._measure()
+        if now >= self._claim_at:
+            self._claim_at = now + self._spec.claim_after / 2000
+            await self._settle()  # an entry is never in two batches at once
+            claimed = await self._claim()
+            if claimed:
+                self._start(claimed)
+                return
+        if self._own_first:
+            await self._settle()
+            if self._waited:  # the broker or a store is down: give it a moment
+                self._waited = False
+                await _sleep(stop, self._settings.stream_retry_interval)
+            entries = await self._read("0")
+            if not entries:
+                self._own_first = False  # none left over: on to new entries
+                return
+            self._start(entries)
+            await self._settle()
+            return
+        entries = await self._read(">")
+        if entries:
+            self._start(entries)
+            if len(self._batches) >= IN_FLIGHT:
+                await self._reap()
+
+    def _start(self, entries: Sequence[Entry]) -> None:
+        """Start submitting a batch; the next one is read meanwhile."""
+        self._batches.add(asyncio.create_task(self._handle(entries)))
+
+    async def _settle(self) -> None:
+        """Wait until every batch in hand is done."""
+        while self._batches:
+            await self._reap()
+
+    async def _reap(self) -> None:
+        """Wait for a batch to be done; one whose entries wait sends the reader back to its pending ones."""
+        done, _ = await asyncio.wait(self._batches, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            self._batches.discard(task)
+            try:
+                waiting = task.result()
+            except StreamUnavailableError as exc:  # its acknowledgement failed: read it again
+                logger.warning("stream source {}: {}", self._reader.name, exc)
+                waiting = 1
+            if waiting:
+                self._own_first = self._waited = True
 
     async def ensure_group(self) -> None:
         """Create the stream's consumer group (and the stream) unless it exists.
