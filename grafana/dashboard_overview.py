@@ -264,10 +264,81 @@ def overview_latency(lay: Layout) -> None:
     )
 
 
+def overview_doors(lay: Layout) -> None:
+    """Add the gRPC job API's trouble and latency, and the stream sources' flow and backlog."""
+    lay.row("gRPC API and stream sources")
+    trouble = queries(
+        (
+            f'sum by (method, code) (rate(taskq_grpc_requests_total{{code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED"}}{RATE}))',
+            "{{method}} {{code}}",
+        )
+    )
+    lay.add(
+        timeseries(
+            "gRPC API server errors",
+            "Calls of the gRPC job API that ended UNAVAILABLE (the broker or a store is down), "
+            "INTERNAL or DEADLINE_EXCEEDED, per method.",
+            trouble,
+            unit="reqps",
+        ),
+        6,
+    )
+    latency = queries(
+        (
+            f'histogram_quantile(0.99, sum by (method, le) (rate(taskq_grpc_request_duration_seconds_bucket{{method!="Watch"}}{RATE})))',
+            "p99 {{method}}",
+        )
+    )
+    lay.add(
+        timeseries(
+            "gRPC API latency (p99)",
+            "Time to answer per method; Submit includes the broker's confirm.",
+            latency,
+            unit="s",
+        ),
+        6,
+    )
+    entries = queries(
+        (
+            f"sum by (source, outcome) (rate(taskq_stream_entries_total{RATE}))",
+            "{{source}} {{outcome}}",
+        )
+    )
+    lay.add(
+        timeseries(
+            "Stream source entries",
+            "Stream entries per second by source and outcome: accepted, replayed (read again "
+            "after a crash), dead_lettered (made no job), retried (the broker or a store down).",
+            entries,
+            unit="ops",
+        ),
+        6,
+    )
+    backlog = queries(
+        ("max by (source) (taskq_stream_backlog)", "{{source}} backlog"),
+        ("max by (source) (taskq_stream_paused)", "{{source}} paused"),
+    )
+    lay.add(
+        timeseries(
+            "Stream source backlog",
+            "Entries of each source's stream not yet acknowledged (unread or pending), and 1 "
+            "while the source stops reading because the broker blocks publishers.",
+            backlog,
+        ),
+        6,
+    )
+
+
 def overview() -> Json:
     """Return the on-call overview: is work flowing, is anything stuck or failing."""
     lay = Layout()
-    for add_row in (overview_now, overview_flow, overview_failures, overview_latency):
+    for add_row in (
+        overview_now,
+        overview_flow,
+        overview_failures,
+        overview_latency,
+        overview_doors,
+    ):
         add_row(lay)
     return dashboard(
         "taskq-overview",

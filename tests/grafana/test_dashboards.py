@@ -80,12 +80,14 @@ def test_every_panel_queries_prometheus_through_the_variable(dashboard: dict[str
 
 
 def test_panels_use_the_group_variable(dashboard: dict[str, Any]):
-    # The delay tiers, publish confirms, webhooks and HTTP API are not per group.
+    # The delay tiers, publish confirms, webhooks, the APIs and stream sources are not per group.
     unscoped = (
         "taskq_retry_tier_messages",
         "taskq_publish_confirm",
         "taskq_webhook",
         "taskq_api",
+        "taskq_grpc",
+        "taskq_stream",
         "ALERTS",
     )
     for panel in panels(dashboard):

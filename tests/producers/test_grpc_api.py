@@ -319,7 +319,6 @@ async def test_a_submission_past_its_deadline_still_lands_once(door: Door):
     assert [j.idempotency_key for j in page.jobs] == ["slow-1"]
 
 
-
 async def test_watch_sees_a_job_through_to_success(door: Door):
     settings = load_settings(door.env)
     handlers = HandlerRegistry()
