@@ -39,6 +39,7 @@ def test_the_checked_in_stubs_match_the_proto(tmp_path: Path):
         if (tmp_path / folder / name).read_bytes() != (ROOT / folder / name).read_bytes()
     ]
     assert stale == [], (
-        "regenerate them (docs/development.md): .venv/bin/python -m grpc_tools.protoc -I. "
-        "--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. " + PROTO
+        "regenerate them (docs/development.md): PATH=.venv/bin:$PATH python -m "
+        "grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --mypy_out=. "
+        "--mypy_grpc_out=. " + PROTO
     )
