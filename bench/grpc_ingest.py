@@ -13,6 +13,10 @@ turn (the order reversed every other round), purging the queues after every load
 - ``gRPC Submit``: a client process of its own (grpc.aio, one channel) keeping
   ``--connections`` calls in flight, the same job and API key;
 
+- ``gRPC no-op servicer`` (for reference, a process of its own): the same client against a
+  grpc.aio server whose ``Submit`` answers an empty ``SubmitResponse`` at once: what grpcio
+  itself costs per call, before any of taskq's work;
+
 and batches of ``--batch`` jobs, one request in flight: ``POST /jobs/batch`` (THE baseline,
 wrk) against ``gRPC SubmitBatch`` (the client process).
 
@@ -69,6 +73,7 @@ def grpc_variant(
     opts: argparse.Namespace,
     *,
     batch: int = 0,
+    name: str = "",
 ) -> Variant:
     """Load the gRPC door from a client process (``batch``: SubmitBatch); the CPU is the server's."""
     in_flight = 1 if batch else opts.connections
@@ -92,7 +97,7 @@ def grpc_variant(
             print(done.stderr.decode(), file=sys.stderr)
         return Load(rate, failed, used / (rate * opts.seconds) * 1e6)
 
-    return Variant(f"gRPC SubmitBatch x{batch}" if batch else "gRPC Submit", load)
+    return Variant(name or (f"gRPC SubmitBatch x{batch}" if batch else "gRPC Submit"), load)
 
 
 def http_variant(
@@ -119,7 +124,7 @@ async def main(opts: argparse.Namespace) -> None:
     async with TestsManagementClient(base) as management:
         await management.create_vhost(vhost)
         amqp = base.with_vhost(vhost).amqp_url.get_secret_value()
-        server = None
+        server = noop = None
         try:
             await apply_topology(compile_topology(load_topology()), base.with_vhost(vhost))
             store_url = f"sqlite:///{work}/jobs.sqlite3"
@@ -142,6 +147,16 @@ async def main(opts: argparse.Namespace) -> None:
                 http_variant(http, key, server, opts),
                 grpc_variant(grpc_address, key, server, opts),
             ]
+            noop_port = free_port()
+            noop = subprocess.Popen(  # noqa: ASYNC220 - it serves for the whole run
+                [sys.executable, __file__, "--noop-server", str(noop_port)],
+                stdout=subprocess.PIPE,
+            )
+            assert noop.stdout is not None
+            noop.stdout.readline()  # it prints a line once it serves
+            singles.append(
+                grpc_variant(f"127.0.0.1:{noop_port}", key, noop, opts, name="gRPC no-op servicer")
+            )
             batches = [
                 http_variant(http, key, server, opts, batch=opts.batch),
                 grpc_variant(grpc_address, key, server, opts, batch=opts.batch),
@@ -163,12 +178,30 @@ async def main(opts: argparse.Namespace) -> None:
                 (f"Batches of {opts.batch}, one in flight", batches),
             ):
                 table(title, variants)
-                on_http, on_grpc = (statistics.median(v.cpu_us) for v in variants)
+                on_http, on_grpc = (statistics.median(v.cpu_us) for v in variants[:2])
                 print(f"server CPU per job, gRPC / HTTP: {on_grpc / on_http:.2f}")
         finally:
-            if server is not None:
-                stop(server)
+            for process in (server, noop):
+                if process is not None:
+                    stop(process)
             await management.delete_vhost(vhost)
+
+
+class NoopJobs(jobs_pb2_grpc.JobsServicer):
+    """Answers every Submit at once with an empty reply: grpcio's own cost per call."""
+
+    async def Submit(self, request: pb.SubmitRequest, context: object) -> pb.SubmitResponse:
+        return pb.SubmitResponse()
+
+
+async def noop_server(port: int) -> None:
+    """Serve ``NoopJobs`` on 127.0.0.1:``port`` until killed (uvloop, as taskctl serve runs)."""
+    server = grpc.aio.server()
+    jobs_pb2_grpc.add_JobsServicer_to_server(NoopJobs(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("serving", flush=True)
+    await server.wait_for_termination()
 
 
 async def client(address: str, key: str, seconds: float, concurrency: int, batch: int) -> None:
@@ -207,6 +240,10 @@ async def client(address: str, key: str, seconds: float, concurrency: int, batch
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--noop-server":
+        import uvloop
+
+        uvloop.run(noop_server(int(sys.argv[2])))
     if len(sys.argv) == 7 and sys.argv[1] == "--client":
         address, key, seconds, concurrency, batch = sys.argv[2:]
         asyncio.run(client(address, key, float(seconds), int(concurrency), int(batch)))
