@@ -207,19 +207,11 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 return await handler(request, context, await self._caller(context, scope))
             with self._span(method, context):
                 return await handler(request, context, await self._caller(context, scope))
-        except TaskqError as exc:
-            code = code_of(exc)
-            await _refuse(method, context, exc, code)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            logger.exception("{} failed unexpectedly", method)
-            await context.abort(code, "internal error")
+        except BaseException as exc:
+            code = _status(exc)
+            await _end(method, context, exc, code)
         finally:
-            self._calls(method, code.name).inc()
-            self._durations(method).observe(time.perf_counter() - started)
+            self._record(method, code, started)
 
     @asynccontextmanager
     async def _call(self, method: str, context: Context, scope: Scope) -> AsyncIterator[Principal]:
@@ -229,19 +221,16 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         try:
             with self._span(method, context):
                 yield await self._caller(context, scope)
-        except TaskqError as exc:
-            code = code_of(exc)
-            await _refuse(method, context, exc, code)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            logger.exception("{} failed unexpectedly", method)
-            await context.abort(code, "internal error")
+        except BaseException as exc:
+            code = _status(exc)
+            await _end(method, context, exc, code)
         finally:
-            self._calls(method, code.name).inc()
-            self._durations(method).observe(time.perf_counter() - started)
+            self._record(method, code, started)
+
+    def _record(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        """Count a call that ended with ``code``, and how long it took since ``started``."""
+        self._calls(method, code.name).inc()
+        self._durations(method).observe(time.perf_counter() - started)
 
     def _span(self, method: str, context: Context) -> AbstractContextManager[object]:
         """Return the span of one call, continuing the caller's ``traceparent`` metadata."""
@@ -283,14 +272,27 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             ) from None
 
 
-async def _refuse(
-    method: str, context: Context, error: TaskqError, code: grpc.StatusCode
+def _status(error: BaseException) -> grpc.StatusCode:
+    """Return the status code a call that raised ``error`` ends with."""
+    if isinstance(error, TaskqError):
+        return code_of(error)
+    if isinstance(error, Exception):
+        return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
+
+
+async def _end(
+    method: str, context: Context, error: BaseException, code: grpc.StatusCode
 ) -> NoReturn:
-    """End the call with the status code of ``error`` (logged when it is the service's fault)."""
+    """End the call with ``code`` (logged when it is the service's fault); a cancellation goes on."""
+    if not isinstance(error, Exception):
+        raise error
     if code is grpc.StatusCode.INTERNAL:
         logger.opt(exception=error).error("{} failed unexpectedly", method)
     elif code is grpc.StatusCode.UNAVAILABLE and not isinstance(error, AccessError):
         logger.warning("{} -> UNAVAILABLE: {}", method, error)
+    if not isinstance(error, TaskqError):
+        await context.abort(code, "internal error")
     await context.abort(code, details_of(error, code), trailers_of(error))
 
 

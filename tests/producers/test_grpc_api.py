@@ -114,18 +114,15 @@ async def test_every_unary_method_works_as_post_jobs_does(door: Door, applied: B
         pb.PRIORITY_MEDIUM,
     )
     # A delayed job, with every option, read back as it was asked for.
-    later = await stub.Submit(
-        pb.SubmitRequest(
-            type="email",
-            priority=pb.PRIORITY_URGENT,
-            delay_seconds=60,
-            max_attempts=3,
-            idempotency_key="welcome-1",
-            correlation_id="order-9",
-        ),
-        metadata=auth,
+    delayed = pb.SubmitRequest(
+        type="email",
+        priority=pb.PRIORITY_URGENT,
+        delay_seconds=60,
+        max_attempts=3,
+        idempotency_key="welcome-1",
+        correlation_id="order-9",
     )
-    job = later.job
+    job = (await stub.Submit(delayed, metadata=auth)).job
     assert job.status == pb.STATUS_SCHEDULED
     assert job.HasField("not_before")
     assert (job.priority, job.max_attempts, job.idempotency_key, job.correlation_id) == (
@@ -135,17 +132,7 @@ async def test_every_unary_method_works_as_post_jobs_does(door: Door, applied: B
         "order-9",
     )
     # The same key and request: the stored answer, replayed; another request: ALREADY_EXISTS.
-    again = await stub.Submit(
-        pb.SubmitRequest(
-            type="email",
-            priority=pb.PRIORITY_URGENT,
-            delay_seconds=60,
-            max_attempts=3,
-            idempotency_key="welcome-1",
-            correlation_id="order-9",
-        ),
-        metadata=auth,
-    )
+    again = await stub.Submit(delayed, metadata=auth)
     assert again.replayed
     assert again.job.id == job.id
     assert again.job.HasField("not_before")
