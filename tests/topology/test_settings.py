@@ -198,5 +198,7 @@ async def test_a_management_request_goes_to_the_next_node_when_one_refuses(
         assert management._bases == [real, "http://127.0.0.1:1"]  # the answering node goes first
     refused = vhost.model_copy(update={"management_url": SecretStr("http://127.0.0.1:1")})
     async with ManagementClient(refused) as management:
-        with pytest.raises(ManagementApiError, match=re.escape("GET http://127.0.0.1:1/api/queues")):
+        with pytest.raises(
+            ManagementApiError, match=re.escape("GET http://127.0.0.1:1/api/queues")
+        ):
             await management.listing(vhost.vhost, "queues")
