@@ -1,4 +1,4 @@
-"""The topology for other tools: RabbitMQ definitions JSON, a Mermaid diagram, and KEDA manifests."""
+"""The topology for other tools: RabbitMQ definitions JSON, a Mermaid diagram, KEDA manifests and Helm values."""
 
 from __future__ import annotations
 
@@ -93,27 +93,28 @@ def keda_manifests(
 
 def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
     """Return the ScaledObject that scales the Deployment of ``group`` on its work queues."""
-    deployment = _deployment(group.name)
-    scale = group.spec.scale
-    stabilization = math.ceil(scale.stabilization / 1000)
+    worker = worker_values(group)
+    scale = worker["scale"]
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
-        "metadata": _metadata(deployment, options),
+        "metadata": _metadata(worker["deployment"], options),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
-            "minReplicaCount": scale.min,
-            "maxReplicaCount": scale.max,
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": worker["deployment"],
+            },
+            "minReplicaCount": scale["min"],
+            "maxReplicaCount": scale["max"],
             "pollingInterval": options.polling_interval,
             # cooldownPeriod only governs the last step to zero (min: 0); the HPA's scale-down
             # window governs every other step, so both get the group's stabilization.
-            "cooldownPeriod": stabilization,
+            "cooldownPeriod": scale["cooldownSeconds"],
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
                     "behavior": {
-                        "scaleDown": {
-                            "stabilizationWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS)
-                        }
+                        "scaleDown": {"stabilizationWindowSeconds": scale["scaleDownWindowSeconds"]}
                     }
                 }
             },
@@ -123,16 +124,54 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
                     "metadata": {
                         "protocol": "http",
                         "mode": "QueueLength",
-                        "value": str(scale.backlog_per_worker),
-                        "activationValue": str(scale.activation),
+                        "value": str(scale["backlogPerWorker"]),
+                        "activationValue": str(scale["activation"]),
                         "queueName": queue,
                         "vhostName": options.vhost,
                     },
                     "authenticationRef": {"name": options.authentication},
                 }
-                for queue in group.queue_names
+                for queue in worker["queues"]
             ],
         },
+    }
+
+
+def worker_values(group: CompiledGroup) -> dict[str, Any]:
+    """Return what a deployment of ``group``'s workers needs: its Deployment, queues, sizing and scaling thresholds."""
+    spec = group.spec
+    stabilization = math.ceil(spec.scale.stabilization / 1000)
+    return {
+        "name": group.name,
+        "deployment": _deployment(group.name),
+        "queues": list(group.queue_names),
+        "concurrency": spec.concurrency,
+        "prefetch": spec.prefetch,
+        # A draining worker may still be running a job this long after SIGTERM.
+        "timeoutSeconds": math.ceil(spec.timeout / 1000),
+        "scale": {
+            "min": spec.scale.min,
+            "max": spec.scale.max,
+            "backlogPerWorker": spec.scale.backlog_per_worker,
+            "activation": spec.scale.activation,
+            "cooldownSeconds": stabilization,
+            "scaleDownWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS),
+        },
+    }
+
+
+def chart_values(topology: CompiledTopology, text: str) -> dict[str, Any]:
+    """Return the Helm chart's ``topology`` values: the file ``text`` and one worker entry per group.
+
+    The groups are a list, not a map, so that a values file replaces the chart's default groups
+    instead of being merged into them.
+    """
+    return {
+        "topology": {
+            "namespace": topology.namespace,
+            "file": text,
+            "groups": [worker_values(group) for group in topology.groups],
+        }
     }
 
 
