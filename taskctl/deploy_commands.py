@@ -17,7 +17,8 @@ app = typer.Typer(
 HEADER = (
     "# Written by `taskctl deploy render`: the Helm chart's topology values (deploy/helm/taskq).\n"
     "# The file itself, applied by the chart's pre-install/pre-upgrade Job, and one worker\n"
-    "# Deployment per group with its queues and scaling thresholds. Pass it with -f.\n"
+    "# Deployment per group with its queues and scaling thresholds, and blobRetentionDays, the\n"
+    "# bucket expiry the Terraform modules take (blob_retention_days). Pass it with -f.\n"
 )
 
 
@@ -50,9 +51,15 @@ def render(
 
     from topology.export import chart_values
     from topology.loader import topology_path
+    from topology.settings import RetentionSettings, SubmitSettings, read_section
 
     path = file or topology_path()
-    values = chart_values(compiled_topology(path), path.read_text(encoding="utf-8"))
+    values = chart_values(
+        compiled_topology(path),
+        path.read_text(encoding="utf-8"),
+        max_delay=read_section(SubmitSettings).max_delay,
+        orphan_grace=read_section(RetentionSettings).orphan_blob_grace,
+    )
     data = HEADER + yaml.dump(values, Dumper=_block_dumper(), sort_keys=False, width=100)
     if output is None:
         typer.echo(data, nl=False)

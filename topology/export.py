@@ -59,6 +59,7 @@ def _id(name: str) -> str:
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 HPA_MAX_WINDOW_SECONDS = 3600  # the HPA refuses a longer stabilization window
+DAY_MS = 86_400_000
 # A Deployment name ends up in pod names and labels: an RFC 1123 label is the safe form.
 KUBERNETES_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -160,19 +161,46 @@ def worker_values(group: CompiledGroup) -> dict[str, Any]:
     }
 
 
-def chart_values(topology: CompiledTopology, text: str) -> dict[str, Any]:
-    """Return the Helm chart's ``topology`` values: the file ``text`` and one worker entry per group.
+def chart_values(
+    topology: CompiledTopology, text: str, *, max_delay: float, orphan_grace: float
+) -> dict[str, Any]:
+    """Return the Helm chart's ``topology`` values: the file ``text``, one worker entry per group, and the blobs' lifetime.
 
     The groups are a list, not a map, so that a values file replaces the chart's default groups
-    instead of being merged into them.
+    instead of being merged into them. ``max_delay`` and ``orphan_grace`` are the settings
+    ``TASKQ_MAX_DELAY`` and ``TASKQ_ORPHAN_BLOB_GRACE``, in seconds.
     """
     return {
         "topology": {
             "namespace": topology.namespace,
             "file": text,
             "groups": [worker_values(group) for group in topology.groups],
+            "blobRetentionDays": blob_retention_days(
+                topology, max_delay=max_delay, orphan_grace=orphan_grace
+            ),
         }
     }
+
+
+def blob_retention_days(
+    topology: CompiledTopology, *, max_delay: float, orphan_grace: float
+) -> int | None:
+    """Return the days after which a bucket may expire a payload blob taskq could still need.
+
+    The longest a job can wait (``max_delay``), run through all its attempts and backoffs, then
+    be kept (``retention``, or ``dlq.retention`` when dead), plus the grace of an orphaned blob.
+    ``None`` when a group keeps dead letters until they are replayed: then no expiry is safe.
+    taskq's own retention sweep deletes each blob with its job; this is the bucket's backstop.
+    """
+    longest = 0
+    for group in topology.groups:
+        spec = group.spec
+        if spec.dlq.retention is None:
+            return None
+        attempts = spec.retry.max_attempts
+        running = sum(spec.retry.delay_ms(k) for k in range(1, attempts)) + attempts * spec.timeout
+        longest = max(longest, running + max(spec.retention, spec.dlq.retention))
+    return math.ceil((longest + (max_delay + orphan_grace) * 1000) / DAY_MS)
 
 
 def _metadata(name: str, options: KedaOptions) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 def topology_values(text: str) -> tuple[CompiledTopology, dict[str, Any]]:
     topology = compile_topology(parse_topology(textwrap.dedent(text)))
-    return topology, chart_values(topology, text)
+    return topology, chart_values(topology, text, max_delay=86400.0, orphan_grace=86400.0)
 
 
 def containers(document: dict[str, Any]) -> list[dict[str, Any]]:

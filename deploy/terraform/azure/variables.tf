@@ -117,9 +117,9 @@ variable "db_backup_retention_days" {
 }
 
 variable "blob_retention_days" {
-  description = "Days a payload blob is kept before the lifecycle policy deletes it: `topology.blobRetentionDays` of `taskctl deploy render`. null: never expire."
+  description = "Days after which the lifecycle policy deletes a payload blob: `topology.blobRetentionDays` of `taskctl deploy render` (the longest delay, attempts and retention of a job, plus the orphan grace; 46 for the packaged topology). A backstop: taskq deletes each blob with its job. null: never expire."
   type        = number
-  default     = 15
+  default     = 46
 }
 
 variable "blob_prefix" {

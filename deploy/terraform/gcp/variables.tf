@@ -82,9 +82,9 @@ variable "db_disk_size" {
 }
 
 variable "blob_retention_days" {
-  description = "Days a payload blob is kept before Cloud Storage deletes it: `topology.blobRetentionDays` of `taskctl deploy render`. null: never expire."
+  description = "Days after which Cloud Storage deletes a payload blob: `topology.blobRetentionDays` of `taskctl deploy render` (the longest delay, attempts and retention of a job, plus the orphan grace; 46 for the packaged topology). A backstop: taskq deletes each blob with its job. null: never expire."
   type        = number
-  default     = 15
+  default     = 46
 }
 
 variable "blob_prefix" {

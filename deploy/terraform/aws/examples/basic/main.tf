@@ -47,7 +47,7 @@ module "taskq" {
   oidc_provider_arn         = data.aws_iam_openid_connect_provider.this.arn
   oidc_provider_url         = data.aws_eks_cluster.this.identity[0].oidc[0].issuer
   kubernetes_namespace      = "taskq"
-  blob_retention_days       = 15
+  blob_retention_days       = 46
 }
 
 output "helm_values" {

@@ -61,7 +61,7 @@ module "taskq" {
   blob_private_dns_zone_id   = var.blob_private_dns_zone_id
   oidc_issuer_url            = data.azurerm_kubernetes_cluster.this.oidc_issuer_url
   kubernetes_namespace       = "taskq"
-  blob_retention_days        = 15
+  blob_retention_days        = 46
 }
 
 output "helm_values" {

@@ -43,7 +43,7 @@ module "taskq" {
   region               = var.region
   network              = data.google_container_cluster.this.network
   kubernetes_namespace = "taskq"
-  blob_retention_days  = 15
+  blob_retention_days  = 46
 }
 
 output "helm_values" {
