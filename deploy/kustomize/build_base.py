@@ -77,9 +77,7 @@ def base_files(values: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Return the base's files by name: one per kind of object, and the kustomization."""
     by_file: dict[str, list[dict[str, Any]]] = {}
     for document in render_chart(values):
-        by_file.setdefault(f"{document['kind'].lower()}.yaml", []).append(
-            for_kustomize(document)
-        )
+        by_file.setdefault(f"{document['kind'].lower()}.yaml", []).append(for_kustomize(document))
     header = "# Rendered from deploy/helm/taskq by deploy/kustomize/build_base.py: do not edit.\n"
     files = {
         name: header + yaml.safe_dump_all(documents, sort_keys=False, width=100)

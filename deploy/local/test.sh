@@ -10,6 +10,7 @@ ensure_postgres
 ensure_promtool
 ensure_chromium
 ensure_checkov
+ensure_azurite
 cd "$ROOT"
 say "ruff"
 "$VENV/bin/ruff" check .

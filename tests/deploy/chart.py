@@ -25,7 +25,9 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        message = f"{module} is not installed (the dev extra: pip install -c constraints.txt -e '.[dev]')"
+        message = (
+            f"{module} is not installed (the dev extra: pip install -c constraints.txt -e '.[dev]')"
+        )
         if CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -36,7 +38,8 @@ def build_base() -> ModuleType:
     """Return deploy/kustomize/build_base.py as a module: the one renderer of the chart."""
     require("helm_python")
     spec = importlib.util.spec_from_file_location("build_base", KUSTOMIZE / "build_base.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

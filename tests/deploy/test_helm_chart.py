@@ -78,7 +78,8 @@ def test_the_chart_lints_clean_with_the_strict_linter():
     helm = require("helm_python")
     report = helm.lint(str(CHART), strict=True, kube_version="v1.33.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert not problems and not report["errors"], report
+    assert not problems, report
+    assert not report["errors"], report
 
 
 def test_one_worker_deployment_per_group_of_the_topology(rendered, topology):
@@ -118,7 +119,9 @@ def test_the_charts_scaled_objects_are_the_keda_exports(rendered, topology):
         assert charted == exported
         auth = of_kind(documents, "TriggerAuthentication")["taskq-rabbitmq"]["spec"]
         assert auth == {
-            "secretTargetRef": [{"parameter": "host", "name": "taskq-broker", "key": "management-url"}]
+            "secretTargetRef": [
+                {"parameter": "host", "name": "taskq-broker", "key": "management-url"}
+            ]
         }
 
 
@@ -148,8 +151,10 @@ def test_the_autoscaler_may_only_get_and_patch_the_worker_deployments_scale(rend
 
 def test_scaling_mode_none_runs_each_groups_minimum_and_no_scaler(rendered, topology):
     documents = rendered["minimal"]
-    assert not of_kind(documents, "ScaledObject") and not of_kind(documents, "Role")
-    assert not of_kind(documents, "NetworkPolicy") and not of_kind(documents, "ServiceAccount")
+    assert not of_kind(documents, "ScaledObject")
+    assert not of_kind(documents, "Role")
+    assert not of_kind(documents, "NetworkPolicy")
+    assert not of_kind(documents, "ServiceAccount")
     deployments = of_kind(documents, "Deployment")
     assert "taskq-worker-github" not in deployments
     for group in topology.groups:
@@ -169,9 +174,11 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered, profile)
             assert context["allowPrivilegeEscalation"] is False
             assert context["readOnlyRootFilesystem"] is True
             assert context["capabilities"] == {"drop": ["ALL"]}
-            assert container["resources"]["requests"] and container["resources"]["limits"]
+            assert container["resources"]["requests"]
+            assert container["resources"]["limits"]
             if workload["kind"] == "Deployment":
-                assert container["livenessProbe"] and container["readinessProbe"]
+                assert container["livenessProbe"]
+                assert container["readinessProbe"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -181,7 +188,9 @@ def test_secrets_are_referenced_never_inlined(rendered, profile):
     secret_settings = {"TASKQ_AMQP_URL", "TASKQ_MANAGEMENT_URL", "TASKQ_STORE_URL"}
     for workload in workloads(documents):
         env = {e["name"]: e for e in containers(workload)[0]["env"]}
-        for name in secret_settings | ({"TASKQ_API_KEY_PEPPER"} if profile == "autoscaler" else set()):
+        for name in secret_settings | (
+            {"TASKQ_API_KEY_PEPPER"} if profile == "autoscaler" else set()
+        ):
             assert set(env[name]) == {"name", "valueFrom"}, (workload["metadata"]["name"], name)
             assert env[name]["valueFrom"]["secretKeyRef"]["name"]
 
@@ -200,14 +209,20 @@ def test_the_api_gets_an_ingress_with_tls_only_when_asked(rendered):
 def test_the_workload_identity_and_blob_store_reach_the_pods(rendered):
     documents = rendered["autoscaler"]
     account = of_kind(documents, "ServiceAccount")["taskq"]
-    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/t"}
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/t"
+    }
     api = of_kind(documents, "Deployment")["taskq-api"]
     assert api["spec"]["template"]["spec"]["serviceAccountName"] == "taskq"
     env = {e["name"]: e.get("value") for e in containers(api)[0]["env"]}
     assert env["TASKQ_BLOB_URL"] == "s3://acme-taskq-payloads/taskq"
     assert env["TASKQ_S3_REGION"] == "eu-west-1"
-    default_env = {e["name"]: e.get("value") for e in containers(of_kind(rendered["default"], "Deployment")["taskq-api"])[0]["env"]}
-    assert default_env["TASKQ_CLAIM_CHECK_BYTES"] == "0" and "TASKQ_BLOB_URL" not in default_env
+    default_env = {
+        e["name"]: e.get("value")
+        for e in containers(of_kind(rendered["default"], "Deployment")["taskq-api"])[0]["env"]
+    }
+    assert default_env["TASKQ_CLAIM_CHECK_BYTES"] == "0"
+    assert "TASKQ_BLOB_URL" not in default_env
 
 
 def test_the_topology_is_applied_by_a_pre_install_and_pre_upgrade_job(rendered):
@@ -243,8 +258,11 @@ def test_prometheus_rule_and_dashboards_are_grafanas_files(rendered):
 def test_network_policies_deny_by_default_and_open_the_api_and_metrics(rendered):
     policies = of_kind(rendered["default"], "NetworkPolicy")
     default = policies["taskq-default"]["spec"]
-    assert default["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in default
-    assert policies["taskq-api"]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert default["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in default
+    assert policies["taskq-api"]["spec"]["ingress"][0]["ports"] == [
+        {"protocol": "TCP", "port": 8080}
+    ]
     egress_ports = {p["port"] for rule in default["egress"] for p in rule["ports"]}
     assert {53, 5672, 5432, 443} <= egress_ports
 
@@ -252,12 +270,24 @@ def test_network_policies_deny_by_default_and_open_the_api_and_metrics(rendered)
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"scaling": {"mode": "hpa"}}, "at '/scaling/mode': value must be one of 'autoscaler', 'keda', 'none'"),
-        ({"env": {"TASKQ_AMQP_URL": "amqp://u:p@h/"}}, "at '/env/TASKQ_AMQP_URL': value must be '(a secret: set it in secretEnv"),
-        ({"secretEnv": {"TASKQ_STORE_URL": None}}, "at '/secretEnv': missing property 'TASKQ_STORE_URL'"),
+        (
+            {"scaling": {"mode": "hpa"}},
+            "at '/scaling/mode': value must be one of 'autoscaler', 'keda', 'none'",
+        ),
+        (
+            {"env": {"TASKQ_AMQP_URL": "amqp://u:p@h/"}},
+            "at '/env/TASKQ_AMQP_URL': value must be '(a secret: set it in secretEnv",
+        ),
+        (
+            {"secretEnv": {"TASKQ_STORE_URL": None}},
+            "at '/secretEnv': missing property 'TASKQ_STORE_URL'",
+        ),
         ({"api": {"replicas": "two"}}, "at '/api/replicas': got string, want integer"),
         ({"workers": {"resoures": {}}}, "additional properties 'resoures' not allowed"),
-        ({"securityContext": {"readOnlyRootFilesystem": False}}, "at '/securityContext/readOnlyRootFilesystem'"),
+        (
+            {"securityContext": {"readOnlyRootFilesystem": False}},
+            "at '/securityContext/readOnlyRootFilesystem'",
+        ),
         ({"blob": {"url": "ftp://x/y"}}, "at '/blob/url'"),
     ],
 )

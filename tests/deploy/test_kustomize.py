@@ -10,7 +10,6 @@ import yaml
 from tests.conftest import CI
 from tests.deploy.chart import KUSTOMIZE, build_base, of_kind, validate_manifest
 
-
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -42,7 +41,9 @@ def test_the_base_builds_and_every_manifest_validates_strictly(topology):
     for document in documents:
         validate_manifest(document)
         assert document["metadata"]["namespace"] == "taskq"
-        assert not any(k.startswith("helm.sh/") for k in document["metadata"].get("annotations", {}))
+        assert not any(
+            k.startswith("helm.sh/") for k in document["metadata"].get("annotations", {})
+        )
     deployments = of_kind(documents, "Deployment")
     assert {f"taskq-worker-{g.name}" for g in topology.groups} <= set(deployments)
     # The same check through the command line, as a person would run it.

@@ -61,7 +61,9 @@ def test_every_variable_has_a_description_and_a_type(module):
     variables = blocks(TERRAFORM / module, "variable")
     assert variables
     for variable, spec in variables.items():
-        assert spec.get("description", "").strip('"'), f"{module}: variable {variable} has no description"
+        assert spec.get("description", "").strip('"'), (
+            f"{module}: variable {variable} has no description"
+        )
         assert spec.get("type"), f"{module}: variable {variable} has no type"
 
 
@@ -70,7 +72,9 @@ def test_each_cloud_module_declares_the_documented_outputs(cloud):
     outputs = blocks(TERRAFORM / cloud, "output")
     assert set(outputs) == DOCUMENTED_OUTPUTS
     for output, spec in outputs.items():
-        assert spec.get("description", "").strip('"'), f"{cloud}: output {output} has no description"
+        assert spec.get("description", "").strip('"'), (
+            f"{cloud}: output {output} has no description"
+        )
     assert BLOB_SCHEMES[cloud] in outputs["blob_url"]["value"]
     values = outputs["helm_values"]["value"]
     # The chart's keys: the schema refuses any other.
@@ -93,7 +97,8 @@ def test_the_example_uses_only_declared_variables_and_outputs(cloud):
     assert required <= arguments, f"{cloud}: the example leaves out {required - arguments}"
     text = "\n".join(p.read_text(encoding="utf-8") for p in example.glob("*.tf"))
     used = set(re.findall(r"module\.taskq\.(\w+)", text))
-    assert used and used <= set(outputs), used - set(outputs)
+    assert used, example
+    assert used <= set(outputs), used - set(outputs)
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
@@ -109,5 +114,9 @@ def test_every_var_reference_is_declared(cloud):
 def test_the_bucket_expires_payloads_after_blob_retention_days(cloud):
     text = (TERRAFORM / cloud / "bucket.tf").read_text(encoding="utf-8")
     assert "var.blob_retention_days" in text
-    lifecycle = {"aws": "expiration", "gcp": '"Delete"', "azure": "delete_after_days_since_creation_greater_than"}
+    lifecycle = {
+        "aws": "expiration",
+        "gcp": '"Delete"',
+        "azure": "delete_after_days_since_creation_greater_than",
+    }
     assert lifecycle[cloud] in text

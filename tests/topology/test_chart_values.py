@@ -56,7 +56,8 @@ def test_no_blob_expiry_is_safe_when_a_group_keeps_dead_letters_until_replayed()
 
 def test_chart_values_hold_the_file_and_one_entry_per_group_in_order(topology):
     values = chart_values(topology, "the file", max_delay=30 * DAY, orphan_grace=DAY)["topology"]
-    assert values["file"] == "the file" and values["namespace"] == topology.namespace
+    assert values["file"] == "the file"
+    assert values["namespace"] == topology.namespace
     assert [g["name"] for g in values["groups"]] == [g.name for g in topology.groups]
     assert [g["deployment"] for g in values["groups"]] == [
         f"taskq-worker-{g.name}" for g in topology.groups

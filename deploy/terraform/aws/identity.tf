@@ -33,11 +33,11 @@ resource "aws_iam_policy" "payloads" {
         Resource = "${aws_s3_bucket.payloads.arn}/${var.blob_prefix}/*"
       },
       {
-        Sid       = "ListPayloads"
-        Effect    = "Allow"
-        Action    = "s3:ListBucket"
-        Resource  = aws_s3_bucket.payloads.arn
-        Condition = { StringLike = { "s3:prefix" = ["${var.blob_prefix}/*"] } }
+        # Unconditioned: taskq's health check (HeadBucket) needs it too, and sends no prefix.
+        Sid      = "ListPayloads"
+        Effect   = "Allow"
+        Action   = "s3:ListBucket"
+        Resource = aws_s3_bucket.payloads.arn
       },
       {
         Sid      = "Encryption"
