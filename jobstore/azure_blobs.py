@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
@@ -18,12 +16,10 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 
-from jobstore.blobs import KEY, PAYLOADS, StoredBlob, check_key, check_size, make_ref, verify
+from jobstore.blobs import PAYLOADS, StoredBlob, check_size, make_ref, verify
+from jobstore.bucket_store import BucketStore
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
-
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
 
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
@@ -37,7 +33,7 @@ def _client_options() -> dict[str, Any]:
     return {"connection_timeout": 5, "read_timeout": 30, "retry_policy": retry}
 
 
-class AzureBlobStore:
+class AzureBlobStore(BucketStore):
     """Keeps blobs in one Blob Storage container, under a prefix."""
 
     def __init__(
@@ -59,11 +55,8 @@ class AzureBlobStore:
             raise ValueError(f"{account!r} is not a valid storage account name (3-24 of a-z 0-9)")
         if not _CONTAINER.fullmatch(container):
             raise ValueError(f"{container!r} is not a valid container name (3-63 of a-z 0-9 -)")
-        folder = prefix.removesuffix("/")
-        if folder and not KEY.fullmatch(folder):
-            raise ValueError(f"Azure blob prefix {prefix!r} must be empty or plain path segments")
+        super().__init__(f"azblob://{account}/{container}", prefix)
         self.account, self.container = account, container
-        self.prefix = f"{folder}/" if folder else ""
         self._where = endpoint_url or f"https://{account}.blob.core.windows.net"
         self._credential: Any = (
             {"account_name": account, "account_key": account_key}
@@ -75,41 +68,11 @@ class AzureBlobStore:
         )
         self._container = self._service.get_container_client(container)
 
-    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
-        """Upload ``data`` with its MD5, so the service refuses a corrupted upload."""
-        name = self.prefix + check_key(key)
-        return await self._call(self._uri(name), self._put, name, data, content_type)
-
-    async def get(self, ref: PayloadRef) -> bytes:
-        """Return the verified bytes of the blob ``ref`` points to (see ``BlobStore.get``)."""
-        return await self._call(ref.uri, self._get, self._name_of(ref.uri), ref)
-
-    async def delete(self, uri: str) -> None:
-        """Delete the blob at ``uri``; a missing one is already deleted."""
-        await self._call(uri, self._delete, self._name_of(uri))
-
-    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
-        """Return up to ``limit`` payload blobs whose names sort after ``after``, in name order."""
-        return await self._call(self._uri(self.prefix), self._scan, after, limit)
-
-    async def ping(self) -> None:
-        """Check the container exists and the identity may list its blobs."""
-        await self.scan(after="", limit=1)
-
     async def close(self) -> None:
         """Close the client and its credential."""
         self._service.close()
         if hasattr(self._credential, "close"):
             self._credential.close()
-
-    def _uri(self, name: str) -> str:
-        return f"azblob://{self.account}/{self.container}/{name}"
-
-    def _name_of(self, uri: str) -> str:
-        home = self._uri(self.prefix)
-        if not uri.startswith(home):
-            raise BlobStoreError(f"{uri} is not under {home}; refusing it")
-        return self.prefix + check_key(uri[len(home) :])
 
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
         self._container.get_blob_client(name).upload_blob(
@@ -148,16 +111,9 @@ class AzureBlobStore:
                     break
         return found
 
-    async def _call(
-        self, uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _T:
-        # The one seam where Azure's errors become ours.
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except AzureError as exc:
-            raise self._error(exc, uri) from exc
-
-    def _error(self, exc: AzureError, uri: str) -> BlobStoreError:
+    def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
+        if not isinstance(exc, AzureError):
+            return None
         if isinstance(exc, _UNAVAILABLE):
             return BlobUnavailableError(
                 f"Azure Blob Storage at {self._where} is unreachable: {exc}"

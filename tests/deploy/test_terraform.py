@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from tests.deploy.chart import ROOT, require
 
 TERRAFORM = ROOT / "deploy" / "terraform"
 CLOUDS = ("aws", "gcp", "azure")
-MODULES = (*CLOUDS, "modules/rabbitmq")
+MODULES = (*CLOUDS, "modules/rabbitmq", "modules/chart-secrets")
 # What docs/deploy-kubernetes.md promises every cloud module outputs, for the chart to take.
 DOCUMENTED_OUTPUTS = {
     "blob_url",
@@ -76,9 +77,19 @@ def test_each_cloud_module_declares_the_documented_outputs(cloud):
             f"{cloud}: output {output} has no description"
         )
     assert BLOB_SCHEMES[cloud] in outputs["blob_url"]["value"]
+    # The chart's values: the module's own keys merged into the Secrets module's.
     values = outputs["helm_values"]["value"]
-    # The chart's keys: the schema refuses any other.
-    assert set(values) <= {"blob", "serviceAccount", "podLabels", "secretEnv", "scaling"}
+    assert values.startswith("${merge(module.chart_secrets.chart_values, {")
+    assert set(re.findall(r"(\w+)\s*=\s*\{", values)) >= {"blob", "serviceAccount"}
+    assert "module.chart_secrets.names" in outputs["kubernetes_secrets"]["value"]
+
+
+def test_the_secrets_module_names_what_the_chart_requires():
+    outputs = blocks(TERRAFORM / "modules" / "chart-secrets", "output")
+    values = outputs["chart_values"]["value"]
+    chart = json.loads((ROOT / "deploy" / "helm" / "taskq" / "values.schema.json").read_text())
+    required = set(chart["properties"]["secretEnv"]["required"])
+    assert required <= set(values["secretEnv"])
     assert set(values["secretEnv"]) == {"TASKQ_AMQP_URL", "TASKQ_MANAGEMENT_URL", "TASKQ_STORE_URL"}
 
 
@@ -103,7 +114,7 @@ def test_the_example_uses_only_declared_variables_and_outputs(cloud):
 
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_every_var_reference_is_declared(cloud):
-    for directory in (TERRAFORM / cloud, TERRAFORM / "modules" / "rabbitmq"):
+    for directory in (TERRAFORM / cloud, *(TERRAFORM / "modules").iterdir()):
         declared = set(blocks(directory, "variable"))
         text = "\n".join(p.read_text(encoding="utf-8") for p in directory.glob("*.tf"))
         used = set(re.findall(r"\bvar\.(\w+)", text))

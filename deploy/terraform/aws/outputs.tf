@@ -15,7 +15,7 @@ output "store_host" {
 
 output "kubernetes_secrets" {
   description = "The Secrets the chart's secretEnv names: broker (keys amqp-url, management-url) and store (key url)."
-  value       = { broker = "taskq-broker", store = "taskq-store" }
+  value       = module.chart_secrets.names
 }
 
 output "service_account_annotations" {
@@ -30,15 +30,9 @@ output "pod_labels" {
 
 output "helm_values" {
   description = "Values for the chart: `terraform output -json helm_values > cloud-values.json`, then `helm install -f cloud-values.json`."
-  value = {
+  value = merge(module.chart_secrets.chart_values, {
     blob           = { url = "s3://${aws_s3_bucket.payloads.id}/${var.blob_prefix}", s3EndpointUrl = "", s3Region = data.aws_region.current.name }
     serviceAccount = { create = true, name = var.service_account, annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.pods.arn } }
     podLabels      = {}
-    secretEnv = {
-      TASKQ_AMQP_URL       = { name = "taskq-broker", key = "amqp-url" }
-      TASKQ_MANAGEMENT_URL = { name = "taskq-broker", key = "management-url" }
-      TASKQ_STORE_URL      = { name = "taskq-store", key = "url" }
-    }
-    scaling = { keda = { managementSecret = { name = "taskq-broker", key = "management-url" } } }
-  }
+  })
 }

@@ -8,15 +8,15 @@ locals {
 
 module "broker" {
   source = "../modules/rabbitmq"
-  count  = var.create_broker ? 1 : 0
 
   name      = "${var.name}-rabbitmq"
   namespace = var.kubernetes_namespace
   replicas  = var.broker_replicas
   storage   = var.broker_storage
+  external  = var.broker_urls
 }
 
 locals {
-  amqp_url       = var.create_broker ? module.broker[0].amqp_url : var.broker_urls.amqp_url
-  management_url = var.create_broker ? module.broker[0].management_url : var.broker_urls.management_url
+  amqp_url       = module.broker.amqp_url
+  management_url = module.broker.management_url
 }

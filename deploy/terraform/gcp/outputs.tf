@@ -5,7 +5,7 @@ output "blob_url" {
 
 output "broker_host" {
   description = "The broker's host name (in the cluster: AMQP on 5672, the management API on 15672); null for an external broker."
-  value       = var.create_broker ? module.broker[0].host : null
+  value       = module.broker.host
 }
 
 output "store_host" {
@@ -15,7 +15,7 @@ output "store_host" {
 
 output "kubernetes_secrets" {
   description = "The Secrets the chart's secretEnv names: broker (keys amqp-url, management-url) and store (key url)."
-  value       = { broker = "taskq-broker", store = "taskq-store" }
+  value       = module.chart_secrets.names
 }
 
 output "service_account_annotations" {
@@ -30,15 +30,9 @@ output "pod_labels" {
 
 output "helm_values" {
   description = "Values for the chart: `terraform output -json helm_values > cloud-values.json`, then `helm install -f cloud-values.json`."
-  value = {
+  value = merge(module.chart_secrets.chart_values, {
     blob           = { url = "gs://${google_storage_bucket.payloads.name}/${var.blob_prefix}", s3EndpointUrl = "", s3Region = "" }
     serviceAccount = { create = true, name = var.service_account, annotations = { "iam.gke.io/gcp-service-account" = google_service_account.pods.email } }
     podLabels      = {}
-    secretEnv = {
-      TASKQ_AMQP_URL       = { name = "taskq-broker", key = "amqp-url" }
-      TASKQ_MANAGEMENT_URL = { name = "taskq-broker", key = "management-url" }
-      TASKQ_STORE_URL      = { name = "taskq-store", key = "url" }
-    }
-    scaling = { keda = { managementSecret = { name = "taskq-broker", key = "management-url" } } }
-  }
+  })
 }

@@ -1,26 +1,10 @@
 # The Secrets the Helm chart reads by name (secretEnv): never inlined in its values.
+module "chart_secrets" {
+  source = "../modules/chart-secrets"
 
-resource "kubernetes_secret_v1" "broker" {
-  count = var.create_kubernetes_secrets ? 1 : 0
-  metadata {
-    name      = "taskq-broker"
-    namespace = var.kubernetes_namespace
-    labels    = { "app.kubernetes.io/part-of" = "taskq" }
-  }
-  data = {
-    "amqp-url"       = local.amqp_url
-    "management-url" = local.management_url
-  }
-}
-
-resource "kubernetes_secret_v1" "store" {
-  count = var.create_kubernetes_secrets ? 1 : 0
-  metadata {
-    name      = "taskq-store"
-    namespace = var.kubernetes_namespace
-    labels    = { "app.kubernetes.io/part-of" = "taskq" }
-  }
-  data = {
-    url = local.store_url
-  }
+  namespace      = var.kubernetes_namespace
+  create         = var.create_kubernetes_secrets
+  amqp_url       = local.amqp_url
+  management_url = local.management_url
+  store_url      = local.store_url
 }

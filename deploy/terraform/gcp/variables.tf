@@ -35,14 +35,8 @@ variable "service_account" {
   default     = "taskq"
 }
 
-variable "create_broker" {
-  description = "Run RabbitMQ in the cluster through the RabbitMQ cluster and messaging topology operators (false: give broker_urls)."
-  type        = bool
-  default     = true
-}
-
 variable "broker_replicas" {
-  description = "RabbitMQ nodes when create_broker is set."
+  description = "RabbitMQ nodes in the cluster (unless broker_urls names an external broker)."
   type        = number
   default     = 3
 }
@@ -54,7 +48,7 @@ variable "broker_storage" {
 }
 
 variable "broker_urls" {
-  description = "An existing broker (e.g. CloudAMQP) when create_broker is false: its AMQP and management API URLs with credentials."
+  description = "An existing broker (e.g. CloudAMQP) instead of one in the cluster: its AMQP and management API URLs with credentials. null: run RabbitMQ in the cluster through the RabbitMQ cluster and messaging topology operators."
   type = object({
     amqp_url       = string
     management_url = string

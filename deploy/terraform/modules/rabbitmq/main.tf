@@ -1,14 +1,21 @@
 # RabbitMQ inside the cluster, through the RabbitMQ cluster operator and its messaging topology
 # operator (both must be installed first: their CRDs are read when this is planned).
 # taskq gets a user of its own with a generated password, tagged `management` so that the
-# autoscaler and KEDA can read its queue depths.
+# autoscaler and KEDA can read its queue depths. With `external` set, nothing is created.
+
+locals {
+  create = var.external == null
+  host   = "${var.name}.${var.namespace}.svc"
+}
 
 resource "random_password" "taskq" {
+  count = local.create ? 1 : 0
   length  = 32
   special = false # kept plain so the URLs need no escaping
 }
 
 resource "kubernetes_secret_v1" "credentials" {
+  count = local.create ? 1 : 0
   metadata {
     name      = "${var.name}-taskq-user"
     namespace = var.namespace
@@ -16,11 +23,12 @@ resource "kubernetes_secret_v1" "credentials" {
   }
   data = {
     username = "taskq"
-    password = random_password.taskq.result
+    password = random_password.taskq[0].result
   }
 }
 
 resource "kubernetes_manifest" "cluster" {
+  count = local.create ? 1 : 0
   manifest = {
     apiVersion = "rabbitmq.com/v1beta1"
     kind       = "RabbitmqCluster"
@@ -47,6 +55,7 @@ resource "kubernetes_manifest" "cluster" {
 }
 
 resource "kubernetes_manifest" "user" {
+  count = local.create ? 1 : 0
   manifest = {
     apiVersion = "rabbitmq.com/v1beta1"
     kind       = "User"
@@ -54,13 +63,14 @@ resource "kubernetes_manifest" "user" {
     spec = {
       tags                     = ["management"]
       rabbitmqClusterReference = { name = var.name }
-      importCredentialsSecret  = { name = kubernetes_secret_v1.credentials.metadata[0].name }
+      importCredentialsSecret  = { name = kubernetes_secret_v1.credentials[0].metadata[0].name }
     }
   }
   depends_on = [kubernetes_manifest.cluster]
 }
 
 resource "kubernetes_manifest" "permission" {
+  count = local.create ? 1 : 0
   manifest = {
     apiVersion = "rabbitmq.com/v1beta1"
     kind       = "Permission"
@@ -73,8 +83,4 @@ resource "kubernetes_manifest" "permission" {
     }
   }
   depends_on = [kubernetes_manifest.user]
-}
-
-locals {
-  host = "${var.name}.${var.namespace}.svc"
 }

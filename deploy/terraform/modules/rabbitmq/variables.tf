@@ -42,3 +42,13 @@ variable "memory" {
   type        = string
   default     = "4Gi"
 }
+
+variable "external" {
+  description = "An existing broker (e.g. CloudAMQP) to use instead: its AMQP and management API URLs with credentials. null: run one in the cluster."
+  type = object({
+    amqp_url       = string
+    management_url = string
+  })
+  default   = null
+  sensitive = true
+}
