@@ -8,6 +8,9 @@ from typer.testing import CliRunner
 
 from taskctl.cli import app
 from tests.deploy.chart import CHART, ROOT, of_kind, render, require, validate_manifest
+
+# Two groups, one of them lanes: the chart's default groups are replaced by these.
+from tests.topology.test_keda import TOPOLOGY as MORE_GROUPS
 from topology.compiled import CompiledTopology, compile_topology
 from topology.export import KedaOptions, chart_values, keda_manifests
 from topology.loader import parse_topology
@@ -34,18 +37,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "workers": {"overrides": {"github": {"enabled": False}}},
     },
 }
-
-MORE_GROUPS = """
-namespace: acme
-groups:
-  email:
-    jobs: [email]
-    scale: {min: 1, max: 8, backlog_per_worker: 250}
-  pay:
-    jobs: ["pay.#"]
-    priority: {strategy: lanes, queue_type: quorum}
-    scale: {min: 0, max: 20, backlog_per_worker: 40, stabilization: 2m}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +318,8 @@ def test_deploy_render_reads_the_named_file_and_writes_the_output(tmp_path):
         "max": 20,
         "backlogPerWorker": 40,
         "activation": 1,
-        "cooldownSeconds": 120,
-        "scaleDownWindowSeconds": 120,
+        "cooldownSeconds": 60,
+        "scaleDownWindowSeconds": 60,
     }
 
 
