@@ -79,11 +79,15 @@ class LocationSettings(Section):
     store_url: str = "sqlite:///.taskq/jobs.sqlite3"
     """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN (TLS: its ``sslmode`` and ``ssl*`` files)."""
     blob_url: str = "file:.taskq/blobs"
-    """The claim-check blob store: a ``file:`` directory or ``s3://bucket/prefix``."""
+    """The claim-check blob store: a ``file:`` directory, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``."""
     s3_endpoint_url: str = ""
     """An S3-compatible endpoint (empty: AWS; credentials from the usual ``AWS_*`` variables)."""
     s3_region: str = "us-east-1"
     """The S3 region."""
+    blob_endpoint_url: str = ""
+    """The endpoint of a ``gs://`` or ``azblob://`` blob store, e.g. an emulator (empty: the cloud's; credentials: the workload identity)."""
+    azure_storage_key: SecretStr | None = None
+    """The storage account key of an ``azblob://`` store (unset: Entra ID, e.g. AKS workload identity)."""
     data_dir: str = ".taskq"
     """Where ``taskctl up`` writes the admin key (``admin.key``, mode 0600)."""
 
