@@ -184,6 +184,12 @@ def _cloud_store(
         )
     except ValueError as exc:
         raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
+    except ImportError as exc:  # an optional extra: the default install stays small
+        extra = "gcs" if scheme == "gs" else "azure"
+        raise SettingsError(
+            f"{_URL_VAR}: {scheme}:// needs its SDK, which is not installed "
+            f"(pip install 'taskq[{extra}]'): {exc}"
+        ) from exc
 
 
 class LocalDirBlobStore:

@@ -4,6 +4,8 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -565,3 +567,18 @@ def test_open_blob_store_hides_password_when_url_is_rejected(url: str):
     with pytest.raises(SettingsError, match="TASKQ_BLOB_URL") as caught:
         open_blob_store(url)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("gs://bucket/p", "jobstore.gcs_blobs", "gcs"),
+        ("azblob://acct1/c/p", "jobstore.azure_blobs", "azure"),
+    ],
+)
+def test_a_cloud_store_without_its_sdk_names_the_extra_to_install(
+    url: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(sys.modules, module, None)  # what importing it gives without the SDK
+    with pytest.raises(SettingsError, match=re.escape(f"pip install 'taskq[{extra}]'")):
+        open_blob_store(url)
