@@ -10,7 +10,7 @@ from tests.deploy.chart import ROOT, require
 TERRAFORM = ROOT / "deploy" / "terraform"
 CLOUDS = ("aws", "gcp", "azure")
 MODULES = (*CLOUDS, "modules/rabbitmq", "modules/chart-secrets")
-# What docs/deploy-kubernetes.md promises every cloud module outputs, for the chart to take.
+# What docs/deploy.md promises every cloud module outputs, for the chart to take.
 DOCUMENTED_OUTPUTS = {
     "blob_url",
     "broker_host",
