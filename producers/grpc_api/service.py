@@ -14,7 +14,7 @@ import grpc
 from loguru import logger
 from opentelemetry.trace import SpanKind
 
-from jobstore.model import JobStatus
+from jobstore.model import JobSearch, JobStatus
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
@@ -151,13 +151,13 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             raise JobRejectedError("limit is 1-500", field="limit")
         if len(request.type.encode()) > MAX_SHORT_STRING_BYTES or len(request.cursor) > 64:
             raise JobRejectedError("type or cursor is too long", field="type")
-        page = await self._submitter.list_jobs(
-            caller.viewer,
+        search = JobSearch(
             status=STATUSES.get(request.status),
-            job_type=request.type or None,
+            type=request.type or None,
             limit=limit,
             cursor=request.cursor or None,
         )
+        page = await self._submitter.list_jobs(caller.viewer, search)
         return pb.ListResponse(
             jobs=[job_message(job) for job in page.jobs], next_cursor=page.next_cursor or ""
         )
