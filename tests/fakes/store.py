@@ -404,7 +404,7 @@ class InMemoryJobStore:
 def _row(job: JobRecord, deliveries: int, held: bool) -> Row:
     """Return ``job`` as a window reads it."""
     fields = (job.id, job.type, job.status, job.attempts, job.last_error, job.tenant)
-    return Row(RunJob(*fields, job.callback_url), deliveries, held)
+    return Row(RunJob(*fields, job.callback_url, job.workflow_id), deliveries, held)
 
 
 def _ended(job: JobRecord, end: RunEnd) -> JobRecord:
