@@ -41,6 +41,7 @@ class JobOut(BaseModel):
     result: JsonValue
     payload_ref: dict[str, Any] | None
     tenant: str
+    workflow_id: str | None
 
 
 class BatchItem(BaseModel):
