@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import JsonValue
 
-from jobstore.model import ClaimState, JobStatus, NewJob
+from jobstore.model import ClaimState, JobStatus, JobStore, NewJob
 from jobstore.sealed_jobs import opened
 from jobstore.workflows import (
     NewWorkflow,
@@ -27,6 +28,7 @@ from producers.views import iso, job_view
 from topology.envelope import new_job_id
 from topology.errors import IdempotencyMismatchError, JobNotFoundError, JobStateError
 from topology.limits import excerpt
+from topology.sealing import Sealer
 from topology.spec import Priority
 
 Policy = Literal["fail", "continue"]
@@ -190,16 +192,7 @@ class Workflows:
 
     async def get(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
         """Return the workflow and its steps, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
-        found = await self._store.get_workflow(workflow_id)
-        if found is None or not _visible(viewer, *found):
-            raise JobNotFoundError(f"no workflow has id {excerpt(workflow_id)}")
-        flow, steps = found
-        sealer = self._submitter.sealer
-        views = [
-            StepView(view.step, None if view.job is None else opened(view.job, sealer))
-            for view in steps
-        ]
-        return WorkflowAnswer(flow, views)
+        return await read_workflow(self._store, self._submitter.sealer, workflow_id, viewer)
 
     async def list(
         self, viewer: Viewer, *, limit: int = 50, cursor: str | None = None
@@ -209,14 +202,44 @@ class Workflows:
 
     async def cancel(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
         """Cancel a running workflow: every step not started is cancelled (``JobStateError`` once it ended)."""
-        current = await self.get(workflow_id, viewer)
-        if current.workflow.status is not WorkflowStatus.RUNNING:
-            raise JobStateError(
-                f"workflow {workflow_id} is {current.workflow.status.value}; only a running "
-                "workflow can be cancelled"
-            )
-        await self._store.cancel_workflow(workflow_id, self._submitter.clock())
-        return await self.get(workflow_id, viewer)
+        submitter = self._submitter
+        return await cancel_workflow(
+            self._store, submitter.sealer, workflow_id, viewer, submitter.clock()
+        )
+
+
+async def read_workflow(
+    store: JobStore, sealer: Sealer, workflow_id: str, viewer: Viewer
+) -> WorkflowAnswer:
+    """Return the workflow and its steps (results opened), if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
+    found = await store.get_workflow(workflow_id)
+    if found is None or not _visible(viewer, *found):
+        raise JobNotFoundError(f"no workflow has id {excerpt(workflow_id)}")
+    flow, steps = found
+    views = [
+        StepView(view.step, None if view.job is None else opened(view.job, sealer))
+        for view in steps
+    ]
+    return WorkflowAnswer(flow, views)
+
+
+async def cancel_workflow(
+    store: JobStore, sealer: Sealer, workflow_id: str, viewer: Viewer, now: datetime
+) -> WorkflowAnswer:
+    """Cancel a running workflow the viewer sees, and every step not started; the workflow after.
+
+    Raises:
+        JobNotFoundError: the viewer sees no such workflow.
+        JobStateError: it ended already.
+    """
+    current = await read_workflow(store, sealer, workflow_id, viewer)
+    if current.workflow.status is not WorkflowStatus.RUNNING:
+        raise JobStateError(
+            f"workflow {workflow_id} is {current.workflow.status.value}; only a running "
+            "workflow can be cancelled"
+        )
+    await store.cancel_workflow(workflow_id, now)
+    return await read_workflow(store, sealer, workflow_id, viewer)
 
 
 def workflow_view(answer: WorkflowAnswer) -> dict[str, Any]:
