@@ -204,7 +204,8 @@ async def test_cancelling_reaches_every_step_not_started(sql_store: JobStore) ->
     ] * 3
     # The running one ends later: counted, and nothing follows a cancelled workflow.
     [found], _ = await sql_store.run_window([RunEnd(ids[0], 1, JobStatus.SUCCEEDED, NOW)], [])
-    assert found is not None and found.released == ()
+    assert found is not None
+    assert found.released == ()
     again = await sql_store.get_workflow(new.workflow.id)
     assert again is not None
     assert (again[0].status, again[0].pending) == (WorkflowStatus.CANCELLED, 0)
