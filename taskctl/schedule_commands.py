@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="schedules",
-    help="List the topology's schedules with their next and last runs; pause or resume one.",
+    help="List schedules with next and last runs; pause, resume.",
     invoke_without_command=True,
     rich_markup_mode=None,
 )

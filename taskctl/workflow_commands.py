@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="workflow",
-    help="Show a workflow (a chain, group or chord of jobs) with its steps, or cancel it.",
+    help="Show or cancel a workflow (a chain, group or chord).",
     rich_markup_mode=None,
 )
 WorkflowId = Annotated[str, typer.Argument(metavar="ID", help="The workflow's id.")]
