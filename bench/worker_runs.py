@@ -79,10 +79,17 @@ def load() -> str:
 class Scratch:
     """A vhost of its own with taskq's topology applied and a temporary folder; both removed on exit."""
 
-    def __init__(self, profile: Path | None = None, *, policy: Mapping[str, object] = {}) -> None:
+    def __init__(
+        self,
+        profile: Path | None = None,
+        *,
+        policy: Mapping[str, object] = {},
+        settings: Mapping[str, str] = {},
+    ) -> None:
         # With a folder, py-spy samples each taskq worker into it (collapsed stacks, one file a run).
         self.profile = profile
         self.policy = dict(policy)
+        self.extra = dict(settings)  # TASKQ_* settings of every process here (e.g. a topology file)
         self.base = load_settings().broker
         self.vhost = f"taskq-bench-{uuid.uuid4().hex[:8]}"
         self.settings = self.base.with_vhost(self.vhost)
@@ -122,7 +129,7 @@ class Scratch:
 
     def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
         path = os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH", "")) if p)
-        return {**os.environ, "PYTHONPATH": path, **extra}
+        return {**os.environ, "PYTHONPATH": path, **self.extra, **extra}
 
     def env(self, system: System, jobs: int, folder: Path) -> dict[str, str]:
         """Return the environment of ``system``'s worker and producer for one run in ``folder``."""

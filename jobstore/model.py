@@ -139,6 +139,26 @@ class DataChange:
     new: Any
 
 
+TimeRange = tuple[datetime | None, datetime | None]
+"""A ``[from, before)`` range of times; ``None`` leaves that end open."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSearch:
+    """Which jobs a listing returns (a ``None`` filter keeps every job), and which page of them.
+
+    ``created`` is a ``[from, before)`` range of creation times; ``cursor`` is the previous page's.
+    """
+
+    tenant: str | None = None
+    status: JobStatus | None = None
+    type: str | None = None
+    correlation_id: str | None = None
+    created: TimeRange = (None, None)
+    limit: int = 50
+    cursor: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class JobPage:
     """One page of a job listing and the cursor of the next page (``None`` at the end)."""
@@ -250,9 +270,6 @@ class JobEvent:
     )
     trace_id: str | None = None
 
-
-TimeRange = tuple[datetime | None, datetime | None]
-"""A ``[from, before)`` range of times; ``None`` leaves that end open."""
 
 KeptFor = Callable[[str, bool], float]
 """The seconds a finished job of a type is kept, given the type and whether it is dead."""
@@ -384,21 +401,8 @@ class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
         """Return the job, or ``None`` when there is no such job."""
         ...
 
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        correlation_id: str | None = None,
-        created: TimeRange = (None, None),
-    ) -> JobPage:
-        """Return jobs newest first, filtered (by ``tenant`` too), ``limit`` per page, after ``cursor``.
-
-        ``created`` is a ``[from, before)`` range of creation times (either end ``None``: open).
-        """
+    async def list_jobs(self, search: JobSearch = JobSearch()) -> JobPage:
+        """Return the jobs ``search`` keeps, newest first, one page of them."""
         ...
 
     async def transition(

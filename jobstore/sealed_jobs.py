@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import orjson
 
-from jobstore.model import DataChange, JobRecord, JobStore
+from jobstore.model import DataChange, JobRecord, JobSearch, JobStore
 from topology.errors import ContractError
 from topology.sealing import Sealer, token_of
 
@@ -48,7 +48,7 @@ async def reseal_jobs(
     report = ResealReport()
     cursor: str | None = None
     while True:
-        page = await store.list_jobs(limit=batch, cursor=cursor)
+        page = await store.list_jobs(JobSearch(limit=batch, cursor=cursor))
         changes = [c for job in page.jobs for c in _changes(job, sealer, report)]
         if changes:
             await store.replace_data(changes)

@@ -20,11 +20,11 @@ from jobstore.model import (
     JobEventKind,
     JobPage,
     JobRecord,
+    JobSearch,
     JobStatus,
     KeptFor,
     RunEnd,
     Swept,
-    TimeRange,
     check_settable,
 )
 from topology.priority import Priority
@@ -203,28 +203,19 @@ class SharedSql:
         rows = await self._fetch(f"{_SELECT_JOBS} WHERE id = $1", job_id)
         return next((self._job(row) for row in rows), None)
 
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        correlation_id: str | None = None,
-        created: TimeRange = (None, None),
-    ) -> JobPage:
-        """Return jobs newest first (by UUIDv7 id), filtered, ``limit`` per page, after ``cursor``."""
+    async def list_jobs(self, search: JobSearch = JobSearch()) -> JobPage:
+        """Return the jobs ``search`` keeps, newest first (by UUIDv7 id), one page of them."""
+        limit, status, cursor = search.limit, search.status, search.cursor
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        since, before = created
+        since, before = search.created
         # Only the filters given reach the SQL, so every variant is a plain index range scan.
         # A time range is also said as a range of ids: the index then starts where it begins.
         given = [
-            ("tenant =", tenant),
+            ("tenant =", search.tenant),
             ("status =", None if status is None else status.value),
-            ("type =", type),
-            ("correlation_id =", correlation_id),
+            ("type =", search.type),
+            ("correlation_id =", search.correlation_id),
             ("id <", cursor),
             ("created_at >=", self._time_in(since)),
             ("created_at <", self._time_in(before)),

@@ -15,7 +15,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, Unpack
 
 from pydantic import JsonValue, ValidationError
 
-from jobstore.model import JobStatus
+from jobstore.model import JobSearch, JobStatus
 from producers.backends import (
     Backends,
     ClosingPublisher,
@@ -127,13 +127,7 @@ class AsyncClient(AsyncClosing):
 
     async def list(self, **filters: Unpack[JobFilters]) -> dict[str, Any]:
         """Return one page of jobs newest first, as ``GET /jobs`` does: ``{jobs, next_cursor}``."""
-        page = await self._submitter.list_jobs(
-            self._viewer,
-            status=filters.get("status"),
-            job_type=filters.get("type"),
-            limit=filters.get("limit", 50),
-            cursor=filters.get("cursor"),
-        )
+        page = await self._submitter.list_jobs(self._viewer, JobSearch(**filters))
         return page_view(page)
 
     async def cancel(self, job_id: str) -> JobView:

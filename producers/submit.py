@@ -22,10 +22,10 @@ from jobstore.model import (
     Confirmed,
     JobPage,
     JobRecord,
+    JobSearch,
     JobStatus,
     JobStore,
     NewJob,
-    TimeRange,
 )
 from jobstore.sealed_jobs import opened
 from producers.events import event_body, event_key
@@ -525,29 +525,10 @@ class Submitter:
         await self.settle()
         return opened(await get_visible(self.store, viewer, job_id), self._sealer)
 
-    async def list_jobs(
-        self,
-        viewer: Viewer,
-        *,
-        status: JobStatus | None = None,
-        job_type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        correlation_id: str | None = None,
-        created: TimeRange = (None, None),
-    ) -> JobPage:
+    async def list_jobs(self, viewer: Viewer, search: JobSearch) -> JobPage:
         """Return one page of the jobs ``viewer`` may see, newest first (see ``list_visible``)."""
         await self.settle()
-        page = await list_visible(
-            self.store,
-            viewer,
-            status=status,
-            job_type=job_type,
-            limit=limit,
-            cursor=cursor,
-            correlation_id=correlation_id,
-            created=created,
-        )
+        page = await list_visible(self.store, viewer, search)
         return replace(page, jobs=[opened(job, self._sealer) for job in page.jobs])
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:

@@ -6,10 +6,9 @@ of a type the caller may not touch, answers exactly as an unknown id does.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from jobstore.model import JobPage, JobRecord, JobStatus, JobStore, TimeRange
+from jobstore.model import JobPage, JobRecord, JobSearch, JobStore
 from topology import routing
 from topology.errors import JobNotFoundError
 from topology.limits import excerpt
@@ -44,36 +43,19 @@ async def get_visible(store: JobStore, viewer: Viewer, job_id: str) -> JobRecord
     return job
 
 
-async def list_visible(
-    store: JobStore,
-    viewer: Viewer,
-    *,
-    status: JobStatus | None = None,
-    job_type: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-    correlation_id: str | None = None,
-    created: TimeRange = (None, None),
-) -> JobPage:
-    """Return one page of the viewer's jobs, newest first (``created``: a ``[from, before)`` range)."""
+async def list_visible(store: JobStore, viewer: Viewer, search: JobSearch) -> JobPage:
+    """Return one page of the jobs ``search`` keeps among the viewer's, newest first."""
     # Job-type patterns cannot be said in SQL, so a limited viewer's page is filtered here over
     # up to MAX_SCANS store pages: it may hold fewer than ``limit`` jobs, and more may follow.
-    if job_type is not None and not viewer.may_touch(job_type):
+    if search.type is not None and not viewer.may_touch(search.type):
         return JobPage([], None)
-    pages = functools.partial(
-        store.list_jobs,
-        tenant=viewer.tenant,
-        status=status,
-        limit=limit,
-        correlation_id=correlation_id,
-        created=created,
-    )
-    if viewer.job_types is None or job_type is not None:
-        return await pages(type=job_type, cursor=cursor)
+    search = replace(search, tenant=viewer.tenant)
+    if viewer.job_types is None or search.type is not None:
+        return await store.list_jobs(search)
     found: list[JobRecord] = []
-    after = cursor
+    after, limit = search.cursor, search.limit
     for _ in range(MAX_SCANS):
-        page = await pages(cursor=after)
+        page = await store.list_jobs(replace(search, cursor=after))
         for job in page.jobs:
             if viewer.may_touch(job.type):
                 found.append(job)

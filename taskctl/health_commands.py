@@ -201,14 +201,14 @@ async def _waiting_jobs(
     store: "JobStore", topology: "CompiledTopology"
 ) -> tuple[Counter[str], Counter[str]]:
     """Return the store's queued and scheduled jobs counted by group, and those of no group by type."""
-    from jobstore.model import JobStatus
+    from jobstore.model import JobSearch, JobStatus
 
     by_group: Counter[str] = Counter()
     unrouted: Counter[str] = Counter()
     for status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
         cursor: str | None = None
         while True:
-            page = await store.list_jobs(status=status, limit=500, cursor=cursor)
+            page = await store.list_jobs(JobSearch(status=status, limit=500, cursor=cursor))
             for job in page.jobs:
                 group = topology.group_for(job.type)
                 if group is None:

@@ -156,19 +156,12 @@ def jobs(
     as_json: context.JsonFlag = False,
 ) -> None:
     """List jobs newest first."""
+    from jobstore.model import JobSearch
     from producers.tenancy import list_visible
     from producers.views import page_view
 
-    found = context.in_store(
-        lambda store: list_visible(
-            store,
-            context.client_viewer(),
-            status=status_filter,
-            job_type=job_type,
-            limit=limit,
-            cursor=cursor,
-        )
-    )
+    search = JobSearch(status=status_filter, type=job_type, limit=limit, cursor=cursor)
+    found = context.in_store(lambda store: list_visible(store, context.client_viewer(), search))
     page = page_view(dataclasses.replace(found, jobs=[_opened(j) for j in found.jobs]))
     if as_json:
         context.print_json(page)

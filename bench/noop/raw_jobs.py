@@ -4,7 +4,8 @@
 to ``BENCH_QUEUE`` with confirms; ``python -m noop.raw_jobs consume --client aio-pika --loop
 uvloop`` consumes them until SIGTERM. The aio-pika consumer acks each message; the aiormq one
 acks every ``ACK_EVERY`` deliveries with ``multiple=True`` (the reference for batched acks).
-Both decode the JSON body, as every other system does.
+Both decode the JSON body, as every other system does. ``BENCH_QUEUE_TYPE=quorum`` declares the
+queue as a quorum queue (replicated on every node of a cluster).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def settings() -> tuple[str, str]:
     return os.environ["BENCH_AMQP_URL"], os.environ["BENCH_QUEUE"]
 
 
+def arguments() -> dict[str, Any]:
+    kind = os.environ.get("BENCH_QUEUE_TYPE")
+    return {"x-queue-type": kind} if kind else {}
+
+
 async def until_sigterm() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,7 +54,7 @@ async def consume_aio_pika() -> None:
     connection = await aio_pika.connect_robust(url)
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=PREFETCH)
-    queue = await channel.declare_queue(name, durable=True)
+    queue = await channel.declare_queue(name, durable=True, arguments=arguments())
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         completions.tick(json.loads(message.body))
@@ -64,7 +70,7 @@ async def consume_aiormq() -> None:
     connection = await aiormq.connect(url)
     channel = await connection.channel()
     await channel.basic_qos(prefetch_count=PREFETCH)
-    await channel.queue_declare(name, durable=True)
+    await channel.queue_declare(name, durable=True, arguments=arguments())
     seen = 0
 
     async def on_message(message: DeliveredMessage) -> None:
@@ -84,7 +90,7 @@ async def enqueue() -> None:
     url, name = settings()
     connection = await aio_pika.connect_robust(url)
     channel = await connection.channel(publisher_confirms=True)
-    await channel.declare_queue(name, durable=True)
+    await channel.declare_queue(name, durable=True, arguments=arguments())
     jobs = int(os.environ["BENCH_JOBS"])
     for start in range(0, jobs, WINDOW):
         await asyncio.gather(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect
 
-from jobstore.model import JobStatus
+from jobstore.model import JobSearch, JobStatus
 from producers.api.hub import pump
 from producers.api.problems import error_item, error_response
 from producers.api.schemas import BatchOut, BatchSubmission, JobList, JobOut
@@ -164,9 +164,8 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """List jobs newest first, filtered by status and type, one page at a time."""
     submitter: Submitter = request.app.state.services.submitter
-    page = await submitter.list_jobs(
-        principal(request).viewer, status=status, job_type=type, limit=limit, cursor=cursor
-    )
+    search = JobSearch(status=status, type=type, limit=limit, cursor=cursor)
+    page = await submitter.list_jobs(principal(request).viewer, search)
     return page_view(page)
 
 

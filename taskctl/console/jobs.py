@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from jobstore.model import JobStatus
+from jobstore.model import JobSearch, JobStatus
 from producers.views import iso
 from taskctl.console.sessions import PATH
 from taskctl.console.sse import KEEPALIVE, KEEPALIVE_S, STREAM_S, frame, stream
@@ -72,15 +72,15 @@ async def search(visit: Visit) -> Response:
             )
         return redirect(f"{PATH}/jobs/{job_id}")
     cursor = _text(visit, "cursor")
-    page = await visit.services.submitter.list_jobs(
-        visit.caller.viewer,
+    search = JobSearch(
         status=_status(visit),
-        job_type=_text(visit, "type"),
-        limit=PAGE,
-        cursor=cursor,
+        type=_text(visit, "type"),
         correlation_id=_text(visit, "correlation_id"),
         created=(_time(visit, "created_from"), _time(visit, "created_before")),
+        limit=PAGE,
+        cursor=cursor,
     )
+    page = await visit.services.submitter.list_jobs(visit.caller.viewer, search)
     query = {name: value for name in FILTERS if (value := visit.field(name)) is not None}
     next_url = None
     if page.next_cursor is not None:

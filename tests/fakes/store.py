@@ -30,6 +30,7 @@ from jobstore.model import (
     JobEvent,
     JobPage,
     JobRecord,
+    JobSearch,
     JobStatus,
     KeptFor,
     NewJob,
@@ -38,7 +39,6 @@ from jobstore.model import (
     RunStart,
     RunStarted,
     Swept,
-    TimeRange,
     check_settable,
     held_claim,
 )
@@ -199,30 +199,21 @@ class InMemoryJobStore(InMemoryFlows):
         self._check()
         return self.jobs.get(job_id)
 
-    async def list_jobs(
-        self,
-        *,
-        tenant: str | None = None,
-        status: JobStatus | None = None,
-        type: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        correlation_id: str | None = None,
-        created: TimeRange = (None, None),
-    ) -> JobPage:
+    async def list_jobs(self, search: JobSearch = JobSearch()) -> JobPage:
         """Return jobs newest first (ids are time-ordered), filtered and paged by id."""
         self._check()
+        limit, s = search.limit, search
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        since, before = created
+        since, before = search.created
         chosen = [
             j
             for j in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
-            if (tenant is None or j.tenant == tenant)
-            and (status is None or j.status is status)
-            and (type is None or j.type == type)
-            and (cursor is None or j.id < cursor)
-            and (correlation_id is None or j.correlation_id == correlation_id)
+            if (s.tenant is None or j.tenant == s.tenant)
+            and (s.status is None or j.status is s.status)
+            and (s.type is None or j.type == s.type)
+            and (s.cursor is None or j.id < s.cursor)
+            and (s.correlation_id is None or j.correlation_id == s.correlation_id)
             and (since is None or j.created_at >= since)
             and (before is None or j.created_at < before)
         ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobstore import sqlite_connections
-from jobstore.model import ClaimState, JobRecord, JobStatus, NewJob
+from jobstore.model import ClaimState, JobRecord, JobSearch, JobStatus, NewJob
 from jobstore.sqlite import SqliteJobStore
 from jobstore.sqlite_connections import CHECKPOINT_COMMITS, Busy, InlineWriter
 from tests.helpers import create_job
@@ -114,7 +114,7 @@ async def test_a_failed_inline_write_is_rolled_back_whole(store):
         await store.create_jobs(
             [NewJob(job(), claim=("k", "h")), NewJob(replace(job(), payload=object()))]
         )
-    page = await store.list_jobs(limit=10)
+    page = await store.list_jobs(JobSearch(limit=10))
     assert [j.id for j in page.jobs] == [kept.id]
     claim = await create_job(store, job(), claim=("k", "h"))
     assert claim.state is ClaimState.NEW

@@ -20,6 +20,7 @@ from jobstore.model import (
     ClaimState,
     Confirmed,
     JobRecord,
+    JobSearch,
     JobStatus,
     JobStore,
     NewJob,
@@ -125,7 +126,7 @@ async def test_pages_cover_every_job_newest_first_when_listing_25_by_10(store: J
         await create_job(store, record)
     seen, cursor, sizes = [], None, []
     while True:
-        page = await store.list_jobs(limit=10, cursor=cursor)
+        page = await store.list_jobs(JobSearch(limit=10, cursor=cursor))
         sizes.append(len(page.jobs))
         seen += [j.id for j in page.jobs]
         if page.next_cursor is None:
@@ -148,7 +149,7 @@ async def test_listing_filters_by_status_and_type(store: JobStore) -> None:
     async def listed(**filters: Any) -> list[str]:
         ids, cursor = [], None
         while True:
-            page = await store.list_jobs(limit=2, cursor=cursor, **filters)
+            page = await store.list_jobs(JobSearch(limit=2, cursor=cursor, **filters))
             ids += [j.id for j in page.jobs]
             if (cursor := page.next_cursor) is None:
                 return ids
@@ -372,7 +373,7 @@ async def test_one_create_wins_when_fifty_race_for_one_key(
     winners = [c for c in claims if c.state is NEW]
     assert len(winners) == 1
     assert {c.job_id for c in claims} == {winners[0].job_id}
-    assert [j.id for j in (await store.list_jobs(limit=100)).jobs] == [winners[0].job_id]
+    assert [j.id for j in (await store.list_jobs(JobSearch(limit=100))).jobs] == [winners[0].job_id]
 
 
 async def test_store_is_unavailable_when_its_database_cannot_be_reached(backend: Backend) -> None:
@@ -395,7 +396,7 @@ async def test_caller_mistakes_raise_and_store_nothing(store: JobStore) -> None:
     with pytest.raises(TypeError, match="cannot set id"):
         await store.transition(record.id, JobStatus.RUNNING, allowed_from=QUEUED, id="x")
     with pytest.raises(ValueError, match="limit"):
-        await store.list_jobs(limit=0)
+        await store.list_jobs(JobSearch(limit=0))
     with pytest.raises(StoreError):  # not JSON
         await create_job(store, job(payload={"x": object()}))
 

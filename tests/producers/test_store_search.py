@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobstore.model import AuditEntry, JobStatus, JobStore
+from jobstore.model import AuditEntry, JobSearch, JobStatus, JobStore
 from jobstore.postgres import PostgresJobStore
 from jobstore.shared_sql import _QUEUED_COUNTS
 from jobstore.sqlite import SqliteJobStore
@@ -23,7 +23,7 @@ START = datetime.now(UTC).replace(microsecond=0)
 async def listed(store: JobStore, **filters: object) -> list[str]:
     ids, cursor = [], None
     while True:
-        page = await store.list_jobs(limit=3, cursor=cursor, **filters)  # type: ignore[arg-type]
+        page = await store.list_jobs(JobSearch(limit=3, cursor=cursor, **filters))  # type: ignore[arg-type]
         ids += [j.id for j in page.jobs]
         if (cursor := page.next_cursor) is None:
             return ids

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jobstore.model import JobStore
+from jobstore.model import JobSearch, JobStore
 from jobstore.sqlite import SqliteJobStore
 from producers.auth.scopes import Scope
 from producers.leadership import Leadership
@@ -74,7 +74,7 @@ async def test_a_paused_schedule_fires_nothing_and_resumes_without_catching_up(
     running = asyncio.create_task(scheduler.run(stop))
 
     async def dues() -> list[datetime]:
-        page = await store.list_jobs(correlation_id="schedule:beat", limit=500)
+        page = await store.list_jobs(JobSearch(correlation_id="schedule:beat", limit=500))
         keys = [job.idempotency_key or "" for job in page.jobs]
         return sorted(datetime.fromisoformat(key.partition("@")[2]) for key in keys)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from jobstore.factory import open_store
+from jobstore.model import JobSearch
 from tests.conftest import scratch_database
 from tests.helpers import compiled, eventually
 from topology.apply import apply_topology
@@ -115,9 +116,8 @@ async def fired(store_url: str, schedule: str) -> list[datetime]:
     dues, cursor = [], None
     try:
         while True:
-            page = await store.list_jobs(
-                correlation_id=f"schedule:{schedule}", limit=500, cursor=cursor
-            )
+            search = JobSearch(correlation_id=f"schedule:{schedule}", limit=500, cursor=cursor)
+            page = await store.list_jobs(search)
             for job in page.jobs:
                 assert job.idempotency_key is not None
                 name, _, due = job.idempotency_key.partition("@")

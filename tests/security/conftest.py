@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from consumers.dispatch import DeadReason, dead
-from jobstore.model import JobRecord, JobStatus, JobStore
+from jobstore.model import JobRecord, JobSearch, JobStatus, JobStore
 from producers.api.app import Services
 from producers.api.guards import server_config
 from producers.auth.scopes import Scope
@@ -88,7 +88,7 @@ class Door:
 
     async def stored(self) -> list[JobRecord]:
         """Return every job in the store, of every tenant."""
-        return (await self.store.list_jobs(limit=500)).jobs
+        return (await self.store.list_jobs(JobSearch(limit=500))).jobs
 
     async def snapshot(self) -> tuple[dict[str, int], list[JobRecord]]:
         """Return what the broker holds and what the store holds: a refusal changes neither."""

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from jobstore.factory import open_store
-from jobstore.model import JobRecord, JobStore
+from jobstore.model import JobRecord, JobSearch, JobStore
 from producers.submit import Submitter
 from taskctl.assembly import api_app
 from tests.broker import channel, depth
@@ -93,7 +93,7 @@ class Stack:
     async def jobs(self) -> list[JobRecord]:
         """Return every job the store holds, once the API wrote the rows it holds behind confirms."""
         await self.submitter.settle()
-        return (await self.store.list_jobs(limit=500)).jobs
+        return (await self.store.list_jobs(JobSearch(limit=500))).jobs
 
 
 def stack_env(broker: BrokerSettings, tmp_path: Path, store_url: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.signals import SignalReader
-from jobstore.model import JobStatus
+from jobstore.model import JobSearch, JobStatus
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
 from taskctl.supervisor import LocalScaler, Supervisor, worker_spec
@@ -103,7 +103,9 @@ async def test_a_backlog_grows_the_group_to_max_then_it_drains_and_shrinks_to_mi
             reached_max = time.monotonic() - began
 
             async def drained() -> bool:
-                page = await backends.store.list_jobs(status=JobStatus.SUCCEEDED, limit=1)
+                page = await backends.store.list_jobs(
+                    JobSearch(status=JobStatus.SUCCEEDED, limit=1)
+                )
                 return (
                     len(sink.read_text().split()) >= JOBS
                     if sink.exists()

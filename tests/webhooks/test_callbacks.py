@@ -12,7 +12,7 @@ from aiohttp import web
 
 from consumers.handlers import HandlerRegistry, JobContext
 from consumers.worker import Deps, Worker
-from jobstore.model import JobStatus
+from jobstore.model import JobSearch, JobStatus
 from producers.publisher import ConfirmedPublisher
 from producers.submit import JobRequest, Submitter
 from producers.tenancy import Viewer
@@ -77,7 +77,7 @@ class Pipeline:
         found = []
 
         async def enqueued() -> bool:
-            jobs = (await self.store.list_jobs(type=CALLBACK_JOB_TYPE, limit=100)).jobs
+            jobs = (await self.store.list_jobs(JobSearch(type=CALLBACK_JOB_TYPE, limit=100))).jobs
             found[:] = [j for j in jobs if j.payload["job"]["id"] == job_id]
             return bool(found)
 

@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from jobstore.model import JobSearch
 from jobstore.sqlite import SqliteJobStore
 from tests.broker import channel, depth
 from tests.helpers import eventually
@@ -111,7 +112,7 @@ class Hooks:
     async def jobs(self) -> int:
         store = SqliteJobStore(self.store_path)
         try:
-            return len((await store.list_jobs(limit=100)).jobs)
+            return len((await store.list_jobs(JobSearch(limit=100))).jobs)
         finally:
             await store.close()
 
