@@ -35,9 +35,9 @@ schedules:
   second: {cron: "* * * * * *", timezone: Europe/Paris, job: sched.second, misfire: all}
 """
 SPEED = 10.0  # simulated seconds per wall-clock second
-# Wall-clock seconds the replicas run: 8 s is 80 once-a-second occurrences of each schedule;
+# Wall-clock seconds the replicas run: 6 s is 60 once-a-second occurrences of each schedule;
 # TASKQ_TEST_SCHEDULER_SECONDS=60 makes it the ten minutes of the soak.
-SECONDS = float(os.environ.get("TASKQ_TEST_SCHEDULER_SECONDS", "8"))
+SECONDS = float(os.environ.get("TASKQ_TEST_SCHEDULER_SECONDS", "6"))
 LEADS = re.compile(r"scheduler (scheduler-[0-9a-f]{8}) leads")
 
 
