@@ -15,8 +15,8 @@ MAX_WORKFLOW_STEPS = 10_000
 """The most steps (a chord's callback included) one workflow may have."""
 
 
-class JobSubmission(BaseModel):
-    """One job to run: its type, payload and how to run it."""
+class StepSubmission(BaseModel):
+    """A job's type, payload, priority and attempts: a workflow's step, and the core of every job."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,9 +27,14 @@ class JobSubmission(BaseModel):
     ]
     payload: JsonValue = Field(default=None, description="Any JSON value; handed to the handler.")
     priority: Priority = Priority.MEDIUM
+    max_attempts: Attempts | None = None
+
+
+class JobSubmission(StepSubmission):
+    """One job to run: its type, payload and how to run it."""
+
     delay: Annotated[Delay, Field(description="Seconds to wait before running.")] | None = None
     run_at: Annotated[UtcTime, Field(description="RFC 3339 time to run at.")] | None = None
-    max_attempts: Attempts | None = None
     idempotency_key: IdempotencyKey | None = None
     callback_url: CallbackUrl | None = None
     correlation_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
@@ -46,19 +51,6 @@ class JobSubmission(BaseModel):
 
 # A client sending a field the server sets on each job is told so.
 SERVER_OWNED = frozenset(JobRecord.__dataclass_fields__) - frozenset(JobSubmission.model_fields)
-
-
-class StepSubmission(BaseModel):
-    """One step of a workflow: a job to run when its turn comes (each is an ordinary job)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Annotated[
-        str, Field(min_length=1, max_length=255, description="A job type the topology routes.")
-    ]
-    payload: JsonValue = Field(default=None, description="Any JSON value; handed to the handler.")
-    priority: Priority = Priority.MEDIUM
-    max_attempts: Attempts | None = None
 
 
 class WorkflowSubmission(BaseModel):

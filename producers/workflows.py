@@ -70,13 +70,13 @@ def group(
     correlation_id: str | None = None,
 ) -> WorkflowSubmission:
     """Return a group: every step runs at once."""
-    return WorkflowSubmission(
-        kind="group",
-        steps=list(steps),
+    flow = chain(
+        *steps,
         on_failure=on_failure,
         idempotency_key=idempotency_key,
         correlation_id=correlation_id,
     )
+    return flow.model_copy(update={"kind": "group"})
 
 
 def chord(

@@ -70,48 +70,26 @@ def test_an_occurrence_key_names_the_schedule_and_its_due_time_in_utc():
     assert occurrence_key("nightly", due) == "nightly@2026-03-29T03:30:00Z"
 
 
-def test_the_file_refuses_what_would_never_fire_as_meant():
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        ('{every: 1s, cron: "* * * * *", job: job.x}', "give either cron"),
+        ('{cron: "0 3 * * *", timezone: Mars/Olympus, job: job.x}', "unknown time zone"),
+        ('{cron: "61 * * * *", job: job.x}', "cron '61 * * * *' is not a cron expression"),
+        ("{every: 1500ms, job: job.x}", "must be whole seconds"),
+        ("{every: 1m, job: mail.x}", "no group takes job type 'mail.x'"),
+        ("{every: 1m, job: taskq.callback}", "job type 'taskq.callback' is reserved"),
+    ],
+)
+def test_the_file_refuses_what_would_never_fire_as_meant(schedule: str, problem: str):
     with pytest.raises(TopologyFileError) as refused:
-        compiled(
-            """
-            groups:
-              d: {jobs: ["job.#"]}
-            schedules:
-              both: {every: 1s, cron: "* * * * *", job: job.x}
-              zone: {cron: "0 3 * * *", timezone: Mars/Olympus, job: job.x}
-              cron: {cron: "61 * * * *", job: job.x}
-              unrouted: {every: 1m, job: mail.x}
-              reserved: {every: 1m, job: taskq.callback}
-              Upper: {every: 1m, job: job.x}
-              fraction: {every: 1500ms, job: job.x}
-            """
-        )
-    text = str(refused.value)
-    for expected in (
-        "schedules.both",
-        "unknown time zone 'Mars/Olympus'",
-        "cron '61 * * * *' is not a cron expression",
-        "must be whole seconds",
-    ):
-        assert expected in text
-    with pytest.raises(TopologyFileError) as refused:
-        compiled(
-            """
-            groups:
-              d: {jobs: ["job.#"]}
-            schedules:
-              unrouted: {every: 1m, job: mail.x}
-              reserved: {every: 1m, job: taskq.callback}
-              Upper: {every: 1m, job: job.x}
-            """
-        )
-    text = str(refused.value)
-    for expected in (
-        "no group takes job type 'mail.x'",
-        "job type 'taskq.callback' is reserved",
-        "'Upper' is not a valid schedule name",
-    ):
-        assert expected in text
+        compiled(f"groups: {{d: {{jobs: ['job.#']}}}}\nschedules: {{bad: {schedule}}}")
+    assert problem in str(refused.value)
+
+
+def test_a_schedule_is_named_as_a_url_segment():
+    with pytest.raises(TopologyFileError, match="'Upper' is not a valid schedule name"):
+        compiled("groups: {d: {jobs: ['job.#']}}\nschedules: {Upper: {every: 1m, job: job.x}}")
 
 
 def test_schedules_add_the_leadership_queue_only_when_declared():

@@ -19,9 +19,8 @@ import pytest
 
 from jobstore.factory import open_store
 from jobstore.model import JobSearch
-from tests.conftest import scratch_database
-from tests.helpers import compiled, eventually
-from topology.apply import apply_topology
+from tests.helpers import eventually
+from tests.workflows.conftest import env_on_store
 from topology.settings import BrokerSettings
 
 pytestmark = pytest.mark.rabbitmq
@@ -45,21 +44,13 @@ LEADS = re.compile(r"scheduler (scheduler-[0-9a-f]{8}) leads")
 async def env(
     request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
 ) -> AsyncIterator[dict[str, str]]:
-    await apply_topology(compiled(TOPOLOGY), vhost)
-    (tmp_path / "topology.yaml").write_text(TOPOLOGY)
-    base = {
-        "TASKQ_TOPOLOGY": str(tmp_path / "topology.yaml"),
-        "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
-        "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+    more = {
         "TASKQ_SCHEDULER_LEASE": "0.6",
         "TASKQ_TEST_CLOCK_START": str(time.time()),
         "TASKQ_TEST_CLOCK_SPEED": str(SPEED),
     }
-    if request.param == "sqlite":
-        yield {**base, "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3"}
-        return
-    async with scratch_database(request.getfixturevalue("postgres_url")) as dsn:
-        yield {**base, "TASKQ_STORE_URL": dsn}
+    async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **more) as env:
+        yield env
 
 
 class Replicas:

@@ -6,12 +6,10 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -20,9 +18,9 @@ from producers.backends import confirmed, open_producer
 from producers.client import AsyncClient
 from producers.workflows import chain, chord, step
 from tests.broker import TestsManagementClient
-from tests.conftest import scratch_database
-from tests.helpers import compiled, eventually
-from topology.apply import apply_topology
+from tests.faults.conftest import worker
+from tests.helpers import eventually
+from tests.workflows.conftest import env_on_store
 from topology.settings import BrokerSettings, load_settings
 
 pytestmark = pytest.mark.rabbitmq
@@ -45,45 +43,15 @@ STEPS = int(os.environ.get("TASKQ_TEST_CHAIN_STEPS", "20"))
 async def env(
     request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
 ) -> AsyncIterator[dict[str, str]]:
-    await apply_topology(compiled(TOPOLOGY), vhost)
-    (tmp_path / "topology.yaml").write_text(TOPOLOGY)
-    base = {
-        "TASKQ_TOPOLOGY": str(tmp_path / "topology.yaml"),
-        "TASKQ_AMQP_URL": vhost.amqp_url.get_secret_value(),
-        "TASKQ_BLOB_URL": f"file:{tmp_path}/blobs",
+    more = {
         "TASKQ_HANDLERS": "tests.workflows.flow_handlers",
         "TASKQ_TEST_SINK": str(tmp_path / "sink.txt"),
         "TASKQ_REPAIR_AFTER": "1",
         "TASKQ_RECONNECT_INTERVAL": "0.2",
         "TASKQ_GRACE": "5",
     }
-    if request.param == "sqlite":
-        yield {**base, "TASKQ_STORE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3"}
-        return
-    async with scratch_database(request.getfixturevalue("postgres_url")) as dsn:
-        yield {**base, "TASKQ_STORE_URL": dsn}
-
-
-@contextmanager
-def worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``taskctl worker flows``, its output in ``log``; stop it (if it still runs) after."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "taskctl", "worker", "flows"],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **more) as env:
+        yield env
 
 
 @asynccontextmanager
@@ -116,7 +84,10 @@ async def test_a_chord_fires_its_callback_once_with_every_result_through_failure
     ]
     began = time.monotonic()
     async with repairing(env), await AsyncClient.connect(env) as client:
-        with worker(env, tmp_path / "w1.log") as first, worker(env, tmp_path / "w2.log"):
+        with (
+            worker(env, tmp_path / "w1.log", "flows") as first,
+            worker(env, tmp_path / "w2.log", "flows"),
+        ):
             submitted = await client.submit_workflow(
                 chord(members, step("flow.merge"), on_failure="continue")
             )
@@ -127,7 +98,7 @@ async def test_a_chord_fires_its_callback_once_with_every_result_through_failure
             await eventually(a_third_ran, within=30, every=0.02)
             first.send_signal(signal.SIGKILL)  # mid-chord: its jobs in hand come back
             ran_before = len(sink(env))
-            with worker(env, tmp_path / "w3.log"):
+            with worker(env, tmp_path / "w3.log", "flows"):
 
                 async def ended() -> bool:
                     view = await client.workflow(submitted["id"])
@@ -157,7 +128,7 @@ async def test_a_chain_survives_the_broker_dropping_every_connection(
 ):
     vhost = load_settings(env).broker.vhost
     async with repairing(env), await AsyncClient.connect(env) as client:
-        with worker(env, tmp_path / "w.log"):
+        with worker(env, tmp_path / "w.log", "flows"):
             # The worker's two, the client's and the repair sweep's, once the broker lists them.
             listed: list[dict] = []
 
