@@ -40,7 +40,6 @@ class Leadership:
         self._until = 0.0  # monotonic time this replica leads until
         self._connection: AbstractRobustConnection | None = None
         self._ticking: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
         self.name = f"scheduler-{uuid.uuid4().hex[:8]}"
 
     def leading(self) -> bool:
@@ -72,25 +71,17 @@ class Leadership:
         if self._connection is not None:
             await self._connection.close()
 
-    async def changed(self, within: float) -> None:
-        """Return when leadership may have changed, or after ``within`` seconds."""
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), within)
-        self._changed.clear()
-
     async def _tick(self, message: AbstractIncomingMessage) -> None:
         leading = self.leading()
         self._until = time.monotonic() + self._lease
         if not leading:
             logger.info("scheduler {} leads: it fires the schedules now", self.name)
-            self._changed.set()
         await message.ack()
 
     def _lost(self, *_: Any) -> None:
         if self.leading():
             logger.info("scheduler {} lost the broker: it no longer fires", self.name)
         self._until = 0.0
-        self._changed.set()
 
     async def _keep_ticking(self, channel: aio_pika.abc.AbstractChannel) -> None:
         """Publish a tick every third of a lease, expiring with the lease (whoever leads hears it)."""
