@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, partial
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -111,6 +112,7 @@ class Delivery:
     tag: int
     body: bytes
     properties: Properties
+    lane: int = 0  # the rank of the queue it came from: 0 is the group's most urgent
     envelope: Envelope | None = None
     handler: Handler | None = None
     start: RunStarted | None = None
@@ -161,6 +163,7 @@ class Worker:
         self._due_timer: asyncio.TimerHandle | None = None
         self._events: list[tuple[str, bytes]] = []  # published with the window's acks
         self._background: set[asyncio.Task[Any]] = set()  # claims given back, delayed requeues
+        self._laned = len(deps.group.queue_names) > 1  # a queue per priority: ordered in hand
         self._children = _Metrics(deps.metrics, deps.group.name)
         self.breaker_report = BreakerReport(deps.store, deps.group.name, metrics=deps.metrics)
         self.breakers = Breakers(
@@ -192,12 +195,12 @@ class Worker:
             return
         underlay = await channel.get_underlay_channel()
         self._consumers = []
-        for name in self._deps.group.queue_names:
+        for lane, name in enumerate(self._deps.group.queue_names):
             with existing(name):
                 await underlay.queue_declare(name, passive=True)
             # Routed before the broker hears of the consumer: its first delivery may come next.
             tag = f"taskq.{self._deps.group.name}.{uuid.uuid4().hex}"
-            route_deliveries(self._tap, underlay, tag, self._on_delivery)
+            route_deliveries(self._tap, underlay, tag, partial(self._on_delivery, lane))
             await underlay.basic_consume(name, self._untapped, no_ack=False, consumer_tag=tag)
             self._consumers.append((underlay, tag))
 
@@ -251,10 +254,10 @@ class Worker:
             await asyncio.sleep(0.001)
 
     def _on_delivery(
-        self, channel: AbstractChannel, tag: int, properties: Properties, body: bytes
+        self, lane: int, channel: AbstractChannel, tag: int, properties: Properties, body: bytes
     ) -> None:
         self._acks.received(channel, tag)
-        self._inbox.append(Delivery(channel, tag, body, properties))
+        self._inbox.append(Delivery(channel, tag, body, properties, lane))
         self._wake.set()
 
     async def _untapped(self, message: DeliveredMessage) -> None:
@@ -283,6 +286,11 @@ class Worker:
         claims: list[Delivery] = []
         free = self._deps.group.spec.concurrency - len(self._running)
         if self._taking and free > 0 and self._inbox:
+            if len(self._inbox) > free and self._laned:
+                # Each lane has a prefetch of its own, so an urgent job is delivered at once;
+                # of the jobs in hand, the more urgent lanes' start first (in arrival order
+                # within a lane: the sort is stable).
+                self._inbox.sort(key=attrgetter("lane"))
             taken, self._inbox = self._inbox[:free], self._inbox[free:]
             if self._inbox:
                 self._wake.set()  # the rest waits for free slots, in the next window

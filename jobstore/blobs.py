@@ -121,13 +121,23 @@ def open_blob_store(
     region: str = "us-east-1",
     access_key: str | None = None,
     secret_key: str | None = None,
+    cloud_endpoint_url: str | None = None,
+    azure_key: str | None = None,
 ) -> BlobStore:
-    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir`` or ``s3://bucket/prefix``."""
+    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``.
+
+    ``endpoint_url``, ``region`` and the keys are S3's; ``cloud_endpoint_url`` replaces the
+    endpoint of Cloud Storage or Blob Storage, and ``azure_key`` is a storage account key.
+    """
     parts = urlsplit(url)
     if "@" in parts.netloc:  # not echoed: it may hold a password
         raise SettingsError(
             f"{_URL_VAR} carries credentials; "
             "S3 takes them from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    if parts.scheme in ("gs", "azblob"):
+        return _cloud_store(
+            parts.scheme, parts.netloc, parts.path, url, cloud_endpoint_url, azure_key
         )
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path:
@@ -151,9 +161,35 @@ def open_blob_store(
         except ValueError as exc:
             raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
     raise SettingsError(
-        f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {url!r}; "
-        "use file:///absolute/dir, file:relative/dir or s3://bucket/prefix"
+        f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {url!r}; use file:///absolute/dir, "
+        "file:relative/dir, s3://bucket/prefix, gs://bucket/prefix or azblob://account/container/prefix"
     )
+
+
+def _cloud_store(
+    scheme: str, host: str, path: str, url: str, endpoint_url: str | None, azure_key: str | None
+) -> BlobStore:
+    """Return the Cloud Storage or Blob Storage store of a ``gs://`` or ``azblob://`` url."""
+    # The SDKs are only loaded for their own scheme.
+    try:
+        if scheme == "gs":
+            from jobstore.gcs_blobs import GcsBlobStore
+
+            return GcsBlobStore(host, prefix=path.lstrip("/"), endpoint_url=endpoint_url)
+        from jobstore.azure_blobs import AzureBlobStore
+
+        container, _, prefix = path.lstrip("/").partition("/")
+        return AzureBlobStore(
+            host, container, prefix=prefix, endpoint_url=endpoint_url, account_key=azure_key
+        )
+    except ValueError as exc:
+        raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
+    except ImportError as exc:  # an optional extra: the default install stays small
+        extra = "gcs" if scheme == "gs" else "azure"
+        raise SettingsError(
+            f"{_URL_VAR}: {scheme}:// needs its SDK, which is not installed "
+            f"(pip install 'taskq[{extra}]'): {exc}"
+        ) from exc
 
 
 class LocalDirBlobStore:

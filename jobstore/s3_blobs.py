@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import re
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from jobstore.blobs import KEY, PAYLOADS, StoredBlob, check_key, check_size, make_ref, verify
+from jobstore.blobs import PAYLOADS, StoredBlob, check_size, make_ref, verify
+from jobstore.bucket_store import BucketStore
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
-
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _UNREACHABLE = (BotoConnectionError, HTTPClientError, IncompleteReadError)
 _THROTTLED = frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"})
 
 
-class S3BlobStore:
+class S3BlobStore(BucketStore):
     """Keeps blobs as objects in one S3 bucket (AWS or any S3-compatible server)."""
 
     def __init__(
@@ -42,30 +38,10 @@ class S3BlobStore:
         """Check the bucket and prefix, and build the S3 client once (boto3 clients are thread-safe)."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
-        folder = prefix.removesuffix("/")
-        if folder and not KEY.fullmatch(folder):
-            raise ValueError(f"S3 prefix {prefix!r} must be empty or plain path segments")
+        super().__init__(f"s3://{bucket}", prefix)
         self.bucket = bucket
-        self.prefix = f"{folder}/" if folder else ""
         self._where = endpoint_url or f"AWS S3 ({region})"
         self._client = _s3_client(endpoint_url, region, access_key, secret_key)
-
-    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
-        """Upload ``data`` with its sha256 so S3 itself rejects a corrupted upload."""
-        name = self.prefix + check_key(key)
-        return await self._call(self._uri(name), self._put, name, data, content_type)
-
-    async def get(self, ref: PayloadRef) -> bytes:
-        """Return the verified bytes of the object ``ref`` points to (see ``BlobStore.get``)."""
-        return await self._call(ref.uri, self._get, self._key_of(ref.uri), ref)
-
-    async def delete(self, uri: str) -> None:
-        """Delete the object at ``uri``; S3 treats a missing one as deleted."""
-        await self._call(uri, self._client.delete_object, Bucket=self.bucket, Key=self._key_of(uri))
-
-    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
-        """Return up to ``limit`` (at most 1000) payload objects whose keys sort after ``after``, in key order."""
-        return await self._call(self._uri(self.prefix), self._scan, after, limit)
 
     async def ping(self) -> None:
         """Check the bucket exists and the credentials may use it."""
@@ -74,15 +50,6 @@ class S3BlobStore:
     async def close(self) -> None:
         """Close the client's connections."""
         self._client.close()
-
-    def _uri(self, name: str) -> str:
-        return f"s3://{self.bucket}/{name}"
-
-    def _key_of(self, uri: str) -> str:
-        home = self._uri(self.prefix)
-        if not uri.startswith(home):
-            raise BlobStoreError(f"{uri} is not under {home}; refusing it")
-        return self.prefix + check_key(uri[len(home) :])
 
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
         ref = make_ref(self._uri(name), data, content_type)
@@ -96,6 +63,10 @@ class S3BlobStore:
             ChecksumSHA256=base64.b64encode(bytes.fromhex(ref.sha256)).decode("ascii"),
         )
         return ref
+
+    def _delete(self, name: str) -> None:
+        # S3 treats a missing object as deleted.
+        self._client.delete_object(Bucket=self.bucket, Key=name)
 
     def _scan(self, after: str, limit: int) -> list[StoredBlob]:
         # One page: S3 lists keys in UTF-8 byte order, which is string order for plain keys.
@@ -118,18 +89,15 @@ class S3BlobStore:
             data: bytes = body.read()
         return verify(ref, data)
 
-    async def _call(
-        self, uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _T:
+    def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
         # The one seam where botocore errors become ours.
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except ClientError as exc:
-            raise self._client_error(exc, uri) from exc
-        except _UNREACHABLE as exc:
-            raise BlobUnavailableError(f"S3 at {self._where} is unreachable: {exc}") from exc
-        except BotoCoreError as exc:
-            raise BlobStoreError(f"S3 request for {uri} failed: {exc}") from exc
+        if isinstance(exc, ClientError):
+            return self._client_error(exc, uri)
+        if isinstance(exc, _UNREACHABLE):
+            return BlobUnavailableError(f"S3 at {self._where} is unreachable: {exc}")
+        if isinstance(exc, BotoCoreError):
+            return BlobStoreError(f"S3 request for {uri} failed: {exc}")
+        return None
 
     def _client_error(self, exc: Any, uri: str) -> BlobStoreError:
         code = str(exc.response.get("Error", {}).get("Code", ""))

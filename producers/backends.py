@@ -46,8 +46,13 @@ async def open_backends(settings: Settings, registry: CollectorRegistry | None =
     topology = compile_topology(
         load_topology(topology_path(where)), poison_deliveries=settings.worker.poison_deliveries
     )
+    azure_key = where.azure_storage_key
     blobs = open_blob_store(
-        where.blob_url, endpoint_url=where.s3_endpoint_url or None, region=where.s3_region
+        where.blob_url,
+        endpoint_url=where.s3_endpoint_url or None,
+        region=where.s3_region,
+        cloud_endpoint_url=where.blob_endpoint_url or None,
+        azure_key=azure_key.get_secret_value() if azure_key else None,
     )
     store = open_store(where.store_url)
     backends = Backends(settings, topology, store, blobs, ProducerMetrics(registry), sealer)

@@ -28,6 +28,7 @@ MODULES = {
     "callback-secret": "jobs_commands",
     "serve": "process_commands",
     "topology": "topology_commands",
+    "deploy": "deploy_commands",
     "dlq": "dlq_commands",
     "schedules": "schedule_commands",
     "workflow": "workflow_commands",

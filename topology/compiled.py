@@ -188,8 +188,11 @@ def compile_topology(
         _compile_group(ns, name, group, delivery_limit(poison), exchanges, queues, bindings)
         for name, group in spec.groups.items()
     ]
-    # The tiers hold every group's retries: replicated as soon as any group's jobs are.
-    quorum = any(g.priority.queue_type is QueueType.QUORUM for g in spec.groups.values())
+    # The tiers hold every group's retries: replicated as soon as any group's jobs are, on as
+    # many nodes as the most replicated group asks (every node if one leaves it unsaid).
+    quorum = [g.priority for g in spec.groups.values() if g.priority.queue_type is QueueType.QUORUM]
+    sizes = [p.replicas for p in quorum]
+    most = None if None in sizes else max((n for n in sizes if n is not None), default=None)
     tiers = []
     for ms in spec.delays.tiers():
         label = f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
@@ -200,7 +203,9 @@ def compile_topology(
         # expires at the head of a queue: https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats).
         # No dead-letter routing key: the message returns with its original one (the job type).
         ttl: dict[str, ArgValue] = {"x-message-ttl": ms, "x-dead-letter-exchange": jobs}
-        ttl |= _QUORUM_DEAD_LETTERING if quorum else {"x-queue-type": "classic"}
+        ttl |= (
+            {**_QUORUM_DEAD_LETTERING, **_replicas(most)} if quorum else {"x-queue-type": "classic"}
+        )
         queues.append(Queue(tier.queue, arguments=args(ttl)))
         bindings.append(_header_binding(retry, tier.queue, names.DELAY_HEADER, tier.label))
     laned = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
@@ -246,6 +251,11 @@ _QUORUM_DEAD_LETTERING: dict[str, ArgValue] = {
 }
 
 
+def _replicas(replicas: int | None) -> dict[str, ArgValue]:
+    """Return the argument that places a quorum queue on ``replicas`` nodes (none: on every node)."""
+    return {} if replicas is None else {"x-quorum-initial-group-size": replicas}
+
+
 def _compile_group(
     ns: str,
     name: str,
@@ -266,6 +276,7 @@ def _compile_group(
         "x-message-ttl": group.dlq.retention,
         "x-max-length": group.dlq.max_length,
         "x-overflow": "reject-publish",
+        **_replicas(group.priority.replicas),
     }
     queues.append(Queue(dlq, arguments=args(kept)))
     bindings.append(Binding(dlx, dlq, "queue", name))
@@ -289,6 +300,7 @@ def _compile_group(
         # A message that keeps coming back (its worker dies each time) is dead-lettered by the
         # broker at the limit, with x-death reason delivery_limit.
         lane_args |= {**_QUORUM_DEAD_LETTERING, "x-delivery-limit": limit}
+        lane_args |= _replicas(group.priority.replicas)
     work = {p: f"{prefix}.{p.value}" for p in Priority}
     for priority, queue in work.items():
         queues.append(Queue(queue, arguments=args(lane_args)))

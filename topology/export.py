@@ -1,4 +1,4 @@
-"""The topology for other tools: RabbitMQ definitions JSON, a Mermaid diagram, and KEDA manifests."""
+"""The topology for other tools: RabbitMQ definitions JSON, a Mermaid diagram, KEDA manifests and Helm values."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def _id(name: str) -> str:
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 HPA_MAX_WINDOW_SECONDS = 3600  # the HPA refuses a longer stabilization window
+DAY_MS = 86_400_000
 # A Deployment name ends up in pod names and labels: an RFC 1123 label is the safe form.
 KUBERNETES_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -93,27 +94,28 @@ def keda_manifests(
 
 def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
     """Return the ScaledObject that scales the Deployment of ``group`` on its work queues."""
-    deployment = _deployment(group.name)
-    scale = group.spec.scale
-    stabilization = math.ceil(scale.stabilization / 1000)
+    worker = worker_values(group)
+    scale = worker["scale"]
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
-        "metadata": _metadata(deployment, options),
+        "metadata": _metadata(worker["deployment"], options),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
-            "minReplicaCount": scale.min,
-            "maxReplicaCount": scale.max,
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": worker["deployment"],
+            },
+            "minReplicaCount": scale["min"],
+            "maxReplicaCount": scale["max"],
             "pollingInterval": options.polling_interval,
             # cooldownPeriod only governs the last step to zero (min: 0); the HPA's scale-down
             # window governs every other step, so both get the group's stabilization.
-            "cooldownPeriod": stabilization,
+            "cooldownPeriod": scale["cooldownSeconds"],
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
                     "behavior": {
-                        "scaleDown": {
-                            "stabilizationWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS)
-                        }
+                        "scaleDown": {"stabilizationWindowSeconds": scale["scaleDownWindowSeconds"]}
                     }
                 }
             },
@@ -123,17 +125,82 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
                     "metadata": {
                         "protocol": "http",
                         "mode": "QueueLength",
-                        "value": str(scale.backlog_per_worker),
-                        "activationValue": str(scale.activation),
+                        "value": str(scale["backlogPerWorker"]),
+                        "activationValue": str(scale["activation"]),
                         "queueName": queue,
                         "vhostName": options.vhost,
                     },
                     "authenticationRef": {"name": options.authentication},
                 }
-                for queue in group.queue_names
+                for queue in worker["queues"]
             ],
         },
     }
+
+
+def worker_values(group: CompiledGroup) -> dict[str, Any]:
+    """Return what a deployment of ``group``'s workers needs: its Deployment, queues, sizing and scaling thresholds."""
+    spec = group.spec
+    stabilization = math.ceil(spec.scale.stabilization / 1000)
+    return {
+        "name": group.name,
+        "deployment": _deployment(group.name),
+        "queues": list(group.queue_names),
+        "concurrency": spec.concurrency,
+        "prefetch": spec.prefetch,
+        # A draining worker may still be running a job this long after SIGTERM.
+        "timeoutSeconds": math.ceil(spec.timeout / 1000),
+        "scale": {
+            "min": spec.scale.min,
+            "max": spec.scale.max,
+            "backlogPerWorker": spec.scale.backlog_per_worker,
+            "activation": spec.scale.activation,
+            "cooldownSeconds": stabilization,
+            "scaleDownWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS),
+        },
+    }
+
+
+def chart_values(
+    topology: CompiledTopology, text: str, *, max_delay: float, orphan_grace: float
+) -> dict[str, Any]:
+    """Return the Helm chart's ``topology`` values: the file ``text``, one worker entry per group, and the blobs' lifetime.
+
+    The groups are a list, not a map, so that a values file replaces the chart's default groups
+    instead of being merged into them. ``max_delay`` and ``orphan_grace`` are the settings
+    ``TASKQ_MAX_DELAY`` and ``TASKQ_ORPHAN_BLOB_GRACE``, in seconds.
+    """
+    return {
+        "topology": {
+            "namespace": topology.namespace,
+            "file": text,
+            "groups": [worker_values(group) for group in topology.groups],
+            "blobRetentionDays": blob_retention_days(
+                topology, max_delay=max_delay, orphan_grace=orphan_grace
+            ),
+        }
+    }
+
+
+def blob_retention_days(
+    topology: CompiledTopology, *, max_delay: float, orphan_grace: float
+) -> int | None:
+    """Return the days after which a bucket may expire a payload blob taskq could still need.
+
+    The longest a job can wait (``max_delay``), run through all its attempts and backoffs, then
+    be kept (``retention``, or ``dlq.retention`` when dead), plus the grace of an orphaned blob.
+    ``None`` when a group keeps dead letters until they are replayed: then no expiry is safe.
+    taskq's own retention sweep deletes each blob with its job; this is the bucket's backstop.
+    """
+    longest = 0
+    for group in topology.groups:
+        spec = group.spec
+        if spec.dlq.retention is None:
+            return None
+        attempts = spec.retry.max_attempts
+        running = sum(spec.retry.delay_ms(k) for k in range(1, attempts)) + attempts * spec.timeout
+        longest = max(longest, running + max(spec.retention, spec.dlq.retention))
+    return math.ceil((longest + (max_delay + orphan_grace) * 1000) / DAY_MS)
 
 
 def _metadata(name: str, options: KedaOptions) -> dict[str, Any]:

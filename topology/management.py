@@ -31,7 +31,8 @@ class ManagementClient(AsyncClosing):
 
     def __init__(self, settings: BrokerSettings) -> None:
         self._settings = settings
-        self._base = settings.management_base
+        # Any node of a cluster answers for all of them; the first in the list is asked first.
+        self._bases = settings.management_bases
         user, password = settings.management_credentials
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._timeout = aiohttp.ClientTimeout(total=settings.management_timeout)
@@ -104,32 +105,53 @@ class ManagementClient(AsyncClosing):
     ) -> Any:
         if self._session is None:
             self._session = await self._open_session()
-        url = self._base + path
-        try:
-            async with self._session.request(method, url, json=json, headers=headers) as response:
-                if response.status >= 400:
-                    body = (await response.text())[:300]
-                    raise ManagementApiError(
-                        f"{method} {path}: HTTP {response.status} {body}", status=response.status
-                    )
-                if response.status == 204 or response.content_length == 0:
-                    return None
-                return await response.json(content_type=None)
-        except ManagementApiError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            hint = (
-                "check TASKQ_BROKER_TLS_* against the management API's certificate and CA"
-                if tls_failure(exc)
-                else "is the management plugin on? (rabbitmq-plugins enable rabbitmq_management)"
-            )
-            raise ManagementApiError(
-                f"{method} {self._base}{path} failed: {str(exc) or type(exc).__name__}; {hint}"
-            ) from exc
+        for turn in range(len(self._bases)):
+            base = self._bases[0]
+            try:
+                return await self._send(self._session, method, base, path, json, headers)
+            except ManagementApiError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                # A node that took no request (refused, or a read that timed out) hands it to the
+                # next node, which is then asked first; a write that may have landed is not resent.
+                unsent = isinstance(exc, aiohttp.ClientConnectorError) or (
+                    method == "GET" and isinstance(exc, TimeoutError)
+                )
+                if unsent and turn < len(self._bases) - 1:
+                    self._bases.append(self._bases.pop(0))
+                    continue
+                hint = (
+                    "check TASKQ_BROKER_TLS_* against the management API's certificate and CA"
+                    if tls_failure(exc)
+                    else "is the management plugin on? (rabbitmq-plugins enable rabbitmq_management)"
+                )
+                raise ManagementApiError(
+                    f"{method} {base}{path} failed: {str(exc) or type(exc).__name__}; {hint}"
+                ) from exc
+        raise AssertionError("unreachable: the last node's failure is raised")
+
+    @staticmethod
+    async def _send(
+        session: aiohttp.ClientSession,
+        method: str,
+        base: str,
+        path: str,
+        json: Any,
+        headers: dict[str, str] | None,
+    ) -> Any:
+        async with session.request(method, base + path, json=json, headers=headers) as response:
+            if response.status >= 400:
+                body = (await response.text())[:300]
+                raise ManagementApiError(
+                    f"{method} {path}: HTTP {response.status} {body}", status=response.status
+                )
+            if response.status == 204 or response.content_length == 0:
+                return None
+            return await response.json(content_type=None)
 
     async def _open_session(self) -> aiohttp.ClientSession:
         connector = None
-        if self._base.startswith("https://"):
+        if self._bases[0].startswith("https://"):
             # The broker's CA and client certificate serve its management API too.
             context = await asyncio.to_thread(broker_context, self._settings)
             connector = aiohttp.TCPConnector(ssl=context)

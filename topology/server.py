@@ -60,8 +60,10 @@ def choices(topology: CompiledTopology, server: BrokerServer) -> tuple[str, ...]
         arguments = next(q.arguments for q in topology.queues if q.name in group.queue_names)
         limit = dict(arguments)["x-delivery-limit"]
         lanes = len(group.queue_names)
+        replicas = group.spec.priority.replicas
+        placed = "" if replicas is None else f", {replicas} replicas each"
         lines.append(
-            f"group {group.name}: quorum, {lanes} priority lanes ({levels}), delivery limit {limit}"
+            f"group {group.name}: quorum, {lanes} priority lanes ({levels}), delivery limit {limit}{placed}"
         )
     lines.append(
         "delay tiers: quorum, as the quorum groups are (a node's loss keeps their retries)"

@@ -79,11 +79,15 @@ class LocationSettings(Section):
     store_url: str = "sqlite:///.taskq/jobs.sqlite3"
     """The job store: a SQLite file (``sqlite:///path``) or a ``postgresql://`` DSN (TLS: its ``sslmode`` and ``ssl*`` files)."""
     blob_url: str = "file:.taskq/blobs"
-    """The claim-check blob store: a ``file:`` directory or ``s3://bucket/prefix``."""
+    """The claim-check blob store: a ``file:`` directory, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``."""
     s3_endpoint_url: str = ""
     """An S3-compatible endpoint (empty: AWS; credentials from the usual ``AWS_*`` variables)."""
     s3_region: str = "us-east-1"
     """The S3 region."""
+    blob_endpoint_url: str = ""
+    """The endpoint of a ``gs://`` or ``azblob://`` blob store, e.g. an emulator (empty: the cloud's; credentials: the workload identity)."""
+    azure_storage_key: SecretStr | None = None
+    """The storage account key of an ``azblob://`` store (unset: Entra ID, e.g. AKS workload identity)."""
     data_dir: str = ".taskq"
     """Where ``taskctl up`` writes the admin key (``admin.key``, mode 0600)."""
 
@@ -126,6 +130,8 @@ class BrokerSettings(Section):
     """More nodes of the broker's cluster as ``host:port,host:port``, tried in turn when one does not answer."""
     management_url: Annotated[SecretStr, _scheme("http", "https")] | None = None
     """The management API (default: the AMQP host on port 15672, with its credentials)."""
+    management_failover: str = ""
+    """More nodes' management API base URLs (``http://host:port``, comma-separated), tried in turn when one does not answer."""
     heartbeat: Annotated[int, Field(ge=0, le=600)] = 30
     """AMQP heartbeat, seconds."""
     connect_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
@@ -147,6 +153,18 @@ class BrokerSettings(Section):
     @classmethod
     def _failover_nodes(cls, value: str) -> str:
         _host_ports(value, 5672)
+        return value
+
+    @field_validator("management_failover")
+    @classmethod
+    def _failover_bases(cls, value: str) -> str:
+        for base in filter(None, (b.strip() for b in value.split(","))):
+            parts = urlsplit(base)
+            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+                raise ValueError(
+                    f"{base!r} is not a management API base URL like http://host:15672 "
+                    "(no credentials: they come from TASKQ_MANAGEMENT_URL or TASKQ_AMQP_URL)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -198,6 +216,12 @@ class BrokerSettings(Section):
         scheme = "https" if parts.scheme == "amqps" else "http"
         port = 15671 if scheme == "https" else 15672
         return f"{scheme}://{parts.hostname or 'localhost'}:{port}"
+
+    @property
+    def management_bases(self) -> list[str]:
+        """Return the management API base URLs to try in turn: ``management_base``, then the failover ones."""
+        more = [base.strip().rstrip("/") for base in self.management_failover.split(",")]
+        return [self.management_base, *(base for base in more if base)]
 
     @property
     def management_credentials(self) -> tuple[str, str]:

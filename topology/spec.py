@@ -95,6 +95,8 @@ class PrioritySpec(_Spec):
 
     strategy: PriorityStrategy = PriorityStrategy.QUEUE
     queue_type: QueueType = QueueType.CLASSIC
+    # How many nodes hold each of the group's quorum queues (None: every node of the cluster).
+    replicas: Annotated[int, Field(ge=1, le=99)] | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> Self:
@@ -102,6 +104,11 @@ class PrioritySpec(_Spec):
             raise ValueError(
                 "a quorum queue keeps no priorities before RabbitMQ 4.0 and two after; use "
                 "strategy: lanes with queue_type: quorum, or queue_type: classic"
+            )
+        if self.replicas is not None and self.queue_type is not QueueType.QUORUM:
+            raise ValueError(
+                "replicas applies to quorum queues only (a classic queue lives on one node); "
+                "add queue_type: quorum or remove replicas"
             )
         return self
 

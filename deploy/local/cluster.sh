@@ -91,9 +91,15 @@ joined() {  # whether node $1 already runs in the cluster of node 1
 
 up() {
   command -v rabbitmq-server >/dev/null || die "rabbitmq-server is not installed (Debian package rabbitmq-server)"
+  local n pids=()
+  # The nodes boot side by side (each takes seconds on its own); they join one by one after.
   for n in "${NODES[@]}"; do
     say "starting $(name "$n") (AMQP 127.0.0.1:$(amqp_port "$n"), management :$(http_port "$n"))"
-    start "$n"
+    start "$n" &
+    pids+=($!)
+  done
+  for n in "${pids[@]}"; do
+    wait "$n" || die "a node did not start (its reason is above)"
   done
   for n in "${NODES[@]:1}"; do
     if ! joined "$n"; then
@@ -148,19 +154,26 @@ restart() {
   start "$n"
 }
 
+stop_node() {
+  local n="$1" pid
+  pid="$(pid_of "$n")"
+  if listening "$(amqp_port "$n")"; then
+    say "stopping $(name "$n")"
+    ctl "$n" stop >/dev/null || { [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true; }
+  elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # Still booting (no listener yet), e.g. when `up` gave up waiting: ends with the rest.
+    say "killing $(name "$n") (pid $pid), which never started listening"
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+}
+
 down() {
-  local n pid
+  local n
+  # Side by side: each stop waits seconds for its node, and they do not depend on each other.
   for n in "${NODES[@]}"; do
-    pid="$(pid_of "$n")"
-    if listening "$(amqp_port "$n")"; then
-      say "stopping $(name "$n")"
-      ctl "$n" stop >/dev/null || { [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true; }
-    elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      # Still booting (no listener yet), e.g. when `up` gave up waiting: ends with the rest.
-      say "killing $(name "$n") (pid $pid), which never started listening"
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    stop_node "$n" &
   done
+  wait
   rm -rf "$DIR"
 }
 

@@ -75,6 +75,37 @@ ensure_promtool() {
   fi
 }
 
+# checkov scans the Helm chart, the Kustomize base and the Terraform modules
+# (tests/deploy/test_checkov.py). It pins boto3 and packaging below taskq's, so it gets a venv
+# of its own, from its own pinned list.
+ensure_checkov() {
+  local venv="$ROOT/.venv-checkov" pins="$ROOT/deploy/checkov-requirements.txt"
+  local stamp="$venv/.taskq-installed"
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating the checkov virtualenv $venv"
+    "$PYTHON" -m venv "$venv" || die "cannot create a venv with $PYTHON"
+  fi
+  if [ ! -f "$stamp" ] || [ "$pins" -nt "$stamp" ]; then
+    say "installing checkov (deploy/checkov-requirements.txt)"
+    "$venv/bin/python" -m pip install --quiet -r "$pins" || die "cannot install checkov"
+    touch "$stamp"
+  fi
+}
+
+# The blob store tests run the azblob:// store against Azurite, Azure's Blob Storage emulator
+# (npm; pinned by deploy/local/azurite/package-lock.json).
+ensure_azurite() {
+  local dir="$ROOT/deploy/local/azurite"
+  [ -x "$dir/node_modules/.bin/azurite-blob" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ] && return 0
+  command -v npm >/dev/null || {
+    say "installing npm (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null \
+      || die "npm is not installed and apt-get could not install it"
+  }
+  say "installing Azurite (deploy/local/azurite)"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent) || die "cannot install Azurite with npm ci"
+}
+
 # The console's browser tests drive Debian's chromium through Playwright (no browser download).
 ensure_chromium() {
   command -v chromium >/dev/null && return 0

@@ -13,9 +13,10 @@ from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
 from producers.tenancy import Viewer
 from tests.broker import channel, next_message, wait_for_connection
-from tests.consumers.rig import TOPOLOGY, Rig
-from tests.helpers import eventually
+from tests.consumers.rig import TOPOLOGY, Rig, started
+from tests.helpers import compiled, eventually
 from topology.envelope import Envelope, decode
+from topology.priority import Priority
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -285,3 +286,43 @@ async def test_the_worker_consumes_again_after_the_broker_drops_its_connection(
     second_job = await rig.submit("mail.send", {"to": "b@example.com"})
     await rig.until(second_job, JobStatus.SUCCEEDED, within=30)
     assert rig.runs == [first_job, second_job]
+
+
+LANES = compiled(
+    """
+    groups:
+      mail:
+        jobs: ["mail.#"]
+        prefetch: 8
+        concurrency: 1
+        priority: {strategy: lanes}
+    """
+)
+
+
+async def test_of_the_jobs_in_hand_an_urgent_lanes_start_first(vhost):
+    gate, gated, all_ran = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    async with started(vhost, LANES) as rig:
+
+        @rig.registry.handler("mail.#")
+        async def send(payload: str, ctx: JobContext) -> None:
+            rig.runs.append(payload)
+            if payload == "gate":
+                gated.set()
+                await gate.wait()
+            if len(rig.runs) == 6:
+                all_ran.set()
+
+        async def in_hand() -> bool:  # the worker's own queue: no broker figure is as prompt
+            return len(rig.worker._inbox) == 5
+
+        await rig.submit("mail.send", "gate", priority=Priority.LOW)
+        await asyncio.wait_for(gated.wait(), 10)
+        for n in range(4):
+            await rig.submit("mail.send", f"low {n}", priority=Priority.LOW)
+        await rig.submit("mail.send", "urgent", priority=Priority.URGENT)
+        # Each lane has its own prefetch: all five wait in the worker's hand behind the gate.
+        await eventually(in_hand, within=10, every=0.02)
+        gate.set()
+        await asyncio.wait_for(all_ran.wait(), 10)
+    assert rig.runs == ["gate", "urgent", "low 0", "low 1", "low 2", "low 3"]

@@ -20,9 +20,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -151,6 +152,40 @@ def running_stack(
         stack.start_worker()
         stop.callback(lambda: stack.worker and _end(stack.worker))
         yield stack
+
+
+@contextmanager
+def running_autoscaler(stack: Stack) -> Iterator[Callable[[], dict[str, Any]]]:
+    """Run ``taskctl autoscale`` beside ``stack`` (it starts a worker of its own); yield a reader of its ``/status``."""
+    env = stack.worker_env
+    made = _taskctl(env, "keys", "create", "ledger-admin", "--scope", "admin", "--json")
+    headers = {"Authorization": f"Bearer {orjson.loads(made)['key']}"}
+    port = free_port()
+    with (stack.logs / "autoscaler.log").open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "taskctl", "autoscale", "--grace", "5"],
+            env=env | {"TASKQ_AUTOSCALER_PORT": str(port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def status() -> dict[str, Any]:
+        assert process.poll() is None, "the autoscaler exited"
+        answer = httpx.get(f"http://127.0.0.1:{port}/status", headers=headers, timeout=10)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # serving its status once it has decided for the group at least once
+            with suppress(httpx.HTTPError):
+                if status()["groups"]:
+                    break
+            assert time.monotonic() < deadline, "the autoscaler did not serve its status"
+            time.sleep(0.2)
+        yield status
+    finally:
+        _end(process)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

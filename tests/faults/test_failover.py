@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from jobstore.factory import open_store
@@ -15,7 +16,7 @@ from producers.client import AsyncClient
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from tests.faults.conftest import worker
-from tests.helpers import write_topology
+from tests.helpers import compiled, write_topology
 from tests.localcluster import LocalCluster
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
@@ -160,3 +161,29 @@ def test_a_publisher_refused_by_a_lane_without_its_leader_publishes_once_it_has_
         print(f"{name}: first publish {type(first).__name__}, confirmed again after {took} s")
         assert isinstance(first, PublishNackedError), f"{name}: the first publish came to {first!r}"
         assert took is not None, f"{name}: refused for 30 s after a leader could be elected"
+
+
+def test_replicas_place_each_quorum_queue_on_that_many_nodes(own_cluster: LocalCluster):
+    topology = compiled(
+        """
+        groups:
+          email: {jobs: [email], priority: {strategy: lanes, queue_type: quorum, replicas: 2}}
+          sms: {jobs: [sms], priority: {strategy: lanes, queue_type: quorum}}
+        """
+    )
+    with own_cluster.vhost() as vhost:
+        settings = read_section(
+            BrokerSettings,
+            {
+                "TASKQ_AMQP_URL": own_cluster.amqp_url(1, vhost),
+                "TASKQ_MANAGEMENT_URL": own_cluster.management_url(1),
+            },
+        )
+        asyncio.run(apply_topology(topology, settings))
+        queues = httpx.get(f"{own_cluster.management_url(1)}/api/queues/{vhost}", timeout=10).json()
+    members = {q["name"]: len(q.get("members", ())) for q in queues}  # classic queues: none
+    email, sms = topology.group("email"), topology.group("sms")
+    assert {members[q] for q in (*email.queue_names, email.dead_letter_queue)} == {2}
+    assert {members[q] for q in (*sms.queue_names, sms.dead_letter_queue)} == {3}
+    # The tiers hold both groups' retries: on every node, as the group without replicas asks.
+    assert {members[t.queue] for t in topology.tiers} == {3}

@@ -1,4 +1,4 @@
-"""Fixtures for the producers tests: job stores on every backend, and a real S3 server."""
+"""Fixtures for the producers tests: job stores on every backend, a real S3 server, and Cloud Storage and Blob Storage stand-ins."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from jobstore.model import JobStore
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
+from tests.cloudblobs import Azurite, GcsEmulator, StandInError
 from tests.conftest import scratch_database
 from tests.fakes.store import InMemoryJobStore
 from tests.s3server import MotoS3Server, S3ServerError
@@ -32,6 +33,33 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+def _stand_in(server: GcsEmulator | Azurite, what: str) -> Iterator[str]:
+    try:
+        endpoint = server.start()
+    except StandInError as exc:
+        message = f"{what} did not start: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must install it (deploy/local/env.sh)")
+        pytest.skip(message)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """Start gcp-storage-emulator once per session and yield its endpoint URL; fail under CI=true."""
+    yield from _stand_in(GcsEmulator(), "the Cloud Storage emulator")
+
+
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start Azurite once per session and yield its account's endpoint URL; fail under CI=true."""
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    yield from _stand_in(Azurite(log), "Azurite")
 
 
 @dataclass

@@ -1,21 +1,27 @@
-"""The BlobStore contract, run against the local directory, S3 (a real moto server) and memory."""
+"""The BlobStore contract, run against the local directory, S3 (a real moto server), Cloud Storage (gcp-storage-emulator), Blob Storage (Azurite) and memory."""
 
 import asyncio
 import base64
 import hashlib
 import os
+import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from jobstore.azure_blobs import AzureBlobStore
 from jobstore.blobs import BlobStore, LocalDirBlobStore, blob_key, open_blob_store
+from jobstore.gcs_blobs import GcsBlobStore
 from jobstore.s3_blobs import S3BlobStore
+from tests.cloudblobs import AZURITE_ACCOUNT, AZURITE_KEY
 from tests.fakes.blobs import InMemoryBlobStore
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 from topology.envelope import PayloadRef, new_job_id
@@ -70,7 +76,50 @@ def s3_bucket(s3_admin):
         _empty_and_delete_bucket(s3_admin, bucket)
 
 
-@pytest.fixture(params=["local", "s3", "memory"])
+@pytest.fixture
+def gcs_bucket(gcs_endpoint):
+    """Create a fresh bucket on the Cloud Storage emulator; yield (raw bucket, name)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(
+        project="taskq",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcs_endpoint},
+    )
+    name = f"taskq-test-{uuid.uuid4().hex[:12]}"
+    bucket = client.create_bucket(name)
+    try:
+        yield bucket, name
+    finally:
+        for blob in client.list_blobs(bucket):
+            blob.delete()
+        bucket.delete()
+        client.close()
+
+
+@pytest.fixture
+def azure_container(azurite_endpoint):
+    """Create a fresh container on Azurite; yield (raw container client, name)."""
+    from azure.storage.blob import BlobServiceClient
+
+    credential = {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+    with BlobServiceClient(azurite_endpoint, credential=credential) as service:
+        name = f"taskq-test-{uuid.uuid4().hex[:12]}"
+        container = service.create_container(name)
+        try:
+            yield container, name
+        finally:
+            container.delete_container()
+
+
+def _azure_store(endpoint: str, container: str, **options) -> AzureBlobStore:
+    return AzureBlobStore(
+        AZURITE_ACCOUNT, container, endpoint_url=endpoint, account_key=AZURITE_KEY, **options
+    )
+
+
+@pytest.fixture(params=["local", "s3", "gcs", "azure", "memory"])
 async def harness(request, tmp_path: Path) -> AsyncIterator[Harness]:
     if request.param == "local":
 
@@ -89,6 +138,31 @@ async def harness(request, tmp_path: Path) -> AsyncIterator[Harness]:
         store = _s3_store(endpoint, bucket)
         try:
             yield Harness(store, put_directly)
+        finally:
+            await store.close()
+    elif request.param == "gcs":
+        endpoint = request.getfixturevalue("gcs_endpoint")
+        raw, name = request.getfixturevalue("gcs_bucket")
+
+        def upload_directly(ref: PayloadRef, data: bytes) -> None:
+            raw.blob(ref.uri.removeprefix(f"gs://{name}/")).upload_from_string(data)
+
+        store = GcsBlobStore(name, endpoint_url=endpoint)
+        try:
+            yield Harness(store, upload_directly)
+        finally:
+            await store.close()
+    elif request.param == "azure":
+        endpoint = request.getfixturevalue("azurite_endpoint")
+        raw, name = request.getfixturevalue("azure_container")
+        home = f"azblob://{AZURITE_ACCOUNT}/{name}/"
+
+        def upload_behind(ref: PayloadRef, data: bytes) -> None:
+            raw.get_blob_client(ref.uri.removeprefix(home)).upload_blob(data, overwrite=True)
+
+        store = _azure_store(endpoint, name)
+        try:
+            yield Harness(store, upload_behind)
         finally:
             await store.close()
     else:
@@ -311,6 +385,78 @@ async def test_s3_store_raises_unavailable_within_seconds_when_endpoint_is_dead(
         await store.close()
 
 
+# Cloud Storage and Blob Storage.
+
+
+async def test_gcs_object_carries_its_content_type_when_put(gcs_endpoint, gcs_bucket):
+    raw, name = gcs_bucket
+    store = GcsBlobStore(name, endpoint_url=gcs_endpoint)
+    try:
+        ref = await store.put("a/b", b"hello", "text/plain")
+    finally:
+        await store.close()
+    assert ref.uri == f"gs://{name}/taskq/a/b"
+    assert raw.get_blob("taskq/a/b").content_type == "text/plain"
+
+
+async def test_azure_blob_carries_its_content_type_when_put(azurite_endpoint, azure_container):
+    raw, name = azure_container
+    store = _azure_store(azurite_endpoint, name, prefix="jobs/x")
+    try:
+        ref = await store.put("a/b", b"hello", "text/plain")
+    finally:
+        await store.close()
+    assert ref.uri == f"azblob://{AZURITE_ACCOUNT}/{name}/jobs/x/a/b"
+    properties = raw.get_blob_client("jobs/x/a/b").get_blob_properties()
+    assert properties.content_settings.content_type == "text/plain"
+
+
+async def test_cloud_ping_raises_store_error_naming_what_is_missing(gcs_endpoint, azurite_endpoint):
+    missing = f"taskq-missing-{uuid.uuid4().hex[:8]}"
+    for store, what in (
+        (GcsBlobStore(missing, endpoint_url=gcs_endpoint), "bucket"),
+        (_azure_store(azurite_endpoint, missing), "container"),
+    ):
+        try:
+            with pytest.raises(
+                BlobStoreError, match=f"{what} '{missing}' does not exist"
+            ) as caught:
+                await store.ping()
+            assert not isinstance(caught.value, BlobUnavailableError)
+        finally:
+            await store.close()
+
+
+async def test_cloud_stores_raise_unavailable_within_seconds_when_endpoint_is_dead():
+    stores = [
+        GcsBlobStore("taskq-dead", endpoint_url="http://127.0.0.1:1"),
+        _azure_store("http://127.0.0.1:1/devstoreaccount1", "taskq-dead"),
+    ]
+
+    async def timed(call) -> float:
+        started = time.monotonic()
+        with pytest.raises(BlobUnavailableError):
+            async with asyncio.timeout(15):
+                await call()
+        return time.monotonic() - started
+
+    calls = []
+    for store in stores:
+        ref = PayloadRef(uri=f"{store._uri(store.prefix)}a/b", sha256="0" * 64, size=1)
+        calls += [
+            store.ping,
+            partial(store.put, "a/b", b"x", "text/plain"),
+            partial(store.get, ref),
+        ]
+    try:
+        # At once: each waits out its client's few retries.
+        took = await asyncio.gather(*(timed(call) for call in calls))
+    finally:
+        for store in stores:
+            await store.close()
+    assert max(took) < 10, took
+
+
 # The in-memory twin.
 
 
@@ -372,6 +518,25 @@ async def test_open_blob_store_returns_s3_store_when_url_is_s3(url: str, prefix:
 
 
 @pytest.mark.parametrize(
+    ("url", "kind", "where"),
+    [
+        ("gs://my-bucket/some/prefix", GcsBlobStore, ("my-bucket", "some/prefix/")),
+        ("gs://my-bucket", GcsBlobStore, ("my-bucket", "")),
+        ("azblob://acct1/payloads/taskq", AzureBlobStore, ("payloads", "taskq/")),
+        ("azblob://acct1/payloads", AzureBlobStore, ("payloads", "")),
+    ],
+)
+async def test_open_blob_store_returns_the_cloud_store_its_scheme_names(url, kind, where):
+    store = open_blob_store(url, cloud_endpoint_url="http://127.0.0.1:1", azure_key=AZURITE_KEY)
+    try:
+        assert isinstance(store, kind)
+        holder = store.bucket if isinstance(store, GcsBlobStore) else store.container
+        assert (holder, store.prefix) == where
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "ftp://x",
@@ -382,6 +547,11 @@ async def test_open_blob_store_returns_s3_store_when_url_is_s3(url: str, prefix:
         "s3://B",
         "s3://",
         "s3://bkt/a/../b",
+        "gs://B",
+        "gs://bkt/a/../b",
+        "azblob://Acct/c",
+        "azblob://acct1",
+        "azblob://acct1/payloads/a/../b",
     ],
 )
 def test_open_blob_store_raises_settings_error_naming_variable_when_url_is_bad(url: str):
@@ -397,3 +567,18 @@ def test_open_blob_store_hides_password_when_url_is_rejected(url: str):
     with pytest.raises(SettingsError, match="TASKQ_BLOB_URL") as caught:
         open_blob_store(url)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("gs://bucket/p", "jobstore.gcs_blobs", "gcs"),
+        ("azblob://acct1/c/p", "jobstore.azure_blobs", "azure"),
+    ],
+)
+def test_a_cloud_store_without_its_sdk_names_the_extra_to_install(
+    url: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(sys.modules, module, None)  # what importing it gives without the SDK
+    with pytest.raises(SettingsError, match=re.escape(f"pip install 'taskq[{extra}]'")):
+        open_blob_store(url)

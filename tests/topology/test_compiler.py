@@ -169,6 +169,33 @@ def test_the_delivery_limit_of_quorum_lanes_follows_the_poison_bound():
     } == {24}
 
 
+def test_replicas_place_a_quorum_groups_queues_and_the_tiers_follow_the_widest_group():
+    spec = parse_topology(
+        "groups:\n"
+        "  pay: {jobs: [pay], priority: {strategy: lanes, queue_type: quorum, replicas: 3}}\n"
+        "  ship: {jobs: [ship], priority: {strategy: lanes, queue_type: quorum, replicas: 2}}\n"
+        "  mail: {jobs: [mail]}\n"
+    )
+    topology = compile_topology(spec)
+    size = "x-quorum-initial-group-size"
+    pay, ship = topology.group("pay"), topology.group("ship")
+    assert {queue_args(topology, q)[size] for q in (*pay.queue_names, pay.dead_letter_queue)} == {3}
+    assert {queue_args(topology, q)[size] for q in (*ship.queue_names, ship.dead_letter_queue)} == {
+        2
+    }
+    assert {queue_args(topology, t.queue)[size] for t in topology.tiers} == {3}
+    assert size not in queue_args(topology, topology.group("mail").dead_letter_queue)
+    # A quorum group without replicas is on every node, and so are the tiers then.
+    spec = parse_topology(
+        "groups:\n"
+        "  pay: {jobs: [pay], priority: {strategy: lanes, queue_type: quorum, replicas: 3}}\n"
+        "  ship: {jobs: [ship], priority: {strategy: lanes, queue_type: quorum}}\n"
+    )
+    topology = compile_topology(spec)
+    assert all(size not in queue_args(topology, t.queue) for t in topology.tiers)
+    assert all(size not in queue_args(topology, q) for q in topology.group("ship").queue_names)
+
+
 def test_group_for_finds_the_one_group_of_a_job_type(topology):
     assert topology.group_for("email.welcome").name == "email"
     assert topology.group_for("github.push").name == "github"

@@ -233,6 +233,11 @@ def test_lanes_with_quorum_queues_are_accepted():
     assert spec.groups["a"].priority.queue_type is QueueType.QUORUM
 
 
+def test_replicas_are_refused_for_classic_queues_naming_the_fix():
+    with pytest.raises(TopologyFileError, match="replicas applies to quorum queues only"):
+        parse_topology("groups: {a: {jobs: [a], priority: {strategy: lanes, replicas: 3}}}")
+
+
 def test_spec_is_frozen_and_comparable():
     one = parse_topology("groups: {a: {jobs: [a]}}")
     two = parse_topology("groups:\n  a:\n    jobs: [a]\n")

@@ -1,3 +1,4 @@
+import re
 from typing import Any
 
 import pytest
@@ -8,7 +9,8 @@ from pydantic import SecretStr
 from yarl import URL
 
 from topology.broker import Failover, connect
-from topology.errors import SettingsError
+from topology.errors import ManagementApiError, SettingsError
+from topology.management import ManagementClient
 from topology.settings import (
     BrokerSettings,
     PublisherSettings,
@@ -161,3 +163,42 @@ async def test_each_reconnect_starts_from_the_node_after_the_last_one_used():
     nodes.down = {1, 2, 3}
     with pytest.raises(ConnectionRefusedError):
         await failover.create(url)
+
+
+def test_management_failover_urls_follow_the_management_base():
+    settings = read_section(
+        BrokerSettings,
+        {
+            "TASKQ_MANAGEMENT_URL": "http://u:p@mq1:15672/",
+            "TASKQ_MANAGEMENT_FAILOVER": " http://mq2:15672/, https://mq3:15671 ,",
+        },
+    )
+    assert settings.management_bases == [
+        "http://mq1:15672",
+        "http://mq2:15672",
+        "https://mq3:15671",
+    ]
+    with pytest.raises(SettingsError, match=r"TASKQ_MANAGEMENT_FAILOVER: .*'http://u:p@mq2'"):
+        read_section(BrokerSettings, {"TASKQ_MANAGEMENT_FAILOVER": "http://u:p@mq2"})
+    with pytest.raises(SettingsError, match="not a management API base URL"):
+        read_section(BrokerSettings, {"TASKQ_MANAGEMENT_FAILOVER": "mq2:15672"})
+
+
+async def test_a_management_request_goes_to_the_next_node_when_one_refuses(
+    vhost: BrokerSettings,
+):
+    # Nothing listens on port 1 of loopback: that node refuses at once.
+    real = vhost.management_base
+    settings = vhost.model_copy(
+        update={"management_url": SecretStr("http://127.0.0.1:1"), "management_failover": real}
+    )
+    async with ManagementClient(settings) as management:
+        queues = await management.listing(vhost.vhost, "queues")
+        assert queues == []
+        assert management._bases == [real, "http://127.0.0.1:1"]  # the answering node goes first
+    refused = vhost.model_copy(update={"management_url": SecretStr("http://127.0.0.1:1")})
+    async with ManagementClient(refused) as management:
+        with pytest.raises(
+            ManagementApiError, match=re.escape("GET http://127.0.0.1:1/api/queues")
+        ):
+            await management.listing(vhost.vhost, "queues")
