@@ -17,6 +17,7 @@ from loguru import logger as root_logger
 from pydantic import TypeAdapter, ValidationError
 
 from jobstore.model import JobRecord
+from jobstore.workflows import StepOutcome
 from topology import routing
 from topology.errors import ContractError, TaskqError
 
@@ -54,6 +55,20 @@ class JobContext:
     lookup_job: Callable[[str], Awaitable[JobRecord | None]] | None = field(
         default=None, compare=False, repr=False
     )
+    workflow_id: str | None = None  # the workflow this job is a step of
+    # What the step is given: the previous step of its chain, or every member of its chord
+    # (in order), each with its status, result (opened) and error.
+    inputs: tuple[StepOutcome, ...] = ()
+
+    @property
+    def previous(self) -> Any:
+        """Return the result of the chain's previous step (``None`` for a first step, or one that died)."""
+        return self.inputs[-1].result if self.inputs else None
+
+    @property
+    def results(self) -> list[Any]:
+        """Return the result of each member of the chord, in order (``None`` for one that died)."""
+        return [outcome.result for outcome in self.inputs]
 
     @property
     def logger(self) -> Any:

@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine, Generator, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, partial
 from operator import attrgetter
@@ -51,6 +51,7 @@ from jobstore.model import (
     RunStarted,
     StartOutcome,
 )
+from jobstore.workflows import StepOutcome
 from producers.events import event_body, event_key
 from producers.frame_tap import FrameTap
 from producers.publisher import Publisher
@@ -62,7 +63,7 @@ from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError
 from topology.names import DELAY_HEADER
-from topology.sealing import SEALED_CONTENT_TYPE, Sealer
+from topology.sealing import SEALED_CONTENT_TYPE, Sealer, token_of
 from topology.settings import BrokerSettings, WorkerSettings
 
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued, at first
@@ -491,6 +492,7 @@ class Worker:
         """Enqueue callbacks, publish the window's events, then ack, nack or reject each delivery."""
         follow = [d for d, a in finals if a.act not in (Act.REQUEUE, Act.FORWARD)]
         failed = await self._follow_up(follow)
+        await self._release_steps([d.job for d in follow if d.job is not None and d.job.released])
         events, self._events = self._events, []
         if events:
             try:
@@ -548,6 +550,16 @@ class Worker:
                 failed.add(delivery)
         return failed
 
+    async def _release_steps(self, ended: list[RunJob]) -> None:
+        """Publish the workflow steps these ends released (one that fails is the repair sweep's)."""
+        submitter = self._deps.submitter
+        if submitter is None or not ended:
+            return
+        try:
+            await submitter.release([job_id for job in ended for job_id in job.released])
+        except TaskqError as exc:
+            logger.warning("released workflow steps not published yet: {}", exc)
+
     def _launch(self, delivery: Delivery, handler: Handler, now: datetime) -> None:
         if delivery.job is not None:
             self._running_soon(delivery.job, now)
@@ -604,7 +616,8 @@ class Worker:
             correlation_id=envelope.correlation_id,
         )
         with self._scope(delivery) if tracing.enabled() else _UNTRACED:
-            outcome = await self._call(envelope, handler, now, limit)
+            flow = delivery.job.workflow_id if delivery.job is not None else None
+            outcome = await self._call(envelope, handler, now, limit, flow)
             delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
@@ -614,7 +627,12 @@ class Worker:
         self._wake.set()
 
     async def _call(
-        self, envelope: Envelope, handler: Handler, now: datetime, limit: float
+        self,
+        envelope: Envelope,
+        handler: Handler,
+        now: datetime,
+        limit: float,
+        workflow_id: str | None = None,
     ) -> Outcome:
         """Run ``handler`` on ``envelope`` within its timeout; its outcome, never an exception."""
         deps = self._deps
@@ -634,6 +652,8 @@ class Worker:
                 idempotency_key=envelope.idempotency_key or envelope.id,
                 correlation_id=envelope.correlation_id,
                 lookup_job=deps.store.get_job,
+                workflow_id=workflow_id,
+                inputs=await self._inputs(envelope.id) if workflow_id is not None else (),
             )
             result = orjson.loads(orjson.dumps(await handler.call(payload, context), default=str))
         except asyncio.CancelledError:
@@ -651,6 +671,19 @@ class Worker:
         for name in handler.depends_on:
             self.breakers.get(name).succeeded()
         return Succeeded(result)
+
+    async def _inputs(self, job_id: str) -> tuple[StepOutcome, ...]:
+        """Return what a workflow step is given: its chain's previous step, or its chord's members, results opened."""
+        given = await self._deps.store.step_inputs(job_id)
+        if given is None:
+            return ()
+        sealer = self._deps.sealer
+        return tuple(
+            replace(o, result=orjson.loads(sealer.open(o.job_id, token, "result")))
+            if (token := token_of(o.result)) is not None
+            else o
+            for o in given.outcomes
+        )
 
     async def _payload(self, envelope: Envelope) -> Any:
         """Return the job's payload: carried, sealed (ContractError if it does not open) or claim-checked."""

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from jobstore.schedule_state import ScheduleStore
+from jobstore.workflows import WorkflowStore
 from topology.names import DEFAULT_TENANT
 from topology.priority import Priority
 
@@ -60,6 +62,7 @@ class JobRecord:
     result: Any = None
     tenant: str = DEFAULT_TENANT  # who submitted it: only credentials of this tenant see it
     trace_id: str | None = None  # the trace it was submitted in, when tracing is on
+    workflow_id: str | None = None  # the workflow it is a step of, if any
 
 
 SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"} | {"deliveries"}
@@ -207,6 +210,10 @@ class RunJob:
     last_error: str | None
     tenant: str
     callback_url: str | None
+    workflow_id: str | None = None
+    # Set by an end that finished a step: the jobs of its workflow it released (the next
+    # step, a chord's callback), stored queued, for the worker to publish.
+    released: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -352,8 +359,8 @@ class CredentialStore(Protocol):
         ...
 
 
-class JobStore(CredentialStore, Protocol):
-    """Job records, submission idempotency keys and API keys; every method is atomic on its own."""
+class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
+    """Job records, submission idempotency keys, API keys, workflows and schedules; every method is atomic on its own."""
 
     async def migrate(self) -> int:
         """Apply pending schema migrations (safe to run from several processes); return the version."""
@@ -415,7 +422,11 @@ class JobStore(CredentialStore, Protocol):
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        """End then start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome (see ``StartOutcome``)."""
+        """End then start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome (see ``StartOutcome``).
+
+        An end that finishes a workflow's step counts it in the same transaction; the jobs it
+        releases (the next step, a chord's callback) are on the ended job's ``RunJob.released``.
+        """
         ...
 
     async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:

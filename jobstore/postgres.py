@@ -9,7 +9,8 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
@@ -29,6 +30,7 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, found_rows, missing_jobs, plan_window
+from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     COLUMNS,
     END_RUN,
@@ -37,8 +39,9 @@ from jobstore.shared_sql import (
     INSERT_JOB,
     JSON,
     PURGE_BATCH,
-    SharedSql,
 )
+from jobstore.talk import Talk
+from jobstore.workflow_sql import WorkflowSql, note_released, step_ends
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
     Connection = PoolConnectionProxy[asyncpg.Record]
 
+T = TypeVar("T")
 _FOREIGN = (
     pg.PostgresError,
     pg.InterfaceError,
@@ -134,8 +138,13 @@ _START = (
 )
 
 
-class PostgresJobStore(SharedSql):
+class PostgresJobStore(WorkflowSql, ScheduleSql):
     """Jobs and idempotency keys in PostgreSQL, over an asyncpg pool created on first use."""
+
+    # A conversation locks the workflows it changes (in id order, after the window's jobs);
+    # it cancels only the steps no run window holds, so two windows never wait on each other.
+    _locking = " FOR UPDATE"
+    _skip_locked = " FOR UPDATE OF j SKIP LOCKED"
 
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
@@ -235,6 +244,10 @@ class PostgresJobStore(SharedSql):
                 events = [self.event_row(e.event) for e in plan.ends if e.event is not None]
                 if events:  # failures only: a window of successes writes none
                     await conn.executemany(INSERT_EVENT, events)
+            steps = step_ends(ends, plan.ended)
+            if steps:  # the steps of workflows these ends finished, counted in this transaction
+                released = await _talked(conn, self.advancing(steps, datetime.now(UTC)))
+                note_released(plan.ended, released)
             claims = [
                 (s.job_id, s.attempt, self._time_in(s.started_at), float(s.lease_s))
                 for s in plan.starts
@@ -242,6 +255,11 @@ class PostgresJobStore(SharedSql):
             if claims:
                 await conn.executemany(_START, claims)
         return plan.ended, plan.started
+
+    async def _talk(self, talk: Talk[T]) -> T:
+        """Run the conversation ``talk`` in one transaction."""
+        async with self._use(transaction=True) as conn:
+            return await _talked(conn, talk)
 
     def _document(self, item: NewJob) -> dict[str, Any]:
         """Return ``item`` as an object of ``_CREATE``'s array, its JSON columns as JSON values."""
@@ -295,6 +313,21 @@ class PostgresJobStore(SharedSql):
         async with self._use(transaction=True) as conn:
             for sql, args in steps:
                 await conn.execute(sql, *args)
+
+
+async def _talked(conn: Connection, talk: Talk[T]) -> T:
+    """Run each statement ``talk`` yields on ``conn``, sending it the rows; its answer."""
+    try:
+        query = next(talk)
+        while True:
+            if query.many:
+                if query.rows:
+                    await conn.executemany(query.sql, query.rows)
+                query = talk.send([])
+            else:
+                query = talk.send([tuple(row) for row in await conn.fetch(query.sql, *query.args)])
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 async def _complete(conn: Connection, items: Sequence[Confirmed]) -> None:

@@ -22,7 +22,9 @@ from jobstore.model import (
 )
 from topology.sealing import SEALED
 
-RUN_COLUMNS = ("id", "type", "status", "attempts", "last_error", "tenant", "callback_url")
+RUN_COLUMNS = (
+    *("id", "type", "status", "attempts", "last_error", "tenant", "callback_url", "workflow_id"),
+)
 """The columns of a ``RunJob``, in its fields' order."""
 _STATUSES = {status.value: status for status in JobStatus}
 # The fields a job's row takes from its message as they are.
@@ -61,9 +63,11 @@ def found_rows(records: Iterable[Any]) -> dict[str, Row]:
     """Return by job id the rows a window read: ``RUN_COLUMNS``, deliveries, whether a run holds it."""
     return {
         key: Row(
-            RunJob(key, kind, _STATUSES[status], attempts, error, tenant, url), count, bool(held)
+            RunJob(key, kind, _STATUSES[status], attempts, error, tenant, url, flow),
+            count,
+            bool(held),
         )
-        for key, kind, status, attempts, error, tenant, url, count, held in records
+        for key, kind, status, attempts, error, tenant, url, flow, count, held in records
     }
 
 
@@ -134,5 +138,8 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
 
 def _fields(
     job: RunJob | JobRecord, status: JobStatus, attempts: int, last_error: str | None
-) -> tuple[str, str, JobStatus, int, str | None, str, str | None]:
-    return (job.id, job.type, status, attempts, last_error, job.tenant, job.callback_url)
+) -> tuple[str, str, JobStatus, int, str | None, str, str | None, str | None]:
+    return (
+        *(job.id, job.type, status, attempts, last_error, job.tenant, job.callback_url),
+        job.workflow_id,
+    )

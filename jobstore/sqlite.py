@@ -32,6 +32,7 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, Row, found_rows, missing_jobs, plan_window
+from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     COLUMNS,
     END_RUN,
@@ -39,9 +40,10 @@ from jobstore.shared_sql import (
     INSERT_EVENT,
     INSERT_JOB,
     PURGE_BATCH,
-    SharedSql,
 )
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
+from jobstore.talk import Talk
+from jobstore.workflow_sql import WorkflowSql, note_released, step_ends
 from topology.errors import StoreError, StoreUnavailableError
 
 # Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,
@@ -94,7 +96,7 @@ _START = (
 )
 
 
-class SqliteJobStore(SharedSql):
+class SqliteJobStore(WorkflowSql, ScheduleSql):
     """Jobs and idempotency keys in a SQLite file, over one connection opened on first use."""
 
     def __init__(self, path: str | Path) -> None:
@@ -216,12 +218,19 @@ class SqliteJobStore(SharedSql):
         events = [self.event_row(end.event) for end in plan.ends if end.event is not None]
         if events:  # failures only: a window of successes writes none
             db.executemany(_EVENT, events)
+        steps = step_ends(ends, plan.ended)
+        if steps:  # the steps of workflows these ends finished, counted in this transaction
+            note_released(plan.ended, _talked(db, self.advancing(steps, datetime.now(UTC))))
         claims = [
             (s.job_id, s.attempt, self._time_in(s.started_at), now + _us(s.lease_s))
             for s in plan.starts
         ]
         db.executemany(_START, claims)
         return plan.ended, plan.started
+
+    async def _talk(self, talk: Talk[T]) -> T:
+        """Run the conversation ``talk`` in one write transaction."""
+        return await self._write(lambda db: _talked(db, talk))
 
     async def _write(self, work: Callable[[Db], T]) -> T:
         """Run a small write transaction inline when SQLite's lock is free (or soon), else on the thread."""
@@ -290,6 +299,21 @@ class SqliteJobStore(SharedSql):
     def _time_out(self, value: int) -> datetime:
         """Return the time ``value`` microseconds after the epoch."""
         return _EPOCH + value * _MICROSECOND
+
+
+def _talked(db: Db, talk: Talk[T]) -> T:
+    """Run each statement ``talk`` yields on ``db`` (``$n`` read as ``?n``), sending it the rows; its answer."""
+    try:
+        query = next(talk)
+        while True:
+            sql = query.sql.replace("$", "?")
+            if query.many:
+                db.executemany(sql, query.rows)
+                query = talk.send([])
+            else:
+                query = talk.send(db.execute(sql, query.args).fetchall())
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:

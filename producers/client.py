@@ -25,10 +25,11 @@ from producers.backends import (
     transport,
 )
 from producers.pika_publisher import PikaPublisher
-from producers.requests import checked_request
+from producers.requests import WorkflowSubmission, checked_request
 from producers.submit import JobRequest, Submitted
 from producers.tenancy import Viewer
 from producers.views import job_view, page_view
+from producers.workflows import Workflows, workflow_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
 from topology.settings import load_settings
@@ -135,6 +136,26 @@ class AsyncClient(AsyncClosing):
         """Cancel a job that has not started (``JobStateError`` once it has)."""
         return job_view(await self._submitter.cancel(job_id, self._viewer))
 
+    async def submit_workflow(self, workflow: WorkflowSubmission) -> JobView:
+        """Store a ``chain``, ``group`` or ``chord`` (``producers.workflows``) and publish its first steps; return its view.
+
+        Raises:
+            JobRejectedError: a step is invalid (unknown type, bad field), or the key was reused.
+            BrokerError, StoreError, BlobStoreError: a dependency failed.
+        """
+        answer = await Workflows(self._submitter).submit(
+            workflow, tenant=self._viewer.tenant, source="client"
+        )
+        return {**workflow_view(answer), "replayed": answer.replayed}
+
+    async def workflow(self, workflow_id: str) -> JobView:
+        """Return a workflow's view: status, counts, error and every step's job (``JobNotFoundError``: unknown id)."""
+        return workflow_view(await Workflows(self._submitter).get(workflow_id, self._viewer))
+
+    async def cancel_workflow(self, workflow_id: str) -> JobView:
+        """Cancel a running workflow and every step not started (``JobStateError`` once it ended)."""
+        return workflow_view(await Workflows(self._submitter).cancel(workflow_id, self._viewer))
+
 
 def _view(done: Submitted) -> JobView:
     return {**done.view(), "replayed": done.replayed}
@@ -171,6 +192,9 @@ class SyncClient:
     status = _blocking(AsyncClient.status)
     list = _blocking(AsyncClient.list)
     cancel = _blocking(AsyncClient.cancel)
+    submit_workflow = _blocking(AsyncClient.submit_workflow)
+    workflow = _blocking(AsyncClient.workflow)
+    cancel_workflow = _blocking(AsyncClient.cancel_workflow)
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         """Connect as ``AsyncClient.connect`` does, over pika (``RuntimeError`` in a running event loop)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telemetry.metrics import MetricSet, counter, histogram
+from telemetry.metrics import MetricSet, counter, gauge, histogram
 from topology.compiled import CompiledTopology
 from topology.errors import (
     BlobUnavailableError,
@@ -34,6 +34,34 @@ class ProducerMetrics(MetricSet):
         "Time from publish to the broker's confirm, by the kind of exchange published to.",
         "exchange_kind",
         buckets=CONFIRM_BUCKETS,
+    )
+
+
+class SchedulerMetrics(MetricSet):
+    """What the scheduler fires, when each schedule last and next runs, and which replica leads."""
+
+    runs = counter(
+        "taskq_schedule_runs_total",
+        "Occurrences of each schedule by outcome: fired (a job made), replayed (made already, "
+        "by this or another replica), failed (to be tried again).",
+        "schedule outcome",
+    )
+    last_run = gauge(
+        "taskq_schedule_last_run_timestamp_seconds",
+        "The due time of each schedule's last occurrence fired (Unix seconds).",
+        "schedule",
+        multiprocess_mode="max",
+    )
+    next_run = gauge(
+        "taskq_schedule_next_run_timestamp_seconds",
+        "The due time of each schedule's next occurrence (Unix seconds; 0 while paused).",
+        "schedule",
+        multiprocess_mode="livemax",
+    )
+    leader = gauge(
+        "taskq_scheduler_leader",
+        "1 while this scheduler replica is the one that fires (the leadership queue's active consumer).",
+        multiprocess_mode="livesum",
     )
 
 

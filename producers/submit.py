@@ -213,6 +213,26 @@ class Submitter:
         """Return how many jobs one ``submit_many`` takes at most (``TASKQ_BATCH_MAX``)."""
         return self._settings.batch_max
 
+    def clock(self) -> datetime:
+        """Return the time now, as this submitter stamps jobs."""
+        return self._clock()
+
+    @property
+    def repair_after(self) -> float:
+        """Return the seconds a stored job waits for its confirm before the repair sweep publishes it."""
+        return self._settings.repair_after
+
+    @property
+    def sealer(self) -> Sealer:
+        """Return what opens sealed payloads and results for readers."""
+        return self._sealer
+
+    async def forget_blobs(self, jobs: Sequence[JobRecord]) -> None:
+        """Delete the claim-checked payloads of prepared jobs that were not stored after all."""
+        for job in jobs:
+            if job.payload_ref is not None:
+                await self._blobs.delete(PayloadRef.model_validate(job.payload_ref).uri)
+
     async def settle(self) -> None:
         """Write the rows held behind their confirms, so that a read sees every job accepted here."""
         await self._rows.drain()
@@ -438,18 +458,11 @@ class Submitter:
         if not jobs:
             return 0
         now = self._clock()
-        pending = [_Pending(JobRequest(job.type), job, *self._message(job, now)) for job in jobs]
-        errors = await self._publisher.publish_many(
-            [p.envelope for p in pending], [p.route for p in pending]
-        )
-        published = [p for p, error in zip(pending, errors, strict=True) if error is None]
-        await self.store.confirm_jobs(
-            [self._confirmation(p.job, orjson.dumps(job_view(p.job))) for p in published]
-        )
-        for p, error in zip(pending, errors, strict=True):
+        errors = await self.publish_stored(jobs)
+        for job, error in zip(jobs, errors, strict=True):
             if isinstance(error, UnroutableError | PublishNackedError | ContractError):
                 await self.store.transition(
-                    p.job.id,
+                    job.id,
                     JobStatus.FAILED,
                     allowed_from=CANCELLABLE,
                     last_error=f"never published: {error}",
@@ -457,11 +470,47 @@ class Submitter:
                     finished_at=now,
                 )
             elif error is not None:
-                logger.warning("job {} not published again yet: {}", p.job.id, error)
+                logger.warning("job {} not published again yet: {}", job.id, error)
+        published = sum(error is None for error in errors)
         logger.info(
-            "published again {} of {} jobs stored but never confirmed", len(published), len(jobs)
+            "published again {} of {} jobs stored but never confirmed", published, len(jobs)
         )
         return len(jobs)
+
+    async def publish_stored(self, jobs: Sequence[JobRecord]) -> list[TaskqError | None]:
+        """Publish jobs as their rows hold them and record the confirms; the error of each, if any.
+
+        How a job stored before its publish reaches the broker when its submitter did not
+        publish it: the repair sweep's jobs, a workflow's first steps, the steps a worker
+        released. At least once: a worker runs a job id once however many copies arrive.
+        """
+        if not jobs:
+            return []
+        now = self._clock()
+        pending = [_Pending(JobRequest(job.type), job, *self._message(job, now)) for job in jobs]
+        try:
+            errors = await self._publisher.publish_many(
+                [p.envelope for p in pending], [p.route for p in pending]
+            )
+        except TaskqError as exc:  # e.g. the broker is down: none of them went out
+            return [exc] * len(jobs)
+        published = [p for p, error in zip(pending, errors, strict=True) if error is None]
+        await self.store.confirm_jobs(
+            [self._confirmation(p.job, orjson.dumps(job_view(p.job))) for p in published]
+        )
+        return list(errors)
+
+    async def release(self, job_ids: Sequence[str]) -> None:
+        """Publish the workflow steps a worker's run window released (the repair sweep covers a failure).
+
+        Raises:
+            StoreError: the steps' rows could not be read; they are published by the repair sweep.
+        """
+        jobs = [job for i in job_ids if (job := await self.store.get_job(i)) is not None]
+        released = [job for job in jobs if job.status is JobStatus.QUEUED]
+        for job, error in zip(released, await self.publish_stored(released), strict=True):
+            if error is not None:
+                logger.warning("released step {} not published yet: {}", job.id, error)
 
     async def keep_repairing(self) -> None:
         """Run ``repair`` a few times per ``repair_after`` until cancelled (the API process does)."""
@@ -495,7 +544,12 @@ class Submitter:
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Cancel a job that has not started (``JobStateError`` once it has); its worker acks it unrun."""
-        await self.get(job_id, viewer)  # the tenant never changes, so this check holds
+        found = await self.get(job_id, viewer)  # the tenant never changes, so this check holds
+        if found.workflow_id is not None:
+            raise JobStateError(
+                f"job {job_id} is a step of workflow {found.workflow_id}; cancel the workflow "
+                "(DELETE /workflows/{id}), which cancels every step not started"
+            )
         now = self._clock()
         job = await self.store.transition(
             job_id, JobStatus.CANCELLED, allowed_from=CANCELLABLE, updated_at=now, finished_at=now
@@ -521,6 +575,15 @@ class Submitter:
         request = callback_request(opened(job, self._sealer))
         if request is not None:
             await self.submit_reserved(request, producer=TASKQ)
+
+    async def prepare_job(self, request: JobRequest, now: datetime) -> JobRecord:
+        """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store).
+
+        Raises:
+            ReservedJobTypeError, JobRejectedError: as ``submit``.
+            BlobUnavailableError: the payload could not be offloaded.
+        """
+        return (await self._prepare(request, now, None)).job
 
     async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
         """Check ``request`` and return its job, message and route (a large payload goes to the blob store)."""

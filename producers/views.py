@@ -34,6 +34,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "result": job.result,
         "payload_ref": job.payload_ref,
         "tenant": job.tenant,
+        "workflow_id": job.workflow_id,
     }
 
 

@@ -20,6 +20,9 @@ from consumers.worker import Deps, Worker
 from jobstore.retention import RetentionMetrics, RetentionSweep
 from producers.auth.authenticator import open_authenticator
 from producers.backends import confirmed, open_producer
+from producers.leadership import Leadership
+from producers.metrics import SchedulerMetrics
+from producers.scheduler import SYSTEM_CLOCK, Clock, Scheduler
 from telemetry import tracing
 from topology import routing
 from topology.compiled import CompiledTopology
@@ -198,6 +201,37 @@ def handled_groups(topology: CompiledTopology, settings: Settings) -> list[str]:
         for group in topology.groups
         if any(routing.overlap(h, p) is not None for h in job_types for p in group.spec.jobs)
     ]
+
+
+async def run_scheduler(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run a scheduler replica until SIGTERM or SIGINT (it fires while it leads); return 0."""
+    async with contextlib.AsyncExitStack() as stack:
+        producer = await open_producer(settings, confirmed("taskq scheduler (publish)"), REGISTRY)
+        stack.push_async_callback(producer.close)
+        submitter = producer.submitter
+        queue = submitter.topology.scheduler_queue
+        if not queue:
+            logger.info("the topology declares no schedules: the scheduler has nothing to fire")
+            return 0
+        lease = settings.scheduler.scheduler_lease
+        leadership = Leadership(settings.broker, queue, lease=lease)
+        await leadership.start()
+        stack.push_async_callback(leadership.stop)
+        port = settings.scheduler.scheduler_metrics_port
+        if port:
+            authenticator = open_authenticator(submitter.store, settings.auth)
+            server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
+            stack.push_async_callback(server.cleanup)
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        names = ", ".join(name for name, _ in submitter.topology.schedules)
+        logger.info("scheduler {} for {} (lease {:g}s)", leadership.name, names, lease)
+        scheduler = Scheduler(
+            submitter, leadership, clock=clock, metrics=SchedulerMetrics(REGISTRY)
+        )
+        await scheduler.run(stopping)
+    return 0
 
 
 async def run_worker(group_name: str, settings: Settings) -> int:

@@ -19,7 +19,7 @@ from topology.errors import TaskqError
 # what a command runs inside it, and leave out `from __future__ import annotations`: typer reads
 # every parameter's annotation to build a command, and a string to evaluate costs more.
 MODULES = {
-    **dict.fromkeys(("up", "worker", "stream"), "process_commands"),
+    **dict.fromkeys(("up", "worker", "scheduler", "stream"), "process_commands"),
     "config": "config_command",
     "autoscale": "process_commands",
     "scale": "health_commands",
@@ -30,6 +30,8 @@ MODULES = {
     "topology": "topology_commands",
     "deploy": "deploy_commands",
     "dlq": "dlq_commands",
+    "schedules": "schedule_commands",
+    "workflow": "workflow_commands",
     "keys": "keys_commands",
     "retention": "retention_commands",
 }

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from jobstore.model import JobStore
+    from producers.tenancy import Viewer
     from topology.compiled import CompiledTopology
+    from topology.sealing import Sealer
     from topology.settings import BrokerSettings
 
 T = TypeVar("T")
@@ -141,6 +143,23 @@ def broker_settings(vhost: str | None = None) -> BrokerSettings:
 
     settings = read_section(BrokerSettings)
     return settings.with_vhost(vhost) if vhost else settings
+
+
+def client_viewer() -> Viewer:
+    """Return whose jobs and workflows the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
+    from producers.tenancy import Viewer
+    from topology.settings import ClientSettings, read_section
+
+    return Viewer(read_section(ClientSettings).tenant)
+
+
+def data_sealer() -> Sealer:
+    """Return what opens sealed results under the data keys of the environment."""
+    # Read each time, not cached: a process that changes TASKQ_DATA_KEYS (a key rotation, the
+    # tests) must not open jobs with the keys it read first.
+    from topology.settings import EncryptionSettings, read_section
+
+    return read_section(EncryptionSettings).sealer()
 
 
 @asynccontextmanager

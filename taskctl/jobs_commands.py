@@ -14,8 +14,6 @@ from topology.priority import Priority
 
 if TYPE_CHECKING:
     from jobstore.model import JobRecord, JobStore
-    from producers.tenancy import Viewer
-    from topology.sealing import Sealer
 
 app = typer.Typer(rich_markup_mode=None)
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]
@@ -38,14 +36,6 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             label = key.removesuffix("_at").removesuffix("_ref").replace("_", " ")
             text = value if isinstance(value, str) else orjson.dumps(value).decode()
             typer.echo(f"{label:<17}{text}".replace("\n", "\n" + " " * 17))
-
-
-def _viewer() -> "Viewer":
-    """Return whose jobs the commands see: ``TASKQ_TENANT``'s, as the Python clients do."""
-    from producers.tenancy import Viewer
-    from topology.settings import ClientSettings, read_section
-
-    return Viewer(read_section(ClientSettings).tenant)
 
 
 @app.command()
@@ -89,7 +79,7 @@ def status(job_id: JobId, as_json: context.JsonFlag = False) -> None:
     from producers.tenancy import get_visible
     from producers.views import job_view
 
-    job = context.in_store(lambda store: get_visible(store, _viewer(), job_id))
+    job = context.in_store(lambda store: get_visible(store, context.client_viewer(), job_id))
     _print_job(job_view(_opened(job)), as_json)
 
 
@@ -111,7 +101,11 @@ def watch(
     from producers.views import job_view
     from topology.broker import connect
 
-    broker, topology, viewer = context.broker_settings(), context.compiled_topology(None), _viewer()
+    broker, topology, viewer = (
+        context.broker_settings(),
+        context.compiled_topology(None),
+        context.client_viewer(),
+    )
 
     async def follow(store: "JobStore") -> str:
         async def current() -> dict[str, Any]:
@@ -167,7 +161,7 @@ def jobs(
     from producers.views import page_view
 
     search = JobSearch(status=status_filter, type=job_type, limit=limit, cursor=cursor)
-    found = context.in_store(lambda store: list_visible(store, _viewer(), search))
+    found = context.in_store(lambda store: list_visible(store, context.client_viewer(), search))
     page = page_view(dataclasses.replace(found, jobs=[_opened(j) for j in found.jobs]))
     if as_json:
         context.print_json(page)
@@ -224,12 +218,4 @@ def _opened(job: "JobRecord") -> "JobRecord":
     """Return ``job`` with its result opened under the data keys of the environment."""
     from jobstore.sealed_jobs import opened
 
-    return opened(job, _sealer())
-
-
-def _sealer() -> "Sealer":
-    # Read each time, not cached: a process that changes TASKQ_DATA_KEYS (a key rotation, the
-    # tests) must not open jobs with the keys it read first.
-    from topology.settings import EncryptionSettings, read_section
-
-    return read_section(EncryptionSettings).sealer()
+    return opened(job, context.data_sealer())

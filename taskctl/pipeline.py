@@ -43,8 +43,11 @@ async def up(path: Path | None, *, grace: float) -> int:
         logger.info("{}", line)
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
-    api_process = ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))
-    return await supervise(topology, settings, [api_process, *stream_specs(topology)], grace=grace)
+    processes = [ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))]
+    if topology.schedules:
+        processes.append(ProcessSpec("scheduler", (sys.executable, "-m", "taskctl", "scheduler")))
+    processes += stream_specs(topology)
+    return await supervise(topology, settings, processes, grace=grace)
 
 
 def stream_specs(topology: CompiledTopology) -> list[ProcessSpec]:

@@ -18,8 +18,9 @@ def up(
 ) -> None:
     """Run the whole pipeline here until Ctrl-C.
 
-    Applies the topology, then runs the API, each handled group's workers and the
-    autoscaler. Its logs are its output.
+    Applies the topology, then runs the API, each handled group's workers, the
+    scheduler (when the topology declares schedules) and the autoscaler. Its logs are
+    its output.
     """
     from taskctl.pipeline import up as run_up
 
@@ -36,6 +37,19 @@ def worker(group: Annotated[str, typer.Argument(help="The consumer group to run.
     from topology.settings import load_settings
 
     serve(f"the worker of group {group}", lambda: run(run_worker(group, load_settings())))
+
+
+@app.command()
+def scheduler() -> None:
+    """Run a scheduler replica until SIGTERM.
+
+    It fires the topology's schedules while it leads; run as many replicas as you like,
+    exactly one fires each occurrence. taskctl up runs one. Its logs are its output.
+    """
+    from taskctl.assembly import run_scheduler
+    from topology.settings import load_settings
+
+    serve("the scheduler", lambda: run(run_scheduler(load_settings())))
 
 
 @app.command()

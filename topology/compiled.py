@@ -9,6 +9,7 @@ from typing import Literal
 from topology import names, routing
 from topology.errors import TopologyError, UnknownGroupError
 from topology.limits import excerpt
+from topology.schedules import ScheduleSpec
 from topology.settings import WorkerSettings
 from topology.spec import (
     MAX_PRIORITY,
@@ -115,6 +116,10 @@ class CompiledTopology:
     lane_patterns: tuple[str, ...] = ()  # the jobs of groups that use priority lanes
     webhooks: tuple[tuple[str, WebhookSourceSpec], ...] = ()  # (source name, spec)
     streams: tuple[tuple[str, StreamSourceSpec], ...] = ()  # (source name, spec)
+    schedules: tuple[tuple[str, ScheduleSpec], ...] = ()  # (schedule name, spec)
+    # The single-active-consumer queue whose one consumer is the scheduler that fires
+    # ("": no schedules, no queue).
+    scheduler_queue: str = ""
 
     def group(self, name: str) -> CompiledGroup:
         """Return the group called ``name``; raise ``UnknownGroupError`` naming the groups there are."""
@@ -143,6 +148,10 @@ class CompiledTopology:
         specs = [group.spec] if group is not None else [g.spec for g in self.groups]
         ms = max(max(s.retention, (s.dlq.retention or 0) if dead else 0) for s in specs)
         return ms / 1000
+
+    def schedule(self, name: str) -> ScheduleSpec | None:
+        """Return the schedule called ``name``, or ``None``."""
+        return dict(self.schedules).get(name)
 
     def job_patterns(self) -> tuple[str, ...]:
         """Return every job type and pattern the groups take."""
@@ -212,6 +221,17 @@ def compile_topology(
         queues.append(Queue(tier.queue, arguments=args(ttl)))
         bindings.append(_header_binding(retry, tier.queue, names.DELAY_HEADER, tier.label))
     laned = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
+    scheduler = f"{ns}.scheduler" if spec.schedules else ""
+    if scheduler:
+        # Of the schedulers consuming it, the broker delivers to one at a time: the one that
+        # fires (https://www.rabbitmq.com/docs/consumers#single-active-consumer). It holds
+        # only their short-lived leadership ticks.
+        leadership: dict[str, ArgValue] = {
+            "x-queue-type": "classic",
+            "x-single-active-consumer": True,
+            "x-max-length": 100,
+        }
+        queues.append(Queue(scheduler, arguments=args(leadership)))
     return CompiledTopology(
         namespace=ns,
         jobs_exchange=jobs,
@@ -226,6 +246,8 @@ def compile_topology(
         lane_patterns=tuple(p for g in laned for p in g.spec.jobs),
         webhooks=tuple(sorted(spec.webhooks.items())),
         streams=tuple(sorted(spec.streams.items())),
+        schedules=tuple(sorted(spec.schedules.items())),
+        scheduler_queue=scheduler,
     )
 
 

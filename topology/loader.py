@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 
 from topology import names, routing
 from topology.errors import TopologyFileError
-from topology.reserved import TASKQ, public_overlap, reservations
+from topology.reserved import TASKQ, public_overlap, reservations, reserving
 from topology.settings import LocationSettings, read_section
 from topology.spec import BUILTIN_GROUP_DEFAULTS, EVENT, SAMPLE_EVENT, GroupSpec, TopologySpec
 
@@ -75,6 +75,7 @@ class _Validator:
             self._check_overlaps(spec)
             self._check_sources(spec)
             self._check_reserved(spec)
+            self._check_schedules(spec)
         if self.problems or spec is None:
             raise TopologyFileError(self.source, self.problems)
         return spec
@@ -198,6 +199,27 @@ class _Validator:
                     ("groups", name, "jobs"),
                     f"{pattern!r} takes reserved job types such as {shared!r} "
                     f"({reservation.produced!r}: {reservation.why}) as well as public ones; {fix}",
+                )
+
+    def _check_schedules(self, spec: TopologySpec) -> None:
+        patterns = [job for group in spec.groups.values() for job in group.jobs]
+        reserved = reservations(spec.webhooks.items())
+        for name, schedule in spec.schedules.items():
+            if not names.SCHEDULE_RE.fullmatch(name):
+                self._add(
+                    ("schedules", name),
+                    f"{name!r} is not a valid schedule name; use 1-48 {_NAME_RULE}",
+                )
+            owners = reserving(reserved, schedule.job)
+            if owners:
+                self._add(
+                    ("schedules", name, "job"),
+                    f"job type {schedule.job!r} is reserved ({owners[0].why}); schedule a type of your own",
+                )
+            elif not any(routing.matches(p, schedule.job) for p in patterns):
+                self._add(
+                    ("schedules", name, "job"),
+                    f"no group takes job type {schedule.job!r}; add it (or a pattern) to a group's jobs",
                 )
 
     def _add(self, where: Path_, message: str) -> None:

@@ -9,12 +9,14 @@ import re
 NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL
+SCHEDULE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a schedule: a segment of its URL and a label
 DEFAULT_TENANT = "default"  # the tenant of jobs whose submitter names none
 HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
 # A group queue is <namespace>.<group>: these would collide with taskq's own objects.
-RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay"})
+RESERVED_GROUPS = frozenset({"jobs", "retry", "dlx", "events", "delay", "scheduler"})
 CALLBACK_JOB_TYPE = "taskq.callback"  # a job's signed callback, delivered as a job of its own
 CALLBACKS_GROUP = "callbacks"  # the built-in group that delivers them, unless a group takes them
+SCHEDULE_SOURCE = "schedule"  # the source whose idempotency keys name schedule occurrences
 
 PRIORITY_HEADER = "taskq-priority"
 DELAY_HEADER = "taskq-delay"

@@ -66,7 +66,7 @@ def _scheme(*allowed: str) -> AfterValidator:
 class Section(BaseModel):
     """One section of the settings; each field's docstring is its one-line description."""
 
-    # Built on first use: a short command reads one or two sections of the fifteen. (This module
+    # Built on first use: a short command reads one or two sections of the sixteen. (This module
     # also leaves annotations to Python: pydantic evaluating strings would cost every command.)
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
@@ -445,6 +445,15 @@ class WorkerSettings(Section):
     """Serve this worker's ``/metrics`` on this port (0: not; under ``taskctl up`` the API serves them)."""
 
 
+class SchedulerSettings(Section):
+    """How scheduler replicas agree on the one that fires, and where one serves its metrics."""
+
+    scheduler_lease: Annotated[float, Field(ge=0.3, le=300)] = 5.0
+    """Seconds a scheduler leads after its last leadership tick (each replica ticks three times a lease)."""
+    scheduler_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Serve this scheduler's ``/metrics`` on this port (0: not; under ``taskctl up`` the API serves them)."""
+
+
 class AutoscalerSettings(Section):
     """How often the autoscaler polls, and where it serves its status and metrics."""
 
@@ -526,6 +535,7 @@ class Settings(BaseModel):
     auth: AuthSettings
     client: ClientSettings
     worker: WorkerSettings
+    scheduler: SchedulerSettings
     autoscaler: AutoscalerSettings
     callbacks: CallbackSettings
     encryption: EncryptionSettings

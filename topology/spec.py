@@ -21,6 +21,7 @@ from topology.durations import Duration, format_duration
 # Re-exported: Priority was defined here first, and the whole codebase imports it from here.
 from topology.priority import MAX_PRIORITY as MAX_PRIORITY
 from topology.priority import Priority as Priority
+from topology.schedules import ScheduleSpec
 
 # RabbitMQ closes the channel of a consumer that holds a delivery longer than
 # consumer_timeout (30 min by default, https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout),
@@ -404,6 +405,7 @@ class TopologySpec(_Spec):
     groups: dict[str, GroupSpec]
     webhooks: dict[str, WebhookSourceSpec] = Field(default_factory=dict)
     streams: dict[str, StreamSourceSpec] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(
@@ -413,6 +415,7 @@ class TopologySpec(_Spec):
                 tuple(sorted(self.groups.items())),
                 tuple(sorted(self.webhooks.items())),
                 tuple(sorted(self.streams.items())),
+                tuple(sorted(self.schedules.items())),
             )
         )
 

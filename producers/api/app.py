@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import BaseRoute
 from starlette.types import Scope as AsgiScope
 
-from producers.api import problems, routes
+from producers.api import flow_routes, problems, routes
 from producers.api.guards import BodyLimit
 from producers.api.metrics import ApiMetrics, MetricsMiddleware, TracingMiddleware
 from producers.api.schemas import Problem
@@ -110,6 +110,7 @@ def create_app(
     problems.install(app, retry_after=api.retry_after)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(routes.router)
+    app.include_router(flow_routes.router)
     for router in routers:  # routes of the packages above this one (the DLQ admin routes)
         app.include_router(router)
     for door in own_doors:

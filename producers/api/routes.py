@@ -26,6 +26,16 @@ router = APIRouter(route_class=SecuredRoute)
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
+def valid_key(header: str | None) -> str | None:
+    """Return the ``Idempotency-Key`` header's value, refusing one that is not 1-255 printable characters."""
+    if header is not None and not _KEY.fullmatch(header):
+        raise JobRejectedError(
+            "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces",
+            field="Idempotency-Key",
+        )
+    return header
+
+
 def _to_request(body: JobSubmission, header_key: str | None, caller: Principal) -> JobRequest:
     key = body.idempotency_key
     if header_key is not None and key is not None and header_key != key:
@@ -75,12 +85,7 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     """Store the job, publish it with confirms, and answer 202 with its id."""
     # The hot path: checks done inline rather than as FastAPI dependencies, each of which
     # costs a resolution step per request (bench/http_ingest.py).
-    key = request.headers.get("idempotency-key")
-    if key is not None and not _KEY.fullmatch(key):
-        raise JobRejectedError(
-            "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces",
-            field="Idempotency-Key",
-        )
+    key = valid_key(request.headers.get("idempotency-key"))
     caller = principal(request)
     caller.require_type(body.type)
     service: Submitter = request.app.state.services.submitter

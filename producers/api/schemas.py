@@ -41,6 +41,7 @@ class JobOut(BaseModel):
     result: JsonValue
     payload_ref: dict[str, Any] | None
     tenant: str
+    workflow_id: str | None
 
 
 class BatchItem(BaseModel):
@@ -64,6 +65,68 @@ class JobList(BaseModel):
 
     jobs: list[JobOut]
     next_cursor: str | None
+
+
+class StepOut(BaseModel):
+    """One step of a workflow: its place, whether its end was counted, and its job."""
+
+    position: int
+    role: Literal["step", "member", "callback"]
+    counted: Literal["pending", "succeeded", "dead", "cancelled"]
+    job_id: str
+    job: JobOut | None  # None once the retention sweep deleted the job
+
+
+class WorkflowSummary(BaseModel):
+    """A workflow without its steps, as a listing shows it."""
+
+    id: str
+    kind: Literal["chain", "group", "chord"]
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    on_failure: Literal["fail", "continue"]
+    steps_total: int
+    pending: int
+    failed: int
+    error: str | None
+    idempotency_key: str | None
+    correlation_id: str | None
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    tenant: str
+
+
+class WorkflowOut(WorkflowSummary):
+    """A workflow with every step and its job."""
+
+    steps: list[StepOut]
+    replayed: bool = False
+
+
+class WorkflowList(BaseModel):
+    """One page of workflows, newest first, and the cursor of the next page."""
+
+    workflows: list[WorkflowSummary]
+    next_cursor: str | None
+
+
+class ScheduleOut(BaseModel):
+    """A schedule of the topology: its rule, its job, whether paused, its next and last runs."""
+
+    name: str
+    job: str
+    rule: str
+    cron: str | None
+    every_s: float | None
+    timezone: str
+    misfire: Literal["once", "all", "skip"]
+    priority: Priority
+    tenant: str
+    paused: bool
+    paused_at: str | None
+    next_run: str | None
+    last_run: str | None
+    last_job_id: str | None
 
 
 class Problem(BaseModel):

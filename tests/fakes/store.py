@@ -43,6 +43,7 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import Row, missing_jobs, plan_window
+from tests.fakes.flows import InMemoryFlows
 from topology.errors import StoreError
 from topology.priority import Priority
 
@@ -50,10 +51,11 @@ _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")
 
 
-class InMemoryJobStore:
+class InMemoryJobStore(InMemoryFlows):
     """Keeps jobs and idempotency keys in memory with the same semantics as the SQL stores."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.jobs: dict[str, JobRecord] = {}
         self.keys: dict[str, dict[str, Any]] = {}
         self.claims: dict[str, float] = {}  # job id -> monotonic end of its run's claim
@@ -395,7 +397,7 @@ class InMemoryJobStore:
 def _row(job: JobRecord, deliveries: int, held: bool) -> Row:
     """Return ``job`` as a window reads it."""
     fields = (job.id, job.type, job.status, job.attempts, job.last_error, job.tenant)
-    return Row(RunJob(*fields, job.callback_url), deliveries, held)
+    return Row(RunJob(*fields, job.callback_url, job.workflow_id), deliveries, held)
 
 
 def _ended(job: JobRecord, end: RunEnd) -> JobRecord:

@@ -20,6 +20,13 @@ EXAMPLES: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("post", "/admin/dlq/{group}/replay"): ("/admin/dlq/email/replay", {"all": True}),
     ("post", "/admin/dlq/{group}/purge"): ("/admin/dlq/email/purge", {"confirm": True}),
     ("get", "/metrics"): ("/metrics", None),
+    ("post", "/workflows"): ("/workflows", {"kind": "group", "steps": [{"type": "email"}]}),
+    ("get", "/workflows"): ("/workflows", None),
+    ("get", "/workflows/{workflow_id}"): ("/workflows/{id}", None),
+    ("delete", "/workflows/{workflow_id}"): ("/workflows/{id}", None),
+    ("get", "/schedules"): ("/schedules", None),
+    ("post", "/schedules/{name}/pause"): ("/schedules/nightly/pause", {}),
+    ("post", "/schedules/{name}/resume"): ("/schedules/nightly/resume", {}),
 }
 
 
@@ -65,6 +72,13 @@ async def test_scopes_of_the_routes_are_the_documented_ones(door: Door) -> None:
         ("post", "/admin/dlq/{group}/replay"): Scope.ADMIN,
         ("post", "/admin/dlq/{group}/purge"): Scope.ADMIN,
         ("get", "/metrics"): Scope.METRICS_READ,
+        ("post", "/workflows"): Scope.JOBS_WRITE,
+        ("delete", "/workflows/{workflow_id}"): Scope.JOBS_WRITE,
+        ("get", "/workflows"): Scope.JOBS_READ,
+        ("get", "/workflows/{workflow_id}"): Scope.JOBS_READ,
+        ("get", "/schedules"): Scope.JOBS_READ,
+        ("post", "/schedules/{name}/pause"): Scope.ADMIN,
+        ("post", "/schedules/{name}/resume"): Scope.ADMIN,
     }
 
 

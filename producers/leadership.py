@@ -1,0 +1,97 @@
+"""Leadership among scheduler replicas: the single active consumer of the scheduler queue leads.
+
+Every replica consumes the topology's scheduler queue, declared with
+``x-single-active-consumer``: the broker delivers to one consumer at a time and hands over to
+the next when that one's channel or connection goes (a kill closes the socket at once). Every
+replica also publishes a short-lived tick to the queue a few times per lease; the one that
+receives ticks leads until a lease after the last. The broker is the one place all replicas
+already share, whichever job store they use (the SQLite default included), so leadership needs
+nothing else. It is not a fence: an old leader cut off from the broker may believe it leads
+for up to a lease, which is why each occurrence's job is keyed by the schedule and its due
+time, and a second submission of it only finds the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import suppress
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from loguru import logger
+
+from topology.broker import CONNECT_ERRORS, connect
+from topology.settings import BrokerSettings
+
+TICKS_PER_LEASE = 3
+
+
+class Leadership:
+    """Whether this replica leads: it consumes the scheduler queue and hears the ticks."""
+
+    def __init__(self, broker: BrokerSettings, queue: str, *, lease: float) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._lease = lease
+        self._until = 0.0  # monotonic time this replica leads until
+        self._connection: AbstractRobustConnection | None = None
+        self._ticking: asyncio.Task[None] | None = None
+        self.name = f"scheduler-{uuid.uuid4().hex[:8]}"
+
+    def leading(self) -> bool:
+        """Return whether this replica heard a tick within the last lease."""
+        return time.monotonic() < self._until
+
+    async def start(self) -> None:
+        """Connect, consume the scheduler queue and start ticking.
+
+        Raises:
+            BrokerUnavailableError: the broker cannot be reached.
+        """
+        connection = self._connection = await connect(self._broker, name=f"taskq {self.name}")
+        connection.close_callbacks.add(self._lost)
+        channel = await connection.channel()
+        channel.close_callbacks.add(self._lost)
+        await channel.set_qos(prefetch_count=TICKS_PER_LEASE * 4)
+        queue = await channel.get_queue(self._queue, ensure=False)
+        await queue.consume(self._tick, consumer_tag=f"taskq.{self.name}")
+        self._ticking = asyncio.create_task(self._keep_ticking(channel))
+
+    async def stop(self) -> None:
+        """Stop ticking and close the connection: the broker hands leadership to the next replica."""
+        self._until = 0.0
+        if self._ticking is not None:
+            self._ticking.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._ticking
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _tick(self, message: AbstractIncomingMessage) -> None:
+        leading = self.leading()
+        self._until = time.monotonic() + self._lease
+        if not leading:
+            logger.info("scheduler {} leads: it fires the schedules now", self.name)
+        await message.ack()
+
+    def _lost(self, *_: Any) -> None:
+        if self.leading():
+            logger.info("scheduler {} lost the broker: it no longer fires", self.name)
+        self._until = 0.0
+
+    async def _keep_ticking(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        """Publish a tick every third of a lease, expiring with the lease (whoever leads hears it)."""
+        expiration = self._lease
+        while True:
+            try:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"", expiration=expiration), routing_key=self._queue
+                )
+            except (*CONNECT_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+                # The connection is reopening: the next tick tries again.
+                logger.debug("scheduler {} could not tick: {}", self.name, exc)
+            await asyncio.sleep(self._lease / TICKS_PER_LEASE)

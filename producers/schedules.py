@@ -1,0 +1,73 @@
+"""The schedules as operators see them: each one's rule, next and last runs, and pausing or resuming it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jobstore.model import JobStore
+from jobstore.schedule_state import ScheduleState
+from producers.views import iso
+from topology.compiled import CompiledTopology
+from topology.errors import JobNotFoundError
+from topology.limits import excerpt
+from topology.schedules import ScheduleSpec
+
+
+def schedule_view(name: str, spec: ScheduleSpec, state: ScheduleState | None) -> dict[str, Any]:
+    """Return a schedule as every door shows it: its rule, its job, whether paused, its next and last runs.
+
+    The next run is the first occurrence after the last fired one (or after the scheduler
+    first saw the schedule): in the past while no scheduler fires it; none while paused.
+    """
+    paused = state is not None and state.paused_at is not None
+    after = state.fires_after() if state is not None else None
+    return {
+        "name": name,
+        "job": spec.job,
+        "rule": spec.rule(),
+        "cron": spec.cron,
+        "every_s": None if spec.every is None else spec.every / 1000,
+        "timezone": spec.timezone,
+        "misfire": spec.misfire.value,
+        "priority": spec.priority.value,
+        "tenant": spec.tenant,
+        "paused": paused,
+        "paused_at": iso(state.paused_at) if state is not None else None,
+        "next_run": None if paused or after is None else iso(spec.next_after(after)),
+        "last_run": iso(state.last_due) if state is not None else None,
+        "last_job_id": state.last_job_id if state is not None else None,
+    }
+
+
+async def schedule_views(
+    topology: CompiledTopology, store: JobStore, now: datetime, *, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """Return the view of each schedule the topology declares (of ``tenant`` only, when given), by name."""
+    chosen = [(n, s) for n, s in topology.schedules if tenant is None or s.tenant == tenant]
+    states = await store.schedule_states([name for name, _ in chosen], now)
+    return [schedule_view(name, spec, states.get(name)) for name, spec in chosen]
+
+
+def declared_schedule(topology: CompiledTopology, name: str, tenant: str | None) -> ScheduleSpec:
+    """Return the schedule called ``name`` (of ``tenant``, when given); ``JobNotFoundError`` if there is none."""
+    spec = topology.schedule(name)
+    if spec is None or (tenant is not None and spec.tenant != tenant):
+        known = ", ".join(n for n, s in topology.schedules if tenant is None or s.tenant == tenant)
+        raise JobNotFoundError(f"no schedule named {excerpt(name)}; schedules: {known or 'none'}")
+    return spec
+
+
+async def set_paused(
+    topology: CompiledTopology,
+    store: JobStore,
+    name: str,
+    now: datetime,
+    *,
+    paused: bool,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Pause or resume the schedule ``name`` and return its view (resuming skips what fell due meanwhile)."""
+    spec = declared_schedule(topology, name, tenant)
+    change = store.pause_schedule if paused else store.resume_schedule
+    return schedule_view(name, spec, await change(name, now))

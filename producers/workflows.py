@@ -1,0 +1,297 @@
+"""Workflows of jobs: ``chain``, ``group`` and ``chord`` built in Python, and the service behind them and ``POST /workflows``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import JsonValue
+
+from jobstore.model import ClaimState, JobStatus, JobStore, NewJob
+from jobstore.sealed_jobs import opened
+from jobstore.workflows import (
+    NewWorkflow,
+    StepRecord,
+    StepRole,
+    StepView,
+    WorkflowKind,
+    WorkflowRecord,
+    WorkflowStatus,
+)
+from producers.requests import StepSubmission, WorkflowSubmission
+from producers.submit import JobRequest, Submitter
+from producers.tenancy import Viewer
+from producers.views import iso, job_view
+from topology.envelope import new_job_id
+from topology.errors import IdempotencyMismatchError, JobNotFoundError, JobStateError
+from topology.limits import excerpt
+from topology.sealing import Sealer
+from topology.spec import Priority
+
+Policy = Literal["fail", "continue"]
+
+
+def step(
+    job_type: str,
+    payload: JsonValue = None,
+    *,
+    priority: Priority | str = Priority.MEDIUM,
+    max_attempts: int | None = None,
+) -> StepSubmission:
+    """Return one step: a job of ``job_type`` to run when its turn comes (Celery's ``task.s()``)."""
+    return StepSubmission(
+        type=job_type, payload=payload, priority=Priority(priority), max_attempts=max_attempts
+    )
+
+
+def chain(
+    *steps: StepSubmission,
+    on_failure: Policy = "fail",
+    idempotency_key: str | None = None,
+    correlation_id: str | None = None,
+) -> WorkflowSubmission:
+    """Return a chain: each step runs once the one before ended, given its result (``ctx.previous``)."""
+    return WorkflowSubmission(
+        kind="chain",
+        steps=list(steps),
+        on_failure=on_failure,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+    )
+
+
+def group(
+    *steps: StepSubmission,
+    on_failure: Policy = "fail",
+    idempotency_key: str | None = None,
+    correlation_id: str | None = None,
+) -> WorkflowSubmission:
+    """Return a group: every step runs at once."""
+    flow = chain(
+        *steps,
+        on_failure=on_failure,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+    )
+    return flow.model_copy(update={"kind": "group"})
+
+
+def chord(
+    members: WorkflowSubmission | Iterable[StepSubmission],
+    callback: StepSubmission,
+    *,
+    on_failure: Policy | None = None,
+    idempotency_key: str | None = None,
+    correlation_id: str | None = None,
+) -> WorkflowSubmission:
+    """Return a chord: the members run at once; the callback runs once after every one ended, given all their results (``ctx.results``).
+
+    ``members`` is a ``group(...)`` (whose options carry over unless given here) or steps.
+    """
+    base = members if isinstance(members, WorkflowSubmission) else group(*members)
+    return WorkflowSubmission(
+        kind="chord",
+        steps=base.steps,
+        callback=callback,
+        on_failure=on_failure or base.on_failure,
+        idempotency_key=idempotency_key or base.idempotency_key,
+        correlation_id=correlation_id or base.correlation_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowAnswer:
+    """A workflow with its steps (their jobs opened), as every door shows it."""
+
+    workflow: WorkflowRecord
+    steps: list[StepView]
+    replayed: bool = False  # its idempotency key named it already: this is that workflow
+
+
+class Workflows:
+    """Submits, reads and cancels workflows through the submitter's rules, store and publisher."""
+
+    def __init__(self, submitter: Submitter) -> None:
+        self._submitter = submitter
+        self._store = submitter.store
+
+    async def submit(
+        self, body: WorkflowSubmission, *, tenant: str, source: str = "client"
+    ) -> WorkflowAnswer:
+        """Store the workflow with every step's job, publish its first steps, and return it.
+
+        Each step is checked as a job is (type, reserved types, payload). The first steps (a
+        chain's first, a group's or chord's members) are published at once; the others wait,
+        stored as scheduled, until a worker's run window releases them.
+
+        Raises:
+            ReservedJobTypeError, JobRejectedError: a step is invalid.
+            IdempotencyMismatchError: the key named another workflow of the tenant.
+            BrokerUnavailableError, PublishError: the first steps were not all confirmed; the
+                workflow is stored and the repair sweep publishes them (retry with the same key).
+            StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
+        """
+        submitter = self._submitter
+        now = submitter.clock()
+        kind = body.workflow_kind
+        flow_id = new_job_id()
+        items: list[NewJob] = []
+        steps: list[StepRecord] = []
+        for position, given in enumerate(body.all_steps()):
+            request = JobRequest(
+                type=given.type,
+                payload=given.payload,
+                priority=given.priority,
+                max_attempts=given.max_attempts,
+                correlation_id=body.correlation_id or flow_id,
+                source=source,
+                tenant=tenant,
+            )
+            job = await submitter.prepare_job(request, now)
+            role = _role(kind, position, len(body.steps))
+            first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
+            status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
+            job = replace(job, workflow_id=flow_id, status=status)
+            items.append(NewJob(job, confirm_within=submitter.repair_after if first else None))
+            steps.append(StepRecord(flow_id, position, role, job.id))
+        flow = WorkflowRecord(
+            id=flow_id,
+            kind=kind,
+            status=WorkflowStatus.RUNNING,
+            on_failure=body.failure_policy,
+            tenant=tenant,
+            steps=len(steps),
+            pending=len(body.steps),
+            failed=0,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=body.idempotency_key,
+            correlation_id=body.correlation_id,
+        )
+        created = await self._store.create_workflow(
+            NewWorkflow(flow, steps, items, _fingerprint(body, tenant))
+        )
+        if created.state is not ClaimState.NEW:
+            await submitter.forget_blobs([item.job for item in items])
+            if created.state is ClaimState.MISMATCH:
+                raise IdempotencyMismatchError(
+                    "this idempotency key was already used for a different workflow; use a new key",
+                    field="idempotency_key",
+                )
+            found = await self.get(created.workflow_id, Viewer(tenant))
+            return replace(found, replayed=True)
+        first_wave = [item.job for item in items if item.confirm_within is not None]
+        errors = await submitter.publish_stored(first_wave)
+        failure = next((error for error in errors if error is not None), None)
+        if failure is not None:
+            raise failure
+        return await self.get(flow_id, Viewer(tenant))
+
+    async def get(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
+        """Return the workflow and its steps, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
+        return await read_workflow(self._store, self._submitter.sealer, workflow_id, viewer)
+
+    async def list(
+        self, viewer: Viewer, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[WorkflowRecord], str | None]:
+        """Return one page of the viewer's tenant's workflows, newest first, and the next cursor."""
+        return await self._store.list_workflows(viewer.tenant, limit=limit, cursor=cursor)
+
+    async def cancel(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
+        """Cancel a running workflow: every step not started is cancelled (``JobStateError`` once it ended)."""
+        submitter = self._submitter
+        return await cancel_workflow(
+            self._store, submitter.sealer, workflow_id, viewer, submitter.clock()
+        )
+
+
+async def read_workflow(
+    store: JobStore, sealer: Sealer, workflow_id: str, viewer: Viewer
+) -> WorkflowAnswer:
+    """Return the workflow and its steps (results opened), if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
+    found = await store.get_workflow(workflow_id)
+    if found is None or not _visible(viewer, *found):
+        raise JobNotFoundError(f"no workflow has id {excerpt(workflow_id)}")
+    flow, steps = found
+    views = [
+        StepView(view.step, None if view.job is None else opened(view.job, sealer))
+        for view in steps
+    ]
+    return WorkflowAnswer(flow, views)
+
+
+async def cancel_workflow(
+    store: JobStore, sealer: Sealer, workflow_id: str, viewer: Viewer, now: datetime
+) -> WorkflowAnswer:
+    """Cancel a running workflow the viewer sees, and every step not started; the workflow after.
+
+    Raises:
+        JobNotFoundError: the viewer sees no such workflow.
+        JobStateError: it ended already.
+    """
+    current = await read_workflow(store, sealer, workflow_id, viewer)
+    if current.workflow.status is not WorkflowStatus.RUNNING:
+        raise JobStateError(
+            f"workflow {workflow_id} is {current.workflow.status.value}; only a running "
+            "workflow can be cancelled"
+        )
+    await store.cancel_workflow(workflow_id, now)
+    return await read_workflow(store, sealer, workflow_id, viewer)
+
+
+def workflow_view(answer: WorkflowAnswer) -> dict[str, Any]:
+    """Return what a client may see of a workflow: its status, counts and every step's job."""
+    return {**flow_summary(answer.workflow), "steps": [_step_view(s) for s in answer.steps]}
+
+
+def flow_summary(flow: WorkflowRecord) -> dict[str, Any]:
+    """Return a workflow without its steps, as a listing shows it."""
+    return {
+        "id": flow.id,
+        "kind": flow.kind.value,
+        "status": flow.status.value,
+        "on_failure": flow.on_failure.value,
+        "steps_total": flow.steps,
+        "pending": flow.pending,
+        "failed": flow.failed,
+        "error": flow.error,
+        "idempotency_key": flow.idempotency_key,
+        "correlation_id": flow.correlation_id,
+        "created_at": iso(flow.created_at),
+        "updated_at": iso(flow.updated_at),
+        "finished_at": iso(flow.finished_at),
+        "tenant": flow.tenant,
+    }
+
+
+def _step_view(view: StepView) -> dict[str, Any]:
+    step = view.step
+    return {
+        "position": step.position,
+        "role": step.role.value,
+        "counted": step.status.value,
+        "job": None if view.job is None else job_view(view.job),
+        "job_id": step.job_id,
+    }
+
+
+def _role(kind: WorkflowKind, position: int, members: int) -> StepRole:
+    if kind is WorkflowKind.CHAIN:
+        return StepRole.STEP
+    return StepRole.CALLBACK if position == members else StepRole.MEMBER
+
+
+def _visible(viewer: Viewer, flow: WorkflowRecord, steps: list[StepView]) -> bool:
+    """Return whether ``viewer`` sees the workflow: its tenant's, and every step's type in its window."""
+    return flow.tenant == viewer.tenant and all(
+        view.job is None or viewer.may_touch(view.job.type) for view in steps
+    )
+
+
+def _fingerprint(body: WorkflowSubmission, tenant: str) -> str:
+    """Return what makes a replay of a workflow's key the same request: its body and tenant."""
+    text = body.model_dump_json(exclude={"idempotency_key"}) + "\n" + tenant
+    return hashlib.sha256(text.encode()).hexdigest()

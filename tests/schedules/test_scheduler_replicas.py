@@ -1,0 +1,162 @@
+"""Three scheduler replicas, the leader killed and restarted, then another: each occurrence fires exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jobstore.factory import open_store
+from jobstore.model import JobSearch
+from tests.helpers import eventually
+from tests.workflows.conftest import env_on_store
+from topology.settings import BrokerSettings
+
+pytestmark = pytest.mark.rabbitmq
+
+TOPOLOGY = """
+groups:
+  periodic:
+    jobs: ["sched.#"]
+schedules:
+  tick: {every: 1s, job: sched.tick, misfire: all}
+  second: {cron: "* * * * * *", timezone: Europe/Paris, job: sched.second, misfire: all}
+"""
+SPEED = 10.0  # simulated seconds per wall-clock second
+# Wall-clock seconds the replicas run: 6 s is 60 once-a-second occurrences of each schedule;
+# TASKQ_TEST_SCHEDULER_SECONDS=60 makes it the ten minutes of the soak.
+SECONDS = float(os.environ.get("TASKQ_TEST_SCHEDULER_SECONDS", "6"))
+LEADS = re.compile(r"scheduler (scheduler-[0-9a-f]{8}) leads")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def env(
+    request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    more = {
+        "TASKQ_SCHEDULER_LEASE": "0.6",
+        "TASKQ_TEST_CLOCK_START": str(time.time()),
+        "TASKQ_TEST_CLOCK_SPEED": str(SPEED),
+    }
+    async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **more) as env:
+        yield env
+
+
+class Replicas:
+    """Scheduler replica processes, each logging to a file of its own."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, index: int) -> None:
+        with (self.logs / f"replica{index}.log").open("ab") as out:
+            self.processes[index] = subprocess.Popen(
+                [sys.executable, "-m", "tests.schedules.compressed_scheduler"],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def leaders(self) -> list[tuple[int, str]]:
+        """Return (replica, scheduler name) of each "leads" line, in the order of each log."""
+        found = []
+        for index in self.processes:
+            text = (self.logs / f"replica{index}.log").read_text(errors="replace")
+            found += [(index, name) for name in LEADS.findall(text)]
+        return found
+
+    def sole_leader(self) -> int:
+        """Return the replica that leads: until a first fail-over, the only one that ever led."""
+        led = {index for index, _ in self.leaders()}
+        assert len(led) == 1, led
+        return led.pop()
+
+    def kill(self, index: int) -> None:
+        process = self.processes[index]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def fired(store_url: str, schedule: str) -> list[datetime]:
+    """Return the due time of each job the schedule made, as its idempotency key names it."""
+    store = open_store(store_url)
+    dues, cursor = [], None
+    try:
+        while True:
+            search = JobSearch(correlation_id=f"schedule:{schedule}", limit=500, cursor=cursor)
+            page = await store.list_jobs(search)
+            for job in page.jobs:
+                assert job.idempotency_key is not None
+                name, _, due = job.idempotency_key.partition("@")
+                assert name == schedule
+                dues.append(datetime.fromisoformat(due))
+            cursor = page.next_cursor
+            if cursor is None:
+                return dues
+    finally:
+        await store.close()
+
+
+async def test_every_occurrence_fires_exactly_once_while_replicas_die(
+    env: dict[str, str], tmp_path: Path
+):
+    rng = random.Random(7)
+    replicas = Replicas(env, tmp_path)
+    try:
+        for index in range(3):
+            replicas.start(index)
+
+        async def someone_leads() -> bool:
+            return bool(replicas.leaders())
+
+        await eventually(someone_leads, within=20, every=0.1)
+        began = time.monotonic()
+        await asyncio.sleep(SECONDS / 3)
+        leader = replicas.sole_leader()
+        replicas.kill(leader)  # the one firing dies: another takes over within a lease
+        await asyncio.sleep(0.5)
+        replicas.start(leader)
+        await asyncio.sleep(SECONDS / 3)
+        victim = rng.randrange(3)  # then one at random, the leader or not
+        replicas.kill(victim)
+        await asyncio.sleep(0.5)
+        replicas.start(victim)
+        await asyncio.sleep(max(0.0, SECONDS - (time.monotonic() - began)))
+    finally:
+        replicas.stop()
+    names = {name for _, name in replicas.leaders()}
+    assert len(names) >= 2  # leadership moved at least once
+    for schedule in ("tick", "second"):
+        dues = await fired(env["TASKQ_STORE_URL"], schedule)
+        repeated = [due for due, n in Counter(dues).items() if n > 1]
+        assert repeated == []  # no occurrence fired twice
+        first, last = min(dues), max(dues)
+        expected = int((last - first).total_seconds()) + 1
+        missing = {first + timedelta(seconds=s) for s in range(expected)} - set(dues)
+        assert sorted(missing) == []  # none skipped, through both kills
+        assert len(dues) >= SECONDS * SPEED * 0.8
+        print(f"{schedule}: {len(dues)} occurrences, each once, {len(names)} leaders")
