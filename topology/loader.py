@@ -203,7 +203,7 @@ class _Validator:
 
     def _check_schedules(self, spec: TopologySpec) -> None:
         patterns = [job for group in spec.groups.values() for job in group.jobs]
-        reserved = reservations(spec.webhooks.items())
+        reserved = reservations(spec.webhooks.items(), spec.streams.items())
         for name, schedule in spec.schedules.items():
             if not names.SCHEDULE_RE.fullmatch(name):
                 self._add(

@@ -109,12 +109,15 @@ def test_a_stream_source_is_checked_like_a_webhook_source():
         streams:
           Bad: {stream: s, job: "nobody.{event}", event_field: k}
           mine: {stream: s, job: "order.x.x"}
+        schedules:
+          nightly: {job: order.x.x, every: 1h}
         """
     )
     assert "'Bad' is not a valid source name" in text
     assert "no group takes job type 'nobody.push'" in text
     # A group reaching into a source's types as well as public ones is refused, as for webhooks.
     assert "only the stream source 'mine' produces these types" in text
+    assert "schedules.nightly.job" in text  # a schedule may not make a source's types either
 
 
 async def test_the_frame_tap_sees_the_broker_block_and_unblock_publishers():
