@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from producers.workflows import chain, chord, step
 from tests.broker import TestsManagementClient
 from tests.faults.conftest import worker
 from tests.helpers import eventually
+from tests.producers.test_api_stack import amqp_reachable, rabbitmqctl
 from tests.workflows.conftest import env_on_store
 from topology.settings import BrokerSettings, load_settings
 
@@ -127,6 +128,39 @@ async def test_a_chain_survives_the_broker_dropping_every_connection(
     env: dict[str, str], tmp_path: Path, management: TestsManagementClient
 ):
     vhost = load_settings(env).broker.vhost
+
+    async def cut(listed: list[dict]) -> None:
+        for connection in listed:
+            await management.close_connection(connection["name"], reason="test: cut the link")
+
+    await chain_through(env, tmp_path, management, vhost, cut)
+
+
+@pytest.mark.broker_admin
+async def test_a_chain_survives_a_broker_restart(
+    env: dict[str, str], tmp_path: Path, management: TestsManagementClient
+):
+    broker = load_settings(env).broker
+
+    async def restart(_: list[dict]) -> None:
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        try:
+            await asyncio.sleep(1)
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+        await eventually(lambda: amqp_reachable(broker), within=60)
+
+    await chain_through(env, tmp_path, management, broker.vhost, restart)
+
+
+async def chain_through(
+    env: dict[str, str],
+    tmp_path: Path,
+    management: TestsManagementClient,
+    vhost: str,
+    fault: Callable[[list[dict]], Awaitable[None]],
+) -> None:
+    """Run a chain of ``STEPS`` steps, ``fault`` striking a third of the way; check it ran whole, once."""
     async with repairing(env), await AsyncClient.connect(env) as client:
         with worker(env, tmp_path / "w.log", "flows"):
             # The worker's two, the client's and the repair sweep's, once the broker lists them.
@@ -146,8 +180,7 @@ async def test_a_chain_survives_the_broker_dropping_every_connection(
 
             await eventually(a_third_ran, within=30, every=0.05)
             before = len(sink(env))
-            for connection in listed:
-                await management.close_connection(connection["name"], reason="test: cut the link")
+            await fault(listed)
 
             async def ended() -> bool:
                 try:
@@ -156,9 +189,9 @@ async def test_a_chain_survives_the_broker_dropping_every_connection(
                     return False
                 return view["status"] != "running"
 
-            await eventually(ended, within=45, every=0.2)
+            await eventually(ended, within=60, every=0.2)
             view = await client.workflow(submitted["id"])
-    assert before < STEPS  # the links were cut mid-chain
+    assert before < STEPS  # the fault struck mid-chain
     assert view["status"] == "succeeded", view["error"]
     assert view["steps"][-1]["job"]["result"] == STEPS  # each step got the one before's result
     runs = Counter(line.split()[1] for line in sink(env))
