@@ -84,6 +84,9 @@ class JobRequest:
     identity: str | None = None
     source: str = "client"  # who submitted it: api, client, callback, webhook:<name>
     tenant: str = DEFAULT_TENANT  # whose job it is; set by the door from the caller's credential
+    # The job's id when the door derives it from what it read (a stream entry), so that a
+    # second submission of the same input is the same job; no client door sets it.
+    job_id: str | None = None
 
     def claim_key(self) -> str | None:
         """Return the idempotency key as the store holds it: scoped by tenant and source.
@@ -101,7 +104,7 @@ class JobRequest:
         fields = {
             k: getattr(self, k)
             for k in self.__slots__
-            if k not in ("idempotency_key", "identity", "source")
+            if k not in ("idempotency_key", "identity", "source", "job_id")
         }
         return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -594,7 +597,7 @@ class Submitter:
             if refused is not None:
                 raise JobRejectedError(f"callback_url is refused: {refused}", field="callback_url")
         not_before = self._not_before(request, now)
-        job_id = new_job_id()
+        job_id = request.job_id or new_job_id()
         payload, ref = await self._offload(job_id, request.payload)
         job = JobRecord(
             id=job_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +24,8 @@ def entry_request(
 ) -> JobRequest | JobRejectedError:
     """Return the job the entry ``entry_id`` of source ``name`` makes, or why it makes none.
 
-    The entry id is the job's idempotency key, in the source's own key space: however often
-    the entry is read again (a crash before its acknowledgement), it is one job.
+    The job's id is the entry's own (``entry_job_id``): however often the entry is read again
+    (a crash before its acknowledgement), it names one job.
     """
     text: dict[str, str] = {}
     for key, value in fields.items():
@@ -54,10 +56,24 @@ def entry_request(
         type=job_type,
         payload=payload,
         priority=spec.priority,
-        idempotency_key=entry_id,
         tenant=spec.tenant,
         source=stream_producer(name),
+        job_id=entry_job_id(name, spec.stream, entry_id),
     )
+
+
+def entry_job_id(name: str, stream: str, entry_id: str) -> str:
+    """Return the id of the job the entry ``entry_id`` of ``stream`` makes for source ``name``: a UUIDv7.
+
+    Its time is the entry's millisecond and its 12-bit counter the entry's sequence number
+    (RFC 9562 6.2, method 1), so ids sort as the entries do; the 62 random bits are a hash of
+    the source, the stream and the entry id, so no two entries share one.
+    """
+    ms, _, seq = entry_id.partition("-")
+    digest = hashlib.sha256(f"{name}\n{stream}\n{entry_id}".encode()).digest()
+    rand_b = int.from_bytes(digest[:8]) & (2**62 - 1)
+    value = (int(ms) & (2**48 - 1)) << 80 | 0x7 << 76 | min(int(seq or 0), 0xFFF) << 64
+    return str(uuid.UUID(int=value | 0x2 << 62 | rand_b))
 
 
 def dead_letter_fields(

@@ -3,8 +3,9 @@
 At least once, made exactly once: an entry is acknowledged (``XACK``) only after the broker
 confirmed its job, so a source that dies holding entries leaves them pending, to be read
 again from its own pending list when it restarts, or claimed (``XAUTOCLAIM``) by another
-reader of the group once idle for ``claim_after``. The entry id is the job's idempotency key,
-so reading an entry again replays its job instead of making a second one.
+reader of the group once idle for ``claim_after``. The job's id is derived from the entry's,
+and an entry read again whose job is in the store already is acknowledged without publishing
+it again: reading an entry again never makes a second job.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class StreamSource:
             await self._settle()  # an entry is never in two batches at once
             claimed = await self._claim()
             if claimed:
-                self._start(claimed)
+                self._start(claimed, again=True)
                 return
         if self._own_first:
             await self._settle()
@@ -153,7 +154,7 @@ class StreamSource:
             if not entries:
                 self._own_first = False  # none left over: on to new entries
                 return
-            self._start(entries)
+            self._start(entries, again=True)
             await self._settle()
             return
         entries = await self._read(">")
@@ -162,9 +163,9 @@ class StreamSource:
             if len(self._batches) >= IN_FLIGHT:
                 await self._reap()
 
-    def _start(self, entries: Sequence[Entry]) -> None:
-        """Start submitting a batch; the next one is read meanwhile."""
-        self._batches.add(asyncio.create_task(self._handle(entries)))
+    def _start(self, entries: Sequence[Entry], *, again: bool = False) -> None:
+        """Start submitting a batch (``again``: entries read before); the next one is read meanwhile."""
+        self._batches.add(asyncio.create_task(self._handle(entries, again=again)))
 
     async def _settle(self) -> None:
         """Wait until every batch in hand is done."""
@@ -231,8 +232,12 @@ class StreamSource:
             logger.info("stream source {} claimed {} idle entries", self._reader.name, len(claimed))
         return claimed
 
-    async def _handle(self, entries: Sequence[Entry]) -> int:
-        """Submit the batch's jobs, dead-letter what makes none, acknowledge the rest; return how many wait."""
+    async def _handle(self, entries: Sequence[Entry], *, again: bool = False) -> int:
+        """Submit the batch's jobs, dead-letter what makes none, acknowledge the rest; return how many wait.
+
+        Entries read ``again`` (this reader's pending ones, or claimed) may have had their
+        jobs published already: those whose job is stored are acknowledged as replayed.
+        """
         name, spec = self._reader.name, self._spec
         acks: list[str] = []
         dead: list[tuple[str, Fields, str]] = []
@@ -253,14 +258,14 @@ class StreamSource:
             kind=SpanKind.CONSUMER,
             attributes={"messaging.system": "redis", "messaging.batch.message_count": len(entries)},
         ):
-            outcomes = await self._submit([request for _, _, request in made])
+            outcomes = await self._submit([request for _, _, request in made], again=again)
         for (entry_id, fields, _), outcome in zip(made, outcomes, strict=True):
             if isinstance(outcome, Submitted):
                 acks.append(entry_id)
                 self._counted(name, "replayed" if outcome.replayed else "accepted").inc()
             elif isinstance(outcome, JobRejectedError | ContractError):
                 dead.append((entry_id, fields, str(outcome)))
-            else:  # the broker or a store is down, or the key is in flight: read it again later
+            else:  # the broker or a store is down: read it again later
                 waiting.append(outcome)
                 self._counted(name, "retried").inc()
         if waiting:
@@ -276,15 +281,44 @@ class StreamSource:
                 await self._redis.xack(spec.stream, spec.group, *acks)
         return len(waiting)
 
-    async def _submit(self, requests: Sequence[JobRequest]) -> list[Submitted | TaskqError]:
-        """Submit ``requests`` as the source's own, at most a submitter's batch at a time."""
-        outcomes: list[Submitted | TaskqError] = []
+    async def _submit(
+        self, requests: Sequence[JobRequest], *, again: bool
+    ) -> list[Submitted | TaskqError]:
+        """Submit ``requests`` as the source's own, at most a submitter's batch at a time.
+
+        Of entries read ``again``, a job stored already is answered as replayed, not published
+        again: it was published (its row is written once confirmed, or before a publish the
+        repair sweep completes, or by the worker that took it), and a second copy could run
+        again a job that failed and waits for its retry.
+        """
+        outcomes: dict[int, Submitted | TaskqError] = {}
+        if again:
+            try:
+                outcomes = await self._stored(requests)
+            except TaskqError as exc:  # the store is down: they wait, as a failed submission
+                return [exc] * len(requests)
+        new = [request for index, request in enumerate(requests) if index not in outcomes]
+        submitted: list[Submitted | TaskqError] = []
         most = self._submitter.batch_max
         producer = stream_producer(self._reader.name)
-        for start in range(0, len(requests), most):
-            chunk = requests[start : start + most]
-            outcomes += await self._submitter.submit_many(chunk, producer=producer)
-        return outcomes
+        for start in range(0, len(new), most):
+            chunk = new[start : start + most]
+            submitted += await self._submitter.submit_many(chunk, producer=producer)
+        fresh = iter(submitted)
+        return [
+            outcomes[index] if index in outcomes else next(fresh) for index in range(len(requests))
+        ]
+
+    async def _stored(self, requests: Sequence[JobRequest]) -> dict[int, Submitted | TaskqError]:
+        """Return by position the replayed answers of the requests whose jobs are stored."""
+        await self._submitter.settle()  # this process's own rows, held behind their confirms
+        found: dict[int, Submitted | TaskqError] = {}
+        store = self._submitter.store
+        for index, request in enumerate(requests):
+            job = await store.get_job(request.job_id) if request.job_id else None
+            if job is not None:
+                found[index] = Submitted(job.id, job, replayed=True)
+        return found
 
     async def _dead_letter(self, dead: Sequence[tuple[str, Fields, str]]) -> None:
         """Add each entry that makes no job to the dead-letter stream with its reason, and acknowledge it, at once."""
