@@ -123,7 +123,7 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
         row = rows.get(item.job_id)
         if row is None:
             started.append(RunStarted(StartOutcome.RUN))
-        elif row.job.status.terminal:
+        elif row.job.status.terminal or _stale(row.job, item.attempt):
             started.append(RunStarted(StartOutcome.SETTLED, row.deliveries, row.job))
         elif row.held:
             started.append(RunStarted(StartOutcome.HELD, row.deliveries, row.job))
@@ -134,6 +134,18 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
             rows[item.job_id] = Row(job, row.deliveries + 1, held=True)
             started.append(RunStarted(StartOutcome.RUN, row.deliveries + 1, job))
     return Plan(applied, started, writes, claims)
+
+
+def _stale(job: RunJob, attempt: int) -> bool:
+    """Return whether a start of ``attempt`` comes from a copy of an attempt already made.
+
+    A job is published twice when its publish is repeated (the repair sweep, a stream entry
+    read again); the copy may come after the first run failed, and must not run that attempt
+    again. The retry's own message carries the next attempt, and a revived job starts from 0.
+    """
+    if job.status is JobStatus.RETRYING:
+        return attempt <= job.attempts
+    return attempt < job.attempts
 
 
 def _fields(

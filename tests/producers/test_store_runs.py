@@ -125,6 +125,28 @@ async def test_a_retrying_end_frees_the_claim_for_the_next_attempt(store: JobSto
     assert (second.outcome, second.deliveries) == (StartOutcome.RUN, 2)
 
 
+async def test_a_copy_of_an_attempt_already_made_is_settled_not_run(store: JobStore) -> None:
+    # A job published twice (a publish repeated) whose first copy failed: the second copy
+    # carries the attempt that failed, and must not run it again; the retry's message runs.
+    record = job()
+    await create_job(store, record)
+    _, (first,) = await store.run_window([], [start(record.id)])
+    retry = end(record.id, first.deliveries, JobStatus.RETRYING, error="Boom: once")
+    _, (copy,) = await store.run_window([retry], [start(record.id, attempt=1)])
+    assert copy.outcome is StartOutcome.SETTLED
+    _, (second,) = await store.run_window([], [start(record.id, attempt=2, lease_s=0.05)])
+    assert (second.outcome, second.deliveries) == (StartOutcome.RUN, 2)
+    await asyncio.sleep(0.1)  # the second run's claim runs out: it crashed
+    _, (late, redelivered) = await store.run_window(
+        [], [start(record.id, attempt=1), start(record.id, attempt=2)]
+    )
+    assert (late.outcome, redelivered.outcome) == (StartOutcome.SETTLED, StartOutcome.RUN)
+    assert redelivered.deliveries == 3
+    stored = await store.get_job(record.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (JobStatus.RUNNING, 2)
+
+
 async def test_a_release_keeps_the_status_and_frees_the_claim(store: JobStore) -> None:
     record = job()
     await create_job(store, record)
