@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from jobstore.model import JobSearch, JobStatus
 from producers.backends import Producer, confirmed, open_producer
 from producers.frame_tap import _Tap
 from producers.publisher import ConfirmedPublisher
-from producers.streams.entries import entry_request
+from producers.streams.entries import entry_job_id, entry_request
 from producers.streams.source import StreamMetrics, StreamReader, StreamSource
 from tests.broker import channel
 from tests.faultproxy import FaultProxy
@@ -31,6 +32,7 @@ from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import JobRejectedError, TopologyFileError
 from topology.loader import load_topology, parse_topology
+from topology.reserved import stream_producer
 from topology.settings import BrokerSettings, load_settings
 from topology.spec import StreamSourceSpec
 
@@ -56,16 +58,30 @@ SPEC = StreamSourceSpec(stream="s", job="order.{event}", event_field="kind", pay
 def test_an_entry_becomes_the_job_its_mapping_declares():
     made = entry_request("shop", SPEC, "1-0", {b"kind": b"paid", b"data": b'{"n": 1}'})
     assert not isinstance(made, JobRejectedError)
-    assert (made.type, made.payload, made.idempotency_key, made.source) == (
+    assert (made.type, made.payload, made.job_id, made.idempotency_key, made.source) == (
         "order.paid",
         {"n": 1},
-        "1-0",
+        entry_job_id("shop", "s", "1-0"),
+        None,  # no key to claim: the job's id is the entry's
         "stream:shop",
     )
     whole = StreamSourceSpec(stream="s", job="other")
     made = entry_request("shop", whole, "2-0", {b"a": b"1", b"b": b"x"})
     assert not isinstance(made, JobRejectedError)
     assert made.payload == {"a": "1", "b": "x"}
+
+
+def test_an_entrys_job_id_is_a_uuid7_in_entry_order_unique_to_source_and_stream():
+    entries = ["1718000000000-0", "1718000000000-1", "1718000000000-5000", "1718000000001-0"]
+    ids = [entry_job_id("shop", "s", entry) for entry in entries]
+    assert ids == sorted(ids)  # a sequence past the 12-bit counter keeps its millisecond's place
+    assert len(set(ids)) == 4
+    made = uuid.UUID(ids[0])
+    assert (made.version, made.variant, made.int >> 80) == (7, uuid.RFC_4122, 1718000000000)
+    others = {entry_job_id("mail", "s", entries[0]), entry_job_id("shop", "t", entries[0])}
+    assert ids[0] not in others
+    assert len(others) == 2
+    assert entry_job_id("shop", "s", entries[0]) == ids[0]  # read again: the same job
 
 
 @pytest.mark.parametrize(
@@ -167,7 +183,10 @@ class Shop:
         [group] = await self.redis.xinfo_groups(self.stream)
         return int(group["lag"] or 0)
 
-    def source(self, consumer: str = "test-1", publisher=None) -> StreamSource:
+    def job_id(self, entry_id: str) -> str:
+        return entry_job_id("shop", self.stream, entry_id)
+
+    def source(self, consumer: str = "test-1", publisher=None, metrics=None) -> StreamSource:
         reader = StreamReader("shop", self.spec, consumer)
         settings = load_settings(self.env).streams
         return StreamSource(
@@ -176,7 +195,7 @@ class Shop:
             self.producer.submitter,
             publisher or self.producer.publisher,
             settings,
-            StreamMetrics(),
+            metrics or StreamMetrics(),
         )
 
 
@@ -256,9 +275,9 @@ async def test_entries_become_jobs_and_bad_ones_go_to_the_dead_letter_stream(
         store = shop.producer.submitter.store
         await shop.producer.submitter.settle()
         jobs = (await store.list_jobs(JobSearch(limit=50))).jobs
-        by_key = {job.idempotency_key: job for job in jobs}
-        assert set(by_key) == {*good, bad[2]}
-        first = by_key[good[0]]
+        by_id = {job.id: job for job in jobs}
+        assert set(by_id) == {shop.job_id(entry) for entry in [*good, bad[2]]}
+        first = by_id[shop.job_id(good[0])]
         assert (first.type, first.priority.value, first.payload, first.status) == (
             "order.paid",
             "high",
@@ -293,7 +312,48 @@ async def test_entries_a_dead_reader_left_pending_are_claimed(
             await eventually(claimed, within=10)  # claim_after 1s
         await shop.producer.submitter.settle()
         jobs = (await shop.producer.submitter.store.list_jobs(JobSearch(limit=10))).jobs
-        assert sorted(j.idempotency_key or "" for j in jobs) == sorted(ids)
+        assert sorted(j.id for j in jobs) == sorted(map(shop.job_id, ids))
+
+
+@pytest.mark.rabbitmq
+async def test_an_entry_read_again_after_its_job_was_published_is_not_published_again(
+    applied, tmp_path, redis_url, redis_prefix
+):
+    async with shop_stack(applied, tmp_path, redis_url, redis_prefix) as shop:
+        claimed, own = await shop.add(2)
+        submitter = shop.producer.submitter
+        published = []
+        # Two readers each read an entry and published its job, then died before the XACK:
+        # another reader claims the first entry; the second's reader restarts and reads it again.
+        for reader, entry_id in (("ghost", claimed), ("alive", own)):
+            [[_, [(_, fields)]]] = await shop.redis.xreadgroup(
+                "taskq", reader, {shop.stream: ">"}, count=1
+            )
+            request = entry_request("shop", shop.spec, entry_id, fields)
+            assert not isinstance(request, JobRejectedError)
+            [done] = await submitter.submit_many([request], producer=stream_producer("shop"))
+            assert not isinstance(done, Exception)
+            published.append(done.job_id)
+        await submitter.settle()
+        assert await shop.pending() == 2
+        metrics = StreamMetrics()
+        async with running(shop.source("alive", metrics=metrics)):
+
+            async def acknowledged() -> bool:
+                return await shop.pending() == 0
+
+            await eventually(acknowledged, within=10)  # claim_after 1s
+        jobs = (await submitter.store.list_jobs(JobSearch(limit=10))).jobs
+        assert (
+            sorted(j.id for j in jobs)
+            == sorted(published)
+            == sorted(map(shop.job_id, [claimed, own]))
+        )
+        # Each job is on the broker once: the entries read again published nothing more.
+        assert sorted(await queued_ids(shop.broker, "taskq.orders")) == sorted(published)
+        counted = metrics.entries.labels
+        assert counted("shop", "replayed")._value.get() == 2
+        assert counted("shop", "accepted")._value.get() == 0
 
 
 @pytest.mark.rabbitmq
@@ -348,13 +408,7 @@ async def test_entries_become_jobs_exactly_once_across_a_sigkill(
 ):
     async with shop_stack(applied, tmp_path, redis_url, redis_prefix, batch=50) as shop:
         ids = set(await shop.add(KILL_ENTRIES))
-        env = shop.env | {
-            "TASKQ_LOG_FORMAT": "json",
-            # A job stored but never confirmed (the kill) is published again within a second,
-            # its key completed, so the entry read again after the restart replays it.
-            "TASKQ_REPAIR_AFTER": "1",
-            "TASKQ_IDEMPOTENCY_LEASE": "30",
-        }
+        env = shop.env | {"TASKQ_LOG_FORMAT": "json"}
         log = tmp_path / "source.log"
         source = start_source(env, log)
         try:
@@ -378,10 +432,13 @@ async def test_entries_become_jobs_exactly_once_across_a_sigkill(
             if source.poll() is None:
                 source.kill()
                 source.wait()
+        made = {shop.job_id(entry_id) for entry_id in ids}
         jobs = (await shop.producer.submitter.store.list_jobs(JobSearch(limit=1000))).jobs
-        keys = [job.idempotency_key for job in jobs]
-        assert sorted(keys) == sorted(ids)  # one job per entry: none lost, none twice
+        # The store holds no job but the entries' (a row the kill lost before it was written
+        # is written by the job's worker, from its message).
+        assert {job.id for job in jobs} <= made
         queued = await queued_ids(shop.broker, "taskq.orders")
-        # Every job is on the broker, and nothing else is; a job whose confirm the kill lost may
-        # be there twice (the repair publishes it again), which its worker runs once by its id.
-        assert set(queued) == {job.id for job in jobs}
+        # Every entry's job is on the broker, and nothing else: one job per entry, none lost.
+        # An entry read again before its job's row was written publishes it again; its worker
+        # runs that job id once (a copy after a failed attempt settles, see test_store_runs).
+        assert set(queued) == made
