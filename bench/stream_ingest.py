@@ -9,13 +9,13 @@ turn (the order reversed every other round), purging the queues after each:
 - ``ConfirmedPublisher.publish_many`` (THE baseline, a process of its own): ``--entries`` job
   envelopes published in windows of ``--batch``, confirms awaited per window, no store;
 - ``Submitter.submit_many`` (for reference, a process of its own): the same jobs through the
-  submitter that every door shares, in windows of ``--batch``, each with an idempotency key
-  (its claim stored before the publish, its confirm recorded after): what the source does
-  per entry, without Redis;
+  submitter that every door shares, in windows of ``--batch``, each with its id made as the
+  source makes it from an entry id (no key to claim: published at once, its row written
+  behind the confirm): what the source does per entry, without Redis;
 - ``taskctl stream`` (the source, a process of its own): a stream preloaded with ``--entries``
   entries, read ``--batch`` at a time through its consumer group, each entry's job validated,
-  stored (SQLite) with the entry id as its idempotency key, published with confirms, and the
-  entries acknowledged. Timed from its first acknowledged entry to its last, so its start-up
+  its id made from the entry id, published with confirms, its row stored (SQLite) behind
+  the confirm, and the entries acknowledged. Timed from its first acknowledged entry to its last, so its start-up
   is left out; CPU is the source process's over the same span.
 
 Each row gives the median jobs/s with its min-max, the process's CPU per job, and the ratio to
@@ -42,6 +42,7 @@ from http_ingest import Load, Variant, cpu_seconds, purge, table
 
 from producers.backends import confirmed, open_producer
 from producers.publisher import ConfirmedPublisher
+from producers.streams.entries import entry_job_id
 from producers.submit import JobRequest, Submitted
 from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
@@ -80,14 +81,14 @@ def reported(argv: list[str], env: dict[str, str]) -> Load:
     return Load(rate, 0, cpu_us)
 
 
-def keyed_variant(opts: argparse.Namespace, env: dict[str, str]) -> Variant:
-    """Run the keyed submissions as a process of its own; it reports its own rate and CPU."""
+def submitter_variant(opts: argparse.Namespace, env: dict[str, str]) -> Variant:
+    """Run the submissions as a process of its own; it reports its own rate and CPU."""
 
     def load() -> Load:
-        argv = [sys.executable, __file__, "--keyed", str(opts.entries), str(opts.batch)]
+        argv = [sys.executable, __file__, "--submitter", str(opts.entries), str(opts.batch)]
         return reported(argv, env)
 
-    return Variant(f"Submitter.submit_many, keyed, windows of {opts.batch}", load)
+    return Variant(f"Submitter.submit_many, entry ids, windows of {opts.batch}", load)
 
 
 def source_variant(
@@ -186,17 +187,17 @@ async def publisher(entries: int, window: int) -> None:
     print(orjson.dumps([entries / wall, cpu / entries * 1e6]).decode())
 
 
-async def keyed(entries: int, window: int) -> None:
-    """Submit ``entries`` keyed jobs in windows through the submitter; print [jobs/s, CPU µs/job]."""
-    producer = await open_producer(load_settings(), confirmed("bench keyed"))
+async def submitted(entries: int, window: int) -> None:
+    """Submit ``entries`` jobs as the source does, in windows; print [jobs/s, CPU µs/job]."""
+    producer = await open_producer(load_settings(), confirmed("bench submitter"))
     submitter = producer.submitter
     run = uuid.uuid4().hex[:8]
 
     source = stream_producer("shop")  # its types are the source's own
 
     def request(n: int) -> JobRequest:
-        key = f"{run}-{n}"
-        return JobRequest(type="order.paid", payload=PAYLOAD, idempotency_key=key, source=source)
+        job_id = entry_job_id("shop", run, f"{int(time.time() * 1000)}-{n + 1}")
+        return JobRequest(type="order.paid", payload=PAYLOAD, source=source, job_id=job_id)
 
     await submitter.submit_many([request(-1)], producer=source)  # connected, warm
     cpu, started = time.process_time(), time.perf_counter()
@@ -232,7 +233,7 @@ async def main(opts: argparse.Namespace) -> None:
             }
             variants = [
                 publisher_variant(opts, env),
-                keyed_variant(opts, env),
+                submitter_variant(opts, env),
                 source_variant(opts, env, work, redis_url),
             ]
             loop = asyncio.get_running_loop()
@@ -250,7 +251,7 @@ async def main(opts: argparse.Namespace) -> None:
             table("Ingest", variants)
             rates = [statistics.median(v.rates) for v in variants]
             print(f"source / confirmed publisher: {rates[2] / rates[0]:.2f}")
-            print(f"source / keyed submissions: {rates[2] / rates[1]:.2f}")
+            print(f"source / submissions: {rates[2] / rates[1]:.2f}")
         finally:
             await management.delete_vhost(vhost)
 
@@ -266,8 +267,8 @@ def measure(variants: list[Variant], rounds: int, after) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] in ("--publisher", "--keyed"):
-        run = publisher if sys.argv[1] == "--publisher" else keyed
+    if len(sys.argv) == 4 and sys.argv[1] in ("--publisher", "--submitter"):
+        run = publisher if sys.argv[1] == "--publisher" else submitted
         asyncio.run(run(int(sys.argv[2]), int(sys.argv[3])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
