@@ -11,6 +11,7 @@ import redis
 
 from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
+from producers.streams.entries import entry_job_id
 from tests.helpers import interrupted, reap, wait_healthy, write_topology
 from tests.taskctl.test_up import free_port, start_up, up_env
 
@@ -49,13 +50,14 @@ def test_up_serves_grpc_beside_http_and_runs_each_stream_reader(
             auth = (("authorization", f"Bearer {key}"),)
             done = stub.Submit(pb.SubmitRequest(type="email"), metadata=auth, timeout=10)
             assert done.job.status == pb.STATUS_QUEUED
+            made = entry_job_id("shop", f"{redis_prefix}orders", entry)
             deadline = time.monotonic() + 20
-            keys: list[str] = []
-            while time.monotonic() < deadline and entry not in keys:  # a child process
+            ids: list[str] = []
+            while time.monotonic() < deadline and made not in ids:  # a child process
                 page = stub.List(pb.ListRequest(type="order.paid"), metadata=auth, timeout=10)
-                keys = [job.idempotency_key for job in page.jobs]
+                ids = [job.id for job in page.jobs]
                 time.sleep(0.2)
-            assert keys == [entry]
+            assert ids == [made]
         out, _ = interrupted(process)
         assert process.returncode == 0, out[-3000:]
         for name in ("[api] started", "[stream:shop] started", "[stream:shop#2] started"):
