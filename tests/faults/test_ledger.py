@@ -215,7 +215,11 @@ def test_the_node_of_every_client_and_leader_killed(own_cluster: LocalCluster, t
                 decided = decided_since(status, "soak", killed[0] + 1)
         finally:
             own_cluster.restart(1)
-    check(tally, "cluster: the node of the API, the worker, the autoscaler and every lane's leader killed", 10.0)
+    check(
+        tally,
+        "cluster: the node of the API, the worker, the autoscaler and every lane's leader killed",
+        10.0,
+    )
     # The autoscaler reads the lanes through another node's management API once node 1 is gone
     # (the built-in callbacks group is classic: its queue went with node 1, and is reported so).
     assert decided["current"] >= 1, decided
