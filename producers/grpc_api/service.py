@@ -257,19 +257,34 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         if remaining is not None and remaining <= 0:
             work.close()
             raise DeadlineExceededError("the deadline passed before the call started")
-        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(work)
         self._submitting.add(task)
         task.add_done_callback(self._submitting.discard)
-        if remaining is None:
-            return await asyncio.shield(task)
+        # One future, woken by the work's end or by the deadline: a cancelled call cancels only
+        # it, and the work goes on. Cheaper per call than asyncio.timeout around asyncio.shield.
+        woken: asyncio.Future[None] = loop.create_future()
+        task.add_done_callback(functools.partial(_wake, woken))
+        timer = None if remaining is None else loop.call_later(remaining, _wake, woken)
         try:
-            async with asyncio.timeout(remaining):
-                return await asyncio.shield(task)
-        except TimeoutError:
+            await woken
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not task.done():
             raise DeadlineExceededError(
                 "the deadline passed before the broker confirmed; the job may still be "
                 "accepted: submit it again with the same idempotency key to learn its outcome"
-            ) from None
+            )
+        return task.result()
+
+
+def _wake(woken: asyncio.Future[None], work: asyncio.Future[Any] | None = None) -> None:
+    """Wake the call awaiting ``woken``: its work ended (``work``), or its deadline passed."""
+    if work is not None and not work.cancelled():
+        work.exception()  # taken here too: a caller that left never reads it
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _status(error: BaseException) -> grpc.StatusCode:
