@@ -137,6 +137,9 @@ async def test_a_chain_survives_the_broker_dropping_every_connection(
 
 
 @pytest.mark.broker_admin
+@pytest.mark.parametrize(
+    "env", ["sqlite"], indirect=True
+)  # the restart is the broker's, not the store's
 async def test_a_chain_survives_a_broker_restart(
     env: dict[str, str], tmp_path: Path, management: TestsManagementClient
 ):
