@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from jobstore.sqlite import SqliteJobStore
 from producers.auth.scopes import Scope
 from tests.credentials import issue_key
-from tests.helpers import reap, wait_healthy
+from tests.helpers import interrupted, reap, wait_healthy
 from tests.taskctl.test_up import free_port, start_up, up_env
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.browser]
@@ -74,6 +76,10 @@ def stack(vhost, tmp_path: Path) -> Iterator[Stack]:
         shots.mkdir()
         yield Stack(base, admin_key, reader_key, fixed, shots)
     finally:
+        # Ctrl-C, as a user stops it: a SIGKILL would leave its API and workers running.
+        if process.poll() is None:
+            with suppress(subprocess.TimeoutExpired):
+                interrupted(process)
         reap(process)
 
 
