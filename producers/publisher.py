@@ -78,6 +78,7 @@ class ConfirmedPublisher(AsyncClosing):
         self._renewable_at = 0.0  # monotonic time from which a refusal may renew the channel
         self._retiring: set[asyncio.Task[None]] = set()
         self._tables: dict[tuple[tuple[str, Any], ...], bytes] = {}
+        self._deadlines = wire.Deadlines(settings.confirm_timeout)
         # labels() costs more than the observation; the exchange kinds are few.
         self._confirm_timers = functools.cache(self._metrics.confirm_seconds.labels)
 
@@ -188,11 +189,9 @@ class ConfirmedPublisher(AsyncClosing):
         except Exception as exc:
             outcomes: list[object] = [exc] * len(messages)
         else:
+            self._deadlines.watch(sent.confirms)
             try:
-                async with asyncio.timeout(self._settings.confirm_timeout):
-                    outcomes = await _all_settled(sent.confirms)
-            except TimeoutError:
-                outcomes = [_settled(f) for f in sent.confirms]
+                outcomes = await _all_settled(sent.confirms)
             finally:
                 sent.forget()
         elapsed = time.perf_counter() - began
@@ -333,14 +332,6 @@ async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
         except Exception as exc:
             return [exc]
     return list(await asyncio.gather(*confirms, return_exceptions=True))
-
-
-def _settled(confirm: asyncio.Future[Any]) -> object:
-    """Return what a confirm came to when the wait for it ended (a timeout if it had not come)."""
-    if confirm.done() and not confirm.cancelled():
-        return confirm.exception() or confirm.result()
-    confirm.cancel()
-    return TimeoutError()
 
 
 def _outcome(outcome: object) -> TaskqError | None:

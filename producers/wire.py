@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import struct
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -174,29 +175,50 @@ async def publish_confirmed(
     abandoned.
     """
     payload = _frames(channel, messages)
-    # The lock is the one basic_publish holds: delivery tags are numbered in the order the
-    # frames reach the socket, and nothing else is written to this channel in between.
+    # Delivery tags are numbered in the order the frames reach the socket, so nothing else may
+    # be written to this channel between taking the tags and writing: basic_publish holds the
+    # channel's lock for that. When nobody holds it and the tap writes at once, nothing yields
+    # in between, which is all the lock would guarantee.
+    if not channel.is_closed and not channel._Channel__lock.locked():  # type: ignore[attr-defined]
+        sent = _tagged(channel, messages)
+        try:
+            if tap.write(channel, payload):
+                return sent
+        except BaseException:
+            _untag(sent)
+            raise
+        _untag(sent)
     async with channel.lock:
-        first = channel.delivery_tag + 1
-        confirms: list[asyncio.Future[Any]] = []
-        confirmations, tags = channel.confirmations, channel.message_id_delivery_tag
-        for tag, message in enumerate(messages, first):
-            future = channel.create_future()  # rejected by aiormq if the channel closes
-            confirmations[tag] = future
-            tags[message.message_id] = tag
-            confirms.append(future)
-        channel.delivery_tag = first + len(messages) - 1
+        sent = _tagged(channel, messages)
         try:
             if not tap.write(channel, payload):
                 await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
         except BaseException:
-            # Never written: give the tags back while the lock still keeps them ours.
-            channel.delivery_tag = first - 1
-            for tag in range(first, first + len(messages)):
-                confirmations.pop(tag, None)
-            Sent(channel, first, messages, confirms).forget()
+            _untag(sent)  # never written: give the tags back while the lock keeps them ours
             raise
+    return sent
+
+
+def _tagged(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> Sent:
+    """Take the channel's next delivery tags for ``messages`` with a confirm future each."""
+    first = channel.delivery_tag + 1
+    confirms: list[asyncio.Future[Any]] = []
+    confirmations, tags = channel.confirmations, channel.message_id_delivery_tag
+    for tag, message in enumerate(messages, first):
+        future = channel.create_future()  # rejected by aiormq if the channel closes
+        confirmations[tag] = future
+        tags[message.message_id] = tag
+        confirms.append(future)
+    channel.delivery_tag = first + len(messages) - 1
     return Sent(channel, first, messages, confirms)
+
+
+def _untag(sent: Sent) -> None:
+    """Give back the tags ``_tagged`` took, none of whose messages was written."""
+    sent.channel.delivery_tag = sent.first_tag - 1
+    for tag in range(sent.first_tag, sent.first_tag + len(sent.messages)):
+        sent.channel.confirmations.pop(tag, None)
+    sent.forget()
 
 
 async def publish_unconfirmed(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> None:
@@ -210,6 +232,41 @@ async def publish_unconfirmed(channel: aiormq.Channel, messages: Sequence[Outgoi
 def _frames(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> bytes:
     number, max_body = channel.number, channel.max_content_size
     return b"".join([publish_frames(number, max_body, m) for m in messages])
+
+
+class Deadlines:
+    """Fails the confirms still awaited once their timeout passed, with one timer for them all.
+
+    A timer per publish (``asyncio.timeout``) costs a heap entry, cancelled and left behind
+    for every confirm that came in time, on the path of every single publish.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._awaited: deque[tuple[float, list[asyncio.Future[Any]]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, confirms: list[asyncio.Future[Any]]) -> None:
+        """Fail each of ``confirms`` not settled within the timeout with ``TimeoutError``."""
+        awaited = self._awaited
+        while awaited and all(map(_done, awaited[0][1])):  # settled in time: forget them
+            awaited.popleft()
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._timeout
+        awaited.append((due, confirms))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        awaited, now = self._awaited, loop.time()
+        while awaited and awaited[0][0] <= now:
+            for confirm in awaited.popleft()[1]:
+                if not confirm.done():
+                    confirm.set_exception(TimeoutError())
+        self._timer = loop.call_at(awaited[0][0], self._expire, loop) if awaited else None
+
+
+_done = asyncio.Future.done
 
 
 class Returned(Exception):

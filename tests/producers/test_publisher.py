@@ -8,16 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import SecretStr
 
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher
 from tests.broker import channel, depth, next_message, wait_for_connection
 from tests.fakes.publisher import InMemoryPublisher
+from tests.faultproxy import FaultProxy
 from topology import names
 from topology.apply import apply_topology
 from topology.envelope import Envelope, decode
 from topology.errors import (
     BrokerUnavailableError,
+    ConfirmTimeoutError,
     ContractError,
     PublishNackedError,
     UnroutableError,
@@ -334,3 +337,25 @@ async def test_pika_publish_after_close_raises_broker_unavailable(applied, topol
     await publisher.close()
     with pytest.raises(BrokerUnavailableError, match="closed"):
         await publisher.publish(Envelope.new("email"))
+
+
+@pytest.mark.rabbitmq
+async def test_a_confirm_that_does_not_come_in_time_fails_that_publish_only(applied, topology):
+    proxy = FaultProxy(("127.0.0.1", 5672))
+    proxy.start()
+    try:
+        url = applied.amqp_url.get_secret_value().replace(":5672/", f":{proxy.port}/")
+        through = applied.model_copy(update={"amqp_url": SecretStr(url)})
+        settings = PublisherSettings(confirm_timeout=0.5)
+        async with await ConfirmedPublisher.connect(through, topology, settings) as publisher:
+            await publisher.publish(Envelope.new("email", {"before": True}))
+            proxy.stall()  # the broker's confirms cannot come back for now
+            began = time.monotonic()
+            late = await publisher.publish_many([Envelope.new("email", {"i": i}) for i in range(3)])
+            waited = time.monotonic() - began
+            proxy.resume()
+            assert [type(r) for r in late] == [ConfirmTimeoutError] * 3
+            assert 0.5 <= waited < 2.0
+            await publisher.publish(Envelope.new("email", {"after": True}))  # and it goes on
+    finally:
+        await asyncio.to_thread(proxy.stop)

@@ -48,6 +48,8 @@ def test_the_channel_internals_the_adapter_uses_are_where_it_expects_them():
     fields = aiormq.Channel.__init__.__code__.co_names
     for name in ("confirmations", "message_id_delivery_tag", "delivery_tag", "write_queue"):
         assert name in fields, name
+    # The private lock behind ``Channel.lock``, which a publish written at once checks is free.
+    assert "_Channel__lock" in fields
     assert isinstance(aiormq.Channel.lock, property)
     assert {f for f in aiormq.abc.ChannelFrame.__dataclass_fields__} == {
         "payload",
