@@ -2,66 +2,47 @@
 
 from __future__ import annotations
 
-from panels import (
-    OK,
-    Json,
-    Layout,
-    dashboard,
-    label_variable,
-    queries,
-    stat,
-    timeseries,
-)
-from promql import (
-    ANY_IS_BAD,
-    ANY_IS_WORTH_A_LOOK,
-    RATE,
-    TO_GROUP,
-    G,
-    per_group,
-)
+from panels import Json, Layout, dashboard, label_variable, stat, timeseries
+from promql import ANY_IS_BAD, ANY_IS_WORTH_A_LOOK, RATE, TO_GROUP, G, per_group
 
 
 def autoscaler_now(lay: Layout) -> None:
     """Add the autoscaler's single numbers."""
     lay.row("Right now")
-    numbers = (
-        (
+    for number in (
+        stat(
             "Workers running",
             "Workers the autoscaler runs over the selected groups.",
             f"sum(taskq_autoscaler_current_workers{{{G}}})",
-            OK,
         ),
-        (
+        stat(
             "Groups holding",
             "Groups whose signals could not be read: the last decision is held.",
             f"count(max by (group) (taskq_autoscaler_holding{{{G}}}) == 1) or vector(0)",
-            ANY_IS_BAD,
+            limits=ANY_IS_BAD,
         ),
-        (
+        stat(
             "Scale actions in the last hour",
             "Scale ups and downs over the last hour.",
             f"sum(increase(taskq_autoscaler_decisions_total{{{G}}}[1h]))",
-            OK,
         ),
-        (
+        stat(
             "Management API errors in the last 15 minutes",
             "Failed reads of the RabbitMQ management API.",
             f"sum(increase(taskq_autoscaler_management_api_errors_total{{{G}}}[15m]))",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-    )
-    for title, description, expr, limits in numbers:
-        lay.add(stat(title, description, expr, limits=limits), 6, 4)
+    ):
+        lay.add(number, 6, 4)
 
 
 def autoscaler_decisions(lay: Layout) -> None:
     """Add workers against what is wanted, the signals, and the actions."""
     lay.row("Decisions")
-    workers = queries(
+    workers = [
         (f"max by (group) (taskq_autoscaler_current_workers{{{G}}})", "{{group}} current"),
         (f"max by (group) (taskq_autoscaler_desired_workers{{{G}}})", "{{group}} desired"),
-    )
+    ]
     lay.add(
         timeseries(
             "Workers: current vs desired",
@@ -77,17 +58,13 @@ def autoscaler_decisions(lay: Layout) -> None:
             per_group(f"max by (group) (taskq_autoscaler_backlog_messages{{{G}}})"),
         )
     )
-    per_worker = queries(
-        (
-            f"max by (group) (taskq_autoscaler_backlog_messages{{{G}}})\n/\nclamp_min(max by (group) (taskq_autoscaler_current_workers{{{G}}}), 1)",
-            "{{group}}",
-        )
-    )
     lay.add(
         timeseries(
             "Backlog per worker",
             "Compare with the group's scale.backlog_per_worker: above it, the group is at max or scaling.",
-            per_worker,
+            per_group(
+                f"max by (group) (taskq_autoscaler_backlog_messages{{{G}}})\n/\nclamp_min(max by (group) (taskq_autoscaler_current_workers{{{G}}}), 1)"
+            ),
         )
     )
     lay.add(
@@ -98,23 +75,18 @@ def autoscaler_decisions(lay: Layout) -> None:
             unit="ops",
         )
     )
-    actions = queries(
-        (
-            f"sum by (group, direction) (increase(taskq_autoscaler_decisions_total{{{G}}}{RATE}))",
-            "{{group}} {{direction}}",
-        )
-    )
+    actions = f"sum by (group, direction) (increase(taskq_autoscaler_decisions_total{{{G}}}{RATE}))"
     lay.add(
         timeseries(
             "Scale actions",
             "Each scale up or down; a saw-tooth means the policy oscillates.",
-            actions,
+            [(actions, "{{group}} {{direction}}")],
         )
     )
-    consumers = queries(
+    consumers = [
         (f"max by (group) (taskq_queue_consumers{{{G}}})", "{{group}} consumers"),
         (f"max by (group) (taskq_autoscaler_current_workers{{{G}}})", "{{group}} workers"),
-    )
+    ]
     lay.add(
         timeseries(
             "Broker consumers vs workers",

@@ -2,59 +2,38 @@
 
 from __future__ import annotations
 
-from panels import (
-    OK,
-    Json,
-    Layout,
-    dashboard,
-    label_variable,
-    queries,
-    stat,
-    timeseries,
-)
-from promql import (
-    ANY_IS_WORTH_A_LOOK,
-    DLQ,
-    GROUPS,
-    GT,
-    RATE,
-    TO_GROUP,
-    G,
-    per_group,
-)
+from panels import Json, Layout, dashboard, label_variable, stat, timeseries
+from promql import ANY_IS_WORTH_A_LOOK, DLQ, GROUPS, GT, RATE, TO_GROUP, G, per_group
 
 
 def dlq_now(lay: Layout) -> None:
     """Add the dead-letter and retry single numbers."""
     lay.row("Right now")
-    numbers = (
-        (
+    for number in (
+        stat(
             "Dead letters waiting",
             "Messages in the selected groups' DLQs.",
             f"sum(taskq_queue_messages{{{G}, {DLQ}}})",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Dead-lettered in the last hour",
             "Runs that ended in the DLQ over the last hour.",
             f'sum(increase(taskq_jobs_completed_total{{{GT}, outcome="dead"}}[1h]))',
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Retries scheduled in the last hour",
             "Failed runs sent back through a delay tier over the last hour.",
             f'sum(increase(taskq_jobs_completed_total{{{GT}, outcome="retried"}}[1h]))',
-            OK,
         ),
-        (
+        stat(
             "Messages in delay tiers",
             "Retries and delayed jobs waiting in the delay tiers (all groups).",
             "sum(taskq_retry_tier_messages)",
-            OK,
         ),
-    )
-    for title, description, expr, limits in numbers:
-        lay.add(stat(title, description, expr, limits=limits), 6, 4)
+    ):
+        lay.add(number, 6, 4)
 
 
 def dlq_dead_letters(lay: Layout) -> None:
@@ -74,59 +53,40 @@ def dlq_dead_letters(lay: Layout) -> None:
         timeseries(
             "DLQ change over the last hour",
             "Above zero: new dead letters. Below zero: replayed, purged or expired.",
-            queries((f"{depth}) - {depth} offset 1h)", "{{group}}")),
+            per_group(f"{depth}) - {depth} offset 1h)"),
             minimum=None,
         )
     )
-    dead = queries(
+    for outcome, title, description in (
+        ("dead", "Dead-lettered by job type", "Runs that went to the DLQ, per job type."),
         (
-            f'sum by (group, type) (rate(taskq_jobs_completed_total{{{GT}, outcome="dead"}}{RATE}))',
-            "{{group}} {{type}}",
-        )
-    )
-    lay.add(
-        timeseries(
-            "Dead-lettered by job type",
-            "Runs that went to the DLQ, per job type.",
-            dead,
-            unit="ops",
-        )
-    )
-    retried = queries(
-        (
-            f'sum by (group, type) (rate(taskq_jobs_completed_total{{{GT}, outcome="retried"}}{RATE}))',
-            "{{group}} {{type}}",
-        )
-    )
-    lay.add(
-        timeseries(
+            "retried",
             "Retries by job type",
             "Runs that failed and were scheduled for another attempt.",
-            retried,
-            unit="ops",
-        )
-    )
+        ),
+    ):
+        expr = f'sum by (group, type) (rate(taskq_jobs_completed_total{{{GT}, outcome="{outcome}"}}{RATE}))'
+        lay.add(timeseries(title, description, [(expr, "{{group}} {{type}}")], unit="ops"))
 
 
 def dlq_replay(lay: Layout) -> None:
     """Add the delay tiers and what to watch during a replay."""
     lay.row("Delay tiers and replay")
-    tiers = queries(("sum by (tier) (taskq_retry_tier_messages)", "{{tier}}"))
     lay.add(
         timeseries(
             "Messages waiting in delay tiers",
             "Retries and delayed jobs per delay tier (all groups share the tiers).",
-            tiers,
+            [("sum by (tier) (taskq_retry_tier_messages)", "{{tier}}")],
             stack=True,
         )
     )
-    replay = queries(
+    replay = [
         (f"sum by (group) (rate(taskq_jobs_started_total{{{GT}}}{RATE}))", "{{group}} started"),
         (
             f'sum by (group) (rate(taskq_jobs_completed_total{{{GT}, outcome="dead"}}{RATE}))',
             "{{group}} dead again",
         ),
-    )
+    ]
     lay.add(
         timeseries(
             "Replay progress: runs started vs dead again",
@@ -135,17 +95,12 @@ def dlq_replay(lay: Layout) -> None:
             unit="ops",
         )
     )
-    console = queries(
-        (
-            f'sum by (route, status) (increase(taskq_api_requests_total{{route=~"/admin/dlq.*"}}{RATE}))',
-            "{{route}} {{status}}",
-        )
-    )
+    console = f'sum by (route, status) (increase(taskq_api_requests_total{{route=~"/admin/dlq.*"}}{RATE}))'
     lay.add(
         timeseries(
             "DLQ operations through the HTTP API",
             "List, replay and purge calls on /admin/dlq (taskctl dlq talks to the broker directly and is not counted).",
-            console,
+            [(console, "{{route}} {{status}}")],
         ),
         24,
     )

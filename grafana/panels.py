@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Json = dict[str, Any]
+Query = tuple[str, str]  # a PromQL expression and its legend
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x; older Grafanas migrate on load, newer ones too
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
@@ -33,25 +34,21 @@ def target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False
     }
 
 
-def queries(*pairs: tuple[str, str]) -> list[Json]:
-    """Return targets for ``(expr, legend)`` pairs, lettered A, B, C..."""
-    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
-
-
-def quantiles(metric: str, selector: str, by: str = "") -> list[Json]:
-    """Return p50, p95 and p99 of a histogram, optionally split by the labels in ``by``."""
+def quantiles(
+    metric: str, selector: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> list[Query]:
+    """Return the ``qs`` quantiles (p50, p95, p99 by default) of a histogram, split by ``by``."""
     group = f"{by}, le" if by else "le"
     suffix = f" {{{{{by}}}}}" if by else ""
-    return queries(
-        *(
-            (
-                f"histogram_quantile({q}, sum by ({group}) "
-                f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
-                f"p{round(q * 100)}{suffix}",
-            )
-            for q in (0.5, 0.95, 0.99)
+    where = f"{{{selector}}}" if selector else ""
+    return [
+        (
+            f"histogram_quantile({q}, sum by ({group}) "
+            f"(rate({metric}_bucket{where}[$__rate_interval])))",
+            f"p{round(q * 100)}{suffix}",
         )
-    )
+        for q in qs
+    ]
 
 
 def thresholds(*steps: tuple[float | None, str]) -> Json:
@@ -65,7 +62,7 @@ OK = thresholds((None, "green"))
 def timeseries(
     title: str,
     description: str,
-    targets: list[Json],
+    series: list[Query],
     *,
     unit: str = "short",
     stack: bool = False,
@@ -75,7 +72,7 @@ def timeseries(
     minimum: float | None = 0,
     extra: Json | None = None,
 ) -> Json:
-    """Return a time series panel (gridPos and id are set by :class:`Layout`).
+    """Return a time series panel of ``series``, lettered A, B, C... (:class:`Layout` places it).
 
     ``minimum`` None lets the axis go below zero; ``extra`` adds field defaults (mappings...).
     """
@@ -111,7 +108,7 @@ def timeseries(
             },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
-        "targets": targets,
+        "targets": [target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(series)],
     }
 
 
