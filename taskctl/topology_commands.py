@@ -1,12 +1,19 @@
 """``taskctl topology``: plan, apply, export and graph the declared topology."""
 
-from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 
-from taskctl.context import TopologyFile, broker_settings, compiled_topology, out, run
+from taskctl.context import (
+    OutputFile,
+    TopologyFile,
+    broker_settings,
+    compiled_topology,
+    out,
+    run,
+    write_out,
+)
 
 app = typer.Typer(
     name="topology",
@@ -111,9 +118,7 @@ def apply(
 @app.command()
 def export(
     file: TopologyFile = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
-    ] = None,
+    output: OutputFile = None,
     vhost: Annotated[
         str, typer.Option(help="Virtual host written into the definitions or the KEDA triggers.")
     ] = "/",
@@ -160,17 +165,11 @@ def export(
             "# (e.g. http://user:password@rabbitmq:15672/), which you create.\n"
         )
         manifests = keda_manifests(topology, options)
-        data = (
-            header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
-        ).encode()
+        text = header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
     else:
         definitions = export_definitions(topology, vhost=vhost)
-        data = orjson.dumps(definitions, option=orjson.OPT_INDENT_2) + b"\n"
-    if output is None:
-        typer.echo(data.decode(), nl=False)
-    else:
-        output.write_bytes(data)
-        out().print(f"wrote {output}")
+        text = orjson.dumps(definitions, option=orjson.OPT_INDENT_2).decode() + "\n"
+    write_out(text, output)
 
 
 @app.command()

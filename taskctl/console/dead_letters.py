@@ -12,10 +12,10 @@ from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, Outcome, listing, purge,
 from producers.publisher import ConfirmedPublisher
 from taskctl.console.sessions import PATH
 from taskctl.console.web import Visit, local_path, redirect
-from taskctl.dlq_audit import audited
+from taskctl.dlq_audit import audited, dead_letters_of
 from topology.compiled import CompiledGroup
 from topology.durations import parse_timedelta
-from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
+from topology.errors import JobRejectedError
 
 PAGE = 50
 MAX_RATE = 10_000.0
@@ -24,14 +24,7 @@ MAX_CHOSEN = 500  # letters replayed or purged by hand at once
 
 
 def _group(visit: Visit) -> tuple[CompiledGroup, ConfirmedPublisher]:
-    services = visit.services
-    try:
-        group = services.submitter.topology.group(visit.request.path_params["group"])
-    except UnknownGroupError as exc:
-        raise JobRejectedError(str(exc), field="group") from exc
-    if services.publisher is None:
-        raise BrokerUnavailableError("the dead-letter pages need the API's broker connection")
-    return group, services.publisher
+    return dead_letters_of(visit.services, visit.request.path_params["group"])
 
 
 def _text(visit: Visit, name: str, most: int = 255) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from jobstore.model import BreakerRecord, JobStore
+from jobstore.model import JobStore
 from taskctl.console.scaling import AutoscalerStatus
 from taskctl.console.sse import STREAM_S, frame, stream
 from taskctl.console.web import Visit, seconds_text
@@ -79,11 +79,6 @@ class Snapshot:
     def view(self) -> dict[str, Any]:
         """Return what a live update sends."""
         return {"groups": {g.name: g.view() for g in self.groups}, "problems": self.problems}
-
-
-async def _open_breakers(store: JobStore) -> list[BreakerRecord]:
-    """Return the breakers that are not closed, by group, dependency and worker."""
-    return [b for b in await store.list_breakers() if b.state != "closed"]
 
 
 def _count(value: int | None) -> str:
@@ -224,7 +219,7 @@ class OverviewPages:
         snapshot, scaling, breakers = await asyncio.gather(
             self._overview.snapshot(submitter.topology, submitter.store),
             self._autoscaler.read(visit.session.credential),
-            _open_breakers(submitter.store),
+            submitter.store.list_breakers(),
         )
         return visit.page(
             "overview.html",
@@ -232,7 +227,7 @@ class OverviewPages:
             priorities=PRIORITIES,
             scaling=scaling,
             decisions=scaling.by_group(),
-            breakers=breakers,
+            breakers=[b for b in breakers if b.state != "closed"],
         )
 
     async def events(self, visit: Visit) -> Response:
