@@ -15,6 +15,17 @@ Query = tuple[str, str]  # a PromQL expression and its legend
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x; older Grafanas migrate on load, newer ones too
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
 WIDTH = 24  # Grafana's grid is 24 columns wide
+DATASOURCE_VARIABLE: Json = {  # the variable every panel's queries go through
+    "name": "datasource",
+    "label": "Data source",
+    "type": "datasource",
+    "query": "prometheus",
+    "current": {},
+    "hide": 0,
+    "refresh": 1,
+    "regex": "",
+    "options": [],
+}
 
 # Shared by the dashboards and the alert rules (grafana/rules/taskq-alerts.yaml): change both.
 OLDEST_JOB_SLO_SECONDS = 300
@@ -151,21 +162,6 @@ def table(title: str, description: str, expr: str) -> Json:
     }
 
 
-def datasource_variable() -> Json:
-    """Return the ``datasource`` variable every panel's queries go through."""
-    return {
-        "name": "datasource",
-        "label": "Data source",
-        "type": "datasource",
-        "query": "prometheus",
-        "current": {},
-        "hide": 0,
-        "refresh": 1,
-        "regex": "",
-        "options": [],
-    }
-
-
 def label_variable(
     name: str, label: str, query: str, *, multi: bool = True, include_all: bool = True
 ) -> Json:
@@ -205,16 +201,13 @@ class Layout:
     def row(self, title: str) -> None:
         """Start a (non-collapsible) titled row on a new line."""
         self._newline()
-        self._add({"type": "row", "title": title, "collapsed": False, "panels": []}, WIDTH, 1)
+        self.add({"type": "row", "title": title, "collapsed": False, "panels": []}, WIDTH, 1)
         self._newline()
 
     def add(self, panel: Json, width: int = WIDTH // 2, height: int = 8) -> None:
         """Place ``panel`` ``width`` columns wide, on the next line if it does not fit."""
         if self._x + width > WIDTH:
             self._newline()
-        self._add(panel, width, height)
-
-    def _add(self, panel: Json, width: int, height: int) -> None:
         panel["id"] = len(self.panels) + 1
         panel["gridPos"] = {"h": height, "w": width, "x": self._x, "y": self._y}
         self.panels.append(panel)
@@ -269,6 +262,6 @@ def dashboard(
                 "title": "taskq",
             }
         ],
-        "templating": {"list": [datasource_variable(), *variables]},
+        "templating": {"list": [DATASOURCE_VARIABLE, *variables]},
         "panels": layout.panels,
     }

@@ -11,7 +11,7 @@ from consumers.dispatch import DeadReason
 from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, Outcome, listing, purge, replay
 from producers.publisher import ConfirmedPublisher
 from taskctl.console.sessions import PATH
-from taskctl.console.web import Visit, local_path, redirect
+from taskctl.console.web import MAX_TEXT, Visit, local_path, redirect
 from taskctl.dlq_audit import audited, dead_letters_of
 from topology.compiled import CompiledGroup
 from topology.durations import parse_timedelta
@@ -27,13 +27,6 @@ def _group(visit: Visit) -> tuple[CompiledGroup, ConfirmedPublisher]:
     return dead_letters_of(visit.services, visit.request.path_params["group"])
 
 
-def _text(visit: Visit, name: str, most: int = 255) -> str | None:
-    value = visit.field(name)
-    if value is not None and len(value) > most:
-        raise JobRejectedError(f"{name}: at most {most} characters", field=name)
-    return value
-
-
 def _filter(visit: Visit, *, chosen: bool = False) -> DeadFilter:
     """Return the letters the form picks: the ones ticked (``chosen``), else its filters."""
     tenant = visit.caller.tenant
@@ -43,13 +36,13 @@ def _filter(visit: Visit, *, chosen: bool = False) -> DeadFilter:
             raise JobRejectedError(f"choose at most {MAX_CHOSEN} letters at once", field="id")
         return DeadFilter(job_ids=frozenset(ids), tenant=tenant)
     try:
-        older = parse_timedelta(_text(visit, "older_than", 32))
+        older = parse_timedelta(visit.field("older_than", 32))
     except ValueError as exc:
         raise JobRejectedError(f"older_than: {exc}", field="older_than") from exc
     return DeadFilter(
-        job_type=_text(visit, "type"),
-        reason=_text(visit, "reason"),
-        error=_text(visit, "error", MAX_FILTER_CHARS),
+        job_type=visit.field("type", MAX_TEXT),
+        reason=visit.field("reason", MAX_TEXT),
+        error=visit.field("error", MAX_FILTER_CHARS),
         older_than=older,
         tenant=tenant,
     )
@@ -64,7 +57,7 @@ async def letters(visit: Visit) -> Response:
     """Show a page of a group's matching dead letters, and its latest replays and purges."""
     group, publisher = _group(visit)
     chosen = _filter(visit)
-    cursor = _text(visit, "cursor", 32)
+    cursor = visit.field("cursor", 32)
     page = await listing(publisher.connection, group, chosen, limit=PAGE, cursor=cursor)
     audit = await visit.services.submitter.store.list_audit(visit.caller.tenant, group.name)
     query = {name: value for name in FILTERS if (value := visit.field(name)) is not None}

@@ -22,9 +22,10 @@ from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from taskctl.console.sessions import COOKIE, PATH, Session, Sessions
 from telemetry.redaction import redact_text, redact_value
-from topology.errors import AccessError, TaskqError
+from topology.errors import AccessError, JobRejectedError, TaskqError
 
 FORM = "application/x-www-form-urlencoded"
+MAX_TEXT = 255  # the longest text filter a form may send
 MAX_FIELDS = 1000  # a form with more fields is refused (a replay of up to 500 chosen letters)
 # No inline script or style anywhere: the page's own files only, and no framing.
 HEADERS = {
@@ -157,10 +158,12 @@ class Visit:
         """Return whether the credential holds the admin scope."""
         return Scope.ADMIN in self.caller.scopes
 
-    def field(self, name: str) -> str | None:
-        """Return a form field or query parameter, stripped; ``None`` when absent or blank."""
+    def field(self, name: str, most: int | None = None) -> str | None:
+        """Return a form field or query parameter, stripped, of at most ``most`` characters; ``None`` when absent or blank."""
         values = self.form.get(name) or self.request.query_params.getlist(name)
         value = values[0].strip() if values else ""
+        if most is not None and len(value) > most:
+            raise JobRejectedError(f"{name}: at most {most} characters", field=name)
         return value or None
 
     def fields(self, name: str) -> list[str]:
