@@ -9,7 +9,7 @@ from promql import ANY_IS_WORTH_A_LOOK, DLQ, GROUPS, GT, RATE, TO_GROUP, G, per_
 def dlq_now(lay: Layout) -> None:
     """Add the dead-letter and retry single numbers."""
     lay.row("Right now")
-    for number in (
+    lay.add(
         stat(
             "Dead letters waiting",
             "Messages in the selected groups' DLQs.",
@@ -32,8 +32,9 @@ def dlq_now(lay: Layout) -> None:
             "Retries and delayed jobs waiting in the delay tiers (all groups).",
             "sum(taskq_retry_tier_messages)",
         ),
-    ):
-        lay.add(number, 6, 4)
+        width=6,
+        height=4,
+    )
 
 
 def dlq_dead_letters(lay: Layout) -> None:
@@ -46,16 +47,13 @@ def dlq_dead_letters(lay: Layout) -> None:
             "Dead letters waiting per group.",
             per_group(depth + ")"),
             links=TO_GROUP,
-        )
-    )
-    # No floor at zero: a replay or purge makes the change negative.
-    lay.add(
+        ),
         timeseries(
             "DLQ change over the last hour",
             "Above zero: new dead letters. Below zero: replayed, purged or expired.",
             per_group(f"{depth}) - {depth} offset 1h)"),
-            minimum=None,
-        )
+            minimum=None,  # no floor at zero: a replay or purge makes the change negative
+        ),
     )
     for outcome, title, description in (
         ("dead", "Dead-lettered by job type", "Runs that went to the DLQ, per job type."),
@@ -72,14 +70,6 @@ def dlq_dead_letters(lay: Layout) -> None:
 def dlq_replay(lay: Layout) -> None:
     """Add the delay tiers and what to watch during a replay."""
     lay.row("Delay tiers and replay")
-    lay.add(
-        timeseries(
-            "Messages waiting in delay tiers",
-            "Retries and delayed jobs per delay tier (all groups share the tiers).",
-            [("sum by (tier) (taskq_retry_tier_messages)", "{{tier}}")],
-            stack=True,
-        )
-    )
     replay = [
         (f"sum by (group) (rate(taskq_jobs_started_total{{{GT}}}{RATE}))", "{{group}} started"),
         (
@@ -87,30 +77,33 @@ def dlq_replay(lay: Layout) -> None:
             "{{group}} dead again",
         ),
     ]
+    console = f'sum by (route, status) (increase(taskq_api_requests_total{{route=~"/admin/dlq.*"}}{RATE}))'
     lay.add(
+        timeseries(
+            "Messages waiting in delay tiers",
+            "Retries and delayed jobs per delay tier (all groups share the tiers).",
+            [("sum by (tier) (taskq_retry_tier_messages)", "{{tier}}")],
+            stack=True,
+        ),
         timeseries(
             "Replay progress: runs started vs dead again",
             "During a replay starts rise and the DLQ falls; dead-again rising means the cause is not fixed.",
             replay,
             unit="ops",
-        )
+        ),
     )
-    console = f'sum by (route, status) (increase(taskq_api_requests_total{{route=~"/admin/dlq.*"}}{RATE}))'
     lay.add(
         timeseries(
             "DLQ operations through the HTTP API",
             "List, replay and purge calls on /admin/dlq (taskctl dlq talks to the broker directly and is not counted).",
             [(console, "{{route}} {{status}}")],
         ),
-        24,
+        width=24,
     )
 
 
 def dead_letters() -> Json:
     """Return the DLQ, retry tiers and replay view."""
-    lay = Layout()
-    for add_row in (dlq_now, dlq_dead_letters, dlq_replay):
-        add_row(lay)
     types = label_variable(
         "type", "Job type", f"label_values(taskq_jobs_completed_total{{{G}}}, type)"
     )
@@ -119,5 +112,5 @@ def dead_letters() -> Json:
         "taskq dead letters, retries and replay",
         "Where failed jobs are and whether a replay works.",
         [GROUPS, types],
-        lay,
+        (dlq_now, dlq_dead_letters, dlq_replay),
     )

@@ -31,7 +31,7 @@ from promql import (
 def group_now(lay: Layout) -> None:
     """Add the group's single numbers."""
     lay.row("Right now")
-    for number in (
+    lay.add(
         stat(
             "Backlog",
             "Ready plus unacknowledged messages.",
@@ -66,21 +66,14 @@ def group_now(lay: Layout) -> None:
             "Workers the autoscaler wants for this group.",
             f"max(taskq_autoscaler_desired_workers{{{G}}})",
         ),
-    ):
-        lay.add(number, 4, 4)
+        width=4,
+        height=4,
+    )
 
 
 def group_runs(lay: Layout) -> None:
     """Add the queue's two halves, runs by outcome, and the per-type breakdown."""
     lay.row("Queue and runs")
-    lay.add(
-        timeseries(
-            "Ready vs unacked",
-            "Ready: waiting for a worker. Unacked: delivered to a worker, running or prefetched.",
-            [(f"max by (kind) (taskq_queue_messages{{{G}, {BACKLOG}}})", "{{kind}}")],
-            stack=True,
-        )
-    )
     runs = [
         (f"sum(rate(taskq_jobs_started_total{{{GT}}}{RATE}))", "started"),
         (f"sum by (outcome) (rate(taskq_jobs_completed_total{{{GT}}}{RATE}))", "{{outcome}}"),
@@ -88,11 +81,17 @@ def group_runs(lay: Layout) -> None:
     ]
     lay.add(
         timeseries(
+            "Ready vs unacked",
+            "Ready: waiting for a worker. Unacked: delivered to a worker, running or prefetched.",
+            [(f"max by (kind) (taskq_queue_messages{{{G}, {BACKLOG}}})", "{{kind}}")],
+            stack=True,
+        ),
+        timeseries(
             "Runs started and finished",
             "Handler runs started, finished by outcome, and cancelled jobs skipped.",
             runs,
             unit="ops",
-        )
+        ),
     )
     lay.row("By job type")
     by_type = f"sum by (type, outcome) (rate(taskq_jobs_completed_total{{{GT}}}{RATE}))"
@@ -102,9 +101,7 @@ def group_runs(lay: Layout) -> None:
             "Finished runs per job type and outcome.",
             [(by_type, "{{type}} {{outcome}}")],
             unit="ops",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Failed-run ratio by job type",
             "Share of each job type's runs that failed.",
@@ -112,13 +109,14 @@ def group_runs(lay: Layout) -> None:
             unit="percentunit",
             limits=ERROR_RATIO,
             show_limits=True,
-        )
+        ),
     )
 
 
 def group_latency(lay: Layout) -> None:
     """Add queue wait and run time quantiles, waits by priority, and submissions."""
     lay.row("Latency")
+    submitted = f"sum by (priority) (rate(taskq_jobs_submitted_total{{{G}}}{RATE}))"
     lay.add(
         timeseries(
             "Queue wait",
@@ -127,38 +125,34 @@ def group_latency(lay: Layout) -> None:
             unit="s",
             limits=SLO,
             show_limits=True,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Run time",
             "p50/p95/p99 of handler run time.",
             quantiles("taskq_job_duration_seconds", G),
             unit="s",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Queue wait p95 by priority",
             "Low-priority jobs starve first under a backlog: their wait shows it.",
             quantiles("taskq_job_queue_wait_seconds", G, "priority", (0.95,)),
             unit="s",
-        )
-    )
-    submitted = f"sum by (priority) (rate(taskq_jobs_submitted_total{{{G}}}{RATE}))"
-    lay.add(
+        ),
         timeseries(
             "Submissions by priority",
             "Jobs accepted by the HTTP API for this group, per priority.",
             [(submitted, "{{priority}}")],
             unit="ops",
-        )
+        ),
     )
 
 
 def group_dependencies(lay: Layout) -> None:
     """Add the circuit breakers of the group's dependencies."""
     lay.row("Dependencies")
+    transitions = (
+        f"sum by (dependency, to) (increase(taskq_breaker_transitions_total{{{G}}}{RATE}))"
+    )
     lay.add(
         timeseries(
             "Circuit breaker state",
@@ -166,25 +160,17 @@ def group_dependencies(lay: Layout) -> None:
             [(f"max by (dependency) (taskq_breaker_state{{{G}}})", "{{dependency}}")],
             limits=BREAKER,
             extra={"max": 2, "mappings": BREAKER_NAMES},
-        )
-    )
-    transitions = (
-        f"sum by (dependency, to) (increase(taskq_breaker_transitions_total{{{G}}}{RATE}))"
-    )
-    lay.add(
+        ),
         timeseries(
             "Breaker transitions",
             "Breaker state changes; open/half-open flapping means the dependency is still failing.",
             [(transitions, "{{dependency}} to {{to}}")],
-        )
+        ),
     )
 
 
 def group_drill_down() -> Json:
     """Return one group in detail: its queue, outcomes by job type, latency, breakers."""
-    lay = Layout()
-    for add_row in (group_now, group_runs, group_latency, group_dependencies):
-        add_row(lay)
     group = label_variable(
         "group",
         "Group",
@@ -200,5 +186,5 @@ def group_drill_down() -> Json:
         "taskq group drill-down",
         "One consumer group in detail.",
         [group, types],
-        lay,
+        (group_now, group_runs, group_latency, group_dependencies),
     )

@@ -34,7 +34,7 @@ from promql import (
 def overview_now(lay: Layout) -> None:
     """Add the overview's single numbers and the firing alerts."""
     lay.row("Right now")
-    for number in (
+    lay.add(
         stat(
             "Backlog",
             "Jobs waiting or running in the selected groups' work queues.",
@@ -72,14 +72,15 @@ def overview_now(lay: Layout) -> None:
             unit="percentunit",
             limits=ERROR_RATIO,
         ),
-    ):
-        lay.add(number, 4, 4)
+        width=4,
+        height=4,
+    )
     alerts = table(
         "Firing taskq alerts",
         "Alerts of grafana/rules/taskq-alerts.yaml firing now (empty is good); each has a runbook in docs/runbooks/.",
         'ALERTS{alertstate="firing", alertname=~"Taskq.+"}',
     )
-    lay.add(alerts, 24, 5)
+    lay.add(alerts, width=24, height=5)
 
 
 def overview_flow(lay: Layout) -> None:
@@ -102,17 +103,13 @@ def overview_flow(lay: Layout) -> None:
             "When arrivals stay above completions the backlog grows.",
             flow,
             unit="ops",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Backlog per group",
             "Ready plus unacknowledged messages per group; click a series to open the group.",
             per_group(f"sum by (group) (taskq_queue_messages{{{G}, {BACKLOG}}})"),
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Oldest waiting job per group",
             f"Age of the job at the head of each work queue; red above the {OLDEST_JOB_SLO_SECONDS} s SLO.",
@@ -121,15 +118,13 @@ def overview_flow(lay: Layout) -> None:
             limits=SLO,
             show_limits=True,
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Consumers per group",
             "Workers consuming each group's work queue (as the broker counts them).",
             per_group(f"max by (group) (taskq_queue_consumers{{{G}}})"),
             links=TO_GROUP,
-        )
+        ),
     )
 
 
@@ -137,15 +132,14 @@ def overview_failures(lay: Layout) -> None:
     """Add failed runs, the failure ratio, DLQ depth and refused webhooks."""
     lay.row("Failures")
     failures = f"sum by (group, outcome) (rate(taskq_jobs_completed_total{{{G}, {FAILED}}}{RATE}))"
+    refused = f'sum by (source, result) (rate(taskq_webhook_deliveries_total{{result!~"accepted|replayed"}}{RATE}))'
     lay.add(
         timeseries(
             "Retries and dead letters per second",
             "Failed runs: retried (another attempt later) or dead (moved to the DLQ).",
             [(failures, "{{group}} {{outcome}}")],
             unit="ops",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Failed-run ratio per group",
             "Share of finished runs that failed; the alert fires above 10 %.",
@@ -154,24 +148,19 @@ def overview_failures(lay: Layout) -> None:
             limits=ERROR_RATIO,
             show_limits=True,
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "DLQ depth per group",
             "Dead letters waiting per group; see the DLQ dashboard to replay them.",
             per_group(f"max by (group) (taskq_queue_messages{{{G}, {DLQ}}})"),
             links=TO_GROUP,
-        )
-    )
-    refused = f'sum by (source, result) (rate(taskq_webhook_deliveries_total{{result!~"accepted|replayed"}}{RATE}))'
-    lay.add(
+        ),
         timeseries(
             "Webhook deliveries refused or failed",
             "Webhook deliveries answered with an error: bad signature or timestamp, malformed, taskq unavailable.",
             [(refused, "{{source}} {{result}}")],
             unit="ops",
-        )
+        ),
     )
 
 
@@ -187,18 +176,12 @@ def overview_latency(lay: Layout) -> None:
             limits=SLO,
             show_limits=True,
         ),
-        8,
-    )
-    lay.add(
         timeseries(
             "Run time (handler duration)",
             "How long handlers ran.",
             quantiles("taskq_job_duration_seconds", G),
             unit="s",
         ),
-        8,
-    )
-    lay.add(
         timeseries(
             "Publish confirm latency (p99)",
             "Time from publishing to the broker's confirm, per exchange; above 1 s the broker is struggling.",
@@ -207,7 +190,7 @@ def overview_latency(lay: Layout) -> None:
             limits=thresholds((None, "green"), (PUBLISH_CONFIRM_P99_SECONDS, "red")),
             show_limits=True,
         ),
-        8,
+        width=8,
     )
     lay.row("HTTP API")
     errors = f'sum by (route, status) (rate(taskq_api_requests_total{{status=~"5.."}}{RATE}))'
@@ -217,15 +200,13 @@ def overview_latency(lay: Layout) -> None:
             "5xx answers of the job API per route; 503 means the broker or a store is down.",
             [(errors, "{{route}} {{status}}")],
             unit="reqps",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "HTTP API latency (p99)",
             "Time to answer per route; POST /jobs includes the broker's confirm.",
             quantiles("taskq_api_request_duration_seconds", "", "route", (0.99,)),
             unit="s",
-        )
+        ),
     )
 
 
@@ -233,6 +214,11 @@ def overview_doors(lay: Layout) -> None:
     """Add the gRPC job API's trouble and latency, and the stream sources' flow and backlog."""
     lay.row("gRPC API and stream sources")
     trouble = f'sum by (method, code) (rate(taskq_grpc_requests_total{{code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED"}}{RATE}))'
+    entries = f"sum by (source, outcome) (rate(taskq_stream_entries_total{RATE}))"
+    backlog = [
+        ("max by (source) (taskq_stream_backlog)", "{{source}} backlog"),
+        ("max by (source) (taskq_stream_paused)", "{{source}} paused"),
+    ]
     lay.add(
         timeseries(
             "gRPC API server errors",
@@ -241,19 +227,12 @@ def overview_doors(lay: Layout) -> None:
             [(trouble, "{{method}} {{code}}")],
             unit="reqps",
         ),
-        6,
-    )
-    lay.add(
         timeseries(
             "gRPC API latency (p99)",
             "Time to answer per method; Submit includes the broker's confirm.",
             quantiles("taskq_grpc_request_duration_seconds", 'method!="Watch"', "method", (0.99,)),
             unit="s",
         ),
-        6,
-    )
-    entries = f"sum by (source, outcome) (rate(taskq_stream_entries_total{RATE}))"
-    lay.add(
         timeseries(
             "Stream source entries",
             "Stream entries per second by source and outcome: accepted, replayed (read again "
@@ -261,38 +240,22 @@ def overview_doors(lay: Layout) -> None:
             [(entries, "{{source}} {{outcome}}")],
             unit="ops",
         ),
-        6,
-    )
-    backlog = [
-        ("max by (source) (taskq_stream_backlog)", "{{source}} backlog"),
-        ("max by (source) (taskq_stream_paused)", "{{source}} paused"),
-    ]
-    lay.add(
         timeseries(
             "Stream source backlog",
             "Entries of each source's stream not yet acknowledged (unread or pending), and 1 "
             "while the source stops reading because the broker blocks publishers.",
             backlog,
         ),
-        6,
+        width=6,
     )
 
 
 def overview() -> Json:
     """Return the on-call overview: is work flowing, is anything stuck or failing."""
-    lay = Layout()
-    for add_row in (
-        overview_now,
-        overview_flow,
-        overview_failures,
-        overview_latency,
-        overview_doors,
-    ):
-        add_row(lay)
     return dashboard(
         "taskq-overview",
         "taskq on-call overview",
         "Is work flowing, is anything stuck or failing: start here.",
         [GROUPS],
-        lay,
+        (overview_now, overview_flow, overview_failures, overview_latency, overview_doors),
     )

@@ -6,6 +6,7 @@ reviewers read, and a dependency pinned to one Grafana variant buys nothing here
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,18 +202,21 @@ class Layout:
     def row(self, title: str) -> None:
         """Start a (non-collapsible) titled row on a new line."""
         self._newline()
-        self.add({"type": "row", "title": title, "collapsed": False, "panels": []}, WIDTH, 1)
+        self.add(
+            {"type": "row", "title": title, "collapsed": False, "panels": []}, width=WIDTH, height=1
+        )
         self._newline()
 
-    def add(self, panel: Json, width: int = WIDTH // 2, height: int = 8) -> None:
-        """Place ``panel`` ``width`` columns wide, on the next line if it does not fit."""
-        if self._x + width > WIDTH:
-            self._newline()
-        panel["id"] = len(self.panels) + 1
-        panel["gridPos"] = {"h": height, "w": width, "x": self._x, "y": self._y}
-        self.panels.append(panel)
-        self._x += width
-        self._row_height = max(self._row_height, height)
+    def add(self, *panels: Json, width: int = WIDTH // 2, height: int = 8) -> None:
+        """Place ``panels`` left to right, each ``width`` columns wide, wrapping when one does not fit."""
+        for panel in panels:
+            if self._x + width > WIDTH:
+                self._newline()
+            panel["id"] = len(self.panels) + 1
+            panel["gridPos"] = {"h": height, "w": width, "x": self._x, "y": self._y}
+            self.panels.append(panel)
+            self._x += width
+            self._row_height = max(self._row_height, height)
 
     def _newline(self) -> None:
         self._y += self._row_height
@@ -221,9 +225,16 @@ class Layout:
 
 
 def dashboard(
-    uid: str, title: str, description: str, variables: list[Json], layout: Layout
+    uid: str,
+    title: str,
+    description: str,
+    variables: list[Json],
+    rows: Sequence[Callable[[Layout], None]],
 ) -> Json:
-    """Return a whole dashboard: 6 hours, refreshed every 30 s, linked to the other taskq ones."""
+    """Return a whole dashboard of ``rows`` (each adds its panels): 6 hours, refreshed every 30 s, linked to the other taskq ones."""
+    layout = Layout()
+    for add_row in rows:
+        add_row(layout)
     return {
         "uid": uid,
         "title": title,
