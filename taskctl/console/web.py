@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,10 +51,6 @@ def _ago(when: datetime | None) -> str:
     return seconds_text((datetime.now(UTC) - when).total_seconds()) + " ago"
 
 
-def _ago_seconds(epoch: float | None) -> str:
-    return "-" if not epoch else seconds_text(time.time() - epoch) + " ago"
-
-
 def seconds_text(seconds: float | None) -> str:
     """Return a short human duration: ``42s``, ``3m20s``, ``5h02m``, ``2d04h``."""
     if seconds is None:
@@ -71,16 +66,8 @@ def seconds_text(seconds: float | None) -> str:
 
 
 def _epoch(epoch: float | None) -> datetime | None:
-    return None if not isinstance(epoch, int | float) else datetime.fromtimestamp(epoch, UTC)
-
-
-def _epoch_when(epoch: float | None) -> str:
-    return when(_epoch(epoch))
-
-
-def _epoch_iso(epoch: float | None) -> str:
-    moment = _epoch(epoch)
-    return "" if moment is None else moment.isoformat()
+    """Return a time the autoscaler gives in seconds since the epoch (0 or none: ``None``)."""
+    return datetime.fromtimestamp(epoch, UTC) if isinstance(epoch, int | float) and epoch else None
 
 
 def _shown(value: Any) -> str:
@@ -102,10 +89,8 @@ TEMPLATES = Environment(
 )
 TEMPLATES.filters.update(
     ago=_ago,
-    ago_seconds=_ago_seconds,
     when=when,
-    epoch_when=_epoch_when,
-    epoch_iso=_epoch_iso,
+    epoch=_epoch,
     shown=_shown,
     redacted=redact_text,
 )
