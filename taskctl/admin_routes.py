@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, Outcome, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
 from taskctl.dlq_audit import audited, dead_letters_of
@@ -110,14 +110,10 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
     if chosen == DeadFilter(tenant=caller.tenant) and not body.all:
         raise JobRejectedError("give a filter or all: true", field="all")
     submitter = request.app.state.services.submitter
-    store = submitter.store
-
-    def run() -> Awaitable[Outcome]:
-        topology = submitter.topology
-        return replay(
-            publisher.connection, topology, compiled, publisher, store, chosen, rate=body.rate
-        )
-
+    topology, store = submitter.topology, submitter.store
+    run = partial(
+        replay, publisher.connection, topology, compiled, publisher, store, chosen, rate=body.rate
+    )
     outcome = await audited(store, caller, group, "replay", chosen, run, rate=body.rate)
     return {"replayed": outcome.matched, "left": outcome.kept}
 
@@ -131,7 +127,6 @@ async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[s
     caller = principal(request)
     chosen = _filter(body, caller.tenant)
     store = request.app.state.services.submitter.store
-    outcome = await audited(
-        store, caller, group, "purge", chosen, lambda: purge(publisher.connection, compiled, chosen)
-    )
+    run = partial(purge, publisher.connection, compiled, chosen)
+    outcome = await audited(store, caller, group, "purge", chosen, run)
     return {"purged": outcome.matched, "left": outcome.kept}

@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from consumers.dlq import DeadFilter, DeadLetter, Outcome, Progress
     from jobstore.model import JobStore
     from topology.compiled import CompiledGroup
-    from topology.settings import BrokerSettings
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -85,7 +85,7 @@ def list_(
     chosen = _filter(job_id, job_type, reason, error, older_than)
     topology = context.compiled_topology(None)
     groups = [topology.group(group)] if group else list(topology.groups)
-    found = _on_broker(context.broker_settings(), lambda c: _listing(c, groups, chosen, limit))
+    found = _on_broker(lambda c: _listing(c, groups, chosen, limit))
     rows = [{"group": name} | letter.view() for name, letter in found]
     columns: list[context.Column] = [
         *("id", "reason", "group", "type", "attempts", ("last error", "error")),
@@ -103,7 +103,7 @@ def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> 
 
     compiled = context.compiled_topology(None).group(group)
     chosen = DeadFilter(job_id=job_id)
-    found = _on_broker(context.broker_settings(), lambda c: _listing(c, [compiled], chosen, 1))
+    found = _on_broker(lambda c: _listing(c, [compiled], chosen, 1))
     if not found:
         raise JobNotFoundError(f"no dead letter for job {job_id} in group {group}")
     letter = found[0][1]
@@ -198,26 +198,21 @@ def _audited(
     async def go(connection: "AbstractRobustConnection") -> "Outcome":
         async with context.job_store() as store:
             with _progress(doing) as bar:
-
-                def run() -> Awaitable["Outcome"]:
-                    return work(connection, store, bar)
-
+                run = partial(work, connection, store, bar)
                 return await audited(store, operator(), group, action, chosen, run, rate=rate)
 
-    outcome = _on_broker(context.broker_settings(), go)
+    outcome = _on_broker(go)
     context.out().print(
         f"{done} {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
     )
 
 
-def _on_broker(
-    broker: "BrokerSettings", work: "Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]"
-) -> T:
+def _on_broker(work: "Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]") -> T:
     """Run ``work`` on a broker connection of its own."""
     from topology.broker import connect
 
     async def go() -> T:
-        async with await connect(broker, name="taskctl dlq") as connection:
+        async with await connect(context.broker_settings(), name="taskctl dlq") as connection:
             return await work(connection)
 
     return context.run(go())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from urllib.parse import urlencode
 
 from starlette.responses import Response
 
 from consumers.dispatch import DeadReason
-from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, Outcome, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, listing, purge, replay
 from producers.publisher import ConfirmedPublisher
 from taskctl.console.sessions import PATH
 from taskctl.console.web import MAX_TEXT, Visit, local_path, redirect
@@ -111,10 +111,9 @@ async def replay_letters(visit: Visit) -> Response:
     rate = _rate(visit)
     submitter = visit.services.submitter
     store, topology = submitter.store, submitter.topology
-
-    def run() -> Awaitable[Outcome]:
-        return replay(publisher.connection, topology, group, publisher, store, chosen, rate=rate)
-
+    run = partial(
+        replay, publisher.connection, topology, group, publisher, store, chosen, rate=rate
+    )
     await audited(store, visit.caller, group.name, "replay", chosen, run, rate=rate)
     return redirect(_back(visit, group))
 
@@ -132,14 +131,8 @@ async def purge_letters(visit: Visit) -> Response:
     if not everything and not chosen.job_ids:
         raise JobRejectedError("tick the letters to purge, or purge all matching", field="id")
     store = visit.services.submitter.store
-    await audited(
-        store,
-        visit.caller,
-        group.name,
-        "purge",
-        chosen,
-        lambda: purge(publisher.connection, group, chosen),
-    )
+    run = partial(purge, publisher.connection, group, chosen)
+    await audited(store, visit.caller, group.name, "purge", chosen, run)
     return redirect(_back(visit, group))
 
 
