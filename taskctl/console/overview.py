@@ -203,42 +203,33 @@ def _rate(row: Mapping[str, Any], name: str) -> float:
     return float(rate) if isinstance(rate, int | float) else 0.0
 
 
-class OverviewPages:
-    """The overview page and its live updates, over one ``Overview``; workers and breakers as the page is drawn."""
+async def overview_page(overview: Overview, autoscaler: AutoscalerStatus, visit: Visit) -> Response:
+    """Show every group's figures, workers and last scaling decision, and the open breakers; its script follows ``overview_events``."""
+    submitter = visit.services.submitter
+    snapshot, scaling, breakers = await asyncio.gather(
+        overview.snapshot(submitter.topology, submitter.store),
+        autoscaler.read(visit.session.credential),
+        submitter.store.list_breakers(),
+    )
+    return visit.page(
+        "overview.html",
+        snapshot=snapshot,
+        priorities=PRIORITIES,
+        scaling=scaling,
+        decisions=scaling.by_group(),
+        breakers=[b for b in breakers if b.state != "closed"],
+    )
 
-    def __init__(self, overview: Overview, autoscaler: AutoscalerStatus) -> None:
-        self._overview = overview
-        self._autoscaler = autoscaler
 
-    async def page(self, visit: Visit) -> Response:
-        """Show every group's figures, workers and last scaling decision, and the open breakers.
+async def overview_events(overview: Overview, visit: Visit) -> Response:
+    """Stream the figures every few seconds (Server-Sent Events)."""
+    submitter = visit.services.submitter
 
-        The page's script then follows ``/console/overview/events`` for the figures.
-        """
-        submitter = visit.services.submitter
-        snapshot, scaling, breakers = await asyncio.gather(
-            self._overview.snapshot(submitter.topology, submitter.store),
-            self._autoscaler.read(visit.session.credential),
-            submitter.store.list_breakers(),
-        )
-        return visit.page(
-            "overview.html",
-            snapshot=snapshot,
-            priorities=PRIORITIES,
-            scaling=scaling,
-            decisions=scaling.by_group(),
-            breakers=[b for b in breakers if b.state != "closed"],
-        )
+    async def figures() -> AsyncIterator[bytes]:
+        deadline = time.monotonic() + STREAM_S
+        while time.monotonic() < deadline:
+            snapshot = await overview.snapshot(submitter.topology, submitter.store)
+            yield frame("overview", snapshot.view())
+            await asyncio.sleep(BROKER_EVERY_S)
 
-    async def events(self, visit: Visit) -> Response:
-        """Stream the figures every few seconds (Server-Sent Events)."""
-        submitter = visit.services.submitter
-
-        async def figures() -> AsyncIterator[bytes]:
-            deadline = time.monotonic() + STREAM_S
-            while time.monotonic() < deadline:
-                snapshot = await self._overview.snapshot(submitter.topology, submitter.store)
-                yield frame("overview", snapshot.view())
-                await asyncio.sleep(BROKER_EVERY_S)
-
-        return stream(figures())
+    return stream(figures())

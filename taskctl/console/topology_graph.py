@@ -159,24 +159,18 @@ def _dead_letter_routes(
     return edges
 
 
-class TopologyPage:
-    """The topology page: the drawing, and what differs between the file and the broker."""
-
-    def __init__(self, broker: BrokerSettings) -> None:
-        self._broker = broker
-
-    async def page(self, visit: Visit) -> Response:
-        """Draw the declared topology with the broker's drift marked (a plan, read live)."""
-        topology = visit.services.submitter.topology
-        try:
-            plan: Plan | None = await plan_topology(topology, self._broker)
-            problem = None
-        except TaskqError as exc:
-            plan, problem = None, f"the broker's declarations are unavailable: {exc}"
-        drawn = diagram(topology, plan)
-        return visit.page(
-            "topology.html",
-            diagram=drawn,
-            problem=problem,
-            in_sync=plan is not None and plan.in_sync,
-        )
+async def topology_page(broker: BrokerSettings, visit: Visit) -> Response:
+    """Draw the declared topology with the broker's drift marked (a plan, read live)."""
+    topology = visit.services.submitter.topology
+    try:
+        plan: Plan | None = await plan_topology(topology, broker)
+        problem = None
+    except TaskqError as exc:
+        plan, problem = None, f"the broker's declarations are unavailable: {exc}"
+    drawn = diagram(topology, plan)
+    return visit.page(
+        "topology.html",
+        diagram=drawn,
+        problem=problem,
+        in_sync=plan is not None and plan.in_sync,
+    )

@@ -175,10 +175,7 @@ Page = Callable[[Visit], Awaitable[Response]]
 def guarded(
     sessions: Sessions, scope: Scope | None, page: Page
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Return an endpoint that runs ``page`` only for a live session holding ``scope`` (any: ``None``).
-
-    A POST must also carry the session's CSRF token and come from this origin.
-    """
+    """Return an endpoint running ``page`` for a live session holding ``scope`` (any: ``None``), a POST only with its CSRF token and from this origin."""
 
     async def endpoint(request: Request) -> Response:
         session = sessions.find(request.cookies.get(COOKIE))
