@@ -93,9 +93,7 @@ async def job(visit: Visit) -> Response:
     """Show one job: its timeline, fields, payload and result (redacted), and its live status."""
     job_id = visit.request.path_params["job_id"]
     submitter = visit.services.submitter
-    found = await submitter.get(
-        job_id, visit.caller.viewer
-    )  # the caller may see it: its events too
+    found = await submitter.get(job_id, visit.caller.viewer)  # the caller may see its events too
     events = await submitter.store.list_events(found.id, limit=EVENTS)
     group = submitter.group_of(found.type)
     steps = timeline(found, events)

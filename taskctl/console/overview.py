@@ -63,7 +63,9 @@ class GroupFigures:
             "consumers": _count(self.consumers),
             "oldest": seconds_text(self.oldest_s),
             "dead": _count(self.dead),
-            "rates": _rates(self.in_rate, self.out_rate),
+            "rates": "?"
+            if self.in_rate is None or self.out_rate is None
+            else f"{self.in_rate:.1f} / {self.out_rate:.1f}",
         }
         shown |= {p.value: _count(self.by_priority.get(p)) for p in PRIORITIES}
         return {"figures": shown, "attention": sorted(self.attention)}
@@ -83,12 +85,6 @@ class Snapshot:
 
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
-
-
-def _rates(in_rate: float | None, out_rate: float | None) -> str:
-    if in_rate is None or out_rate is None:
-        return "?"
-    return f"{in_rate:.1f} / {out_rate:.1f}"
 
 
 class Overview:

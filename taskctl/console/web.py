@@ -138,11 +138,6 @@ class Visit:
         services: Services = self.request.app.state.services
         return services
 
-    @property
-    def admin(self) -> bool:
-        """Return whether the credential holds the admin scope."""
-        return Scope.ADMIN in self.caller.scopes
-
     def field(self, name: str, most: int | None = None) -> str | None:
         """Return a form field or query parameter, stripped, of at most ``most`` characters; ``None`` when absent or blank."""
         values = self.form.get(name) or self.request.query_params.getlist(name)
@@ -162,7 +157,7 @@ class Visit:
             status,
             caller=self.caller,
             csrf=self.session.csrf,
-            admin=self.admin,
+            admin=Scope.ADMIN in self.caller.scopes,
             jobs_reader=Scope.JOBS_READ in self.caller.scopes,
             path=self.request.url.path,
             **context,
