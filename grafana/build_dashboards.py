@@ -32,18 +32,13 @@ DASHBOARDS: dict[str, Callable[[], Json]] = {
 }
 
 
-def render(build: Callable[[], Json]) -> str:
-    """Return a dashboard as the committed JSON text."""
-    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str]) -> int:
     """Write the dashboards, or with ``--check`` report those whose file differs."""
     check = "--check" in argv
     stale = []
     for name, build in DASHBOARDS.items():
         path = OUT / name
-        text = render(build)
+        text = json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
         if not check:
             path.write_text(text, encoding="utf-8")
         elif not path.exists() or path.read_text(encoding="utf-8") != text:

@@ -2,125 +2,88 @@
 
 from __future__ import annotations
 
-from panels import (
-    OK,
-    Json,
-    Layout,
-    dashboard,
-    label_variable,
-    queries,
-    stat,
-    timeseries,
-)
-from promql import (
-    ANY_IS_BAD,
-    ANY_IS_WORTH_A_LOOK,
-    RATE,
-    TO_GROUP,
-    G,
-    per_group,
-)
+from panels import Json, Layout, dashboard, label_variable, stat, timeseries
+from promql import ANY_IS_BAD, ANY_IS_WORTH_A_LOOK, RATE, TO_GROUP, G, per_group
 
 
 def autoscaler_now(lay: Layout) -> None:
     """Add the autoscaler's single numbers."""
     lay.row("Right now")
-    numbers = (
-        (
+    lay.add(
+        stat(
             "Workers running",
             "Workers the autoscaler runs over the selected groups.",
             f"sum(taskq_autoscaler_current_workers{{{G}}})",
-            OK,
         ),
-        (
+        stat(
             "Groups holding",
             "Groups whose signals could not be read: the last decision is held.",
             f"count(max by (group) (taskq_autoscaler_holding{{{G}}}) == 1) or vector(0)",
-            ANY_IS_BAD,
+            limits=ANY_IS_BAD,
         ),
-        (
+        stat(
             "Scale actions in the last hour",
             "Scale ups and downs over the last hour.",
             f"sum(increase(taskq_autoscaler_decisions_total{{{G}}}[1h]))",
-            OK,
         ),
-        (
+        stat(
             "Management API errors in the last 15 minutes",
             "Failed reads of the RabbitMQ management API.",
             f"sum(increase(taskq_autoscaler_management_api_errors_total{{{G}}}[15m]))",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
+        width=6,
+        height=4,
     )
-    for title, description, expr, limits in numbers:
-        lay.add(stat(title, description, expr, limits=limits), 6, 4)
 
 
 def autoscaler_decisions(lay: Layout) -> None:
     """Add workers against what is wanted, the signals, and the actions."""
     lay.row("Decisions")
-    workers = queries(
+    workers = [
         (f"max by (group) (taskq_autoscaler_current_workers{{{G}}})", "{{group}} current"),
         (f"max by (group) (taskq_autoscaler_desired_workers{{{G}}})", "{{group}} desired"),
-    )
+    ]
+    actions = f"sum by (group, direction) (increase(taskq_autoscaler_decisions_total{{{G}}}{RATE}))"
+    consumers = [
+        (f"max by (group) (taskq_queue_consumers{{{G}}})", "{{group}} consumers"),
+        (f"max by (group) (taskq_autoscaler_current_workers{{{G}}})", "{{group}} workers"),
+    ]
     lay.add(
         timeseries(
             "Workers: current vs desired",
             "Desired above current for long means workers fail to start (or max is reached).",
             workers,
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Backlog seen by the autoscaler",
             "Ready plus unacked messages, as read from the management API.",
             per_group(f"max by (group) (taskq_autoscaler_backlog_messages{{{G}}})"),
-        )
-    )
-    per_worker = queries(
-        (
-            f"max by (group) (taskq_autoscaler_backlog_messages{{{G}}})\n/\nclamp_min(max by (group) (taskq_autoscaler_current_workers{{{G}}}), 1)",
-            "{{group}}",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Backlog per worker",
             "Compare with the group's scale.backlog_per_worker: above it, the group is at max or scaling.",
-            per_worker,
-        )
-    )
-    lay.add(
+            per_group(
+                f"max by (group) (taskq_autoscaler_backlog_messages{{{G}}})\n/\nclamp_min(max by (group) (taskq_autoscaler_current_workers{{{G}}}), 1)"
+            ),
+        ),
         timeseries(
             "Drain rate (acks per second)",
             "Messages acked per second, as the broker measures it.",
             per_group(f"max by (group) (taskq_autoscaler_ack_rate{{{G}}})"),
             unit="ops",
-        )
-    )
-    actions = queries(
-        (
-            f"sum by (group, direction) (increase(taskq_autoscaler_decisions_total{{{G}}}{RATE}))",
-            "{{group}} {{direction}}",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Scale actions",
             "Each scale up or down; a saw-tooth means the policy oscillates.",
-            actions,
-        )
-    )
-    consumers = queries(
-        (f"max by (group) (taskq_queue_consumers{{{G}}})", "{{group}} consumers"),
-        (f"max by (group) (taskq_autoscaler_current_workers{{{G}}})", "{{group}} workers"),
-    )
-    lay.add(
+            [(actions, "{{group}} {{direction}}")],
+        ),
         timeseries(
             "Broker consumers vs workers",
             "Each worker should consume: fewer consumers than workers means workers are starting or stuck.",
             consumers,
-        )
+        ),
     )
 
 
@@ -135,23 +98,18 @@ def autoscaler_management_api(lay: Layout) -> None:
                 f"sum by (group) (rate(taskq_autoscaler_management_api_errors_total{{{G}}}{RATE}))"
             ),
             unit="ops",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Holding the last decision",
             "1 while a group's signals could not be read.",
             per_group(f"max by (group) (taskq_autoscaler_holding{{{G}}})"),
             limits=ANY_IS_BAD,
-        )
+        ),
     )
 
 
 def autoscaler() -> Json:
     """Return the autoscaler view: what it sees, what it wants, what it did."""
-    lay = Layout()
-    for add_row in (autoscaler_now, autoscaler_decisions, autoscaler_management_api):
-        add_row(lay)
     groups = label_variable(
         "group", "Group", "label_values(taskq_autoscaler_desired_workers, group)"
     )
@@ -160,5 +118,5 @@ def autoscaler() -> Json:
         "taskq autoscaler",
         "What the autoscaler sees, wants and did, per group.",
         [groups],
-        lay,
+        (autoscaler_now, autoscaler_decisions, autoscaler_management_api),
     )

@@ -2,59 +2,39 @@
 
 from __future__ import annotations
 
-from panels import (
-    OK,
-    Json,
-    Layout,
-    dashboard,
-    label_variable,
-    queries,
-    stat,
-    timeseries,
-)
-from promql import (
-    ANY_IS_WORTH_A_LOOK,
-    DLQ,
-    GROUPS,
-    GT,
-    RATE,
-    TO_GROUP,
-    G,
-    per_group,
-)
+from panels import Json, Layout, dashboard, label_variable, stat, timeseries
+from promql import ANY_IS_WORTH_A_LOOK, DLQ, GROUPS, GT, RATE, TO_GROUP, G, per_group
 
 
 def dlq_now(lay: Layout) -> None:
     """Add the dead-letter and retry single numbers."""
     lay.row("Right now")
-    numbers = (
-        (
+    lay.add(
+        stat(
             "Dead letters waiting",
             "Messages in the selected groups' DLQs.",
             f"sum(taskq_queue_messages{{{G}, {DLQ}}})",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Dead-lettered in the last hour",
             "Runs that ended in the DLQ over the last hour.",
             f'sum(increase(taskq_jobs_completed_total{{{GT}, outcome="dead"}}[1h]))',
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Retries scheduled in the last hour",
             "Failed runs sent back through a delay tier over the last hour.",
             f'sum(increase(taskq_jobs_completed_total{{{GT}, outcome="retried"}}[1h]))',
-            OK,
         ),
-        (
+        stat(
             "Messages in delay tiers",
             "Retries and delayed jobs waiting in the delay tiers (all groups).",
             "sum(taskq_retry_tier_messages)",
-            OK,
         ),
+        width=6,
+        height=4,
     )
-    for title, description, expr, limits in numbers:
-        lay.add(stat(title, description, expr, limits=limits), 6, 4)
 
 
 def dlq_dead_letters(lay: Layout) -> None:
@@ -67,95 +47,63 @@ def dlq_dead_letters(lay: Layout) -> None:
             "Dead letters waiting per group.",
             per_group(depth + ")"),
             links=TO_GROUP,
-        )
-    )
-    # No floor at zero: a replay or purge makes the change negative.
-    lay.add(
+        ),
         timeseries(
             "DLQ change over the last hour",
             "Above zero: new dead letters. Below zero: replayed, purged or expired.",
-            queries((f"{depth}) - {depth} offset 1h)", "{{group}}")),
-            minimum=None,
-        )
+            per_group(f"{depth}) - {depth} offset 1h)"),
+            minimum=None,  # no floor at zero: a replay or purge makes the change negative
+        ),
     )
-    dead = queries(
+    for outcome, title, description in (
+        ("dead", "Dead-lettered by job type", "Runs that went to the DLQ, per job type."),
         (
-            f'sum by (group, type) (rate(taskq_jobs_completed_total{{{GT}, outcome="dead"}}{RATE}))',
-            "{{group}} {{type}}",
-        )
-    )
-    lay.add(
-        timeseries(
-            "Dead-lettered by job type",
-            "Runs that went to the DLQ, per job type.",
-            dead,
-            unit="ops",
-        )
-    )
-    retried = queries(
-        (
-            f'sum by (group, type) (rate(taskq_jobs_completed_total{{{GT}, outcome="retried"}}{RATE}))',
-            "{{group}} {{type}}",
-        )
-    )
-    lay.add(
-        timeseries(
+            "retried",
             "Retries by job type",
             "Runs that failed and were scheduled for another attempt.",
-            retried,
-            unit="ops",
-        )
-    )
+        ),
+    ):
+        expr = f'sum by (group, type) (rate(taskq_jobs_completed_total{{{GT}, outcome="{outcome}"}}{RATE}))'
+        lay.add(timeseries(title, description, [(expr, "{{group}} {{type}}")], unit="ops"))
 
 
 def dlq_replay(lay: Layout) -> None:
     """Add the delay tiers and what to watch during a replay."""
     lay.row("Delay tiers and replay")
-    tiers = queries(("sum by (tier) (taskq_retry_tier_messages)", "{{tier}}"))
-    lay.add(
-        timeseries(
-            "Messages waiting in delay tiers",
-            "Retries and delayed jobs per delay tier (all groups share the tiers).",
-            tiers,
-            stack=True,
-        )
-    )
-    replay = queries(
+    replay = [
         (f"sum by (group) (rate(taskq_jobs_started_total{{{GT}}}{RATE}))", "{{group}} started"),
         (
             f'sum by (group) (rate(taskq_jobs_completed_total{{{GT}, outcome="dead"}}{RATE}))',
             "{{group}} dead again",
         ),
-    )
+    ]
+    console = f'sum by (route, status) (increase(taskq_api_requests_total{{route=~"/admin/dlq.*"}}{RATE}))'
     lay.add(
+        timeseries(
+            "Messages waiting in delay tiers",
+            "Retries and delayed jobs per delay tier (all groups share the tiers).",
+            [("sum by (tier) (taskq_retry_tier_messages)", "{{tier}}")],
+            stack=True,
+        ),
         timeseries(
             "Replay progress: runs started vs dead again",
             "During a replay starts rise and the DLQ falls; dead-again rising means the cause is not fixed.",
             replay,
             unit="ops",
-        )
-    )
-    console = queries(
-        (
-            f'sum by (route, status) (increase(taskq_api_requests_total{{route=~"/admin/dlq.*"}}{RATE}))',
-            "{{route}} {{status}}",
-        )
+        ),
     )
     lay.add(
         timeseries(
             "DLQ operations through the HTTP API",
             "List, replay and purge calls on /admin/dlq (taskctl dlq talks to the broker directly and is not counted).",
-            console,
+            [(console, "{{route}} {{status}}")],
         ),
-        24,
+        width=24,
     )
 
 
 def dead_letters() -> Json:
     """Return the DLQ, retry tiers and replay view."""
-    lay = Layout()
-    for add_row in (dlq_now, dlq_dead_letters, dlq_replay):
-        add_row(lay)
     types = label_variable(
         "type", "Job type", f"label_values(taskq_jobs_completed_total{{{G}}}, type)"
     )
@@ -164,5 +112,5 @@ def dead_letters() -> Json:
         "taskq dead letters, retries and replay",
         "Where failed jobs are and whether a replay works.",
         [GROUPS, types],
-        lay,
+        (dlq_now, dlq_dead_letters, dlq_replay),
     )

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from panels import (
-    OK,
     OLDEST_JOB_SLO_SECONDS,
     Json,
     Layout,
     dashboard,
     label_variable,
     quantiles,
-    queries,
     stat,
     thresholds,
     timeseries,
@@ -33,106 +31,92 @@ from promql import (
 def group_now(lay: Layout) -> None:
     """Add the group's single numbers."""
     lay.row("Right now")
-    numbers = (
-        (
+    lay.add(
+        stat(
             "Backlog",
             "Ready plus unacknowledged messages.",
             f"sum(taskq_queue_messages{{{G}, {BACKLOG}}})",
-            "short",
-            OK,
         ),
-        (
+        stat(
             "Oldest waiting job",
             f"The SLO is {OLDEST_JOB_SLO_SECONDS} s.",
             f"max(taskq_queue_oldest_message_age_seconds{{{G}}})",
-            "s",
-            SLO,
+            unit="s",
+            limits=SLO,
         ),
-        (
+        stat(
             "Consumers",
             "Workers consuming the work queue.",
             f"max(taskq_queue_consumers{{{G}}})",
-            "short",
-            thresholds((None, "red"), (1, "green")),
+            limits=thresholds((None, "red"), (1, "green")),
         ),
-        (
+        stat(
             "Jobs in flight",
             "Handlers running now, over all workers.",
             f"sum(taskq_jobs_in_flight{{{G}}})",
-            "short",
-            OK,
         ),
-        (
+        stat(
             "Dead letters",
             "Messages in the group's DLQ.",
             f"max(taskq_queue_messages{{{G}, {DLQ}}})",
-            "short",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Workers wanted",
             "Workers the autoscaler wants for this group.",
             f"max(taskq_autoscaler_desired_workers{{{G}}})",
-            "short",
-            OK,
         ),
+        width=4,
+        height=4,
     )
-    for title, description, expr, unit, limits in numbers:
-        lay.add(stat(title, description, expr, unit=unit, limits=limits), 4, 4)
 
 
 def group_runs(lay: Layout) -> None:
     """Add the queue's two halves, runs by outcome, and the per-type breakdown."""
     lay.row("Queue and runs")
-    queue = queries((f"max by (kind) (taskq_queue_messages{{{G}, {BACKLOG}}})", "{{kind}}"))
+    runs = [
+        (f"sum(rate(taskq_jobs_started_total{{{GT}}}{RATE}))", "started"),
+        (f"sum by (outcome) (rate(taskq_jobs_completed_total{{{GT}}}{RATE}))", "{{outcome}}"),
+        (f"sum(rate(taskq_jobs_cancelled_total{{{G}}}{RATE}))", "cancelled (acked unrun)"),
+    ]
     lay.add(
         timeseries(
             "Ready vs unacked",
             "Ready: waiting for a worker. Unacked: delivered to a worker, running or prefetched.",
-            queue,
+            [(f"max by (kind) (taskq_queue_messages{{{G}, {BACKLOG}}})", "{{kind}}")],
             stack=True,
-        )
-    )
-    runs = queries(
-        (f"sum(rate(taskq_jobs_started_total{{{GT}}}{RATE}))", "started"),
-        (f"sum by (outcome) (rate(taskq_jobs_completed_total{{{GT}}}{RATE}))", "{{outcome}}"),
-        (f"sum(rate(taskq_jobs_cancelled_total{{{G}}}{RATE}))", "cancelled (acked unrun)"),
-    )
-    lay.add(
+        ),
         timeseries(
             "Runs started and finished",
             "Handler runs started, finished by outcome, and cancelled jobs skipped.",
             runs,
             unit="ops",
-        )
+        ),
     )
     lay.row("By job type")
-    by_type = queries(
-        (
-            f"sum by (type, outcome) (rate(taskq_jobs_completed_total{{{GT}}}{RATE}))",
-            "{{type}} {{outcome}}",
-        )
-    )
+    by_type = f"sum by (type, outcome) (rate(taskq_jobs_completed_total{{{GT}}}{RATE}))"
     lay.add(
         timeseries(
-            "Outcomes by job type", "Finished runs per job type and outcome.", by_type, unit="ops"
-        )
-    )
-    lay.add(
+            "Outcomes by job type",
+            "Finished runs per job type and outcome.",
+            [(by_type, "{{type}} {{outcome}}")],
+            unit="ops",
+        ),
         timeseries(
             "Failed-run ratio by job type",
             "Share of each job type's runs that failed.",
-            queries((failed_ratio(GT, "type"), "{{type}}")),
+            [(failed_ratio(GT, "type"), "{{type}}")],
             unit="percentunit",
             limits=ERROR_RATIO,
             show_limits=True,
-        )
+        ),
     )
 
 
 def group_latency(lay: Layout) -> None:
     """Add queue wait and run time quantiles, waits by priority, and submissions."""
     lay.row("Latency")
+    submitted = f"sum by (priority) (rate(taskq_jobs_submitted_total{{{G}}}{RATE}))"
     lay.add(
         timeseries(
             "Queue wait",
@@ -141,76 +125,52 @@ def group_latency(lay: Layout) -> None:
             unit="s",
             limits=SLO,
             show_limits=True,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Run time",
             "p50/p95/p99 of handler run time.",
             quantiles("taskq_job_duration_seconds", G),
             unit="s",
-        )
-    )
-    by_priority = queries(
-        (
-            f"histogram_quantile(0.95, sum by (priority, le) (rate(taskq_job_queue_wait_seconds_bucket{{{G}}}{RATE})))",
-            "p95 {{priority}}",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Queue wait p95 by priority",
             "Low-priority jobs starve first under a backlog: their wait shows it.",
-            by_priority,
+            quantiles("taskq_job_queue_wait_seconds", G, "priority", (0.95,)),
             unit="s",
-        )
-    )
-    submitted = queries(
-        (f"sum by (priority) (rate(taskq_jobs_submitted_total{{{G}}}{RATE}))", "{{priority}}")
-    )
-    lay.add(
+        ),
         timeseries(
             "Submissions by priority",
             "Jobs accepted by the HTTP API for this group, per priority.",
-            submitted,
+            [(submitted, "{{priority}}")],
             unit="ops",
-        )
+        ),
     )
 
 
 def group_dependencies(lay: Layout) -> None:
     """Add the circuit breakers of the group's dependencies."""
     lay.row("Dependencies")
-    state = queries((f"max by (dependency) (taskq_breaker_state{{{G}}})", "{{dependency}}"))
+    transitions = (
+        f"sum by (dependency, to) (increase(taskq_breaker_transitions_total{{{G}}}{RATE}))"
+    )
     lay.add(
         timeseries(
             "Circuit breaker state",
             "Worst state per dependency over the group's workers: 0 closed, 1 half-open, 2 open.",
-            state,
+            [(f"max by (dependency) (taskq_breaker_state{{{G}}})", "{{dependency}}")],
             limits=BREAKER,
             extra={"max": 2, "mappings": BREAKER_NAMES},
-        )
-    )
-    transitions = queries(
-        (
-            f"sum by (dependency, to) (increase(taskq_breaker_transitions_total{{{G}}}{RATE}))",
-            "{{dependency}} to {{to}}",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Breaker transitions",
             "Breaker state changes; open/half-open flapping means the dependency is still failing.",
-            transitions,
-        )
+            [(transitions, "{{dependency}} to {{to}}")],
+        ),
     )
 
 
 def group_drill_down() -> Json:
     """Return one group in detail: its queue, outcomes by job type, latency, breakers."""
-    lay = Layout()
-    for add_row in (group_now, group_runs, group_latency, group_dependencies):
-        add_row(lay)
     group = label_variable(
         "group",
         "Group",
@@ -226,5 +186,5 @@ def group_drill_down() -> Json:
         "taskq group drill-down",
         "One consumer group in detail.",
         [group, types],
-        lay,
+        (group_now, group_runs, group_latency, group_dependencies),
     )

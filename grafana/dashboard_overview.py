@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from panels import (
-    OK,
     OLDEST_JOB_SLO_SECONDS,
     PUBLISH_CONFIRM_P99_SECONDS,
     Json,
     Layout,
     dashboard,
     quantiles,
-    queries,
     stat,
     table,
     thresholds,
@@ -36,64 +34,59 @@ from promql import (
 def overview_now(lay: Layout) -> None:
     """Add the overview's single numbers and the firing alerts."""
     lay.row("Right now")
-    numbers = (
-        (
+    lay.add(
+        stat(
             "Backlog",
             "Jobs waiting or running in the selected groups' work queues.",
             f"sum(taskq_queue_messages{{{G}, {BACKLOG}}})",
-            "short",
-            OK,
         ),
-        (
+        stat(
             "Oldest waiting job",
             f"Age of the oldest job at the head of a work queue; the SLO is {OLDEST_JOB_SLO_SECONDS} s.",
             f"max(taskq_queue_oldest_message_age_seconds{{{G}}})",
-            "s",
-            SLO,
+            unit="s",
+            limits=SLO,
         ),
-        (
+        stat(
             "Dead letters",
             "Jobs waiting in dead-letter queues for a decision (replay or purge).",
             f"sum(taskq_queue_messages{{{G}, {DLQ}}})",
-            "short",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Groups without consumers",
             "Groups whose work queue has no consumer: nothing runs their jobs.",
             f"count(max by (group) (taskq_queue_consumers{{{G}}}) == 0) or vector(0)",
-            "short",
-            ANY_IS_BAD,
+            limits=ANY_IS_BAD,
         ),
-        (
+        stat(
             "Open circuit breakers",
             "Dependencies whose breaker is open in at least one worker.",
             f"count(max by (group, dependency) (taskq_breaker_state{{{G}}}) == 2) or vector(0)",
-            "short",
-            ANY_IS_WORTH_A_LOOK,
+            limits=ANY_IS_WORTH_A_LOOK,
         ),
-        (
+        stat(
             "Failed runs",
             "Share of handler runs in the last 5 minutes that failed (retried or dead-lettered).",
             failed_ratio(G, window="[5m]"),
-            "percentunit",
-            ERROR_RATIO,
+            unit="percentunit",
+            limits=ERROR_RATIO,
         ),
+        width=4,
+        height=4,
     )
-    for title, description, expr, unit, limits in numbers:
-        lay.add(stat(title, description, expr, unit=unit, limits=limits), 4, 4)
     alerts = table(
         "Firing taskq alerts",
         "Alerts of grafana/rules/taskq-alerts.yaml firing now (empty is good); each has a runbook in docs/runbooks/.",
         'ALERTS{alertstate="firing", alertname=~"Taskq.+"}',
     )
-    lay.add(alerts, 24, 5)
+    lay.add(alerts, width=24, height=5)
 
 
 def overview_flow(lay: Layout) -> None:
     """Add arrivals against completions, backlog, oldest job and consumers per group."""
     lay.row("Flow")
-    flow = queries(
+    flow = [
         (
             f"sum(rate(taskq_jobs_submitted_total{{{G}}}{RATE}))",
             "arriving (accepted by the HTTP API)",
@@ -103,24 +96,20 @@ def overview_flow(lay: Layout) -> None:
             "completing (succeeded or dead)",
         ),
         (f"sum(rate(taskq_jobs_started_total{{{G}}}{RATE}))", "runs started (retries included)"),
-    )
+    ]
     lay.add(
         timeseries(
             "Jobs arriving vs completing",
             "When arrivals stay above completions the backlog grows.",
             flow,
             unit="ops",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Backlog per group",
             "Ready plus unacknowledged messages per group; click a series to open the group.",
             per_group(f"sum by (group) (taskq_queue_messages{{{G}, {BACKLOG}}})"),
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Oldest waiting job per group",
             f"Age of the job at the head of each work queue; red above the {OLDEST_JOB_SLO_SECONDS} s SLO.",
@@ -129,67 +118,49 @@ def overview_flow(lay: Layout) -> None:
             limits=SLO,
             show_limits=True,
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Consumers per group",
             "Workers consuming each group's work queue (as the broker counts them).",
             per_group(f"max by (group) (taskq_queue_consumers{{{G}}})"),
             links=TO_GROUP,
-        )
+        ),
     )
 
 
 def overview_failures(lay: Layout) -> None:
     """Add failed runs, the failure ratio, DLQ depth and refused webhooks."""
     lay.row("Failures")
-    failures = queries(
-        (
-            f"sum by (group, outcome) (rate(taskq_jobs_completed_total{{{G}, {FAILED}}}{RATE}))",
-            "{{group}} {{outcome}}",
-        )
-    )
+    failures = f"sum by (group, outcome) (rate(taskq_jobs_completed_total{{{G}, {FAILED}}}{RATE}))"
+    refused = f'sum by (source, result) (rate(taskq_webhook_deliveries_total{{result!~"accepted|replayed"}}{RATE}))'
     lay.add(
         timeseries(
             "Retries and dead letters per second",
             "Failed runs: retried (another attempt later) or dead (moved to the DLQ).",
-            failures,
+            [(failures, "{{group}} {{outcome}}")],
             unit="ops",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Failed-run ratio per group",
             "Share of finished runs that failed; the alert fires above 10 %.",
-            queries((failed_ratio(G, "group"), "{{group}}")),
+            per_group(failed_ratio(G, "group")),
             unit="percentunit",
             limits=ERROR_RATIO,
             show_limits=True,
             links=TO_GROUP,
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "DLQ depth per group",
             "Dead letters waiting per group; see the DLQ dashboard to replay them.",
             per_group(f"max by (group) (taskq_queue_messages{{{G}, {DLQ}}})"),
             links=TO_GROUP,
-        )
-    )
-    webhooks = queries(
-        (
-            f'sum by (source, result) (rate(taskq_webhook_deliveries_total{{result!~"accepted|replayed"}}{RATE}))',
-            "{{source}} {{result}}",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "Webhook deliveries refused or failed",
             "Webhook deliveries answered with an error: bad signature or timestamp, malformed, taskq unavailable.",
-            webhooks,
+            [(refused, "{{source}} {{result}}")],
             unit="ops",
-        )
+        ),
     )
 
 
@@ -205,145 +176,86 @@ def overview_latency(lay: Layout) -> None:
             limits=SLO,
             show_limits=True,
         ),
-        8,
-    )
-    lay.add(
         timeseries(
             "Run time (handler duration)",
             "How long handlers ran.",
             quantiles("taskq_job_duration_seconds", G),
             unit="s",
         ),
-        8,
-    )
-    confirm = queries(
-        (
-            f"histogram_quantile(0.99, sum by (exchange_kind, le) (rate(taskq_publish_confirm_seconds_bucket{RATE})))",
-            "p99 {{exchange_kind}}",
-        )
-    )
-    lay.add(
         timeseries(
             "Publish confirm latency (p99)",
             "Time from publishing to the broker's confirm, per exchange; above 1 s the broker is struggling.",
-            confirm,
+            quantiles("taskq_publish_confirm_seconds", "", "exchange_kind", (0.99,)),
             unit="s",
             limits=thresholds((None, "green"), (PUBLISH_CONFIRM_P99_SECONDS, "red")),
             show_limits=True,
         ),
-        8,
+        width=8,
     )
     lay.row("HTTP API")
-    errors = queries(
-        (
-            f'sum by (route, status) (rate(taskq_api_requests_total{{status=~"5.."}}{RATE}))',
-            "{{route}} {{status}}",
-        )
-    )
+    errors = f'sum by (route, status) (rate(taskq_api_requests_total{{status=~"5.."}}{RATE}))'
     lay.add(
         timeseries(
             "HTTP API server errors",
             "5xx answers of the job API per route; 503 means the broker or a store is down.",
-            errors,
+            [(errors, "{{route}} {{status}}")],
             unit="reqps",
-        )
-    )
-    latency = queries(
-        (
-            f"histogram_quantile(0.99, sum by (route, le) (rate(taskq_api_request_duration_seconds_bucket{RATE})))",
-            "p99 {{route}}",
-        )
-    )
-    lay.add(
+        ),
         timeseries(
             "HTTP API latency (p99)",
             "Time to answer per route; POST /jobs includes the broker's confirm.",
-            latency,
+            quantiles("taskq_api_request_duration_seconds", "", "route", (0.99,)),
             unit="s",
-        )
+        ),
     )
 
 
 def overview_doors(lay: Layout) -> None:
     """Add the gRPC job API's trouble and latency, and the stream sources' flow and backlog."""
     lay.row("gRPC API and stream sources")
-    trouble = queries(
-        (
-            f'sum by (method, code) (rate(taskq_grpc_requests_total{{code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED"}}{RATE}))',
-            "{{method}} {{code}}",
-        )
-    )
+    trouble = f'sum by (method, code) (rate(taskq_grpc_requests_total{{code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED"}}{RATE}))'
+    entries = f"sum by (source, outcome) (rate(taskq_stream_entries_total{RATE}))"
+    backlog = [
+        ("max by (source) (taskq_stream_backlog)", "{{source}} backlog"),
+        ("max by (source) (taskq_stream_paused)", "{{source}} paused"),
+    ]
     lay.add(
         timeseries(
             "gRPC API server errors",
             "Calls of the gRPC job API that ended UNAVAILABLE (the broker or a store is down), "
             "INTERNAL or DEADLINE_EXCEEDED, per method.",
-            trouble,
+            [(trouble, "{{method}} {{code}}")],
             unit="reqps",
         ),
-        6,
-    )
-    latency = queries(
-        (
-            f'histogram_quantile(0.99, sum by (method, le) (rate(taskq_grpc_request_duration_seconds_bucket{{method!="Watch"}}{RATE})))',
-            "p99 {{method}}",
-        )
-    )
-    lay.add(
         timeseries(
             "gRPC API latency (p99)",
             "Time to answer per method; Submit includes the broker's confirm.",
-            latency,
+            quantiles("taskq_grpc_request_duration_seconds", 'method!="Watch"', "method", (0.99,)),
             unit="s",
         ),
-        6,
-    )
-    entries = queries(
-        (
-            f"sum by (source, outcome) (rate(taskq_stream_entries_total{RATE}))",
-            "{{source}} {{outcome}}",
-        )
-    )
-    lay.add(
         timeseries(
             "Stream source entries",
             "Stream entries per second by source and outcome: accepted, replayed (read again "
             "after a crash), dead_lettered (made no job), retried (the broker or a store down).",
-            entries,
+            [(entries, "{{source}} {{outcome}}")],
             unit="ops",
         ),
-        6,
-    )
-    backlog = queries(
-        ("max by (source) (taskq_stream_backlog)", "{{source}} backlog"),
-        ("max by (source) (taskq_stream_paused)", "{{source}} paused"),
-    )
-    lay.add(
         timeseries(
             "Stream source backlog",
             "Entries of each source's stream not yet acknowledged (unread or pending), and 1 "
             "while the source stops reading because the broker blocks publishers.",
             backlog,
         ),
-        6,
+        width=6,
     )
 
 
 def overview() -> Json:
     """Return the on-call overview: is work flowing, is anything stuck or failing."""
-    lay = Layout()
-    for add_row in (
-        overview_now,
-        overview_flow,
-        overview_failures,
-        overview_latency,
-        overview_doors,
-    ):
-        add_row(lay)
     return dashboard(
         "taskq-overview",
         "taskq on-call overview",
         "Is work flowing, is anything stuck or failing: start here.",
         [GROUPS],
-        lay,
+        (overview_now, overview_flow, overview_failures, overview_latency, overview_doors),
     )

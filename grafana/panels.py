@@ -6,14 +6,27 @@ reviewers read, and a dependency pinned to one Grafana variant buys nothing here
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 Json = dict[str, Any]
+Query = tuple[str, str]  # a PromQL expression and its legend
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x; older Grafanas migrate on load, newer ones too
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
 WIDTH = 24  # Grafana's grid is 24 columns wide
+DATASOURCE_VARIABLE: Json = {  # the variable every panel's queries go through
+    "name": "datasource",
+    "label": "Data source",
+    "type": "datasource",
+    "query": "prometheus",
+    "current": {},
+    "hide": 0,
+    "refresh": 1,
+    "regex": "",
+    "options": [],
+}
 
 # Shared by the dashboards and the alert rules (grafana/rules/taskq-alerts.yaml): change both.
 OLDEST_JOB_SLO_SECONDS = 300
@@ -33,25 +46,21 @@ def target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False
     }
 
 
-def queries(*pairs: tuple[str, str]) -> list[Json]:
-    """Return targets for ``(expr, legend)`` pairs, lettered A, B, C..."""
-    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
-
-
-def quantiles(metric: str, selector: str, by: str = "") -> list[Json]:
-    """Return p50, p95 and p99 of a histogram, optionally split by the labels in ``by``."""
+def quantiles(
+    metric: str, selector: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> list[Query]:
+    """Return the ``qs`` quantiles (p50, p95, p99 by default) of a histogram, split by ``by``."""
     group = f"{by}, le" if by else "le"
     suffix = f" {{{{{by}}}}}" if by else ""
-    return queries(
-        *(
-            (
-                f"histogram_quantile({q}, sum by ({group}) "
-                f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
-                f"p{round(q * 100)}{suffix}",
-            )
-            for q in (0.5, 0.95, 0.99)
+    where = f"{{{selector}}}" if selector else ""
+    return [
+        (
+            f"histogram_quantile({q}, sum by ({group}) "
+            f"(rate({metric}_bucket{where}[$__rate_interval])))",
+            f"p{round(q * 100)}{suffix}",
         )
-    )
+        for q in qs
+    ]
 
 
 def thresholds(*steps: tuple[float | None, str]) -> Json:
@@ -65,7 +74,7 @@ OK = thresholds((None, "green"))
 def timeseries(
     title: str,
     description: str,
-    targets: list[Json],
+    series: list[Query],
     *,
     unit: str = "short",
     stack: bool = False,
@@ -75,7 +84,7 @@ def timeseries(
     minimum: float | None = 0,
     extra: Json | None = None,
 ) -> Json:
-    """Return a time series panel (gridPos and id are set by :class:`Layout`).
+    """Return a time series panel of ``series``, lettered A, B, C... (:class:`Layout` places it).
 
     ``minimum`` None lets the axis go below zero; ``extra`` adds field defaults (mappings...).
     """
@@ -111,7 +120,7 @@ def timeseries(
             },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
-        "targets": targets,
+        "targets": [target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(series)],
     }
 
 
@@ -154,21 +163,6 @@ def table(title: str, description: str, expr: str) -> Json:
     }
 
 
-def datasource_variable() -> Json:
-    """Return the ``datasource`` variable every panel's queries go through."""
-    return {
-        "name": "datasource",
-        "label": "Data source",
-        "type": "datasource",
-        "query": "prometheus",
-        "current": {},
-        "hide": 0,
-        "refresh": 1,
-        "regex": "",
-        "options": [],
-    }
-
-
 def label_variable(
     name: str, label: str, query: str, *, multi: bool = True, include_all: bool = True
 ) -> Json:
@@ -208,21 +202,21 @@ class Layout:
     def row(self, title: str) -> None:
         """Start a (non-collapsible) titled row on a new line."""
         self._newline()
-        self._add({"type": "row", "title": title, "collapsed": False, "panels": []}, WIDTH, 1)
+        self.add(
+            {"type": "row", "title": title, "collapsed": False, "panels": []}, width=WIDTH, height=1
+        )
         self._newline()
 
-    def add(self, panel: Json, width: int = WIDTH // 2, height: int = 8) -> None:
-        """Place ``panel`` ``width`` columns wide, on the next line if it does not fit."""
-        if self._x + width > WIDTH:
-            self._newline()
-        self._add(panel, width, height)
-
-    def _add(self, panel: Json, width: int, height: int) -> None:
-        panel["id"] = len(self.panels) + 1
-        panel["gridPos"] = {"h": height, "w": width, "x": self._x, "y": self._y}
-        self.panels.append(panel)
-        self._x += width
-        self._row_height = max(self._row_height, height)
+    def add(self, *panels: Json, width: int = WIDTH // 2, height: int = 8) -> None:
+        """Place ``panels`` left to right, each ``width`` columns wide, wrapping when one does not fit."""
+        for panel in panels:
+            if self._x + width > WIDTH:
+                self._newline()
+            panel["id"] = len(self.panels) + 1
+            panel["gridPos"] = {"h": height, "w": width, "x": self._x, "y": self._y}
+            self.panels.append(panel)
+            self._x += width
+            self._row_height = max(self._row_height, height)
 
     def _newline(self) -> None:
         self._y += self._row_height
@@ -231,9 +225,16 @@ class Layout:
 
 
 def dashboard(
-    uid: str, title: str, description: str, variables: list[Json], layout: Layout
+    uid: str,
+    title: str,
+    description: str,
+    variables: list[Json],
+    rows: Sequence[Callable[[Layout], None]],
 ) -> Json:
-    """Return a whole dashboard: 6 hours, refreshed every 30 s, linked to the other taskq ones."""
+    """Return a whole dashboard of ``rows`` (each adds its panels): 6 hours, refreshed every 30 s, linked to the other taskq ones."""
+    layout = Layout()
+    for add_row in rows:
+        add_row(layout)
     return {
         "uid": uid,
         "title": title,
@@ -272,6 +273,6 @@ def dashboard(
                 "title": "taskq",
             }
         ],
-        "templating": {"list": [datasource_variable(), *variables]},
+        "templating": {"list": [DATASOURCE_VARIABLE, *variables]},
         "panels": layout.panels,
     }

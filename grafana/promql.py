@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from panels import (
-    OLDEST_JOB_SLO_SECONDS,
-    Json,
-    label_variable,
-    queries,
-    thresholds,
-)
+from panels import OLDEST_JOB_SLO_SECONDS, Query, label_variable, thresholds
 
 # Grafana variables: "All" is the regex .*, so every query filters with =~.
 G = 'group=~"$group"'
@@ -55,6 +49,6 @@ def failed_ratio(selector: str, by: str = "", window: str = RATE) -> str:
     )
 
 
-def per_group(expr: str) -> list[Json]:
+def per_group(expr: str) -> list[Query]:
     """Return one query whose series are named after their group."""
-    return queries((expr, "{{group}}"))
+    return [(expr, "{{group}}")]

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, Outcome, listing, purge, replay
-from producers.api.app import Services
+from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
-from producers.publisher import ConfirmedPublisher
-from taskctl.dlq_audit import audited
-from topology.compiled import CompiledGroup
+from taskctl.dlq_audit import audited, dead_letters_of
 from topology.durations import parse_timedelta
-from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
+from topology.errors import JobRejectedError
 
 # Secured routes with the job routes' strict JSON bodies (a bad body is a 415 or a 422).
 router = APIRouter(prefix="/admin/dlq", tags=["admin"], route_class=SecuredRoute)
@@ -83,17 +80,6 @@ def _filter(f: Filters, tenant: str) -> DeadFilter:
     )
 
 
-def _context(request: Request, group: str) -> tuple[Services, ConfirmedPublisher, CompiledGroup]:
-    services: Services = request.app.state.services
-    try:
-        compiled = services.submitter.topology.group(group)
-    except UnknownGroupError as exc:
-        raise JobRejectedError(str(exc), field="group") from exc
-    if services.publisher is None:
-        raise BrokerUnavailableError("the DLQ routes need the API's broker connection")
-    return services, services.publisher, compiled
-
-
 @router.get(
     "/{group}",
     summary="List a group's dead letters, a page at a time (they stay)",
@@ -103,7 +89,7 @@ async def list_dead(
     request: Request, group: str, query: Annotated[ListQuery, Query()]
 ) -> dict[str, Any]:
     """Return a page of matching dead letters and the cursor of the next page (null at the end)."""
-    _, publisher, compiled = _context(request, group)
+    compiled, publisher = dead_letters_of(request.app.state.services, group)
     chosen = _filter(query, principal(request).tenant)
     page = await listing(
         publisher.connection, compiled, chosen, limit=query.limit, cursor=query.cursor
@@ -118,21 +104,16 @@ async def list_dead(
 )
 async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict[str, int]:
     """Replay the matching dead letters (attempts reset, idempotency keys kept)."""
-    services, publisher, compiled = _context(request, group)
-    tenant = principal(request).tenant
-    chosen = _filter(body, tenant)
-    if chosen == DeadFilter(tenant=tenant) and not body.all:
-        raise JobRejectedError("give a filter or all: true", field="all")
-    submitter = services.submitter
-
-    def run() -> Awaitable[Outcome]:
-        topology, store = submitter.topology, submitter.store
-        return replay(
-            publisher.connection, topology, compiled, publisher, store, chosen, rate=body.rate
-        )
-
+    compiled, publisher = dead_letters_of(request.app.state.services, group)
     caller = principal(request)
-    store = submitter.store
+    chosen = _filter(body, caller.tenant)
+    if chosen == DeadFilter(tenant=caller.tenant) and not body.all:
+        raise JobRejectedError("give a filter or all: true", field="all")
+    submitter = request.app.state.services.submitter
+    topology, store = submitter.topology, submitter.store
+    run = partial(
+        replay, publisher.connection, topology, compiled, publisher, store, chosen, rate=body.rate
+    )
     outcome = await audited(store, caller, group, "replay", chosen, run, rate=body.rate)
     return {"replayed": outcome.matched, "left": outcome.kept}
 
@@ -140,13 +121,12 @@ async def replay_dead(request: Request, group: str, body: ReplayRequest) -> dict
 @router.post("/{group}/purge", summary="Delete dead letters for good", **secured(Scope.ADMIN))
 async def purge_dead(request: Request, group: str, body: PurgeRequest) -> dict[str, int]:
     """Delete the matching dead letters; needs ``confirm: true``."""
-    services, publisher, compiled = _context(request, group)
+    compiled, publisher = dead_letters_of(request.app.state.services, group)
     if not body.confirm:
         raise JobRejectedError("a purge cannot be undone: send confirm: true", field="confirm")
     caller = principal(request)
     chosen = _filter(body, caller.tenant)
-    store = services.submitter.store
-    outcome = await audited(
-        store, caller, group, "purge", chosen, lambda: purge(publisher.connection, compiled, chosen)
-    )
+    store = request.app.state.services.submitter.store
+    run = partial(purge, publisher.connection, compiled, chosen)
+    outcome = await audited(store, caller, group, "purge", chosen, run)
     return {"purged": outcome.matched, "left": outcome.kept}

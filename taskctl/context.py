@@ -31,6 +31,9 @@ TopologyFile = Annotated[
         "--file", "-f", help="Topology file (default: $TASKQ_TOPOLOGY or the packaged one)."
     ),
 ]
+OutputFile = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+]
 
 
 def out(*, stderr: bool = False) -> Console:
@@ -38,6 +41,15 @@ def out(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, soft_wrap=True, highlight=False)
+
+
+def write_out(text: str, output: Path | None) -> None:
+    """Print ``text`` as it is, or write it to ``output`` and say so."""
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_bytes(text.encode())
+        out().print(f"wrote {output}")
 
 
 def fail(error: TaskqError) -> NoReturn:

@@ -1,11 +1,8 @@
 """``taskctl deploy``: what a Kubernetes deployment of taskq takes from the topology."""
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
-from taskctl.context import TopologyFile, compiled_topology, out
+from taskctl.context import OutputFile, TopologyFile, compiled_topology, write_out
 
 app = typer.Typer(
     name="deploy",
@@ -36,12 +33,7 @@ def _block_dumper() -> type:
 
 
 @app.command()
-def render(
-    file: TopologyFile = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
-    ] = None,
-) -> None:
+def render(file: TopologyFile = None, output: OutputFile = None) -> None:
     """Print the Helm chart values derived from the topology (YAML).
 
     `helm install taskq deploy/helm/taskq -f values.yaml -f <this file>` deploys one
@@ -60,9 +52,6 @@ def render(
         max_delay=read_section(SubmitSettings).max_delay,
         orphan_grace=read_section(RetentionSettings).orphan_blob_grace,
     )
-    data = HEADER + yaml.dump(values, Dumper=_block_dumper(), sort_keys=False, width=100)
-    if output is None:
-        typer.echo(data, nl=False)
-    else:
-        output.write_text(data, encoding="utf-8")
-        out().print(f"wrote {output}")
+    write_out(
+        HEADER + yaml.dump(values, Dumper=_block_dumper(), sort_keys=False, width=100), output
+    )

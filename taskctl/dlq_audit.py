@@ -7,7 +7,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from consumers.dlq import DeadFilter, Outcome
 from jobstore.model import AuditEntry, JobStore
@@ -16,7 +16,13 @@ from producers.auth.scopes import Scope
 from producers.tenancy import Viewer
 from topology.durations import format_duration
 from topology.envelope import new_job_id
+from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
 from topology.limits import excerpt
+
+if TYPE_CHECKING:
+    from producers.api.app import Services
+    from producers.publisher import ConfirmedPublisher
+    from topology.compiled import CompiledGroup
 
 MAX_TARGET_CHARS = 1000  # a replay of many hand-picked ids is named by its first ones
 _MS = timedelta(milliseconds=1)
@@ -27,6 +33,17 @@ def operator() -> Principal:
     user = getpass.getuser()
     # The command line speaks for every tenant; its operations are listed with the default one's.
     return Principal(f"cli:{user}@{socket.gethostname()}", frozenset({Scope.ADMIN}), Viewer(), user)
+
+
+def dead_letters_of(services: Services, group: str) -> tuple[CompiledGroup, ConfirmedPublisher]:
+    """Return ``group`` of the API's topology and the publisher that works on its DLQ."""
+    try:
+        compiled = services.submitter.topology.group(group)
+    except UnknownGroupError as exc:
+        raise JobRejectedError(str(exc), field="group") from exc
+    if services.publisher is None:
+        raise BrokerUnavailableError("dead letters need the API's broker connection")
+    return compiled, services.publisher
 
 
 def describe(chosen: DeadFilter) -> str:

@@ -2,7 +2,8 @@
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -12,9 +13,9 @@ from topology.errors import JobNotFoundError
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
 
-    from consumers.dlq import DeadFilter, DeadLetter, Outcome
+    from consumers.dlq import DeadFilter, DeadLetter, Outcome, Progress
+    from jobstore.model import JobStore
     from topology.compiled import CompiledGroup
-    from topology.settings import BrokerSettings
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -84,7 +85,7 @@ def list_(
     chosen = _filter(job_id, job_type, reason, error, older_than)
     topology = context.compiled_topology(None)
     groups = [topology.group(group)] if group else list(topology.groups)
-    found = _on_broker(context.broker_settings(), lambda c: _listing(c, groups, chosen, limit))
+    found = _on_broker(lambda c: _listing(c, groups, chosen, limit))
     rows = [{"group": name} | letter.view() for name, letter in found]
     columns: list[context.Column] = [
         *("id", "reason", "group", "type", "attempts", ("last error", "error")),
@@ -102,7 +103,7 @@ def show(group: Group, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> 
 
     compiled = context.compiled_topology(None).group(group)
     chosen = DeadFilter(job_id=job_id)
-    found = _on_broker(context.broker_settings(), lambda c: _listing(c, [compiled], chosen, 1))
+    found = _on_broker(lambda c: _listing(c, [compiled], chosen, 1))
     if not found:
         raise JobNotFoundError(f"no dead letter for job {job_id} in group {group}")
     letter = found[0][1]
@@ -129,7 +130,6 @@ def replay_(
     """
     from consumers.dlq import DeadFilter, replay
     from producers.publisher import ConfirmedPublisher
-    from taskctl.dlq_audit import audited, operator
     from topology.settings import PublisherSettings, read_section
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
@@ -139,37 +139,22 @@ def replay_(
         )
     topology = context.compiled_topology(None)
     compiled = topology.group(group)
-    broker = context.broker_settings()
 
-    async def go(connection: "AbstractRobustConnection") -> "Outcome":
+    async def work(
+        connection: "AbstractRobustConnection", store: "JobStore", bar: "Progress"
+    ) -> "Outcome":
         settings = read_section(PublisherSettings)
         publisher = await ConfirmedPublisher.connect(
-            broker, topology, settings, name="taskctl dlq replay"
+            context.broker_settings(), topology, settings, name="taskctl dlq replay"
         )
         try:
-            async with context.job_store() as store:
-                with _progress("replaying") as bar:
-
-                    def run() -> Awaitable["Outcome"]:
-                        return replay(
-                            connection,
-                            topology,
-                            compiled,
-                            publisher,
-                            store,
-                            chosen,
-                            rate=rate,
-                            progress=bar,
-                        )
-
-                    return await audited(store, operator(), group, "replay", chosen, run, rate=rate)
+            return await replay(
+                connection, topology, compiled, publisher, store, chosen, rate=rate, progress=bar
+            )
         finally:
             await publisher.close()
 
-    outcome = _on_broker(broker, go)
-    context.out().print(
-        f"replayed {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
-    )
+    _audited(group, "replay", chosen, work, rate=rate)
 
 
 @app.command("purge")
@@ -184,36 +169,50 @@ def purge_(
 ) -> None:
     """Delete dead letters for good; asks first unless --yes."""
     from consumers.dlq import purge
-    from taskctl.dlq_audit import audited, operator
 
     chosen = _filter(job_id, job_type, reason, error, older_than)
     compiled = context.compiled_topology(None).group(group)
     if not yes:
         typer.confirm(f"delete the matching dead letters of group {group} for good?", abort=True)
-
-    async def go(connection: "AbstractRobustConnection") -> "Outcome":
-        async with context.job_store() as store:
-            with _progress("purging") as progress:
-
-                def run() -> Awaitable["Outcome"]:
-                    return purge(connection, compiled, chosen, progress=progress)
-
-                return await audited(store, operator(), group, "purge", chosen, run)
-
-    outcome = _on_broker(context.broker_settings(), go)
-    context.out().print(
-        f"purged {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
+    _audited(
+        group,
+        "purge",
+        chosen,
+        lambda connection, _, bar: purge(connection, compiled, chosen, progress=bar),
     )
 
 
-def _on_broker(
-    broker: "BrokerSettings", work: "Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]"
-) -> T:
+def _audited(
+    group: str,
+    action: 'Literal["replay", "purge"]',
+    chosen: "DeadFilter",
+    work: "Callable[[AbstractRobustConnection, JobStore, Progress], Awaitable[Outcome]]",
+    *,
+    rate: float | None = None,
+) -> None:
+    """Run ``work`` on a broker connection and the job store, audited, with a progress bar; print what it did."""
+    from taskctl.dlq_audit import audited, operator
+
+    doing, done = {"replay": ("replaying", "replayed"), "purge": ("purging", "purged")}[action]
+
+    async def go(connection: "AbstractRobustConnection") -> "Outcome":
+        async with context.job_store() as store:
+            with _progress(doing) as bar:
+                run = partial(work, connection, store, bar)
+                return await audited(store, operator(), group, action, chosen, run, rate=rate)
+
+    outcome = _on_broker(go)
+    context.out().print(
+        f"{done} {outcome.matched}, left {outcome.kept} in the DLQ of group {group}"
+    )
+
+
+def _on_broker(work: "Callable[[AbstractRobustConnection], Coroutine[Any, Any, T]]") -> T:
     """Run ``work`` on a broker connection of its own."""
     from topology.broker import connect
 
     async def go() -> T:
-        async with await connect(broker, name="taskctl dlq") as connection:
+        async with await connect(context.broker_settings(), name="taskctl dlq") as connection:
             return await work(connection)
 
     return context.run(go())
@@ -240,7 +239,7 @@ async def _listing(
 
 
 @contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+def _progress(label: str) -> "Iterator[Progress]":
     """Yield a progress callback drawing a bar on stderr, for a person only (nothing to a pipe)."""
     from rich.progress import Progress
 

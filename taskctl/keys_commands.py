@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taskctl.context import Column, JsonFlag, in_store, out, print_json, print_rows
+from taskctl.context import Column, JsonFlag, data_sealer, in_store, out, print_json, print_rows
 from topology.errors import SettingsError
 from topology.names import DEFAULT_TENANT
 
@@ -131,9 +131,8 @@ def rotate_data(
     payload still needs it (see docs/security.md).
     """
     from jobstore.sealed_jobs import ResealReport, reseal_jobs
-    from topology.settings import EncryptionSettings, read_section
 
-    sealer = read_section(EncryptionSettings).sealer()
+    sealer = data_sealer()
     if not sealer.enabled:
         raise SettingsError("TASKQ_DATA_KEYS: no data key is set; nothing to seal with")
     console = out(stderr=True)

@@ -1,13 +1,10 @@
 """``taskctl schedules``: each schedule's rule, next and last runs; pause and resume one."""
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from taskctl import context
-
-if TYPE_CHECKING:
-    from jobstore.model import JobStore
 
 app = typer.Typer(
     name="schedules",
@@ -29,11 +26,7 @@ def schedules(
     from producers.submit import utc_now
 
     topology = context.compiled_topology(file)
-
-    async def listed(store: "JobStore") -> list[dict[str, Any]]:
-        return await schedule_views(topology, store, utc_now())
-
-    rows = context.in_store(listed)
+    rows = context.in_store(lambda store: schedule_views(topology, store, utc_now()))
     if not rows and not as_json:
         typer.echo("the topology declares no schedules")
         return
@@ -69,11 +62,9 @@ def _change(name: str, file: Any, *, paused: bool, as_json: bool) -> None:
     from producers.submit import utc_now
 
     topology = context.compiled_topology(file)
-
-    async def change(store: "JobStore") -> dict[str, Any]:
-        return await set_paused(topology, store, name, utc_now(), paused=paused)
-
-    view = context.in_store(change)
+    view = context.in_store(
+        lambda store: set_paused(topology, store, name, utc_now(), paused=paused)
+    )
     if as_json:
         context.print_json(view)
         return

@@ -1,12 +1,11 @@
 """``taskctl topology``: plan, apply, export and graph the declared topology."""
 
-from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 
-from taskctl.context import TopologyFile, broker_settings, compiled_topology, out, run
+from taskctl import context
 
 app = typer.Typer(
     name="topology",
@@ -28,7 +27,7 @@ _STYLE = {
 
 @app.command()
 def plan(
-    file: TopologyFile = None,
+    file: context.TopologyFile = None,
     vhost: VhostOption = None,
     every: Annotated[
         bool, typer.Option("--all", "-a", help="Also list the objects that match.")
@@ -42,20 +41,22 @@ def plan(
 
     from topology.apply import Action, plan_topology
 
-    result = run(plan_topology(compiled_topology(file), broker_settings(vhost)))
+    result = context.run(
+        plan_topology(context.compiled_topology(file), context.broker_settings(vhost))
+    )
     for line in result.choices:
-        out().print(escape(line))
+        context.out().print(escape(line))
     for item in result.items:
         if item.action is Action.MATCH and not every:
             continue
         detail = f": {item.detail}" if item.detail else ""
-        out().print(f"{_STYLE[item.action.value]} {escape(item.label + detail)}")
+        context.out().print(f"{_STYLE[item.action.value]} {escape(item.label + detail)}")
         if item.hint:
-            out().print(f"             [dim]hint: {escape(item.hint)}[/]")
+            context.out().print(f"             [dim]hint: {escape(item.hint)}[/]")
     counts = ", ".join(
         f"{len(result.of(a))} to {a.value}" for a in (Action.CREATE, Action.CONFLICT)
     )
-    out().print(
+    context.out().print(
         f"{len(result.of(Action.MATCH))} match, {counts}, {len(result.of(Action.EXTRA))} extra "
         "(extras are only deleted by `apply --prune`)"
     )
@@ -64,7 +65,7 @@ def plan(
 
 @app.command()
 def apply(
-    file: TopologyFile = None,
+    file: context.TopologyFile = None,
     vhost: VhostOption = None,
     recreate: Annotated[
         list[str] | None,
@@ -87,33 +88,31 @@ def apply(
 
     from topology.apply import Action, apply_topology, conflict_message
 
-    settings = broker_settings(vhost)
-    out().print(escape(f"applying {settings.describe()} vhost {settings.vhost!r}"))
-    report = run(
+    settings = context.broker_settings(vhost)
+    context.out().print(escape(f"applying {settings.describe()} vhost {settings.vhost!r}"))
+    report = context.run(
         apply_topology(
-            compiled_topology(file),
+            context.compiled_topology(file),
             settings,
             recreate=recreate or (),
             prune=prune,
-            progress=lambda line: out().print(line, markup=False),
+            progress=lambda line: context.out().print(line, markup=False),
         )
     )
     for line in report.before.choices:
-        out().print(escape(line))
+        context.out().print(escape(line))
     for item in report.before.of(Action.CREATE):
-        out().print(f"[green]+ created[/] {escape(item.label)}")
-    out().print(escape(f"{report.server}: {report.summary()}"))
+        context.out().print(f"[green]+ created[/] {escape(item.label)}")
+    context.out().print(escape(f"{report.server}: {report.summary()}"))
     if report.after.of(Action.CONFLICT):
-        out().print(conflict_message(report.after), markup=False)
+        context.out().print(conflict_message(report.after), markup=False)
         raise typer.Exit(3)
 
 
 @app.command()
 def export(
-    file: TopologyFile = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
-    ] = None,
+    file: context.TopologyFile = None,
+    output: context.OutputFile = None,
     vhost: Annotated[
         str, typer.Option(help="Virtual host written into the definitions or the KEDA triggers.")
     ] = "/",
@@ -148,7 +147,7 @@ def export(
     """
     from topology.export import KedaOptions, export_definitions, keda_manifests
 
-    topology = compiled_topology(file)
+    topology = context.compiled_topology(file)
     if keda:
         import yaml
 
@@ -160,41 +159,35 @@ def export(
             "# (e.g. http://user:password@rabbitmq:15672/), which you create.\n"
         )
         manifests = keda_manifests(topology, options)
-        data = (
-            header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
-        ).encode()
+        text = header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
     else:
         definitions = export_definitions(topology, vhost=vhost)
-        data = orjson.dumps(definitions, option=orjson.OPT_INDENT_2) + b"\n"
-    if output is None:
-        typer.echo(data.decode(), nl=False)
-    else:
-        output.write_bytes(data)
-        out().print(f"wrote {output}")
+        text = orjson.dumps(definitions, option=orjson.OPT_INDENT_2).decode() + "\n"
+    context.write_out(text, output)
 
 
 @app.command()
-def graph(file: TopologyFile = None) -> None:
+def graph(file: context.TopologyFile = None) -> None:
     """Print a Mermaid diagram of the exchanges, queues and bindings."""
     from topology.export import mermaid
 
-    typer.echo(mermaid(compiled_topology(file)), nl=False)
+    typer.echo(mermaid(context.compiled_topology(file)), nl=False)
 
 
 @app.command()
-def validate(file: TopologyFile = None) -> None:
+def validate(file: context.TopologyFile = None) -> None:
     """Check the topology file and summarise it; no broker needed."""
     from topology.durations import format_duration
 
-    topology = compiled_topology(file)
+    topology = context.compiled_topology(file)
     for group in topology.groups:
         spec = group.spec
-        out().print(
+        context.out().print(
             f"group [bold]{group.name}[/]: jobs {', '.join(spec.jobs)} -> {', '.join(group.queue_names)} "
             f"(prefetch {spec.prefetch}, concurrency {spec.concurrency}, "
             f"{spec.retry.max_attempts} attempts, finished jobs kept {format_duration(spec.retention)})"
         )
-    out().print(
+    context.out().print(
         f"{len(topology.exchanges)} exchanges, {len(topology.queues)} queues, "
         f"{len(topology.bindings)} bindings, {len(topology.tiers)} delay tiers "
         f"({topology.tiers[0].label} .. {topology.tiers[-1].label})"

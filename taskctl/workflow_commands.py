@@ -1,13 +1,12 @@
 """``taskctl workflow``: a workflow's status and steps, and cancelling one."""
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from taskctl import context
 
 if TYPE_CHECKING:
-    from jobstore.model import JobStore
     from producers.workflows import WorkflowAnswer
 
 app = typer.Typer(
@@ -23,10 +22,10 @@ def show(workflow_id: WorkflowId, as_json: context.JsonFlag = False) -> None:
     """Print a workflow: its status, counts and error, then each step's job."""
     from producers.workflows import read_workflow
 
-    def read(store: "JobStore") -> Any:
-        return read_workflow(store, context.data_sealer(), workflow_id, context.client_viewer())
-
-    _print(context.in_store(read), as_json)
+    sealer, viewer = context.data_sealer(), context.client_viewer()
+    _print(
+        context.in_store(lambda store: read_workflow(store, sealer, workflow_id, viewer)), as_json
+    )
 
 
 @app.command()
@@ -35,12 +34,11 @@ def cancel(workflow_id: WorkflowId, as_json: context.JsonFlag = False) -> None:
     from producers.submit import utc_now
     from producers.workflows import cancel_workflow
 
-    def change(store: "JobStore") -> Any:
-        return cancel_workflow(
-            store, context.data_sealer(), workflow_id, context.client_viewer(), utc_now()
-        )
-
-    _print(context.in_store(change), as_json)
+    sealer, viewer = context.data_sealer(), context.client_viewer()
+    _print(
+        context.in_store(lambda s: cancel_workflow(s, sealer, workflow_id, viewer, utc_now())),
+        as_json,
+    )
 
 
 def _print(answer: "WorkflowAnswer", as_json: bool) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from starlette.routing import Route
 
 from producers.api.app import OwnDoor
 from producers.auth.scopes import Scope
 from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import Login
-from taskctl.console.overview import Overview, OverviewPages
-from taskctl.console.scaling import AutoscalerStatus, ScalingPage
+from taskctl.console.overview import Overview, overview_events, overview_page
+from taskctl.console.scaling import AutoscalerStatus, scaling_page
 from taskctl.console.sessions import PATH, Sessions
-from taskctl.console.topology_graph import TopologyPage
+from taskctl.console.topology_graph import topology_page
 from taskctl.console.web import Page, guarded, redirect, static
 from topology.settings import AutoscalerSettings, BrokerSettings
 
@@ -20,10 +22,8 @@ def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None =
     """Return the console's routes: every page needs a session, and each its scope."""
     sessions = Sessions()
     status = AutoscalerStatus(autoscaler or AutoscalerSettings())
-    scaling = ScalingPage(status)
     login = Login(sessions)
-    overview = OverviewPages(Overview(broker), status)
-    topology = TopologyPage(broker)
+    overview = Overview(broker)
 
     def page(path: str, scope: Scope | None, endpoint: Page, post: bool = False) -> Route:
         methods = ["POST"] if post else ["GET"]
@@ -36,11 +36,11 @@ def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None =
         Route(f"{PATH}/login", login.submit, methods=["POST"]),
         Route(f"{PATH}/static/{{name}}", static, methods=["GET"]),
         page("/logout", None, login.logout, post=True),
-        page("/", admin, overview.page),
-        page("/overview/events", admin, overview.events),
-        page("/topology", admin, topology.page),
+        page("/", admin, partial(overview_page, overview, status)),
+        page("/overview/events", admin, partial(overview_events, overview)),
+        page("/topology", admin, partial(topology_page, broker)),
         page("/webhooks", admin, webhook_sources.sources),
-        page("/scaling", admin, scaling.page),
+        page("/scaling", admin, partial(scaling_page, status)),
         page("/jobs", reader, jobs.search),
         page("/jobs/{job_id}", reader, jobs.job),
         page("/jobs/{job_id}/events", reader, jobs.events),

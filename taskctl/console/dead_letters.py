@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from urllib.parse import urlencode
 
 from starlette.responses import Response
 
 from consumers.dispatch import DeadReason
-from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, Outcome, listing, purge, replay
+from consumers.dlq import MAX_FILTER_CHARS, DeadFilter, listing, purge, replay
 from producers.publisher import ConfirmedPublisher
 from taskctl.console.sessions import PATH
-from taskctl.console.web import Visit, local_path, redirect
-from taskctl.dlq_audit import audited
+from taskctl.console.web import MAX_TEXT, Visit, local_path, redirect
+from taskctl.dlq_audit import audited, dead_letters_of
 from topology.compiled import CompiledGroup
 from topology.durations import parse_timedelta
-from topology.errors import BrokerUnavailableError, JobRejectedError, UnknownGroupError
+from topology.errors import JobRejectedError
 
 PAGE = 50
 MAX_RATE = 10_000.0
@@ -24,21 +24,7 @@ MAX_CHOSEN = 500  # letters replayed or purged by hand at once
 
 
 def _group(visit: Visit) -> tuple[CompiledGroup, ConfirmedPublisher]:
-    services = visit.services
-    try:
-        group = services.submitter.topology.group(visit.request.path_params["group"])
-    except UnknownGroupError as exc:
-        raise JobRejectedError(str(exc), field="group") from exc
-    if services.publisher is None:
-        raise BrokerUnavailableError("the dead-letter pages need the API's broker connection")
-    return group, services.publisher
-
-
-def _text(visit: Visit, name: str, most: int = 255) -> str | None:
-    value = visit.field(name)
-    if value is not None and len(value) > most:
-        raise JobRejectedError(f"{name}: at most {most} characters", field=name)
-    return value
+    return dead_letters_of(visit.services, visit.request.path_params["group"])
 
 
 def _filter(visit: Visit, *, chosen: bool = False) -> DeadFilter:
@@ -50,13 +36,13 @@ def _filter(visit: Visit, *, chosen: bool = False) -> DeadFilter:
             raise JobRejectedError(f"choose at most {MAX_CHOSEN} letters at once", field="id")
         return DeadFilter(job_ids=frozenset(ids), tenant=tenant)
     try:
-        older = parse_timedelta(_text(visit, "older_than", 32))
+        older = parse_timedelta(visit.field("older_than", 32))
     except ValueError as exc:
         raise JobRejectedError(f"older_than: {exc}", field="older_than") from exc
     return DeadFilter(
-        job_type=_text(visit, "type"),
-        reason=_text(visit, "reason"),
-        error=_text(visit, "error", MAX_FILTER_CHARS),
+        job_type=visit.field("type", MAX_TEXT),
+        reason=visit.field("reason", MAX_TEXT),
+        error=visit.field("error", MAX_FILTER_CHARS),
         older_than=older,
         tenant=tenant,
     )
@@ -71,7 +57,7 @@ async def letters(visit: Visit) -> Response:
     """Show a page of a group's matching dead letters, and its latest replays and purges."""
     group, publisher = _group(visit)
     chosen = _filter(visit)
-    cursor = _text(visit, "cursor", 32)
+    cursor = visit.field("cursor", 32)
     page = await listing(publisher.connection, group, chosen, limit=PAGE, cursor=cursor)
     audit = await visit.services.submitter.store.list_audit(visit.caller.tenant, group.name)
     query = {name: value for name in FILTERS if (value := visit.field(name)) is not None}
@@ -125,10 +111,9 @@ async def replay_letters(visit: Visit) -> Response:
     rate = _rate(visit)
     submitter = visit.services.submitter
     store, topology = submitter.store, submitter.topology
-
-    def run() -> Awaitable[Outcome]:
-        return replay(publisher.connection, topology, group, publisher, store, chosen, rate=rate)
-
+    run = partial(
+        replay, publisher.connection, topology, group, publisher, store, chosen, rate=rate
+    )
     await audited(store, visit.caller, group.name, "replay", chosen, run, rate=rate)
     return redirect(_back(visit, group))
 
@@ -146,14 +131,8 @@ async def purge_letters(visit: Visit) -> Response:
     if not everything and not chosen.job_ids:
         raise JobRejectedError("tick the letters to purge, or purge all matching", field="id")
     store = visit.services.submitter.store
-    await audited(
-        store,
-        visit.caller,
-        group.name,
-        "purge",
-        chosen,
-        lambda: purge(publisher.connection, group, chosen),
-    )
+    run = partial(purge, publisher.connection, group, chosen)
+    await audited(store, visit.caller, group.name, "purge", chosen, run)
     return redirect(_back(visit, group))
 
 

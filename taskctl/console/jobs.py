@@ -16,13 +16,12 @@ from producers.views import iso
 from taskctl.console.sessions import PATH
 from taskctl.console.sse import KEEPALIVE, KEEPALIVE_S, STREAM_S, frame, stream
 from taskctl.console.timeline import timeline
-from taskctl.console.web import Visit, redirect, when
+from taskctl.console.web import MAX_TEXT, Visit, redirect, when
 from telemetry.redaction import redact_text
 from topology.errors import JobNotFoundError, JobRejectedError
 
 PAGE = 50
 EVENTS = 200  # a job's first steps shown; a job retried more often is cut there
-MAX_TEXT = 255
 FILTERS = ("type", "status", "correlation_id", "created_from", "created_before")
 
 
@@ -38,13 +37,6 @@ def _time(visit: Visit, name: str) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
-def _text(visit: Visit, name: str) -> str | None:
-    value = visit.field(name)
-    if value is not None and len(value) > MAX_TEXT:
-        raise JobRejectedError(f"{name}: at most {MAX_TEXT} characters", field=name)
-    return value
-
-
 def _status(visit: Visit) -> JobStatus | None:
     value = visit.field("status")
     try:
@@ -55,7 +47,7 @@ def _status(visit: Visit) -> JobStatus | None:
 
 async def search(visit: Visit) -> Response:
     """Show a page of the caller's jobs that match the search, newest first."""
-    job_id = _text(visit, "id")
+    job_id = visit.field("id", MAX_TEXT)
     if job_id is not None:  # an id names one job: open it, if the caller may see it
         try:
             await visit.services.submitter.get(job_id, visit.caller.viewer)
@@ -71,11 +63,11 @@ async def search(visit: Visit) -> Response:
                 notice=str(exc),
             )
         return redirect(f"{PATH}/jobs/{job_id}")
-    cursor = _text(visit, "cursor")
+    cursor = visit.field("cursor", MAX_TEXT)
     search = JobSearch(
         status=_status(visit),
-        type=_text(visit, "type"),
-        correlation_id=_text(visit, "correlation_id"),
+        type=visit.field("type", MAX_TEXT),
+        correlation_id=visit.field("correlation_id", MAX_TEXT),
         created=(_time(visit, "created_from"), _time(visit, "created_before")),
         limit=PAGE,
         cursor=cursor,
@@ -101,9 +93,7 @@ async def job(visit: Visit) -> Response:
     """Show one job: its timeline, fields, payload and result (redacted), and its live status."""
     job_id = visit.request.path_params["job_id"]
     submitter = visit.services.submitter
-    found = await submitter.get(
-        job_id, visit.caller.viewer
-    )  # the caller may see it: its events too
+    found = await submitter.get(job_id, visit.caller.viewer)  # the caller may see its events too
     events = await submitter.store.list_events(found.id, limit=EVENTS)
     group = submitter.group_of(found.type)
     steps = timeline(found, events)

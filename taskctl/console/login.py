@@ -18,10 +18,6 @@ MAX_CREDENTIAL_CHARS = 8192  # an access token (JWT) can be long; nothing longer
 LOGIN_FORM_S = 15 * 60  # how long a login form stays good
 
 
-def _home(scopes: frozenset[Scope]) -> str:
-    return f"{PATH}/" if Scope.ADMIN in scopes else f"{PATH}/jobs"
-
-
 def _cookie(response: Response, name: str, value: str, max_age: int | None, secure: bool) -> None:
     # HttpOnly: no script reads it; SameSite=Strict: no other site's page sends it.
     response.set_cookie(
@@ -74,7 +70,10 @@ class Login:
         if not caller.scopes & {Scope.JOBS_READ, Scope.ADMIN}:
             return _form(request, "the console needs a credential with jobs:read or admin", 403)
         cookie, _ = self._sessions.start(credential)
-        target = local_path((sent.get("next") or [""])[0], _home(caller.scopes))
+        target = local_path(
+            (sent.get("next") or [""])[0],
+            f"{PATH}/" if Scope.ADMIN in caller.scopes else f"{PATH}/jobs",
+        )
         response = redirect(target)
         secure = request.url.scheme == "https"
         _cookie(response, COOKIE, cookie, None, secure)  # a browser-session cookie

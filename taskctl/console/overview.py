@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from jobstore.model import BreakerRecord, JobStore
+from jobstore.model import JobStore
 from taskctl.console.scaling import AutoscalerStatus
 from taskctl.console.sse import STREAM_S, frame, stream
 from taskctl.console.web import Visit, seconds_text
@@ -63,7 +63,9 @@ class GroupFigures:
             "consumers": _count(self.consumers),
             "oldest": seconds_text(self.oldest_s),
             "dead": _count(self.dead),
-            "rates": _rates(self.in_rate, self.out_rate),
+            "rates": "?"
+            if self.in_rate is None or self.out_rate is None
+            else f"{self.in_rate:.1f} / {self.out_rate:.1f}",
         }
         shown |= {p.value: _count(self.by_priority.get(p)) for p in PRIORITIES}
         return {"figures": shown, "attention": sorted(self.attention)}
@@ -81,19 +83,8 @@ class Snapshot:
         return {"groups": {g.name: g.view() for g in self.groups}, "problems": self.problems}
 
 
-async def _open_breakers(store: JobStore) -> list[BreakerRecord]:
-    """Return the breakers that are not closed, by group, dependency and worker."""
-    return [b for b in await store.list_breakers() if b.state != "closed"]
-
-
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
-
-
-def _rates(in_rate: float | None, out_rate: float | None) -> str:
-    if in_rate is None or out_rate is None:
-        return "?"
-    return f"{in_rate:.1f} / {out_rate:.1f}"
 
 
 class Overview:
@@ -208,42 +199,33 @@ def _rate(row: Mapping[str, Any], name: str) -> float:
     return float(rate) if isinstance(rate, int | float) else 0.0
 
 
-class OverviewPages:
-    """The overview page and its live updates, over one ``Overview``; workers and breakers as the page is drawn."""
+async def overview_page(overview: Overview, autoscaler: AutoscalerStatus, visit: Visit) -> Response:
+    """Show every group's figures, workers and last scaling decision, and the open breakers; its script follows ``overview_events``."""
+    submitter = visit.services.submitter
+    snapshot, scaling, breakers = await asyncio.gather(
+        overview.snapshot(submitter.topology, submitter.store),
+        autoscaler.read(visit.session.credential),
+        submitter.store.list_breakers(),
+    )
+    return visit.page(
+        "overview.html",
+        snapshot=snapshot,
+        priorities=PRIORITIES,
+        scaling=scaling,
+        decisions=scaling.by_group(),
+        breakers=[b for b in breakers if b.state != "closed"],
+    )
 
-    def __init__(self, overview: Overview, autoscaler: AutoscalerStatus) -> None:
-        self._overview = overview
-        self._autoscaler = autoscaler
 
-    async def page(self, visit: Visit) -> Response:
-        """Show every group's figures, workers and last scaling decision, and the open breakers.
+async def overview_events(overview: Overview, visit: Visit) -> Response:
+    """Stream the figures every few seconds (Server-Sent Events)."""
+    submitter = visit.services.submitter
 
-        The page's script then follows ``/console/overview/events`` for the figures.
-        """
-        submitter = visit.services.submitter
-        snapshot, scaling, breakers = await asyncio.gather(
-            self._overview.snapshot(submitter.topology, submitter.store),
-            self._autoscaler.read(visit.session.credential),
-            _open_breakers(submitter.store),
-        )
-        return visit.page(
-            "overview.html",
-            snapshot=snapshot,
-            priorities=PRIORITIES,
-            scaling=scaling,
-            decisions=scaling.by_group(),
-            breakers=breakers,
-        )
+    async def figures() -> AsyncIterator[bytes]:
+        deadline = time.monotonic() + STREAM_S
+        while time.monotonic() < deadline:
+            snapshot = await overview.snapshot(submitter.topology, submitter.store)
+            yield frame("overview", snapshot.view())
+            await asyncio.sleep(BROKER_EVERY_S)
 
-    async def events(self, visit: Visit) -> Response:
-        """Stream the figures every few seconds (Server-Sent Events)."""
-        submitter = visit.services.submitter
-
-        async def figures() -> AsyncIterator[bytes]:
-            deadline = time.monotonic() + STREAM_S
-            while time.monotonic() < deadline:
-                snapshot = await self._overview.snapshot(submitter.topology, submitter.store)
-                yield frame("overview", snapshot.view())
-                await asyncio.sleep(BROKER_EVERY_S)
-
-        return stream(figures())
+    return stream(figures())

@@ -68,17 +68,11 @@ class AutoscalerStatus:
         return ScalingStatus(groups, history)
 
 
-class ScalingPage:
-    """Breakers and their transitions from the job store; scaling from the autoscaler, asked as the session."""
-
-    def __init__(self, autoscaler: AutoscalerStatus) -> None:
-        self._autoscaler = autoscaler
-
-    async def page(self, visit: Visit) -> Response:
-        """Show every recorded breaker (open first), the latest transitions, and the autoscaler's decisions and changes."""
-        store = visit.services.submitter.store
-        breakers = await store.list_breakers()
-        breakers.sort(key=lambda b: (b.state == "closed", b.group, b.dependency, b.worker))
-        changes = await store.list_breaker_changes(limit=CHANGES)
-        status = await self._autoscaler.read(visit.session.credential)
-        return visit.page("scaling.html", breakers=breakers, changes=changes, scaling=status)
+async def scaling_page(autoscaler: AutoscalerStatus, visit: Visit) -> Response:
+    """Show every recorded breaker (open first), the latest transitions, and the autoscaler's decisions and changes."""
+    store = visit.services.submitter.store
+    breakers = await store.list_breakers()
+    breakers.sort(key=lambda b: (b.state == "closed", b.group, b.dependency, b.worker))
+    changes = await store.list_breaker_changes(limit=CHANGES)
+    status = await autoscaler.read(visit.session.credential)
+    return visit.page("scaling.html", breakers=breakers, changes=changes, scaling=status)

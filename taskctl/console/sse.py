@@ -8,9 +8,8 @@ from typing import Any
 import orjson
 from starlette.responses import StreamingResponse
 
-STREAM_S = (
-    600.0  # a stream ends after this; the browser reconnects, and the session is checked again
-)
+# A stream ends after this; the browser reconnects, and the session is checked again.
+STREAM_S = 600.0
 KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing a quiet stream
 RETRY_MS = 3000  # how long a browser waits before it reconnects
 

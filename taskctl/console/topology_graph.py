@@ -79,7 +79,8 @@ def _curve(x1: int, y1: int, x2: int, y2: int) -> str:
 def diagram(topology: CompiledTopology, plan: Plan | None) -> Diagram:
     """Return the drawing of ``topology``, with ``plan``'s differences marked (``None``: unknown)."""
     items = plan.items if plan is not None else ()
-    drift = {(type(i.obj), getattr(i.obj, "name", "")): i.action.value for i in items}
+    differences = [i for i in items if i.action is not Action.MATCH]
+    drift = {(type(i.obj), getattr(i.obj, "name", "")): i.action.value for i in differences}
     missing = {i.obj for i in items if isinstance(i.obj, Binding) and i.action is Action.CREATE}
     column = _columns(topology)
     queue_column = max(column.values(), default=0) + 1
@@ -101,13 +102,12 @@ def diagram(topology: CompiledTopology, plan: Plan | None) -> Diagram:
             type(obj).__name__.lower(),
             _note(obj),
             *at[(type(obj), obj.name)],
-            _drift(drift.get((type(obj), obj.name))),
+            drift.get((type(obj), obj.name)),
         )
         for obj in drawn
     ]
     edges = [_binding(b, at, b in missing) for b in topology.bindings]
     edges += _dead_letter_routes(topology, at)
-    differences = [i for i in items if i.action is not Action.MATCH]
     width = 2 * MARGIN + queue_column * COLUMN + NODE_W
     height = MARGIN + max(y for _, y in at.values()) + NODE_H
     return Diagram(nodes, edges, width, height, differences)
@@ -124,10 +124,6 @@ def _middle(
         and (key := (Exchange if b.destination_type == "exchange" else Queue, b.destination)) in at
     ]
     return (min(ys) + max(ys)) // 2 if ys else MARGIN
-
-
-def _drift(action: str | None) -> str | None:
-    return None if action in (None, Action.MATCH.value) else action
 
 
 def _binding(b: Binding, at: dict[tuple[type, str], tuple[int, int]], drift: bool) -> Edge:
@@ -159,24 +155,18 @@ def _dead_letter_routes(
     return edges
 
 
-class TopologyPage:
-    """The topology page: the drawing, and what differs between the file and the broker."""
-
-    def __init__(self, broker: BrokerSettings) -> None:
-        self._broker = broker
-
-    async def page(self, visit: Visit) -> Response:
-        """Draw the declared topology with the broker's drift marked (a plan, read live)."""
-        topology = visit.services.submitter.topology
-        try:
-            plan: Plan | None = await plan_topology(topology, self._broker)
-            problem = None
-        except TaskqError as exc:
-            plan, problem = None, f"the broker's declarations are unavailable: {exc}"
-        drawn = diagram(topology, plan)
-        return visit.page(
-            "topology.html",
-            diagram=drawn,
-            problem=problem,
-            in_sync=plan is not None and plan.in_sync,
-        )
+async def topology_page(broker: BrokerSettings, visit: Visit) -> Response:
+    """Draw the declared topology with the broker's drift marked (a plan, read live)."""
+    topology = visit.services.submitter.topology
+    try:
+        plan: Plan | None = await plan_topology(topology, broker)
+        problem = None
+    except TaskqError as exc:
+        plan, problem = None, f"the broker's declarations are unavailable: {exc}"
+    drawn = diagram(topology, plan)
+    return visit.page(
+        "topology.html",
+        diagram=drawn,
+        problem=problem,
+        in_sync=plan is not None and plan.in_sync,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,9 +21,10 @@ from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
 from taskctl.console.sessions import COOKIE, PATH, Session, Sessions
 from telemetry.redaction import redact_text, redact_value
-from topology.errors import AccessError, TaskqError
+from topology.errors import AccessError, JobRejectedError, TaskqError
 
 FORM = "application/x-www-form-urlencoded"
+MAX_TEXT = 255  # the longest text filter a form may send
 MAX_FIELDS = 1000  # a form with more fields is refused (a replay of up to 500 chosen letters)
 # No inline script or style anywhere: the page's own files only, and no framing.
 HEADERS = {
@@ -51,10 +51,6 @@ def _ago(when: datetime | None) -> str:
     return seconds_text((datetime.now(UTC) - when).total_seconds()) + " ago"
 
 
-def _ago_seconds(epoch: float | None) -> str:
-    return "-" if not epoch else seconds_text(time.time() - epoch) + " ago"
-
-
 def seconds_text(seconds: float | None) -> str:
     """Return a short human duration: ``42s``, ``3m20s``, ``5h02m``, ``2d04h``."""
     if seconds is None:
@@ -70,16 +66,8 @@ def seconds_text(seconds: float | None) -> str:
 
 
 def _epoch(epoch: float | None) -> datetime | None:
-    return None if not isinstance(epoch, int | float) else datetime.fromtimestamp(epoch, UTC)
-
-
-def _epoch_when(epoch: float | None) -> str:
-    return when(_epoch(epoch))
-
-
-def _epoch_iso(epoch: float | None) -> str:
-    moment = _epoch(epoch)
-    return "" if moment is None else moment.isoformat()
+    """Return a time the autoscaler gives in seconds since the epoch (0 or none: ``None``)."""
+    return datetime.fromtimestamp(epoch, UTC) if isinstance(epoch, int | float) and epoch else None
 
 
 def _shown(value: Any) -> str:
@@ -101,10 +89,8 @@ TEMPLATES = Environment(
 )
 TEMPLATES.filters.update(
     ago=_ago,
-    ago_seconds=_ago_seconds,
     when=when,
-    epoch_when=_epoch_when,
-    epoch_iso=_epoch_iso,
+    epoch=_epoch,
     shown=_shown,
     redacted=redact_text,
 )
@@ -152,15 +138,12 @@ class Visit:
         services: Services = self.request.app.state.services
         return services
 
-    @property
-    def admin(self) -> bool:
-        """Return whether the credential holds the admin scope."""
-        return Scope.ADMIN in self.caller.scopes
-
-    def field(self, name: str) -> str | None:
-        """Return a form field or query parameter, stripped; ``None`` when absent or blank."""
+    def field(self, name: str, most: int | None = None) -> str | None:
+        """Return a form field or query parameter, stripped, of at most ``most`` characters; ``None`` when absent or blank."""
         values = self.form.get(name) or self.request.query_params.getlist(name)
         value = values[0].strip() if values else ""
+        if most is not None and len(value) > most:
+            raise JobRejectedError(f"{name}: at most {most} characters", field=name)
         return value or None
 
     def fields(self, name: str) -> list[str]:
@@ -174,7 +157,7 @@ class Visit:
             status,
             caller=self.caller,
             csrf=self.session.csrf,
-            admin=self.admin,
+            admin=Scope.ADMIN in self.caller.scopes,
             jobs_reader=Scope.JOBS_READ in self.caller.scopes,
             path=self.request.url.path,
             **context,
@@ -187,10 +170,7 @@ Page = Callable[[Visit], Awaitable[Response]]
 def guarded(
     sessions: Sessions, scope: Scope | None, page: Page
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Return an endpoint that runs ``page`` only for a live session holding ``scope`` (any: ``None``).
-
-    A POST must also carry the session's CSRF token and come from this origin.
-    """
+    """Return an endpoint running ``page`` for a live session holding ``scope`` (any: ``None``), a POST only with its CSRF token and from this origin."""
 
     async def endpoint(request: Request) -> Response:
         session = sessions.find(request.cookies.get(COOKIE))
