@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 T = TypeVar("T")
 Db = sqlite3.Connection
@@ -32,6 +32,14 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=ON",  # off by default, per connection
 )
 _Write = tuple[Callable[[Db], Any], "asyncio.Future[Any]"]
+
+# sqlite3 binds only exact ints, floats and strs directly: any other parameter, None (NULL)
+# and bools included, goes through its adapter registry, and one with no adapter there costs
+# a raised and cleared AttributeError (the protocol's missing ``__adapt__``). A job row holds
+# a dozen NULLs, so that was most of the cost of binding it. C callables that return the value
+# itself (``{}.get(None)`` is None) keep the values as they were and skip the exception.
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
+sqlite3.register_adapter(bool, int)
 
 
 # Crossing to the thread costs far more than SQLite's work for a small transaction, so a unit

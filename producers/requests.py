@@ -117,7 +117,8 @@ def checked_request(
             body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
         return _rejected(exc)
-    return JobRequest(**dict(body), tenant=tenant, source=door)
+    # Its fields, as dict(body) gives them without the failed ``keys`` lookup it tries first.
+    return JobRequest(**body.__dict__, tenant=tenant, source=door)
 
 
 def _rejected(exc: ValidationError) -> JobRejectedError:
