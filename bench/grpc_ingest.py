@@ -106,7 +106,9 @@ def grpc_variant(
             print(done.stderr.decode(), file=sys.stderr)
         return Load(rate, failed, used / (rate * opts.seconds) * 1e6)
 
-    return Variant(name or (f"gRPC SubmitBatch x{batch}" if batch else "gRPC Submit"), load)
+    return Variant(
+        name or (f"gRPC SubmitBatch x{batch}" if batch else "gRPC Submit (Python client)"), load
+    )
 
 
 def grpc_frame(message: bytes) -> bytes:
