@@ -1,7 +1,7 @@
 """gRPC ingest: taskq's gRPC Submit against POST /jobs on the same server process, same run.
 
 Usage: .venv/bin/python bench/grpc_ingest.py [--seconds 4] [--rounds 3] [--connections 32]
-       [--streams 1,8] [--batch 500] [--no-python-client] [--noop-h2load]
+       [--streams 1,8] [--batch 500] [--no-python-client] [--noop-h2load] [--profile DIR]
 
 Needs wrk and h2load (Debian packages `wrk` and `nghttp2-client`) and RabbitMQ with the
 management API. In a scratch vhost holding the default topology, one ``taskctl serve`` process
@@ -39,6 +39,8 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -46,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -146,6 +149,32 @@ def h2load(
     return float(found.group(1)), int(codes.group(1)), failed
 
 
+@contextlib.contextmanager
+def sampled(server: subprocess.Popen[bytes], opts: argparse.Namespace, name: str) -> Iterator[None]:
+    """Sample the server with py-spy while the block runs, with ``--profile DIR``: collapsed stacks."""
+    if opts.profile is None:
+        yield
+        return
+    opts.profile.mkdir(parents=True, exist_ok=True)
+    out = opts.profile / f"{name}-{len(list(opts.profile.glob(name + '-*')))}.txt"
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if spy is None:
+        raise RuntimeError("--profile needs py-spy (bash bench/setup.sh puts it in .venv-bench)")
+    sampler = subprocess.Popen(
+        [
+            *(spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "250"),
+            *("--threads", "-o", str(out)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes what it sampled, then exits
+        sampler.wait(timeout=30)
+
+
 def stored_jobs(store: Path) -> int:
     """Return how many jobs the SQLite store at ``store`` holds."""
     with contextlib.closing(sqlite3.connect(store)) as db:
@@ -177,7 +206,8 @@ def h2load_variant(
     def load() -> Load:
         jobs_before = stored_jobs(store) if store else 0
         before = cpu_seconds(server.pid)
-        rate, answered, failed = h2load(url, body, key, opts.seconds, connections, streams)
+        with sampled(server, opts, f"submit-{connections}x{streams}"):
+            rate, answered, failed = h2load(url, body, key, opts.seconds, connections, streams)
         used = cpu_seconds(server.pid) - before
         if store is None:  # the no-op servicer stores nothing
             return Load(rate, failed, used / (rate * opts.seconds) * 1e6)
@@ -229,7 +259,8 @@ def http_variant(
 
     def load() -> Load:
         before = cpu_seconds(server.pid)
-        rate, bad, errors = wrk(url, body, opts.seconds, in_flight, key)
+        with sampled(server, opts, f"http-batch{batch}"):
+            rate, bad, errors = wrk(url, body, opts.seconds, in_flight, key)
         used = cpu_seconds(server.pid) - before
         return Load(rate * jobs, bad + errors, used / (rate * jobs * opts.seconds) * 1e6)
 
@@ -398,6 +429,11 @@ if __name__ == "__main__":
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also load Submit from the grpc.aio client process",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the server with py-spy during each h2load and wrk load into this folder",
     )
     parser.add_argument(
         "--noop-h2load",
