@@ -21,7 +21,6 @@ from topology.settings import AuthSettings
 from topology.spec import StreamSourceSpec
 
 
-
 def shop(prefix: str, scale: str = "{min: 1, max: 4, backlog_per_worker: 100, stabilization: 30s}"):
     return compile_topology(
         parse_topology(
