@@ -29,7 +29,8 @@ and batches of ``--batch`` jobs, one request in flight: ``POST /jobs/batch`` (TH
 wrk) against ``gRPC SubmitBatch`` (the Python client process).
 
 Each row gives the median jobs/s with its min-max, the server process's CPU per job, and the
-ratio to the baseline.
+ratio to the baseline; a last table gives the h2load and wrk rows' CPU per job on the server's
+event-loop thread alone (grpcio also works in threads of its own).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import grpc
 import orjson
 from http_ingest import (
     JOB,
+    TICKS,
     UNLIMITED,
     Load,
     Variant,
@@ -175,6 +177,17 @@ def sampled(server: subprocess.Popen[bytes], opts: argparse.Namespace, name: str
         sampler.wait(timeout=30)
 
 
+# Per variant, the server's event-loop thread CPU per job of each load: grpcio does part of a
+# call's work in threads of its own (its poller, its event engine's I/O threads).
+LOOP_US: dict[str, list[float]] = {}
+
+
+def loop_seconds(pid: int) -> float:
+    """Return the CPU time the main thread of process ``pid`` (its event loop) used so far."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def stored_jobs(store: Path) -> int:
     """Return how many jobs the SQLite store at ``store`` holds."""
     with contextlib.closing(sqlite3.connect(store)) as db:
@@ -202,25 +215,29 @@ def h2load_variant(
         ).SerializeToString()
     )
     url = f"http://{address}/taskq.v1.Jobs/Submit"
+    name = f"{'gRPC Submit' if store else 'gRPC no-op servicer'} (h2load, {connections}x{streams})"
 
     def load() -> Load:
         jobs_before = stored_jobs(store) if store else 0
-        before = cpu_seconds(server.pid)
+        before, loop_before = cpu_seconds(server.pid), loop_seconds(server.pid)
         with sampled(server, opts, f"submit-{connections}x{streams}"):
             rate, answered, failed = h2load(url, body, key, opts.seconds, connections, streams)
         used = cpu_seconds(server.pid) - before
+        loop = loop_seconds(server.pid) - loop_before
+        LOOP_US.setdefault(name, []).append(loop / (rate * opts.seconds) * 1e6)
         if store is None:  # the no-op servicer stores nothing
             return Load(rate, failed, used / (rate * opts.seconds) * 1e6)
-        time.sleep(0.5)  # a job's row is written behind its confirm
-        made = stored_jobs(store) - jobs_before
+        made, deadline = 0, time.monotonic() + 10
+        while made < answered and time.monotonic() < deadline:
+            time.sleep(0.2)  # a job's row is written behind its confirm
+            made = stored_jobs(store) - jobs_before
         # Calls still in flight when h2load stopped may have made jobs it did not count.
         if made < answered or made > answered + connections * streams:
             print(f"h2load: {answered} calls answered 200, {made} jobs stored", file=sys.stderr)
             failed += max(answered - made, 1)
         return Load(rate, failed, used / (rate * opts.seconds) * 1e6)
 
-    name = "gRPC Submit" if store else "gRPC no-op servicer"
-    return Variant(f"{name} (h2load, {connections}x{streams})", load)
+    return Variant(name, load)
 
 
 def check_grpc_status(address: str, key: str) -> None:
@@ -257,14 +274,18 @@ def http_variant(
     body = orjson.dumps({"jobs": [JOB] * batch}) if batch else orjson.dumps(JOB)
     jobs, in_flight = max(batch, 1), 1 if batch else opts.connections
 
+    name = f"POST /jobs/batch x{batch} (wrk)" if batch else "POST /jobs (wrk)"
+
     def load() -> Load:
-        before = cpu_seconds(server.pid)
+        before, loop_before = cpu_seconds(server.pid), loop_seconds(server.pid)
         with sampled(server, opts, f"http-batch{batch}"):
             rate, bad, errors = wrk(url, body, opts.seconds, in_flight, key)
         used = cpu_seconds(server.pid) - before
+        loop = loop_seconds(server.pid) - loop_before
+        LOOP_US.setdefault(name, []).append(loop / (rate * jobs * opts.seconds) * 1e6)
         return Load(rate * jobs, bad + errors, used / (rate * jobs * opts.seconds) * 1e6)
 
-    return Variant(f"POST /jobs/batch x{batch} (wrk)" if batch else "POST /jobs (wrk)", load)
+    return Variant(name, load)
 
 
 async def main(opts: argparse.Namespace) -> None:
@@ -345,6 +366,9 @@ async def main(opts: argparse.Namespace) -> None:
                 table(title, variants)
                 on_http, on_grpc = (statistics.median(v.cpu_us) for v in variants[:2])
                 print(f"server CPU per job, gRPC / HTTP: {on_grpc / on_http:.2f}")
+            print("\nServer CPU per job on its event loop's thread (the rest: other threads)")
+            for name, loops in LOOP_US.items():
+                print(f"{name:44} {statistics.median(loops):11.0f} µs/job")
         finally:
             for process in (server, noop):
                 if process is not None:
