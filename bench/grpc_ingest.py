@@ -121,27 +121,42 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def h2load(
-    url: str, body: bytes, key: str, seconds: int, connections: int, streams: int
-) -> tuple[float, int, int]:
-    """Return (calls/s, calls answered 200, calls failed) of one h2load run posting ``body``."""
+SUBMIT = grpc_frame(
+    pb.SubmitRequest(
+        type=JOB["type"], payload_json=orjson.dumps(JOB["payload"])
+    ).SerializeToString()
+)  # the body of one Submit call, as h2load and nghttp send it
+
+
+def post_grpc(
+    tool: tuple[str, ...], url: str, key: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run nghttp2's ``tool`` posting one framed ``SubmitRequest`` as a gRPC call to ``url``."""
     with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as file:
-        file.write(body)
+        file.write(SUBMIT)
     try:
-        done = subprocess.run(
+        return subprocess.run(
             [
-                *("h2load", "-D", str(seconds), "-c", str(connections), "-m", str(streams)),
-                *("-t", str(min(2, connections)), "-d", file.name),
-                *("-H", "content-type: application/grpc", "-H", "te: trailers"),
+                *tool,
+                *("-d", file.name, "-H", "content-type: application/grpc", "-H", "te: trailers"),
                 *("-H", f"authorization: Bearer {key}", url),
             ],
             capture_output=True,
             text=True,
-            check=True,
-            timeout=seconds + 60,
+            timeout=timeout,
         )
     finally:
         os.unlink(file.name)
+
+
+def h2load(
+    url: str, key: str, seconds: int, connections: int, streams: int
+) -> tuple[float, int, int]:
+    """Return (calls/s, calls answered 200, calls failed) of one h2load run of ``Submit`` calls."""
+    threads = str(min(2, connections))
+    tool = ("h2load", "-D", str(seconds), "-c", str(connections), "-m", str(streams), "-t", threads)
+    done = post_grpc(tool, url, key, seconds + 60)
+    done.check_returncode()
     found = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", done.stdout)
     counts = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", done.stdout)
     codes = re.search(r"status codes: (\d+) 2xx", done.stdout)
@@ -209,11 +224,6 @@ def h2load_variant(
     answered 200 that made no job is a failure.
     """
     connections = max(1, opts.connections // streams)
-    body = grpc_frame(
-        pb.SubmitRequest(
-            type=JOB["type"], payload_json=orjson.dumps(JOB["payload"])
-        ).SerializeToString()
-    )
     url = f"http://{address}/taskq.v1.Jobs/Submit"
     name = f"{'gRPC Submit' if store else 'gRPC no-op servicer'} (h2load, {connections}x{streams})"
 
@@ -221,7 +231,7 @@ def h2load_variant(
         jobs_before = stored_jobs(store) if store else 0
         before, loop_before = cpu_seconds(server.pid), loop_seconds(server.pid)
         with sampled(server, opts, f"submit-{connections}x{streams}"):
-            rate, answered, failed = h2load(url, body, key, opts.seconds, connections, streams)
+            rate, answered, failed = h2load(url, key, opts.seconds, connections, streams)
         used = cpu_seconds(server.pid) - before
         loop = loop_seconds(server.pid) - loop_before
         LOOP_US.setdefault(name, []).append(loop / (rate * opts.seconds) * 1e6)
@@ -242,26 +252,7 @@ def h2load_variant(
 
 def check_grpc_status(address: str, key: str) -> None:
     """Submit one job with nghttp (h2load's sibling) and require the trailers' grpc-status 0."""
-    body = grpc_frame(
-        pb.SubmitRequest(
-            type=JOB["type"], payload_json=orjson.dumps(JOB["payload"])
-        ).SerializeToString()
-    )
-    with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as file:
-        file.write(body)
-    try:
-        done = subprocess.run(
-            [
-                *("nghttp", "-v", "-n", "-d", file.name),
-                *("-H", "content-type: application/grpc", "-H", "te: trailers"),
-                *("-H", f"authorization: Bearer {key}", f"http://{address}/taskq.v1.Jobs/Submit"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    finally:
-        os.unlink(file.name)
+    done = post_grpc(("nghttp", "-v", "-n"), f"http://{address}/taskq.v1.Jobs/Submit", key, 30)
     if "grpc-status: 0" not in done.stdout:
         raise RuntimeError(f"the h2load request does not submit a job:\n{done.stdout[-2000:]}")
 
