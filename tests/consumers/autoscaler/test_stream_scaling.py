@@ -12,9 +12,10 @@ from consumers.autoscaler.stream_signals import StreamSignalReader
 from producers.auth.authenticator import open_authenticator
 from producers.auth.scopes import Scope
 from tests.consumers.autoscaler.fake_management import fake_management
-from tests.consumers.autoscaler.test_loop import Workers
+from tests.consumers.autoscaler.test_loop import Workers, _cli
 from tests.credentials import bearer, issue_key
 from tests.fakes.store import InMemoryJobStore
+from tests.helpers import table_rows
 from topology.compiled import CompiledTopology, compile_topology
 from topology.loader import parse_topology
 from topology.settings import AuthSettings
@@ -102,7 +103,7 @@ async def test_an_unreachable_redis_holds_the_readers():
 
 
 async def test_a_backlog_asks_for_more_readers_and_an_empty_stream_lets_them_go_to_min(
-    redis_url, redis_prefix, unused_tcp_port
+    redis_url, redis_prefix, unused_tcp_port, tmp_path
 ):
     clock = [1000.0]
     topology = shop(redis_prefix)
@@ -162,6 +163,16 @@ async def test_a_backlog_asks_for_more_readers_and_an_empty_stream_lets_them_go_
                 status = await http.get(f"http://127.0.0.1:{unused_tcp_port}/status")
             (shown,) = status.json()["groups"]
             assert (shown["group"], shown["desired"], shown["backlog"]) == ("stream:shop", 1, 0)
+            env = {"TASKQ_API_KEY": admin, "TASKQ_DATA_DIR": str(tmp_path)}
+            url = f"http://127.0.0.1:{unused_tcp_port}/status"
+            table = await _cli(["scale", "--url", url], {**env, "COLUMNS": "200"})
+            (row,) = table_rows(table.stdout)
+            assert (row["group"], row["backlog"], row["current"], row["desired"]) == (
+                "stream:shop",
+                "0",
+                "4",
+                "1",
+            )
         finally:
             await runner.cleanup()
     await client.aclose()
