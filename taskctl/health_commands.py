@@ -30,7 +30,8 @@ def scale(
     """Show what the autoscaler sees and decided.
 
     Each group's backlog, current and desired workers, the last decision and why, and the
-    publish and ack rates, read from the status URL of a running taskctl up or autoscale.
+    publish and ack rates (a stream source's readers as ``stream:<source>``), read from the
+    status URL of a running taskctl up or autoscale.
     """
     import urllib.error
     import urllib.request

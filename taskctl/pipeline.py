@@ -1,8 +1,9 @@
-"""Run the pipeline on one machine: each handled group's workers, scaled by the autoscaler, and extras."""
+"""Run the pipeline on one machine: each handled group's workers and stream source's readers, scaled by the autoscaler, and extras."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -14,11 +15,13 @@ from loguru import logger
 
 from consumers.autoscaler.loop import Actuator, Autoscaler
 from consumers.autoscaler.signals import SignalReader
+from consumers.autoscaler.stream_signals import StreamSignalReader, stream_target
 from producers.auth.authenticator import open_authenticator
+from producers.streams.source import open_redis
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import compiled_topology, job_store
-from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, worker_spec
+from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, scaled_spec
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology
 from topology.errors import SettingsError
@@ -46,21 +49,7 @@ async def up(path: Path | None, *, grace: float) -> int:
     processes = [ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))]
     if topology.schedules:
         processes.append(ProcessSpec("scheduler", (sys.executable, "-m", "taskctl", "scheduler")))
-    processes += stream_specs(topology)
-    return await supervise(topology, settings, processes, grace=grace)
-
-
-def stream_specs(topology: CompiledTopology) -> list[ProcessSpec]:
-    """Return the processes of every stream source: ``consumers`` readers each, named per host."""
-    host = socket.gethostname()
-    return [
-        ProcessSpec(
-            f"stream:{name}" if index == 1 else f"stream:{name}#{index}",
-            (sys.executable, "-m", "taskctl", "stream", name, "--consumer", f"{host}-{index}"),
-        )
-        for name, spec in topology.streams
-        for index in range(1, spec.consumers + 1)
-    ]
+    return await supervise(topology, settings, processes, grace=grace, streams=True)
 
 
 def refuse_taken_port(host: str, port: int, setting: str) -> None:
@@ -81,9 +70,14 @@ def refuse_taken_port(host: str, port: int, setting: str) -> None:
 
 
 async def supervise(
-    topology: CompiledTopology, everything: Settings, extra: Sequence[ProcessSpec], *, grace: float
+    topology: CompiledTopology,
+    everything: Settings,
+    extra: Sequence[ProcessSpec],
+    *,
+    grace: float,
+    streams: bool = False,
 ) -> int:
-    """Run ``extra`` processes and each handled group's workers, scaled by the autoscaler."""
+    """Run ``extra`` processes, each handled group's workers and (``streams``) each stream source's readers, scaled by the autoscaler."""
     settings = everything.autoscaler
     groups = handled_groups(topology, everything)
     # Every child writes its metrics here, and the API's /metrics serves them all for the host.
@@ -91,13 +85,18 @@ async def supervise(
     # Scaled: each group starts at its min (0 sleeps until work comes); unscaled: at least one.
     floor = 0 if settings.autoscale else 1
     start = {g: max(floor, topology.group(g).spec.scale.min) for g in groups}
-    specs = [*extra, *(worker_spec(g, i) for g in groups for i in range(1, start[g] + 1))]
+    # A stream source starts at its scale.min readers when scaled, at its consumers when not.
+    for name, spec in topology.streams if streams else ():
+        start[stream_target(name)] = spec.scale.min if settings.autoscale else spec.consumers
+    specs = [*extra, *(scaled_spec(t, i) for t, n in start.items() for i in range(1, n + 1))]
     # Log records, not prints: `taskctl up > file` holds JSON lines only, its own included.
     supervisor = Supervisor(specs, grace=grace, say=logger.info)
     if not settings.autoscale:
         return await supervisor.run()
     scaler = LocalScaler(supervisor, started=start)
-    return await with_autoscaler(topology, everything, scaler, groups, supervisor.run)
+    return await with_autoscaler(
+        topology, everything, scaler, groups, supervisor.run, streams=streams
+    )
 
 
 async def with_autoscaler(
@@ -106,18 +105,25 @@ async def with_autoscaler(
     actuator: Actuator,
     groups: Sequence[str],
     main: Callable[[], Awaitable[int]],
+    *,
+    streams: bool = False,
 ) -> int:
-    """Run ``main()`` with the autoscaler scaling ``groups`` and serving its status alongside."""
+    """Run ``main()`` with the autoscaler scaling ``groups`` (and ``streams``: every stream source's readers) and serving its status alongside."""
     settings = everything.autoscaler
     host, port = settings.autoscaler_host, settings.autoscaler_port
     stop = asyncio.Event()
-    async with (
-        SignalReader(everything.broker) as reader,
-        job_store(everything.locations.store_url) as store,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        reader = await stack.enter_async_context(SignalReader(everything.broker))
+        store = await stack.enter_async_context(job_store(everything.locations.store_url))
+        backlogs = None
+        if streams and topology.streams:
+            backlogs = StreamSignalReader(open_redis(everything.streams))
+            await stack.enter_async_context(backlogs)
         authenticator = open_authenticator(store, everything.auth)
         interval = settings.autoscale_interval
-        autoscaler = Autoscaler(topology, reader, actuator, groups=groups, interval=interval)
+        autoscaler = Autoscaler(
+            topology, reader, actuator, groups=groups, streams=backlogs, interval=interval
+        )
         address = f"{host}:{port}"
         try:
             runner = await autoscaler.serve(authenticator, host=host, port=port)
@@ -126,8 +132,14 @@ async def with_autoscaler(
                 f"the autoscaler cannot serve its status on {address}: {exc.strerror or exc}; "
                 "another taskctl up or autoscale may be running, or choose TASKQ_AUTOSCALER_PORT"
             ) from exc
-        what = (", ".join(groups) or "none", interval, address)
-        logger.info("autoscaler: groups {}, every {:g}s; status on http://{}/status", *what)
+        sources = ", ".join(name for name, _ in topology.streams) if backlogs else ""
+        what = (", ".join(groups) or "none", f"; stream sources {sources}" if sources else "")
+        logger.info(
+            "autoscaler: groups {}{}, every {:g}s; status on http://{}/status",
+            *what,
+            interval,
+            address,
+        )
         loop = asyncio.create_task(autoscaler.run(stop))
         try:
             return await main()

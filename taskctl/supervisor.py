@@ -1,10 +1,11 @@
-"""Run the pipeline's processes in the foreground, restart crashed ones, stop them cleanly; scale workers."""
+"""Run the pipeline's processes in the foreground, restart crashed ones, stop them cleanly; scale workers and stream readers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
+
+from consumers.autoscaler.stream_signals import stream_target
 
 Say = Callable[[str], None]
 
@@ -163,6 +166,26 @@ def worker_spec(group: str, index: int) -> ProcessSpec:
     return ProcessSpec(name, (sys.executable, "-m", "taskctl", "worker", group))
 
 
+def reader_spec(source: str, index: int) -> ProcessSpec:
+    """Return the process of a stream source's ``index``-th reader (``stream:orders``, ``stream:orders#2``).
+
+    Its consumer name in the stream's group is ``<host>-<index>``: readers of the same source
+    on other hosts never share one.
+    """
+    first = stream_target(source)
+    name = first if index == 1 else f"{first}#{index}"
+    consumer = f"{socket.gethostname()}-{index}"
+    return ProcessSpec(
+        name, (sys.executable, "-m", "taskctl", "stream", source, "--consumer", consumer)
+    )
+
+
+def scaled_spec(target: str, index: int) -> ProcessSpec:
+    """Return the ``index``-th process of what the autoscaler scales: ``stream:<source>``'s reader, else a group's worker."""
+    source = target.removeprefix(stream_target(""))
+    return reader_spec(source, index) if source != target else worker_spec(target, index)
+
+
 # Below this share of idle CPU another worker process only takes CPU from those running.
 BUSY_BELOW = 0.10
 
@@ -189,7 +212,7 @@ def idle_cpu(stat: Path = Path("/proc/stat")) -> Callable[[], float]:
 
 
 class LocalScaler:
-    """Starts a group's worker processes, or retires the newest ones (SIGTERM: they drain)."""
+    """Starts a group's workers (or a stream source's readers), or retires the newest ones (SIGTERM: they drain)."""
 
     def __init__(
         self,
@@ -198,7 +221,7 @@ class LocalScaler:
         started: Mapping[str, int] | None = None,
         idle: Callable[[], float] | None = None,
     ) -> None:
-        """Scale through ``supervisor``, which was given ``started`` workers of each group."""
+        """Scale through ``supervisor``, which was given ``started`` processes of each group (or ``stream:<source>``)."""
         self._supervisor = supervisor
         self._started = defaultdict(int, started or {})  # names are never reused
         self._idle = idle or idle_cpu()
@@ -220,11 +243,11 @@ class LocalScaler:
             workers = len(names)
         for _ in range(workers - len(names)):
             self._started[group] += 1
-            self._supervisor.start(worker_spec(group, self._started[group]))
+            self._supervisor.start(scaled_spec(group, self._started[group]))
         for name in reversed(names[workers:] if workers < len(names) else []):
             self._supervisor.retire(name)
 
     def _names(self, group: str) -> list[str]:
-        first = f"worker:{group}"
+        first = scaled_spec(group, 1).name
         own = [n for n in self._supervisor.names() if n == first or n.startswith(first + "#")]
         return sorted(own, key=lambda n: 1 if n == first else int(n.rsplit("#", 1)[1]))

@@ -346,6 +346,13 @@ class StreamStart(StrEnum):
     NEW = "new"  # only entries added from then on
 
 
+MAX_STREAM_READERS = 64
+DEFAULT_STREAM_READERS_MAX = 4
+# A reader submits thousands of entries a second: a backlog of this many is well under a
+# second of one reader's work before another is worth its start.
+DEFAULT_STREAM_BACKLOG = 1000
+
+
 class StreamSourceSpec(_Spec):
     """One ``streams:`` entry: a Redis stream read through a consumer group, and the job each entry becomes."""
 
@@ -363,7 +370,37 @@ class StreamSourceSpec(_Spec):
     # How long an entry read but never acknowledged (its reader died) waits before another
     # reader of the group claims it (XAUTOCLAIM).
     claim_after: Duration = 60_000
-    consumers: Annotated[int, Field(ge=1, le=64)] = 1  # processes ``taskctl up`` runs
+    # Readers ``taskctl up`` runs while the autoscaler is off, and the default ``scale.min``.
+    consumers: Annotated[int, Field(ge=1, le=MAX_STREAM_READERS)] = 1
+    # Readers the autoscaler keeps, on the group's backlog (entries not yet read, and read
+    # but not acknowledged): ``backlog_per_worker`` is the backlog one reader carries.
+    scale: ScaleSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scale_defaults(cls, data: Any) -> Any:
+        """Fill the keys of ``scale`` left out: min ``consumers``, max at least 4, 1000 entries a reader."""
+        if not isinstance(data, dict):
+            return data
+        scale = data.get("scale") or {}
+        if not isinstance(scale, dict):
+            return data  # a ScaleSpec already, or a mistake its own validation reports
+        low = scale.get("min", data.get("consumers", 1))
+        high = max(DEFAULT_STREAM_READERS_MAX, low) if isinstance(low, int) else low
+        defaults = {"min": low, "max": high, "backlog_per_worker": DEFAULT_STREAM_BACKLOG}
+        return {**data, "scale": defaults | scale}
+
+    @field_validator("scale")
+    @classmethod
+    def _readers(cls, value: ScaleSpec) -> ScaleSpec:
+        if value.min < 1:
+            raise ValueError(
+                "scale.min is below 1; a stream source keeps one reader at least, which "
+                "creates its consumer group and whose backlog the autoscaler reads"
+            )
+        if value.max > MAX_STREAM_READERS:
+            raise ValueError(f"scale.max is above {MAX_STREAM_READERS} readers; lower it")
+        return value
 
     @field_validator("claim_after")
     @classmethod

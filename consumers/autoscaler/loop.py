@@ -1,14 +1,15 @@
-"""The autoscaler: read each group's signals, decide, tell an actuator; serve its metrics and status."""
+"""The autoscaler: read each group's (and stream source's) signals, decide, tell an actuator; serve its metrics and status."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -17,16 +18,18 @@ from prometheus_client import Gauge
 
 from consumers.autoscaler.policy import PolicyConfig, PolicyState, decide
 from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
+from consumers.autoscaler.stream_signals import StreamSignalReader, stream_target
 from consumers.metrics_server import serve_metrics
 from producers.auth.authenticator import Authenticator
 from producers.auth.scopes import Scope
 from telemetry.metrics import MetricSet, counter, gauge
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TaskqError
+from topology.spec import ScaleSpec
 
 
 class Actuator(Protocol):
-    """Runs a number of workers for a group: local processes, or a Deployment's replicas."""
+    """Runs a number of workers for a group (or readers for ``stream:<source>``): local processes, or a Deployment's replicas."""
 
     async def current(self, group: str) -> int:
         """Return how many workers the group has now."""
@@ -38,8 +41,20 @@ class Actuator(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """One thing the autoscaler scales: a group's workers, or a stream source's readers."""
+
+    name: str  # the actuator's key, and its status's and metrics' label
+    scale: ScaleSpec
+    read: Callable[[], Awaitable[QueueSignals]]
+    source: str  # where its signals come from, named in messages
+    # A stream's readers are counted by the actuator: Redis keeps a reader's name after it exits.
+    readers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class GroupStatus:
-    """What the autoscaler last saw and decided for one group (``taskctl scale`` shows it)."""
+    """What the autoscaler last saw and decided for one group or stream source (``taskctl scale`` shows it)."""
 
     group: str
     current: int
@@ -97,6 +112,11 @@ class AutoscalerMetrics(MetricSet):
         "Failed reads of a group's signals from the RabbitMQ management API.",
         "group",
     )
+    redis_errors = counter(
+        "taskq_autoscaler_redis_errors_total",
+        "Failed reads of a stream source's backlog from Redis (group: stream:<source>).",
+        "group",
+    )
     held = gauge(
         "taskq_autoscaler_holding",
         "1 while a group's last decision is held because its signals could not be read.",
@@ -147,7 +167,7 @@ class AutoscalerMetrics(MetricSet):
 
 
 class Autoscaler:
-    """Polls every scaled group each ``interval`` seconds and scales it through ``actuator``."""
+    """Polls every scaled group (and stream source) each ``interval`` seconds and scales it through ``actuator``."""
 
     def __init__(
         self,
@@ -156,24 +176,38 @@ class Autoscaler:
         actuator: Actuator,
         *,
         groups: Sequence[str] | None = None,
+        streams: StreamSignalReader | None = None,
         interval: float = 5.0,
         metrics: AutoscalerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Scale ``groups`` (default: all), and every stream source's readers if ``streams`` reads their backlog."""
         self._groups = [g for g in topology.groups if groups is None or g.name in groups]
         self._reader = reader
         self._actuator = actuator
         self._interval = interval
         self._metrics = metrics or AutoscalerMetrics()
         self._clock = clock  # the policy's windows: monotonic; decided_at stays wall time
-        self._states = {g.name: PolicyState() for g in self._groups}
+        self._targets = [self._group_target(g) for g in self._groups]
+        if streams is not None:
+            self._targets += [
+                Target(
+                    stream_target(name),
+                    spec.scale,
+                    functools.partial(streams.read, spec),
+                    "Redis",
+                    readers=True,
+                )
+                for name, spec in topology.streams
+            ]
+        self._states = {t.name: PolicyState() for t in self._targets}
         self._tiers = topology.tiers
         self.status: dict[str, GroupStatus] = {}
         self.history: deque[ScalingChange] = deque(maxlen=HISTORY)  # oldest first
 
     async def step(self) -> list[GroupStatus]:
-        """Poll, decide and actuate every group once; return what was decided."""
-        decided = [await self._step_group(group) for group in self._groups]
+        """Poll, decide and actuate every group and stream source once; return what was decided."""
+        decided = [await self._step(target) for target in self._targets]
         await self._observe_queues()
         return decided
 
@@ -205,35 +239,45 @@ class Autoscaler:
         if failed:
             logger.warning("autoscaler: depths not read for {}", ", ".join(failed))
 
-    async def _step_group(self, group: CompiledGroup) -> GroupStatus:
-        now = self._clock()
+    def _group_target(self, group: CompiledGroup) -> Target:
+        read = functools.partial(self._reader.read, group)
+        return Target(group.name, group.spec.scale, read, "management API")
+
+    async def _step(self, target: Target) -> GroupStatus:
+        name, now = target.name, self._clock()
+        kind = "source" if target.readers else "group"
         signals: QueueSignals | None = None
         error = None
         try:
-            signals = await self._reader.read(group)
+            signals = await target.read()
         except SignalsUnavailable as exc:
-            error = f"management API: {exc}"
-            self._metrics.management_errors.labels(group.name).inc()
-            logger.warning("autoscaler: group {}: {}; holding the last decision", group.name, exc)
+            error = f"{target.source}: {exc}"
+            errors = (
+                self._metrics.redis_errors if target.readers else self._metrics.management_errors
+            )
+            errors.labels(name).inc()
+            logger.warning("autoscaler: {} {}: {}; holding the last decision", kind, name, exc)
         try:
-            current = await self._actuator.current(group.name)
+            current = await self._actuator.current(name)
         except TaskqError as exc:
-            return self._remember(GroupStatus(group.name, -1, -1, str(exc), error=str(exc)))
-        config, state = PolicyConfig.for_group(group.spec), self._states[group.name]
-        decision = decide(signals, current, group.spec.scale, config, state, now)
-        self._states[group.name] = decision.state
-        what = (group.name, current, decision.desired, decision.reason)
+            return self._remember(GroupStatus(name, -1, -1, str(exc), error=str(exc)))
+        if signals is not None and target.readers:
+            signals = replace(signals, consumers=current)
+        config, state = PolicyConfig.for_scale(target.scale), self._states[name]
+        decision = decide(signals, current, target.scale, config, state, now)
+        self._states[name] = decision.state
+        what = (name, current, decision.desired, decision.reason)
         if decision.desired != current:
             failure = None
             try:
-                await self._actuator.scale(group.name, decision.desired)
+                await self._actuator.scale(name, decision.desired)
             except TaskqError as exc:
                 error = failure = f"actuator: {exc}"
-                logger.error("autoscaler: group {}: scaling failed: {}", group.name, exc)
+                logger.error("autoscaler: {} {}: scaling failed: {}", kind, name, exc)
             else:
                 direction = "up" if decision.desired > current else "down"
-                self._metrics.decisions.labels(group.name, direction).inc()
-                logger.info("autoscaler: group {} {} -> {}: {}", *what)
+                self._metrics.decisions.labels(name, direction).inc()
+                logger.info("autoscaler: {} {} {} -> {}: {}", kind, *what)
             self.history.append(ScalingChange(time.time(), *what, error=failure))
         seen: dict[str, Any] = {}
         if signals is not None:  # every figure of the reading, and the backlog they make

@@ -1,4 +1,4 @@
-"""The scaling policy: how many workers a group should run, decided purely from its queue signals."""
+"""The scaling policy: how many workers a group (or readers a stream source) should run, decided purely from its signals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from consumers.autoscaler.signals import QueueSignals
-from topology.spec import GroupSpec, ScaleSpec
+from topology.spec import ScaleSpec
 
 # Above every ScaleSpec.max (1000), so a drain estimate that runs to infinity stays a number
 # that the bounds then cap.
@@ -22,11 +22,9 @@ class PolicyConfig:
     drain_horizon_s: float = 60.0  # backlog the workers will not drain within this needs more
 
     @classmethod
-    def for_group(cls, group: GroupSpec) -> PolicyConfig:
-        """Return the configuration that ``group``'s ``scale`` settings ask for."""
-        return cls(
-            stabilization_s=group.scale.stabilization / 1000, activation=group.scale.activation
-        )
+    def for_scale(cls, scale: ScaleSpec) -> PolicyConfig:
+        """Return the configuration that a group's (or stream source's) ``scale`` settings ask for."""
+        return cls(stabilization_s=scale.stabilization / 1000, activation=scale.activation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         return job_message(await self._submitter.cancel(request.id, caller.viewer))
 
     async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.JobEvent]:
-        """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs."""
+        """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs.
+
+        A stream that sends no event for ``TASKQ_WS_IDLE_TIMEOUT`` seconds ends with OK, as a
+        quiet WebSocket is closed: the caller watches again to go on.
+        """
+        idle = self._door.settings.ws_idle_timeout
         async with self._call("Watch", context, Scope.JOBS_READ) as caller:
             target = request.WhichOneof("target")
             job_id = request.job_id if target == "job_id" else None
@@ -184,7 +189,10 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                     if JobStatus(current["status"]).terminal:
                         return
                 while True:
-                    event = await w.events.get()
+                    try:
+                        event = await asyncio.wait_for(w.events.get(), idle)
+                    except TimeoutError:
+                        return  # quiet for the idle timeout: the stream ends cleanly
                     yield event_message(event)
                     if job_id is not None and JobStatus(event["status"]).terminal:
                         return

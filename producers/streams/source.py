@@ -125,6 +125,26 @@ class StreamSource:
         finally:
             await self._settle()
             self._paused.set(0)
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Remove this reader's name from the group once it holds no entry, so readers scaled away leave no trace.
+
+        One that still holds entries stays: they are read again when it restarts, or claimed
+        by another reader after ``claim_after`` (deleting the name would drop them unread).
+        """
+        spec, consumer = self._spec, self._reader.consumer
+        try:
+            async with self._redis_call("XPENDING"):
+                held = await self._redis.xpending_range(
+                    spec.stream, spec.group, min="-", max="+", count=1, consumername=consumer
+                )
+                if not held:
+                    await self._redis.xgroup_delconsumer(spec.stream, spec.group, consumer)
+        except StreamUnavailableError as exc:
+            logger.warning(
+                "stream source {}: {}; its name stays in the group", self._reader.name, exc
+            )
 
     async def _step(self, stop: asyncio.Event) -> None:
         """Wait out a broker alarm, or measure, claim, or read one batch and start submitting it."""

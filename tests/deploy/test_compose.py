@@ -146,6 +146,15 @@ def test_every_port_is_published_on_loopback_only(compose: dict[str, Any]) -> No
         assert str(port).startswith("127.0.0.1:"), port
 
 
+def test_the_grpc_api_is_published_and_turned_on_from_the_hosts_environment(
+    compose: dict[str, Any],
+) -> None:
+    taskq = compose["services"]["taskq"]
+    env = taskq["environment"]
+    assert (env["TASKQ_GRPC"], env["TASKQ_GRPC_HOST"]) == ("${TASKQ_GRPC:-false}", "0.0.0.0")
+    assert f"127.0.0.1:{env['TASKQ_GRPC_PORT']}:{env['TASKQ_GRPC_PORT']}" in taskq["ports"]
+
+
 def test_guest_stays_loopback_only() -> None:
     assert ("loopback_users.guest", "true") in _conf_settings()
 

@@ -197,6 +197,27 @@ def test_the_api_gets_an_ingress_with_tls_only_when_asked(rendered):
     assert "tls" not in of_kind(no_tls, "Ingress")["taskq-api"]["spec"]
 
 
+def test_the_grpc_api_gets_its_container_service_and_policy_ports_only_when_on(rendered):
+    def ports(documents: list[dict[str, Any]]) -> tuple[Any, ...]:
+        api = of_kind(documents, "Deployment")["taskq-api"]["spec"]["template"]["spec"]
+        (container,) = api["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        service = of_kind(documents, "Service")["taskq-api"]["spec"]["ports"]
+        policy = of_kind(documents, "NetworkPolicy")["taskq-api"]["spec"]["ingress"][0]["ports"]
+        grpc = (env.get("TASKQ_GRPC"), env.get("TASKQ_GRPC_HOST"), env.get("TASKQ_GRPC_PORT"))
+        return grpc, container["ports"], service, policy
+
+    off = ports(rendered["default"])
+    assert off[0] == (None, None, None)
+    assert [p["name"] for p in off[1]] == ["http"]
+    assert [p["name"] for p in off[2]] == ["http"]
+    on = ports(render({"api": {"grpc": {"enabled": True, "port": 50052, "servicePort": 443}}}))
+    assert on[0] == ("true", "0.0.0.0", "50052")
+    assert {"name": "grpc", "containerPort": 50052} in on[1]
+    assert {"name": "grpc", "port": 443, "targetPort": "grpc"} in on[2]
+    assert {"protocol": "TCP", "port": 50052} in on[3]
+
+
 def test_the_workload_identity_and_blob_store_reach_the_pods(rendered):
     documents = rendered["autoscaler"]
     account = of_kind(documents, "ServiceAccount")["taskq"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -357,6 +358,21 @@ async def test_watch_sees_a_job_through_to_success(door: Door):
         assert unknown.code() is Code.NOT_FOUND
     finally:
         await worker.stop(grace=2)
+
+
+async def test_a_watch_quiet_for_the_idle_timeout_ends_cleanly(applied, tmp_path: Path):
+    async with serving(applied, tmp_path, TASKQ_WS_IDLE_TIMEOUT="0.5") as door:
+        done = await door.stub.Submit(pb.SubmitRequest(type="email"), metadata=door.auth())
+        started = time.monotonic()
+        by_job = door.stub.Watch(pb.WatchRequest(job_id=done.job.id), metadata=door.auth())
+        events = [event async for event in by_job]  # no worker: it stays queued
+        assert [e.status for e in events] == [pb.STATUS_QUEUED]
+        assert await by_job.code() is Code.OK
+        by_type = door.stub.Watch(pb.WatchRequest(type="email"), metadata=door.auth())
+        assert [event async for event in by_type] == []
+        assert await by_type.code() is Code.OK
+        assert 1.0 <= time.monotonic() - started < 5
+        assert door.count("Watch", "OK") == 2
 
 
 async def test_health_and_reflection_describe_the_service(door: Door):

@@ -296,6 +296,28 @@ async def test_entries_become_jobs_and_bad_ones_go_to_the_dead_letter_stream(
 
 
 @pytest.mark.rabbitmq
+async def test_a_reader_that_stops_holding_nothing_leaves_the_group_and_one_holding_entries_stays(
+    applied, tmp_path, redis_url, redis_prefix
+):
+    async with shop_stack(applied, tmp_path, redis_url, redis_prefix) as shop:
+        await shop.add(3)
+        async with running(shop.source("leaving")):
+
+            async def drained() -> bool:
+                return await shop.unread() == 0 and await shop.pending() == 0
+
+            await eventually(drained, within=10)
+        names = [c["name"] for c in await shop.redis.xinfo_consumers(shop.stream, "taskq")]
+        assert b"leaving" not in names  # a reader scaled away leaves no name behind
+        await shop.add(1)
+        await shop.redis.xreadgroup("taskq", "holding", {shop.stream: ">"}, count=10)
+        await shop.source("holding")._leave()
+        names = [c["name"] for c in await shop.redis.xinfo_consumers(shop.stream, "taskq")]
+        assert names == [b"holding"]  # its entry is read again or claimed, never dropped
+        assert await shop.pending() == 1
+
+
+@pytest.mark.rabbitmq
 async def test_entries_a_dead_reader_left_pending_are_claimed(
     applied, tmp_path, redis_url, redis_prefix
 ):

@@ -188,5 +188,5 @@ def test_policy_config_reads_a_groups_scale_settings():
     spec = parse_topology(
         "groups: {a: {jobs: [a], scale: {min: 0, activation: 7, stabilization: 2m}}}"
     )
-    config = PolicyConfig.for_group(spec.groups["a"])
+    config = PolicyConfig.for_scale(spec.groups["a"].scale)
     assert config == PolicyConfig(stabilization_s=120.0, activation=7, drain_horizon_s=60.0)
