@@ -200,11 +200,7 @@ async def read_live(client: ManagementClient, vhost: str) -> LiveState:
 
 
 async def plan_topology(topology: CompiledTopology, settings: BrokerSettings) -> Plan:
-    """Return what applying ``topology`` would change on the broker of ``settings``.
-
-    Raises:
-        BrokerUnsupportedError: the broker cannot hold a quorum group.
-    """
+    """Return what applying ``topology`` would change on the broker of ``settings``."""
     async with ManagementClient(settings) as client:
         chosen = choices(topology, await client.server())
         return replace(make_plan(topology, await read_live(client, settings.vhost)), choices=chosen)
@@ -218,12 +214,7 @@ async def apply_topology(
     prune: bool = False,
     progress: Progress = lambda _: None,
 ) -> ApplyReport:
-    """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask.
-
-    Raises:
-        BrokerUnsupportedError: the broker cannot hold a quorum group (nothing is touched).
-        TopologyConflictError: the broker holds declarations the file would change.
-    """
+    """Declare ``topology`` on the broker, refusing conflicts; never delete unless ``recreate``/``prune`` ask."""
     async with ManagementClient(settings) as client:
         chosen = choices(topology, await client.server())
         before = replace(
