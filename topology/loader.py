@@ -251,13 +251,11 @@ def _unknown_key(key: str, known: set[str]) -> str:
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``base`` with ``override`` laid over it, merging nested mappings."""
-    out = copy.deepcopy(dict(base))
+    out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if nested else value
+    return copy.deepcopy(out)
 
 
 def _read_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
