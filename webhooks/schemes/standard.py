@@ -114,7 +114,10 @@ def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519Public
         if secret.startswith(HMAC_PREFIX):
             hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
         elif secret.startswith(PUBLIC_PREFIX):
-            public_keys.append(_public_key(secret))
+            raw = _key_bytes(secret, PUBLIC_PREFIX)
+            if len(raw) != 32:
+                raise WebhookConfigError("a whpk_ key must hold 32 bytes")
+            public_keys.append(Ed25519PublicKey.from_public_bytes(raw))
         elif secret.startswith(PRIVATE_PREFIX):
             raise WebhookConfigError(
                 "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
@@ -124,15 +127,8 @@ def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519Public
     return hmac_secrets, public_keys
 
 
-def _public_key(secret: str) -> Ed25519PublicKey:
-    raw = _key_bytes(secret, PUBLIC_PREFIX)
-    if len(raw) != 32:
-        raise WebhookConfigError("a whpk_ key must hold 32 bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
 def _key_bytes(secret: str, prefix: str) -> bytes:
-    if not isinstance(secret, str) or not secret.startswith(prefix):
+    if not secret.startswith(prefix):
         raise WebhookConfigError(f"expected a key starting {prefix}")
     try:
         raw = base64.b64decode(secret[len(prefix) :], validate=True)
