@@ -764,8 +764,12 @@ def _step(
     """Return the step of the job's history that a failure's end records."""
     began = delivery.ran_from
     took = None if began is None else int((now - began).total_seconds() * 1000)
-    route = action.route if kind is JobEventKind.RETRIED else None
-    tier = None if route is None else route.headers.get(DELAY_HEADER)
+    route = action.route
+    tier = (
+        route.headers.get(DELAY_HEADER)
+        if route is not None and kind is JobEventKind.RETRIED
+        else None
+    )
     return JobEvent(
         envelope.id,
         now,
@@ -776,7 +780,7 @@ def _step(
         action.delay_ms if kind is JobEventKind.RETRIED else None,
         None if tier is None else str(tier),
         None if action.reason is None else action.reason.value,
-        tracing.trace_id(delivery.trace),
+        tracing.trace_id(delivery.trace) if tracing.enabled() else None,
     )
 
 
