@@ -179,7 +179,7 @@ class _Pass:
             if message is None:
                 self.wrapped = True  # empty: nothing left to read
                 break
-            if _header(message, MARK_HEADER) == self.mark:
+            if (message.headers or {}).get(MARK_HEADER) in (self.mark, self.mark.encode()):
                 self.wrapped = True
                 await message.nack(requeue=True)  # back to the head, where it was
                 break
@@ -248,11 +248,6 @@ def _trace_id(traceparent: object) -> str | None:
     if len(parts) == 4 and len(parts[1]) == 32 and all(c in "0123456789abcdef" for c in parts[1]):
         return parts[1]
     return None
-
-
-def _header(message: AbstractIncomingMessage, name: str) -> Any:
-    value = (message.headers or {}).get(name)
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _run(

@@ -92,11 +92,7 @@ class Handler:
     is_async: bool  # a coroutine function; sync ones run in threads
 
     def parse(self, payload: Any) -> Any:
-        """Return the payload as the handler's declared type.
-
-        Raises:
-            ContractError: the payload does not fit the type (no attempt can fix that).
-        """
+        """Return the payload as the handler's declared type; ContractError if it does not fit it."""
         try:
             return self.payload.validate_python(payload)
         except ValidationError as exc:
@@ -121,12 +117,7 @@ class HandlerRegistry:
     def handler(
         self, job_type: str, *, timeout: float | None = None, depends_on: Sequence[str] = ()
     ) -> Callable[[F], F]:
-        """Register the decorated function for ``job_type`` (an exact type or a topic pattern).
-
-        Raises:
-            ValueError: the type is taken already, or the function's signature is not
-                ``(payload, context)``.
-        """
+        """Register the decorated function, taking ``(payload, context)``, for ``job_type`` (a type or a topic pattern)."""
 
         def register(fn: F) -> F:
             if job_type in self.job_types:

@@ -200,13 +200,9 @@ async def read_live(client: ManagementClient, vhost: str) -> LiveState:
 
 
 async def plan_topology(topology: CompiledTopology, settings: BrokerSettings) -> Plan:
-    """Return what applying ``topology`` would change on the broker of ``settings``.
-
-    Raises:
-        BrokerUnsupportedError: the broker cannot hold a quorum group.
-    """
+    """Return what applying ``topology`` would change on the broker of ``settings``."""
     async with ManagementClient(settings) as client:
-        chosen = choices(topology, await client.server())
+        chosen = choices(topology, await client.server())  # refuses a broker too old first
         return replace(make_plan(topology, await read_live(client, settings.vhost)), choices=chosen)
 
 
@@ -218,17 +214,9 @@ async def apply_topology(
     prune: bool = False,
     progress: Progress = lambda _: None,
 ) -> ApplyReport:
-    """Declare ``topology`` on the broker; never delete unless ``recreate``/``prune`` ask.
-
-    Raises:
-        BrokerUnsupportedError: the broker cannot hold a quorum group (nothing is touched).
-        TopologyConflictError: the broker holds declarations the file would change.
-    """
+    """Declare ``topology`` on the broker, refusing conflicts; never delete unless ``recreate``/``prune`` ask."""
+    before = await plan_topology(topology, settings)
     async with ManagementClient(settings) as client:
-        chosen = choices(topology, await client.server())
-        before = replace(
-            make_plan(topology, await read_live(client, settings.vhost)), choices=chosen
-        )
         conflicts = before.of(Action.CONFLICT)
         refused = Plan(tuple(i for i in conflicts if getattr(i.obj, "name", None) not in recreate))
         if refused.items:

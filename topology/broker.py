@@ -75,12 +75,10 @@ def plain_transport(url: URL) -> TransportFactory:
 
 
 class Failover(TransportFactory):
-    """Opens each connection to the first node that answers, and each reconnect starting from the next node.
+    """Opens each connection to the first node that answers, and each reconnect starting from the next node."""
 
-    A reconnect starts past the node of the connection that was lost: that node may still
-    take TCP connections and yet never answer (a partition, a hung node), and a connection
-    that was lost says more about its node than an open port does.
-    """
+    # Past the node of the lost connection: it may still take TCP connections and yet never
+    # answer (a partition, a hung node).
 
     def __init__(self, inner: TransportFactory | None, nodes: list[tuple[str, int]]) -> None:
         self._inner = inner

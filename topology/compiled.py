@@ -138,12 +138,8 @@ class CompiledTopology:
         return next((t for t in reversed(self.tiers) if t.ms <= delay_ms), self.tiers[0])
 
     def kept_for(self, job_type: str, dead: bool) -> float:
-        """Return the seconds a finished job of ``job_type`` is kept: its group's ``retention``.
-
-        A type no group takes gets the longest retention of any group. A ``dead`` job is kept
-        as long as its DLQ keeps its message too, so a replay still finds its claim-checked
-        payload.
-        """
+        """Return the seconds a finished job of ``job_type`` is kept: its group's ``retention`` (no group's: the longest)."""
+        # A dead job is kept as long as its DLQ keeps its message, so a replay finds its payload.
         group = self.group_for(job_type)
         specs = [group.spec] if group is not None else [g.spec for g in self.groups]
         ms = max(max(s.retention, (s.dlq.retention or 0) if dead else 0) for s in specs)
@@ -178,11 +174,7 @@ def delivery_limit(poison_deliveries: int) -> int:
 def compile_topology(
     spec: TopologySpec, *, poison_deliveries: int | None = None
 ) -> CompiledTopology:
-    """Return every exchange, queue and binding that ``spec`` declares.
-
-    ``poison_deliveries`` is ``TASKQ_POISON_DELIVERIES`` (``None``: its default); quorum work
-    queues take their delivery limit from it.
-    """
+    """Return every exchange, queue and binding that ``spec`` declares (``poison_deliveries``: ``TASKQ_POISON_DELIVERIES``)."""
     poison = WorkerSettings().poison_deliveries if poison_deliveries is None else poison_deliveries
     ns = spec.namespace
     # Jobs are published to the topic exchange keyed by job type; the headers exchange routes a

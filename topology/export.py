@@ -164,12 +164,8 @@ def worker_values(group: CompiledGroup) -> dict[str, Any]:
 def chart_values(
     topology: CompiledTopology, text: str, *, max_delay: float, orphan_grace: float
 ) -> dict[str, Any]:
-    """Return the Helm chart's ``topology`` values: the file ``text``, one worker entry per group, and the blobs' lifetime.
-
-    The groups are a list, not a map, so that a values file replaces the chart's default groups
-    instead of being merged into them. ``max_delay`` and ``orphan_grace`` are the settings
-    ``TASKQ_MAX_DELAY`` and ``TASKQ_ORPHAN_BLOB_GRACE``, in seconds.
-    """
+    """Return the Helm chart's ``topology`` values: the file ``text``, one worker entry per group, and the blobs' lifetime."""
+    # The groups are a list, not a map: a values file replaces the chart's groups, not merges.
     return {
         "topology": {
             "namespace": topology.namespace,
@@ -185,13 +181,9 @@ def chart_values(
 def blob_retention_days(
     topology: CompiledTopology, *, max_delay: float, orphan_grace: float
 ) -> int | None:
-    """Return the days after which a bucket may expire a payload blob taskq could still need.
-
-    The longest a job can wait (``max_delay``), run through all its attempts and backoffs, then
-    be kept (``retention``, or ``dlq.retention`` when dead), plus the grace of an orphaned blob.
-    ``None`` when a group keeps dead letters until they are replayed: then no expiry is safe.
-    taskq's own retention sweep deletes each blob with its job; this is the bucket's backstop.
-    """
+    """Return the days after which a bucket may expire a blob taskq could still need (``None``: never safe)."""
+    # The longest wait, every attempt and backoff, the longest keeping and an orphan's grace: a
+    # backstop, since the retention sweep deletes each blob with its job.
     longest = 0
     for group in topology.groups:
         spec = group.spec

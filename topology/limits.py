@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, Field
+
+V = TypeVar("V")
 
 # AMQP short strings (message id, type, correlation id, routing keys, header values).
 MAX_SHORT_STRING_BYTES = 255
@@ -119,10 +121,10 @@ def utc_time(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-def checked(problem_of: Callable[[str], str | None]) -> AfterValidator:
-    """Return a validator that refuses a string ``problem_of`` finds a problem with."""
+def checked(problem_of: Callable[[V], str | None]) -> AfterValidator:
+    """Return a validator that refuses a value ``problem_of`` finds a problem with."""
 
-    def check(value: str) -> str:
+    def check(value: V) -> V:
         problem = problem_of(value)
         if problem:
             raise ValueError(problem)

@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 
 from topology import names, routing
 from topology.errors import TopologyFileError
-from topology.reserved import TASKQ, public_overlap, reservations, reserving
+from topology.reserved import TASKQ, Reservation, public_overlap, reservations, reserving
 from topology.settings import LocationSettings, read_section
 from topology.spec import BUILTIN_GROUP_DEFAULTS, EVENT, SAMPLE_EVENT, GroupSpec, TopologySpec
 
@@ -72,10 +72,7 @@ class _Validator:
         spec = self._model(TopologySpec, {**top, "groups": groups}, ())
         if spec is not None:
             self._check_names(spec)
-            self._check_overlaps(spec)
-            self._check_sources(spec)
-            self._check_reserved(spec)
-            self._check_schedules(spec)
+            self._check_jobs(spec)
         if self.problems or spec is None:
             raise TopologyFileError(self.source, self.problems)
         return spec
@@ -131,24 +128,27 @@ class _Validator:
                 f"{spec.namespace!r} is not a valid namespace; use 1-40 {_NAME_RULE} (and not 'amq', "
                 "which RabbitMQ reserves)",
             )
-        for group in spec.groups:
-            if not names.GROUP_RE.fullmatch(group):
-                self._add(
-                    ("groups", group), f"{group!r} is not a valid group name; use 1-48 {_NAME_RULE}"
-                )
-            elif group in names.RESERVED_GROUPS:
-                reserved = ", ".join(sorted(names.RESERVED_GROUPS))
-                self._add(
-                    ("groups", group), f"{group!r} is reserved ({reserved}); rename the group"
-                )
+        kinds = {
+            "groups": "group",
+            "webhooks": "source",
+            "streams": "source",
+            "schedules": "schedule",
+        }
+        for key, what in kinds.items():
+            for name in getattr(spec, key):
+                if not names.NAME_RE.fullmatch(name):
+                    self._add(
+                        (key, name), f"{name!r} is not a valid {what} name; use 1-48 {_NAME_RULE}"
+                    )
+                elif key == "groups" and name in names.RESERVED_GROUPS:
+                    reserved = ", ".join(sorted(names.RESERVED_GROUPS))
+                    self._add((key, name), f"{name!r} is reserved ({reserved}); rename the group")
 
-    def _check_overlaps(self, spec: TopologySpec) -> None:
+    def _check_jobs(self, spec: TopologySpec) -> None:
         owners = [(g, job) for g, group in spec.groups.items() for job in group.jobs]
         for i, (group_a, job_a) in enumerate(owners):
             for group_b, job_b in owners[i + 1 :]:
-                if group_a == group_b:
-                    continue
-                key = routing.overlap(job_a, job_b)
+                key = routing.overlap(job_a, job_b) if group_a != group_b else None
                 if key is not None:
                     self._add(
                         ("groups", group_b, "jobs"),
@@ -156,76 +156,51 @@ class _Validator:
                         f"{key!r}); a job type must belong to exactly one group, so narrow one "
                         "of the patterns",
                     )
-
-    def _check_sources(self, spec: TopologySpec) -> None:
-        patterns = [(g, job) for g, group in spec.groups.items() for job in group.jobs]
-        sources = [("webhooks", n, s.job) for n, s in spec.webhooks.items()]
-        sources += [("streams", n, s.job) for n, s in spec.streams.items()]
-        for key, name, job in sources:
-            if not names.SOURCE_RE.fullmatch(name):
-                what = "it is a URL segment" if key == "webhooks" else "it names its processes"
-                self._add(
-                    (key, name),
-                    f"{name!r} is not a valid source name ({what}); use 1-48 {_NAME_RULE}",
-                )
+        reserved = reservations(spec.webhooks.items(), spec.streams.items())
+        for name, pattern in owners:
+            found = public_overlap(reserved, pattern)
+            if found is not None:
+                self._add(("groups", name, "jobs"), _reserved_problem(pattern, *found))
+        made = [(("webhooks", n, "job"), s.job) for n, s in spec.webhooks.items()]
+        made += [(("streams", n, "job"), s.job) for n, s in spec.streams.items()]
+        made += [(("schedules", n, "job"), s.job) for n, s in spec.schedules.items()]
+        for where, job in made:
             sample = job.replace(EVENT, SAMPLE_EVENT)
-            if not any(routing.matches(p, sample) for _, p in patterns):
+            taken = reserving(reserved, job) if where[0] == "schedules" else []
+            if taken:
                 self._add(
-                    (key, name, "job"),
-                    f"no group takes job type {sample!r}; add a pattern such as "
-                    f"{job.replace(EVENT, '#')!r} to a group's jobs",
+                    where,
+                    f"job type {job!r} is reserved ({taken[0].why}); schedule a type of your own",
                 )
-
-    def _check_reserved(self, spec: TopologySpec) -> None:
-        reserved = reservations(spec.webhooks.items(), spec.streams.items())
-        for name, group in spec.groups.items():
-            for pattern in group.jobs:
-                found = public_overlap(reserved, pattern)
-                if found is None:
-                    continue
-                reservation, shared = found
-                if reservation.producer == TASKQ:
-                    fix = (
-                        "narrow it so it takes no taskq.* type (callbacks go to the built-in "
-                        f"{names.CALLBACKS_GROUP!r} group, or to a group listing "
-                        f"{names.CALLBACK_JOB_TYPE!r})"
-                    )
-                else:
-                    fix = (
-                        f"narrow it so it takes no reserved type, or list exactly "
-                        f"{reservation.produced!r} in the group that receives them"
-                    )
+            elif not any(routing.matches(p, sample) for _, p in owners):
                 self._add(
-                    ("groups", name, "jobs"),
-                    f"{pattern!r} takes reserved job types such as {shared!r} "
-                    f"({reservation.produced!r}: {reservation.why}) as well as public ones; {fix}",
-                )
-
-    def _check_schedules(self, spec: TopologySpec) -> None:
-        patterns = [job for group in spec.groups.values() for job in group.jobs]
-        reserved = reservations(spec.webhooks.items(), spec.streams.items())
-        for name, schedule in spec.schedules.items():
-            if not names.SCHEDULE_RE.fullmatch(name):
-                self._add(
-                    ("schedules", name),
-                    f"{name!r} is not a valid schedule name; use 1-48 {_NAME_RULE}",
-                )
-            owners = reserving(reserved, schedule.job)
-            if owners:
-                self._add(
-                    ("schedules", name, "job"),
-                    f"job type {schedule.job!r} is reserved ({owners[0].why}); schedule a type of your own",
-                )
-            elif not any(routing.matches(p, schedule.job) for p in patterns):
-                self._add(
-                    ("schedules", name, "job"),
-                    f"no group takes job type {schedule.job!r}; add it (or a pattern) to a group's jobs",
+                    where,
+                    f"no group takes job type {sample!r}; add {job.replace(EVENT, '#')!r} (or a "
+                    "pattern that matches it) to a group's jobs",
                 )
 
     def _add(self, where: Path_, message: str) -> None:
         key = ".".join(str(p) for p in where) or "(top level)"
         line = next((self.lines[c] for c in _candidates(where) if c in self.lines), None)
         self.problems.append(f"{key}{f' (line {line})' if line else ''}: {message}")
+
+
+def _reserved_problem(pattern: str, reservation: Reservation, shared: str) -> str:
+    """Return why group pattern ``pattern`` may not take ``reservation``'s types with public ones."""
+    if reservation.producer == TASKQ:
+        fix = (
+            "narrow it so it takes no taskq.* type (callbacks go to the built-in "
+            f"{names.CALLBACKS_GROUP!r} group, or to a group listing {names.CALLBACK_JOB_TYPE!r})"
+        )
+    else:
+        fix = (
+            f"narrow it so it takes no reserved type, or list exactly {reservation.produced!r} "
+            "in the group that receives them"
+        )
+    return (
+        f"{pattern!r} takes reserved job types such as {shared!r} ({reservation.produced!r}: "
+        f"{reservation.why}) as well as public ones; {fix}"
+    )
 
 
 def _candidates(where: Path_) -> Iterator[Path_]:
@@ -276,13 +251,11 @@ def _unknown_key(key: str, known: set[str]) -> str:
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``base`` with ``override`` laid over it, merging nested mappings."""
-    out = copy.deepcopy(dict(base))
+    out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if nested else value
+    return copy.deepcopy(out)
 
 
 def _read_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:

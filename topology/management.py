@@ -66,11 +66,7 @@ class ManagementClient(AsyncClosing):
     ) -> list[dict[str, Any]]:
         """Return every exchange, queue or binding of ``vhost`` (queues without message rates)."""
         query = "?disable_stats=true&enable_queue_totals=true" if kind == "queues" else ""
-        path = f"/api/{kind}/{_q(vhost)}{query}"
-        data = await self._request("GET", path)
-        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-            raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
-        return data
+        return await self._objects(f"/api/{kind}/{_q(vhost)}{query}")
 
     async def queue(self, vhost: str, name: str) -> dict[str, Any]:
         """Return one queue with its message counts, consumers and rates."""
@@ -82,7 +78,9 @@ class ManagementClient(AsyncClosing):
 
     async def queue_figures(self, vhost: str) -> list[dict[str, Any]]:
         """Return every queue of ``vhost`` with its counts, consumers, head age and rates, in one call."""
-        path = f"/api/queues/{_q(vhost)}?columns={_FIGURES}"
+        return await self._objects(f"/api/queues/{_q(vhost)}?columns={_FIGURES}")
+
+    async def _objects(self, path: str) -> list[dict[str, Any]]:
         data = await self._request("GET", path)
         if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
             raise ManagementApiError(f"GET {path}: expected a JSON list of objects")
@@ -104,11 +102,29 @@ class ManagementClient(AsyncClosing):
         self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
     ) -> Any:
         if self._session is None:
-            self._session = await self._open_session()
+            connector = None
+            if self._bases[0].startswith("https://"):
+                # The broker's CA and client certificate serve its management API too.
+                context = await asyncio.to_thread(broker_context, self._settings)
+                connector = aiohttp.TCPConnector(ssl=context)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout, connector=connector
+            )
         for turn in range(len(self._bases)):
             base = self._bases[0]
             try:
-                return await self._send(self._session, method, base, path, json, headers)
+                async with self._session.request(
+                    method, base + path, json=json, headers=headers
+                ) as response:
+                    if response.status >= 400:
+                        body = (await response.text())[:300]
+                        raise ManagementApiError(
+                            f"{method} {path}: HTTP {response.status} {body}",
+                            status=response.status,
+                        )
+                    if response.status == 204 or response.content_length == 0:
+                        return None
+                    return await response.json(content_type=None)
             except ManagementApiError:
                 raise
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
@@ -129,35 +145,6 @@ class ManagementClient(AsyncClosing):
                     f"{method} {base}{path} failed: {str(exc) or type(exc).__name__}; {hint}"
                 ) from exc
         raise AssertionError("unreachable: the last node's failure is raised")
-
-    @staticmethod
-    async def _send(
-        session: aiohttp.ClientSession,
-        method: str,
-        base: str,
-        path: str,
-        json: Any,
-        headers: dict[str, str] | None,
-    ) -> Any:
-        async with session.request(method, base + path, json=json, headers=headers) as response:
-            if response.status >= 400:
-                body = (await response.text())[:300]
-                raise ManagementApiError(
-                    f"{method} {path}: HTTP {response.status} {body}", status=response.status
-                )
-            if response.status == 204 or response.content_length == 0:
-                return None
-            return await response.json(content_type=None)
-
-    async def _open_session(self) -> aiohttp.ClientSession:
-        connector = None
-        if self._bases[0].startswith("https://"):
-            # The broker's CA and client certificate serve its management API too.
-            context = await asyncio.to_thread(broker_context, self._settings)
-            connector = aiohttp.TCPConnector(ssl=context)
-        return aiohttp.ClientSession(
-            headers=self._headers, timeout=self._timeout, connector=connector
-        )
 
 
 def _q(part: str) -> str:

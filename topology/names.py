@@ -7,9 +7,8 @@ import re
 # Stricter than RabbitMQ (255 bytes, no amq. prefix), so names stay readable in the
 # management UI, in metrics labels and in Kubernetes object names.
 NAMESPACE_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
-GROUP_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
-SOURCE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a webhook source: one segment of its URL
-SCHEDULE_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")  # a schedule: a segment of its URL and a label
+# A group, a source or a schedule: a segment of a queue name, a URL, a process name or a label.
+NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 DEFAULT_TENANT = "default"  # the tenant of jobs whose submitter names none
 HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
 # A group queue is <namespace>.<group>: these would collide with taskq's own objects.

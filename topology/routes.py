@@ -36,9 +36,7 @@ def delay_route(topology: CompiledTopology, envelope: Envelope, delay_ms: int) -
 
 def next_hop(topology: CompiledTopology, envelope: Envelope, now: datetime) -> Route | None:
     """Return where a job that reached its work queue before ``not_before`` goes next, if anywhere."""
-    if envelope.not_before is None:
-        return None
-    remaining = envelope.not_before - now
-    if remaining <= timedelta(0):
+    remaining = None if envelope.not_before is None else envelope.not_before - now
+    if remaining is None or remaining <= timedelta(0):
         return None
     return delay_route(topology, envelope, int(remaining.total_seconds() * 1000))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -33,33 +34,19 @@ class ScheduleSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    job: str
+    job: Annotated[str, limits.checked(partial(limits.job_type_problem, allow_wildcards=False))]
     cron: str | None = None  # five fields (or six, seconds first), read in ``timezone``
     every: Duration | None = None  # a fixed interval, counted from the Unix epoch
     timezone: str = "UTC"
-    payload: JsonValue = None
+    payload: Annotated[
+        JsonValue, limits.checked(lambda p: limits.payload_problem(orjson.dumps(p)))
+    ] = None
     priority: Priority = Priority.MEDIUM
     max_attempts: limits.Attempts | None = None
     misfire: Misfire = Misfire.ONCE
     # An occurrence this late or less is on time and fires whatever the misfire policy.
     grace: Duration = 60_000
     tenant: Annotated[str, limits.checked(limits.tenant_problem)] = DEFAULT_TENANT
-
-    @field_validator("job")
-    @classmethod
-    def _job_type(cls, job: str) -> str:
-        problem = limits.job_type_problem(job, allow_wildcards=False)
-        if problem:
-            raise ValueError(problem)
-        return job
-
-    @field_validator("payload")
-    @classmethod
-    def _storable(cls, payload: JsonValue) -> JsonValue:
-        problem = limits.payload_problem(orjson.dumps(payload))
-        if problem:
-            raise ValueError(problem)
-        return payload
 
     @field_validator("timezone")
     @classmethod
@@ -129,12 +116,7 @@ class ScheduleSpec(BaseModel):
 def due_between(
     spec: ScheduleSpec, since: datetime, now: datetime, *, limit: int = 1000
 ) -> list[datetime]:
-    """Return the occurrences in ``(since, now]`` that fire now, by the schedule's misfire policy.
-
-    An occurrence at most ``grace`` old is on time and always fires; older ones are missed
-    ones: ``all`` fires them (at most ``limit``, the newest kept), ``once`` fires the newest
-    of them unless an on-time one fires, ``skip`` fires none.
-    """
+    """Return the occurrences in ``(since, now]`` that fire now, by the schedule's misfire policy."""
     grace = timedelta(milliseconds=spec.grace)
     if spec.every is not None:
         # Only the newest ``limit`` missed occurrences can fire: start just before them.

@@ -26,12 +26,7 @@ _KEY_BYTES: Final = 32
 
 
 class Sealer:
-    """Seals with the current data key, opens with any listed one; without keys it leaves data clear.
-
-    A token is ``<key id>:<base64(nonce || ciphertext || tag)>``. The associated data is
-    the job id and what the bytes are (payload or result), so a token copied to another job,
-    or from a payload to a result, does not open.
-    """
+    """Seals with the current data key, opens with any listed one; without keys it leaves data clear."""
 
     def __init__(self, keys: Iterable[tuple[str, bytes]] = ()) -> None:
         self._keys: dict[str, AESGCM] = {}
@@ -128,4 +123,5 @@ def sealer_from(keys: str | None, keys_file: str | None) -> Sealer:
 
 
 def _aad(job_id: str, what: str) -> bytes:
+    # A token copied to another job, or from a payload to a result, does not open.
     return f"taskq/{what}/{job_id}".encode()

@@ -32,12 +32,7 @@ class BrokerServer:
 
 
 def choices(topology: CompiledTopology, server: BrokerServer) -> tuple[str, ...]:
-    """Return a line per quorum group (and for the delay tiers) saying what it gets on ``server``.
-
-    Raises:
-        BrokerUnsupportedError: a group declares ``queue_type: quorum`` and the broker is
-            older than 3.10 or has a quorum feature flag off.
-    """
+    """Return a line per quorum group (and the delay tiers) saying what it gets on ``server``, which must hold them."""
     quorum = [g for g in topology.groups if g.spec.priority.queue_type is QueueType.QUORUM]
     if not quorum:
         return ()

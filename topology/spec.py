@@ -261,15 +261,47 @@ HMAC_ONLY = ("header", "timestamp_header", "id_header", "event_header")
 NameList = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
 
 
-class WebhookSourceSpec(_Spec):
+class _SourceSpec(_Spec):
+    """What a webhook and a stream source share: the job type, or ``{event}`` template, each event makes."""
+
+    job: str
+    priority: Priority = Priority.MEDIUM
+
+    @field_validator("job")
+    @classmethod
+    def _template(cls, job: str) -> str:
+        words = job.split(".")
+        if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
+            # The types a template makes must form a topic pattern, so they can be reserved.
+            raise ValueError(
+                f"job {job!r}: {EVENT} must be a whole dot-separated word, used once "
+                f"(e.g. 'acme.{EVENT}')"
+            )
+        template = job.replace(EVENT, SAMPLE_EVENT)
+        if "{" in template or "}" in template:
+            raise ValueError(f"job {job!r}: the only placeholder is {EVENT}")
+        problem = limits.job_type_problem(template, allow_wildcards=False)
+        if problem:
+            raise ValueError(f"job {job!r} does not make a job type: {problem}")
+        return job
+
+    def job_type(self, event: str | None) -> str | None:
+        """Return the job type ``event`` makes, or ``None`` when the event cannot make one."""
+        if EVENT not in self.job:
+            return self.job
+        if not event:
+            return None
+        job_type = self.job.replace(EVENT, event)
+        return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
+
+
+class WebhookSourceSpec(_SourceSpec):
     """One ``webhooks:`` entry: a sender, its secrets, and the job its events become."""
 
     scheme: WebhookScheme
     # Several secrets (newest first) let a sender rotate: any of them verifies.
     secret_env: NameList = ()
     secret_file: NameList = ()
-    job: str
-    priority: Priority = Priority.MEDIUM
     tolerance: Duration = 300_000  # how far a signed timestamp may be from now
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
@@ -304,39 +336,7 @@ class WebhookSourceSpec(_Spec):
             given = [key for key in HMAC_ONLY if getattr(self, key) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to scheme: hmac")
-        _check_template(self.job)
         return self
-
-    def job_type(self, event: str | None) -> str | None:
-        """Return the job type of an event, or ``None`` when the event cannot make one."""
-        return job_type_of(self.job, event)
-
-
-def _check_template(job: str) -> None:
-    """Raise ``ValueError`` unless ``job`` is a job type, or one with ``{event}`` as a whole word."""
-    words = job.split(".")
-    if any(EVENT in word and word != EVENT for word in words) or words.count(EVENT) > 1:
-        # The types a template makes must form a topic pattern, so they can be reserved.
-        raise ValueError(
-            f"job {job!r}: {EVENT} must be a whole dot-separated word, used once "
-            f"(e.g. 'acme.{EVENT}')"
-        )
-    template = job.replace(EVENT, SAMPLE_EVENT)
-    if "{" in template or "}" in template:
-        raise ValueError(f"job {job!r}: the only placeholder is {EVENT}")
-    problem = limits.job_type_problem(template, allow_wildcards=False)
-    if problem:
-        raise ValueError(f"job {job!r} does not make a job type: {problem}")
-
-
-def job_type_of(template: str, event: str | None) -> str | None:
-    """Return the job type ``template`` makes of ``event``, or ``None`` when the event cannot make one."""
-    if EVENT not in template:
-        return template
-    if not event:
-        return None
-    job_type = template.replace(EVENT, event)
-    return None if limits.job_type_problem(job_type, allow_wildcards=False) else job_type
 
 
 class StreamStart(StrEnum):
@@ -353,16 +353,14 @@ DEFAULT_STREAM_READERS_MAX = 4
 DEFAULT_STREAM_BACKLOG = 1000
 
 
-class StreamSourceSpec(_Spec):
+class StreamSourceSpec(_SourceSpec):
     """One ``streams:`` entry: a Redis stream read through a consumer group, and the job each entry becomes."""
 
     stream: Annotated[str, Field(min_length=1, max_length=512)]  # the stream's key
     group: Annotated[str, Field(min_length=1, max_length=255)] = "taskq"
-    job: str
     event_field: str | None = None  # the entry field whose value fills {event}
     # The entry field holding the payload as JSON; unset: the entry's fields as an object.
     payload_field: str | None = None
-    priority: Priority = Priority.MEDIUM
     tenant: limits.Tenant = names.DEFAULT_TENANT
     dead_letter: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     start: StreamStart = StreamStart.FIRST
@@ -418,7 +416,6 @@ class StreamSourceSpec(_Spec):
             raise ValueError(
                 f"job uses {EVENT} but this stream source has no event_field to take it from"
             )
-        _check_template(self.job)
         if self.dead_letter_stream == self.stream:
             raise ValueError("dead_letter must be another stream than the one read")
         return self
@@ -427,10 +424,6 @@ class StreamSourceSpec(_Spec):
     def dead_letter_stream(self) -> str:
         """Return the stream that receives the entries that cannot become jobs."""
         return self.dead_letter or f"{self.stream}.dead"
-
-    def job_type(self, event: str | None) -> str | None:
-        """Return the job type of an entry whose event field holds ``event``, or ``None``."""
-        return job_type_of(self.job, event)
 
 
 class TopologySpec(_Spec):

@@ -25,21 +25,15 @@ class DeliveryNote:
 
     @classmethod
     def of(cls, result: str, response: Response) -> DeliveryNote:
-        """Return the note of a delivery from its answer (a job, or a problem)."""
-        try:
-            answer = orjson.loads(bytes(response.body))
-        except orjson.JSONDecodeError:
-            answer = {}
-        if not isinstance(answer, dict):
-            answer = {}
-        job_id, delivery_id = answer.get("id"), answer.get("delivery_id")
+        """Return the note of a delivery from the receiver's JSON answer (a job, or a problem)."""
+        answer = orjson.loads(bytes(response.body))
         return cls(
             datetime.now(UTC),
             result,
             response.status_code,
-            str(answer.get("detail") or ""),
-            job_id if isinstance(job_id, str) else None,
-            delivery_id if isinstance(delivery_id, str) else None,
+            answer.get("detail", ""),
+            answer.get("id"),
+            answer.get("delivery_id"),
         )
 
 

@@ -127,6 +127,7 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
     router = APIRouter(tags=["webhooks"])
     env = os.environ if environ is None else environ
     limiter = RateLimiter(auth.webhook_rate_limit, auth.webhook_rate_burst)
+    sources: dict[str, Source] = {}  # built from the topology and the environment on first use
 
     @router.post(
         "/webhooks/{source}",
@@ -140,7 +141,8 @@ def webhook_router(auth: AuthSettings, environ: Mapping[str, str] | None = None)
         # answer is 2xx only once the broker confirmed the job.
         services: Services = request.app.state.services
         metrics: ApiMetrics = request.app.state.metrics
-        sources = _sources(request.app, services.submitter, env)
+        if not sources:
+            sources.update(load_sources(services.submitter.topology, env))
         found = sources.get(source)
         if found is None:
             # A URL segment: never a label value.
@@ -214,15 +216,6 @@ def delivery_log(app: FastAPI) -> DeliveryLog:
     if log is None:
         log = app.state.webhook_log = DeliveryLog()
     return log
-
-
-def _sources(app: FastAPI, submitter: Submitter, environ: Mapping[str, str]) -> dict[str, Source]:
-    """Return the app's sources, built from the topology and the environment on first use."""
-    built: dict[str, Source] | None = getattr(app.state, "webhook_sources", None)
-    if built is None:
-        built = load_sources(submitter.topology, environ)
-        app.state.webhook_sources = built
-    return built
 
 
 def _job_request(

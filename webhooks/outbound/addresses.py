@@ -115,10 +115,6 @@ class AllowList:
             hosts.add(host_key(entry))
         return cls(networks=frozenset(networks), hosts=frozenset(hosts))
 
-    def admits_host(self, host: str) -> bool:
-        """Return whether the URL host name ``host`` is allowed whatever it resolves to."""
-        return host_key(host) in self.hosts
-
 
 def embedded_ipv4(address: IPv6Address) -> tuple[IPv4Address, ...]:
     """Return the IPv4 addresses an IPv6 transition form carries (mapped, NAT64, 6to4, Teredo)."""
@@ -136,7 +132,7 @@ def embedded_ipv4(address: IPv6Address) -> tuple[IPv4Address, ...]:
 def refusal(address: IPAddress, allow: AllowList | None = None, *, host: str = "") -> str | None:
     """Return why ``address`` (reached through URL host ``host``) may not be dialled, or None."""
     if allow is not None and (
-        (host and allow.admits_host(host)) or any(address in net for net in allow.networks)
+        (host and host_key(host) in allow.hosts) or any(address in net for net in allow.networks)
     ):
         return None
     if isinstance(address, IPv6Address) and (embedded := embedded_ipv4(address)):
@@ -212,7 +208,7 @@ async def check_callback_url(
     host, port = url.raw_host or "", url.port or 0  # both set: parse_callback_url checked
     shown = display(url)
     name = host_key(host)
-    if (name == "localhost" or name.endswith(".localhost")) and not allow.admits_host(host):
+    if (name == "localhost" or name.endswith(".localhost")) and name not in allow.hosts:
         # RFC 6761: these always mean this machine, whether or not DNS answers for them.
         raise AddressRefused(shown, f"{host} names the local host (loopback)")
     addresses = await _resolve(host, port, shown, dns_timeout)

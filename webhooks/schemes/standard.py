@@ -42,7 +42,9 @@ class StandardVerifier:
             self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
             # Checked after the signature so this error means authentic but stale (or skewed).
             base.check_window(timestamp, now, self._tolerance, future_ok=False)
-            return base.Delivery(msg_id, _event_type(body), timestamp)
+            # The signature authenticates the body, not its shape: no string "type", no event.
+            event = (base.json_object(body) or {}).get("type")
+            return base.Delivery(msg_id, event if isinstance(event, str) else None, timestamp)
 
     def _check(self, content: bytes, hmacs: list[bytes], ed25519s: list[bytes]) -> None:
         hmacs = hmacs if self._hmac_secrets else []
@@ -101,12 +103,6 @@ def _ed25519_valid(key: Ed25519PublicKey, signature: bytes, content: bytes) -> b
     return True
 
 
-def _event_type(body: bytes) -> str | None:
-    """Return the body's string "type", or None: the signature authenticates, not the body's shape."""
-    event_type = (base.json_object(body) or {}).get("type")
-    return event_type if isinstance(event_type, str) else None
-
-
 def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519PublicKey]]:
     """Return the HMAC secrets and ed25519 public keys held in ``whsec_`` and ``whpk_`` strings."""
     hmac_secrets, public_keys = [], []
@@ -114,7 +110,10 @@ def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519Public
         if secret.startswith(HMAC_PREFIX):
             hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
         elif secret.startswith(PUBLIC_PREFIX):
-            public_keys.append(_public_key(secret))
+            raw = _key_bytes(secret, PUBLIC_PREFIX)
+            if len(raw) != 32:
+                raise WebhookConfigError("a whpk_ key must hold 32 bytes")
+            public_keys.append(Ed25519PublicKey.from_public_bytes(raw))
         elif secret.startswith(PRIVATE_PREFIX):
             raise WebhookConfigError(
                 "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
@@ -124,15 +123,8 @@ def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519Public
     return hmac_secrets, public_keys
 
 
-def _public_key(secret: str) -> Ed25519PublicKey:
-    raw = _key_bytes(secret, PUBLIC_PREFIX)
-    if len(raw) != 32:
-        raise WebhookConfigError("a whpk_ key must hold 32 bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
 def _key_bytes(secret: str, prefix: str) -> bytes:
-    if not isinstance(secret, str) or not secret.startswith(prefix):
+    if not secret.startswith(prefix):
         raise WebhookConfigError(f"expected a key starting {prefix}")
     try:
         raw = base64.b64decode(secret[len(prefix) :], validate=True)
