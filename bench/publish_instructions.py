@@ -70,7 +70,7 @@ def instructions(variant: str, jobs: int) -> int:
     """Return the instructions a whole child process of ``variant`` with ``jobs`` a run executed."""
     with tempfile.TemporaryDirectory() as out:
         counted = Path(out) / "callgrind.out"
-        subprocess.run(
+        done = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
@@ -81,9 +81,11 @@ def instructions(variant: str, jobs: int) -> int:
                 variant,
                 str(jobs),
             ],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if done.returncode != 0:
+            raise SystemExit(f"{variant} with {jobs} jobs failed:\n{done.stderr[-3000:]}")
         summary = re.search(r"^summary: (\d+)", counted.read_text(), re.MULTILINE)
         assert summary, "callgrind wrote no summary"
         return int(summary.group(1))

@@ -299,7 +299,7 @@ class ApiSettings(Section):
     ws_max_frame_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
     """The largest frame a WebSocket client may send."""
     ws_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
-    """Seconds a quiet WebSocket stays open."""
+    """Seconds a quiet WebSocket, or a gRPC `Watch` stream with no event, stays open."""
     api_tls_cert_file: str = ""
     """Serve HTTPS with this certificate chain (PEM; empty: plain HTTP, for loopback only)."""
     api_tls_key_file: str = ""
