@@ -23,7 +23,8 @@ def test_the_reference_table_in_the_docs_is_current():
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     start, end = text.index(DOC_START), text.index(DOC_END) + len(DOC_END)
     assert text[start:end] == reference(), (
-        "run: taskctl config --markdown, into docs/configuration.md"
+        "replace the table between the markers in docs/configuration.md with the output of "
+        "taskctl config --markdown (the introduction above it stays)"
     )
 
 
