@@ -45,12 +45,7 @@ class AzureBlobStore(BucketStore):
         endpoint_url: str | None = None,
         account_key: str | None = None,
     ) -> None:
-        """Check the names, and build the client once (it is thread-safe).
-
-        Without ``account_key`` the client authenticates with Entra ID through azure-identity's
-        default chain: on AKS the pod's workload identity. ``endpoint_url`` replaces the account's
-        ``https://<account>.blob.core.windows.net`` (an emulator, or a private endpoint's name).
-        """
+        """Check the names, and build the client once (thread-safe; without ``account_key``, Entra ID's default chain)."""
         if not _ACCOUNT.fullmatch(account):
             raise ValueError(f"{account!r} is not a valid storage account name (3-24 of a-z 0-9)")
         if not _CONTAINER.fullmatch(container):

@@ -124,11 +124,9 @@ def open_blob_store(
     cloud_endpoint_url: str | None = None,
     azure_key: str | None = None,
 ) -> BlobStore:
-    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``.
-
-    ``endpoint_url``, ``region`` and the keys are S3's; ``cloud_endpoint_url`` replaces the
-    endpoint of Cloud Storage or Blob Storage, and ``azure_key`` is a storage account key.
-    """
+    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``."""
+    # ``endpoint_url``, ``region`` and the keys are S3's; ``cloud_endpoint_url`` is Cloud
+    # Storage's or Blob Storage's.
     parts = urlsplit(url)
     if "@" in parts.netloc:  # not echoed: it may hold a password
         raise SettingsError(

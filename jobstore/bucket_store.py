@@ -15,11 +15,7 @@ _P = ParamSpec("_P")
 
 
 class BucketStore:
-    """Blobs as objects under a prefix of one bucket, through a blocking SDK run in threads.
-
-    A subclass does the SDK's part (``_put``, ``_get``, ``_delete``, ``_scan``) and says which of
-    its errors mean what (``_translate``), the one seam where they become ours.
-    """
+    """Blobs as objects under a prefix of one bucket, through a blocking SDK run in threads (a subclass does the SDK's part)."""
 
     def __init__(self, home: str, prefix: str) -> None:
         """Check the prefix; ``home`` is the uri of the bucket (``s3://bucket``)."""

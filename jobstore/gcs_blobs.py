@@ -38,11 +38,7 @@ class GcsBlobStore(BucketStore):
     def __init__(
         self, bucket: str, *, prefix: str = "taskq/", endpoint_url: str | None = None
     ) -> None:
-        """Check the bucket and prefix, and build the client once (credentials from the environment).
-
-        Credentials are Google's application default ones: on GKE the pod's Workload Identity.
-        With ``endpoint_url`` (an emulator) the client sends none.
-        """
+        """Check the bucket and prefix, and build the client once (application default credentials; none for an emulator)."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid Cloud Storage bucket name")
         super().__init__(f"gs://{bucket}", prefix)

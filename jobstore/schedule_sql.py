@@ -8,7 +8,7 @@ from typing import Any
 
 from jobstore.schedule_state import ScheduleState
 from jobstore.shared_sql import SharedSql
-from jobstore.talk import marks
+from jobstore.talk import many, marks, statements
 
 _COLUMNS = "name, since, updated_at, last_due, last_job_id, paused_at"
 _START = (
@@ -18,13 +18,13 @@ _START = (
 
 
 class ScheduleSql(SharedSql):
-    """Schedules' memory over the store's ``_fetch`` and ``_execute_many``."""
+    """Schedules' memory over the store's ``_fetch`` and ``_talk``."""
 
     async def schedule_states(self, names: Sequence[str], at: datetime) -> dict[str, ScheduleState]:
         """Return the state of each named schedule, counting those never seen from ``at``."""
         if not names:
             return {}
-        await self._execute_many(_START, [(name, self._time_in(at)) for name in names])
+        await self._talk(statements(many(_START, [(name, self._time_in(at)) for name in names])))
         rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM schedules WHERE name IN ({marks(len(names))})", *names
         )

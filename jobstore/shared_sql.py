@@ -27,6 +27,7 @@ from jobstore.model import (
     Swept,
     check_settable,
 )
+from jobstore.talk import Query, T, Talk, many, statements
 from topology.priority import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
@@ -101,18 +102,14 @@ _ID_SLACK = timedelta(hours=1)
 
 
 class SharedSql:
-    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch``, ``_execute_many``."""
+    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch`` and ``_talk``."""
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
         raise NotImplementedError
 
-    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement with numbered parameters once per row, in one transaction."""
-        raise NotImplementedError
-
-    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run each (statement, parameters) in order, in one transaction."""
+    async def _talk(self, talk: Talk[T]) -> T:
+        """Run the conversation ``talk`` in one write transaction and return its answer."""
         raise NotImplementedError
 
     def _time_in(self, when: datetime | None) -> Any:
@@ -171,7 +168,7 @@ class SharedSql:
             rows = [(c.job_id, value(c.new), value(c.old)) for c in changes if c.column == column]
             if rows:
                 sql = f"UPDATE jobs SET {column} = $2 WHERE id = $1 AND {column} = $3"
-                await self._execute_many(sql, rows)
+                await self._talk(statements(many(sql, rows)))
 
     async def revive(self, job_id: str, at: datetime) -> bool:
         """Move a dead-lettered job back to queued at ``at``, attempts and deliveries at 0; whether it was."""
@@ -189,11 +186,7 @@ class SharedSql:
         return bool(rows)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).
-
-        A job a worker started is kept, key and all: its message did reach a queue (a confirm
-        lost with the connection looks like a publish that failed).
-        """
+        """Delete a job that never reached the broker, and its key (ON DELETE CASCADE); one a worker started stays."""
         await self._fetch(
             "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')", job_id
         )
@@ -285,18 +278,18 @@ class SharedSql:
             breaker.failures,
             self._time_in(breaker.changed_at),
         )
-        await self._execute_all(
-            [
-                (
+        await self._talk(
+            statements(
+                Query(
                     f"INSERT INTO breakers ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
                     " ON CONFLICT (group_name, dependency, worker) DO UPDATE SET"
                     " state = excluded.state, failures = excluded.failures,"
                     " changed_at = excluded.changed_at",
                     values,
                 ),
-                (_INSERT_BREAKER_CHANGE, values),
-                (_TRIM_BREAKER_CHANGES, (BREAKER_CHANGES_KEPT,)),
-            ]
+                Query(_INSERT_BREAKER_CHANGE, values),
+                Query(_TRIM_BREAKER_CHANGES, (BREAKER_CHANGES_KEPT,)),
+            )
         )
 
     async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
@@ -422,7 +415,7 @@ class SharedSql:
     async def record_events(self, events: Sequence[JobEvent]) -> None:
         """Insert the events of jobs that exist, in one transaction."""
         if events:
-            await self._execute_many(INSERT_EVENT, [self.event_row(e) for e in events])
+            await self._talk(statements(many(INSERT_EVENT, [self.event_row(e) for e in events])))
 
     async def list_events(self, job_id: str, *, limit: int = 200) -> list[JobEvent]:
         """Return the job's first ``limit`` events, oldest first."""

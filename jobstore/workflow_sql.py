@@ -1,9 +1,7 @@
-"""The workflow SQL both stores share: creating one, counting its steps' ends, cancelling it, reading it.
+"""The workflow SQL both stores share: creating one, counting its steps' ends, cancelling it, reading it."""
 
-A step's end is counted in the transaction of the run window that records its job's end:
-the step's row moves from pending once, under its workflow's row lock, so a crash can never
-count an end twice or lose one, and exactly one end sees a chord's last member finish.
-"""
+# A step's end is counted in the run window that records its job's end, under its workflow's
+# row lock: never twice, never lost, and exactly one end sees a chord's last member finish.
 
 from __future__ import annotations
 
@@ -156,19 +154,13 @@ class WorkflowSql(SharedSql):
     _locking = ""  # the workflows a conversation changes: " FOR UPDATE"
     _skip_locked = ""  # steps' jobs to cancel, but not those a run window holds now
 
-    async def _talk(self, talk: Talk[Any]) -> Any:
-        """Run ``talk`` in one write transaction and return its answer."""
-        raise NotImplementedError
-
     async def create_workflow(self, new: NewWorkflow) -> WorkflowCreated:
         """Insert the workflow, its steps and their jobs, unless its idempotency key names one already."""
-        created: WorkflowCreated = await self._talk(self.creating(new))
-        return created
+        return await self._talk(self.creating(new))
 
     async def cancel_workflow(self, workflow_id: str, at: datetime) -> WorkflowRecord | None:
         """Cancel a running workflow and every step not started; the workflow as it is after."""
-        cancelled: WorkflowRecord | None = await self._talk(self.cancelling(workflow_id, at))
-        return cancelled
+        return await self._talk(self.cancelling(workflow_id, at))
 
     def creating(self, new: NewWorkflow) -> Talk[WorkflowCreated]:
         """Insert ``new`` (the conversation of ``create_workflow``)."""
