@@ -89,22 +89,13 @@ class AzureBlobStore(BucketStore):
             self._container.get_blob_client(name).delete_blob()
 
     def _scan(self, after: str, limit: int) -> list[StoredBlob]:
-        start = self.prefix + after if after else None
-        found: list[StoredBlob] = []
-        # start_from (inclusive) spares listing what comes before; the filter keeps the result
-        # exact where a service or emulator ignores it.
+        # start_from (inclusive) spares listing what comes before.
         listing = self._container.list_blobs(
             name_starts_with=f"{self.prefix}{PAYLOADS}/",
             results_per_page=limit + 1,
-            start_from=start,
+            start_from=self.prefix + after if after else None,
         )
-        for item in listing:
-            if start is None or item.name > start:
-                key = item.name[len(self.prefix) :]
-                found.append(StoredBlob(key, self._uri(item.name), item.last_modified))
-                if len(found) == limit:
-                    break
-        return found
+        return self._listed(((item.name, item.last_modified) for item in listing), after, limit)
 
     def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
         if not isinstance(exc, AzureError):

@@ -27,6 +27,7 @@ from jobstore.model import (
 from jobstore.run_window import RUN_COLUMNS, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
+    CLAIM_KEY,
     COLUMNS,
     HELD_KEY,
     JSON,
@@ -96,17 +97,8 @@ _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
 )
-# One statement claims a free key or takes over an expired one; a held key is left alone (but
-# locked until commit, so the SELECT that follows sees its holder).
-_CLAIM = """
-INSERT INTO idempotency_keys AS k (key, request_hash, job_id, state, lease_until, expires_at)
-VALUES ($1, $2, $3, 'pending', now() + make_interval(secs => $4), now() + make_interval(secs => $4))
-ON CONFLICT (key) DO UPDATE
-SET request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',
-    response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at
-WHERE k.expires_at <= now()
-RETURNING k.job_id
-"""
+# A held key is left alone, but locked until commit, so the SELECT that follows sees its holder.
+_CLAIM = CLAIM_KEY.format(until="now() + make_interval(secs => $4)", now="now()")
 # One statement (one round trip, one commit) completes the key and purges up to a batch of
 # expired ones; SKIP LOCKED lets concurrent completions purge different rows instead of waiting
 # on each other, and ``job_id <> $1`` keeps the two parts off the same row.

@@ -51,6 +51,15 @@ INSERT_EVENT = (
     " FROM jobs WHERE id = $1"
 )
 """Insert a job's event, if the job is there (its row may have expired meanwhile)."""
+# Claims a free key or takes over a lapsed one; a held key returns no row. A store fills in its
+# lease's end and its now.
+CLAIM_KEY = (
+    "INSERT INTO idempotency_keys (key, request_hash, job_id, state, lease_until, expires_at)"
+    " VALUES ($1, $2, $3, 'pending', {until}, {until}) ON CONFLICT (key) DO UPDATE SET"
+    " request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',"
+    " response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at"
+    " WHERE idempotency_keys.expires_at <= {now} RETURNING job_id"
+)
 HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 # Written as the index of finished jobs (migration 0007) declares it, so the planner uses it.

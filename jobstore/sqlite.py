@@ -30,6 +30,7 @@ from jobstore.model import (
 from jobstore.run_window import RUN_COLUMNS, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
+    CLAIM_KEY,
     COLUMNS,
     HELD_KEY,
     INSERT_JOB,
@@ -62,14 +63,7 @@ _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)"
 )
-# Claims a free key or takes over a lapsed one (?5 is now); a held key returns no row.
-_CLAIM = (
-    "INSERT INTO idempotency_keys (key, request_hash, job_id, state, lease_until, expires_at)"
-    " VALUES (?1, ?2, ?3, 'pending', ?4, ?4) ON CONFLICT (key) DO UPDATE SET"
-    " request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',"
-    " response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at"
-    " WHERE expires_at <= ?5 RETURNING job_id"
-)
+_CLAIM = CLAIM_KEY.format(until="?4", now="?5").replace("$", "?")
 _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
     " WHERE job_id = ? AND state = 'pending'"
