@@ -55,7 +55,7 @@ _INSERT_STEP = (
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 _WRITE_FLOW = (
     "UPDATE workflows SET status = $2, pending = $3, failed = $4, error = $5, updated_at = $6,"
-    " finished_at = $7 WHERE id = $1"
+    " finished_at = coalesce($7, finished_at) WHERE id = $1"
 )
 # A waiting step (its job stored scheduled, never published) becomes due.
 _RELEASE = (
@@ -93,7 +93,7 @@ class _Flow:
     pending: int
     failed: int
     error: str | None
-    finished: Any = None  # the stored end time, once it ends
+    finished: bool = False  # it ended in this conversation, which stamps the time
 
     def ended(self, position: int, role: StepRole, end: StepEnd) -> tuple[int | None, bool]:
         """Count ``end``; return the position of the step it releases (if any) and whether to cancel the rest."""
@@ -125,7 +125,7 @@ class _Flow:
 
     def _finish(self, status: WorkflowStatus, error: str | None) -> None:
         self.status, self.error = status, error
-        self.finished = True  # the conversation stamps the time
+        self.finished = True
 
 
 def step_ends(ends: Sequence[RunEnd], found: Sequence[RunJob | None]) -> list[StepEnd]:
@@ -279,22 +279,21 @@ class WorkflowSql(SharedSql):
 
     def _write_flows(self, flows: Sequence[_Flow], stamp: Any) -> Talk[None]:
         """Write the workflows' counters, status and end."""
-        rows = []
-        for flow in flows:
-            if flow.finished is True:
-                flow.finished = stamp
-            rows.append(
+        yield many(
+            _WRITE_FLOW,
+            [
                 (
-                    flow.id,
-                    flow.status.value,
-                    flow.pending,
-                    flow.failed,
-                    flow.error,
+                    f.id,
+                    f.status.value,
+                    f.pending,
+                    f.failed,
+                    f.error,
                     stamp,
-                    flow.finished,
+                    stamp if f.finished else None,
                 )
-            )
-        yield many(_WRITE_FLOW, rows)
+                for f in flows
+            ],
+        )
 
     async def get_workflow(self, workflow_id: str) -> tuple[WorkflowRecord, list[StepView]] | None:
         """Return the workflow and its steps in order (``None``: no such workflow)."""
