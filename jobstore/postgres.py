@@ -22,14 +22,12 @@ from jobstore.model import (
     Confirmed,
     JobRecord,
     NewJob,
-    held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     CLAIM_KEY,
     COLUMNS,
-    HELD_KEY,
     JSON,
     PURGE_BATCH,
 )
@@ -97,8 +95,6 @@ _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
 )
-# A held key is left alone, but locked until commit, so the SELECT that follows sees its holder.
-_CLAIM = CLAIM_KEY.format(until="now() + make_interval(secs => $4)", now="now()")
 # One statement (one round trip, one commit) completes the key and purges up to a batch of
 # expired ones; SKIP LOCKED lets concurrent completions purge different rows instead of waiting
 # on each other, and ``job_id <> $1`` keeps the two parts off the same row.
@@ -129,6 +125,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
     _locking = " FOR UPDATE"
     _skip_locked = " FOR UPDATE OF j SKIP LOCKED"
     _start = _START
+    _claim_key = CLAIM_KEY.format(until="now() + make_interval(secs => $4)", now="now()")
 
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
@@ -179,7 +176,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
             claims = [
                 Claim(ClaimState.NEW, i.job.id)
                 if i.claim is None
-                else await _claim(conn, i.claim, i.job.id, i.lease_s)
+                else await _talked(conn, self._claiming(i.claim, i.job.id, float(i.lease_s)))
                 for i in items
             ]
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
@@ -279,15 +276,6 @@ async def _complete(conn: Connection, items: Sequence[Confirmed]) -> None:
     done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
     if done:
         await conn.executemany(_COMPLETE, done)
-
-
-async def _claim(conn: Connection, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:
-    """Claim the key in the caller's transaction; a held key stays locked until its commit."""
-    key, request_hash = claim
-    if await conn.fetchval(_CLAIM, key, request_hash, job_id, float(lease_s)) is not None:
-        return Claim(ClaimState.NEW, job_id)
-    [held] = await conn.fetch(HELD_KEY, key)  # there: the upsert that failed locked it
-    return held_claim(request_hash, *held)
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -15,6 +15,8 @@ from jobstore.model import (
     ApiKeyRecord,
     AuditEntry,
     BreakerRecord,
+    Claim,
+    ClaimState,
     DataChange,
     JobEvent,
     JobEventKind,
@@ -26,6 +28,7 @@ from jobstore.model import (
     RunEnd,
     Swept,
     check_settable,
+    held_claim,
 )
 from jobstore.talk import Query, T, Talk, many, statements
 from topology.priority import Priority
@@ -51,8 +54,9 @@ INSERT_EVENT = (
     " FROM jobs WHERE id = $1"
 )
 """Insert a job's event, if the job is there (its row may have expired meanwhile)."""
-# Claims a free key or takes over a lapsed one; a held key returns no row. A store fills in its
-# lease's end and its now.
+# Claims a free key or takes over a lapsed one; a held key returns no row (on PostgreSQL it is
+# locked until commit, so the read of its holder that follows sees it). A store fills in its
+# lease's end ($4) and its now.
 CLAIM_KEY = (
     "INSERT INTO idempotency_keys (key, request_hash, job_id, state, lease_until, expires_at)"
     " VALUES ($1, $2, $3, 'pending', {until}, {until}) ON CONFLICT (key) DO UPDATE SET"
@@ -113,6 +117,8 @@ _ID_SLACK = timedelta(hours=1)
 class SharedSql:
     """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch`` and ``_talk``."""
 
+    _claim_key: str  # ``CLAIM_KEY`` in the store's terms
+
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
         raise NotImplementedError
@@ -157,6 +163,14 @@ class SharedSql:
         values["status"] = JobStatus(values["status"])
         values["priority"] = Priority(values["priority"])
         return JobRecord(**values)
+
+    def _claiming(self, claim: tuple[str, str], job_id: str, *times: Any) -> Talk[Claim]:
+        """Claim the key ``(key, request_hash)`` for ``job_id`` in the caller's transaction (``times``: ``_claim_key``'s)."""
+        key, request_hash = claim
+        if (yield Query(self._claim_key, (key, request_hash, job_id, *times))):
+            return Claim(ClaimState.NEW, job_id)
+        [held] = yield Query(HELD_KEY, (key,))
+        return held_claim(request_hash, *held)
 
     def _ended(self, end: RunEnd) -> tuple[Any, ...]:
         """Return the parameters of ``END_RUN`` for ``end``."""

@@ -25,14 +25,12 @@ from jobstore.model import (
     Confirmed,
     JobRecord,
     NewJob,
-    held_claim,
 )
 from jobstore.run_window import RUN_COLUMNS, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     CLAIM_KEY,
     COLUMNS,
-    HELD_KEY,
     INSERT_JOB,
     PURGE_BATCH,
 )
@@ -48,7 +46,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 _INSERT = INSERT_JOB.replace("$", "?")
-_HELD = HELD_KEY.replace("$", "?")
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
 _CLEAR_MOVED_ON = (
@@ -63,7 +60,6 @@ _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)"
 )
-_CLAIM = CLAIM_KEY.format(until="?4", now="?5").replace("$", "?")
 _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
     " WHERE job_id = ? AND state = 'pending'"
@@ -85,6 +81,7 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
     """Jobs and idempotency keys in a SQLite file, over one connection opened on first use."""
 
     _start = _START
+    _claim_key = CLAIM_KEY.format(until="$4", now="$5")  # the store's clock: ``_now_us``
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -140,7 +137,7 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
             claims = [
                 Claim(ClaimState.NEW, i.job.id)
                 if i.claim is None
-                else _claim(db, i.claim, i.job.id, i.lease_s, now)
+                else _talked(db, self._claiming(i.claim, i.job.id, now + _us(i.lease_s), now))
                 for i in items
             ]
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
@@ -256,17 +253,6 @@ def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
     if done:
         db.executemany(_COMPLETE, done)
         db.execute(_PURGE, (now,))  # housekeeping: expired keys, a batch at a time
-
-
-def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float, now: int) -> Claim:
-    """Claim the key inside the caller's ``BEGIN IMMEDIATE`` transaction (so no one races us)."""
-    key, request_hash = claim
-    until = now + _us(lease_s)
-    if db.execute(_CLAIM, (key, request_hash, job_id, until, now)).fetchall():
-        return Claim(ClaimState.NEW, job_id)
-    # The key is held (its lease, or the replay window of a finished request, is not over).
-    [held] = db.execute(_HELD, (key,)).fetchall()
-    return held_claim(request_hash, *held)
 
 
 def _us(seconds: float) -> int:
