@@ -67,12 +67,4 @@ class ScheduleSql(SharedSql):
         return self._schedule(row)
 
     def _schedule(self, row: Sequence[Any]) -> ScheduleState:
-        name, since, updated, last_due, last_job, paused = row
-        return ScheduleState(
-            name,
-            self._time_out(since),
-            self._time_out(updated),
-            None if last_due is None else self._time_out(last_due),
-            last_job,
-            None if paused is None else self._time_out(paused),
-        )
+        return ScheduleState(**self._decoded(_COLUMNS.split(", "), row))

@@ -30,15 +30,19 @@ from jobstore.model import (
     check_settable,
     held_claim,
 )
-from jobstore.talk import Query, T, Talk, many, statements
+from jobstore.talk import Query, T, Talk, many, marks, statements
 from topology.priority import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
-TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})
+# The time columns of every table (a job's, a workflow's, a schedule's, a key's, an audit entry's).
+TIMES = frozenset(
+    {"created_at", "updated_at", "not_before", "started_at", "finished_at", "at"}
+    | {"since", "last_due", "paused_at", "expires_at", "revoked_at", "last_used_at"}
+)
 JSON = frozenset({"payload", "payload_ref", "result"})  # orjson text on both stores
 INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)})"
-    f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+    f" VALUES ({marks(len(COLUMNS))})"
     " ON CONFLICT (id) DO NOTHING"
 )
 """Insert a job unless its row exists: the worker that ran it first created it from its message."""
@@ -50,7 +54,7 @@ END_RUN = (
 EVENT_COLUMNS = tuple(JobEvent.__dataclass_fields__)
 INSERT_EVENT = (
     f"INSERT INTO job_events ({', '.join(EVENT_COLUMNS)})"
-    f" SELECT id, {', '.join(f'${n}' for n in range(2, len(EVENT_COLUMNS) + 1))}"
+    f" SELECT id, {marks(len(EVENT_COLUMNS) - 1, 2)}"
     " FROM jobs WHERE id = $1"
 )
 """Insert a job's event, if the job is there (its row may have expired meanwhile)."""
@@ -151,15 +155,19 @@ class SharedSql:
         """Return the values of ``job``'s row, in ``COLUMNS`` order."""
         return [self._value_in(name, getattr(job, name)) for name in COLUMNS]
 
+    def _decoded(self, columns: Sequence[str], row: Iterable[Any]) -> dict[str, Any]:
+        """Return a row's values by its ``columns``' names, its times and JSON decoded."""
+        values = dict(zip(columns, row, strict=True))
+        for name, value in values.items():
+            if value is not None and name in TIMES:
+                values[name] = self._time_out(value)
+            elif value is not None and name in JSON:
+                values[name] = orjson.loads(value)
+        return values
+
     def _job(self, row: Iterable[Any]) -> JobRecord:
         """Return the job a jobs row (selected in ``COLUMNS`` order) holds."""
-        values = dict(zip(COLUMNS, row, strict=True))
-        for column in TIMES:
-            if values[column] is not None:
-                values[column] = self._time_out(values[column])
-        for column in JSON:
-            if values[column] is not None:
-                values[column] = orjson.loads(values[column])
+        values = self._decoded(COLUMNS, row)
         values["status"] = JobStatus(values["status"])
         values["priority"] = Priority(values["priority"])
         return JobRecord(**values)
@@ -257,12 +265,11 @@ class SharedSql:
         if not allowed_from:
             return None
         sets = "".join(f", {name} = ${n}" for n, name in enumerate(fields, start=3))
-        first = 3 + len(fields)
-        marks = ", ".join(f"${n}" for n in range(first, first + len(allowed_from)))
+        statuses = marks(len(allowed_from), 3 + len(fields))
         # One statement is atomic on its own: the status test and the update cannot be split (a
         # racing PostgreSQL update waits for the row lock, then re-checks the committed row).
         rows = await self._fetch(
-            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status IN ({marks})"
+            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status IN ({statuses})"
             f" RETURNING {', '.join(COLUMNS)}",
             to.value,
             job_id,
@@ -277,8 +284,7 @@ class SharedSql:
             raise ValueError(f"limit must be at least 1, got {limit}")
         found: set[str] = set()
         if ask:
-            marks = ", ".join(f"${n}" for n in range(1, len(ask) + 1))
-            rows = await self._fetch(f"SELECT id FROM jobs WHERE id IN ({marks})", *ask)
+            rows = await self._fetch(f"SELECT id FROM jobs WHERE id IN ({marks(len(ask))})", *ask)
             found = {row[0] for row in rows}
         now = datetime.now(UTC)
         jobs, blobs = 0, []
@@ -390,14 +396,11 @@ class SharedSql:
 
     async def record_audit(self, entry: AuditEntry) -> None:
         """Insert ``entry``, or replace the entry of its id (an operation that ended)."""
-        values = [getattr(entry, name) for name in _AUDIT_FIELDS]
-        values[1] = self._time_in(entry.at)
-        values[-1] = self._time_in(entry.finished_at)
+        values = [self._value_in(name, getattr(entry, name)) for name in _AUDIT_FIELDS]
         values[8] = None if entry.rate is None else float(entry.rate)  # a float8 on PostgreSQL
         updates = ", ".join(f"{c} = excluded.{c}" for c in _AUDIT_COLUMNS[-4:])
-        marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
         await self._fetch(
-            f"INSERT INTO dlq_audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks})"
+            f"INSERT INTO dlq_audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks(len(values))})"
             f" ON CONFLICT (id) DO UPDATE SET {updates}",
             *values,
         )
@@ -411,14 +414,7 @@ class SharedSql:
             group,
             limit,
         )
-        entries = []
-        for row in rows:
-            values = dict(zip(_AUDIT_FIELDS, row, strict=True))
-            values["at"] = self._time_out(values["at"])
-            if values["finished_at"] is not None:
-                values["finished_at"] = self._time_out(values["finished_at"])
-            entries.append(AuditEntry(**values))
-        return entries
+        return [AuditEntry(**self._decoded(_AUDIT_FIELDS, row)) for row in rows]
 
     def event_row(self, event: JobEvent) -> tuple[Any, ...]:
         """Return the parameters of ``INSERT_EVENT`` for ``event``."""
@@ -454,20 +450,12 @@ class SharedSql:
         ]
 
     def _api_key(self, row: Sequence[Any]) -> ApiKeyRecord:
-        key_id, name, digest, tenant, scopes, job_types, created, *times = row
-        expires, revoked, used = (None if t is None else self._time_out(t) for t in times)
-        return ApiKeyRecord(
-            id=key_id,
-            name=name,
-            secret_hash=bytes(digest),
-            tenant=tenant,
-            scopes=tuple(scopes.split()),
-            job_types=None if job_types is None else tuple(job_types.split()),
-            created_at=self._time_out(created),
-            expires_at=expires,
-            revoked_at=revoked,
-            last_used_at=used,
-        )
+        values = self._decoded(_KEY.split(", "), row)
+        types = values["job_types"]
+        values["secret_hash"] = bytes(values["secret_hash"])
+        values["scopes"] = tuple(values["scopes"].split())
+        values["job_types"] = None if types is None else tuple(types.split())
+        return ApiKeyRecord(**values)
 
 
 def _id_floor(when: datetime) -> str:

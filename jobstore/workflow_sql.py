@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Any
 
 import orjson
@@ -39,7 +38,6 @@ _FLOW = (
     *("id", "kind", "status", "on_failure", "tenant", "steps", "pending", "failed"),
     *("created_at", "updated_at", "finished_at", "error", "idempotency_key", "correlation_id"),
 )
-_TIMES = frozenset({"created_at", "updated_at", "finished_at"})
 _SELECT_FLOW = f"SELECT {', '.join(_FLOW)} FROM workflows"
 _INSERT_FLOW = (
     f"INSERT INTO workflows ({', '.join(_FLOW)}, request_hash)"
@@ -169,7 +167,7 @@ class WorkflowSql(SharedSql):
             held = yield Query(_KEYED, (flow.tenant, flow.idempotency_key))
             if held:
                 return _replayed(held[0], new.request_hash)
-        values = [self._flow_value(name, getattr(flow, name)) for name in _FLOW]
+        values = [self._value_in(name, getattr(flow, name)) for name in _FLOW]
         inserted = yield Query(_INSERT_FLOW, (*values, new.request_hash))
         if not inserted:  # a concurrent request with the same key committed first
             held = yield Query(_KEYED, (flow.tenant, flow.idempotency_key))
@@ -361,16 +359,8 @@ class WorkflowSql(SharedSql):
         await self._fetch(_EXPIRE_FLOWS, limit)
         return swept
 
-    def _flow_value(self, name: str, value: Any) -> Any:
-        if name in _TIMES:
-            return self._time_in(value)
-        return value.value if isinstance(value, Enum) else value
-
     def _flow(self, row: Sequence[Any]) -> WorkflowRecord:
-        values = dict(zip(_FLOW, row, strict=True))
-        for name in _TIMES:
-            if values[name] is not None:
-                values[name] = self._time_out(values[name])
+        values = self._decoded(_FLOW, row)
         values["kind"] = WorkflowKind(values["kind"])
         values["status"] = WorkflowStatus(values["status"])
         values["on_failure"] = OnFailure(values["on_failure"])
