@@ -138,14 +138,8 @@ async def submit_batch(body: BatchSubmission, request: Request) -> Response:
 
 def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None:
     """Count a job the broker confirmed, under its group and priority."""
-    # Labels come from the topology (group) and a closed set (priority), never from input;
-    # the children are cached, as labels() costs more than the increment.
-    counters: dict[tuple[str | None, str], Any] = request.app.state.submitted_children
-    labels = (service.group_of(job.type), job.priority.value)
-    counter = counters.get(labels)
-    if counter is None:
-        counter = counters[labels] = request.app.state.metrics.submitted.labels(*labels)
-    counter.inc()
+    # Labels come from the topology (group) and a closed set (priority), never from input.
+    request.app.state.submitted(service.group_of(job.type), job.priority.value).inc()
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, **secured(Scope.JOBS_READ))
