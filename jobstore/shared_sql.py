@@ -34,10 +34,10 @@ from jobstore.talk import Query, T, Talk, many, marks, statements
 from topology.priority import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
-# The time columns of every table (a job's, a workflow's, a schedule's, a key's, an audit entry's).
+# The time columns of every table (a job's, a workflow's, a schedule's, a key's, a breaker's...).
 TIMES = frozenset(
     {"created_at", "updated_at", "not_before", "started_at", "finished_at", "at"}
-    | {"since", "last_due", "paused_at", "expires_at", "revoked_at", "last_used_at"}
+    | {"since", "last_due", "paused_at", "expires_at", "revoked_at", "last_used_at", "changed_at"}
 )
 JSON = frozenset({"payload", "payload_ref", "result"})  # orjson text on both stores
 INSERT_JOB = (
@@ -102,6 +102,7 @@ SELECT j.type, j.priority, count(*) FROM t JOIN jobs j ON j.tenant = t.tenant
 WHERE j.status = 'queued' GROUP BY j.type, j.priority
 """
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
+_BREAKER_FIELDS = tuple(BreakerRecord.__dataclass_fields__)  # the columns, group_name as group
 _INSERT_BREAKER_CHANGE = f"INSERT INTO breaker_changes ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
 # Ids are insertion order, so the latest transitions are the highest ids (a gap in them only
 # keeps a few less).
@@ -299,14 +300,7 @@ class SharedSql:
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker); log the transition."""
-        values = (
-            breaker.group,
-            breaker.dependency,
-            breaker.worker,
-            breaker.state,
-            breaker.failures,
-            self._time_in(breaker.changed_at),
-        )
+        values = [self._value_in(name, getattr(breaker, name)) for name in _BREAKER_FIELDS]
         await self._talk(
             statements(
                 Query(
@@ -337,10 +331,7 @@ class SharedSql:
         return self._breakers(rows)
 
     def _breakers(self, rows: Iterable[Sequence[Any]]) -> list[BreakerRecord]:
-        return [
-            BreakerRecord(group, dependency, worker, state, int(failures), self._time_out(changed))
-            for group, dependency, worker, state, failures, changed in rows
-        ]
+        return [BreakerRecord(**self._decoded(_BREAKER_FIELDS, row)) for row in rows]
 
     async def forget_breakers(self, worker: str) -> None:
         """Delete every breaker row of ``worker``."""
@@ -418,18 +409,7 @@ class SharedSql:
 
     def event_row(self, event: JobEvent) -> tuple[Any, ...]:
         """Return the parameters of ``INSERT_EVENT`` for ``event``."""
-        return (
-            event.job_id,
-            self._time_in(event.at),
-            event.kind.value,
-            event.attempt,
-            event.error,
-            event.took_ms,
-            event.delay_ms,
-            event.tier,
-            event.reason,
-            event.trace_id,
-        )
+        return tuple(self._value_in(name, getattr(event, name)) for name in EVENT_COLUMNS)
 
     async def record_events(self, events: Sequence[JobEvent]) -> None:
         """Insert the events of jobs that exist, in one transaction."""
