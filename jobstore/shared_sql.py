@@ -109,7 +109,8 @@ _INSERT_BREAKER_CHANGE = f"INSERT INTO breaker_changes ({_BREAKER}) VALUES ($1, 
 _TRIM_BREAKER_CHANGES = (
     "DELETE FROM breaker_changes WHERE id <= (SELECT max(id) FROM breaker_changes) - $1"
 )
-_KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
+_KEY_FIELDS = tuple(ApiKeyRecord.__dataclass_fields__)
+_KEY = ", ".join(_KEY_FIELDS)
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
 _AUDIT_FIELDS = tuple(AuditEntry.__dataclass_fields__)  # at second, finished_at last
 _AUDIT_COLUMNS = tuple("group_name" if f == "group" else f for f in _AUDIT_FIELDS)
@@ -339,16 +340,12 @@ class SharedSql:
 
     async def create_api_key(self, key: ApiKeyRecord) -> None:
         """Insert ``key``; raise ``StoreError`` when its id is taken."""
-        await self._fetch(
-            f"INSERT INTO api_keys ({_KEY}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            key.id,
-            key.name,
-            key.secret_hash,
-            key.tenant,
-            " ".join(key.scopes),
-            None if key.job_types is None else " ".join(key.job_types),
-            *map(self._time_in, (key.created_at, key.expires_at, key.revoked_at, key.last_used_at)),
-        )
+        values = {name: self._value_in(name, getattr(key, name)) for name in _KEY_FIELDS}
+        # Scopes and job-type patterns are kept as space-separated text.
+        values["scopes"] = " ".join(key.scopes)
+        values["job_types"] = None if key.job_types is None else " ".join(key.job_types)
+        sql = f"INSERT INTO api_keys ({_KEY}) VALUES ({marks(len(values))})"
+        await self._fetch(sql, *values.values())
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         """Return the key with id ``key_id`` (revoked and expired ones too), or ``None``."""
@@ -430,7 +427,7 @@ class SharedSql:
         ]
 
     def _api_key(self, row: Sequence[Any]) -> ApiKeyRecord:
-        values = self._decoded(_KEY.split(", "), row)
+        values = self._decoded(_KEY_FIELDS, row)
         types = values["job_types"]
         values["secret_hash"] = bytes(values["secret_hash"])
         values["scopes"] = tuple(values["scopes"].split())
