@@ -23,7 +23,7 @@ from jobstore.model import (
     JobRecord,
     NewJob,
 )
-from jobstore.run_window import RUN_COLUMNS, RunWindowSql
+from jobstore.run_window import RUN_COLUMNS, START_RUN, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     CLAIM_KEY,
@@ -111,10 +111,6 @@ _READ_WINDOW = (
     f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > now() FROM jobs"
     " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
-_START = (
-    "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
-    " deliveries = deliveries + 1, claim_until = now() + make_interval(secs => $4) WHERE id = $1"
-)
 
 
 class PostgresJobStore(RunWindowSql, ScheduleSql):
@@ -124,7 +120,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
     # it cancels only the steps no run window holds, so two windows never wait on each other.
     _locking = " FOR UPDATE"
     _skip_locked = " FOR UPDATE OF j SKIP LOCKED"
-    _start = _START
+    _start = START_RUN.format(until="now() + make_interval(secs => $4)")
     _claim_key = CLAIM_KEY.format(until="now() + make_interval(secs => $4)", now="now()")
 
     def __init__(

@@ -26,6 +26,11 @@ RUN_COLUMNS = (
     *("id", "type", "status", "attempts", "last_error", "tenant", "callback_url", "workflow_id"),
 )
 """The columns of a ``RunJob``, in its fields' order."""
+START_RUN = (
+    "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
+    " deliveries = deliveries + 1, claim_until = {until} WHERE id = $1"
+)
+"""Claim a job, count its delivery and mark it running; a store fills in its claim's end (``$4``)."""
 _STATUSES = {status.value: status for status in JobStatus}
 # The fields a job's row takes from its message as they are.
 _FROM_MESSAGE = (
@@ -152,7 +157,7 @@ def _fields(
 class RunWindowSql(WorkflowSql):
     """Run windows over a store's conversations; the store says how it reads a window's rows and starts a run."""
 
-    _start: str  # claims, counts and marks a run: $1 job, $2 attempt, $3 start, $4 ``_claim_until``
+    _start: str  # ``START_RUN`` in the store's terms
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]

@@ -26,7 +26,7 @@ from jobstore.model import (
     JobRecord,
     NewJob,
 )
-from jobstore.run_window import RUN_COLUMNS, RunWindowSql
+from jobstore.run_window import RUN_COLUMNS, START_RUN, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     CLAIM_KEY,
@@ -71,17 +71,14 @@ _PURGE = (
 # A run window reads only what a worker needs: the message carries the rest, and decoding it
 # would cost every job for nothing.
 _READ_WINDOW = f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > $1 FROM jobs"
-_START = (
-    "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
-    " deliveries = deliveries + 1, claim_until = $4 WHERE id = $1"
-)
 
 
 class SqliteJobStore(RunWindowSql, ScheduleSql):
     """Jobs and idempotency keys in a SQLite file, over one connection opened on first use."""
 
-    _start = _START
-    _claim_key = CLAIM_KEY.format(until="$4", now="$5")  # the store's clock: ``_now_us``
+    # Times are the store's clock (``_now_us``), sent as parameters.
+    _start = START_RUN.format(until="$4")
+    _claim_key = CLAIM_KEY.format(until="$4", now="$5")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
