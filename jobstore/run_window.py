@@ -189,7 +189,9 @@ class RunWindowSql(WorkflowSql):
         plan = plan_window(rows, ends, starts)
         yield many(END_RUN, [self._ended(end) for end in plan.ends])
         # Failures only: a window of successes writes none.
-        yield many(INSERT_EVENT, [self.event_row(e.event) for e in plan.ends if e.event])
+        yield many(
+            INSERT_EVENT, [self.event_row(e.event) for e in plan.ends if e.event is not None]
+        )
         steps = step_ends(ends, plan.ended)
         if steps:  # the steps of workflows these ends finished, counted in this transaction
             note_released(plan.ended, (yield from self.advancing(steps, datetime.now(UTC))))

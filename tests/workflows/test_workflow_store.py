@@ -145,7 +145,8 @@ async def test_a_member_ending_after_its_group_failed_keeps_the_end_time(
     _, started = await sql_store.run_window([], [RunStart(i, 1, 60, NOW) for i in ids])
     await sql_store.run_window([RunEnd(ids[0], started[0].deliveries, JobStatus.DEAD, NOW)], [])
     failed = await sql_store.get_workflow(new.workflow.id)
-    assert failed is not None and failed[0].finished_at is not None
+    assert failed is not None
+    assert failed[0].finished_at is not None
     # The running member was not cancelled; its end is counted, the workflow's end time stays.
     await sql_store.run_window(
         [RunEnd(ids[1], started[1].deliveries, JobStatus.SUCCEEDED, NOW)], []
