@@ -54,7 +54,10 @@ class Publisher(Protocol):
 
 
 class ConfirmedPublisher(AsyncClosing):
-    """Publishes persistent, mandatory messages on a confirm channel of a robust connection, pipelining concurrent confirms."""
+    """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
+
+    Concurrent ``publish`` calls share the channel, so their confirms are pipelined.
+    """
 
     def __init__(
         self,
@@ -122,7 +125,13 @@ class ConfirmedPublisher(AsyncClosing):
         return not self._connection.is_closed and not self._channel.is_closed
 
     async def publish(self, envelope: Envelope, route: Route | None = None) -> None:
-        """Publish ``envelope`` and return once the broker confirmed it (``PublishError``, ``BrokerUnavailableError`` or ``ContractError`` if not)."""
+        """Publish ``envelope`` and return once the broker confirmed it.
+
+        Raises:
+            PublishError: unroutable, nacked, or no confirm in time (then the outcome is unknown).
+            BrokerUnavailableError: the connection is down.
+            ContractError: a property is longer than AMQP allows (nothing was sent).
+        """
         target = route or job_route(self._topology, envelope)
         if tracing.enabled():
             attributes = {"messaging.system": "rabbitmq", "taskq.job_id": envelope.id}
@@ -193,9 +202,14 @@ class ConfirmedPublisher(AsyncClosing):
         return results
 
     async def _renew(self, refused: AbstractRobustChannel) -> None:
-        """Publish on a new confirm channel from now on, at most once a second, once ``refused`` was nacked."""
-        # A channel's quorum-queue client aimed at a dead leader refuses for the channel's life
-        # (docs/reliability.md); a new channel starts from the queue's record as it is now.
+        """Publish on a new confirm channel from now on, at most once a second, once ``refused`` was nacked.
+
+        RabbitMQ 3.10 gives a channel its client of a quorum queue on the channel's first
+        publish to that queue, aimed at the leader the queue's record names. When that
+        leader's node is down (it crashed, and no new leader is recorded yet), the client
+        refuses that message and every later one to the queue for as long as the channel
+        lives; a new channel starts from the record as it is now.
+        """
         now = time.monotonic()
         if refused is not self._channel or now < self._renewable_at:
             return  # renewed already, or lately: the next refusal tries again
