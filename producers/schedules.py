@@ -56,10 +56,9 @@ async def set_paused(
     tenant: str | None = None,
 ) -> dict[str, Any]:
     """Pause or resume the schedule ``name`` and return its view (resuming skips what fell due meanwhile)."""
-    declared = _declared(topology, tenant)
-    spec = declared.get(name)
-    if spec is None:
-        known = ", ".join(declared) or "none"
+    spec = topology.schedule(name)
+    if spec is None or (tenant is not None and spec.tenant != tenant):
+        known = ", ".join(_declared(topology, tenant)) or "none"
         raise JobNotFoundError(f"no schedule named {excerpt(name)}; schedules: {known}")
     change = store.pause_schedule if paused else store.resume_schedule
     return schedule_view(name, spec, await change(name, now))
