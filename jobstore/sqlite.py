@@ -235,7 +235,8 @@ def _talked(db: Db, talk: Talk[T]) -> T:
         while True:
             sql = query.sql.replace("$", "?")
             if query.many:
-                db.executemany(sql, query.rows)
+                if query.rows:
+                    db.executemany(sql, query.rows)
                 query = talk.send([])
             else:
                 query = talk.send(db.execute(sql, query.args).fetchall())
