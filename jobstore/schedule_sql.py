@@ -43,24 +43,21 @@ class ScheduleSql(SharedSql):
 
     async def pause_schedule(self, name: str, at: datetime) -> ScheduleState:
         """Pause ``name`` from ``at`` (pausing a paused schedule keeps the first time)."""
-        [row] = await self._fetch(
-            "INSERT INTO schedules (name, since, updated_at, paused_at) VALUES ($1, $2, $2, $2)"
-            " ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,"
-            " paused_at = coalesce(schedules.paused_at, excluded.paused_at)"
-            f" RETURNING {_COLUMNS}",
-            name,
-            self._time_in(at),
+        return await self._upsert(
+            name, at, "$2", "coalesce(schedules.paused_at, excluded.paused_at)"
         )
-        return self._schedule(row)
 
     async def resume_schedule(self, name: str, at: datetime) -> ScheduleState:
         """Resume ``name``: counting starts again at ``at``, so the paused span never fires."""
+        since = "CASE WHEN schedules.paused_at IS NULL THEN schedules.since ELSE excluded.since END"
+        return await self._upsert(name, at, "NULL", f"NULL, since = {since}")
+
+    async def _upsert(self, name: str, at: datetime, paused: str, paused_now: str) -> ScheduleState:
+        """Insert ``name`` as seen at ``at`` (``paused``), or set its ``paused_at`` to ``paused_now``."""
         [row] = await self._fetch(
-            "INSERT INTO schedules (name, since, updated_at) VALUES ($1, $2, $2)"
+            f"INSERT INTO schedules (name, since, updated_at, paused_at) VALUES ($1, $2, $2, {paused})"
             " ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,"
-            " since = CASE WHEN schedules.paused_at IS NULL THEN schedules.since"
-            " ELSE excluded.since END, paused_at = NULL"
-            f" RETURNING {_COLUMNS}",
+            f" paused_at = {paused_now} RETURNING {_COLUMNS}",
             name,
             self._time_in(at),
         )
