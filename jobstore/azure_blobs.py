@@ -45,12 +45,7 @@ class AzureBlobStore(BucketStore):
         endpoint_url: str | None = None,
         account_key: str | None = None,
     ) -> None:
-        """Check the names, and build the client once (it is thread-safe).
-
-        Without ``account_key`` the client authenticates with Entra ID through azure-identity's
-        default chain: on AKS the pod's workload identity. ``endpoint_url`` replaces the account's
-        ``https://<account>.blob.core.windows.net`` (an emulator, or a private endpoint's name).
-        """
+        """Check the names, and build the client once (thread-safe; without ``account_key``, Entra ID's default chain)."""
         if not _ACCOUNT.fullmatch(account):
             raise ValueError(f"{account!r} is not a valid storage account name (3-24 of a-z 0-9)")
         if not _CONTAINER.fullmatch(container):
@@ -94,22 +89,13 @@ class AzureBlobStore(BucketStore):
             self._container.get_blob_client(name).delete_blob()
 
     def _scan(self, after: str, limit: int) -> list[StoredBlob]:
-        start = self.prefix + after if after else None
-        found: list[StoredBlob] = []
-        # start_from (inclusive) spares listing what comes before; the filter keeps the result
-        # exact where a service or emulator ignores it.
+        # start_from (inclusive) spares listing what comes before.
         listing = self._container.list_blobs(
             name_starts_with=f"{self.prefix}{PAYLOADS}/",
             results_per_page=limit + 1,
-            start_from=start,
+            start_from=self.prefix + after if after else None,
         )
-        for item in listing:
-            if start is None or item.name > start:
-                key = item.name[len(self.prefix) :]
-                found.append(StoredBlob(key, self._uri(item.name), item.last_modified))
-                if len(found) == limit:
-                    break
-        return found
+        return self._listed(((item.name, item.last_modified) for item in listing), after, limit)
 
     def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
         if not isinstance(exc, AzureError):

@@ -124,72 +124,63 @@ def open_blob_store(
     cloud_endpoint_url: str | None = None,
     azure_key: str | None = None,
 ) -> BlobStore:
-    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``.
-
-    ``endpoint_url``, ``region`` and the keys are S3's; ``cloud_endpoint_url`` replaces the
-    endpoint of Cloud Storage or Blob Storage, and ``azure_key`` is a storage account key.
-    """
+    """Return the store ``url`` names: ``file:///abs/dir``, ``file:rel/dir``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``azblob://account/container/prefix``."""
+    # ``endpoint_url``, ``region`` and the keys are S3's; ``cloud_endpoint_url`` is Cloud
+    # Storage's or Blob Storage's.
     parts = urlsplit(url)
-    if "@" in parts.netloc:  # not echoed: it may hold a password
+    scheme, host, path = parts.scheme, parts.netloc, parts.path.lstrip("/")
+    if "@" in host:  # not echoed: it may hold a password
         raise SettingsError(
             f"{_URL_VAR} carries credentials; "
             "S3 takes them from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
-    if parts.scheme in ("gs", "azblob"):
-        return _cloud_store(
-            parts.scheme, parts.netloc, parts.path, url, cloud_endpoint_url, azure_key
-        )
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path:
+    if scheme == "file":
+        if host not in ("", "localhost") or not parts.path:
             raise SettingsError(
                 f"{_URL_VAR}: {url!r} names no local directory; "
                 "use file:///absolute/dir or file:relative/dir (no //)"
             )
         return LocalDirBlobStore(Path(unquote(parts.path)))
-    if parts.scheme == "s3":
-        from jobstore.s3_blobs import S3BlobStore  # boto3 is only loaded for an s3:// url
+    # Each SDK is only loaded for its own scheme.
+    try:
+        if scheme == "s3":
+            from jobstore.s3_blobs import S3BlobStore
 
-        try:
             return S3BlobStore(
-                parts.netloc,
-                prefix=parts.path.lstrip("/"),
+                host,
+                prefix=path,
                 endpoint_url=endpoint_url,
                 region=region,
                 access_key=access_key,
                 secret_key=secret_key,
             )
-        except ValueError as exc:
-            raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
-    raise SettingsError(
-        f"{_URL_VAR}: unsupported scheme {parts.scheme!r} in {url!r}; use file:///absolute/dir, "
-        "file:relative/dir, s3://bucket/prefix, gs://bucket/prefix or azblob://account/container/prefix"
-    )
-
-
-def _cloud_store(
-    scheme: str, host: str, path: str, url: str, endpoint_url: str | None, azure_key: str | None
-) -> BlobStore:
-    """Return the Cloud Storage or Blob Storage store of a ``gs://`` or ``azblob://`` url."""
-    # The SDKs are only loaded for their own scheme.
-    try:
         if scheme == "gs":
             from jobstore.gcs_blobs import GcsBlobStore
 
-            return GcsBlobStore(host, prefix=path.lstrip("/"), endpoint_url=endpoint_url)
-        from jobstore.azure_blobs import AzureBlobStore
+            return GcsBlobStore(host, prefix=path, endpoint_url=cloud_endpoint_url)
+        if scheme == "azblob":
+            from jobstore.azure_blobs import AzureBlobStore
 
-        container, _, prefix = path.lstrip("/").partition("/")
-        return AzureBlobStore(
-            host, container, prefix=prefix, endpoint_url=endpoint_url, account_key=azure_key
-        )
+            container, _, prefix = path.partition("/")
+            return AzureBlobStore(
+                host,
+                container,
+                prefix=prefix,
+                endpoint_url=cloud_endpoint_url,
+                account_key=azure_key,
+            )
     except ValueError as exc:
         raise SettingsError(f"{_URL_VAR}: {exc} (got {url!r})") from exc
-    except ImportError as exc:  # an optional extra: the default install stays small
+    except ImportError as exc:  # an optional extra (gcs, azure): the default install stays small
         extra = "gcs" if scheme == "gs" else "azure"
         raise SettingsError(
             f"{_URL_VAR}: {scheme}:// needs its SDK, which is not installed "
             f"(pip install 'taskq[{extra}]'): {exc}"
         ) from exc
+    raise SettingsError(
+        f"{_URL_VAR}: unsupported scheme {scheme!r} in {url!r}; use file:///absolute/dir, "
+        "file:relative/dir, s3://bucket/prefix, gs://bucket/prefix or azblob://account/container/prefix"
+    )
 
 
 class LocalDirBlobStore:

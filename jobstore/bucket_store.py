@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 from jobstore.blobs import KEY, StoredBlob, check_key
@@ -15,11 +17,7 @@ _P = ParamSpec("_P")
 
 
 class BucketStore:
-    """Blobs as objects under a prefix of one bucket, through a blocking SDK run in threads.
-
-    A subclass does the SDK's part (``_put``, ``_get``, ``_delete``, ``_scan``) and says which of
-    its errors mean what (``_translate``), the one seam where they become ours.
-    """
+    """Blobs as objects under a prefix of one bucket, through a blocking SDK run in threads (a subclass does the SDK's part)."""
 
     def __init__(self, home: str, prefix: str) -> None:
         """Check the prefix; ``home`` is the uri of the bucket (``s3://bucket``)."""
@@ -52,6 +50,17 @@ class BucketStore:
 
     def _uri(self, name: str) -> str:
         return f"{self._home}/{name}"
+
+    def _listed(
+        self, objects: Iterable[tuple[str, datetime]], after: str, limit: int
+    ) -> list[StoredBlob]:
+        """Return the first ``limit`` of a listing's (name, written) whose keys sort after ``after``."""
+        # A listing may start at ``after`` itself, or ignore where it was asked to start.
+        start = self.prefix + after
+        found = (
+            StoredBlob(n[len(self.prefix) :], self._uri(n), w) for n, w in objects if n > start
+        )
+        return list(itertools.islice(found, limit))
 
     def _name_of(self, uri: str) -> str:
         home = self._uri(self.prefix)

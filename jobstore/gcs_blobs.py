@@ -38,11 +38,7 @@ class GcsBlobStore(BucketStore):
     def __init__(
         self, bucket: str, *, prefix: str = "taskq/", endpoint_url: str | None = None
     ) -> None:
-        """Check the bucket and prefix, and build the client once (credentials from the environment).
-
-        Credentials are Google's application default ones: on GKE the pod's Workload Identity.
-        With ``endpoint_url`` (an emulator) the client sends none.
-        """
+        """Check the bucket and prefix, and build the client once (application default credentials; none for an emulator)."""
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid Cloud Storage bucket name")
         super().__init__(f"gs://{bucket}", prefix)
@@ -76,22 +72,16 @@ class GcsBlobStore(BucketStore):
             self._bucket.blob(name).delete(timeout=_TIMEOUT, retry=_RETRY)
 
     def _scan(self, after: str, limit: int) -> list[StoredBlob]:
-        start = self.prefix + after if after else None
         # start_offset is inclusive: one more result covers the cursor itself.
         listed = self._client.list_blobs(
             self._bucket,
             prefix=f"{self.prefix}{PAYLOADS}/",
-            start_offset=start,
+            start_offset=self.prefix + after if after else None,
             max_results=limit + 1,
             timeout=_TIMEOUT,
             retry=_RETRY,
         )
-        found = [
-            StoredBlob(blob.name[len(self.prefix) :], self._uri(blob.name), blob.updated)
-            for blob in listed
-            if start is None or blob.name > start
-        ]
-        return found[:limit]
+        return self._listed(((blob.name, blob.updated) for blob in listed), after, limit)
 
     def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
         if isinstance(exc, google_errors.NotFound):

@@ -65,11 +65,9 @@ class JobRecord:
     workflow_id: str | None = None  # the workflow it is a step of, if any
 
 
+# ``deliveries`` (the starts the poison bound counts) is set only to start a job's count anew.
 SETTABLE = frozenset(JobRecord.__dataclass_fields__) - {"id", "status", "tenant"} | {"deliveries"}
-"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument).
-
-``deliveries`` (the starts the poison bound counts) is set only to start a job's count anew.
-"""
+"""The job fields ``transition`` may set (the id and tenant never change; the status is its argument)."""
 
 
 def check_settable(fields: Iterable[str]) -> None:
@@ -145,16 +143,13 @@ TimeRange = tuple[datetime | None, datetime | None]
 
 @dataclass(frozen=True, slots=True)
 class JobSearch:
-    """Which jobs a listing returns (a ``None`` filter keeps every job), and which page of them.
-
-    ``created`` is a ``[from, before)`` range of creation times; ``cursor`` is the previous page's.
-    """
+    """Which jobs a listing returns (a ``None`` filter keeps every job), and which page (``cursor``: the previous page's)."""
 
     tenant: str | None = None
     status: JobStatus | None = None
     type: str | None = None
     correlation_id: str | None = None
-    created: TimeRange = (None, None)
+    created: TimeRange = (None, None)  # creation times
     limit: int = 50
     cursor: str | None = None
 
@@ -377,12 +372,9 @@ class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert the jobs in order, and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item.
-
-        A job whose key (``NewJob.claim``) another request holds is not inserted (a lapsed lease
-        is free). ``durable=False`` lets the commit return before it is on disk, where the store
-        can: for jobs whose messages are their record (a crash of the store may lose these rows).
-        """
+        """Insert the jobs in order (not one whose key another request holds), and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item."""
+        # ``durable=False`` lets the commit return before it is on disk, where the store can: for
+        # jobs whose messages are their record (a crash of the store may lose these rows).
         ...
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
@@ -422,26 +414,15 @@ class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        """End then start a worker's runs in ONE transaction; the jobs the ends found, and each start's outcome (see ``StartOutcome``).
-
-        An end that finishes a workflow's step counts it in the same transaction; the jobs it
-        releases (the next step, a chord's callback) are on the ended job's ``RunJob.released``.
-        """
+        """End then start a worker's runs (and count the workflow steps they end) in ONE transaction; the jobs the ends found, and each start's outcome."""
         ...
 
     async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:
-        """Delete up to ``limit`` finished jobs that ended over ``kept_for`` seconds ago, oldest first by type.
-
-        Only final jobs (succeeded, failed, dead, cancelled) go, with their idempotency keys.
-        Also says which job ids of ``ask`` no job has (a blob of theirs is an orphan).
-        """
+        """Delete up to ``limit`` final jobs (and keys) that ended over ``kept_for`` seconds ago, oldest first by type; say which ``ask`` ids have no job."""
         ...
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
-        """Insert or replace the row of ``breaker``'s (group, dependency, worker), and log it as a transition.
-
-        The log keeps the latest ``BREAKER_CHANGES_KEPT`` transitions of every worker.
-        """
+        """Insert or replace the row of ``breaker``'s (group, dependency, worker), and log it as a transition (the latest ``BREAKER_CHANGES_KEPT`` are kept)."""
         ...
 
     async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:

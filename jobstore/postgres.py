@@ -9,7 +9,6 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -23,25 +22,16 @@ from jobstore.model import (
     Confirmed,
     JobRecord,
     NewJob,
-    RunEnd,
-    RunJob,
-    RunStart,
-    RunStarted,
-    held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, found_rows, missing_jobs, plan_window
+from jobstore.run_window import RUN_COLUMNS, START_RUN, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
+    CLAIM_KEY,
     COLUMNS,
-    END_RUN,
-    HELD_KEY,
-    INSERT_EVENT,
-    INSERT_JOB,
     JSON,
     PURGE_BATCH,
 )
-from jobstore.talk import Talk
-from jobstore.workflow_sql import WorkflowSql, note_released, step_ends
+from jobstore.talk import Query, Talk
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -105,17 +95,6 @@ _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
 )
-# One statement claims a free key or takes over an expired one; a held key is left alone (but
-# locked until commit, so the SELECT that follows sees its holder).
-_CLAIM = """
-INSERT INTO idempotency_keys AS k (key, request_hash, job_id, state, lease_until, expires_at)
-VALUES ($1, $2, $3, 'pending', now() + make_interval(secs => $4), now() + make_interval(secs => $4))
-ON CONFLICT (key) DO UPDATE
-SET request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',
-    response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at
-WHERE k.expires_at <= now()
-RETURNING k.job_id
-"""
 # One statement (one round trip, one commit) completes the key and purges up to a batch of
 # expired ones; SKIP LOCKED lets concurrent completions purge different rows instead of waiting
 # on each other, and ``job_id <> $1`` keeps the two parts off the same row.
@@ -132,19 +111,17 @@ _READ_WINDOW = (
     f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > now() FROM jobs"
     " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
-_START = (
-    "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
-    " deliveries = deliveries + 1, claim_until = now() + make_interval(secs => $4) WHERE id = $1"
-)
 
 
-class PostgresJobStore(WorkflowSql, ScheduleSql):
+class PostgresJobStore(RunWindowSql, ScheduleSql):
     """Jobs and idempotency keys in PostgreSQL, over an asyncpg pool created on first use."""
 
     # A conversation locks the workflows it changes (in id order, after the window's jobs);
     # it cancels only the steps no run window holds, so two windows never wait on each other.
     _locking = " FOR UPDATE"
     _skip_locked = " FOR UPDATE OF j SKIP LOCKED"
+    _start = START_RUN.format(until="now() + make_interval(secs => $4)")
+    _claim_key = CLAIM_KEY.format(until="now() + make_interval(secs => $4)", now="now()")
 
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
@@ -187,11 +164,7 @@ class PostgresJobStore(WorkflowSql, ScheduleSql):
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first, in order) in one transaction.
-
-        Not ``durable``, the commit returns before the WAL is flushed (``synchronous_commit``
-        off): a crash of the server may lose the rows, never corrupt or half-apply them.
-        """
+        """Insert many jobs (claiming their keys first, in order) in one transaction (not ``durable``: ``synchronous_commit`` off)."""
         # Without keys to claim or complete, the one statement is the whole transaction.
         keyed = any(i.claim for i in items) or any(c.response is not None for c in confirmed)
         async with self._use(transaction=keyed) as conn:
@@ -199,7 +172,7 @@ class PostgresJobStore(WorkflowSql, ScheduleSql):
             claims = [
                 Claim(ClaimState.NEW, i.job.id)
                 if i.claim is None
-                else await _claim(conn, i.claim, i.job.id, i.lease_s)
+                else await _talked(conn, self._claiming(i.claim, i.job.id, float(i.lease_s)))
                 for i in items
             ]
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
@@ -225,36 +198,11 @@ class PostgresJobStore(WorkflowSql, ScheduleSql):
             rows = await conn.fetch(_TAKE_UNCONFIRMED, float(lease_s), limit)
         return [self._job(row) for row in rows]
 
-    async def run_window(
-        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        """End and start a window of runs in one transaction, its jobs' rows locked in id order."""
-        ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
-        async with self._use(transaction=True) as conn:
-            rows = found_rows(await conn.fetch(_READ_WINDOW, ids))
-            created = missing_jobs(rows, ends, starts)
-            if created:
-                # A submitter's insert of the same job may be committing now: ours then waits
-                # for it and does nothing, and the second read finds (and locks) its row.
-                await conn.executemany(INSERT_JOB, [self._row(job) for job in created])
-                rows.update(found_rows(await conn.fetch(_READ_WINDOW, [j.id for j in created])))
-            plan = plan_window(rows, ends, starts)
-            if plan.ends:
-                await conn.executemany(END_RUN, [self._ended(end) for end in plan.ends])
-                events = [self.event_row(e.event) for e in plan.ends if e.event is not None]
-                if events:  # failures only: a window of successes writes none
-                    await conn.executemany(INSERT_EVENT, events)
-            steps = step_ends(ends, plan.ended)
-            if steps:  # the steps of workflows these ends finished, counted in this transaction
-                released = await _talked(conn, self.advancing(steps, datetime.now(UTC)))
-                note_released(plan.ended, released)
-            claims = [
-                (s.job_id, s.attempt, self._time_in(s.started_at), float(s.lease_s))
-                for s in plan.starts
-            ]
-            if claims:
-                await conn.executemany(_START, claims)
-        return plan.ended, plan.started
+    def _read_window(self, ids: Sequence[str]) -> Query:
+        return Query(_READ_WINDOW, (ids,))
+
+    def _claim_until(self, lease_s: float) -> float:
+        return float(lease_s)
 
     async def _talk(self, talk: Talk[T]) -> T:
         """Run the conversation ``talk`` in one transaction."""
@@ -303,17 +251,6 @@ class PostgresJobStore(WorkflowSql, ScheduleSql):
         async with self._use() as conn:
             return await conn.fetch(sql, *args)
 
-    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement once per row, all or none (asyncpg's executemany is atomic)."""
-        async with self._use() as conn:
-            await conn.executemany(sql, rows)
-
-    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run each (statement, parameters) in order, in one transaction."""
-        async with self._use(transaction=True) as conn:
-            for sql, args in steps:
-                await conn.execute(sql, *args)
-
 
 async def _talked(conn: Connection, talk: Talk[T]) -> T:
     """Run each statement ``talk`` yields on ``conn``, sending it the rows; its answer."""
@@ -335,15 +272,6 @@ async def _complete(conn: Connection, items: Sequence[Confirmed]) -> None:
     done = [(i.job_id, i.response, float(i.ttl_s)) for i in items if i.response is not None]
     if done:
         await conn.executemany(_COMPLETE, done)
-
-
-async def _claim(conn: Connection, claim: tuple[str, str], job_id: str, lease_s: float) -> Claim:
-    """Claim the key in the caller's transaction; a held key stays locked until its commit."""
-    key, request_hash = claim
-    if await conn.fetchval(_CLAIM, key, request_hash, job_id, float(lease_s)) is not None:
-        return Claim(ClaimState.NEW, job_id)
-    [held] = await conn.fetch(HELD_KEY, key)  # there: the upsert that failed locked it
-    return held_claim(request_hash, *held)
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -1,13 +1,10 @@
-"""What a window of run ends and starts does to the jobs it names, worked out once for every store.
-
-A store reads the window's jobs (under its write lock) into ``found_rows``, creates the rows
-``missing_jobs`` names, hands them all to ``plan_window`` and writes the ends and starts it returns.
-"""
+"""What a window of run ends and starts does to the jobs it names, worked out once for every store."""
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from jobstore.model import (
@@ -20,12 +17,20 @@ from jobstore.model import (
     RunStarted,
     StartOutcome,
 )
+from jobstore.shared_sql import END_RUN, INSERT_EVENT, INSERT_JOB
+from jobstore.talk import Query, Talk, many
+from jobstore.workflow_sql import WorkflowSql, note_released, step_ends
 from topology.sealing import SEALED
 
 RUN_COLUMNS = (
     *("id", "type", "status", "attempts", "last_error", "tenant", "callback_url", "workflow_id"),
 )
 """The columns of a ``RunJob``, in its fields' order."""
+START_RUN = (
+    "UPDATE jobs SET status = 'running', attempts = $2, started_at = $3, updated_at = $3,"
+    " deliveries = deliveries + 1, claim_until = {until} WHERE id = $1"
+)
+"""Claim a job, count its delivery and mark it running; a store fills in its claim's end (``$4``)."""
 _STATUSES = {status.value: status for status in JobStatus}
 # The fields a job's row takes from its message as they are.
 _FROM_MESSAGE = (
@@ -74,11 +79,7 @@ def found_rows(records: Iterable[Any]) -> dict[str, Row]:
 def missing_jobs(
     found: Container[str], ends: Sequence[RunEnd], starts: Sequence[RunStart]
 ) -> list[JobRecord]:
-    """Return the rows to create before the window's writes: one per job it found no row of, in id order.
-
-    Starts and run-less ends carry their message's envelope, so the row made is the one the
-    job's submitter inserts (whose own insert then finds the row and leaves it as it is).
-    """
+    """Return the rows to create before the window's writes, as the job's submitter inserts them: one per job it found no row of, in id order."""
     made: dict[str, JobRecord] = {}
     items: list[RunEnd | RunStart] = [*ends, *starts]
     for item in items:
@@ -137,12 +138,8 @@ def plan_window(rows: dict[str, Row], ends: Sequence[RunEnd], starts: Sequence[R
 
 
 def _stale(job: RunJob, attempt: int) -> bool:
-    """Return whether a start of ``attempt`` comes from a copy of an attempt already made.
-
-    A job is published twice when its publish is repeated (the repair sweep, a stream entry
-    read again); the copy may come after the first run failed, and must not run that attempt
-    again. The retry's own message carries the next attempt, and a revived job starts from 0.
-    """
+    """Return whether a start of ``attempt`` comes from a copy of an attempt already made (a publish repeated)."""
+    # The retry's own message carries the next attempt, and a revived job starts from 0.
     if job.status is JobStatus.RETRYING:
         return attempt <= job.attempts
     return attempt < job.attempts
@@ -155,3 +152,52 @@ def _fields(
         *(job.id, job.type, status, attempts, last_error, job.tenant, job.callback_url),
         job.workflow_id,
     )
+
+
+class RunWindowSql(WorkflowSql):
+    """Run windows over a store's conversations; the store says how it reads a window's rows and starts a run."""
+
+    _start: str  # ``START_RUN`` in the store's terms
+
+    async def run_window(
+        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+    ) -> tuple[list[RunJob | None], list[RunStarted]]:
+        """End and start a window of runs in one transaction, its jobs' rows read (and locked) in id order."""
+        return await self._talk(self._window(ends, starts))
+
+    def _read_window(self, ids: Sequence[str]) -> Query:
+        """Return the read of the jobs ``ids`` (``RUN_COLUMNS``, deliveries, whether a run holds each)."""
+        raise NotImplementedError
+
+    def _claim_until(self, lease_s: float) -> Any:
+        """Return ``_start``'s parameter that makes a claim last ``lease_s`` seconds."""
+        raise NotImplementedError
+
+    def _window(
+        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
+    ) -> Talk[tuple[list[RunJob | None], list[RunStarted]]]:
+        # Each statement takes every item of the window at once: Python's work per statement
+        # is what a row costs, far more than the database's.
+        ids = sorted({e.job_id for e in ends} | {s.job_id for s in starts})
+        rows = found_rows((yield self._read_window(ids)))
+        created = missing_jobs(rows, ends, starts)
+        if created:
+            # A submitter's insert of the same job waits for (or is held off by) this
+            # transaction, then finds the row; the second read finds (and locks) ours.
+            yield many(INSERT_JOB, [self._row(job) for job in created])
+            rows.update(found_rows((yield self._read_window([job.id for job in created]))))
+        plan = plan_window(rows, ends, starts)
+        yield many(END_RUN, [self._ended(end) for end in plan.ends])
+        # Failures only: a window of successes writes none.
+        yield many(
+            INSERT_EVENT, [self.event_row(e.event) for e in plan.ends if e.event is not None]
+        )
+        steps = step_ends(ends, plan.ended)
+        if steps:  # the steps of workflows these ends finished, counted in this transaction
+            note_released(plan.ended, (yield from self.advancing(steps, datetime.now(UTC))))
+        claims = [
+            (s.job_id, s.attempt, self._time_in(s.started_at), self._claim_until(s.lease_s))
+            for s in plan.starts
+        ]
+        yield many(self._start, claims)
+        return plan.ended, plan.started

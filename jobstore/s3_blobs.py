@@ -74,12 +74,8 @@ class S3BlobStore(BucketStore):
         listed = self._client.list_objects_v2(
             Bucket=self.bucket, Prefix=f"{self.prefix}{PAYLOADS}/", MaxKeys=limit, **where
         )
-        return [
-            StoredBlob(
-                item["Key"][len(self.prefix) :], self._uri(item["Key"]), item["LastModified"]
-            )
-            for item in listed.get("Contents", [])
-        ]
+        found = listed.get("Contents", [])
+        return self._listed(((i["Key"], i["LastModified"]) for i in found), after, limit)
 
     def _get(self, name: str, ref: PayloadRef) -> bytes:
         response = self._client.get_object(Bucket=self.bucket, Key=name)

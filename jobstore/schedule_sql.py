@@ -8,7 +8,7 @@ from typing import Any
 
 from jobstore.schedule_state import ScheduleState
 from jobstore.shared_sql import SharedSql
-from jobstore.talk import marks
+from jobstore.talk import many, marks, statements
 
 _COLUMNS = "name, since, updated_at, last_due, last_job_id, paused_at"
 _START = (
@@ -18,13 +18,13 @@ _START = (
 
 
 class ScheduleSql(SharedSql):
-    """Schedules' memory over the store's ``_fetch`` and ``_execute_many``."""
+    """Schedules' memory over the store's ``_fetch`` and ``_talk``."""
 
     async def schedule_states(self, names: Sequence[str], at: datetime) -> dict[str, ScheduleState]:
         """Return the state of each named schedule, counting those never seen from ``at``."""
         if not names:
             return {}
-        await self._execute_many(_START, [(name, self._time_in(at)) for name in names])
+        await self._talk(statements(many(_START, [(name, self._time_in(at)) for name in names])))
         rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM schedules WHERE name IN ({marks(len(names))})", *names
         )
@@ -43,36 +43,25 @@ class ScheduleSql(SharedSql):
 
     async def pause_schedule(self, name: str, at: datetime) -> ScheduleState:
         """Pause ``name`` from ``at`` (pausing a paused schedule keeps the first time)."""
-        [row] = await self._fetch(
-            "INSERT INTO schedules (name, since, updated_at, paused_at) VALUES ($1, $2, $2, $2)"
-            " ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,"
-            " paused_at = coalesce(schedules.paused_at, excluded.paused_at)"
-            f" RETURNING {_COLUMNS}",
-            name,
-            self._time_in(at),
+        return await self._upsert(
+            name, at, "$2", "coalesce(schedules.paused_at, excluded.paused_at)"
         )
-        return self._schedule(row)
 
     async def resume_schedule(self, name: str, at: datetime) -> ScheduleState:
         """Resume ``name``: counting starts again at ``at``, so the paused span never fires."""
+        since = "CASE WHEN schedules.paused_at IS NULL THEN schedules.since ELSE excluded.since END"
+        return await self._upsert(name, at, "NULL", f"NULL, since = {since}")
+
+    async def _upsert(self, name: str, at: datetime, paused: str, paused_now: str) -> ScheduleState:
+        """Insert ``name`` as seen at ``at`` (``paused``), or set its ``paused_at`` to ``paused_now``."""
         [row] = await self._fetch(
-            "INSERT INTO schedules (name, since, updated_at) VALUES ($1, $2, $2)"
+            f"INSERT INTO schedules (name, since, updated_at, paused_at) VALUES ($1, $2, $2, {paused})"
             " ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,"
-            " since = CASE WHEN schedules.paused_at IS NULL THEN schedules.since"
-            " ELSE excluded.since END, paused_at = NULL"
-            f" RETURNING {_COLUMNS}",
+            f" paused_at = {paused_now} RETURNING {_COLUMNS}",
             name,
             self._time_in(at),
         )
         return self._schedule(row)
 
     def _schedule(self, row: Sequence[Any]) -> ScheduleState:
-        name, since, updated, last_due, last_job, paused = row
-        return ScheduleState(
-            name,
-            self._time_out(since),
-            self._time_out(updated),
-            None if last_due is None else self._time_out(last_due),
-            last_job,
-            None if paused is None else self._time_out(paused),
-        )
+        return ScheduleState(**self._decoded(_COLUMNS.split(", "), row))

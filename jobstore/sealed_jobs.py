@@ -38,11 +38,7 @@ async def reseal_jobs(
     batch: int = 500,
     progress: Callable[[ResealReport], None] | None = None,
 ) -> ResealReport:
-    """Seal every stored payload and result under the current key (clear ones too), ``batch`` jobs a write.
-
-    Raises:
-        ValueError: ``sealer`` has no key (encryption is off), or ``batch`` is below 1.
-    """
+    """Seal every stored payload and result under the current key (clear ones too), ``batch`` jobs a write."""
     if not sealer.enabled or batch < 1:
         raise ValueError("re-sealing needs a data key and a batch of at least 1")
     report = ResealReport()

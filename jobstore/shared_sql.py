@@ -15,6 +15,8 @@ from jobstore.model import (
     ApiKeyRecord,
     AuditEntry,
     BreakerRecord,
+    Claim,
+    ClaimState,
     DataChange,
     JobEvent,
     JobEventKind,
@@ -26,15 +28,21 @@ from jobstore.model import (
     RunEnd,
     Swept,
     check_settable,
+    held_claim,
 )
+from jobstore.talk import Query, T, Talk, many, marks, statements
 from topology.priority import Priority
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
-TIMES = frozenset({"created_at", "updated_at", "not_before", "started_at", "finished_at"})
+# The time columns of every table (a job's, a workflow's, a schedule's, a key's, a breaker's...).
+TIMES = frozenset(
+    {"created_at", "updated_at", "not_before", "started_at", "finished_at", "at"}
+    | {"since", "last_due", "paused_at", "expires_at", "revoked_at", "last_used_at", "changed_at"}
+)
 JSON = frozenset({"payload", "payload_ref", "result"})  # orjson text on both stores
 INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)})"
-    f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+    f" VALUES ({marks(len(COLUMNS))})"
     " ON CONFLICT (id) DO NOTHING"
 )
 """Insert a job unless its row exists: the worker that ran it first created it from its message."""
@@ -46,10 +54,20 @@ END_RUN = (
 EVENT_COLUMNS = tuple(JobEvent.__dataclass_fields__)
 INSERT_EVENT = (
     f"INSERT INTO job_events ({', '.join(EVENT_COLUMNS)})"
-    f" SELECT id, {', '.join(f'${n}' for n in range(2, len(EVENT_COLUMNS) + 1))}"
+    f" SELECT id, {marks(len(EVENT_COLUMNS) - 1, 2)}"
     " FROM jobs WHERE id = $1"
 )
 """Insert a job's event, if the job is there (its row may have expired meanwhile)."""
+# Claims a free key or takes over a lapsed one; a held key returns no row (on PostgreSQL it is
+# locked until commit, so the read of its holder that follows sees it). A store fills in its
+# lease's end ($4) and its now.
+CLAIM_KEY = (
+    "INSERT INTO idempotency_keys (key, request_hash, job_id, state, lease_until, expires_at)"
+    " VALUES ($1, $2, $3, 'pending', {until}, {until}) ON CONFLICT (key) DO UPDATE SET"
+    " request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',"
+    " response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at"
+    " WHERE idempotency_keys.expires_at <= {now} RETURNING job_id"
+)
 HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 # Written as the index of finished jobs (migration 0007) declares it, so the planner uses it.
@@ -84,13 +102,15 @@ SELECT j.type, j.priority, count(*) FROM t JOIN jobs j ON j.tenant = t.tenant
 WHERE j.status = 'queued' GROUP BY j.type, j.priority
 """
 _BREAKER = "group_name, dependency, worker, state, failures, changed_at"
+_BREAKER_FIELDS = tuple(BreakerRecord.__dataclass_fields__)  # the columns, group_name as group
 _INSERT_BREAKER_CHANGE = f"INSERT INTO breaker_changes ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
 # Ids are insertion order, so the latest transitions are the highest ids (a gap in them only
 # keeps a few less).
 _TRIM_BREAKER_CHANGES = (
     "DELETE FROM breaker_changes WHERE id <= (SELECT max(id) FROM breaker_changes) - $1"
 )
-_KEY = "id, name, secret_hash, tenant, scopes, job_types, created_at, expires_at, revoked_at, last_used_at"
+_KEY_FIELDS = tuple(ApiKeyRecord.__dataclass_fields__)
+_KEY = ", ".join(_KEY_FIELDS)
 _SELECT_KEYS = f"SELECT {_KEY} FROM api_keys"
 _AUDIT_FIELDS = tuple(AuditEntry.__dataclass_fields__)  # at second, finished_at last
 _AUDIT_COLUMNS = tuple("group_name" if f == "group" else f for f in _AUDIT_FIELDS)
@@ -101,18 +121,16 @@ _ID_SLACK = timedelta(hours=1)
 
 
 class SharedSql:
-    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch``, ``_execute_many``."""
+    """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch`` and ``_talk``."""
+
+    _claim_key: str  # ``CLAIM_KEY`` in the store's terms
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
         raise NotImplementedError
 
-    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement with numbered parameters once per row, in one transaction."""
-        raise NotImplementedError
-
-    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run each (statement, parameters) in order, in one transaction."""
+    async def _talk(self, talk: Talk[T]) -> T:
+        """Run the conversation ``talk`` in one write transaction and return its answer."""
         raise NotImplementedError
 
     def _time_in(self, when: datetime | None) -> Any:
@@ -139,18 +157,30 @@ class SharedSql:
         """Return the values of ``job``'s row, in ``COLUMNS`` order."""
         return [self._value_in(name, getattr(job, name)) for name in COLUMNS]
 
+    def _decoded(self, columns: Sequence[str], row: Iterable[Any]) -> dict[str, Any]:
+        """Return a row's values by its ``columns``' names, its times and JSON decoded."""
+        values = dict(zip(columns, row, strict=True))
+        for name, value in values.items():
+            if value is not None and name in TIMES:
+                values[name] = self._time_out(value)
+            elif value is not None and name in JSON:
+                values[name] = orjson.loads(value)
+        return values
+
     def _job(self, row: Iterable[Any]) -> JobRecord:
         """Return the job a jobs row (selected in ``COLUMNS`` order) holds."""
-        values = dict(zip(COLUMNS, row, strict=True))
-        for column in TIMES:
-            if values[column] is not None:
-                values[column] = self._time_out(values[column])
-        for column in JSON:
-            if values[column] is not None:
-                values[column] = orjson.loads(values[column])
+        values = self._decoded(COLUMNS, row)
         values["status"] = JobStatus(values["status"])
         values["priority"] = Priority(values["priority"])
         return JobRecord(**values)
+
+    def _claiming(self, claim: tuple[str, str], job_id: str, *times: Any) -> Talk[Claim]:
+        """Claim the key ``(key, request_hash)`` for ``job_id`` in the caller's transaction (``times``: ``_claim_key``'s)."""
+        key, request_hash = claim
+        if (yield Query(self._claim_key, (key, request_hash, job_id, *times))):
+            return Claim(ClaimState.NEW, job_id)
+        [held] = yield Query(HELD_KEY, (key,))
+        return held_claim(request_hash, *held)
 
     def _ended(self, end: RunEnd) -> tuple[Any, ...]:
         """Return the parameters of ``END_RUN`` for ``end``."""
@@ -171,7 +201,7 @@ class SharedSql:
             rows = [(c.job_id, value(c.new), value(c.old)) for c in changes if c.column == column]
             if rows:
                 sql = f"UPDATE jobs SET {column} = $2 WHERE id = $1 AND {column} = $3"
-                await self._execute_many(sql, rows)
+                await self._talk(statements(many(sql, rows)))
 
     async def revive(self, job_id: str, at: datetime) -> bool:
         """Move a dead-lettered job back to queued at ``at``, attempts and deliveries at 0; whether it was."""
@@ -189,11 +219,7 @@ class SharedSql:
         return bool(rows)
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
-        """Delete a job that never reached the broker; its idempotency key goes with it (ON DELETE CASCADE).
-
-        A job a worker started is kept, key and all: its message did reach a queue (a confirm
-        lost with the connection looks like a publish that failed).
-        """
+        """Delete a job that never reached the broker, and its key (ON DELETE CASCADE); one a worker started stays."""
         await self._fetch(
             "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')", job_id
         )
@@ -241,12 +267,11 @@ class SharedSql:
         if not allowed_from:
             return None
         sets = "".join(f", {name} = ${n}" for n, name in enumerate(fields, start=3))
-        first = 3 + len(fields)
-        marks = ", ".join(f"${n}" for n in range(first, first + len(allowed_from)))
+        statuses = marks(len(allowed_from), 3 + len(fields))
         # One statement is atomic on its own: the status test and the update cannot be split (a
         # racing PostgreSQL update waits for the row lock, then re-checks the committed row).
         rows = await self._fetch(
-            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status IN ({marks})"
+            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status IN ({statuses})"
             f" RETURNING {', '.join(COLUMNS)}",
             to.value,
             job_id,
@@ -261,8 +286,7 @@ class SharedSql:
             raise ValueError(f"limit must be at least 1, got {limit}")
         found: set[str] = set()
         if ask:
-            marks = ", ".join(f"${n}" for n in range(1, len(ask) + 1))
-            rows = await self._fetch(f"SELECT id FROM jobs WHERE id IN ({marks})", *ask)
+            rows = await self._fetch(f"SELECT id FROM jobs WHERE id IN ({marks(len(ask))})", *ask)
             found = {row[0] for row in rows}
         now = datetime.now(UTC)
         jobs, blobs = 0, []
@@ -277,26 +301,19 @@ class SharedSql:
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker); log the transition."""
-        values = (
-            breaker.group,
-            breaker.dependency,
-            breaker.worker,
-            breaker.state,
-            breaker.failures,
-            self._time_in(breaker.changed_at),
-        )
-        await self._execute_all(
-            [
-                (
+        values = [self._value_in(name, getattr(breaker, name)) for name in _BREAKER_FIELDS]
+        await self._talk(
+            statements(
+                Query(
                     f"INSERT INTO breakers ({_BREAKER}) VALUES ($1, $2, $3, $4, $5, $6)"
                     " ON CONFLICT (group_name, dependency, worker) DO UPDATE SET"
                     " state = excluded.state, failures = excluded.failures,"
                     " changed_at = excluded.changed_at",
                     values,
                 ),
-                (_INSERT_BREAKER_CHANGE, values),
-                (_TRIM_BREAKER_CHANGES, (BREAKER_CHANGES_KEPT,)),
-            ]
+                Query(_INSERT_BREAKER_CHANGE, values),
+                Query(_TRIM_BREAKER_CHANGES, (BREAKER_CHANGES_KEPT,)),
+            )
         )
 
     async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
@@ -315,10 +332,7 @@ class SharedSql:
         return self._breakers(rows)
 
     def _breakers(self, rows: Iterable[Sequence[Any]]) -> list[BreakerRecord]:
-        return [
-            BreakerRecord(group, dependency, worker, state, int(failures), self._time_out(changed))
-            for group, dependency, worker, state, failures, changed in rows
-        ]
+        return [BreakerRecord(**self._decoded(_BREAKER_FIELDS, row)) for row in rows]
 
     async def forget_breakers(self, worker: str) -> None:
         """Delete every breaker row of ``worker``."""
@@ -326,16 +340,12 @@ class SharedSql:
 
     async def create_api_key(self, key: ApiKeyRecord) -> None:
         """Insert ``key``; raise ``StoreError`` when its id is taken."""
-        await self._fetch(
-            f"INSERT INTO api_keys ({_KEY}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            key.id,
-            key.name,
-            key.secret_hash,
-            key.tenant,
-            " ".join(key.scopes),
-            None if key.job_types is None else " ".join(key.job_types),
-            *map(self._time_in, (key.created_at, key.expires_at, key.revoked_at, key.last_used_at)),
-        )
+        values = {name: self._value_in(name, getattr(key, name)) for name in _KEY_FIELDS}
+        # Scopes and job-type patterns are kept as space-separated text.
+        values["scopes"] = " ".join(key.scopes)
+        values["job_types"] = None if key.job_types is None else " ".join(key.job_types)
+        sql = f"INSERT INTO api_keys ({_KEY}) VALUES ({marks(len(values))})"
+        await self._fetch(sql, *values.values())
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         """Return the key with id ``key_id`` (revoked and expired ones too), or ``None``."""
@@ -374,14 +384,11 @@ class SharedSql:
 
     async def record_audit(self, entry: AuditEntry) -> None:
         """Insert ``entry``, or replace the entry of its id (an operation that ended)."""
-        values = [getattr(entry, name) for name in _AUDIT_FIELDS]
-        values[1] = self._time_in(entry.at)
-        values[-1] = self._time_in(entry.finished_at)
+        values = [self._value_in(name, getattr(entry, name)) for name in _AUDIT_FIELDS]
         values[8] = None if entry.rate is None else float(entry.rate)  # a float8 on PostgreSQL
         updates = ", ".join(f"{c} = excluded.{c}" for c in _AUDIT_COLUMNS[-4:])
-        marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
         await self._fetch(
-            f"INSERT INTO dlq_audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks})"
+            f"INSERT INTO dlq_audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({marks(len(values))})"
             f" ON CONFLICT (id) DO UPDATE SET {updates}",
             *values,
         )
@@ -395,34 +402,16 @@ class SharedSql:
             group,
             limit,
         )
-        entries = []
-        for row in rows:
-            values = dict(zip(_AUDIT_FIELDS, row, strict=True))
-            values["at"] = self._time_out(values["at"])
-            if values["finished_at"] is not None:
-                values["finished_at"] = self._time_out(values["finished_at"])
-            entries.append(AuditEntry(**values))
-        return entries
+        return [AuditEntry(**self._decoded(_AUDIT_FIELDS, row)) for row in rows]
 
     def event_row(self, event: JobEvent) -> tuple[Any, ...]:
         """Return the parameters of ``INSERT_EVENT`` for ``event``."""
-        return (
-            event.job_id,
-            self._time_in(event.at),
-            event.kind.value,
-            event.attempt,
-            event.error,
-            event.took_ms,
-            event.delay_ms,
-            event.tier,
-            event.reason,
-            event.trace_id,
-        )
+        return tuple(self._value_in(name, getattr(event, name)) for name in EVENT_COLUMNS)
 
     async def record_events(self, events: Sequence[JobEvent]) -> None:
         """Insert the events of jobs that exist, in one transaction."""
         if events:
-            await self._execute_many(INSERT_EVENT, [self.event_row(e) for e in events])
+            await self._talk(statements(many(INSERT_EVENT, [self.event_row(e) for e in events])))
 
     async def list_events(self, job_id: str, *, limit: int = 200) -> list[JobEvent]:
         """Return the job's first ``limit`` events, oldest first."""
@@ -438,20 +427,12 @@ class SharedSql:
         ]
 
     def _api_key(self, row: Sequence[Any]) -> ApiKeyRecord:
-        key_id, name, digest, tenant, scopes, job_types, created, *times = row
-        expires, revoked, used = (None if t is None else self._time_out(t) for t in times)
-        return ApiKeyRecord(
-            id=key_id,
-            name=name,
-            secret_hash=bytes(digest),
-            tenant=tenant,
-            scopes=tuple(scopes.split()),
-            job_types=None if job_types is None else tuple(job_types.split()),
-            created_at=self._time_out(created),
-            expires_at=expires,
-            revoked_at=revoked,
-            last_used_at=used,
-        )
+        values = self._decoded(_KEY_FIELDS, row)
+        types = values["job_types"]
+        values["secret_hash"] = bytes(values["secret_hash"])
+        values["scopes"] = tuple(values["scopes"].split())
+        values["job_types"] = None if types is None else tuple(types.split())
+        return ApiKeyRecord(**values)
 
 
 def _id_floor(when: datetime) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,25 +25,17 @@ from jobstore.model import (
     Confirmed,
     JobRecord,
     NewJob,
-    RunEnd,
-    RunJob,
-    RunStart,
-    RunStarted,
-    held_claim,
 )
-from jobstore.run_window import RUN_COLUMNS, Row, found_rows, missing_jobs, plan_window
+from jobstore.run_window import RUN_COLUMNS, START_RUN, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
+    CLAIM_KEY,
     COLUMNS,
-    END_RUN,
-    HELD_KEY,
-    INSERT_EVENT,
     INSERT_JOB,
     PURGE_BATCH,
 )
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
-from jobstore.talk import Talk
-from jobstore.workflow_sql import WorkflowSql, note_released, step_ends
+from jobstore.talk import Query, Talk, marks
 from topology.errors import StoreError, StoreUnavailableError
 
 # Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,
@@ -54,9 +46,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 _INSERT = INSERT_JOB.replace("$", "?")
-_END = END_RUN.replace("$", "?")
-_EVENT = INSERT_EVENT.replace("$", "?")
-_HELD = HELD_KEY.replace("$", "?")
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
 _CLEAR_MOVED_ON = (
@@ -71,14 +60,6 @@ _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)"
 )
-# Claims a free key or takes over a lapsed one (?5 is now); a held key returns no row.
-_CLAIM = (
-    "INSERT INTO idempotency_keys (key, request_hash, job_id, state, lease_until, expires_at)"
-    " VALUES (?1, ?2, ?3, 'pending', ?4, ?4) ON CONFLICT (key) DO UPDATE SET"
-    " request_hash = excluded.request_hash, job_id = excluded.job_id, state = 'pending',"
-    " response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at"
-    " WHERE expires_at <= ?5 RETURNING job_id"
-)
 _COMPLETE = (
     "UPDATE idempotency_keys SET state = 'done', response = ?, expires_at = ?"
     " WHERE job_id = ? AND state = 'pending'"
@@ -89,15 +70,15 @@ _PURGE = (
 )
 # A run window reads only what a worker needs: the message carries the rest, and decoding it
 # would cost every job for nothing.
-_READ_WINDOW = f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > ? FROM jobs"
-_START = (
-    "UPDATE jobs SET status = 'running', attempts = ?2, started_at = ?3, updated_at = ?3,"
-    " deliveries = deliveries + 1, claim_until = ?4 WHERE id = ?1"
-)
+_READ_WINDOW = f"SELECT {', '.join(RUN_COLUMNS)}, deliveries, claim_until > $1 FROM jobs"
 
 
-class SqliteJobStore(WorkflowSql, ScheduleSql):
+class SqliteJobStore(RunWindowSql, ScheduleSql):
     """Jobs and idempotency keys in a SQLite file, over one connection opened on first use."""
+
+    # Times are the store's clock (``_now_us``), sent as parameters.
+    _start = START_RUN.format(until="$4")
+    _claim_key = CLAIM_KEY.format(until="$4", now="$5")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -144,10 +125,7 @@ class SqliteJobStore(WorkflowSql, ScheduleSql):
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
     ) -> list[Claim]:
-        """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction.
-
-        Every commit here skips the fsync (``synchronous=NORMAL``), ``durable`` or not.
-        """
+        """Insert many jobs (claiming their keys first) in one ``BEGIN IMMEDIATE`` transaction (``durable`` or not: no fsync)."""
 
         def insert(db: Db) -> list[Claim]:
             now = _now_us()
@@ -156,7 +134,7 @@ class SqliteJobStore(WorkflowSql, ScheduleSql):
             claims = [
                 Claim(ClaimState.NEW, i.job.id)
                 if i.claim is None
-                else _claim(db, i.claim, i.job.id, i.lease_s, now)
+                else _talked(db, self._claiming(i.claim, i.job.id, now + _us(i.lease_s), now))
                 for i in items
             ]
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
@@ -186,47 +164,11 @@ class SqliteJobStore(WorkflowSql, ScheduleSql):
 
         return [self._job(row) for row in await self._run(take, write=True)]
 
-    async def run_window(
-        self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        """End and start a window of runs in one ``BEGIN IMMEDIATE`` transaction.
+    def _read_window(self, ids: Sequence[str]) -> Query:
+        return Query(f"{_READ_WINDOW} WHERE id IN ({marks(len(ids), 2)})", (_now_us(), *ids))
 
-        Written inline when SQLite's lock is free: the trip to the thread (its wakeup, the GIL
-        handed back and forth) cost a window more than its commit, large or small.
-        """
-        return await self._write(lambda db: self._window(db, ends, starts))
-
-    def _window(
-        self, db: Db, ends: Sequence[RunEnd], starts: Sequence[RunStart]
-    ) -> tuple[list[RunJob | None], list[RunStarted]]:
-        # The claim lives on the job's row (``claim_until``); each statement takes every item
-        # of the window at once: Python's work per statement is what a row costs here, far
-        # more than SQLite's.
-        now = _now_us()
-
-        def read(ids: Collection[str]) -> dict[str, Row]:
-            marks = ", ".join("?" * len(ids))
-            return found_rows(db.execute(f"{_READ_WINDOW} WHERE id IN ({marks})", (now, *ids)))
-
-        rows = read({item.job_id for item in ends} | {item.job_id for item in starts})
-        created = missing_jobs(rows, ends, starts)
-        if created:  # the write lock holds off the submitter's insert, which then finds them
-            db.executemany(_INSERT, [self._row(job) for job in created])
-            rows.update(read([job.id for job in created]))
-        plan = plan_window(rows, ends, starts)
-        db.executemany(_END, [self._ended(end) for end in plan.ends])
-        events = [self.event_row(end.event) for end in plan.ends if end.event is not None]
-        if events:  # failures only: a window of successes writes none
-            db.executemany(_EVENT, events)
-        steps = step_ends(ends, plan.ended)
-        if steps:  # the steps of workflows these ends finished, counted in this transaction
-            note_released(plan.ended, _talked(db, self.advancing(steps, datetime.now(UTC))))
-        claims = [
-            (s.job_id, s.attempt, self._time_in(s.started_at), now + _us(s.lease_s))
-            for s in plan.starts
-        ]
-        db.executemany(_START, claims)
-        return plan.ended, plan.started
+    def _claim_until(self, lease_s: float) -> int:
+        return _now_us() + _us(lease_s)
 
     async def _talk(self, talk: Talk[T]) -> T:
         """Run the conversation ``talk`` in one write transaction."""
@@ -276,21 +218,6 @@ class SqliteJobStore(WorkflowSql, ScheduleSql):
         sql = sql.replace("$", "?")
         return await self._run(lambda db: db.execute(sql, args).fetchall())
 
-    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement, its ``$n`` parameters read as ``?n``, once per row in one write."""
-        sql = sql.replace("$", "?")
-        await self._write(lambda db: db.executemany(sql, rows))
-
-    async def _execute_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run each (statement, ``$n`` parameters) in order, in one write transaction."""
-        steps = [(sql.replace("$", "?"), args) for sql, args in steps]
-
-        def run(db: Db) -> None:
-            for sql, args in steps:
-                db.execute(sql, args)
-
-        await self._write(run)
-
     def _time_in(self, when: datetime | None) -> int | None:
         """Return ``when`` in microseconds since the epoch (``None`` stays); integers round-trip exactly."""
         aware = super()._time_in(when)
@@ -308,7 +235,8 @@ def _talked(db: Db, talk: Talk[T]) -> T:
         while True:
             sql = query.sql.replace("$", "?")
             if query.many:
-                db.executemany(sql, query.rows)
+                if query.rows:
+                    db.executemany(sql, query.rows)
                 query = talk.send([])
             else:
                 query = talk.send(db.execute(sql, query.args).fetchall())
@@ -323,17 +251,6 @@ def _confirm(db: Db, items: Sequence[Confirmed], now: int) -> None:
     if done:
         db.executemany(_COMPLETE, done)
         db.execute(_PURGE, (now,))  # housekeeping: expired keys, a batch at a time
-
-
-def _claim(db: Db, claim: tuple[str, str], job_id: str, lease_s: float, now: int) -> Claim:
-    """Claim the key inside the caller's ``BEGIN IMMEDIATE`` transaction (so no one races us)."""
-    key, request_hash = claim
-    until = now + _us(lease_s)
-    if db.execute(_CLAIM, (key, request_hash, job_id, until, now)).fetchall():
-        return Claim(ClaimState.NEW, job_id)
-    # The key is held (its lease, or the replay window of a finished request, is not over).
-    [held] = db.execute(_HELD, (key,)).fetchall()
-    return held_claim(request_hash, *held)
 
 
 def _us(seconds: float) -> int:

@@ -20,16 +20,18 @@ class Query:
 
 
 Talk = Generator[Query, list[Any], T]
-"""A conversation: it yields each statement, receives the rows it returned, and returns its answer.
-
-SQLite runs it on its connection's thread, PostgreSQL on a pooled connection: the logic that
-decides what to write next is written once, and the store's transaction holds it all.
-"""
+"""A conversation: it yields each statement, receives the rows it returned, and returns its answer."""
 
 
 def many(sql: str, rows: Sequence[Sequence[Any]]) -> Query:
     """Return ``sql`` to run once per row of ``rows`` (nothing when there are none)."""
     return Query(sql, rows=rows, many=True)
+
+
+def statements(*queries: Query) -> Talk[None]:
+    """Return the conversation that runs ``queries`` in order and answers nothing."""
+    for query in queries:
+        _ = yield query  # (not yield from: the store sends each statement its rows)
 
 
 def marks(count: int, first: int = 1) -> str:

@@ -1,16 +1,13 @@
-"""The workflow SQL both stores share: creating one, counting its steps' ends, cancelling it, reading it.
+"""The workflow SQL both stores share: creating one, counting its steps' ends, cancelling it, reading it."""
 
-A step's end is counted in the transaction of the run window that records its job's end:
-the step's row moves from pending once, under its workflow's row lock, so a crash can never
-count an end twice or lose one, and exactly one end sees a chord's last member finish.
-"""
+# A step's end is counted in the run window that records its job's end, under its workflow's
+# row lock: never twice, never lost, and exactly one end sees a chord's last member finish.
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Any
 
 import orjson
@@ -41,7 +38,6 @@ _FLOW = (
     *("id", "kind", "status", "on_failure", "tenant", "steps", "pending", "failed"),
     *("created_at", "updated_at", "finished_at", "error", "idempotency_key", "correlation_id"),
 )
-_TIMES = frozenset({"created_at", "updated_at", "finished_at"})
 _SELECT_FLOW = f"SELECT {', '.join(_FLOW)} FROM workflows"
 _INSERT_FLOW = (
     f"INSERT INTO workflows ({', '.join(_FLOW)}, request_hash)"
@@ -57,7 +53,7 @@ _INSERT_STEP = (
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 _WRITE_FLOW = (
     "UPDATE workflows SET status = $2, pending = $3, failed = $4, error = $5, updated_at = $6,"
-    " finished_at = $7 WHERE id = $1"
+    " finished_at = coalesce($7, finished_at) WHERE id = $1"
 )
 # A waiting step (its job stored scheduled, never published) becomes due.
 _RELEASE = (
@@ -95,7 +91,7 @@ class _Flow:
     pending: int
     failed: int
     error: str | None
-    finished: Any = None  # the stored end time, once it ends
+    finished: bool = False  # it ended in this conversation, which stamps the time
 
     def ended(self, position: int, role: StepRole, end: StepEnd) -> tuple[int | None, bool]:
         """Count ``end``; return the position of the step it releases (if any) and whether to cancel the rest."""
@@ -127,7 +123,7 @@ class _Flow:
 
     def _finish(self, status: WorkflowStatus, error: str | None) -> None:
         self.status, self.error = status, error
-        self.finished = True  # the conversation stamps the time
+        self.finished = True
 
 
 def step_ends(ends: Sequence[RunEnd], found: Sequence[RunJob | None]) -> list[StepEnd]:
@@ -156,19 +152,13 @@ class WorkflowSql(SharedSql):
     _locking = ""  # the workflows a conversation changes: " FOR UPDATE"
     _skip_locked = ""  # steps' jobs to cancel, but not those a run window holds now
 
-    async def _talk(self, talk: Talk[Any]) -> Any:
-        """Run ``talk`` in one write transaction and return its answer."""
-        raise NotImplementedError
-
     async def create_workflow(self, new: NewWorkflow) -> WorkflowCreated:
         """Insert the workflow, its steps and their jobs, unless its idempotency key names one already."""
-        created: WorkflowCreated = await self._talk(self.creating(new))
-        return created
+        return await self._talk(self.creating(new))
 
     async def cancel_workflow(self, workflow_id: str, at: datetime) -> WorkflowRecord | None:
         """Cancel a running workflow and every step not started; the workflow as it is after."""
-        cancelled: WorkflowRecord | None = await self._talk(self.cancelling(workflow_id, at))
-        return cancelled
+        return await self._talk(self.cancelling(workflow_id, at))
 
     def creating(self, new: NewWorkflow) -> Talk[WorkflowCreated]:
         """Insert ``new`` (the conversation of ``create_workflow``)."""
@@ -177,7 +167,7 @@ class WorkflowSql(SharedSql):
             held = yield Query(_KEYED, (flow.tenant, flow.idempotency_key))
             if held:
                 return _replayed(held[0], new.request_hash)
-        values = [self._flow_value(name, getattr(flow, name)) for name in _FLOW]
+        values = [self._value_in(name, getattr(flow, name)) for name in _FLOW]
         inserted = yield Query(_INSERT_FLOW, (*values, new.request_hash))
         if not inserted:  # a concurrent request with the same key committed first
             held = yield Query(_KEYED, (flow.tenant, flow.idempotency_key))
@@ -287,22 +277,21 @@ class WorkflowSql(SharedSql):
 
     def _write_flows(self, flows: Sequence[_Flow], stamp: Any) -> Talk[None]:
         """Write the workflows' counters, status and end."""
-        rows = []
-        for flow in flows:
-            if flow.finished is True:
-                flow.finished = stamp
-            rows.append(
+        yield many(
+            _WRITE_FLOW,
+            [
                 (
-                    flow.id,
-                    flow.status.value,
-                    flow.pending,
-                    flow.failed,
-                    flow.error,
+                    f.id,
+                    f.status.value,
+                    f.pending,
+                    f.failed,
+                    f.error,
                     stamp,
-                    flow.finished,
+                    stamp if f.finished else None,
                 )
-            )
-        yield many(_WRITE_FLOW, rows)
+                for f in flows
+            ],
+        )
 
     async def get_workflow(self, workflow_id: str) -> tuple[WorkflowRecord, list[StepView]] | None:
         """Return the workflow and its steps in order (``None``: no such workflow)."""
@@ -370,16 +359,8 @@ class WorkflowSql(SharedSql):
         await self._fetch(_EXPIRE_FLOWS, limit)
         return swept
 
-    def _flow_value(self, name: str, value: Any) -> Any:
-        if name in _TIMES:
-            return self._time_in(value)
-        return value.value if isinstance(value, Enum) else value
-
     def _flow(self, row: Sequence[Any]) -> WorkflowRecord:
-        values = dict(zip(_FLOW, row, strict=True))
-        for name in _TIMES:
-            if values[name] is not None:
-                values[name] = self._time_out(values[name])
+        values = self._decoded(_FLOW, row)
         values["kind"] = WorkflowKind(values["kind"])
         values["status"] = WorkflowStatus(values["status"])
         values["on_failure"] = OnFailure(values["on_failure"])

@@ -1,15 +1,8 @@
-"""Leadership among scheduler replicas: the single active consumer of the scheduler queue leads.
+"""Leadership among scheduler replicas: the single active consumer of the scheduler queue leads."""
 
-Every replica consumes the topology's scheduler queue, declared with
-``x-single-active-consumer``: the broker delivers to one consumer at a time and hands over to
-the next when that one's channel or connection goes (a kill closes the socket at once). Every
-replica also publishes a short-lived tick to the queue a few times per lease; the one that
-receives ticks leads until a lease after the last. The broker is the one place all replicas
-already share, whichever job store they use (the SQLite default included), so leadership needs
-nothing else. It is not a fence: an old leader cut off from the broker may believe it leads
-for up to a lease, which is why each occurrence's job is keyed by the schedule and its due
-time, and a second submission of it only finds the first.
-"""
+# Every replica consumes the queue (``x-single-active-consumer``) and publishes ticks to it;
+# the one that hears them leads until a lease after the last. Not a fence: an old leader cut
+# off may believe it leads for up to a lease (docs/schedules-and-workflows.md says why that is safe).
 
 from __future__ import annotations
 
@@ -47,11 +40,7 @@ class Leadership:
         return time.monotonic() < self._until
 
     async def start(self) -> None:
-        """Connect, consume the scheduler queue and start ticking.
-
-        Raises:
-            BrokerUnavailableError: the broker cannot be reached.
-        """
+        """Connect, consume the scheduler queue and start ticking (``BrokerUnavailableError``: no broker)."""
         connection = self._connection = await connect(self._broker, name=f"taskq {self.name}")
         connection.close_callbacks.add(self._lost)
         channel = await connection.channel()

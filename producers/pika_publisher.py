@@ -29,12 +29,10 @@ _PIKA_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
 
 
 class PikaPublisher(AsyncClosing):
-    """Publishes persistent, mandatory messages with confirms over a pika ``BlockingConnection``.
+    """Publishes persistent, mandatory messages with confirms over a pika ``BlockingConnection``."""
 
-    ``async`` only to fit the ``Publisher`` port: each call blocks the thread until the broker
-    answers (one round trip per message), which suits ``SyncClient``'s private event loop and no
-    loop that serves other work. Not thread-safe.
-    """
+    # ``async`` only to fit the ``Publisher`` port: each call blocks the thread until the broker
+    # answers, which suits ``SyncClient``'s private loop and no loop that serves other work.
 
     def __init__(
         self, parameters: Any, url: str, topology: CompiledTopology, metrics: ProducerMetrics
@@ -119,13 +117,7 @@ class PikaPublisher(AsyncClosing):
             raise translate(exc, route) from exc
 
     def _renew(self) -> None:
-        """Close the confirm channel after a refusal, so the next publish opens a new one.
-
-        RabbitMQ 3.10 gives a channel its client of a quorum queue on the channel's first
-        publish to that queue, aimed at the leader the queue's record names; when that
-        leader's node is down, the client refuses every message to the queue for as long as
-        the channel lives (``ConfirmedPublisher._renew`` says more).
-        """
+        """Close the confirm channel after a refusal, so the next publish opens a new one (see ``ConfirmedPublisher._renew``)."""
         channel, self._channel = self._channel, None
         if channel is not None and channel.is_open:
             with contextlib.suppress(*_PIKA_ERRORS):

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from jobstore.model import JobRecord
-from jobstore.workflows import OnFailure, WorkflowKind
 from producers.submit import JobRequest
 from topology.errors import JobRejectedError
 from topology.limits import Attempts, CallbackUrl, Delay, IdempotencyKey, UtcTime
@@ -87,16 +86,6 @@ class WorkflowSubmission(BaseModel):
             raise ValueError("a chord needs a callback, and only a chord has one")
         return self
 
-    @property
-    def workflow_kind(self) -> WorkflowKind:
-        """Return the kind as the store names it."""
-        return WorkflowKind(self.kind)
-
-    @property
-    def failure_policy(self) -> OnFailure:
-        """Return ``on_failure`` as the store names it."""
-        return OnFailure(self.on_failure)
-
     def all_steps(self) -> list[StepSubmission]:
         """Return every step in its position's order: the members, then a chord's callback."""
         return [*self.steps, *([self.callback] if self.callback is not None else [])]
@@ -105,11 +94,9 @@ class WorkflowSubmission(BaseModel):
 def checked_request(
     source: Mapping[str, Any] | JobRequest, tenant: str, *, door: str = "client"
 ) -> JobRequest | JobRejectedError:
-    """Return the request once it passes the HTTP API's schema (every door accepts the same jobs), or why not.
-
-    ``source`` holds the fields of ``POST /jobs`` (``None`` counts as unset), or is a request
-    built in code; the job belongs to ``tenant`` and came in by ``door``.
-    """
+    """Return the request once it passes the HTTP API's schema (every door accepts the same jobs), or why not."""
+    # ``source`` holds the fields of ``POST /jobs`` (``None`` counts as unset), or is a request
+    # built in code.
     try:
         if isinstance(source, JobRequest):  # built in code: read from its attributes
             body = JobSubmission.model_validate(source, from_attributes=True)

@@ -1,12 +1,7 @@
-"""The scheduler: whichever replica leads submits each schedule's occurrences as they fall due, each once.
+"""The scheduler: whichever replica leads submits each schedule's occurrences as they fall due, each once."""
 
-An occurrence's job carries the idempotency key ``<schedule>@<due time>`` in the ``schedule``
-source's key space (no client can reach it): a replica that fires an occurrence another one
-fired already (two leaders for a moment, or a leader that died between the submission and
-recording it) only finds that job. What is recorded per schedule is the due time of the last
-occurrence fired, so a new leader resumes right after it, and the misfire policy decides what
-becomes of occurrences missed while none ran.
-"""
+# An occurrence's job is keyed ``<schedule>@<due time>`` where no client can reach: firing it
+# twice only finds the first job (docs/schedules-and-workflows.md).
 
 from __future__ import annotations
 

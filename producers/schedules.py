@@ -15,11 +15,8 @@ from topology.schedules import ScheduleSpec
 
 
 def schedule_view(name: str, spec: ScheduleSpec, state: ScheduleState | None) -> dict[str, Any]:
-    """Return a schedule as every door shows it: its rule, its job, whether paused, its next and last runs.
-
-    The next run is the first occurrence after the last fired one (or after the scheduler
-    first saw the schedule): in the past while no scheduler fires it; none while paused.
-    """
+    """Return a schedule as every door shows it: its rule, its job, whether paused, its next and last runs."""
+    # The next run is in the past while no scheduler fires it, and none while paused.
     paused = state is not None and state.paused_at is not None
     after = state.fires_after() if state is not None else None
     return {
@@ -44,18 +41,9 @@ async def schedule_views(
     topology: CompiledTopology, store: JobStore, now: datetime, *, tenant: str | None = None
 ) -> list[dict[str, Any]]:
     """Return the view of each schedule the topology declares (of ``tenant`` only, when given), by name."""
-    chosen = [(n, s) for n, s in topology.schedules if tenant is None or s.tenant == tenant]
-    states = await store.schedule_states([name for name, _ in chosen], now)
-    return [schedule_view(name, spec, states.get(name)) for name, spec in chosen]
-
-
-def declared_schedule(topology: CompiledTopology, name: str, tenant: str | None) -> ScheduleSpec:
-    """Return the schedule called ``name`` (of ``tenant``, when given); ``JobNotFoundError`` if there is none."""
-    spec = topology.schedule(name)
-    if spec is None or (tenant is not None and spec.tenant != tenant):
-        known = ", ".join(n for n, s in topology.schedules if tenant is None or s.tenant == tenant)
-        raise JobNotFoundError(f"no schedule named {excerpt(name)}; schedules: {known or 'none'}")
-    return spec
+    chosen = _declared(topology, tenant)
+    states = await store.schedule_states(list(chosen), now)
+    return [schedule_view(name, spec, states.get(name)) for name, spec in chosen.items()]
 
 
 async def set_paused(
@@ -68,6 +56,14 @@ async def set_paused(
     tenant: str | None = None,
 ) -> dict[str, Any]:
     """Pause or resume the schedule ``name`` and return its view (resuming skips what fell due meanwhile)."""
-    spec = declared_schedule(topology, name, tenant)
+    spec = topology.schedule(name)
+    if spec is None or (tenant is not None and spec.tenant != tenant):
+        known = ", ".join(_declared(topology, tenant)) or "none"
+        raise JobNotFoundError(f"no schedule named {excerpt(name)}; schedules: {known}")
     change = store.pause_schedule if paused else store.resume_schedule
     return schedule_view(name, spec, await change(name, now))
+
+
+def _declared(topology: CompiledTopology, tenant: str | None) -> dict[str, ScheduleSpec]:
+    """Return the topology's schedules (of ``tenant`` only, when given) by name, in its order."""
+    return {n: s for n, s in topology.schedules if tenant is None or s.tenant == tenant}

@@ -1,8 +1,4 @@
-"""Whose jobs a caller sees: one tenant, and optionally only some job types.
-
-Every read, listing, cancel and stream goes through a ``Viewer``: a job of another tenant, or
-of a type the caller may not touch, answers exactly as an unknown id does.
-"""
+"""Whose jobs a caller sees: one tenant, and optionally only some job types (others answer as unknown ids do)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from jobstore.model import ClaimState, JobStatus, JobStore, NewJob
 from jobstore.sealed_jobs import opened
 from jobstore.workflows import (
     NewWorkflow,
+    OnFailure,
     StepRecord,
     StepRole,
     StepView,
@@ -87,10 +88,7 @@ def chord(
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
 ) -> WorkflowSubmission:
-    """Return a chord: the members run at once; the callback runs once after every one ended, given all their results (``ctx.results``).
-
-    ``members`` is a ``group(...)`` (whose options carry over unless given here) or steps.
-    """
+    """Return a chord: the members (a ``group(...)``, whose options carry over, or steps) run at once, then the callback, given all their results (``ctx.results``)."""
     base = members if isinstance(members, WorkflowSubmission) else group(*members)
     return WorkflowSubmission(
         kind="chord",
@@ -121,22 +119,13 @@ class Workflows:
     async def submit(
         self, body: WorkflowSubmission, *, tenant: str, source: str = "client"
     ) -> WorkflowAnswer:
-        """Store the workflow with every step's job, publish its first steps, and return it.
-
-        Each step is checked as a job is (type, reserved types, payload). The first steps (a
-        chain's first, a group's or chord's members) are published at once; the others wait,
-        stored as scheduled, until a worker's run window releases them.
-
-        Raises:
-            ReservedJobTypeError, JobRejectedError: a step is invalid.
-            IdempotencyMismatchError: the key named another workflow of the tenant.
-            BrokerUnavailableError, PublishError: the first steps were not all confirmed; the
-                workflow is stored and the repair sweep publishes them (retry with the same key).
-            StoreUnavailableError, BlobUnavailableError: a store is down; nothing is published.
-        """
+        """Store the workflow with every step's job, publish its first steps, and return it."""
+        # The steps after the first (a chain's) wait, stored as scheduled, until a worker's run
+        # window releases them. First steps not all confirmed raise, the workflow stored: the
+        # repair sweep publishes them (a retry with the same key finds it).
         submitter = self._submitter
         now = submitter.clock()
-        kind = body.workflow_kind
+        kind = WorkflowKind(body.kind)
         flow_id = new_job_id()
         items: list[NewJob] = []
         steps: list[StepRecord] = []
@@ -161,7 +150,7 @@ class Workflows:
             id=flow_id,
             kind=kind,
             status=WorkflowStatus.RUNNING,
-            on_failure=body.failure_policy,
+            on_failure=OnFailure(body.on_failure),
             tenant=tenant,
             steps=len(steps),
             pending=len(body.steps),
@@ -194,12 +183,6 @@ class Workflows:
         """Return the workflow and its steps, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
         return await read_workflow(self._store, self._submitter.sealer, workflow_id, viewer)
 
-    async def list(
-        self, viewer: Viewer, *, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[WorkflowRecord], str | None]:
-        """Return one page of the viewer's tenant's workflows, newest first, and the next cursor."""
-        return await self._store.list_workflows(viewer.tenant, limit=limit, cursor=cursor)
-
     async def cancel(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
         """Cancel a running workflow: every step not started is cancelled (``JobStateError`` once it ended)."""
         submitter = self._submitter
@@ -226,12 +209,7 @@ async def read_workflow(
 async def cancel_workflow(
     store: JobStore, sealer: Sealer, workflow_id: str, viewer: Viewer, now: datetime
 ) -> WorkflowAnswer:
-    """Cancel a running workflow the viewer sees, and every step not started; the workflow after.
-
-    Raises:
-        JobNotFoundError: the viewer sees no such workflow.
-        JobStateError: it ended already.
-    """
+    """Cancel a running workflow the viewer sees (``JobStateError`` once it ended), and every step not started; the workflow after."""
     current = await read_workflow(store, sealer, workflow_id, viewer)
     if current.workflow.status is not WorkflowStatus.RUNNING:
         raise JobStateError(

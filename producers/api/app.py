@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -104,7 +105,8 @@ def create_app(
     if isinstance(services, Services):
         app.state.services = services
     app.state.metrics = metrics
-    app.state.submitted_children = {}  # label children of metrics.submitted, by labels
+    # labels() costs more than the increment; the labels are few (groups and priorities).
+    app.state.submitted = functools.cache(metrics.submitted.labels)
     app.state.api_settings = api
     app.router.route_class = SecuredRoute
     problems.install(app, retry_after=api.retry_after)

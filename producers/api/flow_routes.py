@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from loguru import logger
 
-from producers.api.routes import valid_key
+from producers.api.routes import request_key
 from producers.api.schemas import ScheduleOut, WorkflowList, WorkflowOut
 from producers.api.security import SecuredRoute, principal, secured
 from producers.auth.scopes import Scope
@@ -15,7 +15,6 @@ from producers.requests import WorkflowSubmission
 from producers.schedules import schedule_views, set_paused
 from producers.submit import Submitter
 from producers.workflows import Workflows, flow_summary, workflow_view
-from topology.errors import JobRejectedError
 
 router = APIRouter(route_class=SecuredRoute)
 
@@ -37,14 +36,8 @@ async def submit_workflow(body: WorkflowSubmission, request: Request) -> dict[st
     caller = principal(request)
     for given in body.all_steps():
         caller.require_type(given.type)
-    key = valid_key(request.headers.get("idempotency-key"))
-    if key is not None:
-        if body.idempotency_key not in (None, key):
-            raise JobRejectedError(
-                "the Idempotency-Key header and the idempotency_key field differ; send one",
-                field="idempotency_key",
-            )
-        body = body.model_copy(update={"idempotency_key": key})
+    key = request_key(request.headers.get("idempotency-key"), body.idempotency_key)
+    body = body.model_copy(update={"idempotency_key": key})
     answer = await _workflows(request).submit(body, tenant=caller.tenant, source="api")
     return {**workflow_view(answer), "replayed": answer.replayed}
 
@@ -63,8 +56,9 @@ async def list_workflows(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """List the caller's workflows newest first, without their steps, one page at a time."""
-    flows, following = await _workflows(request).list(
-        principal(request).viewer, limit=limit, cursor=cursor
+    store = request.app.state.services.submitter.store
+    flows, following = await store.list_workflows(
+        principal(request).tenant, limit=limit, cursor=cursor
     )
     return {"workflows": [flow_summary(flow) for flow in flows], "next_cursor": following}
 

@@ -26,23 +26,22 @@ router = APIRouter(route_class=SecuredRoute)
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def valid_key(header: str | None) -> str | None:
-    """Return the ``Idempotency-Key`` header's value, refusing one that is not 1-255 printable characters."""
+def request_key(header: str | None, field: str | None) -> str | None:
+    """Return a request's idempotency key: its ``Idempotency-Key`` header (1-255 printable characters) or field, which must agree."""
     if header is not None and not _KEY.fullmatch(header):
         raise JobRejectedError(
             "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces",
             field="Idempotency-Key",
         )
-    return header
-
-
-def _to_request(body: JobSubmission, header_key: str | None, caller: Principal) -> JobRequest:
-    key = body.idempotency_key
-    if header_key is not None and key is not None and header_key != key:
+    if header is not None and field is not None and header != field:
         raise JobRejectedError(
             "the Idempotency-Key header and the idempotency_key field differ; send one",
             field="idempotency_key",
         )
+    return field or header
+
+
+def _to_request(body: JobSubmission, key: str | None, caller: Principal) -> JobRequest:
     return JobRequest(
         type=body.type,
         payload=body.payload,
@@ -50,7 +49,7 @@ def _to_request(body: JobSubmission, header_key: str | None, caller: Principal) 
         delay=body.delay,
         run_at=body.run_at,
         max_attempts=body.max_attempts,
-        idempotency_key=key or header_key,
+        idempotency_key=key,
         callback_url=body.callback_url,
         correlation_id=body.correlation_id,
         source="api",
@@ -85,7 +84,7 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     """Store the job, publish it with confirms, and answer 202 with its id."""
     # The hot path: checks done inline rather than as FastAPI dependencies, each of which
     # costs a resolution step per request (bench/http_ingest.py).
-    key = valid_key(request.headers.get("idempotency-key"))
+    key = request_key(request.headers.get("idempotency-key"), body.idempotency_key)
     caller = principal(request)
     caller.require_type(body.type)
     service: Submitter = request.app.state.services.submitter
@@ -116,7 +115,9 @@ async def submit_batch(body: BatchSubmission, request: Request) -> Response:
         except AccessError as exc:
             refused[index] = exc
     requests = [
-        _to_request(job, None, caller) for i, job in enumerate(body.jobs) if i not in refused
+        _to_request(job, job.idempotency_key, caller)
+        for i, job in enumerate(body.jobs)
+        if i not in refused
     ]
     done = iter(await service.submit_many(requests))
     outcomes = [refused[i] if i in refused else next(done) for i in range(len(body.jobs))]
@@ -137,14 +138,8 @@ async def submit_batch(body: BatchSubmission, request: Request) -> Response:
 
 def _submitted(request: Request, service: Submitter, job: JobSubmission) -> None:
     """Count a job the broker confirmed, under its group and priority."""
-    # Labels come from the topology (group) and a closed set (priority), never from input;
-    # the children are cached, as labels() costs more than the increment.
-    counters: dict[tuple[str | None, str], Any] = request.app.state.submitted_children
-    labels = (service.group_of(job.type), job.priority.value)
-    counter = counters.get(labels)
-    if counter is None:
-        counter = counters[labels] = request.app.state.metrics.submitted.labels(*labels)
-    counter.inc()
+    # Labels come from the topology (group) and a closed set (priority), never from input.
+    request.app.state.submitted(service.group_of(job.type), job.priority.value).inc()
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, **secured(Scope.JOBS_READ))

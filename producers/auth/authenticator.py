@@ -22,13 +22,7 @@ class Authenticator:
         self._limiter = limiter
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        """Return the principal of an ``Authorization`` header value.
-
-        Raises:
-            AuthenticationError: none was sent, or it is not a valid credential (HTTP 401).
-            RateLimitedError: the credential used up its rate (HTTP 429).
-            StoreUnavailableError, IdentityProviderUnavailableError: it cannot be checked now.
-        """
+        """Return the principal of an ``Authorization`` header value (``AuthenticationError``, ``RateLimitedError`` or an unavailable store if not)."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if not authorization:

@@ -136,6 +136,27 @@ async def test_a_dead_step_fails_the_chain_and_cancels_the_rest(sql_store: JobSt
     assert [await status_of(sql_store, i) for i in ids[1:]] == [JobStatus.CANCELLED] * 2
 
 
+async def test_a_member_ending_after_its_group_failed_keeps_the_end_time(
+    sql_store: JobStore,
+) -> None:
+    new = new_flow(WorkflowKind.GROUP, 2)
+    await sql_store.create_workflow(new)
+    ids = [s.job_id for s in new.steps]
+    _, started = await sql_store.run_window([], [RunStart(i, 1, 60, NOW) for i in ids])
+    await sql_store.run_window([RunEnd(ids[0], started[0].deliveries, JobStatus.DEAD, NOW)], [])
+    failed = await sql_store.get_workflow(new.workflow.id)
+    assert failed is not None
+    assert failed[0].finished_at is not None
+    # The running member was not cancelled; its end is counted, the workflow's end time stays.
+    await sql_store.run_window(
+        [RunEnd(ids[1], started[1].deliveries, JobStatus.SUCCEEDED, NOW)], []
+    )
+    found = await sql_store.get_workflow(new.workflow.id)
+    assert found is not None
+    assert (found[0].status, found[0].pending) == (WorkflowStatus.FAILED, 0)
+    assert found[0].finished_at == failed[0].finished_at
+
+
 async def test_a_chain_that_continues_gives_the_next_step_the_failure(sql_store: JobStore) -> None:
     new = new_flow(WorkflowKind.CHAIN, 2, on_failure=OnFailure.CONTINUE)
     await sql_store.create_workflow(new)
