@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -40,6 +41,10 @@ TIMES = frozenset(
     | {"since", "last_due", "paused_at", "expires_at", "revoked_at", "last_used_at", "changed_at"}
 )
 JSON = frozenset({"payload", "payload_ref", "result"})  # orjson text on both stores
+_COLUMN_VALUES = operator.attrgetter(*COLUMNS)
+_TIME_AT = [at for at, name in enumerate(COLUMNS) if name in TIMES]
+_JSON_AT = [at for at, name in enumerate(COLUMNS) if name in JSON]
+_ENUM_AT = [COLUMNS.index("status"), COLUMNS.index("priority")]  # the job's only enum fields
 INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)})"
     f" VALUES ({marks(len(COLUMNS))})"
@@ -155,7 +160,18 @@ class SharedSql:
 
     def _row(self, job: JobRecord) -> list[Any]:
         """Return the values of ``job``'s row, in ``COLUMNS`` order."""
-        return [self._value_in(name, getattr(job, name)) for name in COLUMNS]
+        # What _value_in does column by column, on the columns that need it: every submission
+        # makes a row, and most of its values (the NULLs above all) go in as they are.
+        row = list(_COLUMN_VALUES(job))
+        for at in _TIME_AT:
+            if row[at] is not None:
+                row[at] = self._time_in(row[at])
+        for at in _JSON_AT:
+            if row[at] is not None:
+                row[at] = orjson.dumps(row[at]).decode()
+        for at in _ENUM_AT:
+            row[at] = row[at].value
+        return row
 
     def _decoded(self, columns: Sequence[str], row: Iterable[Any]) -> dict[str, Any]:
         """Return a row's values by its ``columns``' names, its times and JSON decoded."""

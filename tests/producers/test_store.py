@@ -522,3 +522,39 @@ async def test_a_relaxed_commit_leaves_the_pooled_connection_as_it_was(postgres_
         [(setting,)] = await store._fetch("SHOW synchronous_commit")
         await store.close()
     assert setting == "on"
+
+
+def test_a_rows_values_are_each_columns_value_as_the_store_takes_it(tmp_path: Path):
+    # The row of a new job is built without a call per column: it must be what that call gives.
+    from jobstore.model import JobRecord
+    from jobstore.shared_sql import COLUMNS
+
+    store = SqliteJobStore(f"sqlite:///{tmp_path}/jobs.sqlite3")
+    now = datetime.now(UTC)
+    full = JobRecord(
+        id=new_job_id(),
+        type="email",
+        status=JobStatus.SUCCEEDED,
+        priority=Priority.HIGH,
+        created_at=now,
+        updated_at=now,
+        payload={"to": "a"},
+        payload_ref={"uri": "file:/x"},
+        attempts=2,
+        max_attempts=5,
+        idempotency_key="k",
+        correlation_id="c",
+        callback_url="https://example.com/",
+        not_before=now,
+        started_at=now,
+        finished_at=now,
+        last_error="boom",
+        result=[1, 2],
+        tenant="acme",
+        trace_id="t",
+        workflow_id="w",
+    )
+    sparse = JobRecord(new_job_id(), "email", JobStatus.QUEUED, Priority.LOW, now, now)
+    for job in (full, sparse):
+        expected = [store._value_in(name, getattr(job, name)) for name in COLUMNS]
+        assert store._row(job) == expected
