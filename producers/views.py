@@ -15,6 +15,7 @@ def iso(value: datetime | None) -> str | None:
 
 def job_view(job: JobRecord) -> dict[str, Any]:
     """Return what a client may see of a job (never internal lease or routing state)."""
+    created = iso(job.created_at)
     return {
         "id": job.id,
         "type": job.type,
@@ -25,8 +26,9 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "idempotency_key": job.idempotency_key,
         "correlation_id": job.correlation_id,
         "callback_url": job.callback_url,
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
+        "created_at": created,
+        # A job just submitted was created and updated at the same time: one text for both.
+        "updated_at": created if job.updated_at is job.created_at else iso(job.updated_at),
         "not_before": iso(job.not_before),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
