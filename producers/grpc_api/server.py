@@ -69,11 +69,7 @@ async def start_grpc(
     registry: CollectorRegistry | None = None,
     port: int | None = None,
 ) -> GrpcServer:
-    """Start serving the job API on ``settings``' address (``port`` instead, if given; 0: a free one).
-
-    Raises:
-        SettingsError: the address cannot be listened on, or the API's TLS files cannot be read.
-    """
+    """Start serving the job API on ``settings``' address (``port`` instead, if given; 0: a free one)."""
     api = door.settings
     # A batch may be as large as a batch body over HTTP; a single job is checked on its own.
     limit = api.max_batch_body_bytes
