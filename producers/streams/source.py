@@ -275,11 +275,10 @@ class StreamSource:
         outcomes: dict[int, Submitted | TaskqError] = {}
         if again:
             # A job stored already was published: a second copy could run again a job that
-            # failed and waits for its retry, so it is answered as replayed instead.
+            # failed and waits for its retry, so it is answered as replayed instead. The
+            # settle writes this process's own rows, held behind their confirms, first.
             try:
-                await (
-                    self._submitter.settle()
-                )  # this process's own rows, held behind their confirms
+                await self._submitter.settle()
                 store = self._submitter.store
                 for index, request in enumerate(requests):
                     job = await store.get_job(request.job_id) if request.job_id else None
