@@ -53,6 +53,7 @@ Reply = TypeVar("Reply")
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     Handler: TypeAlias = Callable[["JobsService", Req, Context, Principal], Awaitable[Reply]]
+    Method: TypeAlias = Callable[["JobsService", Req, Context], Awaitable[Reply]]
 
 
 class GrpcMetrics(MetricSet):
@@ -81,14 +82,10 @@ class JobsDoor:
     settings: ApiSettings
 
 
-def _unary(
-    scope: Scope,
-) -> Callable[[Handler[Req, Reply]], Callable[[JobsService, Req, Context], Awaitable[Reply]]]:
+def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
     """Make a handler a unary method that answers as its caller: authenticated, timed, traced, taskq errors turned into status codes."""
 
-    def method(
-        handler: Handler[Req, Reply],
-    ) -> Callable[[JobsService, Req, Context], Awaitable[Reply]]:
+    def method(handler: Handler[Req, Reply]) -> Method[Req, Reply]:
         name = handler.__name__
 
         @functools.wraps(handler)
