@@ -231,7 +231,7 @@ class LocalScaler:
         for _ in range(workers - len(names)):
             self._started[group] += 1
             self._supervisor.start(scaled_spec(group, self._started[group]))
-        for name in reversed(names[workers:] if workers < len(names) else []):
+        for name in reversed(names[workers:]):
             self._supervisor.retire(name)
 
     def _names(self, group: str) -> list[str]:

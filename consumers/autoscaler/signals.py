@@ -24,7 +24,7 @@ from topology.spec import StreamSourceSpec, StreamStart
 
 @dataclass(frozen=True, slots=True)
 class QueueSignals:
-    """What the broker says about a group's work queues at one moment."""
+    """What the broker says about a group's work queues (or Redis about a stream source's backlog) at one moment."""
 
     ready: int  # messages ready, summed over the group's work queues
     unacked: int  # messages delivered and not yet acknowledged
@@ -35,11 +35,11 @@ class QueueSignals:
 
 
 class SignalsUnavailable(ManagementApiError):
-    """The management API was unreachable, too slow, failed, or answered an unusable shape."""
+    """The management API (or Redis) was unreachable, too slow, failed, or answered an unusable shape."""
 
 
 @asynccontextmanager
-async def reading(what: str, seconds: float, failure: type[Exception]) -> AsyncIterator[None]:
+async def _reading(what: str, seconds: float, failure: type[Exception]) -> AsyncIterator[None]:
     """Turn a reading of ``what`` that raises ``failure`` or takes over ``seconds`` into ``SignalsUnavailable``."""
     try:
         async with asyncio.timeout(seconds):
@@ -89,7 +89,7 @@ class SignalReader(AsyncClosing):
 
     async def _queues(self, what: str, names: Sequence[str]) -> list[dict[str, Any]]:
         # One deadline for the whole reading: a group with four lanes gets one timeout, not four.
-        async with reading(what, self._timeout, ManagementApiError):
+        async with _reading(what, self._timeout, ManagementApiError):
             return [await self._client.queue(self._vhost, name) for name in names]
 
 
@@ -116,7 +116,7 @@ class StreamSignalReader(AsyncClosing):
 
     async def read(self, spec: StreamSourceSpec) -> QueueSignals:
         """Return the source's signals, read within the timeout; raise ``SignalsUnavailable`` if not."""
-        async with reading(
+        async with _reading(
             f"stream {spec.stream!r} group {spec.group!r}", self._timeout, RedisError
         ):
             return await self._read(spec)
