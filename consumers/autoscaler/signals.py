@@ -116,9 +116,8 @@ class StreamSignalReader(AsyncClosing):
 
     async def read(self, spec: StreamSourceSpec) -> QueueSignals:
         """Return the source's signals, read within the timeout; raise ``SignalsUnavailable`` if not."""
-        async with _reading(
-            f"stream {spec.stream!r} group {spec.group!r}", self._timeout, RedisError
-        ):
+        where = f"stream {spec.stream!r} group {spec.group!r}"
+        async with _reading(where, self._timeout, RedisError):
             return await self._read(spec)
 
     async def close(self) -> None:
