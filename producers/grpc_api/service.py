@@ -100,7 +100,7 @@ def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
                 with self._span(name, context):
                     return await handler(self, request, context, await self._caller(context, scope))
             except BaseException as exc:
-                code = _status(exc)
+                code = code_of(exc)
                 await _end(name, context, exc, code)
             finally:
                 self._record(name, code, started)
@@ -222,7 +222,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             with self._span(method, context):
                 yield await self._caller(context, scope)
         except BaseException as exc:
-            code = _status(exc)
+            code = code_of(exc)
             await _end(method, context, exc, code)
         finally:
             self._record(method, code, started)
@@ -287,15 +287,6 @@ def _wake(woken: asyncio.Future[None], work: asyncio.Future[Any] | None = None) 
         woken.set_result(None)
 
 
-def _status(error: BaseException) -> grpc.StatusCode:
-    """Return the status code a call that raised ``error`` ends with."""
-    if isinstance(error, TaskqError):
-        return code_of(error)
-    if isinstance(error, Exception):
-        return grpc.StatusCode.INTERNAL
-    return grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
-
-
 async def _end(
     method: str, context: Context, error: BaseException, code: grpc.StatusCode
 ) -> NoReturn:
@@ -306,8 +297,6 @@ async def _end(
         logger.opt(exception=error).error("{} failed unexpectedly", method)
     elif code is grpc.StatusCode.UNAVAILABLE and not isinstance(error, AccessError):
         logger.warning("{} -> UNAVAILABLE: {}", method, error)
-    if not isinstance(error, TaskqError):
-        await context.abort(code, "internal error")
     await context.abort(code, details_of(error, code), trailers_of(error))
 
 
