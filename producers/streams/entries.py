@@ -59,12 +59,10 @@ def entry_request(
 
 
 def entry_job_id(name: str, stream: str, entry_id: str) -> str:
-    """Return the id of the job the entry ``entry_id`` of ``stream`` makes for source ``name``: a UUIDv7.
-
-    Its time is the entry's millisecond and its 12-bit counter the entry's sequence number
-    (RFC 9562 6.2, method 1), so ids sort as the entries do; the 62 random bits are a hash of
-    the source, the stream and the entry id, so no two entries share one.
-    """
+    """Return the id of the job the entry ``entry_id`` of ``stream`` makes for source ``name``: a UUIDv7."""
+    # Its time is the entry's millisecond and its 12-bit counter the entry's sequence number
+    # (RFC 9562 6.2, method 1), so ids sort as the entries do; its 62 random bits hash the
+    # source, the stream and the entry id, so no two entries share one.
     ms, _, seq = entry_id.partition("-")
     digest = hashlib.sha256(f"{name}\n{stream}\n{entry_id}".encode()).digest()
     rand_b = int.from_bytes(digest[:8]) & (2**62 - 1)
