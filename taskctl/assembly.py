@@ -171,14 +171,19 @@ async def serve_grpc(settings: Settings) -> int:
     services = await api_services(settings, REGISTRY)
     try:
         await with_grpc(services, settings, REGISTRY)
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
-        await stopping.wait()
+        await _signalled().wait()
     finally:
         if services.close is not None:
             await services.close()
     return 0
+
+
+def _signalled() -> asyncio.Event:
+    """Return an event that the process's first SIGTERM or SIGINT sets."""
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+    return stopping
 
 
 def handlers(settings: Settings, callbacks: CallbackDelivery) -> HandlerRegistry:
@@ -222,9 +227,7 @@ async def run_scheduler(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
             authenticator = open_authenticator(submitter.store, settings.auth)
             server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
             stack.push_async_callback(server.cleanup)
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        stopping = _signalled()
         names = ", ".join(name for name, _ in submitter.topology.schedules)
         logger.info("scheduler {} for {} (lease {:g}s)", leadership.name, names, lease)
         scheduler = Scheduler(
@@ -267,9 +270,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             backends.sealer,
         )
         worker = Worker(deps)
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+        stopping = _signalled()
         await worker.start(settings.broker)
         logger.info("worker for group {} consuming {}", group_name, ", ".join(group.queue_names))
         await stopping.wait()
@@ -280,7 +281,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
 
 async def run_stream(name: str, consumer: str, settings: Settings) -> int:
     """Run the stream source ``name`` as ``consumer`` of its group until SIGTERM or SIGINT; return 0."""
-    from producers.streams.source import StreamMetrics, StreamReader, StreamSource, open_redis
+    from producers.streams.source import StreamMetrics, StreamSource, open_redis
 
     tracing.configure_tracing(f"taskq-stream-{name}")  # only when OTEL_* variables ask
     async with contextlib.AsyncExitStack() as stack:
@@ -293,9 +294,10 @@ async def run_stream(name: str, consumer: str, settings: Settings) -> int:
         # completed here too, so the entries read again replay them without an API running.
         repairs = asyncio.create_task(producer.submitter.keep_repairing())
         stack.push_async_callback(_cancelled, repairs)
-        reader = StreamReader(name, spec, consumer)
         source = StreamSource(
-            reader,
+            name,
+            spec,
+            consumer,
             redis,
             producer.submitter,
             producer.publisher,
@@ -303,9 +305,6 @@ async def run_stream(name: str, consumer: str, settings: Settings) -> int:
             StreamMetrics(REGISTRY),
         )
         await source.ensure_group()
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
-        await source.run(stopping)
+        await source.run(_signalled())
         logger.info("stream source {} stopped", name)
     return 0

@@ -14,8 +14,7 @@ from pathlib import Path
 from loguru import logger
 
 from consumers.autoscaler.loop import Actuator, Autoscaler
-from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.stream_signals import StreamSignalReader, stream_target
+from consumers.autoscaler.signals import SignalReader, StreamSignalReader, stream_target
 from producers.auth.authenticator import open_authenticator
 from producers.streams.source import open_redis
 from taskctl.admin_key import ensure_admin_key, key_path
@@ -158,14 +157,10 @@ async def autoscale(
         return await supervise(topology, settings, [], grace=grace)
     from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 
-    scaler = KubernetesScaler(await KubeApi.load(), namespace=namespace)
-
     async def until_stopped() -> int:
         await asyncio.Event().wait()  # never set: Ctrl-C or SIGTERM ends the process
         return 0
 
-    try:
+    async with KubernetesScaler(await KubeApi.load(), namespace=namespace) as scaler:
         groups = handled_groups(topology, settings)
         return await with_autoscaler(topology, settings, scaler, groups, until_stopped)
-    finally:
-        await scaler.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from consumers.autoscaler.stream_signals import stream_target
+from consumers.autoscaler.signals import stream_target
 
 Say = Callable[[str], None]
 
@@ -160,30 +160,17 @@ async def _pump(process: asyncio.subprocess.Process) -> None:
         sys.stdout.flush()
 
 
-def worker_spec(group: str, index: int) -> ProcessSpec:
-    """Return the process of a group's ``index``-th worker (``worker:email``, ``worker:email#2``)."""
-    name = f"worker:{group}" if index == 1 else f"worker:{group}#{index}"
-    return ProcessSpec(name, (sys.executable, "-m", "taskctl", "worker", group))
-
-
-def reader_spec(source: str, index: int) -> ProcessSpec:
-    """Return the process of a stream source's ``index``-th reader (``stream:orders``, ``stream:orders#2``).
-
-    Its consumer name in the stream's group is ``<host>-<index>``: readers of the same source
-    on other hosts never share one.
-    """
-    first = stream_target(source)
-    name = first if index == 1 else f"{first}#{index}"
-    consumer = f"{socket.gethostname()}-{index}"
-    return ProcessSpec(
-        name, (sys.executable, "-m", "taskctl", "stream", source, "--consumer", consumer)
-    )
-
-
 def scaled_spec(target: str, index: int) -> ProcessSpec:
-    """Return the ``index``-th process of what the autoscaler scales: ``stream:<source>``'s reader, else a group's worker."""
+    """Return the ``index``-th process of what the autoscaler scales: a group's worker (``worker:email#2``), or ``stream:<source>``'s reader."""
     source = target.removeprefix(stream_target(""))
-    return reader_spec(source, index) if source != target else worker_spec(target, index)
+    first = f"worker:{target}" if source == target else target
+    name = first if index == 1 else f"{first}#{index}"
+    if source == target:
+        return ProcessSpec(name, (sys.executable, "-m", "taskctl", "worker", target))
+    # Its consumer name in the stream's group: readers of the source on other hosts never share one.
+    consumer = f"{socket.gethostname()}-{index}"
+    argv = (sys.executable, "-m", "taskctl", "stream", source, "--consumer", consumer)
+    return ProcessSpec(name, argv)
 
 
 # Below this share of idle CPU another worker process only takes CPU from those running.
@@ -244,7 +231,7 @@ class LocalScaler:
         for _ in range(workers - len(names)):
             self._started[group] += 1
             self._supervisor.start(scaled_spec(group, self._started[group]))
-        for name in reversed(names[workers:] if workers < len(names) else []):
+        for name in reversed(names[workers:]):
             self._supervisor.retire(name)
 
     def _names(self, group: str) -> list[str]:

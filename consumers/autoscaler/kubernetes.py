@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,12 +39,10 @@ class KubeApi:
         cls, *, environ: Mapping[str, str] | None = None, account_dir: Path = SERVICE_ACCOUNT_DIR
     ) -> KubeApi:
         """Return the API of the cluster this pod runs in, as its service account (token reread each minute)."""
-        from kubernetes_asyncio.client import Configuration
         from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
-        configuration = Configuration()
         where = f"in a pod ($KUBERNETES_SERVICE_HOST, $KUBERNETES_SERVICE_PORT, {account_dir})"
-        with _named(where):
+        async with _loaded(where) as configuration:
             loader = InClusterConfigLoader(
                 str(account_dir / "token"),
                 str(account_dir / "ca.crt"),
@@ -53,20 +51,17 @@ class KubeApi:
             loader.load_and_set(configuration)
             namespace_file = account_dir / "namespace"
             namespace = namespace_file.read_text().strip() if namespace_file.is_file() else ""
-        return await cls(configuration, namespace or "default")._checked(where)
+        return cls(configuration, namespace or "default")
 
     @classmethod
     async def from_kubeconfig(
         cls, path: Path | None = None, *, environ: Mapping[str, str] | None = None
     ) -> KubeApi:
         """Return the API of the kubeconfig's current context: ``path``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
-        from kubernetes_asyncio.client import Configuration
         from kubernetes_asyncio.config import load_kube_config
 
         files = _kubeconfig_files(path, os.environ if environ is None else environ)
-        where = f"kubeconfig {files}"
-        configuration = Configuration()
-        with _named(where):
+        async with _loaded(f"kubeconfig {files}") as configuration:
             loader = await load_kube_config(
                 files, client_configuration=configuration, persist_config=False
             )
@@ -79,7 +74,7 @@ class KubeApi:
                     config.api_key["BearerToken"] = loader.token
 
                 configuration.refresh_api_key_hook = refresh
-        return await cls(configuration, str(context.get("namespace") or "default"))._checked(where)
+        return cls(configuration, str(context.get("namespace") or "default"))
 
     @classmethod
     async def load(
@@ -98,14 +93,6 @@ class KubeApi:
                 raise KubeConfigError(
                     f"no Kubernetes API credentials: {in_cluster}; and {from_file}"
                 ) from from_file
-
-    async def _checked(self, where: str) -> KubeApi:
-        """Build the client once, so that a bad CA or client certificate fails here, named."""
-        from kubernetes_asyncio.client import ApiClient
-
-        with _named(where):
-            await ApiClient(self.configuration).close()
-        return self
 
 
 def _kubeconfig_files(path: Path | None, env: Mapping[str, str]) -> str:
@@ -126,13 +113,16 @@ def _kubeconfig_files(path: Path | None, env: Mapping[str, str]) -> str:
     return files
 
 
-@contextmanager
-def _named(where: str) -> Iterator[None]:
-    """Translate whatever the loaders raise into a KubeConfigError naming ``where``."""
+@asynccontextmanager
+async def _loaded(where: str) -> AsyncIterator[Configuration]:
+    """Yield a configuration to load, then build its client once so a bad CA or certificate fails here; raise a KubeConfigError naming ``where``."""
+    from kubernetes_asyncio.client import ApiClient, Configuration
     from kubernetes_asyncio.config import ConfigException
 
+    configuration = Configuration()
     try:
-        yield
+        yield configuration
+        await ApiClient(configuration).close()
     except (ConfigException, OSError, yaml.YAMLError, ValueError) as exc:  # OSError: ssl's too
         raise KubeConfigError(f"{where}: {exc}") from exc
     except (TypeError, AttributeError, KeyError) as exc:

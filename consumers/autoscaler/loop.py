@@ -17,13 +17,18 @@ from loguru import logger
 from prometheus_client import Gauge
 
 from consumers.autoscaler.policy import PolicyConfig, PolicyState, decide
-from consumers.autoscaler.signals import QueueSignals, SignalReader, SignalsUnavailable
-from consumers.autoscaler.stream_signals import StreamSignalReader, stream_target
+from consumers.autoscaler.signals import (
+    QueueSignals,
+    SignalReader,
+    SignalsUnavailable,
+    StreamSignalReader,
+    stream_target,
+)
 from consumers.metrics_server import serve_metrics
 from producers.auth.authenticator import Authenticator
 from producers.auth.scopes import Scope
 from telemetry.metrics import MetricSet, counter, gauge
-from topology.compiled import CompiledGroup, CompiledTopology
+from topology.compiled import CompiledTopology
 from topology.errors import TaskqError
 from topology.spec import ScaleSpec
 
@@ -47,7 +52,6 @@ class Target:
     name: str  # the actuator's key, and its status's and metrics' label
     scale: ScaleSpec
     read: Callable[[], Awaitable[QueueSignals]]
-    source: str  # where its signals come from, named in messages
     # A stream's readers are counted by the actuator: Redis keeps a reader's name after it exits.
     readers: bool = False
 
@@ -188,16 +192,12 @@ class Autoscaler:
         self._interval = interval
         self._metrics = metrics or AutoscalerMetrics()
         self._clock = clock  # the policy's windows: monotonic; decided_at stays wall time
-        self._targets = [self._group_target(g) for g in self._groups]
+        self._targets = [
+            Target(g.name, g.spec.scale, functools.partial(reader.read, g)) for g in self._groups
+        ]
         if streams is not None:
             self._targets += [
-                Target(
-                    stream_target(name),
-                    spec.scale,
-                    functools.partial(streams.read, spec),
-                    "Redis",
-                    readers=True,
-                )
+                Target(stream_target(name), spec.scale, functools.partial(streams.read, spec), True)
                 for name, spec in topology.streams
             ]
         self._states = {t.name: PolicyState() for t in self._targets}
@@ -239,22 +239,19 @@ class Autoscaler:
         if failed:
             logger.warning("autoscaler: depths not read for {}", ", ".join(failed))
 
-    def _group_target(self, group: CompiledGroup) -> Target:
-        read = functools.partial(self._reader.read, group)
-        return Target(group.name, group.spec.scale, read, "management API")
-
     async def _step(self, target: Target) -> GroupStatus:
-        name, now = target.name, self._clock()
-        kind = "source" if target.readers else "group"
+        name, now, metrics = target.name, self._clock(), self._metrics
+        kind, source, errors = (
+            ("source", "Redis", metrics.redis_errors)
+            if target.readers
+            else ("group", "management API", metrics.management_errors)
+        )
         signals: QueueSignals | None = None
         error = None
         try:
             signals = await target.read()
         except SignalsUnavailable as exc:
-            error = f"{target.source}: {exc}"
-            errors = (
-                self._metrics.redis_errors if target.readers else self._metrics.management_errors
-            )
+            error = f"{source}: {exc}"
             errors.labels(name).inc()
             logger.warning("autoscaler: {} {}: {}; holding the last decision", kind, name, exc)
         try:
@@ -276,7 +273,7 @@ class Autoscaler:
                 logger.error("autoscaler: {} {}: scaling failed: {}", kind, name, exc)
             else:
                 direction = "up" if decision.desired > current else "down"
-                self._metrics.decisions.labels(name, direction).inc()
+                metrics.decisions.labels(name, direction).inc()
                 logger.info("autoscaler: {} {} {} -> {}: {}", kind, *what)
             self.history.append(ScalingChange(time.time(), *what, error=failure))
         seen: dict[str, Any] = {}

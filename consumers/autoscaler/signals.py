@@ -1,35 +1,54 @@
-"""A consumer group's queue signals (backlog, consumers, rates, age) read from the management API."""
+"""The autoscaler's signals (backlog, consumers, rates, age): a group's from the management API, a stream source's from Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from producers.streams.entries import text
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledGroup
 from topology.errors import ManagementApiError
 from topology.management import ManagementClient
 from topology.settings import BrokerSettings
+from topology.spec import StreamSourceSpec, StreamStart
 
 
 @dataclass(frozen=True, slots=True)
 class QueueSignals:
-    """What the broker says about a group's work queues at one moment."""
+    """What the broker says about a group's work queues (or Redis about a stream source's backlog) at one moment."""
 
     ready: int  # messages ready, summed over the group's work queues
     unacked: int  # messages delivered and not yet acknowledged
-    consumers: int  # consumers on the group's most urgent work queue
-    publish_rate: float  # msg/s published into the work queues
-    ack_rate: float  # msg/s acknowledged (delivered when the broker reports no acks)
-    oldest_age: float | None  # seconds the oldest head message has waited, when known
+    consumers: int = 0  # consumers on the group's most urgent work queue
+    publish_rate: float = 0.0  # msg/s published into the work queues
+    ack_rate: float = 0.0  # msg/s acknowledged (delivered when the broker reports no acks)
+    oldest_age: float | None = None  # seconds the oldest head message has waited, when known
 
 
 class SignalsUnavailable(ManagementApiError):
-    """The management API was unreachable, too slow, failed, or answered an unusable shape."""
+    """The management API (or Redis) was unreachable, too slow, failed, or answered an unusable shape."""
+
+
+@asynccontextmanager
+async def _reading(what: str, seconds: float, failure: type[Exception]) -> AsyncIterator[None]:
+    """Turn a reading of ``what`` that raises ``failure`` or takes over ``seconds`` into ``SignalsUnavailable``."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise SignalsUnavailable(f"reading {what} took over {seconds:g}s") from exc
+    except failure as exc:
+        status = getattr(exc, "status", None)
+        raise SignalsUnavailable(f"reading {what}: {exc}", status=status) from exc
 
 
 class SignalReader(AsyncClosing):
@@ -69,14 +88,87 @@ class SignalReader(AsyncClosing):
         await self._client.close()
 
     async def _queues(self, what: str, names: Sequence[str]) -> list[dict[str, Any]]:
+        # One deadline for the whole reading: a group with four lanes gets one timeout, not four.
+        async with _reading(what, self._timeout, ManagementApiError):
+            return [await self._client.queue(self._vhost, name) for name in names]
+
+
+def stream_target(source: str) -> str:
+    """Return the name the autoscaler scales a stream source's readers by: ``stream:<source>``."""
+    return f"stream:{source}"
+
+
+class StreamSignalReader(AsyncClosing):
+    """Reads each stream source's backlog and rates, as a group's ``QueueSignals``, over one Redis client; close it when done."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._timeout = timeout
+        self._clock = clock
+        # (stream, group) -> (when, entries delivered to the group, entries added to the stream)
+        self._last: dict[tuple[str, str], tuple[float, int, int]] = {}
+
+    async def read(self, spec: StreamSourceSpec) -> QueueSignals:
+        """Return the source's signals, read within the timeout; raise ``SignalsUnavailable`` if not."""
+        where = f"stream {spec.stream!r} group {spec.group!r}"
+        async with _reading(where, self._timeout, RedisError):
+            return await self._read(spec)
+
+    async def close(self) -> None:
+        """Close the Redis client's connections."""
+        await self._redis.aclose()
+
+    async def _read(self, spec: StreamSourceSpec) -> QueueSignals:
+        # ready: the group's lag (entries not yet delivered to any reader); unacked: its pending
+        # entries; the rates are measured between two readings. consumers stays 0: Redis keeps
+        # a reader's name in the group after it exits, so the readers running are the actuator's.
         try:
-            # One deadline for the whole reading: a group with four lanes gets one timeout, not four.
-            async with asyncio.timeout(self._timeout):
-                return [await self._client.queue(self._vhost, name) for name in names]
-        except TimeoutError as exc:
-            raise SignalsUnavailable(f"reading {what} took over {self._timeout:g}s") from exc
-        except ManagementApiError as exc:
-            raise SignalsUnavailable(f"reading {what}: {exc}", status=exc.status) from exc
+            groups = await self._redis.xinfo_groups(spec.stream)
+            added = int((await self._redis.xinfo_stream(spec.stream)).get("entries-added") or 0)
+        except ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            return QueueSignals(0, 0)  # no stream yet: nothing to read
+        group = next((g for g in groups if text(g.get("name")) == spec.group), None)
+        if group is None:
+            # Its first reader creates the group from the stream's first entry, or its end.
+            length = await self._redis.xlen(spec.stream) if spec.start is StreamStart.FIRST else 0
+            return QueueSignals(length, 0)
+        pending = _xinfo_count(group, "pending")
+        lag = group.get("lag")
+        if lag is None:
+            # Redis cannot tell the lag after entries were deleted inside the unread range:
+            # count them, up to what the largest decision needs.
+            most = spec.scale.max * spec.scale.backlog_per_worker
+            after = "(" + text(group.get("last-delivered-id"))
+            lag = len(await self._redis.xrange(spec.stream, min=after, max="+", count=most) or ())
+        delivered = _xinfo_count(group, "entries-read")
+        now = self._clock()
+        before = self._last.get((spec.stream, spec.group))
+        self._last[(spec.stream, spec.group)] = (now, delivered, added)
+        if before is None or now <= before[0]:
+            return QueueSignals(int(lag), pending)
+        elapsed = now - before[0]
+        return QueueSignals(
+            int(lag),
+            pending,
+            ack_rate=max(0, delivered - before[1]) / elapsed,
+            publish_rate=max(0, added - before[2]) / elapsed,
+        )
+
+
+def _xinfo_count(group: Mapping[str, Any], field: str) -> int:
+    value = group.get(field)
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError) as exc:
+        raise SignalsUnavailable(f"XINFO GROUPS: {field} is not a count: {value!r}") from exc
 
 
 def _figures(where: str, body: Mapping[str, Any], read_at: float) -> QueueSignals:

@@ -35,11 +35,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def request_fields(message: pb.SubmitRequest) -> dict[str, Any]:
-    """Return the fields of ``POST /jobs`` a ``SubmitRequest`` holds (unset ones left out).
-
-    Raises:
-        JobRejectedError: the payload is not JSON, or the priority is not one of the four.
-    """
+    """Return the fields of ``POST /jobs`` a ``SubmitRequest`` holds (unset ones left out); raise ``JobRejectedError`` if unusable."""
     fields: dict[str, Any] = {"type": message.type}
     if message.payload_json:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,16 +26,14 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+@dataclass(slots=True)
 class GrpcServer:
     """A running gRPC job API: the service, its health status kept current, and reflection."""
 
-    def __init__(
-        self, server: grpc.aio.Server, health: health_aio.HealthServicer, port: int
-    ) -> None:
-        self._server = server
-        self._health = health
-        self.port = port  # the port bound (the one asked for, or the free one given for 0)
-        self._follower: asyncio.Task[None] | None = None
+    _server: grpc.aio.Server
+    _health: health_aio.HealthServicer
+    port: int  # the port bound (the one asked for, or the free one given for 0)
+    _follower: asyncio.Task[None] | None = None
 
     def follow(self, ready: Ready) -> None:
         """Keep the health status SERVING while ``ready()`` passes, NOT_SERVING while it raises."""
@@ -69,11 +68,7 @@ async def start_grpc(
     registry: CollectorRegistry | None = None,
     port: int | None = None,
 ) -> GrpcServer:
-    """Start serving the job API on ``settings``' address (``port`` instead, if given; 0: a free one).
-
-    Raises:
-        SettingsError: the address cannot be listened on, or the API's TLS files cannot be read.
-    """
+    """Start serving the job API on ``settings``' address (``port`` instead, if given; 0: a free one)."""
     api = door.settings
     # A batch may be as large as a batch body over HTTP; a single job is checked on its own.
     limit = api.max_batch_body_bytes

@@ -52,6 +52,8 @@ Req = TypeVar("Req")
 Reply = TypeVar("Reply")
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = Callable[["JobsService", Req, Context, Principal], Awaitable[Reply]]
+    Method: TypeAlias = Callable[["JobsService", Req, Context], Awaitable[Reply]]
 
 
 class GrpcMetrics(MetricSet):
@@ -80,6 +82,34 @@ class JobsDoor:
     settings: ApiSettings
 
 
+def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
+    """Make a handler a unary method that answers as its caller: authenticated, timed, traced, taskq errors turned into status codes."""
+
+    def method(handler: Handler[Req, Reply]) -> Method[Req, Reply]:
+        name = handler.__name__
+
+        @functools.wraps(handler)
+        async def answer(self: JobsService, request: Req, context: Context) -> Reply:
+            # The hot path of every unary call: no generator-based context manager, no span
+            # when tracing is off (each cost a few microseconds of the call's budget).
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if not tracing.enabled():
+                    return await handler(self, request, context, await self._caller(context, scope))
+                with self._span(name, context):
+                    return await handler(self, request, context, await self._caller(context, scope))
+            except BaseException as exc:
+                code = code_of(exc)
+                await _end(name, context, exc, code)
+            finally:
+                self._record(name, code, started)
+
+        return answer
+
+    return method
+
+
 class JobsService(jobs_pb2_grpc.JobsServicer):
     """Submits, reads, cancels and watches jobs for callers holding a credential with the scope."""
 
@@ -94,13 +124,11 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         # whole or not at all, never cut off between the two.
         self._submitting: set[asyncio.Future[Any]] = set()
 
-    async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
-        """Store and publish one job; answer once the broker confirmed it."""
-        return await self._unary("Submit", Scope.JOBS_WRITE, self._submit, request, context)
-
-    async def _submit(
+    @_unary(Scope.JOBS_WRITE)
+    async def Submit(
         self, request: pb.SubmitRequest, context: Context, caller: Principal
     ) -> pb.SubmitResponse:
+        """Store and publish one job; answer once the broker confirmed it."""
         limit = self._door.settings.max_body_bytes
         if request.ByteSize() > limit:
             raise RequestTooLargeError(f"a job is at most {limit} bytes (TASKQ_MAX_BODY_BYTES)")
@@ -110,15 +138,11 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         done = await self._outlived(self._submitter.submit(job), context)
         return pb.SubmitResponse(job=_answer(done), replayed=done.replayed)
 
+    @_unary(Scope.JOBS_WRITE)
     async def SubmitBatch(
-        self, request: pb.SubmitBatchRequest, context: Context
-    ) -> pb.SubmitBatchResponse:
-        """Submit every job with confirms awaited together; one result per job, in order."""
-        return await self._unary("SubmitBatch", Scope.JOBS_WRITE, self._batch, request, context)
-
-    async def _batch(
         self, request: pb.SubmitBatchRequest, context: Context, caller: Principal
     ) -> pb.SubmitBatchResponse:
+        """Submit every job with confirms awaited together; one result per job, in order."""
         most = self._submitter.batch_max
         if len(request.jobs) > most:
             raise JobRejectedError(f"a batch holds at most {most} jobs", field="jobs")
@@ -132,20 +156,16 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             accepted=accepted, rejected=len(results) - accepted, results=results
         )
 
-    async def Get(self, request: pb.GetRequest, context: Context) -> pb.Job:
+    @_unary(Scope.JOBS_READ)
+    async def Get(self, request: pb.GetRequest, context: Context, caller: Principal) -> pb.Job:
         """Return the job, if the caller's tenant may see it."""
-        return await self._unary("Get", Scope.JOBS_READ, self._get, request, context)
-
-    async def _get(self, request: pb.GetRequest, context: Context, caller: Principal) -> pb.Job:
         return job_message(await self._submitter.get(request.id, caller.viewer))
 
-    async def List(self, request: pb.ListRequest, context: Context) -> pb.ListResponse:
-        """Return one page of the caller's jobs, newest first."""
-        return await self._unary("List", Scope.JOBS_READ, self._list, request, context)
-
-    async def _list(
+    @_unary(Scope.JOBS_READ)
+    async def List(
         self, request: pb.ListRequest, context: Context, caller: Principal
     ) -> pb.ListResponse:
+        """Return one page of the caller's jobs, newest first."""
         limit = request.limit or 50
         if limit > 500:
             raise JobRejectedError("limit is 1-500", field="limit")
@@ -162,21 +182,15 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             jobs=[job_message(job) for job in page.jobs], next_cursor=page.next_cursor or ""
         )
 
-    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.Job:
-        """Cancel a job that has not started."""
-        return await self._unary("Cancel", Scope.JOBS_WRITE, self._cancel, request, context)
-
-    async def _cancel(
+    @_unary(Scope.JOBS_WRITE)
+    async def Cancel(
         self, request: pb.CancelRequest, context: Context, caller: Principal
     ) -> pb.Job:
+        """Cancel a job that has not started."""
         return job_message(await self._submitter.cancel(request.id, caller.viewer))
 
     async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.JobEvent]:
-        """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs.
-
-        A stream that sends no event for ``TASKQ_WS_IDLE_TIMEOUT`` seconds ends with OK, as a
-        quiet WebSocket is closed: the caller watches again to go on.
-        """
+        """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs."""
         idle = self._door.settings.ws_idle_timeout
         async with self._call("Watch", context, Scope.JOBS_READ) as caller:
             target = request.WhichOneof("target")
@@ -192,34 +206,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                     try:
                         event = await asyncio.wait_for(w.events.get(), idle)
                     except TimeoutError:
-                        return  # quiet for the idle timeout: the stream ends cleanly
+                        # Quiet for TASKQ_WS_IDLE_TIMEOUT, as a quiet WebSocket is closed: the
+                        # stream ends with OK and the caller watches again to go on.
+                        return
                     yield event_message(event)
                     if job_id is not None and JobStatus(event["status"]).terminal:
                         return
-
-    async def _unary(
-        self,
-        method: str,
-        scope: Scope,
-        handler: Callable[[Req, Context, Principal], Awaitable[Reply]],
-        request: Req,
-        context: Context,
-    ) -> Reply:
-        """Answer one call as its caller: authenticated, timed, traced, taskq errors turned into status codes."""
-        # The hot path of every unary call: no generator-based context manager, no span when
-        # tracing is off (each cost a few microseconds of the call's budget).
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            if not tracing.enabled():
-                return await handler(request, context, await self._caller(context, scope))
-            with self._span(method, context):
-                return await handler(request, context, await self._caller(context, scope))
-        except BaseException as exc:
-            code = _status(exc)
-            await _end(method, context, exc, code)
-        finally:
-            self._record(method, code, started)
 
     @asynccontextmanager
     async def _call(self, method: str, context: Context, scope: Scope) -> AsyncIterator[Principal]:
@@ -230,7 +222,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             with self._span(method, context):
                 yield await self._caller(context, scope)
         except BaseException as exc:
-            code = _status(exc)
+            code = code_of(exc)
             await _end(method, context, exc, code)
         finally:
             self._record(method, code, started)
@@ -295,15 +287,6 @@ def _wake(woken: asyncio.Future[None], work: asyncio.Future[Any] | None = None) 
         woken.set_result(None)
 
 
-def _status(error: BaseException) -> grpc.StatusCode:
-    """Return the status code a call that raised ``error`` ends with."""
-    if isinstance(error, TaskqError):
-        return code_of(error)
-    if isinstance(error, Exception):
-        return grpc.StatusCode.INTERNAL
-    return grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
-
-
 async def _end(
     method: str, context: Context, error: BaseException, code: grpc.StatusCode
 ) -> NoReturn:
@@ -314,8 +297,6 @@ async def _end(
         logger.opt(exception=error).error("{} failed unexpectedly", method)
     elif code is grpc.StatusCode.UNAVAILABLE and not isinstance(error, AccessError):
         logger.warning("{} -> UNAVAILABLE: {}", method, error)
-    if not isinstance(error, TaskqError):
-        await context.abort(code, "internal error")
     await context.abort(code, details_of(error, code), trailers_of(error))
 
 

@@ -41,12 +41,14 @@ _CODES: tuple[tuple[type[TaskqError] | tuple[type[TaskqError], ...], Code], ...]
 )
 
 
-def code_of(error: TaskqError) -> Code:
+def code_of(error: BaseException) -> Code:
     """Return the status code that tells a gRPC client what to do about ``error``."""
+    if not isinstance(error, Exception):
+        return Code.CANCELLED  # the client left, or its deadline passed
     return next((code for kinds, code in _CODES if isinstance(error, kinds)), Code.INTERNAL)
 
 
-def details_of(error: TaskqError, code: Code) -> str:
+def details_of(error: Exception, code: Code) -> str:
     """Return the status message of ``error``: what went wrong, never an internal error's insides."""
     if code is Code.INTERNAL:
         return "internal error"
@@ -56,7 +58,7 @@ def details_of(error: TaskqError, code: Code) -> str:
     return detail
 
 
-def trailers_of(error: TaskqError) -> tuple[tuple[str, str], ...]:
+def trailers_of(error: Exception) -> tuple[tuple[str, str], ...]:
     """Return the trailing metadata of a refusal: ``retry-after`` seconds when the rate ran out."""
     if isinstance(error, RateLimitedError):
         return (("retry-after", retry_after(error.retry_after)),)

@@ -22,11 +22,7 @@ Fields = Mapping[bytes, bytes]
 def entry_request(
     name: str, spec: StreamSourceSpec, entry_id: str, fields: Fields
 ) -> JobRequest | JobRejectedError:
-    """Return the job the entry ``entry_id`` of source ``name`` makes, or why it makes none.
-
-    The job's id is the entry's own (``entry_job_id``): however often the entry is read again
-    (a crash before its acknowledgement), it names one job.
-    """
+    """Return the job the entry ``entry_id`` of source ``name`` makes (its id the entry's own), or why it makes none."""
     text: dict[str, str] = {}
     for key, value in fields.items():
         try:
@@ -63,17 +59,20 @@ def entry_request(
 
 
 def entry_job_id(name: str, stream: str, entry_id: str) -> str:
-    """Return the id of the job the entry ``entry_id`` of ``stream`` makes for source ``name``: a UUIDv7.
-
-    Its time is the entry's millisecond and its 12-bit counter the entry's sequence number
-    (RFC 9562 6.2, method 1), so ids sort as the entries do; the 62 random bits are a hash of
-    the source, the stream and the entry id, so no two entries share one.
-    """
+    """Return the id of the job the entry ``entry_id`` of ``stream`` makes for source ``name``: a UUIDv7."""
+    # Its time is the entry's millisecond and its 12-bit counter the entry's sequence number
+    # (RFC 9562 6.2, method 1), so ids sort as the entries do; its 62 random bits hash the
+    # source, the stream and the entry id, so no two entries share one.
     ms, _, seq = entry_id.partition("-")
     digest = hashlib.sha256(f"{name}\n{stream}\n{entry_id}".encode()).digest()
     rand_b = int.from_bytes(digest[:8]) & (2**62 - 1)
     value = (int(ms) & (2**48 - 1)) << 80 | 0x7 << 76 | min(int(seq or 0), 0xFFF) << 64
     return str(uuid.UUID(int=value | 0x2 << 62 | rand_b))
+
+
+def text(value: Any) -> str:
+    """Return a Redis reply's bytes or string as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def dead_letter_fields(

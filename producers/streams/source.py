@@ -1,12 +1,4 @@
-"""A stream source: reads a Redis stream through its consumer group, submits each entry's job, acks once confirmed.
-
-At least once, made exactly once: an entry is acknowledged (``XACK``) only after the broker
-confirmed its job, so a source that dies holding entries leaves them pending, to be read
-again from its own pending list when it restarts, or claimed (``XAUTOCLAIM``) by another
-reader of the group once idle for ``claim_after``. The job's id is derived from the entry's,
-and an entry read again whose job is in the store already is acknowledged without publishing
-it again: reading an entry again never makes a second job.
-"""
+"""A stream source: reads a Redis stream through its consumer group, submits each entry's job, acks once confirmed (docs/streams.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +8,6 @@ import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
@@ -24,7 +15,7 @@ from loguru import logger
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError, ResponseError
 
-from producers.streams.entries import Fields, dead_letter_fields, entry_request
+from producers.streams.entries import Fields, dead_letter_fields, entry_request, text
 from producers.submit import JobRequest, Submitted, Submitter
 from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, gauge
@@ -72,37 +63,30 @@ class StreamMetrics(MetricSet):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StreamReader:
-    """Who reads: the source's name and spec, and this reader's consumer name in its group."""
-
-    name: str
-    spec: StreamSourceSpec
-    consumer: str
-
-
 class StreamSource:
     """Turns one stream's entries into jobs, one batch at a time, until told to stop."""
 
     def __init__(
         self,
-        reader: StreamReader,
+        name: str,
+        spec: StreamSourceSpec,
+        consumer: str,
         redis: aioredis.Redis,
         submitter: Submitter,
         publisher: Alarmed,
         settings: StreamSettings,
         metrics: StreamMetrics | None = None,
     ) -> None:
-        self._reader = reader
-        self._spec = reader.spec
+        """Read ``spec``'s stream as ``consumer`` of its group, for the source ``name``."""
+        self._name, self._spec, self._consumer = name, spec, consumer
         self._redis = redis
         self._submitter = submitter
         self._publisher = publisher
         self._settings = settings
         metrics = metrics or StreamMetrics()
         self._counted = functools.cache(metrics.entries.labels)
-        self._backlog = metrics.backlog.labels(reader.name)
-        self._paused = metrics.paused.labels(reader.name)
+        self._backlog = metrics.backlog.labels(name)
+        self._paused = metrics.paused.labels(name)
         self._claim_from = "0-0"  # where the next XAUTOCLAIM scan starts
         self._claim_at = self._backlog_at = 0.0  # when the next claim and measurement are due
         # Entries this consumer read before it stopped, or that waited: read them again first.
@@ -113,14 +97,14 @@ class StreamSource:
     async def run(self, stop: asyncio.Event) -> None:
         """Read, submit and acknowledge until ``stop`` is set; the batches in hand are finished first."""
         spec = self._spec
-        what = (self._reader.name, spec.stream, self._reader.consumer, spec.group)
+        what = (self._name, spec.stream, self._consumer, spec.group)
         logger.info("stream source {} reading {} as {} of group {}", *what)
         try:
             while not stop.is_set():
                 try:
                     await self._step(stop)
                 except StreamUnavailableError as exc:
-                    logger.warning("stream source {}: {}; trying again", self._reader.name, exc)
+                    logger.warning("stream source {}: {}; trying again", self._name, exc)
                     await _sleep(stop, self._settings.stream_retry_interval)
         finally:
             await self._settle()
@@ -128,12 +112,9 @@ class StreamSource:
         await self._leave()
 
     async def _leave(self) -> None:
-        """Remove this reader's name from the group once it holds no entry, so readers scaled away leave no trace.
-
-        One that still holds entries stays: they are read again when it restarts, or claimed
-        by another reader after ``claim_after`` (deleting the name would drop them unread).
-        """
-        spec, consumer = self._spec, self._reader.consumer
+        """Remove this reader's name from the group once it holds no entry, so readers scaled away leave no trace."""
+        # One that still holds entries stays: deleting the name would drop them unread.
+        spec, consumer = self._spec, self._consumer
         try:
             async with self._redis_call("XPENDING"):
                 held = await self._redis.xpending_range(
@@ -142,9 +123,7 @@ class StreamSource:
                 if not held:
                     await self._redis.xgroup_delconsumer(spec.stream, spec.group, consumer)
         except StreamUnavailableError as exc:
-            logger.warning(
-                "stream source {}: {}; its name stays in the group", self._reader.name, exc
-            )
+            logger.warning("stream source {}: {}; its name stays in the group", self._name, exc)
 
     async def _step(self, stop: asyncio.Event) -> None:
         """Wait out a broker alarm, or measure, claim, or read one batch and start submitting it."""
@@ -163,7 +142,7 @@ class StreamSource:
             await self._settle()  # an entry is never in two batches at once
             claimed = await self._claim()
             if claimed:
-                self._start(claimed, again=True)
+                self._batches.add(asyncio.create_task(self._handle(claimed, again=True)))
                 return
         if self._own_first:
             await self._settle()
@@ -174,18 +153,14 @@ class StreamSource:
             if not entries:
                 self._own_first = False  # none left over: on to new entries
                 return
-            self._start(entries, again=True)
+            self._batches.add(asyncio.create_task(self._handle(entries, again=True)))
             await self._settle()
             return
         entries = await self._read(">")
         if entries:
-            self._start(entries)
+            self._batches.add(asyncio.create_task(self._handle(entries)))
             if len(self._batches) >= IN_FLIGHT:
                 await self._reap()
-
-    def _start(self, entries: Sequence[Entry], *, again: bool = False) -> None:
-        """Start submitting a batch (``again``: entries read before); the next one is read meanwhile."""
-        self._batches.add(asyncio.create_task(self._handle(entries, again=again)))
 
     async def _settle(self) -> None:
         """Wait until every batch in hand is done."""
@@ -200,17 +175,13 @@ class StreamSource:
             try:
                 waiting = task.result()
             except StreamUnavailableError as exc:  # its acknowledgement failed: read it again
-                logger.warning("stream source {}: {}", self._reader.name, exc)
+                logger.warning("stream source {}: {}", self._name, exc)
                 waiting = 1
             if waiting:
                 self._own_first = self._waited = True
 
     async def ensure_group(self) -> None:
-        """Create the stream's consumer group (and the stream) unless it exists.
-
-        Raises:
-            StreamUnavailableError: Redis cannot be reached, or refused.
-        """
+        """Create the stream's consumer group (and the stream) unless it exists; raise ``StreamUnavailableError`` if Redis fails."""
         start = "0" if self._spec.start is StreamStart.FIRST else "$"
         try:
             async with self._redis_call("XGROUP CREATE"):
@@ -227,7 +198,7 @@ class StreamSource:
         async with self._redis_call("XREADGROUP"):
             answer = await self._redis.xreadgroup(
                 self._spec.group,
-                self._reader.consumer,
+                self._consumer,
                 {self._spec.stream: since},
                 count=self._spec.batch,
                 block=block,
@@ -240,25 +211,21 @@ class StreamSource:
             answer = await self._redis.xautoclaim(
                 self._spec.stream,
                 self._spec.group,
-                self._reader.consumer,
+                self._consumer,
                 min_idle_time=self._spec.claim_after,
                 start_id=self._claim_from,
                 count=self._spec.batch,
             )
         following, entries = answer[0], answer[1]
-        self._claim_from = _text(following)
+        self._claim_from = text(following)
         claimed = [_entry(raw) for raw in entries]
         if claimed:
-            logger.info("stream source {} claimed {} idle entries", self._reader.name, len(claimed))
+            logger.info("stream source {} claimed {} idle entries", self._name, len(claimed))
         return claimed
 
     async def _handle(self, entries: Sequence[Entry], *, again: bool = False) -> int:
-        """Submit the batch's jobs, dead-letter what makes none, acknowledge the rest; return how many wait.
-
-        Entries read ``again`` (this reader's pending ones, or claimed) may have had their
-        jobs published already: those whose job is stored are acknowledged as replayed.
-        """
-        name, spec = self._reader.name, self._spec
+        """Submit the batch's jobs, dead-letter what makes none, acknowledge the rest; return how many wait."""
+        name, spec = self._name, self._spec
         acks: list[str] = []
         dead: list[tuple[str, Fields, str]] = []
         made: list[tuple[str, Fields, JobRequest]] = []
@@ -304,23 +271,25 @@ class StreamSource:
     async def _submit(
         self, requests: Sequence[JobRequest], *, again: bool
     ) -> list[Submitted | TaskqError]:
-        """Submit ``requests`` as the source's own, at most a submitter's batch at a time.
-
-        Of entries read ``again``, a job stored already is answered as replayed, not published
-        again: it was published (its row is written once confirmed, or before a publish the
-        repair sweep completes, or by the worker that took it), and a second copy could run
-        again a job that failed and waits for its retry.
-        """
+        """Submit ``requests`` as the source's own, at most a submitter's batch at a time."""
         outcomes: dict[int, Submitted | TaskqError] = {}
         if again:
+            # A job stored already was published: a second copy could run again a job that
+            # failed and waits for its retry, so it is answered as replayed instead. The
+            # settle writes this process's own rows, held behind their confirms, first.
             try:
-                outcomes = await self._stored(requests)
+                await self._submitter.settle()
+                store = self._submitter.store
+                for index, request in enumerate(requests):
+                    job = await store.get_job(request.job_id) if request.job_id else None
+                    if job is not None:
+                        outcomes[index] = Submitted(job.id, job, replayed=True)
             except TaskqError as exc:  # the store is down: they wait, as a failed submission
                 return [exc] * len(requests)
         new = [request for index, request in enumerate(requests) if index not in outcomes]
         submitted: list[Submitted | TaskqError] = []
         most = self._submitter.batch_max
-        producer = stream_producer(self._reader.name)
+        producer = stream_producer(self._name)
         for start in range(0, len(new), most):
             chunk = new[start : start + most]
             submitted += await self._submitter.submit_many(chunk, producer=producer)
@@ -328,17 +297,6 @@ class StreamSource:
         return [
             outcomes[index] if index in outcomes else next(fresh) for index in range(len(requests))
         ]
-
-    async def _stored(self, requests: Sequence[JobRequest]) -> dict[int, Submitted | TaskqError]:
-        """Return by position the replayed answers of the requests whose jobs are stored."""
-        await self._submitter.settle()  # this process's own rows, held behind their confirms
-        found: dict[int, Submitted | TaskqError] = {}
-        store = self._submitter.store
-        for index, request in enumerate(requests):
-            job = await store.get_job(request.job_id) if request.job_id else None
-            if job is not None:
-                found[index] = Submitted(job.id, job, replayed=True)
-        return found
 
     async def _dead_letter(self, dead: Sequence[tuple[str, Fields, str]]) -> None:
         """Add each entry that makes no job to the dead-letter stream with its reason, and acknowledge it, at once."""
@@ -353,10 +311,10 @@ class StreamSource:
             pipe.xack(spec.stream, spec.group, *(entry_id for entry_id, _, _ in dead))
             await pipe.execute()
         for entry_id, _, reason in dead:
-            self._counted(self._reader.name, "dead_lettered").inc()
+            self._counted(self._name, "dead_lettered").inc()
             logger.warning(
                 "stream source {}: entry {} dead-lettered to {}: {}",
-                self._reader.name,
+                self._name,
                 entry_id,
                 spec.dead_letter_stream,
                 reason,
@@ -367,7 +325,7 @@ class StreamSource:
         async with self._redis_call("XINFO GROUPS"):
             groups = await self._redis.xinfo_groups(self._spec.stream)
         for group in groups:
-            if _text(group.get("name")) == self._spec.group:
+            if text(group.get("name")) == self._spec.group:
                 self._backlog.set(int(group.get("lag") or 0) + int(group.get("pending") or 0))
 
     @asynccontextmanager
@@ -394,11 +352,7 @@ def open_redis(settings: StreamSettings) -> aioredis.Redis:
 
 def _entry(raw: Any) -> Entry:
     entry_id, fields = raw
-    return _text(entry_id), fields
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return text(entry_id), fields
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -24,7 +24,7 @@ from producers.backends import Producer, confirmed, open_producer
 from producers.frame_tap import _Tap
 from producers.publisher import ConfirmedPublisher
 from producers.streams.entries import entry_job_id, entry_request
-from producers.streams.source import StreamMetrics, StreamReader, StreamSource
+from producers.streams.source import StreamMetrics, StreamSource
 from tests.broker import channel
 from tests.faultproxy import FaultProxy
 from tests.helpers import eventually, write_topology
@@ -187,10 +187,11 @@ class Shop:
         return entry_job_id("shop", self.stream, entry_id)
 
     def source(self, consumer: str = "test-1", publisher=None, metrics=None) -> StreamSource:
-        reader = StreamReader("shop", self.spec, consumer)
         settings = load_settings(self.env).streams
         return StreamSource(
-            reader,
+            "shop",
+            self.spec,
+            consumer,
             self.redis,
             self.producer.submitter,
             publisher or self.producer.publisher,

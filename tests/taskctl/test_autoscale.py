@@ -14,7 +14,7 @@ from consumers.autoscaler.signals import SignalReader
 from jobstore.model import JobSearch, JobStatus
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
-from taskctl.supervisor import LocalScaler, Supervisor, worker_spec
+from taskctl.supervisor import LocalScaler, Supervisor, scaled_spec
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
@@ -84,7 +84,7 @@ async def test_a_backlog_grows_the_group_to_max_then_it_drains_and_shrinks_to_mi
     await publisher.close()
 
     said: list[str] = []
-    supervisor = Supervisor([worker_spec("mail", 1)], grace=20, say=said.append)
+    supervisor = Supervisor([scaled_spec("mail", 1)], grace=20, say=said.append)
     # The suite itself keeps the CPUs busy.
     local = LocalScaler(supervisor, started={"mail": 1}, idle=lambda: 1.0)
     scaler = Recording(local)

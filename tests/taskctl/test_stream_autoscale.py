@@ -11,9 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.autoscaler.loop import Autoscaler
-from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.stream_signals import StreamSignalReader
-from taskctl.supervisor import LocalScaler, Supervisor, reader_spec
+from consumers.autoscaler.signals import SignalReader, StreamSignalReader
+from taskctl.supervisor import LocalScaler, Supervisor, scaled_spec
 from tests.helpers import eventually
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
@@ -60,7 +59,7 @@ async def test_readers_grow_on_a_backlog_share_the_group_and_go_back_to_min(
         await pipe.execute()
 
     said: list[str] = []
-    supervisor = Supervisor([reader_spec("shop", 1)], grace=20, say=said.append)
+    supervisor = Supervisor([scaled_spec("stream:shop", 1)], grace=20, say=said.append)
     # The suite itself keeps the CPUs busy.
     local = LocalScaler(supervisor, started={"stream:shop": 1}, idle=lambda: 1.0)
     stop = asyncio.Event()

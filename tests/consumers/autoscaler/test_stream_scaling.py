@@ -7,8 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics
-from consumers.autoscaler.signals import SignalReader
-from consumers.autoscaler.stream_signals import StreamSignalReader
+from consumers.autoscaler.signals import SignalReader, StreamSignalReader
 from producers.auth.authenticator import open_authenticator
 from producers.auth.scopes import Scope
 from tests.consumers.autoscaler.fake_management import fake_management
