@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
@@ -103,11 +106,25 @@ def _options(
             "errors are logged. TASKQ_LOG_LEVEL, when set, chooses the level instead.",
         ),
     ] = False,
+    parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True)] = None,
 ) -> None:
     # The long-running commands (up, worker, autoscale) log their own way: their logs are
     # their output.
     if ctx.invoked_subcommand not in SILENT:
         log_quietly(verbose)
+    if parent_pid is not None:
+        end_with_parent(parent_pid)
+
+
+def end_with_parent(pid: int) -> None:
+    """Have this process sent SIGTERM when ``pid``, the ``taskctl up`` that started it, dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1  # from <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != pid:  # it died before the line above: nobody will send the signal
+        raise SystemExit(f"the process that started this one ({pid}) is gone")
 
 
 def main() -> None:

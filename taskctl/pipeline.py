@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from producers.streams.source import open_redis
 from taskctl.admin_key import ensure_admin_key, key_path
 from taskctl.assembly import handled_groups
 from taskctl.context import compiled_topology, job_store
-from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, scaled_spec
+from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, child_argv, scaled_spec
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology
 from topology.errors import SettingsError
@@ -45,9 +44,9 @@ async def up(path: Path | None, *, grace: float) -> int:
         logger.info("{}", line)
     async with job_store() as store:
         await ensure_admin_key(store, key_path(settings.locations), settings.auth)
-    processes = [ProcessSpec("api", (sys.executable, "-m", "taskctl", "serve"))]
+    processes = [ProcessSpec("api", child_argv("serve"))]
     if topology.schedules:
-        processes.append(ProcessSpec("scheduler", (sys.executable, "-m", "taskctl", "scheduler")))
+        processes.append(ProcessSpec("scheduler", child_argv("scheduler")))
     return await supervise(topology, settings, processes, grace=grace, streams=True)
 
 

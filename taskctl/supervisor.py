@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -160,17 +161,21 @@ async def _pump(process: asyncio.subprocess.Process) -> None:
         sys.stdout.flush()
 
 
+def child_argv(*command: str) -> tuple[str, ...]:
+    """Return the argv of ``taskctl COMMAND`` run as a child of this process, which it does not outlive."""
+    return (sys.executable, "-m", "taskctl", f"--parent-pid={os.getpid()}", *command)
+
+
 def scaled_spec(target: str, index: int) -> ProcessSpec:
     """Return the ``index``-th process of what the autoscaler scales: a group's worker (``worker:email#2``), or ``stream:<source>``'s reader."""
     source = target.removeprefix(stream_target(""))
     first = f"worker:{target}" if source == target else target
     name = first if index == 1 else f"{first}#{index}"
     if source == target:
-        return ProcessSpec(name, (sys.executable, "-m", "taskctl", "worker", target))
+        return ProcessSpec(name, child_argv("worker", target))
     # Its consumer name in the stream's group: readers of the source on other hosts never share one.
     consumer = f"{socket.gethostname()}-{index}"
-    argv = (sys.executable, "-m", "taskctl", "stream", source, "--consumer", consumer)
-    return ProcessSpec(name, argv)
+    return ProcessSpec(name, child_argv("stream", source, "--consumer", consumer))
 
 
 # Below this share of idle CPU another worker process only takes CPU from those running.

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -174,3 +175,39 @@ def test_a_taken_port_stops_it_at_once_with_one_json_line_that_names_it(
     assert f"127.0.0.1:{port}" in error["message"]
     assert setting in error["message"]
     assert not any("started (pid" in line["message"] for line in lines)  # no process was
+
+
+def test_a_killed_up_takes_its_processes_with_it(vhost, tmp_path: Path):
+    # SIGKILL leaves the supervisor no chance to stop its children: the kernel tells them.
+    port = free_port()
+    process = start_up(up_env(vhost, tmp_path, port))
+    children: set[int] = set()
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        while len(children) < 3 and time.monotonic() < deadline:  # the API and two workers
+            message = json.loads(process.stdout.readline())["message"]
+            if "started (pid " in message:
+                children.add(int(message.split("(pid ")[1].rstrip(")")))
+        assert len(children) == 3, children
+        process.kill()
+        process.communicate(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (alive := [p for p in children if running(p)]):
+            time.sleep(0.2)
+        assert alive == []
+    finally:
+        reap(process)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Return whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
