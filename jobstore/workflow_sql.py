@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from jobstore.model import ClaimState, JobStatus, KeptFor, RunEnd, RunJob, Swept
+from jobstore.model import ClaimState, JobRecord, JobStatus, KeptFor, RunEnd, RunJob, Swept
 from jobstore.shared_sql import COLUMNS, INSERT_JOB, SharedSql
 from jobstore.talk import Query, Talk, many, marks
 from jobstore.workflows import (
@@ -71,6 +71,7 @@ _EXPIRE_FLOWS = (
     "DELETE FROM workflows WHERE id IN (SELECT id FROM workflows w WHERE finished_at IS NOT NULL"
     " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = w.id) LIMIT $1)"
 )
+_UNSTARTED = (JobStatus.SCHEDULED, JobStatus.QUEUED)  # what a job the broker never took can be
 _STEP_STATUS = {
     JobStatus.SUCCEEDED: StepStatus.SUCCEEDED,
     JobStatus.DEAD: StepStatus.DEAD,
@@ -159,6 +160,24 @@ class WorkflowSql(SharedSql):
     async def cancel_workflow(self, workflow_id: str, at: datetime) -> WorkflowRecord | None:
         """Cancel a running workflow and every step not started; the workflow as it is after."""
         return await self._talk(self.cancelling(workflow_id, at))
+
+    async def fail_unpublished(self, job_id: str, error: str, at: datetime) -> JobRecord | None:
+        """Mark a job the broker refused for good failed (if not started) and count it as its workflow step's end."""
+        return await self._talk(self._failing(job_id, error, at))
+
+    def _failing(self, job_id: str, error: str, at: datetime) -> Talk[JobRecord | None]:
+        stamp = self._time_in(at)
+        rows = yield Query(
+            f"UPDATE jobs SET status = $1, last_error = $2, updated_at = $3, finished_at = $3"
+            f" WHERE id = $4 AND status IN ($5, $6) RETURNING {', '.join(COLUMNS)}",
+            (JobStatus.FAILED.value, error, stamp, job_id, *(s.value for s in _UNSTARTED)),
+        )
+        job = next((self._job(row) for row in rows), None)
+        if job is not None and job.workflow_id is not None:
+            # The step will never run: its workflow goes on (or fails) as for a dead step, and
+            # a step this releases is published by the repair sweep once its grace is over.
+            yield from self.advancing([StepEnd(job.id, job.workflow_id, StepStatus.DEAD, error)], at)
+        return job
 
     def creating(self, new: NewWorkflow) -> Talk[WorkflowCreated]:
         """Insert ``new`` (the conversation of ``create_workflow``)."""

@@ -161,6 +161,10 @@ class WorkflowStore(Protocol):
         """Cancel a running workflow and every step not started (scheduled, queued, retrying); the workflow as it is after."""
         ...
 
+    async def fail_unpublished(self, job_id: str, error: str, at: datetime) -> JobRecord | None:
+        """Mark a job the broker refused for good failed (if not started) and count it as its workflow step's end."""
+        ...
+
     async def step_inputs(self, job_id: str) -> StepInputs | None:
         """Return what the step ``job_id`` is given (``None``: not a step, or one given nothing)."""
         ...

@@ -464,14 +464,7 @@ class Submitter:
         errors = await self.publish_stored(jobs)
         for job, error in zip(jobs, errors, strict=True):
             if isinstance(error, UnroutableError | PublishNackedError | ContractError):
-                await self.store.transition(
-                    job.id,
-                    JobStatus.FAILED,
-                    allowed_from=CANCELLABLE,
-                    last_error=f"never published: {error}",
-                    updated_at=now,
-                    finished_at=now,
-                )
+                await self.store.fail_unpublished(job.id, f"never published: {error}", now)
             elif error is not None:
                 logger.warning("job {} not published again yet: {}", job.id, error)
         published = sum(error is None for error in errors)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from jobstore.model import ClaimState, JobStatus
+from jobstore.model import ClaimState, JobRecord, JobStatus
 from jobstore.schedule_state import ScheduleState
 from jobstore.workflows import (
     NewWorkflow,
@@ -103,6 +103,16 @@ class InMemoryFlows:
 
     async def step_inputs(self, job_id: str) -> StepInputs | None:
         return None
+
+    async def fail_unpublished(self, job_id: str, error: str, at: datetime) -> JobRecord | None:
+        # As the SQL stores do but for the workflow, whose steps' ends this twin does not count.
+        job = self.jobs.get(job_id)
+        if job is None or job.status not in (JobStatus.SCHEDULED, JobStatus.QUEUED):
+            return None
+        self.jobs[job_id] = replace(
+            job, status=JobStatus.FAILED, last_error=error, updated_at=at, finished_at=at
+        )
+        return self.jobs[job_id]
 
     async def schedule_states(self, names: Sequence[str], at: datetime) -> dict[str, ScheduleState]:
         for name in names:

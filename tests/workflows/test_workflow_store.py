@@ -136,6 +136,23 @@ async def test_a_dead_step_fails_the_chain_and_cancels_the_rest(sql_store: JobSt
     assert [await status_of(sql_store, i) for i in ids[1:]] == [JobStatus.CANCELLED] * 2
 
 
+async def test_a_step_the_broker_refuses_for_good_fails_its_chain(sql_store: JobStore) -> None:
+    # The repair sweep's end for a step it could not publish: counted like a dead step's.
+    new = new_flow(WorkflowKind.CHAIN, 2)
+    await sql_store.create_workflow(new)
+    ids = [s.job_id for s in new.steps]
+    failed = await sql_store.fail_unpublished(ids[0], "never published: no route", NOW)
+    assert failed is not None
+    assert (failed.status, failed.last_error) == (JobStatus.FAILED, "never published: no route")
+    found = await sql_store.get_workflow(new.workflow.id)
+    assert found is not None
+    flow, steps = found
+    assert flow.status is WorkflowStatus.FAILED
+    assert [v.step.status for v in steps] == [StepStatus.DEAD, StepStatus.CANCELLED]
+    # A job that started meanwhile is its worker's to end: nothing changes.
+    assert await sql_store.fail_unpublished(ids[0], "again", NOW) is None
+
+
 async def test_a_member_ending_after_its_group_failed_keeps_the_end_time(
     sql_store: JobStore,
 ) -> None:
