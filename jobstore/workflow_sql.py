@@ -176,7 +176,9 @@ class WorkflowSql(SharedSql):
         if job is not None and job.workflow_id is not None:
             # The step will never run: its workflow goes on (or fails) as for a dead step, and
             # a step this releases is published by the repair sweep once its grace is over.
-            yield from self.advancing([StepEnd(job.id, job.workflow_id, StepStatus.DEAD, error)], at)
+            yield from self.advancing(
+                [StepEnd(job.id, job.workflow_id, StepStatus.DEAD, error)], at
+            )
         return job
 
     def creating(self, new: NewWorkflow) -> Talk[WorkflowCreated]:
