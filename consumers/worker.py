@@ -485,7 +485,6 @@ class Worker:
         """Enqueue callbacks, publish the window's events, then ack, nack or reject each delivery."""
         follow = [d for d, a in finals if a.act not in (Act.REQUEUE, Act.FORWARD)]
         failed = await self._follow_up(follow)
-        await self._release_steps([d.job for d in follow if d.job is not None and d.job.released])
         events, self._events = self._events, []
         if events:
             try:
@@ -522,7 +521,7 @@ class Worker:
         self._children.in_flight.set(len(self._running))
 
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
-        """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
+        """Enqueue ended jobs' callbacks and publish their released steps; the callback failures."""
         submitter = self._deps.submitter
         failed: set[Delivery] = set()
         if submitter is None:
@@ -541,17 +540,13 @@ class Worker:
                 # Requeued: its redelivery finds the job ended and enqueues the callback then.
                 logger.warning("callback of job {} not enqueued: {}", found.id, exc)
                 failed.add(delivery)
+        released = [i for d in deliveries if d.job is not None for i in d.job.released]
+        if released:
+            try:
+                await submitter.release(released)
+            except TaskqError as exc:  # the repair sweep publishes them later
+                logger.warning("released workflow steps not published yet: {}", exc)
         return failed
-
-    async def _release_steps(self, ended: list[RunJob]) -> None:
-        """Publish the workflow steps these ends released (one that fails is the repair sweep's)."""
-        submitter = self._deps.submitter
-        if submitter is None or not ended:
-            return
-        try:
-            await submitter.release([job_id for job in ended for job_id in job.released])
-        except TaskqError as exc:
-            logger.warning("released workflow steps not published yet: {}", exc)
 
     def _launch(self, delivery: Delivery, handler: Handler, now: datetime) -> None:
         loop = asyncio.get_running_loop()
