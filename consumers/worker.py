@@ -390,7 +390,10 @@ class Worker:
                 logger.warning("runs not started, their deliveries go back to the queue: {}", error)
                 for delivery in claims:
                     self._unprobed(delivery)
-                    finals.append((delivery, Action(Act.REQUEUE, error=str(error))))
+                    broken = Broken(error, Act.CLAIM)
+                    finals.append(
+                        (delivery, self._decide(Facts(delivery.envelope, outcome=broken)))
+                    )
                 claims, started = [], []
         for (index, _), job in zip(ends, jobs, strict=True):
             delivery, action = finals[index]
