@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -124,37 +124,30 @@ STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.
 """What ``taskq_breaker_state`` reads for each state."""
 
 
+@dataclass(slots=True, eq=False)
 class BreakerReport:
     """Reports one worker's breaker transitions for one consumer group (``changed`` is the callback)."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        group: str,
-        *,
-        worker: str | None = None,
-        metrics: WorkerMetrics | None = None,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"  # hostname:pid
-        self._store = store
-        self._group = group
-        self._metrics = metrics or WorkerMetrics()
-        self._clock = clock
-        self._pending: dict[str, BreakerRecord] = {}
-        self._writer: asyncio.Task[None] | None = None
-        self._closed = False
+    store: JobStore
+    group: str
+    _: KW_ONLY
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # host:pid
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    clock: Callable[[], datetime] = utc_now
+    _pending: dict[str, BreakerRecord] = field(default_factory=dict, init=False)
+    _writer: asyncio.Task[None] | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
 
     def changed(self, breaker: CircuitBreaker) -> None:
         """Set the metrics to ``breaker``'s new state and queue its row (needs a running loop)."""
-        labels = (self._group, breaker.name)
-        self._metrics.breaker_state.labels(*labels).set(STATE_VALUES[breaker.state])
-        self._metrics.breaker_transitions.labels(*labels, breaker.state.value).inc()
+        labels = (self.group, breaker.name)
+        self.metrics.breaker_state.labels(*labels).set(STATE_VALUES[breaker.state])
+        self.metrics.breaker_transitions.labels(*labels, breaker.state.value).inc()
         if self._closed:
             return  # the worker is stopping and its rows are gone: nothing to bring back
         state, failures = breaker.state.value, breaker.failures
         self._pending[breaker.name] = BreakerRecord(
-            *labels, self.worker, state, failures, self._clock()
+            *labels, self.worker, state, failures, self.clock()
         )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
@@ -169,7 +162,7 @@ class BreakerReport:
         self._closed = True
         await self.flush()
         try:
-            await self._store.forget_breakers(self.worker)
+            await self.store.forget_breakers(self.worker)
         except TaskqError as exc:
             logger.warning("breaker rows of worker {} not deleted: {}", self.worker, exc)
 
@@ -180,7 +173,7 @@ class BreakerReport:
             name = next(iter(self._pending))
             record = self._pending.pop(name)
             try:
-                await self._store.record_breaker(record)
+                await self.store.record_breaker(record)
             except TaskqError as exc:
-                what = (name, self._group, record.state)
+                what = (name, self.group, record.state)
                 logger.warning("breaker {} of group {} not recorded as {}: {}", *what, exc)

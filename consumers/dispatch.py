@@ -147,15 +147,14 @@ def decide(facts: Facts, policy: Policy, now: datetime, rng: random.Random | Non
 
 def _broken(outcome: Broken) -> Action:
     text = describe_error(outcome.error)
-    if outcome.failed is Act.DEAD and isinstance(outcome.error, PublishNackedError):
-        # The DLQ refused it: full (dlq.max_length, reject-publish), where the queue's own
-        # dead-lettering would drop it. It goes back to its queue until there is room.
-        return Action(Act.REQUEUE, error=text)
-    if outcome.failed in (Act.DEAD, Act.REJECT):
+    # A DLQ that refused the dead letter is full (dlq.max_length, reject-publish), where the
+    # queue's own dead-lettering would drop it: like any other failure, it goes back to its
+    # queue (bounded: the redelivery's start is counted, and too many starts make it poison).
+    full = isinstance(outcome.error, PublishNackedError)
+    if outcome.failed is Act.REJECT or (outcome.failed is Act.DEAD and not full):
         # Even the dead letter cannot be published: the queue's own dead-lettering takes the
         # message as it is (nothing to encode), and the store keeps the reason.
         return Action(Act.REJECT, error=text, reason=DeadReason.POISON)
-    # Bounded: the redelivery's start is counted, and too many starts make it poison.
     return Action(Act.REQUEUE, error=text)
 
 

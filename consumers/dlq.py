@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -145,9 +146,6 @@ class Fate(Enum):
     PUT_BACK = "put_back"  # returned to the head, where it was
 
 
-Decide = Callable[[list[tuple[AbstractIncomingMessage, DeadLetter]]], Awaitable[list[Fate]]]
-
-
 @dataclass(slots=True)
 class _Pass:
     """One pass over a DLQ: pages of unacked messages, each settled in turn."""
@@ -250,16 +248,11 @@ def _trace_id(traceparent: object) -> str | None:
     return None
 
 
-async def _run(
-    connection: AbstractRobustConnection,
-    group: CompiledGroup,
-    decide: Decide,
-    *,
-    cursor: str | None = None,
-    enough: Callable[[], int] = lambda: PAGE,
-    progress: Progress = lambda done, total: None,
-) -> _Pass:
-    """Run one pass: fetch ``enough()`` messages, let ``decide`` say each one's fate, settle them; repeat."""
+@asynccontextmanager
+async def _pass(
+    connection: AbstractRobustConnection, group: CompiledGroup, cursor: str | None = None
+) -> AsyncIterator[_Pass]:
+    """Open a pass over ``group``'s DLQ, on a channel of its own for the time of the block."""
     try:
         channel = await connection.channel(publisher_confirms=True)
     except (*CONNECT_ERRORS, RuntimeError) as exc:
@@ -268,17 +261,7 @@ async def _run(
     try:
         with existing(group.dead_letter_queue):
             queue = await channel.declare_queue(group.dead_letter_queue, passive=True)
-        run = _Pass(channel, queue, group, cursor or secrets.token_hex(16))
-        while not run.done:
-            most = enough()
-            if most <= 0:
-                break
-            fetched = await run.fetch(most)
-            if not fetched:
-                break
-            await run.settle(fetched, await decide(fetched))
-            progress(run.seen, run.total)
-        return run
+        yield _Pass(channel, queue, group, cursor or secrets.token_hex(16))
     finally:
         await channel.close()
 
@@ -302,32 +285,28 @@ async def replay(
     page = max(1, min(PAGE, int(rate)))
     next_at = time.monotonic()
 
-    async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
-        nonlocal next_at
-        fates = [Fate.KEEP] * len(fetched)
-        picked = [
-            (i, message, letter)
-            for i, (message, letter) in enumerate(fetched)
-            if letter.envelope is not None and chosen(letter, moment)
-        ]
-        if not picked:
-            return fates
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        next_at = max(next_at, time.monotonic()) + len(picked) / rate
-        outcomes = await asyncio.gather(
-            *(_replay_one(topology, publisher, store, m, letter) for _, m, letter in picked),
-            return_exceptions=True,
-        )
-        for (i, _, letter), outcome in zip(picked, outcomes, strict=True):
-            fates[i] = Fate.GONE if outcome is None else Fate.PUT_BACK
-            if outcome is not None:
-                failures.append(outcome)
-                logger.warning("dlq replay: job {} stays dead: {}", letter.job_id, outcome)
-        return fates
-
-    run = await _run(
-        connection, group, decide, enough=lambda: 0 if failures else page, progress=progress
-    )
+    async with _pass(connection, group) as run:
+        while not failures and (fetched := await run.fetch(page)):
+            fates = [Fate.KEEP] * len(fetched)
+            picked = [
+                (i, message, letter)
+                for i, (message, letter) in enumerate(fetched)
+                if letter.envelope is not None and chosen(letter, moment)
+            ]
+            if picked:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at, time.monotonic()) + len(picked) / rate
+            outcomes = await asyncio.gather(
+                *(_replay_one(topology, publisher, store, m, letter) for _, m, letter in picked),
+                return_exceptions=True,
+            )
+            for (i, _, letter), outcome in zip(picked, outcomes, strict=True):
+                fates[i] = Fate.GONE if outcome is None else Fate.PUT_BACK
+                if outcome is not None:
+                    failures.append(outcome)
+                    logger.warning("dlq replay: job {} stays dead: {}", letter.job_id, outcome)
+            await run.settle(fetched, fates)
+            progress(run.seen, run.total)
     if failures:
         raise failures[0]
     return Outcome(run.gone, run.kept)
@@ -383,15 +362,15 @@ async def purge(
     """Delete the matching dead letters for good."""
     moment = datetime.now(UTC)
 
-    async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
-        fates = [Fate.GONE if chosen(letter, moment) else Fate.KEEP for _, letter in fetched]
-        for (_, letter), fate in zip(fetched, fates, strict=True):
-            if fate is Fate.GONE:
-                what = (letter.job_id, letter.job_type, letter.reason)
-                logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
-        return fates
-
-    run = await _run(connection, group, decide, progress=progress)
+    async with _pass(connection, group) as run:
+        while fetched := await run.fetch(PAGE):
+            fates = [Fate.GONE if chosen(letter, moment) else Fate.KEEP for _, letter in fetched]
+            for (_, letter), fate in zip(fetched, fates, strict=True):
+                if fate is Fate.GONE:
+                    what = (letter.job_id, letter.job_type, letter.reason)
+                    logger.info("dlq purge: job {} ({}) deleted; it was {}", *what)
+            await run.settle(fetched, fates)
+            progress(run.seen, run.total)
     return Outcome(run.gone, run.kept)
 
 
@@ -407,19 +386,16 @@ async def listing(
     moment = datetime.now(UTC)
     found: list[DeadLetter] = []
 
-    async def decide(fetched: list[tuple[AbstractIncomingMessage, DeadLetter]]) -> list[Fate]:
-        fates = []
-        for _, letter in fetched:
-            if len(found) == limit:
-                # Past the page: back to the head unmoved, where the next call starts.
-                fates.append(Fate.PUT_BACK)
-                continue
-            if chosen(letter, moment):
-                found.append(letter)
-            fates.append(Fate.KEEP)
-        return fates
-
-    run = await _run(
-        connection, group, decide, cursor=cursor, enough=lambda: PAGE if len(found) < limit else 0
-    )
+    async with _pass(connection, group, cursor) as run:
+        while len(found) < limit and (fetched := await run.fetch(PAGE)):
+            fates = []
+            for _, letter in fetched:
+                if len(found) == limit:
+                    # Past the page: back to the head unmoved, where the next call starts.
+                    fates.append(Fate.PUT_BACK)
+                    continue
+                if chosen(letter, moment):
+                    found.append(letter)
+                fates.append(Fate.KEEP)
+            await run.settle(fetched, fates)
     return Page(found, None if run.done else run.mark)

@@ -119,7 +119,7 @@ class Delivery:
     job: RunJob | None = None  # the job's row, as the window found it
     ended: JobStatus | None = None  # the status its end recorded
     trace: object | None = None  # the context of its run's span, to publish its hops in
-    ran_from: datetime | None = None  # when its run that failed began (set on failures only)
+    ran_from: datetime | None = None  # when its run began
 
 
 @dataclass(slots=True)
@@ -146,9 +146,8 @@ class Worker:
         )
         self._inbox: list[Delivery] = []
         self._done: list[tuple[Delivery, Action]] = []
-        self._running: set[asyncio.Task[None]] = set()
         self._limit = deps.group.spec.timeout / 1000  # seconds; a handler may set its own
-        self._deadlines: dict[asyncio.Task[None], float] = {}  # loop time each run must end by
+        self._running: dict[asyncio.Task[None], float] = {}  # each run: the loop time it ends by
         self._overdue: set[asyncio.Task[None]] = set()  # cancelled for running past it
         self._watch: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -158,7 +157,7 @@ class Worker:
         self._connection: AbstractRobustConnection | None = None
         self._tap = FrameTap()
         self._consumers: list[tuple[AbstractChannel, str]] = []
-        # Running events wait ``running_event_delay``: dropped if the outcome comes first.
+        # Running events wait ``running_event_delay`` (loop time): dropped if the outcome comes first.
         self._due: dict[str, tuple[float, RunJob, datetime]] = {}
         self._due_timer: asyncio.TimerHandle | None = None
         self._events: list[tuple[str, bytes]] = []  # published with the window's acks
@@ -350,13 +349,15 @@ class Worker:
         sending = [(i, d, a) for i, (d, a) in enumerate(finals) if a.act in PUBLISHES]
         if not sending:
             return
+        traced = tracing.enabled()
         errors: list[TaskqError | None] = []
-        if tracing.enabled():  # each publish in its job's trace
-            for _, delivery, action in sending:
-                with self._scope(delivery):
-                    errors += await self._send([action])
-        else:
-            errors = await self._send([action for _, _, action in sending])
+        for batch in [[one] for one in sending] if traced else [sending]:
+            with self._scope(batch[0][1]) if traced else _UNTRACED:  # each in its job's trace
+                envelopes, routes = [a.envelope for *_, a in batch], [a.route for *_, a in batch]
+                try:
+                    errors += await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
+                except TaskqError as exc:
+                    errors += [exc] * len(batch)
         for (index, delivery, action), error in zip(sending, errors, strict=True):
             if error is not None:
                 logger.warning("job {} not sent on: {}", delivery.tag, error)
@@ -364,14 +365,6 @@ class Worker:
                     delivery,
                     self._decide(Facts(delivery.envelope, outcome=Broken(error, action.act))),
                 )
-
-    async def _send(self, actions: list[Action]) -> list[TaskqError | None]:
-        """Publish each action's envelope on its route, confirmed; the error of each, if any."""
-        envelopes, routes = [a.envelope for a in actions], [a.route for a in actions]
-        try:
-            return await self._deps.publisher.publish_many(envelopes, routes)  # type: ignore[arg-type]
-        except TaskqError as exc:
-            return [exc] * len(actions)
 
     async def _record(
         self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
@@ -397,7 +390,10 @@ class Worker:
                 logger.warning("runs not started, their deliveries go back to the queue: {}", error)
                 for delivery in claims:
                     self._unprobed(delivery)
-                    finals.append((delivery, Action(Act.REQUEUE, error=str(error))))
+                    broken = Broken(error, Act.CLAIM)
+                    finals.append(
+                        (delivery, self._decide(Facts(delivery.envelope, outcome=broken)))
+                    )
                 claims, started = [], []
         for (index, _), job in zip(ends, jobs, strict=True):
             delivery, action = finals[index]
@@ -492,7 +488,6 @@ class Worker:
         """Enqueue callbacks, publish the window's events, then ack, nack or reject each delivery."""
         follow = [d for d, a in finals if a.act not in (Act.REQUEUE, Act.FORWARD)]
         failed = await self._follow_up(follow)
-        await self._release_steps([d.job for d in follow if d.job is not None and d.job.released])
         events, self._events = self._events, []
         if events:
             try:
@@ -529,7 +524,7 @@ class Worker:
         self._children.in_flight.set(len(self._running))
 
     async def _follow_up(self, deliveries: list[Delivery]) -> set[Delivery]:
-        """Enqueue the callbacks of jobs that ended, before their messages are acked; the failures."""
+        """Enqueue ended jobs' callbacks and publish their released steps; the callback failures."""
         submitter = self._deps.submitter
         failed: set[Delivery] = set()
         if submitter is None:
@@ -548,24 +543,24 @@ class Worker:
                 # Requeued: its redelivery finds the job ended and enqueues the callback then.
                 logger.warning("callback of job {} not enqueued: {}", found.id, exc)
                 failed.add(delivery)
+        released = [i for d in deliveries if d.job is not None for i in d.job.released]
+        if released:
+            try:
+                await submitter.release(released)
+            except TaskqError as exc:  # the repair sweep publishes them later
+                logger.warning("released workflow steps not published yet: {}", exc)
         return failed
 
-    async def _release_steps(self, ended: list[RunJob]) -> None:
-        """Publish the workflow steps these ends released (one that fails is the repair sweep's)."""
-        submitter = self._deps.submitter
-        if submitter is None or not ended:
-            return
-        try:
-            await submitter.release([job_id for job in ended for job_id in job.released])
-        except TaskqError as exc:
-            logger.warning("released workflow steps not published yet: {}", exc)
-
     def _launch(self, delivery: Delivery, handler: Handler, now: datetime) -> None:
-        if delivery.job is not None:
-            self._running_soon(delivery.job, now)
-        limit = handler.timeout or self._limit
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
+        at = loop.time()
+        if delivery.job is not None:  # its running event, unless its end is recorded first
+            due = at + self._deps.settings.running_event_delay
+            self._due[delivery.job.id] = (due, delivery.job, now)
+            if self._due_timer is None:
+                self._due_timer = loop.call_at(due, self._due_now)
+        limit = handler.timeout or self._limit
+        deadline = at + limit
         # The run's first step happens here, in a context of its own (its log fields, its
         # span): a handler that never waits ends within it, without a task of its own.
         run = self._run(delivery, now, limit)
@@ -575,18 +570,16 @@ class Worker:
         except StopIteration:
             return
         task = loop.create_task(_resume(run, waiting), context=context)
-        self._running.add(task)
+        self._running[task] = deadline
         task.add_done_callback(self._finished)
         # One timer for every run (not one each): it fires at the earliest deadline.
-        self._deadlines[task] = deadline
         if self._watch is None or deadline < self._watch.when():
             if self._watch is not None:
                 self._watch.cancel()
             self._watch = loop.call_at(deadline, self._expire)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._deadlines.pop(task, None)
+        del self._running[task]
         self._overdue.discard(task)
 
     def _expire(self) -> None:
@@ -594,13 +587,13 @@ class Worker:
         self._watch = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for task, when in list(self._deadlines.items()):
-            if when <= now:
-                del self._deadlines[task]
+        for task, when in self._running.items():
+            if when <= now and task not in self._overdue:
                 self._overdue.add(task)
                 task.cancel()
-        if self._deadlines:
-            self._watch = loop.call_at(min(self._deadlines.values()), self._expire)
+        ahead = [when for task, when in self._running.items() if task not in self._overdue]
+        if ahead:
+            self._watch = loop.call_at(min(ahead), self._expire)
 
     async def _run(self, delivery: Delivery, now: datetime, limit: float) -> None:
         """Run the handler inside the job's log context (and span), then queue what follows."""
@@ -621,8 +614,7 @@ class Worker:
             delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
             _log(action)
-        if action.act in _EVENTS:
-            delivery.ran_from = now  # for the failed attempt's step in the job's history
+        delivery.ran_from = now  # for a failed attempt's step in the job's history
         self._done.append((delivery, action))
         self._wake.set()
 
@@ -661,16 +653,21 @@ class Worker:
             if task is None or task not in self._overdue:
                 raise  # the worker is stopping
             task.uncancel()  # the cancel was the timeout's: it ends here
-            return self._failed(
-                handler, TimeoutError(f"the handler ran past its {limit:g}s timeout")
-            )
+            error: BaseException = TimeoutError(f"the handler ran past its {limit:g}s timeout")
         except Exception as exc:  # the handler's failure: decide says what follows
-            return self._failed(handler, exc)
+            error = exc
+        else:
+            for name in handler.depends_on:
+                self.breakers.get(name).succeeded()
+            return Succeeded(result)
         finally:
             children.duration(priority).observe(time.perf_counter() - began)
-        for name in handler.depends_on:
-            self.breakers.get(name).succeeded()
-        return Succeeded(result)
+        if not isinstance(
+            error, Permanent | ContractError
+        ):  # the job's fault, not the dependency's
+            for name in handler.depends_on:
+                self.breakers.get(name).failed()
+        return Failed(error)
 
     async def _inputs(self, job_id: str) -> tuple[StepOutcome, ...]:
         """Return what a workflow step is given: its chain's previous step, or its chord's members, results opened."""
@@ -698,12 +695,6 @@ class Worker:
             data = deps.sealer.open(envelope.id, data.decode("ascii", "replace"))
         return orjson.loads(data)
 
-    def _failed(self, handler: Handler, exc: BaseException) -> Outcome:
-        if handler.depends_on and not isinstance(exc, Permanent | ContractError):
-            for name in handler.depends_on:
-                self.breakers.get(name).failed()
-        return Failed(exc)
-
     def _scope(self, delivery: Delivery) -> AbstractContextManager[object]:
         """Return the job's trace to run a block in: its run's span, or a new consumer span for it."""
         envelope = delivery.envelope
@@ -725,27 +716,18 @@ class Worker:
             attributes=attributes,
         )
 
-    def _running_soon(self, job: RunJob, started: datetime) -> None:
-        """Announce that ``job`` runs once the delay passed, unless its end is recorded first."""
-        delay = self._deps.settings.running_event_delay
-        self._due[job.id] = (time.monotonic() + delay, job, started)
-        if self._due_timer is None:
-            self._due_timer = asyncio.get_running_loop().call_later(delay, self._due_now)
-
     def _due_now(self) -> None:
         self._due_timer = None
         self._wake.set()
 
     def _announce_due(self) -> None:
         """Queue the running events that came due (published with this window's events)."""
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
         while self._due:
             job_id, (when, job, started) = next(iter(self._due.items()))
-            if when > now:
+            if when > loop.time():
                 if self._due_timer is None:
-                    self._due_timer = asyncio.get_running_loop().call_later(
-                        when - now, self._due_now
-                    )
+                    self._due_timer = loop.call_at(when, self._due_now)
                 return
             del self._due[job_id]
             self._event(job, job.status, started, job.last_error, None)
