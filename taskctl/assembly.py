@@ -272,6 +272,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
         worker = Worker(deps)
         stopping = _signalled()
         await worker.start(settings.broker)
+        gc.freeze()  # as the API's: a full collection stops rescanning what lives as long as it
         logger.info("worker for group {} consuming {}", group_name, ", ".join(group.queue_names))
         await stopping.wait()
         logger.info("worker for group {} draining (grace {}s)", group_name, settings.worker.grace)
