@@ -171,14 +171,14 @@ async def serve_grpc(settings: Settings) -> int:
     services = await api_services(settings, REGISTRY)
     try:
         await with_grpc(services, settings, REGISTRY)
-        await _signalled().wait()
+        await signalled().wait()
     finally:
         if services.close is not None:
             await services.close()
     return 0
 
 
-def _signalled() -> asyncio.Event:
+def signalled() -> asyncio.Event:
     """Return an event that the process's first SIGTERM or SIGINT sets."""
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -227,7 +227,7 @@ async def run_scheduler(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
             authenticator = open_authenticator(submitter.store, settings.auth)
             server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
             stack.push_async_callback(server.cleanup)
-        stopping = _signalled()
+        stopping = signalled()
         names = ", ".join(name for name, _ in submitter.topology.schedules)
         logger.info("scheduler {} for {} (lease {:g}s)", leadership.name, names, lease)
         scheduler = Scheduler(
@@ -270,7 +270,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
             backends.sealer,
         )
         worker = Worker(deps)
-        stopping = _signalled()
+        stopping = signalled()
         await worker.start(settings.broker)
         gc.freeze()  # as the API's: a full collection stops rescanning what lives as long as it
         logger.info("worker for group {} consuming {}", group_name, ", ".join(group.queue_names))
@@ -306,6 +306,6 @@ async def run_stream(name: str, consumer: str, settings: Settings) -> int:
             StreamMetrics(REGISTRY),
         )
         await source.ensure_group()
-        await source.run(_signalled())
+        await source.run(signalled())
         logger.info("stream source {} stopped", name)
     return 0

@@ -13,8 +13,9 @@ app = typer.Typer(
 
 HEADER = (
     "# Written by `taskctl deploy render`: the Helm chart's topology values (deploy/helm/taskq).\n"
-    "# The file itself, applied by the chart's pre-install/pre-upgrade Job, and one worker\n"
-    "# Deployment per group with its queues and scaling thresholds, and blobRetentionDays, the\n"
+    "# The file itself, applied by the chart's pre-install/pre-upgrade Job, one worker\n"
+    "# Deployment per group with its queues and scaling thresholds, one reader Deployment per\n"
+    "# stream source with its stream, consumer group and thresholds, and blobRetentionDays, the\n"
     "# bucket expiry the Terraform modules take (blob_retention_days). Pass it with -f.\n"
 )
 
@@ -37,7 +38,8 @@ def render(file: TopologyFile = None, output: OutputFile = None) -> None:
     """Print the Helm chart values derived from the topology (YAML).
 
     `helm install taskq deploy/helm/taskq -f values.yaml -f <this file>` deploys one
-    worker Deployment per group, scaled on the group's thresholds.
+    worker Deployment per group and one reader Deployment per stream source, each scaled
+    on its own thresholds.
     """
     import yaml
 

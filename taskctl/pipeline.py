@@ -17,7 +17,7 @@ from consumers.autoscaler.signals import SignalReader, StreamSignalReader, strea
 from producers.auth.authenticator import open_authenticator
 from producers.streams.source import open_redis
 from taskctl.admin_key import ensure_admin_key, key_path
-from taskctl.assembly import handled_groups
+from taskctl.assembly import handled_groups, signalled
 from taskctl.context import compiled_topology, job_store
 from taskctl.supervisor import LocalScaler, ProcessSpec, Supervisor, child_argv, scaled_spec
 from topology.apply import apply_topology
@@ -150,16 +150,22 @@ async def with_autoscaler(
 async def autoscale(
     path: Path | None, *, kubernetes: bool, namespace: str | None, grace: float
 ) -> int:
-    """Scale each handled group's local workers, or its Deployment in ``namespace``, until stopped."""
+    """Scale each handled group's local workers, or in ``namespace`` its Deployment and each stream source's, until SIGTERM or SIGINT."""
     settings, topology = load_settings(), compiled_topology(path)
     if not kubernetes:
         return await supervise(topology, settings, [], grace=grace)
     from consumers.autoscaler.kubernetes import KubeApi, KubernetesScaler
 
+    stopping = signalled()
+
     async def until_stopped() -> int:
-        await asyncio.Event().wait()  # never set: Ctrl-C or SIGTERM ends the process
+        await stopping.wait()
         return 0
 
     async with KubernetesScaler(await KubeApi.load(), namespace=namespace) as scaler:
         groups = handled_groups(topology, settings)
-        return await with_autoscaler(topology, settings, scaler, groups, until_stopped)
+        code = await with_autoscaler(
+            topology, settings, scaler, groups, until_stopped, streams=True
+        )
+    logger.info("autoscaler stopped")
+    return code

@@ -116,7 +116,7 @@ def autoscale(
     namespace: Annotated[
         str | None,
         typer.Option(
-            help="Kubernetes namespace of the worker Deployments "
+            help="Kubernetes namespace of the worker and reader Deployments "
             "(default: the pod's, else the kubeconfig context's, else default)."
         ),
     ] = None,
@@ -127,7 +127,8 @@ def autoscale(
     """Run the autoscaler, scaling local workers or Kubernetes.
 
     Locally it runs each handled group's workers as taskctl up does, without the API; with
-    --kubernetes it scales the Deployments taskq-worker-<group>. Its logs are its output.
+    --kubernetes it scales the Deployments taskq-worker-<group> and, on their Redis backlog,
+    taskq-stream-<source>, until SIGTERM or Ctrl-C. Its logs are its output.
     """
     from taskctl.pipeline import autoscale as run_autoscale
 

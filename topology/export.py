@@ -10,6 +10,7 @@ from typing import Any
 from topology import names
 from topology.compiled import Binding, CompiledGroup, CompiledTopology, Exchange, Queue
 from topology.errors import TopologyError
+from topology.spec import ScaleSpec, StreamSourceSpec
 
 
 def export_definitions(topology: CompiledTopology, *, vhost: str = "/") -> dict[str, Any]:
@@ -141,36 +142,52 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
 def worker_values(group: CompiledGroup) -> dict[str, Any]:
     """Return what a deployment of ``group``'s workers needs: its Deployment, queues, sizing and scaling thresholds."""
     spec = group.spec
-    stabilization = math.ceil(spec.scale.stabilization / 1000)
     return {
         "name": group.name,
-        "deployment": _deployment(group.name),
+        "deployment": _deployment(group.name, names.worker_deployment(group.name), "group"),
         "queues": list(group.queue_names),
         "concurrency": spec.concurrency,
         "prefetch": spec.prefetch,
         # A draining worker may still be running a job this long after SIGTERM.
         "timeoutSeconds": math.ceil(spec.timeout / 1000),
-        "scale": {
-            "min": spec.scale.min,
-            "max": spec.scale.max,
-            "backlogPerWorker": spec.scale.backlog_per_worker,
-            "activation": spec.scale.activation,
-            "cooldownSeconds": stabilization,
-            "scaleDownWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS),
-        },
+        "scale": _scale_values(spec.scale),
+    }
+
+
+def stream_values(name: str, spec: StreamSourceSpec) -> dict[str, Any]:
+    """Return what a deployment of a stream source's readers needs: its Deployment, stream, consumer group and scaling thresholds."""
+    return {
+        "name": name,
+        "deployment": _deployment(name, names.stream_deployment(name), "stream source"),
+        "stream": spec.stream,
+        "group": spec.group,
+        "scale": _scale_values(spec.scale),
+    }
+
+
+def _scale_values(scale: ScaleSpec) -> dict[str, int]:
+    stabilization = math.ceil(scale.stabilization / 1000)
+    return {
+        "min": scale.min,
+        "max": scale.max,
+        "backlogPerWorker": scale.backlog_per_worker,
+        "activation": scale.activation,
+        "cooldownSeconds": stabilization,
+        "scaleDownWindowSeconds": min(stabilization, HPA_MAX_WINDOW_SECONDS),
     }
 
 
 def chart_values(
     topology: CompiledTopology, text: str, *, max_delay: float, orphan_grace: float
 ) -> dict[str, Any]:
-    """Return the Helm chart's ``topology`` values: the file ``text``, one worker entry per group, and the blobs' lifetime."""
+    """Return the Helm chart's ``topology`` values: the file ``text``, one worker entry per group, one reader entry per stream source, and the blobs' lifetime."""
     # The groups are a list, not a map: a values file replaces the chart's groups, not merges.
     return {
         "topology": {
             "namespace": topology.namespace,
             "file": text,
             "groups": [worker_values(group) for group in topology.groups],
+            "streams": [stream_values(name, spec) for name, spec in topology.streams],
             "blobRetentionDays": blob_retention_days(
                 topology, max_delay=max_delay, orphan_grace=orphan_grace
             ),
@@ -202,12 +219,11 @@ def _metadata(name: str, options: KedaOptions) -> dict[str, Any]:
     return metadata
 
 
-def _deployment(group: str) -> str:
-    name = names.worker_deployment(group)
-    if not KUBERNETES_NAME_RE.fullmatch(name):
+def _deployment(name: str, deployment: str, kind: str) -> str:
+    if not KUBERNETES_NAME_RE.fullmatch(deployment):
         raise TopologyError(
-            f"group {group!r} would be scaled as the Deployment {name!r}, which is not a valid "
-            "Kubernetes name (lowercase letters, digits and '-', at most 63 characters): "
-            "rename the group without '_'"
+            f"{kind} {name!r} would be scaled as the Deployment {deployment!r}, which is not a "
+            "valid Kubernetes name (lowercase letters, digits and '-', at most 63 characters): "
+            f"rename the {kind} without '_'"
         )
-    return name
+    return deployment

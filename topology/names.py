@@ -25,3 +25,8 @@ ATTEMPT_HEADER = "taskq-attempt"
 def worker_deployment(group: str) -> str:
     """Return the name of the Kubernetes Deployment that runs a group's workers."""
     return f"taskq-worker-{group}"
+
+
+def stream_deployment(source: str) -> str:
+    """Return the name of the Kubernetes Deployment that runs a stream source's readers."""
+    return f"taskq-stream-{source}"

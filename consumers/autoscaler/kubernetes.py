@@ -1,4 +1,4 @@
-"""The Kubernetes actuator: the API and its credentials, and each group's Deployment scale as its workers."""
+"""The Kubernetes actuator: the API and its credentials, and each group's (or stream source's) Deployment scale as its workers (or readers)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yaml
 
+from consumers.autoscaler.signals import stream_target
 from topology import names
 from topology.closing import AsyncClosing
 from topology.errors import SettingsError, TaskqError
@@ -130,6 +131,15 @@ async def _loaded(where: str) -> AsyncIterator[Configuration]:
         raise KubeConfigError(f"{where} is not a valid kubeconfig: {exc!r}") from exc
 
 
+STREAM_TARGET_PREFIX = stream_target("")
+
+
+def target_deployment(target: str) -> str:
+    """Return the Deployment of an autoscaler target: ``taskq-worker-<group>``, or ``taskq-stream-<source>`` for ``stream:<source>``."""
+    source = target.removeprefix(STREAM_TARGET_PREFIX)
+    return names.stream_deployment(source) if source != target else names.worker_deployment(target)
+
+
 class ScaleError(TaskqError):
     """The Kubernetes API could not be reached, refused a scale request, or answered garbage."""
 
@@ -137,14 +147,14 @@ class ScaleError(TaskqError):
 
 
 class KubernetesScaler(AsyncClosing):
-    """Reads and sets the replicas of each group's Deployment through one reused API client."""
+    """Reads and sets the replicas of each group's and stream source's Deployment through one reused API client."""
 
     def __init__(
         self,
         api: KubeApi,
         *,
         namespace: str | None = None,
-        deployment: Callable[[str], str] = names.worker_deployment,
+        deployment: Callable[[str], str] = target_deployment,
         timeout: float = 10.0,
     ) -> None:
         self._api = api
@@ -154,11 +164,11 @@ class KubernetesScaler(AsyncClosing):
         self._client: ApiClient | None = None
 
     async def current(self, group: str) -> int:
-        """Return the replicas the Deployment of ``group`` asks for (``spec.replicas``)."""
+        """Return the replicas the Deployment of ``group`` (or ``stream:<source>``) asks for (``spec.replicas``)."""
         return await self._call("GET", group, None)
 
     async def scale(self, group: str, workers: int) -> None:
-        """Set the replicas of the Deployment of ``group`` to ``workers``."""
+        """Set the replicas of the Deployment of ``group`` (or ``stream:<source>``) to ``workers``."""
         await self._call("PATCH", group, {"spec": {"replicas": workers}})
 
     async def close(self) -> None:

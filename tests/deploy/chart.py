@@ -64,3 +64,33 @@ def validate_manifest(document: dict[str, Any]) -> None:
 def of_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     """Return the documents of ``kind`` by name."""
     return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+# A topology with two stream sources: one with its own scale, one with its own consumer group
+# and two readers at least.
+WITH_STREAMS = """\
+groups:
+  orders: {jobs: ["order.#"]}
+  audits: {jobs: [audit.entry]}
+streams:
+  shop:
+    stream: "shop:orders"
+    job: "order.{event}"
+    event_field: kind
+    scale: {min: 1, max: 6, backlog_per_worker: 500, stabilization: 2m}
+  audit:
+    stream: audit
+    group: readers
+    job: audit.entry
+    consumers: 2
+"""
+
+
+def streams_values() -> dict[str, Any]:
+    """Return the chart's topology values of ``WITH_STREAMS``, as ``taskctl deploy render`` prints them."""
+    from topology.compiled import compile_topology
+    from topology.export import chart_values
+    from topology.loader import parse_topology
+
+    topology = compile_topology(parse_topology(WITH_STREAMS))
+    return chart_values(topology, WITH_STREAMS, max_delay=86400.0, orphan_grace=86400.0)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import CI
-from tests.deploy.chart import ROOT, render
+from tests.deploy.chart import ROOT, render, streams_values
 
 CONFIG = ROOT / "deploy" / "checkov.yaml"
 # Rendered like a production install: the KEDA profile turns every optional kind on.
@@ -19,6 +19,8 @@ PROFILES = {
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "dashboards": {"enabled": True},
     },
+    # Stream readers, and the autoscaler scaling them.
+    "streams": {**streams_values(), "scaling": {"mode": "autoscaler"}},
 }
 
 

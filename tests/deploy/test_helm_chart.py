@@ -7,11 +7,21 @@ import yaml
 from typer.testing import CliRunner
 
 from taskctl.cli import app
-from tests.deploy.chart import CHART, ROOT, of_kind, render, require, validate_manifest
+from tests.deploy.chart import (
+    CHART,
+    ROOT,
+    WITH_STREAMS,
+    of_kind,
+    render,
+    require,
+    streams_values,
+    validate_manifest,
+)
 
 # Two groups, one of them lanes: the chart's default groups are replaced by these.
 from tests.topology.test_keda import TOPOLOGY as MORE_GROUPS
 from topology.compiled import CompiledTopology, compile_topology
+from topology.errors import TopologyError
 from topology.export import KedaOptions, chart_values, keda_manifests
 from topology.loader import parse_topology
 
@@ -36,7 +46,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "serviceAccount": {"create": False, "name": "jobs"},
         "workers": {"overrides": {"github": {"enabled": False}}},
     },
+    # A topology with stream sources, under each scaler.
+    "streams-autoscaler": {**streams_values(), "scaling": {"mode": "autoscaler"}},
+    "streams-keda": {**streams_values(), "scaling": {"mode": "keda"}},
+    "streams-none": {
+        **streams_values(),
+        "scaling": {"mode": "none"},
+        "readers": {"overrides": {"shop": {"enabled": False}}},
+    },
 }
+STREAM_SOURCES = {"shop": ("shop:orders", "taskq"), "audit": ("audit", "readers")}
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +186,14 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered, profile)
             assert context["capabilities"] == {"drop": ["ALL"]}
             assert container["resources"]["requests"]
             assert container["resources"]["limits"]
-            if workload["kind"] == "Deployment":
+            if workload["kind"] != "Deployment":
+                continue
+            if workload["metadata"]["labels"]["app.kubernetes.io/component"] == "stream":
+                # A reader listens on no port: nothing to probe, and checkov is told why.
+                assert "ports" not in container
+                annotations = workload["metadata"]["annotations"].values()
+                assert {a.split("=")[0] for a in annotations} == {"CKV_K8S_8", "CKV_K8S_9"}
+            else:
                 assert container["livenessProbe"]
                 assert container["readinessProbe"]
 
@@ -179,11 +205,17 @@ def test_secrets_are_referenced_never_inlined(rendered, profile):
     secret_settings = {"TASKQ_AMQP_URL", "TASKQ_MANAGEMENT_URL", "TASKQ_STORE_URL"}
     for workload in workloads(documents):
         env = {e["name"]: e for e in containers(workload)[0]["env"]}
-        for name in secret_settings | (
-            {"TASKQ_API_KEY_PEPPER"} if profile == "autoscaler" else set()
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        redis = profile.startswith("streams-") and component in ("stream", "autoscaler")
+        for name in (
+            secret_settings
+            | ({"TASKQ_API_KEY_PEPPER"} if profile == "autoscaler" else set())
+            | ({"TASKQ_REDIS_URL"} if redis else set())
         ):
             assert set(env[name]) == {"name", "valueFrom"}, (workload["metadata"]["name"], name)
             assert env[name]["valueFrom"]["secretKeyRef"]["name"]
+        # Only the readers and the autoscaler reach Redis.
+        assert ("TASKQ_REDIS_URL" in env) is redis, workload["metadata"]["name"]
 
 
 def test_the_api_gets_an_ingress_with_tls_only_when_asked(rendered):
@@ -301,6 +333,21 @@ def test_network_policies_deny_by_default_and_open_the_api_and_metrics(rendered)
             "at '/securityContext/readOnlyRootFilesystem'",
         ),
         ({"blob": {"url": "ftp://x/y"}}, "at '/blob/url'"),
+        (
+            {"env": {"TASKQ_REDIS_URL": "redis://:p@h:6379/0"}},
+            "at '/env/TASKQ_REDIS_URL': value must be '(a secret: set it as readers.redisUrl",
+        ),
+        (
+            {"secretEnv": {"TASKQ_REDIS_URL": {"name": "taskq-redis", "key": "url"}}},
+            "at '/secretEnv/TASKQ_REDIS_URL': value must be '(set it as readers.redisUrl",
+        ),
+        ({"readers": {"grace": 0}}, "at '/readers/grace': minimum: got 0, want 1"),
+        ({"readers": {"redisUrl": {"name": "Taskq_Redis"}}}, "at '/readers/redisUrl/name'"),
+        (
+            {"scaling": {"keda": {"redis": {"enableTLS": "yes"}}}},
+            "at '/scaling/keda/redis/enableTLS': got string, want boolean",
+        ),
+        ({"networkPolicy": {"redisPorts": [70000]}}, "at '/networkPolicy/redisPorts/0'"),
     ],
 )
 def test_a_wrong_value_fails_the_schema_with_a_message_naming_it(values, message):
@@ -350,3 +397,206 @@ def test_deploy_render_refuses_an_invalid_topology(tmp_path):
     result = CliRunner().invoke(app, ["deploy", "render", "-f", str(source)])
     assert result.exit_code == 1
     assert "bad_name" in result.output
+
+
+def test_one_reader_deployment_per_stream_source_each_pod_a_consumer_of_its_own(rendered):
+    documents = rendered["streams-autoscaler"]
+    deployments = of_kind(documents, "Deployment")
+    readers = {n: d for n, d in deployments.items() if n.startswith("taskq-stream-")}
+    assert set(readers) == {f"taskq-stream-{s}" for s in STREAM_SOURCES}
+    worker = containers(deployments["taskq-worker-orders"])[0]
+    for source, reader in ((n.removeprefix("taskq-stream-"), d) for n, d in readers.items()):
+        (container,) = containers(reader)
+        # The consumer name is the pod's: Kubernetes expands $(VAR) in args from the env.
+        assert container["args"] == ["stream", source, "--consumer", "$(TASKQ_STREAM_CONSUMER)"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["TASKQ_STREAM_CONSUMER"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "metadata.name"}
+        }
+        assert env["TASKQ_REDIS_URL"]["valueFrom"] == {
+            "secretKeyRef": {"name": "taskq-redis", "key": "url"}
+        }
+        assert container["securityContext"] == worker["securityContext"]
+        assert container["volumeMounts"] == worker["volumeMounts"]
+        assert container["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
+        pod = reader["spec"]["template"]
+        assert pod["metadata"]["labels"]["taskq.io/stream"] == source
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+        assert "replicas" not in reader["spec"]  # the autoscaler owns them
+    budgets = of_kind(documents, "PodDisruptionBudget")
+    assert set(readers) <= set(budgets)
+    # Per-source resources, as for groups.
+    bigger = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    values = {
+        **PROFILES["streams-autoscaler"],
+        "readers": {"overrides": {"shop": {"resources": bigger}}},
+    }
+    shop = of_kind(render(values), "Deployment")["taskq-stream-shop"]
+    assert containers(shop)[0]["resources"] == bigger
+
+
+def test_the_autoscaler_may_also_scale_the_reader_deployments_and_reach_redis(rendered):
+    documents = rendered["streams-autoscaler"]
+    (rule,) = of_kind(documents, "Role")["taskq-autoscaler"]["rules"]
+    assert rule["resources"] == ["deployments/scale"]
+    assert rule["verbs"] == ["get", "patch"]
+    topology = compile_topology(parse_topology(WITH_STREAMS))
+    assert rule["resourceNames"] == [
+        *(f"taskq-worker-{g.name}" for g in topology.groups),
+        "taskq-stream-audit",
+        "taskq-stream-shop",
+    ]
+    autoscaler = containers(of_kind(documents, "Deployment")["taskq-autoscaler"])[0]
+    env = {e["name"]: e for e in autoscaler["env"]}
+    assert env["TASKQ_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "taskq-redis",
+        "key": "url",
+    }
+    policy = of_kind(documents, "NetworkPolicy")["taskq-redis"]["spec"]
+    assert policy["policyTypes"] == ["Egress"]
+    assert policy["egress"] == [
+        {"ports": [{"protocol": "TCP", "port": 6379}, {"protocol": "TCP", "port": 6380}]}
+    ]
+    (selects,) = policy["podSelector"]["matchExpressions"]
+    assert selects["values"] == ["stream", "autoscaler"]
+    assert not of_kind(documents, "ScaledObject")
+
+
+def test_keda_scales_each_source_on_its_groups_lag_and_pending_entries(rendered):
+    documents = rendered["streams-keda"]
+    topology = compile_topology(parse_topology(WITH_STREAMS))
+    scaled = of_kind(documents, "ScaledObject")
+    assert {n for n in scaled if n.startswith("taskq-stream-")} == {
+        f"taskq-stream-{s}" for s in STREAM_SOURCES
+    }
+    for source, spec in topology.streams:
+        document = scaled[f"taskq-stream-{source}"]
+        validate_manifest(document)
+        object_spec = document["spec"]
+        assert object_spec["scaleTargetRef"]["name"] == f"taskq-stream-{source}"
+        assert (object_spec["minReplicaCount"], object_spec["maxReplicaCount"]) == (
+            spec.scale.min,
+            spec.scale.max,
+        )
+        window = spec.scale.stabilization // 1000
+        assert object_spec["cooldownPeriod"] == window
+        behavior = object_spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] == window
+        where = {
+            "stream": spec.stream,
+            "consumerGroup": spec.group,
+            "enableTLS": "false",
+            "databaseIndex": "0",
+        }
+        per_reader = str(spec.scale.backlog_per_worker)
+        assert object_spec["triggers"] == [
+            {
+                "type": "redis-streams",
+                "metadata": {
+                    **where,
+                    "lagCount": per_reader,
+                    "activationLagCount": str(spec.scale.activation),
+                },
+                "authenticationRef": {"name": "taskq-redis"},
+            },
+            {
+                "type": "redis-streams",
+                "metadata": {**where, "pendingEntriesCount": per_reader},
+                "authenticationRef": {"name": "taskq-redis"},
+            },
+        ]
+        assert (spec.stream, spec.group) == STREAM_SOURCES[source]
+    auth = of_kind(documents, "TriggerAuthentication")["taskq-redis"]
+    validate_manifest(auth)
+    assert auth["spec"] == {
+        "secretTargetRef": [
+            {"parameter": "address", "name": "taskq-redis", "key": "address"},
+            {"parameter": "password", "name": "taskq-redis", "key": "password"},
+        ]
+    }
+    # The groups' ScaledObjects stay the export's, beside the readers'.
+    assert {f"taskq-worker-{g.name}" for g in topology.groups} < set(scaled)
+
+
+def test_keda_reaches_a_redis_without_password_over_tls_in_another_database():
+    redis = {
+        "secret": "cache",
+        "addressKey": "host-port",
+        "passwordKey": "",
+        "enableTLS": True,
+        "databaseIndex": 3,
+    }
+    values = {**streams_values(), "scaling": {"mode": "keda", "keda": {"redis": redis}}}
+    documents = render(values)
+    auth = of_kind(documents, "TriggerAuthentication")["taskq-redis"]["spec"]
+    assert auth == {
+        "secretTargetRef": [{"parameter": "address", "name": "cache", "key": "host-port"}]
+    }
+    for trigger in of_kind(documents, "ScaledObject")["taskq-stream-shop"]["spec"]["triggers"]:
+        assert (trigger["metadata"]["enableTLS"], trigger["metadata"]["databaseIndex"]) == (
+            "true",
+            "3",
+        )
+
+
+def test_scaling_mode_none_runs_each_sources_minimum_and_a_disabled_source_none(rendered):
+    documents = rendered["streams-none"]
+    deployments = of_kind(documents, "Deployment")
+    assert "taskq-stream-shop" not in deployments
+    assert deployments["taskq-stream-audit"]["spec"]["replicas"] == 2  # consumers: 2
+    assert not of_kind(documents, "ScaledObject")
+
+
+def test_without_stream_sources_no_reader_runs_and_nothing_reaches_redis(rendered):
+    for profile in ("default", "keda"):
+        documents = rendered[profile]
+        assert not [d for d in documents if d["metadata"]["name"].startswith("taskq-stream-")]
+        assert "taskq-redis" not in of_kind(documents, "NetworkPolicy")
+        assert "taskq-redis" not in of_kind(documents, "TriggerAuthentication")
+
+
+def test_deploy_render_prints_each_stream_source(tmp_path):
+    source = tmp_path / "topology.yaml"
+    source.write_text(WITH_STREAMS, encoding="utf-8")
+    result = CliRunner().invoke(app, ["deploy", "render", "-f", str(source)])
+    assert result.exit_code == 0, result.output
+    streams = yaml.safe_load(result.stdout)["topology"]["streams"]
+    assert streams == [
+        {
+            "name": "audit",
+            "deployment": "taskq-stream-audit",
+            "stream": "audit",
+            "group": "readers",
+            "scale": {
+                "min": 2,
+                "max": 4,
+                "backlogPerWorker": 1000,
+                "activation": 1,
+                "cooldownSeconds": 60,
+                "scaleDownWindowSeconds": 60,
+            },
+        },
+        {
+            "name": "shop",
+            "deployment": "taskq-stream-shop",
+            "stream": "shop:orders",
+            "group": "taskq",
+            "scale": {
+                "min": 1,
+                "max": 6,
+                "backlogPerWorker": 500,
+                "activation": 1,
+                "cooldownSeconds": 120,
+                "scaleDownWindowSeconds": 120,
+            },
+        },
+    ]
+
+
+def test_a_stream_source_that_cannot_name_a_deployment_is_refused():
+    text = WITH_STREAMS.replace("  audit:\n", "  audit_feed:\n")
+    with pytest.raises(
+        TopologyError, match=r"stream source 'audit_feed'.*'taskq-stream-audit_feed'"
+    ):
+        topology_values(text)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import CI
-from tests.deploy.chart import KUSTOMIZE, build_base, of_kind, validate_manifest
+from tests.deploy.chart import KUSTOMIZE, build_base, of_kind, streams_values, validate_manifest
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -23,6 +23,17 @@ def kubectl() -> str:
     return path
 
 
+def kustomize(base: Path) -> subprocess.CompletedProcess[str]:
+    """Return ``kubectl kustomize`` of ``base``, which must succeed."""
+    return subprocess.run(
+        [kubectl(), "kustomize", str(base)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
 def test_the_committed_base_is_the_chart_rendered():
     assert build_base().main(["--check"]) == 0, (
         "deploy/kustomize/base is stale: run python deploy/kustomize/build_base.py"
@@ -30,13 +41,7 @@ def test_the_committed_base_is_the_chart_rendered():
 
 
 def test_the_base_builds_and_every_manifest_validates_strictly(topology):
-    built = subprocess.run(
-        [kubectl(), "kustomize", str(KUSTOMIZE / "base")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    built = kustomize(KUSTOMIZE / "base")
     documents = [d for d in yaml.safe_load_all(built.stdout) if d]
     for document in documents:
         validate_manifest(document)
@@ -76,3 +81,18 @@ def test_an_overlay_moves_the_base_to_another_namespace(tmp_path):
     assert {d["metadata"]["namespace"] for d in documents} == {"jobs"}
     binding = of_kind(documents, "RoleBinding")["taskq-autoscaler"]
     assert binding["subjects"][0]["namespace"] == "jobs"
+
+
+def test_a_base_of_a_topology_with_streams_runs_their_readers(tmp_path):
+    # As a team renders its own base: topology values first, into a folder of its own.
+    values = tmp_path / "topology-values.yaml"
+    values.write_text(yaml.safe_dump(streams_values()), encoding="utf-8")
+    assert build_base().main(["-f", str(values), "--out", str(tmp_path / "base")]) == 0
+    documents = [d for d in yaml.safe_load_all(kustomize(tmp_path / "base").stdout) if d]
+    for document in documents:
+        validate_manifest(document)
+    deployments = of_kind(documents, "Deployment")
+    assert {"taskq-stream-shop", "taskq-stream-audit"} <= set(deployments)
+    role = of_kind(documents, "Role")["taskq-autoscaler"]
+    assert {"taskq-stream-shop", "taskq-stream-audit"} <= set(role["rules"][0]["resourceNames"])
+    assert "taskq-redis" in of_kind(documents, "NetworkPolicy")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumers.autoscaler.kubernetes import KubernetesScaler, ScaleError
+from consumers.autoscaler.kubernetes import KubernetesScaler, ScaleError, target_deployment
 from tests.consumers.autoscaler.conftest import NAMESPACE, TOKEN, api_at, server_url
 from tests.consumers.autoscaler.kube_fake import FakeKube
 from topology.errors import TaskqError
@@ -145,3 +145,20 @@ async def test_the_fake_refuses_what_the_api_server_refuses(kube: TestServer):
         merge = {"Content-Type": "application/merge-patch+json"}
         async with http.patch(url, data=b'{"replicas": 2}', headers=merge) as reply:
             assert reply.status == 422
+
+
+async def test_a_stream_target_scales_its_sources_reader_deployment(
+    scaler: KubernetesScaler, fake: FakeKube
+):
+    fake.replicas[(NAMESPACE, "taskq-stream-shop")] = 1
+    await scaler.scale("stream:shop", 3)
+    assert await scaler.current("stream:shop") == 3
+    assert fake.replicas[(NAMESPACE, "taskq-stream-shop")] == 3
+    assert fake.replicas[(NAMESPACE, "taskq-worker-email")] == 1  # the groups' are untouched
+    readers = "/apis/apps/v1/namespaces/taskq/deployments/taskq-stream-shop/scale"
+    assert fake.requests == [("PATCH", readers), ("GET", readers)]
+
+
+def test_targets_name_the_deployments_the_chart_renders():
+    assert target_deployment("email") == "taskq-worker-email"
+    assert target_deployment("stream:shop") == "taskq-stream-shop"

@@ -175,3 +175,23 @@ async def test_a_backlog_asks_for_more_readers_and_an_empty_stream_lets_them_go_
         finally:
             await runner.cleanup()
     await client.aclose()
+
+
+async def test_on_kubernetes_the_backlog_scales_the_sources_reader_deployment(
+    redis_url, redis_prefix, scaler, fake
+):
+    # The loop, Redis's backlog and the Kubernetes actuator together: spec.replicas is patched.
+    topology = shop(redis_prefix, "{min: 1, max: 6, backlog_per_worker: 100}")
+    spec = source(topology)
+    client = aioredis.Redis.from_url(redis_url)
+    for n in range(450):
+        await client.xadd(spec.stream, {"n": str(n)})
+    await client.xgroup_create(spec.stream, spec.group, id="0")
+    fake.replicas[("taskq", "taskq-stream-shop")] = 1
+    async with fake_management() as management, StreamSignalReader(client) as streams:
+        reader = SignalReader(management.settings(), timeout=0.5)
+        autoscaler = Autoscaler(topology, reader, scaler, groups=[], streams=streams)
+        (status,) = await autoscaler.step()
+        await reader.close()
+    assert (status.group, status.current, status.desired) == ("stream:shop", 1, 5)
+    assert fake.replicas[("taskq", "taskq-stream-shop")] == 5

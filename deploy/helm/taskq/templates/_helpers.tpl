@@ -69,6 +69,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* The Redis of the stream sources, for their readers and the autoscaler: by reference only. */}}
+{{- define "taskq.redisEnv" -}}
+- name: TASKQ_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.readers.redisUrl.name }}
+      key: {{ .Values.readers.redisUrl.key }}
+{{- end -}}
+
 {{/* Pod-level settings shared by every taskq pod. */}}
 {{- define "taskq.podSpec" -}}
 securityContext:
