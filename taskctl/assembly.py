@@ -305,6 +305,12 @@ async def run_stream(name: str, consumer: str, settings: Settings) -> int:
             settings.streams,
             StreamMetrics(REGISTRY),
         )
+        port = settings.streams.stream_metrics_port
+        if port:
+            # Every interface (a pod's address), so a credential with metrics:read is needed.
+            authenticator = open_authenticator(producer.submitter.store, settings.auth)
+            server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
+            stack.push_async_callback(server.cleanup)
         await source.ensure_group()
         await source.run(signalled())
         logger.info("stream source {} stopped", name)

@@ -507,7 +507,7 @@ class EncryptionSettings(Section):
 
 
 class StreamSettings(Section):
-    """Where the Redis of the topology's stream sources is, and how the sources read."""
+    """Where the Redis of the topology's stream sources is, how the sources read, and where a reader serves its metrics."""
 
     redis_url: Annotated[SecretStr, _scheme("redis", "rediss", "unix")] = SecretStr(
         "redis://127.0.0.1:6379/0"
@@ -517,6 +517,8 @@ class StreamSettings(Section):
     """Seconds a stream source's read waits for new entries."""
     stream_retry_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
     """Seconds before a stream source tries again the entries whose jobs could not be submitted (the broker or a store down)."""
+    stream_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Serve this stream reader's ``/metrics`` on this port (0: not; under ``taskctl up`` the API serves them)."""
 
 
 class Settings(BaseModel):

@@ -188,14 +188,8 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered, profile)
             assert container["resources"]["limits"]
             if workload["kind"] != "Deployment":
                 continue
-            if workload["metadata"]["labels"]["app.kubernetes.io/component"] == "stream":
-                # A reader listens on no port: nothing to probe, and checkov is told why.
-                assert "ports" not in container
-                annotations = workload["metadata"]["annotations"].values()
-                assert {a.split("=")[0] for a in annotations} == {"CKV_K8S_8", "CKV_K8S_9"}
-            else:
-                assert container["livenessProbe"]
-                assert container["readinessProbe"]
+            assert container["livenessProbe"]
+            assert container["readinessProbe"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -419,6 +413,12 @@ def test_one_reader_deployment_per_stream_source_each_pod_a_consumer_of_its_own(
         assert container["securityContext"] == worker["securityContext"]
         assert container["volumeMounts"] == worker["volumeMounts"]
         assert container["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
+        # Its metrics port, probed as a worker's; checkov has nothing to waive.
+        assert env["TASKQ_STREAM_METRICS_PORT"]["value"] == "9100"
+        assert container["ports"] == [{"name": "metrics", "containerPort": 9100}]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe] == worker[probe]
+        assert "annotations" not in reader["metadata"]
         pod = reader["spec"]["template"]
         assert pod["metadata"]["labels"]["taskq.io/stream"] == source
         assert pod["spec"]["automountServiceAccountToken"] is False
@@ -426,6 +426,15 @@ def test_one_reader_deployment_per_stream_source_each_pod_a_consumer_of_its_own(
         assert "replicas" not in reader["spec"]  # the autoscaler owns them
     budgets = of_kind(documents, "PodDisruptionBudget")
     assert set(readers) <= set(budgets)
+    # The ServiceMonitor scrapes every reader through one Service, and the policy lets it in.
+    service = of_kind(documents, "Service")["taskq-readers"]["spec"]
+    assert service["selector"]["app.kubernetes.io/component"] == "stream"
+    assert service["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics"}]
+    metrics = of_kind(documents, "NetworkPolicy")["taskq-metrics"]["spec"]
+    assert "stream" in metrics["podSelector"]["matchExpressions"][0]["values"]
+    moved = render({**PROFILES["streams-autoscaler"], "readers": {"metricsPort": 9200}})
+    ports = of_kind(moved, "NetworkPolicy")["taskq-metrics"]["spec"]["ingress"][0]["ports"]
+    assert [p["port"] for p in ports] == [9100, 9464, 9200]
     # Per-source resources, as for groups.
     bigger = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
     values = {

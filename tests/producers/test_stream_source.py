@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import orjson
 import pamqp.commands
 import pamqp.frame
@@ -21,13 +22,16 @@ import redis.asyncio as aioredis
 
 from jobstore.model import JobSearch, JobStatus
 from producers.backends import Producer, confirmed, open_producer
+from producers.auth.scopes import Scope
 from producers.frame_tap import _Tap
 from producers.publisher import ConfirmedPublisher
 from producers.streams.entries import entry_job_id, entry_request
 from producers.streams.source import StreamMetrics, StreamSource
 from tests.broker import channel
+from tests.credentials import bearer, issue_key
 from tests.faultproxy import FaultProxy
 from tests.helpers import eventually, write_topology
+from tests.security.conftest import free_port
 from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.errors import JobRejectedError, TopologyFileError
@@ -465,3 +469,41 @@ async def test_entries_become_jobs_exactly_once_across_a_sigkill(
         # An entry read again before its job's row was written publishes it again; its worker
         # runs that job id once (a copy after a failed attempt settles, see test_store_runs).
         assert set(queued) == made
+
+
+@pytest.mark.rabbitmq
+async def test_a_reader_serves_its_metrics_on_its_port_to_a_metrics_reader_only(
+    applied, tmp_path, redis_url, redis_prefix
+):
+    async with shop_stack(applied, tmp_path, redis_url, redis_prefix) as shop:
+        await shop.add(3)
+        port = free_port()
+        log = tmp_path / "source.log"
+        env = shop.env | {"TASKQ_STREAM_METRICS_PORT": str(port)}
+        command = [sys.executable, "-m", "taskctl", "stream", "shop", "--consumer", "scraped"]
+        with log.open("ab") as out:
+            reader = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=out)
+        store = shop.producer.submitter.store
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            async with httpx.AsyncClient() as http:
+
+                async def drained() -> bool:  # a child process: nothing to await but Redis
+                    assert reader.poll() is None, log.read_text()[-3000:]
+                    return await shop.unread() == 0 and await shop.pending() == 0
+
+                await eventually(drained, within=30)
+                nobody = await http.get(url)
+                lacking = await http.get(url, headers=bearer(await issue_key(store, scopes=(Scope.ADMIN,))))
+                scraper = bearer(await issue_key(store, scopes=(Scope.METRICS_READ,)))
+                scraped = await http.get(url, headers=scraper)
+        finally:
+            reader.send_signal(signal.SIGTERM)
+            returned = await asyncio.to_thread(reader.wait, 15)
+        assert nobody.status_code == 401
+        assert nobody.headers["www-authenticate"] == 'Bearer realm="taskq"'
+        assert lacking.status_code == 403
+        assert scraped.status_code == 200
+        assert 'taskq_stream_entries_total{outcome="accepted",source="shop"} 3.0' in scraped.text
+        assert returned == 0, log.read_text()[-3000:]
+
