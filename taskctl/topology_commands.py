@@ -121,7 +121,8 @@ def export(
         typer.Option(
             "--keda",
             help="Write KEDA manifests (YAML): one ScaledObject per group, scaling the "
-            "Deployment taskq-worker-<group> on its work queues' length.",
+            "Deployment taskq-worker-<group> on its work queues' length, and one per stream "
+            "source, scaling taskq-stream-<source> on its consumer group's lag and pending entries.",
         ),
     ] = False,
     namespace: Annotated[
@@ -138,8 +139,31 @@ def export(
     ] = "taskq-rabbitmq",
     trigger_auth: Annotated[
         bool,
-        typer.Option(help="With --keda: also write the TriggerAuthentication reading that Secret."),
+        typer.Option(
+            help="With --keda: also write the TriggerAuthentications reading the Secrets."
+        ),
     ] = True,
+    redis_auth_ref: Annotated[
+        str,
+        typer.Option(help="With --keda: the TriggerAuthentication holding Redis's address."),
+    ] = "taskq-redis",
+    redis_secret: Annotated[
+        str,
+        typer.Option(
+            help="With --keda: the Secret whose keys `address` (host:port) and `password` "
+            "KEDA's redis-streams triggers read."
+        ),
+    ] = "taskq-redis",
+    redis_password: Annotated[
+        bool,
+        typer.Option(help="With --keda: Redis wants a password (the Secret's key `password`)."),
+    ] = True,
+    redis_tls: Annotated[
+        bool, typer.Option(help="With --keda: reach Redis over TLS, as rediss:// does.")
+    ] = False,
+    redis_database: Annotated[
+        int, typer.Option(min=0, help="With --keda: the Redis database of the streams.")
+    ] = 0,
 ) -> None:
     """Print the RabbitMQ definitions, or KEDA manifests.
 
@@ -151,13 +175,34 @@ def export(
     if keda:
         import yaml
 
-        options = KedaOptions(namespace, vhost, polling_interval, auth_ref, secret, trigger_auth)
+        options = KedaOptions(
+            namespace,
+            vhost,
+            polling_interval,
+            auth_ref,
+            secret,
+            trigger_auth,
+            redis_auth_ref,
+            redis_secret,
+            redis_password,
+            redis_tls,
+            redis_database,
+        )
         header = (
             "# Written by `taskctl topology export --keda`: one KEDA ScaledObject per group, scaling\n"
             "# the Deployment taskq-worker-<group> on its work queues' length. KEDA reads the queues\n"
             f"# through the management API URL in key `host` of the Secret {secret!r}\n"
             "# (e.g. http://user:password@rabbitmq:15672/), which you create.\n"
         )
+        if topology.streams:
+            keys = (
+                "keys `address` (host:port) and `password`" if redis_password else "key `address`"
+            )
+            header += (
+                "# One per stream source, scaling taskq-stream-<source> on its consumer group's\n"
+                f"# lag and pending entries. KEDA reads the streams through the {keys}\n"
+                f"# of the Secret {redis_secret!r}, which you create.\n"
+            )
         manifests = keda_manifests(topology, options)
         text = header + yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
     else:

@@ -67,51 +67,124 @@ KUBERNETES_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 @dataclass(frozen=True, slots=True)
 class KedaOptions:
-    """Where the manifests go and how KEDA reaches RabbitMQ's management API."""
+    """Where the manifests go, how KEDA reaches RabbitMQ's management API, and how it reaches the stream sources' Redis."""
 
     namespace: str | None = None  # None: the namespace kubectl applies them to
     vhost: str = "/"
-    polling_interval: int = 15  # seconds between two looks at the queues
-    authentication: str = "taskq-rabbitmq"  # the TriggerAuthentication every trigger uses
+    polling_interval: int = 15  # seconds between two looks at the queues and streams
+    authentication: str = "taskq-rabbitmq"  # the TriggerAuthentication every rabbitmq trigger uses
     secret: str = "taskq-rabbitmq"  # the Secret whose key ``host`` holds the management URL
-    trigger_authentication: bool = True  # also write that TriggerAuthentication
+    trigger_authentication: bool = True  # also write the TriggerAuthentications
+    redis_authentication: str = "taskq-redis"  # the one every redis-streams trigger uses
+    # The Secret whose keys ``address`` (host:port) and ``password`` KEDA reads: it takes no URL.
+    redis_secret: str = "taskq-redis"
+    redis_password: bool = True  # False: Redis wants no password, the Secret has no such key
+    redis_tls: bool = False  # as ``rediss://`` in TASKQ_REDIS_URL
+    redis_database: int = 0  # the database of TASKQ_REDIS_URL
 
 
 def keda_manifests(
     topology: CompiledTopology, options: KedaOptions | None = None
 ) -> list[dict[str, Any]]:
-    """Return the TriggerAuthentication (unless turned off), then one ScaledObject per group."""
+    """Return the TriggerAuthentications (unless turned off), then one ScaledObject per group and one per stream source."""
     options = options or KedaOptions()
     # It passes the Secret's ``host`` key to every trigger as the scaler's ``host``.
-    auth = {
+    auths = [
+        {
+            "apiVersion": KEDA_API_VERSION,
+            "kind": "TriggerAuthentication",
+            "metadata": _metadata(options.authentication, options),
+            "spec": {
+                "secretTargetRef": [{"parameter": "host", "name": options.secret, "key": "host"}]
+            },
+        }
+    ]
+    if topology.streams:
+        auths.append(redis_authentication(options))
+    scaled = [scaled_object(group, options) for group in topology.groups]
+    scaled += [stream_scaled_object(name, spec, options) for name, spec in topology.streams]
+    return [*auths, *scaled] if options.trigger_authentication else scaled
+
+
+def redis_authentication(options: KedaOptions) -> dict[str, Any]:
+    """Return the TriggerAuthentication that gives the redis-streams triggers Redis's address and password."""
+    keys = ("address", "password") if options.redis_password else ("address",)
+    return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "TriggerAuthentication",
-        "metadata": _metadata(options.authentication, options),
-        "spec": {"secretTargetRef": [{"parameter": "host", "name": options.secret, "key": "host"}]},
+        "metadata": _metadata(options.redis_authentication, options),
+        "spec": {
+            "secretTargetRef": [
+                {"parameter": key, "name": options.redis_secret, "key": key} for key in keys
+            ]
+        },
     }
-    scaled = [scaled_object(group, options) for group in topology.groups]
-    return [auth, *scaled] if options.trigger_authentication else scaled
 
 
 def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
     """Return the ScaledObject that scales the Deployment of ``group`` on its work queues."""
     worker = worker_values(group)
     scale = worker["scale"]
+    triggers = [
+        {
+            "type": "rabbitmq",
+            "metadata": {
+                "protocol": "http",
+                "mode": "QueueLength",
+                "value": str(scale["backlogPerWorker"]),
+                "activationValue": str(scale["activation"]),
+                "queueName": queue,
+                "vhostName": options.vhost,
+            },
+            "authenticationRef": {"name": options.authentication},
+        }
+        for queue in worker["queues"]
+    ]
+    return _scaled_object(worker["deployment"], scale, triggers, options)
+
+
+def stream_scaled_object(name: str, spec: StreamSourceSpec, options: KedaOptions) -> dict[str, Any]:
+    """Return the ScaledObject that scales the readers of stream source ``name`` on its consumer group's lag and pending entries."""
+    reader = stream_values(name, spec)
+    scale = reader["scale"]
+    where = {
+        "stream": reader["stream"],
+        "consumerGroup": reader["group"],
+        "enableTLS": str(options.redis_tls).lower(),
+        "databaseIndex": str(options.redis_database),
+    }
+    per_reader = str(scale["backlogPerWorker"])
+    # The HPA follows the larger of the two wishes: entries not yet read (lag, which needs
+    # Redis 7) and entries read but not acknowledged (pending).
+    counts = (
+        {"lagCount": per_reader, "activationLagCount": str(scale["activation"])},
+        {"pendingEntriesCount": per_reader},
+    )
+    triggers = [
+        {
+            "type": "redis-streams",
+            "metadata": {**where, **count},
+            "authenticationRef": {"name": options.redis_authentication},
+        }
+        for count in counts
+    ]
+    return _scaled_object(reader["deployment"], scale, triggers, options)
+
+
+def _scaled_object(
+    deployment: str, scale: dict[str, int], triggers: list[dict[str, Any]], options: KedaOptions
+) -> dict[str, Any]:
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
-        "metadata": _metadata(worker["deployment"], options),
+        "metadata": _metadata(deployment, options),
         "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": worker["deployment"],
-            },
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
             "minReplicaCount": scale["min"],
             "maxReplicaCount": scale["max"],
             "pollingInterval": options.polling_interval,
             # cooldownPeriod only governs the last step to zero (min: 0); the HPA's scale-down
-            # window governs every other step, so both get the group's stabilization.
+            # window governs every other step, so both get the group's or source's stabilization.
             "cooldownPeriod": scale["cooldownSeconds"],
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
@@ -120,21 +193,7 @@ def scaled_object(group: CompiledGroup, options: KedaOptions) -> dict[str, Any]:
                     }
                 }
             },
-            "triggers": [
-                {
-                    "type": "rabbitmq",
-                    "metadata": {
-                        "protocol": "http",
-                        "mode": "QueueLength",
-                        "value": str(scale["backlogPerWorker"]),
-                        "activationValue": str(scale["activation"]),
-                        "queueName": queue,
-                        "vhostName": options.vhost,
-                    },
-                    "authenticationRef": {"name": options.authentication},
-                }
-                for queue in worker["queues"]
-            ],
+            "triggers": triggers,
         },
     }
 

@@ -135,6 +135,32 @@ def test_the_charts_scaled_objects_are_the_keda_exports(rendered, topology):
         }
 
 
+@pytest.mark.parametrize(
+    ("redis", "options"),
+    [
+        ({}, KedaOptions()),
+        (
+            {"secret": "cache", "passwordKey": "", "enableTLS": True, "databaseIndex": 3},
+            KedaOptions(
+                redis_secret="cache", redis_password=False, redis_tls=True, redis_database=3
+            ),
+        ),
+    ],
+)
+def test_the_charts_stream_scaled_objects_are_the_keda_exports(redis, options):
+    documents = render({**streams_values(), "scaling": {"mode": "keda", "keda": {"redis": redis}}})
+    topology = compile_topology(parse_topology(WITH_STREAMS))
+    exported = {m["metadata"]["name"]: m["spec"] for m in keda_manifests(topology, options)}
+    charted = {n: d["spec"] for n, d in of_kind(documents, "ScaledObject").items()}
+    scaled = {n: spec for n, spec in exported.items() if "triggers" in spec}
+    assert charted == scaled
+    assert {f"taskq-stream-{s}" for s in STREAM_SOURCES} < set(scaled)
+    # The chart's values name the Secret key of each parameter; the export's Secret uses its name.
+    auth = of_kind(documents, "TriggerAuthentication")["taskq-redis"]["spec"]
+    parameters = [r["parameter"] for r in auth["secretTargetRef"]]
+    assert parameters == [r["key"] for r in exported["taskq-redis"]["secretTargetRef"]]
+
+
 def test_the_autoscaler_may_only_get_and_patch_the_worker_deployments_scale(rendered, topology):
     documents = rendered["autoscaler"]
     assert not of_kind(documents, "ScaledObject")

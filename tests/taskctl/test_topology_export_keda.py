@@ -6,7 +6,10 @@ from typer.testing import CliRunner
 from taskctl.cli import app
 from tests.helpers import write_topology
 from tests.keda_schemas import validate_keda
+from tests.topology.test_keda import STREAMS
+from topology.compiled import compile_topology
 from topology.export import KedaOptions, keda_manifests
+from topology.loader import load_topology
 
 runner = CliRunner()
 
@@ -73,3 +76,24 @@ def test_export_without_keda_still_writes_definitions_json(topology):
     result = runner.invoke(app, ["topology", "export"])
     assert result.exit_code == 0, result.output
     assert result.stdout.lstrip().startswith("{")
+
+
+def test_export_keda_scales_the_stream_sources_with_the_redis_options(tmp_path: Path):
+    path = write_topology(tmp_path, STREAMS)
+    topology = compile_topology(load_topology(path))
+    options = ["--redis-secret", "cache", "--no-redis-password", "--redis-tls"]
+    result = runner.invoke(
+        app,
+        ["topology", "export", "--keda", "-f", str(path), *options, "--redis-database", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "# of the Secret 'cache', which you create." in result.stdout
+    documents = list(yaml.safe_load_all(result.stdout))
+    expected = KedaOptions(
+        redis_secret="cache", redis_password=False, redis_tls=True, redis_database=2
+    )
+    assert documents == keda_manifests(topology, expected)
+    for document in documents:
+        validate_keda(document)
+    names = [d["metadata"]["name"] for d in documents if d["kind"] == "ScaledObject"]
+    assert {"taskq-stream-shop", "taskq-stream-audit"} < set(names)

@@ -167,3 +167,96 @@ def test_the_schema_refuses_what_the_crd_refuses(breakage):
     breakage(document)
     with pytest.raises(jsonschema.ValidationError):
         validate(document)
+
+
+STREAMS = """
+groups:
+  orders: {jobs: ["order.#"]}
+  audits: {jobs: [audit.entry]}
+streams:
+  shop:
+    stream: "shop:orders"
+    job: "order.{event}"
+    event_field: kind
+    scale: {min: 1, max: 6, backlog_per_worker: 500, activation: 10, stabilization: 2m}
+  audit:
+    stream: audit
+    group: readers
+    job: audit.entry
+"""
+
+
+def test_each_stream_source_is_scaled_on_its_groups_lag_and_pending_entries():
+    source = compiled(STREAMS)
+    manifests = keda_manifests(source)
+    scaled = ["ScaledObject"] * (len(source.groups) + 2)
+    assert [m["kind"] for m in manifests] == ["TriggerAuthentication"] * 2 + scaled
+    for manifest in manifests:
+        validate(manifest)
+    redis = manifests[1]
+    assert redis["metadata"]["name"] == "taskq-redis"
+    assert redis["spec"]["secretTargetRef"] == [
+        {"parameter": "address", "name": "taskq-redis", "key": "address"},
+        {"parameter": "password", "name": "taskq-redis", "key": "password"},
+    ]
+    shop = by_name(manifests)["taskq-stream-shop"]["spec"]
+    assert shop["scaleTargetRef"]["name"] == "taskq-stream-shop"
+    assert (shop["minReplicaCount"], shop["maxReplicaCount"], shop["cooldownPeriod"]) == (1, 6, 120)
+    where = {
+        "stream": "shop:orders",
+        "consumerGroup": "taskq",
+        "enableTLS": "false",
+        "databaseIndex": "0",
+    }
+    assert shop["triggers"] == [
+        {
+            "type": "redis-streams",
+            "metadata": {**where, "lagCount": "500", "activationLagCount": "10"},
+            "authenticationRef": {"name": "taskq-redis"},
+        },
+        {
+            "type": "redis-streams",
+            "metadata": {**where, "pendingEntriesCount": "500"},
+            "authenticationRef": {"name": "taskq-redis"},
+        },
+    ]
+    audit = by_name(manifests)["taskq-stream-audit"]["spec"]
+    assert {t["metadata"]["consumerGroup"] for t in audit["triggers"]} == {"readers"}
+
+
+def test_redis_options_reach_the_stream_sources_documents():
+    options = KedaOptions(
+        namespace="jobs",
+        redis_authentication="cache-auth",
+        redis_secret="cache",
+        redis_password=False,
+        redis_tls=True,
+        redis_database=3,
+    )
+    source = compiled(STREAMS)
+    manifests = keda_manifests(source, options)
+    for manifest in manifests:
+        validate(manifest)
+        assert manifest["metadata"]["namespace"] == "jobs"
+    redis = manifests[1]
+    assert redis["metadata"]["name"] == "cache-auth"
+    assert redis["spec"]["secretTargetRef"] == [
+        {"parameter": "address", "name": "cache", "key": "address"}
+    ]
+    for trigger in by_name(manifests)["taskq-stream-shop"]["spec"]["triggers"]:
+        assert (trigger["metadata"]["enableTLS"], trigger["metadata"]["databaseIndex"]) == (
+            "true",
+            "3",
+        )
+        assert trigger["authenticationRef"] == {"name": "cache-auth"}
+    without = keda_manifests(source, KedaOptions(trigger_authentication=False))
+    assert [m["kind"] for m in without] == ["ScaledObject"] * (len(source.groups) + 2)
+
+
+def test_a_stream_source_name_kubernetes_refuses_is_a_topology_error():
+    source = compiled(
+        "groups:\n  paid: {jobs: [order.paid]}\n"
+        "streams:\n  big_shop: {stream: s, job: order.paid}\n"
+    )
+    with pytest.raises(TopologyError, match=r"'taskq-stream-big_shop'.*rename the stream source"):
+        keda_manifests(source)
