@@ -4,9 +4,9 @@ import yaml
 from typer.testing import CliRunner
 
 from taskctl.cli import app
+from tests.deploy.chart import WITH_STREAMS
 from tests.helpers import write_topology
 from tests.keda_schemas import validate_keda
-from tests.topology.test_keda import STREAMS
 from topology.compiled import compile_topology
 from topology.export import KedaOptions, keda_manifests
 from topology.loader import load_topology
@@ -79,7 +79,7 @@ def test_export_without_keda_still_writes_definitions_json(topology):
 
 
 def test_export_keda_scales_the_stream_sources_with_the_redis_options(tmp_path: Path):
-    path = write_topology(tmp_path, STREAMS)
+    path = write_topology(tmp_path, WITH_STREAMS)
     topology = compile_topology(load_topology(path))
     options = ["--redis-secret", "cache", "--no-redis-password", "--redis-tls"]
     result = runner.invoke(

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import jsonschema
 import pytest
 
+from tests.deploy.chart import WITH_STREAMS
 from tests.keda_schemas import validate_keda as validate
 from topology.compiled import CompiledGroup, CompiledTopology, compile_topology
 from topology.errors import TopologyError
@@ -169,25 +170,8 @@ def test_the_schema_refuses_what_the_crd_refuses(breakage):
         validate(document)
 
 
-STREAMS = """
-groups:
-  orders: {jobs: ["order.#"]}
-  audits: {jobs: [audit.entry]}
-streams:
-  shop:
-    stream: "shop:orders"
-    job: "order.{event}"
-    event_field: kind
-    scale: {min: 1, max: 6, backlog_per_worker: 500, activation: 10, stabilization: 2m}
-  audit:
-    stream: audit
-    group: readers
-    job: audit.entry
-"""
-
-
 def test_each_stream_source_is_scaled_on_its_groups_lag_and_pending_entries():
-    source = compiled(STREAMS)
+    source = compiled(WITH_STREAMS)
     manifests = keda_manifests(source)
     scaled = ["ScaledObject"] * (len(source.groups) + 2)
     assert [m["kind"] for m in manifests] == ["TriggerAuthentication"] * 2 + scaled
@@ -211,7 +195,7 @@ def test_each_stream_source_is_scaled_on_its_groups_lag_and_pending_entries():
     assert shop["triggers"] == [
         {
             "type": "redis-streams",
-            "metadata": {**where, "lagCount": "500", "activationLagCount": "10"},
+            "metadata": {**where, "lagCount": "500", "activationLagCount": "1"},
             "authenticationRef": {"name": "taskq-redis"},
         },
         {
@@ -233,7 +217,7 @@ def test_redis_options_reach_the_stream_sources_documents():
         redis_tls=True,
         redis_database=3,
     )
-    source = compiled(STREAMS)
+    source = compiled(WITH_STREAMS)
     manifests = keda_manifests(source, options)
     for manifest in manifests:
         validate(manifest)
