@@ -33,6 +33,7 @@ from webhooks.callbacks import CallbackDelivery, registration_check
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from jobstore.model import CredentialStore
     from producers.api.app import Services
     from producers.grpc_api.server import GrpcServer
 
@@ -223,10 +224,7 @@ async def run_scheduler(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
         await leadership.start()
         stack.push_async_callback(leadership.stop)
         port = settings.scheduler.scheduler_metrics_port
-        if port:
-            authenticator = open_authenticator(submitter.store, settings.auth)
-            server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
-            stack.push_async_callback(server.cleanup)
+        await _serve_metrics(stack, port, submitter.store, settings)
         stopping = signalled()
         names = ", ".join(name for name, _ in submitter.topology.schedules)
         logger.info("scheduler {} for {} (lease {:g}s)", leadership.name, names, lease)
@@ -235,6 +233,20 @@ async def run_scheduler(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
         )
         await scheduler.run(stopping)
     return 0
+
+
+async def _serve_metrics(
+    stack: contextlib.AsyncExitStack[bool | None],
+    port: int,
+    store: CredentialStore,
+    settings: Settings,
+) -> None:
+    """Serve the process registry's ``/metrics`` on ``port`` until ``stack`` closes (0: not)."""
+    if port:
+        # Every interface (a pod's address), so a credential with metrics:read is needed.
+        authenticator = open_authenticator(store, settings.auth)
+        server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
+        stack.push_async_callback(server.cleanup)
 
 
 async def run_worker(group_name: str, settings: Settings) -> int:
@@ -251,12 +263,7 @@ async def run_worker(group_name: str, settings: Settings) -> int:
         stack.push_async_callback(producer.close)
         backends, publisher, submitter = producer.backends, producer.publisher, producer.submitter
         group = backends.topology.group(group_name)
-        if settings.worker.worker_metrics_port:
-            # Every interface (a pod's address), so a credential with metrics:read is needed.
-            authenticator = open_authenticator(submitter.store, settings.auth)
-            port = settings.worker.worker_metrics_port
-            server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
-            stack.push_async_callback(server.cleanup)
+        await _serve_metrics(stack, settings.worker.worker_metrics_port, submitter.store, settings)
         deps = Deps(
             backends.topology,
             group,
@@ -306,11 +313,7 @@ async def run_stream(name: str, consumer: str, settings: Settings) -> int:
             StreamMetrics(REGISTRY),
         )
         port = settings.streams.stream_metrics_port
-        if port:
-            # Every interface (a pod's address), so a credential with metrics:read is needed.
-            authenticator = open_authenticator(producer.submitter.store, settings.auth)
-            server = await serve_metrics(authenticator, host="", port=port, registry=REGISTRY)
-            stack.push_async_callback(server.cleanup)
+        await _serve_metrics(stack, port, producer.submitter.store, settings)
         await source.ensure_group()
         await source.run(signalled())
         logger.info("stream source {} stopped", name)
