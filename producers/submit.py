@@ -89,11 +89,9 @@ class JobRequest:
     job_id: str | None = None
 
     def claim_key(self) -> str | None:
-        """Return the idempotency key as the store holds it: scoped by tenant and source.
-
-        Tenants and sources never contain ``/``, so a key one caller chooses can never equal
-        a key of another tenant or of taskq's own doors (webhook deliveries, callbacks).
-        """
+        """Return the idempotency key as the store holds it: scoped by tenant and source."""
+        # Tenants and sources never contain ``/``: no caller's key can equal another tenant's
+        # or one of taskq's own doors (webhook deliveries, callbacks).
         key = self.idempotency_key
         return None if not key else f"{self.tenant}/{self.source}/{key}"
 
@@ -249,12 +247,7 @@ class Submitter:
         return await self._counted(request, None)
 
     async def submit_reserved(self, request: JobRequest, *, producer: str) -> Submitted:
-        """Submit a job of a type reserved for ``producer``: taskq itself or a webhook source.
-
-        Raises:
-            ReservedJobTypeError: the type is not reserved for ``producer``.
-            The rest as ``submit``.
-        """
+        """Submit a job of a type reserved for ``producer`` (taskq or a webhook source); errors as ``submit``."""
         # Only taskq's own code calls this (the webhook receiver once a delivery is verified,
         # and the enqueueing of callbacks); no route or client leads here.
         return await self._counted(request, producer)
@@ -277,11 +270,8 @@ class Submitter:
     async def submit_many(
         self, requests: Sequence[JobRequest], *, producer: str | None = None
     ) -> list[Submitted | TaskqError]:
-        """Submit each request: one store transaction, one window of confirms; results in order.
-
-        ``producer`` names the source the requests' reserved types are for (a stream source),
-        as ``submit_reserved`` does; no client door passes one.
-        """
+        """Submit each request: one store transaction, one window of confirms; results in order."""
+        # ``producer``: the stream source reserved types are for, as in ``submit_reserved``.
         if len(requests) > self._settings.batch_max:
             raise JobRejectedError(
                 f"a batch holds at most {self._settings.batch_max} jobs, got {len(requests)}",
@@ -335,7 +325,7 @@ class Submitter:
                 asyncio.ensure_future(self._claimed(stored, meanwhile=True)) if stored else None
             )
             self._rows.write_behind()  # the rows of earlier jobs, while this confirm travels
-            errors = await self._publish_new(early)
+            errors = await self._publish(early)
             claims = await storing if storing else []
             for pending, error in zip(early, errors, strict=True):
                 outcomes[id(pending)] = error
@@ -352,7 +342,7 @@ class Submitter:
                     new.append(pending)
                 else:
                     outcomes[id(pending)] = claim
-        for pending, error in zip(new, await self._publish_new(new), strict=True):
+        for pending, error in zip(new, await self._publish(new), strict=True):
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
             outcomes[id(pending)] = error
@@ -371,7 +361,7 @@ class Submitter:
         except TaskqError as exc:
             return exc
 
-    async def _publish_new(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
+    async def _publish(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
         """Publish the jobs; a publish that fails as a whole fails each of them."""
         if not new:
             return ()
@@ -429,18 +419,14 @@ class Submitter:
         # least once, since a worker runs a job id once however many copies arrive.
         now = self.clock()
         pending = [_Pending(JobRequest(job.type), job, *self._message(job, now)) for job in jobs]
-        errors = list(await self._publish_new(pending))
+        errors = list(await self._publish(pending))
         published = [p.job for p, error in zip(pending, errors, strict=True) if error is None]
         if published:
             await self.store.confirm_jobs([self._confirmation(job) for job in published])
         return errors
 
     async def release(self, job_ids: Sequence[str]) -> None:
-        """Publish the workflow steps a worker's run window released (the repair sweep covers a failure).
-
-        Raises:
-            StoreError: the steps' rows could not be read; they are published by the repair sweep.
-        """
+        """Publish the workflow steps a worker's run window released (on a ``StoreError``, the repair sweep does)."""
         jobs = [job for i in job_ids if (job := await self.store.get_job(i)) is not None]
         released = [job for job in jobs if job.status is JobStatus.QUEUED]
         for job, error in zip(released, await self.publish_stored(released), strict=True):
@@ -503,22 +489,13 @@ class Submitter:
         return opened(job, self.sealer)
 
     async def follow_up(self, job: JobRecord) -> None:
-        """Enqueue the callback of a job that ended with a ``callback_url`` (at most once per end).
-
-        Raises:
-            BrokerUnavailableError, PublishError, StoreUnavailableError: not enqueued; call again.
-        """
+        """Enqueue the callback of a job that ended with a ``callback_url``, at most once per end (on an error: call again)."""
         request = callback_request(opened(job, self.sealer))
         if request is not None:
             await self.submit_reserved(request, producer=TASKQ)
 
     async def prepare_job(self, request: JobRequest, now: datetime) -> JobRecord:
-        """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store).
-
-        Raises:
-            ReservedJobTypeError, JobRejectedError: as ``submit``.
-            BlobUnavailableError: the payload could not be offloaded.
-        """
+        """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store)."""
         return (await self._prepare(request, now, None)).job
 
     async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
