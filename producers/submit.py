@@ -137,8 +137,8 @@ class _Pending:
     route: Route
 
 
-_Outcome = Claim | TaskqError | None
-"""What storing and publishing one job came to: its key held already, its publish failed, or done."""
+_Outcome = Submitted | TaskqError | None
+"""What storing and publishing one job came to: a replay, why not, or ``None`` once confirmed."""
 
 
 class _Type(NamedTuple):
@@ -255,8 +255,7 @@ class Submitter:
     async def _counted(self, request: JobRequest, producer: str | None) -> Submitted:
         try:
             pending = await self._prepare(request, self.clock(), producer)
-            outcome = await self._sends.submit(pending)
-            done = None if outcome is None else await self._refused(pending, outcome)
+            done = await self._sends.submit(pending)
             if done is None:
                 [done] = await self._confirm_all([pending])
             elif isinstance(done, TaskqError):
@@ -289,19 +288,16 @@ class Submitter:
             outcomes = await self._send_all(pendings)
         except TaskqError as exc:  # nothing was stored, so nothing is published: each says so
             outcomes = [exc] * len(pendings)
-        answers: dict[int, Submitted | TaskqError] = {}  # by id() of the pending job
-        for pending, outcome in zip(pendings, outcomes, strict=True):
-            if outcome is not None:
-                answers[id(pending)] = await self._refused(pending, outcome)
-        confirmed = [p for p in pendings if id(p) not in answers]
+        confirmed = [p for p, outcome in zip(pendings, outcomes, strict=True) if outcome is None]
         try:
-            answers.update(zip(map(id, confirmed), await self._confirm_all(confirmed), strict=True))
+            answers = iter(await self._confirm_all(confirmed))
         except TaskqError as exc:
             # The jobs are on the broker: each gets its answer, and the repair sweep records
             # the confirms this write lost (publishing them once more, which workers absorb).
             logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
-            answers.update((id(p), Submitted(p.job.id, p.job)) for p in confirmed)
-        results = [p if isinstance(p, TaskqError) else answers[id(p)] for p in prepared]
+            answers = iter([Submitted(p.job.id, p.job) for p in confirmed])
+        settled = iter([next(answers) if o is None else o for o in outcomes])
+        results = [p if isinstance(p, TaskqError) else next(settled) for p in prepared]
         for request, result in zip(requests, results, strict=True):
             self._count(request, result)
         return results
@@ -309,9 +305,9 @@ class Submitter:
     async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
         """Store the jobs stored first in one transaction, publish the new ones; one outcome each."""
         # A job published first has its row written behind its confirm (``_rows``): its message
-        # alone makes the job (a worker that receives it first creates its row). Outcomes: a
-        # ``Claim`` for a key claimed already, the error of a publish the broker did not confirm
-        # (its row deleted when it surely is not on the broker), ``None`` once confirmed.
+        # alone makes the job (a worker that receives it first creates its row). A publish the
+        # broker did not confirm answers its error (its row deleted when surely not on the
+        # broker); a key claimed already, the replay of its answer or why not.
         early = [p for p in pendings if _published_first(p)]
         stored = [p for p in pendings if not _published_first(p)]
         outcomes: dict[int, _Outcome] = {}  # by id() of the pending job
@@ -341,7 +337,7 @@ class Submitter:
                 if claim.state is ClaimState.NEW:
                     new.append(pending)
                 else:
-                    outcomes[id(pending)] = claim
+                    outcomes[id(pending)] = await self._refused(pending, claim)
         for pending, error in zip(new, await self._publish(new), strict=True):
             if isinstance(error, _NOT_PUBLISHED):
                 await self._abandon(pending)
@@ -372,13 +368,12 @@ class Submitter:
         except TaskqError as exc:  # e.g. the broker is down: none of them went out
             return [exc] * len(new)
 
-    async def _refused(
-        self, pending: _Pending, outcome: Claim | TaskqError
-    ) -> Submitted | TaskqError:
-        """Answer a job that was not published now: its key's answer replayed, or why not."""
-        if isinstance(outcome, TaskqError):
-            return outcome
-        await self.forget_blobs([pending.job])
+    async def _refused(self, pending: _Pending, outcome: Claim) -> Submitted | TaskqError:
+        """Answer a job whose key was claimed already: its answer replayed, or why not."""
+        try:
+            await self.forget_blobs([pending.job])
+        except TaskqError as exc:  # this job's answer alone, not its batch's
+            return exc
         if outcome.state is ClaimState.DONE and outcome.response is not None:
             return Submitted(outcome.job_id, outcome.response, replayed=True)
         if outcome.state is ClaimState.MISMATCH:
@@ -447,10 +442,8 @@ class Submitter:
 
     def _count(self, request: JobRequest, result: Submitted | TaskqError) -> None:
         group = self.group_of(request.type) or UNKNOWN_GROUP
-        if isinstance(result, TaskqError):
-            outcome = outcome_of(result)
-        else:
-            outcome = outcome_of(None, replayed=result.replayed)
+        replayed = isinstance(result, Submitted) and result.replayed
+        outcome = outcome_of(result if isinstance(result, TaskqError) else None, replayed=replayed)
         self._counters(request.source, group, request.priority.value, outcome).inc()
 
     async def get(self, job_id: str, viewer: Viewer) -> JobRecord:
