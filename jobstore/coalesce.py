@@ -37,15 +37,13 @@ class Coalescer(Generic[Item, Result]):
         """Add ``item`` to the next batch and return its result (or raise the batch's error)."""
         # When no batch is being written, the caller writes its own at once: a lone call costs
         # no task and no turn of the loop.
-        if self._writing is None and not self._waiting and not self._flushing():
-            return await self._write_alone(item)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        self._start()
-        return await future
-
-    async def _write_alone(self, item: Item) -> Result:
-        self._writing = writing = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._writing is not None or self._waiting or self._flushing():
+            future: asyncio.Future[Result] = loop.create_future()
+            self._waiting.append((item, future))
+            self._start()
+            return await future
+        self._writing = writing = loop.create_future()
         try:
             [result] = await self._write([item])
         finally:

@@ -340,7 +340,8 @@ class Submitter:
                     outcomes[id(pending)] = await self._refused(pending, claim)
         for pending, error in zip(new, await self._publish(new), strict=True):
             if isinstance(error, _NOT_PUBLISHED):
-                await self._abandon(pending)
+                await self.store.abandon_job(pending.job.id, pending.request.claim_key())
+                await self.forget_blobs([pending.job])
             outcomes[id(pending)] = error
         return [outcomes[id(p)] for p in pendings]
 
@@ -546,7 +547,8 @@ class Submitter:
         )
         if job.not_before is None or job.not_before <= now:
             return envelope, job_route(self.topology, envelope)
-        return envelope, delay_route(self.topology, envelope, _ms(job.not_before - now))
+        delay_ms = int((job.not_before - now).total_seconds() * 1000)  # > 0: not due yet
+        return envelope, delay_route(self.topology, envelope, delay_ms)
 
     def _new_job(self, pending: _Pending) -> NewJob:
         request = pending.request
@@ -702,10 +704,6 @@ class Submitter:
             raise
         return [None] * len(items)
 
-    async def _abandon(self, pending: _Pending) -> None:
-        await self.store.abandon_job(pending.job.id, pending.request.claim_key())
-        await self.forget_blobs([pending.job])
-
     async def _announce(self, job: JobRecord) -> None:
         # Events are advisory (the store is the truth), so a lost one is logged, not fatal.
         try:
@@ -757,7 +755,3 @@ def _check_strings(request: JobRequest) -> None:
             f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
             field="callback_url",
         )
-
-
-def _ms(delta: timedelta) -> int:
-    return max(0, int(delta.total_seconds() * 1000))
