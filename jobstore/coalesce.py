@@ -34,20 +34,16 @@ class Coalescer(Generic[Item, Result]):
         self._writing: asyncio.Future[None] | None = None  # a caller's own batch, being written
 
     async def submit(self, item: Item) -> Result:
-        """Add ``item`` to the next batch and return its result (or raise the batch's error).
-
-        When no batch is being written, the caller writes its own at once: a lone call costs
-        no task and no turn of the loop.
-        """
-        if self._writing is None and not self._waiting and not self._flushing():
-            return await self._write_alone(item)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        self._start()
-        return await future
-
-    async def _write_alone(self, item: Item) -> Result:
-        self._writing = writing = asyncio.get_running_loop().create_future()
+        """Add ``item`` to the next batch and return its result (or raise the batch's error)."""
+        # When no batch is being written, the caller writes its own at once: a lone call costs
+        # no task and no turn of the loop.
+        loop = asyncio.get_running_loop()
+        if self._writing is not None or self._waiting or self._flushing():
+            future: asyncio.Future[Result] = loop.create_future()
+            self._waiting.append((item, future))
+            self._start()
+            return await future
+        self._writing = writing = loop.create_future()
         try:
             [result] = await self._write([item])
         finally:
@@ -70,11 +66,9 @@ class Coalescer(Generic[Item, Result]):
         self._timer = asyncio.get_running_loop().call_later(self._linger, self._start)
 
     def write_behind(self) -> None:
-        """Start writing the due items one turn of the loop from now, behind what is ready then.
-
-        Called just before the caller queues a socket write and waits for the reply: the
-        batch is written while that reply travels, not while the caller is ready to go on.
-        """
+        """Start writing the due items one turn of the loop from now, behind what is ready then."""
+        # Called just before a socket write whose reply the caller awaits: the batch is written
+        # while that reply travels, not while the caller is ready to go on.
         if self._due:
             self._start(behind=True)
 

@@ -76,9 +76,7 @@ class AsyncClient(AsyncClosing):
         environ: Mapping[str, str] | None = None,
         open_publisher: Callable[[Backends], Awaitable[ClosingPublisher]] | None = None,
     ) -> AsyncClient:
-        """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``).
-
-        ``open_publisher`` opens the transport (default: a confirmed aio-pika publisher).
+        """Connect to the broker and open the stores named by ``TASKQ_*`` (default: ``os.environ``) through ``open_publisher`` (default: aio-pika).
 
         Raises:
             SettingsError, TopologyFileError: bad configuration.
@@ -114,10 +112,12 @@ class AsyncClient(AsyncClosing):
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request with confirms awaited together; one view or error per request, in order."""
         checked = [checked_request(r, self._viewer.tenant) for r in requests]
-        valid = [c for c in checked if isinstance(c, JobRequest)]
-        outcomes = iter(await self._submitter.submit_many(valid))
+        outcomes = iter(
+            await self._submitter.submit_many([c for c in checked if isinstance(c, JobRequest)])
+        )
         # Requests the schema refused keep their place, so results line up with requests.
-        return [c if isinstance(c, TaskqError) else _outcome(next(outcomes)) for c in checked]
+        results = [c if isinstance(c, TaskqError) else next(outcomes) for c in checked]
+        return [r if isinstance(r, TaskqError) else _view(r) for r in results]
 
     async def settle(self) -> None:
         """Write the rows of accepted jobs that wait to share a transaction (``close`` does too)."""
@@ -161,10 +161,6 @@ def _view(done: Submitted) -> JobView:
     return {**done.view(), "replayed": done.replayed}
 
 
-def _outcome(outcome: Submitted | TaskqError) -> JobView | TaskqError:
-    return outcome if isinstance(outcome, TaskqError) else _view(outcome)
-
-
 def _blocking(
     method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]], *, settle: bool = False
 ) -> Callable[Concatenate[SyncClient, P], T]:
@@ -180,12 +176,10 @@ def _blocking(
 
 
 class SyncClient:
-    """Submits jobs from synchronous code, blocking until the broker confirmed each one.
+    """Submits jobs from synchronous code, blocking until the broker confirmed each one."""
 
-    Each method is ``AsyncClient``'s, run to completion on a private event loop in the calling
-    thread, publishing through pika's blocking connection; calls from several threads take
-    turns. It cannot be used inside a running event loop: use ``AsyncClient`` there.
-    """
+    # Each method is ``AsyncClient``'s, run on the private loop (see the module docstring);
+    # calls from several threads take turns.
 
     submit = _blocking(AsyncClient.submit, settle=True)
     submit_many = _blocking(AsyncClient.submit_many, settle=True)

@@ -1,10 +1,7 @@
-"""``FrameTap``: a connection's bytes seen before aiormq parses them, and written without its queue.
+"""``FrameTap``: a connection's bytes seen before aiormq parses them, and written without its queue."""
 
-A worker's deliveries and a publisher's confirms are the frames taskq handles itself: cutting
-them out of the stream skips aiormq's reader tasks and frame objects, and a publish written
-straight to the transport skips its writer task (why: docs/performance.md). Every other frame
-goes to aiormq as it came.
-"""
+# Deliveries and confirms, cut out of the stream, skip aiormq's reader tasks and frame objects;
+# a publish written straight to the transport skips its writer task (docs/performance.md).
 
 from __future__ import annotations
 
@@ -155,11 +152,9 @@ class FrameTap(TransportFactory):
         self._routes[route.channel.number] = route
 
     def write(self, channel: AbstractChannel, payload: bytes) -> bool:
-        """Write ``payload`` (frames of a routed ``channel``) to the socket now, if nothing is queued before it.
-
-        Returns False when it must go through aiormq's write queue instead: frames wait there
-        (they are written in order), the channel is not routed on this transport, or it closes.
-        """
+        """Write ``payload`` (frames of a routed ``channel``) to the socket now, or return False to queue it in aiormq."""
+        # Queued when frames wait there (they go in order), the channel is not routed on this
+        # transport, or it closes.
         writer = self._writer
         if (
             writer is None

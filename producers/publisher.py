@@ -54,10 +54,7 @@ class Publisher(Protocol):
 
 
 class ConfirmedPublisher(AsyncClosing):
-    """Publishes persistent, mandatory messages on a confirm channel of a robust connection.
-
-    Concurrent ``publish`` calls share the channel, so their confirms are pipelined.
-    """
+    """Publishes persistent, mandatory messages on a shared confirm channel, confirms pipelined."""
 
     def __init__(
         self,
@@ -133,13 +130,10 @@ class ConfirmedPublisher(AsyncClosing):
             ContractError: a property is longer than AMQP allows (nothing was sent).
         """
         target = route or job_route(self._topology, envelope)
-        if tracing.enabled():
-            attributes = {"messaging.system": "rabbitmq", "taskq.job_id": envelope.id}
-            with tracing.span(
-                f"{target.exchange} publish", kind=SpanKind.PRODUCER, attributes=attributes
-            ):
-                [error] = await self._send([envelope], [target])
-        else:
+        attributes = {"messaging.system": "rabbitmq", "taskq.job_id": envelope.id}
+        with tracing.span(
+            f"{target.exchange} publish", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
             [error] = await self._send([envelope], [target])
         if error is not None:
             raise error
@@ -202,14 +196,10 @@ class ConfirmedPublisher(AsyncClosing):
         return results
 
     async def _renew(self, refused: AbstractRobustChannel) -> None:
-        """Publish on a new confirm channel from now on, at most once a second, once ``refused`` was nacked.
-
-        RabbitMQ 3.10 gives a channel its client of a quorum queue on the channel's first
-        publish to that queue, aimed at the leader the queue's record names. When that
-        leader's node is down (it crashed, and no new leader is recorded yet), the client
-        refuses that message and every later one to the queue for as long as the channel
-        lives; a new channel starts from the record as it is now.
-        """
+        """Publish on a new confirm channel from now on, at most once a second, once ``refused`` was nacked."""
+        # RabbitMQ 3.10 aims a channel's client of a quorum queue at the leader recorded at the
+        # channel's first publish to it; while that node is down, the client refuses every
+        # message to the queue for the channel's life. A new channel reads the record anew.
         now = time.monotonic()
         if refused is not self._channel or now < self._renewable_at:
             return  # renewed already, or lately: the next refusal tries again

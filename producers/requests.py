@@ -95,12 +95,10 @@ def checked_request(
     source: Mapping[str, Any] | JobRequest, tenant: str, *, door: str = "client"
 ) -> JobRequest | JobRejectedError:
     """Return the request once it passes the HTTP API's schema (every door accepts the same jobs), or why not."""
-    # ``source`` holds the fields of ``POST /jobs`` (``None`` counts as unset), or is a request
-    # built in code.
     try:
         if isinstance(source, JobRequest):  # built in code: read from its attributes
             body = JobSubmission.model_validate(source, from_attributes=True)
-        else:
+        else:  # the fields of ``POST /jobs``, where ``None`` counts as unset
             body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
         return _rejected(exc)

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import orjson
 from loguru import logger
@@ -89,11 +89,9 @@ class JobRequest:
     job_id: str | None = None
 
     def claim_key(self) -> str | None:
-        """Return the idempotency key as the store holds it: scoped by tenant and source.
-
-        Tenants and sources never contain ``/``, so a key one caller chooses can never equal
-        a key of another tenant or of taskq's own doors (webhook deliveries, callbacks).
-        """
+        """Return the idempotency key as the store holds it: scoped by tenant and source."""
+        # Tenants and sources never contain ``/``: no caller's key can equal another tenant's
+        # or one of taskq's own doors (webhook deliveries, callbacks).
         key = self.idempotency_key
         return None if not key else f"{self.tenant}/{self.source}/{key}"
 
@@ -139,8 +137,8 @@ class _Pending:
     route: Route
 
 
-_Outcome = Claim | TaskqError | None
-"""What storing and publishing one job came to: its key held already, its publish failed, or done."""
+_Outcome = Submitted | TaskqError | None
+"""What storing and publishing one job came to: a replay, why not, or ``None`` once confirmed."""
 
 
 class _Type(NamedTuple):
@@ -167,14 +165,11 @@ _NOT_PUBLISHED = (UnroutableError, PublishNackedError, ContractError, BrokerUnav
 
 
 class Submitter:
-    """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed.
+    """Validates, stores and publishes jobs; 2xx-worthy only once the broker confirmed."""
 
-    A keyed job (or one with a callback URL) is stored, its key claimed, with a deadline for
-    its confirm before it is published: one whose submitter stops before the confirm is
-    published again by ``repair`` (at least once), so no job stays queued without a message.
-    Any other is published first and its row written once confirmed (see ``_send_all``).
-    Concurrent submissions share store transactions.
-    """
+    # A job is stored first (its key claimed, a deadline set for its confirm, which ``repair``
+    # enforces) unless its message carries all its row holds: then it is published first and
+    # its row written behind its confirm (docs/architecture.md, "Submission").
 
     def __init__(
         self,
@@ -189,13 +184,13 @@ class Submitter:
         sealer: Sealer | None = None,
     ) -> None:
         self.topology = topology
-        self._sealer = sealer or Sealer()  # no keys: payloads stay clear
+        self.sealer = sealer or Sealer()  # opens sealed payloads for readers; no keys: clear
         self._metrics = metrics or ProducerMetrics()
         self._publisher = publisher
         self.store = store
         self._blobs = blobs
         self._settings = settings or SubmitSettings()
-        self._clock = clock
+        self.clock = clock  # the time now, as this submitter stamps jobs
         self._types: dict[str, _Type] = {}
         self._reserved = reservations(topology.webhooks, topology.streams)
         # labels() costs more than the increment; the label sets are few.
@@ -216,19 +211,10 @@ class Submitter:
         """Return how many jobs one ``submit_many`` takes at most (``TASKQ_BATCH_MAX``)."""
         return self._settings.batch_max
 
-    def clock(self) -> datetime:
-        """Return the time now, as this submitter stamps jobs."""
-        return self._clock()
-
     @property
     def repair_after(self) -> float:
         """Return the seconds a stored job waits for its confirm before the repair sweep publishes it."""
         return self._settings.repair_after
-
-    @property
-    def sealer(self) -> Sealer:
-        """Return what opens sealed payloads and results for readers."""
-        return self._sealer
 
     async def forget_blobs(self, jobs: Sequence[JobRecord]) -> None:
         """Delete the claim-checked payloads of prepared jobs that were not stored after all."""
@@ -261,92 +247,72 @@ class Submitter:
         return await self._counted(request, None)
 
     async def submit_reserved(self, request: JobRequest, *, producer: str) -> Submitted:
-        """Submit a job of a type reserved for ``producer``: taskq itself or a webhook source.
-
-        Only taskq's own code calls this (the webhook receiver once a delivery is verified,
-        and the enqueueing of callbacks); no route or client leads here.
-
-        Raises:
-            ReservedJobTypeError: the type is not reserved for ``producer``.
-            The rest as ``submit``.
-        """
+        """Submit a job of a type reserved for ``producer`` (taskq or a webhook source); errors as ``submit``."""
+        # Only taskq's own code calls this (the webhook receiver once a delivery is verified,
+        # and the enqueueing of callbacks); no route or client leads here.
         return await self._counted(request, producer)
 
     async def _counted(self, request: JobRequest, producer: str | None) -> Submitted:
         try:
-            done = await self._submit(request, producer)
+            pending = await self._prepare(request, self.clock(), producer)
+            done = await self._sends.submit(pending)
+            if done is None:
+                [done] = await self._confirm_all([pending])
+            elif isinstance(done, TaskqError):
+                raise done
         except TaskqError as exc:
             self._count(request, exc)
             raise
-        self._count(request, None, replayed=done.replayed)
-        return done
-
-    async def _submit(self, request: JobRequest, producer: str | None) -> Submitted:
-        pending = await self._prepare(request, self._clock(), producer)
-        outcome = await self._sends.submit(pending)
-        if outcome is not None:
-            return await self._refused(pending, outcome)
-        [done] = await self._confirm_all([pending])
+        self._count(request, done)
         return done
 
     async def submit_many(
         self, requests: Sequence[JobRequest], *, producer: str | None = None
     ) -> list[Submitted | TaskqError]:
-        """Submit each request: one store transaction, one window of confirms; results in order.
-
-        ``producer`` names the source the requests' reserved types are for (a stream source),
-        as ``submit_reserved`` does; no client door passes one.
-        """
+        """Submit each request: one store transaction, one window of confirms; results in order."""
+        # ``producer``: the stream source reserved types are for, as in ``submit_reserved``.
         if len(requests) > self._settings.batch_max:
             raise JobRejectedError(
                 f"a batch holds at most {self._settings.batch_max} jobs, got {len(requests)}",
                 field="jobs",
             )
-        results: list[Submitted | TaskqError | None] = [None] * len(requests)
-        now = self._clock()
-        prepared: list[tuple[int, _Pending]] = []
-        for index, request in enumerate(requests):
+        now = self.clock()
+        prepared: list[_Pending | TaskqError] = []
+        for request in requests:
             try:
-                prepared.append((index, await self._prepare(request, now, producer)))
+                prepared.append(await self._prepare(request, now, producer))
             except TaskqError as exc:
-                results[index] = exc
+                prepared.append(exc)
+        pendings = [p for p in prepared if isinstance(p, _Pending)]
         try:
-            outcomes = await self._send_all([p for _, p in prepared])
+            outcomes = await self._send_all(pendings)
         except TaskqError as exc:  # nothing was stored, so nothing is published: each says so
-            outcomes = [exc] * len(prepared)
-        confirmed: list[tuple[int, _Pending]] = []
-        for (index, pending), outcome in zip(prepared, outcomes, strict=True):
-            if outcome is None:
-                confirmed.append((index, pending))
-                continue
-            try:
-                results[index] = await self._refused(pending, outcome)
-            except TaskqError as exc:
-                results[index] = exc
-        await self._record_all(confirmed, results)
-        final = cast(list[Submitted | TaskqError], results)
-        for request, result in zip(requests, final, strict=True):
-            if isinstance(result, TaskqError):
-                self._count(request, result)
-            else:
-                self._count(request, None, replayed=result.replayed)
-        return final
+            outcomes = [exc] * len(pendings)
+        confirmed = [p for p, outcome in zip(pendings, outcomes, strict=True) if outcome is None]
+        try:
+            answers = iter(await self._confirm_all(confirmed))
+        except TaskqError as exc:
+            # The jobs are on the broker: each gets its answer, and the repair sweep records
+            # the confirms this write lost (publishing them once more, which workers absorb).
+            logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
+            answers = iter([Submitted(p.job.id, p.job) for p in confirmed])
+        settled = iter([next(answers) if o is None else o for o in outcomes])
+        results = [p if isinstance(p, TaskqError) else next(settled) for p in prepared]
+        for request, result in zip(requests, results, strict=True):
+            self._count(request, result)
+        return results
 
     async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
-        """Store the claim-first jobs in one transaction and publish the new ones; one outcome each.
-
-        A job without a key or callback URL is published at once and its row written behind
-        its confirm (``_rows``): its message alone makes the job (a worker that receives it
-        first creates its row). The others are published once their rows committed, a key's
-        claim first. A job whose key was claimed already gets its ``Claim``, one the broker did
-        not confirm the error (its row deleted when it surely is not on the broker), a
-        confirmed one ``None``.
-        """
+        """Store the jobs stored first in one transaction, publish the new ones; one outcome each."""
+        # A job published first has its row written behind its confirm (``_rows``): its message
+        # alone makes the job (a worker that receives it first creates its row). A publish the
+        # broker did not confirm answers its error (its row deleted when surely not on the
+        # broker); a key claimed already, the replay of its answer or why not.
         early = [p for p in pendings if _published_first(p)]
         stored = [p for p in pendings if not _published_first(p)]
+        outcomes: dict[int, _Outcome] = {}  # by id() of the pending job
         if not early:
             claims = await self._claimed(stored)
-            early_errors: Sequence[TaskqError | None] = ()
         else:
             # The rest waits one turn of the loop, in which the connection's writer puts the
             # frames this publish queues on the socket: the confirm travels meanwhile (an
@@ -355,41 +321,29 @@ class Submitter:
                 asyncio.ensure_future(self._claimed(stored, meanwhile=True)) if stored else None
             )
             self._rows.write_behind()  # the rows of earlier jobs, while this confirm travels
-            early_errors = await self._publish_new(early)
+            errors = await self._publish(early)
             claims = await storing if storing else []
-            await self._behind(early, early_errors)
-        late_errors: Sequence[TaskqError | None] = ()
-        if not isinstance(claims, TaskqError):
-            late_errors = await self._publish_new(
-                [p for p, c in zip(stored, claims, strict=True) if c.state is ClaimState.NEW]
-            )
-        published, late = iter(early_errors), iter(late_errors)
-        answers = iter(() if isinstance(claims, TaskqError) else claims)
-        outcomes: list[_Outcome] = []
-        for pending in pendings:
-            if _published_first(pending):
-                outcomes.append(next(published))
-                continue
-            if isinstance(claims, TaskqError):
-                outcomes.append(claims)
-                continue
-            claim = next(answers)
-            if claim.state is not ClaimState.NEW:
-                outcomes.append(claim)
-                continue
-            error = next(late)
+            for pending, error in zip(early, errors, strict=True):
+                outcomes[id(pending)] = error
+                if error is None:
+                    self._rows.post(self._new_job(pending))
+                elif isinstance(error, _NOT_PUBLISHED):
+                    await self.forget_blobs([pending.job])
+        new = []
+        if isinstance(claims, TaskqError):
+            outcomes.update((id(p), claims) for p in stored)
+        else:
+            for pending, claim in zip(stored, claims, strict=True):
+                if claim.state is ClaimState.NEW:
+                    new.append(pending)
+                else:
+                    outcomes[id(pending)] = await self._refused(pending, claim)
+        for pending, error in zip(new, await self._publish(new), strict=True):
             if isinstance(error, _NOT_PUBLISHED):
-                await self._abandon(pending)
-            outcomes.append(error)
-        return outcomes
-
-    async def _behind(self, early: Sequence[_Pending], errors: Sequence[TaskqError | None]) -> None:
-        """Hold the rows of the confirmed early jobs for writing; free the blobs of the refused."""
-        for pending, error in zip(early, errors, strict=True):
-            if error is None:
-                self._rows.post(self._new_job(pending))
-            elif isinstance(error, _NOT_PUBLISHED) and pending.envelope.payload_ref:
-                await self._blobs.delete(pending.envelope.payload_ref.uri)
+                await self.store.abandon_job(pending.job.id, pending.request.claim_key())
+                await self.forget_blobs([pending.job])
+            outcomes[id(pending)] = error
+        return [outcomes[id(p)] for p in pendings]
 
     async def _claimed(
         self, stored: Sequence[_Pending], *, meanwhile: bool = False
@@ -404,63 +358,45 @@ class Submitter:
         except TaskqError as exc:
             return exc
 
-    async def _publish_new(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
-        """Publish the jobs just stored; a publish that fails as a whole fails each of them."""
+    async def _publish(self, new: Sequence[_Pending]) -> Sequence[TaskqError | None]:
+        """Publish the jobs; a publish that fails as a whole fails each of them."""
         if not new:
             return ()
         try:
             return await self._publisher.publish_many(
                 [p.envelope for p in new], [p.route for p in new]
             )
-        except TaskqError as exc:  # e.g. the broker is down: each job is abandoned below
+        except TaskqError as exc:  # e.g. the broker is down: none of them went out
             return [exc] * len(new)
 
-    async def _refused(self, pending: _Pending, outcome: Claim | TaskqError) -> Submitted:
-        """Answer a job that was not published now: replay its key's answer, or raise why not."""
-        if isinstance(outcome, TaskqError):
-            raise outcome
-        if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref.uri)
+    async def _refused(self, pending: _Pending, outcome: Claim) -> Submitted | TaskqError:
+        """Answer a job whose key was claimed already: its answer replayed, or why not."""
+        try:
+            await self.forget_blobs([pending.job])
+        except TaskqError as exc:  # this job's answer alone, not its batch's
+            return exc
         if outcome.state is ClaimState.DONE and outcome.response is not None:
             return Submitted(outcome.job_id, outcome.response, replayed=True)
         if outcome.state is ClaimState.MISMATCH:
-            raise IdempotencyMismatchError(
+            return IdempotencyMismatchError(
                 "this Idempotency-Key was already used with a different request; use a new key",
                 field="idempotency_key",
             )
-        raise IdempotencyInFlightError(
+        return IdempotencyInFlightError(
             f"a request with this Idempotency-Key (job {outcome.job_id}) is still in progress; "
             "retry later"
         )
 
-    async def _record_all(
-        self, confirmed: list[tuple[int, _Pending]], results: list[Submitted | TaskqError | None]
-    ) -> None:
-        """Record the confirms of a batch and put each job's answer in its place."""
-        try:
-            answers = await self._confirm_all([p for _, p in confirmed])
-        except TaskqError as exc:
-            # The jobs are on the broker: each gets its answer, and the repair sweep records
-            # the confirms this write lost (publishing them once more, which workers absorb).
-            logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
-            answers = [Submitted(p.job.id, p.job) for _, p in confirmed]
-        for (index, _), answer in zip(confirmed, answers, strict=True):
-            results[index] = answer
-
     async def repair(self, *, limit: int = 500) -> int:
-        """Publish again the jobs stored but never confirmed in time; return how many were taken.
-
-        Their submitters stopped (or lost the broker) between storing and the confirm, so each
-        is published again, at least once: a worker runs a job id once however many copies
-        arrive. A job the broker refuses for good (its type no longer routed) is marked failed
-        with the reason. One whose publish fails for now is taken again on a later sweep.
-        """
+        """Publish again the jobs stored but never confirmed in time; return how many were taken."""
+        # Their submitters stopped (or lost the broker) before the confirm. A job the broker
+        # refuses for good is marked failed; one whose publish fails for now waits a sweep.
         if self._unrecorded:  # this process's own confirms, not yet written: not overdue
             await self._confirms.submit(self._unrecorded.pop())
         jobs = await self.store.take_unconfirmed(limit=limit, lease_s=self._settings.repair_after)
         if not jobs:
             return 0
-        now = self._clock()
+        now = self.clock()
         errors = await self.publish_stored(jobs)
         for job, error in zip(jobs, errors, strict=True):
             if isinstance(error, UnroutableError | PublishNackedError | ContractError):
@@ -474,34 +410,19 @@ class Submitter:
         return len(jobs)
 
     async def publish_stored(self, jobs: Sequence[JobRecord]) -> list[TaskqError | None]:
-        """Publish jobs as their rows hold them and record the confirms; the error of each, if any.
-
-        How a job stored before its publish reaches the broker when its submitter did not
-        publish it: the repair sweep's jobs, a workflow's first steps, the steps a worker
-        released. At least once: a worker runs a job id once however many copies arrive.
-        """
-        if not jobs:
-            return []
-        now = self._clock()
+        """Publish jobs as their rows hold them and record the confirms; the error of each, if any."""
+        # The repair sweep's jobs, a workflow's first steps, the steps a worker released: at
+        # least once, since a worker runs a job id once however many copies arrive.
+        now = self.clock()
         pending = [_Pending(JobRequest(job.type), job, *self._message(job, now)) for job in jobs]
-        try:
-            errors = await self._publisher.publish_many(
-                [p.envelope for p in pending], [p.route for p in pending]
-            )
-        except TaskqError as exc:  # e.g. the broker is down: none of them went out
-            return [exc] * len(jobs)
-        published = [p for p, error in zip(pending, errors, strict=True) if error is None]
-        await self.store.confirm_jobs(
-            [self._confirmation(p.job, orjson.dumps(job_view(p.job))) for p in published]
-        )
-        return list(errors)
+        errors = list(await self._publish(pending))
+        published = [p.job for p, error in zip(pending, errors, strict=True) if error is None]
+        if published:
+            await self.store.confirm_jobs([self._confirmation(job) for job in published])
+        return errors
 
     async def release(self, job_ids: Sequence[str]) -> None:
-        """Publish the workflow steps a worker's run window released (the repair sweep covers a failure).
-
-        Raises:
-            StoreError: the steps' rows could not be read; they are published by the repair sweep.
-        """
+        """Publish the workflow steps a worker's run window released (on a ``StoreError``, the repair sweep does)."""
         jobs = [job for i in job_ids if (job := await self.store.get_job(i)) is not None]
         released = [job for job in jobs if job.status is JobStatus.QUEUED]
         for job, error in zip(released, await self.publish_stored(released), strict=True):
@@ -520,23 +441,22 @@ class Submitter:
                 logger.opt(exception=exc).error("repair sweep failed unexpectedly")
             await asyncio.sleep(self._settings.repair_after / 3)
 
-    def _count(
-        self, request: JobRequest, error: TaskqError | None, *, replayed: bool = False
-    ) -> None:
+    def _count(self, request: JobRequest, result: Submitted | TaskqError) -> None:
         group = self.group_of(request.type) or UNKNOWN_GROUP
-        outcome = outcome_of(error, replayed=replayed)
+        replayed = isinstance(result, Submitted) and result.replayed
+        outcome = outcome_of(result if isinstance(result, TaskqError) else None, replayed=replayed)
         self._counters(request.source, group, request.priority.value, outcome).inc()
 
     async def get(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Return the job, if ``viewer`` may see it (else ``JobNotFoundError``, as for an unknown id)."""
         await self.settle()
-        return opened(await get_visible(self.store, viewer, job_id), self._sealer)
+        return opened(await get_visible(self.store, viewer, job_id), self.sealer)
 
     async def list_jobs(self, viewer: Viewer, search: JobSearch) -> JobPage:
         """Return one page of the jobs ``viewer`` may see, newest first (see ``list_visible``)."""
         await self.settle()
         page = await list_visible(self.store, viewer, search)
-        return replace(page, jobs=[opened(job, self._sealer) for job in page.jobs])
+        return replace(page, jobs=[opened(job, self.sealer) for job in page.jobs])
 
     async def cancel(self, job_id: str, viewer: Viewer) -> JobRecord:
         """Cancel a job that has not started (``JobStateError`` once it has); its worker acks it unrun."""
@@ -546,7 +466,7 @@ class Submitter:
                 f"job {job_id} is a step of workflow {found.workflow_id}; cancel the workflow "
                 "(DELETE /workflows/{id}), which cancels every step not started"
             )
-        now = self._clock()
+        now = self.clock()
         job = await self.store.transition(
             job_id, JobStatus.CANCELLED, allowed_from=CANCELLABLE, updated_at=now, finished_at=now
         )
@@ -560,25 +480,16 @@ class Submitter:
             await self.follow_up(job)
         except TaskqError as exc:  # the cancel stands; only its callback is missing
             logger.error("callback for cancelled job {} not enqueued: {}", job.id, exc)
-        return opened(job, self._sealer)
+        return opened(job, self.sealer)
 
     async def follow_up(self, job: JobRecord) -> None:
-        """Enqueue the callback of a job that ended with a ``callback_url`` (at most once per end).
-
-        Raises:
-            BrokerUnavailableError, PublishError, StoreUnavailableError: not enqueued; call again.
-        """
-        request = callback_request(opened(job, self._sealer))
+        """Enqueue the callback of a job that ended with a ``callback_url``, at most once per end (on an error: call again)."""
+        request = callback_request(opened(job, self.sealer))
         if request is not None:
             await self.submit_reserved(request, producer=TASKQ)
 
     async def prepare_job(self, request: JobRequest, now: datetime) -> JobRecord:
-        """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store).
-
-        Raises:
-            ReservedJobTypeError, JobRejectedError: as ``submit``.
-            BlobUnavailableError: the payload could not be offloaded.
-        """
+        """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store)."""
         return (await self._prepare(request, now, None)).job
 
     async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
@@ -636,7 +547,8 @@ class Submitter:
         )
         if job.not_before is None or job.not_before <= now:
             return envelope, job_route(self.topology, envelope)
-        return envelope, delay_route(self.topology, envelope, _ms(job.not_before - now))
+        delay_ms = int((job.not_before - now).total_seconds() * 1000)  # > 0: not due yet
+        return envelope, delay_route(self.topology, envelope, delay_ms)
 
     def _new_job(self, pending: _Pending) -> NewJob:
         request = pending.request
@@ -711,11 +623,7 @@ class Submitter:
     async def _offload(
         self, job_id: str, payload: JsonValue
     ) -> tuple[JsonValue, PayloadRef | None]:
-        """Store a large payload in the blob store (claim check) before anything is published.
-
-        With data keys configured the payload is sealed for this job: what the row, the
-        message and the blob hold is ciphertext.
-        """
+        """Store a large payload in the blob store (claim check), sealed for this job with data keys."""
         if payload is None:
             return None, None
         if token_of(payload) is not None:  # would be taken for a sealed payload
@@ -727,7 +635,7 @@ class Submitter:
         if problem:  # PostgreSQL's jsonb cannot hold it: refused for every store alike
             raise JobRejectedError(problem, field="payload")
         limit = self._settings.claim_check_bytes
-        sealer = self._sealer
+        sealer = self.sealer
         if limit == 0 or len(data) <= limit:
             return (sealer.seal_value(job_id, data) if sealer.enabled else payload), None
         if sealer.enabled:
@@ -736,17 +644,14 @@ class Submitter:
         return None, await self._blobs.put(blob_key(job_id), data, "application/json")
 
     async def _confirm_all(self, pendings: Sequence[_Pending]) -> list[Submitted]:
-        """Record the confirms and return the answers.
-
-        Awaited for keyed jobs (a replay must find the answer), in the background for the
-        others: a confirm lost to a crash costs one more copy of the message, no more.
-        """
-        answers = [Submitted(p.job.id, p.job) for p in pendings]
+        """Record the confirms and return the answers."""
+        # Awaited for keyed jobs (a replay must find the answer), in the background for the
+        # others: a confirm lost to a crash costs one more copy of the message, no more.
         keyed = []
-        for pending, answer in zip(pendings, answers, strict=True):
+        for pending in pendings:
             if _published_first(pending):  # no publish deadline to clear: its row is written behind
                 continue
-            confirmation = self._confirmation(pending.job, answer.response)
+            confirmation = self._confirmation(pending.job)
             if confirmation.response is None:
                 self._unrecorded.append(confirmation)
             else:
@@ -760,12 +665,13 @@ class Submitter:
             # rate (bench/http_ingest.py), and watchers start from the stored state anyway.
             for pending in pendings:
                 await self._announce(pending.job)
-        return answers
+        return [Submitted(p.job.id, p.job) for p in pendings]
 
-    def _confirmation(self, job: JobRecord, response: bytes) -> Confirmed:
+    def _confirmation(self, job: JobRecord) -> Confirmed:
+        """Return the confirm of ``job``, with the answer a replay of its key finds."""
         if job.idempotency_key is None:
             return Confirmed(job.id)
-        return Confirmed(job.id, response, self._settings.idempotency_ttl)
+        return Confirmed(job.id, orjson.dumps(job_view(job)), self._settings.idempotency_ttl)
 
     async def _create_jobs(self, items: Sequence[NewJob], *, durable: bool = True) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
@@ -798,11 +704,6 @@ class Submitter:
             raise
         return [None] * len(items)
 
-    async def _abandon(self, pending: _Pending) -> None:
-        await self.store.abandon_job(pending.job.id, pending.request.claim_key())
-        if pending.envelope.payload_ref is not None:
-            await self._blobs.delete(pending.envelope.payload_ref.uri)
-
     async def _announce(self, job: JobRecord) -> None:
         # Events are advisory (the store is the truth), so a lost one is logged, not fatal.
         try:
@@ -816,14 +717,10 @@ ANNOUNCED = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED}
 
 
 def callback_request(job: JobRecord) -> JobRequest | None:
-    """Return the callback job announcing that ``job`` ended, or ``None`` when none is due.
-
-    The callback job (type ``taskq.callback``) carries the URL and the finished job's view; the
-    built-in callbacks group delivers it (``webhooks.callbacks``) with the retries, DLQ and
-    replay of any job. Its idempotency key names the job and its final status, so announcing
-    the same end twice (a redelivery, a retried ack) enqueues one callback. The key lives in
-    the ``callback`` source's space, which no caller's key can reach.
-    """
+    """Return the callback job announcing that ``job`` ended, or ``None`` when none is due."""
+    # Delivered by the built-in callbacks group (``webhooks.callbacks``). Its key names the job
+    # and its final status, so announcing the same end twice enqueues one callback; it lives in
+    # the ``callback`` source's space, which no caller's key can reach.
     if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
         return None
     return JobRequest(
@@ -838,12 +735,9 @@ def callback_request(job: JobRecord) -> JobRequest | None:
 
 
 def _published_first(pending: _Pending) -> bool:
-    """Return whether the job is published before its row is written (see ``Submitter._send_all``).
-
-    Only a job whose message carries all its row holds: no key to claim first, and no
-    callback URL (the envelope has none, and a worker's row must not lose it). A delayed job
-    is stored first too: its row is how it is seen and cancelled until it is due.
-    """
+    """Return whether the job is published before its row is written (see ``Submitter._send_all``)."""
+    # Only a job whose message carries all its row holds: no key to claim first, no callback
+    # URL (the envelope has none); a delayed job's row is how it is seen and cancelled.
     job = pending.job
     return job.idempotency_key is None and job.callback_url is None and job.not_before is None
 
@@ -861,7 +755,3 @@ def _check_strings(request: JobRequest) -> None:
             f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
             field="callback_url",
         )
-
-
-def _ms(delta: timedelta) -> int:
-    return max(0, int(delta.total_seconds() * 1000))

@@ -1,13 +1,8 @@
-"""Publishes written as AMQP 0-9-1 frames straight onto an aiormq channel, and their confirms read back.
+"""Publishes written as AMQP 0-9-1 frames straight onto an aiormq channel, and their confirms read back."""
 
-The one module that reaches past aiormq's public API, doing what ``Channel.basic_publish`` and
-the channel's reader do (delivery tags, confirmations, returned messages) for a window of
-messages at once, at a fraction of the cost per message (``bench/publish.py``): the frames go
-to the socket from the publishing coroutine, and the broker's acks, nacks and returns settle
-their confirms as the bytes arrive (``Confirms``, a route on the connection's ``FrameTap``). A
-test pins the aiormq version it was written against (``AIORMQ_VERSION``), so an upgrade is
-checked here first.
-"""
+# The one module that reaches past aiormq's public API: what ``Channel.basic_publish`` and the
+# channel's reader do, for a window of messages at once at a fraction of the cost (why:
+# docs/performance.md). A test pins the aiormq version it was written against.
 
 from __future__ import annotations
 
@@ -168,12 +163,9 @@ class Sent:
 async def publish_confirmed(
     tap: FrameTap, channel: aiormq.Channel, messages: Sequence[Outgoing]
 ) -> Sent:
-    """Write ``messages`` on a confirm channel routed to ``Confirms`` on ``tap``; return the futures of their confirms.
-
-    A future resolves once the broker acks, or fails with ``Returned`` (no queue took it),
-    ``Nacked`` or the channel's close reason; call ``Sent.forget`` once they are done or
-    abandoned.
-    """
+    """Write ``messages`` on a confirm channel routed to ``Confirms`` on ``tap``; return the futures of their confirms."""
+    # A future fails with ``Returned``, ``Nacked`` or the channel's close reason; call
+    # ``Sent.forget`` once they are done or abandoned.
     payload = _frames(channel, messages)
     # Delivery tags are numbered in the order the frames reach the socket, so nothing else may
     # be written to this channel between taking the tags and writing: basic_publish holds the
@@ -235,11 +227,10 @@ def _frames(channel: aiormq.Channel, messages: Sequence[Outgoing]) -> bytes:
 
 
 class Deadlines:
-    """Fails the confirms still awaited once their timeout passed, with one timer for them all.
+    """Fails the confirms still awaited once their timeout passed, with one timer for them all."""
 
-    A timer per publish (``asyncio.timeout``) costs a heap entry, cancelled and left behind
-    for every confirm that came in time, on the path of every single publish.
-    """
+    # A timer per publish (``asyncio.timeout``) costs a heap entry, cancelled and left behind
+    # for every confirm that came in time, on the path of every single publish.
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout

@@ -257,7 +257,7 @@ async def test_the_repair_sweep_republishes_the_stored_ciphertext(applied, topol
         )
         # Stored as a submitter stores a keyed job, then a crash before its publish.
         prepared = await submitter._prepare(
-            JobRequest("email", {"card": SECRET}, idempotency_key="k"), submitter._clock(), None
+            JobRequest("email", {"card": SECRET}, idempotency_key="k"), submitter.clock(), None
         )
         await store.create_jobs([replace(submitter._new_job(prepared), confirm_within=0)])
         assert await submitter.repair() == 1

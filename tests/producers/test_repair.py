@@ -79,7 +79,7 @@ async def drain(settings: BrokerSettings, queue: str, count: int) -> list[Envelo
 
 async def stored_but_never_published(rig: Rig, *jobs: JobRequest) -> list[str]:
     """Store jobs as a submitter does, stop before publishing them (a crash), let time pass."""
-    now = rig.submitter._clock()
+    now = rig.submitter.clock()
     prepared = [await rig.submitter._prepare(j, now, None) for j in jobs]
     stored = [replace(rig.submitter._new_job(p), confirm_within=0) for p in prepared]
     await rig.store.create_jobs(stored)
@@ -300,7 +300,7 @@ async def test_a_confirmed_job_whose_row_write_failed_is_accepted_and_its_messag
     store.fail_with = None
     assert store.jobs == {}
     # The worker that receives them writes their rows.
-    now = submitter._clock()
+    now = submitter.clock()
     await store.run_window([], [RunStart(e.id, 1, 60.0, now, e) for e in published])
     rows = [await store.get_job(e.id) for e in published]
     assert [(r.payload, r.status) for r in rows if r] == [
