@@ -25,11 +25,11 @@ import orjson
 from http_ingest import free_port, purge, run_wrk, serve, stop  # a sibling: bench/ is on sys.path
 
 from tests.broker import TestsManagementClient
+from tests.webhooks.signing import sign_github
 from topology.apply import apply_topology
 from topology.compiled import compile_topology
 from topology.loader import load_topology
 from topology.settings import load_settings
-from webhooks.schemes.hmac_header import sign_github
 
 HERE = Path(__file__).resolve().parent
 SECRET = "bench-secret"
