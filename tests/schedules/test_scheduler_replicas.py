@@ -155,7 +155,11 @@ async def test_every_occurrence_fires_exactly_once_while_replicas_die(
                     return False
             return True
 
-        await eventually(caught_up, within=30, every=0.5)
+        try:
+            await eventually(caught_up, within=60, every=0.5)
+        except TimeoutError:
+            counts = {s: len(await fired(env["TASKQ_STORE_URL"], s)) for s in ("tick", "second")}
+            raise AssertionError(f"fired {counts}, leaders {replicas.leaders()}") from None
     finally:
         replicas.stop()
     names = {name for _, name in replicas.leaders()}
