@@ -282,19 +282,29 @@ class SharedSql:
         check_settable(fields)
         if not allowed_from:
             return None
+        query = self._transition(job_id, to, allowed_from, fields)
+        rows = await self._fetch(query.sql, *query.args)
+        return next((self._job(row) for row in rows), None)
+
+    def _transition(
+        self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus], fields: dict[str, Any]
+    ) -> Query:
+        """Return the statement that moves the job to ``to`` and sets ``fields`` if its status is in ``allowed_from``."""
+        allowed = list(allowed_from)
         sets = "".join(f", {name} = ${n}" for n, name in enumerate(fields, start=3))
-        statuses = marks(len(allowed_from), 3 + len(fields))
         # One statement is atomic on its own: the status test and the update cannot be split (a
         # racing PostgreSQL update waits for the row lock, then re-checks the committed row).
-        rows = await self._fetch(
-            f"UPDATE jobs SET status = $1{sets} WHERE id = $2 AND status IN ({statuses})"
+        return Query(
+            f"UPDATE jobs SET status = $1{sets} WHERE id = $2"
+            f" AND status IN ({marks(len(allowed), 3 + len(fields))})"
             f" RETURNING {', '.join(COLUMNS)}",
-            to.value,
-            job_id,
-            *(self._value_in(name, value) for name, value in fields.items()),
-            *(status.value for status in allowed_from),
+            (
+                to.value,
+                job_id,
+                *(self._value_in(name, value) for name, value in fields.items()),
+                *(status.value for status in allowed),
+            ),
         )
-        return next((self._job(row) for row in rows), None)
 
     async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:
         """Delete up to ``limit`` finished jobs past ``kept_for``, a statement per type; say which ``ask`` ids have no job."""

@@ -166,12 +166,8 @@ class WorkflowSql(SharedSql):
         return await self._talk(self._failing(job_id, error, at))
 
     def _failing(self, job_id: str, error: str, at: datetime) -> Talk[JobRecord | None]:
-        stamp = self._time_in(at)
-        rows = yield Query(
-            f"UPDATE jobs SET status = $1, last_error = $2, updated_at = $3, finished_at = $3"
-            f" WHERE id = $4 AND status IN ($5, $6) RETURNING {', '.join(COLUMNS)}",
-            (JobStatus.FAILED.value, error, stamp, job_id, *(s.value for s in _UNSTARTED)),
-        )
+        fields = {"last_error": error, "updated_at": at, "finished_at": at}
+        rows = yield self._transition(job_id, JobStatus.FAILED, _UNSTARTED, fields)
         job = next((self._job(row) for row in rows), None)
         if job is not None and job.workflow_id is not None:
             # The step will never run: its workflow goes on (or fails) as for a dead step, and
