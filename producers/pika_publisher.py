@@ -13,13 +13,14 @@ import pika.exceptions
 
 from producers.metrics import ProducerMetrics, exchange_kind
 from producers.publisher import translate
+from telemetry.redaction import mask_url
 from topology.broker import unreachable
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import Envelope
 from topology.errors import BrokerUnavailableError, TaskqError
 from topology.routes import Route, job_route
-from topology.settings import BrokerSettings, PublisherSettings, mask_url
+from topology.settings import BrokerSettings, PublisherSettings
 from topology.tls import broker_context
 
 # "The broker is not there right now": ConnectionClosed, StreamLostError and

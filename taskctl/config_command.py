@@ -69,7 +69,7 @@ def reference() -> str:
 def _shown(value: Any, secret: bool) -> str:
     from pydantic import SecretStr
 
-    from topology.settings import mask_url
+    from telemetry.redaction import mask_url
 
     if isinstance(value, SecretStr):
         value = value.get_secret_value()

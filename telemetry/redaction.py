@@ -36,13 +36,13 @@ _INPUT, _INPUT_END = "input_value=", ", input_type="
 
 def redact_text(text: str) -> str:
     """Return ``text`` with URL passwords, secret-named keys' values and rejected inputs masked."""
-    text = _mask_url_passwords(text)
+    text = mask_url(text)
     text = _mask_inputs(text)
     return _KEY_VALUE.sub(rf"\g<1>{MASK}", text)
 
 
-def _mask_url_passwords(text: str) -> str:
-    """Return ``text`` with the password of every ``scheme://user:password@`` masked."""
+def mask_url(text: str) -> str:
+    """Return ``text`` (a URL, or text holding URLs) with the password of every ``scheme://user:password@`` masked."""
     if "://" not in text:
         return text
     backwards, size = text[::-1], len(text)

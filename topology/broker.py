@@ -14,8 +14,9 @@ from aio_pika.connection import make_url
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from yarl import URL
 
+from telemetry.redaction import mask_url
 from topology.errors import BrokerUnavailableError, TopologyError
-from topology.settings import BrokerSettings, mask_url
+from topology.settings import BrokerSettings
 from topology.tls import broker_context, tls_failure
 
 # Connection failures that mean "the broker is not there right now"; anything else is a bug.

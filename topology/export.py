@@ -88,36 +88,27 @@ def keda_manifests(
 ) -> list[dict[str, Any]]:
     """Return the TriggerAuthentications (unless turned off), then one ScaledObject per group and one per stream source."""
     options = options or KedaOptions()
-    # It passes the Secret's ``host`` key to every trigger as the scaler's ``host``.
-    auths = [
-        {
-            "apiVersion": KEDA_API_VERSION,
-            "kind": "TriggerAuthentication",
-            "metadata": _metadata(options.authentication, options),
-            "spec": {
-                "secretTargetRef": [{"parameter": "host", "name": options.secret, "key": "host"}]
-            },
-        }
-    ]
+    # The Secret's ``host`` key goes to every rabbitmq trigger as the scaler's ``host``, and
+    # Redis's ``address`` (and ``password``) to every redis-streams trigger.
+    auths = [_authentication(options.authentication, options.secret, ("host",), options)]
     if topology.streams:
-        auths.append(redis_authentication(options))
+        keys = ("address", "password") if options.redis_password else ("address",)
+        redis = options.redis_authentication
+        auths.append(_authentication(redis, options.redis_secret, keys, options))
     scaled = [scaled_object(group, options) for group in topology.groups]
     scaled += [stream_scaled_object(name, spec, options) for name, spec in topology.streams]
     return [*auths, *scaled] if options.trigger_authentication else scaled
 
 
-def redis_authentication(options: KedaOptions) -> dict[str, Any]:
-    """Return the TriggerAuthentication that gives the redis-streams triggers Redis's address and password."""
-    keys = ("address", "password") if options.redis_password else ("address",)
+def _authentication(
+    name: str, secret: str, keys: tuple[str, ...], options: KedaOptions
+) -> dict[str, Any]:
+    refs = [{"parameter": key, "name": secret, "key": key} for key in keys]
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "TriggerAuthentication",
-        "metadata": _metadata(options.redis_authentication, options),
-        "spec": {
-            "secretTargetRef": [
-                {"parameter": key, "name": options.redis_secret, "key": key} for key in keys
-            ]
-        },
+        "metadata": _metadata(name, options),
+        "spec": {"secretTargetRef": refs},
     }
 
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from telemetry.redaction import mask_url
 from topology.errors import SettingsError
 from topology.limits import MAX_DELAY_S, Tenant, checked, tenant_problem
 from topology.names import DEFAULT_TENANT
@@ -32,16 +33,6 @@ ENV_PREFIX = "TASKQ_"
 SIGNATURE_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _names(value: str) -> tuple[str, ...]:

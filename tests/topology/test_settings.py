@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from yarl import URL
 
+from telemetry.redaction import mask_url
 from topology.broker import Failover, connect
 from topology.errors import ManagementApiError, SettingsError
 from topology.management import ManagementClient
@@ -16,7 +17,6 @@ from topology.settings import (
     PublisherSettings,
     Settings,
     load_settings,
-    mask_url,
     read_section,
 )
 
