@@ -5,7 +5,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
 from taskctl import context
@@ -33,30 +32,14 @@ def scale(
     publish and ack rates (a stream source's readers as ``stream:<source>``), read from the
     status URL of a running taskctl up or autoscale.
     """
-    import urllib.error
-    import urllib.request
-
     from taskctl.admin_key import caller_key
+    from taskctl.autoscaler_status import read_status, status_url
     from topology.settings import AutoscalerSettings, read_section
 
-    if url is None:
-        settings = read_section(AutoscalerSettings)
-        url = f"http://{settings.autoscaler_host}:{settings.autoscaler_port}/status"
-    key = caller_key()
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            groups = orjson.loads(answer.read())["groups"]
-    except urllib.error.HTTPError as exc:
-        try:  # the problem detail of the refusal, else its reason
-            detail = str(orjson.loads(exc.read())["detail"])
-        except (OSError, ValueError, KeyError, TypeError):
-            detail = str(exc.reason)
-        raise SettingsError(f"the autoscaler at {url} refused: {exc.code} {detail}") from exc
-    except (OSError, ValueError, KeyError) as exc:
-        raise SettingsError(
-            f"no autoscaler answers at {url} ({exc}); is taskctl up or taskctl autoscale running?"
-        ) from exc
+    url = url or status_url(read_section(AutoscalerSettings))
+    status = context.run(read_status(url, caller_key()))
+    if status.problem is not None:
+        raise SettingsError(status.problem)
     columns: list[context.Column] = [
         "group",
         ("backlog", lambda g: "?" if g["backlog"] is None else str(g["backlog"])),
@@ -69,7 +52,7 @@ def scale(
         ("in/s", lambda g: "?" if g["publish_rate"] is None else f"{g['publish_rate']:.1f}"),
         ("acked/s", lambda g: "?" if g["ack_rate"] is None else f"{g['ack_rate']:.1f}"),
     ]
-    context.print_rows(groups, columns, whole=1, as_json=as_json)
+    context.print_rows(status.groups, columns, whole=1, as_json=as_json)
 
 
 @app.command()

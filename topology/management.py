@@ -14,15 +14,8 @@ from topology.server import BrokerServer
 from topology.settings import BrokerSettings
 from topology.tls import broker_context, tls_failure
 
-_FIGURES = ",".join(
-    (
-        "name",
-        "messages_ready",
-        "messages_unacknowledged",
-        "consumers",
-        "head_message_timestamp",
-        "message_stats",
-    )
+_FIGURES = (
+    "name,messages_ready,messages_unacknowledged,consumers,head_message_timestamp,message_stats"
 )
 
 

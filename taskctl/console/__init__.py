@@ -8,10 +8,11 @@ from starlette.routing import Route
 
 from producers.api.app import OwnDoor
 from producers.auth.scopes import Scope
+from taskctl.autoscaler_status import status_url
 from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import Login
 from taskctl.console.overview import Overview, overview_events, overview_page
-from taskctl.console.scaling import AutoscalerStatus, scaling_page
+from taskctl.console.scaling import scaling_page
 from taskctl.console.sessions import PATH, Sessions
 from taskctl.console.topology_graph import topology_page
 from taskctl.console.web import Page, guarded, redirect, static
@@ -21,7 +22,7 @@ from topology.settings import AutoscalerSettings, BrokerSettings
 def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None = None) -> OwnDoor:
     """Return the console's routes: every page needs a session, and each its scope."""
     sessions = Sessions()
-    status = AutoscalerStatus(autoscaler or AutoscalerSettings())
+    status = status_url(autoscaler or AutoscalerSettings())
     login = Login(sessions)
     overview = Overview(broker)
 

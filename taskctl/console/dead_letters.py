@@ -27,11 +27,15 @@ def _group(visit: Visit) -> tuple[CompiledGroup, ConfirmedPublisher]:
     return dead_letters_of(visit.services, visit.request.path_params["group"])
 
 
-def _filter(visit: Visit, *, chosen: bool = False) -> DeadFilter:
-    """Return the letters the form picks: the ones ticked (``chosen``), else its filters."""
+def _filter(visit: Visit, verb: str | None = None) -> DeadFilter:
+    """Return the letters the form picks: those ticked to ``verb`` (unless it asks for all), else its filters."""
     tenant = visit.caller.tenant
-    if chosen:
+    if verb is not None and visit.field("all") is None:
         ids = visit.fields("id")
+        if not ids:
+            raise JobRejectedError(
+                f"tick the letters to {verb}, or {verb} all matching", field="id"
+            )
         if len(ids) > MAX_CHOSEN:
             raise JobRejectedError(f"choose at most {MAX_CHOSEN} letters at once", field="id")
         return DeadFilter(job_ids=frozenset(ids), tenant=tenant)
@@ -104,10 +108,7 @@ def _rate(visit: Visit) -> float:
 async def replay_letters(visit: Visit) -> Response:
     """Replay the ticked letters, or all matching the filters, at the chosen rate; audited."""
     group, publisher = _group(visit)
-    everything = visit.field("all") is not None
-    chosen = _filter(visit, chosen=not everything)
-    if not everything and not chosen.job_ids:
-        raise JobRejectedError("tick the letters to replay, or replay all matching", field="id")
+    chosen = _filter(visit, "replay")
     rate = _rate(visit)
     submitter = visit.services.submitter
     store, topology = submitter.store, submitter.topology
@@ -126,10 +127,7 @@ async def purge_letters(visit: Visit) -> Response:
             f"a purge cannot be undone: type the group's name ({group.name}) to confirm",
             field="confirm",
         )
-    everything = visit.field("all") is not None
-    chosen = _filter(visit, chosen=not everything)
-    if not everything and not chosen.job_ids:
-        raise JobRejectedError("tick the letters to purge, or purge all matching", field="id")
+    chosen = _filter(visit, "purge")
     store = visit.services.submitter.store
     run = partial(purge, publisher.connection, group, chosen)
     await audited(store, visit.caller, group.name, "purge", chosen, run)

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.responses import Response
 
 from jobstore.model import JobStore
-from taskctl.console.scaling import AutoscalerStatus
+from taskctl.autoscaler_status import read_status
 from taskctl.console.sse import STREAM_S, frame, stream
 from taskctl.console.web import Visit, seconds_text
 from topology.compiled import CompiledGroup, CompiledTopology
@@ -199,12 +199,12 @@ def _rate(row: Mapping[str, Any], name: str) -> float:
     return float(rate) if isinstance(rate, int | float) else 0.0
 
 
-async def overview_page(overview: Overview, autoscaler: AutoscalerStatus, visit: Visit) -> Response:
+async def overview_page(overview: Overview, status_url: str, visit: Visit) -> Response:
     """Show every group's figures, workers and last scaling decision, and the open breakers; its script follows ``overview_events``."""
     submitter = visit.services.submitter
     snapshot, scaling, breakers = await asyncio.gather(
         overview.snapshot(submitter.topology, submitter.store),
-        autoscaler.read(visit.session.credential),
+        read_status(status_url, visit.session.credential),
         submitter.store.list_breakers(),
     )
     return visit.page(
