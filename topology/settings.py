@@ -540,20 +540,27 @@ S = TypeVar("S", bound=Section)
 
 def declared() -> Iterator[tuple[str, str, FieldInfo, str]]:
     """Yield each setting's section, variable name, declaration and description, in the order of the docs."""
-    described = _descriptions()
-    for section in Settings.model_fields:
-        kind = _section(section)
-        for name, field in kind.model_fields.items():
-            yield section, ENV_PREFIX + name.upper(), field, described[kind.__name__, name]
+    # The descriptions are the fields' docstrings, read from this module's source only for the
+    # reference table and ``taskctl config``: pydantic's own docstring reading would cost every
+    # process that loads its settings.
+    described = {}
+    for node in ast.parse(Path(__file__).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef):
+            for field, doc in pairwise(node.body):
+                if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr):
+                    described[node.name, ast.unparse(field.target)] = ast.literal_eval(doc.value)
+    for section, kind in _sections():
+        for name, info in kind.model_fields.items():
+            yield section, ENV_PREFIX + name.upper(), info, described[kind.__name__, name]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default: the process's; blank is unset), or raise SettingsError."""
     sections: dict[str, Any] = {}
     problems: list[str] = []
-    for section in Settings.model_fields:
+    for section, kind in _sections():
         try:
-            sections[section] = read_section(_section(section), environ)
+            sections[section] = read_section(kind, environ)
         except SettingsError as exc:  # a section's own check may name its variable in one line
             problems += exc.problems or (str(exc),)
     if problems:
@@ -563,7 +570,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def read_section(kind: type[S], environ: Mapping[str, str] | None = None) -> S:
     """Read one section of the settings as ``load_settings`` does, building only that section."""
-    values = _values(kind, environ)
+    env = os.environ if environ is None else environ
+    values = {
+        name: env[variable]
+        for name in kind.model_fields
+        if env.get(variable := ENV_PREFIX + name.upper(), "").strip()
+    }
     if not values:
         # Pydantic validates no default, so this is what validating nothing gives, without
         # building a validator: a short command starts that much sooner.
@@ -571,50 +583,25 @@ def read_section(kind: type[S], environ: Mapping[str, str] | None = None) -> S:
     try:
         return kind.model_validate(values)
     except ValidationError as exc:
-        raise _invalid(_problems(kind, exc)) from exc
-
-
-def _values(kind: type[Section], environ: Mapping[str, str] | None) -> dict[str, str]:
-    env = os.environ if environ is None else environ
-    return {
-        name: env[variable]
-        for name in kind.model_fields
-        if env.get(variable := ENV_PREFIX + name.upper(), "").strip()
-    }
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:  # else a rule across fields, which names its variables itself
+                field = str(error["loc"][0])
+                hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
+                got = "" if hide else f" (got {error['input']!r})"
+                message = f"{ENV_PREFIX}{field.upper()}: {message}{got}"
+            problems.append(message)
+        raise _invalid(problems) from exc
 
 
 def _invalid(problems: list[str]) -> SettingsError:
     return SettingsError("invalid settings:\n  " + "\n  ".join(problems), problems=tuple(problems))
 
 
-def _problems(kind: type[Section], exc: ValidationError) -> list[str]:
-    out = []
-    for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
-        if error["loc"]:  # else a rule across a section's fields, which names its variables itself
-            field = str(error["loc"][0])
-            hide = is_secret(kind.model_fields[field]) or error["type"] == "value_error"
-            got = "" if hide else f" (got {error['input']!r})"
-            message = f"{ENV_PREFIX}{field.upper()}: {message}{got}"
-        out.append(message)
-    return out
-
-
-def _section(name: str) -> type[Section]:
-    return cast("type[Section]", Settings.model_fields[name].annotation)
-
-
-def _descriptions() -> dict[tuple[str, str], str]:
-    """Return each field's docstring by class and field name, read from this module's source."""
-    # Read only for the reference table and ``taskctl config``: pydantic's own docstring
-    # reading would cost every process that loads its settings.
-    described = {}
-    for node in ast.parse(Path(__file__).read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.ClassDef):
-            for field, doc in pairwise(node.body):
-                if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr):
-                    described[node.name, ast.unparse(field.target)] = ast.literal_eval(doc.value)
-    return described
+def _sections() -> Iterator[tuple[str, type[Section]]]:
+    for name, field in Settings.model_fields.items():
+        yield name, cast("type[Section]", field.annotation)
 
 
 def is_secret(field: FieldInfo) -> bool:
