@@ -10,7 +10,7 @@ from producers.api.app import OwnDoor
 from producers.auth.scopes import Scope
 from taskctl.autoscaler_status import status_url
 from taskctl.console import dead_letters, jobs, webhook_sources
-from taskctl.console.login import Login
+from taskctl.console.login import log_in, log_out, login_form
 from taskctl.console.overview import Overview, overview_events, overview_page
 from taskctl.console.scaling import scaling_page
 from taskctl.console.sessions import PATH, Sessions
@@ -23,7 +23,6 @@ def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None =
     """Return the console's routes: every page needs a session, and each its scope."""
     sessions = Sessions()
     status = status_url(autoscaler or AutoscalerSettings())
-    login = Login(sessions)
     overview = Overview(broker)
 
     def page(path: str, scope: Scope | None, endpoint: Page, post: bool = False) -> Route:
@@ -33,10 +32,10 @@ def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None =
     admin, reader = Scope.ADMIN, Scope.JOBS_READ
     routes = [
         Route(PATH, lambda _: redirect(f"{PATH}/"), methods=["GET"]),
-        Route(f"{PATH}/login", login.form, methods=["GET"]),
-        Route(f"{PATH}/login", login.submit, methods=["POST"]),
+        Route(f"{PATH}/login", partial(login_form, sessions), methods=["GET"]),
+        Route(f"{PATH}/login", partial(log_in, sessions), methods=["POST"]),
         Route(f"{PATH}/static/{{name}}", static, methods=["GET"]),
-        page("/logout", None, login.logout, post=True),
+        page("/logout", None, partial(log_out, sessions), post=True),
         page("/", admin, partial(overview_page, overview, status)),
         page("/overview/events", admin, partial(overview_events, overview)),
         page("/topology", admin, partial(topology_page, broker)),

@@ -34,55 +34,51 @@ def _form(request: Request, error: str | None, status: int) -> Response:
     return page
 
 
-class Login:
-    """The login and logout endpoints of one console."""
+async def login_form(sessions: Sessions, request: Request) -> Response:
+    """Show the login form (or go home when already logged in)."""
+    if sessions.find(request.cookies.get(COOKIE)) is not None:
+        return redirect(f"{PATH}/")
+    return _form(request, None, 200)
 
-    def __init__(self, sessions: Sessions) -> None:
-        self._sessions = sessions
 
-    async def form(self, request: Request) -> Response:
-        """Show the login form (or go home when already logged in)."""
-        if self._sessions.find(request.cookies.get(COOKIE)) is not None:
-            return redirect(f"{PATH}/")
-        return _form(request, None, 200)
+async def log_in(sessions: Sessions, request: Request) -> Response:
+    """Check the credential and start a session; the form again, saying why, if it fails."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body() if kind == FORM else b""
+    try:
+        sent = parse_qs(body.decode(), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        sent = {}
+    token = (sent.get("token") or [""])[0]
+    expected = request.cookies.get(LOGIN_COOKIE) or ""
+    # Login CSRF: another site cannot log this browser in under a credential of its own.
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        return _form(request, "the login form expired: try again", 403)
+    credential = (sent.get("credential") or [""])[0].strip()
+    if not credential or len(credential) > MAX_CREDENTIAL_CHARS:
+        return _form(request, "enter an API key (tq_...) or an access token", 401)
+    try:
+        authenticator = request.app.state.services.authenticator
+        caller = await authenticator.authenticate(f"Bearer {credential}")
+    except TaskqError as exc:
+        return _form(request, str(exc), 401)
+    if not caller.scopes & {Scope.JOBS_READ, Scope.ADMIN}:
+        return _form(request, "the console needs a credential with jobs:read or admin", 403)
+    cookie, _ = sessions.start(credential)
+    target = local_path(
+        (sent.get("next") or [""])[0],
+        f"{PATH}/" if Scope.ADMIN in caller.scopes else f"{PATH}/jobs",
+    )
+    response = redirect(target)
+    secure = request.url.scheme == "https"
+    _cookie(response, COOKIE, cookie, None, secure)  # a browser-session cookie
+    response.delete_cookie(LOGIN_COOKIE, path=PATH)
+    return response
 
-    async def submit(self, request: Request) -> Response:
-        """Check the credential and start a session; the form again, saying why, if it fails."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await request.body() if kind == FORM else b""
-        try:
-            sent = parse_qs(body.decode(), max_num_fields=10)
-        except (UnicodeDecodeError, ValueError):
-            sent = {}
-        token = (sent.get("token") or [""])[0]
-        expected = request.cookies.get(LOGIN_COOKIE) or ""
-        # Login CSRF: another site cannot log this browser in under a credential of its own.
-        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-            return _form(request, "the login form expired: try again", 403)
-        credential = (sent.get("credential") or [""])[0].strip()
-        if not credential or len(credential) > MAX_CREDENTIAL_CHARS:
-            return _form(request, "enter an API key (tq_...) or an access token", 401)
-        try:
-            authenticator = request.app.state.services.authenticator
-            caller = await authenticator.authenticate(f"Bearer {credential}")
-        except TaskqError as exc:
-            return _form(request, str(exc), 401)
-        if not caller.scopes & {Scope.JOBS_READ, Scope.ADMIN}:
-            return _form(request, "the console needs a credential with jobs:read or admin", 403)
-        cookie, _ = self._sessions.start(credential)
-        target = local_path(
-            (sent.get("next") or [""])[0],
-            f"{PATH}/" if Scope.ADMIN in caller.scopes else f"{PATH}/jobs",
-        )
-        response = redirect(target)
-        secure = request.url.scheme == "https"
-        _cookie(response, COOKIE, cookie, None, secure)  # a browser-session cookie
-        response.delete_cookie(LOGIN_COOKIE, path=PATH)
-        return response
 
-    async def logout(self, visit: Visit) -> Response:
-        """End the session (a POST with its CSRF token) and show the login form."""
-        self._sessions.end(visit.request.cookies.get(COOKIE))
-        response = redirect(f"{PATH}/login")
-        response.delete_cookie(COOKIE, path=PATH)
-        return response
+async def log_out(sessions: Sessions, visit: Visit) -> Response:
+    """End the session (a POST with its CSRF token) and show the login form."""
+    sessions.end(visit.request.cookies.get(COOKIE))
+    response = redirect(f"{PATH}/login")
+    response.delete_cookie(COOKIE, path=PATH)
+    return response
