@@ -62,7 +62,7 @@ def queues(as_json: context.JsonFlag = False) -> None:
     Ready and unacked messages, consumers and publish and ack rates of every work queue and
     DLQ, read through the management API.
     """
-    from topology.management import ManagementClient
+    from topology.management import ManagementClient, message_rate
 
     topology = context.compiled_topology(None)
     settings = context.broker_settings()
@@ -73,7 +73,6 @@ def queues(as_json: context.JsonFlag = False) -> None:
             for group in topology.groups:
                 for name in (*group.queue_names, group.dead_letter_queue):
                     data = await client.queue(settings.vhost, name)
-                    stats = data.get("message_stats") or {}
                     rows.append(
                         {
                             "group": group.name,
@@ -81,8 +80,8 @@ def queues(as_json: context.JsonFlag = False) -> None:
                             "ready": int(data.get("messages_ready") or 0),
                             "unacked": int(data.get("messages_unacknowledged") or 0),
                             "consumers": int(data.get("consumers") or 0),
-                            "publish_rate": _rate(stats, "publish_details"),
-                            "ack_rate": _rate(stats, "ack_details"),
+                            "publish_rate": message_rate(data, "publish_details"),
+                            "ack_rate": message_rate(data, "ack_details"),
                         }
                     )
         return rows
@@ -93,10 +92,6 @@ def queues(as_json: context.JsonFlag = False) -> None:
         ("acked/s", lambda row: f"{row['ack_rate']:.1f}"),
     ]
     context.print_rows(context.run(go()), columns, whole=1, as_json=as_json)
-
-
-def _rate(stats: dict[str, Any], field: str) -> float:
-    return float((stats.get(field) or {}).get("rate", 0.0))
 
 
 @app.command()

@@ -101,7 +101,11 @@ def configure_logging(
 ) -> LogFormat:
     """Send every log of this process to one sink (``auto``: text on a terminal, else JSON); return the format."""
     out = sys.stderr if stream is None else stream
-    chosen: LogFormat = ("text" if _is_terminal(out) else "json") if shape == "auto" else shape
+    try:
+        terminal = out.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        terminal = False
+    chosen: LogFormat = ("text" if terminal else "json") if shape == "auto" else shape
     logger.remove()
     logger.configure(patcher=_enrich)
     # No diagnose: loguru would print local variables in tracebacks, payloads and secrets included.
@@ -154,13 +158,6 @@ class InterceptHandler(logging.Handler):
         logger.opt(depth=depth, exception=record.exc_info).bind(**{LOGGER_FIELD: record.name}).log(
             level, message
         )
-
-
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # no isatty, or closed
-        return False
 
 
 def _route_stdlib(level: int) -> None:

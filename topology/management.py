@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -138,6 +139,14 @@ class ManagementClient(AsyncClosing):
                     f"{method} {base}{path} failed: {str(exc) or type(exc).__name__}; {hint}"
                 ) from exc
         raise AssertionError("unreachable: the last node's failure is raised")
+
+
+def message_rate(queue: Mapping[str, Any], name: str) -> float:
+    """Return a queue's rate ``name`` (``publish_details``, ``ack_details``) per second as the API lists it, else 0."""
+    stats = queue.get("message_stats")
+    details = stats.get(name) if isinstance(stats, Mapping) else None
+    rate = details.get("rate") if isinstance(details, Mapping) else None
+    return float(rate) if isinstance(rate, int | float) else 0.0
 
 
 def _q(part: str) -> str:

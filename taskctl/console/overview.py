@@ -17,7 +17,7 @@ from taskctl.console.sse import STREAM_S, frame, stream
 from taskctl.console.web import Visit, seconds_text
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TaskqError
-from topology.management import ManagementClient
+from topology.management import ManagementClient, message_rate
 from topology.priority import Priority
 from topology.settings import BrokerSettings
 
@@ -166,8 +166,8 @@ def _figures(
         consumers=_int(rows[0].get("consumers")),
         oldest_s=max(ages, default=None),
         dead=_int(dlq.get("messages_ready")),
-        in_rate=sum(_rate(r, "publish_details") for r in rows),
-        out_rate=sum(_rate(r, "ack_details") for r in rows),
+        in_rate=sum(message_rate(r, "publish_details") for r in rows),
+        out_rate=sum(message_rate(r, "ack_details") for r in rows),
         by_priority=split,
         split_from=source,
     )
@@ -190,13 +190,6 @@ def _number(value: object) -> float | None:
 def _sum(values: Any) -> int | None:
     found = list(values)
     return None if any(v is None for v in found) else sum(found)
-
-
-def _rate(row: Mapping[str, Any], name: str) -> float:
-    stats = row.get("message_stats")
-    details = stats.get(name) if isinstance(stats, Mapping) else None
-    rate = details.get("rate") if isinstance(details, Mapping) else None
-    return float(rate) if isinstance(rate, int | float) else 0.0
 
 
 async def overview_page(overview: Overview, status_url: str, visit: Visit) -> Response:

@@ -31,7 +31,10 @@ class Step:
 
 def timeline(job: JobRecord, events: Sequence[JobEvent]) -> list[Step]:
     """Return the job's steps: submitted, each failed attempt, dead-lettered, replayed, and where it is now."""
-    steps = [_submitted(job)]
+    later = job.not_before is not None and job.not_before > job.created_at
+    steps = [
+        Step(job.created_at, "Submitted", f"to run from {when(job.not_before)}" if later else "")
+    ]
     ordered = sorted(events, key=lambda e: e.at)  # written by several processes: by time
     steps += [_step(event, job.trace_id) for event in ordered]
     last = ordered[-1].kind if ordered else None
@@ -50,12 +53,6 @@ def duration(ms: float | None) -> str:
     if ms < 60_000:
         return f"{ms / 1000:.1f} s"
     return seconds_text(ms / 1000)
-
-
-def _submitted(job: JobRecord) -> Step:
-    later = job.not_before is not None and job.not_before > job.created_at
-    detail = f"to run from {when(job.not_before)}" if later else ""
-    return Step(job.created_at, "Submitted", detail)
 
 
 def _step(event: JobEvent, trace_id: str | None) -> Step:
