@@ -1,7 +1,6 @@
 """``taskctl dlq``: list, show, replay and purge dead letters, with filters and progress."""
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -191,14 +190,21 @@ def _audited(
     rate: float | None = None,
 ) -> None:
     """Run ``work`` on a broker connection and the job store, audited, with a progress bar; print what it did."""
+    from rich.progress import Progress as Bar
+
     from taskctl.dlq_audit import audited, operator
 
     doing, done = {"replay": ("replaying", "replayed"), "purge": ("purging", "purged")}[action]
+    console = context.out(stderr=True)  # the bar is for a person only: nothing to a pipe
 
     async def go(connection: "AbstractRobustConnection") -> "Outcome":
         async with context.job_store() as store:
-            with _progress(doing) as bar:
-                run = partial(work, connection, store, bar)
+            with Bar(console=console, transient=True, disable=not console.is_terminal) as bar:
+                task = bar.add_task(doing, total=None)
+                shown = partial(bar.update, task)
+                run = partial(
+                    work, connection, store, lambda n, total: shown(completed=n, total=total)
+                )
                 return await audited(store, operator(), group, action, chosen, run, rate=rate)
 
     outcome = _on_broker(go)
@@ -236,14 +242,3 @@ async def _listing(
             if (cursor := page.cursor) is None:
                 break
     return found
-
-
-@contextmanager
-def _progress(label: str) -> "Iterator[Progress]":
-    """Yield a progress callback drawing a bar on stderr, for a person only (nothing to a pipe)."""
-    from rich.progress import Progress
-
-    console = context.out(stderr=True)
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
