@@ -144,20 +144,21 @@ def _figures(
     read_at: float,
 ) -> GroupFigures:
     """Return a group's figures from its queues' rows (a lane each, or one) and the store's counts."""
+    counted = queued.get(group.name, Counter())  # the store's split by priority
+    split: dict[Priority, int | None] = {p: counted[p] for p in Priority}
     lanes = [queues.get(name) for name in group.queue_names]
     dlq = queues.get(group.dead_letter_queue)
     if not all(lanes) or dlq is None:
-        return GroupFigures(group.name, by_priority=_split(group, queued))
+        return GroupFigures(group.name, by_priority=split)
     rows = [lane for lane in lanes if lane is not None]
     heads = [_number(r.get("head_message_timestamp")) for r in rows]
     ages = [max(0.0, read_at - head) for head in heads if head is not None]
+    source = "store"
     if len(group.queue_names) > 1:  # a lane per priority: the broker's own split
-        split: dict[Priority, int | None] = {
+        split = {
             p: _int(queues.get(group.work_queues[p], {}).get("messages_ready")) for p in Priority
         }
         source = "broker"
-    else:
-        split, source = _split(group, queued), "store"
     return GroupFigures(
         group.name,
         ready=_sum(_int(r.get("messages_ready")) for r in rows),
@@ -171,12 +172,6 @@ def _figures(
         by_priority=split,
         split_from=source,
     )
-
-
-def _split(group: CompiledGroup, queued: Queued) -> dict[Priority, int | None]:
-    """Return the group's queued jobs by priority, as the store counts them."""
-    counted = queued.get(group.name, Counter())
-    return {p: counted[p] for p in Priority}
 
 
 def _int(value: object) -> int | None:
