@@ -79,9 +79,8 @@ class ScheduleSpec(BaseModel):
         return self
 
     def __hash__(self) -> int:
-        # The payload is any JSON (a dict is unhashable): hashed as its canonical text.
-        payload = orjson.dumps(self.payload, option=orjson.OPT_SORT_KEYS)
-        return hash((self.model_dump_json(exclude={"payload"}), payload))
+        # The payload is any JSON (a dict is unhashable): the spec is hashed as its canonical JSON.
+        return hash(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
 
     @property
     def zone(self) -> ZoneInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -438,16 +439,8 @@ class TopologySpec(_Spec):
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
 
     def __hash__(self) -> int:
-        return hash(
-            (
-                self.namespace,
-                self.delays,
-                tuple(sorted(self.groups.items())),
-                tuple(sorted(self.webhooks.items())),
-                tuple(sorted(self.streams.items())),
-                tuple(sorted(self.schedules.items())),
-            )
-        )
+        # Its mappings are unhashable and unordered: hashed as its canonical JSON.
+        return hash(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
 
 
 BUILTIN_GROUP_DEFAULTS: dict[str, Any] = {
