@@ -95,17 +95,11 @@ def diagram(topology: CompiledTopology, plan: Plan | None) -> Diagram:
         for exchange in sorted(level, key=lambda e: wanted[e.name]):
             y = max(wanted[exchange.name], y + ROW)  # never on top of the one above
             at[(Exchange, exchange.name)] = (MARGIN + index * COLUMN, y)
+    nodes = []
     drawn: list[Exchange | Queue] = [*topology.exchanges, *topology.queues]
-    nodes = [
-        Node(
-            obj.name,
-            type(obj).__name__.lower(),
-            _note(obj),
-            *at[(type(obj), obj.name)],
-            drift.get((type(obj), obj.name)),
-        )
-        for obj in drawn
-    ]
+    for obj in drawn:
+        key: tuple[type, str] = (type(obj), obj.name)
+        nodes.append(Node(obj.name, key[0].__name__.lower(), _note(obj), *at[key], drift.get(key)))
     edges = [_binding(b, at, b in missing) for b in topology.bindings]
     edges += _dead_letter_routes(topology, at)
     width = 2 * MARGIN + queue_column * COLUMN + NODE_W
