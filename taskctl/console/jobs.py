@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 
 from jobstore.model import JobSearch, JobStatus
-from producers.views import iso
+from producers.views import job_view
 from taskctl.console.sessions import PATH
 from taskctl.console.sse import KEEPALIVE, KEEPALIVE_S, STREAM_S, frame, stream
 from taskctl.console.timeline import timeline
@@ -125,13 +125,7 @@ async def events(visit: Visit) -> Response:
     async def changes() -> AsyncIterator[bytes]:
         async with services.hub.watch(viewer, job_id=job_id) as watcher:
             # Read after watching starts, so no change falls between the read and the watch.
-            now = await services.submitter.get(job_id, viewer)
-            current = {
-                "status": now.status.value,
-                "attempts": now.attempts,
-                "updated_at": iso(now.updated_at),
-                "last_error": now.last_error,
-            }
+            current = job_view(await services.submitter.get(job_id, viewer))
             deadline = time.monotonic() + STREAM_S
             while True:
                 yield frame("status", _live(current))
