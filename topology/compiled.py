@@ -197,6 +197,7 @@ def compile_topology(
     quorum = [g.priority for g in spec.groups.values() if g.priority.queue_type is QueueType.QUORUM]
     sizes = [p.replicas for p in quorum]
     most = None if None in sizes else max((n for n in sizes if n is not None), default=None)
+    kind = {**_QUORUM_DEAD_LETTERING, **_replicas(most)} if quorum else {"x-queue-type": "classic"}
     tiers = []
     for ms in spec.delays.tiers():
         label = f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
@@ -206,10 +207,7 @@ def compile_topology(
         # order, so a short delay never waits behind a long one (per-message TTL only
         # expires at the head of a queue: https://www.rabbitmq.com/docs/ttl#per-message-ttl-caveats).
         # No dead-letter routing key: the message returns with its original one (the job type).
-        ttl: dict[str, ArgValue] = {"x-message-ttl": ms, "x-dead-letter-exchange": jobs}
-        ttl |= (
-            {**_QUORUM_DEAD_LETTERING, **_replicas(most)} if quorum else {"x-queue-type": "classic"}
-        )
+        ttl = {"x-message-ttl": ms, "x-dead-letter-exchange": jobs, **kind}
         queues.append(Queue(tier.queue, arguments=args(ttl)))
         bindings.append(_header_binding(retry, tier.queue, names.DELAY_HEADER, tier.label))
     laned = [g for g in groups if g.spec.priority.strategy is PriorityStrategy.LANES]
