@@ -8,7 +8,6 @@ from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
 import aiormq
-from aio_pika.abc import ExchangeType
 
 from topology.broker import connect
 from topology.compiled import Binding, CompiledTopology, Exchange, Queue, args
@@ -272,12 +271,13 @@ async def declare(
 ) -> str:
     """Declare every exchange, queue and binding over AMQP (idempotent); return the broker's product and version."""
     async with await connect(settings, name="taskctl topology apply") as connection:
-        channel = await connection.channel()
+        # The AMQP channel itself: one method per declaration, nothing for aio-pika to restore.
+        channel = await (await connection.channel()).get_underlay_channel()
         try:
             for e in topology.exchanges:
-                await channel.declare_exchange(
+                await channel.exchange_declare(
                     e.name,
-                    ExchangeType(e.type),
+                    exchange_type=e.type,
                     durable=e.durable,
                     auto_delete=e.auto_delete,
                     internal=e.internal,
@@ -285,7 +285,7 @@ async def declare(
                 )
             progress(f"declared {len(topology.exchanges)} exchanges")
             for q in topology.queues:
-                await channel.declare_queue(
+                await channel.queue_declare(
                     q.name,
                     durable=q.durable,
                     auto_delete=q.auto_delete,
@@ -293,13 +293,10 @@ async def declare(
                 )
             progress(f"declared {len(topology.queues)} queues")
             for b in topology.bindings:
-                source = await channel.get_exchange(b.source, ensure=False)
-                target = await (
-                    channel.get_queue(b.destination, ensure=False)
-                    if b.destination_type == "queue"
-                    else channel.get_exchange(b.destination, ensure=False)
+                bind = (
+                    channel.queue_bind if b.destination_type == "queue" else channel.exchange_bind
                 )
-                await target.bind(source, b.routing_key, arguments=dict(b.arguments))
+                await bind(b.destination, b.source, b.routing_key, arguments=dict(b.arguments))
             progress(f"declared {len(topology.bindings)} bindings")
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TopologyConflictError(
