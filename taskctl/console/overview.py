@@ -126,14 +126,13 @@ async def _read_store(store: JobStore, topology: CompiledTopology) -> tuple[Queu
     except TaskqError as exc:
         return {}, f"the job store's counts are unavailable: {exc}"
     # Each type's group is found once (a pattern match per group), not once per group and row.
-    owners: dict[str, str | None] = {}
+    owners: dict[str, CompiledGroup | None] = {}
     queued: Queued = {}
     for job_type, priority, n in counts:
         if job_type not in owners:
-            owners[job_type] = next((g.name for g in topology.groups if g.takes(job_type)), None)
-        owner = owners[job_type]
-        if owner is not None:
-            queued.setdefault(owner, Counter())[priority] += n
+            owners[job_type] = topology.group_for(job_type)
+        if (owner := owners[job_type]) is not None:
+            queued.setdefault(owner.name, Counter())[priority] += n
     return queued, None
 
 
