@@ -2,6 +2,7 @@
 
 import time
 from collections import Counter
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -109,12 +110,8 @@ def breakers(
         context.compiled_topology(None).group(group)
     now = datetime.now(UTC)
     rows = [
-        {
-            "group": record.group,
-            "dependency": record.dependency,
-            "worker": record.worker,
-            "state": record.state,
-            "failures": record.failures,
+        asdict(record)
+        | {
             "changed_at": record.changed_at.isoformat(),
             # A worker's clock may run a little ahead of ours: an age is never negative.
             "age_s": round(max(0.0, (now - record.changed_at).total_seconds()), 3),
