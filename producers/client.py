@@ -112,11 +112,7 @@ class AsyncClient(AsyncClosing):
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request with confirms awaited together; one view or error per request, in order."""
         checked = [checked_request(r, self._viewer.tenant) for r in requests]
-        outcomes = iter(
-            await self._submitter.submit_many([c for c in checked if isinstance(c, JobRequest)])
-        )
-        # Requests the schema refused keep their place, so results line up with requests.
-        results = [c if isinstance(c, TaskqError) else next(outcomes) for c in checked]
+        results = await self._submitter.submit_many(checked)
         return [r if isinstance(r, TaskqError) else _view(r) for r in results]
 
     async def settle(self) -> None:

@@ -144,7 +144,9 @@ class Workflows:
             first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
             status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
             job = replace(job, workflow_id=flow_id, status=status)
-            items.append(NewJob(job, confirm_within=submitter.repair_after if first else None))
+            items.append(
+                NewJob(job, confirm_within=submitter.settings.repair_after if first else None)
+            )
             steps.append(StepRecord(flow_id, position, role, job.id))
         flow = WorkflowRecord(
             id=flow_id,

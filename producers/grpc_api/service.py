@@ -143,13 +143,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self, request: pb.SubmitBatchRequest, context: Context, caller: Principal
     ) -> pb.SubmitBatchResponse:
         """Submit every job with confirms awaited together; one result per job, in order."""
-        most = self._submitter.batch_max
-        if len(request.jobs) > most:
-            raise JobRejectedError(f"a batch holds at most {most} jobs", field="jobs")
         checked = [_request(job, caller) for job in request.jobs]
-        valid = [c for c in checked if isinstance(c, JobRequest)]
-        done = iter(await self._outlived(self._submitter.submit_many(valid), context))
-        outcomes = [c if isinstance(c, TaskqError) else next(done) for c in checked]
+        outcomes = await self._outlived(self._submitter.submit_many(checked), context)
         results = [_result(outcome) for outcome in outcomes]
         accepted = sum(1 for r in results if r.HasField("job"))
         return pb.SubmitBatchResponse(

@@ -288,7 +288,7 @@ class StreamSource:
                 return [exc] * len(requests)
         new = [request for index, request in enumerate(requests) if index not in outcomes]
         submitted: list[Submitted | TaskqError] = []
-        most = self._submitter.batch_max
+        most = self._submitter.settings.batch_max
         producer = stream_producer(self._name)
         for start in range(0, len(new), most):
             chunk = new[start : start + most]
