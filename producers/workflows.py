@@ -109,88 +109,68 @@ class WorkflowAnswer:
     replayed: bool = False  # its idempotency key named it already: this is that workflow
 
 
-class Workflows:
-    """Submits, reads and cancels workflows through the submitter's rules, store and publisher."""
-
-    def __init__(self, submitter: Submitter) -> None:
-        self._submitter = submitter
-        self._store = submitter.store
-
-    async def submit(
-        self, body: WorkflowSubmission, *, tenant: str, source: str = "client"
-    ) -> WorkflowAnswer:
-        """Store the workflow with every step's job, publish its first steps, and return it."""
-        # The steps after the first (a chain's) wait, stored as scheduled, until a worker's run
-        # window releases them. First steps not all confirmed raise, the workflow stored: the
-        # repair sweep publishes them (a retry with the same key finds it).
-        submitter = self._submitter
-        now = submitter.clock()
-        kind = WorkflowKind(body.kind)
-        flow_id = new_job_id()
-        items: list[NewJob] = []
-        steps: list[StepRecord] = []
-        for position, given in enumerate(body.all_steps()):
-            request = JobRequest(
-                type=given.type,
-                payload=given.payload,
-                priority=given.priority,
-                max_attempts=given.max_attempts,
-                correlation_id=body.correlation_id or flow_id,
-                source=source,
-                tenant=tenant,
-            )
-            job = await submitter.prepare_job(request, now)
-            role = _role(kind, position, len(body.steps))
-            first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
-            status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
-            job = replace(job, workflow_id=flow_id, status=status)
-            items.append(
-                NewJob(job, confirm_within=submitter.settings.repair_after if first else None)
-            )
-            steps.append(StepRecord(flow_id, position, role, job.id))
-        flow = WorkflowRecord(
-            id=flow_id,
-            kind=kind,
-            status=WorkflowStatus.RUNNING,
-            on_failure=OnFailure(body.on_failure),
+async def submit_workflow(
+    submitter: Submitter, body: WorkflowSubmission, *, tenant: str, source: str = "client"
+) -> WorkflowAnswer:
+    """Store the workflow with every step's job through the submitter's rules, publish its first steps, and return it."""
+    # The steps after the first (a chain's) wait, stored as scheduled, until a worker's run
+    # window releases them. First steps not all confirmed raise, the workflow stored: the
+    # repair sweep publishes them (a retry with the same key finds it).
+    now = submitter.clock()
+    kind = WorkflowKind(body.kind)
+    flow_id = new_job_id()
+    items: list[NewJob] = []
+    steps: list[StepRecord] = []
+    for position, given in enumerate(body.all_steps()):
+        request = JobRequest(
+            type=given.type,
+            payload=given.payload,
+            priority=given.priority,
+            max_attempts=given.max_attempts,
+            correlation_id=body.correlation_id or flow_id,
+            source=source,
             tenant=tenant,
-            steps=len(steps),
-            pending=len(body.steps),
-            failed=0,
-            created_at=now,
-            updated_at=now,
-            idempotency_key=body.idempotency_key,
-            correlation_id=body.correlation_id,
         )
-        created = await self._store.create_workflow(
-            NewWorkflow(flow, steps, items, _fingerprint(body, tenant))
-        )
-        if created.state is not ClaimState.NEW:
-            await submitter.forget_blobs([item.job for item in items])
-            if created.state is ClaimState.MISMATCH:
-                raise IdempotencyMismatchError(
-                    "this idempotency key was already used for a different workflow; use a new key",
-                    field="idempotency_key",
-                )
-            found = await self.get(created.workflow_id, Viewer(tenant))
-            return replace(found, replayed=True)
-        first_wave = [item.job for item in items if item.confirm_within is not None]
-        errors = await submitter.publish_stored(first_wave)
-        failure = next((error for error in errors if error is not None), None)
-        if failure is not None:
-            raise failure
-        return await self.get(flow_id, Viewer(tenant))
-
-    async def get(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
-        """Return the workflow and its steps, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
-        return await read_workflow(self._store, self._submitter.sealer, workflow_id, viewer)
-
-    async def cancel(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
-        """Cancel a running workflow: every step not started is cancelled (``JobStateError`` once it ended)."""
-        submitter = self._submitter
-        return await cancel_workflow(
-            self._store, submitter.sealer, workflow_id, viewer, submitter.clock()
-        )
+        job = await submitter.prepare_job(request, now)
+        role = _role(kind, position, len(body.steps))
+        first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
+        status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
+        job = replace(job, workflow_id=flow_id, status=status)
+        items.append(NewJob(job, confirm_within=submitter.settings.repair_after if first else None))
+        steps.append(StepRecord(flow_id, position, role, job.id))
+    flow = WorkflowRecord(
+        id=flow_id,
+        kind=kind,
+        status=WorkflowStatus.RUNNING,
+        on_failure=OnFailure(body.on_failure),
+        tenant=tenant,
+        steps=len(steps),
+        pending=len(body.steps),
+        failed=0,
+        created_at=now,
+        updated_at=now,
+        idempotency_key=body.idempotency_key,
+        correlation_id=body.correlation_id,
+    )
+    store, sealer = submitter.store, submitter.sealer
+    created = await store.create_workflow(
+        NewWorkflow(flow, steps, items, _fingerprint(body, tenant))
+    )
+    if created.state is not ClaimState.NEW:
+        await submitter.forget_blobs([item.job for item in items])
+        if created.state is ClaimState.MISMATCH:
+            raise IdempotencyMismatchError(
+                "this idempotency key was already used for a different workflow; use a new key",
+                field="idempotency_key",
+            )
+        found = await read_workflow(store, sealer, created.workflow_id, Viewer(tenant))
+        return replace(found, replayed=True)
+    first_wave = [item.job for item in items if item.confirm_within is not None]
+    errors = await submitter.publish_stored(first_wave)
+    failure = next((error for error in errors if error is not None), None)
+    if failure is not None:
+        raise failure
+    return await read_workflow(store, sealer, flow_id, Viewer(tenant))
 
 
 async def read_workflow(
