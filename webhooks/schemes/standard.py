@@ -22,38 +22,36 @@ TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 
 
-class StandardVerifier:
+class StandardVerifier(base.Verifier):
     """Verifies Standard Webhooks deliveries against every trusted key; ±tolerance around now."""
 
-    def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
-        self._hmac_secrets, self._public_keys = _parse_keys(secrets)
-        self._tolerance = base.positive_tolerance(tolerance)
+    name = "Standard Webhooks"
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
-        """Return the delivery if any signature matches a key of its kind, else raise a WebhookError."""
-        with base.foreign_errors("Standard Webhooks"):
-            msg_id = _message_id(base.header(headers, ID_HEADER))
-            timestamp = base.unix_seconds(
-                base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
-            )
-            hmac_signatures, ed25519_signatures = _parse(
-                base.header(headers, SIGNATURE_HEADER, signature=True)
-            )
-            self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
-            # Checked after the signature so this error means authentic but stale (or skewed).
-            base.check_window(timestamp, now, self._tolerance, future_ok=False)
-            # The signature authenticates the body, not its shape: no string "type", no event.
-            event = (base.json_object(body) or {}).get("type")
-            return base.Delivery(msg_id, event if isinstance(event, str) else None, timestamp)
+    def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
+        hmac_secrets, self._public_keys = _parse_keys(secrets)
+        super().__init__(hmac_secrets, tolerance)
+
+    def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
+        msg_id = _message_id(base.header(headers, ID_HEADER))
+        timestamp = base.unix_seconds(base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp")
+        hmac_signatures, ed25519_signatures = _parse(
+            base.header(headers, SIGNATURE_HEADER, signature=True)
+        )
+        self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
+        # Checked after the signature so this error means authentic but stale (or skewed).
+        base.check_window(timestamp, now, self._tolerance, future_ok=False)
+        # The signature authenticates the body, not its shape: no string "type", no event.
+        event = (base.json_object(body) or {}).get("type")
+        return base.Delivery(msg_id, event if isinstance(event, str) else None, timestamp)
 
     def _check(self, content: bytes, hmacs: list[bytes], ed25519s: list[bytes]) -> None:
-        hmacs = hmacs if self._hmac_secrets else []
+        hmacs = hmacs if self._secrets else []
         ed25519s = ed25519s if self._public_keys else []
         if not hmacs and not ed25519s:
             raise SignatureRejected(
                 "webhook-signature holds no signature of a version this receiver has keys for"
             )
-        if not base.hmac_matches(self._hmac_secrets, content, hmacs) and not any(
+        if not base.hmac_matches(self._secrets, content, hmacs) and not any(
             _ed25519_valid(key, signature, content)
             for key in self._public_keys
             for signature in ed25519s
