@@ -47,6 +47,8 @@ class Verifier:
     """Checks one inbound delivery's signature and says what it carries; each scheme fills in ``_verify``."""
 
     name = "webhook"  # how a decoding error names the delivery
+    # The headers a delivery's job keeps (lower case), so a handler can verify it again.
+    kept: tuple[str, ...] = ()
 
     def __init__(self, secrets: Sequence[bytes], tolerance: int = DEFAULT_TOLERANCE) -> None:
         if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:

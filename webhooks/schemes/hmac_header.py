@@ -28,6 +28,7 @@ class HmacVerifier(base.Verifier):
         tolerance: int = base.DEFAULT_TOLERANCE,
         id_header: str | None = None,
         event_header: str | None = None,
+        kept: Sequence[str] = (),
     ) -> None:
         super().__init__(secrets, tolerance)
         self._algorithm, self._encoding = algorithm, encoding
@@ -40,6 +41,8 @@ class HmacVerifier(base.Verifier):
         self._timestamp_header, self._id_header, self._event_header = (
             name.lower() if name else None for name in (timestamp_header, id_header, event_header)
         )
+        own = (self._header, self._timestamp_header, self._id_header, self._event_header)
+        self.kept = (*(name for name in own if name), *kept)
 
     def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         value = base.header(headers, self._header, signature=True)
@@ -86,6 +89,7 @@ def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
         prefix="sha256=",
         id_header="x-github-delivery",
         event_header="x-github-event",
+        kept=("x-github-hook-id",),
     )
 
 
@@ -96,6 +100,7 @@ class StripeVerifier(base.Verifier):
     """Verifies Stripe events; a stale timestamp fails, a future one passes as in stripe-python."""
 
     name = "Stripe"
+    kept = (STRIPE_SIGNATURE_HEADER,)
 
     def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
         timestamp, given = _parse_stripe(
@@ -108,7 +113,14 @@ class StripeVerifier(base.Verifier):
         # Checked after the signature, as stripe-python does: this error means authentic but
         # stale, never a forgery.
         base.check_window(timestamp, now, self._tolerance, future_ok=True)
-        event_id, event_type = _stripe_event(body)
+        event = base.json_object(body)
+        if event is None:
+            raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
+        event_id = base.printable_token(event_id, "the Stripe event id")
+        event_type = base.printable_token(event_type, "the Stripe event type")
         return base.Delivery(event_id, event_type, timestamp)
 
 
@@ -133,15 +145,3 @@ def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
             "Stripe-Signature holds no v1 signature (only v0 or unknown schemes)"
         )
     return timestamp, given
-
-
-def _stripe_event(body: bytes) -> tuple[str, str]:
-    """Return the id and type of the verified event body."""
-    event = base.json_object(body)
-    if event is None:
-        raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
-    event_id, event_type = event.get("id"), event.get("type")
-    if not isinstance(event_id, str) or not isinstance(event_type, str):
-        raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
-    event_id = base.printable_token(event_id, "the Stripe event id")
-    return event_id, base.printable_token(event_type, "the Stripe event type")

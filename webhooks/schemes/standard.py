@@ -26,13 +26,17 @@ class StandardVerifier(base.Verifier):
     """Verifies Standard Webhooks deliveries against every trusted key; ±tolerance around now."""
 
     name = "Standard Webhooks"
+    kept = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
     def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
         hmac_secrets, self._public_keys = _parse_keys(secrets)
         super().__init__(hmac_secrets, tolerance)
 
     def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
-        msg_id = _message_id(base.header(headers, ID_HEADER))
+        msg_id = base.header(headers, ID_HEADER)
+        if "." in msg_id:  # "{id}.{ts}" could be split two ways; the spec forbids it
+            raise MalformedWebhook("webhook-id must not contain '.'")
+        msg_id = base.printable_token(msg_id, "webhook-id")
         timestamp = base.unix_seconds(base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp")
         hmac_signatures, ed25519_signatures = _parse(
             base.header(headers, SIGNATURE_HEADER, signature=True)
@@ -69,13 +73,6 @@ def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def _content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     return f"{msg_id}.{timestamp}.".encode() + body
-
-
-def _message_id(value: str) -> str:
-    # A dot in the id would let "{id}.{ts}" be split two ways; the spec forbids it.
-    if "." in value:
-        raise MalformedWebhook("webhook-id must not contain '.'")
-    return base.printable_token(value, "webhook-id")
 
 
 def _parse(value: str) -> tuple[list[bytes], list[bytes]]:
