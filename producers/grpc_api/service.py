@@ -15,6 +15,7 @@ from loguru import logger
 from opentelemetry.trace import SpanKind
 
 from jobstore.model import JobSearch, JobStatus
+from producers.api.metrics import BUCKETS
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
@@ -46,7 +47,6 @@ from topology.settings import ApiSettings
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Jobs"].full_name  # taskq.v1.Jobs
 DOOR = "grpc"  # the source of its jobs: its idempotency keys are its own, as each door's are
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 T = TypeVar("T")
 Req = TypeVar("Req")
 Reply = TypeVar("Reply")
