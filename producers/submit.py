@@ -257,18 +257,21 @@ class Submitter:
         return done
 
     async def submit_many(
-        self, requests: Sequence[JobRequest | TaskqError], *, producer: str | None = None
+        self,
+        requests: Sequence[JobRequest | Submitted | TaskqError],
+        *,
+        producer: str | None = None,
     ) -> list[Submitted | TaskqError]:
         """Submit each request: one store transaction, one window of confirms; results in order."""
         # ``producer``: the stream source reserved types are for, as in ``submit_reserved``. An
-        # error in a request's place is a door's refusal of it: its result, kept in its place.
+        # outcome in a request's place (a door's refusal, a replay it found) is kept as its result.
         if len(requests) > self.settings.batch_max:
             raise JobRejectedError(
                 f"a batch holds at most {self.settings.batch_max} jobs, got {len(requests)}",
                 field="jobs",
             )
         now = self.clock()
-        prepared: list[_Pending | TaskqError] = []
+        prepared: list[_Pending | Submitted | TaskqError] = []
         for request in requests:
             try:
                 if isinstance(request, JobRequest):
@@ -291,9 +294,9 @@ class Submitter:
             logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
             answers = iter([Submitted(p.job.id, p.job) for p in confirmed])
         settled = iter([next(answers) if o is None else o for o in outcomes])
-        results = [p if isinstance(p, TaskqError) else next(settled) for p in prepared]
+        results = [next(settled) if isinstance(p, _Pending) else p for p in prepared]
         for request, result in zip(requests, results, strict=True):
-            if isinstance(request, JobRequest):  # a door's refusal was not a submission
+            if isinstance(request, JobRequest):  # a door's outcome was not a submission
                 self._count(request, result)
         return results
 
@@ -490,9 +493,20 @@ class Submitter:
     async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
         """Check ``request`` and return its job, message and route (a large payload goes to the blob store)."""
         group = self._group(request.type, producer)
-        _check_strings(request)
-        if request.callback_url is not None and self.callback_check is not None:
-            refused = await self.callback_check(request.callback_url)
+        # Strings the broker or the store cannot hold, whichever door the request came in by.
+        for field in ("correlation_id", "idempotency_key"):
+            value = getattr(request, field)
+            problem = None if value is None else limits.short_string_problem(value)
+            if problem:
+                raise JobRejectedError(f"{field} {problem}", field=field)
+        url = request.callback_url
+        if url is not None and (len(url) > limits.MAX_URL_CHARS or limits.text_problem(url)):
+            raise JobRejectedError(
+                f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
+                field="callback_url",
+            )
+        if url is not None and self.callback_check is not None:
+            refused = await self.callback_check(url)
             if refused is not None:
                 raise JobRejectedError(f"callback_url is refused: {refused}", field="callback_url")
         not_before = self._not_before(request, now)
@@ -735,18 +749,3 @@ def _published_first(pending: _Pending) -> bool:
     # URL (the envelope has none); a delayed job's row is how it is seen and cancelled.
     job = pending.job
     return job.idempotency_key is None and job.callback_url is None and job.not_before is None
-
-
-def _check_strings(request: JobRequest) -> None:
-    """Refuse strings the broker or the store cannot hold (whichever door the request came in by)."""
-    for field in ("correlation_id", "idempotency_key"):
-        value = getattr(request, field)
-        problem = None if value is None else limits.short_string_problem(value)
-        if problem:
-            raise JobRejectedError(f"{field} {problem}", field=field)
-    url = request.callback_url
-    if url is not None and (len(url) > limits.MAX_URL_CHARS or limits.text_problem(url)):
-        raise JobRejectedError(
-            f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
-            field="callback_url",
-        )

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic import JsonValue
 
@@ -48,36 +48,22 @@ def step(
     )
 
 
-def chain(
-    *steps: StepSubmission,
-    on_failure: Policy = "fail",
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
-) -> WorkflowSubmission:
+class FlowOptions(TypedDict, total=False):
+    """How a workflow runs: the optional fields of ``POST /workflows`` (default: fail, no key)."""
+
+    on_failure: Policy
+    idempotency_key: str | None
+    correlation_id: str | None
+
+
+def chain(*steps: StepSubmission, **options: Unpack[FlowOptions]) -> WorkflowSubmission:
     """Return a chain: each step runs once the one before ended, given its result (``ctx.previous``)."""
-    return WorkflowSubmission(
-        kind="chain",
-        steps=list(steps),
-        on_failure=on_failure,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-    )
+    return WorkflowSubmission(kind="chain", steps=list(steps), **options)
 
 
-def group(
-    *steps: StepSubmission,
-    on_failure: Policy = "fail",
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
-) -> WorkflowSubmission:
+def group(*steps: StepSubmission, **options: Unpack[FlowOptions]) -> WorkflowSubmission:
     """Return a group: every step runs at once."""
-    flow = chain(
-        *steps,
-        on_failure=on_failure,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-    )
-    return flow.model_copy(update={"kind": "group"})
+    return WorkflowSubmission(kind="group", steps=list(steps), **options)
 
 
 def chord(
@@ -153,9 +139,10 @@ async def submit_workflow(
         correlation_id=body.correlation_id,
     )
     store, sealer = submitter.store, submitter.sealer
-    created = await store.create_workflow(
-        NewWorkflow(flow, steps, items, _fingerprint(body, tenant))
-    )
+    # What makes a replay of its key the same request: its body and tenant.
+    identity = body.model_dump_json(exclude={"idempotency_key"}) + "\n" + tenant
+    fingerprint = hashlib.sha256(identity.encode()).hexdigest()
+    created = await store.create_workflow(NewWorkflow(flow, steps, items, fingerprint))
     if created.state is not ClaimState.NEW:
         await submitter.forget_blobs([item.job for item in items])
         if created.state is ClaimState.MISMATCH:
@@ -178,7 +165,11 @@ async def read_workflow(
 ) -> WorkflowAnswer:
     """Return the workflow and its steps (results opened), if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
     found = await store.get_workflow(workflow_id)
-    if found is None or not _visible(viewer, *found):
+    # The viewer sees it when it is its tenant's, and every step's type is in its window.
+    if found is None or not (
+        found[0].tenant == viewer.tenant
+        and all(view.job is None or viewer.may_touch(view.job.type) for view in found[1])
+    ):
         raise JobNotFoundError(f"no workflow has id {excerpt(workflow_id)}")
     flow, steps = found
     views = [
@@ -242,16 +233,3 @@ def _role(kind: WorkflowKind, position: int, members: int) -> StepRole:
     if kind is WorkflowKind.CHAIN:
         return StepRole.STEP
     return StepRole.CALLBACK if position == members else StepRole.MEMBER
-
-
-def _visible(viewer: Viewer, flow: WorkflowRecord, steps: list[StepView]) -> bool:
-    """Return whether ``viewer`` sees the workflow: its tenant's, and every step's type in its window."""
-    return flow.tenant == viewer.tenant and all(
-        view.job is None or viewer.may_touch(view.job.type) for view in steps
-    )
-
-
-def _fingerprint(body: WorkflowSubmission, tenant: str) -> str:
-    """Return what makes a replay of a workflow's key the same request: its body and tenant."""
-    text = body.model_dump_json(exclude={"idempotency_key"}) + "\n" + tenant
-    return hashlib.sha256(text.encode()).hexdigest()
