@@ -482,9 +482,22 @@ class Submitter:
 
     async def follow_up(self, job: JobRecord) -> None:
         """Enqueue the callback of a job that ended with a ``callback_url``, at most once per end (on an error: call again)."""
-        request = callback_request(opened(job, self.sealer))
-        if request is not None:
-            await self.submit_reserved(request, producer=TASKQ)
+        # Delivered by the built-in callbacks group (``webhooks.callbacks``). Its key names the job
+        # and its final status, so announcing the same end twice enqueues one callback; it lives in
+        # the ``callback`` source's space, which no caller's key can reach.
+        if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
+            return
+        event, view = f"job.{job.status.value}", job_view(opened(job, self.sealer))
+        request = JobRequest(
+            type=CALLBACK_JOB_TYPE,
+            payload={"url": job.callback_url, "event": event, "job": view},
+            priority=job.priority,
+            idempotency_key=f"callback:{job.id}:{job.status.value}",
+            correlation_id=job.correlation_id or job.id,
+            source="callback",
+            tenant=job.tenant,
+        )
+        await self.submit_reserved(request, producer=TASKQ)
 
     async def prepare_job(self, request: JobRequest, now: datetime) -> JobRecord:
         """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store)."""
@@ -723,24 +736,6 @@ class Submitter:
 
 ANNOUNCED = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
 """The final statuses a job's callback reports."""
-
-
-def callback_request(job: JobRecord) -> JobRequest | None:
-    """Return the callback job announcing that ``job`` ended, or ``None`` when none is due."""
-    # Delivered by the built-in callbacks group (``webhooks.callbacks``). Its key names the job
-    # and its final status, so announcing the same end twice enqueues one callback; it lives in
-    # the ``callback`` source's space, which no caller's key can reach.
-    if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
-        return None
-    return JobRequest(
-        type=CALLBACK_JOB_TYPE,
-        payload={"url": job.callback_url, "event": f"job.{job.status.value}", "job": job_view(job)},
-        priority=job.priority,
-        idempotency_key=f"callback:{job.id}:{job.status.value}",
-        correlation_id=job.correlation_id or job.id,
-        source="callback",
-        tenant=job.tenant,
-    )
 
 
 def _published_first(pending: _Pending) -> bool:

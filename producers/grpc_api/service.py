@@ -7,7 +7,6 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
@@ -15,6 +14,7 @@ from loguru import logger
 from opentelemetry.trace import SpanKind
 
 from jobstore.model import JobSearch, JobStatus
+from producers.api.app import Services
 from producers.api.metrics import BUCKETS
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal
@@ -30,9 +30,8 @@ from producers.grpc_api.status import code_of, details_of, trailers_of
 from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
 from producers.requests import checked_request
-from producers.submit import JobRequest, Submitted, Submitter
+from producers.submit import JobRequest, Submitted
 from producers.views import job_view
-from producers.watchers import EventHub
 from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, histogram
 from topology.errors import (
@@ -72,16 +71,6 @@ class GrpcMetrics(MetricSet):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class JobsDoor:
-    """What the service works with: the HTTP API's submitter, authenticator, event hub and limits."""
-
-    submitter: Submitter
-    authenticator: Authenticator
-    hub: EventHub
-    settings: ApiSettings
-
-
 def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
     """Make a handler a unary method that answers as its caller: authenticated, timed, traced, taskq errors turned into status codes."""
 
@@ -113,9 +102,12 @@ def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
 class JobsService(jobs_pb2_grpc.JobsServicer):
     """Submits, reads, cancels and watches jobs for callers holding a credential with the scope."""
 
-    def __init__(self, door: JobsDoor, metrics: GrpcMetrics | None = None) -> None:
-        self._door = door
-        self._submitter = door.submitter
+    def __init__(
+        self, services: Services, settings: ApiSettings, metrics: GrpcMetrics | None = None
+    ) -> None:
+        assert services.authenticator is not None  # Services makes one when none is given
+        self._authenticator: Authenticator = services.authenticator
+        self._submitter, self._hub, self._settings = services.submitter, services.hub, settings
         metrics = metrics or GrpcMetrics()
         # labels() costs more than the increment; methods and codes are few.
         self._calls = functools.cache(metrics.calls.labels)
@@ -129,7 +121,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self, request: pb.SubmitRequest, context: Context, caller: Principal
     ) -> pb.SubmitResponse:
         """Store and publish one job; answer once the broker confirmed it."""
-        limit = self._door.settings.max_body_bytes
+        limit = self._settings.max_body_bytes
         if request.ByteSize() > limit:
             raise RequestTooLargeError(f"a job is at most {limit} bytes (TASKQ_MAX_BODY_BYTES)")
         job = _request(request, caller)
@@ -186,12 +178,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
     async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.JobEvent]:
         """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs."""
-        idle = self._door.settings.ws_idle_timeout
+        idle = self._settings.ws_idle_timeout
         async with self._call("Watch", context, Scope.JOBS_READ) as caller:
             target = request.WhichOneof("target")
             job_id = request.job_id if target == "job_id" else None
             job_type = request.type if target == "type" else None
-            async with self._door.hub.watch(caller.viewer, job_id=job_id, job_type=job_type) as w:
+            async with self._hub.watch(caller.viewer, job_id=job_id, job_type=job_type) as w:
                 if job_id is not None:
                     current = job_view(await self._submitter.get(job_id, caller.viewer))
                     yield event_message(current)
@@ -242,7 +234,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
                 authorization = value
-        caller = await self._door.authenticator.authenticate(authorization)
+        caller = await self._authenticator.authenticate(authorization)
         caller.require(scope)
         return caller
 
