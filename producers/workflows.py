@@ -118,7 +118,10 @@ async def submit_workflow(
             tenant=tenant,
         )
         job = await submitter.prepare_job(request, now)
-        role = _role(kind, position, len(body.steps))
+        if kind is WorkflowKind.CHAIN:
+            role = StepRole.STEP
+        else:  # a group's members, then a chord's callback
+            role = StepRole.CALLBACK if position == len(body.steps) else StepRole.MEMBER
         first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
         status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
         job = replace(job, workflow_id=flow_id, status=status)
@@ -227,9 +230,3 @@ def _step_view(view: StepView) -> dict[str, Any]:
         "job": None if view.job is None else job_view(view.job),
         "job_id": step.job_id,
     }
-
-
-def _role(kind: WorkflowKind, position: int, members: int) -> StepRole:
-    if kind is WorkflowKind.CHAIN:
-        return StepRole.STEP
-    return StepRole.CALLBACK if position == members else StepRole.MEMBER
