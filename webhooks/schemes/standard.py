@@ -29,7 +29,24 @@ class StandardVerifier(base.Verifier):
     kept = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
     def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
-        hmac_secrets, self._public_keys = _parse_keys(secrets)
+        # The HMAC secrets and ed25519 public keys held in ``whsec_`` and ``whpk_`` strings.
+        hmac_secrets, self._public_keys = [], []
+        for secret in secrets:
+            if secret.startswith(HMAC_PREFIX):
+                hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
+            elif secret.startswith(PUBLIC_PREFIX):
+                raw = _key_bytes(secret, PUBLIC_PREFIX)
+                if len(raw) != 32:
+                    raise WebhookConfigError("a whpk_ key must hold 32 bytes")
+                self._public_keys.append(Ed25519PublicKey.from_public_bytes(raw))
+            elif secret.startswith(PRIVATE_PREFIX):
+                raise WebhookConfigError(
+                    "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
+                )
+            else:
+                raise WebhookConfigError(
+                    "a Standard Webhooks secret must start with whsec_ or whpk_"
+                )
         super().__init__(hmac_secrets, tolerance)
 
     def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
@@ -96,26 +113,6 @@ def _ed25519_valid(key: Ed25519PublicKey, signature: bytes, content: bytes) -> b
     except InvalidSignature:  # the outcome of the check, not an error: try the next pair
         return False
     return True
-
-
-def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519PublicKey]]:
-    """Return the HMAC secrets and ed25519 public keys held in ``whsec_`` and ``whpk_`` strings."""
-    hmac_secrets, public_keys = [], []
-    for secret in secrets:
-        if secret.startswith(HMAC_PREFIX):
-            hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
-        elif secret.startswith(PUBLIC_PREFIX):
-            raw = _key_bytes(secret, PUBLIC_PREFIX)
-            if len(raw) != 32:
-                raise WebhookConfigError("a whpk_ key must hold 32 bytes")
-            public_keys.append(Ed25519PublicKey.from_public_bytes(raw))
-        elif secret.startswith(PRIVATE_PREFIX):
-            raise WebhookConfigError(
-                "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
-            )
-        else:
-            raise WebhookConfigError("a Standard Webhooks secret must start with whsec_ or whpk_")
-    return hmac_secrets, public_keys
 
 
 def _key_bytes(secret: str, prefix: str) -> bytes:
