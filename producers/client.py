@@ -16,6 +16,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, Unpack
 from pydantic import JsonValue
 
 from jobstore.model import JobSearch, JobStatus
+from producers import workflows
 from producers.backends import (
     Backends,
     ClosingPublisher,
@@ -29,7 +30,7 @@ from producers.requests import WorkflowSubmission, checked_request
 from producers.submit import JobRequest, Submitted
 from producers.tenancy import Viewer
 from producers.views import job_view, page_view
-from producers.workflows import Workflows, workflow_view
+from producers.workflows import read_workflow, workflow_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError
 from topology.settings import load_settings
@@ -112,11 +113,7 @@ class AsyncClient(AsyncClosing):
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[JobView | TaskqError]:
         """Submit each request with confirms awaited together; one view or error per request, in order."""
         checked = [checked_request(r, self._viewer.tenant) for r in requests]
-        outcomes = iter(
-            await self._submitter.submit_many([c for c in checked if isinstance(c, JobRequest)])
-        )
-        # Requests the schema refused keep their place, so results line up with requests.
-        results = [c if isinstance(c, TaskqError) else next(outcomes) for c in checked]
+        results = await self._submitter.submit_many(checked)
         return [r if isinstance(r, TaskqError) else _view(r) for r in results]
 
     async def settle(self) -> None:
@@ -143,18 +140,23 @@ class AsyncClient(AsyncClosing):
             JobRejectedError: a step is invalid (unknown type, bad field), or the key was reused.
             BrokerError, StoreError, BlobStoreError: a dependency failed.
         """
-        answer = await Workflows(self._submitter).submit(
-            workflow, tenant=self._viewer.tenant, source="client"
+        answer = await workflows.submit_workflow(
+            self._submitter, workflow, tenant=self._viewer.tenant
         )
         return {**workflow_view(answer), "replayed": answer.replayed}
 
     async def workflow(self, workflow_id: str) -> JobView:
         """Return a workflow's view: status, counts, error and every step's job (``JobNotFoundError``: unknown id)."""
-        return workflow_view(await Workflows(self._submitter).get(workflow_id, self._viewer))
+        store, sealer = self._submitter.store, self._submitter.sealer
+        return workflow_view(await read_workflow(store, sealer, workflow_id, self._viewer))
 
     async def cancel_workflow(self, workflow_id: str) -> JobView:
         """Cancel a running workflow and every step not started (``JobStateError`` once it ended)."""
-        return workflow_view(await Workflows(self._submitter).cancel(workflow_id, self._viewer))
+        submitter = self._submitter
+        answer = await workflows.cancel_workflow(
+            submitter.store, submitter.sealer, workflow_id, self._viewer, submitter.clock()
+        )
+        return workflow_view(answer)
 
 
 def _view(done: Submitted) -> JobView:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiormq.abc import AbstractChannel
@@ -40,12 +41,12 @@ class Route(Protocol):
         ...
 
 
+@dataclass(slots=True)
 class Alarm:
     """Whether the broker blocks this connection's publishers now (a memory or disk alarm)."""
 
-    def __init__(self) -> None:
-        self.blocked = False
-        self.reason = ""
+    blocked: bool = False
+    reason: str = ""
 
 
 class _Tap:

@@ -113,16 +113,13 @@ class PikaPublisher(AsyncClosing):
             if isinstance(exc, _CONNECTION_ERRORS):
                 self._drop()
             elif isinstance(exc, pika.exceptions.NackError):
-                self._renew()
+                # The next publish opens a new channel (see ``ConfirmedPublisher._renew``).
+                self._channel = None
+                if channel.is_open:
+                    with contextlib.suppress(*_PIKA_ERRORS):
+                        channel.close()
             # A channel the broker closed (404 and the like) is reopened by _live_channel.
             raise translate(exc, route) from exc
-
-    def _renew(self) -> None:
-        """Close the confirm channel after a refusal, so the next publish opens a new one (see ``ConfirmedPublisher._renew``)."""
-        channel, self._channel = self._channel, None
-        if channel is not None and channel.is_open:
-            with contextlib.suppress(*_PIKA_ERRORS):
-                channel.close()
 
     def _live_channel(self) -> Any:
         """Return the open confirm channel, reconnecting once if the connection went away."""

@@ -101,15 +101,11 @@ def checked_request(
         else:  # the fields of ``POST /jobs``, where ``None`` counts as unset
             body = JobSubmission.model_validate({k: v for k, v in source.items() if v is not None})
     except ValidationError as exc:
-        return _rejected(exc)
+        errors = exc.errors()
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in errors)
+        field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+        rejected = JobRejectedError(f"invalid job: {detail}", field=field)
+        rejected.__cause__ = exc  # raised later, outside the except block: keep the chain
+        return rejected
     # Its fields, as dict(body) gives them without the failed ``keys`` lookup it tries first.
     return JobRequest(**body.__dict__, tenant=tenant, source=door)
-
-
-def _rejected(exc: ValidationError) -> JobRejectedError:
-    errors = exc.errors()
-    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in errors)
-    field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    rejected = JobRejectedError(f"invalid job: {detail}", field=field)
-    rejected.__cause__ = exc  # raised later, outside the except block: keep the chain
-    return rejected

@@ -189,7 +189,7 @@ class Submitter:
         self._publisher = publisher
         self.store = store
         self._blobs = blobs
-        self._settings = settings or SubmitSettings()
+        self.settings = settings or SubmitSettings()  # its batch and repair limits, read by callers
         self.clock = clock  # the time now, as this submitter stamps jobs
         self._types: dict[str, _Type] = {}
         self._reserved = reservations(topology.webhooks, topology.streams)
@@ -205,16 +205,6 @@ class Submitter:
         self._unrecorded: list[Confirmed] = []
         # Set by the app assembly above this package: the reason a callback URL is refused.
         self.callback_check: Callable[[str], Awaitable[str | None]] | None = None
-
-    @property
-    def batch_max(self) -> int:
-        """Return how many jobs one ``submit_many`` takes at most (``TASKQ_BATCH_MAX``)."""
-        return self._settings.batch_max
-
-    @property
-    def repair_after(self) -> float:
-        """Return the seconds a stored job waits for its confirm before the repair sweep publishes it."""
-        return self._settings.repair_after
 
     async def forget_blobs(self, jobs: Sequence[JobRecord]) -> None:
         """Delete the claim-checked payloads of prepared jobs that were not stored after all."""
@@ -267,20 +257,27 @@ class Submitter:
         return done
 
     async def submit_many(
-        self, requests: Sequence[JobRequest], *, producer: str | None = None
+        self,
+        requests: Sequence[JobRequest | Submitted | TaskqError],
+        *,
+        producer: str | None = None,
     ) -> list[Submitted | TaskqError]:
         """Submit each request: one store transaction, one window of confirms; results in order."""
-        # ``producer``: the stream source reserved types are for, as in ``submit_reserved``.
-        if len(requests) > self._settings.batch_max:
+        # ``producer``: the stream source reserved types are for, as in ``submit_reserved``. An
+        # outcome in a request's place (a door's refusal, a replay it found) is kept as its result.
+        if len(requests) > self.settings.batch_max:
             raise JobRejectedError(
-                f"a batch holds at most {self._settings.batch_max} jobs, got {len(requests)}",
+                f"a batch holds at most {self.settings.batch_max} jobs, got {len(requests)}",
                 field="jobs",
             )
         now = self.clock()
-        prepared: list[_Pending | TaskqError] = []
+        prepared: list[_Pending | Submitted | TaskqError] = []
         for request in requests:
             try:
-                prepared.append(await self._prepare(request, now, producer))
+                if isinstance(request, JobRequest):
+                    prepared.append(await self._prepare(request, now, producer))
+                else:
+                    prepared.append(request)
             except TaskqError as exc:
                 prepared.append(exc)
         pendings = [p for p in prepared if isinstance(p, _Pending)]
@@ -297,9 +294,10 @@ class Submitter:
             logger.warning("confirms of a batch of {} not recorded: {}", len(confirmed), exc)
             answers = iter([Submitted(p.job.id, p.job) for p in confirmed])
         settled = iter([next(answers) if o is None else o for o in outcomes])
-        results = [p if isinstance(p, TaskqError) else next(settled) for p in prepared]
+        results = [next(settled) if isinstance(p, _Pending) else p for p in prepared]
         for request, result in zip(requests, results, strict=True):
-            self._count(request, result)
+            if isinstance(request, JobRequest):  # a door's outcome was not a submission
+                self._count(request, result)
         return results
 
     async def _send_all(self, pendings: Sequence[_Pending]) -> list[_Outcome]:
@@ -393,7 +391,7 @@ class Submitter:
         # refuses for good is marked failed; one whose publish fails for now waits a sweep.
         if self._unrecorded:  # this process's own confirms, not yet written: not overdue
             await self._confirms.submit(self._unrecorded.pop())
-        jobs = await self.store.take_unconfirmed(limit=limit, lease_s=self._settings.repair_after)
+        jobs = await self.store.take_unconfirmed(limit=limit, lease_s=self.settings.repair_after)
         if not jobs:
             return 0
         now = self.clock()
@@ -439,7 +437,7 @@ class Submitter:
                 logger.warning("repair sweep failed: {}", exc)
             except Exception as exc:  # a bug must not end the sweeps for the process's life
                 logger.opt(exception=exc).error("repair sweep failed unexpectedly")
-            await asyncio.sleep(self._settings.repair_after / 3)
+            await asyncio.sleep(self.settings.repair_after / 3)
 
     def _count(self, request: JobRequest, result: Submitted | TaskqError) -> None:
         group = self.group_of(request.type) or UNKNOWN_GROUP
@@ -484,9 +482,22 @@ class Submitter:
 
     async def follow_up(self, job: JobRecord) -> None:
         """Enqueue the callback of a job that ended with a ``callback_url``, at most once per end (on an error: call again)."""
-        request = callback_request(opened(job, self.sealer))
-        if request is not None:
-            await self.submit_reserved(request, producer=TASKQ)
+        # Delivered by the built-in callbacks group (``webhooks.callbacks``). Its key names the job
+        # and its final status, so announcing the same end twice enqueues one callback; it lives in
+        # the ``callback`` source's space, which no caller's key can reach.
+        if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
+            return
+        event, view = f"job.{job.status.value}", job_view(opened(job, self.sealer))
+        request = JobRequest(
+            type=CALLBACK_JOB_TYPE,
+            payload={"url": job.callback_url, "event": event, "job": view},
+            priority=job.priority,
+            idempotency_key=f"callback:{job.id}:{job.status.value}",
+            correlation_id=job.correlation_id or job.id,
+            source="callback",
+            tenant=job.tenant,
+        )
+        await self.submit_reserved(request, producer=TASKQ)
 
     async def prepare_job(self, request: JobRequest, now: datetime) -> JobRecord:
         """Check ``request`` as ``submit`` does and return the job it makes, not stored (a large payload goes to the blob store)."""
@@ -495,9 +506,20 @@ class Submitter:
     async def _prepare(self, request: JobRequest, now: datetime, producer: str | None) -> _Pending:
         """Check ``request`` and return its job, message and route (a large payload goes to the blob store)."""
         group = self._group(request.type, producer)
-        _check_strings(request)
-        if request.callback_url is not None and self.callback_check is not None:
-            refused = await self.callback_check(request.callback_url)
+        # Strings the broker or the store cannot hold, whichever door the request came in by.
+        for field in ("correlation_id", "idempotency_key"):
+            value = getattr(request, field)
+            problem = None if value is None else limits.short_string_problem(value)
+            if problem:
+                raise JobRejectedError(f"{field} {problem}", field=field)
+        url = request.callback_url
+        if url is not None and (len(url) > limits.MAX_URL_CHARS or limits.text_problem(url)):
+            raise JobRejectedError(
+                f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
+                field="callback_url",
+            )
+        if url is not None and self.callback_check is not None:
+            refused = await self.callback_check(url)
             if refused is not None:
                 raise JobRejectedError(f"callback_url is refused: {refused}", field="callback_url")
         not_before = self._not_before(request, now)
@@ -556,8 +578,8 @@ class Submitter:
         return NewJob(
             pending.job,
             claim=(key, request.fingerprint()) if key else None,
-            lease_s=self._settings.idempotency_lease,
-            confirm_within=None if _published_first(pending) else self._settings.repair_after,
+            lease_s=self.settings.idempotency_lease,
+            confirm_within=None if _published_first(pending) else self.settings.repair_after,
         )
 
     def group_of(self, job_type: str) -> str | None:
@@ -611,10 +633,10 @@ class Submitter:
             when = now + timedelta(seconds=request.delay)
         if when is None or when <= now:
             return None
-        if (when - now).total_seconds() > self._settings.max_delay:
+        if (when - now).total_seconds() > self.settings.max_delay:
             field = "run_at" if request.run_at is not None else "delay"
             raise JobRejectedError(
-                f"{field} is more than {self._settings.max_delay:.0f} s ahead; the limit is "
+                f"{field} is more than {self.settings.max_delay:.0f} s ahead; the limit is "
                 "TASKQ_MAX_DELAY",
                 field=field,
             )
@@ -634,7 +656,7 @@ class Submitter:
         problem = limits.payload_problem(data)
         if problem:  # PostgreSQL's jsonb cannot hold it: refused for every store alike
             raise JobRejectedError(problem, field="payload")
-        limit = self._settings.claim_check_bytes
+        limit = self.settings.claim_check_bytes
         sealer = self.sealer
         if limit == 0 or len(data) <= limit:
             return (sealer.seal_value(job_id, data) if sealer.enabled else payload), None
@@ -660,7 +682,7 @@ class Submitter:
             self._confirms.post(self._unrecorded.pop())
         if keyed:
             await asyncio.gather(*keyed)
-        if self._settings.submit_events:
+        if self.settings.submit_events:
             # Off by default: an event per accepted job costs about a third of the ingest
             # rate (bench/http_ingest.py), and watchers start from the stored state anyway.
             for pending in pendings:
@@ -671,7 +693,7 @@ class Submitter:
         """Return the confirm of ``job``, with the answer a replay of its key finds."""
         if job.idempotency_key is None:
             return Confirmed(job.id)
-        return Confirmed(job.id, orjson.dumps(job_view(job)), self._settings.idempotency_ttl)
+        return Confirmed(job.id, orjson.dumps(job_view(job)), self.settings.idempotency_ttl)
 
     async def _create_jobs(self, items: Sequence[NewJob], *, durable: bool = True) -> list[Claim]:
         """Insert a batch of jobs, recording the confirms held so far in the same write."""
@@ -716,42 +738,9 @@ ANNOUNCED = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED}
 """The final statuses a job's callback reports."""
 
 
-def callback_request(job: JobRecord) -> JobRequest | None:
-    """Return the callback job announcing that ``job`` ended, or ``None`` when none is due."""
-    # Delivered by the built-in callbacks group (``webhooks.callbacks``). Its key names the job
-    # and its final status, so announcing the same end twice enqueues one callback; it lives in
-    # the ``callback`` source's space, which no caller's key can reach.
-    if job.callback_url is None or job.status not in ANNOUNCED or job.type == CALLBACK_JOB_TYPE:
-        return None
-    return JobRequest(
-        type=CALLBACK_JOB_TYPE,
-        payload={"url": job.callback_url, "event": f"job.{job.status.value}", "job": job_view(job)},
-        priority=job.priority,
-        idempotency_key=f"callback:{job.id}:{job.status.value}",
-        correlation_id=job.correlation_id or job.id,
-        source="callback",
-        tenant=job.tenant,
-    )
-
-
 def _published_first(pending: _Pending) -> bool:
     """Return whether the job is published before its row is written (see ``Submitter._send_all``)."""
     # Only a job whose message carries all its row holds: no key to claim first, no callback
     # URL (the envelope has none); a delayed job's row is how it is seen and cancelled.
     job = pending.job
     return job.idempotency_key is None and job.callback_url is None and job.not_before is None
-
-
-def _check_strings(request: JobRequest) -> None:
-    """Refuse strings the broker or the store cannot hold (whichever door the request came in by)."""
-    for field in ("correlation_id", "idempotency_key"):
-        value = getattr(request, field)
-        problem = None if value is None else limits.short_string_problem(value)
-        if problem:
-            raise JobRejectedError(f"{field} {problem}", field=field)
-    url = request.callback_url
-    if url is not None and (len(url) > limits.MAX_URL_CHARS or limits.text_problem(url)):
-        raise JobRejectedError(
-            f"callback_url must be at most {limits.MAX_URL_CHARS} printable characters",
-            field="callback_url",
-        )

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic import JsonValue
 
@@ -48,36 +48,22 @@ def step(
     )
 
 
-def chain(
-    *steps: StepSubmission,
-    on_failure: Policy = "fail",
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
-) -> WorkflowSubmission:
+class FlowOptions(TypedDict, total=False):
+    """How a workflow runs: the optional fields of ``POST /workflows`` (default: fail, no key)."""
+
+    on_failure: Policy
+    idempotency_key: str | None
+    correlation_id: str | None
+
+
+def chain(*steps: StepSubmission, **options: Unpack[FlowOptions]) -> WorkflowSubmission:
     """Return a chain: each step runs once the one before ended, given its result (``ctx.previous``)."""
-    return WorkflowSubmission(
-        kind="chain",
-        steps=list(steps),
-        on_failure=on_failure,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-    )
+    return WorkflowSubmission(kind="chain", steps=list(steps), **options)
 
 
-def group(
-    *steps: StepSubmission,
-    on_failure: Policy = "fail",
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
-) -> WorkflowSubmission:
+def group(*steps: StepSubmission, **options: Unpack[FlowOptions]) -> WorkflowSubmission:
     """Return a group: every step runs at once."""
-    flow = chain(
-        *steps,
-        on_failure=on_failure,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-    )
-    return flow.model_copy(update={"kind": "group"})
+    return WorkflowSubmission(kind="group", steps=list(steps), **options)
 
 
 def chord(
@@ -109,86 +95,72 @@ class WorkflowAnswer:
     replayed: bool = False  # its idempotency key named it already: this is that workflow
 
 
-class Workflows:
-    """Submits, reads and cancels workflows through the submitter's rules, store and publisher."""
-
-    def __init__(self, submitter: Submitter) -> None:
-        self._submitter = submitter
-        self._store = submitter.store
-
-    async def submit(
-        self, body: WorkflowSubmission, *, tenant: str, source: str = "client"
-    ) -> WorkflowAnswer:
-        """Store the workflow with every step's job, publish its first steps, and return it."""
-        # The steps after the first (a chain's) wait, stored as scheduled, until a worker's run
-        # window releases them. First steps not all confirmed raise, the workflow stored: the
-        # repair sweep publishes them (a retry with the same key finds it).
-        submitter = self._submitter
-        now = submitter.clock()
-        kind = WorkflowKind(body.kind)
-        flow_id = new_job_id()
-        items: list[NewJob] = []
-        steps: list[StepRecord] = []
-        for position, given in enumerate(body.all_steps()):
-            request = JobRequest(
-                type=given.type,
-                payload=given.payload,
-                priority=given.priority,
-                max_attempts=given.max_attempts,
-                correlation_id=body.correlation_id or flow_id,
-                source=source,
-                tenant=tenant,
-            )
-            job = await submitter.prepare_job(request, now)
-            role = _role(kind, position, len(body.steps))
-            first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
-            status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
-            job = replace(job, workflow_id=flow_id, status=status)
-            items.append(NewJob(job, confirm_within=submitter.repair_after if first else None))
-            steps.append(StepRecord(flow_id, position, role, job.id))
-        flow = WorkflowRecord(
-            id=flow_id,
-            kind=kind,
-            status=WorkflowStatus.RUNNING,
-            on_failure=OnFailure(body.on_failure),
+async def submit_workflow(
+    submitter: Submitter, body: WorkflowSubmission, *, tenant: str, source: str = "client"
+) -> WorkflowAnswer:
+    """Store the workflow with every step's job through the submitter's rules, publish its first steps, and return it."""
+    # The steps after the first (a chain's) wait, stored as scheduled, until a worker's run
+    # window releases them. First steps not all confirmed raise, the workflow stored: the
+    # repair sweep publishes them (a retry with the same key finds it).
+    now = submitter.clock()
+    kind = WorkflowKind(body.kind)
+    flow_id = new_job_id()
+    items: list[NewJob] = []
+    steps: list[StepRecord] = []
+    for position, given in enumerate(body.all_steps()):
+        request = JobRequest(
+            type=given.type,
+            payload=given.payload,
+            priority=given.priority,
+            max_attempts=given.max_attempts,
+            correlation_id=body.correlation_id or flow_id,
+            source=source,
             tenant=tenant,
-            steps=len(steps),
-            pending=len(body.steps),
-            failed=0,
-            created_at=now,
-            updated_at=now,
-            idempotency_key=body.idempotency_key,
-            correlation_id=body.correlation_id,
         )
-        created = await self._store.create_workflow(
-            NewWorkflow(flow, steps, items, _fingerprint(body, tenant))
-        )
-        if created.state is not ClaimState.NEW:
-            await submitter.forget_blobs([item.job for item in items])
-            if created.state is ClaimState.MISMATCH:
-                raise IdempotencyMismatchError(
-                    "this idempotency key was already used for a different workflow; use a new key",
-                    field="idempotency_key",
-                )
-            found = await self.get(created.workflow_id, Viewer(tenant))
-            return replace(found, replayed=True)
-        first_wave = [item.job for item in items if item.confirm_within is not None]
-        errors = await submitter.publish_stored(first_wave)
-        failure = next((error for error in errors if error is not None), None)
-        if failure is not None:
-            raise failure
-        return await self.get(flow_id, Viewer(tenant))
-
-    async def get(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
-        """Return the workflow and its steps, if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
-        return await read_workflow(self._store, self._submitter.sealer, workflow_id, viewer)
-
-    async def cancel(self, workflow_id: str, viewer: Viewer) -> WorkflowAnswer:
-        """Cancel a running workflow: every step not started is cancelled (``JobStateError`` once it ended)."""
-        submitter = self._submitter
-        return await cancel_workflow(
-            self._store, submitter.sealer, workflow_id, viewer, submitter.clock()
-        )
+        job = await submitter.prepare_job(request, now)
+        if kind is WorkflowKind.CHAIN:
+            role = StepRole.STEP
+        else:  # a group's members, then a chord's callback
+            role = StepRole.CALLBACK if position == len(body.steps) else StepRole.MEMBER
+        first = role is StepRole.MEMBER or (kind is WorkflowKind.CHAIN and position == 0)
+        status = JobStatus.QUEUED if first else JobStatus.SCHEDULED
+        job = replace(job, workflow_id=flow_id, status=status)
+        items.append(NewJob(job, confirm_within=submitter.settings.repair_after if first else None))
+        steps.append(StepRecord(flow_id, position, role, job.id))
+    flow = WorkflowRecord(
+        id=flow_id,
+        kind=kind,
+        status=WorkflowStatus.RUNNING,
+        on_failure=OnFailure(body.on_failure),
+        tenant=tenant,
+        steps=len(steps),
+        pending=len(body.steps),
+        failed=0,
+        created_at=now,
+        updated_at=now,
+        idempotency_key=body.idempotency_key,
+        correlation_id=body.correlation_id,
+    )
+    store, sealer = submitter.store, submitter.sealer
+    # What makes a replay of its key the same request: its body and tenant.
+    identity = body.model_dump_json(exclude={"idempotency_key"}) + "\n" + tenant
+    fingerprint = hashlib.sha256(identity.encode()).hexdigest()
+    created = await store.create_workflow(NewWorkflow(flow, steps, items, fingerprint))
+    if created.state is not ClaimState.NEW:
+        await submitter.forget_blobs([item.job for item in items])
+        if created.state is ClaimState.MISMATCH:
+            raise IdempotencyMismatchError(
+                "this idempotency key was already used for a different workflow; use a new key",
+                field="idempotency_key",
+            )
+        found = await read_workflow(store, sealer, created.workflow_id, Viewer(tenant))
+        return replace(found, replayed=True)
+    first_wave = [item.job for item in items if item.confirm_within is not None]
+    errors = await submitter.publish_stored(first_wave)
+    failure = next((error for error in errors if error is not None), None)
+    if failure is not None:
+        raise failure
+    return await read_workflow(store, sealer, flow_id, Viewer(tenant))
 
 
 async def read_workflow(
@@ -196,7 +168,11 @@ async def read_workflow(
 ) -> WorkflowAnswer:
     """Return the workflow and its steps (results opened), if ``viewer`` may see it (``JobNotFoundError`` otherwise)."""
     found = await store.get_workflow(workflow_id)
-    if found is None or not _visible(viewer, *found):
+    # The viewer sees it when it is its tenant's, and every step's type is in its window.
+    if found is None or not (
+        found[0].tenant == viewer.tenant
+        and all(view.job is None or viewer.may_touch(view.job.type) for view in found[1])
+    ):
         raise JobNotFoundError(f"no workflow has id {excerpt(workflow_id)}")
     flow, steps = found
     views = [
@@ -254,22 +230,3 @@ def _step_view(view: StepView) -> dict[str, Any]:
         "job": None if view.job is None else job_view(view.job),
         "job_id": step.job_id,
     }
-
-
-def _role(kind: WorkflowKind, position: int, members: int) -> StepRole:
-    if kind is WorkflowKind.CHAIN:
-        return StepRole.STEP
-    return StepRole.CALLBACK if position == members else StepRole.MEMBER
-
-
-def _visible(viewer: Viewer, flow: WorkflowRecord, steps: list[StepView]) -> bool:
-    """Return whether ``viewer`` sees the workflow: its tenant's, and every step's type in its window."""
-    return flow.tenant == viewer.tenant and all(
-        view.job is None or viewer.may_touch(view.job.type) for view in steps
-    )
-
-
-def _fingerprint(body: WorkflowSubmission, tenant: str) -> str:
-    """Return what makes a replay of a workflow's key the same request: its body and tenant."""
-    text = body.model_dump_json(exclude={"idempotency_key"}) + "\n" + tenant
-    return hashlib.sha256(text.encode()).hexdigest()

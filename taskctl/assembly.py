@@ -148,11 +148,8 @@ async def with_grpc(
 ) -> GrpcServer:
     """Start the gRPC job API on ``services`` (on ``port`` if given); closing them stops it first, its calls drained."""
     from producers.grpc_api.server import start_grpc
-    from producers.grpc_api.service import JobsDoor
 
-    assert services.authenticator is not None  # Services makes one when none is given
-    door = JobsDoor(services.submitter, services.authenticator, services.hub, settings.api)
-    server = await start_grpc(door, settings.grpc, registry=registry, port=port)
+    server = await start_grpc(services, settings.api, settings.grpc, registry=registry, port=port)
     if services.ready is not None:
         server.follow(services.ready)
     close = services.close

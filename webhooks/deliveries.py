@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -37,12 +37,12 @@ class DeliveryNote:
         )
 
 
+@dataclass(frozen=True, slots=True)
 class DeliveryLog:
     """The latest deliveries of each source, and how many ended how, since the process started."""
 
-    def __init__(self) -> None:
-        self._latest: dict[str, deque[DeliveryNote]] = {}
-        self._counts: Counter[tuple[str, str]] = Counter()
+    _latest: dict[str, deque[DeliveryNote]] = field(default_factory=dict)
+    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def record(self, source: str, note: DeliveryNote) -> None:
         """Remember one delivery of ``source`` (a configured source: the names are few)."""

@@ -43,20 +43,6 @@ TWIN_WAIT_S = 5.0  # how long a concurrent duplicate waits for the first copy's 
 TWIN_POLL_S = 0.02
 
 
-KEPT_HEADERS: dict[WebhookScheme, tuple[str, ...]] = {
-    WebhookScheme.GITHUB: (
-        "x-github-event",
-        "x-github-delivery",
-        "x-github-hook-id",
-        "x-hub-signature-256",
-    ),
-    WebhookScheme.STRIPE: ("stripe-signature",),
-    WebhookScheme.STANDARD: ("webhook-id", "webhook-timestamp", "webhook-signature"),
-    WebhookScheme.HMAC: (),
-}
-"""The headers kept on the job, so a handler can verify the delivery again or read more of it."""
-
-
 @dataclass(frozen=True, slots=True)
 class Source:
     """One webhook source: its spec, and its verifier (``None`` while it has no usable secret)."""
@@ -68,10 +54,8 @@ class Source:
 
     @property
     def kept_headers(self) -> tuple[str, ...]:
-        """Return the names of the headers kept on each job (lower case)."""
-        spec = self.spec
-        own = (spec.header, spec.timestamp_header, spec.id_header, spec.event_header)
-        return ("content-type", *KEPT_HEADERS[spec.scheme], *(h for h in own if h))
+        """Return the names of the headers kept on each job (lower case): its verifier's, and the body's type."""
+        return ("content-type", *(self.verifier.kept if self.verifier else ()))
 
 
 def load_sources(topology: CompiledTopology, environ: Mapping[str, str]) -> dict[str, Source]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from loguru import logger
 
+from producers import workflows
 from producers.api.routes import request_key
 from producers.api.schemas import ScheduleOut, WorkflowList, WorkflowOut
 from producers.api.security import SecuredRoute, principal, secured
@@ -14,14 +15,9 @@ from producers.auth.scopes import Scope
 from producers.requests import WorkflowSubmission
 from producers.schedules import schedule_views, set_paused
 from producers.submit import Submitter
-from producers.workflows import Workflows, flow_summary, workflow_view
+from producers.workflows import flow_summary, read_workflow, workflow_view
 
 router = APIRouter(route_class=SecuredRoute)
-
-
-def _workflows(request: Request) -> Workflows:
-    submitter: Submitter = request.app.state.services.submitter
-    return Workflows(submitter)
 
 
 @router.post(
@@ -38,15 +34,19 @@ async def submit_workflow(body: WorkflowSubmission, request: Request) -> dict[st
         caller.require_type(given.type)
     key = request_key(request.headers.get("idempotency-key"), body.idempotency_key)
     body = body.model_copy(update={"idempotency_key": key})
-    answer = await _workflows(request).submit(body, tenant=caller.tenant, source="api")
+    submitter: Submitter = request.app.state.services.submitter
+    answer = await workflows.submit_workflow(submitter, body, tenant=caller.tenant, source="api")
     return {**workflow_view(answer), "replayed": answer.replayed}
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowOut, **secured(Scope.JOBS_READ))
 async def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
     """Return a workflow: its status, counts, error, and every step with its job."""
-    answer = await _workflows(request).get(workflow_id, principal(request).viewer)
-    return workflow_view(answer)
+    submitter: Submitter = request.app.state.services.submitter
+    viewer = principal(request).viewer
+    return workflow_view(
+        await read_workflow(submitter.store, submitter.sealer, workflow_id, viewer)
+    )
 
 
 @router.get("/workflows", response_model=WorkflowList, **secured(Scope.JOBS_READ))
@@ -66,7 +66,11 @@ async def list_workflows(
 @router.delete("/workflows/{workflow_id}", response_model=WorkflowOut, **secured(Scope.JOBS_WRITE))
 async def cancel_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
     """Cancel a running workflow: every step not started is cancelled (409 once it ended)."""
-    answer = await _workflows(request).cancel(workflow_id, principal(request).viewer)
+    submitter: Submitter = request.app.state.services.submitter
+    viewer, now = principal(request).viewer, submitter.clock()
+    answer = await workflows.cancel_workflow(
+        submitter.store, submitter.sealer, workflow_id, viewer, now
+    )
     return workflow_view(answer)
 
 

@@ -195,20 +195,17 @@ class GuardedHttp(HttpToolsProtocol):
         cycle = self.cycle
         started = cycle is not None and cycle.response_started and not cycle.response_complete
         if not self.transport.is_closing() and not started:
-            self.transport.write(_refusal(status, detail))
+            body = orjson.dumps(problem_body(status, detail))
+            head = (
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                f"content-type: application/problem+json\r\ncontent-length: {len(body)}\r\n"
+                "connection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode() + body)
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() says the client is gone
             cycle.message_event.set()
         self.transport.close()
-
-
-def _refusal(status: int, detail: str) -> bytes:
-    body = orjson.dumps(problem_body(status, detail))
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/problem+json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 def server_config(app: FastAPI, settings: ApiSettings) -> uvicorn.Config:

@@ -87,7 +87,9 @@ def refusal(
     if isinstance(error, AuthenticationError):
         challenge = 'Bearer realm="taskq"'
         if error.error != "invalid_request":
-            challenge += f', error="{error.error}", error_description="{_quoted(detail)}"'
+            # RFC 6750 error_description: printable ASCII without double quote or backslash.
+            quoted = "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
+            challenge += f', error="{error.error}", error_description="{quoted}"'
         headers["WWW-Authenticate"] = challenge
     elif isinstance(error, PermissionDeniedError):
         challenge = 'Bearer realm="taskq", error="insufficient_scope"'
@@ -100,11 +102,6 @@ def refusal(
         detail = f"{detail}; retry later"
         headers["Retry-After"] = str(retry_after)
     return status, problem_body(status, detail), headers
-
-
-def _quoted(text: str) -> str:
-    # RFC 6750 error_description: printable ASCII without double quote or backslash.
-    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
 
 
 def error_item(error: TaskqError) -> dict[str, Any]:

@@ -41,20 +41,10 @@ def request_key(header: str | None, field: str | None) -> str | None:
     return field or header
 
 
-def _to_request(body: JobSubmission, key: str | None, caller: Principal) -> JobRequest:
-    return JobRequest(
-        type=body.type,
-        payload=body.payload,
-        priority=body.priority,
-        delay=body.delay,
-        run_at=body.run_at,
-        max_attempts=body.max_attempts,
-        idempotency_key=key,
-        callback_url=body.callback_url,
-        correlation_id=body.correlation_id,
-        source="api",
-        tenant=caller.tenant,
-    )
+def _to_request(body: JobSubmission, caller: Principal, **key: str | None) -> JobRequest:
+    # The schema's fields are the request's (as ``checked_request`` reads them), ``key`` the
+    # idempotency key a header gave instead.
+    return JobRequest(**(body.__dict__ | key), source="api", tenant=caller.tenant)
 
 
 @router.post(
@@ -88,7 +78,7 @@ async def submit_job(body: JobSubmission, request: Request) -> Response:
     caller = principal(request)
     caller.require_type(body.type)
     service: Submitter = request.app.state.services.submitter
-    done = await service.submit(_to_request(body, key, caller))
+    done = await service.submit(_to_request(body, caller, idempotency_key=key))
     headers = {"Location": f"/jobs/{done.job_id}"}
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -108,19 +98,14 @@ async def submit_batch(body: BatchSubmission, request: Request) -> Response:
     """Publish every job, awaiting the confirms together; report each job's outcome in order."""
     service: Submitter = request.app.state.services.submitter
     caller = principal(request)
-    refused: dict[int, TaskqError] = {}
-    for index, job in enumerate(body.jobs):
+    requests: list[JobRequest | TaskqError] = []
+    for job in body.jobs:
         try:
             caller.require_type(job.type)
+            requests.append(_to_request(job, caller))
         except AccessError as exc:
-            refused[index] = exc
-    requests = [
-        _to_request(job, job.idempotency_key, caller)
-        for i, job in enumerate(body.jobs)
-        if i not in refused
-    ]
-    done = iter(await service.submit_many(requests))
-    outcomes = [refused[i] if i in refused else next(done) for i in range(len(body.jobs))]
+            requests.append(exc)
+    outcomes = await service.submit_many(requests)
     results: list[dict[str, Any]] = []
     accepted = 0
     for job, outcome in zip(body.jobs, outcomes, strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from jobstore.model import CredentialStore
 from producers.auth.api_keys import PREFIX, ApiKeyVerifier
 from producers.auth.bearer_tokens import JwtVerifier
@@ -11,15 +13,13 @@ from topology.errors import AuthenticationError, RateLimitedError
 from topology.settings import AuthSettings
 
 
+@dataclass(frozen=True, slots=True)
 class Authenticator:
     """Verifies the credential of a request and takes a token from its rate bucket."""
 
-    def __init__(
-        self, api_keys: ApiKeyVerifier, bearer: JwtVerifier | None, limiter: RateLimiter
-    ) -> None:
-        self._keys = api_keys
-        self._bearer = bearer
-        self._limiter = limiter
+    _keys: ApiKeyVerifier
+    _bearer: JwtVerifier | None
+    _limiter: RateLimiter
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Return the principal of an ``Authorization`` header value (``AuthenticationError``, ``RateLimitedError`` or an unavailable store if not)."""

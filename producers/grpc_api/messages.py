@@ -13,23 +13,10 @@ from producers.grpc_api.v1 import jobs_pb2 as pb
 from topology.errors import JobRejectedError
 from topology.spec import Priority
 
-PRIORITIES = {
-    pb.PRIORITY_LOW: Priority.LOW,
-    pb.PRIORITY_MEDIUM: Priority.MEDIUM,
-    pb.PRIORITY_HIGH: Priority.HIGH,
-    pb.PRIORITY_URGENT: Priority.URGENT,
-}
+# The .proto names each enum value after taskq's own (PRIORITY_LOW, STATUS_DEAD, ...).
+PRIORITIES = {pb.Priority.Value(f"PRIORITY_{p.name}"): p for p in Priority}
 PRIORITY_CODES = {priority: code for code, priority in PRIORITIES.items()}
-STATUSES = {
-    pb.STATUS_SCHEDULED: JobStatus.SCHEDULED,
-    pb.STATUS_QUEUED: JobStatus.QUEUED,
-    pb.STATUS_RUNNING: JobStatus.RUNNING,
-    pb.STATUS_RETRYING: JobStatus.RETRYING,
-    pb.STATUS_SUCCEEDED: JobStatus.SUCCEEDED,
-    pb.STATUS_FAILED: JobStatus.FAILED,
-    pb.STATUS_DEAD: JobStatus.DEAD,
-    pb.STATUS_CANCELLED: JobStatus.CANCELLED,
-}
+STATUSES = {pb.Status.Value(f"STATUS_{s.name}"): s for s in JobStatus}
 STATUS_CODES = {status: code for code, status in STATUSES.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -15,7 +15,8 @@ from grpc_reflection.v1alpha import reflection
 from loguru import logger
 from prometheus_client import CollectorRegistry
 
-from producers.grpc_api.service import SERVICE, GrpcMetrics, JobsDoor, JobsService
+from producers.api.app import Services
+from producers.grpc_api.service import SERVICE, GrpcMetrics, JobsService
 from producers.grpc_api.v1 import jobs_pb2_grpc
 from topology.errors import SettingsError, TaskqError
 from topology.settings import ApiSettings, GrpcSettings
@@ -62,14 +63,14 @@ class GrpcServer:
 
 
 async def start_grpc(
-    door: JobsDoor,
+    services: Services,
+    api: ApiSettings,
     settings: GrpcSettings,
     *,
     registry: CollectorRegistry | None = None,
     port: int | None = None,
 ) -> GrpcServer:
     """Start serving the job API on ``settings``' address (``port`` instead, if given; 0: a free one)."""
-    api = door.settings
     # A batch may be as large as a batch body over HTTP; a single job is checked on its own.
     limit = api.max_batch_body_bytes
     server = grpc.aio.server(
@@ -79,7 +80,9 @@ async def start_grpc(
             ("grpc.so_reuseport", 0),  # a port taken by another server is an error, not shared
         ]
     )
-    jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(door, GrpcMetrics(registry)), server)
+    jobs_pb2_grpc.add_JobsServicer_to_server(
+        JobsService(services, api, GrpcMetrics(registry)), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

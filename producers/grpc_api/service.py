@@ -7,7 +7,6 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
@@ -15,6 +14,8 @@ from loguru import logger
 from opentelemetry.trace import SpanKind
 
 from jobstore.model import JobSearch, JobStatus
+from producers.api.app import Services
+from producers.api.metrics import BUCKETS
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal
 from producers.auth.scopes import Scope
@@ -29,9 +30,8 @@ from producers.grpc_api.status import code_of, details_of, trailers_of
 from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
 from producers.requests import checked_request
-from producers.submit import JobRequest, Submitted, Submitter
+from producers.submit import JobRequest, Submitted
 from producers.views import job_view
-from producers.watchers import EventHub
 from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, histogram
 from topology.errors import (
@@ -46,7 +46,6 @@ from topology.settings import ApiSettings
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Jobs"].full_name  # taskq.v1.Jobs
 DOOR = "grpc"  # the source of its jobs: its idempotency keys are its own, as each door's are
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 T = TypeVar("T")
 Req = TypeVar("Req")
 Reply = TypeVar("Reply")
@@ -70,16 +69,6 @@ class GrpcMetrics(MetricSet):
         "method",
         buckets=BUCKETS,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class JobsDoor:
-    """What the service works with: the HTTP API's submitter, authenticator, event hub and limits."""
-
-    submitter: Submitter
-    authenticator: Authenticator
-    hub: EventHub
-    settings: ApiSettings
 
 
 def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
@@ -113,9 +102,12 @@ def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
 class JobsService(jobs_pb2_grpc.JobsServicer):
     """Submits, reads, cancels and watches jobs for callers holding a credential with the scope."""
 
-    def __init__(self, door: JobsDoor, metrics: GrpcMetrics | None = None) -> None:
-        self._door = door
-        self._submitter = door.submitter
+    def __init__(
+        self, services: Services, settings: ApiSettings, metrics: GrpcMetrics | None = None
+    ) -> None:
+        assert services.authenticator is not None  # Services makes one when none is given
+        self._authenticator: Authenticator = services.authenticator
+        self._submitter, self._hub, self._settings = services.submitter, services.hub, settings
         metrics = metrics or GrpcMetrics()
         # labels() costs more than the increment; methods and codes are few.
         self._calls = functools.cache(metrics.calls.labels)
@@ -129,7 +121,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self, request: pb.SubmitRequest, context: Context, caller: Principal
     ) -> pb.SubmitResponse:
         """Store and publish one job; answer once the broker confirmed it."""
-        limit = self._door.settings.max_body_bytes
+        limit = self._settings.max_body_bytes
         if request.ByteSize() > limit:
             raise RequestTooLargeError(f"a job is at most {limit} bytes (TASKQ_MAX_BODY_BYTES)")
         job = _request(request, caller)
@@ -143,13 +135,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self, request: pb.SubmitBatchRequest, context: Context, caller: Principal
     ) -> pb.SubmitBatchResponse:
         """Submit every job with confirms awaited together; one result per job, in order."""
-        most = self._submitter.batch_max
-        if len(request.jobs) > most:
-            raise JobRejectedError(f"a batch holds at most {most} jobs", field="jobs")
         checked = [_request(job, caller) for job in request.jobs]
-        valid = [c for c in checked if isinstance(c, JobRequest)]
-        done = iter(await self._outlived(self._submitter.submit_many(valid), context))
-        outcomes = [c if isinstance(c, TaskqError) else next(done) for c in checked]
+        outcomes = await self._outlived(self._submitter.submit_many(checked), context)
         results = [_result(outcome) for outcome in outcomes]
         accepted = sum(1 for r in results if r.HasField("job"))
         return pb.SubmitBatchResponse(
@@ -191,12 +178,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
     async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.JobEvent]:
         """Stream status changes of one job (its current state first), of a type, or of all the caller's jobs."""
-        idle = self._door.settings.ws_idle_timeout
+        idle = self._settings.ws_idle_timeout
         async with self._call("Watch", context, Scope.JOBS_READ) as caller:
             target = request.WhichOneof("target")
             job_id = request.job_id if target == "job_id" else None
             job_type = request.type if target == "type" else None
-            async with self._door.hub.watch(caller.viewer, job_id=job_id, job_type=job_type) as w:
+            async with self._hub.watch(caller.viewer, job_id=job_id, job_type=job_type) as w:
                 if job_id is not None:
                     current = job_view(await self._submitter.get(job_id, caller.viewer))
                     yield event_message(current)
@@ -247,7 +234,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
                 authorization = value
-        caller = await self._door.authenticator.authenticate(authorization)
+        caller = await self._authenticator.authenticate(authorization)
         caller.require(scope)
         return caller
 

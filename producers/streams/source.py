@@ -8,13 +8,14 @@ import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from loguru import logger
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError, ResponseError
 
+from producers.publisher import ConfirmedPublisher
 from producers.streams.entries import Fields, dead_letter_fields, entry_request, text
 from producers.submit import JobRequest, Submitted, Submitter
 from telemetry import tracing
@@ -30,15 +31,6 @@ BACKLOG_EVERY_S = 5.0  # how often the group's backlog is read for the metrics
 # Batches submitted at once: the next batch is read and checked while earlier ones await
 # their store writes and confirms.
 IN_FLIGHT = 3
-
-
-class Alarmed(Protocol):
-    """What a source asks its publisher: whether the broker blocks publishing now."""
-
-    @property
-    def blocked(self) -> bool:
-        """Return whether the broker blocks this connection's publishers (a resource alarm)."""
-        ...
 
 
 class StreamMetrics(MetricSet):
@@ -73,7 +65,7 @@ class StreamSource:
         consumer: str,
         redis: aioredis.Redis,
         submitter: Submitter,
-        publisher: Alarmed,
+        publisher: ConfirmedPublisher,  # asked whether the broker blocks publishing now
         settings: StreamSettings,
         metrics: StreamMetrics | None = None,
     ) -> None:
@@ -272,7 +264,7 @@ class StreamSource:
         self, requests: Sequence[JobRequest], *, again: bool
     ) -> list[Submitted | TaskqError]:
         """Submit ``requests`` as the source's own, at most a submitter's batch at a time."""
-        outcomes: dict[int, Submitted | TaskqError] = {}
+        items: list[JobRequest | Submitted] = list(requests)
         if again:
             # A job stored already was published: a second copy could run again a job that
             # failed and waits for its retry, so it is answered as replayed instead. The
@@ -283,20 +275,17 @@ class StreamSource:
                 for index, request in enumerate(requests):
                     job = await store.get_job(request.job_id) if request.job_id else None
                     if job is not None:
-                        outcomes[index] = Submitted(job.id, job, replayed=True)
+                        items[index] = Submitted(job.id, job, replayed=True)
             except TaskqError as exc:  # the store is down: they wait, as a failed submission
                 return [exc] * len(requests)
-        new = [request for index, request in enumerate(requests) if index not in outcomes]
-        submitted: list[Submitted | TaskqError] = []
-        most = self._submitter.batch_max
-        producer = stream_producer(self._name)
-        for start in range(0, len(new), most):
-            chunk = new[start : start + most]
-            submitted += await self._submitter.submit_many(chunk, producer=producer)
-        fresh = iter(submitted)
-        return [
-            outcomes[index] if index in outcomes else next(fresh) for index in range(len(requests))
-        ]
+        outcomes: list[Submitted | TaskqError] = []
+        most = self._submitter.settings.batch_max
+        for start in range(0, len(items), most):
+            chunk = items[start : start + most]
+            outcomes += await self._submitter.submit_many(
+                chunk, producer=stream_producer(self._name)
+            )
+        return outcomes
 
     async def _dead_letter(self, dead: Sequence[tuple[str, Fields, str]]) -> None:
         """Add each entry that makes no job to the dead-letter stream with its reason, and acknowledge it, at once."""

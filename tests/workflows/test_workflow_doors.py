@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from jobstore.sqlite import SqliteJobStore
 from producers.auth.scopes import Scope
 from producers.submit import Submitter
-from producers.workflows import Workflows, chain, chord, group, step
+from producers.workflows import chain, chord, group, step, submit_workflow
 from taskctl.cli import app
 from tests.credentials import bearer, issue_key
 from tests.fakes.blobs import InMemoryBlobStore
@@ -94,8 +94,8 @@ async def stored_chain(path: Path) -> str:
     await store.migrate()
     submitter = Submitter(topology, InMemoryPublisher(topology), store, InMemoryBlobStore())
     try:
-        answer = await Workflows(submitter).submit(
-            chain(step("flow.a"), step("flow.b"), step("flow.c")), tenant="default"
+        answer = await submit_workflow(
+            submitter, chain(step("flow.a"), step("flow.b"), step("flow.c")), tenant="default"
         )
     finally:
         await store.close()

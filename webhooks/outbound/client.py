@@ -80,8 +80,23 @@ async def post(
         raise DeliveryFailed(f"{shown} failed: {type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
         raise DeliveryFailed(f"{shown} did not answer within {timeout}s") from exc
-    _check_outcome(response, shown)
-    return response
+    status = response.status
+    if 200 <= status < 300:
+        return response
+    hint = retry_after(response.headers.get("retry-after"))
+    if 300 <= status < 400:
+        where = response.headers.get("location", "nowhere")
+        raise DeliveryFailed(
+            f"{shown} answered {status} redirecting to {where!r}; redirects are not followed",
+            status=status,
+            retry_after=hint,
+        )
+    snippet = response.body[:120]
+    if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        raise DeliveryRejected(f"{shown} rejected the call: {status} {snippet!r}", status=status)
+    raise DeliveryFailed(
+        f"{shown} answered {status} {snippet!r}; retry later", status=status, retry_after=hint
+    )
 
 
 async def _read_capped(reply: aiohttp.ClientResponse) -> bytes:
@@ -129,27 +144,6 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
         when = when.replace(tzinfo=UTC)
     seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _check_outcome(response: Response, shown: str) -> None:
-    """Raise the error a non-2xx ``response`` from ``shown`` stands for."""
-    status = response.status
-    if 200 <= status < 300:
-        return
-    hint = retry_after(response.headers.get("retry-after"))
-    if 300 <= status < 400:
-        where = response.headers.get("location", "nowhere")
-        raise DeliveryFailed(
-            f"{shown} answered {status} redirecting to {where!r}; redirects are not followed",
-            status=status,
-            retry_after=hint,
-        )
-    snippet = response.body[:120]
-    if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-        raise DeliveryRejected(f"{shown} rejected the call: {status} {snippet!r}", status=status)
-    raise DeliveryFailed(
-        f"{shown} answered {status} {snippet!r}; retry later", status=status, retry_after=hint
-    )
 
 
 class PinnedResolver(AbstractResolver):

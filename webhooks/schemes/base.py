@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -43,12 +43,28 @@ class Delivery:
     timestamp: int | None
 
 
-class Verifier(Protocol):
-    """Checks one inbound delivery's signature and says what it carries."""
+class Verifier:
+    """Checks one inbound delivery's signature and says what it carries; each scheme fills in ``_verify``."""
+
+    name = "webhook"  # how a decoding error names the delivery
+    # The headers a delivery's job keeps (lower case), so a handler can verify it again.
+    kept: tuple[str, ...] = ()
+
+    def __init__(self, secrets: Sequence[bytes], tolerance: int = DEFAULT_TOLERANCE) -> None:
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:
+            raise WebhookConfigError(
+                f"the tolerance must be a positive number of seconds, not {tolerance!r}"
+            )
+        self._secrets = tuple(secrets)
+        self._tolerance = tolerance
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
         """Return the delivery if ``body`` is authentically signed, else raise a WebhookError."""
-        ...
+        with foreign_errors(self.name):
+            return self._verify(body, headers, now)
+
+    def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Delivery:
+        raise NotImplementedError
 
 
 @contextmanager
@@ -118,15 +134,6 @@ def decode_signature(value: str, encoding: str, source: str) -> bytes:
     if not value or not _BASE64.fullmatch(value):
         raise MalformedWebhook(f"{source} is not a base64 signature")
     return base64.b64decode(value, validate=True)
-
-
-def positive_tolerance(tolerance: int) -> int:
-    """Return ``tolerance`` if it is a positive whole number of seconds."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:
-        raise WebhookConfigError(
-            f"the tolerance must be a positive number of seconds, not {tolerance!r}"
-        )
-    return tolerance
 
 
 def hmac_matches(

@@ -13,7 +13,7 @@ Algorithm = Literal["sha1", "sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
 
 
-class HmacVerifier:
+class HmacVerifier(base.Verifier):
     """Verifies ``<prefix><hex or base64 HMAC>`` in one header, over the body or ``"{ts}." + body``."""
 
     def __init__(
@@ -28,46 +28,45 @@ class HmacVerifier:
         tolerance: int = base.DEFAULT_TOLERANCE,
         id_header: str | None = None,
         event_header: str | None = None,
+        kept: Sequence[str] = (),
     ) -> None:
-        self._secrets = tuple(secrets)
+        super().__init__(secrets, tolerance)
         self._algorithm, self._encoding = algorithm, encoding
         if not prefix.isascii():
             raise WebhookConfigError("the signature prefix must be ASCII, as header values are")
         self._prefix = prefix
-        self._tolerance = base.positive_tolerance(tolerance)
         # The receiver hands over lower-cased header names.
         self._header = header.lower()
+        self.name = f"{self._header} HMAC"
         self._timestamp_header, self._id_header, self._event_header = (
             name.lower() if name else None for name in (timestamp_header, id_header, event_header)
         )
+        own = (self._header, self._timestamp_header, self._id_header, self._event_header)
+        self.kept = (*(name for name in own if name), *kept)
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
-        """Return the delivery if one configured secret signed ``body``, else raise a WebhookError."""
-        with base.foreign_errors(f"{self._header} HMAC"):
-            value = base.header(headers, self._header, signature=True)
-            if not value.startswith(self._prefix):
-                raise MalformedWebhook(
-                    f"the {self._header} header does not start with {self._prefix!r}"
-                )
-            signature = value[len(self._prefix) :]
-            given = base.decode_signature(signature, self._encoding, f"the {self._header} header")
-            timestamp = None
-            if self._timestamp_header is not None:
-                value = base.header(headers, self._timestamp_header)
-                timestamp = base.unix_seconds(value, f"the {self._timestamp_header} header")
-            # No id from the sender: the body's hash makes an identical redelivery dedup.
-            delivery_id = _token(headers, self._id_header) or (
-                "sha256:" + hashlib.sha256(body).hexdigest()
+    def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
+        value = base.header(headers, self._header, signature=True)
+        if not value.startswith(self._prefix):
+            raise MalformedWebhook(
+                f"the {self._header} header does not start with {self._prefix!r}"
             )
-            event = _token(headers, self._event_header)
-            content = signed_content(body, timestamp)
-            if not base.hmac_matches(self._secrets, content, [given], self._algorithm):
-                raise SignatureRejected(
-                    f"the {self._header} signature matches no configured secret"
-                )
-            if timestamp is not None:
-                base.check_window(timestamp, now, self._tolerance, future_ok=False)
-            return base.Delivery(delivery_id, event, timestamp)
+        signature = value[len(self._prefix) :]
+        given = base.decode_signature(signature, self._encoding, f"the {self._header} header")
+        timestamp = None
+        if self._timestamp_header is not None:
+            value = base.header(headers, self._timestamp_header)
+            timestamp = base.unix_seconds(value, f"the {self._timestamp_header} header")
+        # No id from the sender: the body's hash makes an identical redelivery dedup.
+        delivery_id = _token(headers, self._id_header) or (
+            "sha256:" + hashlib.sha256(body).hexdigest()
+        )
+        event = _token(headers, self._event_header)
+        content = signed_content(body, timestamp)
+        if not base.hmac_matches(self._secrets, content, [given], self._algorithm):
+            raise SignatureRejected(f"the {self._header} signature matches no configured secret")
+        if timestamp is not None:
+            base.check_window(timestamp, now, self._tolerance, future_ok=False)
+        return base.Delivery(delivery_id, event, timestamp)
 
 
 def _token(headers: Mapping[str, str], name: str | None) -> str | None:
@@ -90,34 +89,39 @@ def github_verifier(secrets: Sequence[bytes]) -> HmacVerifier:
         prefix="sha256=",
         id_header="x-github-delivery",
         event_header="x-github-event",
+        kept=("x-github-hook-id",),
     )
 
 
 STRIPE_SIGNATURE_HEADER = "stripe-signature"
 
 
-class StripeVerifier:
+class StripeVerifier(base.Verifier):
     """Verifies Stripe events; a stale timestamp fails, a future one passes as in stripe-python."""
 
-    def __init__(self, secrets: Sequence[bytes], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
-        self._secrets = tuple(secrets)
-        self._tolerance = base.positive_tolerance(tolerance)
+    name = "Stripe"
+    kept = (STRIPE_SIGNATURE_HEADER,)
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
-        """Return the event's delivery if any v1 signature matches a secret, else raise a WebhookError."""
-        with base.foreign_errors("Stripe"):
-            timestamp, given = _parse_stripe(
-                base.header(headers, STRIPE_SIGNATURE_HEADER, signature=True)
+    def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
+        timestamp, given = _parse_stripe(
+            base.header(headers, STRIPE_SIGNATURE_HEADER, signature=True)
+        )
+        if not base.hmac_matches(self._secrets, signed_content(body, timestamp), given):
+            raise SignatureRejected(
+                "no v1 signature in Stripe-Signature matches a configured secret"
             )
-            if not base.hmac_matches(self._secrets, signed_content(body, timestamp), given):
-                raise SignatureRejected(
-                    "no v1 signature in Stripe-Signature matches a configured secret"
-                )
-            # Checked after the signature, as stripe-python does: this error means authentic
-            # but stale, never a forgery.
-            base.check_window(timestamp, now, self._tolerance, future_ok=True)
-            event_id, event_type = _stripe_event(body)
-            return base.Delivery(event_id, event_type, timestamp)
+        # Checked after the signature, as stripe-python does: this error means authentic but
+        # stale, never a forgery.
+        base.check_window(timestamp, now, self._tolerance, future_ok=True)
+        event = base.json_object(body)
+        if event is None:
+            raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
+        event_id = base.printable_token(event_id, "the Stripe event id")
+        event_type = base.printable_token(event_type, "the Stripe event type")
+        return base.Delivery(event_id, event_type, timestamp)
 
 
 def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
@@ -141,15 +145,3 @@ def _parse_stripe(value: str) -> tuple[int, list[bytes]]:
             "Stripe-Signature holds no v1 signature (only v0 or unknown schemes)"
         )
     return timestamp, given
-
-
-def _stripe_event(body: bytes) -> tuple[str, str]:
-    """Return the id and type of the verified event body."""
-    event = base.json_object(body)
-    if event is None:
-        raise MalformedWebhook("the Stripe event body is not JSON, or not a JSON object")
-    event_id, event_type = event.get("id"), event.get("type")
-    if not isinstance(event_id, str) or not isinstance(event_type, str):
-        raise MalformedWebhook("the Stripe event body needs string 'id' and 'type' fields")
-    event_id = base.printable_token(event_id, "the Stripe event id")
-    return event_id, base.printable_token(event_type, "the Stripe event type")

@@ -22,38 +22,57 @@ TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 
 
-class StandardVerifier:
+class StandardVerifier(base.Verifier):
     """Verifies Standard Webhooks deliveries against every trusted key; ±tolerance around now."""
 
-    def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
-        self._hmac_secrets, self._public_keys = _parse_keys(secrets)
-        self._tolerance = base.positive_tolerance(tolerance)
+    name = "Standard Webhooks"
+    kept = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
-    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
-        """Return the delivery if any signature matches a key of its kind, else raise a WebhookError."""
-        with base.foreign_errors("Standard Webhooks"):
-            msg_id = _message_id(base.header(headers, ID_HEADER))
-            timestamp = base.unix_seconds(
-                base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp"
-            )
-            hmac_signatures, ed25519_signatures = _parse(
-                base.header(headers, SIGNATURE_HEADER, signature=True)
-            )
-            self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
-            # Checked after the signature so this error means authentic but stale (or skewed).
-            base.check_window(timestamp, now, self._tolerance, future_ok=False)
-            # The signature authenticates the body, not its shape: no string "type", no event.
-            event = (base.json_object(body) or {}).get("type")
-            return base.Delivery(msg_id, event if isinstance(event, str) else None, timestamp)
+    def __init__(self, secrets: Sequence[str], tolerance: int = base.DEFAULT_TOLERANCE) -> None:
+        # The HMAC secrets and ed25519 public keys held in ``whsec_`` and ``whpk_`` strings.
+        hmac_secrets, self._public_keys = [], []
+        for secret in secrets:
+            if secret.startswith(HMAC_PREFIX):
+                hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
+            elif secret.startswith(PUBLIC_PREFIX):
+                raw = _key_bytes(secret, PUBLIC_PREFIX)
+                if len(raw) != 32:
+                    raise WebhookConfigError("a whpk_ key must hold 32 bytes")
+                self._public_keys.append(Ed25519PublicKey.from_public_bytes(raw))
+            elif secret.startswith(PRIVATE_PREFIX):
+                raise WebhookConfigError(
+                    "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
+                )
+            else:
+                raise WebhookConfigError(
+                    "a Standard Webhooks secret must start with whsec_ or whpk_"
+                )
+        super().__init__(hmac_secrets, tolerance)
+
+    def _verify(self, body: bytes, headers: Mapping[str, str], now: float) -> base.Delivery:
+        msg_id = base.header(headers, ID_HEADER)
+        if "." in msg_id:  # "{id}.{ts}" could be split two ways; the spec forbids it
+            raise MalformedWebhook("webhook-id must not contain '.'")
+        msg_id = base.printable_token(msg_id, "webhook-id")
+        timestamp = base.unix_seconds(base.header(headers, TIMESTAMP_HEADER), "webhook-timestamp")
+        hmac_signatures, ed25519_signatures = _parse(
+            base.header(headers, SIGNATURE_HEADER, signature=True)
+        )
+        self._check(_content(msg_id, timestamp, body), hmac_signatures, ed25519_signatures)
+        # Checked after the signature so this error means authentic but stale (or skewed).
+        base.check_window(timestamp, now, self._tolerance, future_ok=False)
+        # The signature authenticates the body, not its shape: no string "type", no event.
+        event = (base.json_object(body) or {}).get("type")
+        return base.Delivery(msg_id, event if isinstance(event, str) else None, timestamp)
 
     def _check(self, content: bytes, hmacs: list[bytes], ed25519s: list[bytes]) -> None:
-        hmacs = hmacs if self._hmac_secrets else []
+        hmacs = hmacs if self._secrets else []
         ed25519s = ed25519s if self._public_keys else []
         if not hmacs and not ed25519s:
             raise SignatureRejected(
                 "webhook-signature holds no signature of a version this receiver has keys for"
             )
-        if not base.hmac_matches(self._hmac_secrets, content, hmacs) and not any(
+        if not base.hmac_matches(self._secrets, content, hmacs) and not any(
             _ed25519_valid(key, signature, content)
             for key in self._public_keys
             for signature in ed25519s
@@ -71,13 +90,6 @@ def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def _content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     return f"{msg_id}.{timestamp}.".encode() + body
-
-
-def _message_id(value: str) -> str:
-    # A dot in the id would let "{id}.{ts}" be split two ways; the spec forbids it.
-    if "." in value:
-        raise MalformedWebhook("webhook-id must not contain '.'")
-    return base.printable_token(value, "webhook-id")
 
 
 def _parse(value: str) -> tuple[list[bytes], list[bytes]]:
@@ -101,26 +113,6 @@ def _ed25519_valid(key: Ed25519PublicKey, signature: bytes, content: bytes) -> b
     except InvalidSignature:  # the outcome of the check, not an error: try the next pair
         return False
     return True
-
-
-def _parse_keys(secrets: Sequence[str]) -> tuple[list[bytes], list[Ed25519PublicKey]]:
-    """Return the HMAC secrets and ed25519 public keys held in ``whsec_`` and ``whpk_`` strings."""
-    hmac_secrets, public_keys = [], []
-    for secret in secrets:
-        if secret.startswith(HMAC_PREFIX):
-            hmac_secrets.append(_key_bytes(secret, HMAC_PREFIX))
-        elif secret.startswith(PUBLIC_PREFIX):
-            raw = _key_bytes(secret, PUBLIC_PREFIX)
-            if len(raw) != 32:
-                raise WebhookConfigError("a whpk_ key must hold 32 bytes")
-            public_keys.append(Ed25519PublicKey.from_public_bytes(raw))
-        elif secret.startswith(PRIVATE_PREFIX):
-            raise WebhookConfigError(
-                "a whsk_ private key belongs to the sender; give the receiver its whpk_ public key"
-            )
-        else:
-            raise WebhookConfigError("a Standard Webhooks secret must start with whsec_ or whpk_")
-    return hmac_secrets, public_keys
 
 
 def _key_bytes(secret: str, prefix: str) -> bytes:
