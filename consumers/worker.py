@@ -326,13 +326,9 @@ class Worker:
             logger.warning("undecodable message dead-lettered: {}", exc)
             return decide(Facts(None, undecodable=str(exc)), self._policy, now)
         delivery.envelope = envelope
-        handler = self._deps.registry.resolve(envelope.type)
-        delivery.handler = handler
-        blocked = None
-        if handler is not None and handler.depends_on:
-            blocking = self.breakers.blocking(handler.depends_on)
-            if blocking is not None:
-                blocked = max(int(blocking.retry_in() * 1000), 1000)
+        handler = delivery.handler = self._deps.registry.resolve(envelope.type)
+        blocking = None if handler is None else self.breakers.blocking(handler.depends_on)
+        blocked = None if blocking is None else max(int(blocking.retry_in() * 1000), 1000)
         return decide(Facts(envelope, handler is not None, blocked), self._policy, now)
 
     def _unprobed(self, delivery: Delivery) -> None:
@@ -613,7 +609,13 @@ class Worker:
             outcome = await self._call(envelope, handler, now, limit, flow)
             delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
-            _log(action)
+            # Failures at INFO and up, success only at DEBUG.
+            if action.act is Act.ACK:
+                logger.debug("job succeeded")
+            elif action.act is Act.RETRY:
+                logger.info("job retried in {} ms: {}", action.delay_ms, action.error)
+            elif action.act is Act.DEAD:
+                logger.warning("job dead-lettered: {}", action.error)
         delivery.ran_from = now  # for a failed attempt's step in the job's history
         self._done.append((delivery, action))
         self._wake.set()
@@ -746,12 +748,8 @@ def _step(
     """Return the step of the job's history that a failure's end records."""
     began = delivery.ran_from
     took = None if began is None else int((now - began).total_seconds() * 1000)
-    route = action.route
-    tier = (
-        route.headers.get(DELAY_HEADER)
-        if route is not None and kind is JobEventKind.RETRIED
-        else None
-    )
+    retried = kind is JobEventKind.RETRIED
+    tier = action.route.headers.get(DELAY_HEADER) if retried and action.route else None
     return JobEvent(
         envelope.id,
         now,
@@ -759,7 +757,7 @@ def _step(
         envelope.attempt,
         action.error,
         took,
-        action.delay_ms if kind is JobEventKind.RETRIED else None,
+        action.delay_ms if retried else None,
         None if tier is None else str(tier),
         None if action.reason is None else action.reason.value,
         tracing.trace_id(delivery.trace) if tracing.enabled() else None,
@@ -781,16 +779,6 @@ def _resume(run: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any,
                 waiting = run.send(sent)
         except StopIteration:
             return
-
-
-def _log(action: Action) -> None:
-    """Log a run's outcome: failures at INFO and up, success only at DEBUG."""
-    if action.act is Act.ACK:
-        logger.debug("job succeeded")
-    elif action.act is Act.RETRY:
-        logger.info("job retried in {} ms: {}", action.delay_ms, action.error)
-    elif action.act is Act.DEAD:
-        logger.warning("job dead-lettered: {}", action.error)
 
 
 class _Metrics:

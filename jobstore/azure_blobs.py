@@ -16,8 +16,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 
-from jobstore.blobs import PAYLOADS, StoredBlob, check_size, make_ref, verify
-from jobstore.bucket_store import BucketStore
+from jobstore.blobs import PAYLOADS, BucketStore, StoredBlob, check_size, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 

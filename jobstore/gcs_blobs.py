@@ -12,8 +12,7 @@ from google.auth import exceptions as auth_errors
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from jobstore.blobs import PAYLOADS, StoredBlob, make_ref, verify
-from jobstore.bucket_store import BucketStore
+from jobstore.blobs import PAYLOADS, BucketStore, StoredBlob, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 
