@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
 
 import requests
 from google.api_core import exceptions as google_errors
@@ -43,7 +42,16 @@ class GcsBlobStore(BucketStore):
         super().__init__(f"gs://{bucket}", prefix)
         self.bucket = bucket
         self._where = endpoint_url or "Google Cloud Storage"
-        self._client = _gcs_client(endpoint_url)
+        if endpoint_url:
+            from google.auth.credentials import AnonymousCredentials
+
+            self._client = storage.Client(
+                project="taskq",
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options={"api_endpoint": endpoint_url},
+            )
+        else:
+            self._client = storage.Client()
         self._bucket = self._client.bucket(bucket)
 
     async def close(self) -> None:
@@ -99,15 +107,3 @@ class GcsBlobStore(BucketStore):
         if isinstance(exc, google_errors.GoogleAPICallError):
             return BlobStoreError(f"Cloud Storage refused {uri}: {exc}")
         return None
-
-
-def _gcs_client(endpoint_url: str | None) -> Any:
-    if endpoint_url:
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(
-            project="taskq",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": endpoint_url},
-        )
-    return storage.Client()

@@ -164,7 +164,7 @@ class InlineWriter:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
-            if _busy(exc):
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise Busy from exc
             raise
         self._commits += 1
@@ -255,7 +255,3 @@ def _begin(conn: Db) -> None:
 
 def _fetch(conn: Db, *, sql: str) -> list[Any]:
     return conn.execute(sql).fetchall()
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -53,7 +53,7 @@ _INSERT_STEP = (
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 _WRITE_FLOW = (
     "UPDATE workflows SET status = $2, pending = $3, failed = $4, error = $5, updated_at = $6,"
-    " finished_at = coalesce($7, finished_at) WHERE id = $1"
+    " finished_at = CASE WHEN $7 THEN $6 ELSE finished_at END WHERE id = $1"
 )
 # A waiting step (its job stored scheduled, never published) becomes due.
 _RELEASE = (
@@ -262,14 +262,10 @@ class WorkflowSql(SharedSql):
             ids,
         )
         return {
-            row[0]: _Flow(
-                row[0],
-                WorkflowKind(row[1]),
-                WorkflowStatus(row[2]),
-                OnFailure(row[3]),
-                *row[4:],
+            flow_id: _Flow(
+                flow_id, WorkflowKind(kind), WorkflowStatus(status), OnFailure(fail), *rest
             )
-            for row in rows
+            for flow_id, kind, status, fail, *rest in rows
         }
 
     def _cancel_rest(self, workflow_id: str, stamp: Any) -> Talk[int]:
@@ -297,15 +293,7 @@ class WorkflowSql(SharedSql):
         yield many(
             _WRITE_FLOW,
             [
-                (
-                    f.id,
-                    f.status.value,
-                    f.pending,
-                    f.failed,
-                    f.error,
-                    stamp,
-                    stamp if f.finished else None,
-                )
+                (f.id, f.status.value, f.pending, f.failed, f.error, stamp, f.finished)
                 for f in flows
             ],
         )
