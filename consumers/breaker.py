@@ -103,21 +103,15 @@ class Breakers:
 
     def get(self, name: str) -> CircuitBreaker:
         """Return the breaker of dependency ``name``."""
-        breaker = self.by_name.get(name)
-        if breaker is None:
-            breaker = CircuitBreaker(
+        if name not in self.by_name:
+            self.by_name[name] = CircuitBreaker(
                 name, self.threshold, self.cooldown, self.clock, on_change=self.on_change
             )
-            self.by_name[name] = breaker
-        return breaker
+        return self.by_name[name]
 
     def blocking(self, names: tuple[str, ...]) -> CircuitBreaker | None:
         """Return the first breaker among ``names`` that refuses a job now, or ``None``."""
-        for name in names:
-            breaker = self.get(name)
-            if not breaker.allow():
-                return breaker
-        return None
+        return next((b for name in names if not (b := self.get(name)).allow()), None)
 
 
 STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}

@@ -527,9 +527,8 @@ class Worker:
             return failed
         for delivery in deliveries:
             found, ended = delivery.job, delivery.ended
-            if found is None or found.callback_url is None:
-                continue
-            if not (found.status.terminal or (ended is not None and ended.terminal)):
+            final = found is not None and (found.status.terminal or (ended and ended.terminal))
+            if found is None or found.callback_url is None or not final:
                 continue
             try:
                 job = await self._deps.store.get_job(found.id)  # the whole job, for its callback
@@ -664,9 +663,8 @@ class Worker:
             return Succeeded(result)
         finally:
             children.duration(priority).observe(time.perf_counter() - began)
-        if not isinstance(
-            error, Permanent | ContractError
-        ):  # the job's fault, not the dependency's
+        # Not a dependency's failure: the job's own.
+        if not isinstance(error, Permanent | ContractError):
             for name in handler.depends_on:
                 self.breakers.get(name).failed()
         return Failed(error)

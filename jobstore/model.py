@@ -260,9 +260,8 @@ class JobEvent:
     took_ms: int | None = None  # how long the failed attempt ran (None: it never ran)
     delay_ms: int | None = None  # retried: the wait before the next attempt
     tier: str | None = None  # retried: the delay tier it waits in
-    reason: str | None = (
-        None  # dead: why (exhausted, permanent, contract, poison); replayed: why it had died
-    )
+    # dead: why (exhausted, permanent, contract, poison); replayed: why it had died.
+    reason: str | None = None
     trace_id: str | None = None
 
 
