@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from topology.envelope import PayloadRef
@@ -194,6 +194,7 @@ class BucketStore:
             raise ValueError(f"prefix {prefix!r} must be empty or plain path segments")
         self.prefix = f"{folder}/" if folder else ""
         self._home = home
+        self._client: Any = None  # the SDK's, which a subclass builds
 
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Store ``data`` under ``key`` and return its reference (see ``BlobStore.put``)."""
@@ -215,6 +216,10 @@ class BucketStore:
     async def ping(self) -> None:
         """Check the bucket exists and the credentials may list its objects."""
         await self.scan(after="", limit=1)
+
+    async def close(self) -> None:
+        """Close the SDK client's connections."""
+        self._client.close()
 
     def _uri(self, name: str) -> str:
         return f"{self._home}/{name}"

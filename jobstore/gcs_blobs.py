@@ -54,10 +54,6 @@ class GcsBlobStore(BucketStore):
             self._client = storage.Client()
         self._bucket = self._client.bucket(bucket)
 
-    async def close(self) -> None:
-        """Close the client's HTTP session."""
-        self._client.close()
-
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
         # The client sends the CRC32C, so the service refuses a corrupted upload.
         self._bucket.blob(name).upload_from_string(

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore.migrations import load_migrations, pending
+from jobstore.migrations import load_migrations
 from jobstore.model import (
     Claim,
     ClaimState,
@@ -146,7 +146,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_CREATE_VERSIONS)
             current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for version, sql in pending(load_migrations("postgres"), current):
+            for version, sql in load_migrations("postgres", current).items():
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 current = version

@@ -60,10 +60,6 @@ class S3BlobStore(BucketStore):
         """Check the bucket exists and the credentials may use it."""
         await self._call(self._uri(self.prefix), self._client.head_bucket, Bucket=self.bucket)
 
-    async def close(self) -> None:
-        """Close the client's connections."""
-        self._client.close()
-
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
         ref = make_ref(self._uri(name), data, content_type)
         self._client.put_object(

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from jobstore.migrations import load_migrations, pending, sqlite_statements
+from jobstore.migrations import load_migrations, sqlite_statements
 from jobstore.model import (
     Claim,
     ClaimState,
@@ -90,13 +90,12 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
 
     async def migrate(self) -> int:
         """Apply pending schema migrations in one transaction; return the version."""
-        # Its write lock (BEGIN IMMEDIATE) keeps migrators apart: each file is applied once.
-        migrations = load_migrations("sqlite")
 
+        # Its write lock (BEGIN IMMEDIATE) keeps migrators apart: each file is applied once.
         def apply(db: Db) -> int:
             db.execute(_CREATE_VERSIONS)
             [(current,)] = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for version, sql in pending(migrations, current):
+            for version, sql in load_migrations("sqlite", current).items():
                 for statement in sqlite_statements(sql):
                     db.execute(statement)
                 db.execute(
