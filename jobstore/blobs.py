@@ -48,27 +48,21 @@ class BlobStore(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Store ``data`` under ``key`` and return a reference holding its uri, sha256 and size."""
-        ...
 
     async def get(self, ref: PayloadRef) -> bytes:
         """Return the bytes ``ref`` points to."""
-        ...
 
     async def delete(self, uri: str) -> None:
         """Remove the blob at ``uri`` (a ``PayloadRef.uri``); a missing blob is not an error."""
-        ...
 
     async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
         """Return up to ``limit`` payload blobs (``blob_key``) whose keys sort after ``after``, in key order."""
-        ...
 
     async def ping(self) -> None:
         """Return when the store is usable, or raise ``BlobStoreError`` saying why not."""
-        ...
 
     async def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
-        ...
 
 
 def blob_key(job_id: str) -> str:

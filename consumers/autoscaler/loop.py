@@ -38,11 +38,9 @@ class Actuator(Protocol):
 
     async def current(self, group: str) -> int:
         """Return how many workers the group has now."""
-        ...
 
     async def scale(self, group: str, workers: int) -> None:
         """Make the group run ``workers`` workers (scale-down lets workers drain)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
