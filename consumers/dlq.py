@@ -389,12 +389,10 @@ async def listing(
         while len(found) < limit and (fetched := await run.fetch(PAGE)):
             fates = []
             for _, letter in fetched:
-                if len(found) == limit:
-                    # Past the page: back to the head unmoved, where the next call starts.
-                    fates.append(Fate.PUT_BACK)
-                    continue
-                if chosen(letter, moment):
+                # Past the page: back to the head unmoved, where the next call starts.
+                past = len(found) == limit
+                if not past and chosen(letter, moment):
                     found.append(letter)
-                fates.append(Fate.KEEP)
+                fates.append(Fate.PUT_BACK if past else Fate.KEEP)
             await run.settle(fetched, fates)
     return Page(found, None if run.done else run.mark)

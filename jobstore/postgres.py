@@ -169,12 +169,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
         keyed = any(i.claim for i in items) or any(c.response is not None for c in confirmed)
         async with self._use(transaction=keyed) as conn:
             await _complete(conn, confirmed)  # first: a claim of a key it completes replays it
-            claims = [
-                Claim(ClaimState.NEW, i.job.id)
-                if i.claim is None
-                else await _talked(conn, self._claiming(i.claim, i.job.id, float(i.lease_s)))
-                for i in items
-            ]
+            claims = await _talked(conn, self._claiming(items, lambda i: (float(i.lease_s),)))
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
             await conn.execute(
                 _CREATE,
@@ -220,7 +215,12 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
     async def _use(self, *, transaction: bool = False) -> AsyncIterator[Connection]:
         """Lend a pooled connection for one unit of work, inside a transaction if asked."""
         async with self._translated():
-            pool = await self._ready_pool()
+            pool = self._pool
+            if pool is None:
+                async with self._lock:
+                    if self._closed:
+                        raise StoreError("the job store is closed")
+                    pool = self._pool = self._pool or await self._create_pool()
             async with pool.acquire() as conn, conn.transaction() if transaction else nullcontext():
                 yield conn
 
@@ -235,16 +235,6 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
                     f"the PostgreSQL job store is unavailable: {exc}"
                 ) from exc
             raise StoreError(f"the PostgreSQL job store failed: {exc}") from exc
-
-    async def _ready_pool(self) -> asyncpg.Pool[asyncpg.Record]:
-        if self._pool is not None:
-            return self._pool
-        async with self._lock:
-            if self._closed:
-                raise StoreError("the job store is closed")
-            if self._pool is None:
-                self._pool = await self._create_pool()
-            return self._pool
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run one statement and return its rows."""

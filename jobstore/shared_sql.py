@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -26,6 +26,7 @@ from jobstore.model import (
     JobSearch,
     JobStatus,
     KeptFor,
+    NewJob,
     RunEnd,
     Swept,
     check_settable,
@@ -190,13 +191,19 @@ class SharedSql:
         values["priority"] = Priority(values["priority"])
         return JobRecord(**values)
 
-    def _claiming(self, claim: tuple[str, str], job_id: str, *times: Any) -> Talk[Claim]:
-        """Claim the key ``(key, request_hash)`` for ``job_id`` in the caller's transaction (``times``: ``_claim_key``'s)."""
-        key, request_hash = claim
-        if (yield Query(self._claim_key, (key, request_hash, job_id, *times))):
-            return Claim(ClaimState.NEW, job_id)
-        [held] = yield Query(HELD_KEY, (key,))
-        return held_claim(request_hash, *held)
+    def _claiming(
+        self, items: Sequence[NewJob], times: Callable[[NewJob], tuple[Any, ...]]
+    ) -> Talk[list[Claim]]:
+        """Claim the items' keys in order, in the caller's transaction (``times``: an item's ``_claim_key`` times); a claim per item."""
+        claims = []
+        for item in items:
+            key, job_id = item.claim, item.job.id
+            if key is None or (yield Query(self._claim_key, (*key, job_id, *times(item)))):
+                claims.append(Claim(ClaimState.NEW, job_id))
+            else:
+                [held] = yield Query(HELD_KEY, (key[0],))
+                claims.append(held_claim(key[1], *held))
+        return claims
 
     def _ended(self, end: RunEnd) -> tuple[Any, ...]:
         """Return the parameters of ``END_RUN`` for ``end``."""

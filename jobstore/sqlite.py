@@ -130,12 +130,7 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
             now = _now_us()
             if confirmed:
                 _confirm(db, confirmed, now)
-            claims = [
-                Claim(ClaimState.NEW, i.job.id)
-                if i.claim is None
-                else _talked(db, self._claiming(i.claim, i.job.id, now + _us(i.lease_s), now))
-                for i in items
-            ]
+            claims = _talked(db, self._claiming(items, lambda i: (now + _us(i.lease_s), now)))
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
             db.executemany(_INSERT, [self._row(i.job) for i in new])
             due = [(i.job.id, now + _us(s)) for i in new if (s := i.confirm_within) is not None]

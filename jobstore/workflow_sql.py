@@ -139,13 +139,6 @@ def step_ends(ends: Sequence[RunEnd], found: Sequence[RunJob | None]) -> list[St
     ]
 
 
-def note_released(found: Sequence[RunJob | None], released: dict[str, tuple[str, ...]]) -> None:
-    """Tell each ended job the steps its end released, for the worker to publish."""
-    for job in found:
-        if job is not None and job.id in released:
-            job.released = released[job.id]
-
-
 class WorkflowSql(SharedSql):
     """Workflows over a store's conversations (``_talk``), ``_fetch`` and times."""
 
