@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine, Generator, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
 from operator import attrgetter
@@ -51,6 +51,7 @@ from jobstore.model import (
     RunStarted,
     StartOutcome,
 )
+from jobstore.sealed_jobs import opened
 from jobstore.workflows import StepOutcome
 from producers.events import event_body, event_key
 from producers.frame_tap import FrameTap
@@ -63,7 +64,7 @@ from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError
 from topology.names import DELAY_HEADER
-from topology.sealing import SEALED_CONTENT_TYPE, Sealer, token_of
+from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued, at first
@@ -672,15 +673,7 @@ class Worker:
     async def _inputs(self, job_id: str) -> tuple[StepOutcome, ...]:
         """Return what a workflow step is given: its chain's previous step, or its chord's members, results opened."""
         given = await self._deps.store.step_inputs(job_id)
-        if given is None:
-            return ()
-        sealer = self._deps.sealer
-        return tuple(
-            replace(o, result=orjson.loads(sealer.open(o.job_id, token, "result")))
-            if (token := token_of(o.result)) is not None
-            else o
-            for o in given.outcomes
-        )
+        return () if given is None else tuple(opened(o, self._deps.sealer) for o in given.outcomes)
 
     async def _payload(self, envelope: Envelope) -> Any:
         """Return the job's payload: carried, sealed (ContractError if it does not open) or claim-checked."""

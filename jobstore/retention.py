@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,10 +84,8 @@ class RetentionSweep:
     ) -> SweepReport:
         """Step until nothing more is due (or ``steps`` steps), yielding to other work in between."""
         report = SweepReport()
-        done = 0
-        while steps is None or done < steps:
+        for _ in itertools.count() if steps is None else range(steps):
             more = await self.step(report)
-            done += 1
             if progress is not None:
                 progress(report)
             if not more:

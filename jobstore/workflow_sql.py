@@ -96,11 +96,9 @@ class _Flow:
 
     def ended(self, position: int, role: StepRole, end: StepEnd) -> tuple[int | None, bool]:
         """Count ``end``; return the position of the step it releases (if any) and whether to cancel the rest."""
-        if role is not StepRole.CALLBACK:
-            self.pending -= 1
+        self.pending -= role is not StepRole.CALLBACK  # a callback is not counted pending
         died = end.status is not StepStatus.SUCCEEDED
-        if died:
-            self.failed += 1
+        self.failed += died
         if self.status is not WorkflowStatus.RUNNING:
             return None, False  # failed or cancelled already: counted, nothing follows
         last = role is StepRole.CALLBACK or (
@@ -189,8 +187,7 @@ class WorkflowSql(SharedSql):
             for item in new.jobs
             if item.confirm_within is not None
         ]
-        if deadlines:
-            yield many(_UNCONFIRMED, deadlines)
+        yield many(_UNCONFIRMED, deadlines)  # run by neither store when there are none
         steps = [
             (s.workflow_id, s.position, s.role.value, s.job_id, s.status.value) for s in new.steps
         ]
