@@ -139,9 +139,8 @@ class BreakerReport:
         self.metrics.breaker_transitions.labels(*labels, breaker.state.value).inc()
         if self._closed:
             return  # the worker is stopping and its rows are gone: nothing to bring back
-        state, failures = breaker.state.value, breaker.failures
         self._pending[breaker.name] = BreakerRecord(
-            *labels, self.worker, state, failures, self.clock()
+            *labels, self.worker, breaker.state.value, breaker.failures, self.clock()
         )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())

@@ -174,9 +174,8 @@ class Worker:
 
     async def start(self, broker: BrokerSettings) -> None:
         """Open the worker's own connection and consume every work queue of the group (most urgent lane first)."""
-        group = self._deps.group.name
         connection = self._connection = await connect(
-            broker, name=f"taskq worker {group}", transport=self._tap
+            broker, name=f"taskq worker {self._deps.group.name}", transport=self._tap
         )
         try:
             channel = await connection.channel()
@@ -218,10 +217,7 @@ class Worker:
         await self.breaker_report.close()
         deadline = time.monotonic() + (grace or self._deps.settings.grace)
         # Unstarted deliveries stay unacked: closing the channel returns them to the queue.
-        while self._running or self._done:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        while (self._running or self._done) and (left := deadline - time.monotonic()) > 0:
             if self._running:
                 await asyncio.wait(self._running, timeout=left)
             self._wake.set()
@@ -322,11 +318,10 @@ class Worker:
     def _first(self, delivery: Delivery, now: datetime) -> Action:
         """Decode ``delivery`` and decide what it needs before any run starts."""
         try:
-            envelope = decode(delivery.body)
+            envelope = delivery.envelope = decode(delivery.body)
         except ContractError as exc:
             logger.warning("undecodable message dead-lettered: {}", exc)
             return decide(Facts(None, undecodable=str(exc)), self._policy, now)
-        delivery.envelope = envelope
         handler = delivery.handler = self._deps.registry.resolve(envelope.type)
         blocking = None if handler is None else self.breakers.blocking(handler.depends_on)
         blocked = None if blocking is None else max(int(blocking.retry_in() * 1000), 1000)

@@ -342,14 +342,13 @@ class LocalDirBlobStore(BucketStore):
 
     def _inside_root(self, name: str) -> Path:
         # resolve() folds ".." and follows symlinks, so neither can lead out of the root.
+        uri = self._uri(name)
         try:
             resolved = (self.root / name).resolve()
         except RuntimeError as exc:  # a symlink loop (Python 3.11; OSError from 3.13)
-            raise BlobStoreError(f"{self._uri(name)} is a symlink loop; refusing it") from exc
+            raise BlobStoreError(f"{uri} is a symlink loop; refusing it") from exc
         if resolved == self.root or not resolved.is_relative_to(self.root):
-            raise BlobStoreError(
-                f"{self._uri(name)} lies outside the blob directory {self.root}; refusing it"
-            )
+            raise BlobStoreError(f"{uri} lies outside the blob directory {self.root}; refusing it")
         return resolved
 
     def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:

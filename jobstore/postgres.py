@@ -9,7 +9,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -31,7 +31,7 @@ from jobstore.shared_sql import (
     JSON,
     PURGE_BATCH,
 )
-from jobstore.talk import Query, Talk
+from jobstore.talk import Query, T, Talk
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
     Connection = PoolConnectionProxy[asyncpg.Record]
 
-T = TypeVar("T")
 _FOREIGN = (
     pg.PostgresError,
     pg.InterfaceError,

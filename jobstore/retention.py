@@ -101,17 +101,16 @@ class RetentionSweep:
                 report = await self.sweep(steps=PASS_STEPS)
             except TaskqError as exc:  # the store or the blob store is down: the next pass tries
                 logger.warning("retention sweep failed: {}", exc)
-                continue
             except Exception as exc:  # a bug must not end the sweeps for the process's life
                 logger.opt(exception=exc).error("retention sweep failed unexpectedly")
-                continue
-            if report.jobs or report.blobs or report.orphans:
-                logger.info(
-                    "retention sweep removed {} jobs, {} of their blobs, {} orphaned blobs",
-                    report.jobs,
-                    report.blobs,
-                    report.orphans,
-                )
+            else:
+                if report.jobs or report.blobs or report.orphans:
+                    logger.info(
+                        "retention sweep removed {} jobs, {} of their blobs, {} orphaned blobs",
+                        report.jobs,
+                        report.blobs,
+                        report.orphans,
+                    )
 
     async def _delete(self, uris: Sequence[str], reason: str) -> int:
         """Delete the blobs at ``uris``; return how many went (one that did not is an orphan now)."""
