@@ -362,11 +362,7 @@ class Worker:
         self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
     ) -> list[Delivery]:
         """End and start the window's runs in one store transaction; return the claims to run."""
-        ends: list[tuple[int, RunEnd]] = []
-        for index, (delivery, action) in enumerate(finals):
-            end = self._end(delivery, action, now)
-            if end is not None:
-                ends.append((index, end))
+        ends = [(i, end) for i, (d, a) in enumerate(finals) if (end := self._end(d, a, now))]
         starts = [self._start(delivery, now) for delivery in claims]
         if not ends and not starts:
             return []
@@ -388,8 +384,7 @@ class Worker:
                     )
                 claims, started = [], []
         for (index, _), job in zip(ends, jobs, strict=True):
-            delivery, action = finals[index]
-            self._ended(delivery, action, job, now)
+            self._ended(*finals[index], job, now)
         for delivery, start in zip(claims, started, strict=True):
             delivery.start = start
             delivery.job = start.job
