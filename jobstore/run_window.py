@@ -169,10 +169,6 @@ class RunWindowSql(WorkflowSql):
         """Return the read of the jobs ``ids`` (``RUN_COLUMNS``, deliveries, whether a run holds each)."""
         raise NotImplementedError
 
-    def _claim_until(self, lease_s: float) -> Any:
-        """Return ``_start``'s parameter that makes a claim last ``lease_s`` seconds."""
-        raise NotImplementedError
-
     def _window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> Talk[tuple[list[RunJob | None], list[RunStarted]]]:
@@ -200,7 +196,7 @@ class RunWindowSql(WorkflowSql):
                 if job is not None and job.id in released:
                     job.released = released[job.id]
         claims = [
-            (s.job_id, s.attempt, self._time_in(s.started_at), self._claim_until(s.lease_s))
+            (s.job_id, s.attempt, self._time_in(s.started_at), self._lease(s.lease_s)[0])
             for s in plan.starts
         ]
         yield many(self._start, claims)
