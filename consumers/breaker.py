@@ -103,21 +103,15 @@ class Breakers:
 
     def get(self, name: str) -> CircuitBreaker:
         """Return the breaker of dependency ``name``."""
-        breaker = self.by_name.get(name)
-        if breaker is None:
-            breaker = CircuitBreaker(
+        if name not in self.by_name:
+            self.by_name[name] = CircuitBreaker(
                 name, self.threshold, self.cooldown, self.clock, on_change=self.on_change
             )
-            self.by_name[name] = breaker
-        return breaker
+        return self.by_name[name]
 
     def blocking(self, names: tuple[str, ...]) -> CircuitBreaker | None:
         """Return the first breaker among ``names`` that refuses a job now, or ``None``."""
-        for name in names:
-            breaker = self.get(name)
-            if not breaker.allow():
-                return breaker
-        return None
+        return next((b for name in names if not (b := self.get(name)).allow()), None)
 
 
 STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -145,9 +139,8 @@ class BreakerReport:
         self.metrics.breaker_transitions.labels(*labels, breaker.state.value).inc()
         if self._closed:
             return  # the worker is stopping and its rows are gone: nothing to bring back
-        state, failures = breaker.state.value, breaker.failures
         self._pending[breaker.name] = BreakerRecord(
-            *labels, self.worker, state, failures, self.clock()
+            *labels, self.worker, breaker.state.value, breaker.failures, self.clock()
         )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())

@@ -289,18 +289,18 @@ async def replay(
         while not failures and (fetched := await run.fetch(page)):
             fates = [Fate.KEEP] * len(fetched)
             picked = [
-                (i, message, letter)
+                (i, message, letter, envelope)
                 for i, (message, letter) in enumerate(fetched)
-                if letter.envelope is not None and chosen(letter, moment)
+                if (envelope := letter.envelope) is not None and chosen(letter, moment)
             ]
             if picked:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at = max(next_at, time.monotonic()) + len(picked) / rate
             outcomes = await asyncio.gather(
-                *(_replay_one(topology, publisher, store, m, letter) for _, m, letter in picked),
+                *(_replay_one(topology, publisher, store, *pick[1:]) for pick in picked),
                 return_exceptions=True,
             )
-            for (i, _, letter), outcome in zip(picked, outcomes, strict=True):
+            for (i, _, letter, _), outcome in zip(picked, outcomes, strict=True):
                 fates[i] = Fate.GONE if outcome is None else Fate.PUT_BACK
                 if outcome is not None:
                     failures.append(outcome)
@@ -318,11 +318,10 @@ async def _replay_one(
     store: JobStore,
     message: AbstractIncomingMessage,
     letter: DeadLetter,
+    envelope: Envelope,
 ) -> None:
     """Record the job as queued, then publish it to work with confirms (undone on failure)."""
-    if letter.envelope is None:
-        raise ValueError("only a decoded dead letter is replayed")
-    fresh = letter.envelope.model_copy(update={"attempt": 1, "not_before": None})
+    fresh = envelope.model_copy(update={"attempt": 1, "not_before": None})
     # The store first: a worker that gets the job before it reads "queued" would take the
     # job for finished ("dead") and ack it unrun.
     at = datetime.now(UTC)
@@ -345,7 +344,7 @@ async def _replay_one(
     logger.info("dlq replay: job {} ({}) back to work; it was {}", fresh.id, fresh.type, reason)
     # Recorded once the job is back on its queue, at the time it left the dead.
     replayed = JobEventKind.REPLAYED
-    step = JobEvent(fresh.id, at, replayed, letter.envelope.attempt, reason=reason, trace_id=trace)
+    step = JobEvent(fresh.id, at, replayed, envelope.attempt, reason=reason, trace_id=trace)
     try:
         await store.record_events([step])
     except TaskqError as exc:  # the replay stands; only its step in the job's history is missing
@@ -390,12 +389,10 @@ async def listing(
         while len(found) < limit and (fetched := await run.fetch(PAGE)):
             fates = []
             for _, letter in fetched:
-                if len(found) == limit:
-                    # Past the page: back to the head unmoved, where the next call starts.
-                    fates.append(Fate.PUT_BACK)
-                    continue
-                if chosen(letter, moment):
+                # Past the page: back to the head unmoved, where the next call starts.
+                past = len(found) == limit
+                if not past and chosen(letter, moment):
                     found.append(letter)
-                fates.append(Fate.KEEP)
+                fates.append(Fate.PUT_BACK if past else Fate.KEEP)
             await run.settle(fetched, fates)
     return Page(found, None if run.done else run.mark)

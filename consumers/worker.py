@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine, Generator, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
 from operator import attrgetter
@@ -51,6 +51,7 @@ from jobstore.model import (
     RunStarted,
     StartOutcome,
 )
+from jobstore.sealed_jobs import opened
 from jobstore.workflows import StepOutcome
 from producers.events import event_body, event_key
 from producers.frame_tap import FrameTap
@@ -63,7 +64,7 @@ from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError
 from topology.names import DELAY_HEADER
-from topology.sealing import SEALED_CONTENT_TYPE, Sealer, token_of
+from topology.sealing import SEALED_CONTENT_TYPE, Sealer
 from topology.settings import BrokerSettings, WorkerSettings
 
 OUTAGE_PAUSE_S = 0.5  # how long a delivery that failed waits before it is requeued, at first
@@ -173,9 +174,8 @@ class Worker:
 
     async def start(self, broker: BrokerSettings) -> None:
         """Open the worker's own connection and consume every work queue of the group (most urgent lane first)."""
-        group = self._deps.group.name
         connection = self._connection = await connect(
-            broker, name=f"taskq worker {group}", transport=self._tap
+            broker, name=f"taskq worker {self._deps.group.name}", transport=self._tap
         )
         try:
             channel = await connection.channel()
@@ -217,10 +217,7 @@ class Worker:
         await self.breaker_report.close()
         deadline = time.monotonic() + (grace or self._deps.settings.grace)
         # Unstarted deliveries stay unacked: closing the channel returns them to the queue.
-        while self._running or self._done:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        while (self._running or self._done) and (left := deadline - time.monotonic()) > 0:
             if self._running:
                 await asyncio.wait(self._running, timeout=left)
             self._wake.set()
@@ -321,18 +318,13 @@ class Worker:
     def _first(self, delivery: Delivery, now: datetime) -> Action:
         """Decode ``delivery`` and decide what it needs before any run starts."""
         try:
-            envelope = decode(delivery.body)
+            envelope = delivery.envelope = decode(delivery.body)
         except ContractError as exc:
             logger.warning("undecodable message dead-lettered: {}", exc)
             return decide(Facts(None, undecodable=str(exc)), self._policy, now)
-        delivery.envelope = envelope
-        handler = self._deps.registry.resolve(envelope.type)
-        delivery.handler = handler
-        blocked = None
-        if handler is not None and handler.depends_on:
-            blocking = self.breakers.blocking(handler.depends_on)
-            if blocking is not None:
-                blocked = max(int(blocking.retry_in() * 1000), 1000)
+        handler = delivery.handler = self._deps.registry.resolve(envelope.type)
+        blocking = None if handler is None else self.breakers.blocking(handler.depends_on)
+        blocked = None if blocking is None else max(int(blocking.retry_in() * 1000), 1000)
         return decide(Facts(envelope, handler is not None, blocked), self._policy, now)
 
     def _unprobed(self, delivery: Delivery) -> None:
@@ -370,11 +362,7 @@ class Worker:
         self, finals: list[tuple[Delivery, Action]], claims: list[Delivery], now: datetime
     ) -> list[Delivery]:
         """End and start the window's runs in one store transaction; return the claims to run."""
-        ends: list[tuple[int, RunEnd]] = []
-        for index, (delivery, action) in enumerate(finals):
-            end = self._end(delivery, action, now)
-            if end is not None:
-                ends.append((index, end))
+        ends = [(i, end) for i, (d, a) in enumerate(finals) if (end := self._end(d, a, now))]
         starts = [self._start(delivery, now) for delivery in claims]
         if not ends and not starts:
             return []
@@ -396,8 +384,7 @@ class Worker:
                     )
                 claims, started = [], []
         for (index, _), job in zip(ends, jobs, strict=True):
-            delivery, action = finals[index]
-            self._ended(delivery, action, job, now)
+            self._ended(*finals[index], job, now)
         for delivery, start in zip(claims, started, strict=True):
             delivery.start = start
             delivery.job = start.job
@@ -531,9 +518,8 @@ class Worker:
             return failed
         for delivery in deliveries:
             found, ended = delivery.job, delivery.ended
-            if found is None or found.callback_url is None:
-                continue
-            if not (found.status.terminal or (ended is not None and ended.terminal)):
+            final = found is not None and (found.status.terminal or (ended and ended.terminal))
+            if found is None or found.callback_url is None or not final:
                 continue
             try:
                 job = await self._deps.store.get_job(found.id)  # the whole job, for its callback
@@ -613,7 +599,13 @@ class Worker:
             outcome = await self._call(envelope, handler, now, limit, flow)
             delivery.trace = tracing.current()
             action = self._decide(Facts(envelope, start=delivery.start, outcome=outcome))
-            _log(action)
+            # Failures at INFO and up, success only at DEBUG.
+            if action.act is Act.ACK:
+                logger.debug("job succeeded")
+            elif action.act is Act.RETRY:
+                logger.info("job retried in {} ms: {}", action.delay_ms, action.error)
+            elif action.act is Act.DEAD:
+                logger.warning("job dead-lettered: {}", action.error)
         delivery.ran_from = now  # for a failed attempt's step in the job's history
         self._done.append((delivery, action))
         self._wake.set()
@@ -662,9 +654,8 @@ class Worker:
             return Succeeded(result)
         finally:
             children.duration(priority).observe(time.perf_counter() - began)
-        if not isinstance(
-            error, Permanent | ContractError
-        ):  # the job's fault, not the dependency's
+        # Not a dependency's failure: the job's own.
+        if not isinstance(error, Permanent | ContractError):
             for name in handler.depends_on:
                 self.breakers.get(name).failed()
         return Failed(error)
@@ -672,15 +663,7 @@ class Worker:
     async def _inputs(self, job_id: str) -> tuple[StepOutcome, ...]:
         """Return what a workflow step is given: its chain's previous step, or its chord's members, results opened."""
         given = await self._deps.store.step_inputs(job_id)
-        if given is None:
-            return ()
-        sealer = self._deps.sealer
-        return tuple(
-            replace(o, result=orjson.loads(sealer.open(o.job_id, token, "result")))
-            if (token := token_of(o.result)) is not None
-            else o
-            for o in given.outcomes
-        )
+        return () if given is None else tuple(opened(o, self._deps.sealer) for o in given.outcomes)
 
     async def _payload(self, envelope: Envelope) -> Any:
         """Return the job's payload: carried, sealed (ContractError if it does not open) or claim-checked."""
@@ -746,12 +729,8 @@ def _step(
     """Return the step of the job's history that a failure's end records."""
     began = delivery.ran_from
     took = None if began is None else int((now - began).total_seconds() * 1000)
-    route = action.route
-    tier = (
-        route.headers.get(DELAY_HEADER)
-        if route is not None and kind is JobEventKind.RETRIED
-        else None
-    )
+    retried = kind is JobEventKind.RETRIED
+    tier = action.route.headers.get(DELAY_HEADER) if retried and action.route else None
     return JobEvent(
         envelope.id,
         now,
@@ -759,7 +738,7 @@ def _step(
         envelope.attempt,
         action.error,
         took,
-        action.delay_ms if kind is JobEventKind.RETRIED else None,
+        action.delay_ms if retried else None,
         None if tier is None else str(tier),
         None if action.reason is None else action.reason.value,
         tracing.trace_id(delivery.trace) if tracing.enabled() else None,
@@ -781,16 +760,6 @@ def _resume(run: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any,
                 waiting = run.send(sent)
         except StopIteration:
             return
-
-
-def _log(action: Action) -> None:
-    """Log a run's outcome: failures at INFO and up, success only at DEBUG."""
-    if action.act is Act.ACK:
-        logger.debug("job succeeded")
-    elif action.act is Act.RETRY:
-        logger.info("job retried in {} ms: {}", action.delay_ms, action.error)
-    elif action.act is Act.DEAD:
-        logger.warning("job dead-lettered: {}", action.error)
 
 
 class _Metrics:

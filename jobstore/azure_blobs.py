@@ -16,21 +16,13 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 
-from jobstore.blobs import PAYLOADS, StoredBlob, check_size, make_ref, verify
-from jobstore.bucket_store import BucketStore
+from jobstore.blobs import PAYLOADS, BucketStore, StoredBlob, check_size, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
 _UNAVAILABLE = (ServiceRequestError, ServiceResponseError)
-
-
-# Timeouts per attempt, and two retries about a second apart (the client's default waits 15 s,
-# then 45 s): a dead endpoint fails in seconds, and the caller's own retry takes over.
-def _client_options() -> dict[str, Any]:
-    retry = LinearRetry(backoff=1, random_jitter_range=1, retry_total=2)
-    return {"connection_timeout": 5, "read_timeout": 30, "retry_policy": retry}
 
 
 class AzureBlobStore(BucketStore):
@@ -53,13 +45,21 @@ class AzureBlobStore(BucketStore):
         super().__init__(f"azblob://{account}/{container}", prefix)
         self.account, self.container = account, container
         self._where = endpoint_url or f"https://{account}.blob.core.windows.net"
-        self._credential: Any = (
-            {"account_name": account, "account_key": account_key}
-            if account_key
-            else _default_credential()
-        )
+        self._credential: Any = {"account_name": account, "account_key": account_key}
+        if not account_key:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+        # Timeouts per attempt, and two retries about a second apart (the client's default
+        # waits 15 s, then 45 s): a dead endpoint fails in seconds, and the caller's retry
+        # takes over.
+        retry = LinearRetry(backoff=1, random_jitter_range=1, retry_total=2)
         self._service = BlobServiceClient(
-            self._where, credential=self._credential, **_client_options()
+            self._where,
+            credential=self._credential,
+            connection_timeout=5,
+            read_timeout=30,
+            retry_policy=retry,
         )
         self._container = self._service.get_container_client(container)
 
@@ -122,9 +122,3 @@ class AzureBlobStore(BucketStore):
                 f"Azure Blob Storage at {self._where} answered {status} for {uri}"
             )
         return BlobStoreError(f"Azure Blob Storage refused {uri}: {exc}")
-
-
-def _default_credential() -> Any:
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from topology.envelope import PayloadRef
@@ -47,27 +48,21 @@ class BlobStore(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
         """Store ``data`` under ``key`` and return a reference holding its uri, sha256 and size."""
-        ...
 
     async def get(self, ref: PayloadRef) -> bytes:
         """Return the bytes ``ref`` points to."""
-        ...
 
     async def delete(self, uri: str) -> None:
         """Remove the blob at ``uri`` (a ``PayloadRef.uri``); a missing blob is not an error."""
-        ...
 
     async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
         """Return up to ``limit`` payload blobs (``blob_key``) whose keys sort after ``after``, in key order."""
-        ...
 
     async def ping(self) -> None:
         """Return when the store is usable, or raise ``BlobStoreError`` saying why not."""
-        ...
 
     async def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
-        ...
 
 
 def blob_key(job_id: str) -> str:
@@ -183,41 +178,112 @@ def open_blob_store(
     )
 
 
-class LocalDirBlobStore:
+class BucketStore:
+    """Blobs as objects under a prefix of one bucket, through a blocking SDK run in threads (a subclass does the SDK's part)."""
+
+    def __init__(self, home: str, prefix: str) -> None:
+        """Check the prefix; ``home`` is the uri of the bucket (``s3://bucket``)."""
+        folder = prefix.removesuffix("/")
+        if folder and not KEY.fullmatch(folder):
+            raise ValueError(f"prefix {prefix!r} must be empty or plain path segments")
+        self.prefix = f"{folder}/" if folder else ""
+        self._home = home
+        self._client: Any = None  # the SDK's, which a subclass builds
+
+    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
+        """Store ``data`` under ``key`` and return its reference (see ``BlobStore.put``)."""
+        name = self.prefix + check_key(key)
+        return await self._call(self._uri(name), self._put, name, data, content_type)
+
+    async def get(self, ref: PayloadRef) -> bytes:
+        """Return the verified bytes of the object ``ref`` points to (see ``BlobStore.get``)."""
+        return await self._call(ref.uri, self._get, self._name_of(ref.uri), ref)
+
+    async def delete(self, uri: str) -> None:
+        """Delete the object at ``uri``; a missing one is already deleted."""
+        await self._call(uri, self._delete, self._name_of(uri))
+
+    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
+        """Return up to ``limit`` payload objects whose keys sort after ``after``, in key order."""
+        return await self._call(self._uri(self.prefix), self._scan, after, limit)
+
+    async def ping(self) -> None:
+        """Check the bucket exists and the credentials may list its objects."""
+        await self.scan(after="", limit=1)
+
+    async def close(self) -> None:
+        """Close the SDK client's connections."""
+        self._client.close()
+
+    def _uri(self, name: str) -> str:
+        return f"{self._home}/{name}"
+
+    def _listed(
+        self, objects: Iterable[tuple[str, datetime]], after: str, limit: int
+    ) -> list[StoredBlob]:
+        """Return the first ``limit`` of a listing's (name, written) whose keys sort after ``after``."""
+        # A listing may start at ``after`` itself, or ignore where it was asked to start.
+        start = self.prefix + after
+        found = (
+            StoredBlob(n[len(self.prefix) :], self._uri(n), w) for n, w in objects if n > start
+        )
+        return list(itertools.islice(found, limit))
+
+    def _name_of(self, uri: str) -> str:
+        home = self._uri(self.prefix)
+        if not uri.startswith(home):
+            raise BlobStoreError(f"{uri} is not under {home}; refusing it")
+        return self.prefix + check_key(uri[len(home) :])
+
+    async def _call(
+        self, uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except BlobStoreError:
+            raise
+        except Exception as exc:
+            translated = self._translate(exc, uri)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
+        raise NotImplementedError
+
+    def _get(self, name: str, ref: PayloadRef) -> bytes:
+        raise NotImplementedError
+
+    def _delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _scan(self, after: str, limit: int) -> list[StoredBlob]:
+        raise NotImplementedError
+
+    def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
+        """Return ours for an SDK error about ``uri``, or ``None`` to let it through."""
+        raise NotImplementedError
+
+
+class LocalDirBlobStore(BucketStore):
     """Keeps blobs as files under one directory: the embedded default, with atomic writes."""
 
     def __init__(self, root: Path) -> None:
         # Resolved once, so a relative root stays put if the working directory changes later.
         self.root = root.resolve()
-
-    async def put(self, key: str, data: bytes, content_type: str) -> PayloadRef:
-        """Write ``data`` to ``<root>/<key>`` atomically and return its reference."""
-        uri = (self.root / check_key(key)).as_uri()
-        return await self._io(uri, self._write, key, data, content_type)
-
-    async def get(self, ref: PayloadRef) -> bytes:
-        """Return the verified bytes of the file ``ref`` points to (see ``BlobStore.get``)."""
-        return await self._io(ref.uri, self._read, ref)
-
-    async def delete(self, uri: str) -> None:
-        """Remove the file at ``uri``, if it is there."""
-        await self._io(uri, lambda: self._path_of(uri).unlink(missing_ok=True))
-
-    async def scan(self, *, after: str, limit: int) -> list[StoredBlob]:
-        """Return up to ``limit`` payload files whose keys sort after ``after``, in key order."""
-        return await self._io(self.root.as_uri(), self._scan, after, limit)
+        super().__init__(self.root.as_uri().rstrip("/"), "")  # "/": its files are file:///x
 
     async def ping(self) -> None:
         """Create the root if needed and check it is a writable directory."""
-        await self._io(self.root.as_uri(), _ensure_writable_dir, self.root)
+        await self._call(self._home, _ensure_writable_dir, self.root)
 
     async def close(self) -> None:
         """Do nothing: no file stays open between calls."""
 
-    # The helpers below touch the file system (even resolve() reads links): threads only.
+    # The methods below touch the file system (even resolve() reads links): threads only.
 
-    def _write(self, key: str, data: bytes, content_type: str) -> PayloadRef:
-        path = self._inside_root(self.root / key, key)
+    def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
+        path = self._inside_root(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A temp file in the same directory, so os.replace is a rename on one file system:
         # readers see the old blob or the whole new one, never a torn write.
@@ -239,6 +305,15 @@ class LocalDirBlobStore:
         finally:
             os.close(fd)
         return make_ref(path.as_uri(), data, content_type)
+
+    def _get(self, name: str, ref: PayloadRef) -> bytes:
+        with self._inside_root(name).open("rb") as file:
+            # Check the size first so a swapped-in huge file is never read into memory.
+            check_size(ref, os.fstat(file.fileno()).st_size)
+            return verify(ref, file.read())
+
+    def _delete(self, name: str) -> None:
+        self._inside_root(name).unlink(missing_ok=True)
 
     def _scan(self, after: str, limit: int) -> list[StoredBlob]:
         found: list[StoredBlob] = []
@@ -265,37 +340,24 @@ class LocalDirBlobStore:
                     return found
         return found
 
-    def _read(self, ref: PayloadRef) -> bytes:
-        with self._path_of(ref.uri).open("rb") as file:
-            # Check the size first so a swapped-in huge file is never read into memory.
-            check_size(ref, os.fstat(file.fileno()).st_size)
-            return verify(ref, file.read())
-
-    def _path_of(self, uri: str) -> Path:
-        parts = urlsplit(uri)
-        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-            raise BlobStoreError(f"{uri} is not a local file uri; this store keeps {self.root}")
-        return self._inside_root(Path(unquote(parts.path)), uri)
-
-    def _inside_root(self, path: Path, what: str) -> Path:
+    def _inside_root(self, name: str) -> Path:
         # resolve() folds ".." and follows symlinks, so neither can lead out of the root.
+        uri = self._uri(name)
         try:
-            resolved = path.resolve()
+            resolved = (self.root / name).resolve()
         except RuntimeError as exc:  # a symlink loop (Python 3.11; OSError from 3.13)
-            raise BlobStoreError(f"{what} is a symlink loop; refusing it") from exc
+            raise BlobStoreError(f"{uri} is a symlink loop; refusing it") from exc
         if resolved == self.root or not resolved.is_relative_to(self.root):
-            raise BlobStoreError(f"{what} lies outside the blob directory {self.root}; refusing it")
+            raise BlobStoreError(f"{uri} lies outside the blob directory {self.root}; refusing it")
         return resolved
 
-    @staticmethod
-    async def _io(uri: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
         # The one seam where file-system errors become ours.
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except FileNotFoundError as exc:
-            raise BlobStoreError(f"no blob at {uri}") from exc
-        except OSError as exc:
-            raise BlobStoreError(f"blob file {uri}: {exc.strerror or exc}") from exc
+        if isinstance(exc, FileNotFoundError):
+            return BlobStoreError(f"no blob at {uri}")
+        if isinstance(exc, OSError):
+            return BlobStoreError(f"blob file {uri}: {exc.strerror or exc}")
+        return None
 
 
 def _ensure_writable_dir(root: Path) -> None:

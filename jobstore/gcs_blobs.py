@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
 
 import requests
 from google.api_core import exceptions as google_errors
@@ -12,8 +11,7 @@ from google.auth import exceptions as auth_errors
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from jobstore.blobs import PAYLOADS, StoredBlob, make_ref, verify
-from jobstore.bucket_store import BucketStore
+from jobstore.blobs import PAYLOADS, BucketStore, StoredBlob, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 
@@ -44,12 +42,17 @@ class GcsBlobStore(BucketStore):
         super().__init__(f"gs://{bucket}", prefix)
         self.bucket = bucket
         self._where = endpoint_url or "Google Cloud Storage"
-        self._client = _gcs_client(endpoint_url)
-        self._bucket = self._client.bucket(bucket)
+        if endpoint_url:
+            from google.auth.credentials import AnonymousCredentials
 
-    async def close(self) -> None:
-        """Close the client's HTTP session."""
-        self._client.close()
+            self._client = storage.Client(
+                project="taskq",
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options={"api_endpoint": endpoint_url},
+            )
+        else:
+            self._client = storage.Client()
+        self._bucket = self._client.bucket(bucket)
 
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
         # The client sends the CRC32C, so the service refuses a corrupted upload.
@@ -100,15 +103,3 @@ class GcsBlobStore(BucketStore):
         if isinstance(exc, google_errors.GoogleAPICallError):
             return BlobStoreError(f"Cloud Storage refused {uri}: {exc}")
         return None
-
-
-def _gcs_client(endpoint_url: str | None) -> Any:
-    if endpoint_url:
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(
-            project="taskq",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": endpoint_url},
-        )
-    return storage.Client()

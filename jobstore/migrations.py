@@ -14,8 +14,8 @@ Dialect = Literal["sqlite", "postgres"]
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def load_migrations(dialect: Dialect) -> dict[int, str]:
-    """Return the SQL of the dialect's migrations (files named ``NNNN_name.sql``) by version, in order."""
+def load_migrations(dialect: Dialect, above: int = 0) -> dict[int, str]:
+    """Return the SQL of the dialect's migrations (files named ``NNNN_name.sql``) numbered over ``above``, by version, in order."""
     found: dict[int, str] = {}
     for entry in (files("jobstore") / "migrations" / dialect).iterdir():
         if not entry.name.endswith(".sql"):
@@ -26,12 +26,7 @@ def load_migrations(dialect: Dialect) -> dict[int, str]:
                 f"migration {dialect}/{entry.name} is not named NNNN_name.sql with a number of its own"
             )
         found[int(match[1])] = entry.read_text(encoding="utf-8")
-    return dict(sorted(found.items()))
-
-
-def pending(migrations: dict[int, str], current: int) -> list[tuple[int, str]]:
-    """Return the migrations numbered above ``current``, in order, as (version, SQL)."""
-    return [(version, sql) for version, sql in migrations.items() if version > current]
+    return {version: sql for version, sql in sorted(found.items()) if version > above}
 
 
 def sqlite_statements(script: str) -> list[str]:

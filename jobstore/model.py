@@ -260,9 +260,8 @@ class JobEvent:
     took_ms: int | None = None  # how long the failed attempt ran (None: it never ran)
     delay_ms: int | None = None  # retried: the wait before the next attempt
     tier: str | None = None  # retried: the delay tier it waits in
-    reason: str | None = (
-        None  # dead: why (exhausted, permanent, contract, poison); replayed: why it had died
-    )
+    # dead: why (exhausted, permanent, contract, poison); replayed: why it had died.
+    reason: str | None = None
     trace_id: str | None = None
 
 
@@ -335,23 +334,18 @@ class CredentialStore(Protocol):
 
     async def create_api_key(self, key: ApiKeyRecord) -> None:
         """Insert ``key``; raise ``StoreError`` when its id is taken."""
-        ...
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         """Return the key with id ``key_id`` (revoked and expired ones too), or ``None``."""
-        ...
 
     async def list_api_keys(self) -> list[ApiKeyRecord]:
         """Return every key, oldest first."""
-        ...
 
     async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
         """Mark the key revoked at ``at`` (once: a second revoke keeps the first time); ``None`` if unknown."""
-        ...
 
     async def touch_api_key(self, key_id: str, at: datetime) -> None:
         """Record that the key was used at ``at`` (never moving its last use back in time)."""
-        ...
 
 
 class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
@@ -359,15 +353,12 @@ class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
 
     async def migrate(self) -> int:
         """Apply pending schema migrations (safe to run from several processes); return the version."""
-        ...
 
     async def close(self) -> None:
         """Release connections."""
-        ...
 
     async def ping(self) -> None:
         """Return when the store answers; raise ``StoreUnavailableError`` otherwise."""
-        ...
 
     async def create_jobs(
         self, items: Sequence[NewJob], *, confirmed: Sequence[Confirmed] = (), durable: bool = True
@@ -375,84 +366,64 @@ class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
         """Insert the jobs in order (not one whose key another request holds), and ``confirm_jobs(confirmed)``, in one transaction; one ``Claim`` per item."""
         # ``durable=False`` lets the commit return before it is on disk, where the store can: for
         # jobs whose messages are their record (a crash of the store may lose these rows).
-        ...
 
     async def confirm_jobs(self, items: Sequence[Confirmed]) -> None:
         """Clear the jobs' publish deadlines; with a response, also complete the key still pending for the job."""
-        ...
 
     async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
         """Return queued or scheduled jobs past their publish deadline, oldest first, moving it ``lease_s`` ahead."""
-        ...
 
     async def abandon_job(self, job_id: str, key: str | None) -> None:
         """Delete a job that never reached the broker, and release its idempotency key."""
-        ...
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """Return the job, or ``None`` when there is no such job."""
-        ...
 
     async def list_jobs(self, search: JobSearch = JobSearch()) -> JobPage:
         """Return the jobs ``search`` keeps, newest first, one page of them."""
-        ...
 
     async def transition(
         self, job_id: str, to: JobStatus, *, allowed_from: frozenset[JobStatus], **fields: Any
     ) -> JobRecord | None:
         """Move the job to ``to`` and set ``fields`` if its status is in ``allowed_from``; ``None`` if not (compare-and-set)."""
-        ...
 
     async def replace_data(self, changes: Sequence[DataChange]) -> None:
         """Write each change's new payload or result, where the column still holds its old value."""
-        ...
 
     async def revive(self, job_id: str, at: datetime) -> bool:
         """Move a dead-lettered job (dead, or left queued/running/retrying) back to queued, attempts and deliveries reset; whether it was."""
-        ...
 
     async def run_window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> tuple[list[RunJob | None], list[RunStarted]]:
         """End then start a worker's runs (and count the workflow steps they end) in ONE transaction; the jobs the ends found, and each start's outcome."""
-        ...
 
     async def sweep(self, kept_for: KeptFor, *, limit: int, ask: Sequence[str] = ()) -> Swept:
         """Delete up to ``limit`` final jobs (and keys) that ended over ``kept_for`` seconds ago, oldest first by type; say which ``ask`` ids have no job."""
-        ...
 
     async def record_breaker(self, breaker: BreakerRecord) -> None:
         """Insert or replace the row of ``breaker``'s (group, dependency, worker), and log it as a transition (the latest ``BREAKER_CHANGES_KEPT`` are kept)."""
-        ...
 
     async def list_breakers(self, group: str | None = None) -> list[BreakerRecord]:
         """Return the recorded breakers, of ``group`` only when given, by group, dependency, worker."""
-        ...
 
     async def forget_breakers(self, worker: str) -> None:
         """Delete every breaker row of ``worker`` (it stopped)."""
-        ...
 
     async def queued_counts(self) -> list[tuple[str, Priority, int]]:
         """Return how many jobs wait queued, by job type and priority, of every tenant."""
-        ...
 
     async def record_audit(self, entry: AuditEntry) -> None:
         """Insert ``entry``, or replace the entry of its id (an operation that ended)."""
-        ...
 
     async def list_audit(self, tenant: str, group: str, *, limit: int = 20) -> list[AuditEntry]:
         """Return the latest ``limit`` audit entries of ``tenant``'s operations on ``group``, newest first."""
-        ...
 
     async def record_events(self, events: Sequence[JobEvent]) -> None:
         """Insert the events of jobs that exist (an event of a job since deleted is dropped)."""
-        ...
 
     async def list_events(self, job_id: str, *, limit: int = 200) -> list[JobEvent]:
         """Return the job's first ``limit`` events, oldest first (they go with the job)."""
-        ...
 
     async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
         """Return the latest ``limit`` breaker transitions ``record_breaker`` recorded, newest first."""
-        ...

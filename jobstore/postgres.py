@@ -9,29 +9,30 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore.migrations import load_migrations, pending
+from jobstore.migrations import load_migrations
 from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
-    JobRecord,
     NewJob,
 )
 from jobstore.run_window import RUN_COLUMNS, START_RUN, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     CLAIM_KEY,
+    CLEAR_MOVED_ON,
     COLUMNS,
     JSON,
     PURGE_BATCH,
+    TAKE_UNCONFIRMED,
 )
-from jobstore.talk import Query, Talk
+from jobstore.talk import Query, T, Talk
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
     Connection = PoolConnectionProxy[asyncpg.Record]
 
-T = TypeVar("T")
 _FOREIGN = (
     pg.PostgresError,
     pg.InterfaceError,
@@ -78,19 +78,6 @@ _CREATE = (
     " SELECT set_config('synchronous_commit',"
     " coalesce($3::text, current_setting('synchronous_commit')), true)"
 )
-_CLEAR_MOVED_ON = """
-DELETE FROM unconfirmed u USING jobs j
-WHERE u.job_id = j.id AND u.publish_by <= now() AND NOT j.status IN ('queued', 'scheduled')
-"""
-# SKIP LOCKED: concurrent sweeps take different jobs instead of waiting on each other.
-_TAKE_UNCONFIRMED = f"""
-WITH taken AS (
-    UPDATE unconfirmed SET publish_by = now() + make_interval(secs => $1)
-    WHERE job_id IN (SELECT job_id FROM unconfirmed WHERE publish_by <= now()
-                     ORDER BY publish_by LIMIT $2 FOR UPDATE SKIP LOCKED)
-    RETURNING job_id)
-SELECT {", ".join(COLUMNS)} FROM jobs WHERE id IN (SELECT job_id FROM taken) ORDER BY id
-"""
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -122,6 +109,10 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
     _skip_locked = " FOR UPDATE OF j SKIP LOCKED"
     _start = START_RUN.format(until="now() + make_interval(secs => $4)")
     _claim_key = CLAIM_KEY.format(until="now() + make_interval(secs => $4)", now="now()")
+    _clear_moved_on = CLEAR_MOVED_ON.format(now="now()")
+    _take_unconfirmed = TAKE_UNCONFIRMED.format(
+        until="now() + make_interval(secs => $2)", now="now()", lock=" FOR UPDATE SKIP LOCKED"
+    )
 
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
@@ -146,7 +137,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_CREATE_VERSIONS)
             current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for version, sql in pending(load_migrations("postgres"), current):
+            for version, sql in load_migrations("postgres", current).items():
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 current = version
@@ -169,12 +160,7 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
         keyed = any(i.claim for i in items) or any(c.response is not None for c in confirmed)
         async with self._use(transaction=keyed) as conn:
             await _complete(conn, confirmed)  # first: a claim of a key it completes replays it
-            claims = [
-                Claim(ClaimState.NEW, i.job.id)
-                if i.claim is None
-                else await _talked(conn, self._claiming(i.claim, i.job.id, float(i.lease_s)))
-                for i in items
-            ]
+            claims = await _talked(conn, self._claiming(items))
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
             await conn.execute(
                 _CREATE,
@@ -190,19 +176,11 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
             await conn.execute(_CONFIRM, [i.job_id for i in items])
             await _complete(conn, items)
 
-    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
-        """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
-        async with self._use(transaction=True) as conn:
-            await conn.execute(_CLEAR_MOVED_ON)
-            # Only queued and scheduled jobs are left past their deadline now.
-            rows = await conn.fetch(_TAKE_UNCONFIRMED, float(lease_s), limit)
-        return [self._job(row) for row in rows]
-
     def _read_window(self, ids: Sequence[str]) -> Query:
         return Query(_READ_WINDOW, (ids,))
 
-    def _claim_until(self, lease_s: float) -> float:
-        return float(lease_s)
+    def _lease(self, seconds: float) -> tuple[float]:
+        return (float(seconds),)
 
     async def _talk(self, talk: Talk[T]) -> T:
         """Run the conversation ``talk`` in one transaction."""
@@ -220,7 +198,12 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
     async def _use(self, *, transaction: bool = False) -> AsyncIterator[Connection]:
         """Lend a pooled connection for one unit of work, inside a transaction if asked."""
         async with self._translated():
-            pool = await self._ready_pool()
+            pool = self._pool
+            if pool is None:
+                async with self._lock:
+                    if self._closed:
+                        raise StoreError("the job store is closed")
+                    pool = self._pool = self._pool or await self._create_pool()
             async with pool.acquire() as conn, conn.transaction() if transaction else nullcontext():
                 yield conn
 
@@ -235,16 +218,6 @@ class PostgresJobStore(RunWindowSql, ScheduleSql):
                     f"the PostgreSQL job store is unavailable: {exc}"
                 ) from exc
             raise StoreError(f"the PostgreSQL job store failed: {exc}") from exc
-
-    async def _ready_pool(self) -> asyncpg.Pool[asyncpg.Record]:
-        if self._pool is not None:
-            return self._pool
-        async with self._lock:
-            if self._closed:
-                raise StoreError("the job store is closed")
-            if self._pool is None:
-                self._pool = await self._create_pool()
-            return self._pool
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run one statement and return its rows."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,10 +84,8 @@ class RetentionSweep:
     ) -> SweepReport:
         """Step until nothing more is due (or ``steps`` steps), yielding to other work in between."""
         report = SweepReport()
-        done = 0
-        while steps is None or done < steps:
+        for _ in itertools.count() if steps is None else range(steps):
             more = await self.step(report)
-            done += 1
             if progress is not None:
                 progress(report)
             if not more:
@@ -102,17 +101,16 @@ class RetentionSweep:
                 report = await self.sweep(steps=PASS_STEPS)
             except TaskqError as exc:  # the store or the blob store is down: the next pass tries
                 logger.warning("retention sweep failed: {}", exc)
-                continue
             except Exception as exc:  # a bug must not end the sweeps for the process's life
                 logger.opt(exception=exc).error("retention sweep failed unexpectedly")
-                continue
-            if report.jobs or report.blobs or report.orphans:
-                logger.info(
-                    "retention sweep removed {} jobs, {} of their blobs, {} orphaned blobs",
-                    report.jobs,
-                    report.blobs,
-                    report.orphans,
-                )
+            else:
+                if report.jobs or report.blobs or report.orphans:
+                    logger.info(
+                        "retention sweep removed {} jobs, {} of their blobs, {} orphaned blobs",
+                        report.jobs,
+                        report.blobs,
+                        report.orphans,
+                    )
 
     async def _delete(self, uris: Sequence[str], reason: str) -> int:
         """Delete the blobs at ``uris``; return how many went (one that did not is an orphan now)."""

@@ -19,7 +19,7 @@ from jobstore.model import (
 )
 from jobstore.shared_sql import END_RUN, INSERT_EVENT, INSERT_JOB
 from jobstore.talk import Query, Talk, many
-from jobstore.workflow_sql import WorkflowSql, note_released, step_ends
+from jobstore.workflow_sql import WorkflowSql, step_ends
 from topology.sealing import SEALED
 
 RUN_COLUMNS = (
@@ -169,10 +169,6 @@ class RunWindowSql(WorkflowSql):
         """Return the read of the jobs ``ids`` (``RUN_COLUMNS``, deliveries, whether a run holds each)."""
         raise NotImplementedError
 
-    def _claim_until(self, lease_s: float) -> Any:
-        """Return ``_start``'s parameter that makes a claim last ``lease_s`` seconds."""
-        raise NotImplementedError
-
     def _window(
         self, ends: Sequence[RunEnd], starts: Sequence[RunStart]
     ) -> Talk[tuple[list[RunJob | None], list[RunStarted]]]:
@@ -194,9 +190,13 @@ class RunWindowSql(WorkflowSql):
         )
         steps = step_ends(ends, plan.ended)
         if steps:  # the steps of workflows these ends finished, counted in this transaction
-            note_released(plan.ended, (yield from self.advancing(steps, datetime.now(UTC))))
+            released = yield from self.advancing(steps, datetime.now(UTC))
+            # Each ended job learns the steps its end released, for the worker to publish.
+            for job in plan.ended:
+                if job is not None and job.id in released:
+                    job.released = released[job.id]
         claims = [
-            (s.job_id, s.attempt, self._time_in(s.started_at), self._claim_until(s.lease_s))
+            (s.job_id, s.attempt, self._time_in(s.started_at), self._lease(s.lease_s)[0])
             for s in plan.starts
         ]
         yield many(self._start, claims)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from jobstore.blobs import PAYLOADS, StoredBlob, check_size, make_ref, verify
-from jobstore.bucket_store import BucketStore
+from jobstore.blobs import PAYLOADS, BucketStore, StoredBlob, check_size, make_ref, verify
 from topology.envelope import PayloadRef
 from topology.errors import BlobStoreError, BlobUnavailableError
 
@@ -41,15 +39,26 @@ class S3BlobStore(BucketStore):
         super().__init__(f"s3://{bucket}", prefix)
         self.bucket = bucket
         self._where = endpoint_url or f"AWS S3 ({region})"
-        self._client = _s3_client(endpoint_url, region, access_key, secret_key)
+        # A session of our own: boto3.client() would share the module-global default session.
+        session = boto3.session.Session(
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
+        )
+        config = Config(
+            # Per attempt; with two attempts a dead endpoint fails in seconds, not minutes.
+            connect_timeout=5.0,
+            read_timeout=30.0,
+            retries={"max_attempts": 2, "mode": "standard"},
+            # asyncio.to_thread runs up to min(32, cpus + 4) calls at once; a smaller pool would
+            # open and drop connections under load instead of reusing them.
+            max_pool_connections=32,
+            # S3-compatible servers (moto, SeaweedFS, rclone) want bucket names in the path.
+            s3={"addressing_style": "path"} if endpoint_url else None,
+        )
+        self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
 
     async def ping(self) -> None:
         """Check the bucket exists and the credentials may use it."""
         await self._call(self._uri(self.prefix), self._client.head_bucket, Bucket=self.bucket)
-
-    async def close(self) -> None:
-        """Close the client's connections."""
-        self._client.close()
 
     def _put(self, name: str, data: bytes, content_type: str) -> PayloadRef:
         ref = make_ref(self._uri(name), data, content_type)
@@ -87,15 +96,12 @@ class S3BlobStore(BucketStore):
 
     def _translate(self, exc: Exception, uri: str) -> BlobStoreError | None:
         # The one seam where botocore errors become ours.
-        if isinstance(exc, ClientError):
-            return self._client_error(exc, uri)
         if isinstance(exc, _UNREACHABLE):
             return BlobUnavailableError(f"S3 at {self._where} is unreachable: {exc}")
         if isinstance(exc, BotoCoreError):
             return BlobStoreError(f"S3 request for {uri} failed: {exc}")
-        return None
-
-    def _client_error(self, exc: Any, uri: str) -> BlobStoreError:
+        if not isinstance(exc, ClientError):
+            return None
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if status >= 500 or status == 429 or code in _THROTTLED:
@@ -105,24 +111,3 @@ class S3BlobStore(BucketStore):
         if code in ("NoSuchKey", "404"):
             return BlobStoreError(f"no blob at {uri}")
         return BlobStoreError(f"S3 refused {exc.operation_name} on {uri}: {code} ({status})")
-
-
-def _s3_client(
-    endpoint_url: str | None, region: str, access_key: str | None, secret_key: str | None
-) -> Any:
-    # A session of our own: boto3.client() would share the module-global default session.
-    session = boto3.session.Session(
-        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
-    )
-    config = Config(
-        # Per attempt; with two attempts a dead endpoint fails in seconds, not minutes.
-        connect_timeout=5.0,
-        read_timeout=30.0,
-        retries={"max_attempts": 2, "mode": "standard"},
-        # asyncio.to_thread runs up to min(32, cpus + 4) calls at once; a smaller pool would
-        # open and drop connections under load instead of reusing them.
-        max_pool_connections=32,
-        # S3-compatible servers (moto, SeaweedFS, rclone) want bucket names in the path.
-        s3={"addressing_style": "path"} if endpoint_url else None,
-    )
-    return session.client("s3", endpoint_url=endpoint_url, config=config)

@@ -29,16 +29,12 @@ class ScheduleStore(Protocol):
 
     async def schedule_states(self, names: Sequence[str], at: datetime) -> dict[str, ScheduleState]:
         """Return the state of each named schedule, counting those never seen from ``at``."""
-        ...
 
     async def record_fired(self, name: str, due: datetime, job_id: str, at: datetime) -> None:
         """Record that ``name``'s occurrence at ``due`` made ``job_id`` (never moving back in time)."""
-        ...
 
     async def pause_schedule(self, name: str, at: datetime) -> ScheduleState:
         """Pause ``name`` from ``at`` (pausing a paused schedule keeps the first time)."""
-        ...
 
     async def resume_schedule(self, name: str, at: datetime) -> ScheduleState:
         """Resume ``name``: occurrences that fell due while it was paused never fire."""
-        ...

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 
 from jobstore.model import DataChange, JobRecord, JobSearch, JobStore
+from jobstore.workflows import StepOutcome
 from topology.errors import ContractError
 from topology.sealing import Sealer, token_of
 
+Stored = TypeVar("Stored", JobRecord, StepOutcome)
 
-def opened(job: JobRecord, sealer: Sealer) -> JobRecord:
-    """Return ``job`` with its result opened, if it is stored sealed (ContractError if it does not open)."""
-    token = token_of(job.result)
+
+def opened(stored: Stored, sealer: Sealer) -> Stored:
+    """Return a job (or a workflow step's outcome) with its result opened, if it is stored sealed (ContractError if it does not open)."""
+    token = token_of(stored.result)
     if token is None:
-        return job
-    return replace(job, result=orjson.loads(sealer.open(job.id, token, "result")))
+        return stored
+    job_id = stored.id if isinstance(stored, JobRecord) else stored.job_id
+    return replace(stored, result=orjson.loads(sealer.open(job_id, token, "result")))
 
 
 @dataclass(slots=True)

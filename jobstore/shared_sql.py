@@ -26,6 +26,7 @@ from jobstore.model import (
     JobSearch,
     JobStatus,
     KeptFor,
+    NewJob,
     RunEnd,
     Swept,
     check_settable,
@@ -74,6 +75,17 @@ CLAIM_KEY = (
     " WHERE idempotency_keys.expires_at <= {now} RETURNING job_id"
 )
 HELD_KEY = "SELECT request_hash, job_id, state, response FROM idempotency_keys WHERE key = $1"
+# A repair sweep clears the deadlines of jobs that moved on, then pushes up to $1 overdue ones
+# on and takes them; a store fills in its now and a lease's end ($2), and PostgreSQL its lock
+# (SKIP LOCKED: concurrent sweeps take different jobs instead of waiting on each other).
+CLEAR_MOVED_ON = (
+    "DELETE FROM unconfirmed WHERE publish_by <= {now} AND job_id IN (SELECT id FROM jobs"
+    " WHERE id = unconfirmed.job_id AND NOT status IN ('queued', 'scheduled'))"
+)
+TAKE_UNCONFIRMED = (
+    "UPDATE unconfirmed SET publish_by = {until} WHERE job_id IN (SELECT job_id FROM unconfirmed"
+    " WHERE publish_by <= {now} ORDER BY publish_by LIMIT $1{lock}) RETURNING job_id"
+)
 PURGE_BATCH = 100  # expired keys deleted per completion, so the table stays bounded
 # Written as the index of finished jobs (migration 0007) declares it, so the planner uses it.
 _FINISHED = "status IN ('cancelled', 'dead', 'failed', 'succeeded')"
@@ -129,6 +141,8 @@ class SharedSql:
     """Job rows in and out, reads and updates, API keys and breakers; a store supplies ``_fetch`` and ``_talk``."""
 
     _claim_key: str  # ``CLAIM_KEY`` in the store's terms
+    _clear_moved_on: str  # ``CLEAR_MOVED_ON`` in the store's terms
+    _take_unconfirmed: str  # ``TAKE_UNCONFIRMED`` in the store's terms
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
         """Run one statement with numbered parameters and return its rows."""
@@ -136,6 +150,10 @@ class SharedSql:
 
     async def _talk(self, talk: Talk[T]) -> T:
         """Run the conversation ``talk`` in one write transaction and return its answer."""
+        raise NotImplementedError
+
+    def _lease(self, seconds: float) -> tuple[Any, ...]:
+        """Return a lease of ``seconds`` as the store's statements take it: its end, then the store's now if it sends it."""
         raise NotImplementedError
 
     def _time_in(self, when: datetime | None) -> Any:
@@ -190,13 +208,18 @@ class SharedSql:
         values["priority"] = Priority(values["priority"])
         return JobRecord(**values)
 
-    def _claiming(self, claim: tuple[str, str], job_id: str, *times: Any) -> Talk[Claim]:
-        """Claim the key ``(key, request_hash)`` for ``job_id`` in the caller's transaction (``times``: ``_claim_key``'s)."""
-        key, request_hash = claim
-        if (yield Query(self._claim_key, (key, request_hash, job_id, *times))):
-            return Claim(ClaimState.NEW, job_id)
-        [held] = yield Query(HELD_KEY, (key,))
-        return held_claim(request_hash, *held)
+    def _claiming(self, items: Sequence[NewJob]) -> Talk[list[Claim]]:
+        """Claim the items' keys in order, in the caller's transaction; a claim per item."""
+        claims = []
+        for item in items:
+            key, job_id = item.claim, item.job.id
+            lease = self._lease(item.lease_s)
+            if key is None or (yield Query(self._claim_key, (*key, job_id, *lease))):
+                claims.append(Claim(ClaimState.NEW, job_id))
+            else:
+                [held] = yield Query(HELD_KEY, (key[0],))
+                claims.append(held_claim(key[1], *held))
+        return claims
 
     def _ended(self, end: RunEnd) -> tuple[Any, ...]:
         """Return the parameters of ``END_RUN`` for ``end``."""
@@ -204,6 +227,19 @@ class SharedSql:
         finished = at if end.status is not None and end.status.terminal else None
         status = None if end.status is None else end.status.value
         return (end.job_id, status, self._value_in("result", end.result), end.error, finished, at)
+
+    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
+        """Take the overdue unconfirmed jobs, pushing their deadlines on (one transaction)."""
+        return await self._talk(self._taking(limit, self._lease(lease_s)))
+
+    def _taking(self, limit: int, lease: tuple[Any, ...]) -> Talk[list[JobRecord]]:
+        yield Query(self._clear_moved_on, lease[1:])  # (the now SQLite sends)
+        # Only queued and scheduled jobs are left past their deadline now.
+        ids = [job_id for (job_id,) in (yield Query(self._take_unconfirmed, (limit, *lease)))]
+        if not ids:
+            return []
+        rows = yield Query(f"{_SELECT_JOBS} WHERE id IN ({marks(len(ids))}) ORDER BY id", ids)
+        return [self._job(row) for row in rows]
 
     async def ping(self) -> None:
         """Return when the database answers; raise ``StoreUnavailableError`` otherwise."""

@@ -18,21 +18,21 @@ from typing import Any
 
 import orjson
 
-from jobstore.migrations import load_migrations, pending, sqlite_statements
+from jobstore.migrations import load_migrations, sqlite_statements
 from jobstore.model import (
     Claim,
     ClaimState,
     Confirmed,
-    JobRecord,
     NewJob,
 )
 from jobstore.run_window import RUN_COLUMNS, START_RUN, RunWindowSql
 from jobstore.schedule_sql import ScheduleSql
 from jobstore.shared_sql import (
     CLAIM_KEY,
-    COLUMNS,
+    CLEAR_MOVED_ON,
     INSERT_JOB,
     PURGE_BATCH,
+    TAKE_UNCONFIRMED,
 )
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
 from jobstore.talk import Query, Talk, marks
@@ -48,14 +48,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _INSERT = INSERT_JOB.replace("$", "?")
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES (?, ?)"
 _CONFIRM = "DELETE FROM unconfirmed WHERE job_id = ?"
-_CLEAR_MOVED_ON = (
-    "DELETE FROM unconfirmed WHERE publish_by <= ? AND job_id IN (SELECT id FROM jobs"
-    " WHERE id = unconfirmed.job_id AND NOT status IN ('queued', 'scheduled'))"
-)
-_TAKE_UNCONFIRMED = (
-    "UPDATE unconfirmed SET publish_by = ? WHERE job_id IN (SELECT job_id FROM unconfirmed"
-    " WHERE publish_by <= ? ORDER BY publish_by LIMIT ?) RETURNING job_id"
-)
 _CREATE_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations"
     " (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)"
@@ -79,6 +71,8 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
     # Times are the store's clock (``_now_us``), sent as parameters.
     _start = START_RUN.format(until="$4")
     _claim_key = CLAIM_KEY.format(until="$4", now="$5")
+    _clear_moved_on = CLEAR_MOVED_ON.format(now="$1")
+    _take_unconfirmed = TAKE_UNCONFIRMED.format(until="$2", now="$3", lock="")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -90,13 +84,12 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
 
     async def migrate(self) -> int:
         """Apply pending schema migrations in one transaction; return the version."""
-        # Its write lock (BEGIN IMMEDIATE) keeps migrators apart: each file is applied once.
-        migrations = load_migrations("sqlite")
 
+        # Its write lock (BEGIN IMMEDIATE) keeps migrators apart: each file is applied once.
         def apply(db: Db) -> int:
             db.execute(_CREATE_VERSIONS)
             [(current,)] = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            for version, sql in pending(migrations, current):
+            for version, sql in load_migrations("sqlite", current).items():
                 for statement in sqlite_statements(sql):
                     db.execute(statement)
                 db.execute(
@@ -131,12 +124,7 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
             now = _now_us()
             if confirmed:
                 _confirm(db, confirmed, now)
-            claims = [
-                Claim(ClaimState.NEW, i.job.id)
-                if i.claim is None
-                else _talked(db, self._claiming(i.claim, i.job.id, now + _us(i.lease_s), now))
-                for i in items
-            ]
+            claims = _talked(db, self._claiming(items))
             new = [i for i, c in zip(items, claims, strict=True) if c.state is ClaimState.NEW]
             db.executemany(_INSERT, [self._row(i.job) for i in new])
             due = [(i.job.id, now + _us(s)) for i in new if (s := i.confirm_within) is not None]
@@ -149,26 +137,12 @@ class SqliteJobStore(RunWindowSql, ScheduleSql):
         """Clear the jobs' publish deadlines and complete their keys' claims in one transaction."""
         await self._write(lambda db: _confirm(db, items, _now_us()))
 
-    async def take_unconfirmed(self, *, limit: int, lease_s: float) -> list[JobRecord]:
-        """Take the overdue unconfirmed jobs (``BEGIN IMMEDIATE``), pushing their deadlines on."""
-        now = _now_us()
-
-        def take(db: Db) -> list[Any]:
-            db.execute(_CLEAR_MOVED_ON, (now,))
-            # Only queued and scheduled jobs are left past their deadline now.
-            taken = db.execute(_TAKE_UNCONFIRMED, (now + _us(lease_s), now, limit))
-            ids = [row[0] for row in taken.fetchall()]
-            marks = ", ".join("?" * len(ids))
-            select = f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id IN ({marks}) ORDER BY id"
-            return db.execute(select, ids).fetchall()
-
-        return [self._job(row) for row in await self._run(take, write=True)]
-
     def _read_window(self, ids: Sequence[str]) -> Query:
         return Query(f"{_READ_WINDOW} WHERE id IN ({marks(len(ids), 2)})", (_now_us(), *ids))
 
-    def _claim_until(self, lease_s: float) -> int:
-        return _now_us() + _us(lease_s)
+    def _lease(self, seconds: float) -> tuple[int, int]:
+        now = _now_us()
+        return now + _us(seconds), now
 
     async def _talk(self, talk: Talk[T]) -> T:
         """Run the conversation ``talk`` in one write transaction."""

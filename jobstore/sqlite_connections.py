@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -31,6 +32,7 @@ _PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",  # off by default, per connection
 )
+_BEGIN = methodcaller("execute", "BEGIN IMMEDIATE")  # what ``patiently`` retries first
 _Write = tuple[Callable[[Db], Any], "asyncio.Future[Any]"]
 
 # sqlite3 binds only exact ints, floats and strs directly: any other parameter, None (NULL)
@@ -90,7 +92,7 @@ class SqliteThread:
         outcomes: list[tuple[bool, Any]]
         try:
             conn = self._conn or self._open()
-            patiently(conn, _begin)
+            patiently(conn, _BEGIN)
             outcomes = [_in_savepoint(conn, work, alone=len(units) == 1) for work, _ in units]
             conn.execute("COMMIT")
         except Exception as exc:  # the transaction failed as a whole: so did every unit
@@ -154,7 +156,7 @@ class InlineWriter:
                 self._conn = _connect(self._path, pragmas, within=0)
             conn = self._conn
             patiently(
-                conn, _begin, within=INLINE_PATIENCE_S, pause=INLINE_PAUSE_S, longest=INLINE_PAUSE_S
+                conn, _BEGIN, within=INLINE_PATIENCE_S, pause=INLINE_PAUSE_S, longest=INLINE_PAUSE_S
             )
             try:
                 result = work(conn)
@@ -164,7 +166,7 @@ class InlineWriter:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
-            if _busy(exc):
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise Busy from exc
             raise
         self._commits += 1
@@ -249,13 +251,5 @@ def patiently(
         pause = min(pause * 2, longest)
 
 
-def _begin(conn: Db) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-
-
 def _fetch(conn: Db, *, sql: str) -> list[Any]:
     return conn.execute(sql).fetchall()
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -53,7 +53,7 @@ _INSERT_STEP = (
 _UNCONFIRMED = "INSERT INTO unconfirmed (job_id, publish_by) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 _WRITE_FLOW = (
     "UPDATE workflows SET status = $2, pending = $3, failed = $4, error = $5, updated_at = $6,"
-    " finished_at = coalesce($7, finished_at) WHERE id = $1"
+    " finished_at = CASE WHEN $7 THEN $6 ELSE finished_at END WHERE id = $1"
 )
 # A waiting step (its job stored scheduled, never published) becomes due.
 _RELEASE = (
@@ -96,11 +96,9 @@ class _Flow:
 
     def ended(self, position: int, role: StepRole, end: StepEnd) -> tuple[int | None, bool]:
         """Count ``end``; return the position of the step it releases (if any) and whether to cancel the rest."""
-        if role is not StepRole.CALLBACK:
-            self.pending -= 1
+        self.pending -= role is not StepRole.CALLBACK  # a callback is not counted pending
         died = end.status is not StepStatus.SUCCEEDED
-        if died:
-            self.failed += 1
+        self.failed += died
         if self.status is not WorkflowStatus.RUNNING:
             return None, False  # failed or cancelled already: counted, nothing follows
         last = role is StepRole.CALLBACK or (
@@ -137,13 +135,6 @@ def step_ends(ends: Sequence[RunEnd], found: Sequence[RunJob | None]) -> list[St
         and end.status is not None
         and end.status in _STEP_STATUS
     ]
-
-
-def note_released(found: Sequence[RunJob | None], released: dict[str, tuple[str, ...]]) -> None:
-    """Tell each ended job the steps its end released, for the worker to publish."""
-    for job in found:
-        if job is not None and job.id in released:
-            job.released = released[job.id]
 
 
 class WorkflowSql(SharedSql):
@@ -196,8 +187,7 @@ class WorkflowSql(SharedSql):
             for item in new.jobs
             if item.confirm_within is not None
         ]
-        if deadlines:
-            yield many(_UNCONFIRMED, deadlines)
+        yield many(_UNCONFIRMED, deadlines)  # run by neither store when there are none
         steps = [
             (s.workflow_id, s.position, s.role.value, s.job_id, s.status.value) for s in new.steps
         ]
@@ -262,14 +252,10 @@ class WorkflowSql(SharedSql):
             ids,
         )
         return {
-            row[0]: _Flow(
-                row[0],
-                WorkflowKind(row[1]),
-                WorkflowStatus(row[2]),
-                OnFailure(row[3]),
-                *row[4:],
+            flow_id: _Flow(
+                flow_id, WorkflowKind(kind), WorkflowStatus(status), OnFailure(fail), *rest
             )
-            for row in rows
+            for flow_id, kind, status, fail, *rest in rows
         }
 
     def _cancel_rest(self, workflow_id: str, stamp: Any) -> Talk[int]:
@@ -297,15 +283,7 @@ class WorkflowSql(SharedSql):
         yield many(
             _WRITE_FLOW,
             [
-                (
-                    f.id,
-                    f.status.value,
-                    f.pending,
-                    f.failed,
-                    f.error,
-                    stamp,
-                    stamp if f.finished else None,
-                )
+                (f.id, f.status.value, f.pending, f.failed, f.error, stamp, f.finished)
                 for f in flows
             ],
         )

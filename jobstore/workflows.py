@@ -145,26 +145,20 @@ class WorkflowStore(Protocol):
 
     async def create_workflow(self, new: NewWorkflow) -> WorkflowCreated:
         """Insert the workflow, its steps and their jobs, unless its idempotency key names one already."""
-        ...
 
     async def get_workflow(self, workflow_id: str) -> tuple[WorkflowRecord, list[StepView]] | None:
         """Return the workflow and its steps in order (``None``: no such workflow)."""
-        ...
 
     async def list_workflows(
         self, tenant: str, *, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[WorkflowRecord], str | None]:
         """Return ``tenant``'s workflows newest first, ``limit`` a page, and the next page's cursor."""
-        ...
 
     async def cancel_workflow(self, workflow_id: str, at: datetime) -> WorkflowRecord | None:
         """Cancel a running workflow and every step not started (scheduled, queued, retrying); the workflow as it is after."""
-        ...
 
     async def fail_unpublished(self, job_id: str, error: str, at: datetime) -> JobRecord | None:
         """Mark a job the broker refused for good failed (if not started) and count it as its workflow step's end."""
-        ...
 
     async def step_inputs(self, job_id: str) -> StepInputs | None:
         """Return what the step ``job_id`` is given (``None``: not a step, or one given nothing)."""
-        ...

@@ -131,12 +131,9 @@ async def _loaded(where: str) -> AsyncIterator[Configuration]:
         raise KubeConfigError(f"{where} is not a valid kubeconfig: {exc!r}") from exc
 
 
-STREAM_TARGET_PREFIX = stream_target("")
-
-
 def target_deployment(target: str) -> str:
     """Return the Deployment of an autoscaler target: ``taskq-worker-<group>``, or ``taskq-stream-<source>`` for ``stream:<source>``."""
-    source = target.removeprefix(STREAM_TARGET_PREFIX)
+    source = target.removeprefix(stream_target(""))
     return names.stream_deployment(source) if source != target else names.worker_deployment(target)
 
 

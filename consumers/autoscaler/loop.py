@@ -38,11 +38,9 @@ class Actuator(Protocol):
 
     async def current(self, group: str) -> int:
         """Return how many workers the group has now."""
-        ...
 
     async def scale(self, group: str, workers: int) -> None:
         """Make the group run ``workers`` workers (scale-down lets workers drain)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,22 +204,11 @@ class Autoscaler:
         self.history: deque[ScalingChange] = deque(maxlen=HISTORY)  # oldest first
 
     async def step(self) -> list[GroupStatus]:
-        """Poll, decide and actuate every group and stream source once; return what was decided."""
+        """Poll, decide and actuate every group and stream source once, then read the DLQs and delay tiers for the metrics; return what was decided."""
         decided = [await self._step(target) for target in self._targets]
-        await self._observe_queues()
-        return decided
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Step every ``interval`` seconds until ``stop`` is set."""
-        while not stop.is_set():
-            await self.step()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
-
-    async def _observe_queues(self) -> None:
-        """Read the DLQs and delay tiers for the metrics (they never count as work)."""
         metrics = self._metrics
-        # (queue, gauge, labels): a series appears only once its queue was read.
+        # (queue, gauge, labels): a series appears only once its queue was read. They never
+        # count as work.
         gauges: list[tuple[str, Gauge, tuple[str, ...]]] = [
             (g.dead_letter_queue, metrics.queue_messages, (g.name, "dlq")) for g in self._groups
         ]
@@ -238,6 +225,14 @@ class Autoscaler:
                     break
         if failed:
             logger.warning("autoscaler: depths not read for {}", ", ".join(failed))
+        return decided
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            await self.step()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
 
     async def _step(self, target: Target) -> GroupStatus:
         name, now, metrics = target.name, self._clock(), self._metrics

@@ -78,30 +78,22 @@ def recommend(signals: QueueSignals, bounds: ScaleSpec, config: PolicyConfig) ->
     per = bounds.backlog_per_worker
     workers = -(-backlog // per)
     why = f"backlog {backlog} / {per} per worker → {workers}"
-    drain = _drain_workers(signals, backlog, config.drain_horizon_s)
-    if drain is not None and drain[0] > workers:
-        workers, rate = drain
-        why += (
-            f"; at {rate:.3g} acks/s per worker, draining it within "
-            f"{config.drain_horizon_s:g}s needs {workers}"
-        )
+    rate, horizon = signals.ack_rate, config.drain_horizon_s
+    # Only a backlog to drain, with a measured rate to judge it by, may call for more.
+    if backlog > 0 and signals.consumers > 0 and math.isfinite(rate) and rate > 0:
+        per_worker = rate / signals.consumers
+        capacity = per_worker * horizon  # what one worker acks within the horizon
+        needed = backlog / capacity if capacity > 0 else math.inf
+        drain = _UNBOUNDED if needed >= _UNBOUNDED else math.ceil(needed)
+        if drain > workers:
+            workers = drain
+            why += f"; at {per_worker:.3g} acks/s per worker, draining it within {horizon:g}s needs {workers}"
     clamped = _clamp(workers, bounds)
     if clamped > workers:
         why += f", raised to min {bounds.min}"
     elif clamped < workers:
         why += f", capped at max {bounds.max}"
     return clamped, why
-
-
-def _drain_workers(signals: QueueSignals, backlog: int, horizon: float) -> tuple[int, float] | None:
-    """Return the workers that drain ``backlog`` within ``horizon`` and the per-worker rate."""
-    rate = signals.ack_rate
-    if backlog <= 0 or signals.consumers <= 0 or not (math.isfinite(rate) and rate > 0):
-        return None  # nothing to drain, or no measured rate to judge it by
-    per_worker = rate / signals.consumers
-    capacity = per_worker * horizon  # what one worker acks within the horizon
-    needed = backlog / capacity if capacity > 0 else math.inf
-    return (_UNBOUNDED if needed >= _UNBOUNDED else math.ceil(needed)), per_worker
 
 
 def _hold(

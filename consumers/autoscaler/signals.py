@@ -184,13 +184,18 @@ def _figures(where: str, body: Mapping[str, Any], read_at: float) -> QueueSignal
     if not isinstance(stats, Mapping):
         raise SignalsUnavailable(f"{where}: message_stats is not an object: {stats!r}")
     ack_key = "ack_details" if "ack_details" in stats else "deliver_get_details"
+    # Absent on quorum queues, null when the head message has no timestamp or the queue is empty.
+    head = body.get("head_message_timestamp")
+    if head is not None and not _number(head):
+        raise SignalsUnavailable(f"{where}: head_message_timestamp is not a number: {head!r}")
     return QueueSignals(
         ready=_count(where, body, "messages_ready"),
         unacked=_count(where, body, "messages_unacknowledged"),
         consumers=_count(where, body, "consumers"),
         publish_rate=_rate(where, stats, "publish_details"),
         ack_rate=_rate(where, stats, ack_key),
-        oldest_age=_age(where, body, read_at),
+        # A clock behind the publisher's would make the age negative; the head is at least new.
+        oldest_age=None if head is None else max(0.0, read_at - head),
     )
 
 
@@ -210,17 +215,6 @@ def _rate(where: str, stats: Mapping[str, Any], field: str) -> float:
     if not _number(rate) or rate < 0:
         raise SignalsUnavailable(f"{where}: message_stats.{field}.rate is not a rate: {details!r}")
     return float(rate)
-
-
-def _age(where: str, body: Mapping[str, Any], read_at: float) -> float | None:
-    # Absent on quorum queues, null when the head message has no timestamp or the queue is empty.
-    value = body.get("head_message_timestamp")
-    if value is None:
-        return None
-    if not _number(value):
-        raise SignalsUnavailable(f"{where}: head_message_timestamp is not a number: {value!r}")
-    # A clock behind the publisher's would make the age negative; the head is at least new.
-    return max(0.0, read_at - value)
 
 
 def _number(value: object) -> TypeGuard[int | float]:
