@@ -59,7 +59,7 @@ from producers.publisher import Publisher
 from producers.submit import Submitter, utc_now
 from telemetry import tracing
 from telemetry.logs import bind_job
-from topology.broker import connect, existing
+from topology.broker import connect, connection_lost, existing
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.envelope import Envelope, decode
 from topology.errors import ContractError, TaskqError
@@ -181,12 +181,31 @@ class Worker:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._deps.group.spec.prefetch)
             self._executor = asyncio.get_running_loop().create_task(self._execute())
-            await self._consume(channel)
+            # A reopened channel (after a reconnect) keeps its QoS; its consumers are ours to
+            # renew, from before the first consume: the connection may go while it is under way.
+            channel.reopen_callbacks.add(self._reconsume)
+            try:
+                await self._consume(channel)
+            except BaseException as exc:
+                if not connection_lost(exc):
+                    raise
+                logger.warning(
+                    "connection lost while starting to consume, consuming once back: {!r}", exc
+                )
         except BaseException:
             await self.stop(grace=0)
             raise
-        # A reopened channel (after a reconnect) keeps its QoS; its consumers are ours to renew.
-        channel.reopen_callbacks.add(self._consume)
+
+    async def _reconsume(self, channel: AbstractRobustChannel | None) -> None:
+        """Consume again on ``channel``, reopened after a reconnect, and say so when it cannot."""
+        try:
+            await self._consume(channel)
+        except BaseException as exc:
+            # aio-pika drops what a reopen callback raises: unsaid, the worker would stay
+            # connected and consume nothing. A connection lost again reopens the channel again.
+            if not connection_lost(exc):
+                logger.error("the worker consumes nothing after a reconnect: {!r}", exc)
+            raise
 
     async def _consume(self, channel: AbstractRobustChannel | None) -> None:
         """Consume the group's queues on ``channel`` (again, when it reopens after a reconnect)."""
@@ -273,6 +292,12 @@ class Worker:
             self._wake.clear()
             try:
                 await self._window()
+            except asyncio.CancelledError as exc:
+                if not connection_lost(exc):
+                    raise  # the worker is stopping
+                # Not the executor's own: a call on a connection aiormq gave up on. Ending here
+                # would leave the worker consuming with nobody to run what it takes.
+                logger.warning("a window of deliveries was cut short by a lost connection")
             except Exception:  # a bug: never let it stop the worker from working
                 logger.exception("a window of deliveries failed; they will be redelivered")
 

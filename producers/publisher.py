@@ -18,7 +18,7 @@ from producers import wire
 from producers.frame_tap import FrameTap
 from producers.metrics import ProducerMetrics, exchange_kind
 from telemetry import tracing
-from topology.broker import CONNECT_ERRORS, connect
+from topology.broker import CONNECT_ERRORS, connect, connection_lost
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledTopology
 from topology.envelope import CONTENT_TYPE, PERSISTENT, Envelope
@@ -206,7 +206,9 @@ class ConfirmedPublisher(AsyncClosing):
         self._renewable_at = now + _RENEW_EVERY_S
         try:
             self._channel = await self._connection.channel(publisher_confirms=True)
-        except CONNECT_ERRORS:
+        except (*CONNECT_ERRORS, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and not connection_lost(exc):
+                raise
             return  # the connection is going: it restores the old channel, renewed later
         # Confirms awaited on the old channel still come: close it once none can be awaited.
         task = asyncio.create_task(self._retire(refused))
@@ -288,6 +290,10 @@ class ConfirmedPublisher(AsyncClosing):
                 self._events = await self._connection.channel(publisher_confirms=False)
             channel = cast(aiormq.Channel, await self._events.get_underlay_channel())
             await wire.publish_unconfirmed(channel, messages)
+        except asyncio.CancelledError as exc:
+            if not connection_lost(exc):
+                raise
+            raise BrokerUnavailableError("the connection to RabbitMQ was lost") from exc
         except Exception as exc:
             raise translate(exc, Route(exchange, events[0][0])) from exc
 
@@ -321,6 +327,10 @@ async def _all_settled(confirms: list[asyncio.Future[Any]]) -> list[object]:
             return [await confirms[0]]
         except Exception as exc:
             return [exc]
+        except asyncio.CancelledError as exc:
+            if not connection_lost(exc):
+                raise
+            return [exc]  # as gather gives it: the confirm of a connection aiormq gave up on
     return list(await asyncio.gather(*confirms, return_exceptions=True))
 
 

@@ -55,6 +55,16 @@ async def connect(
         raise unreachable(url, exc) from exc
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Return whether ``exc``, raised by a call on a channel, means its connection went away (not a refusal, not a cancel of ours)."""
+    if isinstance(exc, asyncio.CancelledError):
+        # aiormq fails every call awaiting a connection it gave up on (no frame for three
+        # heartbeats) with CancelledError, though nobody cancelled the caller's task.
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return isinstance(exc, ConnectionError | aiormq.exceptions.ChannelInvalidStateError)
+
+
 def unreachable(url: str, cause: BaseException) -> BrokerUnavailableError:
     """Return the error saying the broker at ``url`` cannot be reached, with the likely fix."""
     detail = str(cause) or repr(cause)
