@@ -359,3 +359,31 @@ async def test_a_confirm_that_does_not_come_in_time_fails_that_publish_only(appl
             await publisher.publish(Envelope.new("email", {"after": True}))  # and it goes on
     finally:
         await asyncio.to_thread(proxy.stop)
+
+
+@pytest.mark.rabbitmq
+async def test_a_connection_given_up_on_fails_publishes_and_events_as_the_broker_unavailable(
+    applied, topology
+):
+    # aiormq gives a silent link up after (heartbeat + 1) x 3 s and fails what waits on it with
+    # CancelledError: a caller must see the broker unavailable, not its own task cancelled.
+    proxy = FaultProxy(("127.0.0.1", 5672))
+    proxy.start()
+    try:
+        url = applied.amqp_url.get_secret_value().replace(":5672/", f":{proxy.port}/")
+        through = applied.model_copy(update={"amqp_url": SecretStr(url), "heartbeat": 1})
+        settings = PublisherSettings(confirm_timeout=30)
+        async with await ConfirmedPublisher.connect(through, topology, settings) as publisher:
+            await publisher.publish(Envelope.new("email", {"before": True}))
+            proxy.stall()
+            began = time.monotonic()
+            outcomes = await asyncio.gather(
+                publisher.publish(Envelope.new("email", {"during": True})),
+                # The first events open their channel: that call waits on the link too.
+                publisher.publish_events([("job.email.queued", b"{}")]),
+                return_exceptions=True,
+            )
+            assert [type(o) for o in outcomes] == [BrokerUnavailableError] * 2, outcomes
+            assert time.monotonic() - began < 15
+    finally:
+        await asyncio.to_thread(proxy.stop)
