@@ -60,9 +60,11 @@ class Rig:
 
 @asynccontextmanager
 async def started(
-    vhost: BrokerSettings, topology: CompiledTopology = TOPOLOGY
+    vhost: BrokerSettings,
+    topology: CompiledTopology = TOPOLOGY,
+    worker_broker: BrokerSettings | None = None,
 ) -> AsyncIterator[Rig]:
-    """Apply ``topology`` (its group ``mail``) to ``vhost`` and run a worker for it, in-memory stores."""
+    """Apply ``topology`` (its group ``mail``) to ``vhost`` and run a worker for it (on ``worker_broker`` if given), in-memory stores."""
     await apply_topology(topology, vhost)
     store = InMemoryJobStore()
     blobs = InMemoryBlobStore()
@@ -82,7 +84,7 @@ async def started(
         metrics=metrics,
     )
     worker = Worker(deps)
-    await worker.start(vhost)
+    await worker.start(worker_broker or vhost)
     try:
         yield Rig(
             Submitter(topology, publisher, store, blobs, metrics=produced),

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
+from aiormq.abc import AbstractChannel
+from pydantic import SecretStr
 
+from consumers.delivery_route import Sink, route_deliveries
 from consumers.dispatch import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER
 from consumers.handlers import JobContext, Permanent
 from jobstore.model import JobStatus
+from producers.frame_tap import FrameTap
 from producers.tenancy import Viewer
 from tests.broker import channel, next_message, wait_for_connection
 from tests.consumers.rig import TOPOLOGY, Rig, started
+from tests.faultproxy import FaultProxy
 from tests.helpers import compiled, eventually
 from topology.envelope import Envelope, decode
 from topology.priority import Priority
@@ -326,3 +334,79 @@ async def test_of_the_jobs_in_hand_an_urgent_lanes_start_first(vhost):
         gate.set()
         await asyncio.wait_for(all_ran.wait(), 10)
     assert rig.runs == ["gate", "urgent", "low 0", "low 1", "low 2", "low 3"]
+
+
+async def test_a_window_cut_short_by_a_cancel_not_its_own_leaves_the_worker_working(rig: Rig):
+    # aiormq fails what waits on a connection it gave up on with CancelledError; the executor
+    # ended by it would leave the worker consuming with nobody to run what it takes.
+    @rig.registry.handler("mail.send")
+    async def send(payload: dict, ctx: JobContext) -> None:
+        rig.runs.append(ctx.job_id)
+
+    publisher = rig.worker._deps.publisher
+    cut: list[int] = []
+
+    class CutOnce:
+        def __getattr__(self, name: str) -> object:
+            return getattr(publisher, name)
+
+        async def publish_events(self, events: object) -> None:
+            if not cut:
+                cut.append(1)
+                raise asyncio.CancelledError
+            await publisher.publish_events(events)  # type: ignore[arg-type]
+
+    rig.worker._deps.publisher = CutOnce()  # type: ignore[assignment]
+    first = await rig.submit("mail.send", {"to": "a@example.com"})
+    await rig.until(first, JobStatus.SUCCEEDED)
+    second = await rig.submit("mail.send", {"to": "b@example.com"})
+    await rig.until(second, JobStatus.SUCCEEDED)
+    assert cut
+    assert rig.runs == [first, second]
+
+
+async def test_a_worker_cut_off_while_it_starts_consuming_consumes_every_lane_from_the_next_node(
+    vhost, monkeypatch: pytest.MonkeyPatch
+):
+    # The link to the first node goes silent between two lanes' consumes: aiormq gives it up
+    # ((heartbeat + 1) x 3 s), and the worker, instead of failing to start, consumes every lane
+    # once its channel reopens on the next node (here the same broker, reached directly).
+    proxy = FaultProxy(("127.0.0.1", 5672))
+    proxy.start()
+    stalled: list[int] = []
+
+    def stall_on_the_second_lane(
+        tap: FrameTap, channel: AbstractChannel, tag: str, sink: Sink
+    ) -> None:
+        # The worker routes a lane's deliveries just before it consumes the lane (the lane's
+        # rank bound to the sink).
+        if isinstance(sink, functools.partial) and sink.args == (1,) and not stalled:
+            stalled.append(1)
+            proxy.stall()
+            time.sleep(0.2)  # stalled before the lane's consume is written
+        route_deliveries(tap, channel, tag, sink)
+
+    monkeypatch.setattr("consumers.worker.route_deliveries", stall_on_the_second_lane)
+    try:
+        direct = urlsplit(vhost.amqp_url.get_secret_value())
+        url = vhost.amqp_url.get_secret_value().replace(f":{direct.port}/", f":{proxy.port}/")
+        through = vhost.model_copy(
+            update={
+                "amqp_url": SecretStr(url),
+                "heartbeat": 1,
+                "amqp_failover": f"{direct.hostname}:{direct.port}",
+            }
+        )
+        async with started(vhost, LANES, worker_broker=through) as rig:
+            assert stalled
+
+            @rig.registry.handler("mail.#")
+            async def send(payload: str, ctx: JobContext) -> None:
+                rig.runs.append(payload)
+
+            jobs = [await rig.submit("mail.send", p.value, priority=p) for p in Priority]
+            for job in jobs:
+                await rig.until(job, JobStatus.SUCCEEDED, within=20)
+        assert sorted(rig.runs) == sorted(p.value for p in Priority)
+    finally:
+        await asyncio.to_thread(proxy.stop)
