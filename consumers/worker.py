@@ -229,8 +229,10 @@ class Worker:
             if not underlay.is_closed:
                 try:
                     await underlay.basic_cancel(tag)
-                except CHANNEL_ERRORS as exc:
-                    logger.warning("consumer not cancelled: {}", exc)
+                except (*CHANNEL_ERRORS, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and not connection_lost(exc):
+                        raise
+                    logger.warning("consumer not cancelled: {!r}", exc)
         self._consumers.clear()
         # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
         await self.breaker_report.close()
