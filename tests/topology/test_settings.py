@@ -1,6 +1,8 @@
+import asyncio
 import re
 from typing import Any
 
+import aiormq
 import pytest
 from aiormq.connection import TransportFactory
 from hypothesis import given
@@ -9,7 +11,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from telemetry.redaction import mask_url
-from topology.broker import Failover, connect
+from topology.broker import Failover, connect, connection_lost
 from topology.errors import ManagementApiError, SettingsError
 from topology.management import ManagementClient
 from topology.settings import (
@@ -163,6 +165,30 @@ async def test_each_reconnect_starts_from_the_node_after_the_last_one_used():
     nodes.down = {1, 2, 3}
     with pytest.raises(ConnectionRefusedError):
         await failover.create(url)
+
+
+async def test_a_lost_connection_is_told_from_a_refusal_and_from_a_cancel_of_ours():
+    # aiormq fails the calls awaiting a connection it gave up on with CancelledError.
+    given_up = asyncio.get_running_loop().create_future()
+    given_up.set_exception(asyncio.CancelledError())
+    with pytest.raises(asyncio.CancelledError) as failed:
+        await given_up
+    assert connection_lost(failed.value)
+    assert connection_lost(ConnectionResetError(104, "Connection reset by peer"))
+    assert connection_lost(aiormq.exceptions.ChannelInvalidStateError("closed"))
+    assert not connection_lost(aiormq.exceptions.ChannelAccessRefused("403"))
+
+    async def cancelled() -> bool:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError as exc:
+            return connection_lost(exc)
+        return True
+
+    ours = asyncio.create_task(cancelled())
+    await asyncio.sleep(0)
+    ours.cancel()
+    assert await ours is False
 
 
 def test_management_failover_urls_follow_the_management_base():
