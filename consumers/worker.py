@@ -236,7 +236,7 @@ class Worker:
         self._consumers.clear()
         # Taking no more jobs, the worker's breakers gate nothing: their rows go now.
         await self.breaker_report.close()
-        deadline = time.monotonic() + (grace or self._deps.settings.grace)
+        deadline = time.monotonic() + (self._deps.settings.grace if grace is None else grace)
         # Unstarted deliveries stay unacked: closing the channel returns them to the queue.
         while (self._running or self._done) and (left := deadline - time.monotonic()) > 0:
             if self._running:
