@@ -38,7 +38,6 @@ from loguru import logger
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.signals import SignalReader
 from consumers.dispatch import DeadReason, dead
-from jobstore.factory import open_store
 from jobstore.model import (
     BreakerRecord,
     JobEvent,
@@ -47,6 +46,7 @@ from jobstore.model import (
     JobStatus,
     JobStore,
     NewJob,
+    open_store,
 )
 from producers.auth.authenticator import open_authenticator
 from producers.auth.scopes import Scope

@@ -53,7 +53,7 @@ import asyncpg
 import httpx
 import orjson
 
-from jobstore.factory import open_store
+from jobstore.model import open_store
 from producers.auth.api_keys import make_key
 from producers.auth.scopes import Scope
 from tests.broker import TestsManagementClient

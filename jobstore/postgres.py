@@ -31,8 +31,10 @@ from jobstore.shared_sql import (
     JSON,
     PURGE_BATCH,
     TAKE_UNCONFIRMED,
+    Query,
+    T,
+    Talk,
 )
-from jobstore.talk import Query, T, Talk
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:

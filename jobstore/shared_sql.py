@@ -1,13 +1,14 @@
-"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters."""
+"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters, and the SQL conversations either store runs in one transaction."""
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -32,8 +33,40 @@ from jobstore.model import (
     check_settable,
     held_claim,
 )
-from jobstore.talk import Query, T, Talk, many, marks, statements
 from topology.priority import Priority
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement over ``$n`` parameters: run once with ``args`` (its rows sent back), or once per row of ``rows``."""
+
+    sql: str
+    args: Sequence[Any] = ()
+    rows: Sequence[Sequence[Any]] = field(default=())
+    many: bool = False
+
+
+Talk = Generator[Query, list[Any], T]
+"""A conversation: it yields each statement, receives the rows it returned, and returns its answer."""
+
+
+def many(sql: str, rows: Sequence[Sequence[Any]]) -> Query:
+    """Return ``sql`` to run once per row of ``rows`` (nothing when there are none)."""
+    return Query(sql, rows=rows, many=True)
+
+
+def statements(*queries: Query) -> Talk[None]:
+    """Return the conversation that runs ``queries`` in order and answers nothing."""
+    for query in queries:
+        _ = yield query  # (not yield from: the store sends each statement its rows)
+
+
+def marks(count: int, first: int = 1) -> str:
+    """Return ``$first, ..., $(first + count - 1)``: the parameters of an ``IN (...)`` list."""
+    return ", ".join(f"${n}" for n in range(first, first + count))
+
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
 # The time columns of every table (a job's, a workflow's, a schedule's, a key's, a breaker's...).

@@ -33,9 +33,11 @@ from jobstore.shared_sql import (
     INSERT_JOB,
     PURGE_BATCH,
     TAKE_UNCONFIRMED,
+    Query,
+    Talk,
+    marks,
 )
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
-from jobstore.talk import Query, Talk, marks
 from topology.errors import StoreError, StoreUnavailableError
 
 # Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jobstore.model import JobStore
-from jobstore.schedule_state import ScheduleState
+from jobstore.model import JobStore, ScheduleState
 from producers.views import iso
 from topology.compiled import CompiledTopology
 from topology.errors import JobNotFoundError

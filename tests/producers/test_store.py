@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from jobstore.factory import open_store
 from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
@@ -25,6 +24,7 @@ from jobstore.model import (
     JobStore,
     NewJob,
     RunStart,
+    open_store,
 )
 from jobstore.postgres import PostgresJobStore
 from jobstore.sqlite import SqliteJobStore
