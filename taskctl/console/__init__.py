@@ -11,8 +11,7 @@ from producers.auth.scopes import Scope
 from taskctl.autoscaler_status import status_url
 from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import log_in, log_out, login_form
-from taskctl.console.overview import Overview, overview_events, overview_page
-from taskctl.console.scaling import scaling_page
+from taskctl.console.overview import Overview, overview_events, overview_page, scaling_page
 from taskctl.console.sessions import PATH, Sessions
 from taskctl.console.topology_graph import topology_page
 from taskctl.console.web import Page, guarded, redirect, static
