@@ -49,7 +49,7 @@ from jobstore.model import (
     open_store,
 )
 from producers.auth.authenticator import open_authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.publisher import ConfirmedPublisher
 from taskctl.assembly import api_app
 from tests.broker import TestsManagementClient

@@ -55,7 +55,7 @@ import orjson
 
 from jobstore.model import open_store
 from producers.auth.api_keys import make_key
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import compile_topology

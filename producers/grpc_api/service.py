@@ -17,8 +17,7 @@ from jobstore.model import JobSearch, JobStatus
 from producers.api.app import Services
 from producers.api.metrics import BUCKETS
 from producers.auth.authenticator import Authenticator
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.grpc_api.messages import (
     STATUSES,
     event_message,

@@ -7,7 +7,7 @@ from functools import partial
 from starlette.routing import Route
 
 from producers.api.app import OwnDoor
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from taskctl.autoscaler_status import status_url
 from taskctl.console import dead_letters, jobs, webhook_sources
 from taskctl.console.login import log_in, log_out, login_form
