@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jobstore.model import JobRecord, JobStatus, NewJob, open_store
 from topology.envelope import new_job_id
-from topology.priority import Priority
+from topology.names import Priority
 
 TASKCTL = "from taskctl.cli import main; main()"
 

@@ -61,7 +61,7 @@ from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.envelope import Envelope, new_job_id
 from topology.loader import parse_topology
-from topology.priority import Priority
+from topology.names import Priority
 from topology.settings import Settings, load_settings
 
 BATCH = 2000

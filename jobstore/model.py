@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from jobstore.workflows import WorkflowStore
 from topology.errors import SettingsError
-from topology.names import DEFAULT_TENANT
-from topology.priority import Priority
+from topology.names import DEFAULT_TENANT, Priority
 
 if TYPE_CHECKING:  # the model loads without pydantic, so `taskctl --help` stays light
     from topology.envelope import Envelope

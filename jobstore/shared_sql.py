@@ -33,7 +33,7 @@ from jobstore.model import (
     check_settable,
     held_claim,
 )
-from topology.priority import Priority
+from topology.names import Priority
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import typer
 from jobstore.model import JobStatus
 from taskctl import context
 from topology.errors import JobStateError, SettingsError
-from topology.priority import Priority
+from topology.names import Priority
 
 if TYPE_CHECKING:
     from jobstore.model import JobRecord, JobStore

@@ -18,7 +18,7 @@ from taskctl.console.web import Visit, seconds_text
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TaskqError
 from topology.management import ManagementClient, message_rate
-from topology.priority import Priority
+from topology.names import Priority
 from topology.settings import BrokerSettings
 
 BROKER_EVERY_S = 2.0  # how old the broker's figures may be when a page or stream asks

@@ -16,7 +16,7 @@ from tests.broker import channel, next_message, wait_for_connection
 from tests.consumers.rig import TOPOLOGY, Rig, started
 from tests.helpers import compiled, eventually
 from topology.envelope import Envelope, decode
-from topology.priority import Priority
+from topology.names import Priority
 
 pytestmark = pytest.mark.rabbitmq
 

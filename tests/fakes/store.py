@@ -45,7 +45,7 @@ from jobstore.model import (
 from jobstore.run_window import Row, missing_jobs, plan_window
 from tests.fakes.flows import InMemoryFlows
 from topology.errors import StoreError
-from topology.priority import Priority
+from topology.names import Priority
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")
