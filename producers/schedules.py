@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from jobstore.model import JobStore, ScheduleState
-from producers.views import iso
+from producers.tenancy import iso
 from topology.compiled import CompiledTopology
 from topology.errors import JobNotFoundError
 from topology.limits import excerpt

@@ -183,7 +183,7 @@ def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
 
 
 def _view(key: "ApiKeyRecord") -> dict[str, Any]:
-    from producers.views import iso
+    from producers.tenancy import iso
 
     return {
         "id": key.id,

@@ -16,7 +16,7 @@ from producers.api.security import SecuredRoute, deny_websocket, principal, secu
 from producers.auth.principal import Principal, Scope
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
-from producers.views import job_view, page_view
+from producers.tenancy import job_view, page_view
 from topology.errors import AccessError, JobNotFoundError, JobRejectedError, TaskqError
 
 router = APIRouter(route_class=SecuredRoute)

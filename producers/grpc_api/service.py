@@ -30,7 +30,7 @@ from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
 from producers.requests import checked_request
 from producers.submit import JobRequest, Submitted
-from producers.views import job_view
+from producers.tenancy import job_view
 from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, histogram
 from topology.errors import (

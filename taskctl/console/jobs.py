@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 
 from jobstore.model import JobSearch, JobStatus
-from producers.views import job_view
+from producers.tenancy import job_view
 from taskctl.console.sessions import PATH
 from taskctl.console.sse import KEEPALIVE, KEEPALIVE_S, STREAM_S, frame, stream
 from taskctl.console.timeline import timeline
