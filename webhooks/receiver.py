@@ -22,7 +22,7 @@ from loguru import logger
 from producers.api import problems
 from producers.api.app import Services
 from producers.api.metrics import ApiMetrics
-from producers.auth.rate_limit import RateLimiter, retry_after
+from producers.auth.authenticator import RateLimiter, retry_after
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.compiled import CompiledTopology
 from topology.errors import (
