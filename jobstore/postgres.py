@@ -15,7 +15,6 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore.migrations import load_migrations
 from jobstore.model import (
     Claim,
     ClaimState,
@@ -34,6 +33,7 @@ from jobstore.shared_sql import (
     Query,
     T,
     Talk,
+    load_migrations,
 )
 from topology.errors import StoreError, StoreUnavailableError
 

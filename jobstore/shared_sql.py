@@ -1,14 +1,17 @@
-"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters, and the SQL conversations either store runs in one transaction."""
+"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters: the SQL conversations either store runs in one transaction, the schema migrations, and the job, key and breaker SQL."""
 
 from __future__ import annotations
 
 import functools
 import operator
+import re
+import sqlite3
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from importlib.resources import files
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -33,6 +36,7 @@ from jobstore.model import (
     check_settable,
     held_claim,
 )
+from topology.errors import StoreError
 from topology.names import Priority
 
 T = TypeVar("T")
@@ -66,6 +70,40 @@ def statements(*queries: Query) -> Talk[None]:
 def marks(count: int, first: int = 1) -> str:
     """Return ``$first, ..., $(first + count - 1)``: the parameters of an ``IN (...)`` list."""
     return ", ".join(f"${n}" for n in range(first, first + count))
+
+
+Dialect = Literal["sqlite", "postgres"]
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def load_migrations(dialect: Dialect, above: int = 0) -> dict[int, str]:
+    """Return the SQL of the dialect's migrations (files named ``NNNN_name.sql``) numbered over ``above``, by version, in order."""
+    found: dict[int, str] = {}
+    for entry in (files("jobstore") / "migrations" / dialect).iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _NAME.match(entry.name)
+        if match is None or int(match[1]) in found:
+            raise StoreError(
+                f"migration {dialect}/{entry.name} is not named NNNN_name.sql with a number of its own"
+            )
+        found[int(match[1])] = entry.read_text(encoding="utf-8")
+    return {version: sql for version, sql in sorted(found.items()) if version > above}
+
+
+def sqlite_statements(script: str) -> list[str]:
+    """Split a SQLite script into statements, the way SQLite itself finds their ends."""
+    found: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            found.append(buffer.strip())
+            buffer = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in buffer.splitlines()):
+        raise StoreError(f"migration ends with an unterminated statement: {buffer.strip()[:60]!r}")
+    return found
 
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)

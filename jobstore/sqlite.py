@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from jobstore.migrations import load_migrations, sqlite_statements
 from jobstore.model import (
     Claim,
     ClaimState,
@@ -35,7 +34,9 @@ from jobstore.shared_sql import (
     TAKE_UNCONFIRMED,
     Query,
     Talk,
+    load_migrations,
     marks,
+    sqlite_statements,
 )
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
 from topology.errors import StoreError, StoreUnavailableError

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
     Claim,
@@ -27,6 +26,7 @@ from jobstore.model import (
     open_store,
 )
 from jobstore.postgres import PostgresJobStore
+from jobstore.shared_sql import load_migrations
 from jobstore.sqlite import SqliteJobStore
 from tests.conftest import scratch_database
 from tests.helpers import create_job
