@@ -18,8 +18,7 @@ from fastapi import FastAPI
 
 from producers.api.app import create_app
 from producers.api.security import AuthGate
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.tenancy import Viewer
 from taskctl.assembly import api_services
 from topology.settings import ApiSettings, load_settings

@@ -26,10 +26,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jobstore.factory import open_store
-from jobstore.model import JobRecord, JobStatus, NewJob
+from jobstore.model import JobRecord, JobStatus, NewJob, open_store
 from topology.envelope import new_job_id
-from topology.priority import Priority
+from topology.names import Priority
 
 TASKCTL = "from taskctl.cli import main; main()"
 

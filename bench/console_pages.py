@@ -38,7 +38,6 @@ from loguru import logger
 from consumers.autoscaler.loop import Autoscaler
 from consumers.autoscaler.signals import SignalReader
 from consumers.dispatch import DeadReason, dead
-from jobstore.factory import open_store
 from jobstore.model import (
     BreakerRecord,
     JobEvent,
@@ -47,9 +46,10 @@ from jobstore.model import (
     JobStatus,
     JobStore,
     NewJob,
+    open_store,
 )
 from producers.auth.authenticator import open_authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.publisher import ConfirmedPublisher
 from taskctl.assembly import api_app
 from tests.broker import TestsManagementClient
@@ -61,7 +61,7 @@ from topology.apply import apply_topology
 from topology.compiled import CompiledTopology, compile_topology
 from topology.envelope import Envelope, new_job_id
 from topology.loader import parse_topology
-from topology.priority import Priority
+from topology.names import Priority
 from topology.settings import Settings, load_settings
 
 BATCH = 2000

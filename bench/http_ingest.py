@@ -53,9 +53,9 @@ import asyncpg
 import httpx
 import orjson
 
-from jobstore.factory import open_store
+from jobstore.model import open_store
 from producers.auth.api_keys import make_key
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.broker import TestsManagementClient
 from topology.apply import apply_topology
 from topology.compiled import compile_topology

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from producers.auth.authenticator import Authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from topology.errors import AccessError, StoreUnavailableError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

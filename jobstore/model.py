@@ -8,10 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from jobstore.schedule_state import ScheduleStore
 from jobstore.workflows import WorkflowStore
-from topology.names import DEFAULT_TENANT
-from topology.priority import Priority
+from topology.errors import SettingsError
+from topology.names import DEFAULT_TENANT, Priority
 
 if TYPE_CHECKING:  # the model loads without pydantic, so `taskctl --help` stays light
     from topology.envelope import Envelope
@@ -329,6 +328,38 @@ class AuditEntry:
     finished_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A schedule's memory: where counting starts, its last occurrence fired, whether it is paused."""
+
+    name: str
+    since: datetime  # occurrences at or before this never fire (first seen, or last resumed)
+    updated_at: datetime
+    last_due: datetime | None = None  # the due time of the last occurrence fired
+    last_job_id: str | None = None  # the job that occurrence made
+    paused_at: datetime | None = None
+
+    def fires_after(self) -> datetime:
+        """Return the time after which occurrences may still fire."""
+        return self.since if self.last_due is None else max(self.since, self.last_due)
+
+
+class ScheduleStore(Protocol):
+    """Schedules' memory; every method is atomic on its own."""
+
+    async def schedule_states(self, names: Sequence[str], at: datetime) -> dict[str, ScheduleState]:
+        """Return the state of each named schedule, counting those never seen from ``at``."""
+
+    async def record_fired(self, name: str, due: datetime, job_id: str, at: datetime) -> None:
+        """Record that ``name``'s occurrence at ``due`` made ``job_id`` (never moving back in time)."""
+
+    async def pause_schedule(self, name: str, at: datetime) -> ScheduleState:
+        """Pause ``name`` from ``at`` (pausing a paused schedule keeps the first time)."""
+
+    async def resume_schedule(self, name: str, at: datetime) -> ScheduleState:
+        """Resume ``name``: occurrences that fell due while it was paused never fire."""
+
+
 class CredentialStore(Protocol):
     """Where API keys live; every method is atomic on its own."""
 
@@ -427,3 +458,29 @@ class JobStore(CredentialStore, WorkflowStore, ScheduleStore, Protocol):
 
     async def list_breaker_changes(self, *, limit: int = 50) -> list[BreakerRecord]:
         """Return the latest ``limit`` breaker transitions ``record_breaker`` recorded, newest first."""
+
+
+_FORMS = "sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3 or postgresql://user@host:5432/db"
+
+
+def open_store(url: str) -> JobStore:
+    """Return the store for ``url`` without connecting (the first call connects)."""
+    scheme, separator, rest = url.partition("://")
+    # Each store is imported when its URL names it: a SQLite user never loads asyncpg.
+    if separator and scheme in ("postgresql", "postgres"):
+        from jobstore.postgres import PostgresJobStore
+
+        return PostgresJobStore(url)
+    if separator and scheme == "sqlite":
+        # As in SQLAlchemy: three slashes then a relative path, four for an absolute one.
+        if not rest.startswith("/") or len(rest) == 1:
+            raise SettingsError(
+                f"TASKQ_STORE_URL: a SQLite URL needs a file path and no host; use {_FORMS}"
+            )
+        from jobstore.sqlite import SqliteJobStore
+
+        return SqliteJobStore(rest[1:])
+    # Only the scheme is echoed: the rest of the URL may hold a password.
+    raise SettingsError(
+        f"TASKQ_STORE_URL: unsupported job store URL scheme {scheme if separator else ''!r}; use {_FORMS}"
+    )

@@ -15,7 +15,6 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from jobstore.migrations import load_migrations
 from jobstore.model import (
     Claim,
     ClaimState,
@@ -31,8 +30,11 @@ from jobstore.shared_sql import (
     JSON,
     PURGE_BATCH,
     TAKE_UNCONFIRMED,
+    Query,
+    T,
+    Talk,
+    load_migrations,
 )
-from jobstore.talk import Query, T, Talk
 from topology.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:

@@ -17,8 +17,7 @@ from jobstore.model import (
     RunStarted,
     StartOutcome,
 )
-from jobstore.shared_sql import END_RUN, INSERT_EVENT, INSERT_JOB
-from jobstore.talk import Query, Talk, many
+from jobstore.shared_sql import END_RUN, INSERT_EVENT, INSERT_JOB, Query, Talk, many
 from jobstore.workflow_sql import WorkflowSql, step_ends
 from topology.sealing import SEALED
 

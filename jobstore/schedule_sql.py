@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from jobstore.schedule_state import ScheduleState
-from jobstore.shared_sql import SharedSql
-from jobstore.talk import many, marks, statements
+from jobstore.model import ScheduleState
+from jobstore.shared_sql import SharedSql, many, marks, statements
 
 _COLUMNS = "name, since, updated_at, last_due, last_job_id, paused_at"
 _START = (

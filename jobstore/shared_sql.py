@@ -1,13 +1,17 @@
-"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters."""
+"""The job store code that is the same on SQLite and PostgreSQL, written once over ``$n`` parameters: the SQL conversations either store runs in one transaction, the schema migrations, and the job, key and breaker SQL."""
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable, Sequence
+import re
+import sqlite3
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from importlib.resources import files
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -32,8 +36,75 @@ from jobstore.model import (
     check_settable,
     held_claim,
 )
-from jobstore.talk import Query, T, Talk, many, marks, statements
-from topology.priority import Priority
+from topology.errors import StoreError
+from topology.names import Priority
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement over ``$n`` parameters: run once with ``args`` (its rows sent back), or once per row of ``rows``."""
+
+    sql: str
+    args: Sequence[Any] = ()
+    rows: Sequence[Sequence[Any]] = field(default=())
+    many: bool = False
+
+
+Talk = Generator[Query, list[Any], T]
+"""A conversation: it yields each statement, receives the rows it returned, and returns its answer."""
+
+
+def many(sql: str, rows: Sequence[Sequence[Any]]) -> Query:
+    """Return ``sql`` to run once per row of ``rows`` (nothing when there are none)."""
+    return Query(sql, rows=rows, many=True)
+
+
+def statements(*queries: Query) -> Talk[None]:
+    """Return the conversation that runs ``queries`` in order and answers nothing."""
+    for query in queries:
+        _ = yield query  # (not yield from: the store sends each statement its rows)
+
+
+def marks(count: int, first: int = 1) -> str:
+    """Return ``$first, ..., $(first + count - 1)``: the parameters of an ``IN (...)`` list."""
+    return ", ".join(f"${n}" for n in range(first, first + count))
+
+
+Dialect = Literal["sqlite", "postgres"]
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def load_migrations(dialect: Dialect, above: int = 0) -> dict[int, str]:
+    """Return the SQL of the dialect's migrations (files named ``NNNN_name.sql``) numbered over ``above``, by version, in order."""
+    found: dict[int, str] = {}
+    for entry in (files("jobstore") / "migrations" / dialect).iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _NAME.match(entry.name)
+        if match is None or int(match[1]) in found:
+            raise StoreError(
+                f"migration {dialect}/{entry.name} is not named NNNN_name.sql with a number of its own"
+            )
+        found[int(match[1])] = entry.read_text(encoding="utf-8")
+    return {version: sql for version, sql in sorted(found.items()) if version > above}
+
+
+def sqlite_statements(script: str) -> list[str]:
+    """Split a SQLite script into statements, the way SQLite itself finds their ends."""
+    found: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            found.append(buffer.strip())
+            buffer = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in buffer.splitlines()):
+        raise StoreError(f"migration ends with an unterminated statement: {buffer.strip()[:60]!r}")
+    return found
+
 
 COLUMNS = tuple(JobRecord.__dataclass_fields__)
 # The time columns of every table (a job's, a workflow's, a schedule's, a key's, a breaker's...).

@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from jobstore.migrations import load_migrations, sqlite_statements
 from jobstore.model import (
     Claim,
     ClaimState,
@@ -33,9 +32,13 @@ from jobstore.shared_sql import (
     INSERT_JOB,
     PURGE_BATCH,
     TAKE_UNCONFIRMED,
+    Query,
+    Talk,
+    load_migrations,
+    marks,
+    sqlite_statements,
 )
 from jobstore.sqlite_connections import Busy, Db, InlineWriter, SqliteThread, T
-from jobstore.talk import Query, Talk, marks
 from topology.errors import StoreError, StoreUnavailableError
 
 # Primary result codes meaning "the file cannot be used right now": BUSY, LOCKED, NOMEM,

@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 
 from jobstore.model import ClaimState, JobRecord, JobStatus, KeptFor, RunEnd, RunJob, Swept
-from jobstore.shared_sql import COLUMNS, INSERT_JOB, SharedSql
-from jobstore.talk import Query, Talk, many, marks
+from jobstore.shared_sql import COLUMNS, INSERT_JOB, Query, SharedSql, Talk, many, marks
 from jobstore.workflows import (
     NewWorkflow,
     OnFailure,

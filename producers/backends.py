@@ -9,8 +9,7 @@ from typing import Generic, Protocol, TypeVar
 from prometheus_client import CollectorRegistry
 
 from jobstore.blobs import BlobStore, open_blob_store
-from jobstore.factory import open_store
-from jobstore.model import JobStore
+from jobstore.model import JobStore, open_store
 from producers.metrics import ProducerMetrics
 from producers.publisher import ConfirmedPublisher, Publisher
 from producers.submit import Submitter

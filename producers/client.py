@@ -28,8 +28,7 @@ from producers.backends import (
 from producers.pika_publisher import PikaPublisher
 from producers.requests import WorkflowSubmission, checked_request
 from producers.submit import JobRequest, Submitted
-from producers.tenancy import Viewer
-from producers.views import job_view, page_view
+from producers.tenancy import Viewer, job_view, page_view
 from producers.workflows import read_workflow, workflow_view
 from topology.closing import AsyncClosing
 from topology.errors import JobRejectedError, TaskqError

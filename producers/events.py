@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import orjson
 
 from jobstore.model import JobStatus
-from producers.views import iso
+from producers.tenancy import iso
 
 
 class Eventful(Protocol):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from loguru import logger
 
-from jobstore.schedule_state import ScheduleState
+from jobstore.model import ScheduleState
 from producers.leadership import Leadership
 from producers.metrics import SchedulerMetrics
 from producers.submit import JobRequest, Submitter

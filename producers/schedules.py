@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jobstore.model import JobStore
-from jobstore.schedule_state import ScheduleState
-from producers.views import iso
+from jobstore.model import JobStore, ScheduleState
+from producers.tenancy import iso
 from topology.compiled import CompiledTopology
 from topology.errors import JobNotFoundError
 from topology.limits import excerpt

@@ -31,8 +31,7 @@ from jobstore.sealed_jobs import opened
 from producers.events import event_body, event_key
 from producers.metrics import UNKNOWN_GROUP, ProducerMetrics, outcome_of
 from producers.publisher import Publisher
-from producers.tenancy import Viewer, get_visible, list_visible
-from producers.views import job_view
+from producers.tenancy import Viewer, get_visible, job_view, list_visible
 from telemetry import tracing
 from topology import limits
 from topology.compiled import CompiledGroup, CompiledTopology

@@ -24,8 +24,7 @@ from jobstore.workflows import (
 )
 from producers.requests import StepSubmission, WorkflowSubmission
 from producers.submit import JobRequest, Submitter
-from producers.tenancy import Viewer
-from producers.views import iso, job_view
+from producers.tenancy import Viewer, iso, job_view
 from topology.envelope import new_job_id
 from topology.errors import IdempotencyMismatchError, JobNotFoundError, JobStateError
 from topology.limits import excerpt

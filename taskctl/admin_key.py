@@ -10,7 +10,7 @@ from loguru import logger
 
 from jobstore.model import CredentialStore
 from producers.auth.api_keys import make_key, parse
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from topology.names import DEFAULT_TENANT
 from topology.settings import AuthSettings, ClientSettings, LocationSettings, read_section
 

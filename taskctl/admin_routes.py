@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from consumers.dlq import MAX_FILTER_CHARS, PAGE, DeadFilter, listing, purge, replay
 from producers.api.security import SecuredRoute, principal, secured
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from taskctl.dlq_audit import audited, dead_letters_of
 from topology.durations import parse_timedelta
 from topology.errors import JobRejectedError

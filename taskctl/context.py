@@ -177,7 +177,7 @@ def data_sealer() -> Sealer:
 @asynccontextmanager
 async def job_store(url: str | None = None) -> AsyncIterator[JobStore]:
     """Open the job store at ``url`` (default: ``TASKQ_STORE_URL``), migrated, and close it after."""
-    from jobstore.factory import open_store
+    from jobstore.model import open_store
     from topology.settings import LocationSettings, read_section
 
     store = open_store(url or read_section(LocationSettings).store_url)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from consumers.dlq import DeadFilter, Outcome
 from jobstore.model import AuditEntry, JobStore
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.tenancy import Viewer
 from topology.durations import format_duration
 from topology.envelope import new_job_id

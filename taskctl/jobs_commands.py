@@ -10,7 +10,7 @@ import typer
 from jobstore.model import JobStatus
 from taskctl import context
 from topology.errors import JobStateError, SettingsError
-from topology.priority import Priority
+from topology.names import Priority
 
 if TYPE_CHECKING:
     from jobstore.model import JobRecord, JobStore
@@ -76,8 +76,7 @@ def submit(
 @app.command()
 def status(job_id: JobId, as_json: context.JsonFlag = False) -> None:
     """Print a job: status, attempts, times, error, result."""
-    from producers.tenancy import get_visible
-    from producers.views import job_view
+    from producers.tenancy import get_visible, job_view
 
     job = context.in_store(lambda store: get_visible(store, context.client_viewer(), job_id))
     _print_job(job_view(_opened(job)), as_json)
@@ -97,8 +96,7 @@ def watch(
     import asyncio
 
     from producers.events import decode_event
-    from producers.tenancy import get_visible
-    from producers.views import job_view
+    from producers.tenancy import get_visible, job_view
     from topology.broker import connect
 
     broker, topology, viewer = (
@@ -157,8 +155,7 @@ def jobs(
 ) -> None:
     """List jobs newest first."""
     from jobstore.model import JobSearch
-    from producers.tenancy import list_visible
-    from producers.views import page_view
+    from producers.tenancy import list_visible, page_view
 
     search = JobSearch(status=status_filter, type=job_type, limit=limit, cursor=cursor)
     found = context.in_store(lambda store: list_visible(store, context.client_viewer(), search))

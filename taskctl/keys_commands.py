@@ -11,7 +11,7 @@ from topology.names import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from jobstore.model import ApiKeyRecord
-    from producers.auth.scopes import Scope
+    from producers.auth.principal import Scope
 
 app = typer.Typer(
     name="keys",
@@ -152,7 +152,7 @@ def rotate_data(
 
 
 def _scopes(names: list[str] | None) -> "tuple[Scope, ...]":
-    from producers.auth.scopes import Scope
+    from producers.auth.principal import Scope
 
     try:
         scopes = Scope.parse(" ".join(names or ["jobs:write", "jobs:read"]))
@@ -183,7 +183,7 @@ def _expiry(expires_in: str | None, now: datetime) -> datetime | None:
 
 
 def _view(key: "ApiKeyRecord") -> dict[str, Any]:
-    from producers.views import iso
+    from producers.tenancy import iso
 
     return {
         "id": key.id,

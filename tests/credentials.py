@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from jobstore.model import CredentialStore
 from producers.auth.api_keys import NewKey, make_key
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 
 EVERY_SCOPE = tuple(Scope)
 

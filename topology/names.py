@@ -1,8 +1,9 @@
-"""The names taskq gives to broker objects, and the rules a name must follow."""
+"""The names taskq gives to broker objects, the rules a name must follow, and the four job priorities with their AMQP levels."""
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 # Stricter than RabbitMQ (255 bytes, no amq. prefix), so names stay readable in the
 # management UI, in metrics labels and in Kubernetes object names.
@@ -20,6 +21,24 @@ SCHEDULE_SOURCE = "schedule"  # the source whose idempotency keys name schedule 
 PRIORITY_HEADER = "taskq-priority"
 DELAY_HEADER = "taskq-delay"
 ATTEMPT_HEADER = "taskq-attempt"
+
+
+class Priority(StrEnum):
+    """The four job priorities, lowest first."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def level(self) -> int:
+        """Return the AMQP priority (0 = low … 3 = urgent)."""
+        return _PRIORITY_LEVELS[self]
+
+
+_PRIORITY_LEVELS = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+MAX_PRIORITY = 3
 
 
 def worker_deployment(group: str) -> str:

@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, field_validator, model_va
 
 from topology import limits
 from topology.durations import Duration, format_duration
-from topology.names import DEFAULT_TENANT
-from topology.priority import Priority
+from topology.names import DEFAULT_TENANT, Priority
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ from topology import limits, names
 from topology.durations import Duration, format_duration
 
 # Re-exported: Priority was defined here first, and the whole codebase imports it from here.
-from topology.priority import MAX_PRIORITY as MAX_PRIORITY
-from topology.priority import Priority as Priority
+from topology.names import MAX_PRIORITY as MAX_PRIORITY
+from topology.names import Priority as Priority
 from topology.schedules import ScheduleSpec
 
 # RabbitMQ closes the channel of a consumer that holds a delivery longer than

@@ -1,4 +1,4 @@
-"""``POST /webhooks/{source}``: each source's verifier, a delivery verified on its raw bytes, then enqueued exactly once."""
+"""``POST /webhooks/{source}``: each source's verifier, a delivery verified on its raw bytes, then enqueued exactly once, and the log of what it did lately."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import base64
 import hashlib
 import os
 import time
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from loguru import logger
@@ -19,7 +22,7 @@ from loguru import logger
 from producers.api import problems
 from producers.api.app import Services
 from producers.api.metrics import ApiMetrics
-from producers.auth.rate_limit import RateLimiter, retry_after
+from producers.auth.authenticator import RateLimiter, retry_after
 from producers.submit import JobRequest, Submitted, Submitter
 from topology.compiled import CompiledTopology
 from topology.errors import (
@@ -34,7 +37,6 @@ from topology.limits import excerpt
 from topology.reserved import webhook_producer
 from topology.settings import AuthSettings
 from topology.spec import HMAC_ONLY, WebhookScheme, WebhookSourceSpec
-from webhooks.deliveries import DeliveryLog, DeliveryNote
 from webhooks.schemes.base import Delivery, Verifier
 from webhooks.schemes.hmac_header import HmacVerifier, StripeVerifier, github_verifier
 from webhooks.schemes.standard import StandardVerifier
@@ -192,6 +194,55 @@ async def _receive(source: Source, request: Request, submitter: Submitter) -> tu
     if submitted.replayed:
         return JSONResponse(answer, 202, headers={"Idempotent-Replayed": "true"}), "replayed"
     return JSONResponse(answer, status_code=202), "accepted"
+
+
+KEPT = 50  # deliveries remembered per source
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryNote:
+    """One delivery as the receiver answered it."""
+
+    at: datetime
+    result: str  # accepted, replayed (a duplicate, suppressed), rejected_signature, malformed, ...
+    status: int
+    detail: str  # why it was refused; empty when accepted
+    job_id: str | None = None
+    delivery_id: str | None = None
+
+    @classmethod
+    def of(cls, result: str, response: Response) -> DeliveryNote:
+        """Return the note of a delivery from the receiver's JSON answer (a job, or a problem)."""
+        answer = orjson.loads(bytes(response.body))
+        return cls(
+            datetime.now(UTC),
+            result,
+            response.status_code,
+            answer.get("detail", ""),
+            answer.get("id"),
+            answer.get("delivery_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLog:
+    """The latest deliveries of each source, and how many ended how, since the process started."""
+
+    _latest: dict[str, deque[DeliveryNote]] = field(default_factory=dict)
+    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def record(self, source: str, note: DeliveryNote) -> None:
+        """Remember one delivery of ``source`` (a configured source: the names are few)."""
+        self._latest.setdefault(source, deque(maxlen=KEPT)).appendleft(note)
+        self._counts[(source, note.result)] += 1
+
+    def latest(self, source: str) -> list[DeliveryNote]:
+        """Return the source's latest deliveries, newest first."""
+        return list(self._latest.get(source, ()))
+
+    def counts(self, source: str) -> dict[str, int]:
+        """Return how many of the source's deliveries ended with each result."""
+        return {result: n for (name, result), n in sorted(self._counts.items()) if name == source}
 
 
 def delivery_log(app: FastAPI) -> DeliveryLog:

@@ -26,7 +26,7 @@ from consumers.autoscaler.signals import (
 )
 from consumers.metrics_server import serve_metrics
 from producers.auth.authenticator import Authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from telemetry.metrics import MetricSet, counter, gauge
 from topology.compiled import CompiledTopology
 from topology.errors import TaskqError

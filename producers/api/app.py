@@ -23,7 +23,7 @@ from producers.api.metrics import ApiMetrics, MetricsMiddleware, TracingMiddlewa
 from producers.api.schemas import Problem
 from producers.api.security import SCHEME, AuthGate, SecuredRoute, check_doors, secured, under
 from producers.auth.authenticator import Authenticator, open_authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.publisher import ConfirmedPublisher
 from producers.submit import Submitter
 from producers.watchers import EventHub

@@ -11,7 +11,7 @@ from producers import workflows
 from producers.api.routes import request_key
 from producers.api.schemas import ScheduleOut, WorkflowList, WorkflowOut
 from producers.api.security import SecuredRoute, principal, secured
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.requests import WorkflowSubmission
 from producers.schedules import schedule_views, set_paused
 from producers.submit import Submitter

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException
 
-from producers.auth.rate_limit import retry_after as wait_header
+from producers.auth.authenticator import retry_after as wait_header
 from producers.metrics import UNAVAILABLE
 from topology.errors import (
     AccessError,

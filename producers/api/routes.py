@@ -13,11 +13,10 @@ from producers.api.hub import pump
 from producers.api.problems import error_item, error_response
 from producers.api.schemas import BatchOut, BatchSubmission, JobList, JobOut
 from producers.api.security import SecuredRoute, deny_websocket, principal, secured
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.requests import JobSubmission
 from producers.submit import JobRequest, Submitted, Submitter
-from producers.views import job_view, page_view
+from producers.tenancy import job_view, page_view
 from topology.errors import AccessError, JobNotFoundError, JobRejectedError, TaskqError
 
 router = APIRouter(route_class=SecuredRoute)

@@ -18,8 +18,7 @@ from starlette.types import Scope as AsgiScope
 
 from producers.api.problems import error_response, problem, status_of
 from producers.auth.authenticator import Authenticator
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from topology.errors import AuthenticationError, PermissionDeniedError, TaskqError
 from topology.limits import excerpt
 

@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import SecretStr
 
 from jobstore.model import ApiKeyRecord, CredentialStore
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.tenancy import Viewer
 from topology.errors import AuthenticationError
 

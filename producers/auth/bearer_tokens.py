@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from loguru import logger
 
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.tenancy import Viewer
 from topology.errors import AuthenticationError, IdentityProviderUnavailableError, SettingsError
 from topology.limits import job_type_problem, tenant_problem

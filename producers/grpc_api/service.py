@@ -17,8 +17,7 @@ from jobstore.model import JobSearch, JobStatus
 from producers.api.app import Services
 from producers.api.metrics import BUCKETS
 from producers.auth.authenticator import Authenticator
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from producers.grpc_api.messages import (
     STATUSES,
     event_message,
@@ -31,7 +30,7 @@ from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
 from producers.requests import checked_request
 from producers.submit import JobRequest, Submitted
-from producers.views import job_view
+from producers.tenancy import job_view
 from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, histogram
 from topology.errors import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from producers.auth.rate_limit import retry_after
+from producers.auth.authenticator import retry_after
 from producers.metrics import UNAVAILABLE
 from topology.errors import (
     AccessError,

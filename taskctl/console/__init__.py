@@ -7,12 +7,11 @@ from functools import partial
 from starlette.routing import Route
 
 from producers.api.app import OwnDoor
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from taskctl.autoscaler_status import status_url
-from taskctl.console import dead_letters, jobs, webhook_sources
+from taskctl.console import dead_letters, jobs
 from taskctl.console.login import log_in, log_out, login_form
-from taskctl.console.overview import Overview, overview_events, overview_page
-from taskctl.console.scaling import scaling_page
+from taskctl.console.overview import Overview, overview_events, overview_page, scaling_page, sources
 from taskctl.console.sessions import PATH, Sessions
 from taskctl.console.topology_graph import topology_page
 from taskctl.console.web import Page, guarded, redirect, static
@@ -39,7 +38,7 @@ def console_door(broker: BrokerSettings, autoscaler: AutoscalerSettings | None =
         page("/", admin, partial(overview_page, overview, status)),
         page("/overview/events", admin, partial(overview_events, overview)),
         page("/topology", admin, partial(topology_page, broker)),
-        page("/webhooks", admin, webhook_sources.sources),
+        page("/webhooks", admin, sources),
         page("/scaling", admin, partial(scaling_page, status)),
         page("/jobs", reader, jobs.search),
         page("/jobs/{job_id}", reader, jobs.job),

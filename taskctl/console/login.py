@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from taskctl.console.sessions import COOKIE, LOGIN_COOKIE, PATH, Sessions
 from taskctl.console.web import FORM, Visit, html, local_path, redirect
 from topology.errors import TaskqError

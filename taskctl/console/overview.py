@@ -1,4 +1,4 @@
-"""The overview: every consumer group's backlog, DLQ, consumers and oldest message, kept fresh."""
+"""The overview (every consumer group's backlog, DLQ, consumers and oldest message, kept fresh), the breakers and scaling page, and the webhook sources page."""
 
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ from taskctl.console.web import Visit, seconds_text
 from topology.compiled import CompiledGroup, CompiledTopology
 from topology.errors import TaskqError
 from topology.management import ManagementClient, message_rate
-from topology.priority import Priority
+from topology.names import Priority
 from topology.settings import BrokerSettings
+from webhooks.receiver import delivery_log
 
 BROKER_EVERY_S = 2.0  # how old the broker's figures may be when a page or stream asks
 STORE_EVERY_S = 10.0  # the store's split by priority counts every queued job: less often
 OLD_S = 300.0  # a message waiting longer than this needs a look
+CHANGES = 50  # breaker transitions shown, the latest
+ACCEPTED = frozenset({"accepted", "replayed"})  # replayed: a duplicate delivery, no second job
 PRIORITIES = tuple(reversed(Priority))  # urgent first
 Queued = dict[str, Counter[Priority]]  # by group: the store's queued jobs by priority
 
@@ -202,6 +205,31 @@ async def overview_page(overview: Overview, status_url: str, visit: Visit) -> Re
         decisions=scaling.by_group(),
         breakers=[b for b in breakers if b.state != "closed"],
     )
+
+
+async def scaling_page(status_url: str, visit: Visit) -> Response:
+    """Show every recorded breaker (open first), the latest transitions, and the autoscaler's decisions and changes."""
+    store = visit.services.submitter.store
+    breakers = await store.list_breakers()
+    breakers.sort(key=lambda b: (b.state == "closed", b.group, b.dependency, b.worker))
+    changes = await store.list_breaker_changes(limit=CHANGES)
+    status = await read_status(status_url, visit.session.credential)
+    return visit.page("scaling.html", breakers=breakers, changes=changes, scaling=status)
+
+
+async def sources(visit: Visit) -> Response:
+    """Show every source of the topology with what this process received from it."""
+    log = delivery_log(visit.request.app)
+    shown = [
+        {
+            "name": name,
+            "scheme": spec.scheme,
+            "counts": log.counts(name),
+            "latest": log.latest(name),
+        }
+        for name, spec in visit.services.submitter.topology.webhooks
+    ]
+    return visit.page("webhooks.html", sources=shown, accepted=ACCEPTED)
 
 
 async def overview_events(overview: Overview, visit: Visit) -> Response:

@@ -17,8 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from producers.api.app import Services
 from producers.api.problems import status_of
-from producers.auth.principal import Principal
-from producers.auth.scopes import Scope
+from producers.auth.principal import Principal, Scope
 from taskctl.console.sessions import COOKIE, PATH, Session, Sessions
 from telemetry.redaction import redact_text, redact_value
 from topology.errors import AccessError, JobRejectedError, TaskqError

@@ -24,7 +24,7 @@ from tests.consumers.rig import TOPOLOGY, Rig, started
 from tests.faultproxy import FaultProxy
 from tests.helpers import compiled, eventually
 from topology.envelope import Envelope, decode
-from topology.priority import Priority
+from topology.names import Priority
 
 pytestmark = pytest.mark.rabbitmq
 

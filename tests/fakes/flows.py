@@ -11,8 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from jobstore.model import ClaimState, JobRecord, JobStatus
-from jobstore.schedule_state import ScheduleState
+from jobstore.model import ClaimState, JobRecord, JobStatus, ScheduleState
 from jobstore.workflows import (
     NewWorkflow,
     StepInputs,

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from jobstore.migrations import load_migrations
 from jobstore.model import (
     BREAKER_CHANGES_KEPT,
     ApiKeyRecord,
@@ -43,9 +42,10 @@ from jobstore.model import (
     held_claim,
 )
 from jobstore.run_window import Row, missing_jobs, plan_window
+from jobstore.shared_sql import load_migrations
 from tests.fakes.flows import InMemoryFlows
 from topology.errors import StoreError
-from topology.priority import Priority
+from topology.names import Priority
 
 _TIMES = ("created_at", "updated_at", "not_before", "started_at", "finished_at")
 _JSON = ("payload", "payload_ref", "result")

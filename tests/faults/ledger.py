@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
-from jobstore.factory import open_store
+from jobstore.model import open_store
 from tests.helpers import wait_healthy, write_topology
 from tests.security.conftest import free_port
 

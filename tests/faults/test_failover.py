@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobstore.factory import open_store
+from jobstore.model import open_store
 from producers.client import AsyncClient
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher, Publisher

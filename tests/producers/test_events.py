@@ -6,7 +6,7 @@ import orjson
 
 from jobstore.model import JobStatus
 from producers.events import event_body, event_key
-from producers.views import job_view
+from producers.tenancy import job_view
 from tests.producers.test_store import job
 
 EVENT_FIELDS = ("id", "type", "status", "attempts", "updated_at", "last_error", "result", "tenant")

@@ -22,7 +22,7 @@ from consumers.handlers import HandlerRegistry, JobContext
 from consumers.worker import Deps, Worker
 from jobstore.model import JobRecord, JobStatus
 from producers.api.app import Services
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
 from producers.submit import JobRequest

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-from jobstore.factory import open_store
-from jobstore.migrations import load_migrations
 from jobstore.model import (
     BreakerRecord,
     Claim,
@@ -25,8 +23,10 @@ from jobstore.model import (
     JobStore,
     NewJob,
     RunStart,
+    open_store,
 )
 from jobstore.postgres import PostgresJobStore
+from jobstore.shared_sql import load_migrations
 from jobstore.sqlite import SqliteJobStore
 from tests.conftest import scratch_database
 from tests.helpers import create_job

@@ -15,7 +15,7 @@ from jobstore.sqlite import SqliteJobStore
 from tests.helpers import create_job
 from tests.producers.test_store import job
 from topology.envelope import new_job_id
-from topology.priority import Priority
+from topology.names import Priority
 
 START = datetime.now(UTC).replace(microsecond=0)
 

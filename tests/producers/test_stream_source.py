@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from jobstore.model import JobSearch, JobStatus
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.backends import Producer, confirmed, open_producer
 from producers.frame_tap import _Tap
 from producers.publisher import ConfirmedPublisher

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from jobstore.model import JobSearch, JobStore
 from jobstore.sqlite import SqliteJobStore
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.leadership import Leadership
 from producers.metrics import SchedulerMetrics
 from producers.publisher import ConfirmedPublisher

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobstore.factory import open_store
-from jobstore.model import JobSearch
+from jobstore.model import JobSearch, open_store
 from tests.helpers import eventually
 from tests.workflows.conftest import env_on_store
 from topology.settings import BrokerSettings

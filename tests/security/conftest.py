@@ -23,7 +23,7 @@ from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobRecord, JobSearch, JobStatus, JobStore
 from producers.api.app import Services
 from producers.api.guards import server_config
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.submit import JobRequest
 from taskctl.assembly import api_app, api_services
 from tests.broker import channel, depth

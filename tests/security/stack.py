@@ -16,8 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from jobstore.factory import open_store
-from jobstore.model import JobRecord, JobSearch, JobStore
+from jobstore.model import JobRecord, JobSearch, JobStore, open_store
 from producers.submit import Submitter
 from taskctl.assembly import api_app
 from tests.broker import channel, depth

@@ -13,7 +13,7 @@ import pytest
 
 from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.credentials import bearer
 from tests.helpers import eventually
 from tests.security.conftest import Door, free_port

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from jobstore.model import CredentialStore
 from producers.auth import api_keys
 from producers.auth.api_keys import ApiKeyVerifier, make_key, parse
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from taskctl.cli import app as taskctl
 from tests.helpers import eventually
 from tests.security.conftest import Door, Opener

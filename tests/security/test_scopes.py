@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.security.conftest import Door
 
 pytestmark = pytest.mark.rabbitmq

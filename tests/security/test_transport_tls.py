@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from jobstore.factory import open_store
+from jobstore.model import open_store
 from producers.pika_publisher import PikaPublisher
 from producers.publisher import ConfirmedPublisher
 from tests.broker import TestsManagementClient, depth

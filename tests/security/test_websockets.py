@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.helpers import eventually
 from tests.security.conftest import Door, Opener, serving
 from topology.settings import ApiSettings

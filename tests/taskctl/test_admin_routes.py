@@ -10,7 +10,7 @@ import pytest
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
 from producers.api.app import create_app
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
 from taskctl import admin_routes

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from jobstore.model import JobEvent, JobEventKind, JobRecord, JobStatus
 from producers.api.app import Services, create_app
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.submit import Submitter
 from taskctl.console import console_door
 from tests.credentials import issue_key

@@ -18,7 +18,7 @@ from axe_playwright_python.base import AXE_FILE_PATH
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from jobstore.sqlite import SqliteJobStore
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.credentials import issue_key
 from tests.helpers import interrupted, reap, wait_healthy
 from tests.taskctl.test_up import free_port, start_up, up_env

@@ -14,7 +14,7 @@ from aiohttp import web
 from consumers.autoscaler.loop import GroupStatus, ScalingChange
 from jobstore.model import BreakerRecord
 from producers.api.app import Services, create_app
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.submit import Submitter
 from taskctl.console import console_door
 from tests.credentials import issue_key

@@ -13,7 +13,7 @@ import uvicorn
 
 from consumers.dispatch import DeadReason, dead
 from jobstore.model import JobStatus
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.backends import confirmed, open_producer
 from producers.submit import JobRequest
 from taskctl.assembly import api_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from producers.api.app import Services
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.submit import Submitter
 from taskctl.assembly import api_app
 from tests.credentials import issue_key

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from jobstore.factory import open_store
+from jobstore.model import open_store
 from producers.auth.api_keys import parse
 from taskctl.admin_key import ensure_admin_key
 from taskctl.cli import app

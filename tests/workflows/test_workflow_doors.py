@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from jobstore.sqlite import SqliteJobStore
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from producers.submit import Submitter
 from producers.workflows import chain, chord, group, step, submit_workflow
 from taskctl.cli import app

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader
 from producers.auth.authenticator import open_authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from taskctl.cli import app
 from tests.consumers.autoscaler.fake_management import fake_management, queue_body
 from tests.credentials import bearer, issue_key

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from consumers.autoscaler.loop import Autoscaler, AutoscalerMetrics
 from consumers.autoscaler.signals import SignalReader, StreamSignalReader
 from producers.auth.authenticator import open_authenticator
-from producers.auth.scopes import Scope
+from producers.auth.principal import Scope
 from tests.consumers.autoscaler.fake_management import fake_management
 from tests.consumers.autoscaler.test_loop import Workers, _cli
 from tests.credentials import bearer, issue_key
