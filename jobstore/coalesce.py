@@ -11,7 +11,7 @@ Result = TypeVar("Result")
 
 
 class Coalescer(Generic[Item, Result]):
-    """Turns concurrent one-item calls into batch calls of ``write``, one batch at a time."""
+    """Turns concurrent one-item calls into batch calls of ``write``, ``at_once`` batches at a time."""
 
     def __init__(
         self,
@@ -19,9 +19,14 @@ class Coalescer(Generic[Item, Result]):
         *,
         max_batch: int = 256,
         linger: float = 0.0,
+        at_once: int = 1,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        # More than one batch in flight: a call made while a batch waits on a round trip (a
+        # publish's confirm) goes at once instead of queueing behind it; calls made while
+        # ``at_once`` batches are in flight still wait and share the next one.
+        self._at_once = at_once
         # Posted items wait this long for company (a full batch goes at once): for writes
         # nobody awaits, where one transaction per item would cost more than the wait. Then
         # they are due: written behind the caller's next socket write (``write_behind``), or
@@ -31,23 +36,24 @@ class Coalescer(Generic[Item, Result]):
         self._due = False
         self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._writing: asyncio.Future[None] | None = None  # a caller's own batch, being written
+        self._writing: set[asyncio.Future[None]] = set()  # callers' own batches, being written
 
     async def submit(self, item: Item) -> Result:
         """Add ``item`` to the next batch and return its result (or raise the batch's error)."""
-        # When no batch is being written, the caller writes its own at once: a lone call costs
-        # no task and no turn of the loop.
+        # When nothing waits and a batch may start, the caller writes its own at once: a lone
+        # call costs no task and no turn of the loop.
         loop = asyncio.get_running_loop()
-        if self._writing is not None or self._waiting or self._flushing():
+        if self._waiting or len(self._writing) + self._flushing() >= self._at_once:
             future: asyncio.Future[Result] = loop.create_future()
             self._waiting.append((item, future))
             self._start()
             return await future
-        self._writing = writing = loop.create_future()
+        writing = loop.create_future()
+        self._writing.add(writing)
         try:
             [result] = await self._write([item])
         finally:
-            self._writing = None
+            self._writing.discard(writing)
             writing.set_result(None)
             self._start()  # the calls made meanwhile
         return result
@@ -77,7 +83,7 @@ class Coalescer(Generic[Item, Result]):
             self._timer.cancel()
             self._timer = None
         self._due = False
-        if self._waiting and self._writing is None and not self._flushing():
+        if self._waiting and len(self._writing) < self._at_once and not self._flushing():
             self._flusher = asyncio.create_task(self._flush(behind))
 
     def _flushing(self) -> bool:
@@ -86,8 +92,8 @@ class Coalescer(Generic[Item, Result]):
     async def drain(self) -> None:
         """Return once every batch submitted so far has been written (or has failed)."""
         self._start()  # posted items still lingering go now
-        if self._writing is not None:
-            await self._writing
+        if self._writing:
+            await asyncio.wait(self._writing)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 

@@ -196,7 +196,7 @@ class Submitter:
         self._counters = functools.cache(self._metrics.submissions.labels)
         # Concurrent submissions share one insert transaction and one write of their messages;
         # the confirms of jobs without a key wait to ride along with the next insert.
-        self._sends: Coalescer[_Pending, _Outcome] = Coalescer(self._send_all)
+        self._sends: Coalescer[_Pending, _Outcome] = Coalescer(self._send_all, at_once=2)
         self._confirms: Coalescer[Confirmed, None] = Coalescer(self._confirm_jobs)
         # Rows of confirmed jobs whose messages are their record, written in batches behind
         # their confirms; reads through this submitter write them first (``settle``).

@@ -39,6 +39,39 @@ async def test_calls_made_while_a_batch_is_written_share_the_next_batch():
     assert writer.batches == [[1], [2, 3, 4]]
 
 
+async def test_with_two_at_once_a_call_goes_beside_a_batch_in_flight_and_the_third_waits():
+    writer = Writer()
+    coalescer = Coalescer(writer.write, at_once=2)
+    writer.gate.clear()  # every batch waits, as a publish waits for its confirm
+    first = asyncio.create_task(coalescer.submit(1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(coalescer.submit(2))
+    await asyncio.sleep(0)
+    assert writer.batches == [[1], [2]]  # the second did not queue behind the first
+    rest = [asyncio.create_task(coalescer.submit(i)) for i in (3, 4)]
+    await asyncio.sleep(0)
+    assert writer.batches == [[1], [2]]  # two in flight: the others wait, together
+    writer.gate.set()
+    assert await asyncio.gather(first, second, *rest) == [10, 20, 30, 40]
+    assert writer.batches == [[1], [2], [3, 4]]
+    await coalescer.drain()
+
+
+async def test_drain_waits_for_every_batch_in_flight():
+    writer = Writer()
+    coalescer = Coalescer(writer.write, at_once=2)
+    writer.gate.clear()
+    calls = [asyncio.create_task(coalescer.submit(i)) for i in (1, 2, 3)]
+    await asyncio.sleep(0)
+    drained = asyncio.create_task(coalescer.drain())
+    await asyncio.sleep(0.01)
+    assert not drained.done()
+    writer.gate.set()
+    await drained
+    assert all(call.done() for call in calls)
+    assert sorted(i for batch in writer.batches for i in batch) == [1, 2, 3]
+
+
 async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs():
     writer = Writer()
     coalescer = Coalescer(writer.write)
