@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from producers.streams.entries import text
+from producers.streams.entries import text, unread
 from topology.closing import AsyncClosing
 from topology.compiled import CompiledGroup
 from topology.errors import ManagementApiError
@@ -141,22 +141,16 @@ class StreamSignalReader(AsyncClosing):
             length = await self._redis.xlen(spec.stream) if spec.start is StreamStart.FIRST else 0
             return QueueSignals(length, 0)
         pending = _xinfo_count(group, "pending")
-        lag = group.get("lag")
-        if lag is None:
-            # Redis cannot tell the lag after entries were deleted inside the unread range:
-            # count them, up to what the largest decision needs.
-            most = spec.scale.max * spec.scale.backlog_per_worker
-            after = "(" + text(group.get("last-delivered-id"))
-            lag = len(await self._redis.xrange(spec.stream, min=after, max="+", count=most) or ())
+        lag = await unread(self._redis, spec, group)
         delivered = _xinfo_count(group, "entries-read")
         now = self._clock()
         before = self._last.get((spec.stream, spec.group))
         self._last[(spec.stream, spec.group)] = (now, delivered, added)
         if before is None or now <= before[0]:
-            return QueueSignals(int(lag), pending)
+            return QueueSignals(lag, pending)
         elapsed = now - before[0]
         return QueueSignals(
-            int(lag),
+            lag,
             pending,
             ack_rate=max(0, delivered - before[1]) / elapsed,
             publish_rate=max(0, added - before[2]) / elapsed,

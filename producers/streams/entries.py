@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from producers.submit import JobRequest
@@ -73,6 +74,18 @@ def entry_job_id(name: str, stream: str, entry_id: str) -> str:
 def text(value: Any) -> str:
     """Return a Redis reply's bytes or string as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def unread(redis: aioredis.Redis, spec: StreamSourceSpec, group: Mapping[str, Any]) -> int:
+    """Return the entries of ``spec``'s stream its ``group`` (an ``XINFO GROUPS`` reply) has not delivered yet."""
+    lag = group.get("lag")
+    if lag is not None:
+        return int(lag)
+    # Redis cannot tell the lag after entries were deleted inside the unread range: count
+    # them, up to what the largest scaling decision needs.
+    most = spec.scale.max * spec.scale.backlog_per_worker
+    after = "(" + text(group.get("last-delivered-id"))
+    return len(await redis.xrange(spec.stream, min=after, max="+", count=most) or ())
 
 
 def dead_letter_fields(

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError, ResponseError
 
 from producers.publisher import ConfirmedPublisher
-from producers.streams.entries import Fields, dead_letter_fields, entry_request, text
+from producers.streams.entries import Fields, dead_letter_fields, entry_request, text, unread
 from producers.submit import JobRequest, Submitted, Submitter
 from telemetry import tracing
 from telemetry.metrics import MetricSet, counter, gauge
@@ -313,9 +313,10 @@ class StreamSource:
         """Set the backlog gauge: the group's entries not yet read, and those read but unacknowledged."""
         async with self._redis_call("XINFO GROUPS"):
             groups = await self._redis.xinfo_groups(self._spec.stream)
-        for group in groups:
-            if text(group.get("name")) == self._spec.group:
-                self._backlog.set(int(group.get("lag") or 0) + int(group.get("pending") or 0))
+            for group in groups:
+                if text(group.get("name")) == self._spec.group:
+                    lag = await unread(self._redis, self._spec, group)
+                    self._backlog.set(lag + int(group.get("pending") or 0))
 
     @asynccontextmanager
     async def _redis_call(self, command: str) -> AsyncIterator[None]:

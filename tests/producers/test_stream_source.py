@@ -512,3 +512,19 @@ async def test_a_reader_serves_its_metrics_on_its_port_to_a_metrics_reader_only(
         assert scraped.status_code == 200
         assert 'taskq_stream_entries_total{outcome="accepted",source="shop"} 3.0' in scraped.text
         assert reader.returncode == 0
+
+
+@pytest.mark.rabbitmq
+async def test_the_backlog_counts_unread_entries_when_redis_cannot_tell_their_number(
+    applied, tmp_path, redis_url, redis_prefix
+):
+    async with shop_stack(applied, tmp_path, redis_url, redis_prefix) as shop:
+        ids = await shop.add(20)
+        await shop.redis.xreadgroup("taskq", "r1", {shop.stream: ">"}, count=5)
+        await shop.redis.xdel(shop.stream, ids[10])  # inside the unread range: no lag now
+        [group] = await shop.redis.xinfo_groups(shop.stream)
+        assert group["lag"] is None
+        metrics = StreamMetrics()
+        await shop.source(metrics=metrics)._measure()
+        # 14 entries never delivered, 5 delivered and not acknowledged.
+        assert metrics.backlog.labels("shop")._value.get() == 19
