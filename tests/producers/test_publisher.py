@@ -153,6 +153,23 @@ async def test_refusals_move_later_publishes_to_a_new_channel_at_most_once_a_sec
 
 
 @pytest.mark.rabbitmq
+async def test_pika_publishes_on_a_new_channel_after_a_refusal(applied, topology):
+    full = f"full-{uuid.uuid4().hex[:8]}"
+    async with (
+        await PikaPublisher.connect(applied, topology) as publisher,
+        channel(applied) as ch,
+    ):
+        await ch.declare_queue(full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+        refused = publisher._live_channel()
+        with pytest.raises(PublishNackedError):
+            await publisher.publish(Envelope.new("email", {}), Route("", full))
+        assert not refused.is_open  # dropped where the refusal was read
+        await publisher.publish(Envelope.new("email", {"on": "the new channel"}))
+        assert publisher._live_channel() is not refused
+        assert await depth(ch, "taskq.email") == 1
+
+
+@pytest.mark.rabbitmq
 async def test_thousands_of_concurrent_publishes_are_all_confirmed(applied, topology):
     jobs = [Envelope.new("job.bulk", {"i": i}) for i in range(3000)]
     settings = PublisherSettings(publish_window=256)
