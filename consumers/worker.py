@@ -350,7 +350,8 @@ class Worker:
             logger.warning("undecodable message dead-lettered: {}", exc)
             return decide(Facts(None, undecodable=str(exc)), self._policy, now)
         handler = delivery.handler = self._deps.registry.resolve(envelope.type)
-        blocking = None if handler is None else self.breakers.blocking(handler.depends_on)
+        depends_on = None if handler is None else handler.depends_on
+        blocking = self.breakers.blocking(depends_on) if depends_on else None
         blocked = None if blocking is None else max(int(blocking.retry_in() * 1000), 1000)
         return decide(Facts(envelope, handler is not None, blocked), self._policy, now)
 

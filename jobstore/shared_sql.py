@@ -284,8 +284,10 @@ class SharedSql:
         claims = []
         for item in items:
             key, job_id = item.claim, item.job.id
-            lease = self._lease(item.lease_s)
-            if key is None or (yield Query(self._claim_key, (*key, job_id, *lease))):
+            # Most jobs have no key: their lease is never worked out.
+            if key is None or (
+                yield Query(self._claim_key, (*key, job_id, *self._lease(item.lease_s)))
+            ):
                 claims.append(Claim(ClaimState.NEW, job_id))
             else:
                 [held] = yield Query(HELD_KEY, (key[0],))
