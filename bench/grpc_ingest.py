@@ -367,21 +367,23 @@ async def main(opts: argparse.Namespace) -> None:
             await management.delete_vhost(vhost)
 
 
-class NoopJobs(jobs_pb2_grpc.JobsServicer):
-    """Answers every Submit at once with an empty reply: grpcio's own cost per call."""
+class NoopJobs:
+    """Answers every Submit at once with an empty reply: the gRPC server's own cost per call."""
 
     async def Submit(self, request: pb.SubmitRequest, context: object) -> pb.SubmitResponse:
         return pb.SubmitResponse()
 
 
 async def noop_server(port: int) -> None:
-    """Serve ``NoopJobs`` on 127.0.0.1:``port`` until killed (uvloop, as taskctl serve runs)."""
-    server = grpc.aio.server()
-    jobs_pb2_grpc.add_JobsServicer_to_server(NoopJobs(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
+    """Serve ``NoopJobs`` on 127.0.0.1:``port`` as taskq serves gRPC, until killed (uvloop, as taskctl serve runs)."""
+    from producers.grpc_api.calls import GrpcApp
+    from producers.grpc_api.server import serve_calls
+
+    app = GrpcApp(max_message_bytes=4 << 20)
+    app.add(pb.DESCRIPTOR.services_by_name["Jobs"], NoopJobs())
+    await serve_calls(app, "127.0.0.1", port)
     print("serving", flush=True)
-    await server.wait_for_termination()
+    await asyncio.Event().wait()
 
 
 async def client(address: str, key: str, seconds: float, concurrency: int, batch: int) -> None:

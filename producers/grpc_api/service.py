@@ -18,6 +18,7 @@ from producers.api.app import Services
 from producers.api.metrics import BUCKETS
 from producers.auth.authenticator import Authenticator
 from producers.auth.principal import Principal, Scope
+from producers.grpc_api.calls import Context
 from producers.grpc_api.messages import (
     STATUSES,
     event_message,
@@ -27,7 +28,6 @@ from producers.grpc_api.messages import (
 )
 from producers.grpc_api.status import code_of, details_of, trailers_of
 from producers.grpc_api.v1 import jobs_pb2 as pb
-from producers.grpc_api.v1 import jobs_pb2_grpc
 from producers.requests import checked_request
 from producers.submit import JobRequest, Submitted
 from producers.tenancy import job_view
@@ -49,7 +49,6 @@ T = TypeVar("T")
 Req = TypeVar("Req")
 Reply = TypeVar("Reply")
 if TYPE_CHECKING:
-    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     Handler: TypeAlias = Callable[["JobsService", Req, Context, Principal], Awaitable[Reply]]
     Method: TypeAlias = Callable[["JobsService", Req, Context], Awaitable[Reply]]
 
@@ -98,7 +97,7 @@ def _unary(scope: Scope) -> Callable[[Handler[Req, Reply]], Method[Req, Reply]]:
     return method
 
 
-class JobsService(jobs_pb2_grpc.JobsServicer):
+class JobsService:
     """Submits, reads, cancels and watches jobs for callers holding a credential with the scope."""
 
     def __init__(
