@@ -1,7 +1,7 @@
 """gRPC ingest: taskq's gRPC Submit against POST /jobs on the same server process, same run.
 
 Usage: .venv/bin/python bench/grpc_ingest.py [--seconds 4] [--rounds 3] [--connections 32]
-       [--streams 1,8] [--batch 500] [--no-python-client] [--noop-h2load] [--profile DIR]
+       [--streams 1,4] [--batch 500] [--no-python-client] [--noop-h2load] [--profile DIR]
 
 Needs wrk and h2load (Debian packages `wrk` and `nghttp2-client`) and RabbitMQ with the
 management API. In a scratch vhost holding the default topology, one ``taskctl serve`` process
@@ -13,7 +13,9 @@ queues after every load:
 - ``POST /jobs`` (THE baseline): wrk, ``--connections`` connections, the API key sent;
 - ``gRPC Submit (h2load, CxM)``: h2load, a C load generator like wrk, ``C`` connections of
   ``M`` concurrent calls each (``--streams`` lists the ``M``; ``C`` x ``M`` =
-  ``--connections`` calls in flight), each call an HTTP/2 POST of the framed
+  ``--connections`` calls in flight; h2load does not open a new connection after a GOAWAY,
+  and the server retires a connection after 3,840 calls, so each connection must make
+  fewer calls than that in ``--seconds``), each call an HTTP/2 POST of the framed
   ``SubmitRequest`` with ``content-type: application/grpc`` and the API key. h2load counts
   HTTP 200, which a gRPC call answers even when it fails, so before the run one call made with
   nghttp must end with ``grpc-status: 0``, and after each load the jobs the store gained must
@@ -21,16 +23,18 @@ queues after every load:
 - ``gRPC Submit (Python client)``: a client process of its own (grpc.aio, one channel)
   keeping ``--connections`` calls in flight; it takes about 290 µs of CPU per call from the
   cores the server shares, so its rate understates the server's;
-- ``gRPC no-op servicer`` (for reference, a process of its own): a grpc.aio server whose
-  ``Submit`` answers an empty ``SubmitResponse`` at once, loaded by the Python client (or by
-  h2load with ``--noop-h2load``): what grpcio itself costs per call, before any of taskq's work;
+- ``gRPC no-op servicer`` (for reference, a process of its own): a server built as taskq's
+  (its gRPC layer on uvicorn's HTTP/2) whose ``Submit`` answers an empty ``SubmitResponse``
+  at once, loaded by the Python client (or by h2load, 32 connections of one call, with
+  ``--noop-h2load``): what the gRPC server itself costs per call, before any of taskq's work;
 
 and batches of ``--batch`` jobs, one request in flight: ``POST /jobs/batch`` (THE baseline,
 wrk) against ``gRPC SubmitBatch`` (the Python client process).
 
 Each row gives the median jobs/s with its min-max, the server process's CPU per job, and the
 ratio to the baseline; a last table gives the h2load and wrk rows' CPU per job on the server's
-event-loop thread alone (grpcio also works in threads of its own).
+event-loop thread alone (what the process spends beside it is other threads': SQLite's,
+the logger's).
 """
 
 from __future__ import annotations
@@ -192,8 +196,8 @@ def sampled(server: subprocess.Popen[bytes], opts: argparse.Namespace, name: str
         sampler.wait(timeout=30)
 
 
-# Per variant, the server's event-loop thread CPU per job of each load: grpcio does part of a
-# call's work in threads of its own (its poller, its event engine's I/O threads).
+# Per variant, the server's event-loop thread CPU per job of each load: the rest of the
+# process's CPU is other threads'.
 LOOP_US: dict[str, list[float]] = {}
 
 
@@ -324,7 +328,7 @@ async def main(opts: argparse.Namespace) -> None:
             noop.stdout.readline()  # it prints a line once it serves
             noop_address = f"127.0.0.1:{noop_port}"
             singles.append(
-                h2load_variant(noop_address, key, noop, opts, None, max(opts.streams))
+                h2load_variant(noop_address, key, noop, opts, None, 1)
                 if opts.noop_h2load
                 else grpc_variant(noop_address, key, noop, opts, name="gRPC no-op servicer")
             )
@@ -438,7 +442,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--streams",
         type=lambda text: [int(m) for m in text.split(",")],
-        default=[1, 8],
+        default=[1, 4],
         help="h2load rows: concurrent calls per connection, --connections in flight in all",
     )
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +16,9 @@ from producers.grpc_api.calls import Context, GrpcApp
 from producers.grpc_api.server import RESET_BUDGET, STREAM_BUDGET, serve_calls, stop_calls
 from producers.grpc_api.v1 import jobs_pb2 as pb
 from producers.grpc_api.v1 import jobs_pb2_grpc
+from tests.tlsbroker import make_certificates
+from topology.settings import ApiSettings
+from topology.tls import api_context
 
 Code = grpc.StatusCode
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
@@ -262,3 +266,41 @@ async def test_requests_that_are_not_good_grpc_calls_are_answered_plainly(
     answer = await raw_call(port, [*base, grpc_type, (b"grpc-timeout", b"5S")], framed)
     assert answer["status"] == 200
     assert answer["trailers"][b"grpc-status"] == b"0"
+
+
+async def test_tls_serves_http2_and_wants_client_certificates_with_a_client_ca(
+    tmp_path: Path,
+) -> None:
+    certs = make_certificates(tmp_path)
+    settings = ApiSettings(
+        api_tls_cert_file=str(certs.server),
+        api_tls_key_file=str(certs.server_key),
+        api_tls_client_ca_file=str(certs.ca),
+    )
+    app = GrpcApp(max_message_bytes=1024)
+    app.add(HEALTH, Health())
+    server, port = await serve_calls(app, "127.0.0.1", 0, api_context(settings))
+    ca = certs.ca.read_bytes()
+    try:
+        shown = grpc.ssl_channel_credentials(
+            ca, certs.client_key.read_bytes(), certs.client.read_bytes()
+        )
+        async with grpc.aio.secure_channel(f"localhost:{port}", shown) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert reply.status == SERVING
+        for credentials in (grpc.ssl_channel_credentials(ca), None):  # no client certificate; plain
+            target = f"localhost:{port}"
+            async with (
+                grpc.aio.secure_channel(target, credentials)
+                if credentials
+                else grpc.aio.insecure_channel(target)
+            ) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=3
+                    )
+                assert caught.value.code() is Code.UNAVAILABLE
+    finally:
+        await stop_calls(server, 1)
