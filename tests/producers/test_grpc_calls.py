@@ -80,6 +80,18 @@ async def served() -> AsyncIterator[tuple[int, Jobs]]:
         await stop_calls(server, 1)
 
 
+@pytest.fixture
+async def stub(served: tuple[int, Jobs]) -> AsyncIterator[jobs_pb2_grpc.JobsStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{served[0]}") as channel:
+        yield jobs_pb2_grpc.JobsStub(channel)
+
+
+async def refused(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
 async def test_one_channel_outlives_the_servers_stream_budget_without_a_failed_call(
     served: tuple[int, Jobs],
 ) -> None:
@@ -135,45 +147,34 @@ async def test_cancelled_calls_past_the_reset_budget_fail_no_other_call(
     assert set(codes) == {"OK"}
 
 
-async def test_a_deadline_ends_the_call_and_cancels_its_method(served: tuple[int, Jobs]) -> None:
-    port, jobs = served
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = jobs_pb2_grpc.JobsStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Get(pb.GetRequest(id="slow"), timeout=0.3)
-    assert caught.value.code() is Code.DEADLINE_EXCEEDED
-    await asyncio.wait_for(jobs.cancelled.wait(), 5)
+async def test_a_deadline_ends_the_call_and_cancels_its_method(
+    served: tuple[int, Jobs], stub: jobs_pb2_grpc.JobsStub
+) -> None:
+    error = await refused(stub.Get(pb.GetRequest(id="slow"), timeout=0.3))
+    assert error.code() is Code.DEADLINE_EXCEEDED
+    await asyncio.wait_for(served[1].cancelled.wait(), 5)
 
 
 async def test_an_abort_carries_its_code_details_and_trailing_metadata(
-    served: tuple[int, Jobs],
+    stub: jobs_pb2_grpc.JobsStub,
 ) -> None:
-    port, _ = served
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = jobs_pb2_grpc.JobsStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Get(pb.GetRequest(id="abort"))
-        error = caught.value
-        assert error.code() is Code.NOT_FOUND
-        assert error.details() == "no job «abort» at 100%"
-        trailers = dict(error.trailing_metadata() or ())
-        assert trailers["retry-after"] == "3"
-        assert trailers["detail-bin"] == b"\x00\xffraw"
-        # The metadata sent reaches the method; a good call on the same channel still works.
-        reply = await stub.Get(pb.GetRequest(id="j1"), metadata=(("x-who", "me"),))
-        assert (reply.id, reply.type) == ("j1", "me")
+    error = await refused(stub.Get(pb.GetRequest(id="abort")))
+    assert error.code() is Code.NOT_FOUND
+    assert error.details() == "no job «abort» at 100%"
+    trailers = dict(error.trailing_metadata() or ())
+    assert trailers["retry-after"] == "3"
+    assert trailers["detail-bin"] == b"\x00\xffraw"
+    # The metadata sent reaches the method; a good call on the same channel still works.
+    reply = await stub.Get(pb.GetRequest(id="j1"), metadata=(("x-who", "me"),))
+    assert (reply.id, reply.type) == ("j1", "me")
 
 
 async def test_a_method_that_raises_answers_unknown_and_hides_why(
-    served: tuple[int, Jobs],
+    stub: jobs_pb2_grpc.JobsStub,
 ) -> None:
-    port, _ = served
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = jobs_pb2_grpc.JobsStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Get(pb.GetRequest(id="crash"))
-    assert caught.value.code() is Code.UNKNOWN
-    assert caught.value.details() == "unexpected error"
+    error = await refused(stub.Get(pb.GetRequest(id="crash")))
+    assert error.code() is Code.UNKNOWN
+    assert error.details() == "unexpected error"
 
 
 async def test_calls_the_server_cannot_take_get_standard_codes(served: tuple[int, Jobs]) -> None:
@@ -181,27 +182,20 @@ async def test_calls_the_server_cannot_take_get_standard_codes(served: tuple[int
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = jobs_pb2_grpc.JobsStub(channel)
         # A method the servicer lacks, and a service nobody serves.
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Cancel(pb.CancelRequest(id="x"))
-        assert caught.value.code() is Code.UNIMPLEMENTED
+        assert (await refused(stub.Cancel(pb.CancelRequest(id="x")))).code() is Code.UNIMPLEMENTED
         nobody = channel.unary_unary("/nope.v1.Nobody/Call")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await nobody(b"")
-        assert caught.value.code() is Code.UNIMPLEMENTED
+        assert (await refused(nobody(b""))).code() is Code.UNIMPLEMENTED
         # Compressed calls are not accepted; the client learns it by name.
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Get(pb.GetRequest(id="j"), compression=grpc.Compression.Gzip)
-        assert caught.value.code() is Code.UNIMPLEMENTED
-        assert "gzip" in (caught.value.details() or "")
+        gzipped = await refused(stub.Get(pb.GetRequest(id="j"), compression=grpc.Compression.Gzip))
+        assert gzipped.code() is Code.UNIMPLEMENTED
+        assert "gzip" in (gzipped.details() or "")
         # A message over the server's limit (1,024 bytes here).
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Get(pb.GetRequest(id="x" * 2000))
-        assert caught.value.code() is Code.RESOURCE_EXHAUSTED
+        assert (
+            await refused(stub.Get(pb.GetRequest(id="x" * 2000)))
+        ).code() is Code.RESOURCE_EXHAUSTED
         # Bytes that are no message of the method's type.
         raw = channel.unary_unary("/taskq.v1.Jobs/Get")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await raw(b"\xff\xff\xff")
-        assert caught.value.code() is Code.INTERNAL
+        assert (await refused(raw(b"\xff\xff\xff"))).code() is Code.INTERNAL
 
 
 async def test_a_watch_ends_when_its_client_leaves(served: tuple[int, Jobs]) -> None:
@@ -297,10 +291,8 @@ async def test_tls_serves_http2_and_wants_client_certificates_with_a_client_ca(
                 if credentials
                 else grpc.aio.insecure_channel(target)
             ) as channel:
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=3
-                    )
-                assert caught.value.code() is Code.UNAVAILABLE
+                check = health_pb2_grpc.HealthStub(channel).Check
+                error = await refused(check(health_pb2.HealthCheckRequest(), timeout=3))
+                assert error.code() is Code.UNAVAILABLE
     finally:
         await stop_calls(server, 1)
