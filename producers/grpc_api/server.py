@@ -46,7 +46,7 @@ class GrpcHttp2(ZttpH2Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._opened = self._resets = 0
+        self._opened = self._resets = self._highest = 0
         self._last: int | None = None  # the last stream served, once the GOAWAY is sent
         self._closing: asyncio.TimerHandle | None = None
 
@@ -55,27 +55,31 @@ class GrpcHttp2(ZttpH2Protocol):
         if self._last is not None and event.stream_id > self._last:
             return
         self._opened += 1
+        self._highest = event.stream_id
         super().handle_request(event)
         if self._opened >= STREAM_BUDGET:
-            self._retire(event.stream_id)
+            self._retire()
 
     def handle_rst_stream(self, event: zttp.RstStream) -> None:
         """Forget a call its client cancelled; retire the connection after many."""
         super().handle_rst_stream(event)
         self._resets += 1
-        if self._resets >= RESET_BUDGET and not self.transport.is_closing():
-            self._retire(max(self.cycles, default=event.stream_id))
+        if self._resets >= RESET_BUDGET:
+            self._retire()
 
     def shutdown(self) -> None:
         """Stop taking calls when the server stops, answering those in flight."""
-        self._retire(max(self.cycles, default=0))
+        self._retire()
 
-    def _retire(self, last: int) -> None:
+    def _retire(self) -> None:
+        """Send a GOAWAY naming the last call taken, and close once every call taken is answered."""
+        if self.transport.is_closing():
+            return
         if self._last is None:
-            self._last = last
-            self.conn.close(0, last)
+            self._last = self._highest
+            self.conn.close(0, self._last)
             self.flush()
-        self.shutdown_requested = True  # closed once the last call is answered
+        self.shutdown_requested = True
         if not self.cycles:
             self._close_connection()
 
