@@ -7,7 +7,7 @@ import contextlib
 import gc
 import importlib
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -53,8 +53,7 @@ async def api_services(settings: Settings, registry: CollectorRegistry | None = 
         submitter.callback_check = registration_check(settings.callbacks)
         authenticator = open_authenticator(submitter.store, settings.auth)
         # Jobs whose submitter stopped between storing and the confirm are published again here.
-        repairs = asyncio.create_task(submitter.keep_repairing())
-        stack.push_async_callback(_cancelled, repairs)
+        in_background(stack, submitter.keep_repairing())
         if settings.retention.retention_sweep_interval > 0:
             sweep = RetentionSweep(
                 backends.store,
@@ -63,10 +62,7 @@ async def api_services(settings: Settings, registry: CollectorRegistry | None = 
                 grace=settings.retention.orphan_blob_grace,
                 metrics=RetentionMetrics(registry),
             )
-            sweeps = asyncio.create_task(
-                sweep.keep_sweeping(settings.retention.retention_sweep_interval)
-            )
-            stack.push_async_callback(_cancelled, sweeps)
+            in_background(stack, sweep.keep_sweeping(settings.retention.retention_sweep_interval))
         hub = EventHub()
         await hub.attach(publisher.connection, submitter.topology)
         close = stack.pop_all().aclose
@@ -81,6 +77,11 @@ async def api_services(settings: Settings, registry: CollectorRegistry | None = 
             raise BrokerUnavailableError("the connection to RabbitMQ is down (reconnecting)")
 
     return Services(submitter, hub, ready, close, publisher, authenticator)
+
+
+def in_background(stack: contextlib.AsyncExitStack[Any], work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` as a task of its own until ``stack`` unwinds, which cancels it."""
+    stack.push_async_callback(_cancelled, asyncio.create_task(work))
 
 
 async def _cancelled(task: asyncio.Task[Any]) -> None:
@@ -216,6 +217,11 @@ async def run_scheduler(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
         if not queue:
             logger.info("the topology declares no schedules: the scheduler has nothing to fire")
             return 0
+        # An occurrence stored by a replica that died before its confirm is published again
+        # and its key completed here too, well within the key's lease: the replica that leads
+        # next replays it, without an API running, instead of taking the key over when the
+        # lease lapses and firing the occurrence a second time.
+        in_background(stack, submitter.keep_repairing())
         lease = settings.scheduler.scheduler_lease
         leadership = Leadership(settings.broker, queue, lease=lease)
         await leadership.start()
@@ -297,8 +303,7 @@ async def run_stream(name: str, consumer: str, settings: Settings) -> int:
         stack.push_async_callback(redis.aclose)
         # Its own keyed jobs left unconfirmed by a crash are published again and their keys
         # completed here too, so the entries read again replay them without an API running.
-        repairs = asyncio.create_task(producer.submitter.keep_repairing())
-        stack.push_async_callback(_cancelled, repairs)
+        in_background(stack, producer.submitter.keep_repairing())
         source = StreamSource(
             name,
             spec,

@@ -12,15 +12,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from jobstore.model import JobSearch, open_store
-from tests.helpers import eventually
+from producers.submit import JobRequest, Submitter
+from tests.fakes.blobs import InMemoryBlobStore
+from tests.fakes.publisher import InMemoryPublisher
+from tests.helpers import compiled, eventually
 from tests.workflows.conftest import env_on_store
-from topology.settings import BrokerSettings
+from topology.names import SCHEDULE_SOURCE
+from topology.schedules import occurrence_key
+from topology.settings import BrokerSettings, load_settings
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -147,8 +153,10 @@ async def test_every_occurrence_fires_exactly_once_while_replicas_die(
         await asyncio.sleep(max(0.0, SECONDS - (time.monotonic() - began)))
 
         async def caught_up() -> bool:
-            # On a busy machine the leader may trail the compressed clock after a fail-over;
-            # with misfire "all" it fires what it missed, which is what this waits for.
+            # The leader may trail the compressed clock after a fail-over: a busy machine, or
+            # a replica killed between storing an occurrence and its confirm, whose key holds
+            # the schedule until the repair sweep publishes that job (TASKQ_REPAIR_AFTER, 30
+            # s). With misfire "all" it then fires what it missed, which is what this waits for.
             for schedule in ("tick", "second"):
                 if len(await fired(env["TASKQ_STORE_URL"], schedule)) < SECONDS * SPEED * 0.8:
                     return False
@@ -173,3 +181,72 @@ async def test_every_occurrence_fires_exactly_once_while_replicas_die(
         assert sorted(missing) == []  # none skipped, through both kills
         assert len(dues) >= SECONDS * SPEED * 0.8
         print(f"{schedule}: {len(dues)} occurrences, each once, {len(names)} leaders")
+
+
+@pytest.fixture(params=["sqlite"])
+async def short_leases(
+    request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    """The environment of replicas on SQLite, with a key lease short enough to lapse in a test."""
+    more = {
+        "TASKQ_SCHEDULER_LEASE": "0.6",
+        "TASKQ_TEST_CLOCK_START": str(time.time()),
+        "TASKQ_TEST_CLOCK_SPEED": str(SPEED),
+        "TASKQ_IDEMPOTENCY_LEASE": "6",
+        "TASKQ_REPAIR_AFTER": "1",
+    }
+    async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **more) as env:
+        yield env
+
+
+async def test_an_occurrence_a_dead_replica_stored_fires_once_and_the_next_leader_moves_on(
+    short_leases: dict[str, str], tmp_path: Path
+):
+    # A replica that stored an occurrence's job and died before its confirm leaves the
+    # occurrence's key held. The replica leading next must publish that job and replay it,
+    # not wait for the key's lease to lapse and then fire the occurrence a second time.
+    env = short_leases
+    topology = compiled(TOPOLOGY)
+    spec = dict(topology.schedules)["tick"]
+    start = float(env["TASKQ_TEST_CLOCK_START"])
+    due = datetime.fromtimestamp(int(start) + 40, UTC)  # 4 s of the wall clock ahead
+    request = JobRequest(
+        type=spec.job,
+        payload=spec.payload,
+        priority=spec.priority,
+        max_attempts=spec.max_attempts,
+        idempotency_key=occurrence_key("tick", due),
+        correlation_id="schedule:tick",
+        source=SCHEDULE_SOURCE,
+        tenant=spec.tenant,
+    )
+    store = open_store(env["TASKQ_STORE_URL"])
+    await store.migrate()
+    settings = load_settings(env)
+    dead = Submitter(
+        topology, InMemoryPublisher(topology), store, InMemoryBlobStore(), settings.submit
+    )
+    prepared = await dead._prepare(request, dead.clock(), None)
+    await store.create_jobs([replace(dead._new_job(prepared), confirm_within=0)])
+    await store.close()
+
+    replicas = Replicas(env, tmp_path)
+    try:
+        replicas.start(0)
+
+        async def moved_on() -> bool:
+            later = [d for d in await fired(env["TASKQ_STORE_URL"], "tick") if d > due]
+            return len(later) >= 20
+
+        await eventually(moved_on, within=15, every=0.2)
+    finally:
+        replicas.stop()
+    dues = await fired(env["TASKQ_STORE_URL"], "tick")
+    assert dues.count(due) == 1
+    store = open_store(env["TASKQ_STORE_URL"])
+    try:
+        page = await store.list_jobs(JobSearch(correlation_id="schedule:tick", limit=500))
+    finally:
+        await store.close()
+    [job] = [j for j in page.jobs if j.idempotency_key == occurrence_key("tick", due)]
+    assert job.id == prepared.job.id  # the dead replica's job, published by the next one
