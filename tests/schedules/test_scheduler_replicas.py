@@ -49,13 +49,18 @@ LEADS = re.compile(r"scheduler (scheduler-[0-9a-f]{8}) leads")
 async def env(
     request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
 ) -> AsyncIterator[dict[str, str]]:
-    more = {
+    async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **replicas_env()) as env:
+        yield env
+
+
+def replicas_env(**more: str) -> dict[str, str]:
+    """Return the variables of replicas on the compressed clock, starting now, and ``more``."""
+    return {
         "TASKQ_SCHEDULER_LEASE": "0.6",
         "TASKQ_TEST_CLOCK_START": str(time.time()),
         "TASKQ_TEST_CLOCK_SPEED": str(SPEED),
+        **more,
     }
-    async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **more) as env:
-        yield env
 
 
 class Replicas:
@@ -188,13 +193,7 @@ async def short_leases(
     request: pytest.FixtureRequest, vhost: BrokerSettings, tmp_path: Path
 ) -> AsyncIterator[dict[str, str]]:
     """The environment of replicas on SQLite, with a key lease short enough to lapse in a test."""
-    more = {
-        "TASKQ_SCHEDULER_LEASE": "0.6",
-        "TASKQ_TEST_CLOCK_START": str(time.time()),
-        "TASKQ_TEST_CLOCK_SPEED": str(SPEED),
-        "TASKQ_IDEMPOTENCY_LEASE": "6",
-        "TASKQ_REPAIR_AFTER": "1",
-    }
+    more = replicas_env(TASKQ_IDEMPOTENCY_LEASE="6", TASKQ_REPAIR_AFTER="1")
     async with env_on_store(request, vhost, tmp_path, TOPOLOGY, **more) as env:
         yield env
 
