@@ -36,6 +36,8 @@ _OK = {"type": "http.response.trailers", "headers": [(b"grpc-status", b"0")]}
 _PLAIN = "".join(chr(c) for c in range(0x20, 0x7F) if c != 0x25)
 
 
+# Not a TaskqError: it never leaves a call. It is how a method ends its call with a status,
+# as grpc.aio's abort raises, and the layer answers it; taskq's errors become it in service.py.
 class CallEnded(Exception):
     """A call ended by its method with a status code, details and trailing metadata."""
 
